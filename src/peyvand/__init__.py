@@ -1,0 +1,3 @@
+"""Peyvand: a Matrix homeserver."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Pure Matrix event semantics: no I/O, no asyncio, no storage."""
