@@ -1,0 +1,92 @@
+"""PostgreSQL driver (asyncpg pool). SQL arrives already in PostgreSQL's ``$n`` form."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+
+from peyvand.storage.database import Connection, Dialect, Row
+from peyvand.storage.errors import ConflictError, StorageError
+
+
+class _PgConnection:
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+
+    async def execute(self, sql: str, *args: Any) -> None:
+        try:
+            await self._conn.execute(sql, *args)
+        except asyncpg.UniqueViolationError as exc:
+            raise ConflictError(str(exc)) from exc
+        except asyncpg.PostgresError as exc:
+            raise StorageError(str(exc)) from exc
+
+    async def executemany(self, sql: str, args: Iterable[Sequence[Any]]) -> None:
+        try:
+            await self._conn.executemany(sql, list(args))
+        except asyncpg.UniqueViolationError as exc:
+            raise ConflictError(str(exc)) from exc
+        except asyncpg.PostgresError as exc:
+            raise StorageError(str(exc)) from exc
+
+    async def fetch(self, sql: str, *args: Any) -> list[Row]:
+        try:
+            return list(await self._conn.fetch(sql, *args))
+        except asyncpg.PostgresError as exc:
+            raise StorageError(str(exc)) from exc
+
+    async def fetchrow(self, sql: str, *args: Any) -> Row | None:
+        try:
+            row: Row | None = await self._conn.fetchrow(sql, *args)
+            return row
+        except asyncpg.PostgresError as exc:
+            raise StorageError(str(exc)) from exc
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        try:
+            return await self._conn.fetchval(sql, *args)
+        except asyncpg.PostgresError as exc:
+            raise StorageError(str(exc)) from exc
+
+
+class PostgresDatabase:
+    dialect: Dialect = "postgres"
+
+    def __init__(self, pool: Any) -> None:
+        self._pool = pool
+        self._plain = _PgConnection(pool)
+
+    @classmethod
+    async def open(cls, dsn: str, *, min_size: int = 2, max_size: int = 10) -> PostgresDatabase:
+        pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size)
+        return cls(pool)
+
+    async def execute(self, sql: str, *args: Any) -> None:
+        await self._plain.execute(sql, *args)
+
+    async def executemany(self, sql: str, args: Iterable[Sequence[Any]]) -> None:
+        await self._plain.executemany(sql, args)
+
+    async def fetch(self, sql: str, *args: Any) -> list[Row]:
+        return await self._plain.fetch(sql, *args)
+
+    async def fetchrow(self, sql: str, *args: Any) -> Row | None:
+        return await self._plain.fetchrow(sql, *args)
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        return await self._plain.fetchval(sql, *args)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Connection]:
+        async with self._pool.acquire() as conn, conn.transaction():
+            yield _PgConnection(conn)
+
+    async def executescript(self, script: str) -> None:
+        async with self._pool.acquire() as conn:
+            await conn.execute(script)
+
+    async def close(self) -> None:
+        await self._pool.close()
