@@ -47,8 +47,16 @@ _CONTENT_KEYS: Final[Mapping[str, frozenset[str]]] = {
     "m.room.create": frozenset({"creator"}),
     "m.room.join_rules": frozenset({"join_rule", "allow"}),
     "m.room.power_levels": frozenset(
-        {"ban", "events", "events_default", "kick", "redact", "state_default", "users"}
-        | {"users_default"}
+        {
+            "ban",
+            "events",
+            "events_default",
+            "kick",
+            "redact",
+            "state_default",
+            "users",
+            "users_default",
+        }
     ),
     "m.room.history_visibility": frozenset({"history_visibility"}),
 }
@@ -67,9 +75,14 @@ def redact(data: Mapping[str, Any], room_version: RoomVersion) -> JsonDict:
     """
     new_rules = room_version.updated_redaction_rules
     top_keys = _TOP_LEVEL_KEYS if new_rules else _TOP_LEVEL_KEYS_BEFORE_V11
-    redacted = {key: copy.deepcopy(value) for key, value in data.items() if key in top_keys}
+    redacted = {
+        key: copy.deepcopy(value)
+        for key, value in data.items()
+        if key in top_keys and key != "content"
+    }
     content = data.get("content")
-    content = content if isinstance(content, Mapping) else {}
+    if not isinstance(content, Mapping):
+        content = {}
     redacted["content"] = copy.deepcopy(_redact_content(data.get("type"), content, new_rules))
     return redacted
 
@@ -86,7 +99,8 @@ def redact_pdu(pdu: Pdu) -> Pdu:
 def _redact_content(event_type: object, content: Mapping[str, Any], new_rules: bool) -> JsonDict:
     if new_rules and event_type == "m.room.create":
         return dict(content)
-    allowed = (_CONTENT_KEYS_V11 if new_rules else _CONTENT_KEYS).get(str(event_type))
+    rules = _CONTENT_KEYS_V11 if new_rules else _CONTENT_KEYS
+    allowed = rules.get(event_type) if isinstance(event_type, str) else None
     if allowed is None:
         return {}
     kept = {key: value for key, value in content.items() if key in allowed}
