@@ -1,0 +1,73 @@
+"""Content hashes, reference hashes and event IDs.
+
+Server-Server API, "Signing Events": "Calculating the content hash for an event" and
+"Calculating the reference hash for an event"; rooms v4+ "Event IDs" (the event ID is
+``$`` + the URL-safe unpadded Base64 reference hash, used by rooms v10-v12).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Mapping
+from typing import Any
+
+from unpaddedbase64 import decode_base64, encode_base64
+
+from peyvand.events.canonical_json import encode_canonical_json
+from peyvand.events.redaction import redact
+from peyvand.events.room_versions import RoomVersion
+from peyvand.types import EventID, JsonDict
+
+
+def compute_content_hash(data: Mapping[str, Any]) -> bytes:
+    """SHA-256 of the canonical event without ``unsigned``, ``signatures`` and ``hashes``."""
+    stripped = {
+        key: value for key, value in data.items() if key not in ("unsigned", "signatures", "hashes")
+    }
+    return hashlib.sha256(encode_canonical_json(stripped)).digest()
+
+
+def add_content_hash(data: Mapping[str, Any]) -> JsonDict:
+    """A copy of ``data`` whose ``hashes`` is ``{"sha256": <unpadded Base64 content hash>}``.
+
+    ("Adding hashes and signatures to outgoing events".) Other hash algorithms already
+    in ``hashes`` are kept.
+    """
+    event = dict(data)
+    hashes = event.get("hashes")
+    event["hashes"] = {
+        **(hashes if isinstance(hashes, Mapping) else {}),
+        "sha256": encode_base64(compute_content_hash(data)),
+    }
+    return event
+
+
+def check_content_hash(data: Mapping[str, Any]) -> bool:
+    """True if ``hashes.sha256`` matches the event's content hash.
+
+    ("Validating hashes and signatures on received events": on a mismatch the receiver
+    keeps only the redacted copy of the event.)
+    """
+    hashes = data.get("hashes")
+    claimed = hashes.get("sha256") if isinstance(hashes, Mapping) else None
+    if not isinstance(claimed, str):
+        return False
+    try:
+        expected = decode_base64(claimed)
+    except ValueError:  # binascii.Error, or non-ASCII text
+        return False
+    return hmac.compare_digest(expected, compute_content_hash(data))
+
+
+def compute_reference_hash(data: Mapping[str, Any], room_version: RoomVersion) -> bytes:
+    """SHA-256 of the canonical redacted event without ``signatures`` and ``unsigned``."""
+    redacted = redact(data, room_version)
+    redacted.pop("signatures", None)
+    redacted.pop("unsigned", None)
+    return hashlib.sha256(encode_canonical_json(redacted)).digest()
+
+
+def compute_event_id(data: Mapping[str, Any], room_version: RoomVersion) -> EventID:
+    """``$`` + URL-safe unpadded Base64 of the reference hash (rooms v4+ "Event IDs")."""
+    return EventID("$" + encode_base64(compute_reference_hash(data, room_version), urlsafe=True))
