@@ -1,0 +1,49 @@
+"""PDUs in the client formats (Client-Server API, "Room event format": ``ClientEvent``,
+and ``ClientEventWithoutRoomID`` as used by ``/sync``).
+
+For ``m.room.redaction`` events ``redacts`` is served both at the top level and in
+``content`` whatever the room version (rooms v11, "Moving the ``redacts`` property of
+``m.room.redaction`` events to a ``content`` property"), so old and new clients both find it.
+
+A redacted event is serialized by passing its redacted PDU
+(``redaction.redact_pdu``) and ``unsigned={"redacted_because": ...}``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from peyvand.events.pdu import Pdu
+from peyvand.types import JsonDict
+
+
+def client_event(
+    pdu: Pdu,
+    *,
+    unsigned: Mapping[str, Any] | None = None,
+    include_room_id: bool = True,
+) -> JsonDict:
+    """The ``ClientEvent`` (or, without ``include_room_id``, ``ClientEventWithoutRoomID``).
+
+    ``unsigned`` is the per-request data (``age``, ``prev_content``, ``membership``,
+    ``redacted_because``, ``transaction_id``...) and is included only when given. The
+    result shares nested content values with ``pdu``: serialize it, do not mutate it.
+    """
+    event: JsonDict = {
+        "event_id": pdu.event_id,
+        "type": pdu.type,
+        "sender": pdu.sender,
+        "origin_server_ts": pdu.origin_server_ts,
+        "content": dict(pdu.content),
+    }
+    if include_room_id:
+        event["room_id"] = pdu.room_id
+    if pdu.is_state():
+        event["state_key"] = pdu.state_key
+    if pdu.type == "m.room.redaction" and (redacts := pdu.redacts) is not None:
+        event["redacts"] = redacts
+        event["content"]["redacts"] = redacts
+    if unsigned is not None:
+        event["unsigned"] = dict(unsigned)
+    return event
