@@ -1,0 +1,68 @@
+"""The per-request context handed to every handler."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from peyvand.api.validation import Body
+from peyvand.errors import Errcode, MatrixError
+from peyvand.services.container import Services
+from peyvand.services.requester import Requester
+
+SERVICES_KEY = web.AppKey("services", Services)
+
+
+class RequestContext:
+    __slots__ = ("_body", "request", "requester", "services")
+
+    def __init__(
+        self, request: web.Request, services: Services, requester: Requester | None
+    ) -> None:
+        self.request = request
+        self.services = services
+        self.requester = requester
+        self._body: Any = None
+
+    @property
+    def user(self) -> Requester:
+        """The authenticated requester (only on routes with ``auth="required"``)."""
+        if self.requester is None:
+            raise MatrixError(Errcode.MISSING_TOKEN, "Missing access token")
+        return self.requester
+
+    @property
+    def path(self) -> Mapping[str, str]:
+        return self.request.match_info
+
+    @property
+    def query(self) -> Mapping[str, str]:
+        return self.request.query
+
+    async def raw_json(self) -> Any:
+        """The request body parsed as JSON (any type); M_NOT_JSON if it is not JSON."""
+        if self._body is None:
+            raw = await self.request.read()
+            if not raw.strip():
+                raw = b"{}"
+            try:
+                self._body = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                raise MatrixError(Errcode.NOT_JSON, "Content not JSON.") from None
+        return self._body
+
+    async def body(self) -> Body:
+        """The request body as a JSON object; M_NOT_JSON if it is not JSON or not an object."""
+        data = await self.raw_json()
+        if not isinstance(data, dict):
+            raise MatrixError(Errcode.NOT_JSON, "Content must be a JSON object.")
+        return Body(data)
+
+
+def json_response(data: Any, status: int = 200) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(data), status=status, content_type="application/json"
+    )

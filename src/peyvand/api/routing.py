@@ -1,0 +1,77 @@
+"""Route tables: every endpoint is declared once, with its auth and rate-limit metadata.
+
+Each ``api/client/<area>.py`` module builds a ``RouteTable``; ``api.server`` mounts them
+all. Authentication and rate limiting happen centrally from this metadata, never in the
+handlers themselves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from peyvand.api.context import RequestContext
+
+Handler = Callable[["RequestContext"], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    method: str
+    path: str
+    handler: Handler
+    # "required": a valid access token; "optional": used when present; "none": ignored.
+    auth: str = "required"
+    rate_limited: bool = False
+    # Rate-limit bucket: "default" for general traffic, "login" for credential attempts.
+    limit_class: str = "default"
+
+
+@dataclass
+class RouteTable:
+    routes: list[Route] = field(default_factory=list)
+
+    def route(
+        self,
+        method: str,
+        path: str,
+        *,
+        auth: str = "required",
+        rate_limited: bool = False,
+        limit_class: str = "default",
+    ) -> Callable[[Handler], Handler]:
+        def register(handler: Handler) -> Handler:
+            self.routes.append(
+                Route(method, path, handler, auth, rate_limited, limit_class)
+            )
+            return handler
+
+        return register
+
+    def get(self, path: str, *, auth: str = "required", rate_limited: bool = False,
+            limit_class: str = "default") -> Callable[[Handler], Handler]:
+        return self.route("GET", path, auth=auth, rate_limited=rate_limited,
+                          limit_class=limit_class)
+
+    def post(self, path: str, *, auth: str = "required", rate_limited: bool = False,
+             limit_class: str = "default") -> Callable[[Handler], Handler]:
+        return self.route("POST", path, auth=auth, rate_limited=rate_limited,
+                          limit_class=limit_class)
+
+    def put(self, path: str, *, auth: str = "required", rate_limited: bool = False,
+            limit_class: str = "default") -> Callable[[Handler], Handler]:
+        return self.route("PUT", path, auth=auth, rate_limited=rate_limited,
+                          limit_class=limit_class)
+
+    def delete(self, path: str, *, auth: str = "required", rate_limited: bool = False,
+               limit_class: str = "default") -> Callable[[Handler], Handler]:
+        return self.route("DELETE", path, auth=auth, rate_limited=rate_limited,
+                          limit_class=limit_class)
+
+
+CLIENT_V3 = "/_matrix/client/v3"
+CLIENT_PREFIXES = ("/_matrix/client/v3", "/_matrix/client/r0")

@@ -1,0 +1,132 @@
+"""The web application: mounts every route table, authenticates and rate-limits centrally,
+and turns every error into the one Matrix JSON error format."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+
+from aiohttp import web
+
+from peyvand.api.context import SERVICES_KEY, RequestContext, json_response
+from peyvand.api.ratelimit import RateLimiter
+from peyvand.api.routing import CLIENT_PREFIXES, CLIENT_V3, Route, RouteTable
+from peyvand.errors import Errcode, MatrixError
+from peyvand.services.container import Services
+
+logger = logging.getLogger(__name__)
+
+_CORS_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "GET, HEAD, POST, PUT, DELETE, OPTIONS",
+    "Access-Control-Allow-Headers": "X-Requested-With, Content-Type, Authorization, Date",
+}
+
+_Middleware = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _access_token(request: web.Request) -> str | None:
+    """Client-Server API "Using access tokens": Authorization header or query parameter."""
+    header = request.headers.get("Authorization")
+    if header is not None:
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise MatrixError(Errcode.MISSING_TOKEN, "Malformed Authorization header")
+        return token.strip()
+    return request.query.get("access_token")
+
+
+def _client_ip(request: web.Request) -> str:
+    return request.remote or "unknown"
+
+
+class _Limits:
+    def __init__(self, services: Services) -> None:
+        cfg = services.config.rate_limits
+        self.enabled = cfg.enabled
+        self.by_class = {
+            "default": RateLimiter(cfg.per_second, cfg.burst),
+            "login": RateLimiter(cfg.login_per_second, cfg.login_burst),
+        }
+
+
+def _wrap(route: Route, services: Services, limits: _Limits) -> web.RequestHandler:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        requester = None
+        if route.auth != "none":
+            token = _access_token(request)
+            if token is not None:
+                requester = await services.auth.get_requester(token)
+            elif route.auth == "required":
+                raise MatrixError(Errcode.MISSING_TOKEN, "Missing access token")
+        if limits.enabled and route.rate_limited:
+            key = (
+                requester.user_id
+                if requester is not None and route.limit_class == "default"
+                else _client_ip(request)
+            )
+            limits.by_class[route.limit_class].check(key)
+        return await route.handler(RequestContext(request, services, requester))
+
+    return handle
+
+
+@web.middleware
+async def _errors_middleware(request: web.Request, handler: _Middleware) -> web.StreamResponse:
+    try:
+        response = await handler(request)
+    except MatrixError as exc:
+        response = json_response(exc.to_json(), status=exc.status)
+    except web.HTTPNotFound:
+        response = json_response(
+            {"errcode": Errcode.UNRECOGNIZED.value, "error": "Unrecognized request"}, 404
+        )
+    except web.HTTPMethodNotAllowed:
+        response = json_response(
+            {"errcode": Errcode.UNRECOGNIZED.value, "error": "Unrecognized request"}, 405
+        )
+    except web.HTTPRequestEntityTooLarge:
+        response = json_response(
+            {"errcode": Errcode.TOO_LARGE.value, "error": "Request body too large"}, 413
+        )
+    except web.HTTPException as exc:
+        response = json_response(
+            {"errcode": Errcode.UNKNOWN.value, "error": exc.reason}, exc.status
+        )
+    except Exception:
+        logger.exception("Unhandled error on %s %s", request.method, request.path)
+        response = json_response(
+            {"errcode": Errcode.UNKNOWN.value, "error": "Internal server error"}, 500
+        )
+    if not response.prepared:
+        response.headers.update(_CORS_HEADERS)
+    return response
+
+
+async def _preflight(request: web.Request) -> web.Response:
+    return web.Response(status=204, headers=_CORS_HEADERS)
+
+
+def build_web_app(services: Services, tables: Iterable[RouteTable]) -> web.Application:
+    """The aiohttp application serving every route in ``tables``."""
+    app = web.Application(
+        middlewares=[_errors_middleware],
+        client_max_size=services.config.max_request_size,
+        handler_args={"max_field_size": 16 * 1024},
+    )
+    app[SERVICES_KEY] = services
+    limits = _Limits(services)
+    seen: set[tuple[str, str]] = set()
+    for table in tables:
+        for route in table.routes:
+            paths = [route.path]
+            if route.path.startswith(CLIENT_V3 + "/"):
+                suffix = route.path[len(CLIENT_V3) :]
+                paths = [prefix + suffix for prefix in CLIENT_PREFIXES]
+            for path in paths:
+                if (route.method, path) in seen:
+                    raise RuntimeError(f"route declared twice: {route.method} {path}")
+                seen.add((route.method, path))
+                app.router.add_route(route.method, path, _wrap(route, services, limits))
+    app.router.add_route("OPTIONS", "/{tail:.*}", _preflight)
+    return app

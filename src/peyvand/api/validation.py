@@ -1,0 +1,120 @@
+"""Declarative request-body validation (Client-Server API "Standard error response").
+
+A handler reads its body through ``Body``: a missing required key is ``M_MISSING_PARAM``,
+a value of the wrong type ``M_BAD_JSON``, a value out of range ``M_INVALID_PARAM``. No
+handler repeats these checks by hand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, TypeVar, overload
+
+from peyvand.errors import Errcode, MatrixError
+from peyvand.types import JsonDict
+
+T = TypeVar("T")
+_MISSING: Any = object()
+
+_TYPE_NAMES = {str: "a string", int: "an integer", bool: "a boolean", dict: "an object",
+               list: "an array"}
+
+
+class Body:
+    """A JSON object from a request, with typed accessors that raise Matrix errors."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: JsonDict) -> None:
+        self.data = data
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.data
+
+    def _get(self, key: str, kind: type[T], default: Any, *, nullable: bool = False) -> T:
+        if key not in self.data:
+            if default is _MISSING:
+                raise MatrixError(Errcode.MISSING_PARAM, f"Missing parameter: {key}")
+            return default  # type: ignore[no-any-return]
+        value = self.data[key]
+        if value is None and nullable:
+            return default  # type: ignore[no-any-return]
+        ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+        if not ok:
+            raise MatrixError(
+                Errcode.BAD_JSON, f"'{key}' must be {_TYPE_NAMES.get(kind, kind.__name__)}"
+            )
+        return value
+
+    @overload
+    def str(self, key: str) -> str: ...
+    @overload
+    def str(self, key: str, default: T) -> str | T: ...
+    def str(self, key: str, default: Any = _MISSING) -> Any:
+        return self._get(key, str, default, nullable=default is not _MISSING)
+
+    @overload
+    def int(self, key: str) -> int: ...
+    @overload
+    def int(self, key: str, default: T) -> int | T: ...
+    def int(self, key: str, default: Any = _MISSING) -> Any:
+        return self._get(key, int, default, nullable=default is not _MISSING)
+
+    def bool(self, key: str, default: bool | None = None) -> bool:
+        value = self._get(key, bool, _MISSING if default is None else default)
+        return bool(value)
+
+    @overload
+    def dict(self, key: str) -> JsonDict: ...
+    @overload
+    def dict(self, key: str, default: T) -> JsonDict | T: ...
+    def dict(self, key: str, default: Any = _MISSING) -> Any:
+        return self._get(key, dict, default, nullable=default is not _MISSING)
+
+    @overload
+    def list(self, key: str) -> list[Any]: ...
+    @overload
+    def list(self, key: str, default: T) -> list[Any] | T: ...
+    def list(self, key: str, default: Any = _MISSING) -> Any:
+        return self._get(key, list, default, nullable=default is not _MISSING)
+
+    def str_list(self, key: str, default: list[str] | None = None) -> list[str]:
+        values = self.list(key, _MISSING if default is None else default)
+        if not all(isinstance(v, str) for v in values):
+            raise MatrixError(Errcode.BAD_JSON, f"'{key}' must be an array of strings")
+        return list(values)
+
+    def one_of(self, key: str, allowed: tuple[str, ...], default: Any = _MISSING) -> Any:
+        value = self.str(key, default)
+        if value is not default and value not in allowed:
+            raise MatrixError(
+                Errcode.INVALID_PARAM, f"'{key}' must be one of {', '.join(allowed)}"
+            )
+        return value
+
+
+def query_int(
+    query: Mapping[str, str], key: str, default: int, *, minimum: int = 0, maximum: int | None = None
+) -> int:
+    """An integer query parameter, ``M_INVALID_PARAM`` if malformed or out of range."""
+    raw = query.get(key)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise MatrixError(Errcode.INVALID_PARAM, f"'{key}' must be an integer") from None
+    if value < minimum or (maximum is not None and value > maximum):
+        raise MatrixError(Errcode.INVALID_PARAM, f"'{key}' is out of range")
+    return value
+
+
+def query_bool(query: Mapping[str, str], key: str, default: bool) -> bool:
+    raw = query.get(key)
+    if raw is None:
+        return default
+    if raw in ("true", "1"):
+        return True
+    if raw in ("false", "0"):
+        return False
+    raise MatrixError(Errcode.INVALID_PARAM, f"'{key}' must be true or false")

@@ -1,0 +1,16 @@
+"""Who is making a request, as established once by central authentication."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from peyvand.types import DeviceID, UserID
+
+
+@dataclass(frozen=True, slots=True)
+class Requester:
+    user_id: UserID
+    device_id: DeviceID
+    # The access token's row id (for logout of this session).
+    token_id: int
+    is_admin: bool = False
