@@ -1,0 +1,29 @@
+"""Fixtures for the authorization-rule tests (the room helper is ``auth_room``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from auth_room import VERSIONS, AuthRoom
+
+from peyvand.events.room_versions import RoomVersion
+
+
+@pytest.fixture(params=VERSIONS, ids=lambda v: f"v{v.identifier}")
+def version(request: pytest.FixtureRequest) -> RoomVersion:
+    """Each supported room version in turn."""
+    result: RoomVersion = request.param
+    return result
+
+
+@pytest.fixture
+def room(version: RoomVersion) -> AuthRoom:
+    """An invite-only room created by Alice (PL 100, or a creator in v12)."""
+    return AuthRoom(version)
+
+
+@pytest.fixture
+def make_room() -> Callable[..., AuthRoom]:
+    """``AuthRoom`` itself, for tests that need a room of a particular shape."""
+    return AuthRoom
