@@ -1,0 +1,285 @@
+"""Load the TOML config file into the frozen ``Config``, and render a documented one.
+
+Loading is strict: an unknown key, a missing required key or a value of the wrong type is
+a ``ConfigError`` naming the key (``rate_limits.burst``). Relative paths, including the
+path in a ``sqlite:///`` database URL, are resolved against the config file's directory,
+so a data directory can be moved together with its config.
+
+The file layout mirrors the dataclasses in ``config.model``: top-level fields are
+top-level keys, nested dataclasses are tables (``[database]``, ``[registration]``,
+``[rate_limits]``). ``OPTION_DOCS`` documents every option; ``render_config`` writes each
+one with its documentation, so the generated file is the reference an operator reads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+from peyvand.config.model import Config, DatabaseConfig
+
+__all__ = ["OPTION_DOCS", "ConfigError", "load_config", "parse_config", "render_config"]
+
+_T = TypeVar("_T")
+
+LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+# The documentation of every option, keyed by its dotted name. Also the order in which
+# ``render_config`` writes top-level keys and tables (fields missing here are an error).
+OPTION_DOCS: Final[Mapping[str, str]] = {
+    "server_name": (
+        "The server name: the part after ':' in every user ID (@alice:example.com) and room\n"
+        "alias on this server. It cannot be changed once users have registered."
+    ),
+    "data_dir": (
+        "Directory for the server's data (SQLite database, signing key, media).\n"
+        "A relative path is relative to the directory of this file."
+    ),
+    "signing_key_path": (
+        "The server's Ed25519 signing key, in Synapse's format ('ed25519 <version> <seed>').\n"
+        "Keep it secret and back it up: other servers pin it. Relative to this file."
+    ),
+    "bind": "Address the HTTP listener binds to ('127.0.0.1', '0.0.0.0', '::').",
+    "port": "TCP port of the HTTP listener (1-65535).",
+    "public_baseurl": (
+        "The URL clients use to reach this server, when it differs from http://bind:port/\n"
+        "(for example behind a TLS-terminating reverse proxy). Unset by default."
+    ),
+    "max_request_size": "Largest request body accepted, in bytes.",
+    "log_level": "Logging level: one of DEBUG, INFO, WARNING, ERROR, CRITICAL.",
+    "database": "The database.",
+    "database.url": (
+        "'sqlite:///<path>' for the embedded SQLite database (a relative path is relative\n"
+        "to this file; 'sqlite:////abs/path' for an absolute one), or\n"
+        "'postgresql://user:password@host:port/dbname' for PostgreSQL."
+    ),
+    "registration": "Who may create accounts through the Client-Server API.",
+    "registration.open": (
+        "Anyone may register with m.login.dummy, without a token. Off by default: only\n"
+        "turn it on for development or a private network."
+    ),
+    "registration.tokens": (
+        "Registration tokens accepted by m.login.registration_token; when registration\n"
+        "is not open, a new account needs one of them. Empty: no one may self-register\n"
+        "(operators can still use 'peyvand register-user')."
+    ),
+    "rate_limits": "Per-client request rate limits (token buckets).",
+    "rate_limits.enabled": "Enforce the limits below. Turn off only for tests and benchmarks.",
+    "rate_limits.per_second": (
+        "Sustained requests per second, per user (per IP address when unauthenticated)."
+    ),
+    "rate_limits.burst": "Requests allowed in a burst above the sustained rate.",
+    "rate_limits.login_per_second": "Sustained login and registration attempts per second, per IP.",
+    "rate_limits.login_burst": "Login and registration attempts allowed in a burst, per IP.",
+}
+
+# Example values rendered (commented out) for optional options that are unset.
+_EXAMPLES: Final[Mapping[str, str]] = {"public_baseurl": '"https://matrix.example.com/"'}
+
+
+class ConfigError(Exception):
+    """The config file is missing, not TOML, or does not describe a valid ``Config``."""
+
+
+def load_config(path: Path | str) -> Config:
+    """Read and validate the TOML config file at ``path``."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} is not UTF-8: {exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    try:
+        return parse_config(raw, base_dir=path.resolve().parent)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def parse_config(raw: Mapping[str, Any], *, base_dir: Path) -> Config:
+    """Validate already-parsed TOML; relative paths are resolved against ``base_dir``."""
+    config = _build(Config, raw, prefix="", base_dir=base_dir)
+    _check(config)
+    database = _resolve_database(config.database, base_dir)
+    return dataclasses.replace(config, database=database)
+
+
+def _build(cls: type[_T], raw: Any, *, prefix: str, base_dir: Path) -> _T:
+    """Build dataclass ``cls`` from the table ``raw``, strictly."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"'{prefix.rstrip('.') or '<top level>'}' must be a table")
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise ConfigError(f"unknown key '{prefix}{unknown[0]}'")
+    hints = typing.get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for name, field in fields.items():
+        key = prefix + name
+        if name not in raw:
+            no_default = field.default is dataclasses.MISSING
+            if no_default and field.default_factory is dataclasses.MISSING:
+                raise ConfigError(f"missing required key '{key}'")
+            continue
+        values[name] = _convert(hints[name], raw[name], key=key, base_dir=base_dir)
+    return cls(**values)
+
+
+def _convert(hint: Any, value: Any, *, key: str, base_dir: Path) -> Any:
+    """Check ``value`` against the type ``hint`` and convert it (paths, tuples, tables)."""
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, prefix=key + ".", base_dir=base_dir)  # type: ignore[arg-type]
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin is types.UnionType:  # only "X | None" is used; TOML has no null
+        (inner,) = (arg for arg in args if arg is not type(None))
+        return _convert(inner, value, key=key, base_dir=base_dir)
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise ConfigError(f"'{key}' must be a list")
+        return tuple(
+            _convert(args[0], item, key=f"{key}[{i}]", base_dir=base_dir)
+            for i, item in enumerate(value)
+        )
+    if hint is Path:
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"'{key}' must be a non-empty path string")
+        return (base_dir / Path(value).expanduser()).resolve()
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"'{key}' must be true or false")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"'{key}' must be an integer")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"'{key}' must be a number")
+        if not math.isfinite(value):
+            raise ConfigError(f"'{key}' must be a finite number")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"'{key}' must be a string")
+        return value
+    raise TypeError(f"config field {key} has unsupported type {hint!r}")
+
+
+def _check(config: Config) -> None:
+    """Value checks beyond types."""
+    if not config.server_name or any(c.isspace() or c in "/@#!" for c in config.server_name):
+        raise ConfigError(f"'server_name' is not a valid server name: {config.server_name!r}")
+    if not 1 <= config.port <= 65535:
+        raise ConfigError(f"'port' must be between 1 and 65535, not {config.port}")
+    if not config.bind:
+        raise ConfigError("'bind' must not be empty")
+    if config.public_baseurl is not None and not config.public_baseurl.startswith(
+        ("http://", "https://")
+    ):
+        raise ConfigError("'public_baseurl' must start with http:// or https://")
+    if config.max_request_size <= 0:
+        raise ConfigError("'max_request_size' must be positive")
+    if config.log_level not in LOG_LEVELS:
+        raise ConfigError(f"'log_level' must be one of {', '.join(LOG_LEVELS)}")
+    url = config.database.url
+    if not (url.startswith("sqlite:///") or config.database.is_postgres):
+        raise ConfigError("'database.url' must start with sqlite:///, postgres:// or postgresql://")
+    if url.startswith("sqlite:///") and not config.database.sqlite_path:
+        raise ConfigError("'database.url' names no SQLite file")
+    for name in ("per_second", "burst", "login_per_second", "login_burst"):
+        if getattr(config.rate_limits, name) <= 0:
+            raise ConfigError(f"'rate_limits.{name}' must be positive")
+    if any(not token for token in config.registration.tokens):
+        raise ConfigError("'registration.tokens' must not contain empty tokens")
+
+
+def _resolve_database(database: DatabaseConfig, base_dir: Path) -> DatabaseConfig:
+    """Make a relative SQLite path absolute (``sqlite:////abs/path``)."""
+    if database.is_postgres:
+        return database
+    path = database.sqlite_path
+    if path == ":memory:":
+        return database
+    return DatabaseConfig(url="sqlite:///" + str((base_dir / path).resolve()))
+
+
+def render_config(config: Config, *, config_path: Path) -> str:
+    """A TOML file for ``config`` in which every option is documented.
+
+    Paths inside the directory of ``config_path`` are written relative to it, so the
+    directory can be moved as a whole; ``load_config(config_path)`` gives ``config`` back.
+    """
+    base_dir = config_path.resolve().parent
+    lines = [
+        "# Peyvand homeserver configuration (TOML).",
+        "# Generated by 'peyvand generate-config'; every option is documented below.",
+        "# Relative paths are relative to the directory of this file.",
+        "",
+    ]
+    tables: list[tuple[str, Any]] = []
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if dataclasses.is_dataclass(value):
+            tables.append((field.name, value))
+        else:
+            lines += _render_option(field.name, value, base_dir)
+    for name, table in tables:
+        lines += [*_comment(OPTION_DOCS[name]), f"[{name}]", ""]
+        for field in dataclasses.fields(table):
+            value = getattr(table, field.name)
+            if name == "database" and field.name == "url":
+                value = _relative_database_url(value, base_dir)
+            lines += _render_option(f"{name}.{field.name}", value, base_dir)
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def _render_option(dotted: str, value: Any, base_dir: Path) -> list[str]:
+    key = dotted.rpartition(".")[2]
+    doc = _comment(OPTION_DOCS[dotted])
+    if value is None:
+        return [*doc, f"# {key} = {_EXAMPLES.get(dotted, '')}", ""]
+    return [*doc, f"{key} = {_toml_value(value, base_dir)}", ""]
+
+
+def _comment(text: str) -> list[str]:
+    return [f"# {line}" for line in text.splitlines()]
+
+
+def _toml_value(value: Any, base_dir: Path) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, Path):
+        return json.dumps(_relative(value, base_dir), ensure_ascii=False)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)  # a JSON string is a TOML basic string
+    if isinstance(value, tuple | list):
+        return "[" + ", ".join(_toml_value(item, base_dir) for item in value) + "]"
+    raise TypeError(f"cannot render {value!r} as TOML")
+
+
+def _relative(path: Path, base_dir: Path) -> str:
+    resolved = path.resolve()
+    if resolved == base_dir:
+        return "."
+    if resolved.is_relative_to(base_dir):
+        return resolved.relative_to(base_dir).as_posix()
+    return str(resolved)
+
+
+def _relative_database_url(url: str, base_dir: Path) -> str:
+    database = DatabaseConfig(url=url)
+    if database.is_postgres or database.sqlite_path == ":memory:":
+        return url
+    return "sqlite:///" + _relative(base_dir / database.sqlite_path, base_dir)
