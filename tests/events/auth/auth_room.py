@@ -66,7 +66,7 @@ class AuthRoom:
             "depth": 1,
         }
         if version.room_id_is_create_event_hash:
-            create_id = EventID("$CreateEventReferenceHash")
+            create_id = EventID("$CreateEventReferenceHashOf" + creator.split(":")[0][1:])
             self.room_id = "!" + create_id[1:]
         else:
             create_id = EventID("$create")
