@@ -1,0 +1,1 @@
+"""The ``peyvand`` operator commands: generate-config, serve, register-user, dev."""

@@ -1,0 +1,162 @@
+"""The ``peyvand`` command line: argument parsing and dispatch to one module per command.
+
+Every command is non-interactive. Exit status: 0 on success, 1 when the command fails
+(the reason goes to stderr), 2 for bad usage (argparse's own convention).
+
+The modules that pull in the whole server (``serve``, ``register``) are imported only by
+the commands that need them, so ``generate-config`` and ``--help`` stay light.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from peyvand import __version__
+from peyvand.cli.errors import CommandError
+from peyvand.cli.generate import CONFIG_FILE_NAME, GenerateOptions, generate_config
+from peyvand.cli.logs import setup_logging
+from peyvand.cli.loop import run
+from peyvand.config.loader import ConfigError, load_config
+
+DEV_DATA_DIR = Path("data")
+DEV_SERVER_NAME = "localhost"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command named in ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        args.handler(args)
+    except (CommandError, ConfigError) as exc:
+        print(f"peyvand {args.command}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every command."""
+    parser = argparse.ArgumentParser(prog="peyvand", description="The Peyvand Matrix homeserver.")
+    parser.add_argument("--version", action="version", version=f"peyvand {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    gen = commands.add_parser(
+        "generate-config",
+        help="write a documented config file and a signing key",
+        description="Write DATA_DIR/peyvand.toml (every option documented) and a new "
+        "signing key DATA_DIR/signing.key (an existing key is kept).",
+    )
+    gen.add_argument("--server-name", required=True, help="the server name, e.g. example.com")
+    gen.add_argument("--data-dir", required=True, type=Path, help="directory for the data")
+    gen.add_argument("--bind", default="127.0.0.1", help="listen address (default 127.0.0.1)")
+    gen.add_argument("--port", type=_port, default=8008, help="listen port (default 8008)")
+    gen.add_argument(
+        "--database-url",
+        help="postgresql://user:pw@host:port/db (default: SQLite in DATA_DIR/homeserver.db)",
+    )
+    gen.add_argument(
+        "--open-registration",
+        action="store_true",
+        help="let anyone register without a token (development only)",
+    )
+    gen.add_argument(
+        "--no-rate-limits", action="store_true", help="disable rate limits (tests, benchmarks)"
+    )
+    gen.add_argument(
+        "--config-path",
+        type=Path,
+        help=f"where to write the config (default DATA_DIR/{CONFIG_FILE_NAME})",
+    )
+    gen.add_argument("--force", action="store_true", help="overwrite an existing config file")
+    gen.set_defaults(handler=_generate_config)
+
+    serve = commands.add_parser("serve", help="run the homeserver")
+    serve.add_argument("--config", required=True, type=Path, help="the config file")
+    serve.set_defaults(handler=_serve)
+
+    register = commands.add_parser(
+        "register-user",
+        help="create an account directly in the database",
+        description="Create an account without going through the HTTP API (the server "
+        "may be running or not). Fails if the user ID is taken.",
+    )
+    register.add_argument("--config", required=True, type=Path, help="the config file")
+    register.add_argument("--user", required=True, help="the localpart, e.g. alice")
+    register.add_argument("--password", required=True, help="the new account's password")
+    register.add_argument("--admin", action="store_true", help="make the user a server admin")
+    register.set_defaults(handler=_register_user)
+
+    dev = commands.add_parser(
+        "dev",
+        help="run a development server (generates its config on first run)",
+        description="On first run, generate a development config in DATA_DIR (server name "
+        "localhost, 127.0.0.1:8008, SQLite, open registration); then serve it.",
+    )
+    dev.add_argument(
+        "--data-dir", type=Path, default=DEV_DATA_DIR, help=f"default ./{DEV_DATA_DIR}"
+    )
+    dev.set_defaults(handler=_dev)
+    return parser
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = 0
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"not a TCP port: {text!r}")
+    return port
+
+
+def _generate_config(args: argparse.Namespace) -> None:
+    path = generate_config(
+        GenerateOptions(
+            server_name=args.server_name,
+            data_dir=args.data_dir,
+            bind=args.bind,
+            port=args.port,
+            database_url=args.database_url,
+            open_registration=args.open_registration,
+            rate_limits=not args.no_rate_limits,
+            config_path=args.config_path,
+            force=args.force,
+        )
+    )
+    load_config(path)  # what was written must load: fail now rather than at serve time
+    print(f"wrote {path}")
+
+
+def _serve(args: argparse.Namespace) -> None:
+    from peyvand.cli.serve import serve
+
+    config = load_config(args.config)
+    setup_logging(config.log_level)
+    run(serve(config))
+
+
+def _register_user(args: argparse.Namespace) -> None:
+    from peyvand.cli.register import register_user
+
+    config = load_config(args.config)
+    setup_logging("WARNING")
+    user_id = run(register_user(config, args.user, args.password, admin=args.admin))
+    print(f"registered {user_id}")
+
+
+def _dev(args: argparse.Namespace) -> None:
+    from peyvand.cli.serve import serve
+
+    config_path = args.data_dir / CONFIG_FILE_NAME
+    if not config_path.exists():
+        generate_config(
+            GenerateOptions(
+                server_name=DEV_SERVER_NAME, data_dir=args.data_dir, open_registration=True
+            )
+        )
+        print(f"generated a development config in {config_path}", file=sys.stderr)
+    config = load_config(config_path)
+    setup_logging(config.log_level)
+    run(serve(config))
