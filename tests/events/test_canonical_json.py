@@ -104,14 +104,16 @@ invalid_leaves = (
 @st.composite
 def poisoned_values(draw: st.DrawFn) -> Any:
     """A JSON value with exactly one disallowed value buried somewhere inside."""
-    value = draw(invalid_leaves)
+    value: Any = draw(invalid_leaves)
     for _ in range(draw(st.integers(0, 4))):
         if draw(st.booleans()):
-            siblings = draw(st.lists(json_values, max_size=3))
+            siblings: list[Any] = draw(st.lists(json_values, max_size=3))
             siblings.insert(draw(st.integers(0, len(siblings))), value)
             value = siblings
         else:
-            mapping = draw(st.dictionaries(st.text(max_size=4), json_values, max_size=3))
+            mapping: dict[str, Any] = draw(
+                st.dictionaries(st.text(max_size=4), json_values, max_size=3)
+            )
             mapping[draw(st.text(max_size=4))] = value
             value = mapping
     return value

@@ -33,7 +33,7 @@ ids = [v.identifier for v in ALL]
 # Appendices, "Cryptographic Test Vectors" > "Signing Key".
 SPEC_SEED = "YJDBA9Xnr2sVqXD9Vj7XVUnmFZcZrlw8Md7kMW+3XA1"
 SPEC_SERVER = "domain"
-# The published signatures, split to fit the line length.
+# The published signatures ("JSON Signing", "Event Signing").
 SIG_EMPTY = "K8280/U9SSy9IVtjBuVeLr+HpOB4BQFWbg+UZaADMtTdGYI7Geitb76LTrr5QV/7Xg4ahLwYGYZzuHGZKM5ZAQ"
 SIG_ONE_TWO = (
     "KqmLSbO39/Bzb0QIYE82zqLwsA+PDzYIpIRA2sRQ4sL53+sN6/fpNSoqE7BP7vBZhG6kYdD13EIMJpvhJI+6Bw"
