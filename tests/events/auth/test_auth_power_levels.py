@@ -59,6 +59,17 @@ def test_8_state_event_without_permission_rejected(room: AuthRoom) -> None:
     room.allows(room.event("m.room.name", ALICE, {"name": "x"}, state_key=""))
 
 
+@pytest.mark.parametrize(("level", "allowed"), [(49, False), (50, True), (51, True)])
+def test_8_required_level_boundary(room: AuthRoom, level: int, allowed: bool) -> None:
+    room.set_membership(BOB, "join")
+    room.set_levels({BOB: level}, state_default=50)
+    pdu = room.event("m.room.topic", BOB, {"topic": "x"}, state_key="")
+    if allowed:
+        room.allows(pdu)
+    else:
+        room.rejects(pdu, "8")
+
+
 def test_8_events_override_and_events_default(room: AuthRoom) -> None:
     room.set_membership(BOB, "join")
     room.set_levels({BOB: 20}, events_default=10, events={"m.room.name": 20, "m.sticker": 30})

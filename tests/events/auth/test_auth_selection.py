@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 from auth_room import ALICE, BOB, CAROL, DAVE, AuthRoom
+from hypothesis import given
+from hypothesis import strategies as st
 
 from peyvand.events.auth import (
     AuthError,
@@ -156,3 +158,18 @@ def test_2_v12_room_id_checked_against_create_event() -> None:
     not_create = room.state[PL]
     with pytest.raises(AuthError):
         check_room_id_is_create_event(event, not_create)
+
+
+@given(st.permutations(range(4)), st.sampled_from(["join", "invite", "knock"]))
+def test_3_property_order_of_auth_events_is_irrelevant(order: list[int], membership: str) -> None:
+    """A valid auth event list stays valid, and a duplicate stays a duplicate, in any order."""
+    for version in (ROOM_V10, ROOM_V12):
+        room = AuthRoom(version)
+        room.set_membership(BOB, "invite")
+        event = room.member(BOB, membership)
+        keys = [PL, ("m.room.member", BOB), JR, CREATE if version is not ROOM_V12 else PL]
+        chosen = [room.state[keys[i]] for i in order]
+        if version is ROOM_V12:
+            assert rule_of(event, chosen) == "3.1"
+        else:
+            check_auth_events_list(event, chosen)
