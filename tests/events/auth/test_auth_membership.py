@@ -212,9 +212,7 @@ def test_5_4_1_7_third_party_invite_signature_checked(room: AuthRoom, key_field:
 
 def test_5_4_1_8_third_party_invite_bad_signature_rejected(room: AuthRoom) -> None:
     tpi = ThirdPartyInvite(room)
-    other = ThirdPartyInvite.__new__(ThirdPartyInvite)
-    other.key = generate_signing_key("0")
-    forged = sign_json({"mxid": BOB, "token": "tok"}, "id.test", other.key)
+    forged = sign_json({"mxid": BOB, "token": "tok"}, "id.test", generate_signing_key("0"))
     room.rejects(tpi.invite(forged), "5.4.1.8")
     tampered = tpi.signed()
     tampered["extra"] = "changed after signing"
@@ -351,7 +349,7 @@ def test_v12_creator_cannot_be_kicked_or_banned_by_pl_100(make_room) -> None:
     room.allows(room.member(BOB, "ban", sender=CAROL))
 
 
-def test_v12_creator_may_kick_another_creator_no(make_room) -> None:
+def test_v12_creators_cannot_kick_each_other(make_room) -> None:
     """Creators have equal (infinite) power, so neither can kick the other."""
     room = make_room(ROOM_V12, create_content={"additional_creators": [CAROL]})
     room.set_membership(CAROL, "join")
