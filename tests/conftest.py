@@ -1,0 +1,91 @@
+"""Session-wide fixtures: real Peyvand servers (SQLite and PostgreSQL) and a client.
+
+- ``backend``: "sqlite" or "postgres"; every test that uses a server runs on both
+  (``-m "not postgres"`` skips the PostgreSQL half).
+- ``homeserver``: a ``HomeserverProcess`` shared by the whole session (one per backend),
+  with ``base_url``, ``server_name``, ``config_path``, ``log()`` and
+  ``kill_and_restart()``. Register fresh users (``client.register()`` picks unique names).
+- ``private_homeserver``: a server of the test's own, for tests that break or restart it.
+- ``client``: a ``MatrixClient`` for ``homeserver``.
+- ``postgres_cluster``: the session's throwaway PostgreSQL cluster.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from harness.client import MatrixClient
+from harness.postgres import PostgresCluster, PostgresUnavailable
+from harness.server import HomeserverProcess
+
+BACKENDS = [pytest.param("sqlite"), pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    """One throwaway cluster for the session; skipped (failed under CI) without PostgreSQL."""
+    try:
+        cluster = PostgresCluster.start()
+    except PostgresUnavailable as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL is required under CI: {exc}")
+        pytest.skip(f"PostgreSQL not installed: {exc}")
+    try:
+        yield cluster
+    finally:
+        cluster.destroy()
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """The storage backend under test."""
+    name: str = request.param
+    return name
+
+
+def _new_homeserver(
+    backend: str, request: pytest.FixtureRequest, data_dir: Path
+) -> HomeserverProcess:
+    database_url = None
+    if backend == "postgres":
+        cluster: PostgresCluster = request.getfixturevalue("postgres_cluster")
+        database_url = cluster.create_database()
+    server = HomeserverProcess(backend, data_dir, database_url)
+    server.start()
+    return server
+
+
+@pytest.fixture(scope="session")
+def homeserver(
+    backend: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[HomeserverProcess]:
+    """The session's server for ``backend``."""
+    server = _new_homeserver(backend, request, tmp_path_factory.mktemp(f"homeserver-{backend}"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def private_homeserver(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[HomeserverProcess]:
+    """A server for this test alone (to kill, restart or misconfigure)."""
+    server = _new_homeserver(backend, request, tmp_path / "homeserver")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def client(homeserver: HomeserverProcess) -> AsyncIterator[MatrixClient]:
+    """A JSON client for ``homeserver``."""
+    async with aiohttp.ClientSession() as session:
+        yield MatrixClient(session, homeserver.base_url)

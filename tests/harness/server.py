@@ -1,0 +1,142 @@
+"""A real Peyvand server in a child process, configured by ``peyvand generate-config``.
+
+``HomeserverProcess.kill_and_restart()`` is the durability helper: SIGKILL (no shutdown
+code runs, like a crash or a power cut for the process) and a fresh start on the same
+config, data and port, so clients keep the same base URL.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import IO
+
+from harness.ports import free_port
+
+SERVER_NAME = "localhost"
+READY_PATH = "_matrix/client/versions"
+START_TIMEOUT_SECONDS = 60.0
+STOP_TIMEOUT_SECONDS = 20.0
+
+
+class HomeserverError(RuntimeError):
+    """The server did not start, or died; the message carries its log."""
+
+
+class HomeserverProcess:
+    """One Peyvand instance: its config, data directory, port and (when running) process."""
+
+    def __init__(self, backend: str, data_dir: Path, database_url: str | None = None) -> None:
+        self.backend = backend
+        self.data_dir = data_dir
+        self.server_name = SERVER_NAME
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.config_path = data_dir / "peyvand.toml"
+        self.log_path = data_dir / "server.log"
+        self._process: subprocess.Popen[bytes] | None = None
+        self._log_file: IO[bytes] | None = None
+        command = [
+            sys.executable, "-m", "peyvand", "generate-config",
+            "--server-name", self.server_name, "--data-dir", str(data_dir),
+            "--port", str(self.port), "--open-registration", "--no-rate-limits",
+        ]  # fmt: skip
+        if database_url is not None:
+            command += ["--database-url", database_url]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+        if result.returncode != 0:
+            raise HomeserverError(f"generate-config failed:\n{result.stdout}{result.stderr}")
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    @property
+    def pid(self) -> int:
+        if self._process is None:
+            raise HomeserverError("the server is not running")
+        return self._process.pid
+
+    def start(self, timeout: float = START_TIMEOUT_SECONDS) -> None:
+        """Start ``peyvand serve`` and wait until it answers GET /_matrix/client/versions."""
+        if self.running:
+            raise HomeserverError("the server is already running")
+        self._close_log()
+        self._log_file = self.log_path.open("ab")
+        self._log_file.write(f"--- starting peyvand serve at {time.ctime()}\n".encode())
+        self._log_file.flush()
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "peyvand", "serve", "--config", str(self.config_path)],
+            stdin=subprocess.DEVNULL,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        self._wait_ready(timeout)
+
+    def stop(self) -> None:
+        """Graceful stop (SIGTERM); SIGKILL if it has not exited in time."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.send_signal(signal.SIGTERM)
+            try:
+                self._process.wait(STOP_TIMEOUT_SECONDS)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        self._process = None
+        self._close_log()
+
+    def kill(self) -> None:
+        """SIGKILL the server: no shutdown code runs, like a crash."""
+        if self._process is not None:
+            self._process.kill()
+            self._process.wait()
+        self._process = None
+        self._close_log()
+
+    def restart(self) -> None:
+        """Graceful stop, then start again on the same data and port."""
+        self.stop()
+        self.start()
+
+    def kill_and_restart(self) -> None:
+        """``kill -9``, then start again on the same data and port."""
+        self.kill()
+        self.start()
+
+    def log(self) -> str:
+        """Everything the server has written to stdout and stderr so far."""
+        if not self.log_path.exists():
+            return ""
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        url = f"{self.base_url}/{READY_PATH}"
+        while True:
+            assert self._process is not None
+            if self._process.poll() is not None:
+                code = self._process.returncode
+                self._process = None
+                raise HomeserverError(f"peyvand serve exited with {code}:\n{self.log()}")
+            try:
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            if time.monotonic() > deadline:
+                self.kill()
+                raise HomeserverError(f"no answer from {url} in {timeout:.0f} s:\n{self.log()}")
+            time.sleep(0.1)
+
+    def _close_log(self) -> None:
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
