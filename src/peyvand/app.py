@@ -15,6 +15,7 @@ from peyvand.config import Config, DatabaseConfig
 from peyvand.events.signing import read_signing_key
 from peyvand.services.auth import AuthService
 from peyvand.services.container import Services
+from peyvand.services.registration import RegistrationService
 from peyvand.storage.accounts import AccountStore
 from peyvand.storage.migrations import run_migrations
 from peyvand.storage.postgres import PostgresDatabase
@@ -37,9 +38,11 @@ async def create_app(config: Config) -> web.Application:
         logger.info("applied schema migrations %s", applied)
     signing_key = read_signing_key(config.signing_key_path)
     accounts = AccountStore(db)
+    auth = AuthService(config, accounts)
     services = Services(
         config=config,
-        auth=AuthService(config, accounts),
+        auth=auth,
+        registration=RegistrationService(config, accounts, auth),
     )
     app = build_web_app(services, CLIENT_ROUTE_TABLES)
     del signing_key

@@ -9,9 +9,11 @@ from dataclasses import dataclass
 
 from peyvand.config import Config
 from peyvand.services.auth import AuthService
+from peyvand.services.registration import RegistrationService
 
 
 @dataclass
 class Services:
     config: Config
     auth: AuthService
+    registration: RegistrationService

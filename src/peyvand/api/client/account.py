@@ -1,0 +1,129 @@
+"""Client-Server API, "Account registration and management" (registration.yaml,
+registration_tokens.yaml, whoami.yaml, password_management.yaml,
+account_deactivation.yaml, administrative_contact.yaml)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from peyvand.api.context import RequestContext, json_response
+from peyvand.api.routing import CLIENT_V3, RouteTable
+from peyvand.errors import Errcode, MatrixError, forbidden, missing_param
+
+routes = RouteTable()
+
+_NO_THREEPIDS = "Third-party identifiers are not supported on this server"
+
+
+@routes.post(f"{CLIENT_V3}/register", auth="none", rate_limited=True, limit_class="login")
+async def register(ctx: RequestContext) -> web.Response:
+    """POST /_matrix/client/v3/register: create a ``user`` account through UIA (guests are
+    not supported: 403 M_GUEST_ACCESS_FORBIDDEN)."""
+    kind = ctx.query.get("kind", "user")
+    if kind == "guest":
+        raise MatrixError(Errcode.GUEST_ACCESS_FORBIDDEN, "Guest access is disabled")
+    if kind != "user":
+        raise MatrixError(Errcode.INVALID_PARAM, "'kind' must be user or guest")
+    body = await ctx.body()
+    user_id, session = await ctx.services.registration.register(
+        auth=body.dict("auth", None),
+        username=body.str("username", None),
+        password=body.str("password", None),
+        device_id=body.str("device_id", None),
+        display_name=body.str("initial_device_display_name", None),
+        inhibit_login=body.bool("inhibit_login", False),
+        ip=ctx.request.remote,
+    )
+    result = {"user_id": user_id, "home_server": ctx.services.config.server_name}
+    if session is not None:
+        result["access_token"] = session.access_token
+        result["device_id"] = session.device_id
+    return json_response(result)
+
+
+@routes.get(f"{CLIENT_V3}/register/available", auth="none", rate_limited=True, limit_class="login")
+async def register_available(ctx: RequestContext) -> web.Response:
+    """GET /_matrix/client/v3/register/available: 200 if ``username`` can be registered,
+    else M_USER_IN_USE or M_INVALID_USERNAME."""
+    registration = ctx.services.registration
+    if not registration.enabled:
+        raise forbidden("Registration is disabled")
+    username = ctx.query.get("username")
+    if username is None:
+        raise missing_param("Missing parameter: username")
+    await registration.check_username(username)
+    return json_response({"available": True})
+
+
+@routes.get(
+    "/_matrix/client/v1/register/m.login.registration_token/validity",
+    auth="none",
+    rate_limited=True,
+    limit_class="login",
+)
+async def registration_token_validity(ctx: RequestContext) -> web.Response:
+    """GET /_matrix/client/v1/register/m.login.registration_token/validity: whether a
+    registration token would currently be accepted."""
+    token = ctx.query.get("token")
+    if token is None:
+        raise missing_param("Missing parameter: token")
+    return json_response({"valid": ctx.services.registration.token_is_valid(token)})
+
+
+@routes.get(f"{CLIENT_V3}/account/whoami")
+async def whoami(ctx: RequestContext) -> web.Response:
+    """GET /_matrix/client/v3/account/whoami: the owner of the access token."""
+    requester = ctx.user
+    return json_response(
+        {"user_id": requester.user_id, "device_id": requester.device_id, "is_guest": False}
+    )
+
+
+@routes.post(f"{CLIENT_V3}/account/password", rate_limited=True)
+async def change_password(ctx: RequestContext) -> web.Response:
+    """POST /_matrix/client/v3/account/password: set a new password after UIA with the
+    current one; other devices are logged out unless ``logout_devices`` is false."""
+    body = await ctx.body()
+    new_password = body.str("new_password")
+    logout_devices = body.bool("logout_devices", True)
+    auth = ctx.services.auth
+    await auth.require_password(ctx.user, body.dict("auth", None), "POST /account/password")
+    await auth.change_password(ctx.user, new_password, logout_devices=logout_devices)
+    return json_response({})
+
+
+@routes.post(f"{CLIENT_V3}/account/deactivate", rate_limited=True)
+async def deactivate(ctx: RequestContext) -> web.Response:
+    """POST /_matrix/client/v3/account/deactivate: deactivate the account after UIA; no
+    identity server is involved, hence ``no-support``."""
+    body = await ctx.body()
+    auth = ctx.services.auth
+    await auth.require_password(ctx.user, body.dict("auth", None), "POST /account/deactivate")
+    await auth.deactivate(ctx.user.user_id)
+    return json_response({"id_server_unbind_result": "no-support"})
+
+
+@routes.get(f"{CLIENT_V3}/account/3pid")
+async def get_threepids(ctx: RequestContext) -> web.Response:
+    """GET /_matrix/client/v3/account/3pid: accounts here have no third-party IDs."""
+    return json_response({"threepids": []})
+
+
+async def _threepids_unsupported(ctx: RequestContext) -> web.Response:
+    """POST /_matrix/client/v3/account/3pid/{add,bind,email/requestToken,msisdn/requestToken}:
+    refused, as capabilities announce (``m.3pid_changes`` disabled)."""
+    raise forbidden(_NO_THREEPIDS)
+
+
+async def _threepid_not_found(ctx: RequestContext) -> web.Response:
+    """POST /_matrix/client/v3/account/3pid/{delete,unbind}: there is nothing to remove."""
+    body = await ctx.body()
+    body.str("medium")
+    body.str("address")
+    raise MatrixError(Errcode.THREEPID_NOT_FOUND, "No such third-party identifier")
+
+
+for _suffix in ("add", "bind", "email/requestToken", "msisdn/requestToken"):
+    routes.post(f"{CLIENT_V3}/account/3pid/{_suffix}")(_threepids_unsupported)
+for _suffix in ("delete", "unbind"):
+    routes.post(f"{CLIENT_V3}/account/3pid/{_suffix}")(_threepid_not_found)

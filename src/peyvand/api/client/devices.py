@@ -1,0 +1,71 @@
+"""Client-Server API, "Device Management" (device_management.yaml)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from peyvand.api.context import RequestContext, json_response
+from peyvand.api.routing import CLIENT_V3, RouteTable
+from peyvand.services.auth import Device
+from peyvand.types import JsonDict
+
+routes = RouteTable()
+
+
+def _device_json(device: Device) -> JsonDict:
+    body: JsonDict = {"device_id": device.device_id}
+    if device.display_name is not None:
+        body["display_name"] = device.display_name
+    if device.last_seen_ip is not None:
+        body["last_seen_ip"] = device.last_seen_ip
+    if device.last_seen_ts is not None:
+        body["last_seen_ts"] = device.last_seen_ts
+    return body
+
+
+@routes.get(f"{CLIENT_V3}/devices")
+async def list_devices(ctx: RequestContext) -> web.Response:
+    """GET /_matrix/client/v3/devices: every device of the user."""
+    devices = await ctx.services.auth.get_devices(ctx.user.user_id)
+    return json_response({"devices": [_device_json(d) for d in devices]})
+
+
+@routes.get(f"{CLIENT_V3}/devices/{{deviceId}}")
+async def get_device(ctx: RequestContext) -> web.Response:
+    """GET /_matrix/client/v3/devices/{deviceId}: one device, 404 if unknown."""
+    device = await ctx.services.auth.get_device(ctx.user.user_id, ctx.path["deviceId"])
+    return json_response(_device_json(device))
+
+
+@routes.put(f"{CLIENT_V3}/devices/{{deviceId}}")
+async def update_device(ctx: RequestContext) -> web.Response:
+    """PUT /_matrix/client/v3/devices/{deviceId}: rename a device, 404 if unknown."""
+    body = await ctx.body()
+    await ctx.services.auth.rename_device(
+        ctx.user.user_id, ctx.path["deviceId"], body.str("display_name", None)
+    )
+    return json_response({})
+
+
+@routes.delete(f"{CLIENT_V3}/devices/{{deviceId}}")
+async def delete_device(ctx: RequestContext) -> web.Response:
+    """DELETE /_matrix/client/v3/devices/{deviceId}: log a device out and delete it, after
+    UIA with the account password."""
+    device_id = ctx.path["deviceId"]
+    body = await ctx.body()
+    auth = ctx.services.auth
+    await auth.require_password(ctx.user, body.dict("auth", None), f"DELETE /devices/{device_id}")
+    await auth.delete_devices(ctx.user.user_id, [device_id])
+    return json_response({})
+
+
+@routes.post(f"{CLIENT_V3}/delete_devices")
+async def delete_devices(ctx: RequestContext) -> web.Response:
+    """POST /_matrix/client/v3/delete_devices: delete several devices, after UIA with the
+    account password."""
+    body = await ctx.body()
+    device_ids = body.str_list("devices")
+    auth = ctx.services.auth
+    await auth.require_password(ctx.user, body.dict("auth", None), "POST /delete_devices")
+    await auth.delete_devices(ctx.user.user_id, device_ids)
+    return json_response({})

@@ -1,0 +1,51 @@
+"""Client-Server API discovery: "Server Discovery" (wellknown.yaml), "API Standards"
+(versions.yaml) and "Capabilities negotiation" (capabilities.yaml)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from peyvand.api.context import RequestContext, json_response
+from peyvand.api.routing import CLIENT_V3, RouteTable
+from peyvand.events.room_versions import DEFAULT_ROOM_VERSION, KNOWN_ROOM_VERSIONS
+
+routes = RouteTable()
+
+# The specification versions served; r0.x are listed for older clients, as Synapse does.
+SPEC_VERSIONS = (
+    "r0.5.0",
+    "r0.6.0",
+    "r0.6.1",
+    *(f"v1.{minor}" for minor in range(1, 13)),
+)
+
+
+@routes.get("/_matrix/client/versions", auth="optional")
+async def versions(ctx: RequestContext) -> web.Response:
+    """GET /_matrix/client/versions: supported spec versions and unstable features."""
+    return json_response({"versions": list(SPEC_VERSIONS), "unstable_features": {}})
+
+
+@routes.get("/.well-known/matrix/client", auth="none")
+async def well_known_client(ctx: RequestContext) -> web.Response:
+    """GET /.well-known/matrix/client: where clients find this homeserver."""
+    return json_response({"m.homeserver": {"base_url": ctx.services.config.base_url}})
+
+
+@routes.get(f"{CLIENT_V3}/capabilities")
+async def capabilities(ctx: RequestContext) -> web.Response:
+    """GET /_matrix/client/v3/capabilities: what this server lets the user change."""
+    return json_response(
+        {
+            "capabilities": {
+                "m.change_password": {"enabled": True},
+                "m.room_versions": {
+                    "default": DEFAULT_ROOM_VERSION.identifier,
+                    "available": {version: "stable" for version in KNOWN_ROOM_VERSIONS},
+                },
+                "m.set_displayname": {"enabled": True},
+                "m.set_avatar_url": {"enabled": True},
+                "m.3pid_changes": {"enabled": False},
+            }
+        }
+    )

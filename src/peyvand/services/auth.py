@@ -1,0 +1,275 @@
+"""Authentication: access tokens, passwords, login and logout, devices, UIA stages.
+
+Client-Server API sections "Client Authentication", "Login", "Account registration and
+management" and "Device Management". Access tokens resolve through an in-memory cache that
+is invalidated right where tokens are removed (logout, logout/all, device deletion, password
+change, deactivation). Password hashing is bcrypt, run in the default executor so a login
+storm never blocks the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import string
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import bcrypt
+
+from peyvand.config import Config
+from peyvand.errors import Errcode, MatrixError, bad_json, forbidden, not_found
+from peyvand.services.requester import Requester
+from peyvand.services.uia import PASSWORD, UserInteractiveAuth
+from peyvand.storage.accounts import AccountStore, DeviceRow
+from peyvand.storage.errors import NotFoundError
+from peyvand.types import DeviceID, UserID
+
+# bcrypt only reads the first 72 bytes (older bcrypt and Synapse truncated silently;
+# bcrypt 5 raises instead), so truncate explicitly to stay compatible with their hashes.
+_BCRYPT_MAX_BYTES = 72
+_BCRYPT_ROUNDS = 12
+MAX_PASSWORD_LENGTH = 512
+_TOKEN_CACHE_SIZE = 50_000
+_DEVICE_ID_ALPHABET = string.ascii_uppercase
+_INVALID_LOGIN = "Invalid username or password"
+
+# A device as the service hands it to the API (an immutable row).
+Device = DeviceRow
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """A freshly issued access token: the body of a successful /login or /register."""
+
+    user_id: UserID
+    device_id: DeviceID
+    access_token: str
+
+
+def user_from_identifier(auth: Mapping[str, Any]) -> str:
+    """The user named by a login or UIA dict: ``identifier`` of type ``m.id.user`` or the
+    deprecated top-level ``user`` ("Identifier types", "Login")."""
+    identifier = auth.get("identifier")
+    if identifier is not None:
+        if not isinstance(identifier, dict):
+            raise bad_json("'identifier' must be an object")
+        if identifier.get("type") != "m.id.user":
+            raise MatrixError(Errcode.UNKNOWN, "Unsupported identifier type")
+        user = identifier.get("user")
+    else:
+        user = auth.get("user")
+        if user is None:
+            raise MatrixError(Errcode.MISSING_PARAM, "Missing parameter: identifier")
+    if not isinstance(user, str):
+        raise bad_json("'user' must be a string")
+    return user
+
+
+def check_new_password(password: str) -> None:
+    if not password:
+        raise MatrixError(Errcode.WEAK_PASSWORD, "Password must not be empty")
+    if len(password) > MAX_PASSWORD_LENGTH:
+        raise MatrixError(Errcode.INVALID_PARAM, "Password too long")
+
+
+def _hash_sync(password: str) -> str:
+    raw = password.encode()[:_BCRYPT_MAX_BYTES]
+    return bcrypt.hashpw(raw, bcrypt.gensalt(_BCRYPT_ROUNDS)).decode("ascii")
+
+
+def _check_sync(password: str, password_hash: str) -> bool:
+    try:
+        return bcrypt.checkpw(password.encode()[:_BCRYPT_MAX_BYTES], password_hash.encode())
+    except ValueError:  # a malformed stored hash
+        return False
+
+
+def new_device_id() -> DeviceID:
+    return DeviceID("".join(secrets.choice(_DEVICE_ID_ALPHABET) for _ in range(10)))
+
+
+class AuthService:
+    def __init__(
+        self,
+        config: Config,
+        accounts: AccountStore,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._config = config
+        self._accounts = accounts
+        self._clock = clock
+        self.uia = UserInteractiveAuth()
+        self._tokens: OrderedDict[str, Requester] = OrderedDict()
+        # Bumped on every revocation, so a lookup racing a logout is not cached.
+        self._revocations = 0
+
+    # Access tokens ("Using access tokens") --------------------------------------------
+
+    async def get_requester(self, token: str) -> Requester:
+        """Who ``token`` belongs to; 401 M_UNKNOWN_TOKEN if unknown, revoked or deactivated."""
+        cached = self._tokens.get(token)
+        if cached is not None:
+            self._tokens.move_to_end(token)
+            return cached
+        revocations = self._revocations
+        owner = await self._accounts.get_token_owner(token)
+        if owner is None or owner.deactivated:
+            raise MatrixError(Errcode.UNKNOWN_TOKEN, "Unknown access token", soft_logout=False)
+        requester = Requester(owner.user_id, owner.device_id, owner.token_id, owner.is_admin)
+        if revocations != self._revocations:
+            return requester
+        self._tokens[token] = requester
+        if len(self._tokens) > _TOKEN_CACHE_SIZE:
+            self._tokens.popitem(last=False)
+        return requester
+
+    def _forget_tokens(self, tokens: Iterable[str]) -> None:
+        self._revocations += 1
+        for token in tokens:
+            self._tokens.pop(token, None)
+
+    async def create_session(
+        self,
+        user_id: UserID,
+        device_id: str | None = None,
+        display_name: str | None = None,
+        ip: str | None = None,
+    ) -> Session:
+        """Issue an access token for ``device_id`` (a new device when None or unknown)."""
+        device = DeviceID(device_id) if device_id else new_device_id()
+        token = "pv_" + secrets.token_urlsafe(32)
+        _, revoked = await self._accounts.create_access_token(
+            user_id, device, token, display_name=display_name, ip=ip, now_ms=self.now_ms()
+        )
+        self._forget_tokens(revoked)
+        return Session(user_id, device, token)
+
+    def now_ms(self) -> int:
+        return int(self._clock() * 1000)
+
+    # Passwords -------------------------------------------------------------------------
+
+    async def hash_password(self, password: str) -> str:
+        return await asyncio.get_running_loop().run_in_executor(None, _hash_sync, password)
+
+    async def _password_matches(self, password: str, password_hash: str | None) -> bool:
+        if password_hash is None:
+            return False
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, _check_sync, password, password_hash)
+
+    def qualify(self, user: str) -> UserID:
+        """A full local user ID from a localpart or MXID (lower-cased, as registered)."""
+        if not user.startswith("@"):
+            return UserID(f"@{user.lower()}:{self._config.server_name}")
+        localpart, _, server = user[1:].partition(":")
+        return UserID(f"@{localpart.lower()}:{server}")
+
+    async def check_password(self, user: str, password: str) -> UserID:
+        """The user whose password this is; 403 M_FORBIDDEN otherwise (not saying why).
+
+        A deactivated account has no password, so it cannot log in; an account marked
+        deactivated that still has one gets 403 M_USER_DEACTIVATED, as in Synapse.
+        """
+        user_id = self.qualify(user)
+        row = await self._accounts.get_user(user_id)
+        if row is None or not await self._password_matches(password, row.password_hash):
+            raise forbidden(_INVALID_LOGIN)
+        if row.deactivated:
+            raise MatrixError(Errcode.USER_DEACTIVATED, "This account has been deactivated")
+        return row.user_id
+
+    # Login and logout ("Login", "Logout") -----------------------------------------------
+
+    async def login_with_password(
+        self,
+        user: str,
+        password: str,
+        *,
+        device_id: str | None,
+        display_name: str | None,
+        ip: str | None,
+    ) -> Session:
+        """POST /login with ``m.login.password``."""
+        user_id = await self.check_password(user, password)
+        return await self.create_session(user_id, device_id, display_name, ip)
+
+    async def logout(self, requester: Requester) -> None:
+        """Revoke the requester's token and delete its device."""
+        self._forget_tokens(
+            await self._accounts.delete_devices(requester.user_id, [requester.device_id])
+        )
+
+    async def logout_all(self, user_id: UserID) -> None:
+        """Revoke every token of a user and delete all their devices."""
+        self._forget_tokens(await self._accounts.delete_all_devices(user_id))
+
+    # UIA with the account password -----------------------------------------------------
+
+    async def require_password(
+        self, requester: Requester, auth: Mapping[str, Any] | None, operation: str
+    ) -> None:
+        """Guard ``operation`` with UIA, one flow: ``m.login.password`` for the requester."""
+
+        async def password_stage(stage: Mapping[str, Any]) -> None:
+            password = stage.get("password")
+            if not isinstance(password, str):
+                raise MatrixError(Errcode.MISSING_PARAM, "Missing parameter: password")
+            user_id = await self.check_password(user_from_identifier(stage), password)
+            if user_id != requester.user_id:
+                raise forbidden(_INVALID_LOGIN)
+
+        await self.uia.check(
+            auth,
+            flows=[[PASSWORD]],
+            checkers={PASSWORD: password_stage},
+            operation=operation,
+            user_id=requester.user_id,
+        )
+
+    # Account management ("Account registration and management") ------------------------
+
+    async def change_password(
+        self, requester: Requester, new_password: str, *, logout_devices: bool
+    ) -> None:
+        """Set a new password; with ``logout_devices`` every other device is logged out."""
+        check_new_password(new_password)
+        password_hash = await self.hash_password(new_password)
+        revoked = await self._accounts.set_password_hash(
+            requester.user_id,
+            password_hash,
+            keep_device=requester.device_id if logout_devices else None,
+        )
+        self._forget_tokens(revoked)
+
+    async def deactivate(self, user_id: UserID) -> None:
+        """Deactivate an account: no password, no devices, no tokens, ever again."""
+        self._forget_tokens(await self._accounts.deactivate_user(user_id))
+
+    # Devices ("Device Management") -----------------------------------------------------
+
+    async def get_devices(self, user_id: UserID) -> list[Device]:
+        return await self._accounts.get_devices(user_id)
+
+    async def get_device(self, user_id: UserID, device_id: str) -> Device:
+        device = await self._accounts.get_device(user_id, device_id)
+        if device is None:
+            raise not_found("Device not found")
+        return device
+
+    async def rename_device(
+        self, user_id: UserID, device_id: str, display_name: str | None
+    ) -> None:
+        try:
+            await self._accounts.set_device_display_name(user_id, device_id, display_name)
+        except NotFoundError:
+            raise not_found("Device not found") from None
+
+    async def delete_devices(self, user_id: UserID, device_ids: Sequence[str]) -> None:
+        """Delete devices and log them out; unknown device IDs are ignored (as Synapse)."""
+        self._forget_tokens(await self._accounts.delete_devices(user_id, device_ids))

@@ -1,0 +1,156 @@
+"""User-interactive authentication (Client-Server API, "User-interactive authentication API").
+
+An endpoint protected by UIA declares its flows (lists of stage types) and a checker per
+stage. A client first calls without ``auth`` and gets 401 with the flows and a session ID;
+it then completes stages one request at a time, quoting the session, until the completed
+stages cover one whole flow. Sessions live in memory and expire after an hour.
+
+A session is bound to the operation that started it and to the user making it, so stages
+completed for one request cannot authorise a different one (as Synapse does).
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from peyvand.errors import Errcode, MatrixError
+from peyvand.types import JsonDict
+
+DUMMY = "m.login.dummy"
+PASSWORD = "m.login.password"
+REGISTRATION_TOKEN = "m.login.registration_token"
+
+# A stage checker validates the ``auth`` dict of one stage; it raises MatrixError to fail it.
+StageChecker = Callable[[Mapping[str, Any]], Awaitable[None]]
+Flows = Sequence[Sequence[str]]
+
+_SESSION_LIFETIME_S = 3600.0
+_MAX_SESSIONS = 100_000
+
+
+class AuthIncomplete(MatrixError):
+    """The 401 answer of an unfinished UIA: flows, params, session, completed stages, and
+    the error of the stage just attempted, if it failed ("User-interactive API in the REST
+    API")."""
+
+    def __init__(
+        self,
+        flows: Flows,
+        params: JsonDict,
+        session: str,
+        completed: Sequence[str],
+        error: MatrixError | None = None,
+    ) -> None:
+        super().__init__(
+            error.errcode if error else Errcode.UNAUTHORIZED,
+            error.message if error else "Additional authentication is required",
+            status=401,
+        )
+        self.flows = flows
+        self.params = params
+        self.session = session
+        self.completed = list(completed)
+        self.failed = error is not None
+
+    def to_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "flows": [{"stages": list(flow)} for flow in self.flows],
+            "params": self.params,
+            "session": self.session,
+        }
+        if self.completed:
+            body["completed"] = self.completed
+        if self.failed:
+            body["errcode"] = self.errcode.value
+            body["error"] = self.message
+        return body
+
+
+@dataclass(slots=True)
+class _Session:
+    operation: str
+    user_id: str | None
+    created: float
+    completed: list[str] = field(default_factory=list)
+
+
+class UserInteractiveAuth:
+    """The UIA sessions of this server and the protocol that drives them."""
+
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        # Insertion order is creation order, so expired sessions are at the front.
+        self._sessions: OrderedDict[str, _Session] = OrderedDict()
+
+    async def check(
+        self,
+        auth: Mapping[str, Any] | None,
+        *,
+        flows: Flows,
+        checkers: Mapping[str, StageChecker],
+        operation: str,
+        user_id: str | None,
+        params: JsonDict | None = None,
+    ) -> None:
+        """Return once ``auth`` completes a flow; otherwise raise ``AuthIncomplete``.
+
+        ``operation`` names what is being authorised (e.g. ``"POST /account/password"``);
+        ``user_id`` is the authenticated user, or None for registration.
+        """
+        self._expire()
+        params = params or {}
+        session_id = auth.get("session") if auth is not None else None
+        if session_id is None:
+            session_id, session = self._create(operation, user_id)
+        else:
+            session = self._existing(session_id, operation, user_id)
+        stage = auth.get("type") if auth is not None else None
+        if stage is not None:
+            if (
+                not isinstance(stage, str)
+                or stage not in checkers
+                or not any(stage in flow for flow in flows)
+            ):
+                raise MatrixError(Errcode.UNRECOGNIZED, "Unrecognised auth type", status=400)
+            try:
+                await checkers[stage](auth or {})
+            except MatrixError as exc:
+                raise AuthIncomplete(flows, params, session_id, session.completed, exc) from None
+            if stage not in session.completed:
+                session.completed.append(stage)
+        if any(set(flow) <= set(session.completed) for flow in flows):
+            del self._sessions[session_id]
+            return
+        raise AuthIncomplete(flows, params, session_id, session.completed)
+
+    def _create(self, operation: str, user_id: str | None) -> tuple[str, _Session]:
+        session_id = secrets.token_urlsafe(18)
+        session = _Session(operation, user_id, self._clock())
+        self._sessions[session_id] = session
+        if len(self._sessions) > _MAX_SESSIONS:
+            self._sessions.popitem(last=False)
+        return session_id, session
+
+    def _existing(self, session_id: Any, operation: str, user_id: str | None) -> _Session:
+        session = self._sessions.get(session_id) if isinstance(session_id, str) else None
+        if session is None:
+            raise MatrixError(Errcode.UNKNOWN, "Unknown or expired session ID")
+        if session.operation != operation or session.user_id != user_id:
+            raise MatrixError(
+                Errcode.FORBIDDEN,
+                "Requested operation has changed during the UI authentication session",
+            )
+        return session
+
+    def _expire(self) -> None:
+        horizon = self._clock() - _SESSION_LIFETIME_S
+        while self._sessions:
+            session_id, session = next(iter(self._sessions.items()))
+            if session.created >= horizon:
+                break
+            del self._sessions[session_id]
