@@ -12,7 +12,7 @@ from aiohttp import web
 from peyvand.api.client import CLIENT_ROUTE_TABLES
 from peyvand.api.server import build_web_app
 from peyvand.config import Config, DatabaseConfig
-from peyvand.events.signing import read_signing_key
+from peyvand.events.signing import parse_signing_keys
 from peyvand.services.auth import AuthService
 from peyvand.services.container import Services
 from peyvand.services.registration import RegistrationService
@@ -36,7 +36,7 @@ async def create_app(config: Config) -> web.Application:
     applied = await run_migrations(db)
     if applied:
         logger.info("applied schema migrations %s", applied)
-    signing_key = read_signing_key(config.signing_key_path)
+    signing_key = parse_signing_keys(config.signing_key_path.read_text(encoding="utf-8"))[0]
     accounts = AccountStore(db)
     auth = AuthService(config, accounts)
     services = Services(
