@@ -130,17 +130,17 @@ def _generate_config(args: argparse.Namespace) -> None:
 
 
 def _serve(args: argparse.Namespace) -> None:
+    config = load_config(args.config)
     from peyvand.cli.serve import serve
 
-    config = load_config(args.config)
     setup_logging(config.log_level)
     run(serve(config))
 
 
 def _register_user(args: argparse.Namespace) -> None:
+    config = load_config(args.config)
     from peyvand.cli.register import register_user
 
-    config = load_config(args.config)
     setup_logging("WARNING")
     user_id = run(register_user(config, args.user, args.password, admin=args.admin))
     print(f"registered {user_id}")
