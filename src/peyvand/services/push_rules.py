@@ -619,7 +619,7 @@ def parse_actions(actions: Any) -> tuple[Action, ...]:
         raise MatrixError(Errcode.BAD_JSON, "'actions' must be an array")
     kept: list[Action] = []
     for action in actions:
-        if action in _HISTORICAL_ACTIONS:
+        if isinstance(action, str) and action in _HISTORICAL_ACTIONS:
             continue
         is_tweak = isinstance(action, dict) and isinstance(action.get("set_tweak"), str)
         if action == "notify" or is_tweak:
