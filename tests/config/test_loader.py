@@ -1,0 +1,97 @@
+"""Strict config loading: errors name the key; relative paths follow the config file."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from peyvand.config.loader import ConfigError, load_config, render_config
+from peyvand.config.model import Config, DatabaseConfig, RateLimitConfig, RegistrationConfig
+
+MINIMAL = """
+server_name = "example.org"
+data_dir = "data"
+signing_key_path = "data/signing.key"
+
+[database]
+url = "sqlite:///data/homeserver.db"
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "etc" / "peyvand.toml"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def test_minimal_config_gets_defaults_and_resolved_paths(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, MINIMAL))
+    etc = (tmp_path / "etc").resolve()
+    assert config.data_dir == etc / "data"
+    assert config.signing_key_path == etc / "data" / "signing.key"
+    assert config.database.url == f"sqlite:///{etc}/data/homeserver.db"
+    assert config.database.sqlite_path == f"{etc}/data/homeserver.db"
+    assert (config.bind, config.port, config.public_baseurl) == ("127.0.0.1", 8008, None)
+    assert config.registration == RegistrationConfig()
+    assert config.rate_limits == RateLimitConfig()
+
+
+def test_render_then_load_round_trips(tmp_path: Path) -> None:
+    config = Config(
+        server_name="example.org",
+        data_dir=tmp_path,
+        signing_key_path=tmp_path / "keys" / "signing.key",
+        database=DatabaseConfig("postgresql://peyvand@127.0.0.1:5432/peyvand"),
+        public_baseurl="https://matrix.example.org/",
+        registration=RegistrationConfig(open=False, tokens=('tok"en', "ünï")),
+        rate_limits=RateLimitConfig(per_second=2.5, burst=3),
+        log_level="DEBUG",
+    )
+    path = tmp_path / "peyvand.toml"
+    path.write_text(render_config(config, config_path=path))
+    assert load_config(path) == config
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ("prot = 8008", "unknown key 'prot'"),
+        ("port = '8008'", "'port' must be an integer"),
+        ("port = 70000", "'port' must be between 1 and 65535"),
+        ("port = true", "'port' must be an integer"),
+        ("log_level = 'LOUD'", "'log_level' must be one of"),
+        ("public_baseurl = 'matrix.example.org'", "'public_baseurl' must start with http"),
+        ("[registration]\nopen = 'yes'", "'registration.open' must be true or false"),
+        ("[registration]\ntokens = 'abc'", "'registration.tokens' must be a list"),
+        ("[registration]\ntokens = [1]", "'registration.tokens[0]' must be a string"),
+        ("[rate_limits]\nburst = 1.5", "'rate_limits.burst' must be an integer"),
+        ("[rate_limits]\nper_second = 0", "'rate_limits.per_second' must be positive"),
+        ("[rate_limits]\nper_second = nan", "'rate_limits.per_second' must be a finite number"),
+        ("[rate_limits]\nextra = 1", "unknown key 'rate_limits.extra'"),
+        ("rate_limits = 3", "'rate_limits' must be a table"),
+    ],
+)
+def test_invalid_values_name_the_key(tmp_path: Path, extra: str, message: str) -> None:
+    top, _, table = extra.partition("[")
+    text = top + "\n" + MINIMAL + ("\n[" + table if table else "")
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(write(tmp_path, text))
+
+
+def test_missing_required_key(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="missing required key 'server_name'"):
+        load_config(write(tmp_path, MINIMAL.replace('server_name = "example.org"', "")))
+    with pytest.raises(ConfigError, match=re.escape("missing required key 'database.url'")):
+        load_config(write(tmp_path, MINIMAL.replace('url = "sqlite:///data/homeserver.db"', "")))
+
+
+def test_bad_database_url_and_bad_toml(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=re.escape("'database.url' must start with")):
+        load_config(write(tmp_path, MINIMAL.replace("sqlite:///", "mysql://")))
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(write(tmp_path, "server_name = "))
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_config(tmp_path / "nope.toml")
