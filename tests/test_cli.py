@@ -103,7 +103,11 @@ def test_generated_file_documents_every_option(tmp_path: Path) -> None:
 
 def test_config_reference_documents_every_option() -> None:
     text = DOCS_CONFIG.read_text()
-    missing = [name for name in dotted_options() if f"`{name}`" not in text]
+    missing = [
+        name
+        for name in dotted_options()
+        if f"`{name}`" not in text and f"`[{name}]`" not in text  # a table's heading
+    ]
     assert not missing, f"docs/config.md does not document {missing}"
 
 
