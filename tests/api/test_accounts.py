@@ -490,3 +490,8 @@ async def test_login_rate_limit(configured_homeserver: ConfiguredHomeserver) -> 
         assert_error(limited, 429, "M_LIMIT_EXCEEDED")
         assert isinstance(limited.body["retry_after_ms"], int)
         assert limited.body["retry_after_ms"] > 0
+
+
+async def test_versions_ignores_a_stale_token(client: MatrixClient) -> None:
+    response = await client.request("GET", "/_matrix/client/versions", token="stale")
+    assert "v1.12" in response.ok()["versions"]

@@ -20,9 +20,12 @@ SPEC_VERSIONS = (
 )
 
 
-@routes.get("/_matrix/client/versions", auth="optional")
+@routes.get("/_matrix/client/versions", auth="none")
 async def versions(ctx: RequestContext) -> web.Response:
-    """GET /_matrix/client/versions: supported spec versions and unstable features."""
+    """GET /_matrix/client/versions: supported spec versions and unstable features.
+
+    Nothing here depends on the user, so any access token is ignored: a client holding a
+    stale token can still discover the server."""
     return json_response({"versions": list(SPEC_VERSIONS), "unstable_features": {}})
 
 
