@@ -26,7 +26,7 @@ from peyvand.services.requester import Requester
 from peyvand.services.uia import PASSWORD, UserInteractiveAuth
 from peyvand.storage.accounts import AccountStore, DeviceRow
 from peyvand.storage.errors import NotFoundError
-from peyvand.types import DeviceID, UserID
+from peyvand.types import DeviceID, JsonDict, UserID
 
 # bcrypt only reads the first 72 bytes (older bcrypt and Synapse truncated silently;
 # bcrypt 5 raises instead), so truncate explicitly to stay compatible with their hashes.
@@ -34,6 +34,7 @@ _BCRYPT_MAX_BYTES = 72
 _BCRYPT_ROUNDS = 12
 MAX_PASSWORD_LENGTH = 512
 _TOKEN_CACHE_SIZE = 50_000
+_FILTER_CACHE_SIZE = 10_000
 _DEVICE_ID_ALPHABET = string.ascii_uppercase
 _INVALID_LOGIN = "Invalid username or password"
 
@@ -107,6 +108,8 @@ class AuthService:
         self._tokens: OrderedDict[str, Requester] = OrderedDict()
         # Bumped on every revocation, so a lookup racing a logout is not cached.
         self._revocations = 0
+        # Filters never change (their ids are content hashes), so caching them is safe.
+        self._filters: OrderedDict[tuple[UserID, str], JsonDict] = OrderedDict()
 
     # Access tokens ("Using access tokens") --------------------------------------------
 
@@ -273,3 +276,23 @@ class AuthService:
     async def delete_devices(self, user_id: UserID, device_ids: Sequence[str]) -> None:
         """Delete devices and log them out; unknown device IDs are ignored (as Synapse)."""
         self._forget_tokens(await self._accounts.delete_devices(user_id, device_ids))
+
+    # Filters ("Filtering"): kept here so /sync resolves a filter ID without a query ------
+
+    async def add_filter(self, user_id: UserID, filter_json: JsonDict) -> str:
+        """Store a (validated) filter; the same filter always gets the same ID."""
+        return await self._accounts.add_filter(user_id, filter_json)
+
+    async def get_filter(self, user_id: UserID, filter_id: str) -> JsonDict | None:
+        """A stored filter of ``user_id``, or None. Callers must not mutate the result."""
+        key = (user_id, filter_id)
+        cached = self._filters.get(key)
+        if cached is not None:
+            self._filters.move_to_end(key)
+            return cached
+        stored = await self._accounts.get_filter(user_id, filter_id)
+        if stored is not None:
+            self._filters[key] = stored
+            if len(self._filters) > _FILTER_CACHE_SIZE:
+                self._filters.popitem(last=False)
+        return stored
