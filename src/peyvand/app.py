@@ -6,6 +6,7 @@ The only module that names a concrete storage backend. Owns start-up and shut-do
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from aiohttp import web
 
@@ -13,13 +14,32 @@ from peyvand.api.client import CLIENT_ROUTE_TABLES
 from peyvand.api.server import build_web_app
 from peyvand.config import Config, DatabaseConfig
 from peyvand.events.signing import parse_signing_keys
+from peyvand.services.account_data import AccountDataService
 from peyvand.services.auth import AuthService
 from peyvand.services.container import Services
+from peyvand.services.event_creation import EventCreationService
+from peyvand.services.event_dispatch import EventDispatcher
+from peyvand.services.event_writer import EventWriter
+from peyvand.services.membership import MembershipService
+from peyvand.services.notifier import Notifier
+from peyvand.services.receipts import ReceiptService
 from peyvand.services.registration import RegistrationService
+from peyvand.services.room_events import RoomEventsService
+from peyvand.services.room_state import StateService
+from peyvand.services.rooms import RoomsService
+from peyvand.services.streams import StreamToken
+from peyvand.services.sync import SyncService
+from peyvand.services.typing import TypingService
+from peyvand.services.visibility import VisibilityService
+from peyvand.storage.account_data import AccountDataStore
 from peyvand.storage.accounts import AccountStore
+from peyvand.storage.events import EventStore
 from peyvand.storage.migrations import run_migrations
 from peyvand.storage.postgres import PostgresDatabase
+from peyvand.storage.receipts import ReceiptStore
+from peyvand.storage.rooms import RoomMemberStore
 from peyvand.storage.sqlite import SqliteDatabase
+from peyvand.types import JsonDict, RoomID, UserID
 
 logger = logging.getLogger(__name__)
 
@@ -37,18 +57,70 @@ async def create_app(config: Config) -> web.Application:
     if applied:
         logger.info("applied schema migrations %s", applied)
     signing_key = parse_signing_keys(config.signing_key_path.read_text(encoding="utf-8"))[0]
+    server_name = config.server_name
+
     accounts = AccountStore(db)
+    event_store = EventStore(db)
+    member_store = RoomMemberStore(db)
+
+    async def profile_of(user_id: UserID) -> JsonDict:
+        user = await accounts.get_user(user_id)
+        profile: JsonDict = {}
+        if user is not None and user.displayname is not None:
+            profile["displayname"] = user.displayname
+        if user is not None and user.avatar_url is not None:
+            profile["avatar_url"] = user.avatar_url
+        return profile
+
     auth = AuthService(config, accounts)
+    notifier = Notifier(StreamToken(events=await event_store.get_max_stream_ordering()))
+    state = StateService(event_store)
+    visibility = VisibilityService(state)
+    events = EventCreationService(server_name, signing_key, event_store, state)
+    dispatcher = EventDispatcher(server_name, state, notifier)
+    writer = EventWriter(db, event_store, dispatcher.on_persisted, dispatcher.on_failed)
+    room_events = RoomEventsService(
+        event_store, state, visibility, lambda: notifier.current_token.events
+    )
+    typing = TypingService(notifier, state)
+    account_data = AccountDataService(AccountDataStore(db), state, notifier)
+    receipts = ReceiptService(ReceiptStore(db), account_data, state, notifier)
+
+    async def unread_counts(user_id: UserID, room_ids: Sequence[RoomID]) -> dict[RoomID, JsonDict]:
+        return {}
+
     services = Services(
         config=config,
         auth=auth,
         registration=RegistrationService(config, accounts, auth),
+        state=state,
+        events=events,
+        rooms=RoomsService(server_name, events, event_store, profile_of),
+        membership=MembershipService(events, state, member_store, profile_of),
+        room_events=room_events,
+        sync=SyncService(
+            event_store, member_store, state, visibility, room_events, notifier,
+            typing, receipts, account_data, unread_counts,
+        ),
+        typing=typing,
+        receipts=receipts,
+        account_data=account_data,
     )
     app = build_web_app(services, CLIENT_ROUTE_TABLES)
-    del signing_key
 
-    async def close(_: web.Application) -> None:
+    async def start(_: web.Application) -> None:
+        await state.start()
+        await events.start(writer)
+        writer.start()
+        await typing.start()
+        await account_data.start()
+        await receipts.start()
+
+    async def stop(_: web.Application) -> None:
+        await writer.stop()
+        await typing.stop()
         await db.close()
 
-    app.on_cleanup.append(close)
+    app.on_startup.append(start)
+    app.on_cleanup.append(stop)
     return app

@@ -50,7 +50,7 @@ class _Limits:
         }
 
 
-def _wrap(route: Route, services: Services, limits: _Limits) -> web.RequestHandler:
+def _wrap(route: Route, services: Services, limits: _Limits) -> _Middleware:
     async def handle(request: web.Request) -> web.StreamResponse:
         requester = None
         if route.auth != "none":

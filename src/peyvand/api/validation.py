@@ -7,6 +7,7 @@ handler repeats these checks by hand.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Mapping
 from typing import Any, TypeVar, overload
 
@@ -16,8 +17,13 @@ from peyvand.types import JsonDict
 T = TypeVar("T")
 _MISSING: Any = object()
 
-_TYPE_NAMES = {str: "a string", int: "an integer", bool: "a boolean", dict: "an object",
-               list: "an array"}
+_TYPE_NAMES = {
+    str: "a string",
+    int: "an integer",
+    bool: "a boolean",
+    dict: "an object",
+    list: "an array",
+}
 
 
 class Body:
@@ -28,10 +34,12 @@ class Body:
     def __init__(self, data: JsonDict) -> None:
         self.data = data
 
-    def __contains__(self, key: str) -> bool:
+    def __contains__(self, key: builtins.str) -> builtins.bool:
         return key in self.data
 
-    def _get(self, key: str, kind: type[T], default: Any, *, nullable: bool = False) -> T:
+    def _get(
+        self, key: builtins.str, kind: type[T], default: Any, *, nullable: builtins.bool = False
+    ) -> T:
         if key not in self.data:
             if default is _MISSING:
                 raise MatrixError(Errcode.MISSING_PARAM, f"Missing parameter: {key}")
@@ -39,62 +47,71 @@ class Body:
         value = self.data[key]
         if value is None and nullable:
             return default  # type: ignore[no-any-return]
-        ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+        ok = isinstance(value, kind) and not (
+            kind is builtins.int and isinstance(value, builtins.bool)
+        )
         if not ok:
             raise MatrixError(
                 Errcode.BAD_JSON, f"'{key}' must be {_TYPE_NAMES.get(kind, kind.__name__)}"
             )
-        return value
+        return value  # type: ignore[no-any-return]
 
     @overload
-    def str(self, key: str) -> str: ...
+    def str(self, key: builtins.str) -> builtins.str: ...
     @overload
-    def str(self, key: str, default: T) -> str | T: ...
-    def str(self, key: str, default: Any = _MISSING) -> Any:
-        return self._get(key, str, default, nullable=default is not _MISSING)
+    def str(self, key: builtins.str, default: T) -> builtins.str | T: ...
+    def str(self, key: builtins.str, default: Any = _MISSING) -> Any:
+        return self._get(key, builtins.str, default, nullable=default is not _MISSING)
 
     @overload
-    def int(self, key: str) -> int: ...
+    def int(self, key: builtins.str) -> builtins.int: ...
     @overload
-    def int(self, key: str, default: T) -> int | T: ...
-    def int(self, key: str, default: Any = _MISSING) -> Any:
-        return self._get(key, int, default, nullable=default is not _MISSING)
+    def int(self, key: builtins.str, default: T) -> builtins.int | T: ...
+    def int(self, key: builtins.str, default: Any = _MISSING) -> Any:
+        return self._get(key, builtins.int, default, nullable=default is not _MISSING)
 
-    def bool(self, key: str, default: bool | None = None) -> bool:
-        value = self._get(key, bool, _MISSING if default is None else default)
+    def bool(self, key: builtins.str, default: builtins.bool | None = None) -> builtins.bool:
+        value = self._get(key, builtins.bool, _MISSING if default is None else default)
         return bool(value)
 
     @overload
-    def dict(self, key: str) -> JsonDict: ...
+    def dict(self, key: builtins.str) -> JsonDict: ...
     @overload
-    def dict(self, key: str, default: T) -> JsonDict | T: ...
-    def dict(self, key: str, default: Any = _MISSING) -> Any:
+    def dict(self, key: builtins.str, default: T) -> JsonDict | T: ...
+    def dict(self, key: builtins.str, default: Any = _MISSING) -> Any:
         return self._get(key, dict, default, nullable=default is not _MISSING)
 
     @overload
-    def list(self, key: str) -> list[Any]: ...
+    def list(self, key: builtins.str) -> builtins.list[Any]: ...
     @overload
-    def list(self, key: str, default: T) -> list[Any] | T: ...
-    def list(self, key: str, default: Any = _MISSING) -> Any:
+    def list(self, key: builtins.str, default: T) -> builtins.list[Any] | T: ...
+    def list(self, key: builtins.str, default: Any = _MISSING) -> Any:
         return self._get(key, list, default, nullable=default is not _MISSING)
 
-    def str_list(self, key: str, default: list[str] | None = None) -> list[str]:
+    def str_list(
+        self, key: builtins.str, default: builtins.list[builtins.str] | None = None
+    ) -> builtins.list[builtins.str]:
         values = self.list(key, _MISSING if default is None else default)
-        if not all(isinstance(v, str) for v in values):
+        if not all(isinstance(v, builtins.str) for v in values):
             raise MatrixError(Errcode.BAD_JSON, f"'{key}' must be an array of strings")
         return list(values)
 
-    def one_of(self, key: str, allowed: tuple[str, ...], default: Any = _MISSING) -> Any:
+    def one_of(
+        self, key: builtins.str, allowed: tuple[builtins.str, ...], default: Any = _MISSING
+    ) -> Any:
         value = self.str(key, default)
         if value is not default and value not in allowed:
-            raise MatrixError(
-                Errcode.INVALID_PARAM, f"'{key}' must be one of {', '.join(allowed)}"
-            )
+            raise MatrixError(Errcode.INVALID_PARAM, f"'{key}' must be one of {', '.join(allowed)}")
         return value
 
 
 def query_int(
-    query: Mapping[str, str], key: str, default: int, *, minimum: int = 0, maximum: int | None = None
+    query: Mapping[str, str],
+    key: str,
+    default: int,
+    *,
+    minimum: int = 0,
+    maximum: int | None = None,
 ) -> int:
     """An integer query parameter, ``M_INVALID_PARAM`` if malformed or out of range."""
     raw = query.get(key)

@@ -49,7 +49,7 @@ class Pdu:
         room_id = self._data.get("room_id")
         if room_id is None and self.type == "m.room.create":
             return RoomID("!" + self.event_id[1:])
-        return RoomID(room_id)
+        return RoomID(str(room_id))
 
     @property
     def type(self) -> str:
@@ -68,7 +68,8 @@ class Pdu:
 
     @property
     def content(self) -> Mapping[str, Any]:
-        return self._data.get("content", {})
+        content: Mapping[str, Any] = self._data.get("content", {})
+        return content
 
     @property
     def prev_event_ids(self) -> list[EventID]:

@@ -8,8 +8,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from peyvand.config import Config
+from peyvand.services.account_data import AccountDataService
 from peyvand.services.auth import AuthService
+from peyvand.services.event_creation import EventCreationService
+from peyvand.services.membership import MembershipService
+from peyvand.services.receipts import ReceiptService
 from peyvand.services.registration import RegistrationService
+from peyvand.services.room_events import RoomEventsService
+from peyvand.services.room_state import StateService
+from peyvand.services.rooms import RoomsService
+from peyvand.services.sync import SyncService
+from peyvand.services.typing import TypingService
 
 
 @dataclass
@@ -17,3 +26,12 @@ class Services:
     config: Config
     auth: AuthService
     registration: RegistrationService
+    state: StateService
+    events: EventCreationService
+    rooms: RoomsService
+    membership: MembershipService
+    room_events: RoomEventsService
+    sync: SyncService
+    typing: TypingService
+    receipts: ReceiptService
+    account_data: AccountDataService

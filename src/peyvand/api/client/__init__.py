@@ -1,6 +1,18 @@
 """Client-Server API, one module per spec section."""
 
-from peyvand.api.client import account, devices, login, versions
+from peyvand.api.client import (
+    account,
+    account_data,
+    devices,
+    login,
+    read_markers,
+    receipts,
+    rooms,
+    sync,
+    tags,
+    typing,
+    versions,
+)
 from peyvand.api.routing import RouteTable
 
 CLIENT_ROUTE_TABLES: list[RouteTable] = [
@@ -8,4 +20,11 @@ CLIENT_ROUTE_TABLES: list[RouteTable] = [
     login.routes,
     account.routes,
     devices.routes,
+    rooms.routes,
+    sync.routes,
+    typing.routes,
+    receipts.routes,
+    read_markers.routes,
+    account_data.routes,
+    tags.routes,
 ]

@@ -1,0 +1,307 @@
+"""Client-Server API, "Rooms": creation, membership, sending, redaction and reading."""
+
+from __future__ import annotations
+
+from urllib.parse import unquote
+
+from aiohttp import web
+
+from peyvand.api.context import RequestContext, json_response
+from peyvand.api.routing import CLIENT_V3, RouteTable
+from peyvand.api.validation import Body, query_int
+from peyvand.errors import Errcode, MatrixError
+from peyvand.events.auth import get_named_level, get_user_power_level
+from peyvand.services.event_creation import EventSpec
+from peyvand.services.filtering import parse_event_filter_param
+from peyvand.services.rooms import PRESETS, CreateRoomRequest
+from peyvand.types import EventID, RoomID, UserID
+
+routes = RouteTable()
+
+
+def _room_id(ctx: RequestContext) -> RoomID:
+    room_id = ctx.path["roomId"]
+    if not room_id.startswith("!"):
+        raise MatrixError(Errcode.INVALID_PARAM, f"Invalid room ID: {room_id}")
+    return RoomID(room_id)
+
+
+async def _content(ctx: RequestContext) -> dict[str, object]:
+    return (await ctx.body()).data
+
+
+@routes.post(f"{CLIENT_V3}/createRoom", rate_limited=True)
+async def create_room(ctx: RequestContext) -> web.Response:
+    """POST /_matrix/client/v3/createRoom"""
+    body = await ctx.body()
+    initial_state = []
+    for item in body.list("initial_state", []):
+        if not isinstance(item, dict):
+            raise MatrixError(Errcode.BAD_JSON, "initial_state entries must be objects")
+        entry = Body(item)
+        initial_state.append(
+            EventSpec(entry.str("type"), entry.dict("content"), entry.str("state_key", ""))
+        )
+    request = CreateRoomRequest(
+        creator=ctx.user.user_id,
+        visibility=body.one_of("visibility", ("public", "private"), "private"),
+        preset=body.one_of("preset", PRESETS, None),
+        name=body.str("name", None),
+        topic=body.str("topic", None),
+        invite=tuple(UserID(u) for u in body.str_list("invite", [])),
+        is_direct=body.bool("is_direct", False),
+        room_version=body.str("room_version", None),
+        creation_content=body.dict("creation_content", {}),
+        initial_state=tuple(initial_state),
+        power_level_content_override=body.dict("power_level_content_override", None),
+        room_alias_name=body.str("room_alias_name", None),
+    )
+    room_id = await ctx.services.rooms.create_room(request)
+    return json_response({"room_id": room_id})
+
+
+@routes.post(f"{CLIENT_V3}/join/{{roomIdOrAlias}}", rate_limited=True)
+async def join_by_id_or_alias(ctx: RequestContext) -> web.Response:
+    """POST /_matrix/client/v3/join/{roomIdOrAlias}"""
+    target = unquote(ctx.path["roomIdOrAlias"])
+    body = await ctx.body()
+    room_id = await ctx.services.rooms.resolve_room(target)
+    await ctx.services.membership.join(room_id, ctx.user.user_id, body.str("reason", None))
+    return json_response({"room_id": room_id})
+
+
+@routes.post(f"{CLIENT_V3}/rooms/{{roomId}}/join", rate_limited=True)
+async def join_room(ctx: RequestContext) -> web.Response:
+    """POST /_matrix/client/v3/rooms/{roomId}/join"""
+    room_id = _room_id(ctx)
+    body = await ctx.body()
+    await ctx.services.membership.join(room_id, ctx.user.user_id, body.str("reason", None))
+    return json_response({"room_id": room_id})
+
+
+@routes.post(f"{CLIENT_V3}/rooms/{{roomId}}/leave", rate_limited=True)
+async def leave_room(ctx: RequestContext) -> web.Response:
+    """POST /_matrix/client/v3/rooms/{roomId}/leave"""
+    body = await ctx.body()
+    await ctx.services.membership.leave(_room_id(ctx), ctx.user.user_id, body.str("reason", None))
+    return json_response({})
+
+
+@routes.post(f"{CLIENT_V3}/rooms/{{roomId}}/forget")
+async def forget_room(ctx: RequestContext) -> web.Response:
+    """POST /_matrix/client/v3/rooms/{roomId}/forget"""
+    await ctx.services.membership.forget(_room_id(ctx), ctx.user.user_id)
+    return json_response({})
+
+
+async def _target_action(ctx: RequestContext, action: str) -> web.Response:
+    body = await ctx.body()
+    target = UserID(body.str("user_id"))
+    reason = body.str("reason", None)
+    membership = ctx.services.membership
+    handler = {
+        "invite": membership.invite,
+        "kick": membership.kick,
+        "ban": membership.ban,
+        "unban": membership.unban,
+    }[action]
+    await handler(_room_id(ctx), ctx.user.user_id, target, reason)
+    return json_response({})
+
+
+@routes.post(f"{CLIENT_V3}/rooms/{{roomId}}/invite", rate_limited=True)
+async def invite(ctx: RequestContext) -> web.Response:
+    """POST /_matrix/client/v3/rooms/{roomId}/invite"""
+    return await _target_action(ctx, "invite")
+
+
+@routes.post(f"{CLIENT_V3}/rooms/{{roomId}}/kick", rate_limited=True)
+async def kick(ctx: RequestContext) -> web.Response:
+    """POST /_matrix/client/v3/rooms/{roomId}/kick"""
+    return await _target_action(ctx, "kick")
+
+
+@routes.post(f"{CLIENT_V3}/rooms/{{roomId}}/ban", rate_limited=True)
+async def ban(ctx: RequestContext) -> web.Response:
+    """POST /_matrix/client/v3/rooms/{roomId}/ban"""
+    return await _target_action(ctx, "ban")
+
+
+@routes.post(f"{CLIENT_V3}/rooms/{{roomId}}/unban", rate_limited=True)
+async def unban(ctx: RequestContext) -> web.Response:
+    """POST /_matrix/client/v3/rooms/{roomId}/unban"""
+    return await _target_action(ctx, "unban")
+
+
+@routes.get(f"{CLIENT_V3}/joined_rooms")
+async def joined_rooms(ctx: RequestContext) -> web.Response:
+    """GET /_matrix/client/v3/joined_rooms"""
+    rooms = await ctx.services.rooms.joined_rooms(ctx.user.user_id)
+    return json_response({"joined_rooms": rooms})
+
+
+@routes.put(f"{CLIENT_V3}/rooms/{{roomId}}/send/{{eventType}}/{{txnId}}", rate_limited=True)
+async def send_message(ctx: RequestContext) -> web.Response:
+    """PUT /_matrix/client/v3/rooms/{roomId}/send/{eventType}/{txnId}"""
+    room_id = _room_id(ctx)
+    content = await _content(ctx)
+    user = ctx.user
+    event = await ctx.services.events.send(
+        room_id,
+        user.user_id,
+        EventSpec(ctx.path["eventType"], content),
+        txn=(user.user_id, user.device_id, ctx.path["txnId"]),
+    )
+    return json_response({"event_id": event.pdu.event_id})
+
+
+async def _put_state(ctx: RequestContext, state_key: str) -> web.Response:
+    room_id = _room_id(ctx)
+    content = await _content(ctx)
+    event_type = ctx.path["eventType"]
+    if event_type == "m.room.member":
+        raise MatrixError(Errcode.FORBIDDEN, "Use the membership endpoints for m.room.member")
+    event = await ctx.services.events.send(
+        room_id, ctx.user.user_id, EventSpec(event_type, content, state_key)
+    )
+    return json_response({"event_id": event.pdu.event_id})
+
+
+@routes.put(f"{CLIENT_V3}/rooms/{{roomId}}/state/{{eventType}}/{{stateKey}}", rate_limited=True)
+async def put_state(ctx: RequestContext) -> web.Response:
+    """PUT /_matrix/client/v3/rooms/{roomId}/state/{eventType}/{stateKey}"""
+    return await _put_state(ctx, ctx.path["stateKey"])
+
+
+@routes.put(f"{CLIENT_V3}/rooms/{{roomId}}/state/{{eventType}}", rate_limited=True)
+async def put_state_empty_key(ctx: RequestContext) -> web.Response:
+    """PUT /_matrix/client/v3/rooms/{roomId}/state/{eventType}"""
+    return await _put_state(ctx, "")
+
+
+@routes.put(f"{CLIENT_V3}/rooms/{{roomId}}/redact/{{eventId}}/{{txnId}}", rate_limited=True)
+async def redact(ctx: RequestContext) -> web.Response:
+    """PUT /_matrix/client/v3/rooms/{roomId}/redact/{eventId}/{txnId}
+
+    Handling redactions: anyone may redact their own events; redacting another's needs
+    the room's redact level.
+    """
+    room_id = _room_id(ctx)
+    body = await ctx.body()
+    user = ctx.user
+    target_id = EventID(ctx.path["eventId"])
+    target = await ctx.services.state.get_event(target_id)
+    if target is None or target.pdu.room_id != room_id:
+        raise MatrixError(Errcode.NOT_FOUND, "Event not found")
+    if target.pdu.sender != user.user_id:
+        snapshot = await ctx.services.state.get_room(room_id)
+        assert snapshot is not None
+        state = await ctx.services.state.get_state_events(
+            snapshot.state, [("m.room.create", ""), ("m.room.power_levels", "")]
+        )
+        pl = state.get(("m.room.power_levels", ""))
+        level = get_user_power_level(user.user_id, state, snapshot.room_version)
+        if level < get_named_level(pl.content if pl else None, "redact"):
+            raise MatrixError(Errcode.FORBIDDEN, "You may not redact other users' events")
+    content: dict[str, object] = {}
+    if (reason := body.str("reason", None)) is not None:
+        content["reason"] = reason
+    event = await ctx.services.events.send(
+        room_id,
+        user.user_id,
+        EventSpec("m.room.redaction", content, redacts=target_id),
+        txn=(user.user_id, user.device_id, "redact/" + ctx.path["txnId"]),
+    )
+    return json_response({"event_id": event.pdu.event_id})
+
+
+@routes.get(f"{CLIENT_V3}/rooms/{{roomId}}/event/{{eventId}}")
+async def get_event(ctx: RequestContext) -> web.Response:
+    """GET /_matrix/client/v3/rooms/{roomId}/event/{eventId}"""
+    event = await ctx.services.room_events.get_event(
+        ctx.user, _room_id(ctx), EventID(ctx.path["eventId"])
+    )
+    return json_response(event)
+
+
+@routes.get(f"{CLIENT_V3}/rooms/{{roomId}}/state")
+async def get_state(ctx: RequestContext) -> web.Response:
+    """GET /_matrix/client/v3/rooms/{roomId}/state"""
+    return json_response(await ctx.services.room_events.get_state(ctx.user, _room_id(ctx)))
+
+
+async def _get_state_event(ctx: RequestContext, state_key: str) -> web.Response:
+    event = await ctx.services.room_events.get_state_event(
+        ctx.user, _room_id(ctx), ctx.path["eventType"], state_key
+    )
+    if ctx.query.get("format") == "event":
+        return json_response((await ctx.services.room_events.serialize([event], ctx.user))[0])
+    return json_response(dict(event.pdu.content))
+
+
+@routes.get(f"{CLIENT_V3}/rooms/{{roomId}}/state/{{eventType}}/{{stateKey}}")
+async def get_state_event(ctx: RequestContext) -> web.Response:
+    """GET /_matrix/client/v3/rooms/{roomId}/state/{eventType}/{stateKey}"""
+    return await _get_state_event(ctx, ctx.path["stateKey"])
+
+
+@routes.get(f"{CLIENT_V3}/rooms/{{roomId}}/state/{{eventType}}")
+async def get_state_event_empty_key(ctx: RequestContext) -> web.Response:
+    """GET /_matrix/client/v3/rooms/{roomId}/state/{eventType}"""
+    return await _get_state_event(ctx, "")
+
+
+@routes.get(f"{CLIENT_V3}/rooms/{{roomId}}/messages")
+async def messages(ctx: RequestContext) -> web.Response:
+    """GET /_matrix/client/v3/rooms/{roomId}/messages"""
+    direction = ctx.query.get("dir", "b")
+    if direction not in ("b", "f"):
+        raise MatrixError(Errcode.INVALID_PARAM, "dir must be 'b' or 'f'")
+    raw_filter = ctx.query.get("filter")
+    page = await ctx.services.room_events.messages(
+        ctx.user,
+        _room_id(ctx),
+        from_token=ctx.query.get("from"),
+        to_token=ctx.query.get("to"),
+        backwards=direction == "b",
+        limit=query_int(ctx.query, "limit", 10, minimum=0),
+        event_filter=parse_event_filter_param(raw_filter) if raw_filter else None,
+    )
+    response: dict[str, object] = {"chunk": page.chunk, "start": page.start}
+    if page.end is not None:
+        response["end"] = page.end
+    if page.state:
+        response["state"] = page.state
+    return json_response(response)
+
+
+@routes.get(f"{CLIENT_V3}/rooms/{{roomId}}/context/{{eventId}}")
+async def context(ctx: RequestContext) -> web.Response:
+    """GET /_matrix/client/v3/rooms/{roomId}/context/{eventId}"""
+    raw_filter = ctx.query.get("filter")
+    result = await ctx.services.room_events.context(
+        ctx.user,
+        _room_id(ctx),
+        EventID(ctx.path["eventId"]),
+        limit=query_int(ctx.query, "limit", 10, minimum=0),
+        event_filter=parse_event_filter_param(raw_filter) if raw_filter else None,
+    )
+    return json_response(result)
+
+
+@routes.get(f"{CLIENT_V3}/rooms/{{roomId}}/members")
+async def members(ctx: RequestContext) -> web.Response:
+    """GET /_matrix/client/v3/rooms/{roomId}/members"""
+    chunk = await ctx.services.room_events.members(
+        ctx.user,
+        _room_id(ctx),
+        membership=ctx.query.get("membership"),
+        not_membership=ctx.query.get("not_membership"),
+    )
+    return json_response({"chunk": chunk})
+
+
+@routes.get(f"{CLIENT_V3}/rooms/{{roomId}}/joined_members")
+async def joined_members(ctx: RequestContext) -> web.Response:
+    """GET /_matrix/client/v3/rooms/{roomId}/joined_members"""
+    return json_response(await ctx.services.room_events.joined_members(ctx.user, _room_id(ctx)))

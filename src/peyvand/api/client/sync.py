@@ -1,0 +1,43 @@
+"""Client-Server API, "Syncing": GET /sync."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from peyvand.api.context import RequestContext, json_response
+from peyvand.api.routing import CLIENT_V3, RouteTable
+from peyvand.api.validation import query_bool, query_int
+from peyvand.errors import Errcode, MatrixError
+from peyvand.services.filtering import Filter, parse_filter, parse_filter_param
+from peyvand.services.streams import StreamToken
+
+routes = RouteTable()
+
+MAX_TIMEOUT_MS = 5 * 60 * 1000
+
+
+@routes.get(f"{CLIENT_V3}/sync")
+async def sync(ctx: RequestContext) -> web.Response:
+    """GET /_matrix/client/v3/sync"""
+    query = ctx.query
+    since = query.get("since")
+    set_presence = query.get("set_presence", "online")
+    if set_presence not in ("online", "offline", "unavailable"):
+        raise MatrixError(Errcode.INVALID_PARAM, "Invalid set_presence")
+    sync_filter: Filter = Filter()
+    if raw := query.get("filter"):
+        parsed = parse_filter_param(raw)
+        if isinstance(parsed, str):
+            stored = await ctx.services.auth.get_filter(ctx.user.user_id, parsed)
+            if stored is None:
+                raise MatrixError(Errcode.NOT_FOUND, "Unknown filter")
+            parsed = parse_filter(stored)
+        sync_filter = parsed
+    result = await ctx.services.sync.sync(
+        ctx.user,
+        StreamToken.parse(since) if since else None,
+        sync_filter=sync_filter,
+        timeout_ms=query_int(query, "timeout", 0, minimum=0, maximum=None) if since else 0,
+        full_state=query_bool(query, "full_state", False),
+    )
+    return json_response(result)

@@ -1,0 +1,311 @@
+"""Creating local events (DESIGN.md, "Writing events").
+
+Under the room's lock: pick ``prev_events`` (the forward extremities), ``auth_events``
+(from the cached current state), ``depth``; build, hash and sign the PDU; check the auth
+rules; allocate its stream position and state group; update the in-memory room snapshot
+and enqueue it for group commit. The lock is released before the commit is awaited, so
+later events of the same room can join the same commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from peyvand.errors import Errcode, MatrixError
+from peyvand.events.auth import AuthError, auth_types_for_event, check_auth_rules
+from peyvand.events.builder import EventTooLargeError, build_pdu
+from peyvand.events.pdu import Pdu, StateKey
+from peyvand.events.room_versions import RoomVersion
+from peyvand.events.signing import SigningKey
+from peyvand.services.event_writer import EventWriter
+from peyvand.services.room_state import RoomSnapshot, StateService
+from peyvand.storage.events import EventStore
+from peyvand.storage.models import EventToPersist, NewStateGroup, RoomRow, StoredEvent
+from peyvand.types import EventID, RoomID, UserID
+
+CREATE_KEY: StateKey = ("m.room.create", "")
+
+TxnKey = tuple[str, str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class EventSpec:
+    """An event a client or service asks to send."""
+
+    event_type: str
+    content: Mapping[str, Any]
+    state_key: str | None = None
+    redacts: EventID | None = None
+
+
+class EventCreationService:
+    def __init__(
+        self,
+        server_name: str,
+        signing_key: SigningKey,
+        store: EventStore,
+        state: StateService,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._server_name = server_name
+        self._signing_key = signing_key
+        self._store = store
+        self._state = state
+        self._clock = clock
+        self._writer: EventWriter | None = None
+        self._next_stream = 0
+        self._pending_txns: dict[TxnKey, asyncio.Future[EventID]] = {}
+
+    async def start(self, writer: EventWriter) -> None:
+        self._writer = writer
+        self._next_stream = await self._store.get_max_stream_ordering() + 1
+
+    def _now_ms(self) -> int:
+        return int(self._clock() * 1000)
+
+    # -- public API --------------------------------------------------------------------
+
+    async def send(
+        self,
+        room_id: RoomID,
+        sender: UserID,
+        spec: EventSpec,
+        *,
+        txn: TxnKey | None = None,
+        require_membership_for_404: bool = True,
+    ) -> StoredEvent:
+        """Create, authorise and durably store one event; return it once committed.
+
+        With ``txn`` (user, device, txn_id) a repeated request returns the first event.
+        """
+        if txn is not None:
+            existing = await self._existing_txn_event(txn)
+            if existing is not None:
+                return existing
+            future: asyncio.Future[EventID] = asyncio.get_running_loop().create_future()
+            self._pending_txns[txn] = future
+        try:
+            while True:
+                snapshot = await self._reload(room_id)
+                async with snapshot.lock:
+                    if self._state.is_forgotten(snapshot):
+                        continue  # a failed commit dropped it; build on the reloaded one
+                    pdu = self._build(snapshot, sender, spec)
+                    await self._check_auth(snapshot, pdu)
+                    persisted = await self._apply(snapshot, pdu, txn=txn)
+                    done = self._enqueue([persisted])
+                    break
+            await done
+        except BaseException as exc:
+            if txn is not None:
+                failed = self._pending_txns.pop(txn)
+                if not failed.done():
+                    failed.set_exception(exc)
+                    failed.exception()  # retrieved: later waiters re-raise it themselves
+            raise
+        if txn is not None:
+            self._pending_txns.pop(txn).set_result(pdu.event_id)
+        return StoredEvent(pdu, persisted.stream_ordering, persisted.state_group)
+
+    async def create_room(
+        self,
+        room_version: RoomVersion,
+        creator: UserID,
+        create_content: Mapping[str, Any],
+        initial: Sequence[EventSpec],
+        *,
+        room_id: RoomID | None,
+        is_public: bool,
+    ) -> tuple[RoomID, list[StoredEvent]]:
+        """Create a room: its m.room.create and ``initial`` events, in one group commit.
+
+        ``room_id`` is None for versions whose room ID is the create event's hash.
+        """
+        now = self._now_ms()
+        create = self._sign(
+            room_version, room_id, creator, EventSpec("m.room.create", create_content, ""),
+            prev_events=[], auth_events=[], depth=1,
+        )
+        room_id = create.room_id
+        try:
+            check_auth_rules(create, {})
+        except AuthError as exc:
+            raise MatrixError(Errcode.BAD_JSON, f"Invalid room creation: {exc.message}") from exc
+        first = self._state.first_state_group(room_id, {CREATE_KEY: create.event_id})
+        snapshot = RoomSnapshot(
+            room_id=room_id,
+            room_version=room_version,
+            state={CREATE_KEY: create.event_id},
+            memberships={},
+            extremities=[create.event_id],
+            depth=1,
+            state_group=first.row,
+        )
+        to_persist = [
+            self._allocate(
+                create, first, txn=None, extremities=(create.event_id,),
+                new_room=RoomRow(room_id, room_version.identifier, creator, is_public, now),
+            )
+        ]
+        self._state.cache_events([self._stored(to_persist[0])])
+        async with snapshot.lock:
+            self._state.add_room(snapshot)
+            for spec in initial:
+                pdu = self._build(snapshot, creator, spec)
+                await self._check_auth(snapshot, pdu)
+                to_persist.append(await self._apply(snapshot, pdu, txn=None))
+            done = self._enqueue(to_persist)
+        await done
+        return room_id, [self._stored(p) for p in to_persist]
+
+    # -- building ----------------------------------------------------------------------
+
+    def _sign(
+        self,
+        room_version: RoomVersion,
+        room_id: RoomID | None,
+        sender: UserID,
+        spec: EventSpec,
+        *,
+        prev_events: Sequence[EventID],
+        auth_events: Sequence[EventID],
+        depth: int,
+    ) -> Pdu:
+        try:
+            return build_pdu(
+                room_version,
+                room_id=room_id,
+                event_type=spec.event_type,
+                sender=sender,
+                content=spec.content,
+                state_key=spec.state_key,
+                prev_events=prev_events,
+                auth_events=auth_events,
+                depth=depth,
+                origin_server_ts=self._now_ms(),
+                redacts=spec.redacts,
+                origin_server_name=self._server_name,
+                signing_key=self._signing_key,
+            )
+        except EventTooLargeError as exc:
+            raise MatrixError(Errcode.TOO_LARGE, str(exc)) from exc
+        except ValueError as exc:
+            raise MatrixError(Errcode.BAD_JSON, str(exc)) from exc
+
+    def _build(self, snapshot: RoomSnapshot, sender: UserID, spec: EventSpec) -> Pdu:
+        version = snapshot.room_version
+        wanted = auth_types_for_event(
+            version, spec.event_type, sender, spec.state_key, spec.content
+        )
+        auth_events = sorted(snapshot.state[k] for k in wanted if k in snapshot.state)
+        return self._sign(
+            version,
+            snapshot.room_id,
+            sender,
+            spec,
+            prev_events=list(snapshot.extremities),
+            auth_events=auth_events,
+            depth=snapshot.depth + 1,
+        )
+
+    async def _check_auth(self, snapshot: RoomSnapshot, pdu: Pdu) -> None:
+        keys = auth_types_for_event(
+            pdu.room_version, pdu.type, pdu.sender, pdu.state_key, pdu.content
+        )
+        keys.add(CREATE_KEY)
+        auth_state = await self._state.get_state_events(snapshot.state, keys)
+        try:
+            check_auth_rules(pdu, auth_state)
+        except AuthError as exc:
+            raise MatrixError(Errcode.FORBIDDEN, exc.message) from exc
+
+    # -- applying ----------------------------------------------------------------------
+
+    async def _apply(
+        self, snapshot: RoomSnapshot, pdu: Pdu, *, txn: TxnKey | None
+    ) -> EventToPersist:
+        """Allocate positions for ``pdu`` and move the snapshot past it."""
+        new_group = None
+        if pdu.is_state():
+            new_group = await self._state.new_state_group(
+                snapshot, {pdu.state_tuple: pdu.event_id}
+            )
+        persisted = self._allocate(
+            pdu, new_group, txn=txn, extremities=(pdu.event_id,),
+            group=snapshot.state_group.state_group,
+        )
+        snapshot.extremities = [pdu.event_id]
+        snapshot.depth = pdu.depth
+        if new_group is not None:
+            snapshot.state[pdu.state_tuple] = pdu.event_id
+            snapshot.state_group = new_group.row
+            if pdu.type == "m.room.member" and pdu.membership is not None:
+                snapshot.memberships[UserID(pdu.state_key or "")] = pdu.membership
+        self._state.cache_events([self._stored(persisted)])
+        return persisted
+
+    def _allocate(
+        self,
+        pdu: Pdu,
+        new_group: NewStateGroup | None,
+        *,
+        txn: TxnKey | None,
+        extremities: tuple[EventID, ...],
+        group: int | None = None,
+        new_room: RoomRow | None = None,
+    ) -> EventToPersist:
+        stream = self._next_stream
+        self._next_stream += 1
+        relates = pdu.content.get("m.relates_to")
+        relates_to = rel_type = None
+        if isinstance(relates, Mapping) and isinstance(relates.get("event_id"), str):
+            relates_to = EventID(relates["event_id"])
+            rel_type = relates.get("rel_type") if isinstance(relates.get("rel_type"), str) else None
+        state_group = new_group.row.state_group if new_group is not None else group
+        assert state_group is not None
+        return EventToPersist(
+            pdu=pdu,
+            stream_ordering=stream,
+            state_group=state_group,
+            new_state_group=new_group,
+            txn=txn,
+            relates_to=relates_to,
+            rel_type=rel_type,
+            new_extremities=extremities,
+            new_room=new_room,
+        )
+
+    @staticmethod
+    def _stored(persisted: EventToPersist) -> StoredEvent:
+        return StoredEvent(persisted.pdu, persisted.stream_ordering, persisted.state_group)
+
+    def _enqueue(self, events: Sequence[EventToPersist]) -> asyncio.Future[None]:
+        assert self._writer is not None, "EventCreationService.start() was not called"
+        return self._writer.enqueue(events)
+
+    # -- idempotency and failure ---------------------------------------------------------
+
+    async def _existing_txn_event(self, txn: TxnKey) -> StoredEvent | None:
+        pending = self._pending_txns.get(txn)
+        if pending is not None:
+            event_id = await asyncio.shield(pending)
+        else:
+            found = await self._store.get_txn_event_id(*txn)
+            if found is None:
+                return None
+            event_id = found
+        event = await self._state.get_event(event_id)
+        if event is None:
+            raise MatrixError(Errcode.UNKNOWN, "Transaction event missing")
+        return event
+
+    async def _reload(self, room_id: RoomID) -> RoomSnapshot:
+        snapshot = await self._state.get_room(room_id)
+        if snapshot is None:
+            raise MatrixError(Errcode.NOT_FOUND, "Unknown room")
+        return snapshot

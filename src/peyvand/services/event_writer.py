@@ -1,0 +1,99 @@
+"""Group commit of events (DESIGN.md, "Writing events").
+
+Requests hand fully built and authorised events to the one writer per database. The
+writer commits whatever is queued in a single transaction, so concurrent sends share one
+fsync; only after the commit do requests get their answer and waiters wake.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+
+from peyvand.storage.database import Database
+from peyvand.storage.events import EventStore
+from peyvand.storage.models import EventToPersist
+
+logger = logging.getLogger(__name__)
+
+PersistedCallback = Callable[[Sequence[EventToPersist]], Awaitable[None]]
+FailedCallback = Callable[[Sequence[EventToPersist]], Awaitable[None]]
+
+_MAX_BATCH = 1000
+
+
+class EventWriter:
+    def __init__(
+        self,
+        db: Database,
+        store: EventStore,
+        on_persisted: PersistedCallback,
+        on_failed: FailedCallback,
+    ) -> None:
+        self._db = db
+        self._store = store
+        self._on_persisted = on_persisted
+        self._on_failed = on_failed
+        self._queue: list[tuple[EventToPersist, asyncio.Future[None] | None]] = []
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="event-writer")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            while self._queue:
+                await asyncio.sleep(0.01)
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+
+    def enqueue(self, events: Sequence[EventToPersist]) -> asyncio.Future[None]:
+        """Queue ``events`` (in order); the future resolves once they are durable.
+
+        Enqueueing is synchronous so callers holding a room's lock keep the room's order.
+        """
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # Only the last event carries the future: the queue commits in order, so the
+        # earlier ones are durable no later than it.
+        for index, event in enumerate(events):
+            self._queue.append((event, done if index == len(events) - 1 else None))
+        self._wakeup.set()
+        return done
+
+    async def _run(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._queue:
+                batch = self._queue[:_MAX_BATCH]
+                del self._queue[:_MAX_BATCH]
+                await self._commit(batch)
+
+    async def _commit(
+        self, batch: list[tuple[EventToPersist, asyncio.Future[None] | None]]
+    ) -> None:
+        events = [e for e, _ in batch]
+        try:
+            async with self._db.transaction() as txn:
+                await self._store.persist_events(txn, events)
+        except Exception as exc:
+            logger.exception("group commit of %d events failed", len(events))
+            # Events queued later in the same rooms were built on top of these: fail them too.
+            rooms = {e.pdu.room_id for e in events}
+            dependent = [item for item in self._queue if item[0].pdu.room_id in rooms]
+            self._queue = [item for item in self._queue if item[0].pdu.room_id not in rooms]
+            failed = batch + dependent
+            await self._on_failed([e for e, _ in failed])
+            for _, future in failed:
+                if future is not None and not future.done():
+                    future.set_exception(exc)
+            return
+        await self._on_persisted(events)
+        for _, future in batch:
+            if future is not None and not future.done():
+                future.set_result(None)

@@ -1,0 +1,125 @@
+"""Room membership (Client-Server API, "Room membership"): join, leave, invite, kick,
+ban, unban, forget. Every change is an ``m.room.member`` event checked by the auth rules;
+this service adds what the rules leave to the server (idempotent joins, profile data)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from peyvand.errors import Errcode, MatrixError
+from peyvand.services.event_creation import EventCreationService, EventSpec
+from peyvand.services.room_state import StateService
+from peyvand.storage.models import StoredEvent
+from peyvand.storage.rooms import RoomMemberStore
+from peyvand.types import JsonDict, RoomID, UserID, is_valid_user_id
+
+ProfileLookup = Callable[[UserID], Awaitable[JsonDict]]
+
+
+class MembershipService:
+    def __init__(
+        self,
+        events: EventCreationService,
+        state: StateService,
+        store: RoomMemberStore,
+        profile_of: ProfileLookup,
+    ) -> None:
+        self._events = events
+        self._state = state
+        self._store = store
+        self._profile_of = profile_of
+
+    async def membership_of(self, room_id: RoomID, user_id: UserID) -> str | None:
+        snapshot = await self._state.get_room(room_id)
+        return None if snapshot is None else snapshot.memberships.get(user_id)
+
+    async def require_joined(self, room_id: RoomID, user_id: UserID) -> None:
+        """403 unless ``user_id`` is joined (404-like rooms are hidden behind the same 403)."""
+        if await self.membership_of(room_id, user_id) != "join":
+            raise MatrixError(Errcode.FORBIDDEN, "You are not joined to this room")
+
+    async def _change(
+        self,
+        room_id: RoomID,
+        sender: UserID,
+        target: UserID,
+        membership: str,
+        *,
+        reason: str | None = None,
+        extra: JsonDict | None = None,
+        txn: tuple[str, str, str] | None = None,
+    ) -> StoredEvent:
+        if not is_valid_user_id(target):
+            raise MatrixError(Errcode.INVALID_PARAM, f"Invalid user ID: {target}")
+        snapshot = await self._state.get_room(room_id)
+        if snapshot is None:
+            raise MatrixError(Errcode.NOT_FOUND, "Unknown room")
+        content: JsonDict = {"membership": membership}
+        if membership in ("join", "invite"):
+            content.update(await self._profile_of(target))
+        if extra:
+            content.update(extra)
+        if reason is not None:
+            content["reason"] = reason
+        event = await self._events.send(
+            room_id, sender, EventSpec("m.room.member", content, target), txn=txn
+        )
+        if membership != "leave" or sender != target:
+            await self._store.set_forgotten(target, room_id, False)
+        return event
+
+    async def join(self, room_id: RoomID, user_id: UserID, reason: str | None = None) -> None:
+        """Join (or re-join); a join while already joined sends nothing new."""
+        if await self.membership_of(room_id, user_id) == "join":
+            return
+        snapshot = await self._state.get_room(room_id)
+        if snapshot is None:
+            raise MatrixError(Errcode.NOT_FOUND, "No known servers to join this room through")
+        await self._change(room_id, user_id, user_id, "join", reason=reason)
+
+    async def leave(self, room_id: RoomID, user_id: UserID, reason: str | None = None) -> None:
+        current = await self.membership_of(room_id, user_id)
+        if current in (None, "leave"):
+            if current is None:
+                raise MatrixError(Errcode.FORBIDDEN, "You are not a member of this room")
+            return
+        await self._change(room_id, user_id, user_id, "leave", reason=reason)
+
+    async def invite(
+        self, room_id: RoomID, sender: UserID, target: UserID, reason: str | None = None
+    ) -> None:
+        current = await self.membership_of(room_id, target)
+        if current == "invite":
+            return
+        if current in ("join", "ban"):
+            raise MatrixError(Errcode.FORBIDDEN, f"{target} is already {current}ned"
+                              if current == "ban" else f"{target} is already in the room")
+        await self._change(room_id, sender, target, "invite", reason=reason)
+
+    async def kick(
+        self, room_id: RoomID, sender: UserID, target: UserID, reason: str | None = None
+    ) -> None:
+        if await self.membership_of(room_id, target) in (None, "leave"):
+            raise MatrixError(Errcode.FORBIDDEN, f"{target} is not in the room")
+        await self._change(room_id, sender, target, "leave", reason=reason)
+
+    async def ban(
+        self, room_id: RoomID, sender: UserID, target: UserID, reason: str | None = None
+    ) -> None:
+        await self._change(room_id, sender, target, "ban", reason=reason)
+
+    async def unban(
+        self, room_id: RoomID, sender: UserID, target: UserID, reason: str | None = None
+    ) -> None:
+        if await self.membership_of(room_id, target) != "ban":
+            raise MatrixError(Errcode.FORBIDDEN, f"{target} is not banned")
+        await self._change(room_id, sender, target, "leave", reason=reason)
+
+    async def forget(self, room_id: RoomID, user_id: UserID) -> None:
+        """Forget a room the user has left (spec: 400 M_UNKNOWN while still joined)."""
+        current = await self.membership_of(room_id, user_id)
+        if current in ("join", "invite", "knock"):
+            raise MatrixError(Errcode.UNKNOWN, "You must leave the room before forgetting it")
+        if current is None:
+            raise MatrixError(Errcode.NOT_FOUND, "You were never in this room")
+        await self._store.set_forgotten(user_id, room_id, True)

@@ -1,0 +1,47 @@
+"""Wakes long-polling /sync requests (DESIGN.md, "Sync").
+
+Every stream reports its new position here together with exactly the local users who can
+see the change; only their waiters wake. An idle incremental sync therefore costs no
+database query: it just waits on an ``asyncio.Event``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+
+from peyvand.services.streams import Stream, StreamToken
+
+
+class Notifier:
+    def __init__(self, initial: StreamToken) -> None:
+        self._current = initial
+        # user_id -> events of the long-polls currently waiting for that user.
+        self._waiters: dict[str, set[asyncio.Event]] = {}
+
+    @property
+    def current_token(self) -> StreamToken:
+        return self._current
+
+    def advance(self, stream: Stream, position: int, user_ids: Iterable[str]) -> None:
+        """Record ``stream`` at ``position`` and wake ``user_ids``' waiting syncs."""
+        if position > self._current.get(stream):
+            self._current = self._current.advanced(stream, position)
+        for user_id in user_ids:
+            for event in self._waiters.get(user_id, ()):
+                event.set()
+
+    async def wait_for_user(self, user_id: str, since: StreamToken, timeout_s: float) -> None:
+        """Return when something for ``user_id`` may be newer than ``since``, or on timeout."""
+        event = asyncio.Event()
+        waiters = self._waiters.setdefault(user_id, set())
+        waiters.add(event)
+        try:
+            async with asyncio.timeout(timeout_s):
+                await event.wait()
+        except TimeoutError:
+            pass
+        finally:
+            waiters.discard(event)
+            if not waiters:
+                self._waiters.pop(user_id, None)

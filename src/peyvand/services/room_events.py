@@ -1,0 +1,334 @@
+"""Reading rooms: single events, /messages, /context, state and members, each filtered by
+history visibility and serialised in the client format with per-request ``unsigned``."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from peyvand.errors import Errcode, MatrixError
+from peyvand.events.pdu import StateKey
+from peyvand.events.redaction import redact_pdu
+from peyvand.events.serialize import client_event
+from peyvand.services.filtering import EventFilter
+from peyvand.services.requester import Requester
+from peyvand.services.room_state import StateService
+from peyvand.services.streams import StreamToken
+from peyvand.services.visibility import VisibilityService
+from peyvand.storage.events import EventStore
+from peyvand.storage.models import StoredEvent
+from peyvand.types import EventID, JsonDict, RoomID, UserID
+
+MAX_PAGE = 1000
+
+
+def parse_position(token: str) -> int:
+    """A /messages token (``t<pos>``) or a sync ``next_batch`` (``s...``) as an event position."""
+    if token.startswith("t"):
+        try:
+            value = int(token[1:])
+        except ValueError:
+            value = -1
+        if value >= 0:
+            return value
+        raise MatrixError(Errcode.INVALID_PARAM, f"Invalid pagination token: {token!r}")
+    return StreamToken.parse(token).events
+
+
+def position_token(position: int) -> str:
+    return f"t{position}"
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    chunk: list[JsonDict]
+    start: str
+    end: str | None
+    state: list[JsonDict]
+
+
+class RoomEventsService:
+    def __init__(
+        self,
+        store: EventStore,
+        state: StateService,
+        visibility: VisibilityService,
+        current_position: Callable[[], int],
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._state = state
+        self._visibility = visibility
+        self._current_position = current_position
+        self._clock = clock
+
+    # -- serialisation -------------------------------------------------------------------
+
+    async def serialize(
+        self,
+        events: Sequence[StoredEvent],
+        requester: Requester | None,
+        *,
+        include_room_id: bool = True,
+    ) -> list[JsonDict]:
+        """Client events with ``unsigned``: age, transaction_id, redacted_because."""
+        now = int(self._clock() * 1000)
+        txn_ids: dict[EventID, str] = {}
+        if requester is not None:
+            own = [e.pdu.event_id for e in events if e.pdu.sender == requester.user_id]
+            txn_ids = await self._store.get_txn_ids(requester.user_id, requester.device_id, own)
+        redactions = await self._state.get_events(
+            e.redacted_by for e in events if e.redacted_by is not None
+        )
+        out = []
+        for event in events:
+            pdu = event.pdu
+            unsigned: JsonDict = {"age": max(0, now - pdu.origin_server_ts)}
+            if pdu.event_id in txn_ids:
+                unsigned["transaction_id"] = txn_ids[pdu.event_id]
+            if event.redacted_by is not None and event.redacted_by in redactions:
+                pdu = redact_pdu(pdu)
+                because = redactions[event.redacted_by].pdu
+                unsigned["redacted_because"] = client_event(because, include_room_id=True)
+            out.append(client_event(pdu, unsigned=unsigned, include_room_id=include_room_id))
+        return out
+
+    # -- access --------------------------------------------------------------------------
+
+    async def _membership(self, room_id: RoomID, user_id: UserID) -> str | None:
+        snapshot = await self._state.get_room(room_id)
+        if snapshot is None:
+            raise MatrixError(Errcode.FORBIDDEN, "You are not a member of this room")
+        return snapshot.memberships.get(user_id)
+
+    async def _visible(
+        self, user_id: UserID, room_id: RoomID, events: Sequence[StoredEvent]
+    ) -> list[StoredEvent]:
+        joined = await self._membership(room_id, user_id) == "join"
+        return await self._visibility.filter_events(user_id, events, currently_joined=joined)
+
+    async def _require_ever_member(self, room_id: RoomID, user_id: UserID) -> str:
+        membership = await self._membership(room_id, user_id)
+        if membership is None:
+            raise MatrixError(Errcode.FORBIDDEN, "You are not a member of this room")
+        return membership
+
+    async def get_event(self, requester: Requester, room_id: RoomID, event_id: EventID) -> JsonDict:
+        """GET /rooms/{roomId}/event/{eventId}; 404 when unknown or not visible."""
+        await self._require_ever_member(room_id, requester.user_id)
+        event = await self._state.get_event(event_id)
+        if event is None or event.pdu.room_id != room_id:
+            raise MatrixError(Errcode.NOT_FOUND, "Event not found")
+        if not await self._visible(requester.user_id, room_id, [event]):
+            raise MatrixError(Errcode.NOT_FOUND, "Event not found")
+        return (await self.serialize([event], requester))[0]
+
+    # -- pagination ----------------------------------------------------------------------
+
+    async def _page(
+        self,
+        room_id: RoomID,
+        *,
+        after: int | None,
+        before: int | None,
+        newest_first: bool,
+        limit: int,
+    ) -> list[StoredEvent]:
+        events = await self._store.get_room_events(
+            room_id, after=after, before=before, limit=limit, newest_first=newest_first
+        )
+        self._state.cache_events(events)
+        return events
+
+    async def messages(
+        self,
+        requester: Requester,
+        room_id: RoomID,
+        *,
+        from_token: str | None,
+        to_token: str | None,
+        backwards: bool,
+        limit: int,
+        event_filter: EventFilter | None,
+    ) -> Page:
+        """GET /rooms/{roomId}/messages (Client-Server API, "Syncing": "Getting events")."""
+        membership = await self._require_ever_member(room_id, requester.user_id)
+        limit = max(1, min(limit, MAX_PAGE))
+        start = (
+            parse_position(from_token)
+            if from_token
+            else (self._current_position() if backwards else 0)
+        )
+        bound = parse_position(to_token) if to_token else None
+        # A user who left sees nothing after leaving.
+        if membership in ("leave", "ban"):
+            left_at = await self._left_at(room_id, requester.user_id)
+            if backwards:
+                start = min(start, left_at)
+            else:
+                bound = left_at if bound is None else min(bound, left_at)
+        if backwards:
+            raw = await self._page(
+                room_id, after=bound, before=start, newest_first=True, limit=limit
+            )
+            end = raw[-1].stream_ordering - 1 if len(raw) == limit else None
+        else:
+            raw = await self._page(room_id, after=start, before=bound, newest_first=False,
+                                   limit=limit)
+            end = raw[-1].stream_ordering if raw else None
+        visible = await self._visible(requester.user_id, room_id, raw)
+        chunk = await self.serialize(visible, requester)
+        if event_filter is not None:
+            chunk = [e for e in chunk if event_filter.matches(e)]
+        state: list[JsonDict] = []
+        if event_filter is not None and event_filter.lazy_load_members and visible:
+            state = await self._lazy_members(requester, room_id, visible)
+        return Page(
+            chunk=chunk,
+            start=from_token or position_token(start),
+            end=position_token(end) if end is not None else None,
+            state=state,
+        )
+
+    async def _left_at(self, room_id: RoomID, user_id: UserID) -> int:
+        snapshot = await self._state.get_room(room_id)
+        assert snapshot is not None
+        member_id = snapshot.state.get(("m.room.member", user_id))
+        event = await self._state.get_event(member_id) if member_id else None
+        return event.stream_ordering if event is not None else 0
+
+    async def _lazy_members(
+        self, requester: Requester, room_id: RoomID, events: Sequence[StoredEvent]
+    ) -> list[JsonDict]:
+        """Member events of the senders of ``events``, at the newest of them."""
+        senders = sorted({e.pdu.sender for e in events})
+        newest = max(events, key=lambda e: e.stream_ordering)
+        keys: list[StateKey] = [("m.room.member", s) for s in senders]
+        ids = await self._state.state_ids_at_group(newest.state_group, keys)
+        found = await self._state.get_events(ids.values())
+        return await self.serialize([found[i] for i in ids.values() if i in found], requester)
+
+    async def context(
+        self,
+        requester: Requester,
+        room_id: RoomID,
+        event_id: EventID,
+        *,
+        limit: int,
+        event_filter: EventFilter | None,
+    ) -> JsonDict:
+        """GET /rooms/{roomId}/context/{eventId}: the event, events around it, its state."""
+        await self._require_ever_member(room_id, requester.user_id)
+        event = await self._state.get_event(event_id)
+        if event is None or event.pdu.room_id != room_id:
+            raise MatrixError(Errcode.NOT_FOUND, "Event not found")
+        if not await self._visible(requester.user_id, room_id, [event]):
+            raise MatrixError(Errcode.NOT_FOUND, "Event not found")
+        limit = max(0, min(limit, MAX_PAGE))
+        half_before = limit // 2
+        half_after = limit - half_before
+        before = await self._page(
+            room_id, after=None, before=event.stream_ordering - 1, newest_first=True,
+            limit=max(half_before, 1),
+        ) if half_before else []
+        after = await self._page(
+            room_id, after=event.stream_ordering, before=None, newest_first=False,
+            limit=max(half_after, 1),
+        ) if half_after else []
+        before = await self._visible(requester.user_id, room_id, before)
+        after = await self._visible(requester.user_id, room_id, after)
+        ser_before = await self.serialize(before, requester)
+        ser_after = await self.serialize(after, requester)
+        if event_filter is not None:
+            ser_before = [e for e in ser_before if event_filter.matches(e)]
+            ser_after = [e for e in ser_after if event_filter.matches(e)]
+        state_ids = await self._state.state_ids_at_group(event.state_group)
+        if event_filter is not None and event_filter.lazy_load_members:
+            senders = {e.pdu.sender for e in [*before, event, *after]}
+            state_ids = {
+                k: v for k, v in state_ids.items()
+                if k[0] != "m.room.member" or k[1] in senders
+            }
+        state_events = await self._state.get_events(state_ids.values())
+        return {
+            "event": (await self.serialize([event], requester))[0],
+            "events_before": ser_before,
+            "events_after": ser_after,
+            "start": position_token(
+                before[-1].stream_ordering - 1 if before else event.stream_ordering - 1
+            ),
+            "end": position_token(after[-1].stream_ordering if after else event.stream_ordering),
+            "state": await self.serialize(list(state_events.values()), requester),
+        }
+
+    # -- state ---------------------------------------------------------------------------
+
+    async def _visible_state_ids(
+        self, requester: Requester, room_id: RoomID
+    ) -> dict[StateKey, EventID]:
+        """Current state for members; the state at their leave for those who left."""
+        membership = await self._require_ever_member(room_id, requester.user_id)
+        snapshot = await self._state.get_room(room_id)
+        assert snapshot is not None
+        if membership == "join":
+            return dict(snapshot.state)
+        member_id = snapshot.state.get(("m.room.member", requester.user_id))
+        member = await self._state.get_event(member_id) if member_id else None
+        if member is None:
+            raise MatrixError(Errcode.FORBIDDEN, "You are not a member of this room")
+        if membership == "invite":
+            raise MatrixError(Errcode.FORBIDDEN, "You are invited but not joined to this room")
+        return await self._state.state_ids_at_group(member.state_group)
+
+    async def get_state(self, requester: Requester, room_id: RoomID) -> list[JsonDict]:
+        ids = await self._visible_state_ids(requester, room_id)
+        events = await self._state.get_events(ids.values())
+        return await self.serialize([events[i] for i in ids.values() if i in events], requester)
+
+    async def get_state_event(
+        self, requester: Requester, room_id: RoomID, event_type: str, state_key: str
+    ) -> StoredEvent:
+        ids = await self._visible_state_ids(requester, room_id)
+        event_id = ids.get((event_type, state_key))
+        event = await self._state.get_event(event_id) if event_id else None
+        if event is None:
+            raise MatrixError(Errcode.NOT_FOUND, "Event not found")
+        return event
+
+    async def members(
+        self,
+        requester: Requester,
+        room_id: RoomID,
+        *,
+        membership: str | None,
+        not_membership: str | None,
+    ) -> list[JsonDict]:
+        """GET /rooms/{roomId}/members."""
+        ids = await self._visible_state_ids(requester, room_id)
+        member_ids = [v for k, v in ids.items() if k[0] == "m.room.member"]
+        events = await self._state.get_events(member_ids)
+        chosen = [
+            e for e in events.values()
+            if (membership is None or e.pdu.membership == membership)
+            and (not_membership is None or e.pdu.membership != not_membership)
+        ]
+        return await self.serialize(chosen, requester)
+
+    async def joined_members(self, requester: Requester, room_id: RoomID) -> JsonDict:
+        """GET /rooms/{roomId}/joined_members: display names and avatars of joined users."""
+        if await self._membership(room_id, requester.user_id) != "join":
+            raise MatrixError(Errcode.FORBIDDEN, "You are not joined to this room")
+        snapshot = await self._state.get_room(room_id)
+        assert snapshot is not None
+        ids = [snapshot.state[("m.room.member", u)] for u in snapshot.joined_members()]
+        events = await self._state.get_events(ids)
+        joined: JsonDict = {}
+        for event in events.values():
+            content = event.pdu.content
+            joined[event.pdu.state_key or ""] = {
+                "display_name": content.get("displayname"),
+                "avatar_url": content.get("avatar_url"),
+            }
+        return {"joined": joined}

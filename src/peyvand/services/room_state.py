@@ -1,0 +1,262 @@
+"""Room state: cached current state per room, the event cache and historical state.
+
+Historical state is a chain of state groups per room. The group at chain position ``k``
+stores its delta against the group at position ``k - lowbit(k)`` (a Fenwick tree over the
+room's state changes): a change writes amortised O(log n) rows, and the state at any
+group is the overlay of at most log2(n) deltas, read in one query. Message events never
+create a group; they point at their room's current one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from peyvand.events.pdu import Pdu, StateKey
+from peyvand.events.room_versions import KNOWN_ROOM_VERSIONS, RoomVersion
+from peyvand.storage.events import EventStore
+from peyvand.storage.models import NewStateGroup, StateGroupRow, StoredEvent
+from peyvand.types import EventID, RoomID, UserID
+
+
+def _lowbit(n: int) -> int:
+    return n & -n
+
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class _LRU(Generic[K, V]):
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._data: OrderedDict[K, V] = OrderedDict()
+
+    def get(self, key: K) -> V | None:
+        value = self._data.get(key)
+        if value is not None:
+            self._data.move_to_end(key)
+        return value
+
+    def put(self, key: K, value: V) -> None:
+        self._data[key] = value
+        self._data.move_to_end(key)
+        while len(self._data) > self._size:
+            self._data.popitem(last=False)
+
+    def pop(self, key: K) -> None:
+        self._data.pop(key, None)
+
+
+@dataclass
+class RoomSnapshot:
+    """What building the next event in a room needs, kept in memory."""
+
+    room_id: RoomID
+    room_version: RoomVersion
+    state: dict[StateKey, EventID]
+    memberships: dict[UserID, str]
+    extremities: list[EventID]
+    depth: int
+    state_group: StateGroupRow
+    # Serialises event creation in this room (DESIGN.md: a per-room queue).
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def joined_members(self) -> list[UserID]:
+        return [u for u, m in self.memberships.items() if m == "join"]
+
+
+class StateService:
+    def __init__(self, store: EventStore, *, event_cache_size: int = 50_000) -> None:
+        self._store = store
+        self._rooms: dict[RoomID, RoomSnapshot] = {}
+        self._room_load_locks: dict[RoomID, asyncio.Lock] = {}
+        self._events: _LRU[EventID, StoredEvent] = _LRU(event_cache_size)
+        self._groups: _LRU[int, StateGroupRow] = _LRU(100_000)
+        self._deltas: _LRU[int, dict[StateKey, EventID]] = _LRU(20_000)
+        self._next_group = 0
+
+    async def start(self) -> None:
+        self._next_group = await self._store.get_max_state_group() + 1
+
+    # -- events ----------------------------------------------------------------------
+
+    async def get_events(self, event_ids: Iterable[EventID]) -> dict[EventID, StoredEvent]:
+        found: dict[EventID, StoredEvent] = {}
+        missing = []
+        for event_id in event_ids:
+            cached = self._events.get(event_id)
+            if cached is not None:
+                found[event_id] = cached
+            else:
+                missing.append(event_id)
+        if missing:
+            loaded = await self._store.get_events(missing)
+            for event_id, event in loaded.items():
+                self._events.put(event_id, event)
+            found.update(loaded)
+        return found
+
+    async def get_event(self, event_id: EventID) -> StoredEvent | None:
+        return (await self.get_events([event_id])).get(event_id)
+
+    def cache_events(self, events: Iterable[StoredEvent]) -> None:
+        for event in events:
+            self._events.put(event.pdu.event_id, event)
+
+    def mark_redacted(self, event_id: EventID, redaction_id: EventID) -> None:
+        cached = self._events.get(event_id)
+        if cached is not None and cached.redacted_by is None:
+            self._events.put(
+                event_id,
+                StoredEvent(cached.pdu, cached.stream_ordering, cached.state_group, redaction_id),
+            )
+
+    # -- current state -----------------------------------------------------------------
+
+    async def get_room(self, room_id: RoomID) -> RoomSnapshot | None:
+        """The room's snapshot, loaded on first use; None if this server has no such room."""
+        snapshot = self._rooms.get(room_id)
+        if snapshot is not None:
+            return snapshot
+        lock = self._room_load_locks.setdefault(room_id, asyncio.Lock())
+        async with lock:
+            snapshot = self._rooms.get(room_id)
+            if snapshot is None:
+                snapshot = await self._load_room(room_id)
+                if snapshot is not None:
+                    self._rooms[room_id] = snapshot
+        self._room_load_locks.pop(room_id, None)
+        return snapshot
+
+    async def _load_room(self, room_id: RoomID) -> RoomSnapshot | None:
+        room = await self._store.get_room(room_id)
+        group = await self._store.get_latest_state_group(room_id)
+        if room is None or group is None:
+            return None
+        extremities = await self._store.get_forward_extremities(room_id)
+        return RoomSnapshot(
+            room_id=room_id,
+            room_version=KNOWN_ROOM_VERSIONS[room.room_version],
+            state=await self._store.get_current_state_ids(room_id),
+            memberships=await self._store.get_current_memberships(room_id),
+            extremities=extremities,
+            depth=await self._store.get_max_depth(extremities),
+            state_group=group,
+        )
+
+    def add_room(self, snapshot: RoomSnapshot) -> None:
+        self._rooms[snapshot.room_id] = snapshot
+
+    def cached_room(self, room_id: RoomID) -> RoomSnapshot | None:
+        """The snapshot if it is loaded (no I/O)."""
+        return self._rooms.get(room_id)
+
+    def is_forgotten(self, snapshot: RoomSnapshot) -> bool:
+        """True if ``snapshot`` is no longer the room's cached one (see ``forget_room``)."""
+        return self._rooms.get(snapshot.room_id) is not snapshot
+
+    def forget_room(self, room_id: RoomID) -> None:
+        """Drop the cached snapshot (after a failed write); the next use reloads it."""
+        self._rooms.pop(room_id, None)
+
+    async def get_state_events(
+        self, state: Mapping[StateKey, EventID], keys: Iterable[StateKey] | None = None
+    ) -> dict[StateKey, Pdu]:
+        wanted = state if keys is None else {k: state[k] for k in keys if k in state}
+        events = await self.get_events(wanted.values())
+        return {k: events[e].pdu for k, e in wanted.items() if e in events}
+
+    # -- historical state -------------------------------------------------------------
+
+    def allocate_group_id(self) -> int:
+        group = self._next_group
+        self._next_group += 1
+        return group
+
+    async def _group_rows(self, groups: Iterable[int]) -> dict[int, StateGroupRow]:
+        found: dict[int, StateGroupRow] = {}
+        missing = []
+        for group in groups:
+            row = self._groups.get(group)
+            if row is None:
+                missing.append(group)
+            else:
+                found[group] = row
+        if missing:
+            loaded = await self._store.get_state_group_rows(missing)
+            for group, row in loaded.items():
+                self._groups.put(group, row)
+            found.update(loaded)
+        return found
+
+    async def state_group_row(self, group: int) -> StateGroupRow:
+        return (await self._group_rows([group]))[group]
+
+    async def _chain(self, group: int, stop_seq: int = 0) -> list[StateGroupRow]:
+        """``group`` and its bases, nearest first, down to (excluding) position ``stop_seq``."""
+        chain = []
+        current: int | None = group
+        while current is not None:
+            row = (await self._group_rows([current]))[current]
+            if row.seq <= stop_seq:
+                break
+            chain.append(row)
+            current = row.base_group
+        return chain
+
+    async def _deltas_for(
+        self, groups: Sequence[int], keys: Sequence[StateKey] | None
+    ) -> dict[int, dict[StateKey, EventID]]:
+        if keys is not None:
+            return await self._store.get_state_group_deltas(groups, keys)
+        found = {g: d for g in groups if (d := self._deltas.get(g)) is not None}
+        missing = [g for g in groups if g not in found]
+        if missing:
+            loaded = await self._store.get_state_group_deltas(missing)
+            for group, delta in loaded.items():
+                self._deltas.put(group, delta)
+            found.update(loaded)
+        return found
+
+    async def state_ids_at_group(
+        self, group: int, keys: Sequence[StateKey] | None = None
+    ) -> dict[StateKey, EventID]:
+        """The room state of ``group`` (only ``keys`` if given)."""
+        chain = await self._chain(group)
+        deltas = await self._deltas_for([row.state_group for row in chain], keys)
+        state: dict[StateKey, EventID] = {}
+        for row in reversed(chain):
+            state.update(deltas[row.state_group])
+        return state
+
+    async def new_state_group(
+        self, snapshot: RoomSnapshot, changes: Mapping[StateKey, EventID]
+    ) -> NewStateGroup:
+        """The group after ``changes`` on top of the snapshot's, with its Fenwick delta."""
+        prev = snapshot.state_group
+        seq = prev.seq + 1
+        base_seq = seq - _lowbit(seq)
+        path = await self._chain(prev.state_group, stop_seq=base_seq)
+        deltas = await self._deltas_for([row.state_group for row in path], None)
+        delta: dict[StateKey, EventID] = {}
+        for row in reversed(path):
+            delta.update(deltas[row.state_group])
+        delta.update(changes)
+        base_group = path[-1].base_group if path else prev.state_group
+        row = StateGroupRow(
+            self.allocate_group_id(), snapshot.room_id, seq, prev.state_group, base_group
+        )
+        self._groups.put(row.state_group, row)
+        self._deltas.put(row.state_group, dict(delta))
+        return NewStateGroup(row, delta)
+
+    def first_state_group(self, room_id: RoomID, changes: Mapping[StateKey, EventID]) -> NewStateGroup:
+        """The group holding a new room's first state (chain position 1, no base)."""
+        row = StateGroupRow(self.allocate_group_id(), room_id, 1, None, None)
+        self._groups.put(row.state_group, row)
+        self._deltas.put(row.state_group, dict(changes))
+        return NewStateGroup(row, dict(changes))

@@ -1,0 +1,214 @@
+"""Room creation (Client-Server API, "Creation": POST /createRoom).
+
+Events are created in the spec's order: m.room.create, the creator's join,
+m.room.power_levels (with ``power_level_content_override``), m.room.canonical_alias, the
+preset's join rules / history visibility / guest access, ``initial_state``, name, topic,
+then the invites. All of them share one group commit.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from peyvand.errors import Errcode, MatrixError
+from peyvand.events.room_versions import (
+    DEFAULT_ROOM_VERSION,
+    RoomVersion,
+    room_version_or_none,
+)
+from peyvand.services.event_creation import EventCreationService, EventSpec
+from peyvand.storage.events import EventStore
+from peyvand.types import JsonDict, RoomID, UserID, is_valid_user_id
+
+PRESETS = ("private_chat", "public_chat", "trusted_private_chat")
+# Keys the server sets itself; initial_state may not override them.
+_SERVER_SET_STATE = {"m.room.create", "m.room.member", "m.room.power_levels"}
+
+ProfileLookup = Callable[[UserID], Awaitable[JsonDict]]
+AliasResolver = Callable[[str], Awaitable[RoomID | None]]
+AliasCreator = Callable[[str, RoomID, UserID], Awaitable[str]]
+
+
+@dataclass(frozen=True)
+class CreateRoomRequest:
+    creator: UserID
+    visibility: str = "private"
+    preset: str | None = None
+    name: str | None = None
+    topic: str | None = None
+    invite: tuple[UserID, ...] = ()
+    is_direct: bool = False
+    room_version: str | None = None
+    creation_content: Mapping[str, Any] = field(default_factory=dict)
+    initial_state: tuple[EventSpec, ...] = ()
+    power_level_content_override: Mapping[str, Any] | None = None
+    room_alias_name: str | None = None
+
+
+def default_power_levels(
+    room_version: RoomVersion, creators: set[UserID], preset: str, invitees: tuple[UserID, ...]
+) -> JsonDict:
+    """The power levels Synapse gives a new room (creators at 100 before v12)."""
+    users: dict[str, int] = {}
+    if not room_version.creators_have_infinite_power:
+        users.update({c: 100 for c in creators})
+    if preset == "trusted_private_chat" and not room_version.creators_have_infinite_power:
+        users.update({u: 100 for u in invitees})
+    return {
+        "users": users,
+        "users_default": 0,
+        "events": {
+            "m.room.name": 50,
+            "m.room.power_levels": 100,
+            "m.room.history_visibility": 100,
+            "m.room.canonical_alias": 50,
+            "m.room.avatar": 50,
+            "m.room.tombstone": 100,
+            "m.room.server_acl": 100,
+            "m.room.encryption": 100,
+        },
+        "events_default": 0,
+        "state_default": 50,
+        "ban": 50,
+        "kick": 50,
+        "redact": 50,
+        "invite": 0,
+        "historical": 100,
+        "notifications": {"room": 50},
+    }
+
+
+class RoomsService:
+    def __init__(
+        self,
+        server_name: str,
+        events: EventCreationService,
+        store: EventStore,
+        profile_of: ProfileLookup,
+    ) -> None:
+        self._server_name = server_name
+        self._events = events
+        self._store = store
+        self._profile_of = profile_of
+        self._resolve_alias: AliasResolver | None = None
+        self._create_alias: AliasCreator | None = None
+
+    def use_directory(self, resolve: AliasResolver, create: AliasCreator) -> None:
+        """Connect room aliases (the directory service owns them)."""
+        self._resolve_alias = resolve
+        self._create_alias = create
+
+    async def resolve_room(self, room_id_or_alias: str) -> RoomID:
+        """A room ID, or the room an alias (``#alias:server``) points to; 404 if unknown."""
+        if room_id_or_alias.startswith("!"):
+            return RoomID(room_id_or_alias)
+        if room_id_or_alias.startswith("#") and self._resolve_alias is not None:
+            room_id = await self._resolve_alias(room_id_or_alias)
+            if room_id is not None:
+                return room_id
+            raise MatrixError(Errcode.NOT_FOUND, f"Room alias {room_id_or_alias} not found")
+        raise MatrixError(Errcode.INVALID_PARAM, f"Invalid room ID or alias: {room_id_or_alias}")
+
+    async def joined_rooms(self, user_id: UserID) -> list[RoomID]:
+        memberships = await self._store.get_memberships_for_user(user_id)
+        return sorted(r for r, (m, _) in memberships.items() if m == "join")
+
+    async def create_room(self, request: CreateRoomRequest) -> RoomID:
+        version = (
+            DEFAULT_ROOM_VERSION
+            if request.room_version is None
+            else room_version_or_none(request.room_version)
+        )
+        if version is None:
+            raise MatrixError(
+                Errcode.UNSUPPORTED_ROOM_VERSION,
+                f"Room version {request.room_version} is not supported",
+            )
+        for user in request.invite:
+            if not is_valid_user_id(user):
+                raise MatrixError(Errcode.INVALID_PARAM, f"Invalid user ID to invite: {user}")
+        preset = request.preset or (
+            "public_chat" if request.visibility == "public" else "private_chat"
+        )
+        creator = request.creator
+        create_content: JsonDict = dict(request.creation_content)
+        create_content["room_version"] = version.identifier
+        if not version.implicit_room_creator:
+            create_content["creator"] = creator
+        else:
+            create_content.pop("creator", None)
+        creators = {creator}
+        if version.creators_have_infinite_power and preset == "trusted_private_chat":
+            extra = [u for u in request.invite if u != creator]
+            existing = create_content.get("additional_creators", [])
+            if isinstance(existing, list):
+                create_content["additional_creators"] = sorted(set(existing) | set(extra))
+        if version.creators_have_infinite_power:
+            additional = create_content.get("additional_creators", [])
+            if isinstance(additional, list):
+                creators.update(UserID(u) for u in additional if isinstance(u, str))
+
+        power_levels = default_power_levels(version, creators, preset, request.invite)
+        if request.power_level_content_override:
+            power_levels.update(request.power_level_content_override)
+
+        initial: list[EventSpec] = [
+            EventSpec(
+                "m.room.member",
+                {"membership": "join", **await self._profile_of(creator)},
+                creator,
+            ),
+            EventSpec("m.room.power_levels", power_levels, ""),
+        ]
+        alias = None
+        if request.room_alias_name is not None:
+            alias = f"#{request.room_alias_name}:{self._server_name}"
+            if self._resolve_alias is None or self._create_alias is None:
+                raise MatrixError(Errcode.UNKNOWN, "Room aliases are not available")
+            if await self._resolve_alias(alias) is not None:
+                raise MatrixError(Errcode.ROOM_IN_USE, f"Room alias {alias} already taken")
+            initial.append(EventSpec("m.room.canonical_alias", {"alias": alias}, ""))
+        join_rule = "public" if preset == "public_chat" else "invite"
+        initial += [
+            EventSpec("m.room.join_rules", {"join_rule": join_rule}, ""),
+            EventSpec("m.room.history_visibility", {"history_visibility": "shared"}, ""),
+        ]
+        if preset != "public_chat":
+            initial.append(EventSpec("m.room.guest_access", {"guest_access": "can_join"}, ""))
+        overrides = {
+            (spec.event_type, spec.state_key or ""): spec
+            for spec in request.initial_state
+            if spec.event_type not in _SERVER_SET_STATE
+        }
+        initial = [s for s in initial if (s.event_type, s.state_key) not in overrides]
+        initial += overrides.values()
+        if request.name is not None:
+            initial.append(EventSpec("m.room.name", {"name": request.name}, ""))
+        if request.topic is not None:
+            initial.append(EventSpec("m.room.topic", {"topic": request.topic}, ""))
+        for invitee in request.invite:
+            content: JsonDict = {"membership": "invite"}
+            if request.is_direct:
+                content["is_direct"] = True
+            content.update(await self._profile_of(invitee))
+            initial.append(EventSpec("m.room.member", content, invitee))
+
+        room_id = (
+            None
+            if version.room_id_is_create_event_hash
+            else RoomID(f"!{secrets.token_urlsafe(18)}:{self._server_name}")
+        )
+        created, _ = await self._events.create_room(
+            version,
+            creator,
+            create_content,
+            initial,
+            room_id=room_id,
+            is_public=request.visibility == "public",
+        )
+        if alias is not None and self._create_alias is not None:
+            await self._create_alias(alias, created, creator)
+        return created

@@ -1,0 +1,62 @@
+"""The sync stream token: one position per stream (DESIGN.md, "Sync").
+
+Serialised as ``s<events>_<typing>_<receipts>_<account_data>_<to_device>_<device_lists>_<presence>``;
+clients treat it as opaque. Pagination tokens for /messages are ``t<events>``-style event
+positions (see ``services.messages``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from enum import Enum
+
+from peyvand.errors import Errcode, MatrixError
+
+
+class Stream(str, Enum):
+    EVENTS = "events"
+    TYPING = "typing"
+    RECEIPTS = "receipts"
+    ACCOUNT_DATA = "account_data"
+    TO_DEVICE = "to_device"
+    DEVICE_LISTS = "device_lists"
+    PRESENCE = "presence"
+
+
+@dataclass(frozen=True, slots=True)
+class StreamToken:
+    events: int = 0
+    typing: int = 0
+    receipts: int = 0
+    account_data: int = 0
+    to_device: int = 0
+    device_lists: int = 0
+    presence: int = 0
+
+    def serialize(self) -> str:
+        return "s" + "_".join(str(getattr(self, f.name)) for f in fields(self))
+
+    @classmethod
+    def parse(cls, token: str) -> StreamToken:
+        """Parse a token from a client; M_INVALID_PARAM if it is not one of ours."""
+        try:
+            if not token.startswith("s"):
+                raise ValueError(token)
+            parts = [int(p) for p in token[1:].split("_")]
+            names = [f.name for f in fields(cls)]
+            if len(parts) > len(names) or any(p < 0 for p in parts):
+                raise ValueError(token)
+            return cls(**dict(zip(names, parts, strict=False)))
+        except ValueError:
+            raise MatrixError(Errcode.INVALID_PARAM, f"Invalid stream token: {token!r}") from None
+
+    def get(self, stream: Stream) -> int:
+        value: int = getattr(self, stream.value)
+        return value
+
+    def advanced(self, stream: Stream, position: int) -> StreamToken:
+        return replace(self, **{stream.value: position})
+
+    def is_after(self, other: StreamToken) -> bool:
+        """True if any stream of ``self`` is ahead of ``other``."""
+        return any(getattr(self, f.name) > getattr(other, f.name) for f in fields(self))

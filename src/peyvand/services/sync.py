@@ -1,0 +1,380 @@
+"""GET /sync (Client-Server API, "Syncing").
+
+One stream token carries a position per stream. An incremental sync with nothing newer
+than its token waits on the notifier without touching the database; when woken it reads
+only what changed for this user. Initial syncs are bounded by the filter's timeline limit,
+not by history size, and support lazy-loading of members.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from peyvand.events.pdu import StateKey
+from peyvand.services.filtering import Filter
+from peyvand.services.notifier import Notifier
+from peyvand.services.requester import Requester
+from peyvand.services.room_events import RoomEventsService, position_token
+from peyvand.services.room_state import RoomSnapshot, StateService
+from peyvand.services.streams import StreamToken
+from peyvand.services.visibility import VisibilityService
+from peyvand.storage.events import EventStore
+from peyvand.storage.models import StoredEvent
+from peyvand.storage.rooms import RoomMemberStore
+from peyvand.types import EventID, JsonDict, RoomID, UserID
+
+# m.room.member aside, the stripped state shown with an invite ("Stripped state").
+_INVITE_STATE_TYPES = (
+    "m.room.create", "m.room.join_rules", "m.room.name", "m.room.avatar",
+    "m.room.canonical_alias", "m.room.encryption", "m.room.topic",
+)
+
+
+class TypingSource(Protocol):
+    @property
+    def current_position(self) -> int: ...
+
+    def typing_for_rooms(self, room_ids: Sequence[RoomID], since: int) -> dict[RoomID, JsonDict]: ...
+
+
+class ReceiptSource(Protocol):
+    @property
+    def current_position(self) -> int: ...
+
+    async def receipts_for_rooms(
+        self, user_id: UserID, room_ids: Sequence[RoomID], since: int, until: int
+    ) -> dict[RoomID, JsonDict]: ...
+
+
+class AccountDataSource(Protocol):
+    @property
+    def current_position(self) -> int: ...
+
+    async def global_account_data_since(
+        self, user_id: UserID, since: int, until: int
+    ) -> list[JsonDict]: ...
+
+    async def room_account_data_since(
+        self, user_id: UserID, since: int, until: int
+    ) -> dict[RoomID, list[JsonDict]]: ...
+
+
+UnreadCounts = Callable[[UserID, Sequence[RoomID]], Awaitable[dict[RoomID, JsonDict]]]
+
+
+@dataclass
+class _Result:
+    join: dict[RoomID, JsonDict] = field(default_factory=dict)
+    invite: dict[RoomID, JsonDict] = field(default_factory=dict)
+    leave: dict[RoomID, JsonDict] = field(default_factory=dict)
+    account_data: list[JsonDict] = field(default_factory=list)
+
+    def is_empty(self) -> bool:
+        return not (self.join or self.invite or self.leave or self.account_data)
+
+
+class SyncService:
+    def __init__(
+        self,
+        store: EventStore,
+        member_store: RoomMemberStore,
+        state: StateService,
+        visibility: VisibilityService,
+        room_events: RoomEventsService,
+        notifier: Notifier,
+        typing: TypingSource,
+        receipts: ReceiptSource,
+        account_data: AccountDataSource,
+        unread_counts: UnreadCounts,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._store = store
+        self._member_store = member_store
+        self._state = state
+        self._visibility = visibility
+        self._room_events = room_events
+        self._notifier = notifier
+        self._typing = typing
+        self._receipts = receipts
+        self._account_data = account_data
+        self._unread_counts = unread_counts
+        self._clock = clock
+
+    async def sync(
+        self,
+        requester: Requester,
+        since: StreamToken | None,
+        *,
+        sync_filter: Filter,
+        timeout_ms: int,
+        full_state: bool,
+    ) -> JsonDict:
+        deadline = self._clock() + timeout_ms / 1000
+        while True:
+            now = self._notifier.current_token
+            if since is None or full_state or now.is_after(since):
+                result = await self._compute(requester, since, now, sync_filter, full_state)
+                if since is None or full_state or not result.is_empty():
+                    return self._response(result, now)
+            remaining = deadline - self._clock()
+            if remaining <= 0:
+                return self._response(_Result(), now if since is None else max_token(since, now))
+            if self._notifier.current_token != now:
+                continue
+            await self._notifier.wait_for_user(requester.user_id, now, remaining)
+
+    @staticmethod
+    def _response(result: _Result, token: StreamToken) -> JsonDict:
+        return {
+            "next_batch": token.serialize(),
+            "rooms": {"join": result.join, "invite": result.invite, "leave": result.leave,
+                      "knock": {}},
+            "account_data": {"events": result.account_data},
+            "presence": {"events": []},
+            "to_device": {"events": []},
+            "device_lists": {"changed": [], "left": []},
+            "device_one_time_keys_count": {},
+        }
+
+    async def _compute(
+        self,
+        requester: Requester,
+        since: StreamToken | None,
+        now: StreamToken,
+        sync_filter: Filter,
+        full_state: bool,
+    ) -> _Result:
+        user_id = requester.user_id
+        result = _Result()
+        since_events = since.events if since is not None else 0
+        memberships = await self._store.get_memberships_for_user(user_id)
+        room_ids = sync_filter.filter_rooms(
+            r for r, (_, stream) in memberships.items() if stream <= now.events
+        )
+        joined = [RoomID(r) for r in room_ids if memberships[RoomID(r)][0] == "join"]
+        if since is not None and not full_state and since.events < now.events:
+            changed = await self._store.get_rooms_with_events_since(
+                joined, since.events, now.events
+            )
+        elif since is not None and not full_state:
+            changed = set()
+        else:
+            changed = set(joined)
+        typing = self._typing.typing_for_rooms(joined, since.typing if since else 0)
+        receipts = (
+            await self._receipts.receipts_for_rooms(
+                user_id, joined, since.receipts if since else 0, now.receipts
+            )
+            if since is None or now.receipts > since.receipts or full_state
+            else {}
+        )
+        room_data: dict[RoomID, list[JsonDict]] = {}
+        if since is None or now.account_data > since.account_data or full_state:
+            since_ad = 0 if since is None or full_state else since.account_data
+            result.account_data = await self._account_data.global_account_data_since(
+                user_id, since_ad, now.account_data
+            )
+            room_data = await self._account_data.room_account_data_since(
+                user_id, since_ad, now.account_data
+            )
+        touched = [
+            r for r in joined
+            if r in changed or r in typing or r in receipts or r in room_data
+            or memberships[r][1] > since_events
+        ]
+        counts = await self._unread_counts(user_id, touched) if touched else {}
+        for room_id in touched:
+            newly_joined = since is None or memberships[room_id][1] > since_events
+            section = await self._joined_room(
+                requester, room_id, since_events, now.events, sync_filter,
+                initial=newly_joined or full_state, has_events=room_id in changed,
+            )
+            ephemeral = [e for e in (typing.get(room_id), receipts.get(room_id)) if e]
+            section["ephemeral"] = {"events": ephemeral}
+            section["account_data"] = {"events": room_data.get(room_id, [])}
+            section["unread_notifications"] = counts.get(
+                room_id, {"notification_count": 0, "highlight_count": 0}
+            )
+            result.join[room_id] = section
+        for r in room_ids:
+            room_id = RoomID(r)
+            membership, stream = memberships[room_id]
+            if membership == "invite" and (since is None or stream > since_events or full_state):
+                result.invite[room_id] = await self._invited_room(room_id, user_id)
+        if since is not None or sync_filter.include_leave:
+            forgotten = await self._member_store.get_forgotten(user_id)
+            for r in room_ids:
+                room_id = RoomID(r)
+                membership, stream = memberships[room_id]
+                if (
+                    membership in ("leave", "ban")
+                    and room_id not in forgotten
+                    and (stream > since_events or (since is None and sync_filter.include_leave))
+                ):
+                    result.leave[room_id] = await self._left_room(
+                        requester, room_id, since_events, stream, sync_filter
+                    )
+        return result
+
+    async def _timeline(
+        self,
+        requester: Requester,
+        room_id: RoomID,
+        after: int,
+        until: int,
+        sync_filter: Filter,
+    ) -> tuple[list[StoredEvent], bool]:
+        limit = sync_filter.timeline_limit
+        raw = await self._store.get_room_events(
+            room_id, after=after or None, before=until, limit=limit + 1, newest_first=True
+        )
+        limited = len(raw) > limit
+        raw = raw[:limit]
+        raw.reverse()
+        self._state.cache_events(raw)
+        snapshot = await self._state.get_room(room_id)
+        joined = snapshot is not None and snapshot.memberships.get(requester.user_id) == "join"
+        events = await self._visibility.filter_events(
+            requester.user_id, raw, currently_joined=joined
+        )
+        return events, limited
+
+    async def _state_before(self, event: StoredEvent) -> int | None:
+        """The state group just before ``event`` (None: before the room's first state)."""
+        if not event.pdu.is_state():
+            return event.state_group
+        rows = await self._state.state_group_row(event.state_group)
+        return rows.prev_group
+
+    async def _joined_room(
+        self,
+        requester: Requester,
+        room_id: RoomID,
+        since: int,
+        until: int,
+        sync_filter: Filter,
+        *,
+        initial: bool,
+        has_events: bool,
+    ) -> JsonDict:
+        snapshot = await self._state.get_room(room_id)
+        assert snapshot is not None
+        if initial or has_events:
+            timeline, limited = await self._timeline(
+                requester, room_id, 0 if initial else since, until, sync_filter
+            )
+        else:
+            timeline, limited = [], False
+        state_ids: dict[StateKey, EventID] = {}
+        if initial:
+            if timeline:
+                group = await self._state_before(timeline[0])
+                state_ids = await self._state.state_ids_at_group(group) if group else {}
+            else:
+                state_ids = dict(snapshot.state)
+        elif limited and timeline:
+            group = await self._state_before(timeline[0])
+            at_start = await self._state.state_ids_at_group(group) if group else {}
+            at_since = await self._state_at_position(room_id, since)
+            state_ids = {k: v for k, v in at_start.items() if at_since.get(k) != v}
+        if sync_filter.lazy_load_members:
+            senders = {e.pdu.sender for e in timeline} | {requester.user_id}
+            state_ids = {
+                k: v for k, v in state_ids.items()
+                if k[0] != "m.room.member" or k[1] in senders
+            }
+        state_events = await self._state.get_events(state_ids.values())
+        timeline_json = await self._room_events.serialize(
+            timeline, requester, include_room_id=False
+        )
+        timeline_json = [e for e in timeline_json if sync_filter.room.timeline.matches(e)]
+        state_json = await self._room_events.serialize(
+            [state_events[i] for i in state_ids.values() if i in state_events],
+            requester, include_room_id=False,
+        )
+        state_json = [e for e in state_json if sync_filter.room.state.matches(e)]
+        prev_batch = position_token(
+            timeline[0].stream_ordering - 1 if timeline else until
+        )
+        return {
+            "timeline": {"events": timeline_json, "limited": limited, "prev_batch": prev_batch},
+            "state": {"events": state_json},
+            "summary": self._summary(snapshot, requester.user_id),
+        }
+
+    async def _state_at_position(self, room_id: RoomID, position: int) -> dict[StateKey, EventID]:
+        last = await self._store.get_room_events(
+            room_id, after=None, before=position, limit=1, newest_first=True
+        )
+        return await self._state.state_ids_at_group(last[0].state_group) if last else {}
+
+    @staticmethod
+    def _summary(snapshot: RoomSnapshot, user_id: UserID) -> JsonDict:
+        joined = [u for u, m in snapshot.memberships.items() if m == "join"]
+        invited = [u for u, m in snapshot.memberships.items() if m == "invite"]
+        heroes = sorted(u for u in joined + invited if u != user_id)[:5]
+        return {
+            "m.heroes": heroes,
+            "m.joined_member_count": len(joined),
+            "m.invited_member_count": len(invited),
+        }
+
+    async def _invited_room(self, room_id: RoomID, user_id: UserID) -> JsonDict:
+        snapshot = await self._state.get_room(room_id)
+        assert snapshot is not None
+        keys: list[StateKey] = [(t, "") for t in _INVITE_STATE_TYPES]
+        keys.append(("m.room.member", user_id))
+        events = await self._state.get_state_events(snapshot.state, keys)
+        stripped = [
+            {"type": e.type, "state_key": e.state_key, "content": dict(e.content),
+             "sender": e.sender}
+            for e in events.values()
+        ]
+        return {"invite_state": {"events": stripped}}
+
+    async def _left_room(
+        self,
+        requester: Requester,
+        room_id: RoomID,
+        since: int,
+        left_at: int,
+        sync_filter: Filter,
+    ) -> JsonDict:
+        timeline, limited = await self._timeline(requester, room_id, since, left_at, sync_filter)
+        state_ids: dict[StateKey, EventID] = {}
+        if timeline and (limited or since == 0):
+            group = await self._state_before(timeline[0])
+            state_ids = await self._state.state_ids_at_group(group) if group else {}
+        state_events = await self._state.get_events(state_ids.values())
+        return {
+            "timeline": {
+                "events": await self._room_events.serialize(
+                    timeline, requester, include_room_id=False
+                ),
+                "limited": limited,
+                "prev_batch": position_token(
+                    timeline[0].stream_ordering - 1 if timeline else left_at
+                ),
+            },
+            "state": {
+                "events": await self._room_events.serialize(
+                    list(state_events.values()), requester, include_room_id=False
+                )
+            },
+            "account_data": {"events": []},
+        }
+
+
+def max_token(a: StreamToken, b: StreamToken) -> StreamToken:
+    """Stream-wise maximum: never hand a client a token behind one it already had."""
+    return StreamToken(*(max(x, y) for x, y in zip(_values(a), _values(b), strict=True)))
+
+
+def _values(token: StreamToken) -> tuple[int, ...]:
+    return (token.events, token.typing, token.receipts, token.account_data, token.to_device,
+            token.device_lists, token.presence)
+

@@ -1,0 +1,59 @@
+"""Which events a user may see (Client-Server API, "Room History Visibility").
+
+Decided per event from the state after it: the user's membership then and the room's
+``m.room.history_visibility``. Lookups are memoised per state group, so a page of events
+sent under one state costs one lookup.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from peyvand.events.pdu import StateKey
+from peyvand.services.room_state import StateService
+from peyvand.storage.models import StoredEvent
+from peyvand.types import UserID
+
+_VISIBILITY_KEY: StateKey = ("m.room.history_visibility", "")
+
+
+class VisibilityService:
+    def __init__(self, state: StateService) -> None:
+        self._state = state
+
+    async def filter_events(
+        self,
+        user_id: UserID,
+        events: Sequence[StoredEvent],
+        *,
+        currently_joined: bool,
+    ) -> list[StoredEvent]:
+        """``events`` that ``user_id`` may see, in the same order."""
+        member_key: StateKey = ("m.room.member", user_id)
+        keys = [_VISIBILITY_KEY, member_key]
+        by_group: dict[int, tuple[str, str | None]] = {}
+        for event in events:
+            if event.state_group in by_group:
+                continue
+            ids = await self._state.state_ids_at_group(event.state_group, keys)
+            found = await self._state.get_events(ids.values())
+            visibility = "shared"
+            membership = None
+            if (vis_id := ids.get(_VISIBILITY_KEY)) and vis_id in found:
+                value = found[vis_id].pdu.content.get("history_visibility")
+                visibility = value if isinstance(value, str) else "shared"
+            if (member_id := ids.get(member_key)) and member_id in found:
+                membership = found[member_id].pdu.membership
+            by_group[event.state_group] = (visibility, membership)
+        visible = []
+        for event in events:
+            visibility, membership = by_group[event.state_group]
+            if event.pdu.type == "m.room.member" and event.pdu.state_key == user_id:
+                visible.append(event)
+            elif visibility == "world_readable" or membership == "join":
+                visible.append(event)
+            elif visibility == "shared" and currently_joined:
+                visible.append(event)
+            elif visibility == "invited" and membership == "invite":
+                visible.append(event)
+        return visible

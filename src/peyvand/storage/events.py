@@ -1,0 +1,377 @@
+"""Events, rooms, room state (current and historical) and forward extremities.
+
+Events are stored as their full federation PDU JSON. Historical state is kept as
+Fenwick-style deltas (see migration 001): resolving a state group reads only the deltas
+on its base chain, at most log2(number of state changes) of them, in one query.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import orjson
+
+from peyvand.events.pdu import Pdu, StateKey
+from peyvand.events.room_versions import KNOWN_ROOM_VERSIONS
+from peyvand.storage.database import Connection, Database, Row, placeholders
+from peyvand.storage.models import (
+    EventToPersist,
+    RoomRow,
+    StateGroupRow,
+    StoredEvent,
+)
+from peyvand.types import EventID, RoomID, UserID
+
+_EVENT_COLUMNS = "event_id, room_id, stream_ordering, state_group, pdu, redacted_by"
+_IN_LIST_CHUNK = 500
+
+
+def _stored_event(row: Row, room_versions: dict[str, str]) -> StoredEvent:
+    version = KNOWN_ROOM_VERSIONS[room_versions[row["room_id"]]]
+    pdu = Pdu(orjson.loads(row["pdu"]), EventID(row["event_id"]), version)
+    return StoredEvent(pdu, row["stream_ordering"], row["state_group"], row["redacted_by"])
+
+
+class EventStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        # room_id -> room version identifier; immutable once a room exists.
+        self._room_versions: dict[str, str] = {}
+
+    # -- rooms ---------------------------------------------------------------------------
+
+    async def get_room(self, room_id: RoomID) -> RoomRow | None:
+        row = await self._db.fetchrow(
+            "SELECT room_id, room_version, creator, is_public, created_ts FROM rooms"
+            " WHERE room_id = $1",
+            room_id,
+        )
+        if row is None:
+            return None
+        self._room_versions[room_id] = row["room_version"]
+        return RoomRow(
+            RoomID(row["room_id"]), row["room_version"], row["creator"],
+            bool(row["is_public"]), row["created_ts"],
+        )
+
+    async def set_room_public(self, room_id: RoomID, is_public: bool) -> None:
+        await self._db.execute(
+            "UPDATE rooms SET is_public = $2 WHERE room_id = $1", room_id, is_public
+        )
+
+    async def get_public_room_ids(self) -> list[RoomID]:
+        rows = await self._db.fetch("SELECT room_id FROM rooms WHERE is_public = $1", True)
+        return [RoomID(r[0]) for r in rows]
+
+    async def _ensure_room_versions(self, room_ids: Iterable[str]) -> None:
+        missing = [r for r in set(room_ids) if r not in self._room_versions]
+        for start in range(0, len(missing), _IN_LIST_CHUNK):
+            chunk = missing[start : start + _IN_LIST_CHUNK]
+            rows = await self._db.fetch(
+                f"SELECT room_id, room_version FROM rooms WHERE room_id IN ({placeholders(len(chunk))})",
+                *chunk,
+            )
+            for row in rows:
+                self._room_versions[row[0]] = row[1]
+
+    # -- events --------------------------------------------------------------------------
+
+    async def _events_from_rows(self, rows: Sequence[Row]) -> list[StoredEvent]:
+        await self._ensure_room_versions(r["room_id"] for r in rows)
+        return [_stored_event(r, self._room_versions) for r in rows]
+
+    async def get_events(self, event_ids: Iterable[EventID]) -> dict[EventID, StoredEvent]:
+        ids = list(set(event_ids))
+        found: dict[EventID, StoredEvent] = {}
+        for start in range(0, len(ids), _IN_LIST_CHUNK):
+            chunk = ids[start : start + _IN_LIST_CHUNK]
+            rows = await self._db.fetch(
+                f"SELECT {_EVENT_COLUMNS} FROM events WHERE event_id IN ({placeholders(len(chunk))})",
+                *chunk,
+            )
+            for event in await self._events_from_rows(rows):
+                found[event.pdu.event_id] = event
+        return found
+
+    async def get_room_events(
+        self,
+        room_id: RoomID,
+        *,
+        after: int | None,
+        before: int | None,
+        limit: int,
+        newest_first: bool,
+    ) -> list[StoredEvent]:
+        """Events of ``room_id`` with ``after < stream_ordering <= before``, in the order asked."""
+        conditions = ["room_id = $1"]
+        args: list[Any] = [room_id]
+        if after is not None:
+            args.append(after)
+            conditions.append(f"stream_ordering > ${len(args)}")
+        if before is not None:
+            args.append(before)
+            conditions.append(f"stream_ordering <= ${len(args)}")
+        args.append(limit)
+        order = "DESC" if newest_first else "ASC"
+        rows = await self._db.fetch(
+            f"SELECT {_EVENT_COLUMNS} FROM events WHERE {' AND '.join(conditions)}"
+            f" ORDER BY stream_ordering {order} LIMIT ${len(args)}",
+            *args,
+        )
+        return await self._events_from_rows(rows)
+
+    async def get_rooms_with_events_since(
+        self, room_ids: Sequence[RoomID], since: int, until: int
+    ) -> set[RoomID]:
+        """The subset of ``room_ids`` with an event in ``(since, until]``."""
+        found: set[RoomID] = set()
+        for start in range(0, len(room_ids), _IN_LIST_CHUNK):
+            chunk = list(room_ids[start : start + _IN_LIST_CHUNK])
+            rows = await self._db.fetch(
+                "SELECT DISTINCT room_id FROM events WHERE stream_ordering > $1"
+                f" AND stream_ordering <= $2 AND room_id IN ({placeholders(len(chunk), 3)})",
+                since, until, *chunk,
+            )
+            found.update(RoomID(r[0]) for r in rows)
+        return found
+
+    async def get_txn_ids(
+        self, user_id: str, device_id: str, event_ids: Sequence[EventID]
+    ) -> dict[EventID, str]:
+        """The client transaction IDs with which ``user_id``'s device sent ``event_ids``."""
+        if not event_ids:
+            return {}
+        rows = await self._db.fetch(
+            "SELECT event_id, txn_id FROM event_txns WHERE user_id = $1 AND device_id = $2"
+            f" AND event_id IN ({placeholders(len(event_ids), 3)})",
+            user_id, device_id, *event_ids,
+        )
+        return {EventID(r[0]): r[1] for r in rows}
+
+    async def get_txn_event_id(self, user_id: str, device_id: str, txn_id: str) -> EventID | None:
+        value = await self._db.fetchval(
+            "SELECT event_id FROM event_txns WHERE user_id = $1 AND device_id = $2"
+            " AND txn_id = $3",
+            user_id, device_id, txn_id,
+        )
+        return EventID(value) if value is not None else None
+
+    async def get_max_stream_ordering(self) -> int:
+        value = await self._db.fetchval("SELECT MAX(stream_ordering) FROM events")
+        return int(value or 0)
+
+    async def get_max_depth(self, event_ids: Sequence[EventID]) -> int:
+        if not event_ids:
+            return 0
+        value = await self._db.fetchval(
+            f"SELECT MAX(depth) FROM events WHERE event_id IN ({placeholders(len(event_ids))})",
+            *event_ids,
+        )
+        return int(value or 0)
+
+    async def get_max_state_group(self) -> int:
+        value = await self._db.fetchval("SELECT MAX(state_group) FROM state_groups")
+        return int(value or 0)
+
+    async def get_relations(
+        self, event_id: EventID, rel_type: str | None
+    ) -> list[StoredEvent]:
+        if rel_type is None:
+            rows = await self._db.fetch(
+                f"SELECT {_EVENT_COLUMNS} FROM events WHERE relates_to = $1"
+                " ORDER BY stream_ordering",
+                event_id,
+            )
+        else:
+            rows = await self._db.fetch(
+                f"SELECT {_EVENT_COLUMNS} FROM events WHERE relates_to = $1 AND rel_type = $2"
+                " ORDER BY stream_ordering",
+                event_id, rel_type,
+            )
+        return await self._events_from_rows(rows)
+
+    # -- membership ----------------------------------------------------------------------
+
+    async def get_memberships_for_user(self, user_id: UserID) -> dict[RoomID, tuple[str, int]]:
+        """room_id -> (membership, stream_ordering of that membership) from current state."""
+        rows = await self._db.fetch(
+            "SELECT room_id, membership, stream_ordering FROM current_state"
+            " WHERE state_key = $1 AND type = 'm.room.member'",
+            user_id,
+        )
+        return {RoomID(r[0]): (r[1], r[2]) for r in rows}
+
+    async def get_membership_events_for_user(
+        self, user_id: UserID, after: int, until: int
+    ) -> list[StoredEvent]:
+        """``user_id``'s own membership events in ``(after, until]``, oldest first."""
+        rows = await self._db.fetch(
+            f"SELECT {_EVENT_COLUMNS} FROM events WHERE state_key = $1"
+            " AND type = 'm.room.member' AND stream_ordering > $2 AND stream_ordering <= $3"
+            " ORDER BY stream_ordering",
+            user_id, after, until,
+        )
+        return await self._events_from_rows(rows)
+
+    # -- current state and extremities ---------------------------------------------------
+
+    async def get_current_state_ids(self, room_id: RoomID) -> dict[StateKey, EventID]:
+        rows = await self._db.fetch(
+            "SELECT type, state_key, event_id FROM current_state WHERE room_id = $1", room_id
+        )
+        return {(r[0], r[1]): EventID(r[2]) for r in rows}
+
+    async def get_current_memberships(self, room_id: RoomID) -> dict[UserID, str]:
+        rows = await self._db.fetch(
+            "SELECT state_key, membership FROM current_state WHERE room_id = $1"
+            " AND type = 'm.room.member'",
+            room_id,
+        )
+        return {UserID(r[0]): r[1] for r in rows}
+
+    async def get_forward_extremities(self, room_id: RoomID) -> list[EventID]:
+        rows = await self._db.fetch(
+            "SELECT event_id FROM forward_extremities WHERE room_id = $1", room_id
+        )
+        return [EventID(r[0]) for r in rows]
+
+    # -- historical state ----------------------------------------------------------------
+
+    async def get_state_group_rows(self, groups: Iterable[int]) -> dict[int, StateGroupRow]:
+        ids = list(set(groups))
+        found: dict[int, StateGroupRow] = {}
+        for start in range(0, len(ids), _IN_LIST_CHUNK):
+            chunk = ids[start : start + _IN_LIST_CHUNK]
+            rows = await self._db.fetch(
+                "SELECT state_group, room_id, seq, prev_group, base_group FROM state_groups"
+                f" WHERE state_group IN ({placeholders(len(chunk))})",
+                *chunk,
+            )
+            for r in rows:
+                found[r[0]] = StateGroupRow(r[0], RoomID(r[1]), r[2], r[3], r[4])
+        return found
+
+    async def get_latest_state_group(self, room_id: RoomID) -> StateGroupRow | None:
+        r = await self._db.fetchrow(
+            "SELECT state_group, room_id, seq, prev_group, base_group FROM state_groups"
+            " WHERE room_id = $1 ORDER BY seq DESC, state_group DESC LIMIT 1",
+            room_id,
+        )
+        return None if r is None else StateGroupRow(r[0], RoomID(r[1]), r[2], r[3], r[4])
+
+    async def get_state_group_deltas(
+        self, groups: Sequence[int], keys: Sequence[StateKey] | None = None
+    ) -> dict[int, dict[StateKey, EventID]]:
+        """The stored deltas of ``groups``, optionally only for some ``(type, state_key)``."""
+        result: dict[int, dict[StateKey, EventID]] = {g: {} for g in groups}
+        if not groups:
+            return result
+        args: list[Any] = list(groups)
+        sql = (
+            "SELECT state_group, type, state_key, event_id FROM state_group_deltas"
+            f" WHERE state_group IN ({placeholders(len(groups))})"
+        )
+        if keys is not None:
+            types = sorted({k[0] for k in keys})
+            sql += f" AND type IN ({placeholders(len(types), len(args) + 1)})"
+            args.extend(types)
+        wanted = set(keys) if keys is not None else None
+        for r in await self._db.fetch(sql, *args):
+            key = (r[1], r[2])
+            if wanted is None or key in wanted:
+                result[r[0]][key] = EventID(r[3])
+        return result
+
+    # -- writes --------------------------------------------------------------------------
+
+    async def persist_events(self, txn: Connection, batch: Sequence[EventToPersist]) -> None:
+        """Write one group commit: events, txn ids, state groups, current state, extremities.
+
+        Runs inside the caller's transaction; one statement per table for the whole batch.
+        """
+        rooms_created = [e.new_room for e in batch if e.new_room is not None]
+        if rooms_created:
+            await txn.executemany(
+                "INSERT INTO rooms (room_id, room_version, creator, is_public, created_ts)"
+                " VALUES ($1, $2, $3, $4, $5)",
+                [(r.room_id, r.room_version, r.creator, r.is_public, r.created_ts)
+                 for r in rooms_created],
+            )
+        await txn.executemany(
+            "INSERT INTO events (stream_ordering, event_id, room_id, type, state_key, sender,"
+            " depth, origin_server_ts, state_group, relates_to, rel_type, pdu)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+            [
+                (
+                    e.stream_ordering, e.pdu.event_id, e.pdu.room_id, e.pdu.type,
+                    e.pdu.state_key, e.pdu.sender, e.pdu.depth, e.pdu.origin_server_ts,
+                    e.state_group, e.relates_to, e.rel_type,
+                    orjson.dumps(dict(e.pdu.data)).decode(),
+                )
+                for e in batch
+            ],
+        )
+        txns = [(*e.txn, e.pdu.event_id) for e in batch if e.txn is not None]
+        if txns:
+            await txn.executemany(
+                "INSERT INTO event_txns (user_id, device_id, txn_id, event_id)"
+                " VALUES ($1, $2, $3, $4)",
+                txns,
+            )
+        groups = [e.new_state_group for e in batch if e.new_state_group is not None]
+        if groups:
+            await txn.executemany(
+                "INSERT INTO state_groups (state_group, room_id, seq, prev_group, base_group)"
+                " VALUES ($1, $2, $3, $4, $5)",
+                [
+                    (g.row.state_group, g.row.room_id, g.row.seq, g.row.prev_group,
+                     g.row.base_group)
+                    for g in groups
+                ],
+            )
+            await txn.executemany(
+                "INSERT INTO state_group_deltas (state_group, type, state_key, event_id)"
+                " VALUES ($1, $2, $3, $4)",
+                [
+                    (g.row.state_group, key[0], key[1], event_id)
+                    for g in groups
+                    for key, event_id in g.delta.items()
+                ],
+            )
+        state_events = [e for e in batch if e.pdu.is_state()]
+        if state_events:
+            await txn.executemany(
+                "INSERT INTO current_state (room_id, type, state_key, event_id, membership,"
+                " stream_ordering) VALUES ($1, $2, $3, $4, $5, $6)"
+                " ON CONFLICT (room_id, type, state_key) DO UPDATE SET"
+                " event_id = excluded.event_id, membership = excluded.membership,"
+                " stream_ordering = excluded.stream_ordering",
+                [
+                    (
+                        e.pdu.room_id, e.pdu.type, e.pdu.state_key, e.pdu.event_id,
+                        e.pdu.membership if e.pdu.type == "m.room.member" else None,
+                        e.stream_ordering,
+                    )
+                    for e in state_events
+                ],
+            )
+        redactions = [(e.pdu.event_id, e.pdu.redacts) for e in batch
+                      if e.pdu.type == "m.room.redaction" and e.pdu.redacts]
+        if redactions:
+            await txn.executemany(
+                "UPDATE events SET redacted_by = $1 WHERE event_id = $2 AND redacted_by IS NULL",
+                redactions,
+            )
+        last_extremities: dict[RoomID, tuple[EventID, ...]] = {}
+        for e in batch:
+            last_extremities[e.pdu.room_id] = e.new_extremities
+        rooms = list(last_extremities)
+        await txn.execute(
+            f"DELETE FROM forward_extremities WHERE room_id IN ({placeholders(len(rooms))})",
+            *rooms,
+        )
+        await txn.executemany(
+            "INSERT INTO forward_extremities (room_id, event_id) VALUES ($1, $2)",
+            [(room, ev) for room, evs in last_extremities.items() for ev in evs],
+        )

@@ -1,0 +1,30 @@
+"""Per-user room bookkeeping outside the event graph: forgotten rooms."""
+
+from __future__ import annotations
+
+from peyvand.storage.database import Database
+from peyvand.types import RoomID, UserID
+
+
+class RoomMemberStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def set_forgotten(self, user_id: UserID, room_id: RoomID, forgotten: bool) -> None:
+        if forgotten:
+            await self._db.execute(
+                "INSERT INTO forgotten_rooms (user_id, room_id) VALUES ($1, $2)"
+                " ON CONFLICT (user_id, room_id) DO NOTHING",
+                user_id, room_id,
+            )
+        else:
+            await self._db.execute(
+                "DELETE FROM forgotten_rooms WHERE user_id = $1 AND room_id = $2",
+                user_id, room_id,
+            )
+
+    async def get_forgotten(self, user_id: UserID) -> set[RoomID]:
+        rows = await self._db.fetch(
+            "SELECT room_id FROM forgotten_rooms WHERE user_id = $1", user_id
+        )
+        return {RoomID(r[0]) for r in rows}
