@@ -1,0 +1,175 @@
+"""Push rules per user (Client-Server API, "Push Rules: API").
+
+``PushRulesService`` owns a cache of each user's compiled ``Ruleset`` (read on every event
+for every local member) and invalidates it next to each write. The rules themselves, their
+validation and their evaluation are in ``services.push_rules``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from typing import Any, Final
+
+from peyvand.errors import Errcode, MatrixError
+from peyvand.services.push_rules import (
+    PushRule,
+    RuleOverride,
+    Ruleset,
+    build_ruleset,
+    check_kind,
+    default_rules,
+    is_default_rule_id,
+    parse_actions,
+    parse_rule,
+)
+from peyvand.storage.errors import NotFoundError
+from peyvand.storage.push_rules import PushRuleStore
+from peyvand.types import JsonDict
+
+DEFAULT_CACHE_SIZE: Final = 10_000
+
+ChangeListener = Callable[[str], None]
+
+
+class PushRulesService:
+    def __init__(self, store: PushRuleStore, *, cache_size: int = DEFAULT_CACHE_SIZE) -> None:
+        self._store = store
+        self._cache: OrderedDict[str, Ruleset] = OrderedDict()
+        self._cache_size = cache_size
+        # Bumped by every write: a read that overlapped a write does not fill the cache.
+        self._writes = 0
+        self._listeners: list[ChangeListener] = []
+        self._write_lock = asyncio.Lock()
+
+    def add_listener(self, listener: ChangeListener) -> None:
+        """Call ``listener(user_id)`` after each change to a user's rules (for /sync's
+        ``m.push_rules`` account data, "Push Rules: Events")."""
+        self._listeners.append(listener)
+
+    async def get_ruleset(self, user_id: str) -> Ruleset:
+        """The user's compiled ruleset, from the cache when possible."""
+        cached = self._cache.get(user_id)
+        if cached is not None:
+            self._cache.move_to_end(user_id)
+            return cached
+        writes = self._writes
+        rows, default_rows = await self._store.get_rules(user_id)
+        ruleset = build_ruleset(
+            user_id,
+            (
+                PushRule(
+                    row.kind,
+                    row.rule_id,
+                    tuple(row.actions),
+                    tuple(row.conditions),
+                    row.pattern,
+                    row.enabled,
+                )
+                for row in rows
+            ),
+            {
+                (row.kind, row.rule_id): RuleOverride(
+                    row.enabled, None if row.actions is None else tuple(row.actions)
+                )
+                for row in default_rows
+            },
+        )
+        if writes == self._writes:
+            self._cache[user_id] = ruleset
+            if len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return ruleset
+
+    async def get_rules_json(self, user_id: str) -> JsonDict:
+        """GET /pushrules/: ``{"global": PushRuleset}``; also the ``m.push_rules`` content."""
+        return {"global": (await self.get_ruleset(user_id)).to_json()}
+
+    async def get_rule(self, user_id: str, kind: str, rule_id: str) -> PushRule:
+        """One rule; M_INVALID_PARAM for an unknown kind, M_NOT_FOUND for no such rule."""
+        check_kind(kind)
+        rule = (await self.get_ruleset(user_id)).get(kind, rule_id)
+        if rule is None:
+            raise MatrixError(Errcode.NOT_FOUND, "The push rule was not found.")
+        return rule
+
+    async def put_rule(
+        self,
+        user_id: str,
+        kind: str,
+        rule_id: str,
+        body: Mapping[str, Any],
+        *,
+        before: str | None = None,
+        after: str | None = None,
+    ) -> None:
+        """PUT /pushrules/global/{kind}/{ruleId}: create or update a user-defined rule."""
+        rule = parse_rule(kind, rule_id, body)
+        for anchor in (before, after):
+            if anchor is not None and is_default_rule_id(anchor):
+                raise MatrixError(
+                    Errcode.INVALID_PARAM, "A rule cannot be placed relative to a default rule"
+                )
+        try:
+            # Placing a rule reads then rewrites its kind's order: one writer at a time.
+            async with self._write_lock:
+                await self._store.put_rule(
+                    user_id,
+                    kind,
+                    rule_id,
+                    conditions=list(rule.conditions),
+                    pattern=rule.pattern,
+                    actions=list(rule.actions),
+                    before=before,
+                    after=after,
+                )
+        except NotFoundError as exc:
+            # The spec's example answer for an unknown before/after rule.
+            raise MatrixError(Errcode.UNKNOWN, str(exc)) from exc
+        self._changed(user_id)
+
+    async def delete_rule(self, user_id: str, kind: str, rule_id: str) -> None:
+        """DELETE /pushrules/global/{kind}/{ruleId}: server-default rules cannot be deleted."""
+        check_kind(kind)
+        if _is_known_default(user_id, kind, rule_id):
+            raise MatrixError(Errcode.INVALID_PARAM, "Server-default rules cannot be deleted")
+        if not await self._store.delete_rule(user_id, kind, rule_id):
+            raise MatrixError(Errcode.NOT_FOUND, "The push rule was not found.")
+        self._changed(user_id)
+
+    async def set_enabled(self, user_id: str, kind: str, rule_id: str, enabled: bool) -> None:
+        """PUT .../{ruleId}/enabled, for user-defined and server-default rules."""
+        check_kind(kind)
+        if _is_known_default(user_id, kind, rule_id):
+            await self._store.set_default_enabled(user_id, kind, rule_id, enabled)
+        elif not await self._store.set_enabled(user_id, kind, rule_id, enabled):
+            raise MatrixError(Errcode.NOT_FOUND, "The push rule was not found.")
+        self._changed(user_id)
+
+    async def set_actions(self, user_id: str, kind: str, rule_id: str, actions: Any) -> None:
+        """PUT .../{ruleId}/actions: "can be used to change the actions of builtin rules"."""
+        check_kind(kind)
+        parsed = list(parse_actions(actions))
+        if _is_known_default(user_id, kind, rule_id):
+            await self._store.set_default_actions(user_id, kind, rule_id, parsed)
+        elif not await self._store.set_actions(user_id, kind, rule_id, parsed):
+            raise MatrixError(Errcode.NOT_FOUND, "The push rule was not found.")
+        self._changed(user_id)
+
+    def _changed(self, user_id: str) -> None:
+        """Invalidate next to the write (after it committed), then tell listeners."""
+        self._writes += 1
+        self._cache.pop(user_id, None)
+        for listener in self._listeners:
+            listener(user_id)
+
+
+def _is_known_default(user_id: str, kind: str, rule_id: str) -> bool:
+    """True for a server-default rule, False for a user rule ID, M_NOT_FOUND for a dotted
+    ID that names no default rule of this kind."""
+    if not is_default_rule_id(rule_id):
+        return False
+    if any(r.kind == kind and r.rule_id == rule_id for r in default_rules(user_id)):
+        return True
+    raise MatrixError(Errcode.NOT_FOUND, "The push rule was not found.")
