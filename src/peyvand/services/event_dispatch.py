@@ -31,6 +31,8 @@ class EventDispatcher:
         users: set[UserID] = set()
         for persisted in batch:
             pdu = persisted.pdu
+            if pdu.type == "m.room.redaction" and (redacts := pdu.redacts) is not None:
+                self._state.mark_redacted(redacts, pdu.event_id)
             snapshot = self._state.cached_room(pdu.room_id)
             if snapshot is not None:
                 users.update(
