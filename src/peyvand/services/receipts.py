@@ -1,0 +1,241 @@
+"""Receipts and fully-read markers (Client-Server API, "Receipts" and "Read and unread
+markers").
+
+A receipt is kept per (room, receipt type, user, thread) and only ever moves forward, as
+in Synapse. ``m.read`` receipts go to every member of the room; ``m.read.private`` ones
+only to their owner ("Servers MUST NOT send the m.read.private receipt to any other
+user"). ``m.fully_read`` is no receipt at all: it is the ``m.fully_read`` room account
+data, moved here and only forward. Writes are serialised so the receipts stream's
+positions commit in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+
+from peyvand.errors import forbidden, invalid_param, not_found
+from peyvand.services.account_data import FULLY_READ_EVENT_TYPE, AccountDataService
+from peyvand.services.notifier import Notifier
+from peyvand.services.room_state import StateService
+from peyvand.services.streams import Stream
+from peyvand.storage.models import StoredEvent
+from peyvand.storage.receipts import ReceiptRow, ReceiptStore
+from peyvand.types import EventID, JsonDict, RoomID, UserID
+
+READ = "m.read"
+READ_PRIVATE = "m.read.private"
+FULLY_READ = "m.fully_read"
+RECEIPT_TYPES = (READ, READ_PRIVATE, FULLY_READ)
+# "Threaded read receipts": the thread ID of the main timeline.
+MAIN_THREAD = "main"
+# "Threaded read receipts": follow at most 3 relations when deciding an event's thread.
+_MAX_RELATION_HOPS = 3
+
+
+def _wall_clock_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _relation(event: StoredEvent) -> tuple[str, EventID] | None:
+    """(rel_type, related event) of the event's ``m.relates_to``, if well-formed."""
+    relates_to = event.pdu.content.get("m.relates_to")
+    if not isinstance(relates_to, dict):
+        return None
+    rel_type, target = relates_to.get("rel_type"), relates_to.get("event_id")
+    if isinstance(rel_type, str) and isinstance(target, str):
+        return rel_type, EventID(target)
+    return None
+
+
+def receipt_event(rows: Sequence[ReceiptRow]) -> JsonDict:
+    """One room's ``m.receipt`` ephemeral event: event ID -> receipt type -> user ->
+    ``{"ts", "thread_id"?}``; ``thread_id`` is omitted for unthreaded receipts."""
+    content: JsonDict = {}
+    for row in rows:
+        receipt: JsonDict = {"ts": row.ts}
+        if row.thread_id:
+            receipt["thread_id"] = row.thread_id
+        content.setdefault(row.event_id, {}).setdefault(row.receipt_type, {})[row.user_id] = receipt
+    return {"type": "m.receipt", "content": content}
+
+
+class ReceiptService:
+    def __init__(
+        self,
+        store: ReceiptStore,
+        account_data: AccountDataService,
+        state: StateService,
+        notifier: Notifier,
+        *,
+        wall_clock_ms: Callable[[], int] = _wall_clock_ms,
+    ) -> None:
+        self._store = store
+        self._account_data = account_data
+        self._state = state
+        self._notifier = notifier
+        self._wall_clock_ms = wall_clock_ms
+        self._position = 0
+        self._write_lock = asyncio.Lock()
+        self._marker_lock = asyncio.Lock()
+
+    @property
+    def current_position(self) -> int:
+        return self._position
+
+    async def start(self) -> None:
+        """Resume the stream at its stored position."""
+        self._position = await self._store.get_max_stream_id()
+        self._notifier.advance(Stream.RECEIPTS, self._position, ())
+
+    # -- requests -----------------------------------------------------------------------
+
+    async def send_receipt(
+        self,
+        user_id: UserID,
+        room_id: RoomID,
+        receipt_type: str,
+        event_id: EventID,
+        thread_id: str | None = None,
+    ) -> None:
+        """``POST /rooms/{roomId}/receipt/{receiptType}/{eventId}``.
+
+        ``thread_id`` (checked non-empty by the caller) must be ``main`` or the thread the
+        event belongs to (receipts.yaml, 400). ``m.fully_read`` moves the fully read marker
+        instead and takes no ``thread_id``.
+        """
+        if receipt_type not in RECEIPT_TYPES:
+            raise invalid_param(f"Receipt type must be one of {', '.join(RECEIPT_TYPES)}")
+        if receipt_type == FULLY_READ and thread_id is not None:
+            raise invalid_param(f"thread_id is not compatible with {FULLY_READ} receipts.")
+        event = await self._member_event(user_id, room_id, event_id)
+        if receipt_type == FULLY_READ:
+            await self._move_fully_read(user_id, room_id, event)
+            return
+        if thread_id is not None and not await self._in_thread(event, thread_id):
+            raise invalid_param(f"event_id {event_id} is not related to thread {thread_id}")
+        await self._store_receipt(user_id, room_id, receipt_type, event, thread_id or "")
+
+    async def set_read_markers(
+        self,
+        user_id: UserID,
+        room_id: RoomID,
+        fully_read: EventID | None,
+        read: EventID | None,
+        read_private: EventID | None,
+    ) -> None:
+        """``POST /rooms/{roomId}/read_markers``: each given position is set exactly as the
+        matching ``/receipt/{receiptType}/{eventId}`` request would (unthreaded)."""
+        for receipt_type, event_id in (
+            (FULLY_READ, fully_read),
+            (READ, read),
+            (READ_PRIVATE, read_private),
+        ):
+            if event_id is not None:
+                await self.send_receipt(user_id, room_id, receipt_type, event_id)
+
+    # -- sync -----------------------------------------------------------------------------
+
+    async def receipts_for_rooms(
+        self, user_id: UserID, room_ids: Sequence[RoomID], since: int, until: int
+    ) -> dict[RoomID, JsonDict]:
+        """Each room's ``m.receipt`` ephemeral event with the receipts changed in
+        ``(since, until]`` (all current receipts when ``since`` is 0) that ``user_id`` may
+        see; rooms without any are absent.
+
+        One event per room, as Synapse sends: should one user have receipts of one type in
+        two threads on the same event, the later one is shown.
+        """
+        by_room: dict[RoomID, list[ReceiptRow]] = {}
+        for row in await self._store.get_receipts_for_rooms(user_id, room_ids, since, until):
+            by_room.setdefault(row.room_id, []).append(row)
+        return {room_id: receipt_event(rows) for room_id, rows in by_room.items()}
+
+    async def read_positions(
+        self, user_id: UserID, room_ids: Sequence[RoomID]
+    ) -> dict[RoomID, int]:
+        """room_id -> stream ordering of the event of the user's furthest unthreaded or
+        main-timeline ``m.read``/``m.read.private`` receipt, for unread counts ("Receiving
+        notifications"); rooms without such a receipt are absent."""
+        return await self._store.get_read_positions(user_id, room_ids)
+
+    async def read_position(self, user_id: UserID, room_id: RoomID) -> int | None:
+        """``read_positions`` for one room."""
+        return (await self.read_positions(user_id, [room_id])).get(room_id)
+
+    # -- internals ------------------------------------------------------------------------
+
+    async def _member_event(
+        self, user_id: UserID, room_id: RoomID, event_id: EventID
+    ) -> StoredEvent:
+        """The event, if the user is joined to the room and the event belongs to it."""
+        room = await self._state.get_room(room_id)
+        if room is None or room.memberships.get(user_id) != "join":
+            raise forbidden(f"User {user_id} is not joined to room {room_id}")
+        event = await self._state.get_event(event_id)
+        if event is None or event.pdu.room_id != room_id:
+            raise not_found(f"Event {event_id} not found in room {room_id}")
+        return event
+
+    async def _in_thread(self, event: StoredEvent, thread_id: str) -> bool:
+        """Whether ``event`` may carry a receipt for ``thread_id``, as Synapse decides it:
+        the event is in that thread (``main`` for none), or is (related to) its root."""
+        current = event
+        reached = {event.pdu.event_id}
+        thread = MAIN_THREAD
+        for _ in range(_MAX_RELATION_HOPS):
+            relation = _relation(current)
+            if relation is None:
+                break
+            rel_type, target = relation
+            reached.add(target)
+            if rel_type == "m.thread":
+                thread = target
+                break
+            related = await self._state.get_event(target)
+            if related is None:
+                break
+            current = related
+        if thread_id == MAIN_THREAD:
+            return thread == MAIN_THREAD
+        return thread == thread_id or thread_id in reached
+
+    async def _store_receipt(
+        self,
+        user_id: UserID,
+        room_id: RoomID,
+        receipt_type: str,
+        event: StoredEvent,
+        thread_id: str,
+    ) -> None:
+        row = ReceiptRow(
+            room_id, receipt_type, user_id, thread_id, event.pdu.event_id, self._wall_clock_ms()
+        )
+        async with self._write_lock:
+            position = self._position + 1
+            if not await self._store.upsert_receipt(row, event.stream_ordering, position):
+                return
+            self._position = position
+            if receipt_type == READ_PRIVATE:
+                audience: Sequence[UserID] = (user_id,)
+            else:
+                room = await self._state.get_room(room_id)
+                audience = room.joined_members() if room is not None else (user_id,)
+            self._notifier.advance(Stream.RECEIPTS, position, audience)
+
+    async def _move_fully_read(self, user_id: UserID, room_id: RoomID, event: StoredEvent) -> None:
+        """Set the ``m.fully_read`` room account data to ``event`` unless it already points
+        at a later event (as Synapse does)."""
+        async with self._marker_lock:
+            current = await self._account_data.get_server_managed(
+                user_id, room_id, FULLY_READ_EVENT_TYPE
+            )
+            current_id = (current or {}).get("event_id")
+            if isinstance(current_id, str):
+                previous = await self._state.get_event(EventID(current_id))
+                if previous is not None and previous.stream_ordering >= event.stream_ordering:
+                    return
+            await self._account_data.set_server_managed(
+                user_id, room_id, FULLY_READ_EVENT_TYPE, {"event_id": event.pdu.event_id}
+            )

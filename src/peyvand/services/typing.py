@@ -1,0 +1,159 @@
+"""Typing notifications (Client-Server API, "Typing Notifications"), kept in memory only.
+
+Each room has a set of typing users with their expiry times. Every change of a room's set
+takes the next position of the typing stream; /sync asks for the rooms whose set changed
+after its token and gets each such room's whole current set as one ``m.typing`` event
+(clients REPLACE their list with it). Expiry is one supervised background task that
+pops due deadlines off a heap, never a task per user.
+
+Positions start at the wall-clock time in milliseconds, so typing positions in tokens
+keep increasing across restarts without storing anything (a change takes position
+``max(previous + 1, now_ms)``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import logging
+import time
+from collections.abc import Callable, Iterable
+
+from peyvand.errors import forbidden
+from peyvand.services.notifier import Notifier
+from peyvand.services.room_state import StateService
+from peyvand.services.streams import Stream
+from peyvand.types import JsonDict, RoomID, UserID
+
+logger = logging.getLogger(__name__)
+
+# The timeout when a client gives none, and the cap on what a client may ask for: Synapse's
+# values (the spec only recommends clients re-send every 20-30 seconds).
+DEFAULT_TIMEOUT_MS = 30_000
+MAX_TIMEOUT_MS = 120_000
+# How often the expiry task looks for due deadlines.
+EXPIRY_TICK_SECONDS = 1.0
+
+
+def _wall_clock_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class TypingService:
+    def __init__(
+        self,
+        notifier: Notifier,
+        state: StateService,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock_ms: Callable[[], int] = _wall_clock_ms,
+    ) -> None:
+        """``clock`` (seconds, monotonic) times expiry; ``wall_clock_ms`` seeds positions."""
+        self._notifier = notifier
+        self._state = state
+        self._clock = clock
+        self._wall_clock_ms = wall_clock_ms
+        self._position = wall_clock_ms()
+        # room -> typing user -> expiry deadline (``clock`` seconds).
+        self._typing: dict[RoomID, dict[UserID, float]] = {}
+        # room -> typing position of the room's last change.
+        self._changed_at: dict[RoomID, int] = {}
+        # (deadline, room, user); stale when the user's deadline has since moved.
+        self._deadlines: list[tuple[float, RoomID, UserID]] = []
+        self._expiry_task: asyncio.Task[None] | None = None
+
+    @property
+    def current_position(self) -> int:
+        return self._position
+
+    async def start(self) -> None:
+        """Publish the starting position and start the expiry task."""
+        self._notifier.advance(Stream.TYPING, self._position, ())
+        self._expiry_task = asyncio.create_task(self._expire_forever(), name="typing-expiry")
+
+    async def stop(self) -> None:
+        if self._expiry_task is not None:
+            self._expiry_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._expiry_task
+            self._expiry_task = None
+
+    async def set_typing(
+        self,
+        requester: UserID,
+        user_id: UserID,
+        room_id: RoomID,
+        typing: bool,
+        timeout_ms: int = DEFAULT_TIMEOUT_MS,
+    ) -> None:
+        """``PUT /rooms/{roomId}/typing/{userId}``: start (for ``timeout_ms``) or stop typing.
+
+        Only for oneself, and only in a room one has joined. A repeated start only moves the
+        deadline: the typing set is unchanged, so nobody is woken.
+        """
+        if user_id != requester:
+            raise forbidden("Cannot set another user's typing state")
+        room = await self._state.get_room(room_id)
+        if room is None or room.memberships.get(user_id) != "join":
+            raise forbidden(f"User {user_id} is not joined to room {room_id}")
+        was_typing = user_id in self._typing.get(room_id, ())
+        if typing:
+            timeout_s = min(max(timeout_ms, 0), MAX_TIMEOUT_MS) / 1000
+            deadline = self._clock() + timeout_s
+            self._typing.setdefault(room_id, {})[user_id] = deadline
+            heapq.heappush(self._deadlines, (deadline, room_id, user_id))
+            if not was_typing:
+                await self._changed([room_id])
+        elif was_typing:
+            self._remove(room_id, user_id)
+            await self._changed([room_id])
+
+    def typing_for_rooms(self, room_ids: Iterable[RoomID], since: int) -> dict[RoomID, JsonDict]:
+        """The ``m.typing`` ephemeral event of each room in ``room_ids`` whose typing set
+        changed after position ``since`` (all rooms with a change since start-up if
+        ``since`` is 0 or from before it)."""
+        result: dict[RoomID, JsonDict] = {}
+        for room_id in room_ids:
+            changed_at = self._changed_at.get(room_id)
+            if changed_at is not None and changed_at > since:
+                users = sorted(self._typing.get(room_id, ()))
+                result[room_id] = {"type": "m.typing", "content": {"user_ids": users}}
+        return result
+
+    async def expire_due(self) -> None:
+        """Drop every typing user whose deadline has passed; wake the rooms that changed."""
+        now = self._clock()
+        changed: set[RoomID] = set()
+        while self._deadlines and self._deadlines[0][0] <= now:
+            deadline, room_id, user_id = heapq.heappop(self._deadlines)
+            if self._typing.get(room_id, {}).get(user_id) == deadline:
+                self._remove(room_id, user_id)
+                changed.add(room_id)
+        if changed:
+            await self._changed(changed)
+
+    def _remove(self, room_id: RoomID, user_id: UserID) -> None:
+        users = self._typing[room_id]
+        del users[user_id]
+        if not users:
+            del self._typing[room_id]
+
+    async def _changed(self, room_ids: Iterable[RoomID]) -> None:
+        """Give the rooms' changes the next position and wake their joined members."""
+        self._position = max(self._position + 1, self._wall_clock_ms())
+        members: set[UserID] = set()
+        for room_id in room_ids:
+            self._changed_at[room_id] = self._position
+            room = await self._state.get_room(room_id)
+            if room is not None:
+                members.update(room.joined_members())
+        self._notifier.advance(Stream.TYPING, self._position, members)
+
+    async def _expire_forever(self) -> None:
+        while True:
+            await asyncio.sleep(EXPIRY_TICK_SECONDS)
+            try:
+                await self.expire_due()
+            except Exception:
+                logger.exception("typing expiry failed; retrying on the next tick")
