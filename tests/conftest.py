@@ -16,10 +16,9 @@ import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import aiohttp
 import pytest
 
-from harness.client import MatrixClient
+from harness.client import MatrixClient, new_session
 from harness.postgres import PostgresCluster, PostgresUnavailable
 from harness.server import HomeserverProcess
 
@@ -87,5 +86,5 @@ def private_homeserver(
 @pytest.fixture
 async def client(homeserver: HomeserverProcess) -> AsyncIterator[MatrixClient]:
     """A JSON client for ``homeserver``."""
-    async with aiohttp.ClientSession() as session:
+    async with new_session() as session:
         yield MatrixClient(session, homeserver.base_url)

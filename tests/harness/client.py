@@ -21,6 +21,12 @@ def unique_localpart(prefix: str = "user") -> str:
     return f"{prefix}-{os.getpid()}-{next(_names)}"
 
 
+def new_session() -> aiohttp.ClientSession:
+    """An HTTP session without keep-alive, so a server restarted under it (``kill -9``
+    and start) is simply connected to again rather than failing on a dead connection."""
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True))
+
+
 @dataclass(frozen=True, slots=True)
 class Account:
     """A logged-in device: what /register and /login return."""

@@ -124,6 +124,7 @@ class HomeserverProcess:
             if self._process.poll() is not None:
                 code = self._process.returncode
                 self._process = None
+                self._close_log()
                 raise HomeserverError(f"peyvand serve exited with {code}:\n{self.log()}")
             try:
                 with urllib.request.urlopen(url, timeout=2) as response:
