@@ -22,6 +22,7 @@ from peyvand.services.event_dispatch import EventDispatcher
 from peyvand.services.event_writer import EventWriter
 from peyvand.services.membership import MembershipService
 from peyvand.services.notifier import Notifier
+from peyvand.services.push import PushRulesService
 from peyvand.services.receipts import ReceiptService
 from peyvand.services.registration import RegistrationService
 from peyvand.services.room_events import RoomEventsService
@@ -36,6 +37,7 @@ from peyvand.storage.accounts import AccountStore
 from peyvand.storage.events import EventStore
 from peyvand.storage.migrations import run_migrations
 from peyvand.storage.postgres import PostgresDatabase
+from peyvand.storage.push_rules import PushRuleStore
 from peyvand.storage.receipts import ReceiptStore
 from peyvand.storage.rooms import RoomMemberStore
 from peyvand.storage.sqlite import SqliteDatabase
@@ -105,6 +107,7 @@ async def create_app(config: Config) -> web.Application:
         typing=typing,
         receipts=receipts,
         account_data=account_data,
+        push_rules=PushRulesService(PushRuleStore(db)),
     )
     app = build_web_app(services, CLIENT_ROUTE_TABLES)
 

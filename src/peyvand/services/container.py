@@ -12,6 +12,7 @@ from peyvand.services.account_data import AccountDataService
 from peyvand.services.auth import AuthService
 from peyvand.services.event_creation import EventCreationService
 from peyvand.services.membership import MembershipService
+from peyvand.services.push import PushRulesService
 from peyvand.services.receipts import ReceiptService
 from peyvand.services.registration import RegistrationService
 from peyvand.services.room_events import RoomEventsService
@@ -35,3 +36,4 @@ class Services:
     typing: TypingService
     receipts: ReceiptService
     account_data: AccountDataService
+    push_rules: PushRulesService

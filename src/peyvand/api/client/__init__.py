@@ -4,7 +4,9 @@ from peyvand.api.client import (
     account,
     account_data,
     devices,
+    filter,
     login,
+    push_rules,
     read_markers,
     receipts,
     rooms,
@@ -27,4 +29,6 @@ CLIENT_ROUTE_TABLES: list[RouteTable] = [
     read_markers.routes,
     account_data.routes,
     tags.routes,
+    filter.routes,
+    push_rules.routes,
 ]
