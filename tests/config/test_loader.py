@@ -59,6 +59,8 @@ def test_render_then_load_round_trips(tmp_path: Path) -> None:
     ("extra", "message"),
     [
         ("prot = 8008", "unknown key 'prot'"),
+        ("server_name = 'bad name'", "'server_name' is not a valid server name"),
+        ("server_name = 'example.org:port'", "'server_name' is not a valid server name"),
         ("port = '8008'", "'port' must be an integer"),
         ("port = 70000", "'port' must be between 1 and 65535"),
         ("port = true", "'port' must be an integer"),
@@ -76,9 +78,16 @@ def test_render_then_load_round_trips(tmp_path: Path) -> None:
 )
 def test_invalid_values_name_the_key(tmp_path: Path, extra: str, message: str) -> None:
     top, _, table = extra.partition("[")
-    text = top + "\n" + MINIMAL + ("\n[" + table if table else "")
+    minimal = MINIMAL if "server_name" not in top else MINIMAL.replace("server_name =", "#")
+    text = top + "\n" + minimal + ("\n[" + table if table else "")
     with pytest.raises(ConfigError, match=re.escape(message)):
         load_config(write(tmp_path, text))
+
+
+@pytest.mark.parametrize("name", ["localhost", "example.org:8448", "1.2.3.4", "[::1]:8008"])
+def test_valid_server_names(tmp_path: Path, name: str) -> None:
+    text = MINIMAL.replace('"example.org"', f'"{name}"')
+    assert load_config(write(tmp_path, text)).server_name == name
 
 
 def test_missing_required_key(tmp_path: Path) -> None:

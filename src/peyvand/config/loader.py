@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import tomllib
 import types
 import typing
@@ -30,6 +31,9 @@ __all__ = ["OPTION_DOCS", "ConfigError", "load_config", "parse_config", "render_
 _T = TypeVar("_T")
 
 LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+# Appendices, "Server Name": hostname (DNS name, IPv4 or [IPv6] literal) [":" port].
+_SERVER_NAME: Final = re.compile(r"(\[[0-9A-Fa-f:.]{2,45}\]|[A-Za-z0-9.-]{1,255})(:[0-9]{1,5})?")
 
 # The documentation of every option, keyed by its dotted name. Also the order in which
 # ``render_config`` writes top-level keys and tables (fields missing here are an error).
@@ -177,7 +181,7 @@ def _convert(hint: Any, value: Any, *, key: str, base_dir: Path) -> Any:
 
 def _check(config: Config) -> None:
     """Value checks beyond types."""
-    if not config.server_name or any(c.isspace() or c in "/@#!" for c in config.server_name):
+    if not _SERVER_NAME.fullmatch(config.server_name):
         raise ConfigError(f"'server_name' is not a valid server name: {config.server_name!r}")
     if not 1 <= config.port <= 65535:
         raise ConfigError(f"'port' must be between 1 and 65535, not {config.port}")
