@@ -133,20 +133,25 @@ class PushRuleStore:
                 _dumps(actions),
             )
 
+    async def _write_returning(self, sql: str, *args: Any) -> bool:
+        """Run a write with ``RETURNING``; True if it touched a row. (Plain ``fetch`` may
+        go to a read-only connection.)"""
+        async with self._db.transaction() as conn:
+            return bool(await conn.fetch(sql, *args))
+
     async def delete_rule(self, user_id: str, kind: str, rule_id: str) -> bool:
         """Delete a user rule; False if there was none."""
-        rows = await self._db.fetch(
+        return await self._write_returning(
             "DELETE FROM push_rules WHERE user_id = $1 AND kind = $2 AND rule_id = $3 "
             "RETURNING rule_id",
             user_id,
             kind,
             rule_id,
         )
-        return bool(rows)
 
     async def set_enabled(self, user_id: str, kind: str, rule_id: str, enabled: bool) -> bool:
         """Enable or disable a user rule; False if there is none."""
-        rows = await self._db.fetch(
+        return await self._write_returning(
             "UPDATE push_rules SET enabled = $4 WHERE user_id = $1 AND kind = $2 "
             "AND rule_id = $3 RETURNING rule_id",
             user_id,
@@ -154,11 +159,10 @@ class PushRuleStore:
             rule_id,
             enabled,
         )
-        return bool(rows)
 
     async def set_actions(self, user_id: str, kind: str, rule_id: str, actions: list[Any]) -> bool:
         """Replace a user rule's actions; False if there is none."""
-        rows = await self._db.fetch(
+        return await self._write_returning(
             "UPDATE push_rules SET actions = $4 WHERE user_id = $1 AND kind = $2 "
             "AND rule_id = $3 RETURNING rule_id",
             user_id,
@@ -166,7 +170,6 @@ class PushRuleStore:
             rule_id,
             _dumps(actions),
         )
-        return bool(rows)
 
     async def set_default_enabled(
         self, user_id: str, kind: str, rule_id: str, enabled: bool
