@@ -1,0 +1,238 @@
+"""Typing notifications, receipts and read markers over HTTP against a real Peyvand, as
+seen through /sync (Client-Server API, "Typing Notifications", "Receipts", "Read and
+unread markers")."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from typing import Any
+
+from harness.client import Account, MatrixClient, Response
+
+_txn = itertools.count(1)
+
+
+def assert_error(response: Response, status: int, errcode: str) -> None:
+    assert response.status == status, f"expected {status}, got {response.status}: {response.body}"
+    assert response.body["errcode"] == errcode, response.body
+
+
+async def shared_room(client: MatrixClient) -> tuple[Account, Account, str]:
+    """alice's public room, which bob has joined."""
+    alice, bob = await client.register(), await client.register()
+    created = await client.request(
+        "POST", "createRoom", json={"preset": "public_chat"}, token=alice
+    )
+    room_id: str = created.ok()["room_id"]
+    (await client.request("POST", f"join/{room_id}", json={}, token=bob)).ok()
+    return alice, bob, room_id
+
+
+async def send_message(client: MatrixClient, account: Account, room_id: str, body: str) -> str:
+    response = await client.request(
+        "PUT",
+        f"rooms/{room_id}/send/m.room.message/t{next(_txn)}",
+        json={"msgtype": "m.text", "body": body},
+        token=account,
+    )
+    event_id: str = response.ok()["event_id"]
+    return event_id
+
+
+async def sync(
+    client: MatrixClient, account: Account, since: str | None = None, timeout_ms: int = 0
+) -> dict[str, Any]:
+    params = {"timeout": str(timeout_ms)}
+    if since is not None:
+        params["since"] = since
+    body: dict[str, Any] = (await client.request("GET", "sync", token=account, params=params)).ok()
+    return body
+
+
+def ephemeral(response: dict[str, Any], room_id: str, event_type: str) -> dict[str, Any] | None:
+    room = response.get("rooms", {}).get("join", {}).get(room_id, {})
+    for event in room.get("ephemeral", {}).get("events", []):
+        if event["type"] == event_type:
+            found: dict[str, Any] = event
+            return found
+    return None
+
+
+# Typing ---------------------------------------------------------------------------------
+
+
+async def test_typing_appears_in_sync_and_stops(client: MatrixClient) -> None:
+    alice, bob, room_id = await shared_room(client)
+    token = (await sync(client, bob))["next_batch"]
+    typing = f"rooms/{room_id}/typing/{alice.user_id}"
+    (await client.request("PUT", typing, json={"typing": True, "timeout": 30000}, token=alice)).ok()
+    response = await sync(client, bob, token)
+    assert ephemeral(response, room_id, "m.typing") == {
+        "type": "m.typing",
+        "content": {"user_ids": [alice.user_id]},
+    }
+    token = response["next_batch"]
+    (await client.request("PUT", typing, json={"typing": False}, token=alice)).ok()
+    response = await sync(client, bob, token)
+    assert ephemeral(response, room_id, "m.typing") == {
+        "type": "m.typing",
+        "content": {"user_ids": []},
+    }
+
+
+async def test_typing_wakes_a_waiting_sync(client: MatrixClient) -> None:
+    alice, bob, room_id = await shared_room(client)
+    token = (await sync(client, bob))["next_batch"]
+    waiting = asyncio.create_task(sync(client, bob, token, timeout_ms=20_000))
+    await asyncio.sleep(0.3)
+    typing = f"rooms/{room_id}/typing/{alice.user_id}"
+    (await client.request("PUT", typing, json={"typing": True, "timeout": 5000}, token=alice)).ok()
+    response = await asyncio.wait_for(waiting, 10)
+    assert ephemeral(response, room_id, "m.typing") == {
+        "type": "m.typing",
+        "content": {"user_ids": [alice.user_id]},
+    }
+
+
+async def test_typing_expires_after_its_timeout(client: MatrixClient) -> None:
+    alice, bob, room_id = await shared_room(client)
+    typing = f"rooms/{room_id}/typing/{alice.user_id}"
+    (await client.request("PUT", typing, json={"typing": True, "timeout": 500}, token=alice)).ok()
+    token = (await sync(client, bob))["next_batch"]
+    response = await sync(client, bob, token, timeout_ms=10_000)
+    assert ephemeral(response, room_id, "m.typing") == {
+        "type": "m.typing",
+        "content": {"user_ids": []},
+    }
+
+
+async def test_typing_errors(client: MatrixClient) -> None:
+    alice, bob, room_id = await shared_room(client)
+    outsider = await client.register()
+    body = {"typing": True, "timeout": 1000}
+    as_other = await client.request(
+        "PUT", f"rooms/{room_id}/typing/{alice.user_id}", json=body, token=bob
+    )
+    assert_error(as_other, 403, "M_FORBIDDEN")
+    not_joined = await client.request(
+        "PUT", f"rooms/{room_id}/typing/{outsider.user_id}", json=body, token=outsider
+    )
+    assert_error(not_joined, 403, "M_FORBIDDEN")
+    missing = await client.request(
+        "PUT", f"rooms/{room_id}/typing/{alice.user_id}", json={"timeout": 5}, token=alice
+    )
+    assert_error(missing, 400, "M_MISSING_PARAM")
+
+
+# Receipts -------------------------------------------------------------------------------
+
+
+async def test_read_receipts_reach_other_members_and_private_ones_stay_private(
+    client: MatrixClient,
+) -> None:
+    alice, bob, room_id = await shared_room(client)
+    event_id = await send_message(client, alice, room_id, "hello")
+    bob_token = (await sync(client, bob))["next_batch"]
+    alice_token = (await sync(client, alice))["next_batch"]
+
+    (await client.request("POST", f"rooms/{room_id}/receipt/m.read/{event_id}", token=bob)).ok()
+    (
+        await client.request(
+            "POST", f"rooms/{room_id}/receipt/m.read.private/{event_id}", json={}, token=alice
+        )
+    ).ok()
+
+    receipts = ephemeral(await sync(client, alice, alice_token), room_id, "m.receipt")
+    assert receipts is not None
+    content = receipts["content"][event_id]
+    assert set(content) == {"m.read", "m.read.private"}
+    assert set(content["m.read"]) == {bob.user_id}
+    assert isinstance(content["m.read"][bob.user_id]["ts"], int)
+    assert "thread_id" not in content["m.read"][bob.user_id]
+    assert set(content["m.read.private"]) == {alice.user_id}
+
+    receipts = ephemeral(await sync(client, bob, bob_token), room_id, "m.receipt")
+    assert receipts is not None
+    assert receipts["content"] == {
+        event_id: {"m.read": {bob.user_id: content["m.read"][bob.user_id]}}
+    }
+    # An initial sync carries the current receipts too.
+    initial = ephemeral(await sync(client, bob), room_id, "m.receipt")
+    assert initial is not None
+    assert initial["content"] == receipts["content"]
+
+
+async def test_threaded_receipt_on_the_main_timeline(client: MatrixClient) -> None:
+    alice, bob, room_id = await shared_room(client)
+    event_id = await send_message(client, alice, room_id, "hello")
+    token = (await sync(client, alice))["next_batch"]
+    receipt = f"rooms/{room_id}/receipt/m.read/{event_id}"
+    (await client.request("POST", receipt, json={"thread_id": "main"}, token=bob)).ok()
+    receipts = ephemeral(await sync(client, alice, token), room_id, "m.receipt")
+    assert receipts is not None
+    assert receipts["content"][event_id]["m.read"][bob.user_id]["thread_id"] == "main"
+
+
+async def test_receipt_errors(client: MatrixClient) -> None:
+    alice, _, room_id = await shared_room(client)
+    outsider = await client.register()
+    event_id = await send_message(client, alice, room_id, "hello")
+    base = f"rooms/{room_id}/receipt"
+    unknown_type = await client.request("POST", f"{base}/m.seen/{event_id}", json={}, token=alice)
+    assert_error(unknown_type, 400, "M_INVALID_PARAM")
+    for thread_id in ("", 5):
+        bad_thread = await client.request(
+            "POST", f"{base}/m.read/{event_id}", json={"thread_id": thread_id}, token=alice
+        )
+        assert_error(bad_thread, 400, "M_INVALID_PARAM")
+    fully_read_thread = await client.request(
+        "POST", f"{base}/m.fully_read/{event_id}", json={"thread_id": "main"}, token=alice
+    )
+    assert_error(fully_read_thread, 400, "M_INVALID_PARAM")
+    unrelated_thread = await client.request(
+        "POST", f"{base}/m.read/{event_id}", json={"thread_id": "$elsewhere"}, token=alice
+    )
+    assert_error(unrelated_thread, 400, "M_INVALID_PARAM")
+    unknown_event = await client.request(
+        "POST", f"{base}/m.read/$unknown:localhost", json={}, token=alice
+    )
+    assert_error(unknown_event, 404, "M_NOT_FOUND")
+    not_member = await client.request("POST", f"{base}/m.read/{event_id}", json={}, token=outsider)
+    assert_error(not_member, 403, "M_FORBIDDEN")
+
+
+# Read markers ---------------------------------------------------------------------------
+
+
+async def test_read_markers_set_fully_read_account_data_and_receipts(
+    client: MatrixClient,
+) -> None:
+    alice, bob, room_id = await shared_room(client)
+    first = await send_message(client, alice, room_id, "one")
+    second = await send_message(client, alice, room_id, "two")
+    token = (await sync(client, bob))["next_batch"]
+    markers = {"m.fully_read": second, "m.read": first, "m.read.private": second}
+    (await client.request("POST", f"rooms/{room_id}/read_markers", json=markers, token=bob)).ok()
+
+    response = await sync(client, bob, token)
+    room = response["rooms"]["join"][room_id]
+    assert {"type": "m.fully_read", "content": {"event_id": second}} in room["account_data"][
+        "events"
+    ]
+    receipts = ephemeral(response, room_id, "m.receipt")
+    assert receipts is not None
+    assert set(receipts["content"][first]) == {"m.read"}
+    assert set(receipts["content"][second]) == {"m.read.private"}
+    fully_read = await client.request(
+        "GET", f"user/{bob.user_id}/rooms/{room_id}/account_data/m.fully_read", token=bob
+    )
+    assert fully_read.ok() == {"event_id": second}
+
+    # The marker only moves forward, also through /receipt/m.fully_read.
+    back = f"rooms/{room_id}/receipt/m.fully_read/{first}"
+    (await client.request("POST", back, json={}, token=bob)).ok()
+    fully_read = await client.request(
+        "GET", f"user/{bob.user_id}/rooms/{room_id}/account_data/m.fully_read", token=bob
+    )
+    assert fully_read.ok() == {"event_id": second}
