@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -10,6 +11,7 @@ from typing import Any, cast
 import pytest
 
 from peyvand.errors import Errcode, MatrixError
+from peyvand.services import typing as typing_module
 from peyvand.services.streams import Stream
 from peyvand.services.typing import MAX_TIMEOUT_MS, TypingService
 from peyvand.types import RoomID, UserID
@@ -41,9 +43,11 @@ class FakeState:
 @dataclass
 class RecordingNotifier:
     woken: list[tuple[Stream, int, set[str]]] = field(default_factory=list)
+    advanced: asyncio.Event = field(default_factory=asyncio.Event)
 
     def advance(self, stream: Stream, position: int, user_ids: Iterable[str]) -> None:
         self.woken.append((stream, position, set(user_ids)))
+        self.advanced.set()
 
 
 class Clock:
@@ -188,3 +192,22 @@ async def test_only_joined_members_set_their_own_typing(
         await typing.set_typing(requester, target, room_id, True, 1_000)
     assert info.value.errcode == Errcode.FORBIDDEN
     assert info.value.status == 403
+
+
+async def test_the_expiry_task_expires_typing_until_stopped(
+    typing: TypingService,
+    clock: Clock,
+    notifier: RecordingNotifier,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(typing_module, "EXPIRY_TICK_SECONDS", 0.01)
+    await typing.start()
+    try:
+        assert notifier.woken == [(Stream.TYPING, START_MS, set())]
+        await typing.set_typing(ALICE, ALICE, ROOM, True, 1_000)
+        notifier.advanced.clear()
+        clock.now += 2
+        await asyncio.wait_for(notifier.advanced.wait(), 5)
+    finally:
+        await typing.stop()
+    assert typing_users(typing, ROOM, 0) == []
