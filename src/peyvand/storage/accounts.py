@@ -158,6 +158,18 @@ class AccountStore:
         )
         return None if row is None else _user(row)
 
+    async def set_displayname(self, user_id: UserID, displayname: str | None) -> None:
+        """Set (or with None clear) a user's display name."""
+        await self._db.execute(
+            "UPDATE users SET displayname = $2 WHERE user_id = $1", user_id, displayname
+        )
+
+    async def set_avatar_url(self, user_id: UserID, avatar_url: str | None) -> None:
+        """Set (or with None clear) a user's avatar URL."""
+        await self._db.execute(
+            "UPDATE users SET avatar_url = $2 WHERE user_id = $1", user_id, avatar_url
+        )
+
     async def set_password_hash(
         self, user_id: UserID, password_hash: str, *, keep_device: DeviceID | None
     ) -> list[str]:
