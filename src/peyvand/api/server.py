@@ -73,6 +73,9 @@ def _wrap(route: Route, services: Services, limits: _Limits) -> _Middleware:
 
 @web.middleware
 async def _errors_middleware(request: web.Request, handler: _Middleware) -> web.StreamResponse:
+    if request.method == "OPTIONS":
+        # CORS preflight (Client-Server API, "Web Browser Clients"): any path.
+        return web.Response(status=204, headers=_CORS_HEADERS)
     try:
         response = await handler(request)
     except MatrixError as exc:
@@ -103,10 +106,6 @@ async def _errors_middleware(request: web.Request, handler: _Middleware) -> web.
     return response
 
 
-async def _preflight(request: web.Request) -> web.Response:
-    return web.Response(status=204, headers=_CORS_HEADERS)
-
-
 def build_web_app(services: Services, tables: Iterable[RouteTable]) -> web.Application:
     """The aiohttp application serving every route in ``tables``."""
     app = web.Application(
@@ -128,5 +127,4 @@ def build_web_app(services: Services, tables: Iterable[RouteTable]) -> web.Appli
                     raise RuntimeError(f"route declared twice: {route.method} {path}")
                 seen.add((route.method, path))
                 app.router.add_route(route.method, path, _wrap(route, services, limits))
-    app.router.add_route("OPTIONS", "/{tail:.*}", _preflight)
     return app

@@ -1,0 +1,1 @@
+"""Storage: one async interface, SQLite and PostgreSQL backends, numbered migrations."""
