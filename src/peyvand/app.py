@@ -17,11 +17,13 @@ from peyvand.events.signing import parse_signing_keys
 from peyvand.services.account_data import AccountDataService
 from peyvand.services.auth import AuthService
 from peyvand.services.container import Services
+from peyvand.services.directory import DirectoryService
 from peyvand.services.event_creation import EventCreationService
 from peyvand.services.event_dispatch import EventDispatcher
 from peyvand.services.event_writer import EventWriter
 from peyvand.services.membership import MembershipService
 from peyvand.services.notifier import Notifier
+from peyvand.services.profile import ProfileService
 from peyvand.services.push import PushRulesService
 from peyvand.services.receipts import ReceiptService
 from peyvand.services.registration import RegistrationService
@@ -31,9 +33,11 @@ from peyvand.services.rooms import RoomsService
 from peyvand.services.streams import StreamToken
 from peyvand.services.sync import SyncService
 from peyvand.services.typing import TypingService
+from peyvand.services.user_directory import UserDirectoryService
 from peyvand.services.visibility import VisibilityService
 from peyvand.storage.account_data import AccountDataStore
 from peyvand.storage.accounts import AccountStore
+from peyvand.storage.directory import DirectoryStore
 from peyvand.storage.events import EventStore
 from peyvand.storage.migrations import run_migrations
 from peyvand.storage.postgres import PostgresDatabase
@@ -65,15 +69,6 @@ async def create_app(config: Config) -> web.Application:
     event_store = EventStore(db)
     member_store = RoomMemberStore(db)
 
-    async def profile_of(user_id: UserID) -> JsonDict:
-        user = await accounts.get_user(user_id)
-        profile: JsonDict = {}
-        if user is not None and user.displayname is not None:
-            profile["displayname"] = user.displayname
-        if user is not None and user.avatar_url is not None:
-            profile["avatar_url"] = user.avatar_url
-        return profile
-
     auth = AuthService(config, accounts)
     notifier = Notifier(StreamToken(events=await event_store.get_max_stream_ordering()))
     state = StateService(event_store)
@@ -87,6 +82,11 @@ async def create_app(config: Config) -> web.Application:
     typing = TypingService(notifier, state)
     account_data = AccountDataService(AccountDataStore(db), state, notifier)
     receipts = ReceiptService(ReceiptStore(db), account_data, state, notifier)
+    profile = ProfileService(server_name, accounts, event_store, state, events)
+    directory_store = DirectoryStore(db)
+    directory = DirectoryService(server_name, directory_store, event_store, state, events)
+    rooms = RoomsService(server_name, events, event_store, profile.profile_of)
+    rooms.use_directory(directory.resolve_alias, directory.create_alias_for_new_room)
 
     async def unread_counts(user_id: UserID, room_ids: Sequence[RoomID]) -> dict[RoomID, JsonDict]:
         return {}
@@ -97,8 +97,8 @@ async def create_app(config: Config) -> web.Application:
         registration=RegistrationService(config, accounts, auth),
         state=state,
         events=events,
-        rooms=RoomsService(server_name, events, event_store, profile_of),
-        membership=MembershipService(events, state, member_store, profile_of),
+        rooms=rooms,
+        membership=MembershipService(events, state, member_store, profile.profile_of),
         room_events=room_events,
         sync=SyncService(
             event_store, member_store, state, visibility, room_events, notifier,
@@ -108,6 +108,9 @@ async def create_app(config: Config) -> web.Application:
         receipts=receipts,
         account_data=account_data,
         push_rules=PushRulesService(PushRuleStore(db)),
+        profile=profile,
+        directory=directory,
+        user_directory=UserDirectoryService(server_name, directory_store),
     )
     app = build_web_app(services, CLIENT_ROUTE_TABLES)
 

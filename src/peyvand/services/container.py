@@ -10,8 +10,10 @@ from dataclasses import dataclass
 from peyvand.config import Config
 from peyvand.services.account_data import AccountDataService
 from peyvand.services.auth import AuthService
+from peyvand.services.directory import DirectoryService
 from peyvand.services.event_creation import EventCreationService
 from peyvand.services.membership import MembershipService
+from peyvand.services.profile import ProfileService
 from peyvand.services.push import PushRulesService
 from peyvand.services.receipts import ReceiptService
 from peyvand.services.registration import RegistrationService
@@ -20,6 +22,7 @@ from peyvand.services.room_state import StateService
 from peyvand.services.rooms import RoomsService
 from peyvand.services.sync import SyncService
 from peyvand.services.typing import TypingService
+from peyvand.services.user_directory import UserDirectoryService
 
 
 @dataclass
@@ -37,3 +40,6 @@ class Services:
     receipts: ReceiptService
     account_data: AccountDataService
     push_rules: PushRulesService
+    profile: ProfileService
+    directory: DirectoryService
+    user_directory: UserDirectoryService

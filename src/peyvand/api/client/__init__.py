@@ -4,8 +4,10 @@ from peyvand.api.client import (
     account,
     account_data,
     devices,
+    directory,
     filter,
     login,
+    profile,
     push_rules,
     read_markers,
     receipts,
@@ -13,6 +15,7 @@ from peyvand.api.client import (
     sync,
     tags,
     typing,
+    user_directory,
     versions,
 )
 from peyvand.api.routing import RouteTable
@@ -31,4 +34,7 @@ CLIENT_ROUTE_TABLES: list[RouteTable] = [
     tags.routes,
     filter.routes,
     push_rules.routes,
+    profile.routes,
+    directory.routes,
+    user_directory.routes,
 ]

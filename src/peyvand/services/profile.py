@@ -1,0 +1,136 @@
+"""Profiles (Client-Server API, "Profiles"): display name and avatar URL of local users.
+
+A change is copied into the user's ``m.room.member`` event of every room they are joined
+to, as Synapse does ("Events on change of profile information"): a new join event with
+the new profile, a few rooms at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import weakref
+
+from peyvand.errors import Errcode, MatrixError
+from peyvand.services.event_creation import EventCreationService, EventSpec
+from peyvand.services.room_state import StateService
+from peyvand.storage.accounts import AccountStore, UserRow
+from peyvand.storage.events import EventStore
+from peyvand.types import JsonDict, RoomID, UserID, is_valid_user_id, server_name_of
+
+logger = logging.getLogger(__name__)
+
+# Synapse's limits (handlers/profile.py).
+MAX_DISPLAYNAME_LEN = 256
+MAX_AVATAR_URL_LEN = 1000
+# Appendices, "Matrix Content (MXC) URIs": mxc://<server-name>/<media-id>.
+_MXC_RE = re.compile(r"^mxc://[^/\s]+/[A-Za-z0-9_-]+$")
+# Rooms whose member event is updated at the same time after a profile change.
+_PROPAGATION_CONCURRENCY = 8
+
+
+class ProfileService:
+    def __init__(
+        self,
+        server_name: str,
+        accounts: AccountStore,
+        event_store: EventStore,
+        state: StateService,
+        events: EventCreationService,
+    ) -> None:
+        self._server_name = server_name
+        self._accounts = accounts
+        self._event_store = event_store
+        self._state = state
+        self._events = events
+        # One change at a time per user, so member events follow the order of changes.
+        self._locks: weakref.WeakValueDictionary[UserID, asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
+
+    async def _local_user(self, user_id: str) -> UserRow:
+        if not is_valid_user_id(user_id):
+            raise MatrixError(Errcode.INVALID_PARAM, "Invalid user id")
+        user = None
+        if server_name_of(user_id) == self._server_name:
+            user = await self._accounts.get_user(user_id)
+        if user is None:
+            raise MatrixError(Errcode.NOT_FOUND, "Profile was not found")
+        return user
+
+    @staticmethod
+    def _profile(user: UserRow) -> JsonDict:
+        profile: JsonDict = {}
+        if user.displayname is not None:
+            profile["displayname"] = user.displayname
+        if user.avatar_url is not None:
+            profile["avatar_url"] = user.avatar_url
+        return profile
+
+    async def get_profile(self, user_id: str) -> JsonDict:
+        """The profile of a local user (unset fields left out); 404 if there is no such user."""
+        return self._profile(await self._local_user(user_id))
+
+    async def profile_of(self, user_id: UserID) -> JsonDict:
+        """The profile to put in a new membership event: ``{}`` for unknown users."""
+        user = await self._accounts.get_user(user_id)
+        return {} if user is None else self._profile(user)
+
+    async def set_displayname(self, requester: UserID, user_id: str, displayname: str) -> None:
+        """Set the requester's own display name; ``""`` clears it."""
+        if len(displayname) > MAX_DISPLAYNAME_LEN:
+            raise MatrixError(
+                Errcode.INVALID_PARAM, f"Displayname is too long (max {MAX_DISPLAYNAME_LEN})"
+            )
+        await self._set(requester, user_id, "displayname", displayname.strip() or None)
+
+    async def set_avatar_url(self, requester: UserID, user_id: str, avatar_url: str) -> None:
+        """Set the requester's own avatar (an ``mxc://`` URI); ``""`` clears it."""
+        if len(avatar_url) > MAX_AVATAR_URL_LEN:
+            raise MatrixError(
+                Errcode.INVALID_PARAM, f"Avatar URL is too long (max {MAX_AVATAR_URL_LEN})"
+            )
+        if avatar_url and not _MXC_RE.match(avatar_url):
+            raise MatrixError(Errcode.INVALID_PARAM, "'avatar_url' must be an mxc:// URI")
+        await self._set(requester, user_id, "avatar_url", avatar_url or None)
+
+    async def _set(self, requester: UserID, user_id: str, field: str, value: str | None) -> None:
+        if not is_valid_user_id(user_id):
+            raise MatrixError(Errcode.INVALID_PARAM, "Invalid user id")
+        if user_id != requester:
+            raise MatrixError(Errcode.FORBIDDEN, f"Cannot set another user's {field}")
+        lock = self._locks.setdefault(requester, asyncio.Lock())
+        async with lock:
+            if field == "displayname":
+                await self._accounts.set_displayname(requester, value)
+            else:
+                await self._accounts.set_avatar_url(requester, value)
+            await self._propagate(requester, await self.profile_of(requester))
+
+    async def _propagate(self, user_id: UserID, profile: JsonDict) -> None:
+        """Send a new join event with ``profile`` to each room ``user_id`` is joined to."""
+        memberships = await self._event_store.get_memberships_for_user(user_id)
+        pending = iter(sorted(r for r, (m, _) in memberships.items() if m == "join"))
+        content: JsonDict = {"membership": "join", **profile}
+
+        async def worker() -> None:
+            for room_id in pending:
+                await self._update_room(room_id, user_id, content)
+
+        async with asyncio.TaskGroup() as group:
+            for _ in range(min(_PROPAGATION_CONCURRENCY, len(memberships))):
+                group.create_task(worker())
+
+    async def _update_room(self, room_id: RoomID, user_id: UserID, content: JsonDict) -> None:
+        snapshot = await self._state.get_room(room_id)
+        if snapshot is None or snapshot.memberships.get(user_id) != "join":
+            return
+        current = await self._state.get_state_events(snapshot.state, [("m.room.member", user_id)])
+        member = current.get(("m.room.member", user_id))
+        if member is not None and dict(member.content) == content:
+            return
+        try:
+            await self._events.send(room_id, user_id, EventSpec("m.room.member", content, user_id))
+        except MatrixError as exc:
+            logger.warning("profile change of %s not sent to %s: %s", user_id, room_id, exc)

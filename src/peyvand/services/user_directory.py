@@ -1,0 +1,31 @@
+"""User directory search (Client-Server API, "User directory").
+
+Searches this server's active users by user ID localpart and display name. Like
+Synapse's default (``search_all_users: false``) a user is found only if they share a
+room with the searcher or are joined to a public room; here "public" means published in
+the room list (``rooms.is_public``), which keeps the search one SQL query.
+"""
+
+from __future__ import annotations
+
+from peyvand.storage.directory import DirectoryStore
+from peyvand.types import JsonDict, UserID
+
+
+class UserDirectoryService:
+    def __init__(self, server_name: str, store: DirectoryStore) -> None:
+        self._server_name = server_name
+        self._store = store
+
+    async def search(self, searcher: UserID, term: str, limit: int) -> JsonDict:
+        """``{"results": [...], "limited": bool}`` for at most ``limit`` matching users."""
+        rows = await self._store.search_users(searcher, term.strip(), self._server_name, limit + 1)
+        results = []
+        for row in rows[:limit]:
+            result: JsonDict = {"user_id": row.user_id}
+            if row.displayname is not None:
+                result["display_name"] = row.displayname
+            if row.avatar_url is not None:
+                result["avatar_url"] = row.avatar_url
+            results.append(result)
+        return {"results": results, "limited": len(rows) > limit}

@@ -1,0 +1,109 @@
+"""Room aliases of this server (schema 006) and the user directory search.
+
+Which rooms are published in the room list is a column of ``rooms`` (``EventStore``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from peyvand.storage.database import Database
+from peyvand.types import RoomID, UserID
+
+
+@dataclass(frozen=True, slots=True)
+class AliasRow:
+    room_alias: str
+    room_id: RoomID
+    creator: UserID
+
+
+@dataclass(frozen=True, slots=True)
+class UserDirectoryRow:
+    user_id: UserID
+    displayname: str | None
+    avatar_url: str | None
+
+
+def like_pattern(term: str) -> str:
+    """``term`` with LIKE wildcards escaped (for ``LIKE ... ESCAPE '\\'``)."""
+    return term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+class DirectoryStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    # Room aliases --------------------------------------------------------------------
+
+    async def create_alias(
+        self, room_alias: str, room_id: RoomID, creator: UserID, created_ts: int
+    ) -> None:
+        """Insert an alias; ``ConflictError`` if it exists."""
+        await self._db.execute(
+            "INSERT INTO room_aliases (room_alias, room_id, creator, created_ts)"
+            " VALUES ($1, $2, $3, $4)",
+            room_alias,
+            room_id,
+            creator,
+            created_ts,
+        )
+
+    async def get_alias(self, room_alias: str) -> AliasRow | None:
+        row = await self._db.fetchrow(
+            "SELECT room_alias, room_id, creator FROM room_aliases WHERE room_alias = $1",
+            room_alias,
+        )
+        if row is None:
+            return None
+        return AliasRow(row["room_alias"], RoomID(row["room_id"]), UserID(row["creator"]))
+
+    async def delete_alias(self, room_alias: str) -> RoomID | None:
+        """Delete an alias; the room it pointed to, or None if there was no such alias."""
+        row = await self._db.fetchrow(
+            "DELETE FROM room_aliases WHERE room_alias = $1 RETURNING room_id", room_alias
+        )
+        return None if row is None else RoomID(row["room_id"])
+
+    async def get_aliases_for_room(self, room_id: RoomID) -> list[str]:
+        rows = await self._db.fetch(
+            "SELECT room_alias FROM room_aliases WHERE room_id = $1 ORDER BY room_alias",
+            room_id,
+        )
+        return [row["room_alias"] for row in rows]
+
+    # User directory ------------------------------------------------------------------
+
+    async def search_users(
+        self, searcher: UserID, term: str, server_name: str, limit: int
+    ) -> list[UserDirectoryRow]:
+        """Active local users whose localpart or display name contains ``term``
+        (case-insensitive) and who share a room with ``searcher`` or are joined to a room
+        published in the room list. Prefix matches first, then by name; at most ``limit``.
+        """
+        needle = like_pattern(term.lower())
+        rows = await self._db.fetch(
+            "SELECT u.user_id, u.displayname, u.avatar_url FROM users u"
+            " WHERE NOT u.deactivated"
+            " AND (LOWER(u.user_id) LIKE $1 ESCAPE '\\'"
+            "  OR LOWER(u.displayname) LIKE $2 ESCAPE '\\')"
+            " AND EXISTS ("
+            "  SELECT 1 FROM current_state m WHERE m.type = 'm.room.member'"
+            "  AND m.state_key = u.user_id AND m.membership = 'join' AND ("
+            "   m.room_id IN (SELECT room_id FROM rooms WHERE is_public)"
+            "   OR m.room_id IN (SELECT room_id FROM current_state WHERE type = 'm.room.member'"
+            "    AND state_key = $3 AND membership = 'join')))"
+            " ORDER BY CASE WHEN LOWER(u.user_id) LIKE $4 ESCAPE '\\'"
+            "  OR LOWER(u.displayname) LIKE $5 ESCAPE '\\' THEN 0 ELSE 1 END,"
+            "  LOWER(COALESCE(u.displayname, u.user_id)), u.user_id"
+            " LIMIT $6",
+            f"@%{needle}%:{like_pattern(server_name.lower())}",
+            f"%{needle}%",
+            searcher,
+            f"@{needle}%",
+            f"{needle}%",
+            limit,
+        )
+        return [
+            UserDirectoryRow(UserID(r["user_id"]), r["displayname"], r["avatar_url"]) for r in rows
+        ]
