@@ -8,7 +8,7 @@
 // Alice. Exits 0 on success, 1 with the stage that failed otherwise, and gives up after
 // CHAT_TIMEOUT_MS (default 60000) milliseconds.
 
-import { ClientEvent, RoomEvent, RoomMemberEvent, createClient } from "matrix-js-sdk";
+import { ClientEvent, RoomEvent, createClient } from "matrix-js-sdk";
 
 const [baseUrl, user1, password1, user2, password2] = [
   process.argv[2] ?? process.env.PEYVAND_BASE_URL,
@@ -121,14 +121,14 @@ async function main() {
   const { room_id: roomId } = await alice.createRoom({ name: "js-sdk chat", preset: "private_chat" });
 
   stage = "invite";
-  const invited = waitFor(bob, RoomMemberEvent.Membership, () =>
+  const invited = waitFor(bob, ClientEvent.Sync, () =>
     membershipOf(bob, roomId, bob.getUserId()) === "invite" ? true : undefined,
   );
   await alice.invite(roomId, bob.getUserId());
   await invited;
 
   stage = "join";
-  const aliceSeesJoin = waitFor(alice, RoomMemberEvent.Membership, () =>
+  const aliceSeesJoin = waitFor(alice, ClientEvent.Sync, () =>
     membershipOf(alice, roomId, bob.getUserId()) === "join" ? true : undefined,
   );
   await bob.joinRoom(roomId);
