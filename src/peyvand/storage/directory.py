@@ -60,9 +60,10 @@ class DirectoryStore:
 
     async def delete_alias(self, room_alias: str) -> RoomID | None:
         """Delete an alias; the room it pointed to, or None if there was no such alias."""
-        row = await self._db.fetchrow(
-            "DELETE FROM room_aliases WHERE room_alias = $1 RETURNING room_id", room_alias
-        )
+        async with self._db.transaction() as txn:
+            row = await txn.fetchrow(
+                "DELETE FROM room_aliases WHERE room_alias = $1 RETURNING room_id", room_alias
+            )
         return None if row is None else RoomID(row["room_id"])
 
     async def get_aliases_for_room(self, room_id: RoomID) -> list[str]:
