@@ -77,6 +77,8 @@ class StateService:
         self._events: _LRU[EventID, StoredEvent] = _LRU(event_cache_size)
         self._groups: _LRU[int, StateGroupRow] = _LRU(100_000)
         self._deltas: _LRU[int, dict[StateKey, EventID]] = _LRU(20_000)
+        # (group, key) -> event ID or None: groups are immutable, so lookups are too.
+        self._keyed: _LRU[tuple[int, StateKey], tuple[EventID | None]] = _LRU(200_000)
         self._next_group = 0
 
     async def start(self) -> None:
@@ -226,11 +228,35 @@ class StateService:
         self, group: int, keys: Sequence[StateKey] | None = None
     ) -> dict[StateKey, EventID]:
         """The room state of ``group`` (only ``keys`` if given)."""
+        if keys is not None:
+            return await self._keyed_state_ids(group, keys)
         chain = await self._chain(group)
-        deltas = await self._deltas_for([row.state_group for row in chain], keys)
+        deltas = await self._deltas_for([row.state_group for row in chain], None)
         state: dict[StateKey, EventID] = {}
         for row in reversed(chain):
             state.update(deltas[row.state_group])
+        return state
+
+    async def _keyed_state_ids(
+        self, group: int, keys: Sequence[StateKey]
+    ) -> dict[StateKey, EventID]:
+        state: dict[StateKey, EventID] = {}
+        missing = []
+        for key in keys:
+            cached = self._keyed.get((group, key))
+            if cached is None:
+                missing.append(key)
+            elif cached[0] is not None:
+                state[key] = cached[0]
+        if missing:
+            chain = await self._chain(group)
+            deltas = await self._deltas_for([row.state_group for row in chain], missing)
+            found: dict[StateKey, EventID] = {}
+            for row in reversed(chain):
+                found.update(deltas[row.state_group])
+            for key in missing:
+                self._keyed.put((group, key), (found.get(key),))
+            state.update(found)
         return state
 
     async def new_state_group(
