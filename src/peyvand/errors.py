@@ -10,11 +10,11 @@ that escapes a handler is logged and answered as 500 M_UNKNOWN without internals
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 
-class Errcode(str, Enum):
+class Errcode(StrEnum):
     FORBIDDEN = "M_FORBIDDEN"
     UNKNOWN_TOKEN = "M_UNKNOWN_TOKEN"
     MISSING_TOKEN = "M_MISSING_TOKEN"

@@ -10,7 +10,6 @@ from collections.abc import Callable
 from typing import Any
 
 import aiohttp
-import pytest
 
 from harness.client import DEFAULT_PASSWORD, Account, MatrixClient, Response, unique_localpart
 from harness.server import HomeserverProcess

@@ -63,6 +63,4 @@ class RequestContext:
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:
-    return web.Response(
-        body=orjson.dumps(data), status=status, content_type="application/json"
-    )
+    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")

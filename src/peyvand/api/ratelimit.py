@@ -48,7 +48,8 @@ class RateLimiter:
 
     def _forget_full(self, now: float) -> None:
         full = [
-            k for k, (t, last) in self._buckets.items()
+            k
+            for k, (t, last) in self._buckets.items()
             if t + (now - last) * self._rate >= self._burst
         ]
         for key in full:

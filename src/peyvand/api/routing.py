@@ -45,32 +45,58 @@ class RouteTable:
         limit_class: str = "default",
     ) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
-            self.routes.append(
-                Route(method, path, handler, auth, rate_limited, limit_class)
-            )
+            self.routes.append(Route(method, path, handler, auth, rate_limited, limit_class))
             return handler
 
         return register
 
-    def get(self, path: str, *, auth: str = "required", rate_limited: bool = False,
-            limit_class: str = "default") -> Callable[[Handler], Handler]:
-        return self.route("GET", path, auth=auth, rate_limited=rate_limited,
-                          limit_class=limit_class)
+    def get(
+        self,
+        path: str,
+        *,
+        auth: str = "required",
+        rate_limited: bool = False,
+        limit_class: str = "default",
+    ) -> Callable[[Handler], Handler]:
+        return self.route(
+            "GET", path, auth=auth, rate_limited=rate_limited, limit_class=limit_class
+        )
 
-    def post(self, path: str, *, auth: str = "required", rate_limited: bool = False,
-             limit_class: str = "default") -> Callable[[Handler], Handler]:
-        return self.route("POST", path, auth=auth, rate_limited=rate_limited,
-                          limit_class=limit_class)
+    def post(
+        self,
+        path: str,
+        *,
+        auth: str = "required",
+        rate_limited: bool = False,
+        limit_class: str = "default",
+    ) -> Callable[[Handler], Handler]:
+        return self.route(
+            "POST", path, auth=auth, rate_limited=rate_limited, limit_class=limit_class
+        )
 
-    def put(self, path: str, *, auth: str = "required", rate_limited: bool = False,
-            limit_class: str = "default") -> Callable[[Handler], Handler]:
-        return self.route("PUT", path, auth=auth, rate_limited=rate_limited,
-                          limit_class=limit_class)
+    def put(
+        self,
+        path: str,
+        *,
+        auth: str = "required",
+        rate_limited: bool = False,
+        limit_class: str = "default",
+    ) -> Callable[[Handler], Handler]:
+        return self.route(
+            "PUT", path, auth=auth, rate_limited=rate_limited, limit_class=limit_class
+        )
 
-    def delete(self, path: str, *, auth: str = "required", rate_limited: bool = False,
-               limit_class: str = "default") -> Callable[[Handler], Handler]:
-        return self.route("DELETE", path, auth=auth, rate_limited=rate_limited,
-                          limit_class=limit_class)
+    def delete(
+        self,
+        path: str,
+        *,
+        auth: str = "required",
+        rate_limited: bool = False,
+        limit_class: str = "default",
+    ) -> Callable[[Handler], Handler]:
+        return self.route(
+            "DELETE", path, auth=auth, rate_limited=rate_limited, limit_class=limit_class
+        )
 
 
 CLIENT_V3 = "/_matrix/client/v3"

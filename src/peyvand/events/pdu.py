@@ -18,7 +18,7 @@ StateKey = tuple[str, str]
 
 
 class Pdu:
-    __slots__ = ("_data", "event_id", "room_version", "rejected_reason")
+    __slots__ = ("_data", "event_id", "rejected_reason", "room_version")
 
     def __init__(
         self,

@@ -128,8 +128,13 @@ class EventCreationService:
         """
         now = self._now_ms()
         create = self._sign(
-            room_version, room_id, creator, EventSpec("m.room.create", create_content, ""),
-            prev_events=[], auth_events=[], depth=1,
+            room_version,
+            room_id,
+            creator,
+            EventSpec("m.room.create", create_content, ""),
+            prev_events=[],
+            auth_events=[],
+            depth=1,
         )
         room_id = create.room_id
         try:
@@ -148,7 +153,10 @@ class EventCreationService:
         )
         to_persist = [
             self._allocate(
-                create, first, txn=None, extremities=(create.event_id,),
+                create,
+                first,
+                txn=None,
+                extremities=(create.event_id,),
                 new_room=RoomRow(room_id, room_version.identifier, creator, is_public, now),
             )
         ]
@@ -232,11 +240,12 @@ class EventCreationService:
         """Allocate positions for ``pdu`` and move the snapshot past it."""
         new_group = None
         if pdu.is_state():
-            new_group = await self._state.new_state_group(
-                snapshot, {pdu.state_tuple: pdu.event_id}
-            )
+            new_group = await self._state.new_state_group(snapshot, {pdu.state_tuple: pdu.event_id})
         persisted = self._allocate(
-            pdu, new_group, txn=txn, extremities=(pdu.event_id,),
+            pdu,
+            new_group,
+            txn=txn,
+            extremities=(pdu.event_id,),
             group=snapshot.state_group.state_group,
         )
         snapshot.extremities = [pdu.event_id]

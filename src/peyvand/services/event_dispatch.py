@@ -36,7 +36,8 @@ class EventDispatcher:
             snapshot = self._state.cached_room(pdu.room_id)
             if snapshot is not None:
                 users.update(
-                    u for u, m in snapshot.memberships.items()
+                    u
+                    for u, m in snapshot.memberships.items()
                     if m == "join" and server_name_of(u) == self._server_name
                 )
             if pdu.type == "m.room.member" and pdu.state_key:

@@ -8,6 +8,7 @@ fsync; only after the commit do requests get their answer and waiters wake.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -37,20 +38,21 @@ class EventWriter:
         self._on_failed = on_failed
         self._queue: list[tuple[EventToPersist, asyncio.Future[None] | None]] = []
         self._wakeup = asyncio.Event()
+        # Set while nothing is queued or being committed.
+        self._idle = asyncio.Event()
+        self._idle.set()
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="event-writer")
 
     async def stop(self) -> None:
+        """Finish every queued commit, then stop the writer task."""
         if self._task is not None:
-            while self._queue:
-                await asyncio.sleep(0.01)
+            await self._idle.wait()
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
 
     def enqueue(self, events: Sequence[EventToPersist]) -> asyncio.Future[None]:
         """Queue ``events`` (in order); the future resolves once they are durable.
@@ -62,6 +64,7 @@ class EventWriter:
         # earlier ones are durable no later than it.
         for index, event in enumerate(events):
             self._queue.append((event, done if index == len(events) - 1 else None))
+        self._idle.clear()
         self._wakeup.set()
         return done
 
@@ -73,6 +76,7 @@ class EventWriter:
                 batch = self._queue[:_MAX_BATCH]
                 del self._queue[:_MAX_BATCH]
                 await self._commit(batch)
+            self._idle.set()
 
     async def _commit(
         self, batch: list[tuple[EventToPersist, asyncio.Future[None] | None]]

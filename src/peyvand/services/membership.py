@@ -92,8 +92,12 @@ class MembershipService:
         if current == "invite":
             return
         if current in ("join", "ban"):
-            raise MatrixError(Errcode.FORBIDDEN, f"{target} is already {current}ned"
-                              if current == "ban" else f"{target} is already in the room")
+            raise MatrixError(
+                Errcode.FORBIDDEN,
+                f"{target} is already {current}ned"
+                if current == "ban"
+                else f"{target} is already in the room",
+            )
         await self._change(room_id, sender, target, "invite", reason=reason)
 
     async def kick(

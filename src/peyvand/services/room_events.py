@@ -14,7 +14,7 @@ from peyvand.events.serialize import client_event
 from peyvand.services.filtering import EventFilter
 from peyvand.services.requester import Requester
 from peyvand.services.room_state import StateService
-from peyvand.services.streams import StreamToken
+from peyvand.services.streams import StreamToken, parse_position_number
 from peyvand.services.visibility import VisibilityService
 from peyvand.storage.events import EventStore
 from peyvand.storage.models import StoredEvent
@@ -27,11 +27,9 @@ def parse_position(token: str) -> int:
     """A /messages token (``t<pos>``) or a sync ``next_batch`` (``s...``) as an event position."""
     if token.startswith("t"):
         try:
-            value = int(token[1:])
+            return parse_position_number(token[1:])
         except ValueError:
-            value = -1
-        if value >= 0:
-            return value
+            pass
         raise MatrixError(Errcode.INVALID_PARAM, f"Invalid pagination token: {token!r}")
     return StreamToken.parse(token).events
 
@@ -175,8 +173,9 @@ class RoomEventsService:
             )
             end = raw[-1].stream_ordering - 1 if len(raw) == limit else None
         else:
-            raw = await self._page(room_id, after=start, before=bound, newest_first=False,
-                                   limit=limit)
+            raw = await self._page(
+                room_id, after=start, before=bound, newest_first=False, limit=limit
+            )
             end = raw[-1].stream_ordering if raw else None
         visible = await self._visible(requester.user_id, room_id, raw)
         chunk = await self.serialize(visible, requester)
@@ -229,14 +228,28 @@ class RoomEventsService:
         limit = max(0, min(limit, MAX_PAGE))
         half_before = limit // 2
         half_after = limit - half_before
-        before = await self._page(
-            room_id, after=None, before=event.stream_ordering - 1, newest_first=True,
-            limit=max(half_before, 1),
-        ) if half_before else []
-        after = await self._page(
-            room_id, after=event.stream_ordering, before=None, newest_first=False,
-            limit=max(half_after, 1),
-        ) if half_after else []
+        before = (
+            await self._page(
+                room_id,
+                after=None,
+                before=event.stream_ordering - 1,
+                newest_first=True,
+                limit=max(half_before, 1),
+            )
+            if half_before
+            else []
+        )
+        after = (
+            await self._page(
+                room_id,
+                after=event.stream_ordering,
+                before=None,
+                newest_first=False,
+                limit=max(half_after, 1),
+            )
+            if half_after
+            else []
+        )
         before = await self._visible(requester.user_id, room_id, before)
         after = await self._visible(requester.user_id, room_id, after)
         ser_before = await self.serialize(before, requester)
@@ -248,8 +261,7 @@ class RoomEventsService:
         if event_filter is not None and event_filter.lazy_load_members:
             senders = {e.pdu.sender for e in [*before, event, *after]}
             state_ids = {
-                k: v for k, v in state_ids.items()
-                if k[0] != "m.room.member" or k[1] in senders
+                k: v for k, v in state_ids.items() if k[0] != "m.room.member" or k[1] in senders
             }
         state_events = await self._state.get_events(state_ids.values())
         return {
@@ -310,7 +322,8 @@ class RoomEventsService:
         member_ids = [v for k, v in ids.items() if k[0] == "m.room.member"]
         events = await self._state.get_events(member_ids)
         chosen = [
-            e for e in events.values()
+            e
+            for e in events.values()
             if (membership is None or e.pdu.membership == membership)
             and (not_membership is None or e.pdu.membership != not_membership)
         ]

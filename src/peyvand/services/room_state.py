@@ -280,7 +280,9 @@ class StateService:
         self._deltas.put(row.state_group, dict(delta))
         return NewStateGroup(row, delta)
 
-    def first_state_group(self, room_id: RoomID, changes: Mapping[StateKey, EventID]) -> NewStateGroup:
+    def first_state_group(
+        self, room_id: RoomID, changes: Mapping[StateKey, EventID]
+    ) -> NewStateGroup:
         """The group holding a new room's first state (chain position 1, no base)."""
         row = StateGroupRow(self.allocate_group_id(), room_id, 1, None, None)
         self._groups.put(row.state_group, row)

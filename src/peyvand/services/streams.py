@@ -1,6 +1,7 @@
 """The sync stream token: one position per stream (DESIGN.md, "Sync").
 
-Serialised as ``s<events>_<typing>_<receipts>_<account_data>_<to_device>_<device_lists>_<presence>``;
+Serialised as
+``s<events>_<typing>_<receipts>_<account_data>_<to_device>_<device_lists>_<presence>``;
 clients treat it as opaque. Pagination tokens for /messages are ``t<events>``-style event
 positions (see ``services.messages``).
 """
@@ -8,12 +9,23 @@ positions (see ``services.messages``).
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
-from enum import Enum
+from enum import StrEnum
 
 from peyvand.errors import Errcode, MatrixError
 
+# Positions are stored as 64-bit integers (SQLite INTEGER, PostgreSQL BIGINT).
+MAX_POSITION = 2**63 - 1
 
-class Stream(str, Enum):
+
+def parse_position_number(text: str) -> int:
+    """One position of a token: ASCII digits within the 64-bit storage range, else
+    ``ValueError`` (so a forged token never reaches the database as an overflow)."""
+    if not text.isascii() or not text.isdigit() or len(text) > 19 or int(text) > MAX_POSITION:
+        raise ValueError(text)
+    return int(text)
+
+
+class Stream(StrEnum):
     EVENTS = "events"
     TYPING = "typing"
     RECEIPTS = "receipts"
@@ -42,9 +54,9 @@ class StreamToken:
         try:
             if not token.startswith("s"):
                 raise ValueError(token)
-            parts = [int(p) for p in token[1:].split("_")]
+            parts = [parse_position_number(p) for p in token[1:].split("_")]
             names = [f.name for f in fields(cls)]
-            if len(parts) > len(names) or any(p < 0 for p in parts):
+            if len(parts) > len(names):
                 raise ValueError(token)
             return cls(**dict(zip(names, parts, strict=False)))
         except ValueError:

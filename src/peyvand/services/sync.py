@@ -28,8 +28,13 @@ from peyvand.types import EventID, JsonDict, RoomID, UserID
 
 # m.room.member aside, the stripped state shown with an invite ("Stripped state").
 _INVITE_STATE_TYPES = (
-    "m.room.create", "m.room.join_rules", "m.room.name", "m.room.avatar",
-    "m.room.canonical_alias", "m.room.encryption", "m.room.topic",
+    "m.room.create",
+    "m.room.join_rules",
+    "m.room.name",
+    "m.room.avatar",
+    "m.room.canonical_alias",
+    "m.room.encryption",
+    "m.room.topic",
 )
 
 
@@ -37,7 +42,9 @@ class TypingSource(Protocol):
     @property
     def current_position(self) -> int: ...
 
-    def typing_for_rooms(self, room_ids: Sequence[RoomID], since: int) -> dict[RoomID, JsonDict]: ...
+    def typing_for_rooms(
+        self, room_ids: Sequence[RoomID], since: int
+    ) -> dict[RoomID, JsonDict]: ...
 
 
 class ReceiptSource(Protocol):
@@ -131,8 +138,12 @@ class SyncService:
     def _response(result: _Result, token: StreamToken) -> JsonDict:
         return {
             "next_batch": token.serialize(),
-            "rooms": {"join": result.join, "invite": result.invite, "leave": result.leave,
-                      "knock": {}},
+            "rooms": {
+                "join": result.join,
+                "invite": result.invite,
+                "leave": result.leave,
+                "knock": {},
+            },
             "account_data": {"events": result.account_data},
             "presence": {"events": []},
             "to_device": {"events": []},
@@ -182,16 +193,25 @@ class SyncService:
                 user_id, since_ad, now.account_data
             )
         touched = [
-            r for r in joined
-            if r in changed or r in typing or r in receipts or r in room_data
+            r
+            for r in joined
+            if r in changed
+            or r in typing
+            or r in receipts
+            or r in room_data
             or memberships[r][1] > since_events
         ]
         counts = await self._unread_counts(user_id, touched) if touched else {}
         for room_id in touched:
             newly_joined = since is None or memberships[room_id][1] > since_events
             section = await self._joined_room(
-                requester, room_id, since_events, now.events, sync_filter,
-                initial=newly_joined or full_state, has_events=room_id in changed,
+                requester,
+                room_id,
+                since_events,
+                now.events,
+                sync_filter,
+                initial=newly_joined or full_state,
+                has_events=room_id in changed,
             )
             ephemeral = [e for e in (typing.get(room_id), receipts.get(room_id)) if e]
             section["ephemeral"] = {"events": ephemeral}
@@ -284,8 +304,7 @@ class SyncService:
         if sync_filter.lazy_load_members:
             senders = {e.pdu.sender for e in timeline} | {requester.user_id}
             state_ids = {
-                k: v for k, v in state_ids.items()
-                if k[0] != "m.room.member" or k[1] in senders
+                k: v for k, v in state_ids.items() if k[0] != "m.room.member" or k[1] in senders
             }
         state_events = await self._state.get_events(state_ids.values())
         timeline_json = await self._room_events.serialize(
@@ -294,12 +313,11 @@ class SyncService:
         timeline_json = [e for e in timeline_json if sync_filter.room.timeline.matches(e)]
         state_json = await self._room_events.serialize(
             [state_events[i] for i in state_ids.values() if i in state_events],
-            requester, include_room_id=False,
+            requester,
+            include_room_id=False,
         )
         state_json = [e for e in state_json if sync_filter.room.state.matches(e)]
-        prev_batch = position_token(
-            timeline[0].stream_ordering - 1 if timeline else until
-        )
+        prev_batch = position_token(timeline[0].stream_ordering - 1 if timeline else until)
         return {
             "timeline": {"events": timeline_json, "limited": limited, "prev_batch": prev_batch},
             "state": {"events": state_json},
@@ -330,8 +348,12 @@ class SyncService:
         keys.append(("m.room.member", user_id))
         events = await self._state.get_state_events(snapshot.state, keys)
         stripped = [
-            {"type": e.type, "state_key": e.state_key, "content": dict(e.content),
-             "sender": e.sender}
+            {
+                "type": e.type,
+                "state_key": e.state_key,
+                "content": dict(e.content),
+                "sender": e.sender,
+            }
             for e in events.values()
         ]
         return {"invite_state": {"events": stripped}}
@@ -375,6 +397,12 @@ def max_token(a: StreamToken, b: StreamToken) -> StreamToken:
 
 
 def _values(token: StreamToken) -> tuple[int, ...]:
-    return (token.events, token.typing, token.receipts, token.account_data, token.to_device,
-            token.device_lists, token.presence)
-
+    return (
+        token.events,
+        token.typing,
+        token.receipts,
+        token.account_data,
+        token.to_device,
+        token.device_lists,
+        token.presence,
+    )

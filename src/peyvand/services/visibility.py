@@ -48,12 +48,12 @@ class VisibilityService:
         visible = []
         for event in events:
             visibility, membership = by_group[event.state_group]
-            if event.pdu.type == "m.room.member" and event.pdu.state_key == user_id:
-                visible.append(event)
-            elif visibility == "world_readable" or membership == "join":
-                visible.append(event)
-            elif visibility == "shared" and currently_joined:
-                visible.append(event)
-            elif visibility == "invited" and membership == "invite":
+            if (
+                (event.pdu.type == "m.room.member" and event.pdu.state_key == user_id)
+                or visibility == "world_readable"
+                or membership == "join"
+                or (visibility == "shared" and currently_joined)
+                or (visibility == "invited" and membership == "invite")
+            ):
                 visible.append(event)
         return visible

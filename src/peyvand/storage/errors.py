@@ -1,8 +1,8 @@
 """Storage errors: translated from driver errors at the storage boundary, never HTTP.
 
-    StorageError
-     ├── NotFoundError   a row that must exist does not
-     └── ConflictError   a unique constraint was violated
+StorageError
+ ├── NotFoundError   a row that must exist does not
+ └── ConflictError   a unique constraint was violated
 """
 
 

@@ -51,8 +51,11 @@ class EventStore:
             return None
         self._room_versions[room_id] = row["room_version"]
         return RoomRow(
-            RoomID(row["room_id"]), row["room_version"], row["creator"],
-            bool(row["is_public"]), row["created_ts"],
+            RoomID(row["room_id"]),
+            row["room_version"],
+            row["creator"],
+            bool(row["is_public"]),
+            row["created_ts"],
         )
 
     async def set_room_public(self, room_id: RoomID, is_public: bool) -> None:
@@ -69,7 +72,8 @@ class EventStore:
         for start in range(0, len(missing), _IN_LIST_CHUNK):
             chunk = missing[start : start + _IN_LIST_CHUNK]
             rows = await self._db.fetch(
-                f"SELECT room_id, room_version FROM rooms WHERE room_id IN ({placeholders(len(chunk))})",
+                "SELECT room_id, room_version FROM rooms"
+                f" WHERE room_id IN ({placeholders(len(chunk))})",
                 *chunk,
             )
             for row in rows:
@@ -87,7 +91,8 @@ class EventStore:
         for start in range(0, len(ids), _IN_LIST_CHUNK):
             chunk = ids[start : start + _IN_LIST_CHUNK]
             rows = await self._db.fetch(
-                f"SELECT {_EVENT_COLUMNS} FROM events WHERE event_id IN ({placeholders(len(chunk))})",
+                f"SELECT {_EVENT_COLUMNS} FROM events"
+                f" WHERE event_id IN ({placeholders(len(chunk))})",
                 *chunk,
             )
             for event in await self._events_from_rows(rows):
@@ -131,7 +136,9 @@ class EventStore:
             rows = await self._db.fetch(
                 "SELECT DISTINCT room_id FROM events WHERE stream_ordering > $1"
                 f" AND stream_ordering <= $2 AND room_id IN ({placeholders(len(chunk), 3)})",
-                since, until, *chunk,
+                since,
+                until,
+                *chunk,
             )
             found.update(RoomID(r[0]) for r in rows)
         return found
@@ -145,15 +152,18 @@ class EventStore:
         rows = await self._db.fetch(
             "SELECT event_id, txn_id FROM event_txns WHERE user_id = $1 AND device_id = $2"
             f" AND event_id IN ({placeholders(len(event_ids), 3)})",
-            user_id, device_id, *event_ids,
+            user_id,
+            device_id,
+            *event_ids,
         )
         return {EventID(r[0]): r[1] for r in rows}
 
     async def get_txn_event_id(self, user_id: str, device_id: str, txn_id: str) -> EventID | None:
         value = await self._db.fetchval(
-            "SELECT event_id FROM event_txns WHERE user_id = $1 AND device_id = $2"
-            " AND txn_id = $3",
-            user_id, device_id, txn_id,
+            "SELECT event_id FROM event_txns WHERE user_id = $1 AND device_id = $2 AND txn_id = $3",
+            user_id,
+            device_id,
+            txn_id,
         )
         return EventID(value) if value is not None else None
 
@@ -174,9 +184,7 @@ class EventStore:
         value = await self._db.fetchval("SELECT MAX(state_group) FROM state_groups")
         return int(value or 0)
 
-    async def get_relations(
-        self, event_id: EventID, rel_type: str | None
-    ) -> list[StoredEvent]:
+    async def get_relations(self, event_id: EventID, rel_type: str | None) -> list[StoredEvent]:
         if rel_type is None:
             rows = await self._db.fetch(
                 f"SELECT {_EVENT_COLUMNS} FROM events WHERE relates_to = $1"
@@ -187,7 +195,8 @@ class EventStore:
             rows = await self._db.fetch(
                 f"SELECT {_EVENT_COLUMNS} FROM events WHERE relates_to = $1 AND rel_type = $2"
                 " ORDER BY stream_ordering",
-                event_id, rel_type,
+                event_id,
+                rel_type,
             )
         return await self._events_from_rows(rows)
 
@@ -210,7 +219,9 @@ class EventStore:
             f"SELECT {_EVENT_COLUMNS} FROM events WHERE state_key = $1"
             " AND type = 'm.room.member' AND stream_ordering > $2 AND stream_ordering <= $3"
             " ORDER BY stream_ordering",
-            user_id, after, until,
+            user_id,
+            after,
+            until,
         )
         return await self._events_from_rows(rows)
 
@@ -295,8 +306,10 @@ class EventStore:
             await txn.executemany(
                 "INSERT INTO rooms (room_id, room_version, creator, is_public, created_ts)"
                 " VALUES ($1, $2, $3, $4, $5)",
-                [(r.room_id, r.room_version, r.creator, r.is_public, r.created_ts)
-                 for r in rooms_created],
+                [
+                    (r.room_id, r.room_version, r.creator, r.is_public, r.created_ts)
+                    for r in rooms_created
+                ],
             )
         await txn.executemany(
             "INSERT INTO events (stream_ordering, event_id, room_id, type, state_key, sender,"
@@ -304,9 +317,17 @@ class EventStore:
             " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
             [
                 (
-                    e.stream_ordering, e.pdu.event_id, e.pdu.room_id, e.pdu.type,
-                    e.pdu.state_key, e.pdu.sender, e.pdu.depth, e.pdu.origin_server_ts,
-                    e.state_group, e.relates_to, e.rel_type,
+                    e.stream_ordering,
+                    e.pdu.event_id,
+                    e.pdu.room_id,
+                    e.pdu.type,
+                    e.pdu.state_key,
+                    e.pdu.sender,
+                    e.pdu.depth,
+                    e.pdu.origin_server_ts,
+                    e.state_group,
+                    e.relates_to,
+                    e.rel_type,
                     orjson.dumps(dict(e.pdu.data)).decode(),
                 )
                 for e in batch
@@ -325,8 +346,13 @@ class EventStore:
                 "INSERT INTO state_groups (state_group, room_id, seq, prev_group, base_group)"
                 " VALUES ($1, $2, $3, $4, $5)",
                 [
-                    (g.row.state_group, g.row.room_id, g.row.seq, g.row.prev_group,
-                     g.row.base_group)
+                    (
+                        g.row.state_group,
+                        g.row.room_id,
+                        g.row.seq,
+                        g.row.prev_group,
+                        g.row.base_group,
+                    )
                     for g in groups
                 ],
             )
@@ -349,15 +375,21 @@ class EventStore:
                 " stream_ordering = excluded.stream_ordering",
                 [
                     (
-                        e.pdu.room_id, e.pdu.type, e.pdu.state_key, e.pdu.event_id,
+                        e.pdu.room_id,
+                        e.pdu.type,
+                        e.pdu.state_key,
+                        e.pdu.event_id,
                         e.pdu.membership if e.pdu.type == "m.room.member" else None,
                         e.stream_ordering,
                     )
                     for e in state_events
                 ],
             )
-        redactions = [(e.pdu.event_id, e.pdu.redacts) for e in batch
-                      if e.pdu.type == "m.room.redaction" and e.pdu.redacts]
+        redactions = [
+            (e.pdu.event_id, e.pdu.redacts)
+            for e in batch
+            if e.pdu.type == "m.room.redaction" and e.pdu.redacts
+        ]
         if redactions:
             await txn.executemany(
                 "UPDATE events SET redacted_by = $1 WHERE event_id = $2 AND redacted_by IS NULL",

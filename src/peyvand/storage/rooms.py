@@ -15,12 +15,14 @@ class RoomMemberStore:
             await self._db.execute(
                 "INSERT INTO forgotten_rooms (user_id, room_id) VALUES ($1, $2)"
                 " ON CONFLICT (user_id, room_id) DO NOTHING",
-                user_id, room_id,
+                user_id,
+                room_id,
             )
         else:
             await self._db.execute(
                 "DELETE FROM forgotten_rooms WHERE user_id = $1 AND room_id = $2",
-                user_id, room_id,
+                user_id,
+                room_id,
             )
 
     async def get_forgotten(self, user_id: UserID) -> set[RoomID]:
