@@ -6,7 +6,6 @@ The only module that names a concrete storage backend. Owns start-up and shut-do
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 
 from aiohttp import web
 
@@ -25,6 +24,8 @@ from peyvand.services.membership import MembershipService
 from peyvand.services.notifier import Notifier
 from peyvand.services.profile import ProfileService
 from peyvand.services.push import PushRulesService
+from peyvand.services.push_actions import PushActionsService
+from peyvand.services.push_rules_account_data import PushRulesAccountData
 from peyvand.services.receipts import ReceiptService
 from peyvand.services.registration import RegistrationService
 from peyvand.services.room_events import RoomEventsService
@@ -41,11 +42,11 @@ from peyvand.storage.directory import DirectoryStore
 from peyvand.storage.events import EventStore
 from peyvand.storage.migrations import run_migrations
 from peyvand.storage.postgres import PostgresDatabase
+from peyvand.storage.push_actions import PushActionStore
 from peyvand.storage.push_rules import PushRuleStore
 from peyvand.storage.receipts import ReceiptStore
 from peyvand.storage.rooms import RoomMemberStore
 from peyvand.storage.sqlite import SqliteDatabase
-from peyvand.types import JsonDict, RoomID, UserID
 
 logger = logging.getLogger(__name__)
 
@@ -88,8 +89,10 @@ async def create_app(config: Config) -> web.Application:
     rooms = RoomsService(server_name, events, event_store, profile.profile_of)
     rooms.use_directory(directory.resolve_alias, directory.create_alias_for_new_room)
 
-    async def unread_counts(user_id: UserID, room_ids: Sequence[RoomID]) -> dict[RoomID, JsonDict]:
-        return {}
+    push_rules = PushRulesService(PushRuleStore(db))
+    push_actions = PushActionsService(server_name, PushActionStore(db), state, push_rules, receipts)
+    dispatcher.add_hook(push_actions.on_persisted)
+    sync_account_data = PushRulesAccountData(account_data, push_rules)
 
     services = Services(
         config=config,
@@ -101,13 +104,21 @@ async def create_app(config: Config) -> web.Application:
         membership=MembershipService(events, state, member_store, profile.profile_of),
         room_events=room_events,
         sync=SyncService(
-            event_store, member_store, state, visibility, room_events, notifier,
-            typing, receipts, account_data, unread_counts,
+            event_store,
+            member_store,
+            state,
+            visibility,
+            room_events,
+            notifier,
+            typing,
+            receipts,
+            sync_account_data,
+            push_actions.unread_counts,
         ),
         typing=typing,
         receipts=receipts,
         account_data=account_data,
-        push_rules=PushRulesService(PushRuleStore(db)),
+        push_rules=push_rules,
         profile=profile,
         directory=directory,
         user_directory=UserDirectoryService(server_name, directory_store),
@@ -121,9 +132,13 @@ async def create_app(config: Config) -> web.Application:
         await typing.start()
         await account_data.start()
         await receipts.start()
+        push_actions.start()
+        sync_account_data.start()
 
     async def stop(_: web.Application) -> None:
         await writer.stop()
+        await push_actions.stop()
+        await sync_account_data.stop()
         await typing.stop()
         await db.close()
 

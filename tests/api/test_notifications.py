@@ -1,0 +1,155 @@
+"""Unread notification counts and ``m.push_rules`` account data over HTTP against a real
+Peyvand, as seen through /sync (Client-Server API, "Push Notifications": "Receiving
+notifications", "Marking notifications as read", "Push Rules: Events")."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+from harness.client import Account, MatrixClient
+
+_txn = itertools.count(1)
+
+MASTER_ENABLED = "pushrules/global/override/.m.rule.master/enabled"
+
+
+async def shared_room(client: MatrixClient) -> tuple[Account, Account, str]:
+    """alice's public room, which bob has joined."""
+    alice, bob = await client.register(), await client.register()
+    created = await client.request(
+        "POST", "createRoom", json={"preset": "public_chat"}, token=alice
+    )
+    room_id: str = created.ok()["room_id"]
+    (await client.request("POST", f"join/{room_id}", json={}, token=bob)).ok()
+    return alice, bob, room_id
+
+
+async def send(
+    client: MatrixClient, account: Account, room_id: str, body: str, **extra: Any
+) -> str:
+    response = await client.request(
+        "PUT",
+        f"rooms/{room_id}/send/m.room.message/t{next(_txn)}",
+        json={"msgtype": "m.text", "body": body, **extra},
+        token=account,
+    )
+    event_id: str = response.ok()["event_id"]
+    return event_id
+
+
+async def sync(
+    client: MatrixClient, account: Account, since: str | None = None, timeout_ms: int = 0
+) -> dict[str, Any]:
+    params = {"timeout": str(timeout_ms)}
+    if since is not None:
+        params["since"] = since
+    body: dict[str, Any] = (await client.request("GET", "sync", token=account, params=params)).ok()
+    return body
+
+
+def unread(response: dict[str, Any], room_id: str) -> dict[str, int]:
+    counts: dict[str, int] = response["rooms"]["join"][room_id]["unread_notifications"]
+    return counts
+
+
+def global_account_data(response: dict[str, Any], event_type: str) -> dict[str, Any] | None:
+    for event in response["account_data"]["events"]:
+        if event["type"] == event_type:
+            content: dict[str, Any] = event["content"]
+            return content
+    return None
+
+
+async def test_counts_grow_highlight_and_clear_on_read_receipt(client: MatrixClient) -> None:
+    alice, bob, room_id = await shared_room(client)
+    response = await sync(client, bob)
+    assert unread(response, room_id) == {"notification_count": 0, "highlight_count": 0}
+    token = response["next_batch"]
+
+    await send(client, alice, room_id, "one")
+    response = await sync(client, bob, token)
+    assert unread(response, room_id) == {"notification_count": 1, "highlight_count": 0}
+    await send(client, alice, room_id, "two")
+    response = await sync(client, bob, response["next_batch"])
+    assert unread(response, room_id) == {"notification_count": 2, "highlight_count": 0}
+
+    mention = await send(
+        client, alice, room_id, "bob, look", **{"m.mentions": {"user_ids": [bob.user_id]}}
+    )
+    response = await sync(client, bob, response["next_batch"])
+    assert unread(response, room_id) == {"notification_count": 3, "highlight_count": 1}
+    # The sender is never notified of their own events.
+    assert unread(await sync(client, alice), room_id)["notification_count"] == 0
+    # An initial sync shows the same counts.
+    assert unread(await sync(client, bob), room_id) == {
+        "notification_count": 3,
+        "highlight_count": 1,
+    }
+
+    receipt = f"rooms/{room_id}/receipt/m.read/{mention}"
+    (await client.request("POST", receipt, json={}, token=bob)).ok()
+    response = await sync(client, bob, response["next_batch"])
+    assert unread(response, room_id) == {"notification_count": 0, "highlight_count": 0}
+
+    await send(client, alice, room_id, "after the receipt")
+    response = await sync(client, bob, response["next_batch"])
+    assert unread(response, room_id) == {"notification_count": 1, "highlight_count": 0}
+
+
+async def test_private_read_receipt_clears_counts(client: MatrixClient) -> None:
+    alice, bob, room_id = await shared_room(client)
+    await send(client, alice, room_id, "one")
+    last = await send(client, alice, room_id, "two")
+    assert unread(await sync(client, bob), room_id)["notification_count"] == 2
+    receipt = f"rooms/{room_id}/receipt/m.read.private/{last}"
+    (await client.request("POST", receipt, json={}, token=bob)).ok()
+    assert unread(await sync(client, bob), room_id)["notification_count"] == 0
+
+
+async def test_sending_a_message_reads_up_to_it(client: MatrixClient) -> None:
+    alice, bob, room_id = await shared_room(client)
+    await send(client, alice, room_id, "one")
+    await send(client, alice, room_id, "two")
+    assert unread(await sync(client, bob), room_id)["notification_count"] == 2
+    await send(client, bob, room_id, "answer")
+    assert unread(await sync(client, bob), room_id)["notification_count"] == 0
+
+
+async def test_enabled_master_rule_stops_counting(client: MatrixClient) -> None:
+    alice, bob, room_id = await shared_room(client)
+    await send(client, alice, room_id, "counted")
+    (await client.request("PUT", MASTER_ENABLED, json={"enabled": True}, token=bob)).ok()
+    await send(client, alice, room_id, "not counted")
+    await send(client, alice, room_id, "nor this", **{"m.mentions": {"user_ids": [bob.user_id]}})
+    assert unread(await sync(client, bob), room_id) == {
+        "notification_count": 1,
+        "highlight_count": 0,
+    }
+    (await client.request("PUT", MASTER_ENABLED, json={"enabled": False}, token=bob)).ok()
+    await send(client, alice, room_id, "counted again")
+    assert unread(await sync(client, bob), room_id)["notification_count"] == 2
+
+
+async def test_push_rules_in_initial_sync_and_after_a_change(client: MatrixClient) -> None:
+    alice = await client.register()
+    response = await sync(client, alice)
+    rules = global_account_data(response, "m.push_rules")
+    assert rules is not None
+    assert rules == (await client.request("GET", "pushrules/", token=alice)).ok()
+    assert rules["global"]["override"][0]["rule_id"] == ".m.rule.master"
+    assert rules["global"]["override"][0]["enabled"] is False
+
+    (await client.request("PUT", MASTER_ENABLED, json={"enabled": True}, token=alice)).ok()
+    # The change wakes a waiting sync and arrives in it.
+    response = await sync(client, alice, response["next_batch"], timeout_ms=10_000)
+    rules = global_account_data(response, "m.push_rules")
+    assert rules is not None
+    assert rules["global"]["override"][0]["enabled"] is True
+    # Nothing new after it.
+    quiet = await sync(client, alice, response["next_batch"])
+    assert global_account_data(quiet, "m.push_rules") is None
+    # A later initial sync shows the current rules too.
+    rules = global_account_data(await sync(client, alice), "m.push_rules")
+    assert rules is not None
+    assert rules["global"]["override"][0]["enabled"] is True
