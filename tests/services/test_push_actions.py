@@ -1,0 +1,273 @@
+"""PushActionsService over a real SQLite store and a fake room state (Client-Server API,
+"Push Notifications": "Receiving notifications", "Marking notifications as read")."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+
+from peyvand.events.pdu import Pdu, StateKey
+from peyvand.events.room_versions import KNOWN_ROOM_VERSIONS
+from peyvand.services.push_actions import PushActionsService
+from peyvand.services.push_rules import PushRule, Ruleset, build_ruleset
+from peyvand.services.room_state import RoomSnapshot
+from peyvand.storage.migrations import run_migrations
+from peyvand.storage.models import EventToPersist, StateGroupRow
+from peyvand.storage.push_actions import PushActionStore, ReadUpTo
+from peyvand.storage.sqlite import SqliteDatabase
+from peyvand.types import EventID, JsonDict, RoomID, UserID
+
+ROOM = RoomID("!room:localhost")
+ALICE = UserID("@alice:localhost")
+BOB = UserID("@bob:localhost")
+CAROL = UserID("@carol:localhost")
+REMOTE = UserID("@dave:elsewhere")
+VERSION = KNOWN_ROOM_VERSIONS["11"]
+
+
+def pdu(event_id: str, event_type: str, sender: str, content: JsonDict, **extra: Any) -> Pdu:
+    data = {"type": event_type, "room_id": ROOM, "sender": sender, "content": content, **extra}
+    return Pdu(data, EventID(event_id), VERSION)
+
+
+@dataclass
+class FakeState:
+    """One room whose state can change; events by state key."""
+
+    snapshot: RoomSnapshot
+    events: dict[EventID, Pdu] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, members: Iterable[UserID], power: Mapping[str, int]) -> FakeState:
+        snapshot = RoomSnapshot(
+            room_id=ROOM,
+            room_version=VERSION,
+            state={},
+            memberships={},
+            extremities=[],
+            depth=1,
+            state_group=StateGroupRow(1, ROOM, 1, None, None),
+        )
+        state = cls(snapshot)
+        state.set_state(pdu("$create", "m.room.create", ALICE, {}, state_key=""))
+        state.set_state(
+            pdu("$power", "m.room.power_levels", ALICE, {"users": dict(power)}, state_key="")
+        )
+        for user_id in members:
+            state.join(user_id)
+        return state
+
+    def set_state(self, event: Pdu) -> None:
+        assert event.state_key is not None
+        self.snapshot.state[(event.type, event.state_key)] = event.event_id
+        self.events[event.event_id] = event
+        if event.type == "m.room.member":
+            self.snapshot.memberships[UserID(event.state_key)] = str(event.content["membership"])
+        group = self.snapshot.state_group.state_group + 1
+        self.snapshot.state_group = StateGroupRow(group, ROOM, group, None, None)
+
+    def join(self, user_id: UserID, displayname: str | None = None) -> None:
+        content: JsonDict = {"membership": "join"}
+        if displayname is not None:
+            content["displayname"] = displayname
+        event_id = f"$join-{user_id}-{len(self.events)}"
+        self.set_state(pdu(event_id, "m.room.member", user_id, content, state_key=user_id))
+
+    async def get_room(self, room_id: RoomID) -> RoomSnapshot | None:
+        return self.snapshot if room_id == ROOM else None
+
+    async def get_state_events(
+        self, state: Mapping[StateKey, EventID], keys: Iterable[StateKey]
+    ) -> dict[StateKey, Pdu]:
+        return {k: self.events[state[k]] for k in keys if k in state}
+
+
+@dataclass
+class FakeRulesets:
+    user_rules: dict[str, list[PushRule]] = field(default_factory=dict)
+    asked: list[str] = field(default_factory=list)
+
+    async def get_ruleset(self, user_id: str) -> Ruleset:
+        self.asked.append(user_id)
+        return build_ruleset(user_id, self.user_rules.get(user_id, []))
+
+
+@dataclass
+class FakeReceipts:
+    positions: dict[tuple[UserID, RoomID], int] = field(default_factory=dict)
+
+    async def read_positions(
+        self, user_id: UserID, room_ids: Sequence[RoomID]
+    ) -> dict[RoomID, int]:
+        return {r: self.positions[(user_id, r)] for r in room_ids if (user_id, r) in self.positions}
+
+
+class RecordingStore(PushActionStore):
+    def __init__(self, db: SqliteDatabase) -> None:
+        super().__init__(db)
+        self.deleted: list[list[ReadUpTo]] = []
+
+    async def delete_read(self, read: Sequence[ReadUpTo]) -> None:
+        await super().delete_read(read)
+        self.deleted.append(list(read))
+
+
+@dataclass
+class World:
+    db: SqliteDatabase
+    state: FakeState
+    rulesets: FakeRulesets
+    receipts: FakeReceipts
+    store: RecordingStore
+    service: PushActionsService
+    next_ordering: int = 100
+
+    async def persist(self, event: Pdu, *, thread_root: str | None = None) -> int:
+        self.next_ordering += 1
+        await self.service.on_persisted(
+            [
+                EventToPersist(
+                    pdu=event,
+                    stream_ordering=self.next_ordering,
+                    state_group=self.state.snapshot.state_group.state_group,
+                    new_state_group=None,
+                    txn=None,
+                    relates_to=None if thread_root is None else EventID(thread_root),
+                    rel_type=None if thread_root is None else "m.thread",
+                    new_extremities=(),
+                )
+            ]
+        )
+        return self.next_ordering
+
+    async def message(self, sender: UserID, body: str, **content: Any) -> int:
+        content = {"msgtype": "m.text", "body": body, **content}
+        return await self.persist(
+            pdu(f"$m{self.next_ordering + 1}", "m.room.message", sender, content)
+        )
+
+    async def rows(self) -> list[tuple[str, int, int, str]]:
+        rows = await self.db.fetch(
+            "SELECT user_id, stream_ordering, highlight, thread_id FROM event_push_actions"
+            " ORDER BY stream_ordering, user_id"
+        )
+        return [(r["user_id"], r["stream_ordering"], r["highlight"], r["thread_id"]) for r in rows]
+
+
+@pytest.fixture
+async def world(tmp_path: Path) -> AsyncIterator[World]:
+    db = await SqliteDatabase.open(str(tmp_path / "push_actions.db"))
+    await run_migrations(db)
+    state = FakeState.build([ALICE, BOB, CAROL, REMOTE], {ALICE: 100})
+    rulesets, receipts, store = FakeRulesets(), FakeReceipts(), RecordingStore(db)
+    service = PushActionsService("localhost", store, cast(Any, state), rulesets, receipts)
+    service.start()
+    try:
+        yield World(db, state, rulesets, receipts, store, service)
+    finally:
+        await service.stop()
+        await db.close()
+
+
+async def test_each_local_member_but_the_sender_is_evaluated(world: World) -> None:
+    at = await world.message(ALICE, "hello")
+    assert sorted(world.rulesets.asked) == [BOB, CAROL]
+    assert await world.rows() == [(BOB, at, 0, "main"), (CAROL, at, 0, "main")]
+
+
+async def test_mentions_highlight_and_threads_are_recorded(world: World) -> None:
+    at = await world.message(CAROL, "bob?", **{"m.mentions": {"user_ids": [BOB]}})
+    in_thread = await world.persist(
+        pdu("$reply", "m.room.message", CAROL, {"msgtype": "m.text", "body": "in a thread"}),
+        thread_root="$root",
+    )
+    assert await world.rows() == [
+        (ALICE, at, 0, "main"),
+        (BOB, at, 1, "main"),
+        (ALICE, in_thread, 0, "$root"),
+        (BOB, in_thread, 0, "$root"),
+    ]
+
+
+async def test_room_mentions_highlight_only_from_senders_with_the_power(world: World) -> None:
+    room_mention = {"m.mentions": {"room": True}}
+    by_alice = await world.message(ALICE, "everyone!", **room_mention)
+    by_carol = await world.message(CAROL, "everyone!", **room_mention)
+    rows = [(user, at, highlight) for user, at, highlight, _ in await world.rows()]
+    assert (BOB, by_alice, 1) in rows
+    assert (BOB, by_carol, 0) in rows
+
+
+async def test_display_names_follow_state_changes(world: World) -> None:
+    condition: JsonDict = {"kind": "contains_display_name"}
+    world.rulesets.user_rules[BOB] = [
+        PushRule(
+            "override", "name", ("notify", {"set_tweak": "highlight"}), (condition,), None, True
+        )
+    ]
+    world.state.join(BOB, "Bobby")
+    named = await world.message(ALICE, "hi Bobby")
+    world.state.join(BOB, "Robert")
+    renamed = await world.message(ALICE, "hi Bobby")
+    rows = {(user, at): highlight for user, at, highlight, _ in await world.rows()}
+    assert rows[(BOB, named)] == 1
+    assert rows[(BOB, renamed)] == 0
+
+
+async def test_own_events_and_leaving_read_everything_before_them(world: World) -> None:
+    await world.message(ALICE, "one")
+    await world.message(ALICE, "two")
+    await world.message(BOB, "answer")
+    assert {user for user, *_ in await world.rows()} == {ALICE, CAROL}
+    kick = pdu("$kick", "m.room.member", BOB, {"membership": "leave"}, state_key=CAROL)
+    world.state.set_state(kick)
+    await world.persist(kick)
+    assert {user for user, *_ in await world.rows()} == {ALICE}
+
+
+async def test_a_failing_store_is_logged_not_raised(
+    world: World, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(*_: object) -> None:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(world.store, "write", broken)
+    with caplog.at_level(logging.ERROR):
+        await world.message(ALICE, "lost")
+    assert "storing push actions for 1 events failed" in caplog.text
+
+
+async def test_counts_follow_receipts_and_read_rows_are_cleaned_up_once(world: World) -> None:
+    first = await world.message(ALICE, "one")
+    second = await world.message(ALICE, "two", **{"m.mentions": {"user_ids": [BOB]}})
+    await world.message(ALICE, "three")
+    assert await world.service.unread_counts(BOB, [ROOM]) == {
+        ROOM: {"notification_count": 3, "highlight_count": 1}
+    }
+    assert world.store.deleted == []
+
+    world.receipts.positions[(BOB, ROOM)] = second
+    assert await world.service.unread_counts(BOB, [ROOM]) == {
+        ROOM: {"notification_count": 1, "highlight_count": 0}
+    }
+    for _ in range(100):
+        if world.store.deleted:
+            break
+        await asyncio.sleep(0.01)
+    assert world.store.deleted == [[ReadUpTo(BOB, ROOM, second)]]
+    bob_rows = [at for user, at, *_ in await world.rows() if user == BOB]
+    assert first not in bob_rows
+    assert second not in bob_rows
+    # An unchanged read position costs no further write.
+    await world.service.unread_counts(BOB, [ROOM])
+    await asyncio.sleep(0.05)
+    assert len(world.store.deleted) == 1
+    assert await world.service.unread_counts(CAROL, [ROOM, RoomID("!none:localhost")]) == {
+        ROOM: {"notification_count": 3, "highlight_count": 0}
+    }
