@@ -114,8 +114,12 @@ class RoomEventsService:
         return membership
 
     async def get_event(self, requester: Requester, room_id: RoomID, event_id: EventID) -> JsonDict:
-        """GET /rooms/{roomId}/event/{eventId}; 404 when unknown or not visible."""
-        await self._require_ever_member(room_id, requester.user_id)
+        """GET /rooms/{roomId}/event/{eventId}; 404 when unknown or not visible (the spec
+        answers a requester who may not read the room with 404 too, never 403)."""
+        try:
+            await self._require_ever_member(room_id, requester.user_id)
+        except MatrixError as exc:
+            raise MatrixError(Errcode.NOT_FOUND, "Event not found") from exc
         event = await self._state.get_event(event_id)
         if event is None or event.pdu.room_id != room_id:
             raise MatrixError(Errcode.NOT_FOUND, "Event not found")
