@@ -79,6 +79,7 @@ async def test_alias_validation(client: MatrixClient) -> None:
     assert_error(unknown_room, 404, "M_NOT_FOUND")
     remote = await client.request("GET", alias_path("#somewhere:elsewhere.example"))
     assert_error(remote, 404, "M_NOT_FOUND")
+    assert_error(await client.request("GET", alias_path("no-sigil")), 400, "M_INVALID_PARAM")
 
 
 async def test_alias_needs_membership_and_delete_needs_power(client: MatrixClient) -> None:

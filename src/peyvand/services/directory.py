@@ -195,6 +195,10 @@ class DirectoryService:
 
     async def get_alias(self, alias: str) -> JsonDict:
         """The room an alias points to and servers to join it through; 404 if unknown."""
+        try:
+            split_id(alias, "#")
+        except ValueError:
+            raise MatrixError(Errcode.INVALID_PARAM, "Room alias invalid") from None
         room_id = await self.resolve_alias(alias)
         snapshot = None if room_id is None else await self._state.get_room(room_id)
         if room_id is None or snapshot is None:

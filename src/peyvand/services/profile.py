@@ -111,7 +111,8 @@ class ProfileService:
     async def _propagate(self, user_id: UserID, profile: JsonDict) -> None:
         """Send a new join event with ``profile`` to each room ``user_id`` is joined to."""
         memberships = await self._event_store.get_memberships_for_user(user_id)
-        pending = iter(sorted(r for r, (m, _) in memberships.items() if m == "join"))
+        joined = sorted(r for r, (m, _) in memberships.items() if m == "join")
+        pending = iter(joined)
         content: JsonDict = {"membership": "join", **profile}
 
         async def worker() -> None:
@@ -119,7 +120,7 @@ class ProfileService:
                 await self._update_room(room_id, user_id, content)
 
         async with asyncio.TaskGroup() as group:
-            for _ in range(min(_PROPAGATION_CONCURRENCY, len(memberships))):
+            for _ in range(min(_PROPAGATION_CONCURRENCY, len(joined))):
                 group.create_task(worker())
 
     async def _update_room(self, room_id: RoomID, user_id: UserID, content: JsonDict) -> None:
