@@ -32,6 +32,26 @@ CREATE_KEY: StateKey = ("m.room.create", "")
 TxnKey = tuple[str, str, str]
 
 
+def scoped_txn_id(room_id: str, event_type: str, txn_id: str, redacts: str | None = None) -> str:
+    """The stored key of a client's transaction ID (the third part of a ``TxnKey``).
+
+    Client-Server API "Transaction identifiers": a retransmission has the same txnId *and
+    the same request path*, so the room and the event type (or, for /redact, the redacted
+    event) are part of the key; ``unsigned.transaction_id`` gives back only ``txn_id``.
+    """
+    path = f"redact/{redacts}" if redacts is not None else f"send/{event_type}"
+    return f"{room_id}/{path}/{txn_id}"
+
+
+def client_txn_id(stored: str, room_id: str, event_type: str, redacts: str | None) -> str:
+    """The client's own txnId from a key made by ``scoped_txn_id`` for this event."""
+    for candidate in (redacts, None):
+        prefix = scoped_txn_id(room_id, event_type, "", candidate)
+        if stored.startswith(prefix):
+            return stored[len(prefix) :]
+    return stored
+
+
 @dataclass(frozen=True, slots=True)
 class EventSpec:
     """An event a client or service asks to send."""

@@ -11,6 +11,7 @@ from peyvand.errors import Errcode, MatrixError
 from peyvand.events.pdu import StateKey
 from peyvand.events.redaction import redact_pdu
 from peyvand.events.serialize import client_event
+from peyvand.services.event_creation import client_txn_id
 from peyvand.services.filtering import EventFilter
 from peyvand.services.requester import Requester
 from peyvand.services.room_state import StateService
@@ -85,7 +86,9 @@ class RoomEventsService:
             pdu = event.pdu
             unsigned: JsonDict = {"age": max(0, now - pdu.origin_server_ts)}
             if pdu.event_id in txn_ids:
-                unsigned["transaction_id"] = txn_ids[pdu.event_id]
+                unsigned["transaction_id"] = client_txn_id(
+                    txn_ids[pdu.event_id], pdu.room_id, pdu.type, pdu.redacts
+                )
             if event.redacted_by is not None and event.redacted_by in redactions:
                 pdu = redact_pdu(pdu)
                 because = redactions[event.redacted_by].pdu

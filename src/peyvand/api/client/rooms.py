@@ -11,7 +11,7 @@ from peyvand.api.routing import CLIENT_V3, RouteTable
 from peyvand.api.validation import Body, query_int
 from peyvand.errors import Errcode, MatrixError
 from peyvand.events.auth import get_named_level, get_user_power_level
-from peyvand.services.event_creation import EventSpec
+from peyvand.services.event_creation import EventSpec, scoped_txn_id
 from peyvand.services.filtering import parse_event_filter_param
 from peyvand.services.rooms import PRESETS, CreateRoomRequest
 from peyvand.types import EventID, RoomID, UserID
@@ -146,11 +146,12 @@ async def send_message(ctx: RequestContext) -> web.Response:
     room_id = _room_id(ctx)
     content = await _content(ctx)
     user = ctx.user
+    event_type = ctx.path["eventType"]
     event = await ctx.services.events.send(
         room_id,
         user.user_id,
-        EventSpec(ctx.path["eventType"], content),
-        txn=(user.user_id, user.device_id, ctx.path["txnId"]),
+        EventSpec(event_type, content),
+        txn=(user.user_id, user.device_id, scoped_txn_id(room_id, event_type, ctx.path["txnId"])),
     )
     return json_response({"event_id": event.pdu.event_id})
 
@@ -210,7 +211,11 @@ async def redact(ctx: RequestContext) -> web.Response:
         room_id,
         user.user_id,
         EventSpec("m.room.redaction", content, redacts=target_id),
-        txn=(user.user_id, user.device_id, "redact/" + ctx.path["txnId"]),
+        txn=(
+            user.user_id,
+            user.device_id,
+            scoped_txn_id(room_id, "m.room.redaction", ctx.path["txnId"], target_id),
+        ),
     )
     return json_response({"event_id": event.pdu.event_id})
 
