@@ -180,6 +180,13 @@ async def put_state_empty_key(ctx: RequestContext) -> web.Response:
     return await _put_state(ctx, "")
 
 
+@routes.put(f"{CLIENT_V3}/rooms/{{roomId}}/state/{{eventType}}/", rate_limited=True)
+async def put_state_empty_key_slash(ctx: RequestContext) -> web.Response:
+    """PUT /_matrix/client/v3/rooms/{roomId}/state/{eventType}/ (the empty state key as an
+    empty last segment, as matrix-js-sdk and others send it)"""
+    return await _put_state(ctx, "")
+
+
 @routes.put(f"{CLIENT_V3}/rooms/{{roomId}}/redact/{{eventId}}/{{txnId}}", rate_limited=True)
 async def redact(ctx: RequestContext) -> web.Response:
     """PUT /_matrix/client/v3/rooms/{roomId}/redact/{eventId}/{txnId}
@@ -253,6 +260,12 @@ async def get_state_event(ctx: RequestContext) -> web.Response:
 @routes.get(f"{CLIENT_V3}/rooms/{{roomId}}/state/{{eventType}}")
 async def get_state_event_empty_key(ctx: RequestContext) -> web.Response:
     """GET /_matrix/client/v3/rooms/{roomId}/state/{eventType}"""
+    return await _get_state_event(ctx, "")
+
+
+@routes.get(f"{CLIENT_V3}/rooms/{{roomId}}/state/{{eventType}}/")
+async def get_state_event_empty_key_slash(ctx: RequestContext) -> web.Response:
+    """GET /_matrix/client/v3/rooms/{roomId}/state/{eventType}/ (empty state key)"""
     return await _get_state_event(ctx, "")
 
 
