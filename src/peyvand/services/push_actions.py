@@ -6,7 +6,8 @@ new event against the push rules of each local joined member other than its send
 stores a row per notifying (user, event), in one statement per batch. It runs before
 sync waiters wake, so the sync an event wakes already counts it. The rows are written
 after the events' own commit, not in it: a crash between the two loses those events'
-notifications (never the events).
+notifications (never the events). Only joined members are evaluated: counts exist for
+joined rooms only, so an invite's ``.m.rule.invite_for_me`` stores nothing.
 
 ``unread_counts`` counts a user's rows after their read receipt in each room. Rows at or
 before it are deleted later, in bounded batches, by a background task; a local user's own
@@ -112,13 +113,14 @@ class PushActionsService:
         self, batch: Sequence[EventToPersist]
     ) -> tuple[list[PushActionRow], list[ReadUpTo]]:
         added: list[PushActionRow] = []
-        read: list[ReadUpTo] = []
+        # (user, room) -> read up to; one entry per pair however many events it sent.
+        read: dict[tuple[UserID, RoomID], int] = {}
         for persisted in batch:
             pdu = persisted.pdu
             room_id, position = pdu.room_id, persisted.stream_ordering
             # "Marking notifications as read": sending an event reads up to it.
             if self._is_local(pdu.sender):
-                read.append(ReadUpTo(pdu.sender, room_id, position))
+                read[(pdu.sender, room_id)] = position
             # Notifications of a room the user left are dropped, not kept for a rejoin.
             if (
                 pdu.type == "m.room.member"
@@ -127,7 +129,7 @@ class PushActionsService:
                 and pdu.state_key != pdu.sender
                 and self._is_local(pdu.state_key)
             ):
-                read.append(ReadUpTo(UserID(pdu.state_key), room_id, position))
+                read[(UserID(pdu.state_key), room_id)] = position
             snapshot = await self._state.get_room(room_id)
             if snapshot is None:
                 continue
@@ -162,7 +164,7 @@ class PushActionsService:
                             user_id, room_id, position, pdu.event_id, actions.highlight, thread_id
                         )
                     )
-        return added, read
+        return added, [ReadUpTo(u, r, p) for (u, r), p in read.items()]
 
     async def _context(self, snapshot: RoomSnapshot) -> _RoomContext:
         """The room's evaluation context, cached until its state changes."""
