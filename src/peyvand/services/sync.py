@@ -210,7 +210,8 @@ class SyncService:
                 since_events,
                 now.events,
                 sync_filter,
-                initial=newly_joined or full_state,
+                initial=newly_joined,
+                full_state=full_state,
                 has_events=room_id in changed,
             )
             ephemeral = [e for e in (typing.get(room_id), receipts.get(room_id)) if e]
@@ -279,8 +280,12 @@ class SyncService:
         sync_filter: Filter,
         *,
         initial: bool,
+        full_state: bool = False,
         has_events: bool,
     ) -> JsonDict:
+        """One room of the join section. ``initial``: the timeline starts from the room's
+        latest events (initial sync, newly joined); ``full_state``: all state at the
+        timeline's start, while the timeline stays limited by ``since`` (spec, /sync)."""
         snapshot = await self._state.get_room(room_id)
         assert snapshot is not None
         if initial or has_events:
@@ -290,7 +295,7 @@ class SyncService:
         else:
             timeline, limited = [], False
         state_ids: dict[StateKey, EventID] = {}
-        if initial:
+        if initial or full_state:
             if timeline:
                 group = await self._state_before(timeline[0])
                 state_ids = await self._state.state_ids_at_group(group) if group else {}
