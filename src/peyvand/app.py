@@ -91,7 +91,7 @@ async def create_app(config: Config) -> web.Application:
 
     push_rules = PushRulesService(PushRuleStore(db))
     push_actions = PushActionsService(server_name, PushActionStore(db), state, push_rules, receipts)
-    dispatcher.add_hook(push_actions.on_persisted)
+    writer.add_pre_commit(push_actions.prepare)
     sync_account_data = PushRulesAccountData(account_data, push_rules)
 
     services = Services(

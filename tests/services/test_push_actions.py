@@ -130,7 +130,7 @@ class World:
 
     async def persist(self, event: Pdu, *, thread_root: str | None = None) -> int:
         self.next_ordering += 1
-        await self.service.on_persisted(
+        write = await self.service.prepare(
             [
                 EventToPersist(
                     pdu=event,
@@ -144,6 +144,9 @@ class World:
                 )
             ]
         )
+        if write is not None:
+            async with self.db.transaction() as txn:
+                await write(txn)
         return self.next_ordering
 
     async def message(self, sender: UserID, body: str, **content: Any) -> int:
@@ -231,16 +234,17 @@ async def test_own_events_and_leaving_read_everything_before_them(world: World) 
     assert {user for user, *_ in await world.rows()} == {ALICE}
 
 
-async def test_a_failing_store_is_logged_not_raised(
+async def test_a_failing_evaluation_is_logged_not_raised(
     world: World, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def broken(*_: object) -> None:
-        raise RuntimeError("disk on fire")
+    async def broken(*_: object) -> Ruleset:
+        raise RuntimeError("rules unreadable")
 
-    monkeypatch.setattr(world.store, "write", broken)
+    monkeypatch.setattr(world.rulesets, "get_ruleset", broken)
     with caplog.at_level(logging.ERROR):
         await world.message(ALICE, "lost")
-    assert "storing push actions for 1 events failed" in caplog.text
+    assert "evaluating push actions for 1 events failed" in caplog.text
+    assert await world.rows() == []
 
 
 async def test_counts_follow_receipts_and_read_rows_are_cleaned_up_once(world: World) -> None:

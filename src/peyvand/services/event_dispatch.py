@@ -1,9 +1,9 @@
 """What happens after a group commit: wake exactly the local users who can see the new
-events (DESIGN.md, "Sync"), run post-commit hooks, or roll caches back on failure."""
+events (DESIGN.md, "Sync"), or roll caches back on failure."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 
 from peyvand.services.notifier import Notifier
 from peyvand.services.room_state import StateService
@@ -11,23 +11,14 @@ from peyvand.services.streams import Stream
 from peyvand.storage.models import EventToPersist
 from peyvand.types import UserID, server_name_of
 
-PersistHook = Callable[[Sequence[EventToPersist]], Awaitable[None]]
-
 
 class EventDispatcher:
     def __init__(self, server_name: str, state: StateService, notifier: Notifier) -> None:
         self._server_name = server_name
         self._state = state
         self._notifier = notifier
-        self._hooks: list[PersistHook] = []
-
-    def add_hook(self, hook: PersistHook) -> None:
-        """Run ``hook`` after each commit, before waiters wake (e.g. push actions)."""
-        self._hooks.append(hook)
 
     async def on_persisted(self, batch: Sequence[EventToPersist]) -> None:
-        for hook in self._hooks:
-            await hook(batch)
         users: set[UserID] = set()
         for persisted in batch:
             pdu = persisted.pdu

@@ -12,7 +12,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
-from peyvand.storage.database import Database
+from peyvand.storage.database import Connection, Database
 from peyvand.storage.events import EventStore
 from peyvand.storage.models import EventToPersist
 
@@ -20,6 +20,10 @@ logger = logging.getLogger(__name__)
 
 PersistedCallback = Callable[[Sequence[EventToPersist]], Awaitable[None]]
 FailedCallback = Callable[[Sequence[EventToPersist]], Awaitable[None]]
+# Writes that belong to a batch's own transaction (e.g. push actions).
+TxnWrite = Callable[[Connection], Awaitable[None]]
+# Runs before a batch's transaction and returns what to write in it (None: nothing).
+PreCommitHook = Callable[[Sequence[EventToPersist]], Awaitable[TxnWrite | None]]
 
 _MAX_BATCH = 1000
 
@@ -42,6 +46,11 @@ class EventWriter:
         self._idle = asyncio.Event()
         self._idle.set()
         self._task: asyncio.Task[None] | None = None
+        self._pre_commit: list[PreCommitHook] = []
+
+    def add_pre_commit(self, hook: PreCommitHook) -> None:
+        """Let ``hook`` add writes to every batch's transaction, atomic with the events."""
+        self._pre_commit.append(hook)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="event-writer")
@@ -83,8 +92,11 @@ class EventWriter:
     ) -> None:
         events = [e for e, _ in batch]
         try:
+            writes = [w for hook in self._pre_commit if (w := await hook(events)) is not None]
             async with self._db.transaction() as txn:
                 await self._store.persist_events(txn, events)
+                for write in writes:
+                    await write(txn)
         except Exception as exc:
             logger.exception("group commit of %d events failed", len(events))
             # Events queued later in the same rooms were built on top of these: fail them too.

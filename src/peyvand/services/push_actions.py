@@ -1,13 +1,13 @@
 """Unread notification counts (Client-Server API, "Push Notifications": "Receiving
 notifications", "Marking notifications as read"; /sync's ``unread_notifications``).
 
-After each group commit, ``on_persisted`` (an ``EventDispatcher`` hook) evaluates every
-new event against the push rules of each local joined member other than its sender and
-stores a row per notifying (user, event), in one statement per batch. It runs before
-sync waiters wake, so the sync an event wakes already counts it. The rows are written
-after the events' own commit, not in it: a crash between the two loses those events'
-notifications (never the events). Only joined members are evaluated: counts exist for
-joined rooms only, so an invite's ``.m.rule.invite_for_me`` stores nothing.
+Just before each group commit, ``prepare`` (an ``EventWriter`` pre-commit hook)
+evaluates every new event against the push rules of each local joined member other than
+its sender; the rows, one per notifying (user, event), are written in the events' own
+transaction, one statement per batch, so they are exactly as durable as the events and
+share their fsync. The sync an event wakes therefore already counts it. Only joined
+members are evaluated: counts exist for joined rooms only, so an invite's
+``.m.rule.invite_for_me`` stores nothing.
 
 ``unread_counts`` counts a user's rows after their read receipt in each room. Rows at or
 before it are deleted later, in bounded batches, by a background task; a local user's own
@@ -28,8 +28,10 @@ from peyvand.events.auth import get_user_power_level
 from peyvand.events.auth.power_levels import CREATE_KEY, POWER_LEVELS_KEY
 from peyvand.events.pdu import Pdu, StateKey
 from peyvand.events.serialize import client_event
+from peyvand.services.event_writer import TxnWrite
 from peyvand.services.push_rules import PushContext, Ruleset, evaluate, notification_levels
 from peyvand.services.room_state import RoomSnapshot, StateService
+from peyvand.storage.database import Connection
 from peyvand.storage.models import EventToPersist
 from peyvand.storage.push_actions import PushActionRow, PushActionStore, ReadUpTo
 from peyvand.types import JsonDict, RoomID, UserID, server_name_of
@@ -100,14 +102,22 @@ class PushActionsService:
 
     # -- write time -------------------------------------------------------------------
 
-    async def on_persisted(self, batch: Sequence[EventToPersist]) -> None:
-        """The ``EventDispatcher`` hook. Errors are logged, never raised: a failure here
-        must not keep the events' senders waiting or their syncs asleep."""
+    async def prepare(self, batch: Sequence[EventToPersist]) -> TxnWrite | None:
+        """The ``EventWriter`` pre-commit hook: evaluate ``batch`` and return the write
+        for its transaction. Evaluation errors are logged, never raised: they must not
+        fail the events themselves."""
         try:
             added, read = await self._evaluate_batch(batch)
-            await self._store.write(added, read)
         except Exception:
-            logger.exception("storing push actions for %d events failed", len(batch))
+            logger.exception("evaluating push actions for %d events failed", len(batch))
+            return None
+        if not added and not read:
+            return None
+
+        async def write(txn: Connection) -> None:
+            await self._store.write(txn, added, read)
+
+        return write
 
     async def _evaluate_batch(
         self, batch: Sequence[EventToPersist]

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from peyvand.storage.database import Database
+from peyvand.storage.database import Connection, Database
 from peyvand.types import EventID, RoomID, UserID
 
 # Rooms per counting statement: two parameters each, well under both backends' limits.
@@ -60,35 +60,36 @@ class PushActionStore:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def write(self, added: Sequence[PushActionRow], read: Sequence[ReadUpTo]) -> None:
-        """Add ``added`` then delete what ``read`` marks as read, in one transaction and
-        one statement each."""
-        if not added and not read:
-            return
-        async with self._db.transaction() as txn:
-            if added:
-                await txn.executemany(
-                    _INSERT,
-                    [
-                        (
-                            row.user_id,
-                            row.room_id,
-                            row.stream_ordering,
-                            row.event_id,
-                            int(row.highlight),
-                            row.thread_id,
-                        )
-                        for row in added
-                    ],
-                )
-            if read:
-                await txn.executemany(
-                    _DELETE_READ, [(r.user_id, r.room_id, r.stream_ordering) for r in read]
-                )
+    async def write(
+        self, txn: Connection, added: Sequence[PushActionRow], read: Sequence[ReadUpTo]
+    ) -> None:
+        """Add ``added`` then delete what ``read`` marks as read, inside ``txn`` (the events'
+        own group commit), one statement each."""
+        if added:
+            await txn.executemany(
+                _INSERT,
+                [
+                    (
+                        row.user_id,
+                        row.room_id,
+                        row.stream_ordering,
+                        row.event_id,
+                        int(row.highlight),
+                        row.thread_id,
+                    )
+                    for row in added
+                ],
+            )
+        if read:
+            await txn.executemany(
+                _DELETE_READ, [(r.user_id, r.room_id, r.stream_ordering) for r in read]
+            )
 
     async def delete_read(self, read: Sequence[ReadUpTo]) -> None:
         """Delete every row at or before each ``read`` position, in one transaction."""
-        await self.write((), read)
+        if read:
+            async with self._db.transaction() as txn:
+                await self.write(txn, (), read)
 
     async def get_unread_counts(
         self, user_id: UserID, read_positions: Mapping[RoomID, int]
