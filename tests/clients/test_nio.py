@@ -63,7 +63,8 @@ async def _shared_room(alice: nio.AsyncClient, bob: nio.AsyncClient) -> str:
     """A creates a room and invites B; B sees the invite in sync and joins; A sees B join."""
     _ok(await alice.sync(timeout=0), nio.SyncResponse)
     _ok(await bob.sync(timeout=0), nio.SyncResponse)
-    room_id = _ok(await alice.room_create(name="nio chat"), nio.RoomCreateResponse).room_id
+    created = _ok(await alice.room_create(name="nio chat"), nio.RoomCreateResponse)
+    room_id: str = created.room_id
     _ok(await alice.room_invite(room_id, bob.user_id), nio.RoomInviteResponse)
     await _sync_until(bob, lambda r: room_id in r.rooms.invite)
     assert room_id in bob.invited_rooms
