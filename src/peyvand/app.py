@@ -107,7 +107,6 @@ async def create_app(config: Config) -> web.Application:
             event_store,
             member_store,
             state,
-            visibility,
             room_events,
             notifier,
             typing,

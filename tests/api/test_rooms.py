@@ -399,9 +399,11 @@ async def test_messages_both_directions_with_tokens_and_filters(
             await client.request("GET", f"rooms/{room_id}/messages", token=bob, params=params)
         ).ok()
         seen.extend(e["event_id"] for e in page["chunk"])
-        assert len(page["chunk"]) <= 5
+        # The filter applies before the limit: every page but the last is full.
         if "end" not in page:
+            assert len(page["chunk"]) <= 5
             break
+        assert len(page["chunk"]) == 5
         params = {**params, "from": page["end"]}
     assert seen == sent[::-1]
 
@@ -443,15 +445,16 @@ async def test_messages_both_directions_with_tokens_and_filters(
     )
     assert all(e["sender"] != bob.user_id for e in not_bob.ok()["chunk"])
     assert all(e["type"] != "m.room.member" for e in not_bob.ok()["chunk"])
+    # The query's limit counts matching events only (the custom event is skipped).
     limited = await client.request(
         "GET",
         f"rooms/{room_id}/messages",
         token=alice,
-        params={"limit": "3", "filter": json.dumps({"types": ["m.room.message"], "limit": 2})},
+        params={"limit": "3", "filter": only_messages},
     )
-    assert len(limited.ok()["chunk"]) == 2
+    assert [e["event_id"] for e in limited.ok()["chunk"]] == sent[::-1][:3]
 
-    # "to" stops the page where the first backwards page of 5 (4 messages) ended.
+    # "to" stops the page where the first backwards page of 5 messages ended.
     middle = (
         await client.request(
             "GET", f"rooms/{room_id}/messages", token=alice,
@@ -464,7 +467,7 @@ async def test_messages_both_directions_with_tokens_and_filters(
         token=alice,
         params={"dir": "b", "limit": "50", "to": middle["end"], "filter": only_messages},
     )
-    assert [e["event_id"] for e in bounded.ok()["chunk"]] == sent[::-1][:4]
+    assert [e["event_id"] for e in bounded.ok()["chunk"]] == sent[::-1][:5]
 
 
 async def test_messages_history_visibility_for_a_late_joiner(
@@ -606,6 +609,41 @@ async def test_sync_limited_timeline_continues_with_messages(
         params={"dir": "b", "from": timeline["prev_batch"], "limit": "6"},
     )
     assert [e["event_id"] for e in page.ok()["chunk"]] == [*sent[-4::-1], topic_id]
+
+
+async def test_sync_timeline_filter_applies_before_the_limit(
+    client: MatrixClient, users: Users
+) -> None:
+    alice, bob = users.alice, users.bob
+    room_id = await create_room(client, alice, preset="public_chat")
+    await join(client, room_id, bob)
+    wanted = json.dumps({"room": {"timeline": {"limit": 3, "types": ["m.room.message"]}}})
+    since = (await sync(client, bob, filter=wanted))["next_batch"]
+    sent = []
+    for i in range(5):
+        sent.append(await send_text(client, room_id, alice, f"kept {i}"))
+        for _ in range(3):
+            (
+                await client.request(
+                    "PUT",
+                    f"rooms/{room_id}/send/org.example.noise/t{next(_txn)}",
+                    json={"i": i},
+                    token=alice,
+                )
+            ).ok()
+    timeline = (await sync(client, bob, since=since, filter=wanted))["rooms"]["join"][room_id][
+        "timeline"
+    ]
+    # Three messages although the newest raw events are all noise; more remain.
+    assert [e["event_id"] for e in timeline["events"]] == sent[-3:]
+    assert timeline["limited"] is True
+    # With room for all of them, nothing is left: the timeline is not limited.
+    roomy = json.dumps({"room": {"timeline": {"limit": 20, "types": ["m.room.message"]}}})
+    timeline = (await sync(client, bob, since=since, filter=roomy))["rooms"]["join"][room_id][
+        "timeline"
+    ]
+    assert [e["event_id"] for e in timeline["events"]] == sent
+    assert timeline["limited"] is False
 
 
 async def test_sync_full_state(client: MatrixClient, users: Users) -> None:

@@ -22,6 +22,8 @@ from peyvand.storage.models import StoredEvent
 from peyvand.types import EventID, JsonDict, RoomID, UserID
 
 MAX_PAGE = 1000
+# A scan reads at most this many batches looking for events that pass the filter.
+_MAX_SCAN_ROUNDS = 8
 
 
 def parse_position(token: str) -> int:
@@ -37,6 +39,15 @@ def parse_position(token: str) -> int:
 
 def position_token(position: int) -> str:
     return f"t{position}"
+
+
+@dataclass(frozen=True, slots=True)
+class Scan:
+    """Events found by ``RoomEventsService.scan``, in scan order."""
+
+    events: list[StoredEvent]
+    # Where a further scan in the same direction continues; None when nothing is left.
+    resume: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +158,53 @@ class RoomEventsService:
         self._state.cache_events(events)
         return events
 
+    async def scan(
+        self,
+        user_id: UserID,
+        room_id: RoomID,
+        *,
+        after: int | None,
+        before: int | None,
+        newest_first: bool,
+        limit: int,
+        event_filter: EventFilter | None,
+    ) -> Scan:
+        """Up to ``limit`` events of ``(after, before]`` that ``user_id`` may see and that
+        match ``event_filter``, from the newest (or oldest) end.
+
+        Visibility and the filter apply before the limit, so a filtered page is full
+        whenever enough matching events exist; ``resume`` tells whether more do.
+        """
+        joined = await self._membership(room_id, user_id) == "join"
+        found: list[StoredEvent] = []
+        low, high = after, before
+        for _ in range(_MAX_SCAN_ROUNDS):
+            wanted = limit - len(found)
+            size = min(max(2 * wanted, 50), MAX_PAGE) if event_filter else wanted + 1
+            raw = await self._page(
+                room_id, after=low, before=high, newest_first=newest_first, limit=size
+            )
+            visible = {
+                e.pdu.event_id
+                for e in await self._visibility.filter_events(user_id, raw, currently_joined=joined)
+            }
+            for event in raw:
+                if event.pdu.event_id not in visible or (
+                    event_filter is not None and not event_filter.matches(event.pdu.data)
+                ):
+                    continue
+                if len(found) == limit:
+                    return Scan(found, _resume_at(found[-1], newest_first))
+                found.append(event)
+            if len(raw) < size:
+                return Scan(found, None)
+            if newest_first:
+                high = raw[-1].stream_ordering - 1
+            else:
+                low = raw[-1].stream_ordering
+        cursor = high if newest_first else low
+        return Scan(found, cursor)
+
     async def messages(
         self,
         requester: Requester,
@@ -174,27 +232,23 @@ class RoomEventsService:
                 start = min(start, left_at)
             else:
                 bound = left_at if bound is None else min(bound, left_at)
-        if backwards:
-            raw = await self._page(
-                room_id, after=bound, before=start, newest_first=True, limit=limit
-            )
-            end = raw[-1].stream_ordering - 1 if len(raw) == limit else None
-        else:
-            raw = await self._page(
-                room_id, after=start, before=bound, newest_first=False, limit=limit
-            )
-            end = raw[-1].stream_ordering if raw else None
-        visible = await self._visible(requester.user_id, room_id, raw)
-        chunk = await self.serialize(visible, requester)
-        if event_filter is not None:
-            chunk = [e for e in chunk if event_filter.matches(e)]
+        found = await self.scan(
+            requester.user_id,
+            room_id,
+            after=bound if backwards else start,
+            before=start if backwards else bound,
+            newest_first=backwards,
+            limit=limit,
+            event_filter=event_filter,
+        )
+        chunk = await self.serialize(found.events, requester)
         state: list[JsonDict] = []
-        if event_filter is not None and event_filter.lazy_load_members and visible:
-            state = await self._lazy_members(requester, room_id, visible)
+        if event_filter is not None and event_filter.lazy_load_members and found.events:
+            state = await self._lazy_members(requester, room_id, found.events)
         return Page(
             chunk=chunk,
             start=from_token or position_token(start),
-            end=position_token(end) if end is not None else None,
+            end=position_token(found.resume) if found.resume is not None else None,
             state=state,
         )
 
@@ -235,35 +289,36 @@ class RoomEventsService:
         limit = max(0, min(limit, MAX_PAGE))
         half_before = limit // 2
         half_after = limit - half_before
-        before = (
-            await self._page(
+        user_id = requester.user_id
+        before_scan = (
+            await self.scan(
+                user_id,
                 room_id,
                 after=None,
                 before=event.stream_ordering - 1,
                 newest_first=True,
-                limit=max(half_before, 1),
+                limit=half_before,
+                event_filter=event_filter,
             )
             if half_before
-            else []
+            else Scan([], event.stream_ordering - 1)
         )
-        after = (
-            await self._page(
+        after_scan = (
+            await self.scan(
+                user_id,
                 room_id,
                 after=event.stream_ordering,
                 before=None,
                 newest_first=False,
-                limit=max(half_after, 1),
+                limit=half_after,
+                event_filter=event_filter,
             )
             if half_after
-            else []
+            else Scan([], event.stream_ordering)
         )
-        before = await self._visible(requester.user_id, room_id, before)
-        after = await self._visible(requester.user_id, room_id, after)
+        before, after = before_scan.events, after_scan.events
         ser_before = await self.serialize(before, requester)
         ser_after = await self.serialize(after, requester)
-        if event_filter is not None:
-            ser_before = [e for e in ser_before if event_filter.matches(e)]
-            ser_after = [e for e in ser_after if event_filter.matches(e)]
         state_ids = await self._state.state_ids_at_group(event.state_group)
         if event_filter is not None and event_filter.lazy_load_members:
             senders = {e.pdu.sender for e in [*before, event, *after]}
@@ -352,3 +407,8 @@ class RoomEventsService:
                 "avatar_url": content.get("avatar_url"),
             }
         return {"joined": joined}
+
+
+def _resume_at(last: StoredEvent, newest_first: bool) -> int:
+    """The position just past ``last`` in the scan's direction."""
+    return last.stream_ordering - 1 if newest_first else last.stream_ordering

@@ -20,7 +20,6 @@ from peyvand.services.requester import Requester
 from peyvand.services.room_events import RoomEventsService, position_token
 from peyvand.services.room_state import RoomSnapshot, StateService
 from peyvand.services.streams import StreamToken
-from peyvand.services.visibility import VisibilityService
 from peyvand.storage.events import EventStore
 from peyvand.storage.models import StoredEvent
 from peyvand.storage.rooms import RoomMemberStore
@@ -89,7 +88,6 @@ class SyncService:
         store: EventStore,
         member_store: RoomMemberStore,
         state: StateService,
-        visibility: VisibilityService,
         room_events: RoomEventsService,
         notifier: Notifier,
         typing: TypingSource,
@@ -102,7 +100,6 @@ class SyncService:
         self._store = store
         self._member_store = member_store
         self._state = state
-        self._visibility = visibility
         self._room_events = room_events
         self._notifier = notifier
         self._typing = typing
@@ -249,20 +246,17 @@ class SyncService:
         until: int,
         sync_filter: Filter,
     ) -> tuple[list[StoredEvent], bool]:
-        limit = sync_filter.timeline_limit
-        raw = await self._store.get_room_events(
-            room_id, after=after or None, before=until, limit=limit + 1, newest_first=True
+        found = await self._room_events.scan(
+            requester.user_id,
+            room_id,
+            after=after or None,
+            before=until,
+            newest_first=True,
+            limit=sync_filter.timeline_limit,
+            event_filter=sync_filter.room.timeline,
         )
-        limited = len(raw) > limit
-        raw = raw[:limit]
-        raw.reverse()
-        self._state.cache_events(raw)
-        snapshot = await self._state.get_room(room_id)
-        joined = snapshot is not None and snapshot.memberships.get(requester.user_id) == "join"
-        events = await self._visibility.filter_events(
-            requester.user_id, raw, currently_joined=joined
-        )
-        return events, limited
+        found.events.reverse()
+        return found.events, found.resume is not None
 
     async def _state_before(self, event: StoredEvent) -> int | None:
         """The state group just before ``event`` (None: before the room's first state)."""
@@ -315,7 +309,6 @@ class SyncService:
         timeline_json = await self._room_events.serialize(
             timeline, requester, include_room_id=False
         )
-        timeline_json = [e for e in timeline_json if sync_filter.room.timeline.matches(e)]
         state_json = await self._room_events.serialize(
             [state_events[i] for i in state_ids.values() if i in state_events],
             requester,
