@@ -338,6 +338,23 @@ async def test_send_is_idempotent_per_device_and_txn(client: MatrixClient, users
         *(client.request("PUT", path, json=content, token=alice) for _ in range(5))
     )
     assert {r.ok()["event_id"] for r in concurrent} == {first}
+    # A new transaction sent several times at once, racing other sends into the room:
+    # one event for the retries, and the other sends (same group commits) unharmed.
+    race_path = f"rooms/{room_id}/send/m.room.message/race-txn"
+    raced = await asyncio.gather(
+        *(client.request("PUT", race_path, json=content, token=alice) for _ in range(8)),
+        *(
+            client.request(
+                "PUT", f"rooms/{room_id}/send/m.room.message/other-{i}", json=content, token=alice
+            )
+            for i in range(8)
+        ),
+    )
+    race_ids = {r.ok()["event_id"] for r in raced[:8]}
+    other_ids = {r.ok()["event_id"] for r in raced[8:]}
+    assert len(race_ids) == 1
+    assert len(other_ids) == 8
+    assert race_ids.isdisjoint(other_ids)
     from_other = (await client.request("PUT", path, json=content, token=other_device)).ok()[
         "event_id"
     ]
@@ -352,19 +369,33 @@ async def test_send_is_idempotent_per_device_and_txn(client: MatrixClient, users
         "GET",
         f"rooms/{room_id}/messages",
         token=alice,
-        params={"filter": json.dumps({"types": ["m.room.message"]})},
+        params={"limit": "50", "filter": json.dumps({"types": ["m.room.message"]})},
     )
-    assert [e["event_id"] for e in messages.ok()["chunk"]] == [from_other, first]
+    chunk = [e["event_id"] for e in messages.ok()["chunk"]]
+    assert chunk[0] == from_other
+    assert chunk[-1] == first
+    assert set(chunk[1:-1]) == race_ids | other_ids
     # unsigned.transaction_id is the client's own txnId, shown to the sending device only.
     redact_path = f"rooms/{room_id}/redact/{from_other}/redact-txn"
     redaction = (await client.request("PUT", redact_path, json={}, token=alice)).ok()["event_id"]
     again_redaction = await client.request("PUT", redact_path, json={}, token=alice)
     assert again_redaction.ok()["event_id"] == redaction
     for device, expected in (
-        (alice, {first: "same-txn", redaction: "redact-txn"}),
+        (
+            alice,
+            {
+                first: "same-txn",
+                redaction: "redact-txn",
+                next(iter(race_ids)): "race-txn",
+                **{r.ok()["event_id"]: f"other-{i}" for i, r in enumerate(raced[8:])},
+            },
+        ),
         (other_device, {from_other: "same-txn"}),
     ):
-        timeline = (await sync(client, device))["rooms"]["join"][room_id]["timeline"]["events"]
+        everything = json.dumps({"room": {"timeline": {"limit": 50}}})
+        timeline = (await sync(client, device, filter=everything))["rooms"]["join"][room_id][
+            "timeline"
+        ]["events"]
         txn_ids = {
             e["event_id"]: e["unsigned"]["transaction_id"]
             for e in timeline

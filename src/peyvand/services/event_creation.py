@@ -97,19 +97,26 @@ class EventCreationService:
         spec: EventSpec,
         *,
         txn: TxnKey | None = None,
-        require_membership_for_404: bool = True,
     ) -> StoredEvent:
         """Create, authorise and durably store one event; return it once committed.
 
-        With ``txn`` (user, device, txn_id) a repeated request returns the first event.
+        With ``txn`` a repeated request returns the first event, also while the first is
+        still in flight. Once enqueued, the event is committed even if the request is
+        cancelled (the client went away), and a retry then gets that event.
         """
+        future: asyncio.Future[EventID] | None = None
         if txn is not None:
-            existing = await self._existing_txn_event(txn)
-            if existing is not None:
-                return existing
-            future: asyncio.Future[EventID] = asyncio.get_running_loop().create_future()
+            pending = self._pending_txns.get(txn)
+            if pending is not None:
+                return await self._event(await asyncio.shield(pending))
+            # Registered before the first await: a concurrent retry waits on this one.
+            future = asyncio.get_running_loop().create_future()
             self._pending_txns[txn] = future
         try:
+            found = await self._store.get_txn_event_id(*txn) if txn is not None else None
+            if found is not None:
+                self._settle(txn, future, found)
+                return await self._event(found)
             while True:
                 snapshot = await self._reload(room_id)
                 async with snapshot.lock:
@@ -120,17 +127,50 @@ class EventCreationService:
                     persisted = await self._apply(snapshot, pdu, txn=txn)
                     done = self._enqueue([persisted])
                     break
-            await done
         except BaseException as exc:
-            if txn is not None:
-                failed = self._pending_txns.pop(txn)
-                if not failed.done():
-                    failed.set_exception(exc)
-                    failed.exception()  # retrieved: later waiters re-raise it themselves
+            self._settle(txn, future, exc)
             raise
         if txn is not None:
-            self._pending_txns.pop(txn).set_result(pdu.event_id)
+            event_id = pdu.event_id
+
+            def committed(result: asyncio.Future[None]) -> None:
+                outcome: EventID | BaseException = event_id
+                if result.cancelled():
+                    outcome = asyncio.CancelledError()
+                elif (error := result.exception()) is not None:
+                    outcome = error
+                self._settle(txn, future, outcome)
+
+            done.add_done_callback(committed)
+        await asyncio.shield(done)
         return StoredEvent(pdu, persisted.stream_ordering, persisted.state_group)
+
+    def _settle(
+        self,
+        txn: TxnKey | None,
+        future: asyncio.Future[EventID] | None,
+        outcome: EventID | BaseException,
+    ) -> None:
+        """Resolve a pending transaction for the requests waiting on it."""
+        if txn is None or future is None:
+            return
+        if self._pending_txns.get(txn) is future:
+            del self._pending_txns[txn]
+        if future.done():
+            return
+        if isinstance(outcome, asyncio.CancelledError):
+            future.cancel()
+        elif isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+            future.exception()  # retrieved: waiters re-raise it themselves
+        else:
+            future.set_result(outcome)
+
+    async def _event(self, event_id: EventID) -> StoredEvent:
+        event = await self._state.get_event(event_id)
+        if event is None:
+            raise MatrixError(Errcode.UNKNOWN, "Transaction event missing")
+        return event
 
     async def create_room(
         self,
@@ -317,21 +357,7 @@ class EventCreationService:
         assert self._writer is not None, "EventCreationService.start() was not called"
         return self._writer.enqueue(events)
 
-    # -- idempotency and failure ---------------------------------------------------------
-
-    async def _existing_txn_event(self, txn: TxnKey) -> StoredEvent | None:
-        pending = self._pending_txns.get(txn)
-        if pending is not None:
-            event_id = await asyncio.shield(pending)
-        else:
-            found = await self._store.get_txn_event_id(*txn)
-            if found is None:
-                return None
-            event_id = found
-        event = await self._state.get_event(event_id)
-        if event is None:
-            raise MatrixError(Errcode.UNKNOWN, "Transaction event missing")
-        return event
+    # -- failure -----------------------------------------------------------------------
 
     async def _reload(self, room_id: RoomID) -> RoomSnapshot:
         snapshot = await self._state.get_room(room_id)
