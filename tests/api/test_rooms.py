@@ -187,6 +187,36 @@ async def test_room_ids_and_creators_by_version(
     assert create["content"]["room_version"] == room_version
 
 
+async def test_identical_rooms_created_at_once_get_distinct_ids(
+    client: MatrixClient, users: Users
+) -> None:
+    """Identical v12 create events in one millisecond would hash to one room ID."""
+    body = {"preset": "private_chat", "room_version": "12"}
+    created = await asyncio.gather(
+        *(client.request("POST", "createRoom", json=body, token=users.alice) for _ in range(10))
+    )
+    room_ids = {r.ok()["room_id"] for r in created}
+    assert len(room_ids) == 10
+    joined = (await client.request("GET", "joined_rooms", token=users.alice)).ok()
+    assert room_ids <= set(joined["joined_rooms"])
+
+
+async def test_a_refused_initial_event_creates_no_room(client: MatrixClient, users: Users) -> None:
+    """Power levels that leave the creator unable to send the preset's events: 403 and no
+    half-made room anywhere."""
+    before = (await client.request("GET", "joined_rooms", token=users.bob)).ok()
+    refused = await client.request(
+        "POST",
+        "createRoom",
+        json={"room_version": "11", "power_level_content_override": {"users": {}}},
+        token=users.bob,
+    )
+    assert_error(refused, 403, "M_FORBIDDEN")
+    after = (await client.request("GET", "joined_rooms", token=users.bob)).ok()
+    assert after == before
+    assert (await sync(client, users.bob))["rooms"]["join"].keys() == set(before["joined_rooms"])
+
+
 async def test_unsupported_room_version(client: MatrixClient, users: Users) -> None:
     for version in ("999", "1.5", ""):
         response = await client.request(

@@ -195,7 +195,23 @@ class EventCreationService:
             prev_events=[],
             auth_events=[],
             depth=1,
+            origin_server_ts=now,
         )
+        # Two identical create events (same creator, content and millisecond) would hash
+        # to the same v12 room ID: move the later one on by a millisecond. Nothing awaits
+        # between here and add_room below, so the check cannot race.
+        while self._state.cached_room(create.room_id) is not None:
+            now += 1
+            create = self._sign(
+                room_version,
+                room_id,
+                creator,
+                EventSpec("m.room.create", create_content, ""),
+                prev_events=[],
+                auth_events=[],
+                depth=1,
+                origin_server_ts=now,
+            )
         room_id = create.room_id
         try:
             check_auth_rules(create, {})
@@ -221,13 +237,18 @@ class EventCreationService:
             )
         ]
         self._state.cache_events([self._stored(to_persist[0])])
-        async with snapshot.lock:
-            self._state.add_room(snapshot)
-            for spec in initial:
-                pdu = self._build(snapshot, creator, spec)
-                await self._check_auth(snapshot, pdu)
-                to_persist.append(await self._apply(snapshot, pdu, txn=None))
-            done = self._enqueue(to_persist)
+        self._state.add_room(snapshot)
+        try:
+            async with snapshot.lock:
+                for spec in initial:
+                    pdu = self._build(snapshot, creator, spec)
+                    await self._check_auth(snapshot, pdu)
+                    to_persist.append(await self._apply(snapshot, pdu, txn=None))
+                done = self._enqueue(to_persist)
+        except BaseException:
+            # Nothing was enqueued: the room does not exist.
+            self._state.forget_room(room_id)
+            raise
         await done
         return room_id, [self._stored(p) for p in to_persist]
 
@@ -243,6 +264,7 @@ class EventCreationService:
         prev_events: Sequence[EventID],
         auth_events: Sequence[EventID],
         depth: int,
+        origin_server_ts: int | None = None,
     ) -> Pdu:
         try:
             return build_pdu(
@@ -255,7 +277,7 @@ class EventCreationService:
                 prev_events=prev_events,
                 auth_events=auth_events,
                 depth=depth,
-                origin_server_ts=self._now_ms(),
+                origin_server_ts=self._now_ms() if origin_server_ts is None else origin_server_ts,
                 redacts=spec.redacts,
                 origin_server_name=self._server_name,
                 signing_key=self._signing_key,

@@ -1,0 +1,64 @@
+"""EventCreationService over a real SQLite database with a frozen clock."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from peyvand.events.room_versions import ROOM_V12
+from peyvand.events.signing import generate_signing_key
+from peyvand.services.event_creation import EventCreationService, EventSpec
+from peyvand.services.event_dispatch import EventDispatcher
+from peyvand.services.event_writer import EventWriter
+from peyvand.services.notifier import Notifier
+from peyvand.services.room_state import StateService
+from peyvand.services.streams import StreamToken
+from peyvand.storage.events import EventStore
+from peyvand.storage.migrations import run_migrations
+from peyvand.storage.sqlite import SqliteDatabase
+from peyvand.types import UserID
+
+ALICE = UserID("@alice:example.org")
+FROZEN = 1_800_000_000.0
+
+
+@pytest.fixture
+async def events(tmp_path: Path) -> AsyncIterator[tuple[EventCreationService, EventStore]]:
+    db = await SqliteDatabase.open(str(tmp_path / "events.db"))
+    await run_migrations(db)
+    store = EventStore(db)
+    state = StateService(store)
+    await state.start()
+    dispatcher = EventDispatcher("example.org", state, Notifier(StreamToken()))
+    writer = EventWriter(db, store, dispatcher.on_persisted, dispatcher.on_failed)
+    service = EventCreationService(
+        "example.org", generate_signing_key("a_test"), store, state, clock=lambda: FROZEN
+    )
+    await service.start(writer)
+    writer.start()
+    try:
+        yield service, store
+    finally:
+        await writer.stop()
+        await db.close()
+
+
+async def test_identical_v12_rooms_in_one_millisecond_get_distinct_ids(
+    events: tuple[EventCreationService, EventStore],
+) -> None:
+    service, store = events
+    join = EventSpec("m.room.member", {"membership": "join"}, ALICE)
+    created = [
+        await service.create_room(
+            ROOM_V12, ALICE, {"room_version": "12"}, [join], room_id=None, is_public=False
+        )
+        for _ in range(3)
+    ]
+    room_ids = [room_id for room_id, _ in created]
+    assert len(set(room_ids)) == 3
+    for room_id in room_ids:
+        assert await store.get_room(room_id) is not None
+    stamps = sorted(events_[0].pdu.origin_server_ts for _, events_ in created)
+    assert stamps == [int(FROZEN * 1000) + i for i in range(3)]
