@@ -6,6 +6,7 @@ The only module that names a concrete storage backend. Owns start-up and shut-do
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -29,6 +30,7 @@ from peyvand.services.push_rules_account_data import PushRulesAccountData
 from peyvand.services.receipts import ReceiptService
 from peyvand.services.registration import RegistrationService
 from peyvand.services.room_events import RoomEventsService
+from peyvand.services.room_index import RoomIndex
 from peyvand.services.room_state import StateService
 from peyvand.services.rooms import RoomsService
 from peyvand.services.streams import StreamToken
@@ -41,19 +43,26 @@ from peyvand.storage.accounts import AccountStore
 from peyvand.storage.directory import DirectoryStore
 from peyvand.storage.events import EventStore
 from peyvand.storage.migrations import run_migrations
-from peyvand.storage.postgres import PostgresDatabase
 from peyvand.storage.push_actions import PushActionStore
 from peyvand.storage.push_rules import PushRuleStore
 from peyvand.storage.receipts import ReceiptStore
 from peyvand.storage.rooms import RoomMemberStore
-from peyvand.storage.sqlite import SqliteDatabase
+
+if TYPE_CHECKING:
+    from peyvand.storage.postgres import PostgresDatabase
+    from peyvand.storage.sqlite import SqliteDatabase
 
 logger = logging.getLogger(__name__)
 
 
 async def open_database(config: DatabaseConfig) -> SqliteDatabase | PostgresDatabase:
+    """The configured backend; only its driver is imported (asyncpg costs memory)."""
     if config.is_postgres:
+        from peyvand.storage.postgres import PostgresDatabase
+
         return await PostgresDatabase.open(config.url)
+    from peyvand.storage.sqlite import SqliteDatabase
+
     return await SqliteDatabase.open(config.sqlite_path)
 
 
@@ -73,9 +82,10 @@ async def create_app(config: Config) -> web.Application:
     auth = AuthService(config, accounts)
     notifier = Notifier(StreamToken(events=await event_store.get_max_stream_ordering()))
     state = StateService(event_store)
+    index = RoomIndex(event_store)
     visibility = VisibilityService(state)
     events = EventCreationService(server_name, signing_key, event_store, state)
-    dispatcher = EventDispatcher(server_name, state, notifier)
+    dispatcher = EventDispatcher(server_name, state, index, notifier)
     writer = EventWriter(db, event_store, dispatcher.on_persisted, dispatcher.on_failed)
     room_events = RoomEventsService(
         event_store, state, visibility, lambda: notifier.current_token.events
@@ -106,6 +116,7 @@ async def create_app(config: Config) -> web.Application:
         sync=SyncService(
             event_store,
             member_store,
+            index,
             state,
             room_events,
             notifier,
@@ -126,6 +137,7 @@ async def create_app(config: Config) -> web.Application:
 
     async def start(_: web.Application) -> None:
         await state.start()
+        await index.start()
         await events.start(writer)
         writer.start()
         await typing.start()

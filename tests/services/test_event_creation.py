@@ -13,6 +13,7 @@ from peyvand.services.event_creation import EventCreationService, EventSpec
 from peyvand.services.event_dispatch import EventDispatcher
 from peyvand.services.event_writer import EventWriter
 from peyvand.services.notifier import Notifier
+from peyvand.services.room_index import RoomIndex
 from peyvand.services.room_state import StateService
 from peyvand.services.streams import StreamToken
 from peyvand.storage.events import EventStore
@@ -31,7 +32,9 @@ async def events(tmp_path: Path) -> AsyncIterator[tuple[EventCreationService, Ev
     store = EventStore(db)
     state = StateService(store)
     await state.start()
-    dispatcher = EventDispatcher("example.org", state, Notifier(StreamToken()))
+    index = RoomIndex(store)
+    await index.start()
+    dispatcher = EventDispatcher("example.org", state, index, Notifier(StreamToken()))
     writer = EventWriter(db, store, dispatcher.on_persisted, dispatcher.on_failed)
     service = EventCreationService(
         "example.org", generate_signing_key("a_test"), store, state, clock=lambda: FROZEN

@@ -13,7 +13,6 @@ import asyncio
 import secrets
 import string
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +21,7 @@ import bcrypt
 
 from peyvand.config import Config
 from peyvand.errors import Errcode, MatrixError, bad_json, forbidden, not_found
+from peyvand.services.lru import LRU
 from peyvand.services.requester import Requester
 from peyvand.services.uia import PASSWORD, UserInteractiveAuth
 from peyvand.storage.accounts import AccountStore, DeviceRow
@@ -105,11 +105,11 @@ class AuthService:
         self._accounts = accounts
         self._clock = clock
         self.uia = UserInteractiveAuth()
-        self._tokens: OrderedDict[str, Requester] = OrderedDict()
+        self._tokens: LRU[str, Requester] = LRU(_TOKEN_CACHE_SIZE)
         # Bumped on every revocation, so a lookup racing a logout is not cached.
         self._revocations = 0
         # Filters never change (their ids are content hashes), so caching them is safe.
-        self._filters: OrderedDict[tuple[UserID, str], JsonDict] = OrderedDict()
+        self._filters: LRU[tuple[UserID, str], JsonDict] = LRU(_FILTER_CACHE_SIZE)
 
     # Access tokens ("Using access tokens") --------------------------------------------
 
@@ -117,7 +117,6 @@ class AuthService:
         """Who ``token`` belongs to; 401 M_UNKNOWN_TOKEN if unknown, revoked or deactivated."""
         cached = self._tokens.get(token)
         if cached is not None:
-            self._tokens.move_to_end(token)
             return cached
         revocations = self._revocations
         owner = await self._accounts.get_token_owner(token)
@@ -126,15 +125,13 @@ class AuthService:
         requester = Requester(owner.user_id, owner.device_id, owner.token_id, owner.is_admin)
         if revocations != self._revocations:
             return requester
-        self._tokens[token] = requester
-        if len(self._tokens) > _TOKEN_CACHE_SIZE:
-            self._tokens.popitem(last=False)
+        self._tokens.put(token, requester)
         return requester
 
     def _forget_tokens(self, tokens: Iterable[str]) -> None:
         self._revocations += 1
         for token in tokens:
-            self._tokens.pop(token, None)
+            self._tokens.pop(token)
 
     async def create_session(
         self,
@@ -288,11 +285,8 @@ class AuthService:
         key = (user_id, filter_id)
         cached = self._filters.get(key)
         if cached is not None:
-            self._filters.move_to_end(key)
             return cached
         stored = await self._accounts.get_filter(user_id, filter_id)
         if stored is not None:
-            self._filters[key] = stored
-            if len(self._filters) > _FILTER_CACHE_SIZE:
-                self._filters.popitem(last=False)
+            self._filters.put(key, stored)
         return stored

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from peyvand.services.notifier import Notifier
+from peyvand.services.room_index import RoomIndex
 from peyvand.services.room_state import StateService
 from peyvand.services.streams import Stream
 from peyvand.storage.models import EventToPersist
@@ -13,12 +14,16 @@ from peyvand.types import UserID, server_name_of
 
 
 class EventDispatcher:
-    def __init__(self, server_name: str, state: StateService, notifier: Notifier) -> None:
+    def __init__(
+        self, server_name: str, state: StateService, index: RoomIndex, notifier: Notifier
+    ) -> None:
         self._server_name = server_name
         self._state = state
+        self._index = index
         self._notifier = notifier
 
     async def on_persisted(self, batch: Sequence[EventToPersist]) -> None:
+        self._index.apply(batch)
         users: set[UserID] = set()
         for persisted in batch:
             pdu = persisted.pdu

@@ -10,13 +10,12 @@ create a group; they point at their room's current one.
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
 
 from peyvand.events.pdu import Pdu, StateKey
 from peyvand.events.room_versions import KNOWN_ROOM_VERSIONS, RoomVersion
+from peyvand.services.lru import LRU
 from peyvand.storage.events import EventStore
 from peyvand.storage.models import NewStateGroup, StateGroupRow, StoredEvent
 from peyvand.types import EventID, RoomID, UserID
@@ -24,31 +23,6 @@ from peyvand.types import EventID, RoomID, UserID
 
 def _lowbit(n: int) -> int:
     return n & -n
-
-
-K = TypeVar("K")
-V = TypeVar("V")
-
-
-class _LRU(Generic[K, V]):
-    def __init__(self, size: int) -> None:
-        self._size = size
-        self._data: OrderedDict[K, V] = OrderedDict()
-
-    def get(self, key: K) -> V | None:
-        value = self._data.get(key)
-        if value is not None:
-            self._data.move_to_end(key)
-        return value
-
-    def put(self, key: K, value: V) -> None:
-        self._data[key] = value
-        self._data.move_to_end(key)
-        while len(self._data) > self._size:
-            self._data.popitem(last=False)
-
-    def pop(self, key: K) -> None:
-        self._data.pop(key, None)
 
 
 @dataclass
@@ -74,11 +48,11 @@ class StateService:
         self._store = store
         self._rooms: dict[RoomID, RoomSnapshot] = {}
         self._room_load_locks: dict[RoomID, asyncio.Lock] = {}
-        self._events: _LRU[EventID, StoredEvent] = _LRU(event_cache_size)
-        self._groups: _LRU[int, StateGroupRow] = _LRU(100_000)
-        self._deltas: _LRU[int, dict[StateKey, EventID]] = _LRU(20_000)
+        self._events: LRU[EventID, StoredEvent] = LRU(event_cache_size)
+        self._groups: LRU[int, StateGroupRow] = LRU(100_000)
+        self._deltas: LRU[int, dict[StateKey, EventID]] = LRU(20_000)
         # (group, key) -> event ID or None: groups are immutable, so lookups are too.
-        self._keyed: _LRU[tuple[int, StateKey], tuple[EventID | None]] = _LRU(200_000)
+        self._keyed: LRU[tuple[int, StateKey], tuple[EventID | None]] = LRU(200_000)
         self._next_group = 0
 
     async def start(self) -> None:
@@ -236,6 +210,16 @@ class StateService:
         for row in reversed(chain):
             state.update(deltas[row.state_group])
         return state
+
+    async def state_ids_in_room(
+        self, room_id: RoomID, group: int, keys: Sequence[StateKey]
+    ) -> dict[StateKey, EventID]:
+        """``state_ids_at_group`` for a group of ``room_id``, answered from the room's
+        snapshot without I/O when ``group`` is its current group (new events are)."""
+        snapshot = self._rooms.get(room_id)
+        if snapshot is not None and snapshot.state_group.state_group == group:
+            return {k: snapshot.state[k] for k in keys if k in snapshot.state}
+        return await self._keyed_state_ids(group, keys)
 
     async def _keyed_state_ids(
         self, group: int, keys: Sequence[StateKey]

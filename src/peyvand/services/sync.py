@@ -18,6 +18,7 @@ from peyvand.services.filtering import Filter
 from peyvand.services.notifier import Notifier
 from peyvand.services.requester import Requester
 from peyvand.services.room_events import RoomEventsService, position_token
+from peyvand.services.room_index import RoomIndex
 from peyvand.services.room_state import RoomSnapshot, StateService
 from peyvand.services.streams import StreamToken
 from peyvand.storage.events import EventStore
@@ -87,6 +88,7 @@ class SyncService:
         self,
         store: EventStore,
         member_store: RoomMemberStore,
+        index: RoomIndex,
         state: StateService,
         room_events: RoomEventsService,
         notifier: Notifier,
@@ -99,6 +101,7 @@ class SyncService:
     ) -> None:
         self._store = store
         self._member_store = member_store
+        self._index = index
         self._state = state
         self._room_events = room_events
         self._notifier = notifier
@@ -159,15 +162,14 @@ class SyncService:
         user_id = requester.user_id
         result = _Result()
         since_events = since.events if since is not None else 0
-        memberships = await self._store.get_memberships_for_user(user_id)
+        # A copy: the index is updated by commits while this sync awaits.
+        memberships = dict(await self._index.memberships(user_id))
         room_ids = sync_filter.filter_rooms(
             r for r, (_, stream) in memberships.items() if stream <= now.events
         )
         joined = [RoomID(r) for r in room_ids if memberships[RoomID(r)][0] == "join"]
         if since is not None and not full_state and since.events < now.events:
-            changed = await self._store.get_rooms_with_events_since(
-                joined, since.events, now.events
-            )
+            changed = await self._index.rooms_changed_since(joined, since.events)
         elif since is not None and not full_state:
             changed = set()
         else:
@@ -212,6 +214,15 @@ class SyncService:
                 has_events=room_id in changed,
             )
             ephemeral = [e for e in (typing.get(room_id), receipts.get(room_id)) if e]
+            if not (
+                newly_joined
+                or full_state
+                or ephemeral
+                or room_id in room_data
+                or section["timeline"]["events"]
+                or section["state"]["events"]
+            ):
+                continue  # its new events are past this sync's token, or not visible
             section["ephemeral"] = {"events": ephemeral}
             section["account_data"] = {"events": room_data.get(room_id, [])}
             section["unread_notifications"] = counts.get(
@@ -223,18 +234,21 @@ class SyncService:
             membership, stream = memberships[room_id]
             if membership == "invite" and (since is None or stream > since_events or full_state):
                 result.invite[room_id] = await self._invited_room(room_id, user_id)
-        if since is not None or sync_filter.include_leave:
+        left = [
+            RoomID(r)
+            for r in room_ids
+            if memberships[RoomID(r)][0] in ("leave", "ban")
+            and (
+                (since is not None and memberships[RoomID(r)][1] > since_events)
+                or (since is None and sync_filter.include_leave)
+            )
+        ]
+        if left:
             forgotten = await self._member_store.get_forgotten(user_id)
-            for r in room_ids:
-                room_id = RoomID(r)
-                membership, stream = memberships[room_id]
-                if (
-                    membership in ("leave", "ban")
-                    and room_id not in forgotten
-                    and (stream > since_events or (since is None and sync_filter.include_leave))
-                ):
+            for room_id in left:
+                if room_id not in forgotten:
                     result.leave[room_id] = await self._left_room(
-                        requester, room_id, since_events, stream, sync_filter
+                        requester, room_id, since_events, memberships[room_id][1], sync_filter
                     )
         return result
 

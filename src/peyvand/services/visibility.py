@@ -35,7 +35,7 @@ class VisibilityService:
         for event in events:
             if event.state_group in by_group:
                 continue
-            ids = await self._state.state_ids_at_group(event.state_group, keys)
+            ids = await self._state.state_ids_in_room(event.pdu.room_id, event.state_group, keys)
             found = await self._state.get_events(ids.values())
             visibility = "shared"
             membership = None

@@ -1,0 +1,69 @@
+"""Which rooms each local user is in, and where each room's event stream is, in memory.
+
+DESIGN.md, "Sync": a woken sync must cost O(what changed for this user). With this index
+it learns the user's rooms and which of them have new events without a query; the
+dispatcher keeps it current after every commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from peyvand.services.lru import LRU
+from peyvand.storage.events import EventStore
+from peyvand.storage.models import EventToPersist
+from peyvand.types import RoomID, UserID
+
+# room_id -> (membership, stream ordering of that membership event)
+Memberships = dict[RoomID, tuple[str, int]]
+
+
+class RoomIndex:
+    def __init__(self, store: EventStore, *, max_users: int = 100_000) -> None:
+        self._store = store
+        self._memberships: LRU[UserID, Memberships] = LRU(max_users)
+        # Bumped on every membership change: a load that raced one is not cached.
+        self._version = 0
+        self._last_position: dict[RoomID, int] = {}
+        self._startup_position = 0
+
+    async def start(self) -> None:
+        self._startup_position = await self._store.get_max_stream_ordering()
+
+    async def memberships(self, user_id: UserID) -> Memberships:
+        """``user_id``'s membership in every room (from the database on first use)."""
+        cached = self._memberships.get(user_id)
+        if cached is not None:
+            return cached
+        version = self._version
+        loaded = await self._store.get_memberships_for_user(user_id)
+        if version == self._version:
+            self._memberships.put(user_id, loaded)
+        return loaded
+
+    async def rooms_changed_since(self, room_ids: Sequence[RoomID], since: int) -> set[RoomID]:
+        """The rooms of ``room_ids`` that may have events after ``since``.
+
+        Exact for positions since start-up; before that, rooms not written to since
+        start-up are asked of the database.
+        """
+        changed = {r for r in room_ids if self._last_position.get(r, -1) > since}
+        if since < self._startup_position:
+            unknown = [r for r in room_ids if r not in self._last_position]
+            if unknown:
+                changed |= await self._store.get_rooms_with_events_since(
+                    unknown, since, self._startup_position
+                )
+        return changed
+
+    def apply(self, batch: Sequence[EventToPersist]) -> None:
+        """Record a committed batch (called by the dispatcher)."""
+        for persisted in batch:
+            pdu = persisted.pdu
+            self._last_position[pdu.room_id] = persisted.stream_ordering
+            if pdu.type != "m.room.member" or not pdu.state_key or pdu.membership is None:
+                continue
+            self._version += 1
+            cached = self._memberships.get(UserID(pdu.state_key))
+            if cached is not None:
+                cached[pdu.room_id] = (pdu.membership, persisted.stream_ordering)
