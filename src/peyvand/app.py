@@ -81,7 +81,7 @@ async def create_app(config: Config) -> web.Application:
 
     auth = AuthService(config, accounts)
     notifier = Notifier(StreamToken(events=await event_store.get_max_stream_ordering()))
-    state = StateService(event_store)
+    state = StateService(event_store, event_cache_size=config.caches.events)
     index = RoomIndex(event_store)
     visibility = VisibilityService(state)
     events = EventCreationService(server_name, signing_key, event_store, state)

@@ -1,10 +1,11 @@
 """Frozen, validated configuration models (loaded by ``config.loader``)."""
 
 from peyvand.config.model import (
+    CacheConfig,
     Config,
     DatabaseConfig,
     RateLimitConfig,
     RegistrationConfig,
 )
 
-__all__ = ["Config", "DatabaseConfig", "RateLimitConfig", "RegistrationConfig"]
+__all__ = ["CacheConfig", "Config", "DatabaseConfig", "RateLimitConfig", "RegistrationConfig"]

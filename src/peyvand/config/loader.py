@@ -74,6 +74,8 @@ OPTION_DOCS: Final[Mapping[str, str]] = {
         "is not open, a new account needs one of them. Empty: no one may self-register\n"
         "(operators can still use 'peyvand register-user')."
     ),
+    "caches": "In-memory caches: bigger is faster and uses more memory.",
+    "caches.events": ("Events kept in memory by ID, most recently used first (about 2 KiB each)."),
     "rate_limits": "Per-client request rate limits (token buckets).",
     "rate_limits.enabled": "Enforce the limits below. Turn off only for tests and benchmarks.",
     "rate_limits.per_second": (
@@ -193,6 +195,8 @@ def _check(config: Config) -> None:
         raise ConfigError("'public_baseurl' must start with http:// or https://")
     if config.max_request_size <= 0:
         raise ConfigError("'max_request_size' must be positive")
+    if config.caches.events < 100:
+        raise ConfigError("'caches.events' must be at least 100")
     if config.log_level not in LOG_LEVELS:
         raise ConfigError(f"'log_level' must be one of {', '.join(LOG_LEVELS)}")
     url = config.database.url

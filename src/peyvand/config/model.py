@@ -41,6 +41,12 @@ class RateLimitConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class CacheConfig:
+    # Events kept in memory by ID (immutable, so never stale); the largest cache.
+    events: int = 10_000
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     server_name: str
     data_dir: Path
@@ -51,6 +57,7 @@ class Config:
     public_baseurl: str | None = None
     registration: RegistrationConfig = field(default_factory=RegistrationConfig)
     rate_limits: RateLimitConfig = field(default_factory=RateLimitConfig)
+    caches: CacheConfig = field(default_factory=CacheConfig)
     # Largest request body accepted, in bytes.
     max_request_size: int = 50 * 1024 * 1024
     log_level: str = "INFO"

@@ -44,7 +44,7 @@ class RoomSnapshot:
 
 
 class StateService:
-    def __init__(self, store: EventStore, *, event_cache_size: int = 50_000) -> None:
+    def __init__(self, store: EventStore, *, event_cache_size: int = 10_000) -> None:
         self._store = store
         self._rooms: dict[RoomID, RoomSnapshot] = {}
         self._room_load_locks: dict[RoomID, asyncio.Lock] = {}
@@ -80,8 +80,15 @@ class StateService:
         return (await self.get_events([event_id])).get(event_id)
 
     def cache_events(self, events: Iterable[StoredEvent]) -> None:
+        """Keep the state events among ``events`` (new or read in a range).
+
+        State events are what is read again by ID (auth checks, room state); messages
+        mostly are not, and reads by ID cache whatever they load. This keeps the cache,
+        the largest user of memory, proportional to state rather than to traffic.
+        """
         for event in events:
-            self._events.put(event.pdu.event_id, event)
+            if event.pdu.is_state():
+                self._events.put(event.pdu.event_id, event)
 
     def mark_redacted(self, event_id: EventID, redaction_id: EventID) -> None:
         cached = self._events.get(event_id)
