@@ -143,7 +143,7 @@ class EventCreationService:
 
             done.add_done_callback(committed)
         await asyncio.shield(done)
-        return StoredEvent(pdu, persisted.stream_ordering, persisted.state_group)
+        return self._stored(persisted)
 
     def _settle(
         self,
@@ -373,7 +373,10 @@ class EventCreationService:
 
     @staticmethod
     def _stored(persisted: EventToPersist) -> StoredEvent:
-        return StoredEvent(persisted.pdu, persisted.stream_ordering, persisted.state_group)
+        txn = (persisted.txn[1], persisted.txn[2]) if persisted.txn is not None else None
+        return StoredEvent(
+            persisted.pdu, persisted.stream_ordering, persisted.state_group, None, txn
+        )
 
     def _enqueue(self, events: Sequence[EventToPersist]) -> asyncio.Future[None]:
         assert self._writer is not None, "EventCreationService.start() was not called"

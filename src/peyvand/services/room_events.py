@@ -85,10 +85,6 @@ class RoomEventsService:
     ) -> list[JsonDict]:
         """Client events with ``unsigned``: age, transaction_id, redacted_because."""
         now = int(self._clock() * 1000)
-        txn_ids: dict[EventID, str] = {}
-        if requester is not None:
-            own = [e.pdu.event_id for e in events if e.pdu.sender == requester.user_id]
-            txn_ids = await self._store.get_txn_ids(requester.user_id, requester.device_id, own)
         redactions = await self._state.get_events(
             e.redacted_by for e in events if e.redacted_by is not None
         )
@@ -96,9 +92,15 @@ class RoomEventsService:
         for event in events:
             pdu = event.pdu
             unsigned: JsonDict = {"age": max(0, now - pdu.origin_server_ts)}
-            if pdu.event_id in txn_ids:
+            if (
+                requester is not None
+                and event.txn is not None
+                and event.txn[0] == requester.device_id
+                and pdu.sender == requester.user_id
+            ):
+                # Only to the device that sent it (Client-Server API, "Transaction IDs").
                 unsigned["transaction_id"] = client_txn_id(
-                    txn_ids[pdu.event_id], pdu.room_id, pdu.type, pdu.redacts
+                    event.txn[1], pdu.room_id, pdu.type, pdu.redacts
                 )
             if event.redacted_by is not None and event.redacted_by in redactions:
                 pdu = redact_pdu(pdu)

@@ -95,7 +95,9 @@ class StateService:
         if cached is not None and cached.redacted_by is None:
             self._events.put(
                 event_id,
-                StoredEvent(cached.pdu, cached.stream_ordering, cached.state_group, redaction_id),
+                StoredEvent(
+                    cached.pdu, cached.stream_ordering, cached.state_group, redaction_id, cached.txn
+                ),
             )
 
     # -- current state -----------------------------------------------------------------

@@ -23,14 +23,17 @@ from peyvand.storage.models import (
 )
 from peyvand.types import EventID, RoomID, UserID
 
-_EVENT_COLUMNS = "event_id, room_id, stream_ordering, state_group, pdu, redacted_by"
+_EVENT_COLUMNS = (
+    "event_id, room_id, stream_ordering, state_group, pdu, redacted_by, txn_device_id, txn_id"
+)
 _IN_LIST_CHUNK = 500
 
 
 def _stored_event(row: Row, room_versions: dict[str, str]) -> StoredEvent:
     version = KNOWN_ROOM_VERSIONS[room_versions[row["room_id"]]]
     pdu = Pdu(orjson.loads(row["pdu"]), EventID(row["event_id"]), version)
-    return StoredEvent(pdu, row["stream_ordering"], row["state_group"], row["redacted_by"])
+    txn = (row["txn_device_id"], row["txn_id"]) if row["txn_device_id"] is not None else None
+    return StoredEvent(pdu, row["stream_ordering"], row["state_group"], row["redacted_by"], txn)
 
 
 class EventStore:
@@ -142,21 +145,6 @@ class EventStore:
             )
             found.update(RoomID(r[0]) for r in rows)
         return found
-
-    async def get_txn_ids(
-        self, user_id: str, device_id: str, event_ids: Sequence[EventID]
-    ) -> dict[EventID, str]:
-        """The client transaction IDs with which ``user_id``'s device sent ``event_ids``."""
-        if not event_ids:
-            return {}
-        rows = await self._db.fetch(
-            "SELECT event_id, txn_id FROM event_txns WHERE user_id = $1 AND device_id = $2"
-            f" AND event_id IN ({placeholders(len(event_ids), 3)})",
-            user_id,
-            device_id,
-            *event_ids,
-        )
-        return {EventID(r[0]): r[1] for r in rows}
 
     async def get_txn_event_id(self, user_id: str, device_id: str, txn_id: str) -> EventID | None:
         value = await self._db.fetchval(
@@ -313,8 +301,8 @@ class EventStore:
             )
         await txn.executemany(
             "INSERT INTO events (stream_ordering, event_id, room_id, type, state_key, sender,"
-            " depth, origin_server_ts, state_group, relates_to, rel_type, pdu)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+            " depth, origin_server_ts, state_group, relates_to, rel_type, pdu, txn_device_id,"
+            " txn_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
             [
                 (
                     e.stream_ordering,
@@ -329,6 +317,8 @@ class EventStore:
                     e.relates_to,
                     e.rel_type,
                     orjson.dumps(dict(e.pdu.data)).decode(),
+                    e.txn[1] if e.txn is not None else None,
+                    e.txn[2] if e.txn is not None else None,
                 )
                 for e in batch
             ],

@@ -15,6 +15,8 @@ class StoredEvent:
     # The room state after this event.
     state_group: int
     redacted_by: EventID | None = None
+    # (device_id, stored transaction key) when sent by a client with a transaction ID.
+    txn: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
