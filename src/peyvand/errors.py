@@ -54,6 +54,7 @@ class Errcode(StrEnum):
     URL_NOT_SET = "M_URL_NOT_SET"
     BAD_ALIAS = "M_BAD_ALIAS"
     DUPLICATE_ANNOTATION = "M_DUPLICATE_ANNOTATION"
+    WRONG_ROOM_KEYS_VERSION = "M_WRONG_ROOM_KEYS_VERSION"
 
 
 STATUS_FOR_ERRCODE: dict[Errcode, int] = {
@@ -96,6 +97,7 @@ STATUS_FOR_ERRCODE: dict[Errcode, int] = {
     Errcode.URL_NOT_SET: 400,
     Errcode.BAD_ALIAS: 400,
     Errcode.DUPLICATE_ANNOTATION: 400,
+    Errcode.WRONG_ROOM_KEYS_VERSION: 403,
 }
 
 
