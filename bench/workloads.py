@@ -379,10 +379,11 @@ async def initial_sync(
     # The fill leaves time for the measured syncs before the run's bound.
     fill_clock = Clock(clock.stop_by - min(sizes.phase_seconds, 10.0))
     setup_deadline = fill_clock.after(sizes.fill_seconds)
-    # One createRoom at a time: two by the same user in the same millisecond get the same
-    # room ID on Peyvand (room v12's ID is the create event's hash) and the second fails.
     rooms = await bounded_map(
-        range(sizes.sync_rooms), lambda _: client.create_room(reader), 1, setup_deadline
+        range(sizes.sync_rooms),
+        lambda _: client.create_room(reader),
+        sizes.setup_concurrency,
+        setup_deadline,
     )
     figures.rooms = len(rooms)
     fill = SendFigures(requested=len(rooms) * sizes.messages_per_room)
