@@ -30,7 +30,8 @@ async def sync(ctx: RequestContext) -> web.Response:
         if isinstance(parsed, str):
             stored = await ctx.services.auth.get_filter(ctx.user.user_id, parsed)
             if stored is None:
-                raise MatrixError(Errcode.NOT_FOUND, "Unknown filter")
+                # The spec names no error; Synapse answers 400 M_INVALID_PARAM.
+                raise MatrixError(Errcode.INVALID_PARAM, "No such filter")
             parsed = parse_filter(stored)
         sync_filter = parsed
     result = await ctx.services.sync.sync(
