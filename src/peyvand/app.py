@@ -21,6 +21,7 @@ from peyvand.services.directory import DirectoryService
 from peyvand.services.event_creation import EventCreationService
 from peyvand.services.event_dispatch import EventDispatcher
 from peyvand.services.event_writer import EventWriter
+from peyvand.services.key_backup import KeyBackupService
 from peyvand.services.membership import MembershipService
 from peyvand.services.notifier import Notifier
 from peyvand.services.profile import ProfileService
@@ -42,6 +43,7 @@ from peyvand.storage.account_data import AccountDataStore
 from peyvand.storage.accounts import AccountStore
 from peyvand.storage.directory import DirectoryStore
 from peyvand.storage.events import EventStore
+from peyvand.storage.key_backup import KeyBackupStore
 from peyvand.storage.migrations import run_migrations
 from peyvand.storage.push_actions import PushActionStore
 from peyvand.storage.push_rules import PushRuleStore
@@ -132,6 +134,7 @@ async def create_app(config: Config) -> web.Application:
         profile=profile,
         directory=directory,
         user_directory=UserDirectoryService(server_name, directory_store),
+        key_backup=KeyBackupService(KeyBackupStore(db)),
     )
     app = build_web_app(services, CLIENT_ROUTE_TABLES)
 

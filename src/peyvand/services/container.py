@@ -12,6 +12,7 @@ from peyvand.services.account_data import AccountDataService
 from peyvand.services.auth import AuthService
 from peyvand.services.directory import DirectoryService
 from peyvand.services.event_creation import EventCreationService
+from peyvand.services.key_backup import KeyBackupService
 from peyvand.services.membership import MembershipService
 from peyvand.services.profile import ProfileService
 from peyvand.services.push import PushRulesService
@@ -43,3 +44,4 @@ class Services:
     profile: ProfileService
     directory: DirectoryService
     user_directory: UserDirectoryService
+    key_backup: KeyBackupService

@@ -11,6 +11,7 @@ from peyvand.api.client import (
     push_rules,
     read_markers,
     receipts,
+    room_keys,
     rooms,
     sync,
     tags,
@@ -37,4 +38,5 @@ CLIENT_ROUTE_TABLES: list[RouteTable] = [
     profile.routes,
     directory.routes,
     user_directory.routes,
+    room_keys.routes,
 ]
