@@ -13,7 +13,7 @@ import asyncio
 import secrets
 import string
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +40,10 @@ _INVALID_LOGIN = "Invalid username or password"
 
 # A device as the service hands it to the API (an immutable row).
 Device = DeviceRow
+# Run after devices are deleted (logout, device deletion, password change, deactivation)
+# and after a login issues a token for a device: to-device inboxes, device lists, keys.
+DevicesDeletedHook = Callable[[UserID, Sequence[str]], Awaitable[None]]
+DeviceCreatedHook = Callable[[UserID, DeviceID], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +114,8 @@ class AuthService:
         self._revocations = 0
         # Filters never change (their ids are content hashes), so caching them is safe.
         self._filters: LRU[tuple[UserID, str], JsonDict] = LRU(_FILTER_CACHE_SIZE)
+        self.on_devices_deleted: list[DevicesDeletedHook] = []
+        self.on_device_created: list[DeviceCreatedHook] = []
 
     # Access tokens ("Using access tokens") --------------------------------------------
 
@@ -147,6 +153,8 @@ class AuthService:
             user_id, device, token, display_name=display_name, ip=ip, now_ms=self.now_ms()
         )
         self._forget_tokens(revoked)
+        for hook in self.on_device_created:
+            await hook(user_id, device)
         return Session(user_id, device, token)
 
     def now_ms(self) -> int:
@@ -204,10 +212,13 @@ class AuthService:
         self._forget_tokens(
             await self._accounts.delete_devices(requester.user_id, [requester.device_id])
         )
+        await self._devices_deleted(requester.user_id, [requester.device_id])
 
     async def logout_all(self, user_id: UserID) -> None:
         """Revoke every token of a user and delete all their devices."""
+        device_ids = [d.device_id for d in await self._accounts.get_devices(user_id)]
         self._forget_tokens(await self._accounts.delete_all_devices(user_id))
+        await self._devices_deleted(user_id, device_ids)
 
     # UIA with the account password -----------------------------------------------------
 
@@ -240,16 +251,24 @@ class AuthService:
         """Set a new password; with ``logout_devices`` every other device is logged out."""
         check_new_password(new_password)
         password_hash = await self.hash_password(new_password)
+        others = [
+            d.device_id
+            for d in await self._accounts.get_devices(requester.user_id)
+            if logout_devices and d.device_id != requester.device_id
+        ]
         revoked = await self._accounts.set_password_hash(
             requester.user_id,
             password_hash,
             keep_device=requester.device_id if logout_devices else None,
         )
         self._forget_tokens(revoked)
+        await self._devices_deleted(requester.user_id, others)
 
     async def deactivate(self, user_id: UserID) -> None:
         """Deactivate an account: no password, no devices, no tokens, ever again."""
+        device_ids = [d.device_id for d in await self._accounts.get_devices(user_id)]
         self._forget_tokens(await self._accounts.deactivate_user(user_id))
+        await self._devices_deleted(user_id, device_ids)
 
     # Devices ("Device Management") -----------------------------------------------------
 
@@ -273,6 +292,12 @@ class AuthService:
     async def delete_devices(self, user_id: UserID, device_ids: Sequence[str]) -> None:
         """Delete devices and log them out; unknown device IDs are ignored (as Synapse)."""
         self._forget_tokens(await self._accounts.delete_devices(user_id, device_ids))
+        await self._devices_deleted(user_id, device_ids)
+
+    async def _devices_deleted(self, user_id: UserID, device_ids: Sequence[str]) -> None:
+        if device_ids:
+            for hook in self.on_devices_deleted:
+                await hook(user_id, device_ids)
 
     # Filters ("Filtering"): kept here so /sync resolves a filter ID without a query ------
 
