@@ -251,11 +251,8 @@ class AuthService:
         """Set a new password; with ``logout_devices`` every other device is logged out."""
         check_new_password(new_password)
         password_hash = await self.hash_password(new_password)
-        others = [
-            d.device_id
-            for d in await self._accounts.get_devices(requester.user_id)
-            if logout_devices and d.device_id != requester.device_id
-        ]
+        devices = await self._accounts.get_devices(requester.user_id) if logout_devices else []
+        others = [d.device_id for d in devices if d.device_id != requester.device_id]
         revoked = await self._accounts.set_password_hash(
             requester.user_id,
             password_hash,
