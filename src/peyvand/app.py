@@ -17,6 +17,7 @@ from peyvand.events.signing import parse_signing_keys
 from peyvand.services.account_data import AccountDataService
 from peyvand.services.auth import AuthService
 from peyvand.services.container import Services
+from peyvand.services.device_lists import DeviceListService
 from peyvand.services.directory import DirectoryService
 from peyvand.services.event_creation import EventCreationService
 from peyvand.services.event_dispatch import EventDispatcher
@@ -36,11 +37,13 @@ from peyvand.services.room_state import StateService
 from peyvand.services.rooms import RoomsService
 from peyvand.services.streams import StreamToken
 from peyvand.services.sync import SyncService
+from peyvand.services.to_device import ToDeviceService
 from peyvand.services.typing import TypingService
 from peyvand.services.user_directory import UserDirectoryService
 from peyvand.services.visibility import VisibilityService
 from peyvand.storage.account_data import AccountDataStore
 from peyvand.storage.accounts import AccountStore
+from peyvand.storage.device_lists import DeviceListStore
 from peyvand.storage.directory import DirectoryStore
 from peyvand.storage.events import EventStore
 from peyvand.storage.key_backup import KeyBackupStore
@@ -49,6 +52,7 @@ from peyvand.storage.push_actions import PushActionStore
 from peyvand.storage.push_rules import PushRuleStore
 from peyvand.storage.receipts import ReceiptStore
 from peyvand.storage.rooms import RoomMemberStore
+from peyvand.storage.to_device import ToDeviceStore
 
 if TYPE_CHECKING:
     from peyvand.storage.postgres import PostgresDatabase
@@ -105,6 +109,11 @@ async def create_app(config: Config) -> web.Application:
     push_actions = PushActionsService(server_name, PushActionStore(db), state, push_rules, receipts)
     writer.add_pre_commit(push_actions.prepare)
     sync_account_data = PushRulesAccountData(account_data, push_rules)
+    to_device = ToDeviceService(server_name, ToDeviceStore(db), notifier)
+    device_lists = DeviceListService(server_name, DeviceListStore(db), index, state, notifier)
+    auth.on_devices_deleted.append(to_device.on_devices_deleted)
+    auth.on_devices_deleted.append(device_lists.on_devices_deleted)
+    auth.on_device_created.append(device_lists.on_device_created)
 
     services = Services(
         config=config,
@@ -126,6 +135,8 @@ async def create_app(config: Config) -> web.Application:
             receipts,
             sync_account_data,
             push_actions.unread_counts,
+            to_device,
+            device_lists,
         ),
         typing=typing,
         receipts=receipts,
@@ -135,6 +146,8 @@ async def create_app(config: Config) -> web.Application:
         directory=directory,
         user_directory=UserDirectoryService(server_name, directory_store),
         key_backup=KeyBackupService(KeyBackupStore(db)),
+        to_device=to_device,
+        device_lists=device_lists,
     )
     app = build_web_app(services, CLIENT_ROUTE_TABLES)
 
@@ -146,6 +159,8 @@ async def create_app(config: Config) -> web.Application:
         await typing.start()
         await account_data.start()
         await receipts.start()
+        await to_device.start()
+        await device_lists.start()
         push_actions.start()
         sync_account_data.start()
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from peyvand.config import Config
 from peyvand.services.account_data import AccountDataService
 from peyvand.services.auth import AuthService
+from peyvand.services.device_lists import DeviceListService
 from peyvand.services.directory import DirectoryService
 from peyvand.services.event_creation import EventCreationService
 from peyvand.services.key_backup import KeyBackupService
@@ -22,6 +23,7 @@ from peyvand.services.room_events import RoomEventsService
 from peyvand.services.room_state import StateService
 from peyvand.services.rooms import RoomsService
 from peyvand.services.sync import SyncService
+from peyvand.services.to_device import ToDeviceService
 from peyvand.services.typing import TypingService
 from peyvand.services.user_directory import UserDirectoryService
 
@@ -45,3 +47,5 @@ class Services:
     directory: DirectoryService
     user_directory: UserDirectoryService
     key_backup: KeyBackupService
+    to_device: ToDeviceService
+    device_lists: DeviceListService

@@ -25,6 +25,8 @@ class RoomIndex:
         # Bumped on every membership change: a load that raced one is not cached.
         self._version = 0
         self._last_position: dict[RoomID, int] = {}
+        # The last membership change of each room since start-up (device list tracking).
+        self._last_membership: dict[RoomID, int] = {}
         self._startup_position = 0
 
     async def start(self) -> None:
@@ -56,6 +58,15 @@ class RoomIndex:
                 )
         return changed
 
+    async def rooms_with_membership_changes_since(
+        self, room_ids: Sequence[RoomID], since: int
+    ) -> set[RoomID]:
+        """The rooms of ``room_ids`` that may have membership changes after ``since``
+        (exact since start-up; before that, every room that may have events)."""
+        if since < self._startup_position:
+            return await self.rooms_changed_since(room_ids, since)
+        return {r for r in room_ids if self._last_membership.get(r, -1) > since}
+
     def apply(self, batch: Sequence[EventToPersist]) -> None:
         """Record a committed batch (called by the dispatcher)."""
         for persisted in batch:
@@ -63,6 +74,7 @@ class RoomIndex:
             self._last_position[pdu.room_id] = persisted.stream_ordering
             if pdu.type != "m.room.member" or not pdu.state_key or pdu.membership is None:
                 continue
+            self._last_membership[pdu.room_id] = persisted.stream_ordering
             self._version += 1
             cached = self._memberships.get(UserID(pdu.state_key))
             if cached is not None:

@@ -14,13 +14,14 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from peyvand.events.pdu import StateKey
+from peyvand.services.device_lists import DeviceListChanges
 from peyvand.services.filtering import Filter
 from peyvand.services.notifier import Notifier
 from peyvand.services.requester import Requester
 from peyvand.services.room_events import RoomEventsService, position_token
 from peyvand.services.room_index import RoomIndex
 from peyvand.services.room_state import RoomSnapshot, StateService
-from peyvand.services.streams import StreamToken
+from peyvand.services.streams import Stream, StreamToken
 from peyvand.storage.events import EventStore
 from peyvand.storage.models import StoredEvent
 from peyvand.storage.rooms import RoomMemberStore
@@ -69,6 +70,18 @@ class AccountDataSource(Protocol):
     ) -> dict[RoomID, list[JsonDict]]: ...
 
 
+class ToDeviceSource(Protocol):
+    async def for_sync(
+        self, user_id: UserID, device_id: str, since: int | None, now: int
+    ) -> tuple[list[JsonDict], int]: ...
+
+
+class DeviceListSource(Protocol):
+    async def changes(
+        self, user_id: UserID, since: StreamToken, now: StreamToken
+    ) -> DeviceListChanges: ...
+
+
 UnreadCounts = Callable[[UserID, Sequence[RoomID]], Awaitable[dict[RoomID, JsonDict]]]
 
 
@@ -78,9 +91,20 @@ class _Result:
     invite: dict[RoomID, JsonDict] = field(default_factory=dict)
     leave: dict[RoomID, JsonDict] = field(default_factory=dict)
     account_data: list[JsonDict] = field(default_factory=list)
+    to_device: list[JsonDict] = field(default_factory=list)
+    device_lists: DeviceListChanges = field(default_factory=DeviceListChanges)
+    # The next token: the sync's ``now``, unless to-device messages remain for later.
+    token: StreamToken = field(default_factory=StreamToken)
 
     def is_empty(self) -> bool:
-        return not (self.join or self.invite or self.leave or self.account_data)
+        return not (
+            self.join
+            or self.invite
+            or self.leave
+            or self.account_data
+            or self.to_device
+            or self.device_lists
+        )
 
 
 class SyncService:
@@ -96,6 +120,8 @@ class SyncService:
         receipts: ReceiptSource,
         account_data: AccountDataSource,
         unread_counts: UnreadCounts,
+        to_device: ToDeviceSource,
+        device_lists: DeviceListSource,
         *,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -109,6 +135,8 @@ class SyncService:
         self._receipts = receipts
         self._account_data = account_data
         self._unread_counts = unread_counts
+        self._to_device = to_device
+        self._device_lists = device_lists
         self._clock = clock
 
     async def sync(
@@ -126,16 +154,20 @@ class SyncService:
             if since is None or full_state or now.is_after(since):
                 result = await self._compute(requester, since, now, sync_filter, full_state)
                 if since is None or full_state or not result.is_empty():
-                    return self._response(result, now)
+                    return await self._response(requester, result, result.token)
             remaining = deadline - self._clock()
             if remaining <= 0:
-                return self._response(_Result(), now if since is None else max_token(since, now))
+                return await self._response(
+                    requester, _Result(), now if since is None else max_token(since, now)
+                )
             if self._notifier.current_token != now:
                 continue
             await self._notifier.wait_for_user(requester.user_id, now, remaining)
 
-    @staticmethod
-    def _response(result: _Result, token: StreamToken) -> JsonDict:
+    async def _response(
+        self, requester: Requester, result: _Result, token: StreamToken
+    ) -> JsonDict:
+        """The /sync body."""
         return {
             "next_batch": token.serialize(),
             "rooms": {
@@ -146,8 +178,8 @@ class SyncService:
             },
             "account_data": {"events": result.account_data},
             "presence": {"events": []},
-            "to_device": {"events": []},
-            "device_lists": {"changed": [], "left": []},
+            "to_device": {"events": result.to_device},
+            "device_lists": result.device_lists.to_json(),
             "device_one_time_keys_count": {},
         }
 
@@ -250,6 +282,15 @@ class SyncService:
                     result.leave[room_id] = await self._left_room(
                         requester, room_id, since_events, memberships[room_id][1], sync_filter
                     )
+        # Send-to-device ("Extensions to /sync"): a ``since`` acknowledges the messages
+        # of the response that handed it out; at most a page of messages per response.
+        result.to_device, to_device_position = await self._to_device.for_sync(
+            user_id, requester.device_id, since.to_device if since else None, now.to_device
+        )
+        result.token = now.advanced(Stream.TO_DEVICE, to_device_position)
+        if since is not None:
+            # Device lists are only reported relative to a token ("Extensions to /sync").
+            result.device_lists = await self._device_lists.changes(user_id, since, now)
         return result
 
     async def _timeline(

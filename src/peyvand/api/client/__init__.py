@@ -3,6 +3,7 @@
 from peyvand.api.client import (
     account,
     account_data,
+    device_lists,
     devices,
     directory,
     filter,
@@ -15,6 +16,7 @@ from peyvand.api.client import (
     rooms,
     sync,
     tags,
+    to_device,
     typing,
     user_directory,
     versions,
@@ -39,4 +41,6 @@ CLIENT_ROUTE_TABLES: list[RouteTable] = [
     directory.routes,
     user_directory.routes,
     room_keys.routes,
+    to_device.routes,
+    device_lists.routes,
 ]

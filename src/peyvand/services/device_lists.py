@@ -1,0 +1,173 @@
+"""Device list tracking (End-to-End Encryption, "Tracking the device list for a user").
+
+A client keeps the device lists of every user it shares an encrypted room with; the
+server tells it whom to re-query. ``notify_user_changed`` records a change of a user's
+devices or keys at a new position of the device_lists stream and wakes the syncs of
+the user and of everyone sharing a room with them. An incremental /sync (and
+``GET /keys/changes``) then reports:
+
+- ``changed``: users sharing a room with the syncing user whose devices changed in
+  ``(since, now]``, and users who newly share a room with them (someone joined one of
+  their rooms, or they joined someone's);
+- ``left``: users who no longer share any room with them (after a leave, kick or ban).
+
+Only the user's own rooms are looked at, and the recent part of the stream is kept in
+memory, so a sync whose token is current reads nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+
+from peyvand.services.notifier import Notifier
+from peyvand.services.room_index import RoomIndex
+from peyvand.services.room_state import StateService
+from peyvand.services.streams import Stream, StreamToken
+from peyvand.storage.device_lists import DeviceListStore
+from peyvand.types import RoomID, UserID, server_name_of
+
+# Recent changes kept in memory; older ranges are read from the database.
+MAX_LOGGED_CHANGES = 10_000
+_LEFT = ("leave", "ban")
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceListChanges:
+    changed: list[UserID] = field(default_factory=list)
+    left: list[UserID] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.changed or self.left)
+
+    def to_json(self) -> dict[str, list[UserID]]:
+        return {"changed": self.changed, "left": self.left}
+
+
+class DeviceListService:
+    def __init__(
+        self,
+        server_name: str,
+        store: DeviceListStore,
+        index: RoomIndex,
+        state: StateService,
+        notifier: Notifier,
+    ) -> None:
+        self._server_name = server_name
+        self._store = store
+        self._index = index
+        self._state = state
+        self._notifier = notifier
+        self._position = 0
+        self._write_lock = asyncio.Lock()
+        # The changes after ``_log_floor``, in stream order.
+        self._log_positions: list[int] = []
+        self._log_users: list[UserID] = []
+        self._log_floor = 0
+
+    @property
+    def current_position(self) -> int:
+        return self._position
+
+    async def start(self) -> None:
+        """Resume the stream at its stored position."""
+        self._position = self._log_floor = await self._store.get_max_position()
+        self._notifier.advance(Stream.DEVICE_LISTS, self._position, ())
+
+    async def notify_user_changed(self, user_id: UserID) -> None:
+        """Record that ``user_id``'s devices or keys changed (a new or deleted device, new
+        device or cross-signing keys) and wake everyone who tracks them."""
+        wake = await self._local_room_peers(user_id)
+        wake.add(user_id)
+        async with self._write_lock:
+            position = self._position + 1
+            await self._store.add_change(user_id, position)
+            self._position = position
+            self._log_positions.append(position)
+            self._log_users.append(user_id)
+            if len(self._log_positions) > MAX_LOGGED_CHANGES:
+                cut = len(self._log_positions) // 2
+                self._log_floor = self._log_positions[cut - 1]
+                del self._log_positions[:cut], self._log_users[:cut]
+            self._notifier.advance(Stream.DEVICE_LISTS, position, wake)
+
+    async def on_devices_deleted(self, user_id: UserID, device_ids: Sequence[str]) -> None:
+        """A deleted device is a device list change ("Tracking the device list")."""
+        await self.notify_user_changed(user_id)
+
+    async def on_device_created(self, user_id: UserID, device_id: str) -> None:
+        """A new login is a device list change."""
+        await self.notify_user_changed(user_id)
+
+    async def changes(
+        self, user_id: UserID, since: StreamToken, now: StreamToken
+    ) -> DeviceListChanges:
+        """``device_lists`` of an incremental /sync from ``since`` to ``now`` (also the
+        answer of ``GET /keys/changes?from=since&to=now``)."""
+        if now.device_lists <= since.device_lists and now.events <= since.events:
+            return DeviceListChanges()
+        # A copy: commits update the index while this awaits.
+        memberships = dict(await self._index.memberships(user_id))
+        joined = {r for r, (m, _) in memberships.items() if m == "join"}
+        changed: set[UserID] = set()
+        if now.device_lists > since.device_lists:
+            for other in await self._changed_between(since.device_lists, now.device_lists):
+                if other == user_id or await self._shares_room(joined, other):
+                    changed.add(other)
+        maybe_left: set[UserID] = set()
+        if now.events > since.events:
+            newly_joined = {r for r in joined if memberships[r][1] > since.events}
+            for room_id in newly_joined:
+                changed |= await self._joined_members(room_id) - {user_id}
+            for room_id, (membership, position) in memberships.items():
+                if membership in _LEFT and position > since.events:
+                    maybe_left |= await self._joined_members(room_id)
+            rooms = await self._index.rooms_with_membership_changes_since(
+                sorted(joined - newly_joined), since.events
+            )
+            if rooms:
+                for _, member, membership in await self._store.get_membership_changes(
+                    sorted(rooms), since.events, now.events
+                ):
+                    if membership == "join" and member != user_id:
+                        changed.add(member)
+                    elif membership in _LEFT:
+                        maybe_left.add(member)
+        left = {
+            other for other in maybe_left - {user_id} if not await self._shares_room(joined, other)
+        }
+        return DeviceListChanges(sorted(changed - left), sorted(left))
+
+    async def keys_changes(
+        self, user_id: UserID, from_token: StreamToken, to_token: StreamToken | None
+    ) -> DeviceListChanges:
+        """``GET /keys/changes``: as ``device_lists`` of /sync between the two tokens
+        (``to`` defaults to the current position, as in Synapse)."""
+        return await self.changes(user_id, from_token, to_token or self._notifier.current_token)
+
+    async def _changed_between(self, after: int, until: int) -> Collection[UserID]:
+        if after < self._log_floor:
+            return await self._store.get_changed_users(after, until)
+        start = bisect.bisect_right(self._log_positions, after)
+        end = bisect.bisect_right(self._log_positions, until)
+        return set(self._log_users[start:end])
+
+    async def _shares_room(self, joined: set[RoomID], other: UserID) -> bool:
+        memberships = await self._index.memberships(other)
+        return any(m == "join" and r in joined for r, (m, _) in memberships.items())
+
+    async def _joined_members(self, room_id: RoomID) -> set[UserID]:
+        snapshot = await self._state.get_room(room_id)
+        if snapshot is None:
+            return set()
+        return {u for u, m in snapshot.memberships.items() if m == "join"}
+
+    async def _local_room_peers(self, user_id: UserID) -> set[UserID]:
+        """The local users joined to any room ``user_id`` is joined to."""
+        peers: set[UserID] = set()
+        for room_id, (membership, _) in dict(await self._index.memberships(user_id)).items():
+            if membership == "join":
+                peers |= await self._joined_members(room_id)
+        return {u for u in peers if server_name_of(u) == self._server_name}

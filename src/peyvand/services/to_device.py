@@ -1,0 +1,175 @@
+"""Send-to-device messaging (Client-Server API, "Send-to-Device messaging").
+
+``PUT /sendToDevice`` stores one message per recipient device at one new position of the
+to-device stream, in one transaction, and wakes the recipients' syncs. /sync returns a
+device's messages in order, at most ``MAX_PER_SYNC`` at a time, and deletes them only when
+the device syncs again with a token at or past them ("the server should infer that any
+send-to-device messages in that response have been delivered successfully").
+
+Two in-memory maps keep an idle sync free of queries: the newest position sent to each
+device since start-up (anything older is at most the start-up position), and the
+position up to which each device's inbox is known to be empty.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import orjson
+
+from peyvand.errors import Errcode, MatrixError, bad_json, invalid_param
+from peyvand.services.lru import LRU
+from peyvand.services.notifier import Notifier
+from peyvand.services.requester import Requester
+from peyvand.services.streams import Stream
+from peyvand.storage.to_device import InboxRow, ToDeviceStore
+from peyvand.types import JsonDict, UserID, is_valid_user_id, server_name_of
+
+logger = logging.getLogger(__name__)
+
+# send_to_device.md, "Server behaviour": "100 messages is recommended as a reasonable limit."
+MAX_PER_SYNC = 100
+# One message's content, as JSON: the PDU size limit, so a message fits a federation EDU.
+MAX_MESSAGE_BYTES = 65_536
+# Recipient devices of one request, after "*" is expanded.
+MAX_RECIPIENT_DEVICES = 10_000
+ALL_DEVICES = "*"
+_KNOWN_EMPTY_CACHE = 100_000
+
+DeviceKey = tuple[UserID, str]
+
+
+def parse_messages(messages: Any) -> dict[UserID, dict[str, JsonDict]]:
+    """Check the ``messages`` body of /sendToDevice: ``{user_id: {device_id: content}}``
+    with object contents (M_BAD_JSON otherwise, M_INVALID_PARAM for a malformed user ID,
+    M_TOO_LARGE for an oversized message)."""
+    if not isinstance(messages, dict):
+        raise bad_json("'messages' must be an object")
+    parsed: dict[UserID, dict[str, JsonDict]] = {}
+    for user_id, by_device in messages.items():
+        if not isinstance(by_device, dict):
+            raise bad_json(f"messages for {user_id} must be an object of device IDs")
+        if not is_valid_user_id(user_id):
+            raise invalid_param(f"{user_id!r} is not a valid user ID")
+        for device_id, content in by_device.items():
+            if not isinstance(content, dict):
+                raise bad_json(f"the message for {user_id} {device_id} must be an object")
+            if len(orjson.dumps(content)) > MAX_MESSAGE_BYTES:
+                raise MatrixError(
+                    Errcode.TOO_LARGE, f"A message must not exceed {MAX_MESSAGE_BYTES} bytes"
+                )
+        parsed[UserID(user_id)] = by_device
+    return parsed
+
+
+class ToDeviceService:
+    def __init__(self, server_name: str, store: ToDeviceStore, notifier: Notifier) -> None:
+        self._server_name = server_name
+        self._store = store
+        self._notifier = notifier
+        self._position = 0
+        self._startup_position = 0
+        self._write_lock = asyncio.Lock()
+        # The newest position sent to a device since start-up; absent: at most start-up.
+        self._newest: dict[DeviceKey, int] = {}
+        # The position up to which a device's inbox is known to be empty (acknowledged).
+        self._empty_up_to: LRU[DeviceKey, int] = LRU(_KNOWN_EMPTY_CACHE)
+
+    @property
+    def current_position(self) -> int:
+        return self._position
+
+    async def start(self) -> None:
+        """Resume the stream at its stored position."""
+        self._position = self._startup_position = await self._store.get_position()
+        self._notifier.advance(Stream.TO_DEVICE, self._position, ())
+
+    async def send(
+        self,
+        requester: Requester,
+        event_type: str,
+        txn_id: str,
+        messages: Mapping[UserID, Mapping[str, JsonDict]],
+    ) -> None:
+        """``PUT /sendToDevice/{eventType}/{txnId}``: one message per device ("*": every
+        device of the user, an explicit device ID taking precedence); unknown devices are
+        skipped. A retry of ``txnId`` by the same device sends nothing (transaction IDs
+        are scoped to the request path, as for room events)."""
+        local: dict[UserID, Mapping[str, JsonDict]] = {}
+        for user_id, by_device in messages.items():
+            if server_name_of(user_id) == self._server_name:
+                local[user_id] = by_device
+            else:
+                logger.info(
+                    "to-device %s for remote user %s dropped: no federation", event_type, user_id
+                )
+        sender = requester.user_id
+        devices = await self._store.get_device_ids(list(local)) if local else {}
+        rows: list[InboxRow] = []
+        for user_id, by_device in local.items():
+            existing = devices.get(user_id, set())
+            encoded = {
+                device_id: _encode(event_type, sender, content)
+                for device_id, content in by_device.items()
+            }
+            wildcard = encoded.pop(ALL_DEVICES, None)
+            targets = dict.fromkeys(existing, wildcard) if wildcard is not None else {}
+            targets.update((d, m) for d, m in encoded.items() if d in existing)
+            rows.extend(InboxRow(user_id, d, m) for d, m in targets.items())
+        if len(rows) > MAX_RECIPIENT_DEVICES:
+            raise MatrixError(
+                Errcode.TOO_LARGE, f"At most {MAX_RECIPIENT_DEVICES} devices per request"
+            )
+        async with self._write_lock:
+            position = self._position + 1
+            if not await self._store.add_messages(
+                sender, requester.device_id, f"{event_type}/{txn_id}", position, rows
+            ):
+                return
+            self._position = position
+            for row in rows:
+                self._newest[(row.user_id, row.device_id)] = position
+            self._notifier.advance(Stream.TO_DEVICE, position, {row.user_id for row in rows})
+
+    async def for_sync(
+        self, user_id: UserID, device_id: str, since: int | None, now: int
+    ) -> tuple[list[JsonDict], int]:
+        """The device's messages after ``since`` up to ``now``, and the to-device position
+        for the next token: ``now``, or the last message's if more remain (at most
+        ``MAX_PER_SYNC`` per sync). A ``since`` acknowledges everything up to it."""
+        key = (user_id, device_id)
+        after = since or 0
+        if since is not None:
+            await self._acknowledge(key, since)
+        if after >= now or self._newest.get(key, self._startup_position) <= after:
+            return [], max(after, now)
+        found = await self._store.get_messages(user_id, device_id, after, now, MAX_PER_SYNC + 1)
+        if len(found) <= MAX_PER_SYNC:
+            return [m.message for m in found], now
+        found = found[:MAX_PER_SYNC]
+        return [m.message for m in found], found[-1].stream_id
+
+    async def _acknowledge(self, key: DeviceKey, since: int) -> None:
+        """Delete the device's messages up to ``since``, unless known to be gone."""
+        empty_up_to = self._empty_up_to.get(key)
+        if empty_up_to is not None and (
+            since <= empty_up_to or self._newest.get(key, self._startup_position) <= empty_up_to
+        ):
+            return
+        await self._store.delete_messages(key[0], key[1], since)
+        self._empty_up_to.put(key, since)
+
+    async def on_devices_deleted(self, user_id: UserID, device_ids: Sequence[str]) -> None:
+        """Drop deleted devices' inboxes: they will never sync again."""
+        await self._store.delete_devices(user_id, device_ids)
+        for device_id in device_ids:
+            self._newest.pop((user_id, device_id), None)
+            self._empty_up_to.pop((user_id, device_id))
+
+
+def _encode(event_type: str, sender: UserID, content: JsonDict) -> str:
+    """The stored message: the event as /sync returns it (send_to_device.md, ``Event``)."""
+    return orjson.dumps({"type": event_type, "sender": sender, "content": content}).decode()

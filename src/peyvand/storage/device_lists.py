@@ -1,0 +1,68 @@
+"""Device list storage: the stream of users whose devices or keys changed, and the
+membership changes in rooms that decide who must hear of them (End-to-End Encryption,
+"Tracking the device list for a user").
+
+The caller allocates positions and serialises writes, so the stream has no reordering.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import orjson
+
+from peyvand.storage.database import Database, iter_chunks, placeholders
+from peyvand.types import RoomID, UserID
+
+_CHUNK = 500
+
+# (room, member, membership) of one m.room.member event.
+MembershipChange = tuple[RoomID, UserID, str]
+
+
+class DeviceListStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def get_max_position(self) -> int:
+        value = await self._db.fetchval("SELECT MAX(stream_id) FROM device_lists_stream")
+        return int(value or 0)
+
+    async def add_change(self, user_id: UserID, position: int) -> None:
+        await self._db.execute(
+            "INSERT INTO device_lists_stream (stream_id, user_id) VALUES ($1, $2)",
+            position,
+            user_id,
+        )
+
+    async def get_changed_users(self, after: int, until: int) -> set[UserID]:
+        """Every user with a change in ``(after, until]``."""
+        rows = await self._db.fetch(
+            "SELECT DISTINCT user_id FROM device_lists_stream"
+            " WHERE stream_id > $1 AND stream_id <= $2",
+            after,
+            until,
+        )
+        return {UserID(row["user_id"]) for row in rows}
+
+    async def get_membership_changes(
+        self, room_ids: Sequence[RoomID], after: int, until: int
+    ) -> list[MembershipChange]:
+        """The m.room.member events of ``room_ids`` in ``(after, until]``, oldest first
+        within each room (range reads on the events' (room, stream) index)."""
+        found: list[MembershipChange] = []
+        async for chunk in iter_chunks(room_ids, _CHUNK):
+            rows = await self._db.fetch(
+                "SELECT room_id, state_key, pdu FROM events"
+                f" WHERE room_id IN ({placeholders(len(chunk), 3)}) AND stream_ordering > $1"
+                " AND stream_ordering <= $2 AND type = 'm.room.member'"
+                " ORDER BY stream_ordering",
+                after,
+                until,
+                *chunk,
+            )
+            for row in rows:
+                membership = orjson.loads(row["pdu"]).get("content", {}).get("membership")
+                if isinstance(membership, str):
+                    found.append((RoomID(row["room_id"]), UserID(row["state_key"]), membership))
+        return found
