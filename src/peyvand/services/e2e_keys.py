@@ -1,0 +1,674 @@
+"""End-to-end encryption keys: upload, query and claim, cross-signing.
+
+Client-Server API, "End-to-End Encryption" (keys.yaml, cross_signing.yaml). Every
+uploaded key is checked before anything is stored, and one upload is stored in one
+transaction. Where the spec is silent the behaviour follows Synapse:
+
+- a device's identity keys cannot be changed once uploaded (only re-uploaded as they
+  are); deleting the device deletes its keys;
+- a device holds at most ``MAX_ONE_TIME_KEYS_PER_ALGORITHM`` one-time keys per algorithm;
+- a signature of another user's master key is visible only to its signer, signatures of
+  a user's devices (by their self-signing key) to everyone;
+- the first upload of cross-signing keys needs no user-interactive auth (MSC3967).
+
+The one-time key counts and unused fallback key types that /sync reports are cached per
+device and invalidated next to every write that changes them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import orjson
+
+from peyvand.errors import Errcode, MatrixError, forbidden, invalid_param
+from peyvand.events.canonical_json import encode_canonical_json
+from peyvand.events.signing import VerifyKey, decode_verify_key, verify_json_signature
+from peyvand.services.auth import AuthService
+from peyvand.services.lru import LRU
+from peyvand.services.requester import Requester
+from peyvand.storage.e2e_keys import (
+    ClaimKey,
+    CrossSigningKeyRow,
+    DeviceKeysRow,
+    E2eKeyStore,
+    NewKey,
+    SignatureRow,
+)
+from peyvand.types import DeviceID, JsonDict, UserID, is_valid_user_id, server_name_of
+
+# Called with a user whose device or cross-signing keys (or signatures of them) changed.
+KeysChangedHook = Callable[[UserID], Awaitable[None]]
+
+ED25519: Final = "ed25519"
+MASTER: Final = "master"
+SELF_SIGNING: Final = "self_signing"
+USER_SIGNING: Final = "user_signing"
+# Request field of each cross-signing key type (cross_signing.yaml).
+CROSS_SIGNING_FIELDS: Final = {
+    MASTER: "master_key",
+    SELF_SIGNING: "self_signing_key",
+    USER_SIGNING: "user_signing_key",
+}
+
+# As Synapse: clients keep about 50 on the server; more could never be used.
+MAX_ONE_TIME_KEYS_PER_ALGORITHM: Final = 500
+# Size limits (canonical JSON bytes) well above what any client sends.
+MAX_DEVICE_KEYS_BYTES: Final = 16 * 1024
+MAX_KEY_OBJECT_BYTES: Final = 4 * 1024
+MAX_CROSS_SIGNING_KEY_BYTES: Final = 16 * 1024
+MAX_IDENTIFIER_LENGTH: Final = 255
+_CACHE_SIZE = 50_000
+_NO_FEDERATION = {"status": 503, "message": "This server does not federate yet"}
+
+
+def _too_large(message: str) -> MatrixError:
+    return MatrixError(Errcode.TOO_LARGE, message)
+
+
+def _invalid_signature(message: str) -> MatrixError:
+    return MatrixError(Errcode.INVALID_SIGNATURE, message)
+
+
+def canonical(obj: Mapping[str, Any]) -> str:
+    return encode_canonical_json(obj).decode()
+
+
+def _unsigned_part(obj: Mapping[str, Any]) -> JsonDict:
+    """``obj`` without ``signatures`` and ``unsigned``: what signatures cover."""
+    return {k: v for k, v in obj.items() if k not in ("signatures", "unsigned")}
+
+
+def _failure(error: MatrixError) -> JsonDict:
+    """A per-key failure of /keys/signatures/upload."""
+    return {"status": error.status, "errcode": error.errcode.value, "error": error.message}
+
+
+# Validation (pure) -------------------------------------------------------------------
+
+
+def _check_identifier(value: object, what: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise MatrixError(Errcode.BAD_JSON, f"{what} must be a non-empty string")
+    if len(value) > MAX_IDENTIFIER_LENGTH:
+        raise _too_large(f"{what} is too long")
+    return value
+
+
+def _check_signatures_shape(value: object, what: str) -> Mapping[str, Mapping[str, str]]:
+    """``signatures``: user ID -> key ID -> signature, all strings."""
+    if not isinstance(value, dict) or not all(
+        isinstance(sigs, dict) and all(isinstance(s, str) for s in sigs.values())
+        for sigs in value.values()
+    ):
+        raise MatrixError(Errcode.BAD_JSON, f"{what}: 'signatures' must map users to strings")
+    return value
+
+
+def _ed25519_key(key_id: str, key_base64: object) -> VerifyKey:
+    """The ed25519 verify key ``key_id`` (``ed25519:<version>``) with the given value."""
+    if not isinstance(key_base64, str):
+        raise invalid_param(f"Key {key_id} must be a string")
+    try:
+        return decode_verify_key(key_id, key_base64)
+    except ValueError:
+        raise invalid_param(f"Malformed ed25519 key {key_id}") from None
+
+
+def check_device_keys(device_keys: object, user_id: UserID, device_id: DeviceID) -> JsonDict:
+    """The DeviceKeys object of /keys/upload, checked and without ``unsigned``.
+
+    It must describe the requester's own device and carry a valid signature by the
+    device's own ed25519 key (end_to_end_encryption.md, "Device keys").
+    """
+    if not isinstance(device_keys, dict):
+        raise MatrixError(Errcode.BAD_JSON, "'device_keys' must be an object")
+    keys = _unsigned_part(device_keys)
+    if len(encode_canonical_json(keys)) > MAX_DEVICE_KEYS_BYTES:
+        raise _too_large("'device_keys' is too large")
+    if keys.get("user_id") != user_id:
+        raise invalid_param("'device_keys.user_id' must be the user uploading the keys")
+    if keys.get("device_id") != device_id:
+        raise invalid_param("'device_keys.device_id' must be the device uploading the keys")
+    algorithms = keys.get("algorithms")
+    if not isinstance(algorithms, list) or not all(isinstance(a, str) for a in algorithms):
+        raise MatrixError(Errcode.BAD_JSON, "'device_keys.algorithms' must be strings")
+    public = keys.get("keys")
+    if not isinstance(public, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) and k.partition(":")[2] == device_id
+        for k, v in public.items()
+    ):
+        raise MatrixError(
+            Errcode.BAD_JSON, "'device_keys.keys' must map '<algorithm>:<device_id>' to strings"
+        )
+    signing_key_id = f"{ED25519}:{device_id}"
+    if signing_key_id not in public:
+        raise invalid_param(f"'device_keys.keys' must include {signing_key_id}")
+    verify_key = _ed25519_key(signing_key_id, public[signing_key_id])
+    signatures = _check_signatures_shape(device_keys.get("signatures"), "device_keys")
+    if not verify_json_signature(device_keys, user_id, verify_key):
+        raise _invalid_signature("The device keys are not signed by the device's ed25519 key")
+    return {**keys, "signatures": signatures}
+
+
+def _check_key_map(value: object, what: str, max_keys: int) -> list[tuple[str, str, Any]]:
+    """One-time or fallback keys: ``<algorithm>:<key_id>`` -> key string or key object."""
+    if not isinstance(value, dict):
+        raise MatrixError(Errcode.BAD_JSON, f"'{what}' must be an object")
+    if len(value) > max_keys:
+        raise _too_large(f"Too many {what} (at most {max_keys} per upload)")
+    checked = []
+    for name, key in value.items():
+        algorithm, sep, key_id = name.partition(":")
+        if not sep or not algorithm or not key_id or ":" in key_id:
+            raise MatrixError(
+                Errcode.BAD_JSON, f"'{what}' names must be '<algorithm>:<key_id>', not {name!r}"
+            )
+        _check_identifier(name, f"{what} key name")
+        if isinstance(key, dict):
+            if not isinstance(key.get("key"), str):
+                raise MatrixError(Errcode.BAD_JSON, f"{what} {name}: 'key' must be a string")
+            _check_signatures_shape(key.get("signatures", {}), f"{what} {name}")
+            key = {k: v for k, v in key.items() if k != "unsigned"}
+        elif not isinstance(key, str):
+            raise MatrixError(Errcode.BAD_JSON, f"{what} {name} must be a string or an object")
+        if len(encode_canonical_json(key)) > MAX_KEY_OBJECT_BYTES:
+            raise _too_large(f"{what} {name} is too large")
+        checked.append((algorithm, key_id, key))
+    return checked
+
+
+def _check_key_signature(
+    key: Any, name: str, user_id: UserID, device_id: DeviceID, identity: VerifyKey | None
+) -> None:
+    """A signed one-time or fallback key must be signed by its device's ed25519 key."""
+    if identity is None or not isinstance(key, dict):
+        return
+    if not verify_json_signature(key, user_id, identity):
+        raise _invalid_signature(f"Key {name} is not signed by device {device_id}")
+
+
+def _same_one_time_key(stored_json: str, key: Any) -> bool:
+    """Re-uploads may carry other signatures; the key itself must be the same."""
+    stored = orjson.loads(stored_json)
+    if isinstance(stored, dict) and isinstance(key, dict):
+        return _unsigned_part(stored) == _unsigned_part(key)
+    return bool(stored == key)
+
+
+@dataclass(frozen=True, slots=True)
+class CrossSigningKey:
+    key_type: str
+    public_key: str
+    verify_key: VerifyKey
+    json: JsonDict
+
+
+def check_cross_signing_key(value: object, user_id: UserID, key_type: str) -> CrossSigningKey:
+    """A CrossSigningKey (cross_signing_key.yaml): the user's, for ``key_type``, exactly
+    one ed25519 public key."""
+    what = CROSS_SIGNING_FIELDS[key_type]
+    if not isinstance(value, dict):
+        raise MatrixError(Errcode.BAD_JSON, f"'{what}' must be an object")
+    if len(encode_canonical_json(value)) > MAX_CROSS_SIGNING_KEY_BYTES:
+        raise _too_large(f"'{what}' is too large")
+    usage = value.get("usage")
+    keys = value.get("keys")
+    if value.get("user_id") != user_id:
+        raise invalid_param(f"'{what}.user_id' must be the user uploading it")
+    if not isinstance(usage, list) or key_type not in usage:
+        raise invalid_param(f"'{what}.usage' must include {key_type}")
+    if not isinstance(keys, dict) or len(keys) != 1:
+        raise invalid_param(f"'{what}.keys' must hold exactly one key")
+    ((key_id, public_key),) = keys.items()
+    if key_id != f"{ED25519}:{public_key}":
+        raise invalid_param(f"'{what}.keys' must be 'ed25519:<public key>': <public key>")
+    verify_key = _ed25519_key(key_id, public_key)
+    if "signatures" in value:
+        _check_signatures_shape(value["signatures"], what)
+    json = {k: v for k, v in value.items() if k != "unsigned"}
+    return CrossSigningKey(key_type, public_key, verify_key, json)
+
+
+def _stored_cross_signing_key(row: CrossSigningKeyRow) -> CrossSigningKey:
+    key_id = f"{ED25519}:{row.public_key}"
+    return CrossSigningKey(
+        row.key_type,
+        row.public_key,
+        decode_verify_key(key_id, row.public_key),
+        orjson.loads(row.key_json),
+    )
+
+
+# The service ---------------------------------------------------------------------------
+
+
+@dataclass
+class _DeviceLock:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0
+
+
+class E2eKeysService:
+    def __init__(
+        self,
+        server_name: str,
+        store: E2eKeyStore,
+        auth: AuthService,
+        on_keys_changed: KeysChangedHook,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._server_name = server_name
+        self._store = store
+        self._auth = auth
+        self._on_keys_changed = on_keys_changed
+        self._clock = clock
+        self._counts: LRU[tuple[UserID, DeviceID], dict[str, int]] = LRU(_CACHE_SIZE)
+        self._fallback: LRU[tuple[UserID, DeviceID], list[str]] = LRU(_CACHE_SIZE)
+        # Bumped on every write the caches depend on: a read racing one is not cached.
+        self._version = 0
+        self._upload_locks: dict[tuple[UserID, DeviceID], _DeviceLock] = {}
+
+    def _now_ms(self) -> int:
+        return int(self._clock() * 1000)
+
+    # Counts for /sync ------------------------------------------------------------------
+
+    async def one_time_key_counts(self, user_id: UserID, device_id: DeviceID) -> dict[str, int]:
+        """``device_one_time_keys_count`` of /sync: unclaimed one-time keys per algorithm.
+
+        Cached; do not mutate the result.
+        """
+        key = (user_id, device_id)
+        cached = self._counts.get(key)
+        if cached is not None:
+            return cached
+        version = self._version
+        counts = await self._store.count_one_time_keys(user_id, device_id)
+        if version == self._version:
+            self._counts.put(key, counts)
+        return counts
+
+    async def unused_fallback_key_types(self, user_id: UserID, device_id: DeviceID) -> list[str]:
+        """``device_unused_fallback_key_types`` of /sync. Cached; do not mutate."""
+        key = (user_id, device_id)
+        cached = self._fallback.get(key)
+        if cached is not None:
+            return cached
+        version = self._version
+        types = await self._store.unused_fallback_key_types(user_id, device_id)
+        if version == self._version:
+            self._fallback.put(key, types)
+        return types
+
+    def _invalidate(self, devices: Iterable[tuple[UserID, DeviceID]]) -> None:
+        self._version += 1
+        for key in devices:
+            self._counts.pop(key)
+            self._fallback.pop(key)
+
+    @asynccontextmanager
+    async def _device_lock(self, key: tuple[UserID, DeviceID]) -> AsyncIterator[None]:
+        """Serialise the uploads of one device (check, then write)."""
+        entry = self._upload_locks.setdefault(key, _DeviceLock())
+        entry.users += 1
+        try:
+            async with entry.lock:
+                yield
+        finally:
+            entry.users -= 1
+            if entry.users == 0:
+                del self._upload_locks[key]
+
+    # POST /keys/upload -----------------------------------------------------------------
+
+    async def upload_keys(self, requester: Requester, body: Mapping[str, Any]) -> dict[str, int]:
+        """Store the device's identity, one-time and fallback keys; the new key counts.
+
+        Everything is checked first; a request with any bad key stores nothing.
+        """
+        user_id, device_id = requester.user_id, requester.device_id
+        device_keys = None
+        if body.get("device_keys") is not None:
+            device_keys = check_device_keys(body["device_keys"], user_id, device_id)
+        one_time_keys = _check_key_map(
+            body.get("one_time_keys") or {}, "one_time_keys", MAX_ONE_TIME_KEYS_PER_ALGORITHM
+        )
+        fallback_keys = _check_key_map(body.get("fallback_keys") or {}, "fallback_keys", 16)
+        if len({algorithm for algorithm, _, _ in fallback_keys}) != len(fallback_keys):
+            raise invalid_param("At most one fallback key per algorithm")
+
+        key = (user_id, device_id)
+        async with self._device_lock(key):
+            stored_json = await self._store.get_device_keys_json(user_id, device_id)
+            new_json = None if device_keys is None else canonical(device_keys)
+            if stored_json is not None and new_json is not None and new_json != stored_json:
+                stored = orjson.loads(stored_json)
+                if _unsigned_part(stored) != _unsigned_part(device_keys or {}):
+                    raise invalid_param(
+                        "This device already has other identity keys; log in as a new device"
+                    )
+            identity_source = device_keys or (orjson.loads(stored_json) if stored_json else None)
+            identity = None
+            if identity_source is not None:
+                signing_key_id = f"{ED25519}:{device_id}"
+                identity = decode_verify_key(
+                    signing_key_id, identity_source["keys"][signing_key_id]
+                )
+            for algorithm, key_id, value in [*one_time_keys, *fallback_keys]:
+                _check_key_signature(value, f"{algorithm}:{key_id}", user_id, device_id, identity)
+            new_one_time = await self._new_one_time_keys(user_id, device_id, one_time_keys)
+            changed = new_json is not None and new_json != stored_json
+            await self._store.store_keys(
+                user_id,
+                device_id,
+                device_keys_json=new_json if changed else None,
+                one_time_keys=new_one_time,
+                fallback_keys=[NewKey(a, k, canonical_value(v)) for a, k, v in fallback_keys],
+                now_ms=self._now_ms(),
+            )
+            self._invalidate([key])
+        if changed:
+            await self._on_keys_changed(user_id)
+        return await self.one_time_key_counts(user_id, device_id)
+
+    async def _new_one_time_keys(
+        self, user_id: UserID, device_id: DeviceID, keys: Sequence[tuple[str, str, Any]]
+    ) -> list[NewKey]:
+        """The keys not stored yet; 400 if a key ID is reused for another key, 413 if the
+        device would hold too many."""
+        if not keys:
+            return []
+        stored = await self._store.get_one_time_keys(
+            user_id, device_id, [(algorithm, key_id) for algorithm, key_id, _ in keys]
+        )
+        new = []
+        for algorithm, key_id, value in keys:
+            existing = stored.get((algorithm, key_id))
+            if existing is None:
+                new.append(NewKey(algorithm, key_id, canonical_value(value)))
+            elif not _same_one_time_key(existing, value):
+                raise invalid_param(f"One-time key {algorithm}:{key_id} already exists")
+        counts = await self._store.count_one_time_keys(user_id, device_id)
+        for algorithm, added in Counter(k.algorithm for k in new).items():
+            if counts.get(algorithm, 0) + added > MAX_ONE_TIME_KEYS_PER_ALGORITHM:
+                raise _too_large(
+                    f"A device holds at most {MAX_ONE_TIME_KEYS_PER_ALGORITHM} "
+                    f"{algorithm} one-time keys"
+                )
+        return new
+
+    # POST /keys/query ------------------------------------------------------------------
+
+    async def query_keys(
+        self, requester: Requester, query: Mapping[str, Sequence[str]]
+    ) -> JsonDict:
+        """Device and cross-signing keys of the users queried (keys.yaml, /keys/query)."""
+        failures: JsonDict = {}
+        local: list[UserID] = []
+        all_devices: list[UserID] = []
+        some_devices: list[tuple[UserID, DeviceID]] = []
+        for user, device_ids in query.items():
+            if not is_valid_user_id(user):
+                raise invalid_param(f"Not a valid user ID: {user!r}")
+            user_id = UserID(user)
+            if server_name_of(user_id) != self._server_name:
+                failures[server_name_of(user_id)] = _NO_FEDERATION
+                continue
+            local.append(user_id)
+            if device_ids:
+                some_devices += [(user_id, DeviceID(d)) for d in dict.fromkeys(device_ids)]
+            else:
+                all_devices.append(user_id)
+        device_rows = await self._store.get_device_keys(all_devices, some_devices)
+        cross_signing = await self._store.get_cross_signing_keys(local)
+        signatures = await self._store.get_signatures(local, requester.user_id)
+
+        device_keys: dict[str, dict[str, JsonDict]] = {user_id: {} for user_id in local}
+        for row in device_rows:
+            device_keys[row.user_id][row.device_id] = _device_json(row)
+        result: JsonDict = {"device_keys": device_keys, "failures": failures}
+        by_public_key: dict[tuple[UserID, str], JsonDict] = {}
+        for key in cross_signing:
+            if key.key_type == USER_SIGNING and key.user_id != requester.user_id:
+                continue
+            key_json = orjson.loads(key.key_json)
+            result.setdefault(f"{key.key_type}_keys", {})[key.user_id] = key_json
+            if key.key_type == MASTER:
+                by_public_key[(key.user_id, key.public_key)] = key_json
+        for sig in signatures:
+            target = device_keys[sig.target_user_id].get(sig.target_device_id)
+            if target is not None and sig.user_id == sig.target_user_id:
+                target.setdefault("signatures", {}).setdefault(sig.user_id, {})[sig.key_id] = (
+                    sig.signature
+                )
+            master = by_public_key.get((sig.target_user_id, sig.target_device_id))
+            if master is not None and sig.user_id == requester.user_id:
+                master.setdefault("signatures", {}).setdefault(sig.user_id, {})[sig.key_id] = (
+                    sig.signature
+                )
+        for key_type in (MASTER, SELF_SIGNING, USER_SIGNING):
+            result.setdefault(f"{key_type}_keys", {})
+        return result
+
+    # POST /keys/claim ------------------------------------------------------------------
+
+    async def claim_keys(self, query: Mapping[str, Mapping[str, str]]) -> JsonDict:
+        """One key per (user, device, algorithm): a one-time key, else the fallback key."""
+        failures: JsonDict = {}
+        claims: list[ClaimKey] = []
+        for user, devices in query.items():
+            if not is_valid_user_id(user):
+                raise invalid_param(f"Not a valid user ID: {user!r}")
+            if server_name_of(user) != self._server_name:
+                failures[server_name_of(user)] = _NO_FEDERATION
+                continue
+            claims += [(UserID(user), DeviceID(d), algorithm) for d, algorithm in devices.items()]
+        claimed = await self._store.claim_keys(claims)
+        self._invalidate((user_id, device_id) for user_id, device_id, _ in claimed)
+        one_time_keys: dict[str, dict[str, JsonDict]] = {}
+        for (user_id, device_id, algorithm), key in claimed.items():
+            one_time_keys.setdefault(user_id, {}).setdefault(device_id, {})[
+                f"{algorithm}:{key.key_id}"
+            ] = orjson.loads(key.key_json)
+        return {"one_time_keys": one_time_keys, "failures": failures}
+
+    # Deleted devices -------------------------------------------------------------------
+
+    async def on_devices_deleted(self, user_id: UserID, device_ids: Sequence[str]) -> None:
+        """``AuthService.on_devices_deleted`` hook: forget the keys of the user's deleted
+        devices and the signatures of them or by them."""
+        await self._store.delete_keys_of_deleted_devices(user_id)
+        self._invalidate((user_id, DeviceID(device_id)) for device_id in device_ids)
+
+    # POST /keys/device_signing/upload --------------------------------------------------
+
+    async def upload_cross_signing_keys(
+        self, requester: Requester, body: Mapping[str, Any]
+    ) -> None:
+        """Store the user's master, self-signing and user-signing keys.
+
+        UIA with the password unless nothing would be replaced: no master key exists yet
+        (MSC3967) or every key sent is already stored as it is (cross_signing.yaml).
+        """
+        user_id = requester.user_id
+        uploaded = [
+            check_cross_signing_key(body[field_name], user_id, key_type)
+            for key_type, field_name in CROSS_SIGNING_FIELDS.items()
+            if body.get(field_name) is not None
+        ]
+        stored = {row.key_type: row for row in await self._store.get_cross_signing_keys([user_id])}
+        changed = [
+            key
+            for key in uploaded
+            if key.key_type not in stored or orjson.loads(stored[key.key_type].key_json) != key.json
+        ]
+        if MASTER in stored and changed:
+            auth = body.get("auth")
+            await self._auth.require_password(
+                requester,
+                auth if isinstance(auth, dict) else None,
+                "POST /keys/device_signing/upload",
+            )
+        by_type = {key.key_type: key for key in uploaded}
+        master = by_type.get(MASTER) or (
+            _stored_cross_signing_key(stored[MASTER]) if MASTER in stored else None
+        )
+        if master is None:
+            raise MatrixError(Errcode.MISSING_PARAM, "No master key available")
+        for key in uploaded:
+            if key.key_type != MASTER and not verify_json_signature(
+                key.json, user_id, master.verify_key
+            ):
+                raise _invalid_signature(f"The {key.key_type} key is not signed by the master key")
+        if not changed:
+            return
+        device_ids = {device.device_id for device in await self._auth.get_devices(user_id)}
+        if any(key.public_key in device_ids for key in changed):
+            raise forbidden("Key ID in use")
+        await self._store.set_cross_signing_keys(
+            user_id,
+            [
+                CrossSigningKeyRow(user_id, key.key_type, key.public_key, canonical(key.json))
+                for key in changed
+            ],
+            self._now_ms(),
+        )
+        await self._on_keys_changed(user_id)
+
+    # POST /keys/signatures/upload ------------------------------------------------------
+
+    async def upload_signatures(self, requester: Requester, body: Mapping[str, Any]) -> JsonDict:
+        """Store the signatures that verify; report the others under ``failures``.
+
+        Accepted: the requester's devices signed by their self-signing key, their master
+        key signed by one of their devices, and other local users' master keys signed by
+        the requester's user-signing key.
+        """
+        user_id = requester.user_id
+        for target, objects in body.items():
+            if not isinstance(objects, dict) or not all(
+                isinstance(o, dict) for o in objects.values()
+            ):
+                raise invalid_param("Signatures must map users to key IDs to signed objects")
+            if not is_valid_user_id(target):
+                raise invalid_param(f"Not a valid user ID: {target!r}")
+        users = [UserID(u) for u in body if server_name_of(u) == self._server_name]
+        keys = {
+            (row.user_id, row.key_type): _stored_cross_signing_key(row)
+            for row in await self._store.get_cross_signing_keys([user_id, *users])
+        }
+        own_devices: dict[str, JsonDict] = {}
+        if user_id in body:
+            own_devices = {
+                row.device_id: orjson.loads(row.key_json)
+                for row in await self._store.get_device_keys([user_id], [])
+            }
+        accepted: list[SignatureRow] = []
+        failures: dict[str, dict[str, JsonDict]] = {}
+        for target, objects in body.items():
+            for key_id, signed in objects.items():
+                try:
+                    if target == user_id:
+                        accepted += _own_signatures(user_id, key_id, signed, keys, own_devices)
+                    else:
+                        accepted.append(
+                            _other_signature(user_id, UserID(target), key_id, signed, keys)
+                        )
+                except MatrixError as error:
+                    failures.setdefault(target, {})[key_id] = _failure(error)
+        await self._store.store_signatures(accepted)
+        if any(sig.target_user_id == user_id for sig in accepted):
+            await self._on_keys_changed(user_id)
+        return {"failures": failures}
+
+
+def canonical_value(value: Any) -> str:
+    """A key (a string or an object) as canonical JSON text."""
+    return encode_canonical_json(value).decode()
+
+
+def _device_json(row: DeviceKeysRow) -> JsonDict:
+    keys: JsonDict = orjson.loads(row.key_json)
+    keys["unsigned"] = {} if row.display_name is None else {"device_display_name": row.display_name}
+    return keys
+
+
+def _new_signatures(
+    signer: UserID, signed: Mapping[str, Any], stored: Mapping[str, Any], key_ids: Iterable[str]
+) -> Mapping[str, str]:
+    """The signatures by ``signer`` with ``key_ids`` in ``signed`` (an uploaded copy of
+    ``stored``), which must be the stored object apart from its signatures."""
+    if _unsigned_part(signed) != _unsigned_part(stored):
+        raise invalid_param("The signed object does not match the stored key")
+    sigs = _check_signatures_shape(signed.get("signatures"), "signed object").get(signer, {})
+    found = {k: v for k, v in sigs.items() if k in key_ids}
+    if not found:
+        raise _invalid_signature("No signature by an acceptable key")
+    return found
+
+
+def _verified(signer: UserID, signed: Mapping[str, Any], verify_key: VerifyKey) -> None:
+    if not verify_json_signature(signed, signer, verify_key):
+        raise _invalid_signature(f"Invalid signature by {verify_key.alg}:{verify_key.version}")
+
+
+def _own_signatures(
+    user_id: UserID,
+    target_id: str,
+    signed: Mapping[str, Any],
+    keys: Mapping[tuple[UserID, str], CrossSigningKey],
+    devices: Mapping[str, JsonDict],
+) -> list[SignatureRow]:
+    """Signatures of the user's own master key (by their devices) or of one of their
+    devices (by their self-signing key)."""
+    master = keys.get((user_id, MASTER))
+    if master is not None and target_id == master.public_key:
+        device_key_ids = {
+            f"{ED25519}:{d}" for d, device in devices.items() if f"{ED25519}:{d}" in device["keys"]
+        }
+        rows = []
+        for key_id, signature in _new_signatures(
+            user_id, signed, master.json, device_key_ids
+        ).items():
+            device = devices[key_id.partition(":")[2]]
+            _verified(user_id, signed, decode_verify_key(key_id, device["keys"][key_id]))
+            rows.append(SignatureRow(user_id, target_id, user_id, key_id, signature))
+        return rows
+    self_signing = keys.get((user_id, SELF_SIGNING))
+    if self_signing is None:
+        raise MatrixError(Errcode.NOT_FOUND, "No self-signing key")
+    target = devices.get(target_id)
+    if target is None:
+        raise MatrixError(Errcode.NOT_FOUND, f"Unknown device {target_id}")
+    key_id = f"{ED25519}:{self_signing.public_key}"
+    signature = _new_signatures(user_id, signed, target, {key_id})[key_id]
+    _verified(user_id, signed, self_signing.verify_key)
+    return [SignatureRow(user_id, target_id, user_id, key_id, signature)]
+
+
+def _other_signature(
+    signer: UserID,
+    target: UserID,
+    target_id: str,
+    signed: Mapping[str, Any],
+    keys: Mapping[tuple[UserID, str], CrossSigningKey],
+) -> SignatureRow:
+    """A signature of another user's master key by the signer's user-signing key."""
+    user_signing = keys.get((signer, USER_SIGNING))
+    if user_signing is None:
+        raise MatrixError(Errcode.NOT_FOUND, "No user-signing key")
+    master = keys.get((target, MASTER))
+    if master is None or master.public_key != target_id:
+        raise MatrixError(Errcode.NOT_FOUND, f"No master key {target_id} of {target}")
+    key_id = f"{ED25519}:{user_signing.public_key}"
+    signature = _new_signatures(signer, signed, master.json, {key_id})[key_id]
+    _verified(signer, signed, user_signing.verify_key)
+    return SignatureRow(target, target_id, signer, key_id, signature)
