@@ -58,10 +58,11 @@ def _check_id(kind: str, value: str) -> None:
 
 def _count(data: JsonDict, key: str, where: str) -> int:
     value = _field(data, key, where)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise bad_json(f"'{key}' of {where} must be an integer")
-    if not 0 <= value <= _MAX_INT:
-        raise invalid_param(f"'{key}' of {where} is out of range")
+    # Past the canonical JSON range is malformed JSON, as everywhere else in the API.
+    if isinstance(value, bool) or not isinstance(value, int) or value > _MAX_INT:
+        raise bad_json(f"'{key}' of {where} must be an integer of canonical JSON")
+    if value < 0:
+        raise invalid_param(f"'{key}' of {where} must not be negative")
     return value
 
 
