@@ -75,6 +75,8 @@ class ToDeviceSource(Protocol):
         self, user_id: UserID, device_id: str, since: int | None, now: int
     ) -> tuple[list[JsonDict], int]: ...
 
+    async def acknowledge(self, user_id: UserID, device_id: str, since: int) -> None: ...
+
 
 class DeviceListSource(Protocol):
     async def changes(
@@ -149,6 +151,12 @@ class SyncService:
         full_state: bool,
     ) -> JsonDict:
         deadline = self._clock() + timeout_ms / 1000
+        if since is not None:
+            # send_to_device.md: a sync from a token confirms delivery of the to-device
+            # messages of the response that handed it out.
+            await self._to_device.acknowledge(
+                requester.user_id, requester.device_id, since.to_device
+            )
         while True:
             now = self._notifier.current_token
             if since is None or full_state or now.is_after(since):
@@ -282,8 +290,7 @@ class SyncService:
                     result.leave[room_id] = await self._left_room(
                         requester, room_id, since_events, memberships[room_id][1], sync_filter
                     )
-        # Send-to-device ("Extensions to /sync"): a ``since`` acknowledges the messages
-        # of the response that handed it out; at most a page of messages per response.
+        # Send-to-device ("Extensions to /sync"): at most a page per response.
         result.to_device, to_device_position = await self._to_device.for_sync(
             user_id, requester.device_id, since.to_device if since else None, now.to_device
         )

@@ -139,11 +139,9 @@ class ToDeviceService:
     ) -> tuple[list[JsonDict], int]:
         """The device's messages after ``since`` up to ``now``, and the to-device position
         for the next token: ``now``, or the last message's if more remain (at most
-        ``MAX_PER_SYNC`` per sync). A ``since`` acknowledges everything up to it."""
+        ``MAX_PER_SYNC`` per sync)."""
         key = (user_id, device_id)
         after = since or 0
-        if since is not None:
-            await self._acknowledge(key, since)
         if after >= now or self._newest.get(key, self._startup_position) <= after:
             return [], max(after, now)
         found = await self._store.get_messages(user_id, device_id, after, now, MAX_PER_SYNC + 1)
@@ -152,14 +150,16 @@ class ToDeviceService:
         found = found[:MAX_PER_SYNC]
         return [m.message for m in found], found[-1].stream_id
 
-    async def _acknowledge(self, key: DeviceKey, since: int) -> None:
-        """Delete the device's messages up to ``since``, unless known to be gone."""
+    async def acknowledge(self, user_id: UserID, device_id: str, since: int) -> None:
+        """A sync from ``since``: the device received everything up to it, so delete
+        those messages (no query when they are known to be gone)."""
+        key = (user_id, device_id)
         empty_up_to = self._empty_up_to.get(key)
         if empty_up_to is not None and (
             since <= empty_up_to or self._newest.get(key, self._startup_position) <= empty_up_to
         ):
             return
-        await self._store.delete_messages(key[0], key[1], since)
+        await self._store.delete_messages(user_id, device_id, since)
         self._empty_up_to.put(key, since)
 
     async def on_devices_deleted(self, user_id: UserID, device_ids: Sequence[str]) -> None:
