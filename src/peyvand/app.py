@@ -19,6 +19,7 @@ from peyvand.services.auth import AuthService
 from peyvand.services.container import Services
 from peyvand.services.device_lists import DeviceListService
 from peyvand.services.directory import DirectoryService
+from peyvand.services.e2e_keys import E2eKeysService
 from peyvand.services.event_creation import EventCreationService
 from peyvand.services.event_dispatch import EventDispatcher
 from peyvand.services.event_writer import EventWriter
@@ -45,6 +46,7 @@ from peyvand.storage.account_data import AccountDataStore
 from peyvand.storage.accounts import AccountStore
 from peyvand.storage.device_lists import DeviceListStore
 from peyvand.storage.directory import DirectoryStore
+from peyvand.storage.e2e_keys import E2eKeyStore
 from peyvand.storage.events import EventStore
 from peyvand.storage.key_backup import KeyBackupStore
 from peyvand.storage.migrations import run_migrations
@@ -114,6 +116,8 @@ async def create_app(config: Config) -> web.Application:
     auth.on_devices_deleted.append(to_device.on_devices_deleted)
     auth.on_devices_deleted.append(device_lists.on_devices_deleted)
     auth.on_device_created.append(device_lists.on_device_created)
+    e2e_keys = E2eKeysService(server_name, E2eKeyStore(db), auth, device_lists.notify_user_changed)
+    auth.on_devices_deleted.append(e2e_keys.on_devices_deleted)
 
     services = Services(
         config=config,
@@ -145,6 +149,7 @@ async def create_app(config: Config) -> web.Application:
         profile=profile,
         directory=directory,
         user_directory=UserDirectoryService(server_name, directory_store),
+        e2e_keys=e2e_keys,
         key_backup=KeyBackupService(KeyBackupStore(db)),
         to_device=to_device,
         device_lists=device_lists,

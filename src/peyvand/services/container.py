@@ -12,6 +12,7 @@ from peyvand.services.account_data import AccountDataService
 from peyvand.services.auth import AuthService
 from peyvand.services.device_lists import DeviceListService
 from peyvand.services.directory import DirectoryService
+from peyvand.services.e2e_keys import E2eKeysService
 from peyvand.services.event_creation import EventCreationService
 from peyvand.services.key_backup import KeyBackupService
 from peyvand.services.membership import MembershipService
@@ -46,6 +47,7 @@ class Services:
     profile: ProfileService
     directory: DirectoryService
     user_directory: UserDirectoryService
+    e2e_keys: E2eKeysService
     key_backup: KeyBackupService
     to_device: ToDeviceService
     device_lists: DeviceListService
