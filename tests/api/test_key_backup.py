@@ -5,6 +5,7 @@ replacing a stored key, the three key granularities, errors and isolation betwee
 
 from __future__ import annotations
 
+import asyncio
 import io
 from typing import Any
 from urllib.parse import quote
@@ -359,6 +360,22 @@ async def test_a_large_upload(client: MatrixClient) -> None:
     assert sum(len(room["sessions"]) for room in stored.values()) == 1200
     assert stored["!r1:example.org"]["sessions"]["s1"]["first_message_index"] == 1
     assert stored["!r2:example.org"]["sessions"]["s2"]["first_message_index"] == 0
+
+
+async def test_concurrent_uploads_count_every_key_once(client: MatrixClient) -> None:
+    """Uploads of one user are serialised: overlapping sessions are counted once."""
+    alice = await client.register()
+    version = await create_version(client, alice)
+    uploads = [
+        rooms(*((ROOM, f"s{i}", key(index=n)) for i in range(n * 10, n * 10 + 20)))
+        for n in range(10)
+    ]
+    results = await asyncio.gather(*(put(client, alice, version, body) for body in uploads))
+    assert all(result.status == 200 for result in results), results
+    info = await version_info(client, alice)
+    assert info["count"] == 110
+    assert info["count"] == len((await get(client, alice, version, ROOM)).ok()["sessions"])
+    assert len({result.body["etag"] for result in results}) == len(results)
 
 
 # Keys: versions ---------------------------------------------------------------------------

@@ -181,10 +181,13 @@ class KeyBackupStore:
         for start in range(0, len(sessions), _LOOKUP_CHUNK):
             chunk = sessions[start : start + _LOOKUP_CHUNK]
             pairs = ", ".join(f"(${2 * i + 3}, ${2 * i + 4})" for i in range(len(chunk)))
+            # A join on the VALUES list (columns column1, column2 on both backends) makes
+            # one primary-key lookup per session; a row-value IN would scan the backup.
             rows = await self._db.fetch(
-                "SELECT room_id, session_id, is_verified, first_message_index, forwarded_count"
-                " FROM room_key_backup_keys WHERE user_id = $1 AND version = $2"
-                f" AND (room_id, session_id) IN (VALUES {pairs})",
+                "SELECT k.room_id, k.session_id, k.is_verified, k.first_message_index,"
+                f" k.forwarded_count FROM (VALUES {pairs}) AS wanted"
+                " JOIN room_key_backup_keys AS k ON k.user_id = $1 AND k.version = $2"
+                " AND k.room_id = wanted.column1 AND k.session_id = wanted.column2",
                 user_id,
                 version,
                 *(value for pair in chunk for value in pair),
