@@ -164,7 +164,8 @@ async def test_bad_requests(client: MatrixClient) -> None:
     token = (await sync(client, bob))["next_batch"]
     path = f"sendToDevice/{TYPE}/bad"
     assert_error(await client.request("PUT", path, json={}, token=alice), 400, "M_MISSING_PARAM")
-    for messages in ([], {bob.user_id: []}, {bob.user_id: {bob.device_id: "text"}}):
+    bad_shapes: list[Any] = [[], {bob.user_id: []}, {bob.user_id: {bob.device_id: "text"}}]
+    for messages in bad_shapes:
         response = await client.request("PUT", path, json={"messages": messages}, token=alice)
         assert_error(response, 400, "M_BAD_JSON")
     response = await client.request(

@@ -1,0 +1,172 @@
+"""Device list tracking over HTTP against a real Peyvand (End-to-End Encryption,
+"Tracking the device list for a user"): ``device_lists`` of /sync and
+``GET /keys/changes``."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from harness.client import Account, MatrixClient, Response
+
+
+def assert_error(response: Response, status: int, errcode: str) -> None:
+    assert response.status == status, f"expected {status}, got {response.status}: {response.body}"
+    assert response.body["errcode"] == errcode, response.body
+
+
+async def sync(
+    client: MatrixClient, account: Account, since: str | None = None, timeout_ms: int = 0
+) -> dict[str, Any]:
+    params = {"timeout": str(timeout_ms)}
+    if since is not None:
+        params["since"] = since
+    body: dict[str, Any] = (await client.request("GET", "sync", token=account, params=params)).ok()
+    return body
+
+
+async def token_of(client: MatrixClient, account: Account) -> str:
+    token: str = (await sync(client, account))["next_batch"]
+    return token
+
+
+def changed(response: dict[str, Any]) -> list[str]:
+    users: list[str] = response["device_lists"]["changed"]
+    return users
+
+
+def left(response: dict[str, Any]) -> list[str]:
+    users: list[str] = response["device_lists"]["left"]
+    return users
+
+
+async def shared_room(client: MatrixClient, owner: Account, *members: Account) -> str:
+    room_id: str = (
+        await client.request("POST", "createRoom", json={"preset": "public_chat"}, token=owner)
+    ).ok()["room_id"]
+    for member in members:
+        (await client.request("POST", f"join/{room_id}", json={}, token=member)).ok()
+    return room_id
+
+
+async def test_new_login_is_reported_to_users_sharing_a_room(client: MatrixClient) -> None:
+    alice, bob, carol = await client.register(), await client.register(), await client.register()
+    await shared_room(client, alice, bob)
+    alice_token, carol_token = await token_of(client, alice), await token_of(client, carol)
+
+    await client.login(bob.user_id)
+
+    assert bob.user_id in changed(await sync(client, alice, alice_token))
+    # Carol shares no room with Bob: nothing for her.
+    assert changed(await sync(client, carol, carol_token)) == []
+
+
+async def test_own_new_device_is_reported_to_the_user(client: MatrixClient) -> None:
+    alice = await client.register()
+    token = await token_of(client, alice)
+    await client.login(alice.user_id)
+    assert changed(await sync(client, alice, token)) == [alice.user_id]
+
+
+async def test_device_lists_only_in_incremental_syncs(client: MatrixClient) -> None:
+    alice, bob = await client.register(), await client.register()
+    await shared_room(client, alice, bob)
+    response = await sync(client, alice)
+    assert response["device_lists"] == {"changed": [], "left": []}
+
+
+async def test_change_wakes_a_waiting_sync(client: MatrixClient) -> None:
+    alice, bob = await client.register(), await client.register()
+    await shared_room(client, alice, bob)
+    token = await token_of(client, alice)
+    waiting = asyncio.create_task(sync(client, alice, token, timeout_ms=10_000))
+    await asyncio.sleep(0.2)
+    await client.login(bob.user_id)
+    response = await asyncio.wait_for(waiting, 5)
+    assert changed(response) == [bob.user_id]
+
+
+async def test_deleted_device_is_reported(client: MatrixClient) -> None:
+    alice, bob = await client.register(), await client.register()
+    bob2 = await client.login(bob.user_id)
+    await shared_room(client, alice, bob)
+    token = await token_of(client, alice)
+
+    (await client.request("POST", "logout", json={}, token=bob2)).ok()
+
+    response = await sync(client, alice, token)
+    assert changed(response) == [bob.user_id]
+    assert changed(await sync(client, alice, response["next_batch"])) == []
+
+
+async def test_joining_a_room_with_someone_reports_them(client: MatrixClient) -> None:
+    alice, bob, carol = await client.register(), await client.register(), await client.register()
+    room_id = await shared_room(client, bob, carol)
+    alice_token, bob_token = await token_of(client, alice), await token_of(client, bob)
+
+    (await client.request("POST", f"join/{room_id}", json={}, token=alice)).ok()
+
+    # Alice joined Bob's room: Bob and Carol are new to her; Alice is new to Bob.
+    assert sorted(changed(await sync(client, alice, alice_token))) == sorted(
+        [bob.user_id, carol.user_id]
+    )
+    assert changed(await sync(client, bob, bob_token)) == [alice.user_id]
+
+
+async def test_leaving_the_last_shared_room_reports_left(client: MatrixClient) -> None:
+    alice, bob, carol = await client.register(), await client.register(), await client.register()
+    first = await shared_room(client, alice, bob, carol)
+    second = await shared_room(client, alice, carol)
+    token = await token_of(client, alice)
+
+    (await client.request("POST", f"rooms/{first}/leave", json={}, token=bob)).ok()
+    (await client.request("POST", f"rooms/{first}/leave", json={}, token=carol)).ok()
+
+    response = await sync(client, alice, token)
+    # Carol still shares the second room with Alice.
+    assert left(response) == [bob.user_id]
+    assert changed(response) == []
+
+    token = response["next_batch"]
+    (await client.request("POST", f"rooms/{second}/leave", json={}, token=alice)).ok()
+    assert left(await sync(client, alice, token)) == [carol.user_id]
+
+
+async def test_after_leaving_changes_are_not_reported(client: MatrixClient) -> None:
+    alice, bob = await client.register(), await client.register()
+    room_id = await shared_room(client, alice, bob)
+    (await client.request("POST", f"rooms/{room_id}/leave", json={}, token=bob)).ok()
+    token = await token_of(client, alice)
+    await client.login(bob.user_id)
+    assert changed(await sync(client, alice, token)) == []
+
+
+async def test_keys_changes(client: MatrixClient) -> None:
+    alice, bob, carol = await client.register(), await client.register(), await client.register()
+    room_id = await shared_room(client, alice, bob, carol)
+    start = await token_of(client, alice)
+
+    await client.login(bob.user_id)
+    (await client.request("POST", f"rooms/{room_id}/leave", json={}, token=carol)).ok()
+    end = await token_of(client, alice)
+
+    body = (
+        await client.request("GET", "keys/changes", token=alice, params={"from": start, "to": end})
+    ).ok()
+    assert body == {"changed": [bob.user_id], "left": [carol.user_id]}
+    # Between two equal tokens nothing changed.
+    same = {"from": end, "to": end}
+    assert (await client.request("GET", "keys/changes", token=alice, params=same)).ok() == {
+        "changed": [],
+        "left": [],
+    }
+    assert_error(
+        await client.request("GET", "keys/changes", token=alice, params={"to": end}),
+        400,
+        "M_MISSING_PARAM",
+    )
+    assert_error(
+        await client.request("GET", "keys/changes", token=alice, params={"from": "x", "to": end}),
+        400,
+        "M_INVALID_PARAM",
+    )
