@@ -516,3 +516,37 @@ async def test_signatures_upload_and_visibility(client: MatrixClient) -> None:
         "POST", "keys/signatures/upload", json={alice.user_id: "x"}, token=alice
     )
     assert_error(malformed, 400, "M_INVALID_PARAM")
+
+
+# Key changes reach the device lists ----------------------------------------------------
+
+
+async def _changed_since(client: MatrixClient, account: Account, since: str) -> list[str]:
+    params = {"since": since, "timeout": "0"}
+    body = (await client.request("GET", "sync", token=account, params=params)).ok()
+    users: list[str] = body["device_lists"]["changed"]
+    return users
+
+
+async def _next_batch(client: MatrixClient, account: Account) -> str:
+    body = (await client.request("GET", "sync", token=account, params={"timeout": "0"})).ok()
+    token: str = body["next_batch"]
+    return token
+
+
+async def test_new_keys_are_reported_to_users_sharing_a_room(client: MatrixClient) -> None:
+    alice, bob = await client.register(), await client.register()
+    room = await client.request("POST", "createRoom", json={"preset": "public_chat"}, token=alice)
+    (await client.request("POST", f"join/{room.ok()['room_id']}", json={}, token=bob)).ok()
+    keys, _ = device_keys(alice)
+
+    since = await _next_batch(client, bob)
+    (await upload(client, alice, device_keys=keys)).ok()
+    assert alice.user_id in await _changed_since(client, bob, since)
+    # The same keys again are no change.
+    since = await _next_batch(client, bob)
+    (await upload(client, alice, device_keys=keys)).ok()
+    assert alice.user_id not in await _changed_since(client, bob, since)
+    # New cross-signing keys are.
+    await _cross_sign(client, alice)
+    assert alice.user_id in await _changed_since(client, bob, since)
