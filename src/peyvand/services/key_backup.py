@@ -26,7 +26,7 @@ from peyvand.types import JsonDict, UserID
 _MAX_INT: Final = 2**53 - 1
 # Room IDs are at most 255 bytes (appendices, "Room IDs"); session IDs (megolm public
 # keys, 43 characters) get the same bound so every key fits the database's index.
-MAX_ID_BYTES: Final = 255
+_MAX_ID_BYTES: Final = 255
 # Versions are positive integers below BIGINT's range; anything else names no version.
 _MAX_VERSION_DIGITS: Final = 18
 
@@ -52,8 +52,8 @@ def is_better(new: KeyMetadata, old: KeyMetadata) -> bool:
 
 
 def _check_id(kind: str, value: str) -> None:
-    if len(value.encode()) > MAX_ID_BYTES:
-        raise invalid_param(f"{kind} must not exceed {MAX_ID_BYTES} bytes")
+    if len(value.encode()) > _MAX_ID_BYTES:
+        raise invalid_param(f"{kind} must not exceed {_MAX_ID_BYTES} bytes")
 
 
 def _count(data: JsonDict, key: str, where: str) -> int:
