@@ -114,10 +114,11 @@ async def create_app(config: Config) -> web.Application:
     to_device = ToDeviceService(server_name, ToDeviceStore(db), notifier)
     device_lists = DeviceListService(server_name, DeviceListStore(db), index, state, notifier)
     auth.on_devices_deleted.append(to_device.on_devices_deleted)
-    auth.on_devices_deleted.append(device_lists.on_devices_deleted)
     auth.on_device_created.append(device_lists.on_device_created)
     e2e_keys = E2eKeysService(server_name, E2eKeyStore(db), auth, device_lists.notify_user_changed)
     auth.on_devices_deleted.append(e2e_keys.on_devices_deleted)
+    # Last: clients woken by the change must no longer see the deleted devices' keys.
+    auth.on_devices_deleted.append(device_lists.on_devices_deleted)
 
     services = Services(
         config=config,
@@ -141,6 +142,7 @@ async def create_app(config: Config) -> web.Application:
             push_actions.unread_counts,
             to_device,
             device_lists,
+            e2e_keys,
         ),
         typing=typing,
         receipts=receipts,

@@ -25,7 +25,7 @@ from peyvand.services.streams import Stream, StreamToken
 from peyvand.storage.events import EventStore
 from peyvand.storage.models import StoredEvent
 from peyvand.storage.rooms import RoomMemberStore
-from peyvand.types import EventID, JsonDict, RoomID, UserID
+from peyvand.types import DeviceID, EventID, JsonDict, RoomID, UserID
 
 # m.room.member aside, the stripped state shown with an invite ("Stripped state").
 _INVITE_STATE_TYPES = (
@@ -84,6 +84,17 @@ class DeviceListSource(Protocol):
     ) -> DeviceListChanges: ...
 
 
+class DeviceKeyCounts(Protocol):
+    """The syncing device's one-time and fallback keys (End-to-End Encryption,
+    "Extensions to /sync")."""
+
+    async def one_time_key_counts(self, user_id: UserID, device_id: DeviceID) -> dict[str, int]: ...
+
+    async def unused_fallback_key_types(
+        self, user_id: UserID, device_id: DeviceID
+    ) -> list[str]: ...
+
+
 UnreadCounts = Callable[[UserID, Sequence[RoomID]], Awaitable[dict[RoomID, JsonDict]]]
 
 
@@ -124,6 +135,7 @@ class SyncService:
         unread_counts: UnreadCounts,
         to_device: ToDeviceSource,
         device_lists: DeviceListSource,
+        device_keys: DeviceKeyCounts,
         *,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -139,6 +151,7 @@ class SyncService:
         self._unread_counts = unread_counts
         self._to_device = to_device
         self._device_lists = device_lists
+        self._device_keys = device_keys
         self._clock = clock
 
     async def sync(
@@ -175,7 +188,9 @@ class SyncService:
     async def _response(
         self, requester: Requester, result: _Result, token: StreamToken
     ) -> JsonDict:
-        """The /sync body."""
+        """The /sync body. Every response carries the device's key counts, so the client
+        knows when to upload more (End-to-End Encryption, "Extensions to /sync")."""
+        user_id, device_id = requester.user_id, requester.device_id
         return {
             "next_batch": token.serialize(),
             "rooms": {
@@ -188,7 +203,12 @@ class SyncService:
             "presence": {"events": []},
             "to_device": {"events": result.to_device},
             "device_lists": result.device_lists.to_json(),
-            "device_one_time_keys_count": {},
+            "device_one_time_keys_count": await self._device_keys.one_time_key_counts(
+                user_id, device_id
+            ),
+            "device_unused_fallback_key_types": (
+                await self._device_keys.unused_fallback_key_types(user_id, device_id)
+            ),
         }
 
     async def _compute(
