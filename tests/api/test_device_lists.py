@@ -170,3 +170,29 @@ async def test_keys_changes(client: MatrixClient) -> None:
         400,
         "M_INVALID_PARAM",
     )
+
+
+async def test_sync_carries_the_devices_key_counts(client: MatrixClient) -> None:
+    alice = await client.register()
+    alice2 = await client.login(alice.user_id)
+    initial = await sync(client, alice)
+    assert initial["device_one_time_keys_count"].get("curve25519", 0) == 0
+    assert initial["device_unused_fallback_key_types"] == []
+
+    upload = {
+        "one_time_keys": {"curve25519:A1": "key-1", "curve25519:A2": "key-2"},
+        "fallback_keys": {"curve25519:F1": "fallback-1"},
+    }
+    (await client.request("POST", "keys/upload", json=upload, token=alice)).ok()
+
+    # In incremental syncs and in the empty answer of a timed-out long-poll alike.
+    for response in (
+        await sync(client, alice, initial["next_batch"]),
+        await sync(client, alice, (await sync(client, alice))["next_batch"], timeout_ms=10),
+    ):
+        assert response["device_one_time_keys_count"]["curve25519"] == 2
+        assert response["device_unused_fallback_key_types"] == ["curve25519"]
+    # Per device: the other device has none.
+    other = await sync(client, alice2)
+    assert other["device_one_time_keys_count"].get("curve25519", 0) == 0
+    assert other["device_unused_fallback_key_types"] == []
