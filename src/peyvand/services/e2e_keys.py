@@ -76,8 +76,9 @@ def _invalid_signature(message: str) -> MatrixError:
     return MatrixError(Errcode.INVALID_SIGNATURE, message)
 
 
-def canonical(obj: Mapping[str, Any]) -> str:
-    return encode_canonical_json(obj).decode()
+def canonical(value: Any) -> str:
+    """A key (an object or a bare key string) as canonical JSON text."""
+    return encode_canonical_json(value).decode()
 
 
 def _unsigned_part(obj: Mapping[str, Any]) -> JsonDict:
@@ -371,7 +372,7 @@ class E2eKeysService:
                 device_id,
                 device_keys_json=new_json if changed else None,
                 one_time_keys=new_one_time,
-                fallback_keys=[NewKey(a, k, canonical_value(v)) for a, k, v in fallback_keys],
+                fallback_keys=[NewKey(a, k, canonical(v)) for a, k, v in fallback_keys],
                 now_ms=self._now_ms(),
             )
             self._invalidate([key])
@@ -393,7 +394,7 @@ class E2eKeysService:
         for algorithm, key_id, value in keys:
             existing = stored.get((algorithm, key_id))
             if existing is None:
-                new.append(NewKey(algorithm, key_id, canonical_value(value)))
+                new.append(NewKey(algorithm, key_id, canonical(value)))
             elif not _same_one_time_key(existing, value):
                 raise invalid_param(f"One-time key {algorithm}:{key_id} already exists")
         counts = await self._store.count_one_time_keys(user_id, device_id)
@@ -588,11 +589,6 @@ class E2eKeysService:
         if any(sig.target_user_id == user_id for sig in accepted):
             await self._on_keys_changed(user_id)
         return {"failures": failures}
-
-
-def canonical_value(value: Any) -> str:
-    """A key (a string or an object) as canonical JSON text."""
-    return encode_canonical_json(value).decode()
 
 
 def _device_json(row: DeviceKeysRow) -> JsonDict:
