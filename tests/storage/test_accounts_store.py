@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import pytest
 
-from harness.postgres import PostgresCluster
 from peyvand.storage.accounts import AccountStore
+from peyvand.storage.database import Database
 from peyvand.storage.errors import ConflictError, NotFoundError
-from peyvand.storage.migrations import run_migrations
-from peyvand.storage.postgres import PostgresDatabase
-from peyvand.storage.sqlite import SqliteDatabase
 from peyvand.types import DeviceID, UserID
 
 ALICE = UserID("@alice:localhost")
@@ -20,24 +14,12 @@ BOB = UserID("@bob:localhost")
 
 
 @pytest.fixture
-async def store(
-    backend: str, request: pytest.FixtureRequest, tmp_path: Path
-) -> AsyncIterator[AccountStore]:
+async def store(database: Database) -> AccountStore:
     """A migrated, empty database of the backend under test, with alice and bob."""
-    db: SqliteDatabase | PostgresDatabase
-    if backend == "sqlite":
-        db = await SqliteDatabase.open(str(tmp_path / "accounts.db"))
-    else:
-        cluster: PostgresCluster = request.getfixturevalue("postgres_cluster")
-        db = await PostgresDatabase.open(cluster.create_database("accounts"))
-    try:
-        await run_migrations(db)
-        accounts = AccountStore(db)
-        for user_id in (ALICE, BOB):
-            await accounts.create_user(user_id, "hash", is_admin=False, created_ts=1)
-        yield accounts
-    finally:
-        await db.close()
+    accounts = AccountStore(database)
+    for user_id in (ALICE, BOB):
+        await accounts.create_user(user_id, "hash", is_admin=False, created_ts=1)
+    return accounts
 
 
 async def _login(store: AccountStore, user_id: UserID, device: str, token: str) -> list[str]:

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
-from harness.postgres import PostgresCluster
 from peyvand.storage.accounts import AccountStore
+from peyvand.storage.database import Database
 from peyvand.storage.e2e_keys import (
     ClaimedKey,
     CrossSigningKeyRow,
@@ -17,9 +15,6 @@ from peyvand.storage.e2e_keys import (
     NewKey,
     SignatureRow,
 )
-from peyvand.storage.migrations import run_migrations
-from peyvand.storage.postgres import PostgresDatabase
-from peyvand.storage.sqlite import SqliteDatabase
 from peyvand.types import DeviceID, UserID
 
 ALICE = UserID("@alice:localhost")
@@ -28,33 +23,21 @@ D1, D2 = DeviceID("D1"), DeviceID("D2")
 
 
 @pytest.fixture
-async def stores(
-    backend: str, request: pytest.FixtureRequest, tmp_path: Path
-) -> AsyncIterator[tuple[E2eKeyStore, AccountStore]]:
+async def stores(database: Database) -> tuple[E2eKeyStore, AccountStore]:
     """A migrated database with alice (devices D1, D2) and bob (D1)."""
-    db: SqliteDatabase | PostgresDatabase
-    if backend == "sqlite":
-        db = await SqliteDatabase.open(str(tmp_path / "keys.db"))
-    else:
-        cluster: PostgresCluster = request.getfixturevalue("postgres_cluster")
-        db = await PostgresDatabase.open(cluster.create_database("keys"))
-    try:
-        await run_migrations(db)
-        accounts = AccountStore(db)
-        for user_id, device_ids in ((ALICE, (D1, D2)), (BOB, (D1,))):
-            await accounts.create_user(user_id, "hash", is_admin=False, created_ts=1)
-            for device_id in device_ids:
-                await accounts.create_access_token(
-                    user_id,
-                    device_id,
-                    f"t-{user_id}-{device_id}",
-                    display_name=f"{device_id}!",
-                    ip=None,
-                    now_ms=1,
-                )
-        yield E2eKeyStore(db), accounts
-    finally:
-        await db.close()
+    accounts = AccountStore(database)
+    for user_id, device_ids in ((ALICE, (D1, D2)), (BOB, (D1,))):
+        await accounts.create_user(user_id, "hash", is_admin=False, created_ts=1)
+        for device_id in device_ids:
+            await accounts.create_access_token(
+                user_id,
+                device_id,
+                f"t-{user_id}-{device_id}",
+                display_name=f"{device_id}!",
+                ip=None,
+                now_ms=1,
+            )
+    return E2eKeyStore(database), accounts
 
 
 async def test_one_time_keys_count_and_claim_in_upload_order(

@@ -2,42 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import pytest
-
-from harness.postgres import PostgresCluster
 from peyvand.storage.account_data import GLOBAL, AccountDataRow, AccountDataStore
 from peyvand.storage.database import Database
-from peyvand.storage.migrations import run_migrations
-from peyvand.storage.postgres import PostgresDatabase
 from peyvand.storage.receipts import ReceiptRow, ReceiptStore
-from peyvand.storage.sqlite import SqliteDatabase
 from peyvand.types import EventID, RoomID, UserID
 
 ALICE = UserID("@alice:localhost")
 BOB = UserID("@bob:localhost")
 ROOM = RoomID("!room:localhost")
 OTHER_ROOM = RoomID("!other:localhost")
-
-
-@pytest.fixture
-async def database(
-    backend: str, request: pytest.FixtureRequest, tmp_path: Path
-) -> AsyncIterator[Database]:
-    """A migrated, empty database of the backend under test."""
-    db: SqliteDatabase | PostgresDatabase
-    if backend == "sqlite":
-        db = await SqliteDatabase.open(str(tmp_path / "ephemeral.db"))
-    else:
-        cluster: PostgresCluster = request.getfixturevalue("postgres_cluster")
-        db = await PostgresDatabase.open(cluster.create_database("ephemeral"))
-    try:
-        await run_migrations(db)
-        yield db
-    finally:
-        await db.close()
 
 
 def receipt(

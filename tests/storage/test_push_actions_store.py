@@ -2,17 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import pytest
-
-from harness.postgres import PostgresCluster
 from peyvand.storage.database import Database
-from peyvand.storage.migrations import run_migrations
-from peyvand.storage.postgres import PostgresDatabase
 from peyvand.storage.push_actions import PushActionRow, PushActionStore, ReadUpTo, UnreadCount
-from peyvand.storage.sqlite import SqliteDatabase
 from peyvand.types import EventID, RoomID, UserID
 
 ALICE = UserID("@alice:localhost")
@@ -20,24 +11,6 @@ BOB = UserID("@bob:localhost")
 ROOM = RoomID("!room:localhost")
 OTHER_ROOM = RoomID("!other:localhost")
 QUIET_ROOM = RoomID("!quiet:localhost")
-
-
-@pytest.fixture
-async def database(
-    backend: str, request: pytest.FixtureRequest, tmp_path: Path
-) -> AsyncIterator[Database]:
-    """A migrated, empty database of the backend under test."""
-    db: SqliteDatabase | PostgresDatabase
-    if backend == "sqlite":
-        db = await SqliteDatabase.open(str(tmp_path / "push_actions.db"))
-    else:
-        cluster: PostgresCluster = request.getfixturevalue("postgres_cluster")
-        db = await PostgresDatabase.open(cluster.create_database("push_actions"))
-    try:
-        await run_migrations(db)
-        yield db
-    finally:
-        await db.close()
 
 
 async def write(database: Database, added: list[PushActionRow], read: list[ReadUpTo]) -> None:

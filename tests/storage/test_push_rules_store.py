@@ -3,40 +3,21 @@ PostgreSQL (Client-Server API, "Push Rules: API")."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import pytest
 
-from harness.postgres import PostgresCluster
 from peyvand.errors import Errcode, MatrixError
 from peyvand.services.push import PushRulesService
+from peyvand.storage.database import Database
 from peyvand.storage.errors import NotFoundError
-from peyvand.storage.migrations import run_migrations
-from peyvand.storage.postgres import PostgresDatabase
 from peyvand.storage.push_rules import DefaultRuleRow, PushRuleStore
-from peyvand.storage.sqlite import SqliteDatabase
 
 ALICE = "@alice:localhost"
 BOB = "@bob:localhost"
 
 
 @pytest.fixture
-async def store(
-    backend: str, request: pytest.FixtureRequest, tmp_path: Path
-) -> AsyncIterator[PushRuleStore]:
-    """A migrated, empty database of the backend under test."""
-    db: SqliteDatabase | PostgresDatabase
-    if backend == "sqlite":
-        db = await SqliteDatabase.open(str(tmp_path / "push.db"))
-    else:
-        cluster: PostgresCluster = request.getfixturevalue("postgres_cluster")
-        db = await PostgresDatabase.open(cluster.create_database("push_rules"))
-    try:
-        await run_migrations(db)
-        yield PushRuleStore(db)
-    finally:
-        await db.close()
+def store(database: Database) -> PushRuleStore:
+    return PushRuleStore(database)
 
 
 async def put(store: PushRuleStore, rule_id: str, **where: str) -> None:
