@@ -3,55 +3,23 @@ through Peyvand, receiving everything through the SDK's own sync loop."""
 
 from __future__ import annotations
 
-import asyncio
-import os
-import shutil
-from pathlib import Path
-
 import pytest
 
 from harness.client import MatrixClient
+from harness.js import run_script
 from harness.server import HomeserverProcess
 
-JS_DIR = Path(__file__).parent / "js"
 TIMEOUT_SECONDS = 90
-
-
-def _node() -> str:
-    node = shutil.which("node")
-    installed = (JS_DIR / "node_modules" / "matrix-js-sdk").is_dir()
-    if node is None or not installed:
-        reason = "node or tests/clients/js/node_modules missing (run scripts/test or npm ci)"
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
-    return node
 
 
 @pytest.mark.clients
 async def test_js_sdk_chat(homeserver: HomeserverProcess, client: MatrixClient) -> None:
-    node = _node()
-    alice = await client.register()
-    bob = await client.register()
-    process = await asyncio.create_subprocess_exec(
-        node,
+    users = (await client.register(), await client.register())
+    text = await run_script(
         "chat.mjs",
-        homeserver.base_url,
-        alice.user_id,
-        alice.password,
-        bob.user_id,
-        bob.password,
-        cwd=JS_DIR,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        env={**os.environ, "CHAT_TIMEOUT_MS": str((TIMEOUT_SECONDS - 10) * 1000)},
+        homeserver,
+        users,
+        timeout_s=TIMEOUT_SECONDS,
+        env={"CHAT_TIMEOUT_MS": str((TIMEOUT_SECONDS - 10) * 1000)},
     )
-    try:
-        output, _ = await asyncio.wait_for(process.communicate(), TIMEOUT_SECONDS)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-        pytest.fail(f"chat.mjs did not finish in {TIMEOUT_SECONDS} s\n{homeserver.log()[-5000:]}")
-    text = output.decode(errors="replace")
-    assert process.returncode == 0, f"{text}\n--- server log (tail)\n{homeserver.log()[-5000:]}"
     assert "chat.mjs: OK" in text
