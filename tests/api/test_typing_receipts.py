@@ -163,6 +163,27 @@ async def test_read_receipts_reach_other_members_and_private_ones_stay_private(
     assert initial["content"] == receipts["content"]
 
 
+async def test_a_room_joined_since_the_token_brings_its_current_receipts_and_typing(
+    client: MatrixClient,
+) -> None:
+    alice, bob, room_id = await shared_room(client)
+    event_id = await send_message(client, alice, room_id, "before carol")
+    (await client.request("POST", f"rooms/{room_id}/receipt/m.read/{event_id}", token=bob)).ok()
+    typing = f"rooms/{room_id}/typing/{alice.user_id}"
+    (await client.request("PUT", typing, json={"typing": True, "timeout": 30000}, token=alice)).ok()
+    carol = await client.register()
+    token = (await sync(client, carol))["next_batch"]
+    (await client.request("POST", f"rooms/{room_id}/join", json={}, token=carol)).ok()
+    response = await sync(client, carol, token)
+    receipts = ephemeral(response, room_id, "m.receipt")
+    assert receipts is not None
+    assert bob.user_id in receipts["content"][event_id]["m.read"]
+    assert ephemeral(response, room_id, "m.typing") == {
+        "type": "m.typing",
+        "content": {"user_ids": [alice.user_id]},
+    }
+
+
 async def test_threaded_receipt_on_the_main_timeline(client: MatrixClient) -> None:
     alice, bob, room_id = await shared_room(client)
     event_id = await send_message(client, alice, room_id, "hello")

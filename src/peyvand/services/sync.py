@@ -242,6 +242,14 @@ class SyncService:
             if since is None or now.receipts > since.receipts or full_state
             else {}
         )
+        # A room joined since the token starts with its current typing and receipts, as
+        # in an initial sync (Synapse does the same), not just the changes since the token.
+        joined_since = [r for r in joined if since is not None and memberships[r][1] > since_events]
+        if joined_since:
+            typing.update(self._typing.typing_for_rooms(joined_since, 0))
+            receipts.update(
+                await self._receipts.receipts_for_rooms(user_id, joined_since, 0, now.receipts)
+            )
         room_data: dict[RoomID, list[JsonDict]] = {}
         if since is None or now.account_data > since.account_data or full_state:
             since_ad = 0 if since is None or full_state else since.account_data
