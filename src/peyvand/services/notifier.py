@@ -31,8 +31,11 @@ class Notifier:
             for event in self._waiters.get(user_id, ()):
                 event.set()
 
-    async def wait_for_user(self, user_id: str, since: StreamToken, timeout_s: float) -> None:
-        """Return when something for ``user_id`` may be newer than ``since``, or on timeout."""
+    async def wait_for_user(self, user_id: str, timeout_s: float) -> None:
+        """Return when a stream advances for ``user_id``, or on timeout.
+
+        Callers compare ``current_token`` with what they have already seen right before
+        calling (no await in between), so no wake-up can be missed."""
         event = asyncio.Event()
         waiters = self._waiters.setdefault(user_id, set())
         waiters.add(event)

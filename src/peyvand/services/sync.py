@@ -183,7 +183,7 @@ class SyncService:
                 )
             if self._notifier.current_token != now:
                 continue
-            await self._notifier.wait_for_user(requester.user_id, now, remaining)
+            await self._notifier.wait_for_user(requester.user_id, remaining)
 
     async def _response(
         self, requester: Requester, result: _Result, token: StreamToken

@@ -172,22 +172,6 @@ class EventStore:
         value = await self._db.fetchval("SELECT MAX(state_group) FROM state_groups")
         return int(value or 0)
 
-    async def get_relations(self, event_id: EventID, rel_type: str | None) -> list[StoredEvent]:
-        if rel_type is None:
-            rows = await self._db.fetch(
-                f"SELECT {_EVENT_COLUMNS} FROM events WHERE relates_to = $1"
-                " ORDER BY stream_ordering",
-                event_id,
-            )
-        else:
-            rows = await self._db.fetch(
-                f"SELECT {_EVENT_COLUMNS} FROM events WHERE relates_to = $1 AND rel_type = $2"
-                " ORDER BY stream_ordering",
-                event_id,
-                rel_type,
-            )
-        return await self._events_from_rows(rows)
-
     # -- membership ----------------------------------------------------------------------
 
     async def get_memberships_for_user(self, user_id: UserID) -> dict[RoomID, tuple[str, int]]:
