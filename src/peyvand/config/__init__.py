@@ -4,8 +4,16 @@ from peyvand.config.model import (
     CacheConfig,
     Config,
     DatabaseConfig,
+    MediaConfig,
     RateLimitConfig,
     RegistrationConfig,
 )
 
-__all__ = ["CacheConfig", "Config", "DatabaseConfig", "RateLimitConfig", "RegistrationConfig"]
+__all__ = [
+    "CacheConfig",
+    "Config",
+    "DatabaseConfig",
+    "MediaConfig",
+    "RateLimitConfig",
+    "RegistrationConfig",
+]

@@ -14,6 +14,7 @@ one with its documentation, so the generated file is the reference an operator r
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import math
 import re
@@ -24,7 +25,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
-from peyvand.config.model import Config, DatabaseConfig
+from peyvand.config.model import Config, DatabaseConfig, MediaConfig
 
 __all__ = ["OPTION_DOCS", "ConfigError", "load_config", "parse_config", "render_config"]
 
@@ -58,6 +59,10 @@ OPTION_DOCS: Final[Mapping[str, str]] = {
     ),
     "max_request_size": "Largest request body accepted, in bytes.",
     "log_level": "Logging level: one of DEBUG, INFO, WARNING, ERROR, CRITICAL.",
+    "admin_contact": (
+        "How users reach the operator (a URI such as 'mailto:admin@example.com'), sent with\n"
+        "M_RESOURCE_LIMIT_EXCEEDED errors such as a full media quota. Unset by default."
+    ),
     "database": "The database.",
     "database.url": (
         "'sqlite:///<path>' for the embedded SQLite database (a relative path is relative\n"
@@ -76,6 +81,41 @@ OPTION_DOCS: Final[Mapping[str, str]] = {
     ),
     "caches": "In-memory caches: bigger is faster and uses more memory.",
     "caches.events": ("Events kept in memory by ID, most recently used first (about 2 KiB each)."),
+    "media": "The media repository: uploads, downloads, thumbnails and URL previews.",
+    "media.max_upload_size": "Largest upload, in bytes; larger ones get 413 M_TOO_LARGE.",
+    "media.user_quota": (
+        "Total bytes of media each local user may have uploaded; an upload over it gets\n"
+        "403 M_RESOURCE_LIMIT_EXCEEDED. Unset by default: no quota."
+    ),
+    "media.max_pending_uploads": (
+        "Media IDs a user may hold from POST /_matrix/media/v1/create without having\n"
+        "uploaded to them yet; one more gets 429 M_LIMIT_EXCEEDED."
+    ),
+    "media.pending_upload_lifetime": (
+        "Seconds a media ID from POST /_matrix/media/v1/create stays open for its upload\n"
+        "(the response's unused_expires_at)."
+    ),
+    "media.max_thumbnail_pixels": (
+        "Images with more pixels (width x height) than this are not thumbnailed\n"
+        "(413 M_TOO_LARGE): a guard against decompression bombs."
+    ),
+    "media.unauthenticated_media_before": (
+        "The spec's freeze of the deprecated unauthenticated media endpoints\n"
+        "(/_matrix/media/v3/download and /thumbnail): media uploaded before this UTC\n"
+        "date-time ('2024-09-01T00:00:00Z') stays downloadable there; newer media only\n"
+        "through the authenticated /_matrix/client/v1/media endpoints. Unset by default:\n"
+        "no media is served without authentication (as Synapse's enable_authenticated_media)."
+    ),
+    "media.url_preview_enabled": (
+        "Serve URL previews (GET /_matrix/client/v1/media/preview_url). Off by default: the\n"
+        "server then fetches pages that users name."
+    ),
+    "media.url_preview_allowed_networks": (
+        "Networks (CIDR, e.g. '10.1.0.0/16') a preview may fetch from although private,\n"
+        "loopback or otherwise non-public; every other such address is refused."
+    ),
+    "media.url_preview_max_size": "Largest page or image fetched for a preview, in bytes.",
+    "media.url_preview_timeout": "Seconds allowed for fetching one preview, redirects included.",
     "rate_limits": "Per-client request rate limits (token buckets).",
     "rate_limits.enabled": "Enforce the limits below. Turn off only for tests and benchmarks.",
     "rate_limits.per_second": (
@@ -87,7 +127,12 @@ OPTION_DOCS: Final[Mapping[str, str]] = {
 }
 
 # Example values rendered (commented out) for optional options that are unset.
-_EXAMPLES: Final[Mapping[str, str]] = {"public_baseurl": '"https://matrix.example.com/"'}
+_EXAMPLES: Final[Mapping[str, str]] = {
+    "public_baseurl": '"https://matrix.example.com/"',
+    "admin_contact": '"mailto:admin@example.com"',
+    "media.user_quota": "1073741824",
+    "media.unauthenticated_media_before": '"2024-09-01T00:00:00Z"',
+}
 
 
 class ConfigError(Exception):
@@ -209,6 +254,34 @@ def _check(config: Config) -> None:
             raise ConfigError(f"'rate_limits.{name}' must be positive")
     if any(not token for token in config.registration.tokens):
         raise ConfigError("'registration.tokens' must not contain empty tokens")
+    _check_media(config.media)
+
+
+def _check_media(media: MediaConfig) -> None:
+    for name in (
+        "max_upload_size",
+        "max_pending_uploads",
+        "pending_upload_lifetime",
+        "max_thumbnail_pixels",
+        "url_preview_max_size",
+        "url_preview_timeout",
+    ):
+        if getattr(media, name) <= 0:
+            raise ConfigError(f"'media.{name}' must be positive")
+    if media.user_quota is not None and media.user_quota < 0:
+        raise ConfigError("'media.user_quota' must not be negative")
+    if media.unauthenticated_media_before is not None:
+        try:
+            _ = media.unauthenticated_media_before_ts
+        except ValueError as exc:
+            raise ConfigError(f"'media.unauthenticated_media_before': {exc}") from None
+    for network in media.url_preview_allowed_networks:
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"'media.url_preview_allowed_networks' has an invalid network: {network!r}"
+            ) from None
 
 
 def _resolve_database(database: DatabaseConfig, base_dir: Path) -> DatabaseConfig:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 
@@ -47,6 +48,40 @@ class CacheConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class MediaConfig:
+    # Largest upload, in bytes (100 MiB).
+    max_upload_size: int = 100 * 1024 * 1024
+    # Total bytes each user may have uploaded; unset: no quota.
+    user_quota: int | None = None
+    # Media IDs a user may have created (POST /media/v1/create) and not yet uploaded to.
+    max_pending_uploads: int = 10
+    # Seconds a created media ID stays usable for its upload.
+    pending_upload_lifetime: int = 24 * 3600
+    # Images with more pixels than this are not thumbnailed (decompression-bomb guard).
+    max_thumbnail_pixels: int = 32_000_000
+    # Media uploaded before this UTC date-time stays downloadable without authentication on
+    # the deprecated /_matrix/media/v3 endpoints; unset: none is (the spec's "freeze").
+    unauthenticated_media_before: str | None = None
+    # URL previews (GET /media/preview_url): off by default.
+    url_preview_enabled: bool = False
+    # Networks a preview may fetch from although private or loopback (CIDR strings).
+    url_preview_allowed_networks: tuple[str, ...] = ()
+    # Largest page or image fetched for a preview, in bytes, and the time allowed, in seconds.
+    url_preview_max_size: int = 10 * 1024 * 1024
+    url_preview_timeout: float = 10.0
+
+    @property
+    def unauthenticated_media_before_ts(self) -> int | None:
+        """The freeze date in milliseconds since the epoch (ValueError if malformed)."""
+        if self.unauthenticated_media_before is None:
+            return None
+        moment = datetime.fromisoformat(self.unauthenticated_media_before)
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return int(moment.timestamp() * 1000)
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     server_name: str
     data_dir: Path
@@ -58,9 +93,12 @@ class Config:
     registration: RegistrationConfig = field(default_factory=RegistrationConfig)
     rate_limits: RateLimitConfig = field(default_factory=RateLimitConfig)
     caches: CacheConfig = field(default_factory=CacheConfig)
+    media: MediaConfig = field(default_factory=MediaConfig)
     # Largest request body accepted, in bytes.
     max_request_size: int = 50 * 1024 * 1024
     log_level: str = "INFO"
+    # Contact URI given with M_RESOURCE_LIMIT_EXCEEDED errors ("mailto:admin@example.com").
+    admin_contact: str | None = None
 
     @property
     def base_url(self) -> str:
@@ -68,3 +106,7 @@ class Config:
             return self.public_baseurl.rstrip("/") + "/"
         host = f"[{self.bind}]" if ":" in self.bind else self.bind
         return f"http://{host}:{self.port}/"
+
+    @property
+    def media_dir(self) -> Path:
+        return self.data_dir / "media"
