@@ -1,0 +1,1 @@
+"""Media repository plumbing: content-addressed files, thumbnails, URL previews."""
