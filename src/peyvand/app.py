@@ -10,10 +10,13 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from peyvand.api.admin import ADMIN_ROUTE_TABLES
 from peyvand.api.client import CLIENT_ROUTE_TABLES
+from peyvand.api.media import MEDIA_ROUTE_TABLES
 from peyvand.api.server import build_web_app
 from peyvand.config import Config, DatabaseConfig
 from peyvand.events.signing import parse_signing_keys
+from peyvand.media.files import MediaFiles
 from peyvand.services.account_data import AccountDataService
 from peyvand.services.auth import AuthService
 from peyvand.services.container import Services
@@ -24,6 +27,7 @@ from peyvand.services.event_creation import EventCreationService
 from peyvand.services.event_dispatch import EventDispatcher
 from peyvand.services.event_writer import EventWriter
 from peyvand.services.key_backup import KeyBackupService
+from peyvand.services.media import MediaService
 from peyvand.services.membership import MembershipService
 from peyvand.services.notifier import Notifier
 from peyvand.services.profile import ProfileService
@@ -40,6 +44,7 @@ from peyvand.services.streams import StreamToken
 from peyvand.services.sync import SyncService
 from peyvand.services.to_device import ToDeviceService
 from peyvand.services.typing import TypingService
+from peyvand.services.url_preview import UrlPreviewService
 from peyvand.services.user_directory import UserDirectoryService
 from peyvand.services.visibility import VisibilityService
 from peyvand.storage.account_data import AccountDataStore
@@ -49,6 +54,7 @@ from peyvand.storage.directory import DirectoryStore
 from peyvand.storage.e2e_keys import E2eKeyStore
 from peyvand.storage.events import EventStore
 from peyvand.storage.key_backup import KeyBackupStore
+from peyvand.storage.media import MediaStore
 from peyvand.storage.migrations import run_migrations
 from peyvand.storage.push_actions import PushActionStore
 from peyvand.storage.push_rules import PushRuleStore
@@ -119,6 +125,14 @@ async def create_app(config: Config) -> web.Application:
     auth.on_devices_deleted.append(e2e_keys.on_devices_deleted)
     # Last: clients woken by the change must no longer see the deleted devices' keys.
     auth.on_devices_deleted.append(device_lists.on_devices_deleted)
+    media = MediaService(
+        server_name,
+        config.media,
+        MediaStore(db),
+        MediaFiles(config.media_dir),
+        admin_contact=config.admin_contact,
+    )
+    url_preview = UrlPreviewService(config.media, media)
 
     services = Services(
         config=config,
@@ -155,8 +169,10 @@ async def create_app(config: Config) -> web.Application:
         key_backup=KeyBackupService(KeyBackupStore(db)),
         to_device=to_device,
         device_lists=device_lists,
+        media=media,
+        url_preview=url_preview,
     )
-    app = build_web_app(services, CLIENT_ROUTE_TABLES)
+    app = build_web_app(services, [*CLIENT_ROUTE_TABLES, *MEDIA_ROUTE_TABLES, *ADMIN_ROUTE_TABLES])
 
     async def start(_: web.Application) -> None:
         await state.start()
@@ -170,8 +186,12 @@ async def create_app(config: Config) -> web.Application:
         await device_lists.start()
         push_actions.start()
         sync_account_data.start()
+        await media.start()
+        await url_preview.start()
 
     async def stop(_: web.Application) -> None:
+        await url_preview.stop()
+        await media.stop()
         await writer.stop()
         await push_actions.stop()
         await sync_account_data.stop()

@@ -109,7 +109,17 @@ def probe_image(path: Path, max_pixels: int) -> ImageInfo:
     parse), ImageTooLarge when width * height exceeds ``max_pixels``. A missing file is the
     caller's bug and raises the usual OSError.
     """
-    with path.open("rb") as fp, _image_errors():
+    with path.open("rb") as fp:
+        return _probe(fp, max_pixels)
+
+
+def probe_image_bytes(data: bytes, max_pixels: int) -> ImageInfo:
+    """``probe_image`` for bytes in memory (a fetched URL-preview image)."""
+    return _probe(io.BytesIO(data), max_pixels)
+
+
+def _probe(fp: IO[bytes], max_pixels: int) -> ImageInfo:
+    with _image_errors():
         fmt, img = _open(fp, max_pixels)
         with img:
             width, height = _display_size(img.size, _orientation(fmt, img))

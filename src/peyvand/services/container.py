@@ -15,6 +15,7 @@ from peyvand.services.directory import DirectoryService
 from peyvand.services.e2e_keys import E2eKeysService
 from peyvand.services.event_creation import EventCreationService
 from peyvand.services.key_backup import KeyBackupService
+from peyvand.services.media import MediaService
 from peyvand.services.membership import MembershipService
 from peyvand.services.profile import ProfileService
 from peyvand.services.push import PushRulesService
@@ -26,6 +27,7 @@ from peyvand.services.rooms import RoomsService
 from peyvand.services.sync import SyncService
 from peyvand.services.to_device import ToDeviceService
 from peyvand.services.typing import TypingService
+from peyvand.services.url_preview import UrlPreviewService
 from peyvand.services.user_directory import UserDirectoryService
 
 
@@ -51,3 +53,5 @@ class Services:
     key_backup: KeyBackupService
     to_device: ToDeviceService
     device_lists: DeviceListService
+    media: MediaService
+    url_preview: UrlPreviewService

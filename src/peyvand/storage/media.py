@@ -140,19 +140,20 @@ class MediaStore:
         quarantined_by: str | None,
     ) -> bool:
         """Fill in a pending media ID; False if it is no longer pending (already uploaded)."""
-        rows = await self._db.fetch(
-            "UPDATE media SET content_type = $3, upload_name = $4, size = $5, sha256 = $6,"
-            " uploaded_ts = $7, last_access_ts = $7, expires_ts = NULL, quarantined_by = $8"
-            " WHERE origin = $1 AND media_id = $2 AND sha256 IS NULL RETURNING media_id",
-            origin,
-            media_id,
-            content_type,
-            upload_name,
-            size,
-            sha256,
-            now,
-            quarantined_by,
-        )
+        async with self._db.transaction() as txn:
+            rows = await txn.fetch(
+                "UPDATE media SET content_type = $3, upload_name = $4, size = $5, sha256 = $6,"
+                " uploaded_ts = $7, last_access_ts = $7, expires_ts = NULL, quarantined_by = $8"
+                " WHERE origin = $1 AND media_id = $2 AND sha256 IS NULL RETURNING media_id",
+                origin,
+                media_id,
+                content_type,
+                upload_name,
+                size,
+                sha256,
+                now,
+                quarantined_by,
+            )
         return bool(rows)
 
     async def usage_of(self, user_id: UserID) -> int:
@@ -173,13 +174,14 @@ class MediaStore:
 
     async def set_quarantined(self, origin: str, media_id: str, by: str | None) -> bool:
         """Quarantine (``by`` = the admin) or release (``None``) one item; False if unknown."""
-        rows = await self._db.fetch(
-            "UPDATE media SET quarantined_by = $3 WHERE origin = $1 AND media_id = $2"
-            " RETURNING media_id",
-            origin,
-            media_id,
-            by,
-        )
+        async with self._db.transaction() as txn:
+            rows = await txn.fetch(
+                "UPDATE media SET quarantined_by = $3 WHERE origin = $1 AND media_id = $2"
+                " RETURNING media_id",
+                origin,
+                media_id,
+                by,
+            )
         return bool(rows)
 
     async def get_thumbnail(
@@ -209,21 +211,22 @@ class MediaStore:
     async def add_thumbnail(self, origin: str, media_id: str, thumbnail: ThumbnailRow) -> bool:
         """Record a generated thumbnail; False if the media row is gone (deleted meanwhile)
         or the thumbnail was recorded already."""
-        rows = await self._db.fetch(
-            "INSERT INTO media_thumbnails"
-            " (origin, media_id, width, height, method, content_type, size, sha256)"
-            " SELECT $1, $2, $3, $4, $5, $6, $7, $8 WHERE EXISTS"
-            " (SELECT 1 FROM media WHERE origin = $1 AND media_id = $2)"
-            " ON CONFLICT DO NOTHING RETURNING media_id",
-            origin,
-            media_id,
-            thumbnail.width,
-            thumbnail.height,
-            thumbnail.method,
-            thumbnail.content_type,
-            thumbnail.size,
-            thumbnail.sha256,
-        )
+        async with self._db.transaction() as txn:
+            rows = await txn.fetch(
+                "INSERT INTO media_thumbnails"
+                " (origin, media_id, width, height, method, content_type, size, sha256)"
+                " SELECT $1, $2, $3, $4, $5, $6, $7, $8 WHERE EXISTS"
+                " (SELECT 1 FROM media WHERE origin = $1 AND media_id = $2)"
+                " ON CONFLICT DO NOTHING RETURNING media_id",
+                origin,
+                media_id,
+                thumbnail.width,
+                thumbnail.height,
+                thumbnail.method,
+                thumbnail.content_type,
+                thumbnail.size,
+                thumbnail.sha256,
+            )
         return bool(rows)
 
     async def touch(self, accessed: Sequence[tuple[str, str, int]]) -> None:

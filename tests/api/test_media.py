@@ -1,0 +1,824 @@
+"""The media repository over HTTP (Client-Server API, "Content repository"), on a server
+with a small quota, a freeze date in the future and URL previews allowed to one loopback
+address; plus the defaults on the session's shared server. Files and rows are checked
+directly: after every delete, quarantine and purge, the media directory holds exactly the
+files the database names."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import re
+import socket
+import struct
+import time
+import zlib
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from PIL import Image
+
+from harness.client import Account, MatrixClient, new_session, unique_localpart
+from harness.database import query
+from harness.postgres import PostgresCluster
+from harness.server import HomeserverProcess
+
+QUOTA = 4 * 1024 * 1024
+MAX_PENDING = 3
+PREVIEW_HOST = "127.0.0.2"
+ADMIN_PASSWORD = "admin password for media tests"
+MEDIA = "/_matrix/client/v1/media"
+
+
+def _configure(text: str, **options: str) -> str:
+    for key, value in options.items():
+        text, count = re.subn(rf"^(# )?{key} = .*$", f"{key} = {value}", text, flags=re.M)
+        assert count == 1, key
+    return text
+
+
+@pytest.fixture(scope="module")
+def media_server(
+    backend: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[HomeserverProcess]:
+    database_url = None
+    if backend == "postgres":
+        cluster: PostgresCluster = request.getfixturevalue("postgres_cluster")
+        database_url = cluster.create_database()
+    server = HomeserverProcess(backend, tmp_path_factory.mktemp("media"), database_url)
+    text = _configure(
+        server.config_path.read_text(encoding="utf-8"),
+        user_quota=str(QUOTA),
+        max_pending_uploads=str(MAX_PENDING),
+        unauthenticated_media_before='"2100-01-01T00:00:00Z"',
+        url_preview_enabled="true",
+        url_preview_allowed_networks=f'["{PREVIEW_HOST}/32"]',
+        url_preview_timeout="3.0",
+        admin_contact='"mailto:media-admin@localhost"',
+    )
+    server.config_path.write_text(text, encoding="utf-8")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with new_session() as session:
+        yield session
+
+
+@pytest.fixture
+async def mc(media_server: HomeserverProcess, http: aiohttp.ClientSession) -> MatrixClient:
+    return MatrixClient(http, media_server.base_url)
+
+
+@pytest.fixture(scope="module")
+def admin_name(media_server: HomeserverProcess) -> str:
+    import subprocess
+    import sys
+
+    name = unique_localpart("admin")
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "peyvand",
+            "register-user",
+            "--config",
+            str(media_server.config_path),
+            "--user",
+            name,
+            "--password",
+            ADMIN_PASSWORD,
+            "--admin",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    return name
+
+
+def _png(width: int, height: int, color: tuple[int, int, int] = (200, 30, 60)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), color).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def _bomb_png(width: int, height: int) -> bytes:
+    """A tiny PNG whose header claims ``width`` x ``height`` pixels."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    pixels = zlib.compress(b"\0" * 64)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+    )
+
+
+async def _upload(
+    http: aiohttp.ClientSession,
+    server: HomeserverProcess,
+    account: Account,
+    data: bytes,
+    content_type: str | None = "application/octet-stream",
+    filename: str | None = None,
+) -> tuple[int, Any]:
+    headers = {"Authorization": f"Bearer {account.access_token}"}
+    if content_type is not None:
+        headers["Content-Type"] = content_type
+    params = {"filename": filename} if filename is not None else None
+    async with http.post(
+        f"{server.base_url}/_matrix/media/v3/upload",
+        data=io.BytesIO(data),
+        headers=headers,
+        params=params,
+    ) as response:
+        return response.status, await response.json(content_type=None)
+
+
+async def _uploaded(
+    http: aiohttp.ClientSession,
+    server: HomeserverProcess,
+    account: Account,
+    data: bytes,
+    content_type: str = "application/octet-stream",
+    filename: str | None = None,
+) -> tuple[str, str]:
+    """Upload; ``(server_name, media_id)`` of the new mxc URI."""
+    status, body = await _upload(http, server, account, data, content_type, filename)
+    assert status == 200, body
+    server_name, media_id = body["content_uri"].removeprefix("mxc://").split("/")
+    return server_name, media_id
+
+
+async def _get(
+    http: aiohttp.ClientSession,
+    url: str,
+    account: Account | None = None,
+    headers: dict[str, str] | None = None,
+    params: dict[str, str] | None = None,
+) -> tuple[int, Any, bytes]:
+    all_headers = dict(headers or {})
+    if account is not None:
+        all_headers["Authorization"] = f"Bearer {account.access_token}"
+    async with http.get(url, headers=all_headers, params=params) as response:
+        return response.status, response.headers, await response.read()
+
+
+async def _eventually(condition: Callable[[], bool], seconds: float = 10.0) -> None:
+    """Wait (bounded) for a condition the server makes true in the background."""
+    for _ in range(int(seconds / 0.05)):
+        if condition():
+            return
+        await asyncio.sleep(0.05)
+    assert condition()
+
+
+def _errcode(body: bytes) -> str:
+    import json
+
+    return str(json.loads(body)["errcode"])
+
+
+def _files(server: HomeserverProcess) -> set[str]:
+    blobs = server.data_dir / "media" / "blobs"
+    return {path.name for path in blobs.rglob("*") if path.is_file()}
+
+
+async def _referenced(server: HomeserverProcess) -> set[str]:
+    rows = await query(
+        server,
+        "SELECT sha256 FROM media WHERE sha256 IS NOT NULL"
+        " UNION SELECT sha256 FROM media_thumbnails",
+    )
+    return {row[0] for row in rows}
+
+
+async def _assert_consistent(server: HomeserverProcess) -> None:
+    """Every file is named by a row, every row's file exists, nothing is left in tmp/."""
+    assert _files(server) == await _referenced(server)
+    assert list((server.data_dir / "media" / "tmp").iterdir()) == []
+
+
+# -- upload and download ----------------------------------------------------------------
+
+
+async def test_upload_then_download_same_bytes_with_safe_headers(
+    media_server: HomeserverProcess, mc: MatrixClient, http: aiohttp.ClientSession
+) -> None:
+    alice, bob = await mc.register(), await mc.register()
+    data = _png(64, 48)
+    origin, media_id = await _uploaded(http, media_server, alice, data, "image/png", "cat.png")
+    assert origin == media_server.server_name
+    status, headers, body = await _get(
+        http, f"{media_server.base_url}{MEDIA}/download/{origin}/{media_id}", bob
+    )
+    assert status == 200
+    assert body == data
+    assert headers["Content-Type"] == "image/png"
+    assert headers["Content-Disposition"] == 'inline; filename="cat.png"'
+    assert "sandbox" in headers["Content-Security-Policy"]
+    assert "default-src 'none'" in headers["Content-Security-Policy"]
+    assert headers["Cross-Origin-Resource-Policy"] == "cross-origin"
+    assert headers["X-Content-Type-Options"] == "nosniff"
+
+    status, headers, body = await _get(
+        http, f"{media_server.base_url}{MEDIA}/download/{origin}/{media_id}/other.png", bob
+    )
+    assert (status, body) == (200, data)
+    assert headers["Content-Disposition"] == 'inline; filename="other.png"'
+
+
+async def test_unsafe_types_are_attachments_and_names_are_encoded(
+    media_server: HomeserverProcess, mc: MatrixClient, http: aiohttp.ClientSession
+) -> None:
+    alice = await mc.register()
+    html = b"<script>alert(1)</script>"
+    origin, media_id = await _uploaded(http, media_server, alice, html, "text/html", "x.html")
+    _, headers, body = await _get(
+        http, f"{media_server.base_url}{MEDIA}/download/{origin}/{media_id}", alice
+    )
+    assert body == html
+    assert headers["Content-Type"] == "text/html; charset=utf-8"
+    assert headers["Content-Disposition"] == 'attachment; filename="x.html"'
+
+    origin, media_id = await _uploaded(http, media_server, alice, b"hi", "text/plain", "نامه.txt")
+    _, headers, _ = await _get(
+        http, f"{media_server.base_url}{MEDIA}/download/{origin}/{media_id}", alice
+    )
+    assert headers["Content-Disposition"] == (
+        "inline; filename*=utf-8''%D9%86%D8%A7%D9%85%D9%87.txt"
+    )
+
+    status, body = await _upload(http, media_server, alice, b"no type", content_type=None)
+    assert status == 200
+    media_id = body["content_uri"].rsplit("/", 1)[1]
+    _, headers, _ = await _get(
+        http, f"{media_server.base_url}{MEDIA}/download/{origin}/{media_id}", alice
+    )
+    assert headers["Content-Type"] == "application/octet-stream"
+    assert headers["Content-Disposition"] == "attachment"
+
+
+async def test_download_needs_a_token(
+    media_server: HomeserverProcess, mc: MatrixClient, http: aiohttp.ClientSession
+) -> None:
+    alice = await mc.register()
+    origin, media_id = await _uploaded(http, media_server, alice, b"secret")
+    url = f"{media_server.base_url}{MEDIA}/download/{origin}/{media_id}"
+    status, _, body = await _get(http, url)
+    assert (status, _errcode(body)) == (401, "M_MISSING_TOKEN")
+    status, _, body = await _get(http, url, headers={"Authorization": "Bearer nonsense"})
+    assert (status, _errcode(body)) == (401, "M_UNKNOWN_TOKEN")
+    status, _, body = await _get(
+        http, f"{media_server.base_url}{MEDIA}/thumbnail/{origin}/{media_id}",
+        params={"width": "32", "height": "32"},
+    )  # fmt: skip
+    assert (status, _errcode(body)) == (401, "M_MISSING_TOKEN")
+
+
+async def test_range_requests_return_the_right_slice(
+    media_server: HomeserverProcess, mc: MatrixClient, http: aiohttp.ClientSession
+) -> None:
+    alice = await mc.register()
+    data = bytes(range(256)) * 1000
+    origin, media_id = await _uploaded(http, media_server, alice, data, "video/mp4")
+    url = f"{media_server.base_url}{MEDIA}/download/{origin}/{media_id}"
+
+    status, headers, body = await _get(http, url, alice, {"Range": "bytes=1000-1999"})
+    assert status == 206
+    assert body == data[1000:2000]
+    assert headers["Content-Range"] == f"bytes 1000-1999/{len(data)}"
+    status, _, body = await _get(http, url, alice, {"Range": "bytes=-300"})
+    assert (status, body) == (206, data[-300:])
+    status, _, body = await _get(http, url, alice, {"Range": f"bytes={len(data) - 10}-"})
+    assert (status, body) == (206, data[-10:])
+    status, headers, _ = await _get(http, url, alice, {"Range": f"bytes={len(data) + 5}-"})
+    assert status == 416
+    assert headers["Content-Range"] == f"bytes */{len(data)}"
+
+
+async def test_identical_content_is_stored_once(
+    media_server: HomeserverProcess, mc: MatrixClient, http: aiohttp.ClientSession
+) -> None:
+    alice, bob = await mc.register(), await mc.register()
+    data = f"shared {unique_localpart()}".encode()
+    before = _files(media_server)
+    first = await _uploaded(http, media_server, alice, data)
+    second = await _uploaded(http, media_server, bob, data)
+    assert first != second
+    assert len(_files(media_server) - before) == 1
+    await _assert_consistent(media_server)
+
+
+async def test_bad_uploads_and_ids(
+    media_server: HomeserverProcess, mc: MatrixClient, http: aiohttp.ClientSession
+) -> None:
+    alice = await mc.register()
+    status, body = await _upload(http, media_server, alice, b"x", filename="a/b")
+    assert (status, body["errcode"]) == (400, "M_INVALID_PARAM")
+    async with http.post(f"{media_server.base_url}/_matrix/media/v3/upload", data=b"x") as r:
+        assert (r.status, (await r.json())["errcode"]) == (401, "M_MISSING_TOKEN")
+    base = f"{media_server.base_url}{MEDIA}/download"
+    for path in (f"{media_server.server_name}/no-such-media", "bad%20server/abc", "localhost/a.b"):
+        status, _, body = await _get(http, f"{base}/{path}", alice)
+        assert (status, _errcode(body)) == (404, "M_NOT_FOUND"), path
+    status, _, body = await _get(http, f"{base}/other.example/abcdef", alice)
+    assert (status, _errcode(body)) == (404, "M_NOT_FOUND")
+
+
+async def test_config_reports_the_upload_limit(mc: MatrixClient) -> None:
+    alice = await mc.register()
+    for path in (f"{MEDIA}/config", "/_matrix/media/v3/config"):
+        assert (await mc.request("GET", path, token=alice)).ok() == {
+            "m.upload.size": 100 * 1024 * 1024
+        }
+
+
+# -- limits ------------------------------------------------------------------------------
+
+
+async def test_quota_refuses_uploads_beyond_it(
+    media_server: HomeserverProcess, mc: MatrixClient, http: aiohttp.ClientSession
+) -> None:
+    alice = await mc.register()
+    await _uploaded(http, media_server, alice, b"a" * (3 * 1024 * 1024))
+    before = _files(media_server)
+    status, body = await _upload(http, media_server, alice, b"b" * (2 * 1024 * 1024))
+    assert (status, body["errcode"]) == (403, "M_RESOURCE_LIMIT_EXCEEDED")
+    assert body["admin_contact"] == "mailto:media-admin@localhost"
+
+    async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: refused while streaming
+        for _ in range(32):
+            yield b"c" * (64 * 1024)
+
+    async with http.post(
+        f"{media_server.base_url}/_matrix/media/v3/upload",
+        data=chunks(),
+        headers={"Authorization": f"Bearer {alice.access_token}"},
+    ) as response:
+        assert response.status == 403
+        assert (await response.json())["errcode"] == "M_RESOURCE_LIMIT_EXCEEDED"
+    assert _files(media_server) == before
+    await _uploaded(http, media_server, alice, b"d" * (512 * 1024))  # still within quota
+    await _assert_consistent(media_server)
+
+
+async def test_upload_over_the_size_limit_is_refused_from_its_header(
+    homeserver: HomeserverProcess, client: MatrixClient
+) -> None:
+    """101 MiB announced: 413 M_TOO_LARGE before the body is read."""
+    alice = await client.register()
+    reader, writer = await asyncio.open_connection("127.0.0.1", homeserver.port)
+    try:
+        writer.write(
+            b"POST /_matrix/media/v3/upload HTTP/1.1\r\nHost: localhost\r\n"
+            + f"Authorization: Bearer {alice.access_token}\r\n".encode()
+            + f"Content-Length: {101 * 1024 * 1024}\r\n\r\n".encode()
+            + b"x" * 1024
+        )
+        await writer.drain()
+        async with asyncio.timeout(10):
+            status_line = await reader.readline()
+            head = await reader.readuntil(b"\r\n\r\n")
+        assert status_line.startswith(b"HTTP/1.1 413"), status_line
+        length = int(re.search(rb"Content-Length: (\d+)", head, re.I).group(1))  # type: ignore[union-attr]
+        async with asyncio.timeout(10):
+            assert b"M_TOO_LARGE" in await reader.readexactly(length)
+    finally:
+        writer.close()
+
+
+async def test_an_interrupted_upload_leaves_no_file_and_no_row(
+    media_server: HomeserverProcess, mc: MatrixClient
+) -> None:
+    alice = await mc.register()
+    rows_before = await query(media_server, "SELECT COUNT(*) FROM media")
+    files_before = _files(media_server)
+    sock = socket.create_connection(("127.0.0.1", media_server.port))
+    try:
+        sock.sendall(
+            b"POST /_matrix/media/v3/upload?filename=cut.bin HTTP/1.1\r\nHost: localhost\r\n"
+            + f"Authorization: Bearer {alice.access_token}\r\n".encode()
+            + b"Content-Type: application/octet-stream\r\n"
+            + f"Content-Length: {2 * 1024 * 1024}\r\n\r\n".encode()
+            + b"y" * (700 * 1024)
+        )
+    finally:
+        sock.close()  # the client dies mid-upload
+    tmp = media_server.data_dir / "media" / "tmp"
+    await _eventually(lambda: not list(tmp.iterdir()))
+    assert _files(media_server) == files_before
+    assert await query(media_server, "SELECT COUNT(*) FROM media") == rows_before
+    assert "Unhandled error" not in media_server.log()
+
+
+# -- asynchronous upload -----------------------------------------------------------------
+
+
+async def test_create_then_upload_and_a_waiting_download(
+    media_server: HomeserverProcess, mc: MatrixClient, http: aiohttp.ClientSession
+) -> None:
+    alice, bob = await mc.register(), await mc.register()
+    before = int(time.time() * 1000)
+    created = (await mc.request("POST", "/_matrix/media/v1/create", json={}, token=alice)).ok()
+    assert created["unused_expires_at"] >= before + 23 * 3600 * 1000
+    origin, media_id = created["content_uri"].removeprefix("mxc://").split("/")
+    url = f"{media_server.base_url}{MEDIA}/download/{origin}/{media_id}"
+
+    status, _, body = await _get(http, url, bob, params={"timeout_ms": "0"})
+    assert (status, _errcode(body)) == (504, "M_NOT_YET_UPLOADED")
+
+    waiting = asyncio.create_task(_get(http, url, bob, params={"timeout_ms": "10000"}))
+    await asyncio.sleep(0.2)
+    put_url = f"{media_server.base_url}/_matrix/media/v3/upload/{origin}/{media_id}"
+    auth = {"Authorization": f"Bearer {bob.access_token}", "Content-Type": "text/plain"}
+    async with http.put(put_url, data=b"late", headers=auth) as response:
+        assert (response.status, (await response.json())["errcode"]) == (403, "M_FORBIDDEN")
+    auth["Authorization"] = f"Bearer {alice.access_token}"
+    async with http.put(put_url, data=b"late content", headers=auth) as response:
+        assert (response.status, await response.json()) == (200, {})
+    status, headers, body = await waiting
+    assert (status, body) == (200, b"late content")
+    assert headers["Content-Type"].startswith("text/plain")
+    async with http.put(put_url, data=b"again", headers=auth) as response:
+        assert response.status == 409
+        assert (await response.json())["errcode"] == "M_CANNOT_OVERWRITE_MEDIA"
+    unknown = f"{media_server.base_url}/_matrix/media/v3/upload/{origin}/NoSuchMedia"
+    async with http.put(unknown, data=b"x", headers=auth) as response:
+        assert (response.status, (await response.json())["errcode"]) == (404, "M_NOT_FOUND")
+
+
+async def test_pending_uploads_are_limited(mc: MatrixClient) -> None:
+    alice = await mc.register()
+    for _ in range(MAX_PENDING):
+        (await mc.request("POST", "/_matrix/media/v1/create", json={}, token=alice)).ok()
+    refused = await mc.request("POST", "/_matrix/media/v1/create", json={}, token=alice)
+    assert (refused.status, refused.body["errcode"]) == (429, "M_LIMIT_EXCEEDED")
+
+
+# -- thumbnails --------------------------------------------------------------------------
+
+
+async def _thumbnail(
+    http: aiohttp.ClientSession,
+    server: HomeserverProcess,
+    account: Account,
+    key: tuple[str, str],
+    **params: str,
+) -> tuple[int, Any, bytes]:
+    url = f"{server.base_url}{MEDIA}/thumbnail/{key[0]}/{key[1]}"
+    return await _get(http, url, account, params=params)
+
+
+async def test_thumbnails_scale_and_crop_once(
+    media_server: HomeserverProcess, mc: MatrixClient, http: aiohttp.ClientSession
+) -> None:
+    alice = await mc.register()
+    key = await _uploaded(http, media_server, alice, _png(1000, 800, (1, 2, 3)), "image/png")
+
+    status, headers, body = await _thumbnail(
+        http, media_server, alice, key, width="320", height="240", method="scale"
+    )
+    assert status == 200
+    assert headers["Content-Type"] == "image/png"
+    assert Image.open(io.BytesIO(body)).size == (300, 240)
+
+    files = _files(media_server)
+    status, headers, body = await _thumbnail(
+        http, media_server, alice, key, width="96", height="96", method="crop"
+    )
+    assert status == 200
+    assert Image.open(io.BytesIO(body)).size == (96, 96)
+    assert len(_files(media_server) - files) == 1
+    again = await _thumbnail(http, media_server, alice, key, width="96", height="96", method="crop")
+    assert again[2] == body
+    assert len(_files(media_server) - files) == 1  # made once, then served from storage
+    rows = await query(
+        media_server,
+        "SELECT width, height, method FROM media_thumbnails WHERE media_id = $1",
+        key[1],
+    )
+    assert sorted(rows) == [(96, 96, "crop"), (320, 240, "scale")]
+
+
+async def test_small_images_are_returned_as_they_are(
+    media_server: HomeserverProcess, mc: MatrixClient, http: aiohttp.ClientSession
+) -> None:
+    alice = await mc.register()
+    data = _png(40, 30)
+    key = await _uploaded(http, media_server, alice, data, "image/png")
+    status, headers, body = await _thumbnail(
+        http, media_server, alice, key, width="96", height="96", method="crop"
+    )
+    assert (status, body) == (200, data)
+    assert headers["Content-Type"] == "image/png"
+
+
+async def test_thumbnail_errors(
+    media_server: HomeserverProcess, mc: MatrixClient, http: aiohttp.ClientSession
+) -> None:
+    alice = await mc.register()
+    text = await _uploaded(http, media_server, alice, b"not an image at all", "image/png")
+    status, _, body = await _thumbnail(http, media_server, alice, text, width="32", height="32")
+    assert (status, _errcode(body)) == (400, "M_UNKNOWN")
+
+    bomb = await _uploaded(http, media_server, alice, _bomb_png(60000, 60000), "image/png")
+    status, _, body = await _thumbnail(http, media_server, alice, bomb, width="32", height="32")
+    assert (status, _errcode(body)) == (413, "M_TOO_LARGE")
+
+    image = await _uploaded(http, media_server, alice, _png(100, 100), "image/png")
+    status, _, body = await _thumbnail(http, media_server, alice, image, width="32")
+    assert (status, _errcode(body)) == (400, "M_MISSING_PARAM")
+    for params in (
+        {"width": "32", "height": "32", "method": "stretch"},
+        {"width": "0", "height": "32"},
+        {"width": "x", "height": "32"},
+        {"width": "100000", "height": "32"},
+    ):
+        status, _, body = await _thumbnail(http, media_server, alice, image, **params)
+        assert (status, _errcode(body)) == (400, "M_INVALID_PARAM"), params
+    assert "Unhandled error" not in media_server.log()
+
+
+# -- the freeze of unauthenticated media -------------------------------------------------
+
+
+async def test_legacy_endpoints_serve_media_from_before_the_freeze(
+    media_server: HomeserverProcess, mc: MatrixClient, http: aiohttp.ClientSession
+) -> None:
+    alice = await mc.register()
+    data = _png(50, 50)
+    origin, media_id = await _uploaded(http, media_server, alice, data, "image/png")
+    status, _, body = await _get(
+        http, f"{media_server.base_url}/_matrix/media/v3/download/{origin}/{media_id}"
+    )
+    assert (status, body) == (200, data)
+    status, _, body = await _get(
+        http,
+        f"{media_server.base_url}/_matrix/media/v3/thumbnail/{origin}/{media_id}",
+        params={"width": "64", "height": "64"},
+    )
+    assert (status, body) == (200, data)
+
+
+async def test_legacy_endpoints_are_frozen_by_default(
+    homeserver: HomeserverProcess, client: MatrixClient
+) -> None:
+    alice = await client.register()
+    async with new_session() as http:
+        origin, media_id = await _uploaded(http, homeserver, alice, b"new media")
+        legacy = f"{homeserver.base_url}/_matrix/media/v3/download/{origin}/{media_id}"
+        status, _, body = await _get(http, legacy)
+        assert (status, _errcode(body)) == (404, "M_NOT_FOUND")
+        status, _, body = await _get(http, legacy, alice)  # a token does not lift the freeze
+        assert (status, _errcode(body)) == (404, "M_NOT_FOUND")
+        status, _, body = await _get(
+            http, f"{homeserver.base_url}{MEDIA}/download/{origin}/{media_id}", alice
+        )
+        assert (status, body) == (200, b"new media")
+
+
+# -- administration ----------------------------------------------------------------------
+
+
+async def test_quarantine_hides_media_and_keeps_its_file(
+    media_server: HomeserverProcess,
+    mc: MatrixClient,
+    http: aiohttp.ClientSession,
+    admin_name: str,
+) -> None:
+    admin = await mc.login(admin_name, ADMIN_PASSWORD)
+    alice = await mc.register()
+    data = _png(200, 200, (9, 9, 9))
+    key = await _uploaded(http, media_server, alice, data, "image/png")
+    await _thumbnail(http, media_server, alice, key, width="32", height="32")
+    path = f"/_synapse/admin/v1/media/quarantine/{key[0]}/{key[1]}"
+
+    refused = await mc.request("POST", path, json={}, token=alice)
+    assert (refused.status, refused.body["errcode"]) == (403, "M_FORBIDDEN")
+    (await mc.request("POST", path, json={}, token=admin)).ok()
+    download = f"{media_server.base_url}{MEDIA}/download/{key[0]}/{key[1]}"
+    status, _, body = await _get(http, download, alice)
+    assert (status, _errcode(body)) == (404, "M_NOT_FOUND")
+    status, _, body = await _thumbnail(http, media_server, alice, key, width="32", height="32")
+    assert (status, _errcode(body)) == (404, "M_NOT_FOUND")
+    rows = await query(
+        media_server, "SELECT quarantined_by, sha256 FROM media WHERE media_id = $1", key[1]
+    )
+    assert rows[0][0] == admin.user_id
+    assert rows[0][1] in _files(media_server)
+
+    copy = await _uploaded(http, media_server, alice, data, "image/png")  # same bytes again
+    status, _, _ = await _get(
+        http, f"{media_server.base_url}{MEDIA}/download/{copy[0]}/{copy[1]}", alice
+    )
+    assert status == 404
+
+    path = f"/_synapse/admin/v1/media/unquarantine/{key[0]}/{key[1]}"
+    (await mc.request("POST", path, json={}, token=admin)).ok()
+    assert (await _get(http, download, alice))[2] == data
+    await _assert_consistent(media_server)
+
+
+async def test_delete_removes_rows_thumbnails_and_unshared_files(
+    media_server: HomeserverProcess,
+    mc: MatrixClient,
+    http: aiohttp.ClientSession,
+    admin_name: str,
+) -> None:
+    admin = await mc.login(admin_name, ADMIN_PASSWORD)
+    alice = await mc.register()
+    data = _png(300, 200, (5, 6, 7))
+    first = await _uploaded(http, media_server, alice, data, "image/png")
+    second = await _uploaded(http, media_server, alice, data, "image/png")
+    await _thumbnail(http, media_server, alice, first, width="64", height="64", method="crop")
+    sha = (await query(media_server, "SELECT sha256 FROM media WHERE media_id = $1", first[1]))[0][
+        0
+    ]
+
+    path = f"/_synapse/admin/v1/media/{first[0]}/{first[1]}"
+    assert (await mc.request("DELETE", path, token=admin)).ok() == {
+        "deleted_media": [first[1]],
+        "total": 1,
+    }
+    assert sha in _files(media_server)  # still used by the second upload
+    assert await query(
+        media_server, "SELECT COUNT(*) FROM media_thumbnails WHERE media_id = $1", first[1]
+    ) == [(0,)]
+    await _assert_consistent(media_server)
+    missing = await mc.request("DELETE", path, token=admin)
+    assert (missing.status, missing.body["errcode"]) == (404, "M_NOT_FOUND")
+
+    (
+        await mc.request("DELETE", f"/_synapse/admin/v1/media/{second[0]}/{second[1]}", token=admin)
+    ).ok()
+    assert sha not in _files(media_server)
+    await _assert_consistent(media_server)
+
+
+async def test_purge_removes_media_not_accessed_since(
+    media_server: HomeserverProcess,
+    mc: MatrixClient,
+    http: aiohttp.ClientSession,
+    admin_name: str,
+) -> None:
+    admin = await mc.login(admin_name, ADMIN_PASSWORD)
+    alice = await mc.register()
+    stale = await _uploaded(http, media_server, alice, b"stale " + unique_localpart().encode())
+    fresh = await _uploaded(http, media_server, alice, b"fresh " + unique_localpart().encode())
+    avatar = await _uploaded(http, media_server, alice, _png(20, 20, (1, 1, 1)), "image/png")
+    (
+        await mc.request(
+            "PUT",
+            f"profile/{alice.user_id}/avatar_url",
+            json={"avatar_url": f"mxc://{avatar[0]}/{avatar[1]}"},
+            token=alice,
+        )
+    ).ok()
+    await asyncio.sleep(0.05)
+    cutoff = int(time.time() * 1000)
+    await asyncio.sleep(0.05)
+    fresh_url = f"{media_server.base_url}{MEDIA}/download/{fresh[0]}/{fresh[1]}"
+    assert (await _get(http, fresh_url, alice))[0] == 200
+
+    refused = await mc.request(
+        "POST", "/_synapse/admin/v1/media/delete", params={"before_ts": str(cutoff)}, token=alice
+    )
+    assert refused.status == 403
+    missing = await mc.request("POST", "/_synapse/admin/v1/media/delete", token=admin)
+    assert (missing.status, missing.body["errcode"]) == (400, "M_MISSING_PARAM")
+    result = (
+        await mc.request(
+            "POST",
+            "/_synapse/admin/v1/media/delete",
+            params={"before_ts": str(cutoff)},
+            token=admin,
+        )
+    ).ok()
+    assert result["total"] >= 1
+    remaining = {row[0] for row in await query(media_server, "SELECT media_id FROM media")}
+    assert stale[1] not in remaining
+    assert fresh[1] in remaining
+    assert avatar[1] in remaining
+    status, _, body = await _get(
+        http, f"{media_server.base_url}{MEDIA}/download/{stale[0]}/{stale[1]}", alice
+    )
+    assert (status, _errcode(body)) == (404, "M_NOT_FOUND")
+    assert (await _get(http, fresh_url, alice))[0] == 200
+    await _assert_consistent(media_server)
+
+
+async def test_orphaned_files_are_swept_at_start(
+    media_server: HomeserverProcess, mc: MatrixClient, http: aiohttp.ClientSession
+) -> None:
+    """A crash between a file and its row leaves an orphan; the next start removes it."""
+    alice = await mc.register()
+    kept = await _uploaded(http, media_server, alice, b"kept across restarts")
+    orphan = "ab" * 32
+    orphan_path = media_server.data_dir / "media" / "blobs" / "ab" / "ab" / orphan
+    media_server.stop()
+    orphan_path.parent.mkdir(parents=True, exist_ok=True)
+    orphan_path.write_bytes(b"no row names me")
+    (media_server.data_dir / "media" / "tmp" / "half-written").write_bytes(b"partial")
+    media_server.start()
+    await _eventually(lambda: not orphan_path.exists())
+    await _assert_consistent(media_server)
+    status, _, body = await _get(
+        http, f"{media_server.base_url}{MEDIA}/download/{kept[0]}/{kept[1]}", alice
+    )
+    assert (status, body) == (200, b"kept across restarts")
+
+
+# -- URL previews ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+async def preview_site() -> AsyncIterator[str]:
+    """Pages on 127.0.0.2 (allowed in the media server's config) and 127.0.0.1 (not)."""
+    image = _png(120, 90, (0, 128, 255))
+
+    async def page(_: web.Request) -> web.Response:
+        html = (
+            "<html><head><title>Fallback</title>"
+            '<meta property="og:title" content="Peyvand links people">'
+            '<meta property="og:description" content="A Matrix homeserver">'
+            '<meta property="og:image" content="/logo.png">'
+            "</head><body>hello</body></html>"
+        )
+        return web.Response(text=html, content_type="text/html")
+
+    async def logo(_: web.Request) -> web.Response:
+        return web.Response(body=image, content_type="image/png")
+
+    app = web.Application()
+    app.router.add_get("/", page)
+    app.router.add_get("/logo.png", logo)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, PREVIEW_HOST, 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    blocked = web.TCPSite(runner, "127.0.0.1", port)
+    await blocked.start()
+    try:
+        yield f"{port}"
+    finally:
+        await runner.cleanup()
+
+
+async def test_url_preview_of_an_allowed_page(
+    media_server: HomeserverProcess,
+    mc: MatrixClient,
+    http: aiohttp.ClientSession,
+    preview_site: str,
+) -> None:
+    alice = await mc.register()
+    url = f"http://{PREVIEW_HOST}:{preview_site}/"
+    preview = (
+        await mc.request("GET", f"{MEDIA}/preview_url", params={"url": url}, token=alice)
+    ).ok()
+    assert preview["og:title"] == "Peyvand links people"
+    assert preview["og:description"] == "A Matrix homeserver"
+    assert preview["og:image:width"] == 120
+    assert preview["og:image:height"] == 90
+    assert preview["og:image"].startswith(f"mxc://{media_server.server_name}/")
+    origin, media_id = preview["og:image"].removeprefix("mxc://").split("/")
+    status, _, body = await _get(
+        http, f"{media_server.base_url}{MEDIA}/download/{origin}/{media_id}", alice
+    )
+    assert status == 200
+    assert len(body) == preview["matrix:image:size"]
+    assert Image.open(io.BytesIO(body)).size == (120, 90)
+
+
+async def test_url_preview_refuses_loopback_and_bad_urls(
+    mc: MatrixClient, preview_site: str
+) -> None:
+    alice = await mc.register()
+    for url in (f"http://127.0.0.1:{preview_site}/", f"http://localhost:{preview_site}/"):
+        refused = await mc.request("GET", f"{MEDIA}/preview_url", params={"url": url}, token=alice)
+        assert (refused.status, refused.body["errcode"]) == (403, "M_FORBIDDEN"), url
+    for url in ("file:///etc/passwd", "not a url"):
+        refused = await mc.request("GET", f"{MEDIA}/preview_url", params={"url": url}, token=alice)
+        assert (refused.status, refused.body["errcode"]) == (400, "M_INVALID_PARAM"), url
+    missing = await mc.request("GET", f"{MEDIA}/preview_url", token=alice)
+    assert (missing.status, missing.body["errcode"]) == (400, "M_MISSING_PARAM")
+
+
+async def test_url_previews_are_off_by_default(client: MatrixClient) -> None:
+    alice = await client.register()
+    off = await client.request(
+        "GET", f"{MEDIA}/preview_url", params={"url": "http://127.0.0.2/"}, token=alice
+    )
+    assert (off.status, off.body["errcode"]) == (404, "M_UNRECOGNIZED")
