@@ -5,53 +5,18 @@ display name, each seeing the other's actions through nio's own sync."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import nio
 import pytest
 
-from harness.client import DEFAULT_PASSWORD, unique_localpart
+from harness.nio_client import ok, shared_room, sync_until, timeline
 from harness.server import HomeserverProcess
 
 pytestmark = pytest.mark.clients
 
 OVERALL_TIMEOUT_SECONDS = 60
-SYNC_TIMEOUT_MS = 2000
 EARLY_MESSAGES = 15
-
-T = TypeVar("T")
-
-
-def _ok(response: Any, kind: type[T]) -> T:
-    """``response`` if nio parsed it as ``kind``, else the test fails with the error."""
-    assert isinstance(response, kind), f"expected {kind.__name__}, got {response!r}"
-    return response
-
-
-async def _new_client(base_url: str, store: Path) -> nio.AsyncClient:
-    """A nio client that registers and logs in a fresh user (``store`` is a tmp dir)."""
-    localpart = unique_localpart("nio")
-    client = nio.AsyncClient(base_url, localpart, store_path=str(store))
-    _ok(await client.register(localpart, DEFAULT_PASSWORD), nio.RegisterResponse)
-    # Log in again (a second device), as a real client would after registering.
-    client.access_token = ""
-    _ok(await client.login(DEFAULT_PASSWORD, device_name="nio test"), nio.LoginResponse)
-    return client
-
-
-async def _sync_until(client: nio.AsyncClient, done: Callable[[nio.SyncResponse], bool]) -> None:
-    """Sync (long-polling) until ``done`` holds for a sync response; the caller bounds it."""
-    while True:
-        response = _ok(await client.sync(timeout=SYNC_TIMEOUT_MS), nio.SyncResponse)
-        if done(response):
-            return
-
-
-def _timeline(response: nio.SyncResponse, room_id: str) -> list[nio.Event]:
-    room = response.rooms.join.get(room_id)
-    return list(room.timeline.events) if room is not None else []
 
 
 def _ephemeral(response: nio.SyncResponse, room_id: str) -> list[Any]:
@@ -59,73 +24,38 @@ def _ephemeral(response: nio.SyncResponse, room_id: str) -> list[Any]:
     return list(room.ephemeral) if room is not None else []
 
 
-async def _shared_room(alice: nio.AsyncClient, bob: nio.AsyncClient) -> str:
-    """A creates a room and invites B; B sees the invite in sync and joins; A sees B join."""
-    _ok(await alice.sync(timeout=0), nio.SyncResponse)
-    _ok(await bob.sync(timeout=0), nio.SyncResponse)
-    created = _ok(await alice.room_create(name="nio chat"), nio.RoomCreateResponse)
-    room_id: str = created.room_id
-    _ok(await alice.room_invite(room_id, bob.user_id), nio.RoomInviteResponse)
-    await _sync_until(bob, lambda r: room_id in r.rooms.invite)
-    assert room_id in bob.invited_rooms
-    _ok(await bob.join(room_id), nio.JoinResponse)
-    await _sync_until(bob, lambda r: room_id in r.rooms.join)
-    await _sync_until(alice, lambda r: bob.user_id in alice.rooms[room_id].users)
-    assert bob.rooms[room_id].name == "nio chat"
-    return room_id
-
-
-@pytest.fixture
-async def pair(
-    homeserver: HomeserverProcess, tmp_path: Path
-) -> AsyncIterator[tuple[nio.AsyncClient, nio.AsyncClient]]:
-    for name in ("alice", "bob"):
-        (tmp_path / name).mkdir()
-    alice = await _new_client(homeserver.base_url, tmp_path / "alice")
-    bob = await _new_client(homeserver.base_url, tmp_path / "bob")
-    try:
-        yield alice, bob
-    finally:
-        await alice.close()
-        await bob.close()
-
-
 async def test_nio_chat(
     homeserver: HomeserverProcess, pair: tuple[nio.AsyncClient, nio.AsyncClient]
 ) -> None:
     alice, bob = pair
     async with asyncio.timeout(OVERALL_TIMEOUT_SECONDS):
-        room_id = await _shared_room(alice, bob)
+        room_id = await shared_room(alice, bob)
 
         # Early history that B will only reach by paginating.
         early: list[str] = []
         for i in range(EARLY_MESSAGES):
             content = {"msgtype": "m.text", "body": f"early {i}"}
             sent = await alice.room_send(room_id, "m.room.message", content)
-            early.append(_ok(sent, nio.RoomSendResponse).event_id)
+            early.append(ok(sent, nio.RoomSendResponse).event_id)
 
         # They exchange messages; each receives the other's through sync.
         hello = {"msgtype": "m.text", "body": "hello bob"}
-        from_alice = _ok(
+        from_alice = ok(
             await alice.room_send(room_id, "m.room.message", hello), nio.RoomSendResponse
         ).event_id
-        await _sync_until(
-            bob, lambda r: any(e.event_id == from_alice for e in _timeline(r, room_id))
-        )
+        await sync_until(bob, lambda r: any(e.event_id == from_alice for e in timeline(r, room_id)))
         hi = {"msgtype": "m.text", "body": "hi alice"}
-        from_bob = _ok(
+        from_bob = ok(
             await bob.room_send(room_id, "m.room.message", hi), nio.RoomSendResponse
         ).event_id
-        await _sync_until(
-            alice, lambda r: any(e.event_id == from_bob for e in _timeline(r, room_id))
-        )
+        await sync_until(alice, lambda r: any(e.event_id == from_bob for e in timeline(r, room_id)))
 
         # B paginates history with /messages and finds every early message, in order.
         seen: list[str] = []
         token: str | None = bob.next_batch  # a sync token is a valid /messages start
         pages = 0
         while token is not None and pages < 20:
-            page = _ok(
+            page = ok(
                 await bob.room_messages(room_id, start=token, limit=5), nio.RoomMessagesResponse
             )
             seen.extend(e.event_id for e in page.chunk)
@@ -141,42 +71,42 @@ async def test_nio_chat(
             "m.new_content": {"msgtype": "m.text", "body": "hello bob (edited)"},
             "m.relates_to": {"rel_type": "m.replace", "event_id": from_alice},
         }
-        edit_id = _ok(
+        edit_id = ok(
             await alice.room_send(room_id, "m.room.message", edit_content), nio.RoomSendResponse
         ).event_id
         edits: list[nio.Event] = []
 
         def got_edit(response: nio.SyncResponse) -> bool:
-            edits.extend(e for e in _timeline(response, room_id) if e.event_id == edit_id)
+            edits.extend(e for e in timeline(response, room_id) if e.event_id == edit_id)
             return bool(edits)
 
-        await _sync_until(bob, got_edit)
+        await sync_until(bob, got_edit)
         relates_to = edits[0].source["content"]["m.relates_to"]
         assert relates_to == {"rel_type": "m.replace", "event_id": from_alice}
         assert edits[0].source["content"]["m.new_content"]["body"] == "hello bob (edited)"
 
         # A redacts another message; B sees the redaction, and the original redacted.
-        redact_id = _ok(
+        redact_id = ok(
             await alice.room_redact(room_id, early[0], reason="oops"), nio.RoomRedactResponse
         ).event_id
         redactions: list[nio.RedactionEvent] = []
 
         def got_redaction(response: nio.SyncResponse) -> bool:
             redactions.extend(
-                e for e in _timeline(response, room_id) if isinstance(e, nio.RedactionEvent)
+                e for e in timeline(response, room_id) if isinstance(e, nio.RedactionEvent)
             )
             return any(e.event_id == redact_id for e in redactions)
 
-        await _sync_until(bob, got_redaction)
+        await sync_until(bob, got_redaction)
         assert [e.redacts for e in redactions if e.event_id == redact_id] == [early[0]]
-        refetched = _ok(
+        refetched = ok(
             await bob.room_context(room_id, early[0], limit=0), nio.RoomContextResponse
         ).event
         assert isinstance(refetched, nio.RedactedEvent), refetched
         assert "body" not in refetched.source["content"]
 
         # Typing and read receipts reach the other side as room ephemeral events.
-        _ok(await alice.room_typing(room_id, True, timeout=10_000), nio.RoomTypingResponse)
+        ok(await alice.room_typing(room_id, True, timeout=10_000), nio.RoomTypingResponse)
 
         def alice_typing(response: nio.SyncResponse) -> bool:
             return any(
@@ -184,14 +114,14 @@ async def test_nio_chat(
                 for e in _ephemeral(response, room_id)
             )
 
-        await _sync_until(bob, alice_typing)
+        await sync_until(bob, alice_typing)
         assert alice.user_id in bob.rooms[room_id].typing_users
 
-        _ok(
+        ok(
             await bob.room_read_markers(room_id, from_alice, read_event=from_alice),
             nio.RoomReadMarkersResponse,
         )
-        _ok(await bob.update_receipt_marker(room_id, from_alice), nio.UpdateReceiptMarkerResponse)
+        ok(await bob.update_receipt_marker(room_id, from_alice), nio.UpdateReceiptMarkerResponse)
 
         def bob_read(response: nio.SyncResponse) -> bool:
             return any(
@@ -200,11 +130,11 @@ async def test_nio_chat(
                 for e in _ephemeral(response, room_id)
             )
 
-        await _sync_until(alice, bob_read)
+        await sync_until(alice, bob_read)
 
         # A display name change shows in the room for B (B's room.user_name(A)).
-        _ok(await alice.set_displayname("Alice Nio"), nio.ProfileSetDisplayNameResponse)
-        await _sync_until(bob, lambda r: bob.rooms[room_id].user_name(alice.user_id) == "Alice Nio")
+        ok(await alice.set_displayname("Alice Nio"), nio.ProfileSetDisplayNameResponse)
+        await sync_until(bob, lambda r: bob.rooms[room_id].user_name(alice.user_id) == "Alice Nio")
         assert bob.rooms[room_id].users[alice.user_id].display_name == "Alice Nio"
 
     assert "Unhandled error" not in homeserver.log()

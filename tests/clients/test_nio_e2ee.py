@@ -13,12 +13,13 @@ import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import nio
 import pytest
 
 from harness.client import DEFAULT_PASSWORD, Account, MatrixClient
+from harness.nio_client import ok
 from harness.server import HomeserverProcess
 from peyvand.config.loader import load_config
 
@@ -29,14 +30,6 @@ SYNC_TIMEOUT_MS = 1000
 MAX_SYNC_ROUNDS = 40
 MEGOLM = "m.megolm.v1.aes-sha2"
 ENCRYPTION_STATE = {"type": "m.room.encryption", "state_key": "", "content": {"algorithm": MEGOLM}}
-
-T = TypeVar("T")
-
-
-def _ok(response: Any, kind: type[T]) -> T:
-    """``response`` if nio parsed it as ``kind``, else the test fails with the error."""
-    assert isinstance(response, kind), f"expected {kind.__name__}, got {response!r}"
-    return response
 
 
 class E2eeUser:
@@ -60,15 +53,15 @@ class E2eeUser:
     async def step(self) -> nio.SyncResponse:
         """One round of what ``sync_forever`` does: sync, send queued to-device messages,
         upload, query and claim keys as nio asks; undecrypted events are retried."""
-        response = _ok(await self.nio.sync(timeout=SYNC_TIMEOUT_MS), nio.SyncResponse)
+        response = ok(await self.nio.sync(timeout=SYNC_TIMEOUT_MS), nio.SyncResponse)
         await self.nio.send_to_device_messages()
         if self.nio.should_upload_keys:
-            _ok(await self.nio.keys_upload(), nio.KeysUploadResponse)
+            ok(await self.nio.keys_upload(), nio.KeysUploadResponse)
         if self.nio.should_query_keys:
-            _ok(await self.nio.keys_query(), nio.KeysQueryResponse)
+            ok(await self.nio.keys_query(), nio.KeysQueryResponse)
         if self.nio.should_claim_keys:
             users = self.nio.get_users_for_key_claiming()
-            _ok(await self.nio.keys_claim(users), nio.KeysClaimResponse)
+            ok(await self.nio.keys_claim(users), nio.KeysClaimResponse)
         for room in response.rooms.join.values():
             for event in room.timeline.events:
                 self.events[event.event_id] = event
@@ -98,7 +91,7 @@ class E2eeUser:
         sent = await self.nio.room_send(
             room_id, "m.room.message", content, ignore_unverified_devices=True
         )
-        event_id: str = _ok(sent, nio.RoomSendResponse).event_id
+        event_id: str = ok(sent, nio.RoomSendResponse).event_id
         return event_id
 
 
@@ -123,7 +116,7 @@ async def make_user(
             homeserver.base_url, account.user_id, store_path=str(store), config=config
         )
         opened.append(nio_client)
-        _ok(await nio_client.login(account.password, device_name="nio e2ee"), nio.LoginResponse)
+        ok(await nio_client.login(account.password, device_name="nio e2ee"), nio.LoginResponse)
         assert nio_client.olm is not None, "nio was installed without its e2e extra"
         user = E2eeUser(nio_client)
         await user.step()  # uploads device keys and one-time keys
@@ -139,7 +132,7 @@ async def make_user(
 
 async def _encrypted_room(owner: E2eeUser, invitees: Iterable[E2eeUser]) -> str:
     created = await owner.nio.room_create(name="secret chat", initial_state=[ENCRYPTION_STATE])
-    room_id: str = _ok(created, nio.RoomCreateResponse).room_id
+    room_id: str = ok(created, nio.RoomCreateResponse).room_id
     for invitee in invitees:
         await _join(owner, invitee, room_id)
     return room_id
@@ -147,9 +140,9 @@ async def _encrypted_room(owner: E2eeUser, invitees: Iterable[E2eeUser]) -> str:
 
 async def _join(owner: E2eeUser, invitee: E2eeUser, room_id: str) -> None:
     """``owner`` invites ``invitee``, who sees the invite and joins; both see the join."""
-    _ok(await owner.nio.room_invite(room_id, invitee.user_id), nio.RoomInviteResponse)
+    ok(await owner.nio.room_invite(room_id, invitee.user_id), nio.RoomInviteResponse)
     await invitee.step_until(lambda r: room_id in r.rooms.invite)
-    _ok(await invitee.nio.join(room_id), nio.JoinResponse)
+    ok(await invitee.nio.join(room_id), nio.JoinResponse)
     await invitee.step_until(lambda _: room_id in invitee.nio.rooms)
     assert invitee.nio.rooms[room_id].encrypted
     await owner.step_until(lambda _: invitee.user_id in owner.nio.rooms[room_id].users)

@@ -15,8 +15,8 @@ import nio
 import pytest
 from PIL import Image
 
+from harness.nio_client import ok, shared_room, sync_until, timeline
 from harness.server import HomeserverProcess
-from test_nio import _new_client, _ok, _shared_room, _sync_until, _timeline
 
 pytestmark = pytest.mark.clients
 
@@ -45,70 +45,52 @@ def _peak_rss(pid: int) -> int:
     raise AssertionError("no VmHWM in /proc status")
 
 
-@pytest.fixture
-async def pair(
-    homeserver: HomeserverProcess, tmp_path: Path
-) -> AsyncIterator[tuple[nio.AsyncClient, nio.AsyncClient]]:
-    for name in ("alice", "bob"):
-        (tmp_path / name).mkdir()
-    alice = await _new_client(homeserver.base_url, tmp_path / "alice")
-    bob = await _new_client(homeserver.base_url, tmp_path / "bob")
-    try:
-        yield alice, bob
-    finally:
-        await alice.close()
-        await bob.close()
-        # aiohttp's advice for a graceful shutdown: let aborted transports (the refused
-        # upload's) finish closing before the loop moves on.
-        await asyncio.sleep(0.25)
-
-
 async def test_nio_sends_and_receives_an_image(
     pair: tuple[nio.AsyncClient, nio.AsyncClient],
 ) -> None:
     alice, bob = pair
     photo = _photo()
     async with asyncio.timeout(OVERALL_TIMEOUT_SECONDS):
-        room_id = await _shared_room(alice, bob)
+        room_id = await shared_room(alice, bob)
         uploaded, _ = await alice.upload(
             io.BytesIO(photo), content_type="image/jpeg", filename="photo.jpg",
             filesize=len(photo),
         )  # fmt: skip
-        content_uri = _ok(uploaded, nio.UploadResponse).content_uri
+        content_uri = ok(uploaded, nio.UploadResponse).content_uri
         content = {
             "msgtype": "m.image",
             "body": "photo.jpg",
             "url": content_uri,
             "info": {"mimetype": "image/jpeg", "size": len(photo), "w": 640, "h": 480},
         }
-        _ok(await alice.room_send(room_id, "m.room.message", content), nio.RoomSendResponse)
+        ok(await alice.room_send(room_id, "m.room.message", content), nio.RoomSendResponse)
 
         received: list[nio.RoomMessageImage] = []
 
         def got_image(response: nio.SyncResponse) -> bool:
             received.extend(
                 event
-                for event in _timeline(response, room_id)
+                for event in timeline(response, room_id)
                 if isinstance(event, nio.RoomMessageImage)
             )
             return bool(received)
 
-        await _sync_until(bob, got_image)
+        await sync_until(bob, got_image)
         assert received[0].url == content_uri
 
-        downloaded = _ok(await bob.download(mxc=received[0].url), nio.DownloadResponse)
+        downloaded = ok(await bob.download(mxc=received[0].url), nio.DownloadResponse)
         assert downloaded.body == photo
         assert downloaded.content_type == "image/jpeg"
         assert downloaded.filename == "photo.jpg"
 
         server_name, media_id = content_uri.removeprefix("mxc://").split("/")
-        thumbnail = _ok(
+        thumbnail = ok(
             await bob.thumbnail(server_name, media_id, 96, 96, nio.ResizingMethod.crop),
             nio.ThumbnailResponse,
         )
         assert thumbnail.content_type == "image/jpeg"
         assert Image.open(io.BytesIO(thumbnail.body)).size == (96, 96)
-        scaled = _ok(
+        scaled = ok(
             await bob.thumbnail(server_name, media_id, 320, 240, nio.ResizingMethod.scale),
             nio.ThumbnailResponse,
         )
