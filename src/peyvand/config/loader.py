@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
-from peyvand.config.model import Config, DatabaseConfig, MediaConfig
+from peyvand.config.model import Config, DatabaseConfig, FederationConfig, MediaConfig
 
 __all__ = ["OPTION_DOCS", "ConfigError", "load_config", "parse_config", "render_config"]
 
@@ -116,6 +116,40 @@ OPTION_DOCS: Final[Mapping[str, str]] = {
     ),
     "media.url_preview_max_size": "Largest page or image fetched for a preview, in bytes.",
     "media.url_preview_timeout": "Seconds allowed for fetching one preview, redirects included.",
+    "federation": "Federation with other homeservers (Server-Server API).",
+    "federation.enabled": (
+        "Talk to other homeservers. Off by default: the federation endpoints answer 404\n"
+        "and nothing is sent to other servers."
+    ),
+    "federation.port": (
+        "TLS port of the federation listener, where other servers reach this one. Unless\n"
+        "it is 8448 (or .well-known/SRV delegation points here), put it in server_name\n"
+        "('example.com:8449'). Unset: no federation listener."
+    ),
+    "federation.tls_certificate_path": (
+        "PEM certificate chain for the federation listener (peers require a certificate\n"
+        "valid for the server name, unless on a test network). Relative to this file."
+    ),
+    "federation.tls_private_key_path": "Its PEM private key (relative to this file).",
+    "federation.test_network": (
+        "FOR TEST NETWORKS ONLY: accept peers' self-signed certificates and peers on\n"
+        "loopback or private addresses. Never turn on for a server on the Internet."
+    ),
+    "federation.trusted_key_servers": (
+        "Notary servers asked (POST /_matrix/key/v2/query) for a server's keys when the\n"
+        "server cannot be asked itself. Empty by default."
+    ),
+    "federation.allowed_servers": (
+        "Federate only with these servers (names, '*' matches any characters). Empty: all\n"
+        "servers not denied."
+    ),
+    "federation.denied_servers": (
+        "Never federate with these servers (names, '*' wildcards): their requests get 403\n"
+        "and nothing is sent to them."
+    ),
+    "federation.key_validity_period": (
+        "Seconds other servers may cache this server's signing key (valid_until_ts)."
+    ),
     "rate_limits": "Per-client request rate limits (token buckets).",
     "rate_limits.enabled": "Enforce the limits below. Turn off only for tests and benchmarks.",
     "rate_limits.per_second": (
@@ -132,6 +166,9 @@ _EXAMPLES: Final[Mapping[str, str]] = {
     "admin_contact": '"mailto:admin@example.com"',
     "media.user_quota": "1073741824",
     "media.unauthenticated_media_before": '"2024-09-01T00:00:00Z"',
+    "federation.port": "8448",
+    "federation.tls_certificate_path": '"tls.crt"',
+    "federation.tls_private_key_path": '"tls.key"',
 }
 
 
@@ -255,6 +292,24 @@ def _check(config: Config) -> None:
     if any(not token for token in config.registration.tokens):
         raise ConfigError("'registration.tokens' must not contain empty tokens")
     _check_media(config.media)
+    _check_federation(config.federation)
+
+
+def _check_federation(federation: FederationConfig) -> None:
+    if federation.port is not None and not 1 <= federation.port <= 65535:
+        raise ConfigError(f"'federation.port' must be between 1 and 65535, not {federation.port}")
+    has_cert = federation.tls_certificate_path is not None
+    if has_cert != (federation.tls_private_key_path is not None):
+        raise ConfigError(
+            "'federation.tls_certificate_path' and 'federation.tls_private_key_path' go together"
+        )
+    if federation.port is not None and not has_cert:
+        raise ConfigError("'federation.port' needs a TLS certificate and key")
+    if federation.key_validity_period < 3600:
+        raise ConfigError("'federation.key_validity_period' must be at least 3600 seconds")
+    for name in ("trusted_key_servers", "allowed_servers", "denied_servers"):
+        if any(not server for server in getattr(federation, name)):
+            raise ConfigError(f"'federation.{name}' must not contain empty names")
 
 
 def _check_media(media: MediaConfig) -> None:

@@ -82,6 +82,29 @@ class MediaConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class FederationConfig:
+    # Talk to other homeservers (Server-Server API). Off: the federation endpoints answer
+    # 404 and nothing is sent out.
+    enabled: bool = False
+    # TLS port of the federation listener (peers reach the server here); unset: none.
+    port: int | None = None
+    # PEM certificate chain and private key of the federation listener.
+    tls_certificate_path: Path | None = None
+    tls_private_key_path: Path | None = None
+    # Test networks only: accept peers' self-signed certificates and loopback or private
+    # peer addresses.
+    test_network: bool = False
+    # Notary servers asked for keys a server cannot give itself (server names).
+    trusted_key_servers: tuple[str, ...] = ()
+    # Federate only with these servers (names; '*' wildcards), when not empty.
+    allowed_servers: tuple[str, ...] = ()
+    # Never federate with these servers (names; '*' wildcards).
+    denied_servers: tuple[str, ...] = ()
+    # How long other servers may cache this server's signing key, in seconds.
+    key_validity_period: int = 7 * 24 * 3600
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     server_name: str
     data_dir: Path
@@ -94,6 +117,7 @@ class Config:
     rate_limits: RateLimitConfig = field(default_factory=RateLimitConfig)
     caches: CacheConfig = field(default_factory=CacheConfig)
     media: MediaConfig = field(default_factory=MediaConfig)
+    federation: FederationConfig = field(default_factory=FederationConfig)
     # Largest request body accepted, in bytes.
     max_request_size: int = 50 * 1024 * 1024
     log_level: str = "INFO"
