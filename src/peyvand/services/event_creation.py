@@ -369,6 +369,7 @@ class EventCreationService:
             rel_type=rel_type,
             new_extremities=extremities,
             new_room=new_room,
+            current_state_group=new_group.row.state_group if new_group is not None else None,
         )
 
     @staticmethod

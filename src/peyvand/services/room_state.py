@@ -119,7 +119,7 @@ class StateService:
 
     async def _load_room(self, room_id: RoomID) -> RoomSnapshot | None:
         room = await self._store.get_room(room_id)
-        group = await self._store.get_latest_state_group(room_id)
+        group = await self._store.get_current_state_group(room_id)
         if room is None or group is None:
             return None
         extremities = await self._store.get_forward_extremities(room_id)
@@ -256,18 +256,26 @@ class StateService:
         self, snapshot: RoomSnapshot, changes: Mapping[StateKey, EventID]
     ) -> NewStateGroup:
         """The group after ``changes`` on top of the snapshot's, with its Fenwick delta."""
-        prev = snapshot.state_group
-        seq = prev.seq + 1
+        return await self.child_state_group(snapshot.state_group, changes)
+
+    async def child_state_group(
+        self, parent: StateGroupRow, changes: Mapping[StateKey, EventID]
+    ) -> NewStateGroup:
+        """The group of ``parent``'s state with ``changes`` applied, at the next chain
+        position after ``parent``. Groups form a tree: two children of one parent (state
+        that forked, as federation allows) each keep the O(log n) bound on their own path
+        to the root."""
+        seq = parent.seq + 1
         base_seq = seq - _lowbit(seq)
-        path = await self._chain(prev.state_group, stop_seq=base_seq)
+        path = await self._chain(parent.state_group, stop_seq=base_seq)
         deltas = await self._deltas_for([row.state_group for row in path], None)
         delta: dict[StateKey, EventID] = {}
         for row in reversed(path):
             delta.update(deltas[row.state_group])
         delta.update(changes)
-        base_group = path[-1].base_group if path else prev.state_group
+        base_group = path[-1].base_group if path else parent.state_group
         row = StateGroupRow(
-            self.allocate_group_id(), snapshot.room_id, seq, prev.state_group, base_group
+            self.allocate_group_id(), parent.room_id, seq, parent.state_group, base_group
         )
         self._groups.put(row.state_group, row)
         self._deltas.put(row.state_group, dict(delta))

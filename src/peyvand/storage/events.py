@@ -17,6 +17,8 @@ from peyvand.events.room_versions import KNOWN_ROOM_VERSIONS
 from peyvand.storage.database import Connection, Database, Row, placeholders
 from peyvand.storage.models import (
     EventToPersist,
+    NewStateGroup,
+    OutlierRow,
     RoomRow,
     StateGroupRow,
     StoredEvent,
@@ -268,6 +270,62 @@ class EventStore:
 
     # -- writes --------------------------------------------------------------------------
 
+    async def get_outliers(self, event_ids: Iterable[EventID]) -> dict[EventID, OutlierRow]:
+        """Events held outside the timeline (outliers, rejected, soft-failed), by ID."""
+        ids = list(set(event_ids))
+        found: dict[EventID, OutlierRow] = {}
+        for start in range(0, len(ids), _IN_LIST_CHUNK):
+            chunk = ids[start : start + _IN_LIST_CHUNK]
+            rows = await self._db.fetch(
+                "SELECT event_id, room_id, status, reason, state_group, pdu FROM event_outliers"
+                f" WHERE event_id IN ({placeholders(len(chunk))})",
+                *chunk,
+            )
+            await self._ensure_room_versions(row["room_id"] for row in rows)
+            for row in rows:
+                version = KNOWN_ROOM_VERSIONS[self._room_versions[row["room_id"]]]
+                event_id = EventID(row["event_id"])
+                pdu = Pdu(orjson.loads(row["pdu"]), event_id, version)
+                found[event_id] = OutlierRow(pdu, row["status"], row["reason"], row["state_group"])
+        return found
+
+    async def persist_outliers(self, rows: Sequence[OutlierRow]) -> None:
+        """Store events outside the timeline, with any state groups they need; an event
+        already stored (in the timeline or as an outlier) is left as it is."""
+        async with self._db.transaction() as txn:
+            await _insert_state_groups(
+                txn, [r.new_state_group for r in rows if r.new_state_group is not None]
+            )
+            await txn.executemany(
+                "INSERT INTO event_outliers (event_id, room_id, status, reason, state_group, pdu)"
+                " SELECT $1, $2, $3, $4, $5, $6"
+                " WHERE NOT EXISTS (SELECT 1 FROM events WHERE event_id = $1)"
+                " ON CONFLICT (event_id) DO NOTHING",
+                [
+                    (
+                        r.pdu.event_id,
+                        r.pdu.room_id,
+                        r.status,
+                        r.reason,
+                        r.state_group,
+                        orjson.dumps(dict(r.pdu.data)).decode(),
+                    )
+                    for r in rows
+                ],
+            )
+
+    async def get_current_state_group(self, room_id: RoomID) -> StateGroupRow | None:
+        """The group of the room's current state (its newest group for older rooms)."""
+        row = await self._db.fetchrow(
+            "SELECT g.state_group, g.room_id, g.seq, g.prev_group, g.base_group"
+            " FROM rooms r JOIN state_groups g ON g.state_group = r.current_state_group"
+            " WHERE r.room_id = $1",
+            room_id,
+        )
+        if row is None:
+            return await self.get_latest_state_group(room_id)
+        return StateGroupRow(row[0], RoomID(row[1]), row[2], row[3], row[4])
+
     async def persist_events(self, txn: Connection, batch: Sequence[EventToPersist]) -> None:
         """Write one group commit: events, txn ids, state groups, current state, extremities.
 
@@ -314,51 +372,49 @@ class EventStore:
                 " VALUES ($1, $2, $3, $4)",
                 txns,
             )
-        groups = [e.new_state_group for e in batch if e.new_state_group is not None]
-        if groups:
-            await txn.executemany(
-                "INSERT INTO state_groups (state_group, room_id, seq, prev_group, base_group)"
-                " VALUES ($1, $2, $3, $4, $5)",
-                [
+        await _insert_state_groups(
+            txn, [e.new_state_group for e in batch if e.new_state_group is not None]
+        )
+        state_rows: list[tuple[RoomID, str, str | None, EventID, str | None, int]] = []
+        for e in batch:
+            if e.current_state_changes is not None:
+                state_rows += [
+                    (e.pdu.room_id, key[0], key[1], event_id, membership, e.stream_ordering)
+                    for key, event_id, membership in e.current_state_changes
+                ]
+            elif e.pdu.is_state():
+                membership = e.pdu.membership if e.pdu.type == "m.room.member" else None
+                state_rows.append(
                     (
-                        g.row.state_group,
-                        g.row.room_id,
-                        g.row.seq,
-                        g.row.prev_group,
-                        g.row.base_group,
+                        e.pdu.room_id,
+                        e.pdu.type,
+                        e.pdu.state_key,
+                        e.pdu.event_id,
+                        membership,
+                        e.stream_ordering,
                     )
-                    for g in groups
-                ],
-            )
-            await txn.executemany(
-                "INSERT INTO state_group_deltas (state_group, type, state_key, event_id)"
-                " VALUES ($1, $2, $3, $4)",
-                [
-                    (g.row.state_group, key[0], key[1], event_id)
-                    for g in groups
-                    for key, event_id in g.delta.items()
-                ],
-            )
-        state_events = [e for e in batch if e.pdu.is_state()]
-        if state_events:
+                )
+        if state_rows:
             await txn.executemany(
                 "INSERT INTO current_state (room_id, type, state_key, event_id, membership,"
                 " stream_ordering) VALUES ($1, $2, $3, $4, $5, $6)"
                 " ON CONFLICT (room_id, type, state_key) DO UPDATE SET"
                 " event_id = excluded.event_id, membership = excluded.membership,"
                 " stream_ordering = excluded.stream_ordering",
-                [
-                    (
-                        e.pdu.room_id,
-                        e.pdu.type,
-                        e.pdu.state_key,
-                        e.pdu.event_id,
-                        e.pdu.membership if e.pdu.type == "m.room.member" else None,
-                        e.stream_ordering,
-                    )
-                    for e in state_events
-                ],
+                state_rows,
             )
+        current_groups = {
+            e.pdu.room_id: e.current_state_group for e in batch if e.current_state_group is not None
+        }
+        if current_groups:
+            await txn.executemany(
+                "UPDATE rooms SET current_state_group = $2 WHERE room_id = $1",
+                list(current_groups.items()),
+            )
+        await txn.execute(
+            f"DELETE FROM event_outliers WHERE event_id IN ({placeholders(len(batch))})",
+            *[e.pdu.event_id for e in batch],
+        )
         redactions = [
             (e.pdu.event_id, e.pdu.redacts)
             for e in batch
@@ -381,3 +437,25 @@ class EventStore:
             "INSERT INTO forward_extremities (room_id, event_id) VALUES ($1, $2)",
             [(room, ev) for room, evs in last_extremities.items() for ev in evs],
         )
+
+
+async def _insert_state_groups(txn: Connection, groups: Sequence[NewStateGroup]) -> None:
+    if not groups:
+        return
+    await txn.executemany(
+        "INSERT INTO state_groups (state_group, room_id, seq, prev_group, base_group)"
+        " VALUES ($1, $2, $3, $4, $5)",
+        [
+            (g.row.state_group, g.row.room_id, g.row.seq, g.row.prev_group, g.row.base_group)
+            for g in groups
+        ],
+    )
+    await txn.executemany(
+        "INSERT INTO state_group_deltas (state_group, type, state_key, event_id)"
+        " VALUES ($1, $2, $3, $4)",
+        [
+            (g.row.state_group, key[0], key[1], event_id)
+            for g in groups
+            for key, event_id in g.delta.items()
+        ],
+    )

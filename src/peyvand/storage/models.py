@@ -61,3 +61,24 @@ class EventToPersist:
     new_extremities: tuple[EventID, ...]
     # Set on a room's m.room.create event: the room's row is written in the same commit.
     new_room: RoomRow | None = None
+    # The room's current state group after this event (None: unchanged).
+    current_state_group: int | None = None
+    # Changes to the room's current state as ((type, state_key), event ID, membership);
+    # None: the event itself, if it is a state event (always so for local events). Events
+    # received over federation can change current state by more, or less, than themselves
+    # (state resolution at a fork).
+    current_state_changes: tuple[tuple[StateKey, EventID, str | None], ...] | None = None
+    # The event was held as an outlier until now (its outlier row is deleted).
+    was_outlier: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class OutlierRow:
+    """An event held outside the timeline (see migration 016): an outlier, or a rejected
+    or soft-failed event with the state group before it."""
+
+    pdu: Pdu
+    status: str
+    reason: str | None = None
+    state_group: int | None = None
+    new_state_group: NewStateGroup | None = None
