@@ -49,6 +49,8 @@ class StateService:
         self._rooms: dict[RoomID, RoomSnapshot] = {}
         self._room_load_locks: dict[RoomID, asyncio.Lock] = {}
         self._events: LRU[EventID, StoredEvent] = LRU(event_cache_size)
+        # Events held outside the timeline (immutable, like the rest).
+        self._outliers: LRU[EventID, Pdu] = LRU(event_cache_size)
         self._groups: LRU[int, StateGroupRow] = LRU(100_000)
         self._deltas: LRU[int, dict[StateKey, EventID]] = LRU(20_000)
         # (group, key) -> event ID or None: groups are immutable, so lookups are too.
@@ -74,6 +76,24 @@ class StateService:
             for event_id, event in loaded.items():
                 self._events.put(event_id, event)
             found.update(loaded)
+        return found
+
+    async def get_pdus(self, event_ids: Iterable[EventID]) -> dict[EventID, Pdu]:
+        """Events by ID from the timeline or from those held outside it (outliers,
+        rejected and soft-failed events received over federation)."""
+        ids = set(event_ids)
+        found = {e: stored.pdu for e, stored in (await self.get_events(ids)).items()}
+        missing = []
+        for event_id in ids - found.keys():
+            cached = self._outliers.get(event_id)
+            if cached is not None:
+                found[event_id] = cached
+            else:
+                missing.append(event_id)
+        if missing:
+            for event_id, row in (await self._store.get_outliers(missing)).items():
+                self._outliers.put(event_id, row.pdu)
+                found[event_id] = row.pdu
         return found
 
     async def get_event(self, event_id: EventID) -> StoredEvent | None:

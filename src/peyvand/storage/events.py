@@ -373,7 +373,15 @@ class EventStore:
                 txns,
             )
         await _insert_state_groups(
-            txn, [e.new_state_group for e in batch if e.new_state_group is not None]
+            txn,
+            [
+                group
+                for e in batch
+                for group in (
+                    *e.extra_state_groups,
+                    *((e.new_state_group,) if e.new_state_group is not None else ()),
+                )
+            ],
         )
         state_rows: list[tuple[RoomID, str, str | None, EventID, str | None, int]] = []
         for e in batch:

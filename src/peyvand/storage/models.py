@@ -70,6 +70,9 @@ class EventToPersist:
     current_state_changes: tuple[tuple[StateKey, EventID, str | None], ...] | None = None
     # The event was held as an outlier until now (its outlier row is deleted).
     was_outlier: bool = False
+    # Further new groups written with the event (federation: the resolved state before
+    # it, the room's new current state), parents before children.
+    extra_state_groups: tuple[NewStateGroup, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
