@@ -1,0 +1,571 @@
+"""The per-destination federation sender (Server-Server API, "Transactions"; DESIGN.md §5).
+
+What is to be sent to each server waits in a durable queue (``FederationOutboxStore``):
+PDU rows written in the events' own commit, durable EDUs (device list updates, to-device
+messages, signing key updates) written by ``send_edu``. Ephemeral EDUs (typing, receipts,
+presence) wait in memory, latest per key. One worker task per destination with work
+turns the oldest rows into ``PUT /_matrix/federation/v1/send/{txnId}`` transactions of at
+most 50 PDUs and 100 EDUs, one in flight at a time:
+
+- success (200): exactly the rows sent are deleted; per-PDU errors in the response are
+  logged, never retried;
+- failure (any exception: unreachable, non-2xx, timeout): the rows stay and the same
+  transaction (same txnId and body, so the receiver can dedupe) is retried after an
+  exponential backoff with jitter, ``min_backoff`` doubling up to ``max_backoff`` (10
+  minutes): a dead peer costs one timer and is never given up on;
+- ``wake(destination)`` (the peer just talked to us) resets the backoff and retries now;
+- catch-up: after a failure or a restart, a backlog of more than ``catchup_threshold`` PDUs
+  is collapsed to the newest PDU per room, and the receiver fetches the gap with
+  ``/get_missing_events`` (as Synapse's ``PerDestinationQueue`` does). A pending
+  transaction whose PDUs were collapsed away is rebuilt with a new txnId, and so is one
+  holding typing notifications older than ``typing_ttl`` (they are dropped).
+
+txnIds are ``<start ms>.<counter>``: unique across restarts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, Protocol
+from urllib.parse import quote
+
+from peyvand.storage.federation_outbox import FederationOutboxStore, OutboxRow
+from peyvand.types import JsonDict
+
+logger = logging.getLogger(__name__)
+
+# Server-Server API, "Transactions": at most 50 PDUs and 100 EDUs per transaction.
+MAX_PDUS_PER_TRANSACTION: Final = 50
+MAX_EDUS_PER_TRANSACTION: Final = 100
+# EDU slots the durable queue always gets when it has rows (and ephemeral EDUs too).
+_RESERVED_EDUS: Final = MAX_EDUS_PER_TRANSACTION // 2
+# Presence updates per m.presence EDU.
+_PRESENCE_PER_EDU: Final = 50
+
+PduLoader = Callable[[Sequence[str]], Awaitable[Mapping[str, JsonDict]]]
+
+
+class TransactionTransport(Protocol):
+    """How transactions leave: ``FederationClient.put_json`` (signed, with discovery).
+    Raises on anything but a 2xx answer, including an unreachable destination."""
+
+    async def put_json(
+        self,
+        destination: str,
+        path: str,
+        body: Any,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 (FederationClient.put_json)
+    ) -> Any: ...
+
+
+@dataclass(slots=True)
+class _Ephemeral:
+    """One entry of a destination's ephemeral queue. ``kind`` says how it is keyed and
+    how ``content`` reads: "typing" (the m.typing content, per room and user), "receipt"
+    (one room's part of m.receipt: {receipt_type: {user_id: receipt}}), "presence" (one
+    user's entry of m.presence's ``push``), "other" (a whole EDU's content, never merged)."""
+
+    kind: str
+    edu_type: str
+    content: JsonDict
+    queued_at: float
+
+
+class _EphemeralQueue:
+    """Ephemeral EDUs for one destination, latest per key, oldest key first."""
+
+    def __init__(self) -> None:
+        self._items: dict[tuple[str, ...], _Ephemeral] = {}
+        self._counter = itertools.count()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def clear(self) -> None:
+        self._items.clear()
+
+    def add(self, edu_type: str, content: JsonDict, now: float) -> None:
+        key: tuple[str, ...]
+        if edu_type == "m.typing" and _strings(content, "room_id", "user_id"):
+            key = (edu_type, content["room_id"], content["user_id"])
+            self._items.pop(key, None)
+            self._items[key] = _Ephemeral("typing", edu_type, content, now)
+        elif edu_type == "m.receipt" and all(
+            isinstance(part, dict) and all(isinstance(users, dict) for users in part.values())
+            for part in content.values()
+        ):
+            for room_id, part in content.items():
+                key = (edu_type, room_id)
+                old = self._items.get(key)
+                merged = _merge_receipts(old.content if old else {}, part)
+                self._items[key] = _Ephemeral("receipt", edu_type, merged, now)
+        elif (
+            edu_type == "m.presence"
+            and isinstance(content.get("push"), list)
+            and all(isinstance(p, dict) and _strings(p, "user_id") for p in content["push"])
+        ):
+            for entry in content["push"]:
+                key = (edu_type, entry["user_id"])
+                self._items.pop(key, None)
+                self._items[key] = _Ephemeral("presence", edu_type, entry, now)
+        else:
+            self._items[(edu_type, str(next(self._counter)))] = _Ephemeral(
+                "other", edu_type, content, now
+            )
+
+    def expire(self, now: float, typing_ttl: float) -> None:
+        """Drop typing notifications queued more than ``typing_ttl`` seconds ago."""
+        stale = [k for k, e in self._items.items() if _expired(e, now, typing_ttl)]
+        for key in stale:
+            del self._items[key]
+
+    def take(self, limit: int) -> list[tuple[tuple[str, ...], _Ephemeral]]:
+        """Remove and return the oldest ``limit`` entries."""
+        taken = list(itertools.islice(self._items.items(), max(0, limit)))
+        for key, _ in taken:
+            del self._items[key]
+        return taken
+
+    def put_back(
+        self, entries: Sequence[tuple[tuple[str, ...], _Ephemeral]], now: float, typing_ttl: float
+    ) -> None:
+        """Return ``entries`` taken earlier to the front; newer entries with the same key
+        win (receipts merge, the newer on top); expired typing is dropped."""
+        items: dict[tuple[str, ...], _Ephemeral] = {}
+        for key, entry in entries:
+            if _expired(entry, now, typing_ttl):
+                continue
+            newer = self._items.pop(key, None)
+            if newer is None:
+                items[key] = entry
+            elif entry.kind == "receipt":
+                merged = _merge_receipts(entry.content, newer.content)
+                items[key] = _Ephemeral("receipt", newer.edu_type, merged, newer.queued_at)
+            else:
+                items[key] = newer
+        items.update(self._items)
+        self._items = items
+
+
+def _strings(content: Mapping[str, Any], *keys: str) -> bool:
+    return all(isinstance(content.get(k), str) for k in keys)
+
+
+def _expired(entry: _Ephemeral, now: float, typing_ttl: float) -> bool:
+    return entry.kind == "typing" and now - entry.queued_at > typing_ttl
+
+
+def _merge_receipts(old: JsonDict, new: JsonDict) -> JsonDict:
+    """One room's receipts, {receipt_type: {user_id: receipt}}: ``new`` wins per user."""
+    merged = {rtype: dict(users) for rtype, users in old.items()}
+    for rtype, users in new.items():
+        merged.setdefault(rtype, {}).update(users)
+    return merged
+
+
+def _ephemeral_edus(entries: Sequence[tuple[tuple[str, ...], _Ephemeral]]) -> list[JsonDict]:
+    edus: list[JsonDict] = []
+    presence: list[JsonDict] = []
+    for key, entry in entries:
+        if entry.kind == "presence":
+            presence.append(entry.content)
+        elif entry.kind == "receipt":
+            edus.append({"edu_type": entry.edu_type, "content": {key[1]: entry.content}})
+        else:
+            edus.append({"edu_type": entry.edu_type, "content": entry.content})
+    for start in range(0, len(presence), _PRESENCE_PER_EDU):
+        push = presence[start : start + _PRESENCE_PER_EDU]
+        edus.append({"edu_type": "m.presence", "content": {"push": push}})
+    return edus
+
+
+@dataclass(slots=True)
+class _Transaction:
+    """A transaction as first sent: retried unchanged until it succeeds."""
+
+    txn_id: str
+    body: JsonDict
+    # The queue rows it carries, deleted on success.
+    seqs: list[int]
+    ephemeral: list[tuple[tuple[str, ...], _Ephemeral]]
+
+    def holds_expired_typing(self, now: float, typing_ttl: float) -> bool:
+        return any(_expired(entry, now, typing_ttl) for _, entry in self.ephemeral)
+
+
+@dataclass(eq=False, slots=True)
+class _Destination:
+    name: str
+    ephemeral: _EphemeralQueue = field(default_factory=_EphemeralQueue)
+    task: asyncio.Task[None] | None = None
+    # New work arrived since the worker last looked at the queue.
+    dirty: bool = False
+    woken: asyncio.Event = field(default_factory=asyncio.Event)
+    txn: _Transaction | None = None
+    # Failed attempts in a row (0: the destination is up).
+    failures: int = 0
+    down_since: float = 0.0
+    # Current backoff interval (0: none) and when to try next, both in event loop time.
+    interval: float = 0.0
+    retry_at: float = 0.0
+    last_attempt: float = 0.0
+    # Check the backlog for catch-up before the next transaction.
+    catching_up: bool = False
+
+    def idle(self) -> bool:
+        return self.failures == 0 and self.txn is None and not self.ephemeral
+
+
+class FederationSender:
+    def __init__(
+        self,
+        server_name: str,
+        store: FederationOutboxStore,
+        transport: TransactionTransport,
+        load_pdus: PduLoader,
+        *,
+        allows: Callable[[str], bool] = lambda _: True,
+        clock: Callable[[], float] = time.time,
+        min_backoff: float = 2.0,
+        max_backoff: float = 600.0,
+        catchup_threshold: int = 200,
+        typing_ttl: float = 60.0,
+        request_timeout: float = 60.0,
+        stop_timeout: float = 5.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        """``load_pdus`` returns the federation JSON of stored events by event ID (absent
+        IDs are skipped); ``allows(server)`` is the federation allow/deny list; ``clock``
+        gives wall-clock seconds (txnIds, ``origin_server_ts``, typing expiry)."""
+        if not 0 < min_backoff <= max_backoff:
+            raise ValueError("need 0 < min_backoff <= max_backoff")
+        self._server_name = server_name
+        self._store = store
+        self._transport = transport
+        self._load_pdus = load_pdus
+        self._allows = allows
+        self._clock = clock
+        self._min_backoff = min_backoff
+        self._max_backoff = max_backoff
+        self._catchup_threshold = catchup_threshold
+        self._typing_ttl = typing_ttl
+        self._request_timeout = request_timeout
+        self._stop_timeout = stop_timeout
+        self._rng = rng or random.Random()
+        self._destinations: dict[str, _Destination] = {}
+        self._next_seq = 0
+        self._txn_prefix = ""
+        self._txn_counter = itertools.count(1)
+        self._started = False
+        self._stopping = False
+        self._edu_lock = asyncio.Lock()
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Allocate seqs past the queue and start a worker for every destination with
+        queued rows (catch-up after a restart)."""
+        if self._started:
+            raise RuntimeError("FederationSender already started")
+        self._next_seq = await self._store.max_seq() + 1
+        self._txn_prefix = str(int(self._clock() * 1000))
+        self._started = True
+        pending = await self._store.destinations_with_pending()
+        if pending:
+            logger.info("federation: resuming queued transactions to %d servers", len(pending))
+        for name in pending:
+            destination = self._destination(name)
+            destination.catching_up = True
+            destination.dirty = True
+        for destination in list(self._destinations.values()):
+            self._kick(destination)
+
+    async def stop(self) -> None:
+        """Cancel every worker (in flight or backing off) and wait for them, bounded.
+        What was not sent stays queued for the next start."""
+        self._stopping = True
+        tasks = [d.task for d in self._destinations.values() if d.task is not None]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            _, still_running = await asyncio.wait(tasks, timeout=self._stop_timeout)
+            if still_running:
+                logger.warning("federation: %d senders did not stop in time", len(still_running))
+
+    # -- queueing --------------------------------------------------------------------
+
+    def next_seqs(self, count: int) -> range:
+        """Allocate ``count`` queue seqs (for rows written with ``add_in_txn``)."""
+        if not self._started:
+            raise RuntimeError("FederationSender not started")
+        seqs = range(self._next_seq, self._next_seq + count)
+        self._next_seq += count
+        return seqs
+
+    def rows_for_event(
+        self, room_id: str, event_id: str, destinations: Iterable[str]
+    ) -> list[OutboxRow]:
+        """Queue rows sending one PDU to ``destinations`` (ourselves and denied servers
+        left out), with seqs allocated in order."""
+        allowed = sorted({d for d in destinations if self._allowed(d)})
+        seqs = self.next_seqs(len(allowed))
+        return [
+            OutboxRow.for_pdu(d, s, room_id, event_id) for d, s in zip(allowed, seqs, strict=True)
+        ]
+
+    def notify_new(self, destinations: Iterable[str]) -> None:
+        """Rows for ``destinations`` were committed: have their workers send them."""
+        if not self._started or self._stopping:
+            return  # start() finds them in the queue
+        for name in destinations:
+            destination = self._destination(name)
+            destination.dirty = True
+            self._kick(destination)
+
+    async def send_edu(
+        self, destination: str, edu_type: str, content: JsonDict, *, durable: bool
+    ) -> None:
+        """Send an EDU with ``destination``'s next transaction. Durable EDUs
+        (m.device_list_update, m.direct_to_device, m.signing_key_update) are queued in the
+        database first; ephemeral ones (m.typing, m.receipt, m.presence) wait in memory,
+        latest per key, and typing older than ``typing_ttl`` is dropped."""
+        if durable:
+            await self.send_durable_edus([(destination, edu_type, content)])
+            return
+        if not self._allowed(destination):
+            return
+        target = self._destination(destination)
+        target.ephemeral.add(edu_type, content, self._clock())
+        target.dirty = True
+        self._kick(target)
+
+    async def send_durable_edus(self, edus: Sequence[tuple[str, str, JsonDict]]) -> None:
+        """Queue durable ``(destination, edu_type, content)`` EDUs in one transaction."""
+        allowed = [edu for edu in edus if self._allowed(edu[0])]
+        if not allowed:
+            return
+        # Seqs are allocated and committed in the same order, so a destination's EDUs are
+        # sent in the order they were queued.
+        async with self._edu_lock:
+            seqs = self.next_seqs(len(allowed))
+            await self._store.add(
+                [
+                    OutboxRow.for_edu(d, seq, t, c)
+                    for (d, t, c), seq in zip(allowed, seqs, strict=True)
+                ]
+            )
+        self.notify_new({d for d, _, _ in allowed})
+
+    def wake(self, destination: str) -> None:
+        """``destination`` just talked to us: forget its backoff and retry now (at most
+        once per ``min_backoff``, however often it calls)."""
+        target = self._destinations.get(destination)
+        if target is None or target.interval == 0.0:
+            return
+        target.interval = 0.0
+        earliest = max(asyncio.get_running_loop().time(), target.last_attempt + self._min_backoff)
+        target.retry_at = min(target.retry_at, earliest)
+        target.woken.set()
+
+    # -- workers ---------------------------------------------------------------------
+
+    def _allowed(self, destination: str) -> bool:
+        return destination != self._server_name and self._allows(destination)
+
+    def _destination(self, name: str) -> _Destination:
+        destination = self._destinations.get(name)
+        if destination is None:
+            destination = self._destinations[name] = _Destination(name)
+        return destination
+
+    def _kick(self, destination: _Destination) -> None:
+        if self._started and not self._stopping and destination.task is None:
+            destination.task = asyncio.create_task(
+                self._run(destination), name=f"federation-sender:{destination.name}"
+            )
+
+    async def _run(self, destination: _Destination) -> None:
+        try:
+            while True:
+                await self._wait_for_retry(destination)
+                destination.dirty = False
+                try:
+                    if not self._allowed(destination.name):
+                        await self._drop(destination)
+                        return
+                    txn = await self._transaction(destination)
+                    if txn is None:
+                        if destination.dirty:
+                            continue
+                        return
+                    await self._attempt(destination, txn)
+                except Exception:
+                    logger.exception("federation: sending to %s failed", destination.name)
+                    self._back_off(destination)
+        finally:
+            destination.task = None
+            if destination.idle() and self._destinations.get(destination.name) is destination:
+                del self._destinations[destination.name]
+
+    async def _wait_for_retry(self, destination: _Destination) -> None:
+        loop = asyncio.get_running_loop()
+        while (delay := destination.retry_at - loop.time()) > 0:
+            destination.woken.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(destination.woken.wait(), delay)
+
+    async def _drop(self, destination: _Destination) -> None:
+        logger.info("federation: dropping everything queued for denied %s", destination.name)
+        destination.ephemeral.clear()
+        destination.txn = None
+        await self._store.delete_destination(destination.name)
+
+    async def _transaction(self, destination: _Destination) -> _Transaction | None:
+        """The transaction to send next: the failed one again, or a new one from the
+        oldest queued rows and ephemeral EDUs (None: nothing to send)."""
+        name = destination.name
+        if destination.catching_up:
+            destination.catching_up = False
+            if await self._store.count_pdus(name) > self._catchup_threshold:
+                dropped = await self._store.collapse_to_latest_per_room(name)
+                if dropped:
+                    logger.info(
+                        "federation: catching up with %s: skipping %d older PDUs, sending"
+                        " the newest per room",
+                        name,
+                        dropped,
+                    )
+                    self._discard(destination)
+        now = self._clock()
+        if destination.txn is not None and destination.txn.holds_expired_typing(
+            now, self._typing_ttl
+        ):
+            self._discard(destination)
+        if destination.txn is not None:
+            return destination.txn
+
+        destination.ephemeral.expire(now, self._typing_ttl)
+        durable_edus = MAX_EDUS_PER_TRANSACTION - min(len(destination.ephemeral), _RESERVED_EDUS)
+        batch = await self._store.pending(name, MAX_PDUS_PER_TRANSACTION, durable_edus)
+        loaded: Mapping[str, JsonDict] = {}
+        if batch.pdus:
+            loaded = await self._load_pdus([p.event_id for p in batch.pdus])
+        pdus = [loaded[p.event_id] for p in batch.pdus if p.event_id in loaded]
+        if len(pdus) < len(batch.pdus):
+            logger.debug("federation: %d queued PDUs no longer exist", len(batch.pdus) - len(pdus))
+        seqs = [p.seq for p in batch.pdus] + [e.seq for e in batch.edus]
+        # Taken only now: nothing can fail between here and the transaction keeping them.
+        ephemeral = destination.ephemeral.take(MAX_EDUS_PER_TRANSACTION - len(batch.edus))
+        edus = [e.edu for e in batch.edus] + _ephemeral_edus(ephemeral)
+        if not pdus and not edus:
+            # Only rows of events that are gone: drop them and look again.
+            await self._store.delete(name, seqs)
+            if seqs:
+                destination.dirty = True
+            return None
+        body = {
+            "origin": self._server_name,
+            "origin_server_ts": int(now * 1000),
+            "pdus": pdus,
+            "edus": edus,
+        }
+        txn_id = f"{self._txn_prefix}.{next(self._txn_counter)}"
+        destination.txn = _Transaction(txn_id, body, seqs, ephemeral)
+        return destination.txn
+
+    def _discard(self, destination: _Destination) -> None:
+        """Forget the pending transaction (its rows stay queued; its ephemeral EDUs go
+        back): the next one gets a new txnId."""
+        if destination.txn is not None:
+            destination.ephemeral.put_back(
+                destination.txn.ephemeral, self._clock(), self._typing_ttl
+            )
+            destination.txn = None
+
+    async def _attempt(self, destination: _Destination, txn: _Transaction) -> None:
+        name = destination.name
+        destination.last_attempt = asyncio.get_running_loop().time()
+        path = f"/_matrix/federation/v1/send/{quote(txn.txn_id, safe='')}"
+        try:
+            async with asyncio.timeout(self._request_timeout):
+                response = await self._transport.put_json(
+                    name, path, txn.body, timeout=self._request_timeout
+                )
+        except Exception as exc:
+            self._failed(destination, txn, exc)
+            return
+        destination.txn = None
+        self._succeeded(destination)
+        logger.debug(
+            "federation: sent transaction %s to %s (%d PDUs, %d EDUs)",
+            txn.txn_id,
+            name,
+            len(txn.body["pdus"]),
+            len(txn.body["edus"]),
+        )
+        _log_pdu_errors(name, txn.txn_id, response)
+        await self._store.delete(name, txn.seqs)
+
+    def _failed(self, destination: _Destination, txn: _Transaction, exc: Exception) -> None:
+        destination.failures += 1
+        destination.catching_up = True
+        self._back_off(destination)
+        reason = str(exc) or type(exc).__name__
+        if destination.failures == 1:
+            destination.down_since = self._clock()
+            logger.info(
+                "federation: %s is unreachable (%s); queueing for it and retrying",
+                destination.name,
+                reason,
+            )
+        else:
+            logger.debug(
+                "federation: transaction %s to %s failed again (%s); next try in %.1f s",
+                txn.txn_id,
+                destination.name,
+                reason,
+                destination.interval,
+            )
+
+    def _succeeded(self, destination: _Destination) -> None:
+        if destination.failures:
+            logger.info(
+                "federation: %s is back after %d failed attempts over %.0f s",
+                destination.name,
+                destination.failures,
+                self._clock() - destination.down_since,
+            )
+        destination.failures = 0
+        destination.interval = 0.0
+        destination.retry_at = 0.0
+
+    def _back_off(self, destination: _Destination) -> None:
+        if destination.interval <= 0.0:
+            destination.interval = self._min_backoff
+        else:
+            destination.interval = min(destination.interval * 2, self._max_backoff)
+        delay = destination.interval * (1 - 0.2 * self._rng.random())
+        destination.retry_at = asyncio.get_running_loop().time() + delay
+
+
+def _log_pdu_errors(destination: str, txn_id: str, response: Any) -> None:
+    """The response is ``{"pdus": {event_id: {"error"?}}}``: a PDU the receiver refused is
+    logged and not sent again."""
+    results = response.get("pdus") if isinstance(response, Mapping) else None
+    if not isinstance(results, Mapping):
+        logger.warning(
+            "federation: %s answered transaction %s without a pdus object", destination, txn_id
+        )
+        return
+    for event_id, result in results.items():
+        if not isinstance(result, Mapping) or "error" in result:
+            error = result.get("error") if isinstance(result, Mapping) else result
+            logger.warning("federation: %s refused %s: %s", destination, event_id, error)
