@@ -19,11 +19,18 @@ from harness.server import HomeserverProcess
 ConfiguredHomeserver = Callable[..., HomeserverProcess]
 
 
-def _set_option(text: str, key: str, value: str) -> str:
-    """Set the one top-level-in-section ``key = ...`` line of the generated config."""
-    updated, count = re.subn(rf"^{key} = .*$", f"{key} = {value}", text, flags=re.MULTILINE)
+def _set_option(text: str, key: str, value: str, section: str | None = None) -> str:
+    """Set the one ``key = ...`` line of the generated config (in ``[section]`` if given)."""
+    start, end = 0, len(text)
+    if section is not None:
+        start = text.index(f"\n[{section}]\n")
+        following = text.find("\n[", start + 1)
+        end = following if following != -1 else len(text)
+    part, count = re.subn(
+        rf"^{key} = .*$", f"{key} = {value}", text[start:end], flags=re.MULTILINE
+    )
     assert count == 1, f"expected one '{key} =' line in the generated config"
-    return updated
+    return text[:start] + part + text[end:]
 
 
 @pytest.fixture
@@ -49,7 +56,7 @@ def configured_homeserver(
         text = _set_option(text, "open", "true" if open_registration else "false")
         text = _set_option(text, "tokens", "[" + ", ".join(f'"{t}"' for t in tokens) + "]")
         if login_burst is not None:
-            text = _set_option(text, "enabled", "true")
+            text = _set_option(text, "enabled", "true", section="rate_limits")
             text = _set_option(text, "login_burst", str(login_burst))
             text = _set_option(text, "login_per_second", "0.01")
         server.config_path.write_text(text, encoding="utf-8")

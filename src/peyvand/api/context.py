@@ -17,15 +17,22 @@ SERVICES_KEY = web.AppKey("services", Services)
 
 
 class RequestContext:
-    __slots__ = ("_body", "request", "requester", "services")
+    __slots__ = ("_body", "_origin", "request", "requester", "services")
 
     def __init__(
-        self, request: web.Request, services: Services, requester: Requester | None
+        self,
+        request: web.Request,
+        services: Services,
+        requester: Requester | None,
+        *,
+        origin: str | None = None,
+        body: Any = None,
     ) -> None:
         self.request = request
         self.services = services
         self.requester = requester
-        self._body: Any = None
+        self._origin = origin
+        self._body: Any = body
 
     @property
     def user(self) -> Requester:
@@ -33,6 +40,14 @@ class RequestContext:
         if self.requester is None:
             raise MatrixError(Errcode.MISSING_TOKEN, "Missing access token")
         return self.requester
+
+    @property
+    def origin(self) -> str:
+        """The requesting server, authenticated by its X-Matrix signature (on routes with
+        ``auth="federation"``)."""
+        if self._origin is None:
+            raise MatrixError(Errcode.UNAUTHORIZED, "Missing X-Matrix authorization")
+        return self._origin
 
     @property
     def path(self) -> Mapping[str, str]:

@@ -24,7 +24,8 @@ class Route:
     method: str
     path: str
     handler: Handler
-    # "required": a valid access token; "optional": used when present; "none": ignored.
+    # "required": a valid access token; "optional": used when present; "none": ignored;
+    # "federation": a valid X-Matrix signature by another server (Server-Server API).
     auth: str = "required"
     rate_limited: bool = False
     # Rate-limit bucket: "default" for general traffic, "login" for credential attempts.

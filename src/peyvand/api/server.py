@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
 
+import orjson
 from aiohttp import web
 
 from peyvand.api.context import SERVICES_KEY, RequestContext, json_response
 from peyvand.api.ratelimit import RateLimiter
 from peyvand.api.routing import CLIENT_PREFIXES, CLIENT_V3, Route, RouteTable
 from peyvand.errors import Errcode, MatrixError
+from peyvand.federation.request_auth import parse_authorization
 from peyvand.services.container import Services
 
 logger = logging.getLogger(__name__)
@@ -50,8 +53,46 @@ class _Limits:
         }
 
 
+async def _authenticate_server(request: web.Request, services: Services) -> tuple[str, Any]:
+    """Server-Server API "Request Authentication": the origin of a valid X-Matrix request
+    and its parsed JSON body."""
+    if not services.config.federation.enabled:
+        raise MatrixError(Errcode.UNRECOGNIZED, "Federation is disabled", status=404)
+    header = request.headers.get("Authorization")
+    if header is None:
+        raise MatrixError(Errcode.UNAUTHORIZED, "Missing X-Matrix authorization")
+    try:
+        auth = parse_authorization(header)
+    except ValueError as exc:
+        raise MatrixError(Errcode.UNAUTHORIZED, str(exc)) from None
+    raw = await request.read()
+    content: Any = None
+    if raw.strip():
+        try:
+            content = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise MatrixError(Errcode.NOT_JSON, "Content not JSON.") from None
+    if not services.federation.allows(auth.origin):
+        raise MatrixError(Errcode.FORBIDDEN, "Federation with this server is not allowed")
+    valid = await services.keyring.verify_request(
+        auth,
+        method=request.method,
+        uri=request.raw_path,
+        destination=services.config.server_name,
+        content=content,
+    )
+    if not valid:
+        raise MatrixError(Errcode.UNAUTHORIZED, "Invalid X-Matrix signature")
+    services.federation.heard_from(auth.origin)
+    return auth.origin, content
+
+
 def _wrap(route: Route, services: Services, limits: _Limits) -> _Middleware:
     async def handle(request: web.Request) -> web.StreamResponse:
+        if route.auth == "federation":
+            origin, content = await _authenticate_server(request, services)
+            ctx = RequestContext(request, services, None, origin=origin, body=content)
+            return await route.handler(ctx)
         requester = None
         if route.auth != "none":
             token = _access_token(request)

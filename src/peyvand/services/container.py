@@ -8,12 +8,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from peyvand.config import Config
+from peyvand.federation.keyring import Keyring
 from peyvand.services.account_data import AccountDataService
 from peyvand.services.auth import AuthService
 from peyvand.services.device_lists import DeviceListService
 from peyvand.services.directory import DirectoryService
 from peyvand.services.e2e_keys import E2eKeysService
 from peyvand.services.event_creation import EventCreationService
+from peyvand.services.federation import FederationService
 from peyvand.services.key_backup import KeyBackupService
 from peyvand.services.media import MediaService
 from peyvand.services.membership import MembershipService
@@ -55,3 +57,5 @@ class Services:
     device_lists: DeviceListService
     media: MediaService
     url_preview: UrlPreviewService
+    keyring: Keyring
+    federation: FederationService

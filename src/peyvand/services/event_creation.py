@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +30,7 @@ from peyvand.types import EventID, RoomID, UserID
 CREATE_KEY: StateKey = ("m.room.create", "")
 
 TxnKey = tuple[str, str, str]
+Countersign = Callable[[Pdu, RoomSnapshot], Awaitable[Pdu]]
 
 
 def scoped_txn_id(room_id: str, event_type: str, txn_id: str, redacts: str | None = None) -> str:
@@ -97,8 +98,12 @@ class EventCreationService:
         spec: EventSpec,
         *,
         txn: TxnKey | None = None,
+        countersign: Countersign | None = None,
     ) -> StoredEvent:
         """Create, authorise and durably store one event; return it once committed.
+
+        ``countersign`` (an invite of a remote user) gets the built event and returns it
+        signed by another server, which is what is stored; the room stays locked meanwhile.
 
         With ``txn`` a repeated request returns the first event, also while the first is
         still in flight. Once enqueued, the event is committed even if the request is
@@ -124,6 +129,8 @@ class EventCreationService:
                         continue  # a failed commit dropped it; build on the reloaded one
                     pdu = self._build(snapshot, sender, spec)
                     await self._check_auth(snapshot, pdu)
+                    if countersign is not None:
+                        pdu = await countersign(pdu, snapshot)
                     persisted = await self._apply(snapshot, pdu, txn=txn)
                     done = self._enqueue([persisted])
                     break
@@ -350,8 +357,7 @@ class EventCreationService:
         group: int | None = None,
         new_room: RoomRow | None = None,
     ) -> EventToPersist:
-        stream = self._next_stream
-        self._next_stream += 1
+        stream = self.allocate_stream()
         relates = pdu.content.get("m.relates_to")
         relates_to = rel_type = None
         if isinstance(relates, Mapping) and isinstance(relates.get("event_id"), str):
@@ -378,6 +384,18 @@ class EventCreationService:
         return StoredEvent(
             persisted.pdu, persisted.stream_ordering, persisted.state_group, None, txn
         )
+
+    def allocate_stream(self) -> int:
+        """The next stream position (for events received over federation)."""
+        stream = self._next_stream
+        self._next_stream += 1
+        return stream
+
+    async def persist(self, events: Sequence[EventToPersist]) -> None:
+        """Group-commit events built elsewhere (received over federation); the caller
+        holds their room's lock while enqueueing, like local sends."""
+        self._state.cache_events([self._stored(e) for e in events])
+        await asyncio.shield(self._enqueue(events))
 
     def _enqueue(self, events: Sequence[EventToPersist]) -> asyncio.Future[None]:
         assert self._writer is not None, "EventCreationService.start() was not called"

@@ -3,7 +3,7 @@ events (DESIGN.md, "Sync"), or roll caches back on failure."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from peyvand.services.notifier import Notifier
 from peyvand.services.room_index import RoomIndex
@@ -21,6 +21,9 @@ class EventDispatcher:
         self._state = state
         self._index = index
         self._notifier = notifier
+        # Told of every committed batch after local users are woken (the federation
+        # sender, to send what the batch queued).
+        self.listeners: list[Callable[[Sequence[EventToPersist]], None]] = []
 
     async def on_persisted(self, batch: Sequence[EventToPersist]) -> None:
         self._index.apply(batch)
@@ -39,6 +42,8 @@ class EventDispatcher:
             if pdu.type == "m.room.member" and pdu.state_key:
                 users.add(UserID(pdu.state_key))
         self._notifier.advance(Stream.EVENTS, batch[-1].stream_ordering, users)
+        for listener in self.listeners:
+            listener(batch)
 
     async def on_failed(self, batch: Sequence[EventToPersist]) -> None:
         for room_id in {e.pdu.room_id for e in batch}:

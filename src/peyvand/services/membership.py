@@ -7,11 +7,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from peyvand.errors import Errcode, MatrixError
-from peyvand.services.event_creation import EventCreationService, EventSpec
+from peyvand.services.event_creation import Countersign, EventCreationService, EventSpec
 from peyvand.services.room_state import StateService
 from peyvand.storage.models import StoredEvent
 from peyvand.storage.rooms import RoomMemberStore
-from peyvand.types import JsonDict, RoomID, UserID, is_valid_user_id
+from peyvand.types import JsonDict, RoomID, UserID, is_valid_user_id, server_name_of
 
 ProfileLookup = Callable[[UserID], Awaitable[JsonDict]]
 
@@ -23,11 +23,15 @@ class MembershipService:
         state: StateService,
         store: RoomMemberStore,
         profile_of: ProfileLookup,
+        server_name: str,
+        remote_invite: Countersign | None = None,
     ) -> None:
         self._events = events
         self._state = state
         self._store = store
         self._profile_of = profile_of
+        self._server_name = server_name
+        self._remote_invite = remote_invite
 
     async def membership_of(self, room_id: RoomID, user_id: UserID) -> str | None:
         snapshot = await self._state.get_room(room_id)
@@ -55,14 +59,23 @@ class MembershipService:
         if snapshot is None:
             raise MatrixError(Errcode.NOT_FOUND, "Unknown room")
         content: JsonDict = {"membership": membership}
-        if membership in ("join", "invite"):
+        if membership in ("join", "invite") and server_name_of(target) == self._server_name:
             content.update(await self._profile_of(target))
         if extra:
             content.update(extra)
         if reason is not None:
             content["reason"] = reason
+        countersign = None
+        if membership == "invite" and server_name_of(target) != self._server_name:
+            if self._remote_invite is None:
+                raise MatrixError(Errcode.FORBIDDEN, "Federation is disabled on this server")
+            countersign = self._remote_invite
         event = await self._events.send(
-            room_id, sender, EventSpec("m.room.member", content, target), txn=txn
+            room_id,
+            sender,
+            EventSpec("m.room.member", content, target),
+            txn=txn,
+            countersign=countersign,
         )
         if membership != "leave" or sender != target:
             await self._store.set_forgotten(target, room_id, False)

@@ -1,0 +1,600 @@
+"""The Server-Server API's behaviour (server-server-api.md).
+
+Inbound: transactions (``/send``), joins (``make_join`` / ``send_join`` v2), and the
+reads other servers make of a room (``/event``, ``/state_ids``, ``/state``,
+``/get_missing_events``, ``/event_auth``, ``/backfill``). Outbound: local events go to
+every other server in the room through the durable per-destination sender (queue rows
+written in the events' own commit); invites of remote users go through ``/invite`` v2.
+Remote PDUs are checked and stored by ``FederationEventHandler``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Any, Final
+from urllib.parse import quote
+
+from peyvand.errors import Errcode, MatrixError
+from peyvand.events.auth import AuthError, auth_types_for_event, check_auth_rules
+from peyvand.events.pdu import Pdu, StateKey
+from peyvand.events.received import InvalidPdu, parse_pdu
+from peyvand.events.redaction import redact
+from peyvand.federation.client import FederationClient
+from peyvand.federation.keyring import Keyring
+from peyvand.federation.policy import ServerPolicy
+from peyvand.federation.sender import FederationSender
+from peyvand.services.federation_events import FederationEventHandler
+from peyvand.services.federation_join import RemoteJoiner
+from peyvand.services.room_state import RoomSnapshot, StateService
+from peyvand.storage.database import Connection
+from peyvand.storage.events import EventStore
+from peyvand.storage.federation_inbox import FederationInboxStore
+from peyvand.storage.federation_outbox import FederationOutboxStore, OutboxRow
+from peyvand.storage.models import EventToPersist
+from peyvand.types import EventID, JsonDict, RoomID, UserID, server_name_of
+
+logger = logging.getLogger(__name__)
+
+_FEDERATION_V1 = "/_matrix/federation/v1"
+_FEDERATION_V2 = "/_matrix/federation/v2"
+# Server-Server API, "Transactions".
+MAX_PDUS: Final = 50
+MAX_EDUS: Final = 100
+_MAX_MISSING_EVENTS = 20
+_MAX_BACKFILL = 100
+_PRUNE_SECONDS = 3600.0
+# State shown with an invite (Client-Server API, "Stripped state").
+_INVITE_STATE_TYPES: Final = (
+    "m.room.create",
+    "m.room.join_rules",
+    "m.room.name",
+    "m.room.avatar",
+    "m.room.canonical_alias",
+    "m.room.encryption",
+    "m.room.topic",
+)
+
+TxnWrite = Callable[[Connection], Awaitable[None]]
+
+
+def federation_pdu(pdu: Pdu, redacted: bool = False) -> JsonDict:
+    """The PDU as sent to other servers (pruned when redacted here)."""
+    data = dict(pdu.data)
+    data.pop("unsigned", None)
+    return redact(data, pdu.room_version) if redacted else data
+
+
+class FederationService:
+    def __init__(
+        self,
+        server_name: str,
+        client: FederationClient,
+        keyring: Keyring,
+        sender: FederationSender,
+        policy: ServerPolicy,
+        state: StateService,
+        store: EventStore,
+        outbox: FederationOutboxStore,
+        inbox: FederationInboxStore,
+        handler: FederationEventHandler,
+        joiner: RemoteJoiner,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._server_name = server_name
+        self._client = client
+        self._keyring = keyring
+        self._sender = sender
+        self._policy = policy
+        self._state = state
+        self._store = store
+        self._outbox = outbox
+        self._inbox = inbox
+        self._handler = handler
+        self._joiner = joiner
+        self._clock = clock
+        self._janitor: asyncio.Task[None] | None = None
+        # Events accepted from a joining server that we relay to the rest of the room
+        # (event ID -> the server that sent it, which does not get it back).
+        self._relay: dict[EventID, str] = {}
+        self._queued: dict[str, None] = {}
+
+    async def start(self) -> None:
+        self._janitor = asyncio.create_task(self._prune_loop(), name="federation-janitor")
+
+    async def stop(self) -> None:
+        if self._janitor is not None:
+            self._janitor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._janitor
+
+    async def _prune_loop(self) -> None:
+        """Forget answers to inbound transactions a day old (retries stop long before)."""
+        while True:
+            await asyncio.sleep(_PRUNE_SECONDS)
+            try:
+                await self._inbox.prune(int((self._clock() - 86_400) * 1000))
+            except Exception:
+                logger.exception("pruning received federation transactions failed")
+
+    # -- policy --------------------------------------------------------------------------
+
+    def allows(self, server_name: str) -> bool:
+        return server_name != self._server_name and self._policy.allows(server_name)
+
+    def heard_from(self, origin: str) -> None:
+        """A server just talked to us: retry anything queued for it now."""
+        self._sender.wake(origin)
+
+    # -- outbound events -----------------------------------------------------------------
+
+    async def prepare_outbound(self, batch: Sequence[EventToPersist]) -> TxnWrite | None:
+        """Pre-commit hook: queue rows sending this batch's local events (and relayed
+        joins) to every other server in their rooms, in the events' own transaction."""
+        rows: list[OutboxRow] = []
+        for persisted in batch:
+            pdu = persisted.pdu
+            origin = server_name_of(pdu.sender)
+            relayed_from = self._relay.pop(pdu.event_id, None)
+            if origin != self._server_name and relayed_from is None:
+                continue
+            destinations = self.servers_in_room(pdu.room_id)
+            if pdu.type == "m.room.member" and pdu.state_key:
+                destinations.add(server_name_of(pdu.state_key))
+            destinations.discard(self._server_name)
+            if relayed_from is not None:
+                destinations.discard(relayed_from)
+            rows.extend(self._sender.rows_for_event(pdu.room_id, pdu.event_id, destinations))
+        if not rows:
+            return None
+        for row in rows:
+            self._queued[row.destination] = None
+
+        async def write(txn: Connection) -> None:
+            await self._outbox.add_in_txn(txn, rows)
+
+        return write
+
+    def on_persisted(self, batch: Sequence[EventToPersist]) -> None:
+        """After the commit: wake the senders of the destinations just queued."""
+        if self._queued:
+            destinations, self._queued = list(self._queued), {}
+            self._sender.notify_new(destinations)
+
+    def servers_in_room(self, room_id: RoomID) -> set[str]:
+        snapshot = self._state.cached_room(room_id)
+        if snapshot is None:
+            return set()
+        return {server_name_of(u) for u, m in snapshot.memberships.items() if m == "join"}
+
+    async def load_pdus(self, event_ids: Sequence[str]) -> dict[str, JsonDict]:
+        """The sender's PDU loader."""
+        events = await self._state.get_events(EventID(e) for e in event_ids)
+        return {
+            e: federation_pdu(stored.pdu, stored.redacted_by is not None)
+            for e, stored in events.items()
+        }
+
+    # -- signatures ----------------------------------------------------------------------
+
+    async def check_signatures(self, pdus: Sequence[Pdu]) -> list[bool]:
+        """Every server that must sign each event did ("Validating hashes and signatures
+        on received events"): the sender's server, and for a restricted join the server
+        of the user who authorised it."""
+        checks: list[tuple[str, Mapping[str, Any], int]] = []
+        owners: list[int] = []
+        for index, pdu in enumerate(pdus):
+            redacted = redact(pdu.data, pdu.room_version)
+            servers = {server_name_of(pdu.sender)}
+            via = pdu.content.get("join_authorised_via_users_server")
+            if pdu.type == "m.room.member" and pdu.membership == "join" and isinstance(via, str):
+                servers.add(server_name_of(via))
+            for server in sorted(servers):
+                checks.append((server, redacted, pdu.origin_server_ts))
+                owners.append(index)
+        results = await self._keyring.verify_event_signatures(checks)
+        valid = [True] * len(pdus)
+        for index, ok in zip(owners, results, strict=True):
+            valid[index] = valid[index] and ok
+        return valid
+
+    # -- inbound transactions ------------------------------------------------------------
+
+    async def on_transaction(self, origin: str, txn_id: str, body: Any) -> JsonDict:
+        """PUT /_matrix/federation/v1/send/{txnId}: idempotent per (origin, txnId)."""
+        if not isinstance(body, dict):
+            raise MatrixError(Errcode.BAD_JSON, "Transaction must be a JSON object")
+        pdus = body.get("pdus", [])
+        edus = body.get("edus", [])
+        if not isinstance(pdus, list) or not isinstance(edus, list):
+            raise MatrixError(Errcode.BAD_JSON, "pdus and edus must be lists")
+        if len(pdus) > MAX_PDUS or len(edus) > MAX_EDUS:
+            raise MatrixError(
+                Errcode.TOO_LARGE, f"At most {MAX_PDUS} PDUs and {MAX_EDUS} EDUs", status=400
+            )
+        if body.get("origin", origin) != origin:
+            raise MatrixError(Errcode.FORBIDDEN, "Transaction origin does not match")
+        seen = await self._inbox.get_response(origin, txn_id)
+        if seen is not None:
+            return seen
+        results = await self._handler.receive_pdus(origin, pdus)
+        response: JsonDict = {"pdus": results}
+        await self._inbox.put_response(origin, txn_id, response, int(self._clock() * 1000))
+        return response
+
+    # -- joins ---------------------------------------------------------------------------
+
+    async def make_join(
+        self, origin: str, room_id: RoomID, user_id: UserID, versions: Sequence[str]
+    ) -> JsonDict:
+        """GET /make_join: a join event template for a user of ``origin``."""
+        snapshot = await self._room(room_id)
+        if server_name_of(user_id) != origin:
+            raise MatrixError(Errcode.FORBIDDEN, "The user is not on the requesting server")
+        version = snapshot.room_version
+        if version.identifier not in versions:
+            raise MatrixError(
+                Errcode.INCOMPATIBLE_ROOM_VERSION,
+                f"This room is version {version.identifier}",
+                room_version=version.identifier,
+            )
+        content: JsonDict = {"membership": "join"}
+        template = self._template(snapshot, user_id, "m.room.member", user_id, content)
+        await self._check_template(snapshot, template)
+        return {"event": template, "room_version": version.identifier}
+
+    def _template(
+        self,
+        snapshot: RoomSnapshot,
+        sender: UserID,
+        event_type: str,
+        state_key: str,
+        content: JsonDict,
+    ) -> JsonDict:
+        version = snapshot.room_version
+        wanted = auth_types_for_event(version, event_type, sender, state_key, content)
+        return {
+            "type": event_type,
+            "state_key": state_key,
+            "sender": sender,
+            "room_id": snapshot.room_id,
+            "content": content,
+            "origin_server_ts": int(self._clock() * 1000),
+            "depth": snapshot.depth + 1,
+            "prev_events": list(snapshot.extremities),
+            "auth_events": sorted(snapshot.state[k] for k in wanted if k in snapshot.state),
+        }
+
+    async def _check_template(self, snapshot: RoomSnapshot, template: JsonDict) -> None:
+        """Would this membership be allowed now? (403 early, as Synapse answers.)"""
+        probe = Pdu(template, EventID("$probe"), snapshot.room_version)
+        keys = auth_types_for_event(
+            probe.room_version, probe.type, probe.sender, probe.state_key, probe.content
+        )
+        keys.add(("m.room.create", ""))
+        auth_state = await self._state.get_state_events(snapshot.state, keys)
+        try:
+            check_auth_rules(probe, auth_state)
+        except AuthError as exc:
+            raise MatrixError(Errcode.FORBIDDEN, exc.message) from exc
+
+    async def send_join(
+        self, origin: str, room_id: RoomID, event_id: EventID, raw: Any
+    ) -> JsonDict:
+        """PUT /send_join v2: accept the signed join, relay it, answer with the room's
+        state before it and that state's auth chain."""
+        snapshot = await self._room(room_id)
+        pdu = self._parse_membership(raw, snapshot, event_id, origin, "join")
+        self._relay[pdu.event_id] = origin
+        outcome = await self._handler.process_pdu(origin, pdu)
+        if outcome.status == "duplicate":
+            self._relay.pop(pdu.event_id, None)
+        elif outcome.status != "accepted":
+            self._relay.pop(pdu.event_id, None)
+            raise MatrixError(Errcode.FORBIDDEN, outcome.reason or "The join was not allowed")
+        state = await self._state_before(pdu)
+        state_events = await self._state.get_pdus(state.values())
+        chain = await self._auth_chain(e for p in state_events.values() for e in p.auth_event_ids)
+        return {
+            "origin": self._server_name,
+            "event": federation_pdu(pdu),
+            "state": [federation_pdu(p) for p in state_events.values()],
+            "auth_chain": [federation_pdu(p) for p in chain.values()],
+            "members_omitted": False,
+            "servers_in_room": sorted(self.servers_in_room(room_id)),
+        }
+
+    def _parse_membership(
+        self, raw: Any, snapshot: RoomSnapshot, event_id: EventID, origin: str, membership: str
+    ) -> Pdu:
+        try:
+            pdu = parse_pdu(raw, snapshot.room_version, room_id=snapshot.room_id)
+        except InvalidPdu as exc:
+            raise MatrixError(Errcode.BAD_JSON, str(exc)) from exc
+        if pdu.event_id != event_id:
+            raise MatrixError(Errcode.BAD_JSON, "The event ID does not match the URL")
+        if pdu.type != "m.room.member" or pdu.membership != membership:
+            raise MatrixError(Errcode.BAD_JSON, f"Not a {membership} event")
+        if pdu.state_key != pdu.sender or server_name_of(pdu.sender) != origin:
+            raise MatrixError(Errcode.FORBIDDEN, "The event is not from the requesting server")
+        return pdu
+
+    async def _state_before(self, pdu: Pdu) -> dict[StateKey, EventID]:
+        return await self._state_at(pdu.room_id, pdu.event_id)
+
+    async def _auth_chain(self, seeds: Iterable[EventID]) -> dict[EventID, Pdu]:
+        found: dict[EventID, Pdu] = {}
+        frontier = set(seeds)
+        while frontier:
+            loaded = await self._state.get_pdus(frontier)
+            found.update(loaded)
+            frontier = {a for p in loaded.values() for a in p.auth_event_ids if a not in found}
+        return found
+
+    async def join_remote(
+        self, room_id: RoomID, user_id: UserID, servers: Sequence[str], content: JsonDict
+    ) -> None:
+        """Join a room this server is not in, through one of ``servers``."""
+        await self._joiner.join(room_id, user_id, [s for s in servers if self.allows(s)], content)
+
+    # -- invites -------------------------------------------------------------------------
+
+    async def invite_remote(self, pdu: Pdu, snapshot: RoomSnapshot) -> Pdu:
+        """Send a built invite of a remote user to their server (PUT /invite v2); the
+        invite countersigned by that server, to be stored."""
+        target = pdu.state_key or ""
+        destination = server_name_of(target)
+        if not self.allows(destination):
+            raise MatrixError(Errcode.FORBIDDEN, "Federation with that server is not allowed")
+        stripped = await self._stripped_state(snapshot)
+        path = (
+            f"{_FEDERATION_V2}/invite/{quote(pdu.room_id, safe='')}/{quote(pdu.event_id, safe='')}"
+        )
+        body = {
+            "event": federation_pdu(pdu),
+            "room_version": snapshot.room_version.identifier,
+            "invite_room_state": stripped,
+        }
+        try:
+            response = await self._client.put_json(destination, path, body)
+        except Exception as exc:
+            raise MatrixError(
+                Errcode.UNKNOWN, f"The invited user's server refused or failed: {exc}", status=502
+            ) from exc
+        signed = response.get("event") if isinstance(response, dict) else None
+        try:
+            countersigned = parse_pdu(signed, snapshot.room_version, room_id=snapshot.room_id)
+        except InvalidPdu as exc:
+            raise MatrixError(Errcode.UNKNOWN, f"Bad invite answer: {exc}", status=502) from exc
+        if countersigned.event_id != pdu.event_id:
+            raise MatrixError(Errcode.UNKNOWN, "The invite came back changed", status=502)
+        (valid,) = await self._keyring.verify_event_signatures(
+            [
+                (
+                    destination,
+                    redact(countersigned.data, snapshot.room_version),
+                    countersigned.origin_server_ts,
+                )
+            ]
+        )
+        if not valid:
+            raise MatrixError(Errcode.UNKNOWN, "The invite was not signed back", status=502)
+        return countersigned
+
+    async def _stripped_state(self, snapshot: RoomSnapshot) -> list[JsonDict]:
+        keys: list[StateKey] = [(t, "") for t in _INVITE_STATE_TYPES]
+        events = await self._state.get_state_events(snapshot.state, keys)
+        return [
+            {
+                "type": e.type,
+                "state_key": e.state_key,
+                "content": dict(e.content),
+                "sender": e.sender,
+            }
+            for e in events.values()
+        ]
+
+    # -- reads by other servers ----------------------------------------------------------
+
+    async def _room(self, room_id: RoomID) -> RoomSnapshot:
+        snapshot = await self._state.get_room(room_id)
+        if snapshot is None:
+            raise MatrixError(Errcode.NOT_FOUND, "Unknown room")
+        return snapshot
+
+    async def _require_server_in_room(self, origin: str, snapshot: RoomSnapshot) -> None:
+        """Server ACL-free check that ``origin`` takes part in the room (has a member that
+        is joined or invited), or the room is world-readable."""
+        if any(
+            server_name_of(u) == origin and m in ("join", "invite", "leave")
+            for u, m in snapshot.memberships.items()
+        ):
+            return
+        key = ("m.room.history_visibility", "")
+        if key in snapshot.state:
+            events = await self._state.get_pdus([snapshot.state[key]])
+            event = events.get(snapshot.state[key])
+            if event is not None and event.content.get("history_visibility") == "world_readable":
+                return
+        raise MatrixError(Errcode.FORBIDDEN, "Your server is not in this room")
+
+    async def get_event(self, origin: str, event_id: EventID) -> JsonDict:
+        """GET /event/{eventId}: a transaction holding the one PDU."""
+        pdus = await self._state.get_pdus([event_id])
+        pdu = pdus.get(event_id)
+        if pdu is None:
+            raise MatrixError(Errcode.NOT_FOUND, "Unknown event")
+        await self._require_server_in_room(origin, await self._room(pdu.room_id))
+        stored = await self._state.get_event(event_id)
+        redacted = stored is not None and stored.redacted_by is not None
+        return {
+            "origin": self._server_name,
+            "origin_server_ts": int(self._clock() * 1000),
+            "pdus": [federation_pdu(pdu, redacted)],
+        }
+
+    async def state_ids(self, origin: str, room_id: RoomID, event_id: EventID) -> JsonDict:
+        """GET /state_ids: the state before the event and its auth chain, as IDs."""
+        snapshot = await self._room(room_id)
+        await self._require_server_in_room(origin, snapshot)
+        state = await self._state_at(room_id, event_id)
+        events = await self._state.get_pdus(state.values())
+        chain = await self._auth_chain(e for p in events.values() for e in p.auth_event_ids)
+        return {"pdu_ids": sorted(state.values()), "auth_chain_ids": sorted(chain)}
+
+    async def state(self, origin: str, room_id: RoomID, event_id: EventID) -> JsonDict:
+        """GET /state: the state before the event and its auth chain, as PDUs."""
+        snapshot = await self._room(room_id)
+        await self._require_server_in_room(origin, snapshot)
+        state = await self._state_at(room_id, event_id)
+        events = await self._state.get_pdus(state.values())
+        chain = await self._auth_chain(e for p in events.values() for e in p.auth_event_ids)
+        return {
+            "pdus": [federation_pdu(p) for p in events.values()],
+            "auth_chain": [federation_pdu(p) for p in chain.values()],
+        }
+
+    async def _state_at(self, room_id: RoomID, event_id: EventID) -> dict[StateKey, EventID]:
+        stored = await self._state.get_event(event_id)
+        if stored is None or stored.pdu.room_id != room_id:
+            raise MatrixError(Errcode.NOT_FOUND, "Unknown event")
+        state = await self._state.state_ids_at_group(stored.state_group)
+        if stored.pdu.is_state() and state.get(stored.pdu.state_tuple) == event_id:
+            prevs = await self._state.get_events(stored.pdu.prev_event_ids)
+            if prevs:
+                earlier = next(iter(prevs.values()))
+                before = await self._state.state_ids_at_group(earlier.state_group)
+                key = stored.pdu.state_tuple
+                if key in before:
+                    state[key] = before[key]
+                else:
+                    state.pop(key, None)
+        return state
+
+    async def event_auth(self, origin: str, room_id: RoomID, event_id: EventID) -> JsonDict:
+        """GET /event_auth: the event's full auth chain."""
+        snapshot = await self._room(room_id)
+        await self._require_server_in_room(origin, snapshot)
+        pdus = await self._state.get_pdus([event_id])
+        if event_id not in pdus:
+            raise MatrixError(Errcode.NOT_FOUND, "Unknown event")
+        chain = await self._auth_chain(pdus[event_id].auth_event_ids)
+        return {"auth_chain": [federation_pdu(p) for p in chain.values()]}
+
+    async def get_missing_events(
+        self,
+        origin: str,
+        room_id: RoomID,
+        earliest: Sequence[str],
+        latest: Sequence[str],
+        limit: int,
+        min_depth: int,
+    ) -> JsonDict:
+        """POST /get_missing_events: events between ``earliest`` and ``latest``, walking
+        prev_events back from ``latest`` (breadth first), oldest first."""
+        snapshot = await self._room(room_id)
+        await self._require_server_in_room(origin, snapshot)
+        limit = max(0, min(limit, _MAX_MISSING_EVENTS))
+        seen = set(earliest) | set(latest)
+        found: dict[EventID, Pdu] = {}
+        frontier = [EventID(e) for e in latest]
+        while frontier and len(found) < limit:
+            events = await self._state.get_events(frontier)
+            frontier = []
+            for stored in events.values():
+                for prev in stored.pdu.prev_event_ids:
+                    if prev in seen:
+                        continue
+                    seen.add(prev)
+                    frontier.append(prev)
+            prev_events = await self._state.get_events(frontier)
+            for prev_id, stored in prev_events.items():
+                if stored.pdu.depth >= min_depth and len(found) < limit:
+                    found[prev_id] = stored.pdu
+            frontier = [e for e in frontier if e in found]
+        ordered = sorted(found.values(), key=lambda p: (p.depth, p.event_id))
+        return {"events": [federation_pdu(p) for p in ordered]}
+
+    async def backfill(
+        self, origin: str, room_id: RoomID, starting: Sequence[str], limit: int
+    ) -> JsonDict:
+        """GET /backfill: up to ``limit`` events before and including ``starting``."""
+        snapshot = await self._room(room_id)
+        await self._require_server_in_room(origin, snapshot)
+        limit = max(0, min(limit, _MAX_BACKFILL))
+        found: dict[EventID, Pdu] = {}
+        frontier = [EventID(e) for e in starting]
+        while frontier and len(found) < limit:
+            events = await self._state.get_events(frontier)
+            frontier = []
+            for event_id, stored in sorted(events.items(), key=lambda item: -item[1].pdu.depth):
+                if event_id in found or len(found) >= limit:
+                    continue
+                found[event_id] = stored.pdu
+                frontier.extend(p for p in stored.pdu.prev_event_ids if p not in found)
+        return {
+            "origin": self._server_name,
+            "origin_server_ts": int(self._clock() * 1000),
+            "pdus": [federation_pdu(p) for p in found.values()],
+        }
+
+
+class ClientRemoteEvents:
+    """``RemoteEvents`` over the federation client."""
+
+    def __init__(self, client: FederationClient) -> None:
+        self._client = client
+
+    async def get_event(self, destination: str, event_id: EventID) -> Any:
+        response = await self._client.get_json(
+            destination, f"{_FEDERATION_V1}/event/{quote(event_id, safe='')}"
+        )
+        pdus = response.get("pdus") if isinstance(response, dict) else None
+        if not isinstance(pdus, list) or len(pdus) != 1:
+            raise ValueError("expected one PDU")
+        return pdus[0]
+
+    async def get_missing_events(
+        self,
+        destination: str,
+        room_id: RoomID,
+        earliest: Sequence[EventID],
+        latest: Sequence[EventID],
+        limit: int,
+        min_depth: int,
+    ) -> list[Any]:
+        response = await self._client.post_json(
+            destination,
+            f"{_FEDERATION_V1}/get_missing_events/{quote(room_id, safe='')}",
+            {
+                "earliest_events": list(earliest),
+                "latest_events": list(latest),
+                "limit": limit,
+                "min_depth": min_depth,
+            },
+        )
+        events = response.get("events") if isinstance(response, dict) else None
+        return events if isinstance(events, list) else []
+
+    async def get_state_ids(
+        self, destination: str, room_id: RoomID, event_id: EventID
+    ) -> tuple[list[EventID], list[EventID]]:
+        response = await self._client.get_json(
+            destination,
+            f"{_FEDERATION_V1}/state_ids/{quote(room_id, safe='')}",
+            query={"event_id": event_id},
+        )
+        if not isinstance(response, dict):
+            raise ValueError("bad /state_ids answer")
+        pdu_ids = response.get("pdu_ids")
+        auth_ids = response.get("auth_chain_ids")
+        if not isinstance(pdu_ids, list) or not isinstance(auth_ids, list):
+            raise ValueError("bad /state_ids answer")
+        return (
+            [EventID(e) for e in pdu_ids if isinstance(e, str)],
+            [EventID(e) for e in auth_ids if isinstance(e, str)],
+        )

@@ -1,0 +1,520 @@
+"""Events received from other servers (Server-Server API, "Checks performed on receipt of
+a PDU").
+
+Every PDU goes through, in order:
+
+1. format checks for its room version (``events.received.parse_pdu``) — else dropped;
+2. its origin server's signature (the key ring) — else dropped;
+3. its content hash — else it is redacted before anything else looks at it;
+4. the authorization rules against its own ``auth_events`` (fetched from the sending
+   server when missing, and checked the same way, as outliers) — else rejected;
+5. the rules against the state before it (the state after its ``prev_events``, resolved
+   with state resolution v2 / v2.1 where they disagree; missing ``prev_events`` are
+   fetched with ``/get_missing_events``, and where a gap remains the state at the missing
+   event comes from ``/state_ids``) — else rejected;
+6. the rules against the room's current state — else soft-failed.
+
+Accepted events join the timeline through the same group commit as local events, under the
+room's lock; the room's current state becomes the resolution of the old current state and
+the state after the event when the event does not simply extend the room's forward
+extremities. Rejected and soft-failed events are kept outside the timeline
+(``event_outliers``) with the state group they saw, so they never re-enter state, are
+never shown to clients and are never fetched again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Protocol
+
+from peyvand.events.auth import (
+    AuthError,
+    auth_types_for_event,
+    check_auth_events_list,
+    check_auth_rules,
+)
+from peyvand.events.pdu import Pdu, StateKey
+from peyvand.events.received import InvalidPdu, check_content_hash_or_redact, parse_pdu
+from peyvand.events.room_versions import RoomVersion
+from peyvand.events.state_res import StateResError, resolve_state, split_state
+from peyvand.services.room_state import RoomSnapshot, StateService
+from peyvand.storage.events import EventStore
+from peyvand.storage.models import EventToPersist, NewStateGroup, OutlierRow, StateGroupRow
+from peyvand.types import EventID, RoomID, UserID
+
+logger = logging.getLogger(__name__)
+
+CREATE_KEY: Final[StateKey] = ("m.room.create", "")
+# Bounds on what one received event may make us fetch.
+_MAX_MISSING_PREV = 10
+_MAX_AUTH_FETCH = 200
+_MAX_AUTH_CHAIN = 50_000
+
+
+class RemoteEvents(Protocol):
+    """Fetching events from another server (the federation client, behind a service)."""
+
+    async def get_event(self, destination: str, event_id: EventID) -> Any: ...
+
+    async def get_missing_events(
+        self,
+        destination: str,
+        room_id: RoomID,
+        earliest: Sequence[EventID],
+        latest: Sequence[EventID],
+        limit: int,
+        min_depth: int,
+    ) -> list[Any]: ...
+
+    async def get_state_ids(
+        self, destination: str, room_id: RoomID, event_id: EventID
+    ) -> tuple[list[EventID], list[EventID]]: ...
+
+
+SignatureCheck = Callable[[Sequence[Pdu]], Awaitable[list[bool]]]
+"""Whether each event carries valid signatures of the servers that must sign it."""
+
+Enqueue = Callable[[Sequence[EventToPersist]], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What became of one received PDU."""
+
+    event_id: EventID
+    status: str  # "accepted", "rejected", "soft_failed", "duplicate"
+    reason: str | None = None
+
+
+class FederationEventHandler:
+    def __init__(
+        self,
+        state: StateService,
+        store: EventStore,
+        check_signatures: SignatureCheck,
+        remote: RemoteEvents,
+        allocate_stream: Callable[[], int],
+        enqueue: Enqueue,
+    ) -> None:
+        self._state = state
+        self._store = store
+        self._check_signatures = check_signatures
+        self._remote = remote
+        self._allocate_stream = allocate_stream
+        self._enqueue = enqueue
+
+    # -- entry points ------------------------------------------------------------------
+
+    async def receive_pdus(self, origin: str, raw_pdus: Sequence[Any]) -> dict[str, JsonResult]:
+        """PUT /send's PDUs: each processed in depth order; the per-event results."""
+        parsed: list[Pdu] = []
+        for raw in raw_pdus:
+            pdu = await self._parse(raw)
+            if pdu is not None:
+                parsed.append(pdu)
+        parsed.sort(key=lambda p: p.depth)
+        results: dict[str, JsonResult] = {}
+        for pdu in parsed:
+            try:
+                outcome = await self.process_pdu(origin, pdu)
+            except _Dropped as exc:
+                results[pdu.event_id] = {"error": str(exc)}
+                continue
+            except StateResError as exc:
+                logger.warning("state resolution failed for %s: %s", pdu.event_id, exc)
+                results[pdu.event_id] = {"error": "state resolution failed"}
+                continue
+            if outcome.status in ("rejected",):
+                results[pdu.event_id] = {"error": outcome.reason or "rejected"}
+            else:
+                results[pdu.event_id] = {}
+        return results
+
+    async def _parse(self, raw: Any) -> Pdu | None:
+        if not isinstance(raw, dict) or not isinstance(raw.get("room_id"), str):
+            return None
+        snapshot = await self._state.get_room(RoomID(raw["room_id"]))
+        if snapshot is None:
+            return None  # not a room this server takes part in
+        try:
+            return parse_pdu(raw, snapshot.room_version, room_id=snapshot.room_id)
+        except InvalidPdu as exc:
+            logger.info("dropping invalid PDU in %s: %s", snapshot.room_id, exc)
+            return None
+
+    async def process_pdu(self, origin: str, pdu: Pdu) -> Outcome:
+        """Run every check on one parsed PDU of a known room and store it accordingly."""
+        if await self._known(pdu.event_id):
+            return Outcome(pdu.event_id, "duplicate")
+        pdu = await self._verified(pdu)
+        await self._fetch_missing_prev_events(origin, pdu)
+        await self._ensure_auth_events(origin, [pdu])
+        snapshot = await self._state.get_room(pdu.room_id)
+        if snapshot is None:
+            raise _Dropped("unknown room")
+        async with snapshot.lock:
+            if await self._known(pdu.event_id):
+                return Outcome(pdu.event_id, "duplicate")
+            return await self._apply(origin, snapshot, pdu)
+
+    # -- checks ------------------------------------------------------------------------
+
+    async def _known(self, event_id: EventID) -> bool:
+        if await self._state.get_event(event_id) is not None:
+            return True
+        outlier = (await self._store.get_outliers([event_id])).get(event_id)
+        return outlier is not None and outlier.status != "outlier"
+
+    async def _verified(self, pdu: Pdu) -> Pdu:
+        """Steps 2 and 3: signatures (drop) and content hash (redact)."""
+        (valid,) = await self._check_signatures([pdu])
+        if not valid:
+            raise _Dropped("invalid signature")
+        checked, hash_ok = check_content_hash_or_redact(pdu)
+        if not hash_ok:
+            logger.info("content hash mismatch on %s: redacted", pdu.event_id)
+        return checked
+
+    async def _ensure_auth_events(self, origin: str, pdus: Sequence[Pdu]) -> None:
+        """Fetch every auth event we lack (transitively), check each against its own auth
+        events and store it as an outlier (rejected ones marked so)."""
+        wanted = {a for pdu in pdus for a in pdu.auth_event_ids}
+        fetched: dict[EventID, Pdu] = {}
+        while wanted:
+            have = await self._state.get_pdus(wanted)
+            missing = [e for e in wanted if e not in have and e not in fetched]
+            if not missing:
+                break
+            if len(fetched) + len(missing) > _MAX_AUTH_FETCH:
+                raise _Dropped("auth chain too long to fetch")
+            wanted = set()
+            for event_id in missing:
+                pdu = await self._fetch_event(origin, pdus[0].room_id, event_id)
+                fetched[event_id] = pdu
+                wanted.update(pdu.auth_event_ids)
+        if not fetched:
+            return
+        rows = []
+        for pdu in sorted(fetched.values(), key=lambda p: p.depth):
+            reason = await self._auth_against_auth_events(pdu, fetched)
+            status = "rejected" if reason is not None else "outlier"
+            rows.append(OutlierRow(pdu, status, reason))
+        await self._store.persist_outliers(rows)
+
+    async def _fetch_event(self, origin: str, room_id: RoomID, event_id: EventID) -> Pdu:
+        snapshot = await self._state.get_room(room_id)
+        if snapshot is None:
+            raise _Dropped("unknown room")
+        try:
+            raw = await self._remote.get_event(origin, event_id)
+            pdu = parse_pdu(raw, snapshot.room_version, room_id=room_id)
+        except InvalidPdu as exc:
+            raise _Dropped(f"invalid auth event {event_id}: {exc}") from exc
+        except Exception as exc:
+            raise _Dropped(f"cannot fetch event {event_id}: {exc}") from exc
+        if pdu.event_id != event_id:
+            raise _Dropped(f"{origin} answered {pdu.event_id} for {event_id}")
+        return await self._verified(pdu)
+
+    async def _auth_against_auth_events(
+        self, pdu: Pdu, extra: Mapping[EventID, Pdu] | None = None
+    ) -> str | None:
+        """Step 4; the reason it fails, or None."""
+        have = dict(extra or {})
+        have.update(await self._state.get_pdus(e for e in pdu.auth_event_ids if e not in have))
+        rejected = await self._rejected_ids(pdu.auth_event_ids)
+        auth_events = [have[e] for e in pdu.auth_event_ids if e in have]
+        if len(auth_events) != len(pdu.auth_event_ids):
+            return "missing auth events"
+        if rejected:
+            return "auth event was rejected"
+        create = await self._create_event(pdu)
+        try:
+            check_auth_events_list(pdu, auth_events, create_event=create)
+            auth_state = {a.state_tuple: a for a in auth_events}
+            if create is not None:
+                auth_state[CREATE_KEY] = create
+            check_auth_rules(pdu, auth_state)
+        except AuthError as exc:
+            return exc.message
+        return None
+
+    async def _rejected_ids(self, event_ids: Iterable[EventID]) -> set[EventID]:
+        outliers = await self._store.get_outliers(event_ids)
+        return {e for e, row in outliers.items() if row.status == "rejected"}
+
+    async def _create_event(self, pdu: Pdu) -> Pdu | None:
+        """The room's create event (in v12 not among auth events, implied by the room ID)."""
+        snapshot = await self._state.get_room(pdu.room_id)
+        if snapshot is None or CREATE_KEY not in snapshot.state:
+            return None
+        return (await self._state.get_pdus([snapshot.state[CREATE_KEY]])).get(
+            snapshot.state[CREATE_KEY]
+        )
+
+    async def _auth_against_state(self, pdu: Pdu, state: Mapping[StateKey, EventID]) -> str | None:
+        keys = auth_types_for_event(
+            pdu.room_version, pdu.type, pdu.sender, pdu.state_key, pdu.content
+        )
+        keys.add(CREATE_KEY)
+        wanted = {k: state[k] for k in keys if k in state}
+        events = await self._state.get_pdus(wanted.values())
+        try:
+            check_auth_rules(pdu, {k: events[e] for k, e in wanted.items() if e in events})
+        except AuthError as exc:
+            return exc.message
+        return None
+
+    # -- the DAG -----------------------------------------------------------------------
+
+    async def _fetch_missing_prev_events(self, origin: str, pdu: Pdu) -> None:
+        """Fill a gap before ``pdu`` with ``/get_missing_events`` (bounded); whatever stays
+        missing is handled by ``_state_before`` through ``/state_ids``."""
+        missing = [e for e in pdu.prev_event_ids if not await self._have_in_dag(e)]
+        if not missing:
+            return
+        snapshot = await self._state.get_room(pdu.room_id)
+        if snapshot is None:
+            return
+        try:
+            raw_events = await self._remote.get_missing_events(
+                origin,
+                pdu.room_id,
+                list(snapshot.extremities),
+                [pdu.event_id],
+                _MAX_MISSING_PREV,
+                max(0, snapshot.depth - _MAX_MISSING_PREV),
+            )
+        except Exception as exc:
+            logger.info("get_missing_events from %s failed: %s", origin, exc)
+            return
+        found = []
+        for raw in raw_events:
+            try:
+                found.append(parse_pdu(raw, snapshot.room_version, room_id=pdu.room_id))
+            except InvalidPdu as exc:
+                logger.info("invalid missing event from %s: %s", origin, exc)
+        for missing_pdu in sorted(found, key=lambda p: p.depth):
+            if missing_pdu.event_id == pdu.event_id or await self._known(missing_pdu.event_id):
+                continue
+            try:
+                await self.process_pdu(origin, missing_pdu)
+            except _Dropped as exc:
+                logger.info("missing event %s dropped: %s", missing_pdu.event_id, exc)
+
+    async def _have_in_dag(self, event_id: EventID) -> bool:
+        if await self._state.get_event(event_id) is not None:
+            return True
+        row = (await self._store.get_outliers([event_id])).get(event_id)
+        return row is not None and row.state_group is not None
+
+    async def _state_after(self, origin: str, room_id: RoomID, event_id: EventID) -> StateAt:
+        """The state after ``event_id`` and a group holding it (None: not stored yet)."""
+        event = await self._state.get_event(event_id)
+        if event is not None:
+            group = await self._state.state_group_row(event.state_group)
+            return StateAt(await self._state.state_ids_at_group(group.state_group), group)
+        row = (await self._store.get_outliers([event_id])).get(event_id)
+        if row is not None and row.state_group is not None:
+            group = await self._state.state_group_row(row.state_group)
+            state = await self._state.state_ids_at_group(group.state_group)
+            if row.status == "soft_failed" and row.pdu.is_state():
+                state = {**state, row.pdu.state_tuple: row.pdu.event_id}
+                return StateAt(state, None)
+            return StateAt(state, group)
+        return await self._remote_state_after(origin, room_id, event_id)
+
+    async def _remote_state_after(self, origin: str, room_id: RoomID, event_id: EventID) -> StateAt:
+        """The state after an event we do not have, from ``/state_ids`` at it (the state
+        before it) plus the event itself, with the state events and auth chain fetched and
+        stored as outliers."""
+        try:
+            state_ids, auth_ids = await self._remote.get_state_ids(origin, room_id, event_id)
+        except Exception as exc:
+            raise _Dropped(f"cannot get the state at {event_id}: {exc}") from exc
+        prev = await self._fetch_event(origin, room_id, event_id)
+        needed = [e for e in {*state_ids, *auth_ids} if e not in await self._state.get_pdus([e])]
+        fetched = []
+        for needed_id in needed[:_MAX_AUTH_FETCH]:
+            fetched.append(await self._fetch_event(origin, room_id, needed_id))
+        await self._store.persist_outliers([OutlierRow(p, "outlier") for p in fetched])
+        await self._ensure_auth_events(origin, [prev, *fetched])
+        events = await self._state.get_pdus(state_ids)
+        state = {
+            events[e].state_tuple: e for e in state_ids if e in events and events[e].is_state()
+        }
+        if prev.is_state():
+            state[prev.state_tuple] = prev.event_id
+        await self._store.persist_outliers([OutlierRow(prev, "outlier")])
+        return StateAt(state, None)
+
+    async def _resolve(
+        self, room_version: RoomVersion, state_sets: Sequence[Mapping[StateKey, EventID]]
+    ) -> dict[StateKey, EventID]:
+        """State resolution over ``state_sets``, with the events it needs prefetched (the
+        conflicted events' auth chains) and the CPU work in the executor."""
+        _, conflicted = split_state(list(state_sets))
+        if not conflicted:
+            merged: dict[StateKey, EventID] = {}
+            for state_set in state_sets:
+                merged.update(state_set)
+            return merged
+        seeds = {e for ids in conflicted.values() for e in ids}
+        seeds.update(e for s in state_sets for e in s.values())
+        event_map = await self._auth_closure(seeds)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            None, resolve_state, room_version, list(state_sets), event_map
+        )
+
+    async def _auth_closure(self, seeds: Iterable[EventID]) -> dict[EventID, Pdu]:
+        """``seeds`` and everything reachable through ``auth_events`` that we hold."""
+        found: dict[EventID, Pdu] = {}
+        frontier = set(seeds)
+        while frontier:
+            if len(found) > _MAX_AUTH_CHAIN:
+                raise _Dropped("auth chain too large")
+            loaded = await self._state.get_pdus(frontier)
+            found.update(loaded)
+            frontier = {a for p in loaded.values() for a in p.auth_event_ids if a not in found}
+        return found
+
+    # -- applying ----------------------------------------------------------------------
+
+    async def _apply(self, origin: str, snapshot: RoomSnapshot, pdu: Pdu) -> Outcome:
+        """Steps 4-6 and storage, under the room's lock."""
+        reason = await self._auth_against_auth_events(pdu)
+        befores = [await self._state_after(origin, pdu.room_id, p) for p in pdu.prev_event_ids]
+        if not befores:
+            raise _Dropped("an event without prev_events")
+        if len(befores) == 1:
+            before = befores[0]
+        else:
+            before = StateAt(
+                await self._resolve(pdu.room_version, [b.state for b in befores]), None
+            )
+        before_row, before_new = await self._group_for(before, befores, snapshot)
+        if reason is None:
+            reason = await self._auth_against_state(pdu, before.state)
+        if reason is not None:
+            logger.info("rejected %s from %s: %s", pdu.event_id, origin, reason)
+            await self._store_aside(pdu, "rejected", reason, before_row, before_new)
+            return Outcome(pdu.event_id, "rejected", reason)
+        soft_fail = await self._auth_against_state(pdu, snapshot.state)
+        if soft_fail is not None:
+            logger.info("soft-failed %s from %s: %s", pdu.event_id, origin, soft_fail)
+            await self._store_aside(pdu, "soft_failed", soft_fail, before_row, before_new)
+            return Outcome(pdu.event_id, "soft_failed", soft_fail)
+        new_groups = [before_new] if before_new is not None else []
+        after_state = dict(before.state)
+        after_row = before_row
+        if pdu.is_state():
+            after_state[pdu.state_tuple] = pdu.event_id
+            child = await self._state.child_state_group(before_row, {pdu.state_tuple: pdu.event_id})
+            new_groups.append(child)
+            after_row = child.row
+        await self._accept(snapshot, pdu, after_state, after_row, new_groups)
+        return Outcome(pdu.event_id, "accepted")
+
+    async def _group_for(
+        self, before: StateAt, befores: Sequence[StateAt], snapshot: RoomSnapshot
+    ) -> tuple[StateGroupRow, NewStateGroup | None]:
+        """A state group holding ``before``: an existing one, or a new child of the group
+        of one of the prev events (or of the current state) with the difference."""
+        if before.group is not None:
+            return before.group, None
+        parent = next((b.group for b in befores if b.group is not None), snapshot.state_group)
+        parent_state = await self._state.state_ids_at_group(parent.state_group)
+        changes = {k: e for k, e in before.state.items() if parent_state.get(k) != e}
+        new = await self._state.child_state_group(parent, changes)
+        return new.row, new
+
+    async def _store_aside(
+        self,
+        pdu: Pdu,
+        status: str,
+        reason: str,
+        group: StateGroupRow,
+        new_group: NewStateGroup | None,
+    ) -> None:
+        await self._store.persist_outliers(
+            [OutlierRow(pdu, status, reason, group.state_group, new_group)]
+        )
+
+    async def _accept(
+        self,
+        snapshot: RoomSnapshot,
+        pdu: Pdu,
+        after_state: dict[StateKey, EventID],
+        after_row: StateGroupRow,
+        new_groups: list[NewStateGroup],
+    ) -> None:
+        """Store an accepted event and move the room's current state and extremities."""
+        prevs = set(pdu.prev_event_ids)
+        extremities = [e for e in snapshot.extremities if e not in prevs] + [pdu.event_id]
+        if prevs == set(snapshot.extremities):
+            current = after_state
+        else:
+            current = await self._resolve(pdu.room_version, [snapshot.state, after_state])
+        changes = {k: e for k, e in current.items() if snapshot.state.get(k) != e}
+        current_row = after_row
+        if current != after_state:
+            current_new = await self._state.child_state_group(snapshot.state_group, changes)
+            new_groups.append(current_new)
+            current_row = current_new.row
+        members = await self._state.get_pdus(
+            e for k, e in changes.items() if k[0] == "m.room.member"
+        )
+        change_rows = tuple(
+            (k, e, members[e].membership if e in members else None) for k, e in changes.items()
+        )
+        relates_to, rel_type = _relates_to(pdu)
+        was_outlier = pdu.event_id in await self._store.get_outliers([pdu.event_id])
+        persisted = EventToPersist(
+            pdu=pdu,
+            stream_ordering=self._allocate_stream(),
+            state_group=after_row.state_group,
+            new_state_group=None,
+            txn=None,
+            relates_to=relates_to,
+            rel_type=rel_type,
+            new_extremities=tuple(extremities),
+            current_state_group=current_row.state_group,
+            current_state_changes=change_rows,
+            was_outlier=was_outlier,
+            extra_state_groups=tuple(new_groups),
+        )
+        snapshot.extremities = extremities
+        snapshot.depth = max(snapshot.depth, pdu.depth)
+        snapshot.state.update(changes)
+        snapshot.state_group = current_row
+        for key, _, membership in change_rows:
+            if key[0] == "m.room.member" and membership is not None:
+                snapshot.memberships[UserID(key[1])] = membership
+        await self._enqueue([persisted])
+
+
+JsonResult = dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class StateAt:
+    """A state map and, when it is exactly a stored group's, that group."""
+
+    state: dict[StateKey, EventID]
+    group: StateGroupRow | None
+
+
+def _relates_to(pdu: Pdu) -> tuple[EventID | None, str | None]:
+    relates = pdu.content.get("m.relates_to")
+    if isinstance(relates, Mapping) and isinstance(relates.get("event_id"), str):
+        rel_type = relates.get("rel_type")
+        return EventID(relates["event_id"]), rel_type if isinstance(rel_type, str) else None
+    return None, None
+
+
+class _Dropped(Exception):
+    """The PDU cannot be processed (bad signature, unfetchable history): not stored."""

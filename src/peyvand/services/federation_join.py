@@ -1,0 +1,249 @@
+"""Joining a room that lives on other servers (Server-Server API, "Joining Rooms").
+
+``make_join`` on a resident server gives a template; this server fills it in, signs it and
+sends it with ``send_join`` v2, which answers with the room's state before the join and
+that state's auth chain. Every event of the answer is checked as on receipt (format,
+signatures, content hash, authorization against its own auth events, in topological
+order), the state and auth chain are stored as outliers, and the join becomes the room's
+first timeline event here: its state is the answered state plus the join.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+from urllib.parse import quote
+
+from peyvand.errors import Errcode, MatrixError
+from peyvand.events.auth import AuthError, check_auth_events_list, check_auth_rules
+from peyvand.events.builder import EventTooLargeError, finalize_pdu
+from peyvand.events.pdu import Pdu, StateKey
+from peyvand.events.received import InvalidPdu, check_content_hash_or_redact, parse_pdu
+from peyvand.events.room_versions import KNOWN_ROOM_VERSIONS, RoomVersion
+from peyvand.events.signing import SigningKey
+from peyvand.federation.client import FederationClient
+from peyvand.services.room_state import RoomSnapshot, StateService
+from peyvand.storage.events import EventStore
+from peyvand.storage.models import EventToPersist, OutlierRow, RoomRow
+from peyvand.types import EventID, JsonDict, RoomID, UserID
+
+logger = logging.getLogger(__name__)
+
+CREATE_KEY: StateKey = ("m.room.create", "")
+SignatureCheck = Callable[[Sequence[Pdu]], Awaitable[list[bool]]]
+_SUPPORTED_VERSIONS = ("10", "11", "12")
+
+
+class RemoteJoiner:
+    def __init__(
+        self,
+        server_name: str,
+        signing_key: SigningKey,
+        client: FederationClient,
+        state: StateService,
+        store: EventStore,
+        check_signatures: SignatureCheck,
+        allocate_stream: Callable[[], int],
+        persist: Callable[[Sequence[EventToPersist]], Awaitable[None]],
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._server_name = server_name
+        self._signing_key = signing_key
+        self._client = client
+        self._state = state
+        self._store = store
+        self._check_signatures = check_signatures
+        self._allocate_stream = allocate_stream
+        self._persist = persist
+        self._clock = clock
+
+    async def join(
+        self, room_id: RoomID, user_id: UserID, servers: Sequence[str], content: JsonDict
+    ) -> None:
+        """Join ``room_id`` through the first of ``servers`` that answers."""
+        candidates = [s for s in dict.fromkeys(servers) if s != self._server_name]
+        if not candidates:
+            raise MatrixError(Errcode.NOT_FOUND, "No known servers to join this room through")
+        errors = []
+        for server in candidates:
+            try:
+                await self._join_via(server, room_id, user_id, content)
+                return
+            except MatrixError:
+                raise
+            except Exception as exc:
+                logger.info("joining %s via %s failed: %s", room_id, server, exc)
+                errors.append(f"{server}: {exc}")
+        raise MatrixError(
+            Errcode.UNKNOWN, "Failed to join through " + "; ".join(errors), status=502
+        )
+
+    async def _join_via(
+        self, server: str, room_id: RoomID, user_id: UserID, content: JsonDict
+    ) -> None:
+        path_room = quote(room_id, safe="")
+        template = await self._client.get_json(
+            server,
+            f"/_matrix/federation/v1/make_join/{path_room}/{quote(user_id, safe='')}",
+            query={"ver": list(_SUPPORTED_VERSIONS)},
+        )
+        version = self._version(template)
+        event = template.get("event")
+        if not isinstance(event, dict):
+            raise ValueError("make_join gave no event")
+        if event.get("room_id") != room_id or event.get("sender") != user_id:
+            raise ValueError("make_join gave an event for another room or user")
+        event = dict(event)
+        event["content"] = {**content, "membership": "join"}
+        event["origin_server_ts"] = int(self._clock() * 1000)
+        try:
+            join = finalize_pdu(
+                event, version, origin_server_name=self._server_name, signing_key=self._signing_key
+            )
+        except (EventTooLargeError, ValueError) as exc:
+            raise ValueError(f"bad join template: {exc}") from exc
+        answer = await self._client.put_json(
+            server,
+            f"/_matrix/federation/v2/send_join/{path_room}/{quote(join.event_id, safe='')}",
+            dict(join.data),
+        )
+        if not isinstance(answer, dict):
+            raise ValueError("send_join gave no object")
+        await self._install(room_id, version, join, answer)
+
+    @staticmethod
+    def _version(template: Any) -> RoomVersion:
+        if not isinstance(template, dict):
+            raise ValueError("make_join gave no object")
+        identifier = template.get("room_version", "1")
+        version = KNOWN_ROOM_VERSIONS.get(identifier) if isinstance(identifier, str) else None
+        if version is None or identifier not in _SUPPORTED_VERSIONS:
+            raise MatrixError(
+                Errcode.INCOMPATIBLE_ROOM_VERSION,
+                f"Room version {identifier!r} is not supported",
+                room_version=str(identifier),
+            )
+        return version
+
+    async def _install(
+        self, room_id: RoomID, version: RoomVersion, join: Pdu, answer: JsonDict
+    ) -> None:
+        """Check the answer and make the room exist here, with the join as its first
+        timeline event."""
+        state_raw = answer.get("state")
+        chain_raw = answer.get("auth_chain")
+        if not isinstance(state_raw, list) or not isinstance(chain_raw, list):
+            raise ValueError("send_join gave no state or auth chain")
+        events: dict[EventID, Pdu] = {}
+        state_ids: set[EventID] = set()
+        for is_state, raws in ((False, chain_raw), (True, state_raw)):
+            for raw in raws:
+                try:
+                    pdu = parse_pdu(raw, version, room_id=room_id)
+                except InvalidPdu as exc:
+                    raise ValueError(f"invalid event in the room state: {exc}") from exc
+                events[pdu.event_id] = check_content_hash_or_redact(pdu)[0]
+                if is_state:
+                    state_ids.add(pdu.event_id)
+        valid = await self._check_signatures(list(events.values()))
+        bad = [p.event_id for p, ok in zip(events.values(), valid, strict=True) if not ok]
+        if bad:
+            raise ValueError(f"events with invalid signatures: {bad[:3]}")
+        rejected = self._check_auth_chain(events)
+        state: dict[StateKey, EventID] = {}
+        for event_id in state_ids:
+            pdu = events[event_id]
+            if event_id in rejected or not pdu.is_state():
+                raise ValueError(f"state event {event_id} is not valid")
+            state[pdu.state_tuple] = event_id
+        create_id = state.get(CREATE_KEY)
+        if create_id is None:
+            raise ValueError("the room state has no create event")
+        create = events[create_id]
+        if create.content.get("room_version", "1") != version.identifier:
+            raise ValueError("the create event's room version differs")
+        auth_state = {k: events[e] for k, e in state.items()}
+        try:
+            check_auth_rules(join, auth_state)
+        except AuthError as exc:
+            raise MatrixError(Errcode.FORBIDDEN, f"The join is not allowed: {exc.message}") from exc
+        await self._store.persist_outliers(
+            [
+                OutlierRow(p, "rejected" if e in rejected else "outlier", None)
+                for e, p in events.items()
+                if e != join.event_id
+            ]
+        )
+        before = self._state.first_state_group(room_id, state)
+        after = await self._state.child_state_group(before.row, {join.state_tuple: join.event_id})
+        current = {**state, join.state_tuple: join.event_id}
+        memberships = {
+            UserID(k[1]): events[e].membership or "leave"
+            for k, e in state.items()
+            if k[0] == "m.room.member"
+        }
+        memberships[UserID(join.state_key or "")] = "join"
+        changes = tuple(
+            (k, e, (join if e == join.event_id else events[e]).membership)
+            for k, e in current.items()
+        )
+        persisted = EventToPersist(
+            pdu=join,
+            stream_ordering=self._allocate_stream(),
+            state_group=after.row.state_group,
+            new_state_group=after,
+            txn=None,
+            relates_to=None,
+            rel_type=None,
+            new_extremities=(join.event_id,),
+            new_room=RoomRow(
+                room_id,
+                version.identifier,
+                create.sender,
+                False,
+                int(self._clock() * 1000),
+            ),
+            current_state_group=after.row.state_group,
+            current_state_changes=changes,
+            extra_state_groups=(before,),
+        )
+        snapshot = RoomSnapshot(
+            room_id=room_id,
+            room_version=version,
+            state=current,
+            memberships=memberships,
+            extremities=[join.event_id],
+            depth=join.depth,
+            state_group=after.row,
+        )
+        self._state.add_room(snapshot)
+        try:
+            async with snapshot.lock:
+                await self._persist([persisted])
+        except BaseException:
+            self._state.forget_room(room_id)
+            raise
+
+    @staticmethod
+    def _check_auth_chain(events: dict[EventID, Pdu]) -> set[EventID]:
+        """Check every event against its own auth events, parents first; the rejected."""
+        rejected: set[EventID] = set()
+        create = next((e for e in events.values() if e.type == "m.room.create"), None)
+        for pdu in sorted(events.values(), key=lambda p: (p.depth, p.event_id)):
+            auth_events = [events[a] for a in pdu.auth_event_ids if a in events]
+            incomplete = len(auth_events) != len(pdu.auth_event_ids)
+            if incomplete or any(a in rejected for a in pdu.auth_event_ids):
+                rejected.add(pdu.event_id)
+                continue
+            try:
+                check_auth_events_list(pdu, auth_events, create_event=create)
+                auth_state = {a.state_tuple: a for a in auth_events}
+                if create is not None:
+                    auth_state[CREATE_KEY] = create
+                check_auth_rules(pdu, auth_state)
+            except AuthError:
+                rejected.add(pdu.event_id)
+        return rejected
