@@ -5,9 +5,9 @@ Serves ``GET /_matrix/client/v1/media/preview_url?url=...&ts=...`` (Matrix clien
 behaves the same). The homeserver fetches the URL itself, so this module is what keeps it from
 becoming a proxy into the operator's private networks (SSRF):
 
-- every address a host name resolves to is checked by ``is_ip_allowed`` inside the connector's
-  resolver, and the connection is made to one of the checked addresses (no second lookup, so
-  DNS rebinding gains nothing);
+- every address a host name resolves to is checked by ``netguard.is_ip_allowed`` inside the
+  connector's resolver (``netguard.FilteringResolver``), and the connection is made to one
+  of the checked addresses (no second lookup, so DNS rebinding gains nothing);
 - IP-literal hosts, which aiohttp never hands to the resolver, are checked before each request;
 - redirects are followed by hand, re-validating every hop;
 - the body, the time and the number of redirects are bounded (``FetchPolicy``);
@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import codecs
-import ipaddress
 import re
 import socket
 import urllib.parse
@@ -38,11 +37,11 @@ from html.parser import HTMLParser
 from typing import Final
 
 import aiohttp
-from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.abc import AbstractResolver
 from yarl import URL
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+from peyvand.netguard import FilteringResolver, IPNetwork, is_blocked_error, parse_ip
+from peyvand.netguard import is_ip_allowed as is_ip_allowed  # re-exported
 
 PREVIEW_ERROR_KINDS: Final = frozenset({"bad_url", "blocked", "too_large", "failed"})
 
@@ -75,97 +74,6 @@ class FetchPolicy:
     timeout: float = 10.0  # seconds, for the whole fetch including redirects
     max_redirects: int = 5
     user_agent: str = "Peyvand (Matrix homeserver; URL previews)"
-
-
-# --- address policy -------------------------------------------------------------------------
-
-_NAT64_WELL_KNOWN: Final = ipaddress.IPv6Network("64:ff9b::/96")  # RFC 6052
-_NAT64_LOCAL_USE: Final = ipaddress.IPv6Network("64:ff9b:1::/48")  # RFC 8215
-_IPV4_COMPATIBLE: Final = ipaddress.IPv6Network("::/96")  # deprecated, RFC 4291 2.5.5.1
-
-
-def _in_networks(ip: IPAddress, networks: tuple[IPNetwork, ...]) -> bool:
-    return any(ip.version == net.version and ip in net for net in networks)
-
-
-def _is_public_unicast(ip: IPAddress) -> bool:
-    if not ip.is_global:
-        return False
-    if (
-        ip.is_private
-        or ip.is_loopback
-        or ip.is_link_local
-        or ip.is_multicast
-        or ip.is_reserved
-        or ip.is_unspecified
-    ):
-        return False
-    return not (isinstance(ip, ipaddress.IPv6Address) and ip.is_site_local)
-
-
-def is_ip_allowed(ip: IPAddress, allowed: tuple[IPNetwork, ...] = ()) -> bool:
-    """Whether the server may connect to ``ip``.
-
-    Public unicast addresses are allowed; private, loopback, link-local, multicast, reserved,
-    unspecified, shared (100.64/10), site-local, unique-local, documentation and the
-    IPv4-mapped / 6to4 / Teredo / NAT64 forms of those are blocked, unless the address (or the
-    IPv4 address it embeds) is inside one of ``allowed``.
-    """
-    if isinstance(ip, ipaddress.IPv6Address) and ip.scope_id is not None:
-        ip = ipaddress.IPv6Address(int(ip))  # "fe80::1%eth0": judge the address itself
-    if _in_networks(ip, allowed):
-        return True
-    if isinstance(ip, ipaddress.IPv4Address):
-        return _is_public_unicast(ip)
-
-    # IPv6 forms that stand for an IPv4 address are judged by that address alone.
-    if ip.ipv4_mapped is not None:
-        return is_ip_allowed(ip.ipv4_mapped, allowed)
-    if ip in _NAT64_WELL_KNOWN:
-        return is_ip_allowed(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF), allowed)
-    if ip in _NAT64_LOCAL_USE or ip in _IPV4_COMPATIBLE:
-        return False
-    # Tunnels: both the IPv6 address and what it tunnels to must be acceptable.
-    if ip.sixtofour is not None and not is_ip_allowed(ip.sixtofour, allowed):
-        return False
-    if ip.teredo is not None and not all(is_ip_allowed(a, allowed) for a in ip.teredo):
-        return False
-    return _is_public_unicast(ip)
-
-
-def _parse_ip(host: str) -> IPAddress | None:
-    try:
-        return ipaddress.ip_address(host)
-    except ValueError:
-        return None
-
-
-class _AddressBlocked(OSError):
-    """Raised by the resolver; aiohttp wraps it in ClientConnectorDNSError."""
-
-
-class _FilteringResolver(AbstractResolver):
-    """Resolves with ``inner`` and keeps only the addresses ``is_ip_allowed`` accepts."""
-
-    def __init__(self, inner: AbstractResolver, allowed: tuple[IPNetwork, ...]) -> None:
-        self._inner = inner
-        self._allowed = allowed
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        results = await self._inner.resolve(host, port, family)
-        kept = []
-        for result in results:
-            ip = _parse_ip(result["host"])
-            if ip is not None and is_ip_allowed(ip, self._allowed):
-                kept.append(result)
-        if not kept:
-            raise _AddressBlocked(f"{host} resolves only to disallowed addresses")
-        return kept
-
-    async def close(self) -> None:
-        await self._inner.close()
 
 
 # --- fetching ---------------------------------------------------------------------------------
@@ -207,14 +115,14 @@ def _validate_url(raw: str | URL) -> URL:
         except OSError:
             pass
         else:
-            if _parse_ip(host) is None:
+            if parse_ip(host) is None:
                 raise PreviewError("bad_url", "non-canonical IPv4 address")
     return url.with_fragment(None)
 
 
 def _check_ip_literal(url: URL, allowed: tuple[IPNetwork, ...]) -> None:
     """aiohttp connects to IP-literal hosts without asking the resolver: check them here."""
-    ip = _parse_ip(url.host or "")
+    ip = parse_ip(url.host or "")
     if ip is not None and not is_ip_allowed(ip, allowed):
         raise PreviewError("blocked", f"{ip} is not an allowed address")
 
@@ -233,7 +141,7 @@ class UrlFetcher:
         """``resolver`` is the one whose answers are filtered (aiohttp's default if None)."""
         self._policy = policy
         self._inner_resolver = resolver
-        self._resolver: _FilteringResolver | None = None
+        self._resolver: FilteringResolver | None = None
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
@@ -241,7 +149,7 @@ class UrlFetcher:
         if self._session is not None:
             return
         inner = self._inner_resolver or aiohttp.DefaultResolver()
-        self._resolver = _FilteringResolver(inner, self._policy.allowed_networks)
+        self._resolver = FilteringResolver(inner, self._policy.allowed_networks)
         connector = aiohttp.TCPConnector(resolver=self._resolver, limit=100, limit_per_host=4)
         self._session = aiohttp.ClientSession(
             connector=connector,
@@ -297,9 +205,7 @@ class UrlFetcher:
                         data=data,
                     )
             except aiohttp.ClientConnectorError as exc:
-                if isinstance(exc.os_error, _AddressBlocked) or isinstance(
-                    exc.__cause__, _AddressBlocked
-                ):
+                if is_blocked_error(exc):
                     raise PreviewError("blocked", str(exc.os_error)) from exc
                 raise PreviewError("failed", f"cannot connect: {exc}") from exc
             except aiohttp.InvalidURL as exc:

@@ -1,0 +1,121 @@
+"""Which addresses the server may connect to on behalf of others (SSRF guard).
+
+Shared by everything that opens connections to hosts that someone else names: URL previews
+(``media/preview.py``) and federation (``federation/client.py``, ``federation/discovery.py``).
+
+- ``is_ip_allowed`` judges one address: public unicast yes, anything private, loopback,
+  link-local, reserved, ... no (unless the operator allowed its network);
+- ``FilteringResolver`` wraps an aiohttp resolver and keeps only allowed addresses, so the
+  connector connects to an address that was checked (no second lookup: DNS rebinding gains
+  nothing); when nothing is left it raises ``AddressBlocked``, which aiohttp wraps in a
+  ``ClientConnectorError`` (``is_blocked_error`` recognises it);
+- aiohttp never hands IP-literal hosts to the resolver: callers check those with
+  ``parse_ip`` and ``is_ip_allowed`` before each request.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from typing import Final
+
+from aiohttp.abc import AbstractResolver, ResolveResult
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+_NAT64_WELL_KNOWN: Final = ipaddress.IPv6Network("64:ff9b::/96")  # RFC 6052
+_NAT64_LOCAL_USE: Final = ipaddress.IPv6Network("64:ff9b:1::/48")  # RFC 8215
+_IPV4_COMPATIBLE: Final = ipaddress.IPv6Network("::/96")  # deprecated, RFC 4291 2.5.5.1
+
+
+def _in_networks(ip: IPAddress, networks: tuple[IPNetwork, ...]) -> bool:
+    return any(ip.version == net.version and ip in net for net in networks)
+
+
+def _is_public_unicast(ip: IPAddress) -> bool:
+    if not ip.is_global:
+        return False
+    if (
+        ip.is_private
+        or ip.is_loopback
+        or ip.is_link_local
+        or ip.is_multicast
+        or ip.is_reserved
+        or ip.is_unspecified
+    ):
+        return False
+    return not (isinstance(ip, ipaddress.IPv6Address) and ip.is_site_local)
+
+
+def is_ip_allowed(ip: IPAddress, allowed: tuple[IPNetwork, ...] = ()) -> bool:
+    """Whether the server may connect to ``ip``.
+
+    Public unicast addresses are allowed; private, loopback, link-local, multicast, reserved,
+    unspecified, shared (100.64/10), site-local, unique-local, documentation and the
+    IPv4-mapped / 6to4 / Teredo / NAT64 forms of those are blocked, unless the address (or the
+    IPv4 address it embeds) is inside one of ``allowed``.
+    """
+    if isinstance(ip, ipaddress.IPv6Address) and ip.scope_id is not None:
+        ip = ipaddress.IPv6Address(int(ip))  # "fe80::1%eth0": judge the address itself
+    if _in_networks(ip, allowed):
+        return True
+    if isinstance(ip, ipaddress.IPv4Address):
+        return _is_public_unicast(ip)
+
+    # IPv6 forms that stand for an IPv4 address are judged by that address alone.
+    if ip.ipv4_mapped is not None:
+        return is_ip_allowed(ip.ipv4_mapped, allowed)
+    if ip in _NAT64_WELL_KNOWN:
+        return is_ip_allowed(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF), allowed)
+    if ip in _NAT64_LOCAL_USE or ip in _IPV4_COMPATIBLE:
+        return False
+    # Tunnels: both the IPv6 address and what it tunnels to must be acceptable.
+    if ip.sixtofour is not None and not is_ip_allowed(ip.sixtofour, allowed):
+        return False
+    if ip.teredo is not None and not all(is_ip_allowed(a, allowed) for a in ip.teredo):
+        return False
+    return _is_public_unicast(ip)
+
+
+def parse_ip(host: str) -> IPAddress | None:
+    """``host`` as an IP address (no brackets), or None when it is not an IP literal."""
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return None
+
+
+class AddressBlocked(OSError):
+    """Raised by ``FilteringResolver``; aiohttp wraps it in a ClientConnectorError."""
+
+
+def is_blocked_error(exc: BaseException) -> bool:
+    """True if ``exc`` (an aiohttp ClientConnectorError) comes from ``AddressBlocked``."""
+    return isinstance(getattr(exc, "os_error", None), AddressBlocked) or isinstance(
+        exc.__cause__, AddressBlocked
+    )
+
+
+class FilteringResolver(AbstractResolver):
+    """Resolves with ``inner`` and keeps only the addresses ``is_ip_allowed`` accepts."""
+
+    def __init__(self, inner: AbstractResolver, allowed: tuple[IPNetwork, ...] = ()) -> None:
+        self._inner = inner
+        self._allowed = allowed
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        results = await self._inner.resolve(host, port, family)
+        kept = []
+        for result in results:
+            ip = parse_ip(result["host"])
+            if ip is not None and is_ip_allowed(ip, self._allowed):
+                kept.append(result)
+        if not kept:
+            raise AddressBlocked(f"{host} resolves only to disallowed addresses")
+        return kept
+
+    async def close(self) -> None:
+        await self._inner.close()
