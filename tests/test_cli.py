@@ -4,21 +4,31 @@ runs them (``python -m peyvand`` in a child process)."""
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import re
+import signal
+import ssl
 import stat
 import subprocess
 import sys
+import time
 import tomllib
 import typing
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 
 from harness.client import MatrixClient, unique_localpart
+from harness.ports import free_port
 from harness.server import HomeserverProcess
 from peyvand.config.loader import load_config
 from peyvand.config.model import Config
 from peyvand.events.signing import parse_signing_keys
+from peyvand.federation.tls import server_ssl_context
 
 DOCS_CONFIG = Path(__file__).parents[1] / "docs" / "config.md"
 
@@ -126,6 +136,120 @@ def test_generate_config_refuses_to_overwrite_without_force(tmp_path: Path) -> N
     assert (tmp_path / "signing.key").read_text() == key  # a signing key is never replaced
 
 
+def test_generate_config_for_a_test_network(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    result = peyvand(
+        "generate-config", "--server-name", "localhost", "--data-dir", data_dir,
+        "--federation-port", "8449", "--test-network",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "note:" not in result.stdout
+
+    config = load_config(data_dir / "peyvand.toml")
+    assert config.server_name == "localhost:8449"  # the port is part of the name unless 8448
+    federation = config.federation
+    assert federation.enabled and federation.test_network
+    assert federation.port == 8449
+    cert, key = federation.tls_certificate_path, federation.tls_private_key_path
+    assert (cert, key) == (data_dir.resolve() / "tls.crt", data_dir.resolve() / "tls.key")
+    assert 'tls_certificate_path = "tls.crt"' in (data_dir / "peyvand.toml").read_text()
+    server_ssl_context(cert, key)  # a matching certificate and key
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    names = (
+        x509.load_pem_x509_certificate(cert.read_bytes())
+        .extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        .value
+    )
+    assert names.get_values_for_type(x509.DNSName) == ["localhost"]
+    assert [str(ip) for ip in names.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
+
+    # Regenerating keeps the certificate, as it keeps the signing key.
+    before = cert.read_bytes()
+    again = peyvand(
+        "generate-config", "--server-name", "localhost", "--data-dir", data_dir,
+        "--federation-port", "8449", "--test-network", "--force",
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert cert.read_bytes() == before
+
+
+def test_generate_config_with_a_federation_port_outside_test_networks(tmp_path: Path) -> None:
+    result = peyvand(
+        "generate-config", "--server-name", "example.org", "--data-dir", tmp_path,
+        "--federation-port", "8448",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    config = load_config(tmp_path / "peyvand.toml")
+    assert config.server_name == "example.org"  # 8448 is the default port: not in the name
+    assert config.federation.enabled and config.federation.port == 8448
+    assert not config.federation.test_network
+    assert config.federation.tls_certificate_path == tmp_path.resolve() / "tls.crt"
+    assert not (tmp_path / "tls.crt").exists()  # the operator must provide a real one
+    assert "note:" in result.stdout and str(tmp_path.resolve() / "tls.crt") in result.stdout
+
+    other = peyvand(
+        "generate-config", "--server-name", "example.org:443", "--data-dir", tmp_path / "b",
+        "--federation-port", "8449",
+    )  # fmt: skip
+    assert other.returncode == 0, other.stderr
+    assert load_config(tmp_path / "b" / "peyvand.toml").server_name == "example.org:443"
+
+
+def test_serve_answers_on_the_federation_port_over_https(tmp_path: Path) -> None:
+    port, federation_port = free_port(), free_port()
+    result = peyvand(
+        "generate-config", "--server-name", "localhost", "--data-dir", tmp_path,
+        "--port", str(port), "--federation-port", str(federation_port), "--test-network",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    log_path = tmp_path / "server.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "peyvand", "serve", "--config", tmp_path / "peyvand.toml"],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    try:
+        context = ssl.create_default_context(cafile=tmp_path / "tls.crt")  # trust it alone
+        url = f"https://localhost:{federation_port}/_matrix/client/versions"
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None, log_path.read_text()
+            try:
+                with urllib.request.urlopen(url, timeout=5, context=context) as response:
+                    assert response.status == 200
+                    assert "versions" in json.load(response)
+                    break
+            except (urllib.error.URLError, ConnectionError) as exc:
+                if isinstance(getattr(exc, "reason", None), ssl.SSLError):
+                    raise
+                assert time.monotonic() < deadline, log_path.read_text()
+                time.sleep(0.2)
+        plain = f"http://127.0.0.1:{port}/_matrix/client/versions"
+        with urllib.request.urlopen(plain, timeout=5) as response:  # the client port still
+            assert response.status == 200
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def test_serve_without_the_certificate_exits_1(tmp_path: Path) -> None:
+    result = peyvand(
+        "generate-config", "--server-name", "example.org", "--data-dir", tmp_path,
+        "--federation-port", str(free_port()),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    served = peyvand("serve", "--config", tmp_path / "peyvand.toml")
+    assert served.returncode == 1
+    assert "cannot load the federation TLS certificate" in served.stderr
+
+
 @pytest.mark.parametrize(
     "args",
     [
@@ -134,6 +258,7 @@ def test_generate_config_refuses_to_overwrite_without_force(tmp_path: Path) -> N
         ["generate-config", "--data-dir", "/tmp/x"],
         ["generate-config", "--server-name", "x", "--data-dir", "/tmp/x", "--port", "0"],
         ["generate-config", "--server-name", "x", "--data-dir", "/tmp/x", "--port", "http"],
+        ["generate-config", "--server-name", "x", "--data-dir", "/tmp/x", "--federation-port", "0"],
         ["serve"],
         ["register-user", "--config", "c.toml", "--user", "alice"],
     ],

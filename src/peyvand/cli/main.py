@@ -16,7 +16,12 @@ from pathlib import Path
 
 from peyvand import __version__
 from peyvand.cli.errors import CommandError
-from peyvand.cli.generate import CONFIG_FILE_NAME, GenerateOptions, generate_config
+from peyvand.cli.generate import (
+    CONFIG_FILE_NAME,
+    GenerateOptions,
+    generate_config,
+    split_server_name,
+)
 from peyvand.cli.logs import setup_logging
 from peyvand.cli.loop import run
 from peyvand.config.loader import ConfigError, load_config
@@ -68,6 +73,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--config-path",
         type=Path,
         help=f"where to write the config (default DATA_DIR/{CONFIG_FILE_NAME})",
+    )
+    gen.add_argument(
+        "--federation-port",
+        type=_port,
+        help="enable federation with a TLS listener on this port; unless it is 8448 it is "
+        "appended to the server name (example.com:8449). The certificate goes in "
+        "DATA_DIR/tls.crt and its key in DATA_DIR/tls.key",
+    )
+    gen.add_argument(
+        "--test-network",
+        action="store_true",
+        help="FOR TEST NETWORKS ONLY: accept peers' self-signed certificates and private or "
+        "loopback peer addresses, and generate a self-signed certificate (DATA_DIR/tls.crt) "
+        "for the server name's host, localhost and 127.0.0.1. Never on the Internet",
     )
     gen.add_argument("--force", action="store_true", help="overwrite an existing config file")
     gen.set_defaults(handler=_generate_config)
@@ -123,10 +142,21 @@ def _generate_config(args: argparse.Namespace) -> None:
             rate_limits=not args.no_rate_limits,
             config_path=args.config_path,
             force=args.force,
+            federation_port=args.federation_port,
+            test_network=args.test_network,
         )
     )
-    load_config(path)  # what was written must load: fail now rather than at serve time
+    config = load_config(path)  # what was written must load: fail now rather than at serve time
     print(f"wrote {path}")
+    federation = config.federation
+    if federation.port is not None and not federation.test_network:
+        print(
+            f"note: the federation listener (port {federation.port}) needs a certificate "
+            f"valid for {split_server_name(config.server_name)[0]} "
+            "from a certificate authority peers trust: put its PEM chain in "
+            f"{federation.tls_certificate_path} and its key in "
+            f"{federation.tls_private_key_path} before 'peyvand serve'"
+        )
 
 
 def _serve(args: argparse.Namespace) -> None:

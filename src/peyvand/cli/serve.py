@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import ssl
 
 from aiohttp import web
 
 from peyvand.app import create_app
+from peyvand.cli.errors import CommandError
 from peyvand.config.model import Config
+from peyvand.federation.tls import server_ssl_context
 
 logger = logging.getLogger(__name__)
 
@@ -18,7 +21,9 @@ SHUTDOWN_TIMEOUT_SECONDS = 10.0
 
 
 async def serve(config: Config) -> None:
-    """Start the web app on ``config.bind:config.port`` and stop cleanly on a signal."""
+    """Start the web app on ``config.bind:config.port`` (and, when ``federation.port`` is
+    set, over TLS on ``config.bind:federation.port``) and stop cleanly on a signal."""
+    federation_tls = _federation_ssl_context(config)  # before anything starts: fail early
     app = await create_app(config)
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS)
     await runner.setup()
@@ -26,6 +31,11 @@ async def serve(config: Config) -> None:
         site = web.TCPSite(runner, config.bind, config.port)
         await site.start()
         logger.info("Peyvand %s listening on %s", config.server_name, config.base_url)
+        if federation_tls is not None:
+            port = config.federation.port
+            tls_site = web.TCPSite(runner, config.bind, port, ssl_context=federation_tls)
+            await tls_site.start()
+            logger.info("federation listener on https://%s:%s/", config.bind, port)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -35,3 +45,19 @@ async def serve(config: Config) -> None:
     finally:
         await runner.cleanup()
     logger.info("stopped")
+
+
+def _federation_ssl_context(config: Config) -> ssl.SSLContext | None:
+    """The federation listener's TLS context, or None without a federation port."""
+    federation = config.federation
+    if federation.port is None:
+        return None
+    cert, key = federation.tls_certificate_path, federation.tls_private_key_path
+    if cert is None or key is None:  # the loader refuses this; keep mypy and readers sure
+        raise CommandError("'federation.port' needs a TLS certificate and key")
+    try:
+        return server_ssl_context(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise CommandError(
+            f"cannot load the federation TLS certificate {cert} and key {key}: {exc}"
+        ) from exc
