@@ -6,16 +6,24 @@ The only module that names a concrete storage backend. Owns start-up and shut-do
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from peyvand.api.admin import ADMIN_ROUTE_TABLES
 from peyvand.api.client import CLIENT_ROUTE_TABLES
+from peyvand.api.federation import FEDERATION_ROUTE_TABLES
 from peyvand.api.media import MEDIA_ROUTE_TABLES
 from peyvand.api.server import build_web_app
 from peyvand.config import Config, DatabaseConfig
+from peyvand.events.pdu import Pdu
 from peyvand.events.signing import parse_signing_keys
+from peyvand.federation.client import FederationClient
+from peyvand.federation.discovery import ServerResolver
+from peyvand.federation.keyring import Keyring
+from peyvand.federation.policy import ServerPolicy
+from peyvand.federation.sender import FederationSender
 from peyvand.media.files import MediaFiles
 from peyvand.services.account_data import AccountDataService
 from peyvand.services.auth import AuthService
@@ -26,6 +34,9 @@ from peyvand.services.e2e_keys import E2eKeysService
 from peyvand.services.event_creation import EventCreationService
 from peyvand.services.event_dispatch import EventDispatcher
 from peyvand.services.event_writer import EventWriter
+from peyvand.services.federation import ClientRemoteEvents, FederationService
+from peyvand.services.federation_events import FederationEventHandler
+from peyvand.services.federation_join import RemoteJoiner
 from peyvand.services.key_backup import KeyBackupService
 from peyvand.services.media import MediaService
 from peyvand.services.membership import MembershipService
@@ -53,6 +64,8 @@ from peyvand.storage.device_lists import DeviceListStore
 from peyvand.storage.directory import DirectoryStore
 from peyvand.storage.e2e_keys import E2eKeyStore
 from peyvand.storage.events import EventStore
+from peyvand.storage.federation_inbox import FederationInboxStore
+from peyvand.storage.federation_outbox import FederationOutboxStore
 from peyvand.storage.key_backup import KeyBackupStore
 from peyvand.storage.media import MediaStore
 from peyvand.storage.migrations import run_migrations
@@ -60,7 +73,9 @@ from peyvand.storage.push_actions import PushActionStore
 from peyvand.storage.push_rules import PushRuleStore
 from peyvand.storage.receipts import ReceiptStore
 from peyvand.storage.rooms import RoomMemberStore
+from peyvand.storage.server_keys import ServerKeyStore
 from peyvand.storage.to_device import ToDeviceStore
+from peyvand.types import JsonDict
 
 if TYPE_CHECKING:
     from peyvand.storage.postgres import PostgresDatabase
@@ -134,6 +149,70 @@ async def create_app(config: Config) -> web.Application:
     )
     url_preview = UrlPreviewService(config.media, media)
 
+    federation_config = config.federation
+    policy = ServerPolicy(federation_config.allowed_servers, federation_config.denied_servers)
+    resolver = ServerResolver(test_network=federation_config.test_network)
+    client = FederationClient(
+        server_name,
+        signing_key,
+        resolver=resolver,
+        policy=policy,
+        test_network=federation_config.test_network,
+    )
+    keyring = Keyring(
+        server_name,
+        signing_key,
+        ServerKeyStore(db),
+        client,
+        trusted_key_servers=federation_config.trusted_key_servers,
+        key_validity_period_ms=federation_config.key_validity_period * 1000,
+    )
+    outbox = FederationOutboxStore(db)
+    pdu_source: list[FederationService] = []
+
+    async def load_pdus(event_ids: Sequence[str]) -> Mapping[str, JsonDict]:
+        return await pdu_source[0].load_pdus(event_ids)
+
+    sender = FederationSender(server_name, outbox, client, load_pdus, allows=policy.allows)
+
+    async def check_signatures(pdus: Sequence[Pdu]) -> list[bool]:
+        return await federation.check_signatures(pdus)
+
+    handler = FederationEventHandler(
+        state,
+        event_store,
+        check_signatures,
+        ClientRemoteEvents(client),
+        events.allocate_stream,
+        events.persist,
+    )
+    federation = FederationService(
+        server_name,
+        client,
+        keyring,
+        sender,
+        policy,
+        state,
+        event_store,
+        outbox,
+        FederationInboxStore(db),
+        handler,
+        RemoteJoiner(
+            server_name,
+            signing_key,
+            client,
+            state,
+            event_store,
+            check_signatures,
+            events.allocate_stream,
+            events.persist,
+        ),
+    )
+    pdu_source.append(federation)
+    if federation_config.enabled:
+        writer.add_pre_commit(federation.prepare_outbound)
+        dispatcher.listeners.append(federation.on_persisted)
+
     services = Services(
         config=config,
         auth=auth,
@@ -141,7 +220,14 @@ async def create_app(config: Config) -> web.Application:
         state=state,
         events=events,
         rooms=rooms,
-        membership=MembershipService(events, state, member_store, profile.profile_of),
+        membership=MembershipService(
+            events,
+            state,
+            member_store,
+            profile.profile_of,
+            server_name,
+            federation.invite_remote if federation_config.enabled else None,
+        ),
         room_events=room_events,
         sync=SyncService(
             event_store,
@@ -171,13 +257,22 @@ async def create_app(config: Config) -> web.Application:
         device_lists=device_lists,
         media=media,
         url_preview=url_preview,
+        keyring=keyring,
+        federation=federation,
     )
-    app = build_web_app(services, [*CLIENT_ROUTE_TABLES, *MEDIA_ROUTE_TABLES, *ADMIN_ROUTE_TABLES])
+    app = build_web_app(
+        services,
+        [*CLIENT_ROUTE_TABLES, *MEDIA_ROUTE_TABLES, *ADMIN_ROUTE_TABLES, *FEDERATION_ROUTE_TABLES],
+    )
 
     async def start(_: web.Application) -> None:
         await state.start()
         await index.start()
         await events.start(writer)
+        if federation_config.enabled:
+            await resolver.start()
+            await client.start()
+            await sender.start()  # before the writer: its pre-commit hook allocates seqs
         writer.start()
         await typing.start()
         await account_data.start()
@@ -188,8 +283,16 @@ async def create_app(config: Config) -> web.Application:
         sync_account_data.start()
         await media.start()
         await url_preview.start()
+        if federation_config.enabled:
+            await federation.start()
 
     async def stop(_: web.Application) -> None:
+        if federation_config.enabled:
+            await federation.stop()
+            await sender.stop()
+            await client.close()
+            await resolver.close()
+        await keyring.close()
         await url_preview.stop()
         await media.stop()
         await writer.stop()

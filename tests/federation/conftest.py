@@ -21,6 +21,8 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from harness.client import MatrixClient, new_session
+from harness.postgres import PostgresCluster
+from harness.server import HomeserverProcess
 from harness.synapse import SynapseProcess, SynapseUnavailable, synapse_python
 
 
@@ -48,3 +50,31 @@ async def synapse_client(synapse: SynapseProcess) -> AsyncIterator[MatrixClient]
         synapse.start()
     async with new_session() as session:
         yield MatrixClient(session, synapse.client_url)
+
+
+@pytest.fixture(scope="session")
+def peyvand(
+    backend: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[HomeserverProcess]:
+    """The session's federating Peyvand for ``backend`` (test network, loopback peers)."""
+    database_url = None
+    if backend == "postgres":
+        cluster: PostgresCluster = request.getfixturevalue("postgres_cluster")
+        database_url = cluster.create_database()
+    server = HomeserverProcess(
+        backend, tmp_path_factory.mktemp(f"peyvand-fed-{backend}"), database_url, federation=True
+    )
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def peyvand_client(peyvand: HomeserverProcess) -> AsyncIterator[MatrixClient]:
+    """A JSON client for the federating Peyvand's client API."""
+    if not peyvand.running:
+        peyvand.start()
+    async with new_session() as session:
+        yield MatrixClient(session, peyvand.base_url)

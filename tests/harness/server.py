@@ -32,11 +32,21 @@ class HomeserverError(RuntimeError):
 class HomeserverProcess:
     """One Peyvand instance: its config, data directory, port and (when running) process."""
 
-    def __init__(self, backend: str, data_dir: Path, database_url: str | None = None) -> None:
+    def __init__(
+        self,
+        backend: str,
+        data_dir: Path,
+        database_url: str | None = None,
+        *,
+        federation: bool = False,
+    ) -> None:
+        """With ``federation``, the server federates on a test network: server name
+        ``127.0.0.1:<federation_port>``, a self-signed certificate, loopback peers."""
         self.backend = backend
         self.data_dir = data_dir
-        self.server_name = SERVER_NAME
         self.port = free_port()
+        self.federation_port = free_port() if federation else None
+        self.server_name = f"127.0.0.1:{self.federation_port}" if federation else SERVER_NAME
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.config_path = data_dir / "peyvand.toml"
         self.log_path = data_dir / "server.log"
@@ -44,9 +54,12 @@ class HomeserverProcess:
         self._log_file: IO[bytes] | None = None
         command = [
             sys.executable, "-m", "peyvand", "generate-config",
-            "--server-name", self.server_name, "--data-dir", str(data_dir),
+            "--server-name", "127.0.0.1" if federation else SERVER_NAME,
+            "--data-dir", str(data_dir),
             "--port", str(self.port), "--open-registration", "--no-rate-limits",
         ]  # fmt: skip
+        if self.federation_port is not None:
+            command += ["--federation-port", str(self.federation_port), "--test-network"]
         if database_url is not None:
             command += ["--database-url", database_url]
         result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)

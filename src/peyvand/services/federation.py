@@ -386,17 +386,11 @@ class FederationService:
         return countersigned
 
     async def _stripped_state(self, snapshot: RoomSnapshot) -> list[JsonDict]:
+        """The invite's room state: full PDUs, which are valid stripped state events too
+        and let the invited server check the create event (as Synapse expects)."""
         keys: list[StateKey] = [(t, "") for t in _INVITE_STATE_TYPES]
         events = await self._state.get_state_events(snapshot.state, keys)
-        return [
-            {
-                "type": e.type,
-                "state_key": e.state_key,
-                "content": dict(e.content),
-                "sender": e.sender,
-            }
-            for e in events.values()
-        ]
+        return [federation_pdu(e) for e in events.values()]
 
     # -- reads by other servers ----------------------------------------------------------
 

@@ -466,8 +466,9 @@ class FederationEventHandler:
             new_groups.append(current_new)
             current_row = current_new.row
         members = await self._state.get_pdus(
-            e for k, e in changes.items() if k[0] == "m.room.member"
+            e for k, e in changes.items() if k[0] == "m.room.member" and e != pdu.event_id
         )
+        members[pdu.event_id] = pdu
         change_rows = tuple(
             (k, e, members[e].membership if e in members else None) for k, e in changes.items()
         )

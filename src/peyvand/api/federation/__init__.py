@@ -1,10 +1,11 @@
 """The Server-Server API's endpoints, one module per spec section."""
 
-from peyvand.api.federation import events, membership, transactions, version
+from peyvand.api.federation import events, keys, membership, transactions, version
 from peyvand.api.routing import RouteTable
 
 FEDERATION_ROUTE_TABLES: list[RouteTable] = [
     version.routes,
+    keys.routes,
     transactions.routes,
     membership.routes,
     events.routes,

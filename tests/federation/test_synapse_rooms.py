@@ -1,0 +1,129 @@
+"""Peyvand and a real Synapse share rooms over federation (loopback, test network).
+
+A Peyvand user creates a room and invites a Synapse user, who joins through Synapse;
+messages flow both ways and both servers show them in the same order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import quote
+
+from harness.client import Account, MatrixClient
+from harness.server import HomeserverProcess
+from harness.synapse import SynapseProcess
+
+TIMEOUT_SECONDS = 60
+_txn = itertools.count()
+
+
+async def _send(client: MatrixClient, account: Account, room_id: str, body: str) -> str:
+    path = f"rooms/{quote(room_id)}/send/m.room.message/t{next(_txn)}"
+    sent = await client.request(
+        "PUT", path, json={"msgtype": "m.text", "body": body}, token=account
+    )
+    return str(sent.ok()["event_id"])
+
+
+async def _sync_until(
+    client: MatrixClient, account: Account, done: Callable[[dict[str, Any]], bool]
+) -> dict[str, Any]:
+    """Long-poll /sync until ``done`` holds for a response (the caller bounds the time)."""
+    since: str | None = None
+    while True:
+        params = {"timeout": "1000"}
+        if since is not None:
+            params["since"] = since
+        response = (await client.request("GET", "sync", token=account, params=params)).ok()
+        if done(response):
+            return dict(response)
+        since = response["next_batch"]
+
+
+async def _messages(client: MatrixClient, account: Account, room_id: str) -> list[str]:
+    """The room's m.text bodies, oldest first, from /messages."""
+    response = (
+        await client.request(
+            "GET",
+            f"rooms/{quote(room_id)}/messages",
+            token=account,
+            params={"dir": "b", "limit": "100"},
+        )
+    ).ok()
+    bodies = [
+        e["content"]["body"]
+        for e in response["chunk"]
+        if e["type"] == "m.room.message" and isinstance(e["content"].get("body"), str)
+    ]
+    return list(reversed(bodies))
+
+
+async def _wait_for_bodies(
+    client: MatrixClient, account: Account, room_id: str, expected: list[str]
+) -> None:
+    """Wait (bounded by the caller) until the room shows every body in ``expected``."""
+    for _ in range(TIMEOUT_SECONDS * 10):
+        bodies = await _messages(client, account, room_id)
+        if all(b in bodies for b in expected):
+            return
+        await asyncio.sleep(0.1)
+
+
+async def test_peyvand_room_joined_by_a_synapse_user(
+    peyvand: HomeserverProcess,
+    peyvand_client: MatrixClient,
+    synapse: SynapseProcess,
+    synapse_client: MatrixClient,
+) -> None:
+    alice = await peyvand_client.register()
+    bob = await synapse_client.register()
+    async with asyncio.timeout(TIMEOUT_SECONDS):
+        room_id = (
+            await peyvand_client.request("POST", "createRoom", json={"name": "across"}, token=alice)
+        ).ok()["room_id"]
+        (
+            await peyvand_client.request(
+                "POST", f"rooms/{quote(room_id)}/invite", json={"user_id": bob.user_id}, token=alice
+            )
+        ).ok()
+        await _sync_until(
+            synapse_client, bob, lambda r: room_id in r.get("rooms", {}).get("invite", {})
+        )
+        (await synapse_client.request("POST", f"join/{quote(room_id)}", json={}, token=bob)).ok()
+
+        members = (
+            await peyvand_client.request(
+                "GET", f"rooms/{quote(room_id)}/joined_members", token=alice
+            )
+        ).ok()["joined"]
+        for _ in range(100):
+            if bob.user_id in members:
+                break
+            await asyncio.sleep(0.1)
+            members = (
+                await peyvand_client.request(
+                    "GET", f"rooms/{quote(room_id)}/joined_members", token=alice
+                )
+            ).ok()["joined"]
+        assert bob.user_id in members
+
+        # A conversation: each answers once the other's message has arrived.
+        expected: list[str] = []
+        turns = [
+            (peyvand_client, alice, synapse_client, bob, "hello from peyvand"),
+            (synapse_client, bob, peyvand_client, alice, "hello from synapse"),
+            (peyvand_client, alice, synapse_client, bob, "second from peyvand"),
+            (synapse_client, bob, peyvand_client, alice, "second from synapse"),
+        ]
+        for sender_client, sender, reader_client, reader, body in turns:
+            await _send(sender_client, sender, room_id, body)
+            expected.append(body)
+            await _wait_for_bodies(reader_client, reader, room_id, [body])
+        on_synapse = await _messages(synapse_client, bob, room_id)
+        on_peyvand = await _messages(peyvand_client, alice, room_id)
+    assert on_peyvand == on_synapse
+    assert on_peyvand == expected
+    assert "Unhandled error" not in peyvand.log()
