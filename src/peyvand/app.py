@@ -210,6 +210,7 @@ async def create_app(config: Config) -> web.Application:
     )
     pdu_source.append(federation)
     if federation_config.enabled:
+        directory.use_federation(federation.query_directory)
         writer.add_pre_commit(federation.prepare_outbound)
         dispatcher.listeners.append(federation.on_persisted)
 
@@ -227,6 +228,7 @@ async def create_app(config: Config) -> web.Application:
             profile.profile_of,
             server_name,
             federation.invite_remote if federation_config.enabled else None,
+            federation.join_remote if federation_config.enabled else None,
         ),
         room_events=room_events,
         sync=SyncService(

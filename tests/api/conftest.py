@@ -26,9 +26,7 @@ def _set_option(text: str, key: str, value: str, section: str | None = None) -> 
         start = text.index(f"\n[{section}]\n")
         following = text.find("\n[", start + 1)
         end = following if following != -1 else len(text)
-    part, count = re.subn(
-        rf"^{key} = .*$", f"{key} = {value}", text[start:end], flags=re.MULTILINE
-    )
+    part, count = re.subn(rf"^{key} = .*$", f"{key} = {value}", text[start:end], flags=re.MULTILINE)
     assert count == 1, f"expected one '{key} =' line in the generated config"
     return text[:start] + part + text[end:]
 

@@ -127,3 +127,44 @@ async def test_peyvand_room_joined_by_a_synapse_user(
     assert on_peyvand == on_synapse
     assert on_peyvand == expected
     assert "Unhandled error" not in peyvand.log()
+
+
+async def test_synapse_room_joined_from_peyvand_by_alias(
+    peyvand: HomeserverProcess,
+    peyvand_client: MatrixClient,
+    synapse: SynapseProcess,
+    synapse_client: MatrixClient,
+) -> None:
+    alice = await peyvand_client.register()
+    bob = await synapse_client.register()
+    alias_name = f"lobby-{next(_txn)}-{peyvand.backend}"
+    alias = f"#{alias_name}:{synapse.server_name}"
+    async with asyncio.timeout(TIMEOUT_SECONDS):
+        room_id = (
+            await synapse_client.request(
+                "POST",
+                "createRoom",
+                json={"preset": "public_chat", "room_alias_name": alias_name, "name": "lobby"},
+                token=bob,
+            )
+        ).ok()["room_id"]
+        await _send(synapse_client, bob, room_id, "welcome")
+        joined = await peyvand_client.request("POST", f"join/{quote(alias)}", json={}, token=alice)
+        assert joined.ok()["room_id"] == room_id
+
+        await _wait_for_bodies(peyvand_client, alice, room_id, [])
+        await _send(peyvand_client, alice, room_id, "thanks from peyvand")
+        await _wait_for_bodies(synapse_client, bob, room_id, ["thanks from peyvand"])
+        await _send(synapse_client, bob, room_id, "you are welcome")
+        await _wait_for_bodies(peyvand_client, alice, room_id, ["you are welcome"])
+        on_synapse = await _messages(synapse_client, bob, room_id)
+        on_peyvand = await _messages(peyvand_client, alice, room_id)
+    assert on_synapse == ["welcome", "thanks from peyvand", "you are welcome"]
+    assert on_peyvand[-2:] == ["thanks from peyvand", "you are welcome"]
+    state = (
+        await peyvand_client.request(
+            "GET", f"rooms/{quote(room_id)}/state/m.room.name", token=alice
+        )
+    ).ok()
+    assert state == {"name": "lobby"}
+    assert "Unhandled error" not in peyvand.log()

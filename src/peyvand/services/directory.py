@@ -12,7 +12,7 @@ from __future__ import annotations
 import bisect
 import string
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from peyvand.errors import Errcode, MatrixError
@@ -132,6 +132,9 @@ def _matches(listed: _Listed, query: PublicRoomsQuery) -> bool:
     )
 
 
+RemoteAliasLookup = Callable[[str], Awaitable[JsonDict]]
+
+
 class DirectoryService:
     def __init__(
         self,
@@ -151,6 +154,11 @@ class DirectoryService:
         self._clock = clock
         # room_id -> (state group the entry was built at, entry)
         self._entries: dict[RoomID, tuple[int, _Listed]] = {}
+        self._remote_lookup: RemoteAliasLookup | None = None
+
+    def use_federation(self, lookup: RemoteAliasLookup) -> None:
+        """Resolve other servers' aliases with ``lookup`` (GET /query/directory)."""
+        self._remote_lookup = lookup
 
     # -- aliases ---------------------------------------------------------------------
 
@@ -199,6 +207,8 @@ class DirectoryService:
             split_id(alias, "#")
         except ValueError:
             raise MatrixError(Errcode.INVALID_PARAM, "Room alias invalid") from None
+        if server_name_of(alias) != self._server_name and self._remote_lookup is not None:
+            return await self._remote_lookup(alias)
         room_id = await self.resolve_alias(alias)
         snapshot = None if room_id is None else await self._state.get_room(room_id)
         if room_id is None or snapshot is None:
@@ -337,7 +347,9 @@ class DirectoryService:
         wanted: dict[RoomID, dict[StateKey, EventID]] = {
             s.room_id: {k: s.state[k] for k in _ENTRY_KEYS if k in s.state} for s in stale
         }
-        events = await self._state.get_events(e for ids in wanted.values() for e in ids.values())
+        events = await self._state.get_state_events_by_id(
+            e for ids in wanted.values() for e in ids.values()
+        )
         for snapshot in stale:
             state = {k: events[e].pdu for k, e in wanted[snapshot.room_id].items() if e in events}
             self._entries[snapshot.room_id] = (

@@ -23,7 +23,7 @@ from peyvand.events.auth import AuthError, auth_types_for_event, check_auth_rule
 from peyvand.events.pdu import Pdu, StateKey
 from peyvand.events.received import InvalidPdu, parse_pdu
 from peyvand.events.redaction import redact
-from peyvand.federation.client import FederationClient
+from peyvand.federation.client import FederationClient, FederationError, FederationHttpError
 from peyvand.federation.keyring import Keyring
 from peyvand.federation.policy import ServerPolicy
 from peyvand.federation.sender import FederationSender
@@ -340,6 +340,27 @@ class FederationService:
     ) -> None:
         """Join a room this server is not in, through one of ``servers``."""
         await self._joiner.join(room_id, user_id, [s for s in servers if self.allows(s)], content)
+
+    async def query_directory(self, alias: str) -> JsonDict:
+        """Another server's alias (GET /query/directory on that server)."""
+        server = server_name_of(alias)
+        if not self.allows(server):
+            raise MatrixError(Errcode.NOT_FOUND, f"Room alias {alias} not found")
+        try:
+            answer = await self._client.get_json(
+                server, f"{_FEDERATION_V1}/query/directory", query={"room_alias": alias}
+            )
+        except FederationHttpError as exc:
+            if exc.status == 404:
+                raise MatrixError(Errcode.NOT_FOUND, f"Room alias {alias} not found") from exc
+            raise MatrixError(Errcode.UNKNOWN, f"{server}: {exc}", status=502) from exc
+        except FederationError as exc:
+            raise MatrixError(Errcode.UNKNOWN, f"{server}: {exc}", status=502) from exc
+        room_id = answer.get("room_id") if isinstance(answer, dict) else None
+        servers = answer.get("servers") if isinstance(answer, dict) else None
+        if not isinstance(room_id, str) or not isinstance(servers, list):
+            raise MatrixError(Errcode.UNKNOWN, f"{server} gave a bad alias answer", status=502)
+        return {"room_id": room_id, "servers": [s for s in servers if isinstance(s, str)]}
 
     # -- invites -------------------------------------------------------------------------
 

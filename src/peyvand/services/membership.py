@@ -4,7 +4,7 @@ this service adds what the rules leave to the server (idempotent joins, profile 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from peyvand.errors import Errcode, MatrixError
 from peyvand.services.event_creation import Countersign, EventCreationService, EventSpec
@@ -14,6 +14,7 @@ from peyvand.storage.rooms import RoomMemberStore
 from peyvand.types import JsonDict, RoomID, UserID, is_valid_user_id, server_name_of
 
 ProfileLookup = Callable[[UserID], Awaitable[JsonDict]]
+RemoteJoin = Callable[[RoomID, UserID, Sequence[str], JsonDict], Awaitable[None]]
 
 
 class MembershipService:
@@ -25,6 +26,7 @@ class MembershipService:
         profile_of: ProfileLookup,
         server_name: str,
         remote_invite: Countersign | None = None,
+        remote_join: RemoteJoin | None = None,
     ) -> None:
         self._events = events
         self._state = state
@@ -32,6 +34,7 @@ class MembershipService:
         self._profile_of = profile_of
         self._server_name = server_name
         self._remote_invite = remote_invite
+        self._remote_join = remote_join
 
     async def membership_of(self, room_id: RoomID, user_id: UserID) -> str | None:
         snapshot = await self._state.get_room(room_id)
@@ -81,13 +84,26 @@ class MembershipService:
             await self._store.set_forgotten(target, room_id, False)
         return event
 
-    async def join(self, room_id: RoomID, user_id: UserID, reason: str | None = None) -> None:
-        """Join (or re-join); a join while already joined sends nothing new."""
+    async def join(
+        self,
+        room_id: RoomID,
+        user_id: UserID,
+        reason: str | None = None,
+        servers: Sequence[str] = (),
+    ) -> None:
+        """Join (or re-join); a join while already joined sends nothing new. A room this
+        server is not in is joined over federation through ``servers``."""
         if await self.membership_of(room_id, user_id) == "join":
             return
         snapshot = await self._state.get_room(room_id)
         if snapshot is None:
-            raise MatrixError(Errcode.NOT_FOUND, "No known servers to join this room through")
+            if self._remote_join is None or not servers:
+                raise MatrixError(Errcode.NOT_FOUND, "No known servers to join this room through")
+            content: JsonDict = dict(await self._profile_of(user_id))
+            if reason is not None:
+                content["reason"] = reason
+            await self._remote_join(room_id, user_id, servers, content)
+            return
         await self._change(room_id, user_id, user_id, "join", reason=reason)
 
     async def leave(self, room_id: RoomID, user_id: UserID, reason: str | None = None) -> None:

@@ -269,7 +269,7 @@ class RoomEventsService:
         newest = max(events, key=lambda e: e.stream_ordering)
         keys: list[StateKey] = [("m.room.member", s) for s in senders]
         ids = await self._state.state_ids_at_group(newest.state_group, keys)
-        found = await self._state.get_events(ids.values())
+        found = await self._state.get_state_events_by_id(ids.values())
         return await self.serialize([found[i] for i in ids.values() if i in found], requester)
 
     async def context(
@@ -327,7 +327,7 @@ class RoomEventsService:
             state_ids = {
                 k: v for k, v in state_ids.items() if k[0] != "m.room.member" or k[1] in senders
             }
-        state_events = await self._state.get_events(state_ids.values())
+        state_events = await self._state.get_state_events_by_id(state_ids.values())
         return {
             "event": (await self.serialize([event], requester))[0],
             "events_before": ser_before,
@@ -360,7 +360,7 @@ class RoomEventsService:
 
     async def get_state(self, requester: Requester, room_id: RoomID) -> list[JsonDict]:
         ids = await self._visible_state_ids(requester, room_id)
-        events = await self._state.get_events(ids.values())
+        events = await self._state.get_state_events_by_id(ids.values())
         return await self.serialize([events[i] for i in ids.values() if i in events], requester)
 
     async def get_state_event(
@@ -368,7 +368,8 @@ class RoomEventsService:
     ) -> StoredEvent:
         ids = await self._visible_state_ids(requester, room_id)
         event_id = ids.get((event_type, state_key))
-        event = await self._state.get_event(event_id) if event_id else None
+        found = await self._state.get_state_events_by_id([event_id] if event_id else [])
+        event = found.get(event_id) if event_id else None
         if event is None:
             raise MatrixError(Errcode.NOT_FOUND, "Event not found")
         return event
@@ -384,7 +385,7 @@ class RoomEventsService:
         """GET /rooms/{roomId}/members."""
         ids = await self._visible_state_ids(requester, room_id)
         member_ids = [v for k, v in ids.items() if k[0] == "m.room.member"]
-        events = await self._state.get_events(member_ids)
+        events = await self._state.get_state_events_by_id(member_ids)
         chosen = [
             e
             for e in events.values()
@@ -400,7 +401,7 @@ class RoomEventsService:
         snapshot = await self._state.get_room(room_id)
         assert snapshot is not None
         ids = [snapshot.state[("m.room.member", u)] for u in snapshot.joined_members()]
-        events = await self._state.get_events(ids)
+        events = await self._state.get_state_events_by_id(ids)
         joined: JsonDict = {}
         for event in events.values():
             content = event.pdu.content

@@ -62,7 +62,23 @@ class StateService:
 
     # -- events ----------------------------------------------------------------------
 
+    async def get_state_events_by_id(
+        self, event_ids: Iterable[EventID]
+    ) -> dict[EventID, StoredEvent]:
+        """State events by ID for showing room state: from the timeline, or held outside
+        it (the state a room had when this server joined it over federation, which is
+        not part of its timeline here: such events have stream position 0)."""
+        ids = set(event_ids)
+        found = await self.get_events(ids)
+        missing = ids - found.keys()
+        if missing:
+            pdus = await self.get_pdus(missing)
+            for event_id, pdu in pdus.items():
+                found[event_id] = StoredEvent(pdu, 0, 0)
+        return found
+
     async def get_events(self, event_ids: Iterable[EventID]) -> dict[EventID, StoredEvent]:
+        """Timeline events by ID."""
         found: dict[EventID, StoredEvent] = {}
         missing = []
         for event_id in event_ids:
@@ -172,8 +188,8 @@ class StateService:
         self, state: Mapping[StateKey, EventID], keys: Iterable[StateKey] | None = None
     ) -> dict[StateKey, Pdu]:
         wanted = state if keys is None else {k: state[k] for k in keys if k in state}
-        events = await self.get_events(wanted.values())
-        return {k: events[e].pdu for k, e in wanted.items() if e in events}
+        events = await self.get_pdus(wanted.values())
+        return {k: events[e] for k, e in wanted.items() if e in events}
 
     # -- historical state -------------------------------------------------------------
 

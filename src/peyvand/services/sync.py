@@ -395,7 +395,7 @@ class SyncService:
             state_ids = {
                 k: v for k, v in state_ids.items() if k[0] != "m.room.member" or k[1] in senders
             }
-        state_events = await self._state.get_events(state_ids.values())
+        state_events = await self._state.get_state_events_by_id(state_ids.values())
         timeline_json = await self._room_events.serialize(
             timeline, requester, include_room_id=False
         )
@@ -459,7 +459,7 @@ class SyncService:
         if timeline and (limited or since == 0):
             group = await self._state_before(timeline[0])
             state_ids = await self._state.state_ids_at_group(group) if group else {}
-        state_events = await self._state.get_events(state_ids.values())
+        state_events = await self._state.get_state_events_by_id(state_ids.values())
         return {
             "timeline": {
                 "events": await self._room_events.serialize(

@@ -36,7 +36,7 @@ class VisibilityService:
             if event.state_group in by_group:
                 continue
             ids = await self._state.state_ids_in_room(event.pdu.room_id, event.state_group, keys)
-            found = await self._state.get_events(ids.values())
+            found = await self._state.get_state_events_by_id(ids.values())
             visibility = "shared"
             membership = None
             if (vis_id := ids.get(_VISIBILITY_KEY)) and vis_id in found:

@@ -65,8 +65,16 @@ async def join_by_id_or_alias(ctx: RequestContext) -> web.Response:
     """POST /_matrix/client/v3/join/{roomIdOrAlias}"""
     target = unquote(ctx.path["roomIdOrAlias"])
     body = await ctx.body()
-    room_id = await ctx.services.rooms.resolve_room(target)
-    await ctx.services.membership.join(room_id, ctx.user.user_id, body.str("reason", None))
+    servers = [*ctx.request.query.getall("via", []), *ctx.request.query.getall("server_name", [])]
+    if target.startswith("#"):
+        found = await ctx.services.directory.get_alias(target)
+        room_id = RoomID(found["room_id"])
+        servers += found["servers"]
+    else:
+        room_id = await ctx.services.rooms.resolve_room(target)
+    await ctx.services.membership.join(
+        room_id, ctx.user.user_id, body.str("reason", None), servers=servers
+    )
     return json_response({"room_id": room_id})
 
 
@@ -75,7 +83,10 @@ async def join_room(ctx: RequestContext) -> web.Response:
     """POST /_matrix/client/v3/rooms/{roomId}/join"""
     room_id = _room_id(ctx)
     body = await ctx.body()
-    await ctx.services.membership.join(room_id, ctx.user.user_id, body.str("reason", None))
+    servers = ctx.request.query.getall("via", [])
+    await ctx.services.membership.join(
+        room_id, ctx.user.user_id, body.str("reason", None), servers=servers
+    )
     return json_response({"room_id": room_id})
 
 

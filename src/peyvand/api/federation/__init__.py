@@ -1,6 +1,6 @@
 """The Server-Server API's endpoints, one module per spec section."""
 
-from peyvand.api.federation import events, keys, membership, transactions, version
+from peyvand.api.federation import events, keys, membership, query, transactions, version
 from peyvand.api.routing import RouteTable
 
 FEDERATION_ROUTE_TABLES: list[RouteTable] = [
@@ -9,4 +9,5 @@ FEDERATION_ROUTE_TABLES: list[RouteTable] = [
     transactions.routes,
     membership.routes,
     events.routes,
+    query.routes,
 ]
