@@ -72,6 +72,36 @@ async def _wait_for_bodies(
         await asyncio.sleep(0.1)
 
 
+async def _shared_room(
+    peyvand_client: MatrixClient, alice: Account, synapse_client: MatrixClient, bob: Account
+) -> str:
+    """A Peyvand room that ``alice`` created and ``bob`` (on Synapse) joined on invite."""
+    room_id = str(
+        (
+            await peyvand_client.request("POST", "createRoom", json={"name": "across"}, token=alice)
+        ).ok()["room_id"]
+    )
+    (
+        await peyvand_client.request(
+            "POST", f"rooms/{quote(room_id)}/invite", json={"user_id": bob.user_id}, token=alice
+        )
+    ).ok()
+    await _sync_until(
+        synapse_client, bob, lambda r: room_id in r.get("rooms", {}).get("invite", {})
+    )
+    (await synapse_client.request("POST", f"join/{quote(room_id)}", json={}, token=bob)).ok()
+    for _ in range(TIMEOUT_SECONDS * 10):
+        members = (
+            await peyvand_client.request(
+                "GET", f"rooms/{quote(room_id)}/joined_members", token=alice
+            )
+        ).ok()["joined"]
+        if bob.user_id in members:
+            return room_id
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{bob.user_id} never appeared in the room on Peyvand")
+
+
 async def test_peyvand_room_joined_by_a_synapse_user(
     peyvand: HomeserverProcess,
     peyvand_client: MatrixClient,
@@ -81,34 +111,7 @@ async def test_peyvand_room_joined_by_a_synapse_user(
     alice = await peyvand_client.register()
     bob = await synapse_client.register()
     async with asyncio.timeout(TIMEOUT_SECONDS):
-        room_id = (
-            await peyvand_client.request("POST", "createRoom", json={"name": "across"}, token=alice)
-        ).ok()["room_id"]
-        (
-            await peyvand_client.request(
-                "POST", f"rooms/{quote(room_id)}/invite", json={"user_id": bob.user_id}, token=alice
-            )
-        ).ok()
-        await _sync_until(
-            synapse_client, bob, lambda r: room_id in r.get("rooms", {}).get("invite", {})
-        )
-        (await synapse_client.request("POST", f"join/{quote(room_id)}", json={}, token=bob)).ok()
-
-        members = (
-            await peyvand_client.request(
-                "GET", f"rooms/{quote(room_id)}/joined_members", token=alice
-            )
-        ).ok()["joined"]
-        for _ in range(100):
-            if bob.user_id in members:
-                break
-            await asyncio.sleep(0.1)
-            members = (
-                await peyvand_client.request(
-                    "GET", f"rooms/{quote(room_id)}/joined_members", token=alice
-                )
-            ).ok()["joined"]
-        assert bob.user_id in members
+        room_id = await _shared_room(peyvand_client, alice, synapse_client, bob)
 
         # A conversation: each answers once the other's message has arrived.
         expected: list[str] = []
@@ -167,4 +170,56 @@ async def test_synapse_room_joined_from_peyvand_by_alias(
         )
     ).ok()
     assert state == {"name": "lobby"}
+    assert "Unhandled error" not in peyvand.log()
+
+
+async def test_synapse_catches_up_after_being_down(
+    peyvand: HomeserverProcess,
+    peyvand_client: MatrixClient,
+    synapse: SynapseProcess,
+    synapse_client: MatrixClient,
+) -> None:
+    """Messages sent while Synapse is stopped reach it once it is back (the durable
+    per-destination queue retries until it gets through)."""
+    alice = await peyvand_client.register()
+    bob = await synapse_client.register()
+    async with asyncio.timeout(TIMEOUT_SECONDS):
+        room_id = await _shared_room(peyvand_client, alice, synapse_client, bob)
+    sent = [f"while synapse was down {i}" for i in range(5)]
+    synapse.stop()
+    try:
+        for body in sent:
+            await _send(peyvand_client, alice, room_id, body)
+    finally:
+        synapse.start()
+    async with asyncio.timeout(TIMEOUT_SECONDS):
+        await _wait_for_bodies(synapse_client, bob, room_id, sent)
+    on_synapse = await _messages(synapse_client, bob, room_id)
+    assert [b for b in on_synapse if b in sent] == sent
+
+
+async def test_peyvand_catches_up_after_being_down(
+    peyvand: HomeserverProcess,
+    peyvand_client: MatrixClient,
+    synapse: SynapseProcess,
+    synapse_client: MatrixClient,
+) -> None:
+    """Messages sent on Synapse while Peyvand is stopped reach Peyvand once it is back
+    (Synapse retries; it retries at once when Peyvand talks to it again)."""
+    alice = await peyvand_client.register()
+    bob = await synapse_client.register()
+    async with asyncio.timeout(TIMEOUT_SECONDS):
+        room_id = await _shared_room(peyvand_client, alice, synapse_client, bob)
+    sent = [f"while peyvand was down {i}" for i in range(5)]
+    peyvand.stop()
+    try:
+        for body in sent:
+            await _send(synapse_client, bob, room_id, body)
+    finally:
+        peyvand.start()
+    async with asyncio.timeout(TIMEOUT_SECONDS):
+        await _send(peyvand_client, alice, room_id, "back again")
+        await _wait_for_bodies(peyvand_client, alice, room_id, sent)
+    on_peyvand = await _messages(peyvand_client, alice, room_id)
+    assert [b for b in on_peyvand if b in sent] == sent
     assert "Unhandled error" not in peyvand.log()
