@@ -223,3 +223,72 @@ async def test_peyvand_catches_up_after_being_down(
     on_peyvand = await _messages(peyvand_client, alice, room_id)
     assert [b for b in on_peyvand if b in sent] == sent
     assert "Unhandled error" not in peyvand.log()
+
+
+async def _state_map(
+    client: MatrixClient, account: Account, room_id: str
+) -> dict[tuple[str, str], Any]:
+    events = (await client.request("GET", f"rooms/{quote(room_id)}/state", token=account)).ok()
+    return {(e["type"], e["state_key"]): e["content"] for e in events}
+
+
+async def test_concurrent_state_changes_converge(
+    peyvand: HomeserverProcess,
+    peyvand_client: MatrixClient,
+    synapse: SynapseProcess,
+    synapse_client: MatrixClient,
+) -> None:
+    """Both servers change the same and different state at once; after the changes have
+    crossed, state resolution gives both servers the same room state."""
+    alice = await peyvand_client.register()
+    bob = await synapse_client.register()
+    async with asyncio.timeout(TIMEOUT_SECONDS):
+        room_id = await _shared_room(peyvand_client, alice, synapse_client, bob)
+        power = (
+            await peyvand_client.request(
+                "GET", f"rooms/{quote(room_id)}/state/m.room.power_levels", token=alice
+            )
+        ).ok()
+        power["users"][bob.user_id] = 100
+        (
+            await peyvand_client.request(
+                "PUT", f"rooms/{quote(room_id)}/state/m.room.power_levels", json=power, token=alice
+            )
+        ).ok()
+        await _send(peyvand_client, alice, room_id, "bob is an admin now")
+        await _wait_for_bodies(synapse_client, bob, room_id, ["bob is an admin now"])
+
+        def put_state(
+            client: MatrixClient, account: Account, event_type: str, content: dict[str, Any]
+        ) -> Any:
+            return client.request(
+                "PUT", f"rooms/{quote(room_id)}/state/{event_type}", json=content, token=account
+            )
+
+        raised = dict(power, events_default=10)
+        results = await asyncio.gather(
+            put_state(peyvand_client, alice, "m.room.topic", {"topic": "from peyvand"}),
+            put_state(synapse_client, bob, "m.room.topic", {"topic": "from synapse"}),
+            put_state(synapse_client, bob, "m.room.power_levels", raised),
+            put_state(peyvand_client, alice, "m.room.name", {"name": "renamed on peyvand"}),
+        )
+        for result in results:
+            result.ok()
+        await _send(peyvand_client, alice, room_id, "after the changes (peyvand)")
+        await _send(synapse_client, bob, room_id, "after the changes (synapse)")
+        both = ["after the changes (peyvand)", "after the changes (synapse)"]
+        await _wait_for_bodies(synapse_client, bob, room_id, both)
+        await _wait_for_bodies(peyvand_client, alice, room_id, both)
+        on_peyvand: dict[tuple[str, str], Any] = {}
+        on_synapse: dict[tuple[str, str], Any] = {}
+        for _ in range(TIMEOUT_SECONDS * 10):
+            on_peyvand = await _state_map(peyvand_client, alice, room_id)
+            on_synapse = await _state_map(synapse_client, bob, room_id)
+            if on_peyvand == on_synapse:
+                break
+            await asyncio.sleep(0.1)
+    assert on_peyvand == on_synapse
+    assert on_peyvand[("m.room.name", "")] == {"name": "renamed on peyvand"}
+    assert on_peyvand[("m.room.power_levels", "")]["events_default"] == 10
+    assert on_peyvand[("m.room.topic", "")]["topic"] in ("from peyvand", "from synapse")
+    assert "Unhandled error" not in peyvand.log()
