@@ -51,7 +51,7 @@ from peyvand.services.room_events import RoomEventsService
 from peyvand.services.room_index import RoomIndex
 from peyvand.services.room_state import StateService
 from peyvand.services.rooms import RoomsService
-from peyvand.services.streams import StreamToken
+from peyvand.services.streams import Stream, StreamToken
 from peyvand.services.sync import SyncService
 from peyvand.services.to_device import ToDeviceService
 from peyvand.services.typing import TypingService
@@ -72,10 +72,11 @@ from peyvand.storage.migrations import run_migrations
 from peyvand.storage.push_actions import PushActionStore
 from peyvand.storage.push_rules import PushRuleStore
 from peyvand.storage.receipts import ReceiptStore
+from peyvand.storage.remote_invites import RemoteInviteStore
 from peyvand.storage.rooms import RoomMemberStore
 from peyvand.storage.server_keys import ServerKeyStore
 from peyvand.storage.to_device import ToDeviceStore
-from peyvand.types import JsonDict
+from peyvand.types import JsonDict, RoomID, UserID
 
 if TYPE_CHECKING:
     from peyvand.storage.postgres import PostgresDatabase
@@ -111,7 +112,8 @@ async def create_app(config: Config) -> web.Application:
     auth = AuthService(config, accounts)
     notifier = Notifier(StreamToken(events=await event_store.get_max_stream_ordering()))
     state = StateService(event_store, event_cache_size=config.caches.events)
-    index = RoomIndex(event_store)
+    remote_invites = RemoteInviteStore(db)
+    index = RoomIndex(event_store, remote_invites)
     visibility = VisibilityService(state)
     events = EventCreationService(server_name, signing_key, event_store, state)
     dispatcher = EventDispatcher(server_name, state, index, notifier)
@@ -168,6 +170,16 @@ async def create_app(config: Config) -> web.Application:
         key_validity_period_ms=federation_config.key_validity_period * 1000,
     )
     outbox = FederationOutboxStore(db)
+
+    async def user_exists(user_id: UserID) -> bool:
+        return await accounts.get_user(user_id) is not None
+
+    def on_remote_membership(
+        user_id: UserID, room_id: RoomID, membership: str, stream: int
+    ) -> None:
+        index.note_remote_invite(user_id, room_id, membership, stream)
+        notifier.advance(Stream.EVENTS, stream, {user_id})
+
     pdu_source: list[FederationService] = []
 
     async def load_pdus(event_ids: Sequence[str]) -> Mapping[str, JsonDict]:
@@ -207,6 +219,11 @@ async def create_app(config: Config) -> web.Application:
             events.allocate_stream,
             events.persist,
         ),
+        remote_invites,
+        signing_key,
+        events.allocate_stream,
+        user_exists,
+        on_remote_membership,
     )
     pdu_source.append(federation)
     if federation_config.enabled:
@@ -227,8 +244,7 @@ async def create_app(config: Config) -> web.Application:
             member_store,
             profile.profile_of,
             server_name,
-            federation.invite_remote if federation_config.enabled else None,
-            federation.join_remote if federation_config.enabled else None,
+            federation if federation_config.enabled else None,
         ),
         room_events=room_events,
         sync=SyncService(
@@ -245,6 +261,7 @@ async def create_app(config: Config) -> web.Application:
             to_device,
             device_lists,
             e2e_keys,
+            remote_invites=remote_invites,
         ),
         typing=typing,
         receipts=receipts,

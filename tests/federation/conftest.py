@@ -78,3 +78,40 @@ async def peyvand_client(peyvand: HomeserverProcess) -> AsyncIterator[MatrixClie
         peyvand.start()
     async with new_session() as session:
         yield MatrixClient(session, peyvand.base_url)
+
+
+@pytest.fixture(scope="session")
+def peyvand_peer(
+    backend: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[HomeserverProcess]:
+    """A second federating Peyvand, to federate Peyvand with Peyvand."""
+    database_url = None
+    if backend == "postgres":
+        cluster: PostgresCluster = request.getfixturevalue("postgres_cluster")
+        database_url = cluster.create_database()
+    server = HomeserverProcess(
+        backend, tmp_path_factory.mktemp(f"peyvand-peer-{backend}"), database_url, federation=True
+    )
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=["synapse", "peyvand"])
+def peer(request: pytest.FixtureRequest) -> SynapseProcess | HomeserverProcess:
+    """The other server of a federation test: Synapse, or a second Peyvand."""
+    server: SynapseProcess | HomeserverProcess = request.getfixturevalue(
+        "synapse" if request.param == "synapse" else "peyvand_peer"
+    )
+    return server
+
+
+@pytest.fixture
+async def peer_client(peer: SynapseProcess | HomeserverProcess) -> AsyncIterator[MatrixClient]:
+    """A JSON client for the peer's client API."""
+    if not peer.running:  # a previous test stopped it and failed before restarting it
+        peer.start()
+    async with new_session() as session:
+        yield MatrixClient(session, peer.base_url)

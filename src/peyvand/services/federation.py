@@ -20,9 +20,12 @@ from urllib.parse import quote
 
 from peyvand.errors import Errcode, MatrixError
 from peyvand.events.auth import AuthError, auth_types_for_event, check_auth_rules
+from peyvand.events.builder import finalize_pdu
 from peyvand.events.pdu import Pdu, StateKey
 from peyvand.events.received import InvalidPdu, parse_pdu
 from peyvand.events.redaction import redact
+from peyvand.events.room_versions import KNOWN_ROOM_VERSIONS
+from peyvand.events.signing import SigningKey, sign_event
 from peyvand.federation.client import FederationClient, FederationError, FederationHttpError
 from peyvand.federation.keyring import Keyring
 from peyvand.federation.policy import ServerPolicy
@@ -35,6 +38,7 @@ from peyvand.storage.events import EventStore
 from peyvand.storage.federation_inbox import FederationInboxStore
 from peyvand.storage.federation_outbox import FederationOutboxStore, OutboxRow
 from peyvand.storage.models import EventToPersist
+from peyvand.storage.remote_invites import RemoteInvite, RemoteInviteStore
 from peyvand.types import EventID, JsonDict, RoomID, UserID, server_name_of
 
 logger = logging.getLogger(__name__)
@@ -47,6 +51,7 @@ MAX_EDUS: Final = 100
 _MAX_MISSING_EVENTS = 20
 _MAX_BACKFILL = 100
 _PRUNE_SECONDS = 3600.0
+_MAX_INVITE_STATE = 50
 # State shown with an invite (Client-Server API, "Stripped state").
 _INVITE_STATE_TYPES: Final = (
     "m.room.create",
@@ -82,6 +87,11 @@ class FederationService:
         inbox: FederationInboxStore,
         handler: FederationEventHandler,
         joiner: RemoteJoiner,
+        invites: RemoteInviteStore,
+        signing_key: SigningKey,
+        allocate_stream: Callable[[], int],
+        user_exists: Callable[[UserID], Awaitable[bool]],
+        on_remote_membership: Callable[[UserID, RoomID, str, int], None],
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -96,6 +106,11 @@ class FederationService:
         self._inbox = inbox
         self._handler = handler
         self._joiner = joiner
+        self._invites = invites
+        self._signing_key = signing_key
+        self._allocate_stream = allocate_stream
+        self._user_exists = user_exists
+        self._on_remote_membership = on_remote_membership
         self._clock = clock
         self._janitor: asyncio.Task[None] | None = None
         # Events accepted from a joining server that we relay to the rest of the room
@@ -405,6 +420,128 @@ class FederationService:
         if not valid:
             raise MatrixError(Errcode.UNKNOWN, "The invite was not signed back", status=502)
         return countersigned
+
+    async def on_invite(
+        self, origin: str, room_id: RoomID, event_id: EventID, body: Any
+    ) -> JsonDict:
+        """PUT /invite v2: a user of ``origin`` invites one of our users; countersign the
+        invite and, for a room we are not in, keep it (with the stripped state) for the
+        user to join or reject."""
+        if not isinstance(body, dict):
+            raise MatrixError(Errcode.BAD_JSON, "Body must be a JSON object")
+        identifier = body.get("room_version")
+        version = KNOWN_ROOM_VERSIONS.get(identifier) if isinstance(identifier, str) else None
+        if version is None:
+            raise MatrixError(
+                Errcode.INCOMPATIBLE_ROOM_VERSION,
+                f"Room version {identifier!r} is not supported",
+                room_version=str(identifier),
+            )
+        try:
+            pdu = parse_pdu(body.get("event"), version, room_id=room_id)
+        except InvalidPdu as exc:
+            raise MatrixError(Errcode.BAD_JSON, str(exc)) from exc
+        if pdu.event_id != event_id:
+            raise MatrixError(Errcode.BAD_JSON, "The event ID does not match the URL")
+        target = UserID(pdu.state_key or "")
+        if pdu.type != "m.room.member" or pdu.membership != "invite":
+            raise MatrixError(Errcode.BAD_JSON, "Not an invite event")
+        if server_name_of(pdu.sender) != origin:
+            raise MatrixError(Errcode.FORBIDDEN, "The inviter is not on the requesting server")
+        if server_name_of(target) != self._server_name or not await self._user_exists(target):
+            raise MatrixError(Errcode.NOT_FOUND, "No such user here")
+        (valid,) = await self.check_signatures([pdu])
+        if not valid:
+            raise MatrixError(Errcode.FORBIDDEN, "The invite is not validly signed")
+        signed = sign_event(pdu.data, version, self._server_name, self._signing_key)
+        stripped = body.get("invite_room_state", [])
+        if not isinstance(stripped, list):
+            stripped = []
+        stripped = [e for e in stripped[:_MAX_INVITE_STATE] if isinstance(e, dict)]
+        if await self._state.get_room(room_id) is None:
+            stream = self._allocate_stream()
+            await self._invites.put(
+                RemoteInvite(
+                    room_id,
+                    target,
+                    pdu.event_id,
+                    version.identifier,
+                    pdu.sender,
+                    "invite",
+                    stream,
+                    dict(signed),
+                    stripped,
+                )
+            )
+            self._on_remote_membership(target, room_id, "invite", stream)
+        return {"event": signed}
+
+    async def remote_invite(self, room_id: RoomID, user_id: UserID) -> RemoteInvite | None:
+        invite = await self._invites.get(room_id, user_id)
+        return invite if invite is not None and invite.membership == "invite" else None
+
+    async def reject_invite(self, room_id: RoomID, user_id: UserID, reason: str | None) -> None:
+        """Leave a room this server is not in (reject an invite): make_leave/send_leave
+        through the inviting server."""
+        invite = await self.remote_invite(room_id, user_id)
+        if invite is None:
+            raise MatrixError(Errcode.FORBIDDEN, "You are not invited to this room")
+        server = server_name_of(invite.sender)
+        path_room = quote(room_id, safe="")
+        try:
+            template = await self._client.get_json(
+                server, f"{_FEDERATION_V1}/make_leave/{path_room}/{quote(user_id, safe='')}"
+            )
+            version = KNOWN_ROOM_VERSIONS[invite.room_version]
+            event = dict(template["event"])
+            content: JsonDict = {"membership": "leave"}
+            if reason is not None:
+                content["reason"] = reason
+            event["content"] = content
+            event["origin_server_ts"] = int(self._clock() * 1000)
+            leave = finalize_pdu(
+                event, version, origin_server_name=self._server_name, signing_key=self._signing_key
+            )
+            await self._client.put_json(
+                server,
+                f"{_FEDERATION_V2}/send_leave/{path_room}/{quote(leave.event_id, safe='')}",
+                dict(leave.data),
+            )
+        except (FederationError, KeyError, TypeError, ValueError) as exc:
+            # The inviting server is gone or refuses: the invite is dropped here anyway.
+            logger.info("rejecting the invite to %s through %s failed: %s", room_id, server, exc)
+        stream = self._allocate_stream()
+        await self._invites.set_membership(room_id, user_id, "leave", stream)
+        self._on_remote_membership(user_id, room_id, "leave", stream)
+
+    async def forget_invite(self, room_id: RoomID, user_id: UserID) -> None:
+        """The user joined the room: the room's own state holds their membership now."""
+        await self._invites.delete(room_id, user_id)
+
+    async def make_leave(self, origin: str, room_id: RoomID, user_id: UserID) -> JsonDict:
+        """GET /make_leave: a leave template (a remote user rejecting our invite)."""
+        snapshot = await self._room(room_id)
+        if server_name_of(user_id) != origin:
+            raise MatrixError(Errcode.FORBIDDEN, "The user is not on the requesting server")
+        template = self._template(
+            snapshot, user_id, "m.room.member", user_id, {"membership": "leave"}
+        )
+        await self._check_template(snapshot, template)
+        return {"event": template, "room_version": snapshot.room_version.identifier}
+
+    async def send_leave(
+        self, origin: str, room_id: RoomID, event_id: EventID, raw: Any
+    ) -> JsonDict:
+        """PUT /send_leave v2: accept the signed leave and relay it to the room."""
+        snapshot = await self._room(room_id)
+        pdu = self._parse_membership(raw, snapshot, event_id, origin, "leave")
+        self._relay[pdu.event_id] = origin
+        outcome = await self._handler.process_pdu(origin, pdu)
+        if outcome.status != "accepted":
+            self._relay.pop(pdu.event_id, None)
+            if outcome.status != "duplicate":
+                raise MatrixError(Errcode.FORBIDDEN, outcome.reason or "The leave was not allowed")
+        return {}
 
     async def _stripped_state(self, snapshot: RoomSnapshot) -> list[JsonDict]:
         """The invite's room state: full PDUs, which are valid stripped state events too

@@ -5,16 +5,34 @@ this service adds what the rules leave to the server (idempotent joins, profile 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
 
 from peyvand.errors import Errcode, MatrixError
+from peyvand.events.pdu import Pdu
 from peyvand.services.event_creation import Countersign, EventCreationService, EventSpec
-from peyvand.services.room_state import StateService
+from peyvand.services.room_state import RoomSnapshot, StateService
 from peyvand.storage.models import StoredEvent
+from peyvand.storage.remote_invites import RemoteInvite
 from peyvand.storage.rooms import RoomMemberStore
 from peyvand.types import JsonDict, RoomID, UserID, is_valid_user_id, server_name_of
 
 ProfileLookup = Callable[[UserID], Awaitable[JsonDict]]
-RemoteJoin = Callable[[RoomID, UserID, Sequence[str], JsonDict], Awaitable[None]]
+
+
+class RemoteMemberships(Protocol):
+    """Membership in rooms on other servers (the federation service)."""
+
+    async def invite_remote(self, pdu: Pdu, snapshot: RoomSnapshot) -> Pdu: ...
+
+    async def join_remote(
+        self, room_id: RoomID, user_id: UserID, servers: Sequence[str], content: JsonDict
+    ) -> None: ...
+
+    async def remote_invite(self, room_id: RoomID, user_id: UserID) -> RemoteInvite | None: ...
+
+    async def reject_invite(self, room_id: RoomID, user_id: UserID, reason: str | None) -> None: ...
+
+    async def forget_invite(self, room_id: RoomID, user_id: UserID) -> None: ...
 
 
 class MembershipService:
@@ -25,16 +43,14 @@ class MembershipService:
         store: RoomMemberStore,
         profile_of: ProfileLookup,
         server_name: str,
-        remote_invite: Countersign | None = None,
-        remote_join: RemoteJoin | None = None,
+        federation: RemoteMemberships | None = None,
     ) -> None:
         self._events = events
         self._state = state
         self._store = store
         self._profile_of = profile_of
         self._server_name = server_name
-        self._remote_invite = remote_invite
-        self._remote_join = remote_join
+        self._federation = federation
 
     async def membership_of(self, room_id: RoomID, user_id: UserID) -> str | None:
         snapshot = await self._state.get_room(room_id)
@@ -68,11 +84,11 @@ class MembershipService:
             content.update(extra)
         if reason is not None:
             content["reason"] = reason
-        countersign = None
+        countersign: Countersign | None = None
         if membership == "invite" and server_name_of(target) != self._server_name:
-            if self._remote_invite is None:
+            if self._federation is None:
                 raise MatrixError(Errcode.FORBIDDEN, "Federation is disabled on this server")
-            countersign = self._remote_invite
+            countersign = self._federation.invite_remote
         event = await self._events.send(
             room_id,
             sender,
@@ -97,16 +113,27 @@ class MembershipService:
             return
         snapshot = await self._state.get_room(room_id)
         if snapshot is None:
-            if self._remote_join is None or not servers:
+            if self._federation is None:
+                raise MatrixError(Errcode.NOT_FOUND, "No known servers to join this room through")
+            invite = await self._federation.remote_invite(room_id, user_id)
+            if invite is not None:
+                servers = [*servers, server_name_of(invite.sender)]
+            if not servers:
                 raise MatrixError(Errcode.NOT_FOUND, "No known servers to join this room through")
             content: JsonDict = dict(await self._profile_of(user_id))
             if reason is not None:
                 content["reason"] = reason
-            await self._remote_join(room_id, user_id, servers, content)
+            await self._federation.join_remote(room_id, user_id, servers, content)
+            if invite is not None:
+                await self._federation.forget_invite(room_id, user_id)
             return
         await self._change(room_id, user_id, user_id, "join", reason=reason)
 
     async def leave(self, room_id: RoomID, user_id: UserID, reason: str | None = None) -> None:
+        if self._federation is not None and await self._state.get_room(room_id) is None:
+            # An invite to a room this server is not in: reject it through its server.
+            await self._federation.reject_invite(room_id, user_id, reason)
+            return
         current = await self.membership_of(room_id, user_id)
         if current in (None, "leave"):
             if current is None:

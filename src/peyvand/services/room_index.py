@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from peyvand.services.lru import LRU
 from peyvand.storage.events import EventStore
 from peyvand.storage.models import EventToPersist
+from peyvand.storage.remote_invites import RemoteInviteStore
 from peyvand.types import RoomID, UserID
 
 # room_id -> (membership, stream ordering of that membership event)
@@ -19,8 +20,15 @@ Memberships = dict[RoomID, tuple[str, int]]
 
 
 class RoomIndex:
-    def __init__(self, store: EventStore, *, max_users: int = 100_000) -> None:
+    def __init__(
+        self,
+        store: EventStore,
+        remote_invites: RemoteInviteStore | None = None,
+        *,
+        max_users: int = 100_000,
+    ) -> None:
         self._store = store
+        self._remote_invites = remote_invites
         self._memberships: LRU[UserID, Memberships] = LRU(max_users)
         # Bumped on every membership change: a load that raced one is not cached.
         self._version = 0
@@ -39,6 +47,9 @@ class RoomIndex:
             return cached
         version = self._version
         loaded = await self._store.get_memberships_for_user(user_id)
+        if self._remote_invites is not None:
+            for room_id, membership in (await self._remote_invites.memberships_of(user_id)).items():
+                loaded.setdefault(room_id, membership)
         if version == self._version:
             self._memberships.put(user_id, loaded)
         return loaded
@@ -66,6 +77,17 @@ class RoomIndex:
         if since < self._startup_position:
             return await self.rooms_changed_since(room_ids, since)
         return {r for r in room_ids if self._last_membership.get(r, -1) > since}
+
+    def note_remote_invite(
+        self, user_id: UserID, room_id: RoomID, membership: str, stream_ordering: int
+    ) -> None:
+        """An invite to (or its rejection of) a room this server is not in."""
+        self._version += 1
+        cached = self._memberships.get(user_id)
+        if cached is not None:
+            current = cached.get(room_id)
+            if current is None or current[0] in ("invite", "leave"):
+                cached[room_id] = (membership, stream_ordering)
 
     def apply(self, batch: Sequence[EventToPersist]) -> None:
         """Record a committed batch (called by the dispatcher)."""

@@ -24,6 +24,7 @@ from peyvand.services.room_state import RoomSnapshot, StateService
 from peyvand.services.streams import Stream, StreamToken
 from peyvand.storage.events import EventStore
 from peyvand.storage.models import StoredEvent
+from peyvand.storage.remote_invites import RemoteInviteStore
 from peyvand.storage.rooms import RoomMemberStore
 from peyvand.types import DeviceID, EventID, JsonDict, RoomID, UserID
 
@@ -137,8 +138,10 @@ class SyncService:
         device_lists: DeviceListSource,
         device_keys: DeviceKeyCounts,
         *,
+        remote_invites: RemoteInviteStore | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self._remote_invites = remote_invites
         self._store = store
         self._member_store = member_store
         self._index = index
@@ -431,7 +434,8 @@ class SyncService:
 
     async def _invited_room(self, room_id: RoomID, user_id: UserID) -> JsonDict:
         snapshot = await self._state.get_room(room_id)
-        assert snapshot is not None
+        if snapshot is None:
+            return await self._remote_invite_room(room_id, user_id)
         keys: list[StateKey] = [(t, "") for t in _INVITE_STATE_TYPES]
         keys.append(("m.room.member", user_id))
         events = await self._state.get_state_events(snapshot.state, keys)
@@ -445,6 +449,36 @@ class SyncService:
             for e in events.values()
         ]
         return {"invite_state": {"events": stripped}}
+
+    async def _remote_invite_room(self, room_id: RoomID, user_id: UserID) -> JsonDict:
+        """An invite to a room on another server: the stripped state its server sent,
+        and the invite itself."""
+        invite = (
+            await self._remote_invites.get(room_id, user_id)
+            if self._remote_invites is not None
+            else None
+        )
+        if invite is None:
+            return {"invite_state": {"events": []}}
+        events = [
+            {
+                "type": e.get("type"),
+                "state_key": e.get("state_key"),
+                "content": e.get("content", {}),
+                "sender": e.get("sender"),
+            }
+            for e in invite.invite_state
+            if e.get("type") != "m.room.member" or e.get("state_key") != user_id
+        ]
+        events.append(
+            {
+                "type": "m.room.member",
+                "state_key": user_id,
+                "content": invite.pdu.get("content", {}),
+                "sender": invite.sender,
+            }
+        )
+        return {"invite_state": {"events": events}}
 
     async def _left_room(
         self,

@@ -158,7 +158,11 @@ class EventStore:
         return EventID(value) if value is not None else None
 
     async def get_max_stream_ordering(self) -> int:
-        value = await self._db.fetchval("SELECT MAX(stream_ordering) FROM events")
+        """The highest position used in the event stream (events and remote invites)."""
+        value = await self._db.fetchval(
+            "SELECT MAX(m) FROM (SELECT MAX(stream_ordering) AS m FROM events"
+            " UNION ALL SELECT MAX(stream_ordering) AS m FROM remote_invites) AS positions"
+        )
         return int(value or 0)
 
     async def get_max_depth(self, event_ids: Sequence[EventID]) -> int:

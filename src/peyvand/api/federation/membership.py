@@ -1,4 +1,5 @@
-"""Joining rooms (joins-v2.yaml) over federation."""
+"""Joining, leaving and inviting over federation (joins-v2.yaml, leaving-v2.yaml,
+invites-v2.yaml)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,39 @@ async def make_join(ctx: RequestContext) -> web.Response:
 async def send_join(ctx: RequestContext) -> web.Response:
     """PUT /_matrix/federation/v2/send_join/{roomId}/{eventId}: the signed join."""
     result = await ctx.services.federation.send_join(
+        ctx.origin,
+        RoomID(ctx.path["room_id"]),
+        EventID(ctx.path["event_id"]),
+        await ctx.raw_json(),
+    )
+    return json_response(result)
+
+
+@routes.get("/_matrix/federation/v1/make_leave/{room_id}/{user_id}", auth="federation")
+async def make_leave(ctx: RequestContext) -> web.Response:
+    """GET /_matrix/federation/v1/make_leave/{roomId}/{userId}: a leave template."""
+    result = await ctx.services.federation.make_leave(
+        ctx.origin, RoomID(ctx.path["room_id"]), UserID(ctx.path["user_id"])
+    )
+    return json_response(result)
+
+
+@routes.put("/_matrix/federation/v2/send_leave/{room_id}/{event_id}", auth="federation")
+async def send_leave(ctx: RequestContext) -> web.Response:
+    """PUT /_matrix/federation/v2/send_leave/{roomId}/{eventId}: the signed leave."""
+    result = await ctx.services.federation.send_leave(
+        ctx.origin,
+        RoomID(ctx.path["room_id"]),
+        EventID(ctx.path["event_id"]),
+        await ctx.raw_json(),
+    )
+    return json_response(result)
+
+
+@routes.put("/_matrix/federation/v2/invite/{room_id}/{event_id}", auth="federation")
+async def invite(ctx: RequestContext) -> web.Response:
+    """PUT /_matrix/federation/v2/invite/{roomId}/{eventId}: an invite of one of our users."""
+    result = await ctx.services.federation.on_invite(
         ctx.origin,
         RoomID(ctx.path["room_id"]),
         EventID(ctx.path["event_id"]),

@@ -1,7 +1,9 @@
-"""Peyvand and a real Synapse share rooms over federation (loopback, test network).
+"""Peyvand shares rooms over federation (loopback, test network) with a peer: a real
+Synapse, and a second Peyvand (every test runs against both).
 
-A Peyvand user creates a room and invites a Synapse user, who joins through Synapse;
-messages flow both ways and both servers show them in the same order.
+A Peyvand user creates a room and invites the peer's user, who joins through the peer;
+messages flow both ways and both servers show them in the same order; the reverse by
+alias; either server down for a while catches up; concurrent state changes converge.
 """
 
 from __future__ import annotations
@@ -73,9 +75,9 @@ async def _wait_for_bodies(
 
 
 async def _shared_room(
-    peyvand_client: MatrixClient, alice: Account, synapse_client: MatrixClient, bob: Account
+    peyvand_client: MatrixClient, alice: Account, peer_client: MatrixClient, bob: Account
 ) -> str:
-    """A Peyvand room that ``alice`` created and ``bob`` (on Synapse) joined on invite."""
+    """A Peyvand room that ``alice`` created and ``bob`` (on the peer) joined on invite."""
     room_id = str(
         (
             await peyvand_client.request("POST", "createRoom", json={"name": "across"}, token=alice)
@@ -86,10 +88,8 @@ async def _shared_room(
             "POST", f"rooms/{quote(room_id)}/invite", json={"user_id": bob.user_id}, token=alice
         )
     ).ok()
-    await _sync_until(
-        synapse_client, bob, lambda r: room_id in r.get("rooms", {}).get("invite", {})
-    )
-    (await synapse_client.request("POST", f"join/{quote(room_id)}", json={}, token=bob)).ok()
+    await _sync_until(peer_client, bob, lambda r: room_id in r.get("rooms", {}).get("invite", {}))
+    (await peer_client.request("POST", f"join/{quote(room_id)}", json={}, token=bob)).ok()
     for _ in range(TIMEOUT_SECONDS * 10):
         members = (
             await peyvand_client.request(
@@ -102,67 +102,67 @@ async def _shared_room(
     raise AssertionError(f"{bob.user_id} never appeared in the room on Peyvand")
 
 
-async def test_peyvand_room_joined_by_a_synapse_user(
+async def test_peyvand_room_joined_by_a_peer_user(
     peyvand: HomeserverProcess,
     peyvand_client: MatrixClient,
-    synapse: SynapseProcess,
-    synapse_client: MatrixClient,
+    peer: SynapseProcess | HomeserverProcess,
+    peer_client: MatrixClient,
 ) -> None:
     alice = await peyvand_client.register()
-    bob = await synapse_client.register()
+    bob = await peer_client.register()
     async with asyncio.timeout(TIMEOUT_SECONDS):
-        room_id = await _shared_room(peyvand_client, alice, synapse_client, bob)
+        room_id = await _shared_room(peyvand_client, alice, peer_client, bob)
 
         # A conversation: each answers once the other's message has arrived.
         expected: list[str] = []
         turns = [
-            (peyvand_client, alice, synapse_client, bob, "hello from peyvand"),
-            (synapse_client, bob, peyvand_client, alice, "hello from synapse"),
-            (peyvand_client, alice, synapse_client, bob, "second from peyvand"),
-            (synapse_client, bob, peyvand_client, alice, "second from synapse"),
+            (peyvand_client, alice, peer_client, bob, "hello from peyvand"),
+            (peer_client, bob, peyvand_client, alice, "hello from the peer"),
+            (peyvand_client, alice, peer_client, bob, "second from peyvand"),
+            (peer_client, bob, peyvand_client, alice, "second from the peer"),
         ]
         for sender_client, sender, reader_client, reader, body in turns:
             await _send(sender_client, sender, room_id, body)
             expected.append(body)
             await _wait_for_bodies(reader_client, reader, room_id, [body])
-        on_synapse = await _messages(synapse_client, bob, room_id)
+        on_peer = await _messages(peer_client, bob, room_id)
         on_peyvand = await _messages(peyvand_client, alice, room_id)
-    assert on_peyvand == on_synapse
+    assert on_peyvand == on_peer
     assert on_peyvand == expected
     assert "Unhandled error" not in peyvand.log()
 
 
-async def test_synapse_room_joined_from_peyvand_by_alias(
+async def test_peer_room_joined_from_peyvand_by_alias(
     peyvand: HomeserverProcess,
     peyvand_client: MatrixClient,
-    synapse: SynapseProcess,
-    synapse_client: MatrixClient,
+    peer: SynapseProcess | HomeserverProcess,
+    peer_client: MatrixClient,
 ) -> None:
     alice = await peyvand_client.register()
-    bob = await synapse_client.register()
+    bob = await peer_client.register()
     alias_name = f"lobby-{next(_txn)}-{peyvand.backend}"
-    alias = f"#{alias_name}:{synapse.server_name}"
+    alias = f"#{alias_name}:{peer.server_name}"
     async with asyncio.timeout(TIMEOUT_SECONDS):
         room_id = (
-            await synapse_client.request(
+            await peer_client.request(
                 "POST",
                 "createRoom",
                 json={"preset": "public_chat", "room_alias_name": alias_name, "name": "lobby"},
                 token=bob,
             )
         ).ok()["room_id"]
-        await _send(synapse_client, bob, room_id, "welcome")
+        await _send(peer_client, bob, room_id, "welcome")
         joined = await peyvand_client.request("POST", f"join/{quote(alias)}", json={}, token=alice)
         assert joined.ok()["room_id"] == room_id
 
         await _wait_for_bodies(peyvand_client, alice, room_id, [])
         await _send(peyvand_client, alice, room_id, "thanks from peyvand")
-        await _wait_for_bodies(synapse_client, bob, room_id, ["thanks from peyvand"])
-        await _send(synapse_client, bob, room_id, "you are welcome")
+        await _wait_for_bodies(peer_client, bob, room_id, ["thanks from peyvand"])
+        await _send(peer_client, bob, room_id, "you are welcome")
         await _wait_for_bodies(peyvand_client, alice, room_id, ["you are welcome"])
-        on_synapse = await _messages(synapse_client, bob, room_id)
+        on_peer = await _messages(peer_client, bob, room_id)
         on_peyvand = await _messages(peyvand_client, alice, room_id)
-    assert on_synapse == ["welcome", "thanks from peyvand", "you are welcome"]
+    assert on_peer == ["welcome", "thanks from peyvand", "you are welcome"]
     assert on_peyvand[-2:] == ["thanks from peyvand", "you are welcome"]
     state = (
         await peyvand_client.request(
@@ -173,48 +173,48 @@ async def test_synapse_room_joined_from_peyvand_by_alias(
     assert "Unhandled error" not in peyvand.log()
 
 
-async def test_synapse_catches_up_after_being_down(
+async def test_peer_catches_up_after_being_down(
     peyvand: HomeserverProcess,
     peyvand_client: MatrixClient,
-    synapse: SynapseProcess,
-    synapse_client: MatrixClient,
+    peer: SynapseProcess | HomeserverProcess,
+    peer_client: MatrixClient,
 ) -> None:
-    """Messages sent while Synapse is stopped reach it once it is back (the durable
+    """Messages sent while the peer is stopped reach it once it is back (the durable
     per-destination queue retries until it gets through)."""
     alice = await peyvand_client.register()
-    bob = await synapse_client.register()
+    bob = await peer_client.register()
     async with asyncio.timeout(TIMEOUT_SECONDS):
-        room_id = await _shared_room(peyvand_client, alice, synapse_client, bob)
-    sent = [f"while synapse was down {i}" for i in range(5)]
-    synapse.stop()
+        room_id = await _shared_room(peyvand_client, alice, peer_client, bob)
+    sent = [f"while the peer was down {i}" for i in range(5)]
+    peer.stop()
     try:
         for body in sent:
             await _send(peyvand_client, alice, room_id, body)
     finally:
-        synapse.start()
+        peer.start()
     async with asyncio.timeout(TIMEOUT_SECONDS):
-        await _wait_for_bodies(synapse_client, bob, room_id, sent)
-    on_synapse = await _messages(synapse_client, bob, room_id)
-    assert [b for b in on_synapse if b in sent] == sent
+        await _wait_for_bodies(peer_client, bob, room_id, sent)
+    on_peer = await _messages(peer_client, bob, room_id)
+    assert [b for b in on_peer if b in sent] == sent
 
 
 async def test_peyvand_catches_up_after_being_down(
     peyvand: HomeserverProcess,
     peyvand_client: MatrixClient,
-    synapse: SynapseProcess,
-    synapse_client: MatrixClient,
+    peer: SynapseProcess | HomeserverProcess,
+    peer_client: MatrixClient,
 ) -> None:
-    """Messages sent on Synapse while Peyvand is stopped reach Peyvand once it is back
-    (Synapse retries; it retries at once when Peyvand talks to it again)."""
+    """Messages sent on the peer while Peyvand is stopped reach Peyvand once it is back
+    (the peer retries, at once when Peyvand talks to it again)."""
     alice = await peyvand_client.register()
-    bob = await synapse_client.register()
+    bob = await peer_client.register()
     async with asyncio.timeout(TIMEOUT_SECONDS):
-        room_id = await _shared_room(peyvand_client, alice, synapse_client, bob)
+        room_id = await _shared_room(peyvand_client, alice, peer_client, bob)
     sent = [f"while peyvand was down {i}" for i in range(5)]
     peyvand.stop()
     try:
         for body in sent:
-            await _send(synapse_client, bob, room_id, body)
+            await _send(peer_client, bob, room_id, body)
     finally:
         peyvand.start()
     async with asyncio.timeout(TIMEOUT_SECONDS):
@@ -235,15 +235,15 @@ async def _state_map(
 async def test_concurrent_state_changes_converge(
     peyvand: HomeserverProcess,
     peyvand_client: MatrixClient,
-    synapse: SynapseProcess,
-    synapse_client: MatrixClient,
+    peer: SynapseProcess | HomeserverProcess,
+    peer_client: MatrixClient,
 ) -> None:
     """Both servers change the same and different state at once; after the changes have
     crossed, state resolution gives both servers the same room state."""
     alice = await peyvand_client.register()
-    bob = await synapse_client.register()
+    bob = await peer_client.register()
     async with asyncio.timeout(TIMEOUT_SECONDS):
-        room_id = await _shared_room(peyvand_client, alice, synapse_client, bob)
+        room_id = await _shared_room(peyvand_client, alice, peer_client, bob)
         power = (
             await peyvand_client.request(
                 "GET", f"rooms/{quote(room_id)}/state/m.room.power_levels", token=alice
@@ -256,7 +256,7 @@ async def test_concurrent_state_changes_converge(
             )
         ).ok()
         await _send(peyvand_client, alice, room_id, "bob is an admin now")
-        await _wait_for_bodies(synapse_client, bob, room_id, ["bob is an admin now"])
+        await _wait_for_bodies(peer_client, bob, room_id, ["bob is an admin now"])
 
         def put_state(
             client: MatrixClient, account: Account, event_type: str, content: dict[str, Any]
@@ -268,27 +268,27 @@ async def test_concurrent_state_changes_converge(
         raised = dict(power, events_default=10)
         results = await asyncio.gather(
             put_state(peyvand_client, alice, "m.room.topic", {"topic": "from peyvand"}),
-            put_state(synapse_client, bob, "m.room.topic", {"topic": "from synapse"}),
-            put_state(synapse_client, bob, "m.room.power_levels", raised),
+            put_state(peer_client, bob, "m.room.topic", {"topic": "from the peer"}),
+            put_state(peer_client, bob, "m.room.power_levels", raised),
             put_state(peyvand_client, alice, "m.room.name", {"name": "renamed on peyvand"}),
         )
         for result in results:
             result.ok()
         await _send(peyvand_client, alice, room_id, "after the changes (peyvand)")
-        await _send(synapse_client, bob, room_id, "after the changes (synapse)")
-        both = ["after the changes (peyvand)", "after the changes (synapse)"]
-        await _wait_for_bodies(synapse_client, bob, room_id, both)
+        await _send(peer_client, bob, room_id, "after the changes (peer)")
+        both = ["after the changes (peyvand)", "after the changes (peer)"]
+        await _wait_for_bodies(peer_client, bob, room_id, both)
         await _wait_for_bodies(peyvand_client, alice, room_id, both)
         on_peyvand: dict[tuple[str, str], Any] = {}
-        on_synapse: dict[tuple[str, str], Any] = {}
+        on_peer: dict[tuple[str, str], Any] = {}
         for _ in range(TIMEOUT_SECONDS * 10):
             on_peyvand = await _state_map(peyvand_client, alice, room_id)
-            on_synapse = await _state_map(synapse_client, bob, room_id)
-            if on_peyvand == on_synapse:
+            on_peer = await _state_map(peer_client, bob, room_id)
+            if on_peyvand == on_peer:
                 break
             await asyncio.sleep(0.1)
-    assert on_peyvand == on_synapse
+    assert on_peyvand == on_peer
     assert on_peyvand[("m.room.name", "")] == {"name": "renamed on peyvand"}
     assert on_peyvand[("m.room.power_levels", "")]["events_default"] == 10
-    assert on_peyvand[("m.room.topic", "")]["topic"] in ("from peyvand", "from synapse")
+    assert on_peyvand[("m.room.topic", "")]["topic"] in ("from peyvand", "from the peer")
     assert "Unhandled error" not in peyvand.log()
