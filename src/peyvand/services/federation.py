@@ -247,7 +247,7 @@ class FederationService:
         self, origin: str, room_id: RoomID, user_id: UserID, versions: Sequence[str]
     ) -> JsonDict:
         """GET /make_join: a join event template for a user of ``origin``."""
-        snapshot = await self._room(room_id)
+        snapshot = await self._room(room_id, origin)
         if server_name_of(user_id) != origin:
             raise MatrixError(Errcode.FORBIDDEN, "The user is not on the requesting server")
         version = snapshot.room_version
@@ -302,7 +302,7 @@ class FederationService:
     ) -> JsonDict:
         """PUT /send_join v2: accept the signed join, relay it, answer with the room's
         state before it and that state's auth chain."""
-        snapshot = await self._room(room_id)
+        snapshot = await self._room(room_id, origin)
         pdu = self._parse_membership(raw, snapshot, event_id, origin, "join")
         self._relay[pdu.event_id] = origin
         outcome = await self._handler.process_pdu(origin, pdu)
@@ -520,7 +520,7 @@ class FederationService:
 
     async def make_leave(self, origin: str, room_id: RoomID, user_id: UserID) -> JsonDict:
         """GET /make_leave: a leave template (a remote user rejecting our invite)."""
-        snapshot = await self._room(room_id)
+        snapshot = await self._room(room_id, origin)
         if server_name_of(user_id) != origin:
             raise MatrixError(Errcode.FORBIDDEN, "The user is not on the requesting server")
         template = self._template(
@@ -533,7 +533,7 @@ class FederationService:
         self, origin: str, room_id: RoomID, event_id: EventID, raw: Any
     ) -> JsonDict:
         """PUT /send_leave v2: accept the signed leave and relay it to the room."""
-        snapshot = await self._room(room_id)
+        snapshot = await self._room(room_id, origin)
         pdu = self._parse_membership(raw, snapshot, event_id, origin, "leave")
         self._relay[pdu.event_id] = origin
         outcome = await self._handler.process_pdu(origin, pdu)
@@ -552,10 +552,13 @@ class FederationService:
 
     # -- reads by other servers ----------------------------------------------------------
 
-    async def _room(self, room_id: RoomID) -> RoomSnapshot:
+    async def _room(self, room_id: RoomID, origin: str | None = None) -> RoomSnapshot:
+        """The room; with ``origin``, 403 unless the room's server ACL allows it."""
         snapshot = await self._state.get_room(room_id)
         if snapshot is None:
             raise MatrixError(Errcode.NOT_FOUND, "Unknown room")
+        if origin is not None and not await self._handler.origin_allowed(origin, snapshot):
+            raise MatrixError(Errcode.FORBIDDEN, "Server is denied by the room's ACL")
         return snapshot
 
     async def _require_server_in_room(self, origin: str, snapshot: RoomSnapshot) -> None:
@@ -580,7 +583,7 @@ class FederationService:
         pdu = pdus.get(event_id)
         if pdu is None:
             raise MatrixError(Errcode.NOT_FOUND, "Unknown event")
-        await self._require_server_in_room(origin, await self._room(pdu.room_id))
+        await self._require_server_in_room(origin, await self._room(pdu.room_id, origin))
         stored = await self._state.get_event(event_id)
         redacted = stored is not None and stored.redacted_by is not None
         return {
@@ -591,7 +594,7 @@ class FederationService:
 
     async def state_ids(self, origin: str, room_id: RoomID, event_id: EventID) -> JsonDict:
         """GET /state_ids: the state before the event and its auth chain, as IDs."""
-        snapshot = await self._room(room_id)
+        snapshot = await self._room(room_id, origin)
         await self._require_server_in_room(origin, snapshot)
         state = await self._state_at(room_id, event_id)
         events = await self._state.get_pdus(state.values())
@@ -600,7 +603,7 @@ class FederationService:
 
     async def state(self, origin: str, room_id: RoomID, event_id: EventID) -> JsonDict:
         """GET /state: the state before the event and its auth chain, as PDUs."""
-        snapshot = await self._room(room_id)
+        snapshot = await self._room(room_id, origin)
         await self._require_server_in_room(origin, snapshot)
         state = await self._state_at(room_id, event_id)
         events = await self._state.get_pdus(state.values())
@@ -629,7 +632,7 @@ class FederationService:
 
     async def event_auth(self, origin: str, room_id: RoomID, event_id: EventID) -> JsonDict:
         """GET /event_auth: the event's full auth chain."""
-        snapshot = await self._room(room_id)
+        snapshot = await self._room(room_id, origin)
         await self._require_server_in_room(origin, snapshot)
         pdus = await self._state.get_pdus([event_id])
         if event_id not in pdus:
@@ -648,7 +651,7 @@ class FederationService:
     ) -> JsonDict:
         """POST /get_missing_events: events between ``earliest`` and ``latest``, walking
         prev_events back from ``latest`` (breadth first), oldest first."""
-        snapshot = await self._room(room_id)
+        snapshot = await self._room(room_id, origin)
         await self._require_server_in_room(origin, snapshot)
         limit = max(0, min(limit, _MAX_MISSING_EVENTS))
         seen = set(earliest) | set(latest)
@@ -675,7 +678,7 @@ class FederationService:
         self, origin: str, room_id: RoomID, starting: Sequence[str], limit: int
     ) -> JsonDict:
         """GET /backfill: up to ``limit`` events before and including ``starting``."""
-        snapshot = await self._room(room_id)
+        snapshot = await self._room(room_id, origin)
         await self._require_server_in_room(origin, snapshot)
         limit = max(0, min(limit, _MAX_BACKFILL))
         found: dict[EventID, Pdu] = {}

@@ -39,6 +39,7 @@ from peyvand.events.auth import (
 from peyvand.events.pdu import Pdu, StateKey
 from peyvand.events.received import InvalidPdu, check_content_hash_or_redact, parse_pdu
 from peyvand.events.room_versions import RoomVersion
+from peyvand.events.server_acl import server_allowed
 from peyvand.events.state_res import StateResError, resolve_state, split_state
 from peyvand.services.room_state import RoomSnapshot, StateService
 from peyvand.storage.events import EventStore
@@ -48,6 +49,7 @@ from peyvand.types import EventID, RoomID, UserID
 logger = logging.getLogger(__name__)
 
 CREATE_KEY: Final[StateKey] = ("m.room.create", "")
+_ACL_KEY: Final[StateKey] = ("m.room.server_acl", "")
 # Bounds on what one received event may make us fetch.
 _MAX_MISSING_PREV = 10
 _MAX_AUTH_FETCH = 200
@@ -118,6 +120,10 @@ class FederationEventHandler:
         parsed.sort(key=lambda p: p.depth)
         results: dict[str, JsonResult] = {}
         for pdu in parsed:
+            snapshot = await self._state.get_room(pdu.room_id)
+            if snapshot is not None and not await self.origin_allowed(origin, snapshot):
+                results[pdu.event_id] = {"error": "Server is denied by the room's ACL"}
+                continue
             try:
                 outcome = await self.process_pdu(origin, pdu)
             except _Dropped as exc:
@@ -132,6 +138,15 @@ class FederationEventHandler:
             else:
                 results[pdu.event_id] = {}
         return results
+
+    async def origin_allowed(self, origin: str, snapshot: RoomSnapshot) -> bool:
+        """The room's server ACL lets ``origin`` take part ("Server Access Control
+        Lists"); no ACL in the room lets everyone."""
+        acl_id = snapshot.state.get(_ACL_KEY)
+        if acl_id is None:
+            return True
+        acl = (await self._state.get_pdus([acl_id])).get(acl_id)
+        return acl is None or server_allowed(acl.content, origin)
 
     async def _parse(self, raw: Any) -> Pdu | None:
         if not isinstance(raw, dict) or not isinstance(raw.get("room_id"), str):
