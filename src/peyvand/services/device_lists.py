@@ -13,13 +13,17 @@ the user and of everyone sharing a room with them. An incremental /sync (and
 
 Only the user's own rooms are looked at, and the recent part of the stream is kept in
 memory, so a sync whose token is current reads nothing.
+
+Remote users' changes (received over federation) are recorded with the same
+``notify_user_changed``. ``device_listeners`` hear a local user's new and deleted devices,
+to send them to the servers sharing a room with the user.
 """
 
 from __future__ import annotations
 
 import asyncio
 import bisect
-from collections.abc import Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
 from peyvand.services.notifier import Notifier
@@ -32,6 +36,9 @@ from peyvand.types import RoomID, UserID, server_name_of
 # Recent changes kept in memory; older ranges are read from the database.
 MAX_LOGGED_CHANGES = 10_000
 _LEFT = ("leave", "ban")
+
+# Called with (user, device IDs) after a local user's devices were created or deleted.
+DevicesListener = Callable[[UserID, Sequence[str]], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +73,7 @@ class DeviceListService:
         self._log_positions: list[int] = []
         self._log_users: list[UserID] = []
         self._log_floor = 0
+        self.device_listeners: list[DevicesListener] = []
 
     @property
     def current_position(self) -> int:
@@ -96,10 +104,14 @@ class DeviceListService:
     async def on_devices_deleted(self, user_id: UserID, device_ids: Sequence[str]) -> None:
         """A deleted device is a device list change ("Tracking the device list")."""
         await self.notify_user_changed(user_id)
+        for listener in self.device_listeners:
+            await listener(user_id, device_ids)
 
     async def on_device_created(self, user_id: UserID, device_id: str) -> None:
         """A new login is a device list change."""
         await self.notify_user_changed(user_id)
+        for listener in self.device_listeners:
+            await listener(user_id, [device_id])
 
     async def changes(
         self, user_id: UserID, since: StreamToken, now: StreamToken

@@ -13,6 +13,12 @@ transaction. Where the spec is silent the behaviour follows Synapse:
 
 The one-time key counts and unused fallback key types that /sync reports are cached per
 device and invalidated next to every write that changes them.
+
+Federation (Server-Server API, "End-to-End Encryption"): ``remote_keys``, when set, answers
+the queries and claims for other servers' users; ``federation_query_keys``,
+``federation_claim_keys`` and ``federation_device_list`` answer other servers about local
+users; ``device_keys_listeners`` and ``cross_signing_listeners`` hear the changes to send
+to the servers sharing a room with the user.
 """
 
 from __future__ import annotations
@@ -20,10 +26,18 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Collection,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import orjson
 
@@ -45,6 +59,37 @@ from peyvand.types import DeviceID, JsonDict, UserID, is_valid_user_id, server_n
 
 # Called with a user whose device or cross-signing keys (or signatures of them) changed.
 KeysChangedHook = Callable[[UserID], Awaitable[None]]
+# Called with (user, devices) after the identity keys of a local user's devices, or the
+# user's own signatures of them, changed.
+DeviceKeysListener = Callable[[UserID, Sequence[DeviceID]], Awaitable[None]]
+# Called with (user, key types) after a local user's cross-signing keys, or signatures of
+# the master key by the user's devices, changed.
+CrossSigningListener = Callable[[UserID, Collection[str]], Awaitable[None]]
+
+
+class RemoteKeys(Protocol):
+    """Keys of other servers' users (over federation)."""
+
+    async def query_remote_keys(self, query: Mapping[UserID, Sequence[str]]) -> JsonDict:
+        """``{"device_keys", "master_keys", "self_signing_keys", "failures"}`` for the
+        remote users of ``query`` (user -> device IDs, none: all)."""
+        ...
+
+    async def claim_remote_keys(self, query: Mapping[UserID, Mapping[DeviceID, str]]) -> JsonDict:
+        """``{"one_time_keys", "failures"}`` for the remote users of ``query``."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class FederationDeviceList:
+    """A local user's devices as other servers see them (GET /user/devices)."""
+
+    device_ids: frozenset[DeviceID]
+    # Identity keys (with the user's own signatures) of the devices that have any.
+    device_keys: dict[DeviceID, JsonDict]
+    # "master" / "self_signing" -> the key as uploaded.
+    cross_signing: dict[str, JsonDict]
+
 
 ED25519: Final = "ed25519"
 MASTER: Final = "master"
@@ -276,6 +321,9 @@ class E2eKeysService:
         # Bumped on every write the caches depend on: a read racing one is not cached.
         self._version = 0
         self._upload_locks: dict[tuple[UserID, DeviceID], _DeviceLock] = {}
+        self.remote_keys: RemoteKeys | None = None
+        self.device_keys_listeners: list[DeviceKeysListener] = []
+        self.cross_signing_listeners: list[CrossSigningListener] = []
 
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
@@ -378,6 +426,8 @@ class E2eKeysService:
             self._invalidate([key])
         if changed:
             await self._on_keys_changed(user_id)
+            for listener in self.device_keys_listeners:
+                await listener(user_id, [device_id])
         return await self.one_time_key_counts(user_id, device_id)
 
     async def _new_one_time_keys(
@@ -412,33 +462,81 @@ class E2eKeysService:
         self, requester: Requester, query: Mapping[str, Sequence[str]]
     ) -> JsonDict:
         """Device and cross-signing keys of the users queried (keys.yaml, /keys/query)."""
-        failures: JsonDict = {}
-        local: list[UserID] = []
-        all_devices: list[UserID] = []
-        some_devices: list[tuple[UserID, DeviceID]] = []
+        local: dict[UserID, Sequence[str]] = {}
+        remote: dict[UserID, Sequence[str]] = {}
         for user, device_ids in query.items():
             if not is_valid_user_id(user):
                 raise invalid_param(f"Not a valid user ID: {user!r}")
             user_id = UserID(user)
-            if server_name_of(user_id) != self._server_name:
-                failures[server_name_of(user_id)] = _NO_FEDERATION
-                continue
-            local.append(user_id)
+            if server_name_of(user_id) == self._server_name:
+                local[user_id] = device_ids
+            else:
+                remote[user_id] = device_ids
+        result = await self._local_keys(local, requester.user_id)
+        failures: JsonDict = {}
+        if remote and self.remote_keys is None:
+            failures = {server_name_of(user_id): _NO_FEDERATION for user_id in remote}
+        elif remote and self.remote_keys is not None:
+            found = await self.remote_keys.query_remote_keys(remote)
+            for field_name in ("device_keys", "master_keys", "self_signing_keys"):
+                result[field_name].update(found.get(field_name, {}))
+            failures = found.get("failures", {})
+        result["failures"] = failures
+        return result
+
+    async def federation_query_keys(self, query: Mapping[str, Sequence[str]]) -> JsonDict:
+        """``POST /_matrix/federation/v1/user/keys/query`` (another server asks): the
+        device, master and self-signing keys of the local users queried; others are
+        left out."""
+        local = {
+            UserID(user): device_ids
+            for user, device_ids in query.items()
+            if is_valid_user_id(user) and server_name_of(user) == self._server_name
+        }
+        result = await self._local_keys(local, None)
+        del result["user_signing_keys"]
+        return result
+
+    async def federation_device_list(self, user_id: UserID) -> FederationDeviceList:
+        """The local user's devices, their keys and the user's master and self-signing
+        keys, as other servers see them (GET /user/devices, m.device_list_update)."""
+        devices = frozenset(device.device_id for device in await self._auth.get_devices(user_id))
+        keys = await self._local_keys({user_id: []}, None)
+        cross_signing = {
+            key_type: keys[f"{key_type}_keys"][user_id]
+            for key_type in (MASTER, SELF_SIGNING)
+            if user_id in keys[f"{key_type}_keys"]
+        }
+        device_keys = {
+            DeviceID(device_id): device_json
+            for device_id, device_json in keys["device_keys"].get(user_id, {}).items()
+        }
+        return FederationDeviceList(devices, device_keys, cross_signing)
+
+    async def _local_keys(
+        self, query: Mapping[UserID, Sequence[str]], viewer: UserID | None
+    ) -> JsonDict:
+        """Keys of local users as ``viewer`` sees them (None: another server)."""
+        local = list(query)
+        all_devices: list[UserID] = []
+        some_devices: list[tuple[UserID, DeviceID]] = []
+        for user_id, device_ids in query.items():
             if device_ids:
                 some_devices += [(user_id, DeviceID(d)) for d in dict.fromkeys(device_ids)]
             else:
                 all_devices.append(user_id)
         device_rows = await self._store.get_device_keys(all_devices, some_devices)
         cross_signing = await self._store.get_cross_signing_keys(local)
-        signatures = await self._store.get_signatures(local, requester.user_id)
+        # Signatures by the keys' owners, and by the viewer (who may sign others' keys).
+        signatures = await self._store.get_signatures(local, viewer or UserID(""))
 
         device_keys: dict[str, dict[str, JsonDict]] = {user_id: {} for user_id in local}
         for row in device_rows:
-            device_keys[row.user_id][row.device_id] = _device_json(row)
-        result: JsonDict = {"device_keys": device_keys, "failures": failures}
+            device_keys[row.user_id][row.device_id] = _device_json(row, viewer is not None)
+        result: JsonDict = {"device_keys": device_keys}
         by_public_key: dict[tuple[UserID, str], JsonDict] = {}
         for key in cross_signing:
-            if key.key_type == USER_SIGNING and key.user_id != requester.user_id:
+            if key.key_type == USER_SIGNING and key.user_id != viewer:
                 continue
             key_json = orjson.loads(key.key_json)
             result.setdefault(f"{key.key_type}_keys", {})[key.user_id] = key_json
@@ -451,7 +549,7 @@ class E2eKeysService:
                     sig.signature
                 )
             master = by_public_key.get((sig.target_user_id, sig.target_device_id))
-            if master is not None and sig.user_id == requester.user_id:
+            if master is not None and sig.user_id == viewer:
                 master.setdefault("signatures", {}).setdefault(sig.user_id, {})[sig.key_id] = (
                     sig.signature
                 )
@@ -463,15 +561,41 @@ class E2eKeysService:
 
     async def claim_keys(self, query: Mapping[str, Mapping[str, str]]) -> JsonDict:
         """One key per (user, device, algorithm): a one-time key, else the fallback key."""
-        failures: JsonDict = {}
-        claims: list[ClaimKey] = []
+        local: dict[UserID, Mapping[DeviceID, str]] = {}
+        remote: dict[UserID, Mapping[DeviceID, str]] = {}
         for user, devices in query.items():
             if not is_valid_user_id(user):
                 raise invalid_param(f"Not a valid user ID: {user!r}")
-            if server_name_of(user) != self._server_name:
-                failures[server_name_of(user)] = _NO_FEDERATION
-                continue
-            claims += [(UserID(user), DeviceID(d), algorithm) for d, algorithm in devices.items()]
+            target = local if server_name_of(user) == self._server_name else remote
+            target[UserID(user)] = {DeviceID(d): algorithm for d, algorithm in devices.items()}
+        one_time_keys = await self._claim_local(local)
+        failures: JsonDict = {}
+        if remote and self.remote_keys is None:
+            failures = {server_name_of(user_id): _NO_FEDERATION for user_id in remote}
+        elif remote and self.remote_keys is not None:
+            found = await self.remote_keys.claim_remote_keys(remote)
+            one_time_keys.update(found.get("one_time_keys", {}))
+            failures = found.get("failures", {})
+        return {"one_time_keys": one_time_keys, "failures": failures}
+
+    async def federation_claim_keys(self, query: Mapping[str, Mapping[str, str]]) -> JsonDict:
+        """``POST /_matrix/federation/v1/user/keys/claim`` (another server asks): claims
+        for local users; others are left out."""
+        local = {
+            UserID(user): {DeviceID(d): algorithm for d, algorithm in devices.items()}
+            for user, devices in query.items()
+            if is_valid_user_id(user) and server_name_of(user) == self._server_name
+        }
+        return {"one_time_keys": await self._claim_local(local)}
+
+    async def _claim_local(
+        self, query: Mapping[UserID, Mapping[DeviceID, str]]
+    ) -> dict[str, dict[str, JsonDict]]:
+        claims: list[ClaimKey] = [
+            (user_id, device_id, algorithm)
+            for user_id, devices in query.items()
+            for device_id, algorithm in devices.items()
+        ]
         claimed = await self._store.claim_keys(claims)
         self._invalidate((user_id, device_id) for user_id, device_id, _ in claimed)
         one_time_keys: dict[str, dict[str, JsonDict]] = {}
@@ -479,7 +603,7 @@ class E2eKeysService:
             one_time_keys.setdefault(user_id, {}).setdefault(device_id, {})[
                 f"{algorithm}:{key.key_id}"
             ] = orjson.loads(key.key_json)
-        return {"one_time_keys": one_time_keys, "failures": failures}
+        return one_time_keys
 
     # Deleted devices -------------------------------------------------------------------
 
@@ -543,6 +667,8 @@ class E2eKeysService:
             self._now_ms(),
         )
         await self._on_keys_changed(user_id)
+        for listener in self.cross_signing_listeners:
+            await listener(user_id, {key.key_type for key in changed})
 
     # POST /keys/signatures/upload ------------------------------------------------------
 
@@ -586,14 +712,27 @@ class E2eKeysService:
                 except MatrixError as error:
                     failures.setdefault(target, {})[key_id] = _failure(error)
         await self._store.store_signatures(accepted)
-        if any(sig.target_user_id == user_id for sig in accepted):
+        own = [sig.target_device_id for sig in accepted if sig.target_user_id == user_id]
+        if own:
             await self._on_keys_changed(user_id)
+            master = keys.get((user_id, MASTER))
+            devices = [DeviceID(t) for t in dict.fromkeys(own) if t in own_devices]
+            if devices:
+                for device_listener in self.device_keys_listeners:
+                    await device_listener(user_id, devices)
+            if master is not None and master.public_key in own:
+                for listener in self.cross_signing_listeners:
+                    await listener(user_id, {MASTER})
         return {"failures": failures}
 
 
-def _device_json(row: DeviceKeysRow) -> JsonDict:
+def _device_json(row: DeviceKeysRow, with_display_name: bool = True) -> JsonDict:
+    """A device's keys; other servers are not told display names (as Synapse, by default)."""
     keys: JsonDict = orjson.loads(row.key_json)
-    keys["unsigned"] = {} if row.display_name is None else {"device_display_name": row.display_name}
+    if with_display_name:
+        keys["unsigned"] = (
+            {} if row.display_name is None else {"device_display_name": row.display_name}
+        )
     return keys
 
 

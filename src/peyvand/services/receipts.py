@@ -7,13 +7,17 @@ only to their owner ("Servers MUST NOT send the m.read.private receipt to any ot
 user"). ``m.fully_read`` is no receipt at all: it is the ``m.fully_read`` room account
 data, moved here and only forward. Writes are serialised so the receipts stream's
 positions commit in order.
+
+Federation: ``apply_remote_receipt`` stores an ``m.read`` receipt received from another
+server like a local one; ``listeners`` hear each local ``m.read`` receipt that moved
+forward, to send it to the other servers in the room.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from peyvand.errors import forbidden, invalid_param, not_found
 from peyvand.services.account_data import FULLY_READ_EVENT_TYPE, AccountDataService
@@ -32,6 +36,10 @@ RECEIPT_TYPES = (READ, READ_PRIVATE, FULLY_READ)
 MAIN_THREAD = "main"
 # "Threaded read receipts": follow at most 3 relations when deciding an event's thread.
 _MAX_RELATION_HOPS = 3
+
+
+# Called with each local m.read receipt stored (not with private ones).
+ReceiptListener = Callable[[ReceiptRow], Awaitable[None]]
 
 
 def _wall_clock_ms() -> int:
@@ -79,6 +87,7 @@ class ReceiptService:
         self._position = 0
         self._write_lock = asyncio.Lock()
         self._marker_lock = asyncio.Lock()
+        self.listeners: list[ReceiptListener] = []
 
     @property
     def current_position(self) -> int:
@@ -115,7 +124,24 @@ class ReceiptService:
             return
         if thread_id is not None and not await self._in_thread(event, thread_id):
             raise invalid_param(f"event_id {event_id} is not related to thread {thread_id}")
-        await self._store_receipt(user_id, room_id, receipt_type, event, thread_id or "")
+        row = ReceiptRow(
+            room_id, receipt_type, user_id, thread_id or "", event_id, self._wall_clock_ms()
+        )
+        if await self._store_receipt(row, event) and receipt_type == READ:
+            for listener in self.listeners:
+                await listener(row)
+
+    async def apply_remote_receipt(
+        self, user_id: UserID, room_id: RoomID, event_id: EventID, ts: int, thread_id: str | None
+    ) -> bool:
+        """An ``m.read`` receipt received over federation (the caller checked the user and
+        the room): stored unless the event is unknown here or not in the room, or the
+        user's receipt is already at a later event. Whether it was stored."""
+        event = await self._state.get_event(event_id)
+        if event is None or event.pdu.room_id != room_id:
+            return False
+        row = ReceiptRow(room_id, READ, user_id, thread_id or "", event_id, ts)
+        return await self._store_receipt(row, event)
 
     async def set_read_markers(
         self,
@@ -201,28 +227,20 @@ class ReceiptService:
             return thread == MAIN_THREAD
         return thread == thread_id or thread_id in reached
 
-    async def _store_receipt(
-        self,
-        user_id: UserID,
-        room_id: RoomID,
-        receipt_type: str,
-        event: StoredEvent,
-        thread_id: str,
-    ) -> None:
-        row = ReceiptRow(
-            room_id, receipt_type, user_id, thread_id, event.pdu.event_id, self._wall_clock_ms()
-        )
+    async def _store_receipt(self, row: ReceiptRow, event: StoredEvent) -> bool:
+        """Store ``row`` (for ``event``) and wake who may see it; whether it moved."""
         async with self._write_lock:
             position = self._position + 1
             if not await self._store.upsert_receipt(row, event.stream_ordering, position):
-                return
+                return False
             self._position = position
-            if receipt_type == READ_PRIVATE:
-                audience: Sequence[UserID] = (user_id,)
+            if row.receipt_type == READ_PRIVATE:
+                audience: Sequence[UserID] = (row.user_id,)
             else:
-                room = await self._state.get_room(room_id)
-                audience = room.joined_members() if room is not None else (user_id,)
+                room = await self._state.get_room(row.room_id)
+                audience = room.joined_members() if room is not None else (row.user_id,)
             self._notifier.advance(Stream.RECEIPTS, position, audience)
+        return True
 
     async def _move_fully_read(self, user_id: UserID, room_id: RoomID, event: StoredEvent) -> None:
         """Set the ``m.fully_read`` room account data to ``event`` unless it already points

@@ -9,13 +9,17 @@ send-to-device messages in that response have been delivered successfully").
 Two in-memory maps keep an idle sync free of queries: the newest position sent to each
 device since start-up (anything older is at most the start-up position), and the
 position up to which each device's inbox is known to be empty.
+
+Federation: messages for other servers' users go to ``remote_sender`` (once per applied
+txnId; without one they are dropped), and ``deliver_remote`` stores the messages of an
+``m.direct_to_device`` EDU for local devices, once per (origin, message_id).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -40,6 +44,14 @@ ALL_DEVICES = "*"
 _KNOWN_EMPTY_CACHE = 100_000
 
 DeviceKey = tuple[UserID, str]
+# Called with (sender, event type, {remote user: {device ID or "*": content}}) for the
+# remote recipients of a local send.
+RemoteToDeviceSender = Callable[
+    [UserID, str, Mapping[UserID, Mapping[str, JsonDict]]], Awaitable[None]
+]
+# The sender device under which received EDUs' message IDs are recorded (local device IDs
+# are never empty), with the origin server as the "user".
+_FEDERATION_DEVICE = ""
 
 
 def parse_messages(messages: Any) -> dict[UserID, dict[str, JsonDict]]:
@@ -77,6 +89,7 @@ class ToDeviceService:
         self._newest: dict[DeviceKey, int] = {}
         # The position up to which a device's inbox is known to be empty (acknowledged).
         self._empty_up_to: LRU[DeviceKey, int] = LRU(_KNOWN_EMPTY_CACHE)
+        self.remote_sender: RemoteToDeviceSender | None = None
 
     @property
     def current_position(self) -> int:
@@ -99,17 +112,51 @@ class ToDeviceService:
         skipped. A retry of ``txnId`` by the same device sends nothing (transaction IDs
         are scoped to the request path, as for room events)."""
         local: dict[UserID, Mapping[str, JsonDict]] = {}
+        remote: dict[UserID, Mapping[str, JsonDict]] = {}
         for user_id, by_device in messages.items():
             if server_name_of(user_id) == self._server_name:
                 local[user_id] = by_device
+            elif self.remote_sender is not None:
+                remote[user_id] = by_device
             else:
                 logger.info(
                     "to-device %s for remote user %s dropped: no federation", event_type, user_id
                 )
         sender = requester.user_id
-        devices = await self._store.get_device_ids(list(local)) if local else {}
+        rows = await self._inbox_rows(sender, event_type, local)
+        if len(rows) > MAX_RECIPIENT_DEVICES:
+            raise MatrixError(
+                Errcode.TOO_LARGE, f"At most {MAX_RECIPIENT_DEVICES} devices per request"
+            )
+        applied = await self._add(sender, requester.device_id, f"{event_type}/{txn_id}", rows)
+        if applied and remote and self.remote_sender is not None:
+            await self.remote_sender(sender, event_type, remote)
+
+    async def deliver_remote(
+        self,
+        origin: str,
+        sender: UserID,
+        event_type: str,
+        message_id: str,
+        messages: Mapping[UserID, Mapping[str, JsonDict]],
+    ) -> bool:
+        """Store the messages of an ``m.direct_to_device`` EDU from ``origin`` for local
+        devices (``messages`` holds local users only, checked by the caller). A message ID
+        ``origin`` already sent delivers nothing again. Whether it was delivered."""
+        rows = await self._inbox_rows(sender, event_type, messages)
+        if len(rows) > MAX_RECIPIENT_DEVICES:
+            logger.info("to-device %s from %s dropped: too many devices", message_id, origin)
+            return False
+        return await self._add(UserID(origin), _FEDERATION_DEVICE, message_id, rows)
+
+    async def _inbox_rows(
+        self, sender: UserID, event_type: str, messages: Mapping[UserID, Mapping[str, JsonDict]]
+    ) -> list[InboxRow]:
+        """One row per existing recipient device ("*": every device of the user, an
+        explicit device ID taking precedence); unknown devices are skipped."""
+        devices = await self._store.get_device_ids(list(messages)) if messages else {}
         rows: list[InboxRow] = []
-        for user_id, by_device in local.items():
+        for user_id, by_device in messages.items():
             existing = devices.get(user_id, set())
             encoded = {
                 device_id: _encode(event_type, sender, content)
@@ -119,20 +166,22 @@ class ToDeviceService:
             targets = dict.fromkeys(existing, wildcard) if wildcard is not None else {}
             targets.update((d, m) for d, m in encoded.items() if d in existing)
             rows.extend(InboxRow(user_id, d, m) for d, m in targets.items())
-        if len(rows) > MAX_RECIPIENT_DEVICES:
-            raise MatrixError(
-                Errcode.TOO_LARGE, f"At most {MAX_RECIPIENT_DEVICES} devices per request"
-            )
+        return rows
+
+    async def _add(
+        self, sender: UserID, sender_device: str, txn_id: str, rows: Sequence[InboxRow]
+    ) -> bool:
+        """Store ``rows`` at the next position unless ``txn_id`` was applied; wake the
+        recipients. Whether they were stored."""
         async with self._write_lock:
             position = self._position + 1
-            if not await self._store.add_messages(
-                sender, requester.device_id, f"{event_type}/{txn_id}", position, rows
-            ):
-                return
+            if not await self._store.add_messages(sender, sender_device, txn_id, position, rows):
+                return False
             self._position = position
             for row in rows:
                 self._newest[(row.user_id, row.device_id)] = position
             self._notifier.advance(Stream.TO_DEVICE, position, {row.user_id for row in rows})
+        return True
 
     async def for_sync(
         self, user_id: UserID, device_id: str, since: int | None, now: int

@@ -9,6 +9,11 @@ pops due deadlines off a heap, never a task per user.
 Positions start at the wall-clock time in milliseconds, so typing positions in tokens
 keep increasing across restarts without storing anything (a change takes position
 ``max(previous + 1, now_ms)``).
+
+Federation: ``set_remote_typing`` applies a typing notification received from another
+server (its user expires like a local one); ``listeners`` hear every local start (also a
+repeated one, which moves the deadline) and stop, and every expiry, so they can be sent
+to the other servers in the room.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import contextlib
 import heapq
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 from peyvand.errors import forbidden
 from peyvand.services.notifier import Notifier
@@ -34,6 +39,10 @@ DEFAULT_TIMEOUT_MS = 30_000
 MAX_TIMEOUT_MS = 120_000
 # How often the expiry task looks for due deadlines.
 EXPIRY_TICK_SECONDS = 1.0
+
+# Called with (room, user, typing) after a local user starts or stops typing, and after
+# any user's typing expires.
+TypingListener = Callable[[RoomID, UserID, bool], Awaitable[None]]
 
 
 def _wall_clock_ms() -> int:
@@ -62,6 +71,7 @@ class TypingService:
         # (deadline, room, user); stale when the user's deadline has since moved.
         self._deadlines: list[tuple[float, RoomID, UserID]] = []
         self._expiry_task: asyncio.Task[None] | None = None
+        self.listeners: list[TypingListener] = []
 
     @property
     def current_position(self) -> int:
@@ -97,6 +107,19 @@ class TypingService:
         room = await self._state.get_room(room_id)
         if room is None or room.memberships.get(user_id) != "join":
             raise forbidden(f"User {user_id} is not joined to room {room_id}")
+        if await self._set(room_id, user_id, typing, timeout_ms) or typing:
+            for listener in self.listeners:
+                await listener(room_id, user_id, typing)
+
+    async def set_remote_typing(
+        self, user_id: UserID, room_id: RoomID, typing: bool, timeout_ms: int = DEFAULT_TIMEOUT_MS
+    ) -> None:
+        """A typing notification received over federation (the caller checked that the
+        user is joined to the room and belongs to the sending server)."""
+        await self._set(room_id, user_id, typing, timeout_ms)
+
+    async def _set(self, room_id: RoomID, user_id: UserID, typing: bool, timeout_ms: int) -> bool:
+        """Start (for ``timeout_ms``) or stop typing; whether the user was typing."""
         was_typing = user_id in self._typing.get(room_id, ())
         if typing:
             timeout_s = min(max(timeout_ms, 0), MAX_TIMEOUT_MS) / 1000
@@ -108,6 +131,7 @@ class TypingService:
         elif was_typing:
             self._remove(room_id, user_id)
             await self._changed([room_id])
+        return was_typing
 
     def typing_for_rooms(self, room_ids: Iterable[RoomID], since: int) -> dict[RoomID, JsonDict]:
         """The ``m.typing`` ephemeral event of each room in ``room_ids`` whose typing set
@@ -124,14 +148,17 @@ class TypingService:
     async def expire_due(self) -> None:
         """Drop every typing user whose deadline has passed; wake the rooms that changed."""
         now = self._clock()
-        changed: set[RoomID] = set()
+        expired: list[tuple[RoomID, UserID]] = []
         while self._deadlines and self._deadlines[0][0] <= now:
             deadline, room_id, user_id = heapq.heappop(self._deadlines)
             if self._typing.get(room_id, {}).get(user_id) == deadline:
                 self._remove(room_id, user_id)
-                changed.add(room_id)
-        if changed:
-            await self._changed(changed)
+                expired.append((room_id, user_id))
+        if expired:
+            await self._changed({room_id for room_id, _ in expired})
+            for room_id, user_id in expired:
+                for listener in self.listeners:
+                    await listener(room_id, user_id, False)
 
     def _remove(self, room_id: RoomID, user_id: UserID) -> None:
         users = self._typing[room_id]
