@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from aiohttp import web
 
@@ -35,6 +36,7 @@ from peyvand.services.event_creation import EventCreationService
 from peyvand.services.event_dispatch import EventDispatcher
 from peyvand.services.event_writer import EventWriter
 from peyvand.services.federation import ClientRemoteEvents, FederationService
+from peyvand.services.federation_edus import FederationEdus
 from peyvand.services.federation_events import FederationEventHandler
 from peyvand.services.federation_join import RemoteJoiner
 from peyvand.services.key_backup import KeyBackupService
@@ -72,6 +74,7 @@ from peyvand.storage.migrations import run_migrations
 from peyvand.storage.push_actions import PushActionStore
 from peyvand.storage.push_rules import PushRuleStore
 from peyvand.storage.receipts import ReceiptStore
+from peyvand.storage.remote_devices import RemoteDeviceStore
 from peyvand.storage.remote_invites import RemoteInviteStore
 from peyvand.storage.rooms import RoomMemberStore
 from peyvand.storage.server_keys import ServerKeyStore
@@ -226,7 +229,32 @@ async def create_app(config: Config) -> web.Application:
         on_remote_membership,
     )
     pdu_source.append(federation)
+    edus: FederationEdus | None = None
     if federation_config.enabled:
+
+        async def fetch_user_devices(destination: str, user_id: UserID) -> Any:
+            path = f"/_matrix/federation/v1/user/devices/{quote(user_id, safe='')}"
+            return await client.get_json(destination, path, timeout=10)
+
+        async def claim_remote_keys(destination: str, body: JsonDict) -> Any:
+            path = "/_matrix/federation/v1/user/keys/claim"
+            return await client.post_json(destination, path, body, timeout=10)
+
+        edus = FederationEdus(
+            server_name,
+            state,
+            index,
+            sender,
+            typing,
+            receipts,
+            to_device,
+            device_lists,
+            e2e_keys,
+            RemoteDeviceStore(db),
+            fetch_user_devices=fetch_user_devices,
+            claim_keys=claim_remote_keys,
+        )
+        federation.use_edus(edus)
         directory.use_federation(federation.query_directory)
         writer.add_pre_commit(federation.prepare_outbound)
         dispatcher.listeners.append(federation.on_persisted)
@@ -298,6 +326,8 @@ async def create_app(config: Config) -> web.Application:
         await receipts.start()
         await to_device.start()
         await device_lists.start()
+        if edus is not None:
+            await edus.start()
         push_actions.start()
         sync_account_data.start()
         await media.start()
@@ -306,6 +336,8 @@ async def create_app(config: Config) -> web.Application:
             await federation.start()
 
     async def stop(_: web.Application) -> None:
+        if edus is not None:
+            await edus.stop()
         if federation_config.enabled:
             await federation.stop()
             await sender.stop()

@@ -7,7 +7,6 @@ delivery."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import sqlite3
 import uuid
@@ -19,80 +18,15 @@ import nio
 import pytest
 
 from harness.client import DEFAULT_PASSWORD, Account, MatrixClient
-from harness.nio_client import ok
+from harness.nio_client import E2eeUser, ok
 from harness.server import HomeserverProcess
 from peyvand.config.loader import load_config
 
 pytestmark = pytest.mark.clients
 
 OVERALL_TIMEOUT_SECONDS = 120
-SYNC_TIMEOUT_MS = 1000
-MAX_SYNC_ROUNDS = 40
 MEGOLM = "m.megolm.v1.aes-sha2"
 ENCRYPTION_STATE = {"type": "m.room.encryption", "state_key": "", "content": {"algorithm": MEGOLM}}
-
-
-class E2eeUser:
-    """One nio device with encryption on, and what its syncs delivered per event ID."""
-
-    def __init__(self, nio_client: nio.AsyncClient) -> None:
-        self.nio = nio_client
-        self.events: dict[str, nio.Event] = {}
-        self.to_device: list[nio.ToDeviceEvent | nio.UnknownToDeviceEvent] = []
-
-    @property
-    def user_id(self) -> str:
-        user_id: str = self.nio.user_id
-        return user_id
-
-    @property
-    def device_id(self) -> str:
-        device_id: str = self.nio.device_id
-        return device_id
-
-    async def step(self) -> nio.SyncResponse:
-        """One round of what ``sync_forever`` does: sync, send queued to-device messages,
-        upload, query and claim keys as nio asks; undecrypted events are retried."""
-        response = ok(await self.nio.sync(timeout=SYNC_TIMEOUT_MS), nio.SyncResponse)
-        await self.nio.send_to_device_messages()
-        if self.nio.should_upload_keys:
-            ok(await self.nio.keys_upload(), nio.KeysUploadResponse)
-        if self.nio.should_query_keys:
-            ok(await self.nio.keys_query(), nio.KeysQueryResponse)
-        if self.nio.should_claim_keys:
-            users = self.nio.get_users_for_key_claiming()
-            ok(await self.nio.keys_claim(users), nio.KeysClaimResponse)
-        for room in response.rooms.join.values():
-            for event in room.timeline.events:
-                self.events[event.event_id] = event
-        self.to_device.extend(response.to_device_events)
-        for event_id, event in list(self.events.items()):
-            if isinstance(event, nio.MegolmEvent):
-                with contextlib.suppress(nio.EncryptionError):  # no room key yet
-                    self.events[event_id] = self.nio.decrypt_event(event)
-        return response
-
-    async def step_until(self, done: Callable[[nio.SyncResponse], bool]) -> None:
-        """Step until ``done`` holds for a sync response, at most ``MAX_SYNC_ROUNDS``."""
-        for _ in range(MAX_SYNC_ROUNDS):
-            if done(await self.step()):
-                return
-        pytest.fail(f"{self.user_id}/{self.device_id}: condition not met after sync rounds")
-
-    async def decrypted(self, event_id: str) -> nio.RoomMessageText:
-        """Step until the event has arrived and decrypted; it must be a text message."""
-        await self.step_until(lambda _: isinstance(self.events.get(event_id), nio.RoomMessageText))
-        event = self.events[event_id]
-        assert isinstance(event, nio.RoomMessageText)
-        return event
-
-    async def send_text(self, room_id: str, body: str) -> str:
-        content = {"msgtype": "m.text", "body": body}
-        sent = await self.nio.room_send(
-            room_id, "m.room.message", content, ignore_unverified_devices=True
-        )
-        event_id: str = ok(sent, nio.RoomSendResponse).event_id
-        return event_id
 
 
 MakeUser = Callable[[Account | None], Awaitable[E2eeUser]]

@@ -30,6 +30,7 @@ from peyvand.federation.client import FederationClient, FederationError, Federat
 from peyvand.federation.keyring import Keyring
 from peyvand.federation.policy import ServerPolicy
 from peyvand.federation.sender import FederationSender
+from peyvand.services.federation_edus import FederationEdus
 from peyvand.services.federation_events import FederationEventHandler
 from peyvand.services.federation_join import RemoteJoiner
 from peyvand.services.room_state import RoomSnapshot, StateService
@@ -113,10 +114,21 @@ class FederationService:
         self._on_remote_membership = on_remote_membership
         self._clock = clock
         self._janitor: asyncio.Task[None] | None = None
+        self._edus: FederationEdus | None = None
         # Events accepted from a joining server that we relay to the rest of the room
         # (event ID -> the server that sent it, which does not get it back).
         self._relay: dict[EventID, str] = {}
         self._queued: dict[str, None] = {}
+
+    def use_edus(self, edus: FederationEdus) -> None:
+        """Apply inbound EDUs (typing, receipts, to-device, device lists) with ``edus``."""
+        self._edus = edus
+
+    @property
+    def edus(self) -> FederationEdus:
+        if self._edus is None:
+            raise MatrixError(Errcode.UNRECOGNIZED, "Federation is disabled", status=404)
+        return self._edus
 
     async def start(self) -> None:
         self._janitor = asyncio.create_task(self._prune_loop(), name="federation-janitor")
@@ -237,6 +249,8 @@ class FederationService:
         if seen is not None:
             return seen
         results = await self._handler.receive_pdus(origin, pdus)
+        if self._edus is not None:
+            await self._edus.on_edus(origin, edus)
         response: JsonDict = {"pdus": results}
         await self._inbox.put_response(origin, txn_id, response, int(self._clock() * 1000))
         return response

@@ -1,6 +1,14 @@
 """The Server-Server API's endpoints, one module per spec section."""
 
-from peyvand.api.federation import events, keys, membership, query, transactions, version
+from peyvand.api.federation import (
+    events,
+    keys,
+    membership,
+    query,
+    transactions,
+    user_keys,
+    version,
+)
 from peyvand.api.routing import RouteTable
 
 FEDERATION_ROUTE_TABLES: list[RouteTable] = [
@@ -10,4 +18,5 @@ FEDERATION_ROUTE_TABLES: list[RouteTable] = [
     membership.routes,
     events.routes,
     query.routes,
+    user_keys.routes,
 ]
