@@ -3,11 +3,11 @@ and turns every error into the one Matrix JSON error format."""
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-import orjson
 from aiohttp import web
 
 from peyvand.api.context import SERVICES_KEY, RequestContext, json_response
@@ -68,9 +68,11 @@ async def _authenticate_server(request: web.Request, services: Services) -> tupl
     raw = await request.read()
     content: Any = None
     if raw.strip():
+        # The standard library keeps integers exact (orjson turns ones beyond 64 bits into
+        # floats, which would no longer match what the origin signed).
         try:
-            content = orjson.loads(raw)
-        except orjson.JSONDecodeError:
+            content = json.loads(raw, parse_constant=_no_constant)
+        except (ValueError, RecursionError):
             raise MatrixError(Errcode.NOT_JSON, "Content not JSON.") from None
     if not services.federation.allows(auth.origin):
         raise MatrixError(Errcode.FORBIDDEN, "Federation with this server is not allowed")
@@ -85,6 +87,10 @@ async def _authenticate_server(request: web.Request, services: Services) -> tupl
         raise MatrixError(Errcode.UNAUTHORIZED, "Invalid X-Matrix signature")
     services.federation.heard_from(auth.origin)
     return auth.origin, content
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 def _wrap(route: Route, services: Services, limits: _Limits) -> _Middleware:

@@ -26,12 +26,13 @@ from peyvand.events.received import InvalidPdu, parse_pdu
 from peyvand.events.redaction import redact
 from peyvand.events.room_versions import KNOWN_ROOM_VERSIONS
 from peyvand.events.signing import SigningKey, sign_event
+from peyvand.events.state_res import StateResError
 from peyvand.federation.client import FederationClient, FederationError, FederationHttpError
 from peyvand.federation.keyring import Keyring
 from peyvand.federation.policy import ServerPolicy
 from peyvand.federation.sender import FederationSender
 from peyvand.services.federation_edus import FederationEdus
-from peyvand.services.federation_events import FederationEventHandler
+from peyvand.services.federation_events import DroppedPdu, FederationEventHandler, Outcome
 from peyvand.services.federation_join import RemoteJoiner
 from peyvand.services.room_state import RoomSnapshot, StateService
 from peyvand.storage.database import Connection
@@ -318,12 +319,8 @@ class FederationService:
         state before it and that state's auth chain."""
         snapshot = await self._room(room_id, origin)
         pdu = self._parse_membership(raw, snapshot, event_id, origin, "join")
-        self._relay[pdu.event_id] = origin
-        outcome = await self._handler.process_pdu(origin, pdu)
-        if outcome.status == "duplicate":
-            self._relay.pop(pdu.event_id, None)
-        elif outcome.status != "accepted":
-            self._relay.pop(pdu.event_id, None)
+        outcome = await self._process_relayed(origin, pdu)
+        if outcome.status not in ("accepted", "duplicate"):
             raise MatrixError(Errcode.FORBIDDEN, outcome.reason or "The join was not allowed")
         state = await self._state_before(pdu)
         state_events = await self._state.get_pdus(state.values())
@@ -549,13 +546,24 @@ class FederationService:
         """PUT /send_leave v2: accept the signed leave and relay it to the room."""
         snapshot = await self._room(room_id, origin)
         pdu = self._parse_membership(raw, snapshot, event_id, origin, "leave")
-        self._relay[pdu.event_id] = origin
-        outcome = await self._handler.process_pdu(origin, pdu)
-        if outcome.status != "accepted":
-            self._relay.pop(pdu.event_id, None)
-            if outcome.status != "duplicate":
-                raise MatrixError(Errcode.FORBIDDEN, outcome.reason or "The leave was not allowed")
+        outcome = await self._process_relayed(origin, pdu)
+        if outcome.status not in ("accepted", "duplicate"):
+            raise MatrixError(Errcode.FORBIDDEN, outcome.reason or "The leave was not allowed")
         return {}
+
+    async def _process_relayed(self, origin: str, pdu: Pdu) -> Outcome:
+        """Process a membership event a server handed us to relay to the rest of the room
+        (send_join, send_leave); 403 when it cannot be processed."""
+        self._relay[pdu.event_id] = origin
+        try:
+            return await self._handler.process_pdu(origin, pdu)
+        except DroppedPdu as exc:
+            raise MatrixError(Errcode.FORBIDDEN, str(exc)) from exc
+        except StateResError as exc:
+            raise MatrixError(Errcode.UNKNOWN, f"State resolution failed: {exc}") from exc
+        finally:
+            # Relayed by the pre-commit hook if it was accepted; forgotten otherwise.
+            self._relay.pop(pdu.event_id, None)
 
     async def _stripped_state(self, snapshot: RoomSnapshot) -> list[JsonDict]:
         """The invite's room state: full PDUs, which are valid stripped state events too

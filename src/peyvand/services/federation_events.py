@@ -126,7 +126,7 @@ class FederationEventHandler:
                 continue
             try:
                 outcome = await self.process_pdu(origin, pdu)
-            except _Dropped as exc:
+            except DroppedPdu as exc:
                 results[pdu.event_id] = {"error": str(exc)}
                 continue
             except StateResError as exc:
@@ -160,16 +160,22 @@ class FederationEventHandler:
             logger.info("dropping invalid PDU in %s: %s", snapshot.room_id, exc)
             return None
 
-    async def process_pdu(self, origin: str, pdu: Pdu) -> Outcome:
-        """Run every check on one parsed PDU of a known room and store it accordingly."""
+    async def process_pdu(self, origin: str, pdu: Pdu, *, fill_gaps: bool = True) -> Outcome:
+        """Run every check on one parsed PDU of a known room and store it accordingly.
+
+        With ``fill_gaps`` a gap before the event is first filled with
+        ``/get_missing_events``; the events pulled that way are processed without it (their
+        own gaps are bridged with ``/state_ids``), so one PDU costs a bounded number of
+        requests. Raises ``DroppedPdu`` when the event cannot be processed at all."""
         if await self._known(pdu.event_id):
             return Outcome(pdu.event_id, "duplicate")
         pdu = await self._verified(pdu)
-        await self._fetch_missing_prev_events(origin, pdu)
+        if fill_gaps:
+            await self._fetch_missing_prev_events(origin, pdu)
         await self._ensure_auth_events(origin, [pdu])
         snapshot = await self._state.get_room(pdu.room_id)
         if snapshot is None:
-            raise _Dropped("unknown room")
+            raise DroppedPdu("unknown room")
         async with snapshot.lock:
             if await self._known(pdu.event_id):
                 return Outcome(pdu.event_id, "duplicate")
@@ -187,7 +193,7 @@ class FederationEventHandler:
         """Steps 2 and 3: signatures (drop) and content hash (redact)."""
         (valid,) = await self._check_signatures([pdu])
         if not valid:
-            raise _Dropped("invalid signature")
+            raise DroppedPdu("invalid signature")
         checked, hash_ok = check_content_hash_or_redact(pdu)
         if not hash_ok:
             logger.info("content hash mismatch on %s: redacted", pdu.event_id)
@@ -204,7 +210,7 @@ class FederationEventHandler:
             if not missing:
                 break
             if len(fetched) + len(missing) > _MAX_AUTH_FETCH:
-                raise _Dropped("auth chain too long to fetch")
+                raise DroppedPdu("auth chain too long to fetch")
             wanted = set()
             for event_id in missing:
                 pdu = await self._fetch_event(origin, pdus[0].room_id, event_id)
@@ -222,16 +228,16 @@ class FederationEventHandler:
     async def _fetch_event(self, origin: str, room_id: RoomID, event_id: EventID) -> Pdu:
         snapshot = await self._state.get_room(room_id)
         if snapshot is None:
-            raise _Dropped("unknown room")
+            raise DroppedPdu("unknown room")
         try:
             raw = await self._remote.get_event(origin, event_id)
             pdu = parse_pdu(raw, snapshot.room_version, room_id=room_id)
         except InvalidPdu as exc:
-            raise _Dropped(f"invalid auth event {event_id}: {exc}") from exc
+            raise DroppedPdu(f"invalid auth event {event_id}: {exc}") from exc
         except Exception as exc:
-            raise _Dropped(f"cannot fetch event {event_id}: {exc}") from exc
+            raise DroppedPdu(f"cannot fetch event {event_id}: {exc}") from exc
         if pdu.event_id != event_id:
-            raise _Dropped(f"{origin} answered {pdu.event_id} for {event_id}")
+            raise DroppedPdu(f"{origin} answered {pdu.event_id} for {event_id}")
         return await self._verified(pdu)
 
     async def _auth_against_auth_events(
@@ -316,8 +322,8 @@ class FederationEventHandler:
             if missing_pdu.event_id == pdu.event_id or await self._known(missing_pdu.event_id):
                 continue
             try:
-                await self.process_pdu(origin, missing_pdu)
-            except _Dropped as exc:
+                await self.process_pdu(origin, missing_pdu, fill_gaps=False)
+            except (DroppedPdu, StateResError) as exc:
                 logger.info("missing event %s dropped: %s", missing_pdu.event_id, exc)
 
     async def _have_in_dag(self, event_id: EventID) -> bool:
@@ -349,7 +355,7 @@ class FederationEventHandler:
         try:
             state_ids, auth_ids = await self._remote.get_state_ids(origin, room_id, event_id)
         except Exception as exc:
-            raise _Dropped(f"cannot get the state at {event_id}: {exc}") from exc
+            raise DroppedPdu(f"cannot get the state at {event_id}: {exc}") from exc
         prev = await self._fetch_event(origin, room_id, event_id)
         needed = [e for e in {*state_ids, *auth_ids} if e not in await self._state.get_pdus([e])]
         fetched = []
@@ -391,7 +397,7 @@ class FederationEventHandler:
         frontier = set(seeds)
         while frontier:
             if len(found) > _MAX_AUTH_CHAIN:
-                raise _Dropped("auth chain too large")
+                raise DroppedPdu("auth chain too large")
             loaded = await self._state.get_pdus(frontier)
             found.update(loaded)
             frontier = {a for p in loaded.values() for a in p.auth_event_ids if a not in found}
@@ -404,7 +410,7 @@ class FederationEventHandler:
         reason = await self._auth_against_auth_events(pdu)
         befores = [await self._state_after(origin, pdu.room_id, p) for p in pdu.prev_event_ids]
         if not befores:
-            raise _Dropped("an event without prev_events")
+            raise DroppedPdu("an event without prev_events")
         if len(befores) == 1:
             before = befores[0]
         else:
@@ -532,5 +538,5 @@ def _relates_to(pdu: Pdu) -> tuple[EventID | None, str | None]:
     return None, None
 
 
-class _Dropped(Exception):
+class DroppedPdu(Exception):
     """The PDU cannot be processed (bad signature, unfetchable history): not stored."""
