@@ -20,6 +20,8 @@ from hypothesis import strategies as st
 from PIL import Image, ImageCms
 
 from peyvand.media.thumbnailer import (
+    CROP_SIDES,
+    SCALE_SIZES,
     THUMBNAIL_CONTENT_TYPES,
     ImageInfo,
     ImageTooLarge,
@@ -27,6 +29,7 @@ from peyvand.media.thumbnailer import (
     Thumbnail,
     make_thumbnail,
     probe_image,
+    snap_thumbnail_size,
 )
 
 LIMIT = 10_000_000
@@ -462,3 +465,61 @@ def test_thumbnail_size_properties(
         factor = min(Fraction(1), max(Fraction(box_w, src_w), Fraction(box_h, src_h)))
         scaled = _round_half_up(src_w * factor), _round_half_up(src_h * factor)
         assert (width, height) == (min(box_w, scaled[0]), min(box_h, scaled[1]))
+
+
+# -- snapping requested sizes to a ladder ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "method", "expected"),
+    [
+        (32, 32, "scale", (32, 32)),
+        (1, 1, "scale", (32, 32)),
+        (33, 32, "scale", (96, 96)),
+        (320, 240, "scale", (320, 240)),
+        (300, 200, "scale", (320, 240)),
+        (320, 241, "scale", (640, 480)),
+        (100, 400, "scale", (640, 480)),
+        (1600, 1200, "scale", (1600, 1200)),
+        (1601, 10, "scale", None),  # larger than the largest box: serve the original
+        (10, 1201, "scale", None),
+        (96, 96, "crop", (96, 96)),
+        (1, 1, "crop", (32, 32)),
+        (100, 50, "crop", (128, 64)),
+        (33, 1000, "crop", (64, 1024)),
+        (1490, 1471, "crop", (1600, 1600)),
+        (1600, 1600, "crop", (1600, 1600)),
+        (1601, 32, "crop", None),
+        (32, 4096, "crop", None),
+    ],
+)
+def test_requested_sizes_snap_up_to_the_ladder(
+    width: int, height: int, method: str, expected: tuple[int, int] | None
+) -> None:
+    assert snap_thumbnail_size(width, height, method) == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.integers(1, 4096),
+    st.integers(1, 4096),
+    st.sampled_from(["crop", "scale"]),
+)
+def test_snapped_sizes_are_few_and_never_smaller(width: int, height: int, method: str) -> None:
+    """Every request maps to one of a bounded set of sizes, at least as large as asked."""
+    snapped = snap_thumbnail_size(width, height, method)
+    if snapped is None:
+        assert width > 1600 or height > (1200 if method == "scale" else 1600)
+        return
+    assert snapped[0] >= width and snapped[1] >= height
+    if method == "scale":
+        assert snapped in SCALE_SIZES
+    else:
+        assert snapped[0] in CROP_SIDES and snapped[1] in CROP_SIDES
+
+
+def test_snapping_refuses_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="method"):
+        snap_thumbnail_size(32, 32, "stretch")
+    with pytest.raises(ValueError, match="positive"):
+        snap_thumbnail_size(0, 32, "crop")

@@ -8,6 +8,10 @@ The spec's two methods:
 Servers never upscale: when the content already fits inside the requested box,
 :func:`make_thumbnail` returns ``None`` and the caller serves the original.
 
+Requested sizes are snapped up to a fixed ladder (:func:`snap_thumbnail_size`), so each image
+has a small bounded set of thumbnails however many sizes clients ask for (otherwise every
+width from 1 to 4096 would cost a decode, a resize and a stored file).
+
 Only "real images" are thumbnailed: JPEG, PNG, GIF and WebP, detected from the bytes (never
 from the uploader's declared type). Only those four Pillow plugins are ever asked to parse a
 file, and the pixel count is checked from the header before anything is decoded or allocated.
@@ -53,6 +57,18 @@ THUMBNAIL_CONTENT_TYPES: Final[Mapping[str, str]] = MappingProxyType(
 
 JPEG_QUALITY: Final = 80
 _METHODS: Final = frozenset({"crop", "scale"})
+# ``scale`` requests are served from the smallest of these boxes that holds the request.
+SCALE_SIZES: Final = (
+    (32, 32),
+    (96, 96),
+    (320, 240),
+    (640, 480),
+    (800, 600),
+    (1280, 960),
+    (1600, 1200),
+)
+# ``crop`` requests have their width and height each snapped up to one of these.
+CROP_SIDES: Final = (32, 64, 96, 128, 192, 256, 320, 480, 640, 800, 1024, 1280, 1600)
 # Enough for every plugin's signature check and for the WebP canvas size (see _webp_size).
 _HEADER_BYTES: Final = 30
 # EXIF orientations 5-8 rotate by 90 degrees, so width and height swap.
@@ -100,6 +116,27 @@ class Thumbnail:
     content_type: str  # image/jpeg when the source is JPEG, else image/png (keeps alpha)
     width: int
     height: int
+
+
+def snap_thumbnail_size(width: int, height: int, method: str) -> tuple[int, int] | None:
+    """The thumbnail size that serves a request for ``width`` x ``height`` by ``method``:
+    never smaller than asked (the spec: "at least" the requested size where the image allows).
+
+    ``scale``: the smallest box of :data:`SCALE_SIZES` at least as wide and as high; ``crop``:
+    width and height each snapped up to :data:`CROP_SIDES`. None when the request is larger
+    than the largest size: the caller serves the original image.
+    """
+    if method not in _METHODS:
+        raise ValueError(f"unknown thumbnail method {method!r}")
+    if width < 1 or height < 1:
+        raise ValueError(f"thumbnail size must be positive, got {width}x{height}")
+    if method == "scale":
+        return next(((w, h) for w, h in SCALE_SIZES if w >= width and h >= height), None)
+    snapped_width = next((side for side in CROP_SIDES if side >= width), None)
+    snapped_height = next((side for side in CROP_SIDES if side >= height), None)
+    if snapped_width is None or snapped_height is None:
+        return None
+    return snapped_width, snapped_height
 
 
 def probe_image(path: Path, max_pixels: int) -> ImageInfo:
