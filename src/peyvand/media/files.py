@@ -42,7 +42,8 @@ class WrittenFile:
 
 
 class HashLocks:
-    """One asyncio lock per content hash, created on demand and dropped when unused."""
+    """One asyncio lock per content hash (or any other string key, such as a user ID),
+    created on demand and dropped when unused."""
 
     def __init__(self) -> None:
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
@@ -162,13 +163,9 @@ class MediaFiles:
         if target.exists():
             written.path.unlink(missing_ok=True)
             return
-        target.parent.mkdir(parents=True, exist_ok=True)
+        _make_directories(target.parent)
         os.replace(written.path, target)
-        directory = os.open(target.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+        _fsync_directory(target.parent)
 
     async def discard(self, written: WrittenFile) -> None:
         await asyncio.get_running_loop().run_in_executor(
@@ -201,6 +198,29 @@ class MediaFiles:
 
     def _leaf_directories(self) -> list[Path]:
         return sorted(leaf for top in _subdirectories(self._blobs) for leaf in _subdirectories(top))
+
+
+def _make_directories(directory: Path) -> None:
+    """``mkdir -p directory``, fsyncing the parent of each directory on the way that was
+    missing (``blobs/ab``, ``blobs/ab/cd``), so a crash cannot lose the new entries and with
+    them a committed file."""
+    missing: list[Path] = []
+    while not directory.is_dir():
+        missing.append(directory)
+        directory = directory.parent
+    for path in reversed(missing):
+        # Another thread may create it first (another hash with the same prefix); it is
+        # fsynced here all the same, as this commit must not depend on that thread's fsync.
+        path.mkdir(exist_ok=True)
+        _fsync_directory(path.parent)
+
+
+def _fsync_directory(directory: Path) -> None:
+    descriptor = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def _subdirectories(path: Path) -> Iterable[Path]:
