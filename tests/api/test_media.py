@@ -2,18 +2,26 @@
 with a small quota, a freeze date in the future and URL previews allowed to one loopback
 address; plus the defaults on the session's shared server. Files and rows are checked
 directly: after every delete, quarantine and purge, the media directory holds exactly the
-files the database names."""
+files the database names. The last part drives the media service in process, on both
+backends, for races and failures that HTTP cannot time (quota, expiry, waiters, deletes
+during thumbnailing, database and disk errors)."""
 
 from __future__ import annotations
 
 import asyncio
+import errno
+import functools
 import io
+import logging
 import re
 import socket
 import struct
 import time
+import uuid
 import zlib
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -25,6 +33,22 @@ from harness.client import Account, MatrixClient, new_session, unique_localpart
 from harness.database import query
 from harness.postgres import PostgresCluster
 from harness.server import HomeserverProcess
+from peyvand.api.media import content_repo
+from peyvand.config import MediaConfig
+from peyvand.errors import Errcode, MatrixError
+from peyvand.media import files as media_files_module
+from peyvand.media.files import FileWriter, MediaFiles
+from peyvand.services import media as media_service_module
+from peyvand.services.media import Download, MediaService
+from peyvand.services.requester import Requester
+from peyvand.services.url_preview import UrlPreviewService
+from peyvand.storage.database import Database
+from peyvand.storage.errors import StorageError
+from peyvand.storage.media import MediaRow, MediaStore, ThumbnailRow
+from peyvand.storage.migrations import run_migrations
+from peyvand.storage.postgres import PostgresDatabase
+from peyvand.storage.sqlite import SqliteDatabase
+from peyvand.types import DeviceID, UserID
 
 QUOTA = 4 * 1024 * 1024
 MAX_PENDING = 3
@@ -486,6 +510,8 @@ async def test_thumbnails_scale_and_crop_once(
 ) -> None:
     alice = await mc.register()
     key = await _uploaded(http, media_server, alice, _png(1000, 800, (1, 2, 3)), "image/png")
+    # 320x240 (scale) and 96x96 (crop) are sizes of the ladder requests snap to, so they are
+    # made and stored at exactly the requested size (see the next test for other sizes).
 
     status, headers, body = await _thumbnail(
         http, media_server, alice, key, width="320", height="240", method="scale"
@@ -510,6 +536,51 @@ async def test_thumbnails_scale_and_crop_once(
         key[1],
     )
     assert sorted(rows) == [(96, 96, "crop"), (320, 240, "scale")]
+
+
+async def test_thumbnail_sizes_snap_up_to_a_ladder(
+    media_server: HomeserverProcess, mc: MatrixClient, http: aiohttp.ClientSession
+) -> None:
+    """Requests are served from the next size up of a fixed ladder, never smaller than asked:
+    a client asking for every size from 1 to 4096 used to make the server decode the image
+    and store a new thumbnail each time (disk and CPU amplification)."""
+    alice = await mc.register()
+    original = _png(1500, 1500, (4, 5, 6))
+    key = await _uploaded(http, media_server, alice, original, "image/png")
+
+    async def size_of(**params: str) -> tuple[int, int]:
+        status, _, body = await _thumbnail(http, media_server, alice, key, **params)
+        assert status == 200, params
+        with Image.open(io.BytesIO(body)) as image:
+            return image.size
+
+    # scale 300x200 -> the 320x240 box; the square image fits it as 240x240.
+    assert await size_of(width="300", height="200", method="scale") == (240, 240)
+    assert await size_of(width="320", height="240", method="scale") == (240, 240)
+    # crop: each side snapped up on its own.
+    assert await size_of(width="100", height="100", method="crop") == (128, 128)
+    assert await size_of(width="128", height="110", method="crop") == (128, 128)
+    assert await size_of(width="100", height="50", method="crop") == (128, 64)
+    files = _files(media_server)
+    # Twenty sizes near the image's own: all snap to 1600x1600, which the image fits, so the
+    # original is served and nothing is made or stored.
+    for side in range(1490, 1470, -1):
+        status, _, body = await _thumbnail(
+            http, media_server, alice, key, width=str(side), height=str(side), method="crop"
+        )
+        assert (status, body) == (200, original)
+    # Beyond the ladder: the original as well (it is a thumbnailable image).
+    for params in ({"width": "2000", "height": "100"}, {"width": "100", "height": "1700"}):
+        status, _, body = await _thumbnail(http, media_server, alice, key, **params)
+        assert (status, body) == (200, original), params
+    assert _files(media_server) == files
+    rows = await query(
+        media_server,
+        "SELECT width, height, method FROM media_thumbnails WHERE media_id = $1",
+        key[1],
+    )
+    assert sorted(rows) == [(128, 64, "crop"), (128, 128, "crop"), (320, 240, "scale")]
+    await _assert_consistent(media_server)
 
 
 async def test_small_images_are_returned_as_they_are(
@@ -599,9 +670,10 @@ async def test_quarantine_hides_media_and_keeps_its_file(
     admin_name: str,
 ) -> None:
     admin = await mc.login(admin_name, ADMIN_PASSWORD)
-    alice = await mc.register()
+    alice, bob = await mc.register(), await mc.register()
     data = _png(200, 200, (9, 9, 9))
     key = await _uploaded(http, media_server, alice, data, "image/png")
+    earlier = await _uploaded(http, media_server, bob, data, "image/png")  # same bytes
     await _thumbnail(http, media_server, alice, key, width="32", height="32")
     path = f"/_synapse/admin/v1/media/quarantine/{key[0]}/{key[1]}"
 
@@ -618,16 +690,22 @@ async def test_quarantine_hides_media_and_keeps_its_file(
     )
     assert rows[0][0] == admin.user_id
     assert rows[0][1] in _files(media_server)
+    # Quarantine is by content (as Synapse's): an earlier upload of the same bytes, under
+    # another URI, is not served either.
+    earlier_url = f"{media_server.base_url}{MEDIA}/download/{earlier[0]}/{earlier[1]}"
+    status, _, body = await _get(http, earlier_url, bob)
+    assert (status, _errcode(body)) == (404, "M_NOT_FOUND")
 
     copy = await _uploaded(http, media_server, alice, data, "image/png")  # same bytes again
-    status, _, _ = await _get(
-        http, f"{media_server.base_url}{MEDIA}/download/{copy[0]}/{copy[1]}", alice
-    )
+    copy_url = f"{media_server.base_url}{MEDIA}/download/{copy[0]}/{copy[1]}"
+    status, _, _ = await _get(http, copy_url, alice)
     assert status == 404
 
+    # Releasing the item releases every item with its bytes.
     path = f"/_synapse/admin/v1/media/unquarantine/{key[0]}/{key[1]}"
     (await mc.request("POST", path, json={}, token=admin)).ok()
-    assert (await _get(http, download, alice))[2] == data
+    for url in (download, earlier_url, copy_url):
+        assert (await _get(http, url, alice))[:3:2] == (200, data), url
     await _assert_consistent(media_server)
 
 
@@ -761,9 +839,17 @@ async def preview_site() -> AsyncIterator[str]:
     async def logo(_: web.Request) -> web.Response:
         return web.Response(body=image, content_type="image/png")
 
+    async def many(_: web.Request) -> web.Response:
+        tags = "".join(
+            f'<meta property="og:tag{i}" content="{chr(ord("a") + i % 26) * 3000}">'
+            for i in range(120)
+        )
+        return web.Response(text=f"<html><head>{tags}</head></html>", content_type="text/html")
+
     app = web.Application()
     app.router.add_get("/", page)
     app.router.add_get("/logo.png", logo)
+    app.router.add_get("/many", many)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, PREVIEW_HOST, 0)
@@ -800,6 +886,22 @@ async def test_url_preview_of_an_allowed_page(
     assert status == 200
     assert len(body) == preview["matrix:image:size"]
     assert Image.open(io.BytesIO(body)).size == (120, 90)
+    # The server fetched it, not alice: it has no owner and uses nobody's quota.
+    assert await query(media_server, "SELECT user_id FROM media WHERE media_id = $1", media_id) == [
+        (None,)
+    ]
+
+
+async def test_url_previews_are_bounded(mc: MatrixClient, preview_site: str) -> None:
+    """A page with 120 OpenGraph tags of 3000 characters each: at most 50 keys come back,
+    each value cut to 1000 characters."""
+    alice = await mc.register()
+    url = f"http://{PREVIEW_HOST}:{preview_site}/many"
+    preview = (
+        await mc.request("GET", f"{MEDIA}/preview_url", params={"url": url}, token=alice)
+    ).ok()
+    assert len([key for key in preview if key.startswith("og:")]) == 50
+    assert all(len(value) == 1000 for value in preview.values())
 
 
 async def test_url_preview_refuses_loopback_and_bad_urls(
@@ -822,3 +924,607 @@ async def test_url_previews_are_off_by_default(client: MatrixClient) -> None:
         "GET", f"{MEDIA}/preview_url", params={"url": "http://127.0.0.2/"}, token=alice
     )
     assert (off.status, off.body["errcode"]) == (404, "M_UNRECOGNIZED")
+
+
+# -- the media service in process: races and failures HTTP cannot time -------------------
+#
+# These drive ``MediaService`` directly on a fresh database of the backend under test and a
+# media directory of their own, with a controllable clock where expiry matters.
+
+
+class _Clock:
+    """Starts at the real time (the freeze date compares with it); tests move it on."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class _Media:
+    service: MediaService
+    store: MediaStore
+    root: Path
+    clock: _Clock
+
+    def files(self) -> set[str]:
+        return {p.name for p in (self.root / "blobs").rglob("*") if p.is_file()}
+
+    def tmp(self) -> list[Path]:
+        return list((self.root / "tmp").iterdir())
+
+
+@pytest.fixture
+async def media_db(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[Database]:
+    db: SqliteDatabase | PostgresDatabase
+    if backend == "sqlite":
+        db = await SqliteDatabase.open(str(tmp_path / "media.db"))
+    else:
+        cluster: PostgresCluster = request.getfixturevalue("postgres_cluster")
+        db = await PostgresDatabase.open(cluster.create_database("media"))
+    try:
+        await run_migrations(db)
+        yield db
+    finally:
+        await db.close()
+
+
+@pytest.fixture
+def new_media(media_db: Database, tmp_path: Path) -> Callable[..., Awaitable[_Media]]:
+    """``await new_media(**MediaConfig options)``: a service whose files are set up (its
+    background loops are not started unless a test calls ``start``)."""
+
+    async def make(**options: Any) -> _Media:
+        clock = _Clock()
+        store = MediaStore(media_db)
+        root = tmp_path / f"media-{uuid.uuid4().hex[:8]}"
+        service = MediaService(
+            "hs.test", MediaConfig(**options), store, MediaFiles(root), clock=clock
+        )
+        await service._files.start()
+        return _Media(service, store, root, clock)
+
+    return make
+
+
+def _requester(name: str = "alice") -> Requester:
+    return Requester(UserID(f"@{name}:hs.test"), DeviceID("DEVICE"), 1)
+
+
+async def _chunks(data: bytes, chunk: int = 64 * 1024, delay: float = 0.0) -> AsyncIterator[bytes]:
+    for start in range(0, len(data), chunk):
+        if delay:
+            await asyncio.sleep(delay)
+        yield data[start : start + chunk]
+
+
+def _media_id(content_uri: str) -> str:
+    return content_uri.rsplit("/", 1)[1]
+
+
+async def _upload_in_process(media: _Media, data: bytes, user: str = "alice") -> str:
+    uri = await media.service.upload(
+        _requester(user),
+        _chunks(data),
+        content_length=None,
+        content_type="image/png",
+        upload_name=None,
+    )
+    return _media_id(uri)
+
+
+async def test_concurrent_uploads_stay_within_the_quota(
+    new_media: Callable[..., Awaitable[_Media]],
+) -> None:
+    """Two 3 MiB uploads streaming at once against a 4 MiB quota: the quota used to be
+    computed once per upload, before either was stored, so both were accepted. Bytes still
+    streaming now count too: exactly one is stored."""
+    media = await new_media(user_quota=QUOTA)
+    user = _requester()
+    results = await asyncio.gather(
+        *(
+            media.service.upload(
+                user,
+                _chunks(bytes([i]) * (3 * 1024 * 1024), delay=0.001),
+                content_length=None,
+                content_type="application/octet-stream",
+                upload_name=None,
+            )
+            for i in (1, 2)
+        ),
+        return_exceptions=True,
+    )
+    refused = [r for r in results if isinstance(r, MatrixError)]
+    assert len(refused) == 1, results
+    assert refused[0].errcode == Errcode.RESOURCE_LIMIT_EXCEEDED
+    assert await media.store.usage_of(user.user_id) == 3 * 1024 * 1024
+    assert len(media.files()) == 1
+    assert media.tmp() == []
+    assert media.service._in_flight == {}
+
+
+async def test_the_quota_is_checked_again_before_the_row(
+    new_media: Callable[..., Awaitable[_Media]],
+) -> None:
+    """An upload that started (and read the usage) before another one was stored: the
+    streaming check passes on its stale usage, the final check before the row refuses it."""
+    media = await new_media(user_quota=QUOTA)
+    user = _requester()
+    started, go = asyncio.Event(), asyncio.Event()
+
+    async def late_body() -> AsyncIterator[bytes]:
+        started.set()  # it has read the usage (0) by now
+        await go.wait()
+        async for chunk in _chunks(b"b" * (3 * 1024 * 1024)):
+            yield chunk
+
+    late = asyncio.create_task(
+        media.service.upload(
+            user, late_body(), content_length=None, content_type=None, upload_name=None
+        )
+    )
+    await started.wait()
+    await _upload_in_process(media, b"a" * (3 * 1024 * 1024))
+    go.set()
+    with pytest.raises(MatrixError) as refused:
+        await late
+    assert refused.value.errcode == Errcode.RESOURCE_LIMIT_EXCEEDED
+    assert await media.store.usage_of(user.user_id) == 3 * 1024 * 1024
+    assert len(media.files()) == 1
+    assert media.tmp() == []
+
+
+async def test_an_upload_finishing_after_its_reservation_expired_is_refused(
+    new_media: Callable[..., Awaitable[_Media]],
+) -> None:
+    """Completing an expired reservation raced the janitor (which could delete the completed
+    row, leaving its file unnamed). Now an upload completing after expiry gets 404 and its
+    bytes are not kept."""
+    media = await new_media(pending_upload_lifetime=60)
+    created = await media.service.create(_requester())
+    media_id = _media_id(created.content_uri)
+
+    async def slow_body() -> AsyncIterator[bytes]:
+        yield b"first half "
+        media.clock.now += 61  # the reservation expires while the body streams in
+        yield b"second half"
+
+    with pytest.raises(MatrixError) as gone:
+        await media.service.upload_to(
+            _requester(),
+            "hs.test",
+            media_id,
+            slow_body(),
+            content_length=None,
+            content_type="text/plain",
+            upload_name=None,
+        )
+    assert (gone.value.status, gone.value.errcode) == (404, Errcode.NOT_FOUND)
+    assert media.files() == set()
+    row = await media.store.get("hs.test", media_id)
+    assert row is not None and row.pending
+    await media.service._expire_pending()
+    assert await media.store.get("hs.test", media_id) is None
+
+
+@pytest.mark.parametrize("how", ["expired", "deleted"])
+async def test_a_reservation_removed_during_its_upload_is_a_404(
+    new_media: Callable[..., Awaitable[_Media]], how: str
+) -> None:
+    """The janitor (or an admin) removes the reservation while its body streams in: 404
+    M_NOT_FOUND (it used to say 409 "already uploaded"), nothing kept."""
+    media = await new_media(pending_upload_lifetime=60)
+    created = await media.service.create(_requester())
+    media_id = _media_id(created.content_uri)
+    streaming, removed = asyncio.Event(), asyncio.Event()
+
+    async def body() -> AsyncIterator[bytes]:
+        streaming.set()
+        yield b"x" * 10
+        await removed.wait()
+        yield b"y" * 10
+
+    upload = asyncio.create_task(
+        media.service.upload_to(
+            _requester(),
+            "hs.test",
+            media_id,
+            body(),
+            content_length=None,
+            content_type="text/plain",
+            upload_name=None,
+        )
+    )
+    await streaming.wait()
+    if how == "expired":
+        media.clock.now += 61
+        await media.service._expire_pending()
+    else:
+        assert await media.service.delete([("hs.test", media_id)]) == 1
+    removed.set()
+    with pytest.raises(MatrixError) as gone:
+        await upload
+    assert (gone.value.status, gone.value.errcode) == (404, Errcode.NOT_FOUND)
+    assert await media.store.get("hs.test", media_id) is None
+    assert media.files() == set()
+    assert media.tmp() == []
+
+
+async def test_a_waiting_download_sees_an_upload_that_lands_during_its_first_read(
+    new_media: Callable[..., Awaitable[_Media]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The upload completed (and woke nobody) between the download's read of the pending row
+    and its registering as a waiter: it used to sleep for its whole timeout."""
+    media = await new_media()
+    created = await media.service.create(_requester())
+    media_id = _media_id(created.content_uri)
+    real_get = media.store.get
+    first_read = asyncio.Event()
+    calls = 0
+
+    async def slow_first_get(origin: str, mid: str) -> MediaRow | None:
+        nonlocal calls
+        calls += 1
+        row = await real_get(origin, mid)
+        if calls == 1:  # a slow database round trip, answered with the pending row
+            await first_read.wait()
+        return row
+
+    monkeypatch.setattr(media.store, "get", slow_first_get)
+    download = asyncio.create_task(
+        media.service.download("hs.test", media_id, timeout_ms=20_000, authenticated=True)
+    )
+    await _eventually(lambda: calls == 1)
+    await media.service.upload_to(
+        _requester(),
+        "hs.test",
+        media_id,
+        _chunks(b"hello"),
+        content_length=5,
+        content_type="text/plain",
+        upload_name=None,
+    )
+    first_read.set()
+    async with asyncio.timeout(3):
+        found = await download
+    assert found.size == 5
+    assert media.service._waiters == {}
+
+
+def _waiting(service: MediaService, key: tuple[str, str], count: int) -> bool:
+    return key in service._waiters and service._waiters[key][1] == count
+
+
+async def test_waiters_are_woken_by_deletes_and_expiry_and_never_leak(
+    new_media: Callable[..., Awaitable[_Media]],
+) -> None:
+    media = await new_media(pending_upload_lifetime=60)
+    service = media.service
+
+    async def reserve() -> str:
+        return _media_id((await service.create(_requester())).content_uri)
+
+    # Gave up waiting: the waiter entry used to stay behind for every such request.
+    media_id = await reserve()
+    with pytest.raises(MatrixError) as not_yet:
+        await service.download("hs.test", media_id, timeout_ms=0, authenticated=True)
+    assert not_yet.value.errcode == Errcode.NOT_YET_UPLOADED
+    assert service._waiters == {}
+
+    # A delete, then the janitor, wake the waiters at once (404), not after their timeout.
+    for remove in ("delete", "expire"):
+        media_id = await reserve()
+        waiting = [
+            asyncio.create_task(
+                service.download("hs.test", media_id, timeout_ms=30_000, authenticated=True)
+            )
+            for _ in range(2)
+        ]
+        key = ("hs.test", media_id)
+        # One entry for the key, counting two waiters.
+        await _eventually(functools.partial(_waiting, service, key, 2))
+        if remove == "delete":
+            await service.delete([("hs.test", media_id)])
+        else:
+            media.clock.now += 61
+            await service._expire_pending()
+        async with asyncio.timeout(3):
+            results = await asyncio.gather(*waiting, return_exceptions=True)
+        for result in results:
+            assert isinstance(result, MatrixError) and result.errcode == Errcode.NOT_FOUND
+        assert service._waiters == {}
+
+
+async def test_unauthenticated_downloads_never_wait_for_new_media(
+    new_media: Callable[..., Awaitable[_Media]],
+) -> None:
+    """The freeze is checked before waiting: a reservation made after the freeze date can
+    only receive media the legacy endpoints will not serve, so they answer at once."""
+    for frozen in (None, "2000-01-01T00:00:00Z"):
+        media = await new_media(unauthenticated_media_before=frozen)
+        media_id = _media_id((await media.service.create(_requester())).content_uri)
+        async with asyncio.timeout(3):
+            with pytest.raises(MatrixError) as refused:
+                await media.service.download(
+                    "hs.test", media_id, timeout_ms=30_000, authenticated=False
+                )
+        assert refused.value.errcode == Errcode.NOT_FOUND
+        assert media.service._waiters == {}
+
+
+async def test_a_database_error_after_the_file_commit_leaves_no_file(
+    new_media: Callable[..., Awaitable[_Media]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The file was in place and the row insert failed: the file stayed, unnamed, until the
+    next restart's sweep. Now it is removed at once and the error still propagates."""
+    media = await new_media()
+
+    async def lost_connection(*args: Any, **kwargs: Any) -> Any:
+        raise StorageError("connection lost")
+
+    monkeypatch.setattr(media.store, "add_uploaded", lost_connection)
+    with pytest.raises(StorageError):
+        await _upload_in_process(media, b"abc" * 1000)
+    assert media.files() == set()
+
+    media_id = _media_id((await media.service.create(_requester())).content_uri)
+    monkeypatch.setattr(media.store, "complete_pending", lost_connection)
+    with pytest.raises(StorageError):
+        await media.service.upload_to(
+            _requester(),
+            "hs.test",
+            media_id,
+            _chunks(b"def" * 1000),
+            content_length=None,
+            content_type=None,
+            upload_name=None,
+        )
+    assert media.files() == set()
+    assert media.tmp() == []
+
+
+async def test_orphaned_files_are_swept_periodically(
+    new_media: Callable[..., Awaitable[_Media]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not only at start-up: a file left unnamed while the server runs goes too."""
+    monkeypatch.setattr(media_service_module, "_ORPHAN_SWEEP_SECONDS", 0.2)
+    monkeypatch.setattr(media_service_module, "_JANITOR_SECONDS", 0.05)
+    media = await new_media()
+    kept = await _upload_in_process(media, b"named by a row")
+    sweeps = 0
+    real_sweep = media.service.sweep_orphan_files
+
+    async def counting_sweep() -> int:
+        nonlocal sweeps
+        removed = await real_sweep()
+        sweeps += 1
+        return removed
+
+    monkeypatch.setattr(media.service, "sweep_orphan_files", counting_sweep)
+    await media.service.start()
+    try:
+        await _eventually(lambda: sweeps == 1)  # the start-up sweep is done
+        orphan = media.root / "blobs" / "ab" / "ab" / ("ab" * 32)
+        orphan.parent.mkdir(parents=True, exist_ok=True)
+        orphan.write_bytes(b"no row names me")
+        await _eventually(lambda: not orphan.exists(), seconds=5)
+        assert sweeps >= 2
+    finally:
+        await media.service.stop()
+    row = await media.store.get("hs.test", kept)
+    assert row is not None and row.sha256 in media.files()
+
+
+async def test_thumbnailing_media_that_is_being_deleted_is_a_404(
+    new_media: Callable[..., Awaitable[_Media]],
+) -> None:
+    """The file went away between the row read and the decode: FileNotFoundError used to
+    escape as a 500."""
+    media = await new_media()
+    service = media.service
+    media_id = await _upload_in_process(media, _png(500, 500))
+    slots = service._thumbnail_slots
+    for _ in range(2):
+        await slots.acquire()  # other thumbnails take every decoding slot
+    try:
+        thumbnail = asyncio.create_task(
+            service.thumbnail(
+                "hs.test",
+                media_id,
+                width=32,
+                height=32,
+                method="crop",
+                animated=False,
+                timeout_ms=None,
+                authenticated=True,
+            )
+        )
+        await _eventually(lambda: len(service._thumbnailing) == 1)
+        assert await service.delete([("hs.test", media_id)]) == 1
+    finally:
+        for _ in range(2):
+            slots.release()
+    with pytest.raises(MatrixError) as gone:
+        await thumbnail
+    assert (gone.value.status, gone.value.errcode) == (404, Errcode.NOT_FOUND)
+    assert media.files() == set()
+
+
+async def test_a_cancelled_request_does_not_cancel_a_shared_thumbnail(
+    new_media: Callable[..., Awaitable[_Media]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two requests share one thumbnail job; the first client goes away. The job used to
+    run in the first request's task, so the second request was cancelled with it."""
+    media = await new_media()
+    service = media.service
+    media_id = await _upload_in_process(media, _png(500, 400))
+    looked_up = 0
+    real_get_thumbnail = media.store.get_thumbnail
+
+    async def counting(*args: Any) -> ThumbnailRow | None:
+        nonlocal looked_up
+        found = await real_get_thumbnail(*args)
+        looked_up += 1
+        return found
+
+    monkeypatch.setattr(media.store, "get_thumbnail", counting)
+    slots = service._thumbnail_slots
+    for _ in range(2):
+        await slots.acquire()
+
+    def request() -> asyncio.Task[Download]:
+        return asyncio.create_task(
+            service.thumbnail(
+                "hs.test",
+                media_id,
+                width=96,
+                height=96,
+                method="crop",
+                animated=False,
+                timeout_ms=None,
+                authenticated=True,
+            )
+        )
+
+    try:
+        first, second = request(), request()
+        await _eventually(lambda: looked_up == 2)  # both found no stored thumbnail
+        await asyncio.sleep(0.05)
+        assert len(service._thumbnailing) == 1  # one shared job, both wait for it
+        first.cancel()
+        await asyncio.sleep(0.05)
+    finally:
+        for _ in range(2):
+            slots.release()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    async with asyncio.timeout(10):
+        found = await second
+    with Image.open(found.path) as made:
+        assert made.size == (96, 96)
+    assert service._thumbnailing == {}
+
+
+async def test_a_delete_checks_its_files_once_per_batch(
+    new_media: Callable[..., Awaitable[_Media]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One ``unreferenced`` query for the batch, then one re-check per candidate under its
+    hash lock (it used to be one query per hash)."""
+    media = await new_media()
+    shared = b"shared by a kept item"
+    doomed = [await _upload_in_process(media, f"only {i}".encode()) for i in range(3)]
+    doomed.append(await _upload_in_process(media, shared))
+    kept = await _upload_in_process(media, shared)
+    calls: list[list[str]] = []
+    real = media.store.unreferenced
+
+    async def recording(hashes: Sequence[str]) -> set[str]:
+        calls.append(list(hashes))
+        return await real(hashes)
+
+    monkeypatch.setattr(media.store, "unreferenced", recording)
+    assert await media.service.delete([("hs.test", m) for m in doomed]) == 4
+    assert len(calls[0]) == 4  # the whole batch
+    assert [len(c) for c in calls[1:]] == [1, 1, 1]  # the three candidates, not the shared one
+    row = await media.store.get("hs.test", kept)
+    assert row is not None and media.files() == {row.sha256}
+
+
+async def test_new_blob_directories_are_fsynced(
+    new_media: Callable[..., Awaitable[_Media]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A committed file's new parent directories (``blobs/ab``, ``blobs/ab/cd``) are made
+    durable too, not only the file's own directory entry."""
+    media = await new_media()
+    synced: list[Path] = []
+    real = media_files_module._fsync_directory
+
+    def recording(directory: Path) -> None:
+        synced.append(directory)
+        real(directory)
+
+    monkeypatch.setattr(media_files_module, "_fsync_directory", recording)
+    media_id = await _upload_in_process(media, b"first file")
+    row = await media.store.get("hs.test", media_id)
+    assert row is not None and row.sha256 is not None
+    blobs = media.root / "blobs"
+    top, leaf = blobs / row.sha256[:2], blobs / row.sha256[:2] / row.sha256[2:4]
+    assert synced == [blobs, top, leaf]
+
+
+async def test_a_full_disk_is_a_clean_error(
+    new_media: Callable[..., Awaitable[_Media]],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    media = await new_media()
+
+    async def no_space(self: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(FileWriter, "_flush", no_space)
+    with (
+        caplog.at_level(logging.WARNING, logger="peyvand.services.media"),
+        pytest.raises(MatrixError) as full,
+    ):
+        await _upload_in_process(media, b"x" * 1000)
+    assert (full.value.status, full.value.errcode) == (500, Errcode.UNKNOWN)
+    assert "full" in full.value.message
+    assert any(r.levelno == logging.WARNING for r in caplog.records)
+    assert media.tmp() == [] and media.files() == set()
+
+
+def test_thumbnail_routes_are_rate_limited() -> None:
+    thumbnails = [r for r in content_repo.routes.routes if "/thumbnail/" in r.path]
+    assert len(thumbnails) == 2
+    assert all(route.rate_limited for route in thumbnails)
+
+
+async def test_large_url_previews_are_not_cached(
+    new_media: Callable[..., Awaitable[_Media]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    media = await new_media()
+    previews = UrlPreviewService(MediaConfig(url_preview_enabled=True), media.service)
+    built: list[str] = []
+
+    async def build(url: str) -> dict[str, Any]:
+        built.append(url)
+        if url.endswith("big"):
+            return {"og:description": "é" * 40_000}  # 80 000 bytes of UTF-8
+        return {"og:title": "small"}
+
+    monkeypatch.setattr(previews, "_build", build)
+    for _ in range(2):
+        for url in ("http://example.org/big", "http://example.org/small"):
+            await previews.preview(_requester(), url)
+    big, small = "http://example.org/big", "http://example.org/small"
+    assert built == [big, small, big]  # the small one came from the cache the second time
+
+
+async def test_a_cancelled_request_does_not_cancel_a_shared_preview(
+    new_media: Callable[..., Awaitable[_Media]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    media = await new_media()
+    previews = UrlPreviewService(MediaConfig(url_preview_enabled=True), media.service)
+    fetched = asyncio.Event()
+
+    async def build(url: str) -> dict[str, Any]:
+        await fetched.wait()
+        return {"og:title": "shared"}
+
+    monkeypatch.setattr(previews, "_build", build)
+    url = "http://example.org/"
+    first = asyncio.create_task(previews.preview(_requester("alice"), url))
+    second = asyncio.create_task(previews.preview(_requester("bob"), url))
+    await asyncio.sleep(0.05)
+    first.cancel()
+    await asyncio.sleep(0.05)
+    fetched.set()
+    async with asyncio.timeout(3):
+        assert await second == {"og:title": "shared"}
+    with pytest.raises(asyncio.CancelledError):
+        await first

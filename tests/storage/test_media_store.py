@@ -6,13 +6,17 @@ would not see each other's rows even in a shared database."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import uuid
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
+from typing import Any
 
 import pytest
 
-from peyvand.storage.database import Database
+from peyvand.storage.database import Connection, Database, Row
 from peyvand.storage.media import MediaKey, MediaRow, MediaStore, ThumbnailRow
 from peyvand.types import UserID
 
@@ -141,7 +145,7 @@ async def test_add_uploaded_round_trips_every_field(store: MediaStore, ids: Ids)
     assert await store.get(ids.local, "full") == full
 
 
-# add_pending / count_pending / complete_pending / expired_pending
+# add_pending / count_pending / complete_pending / expire_pending
 
 
 async def test_add_pending_and_count_pending(store: MediaStore, ids: Ids) -> None:
@@ -270,7 +274,7 @@ async def test_complete_pending(store: MediaStore, ids: Ids) -> None:
     assert not row.pending
 
 
-async def test_expired_pending(store: MediaStore, ids: Ids) -> None:
+async def test_expire_pending(store: MediaStore, ids: Ids) -> None:
     alice = ids.user("alice")
     await store.add_pending(ids.local, "old", alice, now=0, expires_ts=100)
     await store.add_pending(ids.local, "older", alice, now=0, expires_ts=50)
@@ -294,20 +298,66 @@ async def test_expired_pending(store: MediaStore, ids: Ids) -> None:
     def own(keys: list[MediaKey]) -> set[MediaKey]:
         return {key for key in keys if key in mine}
 
-    assert own(await store.expired_pending(now=49, limit=100)) == set()
-    assert own(await store.expired_pending(now=100, limit=100)) == {
+    async def present() -> set[str]:
+        return {m for _, m in mine if await store.get(ids.local, m) is not None}
+
+    assert own(await store.expire_pending(now=49, limit=100)) == set()
+    assert await present() == {"old", "older", "fresh", "done", "kept"}
+    # Expiring deletes the rows (expires_ts is the first instant a reservation is expired)
+    # and returns their keys, so the caller can wake their download waiters.
+    assert own(await store.expire_pending(now=100, limit=100)) == {
         (ids.local, "old"),
         (ids.local, "older"),
     }
-    assert own(await store.expired_pending(now=10_000, limit=100)) == {
-        (ids.local, "old"),
-        (ids.local, "older"),
-        (ids.local, "fresh"),
-    }
-    assert len(await store.expired_pending(now=10_000, limit=2)) == 2
-    # Deleting them is how they are reaped.
-    assert await store.delete([(ids.local, "old"), (ids.local, "older")]) == (2, set())
-    assert own(await store.expired_pending(now=100, limit=100)) == set()
+    assert await present() == {"fresh", "done", "kept"}
+    assert own(await store.expire_pending(now=100, limit=100)) == set()
+    assert own(await store.expire_pending(now=10_000, limit=100)) == {(ids.local, "fresh")}
+    # Completed uploads are never expired, whatever their expires_ts said.
+    assert await present() == {"done", "kept"}
+
+
+async def test_expire_pending_in_batches(store: MediaStore, ids: Ids) -> None:
+    alice = ids.user("alice")
+    for i in range(5):
+        await store.add_pending(ids.local, f"p{i}", alice, now=0, expires_ts=1)
+    expired: list[MediaKey] = []
+    while batch := [k for k in await store.expire_pending(now=10, limit=2) if k[0] == ids.local]:
+        assert len(batch) <= 2
+        expired += batch
+    assert sorted(expired) == [(ids.local, f"p{i}") for i in range(5)]
+
+
+async def test_complete_pending_after_expiry_is_refused(store: MediaStore, ids: Ids) -> None:
+    """An upload that finishes after its reservation expired must not fill it in: the
+    janitor may be deleting the row at that moment (and would delete a completed upload)."""
+    alice = ids.user("alice")
+    await store.add_pending(ids.local, "p", alice, now=0, expires_ts=100)
+    for now in (100, 101):
+        assert not await store.complete_pending(
+            ids.local,
+            "p",
+            content_type="image/png",
+            upload_name=None,
+            size=1,
+            sha256=ids.sha("late"),
+            now=now,
+            quarantined_by=None,
+        )
+    row = await store.get(ids.local, "p")
+    assert row is not None and row.pending
+    assert await store.complete_pending(
+        ids.local,
+        "p",
+        content_type="image/png",
+        upload_name=None,
+        size=1,
+        sha256=ids.sha("in time"),
+        now=99,
+        quarantined_by=None,
+    )
+    expired = await store.expire_pending(now=10_000, limit=100)
+    assert (ids.local, "p") not in expired
+    assert await store.get(ids.local, "p") is not None
 
 
 # usage_of
@@ -340,27 +390,34 @@ async def test_usage_of(store: MediaStore, ids: Ids) -> None:
 
 
 async def test_quarantine(store: MediaStore, ids: Ids) -> None:
+    """Quarantine is by content (Synapse's "quarantine media by hash"): every row with the
+    item's bytes is quarantined, and released, together."""
     h = ids.sha("h")
     await store.add_uploaded(uploaded(ids.local, "a", h))
     await store.add_uploaded(uploaded(ids.remote, "b", h))
+    await store.add_uploaded(uploaded(ids.local, "other", ids.sha("other")))
     assert await store.quarantined_hash(h) is None
     assert await store.quarantined_hash(ids.sha("unknown")) is None
 
+    async def quarantined_by() -> tuple[str | None, str | None, str | None]:
+        a, b = await store.get(ids.local, "a"), await store.get(ids.remote, "b")
+        other = await store.get(ids.local, "other")
+        assert a is not None and b is not None and other is not None
+        return a.quarantined_by, b.quarantined_by, other.quarantined_by
+
     assert await store.set_quarantined(ids.remote, "b", "@admin:localhost")
     assert await store.quarantined_hash(h) == "@admin:localhost"
-    a, b = await store.get(ids.local, "a"), await store.get(ids.remote, "b")
-    assert a is not None and b is not None
-    assert (a.quarantined_by, b.quarantined_by) == (None, "@admin:localhost")
+    assert await quarantined_by() == ("@admin:localhost", "@admin:localhost", None)
 
     # Setting it again (to the same or another admin) still reports the row as found.
     assert await store.set_quarantined(ids.remote, "b", "@other:localhost")
     assert await store.quarantined_hash(h) == "@other:localhost"
+    assert await quarantined_by() == ("@other:localhost", "@other:localhost", None)
 
-    # Release.
-    assert await store.set_quarantined(ids.remote, "b", None)
+    # Releasing any of them releases all of them.
+    assert await store.set_quarantined(ids.local, "a", None)
     assert await store.quarantined_hash(h) is None
-    b = await store.get(ids.remote, "b")
-    assert b is not None and b.quarantined_by is None
+    assert await quarantined_by() == (None, None, None)
 
     # Unknown items.
     assert not await store.set_quarantined(ids.local, "missing", "@admin:localhost")
@@ -371,9 +428,13 @@ async def test_quarantine(store: MediaStore, ids: Ids) -> None:
 
 async def test_quarantine_pending_item(store: MediaStore, ids: Ids) -> None:
     await store.add_pending(ids.local, "p", ids.user("alice"), now=0, expires_ts=10)
+    await store.add_pending(ids.local, "q", ids.user("alice"), now=0, expires_ts=10)
     assert await store.set_quarantined(ids.local, "p", "@admin:localhost")
     row = await store.get(ids.local, "p")
     assert row is not None and row.pending and row.quarantined_by == "@admin:localhost"
+    # No bytes, so nothing else shares them: another pending item is left alone.
+    other = await store.get(ids.local, "q")
+    assert other is not None and other.quarantined_by is None
 
 
 # get_thumbnail / add_thumbnail
@@ -413,6 +474,100 @@ async def test_thumbnails(store: MediaStore, ids: Ids) -> None:
     await store.delete([(ids.local, "m")])
     assert not await store.add_thumbnail(ids.local, "m", t1)
     assert await store.get_thumbnail(ids.local, "m", 32, 32, "crop") is None
+
+
+async def test_thumbnails_go_with_their_media_row(
+    store: MediaStore, database: Database, ids: Ids
+) -> None:
+    """The foreign key: deleting a media row by any path deletes its thumbnails."""
+    await store.add_uploaded(uploaded(ids.local, "m", ids.sha("m")))
+    assert await store.add_thumbnail(ids.local, "m", thumb(ids.sha("t")))
+    await database.execute("DELETE FROM media WHERE origin = $1 AND media_id = $2", ids.local, "m")
+    assert await store.get_thumbnail(ids.local, "m", 32, 32, "scale") is None
+
+
+class _PausedConnection:
+    """A transaction's connection that stops right after deleting thumbnails."""
+
+    def __init__(self, conn: Connection, paused: asyncio.Event, resume: asyncio.Event) -> None:
+        self._conn, self._paused, self._resume = conn, paused, resume
+
+    async def execute(self, sql: str, *args: Any) -> None:
+        await self._conn.execute(sql, *args)
+
+    async def executemany(self, sql: str, args: Iterable[Sequence[Any]]) -> None:
+        await self._conn.executemany(sql, args)
+
+    async def fetch(self, sql: str, *args: Any) -> list[Row]:
+        rows = await self._conn.fetch(sql, *args)
+        if sql.startswith("DELETE FROM media_thumbnails"):
+            self._paused.set()
+            await self._resume.wait()
+        return rows
+
+    async def fetchrow(self, sql: str, *args: Any) -> Row | None:
+        return await self._conn.fetchrow(sql, *args)
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        return await self._conn.fetchval(sql, *args)
+
+
+class _PausingDatabase:
+    """``database``, except that its transactions pause after deleting thumbnails."""
+
+    def __init__(self, db: Database, paused: asyncio.Event, resume: asyncio.Event) -> None:
+        self.dialect = db.dialect
+        self._db, self._paused, self._resume = db, paused, resume
+
+    async def execute(self, sql: str, *args: Any) -> None:
+        await self._db.execute(sql, *args)
+
+    async def executemany(self, sql: str, args: Iterable[Sequence[Any]]) -> None:
+        await self._db.executemany(sql, args)
+
+    async def fetch(self, sql: str, *args: Any) -> list[Row]:
+        return await self._db.fetch(sql, *args)
+
+    async def fetchrow(self, sql: str, *args: Any) -> Row | None:
+        return await self._db.fetchrow(sql, *args)
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        return await self._db.fetchval(sql, *args)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Connection]:
+        async with self._db.transaction() as txn:
+            yield _PausedConnection(txn, self._paused, self._resume)
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_a_thumbnail_added_during_a_delete_is_not_recorded(
+    store: MediaStore, database: Database, ids: Ids
+) -> None:
+    """``add_thumbnail`` between a delete's thumbnail delete and its media delete: on
+    PostgreSQL (READ COMMITTED) the thumbnail row used to be inserted and outlive its media
+    row. Now it waits for the delete and reports "not recorded" (so the service removes the
+    thumbnail's file); SQLite serialises the two writers anyway."""
+    await store.add_uploaded(uploaded(ids.local, "m", ids.sha("m")))
+    paused, resume = asyncio.Event(), asyncio.Event()
+    deleting = MediaStore(_PausingDatabase(database, paused, resume))
+    delete = asyncio.create_task(deleting.delete([(ids.local, "m")]))
+    try:
+        await paused.wait()
+        add = asyncio.create_task(store.add_thumbnail(ids.local, "m", thumb(ids.sha("t"))))
+        await asyncio.sleep(0.3)
+        waited = not add.done()  # it waits for the delete's transaction
+    finally:
+        resume.set()  # never leave the delete's transaction open
+    assert await delete == (1, {ids.sha("m")})
+    assert await add is False
+    assert waited
+    assert await store.get(ids.local, "m") is None
+    rows = await database.fetch("SELECT sha256 FROM media_thumbnails WHERE origin = $1", ids.local)
+    assert rows == []
+    assert await store.unreferenced([ids.sha("t")]) == {ids.sha("t")}
 
 
 # touch

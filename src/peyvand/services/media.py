@@ -1,23 +1,35 @@
 """The media repository (Client-Server API, "Content repository").
 
 Uploads stream into a temporary file while being hashed and counted, so memory stays flat
-whatever the size; only a complete upload within the limits becomes a file and a row.
+whatever the size; only a complete upload within the limits becomes a file and a row. The
+quota counts a user's stored uploads plus the bytes of their uploads still streaming, and is
+checked once more, under a per-user lock, just before the row is written: concurrent uploads
+cannot exceed it together.
+
 Files are content-addressed and shared (``peyvand.media.files``); each file operation and
 its row change happen under the file's hash lock, so the database and the media directory
-agree after every step, including deletes and purges. Thumbnails are made on request, at
-the size asked for, once: later requests are served from the stored thumbnail.
+agree after every step, including deletes and purges. A row that cannot be written after
+its file was committed (a database error) takes the file away again; a crash at that moment
+leaves an unnamed file, which the periodic orphan sweep removes.
+
+Thumbnails are made on request, once per size of a fixed ladder (the request snapped up,
+``thumbnailer.snap_thumbnail_size``), and served from storage afterwards. A download of a
+reserved (``/create``) ID waits for its upload; the upload, a delete and the janitor that
+expires reservations wake the waiters.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import functools
 import logging
 import re
 import secrets
 import string
 import time
-from collections.abc import AsyncIterable, Callable, Sequence
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -31,6 +43,7 @@ from peyvand.media.thumbnailer import (
     NotAnImage,
     make_thumbnail,
     probe_image,
+    snap_thumbnail_size,
 )
 from peyvand.services.requester import Requester
 from peyvand.storage.media import MediaKey, MediaRow, MediaStore, ThumbnailRow
@@ -49,7 +62,11 @@ _THUMBNAIL_METHODS: Final = ("crop", "scale")
 _THUMBNAIL_CONCURRENCY: Final = 2
 _ACCESS_FLUSH_SECONDS: Final = 30.0
 _JANITOR_SECONDS: Final = 600.0
+# Files left without a row (a crash, or a database error, between a file and its row).
+_ORPHAN_SWEEP_SECONDS: Final = 6 * 3600.0
 _PURGE_BATCH: Final = 100
+
+_ThumbnailKey = tuple[str, str, int, int, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +85,34 @@ class Created:
     unused_expires_at: int
 
 
+class _InFlight:
+    """The bytes of one upload while it streams in, counted in the service's per-user total
+    of bytes in flight until ``release``."""
+
+    def __init__(self, totals: dict[UserID, int], user_id: UserID) -> None:
+        self._totals = totals
+        self.user_id = user_id
+        self._size = 0
+
+    @property
+    def user_total(self) -> int:
+        """Bytes in flight for the user, over all their uploads (this one included)."""
+        return self._totals.get(self.user_id, 0)
+
+    def add(self, size: int) -> None:
+        self._size += size
+        self._totals[self.user_id] = self.user_total + size
+
+    def release(self) -> None:
+        """Stop counting this upload's bytes (idempotent)."""
+        left = self.user_total - self._size
+        self._size = 0
+        if left:
+            self._totals[self.user_id] = left
+        else:
+            self._totals.pop(self.user_id, None)
+
+
 class MediaService:
     def __init__(
         self,
@@ -81,14 +126,22 @@ class MediaService:
     ) -> None:
         self._server_name = server_name
         self._config = config
+        self._frozen_before_ts = config.unauthenticated_media_before_ts
         self._store = store
         self._files = files
         self._admin_contact = admin_contact
         self._clock = clock
         self._locks = HashLocks()
-        self._uploaded: dict[MediaKey, asyncio.Event] = {}
+        # Per user ID: the final quota check and the row it allows happen under this lock.
+        self._quota_locks = HashLocks()
+        # Per user: bytes of uploads still streaming in (not yet counted by ``usage_of``).
+        self._in_flight: dict[UserID, int] = {}
+        # Downloads waiting for a reserved ID's upload: the event and how many wait on it.
+        self._waiters: dict[MediaKey, tuple[asyncio.Event, int]] = {}
         self._accessed: dict[MediaKey, int] = {}
-        self._thumbnailing: dict[tuple[str, str, int, int, str], asyncio.Future[Download]] = {}
+        # Thumbnail jobs run as tasks of their own, so a request that goes away never
+        # cancels the job other requests wait for.
+        self._thumbnailing: dict[_ThumbnailKey, asyncio.Task[Download]] = {}
         self._thumbnail_slots = asyncio.Semaphore(_THUMBNAIL_CONCURRENCY)
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -103,11 +156,13 @@ class MediaService:
         ]
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        tasks: list[asyncio.Task[None]] | list[asyncio.Task[Download]]
+        for tasks in (self._tasks, list(self._thumbnailing.values())):
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
         self._tasks = []
         await self._flush_access()
 
@@ -134,31 +189,36 @@ class MediaService:
         """POST /media/v3/upload: store the body; its ``mxc://`` URI."""
         content_type = _content_type(content_type)
         _check_upload_name(upload_name)
-        written = await self._receive(requester.user_id, body, content_length)
+        user_id = requester.user_id
+        media_id = _new_media_id()
+        in_flight = _InFlight(self._in_flight, user_id)
         try:
-            media_id = _new_media_id()
-            async with self._locks.hold(written.sha256):
-                quarantined_by = await self._store.quarantined_hash(written.sha256)
-                await self._files.commit(written)
-                now = self.now_ms()
-                await self._store.add_uploaded(
-                    MediaRow(
-                        origin=self._server_name,
-                        media_id=media_id,
-                        user_id=requester.user_id,
-                        content_type=content_type,
-                        upload_name=upload_name,
-                        size=written.size,
-                        sha256=written.sha256,
-                        created_ts=now,
-                        uploaded_ts=now,
-                        expires_ts=None,
-                        last_access_ts=now,
-                        quarantined_by=quarantined_by,
-                    )
-                )
+            written = await self._receive(in_flight, body, content_length)
+            try:
+                async with self._quota_locks.hold(user_id):
+                    await self._check_quota(user_id, written.size)
+                    async with self._locks.hold(written.sha256):
+                        quarantined_by = await self._store.quarantined_hash(written.sha256)
+                        now = self.now_ms()
+                        row = MediaRow(
+                            origin=self._server_name,
+                            media_id=media_id,
+                            user_id=user_id,
+                            content_type=content_type,
+                            upload_name=upload_name,
+                            size=written.size,
+                            sha256=written.sha256,
+                            created_ts=now,
+                            uploaded_ts=now,
+                            expires_ts=None,
+                            last_access_ts=now,
+                            quarantined_by=quarantined_by,
+                        )
+                        await self._adopt(written, functools.partial(self._add_row, row))
+            finally:
+                await self._files.discard(written)
         finally:
-            await self._files.discard(written)
+            in_flight.release()
         return f"mxc://{self._server_name}/{media_id}"
 
     async def create(self, requester: Requester) -> Created:
@@ -189,95 +249,150 @@ class MediaService:
         content_type: str | None,
         upload_name: str | None,
     ) -> None:
-        """PUT /media/v3/upload/{serverName}/{mediaId}: the content of a reserved ID."""
+        """PUT /media/v3/upload/{serverName}/{mediaId}: the content of a reserved ID.
+
+        A reservation that expires (or is deleted) before its upload completes is gone:
+        404 M_NOT_FOUND, and the bytes are not kept."""
         content_type = _content_type(content_type)
         _check_upload_name(upload_name)
+        user_id = requester.user_id
         row = await self._store.get(origin, media_id) if origin == self._server_name else None
         if row is None or (row.pending and (row.expires_ts or 0) <= self.now_ms()):
             raise MatrixError(Errcode.NOT_FOUND, "Unknown media ID")
-        if row.user_id != requester.user_id:
+        if row.user_id != user_id:
             raise MatrixError(Errcode.FORBIDDEN, "This media ID belongs to another user")
         if not row.pending:
             raise MatrixError(Errcode.CANNOT_OVERWRITE_MEDIA, "Media already uploaded")
-        written = await self._receive(requester.user_id, body, content_length)
+        in_flight = _InFlight(self._in_flight, user_id)
         try:
-            async with self._locks.hold(written.sha256):
-                quarantined_by = await self._store.quarantined_hash(written.sha256)
-                await self._files.commit(written)
-                completed = await self._store.complete_pending(
-                    origin,
-                    media_id,
-                    content_type=content_type,
-                    upload_name=upload_name,
-                    size=written.size,
-                    sha256=written.sha256,
-                    now=self.now_ms(),
-                    quarantined_by=quarantined_by,
-                )
-                if not completed:
-                    await self._remove_if_unreferenced(written.sha256)
+            written = await self._receive(in_flight, body, content_length)
+            try:
+                async with self._quota_locks.hold(user_id):
+                    await self._check_quota(user_id, written.size)
+                    async with self._locks.hold(written.sha256):
+                        quarantined_by = await self._store.quarantined_hash(written.sha256)
+                        complete = functools.partial(
+                            self._store.complete_pending,
+                            origin,
+                            media_id,
+                            content_type=content_type,
+                            upload_name=upload_name,
+                            size=written.size,
+                            sha256=written.sha256,
+                            now=self.now_ms(),
+                            quarantined_by=quarantined_by,
+                        )
+                        completed = await self._adopt(written, complete)
+            finally:
+                await self._files.discard(written)
         finally:
-            await self._files.discard(written)
+            in_flight.release()
         if not completed:
+            current = await self._store.get(origin, media_id)
+            if current is None or current.pending:  # expired meanwhile, or deleted
+                raise MatrixError(Errcode.NOT_FOUND, "Unknown media ID")
             raise MatrixError(Errcode.CANNOT_OVERWRITE_MEDIA, "Media already uploaded")
-        event = self._uploaded.pop((origin, media_id), None)
-        if event is not None:
-            event.set()
+        self._wake([(origin, media_id)])
 
-    async def store_bytes(
-        self, user_id: UserID, data: bytes, content_type: str, upload_name: str | None
-    ) -> str:
-        """Store content the server fetched itself (URL preview images); its mxc URI."""
-        written = await self._files.write_bytes(data)
+    async def store_bytes(self, data: bytes, content_type: str, upload_name: str | None) -> str:
+        """Store content the server fetched itself (URL preview images); its mxc URI. The
+        item has no owner (``user_id`` NULL), so it counts against nobody's quota."""
+        with _storage_errors():
+            written = await self._files.write_bytes(data)
         media_id = _new_media_id()
         try:
             async with self._locks.hold(written.sha256):
                 quarantined_by = await self._store.quarantined_hash(written.sha256)
-                await self._files.commit(written)
                 now = self.now_ms()
-                await self._store.add_uploaded(
-                    MediaRow(
-                        self._server_name,
-                        media_id,
-                        user_id,
-                        content_type,
-                        upload_name,
-                        written.size,
-                        written.sha256,
-                        now,
-                        now,
-                        None,
-                        now,
-                        quarantined_by,
-                    )
+                row = MediaRow(
+                    origin=self._server_name,
+                    media_id=media_id,
+                    user_id=None,
+                    content_type=content_type,
+                    upload_name=upload_name,
+                    size=written.size,
+                    sha256=written.sha256,
+                    created_ts=now,
+                    uploaded_ts=now,
+                    expires_ts=None,
+                    last_access_ts=now,
+                    quarantined_by=quarantined_by,
                 )
+                await self._adopt(written, functools.partial(self._add_row, row))
         finally:
             await self._files.discard(written)
         return f"mxc://{self._server_name}/{media_id}"
 
+    async def _add_row(self, row: MediaRow) -> bool:
+        await self._store.add_uploaded(row)
+        return True
+
+    async def _adopt(self, written: WrittenFile, record: Callable[[], Awaitable[bool]]) -> bool:
+        """Commit ``written`` and ``record`` the row that names it (the caller holds the
+        hash lock); what ``record`` returned.
+
+        When the row is not recorded (False) or recording fails (a database error), the file
+        is removed again unless another row names it. A cancelled ``record`` may still have
+        written its row, so its file is left for the orphan sweep instead: an unnamed file
+        is harmless, a row without its file is not.
+        """
+        with _storage_errors():
+            await self._files.commit(written)
+        try:
+            recorded = await record()
+        except Exception:
+            try:
+                await self._remove_if_unreferenced(written.sha256)
+            except Exception:
+                logger.exception(
+                    "media file %s may stay without a row until the orphan sweep",
+                    written.sha256,
+                )
+            raise
+        if not recorded:
+            await self._remove_if_unreferenced(written.sha256)
+        return recorded
+
     async def _receive(
-        self, user_id: UserID, body: AsyncIterable[bytes], content_length: int | None
+        self, in_flight: _InFlight, body: AsyncIterable[bytes], content_length: int | None
     ) -> WrittenFile:
         """Stream ``body`` into a temporary file, refusing it as soon as it passes the
-        upload size limit (413) or the user's remaining quota."""
-        room = None
-        if self._config.user_quota is not None:
-            room = self._config.user_quota - await self._store.usage_of(user_id)
-            if (content_length or 0) > room:
+        upload size limit (413) or the user's quota, which counts the user's other uploads
+        in flight too. The bytes stay counted in ``in_flight`` until the caller releases
+        them (after the final check, ``_check_quota``, and the row)."""
+        quota = self._config.user_quota
+        usage = 0
+        if quota is not None:
+            usage = await self._store.usage_of(in_flight.user_id)
+            if usage + in_flight.user_total + (content_length or 0) > quota:
                 raise self._quota_exceeded()
-        writer = await self._files.open_writer()
+        with _storage_errors():
+            writer = await self._files.open_writer()
         try:
             async for chunk in body:
                 size = writer.size + len(chunk)
                 if size > self._config.max_upload_size:
                     raise self._too_large()
-                if room is not None and size > room:
+                if quota is not None and usage + in_flight.user_total + len(chunk) > quota:
                     raise self._quota_exceeded()
-                await writer.write(chunk)
-            return await writer.finish()
+                in_flight.add(len(chunk))
+                with _storage_errors():
+                    await writer.write(chunk)
+            with _storage_errors():
+                return await writer.finish()
         except BaseException:
+            # Released before any await: the user's other uploads must not be refused for
+            # bytes that will never be stored.
+            in_flight.release()
             await writer.discard()
             raise
+
+    async def _check_quota(self, user_id: UserID, size: int) -> None:
+        """The final check, under the user's quota lock: the stored uploads and this one
+        (the streaming check may have let concurrent uploads through together)."""
+        quota = self._config.user_quota
+        if quota is not None and await self._store.usage_of(user_id) + size > quota:
+            raise self._quota_exceeded()
 
     def _quota_exceeded(self) -> MatrixError:
         error = MatrixError(Errcode.RESOURCE_LIMIT_EXCEEDED, "Media quota exceeded")
@@ -324,7 +439,8 @@ class MediaService:
         authenticated: bool,
     ) -> Download:
         """A thumbnail at least ``width`` x ``height`` where the image allows ("Thumbnails"):
-        the original when it is that small already, never an upscaled image."""
+        the request snapped up to the size ladder, or the original when that is small
+        already or the request is beyond the ladder; never an upscaled image."""
         if method not in _THUMBNAIL_METHODS:
             raise MatrixError(Errcode.INVALID_PARAM, "method must be 'crop' or 'scale'")
         if not (1 <= width <= _MAX_THUMBNAIL_SIDE and 1 <= height <= _MAX_THUMBNAIL_SIDE):
@@ -334,40 +450,50 @@ class MediaService:
             )
         row = await self._ready_row(origin, media_id, timeout_ms, authenticated)
         self._accessed[(origin, media_id)] = self.now_ms()
-        stored = await self._store.get_thumbnail(origin, media_id, width, height, method)
+        size = snap_thumbnail_size(width, height, method)
+        if size is None:
+            return await self._original_image(row)
+        stored = await self._store.get_thumbnail(origin, media_id, *size, method)
         if stored is not None:
             return Download(
                 self._files.path_of(stored.sha256), stored.content_type, None, stored.size
             )
-        key = (origin, media_id, width, height, method)
-        running = self._thumbnailing.get(key)
-        if running is not None:
-            return await asyncio.shield(running)
-        future: asyncio.Future[Download] = asyncio.get_running_loop().create_future()
-        self._thumbnailing[key] = future
-        try:
-            result = await self._make_thumbnail(row, width, height, method, animated)
-            future.set_result(result)
-            return result
-        except asyncio.CancelledError:
-            future.cancel()
-            raise
-        except Exception as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved: a lone request must not log "never retrieved"
-            raise
-        finally:
-            del self._thumbnailing[key]
+        key = (origin, media_id, *size, method)
+        job = self._thumbnailing.get(key)
+        if job is None:
+            job = asyncio.create_task(
+                self._make_thumbnail(row, size, method), name=f"media-thumbnail-{media_id}"
+            )
+            self._thumbnailing[key] = job
+            job.add_done_callback(functools.partial(self._thumbnail_done, key))
+        return await asyncio.shield(job)
 
-    async def _make_thumbnail(
-        self, row: MediaRow, width: int, height: int, method: str, animated: bool
-    ) -> Download:
+    def _thumbnail_done(self, key: _ThumbnailKey, job: asyncio.Task[Download]) -> None:
+        if self._thumbnailing.get(key) is job:
+            del self._thumbnailing[key]
+        if not job.cancelled():
+            job.exception()  # retrieved: a job nobody waits for any more must not log
+
+    async def _original_image(self, row: MediaRow) -> Download:
+        """The original, for a thumbnail request beyond the ladder, if it is an image we
+        would thumbnail."""
         assert row.sha256 is not None and row.size is not None
+        source = self._files.path_of(row.sha256)
+        loop = asyncio.get_running_loop()
+        with _thumbnail_errors():
+            info: ImageInfo = await loop.run_in_executor(
+                None, probe_image, source, self._config.max_thumbnail_pixels
+            )
+        return Download(source, info.content_type, None, row.size)
+
+    async def _make_thumbnail(self, row: MediaRow, size: tuple[int, int], method: str) -> Download:
+        assert row.sha256 is not None and row.size is not None
+        width, height = size
         source = self._files.path_of(row.sha256)
         limit = self._config.max_thumbnail_pixels
         loop = asyncio.get_running_loop()
         async with self._thumbnail_slots:
-            try:
+            with _thumbnail_errors():
                 info: ImageInfo = await loop.run_in_executor(None, probe_image, source, limit)
                 if info.width <= width and info.height <= height:
                     # "When the content is smaller than the requested dimensions, servers
@@ -376,26 +502,19 @@ class MediaService:
                 thumbnail = await loop.run_in_executor(
                     None, make_thumbnail, source, width, height, method, limit
                 )
-            except NotAnImage:
-                raise MatrixError(
-                    Errcode.UNKNOWN, "Cannot generate a thumbnail for this content"
-                ) from None
-            except ImageTooLarge:
-                raise MatrixError(
-                    Errcode.TOO_LARGE, "The image is too large to thumbnail"
-                ) from None
         if thumbnail is None:
             return Download(source, info.content_type, None, row.size)
-        written = await self._files.write_bytes(thumbnail.data)
+        with _storage_errors():
+            written = await self._files.write_bytes(thumbnail.data)
         stored = ThumbnailRow(
             width, height, method, thumbnail.content_type, written.size, written.sha256
         )
         try:
             async with self._locks.hold(written.sha256):
-                await self._files.commit(written)
-                recorded = await self._store.add_thumbnail(row.origin, row.media_id, stored)
-                if not recorded:
-                    await self._remove_if_unreferenced(written.sha256)
+                recorded = await self._adopt(
+                    written,
+                    functools.partial(self._store.add_thumbnail, row.origin, row.media_id, stored),
+                )
         finally:
             await self._files.discard(written)
         if not recorded:
@@ -414,48 +533,97 @@ class MediaService:
             raise MatrixError(Errcode.NOT_FOUND, "Media not found")
         if origin != self._server_name:
             raise MatrixError(Errcode.NOT_FOUND, "Remote media is not available")
+        if not authenticated and self._frozen_before_ts is None:
+            raise _frozen()
         row = await self._store.get(origin, media_id)
         if row is not None and row.pending:
+            # Checked before waiting: its upload can only come later than its creation, so
+            # an unauthenticated request never waits for media it will not be given.
+            if not authenticated and not self._served_unauthenticated(row.created_ts):
+                raise _frozen()
             row = await self._wait_for_upload(row, timeout_ms)
         if row is None or row.quarantined_by is not None:
             raise MatrixError(Errcode.NOT_FOUND, "Media not found")
-        if not authenticated:
-            frozen = self._config.unauthenticated_media_before_ts
-            if frozen is None or (row.uploaded_ts or 0) >= frozen:
-                raise MatrixError(
-                    Errcode.NOT_FOUND,
-                    "This media is only available through the authenticated media endpoints",
-                )
+        if not authenticated and not self._served_unauthenticated(row.uploaded_ts or 0):
+            raise _frozen()
         return row
 
+    def _served_unauthenticated(self, uploaded_ts: int) -> bool:
+        """The spec's freeze: media uploaded before the configured date only."""
+        return self._frozen_before_ts is not None and uploaded_ts < self._frozen_before_ts
+
     async def _wait_for_upload(self, row: MediaRow, timeout_ms: int | None) -> MediaRow | None:
-        """Content repository, ``timeout_ms``: wait for a reserved ID's content to arrive."""
+        """Content repository, ``timeout_ms``: wait for a reserved ID's content to arrive;
+        the uploaded row, or None if the reservation expired or was deleted."""
         key = (row.origin, row.media_id)
         if (row.expires_ts or 0) <= self.now_ms():
             return None
         wait_ms = _DEFAULT_TIMEOUT_MS if timeout_ms is None else timeout_ms
         wait_ms = max(0, min(wait_ms, _MAX_TIMEOUT_MS))
-        event = self._uploaded.setdefault(key, asyncio.Event())
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(wait_ms / 1000):
-                await event.wait()
-        current = await self._store.get(row.origin, row.media_id)
+        with self._upload_waiter(key) as uploaded:
+            # Read again now that the waiter is registered: an upload that completed after
+            # the first read is seen here, and one that completes from now on sets the event.
+            current = await self._store.get(*key)
+            if current is not None and current.pending and wait_ms:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait_ms / 1000):
+                        await uploaded.wait()
+                current = await self._store.get(*key)
         if current is not None and current.pending:
+            if (current.expires_ts or 0) <= self.now_ms():
+                return None
             raise MatrixError(Errcode.NOT_YET_UPLOADED, "Content has not yet been uploaded")
         return current
+
+    @contextlib.contextmanager
+    def _upload_waiter(self, key: MediaKey) -> Iterator[asyncio.Event]:
+        """The event set when ``key``'s reservation is uploaded to, deleted or expired;
+        shared by the waiters of one key and dropped when the last of them leaves."""
+        event, waiting = self._waiters.get(key, (asyncio.Event(), 0))
+        self._waiters[key] = (event, waiting + 1)
+        try:
+            yield event
+        finally:
+            event, waiting = self._waiters[key]
+            if waiting == 1:
+                del self._waiters[key]
+            else:
+                self._waiters[key] = (event, waiting - 1)
+
+    def _wake(self, keys: Iterable[MediaKey]) -> None:
+        """Wake the downloads waiting for these reservations (they read the row again)."""
+        for key in keys:
+            entry = self._waiters.get(key)
+            if entry is not None:
+                entry[0].set()
 
     # -- administration ------------------------------------------------------------------
 
     async def set_quarantined(self, origin: str, media_id: str, admin: UserID | None) -> None:
-        """Quarantine one item (never served again, kept as evidence) or release it."""
-        if not await self._store.set_quarantined(origin, media_id, admin):
+        """Quarantine (never served again, kept as evidence) or release an item and every
+        other item with the same bytes."""
+        row = await self._store.get(origin, media_id)
+        if row is None:
+            raise MatrixError(Errcode.NOT_FOUND, "Media not found")
+        if row.sha256 is None:
+            found = await self._store.set_quarantined(origin, media_id, admin)
+        else:
+            # Under the hash lock, so an upload of the same bytes (which reads the hash's
+            # quarantine under it) lands either before (and is marked) or after (and copies).
+            async with self._locks.hold(row.sha256):
+                found = await self._store.set_quarantined(origin, media_id, admin)
+        if not found:
             raise MatrixError(Errcode.NOT_FOUND, "Media not found")
 
     async def delete(self, keys: Sequence[MediaKey]) -> int:
         """Delete media rows, their thumbnails and every file no other row uses; the number
-        of media items deleted."""
+        of media items deleted. Downloads waiting for a deleted reservation are woken."""
         deleted, hashes = await self._store.delete(keys)
-        for sha256 in sorted(hashes):
+        self._wake(keys)
+        # One query for the whole batch; only its candidates are checked again, each under
+        # its hash lock (a file still named now can only lose its last row through another
+        # delete, which then finds it itself).
+        for sha256 in sorted(await self._store.unreferenced(sorted(hashes))):
             async with self._locks.hold(sha256):
                 await self._remove_if_unreferenced(sha256)
         return deleted
@@ -481,7 +649,8 @@ class MediaService:
             total += await self.delete(batch)
 
     async def sweep_orphan_files(self) -> int:
-        """Remove files no row names (left by a crash between a file and its row)."""
+        """Remove files no row names (left by a crash, or a database error, between a file
+        and its row)."""
         removed = 0
         async for hashes in self._files.stored_hashes():
             for sha256 in await self._store.unreferenced(hashes):
@@ -514,15 +683,19 @@ class MediaService:
                 logger.exception("recording media access times failed")
 
     async def _janitor_loop(self) -> None:
-        """Once at start-up and then periodically: drop expired reservations; at start-up
-        also remove files orphaned by a crash."""
-        try:
-            removed = await self.sweep_orphan_files()
-            if removed:
-                logger.info("removed %d orphaned media files", removed)
-        except Exception:
-            logger.exception("media orphan sweep failed")
+        """Periodically drop expired reservations; at start-up and every few hours also
+        remove files left without a row."""
+        loop = asyncio.get_running_loop()
+        next_sweep = loop.time()
         while True:
+            if loop.time() >= next_sweep:
+                next_sweep = loop.time() + _ORPHAN_SWEEP_SECONDS
+                try:
+                    removed = await self.sweep_orphan_files()
+                    if removed:
+                        logger.info("removed %d orphaned media files", removed)
+                except Exception:
+                    logger.exception("media orphan sweep failed")
             try:
                 await self._expire_pending()
             except Exception:
@@ -530,8 +703,45 @@ class MediaService:
             await asyncio.sleep(_JANITOR_SECONDS)
 
     async def _expire_pending(self) -> None:
-        while expired := await self._store.expired_pending(self.now_ms(), _PURGE_BATCH):
-            await self._store.delete(expired)
+        """Delete expired reservations (rows only: they have no file) and wake their
+        waiters, which then answer 404."""
+        while expired := await self._store.expire_pending(self.now_ms(), _PURGE_BATCH):
+            self._wake(expired)
+
+
+def _frozen() -> MatrixError:
+    return MatrixError(
+        Errcode.NOT_FOUND,
+        "This media is only available through the authenticated media endpoints",
+    )
+
+
+@contextlib.contextmanager
+def _thumbnail_errors() -> Iterator[None]:
+    """The thumbnailer's verdicts as client errors; a file deleted meanwhile is a 404."""
+    try:
+        yield
+    except NotAnImage:
+        raise MatrixError(Errcode.UNKNOWN, "Cannot generate a thumbnail for this content") from None
+    except ImageTooLarge:
+        raise MatrixError(Errcode.TOO_LARGE, "The image is too large to thumbnail") from None
+    except FileNotFoundError:
+        raise MatrixError(Errcode.NOT_FOUND, "Media not found") from None
+
+
+@contextlib.contextmanager
+def _storage_errors() -> Iterator[None]:
+    """A failing media disk (full, read-only, I/O error) as a clean 500 with a warning in the
+    log, not an unhandled error with a traceback per request."""
+    try:
+        yield
+    except OSError as exc:
+        logger.warning("writing media failed: %s", exc)
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            message = "The server's media storage is full"
+        else:
+            message = "The server could not store the media"
+        raise MatrixError(Errcode.UNKNOWN, message, status=500) from None
 
 
 def _new_media_id() -> str:

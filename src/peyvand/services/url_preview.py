@@ -3,16 +3,24 @@
 Off unless ``media.url_preview_enabled``. Pages are fetched by ``peyvand.media.preview``,
 which refuses private and loopback addresses (unless the operator allowed their network)
 and bounds size and time. The preview's image is stored as media, so clients load it
-from this server (``og:image`` becomes an ``mxc://`` URI with ``matrix:image:size``).
-Results are cached for an hour per URL, and concurrent requests for one URL share a fetch.
+from this server (``og:image`` becomes an ``mxc://`` URI with ``matrix:image:size``); it has
+no owner, so it counts against nobody's quota.
+
+A page's answer is bounded (at most 50 ``og:*`` keys, values cut to 1000 characters), and
+results are cached for an hour per URL unless larger than 64 KiB. Concurrent requests for
+one URL share one fetch, which runs as a task of its own: a client that goes away does not
+cancel it for the others.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import ipaddress
+import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
@@ -35,6 +43,11 @@ JsonDict = dict[str, Any]
 _CACHE_SECONDS: Final = 3600.0
 _CACHE_SIZE: Final = 1000
 _HTML_TYPES: Final = ("text/html", "application/xhtml+xml")
+# Bounds on what one page can make the server keep and send back.
+_MAX_OG_KEYS: Final = 50
+_MAX_KEY_CHARS: Final = 100
+_MAX_VALUE_CHARS: Final = 1000
+_MAX_CACHED_BYTES: Final = 64 * 1024
 
 
 class UrlPreviewService:
@@ -60,13 +73,19 @@ class UrlPreviewService:
             )
         )
         self._cache: LRU[str, tuple[float, JsonDict]] = LRU(_CACHE_SIZE)
-        self._running: dict[str, asyncio.Future[JsonDict]] = {}
+        self._running: dict[str, asyncio.Task[JsonDict]] = {}
 
     async def start(self) -> None:
         if self._enabled:
             await self._fetcher.start()
 
     async def stop(self) -> None:
+        jobs = list(self._running.values())
+        for job in jobs:
+            job.cancel()
+        for job in jobs:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await job
         if self._enabled:
             await self._fetcher.close()
 
@@ -76,44 +95,45 @@ class UrlPreviewService:
         cached = self._cache.get(url)
         if cached is not None and cached[0] > self._clock():
             return cached[1]
-        running = self._running.get(url)
-        if running is not None:
-            return await asyncio.shield(running)
-        future: asyncio.Future[JsonDict] = asyncio.get_running_loop().create_future()
-        self._running[url] = future
-        try:
-            result = await self._build(requester, url)
-            self._cache.put(url, (self._clock() + _CACHE_SECONDS, result))
-            future.set_result(result)
-            return result
-        except asyncio.CancelledError:
-            future.cancel()
-            raise
-        except Exception as exc:
-            future.set_exception(exc)
-            future.exception()
-            raise
-        finally:
-            del self._running[url]
+        job = self._running.get(url)
+        if job is None:
+            job = asyncio.create_task(self._build_and_cache(url), name="url-preview")
+            self._running[url] = job
+            job.add_done_callback(functools.partial(self._done, url))
+        return await asyncio.shield(job)
 
-    async def _build(self, requester: Requester, url: str) -> JsonDict:
+    def _done(self, url: str, job: asyncio.Task[JsonDict]) -> None:
+        if self._running.get(url) is job:
+            del self._running[url]
+        if not job.cancelled():
+            job.exception()  # retrieved: a fetch nobody waits for any more must not log
+
+    async def _build_and_cache(self, url: str) -> JsonDict:
+        result = await self._build(url)
+        size = len(json.dumps(result, ensure_ascii=False).encode())
+        if size <= _MAX_CACHED_BYTES:
+            self._cache.put(url, (self._clock() + _CACHE_SECONDS, result))
+        return result
+
+    async def _build(self, url: str) -> JsonDict:
         page = await self._fetch(url)
         if page.content_type.startswith("image/"):
-            return await self._image_fields(requester, page) or {}
+            return await self._image_fields(page) or {}
         if page.content_type not in _HTML_TYPES:
             return {}
         loop = asyncio.get_running_loop()
-        og: JsonDict = dict(
-            await loop.run_in_executor(None, parse_opengraph, page.data, page.charset, page.url)
+        parsed = await loop.run_in_executor(
+            None, parse_opengraph, page.data, page.charset, page.url
         )
-        image_url = og.pop("og:image", None)
+        image_url = parsed.get("og:image")
+        og: JsonDict = _bounded({k: v for k, v in parsed.items() if k != "og:image"})
         if isinstance(image_url, str):
             try:
                 image = await self._fetch(image_url)
             except MatrixError:
                 image = None
             if image is not None:
-                og.update(await self._image_fields(requester, image))
+                og.update(await self._image_fields(image))
         return og
 
     async def _fetch(self, url: str) -> FetchedResource:
@@ -128,7 +148,7 @@ class UrlPreviewService:
                 raise MatrixError(Errcode.TOO_LARGE, str(exc), status=502) from None
             raise MatrixError(Errcode.UNKNOWN, str(exc), status=502) from None
 
-    async def _image_fields(self, requester: Requester, image: FetchedResource) -> JsonDict:
+    async def _image_fields(self, image: FetchedResource) -> JsonDict:
         """Store a fetched image as media; its OpenGraph fields (empty if not an image)."""
         loop = asyncio.get_running_loop()
         try:
@@ -138,9 +158,7 @@ class UrlPreviewService:
         except (NotAnImage, ImageTooLarge):
             return {}
         name = Path(image.url.split("?", 1)[0]).name or None
-        content_uri = await self._media.store_bytes(
-            requester.user_id, image.data, info.content_type, name
-        )
+        content_uri = await self._media.store_bytes(image.data, info.content_type, name)
         return {
             "og:image": content_uri,
             "og:image:type": info.content_type,
@@ -148,3 +166,16 @@ class UrlPreviewService:
             "og:image:height": info.height,
             "matrix:image:size": len(image.data),
         }
+
+
+def _bounded(og: Mapping[str, object]) -> JsonDict:
+    """At most ``_MAX_OG_KEYS`` ``og:*`` keys (of sane length), each string value cut to
+    ``_MAX_VALUE_CHARS``: a page cannot make the answer (or the cache) arbitrarily large."""
+    bounded: JsonDict = {}
+    for key, value in og.items():
+        if len(bounded) >= _MAX_OG_KEYS:
+            break
+        if not key.startswith("og:") or len(key) > _MAX_KEY_CHARS:
+            continue
+        bounded[key] = value[:_MAX_VALUE_CHARS] if isinstance(value, str) else value
+    return bounded

@@ -3,6 +3,10 @@
 The bytes are content-addressed files (``peyvand.media.files``); rows name them by
 ``sha256``. A file may be removed only when no row of either table names it
 (``unreferenced``), which the caller checks under the file's hash lock.
+
+A thumbnail row cannot outlive its media row: ``media_thumbnails`` has a foreign key on
+``media`` (``ON DELETE CASCADE``), ``add_thumbnail`` reports a vanished media row as "not
+recorded", and ``delete`` locks the media rows before it collects their thumbnails' hashes.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from peyvand.storage.database import Database, Row, iter_chunks, placeholders
+from peyvand.storage.errors import StorageError
 from peyvand.types import UserID
 
 _CHUNK = 200
@@ -139,12 +144,14 @@ class MediaStore:
         now: int,
         quarantined_by: str | None,
     ) -> bool:
-        """Fill in a pending media ID; False if it is no longer pending (already uploaded)."""
+        """Fill in a pending media ID; False if it is no longer pending (already uploaded),
+        has expired (``expires_ts <= now``: the janitor may be removing it) or is gone."""
         async with self._db.transaction() as txn:
             rows = await txn.fetch(
                 "UPDATE media SET content_type = $3, upload_name = $4, size = $5, sha256 = $6,"
                 " uploaded_ts = $7, last_access_ts = $7, expires_ts = NULL, quarantined_by = $8"
-                " WHERE origin = $1 AND media_id = $2 AND sha256 IS NULL RETURNING media_id",
+                " WHERE origin = $1 AND media_id = $2 AND sha256 IS NULL AND expires_ts > $7"
+                " RETURNING media_id",
                 origin,
                 media_id,
                 content_type,
@@ -173,16 +180,30 @@ class MediaStore:
         return row["quarantined_by"] if row is not None else None
 
     async def set_quarantined(self, origin: str, media_id: str, by: str | None) -> bool:
-        """Quarantine (``by`` = the admin) or release (``None``) one item; False if unknown."""
+        """Quarantine (``by`` = the admin) or release (``None``) an item and every other
+        media row with the same bytes (Synapse's "quarantine media by hash"): the same
+        content is never served under one URI and hidden under another. A pending item (no
+        bytes yet) is marked alone. False if the item is unknown."""
         async with self._db.transaction() as txn:
-            rows = await txn.fetch(
-                "UPDATE media SET quarantined_by = $3 WHERE origin = $1 AND media_id = $2"
-                " RETURNING media_id",
+            row = await txn.fetchrow(
+                "SELECT sha256 FROM media WHERE origin = $1 AND media_id = $2",
                 origin,
                 media_id,
-                by,
             )
-        return bool(rows)
+            if row is None:
+                return False
+            if row["sha256"] is None:
+                await txn.execute(
+                    "UPDATE media SET quarantined_by = $3 WHERE origin = $1 AND media_id = $2",
+                    origin,
+                    media_id,
+                    by,
+                )
+            else:
+                await txn.execute(
+                    "UPDATE media SET quarantined_by = $2 WHERE sha256 = $1", row["sha256"], by
+                )
+        return True
 
     async def get_thumbnail(
         self, origin: str, media_id: str, width: int, height: int, method: str
@@ -210,23 +231,35 @@ class MediaStore:
 
     async def add_thumbnail(self, origin: str, media_id: str, thumbnail: ThumbnailRow) -> bool:
         """Record a generated thumbnail; False if the media row is gone (deleted meanwhile)
-        or the thumbnail was recorded already."""
-        async with self._db.transaction() as txn:
-            rows = await txn.fetch(
-                "INSERT INTO media_thumbnails"
-                " (origin, media_id, width, height, method, content_type, size, sha256)"
-                " SELECT $1, $2, $3, $4, $5, $6, $7, $8 WHERE EXISTS"
-                " (SELECT 1 FROM media WHERE origin = $1 AND media_id = $2)"
-                " ON CONFLICT DO NOTHING RETURNING media_id",
-                origin,
-                media_id,
-                thumbnail.width,
-                thumbnail.height,
-                thumbnail.method,
-                thumbnail.content_type,
-                thumbnail.size,
-                thumbnail.sha256,
-            )
+        or the thumbnail was recorded already.
+
+        ``WHERE EXISTS`` covers a media row deleted before the insert; the foreign key covers
+        one whose delete commits while the insert waits for it (PostgreSQL, READ COMMITTED):
+        the insert then fails, and a failure with the media row gone means "not recorded".
+        """
+        try:
+            async with self._db.transaction() as txn:
+                rows = await txn.fetch(
+                    "INSERT INTO media_thumbnails"
+                    " (origin, media_id, width, height, method, content_type, size, sha256)"
+                    " SELECT $1, $2, $3, $4, $5, $6, $7, $8 WHERE EXISTS"
+                    " (SELECT 1 FROM media WHERE origin = $1 AND media_id = $2)"
+                    " ON CONFLICT DO NOTHING RETURNING media_id",
+                    origin,
+                    media_id,
+                    thumbnail.width,
+                    thumbnail.height,
+                    thumbnail.method,
+                    thumbnail.content_type,
+                    thumbnail.size,
+                    thumbnail.sha256,
+                )
+        except StorageError:
+            # The drivers report a foreign-key violation as a plain StorageError; tell it
+            # from other failures by looking again (a lost connection fails here too).
+            if await self.get(origin, media_id) is None:
+                return False
+            raise
         return bool(rows)
 
     async def touch(self, accessed: Sequence[tuple[str, str, int]]) -> None:
@@ -240,7 +273,12 @@ class MediaStore:
     async def delete(self, keys: Sequence[MediaKey]) -> tuple[int, set[str]]:
         """Delete these media rows and their thumbnails in one transaction: the number of
         media rows deleted and the hashes of the files the rows named (candidates for
-        removal)."""
+        removal).
+
+        On PostgreSQL the media rows are locked first (``FOR UPDATE``, which conflicts with
+        the foreign-key check of a concurrent ``add_thumbnail``): a thumbnail committed
+        before the lock is seen by the thumbnail delete (so its hash is returned), one
+        inserted after it fails. SQLite serialises writers, so no lock is needed there."""
         by_origin: dict[str, list[str]] = {}
         for origin, media_id in keys:
             by_origin.setdefault(origin, []).append(media_id)
@@ -249,6 +287,14 @@ class MediaStore:
         async with self._db.transaction() as txn:
             for origin, media_ids in by_origin.items():
                 async for chunk in iter_chunks(media_ids, _CHUNK):
+                    if self._db.dialect == "postgres":
+                        await txn.fetch(
+                            "SELECT 1 FROM media WHERE origin = $1"
+                            f" AND media_id IN ({placeholders(len(chunk), start=2)})"
+                            " ORDER BY media_id FOR UPDATE",
+                            origin,
+                            *chunk,
+                        )
                     for table in ("media_thumbnails", "media"):
                         rows = await txn.fetch(
                             f"DELETE FROM {table} WHERE origin = $1"
@@ -305,11 +351,20 @@ class MediaStore:
         )
         return [(row["origin"], row["media_id"]) for row in rows]
 
-    async def expired_pending(self, now: int, limit: int) -> list[MediaKey]:
-        """Reserved media IDs whose upload time ran out."""
-        rows = await self._db.fetch(
-            "SELECT origin, media_id FROM media WHERE sha256 IS NULL AND expires_ts <= $1 LIMIT $2",
-            now,
-            limit,
-        )
+    async def expire_pending(self, now: int, limit: int) -> list[MediaKey]:
+        """Delete up to ``limit`` reserved media IDs whose upload time ran out; their keys.
+
+        One statement that re-checks "still pending and expired" on the rows it deletes: a
+        reservation completed meanwhile (``complete_pending`` requires ``expires_ts > now``,
+        so only before it expired) is never deleted. Pending rows have no thumbnails and no
+        file."""
+        async with self._db.transaction() as txn:
+            rows = await txn.fetch(
+                "DELETE FROM media WHERE sha256 IS NULL AND expires_ts <= $1"
+                " AND (origin, media_id) IN (SELECT origin, media_id FROM media"
+                " WHERE sha256 IS NULL AND expires_ts <= $1 LIMIT $2)"
+                " RETURNING origin, media_id",
+                now,
+                limit,
+            )
         return [(row["origin"], row["media_id"]) for row in rows]

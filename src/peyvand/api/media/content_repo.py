@@ -149,13 +149,14 @@ async def _download(ctx: RequestContext, *, authenticated: bool) -> web.StreamRe
     return _serve(found, ctx.path.get("file_name") or found.upload_name)
 
 
-@routes.get(f"{_AUTHED}/thumbnail/{{server_name}}/{{media_id}}")
+# Rate-limited, unlike downloads: a new size or method can cost an image decode.
+@routes.get(f"{_AUTHED}/thumbnail/{{server_name}}/{{media_id}}", rate_limited=True)
 async def thumbnail(ctx: RequestContext) -> web.StreamResponse:
     """GET /_matrix/client/v1/media/thumbnail/{serverName}/{mediaId}."""
     return await _thumbnail(ctx, authenticated=True)
 
 
-@routes.get(f"{_LEGACY}/thumbnail/{{server_name}}/{{media_id}}", auth="none")
+@routes.get(f"{_LEGACY}/thumbnail/{{server_name}}/{{media_id}}", auth="none", rate_limited=True)
 async def legacy_thumbnail(ctx: RequestContext) -> web.StreamResponse:
     """GET /_matrix/media/v3/thumbnail/...: deprecated; only media from before the freeze."""
     return await _thumbnail(ctx, authenticated=False)

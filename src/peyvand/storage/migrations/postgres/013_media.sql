@@ -26,8 +26,10 @@ CREATE INDEX media_by_user ON media (user_id, uploaded_ts);
 CREATE INDEX media_by_last_access ON media (last_access_ts);
 CREATE INDEX media_pending ON media (expires_ts) WHERE sha256 IS NULL;
 
--- Thumbnails generated on request, once per (media, requested size, method); their bytes
--- are content-addressed files too.
+-- Thumbnails generated on request, once per (media, size, method), where the size is the
+-- requested one snapped up to a fixed ladder (so each item has a small bounded set); their
+-- bytes are content-addressed files too. A thumbnail row never outlives its media row (the
+-- foreign key; the store still deletes thumbnails explicitly first, to learn their hashes).
 CREATE TABLE media_thumbnails (
     origin TEXT NOT NULL,
     media_id TEXT NOT NULL,
@@ -37,6 +39,7 @@ CREATE TABLE media_thumbnails (
     content_type TEXT NOT NULL,
     size BIGINT NOT NULL,
     sha256 TEXT NOT NULL,
-    PRIMARY KEY (origin, media_id, width, height, method)
+    PRIMARY KEY (origin, media_id, width, height, method),
+    FOREIGN KEY (origin, media_id) REFERENCES media (origin, media_id) ON DELETE CASCADE
 );
 CREATE INDEX media_thumbnails_by_sha256 ON media_thumbnails (sha256);
