@@ -49,6 +49,7 @@ from peyvand.services.push_actions import PushActionsService
 from peyvand.services.push_rules_account_data import PushRulesAccountData
 from peyvand.services.receipts import ReceiptService
 from peyvand.services.registration import RegistrationService
+from peyvand.services.remote_media import RemoteMediaFetcher
 from peyvand.services.room_events import RoomEventsService
 from peyvand.services.room_index import RoomIndex
 from peyvand.services.room_state import StateService
@@ -255,6 +256,7 @@ async def create_app(config: Config) -> web.Application:
             claim_keys=claim_remote_keys,
         )
         federation.use_edus(edus)
+        media.use_remote(RemoteMediaFetcher(client).fetch)
         directory.use_federation(federation.query_directory)
         writer.add_pre_commit(federation.prepare_outbound)
         dispatcher.listeners.append(federation.on_persisted)

@@ -45,6 +45,7 @@ from peyvand.media.thumbnailer import (
     probe_image,
     snap_thumbnail_size,
 )
+from peyvand.services.remote_media import RemoteContent, RemoteMediaError
 from peyvand.services.requester import Requester
 from peyvand.storage.media import MediaKey, MediaRow, MediaStore, ThumbnailRow
 from peyvand.types import UserID, is_valid_server_name
@@ -60,6 +61,7 @@ _MAX_THUMBNAIL_SIDE: Final = 4096
 _THUMBNAIL_METHODS: Final = ("crop", "scale")
 # Pillow decodes at most this many images at once: each may take width x height x 4 bytes.
 _THUMBNAIL_CONCURRENCY: Final = 2
+_REMOTE_CONCURRENCY: Final = 4
 _ACCESS_FLUSH_SECONDS: Final = 30.0
 _JANITOR_SECONDS: Final = 600.0
 # Files left without a row (a crash, or a database error, between a file and its row).
@@ -113,6 +115,10 @@ class _InFlight:
             self._totals.pop(self.user_id, None)
 
 
+RemoteFetch = Callable[[str, str, int], Awaitable[RemoteContent]]
+"""(origin, media ID, max size) -> the content, or RemoteMediaError."""
+
+
 class MediaService:
     def __init__(
         self,
@@ -132,6 +138,10 @@ class MediaService:
         self._admin_contact = admin_contact
         self._clock = clock
         self._locks = HashLocks()
+        self._remote_fetch: RemoteFetch | None = None
+        self._remote_fetches: dict[MediaKey, asyncio.Future[MediaRow]] = {}
+        # Remote media is fetched whole (up to the upload limit): at most this many at once.
+        self._remote_slots = asyncio.Semaphore(_REMOTE_CONCURRENCY)
         # Per user ID: the final quota check and the row it allows happen under this lock.
         self._quota_locks = HashLocks()
         # Per user: bytes of uploads still streaming in (not yet counted by ``usage_of``).
@@ -531,10 +541,10 @@ class MediaService:
     ) -> MediaRow:
         if not is_valid_server_name(origin) or not _MEDIA_ID.fullmatch(media_id):
             raise MatrixError(Errcode.NOT_FOUND, "Media not found")
-        if origin != self._server_name:
-            raise MatrixError(Errcode.NOT_FOUND, "Remote media is not available")
         if not authenticated and self._frozen_before_ts is None:
             raise _frozen()
+        if origin != self._server_name:
+            return await self._remote_row(origin, media_id, authenticated)
         row = await self._store.get(origin, media_id)
         if row is not None and row.pending:
             # Checked before waiting: its upload can only come later than its creation, so
@@ -546,6 +556,63 @@ class MediaService:
             raise MatrixError(Errcode.NOT_FOUND, "Media not found")
         if not authenticated and not self._served_unauthenticated(row.uploaded_ts or 0):
             raise _frozen()
+        return row
+
+    def use_remote(self, fetch: RemoteFetch) -> None:
+        """Fetch other servers' media with ``fetch`` (federation) and cache it here."""
+        self._remote_fetch = fetch
+
+    async def _remote_row(self, origin: str, media_id: str, authenticated: bool) -> MediaRow:
+        """Another server's media: from the cache, else fetched once (concurrent requests
+        share the fetch) and cached. For the freeze, its "upload" is when it was cached."""
+        row = await self._store.get(origin, media_id)
+        if row is None:
+            if self._remote_fetch is None:
+                raise MatrixError(Errcode.NOT_FOUND, "Remote media is not available")
+            key = (origin, media_id)
+            running = self._remote_fetches.get(key)
+            if running is None:
+                running = asyncio.ensure_future(self._cache_remote(origin, media_id))
+                self._remote_fetches[key] = running
+                running.add_done_callback(lambda _: self._remote_fetches.pop(key, None))
+            row = await asyncio.shield(running)
+        if row.quarantined_by is not None or row.sha256 is None:
+            raise MatrixError(Errcode.NOT_FOUND, "Media not found")
+        if not authenticated and not self._served_unauthenticated(row.uploaded_ts or 0):
+            raise _frozen()
+        return row
+
+    async def _cache_remote(self, origin: str, media_id: str) -> MediaRow:
+        assert self._remote_fetch is not None
+        async with self._remote_slots:
+            try:
+                content = await self._remote_fetch(origin, media_id, self._config.max_upload_size)
+            except RemoteMediaError as exc:
+                raise MatrixError(
+                    Errcode.NOT_FOUND, f"Remote media could not be fetched: {exc}"
+                ) from exc
+        with _storage_errors():
+            written = await self._files.write_bytes(content.data)
+        try:
+            async with self._locks.hold(written.sha256):
+                now = self.now_ms()
+                row = MediaRow(
+                    origin=origin,
+                    media_id=media_id,
+                    user_id=None,
+                    content_type=content.content_type,
+                    upload_name=content.upload_name,
+                    size=written.size,
+                    sha256=written.sha256,
+                    created_ts=now,
+                    uploaded_ts=now,
+                    expires_ts=None,
+                    last_access_ts=now,
+                    quarantined_by=await self._store.quarantined_hash(written.sha256),
+                )
+                await self._adopt(written, functools.partial(self._add_row, row))
+        finally:
+            await self._files.discard(written)
         return row
 
     def _served_unauthenticated(self, uploaded_ts: int) -> bool:

@@ -28,7 +28,8 @@ def _admin(ctx: RequestContext) -> Requester:
 @routes.post(f"{_ADMIN}/media/quarantine/{{server_name}}/{{media_id}}")
 async def quarantine(ctx: RequestContext) -> web.Response:
     """POST /_synapse/admin/v1/media/quarantine/{serverName}/{mediaId}: never serve this
-    item again (its file is kept, as evidence, until it is deleted)."""
+    item, or any other with the same bytes, again (files are kept, as evidence, until
+    deleted)."""
     admin = _admin(ctx)
     await ctx.services.media.set_quarantined(
         ctx.path["server_name"], ctx.path["media_id"], admin.user_id
@@ -38,7 +39,8 @@ async def quarantine(ctx: RequestContext) -> web.Response:
 
 @routes.post(f"{_ADMIN}/media/unquarantine/{{server_name}}/{{media_id}}")
 async def unquarantine(ctx: RequestContext) -> web.Response:
-    """POST /_synapse/admin/v1/media/unquarantine/{serverName}/{mediaId}."""
+    """POST /_synapse/admin/v1/media/unquarantine/{serverName}/{mediaId}: serve it, and
+    every item with the same bytes, again."""
     _admin(ctx)
     await ctx.services.media.set_quarantined(ctx.path["server_name"], ctx.path["media_id"], None)
     return json_response({})

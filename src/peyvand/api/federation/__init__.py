@@ -3,6 +3,7 @@
 from peyvand.api.federation import (
     events,
     keys,
+    media,
     membership,
     query,
     transactions,
@@ -19,4 +20,5 @@ FEDERATION_ROUTE_TABLES: list[RouteTable] = [
     events.routes,
     query.routes,
     user_keys.routes,
+    media.routes,
 ]
