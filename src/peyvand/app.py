@@ -201,6 +201,8 @@ async def create_app(config: Config) -> web.Application:
         ClientRemoteEvents(client),
         events.allocate_stream,
         events.persist,
+        events.allocate_backfill_stream,
+        server_name,
     )
     federation = FederationService(
         server_name,
@@ -257,6 +259,7 @@ async def create_app(config: Config) -> web.Application:
         )
         federation.use_edus(edus)
         media.use_remote(RemoteMediaFetcher(client).fetch)
+        room_events.use_backfill(handler.backfill)
         directory.use_federation(federation.query_directory)
         writer.add_pre_commit(federation.prepare_outbound)
         dispatcher.listeners.append(federation.on_persisted)

@@ -292,3 +292,33 @@ async def test_concurrent_state_changes_converge(
     assert on_peyvand[("m.room.power_levels", "")]["events_default"] == 10
     assert on_peyvand[("m.room.topic", "")]["topic"] in ("from peyvand", "from the peer")
     assert "Unhandled error" not in peyvand.log()
+
+
+async def test_history_from_before_the_join_is_backfilled(
+    peyvand: HomeserverProcess,
+    peyvand_client: MatrixClient,
+    peer: SynapseProcess | HomeserverProcess,
+    peer_client: MatrixClient,
+) -> None:
+    """/messages pulls the room's older history from the peer when local history (which
+    starts at the join) runs out."""
+    alice = await peyvand_client.register()
+    bob = await peer_client.register()
+    alias_name = f"history-{next(_txn)}-{peyvand.backend}"
+    old = [f"old message {i}" for i in range(12)]
+    async with asyncio.timeout(TIMEOUT_SECONDS):
+        room_id = (
+            await peer_client.request(
+                "POST",
+                "createRoom",
+                json={"preset": "public_chat", "room_alias_name": alias_name},
+                token=bob,
+            )
+        ).ok()["room_id"]
+        for body in old:
+            await _send(peer_client, bob, room_id, body)
+        alias = f"#{alias_name}:{peer.server_name}"
+        (await peyvand_client.request("POST", f"join/{quote(alias)}", json={}, token=alice)).ok()
+        on_peyvand = await _messages(peyvand_client, alice, room_id)
+    assert on_peyvand == old
+    assert "Unhandled error" not in peyvand.log()

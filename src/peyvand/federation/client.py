@@ -411,15 +411,22 @@ class FederationClient:
                 continue
             url = URL(f"https://{_netloc(server.host, server.port)}{uri}", encoded=True)
             try:
-                async with session.request(
-                    method,
-                    url,
-                    data=data,
-                    headers={**headers, "Host": server.host_header},
-                    server_hostname=server.tls_server_name,
-                    allow_redirects=False,
-                ) as resp:
-                    return await self._read(resp, max_size), server
+                for attempt in range(2):
+                    try:
+                        async with session.request(
+                            method,
+                            url,
+                            data=data,
+                            headers={**headers, "Host": server.host_header},
+                            server_hostname=server.tls_server_name,
+                            allow_redirects=False,
+                        ) as resp:
+                            return await self._read(resp, max_size), server
+                    except aiohttp.ServerDisconnectedError:
+                        # A pooled keep-alive connection the peer had closed: the request
+                        # never reached it, so send it once more on a fresh connection.
+                        if attempt:
+                            raise
             except aiohttp.ClientConnectorError as exc:  # nothing sent: try the next one
                 if is_blocked_error(exc):
                     failures.append(f"{server.host} resolves only to disallowed addresses")

@@ -80,11 +80,13 @@ class EventCreationService:
         self._clock = clock
         self._writer: EventWriter | None = None
         self._next_stream = 0
+        self._next_backfill_stream = -1
         self._pending_txns: dict[TxnKey, asyncio.Future[EventID]] = {}
 
     async def start(self, writer: EventWriter) -> None:
         self._writer = writer
         self._next_stream = await self._store.get_max_stream_ordering() + 1
+        self._next_backfill_stream = min(await self._store.get_min_stream_ordering(), 0) - 1
 
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
@@ -384,6 +386,13 @@ class EventCreationService:
         return StoredEvent(
             persisted.pdu, persisted.stream_ordering, persisted.state_group, None, txn
         )
+
+    def allocate_backfill_stream(self) -> int:
+        """The next position for backfilled history: counting down below every other,
+        so it sorts before the room's known events and is never new to /sync."""
+        stream = self._next_backfill_stream
+        self._next_backfill_stream -= 1
+        return stream
 
     def allocate_stream(self) -> int:
         """The next stream position (for events received over federation)."""

@@ -757,6 +757,17 @@ class ClientRemoteEvents:
         events = response.get("events") if isinstance(response, dict) else None
         return events if isinstance(events, list) else []
 
+    async def backfill(
+        self, destination: str, room_id: RoomID, event_ids: Sequence[EventID], limit: int
+    ) -> list[Any]:
+        response = await self._client.get_json(
+            destination,
+            f"{_FEDERATION_V1}/backfill/{quote(room_id, safe='')}",
+            query={"v": list(event_ids), "limit": str(limit)},
+        )
+        pdus = response.get("pdus") if isinstance(response, dict) else None
+        return pdus if isinstance(pdus, list) else []
+
     async def get_state_ids(
         self, destination: str, room_id: RoomID, event_id: EventID
     ) -> tuple[list[EventID], list[EventID]]:

@@ -44,7 +44,7 @@ from peyvand.events.state_res import StateResError, resolve_state, split_state
 from peyvand.services.room_state import RoomSnapshot, StateService
 from peyvand.storage.events import EventStore
 from peyvand.storage.models import EventToPersist, NewStateGroup, OutlierRow, StateGroupRow
-from peyvand.types import EventID, RoomID, UserID
+from peyvand.types import EventID, RoomID, UserID, server_name_of
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +54,7 @@ _ACL_KEY: Final[StateKey] = ("m.room.server_acl", "")
 _MAX_MISSING_PREV = 10
 _MAX_AUTH_FETCH = 200
 _MAX_AUTH_CHAIN = 50_000
+_MAX_BACKFILL = 100
 
 
 class RemoteEvents(Protocol):
@@ -74,6 +75,10 @@ class RemoteEvents(Protocol):
     async def get_state_ids(
         self, destination: str, room_id: RoomID, event_id: EventID
     ) -> tuple[list[EventID], list[EventID]]: ...
+
+    async def backfill(
+        self, destination: str, room_id: RoomID, event_ids: Sequence[EventID], limit: int
+    ) -> list[Any]: ...
 
 
 SignatureCheck = Callable[[Sequence[Pdu]], Awaitable[list[bool]]]
@@ -100,6 +105,8 @@ class FederationEventHandler:
         remote: RemoteEvents,
         allocate_stream: Callable[[], int],
         enqueue: Enqueue,
+        allocate_backfill_stream: Callable[[], int],
+        server_name: str,
     ) -> None:
         self._state = state
         self._store = store
@@ -107,6 +114,8 @@ class FederationEventHandler:
         self._remote = remote
         self._allocate_stream = allocate_stream
         self._enqueue = enqueue
+        self._allocate_backfill_stream = allocate_backfill_stream
+        self._server_name = server_name
 
     # -- entry points ------------------------------------------------------------------
 
@@ -288,6 +297,87 @@ class FederationEventHandler:
         except AuthError as exc:
             return exc.message
         return None
+
+    # -- history -----------------------------------------------------------------------
+
+    async def backfill(self, room_id: RoomID, limit: int) -> bool:
+        """Pull history older than the room's earliest local event from a server in the
+        room (GET /backfill); whether any arrived. Backfilled events are checked like any
+        received event against their own auth events, placed before every local event
+        (negative stream positions: never news for /sync) and see the state of the
+        earliest local event; they change neither current state nor extremities."""
+        snapshot = await self._state.get_room(room_id)
+        if snapshot is None:
+            return False
+        earliest = await self._store.get_room_events(
+            room_id, after=None, before=None, limit=1, newest_first=False
+        )
+        if not earliest or earliest[0].pdu.type == "m.room.create":
+            return False
+        first = earliest[0]
+        known = await self._state.get_events(first.pdu.prev_event_ids)
+        missing = [e for e in first.pdu.prev_event_ids if e not in known]
+        if not missing:
+            return False
+        servers = sorted(
+            {server_name_of(u) for u, m in snapshot.memberships.items() if m == "join"}
+            - {self._server_name}
+        )
+        for server in servers:
+            try:
+                raw_events = await self._remote.backfill(
+                    server, room_id, missing, min(limit, _MAX_BACKFILL)
+                )
+            except Exception as exc:
+                logger.info("backfill of %s from %s failed: %s", room_id, server, exc)
+                continue
+            if await self._store_backfilled(server, snapshot, first.state_group, raw_events):
+                return True
+        return False
+
+    async def _store_backfilled(
+        self, origin: str, snapshot: RoomSnapshot, state_group: int, raw_events: Sequence[Any]
+    ) -> bool:
+        pdus = []
+        for raw in raw_events[:_MAX_BACKFILL]:
+            try:
+                pdu = parse_pdu(raw, snapshot.room_version, room_id=snapshot.room_id)
+            except InvalidPdu:
+                continue
+            if await self._state.get_event(pdu.event_id) is None:
+                pdus.append(pdu)
+        if not pdus:
+            return False
+        valid = await self._check_signatures(pdus)
+        pdus = [check_content_hash_or_redact(p)[0] for p, ok in zip(pdus, valid, strict=True) if ok]
+        try:
+            await self._ensure_auth_events(origin, pdus)
+        except DroppedPdu as exc:
+            logger.info("backfill from %s dropped: %s", origin, exc)
+            return False
+        stored = []
+        async with snapshot.lock:
+            for pdu in sorted(pdus, key=lambda p: (-p.depth, p.event_id)):
+                if await self._auth_against_auth_events(pdu) is not None:
+                    continue
+                relates_to, rel_type = _relates_to(pdu)
+                stored.append(
+                    EventToPersist(
+                        pdu=pdu,
+                        stream_ordering=self._allocate_backfill_stream(),
+                        state_group=state_group,
+                        new_state_group=None,
+                        txn=None,
+                        relates_to=relates_to,
+                        rel_type=rel_type,
+                        new_extremities=tuple(snapshot.extremities),
+                        current_state_changes=(),
+                        was_outlier=pdu.event_id in await self._store.get_outliers([pdu.event_id]),
+                    )
+                )
+            if stored:
+                await self._enqueue(stored)
+        return bool(stored)
 
     # -- the DAG -----------------------------------------------------------------------
 

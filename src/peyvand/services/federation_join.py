@@ -170,6 +170,7 @@ class RemoteJoiner:
             check_auth_rules(join, auth_state)
         except AuthError as exc:
             raise MatrixError(Errcode.FORBIDDEN, f"The join is not allowed: {exc.message}") from exc
+        self._store.remember_room_version(room_id, version.identifier)
         await self._store.persist_outliers(
             [
                 OutlierRow(p, "rejected" if e in rejected else "outlier", None)

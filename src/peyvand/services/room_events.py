@@ -4,7 +4,7 @@ history visibility and serialised in the client format with per-request ``unsign
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from peyvand.errors import Errcode, MatrixError
@@ -29,16 +29,24 @@ _MAX_SCAN_ROUNDS = 8
 def parse_position(token: str) -> int:
     """A /messages token (``t<pos>``) or a sync ``next_batch`` (``s...``) as an event position."""
     if token.startswith("t"):
+        # Backfilled history has negative positions ("t-12").
+        negative = token.startswith("t-")
         try:
-            return parse_position_number(token[1:])
+            number = parse_position_number(token[2:] if negative else token[1:])
         except ValueError:
             pass
+        else:
+            return -number if negative else number
         raise MatrixError(Errcode.INVALID_PARAM, f"Invalid pagination token: {token!r}")
     return StreamToken.parse(token).events
 
 
 def position_token(position: int) -> str:
     return f"t{position}"
+
+
+Backfill = Callable[[RoomID, int], Awaitable[bool]]
+"""(room, how many) -> whether older events were fetched from other servers."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +81,11 @@ class RoomEventsService:
         self._visibility = visibility
         self._current_position = current_position
         self._clock = clock
+        self._backfill: Backfill | None = None
+
+    def use_backfill(self, backfill: Backfill) -> None:
+        """Pull history from other servers when a room's local history runs out."""
+        self._backfill = backfill
 
     # -- serialisation -------------------------------------------------------------------
 
@@ -243,6 +256,23 @@ class RoomEventsService:
             limit=limit,
             event_filter=event_filter,
         )
+        if (
+            backwards
+            and found.resume is None
+            and bound is None
+            and self._backfill is not None
+            and await self._backfill(room_id, limit)
+        ):
+            # Local history ran out and older events arrived from other servers.
+            found = await self.scan(
+                requester.user_id,
+                room_id,
+                after=None,
+                before=start,
+                newest_first=True,
+                limit=limit,
+                event_filter=event_filter,
+            )
         chunk = await self.serialize(found.events, requester)
         state: list[JsonDict] = []
         if event_filter is not None and event_filter.lazy_load_members and found.events:

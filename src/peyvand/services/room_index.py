@@ -93,6 +93,8 @@ class RoomIndex:
         """Record a committed batch (called by the dispatcher)."""
         for persisted in batch:
             pdu = persisted.pdu
+            if persisted.stream_ordering < 0:
+                continue  # backfilled history: not news
             self._last_position[pdu.room_id] = persisted.stream_ordering
             if pdu.type != "m.room.member" or not pdu.state_key or pdu.membership is None:
                 continue

@@ -63,6 +63,11 @@ class EventStore:
             row["created_ts"],
         )
 
+    def remember_room_version(self, room_id: RoomID, room_version: str) -> None:
+        """The version of a room whose row is about to be written (a room joined over
+        federation: its events are read, e.g. by pre-commit hooks, in the same commit)."""
+        self._room_versions[room_id] = room_version
+
     async def set_room_public(self, room_id: RoomID, is_public: bool) -> None:
         await self._db.execute(
             "UPDATE rooms SET is_public = $2 WHERE room_id = $1", room_id, is_public
@@ -163,6 +168,11 @@ class EventStore:
             "SELECT MAX(m) FROM (SELECT MAX(stream_ordering) AS m FROM events"
             " UNION ALL SELECT MAX(stream_ordering) AS m FROM remote_invites) AS positions"
         )
+        return int(value or 0)
+
+    async def get_min_stream_ordering(self) -> int:
+        """The lowest position used (negative once history has been backfilled)."""
+        value = await self._db.fetchval("SELECT MIN(stream_ordering) FROM events")
         return int(value or 0)
 
     async def get_max_depth(self, event_ids: Sequence[EventID]) -> int:
