@@ -322,3 +322,65 @@ async def test_history_from_before_the_join_is_backfilled(
         on_peyvand = await _messages(peyvand_client, alice, room_id)
     assert on_peyvand == old
     assert "Unhandled error" not in peyvand.log()
+
+
+async def _membership(client: MatrixClient, account: Account, room_id: str, user: str) -> str:
+    found = await client.request(
+        "GET", f"rooms/{quote(room_id)}/state/m.room.member/{quote(user)}", token=account
+    )
+    return str(found.body.get("membership")) if found.status == 200 else "none"
+
+
+async def test_knocking_both_ways(
+    peyvand: HomeserverProcess,
+    peyvand_client: MatrixClient,
+    peer: SynapseProcess | HomeserverProcess,
+    peer_client: MatrixClient,
+) -> None:
+    """Users knock on rooms of the other server (make_knock/send_knock); the room's
+    member lets them in with an invite."""
+    alice = await peyvand_client.register()
+    bob = await peer_client.register()
+    knock_rules = {"type": "m.room.join_rules", "state_key": "", "content": {"join_rule": "knock"}}
+    async with asyncio.timeout(TIMEOUT_SECONDS):
+        for owner_client, owner, owner_server, guest_client, guest in (
+            (peer_client, bob, peer, peyvand_client, alice),
+            (peyvand_client, alice, peyvand, peer_client, bob),
+        ):
+            room_id = (
+                await owner_client.request(
+                    "POST", "createRoom", json={"initial_state": [knock_rules]}, token=owner
+                )
+            ).ok()["room_id"]
+            knocked = await guest_client.request(
+                "POST",
+                f"knock/{quote(room_id)}",
+                json={"reason": "let me in"},
+                token=guest,
+                params={"via": owner_server.server_name},
+            )
+            assert knocked.ok()["room_id"] == room_id
+            await _sync_until(
+                guest_client, guest, lambda r, room=room_id: room in r["rooms"]["knock"]
+            )
+            for _ in range(TIMEOUT_SECONDS * 10):
+                if await _membership(owner_client, owner, room_id, guest.user_id) == "knock":
+                    break
+                await asyncio.sleep(0.1)
+            assert await _membership(owner_client, owner, room_id, guest.user_id) == "knock"
+            (
+                await owner_client.request(
+                    "POST",
+                    f"rooms/{quote(room_id)}/invite",
+                    json={"user_id": guest.user_id},
+                    token=owner,
+                )
+            ).ok()
+            await _sync_until(
+                guest_client, guest, lambda r, room=room_id: room in r["rooms"]["invite"]
+            )
+            (
+                await guest_client.request("POST", f"join/{quote(room_id)}", json={}, token=guest)
+            ).ok()
+            assert await _membership(guest_client, guest, room_id, guest.user_id) == "join"
+    assert "Unhandled error" not in peyvand.log()

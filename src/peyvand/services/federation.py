@@ -525,6 +525,103 @@ class FederationService:
         await self._invites.set_membership(room_id, user_id, "leave", stream)
         self._on_remote_membership(user_id, room_id, "leave", stream)
 
+    async def knock_remote(
+        self, room_id: RoomID, user_id: UserID, servers: Sequence[str], reason: str | None
+    ) -> None:
+        """Knock on a room this server is not in (make_knock/send_knock through the first
+        of ``servers`` that answers); the room's stripped state is kept like an invite's."""
+        errors = []
+        for server in [s for s in dict.fromkeys(servers) if self.allows(s)]:
+            path_room = quote(room_id, safe="")
+            try:
+                template = await self._client.get_json(
+                    server,
+                    f"{_FEDERATION_V1}/make_knock/{path_room}/{quote(user_id, safe='')}",
+                    query={"ver": ["10", "11", "12"]},
+                )
+                version = KNOWN_ROOM_VERSIONS[template["room_version"]]
+                event = dict(template["event"])
+                content: JsonDict = {"membership": "knock"}
+                if reason is not None:
+                    content["reason"] = reason
+                event["content"] = content
+                event["origin_server_ts"] = int(self._clock() * 1000)
+                knock = finalize_pdu(
+                    event,
+                    version,
+                    origin_server_name=self._server_name,
+                    signing_key=self._signing_key,
+                )
+                answer = await self._client.put_json(
+                    server,
+                    f"{_FEDERATION_V1}/send_knock/{path_room}/{quote(knock.event_id, safe='')}",
+                    dict(knock.data),
+                )
+            except FederationHttpError as exc:
+                if exc.status == 403:
+                    raise MatrixError(Errcode.FORBIDDEN, exc.message or "Knock refused") from exc
+                errors.append(f"{server}: {exc}")
+                continue
+            except (FederationError, KeyError, TypeError, ValueError) as exc:
+                errors.append(f"{server}: {exc}")
+                continue
+            stripped = answer.get("knock_room_state", []) if isinstance(answer, dict) else []
+            stream = self._allocate_stream()
+            await self._invites.put(
+                RemoteInvite(
+                    room_id,
+                    user_id,
+                    knock.event_id,
+                    version.identifier,
+                    user_id,
+                    "knock",
+                    stream,
+                    dict(knock.data),
+                    [e for e in stripped[:_MAX_INVITE_STATE] if isinstance(e, dict)]
+                    if isinstance(stripped, list)
+                    else [],
+                )
+            )
+            self._on_remote_membership(user_id, room_id, "knock", stream)
+            return
+        raise MatrixError(
+            Errcode.UNKNOWN,
+            "Failed to knock through " + "; ".join(errors or ["no server"]),
+            status=502,
+        )
+
+    async def make_knock(
+        self, origin: str, room_id: RoomID, user_id: UserID, versions: Sequence[str]
+    ) -> JsonDict:
+        """GET /make_knock: a knock template for a user of ``origin``."""
+        snapshot = await self._room(room_id, origin)
+        if server_name_of(user_id) != origin:
+            raise MatrixError(Errcode.FORBIDDEN, "The user is not on the requesting server")
+        version = snapshot.room_version
+        if version.identifier not in versions:
+            raise MatrixError(
+                Errcode.INCOMPATIBLE_ROOM_VERSION,
+                f"This room is version {version.identifier}",
+                room_version=version.identifier,
+            )
+        template = self._template(
+            snapshot, user_id, "m.room.member", user_id, {"membership": "knock"}
+        )
+        await self._check_template(snapshot, template)
+        return {"event": template, "room_version": version.identifier}
+
+    async def send_knock(
+        self, origin: str, room_id: RoomID, event_id: EventID, raw: Any
+    ) -> JsonDict:
+        """PUT /send_knock: accept the signed knock, relay it, answer with the room's
+        stripped state."""
+        snapshot = await self._room(room_id, origin)
+        pdu = self._parse_membership(raw, snapshot, event_id, origin, "knock")
+        outcome = await self._process_relayed(origin, pdu)
+        if outcome.status not in ("accepted", "duplicate"):
+            raise MatrixError(Errcode.FORBIDDEN, outcome.reason or "The knock was not allowed")
+        return {"knock_room_state": await self._stripped_state(snapshot)}
+
     async def forget_invite(self, room_id: RoomID, user_id: UserID) -> None:
         """The user joined the room: the room's own state holds their membership now."""
         await self._invites.delete(room_id, user_id)

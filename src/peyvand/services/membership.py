@@ -34,6 +34,10 @@ class RemoteMemberships(Protocol):
 
     async def forget_invite(self, room_id: RoomID, user_id: UserID) -> None: ...
 
+    async def knock_remote(
+        self, room_id: RoomID, user_id: UserID, servers: Sequence[str], reason: str | None
+    ) -> None: ...
+
 
 class MembershipService:
     def __init__(
@@ -128,6 +132,29 @@ class MembershipService:
                 await self._federation.forget_invite(room_id, user_id)
             return
         await self._change(room_id, user_id, user_id, "join", reason=reason)
+
+    async def knock(
+        self,
+        room_id: RoomID,
+        user_id: UserID,
+        reason: str | None = None,
+        servers: Sequence[str] = (),
+    ) -> None:
+        """Ask to join a room with the ``knock`` join rule (Client-Server API, "Knocking on
+        rooms"); a room this server is not in is knocked on over federation."""
+        current = await self.membership_of(room_id, user_id)
+        if current in ("join", "invite", "ban"):
+            raise MatrixError(
+                Errcode.FORBIDDEN, f"You cannot knock while your membership is {current}"
+            )
+        if await self._state.get_room(room_id) is None:
+            if self._federation is None or not servers:
+                raise MatrixError(Errcode.NOT_FOUND, "No known servers to knock through")
+            await self._federation.knock_remote(room_id, user_id, servers, reason)
+            return
+        if current == "knock":
+            return
+        await self._change(room_id, user_id, user_id, "knock", reason=reason)
 
     async def leave(self, room_id: RoomID, user_id: UserID, reason: str | None = None) -> None:
         if self._federation is not None and await self._state.get_room(room_id) is None:

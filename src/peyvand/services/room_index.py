@@ -81,12 +81,13 @@ class RoomIndex:
     def note_remote_invite(
         self, user_id: UserID, room_id: RoomID, membership: str, stream_ordering: int
     ) -> None:
-        """An invite to (or its rejection of) a room this server is not in."""
+        """An invite to, a knock on, or the rejection of either, of a room this server is
+        not in."""
         self._version += 1
         cached = self._memberships.get(user_id)
         if cached is not None:
             current = cached.get(room_id)
-            if current is None or current[0] in ("invite", "leave"):
+            if current is None or current[0] in ("invite", "knock", "leave"):
                 cached[room_id] = (membership, stream_ordering)
 
     def apply(self, batch: Sequence[EventToPersist]) -> None:

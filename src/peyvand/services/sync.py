@@ -103,6 +103,7 @@ UnreadCounts = Callable[[UserID, Sequence[RoomID]], Awaitable[dict[RoomID, JsonD
 class _Result:
     join: dict[RoomID, JsonDict] = field(default_factory=dict)
     invite: dict[RoomID, JsonDict] = field(default_factory=dict)
+    knock: dict[RoomID, JsonDict] = field(default_factory=dict)
     leave: dict[RoomID, JsonDict] = field(default_factory=dict)
     account_data: list[JsonDict] = field(default_factory=list)
     to_device: list[JsonDict] = field(default_factory=list)
@@ -114,6 +115,7 @@ class _Result:
         return not (
             self.join
             or self.invite
+            or self.knock
             or self.leave
             or self.account_data
             or self.to_device
@@ -200,7 +202,7 @@ class SyncService:
                 "join": result.join,
                 "invite": result.invite,
                 "leave": result.leave,
-                "knock": {},
+                "knock": result.knock,
             },
             "account_data": {"events": result.account_data},
             "presence": {"events": []},
@@ -303,8 +305,12 @@ class SyncService:
         for r in room_ids:
             room_id = RoomID(r)
             membership, stream = memberships[room_id]
-            if membership == "invite" and (since is None or stream > since_events or full_state):
+            moved = since is None or stream > since_events or full_state
+            if membership == "invite" and moved:
                 result.invite[room_id] = await self._invited_room(room_id, user_id)
+            elif membership == "knock" and moved:
+                stripped = (await self._invited_room(room_id, user_id))["invite_state"]
+                result.knock[room_id] = {"knock_state": stripped}
         left = [
             RoomID(r)
             for r in room_ids

@@ -78,6 +78,24 @@ async def join_by_id_or_alias(ctx: RequestContext) -> web.Response:
     return json_response({"room_id": room_id})
 
 
+@routes.post(f"{CLIENT_V3}/knock/{{roomIdOrAlias}}", rate_limited=True)
+async def knock(ctx: RequestContext) -> web.Response:
+    """POST /_matrix/client/v3/knock/{roomIdOrAlias}"""
+    target = unquote(ctx.path["roomIdOrAlias"])
+    body = await ctx.body()
+    servers = [*ctx.request.query.getall("via", []), *ctx.request.query.getall("server_name", [])]
+    if target.startswith("#"):
+        found = await ctx.services.directory.get_alias(target)
+        room_id = RoomID(found["room_id"])
+        servers += found["servers"]
+    else:
+        room_id = await ctx.services.rooms.resolve_room(target)
+    await ctx.services.membership.knock(
+        room_id, ctx.user.user_id, body.str("reason", None), servers=servers
+    )
+    return json_response({"room_id": room_id})
+
+
 @routes.post(f"{CLIENT_V3}/rooms/{{roomId}}/join", rate_limited=True)
 async def join_room(ctx: RequestContext) -> web.Response:
     """POST /_matrix/client/v3/rooms/{roomId}/join"""

@@ -1,5 +1,5 @@
-"""Joining, leaving and inviting over federation (joins-v2.yaml, leaving-v2.yaml,
-invites-v2.yaml)."""
+"""Joining, leaving, knocking and inviting over federation (joins-v2.yaml,
+leaving-v2.yaml, knocks.yaml, invites-v2.yaml)."""
 
 from __future__ import annotations
 
@@ -59,6 +59,30 @@ async def send_leave(ctx: RequestContext) -> web.Response:
 async def invite(ctx: RequestContext) -> web.Response:
     """PUT /_matrix/federation/v2/invite/{roomId}/{eventId}: an invite of one of our users."""
     result = await ctx.services.federation.on_invite(
+        ctx.origin,
+        RoomID(ctx.path["room_id"]),
+        EventID(ctx.path["event_id"]),
+        await ctx.raw_json(),
+    )
+    return json_response(result)
+
+
+@routes.get("/_matrix/federation/v1/make_knock/{room_id}/{user_id}", auth="federation")
+async def make_knock(ctx: RequestContext) -> web.Response:
+    """GET /_matrix/federation/v1/make_knock/{roomId}/{userId}?ver=...: a knock template."""
+    result = await ctx.services.federation.make_knock(
+        ctx.origin,
+        RoomID(ctx.path["room_id"]),
+        UserID(ctx.path["user_id"]),
+        ctx.request.query.getall("ver", []),
+    )
+    return json_response(result)
+
+
+@routes.put("/_matrix/federation/v1/send_knock/{room_id}/{event_id}", auth="federation")
+async def send_knock(ctx: RequestContext) -> web.Response:
+    """PUT /_matrix/federation/v1/send_knock/{roomId}/{eventId}: the signed knock."""
+    result = await ctx.services.federation.send_knock(
         ctx.origin,
         RoomID(ctx.path["room_id"]),
         EventID(ctx.path["event_id"]),
