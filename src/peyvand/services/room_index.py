@@ -97,10 +97,23 @@ class RoomIndex:
             if persisted.stream_ordering < 0:
                 continue  # backfilled history: not news
             self._last_position[pdu.room_id] = persisted.stream_ordering
-            if pdu.type != "m.room.member" or not pdu.state_key or pdu.membership is None:
+            if persisted.current_state_changes is not None:
+                # Received over federation: current state may move by more (or less) than
+                # the event itself.
+                changes = [
+                    (UserID(key[1]), membership)
+                    for key, _, membership in persisted.current_state_changes
+                    if key[0] == "m.room.member" and membership is not None
+                ]
+            elif pdu.type == "m.room.member" and pdu.state_key and pdu.membership is not None:
+                changes = [(UserID(pdu.state_key), pdu.membership)]
+            else:
+                continue
+            if not changes:
                 continue
             self._last_membership[pdu.room_id] = persisted.stream_ordering
             self._version += 1
-            cached = self._memberships.get(UserID(pdu.state_key))
-            if cached is not None:
-                cached[pdu.room_id] = (pdu.membership, persisted.stream_ordering)
+            for user_id, membership in changes:
+                cached = self._memberships.get(user_id)
+                if cached is not None:
+                    cached[pdu.room_id] = (membership, persisted.stream_ordering)
