@@ -146,11 +146,12 @@ async def create_app(config: Config) -> web.Application:
     auth.on_devices_deleted.append(e2e_keys.on_devices_deleted)
     # Last: clients woken by the change must no longer see the deleted devices' keys.
     auth.on_devices_deleted.append(device_lists.on_devices_deleted)
+    media_files = MediaFiles(config.media_dir)
     media = MediaService(
         server_name,
         config.media,
         MediaStore(db),
-        MediaFiles(config.media_dir),
+        media_files,
         admin_contact=config.admin_contact,
     )
     url_preview = UrlPreviewService(config.media, media)
@@ -258,7 +259,7 @@ async def create_app(config: Config) -> web.Application:
             claim_keys=claim_remote_keys,
         )
         federation.use_edus(edus)
-        media.use_remote(RemoteMediaFetcher(client).fetch)
+        media.use_remote(RemoteMediaFetcher(client, media_files).fetch)
         room_events.use_backfill(handler.backfill)
         directory.use_federation(federation.query_directory)
         writer.add_pre_commit(federation.prepare_outbound)

@@ -313,6 +313,53 @@ class FederationClient:
                 f"GET {destination}{path}: more than {MAX_REDIRECTS} redirects"
             )
 
+    @asynccontextmanager
+    async def open_get(
+        self,
+        destination: str,
+        path: str,
+        *,
+        query: Query | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 (bounds the whole download)
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """A signed ``GET`` whose 2xx response is handed over unread, for the caller to
+        stream (remote media); redirects are not followed. Non-2xx answers raise
+        ``FederationHttpError``; the whole exchange is bounded by ``timeout``."""
+        uri = request_uri(path, query)
+        self._check_destination(destination)
+        session = self._require_session()
+        headers = {
+            "Authorization": authorization_header(
+                self.server_name, self._signing_key, destination, "GET", uri, None
+            )
+        }
+        async with self._bounded("GET", destination, timeout):
+            failures = []
+            for server in await self._resolve(destination):
+                refused = self._address_refused(server.host)
+                if refused is not None:
+                    failures.append(refused)
+                    continue
+                url = URL(f"https://{_netloc(server.host, server.port)}{uri}", encoded=True)
+                try:
+                    async with session.get(
+                        url,
+                        headers={**headers, "Host": server.host_header},
+                        server_hostname=server.tls_server_name,
+                        allow_redirects=False,
+                    ) as resp:
+                        if not 200 <= resp.status < 300:
+                            self._raise_for_status(await self._read(resp, 0))
+                        yield resp
+                        return
+                except aiohttp.ClientConnectorError as exc:
+                    failures.append(f"{_netloc(server.host, server.port)}: {exc}")
+                except (aiohttp.ClientError, OSError) as exc:
+                    raise FederationUnreachable(
+                        f"GET {destination}: {type(exc).__name__}: {exc}"
+                    ) from exc
+            raise FederationUnreachable(f"GET {destination}: " + "; ".join(failures))
+
     # --- internals --------------------------------------------------------------------------
 
     async def _json_request(

@@ -140,7 +140,7 @@ class MediaService:
         self._locks = HashLocks()
         self._remote_fetch: RemoteFetch | None = None
         self._remote_fetches: dict[MediaKey, asyncio.Future[MediaRow]] = {}
-        # Remote media is fetched whole (up to the upload limit): at most this many at once.
+        # Remote media downloads at once (each streams to a temporary file).
         self._remote_slots = asyncio.Semaphore(_REMOTE_CONCURRENCY)
         # Per user ID: the final quota check and the row it allows happen under this lock.
         self._quota_locks = HashLocks()
@@ -591,8 +591,7 @@ class MediaService:
                 raise MatrixError(
                     Errcode.NOT_FOUND, f"Remote media could not be fetched: {exc}"
                 ) from exc
-        with _storage_errors():
-            written = await self._files.write_bytes(content.data)
+        written = content.written
         try:
             async with self._locks.hold(written.sha256):
                 now = self.now_ms()
