@@ -3,8 +3,8 @@
 Every command is non-interactive. Exit status: 0 on success, 1 when the command fails
 (the reason goes to stderr), 2 for bad usage (argparse's own convention).
 
-The modules that pull in the whole server (``serve``, ``register``) are imported only by
-the commands that need them, so ``generate-config`` and ``--help`` stay light.
+The modules that pull in the whole server (``serve``, ``register``, ``audit``) are imported
+only by the commands that need them, so ``generate-config`` and ``--help`` stay light.
 """
 
 from __future__ import annotations
@@ -107,6 +107,22 @@ def build_parser() -> argparse.ArgumentParser:
     register.add_argument("--admin", action="store_true", help="make the user a server admin")
     register.set_defaults(handler=_register_user)
 
+    audit = commands.add_parser(
+        "audit",
+        help="the audit log of admin actions",
+        description="The audit log of admin actions (see docs/compliance.md).",
+    )
+    audit_commands = audit.add_subparsers(dest="audit_command", required=True, metavar="COMMAND")
+    verify = audit_commands.add_parser(
+        "verify",
+        help="check the audit log's hash chain",
+        description="Re-compute the audit log's hash chain from the first entry (the server "
+        "may be running). Exit status 1, naming the first bad entry, if an entry was changed, "
+        "removed, reordered or inserted.",
+    )
+    verify.add_argument("--config", required=True, type=Path, help="the config file")
+    verify.set_defaults(handler=_audit_verify)
+
     dev = commands.add_parser(
         "dev",
         help="run a development server (generates its config on first run)",
@@ -174,6 +190,14 @@ def _register_user(args: argparse.Namespace) -> None:
     setup_logging("WARNING")
     user_id = run(register_user(config, args.user, args.password, admin=args.admin))
     print(f"registered {user_id}")
+
+
+def _audit_verify(args: argparse.Namespace) -> None:
+    config = load_config(args.config)
+    from peyvand.cli.audit import verify_audit_log
+
+    setup_logging("WARNING")
+    print(run(verify_audit_log(config)))
 
 
 def _dev(args: argparse.Namespace) -> None:
