@@ -14,9 +14,11 @@ from aiohttp import web
 
 from peyvand.api.admin import ADMIN_ROUTE_TABLES
 from peyvand.api.client import CLIENT_ROUTE_TABLES
+from peyvand.api.container import Services
 from peyvand.api.federation import FEDERATION_ROUTE_TABLES
 from peyvand.api.media import MEDIA_ROUTE_TABLES
 from peyvand.api.server import build_web_app
+from peyvand.compliance.audit import AuditLog
 from peyvand.config import Config, DatabaseConfig
 from peyvand.events.pdu import Pdu
 from peyvand.events.signing import parse_signing_keys
@@ -28,7 +30,6 @@ from peyvand.federation.sender import FederationSender
 from peyvand.media.files import MediaFiles
 from peyvand.services.account_data import AccountDataService
 from peyvand.services.auth import AuthService
-from peyvand.services.container import Services
 from peyvand.services.device_lists import DeviceListService
 from peyvand.services.directory import DirectoryService
 from peyvand.services.e2e_keys import E2eKeysService
@@ -63,6 +64,7 @@ from peyvand.services.user_directory import UserDirectoryService
 from peyvand.services.visibility import VisibilityService
 from peyvand.storage.account_data import AccountDataStore
 from peyvand.storage.accounts import AccountStore
+from peyvand.storage.audit import AuditStore
 from peyvand.storage.device_lists import DeviceListStore
 from peyvand.storage.directory import DirectoryStore
 from peyvand.storage.e2e_keys import E2eKeyStore
@@ -312,6 +314,7 @@ async def create_app(config: Config) -> web.Application:
         url_preview=url_preview,
         keyring=keyring,
         federation=federation,
+        audit=AuditLog(AuditStore(db)),
     )
     app = build_web_app(
         services,

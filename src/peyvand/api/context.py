@@ -8,9 +8,9 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from peyvand.api.container import Services
 from peyvand.api.validation import Body
 from peyvand.errors import Errcode, MatrixError
-from peyvand.services.container import Services
 from peyvand.services.requester import Requester
 
 SERVICES_KEY = web.AppKey("services", Services)

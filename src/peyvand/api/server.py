@@ -10,12 +10,12 @@ from typing import Any
 
 from aiohttp import web
 
+from peyvand.api.container import Services
 from peyvand.api.context import SERVICES_KEY, RequestContext, json_response
 from peyvand.api.ratelimit import RateLimiter
 from peyvand.api.routing import CLIENT_PREFIXES, CLIENT_V3, Route, RouteTable
 from peyvand.errors import Errcode, MatrixError
 from peyvand.federation.request_auth import parse_authorization
-from peyvand.services.container import Services
 
 logger = logging.getLogger(__name__)
 

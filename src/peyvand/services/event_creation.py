@@ -28,6 +28,9 @@ from peyvand.storage.models import EventToPersist, NewStateGroup, RoomRow, Store
 from peyvand.types import EventID, RoomID, UserID
 
 CREATE_KEY: StateKey = ("m.room.create", "")
+# prev_events of new events: the newest forward extremities, at most this many (others'
+# events can leave many; receivers refuse more than 20).
+MAX_PREV_EVENTS = 10
 
 TxnKey = tuple[str, str, str]
 Countersign = Callable[[Pdu, RoomSnapshot], Awaitable[Pdu]]
@@ -307,7 +310,7 @@ class EventCreationService:
             snapshot.room_id,
             sender,
             spec,
-            prev_events=list(snapshot.extremities),
+            prev_events=snapshot.extremities[-MAX_PREV_EVENTS:],
             auth_events=auth_events,
             depth=snapshot.depth + 1,
         )

@@ -41,7 +41,8 @@ class EventDispatcher:
                 )
             if pdu.type == "m.room.member" and pdu.state_key:
                 users.add(UserID(pdu.state_key))
-        self._notifier.advance(Stream.EVENTS, batch[-1].stream_ordering, users)
+        newest = max(e.stream_ordering for e in batch)  # backfilled events count down
+        self._notifier.advance(Stream.EVENTS, newest, users)
         for listener in self.listeners:
             listener(batch)
 

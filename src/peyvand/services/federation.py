@@ -31,6 +31,7 @@ from peyvand.federation.client import FederationClient, FederationError, Federat
 from peyvand.federation.keyring import Keyring
 from peyvand.federation.policy import ServerPolicy
 from peyvand.federation.sender import FederationSender
+from peyvand.services.event_creation import MAX_PREV_EVENTS
 from peyvand.services.federation_edus import FederationEdus
 from peyvand.services.federation_events import DroppedPdu, FederationEventHandler, Outcome
 from peyvand.services.federation_join import RemoteJoiner
@@ -120,6 +121,7 @@ class FederationService:
         # (event ID -> the server that sent it, which does not get it back).
         self._relay: dict[EventID, str] = {}
         self._queued: dict[str, None] = {}
+        self._origin_locks: dict[str, asyncio.Lock] = {}
 
     def use_edus(self, edus: FederationEdus) -> None:
         """Apply inbound EDUs (typing, receipts, to-device, device lists) with ``edus``."""
@@ -246,10 +248,27 @@ class FederationService:
             )
         if body.get("origin", origin) != origin:
             raise MatrixError(Errcode.FORBIDDEN, "Transaction origin does not match")
-        seen = await self._inbox.get_response(origin, txn_id)
-        if seen is not None:
-            return seen
-        results = await self._handler.receive_pdus(origin, pdus)
+        # One transaction per origin at a time ("Transactions"): a retry waits for the
+        # first attempt and gets its answer.
+        async with self._origin_locks.setdefault(origin, asyncio.Lock()):
+            seen = await self._inbox.get_response(origin, txn_id)
+            if seen is not None:
+                return seen
+            return await self._process_transaction(origin, txn_id, pdus, edus)
+
+    async def _process_transaction(
+        self, origin: str, txn_id: str, pdus: list[Any], edus: list[Any]
+    ) -> JsonDict:
+        # Events by users of servers this one does not federate with are not taken in,
+        # even when another server relays them.
+        allowed = [
+            raw
+            for raw in pdus
+            if not isinstance(raw, dict)
+            or not isinstance(raw.get("sender"), str)
+            or self._policy.allows(server_name_of(raw["sender"]))
+        ]
+        results = await self._handler.receive_pdus(origin, allowed)
         if self._edus is not None:
             await self._edus.on_edus(origin, edus)
         response: JsonDict = {"pdus": results}
@@ -295,7 +314,7 @@ class FederationService:
             "content": content,
             "origin_server_ts": int(self._clock() * 1000),
             "depth": snapshot.depth + 1,
-            "prev_events": list(snapshot.extremities),
+            "prev_events": snapshot.extremities[-MAX_PREV_EVENTS:],
             "auth_events": sorted(snapshot.state[k] for k in wanted if k in snapshot.state),
         }
 
@@ -681,11 +700,10 @@ class FederationService:
         return snapshot
 
     async def _require_server_in_room(self, origin: str, snapshot: RoomSnapshot) -> None:
-        """Server ACL-free check that ``origin`` takes part in the room (has a member that
-        is joined or invited), or the room is world-readable."""
+        """``origin`` takes part in the room (has a joined member), or the room is
+        world-readable: only then may it read the room's events."""
         if any(
-            server_name_of(u) == origin and m in ("join", "invite", "leave")
-            for u, m in snapshot.memberships.items()
+            server_name_of(u) == origin and m == "join" for u, m in snapshot.memberships.items()
         ):
             return
         key = ("m.room.history_visibility", "")
@@ -754,7 +772,7 @@ class FederationService:
         snapshot = await self._room(room_id, origin)
         await self._require_server_in_room(origin, snapshot)
         pdus = await self._state.get_pdus([event_id])
-        if event_id not in pdus:
+        if event_id not in pdus or pdus[event_id].room_id != room_id:
             raise MatrixError(Errcode.NOT_FOUND, "Unknown event")
         chain = await self._auth_chain(pdus[event_id].auth_event_ids)
         return {"auth_chain": [federation_pdu(p) for p in chain.values()]}
@@ -777,7 +795,11 @@ class FederationService:
         found: dict[EventID, Pdu] = {}
         frontier = [EventID(e) for e in latest]
         while frontier and len(found) < limit:
-            events = await self._state.get_events(frontier)
+            events = {
+                e: stored
+                for e, stored in (await self._state.get_events(frontier)).items()
+                if stored.pdu.room_id == room_id
+            }
             frontier = []
             for stored in events.values():
                 for prev in stored.pdu.prev_event_ids:
@@ -787,6 +809,8 @@ class FederationService:
                     frontier.append(prev)
             prev_events = await self._state.get_events(frontier)
             for prev_id, stored in prev_events.items():
+                if stored.pdu.room_id != room_id:
+                    continue
                 if stored.pdu.depth >= min_depth and len(found) < limit:
                     found[prev_id] = stored.pdu
             frontier = [e for e in frontier if e in found]
@@ -806,7 +830,7 @@ class FederationService:
             events = await self._state.get_events(frontier)
             frontier = []
             for event_id, stored in sorted(events.items(), key=lambda item: -item[1].pdu.depth):
-                if event_id in found or len(found) >= limit:
+                if event_id in found or len(found) >= limit or stored.pdu.room_id != room_id:
                     continue
                 found[event_id] = stored.pdu
                 frontier.extend(p for p in stored.pdu.prev_event_ids if p not in found)

@@ -302,8 +302,8 @@ class FederationEdus:
         if snapshot is None:
             raise _Ignored(f"unknown room {room_id}")
         acl_id = snapshot.state.get(("m.room.server_acl", ""))
-        acl = await self._state.get_event(acl_id) if acl_id is not None else None
-        if acl is not None and not server_allowed(acl.pdu.content, origin):
+        acl = (await self._state.get_pdus([acl_id])).get(acl_id) if acl_id is not None else None
+        if acl is not None and not server_allowed(acl.content, origin):
             raise _Ignored(f"{origin} is denied by the server ACL of {room_id}")
         return snapshot
 

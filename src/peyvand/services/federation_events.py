@@ -55,6 +55,8 @@ _MAX_MISSING_PREV = 10
 _MAX_AUTH_FETCH = 200
 _MAX_AUTH_CHAIN = 50_000
 _MAX_BACKFILL = 100
+_MAX_STATE_IDS = 50_000
+_MAX_STATE_FETCH = 1_000
 
 
 class RemoteEvents(Protocol):
@@ -185,10 +187,14 @@ class FederationEventHandler:
         snapshot = await self._state.get_room(pdu.room_id)
         if snapshot is None:
             raise DroppedPdu("unknown room")
+        # The states after the prev events are immutable: work them out (fetching from
+        # other servers where needed) before taking the room's lock, which local sends
+        # wait on.
+        befores = [await self._state_after(origin, pdu.room_id, p) for p in pdu.prev_event_ids]
         async with snapshot.lock:
             if await self._known(pdu.event_id):
                 return Outcome(pdu.event_id, "duplicate")
-            return await self._apply(origin, snapshot, pdu)
+            return await self._apply(origin, snapshot, pdu, befores)
 
     # -- checks ------------------------------------------------------------------------
 
@@ -211,11 +217,19 @@ class FederationEventHandler:
     async def _ensure_auth_events(self, origin: str, pdus: Sequence[Pdu]) -> None:
         """Fetch every auth event we lack (transitively), check each against its own auth
         events and store it as an outlier (rejected ones marked so)."""
+        fetched = await self._auth_closure_to_fetch(origin, pdus, {})
+        await self._check_and_store(list(fetched.values()))
+
+    async def _auth_closure_to_fetch(
+        self, origin: str, pdus: Sequence[Pdu], in_hand: Mapping[EventID, Pdu]
+    ) -> dict[EventID, Pdu]:
+        """The auth events of ``pdus`` (transitively) that are neither stored here nor in
+        ``in_hand``, fetched from ``origin`` (bounded)."""
         wanted = {a for pdu in pdus for a in pdu.auth_event_ids}
         fetched: dict[EventID, Pdu] = {}
         while wanted:
             have = await self._state.get_pdus(wanted)
-            missing = [e for e in wanted if e not in have and e not in fetched]
+            missing = [e for e in wanted if e not in have and e not in fetched and e not in in_hand]
             if not missing:
                 break
             if len(fetched) + len(missing) > _MAX_AUTH_FETCH:
@@ -225,13 +239,26 @@ class FederationEventHandler:
                 pdu = await self._fetch_event(origin, pdus[0].room_id, event_id)
                 fetched[event_id] = pdu
                 wanted.update(pdu.auth_event_ids)
+        return fetched
+
+    async def _check_and_store(self, fetched: Sequence[Pdu]) -> None:
+        """Check fetched events against their own auth events, auth parents first (a
+        rejection reaches every event citing the rejected one), and store them as outliers:
+        rejected ones marked so, never usable as auth events or state."""
         if not fetched:
             return
+        by_id = {p.event_id: p for p in fetched}
+        rejected: set[EventID] = set()
         rows = []
-        for pdu in sorted(fetched.values(), key=lambda p: p.depth):
-            reason = await self._auth_against_auth_events(pdu, fetched)
-            status = "rejected" if reason is not None else "outlier"
-            rows.append(OutlierRow(pdu, status, reason))
+        for pdu in auth_topological_order(by_id):
+            reason = None
+            if any(a in rejected for a in pdu.auth_event_ids):
+                reason = "auth event was rejected"
+            else:
+                reason = await self._auth_against_auth_events(pdu, by_id)
+            if reason is not None:
+                rejected.add(pdu.event_id)
+            rows.append(OutlierRow(pdu, "rejected" if reason else "outlier", reason))
         await self._store.persist_outliers(rows)
 
     async def _fetch_event(self, origin: str, room_id: RoomID, event_id: EventID) -> Pdu:
@@ -344,7 +371,7 @@ class FederationEventHandler:
                 pdu = parse_pdu(raw, snapshot.room_version, room_id=snapshot.room_id)
             except InvalidPdu:
                 continue
-            if await self._state.get_event(pdu.event_id) is None:
+            if not await self._known(pdu.event_id):
                 pdus.append(pdu)
         if not pdus:
             return False
@@ -403,7 +430,7 @@ class FederationEventHandler:
             logger.info("get_missing_events from %s failed: %s", origin, exc)
             return
         found = []
-        for raw in raw_events:
+        for raw in raw_events[:_MAX_MISSING_PREV]:
             try:
                 found.append(parse_pdu(raw, snapshot.room_version, room_id=pdu.room_id))
             except InvalidPdu as exc:
@@ -446,20 +473,32 @@ class FederationEventHandler:
             state_ids, auth_ids = await self._remote.get_state_ids(origin, room_id, event_id)
         except Exception as exc:
             raise DroppedPdu(f"cannot get the state at {event_id}: {exc}") from exc
+        if len(state_ids) + len(auth_ids) > _MAX_STATE_IDS:
+            raise DroppedPdu(f"the state at {event_id} is too large to fetch")
         prev = await self._fetch_event(origin, room_id, event_id)
-        needed = [e for e in {*state_ids, *auth_ids} if e not in await self._state.get_pdus([e])]
-        fetched = []
-        for needed_id in needed[:_MAX_AUTH_FETCH]:
-            fetched.append(await self._fetch_event(origin, room_id, needed_id))
-        await self._store.persist_outliers([OutlierRow(p, "outlier") for p in fetched])
-        await self._ensure_auth_events(origin, [prev, *fetched])
+        have = await self._state.get_pdus({*state_ids, *auth_ids})
+        needed = [e for e in dict.fromkeys([*state_ids, *auth_ids]) if e not in have]
+        if len(needed) > _MAX_STATE_FETCH:
+            raise DroppedPdu(f"too much of the state at {event_id} is unknown here")
+        fetched = {e: await self._fetch_event(origin, room_id, e) for e in needed}
+        if prev.event_id not in have:
+            fetched[prev.event_id] = prev
+        # Every fetched event is authorised against its own auth chain before it may be
+        # state: a server cannot slip unauthorised events in through /state_ids.
+        fetched.update(await self._auth_closure_to_fetch(origin, list(fetched.values()), fetched))
+        await self._check_and_store(list(fetched.values()))
         events = await self._state.get_pdus(state_ids)
+        rejected = await self._rejected_ids(state_ids)
         state = {
-            events[e].state_tuple: e for e in state_ids if e in events and events[e].is_state()
+            events[e].state_tuple: e
+            for e in state_ids
+            if e in events
+            and events[e].is_state()
+            and events[e].room_id == room_id
+            and e not in rejected
         }
-        if prev.is_state():
+        if prev.is_state() and prev.event_id not in await self._rejected_ids([prev.event_id]):
             state[prev.state_tuple] = prev.event_id
-        await self._store.persist_outliers([OutlierRow(prev, "outlier")])
         return StateAt(state, None)
 
     async def _resolve(
@@ -495,10 +534,11 @@ class FederationEventHandler:
 
     # -- applying ----------------------------------------------------------------------
 
-    async def _apply(self, origin: str, snapshot: RoomSnapshot, pdu: Pdu) -> Outcome:
+    async def _apply(
+        self, origin: str, snapshot: RoomSnapshot, pdu: Pdu, befores: Sequence[StateAt]
+    ) -> Outcome:
         """Steps 4-6 and storage, under the room's lock."""
         reason = await self._auth_against_auth_events(pdu)
-        befores = [await self._state_after(origin, pdu.room_id, p) for p in pdu.prev_event_ids]
         if not befores:
             raise DroppedPdu("an event without prev_events")
         if len(befores) == 1:
@@ -630,3 +670,28 @@ def _relates_to(pdu: Pdu) -> tuple[EventID | None, str | None]:
 
 class DroppedPdu(Exception):
     """The PDU cannot be processed (bad signature, unfetchable history): not stored."""
+
+
+def auth_topological_order(events: Mapping[EventID, Pdu]) -> list[Pdu]:
+    """``events`` with every event after those of its auth events that are among them
+    (Kahn's algorithm; ties by depth, then event ID, for determinism)."""
+    children: dict[EventID, list[EventID]] = {e: [] for e in events}
+    waiting: dict[EventID, int] = {}
+    for event_id, pdu in events.items():
+        parents = [a for a in set(pdu.auth_event_ids) if a in events]
+        waiting[event_id] = len(parents)
+        for parent in parents:
+            children[parent].append(event_id)
+    ready = sorted((e for e, n in waiting.items() if n == 0), key=lambda e: (events[e].depth, e))
+    ordered: list[Pdu] = []
+    while ready:
+        event_id = ready.pop(0)
+        ordered.append(events[event_id])
+        for child in children[event_id]:
+            waiting[child] -= 1
+            if waiting[child] == 0:
+                ready.append(child)
+        ready.sort(key=lambda e: (events[e].depth, e))
+    # Auth cycles (impossible for honest servers): what is left goes last.
+    ordered += [events[e] for e, n in sorted(waiting.items()) if n > 0]
+    return ordered

@@ -24,6 +24,7 @@ from peyvand.events.received import InvalidPdu, check_content_hash_or_redact, pa
 from peyvand.events.room_versions import KNOWN_ROOM_VERSIONS, RoomVersion
 from peyvand.events.signing import SigningKey
 from peyvand.federation.client import FederationClient
+from peyvand.services.federation_events import auth_topological_order
 from peyvand.services.room_state import RoomSnapshot, StateService
 from peyvand.storage.events import EventStore
 from peyvand.storage.models import EventToPersist, OutlierRow, RoomRow
@@ -233,7 +234,7 @@ class RemoteJoiner:
         """Check every event against its own auth events, parents first; the rejected."""
         rejected: set[EventID] = set()
         create = next((e for e in events.values() if e.type == "m.room.create"), None)
-        for pdu in sorted(events.values(), key=lambda p: (p.depth, p.event_id)):
+        for pdu in auth_topological_order(events):
             auth_events = [events[a] for a in pdu.auth_event_ids if a in events]
             incomplete = len(auth_events) != len(pdu.auth_event_ids)
             if incomplete or any(a in rejected for a in pdu.auth_event_ids):

@@ -299,7 +299,8 @@ class EventStore:
             for row in rows:
                 version = KNOWN_ROOM_VERSIONS[self._room_versions[row["room_id"]]]
                 event_id = EventID(row["event_id"])
-                pdu = Pdu(orjson.loads(row["pdu"]), event_id, version)
+                rejected = (row["reason"] or "rejected") if row["status"] == "rejected" else None
+                pdu = Pdu(orjson.loads(row["pdu"]), event_id, version, rejected)
                 found[event_id] = OutlierRow(pdu, row["status"], row["reason"], row["state_group"])
         return found
 

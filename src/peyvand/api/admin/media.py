@@ -10,6 +10,7 @@ from aiohttp import web
 from peyvand.api.context import RequestContext, json_response
 from peyvand.api.routing import RouteTable
 from peyvand.api.validation import query_bool, query_int
+from peyvand.compliance.audit import AuditAction
 from peyvand.errors import Errcode, MatrixError
 from peyvand.services.requester import Requester
 
@@ -31,8 +32,10 @@ async def quarantine(ctx: RequestContext) -> web.Response:
     item, or any other with the same bytes, again (files are kept, as evidence, until
     deleted)."""
     admin = _admin(ctx)
-    await ctx.services.media.set_quarantined(
-        ctx.path["server_name"], ctx.path["media_id"], admin.user_id
+    server_name, media_id = ctx.path["server_name"], ctx.path["media_id"]
+    await ctx.services.media.set_quarantined(server_name, media_id, admin.user_id)
+    await ctx.services.audit.record(
+        admin.user_id, AuditAction.QUARANTINE, f"mxc://{server_name}/{media_id}"
     )
     return json_response({})
 
@@ -41,8 +44,12 @@ async def quarantine(ctx: RequestContext) -> web.Response:
 async def unquarantine(ctx: RequestContext) -> web.Response:
     """POST /_synapse/admin/v1/media/unquarantine/{serverName}/{mediaId}: serve it, and
     every item with the same bytes, again."""
-    _admin(ctx)
-    await ctx.services.media.set_quarantined(ctx.path["server_name"], ctx.path["media_id"], None)
+    admin = _admin(ctx)
+    server_name, media_id = ctx.path["server_name"], ctx.path["media_id"]
+    await ctx.services.media.set_quarantined(server_name, media_id, None)
+    await ctx.services.audit.record(
+        admin.user_id, AuditAction.UNQUARANTINE, f"mxc://{server_name}/{media_id}"
+    )
     return json_response({})
 
 
@@ -50,11 +57,17 @@ async def unquarantine(ctx: RequestContext) -> web.Response:
 async def delete_media(ctx: RequestContext) -> web.Response:
     """DELETE /_synapse/admin/v1/media/{serverName}/{mediaId}: the row, its thumbnails and
     every file no other media item shares."""
-    _admin(ctx)
+    admin = _admin(ctx)
     key = (ctx.path["server_name"], ctx.path["media_id"])
     deleted = await ctx.services.media.delete([key])
     if not deleted:
         raise MatrixError(Errcode.NOT_FOUND, "Media not found")
+    await ctx.services.audit.record(
+        admin.user_id,
+        AuditAction.MEDIA_DELETE,
+        f"mxc://{key[0]}/{key[1]}",
+        details={"deleted": deleted},
+    )
     return json_response({"deleted_media": [key[1]], "total": deleted})
 
 
@@ -62,12 +75,17 @@ async def delete_media(ctx: RequestContext) -> web.Response:
 async def purge_local_media(ctx: RequestContext) -> web.Response:
     """POST /_synapse/admin/v1/media/delete?before_ts=<ms>[&keep_profiles=true]: delete
     local media not downloaded since ``before_ts`` (quarantined media is kept)."""
-    _admin(ctx)
+    admin = _admin(ctx)
     before_ts = _before_ts(ctx)
+    keep_profiles = query_bool(ctx.query, "keep_profiles", True)
     total = await ctx.services.media.purge_not_accessed_since(
-        before_ts,
-        local=True,
-        keep_profile_media=query_bool(ctx.query, "keep_profiles", True),
+        before_ts, local=True, keep_profile_media=keep_profiles
+    )
+    await ctx.services.audit.record(
+        admin.user_id,
+        AuditAction.MEDIA_PURGE,
+        "local",
+        details={"before_ts": before_ts, "keep_profiles": keep_profiles, "total": total},
     )
     return json_response({"total": total})
 
@@ -76,9 +94,16 @@ async def purge_local_media(ctx: RequestContext) -> web.Response:
 async def purge_remote_cache(ctx: RequestContext) -> web.Response:
     """POST /_synapse/admin/v1/purge_media_cache?before_ts=<ms>: drop cached remote media
     not downloaded since ``before_ts``."""
-    _admin(ctx)
+    admin = _admin(ctx)
+    before_ts = _before_ts(ctx)
     deleted = await ctx.services.media.purge_not_accessed_since(
-        _before_ts(ctx), local=False, keep_profile_media=False
+        before_ts, local=False, keep_profile_media=False
+    )
+    await ctx.services.audit.record(
+        admin.user_id,
+        AuditAction.MEDIA_PURGE,
+        "remote",
+        details={"before_ts": before_ts, "deleted": deleted},
     )
     return json_response({"deleted": deleted})
 

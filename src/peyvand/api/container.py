@@ -1,4 +1,5 @@
-"""The services, built once in ``app.py`` and handed to the API layer.
+"""The services (and compliance services), built once in ``app.py`` and handed to the API
+layer; it lives in ``api`` because it names both ``services`` and ``compliance``.
 
 Plain attributes, no lookups by name: each handler reaches the one service it needs.
 """
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from peyvand.compliance.audit import AuditLog
 from peyvand.config import Config
 from peyvand.federation.keyring import Keyring
 from peyvand.services.account_data import AccountDataService
@@ -59,3 +61,4 @@ class Services:
     url_preview: UrlPreviewService
     keyring: Keyring
     federation: FederationService
+    audit: AuditLog
