@@ -384,3 +384,50 @@ async def test_knocking_both_ways(
             ).ok()
             assert await _membership(guest_client, guest, room_id, guest.user_id) == "join"
     assert "Unhandled error" not in peyvand.log()
+
+
+async def test_leaving_a_peer_room_and_coming_back(
+    peyvand: HomeserverProcess,
+    peyvand_client: MatrixClient,
+    peer: SynapseProcess | HomeserverProcess,
+    peer_client: MatrixClient,
+) -> None:
+    """After the last local user leaves the peer's room, a new invite reaches them and they
+    join again through the peer (the room's old state here is not trusted)."""
+    alice = await peyvand_client.register()
+    bob = await peer_client.register()
+    async with asyncio.timeout(TIMEOUT_SECONDS):
+        room_id = (await peer_client.request("POST", "createRoom", json={}, token=bob)).ok()[
+            "room_id"
+        ]
+        for attempt in range(2):
+            (
+                await peer_client.request(
+                    "POST",
+                    f"rooms/{quote(room_id)}/invite",
+                    json={"user_id": alice.user_id},
+                    token=bob,
+                )
+            ).ok()
+            await _sync_until(peyvand_client, alice, lambda r: room_id in r["rooms"]["invite"])
+            (
+                await peyvand_client.request("POST", f"join/{quote(room_id)}", json={}, token=alice)
+            ).ok()
+            for _ in range(TIMEOUT_SECONDS * 10):
+                if await _membership(peer_client, bob, room_id, alice.user_id) == "join":
+                    break
+                await asyncio.sleep(0.1)
+            assert await _membership(peer_client, bob, room_id, alice.user_id) == "join", attempt
+            if attempt == 0:
+                (
+                    await peyvand_client.request(
+                        "POST", f"rooms/{quote(room_id)}/leave", json={}, token=alice
+                    )
+                ).ok()
+                for _ in range(TIMEOUT_SECONDS * 10):
+                    if await _membership(peer_client, bob, room_id, alice.user_id) == "leave":
+                        break
+                    await asyncio.sleep(0.1)
+        await _send(peer_client, bob, room_id, "welcome back")
+        await _wait_for_bodies(peyvand_client, alice, room_id, ["welcome back"])
+    assert "Unhandled error" not in peyvand.log()

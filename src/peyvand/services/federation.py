@@ -281,7 +281,7 @@ class FederationService:
         self, origin: str, room_id: RoomID, user_id: UserID, versions: Sequence[str]
     ) -> JsonDict:
         """GET /make_join: a join event template for a user of ``origin``."""
-        snapshot = await self._room(room_id, origin)
+        snapshot = await self._room(room_id, origin, resident=True)
         if server_name_of(user_id) != origin:
             raise MatrixError(Errcode.FORBIDDEN, "The user is not on the requesting server")
         version = snapshot.room_version
@@ -336,7 +336,7 @@ class FederationService:
     ) -> JsonDict:
         """PUT /send_join v2: accept the signed join, relay it, answer with the room's
         state before it and that state's auth chain."""
-        snapshot = await self._room(room_id, origin)
+        snapshot = await self._room(room_id, origin, resident=True)
         pdu = self._parse_membership(raw, snapshot, event_id, origin, "join")
         outcome = await self._process_relayed(origin, pdu)
         if outcome.status not in ("accepted", "duplicate"):
@@ -488,7 +488,7 @@ class FederationService:
         if not isinstance(stripped, list):
             stripped = []
         stripped = [e for e in stripped[:_MAX_INVITE_STATE] if isinstance(e, dict)]
-        if await self._state.get_room(room_id) is None:
+        if not self._resident(await self._state.get_room(room_id)):
             stream = self._allocate_stream()
             await self._invites.put(
                 RemoteInvite(
@@ -613,7 +613,7 @@ class FederationService:
         self, origin: str, room_id: RoomID, user_id: UserID, versions: Sequence[str]
     ) -> JsonDict:
         """GET /make_knock: a knock template for a user of ``origin``."""
-        snapshot = await self._room(room_id, origin)
+        snapshot = await self._room(room_id, origin, resident=True)
         if server_name_of(user_id) != origin:
             raise MatrixError(Errcode.FORBIDDEN, "The user is not on the requesting server")
         version = snapshot.room_version
@@ -634,7 +634,7 @@ class FederationService:
     ) -> JsonDict:
         """PUT /send_knock: accept the signed knock, relay it, answer with the room's
         stripped state."""
-        snapshot = await self._room(room_id, origin)
+        snapshot = await self._room(room_id, origin, resident=True)
         pdu = self._parse_membership(raw, snapshot, event_id, origin, "knock")
         outcome = await self._process_relayed(origin, pdu)
         if outcome.status not in ("accepted", "duplicate"):
@@ -647,7 +647,7 @@ class FederationService:
 
     async def make_leave(self, origin: str, room_id: RoomID, user_id: UserID) -> JsonDict:
         """GET /make_leave: a leave template (a remote user rejecting our invite)."""
-        snapshot = await self._room(room_id, origin)
+        snapshot = await self._room(room_id, origin, resident=True)
         if server_name_of(user_id) != origin:
             raise MatrixError(Errcode.FORBIDDEN, "The user is not on the requesting server")
         template = self._template(
@@ -660,7 +660,7 @@ class FederationService:
         self, origin: str, room_id: RoomID, event_id: EventID, raw: Any
     ) -> JsonDict:
         """PUT /send_leave v2: accept the signed leave and relay it to the room."""
-        snapshot = await self._room(room_id, origin)
+        snapshot = await self._room(room_id, origin, resident=True)
         pdu = self._parse_membership(raw, snapshot, event_id, origin, "leave")
         outcome = await self._process_relayed(origin, pdu)
         if outcome.status not in ("accepted", "duplicate"):
@@ -690,10 +690,21 @@ class FederationService:
 
     # -- reads by other servers ----------------------------------------------------------
 
-    async def _room(self, room_id: RoomID, origin: str | None = None) -> RoomSnapshot:
-        """The room; with ``origin``, 403 unless the room's server ACL allows it."""
-        snapshot = await self._state.get_room(room_id)
+    def _resident(self, snapshot: RoomSnapshot | None) -> bool:
+        """This server takes part in the room: a local user is joined (or no server's is)."""
         if snapshot is None:
+            return False
+        joined = [u for u, m in snapshot.memberships.items() if m == "join"]
+        return not joined or any(server_name_of(u) == self._server_name for u in joined)
+
+    async def _room(
+        self, room_id: RoomID, origin: str | None = None, *, resident: bool = False
+    ) -> RoomSnapshot:
+        """The room; with ``origin``, 403 unless the room's server ACL allows it; with
+        ``resident``, 404 unless this server still takes part in it (it can then vouch for
+        its current state: make_join, send_join and the like)."""
+        snapshot = await self._state.get_room(room_id)
+        if snapshot is None or (resident and not self._resident(snapshot)):
             raise MatrixError(Errcode.NOT_FOUND, "Unknown room")
         if origin is not None and not await self._handler.origin_allowed(origin, snapshot):
             raise MatrixError(Errcode.FORBIDDEN, "Server is denied by the room's ACL")

@@ -61,6 +61,9 @@ class RemoteJoiner:
         self._persist = persist
         self._clock = clock
 
+    def _now_ms(self) -> int:
+        return int(self._clock() * 1000)
+
     async def join(
         self, room_id: RoomID, user_id: UserID, servers: Sequence[str], content: JsonDict
     ) -> None:
@@ -201,13 +204,9 @@ class RemoteJoiner:
             relates_to=None,
             rel_type=None,
             new_extremities=(join.event_id,),
-            new_room=RoomRow(
-                room_id,
-                version.identifier,
-                create.sender,
-                False,
-                int(self._clock() * 1000),
-            ),
+            new_room=None
+            if await self._store.get_room(room_id) is not None  # rejoining a room we left
+            else RoomRow(room_id, version.identifier, create.sender, False, self._now_ms()),
             current_state_group=after.row.state_group,
             current_state_changes=changes,
             extra_state_groups=(before,),

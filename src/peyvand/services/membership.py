@@ -4,6 +4,7 @@ this service adds what the rules leave to the server (idempotent joins, profile 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
@@ -55,10 +56,23 @@ class MembershipService:
         self._profile_of = profile_of
         self._server_name = server_name
         self._federation = federation
+        self._remote_joins: dict[RoomID, asyncio.Lock] = {}
 
     async def membership_of(self, room_id: RoomID, user_id: UserID) -> str | None:
         snapshot = await self._state.get_room(room_id)
         return None if snapshot is None else snapshot.memberships.get(user_id)
+
+    async def _resident(self, room_id: RoomID) -> RoomSnapshot | None:
+        """The room's snapshot if this server takes part in it: a local user is joined, or
+        no other server's user is (a room that only ever lived here). Otherwise its state
+        here may be stale and membership goes through a server that is in the room."""
+        snapshot = await self._state.get_room(room_id)
+        if snapshot is None:
+            return None
+        joined = [u for u, m in snapshot.memberships.items() if m == "join"]
+        if not joined or any(server_name_of(u) == self._server_name for u in joined):
+            return snapshot
+        return None
 
     async def require_joined(self, room_id: RoomID, user_id: UserID) -> None:
         """403 unless ``user_id`` is joined (404-like rooms are hidden behind the same 403)."""
@@ -115,23 +129,37 @@ class MembershipService:
         server is not in is joined over federation through ``servers``."""
         if await self.membership_of(room_id, user_id) == "join":
             return
-        snapshot = await self._state.get_room(room_id)
+        snapshot = await self._resident(room_id)
         if snapshot is None:
-            if self._federation is None:
-                raise MatrixError(Errcode.NOT_FOUND, "No known servers to join this room through")
-            invite = await self._federation.remote_invite(room_id, user_id)
-            if invite is not None:
-                servers = [*servers, server_name_of(invite.sender)]
-            if not servers:
-                raise MatrixError(Errcode.NOT_FOUND, "No known servers to join this room through")
-            content: JsonDict = dict(await self._profile_of(user_id))
-            if reason is not None:
-                content["reason"] = reason
-            await self._federation.join_remote(room_id, user_id, servers, content)
-            if invite is not None:
-                await self._federation.forget_invite(room_id, user_id)
-            return
+            # One remote join per room at a time: a second local user joining meanwhile
+            # then finds the room here and joins locally.
+            lock = self._remote_joins.setdefault(room_id, asyncio.Lock())
+            async with lock:
+                snapshot = await self._resident(room_id)
+                if snapshot is None:
+                    await self._join_remote(room_id, user_id, reason, servers)
+            if not lock.locked():
+                self._remote_joins.pop(room_id, None)
+            if snapshot is None:
+                return
         await self._change(room_id, user_id, user_id, "join", reason=reason)
+
+    async def _join_remote(
+        self, room_id: RoomID, user_id: UserID, reason: str | None, servers: Sequence[str]
+    ) -> None:
+        if self._federation is None:
+            raise MatrixError(Errcode.NOT_FOUND, "No known servers to join this room through")
+        invite = await self._federation.remote_invite(room_id, user_id)
+        if invite is not None:
+            servers = [*servers, server_name_of(invite.sender)]
+        if not servers:
+            raise MatrixError(Errcode.NOT_FOUND, "No known servers to join this room through")
+        content: JsonDict = dict(await self._profile_of(user_id))
+        if reason is not None:
+            content["reason"] = reason
+        await self._federation.join_remote(room_id, user_id, servers, content)
+        if invite is not None:
+            await self._federation.forget_invite(room_id, user_id)
 
     async def knock(
         self,
@@ -147,7 +175,7 @@ class MembershipService:
             raise MatrixError(
                 Errcode.FORBIDDEN, f"You cannot knock while your membership is {current}"
             )
-        if await self._state.get_room(room_id) is None:
+        if await self._resident(room_id) is None:
             if self._federation is None or not servers:
                 raise MatrixError(Errcode.NOT_FOUND, "No known servers to knock through")
             await self._federation.knock_remote(room_id, user_id, servers, reason)
@@ -157,7 +185,11 @@ class MembershipService:
         await self._change(room_id, user_id, user_id, "knock", reason=reason)
 
     async def leave(self, room_id: RoomID, user_id: UserID, reason: str | None = None) -> None:
-        if self._federation is not None and await self._state.get_room(room_id) is None:
+        if (
+            self._federation is not None
+            and await self._resident(room_id) is None
+            and await self._federation.remote_invite(room_id, user_id) is not None
+        ):
             # An invite to a room this server is not in: reject it through its server.
             await self._federation.reject_invite(room_id, user_id, reason)
             return

@@ -49,7 +49,10 @@ class RoomIndex:
         loaded = await self._store.get_memberships_for_user(user_id)
         if self._remote_invites is not None:
             for room_id, membership in (await self._remote_invites.memberships_of(user_id)).items():
-                loaded.setdefault(room_id, membership)
+                # The newer wins: an invite to a room this server left is newer than the
+                # leave its old state still shows.
+                if room_id not in loaded or membership[1] > loaded[room_id][1]:
+                    loaded[room_id] = membership
         if version == self._version:
             self._memberships.put(user_id, loaded)
         return loaded
@@ -87,7 +90,7 @@ class RoomIndex:
         cached = self._memberships.get(user_id)
         if cached is not None:
             current = cached.get(room_id)
-            if current is None or current[0] in ("invite", "knock", "leave"):
+            if current is None or current[0] in ("invite", "knock", "leave", "ban"):
                 cached[room_id] = (membership, stream_ordering)
 
     def apply(self, batch: Sequence[EventToPersist]) -> None:
