@@ -22,7 +22,7 @@ from peyvand.errors import Errcode, MatrixError
 from peyvand.events.auth import AuthError, auth_types_for_event, check_auth_rules
 from peyvand.events.builder import finalize_pdu
 from peyvand.events.pdu import Pdu, StateKey
-from peyvand.events.received import InvalidPdu, parse_pdu
+from peyvand.events.received import InvalidPdu, check_content_hash_or_redact, parse_pdu
 from peyvand.events.redaction import redact
 from peyvand.events.room_versions import KNOWN_ROOM_VERSIONS
 from peyvand.events.signing import SigningKey, sign_event
@@ -438,18 +438,20 @@ class FederationService:
             raise MatrixError(Errcode.UNKNOWN, f"Bad invite answer: {exc}", status=502) from exc
         if countersigned.event_id != pdu.event_id:
             raise MatrixError(Errcode.UNKNOWN, "The invite came back changed", status=502)
+        # Keep our own copy of the event, with the invited server's signature added: only
+        # that signature is taken from the answer (which could differ in unhashed parts).
+        theirs = countersigned.data.get("signatures", {}).get(destination)
+        if not isinstance(theirs, dict):
+            raise MatrixError(Errcode.UNKNOWN, "The invite was not signed back", status=502)
+        data = dict(pdu.data)
+        data["signatures"] = {**dict(pdu.data.get("signatures", {})), destination: theirs}
+        merged = Pdu(data, pdu.event_id, pdu.room_version)
         (valid,) = await self._keyring.verify_event_signatures(
-            [
-                (
-                    destination,
-                    redact(countersigned.data, snapshot.room_version),
-                    countersigned.origin_server_ts,
-                )
-            ]
+            [(destination, redact(merged.data, snapshot.room_version), merged.origin_server_ts)]
         )
         if not valid:
             raise MatrixError(Errcode.UNKNOWN, "The invite was not signed back", status=502)
-        return countersigned
+        return merged
 
     async def on_invite(
         self, origin: str, room_id: RoomID, event_id: EventID, body: Any
@@ -483,6 +485,11 @@ class FederationService:
         (valid,) = await self.check_signatures([pdu])
         if not valid:
             raise MatrixError(Errcode.FORBIDDEN, "The invite is not validly signed")
+        if not check_content_hash_or_redact(pdu)[1]:
+            raise MatrixError(Errcode.BAD_JSON, "The invite's content hash does not match")
+        known = await self._state.get_room(room_id)
+        if known is not None and not await self._handler.origin_allowed(origin, known):
+            raise MatrixError(Errcode.FORBIDDEN, "Server is denied by the room's ACL")
         signed = sign_event(pdu.data, version, self._server_name, self._signing_key)
         stripped = body.get("invite_room_state", [])
         if not isinstance(stripped, list):

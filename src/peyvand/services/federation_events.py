@@ -358,21 +358,38 @@ class FederationEventHandler:
             except Exception as exc:
                 logger.info("backfill of %s from %s failed: %s", room_id, server, exc)
                 continue
-            if await self._store_backfilled(server, snapshot, first.state_group, raw_events):
+            if await self._store_backfilled(
+                server, snapshot, first.state_group, missing, raw_events
+            ):
                 return True
         return False
 
     async def _store_backfilled(
-        self, origin: str, snapshot: RoomSnapshot, state_group: int, raw_events: Sequence[Any]
+        self,
+        origin: str,
+        snapshot: RoomSnapshot,
+        state_group: int,
+        asked: Sequence[EventID],
+        raw_events: Sequence[Any],
     ) -> bool:
-        pdus = []
+        parsed: dict[EventID, Pdu] = {}
         for raw in raw_events[:_MAX_BACKFILL]:
             try:
                 pdu = parse_pdu(raw, snapshot.room_version, room_id=snapshot.room_id)
             except InvalidPdu:
                 continue
-            if not await self._known(pdu.event_id):
-                pdus.append(pdu)
+            parsed[pdu.event_id] = pdu
+        # Only the events asked for and their ancestors among the answer: a server cannot
+        # add unrelated history this way.
+        reachable: set[EventID] = set()
+        frontier = [e for e in asked if e in parsed]
+        while frontier:
+            event_id = frontier.pop()
+            if event_id in reachable:
+                continue
+            reachable.add(event_id)
+            frontier.extend(p for p in parsed[event_id].prev_event_ids if p in parsed)
+        pdus = [parsed[e] for e in reachable if not await self._known(e)]
         if not pdus:
             return False
         valid = await self._check_signatures(pdus)
