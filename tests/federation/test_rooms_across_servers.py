@@ -431,3 +431,70 @@ async def test_leaving_a_peer_room_and_coming_back(
         await _send(peer_client, bob, room_id, "welcome back")
         await _wait_for_bodies(peyvand_client, alice, room_id, ["welcome back"])
     assert "Unhandled error" not in peyvand.log()
+
+
+async def test_restricted_room_joined_through_membership_of_another(
+    peyvand: HomeserverProcess,
+    peyvand_client: MatrixClient,
+    peer: SynapseProcess | HomeserverProcess,
+    peer_client: MatrixClient,
+) -> None:
+    """A Peyvand room restricted to members of another Peyvand room: a local member of
+    that room and a peer user who joined it may join; Peyvand vouches for them
+    (``join_authorised_via_users_server``) and signs the peer's join."""
+    alice = await peyvand_client.register()
+    carol = await peyvand_client.register()
+    bob = await peer_client.register()
+    async with asyncio.timeout(TIMEOUT_SECONDS):
+        space = (
+            await peyvand_client.request(
+                "POST", "createRoom", json={"preset": "public_chat"}, token=alice
+            )
+        ).ok()["room_id"]
+        rules = {
+            "type": "m.room.join_rules",
+            "state_key": "",
+            "content": {
+                "join_rule": "restricted",
+                "allow": [{"type": "m.room_membership", "room_id": space}],
+            },
+        }
+        room_id = (
+            await peyvand_client.request(
+                "POST", "createRoom", json={"initial_state": [rules]}, token=alice
+            )
+        ).ok()["room_id"]
+
+        refused = await peyvand_client.request(
+            "POST", f"join/{quote(room_id)}", json={}, token=carol
+        )
+        assert refused.status == 400, refused.body
+        assert refused.body["errcode"] == "M_UNABLE_TO_AUTHORISE_JOIN"
+        (await peyvand_client.request("POST", f"join/{quote(space)}", json={}, token=carol)).ok()
+        (await peyvand_client.request("POST", f"join/{quote(room_id)}", json={}, token=carol)).ok()
+
+        via = {"server_name": peyvand.server_name}
+        (
+            await peer_client.request(
+                "POST", f"join/{quote(space)}", json={}, token=bob, params=via
+            )
+        ).ok()
+        for _ in range(TIMEOUT_SECONDS * 10):
+            if await _membership(peyvand_client, alice, space, bob.user_id) == "join":
+                break
+            await asyncio.sleep(0.1)
+        (
+            await peer_client.request(
+                "POST", f"join/{quote(room_id)}", json={}, token=bob, params=via
+            )
+        ).ok()
+        assert await _membership(peyvand_client, alice, room_id, bob.user_id) == "join"
+        member = (
+            await peyvand_client.request(
+                "GET",
+                f"rooms/{quote(room_id)}/state/m.room.member/{quote(bob.user_id)}",
+                token=alice,
+            )
+        ).ok()
+        assert member["join_authorised_via_users_server"] == alice.user_id
+    assert "Unhandled error" not in peyvand.log()

@@ -35,6 +35,7 @@ from peyvand.services.event_creation import MAX_PREV_EVENTS
 from peyvand.services.federation_edus import FederationEdus
 from peyvand.services.federation_events import DroppedPdu, FederationEventHandler, Outcome
 from peyvand.services.federation_join import RemoteJoiner
+from peyvand.services.restricted_joins import join_authoriser
 from peyvand.services.room_state import RoomSnapshot, StateService
 from peyvand.storage.database import Connection
 from peyvand.storage.events import EventStore
@@ -292,6 +293,9 @@ class FederationService:
                 room_version=version.identifier,
             )
         content: JsonDict = {"membership": "join"}
+        authoriser = await join_authoriser(self._state, snapshot, user_id, self._server_name)
+        if authoriser is not None:
+            content["join_authorised_via_users_server"] = authoriser
         template = self._template(snapshot, user_id, "m.room.member", user_id, content)
         await self._check_template(snapshot, template)
         return {"event": template, "room_version": version.identifier}
@@ -320,7 +324,10 @@ class FederationService:
 
     async def _check_template(self, snapshot: RoomSnapshot, template: JsonDict) -> None:
         """Would this membership be allowed now? (403 early, as Synapse answers.)"""
-        probe = Pdu(template, EventID("$probe"), snapshot.room_version)
+        # The joining server signs later; a restricted join is also signed by this
+        # server (send_join), so the check assumes this server's signature.
+        probe_data = {**template, "signatures": {self._server_name: {}}}
+        probe = Pdu(probe_data, EventID("$probe"), snapshot.room_version)
         keys = auth_types_for_event(
             probe.room_version, probe.type, probe.sender, probe.state_key, probe.content
         )
@@ -338,6 +345,12 @@ class FederationService:
         state before it and that state's auth chain."""
         snapshot = await self._room(room_id, origin, resident=True)
         pdu = self._parse_membership(raw, snapshot, event_id, origin, "join")
+        via = pdu.content.get("join_authorised_via_users_server")
+        if isinstance(via, str) and server_name_of(via) == self._server_name:
+            # A restricted join one of our users vouches for: our server signs it too
+            # (the auth rules require it), and the joining server gets it back signed.
+            signed = sign_event(pdu.data, pdu.room_version, self._server_name, self._signing_key)
+            pdu = Pdu(dict(signed), pdu.event_id, pdu.room_version)
         outcome = await self._process_relayed(origin, pdu)
         if outcome.status not in ("accepted", "duplicate"):
             raise MatrixError(Errcode.FORBIDDEN, outcome.reason or "The join was not allowed")

@@ -101,7 +101,15 @@ class RemoteJoiner:
         if event.get("room_id") != room_id or event.get("sender") != user_id:
             raise ValueError("make_join gave an event for another room or user")
         event = dict(event)
+        template_content = event.get("content")
+        authoriser = (
+            template_content.get("join_authorised_via_users_server")
+            if isinstance(template_content, dict)
+            else None
+        )
         event["content"] = {**content, "membership": "join"}
+        if isinstance(authoriser, str):  # a restricted room: the resident server vouches
+            event["content"]["join_authorised_via_users_server"] = authoriser
         event["origin_server_ts"] = int(self._clock() * 1000)
         try:
             join = finalize_pdu(
@@ -116,6 +124,13 @@ class RemoteJoiner:
         )
         if not isinstance(answer, dict):
             raise ValueError("send_join gave no object")
+        signed = answer.get("event")
+        if isinstance(signed, dict) and isinstance(signed.get("signatures"), dict):
+            # A restricted join comes back signed by the resident server too: keep those
+            # signatures (other servers check them), nothing else from the answer.
+            data = dict(join.data)
+            data["signatures"] = {**signed["signatures"], **dict(join.data["signatures"])}
+            join = Pdu(data, join.event_id, version)
         await self._install(room_id, version, join, answer)
 
     @staticmethod

@@ -11,6 +11,7 @@ from typing import Protocol
 from peyvand.errors import Errcode, MatrixError
 from peyvand.events.pdu import Pdu
 from peyvand.services.event_creation import Countersign, EventCreationService, EventSpec
+from peyvand.services.restricted_joins import join_authoriser
 from peyvand.services.room_state import RoomSnapshot, StateService
 from peyvand.storage.models import StoredEvent
 from peyvand.storage.remote_invites import RemoteInvite
@@ -98,6 +99,10 @@ class MembershipService:
         content: JsonDict = {"membership": membership}
         if membership in ("join", "invite") and server_name_of(target) == self._server_name:
             content.update(await self._profile_of(target))
+        if membership == "join":
+            authoriser = await join_authoriser(self._state, snapshot, target, self._server_name)
+            if authoriser is not None:
+                content["join_authorised_via_users_server"] = authoriser
         if extra:
             content.update(extra)
         if reason is not None:
