@@ -123,6 +123,43 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--config", required=True, type=Path, help="the config file")
     verify.set_defaults(handler=_audit_verify)
 
+    hold = commands.add_parser(
+        "hold",
+        help="legal holds: content kept from retention, purges and erasure",
+        description="Legal holds (see docs/compliance.md): place, release and list them (the "
+        "server may be running). Recorded in the audit log as cli:hold. Dates are ISO 8601, "
+        "UTC unless an offset is given (2024-03-31 or 2024-03-31T18:00:00Z); a bare --until "
+        "date means the end of that day.",
+    )
+    hold_commands = hold.add_subparsers(dest="hold_command", required=True, metavar="COMMAND")
+    place = hold_commands.add_parser(
+        "place",
+        help="place a hold on a user or a room",
+        description="Hold a room's events or a user's events (optionally only those sent "
+        "between --since and --until) until the hold is released.",
+    )
+    place.add_argument("--config", required=True, type=Path, help="the config file")
+    place.add_argument("--kind", required=True, choices=["room", "user"], help="what to hold")
+    place.add_argument("--target", required=True, help="the room ID or user ID")
+    place.add_argument("--case", required=True, dest="case_id", help="the case identifier")
+    place.add_argument("--reason", required=True, help="why (recorded with the hold)")
+    place.add_argument("--since", help="hold only events sent at or after this date")
+    place.add_argument("--until", help="hold only events sent at or before this date")
+    place.set_defaults(handler=_hold_place)
+    release = hold_commands.add_parser(
+        "release", help="release a hold", description="Release an active hold."
+    )
+    release.add_argument("--config", required=True, type=Path, help="the config file")
+    release.add_argument("--id", required=True, dest="hold_id", help="the hold's ID")
+    release.add_argument("--reason", required=True, help="why (recorded with the hold)")
+    release.set_defaults(handler=_hold_release)
+    hold_list = hold_commands.add_parser(
+        "list", help="list the holds", description="List the active holds, oldest first."
+    )
+    hold_list.add_argument("--config", required=True, type=Path, help="the config file")
+    hold_list.add_argument("--all", action="store_true", help="include released holds")
+    hold_list.set_defaults(handler=_hold_list)
+
     dev = commands.add_parser(
         "dev",
         help="run a development server (generates its config on first run)",
@@ -198,6 +235,36 @@ def _audit_verify(args: argparse.Namespace) -> None:
 
     setup_logging("WARNING")
     print(run(verify_audit_log(config)))
+
+
+def _hold_place(args: argparse.Namespace) -> None:
+    config = load_config(args.config)
+    from peyvand.cli.legal_hold import place_hold
+
+    setup_logging("WARNING")
+    print(
+        run(
+            place_hold(
+                config, args.kind, args.target, args.case_id, args.reason, args.since, args.until
+            )
+        )
+    )
+
+
+def _hold_release(args: argparse.Namespace) -> None:
+    config = load_config(args.config)
+    from peyvand.cli.legal_hold import release_hold
+
+    setup_logging("WARNING")
+    print(run(release_hold(config, args.hold_id, args.reason)))
+
+
+def _hold_list(args: argparse.Namespace) -> None:
+    config = load_config(args.config)
+    from peyvand.cli.legal_hold import list_holds
+
+    setup_logging("WARNING")
+    print(run(list_holds(config, include_released=args.all)))
 
 
 def _dev(args: argparse.Namespace) -> None:
