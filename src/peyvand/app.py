@@ -19,6 +19,7 @@ from peyvand.api.federation import FEDERATION_ROUTE_TABLES
 from peyvand.api.media import MEDIA_ROUTE_TABLES
 from peyvand.api.server import build_web_app
 from peyvand.compliance.audit import AuditLog
+from peyvand.compliance.legal_hold import LegalHolds
 from peyvand.config import Config, DatabaseConfig
 from peyvand.events.pdu import Pdu
 from peyvand.events.signing import parse_signing_keys
@@ -72,6 +73,7 @@ from peyvand.storage.events import EventStore
 from peyvand.storage.federation_inbox import FederationInboxStore
 from peyvand.storage.federation_outbox import FederationOutboxStore
 from peyvand.storage.key_backup import KeyBackupStore
+from peyvand.storage.legal_holds import LegalHoldStore
 from peyvand.storage.media import MediaStore
 from peyvand.storage.migrations import run_migrations
 from peyvand.storage.push_actions import PushActionStore
@@ -267,6 +269,7 @@ async def create_app(config: Config) -> web.Application:
         writer.add_pre_commit(federation.prepare_outbound)
         dispatcher.listeners.append(federation.on_persisted)
 
+    audit = AuditLog(AuditStore(db))
     services = Services(
         config=config,
         auth=auth,
@@ -314,7 +317,8 @@ async def create_app(config: Config) -> web.Application:
         url_preview=url_preview,
         keyring=keyring,
         federation=federation,
-        audit=AuditLog(AuditStore(db)),
+        audit=audit,
+        legal_holds=LegalHolds(LegalHoldStore(db), audit),
     )
     app = build_web_app(
         services,

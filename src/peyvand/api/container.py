@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from peyvand.compliance.audit import AuditLog
+from peyvand.compliance.legal_hold import LegalHolds
 from peyvand.config import Config
 from peyvand.federation.keyring import Keyring
 from peyvand.services.account_data import AccountDataService
@@ -62,3 +63,4 @@ class Services:
     keyring: Keyring
     federation: FederationService
     audit: AuditLog
+    legal_holds: LegalHolds

@@ -1,6 +1,6 @@
 """Server administration endpoints, on Synapse's admin API paths so operators' tools work."""
 
-from peyvand.api.admin import audit, media
+from peyvand.api.admin import audit, legal_hold, media
 from peyvand.api.routing import RouteTable
 
-ADMIN_ROUTE_TABLES: list[RouteTable] = [media.routes, audit.routes]
+ADMIN_ROUTE_TABLES: list[RouteTable] = [media.routes, audit.routes, legal_hold.routes]
