@@ -16,6 +16,7 @@ from pathlib import Path
 
 from peyvand import __version__
 from peyvand.cli.errors import CommandError
+from peyvand.cli.export import add_export_command
 from peyvand.cli.generate import (
     CONFIG_FILE_NAME,
     GenerateOptions,
@@ -122,6 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     verify.add_argument("--config", required=True, type=Path, help="the config file")
     verify.set_defaults(handler=_audit_verify)
+
+    add_export_command(commands)
 
     hold = commands.add_parser(
         "hold",
