@@ -19,6 +19,7 @@ from peyvand.api.federation import FEDERATION_ROUTE_TABLES
 from peyvand.api.media import MEDIA_ROUTE_TABLES
 from peyvand.api.server import build_web_app
 from peyvand.compliance.audit import AuditLog
+from peyvand.compliance.export import ComplianceExporter
 from peyvand.compliance.legal_hold import LegalHolds
 from peyvand.config import Config, DatabaseConfig
 from peyvand.events.pdu import Pdu
@@ -66,6 +67,7 @@ from peyvand.services.visibility import VisibilityService
 from peyvand.storage.account_data import AccountDataStore
 from peyvand.storage.accounts import AccountStore
 from peyvand.storage.audit import AuditStore
+from peyvand.storage.compliance_reads import ComplianceReads
 from peyvand.storage.device_lists import DeviceListStore
 from peyvand.storage.directory import DirectoryStore
 from peyvand.storage.e2e_keys import E2eKeyStore
@@ -319,6 +321,7 @@ async def create_app(config: Config) -> web.Application:
         federation=federation,
         audit=audit,
         legal_holds=LegalHolds(LegalHoldStore(db), audit),
+        exporter=ComplianceExporter(ComplianceReads(db), media_files, audit),
     )
     app = build_web_app(
         services,

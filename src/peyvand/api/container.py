@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from peyvand.compliance.audit import AuditLog
+from peyvand.compliance.export import ComplianceExporter
 from peyvand.compliance.legal_hold import LegalHolds
 from peyvand.config import Config
 from peyvand.federation.keyring import Keyring
@@ -63,4 +64,5 @@ class Services:
     keyring: Keyring
     federation: FederationService
     audit: AuditLog
+    exporter: ComplianceExporter
     legal_holds: LegalHolds

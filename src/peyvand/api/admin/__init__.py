@@ -1,6 +1,11 @@
 """Server administration endpoints, on Synapse's admin API paths so operators' tools work."""
 
-from peyvand.api.admin import audit, legal_hold, media
+from peyvand.api.admin import audit, export, legal_hold, media
 from peyvand.api.routing import RouteTable
 
-ADMIN_ROUTE_TABLES: list[RouteTable] = [media.routes, audit.routes, legal_hold.routes]
+ADMIN_ROUTE_TABLES: list[RouteTable] = [
+    media.routes,
+    audit.routes,
+    legal_hold.routes,
+    export.routes,
+]
