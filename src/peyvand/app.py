@@ -42,6 +42,7 @@ from peyvand.services.federation import ClientRemoteEvents, FederationService
 from peyvand.services.federation_edus import FederationEdus
 from peyvand.services.federation_events import FederationEventHandler
 from peyvand.services.federation_join import RemoteJoiner
+from peyvand.services.invite_policy import InvitePolicyService
 from peyvand.services.key_backup import KeyBackupService
 from peyvand.services.media import MediaService
 from peyvand.services.membership import MembershipService
@@ -82,7 +83,7 @@ from peyvand.storage.push_actions import PushActionStore
 from peyvand.storage.push_rules import PushRuleStore
 from peyvand.storage.receipts import ReceiptStore
 from peyvand.storage.remote_devices import RemoteDeviceStore
-from peyvand.storage.remote_invites import RemoteInviteStore
+from peyvand.storage.remote_invites import InvitePolicyStore, RemoteInviteStore
 from peyvand.storage.rooms import RoomMemberStore
 from peyvand.storage.server_keys import ServerKeyStore
 from peyvand.storage.to_device import ToDeviceStore
@@ -239,6 +240,10 @@ async def create_app(config: Config) -> web.Application:
         on_remote_membership,
     )
     pdu_source.append(federation)
+    invite_policy = InvitePolicyService(
+        config.interconnect, InvitePolicyStore(db), remote_invites, account_data
+    )
+    federation.use_invite_policy(invite_policy)
     edus: FederationEdus | None = None
     if federation_config.enabled:
 
@@ -319,6 +324,7 @@ async def create_app(config: Config) -> web.Application:
         url_preview=url_preview,
         keyring=keyring,
         federation=federation,
+        invite_policy=invite_policy,
         audit=audit,
         legal_holds=LegalHolds(LegalHoldStore(db), audit),
         exporter=ComplianceExporter(ComplianceReads(db), media_files, audit),

@@ -20,6 +20,7 @@ from peyvand.services.directory import DirectoryService
 from peyvand.services.e2e_keys import E2eKeysService
 from peyvand.services.event_creation import EventCreationService
 from peyvand.services.federation import FederationService
+from peyvand.services.invite_policy import InvitePolicyService
 from peyvand.services.key_backup import KeyBackupService
 from peyvand.services.media import MediaService
 from peyvand.services.membership import MembershipService
@@ -63,6 +64,7 @@ class Services:
     url_preview: UrlPreviewService
     keyring: Keyring
     federation: FederationService
+    invite_policy: InvitePolicyService
     audit: AuditLog
     exporter: ComplianceExporter
     legal_holds: LegalHolds

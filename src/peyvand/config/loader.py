@@ -25,7 +25,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
-from peyvand.config.model import Config, DatabaseConfig, FederationConfig, MediaConfig
+from peyvand.config.model import (
+    INVITE_POLICIES,
+    Config,
+    DatabaseConfig,
+    FederationConfig,
+    InterconnectConfig,
+    MediaConfig,
+)
 
 __all__ = ["OPTION_DOCS", "ConfigError", "load_config", "parse_config", "render_config"]
 
@@ -149,6 +156,19 @@ OPTION_DOCS: Final[Mapping[str, str]] = {
     ),
     "federation.key_validity_period": (
         "Seconds other servers may cache this server's signing key (valid_until_ts)."
+    ),
+    "interconnect": (
+        "Invites from users of other servers. Each user may choose how theirs are\n"
+        "handled (interconnection is opt-in for users); these are the defaults."
+    ),
+    "interconnect.default_invite_policy": (
+        "What happens to invites from other servers for a user who has not chosen:\n"
+        "'open' (shown as usual), 'local-only' (refused with 403 M_INVITE_BLOCKED) or\n"
+        "'hold-remote' (kept as message requests, out of /sync until the user accepts)."
+    ),
+    "interconnect.max_pending_requests_per_user": (
+        "Message requests (held invites) kept per user; further invites from other\n"
+        "servers are refused with 403 M_INVITE_BLOCKED until the user answers some."
     ),
     "rate_limits": "Per-client request rate limits (token buckets).",
     "rate_limits.enabled": "Enforce the limits below. Turn off only for tests and benchmarks.",
@@ -293,6 +313,16 @@ def _check(config: Config) -> None:
         raise ConfigError("'registration.tokens' must not contain empty tokens")
     _check_media(config.media)
     _check_federation(config.federation)
+    _check_interconnect(config.interconnect)
+
+
+def _check_interconnect(interconnect: InterconnectConfig) -> None:
+    if interconnect.default_invite_policy not in INVITE_POLICIES:
+        raise ConfigError(
+            "'interconnect.default_invite_policy' must be one of " + ", ".join(INVITE_POLICIES)
+        )
+    if interconnect.max_pending_requests_per_user <= 0:
+        raise ConfigError("'interconnect.max_pending_requests_per_user' must be positive")
 
 
 def _check_federation(federation: FederationConfig) -> None:

@@ -104,6 +104,19 @@ class FederationConfig:
     key_validity_period: int = 7 * 24 * 3600
 
 
+# Invite policies (docs/compliance.md, "Interconnect opt-in").
+INVITE_POLICIES = ("open", "local-only", "hold-remote")
+
+
+@dataclass(frozen=True, slots=True)
+class InterconnectConfig:
+    # Which invites from other servers reach a user who has not chosen: "open" (all),
+    # "local-only" (refused with M_INVITE_BLOCKED) or "hold-remote" (kept as message requests).
+    default_invite_policy: str = "open"
+    # Message requests (held invites) kept per user; more are refused with M_INVITE_BLOCKED.
+    max_pending_requests_per_user: int = 100
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     server_name: str
@@ -118,6 +131,7 @@ class Config:
     caches: CacheConfig = field(default_factory=CacheConfig)
     media: MediaConfig = field(default_factory=MediaConfig)
     federation: FederationConfig = field(default_factory=FederationConfig)
+    interconnect: InterconnectConfig = field(default_factory=InterconnectConfig)
     # Largest request body accepted, in bytes.
     max_request_size: int = 50 * 1024 * 1024
     log_level: str = "INFO"

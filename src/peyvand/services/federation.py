@@ -35,6 +35,7 @@ from peyvand.services.event_creation import MAX_PREV_EVENTS
 from peyvand.services.federation_edus import FederationEdus
 from peyvand.services.federation_events import DroppedPdu, FederationEventHandler, Outcome
 from peyvand.services.federation_join import RemoteJoiner
+from peyvand.services.invite_policy import InvitePolicyService
 from peyvand.services.restricted_joins import join_authoriser
 from peyvand.services.room_state import RoomSnapshot, StateService
 from peyvand.storage.database import Connection
@@ -118,6 +119,7 @@ class FederationService:
         self._clock = clock
         self._janitor: asyncio.Task[None] | None = None
         self._edus: FederationEdus | None = None
+        self._invite_policy: InvitePolicyService | None = None
         # Events accepted from a joining server that we relay to the rest of the room
         # (event ID -> the server that sent it, which does not get it back).
         self._relay: dict[EventID, str] = {}
@@ -127,6 +129,10 @@ class FederationService:
     def use_edus(self, edus: FederationEdus) -> None:
         """Apply inbound EDUs (typing, receipts, to-device, device lists) with ``edus``."""
         self._edus = edus
+
+    def use_invite_policy(self, invite_policy: InvitePolicyService) -> None:
+        """Apply users' choices for invites from other servers (interconnect opt-in)."""
+        self._invite_policy = invite_policy
 
     @property
     def edus(self) -> FederationEdus:
@@ -471,7 +477,11 @@ class FederationService:
     ) -> JsonDict:
         """PUT /invite v2: a user of ``origin`` invites one of our users; countersign the
         invite and, for a room we are not in, keep it (with the stripped state) for the
-        user to join or reject."""
+        user to join or reject.
+
+        The user's invite policy (``services/invite_policy.py``) may refuse it (403
+        ``M_INVITE_BLOCKED``, Client-Server API "Invite permission") or have it held as a
+        message request: kept, but not among the user's rooms until released."""
         if not isinstance(body, dict):
             raise MatrixError(Errcode.BAD_JSON, "Body must be a JSON object")
         identifier = body.get("room_version")
@@ -503,12 +513,17 @@ class FederationService:
         known = await self._state.get_room(room_id)
         if known is not None and not await self._handler.origin_allowed(origin, known):
             raise MatrixError(Errcode.FORBIDDEN, "Server is denied by the room's ACL")
+        held = False
+        if self._invite_policy is not None:
+            # Raises M_INVITE_BLOCKED before anything is signed or stored.
+            held = await self._invite_policy.admit_remote_invite(target, room_id)
         signed = sign_event(pdu.data, version, self._server_name, self._signing_key)
         stripped = body.get("invite_room_state", [])
         if not isinstance(stripped, list):
             stripped = []
         stripped = [e for e in stripped[:_MAX_INVITE_STATE] if isinstance(e, dict)]
         if not self._resident(await self._state.get_room(room_id)):
+            # (In a room we are in, the invite arrives as room state and is not held.)
             stream = self._allocate_stream()
             await self._invites.put(
                 RemoteInvite(
@@ -521,10 +536,26 @@ class FederationService:
                     stream,
                     dict(signed),
                     stripped,
+                    held,
                 )
             )
-            self._on_remote_membership(target, room_id, "invite", stream)
+            if not held:
+                self._on_remote_membership(target, room_id, "invite", stream)
         return {"event": signed}
+
+    async def release_invites(self, user_id: UserID, room_id: RoomID | None = None) -> list[RoomID]:
+        """Release the user's held invites (message requests): ``room_id``'s, or all of
+        them. Each becomes an ordinary remote invite, newly in the user's /sync; the rooms
+        released come back."""
+        released = []
+        for invite in await self._invites.held_for(user_id):
+            if room_id is not None and invite.room_id != room_id:
+                continue
+            stream = self._allocate_stream()
+            if await self._invites.release(invite.room_id, user_id, stream):
+                self._on_remote_membership(user_id, invite.room_id, "invite", stream)
+                released.append(invite.room_id)
+        return released
 
     async def remote_invite(self, room_id: RoomID, user_id: UserID) -> RemoteInvite | None:
         invite = await self._invites.get(room_id, user_id)

@@ -85,11 +85,14 @@ class RoomIndex:
         self, user_id: UserID, room_id: RoomID, membership: str, stream_ordering: int
     ) -> None:
         """An invite to, a knock on, or the rejection of either, of a room this server is
-        not in."""
+        not in. A leave of a room the user was never shown in (the rejection of a held
+        invite, a message request) is not news and is left out, as reloading would."""
         self._version += 1
         cached = self._memberships.get(user_id)
         if cached is not None:
             current = cached.get(room_id)
+            if current is None and membership == "leave":
+                return
             if current is None or current[0] in ("invite", "knock", "leave", "ban"):
                 cached[room_id] = (membership, stream_ordering)
 

@@ -1,4 +1,5 @@
-"""Invites of local users to rooms this server is not in yet (see migration 018)."""
+"""Invites of local users to rooms this server is not in yet (see migration 018), some of
+them held as message requests, and each user's policy for such invites (migration 022)."""
 
 from __future__ import annotations
 
@@ -21,11 +22,13 @@ class RemoteInvite:
     stream_ordering: int
     pdu: JsonDict
     invite_state: list[JsonDict]
+    # A message request: kept out of the user's rooms until accepted (docs/compliance.md).
+    held: bool = False
 
 
 _COLUMNS = (
     "room_id, user_id, event_id, room_version, sender, membership, stream_ordering, pdu,"
-    " invite_state"
+    " invite_state, held"
 )
 
 
@@ -40,6 +43,7 @@ def _invite(row: Row) -> RemoteInvite:
         row["stream_ordering"],
         orjson.loads(row["pdu"]),
         orjson.loads(row["invite_state"]),
+        bool(row["held"]),
     )
 
 
@@ -57,7 +61,7 @@ class RemoteInviteStore:
             )
             await txn.execute(
                 f"INSERT INTO remote_invites ({_COLUMNS})"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
                 invite.room_id,
                 invite.user_id,
                 invite.event_id,
@@ -67,6 +71,7 @@ class RemoteInviteStore:
                 invite.stream_ordering,
                 orjson.dumps(invite.pdu).decode(),
                 orjson.dumps(invite.invite_state).decode(),
+                invite.held,
             )
 
     async def get(self, room_id: RoomID, user_id: UserID) -> RemoteInvite | None:
@@ -78,9 +83,11 @@ class RemoteInviteStore:
         return None if row is None else _invite(row)
 
     async def memberships_of(self, user_id: UserID) -> dict[RoomID, tuple[str, int]]:
-        """room_id -> (membership, stream position) for the user's remote invites."""
+        """room_id -> (membership, stream position) for the user's remote invites (held
+        ones left out: they are not among the user's rooms)."""
         rows = await self._db.fetch(
-            "SELECT room_id, membership, stream_ordering FROM remote_invites WHERE user_id = $1",
+            "SELECT room_id, membership, stream_ordering FROM remote_invites"
+            " WHERE user_id = $1 AND NOT held",
             user_id,
         )
         return {RoomID(r[0]): (r[1], r[2]) for r in rows}
@@ -100,4 +107,57 @@ class RemoteInviteStore:
     async def delete(self, room_id: RoomID, user_id: UserID) -> None:
         await self._db.execute(
             "DELETE FROM remote_invites WHERE room_id = $1 AND user_id = $2", room_id, user_id
+        )
+
+    async def held_for(self, user_id: UserID) -> list[RemoteInvite]:
+        """The user's held invites (message requests) still open, oldest first."""
+        rows = await self._db.fetch(
+            f"SELECT {_COLUMNS} FROM remote_invites"
+            " WHERE user_id = $1 AND held AND membership = 'invite' ORDER BY stream_ordering",
+            user_id,
+        )
+        return [_invite(row) for row in rows]
+
+    async def count_held(self, user_id: UserID) -> int:
+        count = await self._db.fetchval(
+            "SELECT COUNT(*) FROM remote_invites"
+            " WHERE user_id = $1 AND held AND membership = 'invite'",
+            user_id,
+        )
+        return int(count or 0)
+
+    async def release(self, room_id: RoomID, user_id: UserID, stream_ordering: int) -> bool:
+        """Make a held invite an ordinary one, at ``stream_ordering``; False if there was
+        no held open invite."""
+        async with self._db.transaction() as txn:
+            row = await txn.fetchrow(
+                "UPDATE remote_invites SET held = FALSE, stream_ordering = $3"
+                " WHERE room_id = $1 AND user_id = $2 AND held AND membership = 'invite'"
+                " RETURNING room_id",
+                room_id,
+                user_id,
+                stream_ordering,
+            )
+        return row is not None
+
+
+class InvitePolicyStore:
+    """Each user's choice for invites from other servers (``user_invite_policies``)."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def get(self, user_id: UserID) -> str | None:
+        value = await self._db.fetchval(
+            "SELECT policy FROM user_invite_policies WHERE user_id = $1", user_id
+        )
+        return None if value is None else str(value)
+
+    async def set(self, user_id: UserID, policy: str, ts: int) -> None:
+        await self._db.execute(
+            "INSERT INTO user_invite_policies (user_id, policy, updated_ts) VALUES ($1, $2, $3)"
+            " ON CONFLICT (user_id) DO UPDATE SET policy = $2, updated_ts = $3",
+            user_id,
+            policy,
+            ts,
         )

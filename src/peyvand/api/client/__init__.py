@@ -7,6 +7,7 @@ from peyvand.api.client import (
     devices,
     directory,
     filter,
+    invite_requests,
     keys,
     login,
     profile,
@@ -45,4 +46,5 @@ CLIENT_ROUTE_TABLES: list[RouteTable] = [
     room_keys.routes,
     to_device.routes,
     device_lists.routes,
+    invite_requests.routes,
 ]
