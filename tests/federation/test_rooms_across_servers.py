@@ -498,3 +498,49 @@ async def test_restricted_room_joined_through_membership_of_another(
         ).ok()
         assert member["join_authorised_via_users_server"] == alice.user_id
     assert "Unhandled error" not in peyvand.log()
+
+
+async def test_rejecting_a_peer_invite(
+    peyvand: HomeserverProcess,
+    peyvand_client: MatrixClient,
+    peer: SynapseProcess | HomeserverProcess,
+    peer_client: MatrixClient,
+) -> None:
+    """A Peyvand user rejects an invite to the peer's room: the peer sees the leave and the
+    user's next sync reports the room as left (no error)."""
+    alice = await peyvand_client.register()
+    bob = await peer_client.register()
+    async with asyncio.timeout(TIMEOUT_SECONDS):
+        room_id = (await peer_client.request("POST", "createRoom", json={}, token=bob)).ok()[
+            "room_id"
+        ]
+        (
+            await peer_client.request(
+                "POST", f"rooms/{quote(room_id)}/invite", json={"user_id": alice.user_id}, token=bob
+            )
+        ).ok()
+        invited = await _sync_until(
+            peyvand_client, alice, lambda r: room_id in r["rooms"]["invite"]
+        )
+        (
+            await peyvand_client.request(
+                "POST", f"rooms/{quote(room_id)}/leave", json={}, token=alice
+            )
+        ).ok()
+        since = invited["next_batch"]
+        for _ in range(TIMEOUT_SECONDS * 10):
+            response = (
+                await peyvand_client.request(
+                    "GET", "sync", token=alice, params={"since": since, "timeout": "500"}
+                )
+            ).ok()
+            if room_id in response["rooms"]["leave"]:
+                break
+            since = response["next_batch"]
+        assert room_id in response["rooms"]["leave"]
+        for _ in range(TIMEOUT_SECONDS * 10):
+            if await _membership(peer_client, bob, room_id, alice.user_id) == "leave":
+                break
+            await asyncio.sleep(0.1)
+        assert await _membership(peer_client, bob, room_id, alice.user_id) == "leave"
+    assert "Unhandled error" not in peyvand.log()

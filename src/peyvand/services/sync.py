@@ -494,6 +494,14 @@ class SyncService:
         left_at: int,
         sync_filter: Filter,
     ) -> JsonDict:
+        if await self._state.get_room(room_id) is None:
+            # A rejected invite to a room this server never joined: nothing to show but
+            # the room leaving the invite list.
+            return {
+                "timeline": {"events": [], "limited": False, "prev_batch": position_token(left_at)},
+                "state": {"events": []},
+                "account_data": {"events": []},
+            }
         timeline, limited = await self._timeline(requester, room_id, since, left_at, sync_filter)
         state_ids: dict[StateKey, EventID] = {}
         if timeline and (limited or since == 0):
