@@ -54,6 +54,7 @@ from peyvand.services.push_rules_account_data import PushRulesAccountData
 from peyvand.services.receipts import ReceiptService
 from peyvand.services.registration import RegistrationService
 from peyvand.services.remote_media import RemoteMediaFetcher
+from peyvand.services.reports import ReportService
 from peyvand.services.room_events import RoomEventsService
 from peyvand.services.room_index import RoomIndex
 from peyvand.services.room_state import StateService
@@ -84,6 +85,7 @@ from peyvand.storage.push_rules import PushRuleStore
 from peyvand.storage.receipts import ReceiptStore
 from peyvand.storage.remote_devices import RemoteDeviceStore
 from peyvand.storage.remote_invites import InvitePolicyStore, RemoteInviteStore
+from peyvand.storage.reports import ReportStore
 from peyvand.storage.rooms import RoomMemberStore
 from peyvand.storage.server_keys import ServerKeyStore
 from peyvand.storage.to_device import ToDeviceStore
@@ -328,6 +330,7 @@ async def create_app(config: Config) -> web.Application:
         audit=audit,
         legal_holds=LegalHolds(LegalHoldStore(db), audit),
         exporter=ComplianceExporter(ComplianceReads(db), media_files, audit),
+        reports=ReportService(ReportStore(db), state),
     )
     app = build_web_app(
         services,

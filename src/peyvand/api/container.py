@@ -28,6 +28,7 @@ from peyvand.services.profile import ProfileService
 from peyvand.services.push import PushRulesService
 from peyvand.services.receipts import ReceiptService
 from peyvand.services.registration import RegistrationService
+from peyvand.services.reports import ReportService
 from peyvand.services.room_events import RoomEventsService
 from peyvand.services.room_state import StateService
 from peyvand.services.rooms import RoomsService
@@ -68,3 +69,4 @@ class Services:
     audit: AuditLog
     exporter: ComplianceExporter
     legal_holds: LegalHolds
+    reports: ReportService

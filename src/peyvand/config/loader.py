@@ -170,6 +170,14 @@ OPTION_DOCS: Final[Mapping[str, str]] = {
         "Message requests (held invites) kept per user; further invites from other\n"
         "servers are refused with 403 M_INVITE_BLOCKED until the user answers some."
     ),
+    "interconnect.remote_invites_per_server_per_minute": (
+        "Invites accepted from any one other server per minute (bursting to as many);\n"
+        "more are refused with 429 M_LIMIT_EXCEEDED and nothing is stored."
+    ),
+    "interconnect.remote_invites_per_user_per_minute": (
+        "Invites accepted from any one user of another server per minute; more are\n"
+        "refused with 429 M_LIMIT_EXCEEDED."
+    ),
     "rate_limits": "Per-client request rate limits (token buckets).",
     "rate_limits.enabled": "Enforce the limits below. Turn off only for tests and benchmarks.",
     "rate_limits.per_second": (
@@ -323,6 +331,9 @@ def _check_interconnect(interconnect: InterconnectConfig) -> None:
         )
     if interconnect.max_pending_requests_per_user <= 0:
         raise ConfigError("'interconnect.max_pending_requests_per_user' must be positive")
+    for name in ("remote_invites_per_server_per_minute", "remote_invites_per_user_per_minute"):
+        if getattr(interconnect, name) <= 0:
+            raise ConfigError(f"'interconnect.{name}' must be positive")
 
 
 def _check_federation(federation: FederationConfig) -> None:

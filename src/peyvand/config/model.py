@@ -115,6 +115,10 @@ class InterconnectConfig:
     default_invite_policy: str = "open"
     # Message requests (held invites) kept per user; more are refused with M_INVITE_BLOCKED.
     max_pending_requests_per_user: int = 100
+    # Invites accepted from any one other server, and from any one user of another server,
+    # per minute (token buckets, bursting to the same number); more get 429 M_LIMIT_EXCEEDED.
+    remote_invites_per_server_per_minute: int = 60
+    remote_invites_per_user_per_minute: int = 10
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,11 +13,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Final
 from urllib.parse import quote
 
+from peyvand.config.model import InterconnectConfig
 from peyvand.errors import Errcode, MatrixError
 from peyvand.events.auth import AuthError, auth_types_for_event, check_auth_rules
 from peyvand.events.builder import finalize_pdu
@@ -78,7 +80,57 @@ def federation_pdu(pdu: Pdu, redacted: bool = False) -> JsonDict:
     return redact(data, pdu.room_version) if redacted else data
 
 
+class RemoteInviteLimiter:
+    """Invite-spam limits (``[interconnect]``): token buckets per inviting server and per
+    inviting remote user, each refilling at its per-minute rate and bursting to as many.
+    ``check`` takes a token from both or, if either is empty, from neither and raises 429
+    ``M_LIMIT_EXCEEDED`` with ``retry_after_ms``. Full buckets are forgotten past
+    ``max_keys`` so memory stays bounded."""
+
+    def __init__(
+        self,
+        per_server_per_minute: int,
+        per_user_per_minute: int,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        max_keys: int = 100_000,
+    ) -> None:
+        self._limits = {"s": float(per_server_per_minute), "u": float(per_user_per_minute)}
+        self._clock = clock
+        self._max_keys = max_keys
+        # (kind, key) -> (tokens, last update)
+        self._buckets: dict[tuple[str, str], tuple[float, float]] = {}
+
+    def _tokens(self, bucket: tuple[str, str], now: float) -> float:
+        burst = self._limits[bucket[0]]
+        tokens, last = self._buckets.get(bucket, (burst, now))
+        return min(burst, tokens + (now - last) * burst / 60.0)
+
+    def check(self, server: str, user: str) -> None:
+        now = self._clock()
+        buckets = [("s", server), ("u", user)]
+        levels = [self._tokens(b, now) for b in buckets]
+        wait = max(
+            ((1.0 - t) * 60.0 / self._limits[b[0]] for b, t in zip(buckets, levels, strict=True)),
+            default=0.0,
+        )
+        if wait > 0:
+            raise MatrixError(
+                Errcode.LIMIT_EXCEEDED,
+                "Too many invites from this server or user",
+                retry_after_ms=math.ceil(wait * 1000),
+            )
+        for bucket, tokens in zip(buckets, levels, strict=True):
+            self._buckets[bucket] = (tokens - 1.0, now)
+        if len(self._buckets) > self._max_keys:
+            for bucket in [b for b in self._buckets if self._tokens(b, now) >= self._limits[b[0]]]:
+                del self._buckets[bucket]
+
+
 class FederationService:
+    # Created on the first invite from another server (see ``on_invite``).
+    _invite_limiter: RemoteInviteLimiter | None = None
+
     def __init__(
         self,
         server_name: str,
@@ -503,6 +555,18 @@ class FederationService:
             raise MatrixError(Errcode.BAD_JSON, "Not an invite event")
         if server_name_of(pdu.sender) != origin:
             raise MatrixError(Errcode.FORBIDDEN, "The inviter is not on the requesting server")
+        if self._invite_limiter is None:
+            limits = (
+                self._invite_policy._config
+                if self._invite_policy is not None
+                else InterconnectConfig()
+            )
+            self._invite_limiter = RemoteInviteLimiter(
+                limits.remote_invites_per_server_per_minute,
+                limits.remote_invites_per_user_per_minute,
+            )
+        # 429 before anything is checked further, signed or stored.
+        self._invite_limiter.check(origin, pdu.sender)
         if server_name_of(target) != self._server_name or not await self._user_exists(target):
             raise MatrixError(Errcode.NOT_FOUND, "No such user here")
         (valid,) = await self.check_signatures([pdu])

@@ -1,6 +1,6 @@
 """Server administration endpoints, on Synapse's admin API paths so operators' tools work."""
 
-from peyvand.api.admin import audit, export, legal_hold, media
+from peyvand.api.admin import audit, export, legal_hold, media, reports
 from peyvand.api.routing import RouteTable
 
 ADMIN_ROUTE_TABLES: list[RouteTable] = [
@@ -8,4 +8,5 @@ ADMIN_ROUTE_TABLES: list[RouteTable] = [
     audit.routes,
     legal_hold.routes,
     export.routes,
+    reports.routes,
 ]

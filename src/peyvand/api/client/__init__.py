@@ -14,6 +14,7 @@ from peyvand.api.client import (
     push_rules,
     read_markers,
     receipts,
+    report,
     room_keys,
     rooms,
     sync,
@@ -47,4 +48,5 @@ CLIENT_ROUTE_TABLES: list[RouteTable] = [
     to_device.routes,
     device_lists.routes,
     invite_requests.routes,
+    report.routes,
 ]
