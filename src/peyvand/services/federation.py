@@ -557,7 +557,7 @@ class FederationService:
             raise MatrixError(Errcode.FORBIDDEN, "The inviter is not on the requesting server")
         if self._invite_limiter is None:
             limits = (
-                self._invite_policy._config
+                self._invite_policy.config
                 if self._invite_policy is not None
                 else InterconnectConfig()
             )

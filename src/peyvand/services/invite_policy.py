@@ -82,6 +82,11 @@ class InvitePolicyService:
         self._clock = clock
 
     @property
+    def config(self) -> InterconnectConfig:
+        """The server's interconnect settings (invite limits too)."""
+        return self._config
+
+    @property
     def default_policy(self) -> str:
         return self._config.default_invite_policy
 
