@@ -5,8 +5,9 @@ The only module that names a concrete storage backend. Owns start-up and shut-do
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -38,7 +39,11 @@ from peyvand.services.e2e_keys import E2eKeysService
 from peyvand.services.event_creation import EventCreationService
 from peyvand.services.event_dispatch import EventDispatcher
 from peyvand.services.event_writer import EventWriter
-from peyvand.services.federation import ClientRemoteEvents, FederationService
+from peyvand.services.federation import (
+    ClientRemoteEvents,
+    FederationService,
+    load_federation_pdus,
+)
 from peyvand.services.federation_edus import FederationEdus
 from peyvand.services.federation_events import FederationEventHandler
 from peyvand.services.federation_join import RemoteJoiner
@@ -194,12 +199,13 @@ async def create_app(config: Config) -> web.Application:
         index.note_remote_invite(user_id, room_id, membership, stream)
         notifier.advance(Stream.EVENTS, stream, {user_id})
 
-    pdu_source: list[FederationService] = []
-
-    async def load_pdus(event_ids: Sequence[str]) -> Mapping[str, JsonDict]:
-        return await pdu_source[0].load_pdus(event_ids)
-
-    sender = FederationSender(server_name, outbox, client, load_pdus, allows=policy.allows)
+    sender = FederationSender(
+        server_name,
+        outbox,
+        client,
+        functools.partial(load_federation_pdus, state),
+        allows=policy.allows,
+    )
 
     async def check_signatures(pdus: Sequence[Pdu]) -> list[bool]:
         return await federation.check_signatures(pdus)
@@ -241,7 +247,6 @@ async def create_app(config: Config) -> web.Application:
         user_exists,
         on_remote_membership,
     )
-    pdu_source.append(federation)
     invite_policy = InvitePolicyService(
         config.interconnect, InvitePolicyStore(db), remote_invites, account_data
     )

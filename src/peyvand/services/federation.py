@@ -39,7 +39,7 @@ from peyvand.services.federation_events import DroppedPdu, FederationEventHandle
 from peyvand.services.federation_join import RemoteJoiner
 from peyvand.services.invite_policy import InvitePolicyService
 from peyvand.services.restricted_joins import join_authoriser
-from peyvand.services.room_state import RoomSnapshot, StateService
+from peyvand.services.room_state import STRIPPED_STATE_TYPES, RoomSnapshot, StateService
 from peyvand.storage.database import Connection
 from peyvand.storage.events import EventStore
 from peyvand.storage.federation_inbox import FederationInboxStore
@@ -59,16 +59,6 @@ _MAX_MISSING_EVENTS = 20
 _MAX_BACKFILL = 100
 _PRUNE_SECONDS = 3600.0
 _MAX_INVITE_STATE = 50
-# State shown with an invite (Client-Server API, "Stripped state").
-_INVITE_STATE_TYPES: Final = (
-    "m.room.create",
-    "m.room.join_rules",
-    "m.room.name",
-    "m.room.avatar",
-    "m.room.canonical_alias",
-    "m.room.encryption",
-    "m.room.topic",
-)
 
 TxnWrite = Callable[[Connection], Awaitable[None]]
 
@@ -125,6 +115,17 @@ class RemoteInviteLimiter:
         if len(self._buckets) > self._max_keys:
             for bucket in [b for b in self._buckets if self._tokens(b, now) >= self._limits[b[0]]]:
                 del self._buckets[bucket]
+
+
+async def load_federation_pdus(
+    state: StateService, event_ids: Sequence[str]
+) -> dict[str, JsonDict]:
+    """Stored events as they are sent to other servers (the sender's PDU loader)."""
+    events = await state.get_events(EventID(e) for e in event_ids)
+    return {
+        e: federation_pdu(stored.pdu, stored.redacted_by is not None)
+        for e, stored in events.items()
+    }
 
 
 class FederationService:
@@ -259,14 +260,6 @@ class FederationService:
         if snapshot is None:
             return set()
         return {server_name_of(u) for u, m in snapshot.memberships.items() if m == "join"}
-
-    async def load_pdus(self, event_ids: Sequence[str]) -> dict[str, JsonDict]:
-        """The sender's PDU loader."""
-        events = await self._state.get_events(EventID(e) for e in event_ids)
-        return {
-            e: federation_pdu(stored.pdu, stored.redacted_by is not None)
-            for e, stored in events.items()
-        }
 
     # -- signatures ----------------------------------------------------------------------
 
@@ -412,7 +405,7 @@ class FederationService:
         outcome = await self._process_relayed(origin, pdu)
         if outcome.status not in ("accepted", "duplicate"):
             raise MatrixError(Errcode.FORBIDDEN, outcome.reason or "The join was not allowed")
-        state = await self._state_before(pdu)
+        state = await self._state_at(pdu.room_id, pdu.event_id)
         state_events = await self._state.get_pdus(state.values())
         chain = await self._auth_chain(e for p in state_events.values() for e in p.auth_event_ids)
         return {
@@ -438,9 +431,6 @@ class FederationService:
         if pdu.state_key != pdu.sender or server_name_of(pdu.sender) != origin:
             raise MatrixError(Errcode.FORBIDDEN, "The event is not from the requesting server")
         return pdu
-
-    async def _state_before(self, pdu: Pdu) -> dict[StateKey, EventID]:
-        return await self._state_at(pdu.room_id, pdu.event_id)
 
     async def _auth_chain(self, seeds: Iterable[EventID]) -> dict[EventID, Pdu]:
         found: dict[EventID, Pdu] = {}
@@ -586,7 +576,7 @@ class FederationService:
         if not isinstance(stripped, list):
             stripped = []
         stripped = [e for e in stripped[:_MAX_INVITE_STATE] if isinstance(e, dict)]
-        if not self._resident(await self._state.get_room(room_id)):
+        if known is None or not known.takes_part(self._server_name):
             # (In a room we are in, the invite arrives as room state and is not held.)
             stream = self._allocate_stream()
             await self._invites.put(
@@ -799,18 +789,11 @@ class FederationService:
     async def _stripped_state(self, snapshot: RoomSnapshot) -> list[JsonDict]:
         """The invite's room state: full PDUs, which are valid stripped state events too
         and let the invited server check the create event (as Synapse expects)."""
-        keys: list[StateKey] = [(t, "") for t in _INVITE_STATE_TYPES]
+        keys: list[StateKey] = [(t, "") for t in STRIPPED_STATE_TYPES]
         events = await self._state.get_state_events(snapshot.state, keys)
         return [federation_pdu(e) for e in events.values()]
 
     # -- reads by other servers ----------------------------------------------------------
-
-    def _resident(self, snapshot: RoomSnapshot | None) -> bool:
-        """This server takes part in the room: a local user is joined (or no server's is)."""
-        if snapshot is None:
-            return False
-        joined = [u for u, m in snapshot.memberships.items() if m == "join"]
-        return not joined or any(server_name_of(u) == self._server_name for u in joined)
 
     async def _room(
         self, room_id: RoomID, origin: str | None = None, *, resident: bool = False
@@ -819,7 +802,7 @@ class FederationService:
         ``resident``, 404 unless this server still takes part in it (it can then vouch for
         its current state: make_join, send_join and the like)."""
         snapshot = await self._state.get_room(room_id)
-        if snapshot is None or (resident and not self._resident(snapshot)):
+        if snapshot is None or (resident and not snapshot.takes_part(self._server_name)):
             raise MatrixError(Errcode.NOT_FOUND, "Unknown room")
         if origin is not None and not await self._handler.origin_allowed(origin, snapshot):
             raise MatrixError(Errcode.FORBIDDEN, "Server is denied by the room's ACL")

@@ -208,21 +208,13 @@ class MediaService:
                 async with self._quota_locks.hold(user_id):
                     await self._check_quota(user_id, written.size)
                     async with self._locks.hold(written.sha256):
-                        quarantined_by = await self._store.quarantined_hash(written.sha256)
-                        now = self.now_ms()
-                        row = MediaRow(
-                            origin=self._server_name,
-                            media_id=media_id,
-                            user_id=user_id,
-                            content_type=content_type,
-                            upload_name=upload_name,
-                            size=written.size,
-                            sha256=written.sha256,
-                            created_ts=now,
-                            uploaded_ts=now,
-                            expires_ts=None,
-                            last_access_ts=now,
-                            quarantined_by=quarantined_by,
+                        row = await self._new_row(
+                            self._server_name,
+                            media_id,
+                            user_id,
+                            content_type,
+                            upload_name,
+                            written,
                         )
                         await self._adopt(written, functools.partial(self._add_row, row))
             finally:
@@ -312,26 +304,40 @@ class MediaService:
         media_id = _new_media_id()
         try:
             async with self._locks.hold(written.sha256):
-                quarantined_by = await self._store.quarantined_hash(written.sha256)
-                now = self.now_ms()
-                row = MediaRow(
-                    origin=self._server_name,
-                    media_id=media_id,
-                    user_id=None,
-                    content_type=content_type,
-                    upload_name=upload_name,
-                    size=written.size,
-                    sha256=written.sha256,
-                    created_ts=now,
-                    uploaded_ts=now,
-                    expires_ts=None,
-                    last_access_ts=now,
-                    quarantined_by=quarantined_by,
+                row = await self._new_row(
+                    self._server_name, media_id, None, content_type, upload_name, written
                 )
                 await self._adopt(written, functools.partial(self._add_row, row))
         finally:
             await self._files.discard(written)
         return f"mxc://{self._server_name}/{media_id}"
+
+    async def _new_row(
+        self,
+        origin: str,
+        media_id: str,
+        user_id: UserID | None,
+        content_type: str,
+        upload_name: str | None,
+        written: WrittenFile,
+    ) -> MediaRow:
+        """The row of content stored now (caller holds its hash lock): quarantined if
+        identical bytes are."""
+        now = self.now_ms()
+        return MediaRow(
+            origin=origin,
+            media_id=media_id,
+            user_id=user_id,
+            content_type=content_type,
+            upload_name=upload_name,
+            size=written.size,
+            sha256=written.sha256,
+            created_ts=now,
+            uploaded_ts=now,
+            expires_ts=None,
+            last_access_ts=now,
+            quarantined_by=await self._store.quarantined_hash(written.sha256),
+        )
 
     async def _add_row(self, row: MediaRow) -> bool:
         await self._store.add_uploaded(row)
@@ -594,20 +600,8 @@ class MediaService:
         written = content.written
         try:
             async with self._locks.hold(written.sha256):
-                now = self.now_ms()
-                row = MediaRow(
-                    origin=origin,
-                    media_id=media_id,
-                    user_id=None,
-                    content_type=content.content_type,
-                    upload_name=content.upload_name,
-                    size=written.size,
-                    sha256=written.sha256,
-                    created_ts=now,
-                    uploaded_ts=now,
-                    expires_ts=None,
-                    last_access_ts=now,
-                    quarantined_by=await self._store.quarantined_hash(written.sha256),
+                row = await self._new_row(
+                    origin, media_id, None, content.content_type, content.upload_name, written
                 )
                 await self._adopt(written, functools.partial(self._add_row, row))
         finally:

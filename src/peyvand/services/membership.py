@@ -64,16 +64,10 @@ class MembershipService:
         return None if snapshot is None else snapshot.memberships.get(user_id)
 
     async def _resident(self, room_id: RoomID) -> RoomSnapshot | None:
-        """The room's snapshot if this server takes part in it: a local user is joined, or
-        no other server's user is (a room that only ever lived here). Otherwise its state
-        here may be stale and membership goes through a server that is in the room."""
+        """The room's snapshot if this server takes part in it; otherwise its state here
+        may be stale and membership goes through a server that is in the room."""
         snapshot = await self._state.get_room(room_id)
-        if snapshot is None:
-            return None
-        joined = [u for u, m in snapshot.memberships.items() if m == "join"]
-        if not joined or any(server_name_of(u) == self._server_name for u in joined):
-            return snapshot
-        return None
+        return snapshot if snapshot is not None and snapshot.takes_part(self._server_name) else None
 
     async def require_joined(self, room_id: RoomID, user_id: UserID) -> None:
         """403 unless ``user_id`` is joined (404-like rooms are hidden behind the same 403)."""

@@ -12,13 +12,26 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Final
 
 from peyvand.events.pdu import Pdu, StateKey
 from peyvand.events.room_versions import KNOWN_ROOM_VERSIONS, RoomVersion
 from peyvand.services.lru import LRU
 from peyvand.storage.events import EventStore
 from peyvand.storage.models import NewStateGroup, StateGroupRow, StoredEvent
-from peyvand.types import EventID, RoomID, UserID
+from peyvand.types import EventID, RoomID, UserID, server_name_of
+
+# m.room.member aside, the state shown with an invite or a knock (Client-Server API,
+# "Stripped state").
+STRIPPED_STATE_TYPES: Final = (
+    "m.room.create",
+    "m.room.join_rules",
+    "m.room.name",
+    "m.room.avatar",
+    "m.room.canonical_alias",
+    "m.room.encryption",
+    "m.room.topic",
+)
 
 
 def _lowbit(n: int) -> int:
@@ -41,6 +54,13 @@ class RoomSnapshot:
 
     def joined_members(self) -> list[UserID]:
         return [u for u, m in self.memberships.items() if m == "join"]
+
+    def takes_part(self, server_name: str) -> bool:
+        """Whether ``server_name`` is in the room: one of its users is joined, or no
+        server's is (a room that only ever lived on this server). A server that left can
+        no longer vouch for the room's state."""
+        joined = self.joined_members()
+        return not joined or any(server_name_of(u) == server_name for u in joined)
 
 
 class StateService:

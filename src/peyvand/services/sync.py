@@ -20,24 +20,13 @@ from peyvand.services.notifier import Notifier
 from peyvand.services.requester import Requester
 from peyvand.services.room_events import RoomEventsService, position_token
 from peyvand.services.room_index import RoomIndex
-from peyvand.services.room_state import RoomSnapshot, StateService
+from peyvand.services.room_state import STRIPPED_STATE_TYPES, RoomSnapshot, StateService
 from peyvand.services.streams import Stream, StreamToken
 from peyvand.storage.events import EventStore
 from peyvand.storage.models import StoredEvent
 from peyvand.storage.remote_invites import RemoteInviteStore
 from peyvand.storage.rooms import RoomMemberStore
 from peyvand.types import DeviceID, EventID, JsonDict, RoomID, UserID
-
-# m.room.member aside, the stripped state shown with an invite ("Stripped state").
-_INVITE_STATE_TYPES = (
-    "m.room.create",
-    "m.room.join_rules",
-    "m.room.name",
-    "m.room.avatar",
-    "m.room.canonical_alias",
-    "m.room.encryption",
-    "m.room.topic",
-)
 
 
 class TypingSource(Protocol):
@@ -442,7 +431,7 @@ class SyncService:
         snapshot = await self._state.get_room(room_id)
         if snapshot is None:
             return await self._remote_invite_room(room_id, user_id)
-        keys: list[StateKey] = [(t, "") for t in _INVITE_STATE_TYPES]
+        keys: list[StateKey] = [(t, "") for t in STRIPPED_STATE_TYPES]
         keys.append(("m.room.member", user_id))
         events = await self._state.get_state_events(snapshot.state, keys)
         stripped = [
