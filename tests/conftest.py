@@ -20,7 +20,7 @@ import pytest
 
 from harness.client import MatrixClient, new_session
 from harness.postgres import PostgresCluster, PostgresUnavailable
-from harness.server import HomeserverProcess
+from harness.server import HomeserverProcess, start_homeserver
 
 BACKENDS = [pytest.param("sqlite"), pytest.param("postgres", marks=pytest.mark.postgres)]
 
@@ -47,24 +47,12 @@ def backend(request: pytest.FixtureRequest) -> str:
     return name
 
 
-def _new_homeserver(
-    backend: str, request: pytest.FixtureRequest, data_dir: Path
-) -> HomeserverProcess:
-    database_url = None
-    if backend == "postgres":
-        cluster: PostgresCluster = request.getfixturevalue("postgres_cluster")
-        database_url = cluster.create_database()
-    server = HomeserverProcess(backend, data_dir, database_url)
-    server.start()
-    return server
-
-
 @pytest.fixture(scope="session")
 def homeserver(
     backend: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[HomeserverProcess]:
     """The session's server for ``backend``."""
-    server = _new_homeserver(backend, request, tmp_path_factory.mktemp(f"homeserver-{backend}"))
+    server = start_homeserver(backend, request, tmp_path_factory.mktemp(f"homeserver-{backend}"))
     try:
         yield server
     finally:
@@ -76,7 +64,7 @@ def private_homeserver(
     backend: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> Iterator[HomeserverProcess]:
     """A server for this test alone (to kill, restart or misconfigure)."""
-    server = _new_homeserver(backend, request, tmp_path / "homeserver")
+    server = start_homeserver(backend, request, tmp_path / "homeserver")
     try:
         yield server
     finally:

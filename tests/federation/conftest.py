@@ -21,8 +21,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from harness.client import MatrixClient, new_session
-from harness.postgres import PostgresCluster
-from harness.server import HomeserverProcess
+from harness.server import HomeserverProcess, start_homeserver
 from harness.synapse import SynapseProcess, SynapseUnavailable, synapse_python
 
 
@@ -57,14 +56,9 @@ def peyvand(
     backend: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[HomeserverProcess]:
     """The session's federating Peyvand for ``backend`` (test network, loopback peers)."""
-    database_url = None
-    if backend == "postgres":
-        cluster: PostgresCluster = request.getfixturevalue("postgres_cluster")
-        database_url = cluster.create_database()
-    server = HomeserverProcess(
-        backend, tmp_path_factory.mktemp(f"peyvand-fed-{backend}"), database_url, federation=True
+    server = start_homeserver(
+        backend, request, tmp_path_factory.mktemp(f"peyvand-fed-{backend}"), federation=True
     )
-    server.start()
     try:
         yield server
     finally:
@@ -85,14 +79,9 @@ def peyvand_peer(
     backend: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[HomeserverProcess]:
     """A second federating Peyvand, to federate Peyvand with Peyvand."""
-    database_url = None
-    if backend == "postgres":
-        cluster: PostgresCluster = request.getfixturevalue("postgres_cluster")
-        database_url = cluster.create_database()
-    server = HomeserverProcess(
-        backend, tmp_path_factory.mktemp(f"peyvand-peer-{backend}"), database_url, federation=True
+    server = start_homeserver(
+        backend, request, tmp_path_factory.mktemp(f"peyvand-peer-{backend}"), federation=True
     )
-    server.start()
     try:
         yield server
     finally:

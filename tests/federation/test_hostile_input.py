@@ -27,8 +27,7 @@ import pytest
 from harness.client import Account, MatrixClient
 from harness.fake_server import FEDERATION_V1, FakeRequest, FakeServer, new_signing_key, q
 from harness.ports import free_port
-from harness.postgres import PostgresCluster
-from harness.server import HomeserverProcess
+from harness.server import HomeserverProcess, start_homeserver
 from peyvand.events.canonical_json import MAX_INT
 from peyvand.events.pdu import Pdu
 from peyvand.events.signing import sign_event
@@ -43,14 +42,9 @@ def peyvand(
     backend: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[HomeserverProcess]:
     """This module's own federating Peyvand for ``backend`` (see the module docstring)."""
-    database_url = None
-    if backend == "postgres":
-        cluster: PostgresCluster = request.getfixturevalue("postgres_cluster")
-        database_url = cluster.create_database()
-    server = HomeserverProcess(
-        backend, tmp_path_factory.mktemp(f"peyvand-bad-{backend}"), database_url, federation=True
+    server = start_homeserver(
+        backend, request, tmp_path_factory.mktemp(f"peyvand-bad-{backend}"), federation=True
     )
-    server.start()
     try:
         yield server
     finally:

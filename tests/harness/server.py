@@ -17,7 +17,10 @@ import urllib.request
 from pathlib import Path
 from typing import IO
 
+import pytest
+
 from harness.ports import free_port
+from harness.postgres import PostgresCluster
 
 SERVER_NAME = "localhost"
 READY_PATH = "_matrix/client/versions"
@@ -154,3 +157,17 @@ class HomeserverProcess:
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
+
+
+def start_homeserver(
+    backend: str, request: pytest.FixtureRequest, data_dir: Path, *, federation: bool = False
+) -> HomeserverProcess:
+    """A started server on ``backend`` (a fresh database of the session's PostgreSQL
+    cluster for "postgres"); the caller stops it."""
+    database_url = None
+    if backend == "postgres":
+        cluster: PostgresCluster = request.getfixturevalue("postgres_cluster")
+        database_url = cluster.create_database()
+    server = HomeserverProcess(backend, data_dir, database_url, federation=federation)
+    server.start()
+    return server
