@@ -4,20 +4,26 @@ from peyvand.config.model import (
     CacheConfig,
     Config,
     DatabaseConfig,
+    DisappearingConfig,
     FederationConfig,
     InterconnectConfig,
     MediaConfig,
+    ModerationConfig,
     RateLimitConfig,
     RegistrationConfig,
+    RetentionConfig,
 )
 
 __all__ = [
     "CacheConfig",
     "Config",
     "DatabaseConfig",
+    "DisappearingConfig",
     "FederationConfig",
     "InterconnectConfig",
     "MediaConfig",
+    "ModerationConfig",
     "RateLimitConfig",
     "RegistrationConfig",
+    "RetentionConfig",
 ]

@@ -29,9 +29,12 @@ from peyvand.config.model import (
     INVITE_POLICIES,
     Config,
     DatabaseConfig,
+    DisappearingConfig,
     FederationConfig,
     InterconnectConfig,
     MediaConfig,
+    ModerationConfig,
+    RetentionConfig,
 )
 
 __all__ = ["OPTION_DOCS", "ConfigError", "load_config", "parse_config", "render_config"]
@@ -178,6 +181,52 @@ OPTION_DOCS: Final[Mapping[str, str]] = {
         "Invites accepted from any one user of another server per minute; more are\n"
         "refused with 429 M_LIMIT_EXCEEDED."
     ),
+    "retention": (
+        "Retention: history older than a room's max_lifetime (its m.room.retention state\n"
+        "event, or the default below) is purged by a background job. Legal holds win."
+    ),
+    "retention.enabled": "Run the background purge of expired history.",
+    "retention.default_max_lifetime": (
+        "Milliseconds history is kept in rooms whose m.room.retention sets no\n"
+        "max_lifetime; unset: forever."
+    ),
+    "retention.allowed_lifetime_min": (
+        "Smallest max_lifetime a room may set, in milliseconds (smaller ones are raised\n"
+        "to it); unset: no bound."
+    ),
+    "retention.allowed_lifetime_max": (
+        "Largest max_lifetime a room may set, in milliseconds (larger ones are lowered\n"
+        "to it); unset: no bound."
+    ),
+    "retention.purge_interval": "Seconds between purge runs.",
+    "retention.purge_batch_size": (
+        "Events purged per database transaction; the server keeps answering between\nbatches."
+    ),
+    "retention.redacted_content_lifetime": (
+        "Milliseconds after which the original content of a redacted event is deleted\n"
+        "from the database (clients only see the redacted form); unset: kept."
+    ),
+    "disappearing": (
+        "Disappearing messages: a per-room timer (state event io.peyvand.disappearing, see\n"
+        "docs/compliance.md) after which each message is removed."
+    ),
+    "disappearing.enabled": "Honour the rooms' disappearing-message timers.",
+    "disappearing.min_timer": "Shortest timer a room admin may set, in milliseconds.",
+    "disappearing.max_timer": "Longest timer a room admin may set, in milliseconds.",
+    "disappearing.check_interval": (
+        "Seconds between checks for expired messages; each is removed within this\n"
+        "many seconds of its expiry."
+    ),
+    "moderation": (
+        "Moderation policy lists: rooms of m.policy.rule.* events whose bans this server\n"
+        "enforces on invites, joins and inbound federation."
+    ),
+    "moderation.policy_rooms": (
+        "Policy rooms to follow (room IDs or aliases); the policy user joins them."
+    ),
+    "moderation.policy_user": (
+        "Localpart of the server's user that joins the policy rooms (created if missing)."
+    ),
     "rate_limits": "Per-client request rate limits (token buckets).",
     "rate_limits.enabled": "Enforce the limits below. Turn off only for tests and benchmarks.",
     "rate_limits.per_second": (
@@ -322,6 +371,43 @@ def _check(config: Config) -> None:
     _check_media(config.media)
     _check_federation(config.federation)
     _check_interconnect(config.interconnect)
+    _check_retention(config.retention)
+    _check_disappearing(config.disappearing)
+    _check_moderation(config.moderation)
+
+
+def _check_retention(retention: RetentionConfig) -> None:
+    for name in ("purge_interval", "purge_batch_size"):
+        if getattr(retention, name) <= 0:
+            raise ConfigError(f"'retention.{name}' must be positive")
+    for name in (
+        "default_max_lifetime",
+        "allowed_lifetime_min",
+        "allowed_lifetime_max",
+        "redacted_content_lifetime",
+    ):
+        value = getattr(retention, name)
+        if value is not None and value <= 0:
+            raise ConfigError(f"'retention.{name}' must be positive")
+    low, high = retention.allowed_lifetime_min, retention.allowed_lifetime_max
+    if low is not None and high is not None and low > high:
+        raise ConfigError("'retention.allowed_lifetime_min' is above 'allowed_lifetime_max'")
+
+
+def _check_disappearing(disappearing: DisappearingConfig) -> None:
+    for name in ("min_timer", "max_timer", "check_interval"):
+        if getattr(disappearing, name) <= 0:
+            raise ConfigError(f"'disappearing.{name}' must be positive")
+    if disappearing.min_timer > disappearing.max_timer:
+        raise ConfigError("'disappearing.min_timer' is above 'disappearing.max_timer'")
+
+
+def _check_moderation(moderation: ModerationConfig) -> None:
+    for i, room in enumerate(moderation.policy_rooms):
+        if not room.startswith(("!", "#")):
+            raise ConfigError(f"'moderation.policy_rooms[{i}]' must be a room ID or alias")
+    if not re.fullmatch(r"[a-z0-9._=/+-]+", moderation.policy_user):
+        raise ConfigError("'moderation.policy_user' is not a valid localpart")
 
 
 def _check_interconnect(interconnect: InterconnectConfig) -> None:

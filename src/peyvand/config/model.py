@@ -122,6 +122,44 @@ class InterconnectConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RetentionConfig:
+    # Run the background purge of expired history (docs/compliance.md, "Retention").
+    enabled: bool = True
+    # Milliseconds history is kept in rooms without an m.room.retention max_lifetime;
+    # unset: forever.
+    default_max_lifetime: int | None = None
+    # The range a room's max_lifetime is clamped to, in milliseconds; unset: no bound.
+    allowed_lifetime_min: int | None = None
+    allowed_lifetime_max: int | None = None
+    # Seconds between purge runs.
+    purge_interval: int = 3600
+    # Events purged per transaction (the server answers requests between batches).
+    purge_batch_size: int = 500
+    # Milliseconds after which a redacted event's original content is deleted from the
+    # database (clients only ever see the redacted form); unset: kept.
+    redacted_content_lifetime: int | None = 7 * 24 * 3600 * 1000
+
+
+@dataclass(frozen=True, slots=True)
+class DisappearingConfig:
+    # Honour the rooms' disappearing-message timers (docs/compliance.md).
+    enabled: bool = True
+    # The shortest and longest timer a room admin may set, in milliseconds.
+    min_timer: int = 30 * 1000
+    max_timer: int = 28 * 24 * 3600 * 1000
+    # Seconds between checks for expired messages (each is removed within this of expiry).
+    check_interval: int = 10
+
+
+@dataclass(frozen=True, slots=True)
+class ModerationConfig:
+    # Rooms holding m.policy.rule.* events (room IDs or aliases) this server enforces.
+    policy_rooms: tuple[str, ...] = ()
+    # Localpart of the server's user that joins the policy rooms to follow them.
+    policy_user: str = "moderation"
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     server_name: str
     data_dir: Path
@@ -136,6 +174,9 @@ class Config:
     media: MediaConfig = field(default_factory=MediaConfig)
     federation: FederationConfig = field(default_factory=FederationConfig)
     interconnect: InterconnectConfig = field(default_factory=InterconnectConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
+    disappearing: DisappearingConfig = field(default_factory=DisappearingConfig)
+    moderation: ModerationConfig = field(default_factory=ModerationConfig)
     # Largest request body accepted, in bytes.
     max_request_size: int = 50 * 1024 * 1024
     log_level: str = "INFO"
