@@ -17,7 +17,7 @@ def server_allowed(acl_content: Mapping[str, Any], server_name: str) -> bool:
     ``deny`` match wins over an ``allow`` match; no ``allow`` match denies (an ACL without
     ``allow`` denies everyone).
     """
-    host = _host(server_name)
+    host = server_host(server_name)
     allow_ip_literals = acl_content.get("allow_ip_literals", True)
     if not isinstance(allow_ip_literals, bool):
         allow_ip_literals = True
@@ -28,7 +28,8 @@ def server_allowed(acl_content: Mapping[str, Any], server_name: str) -> bool:
     return any(_matches(pattern, host) for pattern in _patterns(acl_content.get("allow")))
 
 
-def _host(server_name: str) -> str:
+def server_host(server_name: str) -> str:
+    """``server_name`` without its port (IPv6 literals keep their brackets)."""
     if server_name.startswith("["):
         return server_name[: server_name.find("]") + 1] if "]" in server_name else server_name
     return server_name.rsplit(":", 1)[0] if server_name.count(":") == 1 else server_name
@@ -47,11 +48,11 @@ def _patterns(value: Any) -> list[str]:
 
 
 def _matches(pattern: str, host: str) -> bool:
-    return _glob(pattern).fullmatch(host) is not None
+    return glob_regex(pattern).fullmatch(host) is not None
 
 
 @lru_cache(maxsize=1024)
-def _glob(pattern: str) -> re.Pattern[str]:
+def glob_regex(pattern: str) -> re.Pattern[str]:
     """Appendices, "Glob-style matching": ``*`` any characters, ``?`` one character."""
     parts = (".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
     return re.compile("".join(parts), re.IGNORECASE | re.DOTALL)
