@@ -342,8 +342,8 @@ class FederationEventHandler:
         if not earliest or earliest[0].pdu.type == "m.room.create":
             return False
         first = earliest[0]
-        known = await self._state.get_events(first.pdu.prev_event_ids)
-        missing = [e for e in first.pdu.prev_event_ids if e not in known]
+        # Purged history (kept aside as "purged") is known: never fetched again.
+        missing = [e for e in first.pdu.prev_event_ids if not await self._known(e)]
         if not missing:
             return False
         servers = sorted(

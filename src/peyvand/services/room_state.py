@@ -146,6 +146,13 @@ class StateService:
             if event.pdu.is_state():
                 self._events.put(event.pdu.event_id, event)
 
+    def forget_events(self, event_ids: Iterable[EventID]) -> None:
+        """Drop cached copies of events whose stored form changed (purged, or their
+        content deleted): the cache otherwise holds events as immutable."""
+        for event_id in event_ids:
+            self._events.pop(event_id)
+            self._outliers.pop(event_id)
+
     def mark_redacted(self, event_id: EventID, redaction_id: EventID) -> None:
         cached = self._events.get(event_id)
         if cached is not None and cached.redacted_by is None:

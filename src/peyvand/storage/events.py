@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 
+from peyvand.events.media_refs import media_references
 from peyvand.events.pdu import Pdu, StateKey
 from peyvand.events.room_versions import KNOWN_ROOM_VERSIONS
 from peyvand.storage.database import Connection, Database, Row, placeholders
@@ -176,13 +177,20 @@ class EventStore:
         return int(value or 0)
 
     async def get_max_depth(self, event_ids: Sequence[EventID]) -> int:
+        """The greatest depth among ``event_ids``, timeline or not (a room's forward
+        extremity can be a purged event, kept outside the timeline)."""
         if not event_ids:
             return 0
-        value = await self._db.fetchval(
-            f"SELECT MAX(depth) FROM events WHERE event_id IN ({placeholders(len(event_ids))})",
+        rows = await self._db.fetch(
+            "SELECT event_id, depth FROM events"
+            f" WHERE event_id IN ({placeholders(len(event_ids))})",
             *event_ids,
         )
-        return int(value or 0)
+        depths = [int(row["depth"]) for row in rows]
+        elsewhere = set(event_ids) - {row["event_id"] for row in rows}
+        if elsewhere:
+            depths += [row.pdu.depth for row in (await self.get_outliers(elsewhere)).values()]
+        return max(depths, default=0)
 
     async def get_max_state_group(self) -> int:
         value = await self._db.fetchval("SELECT MAX(state_group) FROM state_groups")
@@ -380,6 +388,17 @@ class EventStore:
                 for e in batch
             ],
         )
+        media_rows = [
+            (e.pdu.event_id, origin, media_id)
+            for e in batch
+            for origin, media_id in media_references(e.pdu.content)
+        ]
+        if media_rows:
+            await txn.executemany(
+                "INSERT INTO event_media (event_id, origin, media_id) VALUES ($1, $2, $3)"
+                " ON CONFLICT DO NOTHING",
+                media_rows,
+            )
         txns = [(*e.txn, e.pdu.event_id) for e in batch if e.txn is not None]
         if txns:
             await txn.executemany(

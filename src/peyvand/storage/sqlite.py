@@ -94,6 +94,9 @@ class SqliteDatabase:
             if write:
                 await conn.execute("PRAGMA journal_mode = WAL")
                 await conn.execute("PRAGMA synchronous = FULL")
+                # Deleted content is overwritten, not left in free pages (retention,
+                # erasure: docs/compliance.md).
+                await conn.execute("PRAGMA secure_delete = ON")
             else:
                 await conn.execute("PRAGMA query_only = ON")
             return conn

@@ -1,0 +1,116 @@
+"""Account deactivation, with erasure when asked (docs/compliance.md, "Erasure").
+
+Client-Server API, "Account deactivation" (``erase``) and GDPR Article 17. Deactivating
+an account logs it out everywhere and makes it leave (or decline) every room, as Synapse
+does. Erasing it also deletes its profile (display name, avatar), every media item it
+uploaded and the content of every event it sent: those stay in their rooms as redacted
+events (``HistoryPurger.rewrite``), so the rooms' history and DAG stay whole. A legal
+hold on the user keeps the profile, the media uploaded and the events sent in the
+hold's range; a hold on a room keeps the user's events there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from peyvand.errors import MatrixError
+from peyvand.services.auth import AuthService
+from peyvand.services.membership import MembershipService
+from peyvand.services.purge import DeleteMedia, HeldCheck, HistoryPurger, PurgeCount
+from peyvand.storage.accounts import AccountStore
+from peyvand.storage.events import EventStore
+from peyvand.storage.purge import PurgeCandidate, PurgeStore
+from peyvand.types import EventID, RoomID, UserID
+
+__all__ = ["AccountErasure", "ErasureReport"]
+
+logger = logging.getLogger(__name__)
+
+_BATCH = 500
+
+
+@dataclass(slots=True)
+class ErasureReport:
+    rooms_left: int = 0
+    erased: bool = False
+    profile_kept: bool = False
+    events: PurgeCount = field(default_factory=PurgeCount)
+    media_deleted: int = 0
+    media_held: int = 0
+
+
+class AccountErasure:
+    def __init__(
+        self,
+        auth: AuthService,
+        membership: MembershipService,
+        accounts: AccountStore,
+        event_store: EventStore,
+        store: PurgeStore,
+        purger: HistoryPurger,
+        held: HeldCheck,
+        user_held: Callable[[UserID], Awaitable[bool]],
+        delete_media: DeleteMedia,
+    ) -> None:
+        self._auth = auth
+        self._membership = membership
+        self._accounts = accounts
+        self._event_store = event_store
+        self._store = store
+        self._purger = purger
+        self._held = held
+        self._user_held = user_held
+        self._delete_media = delete_media
+
+    async def deactivate(self, user_id: UserID, *, erase: bool) -> ErasureReport:
+        """Deactivate ``user_id`` (a local account) and, with ``erase``, erase it."""
+        report = ErasureReport(erased=erase)
+        await self._auth.deactivate(user_id)
+        report.rooms_left = await self._leave_rooms(user_id)
+        if not erase:
+            return report
+        report.profile_kept = await self._user_held(user_id)
+        if not report.profile_kept:
+            await self._accounts.set_displayname(user_id, None)
+            await self._accounts.set_avatar_url(user_id, None)
+        report.media_deleted, report.media_held = await self._erase_media(user_id)
+        after: int | None = None
+        while True:
+            batch = await self._store.sent_by(user_id, after, _BATCH)
+            if not batch:
+                break
+            report.events.add(await self._purger.rewrite(batch))
+            after = batch[-1].stream_ordering
+            await asyncio.sleep(0)
+        await self._store.release_space()
+        return report
+
+    async def _leave_rooms(self, user_id: UserID) -> int:
+        memberships = await self._event_store.get_memberships_for_user(user_id)
+        left = 0
+        for room_id, (membership, _) in sorted(memberships.items()):
+            if membership not in ("join", "invite", "knock"):
+                continue
+            try:
+                await self._membership.leave(RoomID(room_id), user_id)
+                left += 1
+            except MatrixError as exc:
+                logger.warning("deactivated %s could not leave %s: %s", user_id, room_id, exc)
+        return left
+
+    async def _erase_media(self, user_id: UserID) -> tuple[int, int]:
+        uploaded = await self._store.media_uploaded_by(user_id)
+        probes = [_probe(user_id, f"mxc://{o}/{m}", ts) for o, m, ts in uploaded]
+        held = await self._held(probes) if probes else set()
+        doomed = [(o, m) for o, m, _ in uploaded if f"mxc://{o}/{m}" not in held]
+        deleted = await self._delete_media(doomed) if doomed else 0
+        return deleted, len(held)
+
+
+def _probe(user_id: UserID, name: str, ts: int) -> PurgeCandidate:
+    """A stand-in "event" for asking whether a user hold covers media uploaded at ``ts``:
+    user holds match by sender and time, and the room is none."""
+    return PurgeCandidate(EventID(name), "", user_id, ts, 0)
