@@ -38,6 +38,7 @@ from peyvand.services.federation_edus import FederationEdus
 from peyvand.services.federation_events import DroppedPdu, FederationEventHandler, Outcome
 from peyvand.services.federation_join import RemoteJoiner
 from peyvand.services.invite_policy import InvitePolicyService
+from peyvand.services.policy_lists import PolicyListService
 from peyvand.services.restricted_joins import join_authoriser
 from peyvand.services.room_state import STRIPPED_STATE_TYPES, RoomSnapshot, StateService
 from peyvand.storage.database import Connection
@@ -173,6 +174,7 @@ class FederationService:
         self._janitor: asyncio.Task[None] | None = None
         self._edus: FederationEdus | None = None
         self._invite_policy: InvitePolicyService | None = None
+        self._policy_lists: PolicyListService | None = None
         # Events accepted from a joining server that we relay to the rest of the room
         # (event ID -> the server that sent it, which does not get it back).
         self._relay: dict[EventID, str] = {}
@@ -186,6 +188,10 @@ class FederationService:
     def use_invite_policy(self, invite_policy: InvitePolicyService) -> None:
         """Apply users' choices for invites from other servers (interconnect opt-in)."""
         self._invite_policy = invite_policy
+
+    def use_policy_lists(self, policy_lists: PolicyListService) -> None:
+        """Enforce the moderation policy lists' bans on what other servers send."""
+        self._policy_lists = policy_lists
 
     @property
     def edus(self) -> FederationEdus:
@@ -312,15 +318,22 @@ class FederationService:
         self, origin: str, txn_id: str, pdus: list[Any], edus: list[Any]
     ) -> JsonDict:
         # Events by users of servers this one does not federate with are not taken in,
-        # even when another server relays them.
+        # even when another server relays them; nor are those the moderation policy lists
+        # ban (from a banned server, or sent by a banned user).
+        lists = self._policy_lists
         allowed = [
             raw
             for raw in pdus
-            if not isinstance(raw, dict)
-            or not isinstance(raw.get("sender"), str)
-            or self._policy.allows(server_name_of(raw["sender"]))
+            if (
+                not isinstance(raw, dict)
+                or not isinstance(raw.get("sender"), str)
+                or self._policy.allows(server_name_of(raw["sender"]))
+            )
+            and (lists is None or lists.admits_pdu(origin, raw))
         ]
         results = await self._handler.receive_pdus(origin, allowed)
+        if lists is not None and lists.server_rule(origin) is not None:
+            edus = []
         if self._edus is not None:
             await self._edus.on_edus(origin, edus)
         response: JsonDict = {"pdus": results}
@@ -336,6 +349,7 @@ class FederationService:
         snapshot = await self._room(room_id, origin, resident=True)
         if server_name_of(user_id) != origin:
             raise MatrixError(Errcode.FORBIDDEN, "The user is not on the requesting server")
+        await self._check_join(room_id, user_id)
         version = snapshot.room_version
         if version.identifier not in versions:
             raise MatrixError(
@@ -396,6 +410,7 @@ class FederationService:
         state before it and that state's auth chain."""
         snapshot = await self._room(room_id, origin, resident=True)
         pdu = self._parse_membership(raw, snapshot, event_id, origin, "join")
+        await self._check_join(room_id, pdu.sender)
         via = pdu.content.get("join_authorised_via_users_server")
         if isinstance(via, str) and server_name_of(via) == self._server_name:
             # A restricted join one of our users vouches for: our server signs it too
@@ -416,6 +431,11 @@ class FederationService:
             "members_omitted": False,
             "servers_in_room": sorted(self.servers_in_room(room_id)),
         }
+
+    async def _check_join(self, room_id: RoomID, user_id: UserID) -> None:
+        """403 if the moderation policy lists ban the user or the room."""
+        if self._policy_lists is not None:
+            await self._policy_lists.check_join(room_id, user_id)
 
     def _parse_membership(
         self, raw: Any, snapshot: RoomSnapshot, event_id: EventID, origin: str, membership: str
@@ -545,6 +565,9 @@ class FederationService:
             raise MatrixError(Errcode.BAD_JSON, "Not an invite event")
         if server_name_of(pdu.sender) != origin:
             raise MatrixError(Errcode.FORBIDDEN, "The inviter is not on the requesting server")
+        if self._policy_lists is not None:
+            # A banned inviter (or server: the inviter's), invitee or room: 403.
+            await self._policy_lists.check_invite(room_id, pdu.sender, target)
         if self._invite_limiter is None:
             limits = (
                 self._invite_policy.config
@@ -721,6 +744,7 @@ class FederationService:
         snapshot = await self._room(room_id, origin, resident=True)
         if server_name_of(user_id) != origin:
             raise MatrixError(Errcode.FORBIDDEN, "The user is not on the requesting server")
+        await self._check_join(room_id, user_id)
         version = snapshot.room_version
         if version.identifier not in versions:
             raise MatrixError(
@@ -741,6 +765,7 @@ class FederationService:
         stripped state."""
         snapshot = await self._room(room_id, origin, resident=True)
         pdu = self._parse_membership(raw, snapshot, event_id, origin, "knock")
+        await self._check_join(room_id, pdu.sender)
         outcome = await self._process_relayed(origin, pdu)
         if outcome.status not in ("accepted", "duplicate"):
             raise MatrixError(Errcode.FORBIDDEN, outcome.reason or "The knock was not allowed")
@@ -806,6 +831,8 @@ class FederationService:
             raise MatrixError(Errcode.NOT_FOUND, "Unknown room")
         if origin is not None and not await self._handler.origin_allowed(origin, snapshot):
             raise MatrixError(Errcode.FORBIDDEN, "Server is denied by the room's ACL")
+        if origin is not None and self._policy_lists is not None:
+            self._policy_lists.check_server(origin, room_id)
         return snapshot
 
     async def _require_server_in_room(self, origin: str, snapshot: RoomSnapshot) -> None:

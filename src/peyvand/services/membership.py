@@ -11,6 +11,7 @@ from typing import Protocol
 from peyvand.errors import Errcode, MatrixError
 from peyvand.events.pdu import Pdu
 from peyvand.services.event_creation import Countersign, EventCreationService, EventSpec
+from peyvand.services.policy_lists import PolicyListService
 from peyvand.services.restricted_joins import join_authoriser
 from peyvand.services.room_state import RoomSnapshot, StateService
 from peyvand.storage.models import StoredEvent
@@ -58,6 +59,11 @@ class MembershipService:
         self._server_name = server_name
         self._federation = federation
         self._remote_joins: dict[RoomID, asyncio.Lock] = {}
+        self._policy_lists: PolicyListService | None = None
+
+    def use_policy_lists(self, policy_lists: PolicyListService) -> None:
+        """Refuse joins, knocks and invites the moderation policy lists ban."""
+        self._policy_lists = policy_lists
 
     async def membership_of(self, room_id: RoomID, user_id: UserID) -> str | None:
         snapshot = await self._state.get_room(room_id)
@@ -128,6 +134,8 @@ class MembershipService:
         server is not in is joined over federation through ``servers``."""
         if await self.membership_of(room_id, user_id) == "join":
             return
+        if self._policy_lists is not None:
+            await self._policy_lists.check_join(room_id, user_id)
         snapshot = await self._resident(room_id)
         if snapshot is None:
             # One remote join per room at a time: a second local user joining meanwhile
@@ -174,6 +182,8 @@ class MembershipService:
             raise MatrixError(
                 Errcode.FORBIDDEN, f"You cannot knock while your membership is {current}"
             )
+        if self._policy_lists is not None:
+            await self._policy_lists.check_join(room_id, user_id)
         if await self._resident(room_id) is None:
             if self._federation is None or not servers:
                 raise MatrixError(Errcode.NOT_FOUND, "No known servers to knock through")
@@ -212,6 +222,8 @@ class MembershipService:
                 if current == "ban"
                 else f"{target} is already in the room",
             )
+        if self._policy_lists is not None:
+            await self._policy_lists.check_invite(room_id, sender, target)
         await self._change(room_id, sender, target, "invite", reason=reason)
 
     async def kick(

@@ -20,6 +20,7 @@ from peyvand.events.room_versions import (
     room_version_or_none,
 )
 from peyvand.services.event_creation import EventCreationService, EventSpec
+from peyvand.services.policy_lists import PolicyListService
 from peyvand.storage.events import EventStore
 from peyvand.types import JsonDict, RoomID, UserID, is_valid_user_id
 
@@ -95,11 +96,16 @@ class RoomsService:
         self._profile_of = profile_of
         self._resolve_alias: AliasResolver | None = None
         self._create_alias: AliasCreator | None = None
+        self._policy_lists: PolicyListService | None = None
 
     def use_directory(self, resolve: AliasResolver, create: AliasCreator) -> None:
         """Connect room aliases (the directory service owns them)."""
         self._resolve_alias = resolve
         self._create_alias = create
+
+    def use_policy_lists(self, policy_lists: PolicyListService) -> None:
+        """Refuse the initial invites the moderation policy lists ban."""
+        self._policy_lists = policy_lists
 
     async def resolve_room(self, room_id_or_alias: str) -> RoomID:
         """A room ID, or the room an alias (``#alias:server``) points to; 404 if unknown."""
@@ -130,6 +136,9 @@ class RoomsService:
         for user in request.invite:
             if not is_valid_user_id(user):
                 raise MatrixError(Errcode.INVALID_PARAM, f"Invalid user ID to invite: {user}")
+            if self._policy_lists is not None:
+                self._policy_lists.check_user(request.creator)
+                self._policy_lists.check_user(user)
         preset = request.preset or (
             "public_chat" if request.visibility == "public" else "private_chat"
         )

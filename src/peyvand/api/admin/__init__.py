@@ -1,6 +1,6 @@
 """Server administration endpoints, on Synapse's admin API paths so operators' tools work."""
 
-from peyvand.api.admin import audit, export, legal_hold, media, reports
+from peyvand.api.admin import audit, export, legal_hold, media, policy_lists, reports, retention
 from peyvand.api.routing import RouteTable
 
 ADMIN_ROUTE_TABLES: list[RouteTable] = [
@@ -9,4 +9,6 @@ ADMIN_ROUTE_TABLES: list[RouteTable] = [
     legal_hold.routes,
     export.routes,
     reports.routes,
+    policy_lists.routes,
+    retention.routes,
 ]

@@ -1,0 +1,342 @@
+"""Moderation policy lists (Client-Server API, "Moderation policy lists"): the server
+follows the rooms of ``[moderation] policy_rooms`` and enforces their ``m.ban`` rules.
+
+Subscribing is "left as an implementation detail" by the spec; here the server's own user
+(``policy_user``, created without a password if missing) joins each room, locally or over
+federation, and the rules are read from the room's current state. Joining runs in a
+background task, retried with backoff (1 s doubling to 5 min) while it fails, so start-up
+never waits on other servers. After every commit that touches a followed room its rules
+are read again and the matcher (``events/policy_rules.py``) rebuilt.
+
+Enforcement follows the spec's suggested interpretation of ``m.ban``, for the server:
+
+- a banned user (``user`` rule, or ``server`` rule on their server) may not join or knock
+  on rooms here, invite, or be invited; their PDUs are dropped from inbound transactions;
+- a banned server's invites, joins and room reads are refused, and its transactions'
+  PDUs and EDUs dropped;
+- nobody may join, knock on or be invited to a banned room (``room`` rule on its ID or
+  one of its published aliases).
+
+Refusals are 403 ``M_FORBIDDEN``. Rules never apply to this server's name (a list cannot
+cut the server off from itself), to the policy user, or to the policy rooms themselves
+(a list cannot lock the server out of following it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+from peyvand.config.model import ModerationConfig
+from peyvand.errors import Errcode, MatrixError
+from peyvand.events.policy_rules import RULE_TYPES, PolicyMatcher, PolicyRule, parse_rule
+from peyvand.services.room_state import StateService
+from peyvand.storage.accounts import AccountStore
+from peyvand.storage.errors import ConflictError
+from peyvand.storage.models import EventToPersist
+from peyvand.types import JsonDict, RoomID, UserID, server_name_of
+
+logger = logging.getLogger(__name__)
+
+Join = Callable[[RoomID, UserID, Sequence[str]], Awaitable[None]]
+AliasLookup = Callable[[str], Awaitable[JsonDict]]
+Status = Literal["pending", "joined", "failed"]
+
+FIRST_RETRY_SECONDS: Final = 1.0
+MAX_RETRY_SECONDS: Final = 300.0
+_ALIAS_KEY: Final = ("m.room.canonical_alias", "")
+
+
+@dataclass
+class FollowedRoom:
+    """One configured policy room and how following it goes."""
+
+    configured: str  # the room ID or alias from the config
+    room_id: RoomID | None = None
+    status: Status = "pending"
+    error: str | None = None
+    failures: int = 0
+    retry_at: float = 0.0  # monotonic clock
+    rules: tuple[PolicyRule, ...] = ()
+
+    def to_json(self) -> JsonDict:
+        out: JsonDict = {
+            "room": self.configured,
+            "room_id": self.room_id,
+            "status": self.status,
+            "rules": len(self.rules),
+        }
+        if self.error is not None:
+            out["error"] = self.error
+        return out
+
+
+def rule_json(rule: PolicyRule) -> JsonDict:
+    return {
+        "kind": rule.kind,
+        "entity": rule.entity,
+        "recommendation": "m.ban",
+        "reason": rule.reason,
+        "room_id": rule.room_id,
+        "type": rule.event_type,
+        "state_key": rule.state_key,
+    }
+
+
+class PolicyListService:
+    def __init__(
+        self,
+        server_name: str,
+        config: ModerationConfig,
+        accounts: AccountStore,
+        state: StateService,
+        join: Join,
+        lookup_alias: AliasLookup,
+        *,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._server_name = server_name
+        self._accounts = accounts
+        self._state = state
+        self._join = join
+        self._lookup_alias = lookup_alias
+        self._clock = clock
+        self._monotonic = monotonic
+        self.policy_user = UserID(f"@{config.policy_user}:{server_name}")
+        self.followed = [FollowedRoom(room) for room in dict.fromkeys(config.policy_rooms)]
+        self.matcher = PolicyMatcher()
+        self._by_room_id: dict[RoomID, FollowedRoom] = {}
+        self._dirty: set[RoomID] = set()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    # -- following ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Follow the configured rooms in the background (nothing to do without any)."""
+        if self.followed:
+            self._task = asyncio.create_task(self._run(), name="policy-lists")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self._step()
+            except Exception:  # never let one bad pass end the follower
+                logger.exception("following the moderation policy lists failed")
+                await asyncio.sleep(FIRST_RETRY_SECONDS)
+                continue
+            pending = [r.retry_at for r in self.followed if r.status != "joined"]
+            timeout = max(0.0, min(pending) - self._monotonic()) if pending else None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            self._wake.clear()
+
+    async def _step(self) -> None:
+        now = self._monotonic()
+        for room in self.followed:
+            if room.status != "joined" and room.retry_at <= now:
+                await self._follow(room)
+        while self._dirty:
+            room_id = self._dirty.pop()
+            if (changed := self._by_room_id.get(room_id)) is not None:
+                await self._read_rules(changed)
+
+    async def _follow(self, room: FollowedRoom) -> None:
+        """Join ``room`` as the policy user (a no-op when already joined) and read its
+        rules; on failure, retry later with a doubled delay."""
+        try:
+            await self._ensure_policy_user()
+            servers: list[str] = []
+            if room.configured.startswith("#"):
+                found = await self._lookup_alias(room.configured)
+                room_id = RoomID(str(found["room_id"]))
+                servers = [s for s in found.get("servers", []) if isinstance(s, str)]
+            else:
+                room_id = RoomID(room.configured)
+            if server := server_name_of(room_id):  # room versions before 12 name a server
+                servers.append(server)
+            self._note_room_id(room, room_id)
+            await self._join(room_id, self.policy_user, servers)
+        except Exception as exc:
+            room.failures += 1
+            delay = min(MAX_RETRY_SECONDS, FIRST_RETRY_SECONDS * 2 ** (room.failures - 1))
+            room.status, room.error = "failed", _describe(exc)
+            room.retry_at = self._monotonic() + delay
+            logger.warning(
+                "cannot follow policy room %s (retrying in %.0f s): %s",
+                room.configured,
+                delay,
+                room.error,
+            )
+            return
+        if room.status != "joined":
+            logger.info("following policy room %s (%s)", room.configured, room_id)
+        room.status, room.error, room.failures = "joined", None, 0
+        await self._read_rules(room)
+
+    def _note_room_id(self, room: FollowedRoom, room_id: RoomID) -> None:
+        if room.room_id is not None and room.room_id != room_id:  # the alias moved
+            self._by_room_id.pop(room.room_id, None)
+            room.rules = ()
+        room.room_id = room_id
+        self._by_room_id[room_id] = room
+
+    async def _ensure_policy_user(self) -> None:
+        if await self._accounts.get_user(self.policy_user) is not None:
+            return
+        with contextlib.suppress(ConflictError):  # created meanwhile
+            await self._accounts.create_user(
+                self.policy_user, None, is_admin=False, created_ts=int(self._clock() * 1000)
+            )
+            logger.info("created the policy user %s", self.policy_user)
+
+    async def _read_rules(self, room: FollowedRoom) -> None:
+        """The room's ``m.ban`` rules from its current state; the matcher rebuilt."""
+        snapshot = None if room.room_id is None else await self._state.get_room(room.room_id)
+        if snapshot is None:
+            return
+        wanted = {k: e for k, e in snapshot.state.items() if k[0] in RULE_TYPES}
+        stored = await self._state.get_events(wanted.values())
+        pdus = await self._state.get_pdus(wanted.values())
+        rules = []
+        for (event_type, state_key), event_id in wanted.items():
+            pdu = pdus.get(event_id)
+            known = stored.get(event_id)
+            if pdu is None or (known is not None and known.redacted_by is not None):
+                continue
+            rule = parse_rule(snapshot.room_id, event_type, state_key, pdu.content)
+            if rule is not None:
+                rules.append(rule)
+        room.rules = tuple(sorted(rules, key=lambda r: (r.kind, r.entity, r.state_key)))
+        self.matcher = PolicyMatcher(tuple(r for f in self.followed for r in f.rules))
+
+    def on_persisted(self, batch: Sequence[EventToPersist]) -> None:
+        """Event dispatcher listener: re-read the rules of followed rooms that changed (a
+        rule set, replaced or redacted) and rejoin a room the policy user was removed from."""
+        for persisted in batch:
+            pdu = persisted.pdu
+            room = self._by_room_id.get(pdu.room_id)
+            if room is None:
+                continue
+            self._dirty.add(pdu.room_id)
+            if (
+                pdu.type == "m.room.member"
+                and pdu.state_key == self.policy_user
+                and pdu.membership != "join"
+                and room.status == "joined"
+            ):
+                room.status, room.error, room.retry_at = "pending", "removed from the room", 0.0
+            self._wake.set()
+
+    # -- enforcement -------------------------------------------------------------------
+
+    def is_policy_room(self, room_id: str) -> bool:
+        return room_id in self._by_room_id
+
+    def server_rule(self, server_name: str) -> PolicyRule | None:
+        """The ban on ``server_name`` (never on this server)."""
+        if server_name == self._server_name:
+            return None
+        return self.matcher.server(server_name)
+
+    def user_rule(self, user_id: str) -> PolicyRule | None:
+        """The ban on ``user_id``: a user rule, or a server rule on their server."""
+        if user_id == self.policy_user:
+            return None
+        return self.matcher.user(user_id) or self.server_rule(server_name_of(user_id))
+
+    async def room_rule(self, room_id: RoomID) -> PolicyRule | None:
+        """The ban on a room: a room rule matching its ID, or its canonical alias or alt
+        aliases when the room is known here (the spec lets rules name aliases)."""
+        if not self.matcher.rules or self.is_policy_room(room_id):
+            return None
+        identifiers: list[str] = [room_id]
+        snapshot = await self._state.get_room(room_id)
+        if snapshot is not None and _ALIAS_KEY in snapshot.state:
+            events = await self._state.get_state_events(snapshot.state, [_ALIAS_KEY])
+            if (event := events.get(_ALIAS_KEY)) is not None:
+                identifiers.extend(_aliases(event.content))
+        return self.matcher.room(identifiers)
+
+    def check_server(self, server_name: str, room_id: str | None = None) -> None:
+        """403 if ``server_name`` is banned (requests about a policy room excepted)."""
+        if room_id is not None and self.is_policy_room(room_id):
+            return
+        if self.server_rule(server_name) is not None:
+            logger.info("refused %s: banned by a moderation policy list", server_name)
+            raise MatrixError(Errcode.FORBIDDEN, "Server is banned by a moderation policy list")
+
+    async def check_join(self, room_id: RoomID, user_id: UserID) -> None:
+        """403 if ``user_id`` may not join or knock on ``room_id``."""
+        if user_id == self.policy_user and self.is_policy_room(room_id):
+            return
+        self.check_user(user_id)
+        await self._refuse_room(room_id)
+
+    async def check_invite(self, room_id: RoomID, sender: UserID, target: UserID) -> None:
+        """403 if ``sender`` may not invite ``target`` to ``room_id``."""
+        self.check_user(sender)
+        self.check_user(target)
+        await self._refuse_room(room_id)
+
+    def check_user(self, user_id: UserID) -> None:
+        """403 if ``user_id`` is banned."""
+        if self.user_rule(user_id) is not None:
+            logger.info("refused %s: banned by a moderation policy list", user_id)
+            raise MatrixError(Errcode.FORBIDDEN, f"{user_id} is banned by a moderation policy list")
+
+    async def _refuse_room(self, room_id: RoomID) -> None:
+        if await self.room_rule(room_id) is not None:
+            logger.info("refused a membership in %s: banned by a moderation policy list", room_id)
+            raise MatrixError(Errcode.FORBIDDEN, "The room is banned by a moderation policy list")
+
+    def admits_pdu(self, origin: str, raw: Any) -> bool:
+        """Whether a PDU of a transaction from ``origin`` is taken in: not from a banned
+        server nor sent by a banned user; events of the policy rooms always are."""
+        if not isinstance(raw, dict):
+            return True  # malformed: the event handler drops it
+        room_id, sender = raw.get("room_id"), raw.get("sender")
+        if isinstance(room_id, str) and self.is_policy_room(room_id):
+            return True
+        if self.server_rule(origin) is not None:
+            return False
+        return not isinstance(sender, str) or self.user_rule(sender) is None
+
+    # -- admin -------------------------------------------------------------------------
+
+    def describe(self) -> JsonDict:
+        """GET /_peyvand/admin/v1/policy_lists: the rooms followed and the rules in force."""
+        rules = self.matcher.rules
+        return {
+            "policy_user": self.policy_user,
+            "rooms": [r.to_json() for r in self.followed],
+            "counts": {k: sum(1 for r in rules if r.kind == k) for k in ("user", "server", "room")},
+            "rules": [rule_json(r) for r in rules],
+        }
+
+
+def _aliases(content: Mapping[str, Any]) -> list[str]:
+    alias = content.get("alias")
+    alt = content.get("alt_aliases")
+    found = [alias] if isinstance(alias, str) else []
+    if isinstance(alt, list):
+        found.extend(a for a in alt if isinstance(a, str))
+    return found
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, MatrixError):
+        return f"{exc.errcode.value}: {exc.message}"
+    return f"{type(exc).__name__}: {exc}"
