@@ -231,10 +231,20 @@ async def test_refusals_and_exemptions() -> None:
     with pytest.raises(MatrixError):
         service.check_server("evil.example")
 
-    # Transactions: banned origin or sender dropped, the lists' own events kept.
+    # Transactions: a banned origin's PDUs dropped, but for the lists' own events.
     assert not service.admits_pdu("evil.example", {"room_id": ROOM, "sender": "@a:org"})
-    assert not service.admits_pdu("fine.org", {"room_id": ROOM, "sender": "@spam:evil.example"})
-    assert service.admits_pdu("fine.org", {"room_id": ROOM, "sender": "@a:fine.org"})
+    assert not service.admits_pdu("evil.example", "not an object")
     assert service.admits_pdu("evil.example", {"room_id": LIST, "sender": "@spam:evil.example"})
+    assert service.admits_pdu("fine.org", {"room_id": ROOM, "sender": "@spam:evil.example"})
     assert service.admits_pdu("fine.org", "not an object")
-    assert service.admits_pdu("fine.org", {"room_id": ROOM, "sender": 5})
+    # Banned senders' events are soft-failed, but in the lists.
+    pdu = SimpleNamespace(room_id=ROOM, sender="@spam:evil.example")
+    assert service.soft_fail_reason(cast(Any, pdu)) is not None
+    assert (
+        service.soft_fail_reason(cast(Any, SimpleNamespace(room_id=LIST, sender=pdu.sender)))
+        is None
+    )
+    assert (
+        service.soft_fail_reason(cast(Any, SimpleNamespace(room_id=ROOM, sender="@a:fine.org")))
+        is None
+    )

@@ -192,6 +192,7 @@ class FederationService:
     def use_policy_lists(self, policy_lists: PolicyListService) -> None:
         """Enforce the moderation policy lists' bans on what other servers send."""
         self._policy_lists = policy_lists
+        self._handler.use_sender_policy(policy_lists.soft_fail_reason)
 
     @property
     def edus(self) -> FederationEdus:
@@ -318,8 +319,8 @@ class FederationService:
         self, origin: str, txn_id: str, pdus: list[Any], edus: list[Any]
     ) -> JsonDict:
         # Events by users of servers this one does not federate with are not taken in,
-        # even when another server relays them; nor are those the moderation policy lists
-        # ban (from a banned server, or sent by a banned user).
+        # even when another server relays them; nor is anything a server the moderation
+        # policy lists ban sends (banned users' events are soft-failed by the handler).
         lists = self._policy_lists
         allowed = [
             raw

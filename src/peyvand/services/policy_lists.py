@@ -11,7 +11,8 @@ are read again and the matcher (``events/policy_rules.py``) rebuilt.
 Enforcement follows the spec's suggested interpretation of ``m.ban``, for the server:
 
 - a banned user (``user`` rule, or ``server`` rule on their server) may not join or knock
-  on rooms here, invite, or be invited; their PDUs are dropped from inbound transactions;
+  on rooms here, invite, or be invited; events they send are soft-failed on receipt (kept
+  out of the timeline and the room's current state, however they arrive);
 - a banned server's invites, joins and room reads are refused, and its transactions'
   PDUs and EDUs dropped;
 - nobody may join, knock on or be invited to a banned room (``room`` rule on its ID or
@@ -34,6 +35,7 @@ from typing import Any, Final, Literal
 
 from peyvand.config.model import ModerationConfig
 from peyvand.errors import Errcode, MatrixError
+from peyvand.events.pdu import Pdu
 from peyvand.events.policy_rules import RULE_TYPES, PolicyMatcher, PolicyRule, parse_rule
 from peyvand.services.room_state import StateService
 from peyvand.storage.accounts import AccountStore
@@ -303,16 +305,20 @@ class PolicyListService:
             raise MatrixError(Errcode.FORBIDDEN, "The room is banned by a moderation policy list")
 
     def admits_pdu(self, origin: str, raw: Any) -> bool:
-        """Whether a PDU of a transaction from ``origin`` is taken in: not from a banned
-        server nor sent by a banned user; events of the policy rooms always are."""
-        if not isinstance(raw, dict):
-            return True  # malformed: the event handler drops it
-        room_id, sender = raw.get("room_id"), raw.get("sender")
+        """Whether a PDU of a transaction from ``origin`` is taken in: not when the
+        server is banned, unless the PDU belongs to a policy room."""
+        room_id = raw.get("room_id") if isinstance(raw, dict) else None
         if isinstance(room_id, str) and self.is_policy_room(room_id):
             return True
-        if self.server_rule(origin) is not None:
-            return False
-        return not isinstance(sender, str) or self.user_rule(sender) is None
+        return self.server_rule(origin) is None
+
+    def soft_fail_reason(self, pdu: Pdu) -> str | None:
+        """Why a received event must be soft-failed: its sender is banned (not in the
+        policy rooms). Soft-failing rather than dropping keeps the room's DAG whole, so
+        the event is not fetched again each time a later event refers to it."""
+        if self.is_policy_room(pdu.room_id) or self.user_rule(pdu.sender) is None:
+            return None
+        return "the sender is banned by a moderation policy list"
 
     # -- admin -------------------------------------------------------------------------
 
