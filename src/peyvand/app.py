@@ -21,7 +21,7 @@ from peyvand.api.media import MEDIA_ROUTE_TABLES
 from peyvand.api.server import build_web_app
 from peyvand.compliance.audit import AuditLog
 from peyvand.compliance.export import ComplianceExporter
-from peyvand.compliance.legal_hold import LegalHolds
+from peyvand.compliance.legal_hold import HeldQuery, LegalHolds
 from peyvand.config import Config, DatabaseConfig
 from peyvand.events.pdu import Pdu
 from peyvand.events.signing import parse_signing_keys
@@ -35,7 +35,9 @@ from peyvand.services.account_data import AccountDataService
 from peyvand.services.auth import AuthService
 from peyvand.services.device_lists import DeviceListService
 from peyvand.services.directory import DirectoryService
+from peyvand.services.disappearing import DisappearingMessages
 from peyvand.services.e2e_keys import E2eKeysService
+from peyvand.services.erasure import AccountErasure
 from peyvand.services.event_creation import EventCreationService
 from peyvand.services.event_dispatch import EventDispatcher
 from peyvand.services.event_writer import EventWriter
@@ -52,7 +54,9 @@ from peyvand.services.key_backup import KeyBackupService
 from peyvand.services.media import MediaService
 from peyvand.services.membership import MembershipService
 from peyvand.services.notifier import Notifier
+from peyvand.services.policy_lists import PolicyListService
 from peyvand.services.profile import ProfileService
+from peyvand.services.purge import HistoryPurger
 from peyvand.services.push import PushRulesService
 from peyvand.services.push_actions import PushActionsService
 from peyvand.services.push_rules_account_data import PushRulesAccountData
@@ -60,6 +64,7 @@ from peyvand.services.receipts import ReceiptService
 from peyvand.services.registration import RegistrationService
 from peyvand.services.remote_media import RemoteMediaFetcher
 from peyvand.services.reports import ReportService
+from peyvand.services.retention import RetentionService
 from peyvand.services.room_events import RoomEventsService
 from peyvand.services.room_index import RoomIndex
 from peyvand.services.room_state import StateService
@@ -85,6 +90,7 @@ from peyvand.storage.key_backup import KeyBackupStore
 from peyvand.storage.legal_holds import LegalHoldStore
 from peyvand.storage.media import MediaStore
 from peyvand.storage.migrations import run_migrations
+from peyvand.storage.purge import PurgeCandidate, PurgeStore
 from peyvand.storage.push_actions import PushActionStore
 from peyvand.storage.push_rules import PushRuleStore
 from peyvand.storage.receipts import ReceiptStore
@@ -94,7 +100,7 @@ from peyvand.storage.reports import ReportStore
 from peyvand.storage.rooms import RoomMemberStore
 from peyvand.storage.server_keys import ServerKeyStore
 from peyvand.storage.to_device import ToDeviceStore
-from peyvand.types import JsonDict, RoomID, UserID
+from peyvand.types import EventID, JsonDict, RoomID, UserID
 
 if TYPE_CHECKING:
     from peyvand.storage.postgres import PostgresDatabase
@@ -283,7 +289,52 @@ async def create_app(config: Config) -> web.Application:
         writer.add_pre_commit(federation.prepare_outbound)
         dispatcher.listeners.append(federation.on_persisted)
 
+    membership = MembershipService(
+        events,
+        state,
+        member_store,
+        profile.profile_of,
+        server_name,
+        federation if federation_config.enabled else None,
+    )
+    policy_lists = PolicyListService(
+        server_name,
+        config.moderation,
+        accounts,
+        state,
+        lambda room_id, user_id, servers: membership.join(room_id, user_id, servers=servers),
+        directory.get_alias,
+    )
+    membership.use_policy_lists(policy_lists)
+    rooms.use_policy_lists(policy_lists)
+    federation.use_policy_lists(policy_lists)
+    dispatcher.listeners.append(policy_lists.on_persisted)
+
     audit = AuditLog(AuditStore(db))
+    legal_holds = LegalHolds(LegalHoldStore(db), audit)
+
+    async def held(candidates: Sequence[PurgeCandidate]) -> set[EventID]:
+        queries = [
+            HeldQuery(c.event_id, c.room_id, c.sender, c.origin_server_ts) for c in candidates
+        ]
+        return {EventID(e) for e in await legal_holds.held(queries)}
+
+    purge_store = PurgeStore(db)
+    purger = HistoryPurger(purge_store, state, held, media.delete)
+    retention = RetentionService(config.retention, purge_store, state, purger)
+    disappearing = DisappearingMessages(config.disappearing, purge_store, state, purger)
+    writer.add_pre_commit(disappearing.prepare)
+    erasure = AccountErasure(
+        auth,
+        membership,
+        accounts,
+        event_store,
+        purge_store,
+        purger,
+        held,
+        legal_holds.user_held,
+        media.delete,
+    )
     services = Services(
         config=config,
         auth=auth,
@@ -291,14 +342,7 @@ async def create_app(config: Config) -> web.Application:
         state=state,
         events=events,
         rooms=rooms,
-        membership=MembershipService(
-            events,
-            state,
-            member_store,
-            profile.profile_of,
-            server_name,
-            federation if federation_config.enabled else None,
-        ),
+        membership=membership,
         room_events=room_events,
         sync=SyncService(
             event_store,
@@ -333,9 +377,13 @@ async def create_app(config: Config) -> web.Application:
         federation=federation,
         invite_policy=invite_policy,
         audit=audit,
-        legal_holds=LegalHolds(LegalHoldStore(db), audit),
+        legal_holds=legal_holds,
+        retention=retention,
+        disappearing=disappearing,
+        erasure=erasure,
         exporter=ComplianceExporter(ComplianceReads(db), media_files, audit),
         reports=ReportService(ReportStore(db), state),
+        policy_lists=policy_lists,
     )
     app = build_web_app(
         services,
@@ -364,8 +412,14 @@ async def create_app(config: Config) -> web.Application:
         await url_preview.start()
         if federation_config.enabled:
             await federation.start()
+        await policy_lists.start()  # joins in the background: start-up does not wait
+        retention.start()
+        disappearing.start()
 
     async def stop(_: web.Application) -> None:
+        await disappearing.stop()
+        await retention.stop()
+        await policy_lists.stop()
         if edus is not None:
             await edus.stop()
         if federation_config.enabled:

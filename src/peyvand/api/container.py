@@ -17,18 +17,22 @@ from peyvand.services.account_data import AccountDataService
 from peyvand.services.auth import AuthService
 from peyvand.services.device_lists import DeviceListService
 from peyvand.services.directory import DirectoryService
+from peyvand.services.disappearing import DisappearingMessages
 from peyvand.services.e2e_keys import E2eKeysService
+from peyvand.services.erasure import AccountErasure
 from peyvand.services.event_creation import EventCreationService
 from peyvand.services.federation import FederationService
 from peyvand.services.invite_policy import InvitePolicyService
 from peyvand.services.key_backup import KeyBackupService
 from peyvand.services.media import MediaService
 from peyvand.services.membership import MembershipService
+from peyvand.services.policy_lists import PolicyListService
 from peyvand.services.profile import ProfileService
 from peyvand.services.push import PushRulesService
 from peyvand.services.receipts import ReceiptService
 from peyvand.services.registration import RegistrationService
 from peyvand.services.reports import ReportService
+from peyvand.services.retention import RetentionService
 from peyvand.services.room_events import RoomEventsService
 from peyvand.services.room_state import StateService
 from peyvand.services.rooms import RoomsService
@@ -69,4 +73,8 @@ class Services:
     audit: AuditLog
     exporter: ComplianceExporter
     legal_holds: LegalHolds
+    retention: RetentionService
+    disappearing: DisappearingMessages
+    erasure: AccountErasure
     reports: ReportService
+    policy_lists: PolicyListService
