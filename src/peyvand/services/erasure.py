@@ -6,17 +6,18 @@ does. Erasing it also deletes its profile (display name, avatar), every media it
 uploaded and the content of every event it sent: those stay in their rooms as redacted
 events (``HistoryPurger.rewrite``), so the rooms' history and DAG stay whole. A legal
 hold on the user keeps the profile, the media uploaded and the events sent in the
-hold's range; a hold on a room keeps the user's events there.
+hold's range; a hold on a room keeps the user's events there, with the media they name.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
-from peyvand.errors import MatrixError
+from peyvand.errors import MatrixError, not_found
+from peyvand.events.media_refs import MediaRef, media_references
 from peyvand.services.auth import AuthService
 from peyvand.services.membership import MembershipService
 from peyvand.services.purge import DeleteMedia, HeldCheck, HistoryPurger, PurgeCount
@@ -66,7 +67,10 @@ class AccountErasure:
         self._delete_media = delete_media
 
     async def deactivate(self, user_id: UserID, *, erase: bool) -> ErasureReport:
-        """Deactivate ``user_id`` (a local account) and, with ``erase``, erase it."""
+        """Deactivate ``user_id`` (a local account; 404 ``M_NOT_FOUND`` if there is no
+        such account) and, with ``erase``, erase it."""
+        if await self._accounts.get_user(user_id) is None:
+            raise not_found("User not found")
         report = ErasureReport(erased=erase)
         await self._auth.deactivate(user_id)
         report.rooms_left = await self._leave_rooms(user_id)
@@ -76,15 +80,18 @@ class AccountErasure:
         if not report.profile_kept:
             await self._accounts.set_displayname(user_id, None)
             await self._accounts.set_avatar_url(user_id, None)
-        report.media_deleted, report.media_held = await self._erase_media(user_id)
+        # Events first: the media their held events name are kept with them.
+        kept_media: set[MediaRef] = set()
         after: int | None = None
         while True:
             batch = await self._store.sent_by(user_id, after, _BATCH)
             if not batch:
                 break
+            kept_media |= await self._held_media(batch)
             report.events.add(await self._purger.rewrite(batch))
             after = batch[-1].stream_ordering
             await asyncio.sleep(0)
+        report.media_deleted, report.media_held = await self._erase_media(user_id, kept_media)
         await self._store.release_space()
         return report
 
@@ -101,13 +108,26 @@ class AccountErasure:
                 logger.warning("deactivated %s could not leave %s: %s", user_id, room_id, exc)
         return left
 
-    async def _erase_media(self, user_id: UserID) -> tuple[int, int]:
+    async def _held_media(self, batch: Sequence[PurgeCandidate]) -> set[MediaRef]:
+        """The media named by those events of ``batch`` a hold keeps (a room hold keeps
+        an image sent in the room, not only the message)."""
+        held = await self._held(batch)
+        if not held:
+            return set()
+        events = await self._event_store.get_events(held)
+        return {ref for event in events.values() for ref in media_references(event.pdu.content)}
+
+    async def _erase_media(self, user_id: UserID, kept: set[MediaRef]) -> tuple[int, int]:
+        """Delete what ``user_id`` uploaded, except what a user hold covers (by upload
+        time) or a held event names (``kept``); ``(deleted, held)``."""
         uploaded = await self._store.media_uploaded_by(user_id)
         probes = [_probe(user_id, f"mxc://{o}/{m}", ts) for o, m, ts in uploaded]
         held = await self._held(probes) if probes else set()
-        doomed = [(o, m) for o, m, _ in uploaded if f"mxc://{o}/{m}" not in held]
+        doomed = [
+            (o, m) for o, m, _ in uploaded if f"mxc://{o}/{m}" not in held and (o, m) not in kept
+        ]
         deleted = await self._delete_media(doomed) if doomed else 0
-        return deleted, len(held)
+        return deleted, len(uploaded) - len(doomed)
 
 
 def _probe(user_id: UserID, name: str, ts: int) -> PurgeCandidate:
