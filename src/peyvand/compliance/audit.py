@@ -40,6 +40,7 @@ class AuditAction(StrEnum):
     RELEASE = "release"
     PURGE = "purge"
     ERASURE = "erasure"
+    DEACTIVATE = "deactivate"
     QUARANTINE = "quarantine"
     UNQUARANTINE = "unquarantine"
     MEDIA_DELETE = "media_delete"

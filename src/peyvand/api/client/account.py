@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from peyvand.api.admin.users import deactivate_account
 from peyvand.api.context import RequestContext, json_response
 from peyvand.api.routing import CLIENT_V3, RouteTable
 from peyvand.errors import Errcode, MatrixError, forbidden, missing_param
@@ -94,12 +95,17 @@ async def change_password(ctx: RequestContext) -> web.Response:
 
 @routes.post(f"{CLIENT_V3}/account/deactivate", rate_limited=True)
 async def deactivate(ctx: RequestContext) -> web.Response:
-    """POST /_matrix/client/v3/account/deactivate: deactivate the account after UIA; no
+    """POST /_matrix/client/v3/account/deactivate: deactivate the account after UIA, leave
+    every room and, with ``erase``, erase the profile, the media uploaded and the content
+    of every event sent (docs/compliance.md, "Erasure"; recorded in the audit log). No
     identity server is involved, hence ``no-support``."""
     body = await ctx.body()
-    auth = ctx.services.auth
-    await auth.require_password(ctx.user, body.dict("auth", None), "POST /account/deactivate")
-    await auth.deactivate(ctx.user.user_id)
+    erase = body.bool("erase", False)
+    user_id = ctx.user.user_id
+    await ctx.services.auth.require_password(
+        ctx.user, body.dict("auth", None), "POST /account/deactivate"
+    )
+    await deactivate_account(ctx.services, user_id, user_id, erase, None)
     return json_response({"id_server_unbind_result": "no-support"})
 
 
