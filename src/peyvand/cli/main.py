@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from peyvand import __version__
+from peyvand.cli.erase import add_erase_command
 from peyvand.cli.errors import CommandError
 from peyvand.cli.export import add_export_command
 from peyvand.cli.generate import (
@@ -125,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify.set_defaults(handler=_audit_verify)
 
     add_export_command(commands)
+    add_erase_command(commands)
 
     hold = commands.add_parser(
         "hold",

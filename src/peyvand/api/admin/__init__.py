@@ -1,6 +1,15 @@
 """Server administration endpoints, on Synapse's admin API paths so operators' tools work."""
 
-from peyvand.api.admin import audit, export, legal_hold, media, policy_lists, reports, retention
+from peyvand.api.admin import (
+    audit,
+    export,
+    legal_hold,
+    media,
+    policy_lists,
+    reports,
+    retention,
+    users,
+)
 from peyvand.api.routing import RouteTable
 
 ADMIN_ROUTE_TABLES: list[RouteTable] = [
@@ -11,4 +20,5 @@ ADMIN_ROUTE_TABLES: list[RouteTable] = [
     reports.routes,
     policy_lists.routes,
     retention.routes,
+    users.routes,
 ]
