@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 from PIL import Image
 
 from harness.client import Account, MatrixClient, new_session, unique_localpart
@@ -679,11 +678,6 @@ async def test_bad_requests_are_refused_without_harm(
     (await client.request("GET", "account/whoami", token=carol)).ok()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap: erasure rewrites the events the user sent (PurgeStore.sent_by), not "
-    "the invites others sent them, whose content carries the invitee's profile",
-)
 async def test_invites_others_sent_her_lose_her_name(
     homeserver: HomeserverProcess, client: MatrixClient
 ) -> None:

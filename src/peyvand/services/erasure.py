@@ -82,15 +82,18 @@ class AccountErasure:
             await self._accounts.set_avatar_url(user_id, None)
         # Events first: the media their held events name are kept with them.
         kept_media: set[MediaRef] = set()
-        after: int | None = None
-        while True:
-            batch = await self._store.sent_by(user_id, after, _BATCH)
-            if not batch:
-                break
-            kept_media |= await self._held_media(batch)
-            report.events.add(await self._purger.rewrite(batch))
-            after = batch[-1].stream_ordering
-            await asyncio.sleep(0)
+        # What they sent, and the membership events others sent about them (an invite
+        # carries the invitee's profile).
+        for source in (self._store.sent_by, self._store.member_events_about):
+            after: int | None = None
+            while True:
+                batch = await source(user_id, after, _BATCH)
+                if not batch:
+                    break
+                kept_media |= await self._held_media(batch)
+                report.events.add(await self._purger.rewrite(batch))
+                after = batch[-1].stream_ordering
+                await asyncio.sleep(0)
         report.media_deleted, report.media_held = await self._erase_media(user_id, kept_media)
         await self._store.release_space()
         return report

@@ -166,6 +166,23 @@ class PurgeStore:
         )
         return [_candidate(r) for r in rows]
 
+    async def member_events_about(
+        self, user_id: str, after_stream: int | None, limit: int
+    ) -> list[PurgeCandidate]:
+        """``m.room.member`` events others sent about ``user_id`` (invites, kicks, bans:
+        an invite carries the invitee's profile) whose content is still stored, not in
+        current state, in stream order."""
+        rows = await self._db.fetch(
+            f"SELECT {_CANDIDATE_COLUMNS} FROM events e"
+            " WHERE e.type = 'm.room.member' AND e.state_key = $1 AND e.sender <> $1"
+            " AND e.stream_ordering > $2 AND e.content_purged_ts IS NULL"
+            f" AND {_NOT_CURRENT_STATE} ORDER BY e.stream_ordering LIMIT $3",
+            user_id,
+            _from(after_stream),
+            limit,
+        )
+        return [_candidate(r) for r in rows]
+
     async def media_uploaded_by(self, user_id: str) -> list[tuple[str, str, int]]:
         """``(origin, media_id, uploaded_ts)`` of the media ``user_id`` uploaded here
         (pending reservations count as uploaded at their creation)."""
