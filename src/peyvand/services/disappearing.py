@@ -9,6 +9,11 @@ non-state event gets an expiry (``origin_server_ts`` + timer, the timer clamped 
 ``check_interval`` seconds the expired events are purged (``HistoryPurger.purge``)
 with the media no other event names. Events a legal hold covers are kept and looked at
 again a day later (so they go once the hold is released).
+
+A local client's timer event is checked before it is sent (``check_client_event``): a
+state event with an empty state key whose ``timer_ms``, if present, is an integer in the
+configured range (Synapse checks ``m.room.retention`` the same way, ``M_BAD_JSON``).
+Other servers' timer events are not refused: ``timer_of`` clamps what they set.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ import time
 from collections.abc import Callable, Sequence
 
 from peyvand.config.model import DisappearingConfig
+from peyvand.errors import Errcode, MatrixError
+from peyvand.services.event_creation import EventSpec
 from peyvand.services.event_writer import TxnWrite
 from peyvand.services.purge import HistoryPurger, PurgeCount
 from peyvand.services.room_state import StateService
@@ -62,6 +69,28 @@ class DisappearingMessages:
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
             return None
         return min(max(value, self._config.min_timer), self._config.max_timer)
+
+    def check_client_event(self, spec: EventSpec) -> None:
+        """Refuse a timer event a local client sends that is malformed or outside
+        ``[min_timer, max_timer]``; other events pass. ``{}`` (no ``timer_ms``) turns
+        the timer off."""
+        if spec.event_type != DISAPPEARING_EVENT:
+            return
+        if spec.state_key != "":
+            raise MatrixError(
+                Errcode.INVALID_PARAM,
+                f"{DISAPPEARING_EVENT} must be a state event with an empty state key",
+            )
+        if "timer_ms" not in spec.content:
+            return
+        value = spec.content["timer_ms"]
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise MatrixError(Errcode.BAD_JSON, "'timer_ms' must be an integer (milliseconds)")
+        low, high = self._config.min_timer, self._config.max_timer
+        if not low <= value <= high:
+            raise MatrixError(
+                Errcode.BAD_JSON, f"'timer_ms' must be between {low} and {high} milliseconds"
+            )
 
     async def room_timer(self, room_id: RoomID) -> int | None:
         snapshot = await self._state.get_room(room_id)

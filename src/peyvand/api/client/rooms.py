@@ -39,9 +39,9 @@ async def create_room(ctx: RequestContext) -> web.Response:
         if not isinstance(item, dict):
             raise MatrixError(Errcode.BAD_JSON, "initial_state entries must be objects")
         entry = Body(item)
-        initial_state.append(
-            EventSpec(entry.str("type"), entry.dict("content"), entry.str("state_key", ""))
-        )
+        spec = EventSpec(entry.str("type"), entry.dict("content"), entry.str("state_key", ""))
+        ctx.services.disappearing.check_client_event(spec)
+        initial_state.append(spec)
     request = CreateRoomRequest(
         creator=ctx.user.user_id,
         visibility=body.one_of("visibility", ("public", "private"), "private"),
@@ -176,10 +176,12 @@ async def send_message(ctx: RequestContext) -> web.Response:
     content = await _content(ctx)
     user = ctx.user
     event_type = ctx.path["eventType"]
+    spec = EventSpec(event_type, content)
+    ctx.services.disappearing.check_client_event(spec)
     event = await ctx.services.events.send(
         room_id,
         user.user_id,
-        EventSpec(event_type, content),
+        spec,
         txn=(user.user_id, user.device_id, scoped_txn_id(room_id, event_type, ctx.path["txnId"])),
     )
     return json_response({"event_id": event.pdu.event_id})
@@ -191,9 +193,9 @@ async def _put_state(ctx: RequestContext, state_key: str) -> web.Response:
     event_type = ctx.path["eventType"]
     if event_type == "m.room.member":
         raise MatrixError(Errcode.FORBIDDEN, "Use the membership endpoints for m.room.member")
-    event = await ctx.services.events.send(
-        room_id, ctx.user.user_id, EventSpec(event_type, content, state_key)
-    )
+    spec = EventSpec(event_type, content, state_key)
+    ctx.services.disappearing.check_client_event(spec)
+    event = await ctx.services.events.send(room_id, ctx.user.user_id, spec)
     return json_response({"event_id": event.pdu.event_id})
 
 
