@@ -58,8 +58,9 @@ class DisappearingMessages:
         self._state = state
         self._purger = purger
         self._clock = clock
-        # The timer each timer event sets (state events are immutable).
-        self._timers: dict[EventID, int | None] = {}
+        # The timer each timer event sets, and when it was sent (state events are
+        # immutable).
+        self._timers: dict[EventID, tuple[int | None, int]] = {}
         self._task: asyncio.Task[None] | None = None
 
     def timer_of(self, content: JsonDict) -> int | None:
@@ -93,15 +94,24 @@ class DisappearingMessages:
             )
 
     async def room_timer(self, room_id: RoomID) -> int | None:
+        return (await self._timer_set(room_id))[0]
+
+    async def _timer_set(self, room_id: RoomID) -> tuple[int | None, int]:
+        """The room's current timer (None: none) and the ``origin_server_ts`` of the
+        event that set it."""
         snapshot = await self._state.get_room(room_id)
         if snapshot is None:
-            return None
+            return None, 0
         event_id = snapshot.state.get((DISAPPEARING_EVENT, ""))
         if event_id is None:
-            return None
+            return None, 0
         if event_id not in self._timers:
             pdu = (await self._state.get_pdus([event_id])).get(event_id)
-            self._timers[event_id] = None if pdu is None else self.timer_of(dict(pdu.content))
+            self._timers[event_id] = (
+                (None, 0)
+                if pdu is None
+                else (self.timer_of(dict(pdu.content)), pdu.origin_server_ts)
+            )
         return self._timers[event_id]
 
     async def prepare(self, batch: Sequence[EventToPersist]) -> TxnWrite | None:
@@ -115,7 +125,11 @@ class DisappearingMessages:
                 pdu = persisted.pdu
                 if pdu.is_state():
                     continue
-                timer = await self.room_timer(RoomID(pdu.room_id))
+                timer, set_ts = await self._timer_set(RoomID(pdu.room_id))
+                # History fetched from other servers (backfill: a negative stream
+                # position) may predate the timer: only what was sent since it counts.
+                if persisted.stream_ordering < 0 and pdu.origin_server_ts < set_ts:
+                    continue
                 if timer is not None:
                     rows.append((pdu.event_id, pdu.room_id, pdu.origin_server_ts + timer))
         except Exception:
