@@ -416,3 +416,78 @@ async def test_bad_requests_are_refused(
         assert bad.status == 400, (body, bad.body)
     policy = await client.request("GET", f"{ADMIN}/rooms/!nope:localhost/retention", token=admin)
     assert policy.status == 404
+
+
+async def test_redactions_stay_applied_once_the_redaction_is_purged(
+    private_homeserver: HomeserverProcess, client: MatrixClient
+) -> None:
+    """A redacted topic that stays current state keeps its redacted form for clients
+    after retention purges the redaction event itself."""
+    admin = await client.login(_register_admin(private_homeserver), ADMIN_PASSWORD)
+    alice = await client.register()
+    room_id = (
+        await client.request(
+            "POST",
+            "createRoom",
+            json={
+                "initial_state": [{"type": "m.room.retention", "content": {"max_lifetime": DAY_MS}}]
+            },
+            token=alice,
+        )
+    ).ok()["room_id"]
+    topic_path = f"rooms/{room_id}/state/m.room.topic/"
+    topic = (
+        await client.request("PUT", topic_path, json={"topic": "SECRET TOPIC"}, token=alice)
+    ).ok()["event_id"]
+    redaction = (
+        await client.request(
+            "PUT", f"rooms/{room_id}/redact/{topic}/r{next(_txn)}", json={}, token=alice
+        )
+    ).ok()["event_id"]
+    report = await _run(client, admin, room_id, int(time.time() * 1000) + DAY_MS + 60_000)
+    assert report["purged"]["events"] >= 1
+    gone = await client.request("GET", f"rooms/{room_id}/event/{redaction}", token=alice)
+    assert gone.status == 404
+    assert (await client.request("GET", topic_path, token=alice)).ok() == {}
+    sync = (await client.request("GET", "sync", token=alice)).ok()
+    room = sync["rooms"]["join"][room_id]
+    shown = [
+        e
+        for e in room["state"]["events"] + room["timeline"]["events"]
+        if e["type"] == "m.room.topic"
+    ]
+    assert shown and all(e["content"] == {} for e in shown)
+    assert "SECRET TOPIC" not in json.dumps(await _timeline(client, alice, room_id))
+
+
+async def test_a_redacted_policy_sets_no_policy(
+    private_homeserver: HomeserverProcess, client: MatrixClient
+) -> None:
+    admin = await client.login(_register_admin(private_homeserver), ADMIN_PASSWORD)
+    alice = await client.register()
+    room_id = (await client.request("POST", "createRoom", json={}, token=alice)).ok()["room_id"]
+    policy = (
+        await client.request(
+            "PUT",
+            f"rooms/{room_id}/state/m.room.retention/",
+            json={"max_lifetime": DAY_MS},
+            token=alice,
+        )
+    ).ok()["event_id"]
+    kept = await _send(client, alice, room_id, {"msgtype": "m.text", "body": "keep me"})
+    (
+        await client.request(
+            "PUT", f"rooms/{room_id}/redact/{policy}/r{next(_txn)}", json={}, token=alice
+        )
+    ).ok()
+    effective = (
+        await client.request("GET", f"{ADMIN}/rooms/{room_id}/retention", token=admin)
+    ).ok()
+    assert effective["max_lifetime"] is None
+    report = await _run(client, admin, room_id, int(time.time() * 1000) + 30 * DAY_MS)
+    assert report == {
+        "rooms": 0,
+        "purged": {"events": 0, "held": 0, "media": 0},
+        "redacted_content": {"events": 0, "held": 0, "media": 0},
+    }
+    (await client.request("GET", f"rooms/{room_id}/event/{kept}", token=alice)).ok()

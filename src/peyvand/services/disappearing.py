@@ -103,7 +103,7 @@ class DisappearingMessages:
         if snapshot is None:
             return None, 0
         event_id = snapshot.state.get((DISAPPEARING_EVENT, ""))
-        if event_id is None:
+        if event_id is None or await self._state.is_redacted(event_id):
             return None, 0
         if event_id not in self._timers:
             pdu = (await self._state.get_pdus([event_id])).get(event_id)

@@ -62,7 +62,8 @@ class RetentionService:
         lifetime = self._config.default_max_lifetime
         if snapshot is not None:
             event_id = snapshot.state.get((RETENTION_EVENT, ""))
-            if event_id is not None:
+            # A redacted policy event sets no policy (as in Synapse).
+            if event_id is not None and not await self._state.is_redacted(event_id):
                 pdu = (await self._state.get_pdus([event_id])).get(event_id)
                 value = pdu.content.get("max_lifetime") if pdu is not None else None
                 if isinstance(value, int) and not isinstance(value, bool) and value > 0:

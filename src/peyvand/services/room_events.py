@@ -115,10 +115,13 @@ class RoomEventsService:
                 unsigned["transaction_id"] = client_txn_id(
                     event.txn[1], pdu.room_id, pdu.type, pdu.redacts
                 )
-            if event.redacted_by is not None and event.redacted_by in redactions:
+            if event.redacted_by is not None:
+                # Redacted whether or not the redaction is still stored (retention or a
+                # disappearing timer may have purged it since).
                 pdu = redact_pdu(pdu)
-                because = redactions[event.redacted_by].pdu
-                unsigned["redacted_because"] = client_event(because, include_room_id=True)
+                if event.redacted_by in redactions:
+                    because = redactions[event.redacted_by].pdu
+                    unsigned["redacted_because"] = client_event(because, include_room_id=True)
             out.append(client_event(pdu, unsigned=unsigned, include_room_id=include_room_id))
         return out
 
@@ -402,6 +405,14 @@ class RoomEventsService:
         event = found.get(event_id) if event_id else None
         if event is None:
             raise MatrixError(Errcode.NOT_FOUND, "Event not found")
+        if event.redacted_by is not None:
+            return StoredEvent(
+                redact_pdu(event.pdu),
+                event.stream_ordering,
+                event.state_group,
+                event.redacted_by,
+                event.txn,
+            )
         return event
 
     async def members(

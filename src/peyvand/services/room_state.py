@@ -135,6 +135,18 @@ class StateService:
     async def get_event(self, event_id: EventID) -> StoredEvent | None:
         return (await self.get_events([event_id])).get(event_id)
 
+    async def get_dag_events(self, event_ids: Iterable[EventID]) -> dict[EventID, StoredEvent]:
+        """Timeline events by ID and those purged from it (retention, disappearing
+        messages), which stay in the room's DAG for other servers: a purged event as its
+        redacted PDU with the state group after it (no stream position)."""
+        ids = set(event_ids)
+        found = await self.get_events(ids)
+        if len(found) < len(ids):
+            for event_id, row in (await self._store.get_outliers(ids - found.keys())).items():
+                if row.status == "purged" and row.state_group is not None:
+                    found[event_id] = StoredEvent(row.pdu, 0, row.state_group)
+        return found
+
     def cache_events(self, events: Iterable[StoredEvent]) -> None:
         """Keep the state events among ``events`` (new or read in a range).
 
@@ -145,6 +157,12 @@ class StateService:
         for event in events:
             if event.pdu.is_state():
                 self._events.put(event.pdu.event_id, event)
+
+    async def is_redacted(self, event_id: EventID) -> bool:
+        """Whether the timeline event ``event_id`` has been redacted (its stored content
+        is then not what clients see, nor what policies may be read from)."""
+        stored = await self.get_event(event_id)
+        return stored is not None and stored.redacted_by is not None
 
     def forget_events(self, event_ids: Iterable[EventID]) -> None:
         """Drop cached copies of events whose stored form changed (purged, or their

@@ -28,14 +28,19 @@ CREATE INDEX events_redacted_unpurged ON events (stream_ordering)
 -- Purging an event deletes its notifications.
 CREATE INDEX event_push_actions_by_event ON event_push_actions (event_id);
 
--- The media named by events stored before this migration.
-WITH refs (event_id, uri) AS (
-    SELECT event_id, pdu::jsonb #>> '{content,url}' FROM events
-    UNION ALL SELECT event_id, pdu::jsonb #>> '{content,info,thumbnail_url}' FROM events
-    UNION ALL SELECT event_id, pdu::jsonb #>> '{content,file,url}' FROM events
-    UNION ALL SELECT event_id, pdu::jsonb #>> '{content,info,thumbnail_file,url}' FROM events
-    UNION ALL SELECT event_id, pdu::jsonb #>> '{content,avatar_url}' FROM events
-    UNION ALL SELECT event_id, pdu::jsonb #>> '{content,m.new_content,url}' FROM events
+-- The media named by events stored before this migration. jsonb cannot hold U+0000, which
+-- a client's event may contain (stored as the escape \u0000): such events are skipped
+-- rather than failing the upgrade (their media is then not known to be in use).
+WITH src (event_id, j) AS (
+    SELECT event_id, pdu::jsonb FROM events WHERE strpos(pdu, '\u0000') = 0
+),
+refs (event_id, uri) AS (
+    SELECT event_id, j #>> '{content,url}' FROM src
+    UNION ALL SELECT event_id, j #>> '{content,info,thumbnail_url}' FROM src
+    UNION ALL SELECT event_id, j #>> '{content,file,url}' FROM src
+    UNION ALL SELECT event_id, j #>> '{content,info,thumbnail_file,url}' FROM src
+    UNION ALL SELECT event_id, j #>> '{content,avatar_url}' FROM src
+    UNION ALL SELECT event_id, j #>> '{content,m.new_content,url}' FROM src
 ),
 parts (event_id, rest) AS (
     SELECT event_id, substr(uri, 7) FROM refs WHERE uri LIKE 'mxc://%/%'
