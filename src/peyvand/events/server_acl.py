@@ -4,10 +4,10 @@ rooms"; the ``m.room.server_acl`` state event), as a pure function."""
 from __future__ import annotations
 
 import ipaddress
-import re
 from collections.abc import Mapping
-from functools import lru_cache
 from typing import Any
+
+from peyvand.events.glob import glob_matches
 
 
 def server_allowed(acl_content: Mapping[str, Any], server_name: str) -> bool:
@@ -48,11 +48,5 @@ def _patterns(value: Any) -> list[str]:
 
 
 def _matches(pattern: str, host: str) -> bool:
-    return glob_regex(pattern).fullmatch(host) is not None
-
-
-@lru_cache(maxsize=1024)
-def glob_regex(pattern: str) -> re.Pattern[str]:
-    """Appendices, "Glob-style matching": ``*`` any characters, ``?`` one character."""
-    parts = (".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
-    return re.compile("".join(parts), re.IGNORECASE | re.DOTALL)
+    """Appendices, "Glob-style matching", case-insensitive (see ``events.glob``)."""
+    return glob_matches(pattern, host)
