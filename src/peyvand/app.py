@@ -94,6 +94,7 @@ from peyvand.storage.purge import PurgeCandidate, PurgeStore
 from peyvand.storage.push_actions import PushActionStore
 from peyvand.storage.push_rules import PushRuleStore
 from peyvand.storage.receipts import ReceiptStore
+from peyvand.storage.registration_tokens import RegistrationTokenStore
 from peyvand.storage.remote_devices import RemoteDeviceStore
 from peyvand.storage.remote_invites import InvitePolicyStore, RemoteInviteStore
 from peyvand.storage.reports import ReportStore
@@ -329,6 +330,7 @@ async def create_app(config: Config) -> web.Application:
         membership,
         accounts,
         event_store,
+        remote_invites,
         purge_store,
         purger,
         held,
@@ -338,7 +340,7 @@ async def create_app(config: Config) -> web.Application:
     services = Services(
         config=config,
         auth=auth,
-        registration=RegistrationService(config, accounts, auth),
+        registration=RegistrationService(config, accounts, auth, RegistrationTokenStore(db)),
         state=state,
         events=events,
         rooms=rooms,

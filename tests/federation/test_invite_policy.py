@@ -5,17 +5,23 @@ With ``hold-remote`` the peer's invite is kept as a message request: out of /syn
 requests list, an ordinary invite once accepted (and then joinable); rejecting it goes
 through the peer, and opting in releases the rest. Local invites are not affected. With
 ``local-only`` (or the spec's ``m.invite_permission_config`` block) the peer's invite is
-refused with ``M_INVITE_BLOCKED`` and nothing is kept; ``open`` is as before.
+refused with ``M_INVITE_BLOCKED`` and nothing is kept; ``open`` is as before. Erasing a
+user (docs/compliance.md, "Erasure") with an ordinary invite and a message request from
+the peer pending declines both through the peer and deletes the stored invites, which
+carry the invitee's profile as the peer saw it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
-from harness.client import Account, MatrixClient
+from harness.client import Account, MatrixClient, unique_localpart
+from harness.database import query
 from harness.server import HomeserverProcess
 from harness.synapse import SynapseProcess
 
@@ -274,4 +280,58 @@ async def test_local_only_refuses_peer_invites(
         await _sync_until(
             peyvand_client, alice, lambda r: room_id in _invites(r), since=full["next_batch"]
         )
+    assert "Unhandled error" not in peyvand.log()
+
+
+ADMIN_PASSWORD = "erasure over federation admin password"
+
+
+def _register_admin(server: HomeserverProcess) -> str:
+    name = unique_localpart("eraseadmin")
+    subprocess.run(
+        [
+            sys.executable, "-m", "peyvand", "register-user", "--config", str(server.config_path),
+            "--user", name, "--password", ADMIN_PASSWORD, "--admin",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )  # fmt: skip
+    return name
+
+
+async def test_erasure_declines_and_forgets_remote_invites(
+    peyvand: HomeserverProcess,
+    peyvand_client: MatrixClient,
+    peer: SynapseProcess | HomeserverProcess,
+    peer_client: MatrixClient,
+) -> None:
+    admin = await peyvand_client.login(_register_admin(peyvand), ADMIN_PASSWORD)
+    alice = await peyvand_client.register()
+    bob = await peer_client.register()
+    async with asyncio.timeout(TIMEOUT_SECONDS):
+        invited = await _room_with_invite(peer_client, bob, alice.user_id)
+        await _set_policy(peyvand_client, alice, "hold-remote")
+        requested = await _room_with_invite(peer_client, bob, alice.user_id)
+        assert list(await _requests(peyvand_client, alice)) == [requested]
+        stored = await query(
+            peyvand, "SELECT room_id FROM remote_invites WHERE user_id = $1", alice.user_id
+        )
+        assert {row[0] for row in stored} == {invited, requested}
+
+        report = (
+            await peyvand_client.request(
+                "POST",
+                f"/_peyvand/admin/v1/users/{alice.user_id}/deactivate",
+                json={"erase": True},
+                token=admin,
+            )
+        ).ok()
+        assert report["rooms_left"] == 2
+        for room_id in (invited, requested):
+            await _wait_for_membership(peer_client, bob, room_id, alice.user_id, "leave")
+    left = await query(
+        peyvand, "SELECT count(*) FROM remote_invites WHERE user_id = $1", alice.user_id
+    )
+    assert left == [(0,)]
     assert "Unhandled error" not in peyvand.log()

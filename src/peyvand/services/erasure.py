@@ -3,8 +3,9 @@
 Client-Server API, "Account deactivation" (``erase``) and GDPR Article 17. Deactivating
 an account logs it out everywhere and makes it leave (or decline) every room, as Synapse
 does. Erasing it also deletes its profile (display name, avatar), every media item it
-uploaded and the content of every event it sent: those stay in their rooms as redacted
-events (``HistoryPurger.rewrite``), so the rooms' history and DAG stay whole. A legal
+uploaded (unless an event still stored names it) and the content of every event it sent:
+those stay in their rooms as redacted events (``HistoryPurger.rewrite``), so the rooms'
+history and DAG stay whole. A legal
 hold on the user keeps the profile, the media uploaded and the events sent in the
 hold's range; a hold on a room keeps the user's events there, with the media they name.
 """
@@ -13,17 +14,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from peyvand.errors import MatrixError, not_found
-from peyvand.events.media_refs import MediaRef, media_references
 from peyvand.services.auth import AuthService
 from peyvand.services.membership import MembershipService
 from peyvand.services.purge import DeleteMedia, HeldCheck, HistoryPurger, PurgeCount
 from peyvand.storage.accounts import AccountStore
 from peyvand.storage.events import EventStore
 from peyvand.storage.purge import PurgeCandidate, PurgeStore
+from peyvand.storage.remote_invites import RemoteInviteStore
 from peyvand.types import EventID, RoomID, UserID
 
 __all__ = ["AccountErasure", "ErasureReport"]
@@ -50,6 +51,7 @@ class AccountErasure:
         membership: MembershipService,
         accounts: AccountStore,
         event_store: EventStore,
+        remote_invites: RemoteInviteStore,
         store: PurgeStore,
         purger: HistoryPurger,
         held: HeldCheck,
@@ -60,6 +62,7 @@ class AccountErasure:
         self._membership = membership
         self._accounts = accounts
         self._event_store = event_store
+        self._remote_invites = remote_invites
         self._store = store
         self._purger = purger
         self._held = held
@@ -76,12 +79,14 @@ class AccountErasure:
         report.rooms_left = await self._leave_rooms(user_id)
         if not erase:
             return report
+        # Invites from other servers to rooms this server is not in (declined above)
+        # are stored as their servers sent them, often with the invitee's profile.
+        await self._remote_invites.delete_all_for(user_id)
         report.profile_kept = await self._user_held(user_id)
         if not report.profile_kept:
             await self._accounts.set_displayname(user_id, None)
             await self._accounts.set_avatar_url(user_id, None)
         # Events first: the media their held events name are kept with them.
-        kept_media: set[MediaRef] = set()
         # What they sent, and the membership events others sent about them (an invite
         # carries the invitee's profile).
         for source in (self._store.sent_by, self._store.member_events_about):
@@ -90,16 +95,21 @@ class AccountErasure:
                 batch = await source(user_id, after, _BATCH)
                 if not batch:
                     break
-                kept_media |= await self._held_media(batch)
                 report.events.add(await self._purger.rewrite(batch))
                 after = batch[-1].stream_ordering
                 await asyncio.sleep(0)
-        report.media_deleted, report.media_held = await self._erase_media(user_id, kept_media)
+        report.media_deleted, report.media_held = await self._erase_media(user_id)
         await self._store.release_space()
         return report
 
     async def _leave_rooms(self, user_id: UserID) -> int:
-        memberships = await self._event_store.get_memberships_for_user(user_id)
+        """Leave every room, decline every invite (from this server or another, message
+        requests included) and withdraw every knock; how many."""
+        memberships = {
+            **await self._remote_invites.memberships_of(user_id),
+            **{i.room_id: ("invite", 0) for i in await self._remote_invites.held_for(user_id)},
+            **await self._event_store.get_memberships_for_user(user_id),
+        }
         left = 0
         for room_id, (membership, _) in sorted(memberships.items()):
             if membership not in ("join", "invite", "knock"):
@@ -111,23 +121,17 @@ class AccountErasure:
                 logger.warning("deactivated %s could not leave %s: %s", user_id, room_id, exc)
         return left
 
-    async def _held_media(self, batch: Sequence[PurgeCandidate]) -> set[MediaRef]:
-        """The media named by those events of ``batch`` a hold keeps (a room hold keeps
-        an image sent in the room, not only the message)."""
-        held = await self._held(batch)
-        if not held:
-            return set()
-        events = await self._event_store.get_events(held)
-        return {ref for event in events.values() for ref in media_references(event.pdu.content)}
-
-    async def _erase_media(self, user_id: UserID, kept: set[MediaRef]) -> tuple[int, int]:
+    async def _erase_media(self, user_id: UserID) -> tuple[int, int]:
         """Delete what ``user_id`` uploaded, except what a user hold covers (by upload
-        time) or a held event names (``kept``); ``(deleted, held)``."""
+        time) and what an event still stored names: a held event of theirs, the room's
+        current state (an avatar they set), another user's message (a forwarded image).
+        ``(deleted, kept)``."""
         uploaded = await self._store.media_uploaded_by(user_id)
         probes = [_probe(user_id, f"mxc://{o}/{m}", ts) for o, m, ts in uploaded]
         held = await self._held(probes) if probes else set()
+        named = await self._store.named_by_events([(o, m) for o, m, _ in uploaded])
         doomed = [
-            (o, m) for o, m, _ in uploaded if f"mxc://{o}/{m}" not in held and (o, m) not in kept
+            (o, m) for o, m, _ in uploaded if f"mxc://{o}/{m}" not in held and (o, m) not in named
         ]
         deleted = await self._delete_media(doomed) if doomed else 0
         return deleted, len(uploaded) - len(doomed)

@@ -33,6 +33,8 @@ from peyvand.types import EventID
 
 __all__ = ["PurgeCandidate", "PurgeResult", "PurgeStore"]
 
+# Media keys per statement (two parameters each: well within every backend's limit).
+_CHUNK = 500
 _CANDIDATE_COLUMNS = "e.event_id, e.room_id, e.sender, e.origin_server_ts, e.stream_ordering"
 # Not the room's current state (messages have no state_key: never current state).
 _NOT_CURRENT_STATE = (
@@ -193,6 +195,11 @@ class PurgeStore:
         )
         return [(r["origin"], r["media_id"], int(r["ts"])) for r in rows]
 
+    async def named_by_events(self, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Those of ``keys`` (origin, media_id) an event whose content is still stored
+        names (erased and purged events name nothing)."""
+        return await _named(self._db, keys)
+
     async def set_expiry(self, txn: Connection, rows: Sequence[tuple[EventID, str, int]]) -> None:
         """Record ``(event_id, room_id, expires_ts)`` timers, inside the events' commit."""
         if rows:
@@ -294,23 +301,34 @@ async def _release_media(
     if not refs:
         return ()
     keys = sorted(refs)
-    values = ", ".join(f"(${2 * i + 1}, ${2 * i + 2})" for i in range(len(keys)))
-    args = [part for key in keys for part in key]
-    still_named = {
-        (r["origin"], r["media_id"])
-        for r in await txn.fetch(
-            "SELECT DISTINCT m.origin, m.media_id FROM event_media m"
-            f" WHERE (m.origin, m.media_id) IN (VALUES {values})",
-            *args,
-        )
-    }
-    avatars = {
-        r["avatar_url"]
-        for r in await txn.fetch(
-            f"SELECT avatar_url FROM users WHERE avatar_url IN ({placeholders(len(keys))})",
-            *[f"mxc://{origin}/{media_id}" for origin, media_id in keys],
-        )
-    }
+    still_named = await _named(txn, keys)
+    avatars: set[str] = set()
+    for start in range(0, len(keys), _CHUNK):
+        chunk = keys[start : start + _CHUNK]
+        avatars |= {
+            r["avatar_url"]
+            for r in await txn.fetch(
+                f"SELECT avatar_url FROM users WHERE avatar_url IN ({placeholders(len(chunk))})",
+                *[f"mxc://{origin}/{media_id}" for origin, media_id in chunk],
+            )
+        }
     return tuple(
         key for key in keys if key not in still_named and f"mxc://{key[0]}/{key[1]}" not in avatars
     )
+
+
+async def _named(conn: Connection, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+    """Those of ``keys`` (origin, media_id) some stored event's content names."""
+    found: set[tuple[str, str]] = set()
+    for start in range(0, len(keys), _CHUNK):
+        chunk = keys[start : start + _CHUNK]
+        values = ", ".join(f"(${2 * i + 1}, ${2 * i + 2})" for i in range(len(chunk)))
+        found |= {
+            (r["origin"], r["media_id"])
+            for r in await conn.fetch(
+                "SELECT DISTINCT m.origin, m.media_id FROM event_media m"
+                f" WHERE (m.origin, m.media_id) IN (VALUES {values})",
+                *[part for key in chunk for part in key],
+            )
+        }
+    return found

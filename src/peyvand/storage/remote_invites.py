@@ -109,6 +109,10 @@ class RemoteInviteStore:
             "DELETE FROM remote_invites WHERE room_id = $1 AND user_id = $2", room_id, user_id
         )
 
+    async def delete_all_for(self, user_id: UserID) -> None:
+        """Forget every invite the user had from other servers (erasure)."""
+        await self._db.execute("DELETE FROM remote_invites WHERE user_id = $1", user_id)
+
     async def held_for(self, user_id: UserID) -> list[RemoteInvite]:
         """The user's held invites (message requests) still open, oldest first."""
         rows = await self._db.fetch(
