@@ -14,6 +14,7 @@ from peyvand.services.auth import AuthService
 from peyvand.services.registration import RegistrationService
 from peyvand.storage.accounts import AccountStore
 from peyvand.storage.migrations import run_migrations
+from peyvand.storage.registration_tokens import RegistrationTokenStore
 from peyvand.types import UserID
 
 
@@ -23,7 +24,8 @@ async def register_user(config: Config, localpart: str, password: str, *, admin:
     try:
         await run_migrations(db)
         accounts = AccountStore(db)
-        registration = RegistrationService(config, accounts, AuthService(config, accounts))
+        auth = AuthService(config, accounts)
+        registration = RegistrationService(config, accounts, auth, RegistrationTokenStore(db))
         try:
             return await registration.register_user(localpart, password, admin)
         except MatrixError as exc:

@@ -46,6 +46,8 @@ class AuditAction(StrEnum):
     MEDIA_DELETE = "media_delete"
     MEDIA_PURGE = "media_purge"
     TOKEN_ISSUED = "token_issued"
+    TOKEN_UPDATED = "token_updated"
+    TOKEN_DELETED = "token_deleted"
 
 
 @dataclass(frozen=True, slots=True)

@@ -109,7 +109,8 @@ class AuthService:
         self._accounts = accounts
         self._clock = clock
         self.uia = UserInteractiveAuth()
-        self._tokens: LRU[str, Requester] = LRU(_TOKEN_CACHE_SIZE)
+        # Each token's requester and expiry (milliseconds, or None).
+        self._tokens: LRU[str, tuple[Requester, int | None]] = LRU(_TOKEN_CACHE_SIZE)
         # Bumped on every revocation, so a lookup racing a logout is not cached.
         self._revocations = 0
         # Filters never change (their ids are content hashes), so caching them is safe.
@@ -120,18 +121,24 @@ class AuthService:
     # Access tokens ("Using access tokens") --------------------------------------------
 
     async def get_requester(self, token: str) -> Requester:
-        """Who ``token`` belongs to; 401 M_UNKNOWN_TOKEN if unknown, revoked or deactivated."""
+        """Who ``token`` belongs to; 401 M_UNKNOWN_TOKEN if unknown, revoked, expired or
+        the account is deactivated."""
         cached = self._tokens.get(token)
         if cached is not None:
-            return cached
+            return self._unexpired(*cached)
         revocations = self._revocations
         owner = await self._accounts.get_token_owner(token)
         if owner is None or owner.deactivated:
             raise MatrixError(Errcode.UNKNOWN_TOKEN, "Unknown access token", soft_logout=False)
         requester = Requester(owner.user_id, owner.device_id, owner.token_id, owner.is_admin)
-        if revocations != self._revocations:
-            return requester
-        self._tokens.put(token, requester)
+        if revocations == self._revocations:
+            self._tokens.put(token, (requester, owner.valid_until_ms))
+        return self._unexpired(requester, owner.valid_until_ms)
+
+    def _unexpired(self, requester: Requester, valid_until_ms: int | None) -> Requester:
+        # As Synapse: an expired token is a soft logout (the client may log in again).
+        if valid_until_ms is not None and self.now_ms() > valid_until_ms:
+            raise MatrixError(Errcode.UNKNOWN_TOKEN, "Access token has expired", soft_logout=True)
         return requester
 
     def _forget_tokens(self, tokens: Iterable[str]) -> None:
@@ -155,6 +162,28 @@ class AuthService:
         self._forget_tokens(revoked)
         for hook in self.on_device_created:
             await hook(user_id, device)
+        return Session(user_id, device, token)
+
+    async def login_as(
+        self, admin_id: UserID, user_id: UserID, valid_until_ms: int | None
+    ) -> Session:
+        """The admin API "Login as a user": an access token for the local ``user_id`` without
+        a device (the user's device list does not show it and no device-list update is
+        sent), refused after ``valid_until_ms`` if given. Its ``device_id`` is fresh and
+        names no device. As Synapse, an admin cannot log in as themselves this way;
+        unknown users are 404, deactivated ones 403 M_USER_DEACTIVATED."""
+        if user_id == admin_id:
+            raise MatrixError(Errcode.INVALID_PARAM, "Cannot use admin API to login as self")
+        row = await self._accounts.get_user(user_id)
+        if row is None:
+            raise not_found("User not found")
+        if row.deactivated:
+            raise MatrixError(Errcode.USER_DEACTIVATED, "This account has been deactivated")
+        device = new_device_id()
+        token = "pv_" + secrets.token_urlsafe(32)
+        await self._accounts.create_deviceless_token(
+            user_id, device, token, valid_until_ms=valid_until_ms, now_ms=self.now_ms()
+        )
         return Session(user_id, device, token)
 
     def now_ms(self) -> int:
@@ -208,11 +237,14 @@ class AuthService:
         return await self.create_session(user_id, device_id, display_name, ip)
 
     async def logout(self, requester: Requester) -> None:
-        """Revoke the requester's token and delete its device."""
+        """Revoke the requester's token and delete its device (a device-less session,
+        from "login as a user", has none: nothing else changes)."""
+        device = await self._accounts.get_device(requester.user_id, requester.device_id)
         self._forget_tokens(
             await self._accounts.delete_devices(requester.user_id, [requester.device_id])
         )
-        await self._devices_deleted(requester.user_id, [requester.device_id])
+        if device is not None:
+            await self._devices_deleted(requester.user_id, [requester.device_id])
 
     async def logout_all(self, user_id: UserID) -> None:
         """Revoke every token of a user and delete all their devices."""

@@ -1,11 +1,17 @@
 """Account registration (Client-Server API, "Account registration", POST /register).
 
-Which flows are offered depends on configuration:
+Which flows are offered depends on configuration and on the registration tokens created
+through the admin API (Synapse's "Registration Tokens" admin API):
 
-- ``registration.open``: ``m.login.dummy``, plus ``m.login.registration_token`` when tokens
-  are configured;
+- ``registration.open``: ``m.login.dummy``, plus ``m.login.registration_token`` when there
+  are tokens (configured, or any in the database);
 - closed, with tokens: ``m.login.registration_token`` only;
 - closed, without tokens: registration is refused with 403 M_FORBIDDEN.
+
+Configured tokens have no limits. A database token counts its uses as Synapse does: a
+registration that passes the token stage holds one use (``pending``) until it succeeds
+(``completed``) or fails (given back); a token is refused once ``pending + completed``
+reaches ``uses_allowed`` or after ``expiry_time``.
 
 Guest accounts are not supported. Usernames are lower-cased and must match the localpart
 grammar for new users (Appendices, "User Identifiers"); like Synapse we reserve localparts
@@ -17,51 +23,176 @@ from __future__ import annotations
 import secrets
 import string
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from peyvand.config import Config
-from peyvand.errors import Errcode, MatrixError, forbidden
+from peyvand.errors import Errcode, MatrixError, forbidden, invalid_param, not_found
 from peyvand.services.auth import AuthService, Session, check_new_password
 from peyvand.services.uia import DUMMY, REGISTRATION_TOKEN, Flows, StageChecker
 from peyvand.storage.accounts import AccountStore
 from peyvand.storage.errors import ConflictError
-from peyvand.types import UserID, is_valid_localpart
+from peyvand.storage.registration_tokens import RegistrationTokenRow, RegistrationTokenStore
+from peyvand.types import JsonDict, UserID, is_valid_localpart
 
 _GENERATED_ALPHABET = string.ascii_lowercase + string.digits
 _MAX_USER_ID_BYTES = 255
+# A registration holds a use of its token for at most this long (a registration runs
+# within one request; older holds were left by a crash).
+PENDING_LIFETIME_MS = 10 * 60 * 1000
+# Registration tokens: the characters Synapse allows, its default and maximum length.
+TOKEN_ALPHABET = string.ascii_letters + string.digits + "._~-"
+DEFAULT_TOKEN_LENGTH = 16
+MAX_TOKEN_LENGTH = 64
+
+
+def registration_token_json(row: RegistrationTokenRow) -> JsonDict:
+    """A token as Synapse's admin API shows it."""
+    return {
+        "token": row.token,
+        "uses_allowed": row.uses_allowed,
+        "pending": row.pending,
+        "completed": row.completed,
+        "expiry_time": row.expiry_time,
+    }
+
+
+@dataclass(slots=True)
+class _Hold:
+    """The use of a database token held by one registration in progress."""
+
+    reservation: str
+    token: str | None = None
 
 
 class RegistrationService:
-    def __init__(self, config: Config, accounts: AccountStore, auth: AuthService) -> None:
+    def __init__(
+        self,
+        config: Config,
+        accounts: AccountStore,
+        auth: AuthService,
+        tokens: RegistrationTokenStore,
+    ) -> None:
         self._config = config
         self._accounts = accounts
         self._auth = auth
+        self._tokens = tokens
 
-    @property
-    def enabled(self) -> bool:
+    async def enabled(self) -> bool:
         """Whether anyone can register at all (openly or with a token)."""
-        return self._config.registration.open or bool(self._config.registration.tokens)
+        return await self.flows_or_none() is not None
 
-    def flows(self) -> Flows:
-        """The UIA flows for POST /register; 403 if registration is disabled."""
+    async def flows_or_none(self) -> Flows | None:
         reg = self._config.registration
         flows: list[list[str]] = []
         if reg.open:
             flows.append([DUMMY])
-        if reg.tokens:
+        if reg.tokens or await self._tokens.any():
             flows.append([REGISTRATION_TOKEN])
-        if not flows:
+        return flows or None
+
+    async def flows(self) -> Flows:
+        """The UIA flows for POST /register; 403 if registration is disabled."""
+        flows = await self.flows_or_none()
+        if flows is None:
             raise forbidden("Registration is disabled")
         return flows
 
-    def token_is_valid(self, token: str) -> bool:
+    async def token_is_valid(self, token: str) -> bool:
         """GET /register/m.login.registration_token/validity; 403 if registration is off."""
-        if not self.enabled:
-            raise forbidden("Registration is disabled")
+        await self.flows()
+        if self._configured_token(token):
+            return True
+        row = await self._tokens.get(token, self._pending_since())
+        return row is not None and row.usable(self._auth.now_ms())
+
+    def _configured_token(self, token: str) -> bool:
         return any(
             secrets.compare_digest(token.encode(), known.encode())
             for known in self._config.registration.tokens
         )
+
+    def _pending_since(self) -> int:
+        return self._auth.now_ms() - PENDING_LIFETIME_MS
+
+    # Registration tokens admin API (Synapse's "Registration Tokens") ------------------
+
+    async def list_tokens(self, valid: bool | None) -> list[RegistrationTokenRow]:
+        """The database tokens, oldest first; with ``valid``, only those usable now
+        (True) or only those expired or used up (False)."""
+        rows = await self._tokens.list(self._pending_since())
+        if valid is None:
+            return rows
+        now = self._auth.now_ms()
+        return [row for row in rows if row.usable(now) is valid]
+
+    async def get_token(self, token: str) -> RegistrationTokenRow:
+        row = await self._tokens.get(token, self._pending_since())
+        if row is None:
+            raise not_found(f"No such registration token: {token}")
+        return row
+
+    async def create_token(
+        self,
+        token: str | None,
+        *,
+        length: int,
+        uses_allowed: int | None,
+        expiry_time: int | None,
+    ) -> RegistrationTokenRow:
+        """A new token: ``token`` as given, or ``length`` random characters."""
+        self._check_limits(uses_allowed, expiry_time)
+        if token is not None:
+            if not 0 < len(token) <= MAX_TOKEN_LENGTH:
+                raise invalid_param(
+                    "token must not be empty and must not be longer than 64 characters"
+                )
+            if not set(token) <= set(TOKEN_ALPHABET):
+                raise invalid_param("token must consist only of characters A-Z a-z 0-9 . _ ~ -")
+            if self._configured_token(token) or not await self._tokens.create(
+                token, uses_allowed, expiry_time, self._auth.now_ms()
+            ):
+                raise invalid_param("Token already exists")
+        else:
+            if not 0 < length <= MAX_TOKEN_LENGTH:
+                raise invalid_param("length must be greater than zero and not greater than 64")
+            while True:
+                token = "".join(secrets.choice(TOKEN_ALPHABET) for _ in range(length))
+                if not self._configured_token(token) and await self._tokens.create(
+                    token, uses_allowed, expiry_time, self._auth.now_ms()
+                ):
+                    break
+        return await self.get_token(token)
+
+    async def update_token(
+        self, token: str, changes: Mapping[str, int | None]
+    ) -> RegistrationTokenRow:
+        """Set ``uses_allowed`` and/or ``expiry_time`` (the keys present in ``changes``)."""
+        uses_allowed = changes.get("uses_allowed")
+        expiry_time = changes.get("expiry_time")
+        self._check_limits(uses_allowed, expiry_time)
+        if changes and not await self._tokens.update(
+            token,
+            uses_allowed=uses_allowed,
+            set_uses_allowed="uses_allowed" in changes,
+            expiry_time=expiry_time,
+            set_expiry_time="expiry_time" in changes,
+        ):
+            raise not_found(f"No such registration token: {token}")
+        return await self.get_token(token)
+
+    async def delete_token(self, token: str) -> RegistrationTokenRow:
+        """Delete a token; registrations already past the token stage still complete."""
+        row = await self._tokens.delete(token)
+        if row is None:
+            raise not_found(f"No such registration token: {token}")
+        return row
+
+    def _check_limits(self, uses_allowed: int | None, expiry_time: int | None) -> None:
+        if uses_allowed is not None and uses_allowed < 0:
+            raise invalid_param("uses_allowed must be a non-negative integer or null")
+        if expiry_time is not None and expiry_time < self._auth.now_ms():
+            raise invalid_param("expiry_time must not be in the past")
 
     async def check_username(self, username: str) -> UserID:
         """The user ID for ``username``; M_INVALID_USERNAME or M_USER_IN_USE if unusable."""
@@ -96,25 +227,34 @@ class RegistrationService:
     ) -> tuple[UserID, Session | None]:
         """POST /register (kind=user): check the username, run UIA, create the account and,
         unless ``inhibit_login``, log it in."""
-        flows = self.flows()
+        flows = await self.flows()
         if username is not None:
             username = username.lower()
             await self.check_username(username)
         if password is not None:
             check_new_password(password)
-        await self._auth.uia.check(
-            auth,
-            flows=flows,
-            checkers=self._checkers(),
-            operation="register",
-            user_id=None,
-        )
-        if password is None:
-            raise MatrixError(Errcode.MISSING_PARAM, "Missing parameter: password")
-        if username is None:
-            user_id = await self._create_generated(password)
-        else:
-            user_id = await self._create(username, password, admin=False)
+        # A use of a database token, held from its stage until the account exists.
+        hold = _Hold(secrets.token_urlsafe(18))
+        try:
+            await self._auth.uia.check(
+                auth,
+                flows=flows,
+                checkers=self._checkers(hold),
+                operation="register",
+                user_id=None,
+            )
+            if password is None:
+                raise MatrixError(Errcode.MISSING_PARAM, "Missing parameter: password")
+            if username is None:
+                user_id = await self._create_generated(password)
+            else:
+                user_id = await self._create(username, password, admin=False)
+        except BaseException:
+            if hold.token is not None:
+                await self._tokens.release(hold.reservation)
+            raise
+        if hold.token is not None:
+            await self._tokens.complete(hold.reservation, hold.token)
         if inhibit_login:
             return user_id, None
         return user_id, await self._auth.create_session(user_id, device_id, display_name, ip)
@@ -124,16 +264,27 @@ class RegistrationService:
         check_new_password(password)
         return await self._create(localpart, password, admin=admin)
 
-    def _checkers(self) -> dict[str, StageChecker]:
+    def _checkers(self, hold: _Hold) -> dict[str, StageChecker]:
         async def dummy(_: Mapping[str, Any]) -> None:
             return None
 
         async def registration_token(stage: Mapping[str, Any]) -> None:
             token = stage.get("token")
-            if not isinstance(token, str):
+            if token is None:
                 raise MatrixError(Errcode.MISSING_PARAM, "Missing parameter: token")
-            if not self.token_is_valid(token):
+            if not isinstance(token, str):
+                raise invalid_param("Registration token must be a string")
+            if self._configured_token(token):
+                return
+            if hold.token is not None:  # a stage repeated within one request
+                await self._tokens.release(hold.reservation)
+                hold.token = None
+            now = self._auth.now_ms()
+            if not await self._tokens.reserve(
+                token, hold.reservation, now, now - PENDING_LIFETIME_MS
+            ):
                 raise MatrixError(Errcode.UNAUTHORIZED, "Invalid registration token")
+            hold.token = token
 
         return {DUMMY: dummy, REGISTRATION_TOKEN: registration_token}
 

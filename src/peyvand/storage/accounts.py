@@ -42,6 +42,8 @@ class TokenOwner:
     device_id: DeviceID
     is_admin: bool
     deactivated: bool
+    # Milliseconds after which the token is refused (admin "login as a user"), or None.
+    valid_until_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,9 +242,34 @@ class AccountStore:
             )
         return token_id, revoked
 
+    async def create_deviceless_token(
+        self,
+        user_id: UserID,
+        device_id: DeviceID,
+        token: str,
+        *,
+        valid_until_ms: int | None,
+        now_ms: int,
+    ) -> int:
+        """Issue ``token`` under a fresh ``device_id`` without creating the device (admin
+        "login as a user"): the session is not in the user's device list. Logging it
+        out, or any removal of the user's tokens, revokes it like any other."""
+        token_id = _new_token_id()
+        await self._db.execute(
+            "INSERT INTO access_tokens (id, token, user_id, device_id, created_ts, "
+            "valid_until_ms) VALUES ($1, $2, $3, $4, $5, $6)",
+            token_id,
+            token,
+            user_id,
+            device_id,
+            now_ms,
+            valid_until_ms,
+        )
+        return token_id
+
     async def get_token_owner(self, token: str) -> TokenOwner | None:
         row = await self._db.fetchrow(
-            "SELECT t.id, t.user_id, t.device_id, u.is_admin, u.deactivated "
+            "SELECT t.id, t.user_id, t.device_id, t.valid_until_ms, u.is_admin, u.deactivated "
             "FROM access_tokens AS t JOIN users AS u ON u.user_id = t.user_id "
             "WHERE t.token = $1",
             token,
@@ -255,6 +282,7 @@ class AccountStore:
             device_id=DeviceID(row["device_id"]),
             is_admin=bool(row["is_admin"]),
             deactivated=bool(row["deactivated"]),
+            valid_until_ms=row["valid_until_ms"],
         )
 
     # Devices -------------------------------------------------------------------------

@@ -6,8 +6,10 @@ from peyvand.api.admin import (
     legal_hold,
     media,
     policy_lists,
+    registration_tokens,
     reports,
     retention,
+    user_login,
     users,
 )
 from peyvand.api.routing import RouteTable
@@ -21,4 +23,6 @@ ADMIN_ROUTE_TABLES: list[RouteTable] = [
     policy_lists.routes,
     retention.routes,
     users.routes,
+    user_login.routes,
+    registration_tokens.routes,
 ]

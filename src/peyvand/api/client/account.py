@@ -47,7 +47,7 @@ async def register_available(ctx: RequestContext) -> web.Response:
     """GET /_matrix/client/v3/register/available: 200 if ``username`` can be registered,
     else M_USER_IN_USE or M_INVALID_USERNAME."""
     registration = ctx.services.registration
-    if not registration.enabled:
+    if not await registration.enabled():
         raise forbidden("Registration is disabled")
     username = ctx.query.get("username")
     if username is None:
@@ -68,7 +68,7 @@ async def registration_token_validity(ctx: RequestContext) -> web.Response:
     token = ctx.query.get("token")
     if token is None:
         raise missing_param("Missing parameter: token")
-    return json_response({"valid": ctx.services.registration.token_is_valid(token)})
+    return json_response({"valid": await ctx.services.registration.token_is_valid(token)})
 
 
 @routes.get(f"{CLIENT_V3}/account/whoami")
