@@ -74,6 +74,20 @@ def test_render_then_load_round_trips(tmp_path: Path) -> None:
         ("[rate_limits]\nper_second = nan", "'rate_limits.per_second' must be a finite number"),
         ("[rate_limits]\nextra = 1", "unknown key 'rate_limits.extra'"),
         ("rate_limits = 3", "'rate_limits' must be a table"),
+        ("[retention]\npurge_batch_size = 0", "'retention.purge_batch_size' must be positive"),
+        ("[retention]\npurge_batch_size = 5001", "'retention.purge_batch_size' must be at most"),
+        ("[retention]\ndefault_max_lifetime = -1", "'retention.default_max_lifetime' must be"),
+        (
+            "[retention]\nallowed_lifetime_min = 10\nallowed_lifetime_max = 5",
+            "'retention.allowed_lifetime_min' is above 'allowed_lifetime_max'",
+        ),
+        ("[disappearing]\nmin_timer = 0", "'disappearing.min_timer' must be positive"),
+        (
+            "[disappearing]\nmin_timer = 20\nmax_timer = 10",
+            "'disappearing.min_timer' is above 'disappearing.max_timer'",
+        ),
+        ("[moderation]\npolicy_rooms = ['room']", "'moderation.policy_rooms[0]' must be a room"),
+        ("[moderation]\npolicy_user = 'Bad User'", "'moderation.policy_user' is not a valid"),
     ],
 )
 def test_invalid_values_name_the_key(tmp_path: Path, extra: str, message: str) -> None:

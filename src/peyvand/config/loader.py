@@ -380,6 +380,8 @@ def _check_retention(retention: RetentionConfig) -> None:
     for name in ("purge_interval", "purge_batch_size"):
         if getattr(retention, name) <= 0:
             raise ConfigError(f"'retention.{name}' must be positive")
+    if retention.purge_batch_size > 5000:
+        raise ConfigError("'retention.purge_batch_size' must be at most 5000")
     for name in (
         "default_max_lifetime",
         "allowed_lifetime_min",
