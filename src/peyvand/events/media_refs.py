@@ -5,12 +5,15 @@ Client-Server API, "Content repository": messages carry their media in ``url``
 (``m.image``, ``m.file``, ``m.audio``, ``m.video``, ``m.sticker``, ``m.room.avatar``) and
 ``info.thumbnail_url``; encrypted attachments in ``file.url`` and
 ``info.thumbnail_file.url``; profiles in ``avatar_url``; an edit in its
-``m.new_content``. Encrypted events hide theirs in the ciphertext: the server cannot see
-them.
+``m.new_content``; HTML bodies in ``<img src="mxc://...">`` (``formatted_body``); image
+packs (``im.ponies.*`` state and account data, MSC2545) in ``images.*.url`` and
+``pack.avatar_url``. Encrypted events hide theirs in the ciphertext: the server cannot
+see them.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,6 +27,11 @@ _PATHS: tuple[tuple[str, ...], ...] = (
     ("file", "url"),
     ("info", "thumbnail_file", "url"),
     ("avatar_url",),
+    ("pack", "avatar_url"),
+)
+# Server name (hostname, IPv4, [IPv6], optional port) and media ID, as in an HTML body.
+_MXC_IN_TEXT = re.compile(
+    r"mxc://([A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?/([A-Za-z0-9_-]+)"
 )
 
 
@@ -36,6 +44,16 @@ def media_references(content: Mapping[str, Any]) -> set[MediaRef]:
             ref = _parse_mxc(_get(body, path))
             if ref is not None:
                 found.add(ref)
+        images = body.get("images")
+        if isinstance(images, Mapping):
+            for image in images.values():
+                ref = _parse_mxc(image.get("url")) if isinstance(image, Mapping) else None
+                if ref is not None:
+                    found.add(ref)
+        html = body.get("formatted_body")
+        if isinstance(html, str) and "mxc://" in html:
+            for match in _MXC_IN_TEXT.finditer(html):
+                found.add((match.group(1) + (match.group(2) or ""), match.group(3)))
     return found
 
 
