@@ -160,3 +160,67 @@ async def test_purge_keeps_current_state_and_shared_media(database: Database) ->
 
     rewritten = await store.rewrite_content([EventID("$topic")], 5)
     assert rewritten.event_ids == ()
+
+
+async def test_outliers_lose_their_content_but_keep_their_status(database: Database) -> None:
+    store = PurgeStore(database)
+    await database.execute(
+        "INSERT INTO rooms (room_id, room_version, creator, is_public, created_ts)"
+        " VALUES ($1, '12', '@alice:hs.test', FALSE, 0)",
+        ROOM,
+    )
+
+    def pdu(ts: int, body: str, state_key: str | None = None) -> str:
+        event: dict[str, object] = {
+            "type": "m.room.message" if state_key is None else "m.room.name",
+            "room_id": ROOM,
+            "sender": "@mallory:evil.test",
+            "content": {"body": body} if state_key is None else {"name": body},
+            "origin_server_ts": ts,
+            "depth": 1,
+            "prev_events": [],
+            "auth_events": [],
+            "hashes": {"sha256": "x"},
+            "signatures": {},
+            **({"state_key": state_key} if state_key is not None else {}),
+        }
+        return orjson.dumps(event).decode()
+
+    await database.executemany(
+        "INSERT INTO event_outliers (event_id, room_id, status, reason, state_group, pdu)"
+        " VALUES ($1, $2, $3, NULL, NULL, $4)",
+        [
+            ("$soft", ROOM, "soft_failed", pdu(100, "spam")),
+            ("$rejected", ROOM, "rejected", pdu(200, "forged")),
+            ("$young", ROOM, "outlier", pdu(9_000, "recent")),
+            ("$name", ROOM, "outlier", pdu(300, "Room name", state_key="")),
+            ("$gone", ROOM, "purged", pdu(50, "already")),
+        ],
+    )
+    await database.execute(
+        "INSERT INTO current_state (room_id, type, state_key, event_id, stream_ordering)"
+        " VALUES ($1, 'm.room.name', '', '$name', 0)",
+        ROOM,
+    )
+    found: list[str] = []
+    cursor: str | None = None
+    while True:
+        batch, cursor = await store.expired_outliers_in_room(ROOM, 1_000, cursor, 2)
+        found += [c.event_id for c in batch]
+        if cursor is None:
+            break
+    assert sorted(found) == ["$rejected", "$soft"]
+    result = await store.rewrite_outliers([EventID(e) for e in found], 5)
+    assert sorted(result.event_ids) == ["$rejected", "$soft"]
+    rows = await database.fetch(
+        "SELECT event_id, status, pdu, content_purged_ts FROM event_outliers ORDER BY event_id"
+    )
+    by_id = {r["event_id"]: r for r in rows}
+    for event_id, status in (("$soft", "soft_failed"), ("$rejected", "rejected")):
+        assert by_id[event_id]["status"] == status
+        assert orjson.loads(by_id[event_id]["pdu"])["content"] == {}
+        assert by_id[event_id]["content_purged_ts"] == 5
+    assert orjson.loads(by_id["$name"]["pdu"])["content"] == {"name": "Room name"}
+    assert orjson.loads(by_id["$young"]["pdu"])["content"] == {"body": "recent"}
+    # Done once: nothing is found again.
+    assert (await store.expired_outliers_in_room(ROOM, 1_000, None, 10))[0] == []

@@ -72,6 +72,16 @@ class HistoryPurger:
         )
         return await self._finish(result, len(kept))
 
+    async def rewrite_outliers(self, candidates: Sequence[PurgeCandidate]) -> PurgeCount:
+        """Delete the content of events held outside the timeline (outliers, rejected,
+        soft-failed), except what a hold covers or what is current state."""
+        kept = await self._held(candidates)
+        result = await self._store.rewrite_outliers(
+            [c.event_id for c in candidates if c.event_id not in kept],
+            int(self._clock() * 1000),
+        )
+        return await self._finish(result, len(kept))
+
     async def _finish(self, result: PurgeResult, held: int) -> PurgeCount:
         self._state.forget_events(result.event_ids)
         media = (

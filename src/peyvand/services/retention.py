@@ -108,9 +108,21 @@ class RetentionService:
                 room_id, before_ts, after, self._config.purge_batch_size
             )
             if not batch:
-                return total
+                break
             total.add(await self._purger.purge(batch, "retention"))
             after = batch[-1].stream_ordering
+            await asyncio.sleep(0)
+        # Events kept outside the timeline (fetched for auth, rejected, soft-failed:
+        # messages of banned users among them) keep only their redacted form.
+        cursor: str | None = None
+        while True:
+            expired, cursor = await self._store.expired_outliers_in_room(
+                room_id, before_ts, cursor, self._config.purge_batch_size
+            )
+            if expired:
+                total.add(await self._purger.rewrite_outliers(expired))
+            if cursor is None:
+                return total
             await asyncio.sleep(0)
 
     async def _purge_redacted(self, redacted_before_ts: int) -> PurgeCount:

@@ -97,6 +97,32 @@ class PurgeStore:
         )
         return [_candidate(r) for r in rows]
 
+    async def expired_outliers_in_room(
+        self, room_id: str, before_ts: int, after_event_id: str | None, limit: int
+    ) -> tuple[list[PurgeCandidate], str | None]:
+        """Events of ``room_id`` held outside the timeline (outliers, rejected and
+        soft-failed events) sent before ``before_ts`` whose content is still stored and
+        that are not current state, among the next ``limit`` by event ID after
+        ``after_event_id``; and the cursor for the next call (None: done)."""
+        rows = await self._db.fetch(
+            "SELECT o.event_id, o.pdu FROM event_outliers o"
+            " WHERE o.room_id = $1 AND o.status <> 'purged' AND o.content_purged_ts IS NULL"
+            " AND o.event_id > $2"
+            " AND NOT EXISTS (SELECT 1 FROM current_state c WHERE c.event_id = o.event_id)"
+            " ORDER BY o.event_id LIMIT $3",
+            room_id,
+            after_event_id or "",
+            limit,
+        )
+        found = []
+        for row in rows:
+            pdu = orjson.loads(row["pdu"])
+            ts, sender = pdu.get("origin_server_ts"), pdu.get("sender")
+            if isinstance(ts, int) and ts < before_ts and isinstance(sender, str):
+                found.append(PurgeCandidate(EventID(row["event_id"]), room_id, sender, ts, 0))
+        cursor = rows[-1]["event_id"] if len(rows) == limit else None
+        return found, cursor
+
     async def expired_disappearing(
         self, now_ts: int, limit: int
     ) -> tuple[list[PurgeCandidate], list[EventID]]:
@@ -257,6 +283,33 @@ class PurgeStore:
         PostgreSQL reclaims dead rows itself (autovacuum)."""
         if self._db.dialect == "sqlite":
             await self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    async def rewrite_outliers(self, event_ids: Sequence[EventID], now_ts: int) -> PurgeResult:
+        """Replace the stored PDUs of the outliers ``event_ids`` by their redacted forms
+        (their status, and so how they count, is unchanged); current state is left alone."""
+        if not event_ids:
+            return PurgeResult((), ())
+        async with self._db.transaction() as txn:
+            rows = await txn.fetch(
+                "SELECT o.event_id, o.pdu, r.room_version FROM event_outliers o"
+                " JOIN rooms r ON r.room_id = o.room_id"
+                f" WHERE o.event_id IN ({placeholders(len(event_ids))})"
+                " AND o.status <> 'purged' AND o.content_purged_ts IS NULL"
+                " AND NOT EXISTS (SELECT 1 FROM current_state c WHERE c.event_id = o.event_id)",
+                *event_ids,
+            )
+            updates = []
+            for row in rows:
+                version = KNOWN_ROOM_VERSIONS[row["room_version"]]
+                redacted = redact(orjson.loads(row["pdu"]), version)
+                updates.append((row["event_id"], orjson.dumps(redacted).decode(), now_ts))
+            if updates:
+                await txn.executemany(
+                    "UPDATE event_outliers SET pdu = $2, content_purged_ts = $3"
+                    " WHERE event_id = $1",
+                    updates,
+                )
+        return PurgeResult(tuple(EventID(u[0]) for u in updates), ())
 
 
 def _from(after_stream: int | None) -> int:

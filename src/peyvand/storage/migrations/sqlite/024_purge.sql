@@ -25,6 +25,13 @@ ALTER TABLE events ADD COLUMN content_purged_ts BIGINT;
 CREATE INDEX events_redacted_unpurged ON events (stream_ordering)
     WHERE redacted_by IS NOT NULL AND content_purged_ts IS NULL;
 
+-- The same for events held outside the timeline (outliers, rejected, soft-failed):
+-- retention replaces their content by the redacted form and keeps them (their status
+-- still decides how they count).
+ALTER TABLE event_outliers ADD COLUMN content_purged_ts BIGINT;
+-- Which events are current state (kept by every purge), by ID.
+CREATE INDEX current_state_by_event ON current_state (event_id);
+
 -- Purging an event deletes its notifications.
 CREATE INDEX event_push_actions_by_event ON event_push_actions (event_id);
 
