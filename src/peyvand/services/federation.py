@@ -45,7 +45,7 @@ from peyvand.storage.database import Connection
 from peyvand.storage.events import EventStore
 from peyvand.storage.federation_inbox import FederationInboxStore
 from peyvand.storage.federation_outbox import FederationOutboxStore, OutboxRow
-from peyvand.storage.models import EventToPersist
+from peyvand.storage.models import EventToPersist, StoredEvent
 from peyvand.storage.remote_invites import RemoteInvite, RemoteInviteStore
 from peyvand.types import EventID, JsonDict, RoomID, UserID, server_name_of
 
@@ -121,8 +121,9 @@ class RemoteInviteLimiter:
 async def load_federation_pdus(
     state: StateService, event_ids: Sequence[str]
 ) -> dict[str, JsonDict]:
-    """Stored events as they are sent to other servers (the sender's PDU loader)."""
-    events = await state.get_events(EventID(e) for e in event_ids)
+    """Stored events as they are sent to other servers (the sender's PDU loader); one
+    purged since it was queued goes as its redacted PDU, so peers keep a whole DAG."""
+    events = await state.get_dag_events(EventID(e) for e in event_ids)
     return {
         e: federation_pdu(stored.pdu, stored.redacted_by is not None)
         for e, stored in events.items()
@@ -888,12 +889,13 @@ class FederationService:
         }
 
     async def _state_at(self, room_id: RoomID, event_id: EventID) -> dict[StateKey, EventID]:
-        stored = await self._state.get_event(event_id)
+        """The state before ``event_id``, a timeline event or one purged from it."""
+        stored = (await self._state.get_dag_events([event_id])).get(event_id)
         if stored is None or stored.pdu.room_id != room_id:
             raise MatrixError(Errcode.NOT_FOUND, "Unknown event")
         state = await self._state.state_ids_at_group(stored.state_group)
         if stored.pdu.is_state() and state.get(stored.pdu.state_tuple) == event_id:
-            prevs = await self._state.get_events(stored.pdu.prev_event_ids)
+            prevs = await self._state.get_dag_events(stored.pdu.prev_event_ids)
             if prevs:
                 earlier = next(iter(prevs.values()))
                 before = await self._state.state_ids_at_group(earlier.state_group)
@@ -924,17 +926,18 @@ class FederationService:
         min_depth: int,
     ) -> JsonDict:
         """POST /get_missing_events: events between ``earliest`` and ``latest``, walking
-        prev_events back from ``latest`` (breadth first), oldest first."""
+        prev_events back from ``latest`` (breadth first), oldest first. Events purged
+        here are part of the walk, as their redacted PDUs."""
         snapshot = await self._room(room_id, origin)
         await self._require_server_in_room(origin, snapshot)
         limit = max(0, min(limit, _MAX_MISSING_EVENTS))
         seen = set(earliest) | set(latest)
-        found: dict[EventID, Pdu] = {}
+        found: dict[EventID, StoredEvent] = {}
         frontier = [EventID(e) for e in latest]
         while frontier and len(found) < limit:
             events = {
                 e: stored
-                for e, stored in (await self._state.get_events(frontier)).items()
+                for e, stored in (await self._state.get_dag_events(frontier)).items()
                 if stored.pdu.room_id == room_id
             }
             frontier = []
@@ -944,37 +947,38 @@ class FederationService:
                         continue
                     seen.add(prev)
                     frontier.append(prev)
-            prev_events = await self._state.get_events(frontier)
+            prev_events = await self._state.get_dag_events(frontier)
             for prev_id, stored in prev_events.items():
                 if stored.pdu.room_id != room_id:
                     continue
                 if stored.pdu.depth >= min_depth and len(found) < limit:
-                    found[prev_id] = stored.pdu
+                    found[prev_id] = stored
             frontier = [e for e in frontier if e in found]
-        ordered = sorted(found.values(), key=lambda p: (p.depth, p.event_id))
-        return {"events": [federation_pdu(p) for p in ordered]}
+        ordered = sorted(found.values(), key=lambda s: (s.pdu.depth, s.pdu.event_id))
+        return {"events": [federation_pdu(s.pdu, s.redacted_by is not None) for s in ordered]}
 
     async def backfill(
         self, origin: str, room_id: RoomID, starting: Sequence[str], limit: int
     ) -> JsonDict:
-        """GET /backfill: up to ``limit`` events before and including ``starting``."""
+        """GET /backfill: up to ``limit`` events before and including ``starting``
+        (those purged here as their redacted PDUs)."""
         snapshot = await self._room(room_id, origin)
         await self._require_server_in_room(origin, snapshot)
         limit = max(0, min(limit, _MAX_BACKFILL))
-        found: dict[EventID, Pdu] = {}
+        found: dict[EventID, StoredEvent] = {}
         frontier = [EventID(e) for e in starting]
         while frontier and len(found) < limit:
-            events = await self._state.get_events(frontier)
+            events = await self._state.get_dag_events(frontier)
             frontier = []
             for event_id, stored in sorted(events.items(), key=lambda item: -item[1].pdu.depth):
                 if event_id in found or len(found) >= limit or stored.pdu.room_id != room_id:
                     continue
-                found[event_id] = stored.pdu
+                found[event_id] = stored
                 frontier.extend(p for p in stored.pdu.prev_event_ids if p not in found)
         return {
             "origin": self._server_name,
             "origin_server_ts": int(self._clock() * 1000),
-            "pdus": [federation_pdu(p) for p in found.values()],
+            "pdus": [federation_pdu(s.pdu, s.redacted_by is not None) for s in found.values()],
         }
 
 
