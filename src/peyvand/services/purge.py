@@ -57,32 +57,32 @@ class HistoryPurger:
         """Take ``candidates`` out of the timeline, except what a hold covers or what is
         the room's current state."""
         kept = await self._held(candidates)
-        result = await self._store.purge(
-            [c.event_id for c in candidates if c.event_id not in kept], reason
-        )
+        doomed = [c.event_id for c in candidates if c.event_id not in kept]
+        self._state.forget_events(doomed)
+        result = await self._store.purge(doomed, reason)
         return await self._finish(result, len(kept))
 
     async def rewrite(self, candidates: Sequence[PurgeCandidate]) -> PurgeCount:
         """Delete the content of ``candidates`` (kept as redacted events), except what a
         hold covers or what is the room's current state."""
         kept = await self._held(candidates)
-        result = await self._store.rewrite_content(
-            [c.event_id for c in candidates if c.event_id not in kept],
-            int(self._clock() * 1000),
-        )
+        doomed = [c.event_id for c in candidates if c.event_id not in kept]
+        self._state.forget_events(doomed)
+        result = await self._store.rewrite_content(doomed, int(self._clock() * 1000))
         return await self._finish(result, len(kept))
 
     async def rewrite_outliers(self, candidates: Sequence[PurgeCandidate]) -> PurgeCount:
         """Delete the content of events held outside the timeline (outliers, rejected,
         soft-failed), except what a hold covers or what is current state."""
         kept = await self._held(candidates)
-        result = await self._store.rewrite_outliers(
-            [c.event_id for c in candidates if c.event_id not in kept],
-            int(self._clock() * 1000),
-        )
+        doomed = [c.event_id for c in candidates if c.event_id not in kept]
+        self._state.forget_events(doomed)
+        result = await self._store.rewrite_outliers(doomed, int(self._clock() * 1000))
         return await self._finish(result, len(kept))
 
     async def _finish(self, result: PurgeResult, held: int) -> PurgeCount:
+        # Again after the commit: a read that began before it may have cached the old
+        # form in between.
         self._state.forget_events(result.event_ids)
         media = (
             await self._delete_media(result.unreferenced_media) if result.unreferenced_media else 0

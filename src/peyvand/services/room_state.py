@@ -71,6 +71,9 @@ class StateService:
         self._events: LRU[EventID, StoredEvent] = LRU(event_cache_size)
         # Events held outside the timeline (immutable, like the rest).
         self._outliers: LRU[EventID, Pdu] = LRU(event_cache_size)
+        # Bumped when a purge changes stored events: a read that began before a bump
+        # does not cache what it loaded (it may be the old form).
+        self._forget_epoch = 0
         self._groups: LRU[int, StateGroupRow] = LRU(100_000)
         self._deltas: LRU[int, dict[StateKey, EventID]] = LRU(20_000)
         # (group, key) -> event ID or None: groups are immutable, so lookups are too.
@@ -108,9 +111,11 @@ class StateService:
             else:
                 missing.append(event_id)
         if missing:
+            epoch = self._forget_epoch
             loaded = await self._store.get_events(missing)
-            for event_id, event in loaded.items():
-                self._events.put(event_id, event)
+            if epoch == self._forget_epoch:
+                for event_id, event in loaded.items():
+                    self._events.put(event_id, event)
             found.update(loaded)
         return found
 
@@ -127,8 +132,10 @@ class StateService:
             else:
                 missing.append(event_id)
         if missing:
+            epoch = self._forget_epoch
             for event_id, row in (await self._store.get_outliers(missing)).items():
-                self._outliers.put(event_id, row.pdu)
+                if epoch == self._forget_epoch:
+                    self._outliers.put(event_id, row.pdu)
                 found[event_id] = row.pdu
         return found
 
@@ -167,6 +174,7 @@ class StateService:
     def forget_events(self, event_ids: Iterable[EventID]) -> None:
         """Drop cached copies of events whose stored form changed (purged, or their
         content deleted): the cache otherwise holds events as immutable."""
+        self._forget_epoch += 1
         for event_id in event_ids:
             self._events.pop(event_id)
             self._outliers.pop(event_id)
