@@ -359,6 +359,49 @@ async def test_walks_serve_redacted_timeline_events_redacted(
     assert "redacted secret" not in str(body)
 
 
+async def test_state_and_auth_chains_serve_redacted_state_redacted(
+    fake: FakeServer, peyvand: HomeserverProcess, peyvand_client: MatrixClient, room: Room
+) -> None:
+    """A current state event redacted here (a topic) goes pruned in /state and in auth
+    chains (/event_auth), as on /event: its content is what the redaction removed."""
+    topic = await _topic(peyvand_client, room.alice, room.room_id, "redacted topic secret")
+    path = f"rooms/{q(room.room_id)}/redact/{q(topic)}/r{next(_txn)}"
+    redaction = str(
+        (await peyvand_client.request("PUT", path, json={}, token=room.alice)).ok()["event_id"]
+    )
+    await _wait_for(fake, room, redaction)
+    status, body = await fake.request(
+        "GET", f"{FEDERATION_V1}/state/{q(room.room_id)}", query={"event_id": redaction}
+    )
+    assert status == 200, body
+    [raw] = [p for p in body["pdus"] if _pdu_id(room, p) == topic]
+    await _assert_skeleton(fake, peyvand, room, raw)
+    assert "redacted topic secret" not in str(body)
+    # Alice's member event, named secretly, then redacted: an auth event of hers.
+    name = f"profile/{q(room.alice.user_id)}/displayname"
+    body_name = {"displayname": "secret display name"}
+    (await peyvand_client.request("PUT", name, json=body_name, token=room.alice)).ok()
+    member = (
+        await peyvand_client.request(
+            "GET",
+            f"rooms/{q(room.room_id)}/state/m.room.member/{q(room.alice.user_id)}",
+            params={"format": "event"},
+            token=room.alice,
+        )
+    ).ok()["event_id"]
+    path = f"rooms/{q(room.room_id)}/redact/{q(member)}/r{next(_txn)}"
+    last = str(
+        (await peyvand_client.request("PUT", path, json={}, token=room.alice)).ok()["event_id"]
+    )
+    await _wait_for(fake, room, last)
+    status, body = await fake.request(
+        "GET", f"{FEDERATION_V1}/event_auth/{q(room.room_id)}/{q(last)}"
+    )
+    assert status == 200, body
+    assert member in {_pdu_id(room, p) for p in body["auth_chain"]}
+    assert "secret display name" not in str(body)
+
+
 # -- building on purged events ---------------------------------------------------------
 
 

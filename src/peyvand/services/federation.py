@@ -423,7 +423,7 @@ class FederationService:
         if outcome.status not in ("accepted", "duplicate"):
             raise MatrixError(Errcode.FORBIDDEN, outcome.reason or "The join was not allowed")
         state = await self._state_at(pdu.room_id, pdu.event_id)
-        state_events = await self._state.get_pdus(state.values())
+        state_events = await self._state.get_pdus(state.values(), as_served=True)
         chain = await self._auth_chain(e for p in state_events.values() for e in p.auth_event_ids)
         return {
             "origin": self._server_name,
@@ -458,7 +458,7 @@ class FederationService:
         found: dict[EventID, Pdu] = {}
         frontier = set(seeds)
         while frontier:
-            loaded = await self._state.get_pdus(frontier)
+            loaded = await self._state.get_pdus(frontier, as_served=True)
             found.update(loaded)
             frontier = {a for p in loaded.values() for a in p.auth_event_ids if a not in found}
         return found
@@ -817,7 +817,7 @@ class FederationService:
         """The invite's room state: full PDUs, which are valid stripped state events too
         and let the invited server check the create event (as Synapse expects)."""
         keys: list[StateKey] = [(t, "") for t in STRIPPED_STATE_TYPES]
-        events = await self._state.get_state_events(snapshot.state, keys)
+        events = await self._state.get_state_events(snapshot.state, keys, as_served=True)
         return [federation_pdu(e) for e in events.values()]
 
     # -- reads by other servers ----------------------------------------------------------
@@ -881,7 +881,7 @@ class FederationService:
         snapshot = await self._room(room_id, origin)
         await self._require_server_in_room(origin, snapshot)
         state = await self._state_at(room_id, event_id)
-        events = await self._state.get_pdus(state.values())
+        events = await self._state.get_pdus(state.values(), as_served=True)
         chain = await self._auth_chain(e for p in events.values() for e in p.auth_event_ids)
         return {
             "pdus": [federation_pdu(p) for p in events.values()],

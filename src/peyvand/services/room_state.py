@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from peyvand.events.pdu import Pdu, StateKey
+from peyvand.events.redaction import redact_pdu
 from peyvand.events.room_versions import KNOWN_ROOM_VERSIONS, RoomVersion
 from peyvand.services.lru import LRU
 from peyvand.storage.events import EventStore
@@ -119,11 +120,18 @@ class StateService:
             found.update(loaded)
         return found
 
-    async def get_pdus(self, event_ids: Iterable[EventID]) -> dict[EventID, Pdu]:
+    async def get_pdus(
+        self, event_ids: Iterable[EventID], *, as_served: bool = False
+    ) -> dict[EventID, Pdu]:
         """Events by ID from the timeline or from those held outside it (outliers,
-        rejected and soft-failed events received over federation)."""
+        rejected and soft-failed events received over federation). ``as_served``: a
+        timeline event redacted here in its redacted form, as it may be shown to other
+        servers and clients (the stored original is for holds and exports)."""
         ids = set(event_ids)
-        found = {e: stored.pdu for e, stored in (await self.get_events(ids)).items()}
+        found = {
+            e: redact_pdu(stored.pdu) if as_served and stored.redacted_by else stored.pdu
+            for e, stored in (await self.get_events(ids)).items()
+        }
         missing = []
         for event_id in ids - found.keys():
             cached = self._outliers.get(event_id)
@@ -238,10 +246,14 @@ class StateService:
         self._rooms.pop(room_id, None)
 
     async def get_state_events(
-        self, state: Mapping[StateKey, EventID], keys: Iterable[StateKey] | None = None
+        self,
+        state: Mapping[StateKey, EventID],
+        keys: Iterable[StateKey] | None = None,
+        *,
+        as_served: bool = False,
     ) -> dict[StateKey, Pdu]:
         wanted = state if keys is None else {k: state[k] for k in keys if k in state}
-        events = await self.get_pdus(wanted.values())
+        events = await self.get_pdus(wanted.values(), as_served=as_served)
         return {k: events[e] for k, e in wanted.items() if e in events}
 
     # -- historical state -------------------------------------------------------------
