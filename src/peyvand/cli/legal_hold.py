@@ -12,10 +12,10 @@ Dates are ISO 8601 in UTC unless they name an offset: ``2024-03-31`` or
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import UTC, date, datetime, timedelta
 from typing import TypeVar
 
 from peyvand.app import open_database
+from peyvand.cli.dates import format_ts, parse_date
 from peyvand.cli.errors import CommandError
 from peyvand.compliance.audit import AuditLog
 from peyvand.compliance.legal_hold import Hold, LegalHolds
@@ -28,8 +28,6 @@ from peyvand.storage.migrations import run_migrations
 ACTOR = "cli:hold"
 
 _T = TypeVar("_T")
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_DAY_MS = 86_400_000
 
 
 async def place_hold(
@@ -83,37 +81,6 @@ def describe(hold: Hold) -> str:
     )
 
 
-def parse_date(text: str, *, end_of_day: bool) -> int:
-    """Milliseconds since the epoch of an ISO 8601 date or date and time (UTC unless an
-    offset is given); a bare date is the start of that day, or its last millisecond with
-    ``end_of_day``. ``CommandError`` if malformed."""
-    try:
-        day = date.fromisoformat(text)
-    except ValueError:
-        pass
-    else:
-        start = _ms(datetime(day.year, day.month, day.day, tzinfo=UTC))
-        return start + _DAY_MS - 1 if end_of_day else start
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise CommandError(
-            f"not a date: {text!r} (use 2024-03-31 or 2024-03-31T18:00:00Z)"
-        ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return _ms(moment)
-
-
-def format_ts(ts: int) -> str:
-    """``2024-03-31T23:59:59.999Z`` (milliseconds shown only when there are any)."""
-    moment = _EPOCH + timedelta(milliseconds=ts)
-    text = moment.strftime("%Y-%m-%dT%H:%M:%S")
-    if ts % 1000:
-        text += f".{ts % 1000:03d}"
-    return text + "Z"
-
-
 def _covers(hold: Hold) -> str:
     if hold.since_ts is None and hold.until_ts is None:
         return "all events"
@@ -122,10 +89,6 @@ def _covers(hold: Hold) -> str:
     if hold.since_ts is None:
         return f"events sent until {format_ts(hold.until_ts)}"
     return f"events sent from {format_ts(hold.since_ts)} to {format_ts(hold.until_ts)}"
-
-
-def _ms(moment: datetime) -> int:
-    return (moment - _EPOCH) // timedelta(milliseconds=1)
 
 
 async def _with_holds(config: Config, action: Callable[[LegalHolds], Awaitable[_T]]) -> _T:

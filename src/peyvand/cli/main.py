@@ -26,6 +26,9 @@ from peyvand.cli.generate import (
 )
 from peyvand.cli.logs import setup_logging
 from peyvand.cli.loop import run
+from peyvand.cli.policy_lists import add_policy_lists_command
+from peyvand.cli.reports import add_reports_command
+from peyvand.cli.retention import add_retention_command
 from peyvand.config.loader import ConfigError, load_config
 
 DEV_DATA_DIR = Path("data")
@@ -127,6 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_export_command(commands)
     add_erase_command(commands)
+    add_retention_command(commands)
+    add_reports_command(commands)
+    add_policy_lists_command(commands)
 
     hold = commands.add_parser(
         "hold",
