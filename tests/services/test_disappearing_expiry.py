@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from peyvand.config.model import DisappearingConfig
-from peyvand.events.pdu import Pdu
+from peyvand.events.pdu import Pdu, StateKey
 from peyvand.events.room_versions import KNOWN_ROOM_VERSIONS
 from peyvand.services.disappearing import DISAPPEARING_EVENT, DisappearingMessages
 from peyvand.services.purge import HistoryPurger
@@ -22,6 +22,8 @@ ROOM = RoomID("!room:localhost")
 VERSION = KNOWN_ROOM_VERSIONS["11"]
 TIMER_SET_TS = 1_000_000
 TIMER_MS = 60_000
+# "Now" for the service: well after every timestamp the tests use, unless they say so.
+NOW_MS = 10 * TIMER_SET_TS
 
 
 def _pdu(event_id: str, ts: int, content: JsonDict, state_key: str | None = None) -> Pdu:
@@ -37,11 +39,11 @@ def _pdu(event_id: str, ts: int, content: JsonDict, state_key: str | None = None
     return Pdu(data, EventID(event_id), VERSION)
 
 
-def _persist(pdu: Pdu, stream_ordering: int) -> EventToPersist:
+def _persist(pdu: Pdu, stream_ordering: int, state_group: int = 1) -> EventToPersist:
     return EventToPersist(
         pdu=pdu,
         stream_ordering=stream_ordering,
-        state_group=1,
+        state_group=state_group,
         new_state_group=None,
         txn=None,
         relates_to=None,
@@ -50,10 +52,17 @@ def _persist(pdu: Pdu, stream_ordering: int) -> EventToPersist:
     )
 
 
+_KEY = (DISAPPEARING_EVENT, "")
+
+
 @dataclass
 class _FakeState:
+    """Room state per state group (group 1 unless a test says otherwise)."""
+
     snapshot: RoomSnapshot
     pdus: dict[EventID, Pdu] = field(default_factory=dict)
+    groups: dict[int, dict[StateKey, EventID]] = field(default_factory=dict)
+    redacted: set[EventID] = field(default_factory=set)
 
     async def get_room(self, room_id: RoomID) -> RoomSnapshot | None:
         return self.snapshot if room_id == ROOM else None
@@ -61,8 +70,18 @@ class _FakeState:
     async def get_pdus(self, event_ids: Iterable[EventID]) -> dict[EventID, Pdu]:
         return {e: self.pdus[e] for e in event_ids if e in self.pdus}
 
-    def set_timer(self, event: Pdu) -> None:
-        self.snapshot.state[(DISAPPEARING_EVENT, "")] = event.event_id
+    async def state_ids_at_group(
+        self, group: int, keys: Sequence[StateKey]
+    ) -> dict[StateKey, EventID]:
+        state = self.groups.get(group, {})
+        return {k: state[k] for k in keys if k in state}
+
+    async def is_redacted(self, event_id: EventID) -> bool:
+        return event_id in self.redacted
+
+    def set_timer(self, event: Pdu, group: int = 1) -> None:
+        self.snapshot.state[_KEY] = event.event_id
+        self.groups.setdefault(group, {})[_KEY] = event.event_id
         self.pdus[event.event_id] = event
 
 
@@ -90,6 +109,7 @@ def _service(config: DisappearingConfig | None = None) -> tuple[DisappearingMess
         cast(PurgeStore, store),
         cast(StateService, state),
         cast(HistoryPurger, None),
+        clock=lambda: NOW_MS / 1000,
     )
     return service, state, store
 
@@ -152,3 +172,33 @@ async def test_nothing_expires_when_disabled() -> None:
     state.set_timer(_pdu("$timer", TIMER_SET_TS, {"timer_ms": TIMER_MS}, state_key=""))
     message = _persist(_pdu("$m", TIMER_SET_TS + 1, {"body": "x"}), 1)
     assert await service.prepare([message]) is None
+
+
+async def test_the_timer_is_the_one_in_state_at_each_event() -> None:
+    """A batch holding messages, the timer turned off, then more messages: those before
+    keep the timer they were sent under (their state group's), those after have none."""
+    service, state, store = _service()
+    state.set_timer(_pdu("$timer", TIMER_SET_TS, {"timer_ms": TIMER_MS}, state_key=""))
+    off = _pdu("$off", TIMER_SET_TS + 5, {}, state_key="")
+    state.groups[2] = {_KEY: off.event_id}
+    state.snapshot.state[_KEY] = off.event_id  # the snapshot is ahead of the batch
+    before = _persist(_pdu("$before", TIMER_SET_TS + 1, {"body": "x"}), 1, state_group=1)
+    after = _persist(_pdu("$after", TIMER_SET_TS + 9, {"body": "x"}), 3, state_group=2)
+    batch = [before, _persist(off, 2, state_group=2), after]
+    assert await _expiries(service, store, batch) == {"$before": TIMER_SET_TS + 1 + TIMER_MS}
+
+
+async def test_a_claimed_future_time_does_not_delay_expiry() -> None:
+    service, state, store = _service()
+    state.set_timer(_pdu("$timer", TIMER_SET_TS, {"timer_ms": TIMER_MS}, state_key=""))
+    future = _persist(_pdu("$future", 2**53 - 1, {"body": "x"}), 1)
+    assert await _expiries(service, store, [future]) == {"$future": NOW_MS + TIMER_MS}
+
+
+async def test_a_redacted_timer_sets_none() -> None:
+    service, state, store = _service()
+    state.set_timer(_pdu("$timer", TIMER_SET_TS, {"timer_ms": TIMER_MS}, state_key=""))
+    state.redacted.add(EventID("$timer"))
+    message = _persist(_pdu("$m", TIMER_SET_TS + 1, {"body": "x"}), 1)
+    assert await _expiries(service, store, [message]) == {}
+    assert await service.room_timer(ROOM) is None

@@ -4,7 +4,8 @@ A room admin (whoever may send the state event: by default power level 50) sets 
 room's timer with the state event ``io.peyvand.disappearing``, content
 ``{"timer_ms": 30000}``; an empty content (or no ``timer_ms``) turns it off. Like
 Signal's and WhatsApp's timers it applies to messages sent after it is set: each
-non-state event gets an expiry (``origin_server_ts`` + timer, the timer clamped to
+non-state event gets an expiry (``origin_server_ts``, or its arrival if that is
+earlier, + the timer in the room's state at the event, clamped to
 ``[min_timer, max_timer]``), written in the event's own commit. Every
 ``check_interval`` seconds the expired events are purged (``HistoryPurger.purge``)
 with the media no other event names. Events a legal hold covers are kept and looked at
@@ -22,12 +23,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from peyvand.config.model import DisappearingConfig
 from peyvand.errors import Errcode, MatrixError
+from peyvand.events.pdu import Pdu
 from peyvand.services.event_creation import EventSpec
 from peyvand.services.event_writer import TxnWrite
+from peyvand.services.lru import LRU
 from peyvand.services.purge import HistoryPurger, PurgeCount
 from peyvand.services.room_state import StateService
 from peyvand.storage.database import Connection
@@ -40,6 +43,8 @@ __all__ = ["DISAPPEARING_EVENT", "DisappearingMessages"]
 logger = logging.getLogger(__name__)
 
 DISAPPEARING_EVENT = "io.peyvand.disappearing"
+_KEY = (DISAPPEARING_EVENT, "")
+_TIMER_CACHE_SIZE = 10_000
 _BATCH = 500
 _HELD_RECHECK_MS = 24 * 3600 * 1000
 
@@ -60,7 +65,7 @@ class DisappearingMessages:
         self._clock = clock
         # The timer each timer event sets, and when it was sent (state events are
         # immutable).
-        self._timers: dict[EventID, tuple[int | None, int]] = {}
+        self._timers: LRU[EventID, tuple[int | None, int]] = LRU(_TIMER_CACHE_SIZE)
         self._task: asyncio.Task[None] | None = None
 
     def timer_of(self, content: JsonDict) -> int | None:
@@ -94,47 +99,61 @@ class DisappearingMessages:
             )
 
     async def room_timer(self, room_id: RoomID) -> int | None:
-        return (await self._timer_set(room_id))[0]
-
-    async def _timer_set(self, room_id: RoomID) -> tuple[int | None, int]:
-        """The room's current timer (None: none) and the ``origin_server_ts`` of the
-        event that set it."""
+        """The room's current timer (None: none, or the feature is off here)."""
         snapshot = await self._state.get_room(room_id)
-        if snapshot is None:
+        if snapshot is None or not self._config.enabled:
+            return None
+        return (await self._timer_set(snapshot.state.get(_KEY), {}))[0]
+
+    async def _timer_set(
+        self, event_id: EventID | None, in_batch: Mapping[EventID, Pdu]
+    ) -> tuple[int | None, int]:
+        """The timer the timer event ``event_id`` sets (None: none) and its
+        ``origin_server_ts``; ``in_batch``: events being committed with the caller's."""
+        if event_id is None:
             return None, 0
-        event_id = snapshot.state.get((DISAPPEARING_EVENT, ""))
-        if event_id is None or await self._state.is_redacted(event_id):
+        pdu = in_batch.get(event_id)
+        if pdu is not None:
+            return self.timer_of(dict(pdu.content)), pdu.origin_server_ts
+        if await self._state.is_redacted(event_id):
             return None, 0
-        if event_id not in self._timers:
-            pdu = (await self._state.get_pdus([event_id])).get(event_id)
-            self._timers[event_id] = (
+        known = self._timers.get(event_id)
+        if known is None:
+            stored = (await self._state.get_pdus([event_id])).get(event_id)
+            known = (
                 (None, 0)
-                if pdu is None
-                else (self.timer_of(dict(pdu.content)), pdu.origin_server_ts)
+                if stored is None
+                else (self.timer_of(dict(stored.content)), stored.origin_server_ts)
             )
-        return self._timers[event_id]
+            self._timers.put(event_id, known)
+        return known
 
     async def prepare(self, batch: Sequence[EventToPersist]) -> TxnWrite | None:
         """The ``EventWriter`` pre-commit hook: the expiry of each new message in a room
-        with a timer, written with it. Errors are logged, never raised."""
+        with a timer, written in the same commit. The timer is the one in the room's
+        state at the event (its state group: a timer changed later in the same batch, or
+        on another branch of the room's graph, does not count). The clock starts at the
+        event's ``origin_server_ts``, or at its arrival if that claims a later time (a
+        server cannot keep its users' messages past the room's timer). Errors are raised:
+        committing the messages without their expiries would keep them for good."""
         if not self._config.enabled:
             return None
+        in_batch = {e.pdu.event_id: e.pdu for e in batch}
+        now = int(self._clock() * 1000)
         rows: list[tuple[EventID, str, int]] = []
-        try:
-            for persisted in batch:
-                pdu = persisted.pdu
-                if pdu.is_state():
-                    continue
-                timer, set_ts = await self._timer_set(RoomID(pdu.room_id))
-                # History fetched from other servers (backfill: a negative stream
-                # position) may predate the timer: only what was sent since it counts.
-                if persisted.stream_ordering < 0 and pdu.origin_server_ts < set_ts:
-                    continue
-                if timer is not None:
-                    rows.append((pdu.event_id, pdu.room_id, pdu.origin_server_ts + timer))
-        except Exception:
-            logger.exception("working out message expiries for %d events failed", len(batch))
-            return None
+        for persisted in batch:
+            pdu = persisted.pdu
+            if pdu.is_state():
+                continue
+            at_event = await self._state.state_ids_at_group(persisted.state_group, [_KEY])
+            timer, set_ts = await self._timer_set(at_event.get(_KEY), in_batch)
+            # History fetched from other servers (backfill: a negative stream position)
+            # may predate the timer: only what was sent since it counts.
+            if persisted.stream_ordering < 0 and pdu.origin_server_ts < set_ts:
+                continue
+            if timer is not None:
+                start = min(pdu.origin_server_ts, now)
+                rows.append((pdu.event_id, pdu.room_id, start + timer))
         if not rows:
             return None
 
@@ -176,15 +195,16 @@ class DisappearingMessages:
 
     async def _loop(self) -> None:
         while True:
+            delay = float(self._config.check_interval)
             try:
                 count = await self.purge_expired()
                 if count.events:
                     await self._store.release_space()
                     logger.info("%d disappearing messages removed", count.events)
+                next_ts = await self._store.next_expiry()
+                if next_ts is not None:
+                    delay = min(delay, max(0.5, next_ts / 1000 - self._clock()))
             except Exception:
+                # Retried at the normal pace, not in a tight loop on the same batch.
                 logger.exception("removing disappearing messages failed; retrying")
-            next_ts = await self._store.next_expiry()
-            delay = float(self._config.check_interval)
-            if next_ts is not None:
-                delay = min(delay, max(0.5, next_ts / 1000 - self._clock()))
             await asyncio.sleep(delay)
