@@ -171,6 +171,8 @@ async def test_login_as_a_user_refuses_bad_requests(
         (bob.user_id, {"valid_until_ms": "tomorrow"}, 400, "M_BAD_JSON"),
         (bob.user_id, {"valid_until_ms": 1.5}, 400, "M_BAD_JSON"),
         (bob.user_id, {"valid_until_ms": True}, 400, "M_BAD_JSON"),
+        (bob.user_id, {"valid_until_ms": 2**63}, 400, "M_INVALID_PARAM"),
+        (bob.user_id, {"valid_until_ms": -1}, 400, "M_INVALID_PARAM"),
         (bob.user_id, {"reason": 7}, 400, "M_BAD_JSON"),
     ]:
         answer = await client.request("POST", login(user_id), json=body, token=admin)
@@ -385,13 +387,21 @@ async def test_registration_tokens_refuse_bad_input(
             {"uses_allowed": "3"},
             {"uses_allowed": 1.5},
             {"uses_allowed": True},
+            {"uses_allowed": 2**63},
             {"expiry_time": 1},
+            {"expiry_time": 2**63},
             {"expiry_time": "never"},
         ]:
             answer = await client.request("POST", new, json=body, token=admin)
             assert_error(answer, 400, "M_INVALID_PARAM")
         assert_error(await client.request("POST", new, json=[], token=admin), 400, "M_NOT_JSON")
-        for body in [{"uses_allowed": -2}, {"uses_allowed": "x"}, {"expiry_time": 3}]:
+        for body in [
+            {"uses_allowed": -2},
+            {"uses_allowed": "x"},
+            {"expiry_time": 3},
+            {"uses_allowed": 2**63},
+            {"expiry_time": 2**63},
+        ]:
             answer = await client.request("PUT", f"{TOKENS}/taken", json=body, token=admin)
             assert_error(answer, 400, "M_INVALID_PARAM")
         listed = (await client.request("GET", TOKENS, token=admin)).ok()["registration_tokens"]

@@ -40,10 +40,14 @@ def _limits(row: RegistrationTokenRow) -> dict[str, Any]:
     return {"uses_allowed": row.uses_allowed, "expiry_time": row.expiry_time}
 
 
+# Canonical JSON's integer range: larger values would not fit the database columns.
+_MAX_INT = 2**53 - 1
+
+
 def _nullable_int(body: Body, key: str, what: str) -> int | None:
     """``key`` of the body, an integer or null (Synapse's checks and errors)."""
     value = body.data.get(key)
-    if value is not None and type(value) is not int:
+    if value is not None and (type(value) is not int or abs(value) > _MAX_INT):
         raise invalid_param(f"{key} must be {what}")
     return value
 

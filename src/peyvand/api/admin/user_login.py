@@ -41,6 +41,8 @@ async def login_as_user(ctx: RequestContext) -> web.Response:
     user_id = UserID(raw_user_id)
     body = await ctx.body()
     valid_until_ms = body.int("valid_until_ms", None)
+    if valid_until_ms is not None and not 0 <= valid_until_ms <= 2**53 - 1:
+        raise invalid_param("valid_until_ms is out of range")
     reason = body.str("reason", None)
     session = await ctx.services.auth.login_as(admin.user_id, user_id, valid_until_ms)
     await ctx.services.audit.record(
