@@ -315,3 +315,45 @@ async def test_unpublished_room_leaves_the_list(client: MatrixClient) -> None:
     ).ok()
     chunk = (await search_rooms(client, alice, filter=search))["chunk"]
     assert [r["name"] for r in chunk] == [f"{word} v2"]
+
+
+async def test_redacted_state_leaves_the_directory_and_joined_members(
+    client: MatrixClient,
+) -> None:
+    """What a redaction removed from room state is not shown by the public room
+    directory (whose entries are cached) or by /joined_members either."""
+    alice = await client.register()
+    marker = unique_localpart("redactdir")
+    room = await create_room(client, alice, preset="public_chat", visibility="public", name=marker)
+    topic = (
+        await client.request(
+            "PUT",
+            f"rooms/{quote(room)}/state/m.room.topic/",
+            json={"topic": "rude topic"},
+            token=alice,
+        )
+    ).ok()["event_id"]
+    search = {"filter": {"generic_search_term": marker}}
+    [listed] = (await client.request("POST", "publicRooms", json=search, token=alice)).ok()["chunk"]
+    assert listed["topic"] == "rude topic"
+    name = {"displayname": "rude name"}
+    (
+        await client.request(
+            "PUT", f"profile/{quote(alice.user_id)}/displayname", json=name, token=alice
+        )
+    ).ok()
+    member = (
+        await client.request(
+            "GET",
+            f"rooms/{quote(room)}/state/m.room.member/{quote(alice.user_id)}",
+            params={"format": "event"},
+            token=alice,
+        )
+    ).ok()["event_id"]
+    for n, event_id in enumerate((topic, member)):
+        path = f"rooms/{quote(room)}/redact/{quote(event_id)}/rd{marker}{n}"
+        (await client.request("PUT", path, json={}, token=alice)).ok()
+    [listed] = (await client.request("POST", "publicRooms", json=search, token=alice)).ok()["chunk"]
+    assert "topic" not in listed or listed["topic"] is None
+    joined = (await client.request("GET", f"rooms/{quote(room)}/joined_members", token=alice)).ok()
+    assert joined["joined"][alice.user_id]["display_name"] is None

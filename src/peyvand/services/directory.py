@@ -152,8 +152,8 @@ class DirectoryService:
         self._state = state
         self._events = events
         self._clock = clock
-        # room_id -> (state group the entry was built at, entry)
-        self._entries: dict[RoomID, tuple[int, _Listed]] = {}
+        # room -> ((state group, redaction count) it was built at, entry).
+        self._entries: dict[RoomID, tuple[tuple[int, int], _Listed]] = {}
         self._remote_lookup: RemoteAliasLookup | None = None
 
     def use_federation(self, lookup: RemoteAliasLookup) -> None:
@@ -342,7 +342,7 @@ class DirectoryService:
             s
             for s in snapshots
             if (cached := self._entries.get(s.room_id)) is None
-            or cached[0] != s.state_group.state_group
+            or cached[0] != (s.state_group.state_group, self._state.redaction_count)
         ]
         wanted: dict[RoomID, dict[StateKey, EventID]] = {
             s.room_id: {k: s.state[k] for k in _ENTRY_KEYS if k in s.state} for s in stale
@@ -353,7 +353,7 @@ class DirectoryService:
         for snapshot in stale:
             state = {k: events[e].pdu for k, e in wanted[snapshot.room_id].items() if e in events}
             self._entries[snapshot.room_id] = (
-                snapshot.state_group.state_group,
+                (snapshot.state_group.state_group, self._state.redaction_count),
                 _entry(snapshot, state),
             )
         published = {s.room_id for s in snapshots}

@@ -170,10 +170,11 @@ class RoomEventsService:
         newest_first: bool,
         limit: int,
     ) -> list[StoredEvent]:
+        epoch = self._state.forget_epoch
         events = await self._store.get_room_events(
             room_id, after=after, before=before, limit=limit, newest_first=newest_first
         )
-        self._state.cache_events(events)
+        self._state.cache_events(events, epoch)
         return events
 
     async def scan(

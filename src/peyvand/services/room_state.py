@@ -75,6 +75,7 @@ class StateService:
         # Bumped when a purge changes stored events: a read that began before a bump
         # does not cache what it loaded (it may be the old form).
         self._forget_epoch = 0
+        self._redaction_count = 0
         self._groups: LRU[int, StateGroupRow] = LRU(100_000)
         self._deltas: LRU[int, dict[StateKey, EventID]] = LRU(20_000)
         # (group, key) -> event ID or None: groups are immutable, so lookups are too.
@@ -91,9 +92,19 @@ class StateService:
     ) -> dict[EventID, StoredEvent]:
         """State events by ID for showing room state: from the timeline, or held outside
         it (the state a room had when this server joined it over federation, which is
-        not part of its timeline here: such events have stream position 0)."""
+        not part of its timeline here: such events have stream position 0). A redacted
+        one comes in its redacted form, as everyone may see it."""
         ids = set(event_ids)
-        found = await self.get_events(ids)
+        found = {
+            event_id: (
+                StoredEvent(
+                    redact_pdu(e.pdu), e.stream_ordering, e.state_group, e.redacted_by, e.txn
+                )
+                if e.redacted_by is not None
+                else e
+            )
+            for event_id, e in (await self.get_events(ids)).items()
+        }
         missing = ids - found.keys()
         if missing:
             pdus = await self.get_pdus(missing)
@@ -162,13 +173,22 @@ class StateService:
                     found[event_id] = StoredEvent(row.pdu, 0, row.state_group)
         return found
 
-    def cache_events(self, events: Iterable[StoredEvent]) -> None:
-        """Keep the state events among ``events`` (new or read in a range).
+    @property
+    def forget_epoch(self) -> int:
+        """Changes whenever a purge changes stored events (see ``cache_events``)."""
+        return self._forget_epoch
+
+    def cache_events(self, events: Iterable[StoredEvent], epoch: int | None = None) -> None:
+        """Keep the state events among ``events`` (new or read in a range); ``epoch``:
+        the ``forget_epoch`` before they were read (nothing is kept if a purge happened
+        since: they may be the old form).
 
         State events are what is read again by ID (auth checks, room state); messages
         mostly are not, and reads by ID cache whatever they load. This keeps the cache,
         the largest user of memory, proportional to state rather than to traffic.
         """
+        if epoch is not None and epoch != self._forget_epoch:
+            return
         for event in events:
             if event.pdu.is_state():
                 self._events.put(event.pdu.event_id, event)
@@ -187,7 +207,13 @@ class StateService:
             self._events.pop(event_id)
             self._outliers.pop(event_id)
 
+    @property
+    def redaction_count(self) -> int:
+        """Changes with every redaction stored (for caches of what state shows)."""
+        return self._redaction_count
+
     def mark_redacted(self, event_id: EventID, redaction_id: EventID) -> None:
+        self._redaction_count += 1
         cached = self._events.get(event_id)
         if cached is not None and cached.redacted_by is None:
             self._events.put(
