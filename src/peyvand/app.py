@@ -321,7 +321,9 @@ async def create_app(config: Config) -> web.Application:
         return {EventID(e) for e in await legal_holds.held(queries)}
 
     purge_store = PurgeStore(db)
-    purger = HistoryPurger(purge_store, state, held, media.delete)
+    # Media a purge or an erasure releases goes unless an event names it by then.
+    delete_unnamed_media = functools.partial(media.delete, unless_named=True)
+    purger = HistoryPurger(purge_store, state, held, delete_unnamed_media)
     retention = RetentionService(config.retention, purge_store, state, purger)
     disappearing = DisappearingMessages(config.disappearing, purge_store, state, purger)
     writer.add_pre_commit(disappearing.prepare)
@@ -335,7 +337,7 @@ async def create_app(config: Config) -> web.Application:
         purger,
         held,
         legal_holds.user_held,
-        media.delete,
+        delete_unnamed_media,
     )
     services = Services(
         config=config,

@@ -653,6 +653,26 @@ async def test_delete(store: MediaStore, ids: Ids) -> None:
     assert await store.delete([(ids.local, "a"), (ids.other_remote, "c")]) == (0, set())
 
 
+async def test_delete_unless_named_keeps_what_an_event_names(
+    store: MediaStore, database: Database, ids: Ids
+) -> None:
+    """A purge deletes the media its events alone used; one an event named meanwhile
+    (checked in the deleting transaction) stays."""
+    await store.add_uploaded(uploaded(ids.local, "named", ids.sha("named")))
+    await store.add_uploaded(uploaded(ids.local, "free", ids.sha("free")))
+    await database.execute(
+        "INSERT INTO event_media (event_id, origin, media_id) VALUES ($1, $2, 'named')",
+        f"$event-{ids.tag}",
+        ids.local,
+    )
+    keys = [(ids.local, "named"), (ids.local, "free")]
+    assert await store.delete(keys, unless_named=True) == (1, {ids.sha("free")})
+    assert await store.get(ids.local, "named") is not None
+    assert await store.get(ids.local, "free") is None
+    # Without the flag (an admin's delete) the named one goes too.
+    assert await store.delete(keys) == (1, {ids.sha("named")})
+
+
 async def test_delete_more_than_a_chunk(store: MediaStore, ids: Ids) -> None:
     n = CHUNK * 2 + 5
     local = [(ids.local, f"m{i:04}") for i in range(n)]

@@ -675,10 +675,12 @@ class MediaService:
         if not found:
             raise MatrixError(Errcode.NOT_FOUND, "Media not found")
 
-    async def delete(self, keys: Sequence[MediaKey]) -> int:
+    async def delete(self, keys: Sequence[MediaKey], *, unless_named: bool = False) -> int:
         """Delete media rows, their thumbnails and every file no other row uses; the number
-        of media items deleted. Downloads waiting for a deleted reservation are woken."""
-        deleted, hashes = await self._store.delete(keys)
+        of media items deleted. Downloads waiting for a deleted reservation are woken.
+        ``unless_named``: keep the items an event names (checked in the deleting
+        transaction)."""
+        deleted, hashes = await self._store.delete(keys, unless_named=unless_named)
         self._wake(keys)
         # One query for the whole batch; only its candidates are checked again, each under
         # its hash lock (a file still named now can only lose its last row through another

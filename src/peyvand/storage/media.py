@@ -270,10 +270,14 @@ class MediaStore:
             accessed,
         )
 
-    async def delete(self, keys: Sequence[MediaKey]) -> tuple[int, set[str]]:
+    async def delete(
+        self, keys: Sequence[MediaKey], *, unless_named: bool = False
+    ) -> tuple[int, set[str]]:
         """Delete these media rows and their thumbnails in one transaction: the number of
         media rows deleted and the hashes of the files the rows named (candidates for
-        removal).
+        removal). ``unless_named``: leave those an event names (``event_media``), checked
+        in the same transaction (a purge deleting what its events alone used must not
+        take media a message stored since then shows).
 
         On PostgreSQL the media rows are locked first (``FOR UPDATE``, which conflicts with
         the foreign-key check of a concurrent ``add_thumbnail``): a thumbnail committed
@@ -287,6 +291,17 @@ class MediaStore:
         async with self._db.transaction() as txn:
             for origin, media_ids in by_origin.items():
                 async for chunk in iter_chunks(media_ids, _CHUNK):
+                    if unless_named:
+                        named = await txn.fetch(
+                            "SELECT media_id FROM event_media WHERE origin = $1"
+                            f" AND media_id IN ({placeholders(len(chunk), start=2)})",
+                            origin,
+                            *chunk,
+                        )
+                        kept = {row["media_id"] for row in named}
+                        chunk = [m for m in chunk if m not in kept]
+                        if not chunk:
+                            continue
                     if self._db.dialect == "postgres":
                         await txn.fetch(
                             "SELECT 1 FROM media WHERE origin = $1"
