@@ -16,11 +16,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from harness.admin import login_admin
 from harness.client import Account, MatrixClient, unique_localpart
 from harness.server import HomeserverProcess
 
 ADMIN = "/_peyvand/admin/v1"
-ADMIN_PASSWORD = "cli admin commands password"
 DAY_MS = 86_400_000
 TIMER_MS = 3_600_000
 
@@ -37,16 +37,6 @@ def peyvand(
         stdin=subprocess.DEVNULL,
         env=env,
     )
-
-
-async def _admin(client: MatrixClient, server: HomeserverProcess) -> Account:
-    name = unique_localpart("cliadmin")
-    registered = peyvand(
-        "register-user", "--config", server.config_path, "--user", name,
-        "--password", ADMIN_PASSWORD, "--admin",
-    )  # fmt: skip
-    assert registered.returncode == 0, registered.stderr
-    return await client.login(name, ADMIN_PASSWORD)
 
 
 def _env(token: str | None) -> dict[str, str]:
@@ -99,7 +89,7 @@ async def _audit_log(client: MatrixClient, admin: Account) -> list[dict[str, Any
 
 
 async def test_retention_show_and_run(homeserver: HomeserverProcess, client: MatrixClient) -> None:
-    admin = await _admin(client, homeserver)
+    admin = await login_admin(client, homeserver)
     env = _env(admin.access_token)
     config = homeserver.config_path
     alice = await client.register()
@@ -172,7 +162,7 @@ async def test_retention_show_and_run(homeserver: HomeserverProcess, client: Mat
 
 
 async def test_reports_list_and_show(homeserver: HomeserverProcess, client: MatrixClient) -> None:
-    admin = await _admin(client, homeserver)
+    admin = await login_admin(client, homeserver)
     env = _env(admin.access_token)
     config = homeserver.config_path
     alice = await client.register()
@@ -230,7 +220,7 @@ async def test_reports_list_and_show(homeserver: HomeserverProcess, client: Matr
 async def test_policy_lists_show_without_lists(
     homeserver: HomeserverProcess, client: MatrixClient
 ) -> None:
-    admin = await _admin(client, homeserver)
+    admin = await login_admin(client, homeserver)
     command: list[str | Path] = ["policy-lists", "show", "--config", homeserver.config_path]
     shown = _ok(peyvand(*command, "--token", admin.access_token, env=_env(None)))
     lines = shown.splitlines()
@@ -244,7 +234,7 @@ async def test_policy_lists_show_without_lists(
 async def test_failures_exit_1_with_a_clear_message(
     homeserver: HomeserverProcess, client: MatrixClient
 ) -> None:
-    admin = await _admin(client, homeserver)
+    admin = await login_admin(client, homeserver)
     alice = await client.register()
     config = homeserver.config_path
     room_id = (await client.request("POST", "createRoom", json={}, token=alice)).ok()["room_id"]

@@ -18,8 +18,6 @@ import hashlib
 import itertools
 import json
 import struct
-import subprocess
-import sys
 import time
 import uuid
 import zlib
@@ -29,7 +27,8 @@ from typing import Any
 import aiohttp
 import nio
 
-from harness.client import Account, MatrixClient, new_session, unique_localpart
+from harness.admin import login_admin
+from harness.client import Account, MatrixClient, new_session
 from harness.database import query
 from harness.nio_client import new_client, ok, sync_until, timeline
 from harness.server import HomeserverProcess
@@ -43,25 +42,10 @@ MAX_TIMER_MS = 28 * 24 * 3600 * 1000
 VANISH_SECONDS = 90.0
 WAIT_SECONDS = 30.0
 ADMIN = "/_peyvand/admin/v1"
-ADMIN_PASSWORD = "disappearing admin password"
 MEDIA = "/_matrix/client/v1/media"
 WHOLE_TIMELINE: dict[str, Any] = {"room": {"timeline": {"limit": 100}}}
 
 _txn = itertools.count(1)
-
-
-def _register_admin(server: HomeserverProcess) -> str:
-    name = unique_localpart("vanishadmin")
-    subprocess.run(
-        [
-            sys.executable, "-m", "peyvand", "register-user", "--config", str(server.config_path),
-            "--user", name, "--password", ADMIN_PASSWORD, "--admin",
-        ],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )  # fmt: skip
-    return name
 
 
 def _png(marker: str) -> bytes:
@@ -169,7 +153,7 @@ async def test_messages_and_their_image_vanish_for_local_users_within_90s(
     base_url = homeserver.base_url
     secret = f"vanishing secret {uuid.uuid4()}"
     image = _png(secret)
-    admin = await client.login(_register_admin(homeserver), ADMIN_PASSWORD)
+    admin = await login_admin(client, homeserver)
     alice = await client.register()
     bob = await new_client(base_url, tmp_path)
     async with new_session() as http:

@@ -25,11 +25,11 @@ from typing import Any
 import aiohttp
 from PIL import Image
 
+from harness.admin import login_admin
 from harness.client import Account, MatrixClient, new_session, unique_localpart
 from harness.database import query
 from harness.server import HomeserverProcess
 
-ADMIN_PASSWORD = "admin password for erasure tests"
 PEYVAND_ADMIN = "/_peyvand/admin/v1"
 
 _txn = itertools.count(1)
@@ -47,16 +47,6 @@ def peyvand(
         stdin=subprocess.DEVNULL,
         env=env,
     )
-
-
-async def _admin(client: MatrixClient, server: HomeserverProcess) -> Account:
-    name = unique_localpart("eraseadmin")
-    registered = peyvand(
-        "register-user", "--config", server.config_path, "--user", name,
-        "--password", ADMIN_PASSWORD, "--admin",
-    )  # fmt: skip
-    assert registered.returncode == 0, registered.stderr
-    return await client.login(name, ADMIN_PASSWORD)
 
 
 def _png() -> bytes:
@@ -374,7 +364,7 @@ async def _files_before(scene: Scene) -> list[Path]:
 async def test_client_erase_flag_erases_profile_media_and_messages(
     homeserver: HomeserverProcess, client: MatrixClient
 ) -> None:
-    admin = await _admin(client, homeserver)
+    admin = await login_admin(client, homeserver)
     async with new_session() as session:
         scene = await _scene(client, session, homeserver)
         assert await _rows_containing(scene, scene.first_name) != []  # the superseded join
@@ -396,7 +386,7 @@ async def test_client_erase_flag_erases_profile_media_and_messages(
 async def test_admin_api_erases_and_answers_the_report(
     homeserver: HomeserverProcess, client: MatrixClient
 ) -> None:
-    admin = await _admin(client, homeserver)
+    admin = await login_admin(client, homeserver)
     async with new_session() as session:
         scene = await _scene(client, session, homeserver)
         files = await _files_before(scene)
@@ -431,7 +421,7 @@ async def test_admin_api_erases_and_answers_the_report(
 async def test_synapse_admin_path_erases(
     homeserver: HomeserverProcess, client: MatrixClient
 ) -> None:
-    admin = await _admin(client, homeserver)
+    admin = await login_admin(client, homeserver)
     async with new_session() as session:
         scene = await _scene(client, session, homeserver)
         answer = await client.request(
@@ -449,7 +439,7 @@ async def test_synapse_admin_path_erases(
 async def test_cli_erases_through_the_running_server(
     homeserver: HomeserverProcess, client: MatrixClient
 ) -> None:
-    admin = await _admin(client, homeserver)
+    admin = await login_admin(client, homeserver)
     async with new_session() as session:
         scene = await _scene(client, session, homeserver)
         env = {**os.environ, "PEYVAND_ADMIN_TOKEN": admin.access_token}
@@ -485,7 +475,7 @@ async def test_cli_erases_through_the_running_server(
 async def test_cli_reports_an_unreachable_server_and_unknown_users(
     homeserver: HomeserverProcess, client: MatrixClient, tmp_path: Path
 ) -> None:
-    admin = await _admin(client, homeserver)
+    admin = await login_admin(client, homeserver)
     env = {**os.environ, "PEYVAND_ADMIN_TOKEN": admin.access_token}
     config = homeserver.config_path
     unknown = peyvand(
@@ -526,7 +516,7 @@ async def _assert_content_kept(scene: Scene, *, profile: bool) -> None:
 async def test_plain_deactivation_leaves_content_alone(
     homeserver: HomeserverProcess, client: MatrixClient
 ) -> None:
-    admin = await _admin(client, homeserver)
+    admin = await login_admin(client, homeserver)
     async with new_session() as session:
         scene = await _scene(client, session, homeserver)
         await _erase_with_password(scene, scene.alice, erase=False)
@@ -570,7 +560,7 @@ async def _place_hold(scene: Scene, admin: Account, **hold: Any) -> str:
 async def test_user_hold_keeps_messages_media_and_profile(
     homeserver: HomeserverProcess, client: MatrixClient
 ) -> None:
-    admin = await _admin(client, homeserver)
+    admin = await login_admin(client, homeserver)
     async with new_session() as session:
         scene = await _scene(client, session, homeserver)
         await _place_hold(scene, admin, kind="user", target=scene.alice.user_id)
@@ -594,7 +584,7 @@ async def test_room_hold_keeps_what_its_range_covers(
 ) -> None:
     """A hold on the room from the time of Alice's photo on: her photo and messages there
     stay; her profile, avatar, earlier member events and messages elsewhere go."""
-    admin = await _admin(client, homeserver)
+    admin = await login_admin(client, homeserver)
     async with new_session() as session:
         scene = await _scene(client, session, homeserver)
         other_room = await _create_room(client, scene.alice, scene.bob)
@@ -645,7 +635,7 @@ async def test_room_hold_keeps_what_its_range_covers(
 async def test_bad_requests_are_refused_without_harm(
     homeserver: HomeserverProcess, client: MatrixClient
 ) -> None:
-    admin = await _admin(client, homeserver)
+    admin = await login_admin(client, homeserver)
     bob = await client.register()
     carol = await client.register()
     ours = f"{PEYVAND_ADMIN}/users/{{}}/deactivate"
@@ -682,7 +672,7 @@ async def test_invites_others_sent_her_lose_her_name(
     homeserver: HomeserverProcess, client: MatrixClient
 ) -> None:
     """An invite carries the invitee's profile in its content, though Bob sent it."""
-    admin = await _admin(client, homeserver)
+    admin = await login_admin(client, homeserver)
     async with new_session() as session:
         scene = await _scene(client, session, homeserver)
         room_id: str = (await client.request("POST", "createRoom", json={}, token=scene.bob)).ok()[

@@ -3,34 +3,17 @@ a server admin; everyone else is refused."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
-from harness.client import MatrixClient, unique_localpart
+from harness.admin import login_admin
+from harness.client import MatrixClient
 from harness.server import HomeserverProcess
 
 ADMIN = "/_peyvand/admin/v1"
-PASSWORD = "legal hold admin password"
-
-
-def register_admin(server: HomeserverProcess) -> str:
-    name = unique_localpart("holdadmin")
-    subprocess.run(
-        [
-            sys.executable, "-m", "peyvand", "register-user", "--config", str(server.config_path),
-            "--user", name, "--password", PASSWORD, "--admin",
-        ],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )  # fmt: skip
-    return name
 
 
 async def test_admins_place_list_read_and_release_holds(
     homeserver: HomeserverProcess, client: MatrixClient
 ) -> None:
-    admin = await client.login(register_admin(homeserver), PASSWORD)
+    admin = await login_admin(client, homeserver)
     alice = await client.register()
     room = "!held:" + homeserver.server_name
     body = {"kind": "room", "target": room, "case_id": "CASE-17", "reason": "litigation"}
@@ -108,7 +91,7 @@ async def test_admins_place_list_read_and_release_holds(
 async def test_malformed_holds_are_refused(
     homeserver: HomeserverProcess, client: MatrixClient
 ) -> None:
-    admin = await client.login(register_admin(homeserver), PASSWORD)
+    admin = await login_admin(client, homeserver)
     base = {"kind": "room", "target": "!r:example.org", "case_id": "C", "reason": "R"}
     for change, errcode in [
         ({"kind": "server"}, "M_INVALID_PARAM"),

@@ -2,42 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
-import subprocess
-import sys
-
 import pytest
 
+from harness.admin import login_admin
 from harness.client import Account, MatrixClient, unique_localpart
 from harness.server import HomeserverProcess
 from peyvand.errors import Errcode, MatrixError
 from peyvand.services.federation import RemoteInviteLimiter
 
-ADMIN_PASSWORD = "admin password for report tests"
 REPORTS = "/_peyvand/admin/v1/reports"
-
-
-def _register_admin(server: HomeserverProcess) -> str:
-    name = unique_localpart("reportadmin")
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "peyvand",
-            "register-user",
-            "--config",
-            str(server.config_path),
-            "--user",
-            name,
-            "--password",
-            ADMIN_PASSWORD,
-            "--admin",
-        ],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-    return name
 
 
 async def _room_with_message(client: MatrixClient, owner: Account) -> tuple[str, str]:
@@ -107,8 +80,7 @@ async def test_reports_reach_admins(client: MatrixClient, homeserver: Homeserver
     # Only admins see them.
     forbidden = await client.request("GET", REPORTS, token=alice)
     assert (forbidden.status, forbidden.body["errcode"]) == (403, "M_FORBIDDEN")
-    name = await asyncio.to_thread(_register_admin, homeserver)
-    admin = await client.login(name, ADMIN_PASSWORD)
+    admin = await login_admin(client, homeserver)
     listing = (await client.request("GET", REPORTS, token=admin)).ok()
     mine = [r for r in listing["reports"] if r["reason"].startswith(reason)]
     assert [(r["kind"], r["reporter"]) for r in mine] == [

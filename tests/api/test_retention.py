@@ -15,8 +15,6 @@ import hashlib
 import io
 import itertools
 import json
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -26,12 +24,12 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from harness.client import Account, MatrixClient, new_session, unique_localpart
+from harness.admin import login_admin
+from harness.client import Account, MatrixClient, new_session
 from harness.database import query
 from harness.server import HomeserverProcess
 
 ADMIN = "/_peyvand/admin/v1"
-ADMIN_PASSWORD = "retention admin password"
 DAY_MS = 86_400_000
 OLD_SECRET = "old secret number"
 NEW_TEXT = "a newer message"
@@ -43,20 +41,6 @@ def _png(colour: tuple[int, int, int]) -> bytes:
     out = io.BytesIO()
     Image.new("RGB", (32, 32), colour).save(out, format="PNG")
     return out.getvalue()
-
-
-def _register_admin(server: HomeserverProcess) -> str:
-    name = unique_localpart("retentionadmin")
-    subprocess.run(
-        [
-            sys.executable, "-m", "peyvand", "register-user", "--config", str(server.config_path),
-            "--user", name, "--password", ADMIN_PASSWORD, "--admin",
-        ],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )  # fmt: skip
-    return name
 
 
 @dataclass
@@ -204,7 +188,7 @@ async def test_expired_history_is_gone_from_api_database_and_disk(
     private_homeserver: HomeserverProcess, client: MatrixClient
 ) -> None:
     server = private_homeserver
-    admin = await client.login(_register_admin(server), ADMIN_PASSWORD)
+    admin = await login_admin(client, server)
     alice, bob = await client.register(), await client.register()
     room = await _room(client, alice, bob, "Retention room")
     held = await _room(client, alice, bob, "Held room")
@@ -322,7 +306,7 @@ async def test_purged_forward_extremity_survives_a_restart(
     """A quiet room whose every message expired: its forward extremity is a purged
     event, and new events still build on it after a restart."""
     server = private_homeserver
-    admin = await client.login(_register_admin(server), ADMIN_PASSWORD)
+    admin = await login_admin(client, server)
     alice = await client.register()
     room_id = (
         await client.request(
@@ -356,7 +340,7 @@ async def test_redacted_content_is_deleted_except_under_hold(
     private_homeserver: HomeserverProcess, client: MatrixClient
 ) -> None:
     server = private_homeserver
-    admin = await client.login(_register_admin(server), ADMIN_PASSWORD)
+    admin = await login_admin(client, server)
     alice, carol = await client.register(), await client.register()
     room_id = (await client.request("POST", "createRoom", json={}, token=alice)).ok()["room_id"]
     secret = await _send(client, alice, room_id, {"msgtype": "m.text", "body": "redact me"})
@@ -404,7 +388,7 @@ async def test_redacted_content_is_deleted_except_under_hold(
 async def test_bad_requests_are_refused(
     private_homeserver: HomeserverProcess, client: MatrixClient
 ) -> None:
-    admin = await client.login(_register_admin(private_homeserver), ADMIN_PASSWORD)
+    admin = await login_admin(client, private_homeserver)
     user = await client.register()
     run = f"{ADMIN}/retention/run"
     refused = await client.request("POST", run, json={}, token=user)
@@ -423,7 +407,7 @@ async def test_redactions_stay_applied_once_the_redaction_is_purged(
 ) -> None:
     """A redacted topic that stays current state keeps its redacted form for clients
     after retention purges the redaction event itself."""
-    admin = await client.login(_register_admin(private_homeserver), ADMIN_PASSWORD)
+    admin = await login_admin(client, private_homeserver)
     alice = await client.register()
     room_id = (
         await client.request(
@@ -463,7 +447,7 @@ async def test_redactions_stay_applied_once_the_redaction_is_purged(
 async def test_a_redacted_policy_sets_no_policy(
     private_homeserver: HomeserverProcess, client: MatrixClient
 ) -> None:
-    admin = await client.login(_register_admin(private_homeserver), ADMIN_PASSWORD)
+    admin = await login_admin(client, private_homeserver)
     alice = await client.register()
     room_id = (await client.request("POST", "createRoom", json={}, token=alice)).ok()["room_id"]
     policy = (

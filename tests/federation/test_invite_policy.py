@@ -14,13 +14,12 @@ carry the invitee's profile as the peer saw it.
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
-from harness.client import Account, MatrixClient, unique_localpart
+from harness.admin import login_admin
+from harness.client import Account, MatrixClient
 from harness.database import query
 from harness.server import HomeserverProcess
 from harness.synapse import SynapseProcess
@@ -283,30 +282,13 @@ async def test_local_only_refuses_peer_invites(
     assert "Unhandled error" not in peyvand.log()
 
 
-ADMIN_PASSWORD = "erasure over federation admin password"
-
-
-def _register_admin(server: HomeserverProcess) -> str:
-    name = unique_localpart("eraseadmin")
-    subprocess.run(
-        [
-            sys.executable, "-m", "peyvand", "register-user", "--config", str(server.config_path),
-            "--user", name, "--password", ADMIN_PASSWORD, "--admin",
-        ],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )  # fmt: skip
-    return name
-
-
 async def test_erasure_declines_and_forgets_remote_invites(
     peyvand: HomeserverProcess,
     peyvand_client: MatrixClient,
     peer: SynapseProcess | HomeserverProcess,
     peer_client: MatrixClient,
 ) -> None:
-    admin = await peyvand_client.login(_register_admin(peyvand), ADMIN_PASSWORD)
+    admin = await login_admin(peyvand_client, peyvand)
     alice = await peyvand_client.register()
     bob = await peer_client.register()
     async with asyncio.timeout(TIMEOUT_SECONDS):

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -29,7 +27,8 @@ from typing import Any
 
 import pytest
 
-from harness.client import Account, MatrixClient, unique_localpart
+from harness.admin import login_admin
+from harness.client import Account, MatrixClient
 from harness.fake_server import FEDERATION_V1, FakeRequest, FakeServer, q
 from harness.server import HomeserverProcess
 from harness.synapse import SynapseProcess
@@ -38,7 +37,6 @@ from peyvand.events.room_versions import RoomVersion
 from peyvand.events.signing import decode_verify_key, verify_event_signature
 
 ADMIN = "/_peyvand/admin/v1"
-ADMIN_PASSWORD = "purged federation admin password"
 DAY_MS = 86_400_000
 TIMEOUT_SECONDS = 30
 
@@ -52,24 +50,9 @@ async def fake(peyvand: HomeserverProcess, tmp_path: Path) -> AsyncIterator[Fake
         yield server
 
 
-def _register_admin(server: HomeserverProcess) -> str:
-    name = unique_localpart("purgedfedadmin")
-    subprocess.run(
-        [
-            sys.executable, "-m", "peyvand", "register-user", "--config", str(server.config_path),
-            "--user", name, "--password", ADMIN_PASSWORD, "--admin",
-        ],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )  # fmt: skip
-    return name
-
-
 @pytest.fixture
 async def admin(peyvand: HomeserverProcess, peyvand_client: MatrixClient) -> Account:
-    name = await asyncio.to_thread(_register_admin, peyvand)
-    return await peyvand_client.login(name, ADMIN_PASSWORD)
+    return await login_admin(peyvand_client, peyvand)
 
 
 @dataclass(frozen=True, slots=True)
