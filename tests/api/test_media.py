@@ -32,7 +32,7 @@ from PIL import Image
 from harness.client import Account, MatrixClient, new_session, unique_localpart
 from harness.database import query
 from harness.postgres import PostgresCluster
-from harness.server import HomeserverProcess
+from harness.server import HomeserverProcess, start_homeserver
 from peyvand.api.media import content_repo
 from peyvand.config import MediaConfig
 from peyvand.errors import Errcode, MatrixError
@@ -57,34 +57,24 @@ ADMIN_PASSWORD = "admin password for media tests"
 MEDIA = "/_matrix/client/v1/media"
 
 
-def _configure(text: str, **options: str) -> str:
-    for key, value in options.items():
-        text, count = re.subn(rf"^(# )?{key} = .*$", f"{key} = {value}", text, flags=re.M)
-        assert count == 1, key
-    return text
-
-
 @pytest.fixture(scope="module")
 def media_server(
     backend: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[HomeserverProcess]:
-    database_url = None
-    if backend == "postgres":
-        cluster: PostgresCluster = request.getfixturevalue("postgres_cluster")
-        database_url = cluster.create_database()
-    server = HomeserverProcess(backend, tmp_path_factory.mktemp("media"), database_url)
-    text = _configure(
-        server.config_path.read_text(encoding="utf-8"),
-        user_quota=str(QUOTA),
-        max_pending_uploads=str(MAX_PENDING),
-        unauthenticated_media_before='"2100-01-01T00:00:00Z"',
-        url_preview_enabled="true",
-        url_preview_allowed_networks=f'["{PREVIEW_HOST}/32"]',
-        url_preview_timeout="3.0",
-        admin_contact='"mailto:media-admin@localhost"',
+    server = start_homeserver(
+        backend,
+        request,
+        tmp_path_factory.mktemp("media"),
+        options={
+            "media.user_quota": str(QUOTA),
+            "media.max_pending_uploads": str(MAX_PENDING),
+            "media.unauthenticated_media_before": '"2100-01-01T00:00:00Z"',
+            "media.url_preview_enabled": "true",
+            "media.url_preview_allowed_networks": f'["{PREVIEW_HOST}/32"]',
+            "media.url_preview_timeout": "3.0",
+            "admin_contact": '"mailto:media-admin@localhost"',
+        },
     )
-    server.config_path.write_text(text, encoding="utf-8")
-    server.start()
     try:
         yield server
     finally:

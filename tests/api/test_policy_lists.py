@@ -7,20 +7,16 @@ rooms, follows rule changes, keeps them across a restart, and shows them to admi
 from __future__ import annotations
 
 import asyncio
-import re
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 from urllib.parse import quote
 
 import pytest
 
+from harness.admin import login_admin
 from harness.client import Account, MatrixClient, new_session, unique_localpart
-from harness.postgres import PostgresCluster
-from harness.server import HomeserverProcess
+from harness.server import SERVER_NAME, HomeserverProcess, start_homeserver
 
-ADMIN_PASSWORD = "admin password for policy list tests"
 POLICY_LISTS = "/_peyvand/admin/v1/policy_lists"
 LIST_ALIAS_NAME = "modlist"
 TIMEOUT_SECONDS = 30
@@ -31,20 +27,12 @@ def policy_server(
     backend: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[HomeserverProcess]:
     """A server following ``#modlist:localhost``, which does not exist yet."""
-    database_url = None
-    if backend == "postgres":
-        cluster: PostgresCluster = request.getfixturevalue("postgres_cluster")
-        database_url = cluster.create_database()
-    server = HomeserverProcess(backend, tmp_path_factory.mktemp("policy-lists"), database_url)
-    text, count = re.subn(
-        r"^policy_rooms = .*$",
-        f'policy_rooms = ["#{LIST_ALIAS_NAME}:{server.server_name}"]',
-        server.config_path.read_text(encoding="utf-8"),
-        flags=re.MULTILINE,
+    server = start_homeserver(
+        backend,
+        request,
+        tmp_path_factory.mktemp("policy-lists"),
+        options={"moderation.policy_rooms": f'["#{LIST_ALIAS_NAME}:{SERVER_NAME}"]'},
     )
-    assert count == 1
-    server.config_path.write_text(text, encoding="utf-8")
-    server.start()
     try:
         yield server
     finally:
@@ -55,29 +43,6 @@ def policy_server(
 async def pc(policy_server: HomeserverProcess) -> AsyncIterator[MatrixClient]:
     async with new_session() as session:
         yield MatrixClient(session, policy_server.base_url)
-
-
-def _register_admin(server: HomeserverProcess) -> str:
-    name = unique_localpart("policyadmin")
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "peyvand",
-            "register-user",
-            "--config",
-            str(server.config_path),
-            "--user",
-            name,
-            "--password",
-            ADMIN_PASSWORD,
-            "--admin",
-        ],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-    return name
 
 
 async def _wait_for(
@@ -117,7 +82,7 @@ async def test_policy_list_is_followed_and_enforced(
     policy_server: HomeserverProcess, pc: MatrixClient
 ) -> None:
     server_name = policy_server.server_name
-    admin = await pc.login(_register_admin(policy_server), ADMIN_PASSWORD)
+    admin = await login_admin(pc, policy_server)
     moderator = await pc.register()
     alice = await pc.register()
     spammer = await pc.register(unique_localpart("spammer"))

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -34,8 +33,7 @@ import pytest
 from harness.client import Account, MatrixClient, new_session
 from harness.database import query
 from harness.fake_server import FEDERATION_V2, FakeServer, q
-from harness.postgres import PostgresCluster
-from harness.server import HomeserverProcess
+from harness.server import HomeserverProcess, start_homeserver
 from harness.synapse import SynapseProcess
 from peyvand.events.pdu import Pdu
 from peyvand.events.room_versions import KNOWN_ROOM_VERSIONS
@@ -44,16 +42,6 @@ TIMEOUT_SECONDS = 60
 _rooms = itertools.count(1)
 
 LimitedPeyvand = Callable[[int, int], HomeserverProcess]
-
-
-def _set_interconnect(text: str, key: str, value: int) -> str:
-    """Set the one ``key = ...`` line of the generated config's ``[interconnect]``."""
-    start = text.index("\n[interconnect]\n")
-    following = text.find("\n[", start + 1)
-    end = following if following != -1 else len(text)
-    part, count = re.subn(rf"^{key} = .*$", f"{key} = {value}", text[start:end], flags=re.M)
-    assert count == 1, f"expected one '{key} =' line in [interconnect]"
-    return text[:start] + part + text[end:]
 
 
 @pytest.fixture
@@ -65,19 +53,17 @@ def limited_peyvand(
     started: list[HomeserverProcess] = []
 
     def start(per_server: int, per_user: int) -> HomeserverProcess:
-        database_url = None
-        if backend == "postgres":
-            cluster: PostgresCluster = request.getfixturevalue("postgres_cluster")
-            database_url = cluster.create_database()
-        server = HomeserverProcess(
-            backend, tmp_path / f"peyvand-{len(started)}", database_url, federation=True
+        server = start_homeserver(
+            backend,
+            request,
+            tmp_path / f"peyvand-{len(started)}",
+            federation=True,
+            options={
+                "interconnect.remote_invites_per_server_per_minute": str(per_server),
+                "interconnect.remote_invites_per_user_per_minute": str(per_user),
+            },
         )
-        text = server.config_path.read_text(encoding="utf-8")
-        text = _set_interconnect(text, "remote_invites_per_server_per_minute", per_server)
-        text = _set_interconnect(text, "remote_invites_per_user_per_minute", per_user)
-        server.config_path.write_text(text, encoding="utf-8")
         started.append(server)
-        server.start()
         return server
 
     try:

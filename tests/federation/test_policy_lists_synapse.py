@@ -11,9 +11,6 @@ user still invites and joins.
 from __future__ import annotations
 
 import asyncio
-import re
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,13 +18,12 @@ from urllib.parse import quote
 
 import pytest
 
+from harness.admin import login_admin
 from harness.client import Account, MatrixClient, new_session, unique_localpart
-from harness.postgres import PostgresCluster
-from harness.server import HomeserverProcess
+from harness.server import HomeserverProcess, start_homeserver
 from harness.synapse import SynapseProcess
 
 TIMEOUT_SECONDS = 60
-ADMIN_PASSWORD = "admin password for federated policy lists"
 POLICY_LISTS = "/_peyvand/admin/v1/policy_lists"
 LIST_ALIAS_NAME = unique_localpart("policy")
 
@@ -41,21 +37,14 @@ def following(
 ) -> Iterator[HomeserverProcess]:
     """A private federating Peyvand following ``#<LIST_ALIAS_NAME>`` on Synapse (which
     the test creates after the start: following is retried)."""
-    database_url = None
-    if backend == "postgres":
-        cluster: PostgresCluster = request.getfixturevalue("postgres_cluster")
-        database_url = cluster.create_database()
-    server = HomeserverProcess(backend, tmp_path / "peyvand", database_url, federation=True)
     alias = f"#{LIST_ALIAS_NAME}-{backend}:{synapse.server_name}"
-    text, count = re.subn(
-        r"^policy_rooms = .*$",
-        f'policy_rooms = ["{alias}"]',
-        server.config_path.read_text(encoding="utf-8"),
-        flags=re.MULTILINE,
+    server = start_homeserver(
+        backend,
+        request,
+        tmp_path / "peyvand",
+        federation=True,
+        options={"moderation.policy_rooms": f'["{alias}"]'},
     )
-    assert count == 1
-    server.config_path.write_text(text, encoding="utf-8")
-    server.start()
     try:
         yield server
     finally:
@@ -66,29 +55,6 @@ def following(
 async def pc(following: HomeserverProcess) -> AsyncIterator[MatrixClient]:
     async with new_session() as session:
         yield MatrixClient(session, following.base_url)
-
-
-def _register_admin(server: HomeserverProcess) -> str:
-    name = unique_localpart("policyadmin")
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "peyvand",
-            "register-user",
-            "--config",
-            str(server.config_path),
-            "--user",
-            name,
-            "--password",
-            ADMIN_PASSWORD,
-            "--admin",
-        ],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-    return name
 
 
 async def _poll(check: Callable[[], Any], what: str) -> Any:
@@ -142,7 +108,7 @@ async def test_a_synapse_policy_list_bans_a_synapse_user(
     synapse_client: MatrixClient,
 ) -> None:
     sc = synapse_client
-    admin = await pc.login(_register_admin(following), ADMIN_PASSWORD)
+    admin = await login_admin(pc, following)
     alice = await pc.register()
     moderator = await sc.register()
     spammer = await sc.register()

@@ -6,22 +6,18 @@ peer's PDUs are dropped from its transactions and its join and invite requests g
 from __future__ import annotations
 
 import asyncio
-import re
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 
+from harness.admin import login_admin
 from harness.client import Account, MatrixClient, new_session, unique_localpart
 from harness.fake_server import FakeServer
-from harness.postgres import PostgresCluster
-from harness.server import HomeserverProcess
+from harness.server import HomeserverProcess, new_homeserver
 
 TIMEOUT_SECONDS = 30
-ADMIN_PASSWORD = "admin password for server bans"
 POLICY_LISTS = "/_peyvand/admin/v1/policy_lists"
 
 
@@ -30,19 +26,8 @@ def banning(
     backend: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> Iterator[HomeserverProcess]:
     """A private federating Peyvand following its own ``#serverbans`` room."""
-    database_url = None
-    if backend == "postgres":
-        cluster: PostgresCluster = request.getfixturevalue("postgres_cluster")
-        database_url = cluster.create_database()
-    server = HomeserverProcess(backend, tmp_path / "peyvand", database_url, federation=True)
-    text, count = re.subn(
-        r"^policy_rooms = .*$",
-        f'policy_rooms = ["#serverbans:{server.server_name}"]',
-        server.config_path.read_text(encoding="utf-8"),
-        flags=re.MULTILINE,
-    )
-    assert count == 1
-    server.config_path.write_text(text, encoding="utf-8")
+    server = new_homeserver(backend, request, tmp_path / "peyvand", federation=True)
+    server.configure({"moderation.policy_rooms": f'["#serverbans:{server.server_name}"]'})
     server.start()
     try:
         yield server
@@ -57,20 +42,6 @@ async def fake(banning: HomeserverProcess, tmp_path: Path) -> AsyncIterator[Fake
         yield server
 
 
-def _register_admin(server: HomeserverProcess) -> str:
-    name = unique_localpart("banadmin")
-    subprocess.run(
-        [
-            sys.executable, "-m", "peyvand", "register-user", "--config",
-            str(server.config_path), "--user", name, "--password", ADMIN_PASSWORD, "--admin",
-        ],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )  # fmt: skip
-    return name
-
-
 async def _rules(client: MatrixClient, admin: Account, count: int) -> None:
     for _ in range(TIMEOUT_SECONDS * 10):
         listing = (await client.request("GET", POLICY_LISTS, token=admin)).ok()
@@ -81,10 +52,9 @@ async def _rules(client: MatrixClient, admin: Account, count: int) -> None:
 
 
 async def test_a_banned_server_is_refused(banning: HomeserverProcess, fake: FakeServer) -> None:
-    name = _register_admin(banning)
     async with new_session() as session, asyncio.timeout(3 * TIMEOUT_SECONDS):
         client = MatrixClient(session, banning.base_url)
-        admin = await client.login(name, ADMIN_PASSWORD)
+        admin = await login_admin(client, banning)
         alice = await client.register()
         list_id = (
             await client.request(

@@ -8,12 +8,14 @@ config, data and port, so clients keep the same base URL.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 from typing import IO
 
@@ -68,6 +70,23 @@ class HomeserverProcess:
         result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
         if result.returncode != 0:
             raise HomeserverError(f"generate-config failed:\n{result.stdout}{result.stderr}")
+
+    def configure(self, options: Mapping[str, str]) -> None:
+        """Set options of the generated config (before a start): ``{"section.key": value}``
+        with a TOML value, or ``{"key": value}`` for a top-level one; an optional option the
+        generated file has commented out is set too."""
+        text = self.config_path.read_text(encoding="utf-8")
+        for name, value in options.items():
+            section, _, key = name.rpartition(".")
+            start = text.index(f"\n[{section}]\n") if section else 0
+            following = text.find("\n[", start + 1)
+            end = following if following != -1 else len(text)
+            part, count = re.subn(
+                rf"^(# )?{re.escape(key)} = .*$", f"{key} = {value}", text[start:end], flags=re.M
+            )
+            assert count == 1, f"expected one '{key} =' line in the generated config"
+            text = text[:start] + part + text[end:]
+        self.config_path.write_text(text, encoding="utf-8")
 
     @property
     def running(self) -> bool:
@@ -159,15 +178,30 @@ class HomeserverProcess:
             self._log_file = None
 
 
-def start_homeserver(
+def new_homeserver(
     backend: str, request: pytest.FixtureRequest, data_dir: Path, *, federation: bool = False
 ) -> HomeserverProcess:
-    """A started server on ``backend`` (a fresh database of the session's PostgreSQL
-    cluster for "postgres"); the caller stops it."""
+    """A configured, not yet started server on ``backend`` (a fresh database of the
+    session's PostgreSQL cluster for "postgres")."""
     database_url = None
     if backend == "postgres":
         cluster: PostgresCluster = request.getfixturevalue("postgres_cluster")
         database_url = cluster.create_database()
-    server = HomeserverProcess(backend, data_dir, database_url, federation=federation)
+    return HomeserverProcess(backend, data_dir, database_url, federation=federation)
+
+
+def start_homeserver(
+    backend: str,
+    request: pytest.FixtureRequest,
+    data_dir: Path,
+    *,
+    federation: bool = False,
+    options: Mapping[str, str] | None = None,
+) -> HomeserverProcess:
+    """A started server on ``backend`` with ``options`` set (see ``configure``); the
+    caller stops it."""
+    server = new_homeserver(backend, request, data_dir, federation=federation)
+    if options:
+        server.configure(options)
     server.start()
     return server
