@@ -11,13 +11,20 @@ from aiohttp import web
 from peyvand.api.container import Services
 from peyvand.api.validation import Body
 from peyvand.errors import Errcode, MatrixError
+from peyvand.events.json_input import (
+    MAX_FEDERATION_DEPTH,
+    NotJson,
+    UnacceptableJson,
+    check_json_value,
+    parse_client_json,
+)
 from peyvand.services.requester import Requester
 
 SERVICES_KEY = web.AppKey("services", Services)
 
 
 class RequestContext:
-    __slots__ = ("_body", "_origin", "request", "requester", "services")
+    __slots__ = ("_body", "_body_checked", "_origin", "request", "requester", "services")
 
     def __init__(
         self,
@@ -33,6 +40,7 @@ class RequestContext:
         self.requester = requester
         self._origin = origin
         self._body: Any = body
+        self._body_checked = False
 
     @property
     def user(self) -> Requester:
@@ -57,16 +65,29 @@ class RequestContext:
     def query(self) -> Mapping[str, str]:
         return self.request.query
 
-    async def raw_json(self) -> Any:
-        """The request body parsed as JSON (any type); M_NOT_JSON if it is not JSON."""
+    async def raw_json(self, *, items_checked_apart: bool = False) -> Any:
+        """The request body parsed as JSON (any type), within the limits of
+        ``events.json_input``: M_NOT_JSON if it is not JSON, M_BAD_JSON beyond a limit.
+
+        A body from another server was parsed (and its depth checked) when its signature
+        was; the rest of the checks run here, unless the handler checks each item on its
+        own (``items_checked_apart``: a transaction's PDUs and EDUs).
+        """
+        if self._origin is not None:
+            if not self._body_checked and not items_checked_apart:
+                try:
+                    check_json_value(self._body, max_depth=MAX_FEDERATION_DEPTH)
+                except UnacceptableJson as exc:
+                    raise MatrixError(Errcode.BAD_JSON, str(exc)) from None
+                self._body_checked = True
+            return self._body
         if self._body is None:
-            raw = await self.request.read()
-            if not raw.strip():
-                raw = b"{}"
             try:
-                self._body = orjson.loads(raw)
-            except orjson.JSONDecodeError:
-                raise MatrixError(Errcode.NOT_JSON, "Content not JSON.") from None
+                self._body = parse_client_json(await self.request.read())
+            except NotJson as exc:
+                raise MatrixError(Errcode.NOT_JSON, str(exc)) from None
+            except UnacceptableJson as exc:
+                raise MatrixError(Errcode.BAD_JSON, str(exc)) from None
         return self._body
 
     async def body(self) -> Body:

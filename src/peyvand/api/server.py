@@ -3,7 +3,6 @@ and turns every error into the one Matrix JSON error format."""
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
@@ -15,6 +14,7 @@ from peyvand.api.context import SERVICES_KEY, RequestContext, json_response
 from peyvand.api.ratelimit import RateLimiter
 from peyvand.api.routing import CLIENT_PREFIXES, CLIENT_V3, Route, RouteTable
 from peyvand.errors import Errcode, MatrixError
+from peyvand.events.json_input import NotJson, UnacceptableJson, parse_federation_json
 from peyvand.federation.request_auth import parse_authorization
 
 logger = logging.getLogger(__name__)
@@ -65,15 +65,12 @@ async def _authenticate_server(request: web.Request, services: Services) -> tupl
         auth = parse_authorization(header)
     except ValueError as exc:
         raise MatrixError(Errcode.UNAUTHORIZED, str(exc)) from None
-    raw = await request.read()
-    content: Any = None
-    if raw.strip():
-        # The standard library keeps integers exact (orjson turns ones beyond 64 bits into
-        # floats, which would no longer match what the origin signed).
-        try:
-            content = json.loads(raw, parse_constant=_no_constant)
-        except (ValueError, RecursionError):
-            raise MatrixError(Errcode.NOT_JSON, "Content not JSON.") from None
+    try:
+        content = parse_federation_json(await request.read(), exact_ints=True)
+    except NotJson as exc:
+        raise MatrixError(Errcode.NOT_JSON, str(exc)) from None
+    except UnacceptableJson as exc:
+        raise MatrixError(Errcode.BAD_JSON, str(exc)) from None
     if not services.federation.allows(auth.origin):
         raise MatrixError(Errcode.FORBIDDEN, "Federation with this server is not allowed")
     valid = await services.keyring.verify_request(
@@ -89,12 +86,18 @@ async def _authenticate_server(request: web.Request, services: Services) -> tupl
     return auth.origin, content
 
 
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
+def _check_parameters(request: web.Request) -> None:
+    """No path or query parameter may contain U+0000: none is a valid identifier, and
+    PostgreSQL's TEXT cannot store it (see ``events.json_input`` for bodies)."""
+    if any("\x00" in value for value in request.match_info.values()) or any(
+        "\x00" in key or "\x00" in value for key, value in request.query.items()
+    ):
+        raise MatrixError(Errcode.INVALID_PARAM, "Parameters must not contain U+0000")
 
 
 def _wrap(route: Route, services: Services, limits: _Limits) -> _Middleware:
     async def handle(request: web.Request) -> web.StreamResponse:
+        _check_parameters(request)
         if route.auth == "federation":
             origin, content = await _authenticate_server(request, services)
             ctx = RequestContext(request, services, None, origin=origin, body=content)

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any, TypeVar, overload
 
 from peyvand.errors import Errcode, MatrixError
+from peyvand.events.canonical_json import MAX_INT, MIN_INT
 from peyvand.types import JsonDict
 
 T = TypeVar("T")
@@ -64,11 +65,38 @@ class Body:
         return self._get(key, builtins.str, default, nullable=default is not _MISSING)
 
     @overload
-    def int(self, key: builtins.str) -> builtins.int: ...
+    def int(
+        self,
+        key: builtins.str,
+        *,
+        minimum: builtins.int = MIN_INT,
+        maximum: builtins.int = MAX_INT,
+    ) -> builtins.int: ...
     @overload
-    def int(self, key: builtins.str, default: T) -> builtins.int | T: ...
-    def int(self, key: builtins.str, default: Any = _MISSING) -> Any:
-        return self._get(key, builtins.int, default, nullable=default is not _MISSING)
+    def int(
+        self,
+        key: builtins.str,
+        default: T,
+        *,
+        minimum: builtins.int = MIN_INT,
+        maximum: builtins.int = MAX_INT,
+    ) -> builtins.int | T: ...
+    def int(
+        self,
+        key: builtins.str,
+        default: Any = _MISSING,
+        *,
+        minimum: builtins.int = MIN_INT,
+        maximum: builtins.int = MAX_INT,
+    ) -> Any:
+        """An integer in ``[minimum, maximum]`` (by default the canonical JSON range,
+        so that every integer read fits a BIGINT column); M_INVALID_PARAM outside it."""
+        value = self._get(key, builtins.int, default, nullable=default is not _MISSING)
+        if value is not default and not minimum <= value <= maximum:
+            raise MatrixError(
+                Errcode.INVALID_PARAM, f"'{key}' must be between {minimum} and {maximum}"
+            )
+        return value
 
     def bool(self, key: builtins.str, default: builtins.bool | None = None) -> builtins.bool:
         value = self._get(key, builtins.bool, _MISSING if default is None else default)
@@ -111,9 +139,10 @@ def query_int(
     default: int,
     *,
     minimum: int = 0,
-    maximum: int | None = None,
+    maximum: int = MAX_INT,
 ) -> int:
-    """An integer query parameter, ``M_INVALID_PARAM`` if malformed or out of range."""
+    """An integer query parameter, ``M_INVALID_PARAM`` if malformed or out of range (at
+    most the canonical JSON maximum unless narrower, so it fits a BIGINT column)."""
     raw = query.get(key)
     if raw is None or raw == "":
         return default
@@ -121,7 +150,7 @@ def query_int(
         value = int(raw)
     except ValueError:
         raise MatrixError(Errcode.INVALID_PARAM, f"'{key}' must be an integer") from None
-    if value < minimum or (maximum is not None and value > maximum):
+    if not minimum <= value <= maximum:
         raise MatrixError(Errcode.INVALID_PARAM, f"'{key}' is out of range")
     return value
 

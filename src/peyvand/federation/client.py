@@ -42,6 +42,7 @@ from multidict import CIMultiDictProxy
 from signedjson.types import SigningKey
 from yarl import URL
 
+from peyvand.events.json_input import NotJson, UnacceptableJson, parse_federation_json
 from peyvand.federation.discovery import (
     DiscoveryError,
     ResolvedServer,
@@ -155,9 +156,11 @@ def _location_url(location: str) -> URL:
 
 
 def _decode_json(body: bytes, what: str) -> Any:
+    """A response body, within the limits every JSON from another server meets
+    (``events.json_input``: depth and integers here; each reader checks its items)."""
     try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
+        return parse_federation_json(body, exact_ints=False)
+    except (NotJson, UnacceptableJson) as exc:
         raise FederationUnreachable(f"{what}: invalid JSON response: {exc}") from exc
 
 

@@ -2,7 +2,8 @@
 "Presence", "Device Management", "End-to-End Encryption", "Send-to-device messaging").
 
 Inbound, ``on_edus`` (called with each transaction's EDUs after its PDUs) checks every
-EDU's shape and that it speaks only for its origin: the users it names belong to the
+EDU's shape (the limits of ``events.json_input``: depth, no U+0000, integers that encode)
+and that it speaks only for its origin: the users it names belong to the
 origin, and a room EDU's user is joined to the room (so the origin has a member there)
 and the room's server ACL allows the origin. It then hands the EDU to the service that
 owns the area. Anything else is logged at INFO and ignored; nothing is ever raised.
@@ -39,6 +40,7 @@ from typing import Any, Final, Protocol
 import orjson
 
 from peyvand.errors import MatrixError, invalid_param
+from peyvand.events.json_input import UnacceptableJson, check_json_value
 from peyvand.events.server_acl import server_allowed
 from peyvand.services.device_lists import DeviceListService
 from peyvand.services.e2e_keys import (
@@ -285,6 +287,10 @@ class FederationEdus:
                 content = edu.get("content")
                 if not isinstance(content, dict):
                     raise _Ignored("content is not an object")
+                try:
+                    check_json_value(content)
+                except UnacceptableJson as exc:
+                    raise _Ignored(str(exc)) from None
                 handler = self._handlers.get(edu_type)
                 if handler is None:
                     # Includes m.presence: this server has no presence.

@@ -8,8 +8,15 @@ the room list (``rooms.is_public``), which keeps the search one SQL query.
 
 from __future__ import annotations
 
+from typing import Final
+
+from peyvand.services.profile import MAX_DISPLAYNAME_LEN
 from peyvand.storage.directory import DirectoryStore
 from peyvand.types import JsonDict, UserID
+
+# User IDs are at most 255 bytes (Appendices, "User Identifiers"), display names at most
+# MAX_DISPLAYNAME_LEN characters.
+_LONGEST_MATCHABLE: Final = max(255, MAX_DISPLAYNAME_LEN)
 
 
 class UserDirectoryService:
@@ -18,8 +25,15 @@ class UserDirectoryService:
         self._store = store
 
     async def search(self, searcher: UserID, term: str, limit: int) -> JsonDict:
-        """``{"results": [...], "limited": bool}`` for at most ``limit`` matching users."""
-        rows = await self._store.search_users(searcher, term.strip(), self._server_name, limit + 1)
+        """``{"results": [...], "limited": bool}`` for at most ``limit`` matching users.
+
+        A term longer than any user ID or display name can be matches nobody, so it never
+        reaches the database (SQLite refuses LIKE patterns of over 50,000 bytes).
+        """
+        term = term.strip()
+        if len(term) > _LONGEST_MATCHABLE:
+            return {"results": [], "limited": False}
+        rows = await self._store.search_users(searcher, term, self._server_name, limit + 1)
         results = []
         for row in rows[:limit]:
             result: JsonDict = {"user_id": row.user_id}

@@ -17,7 +17,8 @@ async def report_event(ctx: RequestContext) -> web.Response:
     """POST /_matrix/client/v3/rooms/{roomId}/report/{eventId}: ``{reason?, score?}``."""
     body = await ctx.body()
     reason = body.str("reason", "")
-    score = body.int("score", None)
+    # report_content.yaml: "-100 is most offensive and 0 is inoffensive".
+    score = body.int("score", None, minimum=-100, maximum=0)
     await ctx.services.reports.report_event(
         ctx.user.user_id,
         RoomID(ctx.path["roomId"]),

@@ -38,7 +38,7 @@ async def sync(ctx: RequestContext) -> web.Response:
         ctx.user,
         StreamToken.parse(since) if since else None,
         sync_filter=sync_filter,
-        timeout_ms=query_int(query, "timeout", 0, minimum=0, maximum=None) if since else 0,
+        timeout_ms=query_int(query, "timeout", 0) if since else 0,
         full_state=query_bool(query, "full_state", False),
     )
     return json_response(result)
