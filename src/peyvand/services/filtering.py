@@ -19,9 +19,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Final, TypeVar
 
-import orjson
-
 from peyvand.errors import Errcode, MatrixError
+from peyvand.events.json_input import NotJson, UnacceptableJson, parse_client_json
 from peyvand.services.push_rules import parse_dotted_path
 from peyvand.types import JsonDict, is_valid_user_id
 
@@ -333,10 +332,13 @@ def parse_filter(data: Any) -> Filter:
 
 
 def _inline_json(value: str) -> Any:
+    """A filter given inline in a query, within the limits of any request body."""
     try:
-        return orjson.loads(value)
-    except orjson.JSONDecodeError:
+        return parse_client_json(value.encode("utf-8", "surrogatepass"))
+    except NotJson:
         raise MatrixError(Errcode.NOT_JSON, "Invalid filter JSON") from None
+    except UnacceptableJson as exc:
+        raise MatrixError(Errcode.BAD_JSON, str(exc)) from None
 
 
 def parse_filter_param(value: str) -> Filter | str:
