@@ -47,5 +47,8 @@ class EventDispatcher:
             listener(batch)
 
     async def on_failed(self, batch: Sequence[EventToPersist]) -> None:
+        """Events that were not stored: their rooms reload from the database, and the
+        events leave the cache (a resent federation event is otherwise taken as known)."""
         for room_id in {e.pdu.room_id for e in batch}:
             self._state.forget_room(room_id)
+        self._state.forget_events(e.pdu.event_id for e in batch)

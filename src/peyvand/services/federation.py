@@ -237,7 +237,9 @@ class FederationService:
         for persisted in batch:
             pdu = persisted.pdu
             origin = server_name_of(pdu.sender)
-            relayed_from = self._relay.pop(pdu.event_id, None)
+            # Read, not popped: a failed commit calls the hook again (_process_relayed
+            # drops the entry once the event is stored).
+            relayed_from = self._relay.get(pdu.event_id)
             if origin != self._server_name and relayed_from is None:
                 continue
             destinations = self.servers_in_room(pdu.room_id)
