@@ -470,6 +470,35 @@ async def test_sync_with_bad_timeout(client: MatrixClient, room: Room, raw_timeo
     assert_error(response, 400, "M_INVALID_PARAM")
 
 
+@pytest.mark.parametrize("limit", [0, 1, 10**15])
+async def test_sync_timeline_limits_within_range(
+    client: MatrixClient, room: Room, limit: int
+) -> None:
+    """Every timeline limit the spec allows works, inline or uploaded: 0 asks for no
+    events (the room still shows, limited, with a prev_batch to page back from)."""
+    await send(client, room, {"msgtype": "m.text", "body": "x"})
+    raw_filter = json.dumps({"room": {"timeline": {"limit": limit}}})
+    uploaded = await client.request(
+        "POST", f"user/{room.owner.user_id}/filter", json=json.loads(raw_filter), token=room.owner
+    )
+    for sync_filter in (raw_filter, uploaded.ok()["filter_id"]):
+        sync = await client.request(
+            "GET", "sync", token=room.owner, params={"filter": sync_filter, "timeout": "0"}
+        )
+        timeline = sync.ok()["rooms"]["join"][room.room_id]["timeline"]
+        if limit == 0:
+            assert timeline["events"] == [] and timeline["limited"] is True
+            page = await client.request(
+                "GET",
+                f"rooms/{room.room_id}/messages",
+                token=room.owner,
+                params={"from": timeline["prev_batch"], "dir": "b", "limit": "1"},
+            )
+            assert page.ok()["chunk"][0]["content"]["body"] == "x"
+        else:
+            assert timeline["events"][-1]["content"]["body"] == "x"
+
+
 @pytest.mark.parametrize(
     "raw_filter",
     [

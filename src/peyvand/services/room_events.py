@@ -213,7 +213,7 @@ class RoomEventsService:
                 ):
                     continue
                 if len(found) == limit:
-                    return Scan(found, _resume_at(found[-1], newest_first))
+                    return Scan(found, _resume_before(event, newest_first))
                 found.append(event)
             if len(raw) < size:
                 return Scan(found, None)
@@ -454,6 +454,7 @@ class RoomEventsService:
         return {"joined": joined}
 
 
-def _resume_at(last: StoredEvent, newest_first: bool) -> int:
-    """The position just past ``last`` in the scan's direction."""
-    return last.stream_ordering - 1 if newest_first else last.stream_ordering
+def _resume_before(first_left: StoredEvent, newest_first: bool) -> int:
+    """The position a scan in the same direction continues from to start at
+    ``first_left`` (also when nothing was returned: a limit of 0)."""
+    return first_left.stream_ordering if newest_first else first_left.stream_ordering - 1
