@@ -12,6 +12,10 @@ are driven by ``RoomVersion.updated_redaction_rules``:
 
 ``unsigned`` is not among the kept keys: client-facing data such as
 ``redacted_because`` is added by the serializer, outside the PDU.
+
+Whether a redaction event takes effect (rooms v3+, "Handling redactions"; v10-v12 use
+those rules unchanged) is decided here too: ``has_redact_power`` is the first condition,
+``redaction_takes_effect`` the whole rule, for local and received redactions alike.
 """
 
 from __future__ import annotations
@@ -20,9 +24,14 @@ import copy
 from collections.abc import Mapping
 from typing import Any, Final
 
-from peyvand.events.pdu import Pdu
+from peyvand.events.auth.power_levels import (
+    POWER_LEVELS_KEY,
+    get_named_level,
+    get_user_power_level,
+)
+from peyvand.events.pdu import Pdu, StateKey
 from peyvand.events.room_versions import RoomVersion
-from peyvand.types import JsonDict
+from peyvand.types import JsonDict, server_name_of
 
 _TOP_LEVEL_KEYS: Final = frozenset(
     {
@@ -109,3 +118,39 @@ def _redact_content(event_type: object, content: Mapping[str, Any], new_rules: b
         if isinstance(invite, Mapping) and "signed" in invite:
             kept["third_party_invite"] = {"signed": invite["signed"]}
     return kept
+
+
+def has_redact_power(
+    sender: str, auth_state: Mapping[StateKey, Pdu], room_version: RoomVersion
+) -> bool:
+    """Rooms v3+ "Handling redactions", condition 1: the power level of ``sender`` in the
+    room whose state is ``auth_state`` is at least the room's *redact level* (whatever
+    the type of the redacted event)."""
+    power_levels = auth_state.get(POWER_LEVELS_KEY)
+    redact_level = get_named_level(
+        power_levels.content if power_levels is not None else None, "redact"
+    )
+    return get_user_power_level(sender, auth_state, room_version) >= redact_level
+
+
+def redaction_takes_effect(
+    redaction: Pdu,
+    *,
+    by_power: bool,
+    original_room_id: str,
+    original_sender: str,
+    original_type: str,
+) -> bool:
+    """Whether the server applies ``redaction`` to the event it names (rooms v3+,
+    "Handling redactions"), both events being known and valid.
+
+    ``by_power``: condition 1 held (``has_redact_power``) in the state the redaction
+    was authorised against; otherwise condition 2 must: the redaction's sender is on the
+    server of the original's sender. A redaction never reaches into another room, and
+    an ``m.room.create`` event is never redacted (Synapse ignores such redactions too:
+    the room would lose its version and creators).
+    """
+    if original_room_id != redaction.room_id or original_type == "m.room.create":
+        return False
+    domain = server_name_of(redaction.sender)
+    return by_power or (domain != "" and domain == server_name_of(original_sender))

@@ -19,6 +19,7 @@ from peyvand.errors import Errcode, MatrixError
 from peyvand.events.auth import AuthError, auth_types_for_event, check_auth_rules
 from peyvand.events.builder import EventTooLargeError, build_pdu
 from peyvand.events.pdu import Pdu, StateKey
+from peyvand.events.redaction import has_redact_power
 from peyvand.events.room_versions import RoomVersion
 from peyvand.events.signing import SigningKey
 from peyvand.services.event_writer import EventWriter
@@ -28,6 +29,9 @@ from peyvand.storage.models import EventToPersist, NewStateGroup, RoomRow, Store
 from peyvand.types import EventID, RoomID, UserID
 
 CREATE_KEY: StateKey = ("m.room.create", "")
+# Never redacted by local users (as Synapse): the room's own definition, and the server
+# ACL, whose redacted form (no ``allow``) denies every server.
+_NEVER_REDACTED = frozenset({"m.room.create", "m.room.server_acl"})
 # prev_events of new events: the newest forward extremities, at most this many (others'
 # events can leave many; receivers refuse more than 20).
 MAX_PREV_EVENTS = 10
@@ -64,6 +68,16 @@ class EventSpec:
     content: Mapping[str, Any]
     state_key: str | None = None
     redacts: EventID | None = None
+
+
+def _redacts(spec: EventSpec) -> EventID | None:
+    """The event an ``m.room.redaction`` redacts: ``spec.redacts`` (``/redact``), else a
+    ``redacts`` string in the content (``/send``, where rooms v11+ keep it); the builder
+    puts it where the room version wants it (top level before v11)."""
+    if spec.redacts is not None or spec.event_type != "m.room.redaction":
+        return spec.redacts
+    target = spec.content.get("redacts")
+    return EventID(target) if isinstance(target, str) else None
 
 
 class EventCreationService:
@@ -133,10 +147,12 @@ class EventCreationService:
                     if self._state.is_forgotten(snapshot):
                         continue  # a failed commit dropped it; build on the reloaded one
                     pdu = self._build(snapshot, sender, spec)
-                    await self._check_auth(snapshot, pdu)
+                    by_power = await self._authorise(snapshot, pdu)
                     if countersign is not None:
                         pdu = await countersign(pdu, snapshot)
-                    persisted = await self._apply(snapshot, pdu, txn=txn)
+                    persisted = await self._apply(
+                        snapshot, pdu, txn=txn, redaction_by_power=by_power
+                    )
                     done = self._enqueue([persisted])
                     break
         except BaseException as exc:
@@ -254,8 +270,10 @@ class EventCreationService:
             async with snapshot.lock:
                 for spec in initial:
                     pdu = self._build(snapshot, creator, spec)
-                    await self._check_auth(snapshot, pdu)
-                    to_persist.append(await self._apply(snapshot, pdu, txn=None))
+                    by_power = await self._authorise(snapshot, pdu)
+                    to_persist.append(
+                        await self._apply(snapshot, pdu, txn=None, redaction_by_power=by_power)
+                    )
                 done = self._enqueue(to_persist)
         except BaseException:
             # Nothing was enqueued: the room does not exist.
@@ -290,7 +308,7 @@ class EventCreationService:
                 auth_events=auth_events,
                 depth=depth,
                 origin_server_ts=self._now_ms() if origin_server_ts is None else origin_server_ts,
-                redacts=spec.redacts,
+                redacts=_redacts(spec),
                 origin_server_name=self._server_name,
                 signing_key=self._signing_key,
             )
@@ -315,7 +333,10 @@ class EventCreationService:
             depth=snapshot.depth + 1,
         )
 
-    async def _check_auth(self, snapshot: RoomSnapshot, pdu: Pdu) -> None:
+    async def _authorise(self, snapshot: RoomSnapshot, pdu: Pdu) -> bool:
+        """Check ``pdu`` against the auth rules in the room's current state and, for a
+        redaction, who may redact what (``_check_redaction``). Every local event comes
+        here, whatever asked for it. Returns whether ``pdu`` is a redaction by power."""
         keys = auth_types_for_event(
             pdu.room_version, pdu.type, pdu.sender, pdu.state_key, pdu.content
         )
@@ -325,11 +346,46 @@ class EventCreationService:
             check_auth_rules(pdu, auth_state)
         except AuthError as exc:
             raise MatrixError(Errcode.FORBIDDEN, exc.message) from exc
+        return await self._check_redaction(pdu, auth_state)
+
+    async def _check_redaction(self, pdu: Pdu, auth_state: Mapping[StateKey, Pdu]) -> bool:
+        """Who may redact what (Client-Server API, "Redactions"; rooms v3+, "Handling
+        redactions"); whether the sender of the redaction ``pdu`` has the redact level.
+
+        The auth rules accept any redaction from a member allowed to send one; a local
+        user may redact only an event known here (404) of the same room (400), never the
+        room's ``m.room.create`` or ``m.room.server_acl`` (403; a redacted ACL would deny
+        every server), and another user's event only with the room's redact level (403).
+        Other events pass (False).
+        """
+        if pdu.type != "m.room.redaction":
+            return False
+        target = pdu.redacts
+        if target is None:
+            raise MatrixError(
+                Errcode.MISSING_PARAM, "An m.room.redaction needs 'redacts': the event to redact"
+            )
+        original = (await self._state.get_pdus([target])).get(target)
+        if original is None:
+            raise MatrixError(Errcode.NOT_FOUND, "Event not found")
+        if original.room_id != pdu.room_id:
+            raise MatrixError(Errcode.INVALID_PARAM, "Cannot redact an event of another room")
+        if original.type in _NEVER_REDACTED:
+            raise MatrixError(Errcode.FORBIDDEN, f"{original.type} events cannot be redacted")
+        by_power = has_redact_power(pdu.sender, auth_state, pdu.room_version)
+        if not by_power and original.sender != pdu.sender:
+            raise MatrixError(Errcode.FORBIDDEN, "You may not redact other users' events")
+        return by_power
 
     # -- applying ----------------------------------------------------------------------
 
     async def _apply(
-        self, snapshot: RoomSnapshot, pdu: Pdu, *, txn: TxnKey | None
+        self,
+        snapshot: RoomSnapshot,
+        pdu: Pdu,
+        *,
+        txn: TxnKey | None,
+        redaction_by_power: bool,
     ) -> EventToPersist:
         """Allocate positions for ``pdu`` and move the snapshot past it."""
         new_group = None
@@ -341,6 +397,7 @@ class EventCreationService:
             txn=txn,
             extremities=(pdu.event_id,),
             group=snapshot.state_group.state_group,
+            redaction_by_power=redaction_by_power,
         )
         snapshot.extremities = [pdu.event_id]
         snapshot.depth = pdu.depth
@@ -361,6 +418,7 @@ class EventCreationService:
         extremities: tuple[EventID, ...],
         group: int | None = None,
         new_room: RoomRow | None = None,
+        redaction_by_power: bool = False,
     ) -> EventToPersist:
         stream = self.allocate_stream()
         relates = pdu.content.get("m.relates_to")
@@ -381,6 +439,7 @@ class EventCreationService:
             new_extremities=extremities,
             new_room=new_room,
             current_state_group=new_group.row.state_group if new_group is not None else None,
+            redaction_by_power=redaction_by_power,
         )
 
     @staticmethod

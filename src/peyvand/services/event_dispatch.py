@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from peyvand.events.redaction import redaction_takes_effect
 from peyvand.services.notifier import Notifier
 from peyvand.services.room_index import RoomIndex
 from peyvand.services.room_state import StateService
 from peyvand.services.streams import Stream
 from peyvand.storage.models import EventToPersist
-from peyvand.types import UserID, server_name_of
+from peyvand.types import EventID, UserID, server_name_of
 
 
 class EventDispatcher:
@@ -31,7 +32,7 @@ class EventDispatcher:
         for persisted in batch:
             pdu = persisted.pdu
             if pdu.type == "m.room.redaction" and (redacts := pdu.redacts) is not None:
-                self._state.mark_redacted(redacts, pdu.event_id)
+                self._redacted(persisted, redacts)
             snapshot = self._state.cached_room(pdu.room_id)
             if snapshot is not None:
                 users.update(
@@ -45,6 +46,22 @@ class EventDispatcher:
         self._notifier.advance(Stream.EVENTS, newest, users)
         for listener in self.listeners:
             listener(batch)
+
+    def _redacted(self, redaction: EventToPersist, target: EventID) -> None:
+        """Count a committed redaction and mark ``target`` redacted in the event cache
+        exactly where the commit marked it (``storage.events``): by the same rule over
+        the same event. An original that is not cached is read from storage as the
+        commit left it; nothing is read here (this runs before waiters wake)."""
+        original = self._state.cached_event(target)
+        if original is not None and not redaction_takes_effect(
+            redaction.pdu,
+            by_power=redaction.redaction_by_power,
+            original_room_id=original.pdu.room_id,
+            original_sender=original.pdu.sender,
+            original_type=original.pdu.type,
+        ):
+            return
+        self._state.mark_redacted(target, redaction.pdu.event_id)
 
     async def on_failed(self, batch: Sequence[EventToPersist]) -> None:
         """Events that were not stored: their rooms reload from the database, and the

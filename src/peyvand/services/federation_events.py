@@ -39,6 +39,7 @@ from peyvand.events.auth import (
 )
 from peyvand.events.pdu import Pdu, StateKey
 from peyvand.events.received import InvalidPdu, check_content_hash_or_redact, parse_pdu
+from peyvand.events.redaction import has_redact_power
 from peyvand.events.room_versions import RoomVersion
 from peyvand.events.server_acl import server_allowed
 from peyvand.events.state_res import StateResError, resolve_state, split_state
@@ -321,17 +322,41 @@ class FederationEventHandler:
         )
 
     async def _auth_against_state(self, pdu: Pdu, state: Mapping[StateKey, EventID]) -> str | None:
+        try:
+            check_auth_rules(pdu, await self._auth_state(pdu, state))
+        except AuthError as exc:
+            return exc.message
+        return None
+
+    async def _auth_state(self, pdu: Pdu, state: Mapping[StateKey, EventID]) -> dict[StateKey, Pdu]:
+        """The events of ``state`` that authorise ``pdu`` (and the create event)."""
         keys = auth_types_for_event(
             pdu.room_version, pdu.type, pdu.sender, pdu.state_key, pdu.content
         )
         keys.add(CREATE_KEY)
         wanted = {k: state[k] for k in keys if k in state}
         events = await self._state.get_pdus(wanted.values())
-        try:
-            check_auth_rules(pdu, {k: events[e] for k, e in wanted.items() if e in events})
-        except AuthError as exc:
-            return exc.message
-        return None
+        return {k: events[e] for k, e in wanted.items() if e in events}
+
+    async def _redaction_by_power(self, pdu: Pdu, *states: Mapping[StateKey, EventID]) -> bool:
+        """Rooms v3+ "Handling redactions", condition 1, for a received redaction: its
+        sender has the redact level in every state it was authorised against, its own
+        ``auth_events`` and ``states`` (as in Synapse). Otherwise it takes effect only on
+        events of its sender's server (``events.redaction.redaction_takes_effect``, at
+        commit). False for other events."""
+        if pdu.type != "m.room.redaction":
+            return False
+        have = await self._state.get_pdus(pdu.auth_event_ids)
+        claimed = {a.state_tuple: a for a in have.values()}
+        if (create := await self._create_event(pdu)) is not None:
+            claimed[CREATE_KEY] = create
+        if not has_redact_power(pdu.sender, claimed, pdu.room_version):
+            return False
+        for state in states:
+            auth_state = await self._auth_state(pdu, state)
+            if not has_redact_power(pdu.sender, auth_state, pdu.room_version):
+                return False
+        return True
 
     # -- history -----------------------------------------------------------------------
 
@@ -412,6 +437,8 @@ class FederationEventHandler:
             for pdu in sorted(pdus, key=lambda p: (-p.depth, p.event_id)):
                 if await self._auth_against_auth_events(pdu) is not None:
                     continue
+                # Backfilled history saw no state here but its own auth events.
+                by_power = await self._redaction_by_power(pdu)
                 relates_to, rel_type = _relates_to(pdu)
                 stored.append(
                     EventToPersist(
@@ -425,6 +452,7 @@ class FederationEventHandler:
                         new_extremities=tuple(snapshot.extremities),
                         current_state_changes=(),
                         was_outlier=pdu.event_id in await self._store.get_outliers([pdu.event_id]),
+                        redaction_by_power=by_power,
                     )
                 )
             if stored:
@@ -586,6 +614,7 @@ class FederationEventHandler:
             logger.info("soft-failed %s from %s: %s", pdu.event_id, origin, soft_fail)
             await self._store_aside(pdu, "soft_failed", soft_fail, before_row, before_new)
             return Outcome(pdu.event_id, "soft_failed", soft_fail)
+        by_power = await self._redaction_by_power(pdu, before.state, snapshot.state)
         new_groups = [before_new] if before_new is not None else []
         after_state = dict(before.state)
         after_row = before_row
@@ -594,7 +623,7 @@ class FederationEventHandler:
             child = await self._state.child_state_group(before_row, {pdu.state_tuple: pdu.event_id})
             new_groups.append(child)
             after_row = child.row
-        await self._accept(snapshot, pdu, after_state, after_row, new_groups)
+        await self._accept(snapshot, pdu, after_state, after_row, new_groups, by_power)
         return Outcome(pdu.event_id, "accepted")
 
     async def _group_for(
@@ -629,6 +658,7 @@ class FederationEventHandler:
         after_state: dict[StateKey, EventID],
         after_row: StateGroupRow,
         new_groups: list[NewStateGroup],
+        redaction_by_power: bool,
     ) -> None:
         """Store an accepted event and move the room's current state and extremities."""
         prevs = set(pdu.prev_event_ids)
@@ -665,6 +695,7 @@ class FederationEventHandler:
             current_state_changes=change_rows,
             was_outlier=was_outlier,
             extra_state_groups=tuple(new_groups),
+            redaction_by_power=redaction_by_power,
         )
         snapshot.extremities = extremities
         snapshot.depth = max(snapshot.depth, pdu.depth)

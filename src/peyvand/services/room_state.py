@@ -212,6 +212,10 @@ class StateService:
         """Changes with every redaction stored (for caches of what state shows)."""
         return self._redaction_count
 
+    def cached_event(self, event_id: EventID) -> StoredEvent | None:
+        """The cached copy of a timeline event, without reading storage (None: none)."""
+        return self._events.get(event_id)
+
     def mark_redacted(self, event_id: EventID, redaction_id: EventID) -> None:
         self._redaction_count += 1
         cached = self._events.get(event_id)

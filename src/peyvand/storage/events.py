@@ -14,6 +14,7 @@ import orjson
 
 from peyvand.events.media_refs import media_references
 from peyvand.events.pdu import Pdu, StateKey
+from peyvand.events.redaction import redaction_takes_effect
 from peyvand.events.room_versions import KNOWN_ROOM_VERSIONS
 from peyvand.storage.database import Connection, Database, Row, placeholders
 from peyvand.storage.models import (
@@ -457,16 +458,7 @@ class EventStore:
             f"DELETE FROM event_outliers WHERE event_id IN ({placeholders(len(batch))})",
             *[e.pdu.event_id for e in batch],
         )
-        redactions = [
-            (e.pdu.event_id, e.pdu.redacts)
-            for e in batch
-            if e.pdu.type == "m.room.redaction" and e.pdu.redacts
-        ]
-        if redactions:
-            await txn.executemany(
-                "UPDATE events SET redacted_by = $1 WHERE event_id = $2 AND redacted_by IS NULL",
-                redactions,
-            )
+        await _apply_redactions(txn, batch)
         last_extremities: dict[RoomID, tuple[EventID, ...]] = {}
         for e in batch:
             last_extremities[e.pdu.room_id] = e.new_extremities
@@ -478,6 +470,47 @@ class EventStore:
         await txn.executemany(
             "INSERT INTO forward_extremities (room_id, event_id) VALUES ($1, $2)",
             [(room, ev) for room, evs in last_extremities.items() for ev in evs],
+        )
+
+
+async def _apply_redactions(txn: Connection, batch: Sequence[EventToPersist]) -> None:
+    """Mark the events the batch's redactions redact, where the redaction takes effect
+    (``events.redaction.redaction_takes_effect``: same room, and by power or from the
+    original's server). Runs after the batch's events are inserted, so a redaction
+    committed with its original applies too; the first effective one wins."""
+    redactions = [
+        (e, target)
+        for e in batch
+        if e.pdu.type == "m.room.redaction" and (target := e.pdu.redacts) is not None
+    ]
+    if not redactions:
+        return
+    targets = list({target for _, target in redactions})
+    originals: dict[str, Row] = {}
+    for start in range(0, len(targets), _IN_LIST_CHUNK):
+        chunk = targets[start : start + _IN_LIST_CHUNK]
+        rows = await txn.fetch(
+            "SELECT event_id, room_id, sender, type FROM events"
+            f" WHERE event_id IN ({placeholders(len(chunk))})",
+            *chunk,
+        )
+        originals.update((row["event_id"], row) for row in rows)
+    applied = [
+        (e.pdu.event_id, target)
+        for e, target in redactions
+        if (original := originals.get(target)) is not None
+        and redaction_takes_effect(
+            e.pdu,
+            by_power=e.redaction_by_power,
+            original_room_id=original["room_id"],
+            original_sender=original["sender"],
+            original_type=original["type"],
+        )
+    ]
+    if applied:
+        await txn.executemany(
+            "UPDATE events SET redacted_by = $1 WHERE event_id = $2 AND redacted_by IS NULL",
+            applied,
         )
 
 

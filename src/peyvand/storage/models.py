@@ -73,6 +73,10 @@ class EventToPersist:
     # Further new groups written with the event (federation: the resolved state before
     # it, the room's new current state), parents before children.
     extra_state_groups: tuple[NewStateGroup, ...] = ()
+    # An m.room.redaction whose sender has the room's redact level in the state it was
+    # authorised against (``events.redaction.has_redact_power``); else it takes effect
+    # only on an event of its sender's own server (``redaction_takes_effect``).
+    redaction_by_power: bool = False
 
 
 @dataclass(frozen=True, slots=True)

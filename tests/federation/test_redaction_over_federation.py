@@ -1,0 +1,162 @@
+"""Redactions received over federation take effect only under rooms v3+ "Handling
+redactions".
+
+The authorization rules accept any redaction a member may send; the receiving server
+then applies it only if (1) its sender has the room's redact level, or (2) its sender is
+on the server of the redacted event's sender. A fake homeserver (``harness.fake_server``)
+joins a Peyvand room and sends redactions of bob, a member of its own: of Peyvand users'
+events while bob has power 0 (not applied: the events keep their content), of bob's own
+events (applied), of an event of another room (never applied), and, once Peyvand's user
+gave bob the redact level, of Peyvand users' events (applied).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness.client import Account, MatrixClient
+from harness.fake_server import FakeServer, q
+from harness.server import HomeserverProcess
+
+TIMEOUT_SECONDS = 20
+_txn = itertools.count()
+
+
+@pytest.fixture
+async def fake(peyvand: HomeserverProcess, tmp_path: Path) -> AsyncIterator[FakeServer]:
+    """A fake homeserver whose requests go to the session's federating Peyvand."""
+    async with FakeServer(tmp_path, peer=peyvand.server_name) as server:
+        yield server
+
+
+async def _say(client: MatrixClient, room_id: str, account: Account, body: str) -> str:
+    response = await client.request(
+        "PUT",
+        f"rooms/{q(room_id)}/send/m.room.message/t{next(_txn)}",
+        json={"msgtype": "m.text", "body": body},
+        token=account,
+    )
+    event_id: str = response.ok()["event_id"]
+    return event_id
+
+
+async def _event(client: MatrixClient, room_id: str, reader: Account, event_id: str) -> Any:
+    response = await client.request("GET", f"rooms/{q(room_id)}/event/{q(event_id)}", token=reader)
+    return response.ok()
+
+
+async def _redact_as(fake: FakeServer, room_id: str, sender: str, target: str) -> str:
+    """Send ``sender``'s redaction of ``target`` from the fake; its event ID (accepted:
+    the authorization rules allow any member's redaction)."""
+    redaction = fake.make_pdu(None, room_id, sender, "m.room.redaction", {}, redacts=target)
+    status, answer = await fake.send_pdus([redaction])
+    assert (status, answer["pdus"]) == (200, {redaction.event_id: {}}), answer
+    return redaction.event_id
+
+
+async def _until_redacted(
+    client: MatrixClient, room_id: str, reader: Account, event_id: str
+) -> Any:
+    """``event_id`` once it shows redacted (redactions are applied after the commit that
+    answered the transaction, so this is immediate; the loop only bounds a slow run)."""
+    while True:
+        event = await _event(client, room_id, reader, event_id)
+        if event["content"] == {}:
+            return event
+        await asyncio.sleep(0.05)
+
+
+@pytest.mark.parametrize("room_version", ["10", "12"])
+async def test_remote_redactions_apply_by_power_or_from_the_originals_server(
+    peyvand: HomeserverProcess,
+    peyvand_client: MatrixClient,
+    fake: FakeServer,
+    room_version: str,
+) -> None:
+    log_start = len(peyvand.log())
+    alice = await peyvand_client.register()
+    bob = fake.user(f"redactor{next(_txn)}")
+    async with asyncio.timeout(TIMEOUT_SECONDS):
+        room_id = (
+            await peyvand_client.request(
+                "POST",
+                "createRoom",
+                json={"preset": "public_chat", "name": "original", "room_version": room_version},
+                token=alice,
+            )
+        ).ok()["room_id"]
+        other_room = (
+            await peyvand_client.request(
+                "POST", "createRoom", json={"room_version": room_version}, token=alice
+            )
+        ).ok()["room_id"]
+        await fake.join(room_id, bob)
+        words = await _say(peyvand_client, room_id, alice, "alice's words")
+        elsewhere = await _say(peyvand_client, other_room, alice, "in another room")
+        await fake.wait_for_pdu(lambda p: p.get("content", {}).get("body") == "alice's words")
+        name = fake.state_event(room_id, "m.room.name")
+        name_id = fake.rooms[room_id].state[("m.room.name", "")]
+        assert name["content"] == {"name": "original"}
+
+        # Power 0, another server's events: stored, not applied.
+        for target in (words, name_id):
+            redaction = await _redact_as(fake, room_id, bob, target)
+            stored = await _event(peyvand_client, room_id, alice, redaction)
+            assert stored["redacts"] == target
+        assert (await _event(peyvand_client, room_id, alice, words))["content"] == {
+            "msgtype": "m.text",
+            "body": "alice's words",
+        }
+        named = await peyvand_client.request(
+            "GET", f"rooms/{q(room_id)}/state/m.room.name", token=alice
+        )
+        assert named.ok() == {"name": "original"}
+
+        # Bob's own event: same server, applied without power.
+        own = fake.make_pdu(
+            None, room_id, bob, "m.room.message", {"msgtype": "m.text", "body": "bob's words"}
+        )
+        assert (await fake.send_pdus([own]))[1]["pdus"] == {own.event_id: {}}
+        own_redaction = await _redact_as(fake, room_id, bob, own.event_id)
+        redacted = await _until_redacted(peyvand_client, room_id, alice, own.event_id)
+        assert redacted["unsigned"]["redacted_because"]["event_id"] == own_redaction
+
+        # With the redact level (50 by default), applied; never into another room.
+        levels = (
+            await peyvand_client.request(
+                "GET", f"rooms/{q(room_id)}/state/m.room.power_levels", token=alice
+            )
+        ).ok()
+        levels["users"][bob] = 50
+        (
+            await peyvand_client.request(
+                "PUT", f"rooms/{q(room_id)}/state/m.room.power_levels", json=levels, token=alice
+            )
+        ).ok()
+        await fake.wait_for_pdu(
+            lambda p: (
+                p.get("type") == "m.room.power_levels"
+                and bob in p.get("content", {}).get("users", {})
+            )
+        )
+        await _redact_as(fake, room_id, bob, elsewhere)
+        later = await _say(peyvand_client, room_id, alice, "alice's later words")
+        await fake.wait_for_pdu(lambda p: p.get("content", {}).get("body") == "alice's later words")
+        await _redact_as(fake, room_id, bob, later)
+        await _until_redacted(peyvand_client, room_id, alice, later)
+        # The earlier redactions stay without effect: they were sent without power, and
+        # the power bob has now does not reach back to them.
+        assert (await _event(peyvand_client, room_id, alice, words))["content"]["body"] == (
+            "alice's words"
+        )
+    assert (await _event(peyvand_client, other_room, alice, elsewhere))["content"] == {
+        "msgtype": "m.text",
+        "body": "in another room",
+    }
+    assert "Unhandled error" not in peyvand.log()[log_start:]
