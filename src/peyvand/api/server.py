@@ -146,14 +146,25 @@ async def _errors_middleware(request: web.Request, handler: _Middleware) -> web.
         response = json_response(
             {"errcode": Errcode.UNKNOWN.value, "error": exc.reason}, exc.status
         )
-    except Exception:
-        logger.exception("Unhandled error on %s %s", request.method, request.path)
-        response = json_response(
-            {"errcode": Errcode.UNKNOWN.value, "error": "Internal server error"}, 500
-        )
+    except Exception as exc:
+        response = _unexpected_error(request, exc)
     if not response.prepared:
         response.headers.update(_CORS_HEADERS)
     return response
+
+
+def _unexpected_error(request: web.Request, exc: Exception) -> web.Response:
+    """The answer to an exception no handler expected. One from a connection the client
+    closed (or that was closed for being too slow, see ``api.connections``) is not the
+    server's fault: it is logged at debug level, and the answer will not reach anyone."""
+    transport = request.transport
+    if isinstance(exc, ConnectionError) and (transport is None or transport.is_closing()):
+        logger.debug("%s %s: the client went away (%r)", request.method, request.path, exc)
+        return json_response(
+            {"errcode": Errcode.UNKNOWN.value, "error": "The connection was closed"}, 400
+        )
+    logger.error("Unhandled error on %s %s", request.method, request.path, exc_info=exc)
+    return json_response({"errcode": Errcode.UNKNOWN.value, "error": "Internal server error"}, 500)
 
 
 def build_web_app(services: Services, tables: Iterable[RouteTable]) -> web.Application:

@@ -9,6 +9,7 @@ import ssl
 
 from aiohttp import web
 
+from peyvand.api.connections import HttpRunner
 from peyvand.app import create_app
 from peyvand.cli.errors import CommandError
 from peyvand.config.model import Config
@@ -25,7 +26,9 @@ async def serve(config: Config) -> None:
     set, over TLS on ``config.bind:federation.port``) and stop cleanly on a signal."""
     federation_tls = _federation_ssl_context(config)  # before anything starts: fail early
     app = await create_app(config)
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS)
+    runner = HttpRunner(
+        app, limits=config.http, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS
+    )
     await runner.setup()
     try:
         site = web.TCPSite(runner, config.bind, config.port)

@@ -31,6 +31,7 @@ from peyvand.config.model import (
     DatabaseConfig,
     DisappearingConfig,
     FederationConfig,
+    HttpConfig,
     InterconnectConfig,
     MediaConfig,
     ModerationConfig,
@@ -78,6 +79,24 @@ OPTION_DOCS: Final[Mapping[str, str]] = {
         "'sqlite:///<path>' for the embedded SQLite database (a relative path is relative\n"
         "to this file; 'sqlite:////abs/path' for an absolute one), or\n"
         "'postgresql://user:password@host:port/dbname' for PostgreSQL."
+    ),
+    "http": (
+        "Time limits for reading requests, so that a slow or stalled client (a slowloris)\n"
+        "cannot hold connections open. Answering is not limited (a /sync may long-poll),\n"
+        "nor is a kept-alive connection's idle time between requests."
+    ),
+    "http.request_header_timeout": (
+        "Seconds a client has to send a request's line and headers, from the connection's\n"
+        "opening or the first byte of a later request on it; then it is closed."
+    ),
+    "http.request_body_timeout": (
+        "Seconds a request body may go without a byte arriving, and the grace period of\n"
+        "the minimum rate below; a slower body's connection is closed."
+    ),
+    "http.request_body_min_rate": (
+        "Bytes per second a request body must average after that grace period: a body of\n"
+        "N bytes may take request_body_timeout + N / request_body_min_rate seconds\n"
+        "(uploads at any usable speed pass). 0: no minimum rate."
     ),
     "registration": "Who may create accounts through the Client-Server API.",
     "registration.open": (
@@ -368,12 +387,21 @@ def _check(config: Config) -> None:
             raise ConfigError(f"'rate_limits.{name}' must be positive")
     if any(not token for token in config.registration.tokens):
         raise ConfigError("'registration.tokens' must not contain empty tokens")
+    _check_http(config.http)
     _check_media(config.media)
     _check_federation(config.federation)
     _check_interconnect(config.interconnect)
     _check_retention(config.retention)
     _check_disappearing(config.disappearing)
     _check_moderation(config.moderation)
+
+
+def _check_http(http: HttpConfig) -> None:
+    for name in ("request_header_timeout", "request_body_timeout"):
+        if not 0 < getattr(http, name) <= 3600:
+            raise ConfigError(f"'http.{name}' must be above 0 and at most 3600 seconds")
+    if http.request_body_min_rate < 0:
+        raise ConfigError("'http.request_body_min_rate' must not be negative")
 
 
 def _check_retention(retention: RetentionConfig) -> None:

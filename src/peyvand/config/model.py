@@ -23,6 +23,21 @@ class DatabaseConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class HttpConfig:
+    """Time limits for reading requests (``api.connections``)."""
+
+    # Seconds a client has to send a request's head (request line and headers), counted
+    # from the connection's opening or from the first byte of a later request on it.
+    request_header_timeout: float = 20.0
+    # Seconds a request body may go without a byte arriving; also the grace period of the
+    # minimum rate below.
+    request_body_timeout: float = 60.0
+    # Bytes per second a body must average once that grace period is over: N bytes may
+    # take request_body_timeout + N / request_body_min_rate seconds. 0: no minimum rate.
+    request_body_min_rate: int = 1024
+
+
+@dataclass(frozen=True, slots=True)
 class RegistrationConfig:
     # Anyone may register with m.login.dummy (off by default).
     open: bool = False
@@ -168,6 +183,7 @@ class Config:
     bind: str = "127.0.0.1"
     port: int = 8008
     public_baseurl: str | None = None
+    http: HttpConfig = field(default_factory=HttpConfig)
     registration: RegistrationConfig = field(default_factory=RegistrationConfig)
     rate_limits: RateLimitConfig = field(default_factory=RateLimitConfig)
     caches: CacheConfig = field(default_factory=CacheConfig)
