@@ -61,7 +61,8 @@ async def test_rule_lifecycle_and_ordering(client: MatrixClient) -> None:
     assert (await client.request("GET", enabled, token=alice)).ok() == {"enabled": False}
     actions = f"{RULES}/content/nocake/actions"
     (await client.request("PUT", actions, json={"actions": ["dont_notify"]}, token=alice)).ok()
-    assert (await client.request("GET", actions, token=alice)).ok() == {"actions": []}
+    # "Historical Actions" are kept as written (and ignored when evaluating), as in Synapse.
+    assert (await client.request("GET", actions, token=alice)).ok() == {"actions": ["dont_notify"]}
 
     (await client.request("DELETE", f"{RULES}/content/nocake", token=alice)).ok()
     missing = await client.request("GET", f"{RULES}/content/nocake", token=alice)
@@ -125,7 +126,6 @@ async def test_push_rule_errors(client: MatrixClient) -> None:
     bad_actions = {"pattern": "x", "actions": ["explode"]}
     assert_error(await put(f"{RULES}/content/x", bad_actions), 400, "M_INVALID_PARAM")
     assert_error(await put(f"{RULES}/content/x", body, before="nope"), 400, "M_UNKNOWN")
-    assert_error(await put(f"{RULES}/room/not-a-room", {"actions": []}), 400, "M_INVALID_PARAM")
     get_bad_kind = await client.request("GET", f"{RULES}/bogus/x", token=alice)
     assert_error(get_bad_kind, 400, "M_INVALID_PARAM")
     assert_error(
@@ -185,3 +185,42 @@ async def test_filter_errors(client: MatrixClient) -> None:
         await client.request("POST", path, json=bad_sender, token=alice), 400, "M_INVALID_PARAM"
     )
     assert_error(await client.request("POST", path, json=[1], token=alice), 400, "M_NOT_JSON")
+
+
+async def test_room_rule_ids_are_taken_as_given(client: MatrixClient) -> None:
+    """A room rule named by an alias (sytest's ``#spam:example.com``) is stored as Synapse
+    stores it, and ordered among the other room rules."""
+    alice = await client.register()
+    first, second = quote("#a:example.com", safe=""), quote("#b:example.com", safe="")
+    (await client.request("PUT", f"{RULES}/room/{first}", json={"actions": []}, token=alice)).ok()
+    (await client.request("PUT", f"{RULES}/room/{second}", json={"actions": []}, token=alice)).ok()
+    rooms = (await client.request("GET", f"{RULES}/room/", token=alice)).ok()
+    assert [r["rule_id"] for r in rooms] == ["#b:example.com", "#a:example.com"]
+    rule = (await client.request("GET", f"{RULES}/room/{first}", token=alice)).ok()
+    assert rule == {"rule_id": "#a:example.com", "default": False, "enabled": True, "actions": []}
+
+
+async def test_malformed_push_rule_paths_are_400(client: MatrixClient) -> None:
+    """No scope, an unknown scope, a missing kind or rule ID or an unknown attribute is a
+    malformed request (400 M_UNRECOGNIZED, as Synapse), for GET, PUT and DELETE alike."""
+    alice = await client.register()
+    paths = [
+        "pushrules/not_a_scope/",
+        "pushrules/not_a_scope/room/x",
+        "pushrules/global",
+        "pushrules/global/room",
+        "pushrules/global/override/.m.rule.master/not_an_attr",
+    ]
+    for path in paths:
+        got = await client.request("GET", path, token=alice)
+        assert_error(got, 400, "M_UNRECOGNIZED")
+    for path in [*paths, "pushrules/", "pushrules/global/room/"]:
+        got = await client.request("PUT", path, json={"actions": []}, token=alice)
+        assert_error(got, 400, "M_UNRECOGNIZED")
+    assert_error(
+        await client.request("DELETE", "pushrules/global", token=alice), 400, "M_UNRECOGNIZED"
+    )
+    # The well-formed paths still work, and the path without a trailing slash is unknown.
+    assert (await client.request("GET", "pushrules/global/room/", token=alice)).ok() == []
+    assert (await client.request("GET", "pushrules", token=alice)).status == 404
+    assert (await client.request("GET", "pushrules/", token=None)).status == 401

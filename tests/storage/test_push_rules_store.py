@@ -108,7 +108,7 @@ async def test_service_caches_and_invalidates_on_write(store: PushRuleStore) -> 
     master = await service.get_rule(ALICE, "override", ".m.rule.master")
     assert master.enabled and master.default
     message = await service.get_rule(ALICE, "underride", ".m.rule.message")
-    assert message.actions == ("notify",)
+    assert message.actions == ("notify", "coalesce")
     assert not (await service.get_rule(ALICE, "content", "tea")).enabled
     await service.delete_rule(ALICE, "content", "tea")
     assert changed == [ALICE] * 5

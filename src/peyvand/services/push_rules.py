@@ -27,7 +27,8 @@ KINDS: Final = ("override", "content", "room", "sender", "underride")
 # Kinds whose rules carry explicit conditions; the others have predefined ones.
 CONDITION_KINDS: Final = frozenset({"override", "underride"})
 
-# "Historical Actions": MUST be ignored, e.g. by stripping them.
+# "Historical Actions": MUST be ignored. They are kept as the client gave them (as Synapse
+# does) and ignored by the evaluator, which acts only on ``notify`` and tweaks.
 _HISTORICAL_ACTIONS: Final = frozenset({"dont_notify", "coalesce"})
 # m.room.power_levels: the default of ``notifications.room``.
 _NOTIFICATION_DEFAULTS: Final = {"room": 50}
@@ -614,19 +615,19 @@ def check_kind(kind: str) -> None:
 
 
 def parse_actions(actions: Any) -> tuple[Action, ...]:
-    """Validate an ``actions`` array; strip the historical ``dont_notify``/``coalesce``."""
+    """Validate an ``actions`` array. The historical ``dont_notify``/``coalesce`` are
+    accepted and kept, so a client reads back what it wrote; "Historical Actions" are
+    no-ops for the evaluator."""
     if not isinstance(actions, list):
         raise MatrixError(Errcode.BAD_JSON, "'actions' must be an array")
-    kept: list[Action] = []
     for action in actions:
-        if isinstance(action, str) and action in _HISTORICAL_ACTIONS:
-            continue
-        is_tweak = isinstance(action, dict) and isinstance(action.get("set_tweak"), str)
-        if action == "notify" or is_tweak:
-            kept.append(action)
+        if isinstance(action, str):
+            known = action == "notify" or action in _HISTORICAL_ACTIONS
         else:
+            known = isinstance(action, dict) and isinstance(action.get("set_tweak"), str)
+        if not known:
             raise MatrixError(Errcode.INVALID_PARAM, f"Unrecognised action: {action!r}")
-    return tuple(kept)
+    return tuple(actions)
 
 
 def _check_condition(condition: Any) -> JsonDict:
@@ -658,15 +659,15 @@ def check_new_rule_id(kind: str, rule_id: str) -> None:
     """The ``ruleId`` rules of PUT /pushrules/global/{kind}/{ruleId}.
 
     A leading dot is reserved for server-default rules; slashes and backslashes are not
-    allowed; room and sender rule IDs are the room's and the user's ID ("Push Rules").
+    allowed; a sender rule's ID is a user ID ("Push Rules"). A room rule's ID is taken as
+    it is, as Synapse does (clients and sytest use aliases such as ``#spam:example.com``);
+    one that is not a room ID simply never matches.
     """
     check_kind(kind)
     if not rule_id or is_default_rule_id(rule_id):
         raise MatrixError(Errcode.INVALID_PARAM, "Rule IDs starting with '.' are reserved")
     if "/" in rule_id or "\\" in rule_id:
         raise MatrixError(Errcode.INVALID_PARAM, "Rule IDs may not contain slashes")
-    if kind == "room" and not rule_id.startswith("!"):
-        raise MatrixError(Errcode.INVALID_PARAM, "A room rule's ID must be a room ID")
     if kind == "sender" and not is_valid_user_id(rule_id):
         raise MatrixError(Errcode.INVALID_PARAM, "A sender rule's ID must be a user ID")
 

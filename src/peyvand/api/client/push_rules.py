@@ -1,7 +1,10 @@
 """Client-Server API, "Push Rules: API" (pushrules.yaml).
 
 Only the ``global`` scope exists. Kinds are checked by the service: an unknown kind is
-``M_INVALID_PARAM``, an unknown rule ``M_NOT_FOUND``.
+``M_INVALID_PARAM``, an unknown rule ``M_NOT_FOUND``. Any other path under ``pushrules/``
+(no scope, an unknown scope, a missing kind or rule ID, an unknown attribute) is a 400
+``M_UNRECOGNIZED``, as Synapse answers: it names no rule, so it is a malformed request
+rather than an unknown resource.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from aiohttp import web
 
 from peyvand.api.context import RequestContext, json_response
 from peyvand.api.routing import CLIENT_V3, RouteTable
+from peyvand.errors import Errcode, MatrixError
 from peyvand.services.push_rules import check_kind
 
 routes = RouteTable()
@@ -111,3 +115,12 @@ async def put_push_rule_actions(ctx: RequestContext) -> web.Response:
         ctx.user.user_id, ctx.path["kind"], ctx.path["ruleId"], body.list("actions")
     )
     return json_response({})
+
+
+# Registered last: aiohttp tries these only when no route above matches the path.
+@routes.get(f"{CLIENT_V3}/pushrules/{{path:.*}}")
+@routes.put(f"{CLIENT_V3}/pushrules/{{path:.*}}")
+@routes.delete(f"{CLIENT_V3}/pushrules/{{path:.*}}")
+async def malformed_push_rule_path(ctx: RequestContext) -> web.Response:
+    """Any other GET, PUT or DELETE /_matrix/client/v3/pushrules/...: 400 M_UNRECOGNIZED."""
+    raise MatrixError(Errcode.UNRECOGNIZED, "Unrecognised push rule path", status=400)
