@@ -22,6 +22,13 @@ from peyvand.services.room_events import RoomEventsService, position_token
 from peyvand.services.room_index import RoomIndex
 from peyvand.services.room_state import STRIPPED_STATE_TYPES, RoomSnapshot, StateService
 from peyvand.services.streams import Stream, StreamToken
+from peyvand.services.sync_state import (
+    MEMBER,
+    LazyMembersCache,
+    gap_state,
+    only_members,
+    timeline_state,
+)
 from peyvand.storage.events import EventStore
 from peyvand.storage.models import StoredEvent
 from peyvand.storage.remote_invites import RemoteInviteStore
@@ -147,6 +154,7 @@ class SyncService:
         self._device_lists = device_lists
         self._device_keys = device_keys
         self._clock = clock
+        self._lazy_members = LazyMembersCache()
 
     async def sync(
         self,
@@ -164,6 +172,8 @@ class SyncService:
             await self._to_device.acknowledge(
                 requester.user_id, requester.device_id, since.to_device
             )
+        else:
+            self._lazy_members.reset(requester.user_id, requester.device_id)
         while True:
             now = self._notifier.current_token
             if since is None or full_state or now.is_after(since):
@@ -274,6 +284,7 @@ class SyncService:
                 initial=newly_joined,
                 full_state=full_state,
                 has_events=room_id in changed,
+                incremental=since is not None,
             )
             ephemeral = [e for e in (typing.get(room_id), receipts.get(room_id)) if e]
             if not (
@@ -364,6 +375,7 @@ class SyncService:
         initial: bool,
         full_state: bool = False,
         has_events: bool,
+        incremental: bool,
     ) -> JsonDict:
         """One room of the join section. ``initial``: the timeline starts from the room's
         latest events (initial sync, newly joined); ``full_state``: all state at the
@@ -376,23 +388,44 @@ class SyncService:
             )
         else:
             timeline, limited = [], False
+        if initial and incremental:
+            # A room joined since the token: its history before the join is a gap to the
+            # client (Synapse marks it limited too).
+            limited = True
+        in_timeline = timeline_state(timeline)
+        lazy = in_timeline.needed_members if sync_filter.lazy_load_members else None
         state_ids: dict[StateKey, EventID] = {}
+        changed: set[StateKey] = set()
         if initial or full_state:
             if timeline:
-                group = await self._state_before(timeline[0])
-                state_ids = await self._state.state_ids_at_group(group) if group else {}
+                state_ids = await self._state_at_start(timeline[0])
             else:
                 state_ids = dict(snapshot.state)
-        elif limited and timeline:
+            if lazy is not None:
+                state_ids = only_members(state_ids, lazy | {requester.user_id})
+            changed = set(state_ids)
+        elif limited:
+            previous = await self._state_at_position(room_id, since)
+            end = await self._state_at_position(room_id, until)
+            state_ids = gap_state(
+                contains=in_timeline.contains,
+                start=await self._state_at_start(timeline[0]) if timeline else end,
+                end=end,
+                previous=previous,
+                lazy_members=lazy,
+            )
+            changed = {k for k, v in state_ids.items() if previous.get(k) != v}
+        elif lazy and timeline:
+            # The timeline continues the last response: only the senders' members.
             group = await self._state_before(timeline[0])
-            at_start = await self._state.state_ids_at_group(group) if group else {}
-            at_since = await self._state_at_position(room_id, since)
-            state_ids = {k: v for k, v in at_start.items() if at_since.get(k) != v}
-        if sync_filter.lazy_load_members:
-            senders = {e.pdu.sender for e in timeline} | {requester.user_id}
-            state_ids = {
-                k: v for k, v in state_ids.items() if k[0] != "m.room.member" or k[1] in senders
-            }
+            keys: list[StateKey] = [(MEMBER, u) for u in lazy]
+            state_ids = (
+                dict(await self._state.state_ids_at_group(group, keys)) if group is not None else {}
+            )
+        if lazy is not None and not sync_filter.include_redundant_members:
+            user_id, device_id = requester.user_id, requester.device_id
+            state_ids = self._lazy_members.drop_sent(user_id, device_id, state_ids, changed)
+            self._lazy_members.mark_sent(user_id, device_id, state_ids, in_timeline.contains)
         state_events = await self._state.get_state_events_by_id(state_ids.values())
         timeline_json = await self._room_events.serialize(
             timeline, requester, include_room_id=False
@@ -409,6 +442,10 @@ class SyncService:
             "state": {"events": state_json},
             "summary": self._summary(snapshot, requester.user_id),
         }
+
+    async def _state_at_start(self, event: StoredEvent) -> dict[StateKey, EventID]:
+        group = await self._state_before(event)
+        return dict(await self._state.state_ids_at_group(group)) if group is not None else {}
 
     async def _state_at_position(self, room_id: RoomID, position: int) -> dict[StateKey, EventID]:
         last = await self._store.get_room_events(

@@ -1,0 +1,122 @@
+"""The ``state`` section of a room in /sync (Client-Server API, "Syncing" and
+"Lazy-loading room members").
+
+``state`` is the room state the client needs before the first timeline event and does
+not already have: everything for an initial (or ``full_state``) sync; for an incremental
+sync only what changed since the token when the timeline has a gap, and nothing when it
+continues the previous response. With ``lazy_load_members`` the client gets only the
+``m.room.member`` events of the timeline's senders, each once per device unless
+``include_redundant_members`` asks again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from peyvand.events.pdu import StateKey
+from peyvand.services.lru import LRU
+from peyvand.storage.models import StoredEvent
+from peyvand.types import DeviceID, EventID, UserID
+
+MEMBER = "m.room.member"
+
+# Lazy-loaded members remembered per device, and devices remembered. A forgotten entry
+# only means a member event is sent again (Synapse keeps 100 per device too).
+_MEMBERS_PER_DEVICE = 100
+_DEVICES = 5_000
+
+
+@dataclass(frozen=True, slots=True)
+class TimelineState:
+    """The state events inside a timeline and the senders whose membership the client
+    must get from ``state`` (those whose member event does not precede their first
+    message in the timeline)."""
+
+    contains: dict[StateKey, EventID]
+    needed_members: frozenset[str]
+
+
+def timeline_state(timeline: Sequence[StoredEvent]) -> TimelineState:
+    contains: dict[StateKey, EventID] = {}
+    needed: set[str] = set()
+    for event in timeline:
+        pdu = event.pdu
+        if (MEMBER, pdu.sender) not in contains:
+            needed.add(pdu.sender)
+        if pdu.is_state():
+            contains[(pdu.type, pdu.state_key or "")] = pdu.event_id
+    return TimelineState(contains, frozenset(needed))
+
+
+def only_members(
+    state: Mapping[StateKey, EventID], members: frozenset[str] | set[str]
+) -> dict[StateKey, EventID]:
+    """``state`` without the member events of anyone outside ``members``."""
+    return {k: v for k, v in state.items() if k[0] != MEMBER or k[1] in members}
+
+
+def gap_state(
+    *,
+    contains: Mapping[StateKey, EventID],
+    start: Mapping[StateKey, EventID],
+    end: Mapping[StateKey, EventID],
+    previous: Mapping[StateKey, EventID],
+    lazy_members: frozenset[str] | None,
+) -> dict[StateKey, EventID]:
+    """State for a timeline with a gap before it: what differs at its start or end from
+    the state the previous sync ended with, less what the timeline itself carries.
+
+    The end counts too: a state event hidden from the timeline (by a filter or a fork)
+    still changed the room. With lazy loading the timeline senders' members count as
+    unsent, since the client may never have loaded them.
+    """
+    if lazy_members is not None:
+        start = only_members(start, lazy_members)
+    known = set(previous.values())
+    if lazy_members is not None:
+        known.difference_update(v for k, v in start.items() if k[0] == MEMBER)
+    keys = {v: k for source in (contains, start, end, previous) for k, v in source.items()}
+    chosen = (set(end.values()) | set(start.values())) - known - set(contains.values())
+    return {keys[e]: e for e in chosen}
+
+
+class LazyMembersCache:
+    """Which member events each device was sent while lazy-loading, so incremental
+    syncs leave out the redundant ones (the filter's ``include_redundant_members``)."""
+
+    def __init__(self) -> None:
+        self._devices: LRU[tuple[UserID, DeviceID], LRU[str, EventID]] = LRU(_DEVICES)
+
+    def reset(self, user_id: UserID, device_id: DeviceID) -> None:
+        """An initial sync: the client starts over."""
+        self._devices.pop((user_id, device_id))
+
+    def drop_sent(
+        self,
+        user_id: UserID,
+        device_id: DeviceID,
+        state: Mapping[StateKey, EventID],
+        changed: set[StateKey],
+    ) -> dict[StateKey, EventID]:
+        """``state`` without member events this device already has, unless they are
+        changes since its token (a retried request must see them again)."""
+        sent = self._devices.get((user_id, device_id))
+        if sent is None:
+            return dict(state)
+        return {
+            k: v for k, v in state.items() if k[0] != MEMBER or k in changed or sent.get(k[1]) != v
+        }
+
+    def mark_sent(
+        self, user_id: UserID, device_id: DeviceID, *states: Mapping[StateKey, EventID]
+    ) -> None:
+        key = (user_id, device_id)
+        sent = self._devices.get(key)
+        if sent is None:
+            sent = LRU(_MEMBERS_PER_DEVICE)
+            self._devices.put(key, sent)
+        for state in states:
+            for (event_type, state_key), event_id in state.items():
+                if event_type == MEMBER:
+                    sent.put(state_key, event_id)

@@ -1,0 +1,123 @@
+"""The state section of incremental and gappy /sync, with and without lazy-loaded members,
+over HTTP on every backend (Client-Server API, "Syncing", "Lazy-loading room members")."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from typing import Any
+
+from harness.client import Account, MatrixClient
+
+_txn = itertools.count()
+
+LAZY = json.dumps({"room": {"state": {"lazy_load_members": True}, "timeline": {"limit": 3}}})
+LAZY_REDUNDANT = json.dumps(
+    {
+        "room": {
+            "state": {"lazy_load_members": True, "include_redundant_members": True},
+            "timeline": {"limit": 3},
+        }
+    }
+)
+
+
+async def sync(client: MatrixClient, account: Account, **params: str) -> dict[str, Any]:
+    body: dict[str, Any] = (await client.request("GET", "sync", token=account, params=params)).ok()
+    return body
+
+
+async def create_public_room(client: MatrixClient, creator: Account) -> str:
+    body = {"preset": "public_chat"}
+    created = await client.request("POST", "createRoom", json=body, token=creator)
+    room_id: str = created.ok()["room_id"]
+    return room_id
+
+
+async def join(client: MatrixClient, room_id: str, account: Account) -> None:
+    (await client.request("POST", f"rooms/{room_id}/join", json={}, token=account)).ok()
+
+
+async def say(client: MatrixClient, room_id: str, account: Account, text: str) -> str:
+    response = await client.request(
+        "PUT",
+        f"rooms/{room_id}/send/m.room.message/ll{next(_txn)}",
+        json={"msgtype": "m.text", "body": text},
+        token=account,
+    )
+    event_id: str = response.ok()["event_id"]
+    return event_id
+
+
+def members_in_state(body: dict[str, Any], room_id: str) -> set[str]:
+    state = body["rooms"]["join"][room_id]["state"]["events"]
+    return {e["state_key"] for e in state if e["type"] == "m.room.member"}
+
+
+async def test_incremental_sync_brings_new_senders_members_once(client: MatrixClient) -> None:
+    alice, bob, carol = [await client.register() for _ in range(3)]
+    room_id = await create_public_room(client, alice)
+    await join(client, room_id, bob)
+    await join(client, room_id, carol)
+    for i in range(3):
+        await say(client, room_id, bob, f"bob {i}")
+    initial = await sync(client, alice, filter=LAZY)
+    assert members_in_state(initial, room_id) == {alice.user_id, bob.user_id}
+
+    await say(client, room_id, carol, "carol speaks")
+    first = await sync(client, alice, filter=LAZY, since=initial["next_batch"])
+    assert first["rooms"]["join"][room_id]["timeline"]["limited"] is False
+    assert members_in_state(first, room_id) == {carol.user_id}
+
+    # Carol's member event was sent to this device already: not again by default...
+    await say(client, room_id, carol, "carol again")
+    again = await sync(client, alice, filter=LAZY, since=first["next_batch"])
+    assert members_in_state(again, room_id) == set()
+    # ...unless the filter asks for redundant members.
+    await say(client, room_id, carol, "carol a third time")
+    redundant = await sync(client, alice, filter=LAZY_REDUNDANT, since=again["next_batch"])
+    assert members_in_state(redundant, room_id) == {carol.user_id}
+
+
+async def test_gappy_lazy_sync_has_gap_members_leaves_and_old_speakers(
+    client: MatrixClient,
+) -> None:
+    alice, bob, carol, dave = [await client.register() for _ in range(4)]
+    room_id = await create_public_room(client, alice)
+    await join(client, room_id, bob)
+    await join(client, room_id, carol)
+    for i in range(3):
+        await say(client, room_id, alice, f"alice {i}")
+    initial = await sync(client, alice, filter=LAZY)
+    # Bob and Carol never spoke: not loaded.
+    assert members_in_state(initial, room_id) == {alice.user_id}
+
+    # In the gap: Dave joins, Carol leaves; then Bob, an old member, speaks last.
+    await join(client, room_id, dave)
+    (await client.request("POST", f"rooms/{room_id}/leave", json={}, token=carol)).ok()
+    for i in range(5):
+        await say(client, room_id, alice, f"filler {i}")
+    await say(client, room_id, bob, "bob wakes up")
+    gappy = await sync(client, alice, filter=LAZY, since=initial["next_batch"])
+    room = gappy["rooms"]["join"][room_id]
+    assert room["timeline"]["limited"] is True
+    state = {
+        e["state_key"]: e["content"]["membership"]
+        for e in room["state"]["events"]
+        if e["type"] == "m.room.member"
+    }
+    assert state == {dave.user_id: "join", carol.user_id: "leave", bob.user_id: "join"}
+
+
+async def test_newly_joined_room_in_incremental_sync_is_limited(client: MatrixClient) -> None:
+    alice, bob = await client.register(), await client.register()
+    room_id = await create_public_room(client, alice)
+    for i in range(3):
+        await say(client, room_id, alice, f"before bob {i}")
+    since = (await sync(client, bob))["next_batch"]
+    await join(client, room_id, bob)
+    room = (await sync(client, bob, since=since))["rooms"]["join"][room_id]
+    assert room["timeline"]["limited"] is True
+    assert {"m.room.create", "m.room.member"} <= {
+        e["type"] for e in room["state"]["events"] + room["timeline"]["events"]
+    }
