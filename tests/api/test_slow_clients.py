@@ -23,6 +23,7 @@ from harness.server import HomeserverProcess, start_homeserver
 # The strict server's limits, in seconds.
 HEADER_TIMEOUT = 2.0
 BODY_TIMEOUT = 2.0
+KEEPALIVE_TIMEOUT = 6.0
 # How much later than its limit a slow connection may be closed (timer and scheduling).
 MARGIN = 3.0
 # One byte is trickled this often: well inside either limit, so only a total limit helps.
@@ -46,11 +47,13 @@ def plain_server(
 def strict_server(
     backend: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[HomeserverProcess]:
-    """A server whose request head and body limits are two seconds."""
+    """A server whose request head and body limits are two seconds, and whose kept-alive
+    connections may idle for KEEPALIVE_TIMEOUT seconds."""
     options = {
         "http.request_header_timeout": str(HEADER_TIMEOUT),
         "http.request_body_timeout": str(BODY_TIMEOUT),
         "http.request_body_min_rate": "1024",
+        "http.keepalive_timeout": str(KEEPALIVE_TIMEOUT),
     }
     server = start_homeserver(backend, request, tmp_path_factory.mktemp("strict"), options=options)
     try:
@@ -271,6 +274,23 @@ async def test_a_long_poll_and_an_idle_keep_alive_outlast_the_limits(
                 length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
                 await reader.readexactly(length)
             await asyncio.sleep(HEADER_TIMEOUT + 1.5)  # idle, kept alive
+    finally:
+        writer.close()
+
+
+async def test_an_idle_keep_alive_connection_is_closed(strict_server: HomeserverProcess) -> None:
+    """A connection idle after its request is closed once the keep-alive timeout is over,
+    so idle connections cannot pile up (aiohttp alone keeps them about an hour)."""
+    reader, writer = await open_raw(strict_server)
+    try:
+        writer.write(b"GET /_matrix/client/versions HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        await writer.drain()
+        assert (await read_status(reader)).startswith(b"HTTP/1.1 200")
+        start = time.monotonic()
+        async with asyncio.timeout(KEEPALIVE_TIMEOUT + 5):
+            while await reader.read(4096):
+                pass  # the rest of the response, then the close
+        assert time.monotonic() - start >= KEEPALIVE_TIMEOUT - 1
     finally:
         writer.close()
     assert_quiet_log(strict_server)

@@ -66,7 +66,8 @@ class _Server(web.Server):
         self._limits = limits
 
     def __call__(self) -> web.RequestHandler:
-        return _Connection(self, loop=self._loop, limits=self._limits, **self._kwargs)
+        kwargs = self._kwargs | {"keepalive_timeout": self._limits.keepalive_timeout}
+        return _Connection(self, loop=self._loop, limits=self._limits, **kwargs)
 
 
 class _Connection(web.RequestHandler):

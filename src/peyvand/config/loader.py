@@ -82,8 +82,7 @@ OPTION_DOCS: Final[Mapping[str, str]] = {
     ),
     "http": (
         "Time limits for reading requests, so that a slow or stalled client (a slowloris)\n"
-        "cannot hold connections open. Answering is not limited (a /sync may long-poll),\n"
-        "nor is a kept-alive connection's idle time between requests."
+        "cannot hold connections open. Answering is not limited (a /sync may long-poll)."
     ),
     "http.request_header_timeout": (
         "Seconds a client has to send a request's line and headers, from the connection's\n"
@@ -92,6 +91,9 @@ OPTION_DOCS: Final[Mapping[str, str]] = {
     "http.request_body_timeout": (
         "Seconds a request body may go without a byte arriving, and the grace period of\n"
         "the minimum rate below; a slower body's connection is closed."
+    ),
+    "http.keepalive_timeout": (
+        "Seconds a kept-alive connection may stay idle between requests before it is closed."
     ),
     "http.request_body_min_rate": (
         "Bytes per second a request body must average after that grace period: a body of\n"
@@ -397,7 +399,7 @@ def _check(config: Config) -> None:
 
 
 def _check_http(http: HttpConfig) -> None:
-    for name in ("request_header_timeout", "request_body_timeout"):
+    for name in ("request_header_timeout", "request_body_timeout", "keepalive_timeout"):
         if not 0 < getattr(http, name) <= 3600:
             raise ConfigError(f"'http.{name}' must be above 0 and at most 3600 seconds")
     if http.request_body_min_rate < 0:

@@ -35,6 +35,8 @@ class HttpConfig:
     # Bytes per second a body must average once that grace period is over: N bytes may
     # take request_body_timeout + N / request_body_min_rate seconds. 0: no minimum rate.
     request_body_min_rate: int = 1024
+    # Seconds a kept-alive connection may stay idle between requests (nginx's default).
+    keepalive_timeout: float = 75.0
 
 
 @dataclass(frozen=True, slots=True)
