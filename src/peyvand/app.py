@@ -139,7 +139,8 @@ async def create_app(config: Config) -> web.Application:
     state = StateService(event_store, event_cache_size=config.caches.events)
     remote_invites = RemoteInviteStore(db)
     index = RoomIndex(event_store, remote_invites)
-    visibility = VisibilityService(state)
+    account_data = AccountDataService(AccountDataStore(db), state, notifier)
+    visibility = VisibilityService(state, account_data.ignored_users.of)
     events = EventCreationService(server_name, signing_key, event_store, state)
     dispatcher = EventDispatcher(server_name, state, index, notifier)
     writer = EventWriter(db, event_store, dispatcher.on_persisted, dispatcher.on_failed)
@@ -147,7 +148,6 @@ async def create_app(config: Config) -> web.Application:
         event_store, state, visibility, lambda: notifier.current_token.events
     )
     typing = TypingService(notifier, state)
-    account_data = AccountDataService(AccountDataStore(db), state, notifier)
     receipts = ReceiptService(ReceiptStore(db), account_data, state, notifier)
     profile = ProfileService(server_name, accounts, event_store, state, events)
     directory_store = DirectoryStore(db)
@@ -362,6 +362,7 @@ async def create_app(config: Config) -> web.Application:
             to_device,
             device_lists,
             e2e_keys,
+            account_data.ignored_users.of,
             remote_invites=remote_invites,
         ),
         typing=typing,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 
 from peyvand.errors import Errcode, MatrixError, forbidden, invalid_param, not_found
+from peyvand.services.ignored_users import IgnoredUsers
 from peyvand.services.notifier import Notifier
 from peyvand.services.room_state import StateService
 from peyvand.services.streams import Stream
@@ -60,6 +61,7 @@ class AccountDataService:
         self._notifier = notifier
         self._position = 0
         self._write_lock = asyncio.Lock()
+        self.ignored_users = IgnoredUsers(store)
 
     @property
     def current_position(self) -> int:
@@ -205,5 +207,6 @@ class AccountDataService:
     ) -> None:
         position = self._position + 1
         await self._store.put(user_id, room_id, data_type, content, position)
+        self.ignored_users.account_data_written(user_id, room_id, data_type)
         self._position = position
         self._notifier.advance(Stream.ACCOUNT_DATA, position, (user_id,))

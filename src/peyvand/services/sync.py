@@ -29,6 +29,7 @@ from peyvand.services.sync_state import (
     only_members,
     timeline_state,
 )
+from peyvand.services.visibility import IgnoredBy
 from peyvand.storage.events import EventStore
 from peyvand.storage.models import StoredEvent
 from peyvand.storage.remote_invites import RemoteInviteStore
@@ -135,6 +136,7 @@ class SyncService:
         to_device: ToDeviceSource,
         device_lists: DeviceListSource,
         device_keys: DeviceKeyCounts,
+        ignored_by: IgnoredBy,
         *,
         remote_invites: RemoteInviteStore | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -153,6 +155,7 @@ class SyncService:
         self._to_device = to_device
         self._device_lists = device_lists
         self._device_keys = device_keys
+        self._ignored_by = ignored_by
         self._clock = clock
         self._lazy_members = LazyMembersCache()
 
@@ -302,14 +305,20 @@ class SyncService:
                 room_id, {"notification_count": 0, "highlight_count": 0}
             )
             result.join[room_id] = section
+        ignored: frozenset[UserID] | None = None
         for r in room_ids:
             room_id = RoomID(r)
             membership, stream = memberships[room_id]
             moved = since is None or stream > since_events or full_state
             if membership == "invite" and moved:
-                result.invite[room_id] = await self._invited_room(room_id, user_id)
+                invite, inviter = await self._invited_room(room_id, user_id)
+                if ignored is None:
+                    ignored = await self._ignored_by(user_id)
+                # "Ignoring Users": invites from ignored users are not sent.
+                if inviter not in ignored:
+                    result.invite[room_id] = invite
             elif membership == "knock" and moved:
-                stripped = (await self._invited_room(room_id, user_id))["invite_state"]
+                stripped = (await self._invited_room(room_id, user_id))[0]["invite_state"]
                 result.knock[room_id] = {"knock_state": stripped}
         left = [
             RoomID(r)
@@ -464,13 +473,15 @@ class SyncService:
             "m.invited_member_count": len(invited),
         }
 
-    async def _invited_room(self, room_id: RoomID, user_id: UserID) -> JsonDict:
+    async def _invited_room(self, room_id: RoomID, user_id: UserID) -> tuple[JsonDict, str | None]:
+        """The room's stripped state and who sent the user's membership (the inviter)."""
         snapshot = await self._state.get_room(room_id)
         if snapshot is None:
             return await self._remote_invite_room(room_id, user_id)
         keys: list[StateKey] = [(t, "") for t in STRIPPED_STATE_TYPES]
         keys.append(("m.room.member", user_id))
         events = await self._state.get_state_events(snapshot.state, keys)
+        member = events.get(("m.room.member", user_id))
         stripped = [
             {
                 "type": e.type,
@@ -480,9 +491,11 @@ class SyncService:
             }
             for e in events.values()
         ]
-        return {"invite_state": {"events": stripped}}
+        return {"invite_state": {"events": stripped}}, member.sender if member else None
 
-    async def _remote_invite_room(self, room_id: RoomID, user_id: UserID) -> JsonDict:
+    async def _remote_invite_room(
+        self, room_id: RoomID, user_id: UserID
+    ) -> tuple[JsonDict, str | None]:
         """An invite to a room on another server: the stripped state its server sent,
         and the invite itself."""
         invite = (
@@ -491,7 +504,7 @@ class SyncService:
             else None
         )
         if invite is None:
-            return {"invite_state": {"events": []}}
+            return {"invite_state": {"events": []}}, None
         events = [
             {
                 "type": e.get("type"),
@@ -510,7 +523,7 @@ class SyncService:
                 "sender": invite.sender,
             }
         )
-        return {"invite_state": {"events": events}}
+        return {"invite_state": {"events": events}}, invite.sender
 
     async def _left_room(
         self,

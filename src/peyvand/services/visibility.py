@@ -2,12 +2,13 @@
 
 Decided per event from the state after it: the user's membership then and the room's
 ``m.room.history_visibility``. Lookups are memoised per state group, so a page of events
-sent under one state costs one lookup.
+sent under one state costs one lookup. Events from users the reader ignores are left out,
+except state events ("Ignoring Users", "Server behaviour").
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from peyvand.events.pdu import StateKey
 from peyvand.services.room_state import StateService
@@ -17,9 +18,14 @@ from peyvand.types import UserID
 _VISIBILITY_KEY: StateKey = ("m.room.history_visibility", "")
 
 
+IgnoredBy = Callable[[UserID], Awaitable[frozenset[UserID]]]
+"""user -> the users they ignore."""
+
+
 class VisibilityService:
-    def __init__(self, state: StateService) -> None:
+    def __init__(self, state: StateService, ignored_by: IgnoredBy) -> None:
         self._state = state
+        self._ignored_by = ignored_by
 
     async def filter_events(
         self,
@@ -32,6 +38,7 @@ class VisibilityService:
         member_key: StateKey = ("m.room.member", user_id)
         keys = [_VISIBILITY_KEY, member_key]
         by_group: dict[int, tuple[str, str | None]] = {}
+        ignored = await self._ignored_by(user_id) if events else frozenset()
         for event in events:
             if event.state_group in by_group:
                 continue
@@ -48,6 +55,8 @@ class VisibilityService:
         visible = []
         for event in events:
             visibility, membership = by_group[event.state_group]
+            if event.pdu.sender in ignored and not event.pdu.is_state():
+                continue
             if (
                 (event.pdu.type == "m.room.member" and event.pdu.state_key == user_id)
                 or visibility == "world_readable"
