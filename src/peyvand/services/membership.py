@@ -107,6 +107,9 @@ class MembershipService:
             content.update(extra)
         if reason is not None:
             content["reason"] = reason
+        unchanged = await self._unchanged_member_event(snapshot, sender, target, content)
+        if unchanged is not None:
+            return unchanged
         countersign: Countersign | None = None
         if membership == "invite" and server_name_of(target) != self._server_name:
             if self._federation is None:
@@ -123,16 +126,30 @@ class MembershipService:
             await self._store.set_forgotten(target, room_id, False)
         return event
 
+    async def _unchanged_member_event(
+        self, snapshot: RoomSnapshot, sender: UserID, target: UserID, content: JsonDict
+    ) -> StoredEvent | None:
+        """The target's current member event if sending ``content`` would repeat it (same
+        sender, same content): nothing new is sent then, as Synapse does."""
+        event_id = snapshot.state.get(("m.room.member", target))
+        current = None if event_id is None else await self._state.get_event(event_id)
+        if current is None or current.pdu.sender != sender or current.pdu.content != content:
+            return None
+        return current
+
     async def join(
         self,
         room_id: RoomID,
         user_id: UserID,
         reason: str | None = None,
         servers: Sequence[str] = (),
+        content: JsonDict | None = None,
     ) -> None:
-        """Join (or re-join); a join while already joined sends nothing new. A room this
-        server is not in is joined over federation through ``servers``."""
-        if await self.membership_of(room_id, user_id) == "join":
+        """Join (or re-join); a join while already joined sends nothing new unless it
+        brings ``content``: extra keys for the member event, such as a per-room
+        ``displayname`` (kept as given, as Synapse does). A room this server is not in is
+        joined over federation through ``servers``."""
+        if await self.membership_of(room_id, user_id) == "join" and not content:
             return
         if self._policy_lists is not None:
             await self._policy_lists.check_join(room_id, user_id)
@@ -149,7 +166,13 @@ class MembershipService:
                 self._remote_joins.pop(room_id, None)
             if snapshot is None:
                 return
-        await self._change(room_id, user_id, user_id, "join", reason=reason)
+        # Never the membership itself, nor an authorising user the client cannot vouch for.
+        extra = {
+            k: v
+            for k, v in (content or {}).items()
+            if k not in ("membership", "join_authorised_via_users_server")
+        }
+        await self._change(room_id, user_id, user_id, "join", reason=reason, extra=extra)
 
     async def _join_remote(
         self, room_id: RoomID, user_id: UserID, reason: str | None, servers: Sequence[str]
@@ -210,8 +233,17 @@ class MembershipService:
         await self._change(room_id, user_id, user_id, "leave", reason=reason)
 
     async def invite(
-        self, room_id: RoomID, sender: UserID, target: UserID, reason: str | None = None
+        self,
+        room_id: RoomID,
+        sender: UserID,
+        target: UserID,
+        reason: str | None = None,
+        *,
+        is_direct: bool = False,
     ) -> None:
+        """Invite ``target``; a user of another server through its server (``/invite``
+        v2, countersigned) before the event is stored. ``is_direct`` marks a direct chat
+        (createRoom's ``is_direct``)."""
         current = await self.membership_of(room_id, target)
         if current == "invite":
             return
@@ -224,12 +256,14 @@ class MembershipService:
             )
         if self._policy_lists is not None:
             await self._policy_lists.check_invite(room_id, sender, target)
-        await self._change(room_id, sender, target, "invite", reason=reason)
+        extra: JsonDict | None = {"is_direct": True} if is_direct else None
+        await self._change(room_id, sender, target, "invite", reason=reason, extra=extra)
 
     async def kick(
         self, room_id: RoomID, sender: UserID, target: UserID, reason: str | None = None
     ) -> None:
-        if await self.membership_of(room_id, target) in (None, "leave"):
+        # A kick of a banned user would lift the ban: refused, as Synapse does.
+        if await self.membership_of(room_id, target) in (None, "leave", "ban"):
             raise MatrixError(Errcode.FORBIDDEN, f"{target} is not in the room")
         await self._change(room_id, sender, target, "leave", reason=reason)
 

@@ -3,7 +3,10 @@
 Events are created in the spec's order: m.room.create, the creator's join,
 m.room.power_levels (with ``power_level_content_override``), m.room.canonical_alias, the
 preset's join rules / history visibility / guest access, ``initial_state``, name, topic,
-then the invites. All of them share one group commit.
+then the invites of local users. All of them share one group commit. Users of other
+servers are invited afterwards, one by one, through ``MembershipService.invite`` as
+``/invite`` does (their server must countersign the invite: Server-Server API,
+"Inviting to a room"), as Synapse does.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from peyvand.errors import Errcode, MatrixError
 from peyvand.events.room_versions import (
@@ -22,7 +25,7 @@ from peyvand.events.room_versions import (
 from peyvand.services.event_creation import EventCreationService, EventSpec
 from peyvand.services.policy_lists import PolicyListService
 from peyvand.storage.events import EventStore
-from peyvand.types import JsonDict, RoomID, UserID, is_valid_user_id
+from peyvand.types import JsonDict, RoomID, UserID, is_valid_user_id, server_name_of
 
 PRESETS = ("private_chat", "public_chat", "trusted_private_chat")
 # Keys the server sets itself; initial_state may not override them.
@@ -31,6 +34,20 @@ _SERVER_SET_STATE = {"m.room.create", "m.room.member", "m.room.power_levels"}
 ProfileLookup = Callable[[UserID], Awaitable[JsonDict]]
 AliasResolver = Callable[[str], Awaitable[RoomID | None]]
 AliasCreator = Callable[[str, RoomID, UserID], Awaitable[str]]
+
+
+class Inviter(Protocol):
+    """``MembershipService.invite``."""
+
+    async def __call__(
+        self,
+        room_id: RoomID,
+        sender: UserID,
+        target: UserID,
+        reason: str | None = None,
+        *,
+        is_direct: bool = False,
+    ) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -97,6 +114,11 @@ class RoomsService:
         self._resolve_alias: AliasResolver | None = None
         self._create_alias: AliasCreator | None = None
         self._policy_lists: PolicyListService | None = None
+        self._invite: Inviter | None = None
+
+    def use_membership(self, invite: Inviter) -> None:
+        """Invite users of other servers with ``invite`` (the /invite path)."""
+        self._invite = invite
 
     def use_directory(self, resolve: AliasResolver, create: AliasCreator) -> None:
         """Connect room aliases (the directory service owns them)."""
@@ -198,7 +220,14 @@ class RoomsService:
             initial.append(EventSpec("m.room.name", {"name": request.name}, ""))
         if request.topic is not None:
             initial.append(EventSpec("m.room.topic", {"topic": request.topic}, ""))
+        remote_invitees = dict.fromkeys(
+            u for u in request.invite if server_name_of(u) != self._server_name
+        )
+        if remote_invitees and self._invite is None:
+            raise MatrixError(Errcode.FORBIDDEN, "Federation is disabled on this server")
         for invitee in request.invite:
+            if invitee in remote_invitees:
+                continue
             content: JsonDict = {"membership": "invite"}
             if request.is_direct:
                 content["is_direct"] = True
@@ -220,4 +249,7 @@ class RoomsService:
         )
         if alias is not None and self._create_alias is not None:
             await self._create_alias(alias, created, creator)
+        if self._invite is not None:
+            for invitee in remote_invitees:
+                await self._invite(created, creator, invitee, is_direct=request.is_direct)
         return created

@@ -1,0 +1,120 @@
+"""createRoom's ``invite`` list reaches users of other servers (Client-Server API,
+"Creation"; Server-Server API, "Inviting to a room"): the invite goes through the invited
+server's ``/invite`` handshake, as ``POST /rooms/{roomId}/invite`` does, so the invited
+user sees it in /sync (with ``is_direct``) and can join. Both directions, with a real
+Synapse and with a second Peyvand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import quote
+
+from harness.client import Account, MatrixClient
+from harness.server import HomeserverProcess
+from harness.synapse import SynapseProcess
+
+TIMEOUT_SECONDS = 60
+
+
+async def _sync_until(
+    client: MatrixClient, account: Account, done: Callable[[dict[str, Any]], bool]
+) -> dict[str, Any]:
+    """Long-poll /sync until ``done`` holds for a response (the caller bounds the time)."""
+    since: str | None = None
+    while True:
+        params = {"timeout": "1000"}
+        if since is not None:
+            params["since"] = since
+        response = (await client.request("GET", "sync", token=account, params=params)).ok()
+        if done(response):
+            return dict(response)
+        since = response["next_batch"]
+
+
+def _invited(room_id: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda r: room_id in r.get("rooms", {}).get("invite", {})
+
+
+async def _invite_then_join(
+    inviter_client: MatrixClient,
+    inviter: Account,
+    invitee_client: MatrixClient,
+    invitee: Account,
+) -> None:
+    """``inviter`` creates a direct chat inviting ``invitee`` (of the other server), who
+    sees the invite in /sync, marked direct, and joins; the inviter sees the join."""
+    created = await inviter_client.request(
+        "POST",
+        "createRoom",
+        json={"preset": "trusted_private_chat", "is_direct": True, "invite": [invitee.user_id]},
+        token=inviter,
+    )
+    room_id = str(created.ok()["room_id"])
+    response = await _sync_until(invitee_client, invitee, _invited(room_id))
+    invite_state = response["rooms"]["invite"][room_id]["invite_state"]["events"]
+    own = [
+        e
+        for e in invite_state
+        if e["type"] == "m.room.member" and e["state_key"] == invitee.user_id
+    ]
+    assert own, invite_state
+    assert own[0]["content"]["membership"] == "invite"
+    assert own[0]["content"].get("is_direct") is True
+    joined = await invitee_client.request("POST", f"join/{quote(room_id)}", json={}, token=invitee)
+    joined.ok()
+    for _ in range(TIMEOUT_SECONDS * 10):
+        members = (
+            await inviter_client.request(
+                "GET", f"rooms/{quote(room_id)}/joined_members", token=inviter
+            )
+        ).ok()["joined"]
+        if invitee.user_id in members:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{invitee.user_id} never appeared in {room_id}")
+
+
+async def test_create_room_invites_a_peer_user(
+    peyvand: HomeserverProcess,
+    peyvand_client: MatrixClient,
+    peer: SynapseProcess | HomeserverProcess,
+    peer_client: MatrixClient,
+) -> None:
+    alice = await peyvand_client.register()
+    bob = await peer_client.register()
+    async with asyncio.timeout(TIMEOUT_SECONDS):
+        await _invite_then_join(peyvand_client, alice, peer_client, bob)
+
+
+async def test_peer_create_room_invites_a_peyvand_user(
+    peyvand: HomeserverProcess,
+    peyvand_client: MatrixClient,
+    peer: SynapseProcess | HomeserverProcess,
+    peer_client: MatrixClient,
+) -> None:
+    alice = await peyvand_client.register()
+    bob = await peer_client.register()
+    async with asyncio.timeout(TIMEOUT_SECONDS):
+        await _invite_then_join(peer_client, bob, peyvand_client, alice)
+
+
+async def test_create_room_with_an_unreachable_invitee_fails_after_creating(
+    peyvand: HomeserverProcess, peyvand_client: MatrixClient
+) -> None:
+    """The invited server cannot be reached: the room exists (with its creator) but the
+    request fails, as in Synapse, rather than pretending the invite was delivered."""
+    alice = await peyvand_client.register()
+    before = set(
+        (await peyvand_client.request("GET", "joined_rooms", token=alice)).ok()["joined_rooms"]
+    )
+    response = await peyvand_client.request(
+        "POST", "createRoom", json={"invite": ["@nobody:127.0.0.1:9"]}, token=alice
+    )
+    assert response.status == 502, response.body
+    after = set(
+        (await peyvand_client.request("GET", "joined_rooms", token=alice)).ok()["joined_rooms"]
+    )
+    assert len(after - before) == 1
