@@ -260,12 +260,22 @@ class SyncService:
         room_data: dict[RoomID, list[JsonDict]] = {}
         if since is None or now.account_data > since.account_data or full_state:
             since_ad = 0 if since is None or full_state else since.account_data
-            result.account_data = await self._account_data.global_account_data_since(
-                user_id, since_ad, now.account_data
+            # The filter's account_data and room.account_data ("Filtering").
+            result.account_data = sync_filter.account_data.filter(
+                await self._account_data.global_account_data_since(
+                    user_id, since_ad, now.account_data
+                )
             )
-            room_data = await self._account_data.room_account_data_since(
-                user_id, since_ad, now.account_data
-            )
+            room_filter = sync_filter.room.account_data
+            room_data = {
+                room_id: kept
+                for room_id, events in (
+                    await self._account_data.room_account_data_since(
+                        user_id, since_ad, now.account_data
+                    )
+                ).items()
+                if room_filter.filter_rooms([room_id]) and (kept := room_filter.filter(events))
+            }
         touched = [
             r
             for r in joined
