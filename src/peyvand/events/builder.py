@@ -1,9 +1,12 @@
-"""Assembling, hashing and signing new PDUs for room versions 10-12.
+"""Assembling, hashing and signing new PDUs for room versions 1-12.
 
 Server-Server API, "Signing Events" > "Adding hashes and signatures to outgoing events";
-the PDU shape is rooms v10/v11/v12 "Event format": no ``origin``; ``redacts`` is top-level
-in v10 and in ``content`` from v11; in v12 ``m.room.create`` has no ``room_id`` because the
-room ID is derived from its event ID (Appendices, "Room IDs").
+the PDU shape is each version's "Event format" (``pdu_v1`` ... ``pdu_v12``): no ``origin``
+(optional before v11, and Synapse omits it too); in v1/v2 the event carries its
+``event_id`` and ``prev_events``/``auth_events`` are ``[event_id, hashes]`` pairs (this
+server sends ``{}`` for the hashes, as no receiver checks them); ``redacts`` is top-level
+before v11 and in ``content`` from v11; in v12 ``m.room.create`` has no ``room_id`` because
+the room ID is derived from its event ID (Appendices, "Room IDs").
 
 Errors, which callers map to Matrix error codes:
 
@@ -22,7 +25,7 @@ from peyvand.events.canonical_json import (
     check_canonical_json_values,
     encode_canonical_json,
 )
-from peyvand.events.hashes import add_content_hash, compute_event_id
+from peyvand.events.hashes import add_content_hash, compute_event_id, new_carried_event_id
 from peyvand.events.pdu import Pdu
 from peyvand.events.room_versions import RoomVersion
 from peyvand.events.signing import SigningKey, sign_event
@@ -73,8 +76,8 @@ def build_pdu(
         "type": event_type,
         "sender": sender,
         "content": copy.deepcopy(dict(content)),
-        "prev_events": list(prev_events),
-        "auth_events": list(auth_events),
+        "prev_events": event_references(room_version, prev_events),
+        "auth_events": event_references(room_version, auth_events),
         "depth": depth,
         "origin_server_ts": origin_server_ts,
     }
@@ -105,16 +108,26 @@ def finalize_pdu(
     """Hash, sign and wrap an assembled event (``build_pdu``, or a ``make_join`` template).
 
     Drops any ``unsigned`` and ``event_id``, checks the values are canonical (content may
-    nest ``MAX_DEPTH`` deep), adds the content hash and this server's signature, enforces
-    the size limits and computes the event ID.
+    nest ``MAX_DEPTH`` deep), gives a v1/v2 event its new event ID, adds the content hash
+    and this server's signature, enforces the size limits and computes the event ID.
     """
     event = {key: value for key, value in data.items() if key not in ("unsigned", "event_id")}
     check_canonical_json_values(event, max_depth=MAX_DEPTH + 1)
     _check_key_sizes(event)
+    if room_version.event_id_carried:
+        event["event_id"] = new_carried_event_id(event, origin_server_name)
     event = sign_event(add_content_hash(event), room_version, origin_server_name, signing_key)
     if len(encode_canonical_json(event)) > MAX_PDU_SIZE:
         raise EventTooLargeError(f"event is larger than {MAX_PDU_SIZE} bytes")
     return Pdu(event, compute_event_id(event, room_version), room_version)
+
+
+def event_references(room_version: RoomVersion, event_ids: Sequence[EventID]) -> list[Any]:
+    """``prev_events``/``auth_events`` in the version's format: IDs, or in v1/v2
+    ``[event_id, {}]`` pairs."""
+    if room_version.event_id_carried:
+        return [[event_id, {}] for event_id in event_ids]
+    return list(event_ids)
 
 
 def room_id_from_create_event_id(event_id: EventID) -> RoomID:

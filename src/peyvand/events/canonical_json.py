@@ -9,6 +9,7 @@ version Peyvand supports) also require the *values* to be canonical: integers on
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Final
 
@@ -34,42 +35,47 @@ def encode_canonical_json(obj: object) -> bytes:
     return canonicaljson.encode_canonical_json(obj)
 
 
-def check_canonical_json_values(obj: object, max_depth: int = MAX_DEPTH) -> None:
+def check_canonical_json_values(
+    obj: object, max_depth: int = MAX_DEPTH, *, strict: bool = True
+) -> None:
     """Raise ``ValueError`` unless ``obj`` holds only values canonical JSON allows.
 
     Allowed: ``None``, ``bool``, ``str`` (valid Unicode), ``int`` in
     ``[MIN_INT, MAX_INT]``, ``list`` and ``dict`` with ``str`` keys, nested at most
     ``max_depth`` containers deep. Everything else, floats included, is refused
-    (room versions >= 6, "Canonical JSON").
+    (room versions >= 6, "Canonical JSON"). With ``strict=False`` (events of rooms v1-v5,
+    rooms v1 "Canonical JSON") any integer and finite floats are allowed too.
     """
-    _check(obj, max_depth, "")
+    _check(obj, max_depth, "", strict)
 
 
-def _check(value: object, depth_left: int, path: str) -> None:
+def _check(value: object, depth_left: int, path: str, strict: bool) -> None:
     if value is None or isinstance(value, bool):
         return
     if isinstance(value, int):
-        if not MIN_INT <= value <= MAX_INT:
+        if strict and not MIN_INT <= value <= MAX_INT:
             raise ValueError(f"integer out of canonical JSON range at {path or '<root>'}")
         return
     if isinstance(value, str):
         _check_string(value, path)
         return
     if isinstance(value, float):
-        raise ValueError(f"floats are not allowed in canonical JSON (at {path or '<root>'})")
+        if strict or not math.isfinite(value):
+            raise ValueError(f"floats are not allowed in canonical JSON (at {path or '<root>'})")
+        return
     if not isinstance(value, dict | list):
         raise ValueError(f"{type(value).__name__} is not a JSON value (at {path or '<root>'})")
     if depth_left <= 0:
         raise ValueError(f"JSON nested too deeply (at {path or '<root>'})")
     if isinstance(value, list):
         for index, item in enumerate(value):
-            _check(item, depth_left - 1, f"{path}[{index}]")
+            _check(item, depth_left - 1, f"{path}[{index}]", strict)
         return
     for key, item in value.items():
         if not isinstance(key, str):
             raise ValueError(f"object key {key!r} is not a string (at {path or '<root>'})")
         _check_string(key, path)
-        _check(item, depth_left - 1, f"{path}.{key}" if path else key)
+        _check(item, depth_left - 1, f"{path}.{key}" if path else key, strict)
 
 
 def _check_string(value: str, path: str) -> None:

@@ -1,8 +1,10 @@
 """Content hashes, reference hashes and event IDs.
 
 Server-Server API, "Signing Events": "Calculating the content hash for an event" and
-"Calculating the reference hash for an event"; rooms v4+ "Event IDs" (the event ID is
-``$`` + the URL-safe unpadded Base64 reference hash, used by rooms v10-v12).
+"Calculating the reference hash for an event"; rooms v3 and v4+ "Event IDs" (the event
+ID is ``$`` + the standard (v3) or URL-safe (v4+) unpadded Base64 reference hash); rooms
+v1/v2 "Event IDs" (``$opaque_id:domain``, chosen by the creating server and carried in
+the event).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from unpaddedbase64 import decode_base64, encode_base64
 
 from peyvand.events.canonical_json import encode_canonical_json
 from peyvand.events.redaction import redact
-from peyvand.events.room_versions import RoomVersion
+from peyvand.events.room_versions import EventIdFormat, RoomVersion
 from peyvand.types import EventID, JsonDict
 
 
@@ -69,5 +71,24 @@ def compute_reference_hash(data: Mapping[str, Any], room_version: RoomVersion) -
 
 
 def compute_event_id(data: Mapping[str, Any], room_version: RoomVersion) -> EventID:
-    """``$`` + URL-safe unpadded Base64 of the reference hash (rooms v4+ "Event IDs")."""
-    return EventID("$" + encode_base64(compute_reference_hash(data, room_version), urlsafe=True))
+    """The event's ID: ``$`` + unpadded Base64 of the reference hash, URL-safe from v4;
+    in v1/v2 the ``event_id`` the event carries (``ValueError`` if it has none)."""
+    if room_version.event_id_format is EventIdFormat.CARRIED:
+        event_id = data.get("event_id")
+        if not isinstance(event_id, str):
+            raise ValueError("this room version's events carry their 'event_id'")
+        return EventID(event_id)
+    urlsafe = room_version.event_id_format is EventIdFormat.HASH_URLSAFE
+    return EventID("$" + encode_base64(compute_reference_hash(data, room_version), urlsafe=urlsafe))
+
+
+def new_carried_event_id(data: Mapping[str, Any], server_name: str) -> EventID:
+    """A v1/v2 event ID, ``$opaque_id:server_name``, for an event this server creates.
+
+    Rooms v1 "Event IDs": ``opaque_id`` only has to be unique here. It is derived from
+    the SHA-256 of the event's canonical JSON (which holds its prev events, timestamp and
+    content), so it is deterministic and as unique as the events are.
+    """
+    stripped = {k: v for k, v in data.items() if k not in ("event_id", "signatures", "unsigned")}
+    digest = hashlib.sha256(encode_canonical_json(stripped)).digest()
+    return EventID(f"${encode_base64(digest[:18], urlsafe=True)}:{server_name}")

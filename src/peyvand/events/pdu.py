@@ -1,4 +1,4 @@
-"""The persistent data unit (Server-Server API, "PDUs"; room v10-v12 event format).
+"""The persistent data unit (Server-Server API, "PDUs"; the event format of rooms v1-v12).
 
 A ``Pdu`` is an immutable view over the event's federation JSON, the ``event_id`` that
 was computed from it (reference hash, see ``hashes.compute_event_id``) and its room
@@ -73,11 +73,11 @@ class Pdu:
 
     @property
     def prev_event_ids(self) -> list[EventID]:
-        return list(self._data.get("prev_events", []))
+        return _event_ids(self._data.get("prev_events", []))
 
     @property
     def auth_event_ids(self) -> list[EventID]:
-        return list(self._data.get("auth_events", []))
+        return _event_ids(self._data.get("auth_events", []))
 
     @property
     def depth(self) -> int:
@@ -105,3 +105,9 @@ class Pdu:
     def state_tuple(self) -> StateKey:
         """``(type, state_key)``; only meaningful for state events."""
         return (self.type, self._data.get("state_key", ""))
+
+
+def _event_ids(references: list[Any]) -> list[EventID]:
+    """Event IDs from ``prev_events``/``auth_events``: plain IDs (v3+) or, in v1/v2,
+    ``[event_id, {"sha256": ...}]`` pairs (``pdu_v1.yaml``)."""
+    return [EventID(ref[0]) if isinstance(ref, list) else EventID(ref) for ref in references]

@@ -3,14 +3,18 @@
 Server-Server API, "Checks performed on receipt of a PDU":
 
 1. "Is a valid event, otherwise it is dropped": ``parse_pdu`` checks the room version's
-   event format (rooms v10/v11/v12 "Event format", schemas ``pdu_v6``/``pdu_v11``/
-   ``pdu_v12``), canonical JSON values (rooms v6+ "Canonical JSON": a violation means
-   "discarding of events over federation") and the size limits (Client-Server API,
-   "Size limits"), and computes the event ID from the reference hash.
+   event format ("Event format", schemas ``pdu_v1`` (v1, v2: the event carries its
+   ``event_id``; ``prev_events``/``auth_events`` are ``[event_id, hashes]`` pairs),
+   ``pdu_v3``/``pdu_v4`` (v3-v5), ``pdu_v6`` (v6-v10), ``pdu_v11``, ``pdu_v12``),
+   canonical JSON values (rooms v6+ "Canonical JSON": a violation means "discarding of
+   events over federation"; v1-v5 allow floats and any integer) and the size limits
+   (Client-Server API, "Size limits"), and computes the event ID from the reference hash
+   (v3+) or takes the one the event carries (v1, v2).
 3. "Passes hash checks, otherwise it is redacted before being processed further":
    ``check_content_hash_or_redact``.
 
-Step 2 (signatures) is ``signing.verify_event_signature`` with keys the caller fetched.
+Step 2 (signatures) is ``signing.verify_event_signature`` with keys the caller fetched,
+for each server ``required_signatures`` names.
 
 Beyond the spec, as Synapse does (``event_from_pdu_json``, ``_strip_unsigned_values``):
 ``unsigned`` is covered by neither hashes nor signatures, so any server relaying the event
@@ -39,7 +43,14 @@ from peyvand.events.hashes import check_content_hash, compute_event_id
 from peyvand.events.pdu import Pdu
 from peyvand.events.redaction import redact_pdu
 from peyvand.events.room_versions import RoomVersion
-from peyvand.types import EventID, JsonDict, is_valid_user_id, split_id
+from peyvand.types import (
+    EventID,
+    JsonDict,
+    is_valid_server_name,
+    is_valid_user_id,
+    server_name_of,
+    split_id,
+)
 
 # Rooms v4+ "Event format" (auth_events_prev_events_v4.yaml).
 MAX_PREV_EVENTS: Final = 20
@@ -64,12 +75,14 @@ def parse_pdu(data: object, room_version: RoomVersion, *, room_id: str | None = 
 
     ``room_id`` is the room the request names (e.g. in the URL); the event must be in it.
     The returned PDU owns a deep copy of ``data`` (with ``unsigned`` filtered, see the
-    module docstring); its event ID is computed, never read from ``data``. Hashes and
-    signatures are not checked here.
+    module docstring); from v3 its event ID is computed, never read from ``data``. Hashes
+    and signatures are not checked here.
     """
     if not isinstance(data, dict):
         raise InvalidPdu(f"a PDU must be a JSON object, not {type(data).__name__}")
-    if "event_id" in data:
+    if room_version.event_id_carried:
+        _check_carried_event_id(data.get("event_id"))
+    elif "event_id" in data:
         # Rooms v3+: the event ID is the reference hash and is not part of the event.
         raise InvalidPdu("'event_id' is not allowed in this room version's event format")
     event: JsonDict = {key: value for key, value in data.items() if key != "unsigned"}
@@ -77,13 +90,41 @@ def parse_pdu(data: object, room_version: RoomVersion, *, room_id: str | None = 
     if unsigned is not None:
         event["unsigned"] = unsigned
 
-    _check_clean(event, MAX_DEPTH + 1)  # content may nest MAX_DEPTH deep, as in builder.py
+    # Content may nest MAX_DEPTH deep, as in builder.py.
+    _check_clean(event, MAX_DEPTH + 1, strict=room_version.strict_canonicaljson)
     if len(encode_canonical_json(event)) > MAX_PDU_SIZE:
         raise InvalidPdu(f"event is larger than {MAX_PDU_SIZE} bytes")
     _check_fields(event, room_version)
     event_id = compute_event_id(event, room_version)
     _check_room_id(event, room_version, room_id, event_id)
     return Pdu(copy.deepcopy(event), event_id, room_version)
+
+
+def required_signatures(pdu: Pdu) -> list[tuple[str, int]]:
+    """The servers whose signatures ``pdu`` needs, each with the minimum ``valid_until_ts``
+    of the key that signed it (Server-Server API, "Validating hashes and signatures on
+    received events").
+
+    The sender's server always; in v1/v2 also the server of the event ID's domain (rooms
+    v3 "Authorization rules": "In room versions 1 and 2, events need a signature from the
+    domain of the event_id"); from v8 the server of a restricted join's authorising user.
+    From v5 the key must be valid at the event's ``origin_server_ts`` (rooms v5 "Signing
+    key validity period"); before, any key of the server will do (0).
+    """
+    version = pdu.room_version
+    servers = {server_name_of(pdu.sender)}
+    if version.event_id_carried:
+        servers.add(server_name_of(pdu.event_id))
+    via = pdu.content.get("join_authorised_via_users_server")
+    if (
+        version.restricted_join_rule
+        and pdu.type == "m.room.member"
+        and pdu.membership == "join"
+        and isinstance(via, str)
+    ):
+        servers.add(server_name_of(via))
+    valid_at = pdu.origin_server_ts if version.enforce_key_validity else 0
+    return [(server, valid_at) for server in sorted(servers) if server]
 
 
 def check_content_hash_or_redact(pdu: Pdu) -> tuple[Pdu, bool]:
@@ -117,10 +158,25 @@ def _filter_unsigned(event_type: object, unsigned: object) -> JsonDict | None:
     return kept
 
 
-def _check_clean(value: object, max_depth: int) -> None:
-    """Canonical JSON values only, nested at most ``max_depth`` deep, and no U+0000."""
+def _check_carried_event_id(event_id: object) -> None:
+    """Rooms v1/v2 "Event IDs": ``$opaque_id:domain``, at most 255 bytes (Appendices)."""
+    if (
+        not isinstance(event_id, str)
+        or not event_id.startswith("$")
+        or len(event_id.encode()) > MAX_EVENT_ID_SIZE
+    ):
+        raise InvalidPdu("this room version's events carry an 'event_id'")
+    opaque_id, sep, domain = event_id[1:].partition(":")
+    if not sep or not opaque_id or not is_valid_server_name(domain):
+        raise InvalidPdu("'event_id' is not of the form $opaque_id:domain")
+
+
+def _check_clean(value: object, max_depth: int, *, strict: bool = True) -> None:
+    """Canonical JSON values only, nested at most ``max_depth`` deep, and no U+0000.
+
+    Not ``strict`` (rooms v1-v5): floats and integers of any size are allowed too."""
     try:
-        check_canonical_json_values(value, max_depth=max_depth)
+        check_canonical_json_values(value, max_depth=max_depth, strict=strict)
     except ValueError as exc:
         raise InvalidPdu(str(exc)) from None
     # Bounded by max_depth now, so recursion is safe.
@@ -174,8 +230,9 @@ def _check_fields(event: Mapping[str, Any], room_version: RoomVersion) -> None:
         ):
             raise InvalidPdu(f"signatures of {server!r} must be an object of strings")
 
-    _check_event_ids(event, "prev_events", MAX_PREV_EVENTS)
-    _check_event_ids(event, "auth_events", MAX_AUTH_EVENTS)
+    pairs = room_version.event_id_carried
+    _check_event_ids(event, "prev_events", MAX_PREV_EVENTS, pairs=pairs)
+    _check_event_ids(event, "auth_events", MAX_AUTH_EVENTS, pairs=pairs)
     # pdu_v6.yaml (v10): a top-level 'redacts' string. From v11 'redacts' is part of the
     # m.room.redaction content, whose schema is the auth rules' business, not the format's.
     if not room_version.redacts_in_content and "redacts" in event:
@@ -187,13 +244,21 @@ def _require_str(event: Mapping[str, Any], key: str) -> None:
         raise InvalidPdu(f"'{key}' must be a string")
 
 
-def _check_event_ids(event: Mapping[str, Any], key: str, limit: int) -> None:
+def _check_event_ids(event: Mapping[str, Any], key: str, limit: int, *, pairs: bool) -> None:
+    """An array of at most ``limit`` event IDs, or (``pairs``, v1/v2) of
+    ``[event_id, hashes]`` pairs (``pdu_v1.yaml``; the hashes are not used)."""
     value = event.get(key)
     if not isinstance(value, list):
         raise InvalidPdu(f"'{key}' must be an array")
     if len(value) > limit:
         raise InvalidPdu(f"'{key}' has more than {limit} entries")
-    for item in value:
+    for entry in value:
+        if pairs:
+            if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[1], dict)):
+                raise InvalidPdu(f"'{key}' must hold [event_id, hashes] pairs")
+            item = entry[0]
+        else:
+            item = entry
         if (
             not isinstance(item, str)
             or not item.startswith("$")

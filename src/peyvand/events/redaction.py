@@ -1,8 +1,12 @@
 """The redaction algorithm (Client-Server API, "Redactions"; per room version).
 
-Rooms v10 use the v9 rules (rooms/fragments/v9-redactions.md); v11 changed them
-(rooms/fragments/v11-redactions.md) and v12 uses the v11 rules unchanged. The differences
-are driven by ``RoomVersion.updated_redaction_rules``:
+Rooms v1-v5 use rooms/fragments/v1-redactions.md (``m.room.aliases`` keeps ``aliases``,
+``RoomVersion.special_case_aliases``), v6 and v7 the same without the aliases case
+(v6-redactions.md), v8 keeps ``allow`` in ``m.room.join_rules`` (``restricted_join_rule``),
+v9 and v10 also ``join_authorised_via_users_server`` in ``m.room.member``
+(v9-redactions.md, ``redaction_keeps_join_authoriser``). v11 changed them
+(rooms/fragments/v11-redactions.md) and v12 uses the v11 rules unchanged. The v11
+differences are driven by ``RoomVersion.updated_redaction_rules``:
 
 * top level: ``origin``, ``membership`` and ``prev_state`` are no longer kept;
 * ``m.room.create`` keeps its whole content (not just ``creator``);
@@ -14,7 +18,8 @@ are driven by ``RoomVersion.updated_redaction_rules``:
 ``redacted_because`` is added by the serializer, outside the PDU.
 
 Whether a redaction event takes effect (rooms v3+, "Handling redactions"; v10-v12 use
-those rules unchanged) is decided here too: ``has_redact_power`` is the first condition,
+those rules unchanged; in v1 and v2 the authorization rules decide, see
+``redaction_takes_effect``) is decided here too: ``has_redact_power`` is the first condition,
 ``redaction_takes_effect`` the whole rule, for local and received redactions alike.
 """
 
@@ -51,10 +56,10 @@ _TOP_LEVEL_KEYS: Final = frozenset(
 )
 _TOP_LEVEL_KEYS_BEFORE_V11: Final = _TOP_LEVEL_KEYS | {"prev_state", "origin", "membership"}
 
-_CONTENT_KEYS: Final[Mapping[str, frozenset[str]]] = {
-    "m.room.member": frozenset({"membership", "join_authorised_via_users_server"}),
+_CONTENT_KEYS_V1: Final[Mapping[str, frozenset[str]]] = {
+    "m.room.member": frozenset({"membership"}),
     "m.room.create": frozenset({"creator"}),
-    "m.room.join_rules": frozenset({"join_rule", "allow"}),
+    "m.room.join_rules": frozenset({"join_rule"}),
     "m.room.power_levels": frozenset(
         {
             "ban",
@@ -69,9 +74,14 @@ _CONTENT_KEYS: Final[Mapping[str, frozenset[str]]] = {
     ),
     "m.room.history_visibility": frozenset({"history_visibility"}),
 }
+_ALIASES_KEYS: Final = frozenset({"aliases"})
+_JOIN_RULES_KEYS_V8: Final = _CONTENT_KEYS_V1["m.room.join_rules"] | {"allow"}
+_MEMBER_KEYS_V9: Final = _CONTENT_KEYS_V1["m.room.member"] | {"join_authorised_via_users_server"}
 _CONTENT_KEYS_V11: Final[Mapping[str, frozenset[str]]] = {
-    **_CONTENT_KEYS,
-    "m.room.power_levels": _CONTENT_KEYS["m.room.power_levels"] | {"invite"},
+    **_CONTENT_KEYS_V1,
+    "m.room.member": _MEMBER_KEYS_V9,
+    "m.room.join_rules": _JOIN_RULES_KEYS_V8,
+    "m.room.power_levels": _CONTENT_KEYS_V1["m.room.power_levels"] | {"invite"},
     "m.room.redaction": frozenset({"redacts"}),
 }
 
@@ -92,7 +102,7 @@ def redact(data: Mapping[str, Any], room_version: RoomVersion) -> JsonDict:
     content = data.get("content")
     if not isinstance(content, Mapping):
         content = {}
-    redacted["content"] = copy.deepcopy(_redact_content(data.get("type"), content, new_rules))
+    redacted["content"] = copy.deepcopy(_redact_content(data.get("type"), content, room_version))
     return redacted
 
 
@@ -105,11 +115,15 @@ def redact_pdu(pdu: Pdu) -> Pdu:
     return Pdu(redact(pdu.data, pdu.room_version), pdu.event_id, pdu.room_version)
 
 
-def _redact_content(event_type: object, content: Mapping[str, Any], new_rules: bool) -> JsonDict:
+def _redact_content(
+    event_type: object, content: Mapping[str, Any], room_version: RoomVersion
+) -> JsonDict:
+    new_rules = room_version.updated_redaction_rules
     if new_rules and event_type == "m.room.create":
         return dict(content)
-    rules = _CONTENT_KEYS_V11 if new_rules else _CONTENT_KEYS
-    allowed = rules.get(event_type) if isinstance(event_type, str) else None
+    allowed = (
+        _allowed_content_keys(event_type, room_version) if isinstance(event_type, str) else None
+    )
     if allowed is None:
         return {}
     kept = {key: value for key, value in content.items() if key in allowed}
@@ -118,6 +132,19 @@ def _redact_content(event_type: object, content: Mapping[str, Any], new_rules: b
         if isinstance(invite, Mapping) and "signed" in invite:
             kept["third_party_invite"] = {"signed": invite["signed"]}
     return kept
+
+
+def _allowed_content_keys(event_type: str, room_version: RoomVersion) -> frozenset[str] | None:
+    """The content keys a redaction keeps for ``event_type`` in ``room_version``."""
+    if room_version.updated_redaction_rules:
+        return _CONTENT_KEYS_V11.get(event_type)
+    if event_type == "m.room.aliases":
+        return _ALIASES_KEYS if room_version.special_case_aliases else None
+    if event_type == "m.room.join_rules" and room_version.restricted_join_rule:
+        return _JOIN_RULES_KEYS_V8
+    if event_type == "m.room.member" and room_version.redaction_keeps_join_authoriser:
+        return _MEMBER_KEYS_V9
+    return _CONTENT_KEYS_V1.get(event_type)
 
 
 def has_redact_power(
@@ -149,8 +176,19 @@ def redaction_takes_effect(
     server of the original's sender. A redaction never reaches into another room, and
     an ``m.room.create`` event is never redacted (Synapse ignores such redactions too:
     the room would lose its version and creators).
+
+    Rooms v1 and v2 have no "Handling redactions": their authorization rule 11 allows
+    a redaction by power or when the redacted event's ID has the redaction's event ID
+    domain, and an allowed redaction takes effect; so condition 2 compares event ID
+    domains there.
     """
     if original_room_id != redaction.room_id or original_type == "m.room.create":
         return False
+    if by_power:
+        return True
+    if redaction.room_version.event_id_carried:
+        redacts = redaction.redacts
+        domain = server_name_of(redaction.event_id)
+        return redacts is not None and domain != "" and domain == server_name_of(redacts)
     domain = server_name_of(redaction.sender)
-    return by_power or (domain != "" and domain == server_name_of(original_sender))
+    return domain != "" and domain == server_name_of(original_sender)

@@ -22,9 +22,14 @@ from urllib.parse import quote
 from peyvand.config.model import InterconnectConfig
 from peyvand.errors import Errcode, MatrixError
 from peyvand.events.auth import AuthError, auth_types_for_event, check_auth_rules
-from peyvand.events.builder import finalize_pdu
+from peyvand.events.builder import event_references, finalize_pdu
 from peyvand.events.pdu import Pdu, StateKey
-from peyvand.events.received import InvalidPdu, check_content_hash_or_redact, parse_pdu
+from peyvand.events.received import (
+    InvalidPdu,
+    check_content_hash_or_redact,
+    parse_pdu,
+    required_signatures,
+)
 from peyvand.events.redaction import redact
 from peyvand.events.room_versions import KNOWN_ROOM_VERSIONS
 from peyvand.events.signing import SigningKey, sign_event
@@ -275,18 +280,13 @@ class FederationService:
 
     async def check_signatures(self, pdus: Sequence[Pdu]) -> list[bool]:
         """Every server that must sign each event did ("Validating hashes and signatures
-        on received events"): the sender's server, and for a restricted join the server
-        of the user who authorised it."""
+        on received events"): see ``events.received.required_signatures``."""
         checks: list[tuple[str, Mapping[str, Any], int]] = []
         owners: list[int] = []
         for index, pdu in enumerate(pdus):
             redacted = redact(pdu.data, pdu.room_version)
-            servers = {server_name_of(pdu.sender)}
-            via = pdu.content.get("join_authorised_via_users_server")
-            if pdu.type == "m.room.member" and pdu.membership == "join" and isinstance(via, str):
-                servers.add(server_name_of(via))
-            for server in sorted(servers):
-                checks.append((server, redacted, pdu.origin_server_ts))
+            for server, valid_at in required_signatures(pdu):
+                checks.append((server, redacted, valid_at))
                 owners.append(index)
         results = await self._keyring.verify_event_signatures(checks)
         valid = [True] * len(pdus)
@@ -387,8 +387,10 @@ class FederationService:
             "content": content,
             "origin_server_ts": int(self._clock() * 1000),
             "depth": snapshot.depth + 1,
-            "prev_events": snapshot.extremities[-MAX_PREV_EVENTS:],
-            "auth_events": sorted(snapshot.state[k] for k in wanted if k in snapshot.state),
+            "prev_events": event_references(version, snapshot.extremities[-MAX_PREV_EVENTS:]),
+            "auth_events": event_references(
+                version, sorted(snapshot.state[k] for k in wanted if k in snapshot.state)
+            ),
         }
 
     async def _check_template(self, snapshot: RoomSnapshot, template: JsonDict) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from peyvand.events.auth import AuthError, check_auth_rules
+from peyvand.events.auth.errors import spec_rule
 from peyvand.events.pdu import Pdu, StateKey
 from peyvand.events.room_versions import ROOM_V10, ROOM_V11, ROOM_V12, RoomVersion
 from peyvand.types import EventID
@@ -23,17 +24,6 @@ CAROL = "@carol:c.test"
 DAVE = "@dave:a.test"
 
 VERSIONS = [ROOM_V10, ROOM_V11, ROOM_V12]
-
-
-def spec_rule(version: RoomVersion, v12_rule: str) -> str:
-    """Step ``v12_rule`` as ``version`` numbers it: v12 inserted a rule 2, so v10 and v11
-    number every top-level rule from 3 on one lower."""
-    if version is ROOM_V12:
-        return v12_rule
-    head, _, tail = v12_rule.partition(".")
-    if int(head) < 3:
-        return v12_rule
-    return ".".join([str(int(head) - 1), *([tail] if tail else [])])
 
 
 class AuthRoom:

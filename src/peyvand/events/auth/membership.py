@@ -40,8 +40,8 @@ def check_membership_event(
     # 5.1 If there is no state_key property, or no membership property in content, reject.
     if event.state_key is None or not isinstance(membership, str):
         raise reject(version, "5.1", "membership event without state_key or membership")
-    # 5.2 If content has a join_authorised_via_users_server key:
-    if "join_authorised_via_users_server" in content:
+    # 5.2 (v8+) If content has a join_authorised_via_users_server key:
+    if "join_authorised_via_users_server" in content and version.restricted_join_rule:
         # 5.2.1 If the event is not validly signed by the homeserver of the user ID denoted
         # by the key, reject.
         authoriser = content["join_authorised_via_users_server"]
@@ -255,11 +255,12 @@ def _check_leave(event: Pdu, auth_state: Mapping[StateKey, Pdu]) -> None:
     version = event.room_version
     target = event.state_key or ""
     # 5.5.1 If the sender matches state_key, allow if and only if that user's current
-    # membership state is invite, join, or knock.
+    # membership state is invite, join, or knock (before v7: invite or join).
     if event.sender == target:
-        if _membership_of(target, auth_state) in ("invite", "join", "knock"):
+        leavable = ("invite", "join", "knock") if version.knock_join_rule else ("invite", "join")
+        if _membership_of(target, auth_state) in leavable:
             return
-        raise reject(version, "5.5.1", f"{target} is not invited, joined or knocking")
+        raise reject(version, "5.5.1", f"{target} may not leave: not {' or '.join(leavable)}")
     # 5.5.2 If the sender's current membership state is not join, reject.
     if _membership_of(event.sender, auth_state) != "join":
         raise reject(version, "5.5.2", f"{event.sender} is not joined")

@@ -7,14 +7,21 @@ Without a power levels event the room creator has level 100 and everyone else 0 
 from v12 room creators have an infinitely high level, always ("Room Version 12",
 "Authorization rules").
 
+Before v10 a level may also be a string holding an integer (rooms v1
+"``m.room.power_levels`` events accept values as strings") and, before v6, a float,
+truncated (rooms v1 "... accept values as floats"); ``as_level`` reads every form. From v10
+the authorization rules admit only integers, so reading the other forms leniently changes
+nothing there.
+
 These helpers are shared by the authorization rules and the service layer.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 from peyvand.events.auth.errors import reject
 from peyvand.events.pdu import Pdu, StateKey
@@ -39,9 +46,26 @@ NAMED_LEVEL_DEFAULTS: Mapping[str, int] = {
 CREATOR_LEVEL_WITHOUT_POWER_LEVELS = 100
 
 
+# Rooms v1 "accept values as strings": base 10, optional sign and leading zeroes, and any
+# leading or trailing whitespace.
+_STRINGY_LEVEL_RE: Final = re.compile(r"\s*[+-]?[0-9]+\s*", re.ASCII)
+
+
 def is_int(value: Any) -> bool:
     """True for a JSON integer (``bool`` is not one)."""
     return type(value) is int
+
+
+def as_level(value: Any) -> int | None:
+    """A power level value as an integer: an integer, a string holding one (before v10)
+    or a finite float, truncated (before v6); None for anything else."""
+    if type(value) is int:
+        return value
+    if isinstance(value, float) and math.isfinite(value):
+        return int(value)
+    if isinstance(value, str) and _STRINGY_LEVEL_RE.fullmatch(value):
+        return int(value)
+    return None
 
 
 def room_creators(create_event: Pdu) -> set[str]:
@@ -75,8 +99,8 @@ def get_named_level(
         default = NAMED_LEVEL_DEFAULTS.get(name, 0)
     if power_levels_content is None:
         return default
-    value: Any = power_levels_content.get(name)
-    return value if is_int(value) else default
+    level = as_level(power_levels_content.get(name))
+    return default if level is None else level
 
 
 def get_send_level(
@@ -88,8 +112,7 @@ def get_send_level(
     not None) and ``events_default`` for the others.
     """
     events = (power_levels_content or {}).get("events")
-    if isinstance(events, Mapping) and is_int(events.get(event_type)):
-        level: int = events[event_type]
+    if isinstance(events, Mapping) and (level := as_level(events.get(event_type))) is not None:
         return level
     name = "state_default" if state_key is not None else "events_default"
     return get_named_level(power_levels_content, name)
@@ -112,8 +135,7 @@ def get_user_power_level(
     if power_levels is None:
         return CREATOR_LEVEL_WITHOUT_POWER_LEVELS if user_id in creators else 0
     users = power_levels.content.get("users")
-    if isinstance(users, Mapping) and is_int(users.get(user_id)):
-        level: int = users[user_id]
+    if isinstance(users, Mapping) and (level := as_level(users.get(user_id))) is not None:
         return level
     return get_named_level(power_levels.content, "users_default")
 
@@ -140,9 +162,15 @@ def check_power_levels_event(
             if name in content and not _is_int_map(content[name]):
                 raise reject(version, "10.2", f"{name} must map to integers")
     # 10.3 If the users property in content is not an object with keys that are valid user
-    # IDs with values that are integers, reject. (An absent `users` is an empty object.)
+    # IDs with values that are integers (before v10: or a string that is an integer),
+    # reject. (An absent `users` is an empty object.)
     users = content.get("users", {})
-    if not _is_int_map(users) or not all(is_valid_user_id(user) for user in users):
+    valid_values = (
+        _is_int_map(users)
+        if version.enforce_int_power_levels
+        else isinstance(users, Mapping) and all(as_level(v) is not None for v in users.values())
+    )
+    if not valid_values or not all(is_valid_user_id(user) for user in users):
         raise reject(version, "10.3", "users must map valid user IDs to integers")
     create_event = auth_state.get(CREATE_KEY)
     if version.creators_have_infinite_power and create_event is not None:
@@ -211,12 +239,11 @@ def _is_int_map(value: Any) -> bool:
 
 
 def _level(content: Mapping[str, Any], name: str) -> int | None:
-    value = content.get(name)
-    return value if is_int(value) else None
+    return as_level(content.get(name))
 
 
 def _int_map(content: Mapping[str, Any], name: str) -> dict[str, int]:
     value = content.get(name)
     if not isinstance(value, Mapping):
         return {}
-    return {k: v for k, v in value.items() if is_int(v)}
+    return {k: level for k, v in value.items() if (level := as_level(v)) is not None}

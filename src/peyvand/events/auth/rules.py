@@ -1,19 +1,22 @@
-"""The authorization rules of room versions 10, 11 and 12 ("Room Versions", each version's
+"""The authorization rules of room versions 1 to 12 ("Room Versions", each version's
 "Authorization rules"), as one pure function.
 
-Comments number the steps as room version 12 does; v10 and v11 number every top-level rule
-from 3 on one lower (see ``errors``). Rule 3 (``auth_events`` themselves) is
+Comments number the steps as room version 12 does; ``errors.spec_rule`` gives each
+version's own numbers. Rule 3 (``auth_events`` themselves) is
 ``selection.check_auth_events_list``, as it needs the event's auth events rather than
-the room state. As the spec notes, ``m.room.redaction`` has no rule of its own in these
-versions: the *redact level* is not part of auth and a redaction is authorised like any
-other message event (the redact level is applied when the redaction is enforced).
+the room state. The differences between versions are flags of ``RoomVersion``:
+v1-v5 have a rule for ``m.room.aliases`` (``special_case_aliases``), v1 and v2 one for
+``m.room.redaction`` (``event_id_carried``). From v3, as the spec notes,
+``m.room.redaction`` has no rule of its own: the *redact level* is not part of auth and a
+redaction is authorised like any other message event (the redact level is applied when
+the redaction is enforced, see ``redaction.redaction_takes_effect``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from peyvand.events.auth.errors import reject
+from peyvand.events.auth.errors import AuthError, reject
 from peyvand.events.auth.membership import SignatureVerifier, check_membership_event
 from peyvand.events.auth.power_levels import (
     CREATE_KEY,
@@ -65,6 +68,10 @@ def check_auth_rules(
         event.sender
     ) != server_name_of(create_event.sender):
         raise reject(version, "4", "the room is not federated")
+    # (v1-v5: rule 4) If type is m.room.aliases:
+    if event.type == "m.room.aliases" and version.special_case_aliases:
+        _check_aliases_event(event)
+        return
     # 5. If type is m.room.member:
     if event.type == "m.room.member":
         check_membership_event(event, auth_state, verify_signature)
@@ -98,7 +105,35 @@ def check_auth_rules(
     # 10. If type is m.room.power_levels:
     if event.type == "m.room.power_levels":
         check_power_levels_event(event, auth_state, sender_level)
+    # (v1, v2: rule 11) If type is m.room.redaction:
+    if event.type == "m.room.redaction" and version.event_id_carried:
+        _check_redaction_event(event, sender_level, get_named_level(power_levels_content, "redact"))
     # 11. Otherwise, allow.
+
+
+def _check_aliases_event(event: Pdu) -> None:
+    """Rooms v1-v5, rule 4: an ``m.room.aliases`` event (numbered as those versions do)."""
+    # 4.1 If event has no state_key, reject.
+    if event.state_key is None:
+        raise AuthError("4.1", "m.room.aliases without a state_key")
+    # 4.2 If sender's domain doesn't match state_key, reject.
+    if server_name_of(event.sender) != event.state_key:
+        raise AuthError("4.2", "m.room.aliases of another server")
+    # 4.3 Otherwise, allow.
+
+
+def _check_redaction_event(event: Pdu, sender_level: int | float, redact_level: int) -> None:
+    """Rooms v1, v2, rule 11: an ``m.room.redaction`` event (numbered as those versions do)."""
+    # 11.1 If the sender's power level is greater than or equal to the redact level, allow.
+    if sender_level >= redact_level:
+        return
+    # 11.2 If the domain of the event_id of the event being redacted is the same as the
+    # domain of the event_id of the m.room.redaction, allow.
+    redacts = event.redacts
+    if redacts is not None and server_name_of(redacts) == server_name_of(event.event_id):
+        return
+    # 11.3 Otherwise, reject.
+    raise AuthError("11.3", f"{event.sender} may not redact events of other servers")
 
 
 def _check_create_event(event: Pdu) -> None:
