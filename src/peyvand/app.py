@@ -69,6 +69,7 @@ from peyvand.services.room_events import RoomEventsService
 from peyvand.services.room_index import RoomIndex
 from peyvand.services.room_state import StateService
 from peyvand.services.rooms import RoomsService
+from peyvand.services.state_events import StateEventService
 from peyvand.services.streams import Stream, StreamToken
 from peyvand.services.sync import SyncService
 from peyvand.services.to_device import ToDeviceService
@@ -349,6 +350,7 @@ async def create_app(config: Config) -> web.Application:
         events=events,
         rooms=rooms,
         membership=membership,
+        state_events=StateEventService(events, state, membership, directory.get_alias),
         room_events=room_events,
         sync=SyncService(
             event_store,

@@ -36,6 +36,7 @@ from peyvand.services.retention import RetentionService
 from peyvand.services.room_events import RoomEventsService
 from peyvand.services.room_state import StateService
 from peyvand.services.rooms import RoomsService
+from peyvand.services.state_events import StateEventService
 from peyvand.services.sync import SyncService
 from peyvand.services.to_device import ToDeviceService
 from peyvand.services.typing import TypingService
@@ -52,6 +53,7 @@ class Services:
     events: EventCreationService
     rooms: RoomsService
     membership: MembershipService
+    state_events: StateEventService
     room_events: RoomEventsService
     sync: SyncService
     typing: TypingService

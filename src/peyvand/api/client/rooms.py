@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
 from urllib.parse import unquote
 
 from aiohttp import web
@@ -13,7 +15,7 @@ from peyvand.errors import Errcode, MatrixError
 from peyvand.services.event_creation import EventSpec, scoped_txn_id
 from peyvand.services.filtering import parse_event_filter_param
 from peyvand.services.rooms import PRESETS, CreateRoomRequest
-from peyvand.types import EventID, RoomID, UserID
+from peyvand.types import EventID, JsonDict, RoomID, UserID
 
 routes = RouteTable()
 
@@ -59,6 +61,13 @@ async def create_room(ctx: RequestContext) -> web.Response:
     return json_response({"room_id": room_id})
 
 
+def _join_content(body: Mapping[str, Any]) -> JsonDict | None:
+    """The keys of a join request's body kept in the member event (as Synapse keeps
+    them): all but ``reason`` (added on its own) and ``third_party_signed``."""
+    extra = {k: v for k, v in body.items() if k not in ("reason", "third_party_signed")}
+    return extra or None
+
+
 @routes.post(f"{CLIENT_V3}/join/{{roomIdOrAlias}}", rate_limited=True)
 async def join_by_id_or_alias(ctx: RequestContext) -> web.Response:
     """POST /_matrix/client/v3/join/{roomIdOrAlias}"""
@@ -72,7 +81,11 @@ async def join_by_id_or_alias(ctx: RequestContext) -> web.Response:
     else:
         room_id = await ctx.services.rooms.resolve_room(target)
     await ctx.services.membership.join(
-        room_id, ctx.user.user_id, body.str("reason", None), servers=servers
+        room_id,
+        ctx.user.user_id,
+        body.str("reason", None),
+        servers=servers,
+        content=_join_content(body.data),
     )
     return json_response({"room_id": room_id})
 
@@ -102,7 +115,11 @@ async def join_room(ctx: RequestContext) -> web.Response:
     body = await ctx.body()
     servers = ctx.request.query.getall("via", [])
     await ctx.services.membership.join(
-        room_id, ctx.user.user_id, body.str("reason", None), servers=servers
+        room_id,
+        ctx.user.user_id,
+        body.str("reason", None),
+        servers=servers,
+        content=_join_content(body.data),
     )
     return json_response({"room_id": room_id})
 
@@ -189,13 +206,10 @@ async def send_message(ctx: RequestContext) -> web.Response:
 async def _put_state(ctx: RequestContext, state_key: str) -> web.Response:
     room_id = _room_id(ctx)
     content = await _content(ctx)
-    event_type = ctx.path["eventType"]
-    if event_type == "m.room.member":
-        raise MatrixError(Errcode.FORBIDDEN, "Use the membership endpoints for m.room.member")
-    spec = EventSpec(event_type, content, state_key)
+    spec = EventSpec(ctx.path["eventType"], content, state_key)
     ctx.services.disappearing.check_client_event(spec)
-    event = await ctx.services.events.send(room_id, ctx.user.user_id, spec)
-    return json_response({"event_id": event.pdu.event_id})
+    event_id = await ctx.services.state_events.put_state(room_id, ctx.user.user_id, spec)
+    return json_response({"event_id": event_id})
 
 
 @routes.put(f"{CLIENT_V3}/rooms/{{roomId}}/state/{{eventType}}/{{stateKey}}", rate_limited=True)

@@ -1,0 +1,109 @@
+"""State events sent by clients: PUT /rooms/{roomId}/state/{eventType}/{stateKey}
+(Client-Server API, "Sending events to a room").
+
+What the state endpoint adds to event creation, as Synapse does:
+
+- ``m.room.member`` goes through the membership service, the content's ``membership``
+  choosing the action and its other keys kept (a per-room ``displayname``);
+- ``m.room.canonical_alias`` has its new aliases checked (``services.canonical_alias``);
+- state identical to the current state (same sender, same content) sends nothing new:
+  the answer is the current event's ID.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from peyvand.errors import Errcode, MatrixError
+from peyvand.events.canonical_json import encode_canonical_json
+from peyvand.services.canonical_alias import AliasLookup, check_canonical_alias
+from peyvand.services.event_creation import EventCreationService, EventSpec
+from peyvand.services.membership import MembershipService
+from peyvand.services.room_state import StateService
+from peyvand.types import EventID, JsonDict, RoomID, UserID
+
+MEMBER = "m.room.member"
+CANONICAL_ALIAS = "m.room.canonical_alias"
+
+
+class StateEventService:
+    def __init__(
+        self,
+        events: EventCreationService,
+        state: StateService,
+        membership: MembershipService,
+        alias_lookup: AliasLookup,
+    ) -> None:
+        self._events = events
+        self._state = state
+        self._membership = membership
+        self._alias_lookup = alias_lookup
+
+    async def put_state(self, room_id: RoomID, sender: UserID, spec: EventSpec) -> EventID:
+        """Send one state event for a client; the ID of the event now in the state."""
+        if spec.state_key is None:
+            raise MatrixError(Errcode.INVALID_PARAM, "A state event needs a state key")
+        if spec.event_type == MEMBER:
+            return await self._put_member(room_id, sender, UserID(spec.state_key), spec.content)
+        snapshot = await self._state.get_room(room_id)
+        key = (spec.event_type, spec.state_key)
+        current_id = None if snapshot is None else snapshot.state.get(key)
+        current = None if current_id is None else await self._state.get_event(current_id)
+        if (
+            current is not None
+            and current.pdu.sender == sender
+            and _same(current.pdu.content, spec.content)
+        ):
+            return current.pdu.event_id
+        if spec.event_type == CANONICAL_ALIAS and spec.state_key == "":
+            previous = {} if current is None else current.pdu.content
+            await check_canonical_alias(self._alias_lookup, room_id, spec.content, previous)
+        event = await self._events.send(room_id, sender, spec)
+        return event.pdu.event_id
+
+    async def _put_member(
+        self, room_id: RoomID, sender: UserID, target: UserID, content: Mapping[str, Any]
+    ) -> EventID:
+        """``m.room.member`` through the state endpoint, as Synapse's ``update_membership``:
+        ``join`` and ``knock`` only for oneself, ``leave`` of another user is a kick (an
+        unban if they are banned)."""
+        membership = content.get("membership")
+        if not isinstance(membership, str):
+            raise MatrixError(Errcode.BAD_JSON, "'membership' must be a string")
+        reason = content.get("reason")
+        if reason is not None and not isinstance(reason, str):
+            raise MatrixError(Errcode.BAD_JSON, "'reason' must be a string")
+        extra: JsonDict = {k: v for k, v in content.items() if k not in ("membership", "reason")}
+        own = sender == target
+        if membership in ("join", "knock") and not own:
+            raise MatrixError(
+                Errcode.FORBIDDEN, f"You cannot {membership} on behalf of another user"
+            )
+        if membership == "join":
+            await self._membership.join(room_id, target, reason, content=extra or None)
+        elif membership == "knock":
+            await self._membership.knock(room_id, target, reason)
+        elif membership == "leave" and own:
+            await self._membership.leave(room_id, target, reason)
+        elif membership == "leave":
+            if await self._membership.membership_of(room_id, target) == "ban":
+                await self._membership.unban(room_id, sender, target, reason)
+            else:
+                await self._membership.kick(room_id, sender, target, reason)
+        elif membership == "invite":
+            await self._membership.invite(room_id, sender, target, reason)
+        elif membership == "ban":
+            await self._membership.ban(room_id, sender, target, reason)
+        else:
+            raise MatrixError(Errcode.INVALID_PARAM, f"Unknown membership: {membership}")
+        snapshot = await self._state.get_room(room_id)
+        event_id = None if snapshot is None else snapshot.state.get((MEMBER, target))
+        if event_id is None:
+            raise MatrixError(Errcode.NOT_FOUND, "The membership event is not known here")
+        return event_id
+
+
+def _same(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Equal as canonical JSON (1 and 1.0, or true and 1, are not the same content)."""
+    return encode_canonical_json(a) == encode_canonical_json(b)
