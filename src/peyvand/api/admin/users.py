@@ -1,4 +1,5 @@
-"""Deactivating and erasing accounts (docs/compliance.md, "Erasure").
+"""Deactivating and erasing accounts (docs/compliance.md, "Erasure"), and the
+Client-Server API's GET /admin/whois/{userId}.
 
 Both endpoints need a server admin's access token and work on local users only (400
 ``M_INVALID_PARAM`` for a malformed or remote user ID, 404 ``M_NOT_FOUND`` for an
@@ -13,9 +14,9 @@ from aiohttp import web
 from peyvand.api.admin.media import _admin
 from peyvand.api.container import Services
 from peyvand.api.context import RequestContext, json_response
-from peyvand.api.routing import RouteTable
+from peyvand.api.routing import CLIENT_V3, RouteTable
 from peyvand.compliance.audit import AuditAction
-from peyvand.errors import invalid_param
+from peyvand.errors import Errcode, MatrixError, invalid_param
 from peyvand.services.erasure import ErasureReport
 from peyvand.types import JsonDict, UserID, is_valid_user_id, server_name_of
 
@@ -47,6 +48,43 @@ async def synapse_deactivate_user(ctx: RequestContext) -> web.Response:
     erase = body.bool("erase", False)
     await deactivate_account(ctx.services, admin.user_id, user_id, erase, None)
     return json_response({"id_server_unbind_result": "success"})
+
+
+@routes.get(f"{CLIENT_V3}/admin/whois/{{userId}}")
+async def whois(ctx: RequestContext) -> web.Response:
+    """GET /_matrix/client/v3/admin/whois/{userId} (Client-Server API, "Server
+    Administration"): the user's devices with their last connection. Only for the user
+    themselves or a server admin, as the spec allows. One session per device; the user
+    agent is not recorded here, so it is null."""
+    user_id = ctx.path["userId"]
+    if user_id != ctx.user.user_id and not ctx.user.is_admin:
+        raise MatrixError(Errcode.FORBIDDEN, "You may only look up your own account")
+    if not is_valid_user_id(user_id) or server_name_of(user_id) != ctx.services.config.server_name:
+        raise MatrixError(Errcode.NOT_FOUND, "Unknown user")
+    devices = await ctx.services.auth.get_devices(UserID(user_id))
+    return json_response(
+        {
+            "user_id": user_id,
+            "devices": {
+                device.device_id: {
+                    "sessions": [
+                        {
+                            "connections": []
+                            if device.last_seen_ip is None
+                            else [
+                                {
+                                    "ip": device.last_seen_ip,
+                                    "last_seen": device.last_seen_ts,
+                                    "user_agent": None,
+                                }
+                            ]
+                        }
+                    ]
+                }
+                for device in devices
+            },
+        }
+    )
 
 
 async def deactivate_account(
