@@ -51,6 +51,7 @@ from peyvand.services.federation_events import FederationEventHandler
 from peyvand.services.federation_join import RemoteJoiner
 from peyvand.services.invite_policy import InvitePolicyService
 from peyvand.services.key_backup import KeyBackupService
+from peyvand.services.legacy_sync import LegacySyncService
 from peyvand.services.media import MediaService
 from peyvand.services.membership import MembershipService
 from peyvand.services.notifier import Notifier
@@ -368,6 +369,9 @@ async def create_app(config: Config) -> web.Application:
             e2e_keys,
             account_data.ignored_users.of,
             remote_invites=remote_invites,
+        ),
+        legacy_sync=LegacySyncService(
+            event_store, index, state, room_events, notifier, sync_account_data, receipts
         ),
         typing=typing,
         receipts=receipts,

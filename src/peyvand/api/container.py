@@ -24,6 +24,7 @@ from peyvand.services.event_creation import EventCreationService
 from peyvand.services.federation import FederationService
 from peyvand.services.invite_policy import InvitePolicyService
 from peyvand.services.key_backup import KeyBackupService
+from peyvand.services.legacy_sync import LegacySyncService
 from peyvand.services.media import MediaService
 from peyvand.services.membership import MembershipService
 from peyvand.services.policy_lists import PolicyListService
@@ -56,6 +57,7 @@ class Services:
     state_events: StateEventService
     room_events: RoomEventsService
     sync: SyncService
+    legacy_sync: LegacySyncService
     typing: TypingService
     receipts: ReceiptService
     account_data: AccountDataService

@@ -14,3 +14,5 @@ class Requester:
     # The access token's row id (for logout of this session).
     token_id: int
     is_admin: bool = False
+    # A guest account (Client-Server API, "Guest Access").
+    is_guest: bool = False

@@ -139,11 +139,24 @@ class RoomEventsService:
         joined = await self._membership(room_id, user_id) == "join"
         return await self._visibility.filter_events(user_id, events, currently_joined=joined)
 
-    async def _require_ever_member(self, room_id: RoomID, user_id: UserID) -> str:
+    async def _require_ever_member(self, room_id: RoomID, user_id: UserID) -> str | None:
+        """The user's membership; None for a non-member of a world-readable room, whom
+        "Room History Visibility" lets read it; 403 for other non-members."""
         membership = await self._membership(room_id, user_id)
-        if membership is None:
+        if membership is None and not await self.world_readable(room_id):
             raise MatrixError(Errcode.FORBIDDEN, "You are not a member of this room")
         return membership
+
+    async def world_readable(self, room_id: RoomID) -> bool:
+        """Whether the room's current ``m.room.history_visibility`` is world_readable."""
+        snapshot = await self._state.get_room(room_id)
+        if snapshot is None:
+            return False
+        events = await self._state.get_state_events(
+            snapshot.state, [("m.room.history_visibility", "")]
+        )
+        event = events.get(("m.room.history_visibility", ""))
+        return event is not None and event.content.get("history_visibility") == "world_readable"
 
     async def get_event(self, requester: Requester, room_id: RoomID, event_id: EventID) -> JsonDict:
         """GET /rooms/{roomId}/event/{eventId}; 404 when unknown or not visible (the spec
@@ -378,11 +391,12 @@ class RoomEventsService:
     async def _visible_state_ids(
         self, requester: Requester, room_id: RoomID
     ) -> dict[StateKey, EventID]:
-        """Current state for members; the state at their leave for those who left."""
+        """Current state for members and readers of a world-readable room; the state at
+        their leave for those who left other rooms."""
         membership = await self._require_ever_member(room_id, requester.user_id)
         snapshot = await self._state.get_room(room_id)
         assert snapshot is not None
-        if membership == "join":
+        if membership in ("join", None) or await self.world_readable(room_id):
             return dict(snapshot.state)
         member_id = snapshot.state.get(("m.room.member", requester.user_id))
         member = await self._state.get_event(member_id) if member_id else None
