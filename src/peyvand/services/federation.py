@@ -40,6 +40,7 @@ from peyvand.federation.policy import ServerPolicy
 from peyvand.federation.sender import FederationSender
 from peyvand.services.event_creation import MAX_PREV_EVENTS
 from peyvand.services.federation_edus import FederationEdus
+from peyvand.services.federation_errors import is_refusal, join_refusal, refusal
 from peyvand.services.federation_events import DroppedPdu, FederationEventHandler, Outcome
 from peyvand.services.federation_join import RemoteJoiner
 from peyvand.services.invite_policy import InvitePolicyService
@@ -514,6 +515,12 @@ class FederationService:
         }
         try:
             response = await self._client.put_json(destination, path, body)
+        except FederationHttpError as exc:
+            if is_refusal(exc):  # e.g. 403 M_INVITE_BLOCKED, passed on as it is
+                raise refusal(exc) from exc
+            raise MatrixError(
+                Errcode.UNKNOWN, f"The invited user's server failed: {exc}", status=502
+            ) from exc
         except Exception as exc:
             raise MatrixError(
                 Errcode.UNKNOWN, f"The invited user's server refused or failed: {exc}", status=502
@@ -711,8 +718,9 @@ class FederationService:
                     dict(knock.data),
                 )
             except FederationHttpError as exc:
-                if exc.status == 403:
-                    raise MatrixError(Errcode.FORBIDDEN, exc.message or "Knock refused") from exc
+                refused = join_refusal(exc)
+                if refused is not None:  # e.g. 403 M_FORBIDDEN for a banned user
+                    raise refused from exc
                 errors.append(f"{server}: {exc}")
                 continue
             except (FederationError, KeyError, TypeError, ValueError) as exc:

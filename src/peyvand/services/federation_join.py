@@ -23,7 +23,8 @@ from peyvand.events.pdu import Pdu, StateKey
 from peyvand.events.received import InvalidPdu, check_content_hash_or_redact, parse_pdu
 from peyvand.events.room_versions import KNOWN_ROOM_VERSIONS, RoomVersion
 from peyvand.events.signing import SigningKey
-from peyvand.federation.client import FederationClient
+from peyvand.federation.client import FederationClient, FederationHttpError
+from peyvand.services.federation_errors import join_refusal
 from peyvand.services.federation_events import auth_topological_order
 from peyvand.services.room_state import RoomSnapshot, StateService
 from peyvand.storage.events import EventStore
@@ -79,6 +80,8 @@ class RemoteJoiner:
             except MatrixError:
                 raise
             except Exception as exc:
+                if isinstance(exc, FederationHttpError) and (refused := join_refusal(exc)):
+                    raise refused from exc
                 logger.info("joining %s via %s failed: %s", room_id, server, exc)
                 errors.append(f"{server}: {exc}")
         raise MatrixError(
