@@ -49,6 +49,7 @@ from peyvand.services.federation import (
 from peyvand.services.federation_edus import FederationEdus
 from peyvand.services.federation_events import FederationEventHandler
 from peyvand.services.federation_join import RemoteJoiner
+from peyvand.services.federation_queries import RemoteQueries
 from peyvand.services.invite_policy import InvitePolicyService
 from peyvand.services.key_backup import KeyBackupService
 from peyvand.services.legacy_sync import LegacySyncService
@@ -289,6 +290,8 @@ async def create_app(config: Config) -> web.Application:
         media.use_remote(RemoteMediaFetcher(client, media_files).fetch)
         room_events.use_backfill(handler.backfill)
         directory.use_federation(federation.query_directory)
+        remote_queries = RemoteQueries(client, federation.allows)
+        profile.use_federation(remote_queries.profile)
         writer.add_pre_commit(federation.prepare_outbound)
         dispatcher.listeners.append(federation.on_persisted)
 

@@ -1,4 +1,7 @@
-"""Profiles (Client-Server API, "Profiles"): display name and avatar URL of local users.
+"""Profiles (Client-Server API, "Profiles"): display name and avatar URL of local users,
+and of users of other servers, asked with ``/query/profile`` (Server-Server API, "Querying
+for information") and kept for a minute (at most 10,000 of them, least recently used
+dropped first); concurrent requests for one user share one query.
 
 A change is copied into the user's ``m.room.member`` event of every room they are joined
 to, as Synapse does ("Events on change of profile information"): a new join event with
@@ -10,10 +13,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 import weakref
+from collections.abc import Awaitable, Callable
+from typing import Final
 
 from peyvand.errors import Errcode, MatrixError
 from peyvand.services.event_creation import EventCreationService, EventSpec
+from peyvand.services.lru import LRU
 from peyvand.services.room_state import StateService
 from peyvand.storage.accounts import AccountStore, UserRow
 from peyvand.storage.events import EventStore
@@ -28,6 +35,10 @@ MAX_AVATAR_URL_LEN = 1000
 _MXC_RE = re.compile(r"^mxc://[^/\s]+/[A-Za-z0-9_-]+$")
 # Rooms whose member event is updated at the same time after a profile change.
 _PROPAGATION_CONCURRENCY = 8
+REMOTE_PROFILE_TTL: Final = 60.0  # seconds
+_REMOTE_PROFILE_CACHE_SIZE: Final = 10_000
+
+RemoteProfileQuery = Callable[[UserID], Awaitable[JsonDict]]
 
 
 class ProfileService:
@@ -38,6 +49,8 @@ class ProfileService:
         event_store: EventStore,
         state: StateService,
         events: EventCreationService,
+        *,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._server_name = server_name
         self._accounts = accounts
@@ -48,6 +61,15 @@ class ProfileService:
         self._locks: weakref.WeakValueDictionary[UserID, asyncio.Lock] = (
             weakref.WeakValueDictionary()
         )
+        self._clock = clock
+        self._remote_query: RemoteProfileQuery | None = None
+        # user -> (when fetched, profile); and the queries in flight.
+        self._remote: LRU[UserID, tuple[float, JsonDict]] = LRU(_REMOTE_PROFILE_CACHE_SIZE)
+        self._remote_pending: dict[UserID, asyncio.Task[JsonDict]] = {}
+
+    def use_federation(self, query: RemoteProfileQuery) -> None:
+        """Ask other servers for their users' profiles with ``query``."""
+        self._remote_query = query
 
     async def _local_user(self, user_id: str) -> UserRow:
         if not is_valid_user_id(user_id):
@@ -69,8 +91,44 @@ class ProfileService:
         return profile
 
     async def get_profile(self, user_id: str) -> JsonDict:
-        """The profile of a local user (unset fields left out); 404 if there is no such user."""
+        """The profile of a user (unset fields left out); 404 if there is no such user.
+        A user of another server is asked of that server (or answered from the cache)."""
+        query = self._remote_query
+        if (
+            query is not None
+            and is_valid_user_id(user_id)
+            and server_name_of(user_id) != self._server_name
+        ):
+            return dict(await self._remote_profile(UserID(user_id), query))
         return self._profile(await self._local_user(user_id))
+
+    async def _remote_profile(self, user_id: UserID, query: RemoteProfileQuery) -> JsonDict:
+        cached = self._remote.get(user_id)
+        if cached is not None and self._clock() - cached[0] < REMOTE_PROFILE_TTL:
+            return cached[1]
+        task = self._remote_pending.get(user_id)
+        if task is None:
+            task = asyncio.create_task(
+                self._fetch_remote(user_id, query), name=f"remote profile {user_id}"
+            )
+            self._remote_pending[user_id] = task
+            task.add_done_callback(self._query_done)
+        # Shielded: a client that goes away does not cancel the query for the others.
+        return await asyncio.shield(task)
+
+    async def _fetch_remote(self, user_id: UserID, query: RemoteProfileQuery) -> JsonDict:
+        try:
+            profile = await query(user_id)
+        finally:
+            self._remote_pending.pop(user_id, None)
+        self._remote.put(user_id, (self._clock(), profile))
+        return profile
+
+    @staticmethod
+    def _query_done(task: asyncio.Task[JsonDict]) -> None:
+        """Its error was given to whoever still waited; none is left unretrieved."""
+        if not task.cancelled():
+            task.exception()
 
     async def profile_of(self, user_id: UserID) -> JsonDict:
         """The profile to put in a new membership event: ``{}`` for unknown users."""
