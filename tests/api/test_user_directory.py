@@ -1,5 +1,6 @@
 """User directory search over HTTP against a real Peyvand (Client-Server API, "User
-directory"): local users who share a room with the searcher or are in a published room."""
+directory"): local users who share a room with the searcher or are in a public room (one
+anyone may join or read)."""
 
 from __future__ import annotations
 
@@ -59,18 +60,31 @@ async def test_finds_users_sharing_a_room_by_name_and_localpart(client: MatrixCl
     assert (await search(client, stranger, search_term=f"bob{word}"))["results"] == []
 
 
-async def test_finds_users_in_published_rooms(client: MatrixClient) -> None:
+async def test_finds_users_in_public_rooms_only(client: MatrixClient) -> None:
+    """Public means joinable or world-readable now, as in Synapse: not published in the room
+    list, so a user whose only room is private stays hidden from strangers."""
     word = unique_localpart("pub").replace("-", "")
     searcher = await client.register()
     host = await client.register()
     await set_name(client, host, f"Host {word}")
-    invisible = await client.register()
-    await set_name(client, invisible, f"Invisible {word}")
-    await new_room(client, host, visibility="public", preset="public_chat")
-    await new_room(client, invisible, preset="public_chat")  # joinable but not published
+    hidden = await client.register()
+    await set_name(client, hidden, f"Hidden {word}")
+    room_id = await new_room(client, host, preset="public_chat")  # joinable, not published
+    await new_room(client, hidden, visibility="public", preset="private_chat")
 
-    found = await search(client, searcher, search_term=word)
-    assert [r["user_id"] for r in found["results"]] == [host.user_id]
+    async def found() -> list[str]:
+        return [r["user_id"] for r in (await search(client, searcher, search_term=word))["results"]]
+
+    assert await found() == [host.user_id]
+
+    async def put(event_type: str, content: dict[str, str]) -> None:
+        path = f"rooms/{room_id}/state/{event_type}"
+        (await client.request("PUT", path, json=content, token=host)).ok()
+
+    await put("m.room.join_rules", {"join_rule": "invite"})
+    assert await found() == []
+    await put("m.room.history_visibility", {"history_visibility": "world_readable"})
+    assert await found() == [host.user_id]
 
 
 async def test_limit_and_prefix_order(client: MatrixClient) -> None:

@@ -2,8 +2,12 @@
 
 Searches this server's active users by user ID localpart and display name. Like
 Synapse's default (``search_all_users: false``) a user is found only if they share a
-room with the searcher or are joined to a public room; here "public" means published in
-the room list (``rooms.is_public``), which keeps the search one SQL query.
+room with the searcher or are joined to a public room. "Public" is what Synapse's user
+directory means by it: a room anyone may join (``join_rule`` ``public``) or read
+(``history_visibility`` ``world_readable``), whether or not it is published in the room
+list. The search is one SQL query over current state; it reads each room's join rules
+and history visibility, so its cost grows with the number of rooms (Synapse keeps a
+precomputed table instead; one can be added if that ever shows).
 """
 
 from __future__ import annotations

@@ -79,10 +79,27 @@ class DirectoryStore:
         self, searcher: UserID, term: str, server_name: str, limit: int
     ) -> list[UserDirectoryRow]:
         """Active local users whose localpart or display name contains ``term``
-        (case-insensitive) and who share a room with ``searcher`` or are joined to a room
-        published in the room list. Prefix matches first, then by name; at most ``limit``.
+        (case-insensitive) and who share a room with ``searcher`` or are joined to a public
+        room. Prefix matches first, then by name; at most ``limit``.
+
+        A public room is one anyone may join or read (current ``join_rule`` ``public`` or
+        ``history_visibility`` ``world_readable``), as in Synapse's user directory; being
+        published in the room list does not count, so a user whose rooms are all private is
+        found only by those who share one (Client-Server API, "User Directory").
         """
         needle = like_pattern(term.lower())
+        if self._db.dialect == "postgres":
+            join_rule = "(e.pdu::jsonb -> 'content' ->> 'join_rule')"
+            visibility = "(e.pdu::jsonb -> 'content' ->> 'history_visibility')"
+        else:
+            join_rule = "json_extract(e.pdu, '$.content.join_rule')"
+            visibility = "json_extract(e.pdu, '$.content.history_visibility')"
+        public_rooms = (
+            "SELECT s.room_id FROM current_state s JOIN events e ON e.event_id = s.event_id"
+            " WHERE s.state_key = '' AND ("
+            f"  (s.type = 'm.room.join_rules' AND {join_rule} = 'public')"
+            f"  OR (s.type = 'm.room.history_visibility' AND {visibility} = 'world_readable'))"
+        )
         rows = await self._db.fetch(
             "SELECT u.user_id, u.displayname, u.avatar_url FROM users u"
             " WHERE NOT u.deactivated"
@@ -91,7 +108,7 @@ class DirectoryStore:
             " AND EXISTS ("
             "  SELECT 1 FROM current_state m WHERE m.type = 'm.room.member'"
             "  AND m.state_key = u.user_id AND m.membership = 'join' AND ("
-            "   m.room_id IN (SELECT room_id FROM rooms WHERE is_public)"
+            f"   m.room_id IN ({public_rooms})"
             "   OR m.room_id IN (SELECT room_id FROM current_state WHERE type = 'm.room.member'"
             "    AND state_key = $3 AND membership = 'join')))"
             " ORDER BY CASE WHEN LOWER(u.user_id) LIKE $4 ESCAPE '\\'"
