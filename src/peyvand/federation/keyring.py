@@ -345,10 +345,11 @@ class Keyring:
                     group.create_task(
                         self._fetch_shared(server, key_ids, use_notaries=use_notaries)
                     )
-            for server, key_ids in to_fetch.items():
-                for kid in key_ids:
-                    if (cached := self._cache.get((server, kid))) is not None:
-                        found[(server, kid)] = cached
+        # Also the keys a concurrent fetch cached while the store was read.
+        for server, key_ids in pending.items():
+            for kid in key_ids:
+                if (cached := self._cache.get((server, kid))) is not None:
+                    found[(server, kid)] = cached
         return found
 
     def _still_missing(self, server: str, key_ids: Mapping[str, int]) -> dict[str, int]:

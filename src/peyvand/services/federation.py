@@ -697,7 +697,7 @@ class FederationService:
                 template = await self._client.get_json(
                     server,
                     f"{_FEDERATION_V1}/make_knock/{path_room}/{quote(user_id, safe='')}",
-                    query={"ver": ["10", "11", "12"]},
+                    query={"ver": list(KNOWN_ROOM_VERSIONS)},
                 )
                 version = KNOWN_ROOM_VERSIONS[template["room_version"]]
                 event = dict(template["event"])

@@ -35,7 +35,6 @@ logger = logging.getLogger(__name__)
 
 CREATE_KEY: StateKey = ("m.room.create", "")
 SignatureCheck = Callable[[Sequence[Pdu]], Awaitable[list[bool]]]
-_SUPPORTED_VERSIONS = ("10", "11", "12")
 
 
 class RemoteJoiner:
@@ -95,7 +94,7 @@ class RemoteJoiner:
         template = await self._client.get_json(
             server,
             f"/_matrix/federation/v1/make_join/{path_room}/{quote(user_id, safe='')}",
-            query={"ver": list(_SUPPORTED_VERSIONS)},
+            query={"ver": list(KNOWN_ROOM_VERSIONS)},
         )
         version = self._version(template)
         event = template.get("event")
@@ -142,7 +141,7 @@ class RemoteJoiner:
             raise ValueError("make_join gave no object")
         identifier = template.get("room_version", "1")
         version = KNOWN_ROOM_VERSIONS.get(identifier) if isinstance(identifier, str) else None
-        if version is None or identifier not in _SUPPORTED_VERSIONS:
+        if version is None:
             raise MatrixError(
                 Errcode.INCOMPATIBLE_ROOM_VERSION,
                 f"Room version {identifier!r} is not supported",

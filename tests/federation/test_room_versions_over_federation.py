@@ -1,0 +1,155 @@
+"""Rooms of versions 1 to 9 over federation ("Room Versions"): a room the peer (a real
+Synapse, or a second Peyvand) created in each version is joined from Peyvand, and a room
+Peyvand created in each version is joined by the peer's user; messages flow both ways.
+
+The versions run concurrently against the session's servers, one room each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import quote
+
+from harness.client import Account, MatrixClient
+from harness.server import HomeserverProcess
+from harness.synapse import SynapseProcess
+
+VERSIONS = [str(n) for n in range(1, 10)]
+TIMEOUT_SECONDS = 120
+_txn = itertools.count()
+
+
+async def _send(client: MatrixClient, account: Account, room_id: str, body: str) -> str:
+    path = f"rooms/{quote(room_id)}/send/m.room.message/v{next(_txn)}"
+    sent = await client.request(
+        "PUT", path, json={"msgtype": "m.text", "body": body}, token=account
+    )
+    return str(sent.ok()["event_id"])
+
+
+async def _bodies(client: MatrixClient, account: Account, room_id: str) -> list[str]:
+    response = (
+        await client.request(
+            "GET",
+            f"rooms/{quote(room_id)}/messages",
+            token=account,
+            params={"dir": "b", "limit": "50"},
+        )
+    ).ok()
+    return [
+        e["content"]["body"]
+        for e in reversed(response["chunk"])
+        if e["type"] == "m.room.message" and isinstance(e["content"].get("body"), str)
+    ]
+
+
+async def _wait_for(client: MatrixClient, account: Account, room_id: str, body: str) -> None:
+    """Poll /messages until ``body`` shows (at most TIMEOUT_SECONDS)."""
+    for _ in range(TIMEOUT_SECONDS * 5):
+        if body in await _bodies(client, account, room_id):
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"{body!r} never arrived")
+
+
+async def _room_version(client: MatrixClient, account: Account, room_id: str) -> Any:
+    create = await client.request(
+        "GET", f"rooms/{quote(room_id)}/state/m.room.create", token=account
+    )
+    return create.ok().get("room_version")
+
+
+async def _conversation(
+    room_id: str,
+    first: tuple[MatrixClient, Account],
+    second: tuple[MatrixClient, Account],
+    tag: str,
+) -> None:
+    """``second`` answers ``first``, then ``first`` answers; each sees the other's."""
+    (c1, a1), (c2, a2) = first, second
+    await _send(c2, a2, room_id, f"{tag}: hello from the joiner")
+    await _wait_for(c1, a1, room_id, f"{tag}: hello from the joiner")
+    await _send(c1, a1, room_id, f"{tag}: welcome")
+    await _wait_for(c2, a2, room_id, f"{tag}: welcome")
+
+
+async def _each_version(one: Callable[[str], Awaitable[None]]) -> None:
+    """Run ``one`` for every version at once; fail naming every version that failed."""
+    async with asyncio.timeout(TIMEOUT_SECONDS):
+        results = await asyncio.gather(*(one(v) for v in VERSIONS), return_exceptions=True)
+    failed = {v: repr(r) for v, r in zip(VERSIONS, results, strict=True) if r is not None}
+    assert not failed, failed
+
+
+async def test_peer_rooms_of_versions_1_to_9_are_joined_from_peyvand(
+    peyvand: HomeserverProcess,
+    peyvand_client: MatrixClient,
+    peer: SynapseProcess | HomeserverProcess,
+    peer_client: MatrixClient,
+) -> None:
+    alice = await peyvand_client.register()
+    bob = await peer_client.register()
+
+    async def one(version: str) -> None:
+        created = await peer_client.request(
+            "POST",
+            "createRoom",
+            json={"preset": "public_chat", "room_version": version, "name": f"v{version}"},
+            token=bob,
+        )
+        room_id = str(created.ok()["room_id"])
+        await _send(peer_client, bob, room_id, f"v{version}: before the join")
+        joined = await peyvand_client.request(
+            "POST",
+            f"join/{quote(room_id)}",
+            params={"server_name": peer.server_name},
+            json={},
+            token=alice,
+        )
+        assert joined.ok()["room_id"] == room_id, (version, joined.body)
+        assert await _room_version(peyvand_client, alice, room_id) == version
+        await _conversation(room_id, (peer_client, bob), (peyvand_client, alice), f"v{version}")
+
+    await _each_version(one)
+    assert "Unhandled error" not in peyvand.log()
+
+
+async def test_peyvand_rooms_of_versions_1_to_9_are_joined_by_the_peer(
+    peyvand: HomeserverProcess,
+    peyvand_client: MatrixClient,
+    peer: SynapseProcess | HomeserverProcess,
+    peer_client: MatrixClient,
+) -> None:
+    alice = await peyvand_client.register()
+    bob = await peer_client.register()
+
+    async def one(version: str) -> None:
+        created = await peyvand_client.request(
+            "POST",
+            "createRoom",
+            json={"preset": "public_chat", "room_version": version, "name": f"v{version}"},
+            token=alice,
+        )
+        room_id = str(created.ok()["room_id"])
+        create = (
+            await peyvand_client.request(
+                "GET", f"rooms/{quote(room_id)}/state/m.room.create", token=alice
+            )
+        ).ok()
+        assert create == {"room_version": version, "creator": alice.user_id}
+        joined = await peer_client.request(
+            "POST",
+            f"join/{quote(room_id)}",
+            params={"server_name": peyvand.server_name},
+            json={},
+            token=bob,
+        )
+        assert joined.ok()["room_id"] == room_id, (version, joined.body)
+        assert await _room_version(peer_client, bob, room_id) == version
+        await _conversation(room_id, (peyvand_client, alice), (peer_client, bob), f"v{version}")
+
+    await _each_version(one)
+    assert "Unhandled error" not in peyvand.log()
