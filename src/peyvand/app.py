@@ -50,6 +50,7 @@ from peyvand.services.federation_edus import FederationEdus
 from peyvand.services.federation_events import FederationEventHandler
 from peyvand.services.federation_join import RemoteJoiner
 from peyvand.services.federation_queries import RemoteQueries
+from peyvand.services.guests import GuestAccess
 from peyvand.services.invite_policy import InvitePolicyService
 from peyvand.services.key_backup import KeyBackupService
 from peyvand.services.legacy_sync import LegacySyncService
@@ -89,6 +90,7 @@ from peyvand.storage.e2e_keys import E2eKeyStore
 from peyvand.storage.events import EventStore
 from peyvand.storage.federation_inbox import FederationInboxStore
 from peyvand.storage.federation_outbox import FederationOutboxStore
+from peyvand.storage.guests import GuestStore
 from peyvand.storage.key_backup import KeyBackupStore
 from peyvand.storage.legal_holds import LegalHoldStore
 from peyvand.storage.media import MediaStore
@@ -312,6 +314,11 @@ async def create_app(config: Config) -> web.Application:
         directory.get_alias,
     )
     membership.use_policy_lists(policy_lists)
+    guest_store = GuestStore(db)
+    guest_access = GuestAccess(server_name, guest_store, state)
+    guest_access.use_leave(membership.leave)
+    membership.use_guest_access(guest_access)
+    dispatcher.listeners.append(guest_access.on_persisted)
     if federation_config.enabled:
         rooms.use_membership(membership.invite)
     rooms.use_policy_lists(policy_lists)
@@ -349,7 +356,9 @@ async def create_app(config: Config) -> web.Application:
     services = Services(
         config=config,
         auth=auth,
-        registration=RegistrationService(config, accounts, auth, RegistrationTokenStore(db)),
+        registration=RegistrationService(
+            config, accounts, auth, RegistrationTokenStore(db), guest_store
+        ),
         state=state,
         events=events,
         rooms=rooms,
@@ -436,6 +445,7 @@ async def create_app(config: Config) -> web.Application:
         await disappearing.stop()
         await retention.stop()
         await policy_lists.stop()
+        await guest_access.stop()
         if edus is not None:
             await edus.stop()
         if federation_config.enabled:

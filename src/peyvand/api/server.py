@@ -11,6 +11,7 @@ from aiohttp import web
 
 from peyvand.api.container import Services
 from peyvand.api.context import SERVICES_KEY, RequestContext, json_response
+from peyvand.api.guest_access import guest_may_use
 from peyvand.api.ratelimit import RateLimiter
 from peyvand.api.routing import CLIENT_PREFIXES, CLIENT_V3, Route, RouteTable
 from peyvand.errors import Errcode, MatrixError
@@ -107,6 +108,10 @@ def _wrap(route: Route, services: Services, limits: _Limits) -> _Middleware:
             token = _access_token(request)
             if token is not None:
                 requester = await services.auth.get_requester(token)
+                if requester.is_guest and route.auth == "required" and not guest_may_use(route):
+                    raise MatrixError(
+                        Errcode.GUEST_ACCESS_FORBIDDEN, "Guest access is not allowed here"
+                    )
             elif route.auth == "required":
                 raise MatrixError(Errcode.MISSING_TOKEN, "Missing access token")
         if limits.enabled and route.rate_limited:

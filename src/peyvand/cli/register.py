@@ -13,6 +13,7 @@ from peyvand.errors import MatrixError
 from peyvand.services.auth import AuthService
 from peyvand.services.registration import RegistrationService
 from peyvand.storage.accounts import AccountStore
+from peyvand.storage.guests import GuestStore
 from peyvand.storage.migrations import run_migrations
 from peyvand.storage.registration_tokens import RegistrationTokenStore
 from peyvand.types import UserID
@@ -25,7 +26,9 @@ async def register_user(config: Config, localpart: str, password: str, *, admin:
         await run_migrations(db)
         accounts = AccountStore(db)
         auth = AuthService(config, accounts)
-        registration = RegistrationService(config, accounts, auth, RegistrationTokenStore(db))
+        registration = RegistrationService(
+            config, accounts, auth, RegistrationTokenStore(db), GuestStore(db)
+        )
         try:
             return await registration.register_user(localpart, password, admin)
         except MatrixError as exc:

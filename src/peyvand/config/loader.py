@@ -110,6 +110,11 @@ OPTION_DOCS: Final[Mapping[str, str]] = {
         "is not open, a new account needs one of them. Empty: no one may self-register\n"
         "(operators can still use 'peyvand register-user')."
     ),
+    "registration.allow_guest_access": (
+        "Anyone may create a guest account (POST /register?kind=guest) without a\n"
+        "token: it can read world-readable rooms, join rooms whose guest_access is\n"
+        "can_join and later be upgraded with a password. Off by default."
+    ),
     "caches": "In-memory caches: bigger is faster and uses more memory.",
     "caches.events": ("Events kept in memory by ID, most recently used first (about 2 KiB each)."),
     "media": "The media repository: uploads, downloads, thumbnails and URL previews.",

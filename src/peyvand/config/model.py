@@ -45,6 +45,8 @@ class RegistrationConfig:
     open: bool = False
     # Tokens accepted by m.login.registration_token (registration needs one when not open).
     tokens: tuple[str, ...] = ()
+    # Guest accounts (POST /register?kind=guest), off by default as in Synapse.
+    allow_guest_access: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -130,7 +130,9 @@ class AuthService:
         owner = await self._accounts.get_token_owner(token)
         if owner is None or owner.deactivated:
             raise MatrixError(Errcode.UNKNOWN_TOKEN, "Unknown access token", soft_logout=False)
-        requester = Requester(owner.user_id, owner.device_id, owner.token_id, owner.is_admin)
+        requester = Requester(
+            owner.user_id, owner.device_id, owner.token_id, owner.is_admin, owner.is_guest
+        )
         if revocations == self._revocations:
             self._tokens.put(token, (requester, owner.valid_until_ms))
         return self._unexpired(requester, owner.valid_until_ms)

@@ -11,6 +11,7 @@ from typing import Protocol
 from peyvand.errors import Errcode, MatrixError
 from peyvand.events.pdu import Pdu
 from peyvand.services.event_creation import Countersign, EventCreationService, EventSpec
+from peyvand.services.guests import GuestAccess
 from peyvand.services.policy_lists import PolicyListService
 from peyvand.services.restricted_joins import join_authoriser
 from peyvand.services.room_state import RoomSnapshot, StateService
@@ -60,6 +61,11 @@ class MembershipService:
         self._federation = federation
         self._remote_joins: dict[RoomID, asyncio.Lock] = {}
         self._policy_lists: PolicyListService | None = None
+        self._guest_access: GuestAccess | None = None
+
+    def use_guest_access(self, guest_access: GuestAccess) -> None:
+        """Guests may only join rooms that let them ("Guest Access")."""
+        self._guest_access = guest_access
 
     def use_policy_lists(self, policy_lists: PolicyListService) -> None:
         """Refuse joins, knocks and invites the moderation policy lists ban."""
@@ -154,6 +160,8 @@ class MembershipService:
         if self._policy_lists is not None:
             await self._policy_lists.check_join(room_id, user_id)
         snapshot = await self._resident(room_id)
+        if self._guest_access is not None:
+            await self._guest_access.check_join(user_id, snapshot)
         if snapshot is None:
             # One remote join per room at a time: a second local user joining meanwhile
             # then finds the room here and joins locally.

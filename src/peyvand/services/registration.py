@@ -13,9 +13,12 @@ registration that passes the token stage holds one use (``pending``) until it su
 (``completed``) or fails (given back); a token is refused once ``pending + completed``
 reaches ``uses_allowed`` or after ``expiry_time``.
 
-Guest accounts are not supported. Usernames are lower-cased and must match the localpart
-grammar for new users (Appendices, "User Identifiers"); like Synapse we reserve localparts
-starting with ``_`` (application services) and purely numeric ones (guests).
+Guest accounts ("Guest Access"), when ``registration.allow_guest_access`` is on, get a
+numeric localpart and no password; registering with their ``guest_access_token`` and that
+localpart as ``username`` upgrades them in place. Usernames are lower-cased and must match
+the localpart grammar for new users (Appendices, "User Identifiers"); like Synapse we
+reserve localparts starting with ``_`` (application services) and purely numeric ones
+(guests).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from peyvand.services.auth import AuthService, Session, check_new_password
 from peyvand.services.uia import DUMMY, REGISTRATION_TOKEN, Flows, StageChecker
 from peyvand.storage.accounts import AccountStore
 from peyvand.storage.errors import ConflictError
+from peyvand.storage.guests import GuestStore
 from peyvand.storage.registration_tokens import RegistrationTokenRow, RegistrationTokenStore
 from peyvand.types import JsonDict, UserID, is_valid_localpart
 
@@ -72,11 +76,13 @@ class RegistrationService:
         accounts: AccountStore,
         auth: AuthService,
         tokens: RegistrationTokenStore,
+        guests: GuestStore,
     ) -> None:
         self._config = config
         self._accounts = accounts
         self._auth = auth
         self._tokens = tokens
+        self._guests = guests
 
     async def enabled(self) -> bool:
         """Whether anyone can register at all (openly or with a token)."""
@@ -224,11 +230,14 @@ class RegistrationService:
         display_name: str | None,
         inhibit_login: bool,
         ip: str | None,
+        guest_access_token: str | None = None,
     ) -> tuple[UserID, Session | None]:
-        """POST /register (kind=user): check the username, run UIA, create the account and,
-        unless ``inhibit_login``, log it in."""
+        """POST /register (kind=user): check the username, run UIA, create the account (or
+        upgrade the guest of ``guest_access_token``) and, unless ``inhibit_login``, log it
+        in."""
         flows = await self.flows()
-        if username is not None:
+        guest = await self._upgradable_guest(guest_access_token, username)
+        if username is not None and guest is None:
             username = username.lower()
             await self.check_username(username)
         if password is not None:
@@ -245,7 +254,9 @@ class RegistrationService:
             )
             if password is None:
                 raise MatrixError(Errcode.MISSING_PARAM, "Missing parameter: password")
-            if username is None:
+            if guest is not None:
+                user_id = await self._upgrade(guest, password)
+            elif username is None:
                 user_id = await self._create_generated(password)
             else:
                 user_id = await self._create(username, password, admin=False)
@@ -258,6 +269,46 @@ class RegistrationService:
         if inhibit_login:
             return user_id, None
         return user_id, await self._auth.create_session(user_id, device_id, display_name, ip)
+
+    async def register_guest(
+        self, *, device_id: str | None, display_name: str | None, ip: str | None
+    ) -> Session:
+        """POST /register?kind=guest: a new guest account, logged in; 403
+        M_GUEST_ACCESS_FORBIDDEN unless ``registration.allow_guest_access``."""
+        if not self._config.registration.allow_guest_access:
+            raise MatrixError(Errcode.GUEST_ACCESS_FORBIDDEN, "Guest access is disabled")
+        while True:
+            # Numeric localparts are reserved for guests (check_username refuses them).
+            localpart = str(secrets.randbelow(9 * 10**11) + 10**11)
+            user_id = UserID(f"@{localpart}:{self._config.server_name}")
+            try:
+                await self._guests.create_guest(user_id, self._auth.now_ms())
+            except ConflictError:
+                continue
+            return await self._auth.create_session(user_id, device_id, display_name, ip)
+
+    async def _upgradable_guest(
+        self, guest_access_token: str | None, username: str | None
+    ) -> UserID | None:
+        """The guest that ``guest_access_token`` names, which may only be upgraded under
+        its own localpart ("Guest Access": ``username`` is then required)."""
+        if guest_access_token is None:
+            return None
+        requester = await self._auth.get_requester(guest_access_token)
+        if not requester.is_guest:
+            raise forbidden("guest_access_token does not belong to a guest")
+        if username is None or f"@{username.lower()}:{self._config.server_name}" != (
+            requester.user_id
+        ):
+            raise forbidden("A guest can only be upgraded under its own username")
+        return requester.user_id
+
+    async def _upgrade(self, user_id: UserID, password: str) -> UserID:
+        """The guest becomes a full account with ``password``; its guest sessions end."""
+        if not await self._guests.upgrade(user_id, await self._auth.hash_password(password)):
+            raise forbidden("This account is no longer a guest")
+        await self._auth.logout_all(user_id)
+        return user_id
 
     async def register_user(self, localpart: str, password: str, admin: bool) -> UserID:
         """Create an account directly (operator tools such as ``peyvand register-user``)."""

@@ -44,6 +44,7 @@ class TokenOwner:
     deactivated: bool
     # Milliseconds after which the token is refused (admin "login as a user"), or None.
     valid_until_ms: int | None = None
+    is_guest: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,8 +270,8 @@ class AccountStore:
 
     async def get_token_owner(self, token: str) -> TokenOwner | None:
         row = await self._db.fetchrow(
-            "SELECT t.id, t.user_id, t.device_id, t.valid_until_ms, u.is_admin, u.deactivated "
-            "FROM access_tokens AS t JOIN users AS u ON u.user_id = t.user_id "
+            "SELECT t.id, t.user_id, t.device_id, t.valid_until_ms, u.is_admin, u.deactivated, "
+            "u.is_guest FROM access_tokens AS t JOIN users AS u ON u.user_id = t.user_id "
             "WHERE t.token = $1",
             token,
         )
@@ -283,6 +284,7 @@ class AccountStore:
             is_admin=bool(row["is_admin"]),
             deactivated=bool(row["deactivated"]),
             valid_until_ms=row["valid_until_ms"],
+            is_guest=bool(row["is_guest"]),
         )
 
     # Devices -------------------------------------------------------------------------

@@ -18,14 +18,26 @@ _NO_THREEPIDS = "Third-party identifiers are not supported on this server"
 
 @routes.post(f"{CLIENT_V3}/register", auth="none", rate_limited=True, limit_class="login")
 async def register(ctx: RequestContext) -> web.Response:
-    """POST /_matrix/client/v3/register: create a ``user`` account through UIA (guests are
-    not supported: 403 M_GUEST_ACCESS_FORBIDDEN)."""
+    """POST /_matrix/client/v3/register: create a ``user`` account through UIA, or a
+    ``guest`` account without (403 M_GUEST_ACCESS_FORBIDDEN unless guests are allowed)."""
     kind = ctx.query.get("kind", "user")
-    if kind == "guest":
-        raise MatrixError(Errcode.GUEST_ACCESS_FORBIDDEN, "Guest access is disabled")
-    if kind != "user":
+    if kind not in ("user", "guest"):
         raise MatrixError(Errcode.INVALID_PARAM, "'kind' must be user or guest")
     body = await ctx.body()
+    if kind == "guest":
+        guest = await ctx.services.registration.register_guest(
+            device_id=body.str("device_id", None),
+            display_name=body.str("initial_device_display_name", None),
+            ip=ctx.request.remote,
+        )
+        return json_response(
+            {
+                "user_id": guest.user_id,
+                "home_server": ctx.services.config.server_name,
+                "access_token": guest.access_token,
+                "device_id": guest.device_id,
+            }
+        )
     user_id, session = await ctx.services.registration.register(
         auth=body.dict("auth", None),
         username=body.str("username", None),
@@ -34,6 +46,7 @@ async def register(ctx: RequestContext) -> web.Response:
         display_name=body.str("initial_device_display_name", None),
         inhibit_login=body.bool("inhibit_login", False),
         ip=ctx.request.remote,
+        guest_access_token=body.str("guest_access_token", None),
     )
     result = {"user_id": user_id, "home_server": ctx.services.config.server_name}
     if session is not None:
@@ -76,7 +89,11 @@ async def whoami(ctx: RequestContext) -> web.Response:
     """GET /_matrix/client/v3/account/whoami: the owner of the access token."""
     requester = ctx.user
     return json_response(
-        {"user_id": requester.user_id, "device_id": requester.device_id, "is_guest": False}
+        {
+            "user_id": requester.user_id,
+            "device_id": requester.device_id,
+            "is_guest": requester.is_guest,
+        }
     )
 
 

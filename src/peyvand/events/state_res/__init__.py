@@ -1,6 +1,6 @@
-"""State resolution for room versions 10, 11 (v2) and 12 (v2.1), as pure functions.
+"""State resolution for room version 1 (v1), 2-11 (v2) and 12 (v2.1), as pure functions.
 
-Spec: "Room Version 2", "State resolution" and "Room Version 12", "State resolution".
+Spec: "Room Version 1", "Room Version 2" and "Room Version 12", "State resolution".
 No I/O: the async layer prefetches the events into ``event_map`` (and may pass
 precomputed auth chains), then calls ``resolve_state``, in an executor for big rooms.
 

@@ -1,6 +1,7 @@
-"""State resolution v2 (room versions 10, 11) and v2.1 (room version 12).
+"""State resolution v2 (room versions 2-11) and v2.1 (room version 12); room version 1's
+algorithm is ``v1.resolve_state_v1``, to which ``resolve_state`` hands v1 rooms.
 
-Spec: "Room Version 2", "State resolution" (shared by v10 and v11) and "Room Version 12",
+Spec: "Room Version 2", "State resolution" (shared by v2-v11) and "Room Version 12",
 "State resolution". The algorithm, with the step numbers used in comments below:
 
 1. Sort the power events of the *full conflicted set*, with the events of their auth
@@ -44,6 +45,7 @@ from peyvand.events.state_res.ordering import (
     mainline_order,
     reverse_topological_power_order,
 )
+from peyvand.events.state_res.v1 import resolve_state_v1
 from peyvand.types import EventID
 
 StateMap = Mapping[StateKey, EventID]
@@ -92,6 +94,8 @@ def resolve_state(
     """
     if len(state_sets) > limits.max_state_sets:
         raise StateResTooLarge("max_state_sets", limits.max_state_sets, len(state_sets))
+    if room_version.state_res is StateResAlgorithm.V1:
+        return resolve_state_v1(room_version, state_sets, event_map)
     unconflicted, conflicted = split_state(state_sets)
     if not conflicted:
         return unconflicted
