@@ -179,6 +179,13 @@ def peyvand(data_dir: Path, log_path: Path, database_url: str | None) -> Iterato
     if database_url is not None:
         command += ["--database-url", database_url]
     subprocess.run(command, check=True, capture_output=True, timeout=60)
+    # Guest accounts, as sytest configures Synapse (allow_guest_access).
+    config_path = data_dir / "peyvand.toml"
+    config_text = config_path.read_text()
+    assert "\n[registration]\n" in config_text
+    config_path.write_text(
+        config_text.replace("\n[registration]\n", "\n[registration]\nallow_guest_access = true\n")
+    )
     base_url = f"http://127.0.0.1:{port}"
     with log_path.open("ab") as log:
         process = subprocess.Popen(
