@@ -16,16 +16,15 @@ Every PDU goes through, in order:
    sender the server's moderation policy lists ban (``use_sender_policy``).
 
 Accepted events join the timeline through the same group commit as local events, under the
-room's lock; the room's current state becomes the resolution of the old current state and
-the state after the event when the event does not simply extend the room's forward
-extremities. Rejected and soft-failed events are kept outside the timeline
+room's lock; the room's current state becomes the resolution of the states after each of
+its new forward extremities (the event among them), as on every other server
+(``services.state_resolution``). Rejected and soft-failed events are kept outside the timeline
 (``event_outliers``) with the state group they saw, so they never re-enter state, are
 never shown to clients and are never fetched again.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -40,10 +39,10 @@ from peyvand.events.auth import (
 from peyvand.events.pdu import Pdu, StateKey
 from peyvand.events.received import InvalidPdu, check_content_hash_or_redact, parse_pdu
 from peyvand.events.redaction import has_redact_power
-from peyvand.events.room_versions import RoomVersion
 from peyvand.events.server_acl import server_allowed
-from peyvand.events.state_res import StateResError, resolve_state, split_state
+from peyvand.events.state_res import StateResError
 from peyvand.services.room_state import RoomSnapshot, StateService
+from peyvand.services.state_resolution import StateResolver
 from peyvand.storage.events import EventStore
 from peyvand.storage.models import EventToPersist, NewStateGroup, OutlierRow, StateGroupRow
 from peyvand.types import EventID, RoomID, UserID, server_name_of
@@ -55,7 +54,6 @@ _ACL_KEY: Final[StateKey] = ("m.room.server_acl", "")
 # Bounds on what one received event may make us fetch.
 _MAX_MISSING_PREV = 10
 _MAX_AUTH_FETCH = 200
-_MAX_AUTH_CHAIN = 50_000
 _MAX_BACKFILL = 100
 _MAX_STATE_IDS = 50_000
 _MAX_STATE_FETCH = 1_000
@@ -113,6 +111,7 @@ class FederationEventHandler:
         server_name: str,
     ) -> None:
         self._state = state
+        self._resolver = StateResolver(state)
         self._store = store
         self._check_signatures = check_signatures
         self._remote = remote
@@ -554,37 +553,6 @@ class FederationEventHandler:
             state[prev.state_tuple] = prev.event_id
         return StateAt(state, None)
 
-    async def _resolve(
-        self, room_version: RoomVersion, state_sets: Sequence[Mapping[StateKey, EventID]]
-    ) -> dict[StateKey, EventID]:
-        """State resolution over ``state_sets``, with the events it needs prefetched (the
-        conflicted events' auth chains) and the CPU work in the executor."""
-        _, conflicted = split_state(list(state_sets))
-        if not conflicted:
-            merged: dict[StateKey, EventID] = {}
-            for state_set in state_sets:
-                merged.update(state_set)
-            return merged
-        seeds = {e for ids in conflicted.values() for e in ids}
-        seeds.update(e for s in state_sets for e in s.values())
-        event_map = await self._auth_closure(seeds)
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            None, resolve_state, room_version, list(state_sets), event_map
-        )
-
-    async def _auth_closure(self, seeds: Iterable[EventID]) -> dict[EventID, Pdu]:
-        """``seeds`` and everything reachable through ``auth_events`` that we hold."""
-        found: dict[EventID, Pdu] = {}
-        frontier = set(seeds)
-        while frontier:
-            if len(found) > _MAX_AUTH_CHAIN:
-                raise DroppedPdu("auth chain too large")
-            loaded = await self._state.get_pdus(frontier)
-            found.update(loaded)
-            frontier = {a for p in loaded.values() for a in p.auth_event_ids if a not in found}
-        return found
-
     # -- applying ----------------------------------------------------------------------
 
     async def _apply(
@@ -598,7 +566,7 @@ class FederationEventHandler:
             before = befores[0]
         else:
             before = StateAt(
-                await self._resolve(pdu.room_version, [b.state for b in befores]), None
+                await self._resolver.resolve(pdu.room_version, [b.state for b in befores]), None
             )
         before_row, before_new = await self._group_for(before, befores, snapshot)
         if reason is None:
@@ -663,10 +631,10 @@ class FederationEventHandler:
         """Store an accepted event and move the room's current state and extremities."""
         prevs = set(pdu.prev_event_ids)
         extremities = [e for e in snapshot.extremities if e not in prevs] + [pdu.event_id]
-        if prevs == set(snapshot.extremities):
-            current = after_state
-        else:
-            current = await self._resolve(pdu.room_version, [snapshot.state, after_state])
+        # The room's state is the resolution of the states at its forward extremities.
+        current = await self._resolver.resolve_extremities(
+            pdu.room_version, extremities, {pdu.event_id: after_state}, [pdu]
+        )
         changes = {k: e for k, e in current.items() if snapshot.state.get(k) != e}
         current_row = after_row
         if current != after_state:

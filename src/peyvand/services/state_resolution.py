@@ -1,0 +1,100 @@
+"""Resolving a room's state where its DAG forks (Server-Server API, "Room State
+Resolution"; "Room Version 2" / "Room Version 12", "State resolution").
+
+The pure algorithm is ``events.state_res.resolve_state``; this module feeds it. Two uses:
+
+- the state before an event with several ``prev_events``: the resolution of the states
+  after each of them;
+- a room's current state: the resolution of the states after each of its forward
+  extremities, as Synapse computes it. Resolving the previous current state (itself a
+  resolution) with one new state is not the same thing, and two servers doing that can
+  keep different states for ever.
+
+The events the algorithm reads (every event of the state sets and their auth chains) are
+prefetched here, together with any event not stored yet (the one being applied); the
+CPU work runs in the executor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Final
+
+from peyvand.events.pdu import Pdu, StateKey
+from peyvand.events.room_versions import RoomVersion
+from peyvand.events.state_res import StateResError, StateResTooLarge, resolve_state, split_state
+from peyvand.services.room_state import StateService
+from peyvand.types import EventID
+
+# Bound on the events one resolution may load (auth chains included).
+MAX_AUTH_CHAIN: Final = 50_000
+
+
+class StateResolver:
+    """State resolution over events held here (plus events about to be stored)."""
+
+    def __init__(self, state: StateService) -> None:
+        self._state = state
+
+    async def state_after(self, event_id: EventID) -> dict[StateKey, EventID]:
+        """The state after a timeline event of this server (its state group; purged
+        events keep theirs). ``StateResError`` if the event is not held here."""
+        event = (await self._state.get_dag_events([event_id])).get(event_id)
+        if event is None:
+            raise StateResError(f"no state is known after {event_id}")
+        return await self._state.state_ids_at_group(event.state_group)
+
+    async def resolve_extremities(
+        self,
+        room_version: RoomVersion,
+        extremities: Sequence[EventID],
+        known: Mapping[EventID, dict[StateKey, EventID]],
+        new_events: Sequence[Pdu] = (),
+    ) -> dict[StateKey, EventID]:
+        """The room state at ``extremities``: the resolution of the state after each.
+
+        ``known`` gives the state after extremities not stored yet (at least the event
+        being applied); ``new_events`` are those events themselves."""
+        state_sets = [known[e] if e in known else await self.state_after(e) for e in extremities]
+        return await self.resolve(room_version, state_sets, new_events)
+
+    async def resolve(
+        self,
+        room_version: RoomVersion,
+        state_sets: Sequence[Mapping[StateKey, EventID]],
+        new_events: Sequence[Pdu] = (),
+    ) -> dict[StateKey, EventID]:
+        """State resolution over ``state_sets``; ``new_events`` are events of the sets
+        that are not stored yet (without them the algorithm would leave them out, and
+        the fork would resolve differently here than on every other server)."""
+        if len(state_sets) == 1:
+            return dict(state_sets[0])
+        _, conflicted = split_state(list(state_sets))
+        if not conflicted:
+            merged: dict[StateKey, EventID] = {}
+            for state_set in state_sets:
+                merged.update(state_set)
+            return merged
+        seeds = {e for state_set in state_sets for e in state_set.values()}
+        event_map = await self._auth_closure(seeds, {p.event_id: p for p in new_events})
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            None, resolve_state, room_version, list(state_sets), event_map
+        )
+
+    async def _auth_closure(
+        self, seeds: Iterable[EventID], in_hand: Mapping[EventID, Pdu]
+    ) -> dict[EventID, Pdu]:
+        """``seeds`` and everything reachable through ``auth_events`` that is held here
+        or ``in_hand``."""
+        found: dict[EventID, Pdu] = {}
+        frontier = set(seeds)
+        while frontier:
+            if len(found) > MAX_AUTH_CHAIN:
+                raise StateResTooLarge("auth chain events", MAX_AUTH_CHAIN, len(found))
+            loaded = {e: in_hand[e] for e in frontier if e in in_hand}
+            loaded.update(await self._state.get_pdus(frontier - loaded.keys()))
+            found.update(loaded)
+            frontier = {a for p in loaded.values() for a in p.auth_event_ids if a not in found}
+        return found

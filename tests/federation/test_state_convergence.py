@@ -1,0 +1,150 @@
+"""Concurrent changes of the same state converge without anything sent after them.
+
+A user on each server sets ``m.room.name`` at the same moment, twenty times in a row, in a
+room created on Peyvand and in one created on the peer (a real Synapse, and a second
+Peyvand). Both events share their ``prev_events``: the DAG forks, and state resolution
+(Server-Server API, "Room State Resolution") must give both servers the same current
+state, with no message after the changes to merge the fork. Each round waits until both
+servers hold both events, then polls (with a deadline) until their ``/state`` agree.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+
+from harness.client import Account, MatrixClient
+from harness.server import HomeserverProcess
+from harness.synapse import SynapseProcess
+
+ROUNDS = 20
+ROUND_DEADLINE_SECONDS = 20.0
+_txn = itertools.count()
+
+
+async def _state_ids(client: MatrixClient, account: Account, room_id: str) -> dict[str, str]:
+    """The room's current state as ``"type|state_key" -> event ID``."""
+    events = (await client.request("GET", f"rooms/{quote(room_id)}/state", token=account)).ok()
+    return {f"{e['type']}|{e['state_key']}": e["event_id"] for e in events}
+
+
+async def _has_events(
+    client: MatrixClient, account: Account, room_id: str, event_ids: set[str]
+) -> bool:
+    response = (
+        await client.request(
+            "GET",
+            f"rooms/{quote(room_id)}/messages",
+            token=account,
+            params={"dir": "b", "limit": "20"},
+        )
+    ).ok()
+    return event_ids <= {e["event_id"] for e in response["chunk"]}
+
+
+async def _poll(deadline: float, check: Any) -> bool:
+    """Call ``check`` every 100 ms until it holds or the deadline passes."""
+    while time.monotonic() < deadline:
+        if await check():
+            return True
+        await asyncio.sleep(0.1)
+    return bool(await check())
+
+
+async def _shared_room(
+    owner_client: MatrixClient, owner: Account, guest_client: MatrixClient, guest: Account
+) -> str:
+    """A room ``owner`` creates on its server, with ``guest`` (on the other) joined at
+    power 100, so both may change any state."""
+    room_id = str(
+        (
+            await owner_client.request(
+                "POST",
+                "createRoom",
+                json={
+                    "name": "start",
+                    "invite": [guest.user_id],
+                    "power_level_content_override": {"users": {guest.user_id: 100}},
+                },
+                token=owner,
+            )
+        ).ok()["room_id"]
+    )
+
+    async def joined() -> bool:
+        answer = await guest_client.request("POST", f"join/{quote(room_id)}", json={}, token=guest)
+        return answer.status == 200
+
+    assert await _poll(time.monotonic() + 30, joined), "the guest could not join"
+
+    async def guest_seen() -> bool:
+        members = (
+            await owner_client.request("GET", f"rooms/{quote(room_id)}/joined_members", token=owner)
+        ).ok()["joined"]
+        return guest.user_id in members
+
+    assert await _poll(time.monotonic() + 30, guest_seen), "the join never reached the owner"
+    return room_id
+
+
+async def _set_name(client: MatrixClient, account: Account, room_id: str, name: str) -> str:
+    sent = await client.request(
+        "PUT",
+        f"rooms/{quote(room_id)}/state/m.room.name",
+        json={"name": name},
+        token=account,
+    )
+    return str(sent.ok()["event_id"])
+
+
+async def _round(
+    round_: int, room_id: str, sides: tuple[tuple[MatrixClient, Account], ...]
+) -> None:
+    """Both servers' users rename the room at once; both servers must end up agreeing
+    on the whole state, with one of the two names."""
+    sent = set(
+        await asyncio.gather(
+            *(_set_name(c, a, room_id, f"{round_} by {a.user_id}") for c, a in sides)
+        )
+    )
+    deadline = time.monotonic() + ROUND_DEADLINE_SECONDS
+
+    async def crossed() -> bool:
+        return all([await _has_events(c, a, room_id, sent) for c, a in sides])
+
+    assert await _poll(deadline, crossed), f"round {round_}: the changes never crossed"
+    states: list[dict[str, str]] = []
+
+    async def agree() -> bool:
+        states[:] = [await _state_ids(c, a, room_id) for c, a in sides]
+        return all(s == states[0] for s in states)
+
+    assert await _poll(deadline, agree), (
+        f"round {round_}: split state, names {[s.get('m.room.name|') for s in states]}"
+    )
+    assert states[0]["m.room.name|"] in sent
+
+
+@pytest.mark.parametrize("created_on", ["peyvand", "peer"])
+async def test_simultaneous_name_changes_converge(
+    created_on: str,
+    peyvand: HomeserverProcess,
+    peyvand_client: MatrixClient,
+    peer: SynapseProcess | HomeserverProcess,
+    peer_client: MatrixClient,
+) -> None:
+    alice = await peyvand_client.register()
+    bob = await peer_client.register()
+    if created_on == "peyvand":
+        room_id = await _shared_room(peyvand_client, alice, peer_client, bob)
+    else:
+        room_id = await _shared_room(peer_client, bob, peyvand_client, alice)
+    sides = ((peyvand_client, alice), (peer_client, bob))
+    for round_ in range(ROUNDS):
+        await _round(round_, room_id, sides)
+    assert "Unhandled error" not in peyvand.log()

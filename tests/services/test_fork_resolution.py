@@ -1,0 +1,336 @@
+"""Forks of a room's DAG resolve to the same current state whatever the arrival order.
+
+Two servers, ``a.test`` (Alice, the creator) and ``b.test`` (Bob, power 100), change the
+name, the topic and the power levels of a room concurrently: each builds on the forward
+extremities it knows and now and then learns the other's events, so the DAG forks and
+merges at random (hypothesis draws the history, the timestamps, with ties, and two
+arrival orders). Two receiving servers (``c.test``, the real ``FederationEventHandler``
+over SQLite, each joined through ``RemoteJoiner``) get every event in a different order
+that respects ``prev_events``; afterwards both must hold the same current state, in
+memory and as stored (Server-Server API, "Room State Resolution").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import tempfile
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from peyvand.events.builder import build_pdu
+from peyvand.events.pdu import Pdu, StateKey
+from peyvand.events.received import parse_pdu
+from peyvand.events.room_versions import ROOM_V12
+from peyvand.events.signing import generate_signing_key
+from peyvand.federation.client import FederationClient
+from peyvand.services.event_creation import EventCreationService
+from peyvand.services.event_dispatch import EventDispatcher
+from peyvand.services.event_writer import EventWriter
+from peyvand.services.federation_events import FederationEventHandler
+from peyvand.services.federation_join import RemoteJoiner
+from peyvand.services.notifier import Notifier
+from peyvand.services.room_index import RoomIndex
+from peyvand.services.room_state import StateService
+from peyvand.services.streams import StreamToken
+from peyvand.storage.events import EventStore
+from peyvand.storage.migrations import run_migrations
+from peyvand.storage.sqlite import SqliteDatabase
+from peyvand.types import EventID, RoomID, UserID
+
+ALICE = UserID("@alice:a.test")
+BOB = UserID("@bob:b.test")
+CAROL = UserID("@carol:c.test")
+KEYS = {name: generate_signing_key(f"k_{name[0]}") for name in ("a.test", "b.test", "c.test")}
+SENDERS = {"a.test": ALICE, "b.test": BOB}
+POWER: StateKey = ("m.room.power_levels", "")
+T0 = 1_800_000_000_000
+
+
+async def _all_valid(pdus: Sequence[Pdu]) -> list[bool]:
+    return [True] * len(pdus)
+
+
+class _NoRemote:
+    """Events arrive in an order that respects ``prev_events``: nothing is fetched."""
+
+    async def get_event(self, destination: str, event_id: EventID) -> Any:
+        raise AssertionError(f"fetched {event_id}")
+
+    async def get_missing_events(self, *args: Any) -> list[Any]:
+        raise AssertionError("get_missing_events")
+
+    async def get_state_ids(self, *args: Any) -> tuple[list[EventID], list[EventID]]:
+        raise AssertionError("get_state_ids")
+
+    async def backfill(self, *args: Any) -> list[Any]:
+        raise AssertionError("backfill")
+
+
+@dataclass
+class Dag:
+    """The room's events, oldest first, and each event's ancestors' power levels."""
+
+    events: dict[EventID, Pdu]
+    prefix: list[Pdu]
+    join: Pdu
+
+    def latest_power(self, prevs: Sequence[EventID]) -> EventID:
+        """The deepest power levels event among the ancestors of ``prevs`` (any power
+        levels event of the room authorises these senders)."""
+        seen: set[EventID] = set()
+        stack = list(prevs)
+        best: Pdu | None = None
+        while stack:
+            event_id = stack.pop()
+            if event_id in seen:
+                continue
+            seen.add(event_id)
+            pdu = self.events[event_id]
+            deeper = best is None or (pdu.depth, pdu.event_id) > (best.depth, best.event_id)
+            if pdu.is_state() and pdu.state_tuple == POWER and deeper:
+                best = pdu
+            stack.extend(pdu.prev_event_ids)
+        assert best is not None
+        return best.event_id
+
+
+def _sign(
+    server: str,
+    sender: UserID,
+    room_id: RoomID | None,
+    event_type: str,
+    content: dict[str, Any],
+    state_key: str | None,
+    prevs: Sequence[EventID],
+    auth: Sequence[EventID],
+    depth: int,
+    ts: int,
+) -> Pdu:
+    return build_pdu(
+        ROOM_V12,
+        room_id=room_id,
+        event_type=event_type,
+        sender=sender,
+        content=content,
+        state_key=state_key,
+        prev_events=prevs,
+        auth_events=auth,
+        depth=depth,
+        origin_server_ts=ts,
+        origin_server_name=server,
+        signing_key=KEYS[server],
+    )
+
+
+def _room() -> Dag:
+    """Create, Alice's join, power levels (Bob at 100), public join rules, Bob's and
+    Carol's joins: a line of events both receiving servers start from."""
+    create = _sign(
+        "a.test", ALICE, None, "m.room.create", {"room_version": "12"}, "", [], [], 1, T0
+    )
+    room_id = create.room_id
+    chain = [create]
+
+    def add(server: str, sender: UserID, event_type: str, content: Any, key: str) -> Pdu:
+        members = {p.state_key: p.event_id for p in chain if p.type == "m.room.member"}
+        auth = [p.event_id for p in chain if p.type in ("m.room.power_levels",)]
+        if sender in members:
+            auth.append(members[sender])
+        if event_type == "m.room.member" and sender not in members:
+            auth += [p.event_id for p in chain if p.type == "m.room.join_rules"]
+        pdu = _sign(
+            server,
+            sender,
+            room_id,
+            event_type,
+            content,
+            key,
+            [chain[-1].event_id],
+            auth,
+            len(chain) + 1,
+            T0,
+        )
+        chain.append(pdu)
+        return pdu
+
+    add("a.test", ALICE, "m.room.member", {"membership": "join"}, ALICE)
+    add("a.test", ALICE, "m.room.power_levels", {"users": {BOB: 100}}, "")
+    add("a.test", ALICE, "m.room.join_rules", {"join_rule": "public"}, "")
+    add("b.test", BOB, "m.room.member", {"membership": "join"}, BOB)
+    join = add("c.test", CAROL, "m.room.member", {"membership": "join"}, CAROL)
+    return Dag({p.event_id: p for p in chain}, chain[:-1], join)
+
+
+Step = tuple[str, str, int]  # ("send", server, timestamp offset) or ("sync", server, 0)
+KINDS = ("m.room.name", "m.room.topic", "m.room.power_levels")
+
+
+@st.composite
+def histories(draw: st.DrawFn) -> tuple[Dag, list[EventID]]:
+    """A room, then concurrent state changes from both servers; the events in the order
+    they were made."""
+    dag = _room()
+    known = {s: {p.event_id for p in dag.events.values()} for s in SENDERS}
+    made: dict[str, list[EventID]] = {s: [] for s in SENDERS}
+    order: list[EventID] = []
+    for _ in range(draw(st.integers(2, 14))):
+        server = draw(st.sampled_from(sorted(SENDERS)))
+        if draw(st.integers(0, 3)) == 0:
+            other = next(s for s in SENDERS if s != server)
+            known[server].update(made[other])
+            continue
+        cited = {p for e in known[server] for p in dag.events[e].prev_event_ids}
+        prevs = sorted(e for e in known[server] if e not in cited)
+        kind = draw(st.sampled_from(KINDS))
+        sender = SENDERS[server]
+        member = next(
+            p.event_id for p in dag.prefix if p.type == "m.room.member" and p.state_key == sender
+        )
+        if kind == "m.room.power_levels":
+            content: dict[str, Any] = {
+                "users": {BOB: 100},
+                "events_default": draw(st.integers(0, 5)),
+            }
+        else:
+            field = "name" if kind == "m.room.name" else "topic"
+            content = {field: f"{server} {len(order)}"}
+        pdu = _sign(
+            server,
+            sender,
+            dag.join.room_id,
+            kind,
+            content,
+            "",
+            prevs,
+            [dag.latest_power(prevs), member],
+            max(dag.events[p].depth for p in prevs) + 1,
+            T0 + draw(st.integers(0, 3)),
+        )
+        dag.events[pdu.event_id] = pdu
+        known[server].add(pdu.event_id)
+        made[server].append(pdu.event_id)
+        order.append(pdu.event_id)
+    return dag, order
+
+
+def _arrival(dag: Dag, made: Sequence[EventID], rng: random.Random) -> list[EventID]:
+    """``made`` in a random order in which every event comes after its prev events."""
+    pending = list(made)
+    delivered: set[EventID] = set()
+    arrival: list[EventID] = []
+    while pending:
+        ready = [
+            e
+            for e in pending
+            if all(
+                p in delivered or (p not in pending and p not in made)
+                for p in dag.events[e].prev_event_ids
+            )
+        ]
+        chosen = rng.choice(ready)
+        pending.remove(chosen)
+        delivered.add(chosen)
+        arrival.append(chosen)
+    return arrival
+
+
+@asynccontextmanager
+async def _receiver(path: Path) -> AsyncIterator[tuple[StateService, FederationEventHandler]]:
+    """A ``c.test`` server: storage, state, group commit and the federation handler."""
+    db = await SqliteDatabase.open(str(path))
+    await run_migrations(db)
+    store = EventStore(db)
+    state = StateService(store)
+    await state.start()
+    index = RoomIndex(store)
+    await index.start()
+    dispatcher = EventDispatcher("c.test", state, index, Notifier(StreamToken()))
+    writer = EventWriter(db, store, dispatcher.on_persisted, dispatcher.on_failed)
+    creation = EventCreationService("c.test", KEYS["c.test"], store, state)
+    await creation.start(writer)
+    writer.start()
+    handler = FederationEventHandler(
+        state,
+        store,
+        _all_valid,
+        _NoRemote(),
+        creation.allocate_stream,
+        creation.persist,
+        creation.allocate_backfill_stream,
+        "c.test",
+    )
+    try:
+        yield state, handler
+    finally:
+        await writer.stop()
+        await db.close()
+
+
+async def _receive(
+    path: Path, dag: Dag, arrival: Sequence[EventID]
+) -> tuple[dict[StateKey, EventID], dict[StateKey, EventID]]:
+    """The room's current state after ``arrival``: in memory, and reloaded from storage."""
+    async with _receiver(path) as (state, handler):
+        joiner = RemoteJoiner(
+            "c.test",
+            KEYS["c.test"],
+            cast(FederationClient, None),
+            state,
+            handler._store,
+            _all_valid,
+            handler._allocate_stream,
+            handler._enqueue,
+        )
+        answer = {
+            "state": [dict(p.data) for p in dag.prefix],
+            "auth_chain": [dict(p.data) for p in dag.prefix],
+        }
+        await joiner._install(dag.join.room_id, ROOM_V12, dag.join, answer)
+        for event_id in arrival:
+            pdu = parse_pdu(dict(dag.events[event_id].data), ROOM_V12)
+            outcome = await handler.process_pdu(pdu.event_id.split(":")[-1], pdu)
+            assert outcome.status == "accepted", outcome
+        room_id = dag.join.room_id
+        snapshot = await state.get_room(room_id)
+        assert snapshot is not None
+        in_memory = dict(snapshot.state)
+        state.forget_room(room_id)
+        reloaded = await state.get_room(room_id)
+        assert reloaded is not None
+        return in_memory, dict(reloaded.state)
+
+
+@settings(
+    max_examples=50,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(history=histories(), seeds=st.tuples(st.integers(0, 2**32), st.integers(0, 2**32)))
+def test_any_two_arrival_orders_give_the_same_state(
+    history: tuple[Dag, list[EventID]], seeds: tuple[int, int]
+) -> None:
+    dag, made = history
+    first = _arrival(dag, made, random.Random(seeds[0]))
+    second = _arrival(dag, made, random.Random(seeds[1]))
+
+    async def both() -> list[tuple[dict[StateKey, EventID], dict[StateKey, EventID]]]:
+        with tempfile.TemporaryDirectory() as tmp:
+            return [
+                await _receive(Path(tmp) / "one.db", dag, first),
+                await _receive(Path(tmp) / "two.db", dag, second),
+            ]
+
+    (one, one_stored), (two, two_stored) = asyncio.run(both())
+    assert one == one_stored
+    assert two == two_stored
+    assert one == two
+    for key in (("m.room.name", ""), ("m.room.topic", "")):
+        sent = [e for e in made if dag.events[e].state_tuple == key]
+        assert one.get(key) in (sent or [None])
