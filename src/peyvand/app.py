@@ -71,6 +71,7 @@ from peyvand.services.retention import RetentionService
 from peyvand.services.room_events import RoomEventsService
 from peyvand.services.room_index import RoomIndex
 from peyvand.services.room_state import StateService
+from peyvand.services.room_upgrade import RoomUpgradeService
 from peyvand.services.rooms import RoomsService
 from peyvand.services.state_events import StateEventService
 from peyvand.services.streams import Stream, StreamToken
@@ -364,6 +365,15 @@ async def create_app(config: Config) -> web.Application:
         rooms=rooms,
         membership=membership,
         state_events=StateEventService(events, state, membership, directory.get_alias),
+        room_upgrade=RoomUpgradeService(
+            server_name,
+            events,
+            state,
+            event_store,
+            directory_store,
+            push_rules,
+            profile.profile_of,
+        ),
         room_events=room_events,
         sync=SyncService(
             event_store,

@@ -36,6 +36,7 @@ from peyvand.services.reports import ReportService
 from peyvand.services.retention import RetentionService
 from peyvand.services.room_events import RoomEventsService
 from peyvand.services.room_state import StateService
+from peyvand.services.room_upgrade import RoomUpgradeService
 from peyvand.services.rooms import RoomsService
 from peyvand.services.state_events import StateEventService
 from peyvand.services.sync import SyncService
@@ -55,6 +56,7 @@ class Services:
     rooms: RoomsService
     membership: MembershipService
     state_events: StateEventService
+    room_upgrade: RoomUpgradeService
     room_events: RoomEventsService
     sync: SyncService
     legacy_sync: LegacySyncService

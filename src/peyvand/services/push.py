@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any, Final
 
 from peyvand.errors import Errcode, MatrixError
 from peyvand.services.push_rules import (
+    CONDITION_KINDS,
     PushRule,
     RuleOverride,
     Ruleset,
@@ -157,12 +159,56 @@ class PushRulesService:
             raise MatrixError(Errcode.NOT_FOUND, "The push rule was not found.")
         self._changed(user_id)
 
+    async def copy_room_rules(self, user_id: str, old_room_id: str, new_room_id: str) -> None:
+        """Give ``new_room_id`` the user's enabled rules about ``old_room_id`` (Client-Server
+        API, "Room Upgrades": the server should transfer the user's notification settings).
+
+        As Synapse does: a room rule named by the old room gets a twin named by the new
+        one; an override or underride rule with a ``room_id`` condition on the old room
+        gets a copy with that condition on the new room, named by the new room's ID.
+        """
+        copies: list[PushRule] = []
+        for rule in (await self.get_ruleset(user_id)).rules:
+            if rule.default or not rule.enabled:
+                continue
+            if rule.kind == "room" and rule.rule_id == old_room_id:
+                copies.append(replace(rule, rule_id=new_room_id))
+            elif rule.kind in CONDITION_KINDS and any(
+                _is_room_condition(c, old_room_id) for c in rule.conditions
+            ):
+                conditions = tuple(
+                    {**c, "pattern": new_room_id} if _is_room_condition(c, old_room_id) else c
+                    for c in rule.conditions
+                )
+                copies.append(replace(rule, rule_id=new_room_id, conditions=conditions))
+        if not copies:
+            return
+        async with self._write_lock:
+            for rule in copies:
+                await self._store.put_rule(
+                    user_id,
+                    rule.kind,
+                    rule.rule_id,
+                    conditions=list(rule.conditions),
+                    pattern=rule.pattern,
+                    actions=list(rule.actions),
+                )
+        self._changed(user_id)
+
     def _changed(self, user_id: str) -> None:
         """Invalidate next to the write (after it committed), then tell listeners."""
         self._writes += 1
         self._cache.pop(user_id, None)
         for listener in self._listeners:
             listener(user_id)
+
+
+def _is_room_condition(condition: Mapping[str, Any], room_id: str) -> bool:
+    return (
+        condition.get("kind") == "event_match"
+        and condition.get("key") == "room_id"
+        and condition.get("pattern") == room_id
+    )
 
 
 def _is_known_default(user_id: str, kind: str, rule_id: str) -> bool:

@@ -73,6 +73,12 @@ class DirectoryStore:
         )
         return [row["room_alias"] for row in rows]
 
+    async def move_aliases(self, old_room_id: RoomID, new_room_id: RoomID) -> None:
+        """Point every alias of ``old_room_id`` at ``new_room_id`` (a room upgrade)."""
+        await self._db.execute(
+            "UPDATE room_aliases SET room_id = $2 WHERE room_id = $1", old_room_id, new_room_id
+        )
+
     # User directory ------------------------------------------------------------------
 
     async def search_users(

@@ -214,6 +214,18 @@ async def post_message(ctx: RequestContext) -> web.Response:
     return json_response({"event_id": event.pdu.event_id})
 
 
+@routes.post(f"{CLIENT_V3}/rooms/{{roomId}}/upgrade", rate_limited=True)
+async def upgrade_room(ctx: RequestContext) -> web.Response:
+    """POST /_matrix/client/v3/rooms/{roomId}/upgrade: replace the room by one of
+    ``new_version`` (``services.room_upgrade``)."""
+    room_id = _room_id(ctx)
+    body = await ctx.body()
+    new_room = await ctx.services.room_upgrade.upgrade(
+        ctx.user.user_id, room_id, body.str("new_version")
+    )
+    return json_response({"replacement_room": new_room})
+
+
 async def _put_state(ctx: RequestContext, state_key: str) -> web.Response:
     room_id = _room_id(ctx)
     content = await _content(ctx)
