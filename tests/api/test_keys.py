@@ -550,3 +550,18 @@ async def test_new_keys_are_reported_to_users_sharing_a_room(client: MatrixClien
     # New cross-signing keys are.
     await _cross_sign(client, alice)
     assert alice.user_id in await _changed_since(client, bob, since)
+
+
+async def test_unstable_cross_signing_paths(client: MatrixClient) -> None:
+    """The MSC1756 paths under /_matrix/client/unstable, which Synapse still serves."""
+    alice = await client.register()
+    master = cross_signing_key(alice.user_id, "master")
+    body = {"master_key": cs_key_json(alice.user_id, "master", master, None)}
+    path = "/_matrix/client/unstable/keys/device_signing/upload"
+    (await client.request("POST", path, json=body, token=alice)).ok()
+    own = await query(client, alice, {alice.user_id: []})
+    assert own["master_keys"] == {alice.user_id: body["master_key"]}
+    signatures = await client.request(
+        "POST", "/_matrix/client/unstable/keys/signatures/upload", json={}, token=alice
+    )
+    assert signatures.ok() == {"failures": {}}

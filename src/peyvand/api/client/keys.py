@@ -53,7 +53,12 @@ async def claim_keys(ctx: RequestContext) -> web.Response:
     return json_response(await ctx.services.e2e_keys.claim_keys(query))
 
 
+# The unstable paths of MSC1756, which Synapse still serves and sytest uses.
+_UNSTABLE = "/_matrix/client/unstable"
+
+
 @routes.post(f"{CLIENT_V3}/keys/device_signing/upload")
+@routes.post(f"{_UNSTABLE}/keys/device_signing/upload")
 async def upload_cross_signing_keys(ctx: RequestContext) -> web.Response:
     """POST /_matrix/client/v3/keys/device_signing/upload: publish cross-signing keys
     ("Cross-signing"), after UIA unless nothing is replaced."""
@@ -63,6 +68,7 @@ async def upload_cross_signing_keys(ctx: RequestContext) -> web.Response:
 
 
 @routes.post(f"{CLIENT_V3}/keys/signatures/upload")
+@routes.post(f"{_UNSTABLE}/keys/signatures/upload")
 async def upload_signatures(ctx: RequestContext) -> web.Response:
     """POST /_matrix/client/v3/keys/signatures/upload: publish cross-signing signatures;
     those that do not verify come back under ``failures``."""
