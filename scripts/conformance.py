@@ -182,9 +182,9 @@ def peyvand(data_dir: Path, log_path: Path, database_url: str | None) -> Iterato
     # Guest accounts, as sytest configures Synapse (allow_guest_access).
     config_path = data_dir / "peyvand.toml"
     config_text = config_path.read_text()
-    assert "\n[registration]\n" in config_text
+    assert "\nallow_guest_access = false\n" in config_text
     config_path.write_text(
-        config_text.replace("\n[registration]\n", "\n[registration]\nallow_guest_access = true\n")
+        config_text.replace("\nallow_guest_access = false\n", "\nallow_guest_access = true\n")
     )
     base_url = f"http://127.0.0.1:{port}"
     with log_path.open("ab") as log:

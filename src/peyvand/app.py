@@ -295,6 +295,7 @@ async def create_app(config: Config) -> web.Application:
         directory.use_federation(federation.query_directory)
         remote_queries = RemoteQueries(client, federation.allows)
         profile.use_federation(remote_queries.profile)
+        directory.use_remote_room_lists(remote_queries.public_rooms)
         writer.add_pre_commit(federation.prepare_outbound)
         dispatcher.listeners.append(federation.on_persisted)
 

@@ -358,6 +358,8 @@ class SynapseProcess:
                 "max_long_retry_delay": "2s",
             },
             "allow_public_rooms_over_federation": True,
+            # Anyone may publish a room to the directory (the default allows no one).
+            "room_list_publication_rules": [{"action": "allow"}],
             "allow_device_name_lookup_over_federation": True,
             "enable_authenticated_media": True,
             "presence": {"enabled": True},

@@ -1,10 +1,12 @@
 """Room aliases and the published room list (Client-Server API, "Room aliases",
-"Listing rooms").
+"Listing rooms"; Server-Server API, "Public Room Directory").
 
 Aliases live in the ``room_aliases`` table; only aliases on this server can be created
 or deleted. The public room list is built from each published room's cached current
 state (one batch read for the state events the cache misses), and each room's entry is
-kept until its state group changes.
+kept until its state group changes. Other servers get the rooms that federate (not
+``m.federate: false``); another server's list is asked of it for a client that names it
+(``?server=``).
 """
 
 from __future__ import annotations
@@ -55,6 +57,11 @@ class PublicRoomsQuery:
     search_term: str | None = None
     # None: any type; otherwise the room types to list (None in it: rooms without a type).
     room_types: Sequence[str | None] | None = None
+    # Accepted and passed on to other servers; this one has no bridged networks.
+    include_all_networks: bool = False
+    third_party_instance_id: str | None = None
+    # For another server: only rooms that federate.
+    federated_only: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +73,7 @@ class _Listed:
     entry: JsonDict
     room_type: str | None
     listable: bool
+    federates: bool
 
     @property
     def key(self) -> tuple[int, str]:
@@ -115,10 +123,13 @@ def _entry(snapshot: RoomSnapshot, state: dict[StateKey, Pdu]) -> _Listed:
         entry={k: v for k, v in entry.items() if v is not None},
         room_type=room_type,
         listable=joined > 0 and (join_rule in _LISTABLE_JOIN_RULES or world_readable),
+        federates=content("m.room.create", "m.federate") is not False,
     )
 
 
 def _matches(listed: _Listed, query: PublicRoomsQuery) -> bool:
+    if query.federated_only and not listed.federates:
+        return False
     if query.room_types and listed.room_type not in query.room_types:
         return False
     if not query.search_term:
@@ -133,6 +144,10 @@ def _matches(listed: _Listed, query: PublicRoomsQuery) -> bool:
 
 
 RemoteAliasLookup = Callable[[str], Awaitable[JsonDict]]
+# (server, limit, since, filter, include_all_networks, third_party_instance_id) -> a page.
+RemoteRoomList = Callable[
+    [str, int | None, str | None, JsonDict | None, bool, str | None], Awaitable[JsonDict]
+]
 
 
 class DirectoryService:
@@ -155,10 +170,15 @@ class DirectoryService:
         # room -> ((state group, redaction count) it was built at, entry).
         self._entries: dict[RoomID, tuple[tuple[int, int], _Listed]] = {}
         self._remote_lookup: RemoteAliasLookup | None = None
+        self._remote_rooms: RemoteRoomList | None = None
 
     def use_federation(self, lookup: RemoteAliasLookup) -> None:
         """Resolve other servers' aliases with ``lookup`` (GET /query/directory)."""
         self._remote_lookup = lookup
+
+    def use_remote_room_lists(self, fetch: RemoteRoomList) -> None:
+        """Ask other servers for their public room lists with ``fetch`` (/publicRooms)."""
+        self._remote_rooms = fetch
 
     # -- aliases ---------------------------------------------------------------------
 
@@ -364,8 +384,11 @@ class DirectoryService:
             key=lambda listed: listed.key,
         )
 
-    async def public_rooms(self, query: PublicRoomsQuery) -> JsonDict:
-        """A page of the public room list, with ``next_batch``/``prev_batch`` tokens."""
+    async def public_rooms(self, query: PublicRoomsQuery, server: str | None = None) -> JsonDict:
+        """A page of the public room list, with ``next_batch``/``prev_batch`` tokens: this
+        server's, or that of ``server`` (its tokens passed on as they are)."""
+        if server is not None and server != self._server_name:
+            return await self._remote_public_rooms(server, query)
         listed = await self._listed_rooms()
         matching = [r for r in listed if _matches(r, query)]
         keys = [r.key for r in matching]
@@ -389,3 +412,22 @@ class DirectoryService:
         if page and start > 0:
             result["prev_batch"] = _token("p", page[0])
         return result
+
+    async def _remote_public_rooms(self, server: str, query: PublicRoomsQuery) -> JsonDict:
+        if self._remote_rooms is None:
+            raise MatrixError(
+                Errcode.INVALID_PARAM, "Other servers' room directories are not available"
+            )
+        search_filter: JsonDict = {}
+        if query.search_term:
+            search_filter["generic_search_term"] = query.search_term
+        if query.room_types is not None:
+            search_filter["room_types"] = list(query.room_types)
+        return await self._remote_rooms(
+            server,
+            query.limit,
+            query.since,
+            search_filter or None,
+            query.include_all_networks,
+            query.third_party_instance_id,
+        )

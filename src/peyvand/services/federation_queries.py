@@ -1,12 +1,12 @@
 """Questions this server asks other servers for its clients (Server-Server API,
-"Querying for information": ``/query/profile``), with errors given to the client as
-Synapse gives them.
+"Querying for information": ``/query/profile``; "Public Room Directory":
+``/publicRooms``), with errors given to the client as Synapse gives them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Final
+from typing import Any, Final
 
 from peyvand.errors import Errcode, MatrixError
 from peyvand.federation.client import FederationClient, FederationError, FederationHttpError
@@ -19,7 +19,7 @@ PROFILE_FIELDS: Final = ("displayname", "avatar_url")
 
 
 class RemoteQueries:
-    """Typed ``/query/profile`` requests to other servers; ``allows``
+    """Typed ``/query/profile`` and ``/publicRooms`` requests to other servers; ``allows``
     says whether this server federates with a server."""
 
     def __init__(self, client: FederationClient, allows: Callable[[str], bool]) -> None:
@@ -49,3 +49,76 @@ class RemoteQueries:
         if not isinstance(answer, dict):
             raise MatrixError(Errcode.UNKNOWN, "Failed to fetch profile", status=502)
         return {k: answer[k] for k in PROFILE_FIELDS if isinstance(answer.get(k), str)}
+
+    async def public_rooms(
+        self,
+        server: str,
+        limit: int | None,
+        since: str | None,
+        search_filter: JsonDict | None,
+        include_all_networks: bool,
+        third_party_instance_id: str | None,
+    ) -> JsonDict:
+        """A page of ``server``'s public room directory: GET /publicRooms, or POST with the
+        ``filter`` (as Synapse sends them). A refusal of 403 stays 403; anything else
+        that fails is 502 ("Failed to fetch room list", as in Synapse)."""
+        if not self._allows(server):
+            raise MatrixError(Errcode.FORBIDDEN, f"Federation with {server} is not allowed")
+        path = f"{_V1}/publicRooms"
+        try:
+            if search_filter is not None:
+                body: JsonDict = {"include_all_networks": include_all_networks}
+                if third_party_instance_id is not None:
+                    body["third_party_instance_id"] = third_party_instance_id
+                if limit:
+                    body["limit"] = limit
+                if since is not None:
+                    body["since"] = since
+                body["filter"] = search_filter
+                answer: Any = await self._client.post_json(
+                    server, path, body, timeout=_QUERY_TIMEOUT
+                )
+            else:
+                query: dict[str, str] = {
+                    "include_all_networks": "true" if include_all_networks else "false"
+                }
+                if third_party_instance_id is not None:
+                    query["third_party_instance_id"] = third_party_instance_id
+                if limit:
+                    query["limit"] = str(limit)
+                if since is not None:
+                    query["since"] = since
+                answer = await self._client.get_json(
+                    server, path, query=query, timeout=_QUERY_TIMEOUT
+                )
+        except FederationHttpError as exc:
+            if exc.status == 403:
+                raise MatrixError(
+                    Errcode.FORBIDDEN,
+                    f"You are not allowed to view the public rooms list of {server}",
+                ) from exc
+            raise MatrixError(Errcode.UNKNOWN, "Failed to fetch room list", status=502) from exc
+        except FederationError as exc:
+            raise MatrixError(Errcode.UNKNOWN, "Failed to fetch room list", status=502) from exc
+        if not isinstance(answer, dict) or not isinstance(answer.get("chunk"), list):
+            raise MatrixError(Errcode.UNKNOWN, "Failed to fetch room list", status=502)
+        return _room_list(answer)
+
+
+def _room_list(answer: JsonDict) -> JsonDict:
+    """Another server's room list page as it is given to clients: entries that are
+    objects with a string ``room_id``, the tokens and estimate if well-typed."""
+    result: JsonDict = {
+        "chunk": [
+            entry
+            for entry in answer["chunk"]
+            if isinstance(entry, dict) and isinstance(entry.get("room_id"), str)
+        ]
+    }
+    for key in ("next_batch", "prev_batch"):
+        if isinstance(answer.get(key), str):
+            result[key] = answer[key]
+    estimate = answer.get("total_room_count_estimate")
+    if isinstance(estimate, int) and not isinstance(estimate, bool):
+        result["total_room_count_estimate"] = estimate
+    return result

@@ -5,6 +5,7 @@ from peyvand.api.federation import (
     keys,
     media,
     membership,
+    public_rooms,
     query,
     transactions,
     user_keys,
@@ -19,6 +20,7 @@ FEDERATION_ROUTE_TABLES: list[RouteTable] = [
     membership.routes,
     events.routes,
     query.routes,
+    public_rooms.routes,
     user_keys.routes,
     media.routes,
 ]
