@@ -1,12 +1,16 @@
-"""The account data filters of /sync over HTTP on every backend (Client-Server API,
-"Filtering": ``account_data`` and ``room.account_data``)."""
+"""/sync's filters over HTTP on every backend (Client-Server API, "Filtering"):
+``account_data`` and ``room.account_data``, ``event_format`` and ``event_fields``, the
+state filter of left rooms; and /messages forwards from a sync token."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from urllib.parse import quote
 
-from harness.client import MatrixClient
+from harness.client import Account, MatrixClient
+
+_txn = itertools.count()
 
 
 async def test_account_data_filters_apply_to_sync(client: MatrixClient) -> None:
@@ -31,3 +35,74 @@ async def test_account_data_filters_apply_to_sync(client: MatrixClient) -> None:
     assert {"org.example.kept", "org.example.dropped"} <= {
         e["type"] for e in everything["account_data"]["events"]
     }
+
+
+async def say(client: MatrixClient, room_id: str, account: Account, text: str) -> str:
+    response = await client.request(
+        "PUT",
+        f"rooms/{room_id}/send/m.room.message/f{next(_txn)}",
+        json={"msgtype": "m.text", "body": text},
+        token=account,
+    )
+    event_id: str = response.ok()["event_id"]
+    return event_id
+
+
+async def test_federation_format_and_event_fields(client: MatrixClient) -> None:
+    alice = await client.register()
+    room_id = (await client.request("POST", "createRoom", json={}, token=alice)).ok()["room_id"]
+    event_id = await say(client, room_id, alice, "as a PDU")
+    federation = json.dumps({"event_format": "federation", "room": {"timeline": {"limit": 1}}})
+    synced = (await client.request("GET", "sync", token=alice, params={"filter": federation})).ok()
+    [event] = synced["rooms"]["join"][room_id]["timeline"]["events"]
+    assert event["event_id"] == event_id and event["room_id"] == room_id
+    assert {"prev_events", "auth_events", "depth", "hashes", "signatures"} <= set(event)
+    fields = json.dumps(
+        {"event_fields": ["type", "content.body"], "room": {"timeline": {"limit": 1}}}
+    )
+    synced = (await client.request("GET", "sync", token=alice, params={"filter": fields})).ok()
+    assert synced["rooms"]["join"][room_id]["timeline"]["events"] == [
+        {"type": "m.room.message", "content": {"body": "as a PDU"}}
+    ]
+
+
+async def test_left_room_state_follows_the_state_filter(client: MatrixClient) -> None:
+    alice, bob = await client.register(), await client.register()
+    room_id = (
+        await client.request("POST", "createRoom", json={"preset": "public_chat"}, token=alice)
+    ).ok()["room_id"]
+    (await client.request("POST", f"rooms/{room_id}/join", json={}, token=bob)).ok()
+    await say(client, room_id, alice, "before")
+    (await client.request("POST", f"rooms/{room_id}/leave", json={}, token=bob)).ok()
+    await say(client, room_id, alice, "after")
+    only_topics = json.dumps(
+        {
+            "room": {
+                "include_leave": True,
+                "timeline": {"types": ["m.room.message"]},
+                "state": {"types": ["m.room.topic"]},
+            }
+        }
+    )
+    synced = (await client.request("GET", "sync", token=bob, params={"filter": only_topics})).ok()
+    left = synced["rooms"]["leave"][room_id]
+    assert left["state"]["events"] == []
+    assert [e["content"]["body"] for e in left["timeline"]["events"]] == ["before"]
+
+
+async def test_forward_messages_from_a_sync_token_continue(client: MatrixClient) -> None:
+    alice = await client.register()
+    room_id = (await client.request("POST", "createRoom", json={}, token=alice)).ok()["room_id"]
+    next_batch = (await client.request("GET", "sync", token=alice)).ok()["next_batch"]
+    first = await say(client, room_id, alice, "first")
+    path = f"rooms/{room_id}/messages"
+    page = (
+        await client.request("GET", path, token=alice, params={"dir": "f", "from": next_batch})
+    ).ok()
+    assert [e["event_id"] for e in page["chunk"]] == [first]
+    # "end" is there although nothing newer exists yet: newer events come from it.
+    second = await say(client, room_id, alice, "second")
+    page = (
+        await client.request("GET", path, token=alice, params={"dir": "f", "from": page["end"]})
+    ).ok()
+    assert [e["event_id"] for e in page["chunk"]] == [second]

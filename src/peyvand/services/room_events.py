@@ -95,8 +95,11 @@ class RoomEventsService:
         requester: Requester | None,
         *,
         include_room_id: bool = True,
+        federation_format: bool = False,
     ) -> list[JsonDict]:
-        """Client events with ``unsigned``: age, transaction_id, redacted_because."""
+        """Client events with ``unsigned``: age, transaction_id, redacted_because. With
+        ``federation_format`` (a filter's ``event_format``), the PDUs themselves, with
+        their ``event_id`` and that ``unsigned``."""
         now = int(self._clock() * 1000)
         redactions = await self._state.get_events(
             e.redacted_by for e in events if e.redacted_by is not None
@@ -122,7 +125,10 @@ class RoomEventsService:
                 if event.redacted_by in redactions:
                     because = redactions[event.redacted_by].pdu
                     unsigned["redacted_because"] = client_event(because, include_room_id=True)
-            out.append(client_event(pdu, unsigned=unsigned, include_room_id=include_room_id))
+            if federation_format:
+                out.append({**pdu.data, "event_id": pdu.event_id, "unsigned": unsigned})
+            else:
+                out.append(client_event(pdu, unsigned=unsigned, include_room_id=include_room_id))
         return out
 
     # -- access --------------------------------------------------------------------------
@@ -294,10 +300,15 @@ class RoomEventsService:
         state: list[JsonDict] = []
         if event_filter is not None and event_filter.lazy_load_members and found.events:
             state = await self._lazy_members(requester, room_id, found.events)
+        end = found.resume
+        if end is None and not backwards and found.events:
+            # Forwards, newer events may still come: continue after the last one (as
+            # Synapse, which answers ``end`` whenever the chunk has events).
+            end = found.events[-1].stream_ordering
         return Page(
             chunk=chunk,
             start=from_token or position_token(start),
-            end=position_token(found.resume) if found.resume is not None else None,
+            end=position_token(end) if end is not None else None,
             state=state,
         )
 

@@ -9,7 +9,7 @@ not by history size, and support lazy-loading of members.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -445,22 +445,39 @@ class SyncService:
             user_id, device_id = requester.user_id, requester.device_id
             state_ids = self._lazy_members.drop_sent(user_id, device_id, state_ids, changed)
             self._lazy_members.mark_sent(user_id, device_id, state_ids, in_timeline.contains)
-        state_events = await self._state.get_state_events_by_id(state_ids.values())
-        timeline_json = await self._room_events.serialize(
-            timeline, requester, include_room_id=False
-        )
-        state_json = await self._room_events.serialize(
-            [state_events[i] for i in state_ids.values() if i in state_events],
-            requester,
-            include_room_id=False,
-        )
-        state_json = [e for e in state_json if sync_filter.room.state.matches(e)]
+        timeline_json = await self._events_json(timeline, requester, sync_filter)
+        state_json = await self._state_json(state_ids, requester, sync_filter)
         prev_batch = position_token(timeline[0].stream_ordering - 1 if timeline else until)
         return {
             "timeline": {"events": timeline_json, "limited": limited, "prev_batch": prev_batch},
             "state": {"events": state_json},
             "summary": self._summary(snapshot, requester.user_id),
         }
+
+    async def _events_json(
+        self, events: Sequence[StoredEvent], requester: Requester, sync_filter: Filter
+    ) -> list[JsonDict]:
+        """Events in the filter's ``event_format``, cut to its ``event_fields``."""
+        serialized = await self._room_events.serialize(
+            events,
+            requester,
+            include_room_id=False,
+            federation_format=sync_filter.event_format == "federation",
+        )
+        return [sync_filter.project_event(e) for e in serialized]
+
+    async def _state_json(
+        self, state_ids: Mapping[StateKey, EventID], requester: Requester, sync_filter: Filter
+    ) -> list[JsonDict]:
+        """The state events of ``state_ids`` that the filter's ``room.state`` keeps."""
+        found = await self._state.get_state_events_by_id(state_ids.values())
+        state_filter = sync_filter.room.state
+        kept = [
+            found[i]
+            for i in state_ids.values()
+            if i in found and state_filter.matches(found[i].pdu.data)
+        ]
+        return await self._events_json(kept, requester, sync_filter)
 
     async def _state_at_start(self, event: StoredEvent) -> dict[StateKey, EventID]:
         group = await self._state_before(event)
@@ -556,22 +573,15 @@ class SyncService:
         if timeline and (limited or since == 0):
             group = await self._state_before(timeline[0])
             state_ids = await self._state.state_ids_at_group(group) if group else {}
-        state_events = await self._state.get_state_events_by_id(state_ids.values())
         return {
             "timeline": {
-                "events": await self._room_events.serialize(
-                    timeline, requester, include_room_id=False
-                ),
+                "events": await self._events_json(timeline, requester, sync_filter),
                 "limited": limited,
                 "prev_batch": position_token(
                     timeline[0].stream_ordering - 1 if timeline else left_at
                 ),
             },
-            "state": {
-                "events": await self._room_events.serialize(
-                    list(state_events.values()), requester, include_room_id=False
-                )
-            },
+            "state": {"events": await self._state_json(state_ids, requester, sync_filter)},
             "account_data": {"events": []},
         }
 
