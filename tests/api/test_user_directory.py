@@ -76,6 +76,9 @@ async def test_finds_users_in_public_rooms_only(client: MatrixClient) -> None:
         return [r["user_id"] for r in (await search(client, searcher, search_term=word))["results"]]
 
     assert await found() == [host.user_id]
+    # Searchers find themselves only through a public room, as in Synapse.
+    own = await search(client, hidden, search_term=word)
+    assert [r["user_id"] for r in own["results"]] == [host.user_id]
 
     async def put(event_type: str, content: dict[str, str]) -> None:
         path = f"rooms/{room_id}/state/{event_type}"

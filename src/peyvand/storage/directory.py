@@ -86,7 +86,8 @@ class DirectoryStore:
     ) -> list[UserDirectoryRow]:
         """Active local users whose localpart or display name contains ``term``
         (case-insensitive) and who share a room with ``searcher`` or are joined to a public
-        room. Prefix matches first, then by name; at most ``limit``.
+        room (the searcher too, but only through a public room, as in Synapse). Prefix
+        matches first, then by name; at most ``limit``.
 
         A public room is one anyone may join or read (current ``join_rule`` ``public`` or
         ``history_visibility`` ``world_readable``), as in Synapse's user directory; being
@@ -115,8 +116,8 @@ class DirectoryStore:
             "  SELECT 1 FROM current_state m WHERE m.type = 'm.room.member'"
             "  AND m.state_key = u.user_id AND m.membership = 'join' AND ("
             f"   m.room_id IN ({public_rooms})"
-            "   OR m.room_id IN (SELECT room_id FROM current_state WHERE type = 'm.room.member'"
-            "    AND state_key = $3 AND membership = 'join')))"
+            "   OR (u.user_id <> $3 AND m.room_id IN (SELECT room_id FROM current_state"
+            "    WHERE type = 'm.room.member' AND state_key = $3 AND membership = 'join'))))"
             " ORDER BY CASE WHEN LOWER(u.user_id) LIKE $4 ESCAPE '\\'"
             "  OR LOWER(u.displayname) LIKE $5 ESCAPE '\\' THEN 0 ELSE 1 END,"
             "  LOWER(COALESCE(u.displayname, u.user_id)), u.user_id"
