@@ -551,6 +551,46 @@ async def test_concurrent_lookups_share_one_fetch(
     assert network.gets(REMOTE) == 1
 
 
+async def test_a_lookup_returns_a_key_cached_while_it_read_the_store(
+    keyring: Keyring,
+    store: ServerKeyStore,
+    network: FakeNetwork,
+    clock: Clock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A second lookup reads the store (empty), then the first lookup's fetch caches the
+    key: the second must return the cached key, not fail for want of one."""
+    remote = network.add(REMOTE)
+    network.gate = asyncio.Event()
+    first_done = asyncio.Event()
+    real_get_keys = store.get_keys
+    tasks: list[asyncio.Task[bool]] = []
+
+    async def get_keys(pairs: Any) -> Any:
+        rows = await real_get_keys(pairs)
+        if asyncio.current_task() is tasks[1]:
+            assert network.gate is not None
+            network.gate.set()  # let the first lookup's fetch finish now
+            await first_done.wait()
+        return rows
+
+    monkeypatch.setattr(store, "get_keys", get_keys)
+    now = clock.ms()
+    tasks.extend(
+        asyncio.create_task(
+            keyring.verify_json(REMOTE, event(remote, now, body), minimum_valid_until_ts=now)
+        )
+        for body in ("1", "2")
+    )
+    first, second = tasks
+    async with asyncio.timeout(5):
+        assert await first
+        assert not second.done()  # still waiting in its store read
+        first_done.set()
+        assert await second
+    assert network.gets(REMOTE) == 1
+
+
 async def test_a_cancelled_lookup_does_not_cancel_the_shared_fetch(
     keyring: Keyring, network: FakeNetwork, clock: Clock
 ) -> None:
