@@ -30,7 +30,7 @@ from peyvand.events.received import parse_pdu
 from peyvand.events.room_versions import ROOM_V12
 from peyvand.events.signing import generate_signing_key
 from peyvand.federation.client import FederationClient
-from peyvand.services.event_creation import EventCreationService
+from peyvand.services.event_creation import EventCreationService, EventSpec
 from peyvand.services.event_dispatch import EventDispatcher
 from peyvand.services.event_writer import EventWriter
 from peyvand.services.federation_events import FederationEventHandler
@@ -241,9 +241,44 @@ def _arrival(dag: Dag, made: Sequence[EventID], rng: random.Random) -> list[Even
     return arrival
 
 
+@dataclass
+class Receiver:
+    """A server receiving the room: its state, federation handler and local sends."""
+
+    state: StateService
+    handler: FederationEventHandler
+    creation: EventCreationService
+    joiner: RemoteJoiner
+
+    async def join(self, dag: Dag) -> None:
+        """Join as in ``send_join``: the room's state before Carol's join, then it."""
+        answer = {
+            "state": [dict(p.data) for p in dag.prefix],
+            "auth_chain": [dict(p.data) for p in dag.prefix],
+        }
+        await self.joiner._install(dag.join.room_id, ROOM_V12, dag.join, answer)
+
+    async def receive(self, pdu: Pdu) -> None:
+        parsed = parse_pdu(dict(pdu.data), ROOM_V12)
+        outcome = await self.handler.process_pdu(pdu.event_id.split(":")[-1], parsed)
+        assert outcome.status == "accepted", outcome
+
+    async def current(self, room_id: RoomID) -> tuple[dict[StateKey, EventID], list[EventID]]:
+        """The room's current state and forward extremities as stored (reloaded)."""
+        self.state.forget_room(room_id)
+        snapshot = await self.state.get_room(room_id)
+        assert snapshot is not None
+        return dict(snapshot.state), sorted(snapshot.extremities)
+
+    async def state_at(self, event_id: EventID) -> dict[StateKey, EventID]:
+        event = await self.state.get_event(event_id)
+        assert event is not None
+        return await self.state.state_ids_at_group(event.state_group)
+
+
 @asynccontextmanager
-async def _receiver(path: Path) -> AsyncIterator[tuple[StateService, FederationEventHandler]]:
-    """A ``c.test`` server: storage, state, group commit and the federation handler."""
+async def _receiver(path: Path, server_name: str = "c.test") -> AsyncIterator[Receiver]:
+    """A server: storage, state, group commit, the federation handler and local sends."""
     db = await SqliteDatabase.open(str(path))
     await run_migrations(db)
     store = EventStore(db)
@@ -251,9 +286,9 @@ async def _receiver(path: Path) -> AsyncIterator[tuple[StateService, FederationE
     await state.start()
     index = RoomIndex(store)
     await index.start()
-    dispatcher = EventDispatcher("c.test", state, index, Notifier(StreamToken()))
+    dispatcher = EventDispatcher(server_name, state, index, Notifier(StreamToken()))
     writer = EventWriter(db, store, dispatcher.on_persisted, dispatcher.on_failed)
-    creation = EventCreationService("c.test", KEYS["c.test"], store, state)
+    creation = EventCreationService(server_name, KEYS["c.test"], store, state)
     await creation.start(writer)
     writer.start()
     handler = FederationEventHandler(
@@ -264,10 +299,20 @@ async def _receiver(path: Path) -> AsyncIterator[tuple[StateService, FederationE
         creation.allocate_stream,
         creation.persist,
         creation.allocate_backfill_stream,
-        "c.test",
+        server_name,
+    )
+    joiner = RemoteJoiner(
+        server_name,
+        KEYS["c.test"],
+        cast(FederationClient, None),
+        state,
+        store,
+        _all_valid,
+        creation.allocate_stream,
+        creation.persist,
     )
     try:
-        yield state, handler
+        yield Receiver(state, handler, creation, joiner)
     finally:
         await writer.stop()
         await db.close()
@@ -277,34 +322,15 @@ async def _receive(
     path: Path, dag: Dag, arrival: Sequence[EventID]
 ) -> tuple[dict[StateKey, EventID], dict[StateKey, EventID]]:
     """The room's current state after ``arrival``: in memory, and reloaded from storage."""
-    async with _receiver(path) as (state, handler):
-        joiner = RemoteJoiner(
-            "c.test",
-            KEYS["c.test"],
-            cast(FederationClient, None),
-            state,
-            handler._store,
-            _all_valid,
-            handler._allocate_stream,
-            handler._enqueue,
-        )
-        answer = {
-            "state": [dict(p.data) for p in dag.prefix],
-            "auth_chain": [dict(p.data) for p in dag.prefix],
-        }
-        await joiner._install(dag.join.room_id, ROOM_V12, dag.join, answer)
+    async with _receiver(path) as receiver:
+        await receiver.join(dag)
         for event_id in arrival:
-            pdu = parse_pdu(dict(dag.events[event_id].data), ROOM_V12)
-            outcome = await handler.process_pdu(pdu.event_id.split(":")[-1], pdu)
-            assert outcome.status == "accepted", outcome
-        room_id = dag.join.room_id
-        snapshot = await state.get_room(room_id)
+            await receiver.receive(dag.events[event_id])
+        snapshot = await receiver.state.get_room(dag.join.room_id)
         assert snapshot is not None
         in_memory = dict(snapshot.state)
-        state.forget_room(room_id)
-        reloaded = await state.get_room(room_id)
-        assert reloaded is not None
-        return in_memory, dict(reloaded.state)
+        stored, _ = await receiver.current(dag.join.room_id)
+        return in_memory, stored
 
 
 @settings(
@@ -334,3 +360,56 @@ def test_any_two_arrival_orders_give_the_same_state(
     for key in (("m.room.name", ""), ("m.room.topic", "")):
         sent = [e for e in made if dag.events[e].state_tuple == key]
         assert one.get(key) in (sent or [None])
+
+
+async def test_a_local_send_over_more_extremities_than_it_may_cite(tmp_path: Path) -> None:
+    """Twelve concurrent renames leave twelve forward extremities; a local message cites
+    the newest ten (``MAX_PREV_EVENTS``). The state before it is the resolution of the
+    states after those ten, the room keeps the two others as extremities with the
+    message, and its current state is the resolution of those three: a server receiving
+    everything (the message too) computes the same."""
+    dag = _room()
+    renames: list[Pdu] = []
+    for i in range(12):
+        server = "a.test" if i % 2 else "b.test"
+        sender = SENDERS[server]
+        member = next(p.event_id for p in dag.prefix if p.state_key == sender)
+        # The two first, which the message cannot cite, are the newest.
+        ts = T0 + (100 + i if i < 2 else i)
+        pdu = _sign(
+            server,
+            sender,
+            dag.join.room_id,
+            "m.room.name",
+            {"name": f"n{i}"},
+            "",
+            [dag.join.event_id],
+            [dag.latest_power([dag.join.event_id]), member],
+            dag.join.depth + 1,
+            ts,
+        )
+        dag.events[pdu.event_id] = pdu
+        renames.append(pdu)
+    name: StateKey = ("m.room.name", "")
+    room_id = dag.join.room_id
+    async with (
+        _receiver(tmp_path / "c.db") as here,
+        _receiver(tmp_path / "d.db", "d.test") as there,
+    ):
+        for receiver in (here, there):
+            await receiver.join(dag)
+            for pdu in renames:
+                await receiver.receive(pdu)
+        sent = await here.creation.send(
+            room_id, CAROL, EventSpec("m.room.message", {"msgtype": "m.text", "body": "hi"})
+        )
+        message = sent.pdu
+        assert message.prev_event_ids == [p.event_id for p in renames[2:]]
+        before = await here.state_at(message.event_id)
+        assert before[name] == renames[-1].event_id
+        state, extremities = await here.current(room_id)
+        assert extremities == sorted([renames[0].event_id, renames[1].event_id, message.event_id])
+        assert state[name] == renames[1].event_id
+        await there.receive(message)
+        assert await there.state_at(message.event_id) == before
+        assert await there.current(room_id) == (state, extremities)

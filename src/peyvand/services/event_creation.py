@@ -3,7 +3,14 @@
 Under the room's lock: pick ``prev_events`` (the forward extremities), ``auth_events``
 (from the cached current state), ``depth``; build, hash and sign the PDU; check the auth
 rules; allocate its stream position and state group; update the in-memory room snapshot
-and enqueue it for group commit. The lock is released before the commit is awaited, so
+and enqueue it for group commit.
+
+The room's current state is always the resolution of the states after its forward
+extremities, so an event over all of them has the current state before it. When there
+are more extremities than ``MAX_PREV_EVENTS``, the state before the event is the
+resolution of the states after the ones it cites, and the room's new current state that
+of the states after the extremities left (the event among them), as on receipt
+(``services.state_resolution``). The lock is released before the commit is awaited, so
 later events of the same room can join the same commit.
 """
 
@@ -12,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from peyvand.errors import Errcode, MatrixError
@@ -24,6 +31,7 @@ from peyvand.events.room_versions import RoomVersion
 from peyvand.events.signing import SigningKey
 from peyvand.services.event_writer import EventWriter
 from peyvand.services.room_state import RoomSnapshot, StateService
+from peyvand.services.state_resolution import StateResolver
 from peyvand.storage.events import EventStore
 from peyvand.storage.models import EventToPersist, NewStateGroup, RoomRow, StoredEvent
 from peyvand.types import EventID, RoomID, UserID
@@ -94,6 +102,7 @@ class EventCreationService:
         self._signing_key = signing_key
         self._store = store
         self._state = state
+        self._resolver = StateResolver(state)
         self._clock = clock
         self._writer: EventWriter | None = None
         self._next_stream = 0
@@ -146,13 +155,19 @@ class EventCreationService:
                 async with snapshot.lock:
                     if self._state.is_forgotten(snapshot):
                         continue  # a failed commit dropped it; build on the reloaded one
-                    pdu = self._build(snapshot, sender, spec)
-                    by_power = await self._authorise(snapshot, pdu)
+                    before = await self._state_before(snapshot)
+                    pdu = self._build(snapshot, sender, spec, before)
+                    by_power = await self._authorise(snapshot, pdu, before)
                     if countersign is not None:
                         pdu = await countersign(pdu, snapshot)
-                    persisted = await self._apply(
-                        snapshot, pdu, txn=txn, redaction_by_power=by_power
-                    )
+                    if before is None:
+                        persisted = await self._apply(
+                            snapshot, pdu, txn=txn, redaction_by_power=by_power
+                        )
+                    else:
+                        persisted = await self._apply_over_fork(
+                            snapshot, pdu, before, txn=txn, redaction_by_power=by_power
+                        )
                     done = self._enqueue([persisted])
                     break
         except BaseException as exc:
@@ -317,12 +332,28 @@ class EventCreationService:
         except ValueError as exc:
             raise MatrixError(Errcode.BAD_JSON, str(exc)) from exc
 
-    def _build(self, snapshot: RoomSnapshot, sender: UserID, spec: EventSpec) -> Pdu:
+    async def _state_before(self, snapshot: RoomSnapshot) -> dict[StateKey, EventID] | None:
+        """The state before a new event when it cannot cite every forward extremity:
+        the resolution of the states after those it cites. None: the current state."""
+        if len(snapshot.extremities) <= MAX_PREV_EVENTS:
+            return None
+        return await self._resolver.resolve_extremities(
+            snapshot.room_version, snapshot.extremities[-MAX_PREV_EVENTS:], {}
+        )
+
+    def _build(
+        self,
+        snapshot: RoomSnapshot,
+        sender: UserID,
+        spec: EventSpec,
+        before: Mapping[StateKey, EventID] | None = None,
+    ) -> Pdu:
         version = snapshot.room_version
+        state = snapshot.state if before is None else before
         wanted = auth_types_for_event(
             version, spec.event_type, sender, spec.state_key, spec.content
         )
-        auth_events = sorted(snapshot.state[k] for k in wanted if k in snapshot.state)
+        auth_events = sorted(state[k] for k in wanted if k in state)
         return self._sign(
             version,
             snapshot.room_id,
@@ -333,20 +364,31 @@ class EventCreationService:
             depth=snapshot.depth + 1,
         )
 
-    async def _authorise(self, snapshot: RoomSnapshot, pdu: Pdu) -> bool:
-        """Check ``pdu`` against the auth rules in the room's current state and, for a
-        redaction, who may redact what (``_check_redaction``). Every local event comes
-        here, whatever asked for it. Returns whether ``pdu`` is a redaction by power."""
+    async def _authorise(
+        self,
+        snapshot: RoomSnapshot,
+        pdu: Pdu,
+        before: Mapping[StateKey, EventID] | None = None,
+    ) -> bool:
+        """Check ``pdu`` against the auth rules in the room's current state (and in the
+        state before it, when that differs) and, for a redaction, who may redact what
+        (``_check_redaction``). Every local event comes here, whatever asked for it.
+        Returns whether ``pdu`` is a redaction by power."""
         keys = auth_types_for_event(
             pdu.room_version, pdu.type, pdu.sender, pdu.state_key, pdu.content
         )
         keys.add(CREATE_KEY)
         auth_state = await self._state.get_state_events(snapshot.state, keys)
+        states = [auth_state]
+        if before is not None:
+            states.append(await self._state.get_state_events(before, keys))
         try:
-            check_auth_rules(pdu, auth_state)
+            for state in states:
+                check_auth_rules(pdu, state)
         except AuthError as exc:
             raise MatrixError(Errcode.FORBIDDEN, exc.message) from exc
-        return await self._check_redaction(pdu, auth_state)
+        by_power = [await self._check_redaction(pdu, state) for state in states]
+        return all(by_power)
 
     async def _check_redaction(self, pdu: Pdu, auth_state: Mapping[StateKey, Pdu]) -> bool:
         """Who may redact what (Client-Server API, "Redactions"; rooms v3+, "Handling
@@ -406,6 +448,54 @@ class EventCreationService:
             snapshot.state_group = new_group.row
             if pdu.type == "m.room.member" and pdu.membership is not None:
                 snapshot.memberships[UserID(pdu.state_key or "")] = pdu.membership
+        self._state.cache_events([self._stored(persisted)])
+        return persisted
+
+    async def _apply_over_fork(
+        self,
+        snapshot: RoomSnapshot,
+        pdu: Pdu,
+        before: dict[StateKey, EventID],
+        *,
+        txn: TxnKey | None,
+        redaction_by_power: bool,
+    ) -> EventToPersist:
+        """``_apply`` for an event that cites only some of the forward extremities: its
+        state group holds ``before`` (a child of its last prev event's group) plus the
+        event, and the room's current state is resolved again (``_state_before``)."""
+        cited = (await self._state.get_dag_events([pdu.prev_event_ids[-1]]))[pdu.prev_event_ids[-1]]
+        parent = await self._state.state_group_row(cited.state_group)
+        parent_state = await self._state.state_ids_at_group(parent.state_group)
+        groups: list[NewStateGroup] = []
+        after_row = parent
+        changes = {k: e for k, e in before.items() if parent_state.get(k) != e}
+        if changes:
+            groups.append(await self._state.child_state_group(parent, changes))
+            after_row = groups[-1].row
+        after_state = dict(before)
+        if pdu.is_state():
+            after_state[pdu.state_tuple] = pdu.event_id
+            groups.append(
+                await self._state.child_state_group(after_row, {pdu.state_tuple: pdu.event_id})
+            )
+            after_row = groups[-1].row
+        current = await self._resolver.current_after(snapshot, pdu, after_state, after_row)
+        if current.new_group is not None:
+            groups.append(current.new_group)
+        persisted = replace(
+            self._allocate(
+                pdu,
+                None,
+                txn=txn,
+                extremities=tuple(current.extremities),
+                group=after_row.state_group,
+                redaction_by_power=redaction_by_power,
+            ),
+            current_state_group=current.row.state_group,
+            current_state_changes=current.changes,
+            extra_state_groups=tuple(groups),
+        )
+        current.move(snapshot, pdu.depth)
         self._state.cache_events([self._stored(persisted)])
         return persisted
 

@@ -45,7 +45,7 @@ from peyvand.services.room_state import RoomSnapshot, StateService
 from peyvand.services.state_resolution import StateResolver
 from peyvand.storage.events import EventStore
 from peyvand.storage.models import EventToPersist, NewStateGroup, OutlierRow, StateGroupRow
-from peyvand.types import EventID, RoomID, UserID, server_name_of
+from peyvand.types import EventID, RoomID, server_name_of
 
 logger = logging.getLogger(__name__)
 
@@ -629,25 +629,9 @@ class FederationEventHandler:
         redaction_by_power: bool,
     ) -> None:
         """Store an accepted event and move the room's current state and extremities."""
-        prevs = set(pdu.prev_event_ids)
-        extremities = [e for e in snapshot.extremities if e not in prevs] + [pdu.event_id]
-        # The room's state is the resolution of the states at its forward extremities.
-        current = await self._resolver.resolve_extremities(
-            pdu.room_version, extremities, {pdu.event_id: after_state}, [pdu]
-        )
-        changes = {k: e for k, e in current.items() if snapshot.state.get(k) != e}
-        current_row = after_row
-        if current != after_state:
-            current_new = await self._state.child_state_group(snapshot.state_group, changes)
-            new_groups.append(current_new)
-            current_row = current_new.row
-        members = await self._state.get_pdus(
-            e for k, e in changes.items() if k[0] == "m.room.member" and e != pdu.event_id
-        )
-        members[pdu.event_id] = pdu
-        change_rows = tuple(
-            (k, e, members[e].membership if e in members else None) for k, e in changes.items()
-        )
+        current = await self._resolver.current_after(snapshot, pdu, after_state, after_row)
+        if current.new_group is not None:
+            new_groups.append(current.new_group)
         relates_to, rel_type = _relates_to(pdu)
         was_outlier = pdu.event_id in await self._store.get_outliers([pdu.event_id])
         persisted = EventToPersist(
@@ -658,20 +642,14 @@ class FederationEventHandler:
             txn=None,
             relates_to=relates_to,
             rel_type=rel_type,
-            new_extremities=tuple(extremities),
-            current_state_group=current_row.state_group,
-            current_state_changes=change_rows,
+            new_extremities=tuple(current.extremities),
+            current_state_group=current.row.state_group,
+            current_state_changes=current.changes,
             was_outlier=was_outlier,
             extra_state_groups=tuple(new_groups),
             redaction_by_power=redaction_by_power,
         )
-        snapshot.extremities = extremities
-        snapshot.depth = max(snapshot.depth, pdu.depth)
-        snapshot.state.update(changes)
-        snapshot.state_group = current_row
-        for key, _, membership in change_rows:
-            if key[0] == "m.room.member" and membership is not None:
-                snapshot.memberships[UserID(key[1])] = membership
+        current.move(snapshot, pdu.depth)
         await self._enqueue([persisted])
 
 

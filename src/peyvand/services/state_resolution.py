@@ -19,16 +19,40 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Final
 
 from peyvand.events.pdu import Pdu, StateKey
 from peyvand.events.room_versions import RoomVersion
 from peyvand.events.state_res import StateResError, StateResTooLarge, resolve_state, split_state
-from peyvand.services.room_state import StateService
-from peyvand.types import EventID
+from peyvand.services.room_state import RoomSnapshot, StateService
+from peyvand.storage.models import NewStateGroup, StateGroupRow
+from peyvand.types import EventID, UserID
 
 # Bound on the events one resolution may load (auth chains included).
 MAX_AUTH_CHAIN: Final = 50_000
+
+
+@dataclass(frozen=True, slots=True)
+class CurrentState:
+    """A room's current state after one more event: its forward extremities, its state
+    group (``new_group`` when it needs a new one), and what changed as
+    ``((type, state_key), event ID, membership)``."""
+
+    extremities: list[EventID]
+    row: StateGroupRow
+    new_group: NewStateGroup | None
+    changes: tuple[tuple[StateKey, EventID, str | None], ...]
+
+    def move(self, snapshot: RoomSnapshot, depth: int) -> None:
+        """Move the room's snapshot to this state."""
+        snapshot.extremities = list(self.extremities)
+        snapshot.depth = max(snapshot.depth, depth)
+        snapshot.state.update({key: event_id for key, event_id, _ in self.changes})
+        snapshot.state_group = self.row
+        for key, _, membership in self.changes:
+            if key[0] == "m.room.member" and membership is not None:
+                snapshot.memberships[UserID(key[1])] = membership
 
 
 class StateResolver:
@@ -44,6 +68,36 @@ class StateResolver:
         if event is None:
             raise StateResError(f"no state is known after {event_id}")
         return await self._state.state_ids_at_group(event.state_group)
+
+    async def current_after(
+        self,
+        snapshot: RoomSnapshot,
+        pdu: Pdu,
+        after_state: dict[StateKey, EventID],
+        after_row: StateGroupRow,
+    ) -> CurrentState:
+        """The room's current state once ``pdu`` (with ``after_state`` in group
+        ``after_row``) joins its DAG: ``pdu`` replaces its ``prev_events`` among the
+        forward extremities, and the state is the resolution of the states after each of
+        them. Nothing is changed yet (see ``CurrentState.move``)."""
+        prevs = set(pdu.prev_event_ids)
+        extremities = [e for e in snapshot.extremities if e not in prevs] + [pdu.event_id]
+        current = await self.resolve_extremities(
+            pdu.room_version, extremities, {pdu.event_id: after_state}, [pdu]
+        )
+        changes = {k: e for k, e in current.items() if snapshot.state.get(k) != e}
+        row, new_group = after_row, None
+        if current != after_state:
+            new_group = await self._state.child_state_group(snapshot.state_group, changes)
+            row = new_group.row
+        members = await self._state.get_pdus(
+            e for k, e in changes.items() if k[0] == "m.room.member" and e != pdu.event_id
+        )
+        members[pdu.event_id] = pdu
+        change_rows = tuple(
+            (k, e, members[e].membership if e in members else None) for k, e in changes.items()
+        )
+        return CurrentState(extremities, row, new_group, change_rows)
 
     async def resolve_extremities(
         self,
