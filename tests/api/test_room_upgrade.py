@@ -79,6 +79,9 @@ async def test_upgrade_replaces_the_room(client: MatrixClient, new_version: str)
     assert new[("m.room.name", "")]["content"] == {"name": "Old name"}
     assert new[("m.room.topic", "")]["content"]["topic"] == "Old topic"
     assert new[("m.room.join_rules", "")]["content"] == {"join_rule": "public"}
+    # The old room (public_chat) had no guest access: the private_chat preset's is used.
+    assert ("m.room.guest_access", "") not in old
+    assert new[("m.room.guest_access", "")]["content"] == {"guest_access": "can_join"}
     assert new[("m.room.member", mallory.user_id)]["content"] == {
         "membership": "ban",
         "reason": "spam",

@@ -8,9 +8,9 @@
    where the spec lets it be omitted) and keeps the old room's ``type`` and
    ``m.federate: false``.
 3. The transferable state the spec recommends is copied (server ACL, encryption, name,
-   avatar, topic, guest access, history visibility, join rules, power levels), and bans
-   with it; the upgrader holds enough power to send it all, then the old power levels
-   are restored.
+   avatar, topic, guest access, history visibility, join rules, power levels) over the
+   ``private_chat`` preset's state, and bans with it; the upgrader holds enough power
+   to send it all, then the old power levels are restored.
 4. Local aliases move to the new room with the canonical alias; a published room is
    published in its replacement instead.
 5. The tombstone goes into the old room, whose ``events_default`` and ``invite`` levels
@@ -55,6 +55,12 @@ TRANSFERRED: Final = (
     "m.room.history_visibility",
     "m.room.join_rules",
 )
+# The state of the ``private_chat`` preset (createRoom), under the transferred state.
+PRIVATE_CHAT_STATE: Final[Mapping[str, Mapping[str, Any]]] = {
+    "m.room.join_rules": {"join_rule": "invite"},
+    "m.room.history_visibility": {"history_visibility": "shared"},
+    "m.room.guest_access": {"guest_access": "can_join"},
+}
 # The integer levels of m.room.power_levels, top level and per map.
 _LEVELS: Final = (
     "ban",
@@ -200,16 +206,17 @@ class RoomUpgradeService:
 
     @staticmethod
     def _transferred_state(old: Mapping[StateKey, Pdu], version: RoomVersion) -> list[EventSpec]:
-        specs = []
+        """The transferred state over the ``private_chat`` preset's, as Synapse builds the
+        replacement room (so it has guest access and the like even if the old room had
+        none)."""
+        contents: dict[str, Mapping[str, Any]] = dict(PRIVATE_CHAT_STATE)
         for event_type in TRANSFERRED:
             event = old.get((event_type, ""))
-            if event is None or not event.content:
-                continue
-            content = dict(event.content)
-            if event_type == "m.room.join_rules" and not _join_rule_allowed(content, version):
-                content = {"join_rule": "invite"}
-            specs.append(EventSpec(event_type, content, ""))
-        return specs
+            if event is not None and event.content:
+                contents[event_type] = event.content
+        if not _join_rule_allowed(contents["m.room.join_rules"], version):
+            contents["m.room.join_rules"] = PRIVATE_CHAT_STATE["m.room.join_rules"]
+        return [EventSpec(t, dict(content), "") for t, content in contents.items()]
 
     async def _move_aliases(
         self, user_id: UserID, old_room: RoomID, new_room: RoomID, canonical: Pdu | None
