@@ -27,8 +27,9 @@ async def sync(client: MatrixClient, account: Account, **params: str) -> dict[st
     return body
 
 
-async def create_public_room(client: MatrixClient, creator: Account) -> str:
-    body = {"preset": "public_chat"}
+async def create_public_room(client: MatrixClient, creator: Account, name: str = "") -> str:
+    """A public room, named (so its heroes are not lazily loaded) when ``name`` is given."""
+    body = {"preset": "public_chat", **({"name": name} if name else {})}
     created = await client.request("POST", "createRoom", json=body, token=creator)
     room_id: str = created.ok()["room_id"]
     return room_id
@@ -56,7 +57,7 @@ def members_in_state(body: dict[str, Any], room_id: str) -> set[str]:
 
 async def test_incremental_sync_brings_new_senders_members_once(client: MatrixClient) -> None:
     alice, bob, carol = [await client.register() for _ in range(3)]
-    room_id = await create_public_room(client, alice)
+    room_id = await create_public_room(client, alice, "named")
     await join(client, room_id, bob)
     await join(client, room_id, carol)
     for i in range(3):
@@ -83,7 +84,7 @@ async def test_gappy_lazy_sync_has_gap_members_leaves_and_old_speakers(
     client: MatrixClient,
 ) -> None:
     alice, bob, carol, dave = [await client.register() for _ in range(4)]
-    room_id = await create_public_room(client, alice)
+    room_id = await create_public_room(client, alice, "named")
     await join(client, room_id, bob)
     await join(client, room_id, carol)
     for i in range(3):
@@ -121,3 +122,29 @@ async def test_newly_joined_room_in_incremental_sync_is_limited(client: MatrixCl
     assert {"m.room.create", "m.room.member"} <= {
         e["type"] for e in room["state"]["events"] + room["timeline"]["events"]
     }
+
+
+async def test_summary_heroes_only_for_unnamed_rooms_and_loaded_lazily(
+    client: MatrixClient,
+) -> None:
+    alice, bob, carol = [await client.register() for _ in range(3)]
+    unnamed = await create_public_room(client, alice)
+    await join(client, unnamed, bob)
+    await join(client, unnamed, carol)
+    for i in range(3):  # the joins leave the timeline (limit 3)
+        await say(client, unnamed, alice, f"only alice speaks {i}")
+    named = (
+        await client.request(
+            "POST", "createRoom", json={"preset": "public_chat", "name": "Named"}, token=alice
+        )
+    ).ok()["room_id"]
+    await join(client, named, bob)
+    body = await sync(client, alice, filter=LAZY)
+    assert body["rooms"]["join"][named]["summary"] == {
+        "m.joined_member_count": 2,
+        "m.invited_member_count": 0,
+    }
+    summary = body["rooms"]["join"][unnamed]["summary"]
+    assert sorted(summary["m.heroes"]) == sorted([bob.user_id, carol.user_id])
+    # The heroes never spoke, yet their member events come with lazy loading.
+    assert {bob.user_id, carol.user_id} <= members_in_state(body, unnamed)

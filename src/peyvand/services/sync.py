@@ -27,6 +27,7 @@ from peyvand.services.sync_state import (
     LazyMembersCache,
     gap_state,
     only_members,
+    room_summary,
     timeline_state,
 )
 from peyvand.services.visibility import IgnoredBy
@@ -35,6 +36,12 @@ from peyvand.storage.models import StoredEvent
 from peyvand.storage.remote_invites import RemoteInviteStore
 from peyvand.storage.rooms import RoomMemberStore
 from peyvand.types import DeviceID, EventID, JsonDict, RoomID, UserID
+
+# A room named by either of these has no heroes in its summary.
+_NAME_FIELDS: dict[StateKey, str] = {
+    ("m.room.name", ""): "name",
+    ("m.room.canonical_alias", ""): "alias",
+}
 
 
 class TypingSource(Protocol):
@@ -441,6 +448,13 @@ class SyncService:
             state_ids = (
                 dict(await self._state.state_ids_at_group(group, keys)) if group is not None else {}
             )
+        summary, heroes = await self._summary(snapshot, requester.user_id)
+        if lazy is not None:
+            # "Lazy-loading room members": the heroes' members are part of the state.
+            for hero in heroes:
+                key = (MEMBER, hero)
+                if key in snapshot.state and key not in in_timeline.contains:
+                    state_ids.setdefault(key, snapshot.state[key])
         if lazy is not None and not sync_filter.include_redundant_members:
             user_id, device_id = requester.user_id, requester.device_id
             state_ids = self._lazy_members.drop_sent(user_id, device_id, state_ids, changed)
@@ -451,7 +465,7 @@ class SyncService:
         return {
             "timeline": {"events": timeline_json, "limited": limited, "prev_batch": prev_batch},
             "state": {"events": state_json},
-            "summary": self._summary(snapshot, requester.user_id),
+            "summary": summary,
         }
 
     async def _events_json(
@@ -489,16 +503,16 @@ class SyncService:
         )
         return await self._state.state_ids_at_group(last[0].state_group) if last else {}
 
-    @staticmethod
-    def _summary(snapshot: RoomSnapshot, user_id: UserID) -> JsonDict:
-        joined = [u for u, m in snapshot.memberships.items() if m == "join"]
-        invited = [u for u, m in snapshot.memberships.items() if m == "invite"]
-        heroes = sorted(u for u in joined + invited if u != user_id)[:5]
-        return {
-            "m.heroes": heroes,
-            "m.joined_member_count": len(joined),
-            "m.invited_member_count": len(invited),
-        }
+    async def _summary(
+        self, snapshot: RoomSnapshot, user_id: UserID
+    ) -> tuple[JsonDict, list[UserID]]:
+        """The room summary and its heroes (none when the room has a name or alias)."""
+        events = await self._state.get_state_events(snapshot.state, _NAME_FIELDS)
+        named = any(
+            isinstance(name := event.content.get(_NAME_FIELDS[key]), str) and name
+            for key, event in events.items()
+        )
+        return room_summary(snapshot.memberships, user_id, named=named)
 
     async def _invited_room(self, room_id: RoomID, user_id: UserID) -> tuple[JsonDict, str | None]:
         """The room's stripped state and who sent the user's membership (the inviter)."""

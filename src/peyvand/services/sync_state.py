@@ -120,3 +120,27 @@ class LazyMembersCache:
             for (event_type, state_key), event_id in state.items():
                 if event_type == MEMBER:
                     sent.put(state_key, event_id)
+
+
+def room_summary(
+    memberships: Mapping[UserID, str], user_id: UserID, *, named: bool
+) -> tuple[dict[str, object], list[UserID]]:
+    """The room's ``summary`` and its heroes ("Calculating the display name for a room"):
+    member counts always; ``m.heroes`` (up to 5 joined or invited members other than the
+    user, else those who left or were banned) only for a room without a name or
+    canonical alias, as Synapse does."""
+    joined = [u for u, m in memberships.items() if m == "join"]
+    invited = [u for u, m in memberships.items() if m == "invite"]
+    summary: dict[str, object] = {
+        "m.joined_member_count": len(joined),
+        "m.invited_member_count": len(invited),
+    }
+    if named:
+        return summary, []
+    heroes = sorted(u for u in joined + invited if u != user_id)[:5]
+    if not heroes:
+        heroes = sorted(
+            u for u, m in memberships.items() if m in ("leave", "ban") and u != user_id
+        )[:5]
+    summary["m.heroes"] = heroes
+    return summary, heroes
