@@ -41,6 +41,8 @@ from peyvand.types import JsonDict, UserID, is_valid_localpart
 
 _GENERATED_ALPHABET = string.ascii_lowercase + string.digits
 _MAX_USER_ID_BYTES = 255
+# The UIA session data naming the account a registration made.
+_REGISTERED_USER_ID = "registered_user_id"
 # A registration holds a use of its token for at most this long (a registration runs
 # within one request; older holds were left by a crash).
 PENDING_LIFETIME_MS = 10 * 60 * 1000
@@ -234,32 +236,55 @@ class RegistrationService:
     ) -> tuple[UserID, Session | None]:
         """POST /register (kind=user): check the username, run UIA, create the account (or
         upgrade the guest of ``guest_access_token``) and, unless ``inhibit_login``, log it
-        in."""
+        in.
+
+        As in Synapse, the UIA session remembers the first request's parameters (a later
+        request may send only ``auth``) and, once the account exists, which account it
+        made: a retry with the completed session logs that account in again.
+        """
         flows = await self.flows()
         guest = await self._upgradable_guest(guest_access_token, username)
+        registered = self._auth.uia.session_data(auth, _REGISTERED_USER_ID)
         if username is not None and guest is None:
             username = username.lower()
-            await self.check_username(username)
+            if registered != f"@{username}:{self._config.server_name}":
+                await self.check_username(username)
         if password is not None:
             check_new_password(password)
         # A use of a database token, held from its stage until the account exists.
         hold = _Hold(secrets.token_urlsafe(18))
         try:
-            await self._auth.uia.check(
+            done = await self._auth.uia.check(
                 auth,
                 flows=flows,
                 checkers=self._checkers(hold),
                 operation="register",
                 user_id=None,
+                clientdict={
+                    "username": username,
+                    "password": password,
+                    "device_id": device_id,
+                    "initial_device_display_name": display_name,
+                    "inhibit_login": inhibit_login or None,
+                },
+                reusable=True,
             )
+            remembered = done.clientdict
+            username, password = remembered.get("username"), remembered.get("password")
+            device_id = remembered.get("device_id")
+            display_name = remembered.get("initial_device_display_name")
+            inhibit_login = bool(remembered.get("inhibit_login"))
             if password is None:
                 raise MatrixError(Errcode.MISSING_PARAM, "Missing parameter: password")
-            if guest is not None:
+            if registered is not None:
+                user_id = UserID(registered)
+            elif guest is not None:
                 user_id = await self._upgrade(guest, password)
             elif username is None:
                 user_id = await self._create_generated(password)
             else:
                 user_id = await self._create(username, password, admin=False)
+            self._auth.uia.set_session_data(done.session_id, _REGISTERED_USER_ID, user_id)
         except BaseException:
             if hold.token is not None:
                 await self._tokens.release(hold.reservation)

@@ -6,7 +6,12 @@ it then completes stages one request at a time, quoting the session, until the c
 stages cover one whole flow. Sessions live in memory and expire after an hour.
 
 A session is bound to the operation that started it and to the user making it, so stages
-completed for one request cannot authorise a different one (as Synapse does).
+completed for one request cannot authorise a different one (as Synapse does). It also
+remembers the request parameters it was started with (``clientdict``): a later request
+of the same session that sends none gets those back ("User-interactive API in the REST
+API": clients may send only ``auth`` once the session exists). A ``reusable`` session
+(registration) stays complete until it expires, so a retried request succeeds again, and
+carries data its operation stores on it (``set_session_data``).
 """
 
 from __future__ import annotations
@@ -63,8 +68,7 @@ class AuthIncomplete(MatrixError):
             "params": self.params,
             "session": self.session,
         }
-        if self.completed:
-            body["completed"] = self.completed
+        body["completed"] = self.completed
         if self.failed:
             body["errcode"] = self.errcode.value
             body["error"] = self.message
@@ -76,7 +80,19 @@ class _Session:
     operation: str
     user_id: str | None
     created: float
+    clientdict: dict[str, Any]
     completed: list[str] = field(default_factory=list)
+    done: bool = False
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class UiaResult:
+    """A completed UIA: its session and the request parameters to act on (the request's
+    own, or those the session was started with if the request sent none)."""
+
+    session_id: str
+    clientdict: Mapping[str, Any]
 
 
 class UserInteractiveAuth:
@@ -96,19 +112,26 @@ class UserInteractiveAuth:
         operation: str,
         user_id: str | None,
         params: JsonDict | None = None,
-    ) -> None:
+        clientdict: Mapping[str, Any] | None = None,
+        reusable: bool = False,
+    ) -> UiaResult:
         """Return once ``auth`` completes a flow; otherwise raise ``AuthIncomplete``.
 
         ``operation`` names what is being authorised (e.g. ``"POST /account/password"``);
-        ``user_id`` is the authenticated user, or None for registration.
+        ``user_id`` is the authenticated user, or None for registration. ``clientdict``
+        holds the request's parameters (None values count as absent).
         """
         self._expire()
         params = params or {}
+        given = {k: v for k, v in (clientdict or {}).items() if v is not None}
         session_id = auth.get("session") if auth is not None else None
         if session_id is None:
-            session_id, session = self._create(operation, user_id)
+            session_id, session = self._create(operation, user_id, given)
         else:
             session = self._existing(session_id, operation, user_id)
+        result = UiaResult(session_id, given or session.clientdict)
+        if session.done:
+            return result
         stage = auth.get("type") if auth is not None else None
         if stage is not None:
             if (
@@ -124,13 +147,30 @@ class UserInteractiveAuth:
             if stage not in session.completed:
                 session.completed.append(stage)
         if any(set(flow) <= set(session.completed) for flow in flows):
-            del self._sessions[session_id]
-            return
+            if reusable:
+                session.done = True
+            else:
+                del self._sessions[session_id]
+            return result
         raise AuthIncomplete(flows, params, session_id, session.completed)
 
-    def _create(self, operation: str, user_id: str | None) -> tuple[str, _Session]:
+    def session_data(self, auth: Mapping[str, Any] | None, key: str) -> Any:
+        """What the operation stored under ``key`` on the session ``auth`` names (None if
+        nothing, or no such session)."""
+        session_id = auth.get("session") if auth is not None else None
+        session = self._sessions.get(session_id) if isinstance(session_id, str) else None
+        return None if session is None else session.data.get(key)
+
+    def set_session_data(self, session_id: str, key: str, value: Any) -> None:
+        session = self._sessions.get(session_id)
+        if session is not None:
+            session.data[key] = value
+
+    def _create(
+        self, operation: str, user_id: str | None, clientdict: dict[str, Any]
+    ) -> tuple[str, _Session]:
         session_id = secrets.token_urlsafe(18)
-        session = _Session(operation, user_id, self._clock())
+        session = _Session(operation, user_id, self._clock(), clientdict)
         self._sessions[session_id] = session
         if len(self._sessions) > _MAX_SESSIONS:
             self._sessions.popitem(last=False)
