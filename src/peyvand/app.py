@@ -373,6 +373,7 @@ async def create_app(config: Config) -> web.Application:
             event_store,
             directory_store,
             push_rules,
+            account_data,
             profile.profile_of,
         ),
         room_events=room_events,

@@ -57,6 +57,10 @@ async def test_upgrade_replaces_the_room(client: MatrixClient, new_version: str)
     (await client.request("POST", f"rooms/{room_id}/ban", json=ban, token=alice)).ok()
     rule = f"pushrules/global/room/{quote(room_id, safe='')}"
     (await client.request("PUT", rule, json={"actions": ["notify"]}, token=bob)).ok()
+    tag = f"user/{bob.user_id}/rooms/{room_id}/tags/u.work"
+    (await client.request("PUT", tag, json={"order": 0.5}, token=bob)).ok()
+    direct = f"user/{bob.user_id}/account_data/m.direct"
+    (await client.request("PUT", direct, json={alice.user_id: [room_id]}, token=bob)).ok()
 
     # A member without the power to send m.room.tombstone may not upgrade.
     assert_error(await upgrade(client, room_id, bob, new_version), 403, "M_FORBIDDEN")
@@ -101,6 +105,11 @@ async def test_upgrade_replaces_the_room(client: MatrixClient, new_version: str)
     # Bob's notification settings for the old room now cover the new one too.
     room_rules = (await client.request("GET", "pushrules/global/room/", token=bob)).ok()
     assert {r["rule_id"] for r in room_rules} == {room_id, new_room}
+    tags = await client.request("GET", f"user/{bob.user_id}/rooms/{new_room}/tags", token=bob)
+    assert tags.ok() == {"tags": {"u.work": {"order": 0.5}}}
+    assert (await client.request("GET", direct, token=bob)).ok() == {
+        alice.user_id: [room_id, new_room]
+    }
     # Bob may join the new room; mallory stays banned.
     (await client.request("POST", f"rooms/{new_room}/join", json={}, token=bob)).ok()
     refused = await client.request("POST", f"rooms/{new_room}/join", json={}, token=mallory)

@@ -20,6 +20,8 @@ from peyvand.types import JsonDict, RoomID, UserID
 
 TAG_EVENT_TYPE = "m.tag"
 FULLY_READ_EVENT_TYPE = "m.fully_read"
+# "Direct Messaging": global account data mapping users to their direct rooms.
+DIRECT_EVENT_TYPE = "m.direct"
 # "Client Config", "Server Behaviour": types the server manages, rejected with a 405.
 SERVER_MANAGED_TYPES = {
     FULLY_READ_EVENT_TYPE: "/rooms/{roomId}/read_markers",
@@ -173,6 +175,28 @@ class AccountDataService:
         content = await self._store.get(user_id, room_id, TAG_EVENT_TYPE)
         tags = (content or {}).get("tags")
         return dict(tags) if isinstance(tags, dict) else {}
+
+    async def copy_on_room_upgrade(
+        self, user_id: UserID, old_room: RoomID, new_room: RoomID
+    ) -> None:
+        """Carry the user's tags of ``old_room`` to ``new_room`` (unless it has some) and
+        list ``new_room`` wherever ``m.direct`` lists ``old_room`` (Client-Server API,
+        "Room Upgrades": the server should transfer the user's tags and the like, as
+        Synapse does for every local member)."""
+        async with self._write_lock:
+            tags = await self._tags(user_id, old_room)
+            if tags and not await self._tags(user_id, new_room):
+                await self._put_locked(user_id, new_room, TAG_EVENT_TYPE, {"tags": tags})
+            direct = await self._store.get(user_id, GLOBAL, DIRECT_EVENT_TYPE)
+            if not direct:
+                return
+            changed = {
+                other: [*rooms, new_room]
+                for other, rooms in direct.items()
+                if isinstance(rooms, list) and old_room in rooms and new_room not in rooms
+            }
+            if changed:
+                await self._put_locked(user_id, GLOBAL, DIRECT_EVENT_TYPE, {**direct, **changed})
 
     # -- sync -----------------------------------------------------------------------------
 

@@ -15,7 +15,8 @@
    published in its replacement instead.
 5. The tombstone goes into the old room, whose ``events_default`` and ``invite`` levels
    are raised to the greater of 50 and ``users_default + 1``.
-6. Local members' push rules about the old room are copied to the new one.
+6. Local members' push rules and tags for the old room are copied to the new one, which
+   joins the old one in their ``m.direct``.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from peyvand.errors import Errcode, MatrixError
 from peyvand.events.auth import get_send_level, get_user_power_level
 from peyvand.events.pdu import Pdu, StateKey
 from peyvand.events.room_versions import RoomVersion, room_version_or_none
+from peyvand.services.account_data import AccountDataService
 from peyvand.services.event_creation import EventCreationService, EventSpec
 from peyvand.services.push import PushRulesService
 from peyvand.services.room_state import RoomSnapshot, StateService
@@ -83,6 +85,7 @@ class RoomUpgradeService:
         event_store: EventStore,
         aliases: DirectoryStore,
         push_rules: PushRulesService,
+        account_data: AccountDataService,
         profile_of: ProfileLookup,
     ) -> None:
         self._server_name = server_name
@@ -91,6 +94,7 @@ class RoomUpgradeService:
         self._event_store = event_store
         self._aliases = aliases
         self._push_rules = push_rules
+        self._account_data = account_data
         self._profile_of = profile_of
         # Rooms being upgraded right now: a second request meanwhile is refused.
         self._upgrading: set[RoomID] = set()
@@ -176,6 +180,7 @@ class RoomUpgradeService:
         ]
         for member in local_members:
             await self._push_rules.copy_room_rules(member, room_id, created)
+            await self._account_data.copy_on_room_upgrade(member, room_id, created)
         await self._restrict_old_room(user_id, room_id, power)
         if final_levels != initial[1].content:
             await self._events.send(
