@@ -8,7 +8,8 @@ except state events ("Ignoring Users", "Server behaviour").
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
 
 from peyvand.events.pdu import StateKey
 from peyvand.services.room_state import StateService
@@ -16,6 +17,14 @@ from peyvand.storage.models import StoredEvent
 from peyvand.types import UserID
 
 _VISIBILITY_KEY: StateKey = ("m.room.history_visibility", "")
+# From the least to the most restrictive.
+_PRIORITY = ("world_readable", "shared", "invited", "joined")
+
+
+def _value(content: Mapping[str, Any]) -> str:
+    """A visibility content's value; unknown values count as ``shared``."""
+    value = content.get("history_visibility")
+    return value if isinstance(value, str) and value in _PRIORITY else "shared"
 
 
 IgnoredBy = Callable[[UserID], Awaitable[frozenset[UserID]]]
@@ -44,11 +53,9 @@ class VisibilityService:
                 continue
             ids = await self._state.state_ids_in_room(event.pdu.room_id, event.state_group, keys)
             found = await self._state.get_state_events_by_id(ids.values())
-            visibility = "shared"
+            vis_id = ids.get(_VISIBILITY_KEY)
+            visibility = _value(found[vis_id].pdu.content) if vis_id in found else "shared"
             membership = None
-            if (vis_id := ids.get(_VISIBILITY_KEY)) and vis_id in found:
-                value = found[vis_id].pdu.content.get("history_visibility")
-                visibility = value if isinstance(value, str) else "shared"
             if (member_id := ids.get(member_key)) and member_id in found:
                 membership = found[member_id].pdu.membership
             by_group[event.state_group] = (visibility, membership)
@@ -57,6 +64,12 @@ class VisibilityService:
             visibility, membership = by_group[event.state_group]
             if event.pdu.sender in ignored and not event.pdu.is_state():
                 continue
+            if event.pdu.type == _VISIBILITY_KEY[0] and event.pdu.state_key == "":
+                # A change is seen by whoever may see either side of it (Synapse does the
+                # same): the less restrictive of the old and the new visibility.
+                before = await self._visibility_before(event)
+                if _PRIORITY.index(before) < _PRIORITY.index(visibility):
+                    visibility = before
             if (
                 (event.pdu.type == "m.room.member" and event.pdu.state_key == user_id)
                 or visibility == "world_readable"
@@ -66,3 +79,13 @@ class VisibilityService:
             ):
                 visible.append(event)
         return visible
+
+    async def _visibility_before(self, event: StoredEvent) -> str:
+        """The history visibility just before the state event ``event``."""
+        before = (await self._state.state_group_row(event.state_group)).prev_group
+        if before is None:
+            return "shared"
+        ids = await self._state.state_ids_in_room(event.pdu.room_id, before, [_VISIBILITY_KEY])
+        found = await self._state.get_state_events_by_id(ids.values())
+        vis_id = ids.get(_VISIBILITY_KEY)
+        return _value(found[vis_id].pdu.content) if vis_id in found else "shared"

@@ -1,0 +1,69 @@
+"""Which events a joined room's timeline shows in /sync, over HTTP on every backend
+(Client-Server API, "Syncing" and "Room History Visibility")."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+from urllib.parse import quote
+
+from harness.client import Account, MatrixClient
+
+_txn = itertools.count()
+
+
+async def sync(client: MatrixClient, account: Account, **params: str) -> dict[str, Any]:
+    body: dict[str, Any] = (await client.request("GET", "sync", token=account, params=params)).ok()
+    return body
+
+
+async def say(client: MatrixClient, room_id: str, account: Account, text: str) -> str:
+    response = await client.request(
+        "PUT",
+        f"rooms/{room_id}/send/m.room.message/tl{next(_txn)}",
+        json={"msgtype": "m.text", "body": text},
+        token=account,
+    )
+    event_id: str = response.ok()["event_id"]
+    return event_id
+
+
+async def set_visibility(client: MatrixClient, room_id: str, account: Account, value: str) -> None:
+    body = {"history_visibility": value}
+    path = f"rooms/{room_id}/state/m.room.history_visibility"
+    (await client.request("PUT", path, json=body, token=account)).ok()
+
+
+async def test_a_profile_change_is_not_a_new_join(client: MatrixClient) -> None:
+    alice = await client.register()
+    created = await client.request("POST", "createRoom", json={}, token=alice)
+    room_id = created.ok()["room_id"]
+    await say(client, room_id, alice, "before")
+    since = (await sync(client, alice))["next_batch"]
+    path = f"profile/{quote(alice.user_id, safe='')}/displayname"
+    (await client.request("PUT", path, json={"displayname": "Alice"}, token=alice)).ok()
+    room = (await sync(client, alice, since=since))["rooms"]["join"][room_id]
+    # Only the new member event, not the room's history as for a room just joined.
+    assert [e["type"] for e in room["timeline"]["events"]] == ["m.room.member"]
+    assert room["timeline"]["limited"] is False
+    assert room["state"]["events"] == []
+
+
+async def test_visibility_changes_show_on_their_boundaries(client: MatrixClient) -> None:
+    alice, bob = await client.register(), await client.register()
+    created = await client.request(
+        "POST", "createRoom", json={"preset": "public_chat"}, token=alice
+    )
+    room_id = created.ok()["room_id"]
+    for value, text in (("joined", "1"), ("invited", "2"), ("shared", "3")):
+        await set_visibility(client, room_id, alice, value)
+        await say(client, room_id, alice, text)
+    (await client.request("POST", f"rooms/{room_id}/join", json={}, token=bob)).ok()
+    timeline = (await sync(client, bob))["rooms"]["join"][room_id]["timeline"]["events"]
+    shown = [
+        e["content"].get("history_visibility") or e["content"].get("body") or e["type"]
+        for e in timeline[-4:]
+    ]
+    # "joined" replaced shared and "shared" replaced invited: each is seen from its
+    # less restrictive side; messages 1 and 2 are not.
+    assert shown == ["joined", "shared", "3", "m.room.member"]
