@@ -256,9 +256,16 @@ class SyncService:
             if since is None or now.receipts > since.receipts or full_state
             else {}
         )
-        # A room joined since the token starts with its current typing and receipts, as
-        # in an initial sync (Synapse does the same), not just the changes since the token.
-        joined_since = [r for r in joined if since is not None and memberships[r][1] > since_events]
+        # Rooms joined since the token (not just a new member event, such as a profile
+        # change, of a user joined already) start as in an initial sync, with their
+        # current typing and receipts too (Synapse does the same).
+        joined_since = [
+            r
+            for r in joined
+            if since is not None
+            and memberships[r][1] > since_events
+            and not await self._was_joined(r, user_id, since_events)
+        ]
         if joined_since:
             typing.update(self._typing.typing_for_rooms(joined_since, 0))
             receipts.update(
@@ -294,7 +301,7 @@ class SyncService:
         ]
         counts = await self._unread_counts(user_id, touched) if touched else {}
         for room_id in touched:
-            newly_joined = since is None or memberships[room_id][1] > since_events
+            newly_joined = since is None or room_id in joined_since
             section = await self._joined_room(
                 requester,
                 room_id,
@@ -492,6 +499,18 @@ class SyncService:
             if i in found and state_filter.matches(found[i].pdu.data)
         ]
         return await self._events_json(kept, requester, sync_filter)
+
+    async def _was_joined(self, room_id: RoomID, user_id: UserID, position: int) -> bool:
+        """Whether ``user_id`` was joined to the room at stream ``position``."""
+        last = await self._store.get_room_events(
+            room_id, after=None, before=position, limit=1, newest_first=True
+        )
+        if not last:
+            return False
+        key: StateKey = (MEMBER, user_id)
+        ids = await self._state.state_ids_at_group(last[0].state_group, [key])
+        member = await self._state.get_event(ids[key]) if key in ids else None
+        return member is not None and member.pdu.membership == "join"
 
     async def _state_at_start(self, event: StoredEvent) -> dict[StateKey, EventID]:
         group = await self._state_before(event)
