@@ -22,12 +22,13 @@ _SERVER_NAME_RE = re.compile(
     r"^(?:\[[0-9A-Fa-f:.]{2,45}\]|[0-9]{1,3}(?:\.[0-9]{1,3}){3}|[A-Za-z0-9\-.]{1,255})(?::[0-9]{1,5})?$"
 )
 # Appendices, "User Identifiers": historical grammar is accepted for other servers' users.
+# Matched with fullmatch: ``$`` alone would also accept a trailing newline.
 _LOCALPART_RE = re.compile(r"^[a-z0-9._=\-/+]+$")
 _HISTORICAL_LOCALPART_RE = re.compile(r"^[\x21-\x39\x3b-\x7e]+$")
 
 
 def is_valid_server_name(name: str) -> bool:
-    return bool(_SERVER_NAME_RE.match(name))
+    return bool(_SERVER_NAME_RE.fullmatch(name))
 
 
 def split_id(identifier: str, sigil: str) -> tuple[str, str]:
@@ -49,12 +50,12 @@ def is_valid_user_id(user_id: str, *, historical: bool = True) -> bool:
     except ValueError:
         return False
     pattern = _HISTORICAL_LOCALPART_RE if historical else _LOCALPART_RE
-    return bool(localpart) and bool(pattern.match(localpart))
+    return bool(localpart) and bool(pattern.fullmatch(localpart))
 
 
 def is_valid_localpart(localpart: str) -> bool:
     """Localpart grammar for new local users (Appendices, "User Identifiers")."""
-    return bool(_LOCALPART_RE.match(localpart))
+    return bool(_LOCALPART_RE.fullmatch(localpart))
 
 
 def server_name_of(identifier: str) -> str:

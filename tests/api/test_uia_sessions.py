@@ -63,3 +63,12 @@ async def test_failed_stage_answers_completed(client: MatrixClient) -> None:
     failed = await client.request("POST", "account/deactivate", json={"auth": wrong}, token=alice)
     assert failed.status == 401 and failed.body["errcode"] == "M_FORBIDDEN"
     assert failed.body["completed"] == [] and failed.body["flows"] and "params" in failed.body
+
+
+async def test_registration_refuses_control_characters(client: MatrixClient) -> None:
+    """A trailing newline is no part of a valid localpart (``$`` alone would match it)."""
+    name = unique_localpart("ctl")
+    for bad in (f"{name}\n", f"{name}\r", f"{name}\t"):
+        body = {"username": bad, "password": "sUp3rs3kr1t", "auth": {"type": "m.login.dummy"}}
+        refused = await client.request("POST", "register", json=body)
+        assert refused.status == 400 and refused.body["errcode"] == "M_INVALID_USERNAME"
