@@ -52,6 +52,8 @@ async def test_global_initial_sync(client: MatrixClient) -> None:
     assert message in [e["event_id"] for e in room["messages"]["chunk"]]
     assert ("m.room.name", "") in {(e["type"], e["state_key"]) for e in room["state"]}
     assert isinstance(body["end"], str)
+    # Account data as stored (push rules have their own API).
+    assert "m.push_rules" not in [e["type"] for e in body["account_data"]]
     empty = (await client.request("GET", "initialSync", token=alice, params={"limit": "0"})).ok()
     room = next(r for r in empty["rooms"] if r["room_id"] == room_id)
     assert room["messages"]["chunk"] == []
