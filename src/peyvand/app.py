@@ -169,6 +169,7 @@ async def create_app(config: Config) -> web.Application:
     device_lists = DeviceListService(server_name, DeviceListStore(db), index, state, notifier)
     auth.on_devices_deleted.append(to_device.on_devices_deleted)
     auth.on_device_created.append(device_lists.on_device_created)
+    auth.on_device_renamed.append(device_lists.on_device_created)
     e2e_keys = E2eKeysService(server_name, E2eKeyStore(db), auth, device_lists.notify_user_changed)
     auth.on_devices_deleted.append(e2e_keys.on_devices_deleted)
     # Last: clients woken by the change must no longer see the deleted devices' keys.

@@ -99,6 +99,17 @@ async def test_deleted_device_is_reported(client: MatrixClient) -> None:
     assert changed(await sync(client, alice, response["next_batch"])) == []
 
 
+async def test_renamed_device_is_reported(client: MatrixClient) -> None:
+    """A device's display name is part of its keys as others query them (Synapse reports a
+    rename as a device list change too)."""
+    alice, bob = await client.register(), await client.register()
+    await shared_room(client, alice, bob)
+    alice_token = await token_of(client, alice)
+    path = f"devices/{bob.device_id}"
+    (await client.request("PUT", path, json={"display_name": "wibble"}, token=bob)).ok()
+    assert bob.user_id in changed(await sync(client, alice, alice_token))
+
+
 async def test_joining_a_room_with_someone_reports_them(client: MatrixClient) -> None:
     alice, bob, carol = await client.register(), await client.register(), await client.register()
     room_id = await shared_room(client, bob, carol)

@@ -117,6 +117,8 @@ class AuthService:
         self._filters: LRU[tuple[UserID, str], JsonDict] = LRU(_FILTER_CACHE_SIZE)
         self.on_devices_deleted: list[DevicesDeletedHook] = []
         self.on_device_created: list[DeviceCreatedHook] = []
+        # A renamed device: its display name is part of the device list others query.
+        self.on_device_renamed: list[DeviceCreatedHook] = []
 
     # Access tokens ("Using access tokens") --------------------------------------------
 
@@ -319,6 +321,8 @@ class AuthService:
             await self._accounts.set_device_display_name(user_id, device_id, display_name)
         except NotFoundError:
             raise not_found("Device not found") from None
+        for hook in self.on_device_renamed:
+            await hook(user_id, DeviceID(device_id))
 
     async def delete_devices(self, user_id: UserID, device_ids: Sequence[str]) -> None:
         """Delete devices and log them out; unknown device IDs are ignored (as Synapse)."""

@@ -108,7 +108,8 @@ class DeviceListService:
             await listener(user_id, device_ids)
 
     async def on_device_created(self, user_id: UserID, device_id: str) -> None:
-        """A new login is a device list change."""
+        """A new login is a device list change, and so is a renamed device (its display
+        name is in what ``/keys/query`` answers; Synapse reports it too)."""
         await self.notify_user_changed(user_id)
         for listener in self.device_listeners:
             await listener(user_id, [device_id])
