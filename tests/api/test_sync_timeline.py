@@ -67,3 +67,19 @@ async def test_visibility_changes_show_on_their_boundaries(client: MatrixClient)
     # "joined" replaced shared and "shared" replaced invited: each is seen from its
     # less restrictive side; messages 1 and 2 are not.
     assert shown == ["joined", "shared", "3", "m.room.member"]
+
+
+async def test_a_room_joined_and_left_since_the_token_comes_with_its_state(
+    client: MatrixClient,
+) -> None:
+    alice, bob = await client.register(), await client.register()
+    created = await client.request("POST", "createRoom", json={"name": "Brief"}, token=alice)
+    room_id = created.ok()["room_id"]
+    body = {"user_id": bob.user_id}
+    (await client.request("POST", f"rooms/{room_id}/invite", json=body, token=alice)).ok()
+    only_names = '{"room": {"timeline": {"types": []}, "state": {"types": ["m.room.name"]}}}'
+    since = (await sync(client, bob, filter=only_names))["next_batch"]
+    (await client.request("POST", f"rooms/{room_id}/join", json={}, token=bob)).ok()
+    (await client.request("POST", f"rooms/{room_id}/leave", json={}, token=bob)).ok()
+    left = (await sync(client, bob, filter=only_names, since=since))["rooms"]["leave"][room_id]
+    assert [e["content"]["name"] for e in left["state"]["events"]] == ["Brief"]

@@ -603,9 +603,18 @@ class SyncService:
             }
         timeline, limited = await self._timeline(requester, room_id, since, left_at, sync_filter)
         state_ids: dict[StateKey, EventID] = {}
-        if timeline and (limited or since == 0):
-            group = await self._state_before(timeline[0])
-            state_ids = await self._state.state_ids_at_group(group) if group else {}
+        # All the state for a room the client never saw joined (an initial sync, or
+        # joined and left since the token; not a rejected invite); for one it knew, only
+        # across a gap.
+        user_id = requester.user_id
+        full = since == 0 or (
+            not await self._was_joined(room_id, user_id, since)
+            and await self._was_joined(room_id, user_id, left_at - 1)
+        )
+        if timeline and (full or limited):
+            state_ids = await self._state_at_start(timeline[0])
+        elif full:
+            state_ids = await self._state_at_position(room_id, left_at)
         return {
             "timeline": {
                 "events": await self._events_json(timeline, requester, sync_filter),
