@@ -83,3 +83,27 @@ async def test_a_room_joined_and_left_since_the_token_comes_with_its_state(
     (await client.request("POST", f"rooms/{room_id}/leave", json={}, token=bob)).ok()
     left = (await sync(client, bob, filter=only_names, since=since))["rooms"]["leave"][room_id]
     assert [e["content"]["name"] for e in left["state"]["events"]] == ["Brief"]
+
+
+async def test_current_state_shows_in_the_timeline_under_joined_history(
+    client: MatrixClient,
+) -> None:
+    alice, bob, carol = [await client.register() for _ in range(3)]
+    created = await client.request(
+        "POST", "createRoom", json={"preset": "public_chat"}, token=alice
+    )
+    room_id = created.ok()["room_id"]
+    (await client.request("POST", f"rooms/{room_id}/join", json={}, token=bob)).ok()
+    await set_visibility(client, room_id, alice, "joined")
+    since = (await sync(client, bob))["next_batch"]
+    (await client.request("POST", f"rooms/{room_id}/leave", json={}, token=bob)).ok()
+    (await client.request("POST", f"rooms/{room_id}/join", json={}, token=carol)).ok()
+    hidden = await say(client, room_id, alice, "while bob was away")
+    (await client.request("POST", f"rooms/{room_id}/join", json={}, token=bob)).ok()
+    timeline = (await sync(client, bob, since=since))["rooms"]["join"][room_id]["timeline"]
+    ids = [e["event_id"] for e in timeline["events"]]
+    # Carol's join is current state: shown although sent while Bob could not see.
+    assert any(
+        e["type"] == "m.room.member" and e["state_key"] == carol.user_id for e in timeline["events"]
+    )
+    assert hidden not in ids

@@ -206,14 +206,19 @@ class RoomEventsService:
         newest_first: bool,
         limit: int,
         event_filter: EventFilter | None,
+        current_state_visible: bool = False,
     ) -> Scan:
         """Up to ``limit`` events of ``(after, before]`` that ``user_id`` may see and that
         match ``event_filter``, from the newest (or oldest) end.
 
         Visibility and the filter apply before the limit, so a filtered page is full
-        whenever enough matching events exist; ``resume`` tells whether more do.
+        whenever enough matching events exist; ``resume`` tells whether more do. With
+        ``current_state_visible`` (a joined member's sync timeline), state events that
+        are still the room's current state pass whatever the history visibility, as in
+        Synapse: a member can read current state anyway.
         """
         joined = await self._membership(room_id, user_id) == "join"
+        snapshot = await self._state.get_room(room_id) if current_state_visible else None
         found: list[StoredEvent] = []
         low, high = after, before
         for _ in range(_MAX_SCAN_ROUNDS):
@@ -226,6 +231,13 @@ class RoomEventsService:
                 e.pdu.event_id
                 for e in await self._visibility.filter_events(user_id, raw, currently_joined=joined)
             }
+            if snapshot is not None:
+                visible.update(
+                    e.pdu.event_id
+                    for e in raw
+                    if e.pdu.is_state()
+                    and snapshot.state.get((e.pdu.type, e.pdu.state_key or "")) == e.pdu.event_id
+                )
             for event in raw:
                 if event.pdu.event_id not in visible or (
                     event_filter is not None and not event_filter.matches(event.pdu.data)

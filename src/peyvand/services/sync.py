@@ -377,6 +377,8 @@ class SyncService:
         after: int,
         until: int,
         sync_filter: Filter,
+        *,
+        joined: bool = False,
     ) -> tuple[list[StoredEvent], bool]:
         found = await self._room_events.scan(
             requester.user_id,
@@ -386,6 +388,7 @@ class SyncService:
             newest_first=True,
             limit=sync_filter.timeline_limit,
             event_filter=sync_filter.room.timeline,
+            current_state_visible=joined,
         )
         found.events.reverse()
         return found.events, found.resume is not None
@@ -417,7 +420,7 @@ class SyncService:
         assert snapshot is not None
         if initial or has_events:
             timeline, limited = await self._timeline(
-                requester, room_id, 0 if initial else since, until, sync_filter
+                requester, room_id, 0 if initial else since, until, sync_filter, joined=True
             )
         else:
             timeline, limited = [], False
