@@ -63,6 +63,7 @@ from peyvand.services.purge import HistoryPurger
 from peyvand.services.push import PushRulesService
 from peyvand.services.push_actions import PushActionsService
 from peyvand.services.push_rules_account_data import PushRulesAccountData
+from peyvand.services.pushers import PusherService
 from peyvand.services.receipts import ReceiptService
 from peyvand.services.registration import RegistrationService
 from peyvand.services.remote_media import RemoteMediaFetcher
@@ -99,6 +100,7 @@ from peyvand.storage.migrations import run_migrations
 from peyvand.storage.purge import PurgeCandidate, PurgeStore
 from peyvand.storage.push_actions import PushActionStore
 from peyvand.storage.push_rules import PushRuleStore
+from peyvand.storage.pushers import PusherStore
 from peyvand.storage.receipts import ReceiptStore
 from peyvand.storage.registration_tokens import RegistrationTokenStore
 from peyvand.storage.remote_devices import RemoteDeviceStore
@@ -170,6 +172,8 @@ async def create_app(config: Config) -> web.Application:
     auth.on_devices_deleted.append(to_device.on_devices_deleted)
     auth.on_device_created.append(device_lists.on_device_created)
     auth.on_device_renamed.append(device_lists.on_device_created)
+    pushers = PusherService(PusherStore(db))
+    auth.on_devices_deleted.append(pushers.on_devices_deleted)
     e2e_keys = E2eKeysService(server_name, E2eKeyStore(db), auth, device_lists.notify_user_changed)
     auth.on_devices_deleted.append(e2e_keys.on_devices_deleted)
     # Last: clients woken by the change must no longer see the deleted devices' keys.
@@ -402,6 +406,7 @@ async def create_app(config: Config) -> web.Application:
         receipts=receipts,
         account_data=account_data,
         push_rules=push_rules,
+        pushers=pushers,
         profile=profile,
         directory=directory,
         user_directory=UserDirectoryService(server_name, directory_store),

@@ -30,6 +30,7 @@ from peyvand.services.membership import MembershipService
 from peyvand.services.policy_lists import PolicyListService
 from peyvand.services.profile import ProfileService
 from peyvand.services.push import PushRulesService
+from peyvand.services.pushers import PusherService
 from peyvand.services.receipts import ReceiptService
 from peyvand.services.registration import RegistrationService
 from peyvand.services.reports import ReportService
@@ -64,6 +65,7 @@ class Services:
     receipts: ReceiptService
     account_data: AccountDataService
     push_rules: PushRulesService
+    pushers: PusherService
     profile: ProfileService
     directory: DirectoryService
     user_directory: UserDirectoryService

@@ -1,0 +1,130 @@
+"""Pushers (Client-Server API, "Push Notifications": GET /pushers, POST /pushers/set).
+
+A pusher is kept per (user, ``app_id``, ``pushkey``) with the device that set it; when that
+device goes (logout, deletion, a password change logging other devices out, deactivation)
+its pushers go too, as Synapse ties them to their access token. Only ``http`` pushers are
+accepted (``email`` needs an email sender this server does not have), and their ``url``
+must be a push gateway's notify endpoint, as Synapse requires.
+
+Sending notifications to push gateways is not done yet: pushers are stored and listed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+from peyvand.errors import Errcode, MatrixError
+from peyvand.storage.pushers import PusherRow, PusherStore
+from peyvand.types import JsonDict, UserID
+
+# pusher.yaml: "Max length, 64 chars" and "Max length, 512 bytes".
+MAX_APP_ID_CHARS: Final = 64
+MAX_PUSHKEY_BYTES: Final = 512
+# Push Gateway API, "POST /_matrix/push/v1/notify".
+NOTIFY_PATH: Final = "/_matrix/push/v1/notify"
+_REQUIRED_WITH_KIND: Final = ("app_display_name", "device_display_name", "lang", "data")
+
+
+class PusherService:
+    def __init__(self, store: PusherStore, *, clock: Callable[[], float] = time.time) -> None:
+        self._store = store
+        self._clock = clock
+
+    async def get_pushers(self, user_id: UserID) -> list[JsonDict]:
+        """GET /pushers: the user's pushers, in the spec's ``Pusher`` shape."""
+        return [_pusher_json(row) for row in await self._store.get_pushers(user_id)]
+
+    async def set_pusher(
+        self, user_id: UserID, device_id: str | None, body: Mapping[str, Any]
+    ) -> None:
+        """POST /pushers/set: create, replace, or (``kind`` null) delete a pusher."""
+        app_id, pushkey = _required_str(body, "app_id"), _required_str(body, "pushkey")
+        if len(app_id) > MAX_APP_ID_CHARS:
+            raise MatrixError(
+                Errcode.INVALID_PARAM, f"app_id may be at most {MAX_APP_ID_CHARS} characters"
+            )
+        if len(pushkey.encode()) > MAX_PUSHKEY_BYTES:
+            raise MatrixError(
+                Errcode.INVALID_PARAM, f"pushkey may be at most {MAX_PUSHKEY_BYTES} bytes"
+            )
+        if "kind" not in body:
+            raise MatrixError(Errcode.MISSING_PARAM, "Missing parameter: kind")
+        kind = body["kind"]
+        if kind is None:
+            await self._store.delete_pusher(user_id, app_id, pushkey)
+            return
+        if kind != "http":
+            raise MatrixError(Errcode.INVALID_PARAM, "Only 'http' pushers are supported")
+        missing = [name for name in _REQUIRED_WITH_KIND if name not in body]
+        if missing:
+            raise MatrixError(Errcode.MISSING_PARAM, f"Missing parameters: {', '.join(missing)}")
+        data = body["data"]
+        if not isinstance(data, dict):
+            raise MatrixError(Errcode.BAD_JSON, "'data' must be an object")
+        _check_url(data.get("url"))
+        profile_tag = body.get("profile_tag")
+        if profile_tag is not None and not isinstance(profile_tag, str):
+            raise MatrixError(Errcode.BAD_JSON, "'profile_tag' must be a string")
+        append = body.get("append", False)
+        if not isinstance(append, bool):
+            raise MatrixError(Errcode.BAD_JSON, "'append' must be a boolean")
+        row = PusherRow(
+            user_id,
+            app_id,
+            pushkey,
+            device_id,
+            kind,
+            _required_str(body, "app_display_name"),
+            _required_str(body, "device_display_name"),
+            profile_tag,
+            _required_str(body, "lang"),
+            data,
+            int(self._clock() * 1000),
+        )
+        await self._store.set_pusher(row, append=append)
+
+    async def on_devices_deleted(self, user_id: UserID, device_ids: Sequence[str]) -> None:
+        """``AuthService.on_devices_deleted`` hook: the devices' pushers go with them."""
+        if device_ids:
+            await self._store.delete_for_devices(user_id, device_ids)
+
+
+def _required_str(body: Mapping[str, Any], name: str) -> str:
+    if name not in body:
+        raise MatrixError(Errcode.MISSING_PARAM, f"Missing parameter: {name}")
+    value = body[name]
+    if not isinstance(value, str):
+        raise MatrixError(Errcode.BAD_JSON, f"'{name}' must be a string")
+    return value
+
+
+def _check_url(url: object) -> None:
+    """An ``http`` pusher's ``data.url``: an http(s) URL of a gateway's notify endpoint."""
+    if not isinstance(url, str):
+        raise MatrixError(Errcode.INVALID_PARAM, "'data.url' is required for http pushers")
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        raise MatrixError(Errcode.INVALID_PARAM, "'data.url' is not a valid URL") from None
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise MatrixError(Errcode.INVALID_PARAM, "'data.url' must be an http(s) URL")
+    if parts.path != NOTIFY_PATH:
+        raise MatrixError(Errcode.INVALID_PARAM, f"'data.url' must have the path {NOTIFY_PATH}")
+
+
+def _pusher_json(row: PusherRow) -> JsonDict:
+    pusher: JsonDict = {
+        "app_id": row.app_id,
+        "pushkey": row.pushkey,
+        "kind": row.kind,
+        "app_display_name": row.app_display_name,
+        "device_display_name": row.device_display_name,
+        "lang": row.lang,
+        "data": row.data,
+    }
+    if row.profile_tag is not None:
+        pusher["profile_tag"] = row.profile_tag
+    return pusher
