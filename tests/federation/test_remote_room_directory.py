@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from pathlib import Path
 from typing import Any
 
 from harness.client import Account, MatrixClient
+from harness.fake_server import FEDERATION_V1, FakeRequest, FakeServer
 from harness.server import HomeserverProcess
 from harness.synapse import SynapseProcess
 
@@ -119,3 +121,53 @@ async def test_directory_of_another_server_needs_a_user_and_an_answer(
         )
     assert unreachable.status == 502, (unreachable.status, unreachable.body)
     assert unreachable.body["errcode"] == "M_UNKNOWN"
+
+
+async def test_a_server_without_filtering_is_filtered_here(
+    peyvand: HomeserverProcess, peyvand_client: MatrixClient, tmp_path: Path
+) -> None:
+    """A server that answers the filtered POST with 404 M_UNRECOGNIZED gets a GET of its
+    whole list, filtered here (as Synapse falls back); a malformed list is 502."""
+    alice = await peyvand_client.register()
+    entries = [
+        {"room_id": "!a:x", "name": "Gardening club", "num_joined_members": 3},
+        {"room_id": "!b:x", "topic": "all about GARDENS", "num_joined_members": 2},
+        {"room_id": "!c:x", "name": "Chess", "num_joined_members": 1},
+        {"room_id": "!d:x", "name": "Garden spaces", "room_type": "m.space"},
+        "not an entry",
+    ]
+
+    def unrecognized(request: FakeRequest) -> tuple[int, Any]:
+        return 404, {"errcode": "M_UNRECOGNIZED", "error": "Unrecognized request"}
+
+    def whole_list(request: FakeRequest) -> tuple[int, Any]:
+        return 200, {"chunk": entries, "total_room_count_estimate": 5}
+
+    async with FakeServer(tmp_path, peer=peyvand.server_name) as fake:
+        fake.on("POST", f"{FEDERATION_V1}/publicRooms", unrecognized)
+        fake.on("GET", f"{FEDERATION_V1}/publicRooms", whole_list)
+        async with asyncio.timeout(TIMEOUT_SECONDS):
+            filtered = await peyvand_client.request(
+                "POST",
+                "publicRooms",
+                json={"limit": 1, "filter": {"generic_search_term": "garden"}},
+                token=alice,
+                params={"server": fake.server_name},
+            )
+            spaces = await peyvand_client.request(
+                "POST",
+                "publicRooms",
+                json={"filter": {"room_types": ["m.space"]}},
+                token=alice,
+                params={"server": fake.server_name},
+            )
+            fake.on("GET", f"{FEDERATION_V1}/publicRooms", lambda _: (200, {"chunk": "no"}))
+            malformed = await peyvand_client.request(
+                "GET", "publicRooms", token=alice, params={"server": fake.server_name}
+            )
+        posts = fake.requests("POST", f"{FEDERATION_V1}/publicRooms")
+    assert [e["room_id"] for e in filtered.ok()["chunk"]] == ["!a:x", "!b:x", "!d:x"]
+    assert [e["room_id"] for e in spaces.ok()["chunk"]] == ["!d:x"]
+    assert posts[0].body["filter"] == {"generic_search_term": "garden"}
+    assert posts[0].body["limit"] == 1
+    assert malformed.status == 502, (malformed.status, malformed.body)

@@ -64,33 +64,29 @@ class RemoteQueries:
         that fails is 502 ("Failed to fetch room list", as in Synapse)."""
         if not self._allows(server):
             raise MatrixError(Errcode.FORBIDDEN, f"Federation with {server} is not allowed")
-        path = f"{_V1}/publicRooms"
         try:
             if search_filter is not None:
-                body: JsonDict = {"include_all_networks": include_all_networks}
-                if third_party_instance_id is not None:
-                    body["third_party_instance_id"] = third_party_instance_id
-                if limit:
-                    body["limit"] = limit
-                if since is not None:
-                    body["since"] = since
-                body["filter"] = search_filter
-                answer: Any = await self._client.post_json(
-                    server, path, body, timeout=_QUERY_TIMEOUT
+                try:
+                    return await self._public_rooms_page(
+                        server,
+                        limit,
+                        since,
+                        search_filter,
+                        include_all_networks,
+                        third_party_instance_id,
+                    )
+                except FederationHttpError as exc:
+                    if not _filter_unsupported(exc):
+                        raise
+                # A server without filtering over federation: its whole list, filtered
+                # here, without pagination (as Synapse falls back).
+                page = await self._public_rooms_page(
+                    server, None, None, None, include_all_networks, third_party_instance_id
                 )
-            else:
-                query: dict[str, str] = {
-                    "include_all_networks": "true" if include_all_networks else "false"
-                }
-                if third_party_instance_id is not None:
-                    query["third_party_instance_id"] = third_party_instance_id
-                if limit:
-                    query["limit"] = str(limit)
-                if since is not None:
-                    query["since"] = since
-                answer = await self._client.get_json(
-                    server, path, query=query, timeout=_QUERY_TIMEOUT
-                )
+                return {"chunk": [e for e in page["chunk"] if _matches(e, search_filter)]}
+            return await self._public_rooms_page(
+                server, limit, since, None, include_all_networks, third_party_instance_id
+            )
         except FederationHttpError as exc:
             if exc.status == 403:
                 raise MatrixError(
@@ -100,9 +96,67 @@ class RemoteQueries:
             raise MatrixError(Errcode.UNKNOWN, "Failed to fetch room list", status=502) from exc
         except FederationError as exc:
             raise MatrixError(Errcode.UNKNOWN, "Failed to fetch room list", status=502) from exc
+
+    async def _public_rooms_page(
+        self,
+        server: str,
+        limit: int | None,
+        since: str | None,
+        search_filter: JsonDict | None,
+        include_all_networks: bool,
+        third_party_instance_id: str | None,
+    ) -> JsonDict:
+        """One request for a page: POST with a filter, GET without."""
+        path = f"{_V1}/publicRooms"
+        if search_filter is not None:
+            body: JsonDict = {"include_all_networks": include_all_networks}
+            if third_party_instance_id is not None:
+                body["third_party_instance_id"] = third_party_instance_id
+            if limit:
+                body["limit"] = limit
+            if since is not None:
+                body["since"] = since
+            body["filter"] = search_filter
+            answer: Any = await self._client.post_json(server, path, body, timeout=_QUERY_TIMEOUT)
+        else:
+            query: dict[str, str] = {
+                "include_all_networks": "true" if include_all_networks else "false"
+            }
+            if third_party_instance_id is not None:
+                query["third_party_instance_id"] = third_party_instance_id
+            if limit:
+                query["limit"] = str(limit)
+            if since is not None:
+                query["since"] = since
+            answer = await self._client.get_json(server, path, query=query, timeout=_QUERY_TIMEOUT)
         if not isinstance(answer, dict) or not isinstance(answer.get("chunk"), list):
             raise MatrixError(Errcode.UNKNOWN, "Failed to fetch room list", status=502)
         return _room_list(answer)
+
+
+def _filter_unsupported(exc: FederationHttpError) -> bool:
+    """The server does not take a filter over federation (MSC2197): 404, 405 or
+    ``M_UNRECOGNIZED`` / ``M_NOT_FOUND``, as Synapse decides."""
+    return exc.status in (404, 405) or exc.errcode in (
+        Errcode.UNRECOGNIZED.value,
+        Errcode.NOT_FOUND.value,
+    )
+
+
+def _matches(entry: JsonDict, search_filter: JsonDict) -> bool:
+    """An entry of another server's list against the client's filter (room types, then
+    the search term in the name, topic or canonical alias, ignoring case)."""
+    room_types = search_filter.get("room_types")
+    if isinstance(room_types, list) and entry.get("room_type") not in room_types:
+        return False
+    term = search_filter.get("generic_search_term")
+    if not isinstance(term, str) or not term:
+        return True
+    term = term.lower()
+    return any(
+        isinstance(entry.get(key), str) and term in entry[key].lower()
+        for key in ("name", "topic", "canonical_alias")
+    )
 
 
 def _room_list(answer: JsonDict) -> JsonDict:
