@@ -167,11 +167,22 @@ def _ed25519_key(key_id: str, key_base64: object) -> VerifyKey:
         raise invalid_param(f"Malformed ed25519 key {key_id}") from None
 
 
+def _identity_key(key_id: str, key_base64: str) -> VerifyKey | None:
+    """The device's ed25519 key, or None if it is no ed25519 key at all."""
+    try:
+        return decode_verify_key(key_id, key_base64)
+    except ValueError:
+        return None
+
+
 def check_device_keys(device_keys: object, user_id: UserID, device_id: DeviceID) -> JsonDict:
     """The DeviceKeys object of /keys/upload, checked and without ``unsigned``.
 
-    It must describe the requester's own device and carry a valid signature by the
-    device's own ed25519 key (end_to_end_encryption.md, "Device keys").
+    It must describe the requester's own device and name its ed25519 key. Clients verify
+    a device's self-signature before they trust its keys (end_to_end_encryption.md,
+    "Device keys"), so, as Synapse, this server takes keys it cannot check (a key that is
+    no ed25519 key, no self-signature: keys signed only by a self-signing key); but a
+    self-signature it can check must be right.
     """
     if not isinstance(device_keys, dict):
         raise MatrixError(Errcode.BAD_JSON, "'device_keys' must be an object")
@@ -196,9 +207,14 @@ def check_device_keys(device_keys: object, user_id: UserID, device_id: DeviceID)
     signing_key_id = f"{ED25519}:{device_id}"
     if signing_key_id not in public:
         raise invalid_param(f"'device_keys.keys' must include {signing_key_id}")
-    verify_key = _ed25519_key(signing_key_id, public[signing_key_id])
     signatures = _check_signatures_shape(device_keys.get("signatures"), "device_keys")
-    if not verify_json_signature(device_keys, user_id, verify_key):
+    verify_key = _identity_key(signing_key_id, public[signing_key_id])
+    self_signed = signing_key_id in signatures.get(user_id, {})
+    if (
+        verify_key is not None
+        and self_signed
+        and not verify_json_signature(device_keys, user_id, verify_key)
+    ):
         raise _invalid_signature("The device keys are not signed by the device's ed25519 key")
     return {**keys, "signatures": signatures}
 
@@ -408,9 +424,7 @@ class E2eKeysService:
             identity = None
             if identity_source is not None:
                 signing_key_id = f"{ED25519}:{device_id}"
-                identity = decode_verify_key(
-                    signing_key_id, identity_source["keys"][signing_key_id]
-                )
+                identity = _identity_key(signing_key_id, identity_source["keys"][signing_key_id])
             for algorithm, key_id, value in [*one_time_keys, *fallback_keys]:
                 _check_key_signature(value, f"{algorithm}:{key_id}", user_id, device_id, identity)
             new_one_time = await self._new_one_time_keys(user_id, device_id, one_time_keys)
@@ -774,7 +788,7 @@ def _own_signatures(
             user_id, signed, master.json, device_key_ids
         ).items():
             device = devices[key_id.partition(":")[2]]
-            _verified(user_id, signed, decode_verify_key(key_id, device["keys"][key_id]))
+            _verified(user_id, signed, _ed25519_key(key_id, device["keys"][key_id]))
             rows.append(SignatureRow(user_id, target_id, user_id, key_id, signature))
         return rows
     self_signing = keys.get((user_id, SELF_SIGNING))
