@@ -13,6 +13,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import quote
 
+import pytest
+
 from harness.client import Account, MatrixClient
 from harness.server import HomeserverProcess
 from harness.synapse import SynapseProcess
@@ -152,4 +154,84 @@ async def test_peyvand_rooms_of_versions_1_to_9_are_joined_by_the_peer(
         await _conversation(room_id, (peyvand_client, alice), (peer_client, bob), f"v{version}")
 
     await _each_version(one)
+    assert "Unhandled error" not in peyvand.log()
+
+
+async def _state_map(
+    client: MatrixClient, account: Account, room_id: str
+) -> dict[tuple[str, str], Any]:
+    events = (await client.request("GET", f"rooms/{quote(room_id)}/state", token=account)).ok()
+    return {(e["type"], e["state_key"]): e["content"] for e in events}
+
+
+@pytest.mark.parametrize("version", ["1", "2"])
+async def test_concurrent_state_changes_converge_in_old_rooms(
+    version: str,
+    peyvand: HomeserverProcess,
+    peyvand_client: MatrixClient,
+    peer: SynapseProcess | HomeserverProcess,
+    peer_client: MatrixClient,
+) -> None:
+    """Both servers change the state of a room the peer created at once; state resolution
+    (v1 in a version 1 room, v2 in version 2) gives both the same state afterwards."""
+    alice = await peyvand_client.register()
+    bob = await peer_client.register()
+    async with asyncio.timeout(TIMEOUT_SECONDS):
+        room_id = str(
+            (
+                await peer_client.request(
+                    "POST",
+                    "createRoom",
+                    json={"preset": "public_chat", "room_version": version},
+                    token=bob,
+                )
+            ).ok()["room_id"]
+        )
+        joined = await peyvand_client.request(
+            "POST",
+            f"join/{quote(room_id)}",
+            params={"server_name": peer.server_name},
+            json={},
+            token=alice,
+        )
+        joined.ok()
+        path = f"rooms/{quote(room_id)}/state/m.room.power_levels"
+        power = (await peer_client.request("GET", path, token=bob)).ok()
+        power["users"][alice.user_id] = 100
+        (await peer_client.request("PUT", path, json=power, token=bob)).ok()
+        await _send(peer_client, bob, room_id, "alice is an admin now")
+        await _wait_for(peyvand_client, alice, room_id, "alice is an admin now")
+
+        def put_state(
+            client: MatrixClient, account: Account, event_type: str, content: dict[str, Any]
+        ) -> Any:
+            return client.request(
+                "PUT", f"rooms/{quote(room_id)}/state/{event_type}", json=content, token=account
+            )
+
+        results = await asyncio.gather(
+            put_state(peyvand_client, alice, "m.room.topic", {"topic": "from peyvand"}),
+            put_state(peer_client, bob, "m.room.topic", {"topic": "from the peer"}),
+            put_state(peer_client, bob, "m.room.power_levels", dict(power, events_default=10)),
+            put_state(peyvand_client, alice, "m.room.name", {"name": "renamed on peyvand"}),
+        )
+        for result in results:
+            result.ok()
+        await _send(peyvand_client, alice, room_id, "after (peyvand)")
+        await _send(peer_client, bob, room_id, "after (peer)")
+        for client, account in ((peyvand_client, alice), (peer_client, bob)):
+            await _wait_for(client, account, room_id, "after (peyvand)")
+            await _wait_for(client, account, room_id, "after (peer)")
+        on_peyvand: dict[tuple[str, str], Any] = {}
+        on_peer: dict[tuple[str, str], Any] = {}
+        for _ in range(TIMEOUT_SECONDS * 5):
+            on_peyvand = await _state_map(peyvand_client, alice, room_id)
+            on_peer = await _state_map(peer_client, bob, room_id)
+            if on_peyvand == on_peer:
+                break
+            await asyncio.sleep(0.2)
+    assert on_peyvand == on_peer
+    assert on_peyvand[("m.room.name", "")] == {"name": "renamed on peyvand"}
+    assert on_peyvand[("m.room.power_levels", "")]["events_default"] == 10
+    assert on_peyvand[("m.room.topic", "")]["topic"] in ("from peyvand", "from the peer")
     assert "Unhandled error" not in peyvand.log()
