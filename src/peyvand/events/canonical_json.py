@@ -44,7 +44,8 @@ def check_canonical_json_values(
     ``[MIN_INT, MAX_INT]``, ``list`` and ``dict`` with ``str`` keys, nested at most
     ``max_depth`` containers deep. Everything else, floats included, is refused
     (room versions >= 6, "Canonical JSON"). With ``strict=False`` (events of rooms v1-v5,
-    rooms v1 "Canonical JSON") any integer and finite floats are allowed too.
+    rooms v1 "Canonical JSON") integers up to 64 bits (what storage can hold; Synapse's
+    limit too) and finite floats are allowed too.
     """
     _check(obj, max_depth, "", strict)
 
@@ -53,7 +54,8 @@ def _check(value: object, depth_left: int, path: str, strict: bool) -> None:
     if value is None or isinstance(value, bool):
         return
     if isinstance(value, int):
-        if strict and not MIN_INT <= value <= MAX_INT:
+        low, high = (MIN_INT, MAX_INT) if strict else (-(2**63), 2**63 - 1)
+        if not low <= value <= high:
             raise ValueError(f"integer out of canonical JSON range at {path or '<root>'}")
         return
     if isinstance(value, str):
