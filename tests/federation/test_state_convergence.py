@@ -2,10 +2,11 @@
 
 A user on each server sets ``m.room.name`` at the same moment, twenty times in a row, in a
 room created on Peyvand and in one created on the peer (a real Synapse, and a second
-Peyvand). Both events share their ``prev_events``: the DAG forks, and state resolution
-(Server-Server API, "Room State Resolution") must give both servers the same current
-state, with no message after the changes to merge the fork. Each round waits until both
-servers hold both events, then polls (with a deadline) until their ``/state`` agree.
+Peyvand), of version 12 (state resolution v2.1) and 10 (v2). Both events share their
+``prev_events``: the DAG forks, and state resolution (Server-Server API, "Room State
+Resolution") must give both servers the same current state, with no message after the
+changes to merge the fork. Each round waits until both servers hold both events, then
+polls (with a deadline) until their ``/state`` agree.
 """
 
 from __future__ import annotations
@@ -57,10 +58,18 @@ async def _poll(deadline: float, check: Any) -> bool:
 
 
 async def _shared_room(
-    owner_client: MatrixClient, owner: Account, guest_client: MatrixClient, guest: Account
+    owner_client: MatrixClient,
+    owner: Account,
+    guest_client: MatrixClient,
+    guest: Account,
+    room_version: str,
 ) -> str:
     """A room ``owner`` creates on its server, with ``guest`` (on the other) joined at
-    power 100, so both may change any state."""
+    power 100, so both may change any state (from v12 the creator has infinite power and
+    may not be listed)."""
+    users = {guest.user_id: 100}
+    if room_version != "12":
+        users[owner.user_id] = 100
     room_id = str(
         (
             await owner_client.request(
@@ -69,18 +78,22 @@ async def _shared_room(
                 json={
                     "name": "start",
                     "invite": [guest.user_id],
-                    "power_level_content_override": {"users": {guest.user_id: 100}},
+                    "room_version": room_version,
+                    "power_level_content_override": {"users": users},
                 },
                 token=owner,
             )
         ).ok()["room_id"]
     )
 
+    answers: list[object] = []
+
     async def joined() -> bool:
         answer = await guest_client.request("POST", f"join/{quote(room_id)}", json={}, token=guest)
+        answers.append(answer.body)
         return answer.status == 200
 
-    assert await _poll(time.monotonic() + 30, joined), "the guest could not join"
+    assert await _poll(time.monotonic() + 60, joined), f"the guest could not join: {answers[-1]}"
 
     async def guest_seen() -> bool:
         members = (
@@ -88,7 +101,7 @@ async def _shared_room(
         ).ok()["joined"]
         return guest.user_id in members
 
-    assert await _poll(time.monotonic() + 30, guest_seen), "the join never reached the owner"
+    assert await _poll(time.monotonic() + 60, guest_seen), "the join never reached the owner"
     return room_id
 
 
@@ -130,9 +143,11 @@ async def _round(
     assert states[0]["m.room.name|"] in sent
 
 
+@pytest.mark.parametrize("room_version", ["12", "10"])
 @pytest.mark.parametrize("created_on", ["peyvand", "peer"])
 async def test_simultaneous_name_changes_converge(
     created_on: str,
+    room_version: str,
     peyvand: HomeserverProcess,
     peyvand_client: MatrixClient,
     peer: SynapseProcess | HomeserverProcess,
@@ -141,9 +156,9 @@ async def test_simultaneous_name_changes_converge(
     alice = await peyvand_client.register()
     bob = await peer_client.register()
     if created_on == "peyvand":
-        room_id = await _shared_room(peyvand_client, alice, peer_client, bob)
+        room_id = await _shared_room(peyvand_client, alice, peer_client, bob, room_version)
     else:
-        room_id = await _shared_room(peer_client, bob, peyvand_client, alice)
+        room_id = await _shared_room(peer_client, bob, peyvand_client, alice, room_version)
     sides = ((peyvand_client, alice), (peer_client, bob))
     for round_ in range(ROUNDS):
         await _round(round_, room_id, sides)
