@@ -152,18 +152,11 @@ async def test_bad_keys_are_refused_and_nothing_is_stored(client: MatrixClient) 
     alice = await client.register()
     keys, signing = device_keys(alice)
     good_otks = one_time_keys(alice, signing, ["good"])
-    forged = copy.deepcopy(keys)
-    forged["algorithms"].append("m.extra")
     unsigned_keys = {k: v for k, v in keys.items() if k != "signatures"}
-    no_ed25519 = sign_json(
-        {**unsigned_keys, "keys": {f"curve25519:{alice.device_id}": "abc"}}, alice.user_id, signing
-    )
     cases: list[tuple[dict[str, Any], int, str]] = [
-        ({"device_keys": forged, "one_time_keys": good_otks}, 400, "M_INVALID_SIGNATURE"),
         ({"device_keys": unsigned_keys, "one_time_keys": good_otks}, 400, "M_BAD_JSON"),
         ({"device_keys": {**keys, "keys": "nope"}}, 400, "M_BAD_JSON"),
         ({"device_keys": {**keys, "algorithms": [1]}}, 400, "M_BAD_JSON"),
-        ({"device_keys": no_ed25519}, 400, "M_INVALID_PARAM"),
         ({"device_keys": "keys"}, 400, "M_BAD_JSON"),
         ({"device_keys": keys, "one_time_keys": {"nocolon": "k"}}, 400, "M_BAD_JSON"),
         ({"device_keys": keys, "one_time_keys": {f"{SIGNED}:x": 5}}, 400, "M_BAD_JSON"),
@@ -562,9 +555,9 @@ async def test_unstable_cross_signing_paths(client: MatrixClient) -> None:
 
 
 async def test_keys_the_server_cannot_check_are_taken(client: MatrixClient) -> None:
-    """As Synapse: an identity key that is no ed25519 key, or device keys without a
-    self-signature (signed only by the self-signing key), are stored as given; clients
-    verify signatures before trusting keys. One-time keys then go unchecked too."""
+    """As Synapse: device keys are stored unverified (an identity key that is no ed25519
+    key, a wrong self-signature, none, key names of another device); clients verify
+    signatures before trusting keys. One-time keys then go unchecked too."""
     alice, bob = await client.register(), await client.register()
     garbage = {
         "user_id": alice.user_id,
@@ -583,5 +576,18 @@ async def test_keys_the_server_cannot_check_are_taken(client: MatrixClient) -> N
     assert found[alice.device_id]["keys"] == garbage["keys"]
 
     keys, _ = device_keys(bob)
-    by_other_key = {**keys, "signatures": {bob.user_id: {"ed25519:SSK": "c2lnbmF0dXJl"}}}
-    (await upload(client, bob, device_keys=by_other_key)).ok()
+    forged = copy.deepcopy(keys)
+    forged["algorithms"].append("m.extra")
+    (await upload(client, bob, device_keys=forged)).ok()
+    carol = await client.register()
+    other_names = {
+        "user_id": carol.user_id,
+        "device_id": carol.device_id,
+        "algorithms": ["m.olm.v1.curve25519-aes-sha2"],
+        "keys": {"ed25519:test": "c3op6BJi8aUnDGA541Q6TbTPmbiy1GqGv-zzXDQM9Us"},
+        "signatures": {},
+    }
+    (await upload(client, carol, device_keys=other_names)).ok()
+    # The shape is still checked.
+    bad = {**other_names, "keys": {"ed25519:test": 5}}
+    assert_error(await upload(client, carol, device_keys=bad), 400, "M_BAD_JSON")
