@@ -591,3 +591,43 @@ async def test_keys_the_server_cannot_check_are_taken(client: MatrixClient) -> N
     # The shape is still checked.
     bad = {**other_names, "keys": {"ed25519:test": 5}}
     assert_error(await upload(client, carol, device_keys=bad), 400, "M_BAD_JSON")
+
+
+async def test_a_new_user_signing_key_is_told_to_its_owner_only(client: MatrixClient) -> None:
+    """Others never see a user-signing key, so they are not told of a new one (Synapse);
+    the owner's devices are."""
+    alice, bob = await client.register(), await client.register()
+    room_id = (
+        await client.request("POST", "createRoom", json={"preset": "public_chat"}, token=alice)
+    ).ok()["room_id"]
+    (await client.request("POST", f"join/{room_id}", json={}, token=bob)).ok()
+    master, _, _, _ = await _cross_sign(client, alice)
+
+    async def since(account: Account) -> str:
+        token: str = (await client.request("GET", "sync", token=account)).ok()["next_batch"]
+        return token
+
+    alice_from, bob_from = await since(alice), await since(bob)
+    new_usk = cross_signing_key(alice.user_id, "user_signing")
+    change = {"user_signing_key": cs_key_json(alice.user_id, "user_signing", new_usk, master)}
+    path = "keys/device_signing/upload"
+    first = await client.request("POST", path, json=change, token=alice)
+    auth = {**password_auth(alice), "session": first.body["session"]}
+    (await client.request("POST", path, json={**change, "auth": auth}, token=alice)).ok()
+
+    async def changed(account: Account, token: str) -> list[str]:
+        params = {"since": token, "timeout": "0"}
+        body = (await client.request("GET", "sync", token=account, params=params)).ok()
+        users: list[str] = body["device_lists"]["changed"]
+        return users
+
+    assert alice.user_id in await changed(alice, alice_from)
+    assert alice.user_id not in await changed(bob, bob_from)
+    # A new self-signing key is everyone's business.
+    bob_from = await since(bob)
+    new_ssk = cross_signing_key(alice.user_id, "self_signing")
+    change = {"self_signing_key": cs_key_json(alice.user_id, "self_signing", new_ssk, master)}
+    first = await client.request("POST", path, json=change, token=alice)
+    auth = {**password_auth(alice), "session": first.body["session"]}
+    (await client.request("POST", path, json={**change, "auth": auth}, token=alice)).ok()
+    assert alice.user_id in await changed(bob, bob_from)

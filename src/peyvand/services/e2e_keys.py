@@ -57,8 +57,14 @@ from peyvand.storage.e2e_keys import (
 )
 from peyvand.types import DeviceID, JsonDict, UserID, is_valid_user_id, server_name_of
 
+
 # Called with a user whose device or cross-signing keys (or signatures of them) changed.
-KeysChangedHook = Callable[[UserID], Awaitable[None]]
+class KeysChangedHook(Protocol):
+    """``DeviceListService.notify_user_changed``."""
+
+    async def __call__(self, user_id: UserID, *, own_only: bool = False) -> None: ...
+
+
 # Called with (user, devices) after the identity keys of a local user's devices, or the
 # user's own signatures of them, changed.
 DeviceKeysListener = Callable[[UserID, Sequence[DeviceID]], Awaitable[None]]
@@ -668,7 +674,9 @@ class E2eKeysService:
             ],
             self._now_ms(),
         )
-        await self._on_keys_changed(user_id)
+        # A user-signing key is the user's own business: others are not told (as Synapse).
+        own_only = all(key.key_type == USER_SIGNING for key in changed)
+        await self._on_keys_changed(user_id, own_only=own_only)
         for listener in self.cross_signing_listeners:
             await listener(user_id, {key.key_type for key in changed})
 
