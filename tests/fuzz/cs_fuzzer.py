@@ -416,7 +416,9 @@ ODD_STRINGS = (
     "\u202e\ufeff\uffff",
     "\U0001f600" * 20,
     "../../../etc/passwd",
+    "%00",
     "%00%2F%2e%2e",
+    "%25%",
     "' OR 1=1 --",
     "\\",
     "",
@@ -859,7 +861,10 @@ class Fuzzer:
             if pool and data.draw(st.booleans(), label=f"real {name}"):
                 path_parameters[name] = data.draw(st.sampled_from(pool), label=name)
         query = dict(case.query or {})
-        for name in sorted(LONG_POLL_PARAMS & set(query)):
+        # Long polls wait for nothing: a short timeout, also where the request had none
+        # (GET /events waits 30 s by default).
+        declared = {parameter.name for parameter in operation.query}
+        for name in sorted(LONG_POLL_PARAMS & declared):
             query[name] = data.draw(st.integers(0, 50), label=name)
         headers = {k: str(v) for k, v in (case.headers or {}).items()}
         keep_auth = mode == "negative" and data.draw(st.integers(0, 9), label="auth") == 0
