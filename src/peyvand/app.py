@@ -58,6 +58,7 @@ from peyvand.services.media import MediaService
 from peyvand.services.membership import MembershipService
 from peyvand.services.notifier import Notifier
 from peyvand.services.policy_lists import PolicyListService
+from peyvand.services.presence import PresenceService
 from peyvand.services.profile import ProfileService
 from peyvand.services.purge import HistoryPurger
 from peyvand.services.push import PushRulesService
@@ -156,6 +157,8 @@ async def create_app(config: Config) -> web.Application:
         event_store, state, visibility, lambda: notifier.current_token.events
     )
     typing = TypingService(notifier, state)
+    presence = PresenceService(server_name, index, state, notifier, enabled=config.presence.enabled)
+    dispatcher.listeners.append(presence.on_persisted)
     receipts = ReceiptService(ReceiptStore(db), account_data, state, notifier)
     profile = ProfileService(server_name, accounts, event_store, state, events)
     directory_store = DirectoryStore(db)
@@ -398,11 +401,13 @@ async def create_app(config: Config) -> web.Application:
             e2e_keys,
             account_data.ignored_users.of,
             remote_invites=remote_invites,
+            presence=presence,
         ),
         legacy_sync=LegacySyncService(
             event_store, index, state, room_events, notifier, account_data, receipts
         ),
         typing=typing,
+        presence=presence,
         receipts=receipts,
         account_data=account_data,
         push_rules=push_rules,
@@ -443,6 +448,7 @@ async def create_app(config: Config) -> web.Application:
             await sender.start()  # before the writer: its pre-commit hook allocates seqs
         writer.start()
         await typing.start()
+        await presence.start()
         await account_data.start()
         await receipts.start()
         await to_device.start()
@@ -478,6 +484,7 @@ async def create_app(config: Config) -> web.Application:
         await push_actions.stop()
         await sync_account_data.stop()
         await typing.stop()
+        await presence.stop()
         await db.close()
 
     app.on_startup.append(start)

@@ -28,6 +28,7 @@ from peyvand.services.legacy_sync import LegacySyncService
 from peyvand.services.media import MediaService
 from peyvand.services.membership import MembershipService
 from peyvand.services.policy_lists import PolicyListService
+from peyvand.services.presence import PresenceService
 from peyvand.services.profile import ProfileService
 from peyvand.services.push import PushRulesService
 from peyvand.services.pushers import PusherService
@@ -62,6 +63,7 @@ class Services:
     sync: SyncService
     legacy_sync: LegacySyncService
     typing: TypingService
+    presence: PresenceService
     receipts: ReceiptService
     account_data: AccountDataService
     push_rules: PushRulesService

@@ -253,6 +253,14 @@ OPTION_DOCS: Final[Mapping[str, str]] = {
     "moderation.policy_user": (
         "Localpart of the server's user that joins the policy rooms (created if missing)."
     ),
+    "presence": (
+        "Presence (online / unavailable / offline, status messages) in /sync and over\n"
+        "federation, for users sharing a room."
+    ),
+    "presence.enabled": (
+        "Track presence. Off: PUT /presence is accepted and ignored, GET answers offline,\n"
+        "/sync carries no presence and no m.presence EDUs are sent or applied."
+    ),
     "rate_limits": "Per-client request rate limits (token buckets).",
     "rate_limits.enabled": "Enforce the limits below. Turn off only for tests and benchmarks.",
     "rate_limits.per_second": (

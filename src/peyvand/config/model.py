@@ -171,6 +171,12 @@ class DisappearingConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class PresenceConfig:
+    # Track presence (docs/config.md); off: nothing in /sync, no EDUs, everyone offline.
+    enabled: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class ModerationConfig:
     # Rooms holding m.policy.rule.* events (room IDs or aliases) this server enforces.
     policy_rooms: tuple[str, ...] = ()
@@ -197,6 +203,7 @@ class Config:
     retention: RetentionConfig = field(default_factory=RetentionConfig)
     disappearing: DisappearingConfig = field(default_factory=DisappearingConfig)
     moderation: ModerationConfig = field(default_factory=ModerationConfig)
+    presence: PresenceConfig = field(default_factory=PresenceConfig)
     # Largest request body accepted, in bytes.
     max_request_size: int = 50 * 1024 * 1024
     log_level: str = "INFO"

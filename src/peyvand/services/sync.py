@@ -53,6 +53,10 @@ class TypingSource(Protocol):
     ) -> dict[RoomID, JsonDict]: ...
 
 
+class PresenceSource(Protocol):
+    async def for_sync(self, user_id: UserID, since: int | None) -> list[JsonDict]: ...
+
+
 class ReceiptSource(Protocol):
     @property
     def current_position(self) -> int: ...
@@ -112,6 +116,7 @@ class _Result:
     account_data: list[JsonDict] = field(default_factory=list)
     to_device: list[JsonDict] = field(default_factory=list)
     device_lists: DeviceListChanges = field(default_factory=DeviceListChanges)
+    presence: list[JsonDict] = field(default_factory=list)
     # The next token: the sync's ``now``, unless to-device messages remain for later.
     token: StreamToken = field(default_factory=StreamToken)
 
@@ -124,6 +129,7 @@ class _Result:
             or self.account_data
             or self.to_device
             or self.device_lists
+            or self.presence
         )
 
 
@@ -146,8 +152,10 @@ class SyncService:
         ignored_by: IgnoredBy,
         *,
         remote_invites: RemoteInviteStore | None = None,
+        presence: PresenceSource | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self._presence = presence
         self._remote_invites = remote_invites
         self._store = store
         self._member_store = member_store
@@ -214,7 +222,7 @@ class SyncService:
                 "knock": result.knock,
             },
             "account_data": {"events": result.account_data},
-            "presence": {"events": []},
+            "presence": {"events": result.presence},
             "to_device": {"events": result.to_device},
             "device_lists": result.device_lists.to_json(),
             "device_one_time_keys_count": await self._device_keys.one_time_key_counts(
@@ -236,6 +244,10 @@ class SyncService:
         user_id = requester.user_id
         result = _Result()
         since_events = since.events if since is not None else 0
+        if self._presence is not None and (since is None or now.presence > since.presence):
+            result.presence = sync_filter.presence.filter(
+                await self._presence.for_sync(user_id, since.presence if since else None)
+            )
         # A copy: the index is updated by commits while this sync awaits.
         memberships = dict(await self._index.memberships(user_id))
         room_ids = sync_filter.filter_rooms(

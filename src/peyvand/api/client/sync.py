@@ -34,11 +34,12 @@ async def sync(ctx: RequestContext) -> web.Response:
                 raise MatrixError(Errcode.INVALID_PARAM, "No such filter")
             parsed = parse_filter(stored)
         sync_filter = parsed
-    result = await ctx.services.sync.sync(
-        ctx.user,
-        StreamToken.parse(since) if since else None,
-        sync_filter=sync_filter,
-        timeout_ms=query_int(query, "timeout", 0) if since else 0,
-        full_state=query_bool(query, "full_state", False),
-    )
+    async with ctx.services.presence.syncing(ctx.user.user_id, set_presence):
+        result = await ctx.services.sync.sync(
+            ctx.user,
+            StreamToken.parse(since) if since else None,
+            sync_filter=sync_filter,
+            timeout_ms=query_int(query, "timeout", 0) if since else 0,
+            full_state=query_bool(query, "full_state", False),
+        )
     return json_response(result)

@@ -1,0 +1,386 @@
+"""Presence (Client-Server API, "Presence"; Server-Server API, "Presence"), in memory.
+
+Each user this server knows the presence of has one ``UserPresence``: local users from
+``PUT /presence/{userId}/status`` and ``/sync``'s ``set_presence``, remote users from
+``m.presence`` EDUs. Nothing is stored: after a restart everyone is offline until they
+sync or set their presence again (Synapse's users also fall offline 30 s after their last
+sync, so a restart looks like a timeout).
+
+Every change that a client should hear of (presence, status message or
+``currently_active``) takes the next position of the presence stream; the user's entry in
+``_changed`` moves to the end, so it holds each user once (coalesced: the latest change)
+in position order. Only the users who share a room with the changed user (and the user)
+are woken, so one change in a 1,000-member room costs O(1,000) wake-ups and each woken
+sync reads O(changes since its token) entries, never all presence.
+
+A sync also gets the presence of users it newly shares a room with: every join seen by
+the dispatcher is logged at a presence position; a sync reads the joins after its token
+in its rooms (a join of its own brings the presence of every member of that room, someone
+else's join that member's presence), as Synapse does.
+
+Timeouts as Synapse's (``handlers/presence.py``), checked by one periodic sweep over the
+users who are not offline, never a timer per user: a local user is ``unavailable`` after
+5 minutes without activity and ``offline`` 30 s after their last sync ended;
+``currently_active`` ends a minute after the last activity; a remote user is offline 30
+minutes after the last update from their server.
+
+Positions start at the wall-clock time in milliseconds, so tokens keep increasing across
+restarts without storage (as the typing stream's).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from peyvand.errors import forbidden
+from peyvand.services.notifier import Notifier
+from peyvand.services.room_index import RoomIndex
+from peyvand.services.room_state import StateService
+from peyvand.services.streams import Stream
+from peyvand.storage.models import EventToPersist
+from peyvand.types import JsonDict, RoomID, UserID, server_name_of
+
+logger = logging.getLogger(__name__)
+
+ONLINE: Final = "online"
+UNAVAILABLE: Final = "unavailable"
+OFFLINE: Final = "offline"
+STATES: Final = (ONLINE, UNAVAILABLE, OFFLINE)
+
+# Synapse's timers (handlers/presence.py), in milliseconds.
+IDLE_TIMER_MS: Final = 5 * 60 * 1000
+SYNC_ONLINE_TIMEOUT_MS: Final = 30 * 1000
+LAST_ACTIVE_GRANULARITY_MS: Final = 60 * 1000
+FEDERATION_TIMEOUT_MS: Final = 30 * 60 * 1000
+# How often the sweep looks for timed-out users.
+SWEEP_SECONDS: Final = 5.0
+# Joins remembered for syncs (older tokens miss the presence of users met by a join).
+MAX_JOINS_KEPT: Final = 10_000
+MAX_STATUS_MSG_LENGTH: Final = 4096
+
+# Called with the local users whose presence changed (to send them to other servers).
+PresenceListener = Callable[[Sequence["UserPresence"]], Awaitable[None]]
+
+
+def _wall_clock_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(slots=True)
+class UserPresence:
+    user_id: UserID
+    presence: str = OFFLINE
+    status_msg: str | None = None
+    last_active_ts: int = 0
+    currently_active: bool = False
+    # Local: when the last sync ended (0 while none ended); remote: the last update.
+    last_sync_ts: int = 0
+    syncing: int = 0
+
+    def content(self, now_ms: int) -> JsonDict:
+        """The ``m.presence`` event content (Client-Server API, "Presence")."""
+        content: JsonDict = {
+            "presence": self.presence,
+            "currently_active": self.currently_active,
+        }
+        if self.last_active_ts:
+            content["last_active_ago"] = max(now_ms - self.last_active_ts, 0)
+        if self.status_msg is not None:
+            content["status_msg"] = self.status_msg
+        return content
+
+    def event(self, now_ms: int) -> JsonDict:
+        return {"type": "m.presence", "sender": self.user_id, "content": self.content(now_ms)}
+
+    def notable(self) -> tuple[str, str | None, bool]:
+        """What clients hear about: a change of any of these is notified."""
+        return (self.presence, self.status_msg, self.currently_active)
+
+
+class PresenceService:
+    def __init__(
+        self,
+        server_name: str,
+        index: RoomIndex,
+        state: StateService,
+        notifier: Notifier,
+        *,
+        enabled: bool = True,
+        wall_clock_ms: Callable[[], int] = _wall_clock_ms,
+    ) -> None:
+        self._server_name = server_name
+        self._index = index
+        self._state = state
+        self._notifier = notifier
+        self.enabled = enabled
+        self._now = wall_clock_ms
+        self._position = wall_clock_ms()
+        self._users: dict[UserID, UserPresence] = {}
+        # user -> position of their last notified change; insertion order is position order.
+        self._changed: dict[UserID, int] = {}
+        # Users not offline: the only ones the sweep looks at.
+        self._awake: set[UserID] = set()
+        # (position, room, user) of each join, oldest first.
+        self._joins: deque[tuple[int, RoomID, UserID]] = deque(maxlen=MAX_JOINS_KEPT)
+        self._sweep_task: asyncio.Task[None] | None = None
+        self.listeners: list[PresenceListener] = []
+
+    @property
+    def current_position(self) -> int:
+        return self._position
+
+    async def start(self) -> None:
+        """Publish the starting position and start the sweep."""
+        self._notifier.advance(Stream.PRESENCE, self._position, ())
+        if self.enabled:
+            self._sweep_task = asyncio.create_task(self._sweep_forever(), name="presence-sweep")
+
+    async def stop(self) -> None:
+        if self._sweep_task is not None:
+            self._sweep_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweep_task
+            self._sweep_task = None
+
+    def _is_local(self, user_id: str) -> bool:
+        return server_name_of(user_id) == self._server_name
+
+    def _entry(self, user_id: UserID) -> UserPresence:
+        entry = self._users.get(user_id)
+        if entry is None:
+            entry = self._users[user_id] = UserPresence(user_id)
+        return entry
+
+    # -- reading -----------------------------------------------------------------------
+
+    async def get_status(self, requester: UserID, user_id: UserID) -> JsonDict:
+        """``GET /presence/{userId}/status``: one's own, or that of a user sharing a room
+        (Synapse answers 403 otherwise). With presence off everyone is offline."""
+        if user_id != requester and not await self._shares_room(requester, user_id):
+            raise forbidden("You are not allowed to see their presence")
+        entry = self._users.get(user_id) if self.enabled else None
+        return (entry or UserPresence(user_id)).content(self._now())
+
+    async def _shares_room(self, a: UserID, b: UserID) -> bool:
+        for room_id, (membership, _) in list((await self._index.memberships(a)).items()):
+            if membership != "join":
+                continue
+            room = await self._state.get_room(room_id)
+            if room is not None and room.memberships.get(b) == "join":
+                return True
+        return False
+
+    async def for_sync(self, user_id: UserID, since: int | None) -> list[JsonDict]:
+        """The ``m.presence`` events of a sync from presence position ``since`` (None:
+        initial): the latest state of each user sharing a room with ``user_id`` whose
+        presence changed since, or whom a join since made share one. An initial sync gets
+        everyone sharing a room who is not offline."""
+        if not self.enabled:
+            return []
+        joined = {
+            room_id
+            for room_id, (membership, _) in list((await self._index.memberships(user_id)).items())
+            if membership == "join"
+        }
+        wanted: set[UserID] = set()
+        if since is None:
+            for room_id in joined:
+                room = await self._state.get_room(room_id)
+                if room is not None:
+                    wanted.update(room.joined_members())
+            wanted.add(user_id)
+            wanted = {u for u in wanted if u in self._awake}
+        else:
+            changed: list[UserID] = []
+            for other in reversed(self._changed):
+                if self._changed[other] <= since:
+                    break
+                changed.append(other)
+            for other in changed:
+                if other == user_id or await self._shares_any(other, joined):
+                    wanted.add(other)
+            for position, room_id, joiner in reversed(self._joins):
+                if position <= since:
+                    break
+                if room_id not in joined:
+                    continue
+                if joiner == user_id:
+                    room = await self._state.get_room(room_id)
+                    if room is not None:
+                        wanted.update(room.joined_members())
+                else:
+                    wanted.add(joiner)
+        now = self._now()
+        return [self._users[u].event(now) for u in sorted(wanted) if u in self._users]
+
+    async def _shares_any(self, user_id: UserID, rooms: set[RoomID]) -> bool:
+        """Whether ``user_id`` is joined to one of ``rooms`` (their rooms, not the
+        reader's, are walked: a changed user's rooms are few next to a reader's)."""
+        return any(
+            membership == "join" and room_id in rooms
+            for room_id, (membership, _) in list((await self._index.memberships(user_id)).items())
+        )
+
+    # -- writing -----------------------------------------------------------------------
+
+    async def set_status(
+        self, requester: UserID, user_id: UserID, presence: str, status_msg: str | None
+    ) -> None:
+        """``PUT /presence/{userId}/status``: only one's own. Ignored with presence off,
+        as Synapse does with ``use_presence: false``."""
+        if user_id != requester:
+            raise forbidden("Cannot set another user's presence")
+        if not self.enabled:
+            return
+        entry = self._entry(user_id)
+        before = entry.notable()
+        now = self._now()
+        entry.presence = presence
+        entry.status_msg = status_msg
+        # Setting one's presence counts as syncing: online lasts until the sync timeout.
+        entry.last_sync_ts = now
+        if presence == ONLINE:
+            entry.last_active_ts = now
+            entry.currently_active = True
+        elif presence == OFFLINE:
+            entry.currently_active = False
+        await self._settle([(entry, before)])
+
+    @contextlib.asynccontextmanager
+    async def syncing(self, user_id: UserID, set_presence: str) -> AsyncIterator[None]:
+        """Around a ``/sync``: ``set_presence`` ``online`` (the default) or
+        ``unavailable`` makes an offline user so; ``offline`` leaves presence alone. The
+        user stays online while a sync is in progress and for 30 s after the last ends."""
+        if not self.enabled or set_presence == OFFLINE:
+            yield
+            return
+        entry = self._entry(user_id)
+        entry.syncing += 1
+        try:
+            before = entry.notable()
+            if entry.presence == OFFLINE or (
+                set_presence == UNAVAILABLE and entry.presence == ONLINE
+            ):
+                entry.presence = set_presence
+                if set_presence == ONLINE:
+                    entry.last_active_ts = self._now()
+                    entry.currently_active = True
+                await self._settle([(entry, before)])
+            yield
+        finally:
+            entry.syncing -= 1
+            entry.last_sync_ts = self._now()
+
+    async def set_remote(self, updates: Iterable[JsonDict]) -> None:
+        """Apply ``m.presence`` pushes (the caller checked their shape, that each user
+        belongs to the origin and shares a room with a local user). With presence off
+        they are dropped."""
+        if not self.enabled:
+            return
+        now = self._now()
+        changes: list[tuple[UserPresence, tuple[str, str | None, bool]]] = []
+        for update in updates:
+            entry = self._entry(UserID(update["user_id"]))
+            before = entry.notable()
+            entry.presence = update["presence"]
+            entry.status_msg = update.get("status_msg")
+            entry.currently_active = bool(update.get("currently_active", False))
+            entry.last_active_ts = now - int(update.get("last_active_ago", 0))
+            entry.last_sync_ts = now
+            changes.append((entry, before))
+        await self._settle(changes)
+
+    def on_persisted(self, batch: Sequence[EventToPersist]) -> None:
+        """``EventDispatcher`` listener: log every join at a new presence position (the
+        dispatcher already woke the room's members for the event itself)."""
+        if not self.enabled:
+            return
+        joins = [
+            (persisted.pdu.room_id, UserID(persisted.pdu.state_key))
+            for persisted in batch
+            if persisted.stream_ordering >= 0
+            and persisted.pdu.type == "m.room.member"
+            and persisted.pdu.state_key
+            and persisted.pdu.membership == "join"
+        ]
+        if not joins:
+            return
+        self._position = max(self._position + 1, self._now())
+        for room_id, user_id in joins:
+            self._joins.append((self._position, room_id, user_id))
+        self._notifier.advance(Stream.PRESENCE, self._position, ())
+
+    async def _settle(
+        self, changes: Sequence[tuple[UserPresence, tuple[str, str | None, bool]]]
+    ) -> None:
+        """Give the entries whose notable state changed the next position, wake everyone
+        sharing a room with them, and tell the listeners of the local ones."""
+        changed = [entry for entry, before in changes if entry.notable() != before]
+        for entry in changed:
+            if entry.presence == OFFLINE:
+                self._awake.discard(entry.user_id)
+            else:
+                self._awake.add(entry.user_id)
+        if not changed:
+            return
+        self._position = max(self._position + 1, self._now())
+        woken: set[UserID] = set()
+        for entry in changed:
+            self._changed.pop(entry.user_id, None)
+            self._changed[entry.user_id] = self._position
+            woken.update(await self._local_users_sharing_rooms(entry.user_id))
+        self._notifier.advance(Stream.PRESENCE, self._position, woken)
+        local = [entry for entry in changed if self._is_local(entry.user_id)]
+        for listener in self.listeners if local else ():
+            try:
+                await listener(local)
+            except Exception:
+                logger.exception("presence listener failed")
+
+    async def _local_users_sharing_rooms(self, user_id: UserID) -> set[UserID]:
+        users: set[UserID] = {user_id} if self._is_local(user_id) else set()
+        for room_id, (membership, _) in list((await self._index.memberships(user_id)).items()):
+            room = await self._state.get_room(room_id) if membership == "join" else None
+            if room is not None:
+                users.update(
+                    u for u, m in room.memberships.items() if m == "join" and self._is_local(u)
+                )
+        return users
+
+    # -- timeouts ----------------------------------------------------------------------
+
+    async def sweep(self) -> None:
+        """Apply the timeouts to every user who is not offline."""
+        now = self._now()
+        changes: list[tuple[UserPresence, tuple[str, str | None, bool]]] = []
+        for user_id in list(self._awake):
+            entry = self._users[user_id]
+            before = entry.notable()
+            if self._is_local(user_id):
+                if entry.syncing == 0 and now - entry.last_sync_ts > SYNC_ONLINE_TIMEOUT_MS:
+                    entry.presence = OFFLINE
+                elif entry.presence == ONLINE and now - entry.last_active_ts > IDLE_TIMER_MS:
+                    entry.presence = UNAVAILABLE
+                if now - entry.last_active_ts > LAST_ACTIVE_GRANULARITY_MS:
+                    entry.currently_active = False
+            elif now - entry.last_sync_ts > FEDERATION_TIMEOUT_MS:
+                entry.presence = OFFLINE
+                entry.currently_active = False
+            if entry.notable() != before:
+                changes.append((entry, before))
+        await self._settle(changes)
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_SECONDS)
+            try:
+                await self.sweep()
+            except Exception:
+                logger.exception("presence sweep failed; retrying on the next tick")
