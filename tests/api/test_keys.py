@@ -631,3 +631,36 @@ async def test_a_new_user_signing_key_is_told_to_its_owner_only(client: MatrixCl
     auth = {**password_auth(alice), "session": first.body["session"]}
     (await client.request("POST", path, json={**change, "auth": auth}, token=alice)).ok()
     assert alice.user_id in await changed(bob, bob_from)
+
+
+async def test_signing_another_users_key_is_told_to_the_signer_only(
+    client: MatrixClient,
+) -> None:
+    """As Synapse: the signer's devices see the signed user in device_lists.changed; the
+    others in the room are not told."""
+    alice, bob, carol = await client.register(), await client.register(), await client.register()
+    room_id = (
+        await client.request("POST", "createRoom", json={"preset": "public_chat"}, token=alice)
+    ).ok()["room_id"]
+    for member in (bob, carol):
+        (await client.request("POST", f"join/{room_id}", json={}, token=member)).ok()
+    a_master, _, _, a_body = await _cross_sign(client, alice)
+    _, _, b_usk, _ = await _cross_sign(client, bob)
+
+    async def since(account: Account) -> str:
+        token: str = (await client.request("GET", "sync", token=account)).ok()["next_batch"]
+        return token
+
+    async def changed(account: Account, token: str) -> list[str]:
+        params = {"since": token, "timeout": "0"}
+        body = (await client.request("GET", "sync", token=account, params=params)).ok()
+        users: list[str] = body["device_lists"]["changed"]
+        return users
+
+    bob_from, carol_from = await since(bob), await since(carol)
+    bob_signs = sign_json(a_body["master_key"], bob.user_id, b_usk)
+    body = {alice.user_id: {a_master.version: bob_signs}}
+    result = await client.request("POST", "keys/signatures/upload", json=body, token=bob)
+    assert result.ok() == {"failures": {}}
+    assert alice.user_id in await changed(bob, bob_from)
+    assert alice.user_id not in await changed(carol, carol_from)

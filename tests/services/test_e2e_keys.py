@@ -65,7 +65,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
         )
         changed: list[UserID] = []
 
-        async def on_keys_changed(user_id: UserID, *, own_only: bool = False) -> None:
+        async def on_keys_changed(user_id: UserID, *, only_to: UserID | None = None) -> None:
             changed.append(user_id)
 
         store = E2eKeyStore(db)

@@ -72,8 +72,8 @@ class DeviceListService:
         # The changes after ``_log_floor``, in stream order.
         self._log_positions: list[int] = []
         self._log_users: list[UserID] = []
-        # Changes only the user themself is told of (a new user-signing key).
-        self._log_own_only: list[bool] = []
+        # The one user a change is told to, if not everyone (see notify_user_changed).
+        self._log_only_to: list[UserID | None] = []
         self._log_floor = 0
         self.device_listeners: list[DevicesListener] = []
 
@@ -86,28 +86,32 @@ class DeviceListService:
         self._position = self._log_floor = await self._store.get_max_position()
         self._notifier.advance(Stream.DEVICE_LISTS, self._position, ())
 
-    async def notify_user_changed(self, user_id: UserID, *, own_only: bool = False) -> None:
+    async def notify_user_changed(self, user_id: UserID, *, only_to: UserID | None = None) -> None:
         """Record that ``user_id``'s devices or keys changed (a new or deleted device, new
         device or cross-signing keys) and wake everyone who tracks them.
 
-        ``own_only``: a change only the user's own devices care about (a new user-signing
-        key, which others never see), reported to the user alone, as Synapse does. Changes
-        older than the in-memory log are read from the store, which does not keep this
-        distinction: such an old change may then be reported to others too (harmless: they
-        query the keys again and find nothing new)."""
-        wake = {user_id} if own_only else await self._local_room_peers(user_id)
-        wake.add(user_id)
+        ``only_to``: a change only that user is told of, as Synapse does: the user's own new
+        user-signing key (which others never see), or another user's key signed by this
+        user's user-signing key (which only the signer sees). Changes older than the
+        in-memory log are read from the store, which does not keep this distinction: such
+        an old change may then be reported to others too (harmless: they query the keys
+        again and find nothing new)."""
+        if only_to is not None:
+            wake = {only_to}
+        else:
+            wake = await self._local_room_peers(user_id)
+            wake.add(user_id)
         async with self._write_lock:
             position = self._position + 1
             await self._store.add_change(user_id, position)
             self._position = position
             self._log_positions.append(position)
             self._log_users.append(user_id)
-            self._log_own_only.append(own_only)
+            self._log_only_to.append(only_to)
             if len(self._log_positions) > MAX_LOGGED_CHANGES:
                 cut = len(self._log_positions) // 2
                 self._log_floor = self._log_positions[cut - 1]
-                del self._log_positions[:cut], self._log_users[:cut], self._log_own_only[:cut]
+                del self._log_positions[:cut], self._log_users[:cut], self._log_only_to[:cut]
             self._notifier.advance(Stream.DEVICE_LISTS, position, wake)
 
     async def on_devices_deleted(self, user_id: UserID, device_ids: Sequence[str]) -> None:
@@ -135,8 +139,11 @@ class DeviceListService:
         joined = {r for r, (m, _) in memberships.items() if m == "join"}
         changed: set[UserID] = set()
         if now.device_lists > since.device_lists:
-            changes = await self._changed_between(since.device_lists, now.device_lists, user_id)
-            for other in changes:
+            public, told = await self._changed_between(
+                since.device_lists, now.device_lists, user_id
+            )
+            changed |= told
+            for other in public:
                 if other == user_id or await self._shares_room(joined, other):
                     changed.add(other)
         maybe_left: set[UserID] = set()
@@ -170,19 +177,24 @@ class DeviceListService:
         (``to`` defaults to the current position, as in Synapse)."""
         return await self.changes(user_id, from_token, to_token or self._notifier.current_token)
 
-    async def _changed_between(self, after: int, until: int, viewer: UserID) -> Collection[UserID]:
-        """Users whose changes in ``(after, until]`` ``viewer`` may be told of."""
+    async def _changed_between(
+        self, after: int, until: int, viewer: UserID
+    ) -> tuple[Collection[UserID], set[UserID]]:
+        """Users who changed in ``(after, until]``: those everyone sharing a room is told
+        of, and those told to ``viewer`` alone."""
         if after < self._log_floor:
-            return await self._store.get_changed_users(after, until)
+            return await self._store.get_changed_users(after, until), set()
         start = bisect.bisect_right(self._log_positions, after)
         end = bisect.bisect_right(self._log_positions, until)
-        return {
-            user
-            for user, own_only in zip(
-                self._log_users[start:end], self._log_own_only[start:end], strict=True
-            )
-            if not own_only or user == viewer
-        }
+        public: set[UserID] = set()
+        told: set[UserID] = set()
+        entries = zip(self._log_users[start:end], self._log_only_to[start:end], strict=True)
+        for user, only_to in entries:
+            if only_to is None:
+                public.add(user)
+            elif only_to == viewer:
+                told.add(user)
+        return public, told
 
     async def _shares_room(self, joined: set[RoomID], other: UserID) -> bool:
         memberships = await self._index.memberships(other)

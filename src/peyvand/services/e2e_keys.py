@@ -62,7 +62,7 @@ from peyvand.types import DeviceID, JsonDict, UserID, is_valid_user_id, server_n
 class KeysChangedHook(Protocol):
     """``DeviceListService.notify_user_changed``."""
 
-    async def __call__(self, user_id: UserID, *, own_only: bool = False) -> None: ...
+    async def __call__(self, user_id: UserID, *, only_to: UserID | None = None) -> None: ...
 
 
 # Called with (user, devices) after the identity keys of a local user's devices, or the
@@ -676,7 +676,7 @@ class E2eKeysService:
         )
         # A user-signing key is the user's own business: others are not told (as Synapse).
         own_only = all(key.key_type == USER_SIGNING for key in changed)
-        await self._on_keys_changed(user_id, own_only=own_only)
+        await self._on_keys_changed(user_id, only_to=user_id if own_only else None)
         for listener in self.cross_signing_listeners:
             await listener(user_id, {key.key_type for key in changed})
 
@@ -722,6 +722,10 @@ class E2eKeysService:
                 except MatrixError as error:
                     failures.setdefault(target, {})[key_id] = _failure(error)
         await self._store.store_signatures(accepted)
+        # The signer's devices learn of the other users' keys they signed (only they).
+        for target in dict.fromkeys(s.target_user_id for s in accepted):
+            if target != user_id:
+                await self._on_keys_changed(target, only_to=user_id)
         own = [sig.target_device_id for sig in accepted if sig.target_user_id == user_id]
         if own:
             await self._on_keys_changed(user_id)
