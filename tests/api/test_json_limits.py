@@ -225,6 +225,41 @@ async def test_nul_in_path_parameters(
         assert answer.body["errcode"] in ("M_INVALID_PARAM", "M_UNRECOGNIZED"), answer.body
 
 
+async def test_path_parameters_are_decoded_once(
+    homeserver: HomeserverProcess, pair: tuple[Account, Account, str]
+) -> None:
+    """``%2500`` is the text ``%00``, not U+0000: a handler that decoded the already
+    decoded parameter again reached the database with U+0000 (a 500 on PostgreSQL)."""
+    attacker, _, room_id = pair
+    server = attacker.user_id.split(":", 1)[1]
+    paths = [
+        ("GET", f"directory/list/room/!x:{server}%2500"),
+        ("PUT", f"directory/list/room/!x:{server}%2500"),
+        ("GET", f"directory/room/%23x%2500:{server}"),
+        ("DELETE", f"directory/room/%23x%2500:{server}"),
+        ("POST", f"join/!x%2500:{server}"),
+        ("POST", f"join/%23x%2500:{server}"),
+        ("POST", f"knock/!x%2500:{server}"),
+        ("POST", f"knock/%23x%2500:{server}"),
+        ("GET", f"profile/@x%2500:{server}"),
+    ]
+    for method, path in paths:
+        answer = await raw(homeserver, method, path, attacker)
+        assert answer.status in (400, 403, 404), (method, path, answer)
+        assert "\x00" not in str(answer.body), answer.body
+    alias = f"#decoded-once-{next(_txn)}:{server}"
+    created = await raw(
+        homeserver,
+        "PUT",
+        f"directory/room/{quote(alias)}",
+        attacker,
+        json.dumps({"room_id": room_id}).encode(),
+    )
+    assert created.status == 200, created
+    found = await raw(homeserver, "GET", f"directory/room/{quote(alias)}", attacker)
+    assert found.body["room_id"] == room_id
+
+
 async def test_nul_in_bodies(client: MatrixClient, pair: tuple[Account, Account, str]) -> None:
     attacker, victim, room_id = pair
     me = quote(attacker.user_id)

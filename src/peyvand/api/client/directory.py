@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from urllib.parse import unquote
-
 from aiohttp import web
 
 from peyvand.api.context import RequestContext, json_response
@@ -16,11 +14,11 @@ routes = RouteTable()
 
 
 def _alias(ctx: RequestContext) -> str:
-    return unquote(ctx.path["roomAlias"])
+    return ctx.path["roomAlias"]
 
 
 def _room_id(ctx: RequestContext) -> RoomID:
-    room_id = unquote(ctx.path["roomId"])
+    room_id = ctx.path["roomId"]
     if not room_id.startswith("!"):
         raise MatrixError(Errcode.INVALID_PARAM, f"Invalid room ID: {room_id}")
     return RoomID(room_id)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from urllib.parse import unquote
-
 from aiohttp import web
 
 from peyvand.api.context import RequestContext, json_response
@@ -13,7 +11,7 @@ routes = RouteTable()
 
 
 def _user_id(ctx: RequestContext) -> str:
-    return unquote(ctx.path["userId"])
+    return ctx.path["userId"]
 
 
 @routes.get(f"{CLIENT_V3}/profile/{{userId}}", auth="optional")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import unquote
 
 from aiohttp import web
 
@@ -71,7 +70,7 @@ def _join_content(body: Mapping[str, Any]) -> JsonDict | None:
 @routes.post(f"{CLIENT_V3}/join/{{roomIdOrAlias}}", rate_limited=True)
 async def join_by_id_or_alias(ctx: RequestContext) -> web.Response:
     """POST /_matrix/client/v3/join/{roomIdOrAlias}"""
-    target = unquote(ctx.path["roomIdOrAlias"])
+    target = ctx.path["roomIdOrAlias"]
     body = await ctx.body()
     servers = [*ctx.request.query.getall("via", []), *ctx.request.query.getall("server_name", [])]
     if target.startswith("#"):
@@ -93,7 +92,7 @@ async def join_by_id_or_alias(ctx: RequestContext) -> web.Response:
 @routes.post(f"{CLIENT_V3}/knock/{{roomIdOrAlias}}", rate_limited=True)
 async def knock(ctx: RequestContext) -> web.Response:
     """POST /_matrix/client/v3/knock/{roomIdOrAlias}"""
-    target = unquote(ctx.path["roomIdOrAlias"])
+    target = ctx.path["roomIdOrAlias"]
     body = await ctx.body()
     servers = [*ctx.request.query.getall("via", []), *ctx.request.query.getall("server_name", [])]
     if target.startswith("#"):
