@@ -296,6 +296,7 @@ async def create_app(config: Config) -> web.Application:
             RemoteDeviceStore(db),
             fetch_user_devices=fetch_user_devices,
             claim_keys=claim_remote_keys,
+            presence=presence,
         )
         federation.use_edus(edus)
         media.use_remote(RemoteMediaFetcher(client, media_files).fetch)

@@ -154,7 +154,13 @@ async def test_joins_bring_presence(client: MatrixClient) -> None:
     (await client.request("POST", f"join/{room_id}", json={}, token=bob)).ok()
     # The joiner gets the room's members' presence; the members get the joiner's.
     assert presence_of(await sync(client, bob, bob_token))[alice.user_id]["presence"] == "online"
-    assert presence_of(await sync(client, alice, alice_token))[bob.user_id]["presence"] == "online"
+    after_bob = await sync(client, alice, alice_token)
+    assert presence_of(after_bob)[bob.user_id]["presence"] == "online"
+    # A member never seen online comes as offline (as Synapse sends it).
+    carol = await client.register()
+    (await client.request("POST", f"join/{room_id}", json={}, token=carol)).ok()
+    after_carol = presence_of(await sync(client, alice, after_bob["next_batch"]))
+    assert after_carol == {carol.user_id: {"presence": "offline", "currently_active": False}}
 
 
 async def test_presence_can_be_turned_off(

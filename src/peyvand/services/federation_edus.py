@@ -18,7 +18,9 @@ owns the area. Anything else is logged at INFO and ignored; nothing is ever rais
   the change, so local users sharing a room see the user in ``device_lists.changed``.
   Only users who share a room with a local user are tracked.
 - ``m.signing_key_update``: the cached master and self-signing keys, likewise.
-- ``m.presence``: this server has no presence, so it is ignored.
+- ``m.presence``: each pushed state of a user of the origin who shares a room with a
+  local user goes to ``PresenceService.set_remote`` (malformed or foreign ones are
+  dropped one by one); ignored when presence is off.
 
 Outbound, listeners on those services send: local typing (``m.typing``) and ``m.read``
 receipts (``m.receipt``) to the other servers in the room, ephemeral; to-device messages
@@ -26,6 +28,9 @@ for remote users, one ``m.direct_to_device`` per destination with a random messa
 a local user's new and deleted devices and new device keys (``m.device_list_update``,
 numbered per user in ``local_device_list_streams``) and new master or self-signing keys
 (``m.signing_key_update``) to every server sharing a room with the user, durable.
+Local presence changes (``m.presence``), ephemeral: each change the presence service
+settles at once (a sweep may settle many) is one EDU per server sharing a room with any
+of the changed users, pushing the states of those users only.
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ from peyvand.services.e2e_keys import (
     check_cross_signing_key,
 )
 from peyvand.services.lru import LRU
+from peyvand.services.presence import STATES, PresenceService, UserPresence
 from peyvand.services.receipts import READ, ReceiptService
 from peyvand.services.room_index import RoomIndex
 from peyvand.services.room_state import RoomSnapshot, StateService
@@ -216,6 +222,7 @@ class FederationEdus:
         *,
         fetch_user_devices: UserDevicesFetcher | None = None,
         claim_keys: KeysClaimer | None = None,
+        presence: PresenceService | None = None,
     ) -> None:
         """Registers its listeners on the services: from here on their local changes
         go to other servers and their queries of remote users' keys come here."""
@@ -231,12 +238,14 @@ class FederationEdus:
         self._store = store
         self._fetch_user_devices = fetch_user_devices
         self._claim_keys = claim_keys
+        self._presence = presence
         self._handlers: dict[str, Callable[[str, JsonDict], Awaitable[None]]] = {
             "m.typing": self._on_typing,
             "m.receipt": self._on_receipt,
             "m.direct_to_device": self._on_direct_to_device,
             "m.device_list_update": self._on_device_list_update,
             "m.signing_key_update": self._on_signing_key_update,
+            "m.presence": self._on_presence,
         }
         # Remote device lists (None: not cached), invalidated next to every write.
         self._lists: LRU[UserID, tuple[RemoteDeviceList | None]] = LRU(_CACHE_SIZE)
@@ -255,6 +264,8 @@ class FederationEdus:
         e2e_keys.device_keys_listeners.append(self._on_local_devices)
         e2e_keys.cross_signing_listeners.append(self._on_local_cross_signing)
         e2e_keys.remote_keys = self
+        if presence is not None:
+            presence.listeners.append(self._on_local_presence)
 
     async def start(self) -> None:
         """Start fetching stale device lists in the background (with a fetcher)."""
@@ -293,7 +304,6 @@ class FederationEdus:
                     raise _Ignored(str(exc)) from None
                 handler = self._handlers.get(edu_type)
                 if handler is None:
-                    # Includes m.presence: this server has no presence.
                     logger.debug("EDU %s from %s ignored: not supported", edu_type, origin)
                     continue
                 await handler(origin, content)
@@ -456,6 +466,45 @@ class FederationEdus:
             await self._store.set_cross_signing_keys(user_id, keys)
             self._invalidate(user_id)
         await self._device_lists.notify_user_changed(user_id)
+
+    async def _on_presence(self, origin: str, content: JsonDict) -> None:
+        """Server-Server API, "Presence": each pushed state on its own."""
+        if self._presence is None or not self._presence.enabled:
+            return
+        push = content.get("push")
+        if not isinstance(push, list):
+            raise _Ignored("push must be a list")
+        updates: list[JsonDict] = []
+        for item in push:
+            try:
+                if not isinstance(item, dict):
+                    raise _Ignored("a presence update must be an object")
+                user_id = _user_of(origin, item.get("user_id"), "user_id")
+                presence = item.get("presence")
+                if presence not in STATES:
+                    raise _Ignored(f"presence of {user_id} is not one of {STATES}")
+                status_msg = item.get("status_msg")
+                if status_msg is not None and not isinstance(status_msg, str):
+                    raise _Ignored("status_msg must be a string")
+                active = item.get("currently_active", False)
+                if not isinstance(active, bool):
+                    raise _Ignored("currently_active must be a boolean")
+                ago = _position(item.get("last_active_ago", 0), "last_active_ago")
+                if not await self._tracked(user_id):
+                    raise _Ignored(f"no local user shares a room with {user_id}")
+                updates.append(
+                    {
+                        "user_id": user_id,
+                        "presence": presence,
+                        "status_msg": status_msg,
+                        "currently_active": active,
+                        "last_active_ago": ago,
+                    }
+                )
+            except _Ignored as reason:
+                logger.info("presence update from %s ignored: %s", origin, reason)
+        if updates:
+            await self._presence.set_remote(updates)
 
     # -- remote device lists ----------------------------------------------------------
 
@@ -667,6 +716,24 @@ class FederationEdus:
             await self._send_ephemeral(row.room_id, "m.receipt", content)
         except Exception:
             logger.exception("sending the receipt of %s in %s failed", row.user_id, row.room_id)
+
+    async def _on_local_presence(self, changed: Sequence[UserPresence]) -> None:
+        """``PresenceService.listeners``: one m.presence per server sharing a room with
+        any of the changed local users, with the states of those it shares one with."""
+        now = self._presence.now_ms() if self._presence is not None else 0
+        by_server: dict[str, list[JsonDict]] = {}
+        for entry in changed:
+            if not self._is_local(entry.user_id):
+                continue
+            state = {"user_id": entry.user_id, **entry.content(now)}
+            state.setdefault("last_active_ago", 0)
+            for server in await self._servers_sharing_rooms(entry.user_id):
+                by_server.setdefault(server, []).append(state)
+        for server, push in sorted(by_server.items()):
+            try:
+                await self._sender.send_edu(server, "m.presence", {"push": push}, durable=False)
+            except Exception:
+                logger.exception("sending presence to %s failed", server)
 
     async def _send_to_device(
         self, sender: UserID, event_type: str, messages: Mapping[UserID, Mapping[str, JsonDict]]

@@ -149,6 +149,10 @@ class PresenceService:
                 await self._sweep_task
             self._sweep_task = None
 
+    def now_ms(self) -> int:
+        """The wall clock presence ages are measured with."""
+        return self._now()
+
     def _is_local(self, user_id: str) -> bool:
         return server_name_of(user_id) == self._server_name
 
@@ -218,7 +222,8 @@ class PresenceService:
                 else:
                     wanted.add(joiner)
         now = self._now()
-        return [self._users[u].event(now) for u in sorted(wanted) if u in self._users]
+        # Users never seen are offline (met through a join; Synapse sends them too).
+        return [(self._users.get(u) or UserPresence(u)).event(now) for u in sorted(wanted)]
 
     async def _shares_any(self, user_id: UserID, rooms: set[RoomID]) -> bool:
         """Whether ``user_id`` is joined to one of ``rooms`` (their rooms, not the
@@ -246,8 +251,9 @@ class PresenceService:
         entry.status_msg = status_msg
         # Setting one's presence counts as syncing: online lasts until the sync timeout.
         entry.last_sync_ts = now
-        if presence == ONLINE:
+        if presence == ONLINE or not entry.last_active_ts:
             entry.last_active_ts = now
+        if presence == ONLINE:
             entry.currently_active = True
         elif presence == OFFLINE:
             entry.currently_active = False
@@ -269,8 +275,9 @@ class PresenceService:
                 set_presence == UNAVAILABLE and entry.presence == ONLINE
             ):
                 entry.presence = set_presence
-                if set_presence == ONLINE:
+                if set_presence == ONLINE or not entry.last_active_ts:
                     entry.last_active_ts = self._now()
+                if set_presence == ONLINE:
                     entry.currently_active = True
                 await self._settle([(entry, before)])
             yield

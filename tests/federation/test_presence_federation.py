@@ -1,0 +1,112 @@
+"""Presence over federation with the fake peer (Server-Server API, "Presence"): a local
+change goes as an ``m.presence`` EDU to a server sharing a room, and a pushed state of a
+remote user sharing a room reaches local syncs; pushes for users of another server, or
+of users sharing no room, are dropped."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness.client import Account, MatrixClient
+from harness.fake_server import FEDERATION_V1, FakeServer
+from harness.server import HomeserverProcess
+
+TIMEOUT_SECONDS = 20
+_names = itertools.count()
+
+
+@pytest.fixture
+async def fake(peyvand: HomeserverProcess, tmp_path: Path) -> AsyncIterator[FakeServer]:
+    async with FakeServer(tmp_path, peer=peyvand.server_name) as server:
+        yield server
+
+
+def _presence_pushes(fake: FakeServer) -> list[dict[str, Any]]:
+    pushes: list[dict[str, Any]] = []
+    for seen in fake.requests("PUT", f"{FEDERATION_V1}/send/"):
+        body = seen.body if isinstance(seen.body, dict) else {}
+        for edu in body.get("edus", []):
+            if edu.get("edu_type") == "m.presence":
+                pushes.extend(edu["content"]["push"])
+    return pushes
+
+
+async def _sync_presence(
+    client: MatrixClient, account: Account, since: str, sender: str
+) -> dict[str, Any]:
+    """Long-poll /sync from ``since`` until ``sender``'s presence arrives; its content."""
+    while True:
+        params = {"timeout": "1000", "since": since, "set_presence": "offline"}
+        response = (await client.request("GET", "sync", token=account, params=params)).ok()
+        for event in response["presence"]["events"]:
+            if event["sender"] == sender:
+                content: dict[str, Any] = event["content"]
+                return content
+        since = response["next_batch"]
+
+
+async def test_presence_goes_both_ways_with_a_server_sharing_a_room(
+    peyvand_client: MatrixClient, fake: FakeServer
+) -> None:
+    alice = await peyvand_client.register()
+    bob = fake.user(f"bob{next(_names)}")
+    async with asyncio.timeout(TIMEOUT_SECONDS):
+        created = await peyvand_client.request(
+            "POST", "createRoom", json={"preset": "public_chat"}, token=alice
+        )
+        room_id = created.ok()["room_id"]
+        await fake.join(room_id, bob)
+
+        # Outbound: alice's change is pushed to the fake, which shares the room.
+        status = f"presence/{alice.user_id}/status"
+        body = {"presence": "unavailable", "status_msg": "lunch"}
+        (await peyvand_client.request("PUT", status, json=body, token=alice)).ok()
+        for _ in range(TIMEOUT_SECONDS * 10):
+            if any(p.get("status_msg") == "lunch" for p in _presence_pushes(fake)):
+                break
+            await asyncio.sleep(0.1)
+        pushed = next(p for p in _presence_pushes(fake) if p.get("status_msg") == "lunch")
+        assert pushed["user_id"] == alice.user_id
+        assert pushed["presence"] == "unavailable"
+        assert isinstance(pushed["last_active_ago"], int)
+
+        # Inbound: bob's pushed state reaches alice's sync and GET; a push for a user of
+        # another server, and one for a fake user sharing no room, are dropped.
+        params = {"timeout": "0", "set_presence": "offline"}
+        token = (await peyvand_client.request("GET", "sync", token=alice, params=params)).ok()
+        lonely = fake.user(f"lonely{next(_names)}")
+        edu = {
+            "edu_type": "m.presence",
+            "content": {
+                "push": [
+                    {
+                        "user_id": bob,
+                        "presence": "online",
+                        "last_active_ago": 5000,
+                        "currently_active": True,
+                        "status_msg": "hi",
+                    },
+                    {"user_id": alice.user_id, "presence": "offline", "last_active_ago": 0},
+                    {"user_id": lonely, "presence": "online", "last_active_ago": 0},
+                ]
+            },
+        }
+        status_code, _ = await fake.send_pdus([], [edu])
+        assert status_code == 200
+        content = await _sync_presence(peyvand_client, alice, token["next_batch"], bob)
+        assert content["presence"] == "online"
+        assert content["status_msg"] == "hi"
+        assert content["currently_active"] is True
+        assert content["last_active_ago"] >= 5000
+        remote = await peyvand_client.request("GET", f"presence/{bob}/status", token=alice)
+        assert remote.ok()["presence"] == "online"
+        own = await peyvand_client.request("GET", status, token=alice)
+        assert own.ok()["presence"] == "unavailable"  # not the fake's to say
+        unknown = await peyvand_client.request("GET", f"presence/{lonely}/status", token=alice)
+        assert unknown.status == 403
