@@ -1,0 +1,160 @@
+"""PresenceService on fakes and an injected clock: the idle / offline / currently_active
+timeouts of the sweep, and the cost of one change in a 1,000-member room (Client-Server
+API, "Presence")."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from peyvand.services.presence import (
+    IDLE_TIMER_MS,
+    LAST_ACTIVE_GRANULARITY_MS,
+    SYNC_ONLINE_TIMEOUT_MS,
+    PresenceService,
+)
+from peyvand.services.streams import Stream
+from peyvand.types import RoomID, UserID
+
+BIG_ROOM = RoomID("!big:localhost")
+OTHER_ROOM = RoomID("!other:localhost")
+START_MS = 1_700_000_000_000
+
+
+@dataclass
+class FakeRoom:
+    memberships: dict[UserID, str]
+
+    def joined_members(self) -> list[UserID]:
+        return [u for u, m in self.memberships.items() if m == "join"]
+
+
+@dataclass
+class FakeWorld:
+    """RoomIndex and StateService at once, counting what is asked of them."""
+
+    rooms: dict[RoomID, FakeRoom]
+    index_reads: int = 0
+    room_reads: int = 0
+
+    async def memberships(self, user_id: UserID) -> dict[RoomID, tuple[str, int]]:
+        self.index_reads += 1
+        return {
+            room_id: (room.memberships[user_id], 1)
+            for room_id, room in self.rooms.items()
+            if user_id in room.memberships
+        }
+
+    async def get_room(self, room_id: RoomID) -> FakeRoom | None:
+        self.room_reads += 1
+        return self.rooms.get(room_id)
+
+
+@dataclass
+class RecordingNotifier:
+    woken: list[tuple[Stream, int, set[str]]] = field(default_factory=list)
+
+    def advance(self, stream: Stream, position: int, user_ids: Iterable[str]) -> None:
+        self.woken.append((stream, position, set(user_ids)))
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = START_MS
+
+    def __call__(self) -> int:
+        return self.now
+
+
+def user(n: int) -> UserID:
+    return UserID(f"@u{n}:localhost")
+
+
+def service(world: FakeWorld, notifier: RecordingNotifier, clock: Clock) -> PresenceService:
+    return PresenceService(
+        "localhost",
+        cast(Any, world),
+        cast(Any, world),
+        cast(Any, notifier),
+        wall_clock_ms=clock,
+    )
+
+
+async def status(presence: PresenceService, user_id: UserID) -> str:
+    got: str = (await presence.get_status(user_id, user_id))["presence"]
+    return got
+
+
+async def test_timeouts_of_the_sweep() -> None:
+    alice, bob = user(1), user(2)
+    world = FakeWorld({OTHER_ROOM: FakeRoom({alice: "join", bob: "join"})})
+    notifier, clock = RecordingNotifier(), Clock()
+    presence = service(world, notifier, clock)
+
+    # Offline 30 s after the last sync ended, not before, and never while one runs.
+    async with presence.syncing(alice, "online"):
+        assert await status(presence, alice) == "online"
+        clock.now += SYNC_ONLINE_TIMEOUT_MS * 2
+        await presence.sweep()
+        assert await status(presence, alice) == "online"
+    clock.now += SYNC_ONLINE_TIMEOUT_MS - 1
+    await presence.sweep()
+    assert await status(presence, alice) == "online"
+    clock.now += 2
+    await presence.sweep()
+    assert await status(presence, alice) == "offline"
+    assert notifier.woken[-1][2] == {alice, bob}
+
+    # Idle for 5 minutes while syncing: unavailable; currently_active ends after 1 minute.
+    async with presence.syncing(bob, "online"):
+        clock.now += LAST_ACTIVE_GRANULARITY_MS + 1
+        await presence.sweep()
+        content = await presence.get_status(alice, bob)
+        assert (content["presence"], content["currently_active"]) == ("online", False)
+        clock.now += IDLE_TIMER_MS
+        await presence.sweep()
+        assert await status(presence, bob) == "unavailable"
+        # A sweep with nothing due changes nothing and wakes nobody.
+        woken = len(notifier.woken)
+        await presence.sweep()
+        assert len(notifier.woken) == woken
+
+
+async def test_one_change_in_a_1000_member_room_costs_its_members_only() -> None:
+    """One user of a 1,000-member room changes presence while 1,000 other users are
+    online elsewhere: exactly the room's members are woken, and each member's sync reads
+    one change, not the 1,000 others'."""
+    members = [user(n) for n in range(1000)]
+    others = [user(n) for n in range(1000, 2000)]
+    world = FakeWorld(
+        {
+            BIG_ROOM: FakeRoom(dict.fromkeys(members, "join")),
+            OTHER_ROOM: FakeRoom(dict.fromkeys(others, "join")),
+        }
+    )
+    notifier, clock = RecordingNotifier(), Clock()
+    presence = service(world, notifier, clock)
+    for other in others:
+        await presence.set_status(other, other, "online", None)
+    since = presence.current_position
+
+    world.index_reads = world.room_reads = 0
+    await presence.set_status(members[0], members[0], "unavailable", "away")
+    stream, _, woken = notifier.woken[-1]
+    assert stream is Stream.PRESENCE
+    assert woken == set(members)
+    assert (world.index_reads, world.room_reads) == (1, 1)
+
+    world.index_reads = world.room_reads = 0
+    started = time.perf_counter()
+    for member in members[1:]:
+        events = await presence.for_sync(member, since)
+        assert [e["sender"] for e in events] == [members[0]]
+    elapsed = time.perf_counter() - started
+    # Per reader: its own rooms, and the one changed user's rooms; no room read at all.
+    assert world.index_reads == 2 * 999
+    assert world.room_reads == 0
+    print(f"999 incremental presence reads after one change: {elapsed * 1000:.1f} ms")
+    assert elapsed < 2.0
