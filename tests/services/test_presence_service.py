@@ -12,6 +12,7 @@ from typing import Any, cast
 from peyvand.services.presence import (
     IDLE_TIMER_MS,
     LAST_ACTIVE_GRANULARITY_MS,
+    MANY_CHANGES,
     SYNC_ONLINE_TIMEOUT_MS,
     PresenceService,
 )
@@ -158,3 +159,27 @@ async def test_one_change_in_a_1000_member_room_costs_its_members_only() -> None
     assert world.room_reads == 0
     print(f"999 incremental presence reads after one change: {elapsed * 1000:.1f} ms")
     assert elapsed < 2.0
+
+
+async def test_an_old_token_walks_the_readers_rooms_instead() -> None:
+    """After more than MANY_CHANGES changes since a token, a sync reads its own rooms
+    once instead of each changed user's rooms; the answer is the same."""
+    members = [user(n) for n in range(10)]
+    others = [user(n) for n in range(1000, 1000 + MANY_CHANGES + 50)]
+    world = FakeWorld(
+        {
+            BIG_ROOM: FakeRoom(dict.fromkeys(members, "join")),
+            OTHER_ROOM: FakeRoom(dict.fromkeys(others, "join")),
+        }
+    )
+    notifier, clock = RecordingNotifier(), Clock()
+    presence = service(world, notifier, clock)
+    since = presence.current_position
+    await presence.set_status(members[1], members[1], "online", "here")
+    for other in others:
+        await presence.set_status(other, other, "online", None)
+    world.index_reads = world.room_reads = 0
+    events = await presence.for_sync(members[0], since)
+    assert [e["sender"] for e in events] == [members[1]]
+    assert events[0]["content"]["status_msg"] == "here"
+    assert (world.index_reads, world.room_reads) == (1, 1)

@@ -64,6 +64,9 @@ SWEEP_SECONDS: Final = 5.0
 # Joins remembered for syncs (older tokens miss the presence of users met by a join).
 MAX_JOINS_KEPT: Final = 10_000
 MAX_STATUS_MSG_LENGTH: Final = 4096
+# Past this many changes since a token, a sync walks its rooms' members instead of the
+# changed users' rooms.
+MANY_CHANGES: Final = 256
 
 # Called with the local users whose presence changed (to send them to other servers).
 PresenceListener = Callable[[Sequence["UserPresence"]], Awaitable[None]]
@@ -207,12 +210,25 @@ class PresenceService:
                 if self._changed[other] <= since:
                     break
                 changed.append(other)
-            for other in changed:
-                if other == user_id or await self._shares_any(other, joined):
-                    wanted.add(other)
+            if len(changed) > MANY_CHANGES:
+                # An old token: the reader's rooms' members are fewer to walk.
+                members: set[UserID] = {user_id}
+                for room_id in joined:
+                    room = await self._state.get_room(room_id)
+                    if room is not None:
+                        members.update(room.joined_members())
+                wanted.update(u for u in changed if u in members)
+            else:
+                for other in changed:
+                    if other == user_id or await self._shares_any(other, joined):
+                        wanted.add(other)
+            joins: list[tuple[RoomID, UserID]] = []
             for position, room_id, joiner in reversed(self._joins):
                 if position <= since:
                     break
+                joins.append((room_id, joiner))
+            # Collected first: the log may grow while rooms are read below.
+            for room_id, joiner in joins:
                 if room_id not in joined:
                     continue
                 if joiner == user_id:
