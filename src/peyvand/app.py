@@ -405,7 +405,14 @@ async def create_app(config: Config) -> web.Application:
             presence=presence,
         ),
         legacy_sync=LegacySyncService(
-            event_store, index, state, room_events, notifier, account_data, receipts
+            event_store,
+            index,
+            state,
+            room_events,
+            notifier,
+            account_data,
+            receipts,
+            presence=presence,
         ),
         typing=typing,
         presence=presence,

@@ -160,7 +160,17 @@ async def test_joins_bring_presence(client: MatrixClient) -> None:
     carol = await client.register()
     (await client.request("POST", f"join/{room_id}", json={}, token=carol)).ok()
     after_carol = presence_of(await sync(client, alice, after_bob["next_batch"]))
-    assert after_carol == {carol.user_id: {"presence": "offline", "currently_active": False}}
+    assert after_carol == {carol.user_id: {"presence": "offline"}}
+    # The legacy room initialSync lists every member's presence, offline included.
+    legacy = (await client.request("GET", f"rooms/{room_id}/initialSync", token=alice)).ok()
+    by_user = {e["content"]["user_id"]: e["content"]["presence"] for e in legacy["presence"]}
+    assert by_user == {alice.user_id: "online", bob.user_id: "online", carol.user_id: "offline"}
+    # The global one, like an initial /sync, those not offline.
+    everything = (await client.request("GET", "initialSync", token=alice)).ok()
+    assert {e["content"]["user_id"] for e in everything["presence"]} == {
+        alice.user_id,
+        bob.user_id,
+    }
 
 
 async def test_presence_can_be_turned_off(
@@ -181,10 +191,7 @@ async def test_presence_can_be_turned_off(
             # offline, /sync carries no presence.
             await put_status(client, alice, "online", "here")
             status = f"presence/{alice.user_id}/status"
-            assert (await client.request("GET", status, token=bob)).ok() == {
-                "presence": "offline",
-                "currently_active": False,
-            }
+            assert (await client.request("GET", status, token=bob)).ok() == {"presence": "offline"}
             assert (await sync(client, bob, token))["presence"]["events"] == []
             assert (await sync(client, alice))["presence"]["events"] == []
     finally:

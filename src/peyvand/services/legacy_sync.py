@@ -20,6 +20,7 @@ from typing import Protocol
 
 from peyvand.errors import Errcode, MatrixError
 from peyvand.services.notifier import Notifier
+from peyvand.services.presence import PresenceService
 from peyvand.services.requester import Requester
 from peyvand.services.room_events import RoomEventsService, position_token
 from peyvand.services.room_index import RoomIndex
@@ -62,8 +63,10 @@ class LegacySyncService:
         account_data: AccountDataReads,
         receipts: ReceiptReads,
         *,
+        presence: PresenceService | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self._presence = presence
         self._store = store
         self._index = index
         self._state = state
@@ -111,7 +114,7 @@ class LegacySyncService:
         return {
             "end": now.serialize(),
             "rooms": rooms,
-            "presence": [],
+            "presence": (await self._presence.for_initial_sync(user_id) if self._presence else []),
             "account_data": await self._account_data.global_account_data_since(
                 user_id, 0, now.account_data
             ),
@@ -149,7 +152,11 @@ class LegacySyncService:
         )
         result["account_data"] = room_data.get(room_id, []) if membership is not None else []
         result["receipts"] = list(receipts.values())
-        result["presence"] = []
+        result["presence"] = (
+            self._presence.for_room_initial_sync(snapshot.joined_members())
+            if self._presence is not None and membership == "join"
+            else []
+        )
         return result
 
     async def _room_snapshot(

@@ -88,11 +88,11 @@ class UserPresence:
     syncing: int = 0
 
     def content(self, now_ms: int) -> JsonDict:
-        """The ``m.presence`` event content (Client-Server API, "Presence")."""
-        content: JsonDict = {
-            "presence": self.presence,
-            "currently_active": self.currently_active,
-        }
+        """The ``m.presence`` event content (Client-Server API, "Presence"); as Synapse,
+        ``currently_active`` only for an online user."""
+        content: JsonDict = {"presence": self.presence}
+        if self.presence == ONLINE:
+            content["currently_active"] = self.currently_active
         if self.last_active_ts:
             content["last_active_ago"] = max(now_ms - self.last_active_ts, 0)
         if self.status_msg is not None:
@@ -105,6 +105,10 @@ class UserPresence:
     def notable(self) -> tuple[str, str | None, bool]:
         """What clients hear about: a change of any of these is notified."""
         return (self.presence, self.status_msg, self.currently_active)
+
+
+def _legacy(event: JsonDict) -> JsonDict:
+    return {"type": event["type"], "content": {**event["content"], "user_id": event["sender"]}}
 
 
 class PresenceService:
@@ -240,6 +244,21 @@ class PresenceService:
         now = self._now()
         # Users never seen are offline (met through a join; Synapse sends them too).
         return [(self._users.get(u) or UserPresence(u)).event(now) for u in sorted(wanted)]
+
+    async def for_initial_sync(self, user_id: UserID) -> list[JsonDict]:
+        """``GET /initialSync``'s ``presence``: as an initial /sync's, in the legacy
+        format (``user_id`` in the content, no ``sender``)."""
+        return [_legacy(event) for event in await self.for_sync(user_id, None)]
+
+    def for_room_initial_sync(self, members: Iterable[UserID]) -> list[JsonDict]:
+        """``GET /rooms/{roomId}/initialSync``'s ``presence``: every member's, offline
+        included (as Synapse), in the legacy format."""
+        if not self.enabled:
+            return []
+        now = self._now()
+        return [
+            _legacy((self._users.get(u) or UserPresence(u)).event(now)) for u in sorted(members)
+        ]
 
     async def _shares_any(self, user_id: UserID, rooms: set[RoomID]) -> bool:
         """Whether ``user_id`` is joined to one of ``rooms`` (their rooms, not the
