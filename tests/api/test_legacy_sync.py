@@ -149,3 +149,24 @@ async def test_events_peek_into_world_readable_room(client: MatrixClient) -> Non
         params={"room_id": readable, "from": start.ok()["end"], "timeout": "5000"},
     )
     assert message in [e["event_id"] for e in page.ok()["chunk"]]
+
+
+async def test_bad_legacy_parameters_are_400_not_500(client: MatrixClient) -> None:
+    alice = await client.register()
+    for path, params in (
+        ("events", {"from": "garbage"}),
+        ("events", {"room_id": "not-a-room"}),
+        ("events", {"timeout": "-1"}),
+        ("events", {"limit": "x"}),
+        ("initialSync", {"limit": "-1"}),
+        ("rooms/not-a-room/initialSync", {}),
+    ):
+        response = await client.request("GET", path, token=alice, params=params)
+        assert response.status == 400, (path, params, response.body)
+        assert response.body["errcode"] == "M_INVALID_PARAM"
+    unknown = await client.request("GET", "rooms/!nowhere:localhost/initialSync", token=alice)
+    assert unknown.status == 403
+    peek = await client.request(
+        "GET", "events", token=alice, params={"room_id": "!nowhere:localhost", "timeout": "0"}
+    )
+    assert peek.status == 403
