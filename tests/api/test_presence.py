@@ -139,6 +139,8 @@ async def test_presence_filter_and_set_presence(client: MatrixClient) -> None:
     assert (await client.request("GET", status, token=carol)).ok()["presence"] == "offline"
     await sync(client, carol, set_presence="unavailable")
     assert (await client.request("GET", status, token=carol)).ok()["presence"] == "unavailable"
+    await sync(client, carol)  # online, the default: a sync is activity (as Synapse)
+    assert (await client.request("GET", status, token=carol)).ok()["presence"] == "online"
     bad = await client.request("GET", "sync", token=carol, params={"set_presence": "busy"})
     assert bad.status == 400
 

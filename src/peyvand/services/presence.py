@@ -20,7 +20,8 @@ else's join that member's presence), as Synapse does.
 
 Timeouts as Synapse's (``handlers/presence.py``), checked by one periodic sweep over the
 users who are not offline, never a timer per user: a local user is ``unavailable`` after
-5 minutes without activity and ``offline`` 30 s after their last sync ended;
+5 minutes without activity (a sync with ``set_presence=online``, or setting oneself
+online) and ``offline`` 30 s after their last sync ended;
 ``currently_active`` ends a minute after the last activity; a remote user is offline 30
 minutes after the last update from their server.
 
@@ -296,9 +297,10 @@ class PresenceService:
 
     @contextlib.asynccontextmanager
     async def syncing(self, user_id: UserID, set_presence: str) -> AsyncIterator[None]:
-        """Around a ``/sync``: ``set_presence`` ``online`` (the default) or
-        ``unavailable`` makes an offline user so; ``offline`` leaves presence alone. The
-        user stays online while a sync is in progress and for 30 s after the last ends."""
+        """Around a ``/sync``: ``set_presence`` ``online`` (the default) makes the user
+        online and active now, ``unavailable`` unavailable, ``offline`` leaves presence
+        alone (Synapse 1.163's ``user_syncing``: a sync is activity). The user stays
+        online while a sync is in progress and for 30 s after the last one ends."""
         if not self.enabled or set_presence == OFFLINE:
             yield
             return
@@ -306,15 +308,13 @@ class PresenceService:
         entry.syncing += 1
         try:
             before = entry.notable()
-            if entry.presence == OFFLINE or (
-                set_presence == UNAVAILABLE and entry.presence == ONLINE
-            ):
-                entry.presence = set_presence
-                if set_presence == ONLINE or not entry.last_active_ts:
-                    entry.last_active_ts = self._now()
-                if set_presence == ONLINE:
-                    entry.currently_active = True
-                await self._settle([(entry, before)])
+            now = self._now()
+            entry.presence = set_presence
+            if set_presence == ONLINE or not entry.last_active_ts:
+                entry.last_active_ts = now
+            if set_presence == ONLINE:
+                entry.currently_active = True
+            await self._settle([(entry, before)])
             yield
         finally:
             entry.syncing -= 1
