@@ -435,7 +435,7 @@ async def test_versions_well_known_and_capabilities(client: MatrixClient) -> Non
     assert caps["m.change_password"] == {"enabled": True}
     assert caps["m.room_versions"] == {
         "default": "12",
-        "available": {"10": "stable", "11": "stable", "12": "stable"},
+        "available": {str(version): "stable" for version in range(1, 13)},
     }
     assert caps["m.3pid_changes"] == {"enabled": False}
     legacy = await client.request("GET", "/_matrix/client/r0/account/whoami", token=account)
