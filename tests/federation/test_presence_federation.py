@@ -61,10 +61,21 @@ async def test_presence_goes_both_ways_with_a_server_sharing_a_room(
             "POST", "createRoom", json={"preset": "public_chat"}, token=alice
         )
         room_id = created.ok()["room_id"]
+        status = f"presence/{alice.user_id}/status"
+        early = {"presence": "online", "status_msg": "before"}
+        (await peyvand_client.request("PUT", status, json=early, token=alice)).ok()
         await fake.join(room_id, bob)
 
+        # A server newly sharing a room gets the local members' presence (within a
+        # sweep, 5 s).
+        for _ in range(TIMEOUT_SECONDS * 10):
+            if any(p.get("status_msg") == "before" for p in _presence_pushes(fake)):
+                break
+            await asyncio.sleep(0.1)
+        joined_push = next(p for p in _presence_pushes(fake) if p.get("status_msg") == "before")
+        assert (joined_push["user_id"], joined_push["presence"]) == (alice.user_id, "online")
+
         # Outbound: alice's change is pushed to the fake, which shares the room.
-        status = f"presence/{alice.user_id}/status"
         body = {"presence": "unavailable", "status_msg": "lunch"}
         (await peyvand_client.request("PUT", status, json=body, token=alice)).ok()
         for _ in range(TIMEOUT_SECONDS * 10):

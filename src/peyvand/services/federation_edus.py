@@ -30,7 +30,9 @@ numbered per user in ``local_device_list_streams``) and new master or self-signi
 (``m.signing_key_update``) to every server sharing a room with the user, durable.
 Local presence changes (``m.presence``), ephemeral: each change the presence service
 settles at once (a sweep may settle many) is one EDU per server sharing a room with any
-of the changed users, pushing the states of those users only.
+of the changed users, pushing the states of those users only. Joins, told by the
+presence sweep (within 5 s): a server whose user joined a room gets the presence of the
+room's local members, and a local user who joined is pushed to the room's servers.
 """
 
 from __future__ import annotations
@@ -203,6 +205,11 @@ def parse_user_devices(user_id: UserID, body: object) -> RemoteDeviceList | None
     )
 
 
+def _push_state(entry: UserPresence, now_ms: int) -> JsonDict:
+    """One state of an ``m.presence`` push (``last_active_ago`` is required there)."""
+    return {"user_id": entry.user_id, "last_active_ago": 0, **entry.content(now_ms)}
+
+
 # The service ---------------------------------------------------------------------------
 
 
@@ -266,6 +273,7 @@ class FederationEdus:
         e2e_keys.remote_keys = self
         if presence is not None:
             presence.listeners.append(self._on_local_presence)
+            presence.join_listeners.append(self._on_joins_for_presence)
 
     async def start(self) -> None:
         """Start fetching stale device lists in the background (with a fetcher)."""
@@ -725,11 +733,38 @@ class FederationEdus:
         for entry in changed:
             if not self._is_local(entry.user_id):
                 continue
-            state = {"user_id": entry.user_id, **entry.content(now)}
-            state.setdefault("last_active_ago", 0)
+            state = _push_state(entry, now)
             for server in await self._servers_sharing_rooms(entry.user_id):
                 by_server.setdefault(server, []).append(state)
         for server, push in sorted(by_server.items()):
+            try:
+                await self._sender.send_edu(server, "m.presence", {"push": push}, durable=False)
+            except Exception:
+                logger.exception("sending presence to %s failed", server)
+
+    async def _on_joins_for_presence(self, joins: Sequence[tuple[RoomID, UserID]]) -> None:
+        """``PresenceService.join_listeners``: a local user who joined a room is pushed
+        to the other servers in it; a server whose user joined gets the presence of the
+        room's local members (as Synapse does on a join), those not offline only."""
+        if self._presence is None:
+            return
+        now = self._presence.now_ms()
+        by_server: dict[str, dict[UserID, JsonDict]] = {}
+        for room_id, user_id in joins:
+            snapshot = await self._state.get_room(room_id)
+            if snapshot is None or snapshot.memberships.get(user_id) != "join":
+                continue
+            if self._is_local(user_id):
+                servers, users = self._servers_in(snapshot), [user_id]
+            else:
+                servers = {server_name_of(user_id)}
+                users = [u for u in snapshot.joined_members() if self._is_local(u)]
+            for entry in self._presence.states_of(users):
+                state = _push_state(entry, now)
+                for server in servers:
+                    by_server.setdefault(server, {})[entry.user_id] = state
+        for server, states in sorted(by_server.items()):
+            push = [states[u] for u in sorted(states)]
             try:
                 await self._sender.send_edu(server, "m.presence", {"push": push}, durable=False)
             except Exception:

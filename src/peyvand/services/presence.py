@@ -71,6 +71,8 @@ MANY_CHANGES: Final = 256
 
 # Called with the local users whose presence changed (to send them to other servers).
 PresenceListener = Callable[[Sequence["UserPresence"]], Awaitable[None]]
+# Called with (room, user) joins, a sweep's worth at a time.
+JoinListener = Callable[[Sequence[tuple[RoomID, UserID]]], Awaitable[None]]
 
 
 def _wall_clock_ms() -> int:
@@ -137,8 +139,13 @@ class PresenceService:
         self._awake: set[UserID] = set()
         # (position, room, user) of each join, oldest first.
         self._joins: deque[tuple[int, RoomID, UserID]] = deque(maxlen=MAX_JOINS_KEPT)
+        # Joins not yet told to the join listeners (the next sweep tells them).
+        self._new_joins: deque[tuple[RoomID, UserID]] = deque(maxlen=MAX_JOINS_KEPT)
         self._sweep_task: asyncio.Task[None] | None = None
         self.listeners: list[PresenceListener] = []
+        # Called by the sweep with the joins since the last one (federation: a server
+        # newly sharing a room gets the presence of the local members).
+        self.join_listeners: list[JoinListener] = []
 
     @property
     def current_position(self) -> int:
@@ -357,6 +364,8 @@ class PresenceService:
         self._position = max(self._position + 1, self._now())
         for room_id, user_id in joins:
             self._joins.append((self._position, room_id, user_id))
+            if self.join_listeners:
+                self._new_joins.append((room_id, user_id))
         self._notifier.advance(Stream.PRESENCE, self._position, ())
 
     async def _settle(
@@ -398,8 +407,20 @@ class PresenceService:
 
     # -- timeouts ----------------------------------------------------------------------
 
+    def states_of(self, user_ids: Iterable[UserID]) -> list[UserPresence]:
+        """The known states of ``user_ids`` who are not offline."""
+        return [self._users[u] for u in user_ids if u in self._awake]
+
     async def sweep(self) -> None:
-        """Apply the timeouts to every user who is not offline."""
+        """Apply the timeouts to every user who is not offline; tell the join listeners
+        of the joins since the last sweep."""
+        joins = list(self._new_joins)
+        self._new_joins.clear()
+        for join_listener in self.join_listeners if joins else ():
+            try:
+                await join_listener(joins)
+            except Exception:
+                logger.exception("presence join listener failed")
         now = self._now()
         changes: list[tuple[UserPresence, tuple[str, str | None, bool]]] = []
         for user_id in list(self._awake):
