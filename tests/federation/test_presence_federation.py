@@ -1,7 +1,8 @@
 """Presence over federation with the fake peer (Server-Server API, "Presence"): a local
 change goes as an ``m.presence`` EDU to a server sharing a room, and a pushed state of a
 remote user sharing a room reaches local syncs; pushes for users of another server, or
-of users sharing no room, are dropped."""
+of users sharing no room, are dropped. And both ways with a real Synapse and a second
+Peyvand."""
 
 from __future__ import annotations
 
@@ -10,12 +11,14 @@ import itertools
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
 from harness.client import Account, MatrixClient
 from harness.fake_server import FEDERATION_V1, FakeServer
 from harness.server import HomeserverProcess
+from harness.synapse import SynapseProcess
 
 TIMEOUT_SECONDS = 20
 _names = itertools.count()
@@ -121,3 +124,53 @@ async def test_presence_goes_both_ways_with_a_server_sharing_a_room(
         assert own.ok()["presence"] == "unavailable"  # not the fake's to say
         unknown = await peyvand_client.request("GET", f"presence/{lonely}/status", token=alice)
         assert unknown.status == 403
+
+
+async def _await_presence(
+    client: MatrixClient, account: Account, sender: str, status_msg: str
+) -> dict[str, Any]:
+    """Long-poll /sync (from an initial one) until ``sender``'s presence carries
+    ``status_msg``; its content."""
+    since: str | None = None
+    while True:
+        params = {"timeout": "1000", "set_presence": "offline"}
+        if since is not None:
+            params["since"] = since
+        response = (await client.request("GET", "sync", token=account, params=params)).ok()
+        for event in response.get("presence", {}).get("events", []):
+            if event["sender"] == sender and event["content"].get("status_msg") == status_msg:
+                content: dict[str, Any] = event["content"]
+                return content
+        since = response["next_batch"]
+
+
+async def test_presence_with_another_real_server(
+    peyvand: HomeserverProcess,
+    peyvand_client: MatrixClient,
+    peer: SynapseProcess | HomeserverProcess,
+    peer_client: MatrixClient,
+) -> None:
+    """With a real Synapse (and a second Peyvand): each side's status reaches the other's
+    /sync through m.presence EDUs."""
+    alice = await peyvand_client.register()
+    bob = await peer_client.register()
+    async with asyncio.timeout(60):
+        created = await peyvand_client.request(
+            "POST", "createRoom", json={"preset": "public_chat"}, token=alice
+        )
+        room_id = created.ok()["room_id"]
+        via = {"via": peyvand.server_name, "server_name": peyvand.server_name}
+        joined = await peer_client.request(
+            "POST", f"join/{quote(room_id)}", json={}, token=bob, params=via
+        )
+        joined.ok()
+        mine = {"presence": "online", "status_msg": "from peyvand"}
+        path = f"presence/{quote(alice.user_id)}/status"
+        (await peyvand_client.request("PUT", path, json=mine, token=alice)).ok()
+        seen = await _await_presence(peer_client, bob, alice.user_id, "from peyvand")
+        assert seen["presence"] == "online"
+        theirs = {"presence": "unavailable", "status_msg": "from the peer"}
+        path = f"presence/{quote(bob.user_id)}/status"
+        (await peer_client.request("PUT", path, json=theirs, token=bob)).ok()
+        got = await _await_presence(peyvand_client, alice, bob.user_id, "from the peer")
+        assert got["presence"] == "unavailable"
