@@ -146,3 +146,46 @@ async def test_canonical_alias_must_point_to_the_room(client: MatrixClient) -> N
     assert_error(not_a_list, 400, "M_INVALID_PARAM")
     # Removing aliases is never checked.
     (await put_state(client, room_id, alice, path, {})).ok()
+
+
+async def test_canonical_alias_in_initial_state_must_point_to_the_new_room(
+    client: MatrixClient,
+) -> None:
+    """createRoom's initial_state is held to the state endpoint's alias rule: only the
+    alias createRoom itself makes (room_alias_name) can point to the new room."""
+    alice = await client.register()
+    server = alice.user_id.split(":", 1)[1]
+    taken = f"taken{next(_names)}"
+    await create_room(client, alice, preset="public_chat", room_alias_name=taken)
+    name = f"initial{next(_names)}"
+    for content, errcode in (
+        ({"alias": f"#{taken}:{server}"}, "M_BAD_ALIAS"),
+        ({"alias": f"#nowhere{next(_names)}:{server}"}, "M_BAD_ALIAS"),
+        ({"alt_aliases": [f"#{name}:{server}", f"#{taken}:{server}"]}, "M_BAD_ALIAS"),
+        ({"alias": "not-an-alias"}, "M_INVALID_PARAM"),
+    ):
+        refused = await client.request(
+            "POST",
+            "createRoom",
+            {
+                "room_alias_name": name,
+                "initial_state": [{"type": "m.room.canonical_alias", "content": content}],
+            },
+            token=alice,
+        )
+        assert_error(refused, 400, errcode)
+    own = {"alias": f"#{name}:{server}", "alt_aliases": [f"#{name}:{server}"]}
+    created = await client.request(
+        "POST",
+        "createRoom",
+        {
+            "room_alias_name": name,
+            "initial_state": [{"type": "m.room.canonical_alias", "content": own}],
+        },
+        token=alice,
+    )
+    room_id = created.ok()["room_id"]
+    state = await client.request(
+        "GET", f"rooms/{room_id}/state/m.room.canonical_alias", token=alice
+    )
+    assert state.ok() == own

@@ -42,6 +42,23 @@ async def check_canonical_alias(
         await _points_to(lookup, checked, room_id)
 
 
+def check_new_room_aliases(content: Mapping[str, Any], pending_alias: str | None) -> None:
+    """Check the aliases of an ``m.room.canonical_alias`` in a new room's initial state:
+    no alias can point to a room not created yet, except the one createRoom itself
+    creates (``room_alias_name``), as Synapse creates it before the room's events."""
+    aliases: list[object] = [] if content.get("alias") is None else [content["alias"]]
+    alt_aliases = content.get("alt_aliases")
+    if alt_aliases is not None:
+        if not isinstance(alt_aliases, list):
+            raise MatrixError(Errcode.INVALID_PARAM, "'alt_aliases' must be a list")
+        aliases.extend(alt_aliases)
+    for alias in map(_checked_syntax, aliases):
+        if alias != pending_alias:
+            raise MatrixError(
+                Errcode.BAD_ALIAS, f"The alias '{alias}' does not point to this room."
+            )
+
+
 def _checked_syntax(alias: object) -> str:
     if not isinstance(alias, str):
         raise MatrixError(Errcode.INVALID_PARAM, "Room aliases must be strings")

@@ -22,6 +22,7 @@ from peyvand.events.room_versions import (
     RoomVersion,
     room_version_or_none,
 )
+from peyvand.services.canonical_alias import check_new_room_aliases
 from peyvand.services.event_creation import EventCreationService, EventSpec
 from peyvand.services.policy_lists import PolicyListService
 from peyvand.storage.events import EventStore
@@ -214,6 +215,9 @@ class RoomsService:
             for spec in request.initial_state
             if spec.event_type not in _SERVER_SET_STATE
         }
+        canonical = overrides.get(("m.room.canonical_alias", ""))
+        if canonical is not None:
+            check_new_room_aliases(canonical.content, alias)
         initial = [s for s in initial if (s.event_type, s.state_key) not in overrides]
         initial += overrides.values()
         if request.name is not None:
