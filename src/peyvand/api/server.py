@@ -163,13 +163,21 @@ def _unexpected_error(request: web.Request, exc: Exception) -> web.Response:
     closed (or that was closed for being too slow, see ``api.connections``) is not the
     server's fault: it is logged at debug level, and the answer will not reach anyone."""
     transport = request.transport
-    if isinstance(exc, ConnectionError) and (transport is None or transport.is_closing()):
+    if _client_gone(exc) and (transport is None or transport.is_closing()):
         logger.debug("%s %s: the client went away (%r)", request.method, request.path, exc)
         return json_response(
             {"errcode": Errcode.UNKNOWN.value, "error": "The connection was closed"}, 400
         )
     logger.error("Unhandled error on %s %s", request.method, request.path, exc_info=exc)
     return json_response({"errcode": Errcode.UNKNOWN.value, "error": "Internal server error"}, 500)
+
+
+def _client_gone(exc: Exception) -> bool:
+    """What aiohttp raises when a handler reads from a connection that is gone: a reset
+    during the read, or (a read begun after the close) its stream's "Connection closed."."""
+    return isinstance(exc, ConnectionError) or (
+        isinstance(exc, RuntimeError) and str(exc) == "Connection closed."
+    )
 
 
 def build_web_app(services: Services, tables: Iterable[RouteTable]) -> web.Application:
