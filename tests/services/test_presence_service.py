@@ -5,10 +5,10 @@ API, "Presence")."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, cast
 
+from harness.service_fakes import FakeRoom, RecordingNotifier
 from peyvand.services.presence import (
     IDLE_TIMER_MS,
     LAST_ACTIVE_GRANULARITY_MS,
@@ -22,14 +22,6 @@ from peyvand.types import RoomID, UserID
 BIG_ROOM = RoomID("!big:localhost")
 OTHER_ROOM = RoomID("!other:localhost")
 START_MS = 1_700_000_000_000
-
-
-@dataclass
-class FakeRoom:
-    memberships: dict[UserID, str]
-
-    def joined_members(self) -> list[UserID]:
-        return [u for u, m in self.memberships.items() if m == "join"]
 
 
 @dataclass
@@ -51,14 +43,6 @@ class FakeWorld:
     async def get_room(self, room_id: RoomID) -> FakeRoom | None:
         self.room_reads += 1
         return self.rooms.get(room_id)
-
-
-@dataclass
-class RecordingNotifier:
-    woken: list[tuple[Stream, int, set[str]]] = field(default_factory=list)
-
-    def advance(self, stream: Stream, position: int, user_ids: Iterable[str]) -> None:
-        self.woken.append((stream, position, set(user_ids)))
 
 
 class Clock:

@@ -4,13 +4,14 @@ Tagging")."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
 import pytest
 
+from harness.service_fakes import FakeRoom, RecordingNotifier
 from peyvand.errors import Errcode, MatrixError
 from peyvand.events.pdu import Pdu
 from peyvand.events.room_versions import KNOWN_ROOM_VERSIONS
@@ -30,14 +31,6 @@ ALICE = UserID("@alice:localhost")
 BOB = UserID("@bob:localhost")
 CAROL = UserID("@carol:localhost")
 NOW_MS = 1_700_000_000_000
-
-
-@dataclass
-class FakeRoom:
-    memberships: dict[UserID, str]
-
-    def joined_members(self) -> list[UserID]:
-        return [u for u, m in self.memberships.items() if m == "join"]
 
 
 @dataclass
@@ -65,14 +58,6 @@ class FakeState:
         pdu = Pdu(data, EventID(event_id), KNOWN_ROOM_VERSIONS["11"])
         self.events[EventID(event_id)] = StoredEvent(pdu, ordering, state_group=1)
         return EventID(event_id)
-
-
-@dataclass
-class RecordingNotifier:
-    woken: list[tuple[Stream, int, set[str]]] = field(default_factory=list)
-
-    def advance(self, stream: Stream, position: int, user_ids: Iterable[str]) -> None:
-        self.woken.append((stream, position, set(user_ids)))
 
 
 @dataclass

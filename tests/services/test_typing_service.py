@@ -4,12 +4,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, cast
 
 import pytest
 
+from harness.service_fakes import FakeRoom, RecordingNotifier
 from peyvand.errors import Errcode, MatrixError
 from peyvand.services import typing as typing_module
 from peyvand.services.streams import Stream
@@ -25,29 +25,11 @@ START_MS = 1_700_000_000_000
 
 
 @dataclass
-class FakeRoom:
-    memberships: dict[UserID, str]
-
-    def joined_members(self) -> list[UserID]:
-        return [u for u, m in self.memberships.items() if m == "join"]
-
-
-@dataclass
 class FakeState:
     rooms: dict[RoomID, FakeRoom]
 
     async def get_room(self, room_id: RoomID) -> FakeRoom | None:
         return self.rooms.get(room_id)
-
-
-@dataclass
-class RecordingNotifier:
-    woken: list[tuple[Stream, int, set[str]]] = field(default_factory=list)
-    advanced: asyncio.Event = field(default_factory=asyncio.Event)
-
-    def advance(self, stream: Stream, position: int, user_ids: Iterable[str]) -> None:
-        self.woken.append((stream, position, set(user_ids)))
-        self.advanced.set()
 
 
 class Clock:
