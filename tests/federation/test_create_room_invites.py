@@ -8,34 +8,14 @@ Synapse and with a second Peyvand.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from typing import Any
 from urllib.parse import quote
 
 from harness.client import Account, MatrixClient
 from harness.server import HomeserverProcess
 from harness.synapse import SynapseProcess
+from harness.sync import invited_to, sync_until, wait_until_joined
 
 TIMEOUT_SECONDS = 60
-
-
-async def _sync_until(
-    client: MatrixClient, account: Account, done: Callable[[dict[str, Any]], bool]
-) -> dict[str, Any]:
-    """Long-poll /sync until ``done`` holds for a response (the caller bounds the time)."""
-    since: str | None = None
-    while True:
-        params = {"timeout": "1000"}
-        if since is not None:
-            params["since"] = since
-        response = (await client.request("GET", "sync", token=account, params=params)).ok()
-        if done(response):
-            return dict(response)
-        since = response["next_batch"]
-
-
-def _invited(room_id: str) -> Callable[[dict[str, Any]], bool]:
-    return lambda r: room_id in r.get("rooms", {}).get("invite", {})
 
 
 async def _invite_then_join(
@@ -53,7 +33,7 @@ async def _invite_then_join(
         token=inviter,
     )
     room_id = str(created.ok()["room_id"])
-    response = await _sync_until(invitee_client, invitee, _invited(room_id))
+    response = await sync_until(invitee_client, invitee, invited_to(room_id))
     invite_state = response["rooms"]["invite"][room_id]["invite_state"]["events"]
     own = [
         e
@@ -65,16 +45,9 @@ async def _invite_then_join(
     assert own[0]["content"].get("is_direct") is True
     joined = await invitee_client.request("POST", f"join/{quote(room_id)}", json={}, token=invitee)
     joined.ok()
-    for _ in range(TIMEOUT_SECONDS * 10):
-        members = (
-            await inviter_client.request(
-                "GET", f"rooms/{quote(room_id)}/joined_members", token=inviter
-            )
-        ).ok()["joined"]
-        if invitee.user_id in members:
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"{invitee.user_id} never appeared in {room_id}")
+    await wait_until_joined(
+        inviter_client, inviter, room_id, invitee.user_id, attempts=TIMEOUT_SECONDS * 10
+    )
 
 
 async def test_create_room_invites_a_peer_user(

@@ -14,7 +14,6 @@ carry the invitee's profile as the peer saw it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -23,27 +22,11 @@ from harness.client import Account, MatrixClient
 from harness.database import query
 from harness.server import HomeserverProcess
 from harness.synapse import SynapseProcess
+from harness.sync import sync_until
 
 TIMEOUT_SECONDS = 60
 _POLICY = "/_peyvand/client/v1/invite_policy"
 _REQUESTS = "/_peyvand/client/v1/invite_requests"
-
-
-async def _sync_until(
-    client: MatrixClient,
-    account: Account,
-    done: Callable[[dict[str, Any]], bool],
-    since: str | None = None,
-) -> dict[str, Any]:
-    """Long-poll /sync until ``done`` holds for a response (the caller bounds the time)."""
-    while True:
-        params = {"timeout": "1000"}
-        if since is not None:
-            params["since"] = since
-        response = (await client.request("GET", "sync", token=account, params=params)).ok()
-        if done(response):
-            return dict(response)
-        since = response["next_batch"]
 
 
 def _invites(response: dict[str, Any]) -> dict[str, Any]:
@@ -122,7 +105,7 @@ async def test_hold_remote_keeps_peer_invites_as_requests(
     bob = await peer_client.register()
     await _set_policy(peyvand_client, alice, "hold-remote")
     async with asyncio.timeout(TIMEOUT_SECONDS):
-        since = (await _sync_until(peyvand_client, alice, lambda r: True))["next_batch"]
+        since = (await sync_until(peyvand_client, alice, lambda r: True))["next_batch"]
         remote_room = await _room_with_invite(peer_client, bob, alice.user_id)
         # The peer's invite succeeded (our server countersigned it) and is kept as a request.
         requests = await _requests(peyvand_client, alice)
@@ -147,7 +130,7 @@ async def test_hold_remote_keeps_peer_invites_as_requests(
 
         # A local invite still shows at once; the held one does not, now or from scratch.
         local_room = await _room_with_invite(peyvand_client, carol, alice.user_id)
-        synced = await _sync_until(
+        synced = await sync_until(
             peyvand_client, alice, lambda r: local_room in _invites(r), since=since
         )
         assert remote_room not in _invites(synced)
@@ -161,7 +144,7 @@ async def test_hold_remote_keeps_peer_invites_as_requests(
             "POST", f"{_REQUESTS}/{quote(remote_room)}/accept", json={}, token=alice
         )
         assert accepted.ok() == {}
-        synced = await _sync_until(
+        synced = await sync_until(
             peyvand_client, alice, lambda r: remote_room in _invites(r), since=since
         )
         stripped = synced["rooms"]["invite"][remote_room]["invite_state"]["events"]
@@ -194,7 +177,7 @@ async def test_rejecting_a_request_and_opting_in(
     bob = await peer_client.register()
     await _set_policy(peyvand_client, alice, "hold-remote")
     async with asyncio.timeout(TIMEOUT_SECONDS):
-        since = (await _sync_until(peyvand_client, alice, lambda r: True))["next_batch"]
+        since = (await sync_until(peyvand_client, alice, lambda r: True))["next_batch"]
         unwanted = await _room_with_invite(peer_client, bob, alice.user_id)
         wanted = await _room_with_invite(peer_client, bob, alice.user_id)
         assert set(await _requests(peyvand_client, alice)) == {unwanted, wanted}
@@ -214,7 +197,7 @@ async def test_rejecting_a_request_and_opting_in(
             "policy": "open",
             "released": [wanted],
         }
-        synced = await _sync_until(
+        synced = await sync_until(
             peyvand_client, alice, lambda r: wanted in _invites(r), since=since
         )
         assert unwanted not in _invites(synced)
@@ -222,7 +205,7 @@ async def test_rejecting_a_request_and_opting_in(
 
         # Open: a new invite shows at once, as before.
         later = await _room_with_invite(peer_client, bob, alice.user_id)
-        await _sync_until(
+        await sync_until(
             peyvand_client, alice, lambda r: later in _invites(r), since=synced["next_batch"]
         )
         assert await _requests(peyvand_client, alice) == {}
@@ -253,7 +236,7 @@ async def test_local_only_refuses_peer_invites(
         assert await _requests(peyvand_client, alice) == {}
 
         local_room = await _room_with_invite(peyvand_client, carol, alice.user_id)
-        full = await _sync_until(peyvand_client, alice, lambda r: local_room in _invites(r))
+        full = await sync_until(peyvand_client, alice, lambda r: local_room in _invites(r))
         assert room_id not in _invites(full)
 
         # The spec's invite permission config blocks whatever the policy.
@@ -276,7 +259,7 @@ async def test_local_only_refuses_peer_invites(
                 token=bob,
             )
         ).ok()
-        await _sync_until(
+        await sync_until(
             peyvand_client, alice, lambda r: room_id in _invites(r), since=full["next_batch"]
         )
     assert "Unhandled error" not in peyvand.log()

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
 from harness.client import Account, MatrixClient
 from harness.server import HomeserverProcess
 from harness.synapse import SynapseProcess
+from harness.sync import invited_to, sync_until, wait_until_joined
 
 TIMEOUT_SECONDS = 60
 _txn = itertools.count()
@@ -28,21 +28,6 @@ async def _send(client: MatrixClient, account: Account, room_id: str, body: str)
         "PUT", path, json={"msgtype": "m.text", "body": body}, token=account
     )
     return str(sent.ok()["event_id"])
-
-
-async def _sync_until(
-    client: MatrixClient, account: Account, done: Callable[[dict[str, Any]], bool]
-) -> dict[str, Any]:
-    """Long-poll /sync until ``done`` holds for a response (the caller bounds the time)."""
-    since: str | None = None
-    while True:
-        params = {"timeout": "1000"}
-        if since is not None:
-            params["since"] = since
-        response = (await client.request("GET", "sync", token=account, params=params)).ok()
-        if done(response):
-            return dict(response)
-        since = response["next_batch"]
 
 
 async def _messages(client: MatrixClient, account: Account, room_id: str) -> list[str]:
@@ -88,18 +73,12 @@ async def _shared_room(
             "POST", f"rooms/{quote(room_id)}/invite", json={"user_id": bob.user_id}, token=alice
         )
     ).ok()
-    await _sync_until(peer_client, bob, lambda r: room_id in r.get("rooms", {}).get("invite", {}))
+    await sync_until(peer_client, bob, invited_to(room_id))
     (await peer_client.request("POST", f"join/{quote(room_id)}", json={}, token=bob)).ok()
-    for _ in range(TIMEOUT_SECONDS * 10):
-        members = (
-            await peyvand_client.request(
-                "GET", f"rooms/{quote(room_id)}/joined_members", token=alice
-            )
-        ).ok()["joined"]
-        if bob.user_id in members:
-            return room_id
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"{bob.user_id} never appeared in the room on Peyvand")
+    await wait_until_joined(
+        peyvand_client, alice, room_id, bob.user_id, attempts=TIMEOUT_SECONDS * 10
+    )
+    return room_id
 
 
 async def test_peyvand_room_joined_by_a_peer_user(
@@ -360,7 +339,7 @@ async def test_knocking_both_ways(
                 params={"via": owner_server.server_name},
             )
             assert knocked.ok()["room_id"] == room_id
-            await _sync_until(
+            await sync_until(
                 guest_client, guest, lambda r, room=room_id: room in r["rooms"]["knock"]
             )
             for _ in range(TIMEOUT_SECONDS * 10):
@@ -376,7 +355,7 @@ async def test_knocking_both_ways(
                     token=owner,
                 )
             ).ok()
-            await _sync_until(
+            await sync_until(
                 guest_client, guest, lambda r, room=room_id: room in r["rooms"]["invite"]
             )
             (
@@ -409,7 +388,7 @@ async def test_leaving_a_peer_room_and_coming_back(
                     token=bob,
                 )
             ).ok()
-            await _sync_until(peyvand_client, alice, lambda r: room_id in r["rooms"]["invite"])
+            await sync_until(peyvand_client, alice, lambda r: room_id in r["rooms"]["invite"])
             (
                 await peyvand_client.request("POST", f"join/{quote(room_id)}", json={}, token=alice)
             ).ok()
@@ -519,9 +498,7 @@ async def test_rejecting_a_peer_invite(
                 "POST", f"rooms/{quote(room_id)}/invite", json={"user_id": alice.user_id}, token=bob
             )
         ).ok()
-        invited = await _sync_until(
-            peyvand_client, alice, lambda r: room_id in r["rooms"]["invite"]
-        )
+        invited = await sync_until(peyvand_client, alice, lambda r: room_id in r["rooms"]["invite"])
         (
             await peyvand_client.request(
                 "POST", f"rooms/{quote(room_id)}/leave", json={}, token=alice
