@@ -8,6 +8,7 @@
   synapse_client.register()`` makes a fresh user (``m.login.dummy``), an ``Account`` with
   ``user_id``, ``access_token``, ``device_id``. ``await synapse.register_user(admin=True)``
   makes a server admin (shared-secret registration).
+- ``fake``: a ``FakeServer`` (``harness.fake_server``) federating with ``peyvand``.
 
 A test that stops Synapse must leave it running again (``try: ... finally:
 synapse.start()`` if not ``synapse.running``), as the other tests share it.
@@ -17,10 +18,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 
 from harness.client import MatrixClient, new_session
+from harness.fake_server import FakeServer
 from harness.server import HomeserverProcess, start_homeserver
 from harness.synapse import SynapseProcess, SynapseUnavailable, synapse_python
 
@@ -104,3 +107,10 @@ async def peer_client(peer: SynapseProcess | HomeserverProcess) -> AsyncIterator
         peer.start()
     async with new_session() as session:
         yield MatrixClient(session, peer.base_url)
+
+
+@pytest.fixture
+async def fake(peyvand: HomeserverProcess, tmp_path: Path) -> AsyncIterator[FakeServer]:
+    """A fake homeserver whose requests go to the session's federating Peyvand."""
+    async with FakeServer(tmp_path, peer=peyvand.server_name) as server:
+        yield server

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -19,32 +17,10 @@ import pytest
 from harness.client import Account, MatrixClient
 from harness.fake_server import FakeServer
 from harness.server import HomeserverProcess
+from harness.timeline import message_bodies
 
 TIMEOUT_SECONDS = 20
 _txn = itertools.count()
-
-
-@pytest.fixture
-async def fake(peyvand: HomeserverProcess, tmp_path: Path) -> AsyncIterator[FakeServer]:
-    """A fake homeserver whose requests go to the session's federating Peyvand."""
-    async with FakeServer(tmp_path, peer=peyvand.server_name) as server:
-        yield server
-
-
-async def _bodies(client: MatrixClient, account: Account, room_id: str) -> list[str]:
-    response = (
-        await client.request(
-            "GET",
-            f"rooms/{quote(room_id)}/messages",
-            token=account,
-            params={"dir": "b", "limit": "100"},
-        )
-    ).ok()
-    return [
-        e["content"]["body"]
-        for e in reversed(response["chunk"])
-        if e["type"] == "m.room.message" and isinstance(e["content"].get("body"), str)
-    ]
 
 
 async def _sync_until_body(
@@ -138,7 +114,7 @@ async def test_fake_server_joins_a_peyvand_room_and_messages_flow_both_ways(
         status, result = await fake.send_pdus([reply])
         assert (status, result["pdus"]) == (200, {reply.event_id: {}})
         await _sync_until_body(peyvand_client, alice, room_id, "reply")
-    assert await _bodies(peyvand_client, alice, room_id) == [
+    assert await message_bodies(peyvand_client, alice, room_id, limit=100) == [
         "hi from fake",
         "hi from peyvand",
         "reply",

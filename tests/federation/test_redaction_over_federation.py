@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,13 +24,6 @@ from harness.server import HomeserverProcess
 
 TIMEOUT_SECONDS = 20
 _txn = itertools.count()
-
-
-@pytest.fixture
-async def fake(peyvand: HomeserverProcess, tmp_path: Path) -> AsyncIterator[FakeServer]:
-    """A fake homeserver whose requests go to the session's federating Peyvand."""
-    async with FakeServer(tmp_path, peer=peyvand.server_name) as server:
-        yield server
 
 
 async def _say(client: MatrixClient, room_id: str, account: Account, body: str) -> str:

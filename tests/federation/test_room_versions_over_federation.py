@@ -18,6 +18,7 @@ import pytest
 from harness.client import Account, MatrixClient
 from harness.server import HomeserverProcess
 from harness.synapse import SynapseProcess
+from harness.timeline import message_bodies
 
 VERSIONS = [str(n) for n in range(1, 10)]
 TIMEOUT_SECONDS = 120
@@ -32,26 +33,10 @@ async def _send(client: MatrixClient, account: Account, room_id: str, body: str)
     return str(sent.ok()["event_id"])
 
 
-async def _bodies(client: MatrixClient, account: Account, room_id: str) -> list[str]:
-    response = (
-        await client.request(
-            "GET",
-            f"rooms/{quote(room_id)}/messages",
-            token=account,
-            params={"dir": "b", "limit": "50"},
-        )
-    ).ok()
-    return [
-        e["content"]["body"]
-        for e in reversed(response["chunk"])
-        if e["type"] == "m.room.message" and isinstance(e["content"].get("body"), str)
-    ]
-
-
 async def _wait_for(client: MatrixClient, account: Account, room_id: str, body: str) -> None:
     """Poll /messages until ``body`` shows (at most TIMEOUT_SECONDS)."""
     for _ in range(TIMEOUT_SECONDS * 5):
-        if body in await _bodies(client, account, room_id):
+        if body in await message_bodies(client, account, room_id, limit=50):
             return
         await asyncio.sleep(0.2)
     raise AssertionError(f"{body!r} never arrived")

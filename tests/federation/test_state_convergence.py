@@ -22,6 +22,8 @@ import pytest
 from harness.client import Account, MatrixClient
 from harness.server import HomeserverProcess
 from harness.synapse import SynapseProcess
+from harness.sync import wait_until_joined
+from harness.timeline import recent_events
 
 ROUNDS = 20
 ROUND_DEADLINE_SECONDS = 20.0
@@ -37,15 +39,8 @@ async def _state_ids(client: MatrixClient, account: Account, room_id: str) -> di
 async def _has_events(
     client: MatrixClient, account: Account, room_id: str, event_ids: set[str]
 ) -> bool:
-    response = (
-        await client.request(
-            "GET",
-            f"rooms/{quote(room_id)}/messages",
-            token=account,
-            params={"dir": "b", "limit": "20"},
-        )
-    ).ok()
-    return event_ids <= {e["event_id"] for e in response["chunk"]}
+    events = await recent_events(client, account, room_id, limit=20)
+    return event_ids <= {e["event_id"] for e in events}
 
 
 async def _poll(deadline: float, check: Any) -> bool:
@@ -95,13 +90,7 @@ async def _shared_room(
 
     assert await _poll(time.monotonic() + 60, joined), f"the guest could not join: {answers[-1]}"
 
-    async def guest_seen() -> bool:
-        members = (
-            await owner_client.request("GET", f"rooms/{quote(room_id)}/joined_members", token=owner)
-        ).ok()["joined"]
-        return guest.user_id in members
-
-    assert await _poll(time.monotonic() + 60, guest_seen), "the join never reached the owner"
+    await wait_until_joined(owner_client, owner, room_id, guest.user_id, attempts=600)
     return room_id
 
 
