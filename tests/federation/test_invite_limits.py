@@ -35,6 +35,7 @@ from harness.database import query
 from harness.fake_server import FEDERATION_V2, FakeServer, q
 from harness.server import HomeserverProcess, start_homeserver
 from harness.synapse import SynapseProcess
+from harness.sync import sync_until
 from peyvand.events.pdu import Pdu
 from peyvand.events.room_versions import KNOWN_ROOM_VERSIONS
 
@@ -82,22 +83,6 @@ async def http() -> AsyncIterator[Callable[[str], MatrixClient]]:
 
 def _invites(response: dict[str, Any]) -> set[str]:
     return set(response.get("rooms", {}).get("invite", {}))
-
-
-async def _sync_until(
-    client: MatrixClient, account: Account, done: Callable[[dict[str, Any]], bool]
-) -> dict[str, Any]:
-    """Long-poll /sync (from scratch, then on) until ``done`` holds (the caller bounds the
-    time)."""
-    since: str | None = None
-    while True:
-        params = {"timeout": "1000"}
-        if since is not None:
-            params["since"] = since
-        response = (await client.request("GET", "sync", token=account, params=params)).ok()
-        if done(response):
-            return dict(response)
-        since = response["next_batch"]
 
 
 def _invited_to(room_id: str) -> Callable[[dict[str, Any]], bool]:
@@ -189,7 +174,7 @@ async def test_synapse_invites_beyond_the_limits_are_refused(
 
         # The accepted invites show; the refused ones do not, and were never stored.
         for invitee, room in [(a1, "r1"), (a2, "r2"), (a3, "r4")]:
-            await _sync_until(client, invitee, _invited_to(rooms[room]))
+            await sync_until(client, invitee, _invited_to(rooms[room]))
         assert await _full_sync_invites(client, a3) == {rooms["r4"]}
         assert await _full_sync_invites(client, a4) == set()
         assert await _stored_invites(peyvand, a3.user_id) == {rooms["r4"]}
