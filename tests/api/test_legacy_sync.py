@@ -5,23 +5,10 @@ peeking_events.yaml; "Room History Visibility")."""
 from __future__ import annotations
 
 import asyncio
-import itertools
 from typing import Any
 
 from harness.client import Account, MatrixClient
-
-_txn = itertools.count()
-
-
-async def say(client: MatrixClient, room_id: str, account: Account, text: str) -> str:
-    response = await client.request(
-        "PUT",
-        f"rooms/{room_id}/send/m.room.message/legacy{next(_txn)}",
-        json={"msgtype": "m.text", "body": text},
-        token=account,
-    )
-    event_id: str = response.ok()["event_id"]
-    return event_id
+from harness.rooms import say
 
 
 async def make_room(client: MatrixClient, creator: Account, **body: Any) -> str:

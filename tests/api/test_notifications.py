@@ -8,21 +8,11 @@ import itertools
 from typing import Any
 
 from harness.client import Account, MatrixClient
+from harness.rooms import shared_room
 
 _txn = itertools.count(1)
 
 MASTER_ENABLED = "pushrules/global/override/.m.rule.master/enabled"
-
-
-async def shared_room(client: MatrixClient) -> tuple[Account, Account, str]:
-    """alice's public room, which bob has joined."""
-    alice, bob = await client.register(), await client.register()
-    created = await client.request(
-        "POST", "createRoom", json={"preset": "public_chat"}, token=alice
-    )
-    room_id: str = created.ok()["room_id"]
-    (await client.request("POST", f"join/{room_id}", json={}, token=bob)).ok()
-    return alice, bob, room_id
 
 
 async def send(

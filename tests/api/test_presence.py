@@ -12,6 +12,7 @@ import aiohttp
 import pytest
 
 from harness.client import Account, MatrixClient
+from harness.rooms import shared_room
 from harness.server import start_homeserver
 
 
@@ -39,16 +40,6 @@ def presence_of(response: dict[str, Any]) -> dict[str, dict[str, Any]]:
     assert len(senders) == len(set(senders)), events
     assert all(e["type"] == "m.presence" for e in events)
     return {e["sender"]: e["content"] for e in events}
-
-
-async def shared_room(client: MatrixClient) -> tuple[Account, Account, str]:
-    alice, bob = await client.register(), await client.register()
-    created = await client.request(
-        "POST", "createRoom", json={"preset": "public_chat"}, token=alice
-    )
-    room_id: str = created.ok()["room_id"]
-    (await client.request("POST", f"join/{room_id}", json={}, token=bob)).ok()
-    return alice, bob, room_id
 
 
 async def put_status(

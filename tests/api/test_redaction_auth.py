@@ -20,6 +20,7 @@ from urllib.parse import quote
 import pytest
 
 from harness.client import Account, MatrixClient, Response, new_session
+from harness.rooms import say
 from harness.server import HomeserverProcess
 
 ROOM_VERSIONS = ["10", "11", "12"]
@@ -81,17 +82,6 @@ async def _create_room(
         "room_id"
     ]
     return room_id
-
-
-async def _say(client: MatrixClient, room_id: str, account: Account, body: str) -> str:
-    response = await client.request(
-        "PUT",
-        f"rooms/{q(room_id)}/send/m.room.message/t{next(_txn)}",
-        json={"msgtype": "m.text", "body": body},
-        token=account,
-    )
-    event_id: str = response.ok()["event_id"]
-    return event_id
 
 
 async def _send_redaction(
@@ -162,7 +152,7 @@ async def _assert_redacted(client: MatrixClient, room: Room, event_id: str) -> N
 async def test_member_without_power_cannot_redact_anothers_message_via_send(
     client: MatrixClient, room: Room
 ) -> None:
-    message = await _say(client, room.room_id, room.owner, "the owner's words")
+    message = await say(client, room.room_id, room.owner, "the owner's words")
     refused = await _send_redaction(client, room.room_id, room.member, {"redacts": message})
     _assert_error(refused, 403, "M_FORBIDDEN")
     await _assert_intact(client, room, message, {"msgtype": "m.text", "body": "the owner's words"})
@@ -188,8 +178,8 @@ async def test_member_without_power_cannot_redact_the_room_name_via_send(
 async def test_own_message_may_be_redacted_via_send_and_redact(
     client: MatrixClient, room: Room
 ) -> None:
-    first = await _say(client, room.room_id, room.member, "regretted")
-    second = await _say(client, room.room_id, room.member, "regretted too")
+    first = await say(client, room.room_id, room.member, "regretted")
+    second = await say(client, room.room_id, room.member, "regretted too")
     sent = await _send_redaction(
         client, room.room_id, room.member, {"redacts": first, "reason": "typo"}
     )
@@ -205,13 +195,13 @@ async def test_own_message_may_be_redacted_via_send_and_redact(
 async def test_moderator_may_redact_others_events_via_send(
     client: MatrixClient, room: Room
 ) -> None:
-    message = await _say(client, room.room_id, room.member, "to be moderated")
+    message = await say(client, room.room_id, room.member, "to be moderated")
     (await _send_redaction(client, room.room_id, room.moderator, {"redacts": message})).ok()
     await _assert_redacted(client, room, message)
     name = await _name_event_id(client, room)
     (await _send_redaction(client, room.room_id, room.moderator, {"redacts": name})).ok()
     await _assert_redacted(client, room, name)
-    other = await _say(client, room.room_id, room.owner, "the owner's, moderated by /redact")
+    other = await say(client, room.room_id, room.owner, "the owner's, moderated by /redact")
     (await _redact(client, room.room_id, room.moderator, other)).ok()
     await _assert_redacted(client, room, other)
 
@@ -221,7 +211,7 @@ async def test_redaction_of_an_event_of_another_room_is_400(
 ) -> None:
     """The owner has the redact level in both rooms; still no redaction reaches across."""
     other_room = await _create_room(client, room.owner, "12", room.moderator)
-    elsewhere = await _say(client, other_room, room.owner, "in another room")
+    elsewhere = await say(client, other_room, room.owner, "in another room")
     via_send = await _send_redaction(client, room.room_id, room.owner, {"redacts": elsewhere})
     _assert_error(via_send, 400, "M_INVALID_PARAM")
     _assert_error(
@@ -234,7 +224,7 @@ async def test_redaction_of_an_event_of_another_room_is_400(
 async def test_initial_state_cannot_redact(client: MatrixClient, room: Room) -> None:
     """createRoom's initial_state creates events like any other path: an m.room.redaction
     there names an event of another room (the new room has none of its own yet)."""
-    message = await _say(client, room.room_id, room.owner, "safe from initial_state")
+    message = await say(client, room.room_id, room.owner, "safe from initial_state")
     refused = await client.request(
         "POST",
         "createRoom",

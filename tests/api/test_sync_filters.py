@@ -4,13 +4,11 @@ state filter of left rooms; and /messages forwards from a sync token."""
 
 from __future__ import annotations
 
-import itertools
 import json
 from urllib.parse import quote
 
-from harness.client import Account, MatrixClient
-
-_txn = itertools.count()
+from harness.client import MatrixClient
+from harness.rooms import say
 
 
 async def test_account_data_filters_apply_to_sync(client: MatrixClient) -> None:
@@ -35,17 +33,6 @@ async def test_account_data_filters_apply_to_sync(client: MatrixClient) -> None:
     assert {"org.example.kept", "org.example.dropped"} <= {
         e["type"] for e in everything["account_data"]["events"]
     }
-
-
-async def say(client: MatrixClient, room_id: str, account: Account, text: str) -> str:
-    response = await client.request(
-        "PUT",
-        f"rooms/{room_id}/send/m.room.message/f{next(_txn)}",
-        json={"msgtype": "m.text", "body": text},
-        token=account,
-    )
-    event_id: str = response.ok()["event_id"]
-    return event_id
 
 
 async def test_federation_format_and_event_fields(client: MatrixClient) -> None:

@@ -3,13 +3,11 @@ over HTTP on every backend (Client-Server API, "Syncing", "Lazy-loading room mem
 
 from __future__ import annotations
 
-import itertools
 import json
 from typing import Any
 
 from harness.client import Account, MatrixClient
-
-_txn = itertools.count()
+from harness.rooms import say
 
 LAZY = json.dumps({"room": {"state": {"lazy_load_members": True}, "timeline": {"limit": 3}}})
 LAZY_REDUNDANT = json.dumps(
@@ -37,17 +35,6 @@ async def create_public_room(client: MatrixClient, creator: Account, name: str =
 
 async def join(client: MatrixClient, room_id: str, account: Account) -> None:
     (await client.request("POST", f"rooms/{room_id}/join", json={}, token=account)).ok()
-
-
-async def say(client: MatrixClient, room_id: str, account: Account, text: str) -> str:
-    response = await client.request(
-        "PUT",
-        f"rooms/{room_id}/send/m.room.message/ll{next(_txn)}",
-        json={"msgtype": "m.text", "body": text},
-        token=account,
-    )
-    event_id: str = response.ok()["event_id"]
-    return event_id
 
 
 def members_in_state(body: dict[str, Any], room_id: str) -> set[str]:

@@ -3,29 +3,16 @@
 
 from __future__ import annotations
 
-import itertools
 from typing import Any
 from urllib.parse import quote
 
 from harness.client import Account, MatrixClient
-
-_txn = itertools.count()
+from harness.rooms import say
 
 
 async def sync(client: MatrixClient, account: Account, **params: str) -> dict[str, Any]:
     body: dict[str, Any] = (await client.request("GET", "sync", token=account, params=params)).ok()
     return body
-
-
-async def say(client: MatrixClient, room_id: str, account: Account, text: str) -> str:
-    response = await client.request(
-        "PUT",
-        f"rooms/{room_id}/send/m.room.message/tl{next(_txn)}",
-        json={"msgtype": "m.text", "body": text},
-        token=account,
-    )
-    event_id: str = response.ok()["event_id"]
-    return event_id
 
 
 async def set_visibility(client: MatrixClient, room_id: str, account: Account, value: str) -> None:

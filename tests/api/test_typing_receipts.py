@@ -9,6 +9,7 @@ import itertools
 from typing import Any
 
 from harness.client import Account, MatrixClient, Response
+from harness.rooms import shared_room
 
 _txn = itertools.count(1)
 
@@ -16,17 +17,6 @@ _txn = itertools.count(1)
 def assert_error(response: Response, status: int, errcode: str) -> None:
     assert response.status == status, f"expected {status}, got {response.status}: {response.body}"
     assert response.body["errcode"] == errcode, response.body
-
-
-async def shared_room(client: MatrixClient) -> tuple[Account, Account, str]:
-    """alice's public room, which bob has joined."""
-    alice, bob = await client.register(), await client.register()
-    created = await client.request(
-        "POST", "createRoom", json={"preset": "public_chat"}, token=alice
-    )
-    room_id: str = created.ok()["room_id"]
-    (await client.request("POST", f"join/{room_id}", json={}, token=bob)).ok()
-    return alice, bob, room_id
 
 
 async def send_message(client: MatrixClient, account: Account, room_id: str, body: str) -> str:

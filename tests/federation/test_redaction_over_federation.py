@@ -20,21 +20,11 @@ import pytest
 
 from harness.client import Account, MatrixClient
 from harness.fake_server import FakeServer, q
+from harness.rooms import say
 from harness.server import HomeserverProcess
 
 TIMEOUT_SECONDS = 20
 _txn = itertools.count()
-
-
-async def _say(client: MatrixClient, room_id: str, account: Account, body: str) -> str:
-    response = await client.request(
-        "PUT",
-        f"rooms/{q(room_id)}/send/m.room.message/t{next(_txn)}",
-        json={"msgtype": "m.text", "body": body},
-        token=account,
-    )
-    event_id: str = response.ok()["event_id"]
-    return event_id
 
 
 async def _event(client: MatrixClient, room_id: str, reader: Account, event_id: str) -> Any:
@@ -88,8 +78,8 @@ async def test_remote_redactions_apply_by_power_or_from_the_originals_server(
             )
         ).ok()["room_id"]
         await fake.join(room_id, bob)
-        words = await _say(peyvand_client, room_id, alice, "alice's words")
-        elsewhere = await _say(peyvand_client, other_room, alice, "in another room")
+        words = await say(peyvand_client, room_id, alice, "alice's words")
+        elsewhere = await say(peyvand_client, other_room, alice, "in another room")
         await fake.wait_for_pdu(lambda p: p.get("content", {}).get("body") == "alice's words")
         name = fake.state_event(room_id, "m.room.name")
         name_id = fake.rooms[room_id].state[("m.room.name", "")]
@@ -137,7 +127,7 @@ async def test_remote_redactions_apply_by_power_or_from_the_originals_server(
             )
         )
         await _redact_as(fake, room_id, bob, elsewhere)
-        later = await _say(peyvand_client, room_id, alice, "alice's later words")
+        later = await say(peyvand_client, room_id, alice, "alice's later words")
         await fake.wait_for_pdu(lambda p: p.get("content", {}).get("body") == "alice's later words")
         await _redact_as(fake, room_id, bob, later)
         await _until_redacted(peyvand_client, room_id, alice, later)

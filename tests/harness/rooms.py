@@ -1,0 +1,34 @@
+"""Rooms as the client tests set them up: a message sent (Client-Server API, "PUT
+/rooms/{roomId}/send/{eventType}/{txnId}") and a public room two users share."""
+
+from __future__ import annotations
+
+import itertools
+from urllib.parse import quote
+
+from harness.client import Account, MatrixClient
+
+_txn = itertools.count()
+
+
+async def say(client: MatrixClient, room_id: str, account: Account, text: str) -> str:
+    """``account`` sends ``text`` as an ``m.text`` message to ``room_id``; its event ID."""
+    response = await client.request(
+        "PUT",
+        f"rooms/{quote(room_id)}/send/m.room.message/say{next(_txn)}",
+        json={"msgtype": "m.text", "body": text},
+        token=account,
+    )
+    event_id: str = response.ok()["event_id"]
+    return event_id
+
+
+async def shared_room(client: MatrixClient) -> tuple[Account, Account, str]:
+    """Two new users: alice, bob, and alice's public room, which bob has joined."""
+    alice, bob = await client.register(), await client.register()
+    created = await client.request(
+        "POST", "createRoom", json={"preset": "public_chat"}, token=alice
+    )
+    room_id: str = created.ok()["room_id"]
+    (await client.request("POST", f"join/{room_id}", json={}, token=bob)).ok()
+    return alice, bob, room_id
