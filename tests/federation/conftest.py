@@ -8,6 +8,9 @@
   synapse_client.register()`` makes a fresh user (``m.login.dummy``), an ``Account`` with
   ``user_id``, ``access_token``, ``device_id``. ``await synapse.register_user(admin=True)``
   makes a server admin (shared-secret registration).
+- ``pair``: a ``harness.federation.Pair``: ``peyvand`` and ``peer`` with their clients and
+  a fresh user on each (``alice`` on Peyvand, ``bob`` on the peer); ``pair.unpack()``
+  gives all six.
 - ``fake``: a ``FakeServer`` (``harness.fake_server``) federating with ``peyvand``.
 
 A test that stops Synapse must leave it running again (``try: ... finally:
@@ -24,6 +27,7 @@ import pytest
 
 from harness.client import MatrixClient, new_session
 from harness.fake_server import FakeServer
+from harness.federation import Pair
 from harness.server import HomeserverProcess, start_homeserver
 from harness.synapse import SynapseProcess, SynapseUnavailable, synapse_python
 
@@ -107,6 +111,19 @@ async def peer_client(peer: SynapseProcess | HomeserverProcess) -> AsyncIterator
         peer.start()
     async with new_session() as session:
         yield MatrixClient(session, peer.base_url)
+
+
+@pytest.fixture
+async def pair(
+    peyvand: HomeserverProcess,
+    peyvand_client: MatrixClient,
+    peer: SynapseProcess | HomeserverProcess,
+    peer_client: MatrixClient,
+) -> Pair:
+    """Both servers, their clients, and a new user registered on each."""
+    alice = await peyvand_client.register()
+    bob = await peer_client.register()
+    return Pair(peyvand, peyvand_client, peer, peer_client, alice, bob)
 
 
 @pytest.fixture

@@ -11,8 +11,8 @@ import asyncio
 from urllib.parse import quote
 
 from harness.client import Account, MatrixClient
+from harness.federation import Pair
 from harness.server import HomeserverProcess
-from harness.synapse import SynapseProcess
 from harness.sync import invited_to, sync_until, wait_until_joined
 
 TIMEOUT_SECONDS = 60
@@ -50,26 +50,14 @@ async def _invite_then_join(
     )
 
 
-async def test_create_room_invites_a_peer_user(
-    peyvand: HomeserverProcess,
-    peyvand_client: MatrixClient,
-    peer: SynapseProcess | HomeserverProcess,
-    peer_client: MatrixClient,
-) -> None:
-    alice = await peyvand_client.register()
-    bob = await peer_client.register()
+async def test_create_room_invites_a_peer_user(pair: Pair) -> None:
+    _, peyvand_client, _, peer_client, alice, bob = pair.unpack()
     async with asyncio.timeout(TIMEOUT_SECONDS):
         await _invite_then_join(peyvand_client, alice, peer_client, bob)
 
 
-async def test_peer_create_room_invites_a_peyvand_user(
-    peyvand: HomeserverProcess,
-    peyvand_client: MatrixClient,
-    peer: SynapseProcess | HomeserverProcess,
-    peer_client: MatrixClient,
-) -> None:
-    alice = await peyvand_client.register()
-    bob = await peer_client.register()
+async def test_peer_create_room_invites_a_peyvand_user(pair: Pair) -> None:
+    _, peyvand_client, _, peer_client, alice, bob = pair.unpack()
     async with asyncio.timeout(TIMEOUT_SECONDS):
         await _invite_then_join(peer_client, bob, peyvand_client, alice)
 

@@ -20,6 +20,7 @@ from urllib.parse import quote
 from harness.admin import login_admin
 from harness.client import Account, MatrixClient
 from harness.database import query
+from harness.federation import Pair
 from harness.server import HomeserverProcess
 from harness.synapse import SynapseProcess
 from harness.sync import sync_until
@@ -167,14 +168,8 @@ async def test_hold_remote_keeps_peer_invites_as_requests(
     assert "Unhandled error" not in peyvand.log()
 
 
-async def test_rejecting_a_request_and_opting_in(
-    peyvand: HomeserverProcess,
-    peyvand_client: MatrixClient,
-    peer: SynapseProcess | HomeserverProcess,
-    peer_client: MatrixClient,
-) -> None:
-    alice = await peyvand_client.register()
-    bob = await peer_client.register()
+async def test_rejecting_a_request_and_opting_in(pair: Pair) -> None:
+    peyvand, peyvand_client, _, peer_client, alice, bob = pair.unpack()
     await _set_policy(peyvand_client, alice, "hold-remote")
     async with asyncio.timeout(TIMEOUT_SECONDS):
         since = (await sync_until(peyvand_client, alice, lambda r: True))["next_batch"]

@@ -10,10 +10,9 @@ import io
 import aiohttp
 from PIL import Image
 
-from harness.client import Account, MatrixClient, new_session
+from harness.client import Account, new_session
 from harness.database import query
-from harness.server import HomeserverProcess
-from harness.synapse import SynapseProcess
+from harness.federation import Pair
 
 TIMEOUT_SECONDS = 60
 
@@ -44,14 +43,8 @@ async def _get(
         return response.status, response.headers.get("Content-Type", ""), await response.read()
 
 
-async def test_media_crosses_servers_both_ways(
-    peyvand: HomeserverProcess,
-    peyvand_client: MatrixClient,
-    peer: SynapseProcess | HomeserverProcess,
-    peer_client: MatrixClient,
-) -> None:
-    alice = await peyvand_client.register()
-    bob = await peer_client.register()
+async def test_media_crosses_servers_both_ways(pair: Pair) -> None:
+    peyvand, _, peer, _, alice, bob = pair.unpack()
     ours, theirs = _image((200, 10, 10)), _image((10, 10, 200))
     async with new_session() as http, asyncio.timeout(TIMEOUT_SECONDS):
         ours_uri = await _upload(http, peyvand.base_url, alice, ours)

@@ -17,8 +17,8 @@ import pytest
 
 from harness.client import Account, MatrixClient
 from harness.fake_server import FEDERATION_V1, FakeServer
+from harness.federation import Pair
 from harness.server import HomeserverProcess
-from harness.synapse import SynapseProcess
 
 TIMEOUT_SECONDS = 20
 _names = itertools.count()
@@ -144,16 +144,10 @@ async def _await_presence(
         since = response["next_batch"]
 
 
-async def test_presence_with_another_real_server(
-    peyvand: HomeserverProcess,
-    peyvand_client: MatrixClient,
-    peer: SynapseProcess | HomeserverProcess,
-    peer_client: MatrixClient,
-) -> None:
+async def test_presence_with_another_real_server(pair: Pair) -> None:
     """With a real Synapse (and a second Peyvand): each side's status reaches the other's
     /sync through m.presence EDUs."""
-    alice = await peyvand_client.register()
-    bob = await peer_client.register()
+    peyvand, peyvand_client, _, peer_client, alice, bob = pair.unpack()
     async with asyncio.timeout(60):
         created = await peyvand_client.request(
             "POST", "createRoom", json={"preset": "public_chat"}, token=alice

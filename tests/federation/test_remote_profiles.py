@@ -11,6 +11,7 @@ import asyncio
 from urllib.parse import quote
 
 from harness.client import Account, MatrixClient
+from harness.federation import Pair
 from harness.server import HomeserverProcess
 from harness.synapse import SynapseProcess
 
@@ -42,14 +43,8 @@ async def _assert_remote_profile(
     assert avatar_url == {"avatar_url": avatar}
 
 
-async def test_profiles_of_users_of_the_other_server(
-    peyvand: HomeserverProcess,
-    peyvand_client: MatrixClient,
-    peer: SynapseProcess | HomeserverProcess,
-    peer_client: MatrixClient,
-) -> None:
-    alice = await peyvand_client.register()
-    bob = await peer_client.register()
+async def test_profiles_of_users_of_the_other_server(pair: Pair) -> None:
+    _, peyvand_client, peer, peer_client, alice, bob = pair.unpack()
     async with asyncio.timeout(TIMEOUT_SECONDS):
         await _set_profile(peyvand_client, alice, "Alice P.", "mxc://example.org/alice")
         await _set_profile(peer_client, bob, "Bob Peer", "mxc://example.org/bob")

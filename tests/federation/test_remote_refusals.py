@@ -10,8 +10,8 @@ import asyncio
 from urllib.parse import quote
 
 from harness.client import Account, MatrixClient, Response
+from harness.federation import Pair
 from harness.server import HomeserverProcess
-from harness.synapse import SynapseProcess
 
 TIMEOUT_SECONDS = 60
 _KNOCK_RULES = {"type": "m.room.join_rules", "state_key": "", "content": {"join_rule": "knock"}}
@@ -40,14 +40,8 @@ def _assert_forbidden(response: Response) -> None:
     assert response.body["errcode"] == "M_FORBIDDEN", response.body
 
 
-async def test_banned_user_joining_or_knocking_through_their_server_gets_403(
-    peyvand: HomeserverProcess,
-    peyvand_client: MatrixClient,
-    peer: SynapseProcess | HomeserverProcess,
-    peer_client: MatrixClient,
-) -> None:
-    alice = await peyvand_client.register()
-    bob = await peer_client.register()
+async def test_banned_user_joining_or_knocking_through_their_server_gets_403(pair: Pair) -> None:
+    peyvand, peyvand_client, peer, peer_client, alice, bob = pair.unpack()
     async with asyncio.timeout(TIMEOUT_SECONDS):
         for owner_client, owner, owner_server, guest_client, guest in (
             (peer_client, bob, peer, peyvand_client, alice),

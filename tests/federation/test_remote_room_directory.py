@@ -14,8 +14,8 @@ from typing import Any
 
 from harness.client import Account, MatrixClient
 from harness.fake_server import FEDERATION_V1, FakeRequest, FakeServer
+from harness.federation import Pair
 from harness.server import HomeserverProcess
-from harness.synapse import SynapseProcess
 
 TIMEOUT_SECONDS = 60
 
@@ -92,14 +92,8 @@ async def _other_servers_directory(
     assert rooms <= listed, everything
 
 
-async def test_directory_of_the_other_server(
-    peyvand: HomeserverProcess,
-    peyvand_client: MatrixClient,
-    peer: SynapseProcess | HomeserverProcess,
-    peer_client: MatrixClient,
-) -> None:
-    alice = await peyvand_client.register()
-    bob = await peer_client.register()
+async def test_directory_of_the_other_server(pair: Pair) -> None:
+    peyvand, peyvand_client, peer, peer_client, alice, bob = pair.unpack()
     async with asyncio.timeout(TIMEOUT_SECONDS * 2):
         await _other_servers_directory(peer_client, bob, peyvand_client, alice, peer.server_name)
         await _other_servers_directory(peyvand_client, alice, peer_client, bob, peyvand.server_name)

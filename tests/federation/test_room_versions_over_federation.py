@@ -16,8 +16,7 @@ from urllib.parse import quote
 import pytest
 
 from harness.client import Account, MatrixClient
-from harness.server import HomeserverProcess
-from harness.synapse import SynapseProcess
+from harness.federation import Pair
 from harness.timeline import message_bodies
 
 VERSIONS = [str(n) for n in range(1, 10)]
@@ -71,14 +70,8 @@ async def _each_version(one: Callable[[str], Awaitable[None]]) -> None:
     assert not failed, failed
 
 
-async def test_peer_rooms_of_versions_1_to_9_are_joined_from_peyvand(
-    peyvand: HomeserverProcess,
-    peyvand_client: MatrixClient,
-    peer: SynapseProcess | HomeserverProcess,
-    peer_client: MatrixClient,
-) -> None:
-    alice = await peyvand_client.register()
-    bob = await peer_client.register()
+async def test_peer_rooms_of_versions_1_to_9_are_joined_from_peyvand(pair: Pair) -> None:
+    peyvand, peyvand_client, peer, peer_client, alice, bob = pair.unpack()
 
     async def one(version: str) -> None:
         created = await peer_client.request(
@@ -104,14 +97,8 @@ async def test_peer_rooms_of_versions_1_to_9_are_joined_from_peyvand(
     assert "Unhandled error" not in peyvand.log()
 
 
-async def test_peyvand_rooms_of_versions_1_to_9_are_joined_by_the_peer(
-    peyvand: HomeserverProcess,
-    peyvand_client: MatrixClient,
-    peer: SynapseProcess | HomeserverProcess,
-    peer_client: MatrixClient,
-) -> None:
-    alice = await peyvand_client.register()
-    bob = await peer_client.register()
+async def test_peyvand_rooms_of_versions_1_to_9_are_joined_by_the_peer(pair: Pair) -> None:
+    peyvand, peyvand_client, _, peer_client, alice, bob = pair.unpack()
 
     async def one(version: str) -> None:
         created = await peyvand_client.request(
@@ -152,15 +139,11 @@ async def _state_map(
 @pytest.mark.parametrize("version", ["1", "2"])
 async def test_concurrent_state_changes_converge_in_old_rooms(
     version: str,
-    peyvand: HomeserverProcess,
-    peyvand_client: MatrixClient,
-    peer: SynapseProcess | HomeserverProcess,
-    peer_client: MatrixClient,
+    pair: Pair,
 ) -> None:
     """Both servers change the state of a room the peer created at once; state resolution
     (v1 in a version 1 room, v2 in version 2) gives both the same state afterwards."""
-    alice = await peyvand_client.register()
-    bob = await peer_client.register()
+    peyvand, peyvand_client, peer, peer_client, alice, bob = pair.unpack()
     async with asyncio.timeout(TIMEOUT_SECONDS):
         room_id = str(
             (

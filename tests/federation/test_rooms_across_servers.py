@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import quote
 
 from harness.client import Account, MatrixClient
+from harness.federation import Pair
 from harness.server import HomeserverProcess
 from harness.synapse import SynapseProcess
 from harness.sync import invited_to, sync_until, wait_until_joined
@@ -81,14 +82,8 @@ async def _shared_room(
     return room_id
 
 
-async def test_peyvand_room_joined_by_a_peer_user(
-    peyvand: HomeserverProcess,
-    peyvand_client: MatrixClient,
-    peer: SynapseProcess | HomeserverProcess,
-    peer_client: MatrixClient,
-) -> None:
-    alice = await peyvand_client.register()
-    bob = await peer_client.register()
+async def test_peyvand_room_joined_by_a_peer_user(pair: Pair) -> None:
+    peyvand, peyvand_client, _, peer_client, alice, bob = pair.unpack()
     async with asyncio.timeout(TIMEOUT_SECONDS):
         room_id = await _shared_room(peyvand_client, alice, peer_client, bob)
 
@@ -111,14 +106,8 @@ async def test_peyvand_room_joined_by_a_peer_user(
     assert "Unhandled error" not in peyvand.log()
 
 
-async def test_peer_room_joined_from_peyvand_by_alias(
-    peyvand: HomeserverProcess,
-    peyvand_client: MatrixClient,
-    peer: SynapseProcess | HomeserverProcess,
-    peer_client: MatrixClient,
-) -> None:
-    alice = await peyvand_client.register()
-    bob = await peer_client.register()
+async def test_peer_room_joined_from_peyvand_by_alias(pair: Pair) -> None:
+    peyvand, peyvand_client, peer, peer_client, alice, bob = pair.unpack()
     alias_name = f"lobby-{next(_txn)}-{peyvand.backend}"
     alias = f"#{alias_name}:{peer.server_name}"
     async with asyncio.timeout(TIMEOUT_SECONDS):
@@ -152,16 +141,10 @@ async def test_peer_room_joined_from_peyvand_by_alias(
     assert "Unhandled error" not in peyvand.log()
 
 
-async def test_peer_catches_up_after_being_down(
-    peyvand: HomeserverProcess,
-    peyvand_client: MatrixClient,
-    peer: SynapseProcess | HomeserverProcess,
-    peer_client: MatrixClient,
-) -> None:
+async def test_peer_catches_up_after_being_down(pair: Pair) -> None:
     """Messages sent while the peer is stopped reach it once it is back (the durable
     per-destination queue retries until it gets through)."""
-    alice = await peyvand_client.register()
-    bob = await peer_client.register()
+    _, peyvand_client, peer, peer_client, alice, bob = pair.unpack()
     async with asyncio.timeout(TIMEOUT_SECONDS):
         room_id = await _shared_room(peyvand_client, alice, peer_client, bob)
     sent = [f"while the peer was down {i}" for i in range(5)]
@@ -177,16 +160,10 @@ async def test_peer_catches_up_after_being_down(
     assert [b for b in on_peer if b in sent] == sent
 
 
-async def test_peyvand_catches_up_after_being_down(
-    peyvand: HomeserverProcess,
-    peyvand_client: MatrixClient,
-    peer: SynapseProcess | HomeserverProcess,
-    peer_client: MatrixClient,
-) -> None:
+async def test_peyvand_catches_up_after_being_down(pair: Pair) -> None:
     """Messages sent on the peer while Peyvand is stopped reach Peyvand once it is back
     (the peer retries, at once when Peyvand talks to it again)."""
-    alice = await peyvand_client.register()
-    bob = await peer_client.register()
+    peyvand, peyvand_client, _, peer_client, alice, bob = pair.unpack()
     async with asyncio.timeout(TIMEOUT_SECONDS):
         room_id = await _shared_room(peyvand_client, alice, peer_client, bob)
     sent = [f"while peyvand was down {i}" for i in range(5)]
@@ -211,16 +188,10 @@ async def _state_map(
     return {(e["type"], e["state_key"]): e["content"] for e in events}
 
 
-async def test_concurrent_state_changes_converge(
-    peyvand: HomeserverProcess,
-    peyvand_client: MatrixClient,
-    peer: SynapseProcess | HomeserverProcess,
-    peer_client: MatrixClient,
-) -> None:
+async def test_concurrent_state_changes_converge(pair: Pair) -> None:
     """Both servers change the same and different state at once; after the changes have
     crossed, state resolution gives both servers the same room state."""
-    alice = await peyvand_client.register()
-    bob = await peer_client.register()
+    peyvand, peyvand_client, _, peer_client, alice, bob = pair.unpack()
     async with asyncio.timeout(TIMEOUT_SECONDS):
         room_id = await _shared_room(peyvand_client, alice, peer_client, bob)
         power = (
@@ -273,16 +244,10 @@ async def test_concurrent_state_changes_converge(
     assert "Unhandled error" not in peyvand.log()
 
 
-async def test_history_from_before_the_join_is_backfilled(
-    peyvand: HomeserverProcess,
-    peyvand_client: MatrixClient,
-    peer: SynapseProcess | HomeserverProcess,
-    peer_client: MatrixClient,
-) -> None:
+async def test_history_from_before_the_join_is_backfilled(pair: Pair) -> None:
     """/messages pulls the room's older history from the peer when local history (which
     starts at the join) runs out."""
-    alice = await peyvand_client.register()
-    bob = await peer_client.register()
+    peyvand, peyvand_client, peer, peer_client, alice, bob = pair.unpack()
     alias_name = f"history-{next(_txn)}-{peyvand.backend}"
     old = [f"old message {i}" for i in range(12)]
     async with asyncio.timeout(TIMEOUT_SECONDS):
@@ -310,16 +275,10 @@ async def _membership(client: MatrixClient, account: Account, room_id: str, user
     return str(found.body.get("membership")) if found.status == 200 else "none"
 
 
-async def test_knocking_both_ways(
-    peyvand: HomeserverProcess,
-    peyvand_client: MatrixClient,
-    peer: SynapseProcess | HomeserverProcess,
-    peer_client: MatrixClient,
-) -> None:
+async def test_knocking_both_ways(pair: Pair) -> None:
     """Users knock on rooms of the other server (make_knock/send_knock); the room's
     member lets them in with an invite."""
-    alice = await peyvand_client.register()
-    bob = await peer_client.register()
+    peyvand, peyvand_client, peer, peer_client, alice, bob = pair.unpack()
     knock_rules = {"type": "m.room.join_rules", "state_key": "", "content": {"join_rule": "knock"}}
     async with asyncio.timeout(TIMEOUT_SECONDS):
         for owner_client, owner, owner_server, guest_client, guest in (
@@ -365,16 +324,10 @@ async def test_knocking_both_ways(
     assert "Unhandled error" not in peyvand.log()
 
 
-async def test_leaving_a_peer_room_and_coming_back(
-    peyvand: HomeserverProcess,
-    peyvand_client: MatrixClient,
-    peer: SynapseProcess | HomeserverProcess,
-    peer_client: MatrixClient,
-) -> None:
+async def test_leaving_a_peer_room_and_coming_back(pair: Pair) -> None:
     """After the last local user leaves the peer's room, a new invite reaches them and they
     join again through the peer (the room's old state here is not trusted)."""
-    alice = await peyvand_client.register()
-    bob = await peer_client.register()
+    peyvand, peyvand_client, _, peer_client, alice, bob = pair.unpack()
     async with asyncio.timeout(TIMEOUT_SECONDS):
         room_id = (await peer_client.request("POST", "createRoom", json={}, token=bob)).ok()[
             "room_id"
@@ -479,16 +432,10 @@ async def test_restricted_room_joined_through_membership_of_another(
     assert "Unhandled error" not in peyvand.log()
 
 
-async def test_rejecting_a_peer_invite(
-    peyvand: HomeserverProcess,
-    peyvand_client: MatrixClient,
-    peer: SynapseProcess | HomeserverProcess,
-    peer_client: MatrixClient,
-) -> None:
+async def test_rejecting_a_peer_invite(pair: Pair) -> None:
     """A Peyvand user rejects an invite to the peer's room: the peer sees the leave and the
     user's next sync reports the room as left (no error)."""
-    alice = await peyvand_client.register()
-    bob = await peer_client.register()
+    peyvand, peyvand_client, _, peer_client, alice, bob = pair.unpack()
     async with asyncio.timeout(TIMEOUT_SECONDS):
         room_id = (await peer_client.request("POST", "createRoom", json={}, token=bob)).ok()[
             "room_id"

@@ -20,8 +20,7 @@ from urllib.parse import quote
 import pytest
 
 from harness.client import Account, MatrixClient
-from harness.server import HomeserverProcess
-from harness.synapse import SynapseProcess
+from harness.federation import Pair
 from harness.sync import wait_until_joined
 from harness.timeline import recent_events
 
@@ -137,13 +136,9 @@ async def _round(
 async def test_simultaneous_name_changes_converge(
     created_on: str,
     room_version: str,
-    peyvand: HomeserverProcess,
-    peyvand_client: MatrixClient,
-    peer: SynapseProcess | HomeserverProcess,
-    peer_client: MatrixClient,
+    pair: Pair,
 ) -> None:
-    alice = await peyvand_client.register()
-    bob = await peer_client.register()
+    peyvand, peyvand_client, _, peer_client, alice, bob = pair.unpack()
     if created_on == "peyvand":
         room_id = await _shared_room(peyvand_client, alice, peer_client, bob, room_version)
     else:
