@@ -8,6 +8,7 @@ import asyncio
 from typing import Any
 
 from harness.client import Account, MatrixClient, Response
+from harness.sync import sync_since
 
 
 def assert_error(response: Response, status: int, errcode: str) -> None:
@@ -15,18 +16,8 @@ def assert_error(response: Response, status: int, errcode: str) -> None:
     assert response.body["errcode"] == errcode, response.body
 
 
-async def sync(
-    client: MatrixClient, account: Account, since: str | None = None, timeout_ms: int = 0
-) -> dict[str, Any]:
-    params = {"timeout": str(timeout_ms)}
-    if since is not None:
-        params["since"] = since
-    body: dict[str, Any] = (await client.request("GET", "sync", token=account, params=params)).ok()
-    return body
-
-
 async def token_of(client: MatrixClient, account: Account) -> str:
-    token: str = (await sync(client, account))["next_batch"]
+    token: str = (await sync_since(client, account))["next_batch"]
     return token
 
 
@@ -56,22 +47,22 @@ async def test_new_login_is_reported_to_users_sharing_a_room(client: MatrixClien
 
     await client.login(bob.user_id)
 
-    assert bob.user_id in changed(await sync(client, alice, alice_token))
+    assert bob.user_id in changed(await sync_since(client, alice, alice_token))
     # Carol shares no room with Bob: nothing for her.
-    assert changed(await sync(client, carol, carol_token)) == []
+    assert changed(await sync_since(client, carol, carol_token)) == []
 
 
 async def test_own_new_device_is_reported_to_the_user(client: MatrixClient) -> None:
     alice = await client.register()
     token = await token_of(client, alice)
     await client.login(alice.user_id)
-    assert changed(await sync(client, alice, token)) == [alice.user_id]
+    assert changed(await sync_since(client, alice, token)) == [alice.user_id]
 
 
 async def test_device_lists_only_in_incremental_syncs(client: MatrixClient) -> None:
     alice, bob = await client.register(), await client.register()
     await shared_room(client, alice, bob)
-    response = await sync(client, alice)
+    response = await sync_since(client, alice)
     assert response["device_lists"] == {"changed": [], "left": []}
 
 
@@ -79,7 +70,7 @@ async def test_change_wakes_a_waiting_sync(client: MatrixClient) -> None:
     alice, bob = await client.register(), await client.register()
     await shared_room(client, alice, bob)
     token = await token_of(client, alice)
-    waiting = asyncio.create_task(sync(client, alice, token, timeout_ms=10_000))
+    waiting = asyncio.create_task(sync_since(client, alice, token, timeout_ms=10_000))
     await asyncio.sleep(0.2)
     await client.login(bob.user_id)
     response = await asyncio.wait_for(waiting, 5)
@@ -94,9 +85,9 @@ async def test_deleted_device_is_reported(client: MatrixClient) -> None:
 
     (await client.request("POST", "logout", json={}, token=bob2)).ok()
 
-    response = await sync(client, alice, token)
+    response = await sync_since(client, alice, token)
     assert changed(response) == [bob.user_id]
-    assert changed(await sync(client, alice, response["next_batch"])) == []
+    assert changed(await sync_since(client, alice, response["next_batch"])) == []
 
 
 async def test_renamed_device_is_reported(client: MatrixClient) -> None:
@@ -107,7 +98,7 @@ async def test_renamed_device_is_reported(client: MatrixClient) -> None:
     alice_token = await token_of(client, alice)
     path = f"devices/{bob.device_id}"
     (await client.request("PUT", path, json={"display_name": "wibble"}, token=bob)).ok()
-    assert bob.user_id in changed(await sync(client, alice, alice_token))
+    assert bob.user_id in changed(await sync_since(client, alice, alice_token))
 
 
 async def test_joining_a_room_with_someone_reports_them(client: MatrixClient) -> None:
@@ -118,10 +109,10 @@ async def test_joining_a_room_with_someone_reports_them(client: MatrixClient) ->
     (await client.request("POST", f"join/{room_id}", json={}, token=alice)).ok()
 
     # Alice joined Bob's room: Bob and Carol are new to her; Alice is new to Bob.
-    assert sorted(changed(await sync(client, alice, alice_token))) == sorted(
+    assert sorted(changed(await sync_since(client, alice, alice_token))) == sorted(
         [bob.user_id, carol.user_id]
     )
-    assert changed(await sync(client, bob, bob_token)) == [alice.user_id]
+    assert changed(await sync_since(client, bob, bob_token)) == [alice.user_id]
 
 
 async def test_leaving_the_last_shared_room_reports_left(client: MatrixClient) -> None:
@@ -133,14 +124,14 @@ async def test_leaving_the_last_shared_room_reports_left(client: MatrixClient) -
     (await client.request("POST", f"rooms/{first}/leave", json={}, token=bob)).ok()
     (await client.request("POST", f"rooms/{first}/leave", json={}, token=carol)).ok()
 
-    response = await sync(client, alice, token)
+    response = await sync_since(client, alice, token)
     # Carol still shares the second room with Alice.
     assert left(response) == [bob.user_id]
     assert changed(response) == []
 
     token = response["next_batch"]
     (await client.request("POST", f"rooms/{second}/leave", json={}, token=alice)).ok()
-    assert left(await sync(client, alice, token)) == [carol.user_id]
+    assert left(await sync_since(client, alice, token)) == [carol.user_id]
 
 
 async def test_after_leaving_changes_are_not_reported(client: MatrixClient) -> None:
@@ -149,7 +140,7 @@ async def test_after_leaving_changes_are_not_reported(client: MatrixClient) -> N
     (await client.request("POST", f"rooms/{room_id}/leave", json={}, token=bob)).ok()
     token = await token_of(client, alice)
     await client.login(bob.user_id)
-    assert changed(await sync(client, alice, token)) == []
+    assert changed(await sync_since(client, alice, token)) == []
 
 
 async def test_keys_changes(client: MatrixClient) -> None:
@@ -186,7 +177,7 @@ async def test_keys_changes(client: MatrixClient) -> None:
 async def test_sync_carries_the_devices_key_counts(client: MatrixClient) -> None:
     alice = await client.register()
     alice2 = await client.login(alice.user_id)
-    initial = await sync(client, alice)
+    initial = await sync_since(client, alice)
     assert initial["device_one_time_keys_count"].get("curve25519", 0) == 0
     assert initial["device_unused_fallback_key_types"] == []
 
@@ -198,12 +189,14 @@ async def test_sync_carries_the_devices_key_counts(client: MatrixClient) -> None
 
     # In incremental syncs and in the empty answer of a timed-out long-poll alike.
     for response in (
-        await sync(client, alice, initial["next_batch"]),
-        await sync(client, alice, (await sync(client, alice))["next_batch"], timeout_ms=10),
+        await sync_since(client, alice, initial["next_batch"]),
+        await sync_since(
+            client, alice, (await sync_since(client, alice))["next_batch"], timeout_ms=10
+        ),
     ):
         assert response["device_one_time_keys_count"]["curve25519"] == 2
         assert response["device_unused_fallback_key_types"] == ["curve25519"]
     # Per device: the other device has none.
-    other = await sync(client, alice2)
+    other = await sync_since(client, alice2)
     assert other["device_one_time_keys_count"].get("curve25519", 0) == 0
     assert other["device_unused_fallback_key_types"] == []

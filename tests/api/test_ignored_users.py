@@ -9,11 +9,7 @@ from urllib.parse import quote
 
 from harness.client import Account, MatrixClient
 from harness.rooms import say
-
-
-async def sync(client: MatrixClient, account: Account, **params: str) -> dict[str, Any]:
-    body: dict[str, Any] = (await client.request("GET", "sync", token=account, params=params)).ok()
-    return body
+from harness.sync import sync
 
 
 async def ignore(client: MatrixClient, account: Account, *users: Account) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 
 from harness.client import Account, MatrixClient
 from harness.rooms import shared_room
+from harness.sync import sync_since
 
 _txn = itertools.count(1)
 
@@ -28,16 +29,6 @@ async def send(
     return event_id
 
 
-async def sync(
-    client: MatrixClient, account: Account, since: str | None = None, timeout_ms: int = 0
-) -> dict[str, Any]:
-    params = {"timeout": str(timeout_ms)}
-    if since is not None:
-        params["since"] = since
-    body: dict[str, Any] = (await client.request("GET", "sync", token=account, params=params)).ok()
-    return body
-
-
 def unread(response: dict[str, Any], room_id: str) -> dict[str, int]:
     counts: dict[str, int] = response["rooms"]["join"][room_id]["unread_notifications"]
     return counts
@@ -53,37 +44,37 @@ def global_account_data(response: dict[str, Any], event_type: str) -> dict[str, 
 
 async def test_counts_grow_highlight_and_clear_on_read_receipt(client: MatrixClient) -> None:
     alice, bob, room_id = await shared_room(client)
-    response = await sync(client, bob)
+    response = await sync_since(client, bob)
     assert unread(response, room_id) == {"notification_count": 0, "highlight_count": 0}
     token = response["next_batch"]
 
     await send(client, alice, room_id, "one")
-    response = await sync(client, bob, token)
+    response = await sync_since(client, bob, token)
     assert unread(response, room_id) == {"notification_count": 1, "highlight_count": 0}
     await send(client, alice, room_id, "two")
-    response = await sync(client, bob, response["next_batch"])
+    response = await sync_since(client, bob, response["next_batch"])
     assert unread(response, room_id) == {"notification_count": 2, "highlight_count": 0}
 
     mention = await send(
         client, alice, room_id, "bob, look", **{"m.mentions": {"user_ids": [bob.user_id]}}
     )
-    response = await sync(client, bob, response["next_batch"])
+    response = await sync_since(client, bob, response["next_batch"])
     assert unread(response, room_id) == {"notification_count": 3, "highlight_count": 1}
     # The sender is never notified of their own events.
-    assert unread(await sync(client, alice), room_id)["notification_count"] == 0
+    assert unread(await sync_since(client, alice), room_id)["notification_count"] == 0
     # An initial sync shows the same counts.
-    assert unread(await sync(client, bob), room_id) == {
+    assert unread(await sync_since(client, bob), room_id) == {
         "notification_count": 3,
         "highlight_count": 1,
     }
 
     receipt = f"rooms/{room_id}/receipt/m.read/{mention}"
     (await client.request("POST", receipt, json={}, token=bob)).ok()
-    response = await sync(client, bob, response["next_batch"])
+    response = await sync_since(client, bob, response["next_batch"])
     assert unread(response, room_id) == {"notification_count": 0, "highlight_count": 0}
 
     await send(client, alice, room_id, "after the receipt")
-    response = await sync(client, bob, response["next_batch"])
+    response = await sync_since(client, bob, response["next_batch"])
     assert unread(response, room_id) == {"notification_count": 1, "highlight_count": 0}
 
 
@@ -91,19 +82,19 @@ async def test_private_read_receipt_clears_counts(client: MatrixClient) -> None:
     alice, bob, room_id = await shared_room(client)
     await send(client, alice, room_id, "one")
     last = await send(client, alice, room_id, "two")
-    assert unread(await sync(client, bob), room_id)["notification_count"] == 2
+    assert unread(await sync_since(client, bob), room_id)["notification_count"] == 2
     receipt = f"rooms/{room_id}/receipt/m.read.private/{last}"
     (await client.request("POST", receipt, json={}, token=bob)).ok()
-    assert unread(await sync(client, bob), room_id)["notification_count"] == 0
+    assert unread(await sync_since(client, bob), room_id)["notification_count"] == 0
 
 
 async def test_sending_a_message_reads_up_to_it(client: MatrixClient) -> None:
     alice, bob, room_id = await shared_room(client)
     await send(client, alice, room_id, "one")
     await send(client, alice, room_id, "two")
-    assert unread(await sync(client, bob), room_id)["notification_count"] == 2
+    assert unread(await sync_since(client, bob), room_id)["notification_count"] == 2
     await send(client, bob, room_id, "answer")
-    assert unread(await sync(client, bob), room_id)["notification_count"] == 0
+    assert unread(await sync_since(client, bob), room_id)["notification_count"] == 0
 
 
 async def test_enabled_master_rule_stops_counting(client: MatrixClient) -> None:
@@ -112,18 +103,18 @@ async def test_enabled_master_rule_stops_counting(client: MatrixClient) -> None:
     (await client.request("PUT", MASTER_ENABLED, json={"enabled": True}, token=bob)).ok()
     await send(client, alice, room_id, "not counted")
     await send(client, alice, room_id, "nor this", **{"m.mentions": {"user_ids": [bob.user_id]}})
-    assert unread(await sync(client, bob), room_id) == {
+    assert unread(await sync_since(client, bob), room_id) == {
         "notification_count": 1,
         "highlight_count": 0,
     }
     (await client.request("PUT", MASTER_ENABLED, json={"enabled": False}, token=bob)).ok()
     await send(client, alice, room_id, "counted again")
-    assert unread(await sync(client, bob), room_id)["notification_count"] == 2
+    assert unread(await sync_since(client, bob), room_id)["notification_count"] == 2
 
 
 async def test_push_rules_in_initial_sync_and_after_a_change(client: MatrixClient) -> None:
     alice = await client.register()
-    response = await sync(client, alice)
+    response = await sync_since(client, alice)
     rules = global_account_data(response, "m.push_rules")
     assert rules is not None
     assert rules == (await client.request("GET", "pushrules/", token=alice)).ok()
@@ -132,14 +123,14 @@ async def test_push_rules_in_initial_sync_and_after_a_change(client: MatrixClien
 
     (await client.request("PUT", MASTER_ENABLED, json={"enabled": True}, token=alice)).ok()
     # The change wakes a waiting sync and arrives in it.
-    response = await sync(client, alice, response["next_batch"], timeout_ms=10_000)
+    response = await sync_since(client, alice, response["next_batch"], timeout_ms=10_000)
     rules = global_account_data(response, "m.push_rules")
     assert rules is not None
     assert rules["global"]["override"][0]["enabled"] is True
     # Nothing new after it.
-    quiet = await sync(client, alice, response["next_batch"])
+    quiet = await sync_since(client, alice, response["next_batch"])
     assert global_account_data(quiet, "m.push_rules") is None
     # A later initial sync shows the current rules too.
-    rules = global_account_data(await sync(client, alice), "m.push_rules")
+    rules = global_account_data(await sync_since(client, alice), "m.push_rules")
     assert rules is not None
     assert rules["global"]["override"][0]["enabled"] is True

@@ -15,6 +15,7 @@ import pytest
 
 from harness.client import Account, MatrixClient, Response, new_session
 from harness.server import HomeserverProcess
+from harness.sync import sync
 
 _txn = itertools.count()
 
@@ -71,11 +72,6 @@ async def join(client: MatrixClient, room_id: str, account: Account) -> None:
 async def invite(client: MatrixClient, room_id: str, inviter: Account, invitee: Account) -> None:
     body = {"user_id": invitee.user_id}
     (await client.request("POST", f"rooms/{room_id}/invite", json=body, token=inviter)).ok()
-
-
-async def sync(client: MatrixClient, account: Account, **params: str) -> dict[str, Any]:
-    body: dict[str, Any] = (await client.request("GET", "sync", token=account, params=params)).ok()
-    return body
 
 
 # createRoom ---------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from typing import Any
 
 from harness.client import Account, MatrixClient
 from harness.rooms import say
+from harness.sync import sync
 
 LAZY = json.dumps({"room": {"state": {"lazy_load_members": True}, "timeline": {"limit": 3}}})
 LAZY_REDUNDANT = json.dumps(
@@ -18,11 +19,6 @@ LAZY_REDUNDANT = json.dumps(
         }
     }
 )
-
-
-async def sync(client: MatrixClient, account: Account, **params: str) -> dict[str, Any]:
-    body: dict[str, Any] = (await client.request("GET", "sync", token=account, params=params)).ok()
-    return body
 
 
 async def create_public_room(client: MatrixClient, creator: Account, name: str = "") -> str:

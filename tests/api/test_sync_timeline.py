@@ -3,16 +3,11 @@
 
 from __future__ import annotations
 
-from typing import Any
 from urllib.parse import quote
 
 from harness.client import Account, MatrixClient
 from harness.rooms import say
-
-
-async def sync(client: MatrixClient, account: Account, **params: str) -> dict[str, Any]:
-    body: dict[str, Any] = (await client.request("GET", "sync", token=account, params=params)).ok()
-    return body
+from harness.sync import sync
 
 
 async def set_visibility(client: MatrixClient, room_id: str, account: Account, value: str) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 
 from harness.client import Account, MatrixClient, Response
 from harness.rooms import shared_room
+from harness.sync import sync_since
 
 _txn = itertools.count(1)
 
@@ -30,16 +31,6 @@ async def send_message(client: MatrixClient, account: Account, room_id: str, bod
     return event_id
 
 
-async def sync(
-    client: MatrixClient, account: Account, since: str | None = None, timeout_ms: int = 0
-) -> dict[str, Any]:
-    params = {"timeout": str(timeout_ms)}
-    if since is not None:
-        params["since"] = since
-    body: dict[str, Any] = (await client.request("GET", "sync", token=account, params=params)).ok()
-    return body
-
-
 def ephemeral(response: dict[str, Any], room_id: str, event_type: str) -> dict[str, Any] | None:
     room = response.get("rooms", {}).get("join", {}).get(room_id, {})
     for event in room.get("ephemeral", {}).get("events", []):
@@ -54,17 +45,17 @@ def ephemeral(response: dict[str, Any], room_id: str, event_type: str) -> dict[s
 
 async def test_typing_appears_in_sync_and_stops(client: MatrixClient) -> None:
     alice, bob, room_id = await shared_room(client)
-    token = (await sync(client, bob))["next_batch"]
+    token = (await sync_since(client, bob))["next_batch"]
     typing = f"rooms/{room_id}/typing/{alice.user_id}"
     (await client.request("PUT", typing, json={"typing": True, "timeout": 30000}, token=alice)).ok()
-    response = await sync(client, bob, token)
+    response = await sync_since(client, bob, token)
     assert ephemeral(response, room_id, "m.typing") == {
         "type": "m.typing",
         "content": {"user_ids": [alice.user_id]},
     }
     token = response["next_batch"]
     (await client.request("PUT", typing, json={"typing": False}, token=alice)).ok()
-    response = await sync(client, bob, token)
+    response = await sync_since(client, bob, token)
     assert ephemeral(response, room_id, "m.typing") == {
         "type": "m.typing",
         "content": {"user_ids": []},
@@ -73,8 +64,8 @@ async def test_typing_appears_in_sync_and_stops(client: MatrixClient) -> None:
 
 async def test_typing_wakes_a_waiting_sync(client: MatrixClient) -> None:
     alice, bob, room_id = await shared_room(client)
-    token = (await sync(client, bob))["next_batch"]
-    waiting = asyncio.create_task(sync(client, bob, token, timeout_ms=20_000))
+    token = (await sync_since(client, bob))["next_batch"]
+    waiting = asyncio.create_task(sync_since(client, bob, token, timeout_ms=20_000))
     await asyncio.sleep(0.3)
     typing = f"rooms/{room_id}/typing/{alice.user_id}"
     (await client.request("PUT", typing, json={"typing": True, "timeout": 5000}, token=alice)).ok()
@@ -89,8 +80,8 @@ async def test_typing_expires_after_its_timeout(client: MatrixClient) -> None:
     alice, bob, room_id = await shared_room(client)
     typing = f"rooms/{room_id}/typing/{alice.user_id}"
     (await client.request("PUT", typing, json={"typing": True, "timeout": 500}, token=alice)).ok()
-    token = (await sync(client, bob))["next_batch"]
-    response = await sync(client, bob, token, timeout_ms=10_000)
+    token = (await sync_since(client, bob))["next_batch"]
+    response = await sync_since(client, bob, token, timeout_ms=10_000)
     assert ephemeral(response, room_id, "m.typing") == {
         "type": "m.typing",
         "content": {"user_ids": []},
@@ -123,8 +114,8 @@ async def test_read_receipts_reach_other_members_and_private_ones_stay_private(
 ) -> None:
     alice, bob, room_id = await shared_room(client)
     event_id = await send_message(client, alice, room_id, "hello")
-    bob_token = (await sync(client, bob))["next_batch"]
-    alice_token = (await sync(client, alice))["next_batch"]
+    bob_token = (await sync_since(client, bob))["next_batch"]
+    alice_token = (await sync_since(client, alice))["next_batch"]
 
     (await client.request("POST", f"rooms/{room_id}/receipt/m.read/{event_id}", token=bob)).ok()
     (
@@ -133,7 +124,7 @@ async def test_read_receipts_reach_other_members_and_private_ones_stay_private(
         )
     ).ok()
 
-    receipts = ephemeral(await sync(client, alice, alice_token), room_id, "m.receipt")
+    receipts = ephemeral(await sync_since(client, alice, alice_token), room_id, "m.receipt")
     assert receipts is not None
     content = receipts["content"][event_id]
     assert set(content) == {"m.read", "m.read.private"}
@@ -142,13 +133,13 @@ async def test_read_receipts_reach_other_members_and_private_ones_stay_private(
     assert "thread_id" not in content["m.read"][bob.user_id]
     assert set(content["m.read.private"]) == {alice.user_id}
 
-    receipts = ephemeral(await sync(client, bob, bob_token), room_id, "m.receipt")
+    receipts = ephemeral(await sync_since(client, bob, bob_token), room_id, "m.receipt")
     assert receipts is not None
     assert receipts["content"] == {
         event_id: {"m.read": {bob.user_id: content["m.read"][bob.user_id]}}
     }
     # An initial sync carries the current receipts too.
-    initial = ephemeral(await sync(client, bob), room_id, "m.receipt")
+    initial = ephemeral(await sync_since(client, bob), room_id, "m.receipt")
     assert initial is not None
     assert initial["content"] == receipts["content"]
 
@@ -162,9 +153,9 @@ async def test_a_room_joined_since_the_token_brings_its_current_receipts_and_typ
     typing = f"rooms/{room_id}/typing/{alice.user_id}"
     (await client.request("PUT", typing, json={"typing": True, "timeout": 30000}, token=alice)).ok()
     carol = await client.register()
-    token = (await sync(client, carol))["next_batch"]
+    token = (await sync_since(client, carol))["next_batch"]
     (await client.request("POST", f"rooms/{room_id}/join", json={}, token=carol)).ok()
-    response = await sync(client, carol, token)
+    response = await sync_since(client, carol, token)
     receipts = ephemeral(response, room_id, "m.receipt")
     assert receipts is not None
     assert bob.user_id in receipts["content"][event_id]["m.read"]
@@ -177,10 +168,10 @@ async def test_a_room_joined_since_the_token_brings_its_current_receipts_and_typ
 async def test_threaded_receipt_on_the_main_timeline(client: MatrixClient) -> None:
     alice, bob, room_id = await shared_room(client)
     event_id = await send_message(client, alice, room_id, "hello")
-    token = (await sync(client, alice))["next_batch"]
+    token = (await sync_since(client, alice))["next_batch"]
     receipt = f"rooms/{room_id}/receipt/m.read/{event_id}"
     (await client.request("POST", receipt, json={"thread_id": "main"}, token=bob)).ok()
-    receipts = ephemeral(await sync(client, alice, token), room_id, "m.receipt")
+    receipts = ephemeral(await sync_since(client, alice, token), room_id, "m.receipt")
     assert receipts is not None
     assert receipts["content"][event_id]["m.read"][bob.user_id]["thread_id"] == "main"
 
@@ -222,11 +213,11 @@ async def test_read_markers_set_fully_read_account_data_and_receipts(
     alice, bob, room_id = await shared_room(client)
     first = await send_message(client, alice, room_id, "one")
     second = await send_message(client, alice, room_id, "two")
-    token = (await sync(client, bob))["next_batch"]
+    token = (await sync_since(client, bob))["next_batch"]
     markers = {"m.fully_read": second, "m.read": first, "m.read.private": second}
     (await client.request("POST", f"rooms/{room_id}/read_markers", json=markers, token=bob)).ok()
 
-    response = await sync(client, bob, token)
+    response = await sync_since(client, bob, token)
     room = response["rooms"]["join"][room_id]
     assert {"type": "m.fully_read", "content": {"event_id": second}} in room["account_data"][
         "events"

@@ -1,5 +1,6 @@
-"""Waiting on a client's view of rooms: long-polled /sync (Client-Server API, "Syncing")
-and joined members (``GET /rooms/{roomId}/joined_members``).
+"""A client's view of rooms: /sync, once or long-polled until a condition holds
+(Client-Server API, "Syncing"), and waiting on joined members
+(``GET /rooms/{roomId}/joined_members``).
 
 The callers bound the time (``asyncio.timeout``); ``wait_until_joined`` also bounds its
 own attempts.
@@ -13,6 +14,22 @@ from typing import Any
 from urllib.parse import quote
 
 from harness.client import Account, MatrixClient
+
+
+async def sync(client: MatrixClient, account: Account, **params: str) -> dict[str, Any]:
+    """One /sync with ``params`` as its query string; the response."""
+    body: dict[str, Any] = (await client.request("GET", "sync", token=account, params=params)).ok()
+    return body
+
+
+async def sync_since(
+    client: MatrixClient, account: Account, since: str | None = None, timeout_ms: int = 0
+) -> dict[str, Any]:
+    """One /sync from ``since`` (an initial sync without), waiting at most ``timeout_ms``."""
+    params = {"timeout": str(timeout_ms)}
+    if since is not None:
+        params["since"] = since
+    return await sync(client, account, **params)
 
 
 async def sync_until(
