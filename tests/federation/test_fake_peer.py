@@ -16,6 +16,7 @@ import pytest
 
 from harness.client import Account, MatrixClient
 from harness.fake_server import FakeServer
+from harness.rooms import create_room
 from harness.server import HomeserverProcess
 from harness.timeline import message_bodies
 
@@ -51,14 +52,9 @@ async def test_fake_server_joins_a_peyvand_room_and_messages_flow_both_ways(
     alice = await peyvand_client.register()
     bob = fake.user(f"bob{next(_txn)}")
     async with asyncio.timeout(TIMEOUT_SECONDS):
-        room_id = (
-            await peyvand_client.request(
-                "POST",
-                "createRoom",
-                json={"preset": "public_chat", "name": "fake", "room_version": room_version},
-                token=alice,
-            )
-        ).ok()["room_id"]
+        room_id = await create_room(
+            peyvand_client, alice, preset="public_chat", name="fake", room_version=room_version
+        )
 
         answer = await fake.join(room_id, bob)
         state_types = {e["type"] for e in answer["state"]}

@@ -20,7 +20,7 @@ import pytest
 
 from harness.client import Account, MatrixClient
 from harness.fake_server import FakeServer, q
-from harness.rooms import say
+from harness.rooms import create_room, say
 from harness.server import HomeserverProcess
 
 TIMEOUT_SECONDS = 20
@@ -64,19 +64,10 @@ async def test_remote_redactions_apply_by_power_or_from_the_originals_server(
     alice = await peyvand_client.register()
     bob = fake.user(f"redactor{next(_txn)}")
     async with asyncio.timeout(TIMEOUT_SECONDS):
-        room_id = (
-            await peyvand_client.request(
-                "POST",
-                "createRoom",
-                json={"preset": "public_chat", "name": "original", "room_version": room_version},
-                token=alice,
-            )
-        ).ok()["room_id"]
-        other_room = (
-            await peyvand_client.request(
-                "POST", "createRoom", json={"room_version": room_version}, token=alice
-            )
-        ).ok()["room_id"]
+        room_id = await create_room(
+            peyvand_client, alice, preset="public_chat", name="original", room_version=room_version
+        )
+        other_room = await create_room(peyvand_client, alice, room_version=room_version)
         await fake.join(room_id, bob)
         words = await say(peyvand_client, room_id, alice, "alice's words")
         elsewhere = await say(peyvand_client, other_room, alice, "in another room")

@@ -1,5 +1,6 @@
-"""Rooms as the client tests set them up: a message sent (Client-Server API, "PUT
-/rooms/{roomId}/send/{eventType}/{txnId}") and a public room two users share."""
+"""Rooms as the client tests set them up: a room created (Client-Server API, "POST
+/createRoom"), a message sent ("PUT /rooms/{roomId}/send/{eventType}/{txnId}") and a
+public room two users share."""
 
 from __future__ import annotations
 
@@ -9,6 +10,13 @@ from urllib.parse import quote
 from harness.client import Account, MatrixClient
 
 _txn = itertools.count()
+
+
+async def create_room(client: MatrixClient, account: Account, **body: object) -> str:
+    """``account`` creates a room with ``body`` as the request; its ID."""
+    created = await client.request("POST", "createRoom", json=body, token=account)
+    room_id: str = created.ok()["room_id"]
+    return room_id
 
 
 async def say(client: MatrixClient, room_id: str, account: Account, text: str) -> str:
