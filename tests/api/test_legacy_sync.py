@@ -5,17 +5,9 @@ peeking_events.yaml; "Room History Visibility")."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from harness.client import Account, MatrixClient
-from harness.rooms import say
-
-
-async def make_room(client: MatrixClient, creator: Account, **body: Any) -> str:
-    room_id: str = (await client.request("POST", "createRoom", json=body, token=creator)).ok()[
-        "room_id"
-    ]
-    return room_id
+from harness.rooms import create_room, say
 
 
 async def set_visibility(client: MatrixClient, room_id: str, account: Account, value: str) -> str:
@@ -31,7 +23,7 @@ async def set_visibility(client: MatrixClient, room_id: str, account: Account, v
 
 async def test_global_initial_sync(client: MatrixClient) -> None:
     alice = await client.register()
-    room_id = await make_room(client, alice, visibility="public", name="old style")
+    room_id = await create_room(client, alice, visibility="public", name="old style")
     message = await say(client, room_id, alice, "hello")
     body = (await client.request("GET", "initialSync", token=alice)).ok()
     room = next(r for r in body["rooms"] if r["room_id"] == room_id)
@@ -52,7 +44,7 @@ async def test_room_initial_sync_for_members_and_world_readable_readers(
     client: MatrixClient,
 ) -> None:
     alice, bob = await client.register(), await client.register()
-    room_id = await make_room(client, alice, preset="public_chat")
+    room_id = await create_room(client, alice, preset="public_chat")
     await say(client, room_id, alice, "private")
     own = (await client.request("GET", f"rooms/{room_id}/initialSync", token=alice)).ok()
     assert own["membership"] == "join"
@@ -71,8 +63,8 @@ async def test_room_initial_sync_for_members_and_world_readable_readers(
 
 async def test_non_members_read_world_readable_rooms_only(client: MatrixClient) -> None:
     alice, bob = await client.register(), await client.register()
-    shared = await make_room(client, alice, preset="public_chat")
-    readable = await make_room(client, alice, preset="public_chat")
+    shared = await create_room(client, alice, preset="public_chat")
+    readable = await create_room(client, alice, preset="public_chat")
     await set_visibility(client, readable, alice, "world_readable")
     message = await say(client, readable, alice, "anyone may read this")
     for path in ("messages", "state", "state/m.room.create/", "members"):
@@ -87,7 +79,7 @@ async def test_non_members_read_world_readable_rooms_only(client: MatrixClient) 
 
 async def test_events_stream_pages_in_order_and_waits(client: MatrixClient) -> None:
     alice = await client.register()
-    room_id = await make_room(client, alice)
+    room_id = await create_room(client, alice)
     start = (await client.request("GET", "events", token=alice, params={"timeout": "0"})).ok()
     assert set(start) == {"start", "end", "chunk"}
     sent = [await say(client, room_id, alice, f"n{i}") for i in range(7)]
@@ -118,9 +110,9 @@ async def test_events_stream_pages_in_order_and_waits(client: MatrixClient) -> N
 
 async def test_events_peek_into_world_readable_room(client: MatrixClient) -> None:
     alice, bob = await client.register(), await client.register()
-    readable = await make_room(client, alice, preset="public_chat")
+    readable = await create_room(client, alice, preset="public_chat")
     await set_visibility(client, readable, alice, "world_readable")
-    shared = await make_room(client, alice, preset="public_chat")
+    shared = await create_room(client, alice, preset="public_chat")
     refused = await client.request(
         "GET", "events", token=bob, params={"room_id": shared, "timeout": "0"}
     )

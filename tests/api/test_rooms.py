@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from harness.client import Account, MatrixClient, Response, new_session
+from harness.rooms import create_room, say
 from harness.server import HomeserverProcess
 from harness.sync import sync
 
@@ -38,24 +39,6 @@ async def users(homeserver: HomeserverProcess) -> AsyncIterator[Users]:
     async with new_session() as session:
         client = MatrixClient(session, homeserver.base_url)
         yield Users(await client.register(), await client.register(), await client.register())
-
-
-async def create_room(client: MatrixClient, creator: Account, **body: Any) -> str:
-    room_id: str = (await client.request("POST", "createRoom", json=body, token=creator)).ok()[
-        "room_id"
-    ]
-    return room_id
-
-
-async def send_text(client: MatrixClient, room_id: str, account: Account, body: str) -> str:
-    response = await client.request(
-        "PUT",
-        f"rooms/{room_id}/send/m.room.message/t{next(_txn)}",
-        json={"msgtype": "m.text", "body": body},
-        token=account,
-    )
-    event_id: str = response.ok()["event_id"]
-    return event_id
 
 
 async def state_map(
@@ -445,7 +428,7 @@ async def test_messages_both_directions_with_tokens_and_filters(
     sent: list[str] = []
     for i in range(12):
         sender = alice if i % 3 else bob
-        sent.append(await send_text(client, room_id, sender, f"m{i}"))
+        sent.append(await say(client, room_id, sender, f"m{i}"))
     await client.request(
         "PUT", f"rooms/{room_id}/send/org.example.other/t{next(_txn)}", json={}, token=alice
     )
@@ -542,9 +525,9 @@ async def test_messages_history_visibility_for_a_late_joiner(
             {"type": "m.room.history_visibility", "content": {"history_visibility": "joined"}}
         ],
     )
-    before = await send_text(client, room_id, alice, "before carol")
+    before = await say(client, room_id, alice, "before carol")
     await join(client, room_id, carol)
-    after = await send_text(client, room_id, alice, "after carol")
+    after = await say(client, room_id, alice, "after carol")
     page = await client.request(
         "GET", f"rooms/{room_id}/messages", token=carol, params={"limit": "50"}
     )
@@ -557,7 +540,7 @@ async def test_messages_history_visibility_for_a_late_joiner(
 async def test_context(client: MatrixClient, users: Users) -> None:
     alice = users.alice
     room_id = await create_room(client, alice, name="ctx")
-    sent = [await send_text(client, room_id, alice, f"c{i}") for i in range(7)]
+    sent = [await say(client, room_id, alice, f"c{i}") for i in range(7)]
     result = (
         await client.request(
             "GET", f"rooms/{room_id}/context/{sent[3]}", token=alice, params={"limit": "4"}
@@ -603,7 +586,7 @@ async def test_sync_initial_and_incremental(client: MatrixClient, users: Users) 
     assert {"m.room.create", "m.room.name", "m.room.member"} <= state_types
     assert room["summary"]["m.joined_member_count"] == 2
 
-    message = await send_text(client, room_id, alice, "new")
+    message = await say(client, room_id, alice, "new")
     incremental = await sync(client, bob, since=initial["next_batch"])
     events = incremental["rooms"]["join"][room_id]["timeline"]["events"]
     assert [e["event_id"] for e in events] == [message]
@@ -629,7 +612,7 @@ async def test_sync_long_poll_wakes_on_message_and_times_out_empty(
 
     async def send_later() -> str:
         await asyncio.sleep(0.3)
-        return await send_text(client, room_id, alice, "wake up")
+        return await say(client, room_id, alice, "wake up")
 
     started = time.monotonic()
     woken, message = await asyncio.gather(
@@ -653,7 +636,7 @@ async def test_sync_limited_timeline_continues_with_messages(
         "PUT", f"rooms/{room_id}/state/m.room.topic", json={"topic": "gap"}, token=alice
     )
     topic_id = topic.ok()["event_id"]
-    sent = [await send_text(client, room_id, alice, f"gap {i}") for i in range(8)]
+    sent = [await say(client, room_id, alice, f"gap {i}") for i in range(8)]
     result = await sync(client, bob, since=since, filter=small)
     room = result["rooms"]["join"][room_id]
     timeline = room["timeline"]
@@ -681,7 +664,7 @@ async def test_sync_timeline_filter_applies_before_the_limit(
     since = (await sync(client, bob, filter=wanted))["next_batch"]
     sent = []
     for i in range(5):
-        sent.append(await send_text(client, room_id, alice, f"kept {i}"))
+        sent.append(await say(client, room_id, alice, f"kept {i}"))
         for _ in range(3):
             (
                 await client.request(
@@ -710,7 +693,7 @@ async def test_sync_full_state(client: MatrixClient, users: Users) -> None:
     alice = users.alice
     room_id = await create_room(client, alice, name="full")
     since = (await sync(client, alice))["next_batch"]
-    message = await send_text(client, room_id, alice, "x")
+    message = await say(client, room_id, alice, "x")
     full = await sync(client, alice, since=since, full_state="true")
     room = full["rooms"]["join"][room_id]
     assert [e["event_id"] for e in room["timeline"]["events"]] == [message]
@@ -737,9 +720,9 @@ async def test_sync_invite_and_leave_sections(client: MatrixClient, users: Users
     joined = await sync(client, carol, since=invited["next_batch"])
     assert room_id in joined["rooms"]["join"] and room_id not in joined["rooms"]["invite"]
 
-    last = await send_text(client, room_id, alice, "before carol leaves")
+    last = await say(client, room_id, alice, "before carol leaves")
     (await client.request("POST", f"rooms/{room_id}/leave", json={}, token=carol)).ok()
-    after_leaving = await send_text(client, room_id, alice, "after carol left")
+    after_leaving = await say(client, room_id, alice, "after carol left")
     left = await sync(client, carol, since=joined["next_batch"])
     assert room_id not in left["rooms"]["join"]
     timeline = [e["event_id"] for e in left["rooms"]["leave"][room_id]["timeline"]["events"]]

@@ -5,30 +5,16 @@ unread markers")."""
 from __future__ import annotations
 
 import asyncio
-import itertools
 from typing import Any
 
-from harness.client import Account, MatrixClient, Response
-from harness.rooms import shared_room
+from harness.client import MatrixClient, Response
+from harness.rooms import say, shared_room
 from harness.sync import sync_since
-
-_txn = itertools.count(1)
 
 
 def assert_error(response: Response, status: int, errcode: str) -> None:
     assert response.status == status, f"expected {status}, got {response.status}: {response.body}"
     assert response.body["errcode"] == errcode, response.body
-
-
-async def send_message(client: MatrixClient, account: Account, room_id: str, body: str) -> str:
-    response = await client.request(
-        "PUT",
-        f"rooms/{room_id}/send/m.room.message/t{next(_txn)}",
-        json={"msgtype": "m.text", "body": body},
-        token=account,
-    )
-    event_id: str = response.ok()["event_id"]
-    return event_id
 
 
 def ephemeral(response: dict[str, Any], room_id: str, event_type: str) -> dict[str, Any] | None:
@@ -113,7 +99,7 @@ async def test_read_receipts_reach_other_members_and_private_ones_stay_private(
     client: MatrixClient,
 ) -> None:
     alice, bob, room_id = await shared_room(client)
-    event_id = await send_message(client, alice, room_id, "hello")
+    event_id = await say(client, room_id, alice, "hello")
     bob_token = (await sync_since(client, bob))["next_batch"]
     alice_token = (await sync_since(client, alice))["next_batch"]
 
@@ -148,7 +134,7 @@ async def test_a_room_joined_since_the_token_brings_its_current_receipts_and_typ
     client: MatrixClient,
 ) -> None:
     alice, bob, room_id = await shared_room(client)
-    event_id = await send_message(client, alice, room_id, "before carol")
+    event_id = await say(client, room_id, alice, "before carol")
     (await client.request("POST", f"rooms/{room_id}/receipt/m.read/{event_id}", token=bob)).ok()
     typing = f"rooms/{room_id}/typing/{alice.user_id}"
     (await client.request("PUT", typing, json={"typing": True, "timeout": 30000}, token=alice)).ok()
@@ -167,7 +153,7 @@ async def test_a_room_joined_since_the_token_brings_its_current_receipts_and_typ
 
 async def test_threaded_receipt_on_the_main_timeline(client: MatrixClient) -> None:
     alice, bob, room_id = await shared_room(client)
-    event_id = await send_message(client, alice, room_id, "hello")
+    event_id = await say(client, room_id, alice, "hello")
     token = (await sync_since(client, alice))["next_batch"]
     receipt = f"rooms/{room_id}/receipt/m.read/{event_id}"
     (await client.request("POST", receipt, json={"thread_id": "main"}, token=bob)).ok()
@@ -179,7 +165,7 @@ async def test_threaded_receipt_on_the_main_timeline(client: MatrixClient) -> No
 async def test_receipt_errors(client: MatrixClient) -> None:
     alice, _, room_id = await shared_room(client)
     outsider = await client.register()
-    event_id = await send_message(client, alice, room_id, "hello")
+    event_id = await say(client, room_id, alice, "hello")
     base = f"rooms/{room_id}/receipt"
     unknown_type = await client.request("POST", f"{base}/m.seen/{event_id}", json={}, token=alice)
     assert_error(unknown_type, 400, "M_INVALID_PARAM")
@@ -211,8 +197,8 @@ async def test_read_markers_set_fully_read_account_data_and_receipts(
     client: MatrixClient,
 ) -> None:
     alice, bob, room_id = await shared_room(client)
-    first = await send_message(client, alice, room_id, "one")
-    second = await send_message(client, alice, room_id, "two")
+    first = await say(client, room_id, alice, "one")
+    second = await say(client, room_id, alice, "two")
     token = (await sync_since(client, bob))["next_batch"]
     markers = {"m.fully_read": second, "m.read": first, "m.read.private": second}
     (await client.request("POST", f"rooms/{room_id}/read_markers", json=markers, token=bob)).ok()
