@@ -16,7 +16,8 @@ from urllib.parse import quote
 import pytest
 
 from harness.client import Account, MatrixClient
-from harness.federation import Pair
+from harness.federation import Pair, change_state_at_once, converged_state
+from harness.rooms import create_room
 from harness.timeline import message_bodies
 
 VERSIONS = [str(n) for n in range(1, 10)]
@@ -48,6 +49,22 @@ async def _room_version(client: MatrixClient, account: Account, room_id: str) ->
     return create.ok().get("room_version")
 
 
+async def _join_via(
+    client: MatrixClient, account: Account, room_id: str, server_name: str, version: str
+) -> None:
+    """``account`` joins ``room_id`` through ``server_name``; the room it joined has
+    ``version``."""
+    joined = await client.request(
+        "POST",
+        f"join/{quote(room_id)}",
+        params={"server_name": server_name},
+        json={},
+        token=account,
+    )
+    assert joined.ok()["room_id"] == room_id, (version, joined.body)
+    assert await _room_version(client, account, room_id) == version
+
+
 async def _conversation(
     room_id: str,
     first: tuple[MatrixClient, Account],
@@ -74,23 +91,11 @@ async def test_peer_rooms_of_versions_1_to_9_are_joined_from_peyvand(pair: Pair)
     peyvand, peyvand_client, peer, peer_client, alice, bob = pair.unpack()
 
     async def one(version: str) -> None:
-        created = await peer_client.request(
-            "POST",
-            "createRoom",
-            json={"preset": "public_chat", "room_version": version, "name": f"v{version}"},
-            token=bob,
+        room_id = await create_room(
+            peer_client, bob, preset="public_chat", room_version=version, name=f"v{version}"
         )
-        room_id = str(created.ok()["room_id"])
         await _send(peer_client, bob, room_id, f"v{version}: before the join")
-        joined = await peyvand_client.request(
-            "POST",
-            f"join/{quote(room_id)}",
-            params={"server_name": peer.server_name},
-            json={},
-            token=alice,
-        )
-        assert joined.ok()["room_id"] == room_id, (version, joined.body)
-        assert await _room_version(peyvand_client, alice, room_id) == version
+        await _join_via(peyvand_client, alice, room_id, peer.server_name, version)
         await _conversation(room_id, (peer_client, bob), (peyvand_client, alice), f"v{version}")
 
     await _each_version(one)
@@ -101,39 +106,20 @@ async def test_peyvand_rooms_of_versions_1_to_9_are_joined_by_the_peer(pair: Pai
     peyvand, peyvand_client, _, peer_client, alice, bob = pair.unpack()
 
     async def one(version: str) -> None:
-        created = await peyvand_client.request(
-            "POST",
-            "createRoom",
-            json={"preset": "public_chat", "room_version": version, "name": f"v{version}"},
-            token=alice,
+        room_id = await create_room(
+            peyvand_client, alice, preset="public_chat", room_version=version, name=f"v{version}"
         )
-        room_id = str(created.ok()["room_id"])
         create = (
             await peyvand_client.request(
                 "GET", f"rooms/{quote(room_id)}/state/m.room.create", token=alice
             )
         ).ok()
         assert create == {"room_version": version, "creator": alice.user_id}
-        joined = await peer_client.request(
-            "POST",
-            f"join/{quote(room_id)}",
-            params={"server_name": peyvand.server_name},
-            json={},
-            token=bob,
-        )
-        assert joined.ok()["room_id"] == room_id, (version, joined.body)
-        assert await _room_version(peer_client, bob, room_id) == version
+        await _join_via(peer_client, bob, room_id, peyvand.server_name, version)
         await _conversation(room_id, (peyvand_client, alice), (peer_client, bob), f"v{version}")
 
     await _each_version(one)
     assert "Unhandled error" not in peyvand.log()
-
-
-async def _state_map(
-    client: MatrixClient, account: Account, room_id: str
-) -> dict[tuple[str, str], Any]:
-    events = (await client.request("GET", f"rooms/{quote(room_id)}/state", token=account)).ok()
-    return {(e["type"], e["state_key"]): e["content"] for e in events}
 
 
 @pytest.mark.parametrize("version", ["1", "2"])
@@ -170,34 +156,15 @@ async def test_concurrent_state_changes_converge_in_old_rooms(
         await _send(peer_client, bob, room_id, "alice is an admin now")
         await _wait_for(peyvand_client, alice, room_id, "alice is an admin now")
 
-        def put_state(
-            client: MatrixClient, account: Account, event_type: str, content: dict[str, Any]
-        ) -> Any:
-            return client.request(
-                "PUT", f"rooms/{quote(room_id)}/state/{event_type}", json=content, token=account
-            )
-
-        results = await asyncio.gather(
-            put_state(peyvand_client, alice, "m.room.topic", {"topic": "from peyvand"}),
-            put_state(peer_client, bob, "m.room.topic", {"topic": "from the peer"}),
-            put_state(peer_client, bob, "m.room.power_levels", dict(power, events_default=10)),
-            put_state(peyvand_client, alice, "m.room.name", {"name": "renamed on peyvand"}),
-        )
-        for result in results:
-            result.ok()
+        await change_state_at_once(pair, room_id, power)
         await _send(peyvand_client, alice, room_id, "after (peyvand)")
         await _send(peer_client, bob, room_id, "after (peer)")
         for client, account in ((peyvand_client, alice), (peer_client, bob)):
             await _wait_for(client, account, room_id, "after (peyvand)")
             await _wait_for(client, account, room_id, "after (peer)")
-        on_peyvand: dict[tuple[str, str], Any] = {}
-        on_peer: dict[tuple[str, str], Any] = {}
-        for _ in range(TIMEOUT_SECONDS * 5):
-            on_peyvand = await _state_map(peyvand_client, alice, room_id)
-            on_peer = await _state_map(peer_client, bob, room_id)
-            if on_peyvand == on_peer:
-                break
-            await asyncio.sleep(0.2)
+        on_peyvand, on_peer = await converged_state(
+            pair, room_id, attempts=TIMEOUT_SECONDS * 5, interval=0.2
+        )
     assert on_peyvand == on_peer
     assert on_peyvand[("m.room.name", "")] == {"name": "renamed on peyvand"}
     assert on_peyvand[("m.room.power_levels", "")]["events_default"] == 10

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from typing import Any
 from urllib.parse import quote
 
 from harness.client import Account, MatrixClient
-from harness.federation import Pair
+from harness.federation import Pair, change_state_at_once, converged_state
 from harness.server import HomeserverProcess
 from harness.synapse import SynapseProcess
 from harness.sync import invited_to, sync_until, wait_until_joined
@@ -181,13 +180,6 @@ async def test_peyvand_catches_up_after_being_down(pair: Pair) -> None:
     assert "Unhandled error" not in peyvand.log()
 
 
-async def _state_map(
-    client: MatrixClient, account: Account, room_id: str
-) -> dict[tuple[str, str], Any]:
-    events = (await client.request("GET", f"rooms/{quote(room_id)}/state", token=account)).ok()
-    return {(e["type"], e["state_key"]): e["content"] for e in events}
-
-
 async def test_concurrent_state_changes_converge(pair: Pair) -> None:
     """Both servers change the same and different state at once; after the changes have
     crossed, state resolution gives both servers the same room state."""
@@ -208,35 +200,15 @@ async def test_concurrent_state_changes_converge(pair: Pair) -> None:
         await _send(peyvand_client, alice, room_id, "bob is an admin now")
         await _wait_for_bodies(peer_client, bob, room_id, ["bob is an admin now"])
 
-        def put_state(
-            client: MatrixClient, account: Account, event_type: str, content: dict[str, Any]
-        ) -> Any:
-            return client.request(
-                "PUT", f"rooms/{quote(room_id)}/state/{event_type}", json=content, token=account
-            )
-
-        raised = dict(power, events_default=10)
-        results = await asyncio.gather(
-            put_state(peyvand_client, alice, "m.room.topic", {"topic": "from peyvand"}),
-            put_state(peer_client, bob, "m.room.topic", {"topic": "from the peer"}),
-            put_state(peer_client, bob, "m.room.power_levels", raised),
-            put_state(peyvand_client, alice, "m.room.name", {"name": "renamed on peyvand"}),
-        )
-        for result in results:
-            result.ok()
+        await change_state_at_once(pair, room_id, power)
         await _send(peyvand_client, alice, room_id, "after the changes (peyvand)")
         await _send(peer_client, bob, room_id, "after the changes (peer)")
         both = ["after the changes (peyvand)", "after the changes (peer)"]
         await _wait_for_bodies(peer_client, bob, room_id, both)
         await _wait_for_bodies(peyvand_client, alice, room_id, both)
-        on_peyvand: dict[tuple[str, str], Any] = {}
-        on_peer: dict[tuple[str, str], Any] = {}
-        for _ in range(TIMEOUT_SECONDS * 10):
-            on_peyvand = await _state_map(peyvand_client, alice, room_id)
-            on_peer = await _state_map(peer_client, bob, room_id)
-            if on_peyvand == on_peer:
-                break
-            await asyncio.sleep(0.1)
+        on_peyvand, on_peer = await converged_state(
+            pair, room_id, attempts=TIMEOUT_SECONDS * 10, interval=0.1
+        )
     assert on_peyvand == on_peer
     assert on_peyvand[("m.room.name", "")] == {"name": "renamed on peyvand"}
     assert on_peyvand[("m.room.power_levels", "")]["events_default"] == 10

@@ -1,11 +1,16 @@
 """Two federating servers as one federation test sees them (``tests/federation``'s
-``pair`` fixture)."""
+``pair`` fixture), and state changes that cross between them: state resolution (Server-Server
+API, "Room State Resolution") must leave both with the same room state."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable
 from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
 
-from harness.client import Account, MatrixClient
+from harness.client import Account, MatrixClient, Response
 from harness.server import HomeserverProcess
 from harness.synapse import SynapseProcess
 
@@ -40,3 +45,52 @@ class Pair:
             self.alice,
             self.bob,
         )
+
+
+async def state_map(
+    client: MatrixClient, account: Account, room_id: str
+) -> dict[tuple[str, str], Any]:
+    """The room's current state as ``account`` sees it: ``(type, state_key) -> content``."""
+    events = (await client.request("GET", f"rooms/{quote(room_id)}/state", token=account)).ok()
+    return {(e["type"], e["state_key"]): e["content"] for e in events}
+
+
+async def change_state_at_once(pair: Pair, room_id: str, power: dict[str, Any]) -> None:
+    """Four state changes sent together, to cross in federation: each user sets the topic,
+    ``bob`` sets ``power`` with ``events_default`` 10, ``alice`` renames the room (both may
+    change any state); each must succeed."""
+
+    def put_state(
+        client: MatrixClient, account: Account, event_type: str, content: dict[str, Any]
+    ) -> Awaitable[Response]:
+        return client.request(
+            "PUT", f"rooms/{quote(room_id)}/state/{event_type}", json=content, token=account
+        )
+
+    results = await asyncio.gather(
+        put_state(pair.peyvand_client, pair.alice, "m.room.topic", {"topic": "from peyvand"}),
+        put_state(pair.peer_client, pair.bob, "m.room.topic", {"topic": "from the peer"}),
+        put_state(
+            pair.peer_client, pair.bob, "m.room.power_levels", dict(power, events_default=10)
+        ),
+        put_state(pair.peyvand_client, pair.alice, "m.room.name", {"name": "renamed on peyvand"}),
+    )
+    for result in results:
+        result.ok()
+
+
+async def converged_state(
+    pair: Pair, room_id: str, attempts: int, interval: float
+) -> tuple[dict[tuple[str, str], Any], dict[tuple[str, str], Any]]:
+    """The room's state on Peyvand (as ``alice`` sees it) and on the peer (as ``bob``
+    does), read every ``interval`` seconds until they agree or ``attempts`` reads pass;
+    the last two read."""
+    on_peyvand: dict[tuple[str, str], Any] = {}
+    on_peer: dict[tuple[str, str], Any] = {}
+    for _ in range(attempts):
+        on_peyvand = await state_map(pair.peyvand_client, pair.alice, room_id)
+        on_peer = await state_map(pair.peer_client, pair.bob, room_id)
+        if on_peyvand == on_peer:
+            break
+        await asyncio.sleep(interval)
+    return on_peyvand, on_peer
