@@ -26,6 +26,7 @@ from peyvand.services.room_events import RoomEventsService, position_token
 from peyvand.services.room_index import RoomIndex
 from peyvand.services.room_state import StateService
 from peyvand.services.streams import StreamToken
+from peyvand.services.sync import AccountDataSource
 from peyvand.storage.events import EventStore
 from peyvand.storage.models import StoredEvent
 from peyvand.types import JsonDict, RoomID, UserID
@@ -34,16 +35,6 @@ DEFAULT_LIMIT = 10
 MAX_LIMIT = 1000
 # A peek is not woken by the room's events (only members are): it looks again this often.
 _PEEK_POLL_SECONDS = 0.5
-
-
-class AccountDataReads(Protocol):
-    async def global_account_data_since(
-        self, user_id: UserID, since: int, until: int
-    ) -> list[JsonDict]: ...
-
-    async def room_account_data_since(
-        self, user_id: UserID, since: int, until: int
-    ) -> dict[RoomID, list[JsonDict]]: ...
 
 
 class ReceiptReads(Protocol):
@@ -60,7 +51,7 @@ class LegacySyncService:
         state: StateService,
         room_events: RoomEventsService,
         notifier: Notifier,
-        account_data: AccountDataReads,
+        account_data: AccountDataSource,
         receipts: ReceiptReads,
         *,
         presence: PresenceService | None = None,
