@@ -38,9 +38,6 @@ from peyvand.services.directory import DirectoryService
 from peyvand.services.disappearing import DisappearingMessages
 from peyvand.services.e2e_keys import E2eKeysService
 from peyvand.services.erasure import AccountErasure
-from peyvand.services.event_creation import EventCreationService
-from peyvand.services.event_dispatch import EventDispatcher
-from peyvand.services.event_writer import EventWriter
 from peyvand.services.federation import (
     ClientRemoteEvents,
     FederationService,
@@ -71,13 +68,16 @@ from peyvand.services.remote_media import RemoteMediaFetcher
 from peyvand.services.reports import ReportService
 from peyvand.services.retention import RetentionService
 from peyvand.services.room_events import RoomEventsService
-from peyvand.services.room_index import RoomIndex
-from peyvand.services.room_state import StateService
 from peyvand.services.room_upgrade import RoomUpgradeService
 from peyvand.services.rooms import RoomsService
 from peyvand.services.state_events import StateEventService
 from peyvand.services.streams import Stream, StreamToken
 from peyvand.services.sync import SyncService
+from peyvand.services.timeline.event_creation import EventCreationService
+from peyvand.services.timeline.event_dispatch import EventDispatcher
+from peyvand.services.timeline.event_writer import EventWriter
+from peyvand.services.timeline.room_index import RoomIndex
+from peyvand.services.timeline.room_state import StateService
 from peyvand.services.to_device import ToDeviceService
 from peyvand.services.typing import TypingService
 from peyvand.services.url_preview import UrlPreviewService

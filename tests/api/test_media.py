@@ -29,6 +29,7 @@ import pytest
 from aiohttp import web
 from PIL import Image
 
+import peyvand.services.media as media_service_module
 from harness.client import Account, MatrixClient, new_session, unique_localpart
 from harness.database import query
 from harness.postgres import PostgresCluster
@@ -38,7 +39,6 @@ from peyvand.config import MediaConfig
 from peyvand.errors import Errcode, MatrixError
 from peyvand.media import files as media_files_module
 from peyvand.media.files import FileWriter, MediaFiles
-from peyvand.services import media as media_service_module
 from peyvand.services.media import Download, MediaService
 from peyvand.services.requester import Requester
 from peyvand.services.url_preview import UrlPreviewService

@@ -12,7 +12,7 @@ from peyvand.events.pdu import Pdu, StateKey
 from peyvand.events.room_versions import KNOWN_ROOM_VERSIONS
 from peyvand.services.disappearing import DISAPPEARING_EVENT, DisappearingMessages
 from peyvand.services.purge import HistoryPurger
-from peyvand.services.room_state import RoomSnapshot, StateService
+from peyvand.services.timeline.room_state import RoomSnapshot, StateService
 from peyvand.storage.database import Connection
 from peyvand.storage.models import EventToPersist, StateGroupRow
 from peyvand.storage.purge import PurgeStore

@@ -17,13 +17,13 @@ import pytest
 from harness.postgres import PostgresCluster
 from peyvand.events.room_versions import ROOM_V12
 from peyvand.events.signing import generate_signing_key
-from peyvand.services.event_creation import EventCreationService, EventSpec
-from peyvand.services.event_dispatch import EventDispatcher
-from peyvand.services.event_writer import EventWriter, TxnWrite
 from peyvand.services.notifier import Notifier
-from peyvand.services.room_index import RoomIndex
-from peyvand.services.room_state import StateService
 from peyvand.services.streams import StreamToken
+from peyvand.services.timeline.event_creation import EventCreationService, EventSpec
+from peyvand.services.timeline.event_dispatch import EventDispatcher
+from peyvand.services.timeline.event_writer import EventWriter, TxnWrite
+from peyvand.services.timeline.room_index import RoomIndex
+from peyvand.services.timeline.room_state import StateService
 from peyvand.storage.database import Connection, Database
 from peyvand.storage.events import EventStore
 from peyvand.storage.migrations import run_migrations

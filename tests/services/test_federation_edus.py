@@ -32,9 +32,6 @@ from peyvand.services.account_data import AccountDataService
 from peyvand.services.auth import AuthService
 from peyvand.services.device_lists import DeviceListService
 from peyvand.services.e2e_keys import E2eKeysService
-from peyvand.services.event_creation import EventCreationService, EventSpec
-from peyvand.services.event_dispatch import EventDispatcher
-from peyvand.services.event_writer import EventWriter
 from peyvand.services.federation_edus import (
     FederationEdus,
     UserDevicesFetcher,
@@ -43,9 +40,12 @@ from peyvand.services.federation_edus import (
 from peyvand.services.notifier import Notifier
 from peyvand.services.receipts import ReceiptService
 from peyvand.services.requester import Requester
-from peyvand.services.room_index import RoomIndex
-from peyvand.services.room_state import StateService
 from peyvand.services.streams import StreamToken
+from peyvand.services.timeline.event_creation import EventCreationService, EventSpec
+from peyvand.services.timeline.event_dispatch import EventDispatcher
+from peyvand.services.timeline.event_writer import EventWriter
+from peyvand.services.timeline.room_index import RoomIndex
+from peyvand.services.timeline.room_state import StateService
 from peyvand.services.to_device import ToDeviceService
 from peyvand.services.typing import TypingService
 from peyvand.storage.account_data import AccountDataStore

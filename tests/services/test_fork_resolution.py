@@ -30,15 +30,15 @@ from peyvand.events.received import parse_pdu
 from peyvand.events.room_versions import ROOM_V10, ROOM_V12, RoomVersion
 from peyvand.events.signing import generate_signing_key
 from peyvand.federation.client import FederationClient
-from peyvand.services.event_creation import EventCreationService, EventSpec
-from peyvand.services.event_dispatch import EventDispatcher
-from peyvand.services.event_writer import EventWriter
 from peyvand.services.federation_events import FederationEventHandler
 from peyvand.services.federation_join import RemoteJoiner
 from peyvand.services.notifier import Notifier
-from peyvand.services.room_index import RoomIndex
-from peyvand.services.room_state import StateService
 from peyvand.services.streams import StreamToken
+from peyvand.services.timeline.event_creation import EventCreationService, EventSpec
+from peyvand.services.timeline.event_dispatch import EventDispatcher
+from peyvand.services.timeline.event_writer import EventWriter
+from peyvand.services.timeline.room_index import RoomIndex
+from peyvand.services.timeline.room_state import StateService
 from peyvand.storage.events import EventStore
 from peyvand.storage.migrations import run_migrations
 from peyvand.storage.sqlite import SqliteDatabase

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from peyvand.events.pdu import Pdu
 from peyvand.events.room_versions import ROOM_V12
-from peyvand.services.room_index import RoomIndex
+from peyvand.services.timeline.room_index import RoomIndex
 from peyvand.storage.models import EventToPersist
 from peyvand.types import EventID, RoomID, UserID
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from peyvand.events.pdu import StateKey
 from peyvand.events.room_versions import ROOM_V12
-from peyvand.services.room_state import RoomSnapshot, StateService
+from peyvand.services.timeline.room_state import RoomSnapshot, StateService
 from peyvand.storage.events import EventStore
 from peyvand.storage.migrations import run_migrations
 from peyvand.storage.models import NewStateGroup

@@ -9,9 +9,9 @@ from typing import Any, cast
 
 import pytest
 
+import peyvand.services.typing as typing_module
 from harness.service_fakes import FakeRoom, RecordingNotifier
 from peyvand.errors import Errcode, MatrixError
-from peyvand.services import typing as typing_module
 from peyvand.services.streams import Stream
 from peyvand.services.typing import MAX_TIMEOUT_MS, TypingService
 from peyvand.types import RoomID, UserID

@@ -20,7 +20,6 @@ from peyvand.services.directory import DirectoryService
 from peyvand.services.disappearing import DisappearingMessages
 from peyvand.services.e2e_keys import E2eKeysService
 from peyvand.services.erasure import AccountErasure
-from peyvand.services.event_creation import EventCreationService
 from peyvand.services.federation import FederationService
 from peyvand.services.invite_policy import InvitePolicyService
 from peyvand.services.key_backup import KeyBackupService
@@ -37,11 +36,12 @@ from peyvand.services.registration import RegistrationService
 from peyvand.services.reports import ReportService
 from peyvand.services.retention import RetentionService
 from peyvand.services.room_events import RoomEventsService
-from peyvand.services.room_state import StateService
 from peyvand.services.room_upgrade import RoomUpgradeService
 from peyvand.services.rooms import RoomsService
 from peyvand.services.state_events import StateEventService
 from peyvand.services.sync import SyncService
+from peyvand.services.timeline.event_creation import EventCreationService
+from peyvand.services.timeline.room_state import StateService
 from peyvand.services.to_device import ToDeviceService
 from peyvand.services.typing import TypingService
 from peyvand.services.url_preview import UrlPreviewService

@@ -27,9 +27,9 @@ from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
 from peyvand.services.notifier import Notifier
-from peyvand.services.room_index import RoomIndex
-from peyvand.services.room_state import StateService
 from peyvand.services.streams import Stream, StreamToken
+from peyvand.services.timeline.room_index import RoomIndex
+from peyvand.services.timeline.room_state import StateService
 from peyvand.storage.device_lists import DeviceListStore
 from peyvand.types import RoomID, UserID, server_name_of
 

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from peyvand.errors import Errcode, MatrixError
 from peyvand.events.auth import get_send_level, get_user_power_level
 from peyvand.events.pdu import Pdu, StateKey
-from peyvand.services.event_creation import EventCreationService, EventSpec
 from peyvand.services.requester import Requester
-from peyvand.services.room_state import RoomSnapshot, StateService
+from peyvand.services.timeline.event_creation import EventCreationService, EventSpec
+from peyvand.services.timeline.room_state import RoomSnapshot, StateService
 from peyvand.storage.directory import DirectoryStore
 from peyvand.storage.errors import ConflictError
 from peyvand.storage.events import EventStore

@@ -28,11 +28,11 @@ from collections.abc import Callable, Mapping, Sequence
 from peyvand.config.model import DisappearingConfig
 from peyvand.errors import Errcode, MatrixError
 from peyvand.events.pdu import Pdu
-from peyvand.services.event_creation import EventSpec
-from peyvand.services.event_writer import TxnWrite
 from peyvand.services.lru import LRU
 from peyvand.services.purge import HistoryPurger, PurgeCount
-from peyvand.services.room_state import StateService
+from peyvand.services.timeline.event_creation import EventSpec
+from peyvand.services.timeline.event_writer import TxnWrite
+from peyvand.services.timeline.room_state import StateService
 from peyvand.storage.database import Connection
 from peyvand.storage.models import EventToPersist
 from peyvand.storage.purge import PurgeStore

@@ -38,7 +38,6 @@ from peyvand.federation.client import FederationClient, FederationError, Federat
 from peyvand.federation.keyring import Keyring
 from peyvand.federation.policy import ServerPolicy
 from peyvand.federation.sender import FederationSender
-from peyvand.services.event_creation import MAX_PREV_EVENTS
 from peyvand.services.federation_edus import FederationEdus
 from peyvand.services.federation_errors import is_refusal, join_refusal, refusal
 from peyvand.services.federation_events import DroppedPdu, FederationEventHandler, Outcome
@@ -46,7 +45,8 @@ from peyvand.services.federation_join import RemoteJoiner
 from peyvand.services.invite_policy import InvitePolicyService
 from peyvand.services.policy_lists import PolicyListService
 from peyvand.services.restricted_joins import join_authoriser
-from peyvand.services.room_state import STRIPPED_STATE_TYPES, RoomSnapshot, StateService
+from peyvand.services.timeline.event_creation import MAX_PREV_EVENTS
+from peyvand.services.timeline.room_state import STRIPPED_STATE_TYPES, RoomSnapshot, StateService
 from peyvand.storage.database import Connection
 from peyvand.storage.events import EventStore
 from peyvand.storage.federation_inbox import FederationInboxStore

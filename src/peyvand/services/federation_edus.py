@@ -61,9 +61,9 @@ from peyvand.services.e2e_keys import (
 from peyvand.services.lru import LRU
 from peyvand.services.presence import STATES, PresenceService, UserPresence
 from peyvand.services.receipts import READ, ReceiptService
-from peyvand.services.room_index import RoomIndex
-from peyvand.services.room_state import RoomSnapshot, StateService
 from peyvand.services.streams import MAX_POSITION
+from peyvand.services.timeline.room_index import RoomIndex
+from peyvand.services.timeline.room_state import RoomSnapshot, StateService
 from peyvand.services.to_device import MAX_MESSAGE_BYTES, ToDeviceService
 from peyvand.services.typing import TypingService
 from peyvand.storage.receipts import ReceiptRow

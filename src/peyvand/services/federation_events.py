@@ -41,8 +41,8 @@ from peyvand.events.received import InvalidPdu, check_content_hash_or_redact, pa
 from peyvand.events.redaction import has_redact_power
 from peyvand.events.server_acl import server_allowed
 from peyvand.events.state_res import StateResError
-from peyvand.services.room_state import RoomSnapshot, StateService
-from peyvand.services.state_resolution import StateResolver
+from peyvand.services.timeline.room_state import RoomSnapshot, StateService
+from peyvand.services.timeline.state_resolution import StateResolver
 from peyvand.storage.events import EventStore
 from peyvand.storage.models import EventToPersist, NewStateGroup, OutlierRow, StateGroupRow
 from peyvand.types import EventID, RoomID, server_name_of

@@ -26,7 +26,7 @@ from peyvand.events.signing import SigningKey
 from peyvand.federation.client import FederationClient, FederationHttpError
 from peyvand.services.federation_errors import join_refusal
 from peyvand.services.federation_events import auth_topological_order
-from peyvand.services.room_state import RoomSnapshot, StateService
+from peyvand.services.timeline.room_state import RoomSnapshot, StateService
 from peyvand.storage.events import EventStore
 from peyvand.storage.models import EventToPersist, OutlierRow, RoomRow
 from peyvand.types import EventID, JsonDict, RoomID, UserID

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from peyvand.errors import Errcode, MatrixError
 from peyvand.events.pdu import StateKey
-from peyvand.services.room_state import RoomSnapshot, StateService
+from peyvand.services.timeline.room_state import RoomSnapshot, StateService
 from peyvand.storage.guests import GuestStore
 from peyvand.storage.models import EventToPersist
 from peyvand.types import RoomID, UserID, server_name_of

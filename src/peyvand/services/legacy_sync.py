@@ -23,10 +23,10 @@ from peyvand.services.notifier import Notifier
 from peyvand.services.presence import PresenceService
 from peyvand.services.requester import Requester
 from peyvand.services.room_events import RoomEventsService, position_token
-from peyvand.services.room_index import RoomIndex
-from peyvand.services.room_state import StateService
 from peyvand.services.streams import StreamToken
 from peyvand.services.sync import AccountDataSource
+from peyvand.services.timeline.room_index import RoomIndex
+from peyvand.services.timeline.room_state import StateService
 from peyvand.storage.events import EventStore
 from peyvand.storage.models import StoredEvent
 from peyvand.types import JsonDict, RoomID, UserID

@@ -37,7 +37,7 @@ from peyvand.config.model import ModerationConfig
 from peyvand.errors import Errcode, MatrixError
 from peyvand.events.pdu import Pdu
 from peyvand.events.policy_rules import RULE_TYPES, PolicyMatcher, PolicyRule, parse_rule
-from peyvand.services.room_state import StateService
+from peyvand.services.timeline.room_state import StateService
 from peyvand.storage.accounts import AccountStore
 from peyvand.storage.errors import ConflictError
 from peyvand.storage.models import EventToPersist

@@ -42,9 +42,9 @@ from typing import Final
 
 from peyvand.errors import forbidden
 from peyvand.services.notifier import Notifier
-from peyvand.services.room_index import RoomIndex
-from peyvand.services.room_state import StateService
 from peyvand.services.streams import Stream
+from peyvand.services.timeline.room_index import RoomIndex
+from peyvand.services.timeline.room_state import StateService
 from peyvand.storage.models import EventToPersist
 from peyvand.types import JsonDict, RoomID, UserID, server_name_of
 

@@ -18,9 +18,9 @@ from collections.abc import Awaitable, Callable
 from typing import Final
 
 from peyvand.errors import Errcode, MatrixError
-from peyvand.services.event_creation import EventCreationService, EventSpec
 from peyvand.services.lru import LRU
-from peyvand.services.room_state import StateService
+from peyvand.services.timeline.event_creation import EventCreationService, EventSpec
+from peyvand.services.timeline.room_state import StateService
 from peyvand.storage.accounts import AccountStore, UserRow
 from peyvand.storage.events import EventStore
 from peyvand.types import JsonDict, RoomID, UserID, is_valid_user_id, server_name_of

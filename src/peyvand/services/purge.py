@@ -13,7 +13,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from peyvand.services.room_state import StateService
+from peyvand.services.timeline.room_state import StateService
 from peyvand.storage.purge import PurgeCandidate, PurgeResult, PurgeStore
 from peyvand.types import EventID
 

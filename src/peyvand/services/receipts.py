@@ -22,8 +22,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from peyvand.errors import forbidden, invalid_param, not_found
 from peyvand.services.account_data import FULLY_READ_EVENT_TYPE, AccountDataService
 from peyvand.services.notifier import Notifier
-from peyvand.services.room_state import StateService
 from peyvand.services.streams import Stream
+from peyvand.services.timeline.room_state import StateService
 from peyvand.storage.models import StoredEvent
 from peyvand.storage.receipts import ReceiptRow, ReceiptStore
 from peyvand.types import EventID, JsonDict, RoomID, UserID

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 
 from peyvand.errors import Errcode, MatrixError
-from peyvand.services.room_state import StateService
+from peyvand.services.timeline.room_state import StateService
 from peyvand.storage.reports import Report, ReportStore
 from peyvand.types import EventID, RoomID, UserID, is_valid_user_id
 

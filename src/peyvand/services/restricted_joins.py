@@ -13,7 +13,7 @@ from __future__ import annotations
 from peyvand.errors import Errcode, MatrixError
 from peyvand.events.auth import get_named_level, get_user_power_level
 from peyvand.events.pdu import StateKey
-from peyvand.services.room_state import RoomSnapshot, StateService
+from peyvand.services.timeline.room_state import RoomSnapshot, StateService
 from peyvand.types import RoomID, UserID, server_name_of
 
 _JOIN_RULES: StateKey = ("m.room.join_rules", "")

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from peyvand.config.model import RetentionConfig
 from peyvand.services.purge import HistoryPurger, PurgeCount
-from peyvand.services.room_state import StateService
+from peyvand.services.timeline.room_state import StateService
 from peyvand.storage.purge import PurgeStore
 from peyvand.types import RoomID
 

@@ -31,9 +31,9 @@ from peyvand.events.auth import get_send_level, get_user_power_level
 from peyvand.events.pdu import Pdu, StateKey
 from peyvand.events.room_versions import RoomVersion, room_version_or_none
 from peyvand.services.account_data import AccountDataService
-from peyvand.services.event_creation import EventCreationService, EventSpec
 from peyvand.services.push import PushRulesService
-from peyvand.services.room_state import RoomSnapshot, StateService
+from peyvand.services.timeline.event_creation import EventCreationService, EventSpec
+from peyvand.services.timeline.room_state import RoomSnapshot, StateService
 from peyvand.storage.directory import DirectoryStore
 from peyvand.storage.events import EventStore
 from peyvand.types import JsonDict, RoomID, UserID, server_name_of

@@ -23,8 +23,8 @@ from peyvand.events.room_versions import (
     room_version_or_none,
 )
 from peyvand.services.canonical_alias import check_new_room_aliases
-from peyvand.services.event_creation import EventCreationService, EventSpec
 from peyvand.services.policy_lists import PolicyListService
+from peyvand.services.timeline.event_creation import EventCreationService, EventSpec
 from peyvand.storage.events import EventStore
 from peyvand.types import JsonDict, RoomID, UserID, is_valid_user_id, server_name_of
 

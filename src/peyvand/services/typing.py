@@ -27,8 +27,8 @@ from collections.abc import Awaitable, Callable, Iterable
 
 from peyvand.errors import forbidden
 from peyvand.services.notifier import Notifier
-from peyvand.services.room_state import StateService
 from peyvand.services.streams import Stream
+from peyvand.services.timeline.room_state import StateService
 from peyvand.types import JsonDict, RoomID, UserID
 
 logger = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from peyvand.events.pdu import StateKey
-from peyvand.services.room_state import StateService
+from peyvand.services.timeline.room_state import StateService
 from peyvand.storage.models import StoredEvent
 from peyvand.types import UserID
 

@@ -29,9 +29,9 @@ from peyvand.events.pdu import Pdu, StateKey
 from peyvand.events.redaction import has_redact_power
 from peyvand.events.room_versions import RoomVersion
 from peyvand.events.signing import SigningKey
-from peyvand.services.event_writer import EventWriter
-from peyvand.services.room_state import RoomSnapshot, StateService
-from peyvand.services.state_resolution import StateResolver
+from peyvand.services.timeline.event_writer import EventWriter
+from peyvand.services.timeline.room_state import RoomSnapshot, StateService
+from peyvand.services.timeline.state_resolution import StateResolver
 from peyvand.storage.events import EventStore
 from peyvand.storage.models import EventToPersist, NewStateGroup, RoomRow, StoredEvent
 from peyvand.types import EventID, RoomID, UserID

@@ -7,9 +7,9 @@ from collections.abc import Callable, Sequence
 
 from peyvand.events.redaction import redaction_takes_effect
 from peyvand.services.notifier import Notifier
-from peyvand.services.room_index import RoomIndex
-from peyvand.services.room_state import StateService
 from peyvand.services.streams import Stream
+from peyvand.services.timeline.room_index import RoomIndex
+from peyvand.services.timeline.room_state import StateService
 from peyvand.storage.models import EventToPersist
 from peyvand.types import EventID, UserID, server_name_of
 

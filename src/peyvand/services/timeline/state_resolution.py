@@ -25,7 +25,7 @@ from typing import Final
 from peyvand.events.pdu import Pdu, StateKey
 from peyvand.events.room_versions import RoomVersion
 from peyvand.events.state_res import StateResError, StateResTooLarge, resolve_state, split_state
-from peyvand.services.room_state import RoomSnapshot, StateService
+from peyvand.services.timeline.room_state import RoomSnapshot, StateService
 from peyvand.storage.models import NewStateGroup, StateGroupRow
 from peyvand.types import EventID, UserID
 
