@@ -34,7 +34,6 @@ from peyvand.media.files import MediaFiles
 from peyvand.services.account_data import AccountDataService
 from peyvand.services.auth import AuthService
 from peyvand.services.device_lists import DeviceListService
-from peyvand.services.directory import DirectoryService
 from peyvand.services.disappearing import DisappearingMessages
 from peyvand.services.e2e_keys import E2eKeysService
 from peyvand.services.erasure import AccountErasure
@@ -47,14 +46,11 @@ from peyvand.services.federation_edus import FederationEdus
 from peyvand.services.federation_events import FederationEventHandler
 from peyvand.services.federation_join import RemoteJoiner
 from peyvand.services.federation_queries import RemoteQueries
-from peyvand.services.guests import GuestAccess
 from peyvand.services.invite_policy import InvitePolicyService
 from peyvand.services.key_backup import KeyBackupService
 from peyvand.services.legacy_sync import LegacySyncService
 from peyvand.services.media import MediaService
-from peyvand.services.membership import MembershipService
 from peyvand.services.notifier import Notifier
-from peyvand.services.policy_lists import PolicyListService
 from peyvand.services.presence import PresenceService
 from peyvand.services.profile import ProfileService
 from peyvand.services.purge import HistoryPurger
@@ -67,10 +63,15 @@ from peyvand.services.registration import RegistrationService
 from peyvand.services.remote_media import RemoteMediaFetcher
 from peyvand.services.reports import ReportService
 from peyvand.services.retention import RetentionService
-from peyvand.services.room_events import RoomEventsService
-from peyvand.services.room_upgrade import RoomUpgradeService
-from peyvand.services.rooms import RoomsService
-from peyvand.services.state_events import StateEventService
+from peyvand.services.rooms.creation import RoomsService
+from peyvand.services.rooms.directory import DirectoryService
+from peyvand.services.rooms.guest_access import GuestAccess
+from peyvand.services.rooms.membership import MembershipService
+from peyvand.services.rooms.policy_lists import PolicyListService
+from peyvand.services.rooms.reads import RoomEventsService
+from peyvand.services.rooms.state_events import StateEventService
+from peyvand.services.rooms.upgrade import RoomUpgradeService
+from peyvand.services.rooms.visibility import VisibilityService
 from peyvand.services.streams import Stream, StreamToken
 from peyvand.services.sync import SyncService
 from peyvand.services.timeline.event_creation import EventCreationService
@@ -82,7 +83,6 @@ from peyvand.services.to_device import ToDeviceService
 from peyvand.services.typing import TypingService
 from peyvand.services.url_preview import UrlPreviewService
 from peyvand.services.user_directory import UserDirectoryService
-from peyvand.services.visibility import VisibilityService
 from peyvand.storage.account_data import AccountDataStore
 from peyvand.storage.accounts import AccountStore
 from peyvand.storage.audit import AuditStore

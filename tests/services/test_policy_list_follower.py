@@ -12,7 +12,7 @@ import pytest
 
 from peyvand.config.model import ModerationConfig
 from peyvand.errors import Errcode, MatrixError
-from peyvand.services.policy_lists import FIRST_RETRY_SECONDS, PolicyListService
+from peyvand.services.rooms.policy_lists import FIRST_RETRY_SECONDS, PolicyListService
 from peyvand.types import JsonDict, RoomID, UserID
 
 SERVER = "here.example"

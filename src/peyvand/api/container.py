@@ -16,7 +16,6 @@ from peyvand.federation.keyring import Keyring
 from peyvand.services.account_data import AccountDataService
 from peyvand.services.auth import AuthService
 from peyvand.services.device_lists import DeviceListService
-from peyvand.services.directory import DirectoryService
 from peyvand.services.disappearing import DisappearingMessages
 from peyvand.services.e2e_keys import E2eKeysService
 from peyvand.services.erasure import AccountErasure
@@ -25,8 +24,6 @@ from peyvand.services.invite_policy import InvitePolicyService
 from peyvand.services.key_backup import KeyBackupService
 from peyvand.services.legacy_sync import LegacySyncService
 from peyvand.services.media import MediaService
-from peyvand.services.membership import MembershipService
-from peyvand.services.policy_lists import PolicyListService
 from peyvand.services.presence import PresenceService
 from peyvand.services.profile import ProfileService
 from peyvand.services.push import PushRulesService
@@ -35,10 +32,13 @@ from peyvand.services.receipts import ReceiptService
 from peyvand.services.registration import RegistrationService
 from peyvand.services.reports import ReportService
 from peyvand.services.retention import RetentionService
-from peyvand.services.room_events import RoomEventsService
-from peyvand.services.room_upgrade import RoomUpgradeService
-from peyvand.services.rooms import RoomsService
-from peyvand.services.state_events import StateEventService
+from peyvand.services.rooms.creation import RoomsService
+from peyvand.services.rooms.directory import DirectoryService
+from peyvand.services.rooms.membership import MembershipService
+from peyvand.services.rooms.policy_lists import PolicyListService
+from peyvand.services.rooms.reads import RoomEventsService
+from peyvand.services.rooms.state_events import StateEventService
+from peyvand.services.rooms.upgrade import RoomUpgradeService
 from peyvand.services.sync import SyncService
 from peyvand.services.timeline.event_creation import EventCreationService
 from peyvand.services.timeline.room_state import StateService

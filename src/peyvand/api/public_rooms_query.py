@@ -11,7 +11,7 @@ from typing import Any
 
 from peyvand.api.validation import Body, query_bool, query_int
 from peyvand.errors import Errcode, MatrixError
-from peyvand.services.directory import PublicRoomsQuery
+from peyvand.services.rooms.directory import PublicRoomsQuery
 
 
 def query_from_params(params: Mapping[str, str], *, federated_only: bool) -> PublicRoomsQuery:

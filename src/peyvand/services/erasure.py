@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 
 from peyvand.errors import MatrixError, not_found
 from peyvand.services.auth import AuthService
-from peyvand.services.membership import MembershipService
 from peyvand.services.purge import DeleteMedia, HeldCheck, HistoryPurger, PurgeCount
+from peyvand.services.rooms.membership import MembershipService
 from peyvand.storage.accounts import AccountStore
 from peyvand.storage.events import EventStore
 from peyvand.storage.purge import PurgeCandidate, PurgeStore

@@ -43,8 +43,8 @@ from peyvand.services.federation_errors import is_refusal, join_refusal, refusal
 from peyvand.services.federation_events import DroppedPdu, FederationEventHandler, Outcome
 from peyvand.services.federation_join import RemoteJoiner
 from peyvand.services.invite_policy import InvitePolicyService
-from peyvand.services.policy_lists import PolicyListService
-from peyvand.services.restricted_joins import join_authoriser
+from peyvand.services.rooms.policy_lists import PolicyListService
+from peyvand.services.rooms.restricted_joins import join_authoriser
 from peyvand.services.timeline.event_creation import MAX_PREV_EVENTS
 from peyvand.services.timeline.room_state import STRIPPED_STATE_TYPES, RoomSnapshot, StateService
 from peyvand.storage.database import Connection

@@ -22,7 +22,7 @@ from peyvand.errors import Errcode, MatrixError
 from peyvand.services.notifier import Notifier
 from peyvand.services.presence import PresenceService
 from peyvand.services.requester import Requester
-from peyvand.services.room_events import RoomEventsService, position_token
+from peyvand.services.rooms.reads import RoomEventsService, position_token
 from peyvand.services.streams import StreamToken
 from peyvand.services.sync import AccountDataSource
 from peyvand.services.timeline.room_index import RoomIndex

@@ -18,7 +18,8 @@ from peyvand.services.device_lists import DeviceListChanges
 from peyvand.services.filtering import Filter
 from peyvand.services.notifier import Notifier
 from peyvand.services.requester import Requester
-from peyvand.services.room_events import RoomEventsService, position_token
+from peyvand.services.rooms.reads import RoomEventsService, position_token
+from peyvand.services.rooms.visibility import IgnoredBy
 from peyvand.services.streams import Stream, StreamToken
 from peyvand.services.sync_state import (
     MEMBER,
@@ -30,7 +31,6 @@ from peyvand.services.sync_state import (
 )
 from peyvand.services.timeline.room_index import RoomIndex
 from peyvand.services.timeline.room_state import STRIPPED_STATE_TYPES, RoomSnapshot, StateService
-from peyvand.services.visibility import IgnoredBy
 from peyvand.storage.events import EventStore
 from peyvand.storage.models import StoredEvent
 from peyvand.storage.remote_invites import RemoteInviteStore

@@ -22,8 +22,8 @@ from peyvand.events.room_versions import (
     RoomVersion,
     room_version_or_none,
 )
-from peyvand.services.canonical_alias import check_new_room_aliases
-from peyvand.services.policy_lists import PolicyListService
+from peyvand.services.rooms.canonical_alias import check_new_room_aliases
+from peyvand.services.rooms.policy_lists import PolicyListService
 from peyvand.services.timeline.event_creation import EventCreationService, EventSpec
 from peyvand.storage.events import EventStore
 from peyvand.types import JsonDict, RoomID, UserID, is_valid_user_id, server_name_of

@@ -10,9 +10,9 @@ from typing import Protocol
 
 from peyvand.errors import Errcode, MatrixError
 from peyvand.events.pdu import Pdu
-from peyvand.services.guests import GuestAccess
-from peyvand.services.policy_lists import PolicyListService
-from peyvand.services.restricted_joins import join_authoriser
+from peyvand.services.rooms.guest_access import GuestAccess
+from peyvand.services.rooms.policy_lists import PolicyListService
+from peyvand.services.rooms.restricted_joins import join_authoriser
 from peyvand.services.timeline.event_creation import Countersign, EventCreationService, EventSpec
 from peyvand.services.timeline.room_state import RoomSnapshot, StateService
 from peyvand.storage.models import StoredEvent

@@ -17,8 +17,8 @@ from typing import Any
 
 from peyvand.errors import Errcode, MatrixError
 from peyvand.events.canonical_json import encode_canonical_json
-from peyvand.services.canonical_alias import AliasLookup, check_canonical_alias
-from peyvand.services.membership import MembershipService
+from peyvand.services.rooms.canonical_alias import AliasLookup, check_canonical_alias
+from peyvand.services.rooms.membership import MembershipService
 from peyvand.services.timeline.event_creation import EventCreationService, EventSpec
 from peyvand.services.timeline.room_state import StateService
 from peyvand.types import EventID, JsonDict, RoomID, UserID

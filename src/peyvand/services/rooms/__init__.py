@@ -1,0 +1,1 @@
+"""Rooms: creation, membership, reads, client state, aliases, directory, upgrades, policy lists."""
