@@ -31,7 +31,6 @@ from peyvand.federation.keyring import Keyring
 from peyvand.federation.policy import ServerPolicy
 from peyvand.federation.sender import FederationSender
 from peyvand.media.files import MediaFiles
-from peyvand.services.account_data import AccountDataService
 from peyvand.services.auth import AuthService
 from peyvand.services.device_lists import DeviceListService
 from peyvand.services.disappearing import DisappearingMessages
@@ -48,17 +47,13 @@ from peyvand.services.federation_join import RemoteJoiner
 from peyvand.services.federation_queries import RemoteQueries
 from peyvand.services.invite_policy import InvitePolicyService
 from peyvand.services.key_backup import KeyBackupService
-from peyvand.services.legacy_sync import LegacySyncService
 from peyvand.services.media import MediaService
-from peyvand.services.notifier import Notifier
-from peyvand.services.presence import PresenceService
 from peyvand.services.profile import ProfileService
 from peyvand.services.purge import HistoryPurger
 from peyvand.services.push import PushRulesService
 from peyvand.services.push_actions import PushActionsService
 from peyvand.services.push_rules_account_data import PushRulesAccountData
 from peyvand.services.pushers import PusherService
-from peyvand.services.receipts import ReceiptService
 from peyvand.services.registration import RegistrationService
 from peyvand.services.remote_media import RemoteMediaFetcher
 from peyvand.services.reports import ReportService
@@ -72,15 +67,20 @@ from peyvand.services.rooms.reads import RoomEventsService
 from peyvand.services.rooms.state_events import StateEventService
 from peyvand.services.rooms.upgrade import RoomUpgradeService
 from peyvand.services.rooms.visibility import VisibilityService
-from peyvand.services.streams import Stream, StreamToken
-from peyvand.services.sync import SyncService
+from peyvand.services.sync.account_data import AccountDataService
+from peyvand.services.sync.legacy import LegacySyncService
+from peyvand.services.sync.notifier import Notifier
+from peyvand.services.sync.presence import PresenceService
+from peyvand.services.sync.receipts import ReceiptService
+from peyvand.services.sync.streams import Stream, StreamToken
+from peyvand.services.sync.sync import SyncService
+from peyvand.services.sync.typing import TypingService
 from peyvand.services.timeline.event_creation import EventCreationService
 from peyvand.services.timeline.event_dispatch import EventDispatcher
 from peyvand.services.timeline.event_writer import EventWriter
 from peyvand.services.timeline.room_index import RoomIndex
 from peyvand.services.timeline.room_state import StateService
 from peyvand.services.to_device import ToDeviceService
-from peyvand.services.typing import TypingService
 from peyvand.services.url_preview import UrlPreviewService
 from peyvand.services.user_directory import UserDirectoryService
 from peyvand.storage.account_data import AccountDataStore

@@ -7,7 +7,7 @@ import asyncio
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from peyvand.services.streams import Stream
+from peyvand.services.sync.streams import Stream
 from peyvand.types import UserID
 
 

@@ -17,8 +17,8 @@ import pytest
 from harness.postgres import PostgresCluster
 from peyvand.events.room_versions import ROOM_V12
 from peyvand.events.signing import generate_signing_key
-from peyvand.services.notifier import Notifier
-from peyvand.services.streams import StreamToken
+from peyvand.services.sync.notifier import Notifier
+from peyvand.services.sync.streams import StreamToken
 from peyvand.services.timeline.event_creation import EventCreationService, EventSpec
 from peyvand.services.timeline.event_dispatch import EventDispatcher
 from peyvand.services.timeline.event_writer import EventWriter, TxnWrite

@@ -28,7 +28,6 @@ from harness.postgres import PostgresCluster
 from peyvand.errors import MatrixError
 from peyvand.events.room_versions import ROOM_V12
 from peyvand.events.signing import sign_json, verify_key_base64
-from peyvand.services.account_data import AccountDataService
 from peyvand.services.auth import AuthService
 from peyvand.services.device_lists import DeviceListService
 from peyvand.services.e2e_keys import E2eKeysService
@@ -37,17 +36,18 @@ from peyvand.services.federation_edus import (
     UserDevicesFetcher,
     parse_user_devices,
 )
-from peyvand.services.notifier import Notifier
-from peyvand.services.receipts import ReceiptService
 from peyvand.services.requester import Requester
-from peyvand.services.streams import StreamToken
+from peyvand.services.sync.account_data import AccountDataService
+from peyvand.services.sync.notifier import Notifier
+from peyvand.services.sync.receipts import ReceiptService
+from peyvand.services.sync.streams import StreamToken
+from peyvand.services.sync.typing import TypingService
 from peyvand.services.timeline.event_creation import EventCreationService, EventSpec
 from peyvand.services.timeline.event_dispatch import EventDispatcher
 from peyvand.services.timeline.event_writer import EventWriter
 from peyvand.services.timeline.room_index import RoomIndex
 from peyvand.services.timeline.room_state import StateService
 from peyvand.services.to_device import ToDeviceService
-from peyvand.services.typing import TypingService
 from peyvand.storage.account_data import AccountDataStore
 from peyvand.storage.accounts import AccountStore, DeviceRow
 from peyvand.storage.database import Database

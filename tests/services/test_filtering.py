@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from peyvand.errors import Errcode, MatrixError
-from peyvand.services.filtering import (
+from peyvand.services.sync.filtering import (
     DEFAULT_LIMIT,
     MAX_TIMELINE_LIMIT,
     EventFilter,

@@ -32,8 +32,8 @@ from peyvand.events.signing import generate_signing_key
 from peyvand.federation.client import FederationClient
 from peyvand.services.federation_events import FederationEventHandler
 from peyvand.services.federation_join import RemoteJoiner
-from peyvand.services.notifier import Notifier
-from peyvand.services.streams import StreamToken
+from peyvand.services.sync.notifier import Notifier
+from peyvand.services.sync.streams import StreamToken
 from peyvand.services.timeline.event_creation import EventCreationService, EventSpec
 from peyvand.services.timeline.event_dispatch import EventDispatcher
 from peyvand.services.timeline.event_writer import EventWriter

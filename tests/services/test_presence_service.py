@@ -9,14 +9,14 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from harness.service_fakes import FakeRoom, RecordingNotifier
-from peyvand.services.presence import (
+from peyvand.services.sync.presence import (
     IDLE_TIMER_MS,
     LAST_ACTIVE_GRANULARITY_MS,
     MANY_CHANGES,
     SYNC_ONLINE_TIMEOUT_MS,
     PresenceService,
 )
-from peyvand.services.streams import Stream
+from peyvand.services.sync.streams import Stream
 from peyvand.types import RoomID, UserID
 
 BIG_ROOM = RoomID("!big:localhost")

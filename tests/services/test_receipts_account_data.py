@@ -15,9 +15,9 @@ from harness.service_fakes import FakeRoom, RecordingNotifier
 from peyvand.errors import Errcode, MatrixError
 from peyvand.events.pdu import Pdu
 from peyvand.events.room_versions import KNOWN_ROOM_VERSIONS
-from peyvand.services.account_data import AccountDataService
-from peyvand.services.receipts import ReceiptService, receipt_event
-from peyvand.services.streams import Stream
+from peyvand.services.sync.account_data import AccountDataService
+from peyvand.services.sync.receipts import ReceiptService, receipt_event
+from peyvand.services.sync.streams import Stream
 from peyvand.storage.account_data import AccountDataStore
 from peyvand.storage.migrations import run_migrations
 from peyvand.storage.models import StoredEvent

@@ -7,9 +7,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from peyvand.services.device_lists import MAX_LOGGED_CHANGES, DeviceListService
-from peyvand.services.notifier import Notifier
 from peyvand.services.requester import Requester
-from peyvand.services.streams import StreamToken
+from peyvand.services.sync.notifier import Notifier
+from peyvand.services.sync.streams import StreamToken
 from peyvand.services.timeline.room_index import RoomIndex
 from peyvand.services.to_device import MAX_PER_SYNC, ToDeviceService
 from peyvand.storage.device_lists import MembershipChange

@@ -9,11 +9,11 @@ from typing import Any, cast
 
 import pytest
 
-import peyvand.services.typing as typing_module
+import peyvand.services.sync.typing as typing_module
 from harness.service_fakes import FakeRoom, RecordingNotifier
 from peyvand.errors import Errcode, MatrixError
-from peyvand.services.streams import Stream
-from peyvand.services.typing import MAX_TIMEOUT_MS, TypingService
+from peyvand.services.sync.streams import Stream
+from peyvand.services.sync.typing import MAX_TIMEOUT_MS, TypingService
 from peyvand.types import RoomID, UserID
 
 ROOM = RoomID("!room:localhost")

@@ -13,7 +13,6 @@ from peyvand.compliance.export import ComplianceExporter
 from peyvand.compliance.legal_hold import LegalHolds
 from peyvand.config import Config
 from peyvand.federation.keyring import Keyring
-from peyvand.services.account_data import AccountDataService
 from peyvand.services.auth import AuthService
 from peyvand.services.device_lists import DeviceListService
 from peyvand.services.disappearing import DisappearingMessages
@@ -22,13 +21,10 @@ from peyvand.services.erasure import AccountErasure
 from peyvand.services.federation import FederationService
 from peyvand.services.invite_policy import InvitePolicyService
 from peyvand.services.key_backup import KeyBackupService
-from peyvand.services.legacy_sync import LegacySyncService
 from peyvand.services.media import MediaService
-from peyvand.services.presence import PresenceService
 from peyvand.services.profile import ProfileService
 from peyvand.services.push import PushRulesService
 from peyvand.services.pushers import PusherService
-from peyvand.services.receipts import ReceiptService
 from peyvand.services.registration import RegistrationService
 from peyvand.services.reports import ReportService
 from peyvand.services.retention import RetentionService
@@ -39,11 +35,15 @@ from peyvand.services.rooms.policy_lists import PolicyListService
 from peyvand.services.rooms.reads import RoomEventsService
 from peyvand.services.rooms.state_events import StateEventService
 from peyvand.services.rooms.upgrade import RoomUpgradeService
-from peyvand.services.sync import SyncService
+from peyvand.services.sync.account_data import AccountDataService
+from peyvand.services.sync.legacy import LegacySyncService
+from peyvand.services.sync.presence import PresenceService
+from peyvand.services.sync.receipts import ReceiptService
+from peyvand.services.sync.sync import SyncService
+from peyvand.services.sync.typing import TypingService
 from peyvand.services.timeline.event_creation import EventCreationService
 from peyvand.services.timeline.room_state import StateService
 from peyvand.services.to_device import ToDeviceService
-from peyvand.services.typing import TypingService
 from peyvand.services.url_preview import UrlPreviewService
 from peyvand.services.user_directory import UserDirectoryService
 

@@ -26,8 +26,8 @@ import bisect
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
-from peyvand.services.notifier import Notifier
-from peyvand.services.streams import Stream, StreamToken
+from peyvand.services.sync.notifier import Notifier
+from peyvand.services.sync.streams import Stream, StreamToken
 from peyvand.services.timeline.room_index import RoomIndex
 from peyvand.services.timeline.room_state import StateService
 from peyvand.storage.device_lists import DeviceListStore

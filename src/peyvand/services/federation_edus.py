@@ -59,13 +59,13 @@ from peyvand.services.e2e_keys import (
     check_cross_signing_key,
 )
 from peyvand.services.lru import LRU
-from peyvand.services.presence import STATES, PresenceService, UserPresence
-from peyvand.services.receipts import READ, ReceiptService
-from peyvand.services.streams import MAX_POSITION
+from peyvand.services.sync.presence import STATES, PresenceService, UserPresence
+from peyvand.services.sync.receipts import READ, ReceiptService
+from peyvand.services.sync.streams import MAX_POSITION
+from peyvand.services.sync.typing import TypingService
 from peyvand.services.timeline.room_index import RoomIndex
 from peyvand.services.timeline.room_state import RoomSnapshot, StateService
 from peyvand.services.to_device import MAX_MESSAGE_BYTES, ToDeviceService
-from peyvand.services.typing import TypingService
 from peyvand.storage.receipts import ReceiptRow
 from peyvand.storage.remote_devices import RemoteDevice, RemoteDeviceList, RemoteDeviceStore
 from peyvand.types import (

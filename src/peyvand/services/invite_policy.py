@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 
 from peyvand.config.model import INVITE_POLICIES, InterconnectConfig
 from peyvand.errors import Errcode, MatrixError
-from peyvand.services.account_data import AccountDataService
+from peyvand.services.sync.account_data import AccountDataService
 from peyvand.storage.account_data import GLOBAL
 from peyvand.storage.remote_invites import InvitePolicyStore, RemoteInvite, RemoteInviteStore
 from peyvand.types import JsonDict, RoomID, UserID

@@ -21,7 +21,7 @@ import logging
 from collections.abc import Callable
 from typing import Protocol
 
-from peyvand.services.account_data import AccountDataService
+from peyvand.services.sync.account_data import AccountDataService
 from peyvand.storage.account_data import GLOBAL
 from peyvand.types import JsonDict, RoomID, UserID
 

@@ -26,9 +26,9 @@ import orjson
 
 from peyvand.errors import Errcode, MatrixError, bad_json, invalid_param
 from peyvand.services.lru import LRU
-from peyvand.services.notifier import Notifier
 from peyvand.services.requester import Requester
-from peyvand.services.streams import Stream
+from peyvand.services.sync.notifier import Notifier
+from peyvand.services.sync.streams import Stream
 from peyvand.storage.to_device import InboxRow, ToDeviceStore
 from peyvand.types import JsonDict, UserID, is_valid_user_id, server_name_of
 

@@ -7,7 +7,7 @@ from aiohttp import web
 from peyvand.api.context import RequestContext, json_response
 from peyvand.api.routing import CLIENT_V3, RouteTable
 from peyvand.errors import missing_param
-from peyvand.services.streams import StreamToken
+from peyvand.services.sync.streams import StreamToken
 
 routes = RouteTable()
 

@@ -7,7 +7,7 @@ from aiohttp import web
 from peyvand.api.context import RequestContext, json_response
 from peyvand.api.routing import CLIENT_V3, RouteTable
 from peyvand.errors import Errcode, MatrixError
-from peyvand.services.filtering import parse_filter
+from peyvand.services.sync.filtering import parse_filter
 from peyvand.types import UserID
 
 routes = RouteTable()

@@ -10,8 +10,8 @@ from peyvand.api.context import RequestContext, json_response
 from peyvand.api.routing import CLIENT_V3, RouteTable
 from peyvand.api.validation import query_bool, query_int
 from peyvand.errors import Errcode, MatrixError
-from peyvand.services.legacy_sync import DEFAULT_LIMIT, MAX_LIMIT
-from peyvand.services.streams import StreamToken
+from peyvand.services.sync.legacy import DEFAULT_LIMIT, MAX_LIMIT
+from peyvand.services.sync.streams import StreamToken
 from peyvand.types import RoomID
 
 routes = RouteTable()

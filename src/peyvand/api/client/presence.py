@@ -7,7 +7,7 @@ from aiohttp import web
 from peyvand.api.context import RequestContext, json_response
 from peyvand.api.routing import CLIENT_V3, RouteTable
 from peyvand.errors import invalid_param
-from peyvand.services.presence import MAX_STATUS_MSG_LENGTH, STATES
+from peyvand.services.sync.presence import MAX_STATUS_MSG_LENGTH, STATES
 from peyvand.types import UserID, is_valid_user_id
 
 routes = RouteTable()

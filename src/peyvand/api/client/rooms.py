@@ -11,8 +11,8 @@ from peyvand.api.context import RequestContext, json_response
 from peyvand.api.routing import CLIENT_V3, RouteTable
 from peyvand.api.validation import Body, query_int
 from peyvand.errors import Errcode, MatrixError
-from peyvand.services.filtering import parse_event_filter_param
 from peyvand.services.rooms.creation import PRESETS, CreateRoomRequest
+from peyvand.services.sync.filtering import parse_event_filter_param
 from peyvand.services.timeline.event_creation import EventSpec, scoped_txn_id
 from peyvand.types import EventID, JsonDict, RoomID, UserID
 

@@ -8,8 +8,8 @@ from peyvand.api.context import RequestContext, json_response
 from peyvand.api.routing import CLIENT_V3, RouteTable
 from peyvand.api.validation import query_bool, query_int
 from peyvand.errors import Errcode, MatrixError
-from peyvand.services.filtering import Filter, parse_filter, parse_filter_param
-from peyvand.services.streams import StreamToken
+from peyvand.services.sync.filtering import Filter, parse_filter, parse_filter_param
+from peyvand.services.sync.streams import StreamToken
 
 routes = RouteTable()
 

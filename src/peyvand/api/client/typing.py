@@ -6,7 +6,7 @@ from aiohttp import web
 
 from peyvand.api.context import RequestContext, json_response
 from peyvand.api.routing import CLIENT_V3, RouteTable
-from peyvand.services.typing import DEFAULT_TIMEOUT_MS
+from peyvand.services.sync.typing import DEFAULT_TIMEOUT_MS
 from peyvand.types import RoomID, UserID
 
 routes = RouteTable()

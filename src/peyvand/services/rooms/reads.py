@@ -11,10 +11,10 @@ from peyvand.errors import Errcode, MatrixError
 from peyvand.events.pdu import StateKey
 from peyvand.events.redaction import redact_pdu
 from peyvand.events.serialize import client_event
-from peyvand.services.filtering import EventFilter
 from peyvand.services.requester import Requester
 from peyvand.services.rooms.visibility import VisibilityService
-from peyvand.services.streams import StreamToken, parse_position_number
+from peyvand.services.sync.filtering import EventFilter
+from peyvand.services.sync.streams import StreamToken, parse_position_number
 from peyvand.services.timeline.event_creation import client_txn_id
 from peyvand.services.timeline.room_state import StateService
 from peyvand.storage.events import EventStore

@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from peyvand.events.redaction import redaction_takes_effect
-from peyvand.services.notifier import Notifier
-from peyvand.services.streams import Stream
+from peyvand.services.sync.notifier import Notifier
+from peyvand.services.sync.streams import Stream
 from peyvand.services.timeline.room_index import RoomIndex
 from peyvand.services.timeline.room_state import StateService
 from peyvand.storage.models import EventToPersist

@@ -19,12 +19,12 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from peyvand.errors import Errcode, MatrixError
-from peyvand.services.notifier import Notifier
-from peyvand.services.presence import PresenceService
 from peyvand.services.requester import Requester
 from peyvand.services.rooms.reads import RoomEventsService, position_token
-from peyvand.services.streams import StreamToken
-from peyvand.services.sync import AccountDataSource
+from peyvand.services.sync.notifier import Notifier
+from peyvand.services.sync.presence import PresenceService
+from peyvand.services.sync.streams import StreamToken
+from peyvand.services.sync.sync import AccountDataSource
 from peyvand.services.timeline.room_index import RoomIndex
 from peyvand.services.timeline.room_state import StateService
 from peyvand.storage.events import EventStore

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 
-from peyvand.services.streams import Stream, StreamToken
+from peyvand.services.sync.streams import Stream, StreamToken
 
 
 class Notifier:

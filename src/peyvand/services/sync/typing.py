@@ -26,8 +26,8 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 
 from peyvand.errors import forbidden
-from peyvand.services.notifier import Notifier
-from peyvand.services.streams import Stream
+from peyvand.services.sync.notifier import Notifier
+from peyvand.services.sync.streams import Stream
 from peyvand.services.timeline.room_state import StateService
 from peyvand.types import JsonDict, RoomID, UserID
 

@@ -12,8 +12,8 @@ import asyncio
 
 from peyvand.errors import Errcode, MatrixError, forbidden, invalid_param, not_found
 from peyvand.services.ignored_users import IgnoredUsers
-from peyvand.services.notifier import Notifier
-from peyvand.services.streams import Stream
+from peyvand.services.sync.notifier import Notifier
+from peyvand.services.sync.streams import Stream
 from peyvand.services.timeline.room_state import StateService
 from peyvand.storage.account_data import GLOBAL, AccountDataStore
 from peyvand.types import JsonDict, RoomID, UserID

@@ -15,13 +15,12 @@ from typing import Protocol
 
 from peyvand.events.pdu import StateKey
 from peyvand.services.device_lists import DeviceListChanges
-from peyvand.services.filtering import Filter
-from peyvand.services.notifier import Notifier
 from peyvand.services.requester import Requester
 from peyvand.services.rooms.reads import RoomEventsService, position_token
 from peyvand.services.rooms.visibility import IgnoredBy
-from peyvand.services.streams import Stream, StreamToken
-from peyvand.services.sync_state import (
+from peyvand.services.sync.filtering import Filter
+from peyvand.services.sync.notifier import Notifier
+from peyvand.services.sync.state_section import (
     MEMBER,
     LazyMembersCache,
     gap_state,
@@ -29,6 +28,7 @@ from peyvand.services.sync_state import (
     room_summary,
     timeline_state,
 )
+from peyvand.services.sync.streams import Stream, StreamToken
 from peyvand.services.timeline.room_index import RoomIndex
 from peyvand.services.timeline.room_state import STRIPPED_STATE_TYPES, RoomSnapshot, StateService
 from peyvand.storage.events import EventStore

@@ -41,8 +41,8 @@ from dataclasses import dataclass
 from typing import Final
 
 from peyvand.errors import forbidden
-from peyvand.services.notifier import Notifier
-from peyvand.services.streams import Stream
+from peyvand.services.sync.notifier import Notifier
+from peyvand.services.sync.streams import Stream
 from peyvand.services.timeline.room_index import RoomIndex
 from peyvand.services.timeline.room_state import StateService
 from peyvand.storage.models import EventToPersist

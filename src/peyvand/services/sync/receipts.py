@@ -20,9 +20,9 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 
 from peyvand.errors import forbidden, invalid_param, not_found
-from peyvand.services.account_data import FULLY_READ_EVENT_TYPE, AccountDataService
-from peyvand.services.notifier import Notifier
-from peyvand.services.streams import Stream
+from peyvand.services.sync.account_data import FULLY_READ_EVENT_TYPE, AccountDataService
+from peyvand.services.sync.notifier import Notifier
+from peyvand.services.sync.streams import Stream
 from peyvand.services.timeline.room_state import StateService
 from peyvand.storage.models import StoredEvent
 from peyvand.storage.receipts import ReceiptRow, ReceiptStore

@@ -1,0 +1,1 @@
+"""Sync and what it carries: tokens, wake-ups, filters, typing, receipts, presence, account data."""
