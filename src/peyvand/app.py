@@ -31,7 +31,10 @@ from peyvand.federation.keyring import Keyring
 from peyvand.federation.policy import ServerPolicy
 from peyvand.federation.sender import FederationSender
 from peyvand.media.files import MediaFiles
-from peyvand.services.auth import AuthService
+from peyvand.services.accounts.auth import AuthService
+from peyvand.services.accounts.profile import ProfileService
+from peyvand.services.accounts.registration import RegistrationService
+from peyvand.services.accounts.user_directory import UserDirectoryService
 from peyvand.services.device_lists import DeviceListService
 from peyvand.services.disappearing import DisappearingMessages
 from peyvand.services.e2e_keys import E2eKeysService
@@ -48,13 +51,11 @@ from peyvand.services.federation_queries import RemoteQueries
 from peyvand.services.invite_policy import InvitePolicyService
 from peyvand.services.key_backup import KeyBackupService
 from peyvand.services.media import MediaService
-from peyvand.services.profile import ProfileService
 from peyvand.services.purge import HistoryPurger
 from peyvand.services.push import PushRulesService
 from peyvand.services.push_actions import PushActionsService
 from peyvand.services.push_rules_account_data import PushRulesAccountData
 from peyvand.services.pushers import PusherService
-from peyvand.services.registration import RegistrationService
 from peyvand.services.remote_media import RemoteMediaFetcher
 from peyvand.services.reports import ReportService
 from peyvand.services.retention import RetentionService
@@ -82,7 +83,6 @@ from peyvand.services.timeline.room_index import RoomIndex
 from peyvand.services.timeline.room_state import StateService
 from peyvand.services.to_device import ToDeviceService
 from peyvand.services.url_preview import UrlPreviewService
-from peyvand.services.user_directory import UserDirectoryService
 from peyvand.storage.account_data import AccountDataStore
 from peyvand.storage.accounts import AccountStore
 from peyvand.storage.audit import AuditStore

@@ -39,8 +39,8 @@ from peyvand.config import MediaConfig
 from peyvand.errors import Errcode, MatrixError
 from peyvand.media import files as media_files_module
 from peyvand.media.files import FileWriter, MediaFiles
+from peyvand.services.accounts.requester import Requester
 from peyvand.services.media import Download, MediaService
-from peyvand.services.requester import Requester
 from peyvand.services.url_preview import UrlPreviewService
 from peyvand.storage.database import Database
 from peyvand.storage.errors import StorageError

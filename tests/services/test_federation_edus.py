@@ -28,7 +28,8 @@ from harness.postgres import PostgresCluster
 from peyvand.errors import MatrixError
 from peyvand.events.room_versions import ROOM_V12
 from peyvand.events.signing import sign_json, verify_key_base64
-from peyvand.services.auth import AuthService
+from peyvand.services.accounts.auth import AuthService
+from peyvand.services.accounts.requester import Requester
 from peyvand.services.device_lists import DeviceListService
 from peyvand.services.e2e_keys import E2eKeysService
 from peyvand.services.federation_edus import (
@@ -36,7 +37,6 @@ from peyvand.services.federation_edus import (
     UserDevicesFetcher,
     parse_user_devices,
 )
-from peyvand.services.requester import Requester
 from peyvand.services.sync.account_data import AccountDataService
 from peyvand.services.sync.notifier import Notifier
 from peyvand.services.sync.receipts import ReceiptService

@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from peyvand.services.accounts.requester import Requester
 from peyvand.services.device_lists import MAX_LOGGED_CHANGES, DeviceListService
-from peyvand.services.requester import Requester
 from peyvand.services.sync.notifier import Notifier
 from peyvand.services.sync.streams import StreamToken
 from peyvand.services.timeline.room_index import RoomIndex

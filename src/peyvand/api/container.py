@@ -13,7 +13,10 @@ from peyvand.compliance.export import ComplianceExporter
 from peyvand.compliance.legal_hold import LegalHolds
 from peyvand.config import Config
 from peyvand.federation.keyring import Keyring
-from peyvand.services.auth import AuthService
+from peyvand.services.accounts.auth import AuthService
+from peyvand.services.accounts.profile import ProfileService
+from peyvand.services.accounts.registration import RegistrationService
+from peyvand.services.accounts.user_directory import UserDirectoryService
 from peyvand.services.device_lists import DeviceListService
 from peyvand.services.disappearing import DisappearingMessages
 from peyvand.services.e2e_keys import E2eKeysService
@@ -22,10 +25,8 @@ from peyvand.services.federation import FederationService
 from peyvand.services.invite_policy import InvitePolicyService
 from peyvand.services.key_backup import KeyBackupService
 from peyvand.services.media import MediaService
-from peyvand.services.profile import ProfileService
 from peyvand.services.push import PushRulesService
 from peyvand.services.pushers import PusherService
-from peyvand.services.registration import RegistrationService
 from peyvand.services.reports import ReportService
 from peyvand.services.retention import RetentionService
 from peyvand.services.rooms.creation import RoomsService
@@ -45,7 +46,6 @@ from peyvand.services.timeline.event_creation import EventCreationService
 from peyvand.services.timeline.room_state import StateService
 from peyvand.services.to_device import ToDeviceService
 from peyvand.services.url_preview import UrlPreviewService
-from peyvand.services.user_directory import UserDirectoryService
 
 
 @dataclass

@@ -18,7 +18,7 @@ from peyvand.events.json_input import (
     check_json_value,
     parse_client_json,
 )
-from peyvand.services.requester import Requester
+from peyvand.services.accounts.requester import Requester
 
 SERVICES_KEY = web.AppKey("services", Services)
 

@@ -10,8 +10,8 @@ from peyvand.app import open_database
 from peyvand.cli.errors import CommandError
 from peyvand.config.model import Config
 from peyvand.errors import MatrixError
-from peyvand.services.auth import AuthService
-from peyvand.services.registration import RegistrationService
+from peyvand.services.accounts.auth import AuthService
+from peyvand.services.accounts.registration import RegistrationService
 from peyvand.storage.accounts import AccountStore
 from peyvand.storage.guests import GuestStore
 from peyvand.storage.migrations import run_migrations

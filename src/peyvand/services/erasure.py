@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from peyvand.errors import MatrixError, not_found
-from peyvand.services.auth import AuthService
+from peyvand.services.accounts.auth import AuthService
 from peyvand.services.purge import DeleteMedia, HeldCheck, HistoryPurger, PurgeCount
 from peyvand.services.rooms.membership import MembershipService
 from peyvand.storage.accounts import AccountStore

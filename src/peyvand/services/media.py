@@ -45,8 +45,8 @@ from peyvand.media.thumbnailer import (
     probe_image,
     snap_thumbnail_size,
 )
+from peyvand.services.accounts.requester import Requester
 from peyvand.services.remote_media import RemoteContent, RemoteMediaError
-from peyvand.services.requester import Requester
 from peyvand.storage.media import MediaKey, MediaRow, MediaStore, ThumbnailRow
 from peyvand.types import UserID, is_valid_server_name
 

@@ -34,9 +34,9 @@ from peyvand.media.preview import (
     parse_opengraph,
 )
 from peyvand.media.thumbnailer import ImageInfo, ImageTooLarge, NotAnImage, probe_image_bytes
+from peyvand.services.accounts.requester import Requester
 from peyvand.services.lru import LRU
 from peyvand.services.media import MediaService
-from peyvand.services.requester import Requester
 
 JsonDict = dict[str, Any]
 

@@ -12,7 +12,7 @@ from peyvand.api.routing import RouteTable
 from peyvand.api.validation import query_bool, query_int
 from peyvand.compliance.audit import AuditAction
 from peyvand.errors import Errcode, MatrixError
-from peyvand.services.requester import Requester
+from peyvand.services.accounts.requester import Requester
 
 routes = RouteTable()
 

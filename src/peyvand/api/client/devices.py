@@ -6,7 +6,7 @@ from aiohttp import web
 
 from peyvand.api.context import RequestContext, json_response
 from peyvand.api.routing import CLIENT_V3, RouteTable
-from peyvand.services.auth import Device
+from peyvand.services.accounts.auth import Device
 from peyvand.types import JsonDict
 
 routes = RouteTable()

@@ -7,8 +7,8 @@ from aiohttp import web
 from peyvand.api.context import RequestContext, json_response
 from peyvand.api.routing import CLIENT_V3, RouteTable
 from peyvand.errors import Errcode, MatrixError
-from peyvand.services.auth import user_from_identifier
-from peyvand.services.uia import PASSWORD
+from peyvand.services.accounts.auth import user_from_identifier
+from peyvand.services.accounts.uia import PASSWORD
 
 routes = RouteTable()
 

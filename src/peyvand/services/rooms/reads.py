@@ -11,7 +11,7 @@ from peyvand.errors import Errcode, MatrixError
 from peyvand.events.pdu import StateKey
 from peyvand.events.redaction import redact_pdu
 from peyvand.events.serialize import client_event
-from peyvand.services.requester import Requester
+from peyvand.services.accounts.requester import Requester
 from peyvand.services.rooms.visibility import VisibilityService
 from peyvand.services.sync.filtering import EventFilter
 from peyvand.services.sync.streams import StreamToken, parse_position_number

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 
 from peyvand.errors import Errcode, MatrixError, forbidden, invalid_param, not_found
-from peyvand.services.ignored_users import IgnoredUsers
+from peyvand.services.accounts.ignored_users import IgnoredUsers
 from peyvand.services.sync.notifier import Notifier
 from peyvand.services.sync.streams import Stream
 from peyvand.services.timeline.room_state import StateService

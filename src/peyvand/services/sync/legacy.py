@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from peyvand.errors import Errcode, MatrixError
-from peyvand.services.requester import Requester
+from peyvand.services.accounts.requester import Requester
 from peyvand.services.rooms.reads import RoomEventsService, position_token
 from peyvand.services.sync.notifier import Notifier
 from peyvand.services.sync.presence import PresenceService

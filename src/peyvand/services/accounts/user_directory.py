@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from peyvand.services.profile import MAX_DISPLAYNAME_LEN
+from peyvand.services.accounts.profile import MAX_DISPLAYNAME_LEN
 from peyvand.storage.directory import DirectoryStore
 from peyvand.types import JsonDict, UserID
 

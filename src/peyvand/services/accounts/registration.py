@@ -31,8 +31,8 @@ from typing import Any
 
 from peyvand.config import Config
 from peyvand.errors import Errcode, MatrixError, forbidden, invalid_param, not_found
-from peyvand.services.auth import AuthService, Session, check_new_password
-from peyvand.services.uia import DUMMY, REGISTRATION_TOKEN, Flows, StageChecker
+from peyvand.services.accounts.auth import AuthService, Session, check_new_password
+from peyvand.services.accounts.uia import DUMMY, REGISTRATION_TOKEN, Flows, StageChecker
 from peyvand.storage.accounts import AccountStore
 from peyvand.storage.errors import ConflictError
 from peyvand.storage.guests import GuestStore

@@ -1,0 +1,1 @@
+"""Accounts: registration, login and devices, user-interactive auth, profiles, user directory."""
