@@ -35,9 +35,11 @@ from peyvand.services.accounts.auth import AuthService
 from peyvand.services.accounts.profile import ProfileService
 from peyvand.services.accounts.registration import RegistrationService
 from peyvand.services.accounts.user_directory import UserDirectoryService
-from peyvand.services.device_lists import DeviceListService
 from peyvand.services.disappearing import DisappearingMessages
-from peyvand.services.e2e_keys import E2eKeysService
+from peyvand.services.e2ee.device_lists import DeviceListService
+from peyvand.services.e2ee.key_backup import KeyBackupService
+from peyvand.services.e2ee.keys import E2eKeysService
+from peyvand.services.e2ee.to_device import ToDeviceService
 from peyvand.services.erasure import AccountErasure
 from peyvand.services.federation import (
     ClientRemoteEvents,
@@ -49,7 +51,6 @@ from peyvand.services.federation_events import FederationEventHandler
 from peyvand.services.federation_join import RemoteJoiner
 from peyvand.services.federation_queries import RemoteQueries
 from peyvand.services.invite_policy import InvitePolicyService
-from peyvand.services.key_backup import KeyBackupService
 from peyvand.services.media import MediaService
 from peyvand.services.purge import HistoryPurger
 from peyvand.services.push import PushRulesService
@@ -81,7 +82,6 @@ from peyvand.services.timeline.event_dispatch import EventDispatcher
 from peyvand.services.timeline.event_writer import EventWriter
 from peyvand.services.timeline.room_index import RoomIndex
 from peyvand.services.timeline.room_state import StateService
-from peyvand.services.to_device import ToDeviceService
 from peyvand.services.url_preview import UrlPreviewService
 from peyvand.storage.account_data import AccountDataStore
 from peyvand.storage.accounts import AccountStore

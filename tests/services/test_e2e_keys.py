@@ -16,7 +16,7 @@ from signedjson.types import SigningKey
 from peyvand.events.signing import sign_json, verify_key_base64
 from peyvand.services.accounts.auth import AuthService
 from peyvand.services.accounts.requester import Requester
-from peyvand.services.e2e_keys import E2eKeysService
+from peyvand.services.e2ee.keys import E2eKeysService
 from peyvand.storage.accounts import AccountStore, DeviceRow
 from peyvand.storage.e2e_keys import E2eKeyStore, NewKey
 from peyvand.storage.migrations import run_migrations

@@ -30,8 +30,9 @@ from peyvand.events.room_versions import ROOM_V12
 from peyvand.events.signing import sign_json, verify_key_base64
 from peyvand.services.accounts.auth import AuthService
 from peyvand.services.accounts.requester import Requester
-from peyvand.services.device_lists import DeviceListService
-from peyvand.services.e2e_keys import E2eKeysService
+from peyvand.services.e2ee.device_lists import DeviceListService
+from peyvand.services.e2ee.keys import E2eKeysService
+from peyvand.services.e2ee.to_device import ToDeviceService
 from peyvand.services.federation_edus import (
     FederationEdus,
     UserDevicesFetcher,
@@ -47,7 +48,6 @@ from peyvand.services.timeline.event_dispatch import EventDispatcher
 from peyvand.services.timeline.event_writer import EventWriter
 from peyvand.services.timeline.room_index import RoomIndex
 from peyvand.services.timeline.room_state import StateService
-from peyvand.services.to_device import ToDeviceService
 from peyvand.storage.account_data import AccountDataStore
 from peyvand.storage.accounts import AccountStore, DeviceRow
 from peyvand.storage.database import Database

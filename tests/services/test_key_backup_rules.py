@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from peyvand.services.key_backup import is_better, parse_version
+from peyvand.services.e2ee.key_backup import is_better, parse_version
 from peyvand.storage.key_backup import KeyMetadata
 
 

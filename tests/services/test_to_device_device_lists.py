@@ -7,11 +7,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from peyvand.services.accounts.requester import Requester
-from peyvand.services.device_lists import MAX_LOGGED_CHANGES, DeviceListService
+from peyvand.services.e2ee.device_lists import MAX_LOGGED_CHANGES, DeviceListService
+from peyvand.services.e2ee.to_device import MAX_PER_SYNC, ToDeviceService
 from peyvand.services.sync.notifier import Notifier
 from peyvand.services.sync.streams import StreamToken
 from peyvand.services.timeline.room_index import RoomIndex
-from peyvand.services.to_device import MAX_PER_SYNC, ToDeviceService
 from peyvand.storage.device_lists import MembershipChange
 from peyvand.storage.to_device import InboxMessage, InboxRow
 from peyvand.types import DeviceID, JsonDict, RoomID, UserID

@@ -17,13 +17,14 @@ from peyvand.services.accounts.auth import AuthService
 from peyvand.services.accounts.profile import ProfileService
 from peyvand.services.accounts.registration import RegistrationService
 from peyvand.services.accounts.user_directory import UserDirectoryService
-from peyvand.services.device_lists import DeviceListService
 from peyvand.services.disappearing import DisappearingMessages
-from peyvand.services.e2e_keys import E2eKeysService
+from peyvand.services.e2ee.device_lists import DeviceListService
+from peyvand.services.e2ee.key_backup import KeyBackupService
+from peyvand.services.e2ee.keys import E2eKeysService
+from peyvand.services.e2ee.to_device import ToDeviceService
 from peyvand.services.erasure import AccountErasure
 from peyvand.services.federation import FederationService
 from peyvand.services.invite_policy import InvitePolicyService
-from peyvand.services.key_backup import KeyBackupService
 from peyvand.services.media import MediaService
 from peyvand.services.push import PushRulesService
 from peyvand.services.pushers import PusherService
@@ -44,7 +45,6 @@ from peyvand.services.sync.sync import SyncService
 from peyvand.services.sync.typing import TypingService
 from peyvand.services.timeline.event_creation import EventCreationService
 from peyvand.services.timeline.room_state import StateService
-from peyvand.services.to_device import ToDeviceService
 from peyvand.services.url_preview import UrlPreviewService
 
 

@@ -49,8 +49,8 @@ import orjson
 from peyvand.errors import MatrixError, invalid_param
 from peyvand.events.json_input import UnacceptableJson, check_json_value
 from peyvand.events.server_acl import server_allowed
-from peyvand.services.device_lists import DeviceListService
-from peyvand.services.e2e_keys import (
+from peyvand.services.e2ee.device_lists import DeviceListService
+from peyvand.services.e2ee.keys import (
     MASTER,
     MAX_DEVICE_KEYS_BYTES,
     SELF_SIGNING,
@@ -58,6 +58,7 @@ from peyvand.services.e2e_keys import (
     canonical,
     check_cross_signing_key,
 )
+from peyvand.services.e2ee.to_device import MAX_MESSAGE_BYTES, ToDeviceService
 from peyvand.services.lru import LRU
 from peyvand.services.sync.presence import STATES, PresenceService, UserPresence
 from peyvand.services.sync.receipts import READ, ReceiptService
@@ -65,7 +66,6 @@ from peyvand.services.sync.streams import MAX_POSITION
 from peyvand.services.sync.typing import TypingService
 from peyvand.services.timeline.room_index import RoomIndex
 from peyvand.services.timeline.room_state import RoomSnapshot, StateService
-from peyvand.services.to_device import MAX_MESSAGE_BYTES, ToDeviceService
 from peyvand.storage.receipts import ReceiptRow
 from peyvand.storage.remote_devices import RemoteDevice, RemoteDeviceList, RemoteDeviceStore
 from peyvand.types import (

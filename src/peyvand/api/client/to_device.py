@@ -6,7 +6,7 @@ from aiohttp import web
 
 from peyvand.api.context import RequestContext, json_response
 from peyvand.api.routing import CLIENT_V3, RouteTable
-from peyvand.services.to_device import parse_messages
+from peyvand.services.e2ee.to_device import parse_messages
 
 routes = RouteTable()
 

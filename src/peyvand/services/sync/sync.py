@@ -15,7 +15,7 @@ from typing import Protocol
 
 from peyvand.events.pdu import StateKey
 from peyvand.services.accounts.requester import Requester
-from peyvand.services.device_lists import DeviceListChanges
+from peyvand.services.e2ee.device_lists import DeviceListChanges
 from peyvand.services.rooms.reads import RoomEventsService, position_token
 from peyvand.services.rooms.visibility import IgnoredBy
 from peyvand.services.sync.filtering import Filter
