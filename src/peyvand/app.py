@@ -53,10 +53,10 @@ from peyvand.services.federation_queries import RemoteQueries
 from peyvand.services.invite_policy import InvitePolicyService
 from peyvand.services.media import MediaService
 from peyvand.services.purge import HistoryPurger
-from peyvand.services.push import PushRulesService
-from peyvand.services.push_actions import PushActionsService
-from peyvand.services.push_rules_account_data import PushRulesAccountData
-from peyvand.services.pushers import PusherService
+from peyvand.services.push.account_data import PushRulesAccountData
+from peyvand.services.push.actions import PushActionsService
+from peyvand.services.push.pushers import PusherService
+from peyvand.services.push.rules_api import PushRulesService
 from peyvand.services.remote_media import RemoteMediaFetcher
 from peyvand.services.reports import ReportService
 from peyvand.services.retention import RetentionService

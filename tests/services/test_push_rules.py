@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from peyvand.errors import Errcode, MatrixError
-from peyvand.services.push_rules import (
+from peyvand.services.push.ruleset import (
     KINDS,
     PushContext,
     PushRule,

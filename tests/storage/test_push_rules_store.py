@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from peyvand.errors import Errcode, MatrixError
-from peyvand.services.push import PushRulesService
+from peyvand.services.push.rules_api import PushRulesService
 from peyvand.storage.database import Database
 from peyvand.storage.errors import NotFoundError
 from peyvand.storage.push_rules import DefaultRuleRow, PushRuleStore

@@ -26,8 +26,8 @@ from peyvand.services.erasure import AccountErasure
 from peyvand.services.federation import FederationService
 from peyvand.services.invite_policy import InvitePolicyService
 from peyvand.services.media import MediaService
-from peyvand.services.push import PushRulesService
-from peyvand.services.pushers import PusherService
+from peyvand.services.push.pushers import PusherService
+from peyvand.services.push.rules_api import PushRulesService
 from peyvand.services.reports import ReportService
 from peyvand.services.retention import RetentionService
 from peyvand.services.rooms.creation import RoomsService

@@ -30,7 +30,7 @@ from peyvand.errors import Errcode, MatrixError
 from peyvand.events.auth import get_send_level, get_user_power_level
 from peyvand.events.pdu import Pdu, StateKey
 from peyvand.events.room_versions import RoomVersion, room_version_or_none
-from peyvand.services.push import PushRulesService
+from peyvand.services.push.rules_api import PushRulesService
 from peyvand.services.sync.account_data import AccountDataService
 from peyvand.services.timeline.event_creation import EventCreationService, EventSpec
 from peyvand.services.timeline.room_state import RoomSnapshot, StateService

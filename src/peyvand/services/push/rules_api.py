@@ -14,7 +14,7 @@ from dataclasses import replace
 from typing import Any, Final
 
 from peyvand.errors import Errcode, MatrixError
-from peyvand.services.push_rules import (
+from peyvand.services.push.ruleset import (
     CONDITION_KINDS,
     PushRule,
     RuleOverride,

@@ -1,0 +1,1 @@
+"""Push: users' push rules, their evaluation for each event (unread counts), pushers."""
