@@ -51,13 +51,14 @@ from peyvand.services.federation_events import FederationEventHandler
 from peyvand.services.federation_join import RemoteJoiner
 from peyvand.services.federation_queries import RemoteQueries
 from peyvand.services.invite_policy import InvitePolicyService
-from peyvand.services.media import MediaService
+from peyvand.services.media.remote import RemoteMediaFetcher
+from peyvand.services.media.repository import MediaService
+from peyvand.services.media.url_preview import UrlPreviewService
 from peyvand.services.purge import HistoryPurger
 from peyvand.services.push.account_data import PushRulesAccountData
 from peyvand.services.push.actions import PushActionsService
 from peyvand.services.push.pushers import PusherService
 from peyvand.services.push.rules_api import PushRulesService
-from peyvand.services.remote_media import RemoteMediaFetcher
 from peyvand.services.reports import ReportService
 from peyvand.services.retention import RetentionService
 from peyvand.services.rooms.creation import RoomsService
@@ -82,7 +83,6 @@ from peyvand.services.timeline.event_dispatch import EventDispatcher
 from peyvand.services.timeline.event_writer import EventWriter
 from peyvand.services.timeline.room_index import RoomIndex
 from peyvand.services.timeline.room_state import StateService
-from peyvand.services.url_preview import UrlPreviewService
 from peyvand.storage.account_data import AccountDataStore
 from peyvand.storage.accounts import AccountStore
 from peyvand.storage.audit import AuditStore

@@ -29,7 +29,7 @@ import pytest
 from aiohttp import web
 from PIL import Image
 
-import peyvand.services.media as media_service_module
+import peyvand.services.media.repository as media_service_module
 from harness.client import Account, MatrixClient, new_session, unique_localpart
 from harness.database import query
 from harness.postgres import PostgresCluster
@@ -40,8 +40,8 @@ from peyvand.errors import Errcode, MatrixError
 from peyvand.media import files as media_files_module
 from peyvand.media.files import FileWriter, MediaFiles
 from peyvand.services.accounts.requester import Requester
-from peyvand.services.media import Download, MediaService
-from peyvand.services.url_preview import UrlPreviewService
+from peyvand.services.media.repository import Download, MediaService
+from peyvand.services.media.url_preview import UrlPreviewService
 from peyvand.storage.database import Database
 from peyvand.storage.errors import StorageError
 from peyvand.storage.media import MediaRow, MediaStore, ThumbnailRow
@@ -1458,7 +1458,7 @@ async def test_a_full_disk_is_a_clean_error(
 
     monkeypatch.setattr(FileWriter, "_flush", no_space)
     with (
-        caplog.at_level(logging.WARNING, logger="peyvand.services.media"),
+        caplog.at_level(logging.WARNING, logger="peyvand.services.media.repository"),
         pytest.raises(MatrixError) as full,
     ):
         await _upload_in_process(media, b"x" * 1000)

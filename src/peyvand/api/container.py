@@ -25,7 +25,8 @@ from peyvand.services.e2ee.to_device import ToDeviceService
 from peyvand.services.erasure import AccountErasure
 from peyvand.services.federation import FederationService
 from peyvand.services.invite_policy import InvitePolicyService
-from peyvand.services.media import MediaService
+from peyvand.services.media.repository import MediaService
+from peyvand.services.media.url_preview import UrlPreviewService
 from peyvand.services.push.pushers import PusherService
 from peyvand.services.push.rules_api import PushRulesService
 from peyvand.services.reports import ReportService
@@ -45,7 +46,6 @@ from peyvand.services.sync.sync import SyncService
 from peyvand.services.sync.typing import TypingService
 from peyvand.services.timeline.event_creation import EventCreationService
 from peyvand.services.timeline.room_state import StateService
-from peyvand.services.url_preview import UrlPreviewService
 
 
 @dataclass

@@ -36,7 +36,7 @@ from peyvand.media.preview import (
 from peyvand.media.thumbnailer import ImageInfo, ImageTooLarge, NotAnImage, probe_image_bytes
 from peyvand.services.accounts.requester import Requester
 from peyvand.services.lru import LRU
-from peyvand.services.media import MediaService
+from peyvand.services.media.repository import MediaService
 
 JsonDict = dict[str, Any]
 

@@ -46,7 +46,7 @@ from peyvand.media.thumbnailer import (
     snap_thumbnail_size,
 )
 from peyvand.services.accounts.requester import Requester
-from peyvand.services.remote_media import RemoteContent, RemoteMediaError
+from peyvand.services.media.remote import RemoteContent, RemoteMediaError
 from peyvand.storage.media import MediaKey, MediaRow, MediaStore, ThumbnailRow
 from peyvand.types import UserID, is_valid_server_name
 
