@@ -41,16 +41,16 @@ from peyvand.services.e2ee.key_backup import KeyBackupService
 from peyvand.services.e2ee.keys import E2eKeysService
 from peyvand.services.e2ee.to_device import ToDeviceService
 from peyvand.services.erasure import AccountErasure
-from peyvand.services.federation import (
+from peyvand.services.federation.edus import FederationEdus
+from peyvand.services.federation.invite_policy import InvitePolicyService
+from peyvand.services.federation.outbound_join import RemoteJoiner
+from peyvand.services.federation.queries import RemoteQueries
+from peyvand.services.federation.received_events import FederationEventHandler
+from peyvand.services.federation.server import (
     ClientRemoteEvents,
     FederationService,
     load_federation_pdus,
 )
-from peyvand.services.federation_edus import FederationEdus
-from peyvand.services.federation_events import FederationEventHandler
-from peyvand.services.federation_join import RemoteJoiner
-from peyvand.services.federation_queries import RemoteQueries
-from peyvand.services.invite_policy import InvitePolicyService
 from peyvand.services.media.remote import RemoteMediaFetcher
 from peyvand.services.media.repository import MediaService
 from peyvand.services.media.url_preview import UrlPreviewService

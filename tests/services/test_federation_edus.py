@@ -33,7 +33,7 @@ from peyvand.services.accounts.requester import Requester
 from peyvand.services.e2ee.device_lists import DeviceListService
 from peyvand.services.e2ee.keys import E2eKeysService
 from peyvand.services.e2ee.to_device import ToDeviceService
-from peyvand.services.federation_edus import (
+from peyvand.services.federation.edus import (
     FederationEdus,
     UserDevicesFetcher,
     parse_user_devices,
@@ -336,7 +336,7 @@ async def test_bad_typing_is_ignored(
     if room is not None:
         content["room_id"] = world.room if room == "joined" else room
     since = world.node.typing.current_position
-    with caplog.at_level(logging.INFO, "peyvand.services.federation_edus"):
+    with caplog.at_level(logging.INFO, "peyvand.services.federation.edus"):
         await world.node.edus.on_edus(REMOTE, [edu("m.typing", content)])
     assert world.node.typing.typing_for_rooms([world.room], since) == {}
     assert "ignored" in caplog.text
@@ -346,7 +346,7 @@ async def test_malformed_edus_never_raise_and_presence_is_ignored(
     world: World, caplog: pytest.LogCaptureFixture
 ) -> None:
     since = world.notifier.current_token
-    with caplog.at_level(logging.INFO, "peyvand.services.federation_edus"):
+    with caplog.at_level(logging.INFO, "peyvand.services.federation.edus"):
         await world.node.edus.on_edus(
             REMOTE,
             [

@@ -1,10 +1,10 @@
-"""Another server's refusal as the client gets it (services/federation_errors.py)."""
+"""Another server's refusal as the client gets it (services/federation/errors.py)."""
 
 from __future__ import annotations
 
 from peyvand.errors import Errcode
 from peyvand.federation.client import FederationHttpError
-from peyvand.services.federation_errors import join_refusal, refusal
+from peyvand.services.federation.errors import join_refusal, refusal
 
 
 def _answer(status: int, body: object) -> FederationHttpError:

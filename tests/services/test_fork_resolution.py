@@ -30,8 +30,8 @@ from peyvand.events.received import parse_pdu
 from peyvand.events.room_versions import ROOM_V10, ROOM_V12, RoomVersion
 from peyvand.events.signing import generate_signing_key
 from peyvand.federation.client import FederationClient
-from peyvand.services.federation_events import FederationEventHandler
-from peyvand.services.federation_join import RemoteJoiner
+from peyvand.services.federation.outbound_join import RemoteJoiner
+from peyvand.services.federation.received_events import FederationEventHandler
 from peyvand.services.sync.notifier import Notifier
 from peyvand.services.sync.streams import StreamToken
 from peyvand.services.timeline.event_creation import EventCreationService, EventSpec

@@ -23,8 +23,8 @@ from peyvand.services.e2ee.key_backup import KeyBackupService
 from peyvand.services.e2ee.keys import E2eKeysService
 from peyvand.services.e2ee.to_device import ToDeviceService
 from peyvand.services.erasure import AccountErasure
-from peyvand.services.federation import FederationService
-from peyvand.services.invite_policy import InvitePolicyService
+from peyvand.services.federation.invite_policy import InvitePolicyService
+from peyvand.services.federation.server import FederationService
 from peyvand.services.media.repository import MediaService
 from peyvand.services.media.url_preview import UrlPreviewService
 from peyvand.services.push.pushers import PusherService

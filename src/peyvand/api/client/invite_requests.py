@@ -8,7 +8,7 @@ from aiohttp import web
 
 from peyvand.api.context import RequestContext, json_response
 from peyvand.api.routing import RouteTable
-from peyvand.services.invite_policy import INVITE_POLICIES, request_json
+from peyvand.services.federation.invite_policy import INVITE_POLICIES, request_json
 from peyvand.types import RoomID
 
 routes = RouteTable()

@@ -24,8 +24,8 @@ from peyvand.events.received import InvalidPdu, check_content_hash_or_redact, pa
 from peyvand.events.room_versions import KNOWN_ROOM_VERSIONS, RoomVersion
 from peyvand.events.signing import SigningKey
 from peyvand.federation.client import FederationClient, FederationHttpError
-from peyvand.services.federation_errors import join_refusal
-from peyvand.services.federation_events import auth_topological_order
+from peyvand.services.federation.errors import join_refusal
+from peyvand.services.federation.received_events import auth_topological_order
 from peyvand.services.timeline.room_state import RoomSnapshot, StateService
 from peyvand.storage.events import EventStore
 from peyvand.storage.models import EventToPersist, OutlierRow, RoomRow

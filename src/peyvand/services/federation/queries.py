@@ -10,7 +10,7 @@ from typing import Any, Final
 
 from peyvand.errors import Errcode, MatrixError
 from peyvand.federation.client import FederationClient, FederationError, FederationHttpError
-from peyvand.services.federation_errors import refusal
+from peyvand.services.federation.errors import refusal
 from peyvand.types import JsonDict, UserID, server_name_of
 
 _V1: Final = "/_matrix/federation/v1"

@@ -38,11 +38,11 @@ from peyvand.federation.client import FederationClient, FederationError, Federat
 from peyvand.federation.keyring import Keyring
 from peyvand.federation.policy import ServerPolicy
 from peyvand.federation.sender import FederationSender
-from peyvand.services.federation_edus import FederationEdus
-from peyvand.services.federation_errors import is_refusal, join_refusal, refusal
-from peyvand.services.federation_events import DroppedPdu, FederationEventHandler, Outcome
-from peyvand.services.federation_join import RemoteJoiner
-from peyvand.services.invite_policy import InvitePolicyService
+from peyvand.services.federation.edus import FederationEdus
+from peyvand.services.federation.errors import is_refusal, join_refusal, refusal
+from peyvand.services.federation.invite_policy import InvitePolicyService
+from peyvand.services.federation.outbound_join import RemoteJoiner
+from peyvand.services.federation.received_events import DroppedPdu, FederationEventHandler, Outcome
 from peyvand.services.rooms.policy_lists import PolicyListService
 from peyvand.services.rooms.restricted_joins import join_authoriser
 from peyvand.services.timeline.event_creation import MAX_PREV_EVENTS
@@ -554,7 +554,7 @@ class FederationService:
         invite and, for a room we are not in, keep it (with the stripped state) for the
         user to join or reject.
 
-        The user's invite policy (``services/invite_policy.py``) may refuse it (403
+        The user's invite policy (``services/federation/invite_policy.py``) may refuse it (403
         ``M_INVITE_BLOCKED``, Client-Server API "Invite permission") or have it held as a
         message request: kept, but not among the user's rooms until released."""
         if not isinstance(body, dict):

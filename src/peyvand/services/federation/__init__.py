@@ -1,0 +1,1 @@
+"""Server-Server behaviour: transactions, joins and invites both ways, EDUs, queries, serving."""
