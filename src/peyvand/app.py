@@ -20,8 +20,13 @@ from peyvand.api.federation import FEDERATION_ROUTE_TABLES
 from peyvand.api.media import MEDIA_ROUTE_TABLES
 from peyvand.api.server import build_web_app
 from peyvand.compliance.audit import AuditLog
+from peyvand.compliance.disappearing import DisappearingMessages
+from peyvand.compliance.erasure import AccountErasure
 from peyvand.compliance.export import ComplianceExporter
 from peyvand.compliance.legal_hold import HeldQuery, LegalHolds
+from peyvand.compliance.purge import HistoryPurger
+from peyvand.compliance.reports import ReportService
+from peyvand.compliance.retention import RetentionService
 from peyvand.config import Config, DatabaseConfig
 from peyvand.events.pdu import Pdu
 from peyvand.events.signing import parse_signing_keys
@@ -35,12 +40,10 @@ from peyvand.services.accounts.auth import AuthService
 from peyvand.services.accounts.profile import ProfileService
 from peyvand.services.accounts.registration import RegistrationService
 from peyvand.services.accounts.user_directory import UserDirectoryService
-from peyvand.services.disappearing import DisappearingMessages
 from peyvand.services.e2ee.device_lists import DeviceListService
 from peyvand.services.e2ee.key_backup import KeyBackupService
 from peyvand.services.e2ee.keys import E2eKeysService
 from peyvand.services.e2ee.to_device import ToDeviceService
-from peyvand.services.erasure import AccountErasure
 from peyvand.services.federation.edus import FederationEdus
 from peyvand.services.federation.invite_policy import InvitePolicyService
 from peyvand.services.federation.outbound_join import RemoteJoiner
@@ -54,13 +57,10 @@ from peyvand.services.federation.server import (
 from peyvand.services.media.remote import RemoteMediaFetcher
 from peyvand.services.media.repository import MediaService
 from peyvand.services.media.url_preview import UrlPreviewService
-from peyvand.services.purge import HistoryPurger
 from peyvand.services.push.account_data import PushRulesAccountData
 from peyvand.services.push.actions import PushActionsService
 from peyvand.services.push.pushers import PusherService
 from peyvand.services.push.rules_api import PushRulesService
-from peyvand.services.reports import ReportService
-from peyvand.services.retention import RetentionService
 from peyvand.services.rooms.creation import RoomsService
 from peyvand.services.rooms.directory import DirectoryService
 from peyvand.services.rooms.guest_access import GuestAccess

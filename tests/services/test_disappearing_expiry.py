@@ -7,11 +7,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+from peyvand.compliance.disappearing import DISAPPEARING_EVENT, DisappearingMessages
+from peyvand.compliance.purge import HistoryPurger
 from peyvand.config.model import DisappearingConfig
 from peyvand.events.pdu import Pdu, StateKey
 from peyvand.events.room_versions import KNOWN_ROOM_VERSIONS
-from peyvand.services.disappearing import DISAPPEARING_EVENT, DisappearingMessages
-from peyvand.services.purge import HistoryPurger
 from peyvand.services.timeline.room_state import RoomSnapshot, StateService
 from peyvand.storage.database import Connection
 from peyvand.storage.models import EventToPersist, StateGroupRow

@@ -17,8 +17,8 @@ from peyvand.api.admin.media import _admin
 from peyvand.api.context import RequestContext, json_response
 from peyvand.api.routing import RouteTable
 from peyvand.compliance.audit import AuditAction
+from peyvand.compliance.purge import PurgeCount
 from peyvand.errors import Errcode, MatrixError
-from peyvand.services.purge import PurgeCount
 from peyvand.types import JsonDict, RoomID
 
 routes = RouteTable()

@@ -16,8 +16,8 @@ from peyvand.api.container import Services
 from peyvand.api.context import RequestContext, json_response
 from peyvand.api.routing import CLIENT_V3, RouteTable
 from peyvand.compliance.audit import AuditAction
+from peyvand.compliance.erasure import ErasureReport
 from peyvand.errors import Errcode, MatrixError, invalid_param
-from peyvand.services.erasure import ErasureReport
 from peyvand.types import JsonDict, UserID, is_valid_user_id, server_name_of
 
 routes = RouteTable()

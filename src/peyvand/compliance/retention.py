@@ -19,8 +19,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from peyvand.compliance.purge import HistoryPurger, PurgeCount
 from peyvand.config.model import RetentionConfig
-from peyvand.services.purge import HistoryPurger, PurgeCount
 from peyvand.services.timeline.room_state import StateService
 from peyvand.storage.purge import PurgeStore
 from peyvand.types import RoomID

@@ -17,9 +17,9 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from peyvand.compliance.purge import DeleteMedia, HeldCheck, HistoryPurger, PurgeCount
 from peyvand.errors import MatrixError, not_found
 from peyvand.services.accounts.auth import AuthService
-from peyvand.services.purge import DeleteMedia, HeldCheck, HistoryPurger, PurgeCount
 from peyvand.services.rooms.membership import MembershipService
 from peyvand.storage.accounts import AccountStore
 from peyvand.storage.events import EventStore
