@@ -1,3 +1,3 @@
-"""Compliance: the audit log of admin actions (and, to come, retention and purge, legal
-hold, export, erasure and reports). A layer beside ``services``: it may use storage and
-the pure ``events`` helpers, never the services or the API."""
+"""Compliance: audit log, legal holds, exports, retention, disappearing messages, purge, erasure
+and reports. A layer above ``services``: it may use services, storage and ``events``; nothing below
+it imports it."""
