@@ -30,7 +30,7 @@ from peyvand.config.model import Config
 from peyvand.events.signing import parse_signing_keys
 from peyvand.federation.tls import server_ssl_context
 
-DOCS_CONFIG = Path(__file__).parents[1] / "docs" / "config.md"
+DOCS_CONFIG = Path(__file__).parents[2] / "docs" / "config.md"
 
 
 def peyvand(*args: str | Path) -> subprocess.CompletedProcess[str]:
