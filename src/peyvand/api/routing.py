@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from aiohttp import web
 
@@ -18,18 +18,21 @@ if TYPE_CHECKING:
 
 Handler = Callable[["RequestContext"], Awaitable[web.StreamResponse]]
 
+# "required": a valid access token; "optional": used when present; "none": ignored;
+# "federation": a valid X-Matrix signature by another server (Server-Server API).
+AuthKind = Literal["required", "optional", "none", "federation"]
+# Rate-limit bucket: "default" for general traffic, "login" for credential attempts.
+LimitClass = Literal["default", "login"]
+
 
 @dataclass(frozen=True, slots=True)
 class Route:
     method: str
     path: str
     handler: Handler
-    # "required": a valid access token; "optional": used when present; "none": ignored;
-    # "federation": a valid X-Matrix signature by another server (Server-Server API).
-    auth: str = "required"
+    auth: AuthKind = "required"
     rate_limited: bool = False
-    # Rate-limit bucket: "default" for general traffic, "login" for credential attempts.
-    limit_class: str = "default"
+    limit_class: LimitClass = "default"
 
 
 @dataclass
@@ -41,9 +44,9 @@ class RouteTable:
         method: str,
         path: str,
         *,
-        auth: str = "required",
+        auth: AuthKind = "required",
         rate_limited: bool = False,
-        limit_class: str = "default",
+        limit_class: LimitClass = "default",
     ) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
             self.routes.append(Route(method, path, handler, auth, rate_limited, limit_class))
@@ -55,9 +58,9 @@ class RouteTable:
         self,
         path: str,
         *,
-        auth: str = "required",
+        auth: AuthKind = "required",
         rate_limited: bool = False,
-        limit_class: str = "default",
+        limit_class: LimitClass = "default",
     ) -> Callable[[Handler], Handler]:
         return self.route(
             "GET", path, auth=auth, rate_limited=rate_limited, limit_class=limit_class
@@ -67,9 +70,9 @@ class RouteTable:
         self,
         path: str,
         *,
-        auth: str = "required",
+        auth: AuthKind = "required",
         rate_limited: bool = False,
-        limit_class: str = "default",
+        limit_class: LimitClass = "default",
     ) -> Callable[[Handler], Handler]:
         return self.route(
             "POST", path, auth=auth, rate_limited=rate_limited, limit_class=limit_class
@@ -79,9 +82,9 @@ class RouteTable:
         self,
         path: str,
         *,
-        auth: str = "required",
+        auth: AuthKind = "required",
         rate_limited: bool = False,
-        limit_class: str = "default",
+        limit_class: LimitClass = "default",
     ) -> Callable[[Handler], Handler]:
         return self.route(
             "PUT", path, auth=auth, rate_limited=rate_limited, limit_class=limit_class
@@ -91,9 +94,9 @@ class RouteTable:
         self,
         path: str,
         *,
-        auth: str = "required",
+        auth: AuthKind = "required",
         rate_limited: bool = False,
-        limit_class: str = "default",
+        limit_class: LimitClass = "default",
     ) -> Callable[[Handler], Handler]:
         return self.route(
             "DELETE", path, auth=auth, rate_limited=rate_limited, limit_class=limit_class

@@ -13,7 +13,7 @@ from peyvand.api.container import Services
 from peyvand.api.context import SERVICES_KEY, RequestContext, json_response
 from peyvand.api.guest_access import guest_may_use
 from peyvand.api.ratelimit import RateLimiter
-from peyvand.api.routing import CLIENT_PREFIXES, CLIENT_V3, Route, RouteTable
+from peyvand.api.routing import CLIENT_PREFIXES, CLIENT_V3, LimitClass, Route, RouteTable
 from peyvand.errors import Errcode, MatrixError
 from peyvand.events.json_input import NotJson, UnacceptableJson, parse_federation_json
 from peyvand.federation.request_auth import parse_authorization
@@ -48,7 +48,7 @@ class _Limits:
     def __init__(self, services: Services) -> None:
         cfg = services.config.rate_limits
         self.enabled = cfg.enabled
-        self.by_class = {
+        self.by_class: dict[LimitClass, RateLimiter] = {
             "default": RateLimiter(cfg.per_second, cfg.burst),
             "login": RateLimiter(cfg.login_per_second, cfg.login_burst),
         }
