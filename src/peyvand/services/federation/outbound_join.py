@@ -18,6 +18,7 @@ from urllib.parse import quote
 
 from peyvand.errors import Errcode, MatrixError
 from peyvand.events.auth import AuthError, check_auth_events_list, check_auth_rules
+from peyvand.events.auth_order import auth_topological_order
 from peyvand.events.builder import EventTooLargeError, finalize_pdu
 from peyvand.events.pdu import Pdu, StateKey
 from peyvand.events.received import InvalidPdu, check_content_hash_or_redact, parse_pdu
@@ -25,7 +26,6 @@ from peyvand.events.room_versions import KNOWN_ROOM_VERSIONS, RoomVersion
 from peyvand.events.signing import SigningKey
 from peyvand.federation.client import FederationClient, FederationHttpError
 from peyvand.services.federation.errors import join_refusal
-from peyvand.services.federation.received_events import auth_topological_order
 from peyvand.services.timeline.room_state import RoomSnapshot, StateService
 from peyvand.storage.events import EventStore
 from peyvand.storage.models import EventToPersist, OutlierRow, RoomRow

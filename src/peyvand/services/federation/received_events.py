@@ -36,6 +36,7 @@ from peyvand.events.auth import (
     check_auth_events_list,
     check_auth_rules,
 )
+from peyvand.events.auth_order import auth_topological_order
 from peyvand.events.pdu import Pdu, StateKey
 from peyvand.events.received import InvalidPdu, check_content_hash_or_redact, parse_pdu
 from peyvand.events.redaction import has_redact_power
@@ -674,28 +675,3 @@ def _relates_to(pdu: Pdu) -> tuple[EventID | None, str | None]:
 
 class DroppedPdu(Exception):
     """The PDU cannot be processed (bad signature, unfetchable history): not stored."""
-
-
-def auth_topological_order(events: Mapping[EventID, Pdu]) -> list[Pdu]:
-    """``events`` with every event after those of its auth events that are among them
-    (Kahn's algorithm; ties by depth, then event ID, for determinism)."""
-    children: dict[EventID, list[EventID]] = {e: [] for e in events}
-    waiting: dict[EventID, int] = {}
-    for event_id, pdu in events.items():
-        parents = [a for a in set(pdu.auth_event_ids) if a in events]
-        waiting[event_id] = len(parents)
-        for parent in parents:
-            children[parent].append(event_id)
-    ready = sorted((e for e, n in waiting.items() if n == 0), key=lambda e: (events[e].depth, e))
-    ordered: list[Pdu] = []
-    while ready:
-        event_id = ready.pop(0)
-        ordered.append(events[event_id])
-        for child in children[event_id]:
-            waiting[child] -= 1
-            if waiting[child] == 0:
-                ready.append(child)
-        ready.sort(key=lambda e: (events[e].depth, e))
-    # Auth cycles (impossible for honest servers): what is left goes last.
-    ordered += [events[e] for e, n in sorted(waiting.items()) if n > 0]
-    return ordered
