@@ -13,9 +13,9 @@ from typing import Any, cast
 import pytest
 
 from peyvand.events.pdu import Pdu, StateKey
+from peyvand.events.push_rules.ruleset import PushRule, Ruleset, build_ruleset
 from peyvand.events.room_versions import KNOWN_ROOM_VERSIONS
 from peyvand.services.push.actions import PushActionsService
-from peyvand.services.push.ruleset import PushRule, Ruleset, build_ruleset
 from peyvand.services.timeline.room_state import RoomSnapshot
 from peyvand.storage.migrations import run_migrations
 from peyvand.storage.models import EventToPersist, StateGroupRow

@@ -14,7 +14,7 @@ from dataclasses import replace
 from typing import Any, Final
 
 from peyvand.errors import Errcode, MatrixError
-from peyvand.services.push.ruleset import (
+from peyvand.events.push_rules.ruleset import (
     CONDITION_KINDS,
     PushRule,
     RuleOverride,

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from peyvand.errors import Errcode, MatrixError
-from peyvand.services.push.ruleset import (
+from peyvand.events.push_rules.ruleset import (
     KINDS,
     PushContext,
     PushRule,
