@@ -42,6 +42,8 @@ def _seed() -> int:
     return random.randrange(2**32) if value == "random" else int(value)
 
 
+# The fuzzing time plus the session servers' start and the spec's loading.
+@pytest.mark.timeout(FUZZ_SECONDS + 300)
 def test_client_server_api_fuzz(homeserver: HomeserverProcess, backend: str) -> None:
     if FUZZ_SECONDS <= 0:
         pytest.skip("PEYVAND_FUZZ_SECONDS=0")
