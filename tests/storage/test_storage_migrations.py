@@ -1,7 +1,10 @@
-"""Schema migrations apply on SQLite and PostgreSQL, idempotently, to the same tables."""
+"""Schema migrations apply on SQLite and PostgreSQL, idempotently, to the same tables; a
+migration is shared or per dialect, never both; databases made before migrations were
+shared upgrade without running anything again."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -10,7 +13,43 @@ import pytest
 from harness.postgres import PostgresCluster
 from peyvand.storage.migrations import available_migrations, run_migrations
 from peyvand.storage.postgres import PostgresDatabase
+from peyvand.storage.rooms import RoomMemberStore
 from peyvand.storage.sqlite import SqliteDatabase
+from peyvand.types import RoomID, UserID
+
+# The migrations released while each dialect had its own copy of every file: the name every
+# database made since has recorded, and the first 16 hex digits of the SHA-256 of the SQL
+# it ran on SQLite and on PostgreSQL. A released migration never changes (add a new one).
+_RELEASED: dict[int, tuple[str, str, str]] = {
+    1: ("001_rooms_events.sql", "226cff5daef5eff9", "226cff5daef5eff9"),
+    2: ("002_accounts.sql", "28d9e14922518f85", "28d9e14922518f85"),
+    3: ("003_push_rules.sql", "b120f1b98aa0cade", "b120f1b98aa0cade"),
+    4: ("004_ephemeral.sql", "c412490a7346832a", "c412490a7346832a"),
+    5: ("005_forgotten_rooms.sql", "b0d981418dc351c7", "b0d981418dc351c7"),
+    6: ("006_directory.sql", "fec95ae74c5e28ad", "fec95ae74c5e28ad"),
+    7: ("007_push_actions.sql", "157b689566cd4ccc", "157b689566cd4ccc"),
+    8: ("008_event_txns_by_event.sql", "5c64b16d0f41b95b", "5c64b16d0f41b95b"),
+    9: ("009_e2e_keys.sql", "fe6155e1a3f14c3a", "fe6155e1a3f14c3a"),
+    10: ("010_to_device_device_lists.sql", "1a1fc4f73860966d", "1a1fc4f73860966d"),
+    11: ("011_key_backup.sql", "d3766127ddffc300", "d3766127ddffc300"),
+    12: ("012_event_txn_on_event.sql", "83e2768ad6d46ea5", "83e2768ad6d46ea5"),
+    13: ("013_media.sql", "2e5b937da6b2e7a5", "2e5b937da6b2e7a5"),
+    14: ("014_server_keys.sql", "4566ef4ad1ad91b1", "4566ef4ad1ad91b1"),
+    15: ("015_federation_outbox.sql", "09d8d5ec78da8add", "09d8d5ec78da8add"),
+    16: ("016_federation_events.sql", "5965da254521e2dc", "5965da254521e2dc"),
+    17: ("017_remote_devices.sql", "0b0db34c06244c82", "0b0db34c06244c82"),
+    18: ("018_remote_invites.sql", "2b45f87247b2b341", "2b45f87247b2b341"),
+    19: ("019_audit_log.sql", "c05462392b9a97fa", "fc742c23939af504"),
+    20: ("020_legal_holds.sql", "4930c3abff31cdf0", "4781306686d7b3d6"),
+    21: ("021_events_by_sender.sql", "c6d72aeba3a70aea", "c6d72aeba3a70aea"),
+    22: ("022_invite_policy.sql", "e4ae149a8b6c3873", "e4ae149a8b6c3873"),
+    23: ("023_reports.sql", "9caa14a270c6c80e", "9caa14a270c6c80e"),
+    24: ("024_purge.sql", "100b6736062206b3", "cfc4d0d78698d5d5"),
+    25: ("025_registration_tokens.sql", "ec21fcbfcec2e437", "ec21fcbfcec2e437"),
+    26: ("026_guest_accounts.sql", "14972fd11fe5ef33", "14972fd11fe5ef33"),
+    27: ("027_pushers.sql", "811b2d0f6afb478b", "811b2d0f6afb478b"),
+}
+_DIALECTS = ("sqlite", "postgres")
 
 _TABLES_SQL = {
     "sqlite": "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
@@ -76,3 +115,83 @@ async def test_both_backends_have_the_same_migrations_and_tables(
         finally:
             await db.close()
     assert tables["sqlite"] == tables["postgres"]
+
+
+def test_released_migrations_keep_their_names_and_sql() -> None:
+    changed = []
+    for index, dialect in enumerate(_DIALECTS, start=1):
+        found = {version: (name, sql) for version, name, sql in available_migrations(dialect)}
+        for version, released in _RELEASED.items():
+            name, sql = found.get(version, ("(missing)", ""))
+            digest = hashlib.sha256(sql.encode()).hexdigest()[:16]
+            if (name, digest) != (released[0], released[index]):
+                changed.append(f"{dialect} {version:03d}: {name} {digest}, released {released}")
+    assert not changed, "released migrations changed:\n" + "\n".join(changed)
+
+
+def test_a_version_is_shared_or_per_dialect(tmp_path: Path) -> None:
+    for path, sql in {
+        "001_first.sql": "shared 1",
+        "sqlite/002_second.sql": "sqlite 2",
+        "postgres/002_second.sql": "postgres 2",
+        "003_third.sql": "shared 3",
+        "README.md": "not a migration",
+    }.items():
+        (tmp_path / path).parent.mkdir(exist_ok=True)
+        (tmp_path / path).write_text(sql, encoding="utf-8")
+    assert available_migrations("sqlite", tmp_path) == [
+        (1, "001_first.sql", "shared 1"),
+        (2, "002_second.sql", "sqlite 2"),
+        (3, "003_third.sql", "shared 3"),
+    ]
+    assert [sql for _, _, sql in available_migrations("postgres", tmp_path)] == [
+        "shared 1",
+        "postgres 2",
+        "shared 3",
+    ]
+
+    (tmp_path / "sqlite" / "003_third.sql").write_text("sqlite 3", encoding="utf-8")
+    with pytest.raises(RuntimeError, match=r"003_third\.sql and sqlite/003_third\.sql"):
+        available_migrations("sqlite", tmp_path)
+    assert len(available_migrations("postgres", tmp_path)) == 3
+
+    (tmp_path / "003_other.sql").write_text("shared 3 again", encoding="utf-8")
+    with pytest.raises(RuntimeError, match=r"duplicate migration number 003"):
+        available_migrations("postgres", tmp_path)
+    with pytest.raises(ValueError, match="unknown dialect"):
+        available_migrations("mysql", tmp_path)
+
+
+async def _migrate_as_released(db: SqliteDatabase | PostgresDatabase, up_to: int) -> None:
+    """What the runner did before migrations were shared: each released migration up to
+    ``up_to``, in one transaction with the row it recorded (its SQL and name are the
+    released ones, as ``test_released_migrations_keep_their_names_and_sql`` checks)."""
+    await db.executescript(
+        "CREATE TABLE IF NOT EXISTS schema_migrations "
+        "(version INTEGER PRIMARY KEY, name TEXT NOT NULL)"
+    )
+    for version, _, sql in available_migrations(db.dialect):
+        if version <= up_to:
+            name = _RELEASED[version][0]
+            await db.executescript(
+                f"BEGIN;\n{sql}\nINSERT INTO schema_migrations (version, name)"
+                f" VALUES ({version}, '{name}');\nCOMMIT;"
+            )
+
+
+@pytest.mark.parametrize("released_up_to", [23, max(_RELEASED)])
+async def test_a_database_from_before_shared_migrations_upgrades_cleanly(
+    fresh_database: tuple[str, SqliteDatabase | PostgresDatabase], released_up_to: int
+) -> None:
+    _, db = fresh_database
+    await _migrate_as_released(db, released_up_to)
+    recorded = await db.fetch("SELECT version, name FROM schema_migrations ORDER BY version")
+
+    newer = [v for v, _, _ in available_migrations(db.dialect) if v > released_up_to]
+    assert await run_migrations(db) == newer
+    rows = await db.fetch("SELECT version, name FROM schema_migrations ORDER BY version")
+    assert [tuple(row) for row in rows[: len(recorded)]] == [tuple(row) for row in recorded]
+
+    store = RoomMemberStore(db)
+    await store.set_forgotten(UserID("@alice:hs.test"), RoomID("!room:hs.test"), True)
+    assert await store.get_forgotten(UserID("@alice:hs.test")) == {RoomID("!room:hs.test")}

@@ -1,37 +1,70 @@
-"""Numbered schema migrations, one directory per dialect: ``<dialect>/NNN_name.sql``.
+"""Numbered schema migrations, written once: ``NNN_name.sql`` here when both dialects run
+the same SQL, ``<dialect>/NNN_name.sql`` (one file in each dialect's folder) where they
+differ. A version is either shared or per dialect, never both.
 
-Each migration runs in one transaction together with its ``schema_migrations`` row, so a
-crash mid-migration leaves the schema at the previous version.
+Each migration runs in one transaction together with its ``schema_migrations`` row (its
+version and file name, wherever the file lives), so a crash mid-migration leaves the
+schema at the previous version.
 """
 
 from __future__ import annotations
 
 import re
 from importlib import resources
-from typing import Protocol
+from importlib.resources.abc import Traversable
+from typing import Protocol, get_args
 
-from peyvand.storage.database import Database
+from peyvand.storage.database import Database, Dialect
 
 _NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
+_ROOT = resources.files(__package__)
 
 
 class _ScriptDatabase(Database, Protocol):
     async def executescript(self, script: str) -> None: ...
 
 
-def available_migrations(dialect: str) -> list[tuple[int, str, str]]:
-    """``(version, name, sql)`` for every migration of ``dialect``, in order."""
-    folder = resources.files(__package__).joinpath(dialect)
-    found = []
-    for entry in folder.iterdir():
+def _scripts(folder: Traversable, label: str) -> dict[int, Traversable]:
+    """The migration files directly in ``folder`` (none if it does not exist), by version."""
+    if not folder.is_dir():
+        return {}
+    found: dict[int, Traversable] = {}
+    for entry in sorted(folder.iterdir(), key=lambda entry: entry.name):
         match = _NAME.match(entry.name)
-        if match:
-            found.append((int(match.group(1)), entry.name, entry.read_text(encoding="utf-8")))
-    found.sort()
-    versions = [v for v, _, _ in found]
-    if len(set(versions)) != len(versions):
-        raise RuntimeError(f"duplicate migration numbers for {dialect}: {versions}")
+        if not match:
+            continue
+        version = int(match.group(1))
+        if version in found:
+            raise RuntimeError(
+                f"duplicate migration number {version:03d} in {label}: "
+                f"{found[version].name} and {entry.name}"
+            )
+        found[version] = entry
     return found
+
+
+def available_migrations(dialect: str, root: Traversable = _ROOT) -> list[tuple[int, str, str]]:
+    """``(version, name, sql)`` for every migration of ``dialect`` under ``root``, in order.
+
+    Refuses a version that is both shared and specific to ``dialect``: one of the two
+    would silently never run.
+    """
+    if dialect not in get_args(Dialect):
+        raise ValueError(f"unknown dialect {dialect!r}")
+    shared = _scripts(root, "the shared migrations")
+    specific = _scripts(root.joinpath(dialect), f"the {dialect} migrations")
+    both = sorted(shared.keys() & specific.keys())
+    if both:
+        clashes = ", ".join(f"{shared[v].name} and {dialect}/{specific[v].name}" for v in both)
+        raise RuntimeError(
+            f"migrations both shared and specific to {dialect}: {clashes}; keep the shared "
+            "file if both dialects run the same SQL, else one file in each dialect's folder"
+        )
+    scripts = shared | specific
+    return [
+        (version, scripts[version].name, scripts[version].read_text(encoding="utf-8"))
+        for version in sorted(scripts)
+    ]
 
 
 async def run_migrations(db: _ScriptDatabase) -> list[int]:
