@@ -40,13 +40,14 @@ from peyvand.federation.policy import ServerPolicy
 from peyvand.federation.sender import FederationSender
 from peyvand.services.federation.edus import FederationEdus
 from peyvand.services.federation.errors import is_refusal, join_refusal, refusal
+from peyvand.services.federation.federation_pdus import federation_pdu, stripped_state
 from peyvand.services.federation.invite_policy import InvitePolicyService
 from peyvand.services.federation.outbound_join import RemoteJoiner
 from peyvand.services.federation.received_events import DroppedPdu, FederationEventHandler, Outcome
 from peyvand.services.rooms.policy_lists import PolicyListService
 from peyvand.services.rooms.restricted_joins import join_authoriser
 from peyvand.services.timeline.event_creation import MAX_PREV_EVENTS
-from peyvand.services.timeline.room_state import STRIPPED_STATE_TYPES, RoomSnapshot, StateService
+from peyvand.services.timeline.room_state import RoomSnapshot, StateService
 from peyvand.storage.database import Connection
 from peyvand.storage.events import EventStore
 from peyvand.storage.federation_inbox import FederationInboxStore
@@ -68,13 +69,6 @@ _PRUNE_SECONDS = 3600.0
 _MAX_INVITE_STATE = 50
 
 TxnWrite = Callable[[Connection], Awaitable[None]]
-
-
-def federation_pdu(pdu: Pdu, redacted: bool = False) -> JsonDict:
-    """The PDU as sent to other servers (pruned when redacted here)."""
-    data = dict(pdu.data)
-    data.pop("unsigned", None)
-    return redact(data, pdu.room_version) if redacted else data
 
 
 class RemoteInviteLimiter:
@@ -504,7 +498,7 @@ class FederationService:
         destination = server_name_of(target)
         if not self.allows(destination):
             raise MatrixError(Errcode.FORBIDDEN, "Federation with that server is not allowed")
-        stripped = await self._stripped_state(snapshot)
+        stripped = await stripped_state(self._state, snapshot)
         path = (
             f"{_FEDERATION_V2}/invite/{quote(pdu.room_id, safe='')}/{quote(pdu.event_id, safe='')}"
         )
@@ -783,7 +777,7 @@ class FederationService:
         outcome = await self._process_relayed(origin, pdu)
         if outcome.status not in ("accepted", "duplicate"):
             raise MatrixError(Errcode.FORBIDDEN, outcome.reason or "The knock was not allowed")
-        return {"knock_room_state": await self._stripped_state(snapshot)}
+        return {"knock_room_state": await stripped_state(self._state, snapshot)}
 
     async def forget_invite(self, room_id: RoomID, user_id: UserID) -> None:
         """The user joined the room: the room's own state holds their membership now."""
@@ -824,13 +818,6 @@ class FederationService:
         finally:
             # Relayed by the pre-commit hook if it was accepted; forgotten otherwise.
             self._relay.pop(pdu.event_id, None)
-
-    async def _stripped_state(self, snapshot: RoomSnapshot) -> list[JsonDict]:
-        """The invite's room state: full PDUs, which are valid stripped state events too
-        and let the invited server check the create event (as Synapse expects)."""
-        keys: list[StateKey] = [(t, "") for t in STRIPPED_STATE_TYPES]
-        events = await self._state.get_state_events(snapshot.state, keys, as_served=True)
-        return [federation_pdu(e) for e in events.values()]
 
     # -- reads by other servers ----------------------------------------------------------
 

@@ -1,0 +1,25 @@
+"""PDUs as this server hands them to other servers (Server-Server API, "PDUs"): pruned
+when redacted here, without ``unsigned``; and the stripped state sent with invites and
+knocks."""
+
+from __future__ import annotations
+
+from peyvand.events.pdu import Pdu, StateKey
+from peyvand.events.redaction import redact
+from peyvand.services.timeline.room_state import STRIPPED_STATE_TYPES, RoomSnapshot, StateService
+from peyvand.types import JsonDict
+
+
+def federation_pdu(pdu: Pdu, redacted: bool = False) -> JsonDict:
+    """The PDU as sent to other servers (pruned when redacted here)."""
+    data = dict(pdu.data)
+    data.pop("unsigned", None)
+    return redact(data, pdu.room_version) if redacted else data
+
+
+async def stripped_state(state: StateService, snapshot: RoomSnapshot) -> list[JsonDict]:
+    """The invite's room state: full PDUs, which are valid stripped state events too
+    and let the invited server check the create event (as Synapse expects)."""
+    keys: list[StateKey] = [(t, "") for t in STRIPPED_STATE_TYPES]
+    events = await state.get_state_events(snapshot.state, keys, as_served=True)
+    return [federation_pdu(e) for e in events.values()]
