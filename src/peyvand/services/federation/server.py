@@ -15,7 +15,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Final
 from urllib.parse import quote
 
@@ -28,7 +28,6 @@ from peyvand.events.received import (
     InvalidPdu,
     check_content_hash_or_redact,
     parse_pdu,
-    required_signatures,
 )
 from peyvand.events.redaction import redact
 from peyvand.events.room_versions import KNOWN_ROOM_VERSIONS
@@ -44,6 +43,7 @@ from peyvand.services.federation.federation_pdus import federation_pdu, stripped
 from peyvand.services.federation.invite_policy import InvitePolicyService
 from peyvand.services.federation.outbound_join import RemoteJoiner
 from peyvand.services.federation.received_events import DroppedPdu, FederationEventHandler, Outcome
+from peyvand.services.federation.signatures import check_pdu_signatures
 from peyvand.services.rooms.policy_lists import PolicyListService
 from peyvand.services.rooms.restricted_joins import join_authoriser
 from peyvand.services.timeline.event_creation import MAX_PREV_EVENTS
@@ -274,20 +274,8 @@ class FederationService:
     # -- signatures ----------------------------------------------------------------------
 
     async def check_signatures(self, pdus: Sequence[Pdu]) -> list[bool]:
-        """Every server that must sign each event did ("Validating hashes and signatures
-        on received events"): see ``events.received.required_signatures``."""
-        checks: list[tuple[str, Mapping[str, Any], int]] = []
-        owners: list[int] = []
-        for index, pdu in enumerate(pdus):
-            redacted = redact(pdu.data, pdu.room_version)
-            for server, valid_at in required_signatures(pdu):
-                checks.append((server, redacted, valid_at))
-                owners.append(index)
-        results = await self._keyring.verify_event_signatures(checks)
-        valid = [True] * len(pdus)
-        for index, ok in zip(owners, results, strict=True):
-            valid[index] = valid[index] and ok
-        return valid
+        """Every server that must sign each event did (see ``signatures.py``)."""
+        return await check_pdu_signatures(self._keyring, pdus)
 
     # -- inbound transactions ------------------------------------------------------------
 
