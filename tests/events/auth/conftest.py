@@ -1,12 +1,12 @@
-"""Fixtures for the authorization-rule tests (the room helper is ``auth_room``)."""
+"""Fixtures for the authorization-rule tests (the room helper is ``harness.auth_room``)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 import pytest
-from auth_room import VERSIONS, AuthRoom
 
+from harness.auth_room import VERSIONS, AuthRoom
 from peyvand.events.room_versions import RoomVersion
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from auth_room import ALICE, BOB, AuthRoom
 from hypothesis import given
 from hypothesis import strategies as st
 
+from harness.auth_room import ALICE, BOB, AuthRoom
 from peyvand.events.auth import AuthError, check_auth_rules, room_creators
 from peyvand.events.pdu import Pdu
 from peyvand.events.room_versions import ROOM_V10, ROOM_V11, ROOM_V12, RoomVersion

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from auth_room import ALICE, BOB, CAROL, DAVE, AuthRoom
 from signedjson.key import encode_verify_key_base64, generate_signing_key, get_verify_key
 from signedjson.sign import sign_json
 
+from harness.auth_room import ALICE, BOB, CAROL, DAVE, AuthRoom
 from peyvand.events.room_versions import ROOM_V10, ROOM_V12
 
 # 5.1 -------------------------------------------------------------------------------------

@@ -7,10 +7,10 @@ import math
 from typing import Any
 
 import pytest
-from auth_room import ALICE, BOB, CAROL, AuthRoom
 from hypothesis import given
 from hypothesis import strategies as st
 
+from harness.auth_room import ALICE, BOB, CAROL, AuthRoom
 from peyvand.events.auth import (
     AuthError,
     check_auth_rules,

@@ -9,8 +9,8 @@ never across rooms or to the room's create event.
 from __future__ import annotations
 
 import pytest
-from auth_room import ALICE, BOB, CAROL, DAVE, AuthRoom
 
+from harness.auth_room import ALICE, BOB, CAROL, DAVE, AuthRoom
 from peyvand.events.pdu import Pdu
 from peyvand.events.redaction import has_redact_power, redaction_takes_effect
 from peyvand.events.room_versions import ROOM_V10, ROOM_V12, RoomVersion

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from auth_room import ALICE, BOB, CAROL, DAVE, AuthRoom
 from hypothesis import given
 from hypothesis import strategies as st
 
+from harness.auth_room import ALICE, BOB, CAROL, DAVE, AuthRoom
 from peyvand.events.auth import (
     AuthError,
     auth_types_for_event,

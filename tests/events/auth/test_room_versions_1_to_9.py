@@ -7,8 +7,8 @@ import re
 from typing import Any
 
 import pytest
-from auth_room import ALICE, BOB, AuthRoom
 
+from harness.auth_room import ALICE, BOB, AuthRoom
 from peyvand.events.auth import AuthError, check_auth_rules
 from peyvand.events.auth.errors import spec_rule
 from peyvand.events.builder import build_pdu

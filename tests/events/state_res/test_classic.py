@@ -8,7 +8,8 @@ that changed since ``START`` (see ``RoomDag.changed_at_end``).
 from __future__ import annotations
 
 import pytest
-from state_res_dag import (
+
+from harness.state_res_dag import (
     ALICE,
     ALL_VERSIONS,
     BOB,
@@ -22,7 +23,6 @@ from state_res_dag import (
     power,
     topic,
 )
-
 from peyvand.events.room_versions import RoomVersion
 
 pytestmark = pytest.mark.parametrize("version", ALL_VERSIONS, ids=lambda v: f"v{v.identifier}")

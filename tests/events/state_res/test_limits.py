@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 
 import pytest
-from state_res_dag import (
+
+from harness.state_res_dag import (
     ALICE,
     ALL_VERSIONS,
     BOB,
@@ -16,7 +17,6 @@ from state_res_dag import (
     power,
     topic,
 )
-
 from peyvand.events.pdu import Pdu
 from peyvand.events.room_versions import ROOM_V12, RoomVersion
 from peyvand.events.state_res import (

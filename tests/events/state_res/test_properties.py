@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from state_res_dag import (
+
+from harness.state_res_dag import (
     ALICE,
     ALL_VERSIONS,
     BOB,
@@ -23,7 +24,6 @@ from state_res_dag import (
     power,
     topic,
 )
-
 from peyvand.events.room_versions import RoomVersion
 from peyvand.events.state_res import resolve_state, split_state
 from peyvand.types import EventID

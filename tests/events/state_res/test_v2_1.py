@@ -11,7 +11,8 @@ from __future__ import annotations
 import math
 
 import pytest
-from state_res_dag import (
+
+from harness.state_res_dag import (
     ALICE,
     ALL_VERSIONS,
     BOB,
@@ -25,7 +26,6 @@ from state_res_dag import (
     power,
     topic,
 )
-
 from peyvand.events.room_versions import ROOM_V12, RoomVersion
 from peyvand.events.state_res.graph import AuthGraph, auth_difference, conflicted_subgraph
 from peyvand.events.state_res.ordering import sender_power_level
