@@ -41,6 +41,7 @@ from peyvand.services.federation.edus import FederationEdus
 from peyvand.services.federation.errors import is_refusal, join_refusal, refusal
 from peyvand.services.federation.federation_pdus import federation_pdu, stripped_state
 from peyvand.services.federation.invite_policy import InvitePolicyService
+from peyvand.services.federation.outbound_events import OutboundEvents, TxnWrite
 from peyvand.services.federation.outbound_join import RemoteJoiner
 from peyvand.services.federation.received_events import DroppedPdu, FederationEventHandler, Outcome
 from peyvand.services.federation.signatures import check_pdu_signatures
@@ -48,10 +49,9 @@ from peyvand.services.rooms.policy_lists import PolicyListService
 from peyvand.services.rooms.restricted_joins import join_authoriser
 from peyvand.services.timeline.event_creation import MAX_PREV_EVENTS
 from peyvand.services.timeline.room_state import RoomSnapshot, StateService
-from peyvand.storage.database import Connection
 from peyvand.storage.events import EventStore
 from peyvand.storage.federation_inbox import FederationInboxStore
-from peyvand.storage.federation_outbox import FederationOutboxStore, OutboxRow
+from peyvand.storage.federation_outbox import FederationOutboxStore
 from peyvand.storage.models import EventToPersist, StoredEvent
 from peyvand.storage.remote_invites import RemoteInvite, RemoteInviteStore
 from peyvand.types import EventID, JsonDict, RoomID, UserID, server_name_of
@@ -67,8 +67,6 @@ _MAX_MISSING_EVENTS = 20
 _MAX_BACKFILL = 100
 _PRUNE_SECONDS = 3600.0
 _MAX_INVITE_STATE = 50
-
-TxnWrite = Callable[[Connection], Awaitable[None]]
 
 
 class RemoteInviteLimiter:
@@ -176,10 +174,7 @@ class FederationService:
         self._edus: FederationEdus | None = None
         self._invite_policy: InvitePolicyService | None = None
         self._policy_lists: PolicyListService | None = None
-        # Events accepted from a joining server that we relay to the rest of the room
-        # (event ID -> the server that sent it, which does not get it back).
-        self._relay: dict[EventID, str] = {}
-        self._queued: dict[str, None] = {}
+        self.outbound_events = OutboundEvents(server_name, sender, state, outbox)
         self._origin_locks: dict[str, asyncio.Lock] = {}
 
     def use_edus(self, edus: FederationEdus) -> None:
@@ -231,45 +226,10 @@ class FederationService:
     # -- outbound events -----------------------------------------------------------------
 
     async def prepare_outbound(self, batch: Sequence[EventToPersist]) -> TxnWrite | None:
-        """Pre-commit hook: queue rows sending this batch's local events (and relayed
-        joins) to every other server in their rooms, in the events' own transaction."""
-        rows: list[OutboxRow] = []
-        for persisted in batch:
-            pdu = persisted.pdu
-            origin = server_name_of(pdu.sender)
-            # Read, not popped: a failed commit calls the hook again (_process_relayed
-            # drops the entry once the event is stored).
-            relayed_from = self._relay.get(pdu.event_id)
-            if origin != self._server_name and relayed_from is None:
-                continue
-            destinations = self.servers_in_room(pdu.room_id)
-            if pdu.type == "m.room.member" and pdu.state_key:
-                destinations.add(server_name_of(pdu.state_key))
-            destinations.discard(self._server_name)
-            if relayed_from is not None:
-                destinations.discard(relayed_from)
-            rows.extend(self._sender.rows_for_event(pdu.room_id, pdu.event_id, destinations))
-        if not rows:
-            return None
-        for row in rows:
-            self._queued[row.destination] = None
-
-        async def write(txn: Connection) -> None:
-            await self._outbox.add_in_txn(txn, rows)
-
-        return write
+        return await self.outbound_events.prepare_outbound(batch)
 
     def on_persisted(self, batch: Sequence[EventToPersist]) -> None:
-        """After the commit: wake the senders of the destinations just queued."""
-        if self._queued:
-            destinations, self._queued = list(self._queued), {}
-            self._sender.notify_new(destinations)
-
-    def servers_in_room(self, room_id: RoomID) -> set[str]:
-        snapshot = self._state.cached_room(room_id)
-        if snapshot is None:
-            return set()
-        return {server_name_of(u) for u, m in snapshot.memberships.items() if m == "join"}
+        self.outbound_events.on_persisted(batch)
 
     # -- signatures ----------------------------------------------------------------------
 
@@ -418,7 +378,7 @@ class FederationService:
             "state": [federation_pdu(p) for p in state_events.values()],
             "auth_chain": [federation_pdu(p) for p in chain.values()],
             "members_omitted": False,
-            "servers_in_room": sorted(self.servers_in_room(room_id)),
+            "servers_in_room": sorted(self.outbound_events.servers_in_room(room_id)),
         }
 
     async def _check_join(self, room_id: RoomID, user_id: UserID) -> None:
@@ -796,16 +756,14 @@ class FederationService:
     async def _process_relayed(self, origin: str, pdu: Pdu) -> Outcome:
         """Process a membership event a server handed us to relay to the rest of the room
         (send_join, send_leave); 403 when it cannot be processed."""
-        self._relay[pdu.event_id] = origin
-        try:
-            return await self._handler.process_pdu(origin, pdu)
-        except DroppedPdu as exc:
-            raise MatrixError(Errcode.FORBIDDEN, str(exc)) from exc
-        except StateResError as exc:
-            raise MatrixError(Errcode.UNKNOWN, f"State resolution failed: {exc}") from exc
-        finally:
-            # Relayed by the pre-commit hook if it was accepted; forgotten otherwise.
-            self._relay.pop(pdu.event_id, None)
+        # Relayed by the pre-commit hook if it is accepted.
+        with self.outbound_events.relaying(pdu.event_id, origin):
+            try:
+                return await self._handler.process_pdu(origin, pdu)
+            except DroppedPdu as exc:
+                raise MatrixError(Errcode.FORBIDDEN, str(exc)) from exc
+            except StateResError as exc:
+                raise MatrixError(Errcode.UNKNOWN, f"State resolution failed: {exc}") from exc
 
     # -- reads by other servers ----------------------------------------------------------
 

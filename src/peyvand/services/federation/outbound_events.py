@@ -1,0 +1,90 @@
+"""Events going out to other servers: local events (and the membership events a server
+handed us to relay: send_join, send_leave, send_knock) are queued for every other server
+in their rooms through the durable per-destination sender, in the events' own commit
+(Server-Server API, "PDUs")."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
+
+from peyvand.federation.sender import FederationSender
+from peyvand.services.timeline.room_state import StateService
+from peyvand.storage.database import Connection
+from peyvand.storage.federation_outbox import FederationOutboxStore, OutboxRow
+from peyvand.storage.models import EventToPersist
+from peyvand.types import EventID, RoomID, server_name_of
+
+TxnWrite = Callable[[Connection], Awaitable[None]]
+
+
+class OutboundEvents:
+    """The event writer's pre-commit hook and after-commit listener for federation."""
+
+    def __init__(
+        self,
+        server_name: str,
+        sender: FederationSender,
+        state: StateService,
+        outbox: FederationOutboxStore,
+    ) -> None:
+        self._server_name = server_name
+        self._sender = sender
+        self._state = state
+        self._outbox = outbox
+        # Events accepted from a joining server that we relay to the rest of the room
+        # (event ID -> the server that sent it, which does not get it back).
+        self._relay: dict[EventID, str] = {}
+        self._queued: dict[str, None] = {}
+
+    @contextmanager
+    def relaying(self, event_id: EventID, origin: str) -> Iterator[None]:
+        """While the block runs, ``event_id`` (from ``origin``) is relayed to the rest of
+        its room if it is committed; it is forgotten afterwards either way."""
+        self._relay[event_id] = origin
+        try:
+            yield
+        finally:
+            self._relay.pop(event_id, None)
+
+    async def prepare_outbound(self, batch: Sequence[EventToPersist]) -> TxnWrite | None:
+        """Pre-commit hook: queue rows sending this batch's local events (and relayed
+        joins) to every other server in their rooms, in the events' own transaction."""
+        rows: list[OutboxRow] = []
+        for persisted in batch:
+            pdu = persisted.pdu
+            origin = server_name_of(pdu.sender)
+            # Read, not popped: a failed commit calls the hook again (``relaying`` drops
+            # the entry once the event is stored).
+            relayed_from = self._relay.get(pdu.event_id)
+            if origin != self._server_name and relayed_from is None:
+                continue
+            destinations = self.servers_in_room(pdu.room_id)
+            if pdu.type == "m.room.member" and pdu.state_key:
+                destinations.add(server_name_of(pdu.state_key))
+            destinations.discard(self._server_name)
+            if relayed_from is not None:
+                destinations.discard(relayed_from)
+            rows.extend(self._sender.rows_for_event(pdu.room_id, pdu.event_id, destinations))
+        if not rows:
+            return None
+        for row in rows:
+            self._queued[row.destination] = None
+
+        async def write(txn: Connection) -> None:
+            await self._outbox.add_in_txn(txn, rows)
+
+        return write
+
+    def on_persisted(self, batch: Sequence[EventToPersist]) -> None:
+        """After the commit: wake the senders of the destinations just queued."""
+        if self._queued:
+            destinations, self._queued = list(self._queued), {}
+            self._sender.notify_new(destinations)
+
+    def servers_in_room(self, room_id: RoomID) -> set[str]:
+        """The servers with a joined member in the room (from the cached snapshot)."""
+        snapshot = self._state.cached_room(room_id)
+        if snapshot is None:
+            return set()
+        return {server_name_of(u) for u, m in snapshot.memberships.items() if m == "join"}
