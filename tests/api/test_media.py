@@ -1458,7 +1458,7 @@ async def test_a_full_disk_is_a_clean_error(
 
     monkeypatch.setattr(FileWriter, "_flush", no_space)
     with (
-        caplog.at_level(logging.WARNING, logger="peyvand.services.media.repository"),
+        caplog.at_level(logging.WARNING, logger="peyvand.services.media.content"),
         pytest.raises(MatrixError) as full,
     ):
         await _upload_in_process(media, b"x" * 1000)

@@ -6,11 +6,7 @@ quota counts a user's stored uploads plus the bytes of their uploads still strea
 checked once more, under a per-user lock, just before the row is written: concurrent uploads
 cannot exceed it together.
 
-Files are content-addressed and shared (``peyvand.media.files``); each file operation and
-its row change happen under the file's hash lock, so the database and the media directory
-agree after every step, including deletes and purges. A row that cannot be written after
-its file was committed (a database error) takes the file away again; a crash at that moment
-leaves an unnamed file, which the periodic orphan sweep removes.
+Files and the rows naming them are kept in agreement by ``MediaContent`` (``content``).
 
 Thumbnails are made on request, once per size of a fixed ladder (the request snapped up,
 ``thumbnailer.snap_thumbnail_size``), and served from storage afterwards. A download of a
@@ -22,12 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import functools
 import logging
 import re
-import secrets
-import string
 import time
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -46,6 +39,7 @@ from peyvand.media.thumbnailer import (
     snap_thumbnail_size,
 )
 from peyvand.services.accounts.requester import Requester
+from peyvand.services.media.content import MediaContent, new_media_id, storage_errors
 from peyvand.services.media.remote import RemoteContent, RemoteMediaError
 from peyvand.storage.media import MediaKey, MediaRow, MediaStore, ThumbnailRow
 from peyvand.types import UserID, is_valid_server_name
@@ -54,7 +48,6 @@ logger = logging.getLogger(__name__)
 
 # Content repository, "Matrix Content (mxc://) URIs": only these characters in a media ID.
 _MEDIA_ID: Final = re.compile(r"[A-Za-z0-9_-]{1,255}")
-_ID_ALPHABET: Final = string.ascii_letters + string.digits
 _MAX_TIMEOUT_MS: Final = 60_000
 _DEFAULT_TIMEOUT_MS: Final = 20_000
 _MAX_THUMBNAIL_SIDE: Final = 4096
@@ -136,8 +129,7 @@ class MediaService:
         self._store = store
         self._files = files
         self._admin_contact = admin_contact
-        self._clock = clock
-        self._locks = HashLocks()
+        self._content = MediaContent(store, files, clock)
         self._remote_fetch: RemoteFetch | None = None
         self._remote_fetches: dict[MediaKey, asyncio.Future[MediaRow]] = {}
         # Remote media downloads at once (each streams to a temporary file).
@@ -156,7 +148,7 @@ class MediaService:
         self._tasks: list[asyncio.Task[None]] = []
 
     def now_ms(self) -> int:
-        return int(self._clock() * 1000)
+        return self._content.now_ms()
 
     async def start(self) -> None:
         await self._files.start()
@@ -200,23 +192,16 @@ class MediaService:
         content_type = _content_type(content_type)
         _check_upload_name(upload_name)
         user_id = requester.user_id
-        media_id = _new_media_id()
+        media_id = new_media_id()
         in_flight = _InFlight(self._in_flight, user_id)
         try:
             written = await self._receive(in_flight, body, content_length)
             try:
                 async with self._quota_locks.hold(user_id):
                     await self._check_quota(user_id, written.size)
-                    async with self._locks.hold(written.sha256):
-                        row = await self._new_row(
-                            self._server_name,
-                            media_id,
-                            user_id,
-                            content_type,
-                            upload_name,
-                            written,
-                        )
-                        await self._adopt(written, functools.partial(self._add_row, row))
+                    await self._content.add(
+                        self._server_name, media_id, user_id, content_type, upload_name, written
+                    )
             finally:
                 await self._files.discard(written)
         finally:
@@ -233,7 +218,7 @@ class MediaService:
                 "Too many pending media uploads",
                 retry_after_ms=60_000,
             )
-        media_id = _new_media_id()
+        media_id = new_media_id()
         expires_ts = now + self._config.pending_upload_lifetime * 1000
         await self._store.add_pending(
             self._server_name, media_id, requester.user_id, now, expires_ts
@@ -271,7 +256,7 @@ class MediaService:
             try:
                 async with self._quota_locks.hold(user_id):
                     await self._check_quota(user_id, written.size)
-                    async with self._locks.hold(written.sha256):
+                    async with self._content.locks.hold(written.sha256):
                         quarantined_by = await self._store.quarantined_hash(written.sha256)
                         complete = functools.partial(
                             self._store.complete_pending,
@@ -284,7 +269,7 @@ class MediaService:
                             now=self.now_ms(),
                             quarantined_by=quarantined_by,
                         )
-                        completed = await self._adopt(written, complete)
+                        completed = await self._content.adopt(written, complete)
             finally:
                 await self._files.discard(written)
         finally:
@@ -299,75 +284,16 @@ class MediaService:
     async def store_bytes(self, data: bytes, content_type: str, upload_name: str | None) -> str:
         """Store content the server fetched itself (URL preview images); its mxc URI. The
         item has no owner (``user_id`` NULL), so it counts against nobody's quota."""
-        with _storage_errors():
+        with storage_errors():
             written = await self._files.write_bytes(data)
-        media_id = _new_media_id()
+        media_id = new_media_id()
         try:
-            async with self._locks.hold(written.sha256):
-                row = await self._new_row(
-                    self._server_name, media_id, None, content_type, upload_name, written
-                )
-                await self._adopt(written, functools.partial(self._add_row, row))
+            await self._content.add(
+                self._server_name, media_id, None, content_type, upload_name, written
+            )
         finally:
             await self._files.discard(written)
         return f"mxc://{self._server_name}/{media_id}"
-
-    async def _new_row(
-        self,
-        origin: str,
-        media_id: str,
-        user_id: UserID | None,
-        content_type: str,
-        upload_name: str | None,
-        written: WrittenFile,
-    ) -> MediaRow:
-        """The row of content stored now (caller holds its hash lock): quarantined if
-        identical bytes are."""
-        now = self.now_ms()
-        return MediaRow(
-            origin=origin,
-            media_id=media_id,
-            user_id=user_id,
-            content_type=content_type,
-            upload_name=upload_name,
-            size=written.size,
-            sha256=written.sha256,
-            created_ts=now,
-            uploaded_ts=now,
-            expires_ts=None,
-            last_access_ts=now,
-            quarantined_by=await self._store.quarantined_hash(written.sha256),
-        )
-
-    async def _add_row(self, row: MediaRow) -> bool:
-        await self._store.add_uploaded(row)
-        return True
-
-    async def _adopt(self, written: WrittenFile, record: Callable[[], Awaitable[bool]]) -> bool:
-        """Commit ``written`` and ``record`` the row that names it (the caller holds the
-        hash lock); what ``record`` returned.
-
-        When the row is not recorded (False) or recording fails (a database error), the file
-        is removed again unless another row names it. A cancelled ``record`` may still have
-        written its row, so its file is left for the orphan sweep instead: an unnamed file
-        is harmless, a row without its file is not.
-        """
-        with _storage_errors():
-            await self._files.commit(written)
-        try:
-            recorded = await record()
-        except Exception:
-            try:
-                await self._remove_if_unreferenced(written.sha256)
-            except Exception:
-                logger.exception(
-                    "media file %s may stay without a row until the orphan sweep",
-                    written.sha256,
-                )
-            raise
-        if not recorded:
-            await self._remove_if_unreferenced(written.sha256)
-        return recorded
 
     async def _receive(
         self, in_flight: _InFlight, body: AsyncIterable[bytes], content_length: int | None
@@ -382,7 +308,7 @@ class MediaService:
             usage = await self._store.usage_of(in_flight.user_id)
             if usage + in_flight.user_total + (content_length or 0) > quota:
                 raise self._quota_exceeded()
-        with _storage_errors():
+        with storage_errors():
             writer = await self._files.open_writer()
         try:
             async for chunk in body:
@@ -392,9 +318,9 @@ class MediaService:
                 if quota is not None and usage + in_flight.user_total + len(chunk) > quota:
                     raise self._quota_exceeded()
                 in_flight.add(len(chunk))
-                with _storage_errors():
+                with storage_errors():
                     await writer.write(chunk)
-            with _storage_errors():
+            with storage_errors():
                 return await writer.finish()
         except BaseException:
             # Released before any await: the user's other uploads must not be refused for
@@ -520,14 +446,14 @@ class MediaService:
                 )
         if thumbnail is None:
             return Download(source, info.content_type, None, row.size)
-        with _storage_errors():
+        with storage_errors():
             written = await self._files.write_bytes(thumbnail.data)
         stored = ThumbnailRow(
             width, height, method, thumbnail.content_type, written.size, written.sha256
         )
         try:
-            async with self._locks.hold(written.sha256):
-                recorded = await self._adopt(
+            async with self._content.locks.hold(written.sha256):
+                recorded = await self._content.adopt(
                     written,
                     functools.partial(self._store.add_thumbnail, row.origin, row.media_id, stored),
                 )
@@ -599,11 +525,9 @@ class MediaService:
                 ) from exc
         written = content.written
         try:
-            async with self._locks.hold(written.sha256):
-                row = await self._new_row(
-                    origin, media_id, None, content.content_type, content.upload_name, written
-                )
-                await self._adopt(written, functools.partial(self._add_row, row))
+            row = await self._content.add(
+                origin, media_id, None, content.content_type, content.upload_name, written
+            )
         finally:
             await self._files.discard(written)
         return row
@@ -670,7 +594,7 @@ class MediaService:
         else:
             # Under the hash lock, so an upload of the same bytes (which reads the hash's
             # quarantine under it) lands either before (and is marked) or after (and copies).
-            async with self._locks.hold(row.sha256):
+            async with self._content.locks.hold(row.sha256):
                 found = await self._store.set_quarantined(origin, media_id, admin)
         if not found:
             raise MatrixError(Errcode.NOT_FOUND, "Media not found")
@@ -686,8 +610,8 @@ class MediaService:
         # its hash lock (a file still named now can only lose its last row through another
         # delete, which then finds it itself).
         for sha256 in sorted(await self._store.unreferenced(sorted(hashes))):
-            async with self._locks.hold(sha256):
-                await self._remove_if_unreferenced(sha256)
+            async with self._content.locks.hold(sha256):
+                await self._content.remove_if_unreferenced(sha256)
         return deleted
 
     async def purge_not_accessed_since(
@@ -716,17 +640,10 @@ class MediaService:
         removed = 0
         async for hashes in self._files.stored_hashes():
             for sha256 in await self._store.unreferenced(hashes):
-                async with self._locks.hold(sha256):
-                    if await self._remove_if_unreferenced(sha256):
+                async with self._content.locks.hold(sha256):
+                    if await self._content.remove_if_unreferenced(sha256):
                         removed += 1
         return removed
-
-    async def _remove_if_unreferenced(self, sha256: str) -> bool:
-        """Caller holds the hash lock."""
-        if await self._store.unreferenced([sha256]):
-            await self._files.remove(sha256)
-            return True
-        return False
 
     # -- background ----------------------------------------------------------------------
 
@@ -789,25 +706,6 @@ def _thumbnail_errors() -> Iterator[None]:
         raise MatrixError(Errcode.TOO_LARGE, "The image is too large to thumbnail") from None
     except FileNotFoundError:
         raise MatrixError(Errcode.NOT_FOUND, "Media not found") from None
-
-
-@contextlib.contextmanager
-def _storage_errors() -> Iterator[None]:
-    """A failing media disk (full, read-only, I/O error) as a clean 500 with a warning in the
-    log, not an unhandled error with a traceback per request."""
-    try:
-        yield
-    except OSError as exc:
-        logger.warning("writing media failed: %s", exc)
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            message = "The server's media storage is full"
-        else:
-            message = "The server could not store the media"
-        raise MatrixError(Errcode.UNKNOWN, message, status=500) from None
-
-
-def _new_media_id() -> str:
-    return "".join(secrets.choice(_ID_ALPHABET) for _ in range(24))
 
 
 def _content_type(value: str | None) -> str:
