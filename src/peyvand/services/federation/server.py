@@ -44,6 +44,7 @@ from peyvand.services.federation.invite_policy import InvitePolicyService
 from peyvand.services.federation.outbound_events import OutboundEvents, TxnWrite
 from peyvand.services.federation.outbound_join import RemoteJoiner
 from peyvand.services.federation.received_events import DroppedPdu, FederationEventHandler, Outcome
+from peyvand.services.federation.room_access import RoomAccess
 from peyvand.services.federation.signatures import check_pdu_signatures
 from peyvand.services.rooms.policy_lists import PolicyListService
 from peyvand.services.rooms.restricted_joins import join_authoriser
@@ -175,6 +176,7 @@ class FederationService:
         self._invite_policy: InvitePolicyService | None = None
         self._policy_lists: PolicyListService | None = None
         self.outbound_events = OutboundEvents(server_name, sender, state, outbox)
+        self.access = RoomAccess(server_name, state, handler)
         self._origin_locks: dict[str, asyncio.Lock] = {}
 
     def use_edus(self, edus: FederationEdus) -> None:
@@ -188,6 +190,7 @@ class FederationService:
     def use_policy_lists(self, policy_lists: PolicyListService) -> None:
         """Enforce the moderation policy lists' bans on what other servers send."""
         self._policy_lists = policy_lists
+        self.access.use_policy_lists(policy_lists)
         self._handler.use_sender_policy(policy_lists.soft_fail_reason)
 
     @property
@@ -293,7 +296,7 @@ class FederationService:
         self, origin: str, room_id: RoomID, user_id: UserID, versions: Sequence[str]
     ) -> JsonDict:
         """GET /make_join: a join event template for a user of ``origin``."""
-        snapshot = await self._room(room_id, origin, resident=True)
+        snapshot = await self.access.room(room_id, origin, resident=True)
         if server_name_of(user_id) != origin:
             raise MatrixError(Errcode.FORBIDDEN, "The user is not on the requesting server")
         await self._check_join(room_id, user_id)
@@ -357,7 +360,7 @@ class FederationService:
     ) -> JsonDict:
         """PUT /send_join v2: accept the signed join, relay it, answer with the room's
         state before it and that state's auth chain."""
-        snapshot = await self._room(room_id, origin, resident=True)
+        snapshot = await self.access.room(room_id, origin, resident=True)
         pdu = self._parse_membership(raw, snapshot, event_id, origin, "join")
         await self._check_join(room_id, pdu.sender)
         via = pdu.content.get("join_authorised_via_users_server")
@@ -697,7 +700,7 @@ class FederationService:
         self, origin: str, room_id: RoomID, user_id: UserID, versions: Sequence[str]
     ) -> JsonDict:
         """GET /make_knock: a knock template for a user of ``origin``."""
-        snapshot = await self._room(room_id, origin, resident=True)
+        snapshot = await self.access.room(room_id, origin, resident=True)
         if server_name_of(user_id) != origin:
             raise MatrixError(Errcode.FORBIDDEN, "The user is not on the requesting server")
         await self._check_join(room_id, user_id)
@@ -719,7 +722,7 @@ class FederationService:
     ) -> JsonDict:
         """PUT /send_knock: accept the signed knock, relay it, answer with the room's
         stripped state."""
-        snapshot = await self._room(room_id, origin, resident=True)
+        snapshot = await self.access.room(room_id, origin, resident=True)
         pdu = self._parse_membership(raw, snapshot, event_id, origin, "knock")
         await self._check_join(room_id, pdu.sender)
         outcome = await self._process_relayed(origin, pdu)
@@ -733,7 +736,7 @@ class FederationService:
 
     async def make_leave(self, origin: str, room_id: RoomID, user_id: UserID) -> JsonDict:
         """GET /make_leave: a leave template (a remote user rejecting our invite)."""
-        snapshot = await self._room(room_id, origin, resident=True)
+        snapshot = await self.access.room(room_id, origin, resident=True)
         if server_name_of(user_id) != origin:
             raise MatrixError(Errcode.FORBIDDEN, "The user is not on the requesting server")
         template = self._template(
@@ -746,7 +749,7 @@ class FederationService:
         self, origin: str, room_id: RoomID, event_id: EventID, raw: Any
     ) -> JsonDict:
         """PUT /send_leave v2: accept the signed leave and relay it to the room."""
-        snapshot = await self._room(room_id, origin, resident=True)
+        snapshot = await self.access.room(room_id, origin, resident=True)
         pdu = self._parse_membership(raw, snapshot, event_id, origin, "leave")
         outcome = await self._process_relayed(origin, pdu)
         if outcome.status not in ("accepted", "duplicate"):
@@ -767,43 +770,14 @@ class FederationService:
 
     # -- reads by other servers ----------------------------------------------------------
 
-    async def _room(
-        self, room_id: RoomID, origin: str | None = None, *, resident: bool = False
-    ) -> RoomSnapshot:
-        """The room; with ``origin``, 403 unless the room's server ACL allows it; with
-        ``resident``, 404 unless this server still takes part in it (it can then vouch for
-        its current state: make_join, send_join and the like)."""
-        snapshot = await self._state.get_room(room_id)
-        if snapshot is None or (resident and not snapshot.takes_part(self._server_name)):
-            raise MatrixError(Errcode.NOT_FOUND, "Unknown room")
-        if origin is not None and not await self._handler.origin_allowed(origin, snapshot):
-            raise MatrixError(Errcode.FORBIDDEN, "Server is denied by the room's ACL")
-        if origin is not None and self._policy_lists is not None:
-            self._policy_lists.check_server(origin, room_id)
-        return snapshot
-
-    async def _require_server_in_room(self, origin: str, snapshot: RoomSnapshot) -> None:
-        """``origin`` takes part in the room (has a joined member), or the room is
-        world-readable: only then may it read the room's events."""
-        if any(
-            server_name_of(u) == origin and m == "join" for u, m in snapshot.memberships.items()
-        ):
-            return
-        key = ("m.room.history_visibility", "")
-        if key in snapshot.state:
-            events = await self._state.get_pdus([snapshot.state[key]])
-            event = events.get(snapshot.state[key])
-            if event is not None and event.content.get("history_visibility") == "world_readable":
-                return
-        raise MatrixError(Errcode.FORBIDDEN, "Your server is not in this room")
-
     async def get_event(self, origin: str, event_id: EventID) -> JsonDict:
         """GET /event/{eventId}: a transaction holding the one PDU."""
         pdus = await self._state.get_pdus([event_id])
         pdu = pdus.get(event_id)
         if pdu is None:
             raise MatrixError(Errcode.NOT_FOUND, "Unknown event")
-        await self._require_server_in_room(origin, await self._room(pdu.room_id, origin))
+        snapshot = await self.access.room(pdu.room_id, origin)
+        await self.access.require_server_in_room(origin, snapshot)
         stored = await self._state.get_event(event_id)
         redacted = stored is not None and stored.redacted_by is not None
         return {
@@ -814,8 +788,8 @@ class FederationService:
 
     async def state_ids(self, origin: str, room_id: RoomID, event_id: EventID) -> JsonDict:
         """GET /state_ids: the state before the event and its auth chain, as IDs."""
-        snapshot = await self._room(room_id, origin)
-        await self._require_server_in_room(origin, snapshot)
+        snapshot = await self.access.room(room_id, origin)
+        await self.access.require_server_in_room(origin, snapshot)
         state = await self._state_at(room_id, event_id)
         events = await self._state.get_pdus(state.values())
         chain = await self._auth_chain(e for p in events.values() for e in p.auth_event_ids)
@@ -823,8 +797,8 @@ class FederationService:
 
     async def state(self, origin: str, room_id: RoomID, event_id: EventID) -> JsonDict:
         """GET /state: the state before the event and its auth chain, as PDUs."""
-        snapshot = await self._room(room_id, origin)
-        await self._require_server_in_room(origin, snapshot)
+        snapshot = await self.access.room(room_id, origin)
+        await self.access.require_server_in_room(origin, snapshot)
         state = await self._state_at(room_id, event_id)
         events = await self._state.get_pdus(state.values(), as_served=True)
         chain = await self._auth_chain(e for p in events.values() for e in p.auth_event_ids)
@@ -853,8 +827,8 @@ class FederationService:
 
     async def event_auth(self, origin: str, room_id: RoomID, event_id: EventID) -> JsonDict:
         """GET /event_auth: the event's full auth chain."""
-        snapshot = await self._room(room_id, origin)
-        await self._require_server_in_room(origin, snapshot)
+        snapshot = await self.access.room(room_id, origin)
+        await self.access.require_server_in_room(origin, snapshot)
         pdus = await self._state.get_pdus([event_id])
         if event_id not in pdus or pdus[event_id].room_id != room_id:
             raise MatrixError(Errcode.NOT_FOUND, "Unknown event")
@@ -873,8 +847,8 @@ class FederationService:
         """POST /get_missing_events: events between ``earliest`` and ``latest``, walking
         prev_events back from ``latest`` (breadth first), oldest first. Events purged
         here are part of the walk, as their redacted PDUs."""
-        snapshot = await self._room(room_id, origin)
-        await self._require_server_in_room(origin, snapshot)
+        snapshot = await self.access.room(room_id, origin)
+        await self.access.require_server_in_room(origin, snapshot)
         limit = max(0, min(limit, _MAX_MISSING_EVENTS))
         seen = set(earliest) | set(latest)
         found: dict[EventID, StoredEvent] = {}
@@ -907,8 +881,8 @@ class FederationService:
     ) -> JsonDict:
         """GET /backfill: up to ``limit`` events before and including ``starting``
         (those purged here as their redacted PDUs)."""
-        snapshot = await self._room(room_id, origin)
-        await self._require_server_in_room(origin, snapshot)
+        snapshot = await self.access.room(room_id, origin)
+        await self.access.require_server_in_room(origin, snapshot)
         limit = max(0, min(limit, _MAX_BACKFILL))
         found: dict[EventID, StoredEvent] = {}
         frontier = [EventID(e) for e in starting]
