@@ -2,10 +2,11 @@
 never logs an unhandled error (issue 12).
 
 Schemathesis generates requests for every operation of the spec's OpenAPI (the split files
-of ``../shared/matrix-spec/data/api/client-server``, merged by ``openapi_spec``), some that
-fit the schema, some that break it, and some with a hostile mutation of ours (``cs_fuzzer``):
-JSON nested hundreds of levels deep, U+0000 in strings, keys and path parameters,
-integers of 2**63 and more, strings of 70,000 characters, values of the wrong type. They
+of ``../shared/matrix-spec/data/api/client-server``, merged by ``harness.openapi_spec``),
+some that fit the schema, some that break it, and some with a hostile mutation of ours
+(``harness.cs_fuzzer``): JSON nested hundreds of levels deep, U+0000 in strings, keys and
+path parameters, integers of 2**63 and more, strings of 70,000 characters, values of the
+wrong type. They
 are sent as a freshly registered user, with real room, event, user and device IDs in
 many path parameters, to the session's server on each backend.
 
@@ -28,9 +29,9 @@ import random
 from pathlib import Path
 
 import pytest
-from cs_fuzzer import Fuzzer
-from openapi_spec import CLIENT_SERVER_DIR, spec_root
 
+from harness.cs_fuzzer import Fuzzer
+from harness.openapi_spec import CLIENT_SERVER_DIR, spec_root
 from harness.server import HomeserverProcess
 
 FUZZ_SECONDS = float(os.environ.get("PEYVAND_FUZZ_SECONDS", "90"))

@@ -47,10 +47,11 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
-from openapi_spec import load_client_server_api
 from schemathesis import GenerationMode
 from schemathesis.core import NOT_SET
 from schemathesis.core.result import Err
+
+from harness.openapi_spec import load_client_server_api
 
 PASSWORD = "fuzz: correct horse battery staple"
 REQUEST_TIMEOUT_SECONDS = 15.0
