@@ -14,7 +14,8 @@ from collections.abc import Callable
 
 from peyvand.errors import Errcode, MatrixError
 from peyvand.services.timeline.room_state import StateService
-from peyvand.storage.reports import Report, ReportStore
+from peyvand.storage.reports import Report as Report
+from peyvand.storage.reports import ReportStore
 from peyvand.types import EventID, RoomID, UserID, is_valid_user_id
 
 MAX_REASON_LENGTH = 1000

@@ -23,8 +23,11 @@ from peyvand.api.routing import RouteTable
 from peyvand.api.validation import Body
 from peyvand.compliance.audit import AuditAction
 from peyvand.errors import invalid_param
-from peyvand.services.accounts.registration import DEFAULT_TOKEN_LENGTH, registration_token_json
-from peyvand.storage.registration_tokens import RegistrationTokenRow
+from peyvand.services.accounts.registration import (
+    DEFAULT_TOKEN_LENGTH,
+    RegistrationTokenRow,
+    registration_token_json,
+)
 
 routes = RouteTable()
 

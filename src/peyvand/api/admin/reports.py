@@ -9,8 +9,8 @@ from peyvand.api.admin.media import _admin
 from peyvand.api.context import RequestContext, json_response
 from peyvand.api.routing import RouteTable
 from peyvand.api.validation import query_int
+from peyvand.compliance.reports import Report
 from peyvand.errors import Errcode, MatrixError
-from peyvand.storage.reports import Report
 from peyvand.types import JsonDict
 
 routes = RouteTable()

@@ -36,7 +36,8 @@ from peyvand.services.accounts.uia import DUMMY, REGISTRATION_TOKEN, Flows, Stag
 from peyvand.storage.accounts import AccountStore
 from peyvand.storage.errors import ConflictError
 from peyvand.storage.guests import GuestStore
-from peyvand.storage.registration_tokens import RegistrationTokenRow, RegistrationTokenStore
+from peyvand.storage.registration_tokens import RegistrationTokenRow as RegistrationTokenRow
+from peyvand.storage.registration_tokens import RegistrationTokenStore
 from peyvand.types import JsonDict, UserID, is_valid_localpart
 
 _GENERATED_ALPHABET = string.ascii_lowercase + string.digits
