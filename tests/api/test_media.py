@@ -1097,7 +1097,7 @@ async def test_an_upload_finishing_after_its_reservation_expired_is_refused(
     assert media.files() == set()
     row = await media.store.get("hs.test", media_id)
     assert row is not None and row.pending
-    await media.service._expire_pending()
+    await media.service.reservations.expire_pending()
     assert await media.store.get("hs.test", media_id) is None
 
 
@@ -1132,7 +1132,7 @@ async def test_a_reservation_removed_during_its_upload_is_a_404(
     await streaming.wait()
     if how == "expired":
         media.clock.now += 61
-        await media.service._expire_pending()
+        await media.service.reservations.expire_pending()
     else:
         assert await media.service.delete([("hs.test", media_id)]) == 1
     removed.set()
@@ -1182,11 +1182,11 @@ async def test_a_waiting_download_sees_an_upload_that_lands_during_its_first_rea
     async with asyncio.timeout(3):
         found = await download
     assert found.size == 5
-    assert media.service._waiters == {}
+    assert media.service.reservations._waiters == {}
 
 
 def _waiting(service: MediaService, key: tuple[str, str], count: int) -> bool:
-    return key in service._waiters and service._waiters[key][1] == count
+    return key in service.reservations._waiters and service.reservations._waiters[key][1] == count
 
 
 async def test_waiters_are_woken_by_deletes_and_expiry_and_never_leak(
@@ -1203,7 +1203,7 @@ async def test_waiters_are_woken_by_deletes_and_expiry_and_never_leak(
     with pytest.raises(MatrixError) as not_yet:
         await service.download("hs.test", media_id, timeout_ms=0, authenticated=True)
     assert not_yet.value.errcode == Errcode.NOT_YET_UPLOADED
-    assert service._waiters == {}
+    assert service.reservations._waiters == {}
 
     # A delete, then the janitor, wake the waiters at once (404), not after their timeout.
     for remove in ("delete", "expire"):
@@ -1221,12 +1221,12 @@ async def test_waiters_are_woken_by_deletes_and_expiry_and_never_leak(
             await service.delete([("hs.test", media_id)])
         else:
             media.clock.now += 61
-            await service._expire_pending()
+            await service.reservations.expire_pending()
         async with asyncio.timeout(3):
             results = await asyncio.gather(*waiting, return_exceptions=True)
         for result in results:
             assert isinstance(result, MatrixError) and result.errcode == Errcode.NOT_FOUND
-        assert service._waiters == {}
+        assert service.reservations._waiters == {}
 
 
 async def test_unauthenticated_downloads_never_wait_for_new_media(
@@ -1243,7 +1243,7 @@ async def test_unauthenticated_downloads_never_wait_for_new_media(
                     "hs.test", media_id, timeout_ms=30_000, authenticated=False
                 )
         assert refused.value.errcode == Errcode.NOT_FOUND
-        assert media.service._waiters == {}
+        assert media.service.reservations._waiters == {}
 
 
 async def test_a_database_error_after_the_file_commit_leaves_no_file(

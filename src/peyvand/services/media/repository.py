@@ -22,7 +22,7 @@ import functools
 import logging
 import re
 import time
-from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -41,6 +41,7 @@ from peyvand.media.thumbnailer import (
 from peyvand.services.accounts.requester import Requester
 from peyvand.services.media.content import MediaContent, new_media_id, storage_errors
 from peyvand.services.media.remote import RemoteContent, RemoteMediaError
+from peyvand.services.media.reservations import Created, Reservations
 from peyvand.storage.media import MediaKey, MediaRow, MediaStore, ThumbnailRow
 from peyvand.types import UserID, is_valid_server_name
 
@@ -48,8 +49,6 @@ logger = logging.getLogger(__name__)
 
 # Content repository, "Matrix Content (mxc://) URIs": only these characters in a media ID.
 _MEDIA_ID: Final = re.compile(r"[A-Za-z0-9_-]{1,255}")
-_MAX_TIMEOUT_MS: Final = 60_000
-_DEFAULT_TIMEOUT_MS: Final = 20_000
 _MAX_THUMBNAIL_SIDE: Final = 4096
 _THUMBNAIL_METHODS: Final = ("crop", "scale")
 # Pillow decodes at most this many images at once: each may take width x height x 4 bytes.
@@ -72,12 +71,6 @@ class Download:
     content_type: str
     upload_name: str | None
     size: int
-
-
-@dataclass(frozen=True, slots=True)
-class Created:
-    content_uri: str
-    unused_expires_at: int
 
 
 class _InFlight:
@@ -130,6 +123,7 @@ class MediaService:
         self._files = files
         self._admin_contact = admin_contact
         self._content = MediaContent(store, files, clock)
+        self.reservations = Reservations(server_name, config, store, self._content)
         self._remote_fetch: RemoteFetch | None = None
         self._remote_fetches: dict[MediaKey, asyncio.Future[MediaRow]] = {}
         # Remote media downloads at once (each streams to a temporary file).
@@ -138,8 +132,6 @@ class MediaService:
         self._quota_locks = HashLocks()
         # Per user: bytes of uploads still streaming in (not yet counted by ``usage_of``).
         self._in_flight: dict[UserID, int] = {}
-        # Downloads waiting for a reserved ID's upload: the event and how many wait on it.
-        self._waiters: dict[MediaKey, tuple[asyncio.Event, int]] = {}
         self._accessed: dict[MediaKey, int] = {}
         # Thumbnail jobs run as tasks of their own, so a request that goes away never
         # cancels the job other requests wait for.
@@ -210,20 +202,7 @@ class MediaService:
 
     async def create(self, requester: Requester) -> Created:
         """POST /media/v1/create: reserve a media ID for a later upload."""
-        now = self.now_ms()
-        pending = await self._store.count_pending(requester.user_id, now)
-        if pending >= self._config.max_pending_uploads:
-            raise MatrixError(
-                Errcode.LIMIT_EXCEEDED,
-                "Too many pending media uploads",
-                retry_after_ms=60_000,
-            )
-        media_id = new_media_id()
-        expires_ts = now + self._config.pending_upload_lifetime * 1000
-        await self._store.add_pending(
-            self._server_name, media_id, requester.user_id, now, expires_ts
-        )
-        return Created(f"mxc://{self._server_name}/{media_id}", expires_ts)
+        return await self.reservations.create(requester)
 
     async def upload_to(
         self,
@@ -279,7 +258,7 @@ class MediaService:
             if current is None or current.pending:  # expired meanwhile, or deleted
                 raise MatrixError(Errcode.NOT_FOUND, "Unknown media ID")
             raise MatrixError(Errcode.CANNOT_OVERWRITE_MEDIA, "Media already uploaded")
-        self._wake([(origin, media_id)])
+        self.reservations.wake([(origin, media_id)])
 
     async def store_bytes(self, data: bytes, content_type: str, upload_name: str | None) -> str:
         """Store content the server fetched itself (URL preview images); its mxc URI. The
@@ -483,7 +462,7 @@ class MediaService:
             # an unauthenticated request never waits for media it will not be given.
             if not authenticated and not self._served_unauthenticated(row.created_ts):
                 raise _frozen()
-            row = await self._wait_for_upload(row, timeout_ms)
+            row = await self.reservations.wait_for_upload(row, timeout_ms)
         if row is None or row.quarantined_by is not None:
             raise MatrixError(Errcode.NOT_FOUND, "Media not found")
         if not authenticated and not self._served_unauthenticated(row.uploaded_ts or 0):
@@ -536,51 +515,6 @@ class MediaService:
         """The spec's freeze: media uploaded before the configured date only."""
         return self._frozen_before_ts is not None and uploaded_ts < self._frozen_before_ts
 
-    async def _wait_for_upload(self, row: MediaRow, timeout_ms: int | None) -> MediaRow | None:
-        """Content repository, ``timeout_ms``: wait for a reserved ID's content to arrive;
-        the uploaded row, or None if the reservation expired or was deleted."""
-        key = (row.origin, row.media_id)
-        if (row.expires_ts or 0) <= self.now_ms():
-            return None
-        wait_ms = _DEFAULT_TIMEOUT_MS if timeout_ms is None else timeout_ms
-        wait_ms = max(0, min(wait_ms, _MAX_TIMEOUT_MS))
-        with self._upload_waiter(key) as uploaded:
-            # Read again now that the waiter is registered: an upload that completed after
-            # the first read is seen here, and one that completes from now on sets the event.
-            current = await self._store.get(*key)
-            if current is not None and current.pending and wait_ms:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(wait_ms / 1000):
-                        await uploaded.wait()
-                current = await self._store.get(*key)
-        if current is not None and current.pending:
-            if (current.expires_ts or 0) <= self.now_ms():
-                return None
-            raise MatrixError(Errcode.NOT_YET_UPLOADED, "Content has not yet been uploaded")
-        return current
-
-    @contextlib.contextmanager
-    def _upload_waiter(self, key: MediaKey) -> Iterator[asyncio.Event]:
-        """The event set when ``key``'s reservation is uploaded to, deleted or expired;
-        shared by the waiters of one key and dropped when the last of them leaves."""
-        event, waiting = self._waiters.get(key, (asyncio.Event(), 0))
-        self._waiters[key] = (event, waiting + 1)
-        try:
-            yield event
-        finally:
-            event, waiting = self._waiters[key]
-            if waiting == 1:
-                del self._waiters[key]
-            else:
-                self._waiters[key] = (event, waiting - 1)
-
-    def _wake(self, keys: Iterable[MediaKey]) -> None:
-        """Wake the downloads waiting for these reservations (they read the row again)."""
-        for key in keys:
-            entry = self._waiters.get(key)
-            if entry is not None:
-                entry[0].set()
-
     # -- administration ------------------------------------------------------------------
 
     async def set_quarantined(self, origin: str, media_id: str, admin: UserID | None) -> None:
@@ -605,7 +539,7 @@ class MediaService:
         ``unless_named``: keep the items an event names (checked in the deleting
         transaction)."""
         deleted, hashes = await self._store.delete(keys, unless_named=unless_named)
-        self._wake(keys)
+        self.reservations.wake(keys)
         # One query for the whole batch; only its candidates are checked again, each under
         # its hash lock (a file still named now can only lose its last row through another
         # delete, which then finds it itself).
@@ -676,16 +610,10 @@ class MediaService:
                 except Exception:
                     logger.exception("media orphan sweep failed")
             try:
-                await self._expire_pending()
+                await self.reservations.expire_pending()
             except Exception:
                 logger.exception("expiring pending media uploads failed")
             await asyncio.sleep(_JANITOR_SECONDS)
-
-    async def _expire_pending(self) -> None:
-        """Delete expired reservations (rows only: they have no file) and wake their
-        waiters, which then answer 404."""
-        while expired := await self._store.expire_pending(self.now_ms(), _PURGE_BATCH):
-            self._wake(expired)
 
 
 def _frozen() -> MatrixError:
