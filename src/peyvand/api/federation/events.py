@@ -26,14 +26,15 @@ def _event_id_query(ctx: RequestContext) -> EventID:
 @routes.get(f"{_V1}/event/{{event_id}}", auth="federation")
 async def get_event(ctx: RequestContext) -> web.Response:
     """GET /_matrix/federation/v1/event/{eventId}."""
-    result = await ctx.services.federation.get_event(ctx.origin, EventID(ctx.path["event_id"]))
+    event_id = EventID(ctx.path["event_id"])
+    result = await ctx.services.federation.reads.get_event(ctx.origin, event_id)
     return json_response(result)
 
 
 @routes.get(f"{_V1}/state_ids/{{room_id}}", auth="federation")
 async def state_ids(ctx: RequestContext) -> web.Response:
     """GET /_matrix/federation/v1/state_ids/{roomId}?event_id=..."""
-    result = await ctx.services.federation.state_ids(
+    result = await ctx.services.federation.reads.state_ids(
         ctx.origin, RoomID(ctx.path["room_id"]), _event_id_query(ctx)
     )
     return json_response(result)
@@ -42,7 +43,7 @@ async def state_ids(ctx: RequestContext) -> web.Response:
 @routes.get(f"{_V1}/state/{{room_id}}", auth="federation")
 async def state(ctx: RequestContext) -> web.Response:
     """GET /_matrix/federation/v1/state/{roomId}?event_id=..."""
-    result = await ctx.services.federation.state(
+    result = await ctx.services.federation.reads.state(
         ctx.origin, RoomID(ctx.path["room_id"]), _event_id_query(ctx)
     )
     return json_response(result)
@@ -51,7 +52,7 @@ async def state(ctx: RequestContext) -> web.Response:
 @routes.get(f"{_V1}/event_auth/{{room_id}}/{{event_id}}", auth="federation")
 async def event_auth(ctx: RequestContext) -> web.Response:
     """GET /_matrix/federation/v1/event_auth/{roomId}/{eventId}."""
-    result = await ctx.services.federation.event_auth(
+    result = await ctx.services.federation.reads.event_auth(
         ctx.origin, RoomID(ctx.path["room_id"]), EventID(ctx.path["event_id"])
     )
     return json_response(result)
@@ -61,7 +62,7 @@ async def event_auth(ctx: RequestContext) -> web.Response:
 async def get_missing_events(ctx: RequestContext) -> web.Response:
     """POST /_matrix/federation/v1/get_missing_events/{roomId}."""
     body = await ctx.body()
-    result = await ctx.services.federation.get_missing_events(
+    result = await ctx.services.federation.reads.get_missing_events(
         ctx.origin,
         RoomID(ctx.path["room_id"]),
         body.str_list("earliest_events", []),
@@ -78,7 +79,7 @@ async def backfill(ctx: RequestContext) -> web.Response:
     starting = ctx.request.query.getall("v", [])
     if not starting:
         raise MatrixError(Errcode.MISSING_PARAM, "Missing 'v' query parameter")
-    result = await ctx.services.federation.backfill(
+    result = await ctx.services.federation.reads.backfill(
         ctx.origin,
         RoomID(ctx.path["room_id"]),
         starting,

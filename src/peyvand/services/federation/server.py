@@ -15,7 +15,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final
 from urllib.parse import quote
 
@@ -23,7 +23,7 @@ from peyvand.config.model import InterconnectConfig
 from peyvand.errors import Errcode, MatrixError
 from peyvand.events.auth import AuthError, auth_types_for_event, check_auth_rules
 from peyvand.events.builder import event_references, finalize_pdu
-from peyvand.events.pdu import Pdu, StateKey
+from peyvand.events.pdu import Pdu
 from peyvand.events.received import (
     InvalidPdu,
     check_content_hash_or_redact,
@@ -45,6 +45,7 @@ from peyvand.services.federation.outbound_events import OutboundEvents, TxnWrite
 from peyvand.services.federation.outbound_join import RemoteJoiner
 from peyvand.services.federation.received_events import DroppedPdu, FederationEventHandler, Outcome
 from peyvand.services.federation.room_access import RoomAccess
+from peyvand.services.federation.serving import FederationReads
 from peyvand.services.federation.signatures import check_pdu_signatures
 from peyvand.services.rooms.policy_lists import PolicyListService
 from peyvand.services.rooms.restricted_joins import join_authoriser
@@ -53,7 +54,7 @@ from peyvand.services.timeline.room_state import RoomSnapshot, StateService
 from peyvand.storage.events import EventStore
 from peyvand.storage.federation_inbox import FederationInboxStore
 from peyvand.storage.federation_outbox import FederationOutboxStore
-from peyvand.storage.models import EventToPersist, StoredEvent
+from peyvand.storage.models import EventToPersist
 from peyvand.storage.remote_invites import RemoteInvite, RemoteInviteStore
 from peyvand.types import EventID, JsonDict, RoomID, UserID, server_name_of
 
@@ -64,8 +65,6 @@ _FEDERATION_V2 = "/_matrix/federation/v2"
 # Server-Server API, "Transactions".
 MAX_PDUS: Final = 50
 MAX_EDUS: Final = 100
-_MAX_MISSING_EVENTS = 20
-_MAX_BACKFILL = 100
 _PRUNE_SECONDS = 3600.0
 _MAX_INVITE_STATE = 50
 
@@ -177,6 +176,7 @@ class FederationService:
         self._policy_lists: PolicyListService | None = None
         self.outbound_events = OutboundEvents(server_name, sender, state, outbox)
         self.access = RoomAccess(server_name, state, handler)
+        self.reads = FederationReads(server_name, state, self.access, clock=clock)
         self._origin_locks: dict[str, asyncio.Lock] = {}
 
     def use_edus(self, edus: FederationEdus) -> None:
@@ -372,9 +372,7 @@ class FederationService:
         outcome = await self._process_relayed(origin, pdu)
         if outcome.status not in ("accepted", "duplicate"):
             raise MatrixError(Errcode.FORBIDDEN, outcome.reason or "The join was not allowed")
-        state = await self._state_at(pdu.room_id, pdu.event_id)
-        state_events = await self._state.get_pdus(state.values(), as_served=True)
-        chain = await self._auth_chain(e for p in state_events.values() for e in p.auth_event_ids)
+        state_events, chain = await self.reads.state_with_auth_chain(pdu.room_id, pdu.event_id)
         return {
             "origin": self._server_name,
             "event": federation_pdu(pdu),
@@ -403,15 +401,6 @@ class FederationService:
         if pdu.state_key != pdu.sender or server_name_of(pdu.sender) != origin:
             raise MatrixError(Errcode.FORBIDDEN, "The event is not from the requesting server")
         return pdu
-
-    async def _auth_chain(self, seeds: Iterable[EventID]) -> dict[EventID, Pdu]:
-        found: dict[EventID, Pdu] = {}
-        frontier = set(seeds)
-        while frontier:
-            loaded = await self._state.get_pdus(frontier, as_served=True)
-            found.update(loaded)
-            frontier = {a for p in loaded.values() for a in p.auth_event_ids if a not in found}
-        return found
 
     async def join_remote(
         self, room_id: RoomID, user_id: UserID, servers: Sequence[str], content: JsonDict
@@ -767,138 +756,6 @@ class FederationService:
                 raise MatrixError(Errcode.FORBIDDEN, str(exc)) from exc
             except StateResError as exc:
                 raise MatrixError(Errcode.UNKNOWN, f"State resolution failed: {exc}") from exc
-
-    # -- reads by other servers ----------------------------------------------------------
-
-    async def get_event(self, origin: str, event_id: EventID) -> JsonDict:
-        """GET /event/{eventId}: a transaction holding the one PDU."""
-        pdus = await self._state.get_pdus([event_id])
-        pdu = pdus.get(event_id)
-        if pdu is None:
-            raise MatrixError(Errcode.NOT_FOUND, "Unknown event")
-        snapshot = await self.access.room(pdu.room_id, origin)
-        await self.access.require_server_in_room(origin, snapshot)
-        stored = await self._state.get_event(event_id)
-        redacted = stored is not None and stored.redacted_by is not None
-        return {
-            "origin": self._server_name,
-            "origin_server_ts": int(self._clock() * 1000),
-            "pdus": [federation_pdu(pdu, redacted)],
-        }
-
-    async def state_ids(self, origin: str, room_id: RoomID, event_id: EventID) -> JsonDict:
-        """GET /state_ids: the state before the event and its auth chain, as IDs."""
-        snapshot = await self.access.room(room_id, origin)
-        await self.access.require_server_in_room(origin, snapshot)
-        state = await self._state_at(room_id, event_id)
-        events = await self._state.get_pdus(state.values())
-        chain = await self._auth_chain(e for p in events.values() for e in p.auth_event_ids)
-        return {"pdu_ids": sorted(state.values()), "auth_chain_ids": sorted(chain)}
-
-    async def state(self, origin: str, room_id: RoomID, event_id: EventID) -> JsonDict:
-        """GET /state: the state before the event and its auth chain, as PDUs."""
-        snapshot = await self.access.room(room_id, origin)
-        await self.access.require_server_in_room(origin, snapshot)
-        state = await self._state_at(room_id, event_id)
-        events = await self._state.get_pdus(state.values(), as_served=True)
-        chain = await self._auth_chain(e for p in events.values() for e in p.auth_event_ids)
-        return {
-            "pdus": [federation_pdu(p) for p in events.values()],
-            "auth_chain": [federation_pdu(p) for p in chain.values()],
-        }
-
-    async def _state_at(self, room_id: RoomID, event_id: EventID) -> dict[StateKey, EventID]:
-        """The state before ``event_id``, a timeline event or one purged from it."""
-        stored = (await self._state.get_dag_events([event_id])).get(event_id)
-        if stored is None or stored.pdu.room_id != room_id:
-            raise MatrixError(Errcode.NOT_FOUND, "Unknown event")
-        state = await self._state.state_ids_at_group(stored.state_group)
-        if stored.pdu.is_state() and state.get(stored.pdu.state_tuple) == event_id:
-            prevs = await self._state.get_dag_events(stored.pdu.prev_event_ids)
-            if prevs:
-                earlier = next(iter(prevs.values()))
-                before = await self._state.state_ids_at_group(earlier.state_group)
-                key = stored.pdu.state_tuple
-                if key in before:
-                    state[key] = before[key]
-                else:
-                    state.pop(key, None)
-        return state
-
-    async def event_auth(self, origin: str, room_id: RoomID, event_id: EventID) -> JsonDict:
-        """GET /event_auth: the event's full auth chain."""
-        snapshot = await self.access.room(room_id, origin)
-        await self.access.require_server_in_room(origin, snapshot)
-        pdus = await self._state.get_pdus([event_id])
-        if event_id not in pdus or pdus[event_id].room_id != room_id:
-            raise MatrixError(Errcode.NOT_FOUND, "Unknown event")
-        chain = await self._auth_chain(pdus[event_id].auth_event_ids)
-        return {"auth_chain": [federation_pdu(p) for p in chain.values()]}
-
-    async def get_missing_events(
-        self,
-        origin: str,
-        room_id: RoomID,
-        earliest: Sequence[str],
-        latest: Sequence[str],
-        limit: int,
-        min_depth: int,
-    ) -> JsonDict:
-        """POST /get_missing_events: events between ``earliest`` and ``latest``, walking
-        prev_events back from ``latest`` (breadth first), oldest first. Events purged
-        here are part of the walk, as their redacted PDUs."""
-        snapshot = await self.access.room(room_id, origin)
-        await self.access.require_server_in_room(origin, snapshot)
-        limit = max(0, min(limit, _MAX_MISSING_EVENTS))
-        seen = set(earliest) | set(latest)
-        found: dict[EventID, StoredEvent] = {}
-        frontier = [EventID(e) for e in latest]
-        while frontier and len(found) < limit:
-            events = {
-                e: stored
-                for e, stored in (await self._state.get_dag_events(frontier)).items()
-                if stored.pdu.room_id == room_id
-            }
-            frontier = []
-            for stored in events.values():
-                for prev in stored.pdu.prev_event_ids:
-                    if prev in seen:
-                        continue
-                    seen.add(prev)
-                    frontier.append(prev)
-            prev_events = await self._state.get_dag_events(frontier)
-            for prev_id, stored in prev_events.items():
-                if stored.pdu.room_id != room_id:
-                    continue
-                if stored.pdu.depth >= min_depth and len(found) < limit:
-                    found[prev_id] = stored
-            frontier = [e for e in frontier if e in found]
-        ordered = sorted(found.values(), key=lambda s: (s.pdu.depth, s.pdu.event_id))
-        return {"events": [federation_pdu(s.pdu, s.redacted_by is not None) for s in ordered]}
-
-    async def backfill(
-        self, origin: str, room_id: RoomID, starting: Sequence[str], limit: int
-    ) -> JsonDict:
-        """GET /backfill: up to ``limit`` events before and including ``starting``
-        (those purged here as their redacted PDUs)."""
-        snapshot = await self.access.room(room_id, origin)
-        await self.access.require_server_in_room(origin, snapshot)
-        limit = max(0, min(limit, _MAX_BACKFILL))
-        found: dict[EventID, StoredEvent] = {}
-        frontier = [EventID(e) for e in starting]
-        while frontier and len(found) < limit:
-            events = await self._state.get_dag_events(frontier)
-            frontier = []
-            for event_id, stored in sorted(events.items(), key=lambda item: -item[1].pdu.depth):
-                if event_id in found or len(found) >= limit or stored.pdu.room_id != room_id:
-                    continue
-                found[event_id] = stored
-                frontier.extend(p for p in stored.pdu.prev_event_ids if p not in found)
-        return {
-            "origin": self._server_name,
-            "origin_server_ts": int(self._clock() * 1000),
-            "pdus": [federation_pdu(s.pdu, s.redacted_by is not None) for s in found.values()],
-        }
 
 
 class ClientRemoteEvents:
