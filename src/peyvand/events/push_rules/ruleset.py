@@ -3,7 +3,7 @@
 Client-Server API, "Push Notifications": "Push Rules", "Conditions", "Actions" and
 "Predefined Rules" (the spec's v1.17 list, which removed the legacy body-matching mention
 rules). Pure: no I/O. The evaluator runs once per event per local member, so every rule is
-compiled once, when its ``Ruleset`` is built, and globs never backtrack (see ``_Glob``).
+compiled once, when its ``Ruleset`` is built, and globs never backtrack (``events.glob``).
 
     Ruleset(rules)                     rules in evaluation order, compiled
     build_ruleset(user_id, ...)        a user's rules merged with the server-default rules
@@ -20,6 +20,7 @@ from functools import lru_cache
 from typing import Any, Final, Protocol
 
 from peyvand.errors import Errcode, MatrixError
+from peyvand.events.glob import WORD_CHARS, compile_glob
 from peyvand.types import JsonDict, is_valid_user_id
 
 # "Push Rules": the kinds, in the order they are checked.
@@ -377,78 +378,10 @@ def parse_dotted_path(key: str) -> tuple[str, ...]:
     return tuple(parts)
 
 
-# Appendices, "Glob-style matching", and the word boundaries of "Push Rules" (content rules).
-_WORD_CHARS: Final = "A-Za-z0-9_"
-
-
-class _Glob:
-    """A case-insensitive glob (``*`` any run, ``?`` one character).
-
-    The pattern is split on ``*``; each segment is a fixed-length regex. Placing the
-    middle segments greedily at their leftmost occurrence is optimal, so matching costs
-    O(len(value) x len(pattern)) whatever the pattern: no regex backtracking across ``*``.
-    With ``words``, the match is any substring that starts and ends at a word boundary
-    (the start or end of the value, or a character outside ``[A-Za-z0-9_]``).
-    """
-
-    __slots__ = ("_first", "_last", "_last_len", "_middle", "_single", "_words")
-
-    def __init__(self, pattern: str, words: bool) -> None:
-        segments = pattern.split("*")
-        self._words = words
-        flags = re.IGNORECASE | re.DOTALL
-        compiled = [re.compile(_segment_regex(s), flags) for s in segments]
-        if words:
-            start, end = f"(?<![{_WORD_CHARS}])", f"(?![{_WORD_CHARS}])"
-            if len(segments) == 1:
-                self._single: re.Pattern[str] | None = re.compile(
-                    start + _segment_regex(segments[0]) + end, flags
-                )
-            else:
-                self._single = None
-            compiled[0] = re.compile(start + _segment_regex(segments[0]), flags)
-            compiled[-1] = re.compile(_segment_regex(segments[-1]) + end, flags)
-        else:
-            self._single = compiled[0] if len(segments) == 1 else None
-        self._first = compiled[0]
-        self._middle = tuple(compiled[1:-1])
-        self._last = compiled[-1]
-        self._last_len = len(segments[-1])
-
-    def matches(self, value: str) -> bool:
-        if self._single is not None:
-            if self._words:
-                return self._single.search(value) is not None
-            return self._single.fullmatch(value) is not None
-        found = self._first.search(value) if self._words else self._first.match(value)
-        if found is None:
-            return False
-        pos = found.end()
-        for segment in self._middle:
-            found = segment.search(value, pos)
-            if found is None:
-                return False
-            pos = found.end()
-        if self._words:
-            return self._last.search(value, pos) is not None
-        start = len(value) - self._last_len
-        return start >= pos and self._last.fullmatch(value, start) is not None
-
-
-def _segment_regex(segment: str) -> str:
-    return "".join("." if char == "?" else re.escape(char) for char in segment)
-
-
-@lru_cache(maxsize=8192)
-def compile_glob(pattern: str, words: bool = False) -> _Glob:
-    """A compiled glob; cached, since the same patterns recur in every user's ruleset."""
-    return _Glob(pattern, words)
-
-
 @lru_cache(maxsize=8192)
 def _display_name_regex(display_name: str) -> re.Pattern[str]:
     return re.compile(
-        f"(?<![{_WORD_CHARS}]){re.escape(display_name)}(?![{_WORD_CHARS}])", re.IGNORECASE
+        f"(?<![{WORD_CHARS}]){re.escape(display_name)}(?![{WORD_CHARS}])", re.IGNORECASE
     )
 
 
@@ -460,7 +393,7 @@ class _EventMatch:
 
     def __init__(self, key: str, pattern: str) -> None:
         self._path = parse_dotted_path(key)
-        self._glob = compile_glob(pattern, self._path == ("content", "body"))
+        self._glob = compile_glob(pattern, words=self._path == ("content", "body"), max_length=None)
 
     def matches(self, event: Mapping[str, Any], ctx: PushContext) -> bool:
         value = _lookup(event, self._path)
