@@ -132,7 +132,9 @@ class AuthRoom:
     def set_power_levels(self, content: dict[str, Any]) -> Pdu:
         return self.add(self.event("m.room.power_levels", self.creator, content, state_key=""))
 
-    def set_levels(self, users: dict[str, int] | None = None, **levels: int) -> Pdu:
+    def set_levels(
+        self, users: dict[str, int] | None = None, **levels: int | dict[str, int]
+    ) -> Pdu:
         """A new power levels event; before v12 it keeps the creator at 100."""
         all_users = dict(users or {})
         if not self.version.creators_have_infinite_power:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import pytest
 
 from harness.auth_room import VERSIONS, AuthRoom
@@ -24,6 +22,6 @@ def room(version: RoomVersion) -> AuthRoom:
 
 
 @pytest.fixture
-def make_room() -> Callable[..., AuthRoom]:
+def make_room() -> type[AuthRoom]:
     """``AuthRoom`` itself, for tests that need a room of a particular shape."""
     return AuthRoom

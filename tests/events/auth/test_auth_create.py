@@ -123,12 +123,16 @@ def test_missing_create_event_rejected_by_2_or_2_4(version: RoomVersion) -> None
 # 4. m.federate ---------------------------------------------------------------------------
 
 
-def test_4_unfederated_room_rejects_other_servers(make_room, version) -> None:
+def test_4_unfederated_room_rejects_other_servers(
+    make_room: type[AuthRoom], version: RoomVersion
+) -> None:
     room = make_room(version, join_rule="public", create_content={"m.federate": False})
     room.rejects(room.member(BOB, "join"), "4")
     room.allows(room.member("@dave:a.test", "join"))
 
 
-def test_4_federate_true_or_absent_allows_other_servers(make_room, version) -> None:
+def test_4_federate_true_or_absent_allows_other_servers(
+    make_room: type[AuthRoom], version: RoomVersion
+) -> None:
     room = make_room(version, join_rule="public", create_content={"m.federate": True})
     room.allows(room.member(BOB, "join"))

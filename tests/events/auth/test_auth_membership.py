@@ -7,7 +7,8 @@ from signedjson.key import encode_verify_key_base64, generate_signing_key, get_v
 from signedjson.sign import sign_json
 
 from harness.auth_room import ALICE, BOB, CAROL, DAVE, AuthRoom
-from peyvand.events.room_versions import ROOM_V10, ROOM_V12
+from peyvand.events.pdu import Pdu
+from peyvand.events.room_versions import ROOM_V10, ROOM_V12, RoomVersion
 
 # 5.1 -------------------------------------------------------------------------------------
 
@@ -25,20 +26,22 @@ def test_5_1_member_event_without_state_key_rejected(room: AuthRoom) -> None:
 # 5.3 join --------------------------------------------------------------------------------
 
 
-def test_5_3_1_creator_first_join_allowed(make_room, version) -> None:
+def test_5_3_1_creator_first_join_allowed(make_room: type[AuthRoom], version: RoomVersion) -> None:
     room = make_room(version, with_power_levels=False, join_rule=None)
     join = room.member(ALICE, "join", prev_events=[room.create.event_id])
     room.state.pop(("m.room.member", ALICE))
     room.allows(join)
 
 
-def test_5_3_1_first_join_by_non_creator_not_special(make_room, version) -> None:
+def test_5_3_1_first_join_by_non_creator_not_special(
+    make_room: type[AuthRoom], version: RoomVersion
+) -> None:
     room = make_room(version, with_power_levels=False, join_rule=None)
     join = room.member(BOB, "join", prev_events=[room.create.event_id])
     room.rejects(join, "5.3.7")
 
 
-def test_5_3_1_v10_uses_content_creator(make_room) -> None:
+def test_5_3_1_v10_uses_content_creator(make_room: type[AuthRoom]) -> None:
     """In v10 the creator is content.creator, even when it differs from the sender."""
     room = make_room(
         ROOM_V10, with_power_levels=False, join_rule=None, create_content={"creator": BOB}
@@ -77,7 +80,9 @@ def test_5_3_4_knocked_user_cannot_join_knock_room(room: AuthRoom) -> None:
     room.rejects(room.member(BOB, "join"), "5.3.7")
 
 
-def test_5_3_join_without_join_rules_is_invite_only(make_room, version) -> None:
+def test_5_3_join_without_join_rules_is_invite_only(
+    make_room: type[AuthRoom], version: RoomVersion
+) -> None:
     room = make_room(version, join_rule=None)
     room.rejects(room.member(BOB, "join"), "5.3.7")
     room.set_membership(BOB, "invite")
@@ -197,7 +202,7 @@ class ThirdPartyInvite:
     def signed(self, mxid: str = BOB, token: str = "tok") -> dict[str, object]:
         return sign_json({"mxid": mxid, "token": token}, "id.test", self.key)
 
-    def invite(self, signed: dict[str, object] | None, sender: str = ALICE) -> object:
+    def invite(self, signed: dict[str, object] | None, sender: str = ALICE) -> Pdu:
         tpi: dict[str, object] = {"display_name": "b...@example.org"}
         if signed is not None:
             tpi["signed"] = signed
@@ -338,7 +343,7 @@ def test_5_8_unknown_membership_rejected(room: AuthRoom) -> None:
 # v12 creators ------------------------------------------------------------------------------
 
 
-def test_v12_creator_cannot_be_kicked_or_banned_by_pl_100(make_room) -> None:
+def test_v12_creator_cannot_be_kicked_or_banned_by_pl_100(make_room: type[AuthRoom]) -> None:
     room = make_room(ROOM_V12, create_content={"additional_creators": [CAROL]})
     room.set_membership(BOB, "join")
     room.set_membership(CAROL, "join")
@@ -349,7 +354,7 @@ def test_v12_creator_cannot_be_kicked_or_banned_by_pl_100(make_room) -> None:
     room.allows(room.member(BOB, "ban", sender=CAROL))
 
 
-def test_v12_creators_cannot_kick_each_other(make_room) -> None:
+def test_v12_creators_cannot_kick_each_other(make_room: type[AuthRoom]) -> None:
     """Creators have equal (infinite) power, so neither can kick the other."""
     room = make_room(ROOM_V12, create_content={"additional_creators": [CAROL]})
     room.set_membership(CAROL, "join")

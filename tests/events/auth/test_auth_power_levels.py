@@ -80,7 +80,9 @@ def test_8_events_override_and_events_default(room: AuthRoom) -> None:
     room.rejects(room.event("m.room.message", BOB), "8")
 
 
-def test_8_state_default_applies_without_power_levels(make_room, version) -> None:
+def test_8_state_default_applies_without_power_levels(
+    make_room: type[AuthRoom], version: RoomVersion
+) -> None:
     """The schema: state_default is 50 even when the room has no power levels event."""
     room = make_room(version, with_power_levels=False)
     room.set_membership(BOB, "join")
@@ -135,13 +137,13 @@ def test_10_1_to_10_3_malformed_power_levels_rejected(
     room.rejects(room.event("m.room.power_levels", ALICE, content, state_key=""), rule)
 
 
-def test_10_1_v10_non_integer_power_levels_rejected(make_room) -> None:
+def test_10_1_v10_non_integer_power_levels_rejected(make_room: type[AuthRoom]) -> None:
     room = make_room(ROOM_V10)
     pdu = room.event("m.room.power_levels", ALICE, {"state_default": "50"}, state_key="")
     assert room.rejects(pdu, "10.1").rule == "9.1"
 
 
-def test_10_4_v12_power_levels_listing_a_creator_rejected(make_room) -> None:
+def test_10_4_v12_power_levels_listing_a_creator_rejected(make_room: type[AuthRoom]) -> None:
     room = make_room(ROOM_V12, create_content={"additional_creators": [CAROL]})
     for creator in (ALICE, CAROL):
         pdu = room.event("m.room.power_levels", ALICE, {"users": {creator: 100}}, state_key="")
@@ -149,7 +151,7 @@ def test_10_4_v12_power_levels_listing_a_creator_rejected(make_room) -> None:
     room.allows(room.event("m.room.power_levels", ALICE, {"users": {BOB: 100}}, state_key=""))
 
 
-def test_10_5_first_power_levels_allowed(make_room, version) -> None:
+def test_10_5_first_power_levels_allowed(make_room: type[AuthRoom], version: RoomVersion) -> None:
     room = make_room(version, with_power_levels=False)
     room.allows(room.event("m.room.power_levels", ALICE, {"users": {BOB: 100}}, state_key=""))
 
@@ -214,7 +216,7 @@ def test_10_7_and_10_8_events_and_notifications(moderated: AuthRoom) -> None:
     )
 
 
-def test_10_v12_creator_may_set_any_level(make_room) -> None:
+def test_10_v12_creator_may_set_any_level(make_room: type[AuthRoom]) -> None:
     room = make_room(ROOM_V12)
     room.set_levels({BOB: 100}, kick=100)
     pdu = room.event(
@@ -240,7 +242,7 @@ def test_10_10_property_cannot_grant_more_than_own(sender_level: int, new_level:
 # Helpers --------------------------------------------------------------------------------------
 
 
-def test_get_user_power_level_defaults(make_room, version: RoomVersion) -> None:
+def test_get_user_power_level_defaults(make_room: type[AuthRoom], version: RoomVersion) -> None:
     room = make_room(version, with_power_levels=False)
     creator_level = math.inf if version is ROOM_V12 else 100
     assert get_user_power_level(ALICE, room.state, version) == creator_level
@@ -252,7 +254,8 @@ def test_get_user_power_level_defaults(make_room, version: RoomVersion) -> None:
 
 
 def test_get_named_level_defaults() -> None:
-    for content in (None, {}):
+    no_content: tuple[dict[str, Any] | None, ...] = (None, {})
+    for content in no_content:
         assert get_named_level(content, "invite") == 0
         assert get_named_level(content, "kick") == 50
         assert get_named_level(content, "ban") == 50
