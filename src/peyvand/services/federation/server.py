@@ -22,27 +22,26 @@ from urllib.parse import quote
 from peyvand.config.model import InterconnectConfig
 from peyvand.errors import Errcode, MatrixError
 from peyvand.events.auth import AuthError, auth_types_for_event, check_auth_rules
-from peyvand.events.builder import event_references, finalize_pdu
+from peyvand.events.builder import event_references
 from peyvand.events.pdu import Pdu
 from peyvand.events.received import (
     InvalidPdu,
     check_content_hash_or_redact,
     parse_pdu,
 )
-from peyvand.events.redaction import redact
 from peyvand.events.room_versions import KNOWN_ROOM_VERSIONS
 from peyvand.events.signing import SigningKey, sign_event
 from peyvand.events.state_res import StateResError
-from peyvand.federation.client import FederationClient, FederationError, FederationHttpError
+from peyvand.federation.client import FederationClient
 from peyvand.federation.keyring import Keyring
 from peyvand.federation.policy import ServerPolicy
 from peyvand.federation.sender import FederationSender
 from peyvand.services.federation.edus import FederationEdus
-from peyvand.services.federation.errors import is_refusal, join_refusal, refusal
 from peyvand.services.federation.federation_pdus import federation_pdu, stripped_state
 from peyvand.services.federation.invite_policy import InvitePolicyService
 from peyvand.services.federation.outbound_events import OutboundEvents, TxnWrite
 from peyvand.services.federation.outbound_join import RemoteJoiner
+from peyvand.services.federation.outbound_membership import MAX_INVITE_STATE, OutboundMembership
 from peyvand.services.federation.received_events import DroppedPdu, FederationEventHandler, Outcome
 from peyvand.services.federation.room_access import RoomAccess
 from peyvand.services.federation.serving import FederationReads
@@ -66,7 +65,6 @@ _FEDERATION_V2 = "/_matrix/federation/v2"
 MAX_PDUS: Final = 50
 MAX_EDUS: Final = 100
 _PRUNE_SECONDS = 3600.0
-_MAX_INVITE_STATE = 50
 
 
 class RemoteInviteLimiter:
@@ -177,6 +175,19 @@ class FederationService:
         self.outbound_events = OutboundEvents(server_name, sender, state, outbox)
         self.access = RoomAccess(server_name, state, handler)
         self.reads = FederationReads(server_name, state, self.access, clock=clock)
+        self.outbound_membership = OutboundMembership(
+            server_name,
+            client,
+            keyring,
+            self.allows,
+            state,
+            joiner,
+            invites,
+            signing_key,
+            allocate_stream,
+            on_remote_membership,
+            clock=clock,
+        )
         self._origin_locks: dict[str, asyncio.Lock] = {}
 
     def use_edus(self, edus: FederationEdus) -> None:
@@ -402,84 +413,34 @@ class FederationService:
             raise MatrixError(Errcode.FORBIDDEN, "The event is not from the requesting server")
         return pdu
 
+    # -- membership in rooms on other servers (``outbound_membership.py``) ----------------
+
     async def join_remote(
         self, room_id: RoomID, user_id: UserID, servers: Sequence[str], content: JsonDict
     ) -> None:
-        """Join a room this server is not in, through one of ``servers``."""
-        await self._joiner.join(room_id, user_id, [s for s in servers if self.allows(s)], content)
+        await self.outbound_membership.join_remote(room_id, user_id, servers, content)
 
     async def query_directory(self, alias: str) -> JsonDict:
-        """Another server's alias (GET /query/directory on that server)."""
-        server = server_name_of(alias)
-        if not self.allows(server):
-            raise MatrixError(Errcode.NOT_FOUND, f"Room alias {alias} not found")
-        try:
-            answer = await self._client.get_json(
-                server, f"{_FEDERATION_V1}/query/directory", query={"room_alias": alias}
-            )
-        except FederationHttpError as exc:
-            if exc.status == 404:
-                raise MatrixError(Errcode.NOT_FOUND, f"Room alias {alias} not found") from exc
-            raise MatrixError(Errcode.UNKNOWN, f"{server}: {exc}", status=502) from exc
-        except FederationError as exc:
-            raise MatrixError(Errcode.UNKNOWN, f"{server}: {exc}", status=502) from exc
-        room_id = answer.get("room_id") if isinstance(answer, dict) else None
-        servers = answer.get("servers") if isinstance(answer, dict) else None
-        if not isinstance(room_id, str) or not isinstance(servers, list):
-            raise MatrixError(Errcode.UNKNOWN, f"{server} gave a bad alias answer", status=502)
-        return {"room_id": room_id, "servers": [s for s in servers if isinstance(s, str)]}
-
-    # -- invites -------------------------------------------------------------------------
+        return await self.outbound_membership.query_directory(alias)
 
     async def invite_remote(self, pdu: Pdu, snapshot: RoomSnapshot) -> Pdu:
-        """Send a built invite of a remote user to their server (PUT /invite v2); the
-        invite countersigned by that server, to be stored."""
-        target = pdu.state_key or ""
-        destination = server_name_of(target)
-        if not self.allows(destination):
-            raise MatrixError(Errcode.FORBIDDEN, "Federation with that server is not allowed")
-        stripped = await stripped_state(self._state, snapshot)
-        path = (
-            f"{_FEDERATION_V2}/invite/{quote(pdu.room_id, safe='')}/{quote(pdu.event_id, safe='')}"
-        )
-        body = {
-            "event": federation_pdu(pdu),
-            "room_version": snapshot.room_version.identifier,
-            "invite_room_state": stripped,
-        }
-        try:
-            response = await self._client.put_json(destination, path, body)
-        except FederationHttpError as exc:
-            if is_refusal(exc):  # e.g. 403 M_INVITE_BLOCKED, passed on as it is
-                raise refusal(exc) from exc
-            raise MatrixError(
-                Errcode.UNKNOWN, f"The invited user's server failed: {exc}", status=502
-            ) from exc
-        except Exception as exc:
-            raise MatrixError(
-                Errcode.UNKNOWN, f"The invited user's server refused or failed: {exc}", status=502
-            ) from exc
-        signed = response.get("event") if isinstance(response, dict) else None
-        try:
-            countersigned = parse_pdu(signed, snapshot.room_version, room_id=snapshot.room_id)
-        except InvalidPdu as exc:
-            raise MatrixError(Errcode.UNKNOWN, f"Bad invite answer: {exc}", status=502) from exc
-        if countersigned.event_id != pdu.event_id:
-            raise MatrixError(Errcode.UNKNOWN, "The invite came back changed", status=502)
-        # Keep our own copy of the event, with the invited server's signature added: only
-        # that signature is taken from the answer (which could differ in unhashed parts).
-        theirs = countersigned.data.get("signatures", {}).get(destination)
-        if not isinstance(theirs, dict):
-            raise MatrixError(Errcode.UNKNOWN, "The invite was not signed back", status=502)
-        data = dict(pdu.data)
-        data["signatures"] = {**dict(pdu.data.get("signatures", {})), destination: theirs}
-        merged = Pdu(data, pdu.event_id, pdu.room_version)
-        (valid,) = await self._keyring.verify_event_signatures(
-            [(destination, redact(merged.data, snapshot.room_version), merged.origin_server_ts)]
-        )
-        if not valid:
-            raise MatrixError(Errcode.UNKNOWN, "The invite was not signed back", status=502)
-        return merged
+        return await self.outbound_membership.invite_remote(pdu, snapshot)
+
+    async def remote_invite(self, room_id: RoomID, user_id: UserID) -> RemoteInvite | None:
+        return await self.outbound_membership.remote_invite(room_id, user_id)
+
+    async def reject_invite(self, room_id: RoomID, user_id: UserID, reason: str | None) -> None:
+        await self.outbound_membership.reject_invite(room_id, user_id, reason)
+
+    async def knock_remote(
+        self, room_id: RoomID, user_id: UserID, servers: Sequence[str], reason: str | None
+    ) -> None:
+        await self.outbound_membership.knock_remote(room_id, user_id, servers, reason)
+
+    async def forget_invite(self, room_id: RoomID, user_id: UserID) -> None:
+        await self.outbound_membership.forget_invite(room_id, user_id)
+
+    # -- invites -------------------------------------------------------------------------
 
     async def on_invite(
         self, origin: str, room_id: RoomID, event_id: EventID, body: Any
@@ -545,7 +506,7 @@ class FederationService:
         stripped = body.get("invite_room_state", [])
         if not isinstance(stripped, list):
             stripped = []
-        stripped = [e for e in stripped[:_MAX_INVITE_STATE] if isinstance(e, dict)]
+        stripped = [e for e in stripped[:MAX_INVITE_STATE] if isinstance(e, dict)]
         if known is None or not known.takes_part(self._server_name):
             # (In a room we are in, the invite arrives as room state and is not held.)
             stream = self._allocate_stream()
@@ -581,110 +542,6 @@ class FederationService:
                 released.append(invite.room_id)
         return released
 
-    async def remote_invite(self, room_id: RoomID, user_id: UserID) -> RemoteInvite | None:
-        invite = await self._invites.get(room_id, user_id)
-        return invite if invite is not None and invite.membership == "invite" else None
-
-    async def reject_invite(self, room_id: RoomID, user_id: UserID, reason: str | None) -> None:
-        """Leave a room this server is not in (reject an invite): make_leave/send_leave
-        through the inviting server."""
-        invite = await self.remote_invite(room_id, user_id)
-        if invite is None:
-            raise MatrixError(Errcode.FORBIDDEN, "You are not invited to this room")
-        server = server_name_of(invite.sender)
-        path_room = quote(room_id, safe="")
-        try:
-            template = await self._client.get_json(
-                server, f"{_FEDERATION_V1}/make_leave/{path_room}/{quote(user_id, safe='')}"
-            )
-            version = KNOWN_ROOM_VERSIONS[invite.room_version]
-            event = dict(template["event"])
-            content: JsonDict = {"membership": "leave"}
-            if reason is not None:
-                content["reason"] = reason
-            event["content"] = content
-            event["origin_server_ts"] = int(self._clock() * 1000)
-            leave = finalize_pdu(
-                event, version, origin_server_name=self._server_name, signing_key=self._signing_key
-            )
-            await self._client.put_json(
-                server,
-                f"{_FEDERATION_V2}/send_leave/{path_room}/{quote(leave.event_id, safe='')}",
-                dict(leave.data),
-            )
-        except (FederationError, KeyError, TypeError, ValueError) as exc:
-            # The inviting server is gone or refuses: the invite is dropped here anyway.
-            logger.info("rejecting the invite to %s through %s failed: %s", room_id, server, exc)
-        stream = self._allocate_stream()
-        await self._invites.set_membership(room_id, user_id, "leave", stream)
-        self._on_remote_membership(user_id, room_id, "leave", stream)
-
-    async def knock_remote(
-        self, room_id: RoomID, user_id: UserID, servers: Sequence[str], reason: str | None
-    ) -> None:
-        """Knock on a room this server is not in (make_knock/send_knock through the first
-        of ``servers`` that answers); the room's stripped state is kept like an invite's."""
-        errors = []
-        for server in [s for s in dict.fromkeys(servers) if self.allows(s)]:
-            path_room = quote(room_id, safe="")
-            try:
-                template = await self._client.get_json(
-                    server,
-                    f"{_FEDERATION_V1}/make_knock/{path_room}/{quote(user_id, safe='')}",
-                    query={"ver": list(KNOWN_ROOM_VERSIONS)},
-                )
-                version = KNOWN_ROOM_VERSIONS[template["room_version"]]
-                event = dict(template["event"])
-                content: JsonDict = {"membership": "knock"}
-                if reason is not None:
-                    content["reason"] = reason
-                event["content"] = content
-                event["origin_server_ts"] = int(self._clock() * 1000)
-                knock = finalize_pdu(
-                    event,
-                    version,
-                    origin_server_name=self._server_name,
-                    signing_key=self._signing_key,
-                )
-                answer = await self._client.put_json(
-                    server,
-                    f"{_FEDERATION_V1}/send_knock/{path_room}/{quote(knock.event_id, safe='')}",
-                    dict(knock.data),
-                )
-            except FederationHttpError as exc:
-                refused = join_refusal(exc)
-                if refused is not None:  # e.g. 403 M_FORBIDDEN for a banned user
-                    raise refused from exc
-                errors.append(f"{server}: {exc}")
-                continue
-            except (FederationError, KeyError, TypeError, ValueError) as exc:
-                errors.append(f"{server}: {exc}")
-                continue
-            stripped = answer.get("knock_room_state", []) if isinstance(answer, dict) else []
-            stream = self._allocate_stream()
-            await self._invites.put(
-                RemoteInvite(
-                    room_id,
-                    user_id,
-                    knock.event_id,
-                    version.identifier,
-                    user_id,
-                    "knock",
-                    stream,
-                    dict(knock.data),
-                    [e for e in stripped[:_MAX_INVITE_STATE] if isinstance(e, dict)]
-                    if isinstance(stripped, list)
-                    else [],
-                )
-            )
-            self._on_remote_membership(user_id, room_id, "knock", stream)
-            return
-        raise MatrixError(
-            Errcode.UNKNOWN,
-            "Failed to knock through " + "; ".join(errors or ["no server"]),
-            status=502,
-        )
-
     async def make_knock(
         self, origin: str, room_id: RoomID, user_id: UserID, versions: Sequence[str]
     ) -> JsonDict:
@@ -718,10 +575,6 @@ class FederationService:
         if outcome.status not in ("accepted", "duplicate"):
             raise MatrixError(Errcode.FORBIDDEN, outcome.reason or "The knock was not allowed")
         return {"knock_room_state": await stripped_state(self._state, snapshot)}
-
-    async def forget_invite(self, room_id: RoomID, user_id: UserID) -> None:
-        """The user joined the room: the room's own state holds their membership now."""
-        await self._invites.delete(room_id, user_id)
 
     async def make_leave(self, origin: str, room_id: RoomID, user_id: UserID) -> JsonDict:
         """GET /make_leave: a leave template (a remote user rejecting our invite)."""
