@@ -36,7 +36,7 @@ def ctx(**kwargs: Any) -> PushContext:
     return PushContext(**base)
 
 
-def message(body: str = "hello", **content: Any) -> JsonDict:
+def message(body: str = "hello", /, **content: Any) -> JsonDict:
     return {
         "type": "m.room.message",
         "sender": BOB,
@@ -47,7 +47,7 @@ def message(body: str = "hello", **content: Any) -> JsonDict:
     }
 
 
-def state(event_type: str, state_key: str = "", **content: Any) -> JsonDict:
+def state(event_type: str, state_key: str = "", /, **content: Any) -> JsonDict:
     return {
         "type": event_type,
         "state_key": state_key,
