@@ -8,7 +8,7 @@ from harness.admin import login_admin
 from harness.client import Account, MatrixClient, unique_localpart
 from harness.server import HomeserverProcess
 from peyvand.errors import Errcode, MatrixError
-from peyvand.services.federation.server import RemoteInviteLimiter
+from peyvand.services.federation.invite_inbox import RemoteInviteLimiter
 
 REPORTS = "/_peyvand/admin/v1/reports"
 

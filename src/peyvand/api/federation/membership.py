@@ -58,7 +58,7 @@ async def send_leave(ctx: RequestContext) -> web.Response:
 @routes.put("/_matrix/federation/v2/invite/{room_id}/{event_id}", auth="federation")
 async def invite(ctx: RequestContext) -> web.Response:
     """PUT /_matrix/federation/v2/invite/{roomId}/{eventId}: an invite of one of our users."""
-    result = await ctx.services.federation.on_invite(
+    result = await ctx.services.federation.invite_inbox.on_invite(
         ctx.origin,
         RoomID(ctx.path["room_id"]),
         EventID(ctx.path["event_id"]),

@@ -13,23 +13,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final
 from urllib.parse import quote
 
-from peyvand.config.model import InterconnectConfig
 from peyvand.errors import Errcode, MatrixError
 from peyvand.events.auth import AuthError, auth_types_for_event, check_auth_rules
 from peyvand.events.builder import event_references
 from peyvand.events.pdu import Pdu
 from peyvand.events.received import (
     InvalidPdu,
-    check_content_hash_or_redact,
     parse_pdu,
 )
-from peyvand.events.room_versions import KNOWN_ROOM_VERSIONS
 from peyvand.events.signing import SigningKey, sign_event
 from peyvand.events.state_res import StateResError
 from peyvand.federation.client import FederationClient
@@ -38,10 +34,11 @@ from peyvand.federation.policy import ServerPolicy
 from peyvand.federation.sender import FederationSender
 from peyvand.services.federation.edus import FederationEdus
 from peyvand.services.federation.federation_pdus import federation_pdu, stripped_state
+from peyvand.services.federation.invite_inbox import InviteInbox
 from peyvand.services.federation.invite_policy import InvitePolicyService
 from peyvand.services.federation.outbound_events import OutboundEvents, TxnWrite
 from peyvand.services.federation.outbound_join import RemoteJoiner
-from peyvand.services.federation.outbound_membership import MAX_INVITE_STATE, OutboundMembership
+from peyvand.services.federation.outbound_membership import OutboundMembership
 from peyvand.services.federation.received_events import DroppedPdu, FederationEventHandler, Outcome
 from peyvand.services.federation.room_access import RoomAccess
 from peyvand.services.federation.serving import FederationReads
@@ -67,53 +64,6 @@ MAX_EDUS: Final = 100
 _PRUNE_SECONDS = 3600.0
 
 
-class RemoteInviteLimiter:
-    """Invite-spam limits (``[interconnect]``): token buckets per inviting server and per
-    inviting remote user, each refilling at its per-minute rate and bursting to as many.
-    ``check`` takes a token from both or, if either is empty, from neither and raises 429
-    ``M_LIMIT_EXCEEDED`` with ``retry_after_ms``. Full buckets are forgotten past
-    ``max_keys`` so memory stays bounded."""
-
-    def __init__(
-        self,
-        per_server_per_minute: int,
-        per_user_per_minute: int,
-        *,
-        clock: Callable[[], float] = time.monotonic,
-        max_keys: int = 100_000,
-    ) -> None:
-        self._limits = {"s": float(per_server_per_minute), "u": float(per_user_per_minute)}
-        self._clock = clock
-        self._max_keys = max_keys
-        # (kind, key) -> (tokens, last update)
-        self._buckets: dict[tuple[str, str], tuple[float, float]] = {}
-
-    def _tokens(self, bucket: tuple[str, str], now: float) -> float:
-        burst = self._limits[bucket[0]]
-        tokens, last = self._buckets.get(bucket, (burst, now))
-        return min(burst, tokens + (now - last) * burst / 60.0)
-
-    def check(self, server: str, user: str) -> None:
-        now = self._clock()
-        buckets = [("s", server), ("u", user)]
-        levels = [self._tokens(b, now) for b in buckets]
-        wait = max(
-            ((1.0 - t) * 60.0 / self._limits[b[0]] for b, t in zip(buckets, levels, strict=True)),
-            default=0.0,
-        )
-        if wait > 0:
-            raise MatrixError(
-                Errcode.LIMIT_EXCEEDED,
-                "Too many invites from this server or user",
-                retry_after_ms=math.ceil(wait * 1000),
-            )
-        for bucket, tokens in zip(buckets, levels, strict=True):
-            self._buckets[bucket] = (tokens - 1.0, now)
-        if len(self._buckets) > self._max_keys:
-            for bucket in [b for b in self._buckets if self._tokens(b, now) >= self._limits[b[0]]]:
-                del self._buckets[bucket]
-
-
 async def load_federation_pdus(
     state: StateService, event_ids: Sequence[str]
 ) -> dict[str, JsonDict]:
@@ -127,9 +77,6 @@ async def load_federation_pdus(
 
 
 class FederationService:
-    # Created on the first invite from another server (see ``on_invite``).
-    _invite_limiter: RemoteInviteLimiter | None = None
-
     def __init__(
         self,
         server_name: str,
@@ -170,7 +117,6 @@ class FederationService:
         self._clock = clock
         self._janitor: asyncio.Task[None] | None = None
         self._edus: FederationEdus | None = None
-        self._invite_policy: InvitePolicyService | None = None
         self._policy_lists: PolicyListService | None = None
         self.outbound_events = OutboundEvents(server_name, sender, state, outbox)
         self.access = RoomAccess(server_name, state, handler)
@@ -188,6 +134,17 @@ class FederationService:
             on_remote_membership,
             clock=clock,
         )
+        self.invite_inbox = InviteInbox(
+            server_name,
+            keyring,
+            state,
+            handler,
+            invites,
+            signing_key,
+            allocate_stream,
+            user_exists,
+            on_remote_membership,
+        )
         self._origin_locks: dict[str, asyncio.Lock] = {}
 
     def use_edus(self, edus: FederationEdus) -> None:
@@ -196,12 +153,13 @@ class FederationService:
 
     def use_invite_policy(self, invite_policy: InvitePolicyService) -> None:
         """Apply users' choices for invites from other servers (interconnect opt-in)."""
-        self._invite_policy = invite_policy
+        self.invite_inbox.use_invite_policy(invite_policy)
 
     def use_policy_lists(self, policy_lists: PolicyListService) -> None:
         """Enforce the moderation policy lists' bans on what other servers send."""
         self._policy_lists = policy_lists
         self.access.use_policy_lists(policy_lists)
+        self.invite_inbox.use_policy_lists(policy_lists)
         self._handler.use_sender_policy(policy_lists.soft_fail_reason)
 
     @property
@@ -440,107 +398,10 @@ class FederationService:
     async def forget_invite(self, room_id: RoomID, user_id: UserID) -> None:
         await self.outbound_membership.forget_invite(room_id, user_id)
 
-    # -- invites -------------------------------------------------------------------------
-
-    async def on_invite(
-        self, origin: str, room_id: RoomID, event_id: EventID, body: Any
-    ) -> JsonDict:
-        """PUT /invite v2: a user of ``origin`` invites one of our users; countersign the
-        invite and, for a room we are not in, keep it (with the stripped state) for the
-        user to join or reject.
-
-        The user's invite policy (``services/federation/invite_policy.py``) may refuse it (403
-        ``M_INVITE_BLOCKED``, Client-Server API "Invite permission") or have it held as a
-        message request: kept, but not among the user's rooms until released."""
-        if not isinstance(body, dict):
-            raise MatrixError(Errcode.BAD_JSON, "Body must be a JSON object")
-        identifier = body.get("room_version")
-        version = KNOWN_ROOM_VERSIONS.get(identifier) if isinstance(identifier, str) else None
-        if version is None:
-            raise MatrixError(
-                Errcode.INCOMPATIBLE_ROOM_VERSION,
-                f"Room version {identifier!r} is not supported",
-                room_version=str(identifier),
-            )
-        try:
-            pdu = parse_pdu(body.get("event"), version, room_id=room_id)
-        except InvalidPdu as exc:
-            raise MatrixError(Errcode.BAD_JSON, str(exc)) from exc
-        if pdu.event_id != event_id:
-            raise MatrixError(Errcode.BAD_JSON, "The event ID does not match the URL")
-        target = UserID(pdu.state_key or "")
-        if pdu.type != "m.room.member" or pdu.membership != "invite":
-            raise MatrixError(Errcode.BAD_JSON, "Not an invite event")
-        if server_name_of(pdu.sender) != origin:
-            raise MatrixError(Errcode.FORBIDDEN, "The inviter is not on the requesting server")
-        if self._policy_lists is not None:
-            # A banned inviter (or server: the inviter's), invitee or room: 403.
-            await self._policy_lists.check_invite(room_id, pdu.sender, target)
-        if self._invite_limiter is None:
-            limits = (
-                self._invite_policy.config
-                if self._invite_policy is not None
-                else InterconnectConfig()
-            )
-            self._invite_limiter = RemoteInviteLimiter(
-                limits.remote_invites_per_server_per_minute,
-                limits.remote_invites_per_user_per_minute,
-            )
-        # 429 before anything is checked further, signed or stored.
-        self._invite_limiter.check(origin, pdu.sender)
-        if server_name_of(target) != self._server_name or not await self._user_exists(target):
-            raise MatrixError(Errcode.NOT_FOUND, "No such user here")
-        (valid,) = await self.check_signatures([pdu])
-        if not valid:
-            raise MatrixError(Errcode.FORBIDDEN, "The invite is not validly signed")
-        if not check_content_hash_or_redact(pdu)[1]:
-            raise MatrixError(Errcode.BAD_JSON, "The invite's content hash does not match")
-        known = await self._state.get_room(room_id)
-        if known is not None and not await self._handler.origin_allowed(origin, known):
-            raise MatrixError(Errcode.FORBIDDEN, "Server is denied by the room's ACL")
-        held = False
-        if self._invite_policy is not None:
-            # Raises M_INVITE_BLOCKED before anything is signed or stored.
-            held = await self._invite_policy.admit_remote_invite(target, room_id)
-        signed = sign_event(pdu.data, version, self._server_name, self._signing_key)
-        stripped = body.get("invite_room_state", [])
-        if not isinstance(stripped, list):
-            stripped = []
-        stripped = [e for e in stripped[:MAX_INVITE_STATE] if isinstance(e, dict)]
-        if known is None or not known.takes_part(self._server_name):
-            # (In a room we are in, the invite arrives as room state and is not held.)
-            stream = self._allocate_stream()
-            await self._invites.put(
-                RemoteInvite(
-                    room_id,
-                    target,
-                    pdu.event_id,
-                    version.identifier,
-                    pdu.sender,
-                    "invite",
-                    stream,
-                    dict(signed),
-                    stripped,
-                    held,
-                )
-            )
-            if not held:
-                self._on_remote_membership(target, room_id, "invite", stream)
-        return {"event": signed}
+    # -- invites from other servers (``invite_inbox.py``) -------------------------------
 
     async def release_invites(self, user_id: UserID, room_id: RoomID | None = None) -> list[RoomID]:
-        """Release the user's held invites (message requests): ``room_id``'s, or all of
-        them. Each becomes an ordinary remote invite, newly in the user's /sync; the rooms
-        released come back."""
-        released = []
-        for invite in await self._invites.held_for(user_id):
-            if room_id is not None and invite.room_id != room_id:
-                continue
-            stream = self._allocate_stream()
-            if await self._invites.release(invite.room_id, user_id, stream):
-                self._on_remote_membership(user_id, invite.room_id, "invite", stream)
-                released.append(invite.room_id)
-        return released
+        return await self.invite_inbox.release_invites(user_id, room_id)
 
     async def make_knock(
         self, origin: str, room_id: RoomID, user_id: UserID, versions: Sequence[str]
