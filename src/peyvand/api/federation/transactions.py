@@ -15,5 +15,6 @@ async def send_transaction(ctx: RequestContext) -> web.Response:
     """PUT /_matrix/federation/v1/send/{txnId}: PDUs and EDUs from another server."""
     # Each PDU and EDU is checked on its own: one bad item never costs the others.
     body = await ctx.raw_json(items_checked_apart=True)
-    result = await ctx.services.federation.on_transaction(ctx.origin, ctx.path["txn_id"], body)
+    transactions = ctx.services.federation.transactions
+    result = await transactions.on_transaction(ctx.origin, ctx.path["txn_id"], body)
     return json_response(result)

@@ -10,12 +10,10 @@ Remote PDUs are checked and stored by ``FederationEventHandler``.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Final
+from typing import Any
 from urllib.parse import quote
 
 from peyvand.errors import Errcode, MatrixError
@@ -34,6 +32,7 @@ from peyvand.federation.policy import ServerPolicy
 from peyvand.federation.sender import FederationSender
 from peyvand.services.federation.edus import FederationEdus
 from peyvand.services.federation.federation_pdus import federation_pdu, stripped_state
+from peyvand.services.federation.inbound_transactions import InboundTransactions
 from peyvand.services.federation.invite_inbox import InviteInbox
 from peyvand.services.federation.invite_policy import InvitePolicyService
 from peyvand.services.federation.outbound_events import OutboundEvents, TxnWrite
@@ -58,10 +57,6 @@ logger = logging.getLogger(__name__)
 
 _FEDERATION_V1 = "/_matrix/federation/v1"
 _FEDERATION_V2 = "/_matrix/federation/v2"
-# Server-Server API, "Transactions".
-MAX_PDUS: Final = 50
-MAX_EDUS: Final = 100
-_PRUNE_SECONDS = 3600.0
 
 
 async def load_federation_pdus(
@@ -106,7 +101,6 @@ class FederationService:
         self._state = state
         self._store = store
         self._outbox = outbox
-        self._inbox = inbox
         self._handler = handler
         self._joiner = joiner
         self._invites = invites
@@ -115,9 +109,9 @@ class FederationService:
         self._user_exists = user_exists
         self._on_remote_membership = on_remote_membership
         self._clock = clock
-        self._janitor: asyncio.Task[None] | None = None
         self._edus: FederationEdus | None = None
         self._policy_lists: PolicyListService | None = None
+        self.transactions = InboundTransactions(policy, handler, inbox, clock=clock)
         self.outbound_events = OutboundEvents(server_name, sender, state, outbox)
         self.access = RoomAccess(server_name, state, handler)
         self.reads = FederationReads(server_name, state, self.access, clock=clock)
@@ -145,11 +139,11 @@ class FederationService:
             user_exists,
             on_remote_membership,
         )
-        self._origin_locks: dict[str, asyncio.Lock] = {}
 
     def use_edus(self, edus: FederationEdus) -> None:
         """Apply inbound EDUs (typing, receipts, to-device, device lists) with ``edus``."""
         self._edus = edus
+        self.transactions.use_edus(edus)
 
     def use_invite_policy(self, invite_policy: InvitePolicyService) -> None:
         """Apply users' choices for invites from other servers (interconnect opt-in)."""
@@ -158,33 +152,22 @@ class FederationService:
     def use_policy_lists(self, policy_lists: PolicyListService) -> None:
         """Enforce the moderation policy lists' bans on what other servers send."""
         self._policy_lists = policy_lists
+        self.transactions.use_policy_lists(policy_lists)
         self.access.use_policy_lists(policy_lists)
         self.invite_inbox.use_policy_lists(policy_lists)
         self._handler.use_sender_policy(policy_lists.soft_fail_reason)
+
+    async def start(self) -> None:
+        self.transactions.start()
+
+    async def stop(self) -> None:
+        await self.transactions.stop()
 
     @property
     def edus(self) -> FederationEdus:
         if self._edus is None:
             raise MatrixError(Errcode.UNRECOGNIZED, "Federation is disabled", status=404)
         return self._edus
-
-    async def start(self) -> None:
-        self._janitor = asyncio.create_task(self._prune_loop(), name="federation-janitor")
-
-    async def stop(self) -> None:
-        if self._janitor is not None:
-            self._janitor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._janitor
-
-    async def _prune_loop(self) -> None:
-        """Forget answers to inbound transactions a day old (retries stop long before)."""
-        while True:
-            await asyncio.sleep(_PRUNE_SECONDS)
-            try:
-                await self._inbox.prune(int((self._clock() - 86_400) * 1000))
-            except Exception:
-                logger.exception("pruning received federation transactions failed")
 
     # -- policy --------------------------------------------------------------------------
 
@@ -208,56 +191,6 @@ class FederationService:
     async def check_signatures(self, pdus: Sequence[Pdu]) -> list[bool]:
         """Every server that must sign each event did (see ``signatures.py``)."""
         return await check_pdu_signatures(self._keyring, pdus)
-
-    # -- inbound transactions ------------------------------------------------------------
-
-    async def on_transaction(self, origin: str, txn_id: str, body: Any) -> JsonDict:
-        """PUT /_matrix/federation/v1/send/{txnId}: idempotent per (origin, txnId)."""
-        if not isinstance(body, dict):
-            raise MatrixError(Errcode.BAD_JSON, "Transaction must be a JSON object")
-        pdus = body.get("pdus", [])
-        edus = body.get("edus", [])
-        if not isinstance(pdus, list) or not isinstance(edus, list):
-            raise MatrixError(Errcode.BAD_JSON, "pdus and edus must be lists")
-        if len(pdus) > MAX_PDUS or len(edus) > MAX_EDUS:
-            raise MatrixError(
-                Errcode.TOO_LARGE, f"At most {MAX_PDUS} PDUs and {MAX_EDUS} EDUs", status=400
-            )
-        if body.get("origin", origin) != origin:
-            raise MatrixError(Errcode.FORBIDDEN, "Transaction origin does not match")
-        # One transaction per origin at a time ("Transactions"): a retry waits for the
-        # first attempt and gets its answer.
-        async with self._origin_locks.setdefault(origin, asyncio.Lock()):
-            seen = await self._inbox.get_response(origin, txn_id)
-            if seen is not None:
-                return seen
-            return await self._process_transaction(origin, txn_id, pdus, edus)
-
-    async def _process_transaction(
-        self, origin: str, txn_id: str, pdus: list[Any], edus: list[Any]
-    ) -> JsonDict:
-        # Events by users of servers this one does not federate with are not taken in,
-        # even when another server relays them; nor is anything a server the moderation
-        # policy lists ban sends (banned users' events are soft-failed by the handler).
-        lists = self._policy_lists
-        allowed = [
-            raw
-            for raw in pdus
-            if (
-                not isinstance(raw, dict)
-                or not isinstance(raw.get("sender"), str)
-                or self._policy.allows(server_name_of(raw["sender"]))
-            )
-            and (lists is None or lists.admits_pdu(origin, raw))
-        ]
-        results = await self._handler.receive_pdus(origin, allowed)
-        if lists is not None and lists.server_rule(origin) is not None:
-            edus = []
-        if self._edus is not None:
-            await self._edus.on_edus(origin, edus)
-        response: JsonDict = {"pdus": results}
-        await self._inbox.put_response(origin, txn_id, response, int(self._clock() * 1000))
-        return response
 
     # -- joins ---------------------------------------------------------------------------
 
