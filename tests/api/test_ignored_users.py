@@ -14,7 +14,7 @@ from harness.sync import sync
 
 async def ignore(client: MatrixClient, account: Account, *users: Account) -> None:
     path = f"user/{quote(account.user_id, safe='')}/account_data/m.ignored_user_list"
-    body = {"ignored_users": {u.user_id: {} for u in users}}
+    body: dict[str, dict[str, dict[str, Any]]] = {"ignored_users": {u.user_id: {} for u in users}}
     (await client.request("PUT", path, json=body, token=account)).ok()
 
 

@@ -296,6 +296,7 @@ async def test_deleted_devices_lose_their_keys(client: MatrixClient) -> None:
 
 async def test_query_and_claim_input_errors(client: MatrixClient) -> None:
     alice = await client.register()
+    body: dict[str, Any]
     for body in (
         {},
         {"device_keys": []},

@@ -93,14 +93,15 @@ async def test_malformed_holds_are_refused(
 ) -> None:
     admin = await login_admin(client, homeserver)
     base = {"kind": "room", "target": "!r:example.org", "case_id": "C", "reason": "R"}
-    for change, errcode in [
+    changes: list[tuple[dict[str, object], str]] = [
         ({"kind": "server"}, "M_INVALID_PARAM"),
         ({"target": "@alice:example.org"}, "M_INVALID_PARAM"),
         ({"case_id": ""}, "M_INVALID_PARAM"),
         ({"since_ts": 10, "until_ts": 9}, "M_INVALID_PARAM"),
         ({"since_ts": "yesterday"}, "M_BAD_JSON"),
         ({"reason": None}, "M_BAD_JSON"),
-    ]:
+    ]
+    for change, errcode in changes:
         answer = await client.request(
             "POST", f"{ADMIN}/legal_holds", json={**base, **change}, token=admin
         )

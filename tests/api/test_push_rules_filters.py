@@ -37,7 +37,7 @@ async def test_default_ruleset(client: MatrixClient) -> None:
 async def test_rule_lifecycle_and_ordering(client: MatrixClient) -> None:
     alice = await client.register()
     for rule_id in ("tea", "time"):
-        body = {"pattern": rule_id, "actions": ["notify"]}
+        body: dict[str, object] = {"pattern": rule_id, "actions": ["notify"]}
         (await client.request("PUT", f"{RULES}/content/{rule_id}", json=body, token=alice)).ok()
     body = {"pattern": "cake*lie", "actions": ["notify", {"set_tweak": "highlight"}]}
     (

@@ -13,7 +13,7 @@ def assert_error(response: Response, status: int, errcode: str) -> None:
     assert response.body["errcode"] == errcode, response.body
 
 
-def pusher(pushkey: str = "a_push_key", **changes: Any) -> dict[str, Any]:
+def pusher(pushkey: object = "a_push_key", **changes: Any) -> dict[str, Any]:
     body: dict[str, Any] = {
         "profile_tag": "tag",
         "kind": "http",

@@ -395,7 +395,13 @@ async def test_bad_requests_are_refused(
     assert refused.status == 403 and refused.body["errcode"] == "M_FORBIDDEN"
     unknown = await client.request("POST", run, json={"room_id": "!nope:localhost"}, token=admin)
     assert unknown.status == 404 and unknown.body["errcode"] == "M_NOT_FOUND"
-    for body in ({"now_ts": -1}, {"now_ts": "soon"}, {"room_id": 5}, {"reason": []}):
+    bodies: list[dict[str, Any]] = [
+        {"now_ts": -1},
+        {"now_ts": "soon"},
+        {"room_id": 5},
+        {"reason": []},
+    ]
+    for body in bodies:
         bad = await client.request("POST", run, json=body, token=admin)
         assert bad.status == 400, (body, bad.body)
     policy = await client.request("GET", f"{ADMIN}/rooms/!nope:localhost/retention", token=admin)
