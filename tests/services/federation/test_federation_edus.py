@@ -32,12 +32,9 @@ from peyvand.services.accounts.auth import AuthService
 from peyvand.services.accounts.requester import Requester
 from peyvand.services.e2ee.device_lists import DeviceListService
 from peyvand.services.e2ee.keys import E2eKeysService
+from peyvand.services.e2ee.remote_device_lists import UserDevicesFetcher, parse_user_devices
 from peyvand.services.e2ee.to_device import ToDeviceService
-from peyvand.services.federation.edus import (
-    FederationEdus,
-    UserDevicesFetcher,
-    parse_user_devices,
-)
+from peyvand.services.federation.edus import FederationEdus
 from peyvand.services.sync.account_data import AccountDataService
 from peyvand.services.sync.notifier import Notifier
 from peyvand.services.sync.receipts import ReceiptService
@@ -515,7 +512,7 @@ async def test_device_list_updates_follow_the_chain_and_a_gap_marks_stale(world:
 
     calls: list[UserID] = []
     fetch = user_devices_fetcher({BOB: bob_devices(5, "BOBPHONE")}, calls)
-    assert await world.node.edus.resync_stale(fetch) == 1
+    assert await world.node.edus.remote_device_lists.resync_stale(fetch) == 1
     assert calls == [BOB]
     assert (await query_bob(world))["device_keys"][BOB] == {
         "BOBPHONE": {**device_keys(BOB, "BOBPHONE"), "unsigned": {}}
@@ -546,7 +543,7 @@ async def test_device_list_updates_follow_the_chain_and_a_gap_marks_stale(world:
     cached = await world.node.store.get_device_list(BOB)
     assert cached is not None and cached.stale
     fetch = user_devices_fetcher({BOB: bob_devices(9, "BOBLAPTOP", "BOBTABLET")}, calls)
-    assert await world.node.edus.resync_stale(fetch) == 1
+    assert await world.node.edus.remote_device_lists.resync_stale(fetch) == 1
     cached = await world.node.store.get_device_list(BOB)
     assert cached is not None and (cached.stream_id, cached.stale) == (9, False)
     assert [d.device_id for d in cached.devices] == ["BOBLAPTOP", "BOBTABLET"]
@@ -569,7 +566,7 @@ async def test_a_failed_resync_keeps_the_stale_list(world: World) -> None:
     calls: list[UserID] = []
     for answer in (ConnectionError("down"), {"user_id": CAROL, "stream_id": 1, "devices": []}):
         fetch = user_devices_fetcher({BOB: answer}, calls)
-        assert not await world.node.edus.resync_user(BOB, fetch)
+        assert not await world.node.edus.remote_device_lists.resync_user(BOB, fetch)
     cached = await world.node.store.get_device_list(BOB)
     assert cached is not None and cached.stale and cached.stream_id == 5
 
@@ -636,7 +633,8 @@ async def test_signing_key_updates_replace_the_cached_keys(world: World) -> None
 async def test_resync_forgets_users_no_longer_sharing_a_room(world: World) -> None:
     await world.node.store.mark_stale(CAROL)
     calls: list[UserID] = []
-    assert await world.node.edus.resync_stale(user_devices_fetcher({}, calls)) == 0
+    fetch = user_devices_fetcher({}, calls)
+    assert await world.node.edus.remote_device_lists.resync_stale(fetch) == 0
     assert calls == []
     assert await world.node.store.get_device_list(CAROL) is None
 
@@ -748,7 +746,7 @@ async def test_local_device_changes_go_out_as_a_chain_that_survives_a_restart(
     assert chain[1]["keys"] == signed_device_keys(key, ALICE, "NEW")
     assert chain[2]["deleted"] is True and "keys" not in chain[2]
 
-    answer = await world.node.edus.user_devices(ALICE)
+    answer = await world.node.edus.outbound_device_lists.user_devices(ALICE)
     assert answer == {
         "user_id": ALICE,
         "stream_id": 3,
@@ -785,7 +783,7 @@ async def test_cross_signing_changes_go_out_as_signing_key_updates(world: World)
         ALICE_REQUESTER, {"user_signing_key": user_signing}
     )
     assert world.node.sender.durable == []
-    answer = await world.node.edus.user_devices(ALICE)
+    answer = await world.node.edus.outbound_device_lists.user_devices(ALICE)
     assert answer["master_key"] == master and answer["self_signing_key"] == self_signing
     assert "user_signing_key" not in answer
 
@@ -797,9 +795,9 @@ async def test_nothing_goes_out_for_users_who_share_no_room_with_other_servers(
     await world.accounts.create_user(lonely, None, is_admin=False, created_ts=1)
     await world.add_device(lonely, "L")
     assert world.node.sender.durable == []
-    assert (await world.node.edus.user_devices(lonely))["stream_id"] == 0
+    assert (await world.node.edus.outbound_device_lists.user_devices(lonely))["stream_id"] == 0
     with pytest.raises(MatrixError, match="not a user of this server"):
-        await world.node.edus.user_devices(BOB)
+        await world.node.edus.outbound_device_lists.user_devices(BOB)
 
 
 async def test_remote_claims_go_to_each_users_server(world: World) -> None:

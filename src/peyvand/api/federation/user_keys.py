@@ -16,7 +16,9 @@ _V1 = "/_matrix/federation/v1"
 @routes.get(f"{_V1}/user/devices/{{user_id}}", auth="federation")
 async def user_devices(ctx: RequestContext) -> web.Response:
     """GET /_matrix/federation/v1/user/devices/{userId}: a local user's devices."""
-    return json_response(await ctx.services.federation.edus.user_devices(ctx.path["user_id"]))
+    return json_response(
+        await ctx.services.federation.edus.outbound_device_lists.user_devices(ctx.path["user_id"])
+    )
 
 
 @routes.post(f"{_V1}/user/keys/query", auth="federation")
