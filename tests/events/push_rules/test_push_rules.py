@@ -10,19 +10,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from peyvand.errors import Errcode, MatrixError
-from peyvand.events.push_rules.ruleset import (
-    KINDS,
-    PushContext,
-    PushRule,
-    RuleOverride,
-    build_ruleset,
-    default_rules,
-    evaluate,
-    notification_levels,
-    parse_actions,
-    parse_dotted_path,
-    parse_rule,
-)
+from peyvand.events.dotted_paths import parse_dotted_path
+from peyvand.events.push_rules.actions import parse_actions
+from peyvand.events.push_rules.conditions import PushContext, notification_levels
+from peyvand.events.push_rules.predefined import default_rules
+from peyvand.events.push_rules.rule import KINDS, PushRule, RuleOverride
+from peyvand.events.push_rules.ruleset import build_ruleset, evaluate
+from peyvand.events.push_rules.validation import parse_rule
 from peyvand.types import JsonDict
 
 ALICE = "@alice:example.org"

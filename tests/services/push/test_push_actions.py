@@ -13,7 +13,8 @@ from typing import Any, cast
 import pytest
 
 from peyvand.events.pdu import Pdu, StateKey
-from peyvand.events.push_rules.ruleset import PushRule, Ruleset, build_ruleset
+from peyvand.events.push_rules.rule import PushRule
+from peyvand.events.push_rules.ruleset import Ruleset, build_ruleset
 from peyvand.events.room_versions import KNOWN_ROOM_VERSIONS
 from peyvand.services.push.actions import PushActionsService
 from peyvand.services.timeline.room_state import RoomSnapshot

@@ -14,7 +14,7 @@ from aiohttp import web
 from peyvand.api.context import RequestContext, json_response
 from peyvand.api.routing import CLIENT_V3, RouteTable
 from peyvand.errors import Errcode, MatrixError
-from peyvand.events.push_rules.ruleset import check_kind
+from peyvand.events.push_rules.validation import check_kind
 
 routes = RouteTable()
 

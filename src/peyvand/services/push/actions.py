@@ -27,7 +27,8 @@ from typing import Any, Final, Protocol
 from peyvand.events.auth import get_user_power_level
 from peyvand.events.auth.power_levels import CREATE_KEY, POWER_LEVELS_KEY
 from peyvand.events.pdu import Pdu, StateKey
-from peyvand.events.push_rules.ruleset import PushContext, Ruleset, evaluate, notification_levels
+from peyvand.events.push_rules.conditions import PushContext, notification_levels
+from peyvand.events.push_rules.ruleset import Ruleset, evaluate
 from peyvand.events.serialize import client_event
 from peyvand.services.timeline.event_writer import TxnWrite
 from peyvand.services.timeline.room_state import RoomSnapshot, StateService

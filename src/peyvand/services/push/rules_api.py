@@ -2,7 +2,7 @@
 
 ``PushRulesService`` owns a cache of each user's compiled ``Ruleset`` (read on every event
 for every local member) and invalidates it next to each write. The rules themselves, their
-validation and their evaluation are in ``services.push_rules``.
+validation and their evaluation are in ``events.push_rules``.
 """
 
 from __future__ import annotations
@@ -14,18 +14,16 @@ from dataclasses import replace
 from typing import Any, Final
 
 from peyvand.errors import Errcode, MatrixError
-from peyvand.events.push_rules.ruleset import (
+from peyvand.events.push_rules.actions import parse_actions
+from peyvand.events.push_rules.predefined import default_rules
+from peyvand.events.push_rules.rule import (
     CONDITION_KINDS,
     PushRule,
     RuleOverride,
-    Ruleset,
-    build_ruleset,
-    check_kind,
-    default_rules,
     is_default_rule_id,
-    parse_actions,
-    parse_rule,
 )
+from peyvand.events.push_rules.ruleset import Ruleset, build_ruleset
+from peyvand.events.push_rules.validation import check_kind, parse_rule
 from peyvand.storage.errors import NotFoundError
 from peyvand.storage.push_rules import PushRuleStore
 from peyvand.types import JsonDict

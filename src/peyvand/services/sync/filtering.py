@@ -20,8 +20,8 @@ from functools import lru_cache
 from typing import Any, Final, TypeVar
 
 from peyvand.errors import Errcode, MatrixError
+from peyvand.events.dotted_paths import parse_dotted_path
 from peyvand.events.json_input import NotJson, UnacceptableJson, parse_client_json
-from peyvand.events.push_rules.ruleset import parse_dotted_path
 from peyvand.types import JsonDict, is_valid_user_id
 
 # "EventFilter": "Servers should apply a default value, and impose a maximum value".

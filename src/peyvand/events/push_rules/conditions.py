@@ -1,0 +1,256 @@
+"""Push-rule conditions (Client-Server API, "Push Rules: Conditions"), each compiled once
+into a matcher, and what the evaluator knows about the room and the user (``PushContext``).
+
+A condition of an unknown kind, or malformed, compiles to a matcher that never matches
+("MUST NOT match any events"); ``check_condition`` is the stricter check a client's new
+rule must pass.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any, Final, Protocol
+
+from peyvand.errors import Errcode, MatrixError
+from peyvand.events.dotted_paths import parse_dotted_path
+from peyvand.events.glob import WORD_CHARS, compile_glob
+from peyvand.events.push_rules.rule import PushRule
+from peyvand.types import JsonDict
+
+# m.room.power_levels: the default of ``notifications.room``.
+_NOTIFICATION_DEFAULTS: Final = {"room": 50}
+# Canonical JSON integers: [-(2**53)+1, (2**53)-1].
+_MAX_SAFE_INT: Final = 2**53 - 1
+
+
+@dataclass(frozen=True, slots=True)
+class PushContext:
+    """What the evaluator needs to know about the room and the user it evaluates for.
+
+    ``notification_power_levels`` is the ``notifications`` object of the room's
+    ``m.room.power_levels`` content (see ``notification_levels``); ``room`` defaults to 50.
+    """
+
+    user_id: str
+    member_count: int
+    user_display_name: str | None = None
+    sender_power_level: int | float = 0
+    notification_power_levels: Mapping[str, int] = field(default_factory=dict)
+
+
+def notification_levels(power_levels_content: Mapping[str, Any] | None) -> dict[str, int]:
+    """The ``notifications`` levels of an m.room.power_levels content (integers only),
+    with the spec's default of 50 for ``room``."""
+    levels = dict(_NOTIFICATION_DEFAULTS)
+    raw = (power_levels_content or {}).get("notifications")
+    if isinstance(raw, Mapping):
+        levels.update({k: v for k, v in raw.items() if type(v) is int})
+    return levels
+
+
+class Matcher(Protocol):
+    """A compiled condition (or the implicit condition of a content, room or sender rule)."""
+
+    def matches(self, event: Mapping[str, Any], ctx: PushContext) -> bool: ...
+
+
+_ABSENT: Final[Any] = object()
+
+
+def _lookup(event: Mapping[str, Any], path: tuple[str, ...]) -> Any:
+    value: Any = event
+    for part in path:
+        if not isinstance(value, Mapping):
+            return _ABSENT
+        value = value.get(part, _ABSENT)
+        if value is _ABSENT:
+            return _ABSENT
+    return value
+
+
+@lru_cache(maxsize=8192)
+def _display_name_regex(display_name: str) -> re.Pattern[str]:
+    return re.compile(
+        f"(?<![{WORD_CHARS}]){re.escape(display_name)}(?![{WORD_CHARS}])", re.IGNORECASE
+    )
+
+
+class _EventMatch:
+    """``event_match``: a glob over a string property; on ``content.body``, any substring
+    between word boundaries."""
+
+    __slots__ = ("_glob", "_path")
+
+    def __init__(self, key: str, pattern: str) -> None:
+        self._path = parse_dotted_path(key)
+        self._glob = compile_glob(pattern, words=self._path == ("content", "body"), max_length=None)
+
+    def matches(self, event: Mapping[str, Any], ctx: PushContext) -> bool:
+        value = _lookup(event, self._path)
+        return isinstance(value, str) and self._glob.matches(value)
+
+
+def _same_scalar(a: Any, b: Any) -> bool:
+    """Exact equality of non-compound canonical JSON values: 1 is not true, nor "1"."""
+    return type(a) is type(b) and a == b
+
+
+def _is_scalar(value: Any) -> bool:
+    if type(value) is int:
+        return -_MAX_SAFE_INT <= value <= _MAX_SAFE_INT
+    return value is None or type(value) in (str, bool)
+
+
+class _PropertyIs:
+    """``event_property_is``: exact equality with a non-compound value."""
+
+    __slots__ = ("_path", "_value")
+
+    def __init__(self, key: str, value: Any) -> None:
+        self._path = parse_dotted_path(key)
+        self._value = value
+
+    def matches(self, event: Mapping[str, Any], ctx: PushContext) -> bool:
+        return _same_scalar(_lookup(event, self._path), self._value)
+
+
+class _PropertyContains:
+    """``event_property_contains``: an array property holds exactly this value."""
+
+    __slots__ = ("_path", "_value")
+
+    def __init__(self, key: str, value: Any) -> None:
+        self._path = parse_dotted_path(key)
+        self._value = value
+
+    def matches(self, event: Mapping[str, Any], ctx: PushContext) -> bool:
+        values = _lookup(event, self._path)
+        return isinstance(values, list) and any(_same_scalar(v, self._value) for v in values)
+
+
+class _ContainsDisplayName:
+    """``contains_display_name`` (deprecated in v1.17): the user's display name in the
+    room appears in ``content.body`` between word boundaries."""
+
+    __slots__ = ()
+
+    def matches(self, event: Mapping[str, Any], ctx: PushContext) -> bool:
+        name = ctx.user_display_name
+        body = _lookup(event, ("content", "body"))
+        if not name or not isinstance(body, str):
+            return False
+        return _display_name_regex(name).search(body) is not None
+
+
+_MEMBER_COUNT_RE: Final = re.compile(r"^(==|<=|>=|<|>)?([0-9]+)$")
+
+
+class _MemberCount:
+    """``room_member_count``: ``is`` is an integer with an optional ==, <, >, <= or >=."""
+
+    __slots__ = ("_count", "_op")
+
+    def __init__(self, op: str, count: int) -> None:
+        self._op = op
+        self._count = count
+
+    def matches(self, event: Mapping[str, Any], ctx: PushContext) -> bool:
+        n, op = ctx.member_count, self._op
+        if op == "<":
+            return n < self._count
+        if op == ">":
+            return n > self._count
+        if op == "<=":
+            return n <= self._count
+        if op == ">=":
+            return n >= self._count
+        return n == self._count
+
+
+class _SenderPermission:
+    """``sender_notification_permission``: the sender's power level reaches
+    ``notifications[key]`` of the room's power levels."""
+
+    __slots__ = ("_key",)
+
+    def __init__(self, key: str) -> None:
+        self._key = key
+
+    def matches(self, event: Mapping[str, Any], ctx: PushContext) -> bool:
+        required = ctx.notification_power_levels.get(self._key)
+        if required is None:
+            required = _NOTIFICATION_DEFAULTS.get(self._key)
+        return required is not None and ctx.sender_power_level >= required
+
+
+class _Never:
+    """An unrecognised or malformed condition: "MUST NOT match any events"."""
+
+    __slots__ = ()
+
+    def matches(self, event: Mapping[str, Any], ctx: PushContext) -> bool:
+        return False
+
+
+_NEVER: Final = _Never()
+
+
+def _compile_condition(condition: Mapping[str, Any]) -> Matcher:
+    kind, key = condition.get("kind"), condition.get("key")
+    if kind == "event_match":
+        pattern = condition.get("pattern")
+        if isinstance(key, str) and isinstance(pattern, str):
+            return _EventMatch(key, pattern)
+    elif kind in ("event_property_is", "event_property_contains"):
+        value = condition.get("value", _ABSENT)
+        if isinstance(key, str) and _is_scalar(value):
+            cls = _PropertyIs if kind == "event_property_is" else _PropertyContains
+            return cls(key, value)
+    elif kind == "contains_display_name":
+        return _ContainsDisplayName()
+    elif kind == "room_member_count":
+        spec = condition.get("is")
+        found = _MEMBER_COUNT_RE.match(spec) if isinstance(spec, str) else None
+        if found is not None:
+            return _MemberCount(found.group(1) or "==", int(found.group(2)))
+    elif kind == "sender_notification_permission" and isinstance(key, str):
+        return _SenderPermission(key)
+    return _NEVER
+
+
+def compile_rule(rule: PushRule) -> tuple[Matcher, ...]:
+    if rule.kind == "content":
+        return (_EventMatch("content.body", rule.pattern or ""),)
+    if rule.kind == "room":
+        return (_PropertyIs("room_id", rule.rule_id),)
+    if rule.kind == "sender":
+        return (_PropertyIs("sender", rule.rule_id),)
+    return tuple(_compile_condition(c) for c in rule.conditions)
+
+
+def check_condition(condition: Any) -> JsonDict:
+    if not isinstance(condition, dict) or not isinstance(condition.get("kind"), str):
+        raise MatrixError(Errcode.BAD_JSON, "Each condition must be an object with a 'kind'")
+    kind = condition["kind"]
+    needs_key = kind in (
+        "event_match",
+        "event_property_is",
+        "event_property_contains",
+        "sender_notification_permission",
+    )
+    if needs_key and not isinstance(condition.get("key"), str):
+        raise MatrixError(Errcode.INVALID_PARAM, f"'{kind}' condition needs a string 'key'")
+    if kind == "event_match" and not isinstance(condition.get("pattern"), str):
+        raise MatrixError(Errcode.INVALID_PARAM, "'event_match' condition needs a 'pattern'")
+    if kind in ("event_property_is", "event_property_contains") and not _is_scalar(
+        condition.get("value", _ABSENT)
+    ):
+        raise MatrixError(Errcode.INVALID_PARAM, f"'{kind}' condition needs a non-compound 'value'")
+    if kind == "room_member_count" and not (
+        isinstance(condition.get("is"), str) and _MEMBER_COUNT_RE.match(condition["is"])
+    ):
+        raise MatrixError(Errcode.INVALID_PARAM, "'room_member_count' needs a valid 'is'")
+    return condition
