@@ -16,7 +16,7 @@ routes = RouteTable()
 async def make_join(ctx: RequestContext) -> web.Response:
     """GET /_matrix/federation/v1/make_join/{roomId}/{userId}?ver=...: a join template."""
     versions = ctx.request.query.getall("ver", [])
-    result = await ctx.services.federation.make_join(
+    result = await ctx.services.federation.inbound_membership.make_join(
         ctx.origin, RoomID(ctx.path["room_id"]), UserID(ctx.path["user_id"]), versions
     )
     return json_response(result)
@@ -25,7 +25,7 @@ async def make_join(ctx: RequestContext) -> web.Response:
 @routes.put("/_matrix/federation/v2/send_join/{room_id}/{event_id}", auth="federation")
 async def send_join(ctx: RequestContext) -> web.Response:
     """PUT /_matrix/federation/v2/send_join/{roomId}/{eventId}: the signed join."""
-    result = await ctx.services.federation.send_join(
+    result = await ctx.services.federation.inbound_membership.send_join(
         ctx.origin,
         RoomID(ctx.path["room_id"]),
         EventID(ctx.path["event_id"]),
@@ -37,7 +37,7 @@ async def send_join(ctx: RequestContext) -> web.Response:
 @routes.get("/_matrix/federation/v1/make_leave/{room_id}/{user_id}", auth="federation")
 async def make_leave(ctx: RequestContext) -> web.Response:
     """GET /_matrix/federation/v1/make_leave/{roomId}/{userId}: a leave template."""
-    result = await ctx.services.federation.make_leave(
+    result = await ctx.services.federation.inbound_membership.make_leave(
         ctx.origin, RoomID(ctx.path["room_id"]), UserID(ctx.path["user_id"])
     )
     return json_response(result)
@@ -46,7 +46,7 @@ async def make_leave(ctx: RequestContext) -> web.Response:
 @routes.put("/_matrix/federation/v2/send_leave/{room_id}/{event_id}", auth="federation")
 async def send_leave(ctx: RequestContext) -> web.Response:
     """PUT /_matrix/federation/v2/send_leave/{roomId}/{eventId}: the signed leave."""
-    result = await ctx.services.federation.send_leave(
+    result = await ctx.services.federation.inbound_membership.send_leave(
         ctx.origin,
         RoomID(ctx.path["room_id"]),
         EventID(ctx.path["event_id"]),
@@ -70,7 +70,7 @@ async def invite(ctx: RequestContext) -> web.Response:
 @routes.get("/_matrix/federation/v1/make_knock/{room_id}/{user_id}", auth="federation")
 async def make_knock(ctx: RequestContext) -> web.Response:
     """GET /_matrix/federation/v1/make_knock/{roomId}/{userId}?ver=...: a knock template."""
-    result = await ctx.services.federation.make_knock(
+    result = await ctx.services.federation.inbound_membership.make_knock(
         ctx.origin,
         RoomID(ctx.path["room_id"]),
         UserID(ctx.path["user_id"]),
@@ -82,7 +82,7 @@ async def make_knock(ctx: RequestContext) -> web.Response:
 @routes.put("/_matrix/federation/v1/send_knock/{room_id}/{event_id}", auth="federation")
 async def send_knock(ctx: RequestContext) -> web.Response:
     """PUT /_matrix/federation/v1/send_knock/{roomId}/{eventId}: the signed knock."""
-    result = await ctx.services.federation.send_knock(
+    result = await ctx.services.federation.inbound_membership.send_knock(
         ctx.origin,
         RoomID(ctx.path["room_id"]),
         EventID(ctx.path["event_id"]),

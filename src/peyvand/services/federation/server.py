@@ -1,11 +1,8 @@
-"""The Server-Server API's behaviour (server-server-api.md).
-
-Inbound: transactions (``/send``), joins (``make_join`` / ``send_join`` v2), and the
-reads other servers make of a room (``/event``, ``/state_ids``, ``/state``,
-``/get_missing_events``, ``/event_auth``, ``/backfill``). Outbound: local events go to
-every other server in the room through the durable per-destination sender (queue rows
-written in the events' own commit); invites of remote users go through ``/invite`` v2.
-Remote PDUs are checked and stored by ``FederationEventHandler``.
+"""Inbound membership handshakes (Server-Server API, "Joining Rooms", "Leaving Rooms
+(Rejecting Invites)", "Knocking on rooms"): ``make_join`` / ``send_join`` v2,
+``make_leave`` / ``send_leave`` v2 and ``make_knock`` / ``send_knock``; with, for now, the
+service grouping the federation jobs and the client-read adapter over the federation
+client.
 """
 
 from __future__ import annotations
@@ -71,134 +68,42 @@ async def load_federation_pdus(
     }
 
 
-class FederationService:
+class InboundMembership:
+    """Servers of users joining, leaving or knocking on a room this server is in: each
+    asks for an event template (make_*), signs it and hands it back (send_*); the event is
+    checked like any received PDU and, accepted, relayed to the rest of the room."""
+
     def __init__(
         self,
         server_name: str,
-        client: FederationClient,
-        keyring: Keyring,
-        sender: FederationSender,
-        policy: ServerPolicy,
         state: StateService,
-        store: EventStore,
-        outbox: FederationOutboxStore,
-        inbox: FederationInboxStore,
+        access: RoomAccess,
+        reads: FederationReads,
         handler: FederationEventHandler,
-        joiner: RemoteJoiner,
-        invites: RemoteInviteStore,
+        outbound: OutboundEvents,
         signing_key: SigningKey,
-        allocate_stream: Callable[[], int],
-        user_exists: Callable[[UserID], Awaitable[bool]],
-        on_remote_membership: Callable[[UserID, RoomID, str, int], None],
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._server_name = server_name
-        self._client = client
-        self._keyring = keyring
-        self._sender = sender
-        self._policy = policy
         self._state = state
-        self._store = store
-        self._outbox = outbox
+        self._access = access
+        self._reads = reads
         self._handler = handler
-        self._joiner = joiner
-        self._invites = invites
+        self._outbound = outbound
         self._signing_key = signing_key
-        self._allocate_stream = allocate_stream
-        self._user_exists = user_exists
-        self._on_remote_membership = on_remote_membership
         self._clock = clock
-        self._edus: FederationEdus | None = None
         self._policy_lists: PolicyListService | None = None
-        self.transactions = InboundTransactions(policy, handler, inbox, clock=clock)
-        self.outbound_events = OutboundEvents(server_name, sender, state, outbox)
-        self.access = RoomAccess(server_name, state, handler)
-        self.reads = FederationReads(server_name, state, self.access, clock=clock)
-        self.outbound_membership = OutboundMembership(
-            server_name,
-            client,
-            keyring,
-            self.allows,
-            state,
-            joiner,
-            invites,
-            signing_key,
-            allocate_stream,
-            on_remote_membership,
-            clock=clock,
-        )
-        self.invite_inbox = InviteInbox(
-            server_name,
-            keyring,
-            state,
-            handler,
-            invites,
-            signing_key,
-            allocate_stream,
-            user_exists,
-            on_remote_membership,
-        )
-
-    def use_edus(self, edus: FederationEdus) -> None:
-        """Apply inbound EDUs (typing, receipts, to-device, device lists) with ``edus``."""
-        self._edus = edus
-        self.transactions.use_edus(edus)
-
-    def use_invite_policy(self, invite_policy: InvitePolicyService) -> None:
-        """Apply users' choices for invites from other servers (interconnect opt-in)."""
-        self.invite_inbox.use_invite_policy(invite_policy)
 
     def use_policy_lists(self, policy_lists: PolicyListService) -> None:
-        """Enforce the moderation policy lists' bans on what other servers send."""
+        """Refuse users and rooms the moderation policy lists ban."""
         self._policy_lists = policy_lists
-        self.transactions.use_policy_lists(policy_lists)
-        self.access.use_policy_lists(policy_lists)
-        self.invite_inbox.use_policy_lists(policy_lists)
-        self._handler.use_sender_policy(policy_lists.soft_fail_reason)
-
-    async def start(self) -> None:
-        self.transactions.start()
-
-    async def stop(self) -> None:
-        await self.transactions.stop()
-
-    @property
-    def edus(self) -> FederationEdus:
-        if self._edus is None:
-            raise MatrixError(Errcode.UNRECOGNIZED, "Federation is disabled", status=404)
-        return self._edus
-
-    # -- policy --------------------------------------------------------------------------
-
-    def allows(self, server_name: str) -> bool:
-        return server_name != self._server_name and self._policy.allows(server_name)
-
-    def heard_from(self, origin: str) -> None:
-        """A server just talked to us: retry anything queued for it now."""
-        self._sender.wake(origin)
-
-    # -- outbound events -----------------------------------------------------------------
-
-    async def prepare_outbound(self, batch: Sequence[EventToPersist]) -> TxnWrite | None:
-        return await self.outbound_events.prepare_outbound(batch)
-
-    def on_persisted(self, batch: Sequence[EventToPersist]) -> None:
-        self.outbound_events.on_persisted(batch)
-
-    # -- signatures ----------------------------------------------------------------------
-
-    async def check_signatures(self, pdus: Sequence[Pdu]) -> list[bool]:
-        """Every server that must sign each event did (see ``signatures.py``)."""
-        return await check_pdu_signatures(self._keyring, pdus)
-
-    # -- joins ---------------------------------------------------------------------------
 
     async def make_join(
         self, origin: str, room_id: RoomID, user_id: UserID, versions: Sequence[str]
     ) -> JsonDict:
         """GET /make_join: a join event template for a user of ``origin``."""
-        snapshot = await self.access.room(room_id, origin, resident=True)
+        snapshot = await self._access.room(room_id, origin, resident=True)
         if server_name_of(user_id) != origin:
             raise MatrixError(Errcode.FORBIDDEN, "The user is not on the requesting server")
         await self._check_join(room_id, user_id)
@@ -216,6 +121,89 @@ class FederationService:
         template = self._template(snapshot, user_id, "m.room.member", user_id, content)
         await self._check_template(snapshot, template)
         return {"event": template, "room_version": version.identifier}
+
+    async def send_join(
+        self, origin: str, room_id: RoomID, event_id: EventID, raw: Any
+    ) -> JsonDict:
+        """PUT /send_join v2: accept the signed join, relay it, answer with the room's
+        state before it and that state's auth chain."""
+        snapshot = await self._access.room(room_id, origin, resident=True)
+        pdu = self._parse_membership(raw, snapshot, event_id, origin, "join")
+        await self._check_join(room_id, pdu.sender)
+        via = pdu.content.get("join_authorised_via_users_server")
+        if isinstance(via, str) and server_name_of(via) == self._server_name:
+            # A restricted join one of our users vouches for: our server signs it too
+            # (the auth rules require it), and the joining server gets it back signed.
+            signed = sign_event(pdu.data, pdu.room_version, self._server_name, self._signing_key)
+            pdu = Pdu(dict(signed), pdu.event_id, pdu.room_version)
+        outcome = await self._process_relayed(origin, pdu)
+        if outcome.status not in ("accepted", "duplicate"):
+            raise MatrixError(Errcode.FORBIDDEN, outcome.reason or "The join was not allowed")
+        state_events, chain = await self._reads.state_with_auth_chain(pdu.room_id, pdu.event_id)
+        return {
+            "origin": self._server_name,
+            "event": federation_pdu(pdu),
+            "state": [federation_pdu(p) for p in state_events.values()],
+            "auth_chain": [federation_pdu(p) for p in chain.values()],
+            "members_omitted": False,
+            "servers_in_room": sorted(self._outbound.servers_in_room(room_id)),
+        }
+
+    async def make_leave(self, origin: str, room_id: RoomID, user_id: UserID) -> JsonDict:
+        """GET /make_leave: a leave template (a remote user rejecting our invite)."""
+        snapshot = await self._access.room(room_id, origin, resident=True)
+        if server_name_of(user_id) != origin:
+            raise MatrixError(Errcode.FORBIDDEN, "The user is not on the requesting server")
+        template = self._template(
+            snapshot, user_id, "m.room.member", user_id, {"membership": "leave"}
+        )
+        await self._check_template(snapshot, template)
+        return {"event": template, "room_version": snapshot.room_version.identifier}
+
+    async def send_leave(
+        self, origin: str, room_id: RoomID, event_id: EventID, raw: Any
+    ) -> JsonDict:
+        """PUT /send_leave v2: accept the signed leave and relay it to the room."""
+        snapshot = await self._access.room(room_id, origin, resident=True)
+        pdu = self._parse_membership(raw, snapshot, event_id, origin, "leave")
+        outcome = await self._process_relayed(origin, pdu)
+        if outcome.status not in ("accepted", "duplicate"):
+            raise MatrixError(Errcode.FORBIDDEN, outcome.reason or "The leave was not allowed")
+        return {}
+
+    async def make_knock(
+        self, origin: str, room_id: RoomID, user_id: UserID, versions: Sequence[str]
+    ) -> JsonDict:
+        """GET /make_knock: a knock template for a user of ``origin``."""
+        snapshot = await self._access.room(room_id, origin, resident=True)
+        if server_name_of(user_id) != origin:
+            raise MatrixError(Errcode.FORBIDDEN, "The user is not on the requesting server")
+        await self._check_join(room_id, user_id)
+        version = snapshot.room_version
+        if version.identifier not in versions:
+            raise MatrixError(
+                Errcode.INCOMPATIBLE_ROOM_VERSION,
+                f"This room is version {version.identifier}",
+                room_version=version.identifier,
+            )
+        template = self._template(
+            snapshot, user_id, "m.room.member", user_id, {"membership": "knock"}
+        )
+        await self._check_template(snapshot, template)
+        return {"event": template, "room_version": version.identifier}
+
+    async def send_knock(
+        self, origin: str, room_id: RoomID, event_id: EventID, raw: Any
+    ) -> JsonDict:
+        """PUT /send_knock: accept the signed knock, relay it, answer with the room's
+        stripped state."""
+        snapshot = await self._access.room(room_id, origin, resident=True)
+        pdu = self._parse_membership(raw, snapshot, event_id, origin, "knock")
+        await self._check_join(room_id, pdu.sender)
+        outcome = await self._process_relayed(origin, pdu)
+        if outcome.status not in ("accepted", "duplicate"):
+            raise MatrixError(Errcode.FORBIDDEN, outcome.reason or "The knock was not allowed")
+        return {"knock_room_state": await stripped_state(self._state, snapshot)}
 
     def _template(
         self,
@@ -257,33 +245,6 @@ class FederationService:
         except AuthError as exc:
             raise MatrixError(Errcode.FORBIDDEN, exc.message) from exc
 
-    async def send_join(
-        self, origin: str, room_id: RoomID, event_id: EventID, raw: Any
-    ) -> JsonDict:
-        """PUT /send_join v2: accept the signed join, relay it, answer with the room's
-        state before it and that state's auth chain."""
-        snapshot = await self.access.room(room_id, origin, resident=True)
-        pdu = self._parse_membership(raw, snapshot, event_id, origin, "join")
-        await self._check_join(room_id, pdu.sender)
-        via = pdu.content.get("join_authorised_via_users_server")
-        if isinstance(via, str) and server_name_of(via) == self._server_name:
-            # A restricted join one of our users vouches for: our server signs it too
-            # (the auth rules require it), and the joining server gets it back signed.
-            signed = sign_event(pdu.data, pdu.room_version, self._server_name, self._signing_key)
-            pdu = Pdu(dict(signed), pdu.event_id, pdu.room_version)
-        outcome = await self._process_relayed(origin, pdu)
-        if outcome.status not in ("accepted", "duplicate"):
-            raise MatrixError(Errcode.FORBIDDEN, outcome.reason or "The join was not allowed")
-        state_events, chain = await self.reads.state_with_auth_chain(pdu.room_id, pdu.event_id)
-        return {
-            "origin": self._server_name,
-            "event": federation_pdu(pdu),
-            "state": [federation_pdu(p) for p in state_events.values()],
-            "auth_chain": [federation_pdu(p) for p in chain.values()],
-            "members_omitted": False,
-            "servers_in_room": sorted(self.outbound_events.servers_in_room(room_id)),
-        }
-
     async def _check_join(self, room_id: RoomID, user_id: UserID) -> None:
         """403 if the moderation policy lists ban the user or the room."""
         if self._policy_lists is not None:
@@ -303,6 +264,141 @@ class FederationService:
         if pdu.state_key != pdu.sender or server_name_of(pdu.sender) != origin:
             raise MatrixError(Errcode.FORBIDDEN, "The event is not from the requesting server")
         return pdu
+
+    async def _process_relayed(self, origin: str, pdu: Pdu) -> Outcome:
+        """Process a membership event a server handed us to relay to the rest of the room
+        (send_join, send_leave); 403 when it cannot be processed."""
+        # Relayed by the pre-commit hook if it is accepted.
+        with self._outbound.relaying(pdu.event_id, origin):
+            try:
+                return await self._handler.process_pdu(origin, pdu)
+            except DroppedPdu as exc:
+                raise MatrixError(Errcode.FORBIDDEN, str(exc)) from exc
+            except StateResError as exc:
+                raise MatrixError(Errcode.UNKNOWN, f"State resolution failed: {exc}") from exc
+
+
+class FederationService:
+    """The Server-Server API's services, one per job (their endpoints call them through
+    these attributes), and who may talk to this server."""
+
+    def __init__(
+        self,
+        server_name: str,
+        client: FederationClient,
+        keyring: Keyring,
+        sender: FederationSender,
+        policy: ServerPolicy,
+        state: StateService,
+        store: EventStore,
+        outbox: FederationOutboxStore,
+        inbox: FederationInboxStore,
+        handler: FederationEventHandler,
+        joiner: RemoteJoiner,
+        invites: RemoteInviteStore,
+        signing_key: SigningKey,
+        allocate_stream: Callable[[], int],
+        user_exists: Callable[[UserID], Awaitable[bool]],
+        on_remote_membership: Callable[[UserID, RoomID, str, int], None],
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._server_name = server_name
+        self._keyring = keyring
+        self._sender = sender
+        self._policy = policy
+        self._handler = handler
+        self._edus: FederationEdus | None = None
+        self.transactions = InboundTransactions(policy, handler, inbox, clock=clock)
+        self.outbound_events = OutboundEvents(server_name, sender, state, outbox)
+        self.access = RoomAccess(server_name, state, handler)
+        self.reads = FederationReads(server_name, state, self.access, clock=clock)
+        self.inbound_membership = InboundMembership(
+            server_name,
+            state,
+            self.access,
+            self.reads,
+            handler,
+            self.outbound_events,
+            signing_key,
+            clock=clock,
+        )
+        self.outbound_membership = OutboundMembership(
+            server_name,
+            client,
+            keyring,
+            self.allows,
+            state,
+            joiner,
+            invites,
+            signing_key,
+            allocate_stream,
+            on_remote_membership,
+            clock=clock,
+        )
+        self.invite_inbox = InviteInbox(
+            server_name,
+            keyring,
+            state,
+            handler,
+            invites,
+            signing_key,
+            allocate_stream,
+            user_exists,
+            on_remote_membership,
+        )
+
+    def use_edus(self, edus: FederationEdus) -> None:
+        """Apply inbound EDUs (typing, receipts, to-device, device lists) with ``edus``."""
+        self._edus = edus
+        self.transactions.use_edus(edus)
+
+    def use_invite_policy(self, invite_policy: InvitePolicyService) -> None:
+        """Apply users' choices for invites from other servers (interconnect opt-in)."""
+        self.invite_inbox.use_invite_policy(invite_policy)
+
+    def use_policy_lists(self, policy_lists: PolicyListService) -> None:
+        """Enforce the moderation policy lists' bans on what other servers send."""
+        self.transactions.use_policy_lists(policy_lists)
+        self.access.use_policy_lists(policy_lists)
+        self.inbound_membership.use_policy_lists(policy_lists)
+        self.invite_inbox.use_policy_lists(policy_lists)
+        self._handler.use_sender_policy(policy_lists.soft_fail_reason)
+
+    async def start(self) -> None:
+        self.transactions.start()
+
+    async def stop(self) -> None:
+        await self.transactions.stop()
+
+    @property
+    def edus(self) -> FederationEdus:
+        if self._edus is None:
+            raise MatrixError(Errcode.UNRECOGNIZED, "Federation is disabled", status=404)
+        return self._edus
+
+    # -- policy --------------------------------------------------------------------------
+
+    def allows(self, server_name: str) -> bool:
+        return server_name != self._server_name and self._policy.allows(server_name)
+
+    def heard_from(self, origin: str) -> None:
+        """A server just talked to us: retry anything queued for it now."""
+        self._sender.wake(origin)
+
+    # -- outbound events -----------------------------------------------------------------
+
+    async def prepare_outbound(self, batch: Sequence[EventToPersist]) -> TxnWrite | None:
+        return await self.outbound_events.prepare_outbound(batch)
+
+    def on_persisted(self, batch: Sequence[EventToPersist]) -> None:
+        self.outbound_events.on_persisted(batch)
+
+    # -- signatures ----------------------------------------------------------------------
+
+    async def check_signatures(self, pdus: Sequence[Pdu]) -> list[bool]:
+        """Every server that must sign each event did (see ``signatures.py``)."""
+        return await check_pdu_signatures(self._keyring, pdus)
 
     # -- membership in rooms on other servers (``outbound_membership.py``) ----------------
 
@@ -335,74 +431,6 @@ class FederationService:
 
     async def release_invites(self, user_id: UserID, room_id: RoomID | None = None) -> list[RoomID]:
         return await self.invite_inbox.release_invites(user_id, room_id)
-
-    async def make_knock(
-        self, origin: str, room_id: RoomID, user_id: UserID, versions: Sequence[str]
-    ) -> JsonDict:
-        """GET /make_knock: a knock template for a user of ``origin``."""
-        snapshot = await self.access.room(room_id, origin, resident=True)
-        if server_name_of(user_id) != origin:
-            raise MatrixError(Errcode.FORBIDDEN, "The user is not on the requesting server")
-        await self._check_join(room_id, user_id)
-        version = snapshot.room_version
-        if version.identifier not in versions:
-            raise MatrixError(
-                Errcode.INCOMPATIBLE_ROOM_VERSION,
-                f"This room is version {version.identifier}",
-                room_version=version.identifier,
-            )
-        template = self._template(
-            snapshot, user_id, "m.room.member", user_id, {"membership": "knock"}
-        )
-        await self._check_template(snapshot, template)
-        return {"event": template, "room_version": version.identifier}
-
-    async def send_knock(
-        self, origin: str, room_id: RoomID, event_id: EventID, raw: Any
-    ) -> JsonDict:
-        """PUT /send_knock: accept the signed knock, relay it, answer with the room's
-        stripped state."""
-        snapshot = await self.access.room(room_id, origin, resident=True)
-        pdu = self._parse_membership(raw, snapshot, event_id, origin, "knock")
-        await self._check_join(room_id, pdu.sender)
-        outcome = await self._process_relayed(origin, pdu)
-        if outcome.status not in ("accepted", "duplicate"):
-            raise MatrixError(Errcode.FORBIDDEN, outcome.reason or "The knock was not allowed")
-        return {"knock_room_state": await stripped_state(self._state, snapshot)}
-
-    async def make_leave(self, origin: str, room_id: RoomID, user_id: UserID) -> JsonDict:
-        """GET /make_leave: a leave template (a remote user rejecting our invite)."""
-        snapshot = await self.access.room(room_id, origin, resident=True)
-        if server_name_of(user_id) != origin:
-            raise MatrixError(Errcode.FORBIDDEN, "The user is not on the requesting server")
-        template = self._template(
-            snapshot, user_id, "m.room.member", user_id, {"membership": "leave"}
-        )
-        await self._check_template(snapshot, template)
-        return {"event": template, "room_version": snapshot.room_version.identifier}
-
-    async def send_leave(
-        self, origin: str, room_id: RoomID, event_id: EventID, raw: Any
-    ) -> JsonDict:
-        """PUT /send_leave v2: accept the signed leave and relay it to the room."""
-        snapshot = await self.access.room(room_id, origin, resident=True)
-        pdu = self._parse_membership(raw, snapshot, event_id, origin, "leave")
-        outcome = await self._process_relayed(origin, pdu)
-        if outcome.status not in ("accepted", "duplicate"):
-            raise MatrixError(Errcode.FORBIDDEN, outcome.reason or "The leave was not allowed")
-        return {}
-
-    async def _process_relayed(self, origin: str, pdu: Pdu) -> Outcome:
-        """Process a membership event a server handed us to relay to the rest of the room
-        (send_join, send_leave); 403 when it cannot be processed."""
-        # Relayed by the pre-commit hook if it is accepted.
-        with self.outbound_events.relaying(pdu.event_id, origin):
-            try:
-                return await self._handler.process_pdu(origin, pdu)
-            except DroppedPdu as exc:
-                raise MatrixError(Errcode.FORBIDDEN, str(exc)) from exc
-            except StateResError as exc:
-                raise MatrixError(Errcode.UNKNOWN, f"State resolution failed: {exc}") from exc
 
 
 class ClientRemoteEvents:
