@@ -29,7 +29,7 @@ from peyvand.compliance.purge import HistoryPurger, PurgeCount
 from peyvand.config.model import DisappearingConfig
 from peyvand.errors import Errcode, MatrixError
 from peyvand.events.pdu import Pdu
-from peyvand.services.lru import LRU
+from peyvand.lru import LRU
 from peyvand.services.timeline.event_creation import EventSpec
 from peyvand.services.timeline.event_writer import TxnWrite
 from peyvand.services.timeline.room_state import StateService

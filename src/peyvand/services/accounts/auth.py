@@ -21,9 +21,9 @@ import bcrypt
 
 from peyvand.config import Config
 from peyvand.errors import Errcode, MatrixError, bad_json, forbidden, not_found
+from peyvand.lru import LRU
 from peyvand.services.accounts.requester import Requester
 from peyvand.services.accounts.uia import PASSWORD, UserInteractiveAuth
-from peyvand.services.lru import LRU
 from peyvand.storage.accounts import AccountStore, DeviceRow
 from peyvand.storage.errors import NotFoundError
 from peyvand.types import DeviceID, JsonDict, UserID

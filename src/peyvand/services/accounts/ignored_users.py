@@ -7,7 +7,7 @@ that account data is written.
 
 from __future__ import annotations
 
-from peyvand.services.lru import LRU
+from peyvand.lru import LRU
 from peyvand.storage.account_data import GLOBAL, AccountDataStore
 from peyvand.types import JsonDict, RoomID, UserID
 

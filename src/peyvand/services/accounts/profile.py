@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from typing import Final
 
 from peyvand.errors import Errcode, MatrixError
-from peyvand.services.lru import LRU
+from peyvand.lru import LRU
 from peyvand.services.timeline.event_creation import EventCreationService, EventSpec
 from peyvand.services.timeline.room_state import StateService
 from peyvand.storage.accounts import AccountStore, UserRow

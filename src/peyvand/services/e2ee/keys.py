@@ -44,9 +44,9 @@ import orjson
 from peyvand.errors import Errcode, MatrixError, forbidden, invalid_param
 from peyvand.events.canonical_json import encode_canonical_json
 from peyvand.events.signing import VerifyKey, decode_verify_key, verify_json_signature
+from peyvand.lru import LRU
 from peyvand.services.accounts.auth import AuthService
 from peyvand.services.accounts.requester import Requester
-from peyvand.services.lru import LRU
 from peyvand.storage.e2e_keys import (
     ClaimKey,
     CrossSigningKeyRow,

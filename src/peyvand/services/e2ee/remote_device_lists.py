@@ -27,6 +27,7 @@ import orjson
 
 from peyvand.background import BackgroundTask
 from peyvand.errors import MatrixError
+from peyvand.lru import LRU
 from peyvand.services.e2ee.device_lists import DeviceListService
 from peyvand.services.e2ee.keys import (
     MASTER,
@@ -44,7 +45,6 @@ from peyvand.services.federation.edu_support import (
     edu_user_of,
 )
 from peyvand.services.federation.room_sharing import RoomSharing
-from peyvand.services.lru import LRU
 from peyvand.storage.remote_devices import RemoteDevice, RemoteDeviceList, RemoteDeviceStore
 from peyvand.types import DeviceID, JsonDict, UserID, server_name_of
 

@@ -25,8 +25,8 @@ from typing import Any
 import orjson
 
 from peyvand.errors import Errcode, MatrixError, bad_json, invalid_param
+from peyvand.lru import LRU
 from peyvand.services.accounts.requester import Requester
-from peyvand.services.lru import LRU
 from peyvand.services.sync.notifier import Notifier
 from peyvand.services.sync.streams import Stream
 from peyvand.storage.to_device import InboxRow, ToDeviceStore

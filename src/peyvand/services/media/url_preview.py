@@ -26,6 +26,7 @@ from typing import Any, Final
 
 from peyvand.config import MediaConfig
 from peyvand.errors import Errcode, MatrixError
+from peyvand.lru import LRU
 from peyvand.media.preview import (
     FetchedResource,
     FetchPolicy,
@@ -35,7 +36,6 @@ from peyvand.media.preview import (
 )
 from peyvand.media.thumbnailer import ImageInfo, ImageTooLarge, NotAnImage, probe_image_bytes
 from peyvand.services.accounts.requester import Requester
-from peyvand.services.lru import LRU
 from peyvand.services.media.repository import MediaService
 
 JsonDict = dict[str, Any]

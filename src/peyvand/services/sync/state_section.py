@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from peyvand.events.pdu import StateKey
-from peyvand.services.lru import LRU
+from peyvand.lru import LRU
 from peyvand.storage.models import StoredEvent
 from peyvand.types import DeviceID, EventID, UserID
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from peyvand.services.lru import LRU
+from peyvand.lru import LRU
 from peyvand.storage.events import EventStore
 from peyvand.storage.models import EventToPersist
 from peyvand.storage.remote_invites import RemoteInviteStore

@@ -17,7 +17,7 @@ from typing import Final
 from peyvand.events.pdu import Pdu, StateKey
 from peyvand.events.redaction import redact_pdu
 from peyvand.events.room_versions import KNOWN_ROOM_VERSIONS, RoomVersion
-from peyvand.services.lru import LRU
+from peyvand.lru import LRU
 from peyvand.storage.events import EventStore
 from peyvand.storage.models import NewStateGroup, StateGroupRow, StoredEvent
 from peyvand.types import EventID, RoomID, UserID, server_name_of
