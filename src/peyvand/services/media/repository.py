@@ -22,7 +22,7 @@ import functools
 import logging
 import re
 import time
-from collections.abc import AsyncIterable, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -40,7 +40,7 @@ from peyvand.media.thumbnailer import (
 )
 from peyvand.services.accounts.requester import Requester
 from peyvand.services.media.content import MediaContent, new_media_id, storage_errors
-from peyvand.services.media.remote import RemoteContent, RemoteMediaError
+from peyvand.services.media.remote_cache import RemoteFetch, RemoteMediaCache
 from peyvand.services.media.reservations import Created, Reservations
 from peyvand.storage.media import MediaKey, MediaRow, MediaStore, ThumbnailRow
 from peyvand.types import UserID, is_valid_server_name
@@ -53,7 +53,6 @@ _MAX_THUMBNAIL_SIDE: Final = 4096
 _THUMBNAIL_METHODS: Final = ("crop", "scale")
 # Pillow decodes at most this many images at once: each may take width x height x 4 bytes.
 _THUMBNAIL_CONCURRENCY: Final = 2
-_REMOTE_CONCURRENCY: Final = 4
 _ACCESS_FLUSH_SECONDS: Final = 30.0
 _JANITOR_SECONDS: Final = 600.0
 # Files left without a row (a crash, or a database error, between a file and its row).
@@ -101,10 +100,6 @@ class _InFlight:
             self._totals.pop(self.user_id, None)
 
 
-RemoteFetch = Callable[[str, str, int], Awaitable[RemoteContent]]
-"""(origin, media ID, max size) -> the content, or RemoteMediaError."""
-
-
 class MediaService:
     def __init__(
         self,
@@ -124,10 +119,7 @@ class MediaService:
         self._admin_contact = admin_contact
         self._content = MediaContent(store, files, clock)
         self.reservations = Reservations(server_name, config, store, self._content)
-        self._remote_fetch: RemoteFetch | None = None
-        self._remote_fetches: dict[MediaKey, asyncio.Future[MediaRow]] = {}
-        # Remote media downloads at once (each streams to a temporary file).
-        self._remote_slots = asyncio.Semaphore(_REMOTE_CONCURRENCY)
+        self.remote = RemoteMediaCache(config, store, files, self._content)
         # Per user ID: the final quota check and the row it allows happen under this lock.
         self._quota_locks = HashLocks()
         # Per user: bytes of uploads still streaming in (not yet counted by ``usage_of``).
@@ -471,44 +463,16 @@ class MediaService:
 
     def use_remote(self, fetch: RemoteFetch) -> None:
         """Fetch other servers' media with ``fetch`` (federation) and cache it here."""
-        self._remote_fetch = fetch
+        self.remote.use_remote(fetch)
 
     async def _remote_row(self, origin: str, media_id: str, authenticated: bool) -> MediaRow:
-        """Another server's media: from the cache, else fetched once (concurrent requests
-        share the fetch) and cached. For the freeze, its "upload" is when it was cached."""
-        row = await self._store.get(origin, media_id)
-        if row is None:
-            if self._remote_fetch is None:
-                raise MatrixError(Errcode.NOT_FOUND, "Remote media is not available")
-            key = (origin, media_id)
-            running = self._remote_fetches.get(key)
-            if running is None:
-                running = asyncio.ensure_future(self._cache_remote(origin, media_id))
-                self._remote_fetches[key] = running
-                running.add_done_callback(lambda _: self._remote_fetches.pop(key, None))
-            row = await asyncio.shield(running)
+        """Another server's media, cached here. For the freeze, its "upload" is when it was
+        cached."""
+        row = await self.remote.row(origin, media_id)
         if row.quarantined_by is not None or row.sha256 is None:
             raise MatrixError(Errcode.NOT_FOUND, "Media not found")
         if not authenticated and not self._served_unauthenticated(row.uploaded_ts or 0):
             raise _frozen()
-        return row
-
-    async def _cache_remote(self, origin: str, media_id: str) -> MediaRow:
-        assert self._remote_fetch is not None
-        async with self._remote_slots:
-            try:
-                content = await self._remote_fetch(origin, media_id, self._config.max_upload_size)
-            except RemoteMediaError as exc:
-                raise MatrixError(
-                    Errcode.NOT_FOUND, f"Remote media could not be fetched: {exc}"
-                ) from exc
-        written = content.written
-        try:
-            row = await self._content.add(
-                origin, media_id, None, content.content_type, content.upload_name, written
-            )
-        finally:
-            await self._files.discard(written)
         return row
 
     def _served_unauthenticated(self, uploaded_ts: int) -> bool:

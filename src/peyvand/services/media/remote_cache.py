@@ -1,0 +1,76 @@
+"""Other servers' media, cached here (Client-Server API, "Content repository": media whose
+``mxc://`` URI names another server).
+
+Each item is fetched once, by the fetcher federation provides: concurrent requests share
+the fetch, and a few fetches run at a time (each streams to a temporary file). The fetched
+content is stored like an upload without an owner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Final
+
+from peyvand.config import MediaConfig
+from peyvand.errors import Errcode, MatrixError
+from peyvand.media.files import MediaFiles
+from peyvand.services.media.content import MediaContent
+from peyvand.services.media.remote import RemoteContent, RemoteMediaError
+from peyvand.storage.media import MediaKey, MediaRow, MediaStore
+
+# Remote media downloads at once (each streams to a temporary file).
+_REMOTE_CONCURRENCY: Final = 4
+
+RemoteFetch = Callable[[str, str, int], Awaitable[RemoteContent]]
+"""(origin, media ID, max size) -> the content, or RemoteMediaError."""
+
+
+class RemoteMediaCache:
+    def __init__(
+        self, config: MediaConfig, store: MediaStore, files: MediaFiles, content: MediaContent
+    ) -> None:
+        self._config = config
+        self._store = store
+        self._files = files
+        self._content = content
+        self._fetch: RemoteFetch | None = None
+        self._fetches: dict[MediaKey, asyncio.Future[MediaRow]] = {}
+        self._slots = asyncio.Semaphore(_REMOTE_CONCURRENCY)
+
+    def use_remote(self, fetch: RemoteFetch) -> None:
+        """Fetch other servers' media with ``fetch`` (federation) and cache it here."""
+        self._fetch = fetch
+
+    async def row(self, origin: str, media_id: str) -> MediaRow:
+        """The row of another server's media: from the cache, else fetched once (concurrent
+        requests share the fetch) and cached."""
+        row = await self._store.get(origin, media_id)
+        if row is not None:
+            return row
+        if self._fetch is None:
+            raise MatrixError(Errcode.NOT_FOUND, "Remote media is not available")
+        key = (origin, media_id)
+        running = self._fetches.get(key)
+        if running is None:
+            running = asyncio.ensure_future(self._cache(origin, media_id))
+            self._fetches[key] = running
+            running.add_done_callback(lambda _: self._fetches.pop(key, None))
+        return await asyncio.shield(running)
+
+    async def _cache(self, origin: str, media_id: str) -> MediaRow:
+        assert self._fetch is not None
+        async with self._slots:
+            try:
+                content = await self._fetch(origin, media_id, self._config.max_upload_size)
+            except RemoteMediaError as exc:
+                raise MatrixError(
+                    Errcode.NOT_FOUND, f"Remote media could not be fetched: {exc}"
+                ) from exc
+        written = content.written
+        try:
+            return await self._content.add(
+                origin, media_id, None, content.content_type, content.upload_name, written
+            )
+        finally:
+            await self._files.discard(written)
