@@ -40,7 +40,8 @@ from peyvand.errors import Errcode, MatrixError
 from peyvand.media import files as media_files_module
 from peyvand.media.files import FileWriter, MediaFiles
 from peyvand.services.accounts.requester import Requester
-from peyvand.services.media.repository import Download, MediaService
+from peyvand.services.media.downloads import Download
+from peyvand.services.media.repository import MediaService
 from peyvand.services.media.url_preview import UrlPreviewService
 from peyvand.storage.database import Database
 from peyvand.storage.errors import StorageError

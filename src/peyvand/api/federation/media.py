@@ -15,7 +15,7 @@ from peyvand.api.media.content_repo import content_disposition
 from peyvand.api.routing import RouteTable
 from peyvand.api.validation import query_int
 from peyvand.errors import Errcode, MatrixError
-from peyvand.services.media.repository import Download
+from peyvand.services.media.downloads import Download
 
 routes = RouteTable()
 

@@ -18,7 +18,7 @@ from peyvand.api.context import RequestContext, json_response
 from peyvand.api.routing import RouteTable
 from peyvand.api.validation import query_bool, query_int
 from peyvand.errors import Errcode, MatrixError
-from peyvand.services.media.repository import Download
+from peyvand.services.media.downloads import Download
 
 routes = RouteTable()
 

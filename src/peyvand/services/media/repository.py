@@ -20,11 +20,8 @@ import asyncio
 import contextlib
 import functools
 import logging
-import re
 import time
 from collections.abc import AsyncIterable, Callable, Iterator, Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Final
 
 from peyvand.config import MediaConfig
@@ -39,16 +36,16 @@ from peyvand.media.thumbnailer import (
     snap_thumbnail_size,
 )
 from peyvand.services.accounts.requester import Requester
+from peyvand.services.media.access_times import AccessTimes
 from peyvand.services.media.content import MediaContent, new_media_id, storage_errors
+from peyvand.services.media.downloads import Download, Downloads
 from peyvand.services.media.remote_cache import RemoteFetch, RemoteMediaCache
 from peyvand.services.media.reservations import Created, Reservations
 from peyvand.storage.media import MediaKey, MediaRow, MediaStore, ThumbnailRow
-from peyvand.types import UserID, is_valid_server_name
+from peyvand.types import UserID
 
 logger = logging.getLogger(__name__)
 
-# Content repository, "Matrix Content (mxc://) URIs": only these characters in a media ID.
-_MEDIA_ID: Final = re.compile(r"[A-Za-z0-9_-]{1,255}")
 _MAX_THUMBNAIL_SIDE: Final = 4096
 _THUMBNAIL_METHODS: Final = ("crop", "scale")
 # Pillow decodes at most this many images at once: each may take width x height x 4 bytes.
@@ -60,16 +57,6 @@ _ORPHAN_SWEEP_SECONDS: Final = 6 * 3600.0
 _PURGE_BATCH: Final = 100
 
 _ThumbnailKey = tuple[str, str, int, int, str]
-
-
-@dataclass(frozen=True, slots=True)
-class Download:
-    """A file to serve: the API layer streams it (with Range support) and adds headers."""
-
-    path: Path
-    content_type: str
-    upload_name: str | None
-    size: int
 
 
 class _InFlight:
@@ -113,18 +100,26 @@ class MediaService:
     ) -> None:
         self._server_name = server_name
         self._config = config
-        self._frozen_before_ts = config.unauthenticated_media_before_ts
         self._store = store
         self._files = files
         self._admin_contact = admin_contact
         self._content = MediaContent(store, files, clock)
         self.reservations = Reservations(server_name, config, store, self._content)
         self.remote = RemoteMediaCache(config, store, files, self._content)
+        self.access = AccessTimes(store, self._content)
+        self.downloads = Downloads(
+            server_name,
+            config,
+            store,
+            files,
+            reservations=self.reservations,
+            remote=self.remote,
+            access=self.access,
+        )
         # Per user ID: the final quota check and the row it allows happen under this lock.
         self._quota_locks = HashLocks()
         # Per user: bytes of uploads still streaming in (not yet counted by ``usage_of``).
         self._in_flight: dict[UserID, int] = {}
-        self._accessed: dict[MediaKey, int] = {}
         # Thumbnail jobs run as tasks of their own, so a request that goes away never
         # cancels the job other requests wait for.
         self._thumbnailing: dict[_ThumbnailKey, asyncio.Task[Download]] = {}
@@ -150,7 +145,7 @@ class MediaService:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
         self._tasks = []
-        await self._flush_access()
+        await self.access.flush()
 
     def config_json(self) -> dict[str, int]:
         """GET /media/config."""
@@ -329,14 +324,8 @@ class MediaService:
     ) -> Download:
         """The content of ``mxc://origin/media_id``, waiting up to ``timeout_ms`` for a
         pending upload (504 M_NOT_YET_UPLOADED after that)."""
-        row = await self._ready_row(origin, media_id, timeout_ms, authenticated)
-        assert row.sha256 is not None and row.size is not None
-        self._accessed[(origin, media_id)] = self.now_ms()
-        return Download(
-            self._files.path_of(row.sha256),
-            row.content_type or "application/octet-stream",
-            row.upload_name,
-            row.size,
+        return await self.downloads.download(
+            origin, media_id, timeout_ms=timeout_ms, authenticated=authenticated
         )
 
     async def thumbnail(
@@ -361,8 +350,8 @@ class MediaService:
                 Errcode.INVALID_PARAM,
                 f"width and height must be between 1 and {_MAX_THUMBNAIL_SIDE}",
             )
-        row = await self._ready_row(origin, media_id, timeout_ms, authenticated)
-        self._accessed[(origin, media_id)] = self.now_ms()
+        row = await self.downloads.ready_row(origin, media_id, timeout_ms, authenticated)
+        self.access.record((origin, media_id))
         size = snap_thumbnail_size(width, height, method)
         if size is None:
             return await self._original_image(row)
@@ -439,45 +428,9 @@ class MediaService:
             stored = existing
         return Download(self._files.path_of(stored.sha256), stored.content_type, None, stored.size)
 
-    async def _ready_row(
-        self, origin: str, media_id: str, timeout_ms: int | None, authenticated: bool
-    ) -> MediaRow:
-        if not is_valid_server_name(origin) or not _MEDIA_ID.fullmatch(media_id):
-            raise MatrixError(Errcode.NOT_FOUND, "Media not found")
-        if not authenticated and self._frozen_before_ts is None:
-            raise _frozen()
-        if origin != self._server_name:
-            return await self._remote_row(origin, media_id, authenticated)
-        row = await self._store.get(origin, media_id)
-        if row is not None and row.pending:
-            # Checked before waiting: its upload can only come later than its creation, so
-            # an unauthenticated request never waits for media it will not be given.
-            if not authenticated and not self._served_unauthenticated(row.created_ts):
-                raise _frozen()
-            row = await self.reservations.wait_for_upload(row, timeout_ms)
-        if row is None or row.quarantined_by is not None:
-            raise MatrixError(Errcode.NOT_FOUND, "Media not found")
-        if not authenticated and not self._served_unauthenticated(row.uploaded_ts or 0):
-            raise _frozen()
-        return row
-
     def use_remote(self, fetch: RemoteFetch) -> None:
         """Fetch other servers' media with ``fetch`` (federation) and cache it here."""
         self.remote.use_remote(fetch)
-
-    async def _remote_row(self, origin: str, media_id: str, authenticated: bool) -> MediaRow:
-        """Another server's media, cached here. For the freeze, its "upload" is when it was
-        cached."""
-        row = await self.remote.row(origin, media_id)
-        if row.quarantined_by is not None or row.sha256 is None:
-            raise MatrixError(Errcode.NOT_FOUND, "Media not found")
-        if not authenticated and not self._served_unauthenticated(row.uploaded_ts or 0):
-            raise _frozen()
-        return row
-
-    def _served_unauthenticated(self, uploaded_ts: int) -> bool:
-        """The spec's freeze: media uploaded before the configured date only."""
-        return self._frozen_before_ts is not None and uploaded_ts < self._frozen_before_ts
 
     # -- administration ------------------------------------------------------------------
 
@@ -518,7 +471,7 @@ class MediaService:
         """Delete media not downloaded since ``before_ts``, in batches (database and files
         agree after each); local uploads when ``local``, else the remote-media cache.
         Quarantined media and (by default) profile pictures are kept."""
-        await self._flush_access()
+        await self.access.flush()
         total = 0
         while True:
             batch = await self._store.not_accessed_since(
@@ -545,17 +498,11 @@ class MediaService:
 
     # -- background ----------------------------------------------------------------------
 
-    async def _flush_access(self) -> None:
-        if not self._accessed:
-            return
-        accessed, self._accessed = self._accessed, {}
-        await self._store.touch([(origin, mid, ts) for (origin, mid), ts in accessed.items()])
-
     async def _flush_access_loop(self) -> None:
         while True:
             await asyncio.sleep(_ACCESS_FLUSH_SECONDS)
             try:
-                await self._flush_access()
+                await self.access.flush()
             except Exception:
                 logger.exception("recording media access times failed")
 
@@ -578,13 +525,6 @@ class MediaService:
             except Exception:
                 logger.exception("expiring pending media uploads failed")
             await asyncio.sleep(_JANITOR_SECONDS)
-
-
-def _frozen() -> MatrixError:
-    return MatrixError(
-        Errcode.NOT_FOUND,
-        "This media is only available through the authenticated media endpoints",
-    )
 
 
 @contextlib.contextmanager
