@@ -152,6 +152,7 @@ def test_generate_config_for_a_test_network(tmp_path: Path) -> None:
     assert federation.port == 8449
     cert, key = federation.tls_certificate_path, federation.tls_private_key_path
     assert (cert, key) == (data_dir.resolve() / "tls.crt", data_dir.resolve() / "tls.key")
+    assert cert is not None and key is not None
     assert 'tls_certificate_path = "tls.crt"' in (data_dir / "peyvand.toml").read_text()
     server_ssl_context(cert, key)  # a matching certificate and key
     assert stat.S_IMODE(key.stat().st_mode) == 0o600

@@ -260,10 +260,11 @@ async def test_failures_exit_1_with_a_clear_message(
 
     env = _env(admin.access_token)
     unknown = f"!nosuchroom{time.time_ns()}:{homeserver.server_name}"
-    for command in (
+    unknown_room: list[list[str | Path]] = [
         ["retention", "show", "--config", config, unknown],
         ["retention", "run", "--config", config, "--room", unknown],
-    ):
+    ]
+    for command in unknown_room:
         failed = _failed(peyvand(*command, env=env), "retention")
         assert "404 M_NOT_FOUND: Unknown room" in failed
     bad_date = peyvand("retention", "run", "--config", config, "--now", "tomorrow", env=env)

@@ -154,13 +154,14 @@ async def test_timers_are_clamped_and_bad_ones_are_off() -> None:
     config = DisappearingConfig(min_timer=30_000, max_timer=120_000)
     service, state, store = _service(config)
     message = _persist(_pdu("$m1", TIMER_SET_TS + 1, {"body": "x"}), 1)
-    for content, expected in [
+    cases: list[tuple[JsonDict, int | None]] = [
         ({"timer_ms": 1}, 30_000),
         ({"timer_ms": 10**12}, 120_000),
         ({"timer_ms": "60000"}, None),
         ({"timer_ms": 0}, None),
         ({}, None),
-    ]:
+    ]
+    for content, expected in cases:
         state.set_timer(_pdu(f"$timer-{content}", TIMER_SET_TS, content, state_key=""))
         found = await _expiries(service, store, [message])
         assert found == ({} if expected is None else {"$m1": TIMER_SET_TS + 1 + expected})

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from peyvand.events.canonical_json import MAX_DEPTH
 from peyvand.events.json_input import (
-    MAX_DEPTH,
     MAX_FEDERATION_DEPTH,
     NotJson,
     UnacceptableJson,

@@ -656,8 +656,8 @@ async def https_server(
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_ssl_context(*tls_files))
     await site.start()
-    assert site._server is not None
-    port: int = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    assert isinstance(site._server, asyncio.Server)
+    port: int = site._server.sockets[0].getsockname()[1]
     try:
         yield port
     finally:

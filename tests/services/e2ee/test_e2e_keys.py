@@ -117,7 +117,7 @@ async def test_counts_are_cached_and_invalidated_by_uploads_claims_and_deletion(
     assert await service.one_time_key_counts(ALICE, DEVICE) == {SIGNED: 2}
     assert await service.unused_fallback_key_types(ALICE, DEVICE) == ["curve25519", SIGNED]
 
-    wanted = {ALICE: {DEVICE: SIGNED}}
+    wanted: dict[str, dict[str, str]] = {ALICE: {DEVICE: SIGNED}}
     for _ in range(2):
         await service.claim_keys(wanted)
     assert await service.one_time_key_counts(ALICE, DEVICE) == {}
