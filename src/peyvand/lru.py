@@ -27,6 +27,14 @@ class LRU(Generic[K, V]):
             self._data.move_to_end(key)
         return value
 
+    def peek(self, key: K) -> V | None:
+        """The value of ``key``, leaving it where it is in the eviction order."""
+        return self._data.get(key)
+
+    def oldest(self) -> tuple[K, V] | None:
+        """The entry that would be evicted next (the least recently used or put)."""
+        return next(iter(self._data.items()), None)
+
     def put(self, key: K, value: V) -> None:
         self._data[key] = value
         self._data.move_to_end(key)

@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from peyvand.errors import Errcode, MatrixError
+from peyvand.lru import LRU
 from peyvand.types import JsonDict
 
 DUMMY = "m.login.dummy"
@@ -100,8 +100,9 @@ class UserInteractiveAuth:
 
     def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
-        # Insertion order is creation order, so expired sessions are at the front.
-        self._sessions: OrderedDict[str, _Session] = OrderedDict()
+        # Read with ``peek`` only, so the eviction order is creation order and expired
+        # sessions are the oldest; past _MAX_SESSIONS the oldest is dropped.
+        self._sessions: LRU[str, _Session] = LRU(_MAX_SESSIONS)
 
     async def check(
         self,
@@ -150,7 +151,7 @@ class UserInteractiveAuth:
             if reusable:
                 session.done = True
             else:
-                del self._sessions[session_id]
+                self._sessions.pop(session_id)
             return result
         raise AuthIncomplete(flows, params, session_id, session.completed)
 
@@ -158,11 +159,11 @@ class UserInteractiveAuth:
         """What the operation stored under ``key`` on the session ``auth`` names (None if
         nothing, or no such session)."""
         session_id = auth.get("session") if auth is not None else None
-        session = self._sessions.get(session_id) if isinstance(session_id, str) else None
+        session = self._sessions.peek(session_id) if isinstance(session_id, str) else None
         return None if session is None else session.data.get(key)
 
     def set_session_data(self, session_id: str, key: str, value: Any) -> None:
-        session = self._sessions.get(session_id)
+        session = self._sessions.peek(session_id)
         if session is not None:
             session.data[key] = value
 
@@ -171,13 +172,11 @@ class UserInteractiveAuth:
     ) -> tuple[str, _Session]:
         session_id = secrets.token_urlsafe(18)
         session = _Session(operation, user_id, self._clock(), clientdict)
-        self._sessions[session_id] = session
-        if len(self._sessions) > _MAX_SESSIONS:
-            self._sessions.popitem(last=False)
+        self._sessions.put(session_id, session)
         return session_id, session
 
     def _existing(self, session_id: Any, operation: str, user_id: str | None) -> _Session:
-        session = self._sessions.get(session_id) if isinstance(session_id, str) else None
+        session = self._sessions.peek(session_id) if isinstance(session_id, str) else None
         if session is None:
             raise MatrixError(Errcode.UNKNOWN, "Unknown or expired session ID")
         if session.operation != operation or session.user_id != user_id:
@@ -189,8 +188,5 @@ class UserInteractiveAuth:
 
     def _expire(self) -> None:
         horizon = self._clock() - _SESSION_LIFETIME_S
-        while self._sessions:
-            session_id, session = next(iter(self._sessions.items()))
-            if session.created >= horizon:
-                break
-            del self._sessions[session_id]
+        while (oldest := self._sessions.oldest()) is not None and oldest[1].created < horizon:
+            self._sessions.pop(oldest[0])

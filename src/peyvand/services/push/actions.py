@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
@@ -30,6 +29,7 @@ from peyvand.events.pdu import Pdu, StateKey
 from peyvand.events.push_rules.conditions import PushContext, notification_levels
 from peyvand.events.push_rules.ruleset import Ruleset, evaluate
 from peyvand.events.serialize import client_event
+from peyvand.lru import LRU
 from peyvand.services.timeline.event_writer import TxnWrite
 from peyvand.services.timeline.room_state import RoomSnapshot, StateService
 from peyvand.storage.database import Connection
@@ -86,8 +86,8 @@ class PushActionsService:
         self._state = state
         self._rulesets = rulesets
         self._receipts = receipts
-        self._contexts: OrderedDict[RoomID, _RoomContext] = OrderedDict()
-        self._cleaned: OrderedDict[tuple[UserID, RoomID], int] = OrderedDict()
+        self._contexts: LRU[RoomID, _RoomContext] = LRU(_CONTEXT_CACHE_SIZE)
+        self._cleaned: LRU[tuple[UserID, RoomID], int] = LRU(_CLEANED_CACHE_SIZE)
         self._to_clean: dict[tuple[UserID, RoomID], int] = {}
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -182,7 +182,6 @@ class PushActionsService:
         group = snapshot.state_group.state_group
         cached = self._contexts.get(snapshot.room_id)
         if cached is not None and cached.state_group == group:
-            self._contexts.move_to_end(snapshot.room_id)
             return cached
         joined = snapshot.joined_members()
         local = tuple(u for u in joined if self._is_local(u))
@@ -200,9 +199,7 @@ class PushActionsService:
                 power_levels.content if power_levels is not None else None
             ),
         )
-        self._contexts[snapshot.room_id] = context
-        if len(self._contexts) > _CONTEXT_CACHE_SIZE:
-            self._contexts.popitem(last=False)
+        self._contexts.put(snapshot.room_id, context)
         return context
 
     def _is_local(self, user_id: str) -> bool:
@@ -233,7 +230,10 @@ class PushActionsService:
         clean-up this process remembers, so an unchanged receipt costs no write."""
         for room_id, position in positions.items():
             key = (user_id, room_id)
-            if self._cleaned.get(key, -1) >= position or self._to_clean.get(key, -1) >= position:
+            cleaned = self._cleaned.peek(key)
+            if cleaned is not None and cleaned >= position:
+                continue
+            if self._to_clean.get(key, -1) >= position:
                 continue
             self._to_clean[key] = position
             self._wakeup.set()
@@ -252,10 +252,7 @@ class PushActionsService:
                     logger.exception("deleting %d read push action ranges failed", len(batch))
                     continue
                 for key, position in batch:
-                    self._cleaned[key] = position
-                    self._cleaned.move_to_end(key)
-                while len(self._cleaned) > _CLEANED_CACHE_SIZE:
-                    self._cleaned.popitem(last=False)
+                    self._cleaned.put(key, position)
                 # Let requests run between batches.
                 await asyncio.sleep(0)
 

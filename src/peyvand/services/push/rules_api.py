@@ -8,7 +8,6 @@ validation and their evaluation are in ``events.push_rules``.
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any, Final
@@ -24,6 +23,7 @@ from peyvand.events.push_rules.rule import (
 )
 from peyvand.events.push_rules.ruleset import Ruleset, build_ruleset
 from peyvand.events.push_rules.validation import check_kind, parse_rule
+from peyvand.lru import LRU
 from peyvand.storage.errors import NotFoundError
 from peyvand.storage.push_rules import PushRuleStore
 from peyvand.types import JsonDict
@@ -36,8 +36,7 @@ ChangeListener = Callable[[str], None]
 class PushRulesService:
     def __init__(self, store: PushRuleStore, *, cache_size: int = DEFAULT_CACHE_SIZE) -> None:
         self._store = store
-        self._cache: OrderedDict[str, Ruleset] = OrderedDict()
-        self._cache_size = cache_size
+        self._cache: LRU[str, Ruleset] = LRU(cache_size)
         # Bumped by every write: a read that overlapped a write does not fill the cache.
         self._writes = 0
         self._listeners: list[ChangeListener] = []
@@ -52,7 +51,6 @@ class PushRulesService:
         """The user's compiled ruleset, from the cache when possible."""
         cached = self._cache.get(user_id)
         if cached is not None:
-            self._cache.move_to_end(user_id)
             return cached
         writes = self._writes
         rows, default_rows = await self._store.get_rules(user_id)
@@ -77,9 +75,7 @@ class PushRulesService:
             },
         )
         if writes == self._writes:
-            self._cache[user_id] = ruleset
-            if len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
+            self._cache.put(user_id, ruleset)
         return ruleset
 
     async def get_rules_json(self, user_id: str) -> JsonDict:
@@ -196,7 +192,7 @@ class PushRulesService:
     def _changed(self, user_id: str) -> None:
         """Invalidate next to the write (after it committed), then tell listeners."""
         self._writes += 1
-        self._cache.pop(user_id, None)
+        self._cache.pop(user_id)
         for listener in self._listeners:
             listener(user_id)
 
