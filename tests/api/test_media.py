@@ -1318,7 +1318,7 @@ async def test_thumbnailing_media_that_is_being_deleted_is_a_404(
     media = await new_media()
     service = media.service
     media_id = await _upload_in_process(media, _png(500, 500))
-    slots = service._thumbnail_slots
+    slots = service.thumbnails._slots
     for _ in range(2):
         await slots.acquire()  # other thumbnails take every decoding slot
     try:
@@ -1334,7 +1334,7 @@ async def test_thumbnailing_media_that_is_being_deleted_is_a_404(
                 authenticated=True,
             )
         )
-        await _eventually(lambda: len(service._thumbnailing) == 1)
+        await _eventually(lambda: len(service.thumbnails._jobs) == 1)
         assert await service.delete([("hs.test", media_id)]) == 1
     finally:
         for _ in range(2):
@@ -1363,7 +1363,7 @@ async def test_a_cancelled_request_does_not_cancel_a_shared_thumbnail(
         return found
 
     monkeypatch.setattr(media.store, "get_thumbnail", counting)
-    slots = service._thumbnail_slots
+    slots = service.thumbnails._slots
     for _ in range(2):
         await slots.acquire()
 
@@ -1385,7 +1385,7 @@ async def test_a_cancelled_request_does_not_cancel_a_shared_thumbnail(
         first, second = request(), request()
         await _eventually(lambda: looked_up == 2)  # both found no stored thumbnail
         await asyncio.sleep(0.05)
-        assert len(service._thumbnailing) == 1  # one shared job, both wait for it
+        assert len(service.thumbnails._jobs) == 1  # one shared job, both wait for it
         first.cancel()
         await asyncio.sleep(0.05)
     finally:
@@ -1397,7 +1397,7 @@ async def test_a_cancelled_request_does_not_cancel_a_shared_thumbnail(
         found = await second
     with Image.open(found.path) as made:
         assert made.size == (96, 96)
-    assert service._thumbnailing == {}
+    assert service.thumbnails._jobs == {}
 
 
 async def test_a_delete_checks_its_files_once_per_batch(

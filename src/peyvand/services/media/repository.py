@@ -8,10 +8,8 @@ cannot exceed it together.
 
 Files and the rows naming them are kept in agreement by ``MediaContent`` (``content``).
 
-Thumbnails are made on request, once per size of a fixed ladder (the request snapped up,
-``thumbnailer.snap_thumbnail_size``), and served from storage afterwards. A download of a
-reserved (``/create``) ID waits for its upload; the upload, a delete and the janitor that
-expires reservations wake the waiters.
+A download of a reserved (``/create``) ID waits for its upload; the upload, a delete and
+the janitor that expires reservations wake the waiters.
 """
 
 from __future__ import annotations
@@ -21,42 +19,29 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import AsyncIterable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterable, Callable, Sequence
 from typing import Final
 
 from peyvand.config import MediaConfig
 from peyvand.errors import Errcode, MatrixError
 from peyvand.media.files import HashLocks, MediaFiles, WrittenFile
-from peyvand.media.thumbnailer import (
-    ImageInfo,
-    ImageTooLarge,
-    NotAnImage,
-    make_thumbnail,
-    probe_image,
-    snap_thumbnail_size,
-)
 from peyvand.services.accounts.requester import Requester
 from peyvand.services.media.access_times import AccessTimes
 from peyvand.services.media.content import MediaContent, new_media_id, storage_errors
 from peyvand.services.media.downloads import Download, Downloads
 from peyvand.services.media.remote_cache import RemoteFetch, RemoteMediaCache
 from peyvand.services.media.reservations import Created, Reservations
-from peyvand.storage.media import MediaKey, MediaRow, MediaStore, ThumbnailRow
+from peyvand.services.media.thumbnails import Thumbnails
+from peyvand.storage.media import MediaKey, MediaStore
 from peyvand.types import UserID
 
 logger = logging.getLogger(__name__)
 
-_MAX_THUMBNAIL_SIDE: Final = 4096
-_THUMBNAIL_METHODS: Final = ("crop", "scale")
-# Pillow decodes at most this many images at once: each may take width x height x 4 bytes.
-_THUMBNAIL_CONCURRENCY: Final = 2
 _ACCESS_FLUSH_SECONDS: Final = 30.0
 _JANITOR_SECONDS: Final = 600.0
 # Files left without a row (a crash, or a database error, between a file and its row).
 _ORPHAN_SWEEP_SECONDS: Final = 6 * 3600.0
 _PURGE_BATCH: Final = 100
-
-_ThumbnailKey = tuple[str, str, int, int, str]
 
 
 class _InFlight:
@@ -116,14 +101,13 @@ class MediaService:
             remote=self.remote,
             access=self.access,
         )
+        self.thumbnails = Thumbnails(
+            config, store, files, self._content, downloads=self.downloads, access=self.access
+        )
         # Per user ID: the final quota check and the row it allows happen under this lock.
         self._quota_locks = HashLocks()
         # Per user: bytes of uploads still streaming in (not yet counted by ``usage_of``).
         self._in_flight: dict[UserID, int] = {}
-        # Thumbnail jobs run as tasks of their own, so a request that goes away never
-        # cancels the job other requests wait for.
-        self._thumbnailing: dict[_ThumbnailKey, asyncio.Task[Download]] = {}
-        self._thumbnail_slots = asyncio.Semaphore(_THUMBNAIL_CONCURRENCY)
         self._tasks: list[asyncio.Task[None]] = []
 
     def now_ms(self) -> int:
@@ -137,14 +121,13 @@ class MediaService:
         ]
 
     async def stop(self) -> None:
-        tasks: list[asyncio.Task[None]] | list[asyncio.Task[Download]]
-        for tasks in (self._tasks, list(self._thumbnailing.values())):
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
         self._tasks = []
+        await self.thumbnails.stop()
         await self.access.flush()
 
     def config_json(self) -> dict[str, int]:
@@ -340,93 +323,17 @@ class MediaService:
         timeout_ms: int | None,
         authenticated: bool,
     ) -> Download:
-        """A thumbnail at least ``width`` x ``height`` where the image allows ("Thumbnails"):
-        the request snapped up to the size ladder, or the original when that is small
-        already or the request is beyond the ladder; never an upscaled image."""
-        if method not in _THUMBNAIL_METHODS:
-            raise MatrixError(Errcode.INVALID_PARAM, "method must be 'crop' or 'scale'")
-        if not (1 <= width <= _MAX_THUMBNAIL_SIDE and 1 <= height <= _MAX_THUMBNAIL_SIDE):
-            raise MatrixError(
-                Errcode.INVALID_PARAM,
-                f"width and height must be between 1 and {_MAX_THUMBNAIL_SIDE}",
-            )
-        row = await self.downloads.ready_row(origin, media_id, timeout_ms, authenticated)
-        self.access.record((origin, media_id))
-        size = snap_thumbnail_size(width, height, method)
-        if size is None:
-            return await self._original_image(row)
-        stored = await self._store.get_thumbnail(origin, media_id, *size, method)
-        if stored is not None:
-            return Download(
-                self._files.path_of(stored.sha256), stored.content_type, None, stored.size
-            )
-        key = (origin, media_id, *size, method)
-        job = self._thumbnailing.get(key)
-        if job is None:
-            job = asyncio.create_task(
-                self._make_thumbnail(row, size, method), name=f"media-thumbnail-{media_id}"
-            )
-            self._thumbnailing[key] = job
-            job.add_done_callback(functools.partial(self._thumbnail_done, key))
-        return await asyncio.shield(job)
-
-    def _thumbnail_done(self, key: _ThumbnailKey, job: asyncio.Task[Download]) -> None:
-        if self._thumbnailing.get(key) is job:
-            del self._thumbnailing[key]
-        if not job.cancelled():
-            job.exception()  # retrieved: a job nobody waits for any more must not log
-
-    async def _original_image(self, row: MediaRow) -> Download:
-        """The original, for a thumbnail request beyond the ladder, if it is an image we
-        would thumbnail."""
-        assert row.sha256 is not None and row.size is not None
-        source = self._files.path_of(row.sha256)
-        loop = asyncio.get_running_loop()
-        with _thumbnail_errors():
-            info: ImageInfo = await loop.run_in_executor(
-                None, probe_image, source, self._config.max_thumbnail_pixels
-            )
-        return Download(source, info.content_type, None, row.size)
-
-    async def _make_thumbnail(self, row: MediaRow, size: tuple[int, int], method: str) -> Download:
-        assert row.sha256 is not None and row.size is not None
-        width, height = size
-        source = self._files.path_of(row.sha256)
-        limit = self._config.max_thumbnail_pixels
-        loop = asyncio.get_running_loop()
-        async with self._thumbnail_slots:
-            with _thumbnail_errors():
-                info: ImageInfo = await loop.run_in_executor(None, probe_image, source, limit)
-                if info.width <= width and info.height <= height:
-                    # "When the content is smaller than the requested dimensions, servers
-                    # should return the original content rather than thumbnail it."
-                    return Download(source, info.content_type, None, row.size)
-                thumbnail = await loop.run_in_executor(
-                    None, make_thumbnail, source, width, height, method, limit
-                )
-        if thumbnail is None:
-            return Download(source, info.content_type, None, row.size)
-        with storage_errors():
-            written = await self._files.write_bytes(thumbnail.data)
-        stored = ThumbnailRow(
-            width, height, method, thumbnail.content_type, written.size, written.sha256
+        """A thumbnail at least ``width`` x ``height`` where the image allows ("Thumbnails")."""
+        return await self.thumbnails.thumbnail(
+            origin,
+            media_id,
+            width=width,
+            height=height,
+            method=method,
+            animated=animated,
+            timeout_ms=timeout_ms,
+            authenticated=authenticated,
         )
-        try:
-            async with self._content.locks.hold(written.sha256):
-                recorded = await self._content.adopt(
-                    written,
-                    functools.partial(self._store.add_thumbnail, row.origin, row.media_id, stored),
-                )
-        finally:
-            await self._files.discard(written)
-        if not recorded:
-            existing = await self._store.get_thumbnail(
-                row.origin, row.media_id, width, height, method
-            )
-            if existing is None:
-                raise MatrixError(Errcode.NOT_FOUND, "Media not found")
-            stored = existing
-        return Download(self._files.path_of(stored.sha256), stored.content_type, None, stored.size)
 
     def use_remote(self, fetch: RemoteFetch) -> None:
         """Fetch other servers' media with ``fetch`` (federation) and cache it here."""
@@ -525,19 +432,6 @@ class MediaService:
             except Exception:
                 logger.exception("expiring pending media uploads failed")
             await asyncio.sleep(_JANITOR_SECONDS)
-
-
-@contextlib.contextmanager
-def _thumbnail_errors() -> Iterator[None]:
-    """The thumbnailer's verdicts as client errors; a file deleted meanwhile is a 404."""
-    try:
-        yield
-    except NotAnImage:
-        raise MatrixError(Errcode.UNKNOWN, "Cannot generate a thumbnail for this content") from None
-    except ImageTooLarge:
-        raise MatrixError(Errcode.TOO_LARGE, "The image is too large to thumbnail") from None
-    except FileNotFoundError:
-        raise MatrixError(Errcode.NOT_FOUND, "Media not found") from None
 
 
 def _content_type(value: str | None) -> str:
