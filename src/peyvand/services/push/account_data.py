@@ -16,11 +16,11 @@ event is the current push rules for the user.")
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from typing import Protocol
 
+from peyvand.background import BackgroundTask
 from peyvand.services.sync.account_data import AccountDataService
 from peyvand.storage.account_data import GLOBAL
 from peyvand.types import JsonDict, RoomID, UserID
@@ -43,17 +43,14 @@ class PushRulesAccountData:
         # Users whose rules changed since their last write; a dict keeps change order.
         self._changed: dict[UserID, None] = {}
         self._wakeup = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._writer = BackgroundTask("push-rules-account-data", self._write_forever)
         push_rules.add_listener(self._on_change)
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._write_forever(), name="push-rules-account-data")
+        self._writer.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._writer.stop()
 
     # -- AccountDataSource for /sync ------------------------------------------------------
 

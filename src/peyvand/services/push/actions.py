@@ -17,12 +17,12 @@ event, and their leaving, mark their notifications up to it as read at once.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
+from peyvand.background import BackgroundTask
 from peyvand.events.auth import get_user_power_level
 from peyvand.events.auth.power_levels import CREATE_KEY, POWER_LEVELS_KEY
 from peyvand.events.pdu import Pdu, StateKey
@@ -90,16 +90,13 @@ class PushActionsService:
         self._cleaned: LRU[tuple[UserID, RoomID], int] = LRU(_CLEANED_CACHE_SIZE)
         self._to_clean: dict[tuple[UserID, RoomID], int] = {}
         self._wakeup = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._cleanup = BackgroundTask("push-actions-cleanup", self._clean_up_forever)
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._clean_up_forever(), name="push-actions-cleanup")
+        self._cleanup.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._cleanup.stop()
 
     # -- write time -------------------------------------------------------------------
 
