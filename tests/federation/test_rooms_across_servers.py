@@ -16,7 +16,7 @@ from harness.client import Account, MatrixClient
 from harness.federation import Pair, change_state_at_once, converged_state
 from harness.server import HomeserverProcess
 from harness.synapse import SynapseProcess
-from harness.sync import invited_to, sync_until, wait_until_joined
+from harness.sync import invited_to, knocked_on, sync_until, wait_until_joined
 
 TIMEOUT_SECONDS = 60
 _txn = itertools.count()
@@ -270,9 +270,7 @@ async def test_knocking_both_ways(pair: Pair) -> None:
                 params={"via": owner_server.server_name},
             )
             assert knocked.ok()["room_id"] == room_id
-            await sync_until(
-                guest_client, guest, lambda r, room=room_id: room in r["rooms"]["knock"]
-            )
+            await sync_until(guest_client, guest, knocked_on(room_id))
             for _ in range(TIMEOUT_SECONDS * 10):
                 if await _membership(owner_client, owner, room_id, guest.user_id) == "knock":
                     break
@@ -286,9 +284,7 @@ async def test_knocking_both_ways(pair: Pair) -> None:
                     token=owner,
                 )
             ).ok()
-            await sync_until(
-                guest_client, guest, lambda r, room=room_id: room in r["rooms"]["invite"]
-            )
+            await sync_until(guest_client, guest, invited_to(room_id))
             (
                 await guest_client.request("POST", f"join/{quote(room_id)}", json={}, token=guest)
             ).ok()

@@ -54,6 +54,11 @@ def invited_to(room_id: str) -> Callable[[dict[str, Any]], bool]:
     return lambda r: room_id in r.get("rooms", {}).get("invite", {})
 
 
+def knocked_on(room_id: str) -> Callable[[dict[str, Any]], bool]:
+    """A ``sync_until`` condition: the response lists a knock on ``room_id``."""
+    return lambda r: room_id in r.get("rooms", {}).get("knock", {})
+
+
 async def wait_until_joined(
     client: MatrixClient, account: Account, room_id: str, user_id: str, attempts: int
 ) -> None:
