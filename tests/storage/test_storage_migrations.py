@@ -190,7 +190,9 @@ async def test_a_database_from_before_shared_migrations_upgrades_cleanly(
     newer = [v for v, _, _ in available_migrations(db.dialect) if v > released_up_to]
     assert await run_migrations(db) == newer
     rows = await db.fetch("SELECT version, name FROM schema_migrations ORDER BY version")
-    assert [tuple(row) for row in rows[: len(recorded)]] == [tuple(row) for row in recorded]
+    assert [(row[0], row[1]) for row in rows[: len(recorded)]] == [
+        (row[0], row[1]) for row in recorded
+    ]
 
     store = RoomMemberStore(db)
     await store.set_forgotten(UserID("@alice:hs.test"), RoomID("!room:hs.test"), True)
