@@ -29,7 +29,7 @@ import pytest
 from aiohttp import web
 from PIL import Image
 
-import peyvand.services.media.repository as media_service_module
+import peyvand.services.media.janitor as media_janitor_module
 from harness.client import Account, MatrixClient, new_session, unique_localpart
 from harness.database import query
 from harness.postgres import PostgresCluster
@@ -1282,12 +1282,12 @@ async def test_orphaned_files_are_swept_periodically(
     new_media: Callable[..., Awaitable[_Media]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Not only at start-up: a file left unnamed while the server runs goes too."""
-    monkeypatch.setattr(media_service_module, "_ORPHAN_SWEEP_SECONDS", 0.2)
-    monkeypatch.setattr(media_service_module, "_JANITOR_SECONDS", 0.05)
+    monkeypatch.setattr(media_janitor_module, "_ORPHAN_SWEEP_SECONDS", 0.2)
+    monkeypatch.setattr(media_janitor_module, "_JANITOR_SECONDS", 0.05)
     media = await new_media()
     kept = await _upload_in_process(media, b"named by a row")
     sweeps = 0
-    real_sweep = media.service.sweep_orphan_files
+    real_sweep = media.service.deletion.sweep_orphan_files
 
     async def counting_sweep() -> int:
         nonlocal sweeps
@@ -1295,7 +1295,7 @@ async def test_orphaned_files_are_swept_periodically(
         sweeps += 1
         return removed
 
-    monkeypatch.setattr(media.service, "sweep_orphan_files", counting_sweep)
+    monkeypatch.setattr(media.service.deletion, "sweep_orphan_files", counting_sweep)
     await media.service.start()
     try:
         await _eventually(lambda: sweeps == 1)  # the start-up sweep is done

@@ -14,13 +14,10 @@ the janitor that expires reservations wake the waiters.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import functools
 import logging
 import time
 from collections.abc import AsyncIterable, Callable, Sequence
-from typing import Final
 
 from peyvand.config import MediaConfig
 from peyvand.errors import Errcode, MatrixError
@@ -28,7 +25,10 @@ from peyvand.media.files import HashLocks, MediaFiles, WrittenFile
 from peyvand.services.accounts.requester import Requester
 from peyvand.services.media.access_times import AccessTimes
 from peyvand.services.media.content import MediaContent, new_media_id, storage_errors
+from peyvand.services.media.deletion import MediaDeletion
 from peyvand.services.media.downloads import Download, Downloads
+from peyvand.services.media.janitor import MediaJanitor
+from peyvand.services.media.quarantine import Quarantine
 from peyvand.services.media.remote_cache import RemoteFetch, RemoteMediaCache
 from peyvand.services.media.reservations import Created, Reservations
 from peyvand.services.media.thumbnails import Thumbnails
@@ -36,12 +36,6 @@ from peyvand.storage.media import MediaKey, MediaStore
 from peyvand.types import UserID
 
 logger = logging.getLogger(__name__)
-
-_ACCESS_FLUSH_SECONDS: Final = 30.0
-_JANITOR_SECONDS: Final = 600.0
-# Files left without a row (a crash, or a database error, between a file and its row).
-_ORPHAN_SWEEP_SECONDS: Final = 6 * 3600.0
-_PURGE_BATCH: Final = 100
 
 
 class _InFlight:
@@ -104,29 +98,30 @@ class MediaService:
         self.thumbnails = Thumbnails(
             config, store, files, self._content, downloads=self.downloads, access=self.access
         )
+        self.quarantine = Quarantine(store, self._content)
+        self.deletion = MediaDeletion(
+            server_name,
+            store,
+            files,
+            self._content,
+            reservations=self.reservations,
+            access=self.access,
+        )
+        self.janitor = MediaJanitor(self.access, self.reservations, self.deletion)
         # Per user ID: the final quota check and the row it allows happen under this lock.
         self._quota_locks = HashLocks()
         # Per user: bytes of uploads still streaming in (not yet counted by ``usage_of``).
         self._in_flight: dict[UserID, int] = {}
-        self._tasks: list[asyncio.Task[None]] = []
 
     def now_ms(self) -> int:
         return self._content.now_ms()
 
     async def start(self) -> None:
         await self._files.start()
-        self._tasks = [
-            asyncio.create_task(self._flush_access_loop(), name="media-access"),
-            asyncio.create_task(self._janitor_loop(), name="media-janitor"),
-        ]
+        self.janitor.start()
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        self._tasks = []
+        await self.janitor.stop()
         await self.thumbnails.stop()
         await self.access.flush()
 
@@ -344,94 +339,21 @@ class MediaService:
     async def set_quarantined(self, origin: str, media_id: str, admin: UserID | None) -> None:
         """Quarantine (never served again, kept as evidence) or release an item and every
         other item with the same bytes."""
-        row = await self._store.get(origin, media_id)
-        if row is None:
-            raise MatrixError(Errcode.NOT_FOUND, "Media not found")
-        if row.sha256 is None:
-            found = await self._store.set_quarantined(origin, media_id, admin)
-        else:
-            # Under the hash lock, so an upload of the same bytes (which reads the hash's
-            # quarantine under it) lands either before (and is marked) or after (and copies).
-            async with self._content.locks.hold(row.sha256):
-                found = await self._store.set_quarantined(origin, media_id, admin)
-        if not found:
-            raise MatrixError(Errcode.NOT_FOUND, "Media not found")
+        await self.quarantine.set_quarantined(origin, media_id, admin)
 
     async def delete(self, keys: Sequence[MediaKey], *, unless_named: bool = False) -> int:
         """Delete media rows, their thumbnails and every file no other row uses; the number
-        of media items deleted. Downloads waiting for a deleted reservation are woken.
-        ``unless_named``: keep the items an event names (checked in the deleting
-        transaction)."""
-        deleted, hashes = await self._store.delete(keys, unless_named=unless_named)
-        self.reservations.wake(keys)
-        # One query for the whole batch; only its candidates are checked again, each under
-        # its hash lock (a file still named now can only lose its last row through another
-        # delete, which then finds it itself).
-        for sha256 in sorted(await self._store.unreferenced(sorted(hashes))):
-            async with self._content.locks.hold(sha256):
-                await self._content.remove_if_unreferenced(sha256)
-        return deleted
+        of media items deleted (``MediaDeletion.delete``)."""
+        return await self.deletion.delete(keys, unless_named=unless_named)
 
     async def purge_not_accessed_since(
         self, before_ts: int, *, local: bool, keep_profile_media: bool = True
     ) -> int:
-        """Delete media not downloaded since ``before_ts``, in batches (database and files
-        agree after each); local uploads when ``local``, else the remote-media cache.
-        Quarantined media and (by default) profile pictures are kept."""
-        await self.access.flush()
-        total = 0
-        while True:
-            batch = await self._store.not_accessed_since(
-                before_ts,
-                local_origin=self._server_name,
-                local=local,
-                keep_profile_media=keep_profile_media,
-                limit=_PURGE_BATCH,
-            )
-            if not batch:
-                return total
-            total += await self.delete(batch)
-
-    async def sweep_orphan_files(self) -> int:
-        """Remove files no row names (left by a crash, or a database error, between a file
-        and its row)."""
-        removed = 0
-        async for hashes in self._files.stored_hashes():
-            for sha256 in await self._store.unreferenced(hashes):
-                async with self._content.locks.hold(sha256):
-                    if await self._content.remove_if_unreferenced(sha256):
-                        removed += 1
-        return removed
-
-    # -- background ----------------------------------------------------------------------
-
-    async def _flush_access_loop(self) -> None:
-        while True:
-            await asyncio.sleep(_ACCESS_FLUSH_SECONDS)
-            try:
-                await self.access.flush()
-            except Exception:
-                logger.exception("recording media access times failed")
-
-    async def _janitor_loop(self) -> None:
-        """Periodically drop expired reservations; at start-up and every few hours also
-        remove files left without a row."""
-        loop = asyncio.get_running_loop()
-        next_sweep = loop.time()
-        while True:
-            if loop.time() >= next_sweep:
-                next_sweep = loop.time() + _ORPHAN_SWEEP_SECONDS
-                try:
-                    removed = await self.sweep_orphan_files()
-                    if removed:
-                        logger.info("removed %d orphaned media files", removed)
-                except Exception:
-                    logger.exception("media orphan sweep failed")
-            try:
-                await self.reservations.expire_pending()
-            except Exception:
-                logger.exception("expiring pending media uploads failed")
-            await asyncio.sleep(_JANITOR_SECONDS)
+        """Delete media not downloaded since ``before_ts``; local uploads when ``local``,
+        else the remote-media cache (``MediaDeletion.purge_not_accessed_since``)."""
+        return await self.deletion.purge_not_accessed_since(
+            before_ts, local=local, keep_profile_media=keep_profile_media
+        )
 
 
 def _content_type(value: str | None) -> str:
