@@ -65,6 +65,7 @@ from peyvand.services.rooms.creation import RoomsService
 from peyvand.services.rooms.directory import DirectoryService
 from peyvand.services.rooms.guest_access import GuestAccess
 from peyvand.services.rooms.membership import MembershipService
+from peyvand.services.rooms.policy_list_follower import PolicyListFollower
 from peyvand.services.rooms.policy_lists import PolicyListService
 from peyvand.services.rooms.reads import RoomEventsService
 from peyvand.services.rooms.state_events import StateEventService
@@ -316,13 +317,9 @@ async def create_app(config: Config) -> web.Application:
         server_name,
         federation if federation_config.enabled else None,
     )
-    policy_lists = PolicyListService(
-        server_name,
-        config.moderation,
-        accounts,
-        state,
-        lambda room_id, user_id, servers: membership.join(room_id, user_id, servers=servers),
-        directory.get_alias,
+    policy_lists = PolicyListService(server_name, config.moderation, state)
+    policy_list_follower = PolicyListFollower(
+        policy_lists, accounts, membership.join, directory.get_alias
     )
     membership.use_policy_lists(policy_lists)
     guest_store = GuestStore(db)
@@ -334,7 +331,7 @@ async def create_app(config: Config) -> web.Application:
         rooms.use_membership(membership.invite)
     rooms.use_policy_lists(policy_lists)
     federation.use_policy_lists(policy_lists)
-    dispatcher.listeners.append(policy_lists.on_persisted)
+    dispatcher.listeners.append(policy_list_follower.on_persisted)
 
     audit = AuditLog(AuditStore(db))
     legal_holds = LegalHolds(LegalHoldStore(db), audit)
@@ -469,14 +466,14 @@ async def create_app(config: Config) -> web.Application:
         await url_preview.start()
         if federation_config.enabled:
             await federation.start()
-        await policy_lists.start()  # joins in the background: start-up does not wait
+        await policy_list_follower.start()  # joins in the background: start-up does not wait
         retention.start()
         disappearing.start()
 
     async def stop(_: web.Application) -> None:
         await disappearing.stop()
         await retention.stop()
-        await policy_lists.stop()
+        await policy_list_follower.stop()
         await guest_access.stop()
         if edus is not None:
             await edus.stop()

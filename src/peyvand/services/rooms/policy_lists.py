@@ -2,11 +2,9 @@
 follows the rooms of ``[moderation] policy_rooms`` and enforces their ``m.ban`` rules.
 
 Subscribing is "left as an implementation detail" by the spec; here the server's own user
-(``policy_user``, created without a password if missing) joins each room, locally or over
-federation, and the rules are read from the room's current state. Joining runs in a
-background task, retried with backoff (1 s doubling to 5 min) while it fails, so start-up
-never waits on other servers. After every commit that touches a followed room its rules
-are read again and the matcher (``events/policy_rules.py``) rebuilt.
+(``policy_user``) joins each room (``policy_list_follower.py``) and the rules are read from
+the room's current state into the matcher (``events/policy_rules.py``). This module holds
+the rooms followed, their rules, and what they refuse.
 
 Enforcement follows the spec's suggested interpretation of ``m.ban``, for the server:
 
@@ -25,11 +23,8 @@ cut the server off from itself), to the policy user, or to the policy rooms them
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
@@ -38,19 +33,12 @@ from peyvand.errors import Errcode, MatrixError
 from peyvand.events.pdu import Pdu
 from peyvand.events.policy_rules import RULE_TYPES, PolicyMatcher, PolicyRule, parse_rule
 from peyvand.services.timeline.room_state import StateService
-from peyvand.storage.accounts import AccountStore
-from peyvand.storage.errors import ConflictError
-from peyvand.storage.models import EventToPersist
 from peyvand.types import JsonDict, RoomID, UserID, server_name_of
 
 logger = logging.getLogger(__name__)
 
-Join = Callable[[RoomID, UserID, Sequence[str]], Awaitable[None]]
-AliasLookup = Callable[[str], Awaitable[JsonDict]]
 Status = Literal["pending", "joined", "failed"]
 
-FIRST_RETRY_SECONDS: Final = 1.0
-MAX_RETRY_SECONDS: Final = 300.0
 _ALIAS_KEY: Final = ("m.room.canonical_alias", "")
 
 
@@ -91,120 +79,32 @@ def rule_json(rule: PolicyRule) -> JsonDict:
 
 
 class PolicyListService:
-    def __init__(
-        self,
-        server_name: str,
-        config: ModerationConfig,
-        accounts: AccountStore,
-        state: StateService,
-        join: Join,
-        lookup_alias: AliasLookup,
-        *,
-        clock: Callable[[], float] = time.time,
-        monotonic: Callable[[], float] = time.monotonic,
-    ) -> None:
+    """The followed policy rooms, their rules in force, and the checks that enforce them.
+    ``PolicyListFollower`` joins the rooms and calls ``read_rules`` when they change."""
+
+    def __init__(self, server_name: str, config: ModerationConfig, state: StateService) -> None:
         self._server_name = server_name
-        self._accounts = accounts
         self._state = state
-        self._join = join
-        self._lookup_alias = lookup_alias
-        self._clock = clock
-        self._monotonic = monotonic
         self.policy_user = UserID(f"@{config.policy_user}:{server_name}")
         self.followed = [FollowedRoom(room) for room in dict.fromkeys(config.policy_rooms)]
         self.matcher = PolicyMatcher()
         self._by_room_id: dict[RoomID, FollowedRoom] = {}
-        self._dirty: set[RoomID] = set()
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
 
-    # -- following ---------------------------------------------------------------------
+    # -- the rooms followed ------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Follow the configured rooms in the background (nothing to do without any)."""
-        if self.followed:
-            self._task = asyncio.create_task(self._run(), name="policy-lists")
+    def followed_room(self, room_id: str) -> FollowedRoom | None:
+        return self._by_room_id.get(RoomID(room_id))
 
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self._step()
-            except Exception:  # never let one bad pass end the follower
-                logger.exception("following the moderation policy lists failed")
-                await asyncio.sleep(FIRST_RETRY_SECONDS)
-                continue
-            pending = [r.retry_at for r in self.followed if r.status != "joined"]
-            timeout = max(0.0, min(pending) - self._monotonic()) if pending else None
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
-            self._wake.clear()
-
-    async def _step(self) -> None:
-        now = self._monotonic()
-        for room in self.followed:
-            if room.status != "joined" and room.retry_at <= now:
-                await self._follow(room)
-        while self._dirty:
-            room_id = self._dirty.pop()
-            if (changed := self._by_room_id.get(room_id)) is not None:
-                await self._read_rules(changed)
-
-    async def _follow(self, room: FollowedRoom) -> None:
-        """Join ``room`` as the policy user (a no-op when already joined) and read its
-        rules; on failure, retry later with a doubled delay."""
-        try:
-            await self._ensure_policy_user()
-            servers: list[str] = []
-            if room.configured.startswith("#"):
-                found = await self._lookup_alias(room.configured)
-                room_id = RoomID(str(found["room_id"]))
-                servers = [s for s in found.get("servers", []) if isinstance(s, str)]
-            else:
-                room_id = RoomID(room.configured)
-            if server := server_name_of(room_id):  # room versions before 12 name a server
-                servers.append(server)
-            self._note_room_id(room, room_id)
-            await self._join(room_id, self.policy_user, servers)
-        except Exception as exc:
-            room.failures += 1
-            delay = min(MAX_RETRY_SECONDS, FIRST_RETRY_SECONDS * 2 ** (room.failures - 1))
-            room.status, room.error = "failed", _describe(exc)
-            room.retry_at = self._monotonic() + delay
-            logger.warning(
-                "cannot follow policy room %s (retrying in %.0f s): %s",
-                room.configured,
-                delay,
-                room.error,
-            )
-            return
-        if room.status != "joined":
-            logger.info("following policy room %s (%s)", room.configured, room_id)
-        room.status, room.error, room.failures = "joined", None, 0
-        await self._read_rules(room)
-
-    def _note_room_id(self, room: FollowedRoom, room_id: RoomID) -> None:
+    def note_room_id(self, room: FollowedRoom, room_id: RoomID) -> None:
+        """``room`` (configured by ID or alias) is ``room_id``; an alias that moved to
+        another room drops the old room's rules."""
         if room.room_id is not None and room.room_id != room_id:  # the alias moved
             self._by_room_id.pop(room.room_id, None)
             room.rules = ()
         room.room_id = room_id
         self._by_room_id[room_id] = room
 
-    async def _ensure_policy_user(self) -> None:
-        if await self._accounts.get_user(self.policy_user) is not None:
-            return
-        with contextlib.suppress(ConflictError):  # created meanwhile
-            await self._accounts.create_user(
-                self.policy_user, None, is_admin=False, created_ts=int(self._clock() * 1000)
-            )
-            logger.info("created the policy user %s", self.policy_user)
-
-    async def _read_rules(self, room: FollowedRoom) -> None:
+    async def read_rules(self, room: FollowedRoom) -> None:
         """The room's ``m.ban`` rules from its current state; the matcher rebuilt."""
         snapshot = None if room.room_id is None else await self._state.get_room(room.room_id)
         if snapshot is None:
@@ -223,24 +123,6 @@ class PolicyListService:
                 rules.append(rule)
         room.rules = tuple(sorted(rules, key=lambda r: (r.kind, r.entity, r.state_key)))
         self.matcher = PolicyMatcher(tuple(r for f in self.followed for r in f.rules))
-
-    def on_persisted(self, batch: Sequence[EventToPersist]) -> None:
-        """Event dispatcher listener: re-read the rules of followed rooms that changed (a
-        rule set, replaced or redacted) and rejoin a room the policy user was removed from."""
-        for persisted in batch:
-            pdu = persisted.pdu
-            room = self._by_room_id.get(pdu.room_id)
-            if room is None:
-                continue
-            self._dirty.add(pdu.room_id)
-            if (
-                pdu.type == "m.room.member"
-                and pdu.state_key == self.policy_user
-                and pdu.membership != "join"
-                and room.status == "joined"
-            ):
-                room.status, room.error, room.retry_at = "pending", "removed from the room", 0.0
-            self._wake.set()
 
     # -- enforcement -------------------------------------------------------------------
 
@@ -340,9 +222,3 @@ def _aliases(content: Mapping[str, Any]) -> list[str]:
     if isinstance(alt, list):
         found.extend(a for a in alt if isinstance(a, str))
     return found
-
-
-def _describe(exc: Exception) -> str:
-    if isinstance(exc, MatrixError):
-        return f"{exc.errcode.value}: {exc.message}"
-    return f"{type(exc).__name__}: {exc}"

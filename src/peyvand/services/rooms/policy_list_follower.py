@@ -1,0 +1,166 @@
+"""Following the moderation policy rooms (Client-Server API, "Moderation policy lists":
+subscribing is "left as an implementation detail"): the server's own user
+(``policy_user``, created without a password if missing) joins each room of
+``[moderation] policy_rooms``, locally or over federation, and its rules are read into
+``PolicyListService``.
+
+Joining runs in a background task, retried with backoff (1 s doubling to 5 min) while it
+fails, so start-up never waits on other servers. After every commit that touches a
+followed room its rules are read again, and a policy user removed from a room joins it
+again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Final, Protocol
+
+from peyvand.background import BackgroundTask
+from peyvand.errors import MatrixError
+from peyvand.services.rooms.policy_lists import FollowedRoom, PolicyListService
+from peyvand.storage.accounts import AccountStore
+from peyvand.storage.errors import ConflictError
+from peyvand.storage.models import EventToPersist
+from peyvand.types import JsonDict, RoomID, UserID, server_name_of
+
+logger = logging.getLogger(__name__)
+
+AliasLookup = Callable[[str], Awaitable[JsonDict]]
+
+FIRST_RETRY_SECONDS: Final = 1.0
+MAX_RETRY_SECONDS: Final = 300.0
+
+
+class Join(Protocol):
+    """``MembershipService.join``: join ``room_id`` through ``servers`` if it is not here."""
+
+    async def __call__(
+        self, room_id: RoomID, user_id: UserID, *, servers: Sequence[str]
+    ) -> None: ...
+
+
+class PolicyListFollower:
+    def __init__(
+        self,
+        lists: PolicyListService,
+        accounts: AccountStore,
+        join: Join,
+        lookup_alias: AliasLookup,
+        *,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._lists = lists
+        self._accounts = accounts
+        self._join = join
+        self._lookup_alias = lookup_alias
+        self._clock = clock
+        self._monotonic = monotonic
+        self._dirty: set[RoomID] = set()
+        self._wake = asyncio.Event()
+        # Nothing to follow, no task.
+        self._task = BackgroundTask("policy-lists", self._run) if lists.followed else None
+
+    async def start(self) -> None:
+        """Follow the configured rooms in the background: start-up does not wait."""
+        if self._task is not None:
+            self._task.start()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            await self._task.stop()
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self._step()
+            except Exception:  # never let one bad pass end the follower
+                logger.exception("following the moderation policy lists failed")
+                await asyncio.sleep(FIRST_RETRY_SECONDS)
+                continue
+            pending = [r.retry_at for r in self._lists.followed if r.status != "joined"]
+            timeout = max(0.0, min(pending) - self._monotonic()) if pending else None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            self._wake.clear()
+
+    async def _step(self) -> None:
+        now = self._monotonic()
+        for room in self._lists.followed:
+            if room.status != "joined" and room.retry_at <= now:
+                await self._follow(room)
+        while self._dirty:
+            room_id = self._dirty.pop()
+            if (changed := self._lists.followed_room(room_id)) is not None:
+                await self._lists.read_rules(changed)
+
+    async def _follow(self, room: FollowedRoom) -> None:
+        """Join ``room`` as the policy user (a no-op when already joined) and read its
+        rules; on failure, retry later with a doubled delay."""
+        try:
+            await self._ensure_policy_user()
+            servers: list[str] = []
+            if room.configured.startswith("#"):
+                found = await self._lookup_alias(room.configured)
+                room_id = RoomID(str(found["room_id"]))
+                servers = [s for s in found.get("servers", []) if isinstance(s, str)]
+            else:
+                room_id = RoomID(room.configured)
+            if server := server_name_of(room_id):  # room versions before 12 name a server
+                servers.append(server)
+            self._lists.note_room_id(room, room_id)
+            await self._join(room_id, self._lists.policy_user, servers=servers)
+        except Exception as exc:
+            room.failures += 1
+            delay = min(MAX_RETRY_SECONDS, FIRST_RETRY_SECONDS * 2 ** (room.failures - 1))
+            room.status, room.error = "failed", _describe(exc)
+            room.retry_at = self._monotonic() + delay
+            logger.warning(
+                "cannot follow policy room %s (retrying in %.0f s): %s",
+                room.configured,
+                delay,
+                room.error,
+            )
+            return
+        if room.status != "joined":
+            logger.info("following policy room %s (%s)", room.configured, room_id)
+        room.status, room.error, room.failures = "joined", None, 0
+        await self._lists.read_rules(room)
+
+    async def _ensure_policy_user(self) -> None:
+        policy_user = self._lists.policy_user
+        if await self._accounts.get_user(policy_user) is not None:
+            return
+        with contextlib.suppress(ConflictError):  # created meanwhile
+            await self._accounts.create_user(
+                policy_user, None, is_admin=False, created_ts=int(self._clock() * 1000)
+            )
+            logger.info("created the policy user %s", policy_user)
+
+    def on_persisted(self, batch: Sequence[EventToPersist]) -> None:
+        """Event dispatcher listener: re-read the rules of followed rooms that changed (a
+        rule set, replaced or redacted) and rejoin a room the policy user was removed from."""
+        for persisted in batch:
+            pdu = persisted.pdu
+            room = self._lists.followed_room(pdu.room_id)
+            if room is None:
+                continue
+            self._dirty.add(RoomID(pdu.room_id))
+            if (
+                pdu.type == "m.room.member"
+                and pdu.state_key == self._lists.policy_user
+                and pdu.membership != "join"
+                and room.status == "joined"
+            ):
+                room.status, room.error, room.retry_at = "pending", "removed from the room", 0.0
+            self._wake.set()
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, MatrixError):
+        return f"{exc.errcode.value}: {exc.message}"
+    return f"{type(exc).__name__}: {exc}"
