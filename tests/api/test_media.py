@@ -1035,7 +1035,7 @@ async def test_concurrent_uploads_stay_within_the_quota(
     assert await media.store.usage_of(user.user_id) == 3 * 1024 * 1024
     assert len(media.files()) == 1
     assert media.tmp() == []
-    assert media.service._in_flight == {}
+    assert media.service.uploads._in_flight == {}
 
 
 async def test_the_quota_is_checked_again_before_the_row(
