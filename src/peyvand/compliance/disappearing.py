@@ -20,11 +20,11 @@ Other servers' timer events are not refused: ``timer_of`` clamps what they set.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 
+from peyvand.background import BackgroundTask
 from peyvand.compliance.purge import HistoryPurger, PurgeCount
 from peyvand.config.model import DisappearingConfig
 from peyvand.errors import Errcode, MatrixError
@@ -66,7 +66,7 @@ class DisappearingMessages:
         # The timer each timer event sets, and when it was sent (state events are
         # immutable).
         self._timers: LRU[EventID, tuple[int | None, int]] = LRU(_TIMER_CACHE_SIZE)
-        self._task: asyncio.Task[None] | None = None
+        self._task = BackgroundTask("disappearing-messages", self._loop)
 
     def timer_of(self, content: JsonDict) -> int | None:
         """The timer (milliseconds) a timer event's content sets, clamped to the
@@ -183,15 +183,13 @@ class DisappearingMessages:
 
     # -- background ----------------------------------------------------------------------
 
-    def start(self) -> None:
+    async def start(self) -> None:
+        """Remove expired messages in the background (when enabled)."""
         if self._config.enabled:
-            self._task = asyncio.create_task(self._loop(), name="disappearing-messages")
+            self._task.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._task.stop()
 
     async def _loop(self) -> None:
         while True:

@@ -13,12 +13,12 @@ ago. Events in current state, and events a legal hold covers, are kept.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from peyvand.background import periodic
 from peyvand.compliance.purge import HistoryPurger, PurgeCount
 from peyvand.config.model import RetentionConfig
 from peyvand.services.timeline.room_state import StateService
@@ -54,7 +54,7 @@ class RetentionService:
         self._purger = purger
         self._clock = clock
         self._run_lock = asyncio.Lock()
-        self._task: asyncio.Task[None] | None = None
+        self._task = periodic("retention", config.purge_interval, self._purge)
 
     async def max_lifetime(self, room_id: RoomID) -> int | None:
         """The room's effective max_lifetime in milliseconds (None: kept forever)."""
@@ -140,30 +140,22 @@ class RetentionService:
 
     # -- background ----------------------------------------------------------------------
 
-    def start(self) -> None:
+    async def start(self) -> None:
+        """Purge every ``purge_interval`` seconds (when retention is enabled)."""
         if self._config.enabled:
-            self._task = asyncio.create_task(self._loop(), name="retention")
+            self._task.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._task.stop()
 
-    async def _loop(self) -> None:
-        while True:
-            await asyncio.sleep(self._config.purge_interval)
-            try:
-                report = await self.run()
-            except Exception:
-                logger.exception("retention purge failed; retrying next interval")
-                continue
-            if report.purged.events or report.redacted_content.events:
-                logger.info(
-                    "retention purged %d events (%d held, %d media) and the content of %d"
-                    " redacted events",
-                    report.purged.events,
-                    report.purged.held,
-                    report.purged.media,
-                    report.redacted_content.events,
-                )
+    async def _purge(self) -> None:
+        report = await self.run()
+        if report.purged.events or report.redacted_content.events:
+            logger.info(
+                "retention purged %d events (%d held, %d media) and the content of %d"
+                " redacted events",
+                report.purged.events,
+                report.purged.held,
+                report.purged.media,
+                report.redacted_content.events,
+            )

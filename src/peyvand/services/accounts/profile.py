@@ -39,6 +39,11 @@ _REMOTE_PROFILE_CACHE_SIZE: Final = 10_000
 RemoteProfileQuery = Callable[[UserID], Awaitable[JsonDict]]
 
 
+async def no_remote_profiles(user_id: UserID) -> JsonDict:
+    """``RemoteProfileQuery`` where federation is off: another server's user is unknown."""
+    raise MatrixError(Errcode.NOT_FOUND, "Profile was not found")
+
+
 class ProfileService:
     def __init__(
         self,
@@ -47,9 +52,11 @@ class ProfileService:
         event_store: EventStore,
         state: StateService,
         events: EventCreationService,
+        remote_query: RemoteProfileQuery,
         *,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """Other servers' users' profiles are asked with ``remote_query``."""
         self._server_name = server_name
         self._accounts = accounts
         self._event_store = event_store
@@ -60,14 +67,10 @@ class ProfileService:
             weakref.WeakValueDictionary()
         )
         self._clock = clock
-        self._remote_query: RemoteProfileQuery | None = None
+        self._remote_query = remote_query
         # user -> (when fetched, profile); and the queries in flight.
         self._remote: LRU[UserID, tuple[float, JsonDict]] = LRU(_REMOTE_PROFILE_CACHE_SIZE)
         self._remote_pending: dict[UserID, asyncio.Task[JsonDict]] = {}
-
-    def use_federation(self, query: RemoteProfileQuery) -> None:
-        """Ask other servers for their users' profiles with ``query``."""
-        self._remote_query = query
 
     async def _local_user(self, user_id: str) -> UserRow:
         if not is_valid_user_id(user_id):
@@ -91,32 +94,27 @@ class ProfileService:
     async def get_profile(self, user_id: str) -> JsonDict:
         """The profile of a user (unset fields left out); 404 if there is no such user.
         A user of another server is asked of that server (or answered from the cache)."""
-        query = self._remote_query
-        if (
-            query is not None
-            and is_valid_user_id(user_id)
-            and server_name_of(user_id) != self._server_name
-        ):
-            return dict(await self._remote_profile(UserID(user_id), query))
+        if is_valid_user_id(user_id) and server_name_of(user_id) != self._server_name:
+            return dict(await self._remote_profile(UserID(user_id)))
         return self._profile(await self._local_user(user_id))
 
-    async def _remote_profile(self, user_id: UserID, query: RemoteProfileQuery) -> JsonDict:
+    async def _remote_profile(self, user_id: UserID) -> JsonDict:
         cached = self._remote.get(user_id)
         if cached is not None and self._clock() - cached[0] < REMOTE_PROFILE_TTL:
             return cached[1]
         task = self._remote_pending.get(user_id)
         if task is None:
             task = asyncio.create_task(
-                self._fetch_remote(user_id, query), name=f"remote profile {user_id}"
+                self._fetch_remote(user_id), name=f"remote profile {user_id}"
             )
             self._remote_pending[user_id] = task
             task.add_done_callback(self._query_done)
         # Shielded: a client that goes away does not cancel the query for the others.
         return await asyncio.shield(task)
 
-    async def _fetch_remote(self, user_id: UserID, query: RemoteProfileQuery) -> JsonDict:
+    async def _fetch_remote(self, user_id: UserID) -> JsonDict:
         try:
-            profile = await query(user_id)
+            profile = await self._remote_query(user_id)
         finally:
             self._remote_pending.pop(user_id, None)
         self._remote.put(user_id, (self._clock(), profile))

@@ -107,34 +107,32 @@ class RoomsService:
         events: EventCreationService,
         store: EventStore,
         profile_of: ProfileLookup,
+        resolve_alias: AliasResolver,
+        create_alias: AliasCreator,
+        policy_lists: PolicyListService,
+        invite: Inviter,
+        *,
+        federates: bool,
     ) -> None:
+        """Room aliases are the directory's (``resolve_alias``, ``create_alias``);
+        ``policy_lists`` refuses the initial invites the moderation policy lists ban;
+        users of other servers are invited with ``invite`` (the /invite path), and only
+        when the server ``federates``."""
         self._server_name = server_name
         self._events = events
         self._store = store
         self._profile_of = profile_of
-        self._resolve_alias: AliasResolver | None = None
-        self._create_alias: AliasCreator | None = None
-        self._policy_lists: PolicyListService | None = None
-        self._invite: Inviter | None = None
-
-    def use_membership(self, invite: Inviter) -> None:
-        """Invite users of other servers with ``invite`` (the /invite path)."""
-        self._invite = invite
-
-    def use_directory(self, resolve: AliasResolver, create: AliasCreator) -> None:
-        """Connect room aliases (the directory service owns them)."""
-        self._resolve_alias = resolve
-        self._create_alias = create
-
-    def use_policy_lists(self, policy_lists: PolicyListService) -> None:
-        """Refuse the initial invites the moderation policy lists ban."""
+        self._resolve_alias = resolve_alias
+        self._create_alias = create_alias
         self._policy_lists = policy_lists
+        self._invite = invite
+        self._federates = federates
 
     async def resolve_room(self, room_id_or_alias: str) -> RoomID:
         """A room ID, or the room an alias (``#alias:server``) points to; 404 if unknown."""
         if room_id_or_alias.startswith("!"):
             return RoomID(room_id_or_alias)
-        if room_id_or_alias.startswith("#") and self._resolve_alias is not None:
+        if room_id_or_alias.startswith("#"):
             room_id = await self._resolve_alias(room_id_or_alias)
             if room_id is not None:
                 return room_id
@@ -159,9 +157,8 @@ class RoomsService:
         for user in request.invite:
             if not is_valid_user_id(user):
                 raise MatrixError(Errcode.INVALID_PARAM, f"Invalid user ID to invite: {user}")
-            if self._policy_lists is not None:
-                self._policy_lists.check_user(request.creator)
-                self._policy_lists.check_user(user)
+            self._policy_lists.check_user(request.creator)
+            self._policy_lists.check_user(user)
         preset = request.preset or (
             "public_chat" if request.visibility == "public" else "private_chat"
         )
@@ -198,8 +195,6 @@ class RoomsService:
         alias = None
         if request.room_alias_name is not None:
             alias = f"#{request.room_alias_name}:{self._server_name}"
-            if self._resolve_alias is None or self._create_alias is None:
-                raise MatrixError(Errcode.UNKNOWN, "Room aliases are not available")
             if await self._resolve_alias(alias) is not None:
                 raise MatrixError(Errcode.ROOM_IN_USE, f"Room alias {alias} already taken")
             initial.append(EventSpec("m.room.canonical_alias", {"alias": alias}, ""))
@@ -227,7 +222,7 @@ class RoomsService:
         remote_invitees = dict.fromkeys(
             u for u in request.invite if server_name_of(u) != self._server_name
         )
-        if remote_invitees and self._invite is None:
+        if remote_invitees and not self._federates:
             raise MatrixError(Errcode.FORBIDDEN, "Federation is disabled on this server")
         for invitee in request.invite:
             if invitee in remote_invitees:
@@ -251,9 +246,8 @@ class RoomsService:
             room_id=room_id,
             is_public=request.visibility == "public",
         )
-        if alias is not None and self._create_alias is not None:
+        if alias is not None:
             await self._create_alias(alias, created, creator)
-        if self._invite is not None:
-            for invitee in remote_invitees:
-                await self._invite(created, creator, invitee, is_direct=request.is_direct)
+        for invitee in remote_invitees:
+            await self._invite(created, creator, invitee, is_direct=request.is_direct)
         return created

@@ -150,6 +150,23 @@ RemoteRoomList = Callable[
 ]
 
 
+async def no_remote_alias(alias: str) -> JsonDict:
+    """``RemoteAliasLookup`` where federation is off: another server's alias is unknown."""
+    raise MatrixError(Errcode.NOT_FOUND, f"Room alias {alias} not found")
+
+
+async def no_remote_room_list(
+    server: str,
+    limit: int | None,
+    since: str | None,
+    search_filter: JsonDict | None,
+    include_all_networks: bool,
+    third_party_instance_id: str | None,
+) -> JsonDict:
+    """``RemoteRoomList`` where federation is off."""
+    raise MatrixError(Errcode.INVALID_PARAM, "Other servers' room directories are not available")
+
+
 class DirectoryService:
     def __init__(
         self,
@@ -158,9 +175,14 @@ class DirectoryService:
         event_store: EventStore,
         state: StateService,
         events: EventCreationService,
+        remote_lookup: RemoteAliasLookup,
+        remote_rooms: RemoteRoomList,
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        """Other servers' aliases are resolved with ``remote_lookup`` (GET
+        /query/directory), their public room lists asked with ``remote_rooms``
+        (/publicRooms)."""
         self._server_name = server_name
         self._store = store
         self._event_store = event_store
@@ -169,16 +191,8 @@ class DirectoryService:
         self._clock = clock
         # room -> ((state group, redaction count) it was built at, entry).
         self._entries: dict[RoomID, tuple[tuple[int, int], _Listed]] = {}
-        self._remote_lookup: RemoteAliasLookup | None = None
-        self._remote_rooms: RemoteRoomList | None = None
-
-    def use_federation(self, lookup: RemoteAliasLookup) -> None:
-        """Resolve other servers' aliases with ``lookup`` (GET /query/directory)."""
-        self._remote_lookup = lookup
-
-    def use_remote_room_lists(self, fetch: RemoteRoomList) -> None:
-        """Ask other servers for their public room lists with ``fetch`` (/publicRooms)."""
-        self._remote_rooms = fetch
+        self._remote_lookup = remote_lookup
+        self._remote_rooms = remote_rooms
 
     # -- aliases ---------------------------------------------------------------------
 
@@ -227,7 +241,7 @@ class DirectoryService:
             split_id(alias, "#")
         except ValueError:
             raise MatrixError(Errcode.INVALID_PARAM, "Room alias invalid") from None
-        if server_name_of(alias) != self._server_name and self._remote_lookup is not None:
+        if server_name_of(alias) != self._server_name:
             return await self._remote_lookup(alias)
         room_id = await self.resolve_alias(alias)
         snapshot = None if room_id is None else await self._state.get_room(room_id)
@@ -414,10 +428,6 @@ class DirectoryService:
         return result
 
     async def _remote_public_rooms(self, server: str, query: PublicRoomsQuery) -> JsonDict:
-        if self._remote_rooms is None:
-            raise MatrixError(
-                Errcode.INVALID_PARAM, "Other servers' room directories are not available"
-            )
         search_filter: JsonDict = {}
         if query.search_term:
             search_filter["generic_search_term"] = query.search_term

@@ -9,6 +9,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
+from peyvand.background import BackgroundTask
 from peyvand.errors import Errcode, MatrixError
 from peyvand.events.pdu import StateKey
 from peyvand.services.timeline.room_state import RoomSnapshot, StateService
@@ -24,18 +25,14 @@ Leave = Callable[[RoomID, UserID], Awaitable[None]]
 
 
 class GuestAccess:
-    def __init__(self, server_name: str, guests: GuestStore, state: StateService) -> None:
-        self._server_name = server_name
+    """Whether guests may join a room."""
+
+    def __init__(self, guests: GuestStore, state: StateService) -> None:
         self._guests = guests
         self._state = state
-        self._leave: Leave | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
 
-    def use_leave(self, leave: Leave) -> None:
-        """How a guest leaves a room (the membership service)."""
-        self._leave = leave
-
-    async def _can_join(self, snapshot: RoomSnapshot) -> bool:
+    async def can_join(self, snapshot: RoomSnapshot) -> bool:
+        """Whether the room's ``m.room.guest_access`` is ``can_join``."""
         events = await self._state.get_state_events(snapshot.state, [GUEST_ACCESS_KEY])
         event = events.get(GUEST_ACCESS_KEY)
         return event is not None and event.content.get("guest_access") == "can_join"
@@ -45,34 +42,57 @@ class GuestAccess:
         server) does not let guests join."""
         if not await self._guests.guests_among([user_id]):
             return
-        if snapshot is None or not await self._can_join(snapshot):
+        if snapshot is None or not await self.can_join(snapshot):
             raise MatrixError(Errcode.FORBIDDEN, "Guest access is not allowed in this room")
 
+
+class GuestRemoval:
+    """When a room's guest access changes away from ``can_join``, its local guests leave
+    (through ``leave``, the membership service), in the background."""
+
+    def __init__(
+        self,
+        server_name: str,
+        guests: GuestStore,
+        state: StateService,
+        access: GuestAccess,
+        leave: Leave,
+    ) -> None:
+        self._server_name = server_name
+        self._guests = guests
+        self._state = state
+        self._access = access
+        self._leave = leave
+        self._rooms: asyncio.Queue[RoomID] = asyncio.Queue()
+        self._task = BackgroundTask("guest-removal", self._run)
+
+    async def start(self) -> None:
+        self._task.start()
+
+    async def stop(self) -> None:
+        await self._task.stop()
+
     def on_persisted(self, batch: Sequence[EventToPersist]) -> None:
-        """Event dispatcher listener: a guest access change that stops guests joining
-        makes the room's local guests leave, in the background."""
+        """Event dispatcher listener: queue the rooms whose guest access changed."""
         rooms = {
             RoomID(p.pdu.room_id)
             for p in batch
             if p.pdu.type == GUEST_ACCESS_KEY[0] and p.pdu.state_key == GUEST_ACCESS_KEY[1]
         }
-        for room_id in rooms:
-            task = asyncio.create_task(self._remove_guests(room_id), name=f"guests:{room_id}")
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        for room_id in sorted(rooms):
+            self._rooms.put_nowait(room_id)
+
+    async def _run(self) -> None:
+        while True:
+            await self._remove_guests(await self._rooms.get())
 
     async def _remove_guests(self, room_id: RoomID) -> None:
         try:
             snapshot = await self._state.get_room(room_id)
-            if snapshot is None or self._leave is None or await self._can_join(snapshot):
+            if snapshot is None or await self._access.can_join(snapshot):
                 return
             local = [u for u in snapshot.joined_members() if server_name_of(u) == self._server_name]
             for guest in sorted(await self._guests.guests_among(local)):
                 await self._leave(room_id, guest)
         except Exception:
             logger.exception("Could not remove the guests of %s", room_id)
-
-    async def stop(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)

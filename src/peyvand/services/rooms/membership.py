@@ -43,33 +43,56 @@ class RemoteMemberships(Protocol):
     ) -> None: ...
 
 
+class Unfederated:
+    """``RemoteMemberships`` where federation is off: rooms on other servers can be
+    neither joined nor knocked on, and their users not invited."""
+
+    async def invite_remote(self, pdu: Pdu, snapshot: RoomSnapshot) -> Pdu:
+        raise MatrixError(Errcode.FORBIDDEN, "Federation is disabled on this server")
+
+    async def join_remote(
+        self, room_id: RoomID, user_id: UserID, servers: Sequence[str], content: JsonDict
+    ) -> None:
+        raise MatrixError(Errcode.NOT_FOUND, "No known servers to join this room through")
+
+    async def remote_invite(self, room_id: RoomID, user_id: UserID) -> RemoteInvite | None:
+        return None
+
+    async def reject_invite(self, room_id: RoomID, user_id: UserID, reason: str | None) -> None:
+        return None
+
+    async def forget_invite(self, room_id: RoomID, user_id: UserID) -> None:
+        return None
+
+    async def knock_remote(
+        self, room_id: RoomID, user_id: UserID, servers: Sequence[str], reason: str | None
+    ) -> None:
+        raise MatrixError(Errcode.NOT_FOUND, "No known servers to knock through")
+
+
 class MembershipService:
     def __init__(
         self,
+        server_name: str,
         events: EventCreationService,
         state: StateService,
         store: RoomMemberStore,
         profile_of: ProfileLookup,
-        server_name: str,
-        federation: RemoteMemberships | None = None,
+        federation: RemoteMemberships,
+        policy_lists: PolicyListService,
+        guest_access: GuestAccess,
     ) -> None:
+        """``policy_lists`` refuses the joins, knocks and invites the moderation policy
+        lists ban; ``guest_access`` lets guests join only the rooms that allow them."""
+        self._server_name = server_name
         self._events = events
         self._state = state
         self._store = store
         self._profile_of = profile_of
-        self._server_name = server_name
         self._federation = federation
-        self._remote_joins: dict[RoomID, asyncio.Lock] = {}
-        self._policy_lists: PolicyListService | None = None
-        self._guest_access: GuestAccess | None = None
-
-    def use_guest_access(self, guest_access: GuestAccess) -> None:
-        """Guests may only join rooms that let them ("Guest Access")."""
-        self._guest_access = guest_access
-
-    def use_policy_lists(self, policy_lists: PolicyListService) -> None:
-        """Refuse joins, knocks and invites the moderation policy lists ban."""
         self._policy_lists = policy_lists
+        self._guest_access = guest_access
+        self._remote_joins: dict[RoomID, asyncio.Lock] = {}
 
     async def membership_of(self, room_id: RoomID, user_id: UserID) -> str | None:
         snapshot = await self._state.get_room(room_id)
@@ -80,11 +103,6 @@ class MembershipService:
         may be stale and membership goes through a server that is in the room."""
         snapshot = await self._state.get_room(room_id)
         return snapshot if snapshot is not None and snapshot.takes_part(self._server_name) else None
-
-    async def require_joined(self, room_id: RoomID, user_id: UserID) -> None:
-        """403 unless ``user_id`` is joined (404-like rooms are hidden behind the same 403)."""
-        if await self.membership_of(room_id, user_id) != "join":
-            raise MatrixError(Errcode.FORBIDDEN, "You are not joined to this room")
 
     async def _change(
         self,
@@ -118,8 +136,6 @@ class MembershipService:
             return unchanged
         countersign: Countersign | None = None
         if membership == "invite" and server_name_of(target) != self._server_name:
-            if self._federation is None:
-                raise MatrixError(Errcode.FORBIDDEN, "Federation is disabled on this server")
             countersign = self._federation.invite_remote
         event = await self._events.send(
             room_id,
@@ -157,11 +173,9 @@ class MembershipService:
         joined over federation through ``servers``."""
         if await self.membership_of(room_id, user_id) == "join" and not content:
             return
-        if self._policy_lists is not None:
-            await self._policy_lists.check_join(room_id, user_id)
+        await self._policy_lists.check_join(room_id, user_id)
         snapshot = await self._resident(room_id)
-        if self._guest_access is not None:
-            await self._guest_access.check_join(user_id, snapshot)
+        await self._guest_access.check_join(user_id, snapshot)
         if snapshot is None:
             # One remote join per room at a time: a second local user joining meanwhile
             # then finds the room here and joins locally.
@@ -185,8 +199,6 @@ class MembershipService:
     async def _join_remote(
         self, room_id: RoomID, user_id: UserID, reason: str | None, servers: Sequence[str]
     ) -> None:
-        if self._federation is None:
-            raise MatrixError(Errcode.NOT_FOUND, "No known servers to join this room through")
         invite = await self._federation.remote_invite(room_id, user_id)
         if invite is not None:
             servers = [*servers, server_name_of(invite.sender)]
@@ -213,10 +225,9 @@ class MembershipService:
             raise MatrixError(
                 Errcode.FORBIDDEN, f"You cannot knock while your membership is {current}"
             )
-        if self._policy_lists is not None:
-            await self._policy_lists.check_join(room_id, user_id)
+        await self._policy_lists.check_join(room_id, user_id)
         if await self._resident(room_id) is None:
-            if self._federation is None or not servers:
+            if not servers:
                 raise MatrixError(Errcode.NOT_FOUND, "No known servers to knock through")
             await self._federation.knock_remote(room_id, user_id, servers, reason)
             return
@@ -226,8 +237,7 @@ class MembershipService:
 
     async def leave(self, room_id: RoomID, user_id: UserID, reason: str | None = None) -> None:
         if (
-            self._federation is not None
-            and await self._resident(room_id) is None
+            await self._resident(room_id) is None
             and await self._federation.remote_invite(room_id, user_id) is not None
         ):
             # An invite to a room this server is not in: reject it through its server.
@@ -262,8 +272,7 @@ class MembershipService:
                 if current == "ban"
                 else f"{target} is already in the room",
             )
-        if self._policy_lists is not None:
-            await self._policy_lists.check_invite(room_id, sender, target)
+        await self._policy_lists.check_invite(room_id, sender, target)
         extra: JsonDict | None = {"is_direct": True} if is_direct else None
         await self._change(room_id, sender, target, "invite", reason=reason, extra=extra)
 

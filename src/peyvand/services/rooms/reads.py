@@ -49,6 +49,11 @@ Backfill = Callable[[RoomID, int], Awaitable[bool]]
 """(room, how many) -> whether older events were fetched from other servers."""
 
 
+async def no_backfill(room_id: RoomID, limit: int) -> bool:
+    """``Backfill`` where federation is off: no other server to ask."""
+    return False
+
+
 @dataclass(frozen=True, slots=True)
 class Scan:
     """Events found by ``RoomEventsService.scan``, in scan order."""
@@ -73,19 +78,18 @@ class RoomEventsService:
         state: StateService,
         visibility: VisibilityService,
         current_position: Callable[[], int],
+        backfill: Backfill,
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        """``backfill`` pulls history from other servers when a room's local history
+        runs out."""
         self._store = store
         self._state = state
         self._visibility = visibility
         self._current_position = current_position
-        self._clock = clock
-        self._backfill: Backfill | None = None
-
-    def use_backfill(self, backfill: Backfill) -> None:
-        """Pull history from other servers when a room's local history runs out."""
         self._backfill = backfill
+        self._clock = clock
 
     # -- serialisation -------------------------------------------------------------------
 
@@ -295,7 +299,6 @@ class RoomEventsService:
             backwards
             and found.resume is None
             and bound is None
-            and self._backfill is not None
             and await self._backfill(room_id, limit)
         ):
             # Local history ran out and older events arrived from other servers.

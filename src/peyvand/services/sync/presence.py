@@ -31,7 +31,6 @@ restarts without storage (as the typing stream's).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
@@ -40,6 +39,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequen
 from dataclasses import dataclass
 from typing import Final
 
+from peyvand.background import periodic
 from peyvand.errors import forbidden
 from peyvand.services.sync.notifier import Notifier
 from peyvand.services.sync.streams import Stream
@@ -141,7 +141,7 @@ class PresenceService:
         self._joins: deque[tuple[int, RoomID, UserID]] = deque(maxlen=MAX_JOINS_KEPT)
         # Joins not yet told to the join listeners (the next sweep tells them).
         self._new_joins: deque[tuple[RoomID, UserID]] = deque(maxlen=MAX_JOINS_KEPT)
-        self._sweep_task: asyncio.Task[None] | None = None
+        self._sweeper = periodic("presence-sweep", SWEEP_SECONDS, self.sweep)
         self.listeners: list[PresenceListener] = []
         # Called by the sweep with the joins since the last one (federation: a server
         # newly sharing a room gets the presence of the local members).
@@ -155,14 +155,10 @@ class PresenceService:
         """Publish the starting position and start the sweep."""
         self._notifier.advance(Stream.PRESENCE, self._position, ())
         if self.enabled:
-            self._sweep_task = asyncio.create_task(self._sweep_forever(), name="presence-sweep")
+            self._sweeper.start()
 
     async def stop(self) -> None:
-        if self._sweep_task is not None:
-            self._sweep_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweep_task
-            self._sweep_task = None
+        await self._sweeper.stop()
 
     def now_ms(self) -> int:
         """The wall clock presence ages are measured with."""
@@ -439,11 +435,3 @@ class PresenceService:
             if entry.notable() != before:
                 changes.append((entry, before))
         await self._settle(changes)
-
-    async def _sweep_forever(self) -> None:
-        while True:
-            await asyncio.sleep(SWEEP_SECONDS)
-            try:
-                await self.sweep()
-            except Exception:
-                logger.exception("presence sweep failed; retrying on the next tick")

@@ -18,20 +18,16 @@ to the other servers in the room.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import heapq
-import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
 
+from peyvand.background import BackgroundTask, periodic
 from peyvand.errors import forbidden
 from peyvand.services.sync.notifier import Notifier
 from peyvand.services.sync.streams import Stream
 from peyvand.services.timeline.room_state import StateService
 from peyvand.types import JsonDict, RoomID, UserID
-
-logger = logging.getLogger(__name__)
 
 # The timeout when a client gives none, and the cap on what a client may ask for: Synapse's
 # values (the spec only recommends clients re-send every 20-30 seconds).
@@ -70,7 +66,7 @@ class TypingService:
         self._changed_at: dict[RoomID, int] = {}
         # (deadline, room, user); stale when the user's deadline has since moved.
         self._deadlines: list[tuple[float, RoomID, UserID]] = []
-        self._expiry_task: asyncio.Task[None] | None = None
+        self._expiry: BackgroundTask | None = None
         self.listeners: list[TypingListener] = []
 
     @property
@@ -80,14 +76,13 @@ class TypingService:
     async def start(self) -> None:
         """Publish the starting position and start the expiry task."""
         self._notifier.advance(Stream.TYPING, self._position, ())
-        self._expiry_task = asyncio.create_task(self._expire_forever(), name="typing-expiry")
+        self._expiry = periodic("typing-expiry", EXPIRY_TICK_SECONDS, self.expire_due)
+        self._expiry.start()
 
     async def stop(self) -> None:
-        if self._expiry_task is not None:
-            self._expiry_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._expiry_task
-            self._expiry_task = None
+        if self._expiry is not None:
+            await self._expiry.stop()
+            self._expiry = None
 
     async def set_typing(
         self,
@@ -176,11 +171,3 @@ class TypingService:
             if room is not None:
                 members.update(room.joined_members())
         self._notifier.advance(Stream.TYPING, self._position, members)
-
-    async def _expire_forever(self) -> None:
-        while True:
-            await asyncio.sleep(EXPIRY_TICK_SECONDS)
-            try:
-                await self.expire_due()
-            except Exception:
-                logger.exception("typing expiry failed; retrying on the next tick")

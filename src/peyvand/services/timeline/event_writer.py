@@ -15,10 +15,10 @@ count, so the gap costs nothing.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
+from peyvand.background import BackgroundTask
 from peyvand.storage.database import Connection, Database
 from peyvand.storage.events import EventStore
 from peyvand.storage.models import EventToPersist
@@ -57,7 +57,7 @@ class EventWriter:
         # Set while nothing is queued or being committed.
         self._idle = asyncio.Event()
         self._idle.set()
-        self._task: asyncio.Task[None] | None = None
+        self._task = BackgroundTask("event-writer", self._run)
         self._pre_commit: list[PreCommitHook] = []
 
     def add_pre_commit(self, hook: PreCommitHook) -> None:
@@ -65,15 +65,13 @@ class EventWriter:
         self._pre_commit.append(hook)
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="event-writer")
+        self._task.start()
 
     async def stop(self) -> None:
         """Finish every queued commit, then stop the writer task."""
-        if self._task is not None:
+        if self._task.running:
             await self._idle.wait()
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._task.stop()
 
     def enqueue(self, events: Sequence[EventToPersist]) -> asyncio.Future[None]:
         """Queue ``events`` (of one room, in order); the future resolves once they are

@@ -1,0 +1,234 @@
+"""Talking to other servers: the transport (discovery, the signed client, the keyring,
+the outbound queue) and the federation services. Where federation is off, what the rest
+of the server asks of other servers is answered by stand-ins that refuse as the spec
+wants (``Remote``)."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+from peyvand.config import Config
+from peyvand.events.signing import SigningKey
+from peyvand.federation.client import FederationClient
+from peyvand.federation.discovery import ServerResolver
+from peyvand.federation.keyring import Keyring
+from peyvand.federation.policy import ServerPolicy
+from peyvand.federation.sender import FederationSender
+from peyvand.services.accounts.profile import RemoteProfileQuery, no_remote_profiles
+from peyvand.services.federation.edus import FederationEdus
+from peyvand.services.federation.invite_policy import InvitePolicyService
+from peyvand.services.federation.outbound_join import RemoteJoiner
+from peyvand.services.federation.queries import RemoteQueries
+from peyvand.services.federation.received_events import FederationEventHandler
+from peyvand.services.federation.server import (
+    ClientRemoteEvents,
+    FederationService,
+    load_federation_pdus,
+)
+from peyvand.services.federation.signatures import check_pdu_signatures
+from peyvand.services.rooms.directory import (
+    RemoteAliasLookup,
+    RemoteRoomList,
+    no_remote_alias,
+    no_remote_room_list,
+)
+from peyvand.services.rooms.membership import RemoteMemberships, Unfederated
+from peyvand.services.rooms.policy_lists import PolicyListService
+from peyvand.services.rooms.reads import Backfill, no_backfill
+from peyvand.services.sync.streams import Stream
+from peyvand.services.timeline.room_state import StateService
+from peyvand.storage.database import Database
+from peyvand.storage.federation_inbox import FederationInboxStore
+from peyvand.storage.federation_outbox import FederationOutboxStore
+from peyvand.storage.remote_devices import RemoteDeviceStore
+from peyvand.storage.remote_invites import InvitePolicyStore
+from peyvand.storage.server_keys import ServerKeyStore
+from peyvand.types import JsonDict, RoomID, UserID
+from peyvand.wiring.local import Local, Timeline
+
+
+@dataclass(frozen=True, slots=True)
+class Transport:
+    policy: ServerPolicy
+    resolver: ServerResolver
+    client: FederationClient
+    keyring: Keyring
+    outbox: FederationOutboxStore
+    sender: FederationSender
+
+
+def build_transport(
+    config: Config, db: Database, signing_key: SigningKey, state: StateService
+) -> Transport:
+    federation = config.federation
+    policy = ServerPolicy(federation.allowed_servers, federation.denied_servers)
+    resolver = ServerResolver(test_network=federation.test_network)
+    client = FederationClient(
+        config.server_name,
+        signing_key,
+        resolver=resolver,
+        policy=policy,
+        test_network=federation.test_network,
+    )
+    outbox = FederationOutboxStore(db)
+    return Transport(
+        policy=policy,
+        resolver=resolver,
+        client=client,
+        keyring=Keyring(
+            config.server_name,
+            signing_key,
+            ServerKeyStore(db),
+            client,
+            trusted_key_servers=federation.trusted_key_servers,
+            key_validity_period_ms=federation.key_validity_period * 1000,
+        ),
+        outbox=outbox,
+        sender=FederationSender(
+            config.server_name,
+            outbox,
+            client,
+            functools.partial(load_federation_pdus, state),
+            allows=policy.allows,
+        ),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Remote:
+    """What the rest of the server asks of other servers."""
+
+    memberships: RemoteMemberships
+    backfill: Backfill
+    alias_lookup: RemoteAliasLookup
+    room_lists: RemoteRoomList
+    profiles: RemoteProfileQuery
+
+
+def unfederated() -> Remote:
+    """Federation is off: stand-ins that refuse, or find nothing, on other servers."""
+    return Remote(
+        memberships=Unfederated(),
+        backfill=no_backfill,
+        alias_lookup=no_remote_alias,
+        room_lists=no_remote_room_list,
+        profiles=no_remote_profiles,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Federation:
+    service: FederationService
+    invite_policy: InvitePolicyService
+    edus: FederationEdus | None  # None: federation is off
+    remote: Remote
+
+
+def build_federation(
+    config: Config,
+    db: Database,
+    signing_key: SigningKey,
+    timeline: Timeline,
+    local: Local,
+    transport: Transport,
+    policy_lists: PolicyListService,
+) -> Federation:
+    """The federation service (its endpoints answer 404 while federation is off) and,
+    with federation on, the EDUs and what local services ask of other servers."""
+    server_name = config.server_name
+    state, event_store, events = timeline.state, timeline.event_store, timeline.events
+    client, sender = transport.client, transport.sender
+    check_signatures = functools.partial(check_pdu_signatures, transport.keyring)
+
+    async def user_exists(user_id: UserID) -> bool:
+        return await local.accounts.get_user(user_id) is not None
+
+    def on_remote_membership(
+        user_id: UserID, room_id: RoomID, membership: str, stream: int
+    ) -> None:
+        timeline.index.note_remote_invite(user_id, room_id, membership, stream)
+        timeline.notifier.advance(Stream.EVENTS, stream, {user_id})
+
+    handler = FederationEventHandler(
+        state,
+        event_store,
+        check_signatures,
+        ClientRemoteEvents(client),
+        events.allocate_stream,
+        events.persist,
+        events.allocate_backfill_stream,
+        server_name,
+    )
+    federation = FederationService(
+        server_name,
+        client,
+        transport.keyring,
+        sender,
+        transport.policy,
+        state,
+        event_store,
+        transport.outbox,
+        FederationInboxStore(db),
+        handler,
+        RemoteJoiner(
+            server_name,
+            signing_key,
+            client,
+            state,
+            event_store,
+            check_signatures,
+            events.allocate_stream,
+            events.persist,
+        ),
+        timeline.remote_invites,
+        signing_key,
+        events.allocate_stream,
+        user_exists,
+        on_remote_membership,
+    )
+    invite_policy = InvitePolicyService(
+        config.interconnect, InvitePolicyStore(db), timeline.remote_invites, local.account_data
+    )
+    federation.use_invite_policy(invite_policy)
+    federation.use_policy_lists(policy_lists)
+    if not config.federation.enabled:
+        return Federation(federation, invite_policy, None, unfederated())
+
+    async def fetch_user_devices(destination: str, user_id: UserID) -> Any:
+        path = f"/_matrix/federation/v1/user/devices/{quote(user_id, safe='')}"
+        return await client.get_json(destination, path, timeout=10)
+
+    async def claim_remote_keys(destination: str, body: JsonDict) -> Any:
+        path = "/_matrix/federation/v1/user/keys/claim"
+        return await client.post_json(destination, path, body, timeout=10)
+
+    edus = FederationEdus(
+        server_name,
+        state,
+        timeline.index,
+        sender,
+        local.typing,
+        local.receipts,
+        local.to_device,
+        local.device_lists,
+        local.e2e_keys,
+        RemoteDeviceStore(db),
+        fetch_user_devices=fetch_user_devices,
+        claim_keys=claim_remote_keys,
+        presence=local.presence,
+    )
+    federation.use_edus(edus)
+    timeline.writer.add_pre_commit(federation.prepare_outbound)
+    timeline.dispatcher.listeners.append(federation.on_persisted)
+    queries = RemoteQueries(client, federation.allows)
+    remote = Remote(
+        memberships=federation,
+        backfill=handler.backfill,
+        alias_lookup=federation.query_directory,
+        room_lists=queries.public_rooms,
+        profiles=queries.profile,
+    )
+    return Federation(federation, invite_policy, edus, remote)

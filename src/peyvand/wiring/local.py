@@ -1,0 +1,141 @@
+"""The services that need neither rooms' memberships nor other servers: the timeline
+(event creation, the writer, dispatch, room state and index), accounts, sync streams,
+end-to-end encryption and push."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from peyvand.config import Config
+from peyvand.events.signing import SigningKey
+from peyvand.services.accounts.auth import AuthService
+from peyvand.services.e2ee.device_lists import DeviceListService
+from peyvand.services.e2ee.keys import E2eKeysService
+from peyvand.services.e2ee.to_device import ToDeviceService
+from peyvand.services.push.account_data import PushRulesAccountData
+from peyvand.services.push.actions import PushActionsService
+from peyvand.services.push.pushers import PusherService
+from peyvand.services.push.rules_api import PushRulesService
+from peyvand.services.rooms.visibility import VisibilityService
+from peyvand.services.sync.account_data import AccountDataService
+from peyvand.services.sync.notifier import Notifier
+from peyvand.services.sync.presence import PresenceService
+from peyvand.services.sync.receipts import ReceiptService
+from peyvand.services.sync.streams import StreamToken
+from peyvand.services.sync.typing import TypingService
+from peyvand.services.timeline.event_creation import EventCreationService
+from peyvand.services.timeline.event_dispatch import EventDispatcher
+from peyvand.services.timeline.event_writer import EventWriter
+from peyvand.services.timeline.room_index import RoomIndex
+from peyvand.services.timeline.room_state import StateService
+from peyvand.storage.account_data import AccountDataStore
+from peyvand.storage.accounts import AccountStore
+from peyvand.storage.database import Database
+from peyvand.storage.device_lists import DeviceListStore
+from peyvand.storage.e2e_keys import E2eKeyStore
+from peyvand.storage.events import EventStore
+from peyvand.storage.push_actions import PushActionStore
+from peyvand.storage.push_rules import PushRuleStore
+from peyvand.storage.pushers import PusherStore
+from peyvand.storage.receipts import ReceiptStore
+from peyvand.storage.remote_invites import RemoteInviteStore
+from peyvand.storage.to_device import ToDeviceStore
+
+
+@dataclass(frozen=True, slots=True)
+class Timeline:
+    event_store: EventStore
+    remote_invites: RemoteInviteStore
+    notifier: Notifier
+    state: StateService
+    index: RoomIndex
+    events: EventCreationService
+    dispatcher: EventDispatcher
+    writer: EventWriter
+
+
+async def build_timeline(config: Config, db: Database, signing_key: SigningKey) -> Timeline:
+    """Event creation and the group-committing writer, whose commits the dispatcher
+    announces to the room index, the notifier and the listeners added later."""
+    event_store = EventStore(db)
+    remote_invites = RemoteInviteStore(db)
+    notifier = Notifier(StreamToken(events=await event_store.get_max_stream_ordering()))
+    state = StateService(event_store, event_cache_size=config.caches.events)
+    index = RoomIndex(event_store, remote_invites)
+    dispatcher = EventDispatcher(config.server_name, state, index, notifier)
+    return Timeline(
+        event_store=event_store,
+        remote_invites=remote_invites,
+        notifier=notifier,
+        state=state,
+        index=index,
+        events=EventCreationService(config.server_name, signing_key, event_store, state),
+        dispatcher=dispatcher,
+        writer=EventWriter(db, event_store, dispatcher.on_persisted, dispatcher.on_failed),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Local:
+    accounts: AccountStore
+    auth: AuthService
+    account_data: AccountDataService
+    visibility: VisibilityService
+    typing: TypingService
+    presence: PresenceService
+    receipts: ReceiptService
+    push_rules: PushRulesService
+    push_actions: PushActionsService
+    sync_account_data: PushRulesAccountData
+    pushers: PusherService
+    to_device: ToDeviceService
+    device_lists: DeviceListService
+    e2e_keys: E2eKeysService
+
+
+def build_local(config: Config, db: Database, timeline: Timeline) -> Local:
+    """Accounts and devices, the sync streams beside the timeline, E2EE and push."""
+    server_name = config.server_name
+    state, notifier = timeline.state, timeline.notifier
+    accounts = AccountStore(db)
+    auth = AuthService(config, accounts)
+    account_data = AccountDataService(AccountDataStore(db), state, notifier)
+    presence = PresenceService(
+        server_name, timeline.index, state, notifier, enabled=config.presence.enabled
+    )
+    timeline.dispatcher.listeners.append(presence.on_persisted)
+    receipts = ReceiptService(ReceiptStore(db), account_data, state, notifier)
+
+    push_rules = PushRulesService(PushRuleStore(db))
+    push_actions = PushActionsService(server_name, PushActionStore(db), state, push_rules, receipts)
+    timeline.writer.add_pre_commit(push_actions.prepare)
+    pushers = PusherService(PusherStore(db))
+
+    to_device = ToDeviceService(server_name, ToDeviceStore(db), notifier)
+    device_lists = DeviceListService(
+        server_name, DeviceListStore(db), timeline.index, state, notifier
+    )
+    e2e_keys = E2eKeysService(server_name, E2eKeyStore(db), auth, device_lists.notify_user_changed)
+    auth.on_devices_deleted.append(to_device.on_devices_deleted)
+    auth.on_device_created.append(device_lists.on_device_created)
+    auth.on_device_renamed.append(device_lists.on_device_created)
+    auth.on_devices_deleted.append(pushers.on_devices_deleted)
+    auth.on_devices_deleted.append(e2e_keys.on_devices_deleted)
+    # Last: clients woken by the change must no longer see the deleted devices' keys.
+    auth.on_devices_deleted.append(device_lists.on_devices_deleted)
+    return Local(
+        accounts=accounts,
+        auth=auth,
+        account_data=account_data,
+        visibility=VisibilityService(state, account_data.ignored_users.of),
+        typing=TypingService(notifier, state),
+        presence=presence,
+        receipts=receipts,
+        push_rules=push_rules,
+        push_actions=push_actions,
+        sync_account_data=PushRulesAccountData(account_data, push_rules),
+        pushers=pushers,
+        to_device=to_device,
+        device_lists=device_lists,
+        e2e_keys=e2e_keys,
+    )

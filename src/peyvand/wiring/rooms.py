@@ -1,0 +1,127 @@
+"""Rooms: profiles (copied into member events), aliases and the directory, membership
+with its guest and policy-list checks, creation, state, upgrades and reads.
+
+Built in dependency order, so no service is ever half-wired: the policy lists' rules and
+the guest check exist before membership, and what joins (the policy-list follower) or
+leaves (guest removal) through membership comes after it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from peyvand.config import Config
+from peyvand.services.accounts.profile import ProfileService
+from peyvand.services.rooms.creation import RoomsService
+from peyvand.services.rooms.directory import DirectoryService
+from peyvand.services.rooms.guest_access import GuestAccess, GuestRemoval
+from peyvand.services.rooms.membership import MembershipService
+from peyvand.services.rooms.policy_list_follower import PolicyListFollower
+from peyvand.services.rooms.policy_lists import PolicyListService
+from peyvand.services.rooms.reads import RoomEventsService
+from peyvand.services.rooms.state_events import StateEventService
+from peyvand.services.rooms.upgrade import RoomUpgradeService
+from peyvand.storage.database import Database
+from peyvand.storage.directory import DirectoryStore
+from peyvand.storage.guests import GuestStore
+from peyvand.storage.rooms import RoomMemberStore
+from peyvand.wiring.federation import Remote
+from peyvand.wiring.local import Local, Timeline
+
+
+@dataclass(frozen=True, slots=True)
+class Rooms:
+    directory_store: DirectoryStore
+    guest_store: GuestStore
+    member_store: RoomMemberStore
+    profile: ProfileService
+    directory: DirectoryService
+    membership: MembershipService
+    guest_removal: GuestRemoval
+    policy_list_follower: PolicyListFollower
+    rooms: RoomsService
+    state_events: StateEventService
+    room_upgrade: RoomUpgradeService
+    room_events: RoomEventsService
+
+
+def build_rooms(
+    config: Config,
+    db: Database,
+    timeline: Timeline,
+    local: Local,
+    policy_lists: PolicyListService,
+    remote: Remote,
+) -> Rooms:
+    server_name = config.server_name
+    state, event_store, events = timeline.state, timeline.event_store, timeline.events
+    profile = ProfileService(
+        server_name, local.accounts, event_store, state, events, remote.profiles
+    )
+    directory_store = DirectoryStore(db)
+    directory = DirectoryService(
+        server_name,
+        directory_store,
+        event_store,
+        state,
+        events,
+        remote.alias_lookup,
+        remote.room_lists,
+    )
+    guest_store = GuestStore(db)
+    guest_access = GuestAccess(guest_store, state)
+    member_store = RoomMemberStore(db)
+    membership = MembershipService(
+        server_name,
+        events,
+        state,
+        member_store,
+        profile.profile_of,
+        remote.memberships,
+        policy_lists,
+        guest_access,
+    )
+    guest_removal = GuestRemoval(server_name, guest_store, state, guest_access, membership.leave)
+    timeline.dispatcher.listeners.append(guest_removal.on_persisted)
+    follower = PolicyListFollower(
+        policy_lists, local.accounts, membership.join, directory.get_alias
+    )
+    timeline.dispatcher.listeners.append(follower.on_persisted)
+    return Rooms(
+        directory_store=directory_store,
+        guest_store=guest_store,
+        member_store=member_store,
+        profile=profile,
+        directory=directory,
+        membership=membership,
+        guest_removal=guest_removal,
+        policy_list_follower=follower,
+        rooms=RoomsService(
+            server_name,
+            events,
+            event_store,
+            profile.profile_of,
+            directory.resolve_alias,
+            directory.create_alias_for_new_room,
+            policy_lists,
+            membership.invite,
+            federates=config.federation.enabled,
+        ),
+        state_events=StateEventService(events, state, membership, directory.get_alias),
+        room_upgrade=RoomUpgradeService(
+            server_name,
+            events,
+            state,
+            event_store,
+            directory_store,
+            local.push_rules,
+            local.account_data,
+            profile.profile_of,
+        ),
+        room_events=RoomEventsService(
+            event_store,
+            state,
+            local.visibility,
+            lambda: timeline.notifier.current_token.events,
+            remote.backfill,
+        ),
+    )
