@@ -97,7 +97,7 @@ class InvitePolicyService:
 
     async def set_policy(self, user_id: UserID, policy: str) -> None:
         """Record the user's choice. Opting in (``open``) does not release the held
-        invites by itself: ``FederationService.release_invites`` does."""
+        invites by itself: ``InviteInbox.release_invites`` does."""
         if policy not in INVITE_POLICIES:
             raise MatrixError(
                 Errcode.INVALID_PARAM, f"'policy' must be one of {', '.join(INVITE_POLICIES)}"
