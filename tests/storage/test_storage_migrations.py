@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from harness.postgres import PostgresCluster
+from peyvand.storage.forgotten_rooms import ForgottenRoomStore
 from peyvand.storage.migrations import available_migrations, run_migrations
 from peyvand.storage.postgres import PostgresDatabase
-from peyvand.storage.rooms import RoomMemberStore
 from peyvand.storage.sqlite import SqliteDatabase
 from peyvand.types import RoomID, UserID
 
@@ -194,6 +194,6 @@ async def test_a_database_from_before_shared_migrations_upgrades_cleanly(
         (row[0], row[1]) for row in recorded
     ]
 
-    store = RoomMemberStore(db)
+    store = ForgottenRoomStore(db)
     await store.set_forgotten(UserID("@alice:hs.test"), RoomID("!room:hs.test"), True)
     assert await store.get_forgotten(UserID("@alice:hs.test")) == {RoomID("!room:hs.test")}

@@ -22,8 +22,8 @@ from peyvand.services.rooms.state_events import StateEventService
 from peyvand.services.rooms.upgrade import RoomUpgradeService
 from peyvand.storage.database import Database
 from peyvand.storage.directory import DirectoryStore
+from peyvand.storage.forgotten_rooms import ForgottenRoomStore
 from peyvand.storage.guests import GuestStore
-from peyvand.storage.rooms import RoomMemberStore
 from peyvand.wiring.federation import Remote
 from peyvand.wiring.local import Local, Timeline
 
@@ -32,7 +32,7 @@ from peyvand.wiring.local import Local, Timeline
 class Rooms:
     directory_store: DirectoryStore
     guest_store: GuestStore
-    member_store: RoomMemberStore
+    member_store: ForgottenRoomStore
     profile: ProfileService
     directory: DirectoryService
     membership: MembershipService
@@ -69,7 +69,7 @@ def build_rooms(
     )
     guest_store = GuestStore(db)
     guest_access = GuestAccess(guest_store, state)
-    member_store = RoomMemberStore(db)
+    member_store = ForgottenRoomStore(db)
     membership = MembershipService(
         server_name,
         events,

@@ -15,9 +15,9 @@ from peyvand.services.rooms.policy_lists import PolicyListService
 from peyvand.services.rooms.restricted_joins import join_authoriser
 from peyvand.services.timeline.event_creation import Countersign, EventCreationService, EventSpec
 from peyvand.services.timeline.room_state import RoomSnapshot, StateService
+from peyvand.storage.forgotten_rooms import ForgottenRoomStore
 from peyvand.storage.models import StoredEvent
 from peyvand.storage.remote_invites import RemoteInvite
-from peyvand.storage.rooms import RoomMemberStore
 from peyvand.types import JsonDict, RoomID, UserID, is_valid_user_id, server_name_of
 
 ProfileLookup = Callable[[UserID], Awaitable[JsonDict]]
@@ -76,7 +76,7 @@ class MembershipService:
         server_name: str,
         events: EventCreationService,
         state: StateService,
-        store: RoomMemberStore,
+        store: ForgottenRoomStore,
         profile_of: ProfileLookup,
         federation: RemoteMemberships,
         policy_lists: PolicyListService,

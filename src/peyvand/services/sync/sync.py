@@ -32,9 +32,9 @@ from peyvand.services.sync.streams import Stream, StreamToken
 from peyvand.services.timeline.room_index import RoomIndex
 from peyvand.services.timeline.room_state import STRIPPED_STATE_TYPES, RoomSnapshot, StateService
 from peyvand.storage.events import EventStore
+from peyvand.storage.forgotten_rooms import ForgottenRoomStore
 from peyvand.storage.models import StoredEvent
 from peyvand.storage.remote_invites import RemoteInviteStore
-from peyvand.storage.rooms import RoomMemberStore
 from peyvand.types import DeviceID, EventID, JsonDict, RoomID, UserID
 
 # A room named by either of these has no heroes in its summary.
@@ -137,7 +137,7 @@ class SyncService:
     def __init__(
         self,
         store: EventStore,
-        member_store: RoomMemberStore,
+        member_store: ForgottenRoomStore,
         index: RoomIndex,
         state: StateService,
         room_events: RoomEventsService,

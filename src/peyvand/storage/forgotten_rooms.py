@@ -1,4 +1,4 @@
-"""Per-user room bookkeeping outside the event graph: forgotten rooms."""
+"""The rooms each user has forgotten (Client-Server API `/forget`)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from peyvand.storage.database import Database
 from peyvand.types import RoomID, UserID
 
 
-class RoomMemberStore:
+class ForgottenRoomStore:
     def __init__(self, db: Database) -> None:
         self._db = db
 
