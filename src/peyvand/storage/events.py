@@ -208,20 +208,6 @@ class EventStore:
         )
         return {RoomID(r[0]): (r[1], r[2]) for r in rows}
 
-    async def get_membership_events_for_user(
-        self, user_id: UserID, after: int, until: int
-    ) -> list[StoredEvent]:
-        """``user_id``'s own membership events in ``(after, until]``, oldest first."""
-        rows = await self._db.fetch(
-            f"SELECT {_EVENT_COLUMNS} FROM events WHERE state_key = $1"
-            " AND type = 'm.room.member' AND stream_ordering > $2 AND stream_ordering <= $3"
-            " ORDER BY stream_ordering",
-            user_id,
-            after,
-            until,
-        )
-        return await self._events_from_rows(rows)
-
     # -- current state and extremities ---------------------------------------------------
 
     async def get_current_state_ids(self, room_id: RoomID) -> dict[StateKey, EventID]:
