@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from peyvand.config import Config
 from peyvand.media.files import MediaFiles
 from peyvand.services.media.remote import RemoteMediaFetcher
+from peyvand.services.media.remote_cache import no_remote_media
 from peyvand.services.media.repository import MediaService
 from peyvand.services.media.url_preview import UrlPreviewService
 from peyvand.storage.database import Database
@@ -28,8 +29,11 @@ def build_media(config: Config, db: Database, transport: Transport) -> Media:
         config.media,
         MediaStore(db),
         files,
+        remote_fetch=(
+            RemoteMediaFetcher(transport.requests, files).fetch
+            if config.federation.enabled
+            else no_remote_media
+        ),
         admin_contact=config.admin_contact,
     )
-    if config.federation.enabled:
-        media.use_remote(RemoteMediaFetcher(transport.client, files).fetch)
     return Media(files, media, UrlPreviewService(config.media, media))

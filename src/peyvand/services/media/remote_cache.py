@@ -26,21 +26,28 @@ RemoteFetch = Callable[[str, str, int], Awaitable[RemoteContent]]
 """(origin, media ID, max size) -> the content, or RemoteMediaError."""
 
 
+async def no_remote_media(origin: str, media_id: str, max_size: int) -> RemoteContent:
+    """``RemoteFetch`` where federation is off: other servers' media is not available."""
+    raise MatrixError(Errcode.NOT_FOUND, "Remote media is not available")
+
+
 class RemoteMediaCache:
     def __init__(
-        self, config: MediaConfig, store: MediaStore, files: MediaFiles, content: MediaContent
+        self,
+        config: MediaConfig,
+        store: MediaStore,
+        files: MediaFiles,
+        content: MediaContent,
+        fetch: RemoteFetch,
     ) -> None:
+        """Other servers' media is fetched with ``fetch`` (federation)."""
         self._config = config
         self._store = store
         self._files = files
         self._content = content
-        self._fetch: RemoteFetch | None = None
+        self._fetch = fetch
         self._fetches: dict[MediaKey, asyncio.Future[MediaRow]] = {}
         self._slots = asyncio.Semaphore(_REMOTE_CONCURRENCY)
-
-    def use_remote(self, fetch: RemoteFetch) -> None:
-        """Fetch other servers' media with ``fetch`` (federation) and cache it here."""
-        self._fetch = fetch
 
     async def row(self, origin: str, media_id: str) -> MediaRow:
         """The row of another server's media: from the cache, else fetched once (concurrent
@@ -48,8 +55,6 @@ class RemoteMediaCache:
         row = await self._store.get(origin, media_id)
         if row is not None:
             return row
-        if self._fetch is None:
-            raise MatrixError(Errcode.NOT_FOUND, "Remote media is not available")
         key = (origin, media_id)
         running = self._fetches.get(key)
         if running is None:
@@ -59,7 +64,6 @@ class RemoteMediaCache:
         return await asyncio.shield(running)
 
     async def _cache(self, origin: str, media_id: str) -> MediaRow:
-        assert self._fetch is not None
         async with self._slots:
             try:
                 content = await self._fetch(origin, media_id, self._config.max_upload_size)

@@ -24,7 +24,7 @@ from peyvand.services.media.deletion import MediaDeletion
 from peyvand.services.media.downloads import Download, Downloads
 from peyvand.services.media.janitor import MediaJanitor
 from peyvand.services.media.quarantine import Quarantine
-from peyvand.services.media.remote_cache import RemoteFetch, RemoteMediaCache
+from peyvand.services.media.remote_cache import RemoteFetch, RemoteMediaCache, no_remote_media
 from peyvand.services.media.reservations import Created, Reservations
 from peyvand.services.media.thumbnails import Thumbnails
 from peyvand.services.media.uploads import Uploads
@@ -40,9 +40,12 @@ class MediaService:
         store: MediaStore,
         files: MediaFiles,
         *,
+        remote_fetch: RemoteFetch = no_remote_media,
         admin_contact: str | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        """Other servers' media is fetched with ``remote_fetch`` (federation; by default
+        none is available)."""
         self._files = files
         content = MediaContent(store, files, clock)
         self.reservations = Reservations(server_name, config, store, content)
@@ -55,7 +58,7 @@ class MediaService:
             reservations=self.reservations,
             admin_contact=admin_contact,
         )
-        self.remote = RemoteMediaCache(config, store, files, content)
+        self.remote = RemoteMediaCache(config, store, files, content, remote_fetch)
         self.access = AccessTimes(store, content)
         self.downloads = Downloads(
             server_name,
@@ -83,10 +86,6 @@ class MediaService:
         await self.janitor.stop()
         await self.thumbnails.stop()
         await self.access.flush()
-
-    def use_remote(self, fetch: RemoteFetch) -> None:
-        """Fetch other servers' media with ``fetch`` (federation) and cache it here."""
-        self.remote.use_remote(fetch)
 
     # -- uploads -------------------------------------------------------------------------
 
