@@ -4,11 +4,10 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from harness.client import Account, MatrixClient, Response
-from harness.sync import sync_since
+from harness.sync import LongPoll, sync_since
 
 
 def assert_error(response: Response, status: int, errcode: str) -> None:
@@ -70,10 +69,10 @@ async def test_change_wakes_a_waiting_sync(client: MatrixClient) -> None:
     alice, bob = await client.register(), await client.register()
     await shared_room(client, alice, bob)
     token = await token_of(client, alice)
-    waiting = asyncio.create_task(sync_since(client, alice, token, timeout_ms=10_000))
-    await asyncio.sleep(0.2)
+    waiting = await LongPoll.start(sync_since(client, alice, token, timeout_ms=10_000), 10)
+    waiting.assert_waiting()
     await client.login(bob.user_id)
-    response = await asyncio.wait_for(waiting, 5)
+    response = await waiting.woken()
     assert changed(response) == [bob.user_id]
 
 

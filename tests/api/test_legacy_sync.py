@@ -4,10 +4,9 @@ peeking_events.yaml; "Room History Visibility")."""
 
 from __future__ import annotations
 
-import asyncio
-
 from harness.client import Account, MatrixClient
 from harness.rooms import create_room, say
+from harness.sync import LongPoll
 
 
 async def set_visibility(client: MatrixClient, room_id: str, account: Account, value: str) -> str:
@@ -97,14 +96,13 @@ async def test_events_stream_pages_in_order_and_waits(client: MatrixClient) -> N
             break
     assert seen == sent
 
-    async def later() -> str:
-        await asyncio.sleep(0.3)
-        return await say(client, room_id, alice, "wake")
-
-    waited, woken_by = await asyncio.gather(
+    waiting = await LongPoll.start(
         client.request("GET", "events", token=alice, params={"from": token, "timeout": "10000"}),
-        later(),
+        10,
     )
+    waiting.assert_waiting()
+    woken_by = await say(client, room_id, alice, "wake")
+    waited = await waiting.woken()
     assert woken_by in [e["event_id"] for e in waited.ok()["chunk"]]
 
 

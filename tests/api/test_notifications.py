@@ -9,7 +9,7 @@ from typing import Any
 
 from harness.client import Account, MatrixClient
 from harness.rooms import shared_room
-from harness.sync import sync_since
+from harness.sync import LongPoll, sync_since
 
 _txn = itertools.count(1)
 
@@ -121,9 +121,13 @@ async def test_push_rules_in_initial_sync_and_after_a_change(client: MatrixClien
     assert rules["global"]["override"][0]["rule_id"] == ".m.rule.master"
     assert rules["global"]["override"][0]["enabled"] is False
 
-    (await client.request("PUT", MASTER_ENABLED, json={"enabled": True}, token=alice)).ok()
     # The change wakes a waiting sync and arrives in it.
-    response = await sync_since(client, alice, response["next_batch"], timeout_ms=10_000)
+    waiting = await LongPoll.start(
+        sync_since(client, alice, response["next_batch"], timeout_ms=10_000), 10
+    )
+    waiting.assert_waiting()
+    (await client.request("PUT", MASTER_ENABLED, json={"enabled": True}, token=alice)).ok()
+    response = await waiting.woken()
     rules = global_account_data(response, "m.push_rules")
     assert rules is not None
     assert rules["global"]["override"][0]["enabled"] is True

@@ -14,6 +14,7 @@ import pytest
 from harness.client import Account, MatrixClient
 from harness.rooms import shared_room
 from harness.server import start_homeserver
+from harness.sync import LongPoll
 
 
 async def sync(
@@ -92,14 +93,15 @@ async def test_sync_reports_presence_of_room_members_only(client: MatrixClient) 
     stranger_token = (await sync(client, stranger))["next_batch"]
 
     # A waiting sync of bob's wakes for alice's change; the stranger's does not.
-    waiting = asyncio.ensure_future(sync(client, bob, token, timeout_ms=10_000))
     stranger_waiting = asyncio.ensure_future(
         sync(client, stranger, stranger_token, timeout_ms=1_500)
     )
-    await asyncio.sleep(0.3)
+    waiting = await LongPoll.start(sync(client, bob, token, timeout_ms=10_000), 10)
+    waiting.assert_waiting()
+    assert not stranger_waiting.done()
     await put_status(client, alice, "unavailable", "away")
     await put_status(client, alice, "online", "back")
-    woken = await asyncio.wait_for(waiting, 10)
+    woken = await waiting.woken()
     seen = presence_of(woken)
     assert seen[alice.user_id]["presence"] in ("unavailable", "online")
     assert alice.user_id not in presence_of(await stranger_waiting)

@@ -16,7 +16,7 @@ import pytest
 from harness.client import Account, MatrixClient, Response, new_session
 from harness.rooms import create_room, say
 from harness.server import HomeserverProcess
-from harness.sync import sync
+from harness.sync import LongPoll, sync
 
 _txn = itertools.count()
 
@@ -610,14 +610,13 @@ async def test_sync_long_poll_wakes_on_message_and_times_out_empty(
     assert 0.6 <= elapsed < 5, elapsed
     assert room_id not in empty["rooms"]["join"]
 
-    async def send_later() -> str:
-        await asyncio.sleep(0.3)
-        return await say(client, room_id, alice, "wake up")
-
     started = time.monotonic()
-    woken, message = await asyncio.gather(
-        sync(client, bob, since=empty["next_batch"], timeout="20000"), send_later()
+    waiting = await LongPoll.start(
+        sync(client, bob, since=empty["next_batch"], timeout="20000"), 20
     )
+    waiting.assert_waiting()
+    message = await say(client, room_id, alice, "wake up")
+    woken = await waiting.woken()
     elapsed = time.monotonic() - started
     assert elapsed < 5, f"long-poll did not return early: {elapsed:.1f} s"
     events = woken["rooms"]["join"][room_id]["timeline"]["events"]

@@ -9,7 +9,7 @@ from typing import Any
 
 from harness.client import Account, MatrixClient, Response, new_session, unique_localpart
 from harness.server import HomeserverProcess
-from harness.sync import sync_since
+from harness.sync import LongPoll, sync_since
 
 TYPE = "org.example.ping"
 
@@ -130,10 +130,10 @@ async def test_transaction_ids_are_idempotent(client: MatrixClient) -> None:
 async def test_sync_wakes_on_a_message(client: MatrixClient) -> None:
     alice, bob = await client.register(), await client.register()
     token = (await sync_since(client, bob))["next_batch"]
-    waiting = asyncio.create_task(sync_since(client, bob, token, timeout_ms=10_000))
-    await asyncio.sleep(0.2)
+    waiting = await LongPoll.start(sync_since(client, bob, token, timeout_ms=10_000), 10)
+    waiting.assert_waiting()
     (await send(client, alice, {bob.user_id: {bob.device_id: {"wake": True}}}, "w")).ok()
-    response = await asyncio.wait_for(waiting, 5)
+    response = await waiting.woken()
     assert [e["content"] for e in to_device(response)] == [{"wake": True}]
 
 

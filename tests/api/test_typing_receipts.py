@@ -4,12 +4,11 @@ unread markers")."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from harness.client import MatrixClient, Response
 from harness.rooms import say, shared_room
-from harness.sync import sync_since
+from harness.sync import LongPoll, sync_since
 
 
 def assert_error(response: Response, status: int, errcode: str) -> None:
@@ -51,11 +50,11 @@ async def test_typing_appears_in_sync_and_stops(client: MatrixClient) -> None:
 async def test_typing_wakes_a_waiting_sync(client: MatrixClient) -> None:
     alice, bob, room_id = await shared_room(client)
     token = (await sync_since(client, bob))["next_batch"]
-    waiting = asyncio.create_task(sync_since(client, bob, token, timeout_ms=20_000))
-    await asyncio.sleep(0.3)
+    waiting = await LongPoll.start(sync_since(client, bob, token, timeout_ms=20_000), 20)
     typing = f"rooms/{room_id}/typing/{alice.user_id}"
+    waiting.assert_waiting()
     (await client.request("PUT", typing, json={"typing": True, "timeout": 5000}, token=alice)).ok()
-    response = await asyncio.wait_for(waiting, 10)
+    response = await waiting.woken()
     assert ephemeral(response, room_id, "m.typing") == {
         "type": "m.typing",
         "content": {"user_ids": [alice.user_id]},
