@@ -25,14 +25,9 @@ from peyvand.events.signing import (
     verify_json_signature,
     verify_key_base64,
 )
-from peyvand.federation.keyring import (
-    KEY_QUERY_PATH,
-    KEY_SERVER_PATH,
-    MAX_KEY_VALIDITY_MS,
-    NEGATIVE_CACHE_MS,
-    Keyring,
-)
+from peyvand.federation.keyring import MAX_KEY_VALIDITY_MS, NEGATIVE_CACHE_MS, Keyring
 from peyvand.federation.request_auth import authorization_header, parse_authorization
+from peyvand.federation.transport import KEY_QUERY_PATH, KEY_SERVER_PATH
 from peyvand.storage.migrations import run_migrations
 from peyvand.storage.server_keys import ServerKeyStore
 from peyvand.storage.sqlite import SqliteDatabase
@@ -132,29 +127,23 @@ class FakeNetwork:
     def posts(self, destination: str) -> int:
         return self.calls.count(("POST", destination, KEY_QUERY_PATH))
 
-    async def get_json(self, destination: str, path: str, *, signed: bool = True) -> Any:
-        assert not signed, "key requests are not signed"
-        self.calls.append(("GET", destination, path))
+    async def get_server_keys(self, destination: str) -> Any:
+        self.calls.append(("GET", destination, KEY_SERVER_PATH))
         if self.gate is not None:
             await self.gate.wait()
         await asyncio.sleep(0)
         server = self.servers.get(destination)
         if server is None or not server.reachable:
             raise ConnectionError(f"{destination} unreachable")
-        assert path == KEY_SERVER_PATH
         return server.respond() if server.respond is not None else server.document()
 
-    async def post_json(
-        self, destination: str, path: str, body: Any, *, signed: bool = True
-    ) -> Any:
-        assert not signed, "key requests are not signed"
-        self.calls.append(("POST", destination, path))
+    async def query_server_keys(self, destination: str, body: JsonDict) -> Any:
+        self.calls.append(("POST", destination, KEY_QUERY_PATH))
         self.bodies.append(body)
         await asyncio.sleep(0)
         server = self.servers.get(destination)
         if server is None or not server.reachable or server.answer_query is None:
             raise ConnectionError(f"{destination} does not answer key queries")
-        assert path == KEY_QUERY_PATH
         return {"server_keys": server.answer_query(body)}
 
 

@@ -53,18 +53,16 @@ class FakeTransport:
     in_flight: dict[str, int] = field(default_factory=dict)
     max_in_flight: dict[str, int] = field(default_factory=dict)
 
-    async def put_json(
+    async def send_transaction(
         self,
         destination: str,
-        path: str,
+        txn_id: str,
         body: Any,
         *,
-        timeout: float | None = None,  # noqa: ASYNC109 (the FederationClient signature)
+        timeout: float | None = None,  # noqa: ASYNC109 (the FederationTransport signature)
     ) -> Any:
-        prefix = "/_matrix/federation/v1/send/"
-        assert path.startswith(prefix)
         assert timeout is not None
-        attempt = Attempt(destination, path[len(prefix) :], body, now())
+        attempt = Attempt(destination, txn_id, body, now())
         self.attempts.append(attempt)
         self.in_flight[destination] = self.in_flight.get(destination, 0) + 1
         self.max_in_flight[destination] = max(

@@ -53,9 +53,6 @@ from peyvand.types import JsonDict, is_valid_server_name
 
 logger = logging.getLogger(__name__)
 
-KEY_SERVER_PATH: Final = "/_matrix/key/v2/server"
-KEY_QUERY_PATH: Final = "/_matrix/key/v2/query"
-
 # Room versions 5+: a key is never trusted for longer than this after it was fetched.
 MAX_KEY_VALIDITY_MS: Final = 7 * 24 * 3600 * 1000
 # How long a server that did not answer, or a key nobody had, is left alone.
@@ -71,14 +68,12 @@ _KEY_PREFIX: Final = f"{ED25519}:"
 
 
 class KeyFetcher(Protocol):
-    """The federation HTTP client, as far as the key ring needs it: parsed JSON of a
+    """``FederationTransport``, as far as the key ring needs it: parsed JSON of a
     response, or an exception for anything else (unreachable, timeout, non-2xx, not JSON)."""
 
-    async def get_json(self, destination: str, path: str, *, signed: bool = ...) -> Any: ...
+    async def get_server_keys(self, server: str) -> Any: ...
 
-    async def post_json(
-        self, destination: str, path: str, body: Any, *, signed: bool = ...
-    ) -> Any: ...
+    async def query_server_keys(self, notary: str, body: JsonDict) -> Any: ...
 
 
 class InvalidKeyResponse(ValueError):
@@ -397,9 +392,7 @@ class Keyring:
         """Ask ``server`` itself, then (if allowed) each notary until every key is found."""
         if self._unreachable.get(server, 0) <= self._now_ms():
             try:
-                response = await self._call(
-                    lambda: self._fetcher.get_json(server, KEY_SERVER_PATH, signed=False)
-                )
+                response = await self._call(lambda: self._fetcher.get_server_keys(server))
                 checked = _check_key_response(server, response, self._now_ms())
             except Exception as exc:
                 logger.info("Could not fetch the keys of %s: %s", server, exc)
@@ -438,9 +431,7 @@ class Keyring:
                 server: {kid: {"minimum_valid_until_ts": ts} for kid, ts in key_ids.items()}
             }
         }
-        response = await self._call(
-            lambda: self._fetcher.post_json(notary, KEY_QUERY_PATH, body, signed=False)
-        )
+        response = await self._call(lambda: self._fetcher.query_server_keys(notary, body))
         entries = response.get("server_keys") if isinstance(response, Mapping) else None
         if not isinstance(entries, list):
             raise InvalidKeyResponse("no server_keys array")

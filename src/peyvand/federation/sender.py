@@ -34,7 +34,6 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
-from urllib.parse import quote
 
 from peyvand.storage.federation_outbox import FederationOutboxStore, OutboxRow
 from peyvand.types import JsonDict
@@ -53,16 +52,16 @@ PduLoader = Callable[[Sequence[str]], Awaitable[Mapping[str, JsonDict]]]
 
 
 class TransactionTransport(Protocol):
-    """How transactions leave: ``FederationClient.put_json`` (signed, with discovery).
-    Raises on anything but a 2xx answer, including an unreachable destination."""
+    """How transactions leave: ``FederationTransport.send_transaction`` (signed, with
+    discovery). Raises on anything but a 2xx answer, including an unreachable destination."""
 
-    async def put_json(
+    async def send_transaction(
         self,
         destination: str,
-        path: str,
-        body: Any,
+        txn_id: str,
+        body: JsonDict,
         *,
-        timeout: float | None = None,  # noqa: ASYNC109 (FederationClient.put_json)
+        timeout: float | None = None,  # noqa: ASYNC109 (FederationTransport.send_transaction)
     ) -> Any: ...
 
 
@@ -493,11 +492,10 @@ class FederationSender:
     async def _attempt(self, destination: _Destination, txn: _Transaction) -> None:
         name = destination.name
         destination.last_attempt = asyncio.get_running_loop().time()
-        path = f"/_matrix/federation/v1/send/{quote(txn.txn_id, safe='')}"
         try:
             async with asyncio.timeout(self._request_timeout):
-                response = await self._transport.put_json(
-                    name, path, txn.body, timeout=self._request_timeout
+                response = await self._transport.send_transaction(
+                    name, txn.txn_id, txn.body, timeout=self._request_timeout
                 )
         except Exception as exc:
             self._failed(destination, txn, exc)

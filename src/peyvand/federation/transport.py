@@ -10,7 +10,7 @@ for a non-2xx answer); a remote media download raises ``MediaDownloadError``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Final, TypeVar
 from urllib.parse import quote
 
@@ -74,7 +74,7 @@ class FederationTransport:
     # --- Joining, leaving, knocking, inviting -----------------------------------------------
 
     async def make_join(
-        self, destination: str, room_id: RoomID, user_id: UserID, versions: Sequence[str]
+        self, destination: str, room_id: RoomID, user_id: UserID, versions: Iterable[str]
     ) -> Any:
         """``GET /_matrix/federation/v1/make_join/{roomId}/{userId}?ver=...``: the template."""
         path = f"{FEDERATION_V1}/make_join/{_segment(room_id)}/{_segment(user_id)}"
@@ -101,7 +101,7 @@ class FederationTransport:
         return await self._client.put_json(destination, path, pdu)
 
     async def make_knock(
-        self, destination: str, room_id: RoomID, user_id: UserID, versions: Sequence[str]
+        self, destination: str, room_id: RoomID, user_id: UserID, versions: Iterable[str]
     ) -> Any:
         """``GET /_matrix/federation/v1/make_knock/{roomId}/{userId}?ver=...``: the
         template and its ``room_version``."""

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Any
-from urllib.parse import quote
 
 from peyvand.config import Config
 from peyvand.events.signing import SigningKey
@@ -17,6 +15,7 @@ from peyvand.federation.discovery import ServerResolver
 from peyvand.federation.keyring import Keyring
 from peyvand.federation.policy import ServerPolicy
 from peyvand.federation.sender import FederationSender
+from peyvand.federation.transport import FederationTransport
 from peyvand.services.accounts.profile import RemoteProfileQuery, no_remote_profiles
 from peyvand.services.federation.edus import FederationEdus
 from peyvand.services.federation.invite_policy import InvitePolicyService
@@ -46,7 +45,7 @@ from peyvand.storage.federation_outbox import FederationOutboxStore
 from peyvand.storage.remote_devices import RemoteDeviceStore
 from peyvand.storage.remote_invites import InvitePolicyStore
 from peyvand.storage.server_keys import ServerKeyStore
-from peyvand.types import JsonDict, RoomID, UserID
+from peyvand.types import RoomID, UserID
 from peyvand.wiring.local import Local, Timeline
 
 
@@ -55,6 +54,7 @@ class Transport:
     policy: ServerPolicy
     resolver: ServerResolver
     client: FederationClient
+    requests: FederationTransport
     keyring: Keyring
     outbox: FederationOutboxStore
     sender: FederationSender
@@ -73,16 +73,18 @@ def build_transport(
         policy=policy,
         test_network=federation.test_network,
     )
+    requests = FederationTransport(client)
     outbox = FederationOutboxStore(db)
     return Transport(
         policy=policy,
         resolver=resolver,
         client=client,
+        requests=requests,
         keyring=Keyring(
             config.server_name,
             signing_key,
             ServerKeyStore(db),
-            client,
+            requests,
             trusted_key_servers=federation.trusted_key_servers,
             key_validity_period_ms=federation.key_validity_period * 1000,
         ),
@@ -90,7 +92,7 @@ def build_transport(
         sender=FederationSender(
             config.server_name,
             outbox,
-            client,
+            requests,
             functools.partial(load_federation_pdus, state),
             allows=policy.allows,
         ),
@@ -176,7 +178,7 @@ def build_federation(
         RemoteJoiner(
             server_name,
             signing_key,
-            client,
+            transport.requests,
             state,
             event_store,
             check_signatures,
@@ -197,14 +199,6 @@ def build_federation(
     if not config.federation.enabled:
         return Federation(federation, invite_policy, None, unfederated())
 
-    async def fetch_user_devices(destination: str, user_id: UserID) -> Any:
-        path = f"/_matrix/federation/v1/user/devices/{quote(user_id, safe='')}"
-        return await client.get_json(destination, path, timeout=10)
-
-    async def claim_remote_keys(destination: str, body: JsonDict) -> Any:
-        path = "/_matrix/federation/v1/user/keys/claim"
-        return await client.post_json(destination, path, body, timeout=10)
-
     edus = FederationEdus(
         server_name,
         state,
@@ -216,14 +210,14 @@ def build_federation(
         local.device_lists,
         local.e2e_keys,
         RemoteDeviceStore(db),
-        fetch_user_devices=fetch_user_devices,
-        claim_keys=claim_remote_keys,
+        fetch_user_devices=functools.partial(transport.requests.get_user_devices, timeout=10),
+        claim_keys=functools.partial(transport.requests.claim_keys, timeout=10),
         presence=local.presence,
     )
     federation.use_edus(edus)
     timeline.writer.add_pre_commit(federation.prepare_outbound)
     timeline.dispatcher.listeners.append(federation.on_persisted)
-    queries = RemoteQueries(client, federation.allows)
+    queries = RemoteQueries(transport.requests, federation.allows)
     remote = Remote(
         memberships=federation,
         backfill=handler.backfill,

@@ -29,7 +29,7 @@ from peyvand.events.pdu import Pdu, StateKey
 from peyvand.events.received import parse_pdu
 from peyvand.events.room_versions import ROOM_V10, ROOM_V12, RoomVersion
 from peyvand.events.signing import generate_signing_key
-from peyvand.federation.client import FederationClient
+from peyvand.federation.transport import FederationTransport
 from peyvand.services.federation.outbound_join import RemoteJoiner
 from peyvand.services.federation.received_events import FederationEventHandler
 from peyvand.services.sync.notifier import Notifier
@@ -323,7 +323,7 @@ async def _receiver(path: Path, server_name: str = "c.test") -> AsyncIterator[Re
     joiner = RemoteJoiner(
         server_name,
         KEYS["c.test"],
-        cast(FederationClient, None),
+        cast(FederationTransport, None),
         state,
         store,
         _all_valid,

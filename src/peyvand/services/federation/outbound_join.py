@@ -14,7 +14,6 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
-from urllib.parse import quote
 
 from peyvand.errors import Errcode, MatrixError
 from peyvand.events.auth import AuthError, check_auth_events_list, check_auth_rules
@@ -24,7 +23,8 @@ from peyvand.events.pdu import Pdu, StateKey
 from peyvand.events.received import InvalidPdu, check_content_hash_or_redact, parse_pdu
 from peyvand.events.room_versions import KNOWN_ROOM_VERSIONS, RoomVersion
 from peyvand.events.signing import SigningKey
-from peyvand.federation.client import FederationClient, FederationHttpError
+from peyvand.federation.client import FederationHttpError
+from peyvand.federation.transport import FederationTransport
 from peyvand.services.federation.errors import join_refusal
 from peyvand.services.timeline.room_state import RoomSnapshot, StateService
 from peyvand.storage.events import EventStore
@@ -42,7 +42,7 @@ class RemoteJoiner:
         self,
         server_name: str,
         signing_key: SigningKey,
-        client: FederationClient,
+        transport: FederationTransport,
         state: StateService,
         store: EventStore,
         check_signatures: SignatureCheck,
@@ -53,7 +53,7 @@ class RemoteJoiner:
     ) -> None:
         self._server_name = server_name
         self._signing_key = signing_key
-        self._client = client
+        self._transport = transport
         self._state = state
         self._store = store
         self._check_signatures = check_signatures
@@ -90,12 +90,7 @@ class RemoteJoiner:
     async def _join_via(
         self, server: str, room_id: RoomID, user_id: UserID, content: JsonDict
     ) -> None:
-        path_room = quote(room_id, safe="")
-        template = await self._client.get_json(
-            server,
-            f"/_matrix/federation/v1/make_join/{path_room}/{quote(user_id, safe='')}",
-            query={"ver": list(KNOWN_ROOM_VERSIONS)},
-        )
+        template = await self._transport.make_join(server, room_id, user_id, KNOWN_ROOM_VERSIONS)
         version = self._version(template)
         event = template.get("event")
         if not isinstance(event, dict):
@@ -119,11 +114,7 @@ class RemoteJoiner:
             )
         except (EventTooLargeError, ValueError) as exc:
             raise ValueError(f"bad join template: {exc}") from exc
-        answer = await self._client.put_json(
-            server,
-            f"/_matrix/federation/v2/send_join/{path_room}/{quote(join.event_id, safe='')}",
-            dict(join.data),
-        )
+        answer = await self._transport.send_join(server, room_id, join.event_id, dict(join.data))
         if not isinstance(answer, dict):
             raise ValueError("send_join gave no object")
         signed = answer.get("event")

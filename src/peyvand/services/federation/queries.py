@@ -6,14 +6,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Final
 
 from peyvand.errors import Errcode, MatrixError
-from peyvand.federation.client import FederationClient, FederationError, FederationHttpError
+from peyvand.federation.client import FederationError, FederationHttpError
+from peyvand.federation.transport import FederationTransport
 from peyvand.services.federation.errors import refusal
 from peyvand.types import JsonDict, UserID, server_name_of
 
-_V1: Final = "/_matrix/federation/v1"
 _QUERY_TIMEOUT: Final = 10.0  # seconds: a client waits on the answer
 PROFILE_FIELDS: Final = ("displayname", "avatar_url")
 
@@ -22,8 +22,8 @@ class RemoteQueries:
     """Typed ``/query/profile`` and ``/publicRooms`` requests to other servers; ``allows``
     says whether this server federates with a server."""
 
-    def __init__(self, client: FederationClient, allows: Callable[[str], bool]) -> None:
-        self._client = client
+    def __init__(self, transport: FederationTransport, allows: Callable[[str], bool]) -> None:
+        self._transport = transport
         self._allows = allows
 
     async def profile(self, user_id: UserID) -> JsonDict:
@@ -34,12 +34,7 @@ class RemoteQueries:
         if not self._allows(server):
             raise MatrixError(Errcode.NOT_FOUND, "Profile was not found")
         try:
-            answer = await self._client.get_json(
-                server,
-                f"{_V1}/query/profile",
-                query={"user_id": user_id},
-                timeout=_QUERY_TIMEOUT,
-            )
+            answer = await self._transport.query_profile(server, user_id, timeout=_QUERY_TIMEOUT)
         except FederationHttpError as exc:
             if exc.status in (403, 404):
                 raise refusal(exc) from exc
@@ -107,28 +102,15 @@ class RemoteQueries:
         third_party_instance_id: str | None,
     ) -> JsonDict:
         """One request for a page: POST with a filter, GET without."""
-        path = f"{_V1}/publicRooms"
-        if search_filter is not None:
-            body: JsonDict = {"include_all_networks": include_all_networks}
-            if third_party_instance_id is not None:
-                body["third_party_instance_id"] = third_party_instance_id
-            if limit:
-                body["limit"] = limit
-            if since is not None:
-                body["since"] = since
-            body["filter"] = search_filter
-            answer: Any = await self._client.post_json(server, path, body, timeout=_QUERY_TIMEOUT)
-        else:
-            query: dict[str, str] = {
-                "include_all_networks": "true" if include_all_networks else "false"
-            }
-            if third_party_instance_id is not None:
-                query["third_party_instance_id"] = third_party_instance_id
-            if limit:
-                query["limit"] = str(limit)
-            if since is not None:
-                query["since"] = since
-            answer = await self._client.get_json(server, path, query=query, timeout=_QUERY_TIMEOUT)
+        answer = await self._transport.public_rooms(
+            server,
+            limit=limit,
+            since=since,
+            search_filter=search_filter,
+            include_all_networks=include_all_networks,
+            third_party_instance_id=third_party_instance_id,
+            timeout=_QUERY_TIMEOUT,
+        )
         if not isinstance(answer, dict) or not isinstance(answer.get("chunk"), list):
             raise MatrixError(Errcode.UNKNOWN, "Failed to fetch room list", status=502)
         return _room_list(answer)
