@@ -34,6 +34,7 @@ from harness.client import Account, MatrixClient, new_session, unique_localpart
 from harness.database import query
 from harness.postgres import PostgresCluster
 from harness.server import HomeserverProcess, start_homeserver
+from harness.sync import LongPoll
 from peyvand.api.media import content_repo
 from peyvand.config import MediaConfig
 from peyvand.errors import Errcode, MatrixError
@@ -454,16 +455,16 @@ async def test_create_then_upload_and_a_waiting_download(
     status, _, body = await _get(http, url, bob, params={"timeout_ms": "0"})
     assert (status, _errcode(body)) == (504, "M_NOT_YET_UPLOADED")
 
-    waiting = asyncio.create_task(_get(http, url, bob, params={"timeout_ms": "10000"}))
-    await asyncio.sleep(0.2)
+    waiting = await LongPoll.start(_get(http, url, bob, params={"timeout_ms": "10000"}), 10)
     put_url = f"{media_server.base_url}/_matrix/media/v3/upload/{origin}/{media_id}"
     auth = {"Authorization": f"Bearer {bob.access_token}", "Content-Type": "text/plain"}
     async with http.put(put_url, data=b"late", headers=auth) as response:
         assert (response.status, (await response.json())["errcode"]) == (403, "M_FORBIDDEN")
     auth["Authorization"] = f"Bearer {alice.access_token}"
+    waiting.assert_waiting()  # the refused upload woke nobody
     async with http.put(put_url, data=b"late content", headers=auth) as response:
         assert (response.status, await response.json()) == (200, {})
-    status, headers, body = await waiting
+    status, headers, body = await waiting.woken()
     assert (status, body) == (200, b"late content")
     assert headers["Content-Type"].startswith("text/plain")
     async with http.put(put_url, data=b"again", headers=auth) as response:
@@ -1218,6 +1219,7 @@ async def test_waiters_are_woken_by_deletes_and_expiry_and_never_leak(
         key = ("hs.test", media_id)
         # One entry for the key, counting two waiters.
         await _eventually(functools.partial(_waiting, service, key, 2))
+        assert not any(task.done() for task in waiting)
         if remove == "delete":
             await service.delete([("hs.test", media_id)])
         else:
