@@ -336,6 +336,8 @@ async def test_wake_retries_at_once(world: World, caplog: pytest.LogCaptureFixtu
         # Attempts at 0, 0.05, 0.15, 0.35, 0.75; the next would be at 1.55.
         await wait_until(lambda: len(world.transport.attempts) == 5)
         await asyncio.sleep(0.1)
+        # Still backing off: the sixth attempt is due only at 1.55.
+        assert len(world.transport.attempts) == 5 and not world.transport.delivered(ONE)
         woken_at = now()
         sender.wake(ONE)
         await wait_until(lambda: len(world.transport.delivered(ONE)) == 1, within=0.3)
