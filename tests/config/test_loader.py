@@ -9,6 +9,7 @@ import pytest
 
 from peyvand.config.loader import ConfigError, load_config, render_config
 from peyvand.config.model import Config, DatabaseConfig, RateLimitConfig, RegistrationConfig
+from peyvand.types import ServerName
 
 MINIMAL = """
 server_name = "example.org"
@@ -41,7 +42,7 @@ def test_minimal_config_gets_defaults_and_resolved_paths(tmp_path: Path) -> None
 
 def test_render_then_load_round_trips(tmp_path: Path) -> None:
     config = Config(
-        server_name="example.org",
+        server_name=ServerName("example.org"),
         data_dir=tmp_path,
         signing_key_path=tmp_path / "keys" / "signing.key",
         database=DatabaseConfig("postgresql://peyvand@127.0.0.1:5432/peyvand"),

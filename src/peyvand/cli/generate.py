@@ -18,6 +18,7 @@ from peyvand.config.model import (
     RegistrationConfig,
 )
 from peyvand.events.signing import format_signing_keys, generate_signing_key
+from peyvand.types import ServerName
 
 CONFIG_FILE_NAME = "peyvand.toml"
 SIGNING_KEY_FILE_NAME = "signing.key"
@@ -79,7 +80,7 @@ def generate_config(options: GenerateOptions) -> Path:
             test_network=options.test_network,
         )
     config = Config(
-        server_name=server_name,
+        server_name=ServerName(server_name),
         data_dir=data_dir,
         signing_key_path=data_dir / SIGNING_KEY_FILE_NAME,
         database=DatabaseConfig(

@@ -337,6 +337,8 @@ def _convert(hint: Any, value: Any, *, key: str, base_dir: Path) -> Any:
     """Check ``value`` against the type ``hint`` and convert it (paths, tuples, tables)."""
     if dataclasses.is_dataclass(hint):
         return _build(hint, value, prefix=key + ".", base_dir=base_dir)  # type: ignore[arg-type]
+    if isinstance(hint, typing.NewType):
+        return hint(_convert(hint.__supertype__, value, key=key, base_dir=base_dir))
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
     if origin is types.UnionType:  # only "X | None" is used; TOML has no null

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from peyvand.types import ServerName
+
 
 @dataclass(frozen=True, slots=True)
 class DatabaseConfig:
@@ -114,7 +116,7 @@ class FederationConfig:
     # peer addresses.
     test_network: bool = False
     # Notary servers asked for keys a server cannot give itself (server names).
-    trusted_key_servers: tuple[str, ...] = ()
+    trusted_key_servers: tuple[ServerName, ...] = ()
     # Federate only with these servers (names; '*' wildcards), when not empty.
     allowed_servers: tuple[str, ...] = ()
     # Never federate with these servers (names; '*' wildcards).
@@ -186,7 +188,7 @@ class ModerationConfig:
 
 @dataclass(frozen=True, slots=True)
 class Config:
-    server_name: str
+    server_name: ServerName
     data_dir: Path
     signing_key_path: Path
     database: DatabaseConfig
