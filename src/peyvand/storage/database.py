@@ -1,8 +1,9 @@
 """One async database interface, two drivers (SQLite and PostgreSQL).
 
 SQL is written once, with PostgreSQL's ``$1`` placeholders, and runs unchanged on both
-backends: the SQLite driver rewrites ``$n`` to SQLite's numbered ``?n``. Only the schema
-(``migrations/<dialect>/NNN_name.sql``) is written per backend.
+backends: the SQLite driver rewrites ``$n`` to SQLite's numbered ``?n``. Migrations are
+written once too (``migrations/NNN_name.sql``), per backend only where the dialects differ
+(``migrations/<dialect>/NNN_name.sql``).
 
 Rows support both ``row[0]`` and ``row["column"]``.
 """
