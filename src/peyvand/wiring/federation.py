@@ -23,7 +23,6 @@ from peyvand.services.federation.outbound_join import RemoteJoiner
 from peyvand.services.federation.queries import RemoteQueries
 from peyvand.services.federation.received_events import FederationEventHandler
 from peyvand.services.federation.server import (
-    ClientRemoteEvents,
     FederationService,
     load_federation_pdus,
 )
@@ -142,7 +141,7 @@ def build_federation(
     with federation on, the EDUs and what local services ask of other servers."""
     server_name = config.server_name
     state, event_store, events = timeline.state, timeline.event_store, timeline.events
-    client, sender = transport.client, transport.sender
+    sender = transport.sender
     check_signatures = functools.partial(check_pdu_signatures, transport.keyring)
 
     async def user_exists(user_id: UserID) -> bool:
@@ -158,7 +157,7 @@ def build_federation(
         state,
         event_store,
         check_signatures,
-        ClientRemoteEvents(client),
+        transport.requests,
         events.allocate_stream,
         events.persist,
         events.allocate_backfill_stream,
@@ -166,7 +165,7 @@ def build_federation(
     )
     federation = FederationService(
         server_name,
-        client,
+        transport.requests,
         transport.keyring,
         sender,
         transport.policy,

@@ -10,7 +10,6 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from typing import Final
-from urllib.parse import quote
 
 from peyvand.errors import Errcode, MatrixError
 from peyvand.events.builder import finalize_pdu
@@ -19,8 +18,9 @@ from peyvand.events.received import InvalidPdu, parse_pdu
 from peyvand.events.redaction import redact
 from peyvand.events.room_versions import KNOWN_ROOM_VERSIONS
 from peyvand.events.signing import SigningKey
-from peyvand.federation.client import FederationClient, FederationError, FederationHttpError
+from peyvand.federation.client import FederationError, FederationHttpError
 from peyvand.federation.keyring import Keyring
+from peyvand.federation.transport import FederationTransport
 from peyvand.services.federation.errors import is_refusal, join_refusal, refusal
 from peyvand.services.federation.federation_pdus import federation_pdu, stripped_state
 from peyvand.services.federation.outbound_join import RemoteJoiner
@@ -30,8 +30,6 @@ from peyvand.types import JsonDict, RoomID, UserID, server_name_of
 
 logger = logging.getLogger(__name__)
 
-_FEDERATION_V1 = "/_matrix/federation/v1"
-_FEDERATION_V2 = "/_matrix/federation/v2"
 MAX_INVITE_STATE: Final = 50
 
 
@@ -41,7 +39,7 @@ class OutboundMembership:
     def __init__(
         self,
         server_name: str,
-        client: FederationClient,
+        transport: FederationTransport,
         keyring: Keyring,
         allows: Callable[[str], bool],
         state: StateService,
@@ -54,7 +52,7 @@ class OutboundMembership:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._server_name = server_name
-        self._client = client
+        self._transport = transport
         self._keyring = keyring
         self._allows = allows
         self._state = state
@@ -77,9 +75,7 @@ class OutboundMembership:
         if not self._allows(server):
             raise MatrixError(Errcode.NOT_FOUND, f"Room alias {alias} not found")
         try:
-            answer = await self._client.get_json(
-                server, f"{_FEDERATION_V1}/query/directory", query={"room_alias": alias}
-            )
+            answer = await self._transport.query_directory(server, alias)
         except FederationHttpError as exc:
             if exc.status == 404:
                 raise MatrixError(Errcode.NOT_FOUND, f"Room alias {alias} not found") from exc
@@ -100,16 +96,13 @@ class OutboundMembership:
         if not self._allows(destination):
             raise MatrixError(Errcode.FORBIDDEN, "Federation with that server is not allowed")
         stripped = await stripped_state(self._state, snapshot)
-        path = (
-            f"{_FEDERATION_V2}/invite/{quote(pdu.room_id, safe='')}/{quote(pdu.event_id, safe='')}"
-        )
         body = {
             "event": federation_pdu(pdu),
             "room_version": snapshot.room_version.identifier,
             "invite_room_state": stripped,
         }
         try:
-            response = await self._client.put_json(destination, path, body)
+            response = await self._transport.invite(destination, pdu.room_id, pdu.event_id, body)
         except FederationHttpError as exc:
             if is_refusal(exc):  # e.g. 403 M_INVITE_BLOCKED, passed on as it is
                 raise refusal(exc) from exc
@@ -153,11 +146,8 @@ class OutboundMembership:
         if invite is None:
             raise MatrixError(Errcode.FORBIDDEN, "You are not invited to this room")
         server = server_name_of(invite.sender)
-        path_room = quote(room_id, safe="")
         try:
-            template = await self._client.get_json(
-                server, f"{_FEDERATION_V1}/make_leave/{path_room}/{quote(user_id, safe='')}"
-            )
+            template = await self._transport.make_leave(server, room_id, user_id)
             version = KNOWN_ROOM_VERSIONS[invite.room_version]
             event = dict(template["event"])
             content: JsonDict = {"membership": "leave"}
@@ -168,11 +158,7 @@ class OutboundMembership:
             leave = finalize_pdu(
                 event, version, origin_server_name=self._server_name, signing_key=self._signing_key
             )
-            await self._client.put_json(
-                server,
-                f"{_FEDERATION_V2}/send_leave/{path_room}/{quote(leave.event_id, safe='')}",
-                dict(leave.data),
-            )
+            await self._transport.send_leave(server, room_id, leave.event_id, dict(leave.data))
         except (FederationError, KeyError, TypeError, ValueError) as exc:
             # The inviting server is gone or refuses: the invite is dropped here anyway.
             logger.info("rejecting the invite to %s through %s failed: %s", room_id, server, exc)
@@ -187,12 +173,9 @@ class OutboundMembership:
         of ``servers`` that answers); the room's stripped state is kept like an invite's."""
         errors = []
         for server in [s for s in dict.fromkeys(servers) if self._allows(s)]:
-            path_room = quote(room_id, safe="")
             try:
-                template = await self._client.get_json(
-                    server,
-                    f"{_FEDERATION_V1}/make_knock/{path_room}/{quote(user_id, safe='')}",
-                    query={"ver": list(KNOWN_ROOM_VERSIONS)},
+                template = await self._transport.make_knock(
+                    server, room_id, user_id, KNOWN_ROOM_VERSIONS
                 )
                 version = KNOWN_ROOM_VERSIONS[template["room_version"]]
                 event = dict(template["event"])
@@ -207,10 +190,8 @@ class OutboundMembership:
                     origin_server_name=self._server_name,
                     signing_key=self._signing_key,
                 )
-                answer = await self._client.put_json(
-                    server,
-                    f"{_FEDERATION_V1}/send_knock/{path_room}/{quote(knock.event_id, safe='')}",
-                    dict(knock.data),
+                answer = await self._transport.send_knock(
+                    server, room_id, knock.event_id, dict(knock.data)
                 )
             except FederationHttpError as exc:
                 refused = join_refusal(exc)

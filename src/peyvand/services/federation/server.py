@@ -1,8 +1,7 @@
 """Inbound membership handshakes (Server-Server API, "Joining Rooms", "Leaving Rooms
 (Rejecting Invites)", "Knocking on rooms"): ``make_join`` / ``send_join`` v2,
 ``make_leave`` / ``send_leave`` v2 and ``make_knock`` / ``send_knock``; with, for now, the
-service grouping the federation jobs and the client-read adapter over the federation
-client.
+service grouping the federation jobs.
 """
 
 from __future__ import annotations
@@ -11,7 +10,6 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
-from urllib.parse import quote
 
 from peyvand.errors import Errcode, MatrixError
 from peyvand.events.auth import AuthError, auth_types_for_event, check_auth_rules
@@ -23,10 +21,10 @@ from peyvand.events.received import (
 )
 from peyvand.events.signing import SigningKey, sign_event
 from peyvand.events.state_res import StateResError
-from peyvand.federation.client import FederationClient
 from peyvand.federation.keyring import Keyring
 from peyvand.federation.policy import ServerPolicy
 from peyvand.federation.sender import FederationSender
+from peyvand.federation.transport import FederationTransport
 from peyvand.services.federation.edus import FederationEdus
 from peyvand.services.federation.federation_pdus import federation_pdu, stripped_state
 from peyvand.services.federation.inbound_transactions import InboundTransactions
@@ -51,9 +49,6 @@ from peyvand.storage.remote_invites import RemoteInvite, RemoteInviteStore
 from peyvand.types import EventID, JsonDict, RoomID, UserID, server_name_of
 
 logger = logging.getLogger(__name__)
-
-_FEDERATION_V1 = "/_matrix/federation/v1"
-_FEDERATION_V2 = "/_matrix/federation/v2"
 
 
 async def load_federation_pdus(
@@ -285,7 +280,7 @@ class FederationService:
     def __init__(
         self,
         server_name: str,
-        client: FederationClient,
+        transport: FederationTransport,
         keyring: Keyring,
         sender: FederationSender,
         policy: ServerPolicy,
@@ -325,7 +320,7 @@ class FederationService:
         )
         self.outbound_membership = OutboundMembership(
             server_name,
-            client,
+            transport,
             keyring,
             self.allows,
             state,
@@ -431,71 +426,3 @@ class FederationService:
 
     async def release_invites(self, user_id: UserID, room_id: RoomID | None = None) -> list[RoomID]:
         return await self.invite_inbox.release_invites(user_id, room_id)
-
-
-class ClientRemoteEvents:
-    """``RemoteEvents`` over the federation client."""
-
-    def __init__(self, client: FederationClient) -> None:
-        self._client = client
-
-    async def get_event(self, destination: str, event_id: EventID) -> Any:
-        response = await self._client.get_json(
-            destination, f"{_FEDERATION_V1}/event/{quote(event_id, safe='')}"
-        )
-        pdus = response.get("pdus") if isinstance(response, dict) else None
-        if not isinstance(pdus, list) or len(pdus) != 1:
-            raise ValueError("expected one PDU")
-        return pdus[0]
-
-    async def get_missing_events(
-        self,
-        destination: str,
-        room_id: RoomID,
-        earliest: Sequence[EventID],
-        latest: Sequence[EventID],
-        limit: int,
-        min_depth: int,
-    ) -> list[Any]:
-        response = await self._client.post_json(
-            destination,
-            f"{_FEDERATION_V1}/get_missing_events/{quote(room_id, safe='')}",
-            {
-                "earliest_events": list(earliest),
-                "latest_events": list(latest),
-                "limit": limit,
-                "min_depth": min_depth,
-            },
-        )
-        events = response.get("events") if isinstance(response, dict) else None
-        return events if isinstance(events, list) else []
-
-    async def backfill(
-        self, destination: str, room_id: RoomID, event_ids: Sequence[EventID], limit: int
-    ) -> list[Any]:
-        response = await self._client.get_json(
-            destination,
-            f"{_FEDERATION_V1}/backfill/{quote(room_id, safe='')}",
-            query={"v": list(event_ids), "limit": str(limit)},
-        )
-        pdus = response.get("pdus") if isinstance(response, dict) else None
-        return pdus if isinstance(pdus, list) else []
-
-    async def get_state_ids(
-        self, destination: str, room_id: RoomID, event_id: EventID
-    ) -> tuple[list[EventID], list[EventID]]:
-        response = await self._client.get_json(
-            destination,
-            f"{_FEDERATION_V1}/state_ids/{quote(room_id, safe='')}",
-            query={"event_id": event_id},
-        )
-        if not isinstance(response, dict):
-            raise ValueError("bad /state_ids answer")
-        pdu_ids = response.get("pdu_ids")
-        auth_ids = response.get("auth_chain_ids")
-        if not isinstance(pdu_ids, list) or not isinstance(auth_ids, list):
-            raise ValueError("bad /state_ids answer")
-        return (
-            [EventID(e) for e in pdu_ids if isinstance(e, str)],
-            [EventID(e) for e in auth_ids if isinstance(e, str)],
-        )
