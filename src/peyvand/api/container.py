@@ -26,7 +26,7 @@ from peyvand.services.e2ee.key_backup import KeyBackupService
 from peyvand.services.e2ee.keys import E2eKeysService
 from peyvand.services.e2ee.to_device import ToDeviceService
 from peyvand.services.federation.invite_policy import InvitePolicyService
-from peyvand.services.federation.server import FederationService
+from peyvand.services.federation.service import FederationService
 from peyvand.services.media.repository import MediaService
 from peyvand.services.media.url_preview import UrlPreviewService
 from peyvand.services.push.pushers import PusherService

@@ -18,14 +18,19 @@ from peyvand.federation.sender import FederationSender
 from peyvand.federation.transport import FederationTransport
 from peyvand.services.accounts.profile import RemoteProfileQuery, no_remote_profiles
 from peyvand.services.federation.edus import FederationEdus
+from peyvand.services.federation.federation_pdus import load_federation_pdus
+from peyvand.services.federation.inbound_transactions import InboundTransactions
+from peyvand.services.federation.invite_inbox import InviteInbox
 from peyvand.services.federation.invite_policy import InvitePolicyService
+from peyvand.services.federation.outbound_events import OutboundEvents
 from peyvand.services.federation.outbound_join import RemoteJoiner
+from peyvand.services.federation.outbound_membership import OutboundMembership
 from peyvand.services.federation.queries import RemoteQueries
 from peyvand.services.federation.received_events import FederationEventHandler
-from peyvand.services.federation.server import (
-    FederationService,
-    load_federation_pdus,
-)
+from peyvand.services.federation.room_access import RoomAccess
+from peyvand.services.federation.server import InboundMembership
+from peyvand.services.federation.service import FederationService, allows_server
+from peyvand.services.federation.serving import FederationReads
 from peyvand.services.federation.signatures import check_pdu_signatures
 from peyvand.services.rooms.directory import (
     RemoteAliasLookup,
@@ -163,17 +168,16 @@ def build_federation(
         events.allocate_backfill_stream,
         server_name,
     )
-    federation = FederationService(
+    allows = functools.partial(allows_server, server_name, transport.policy)
+    outbound_events = OutboundEvents(server_name, sender, state, transport.outbox)
+    access = RoomAccess(server_name, state, handler)
+    reads = FederationReads(server_name, state, access)
+    outbound_membership = OutboundMembership(
         server_name,
         transport.requests,
         transport.keyring,
-        sender,
-        transport.policy,
+        allows,
         state,
-        event_store,
-        transport.outbox,
-        FederationInboxStore(db),
-        handler,
         RemoteJoiner(
             server_name,
             signing_key,
@@ -187,8 +191,29 @@ def build_federation(
         timeline.remote_invites,
         signing_key,
         events.allocate_stream,
-        user_exists,
         on_remote_membership,
+    )
+    federation = FederationService(
+        server_name,
+        transport.policy,
+        sender,
+        handler,
+        access,
+        InboundTransactions(transport.policy, handler, FederationInboxStore(db)),
+        reads,
+        InboundMembership(server_name, state, access, reads, handler, outbound_events, signing_key),
+        outbound_membership,
+        InviteInbox(
+            server_name,
+            transport.keyring,
+            state,
+            handler,
+            timeline.remote_invites,
+            signing_key,
+            events.allocate_stream,
+            user_exists,
+            on_remote_membership,
+        ),
     )
     invite_policy = InvitePolicyService(
         config.interconnect, InvitePolicyStore(db), timeline.remote_invites, local.account_data
@@ -214,13 +239,13 @@ def build_federation(
         presence=local.presence,
     )
     federation.use_edus(edus)
-    timeline.writer.add_pre_commit(federation.prepare_outbound)
-    timeline.dispatcher.listeners.append(federation.on_persisted)
-    queries = RemoteQueries(transport.requests, federation.allows)
+    timeline.writer.add_pre_commit(outbound_events.prepare_outbound)
+    timeline.dispatcher.listeners.append(outbound_events.on_persisted)
+    queries = RemoteQueries(transport.requests, allows)
     remote = Remote(
-        memberships=federation,
+        memberships=outbound_membership,
         backfill=handler.backfill,
-        alias_lookup=federation.query_directory,
+        alias_lookup=outbound_membership.query_directory,
         room_lists=queries.public_rooms,
         profiles=queries.profile,
     )

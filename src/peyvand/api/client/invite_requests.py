@@ -33,7 +33,7 @@ async def accept_request(ctx: RequestContext) -> web.Response:
     user_id = ctx.user.user_id
     room_id = RoomID(ctx.path["roomId"])
     await ctx.services.invite_policy.request(user_id, room_id)
-    await ctx.services.federation.release_invites(user_id, room_id)
+    await ctx.services.federation.invite_inbox.release_invites(user_id, room_id)
     return json_response({})
 
 
@@ -47,7 +47,7 @@ async def reject_request(ctx: RequestContext) -> web.Response:
     body = await ctx.body()
     reason = body.str("reason", None)
     await ctx.services.invite_policy.request(user_id, room_id)
-    await ctx.services.federation.reject_invite(room_id, user_id, reason)
+    await ctx.services.federation.outbound_membership.reject_invite(room_id, user_id, reason)
     return json_response({})
 
 
@@ -71,5 +71,5 @@ async def set_policy(ctx: RequestContext) -> web.Response:
     await ctx.services.invite_policy.set_policy(user_id, policy)
     released = []
     if policy == "open":
-        released = await ctx.services.federation.release_invites(user_id)
+        released = await ctx.services.federation.invite_inbox.release_invites(user_id)
     return json_response({"policy": policy, "released": released})

@@ -1,13 +1,15 @@
 """PDUs as this server hands them to other servers (Server-Server API, "PDUs"): pruned
-when redacted here, without ``unsigned``; and the stripped state sent with invites and
-knocks."""
+when redacted here, without ``unsigned``; the stripped state sent with invites and
+knocks; and the outbound sender's loader of stored events."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from peyvand.events.pdu import Pdu, StateKey
 from peyvand.events.redaction import redact
 from peyvand.services.timeline.room_state import STRIPPED_STATE_TYPES, RoomSnapshot, StateService
-from peyvand.types import JsonDict
+from peyvand.types import EventID, JsonDict
 
 
 def federation_pdu(pdu: Pdu, redacted: bool = False) -> JsonDict:
@@ -23,3 +25,15 @@ async def stripped_state(state: StateService, snapshot: RoomSnapshot) -> list[Js
     keys: list[StateKey] = [(t, "") for t in STRIPPED_STATE_TYPES]
     events = await state.get_state_events(snapshot.state, keys, as_served=True)
     return [federation_pdu(e) for e in events.values()]
+
+
+async def load_federation_pdus(
+    state: StateService, event_ids: Sequence[str]
+) -> dict[str, JsonDict]:
+    """Stored events as they are sent to other servers (the sender's PDU loader); one
+    purged since it was queued goes as its redacted PDU, so peers keep a whole DAG."""
+    events = await state.get_dag_events(EventID(e) for e in event_ids)
+    return {
+        e: federation_pdu(stored.pdu, stored.redacted_by is not None)
+        for e, stored in events.items()
+    }

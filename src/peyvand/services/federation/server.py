@@ -1,14 +1,13 @@
 """Inbound membership handshakes (Server-Server API, "Joining Rooms", "Leaving Rooms
 (Rejecting Invites)", "Knocking on rooms"): ``make_join`` / ``send_join`` v2,
-``make_leave`` / ``send_leave`` v2 and ``make_knock`` / ``send_knock``; with, for now, the
-service grouping the federation jobs.
+``make_leave`` / ``send_leave`` v2 and ``make_knock`` / ``send_knock``.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from peyvand.errors import Errcode, MatrixError
@@ -21,46 +20,18 @@ from peyvand.events.received import (
 )
 from peyvand.events.signing import SigningKey, sign_event
 from peyvand.events.state_res import StateResError
-from peyvand.federation.keyring import Keyring
-from peyvand.federation.policy import ServerPolicy
-from peyvand.federation.sender import FederationSender
-from peyvand.federation.transport import FederationTransport
-from peyvand.services.federation.edus import FederationEdus
 from peyvand.services.federation.federation_pdus import federation_pdu, stripped_state
-from peyvand.services.federation.inbound_transactions import InboundTransactions
-from peyvand.services.federation.invite_inbox import InviteInbox
-from peyvand.services.federation.invite_policy import InvitePolicyService
-from peyvand.services.federation.outbound_events import OutboundEvents, TxnWrite
-from peyvand.services.federation.outbound_join import RemoteJoiner
-from peyvand.services.federation.outbound_membership import OutboundMembership
+from peyvand.services.federation.outbound_events import OutboundEvents
 from peyvand.services.federation.received_events import DroppedPdu, FederationEventHandler, Outcome
 from peyvand.services.federation.room_access import RoomAccess
 from peyvand.services.federation.serving import FederationReads
-from peyvand.services.federation.signatures import check_pdu_signatures
 from peyvand.services.rooms.policy_lists import PolicyListService
 from peyvand.services.rooms.restricted_joins import join_authoriser
 from peyvand.services.timeline.event_creation import MAX_PREV_EVENTS
 from peyvand.services.timeline.room_state import RoomSnapshot, StateService
-from peyvand.storage.events import EventStore
-from peyvand.storage.federation_inbox import FederationInboxStore
-from peyvand.storage.federation_outbox import FederationOutboxStore
-from peyvand.storage.models import EventToPersist
-from peyvand.storage.remote_invites import RemoteInvite, RemoteInviteStore
 from peyvand.types import EventID, JsonDict, RoomID, UserID, server_name_of
 
 logger = logging.getLogger(__name__)
-
-
-async def load_federation_pdus(
-    state: StateService, event_ids: Sequence[str]
-) -> dict[str, JsonDict]:
-    """Stored events as they are sent to other servers (the sender's PDU loader); one
-    purged since it was queued goes as its redacted PDU, so peers keep a whole DAG."""
-    events = await state.get_dag_events(EventID(e) for e in event_ids)
-    return {
-        e: federation_pdu(stored.pdu, stored.redacted_by is not None)
-        for e, stored in events.items()
-    }
 
 
 class InboundMembership:
@@ -271,158 +242,3 @@ class InboundMembership:
                 raise MatrixError(Errcode.FORBIDDEN, str(exc)) from exc
             except StateResError as exc:
                 raise MatrixError(Errcode.UNKNOWN, f"State resolution failed: {exc}") from exc
-
-
-class FederationService:
-    """The Server-Server API's services, one per job (their endpoints call them through
-    these attributes), and who may talk to this server."""
-
-    def __init__(
-        self,
-        server_name: str,
-        transport: FederationTransport,
-        keyring: Keyring,
-        sender: FederationSender,
-        policy: ServerPolicy,
-        state: StateService,
-        store: EventStore,
-        outbox: FederationOutboxStore,
-        inbox: FederationInboxStore,
-        handler: FederationEventHandler,
-        joiner: RemoteJoiner,
-        invites: RemoteInviteStore,
-        signing_key: SigningKey,
-        allocate_stream: Callable[[], int],
-        user_exists: Callable[[UserID], Awaitable[bool]],
-        on_remote_membership: Callable[[UserID, RoomID, str, int], None],
-        *,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self._server_name = server_name
-        self._keyring = keyring
-        self._sender = sender
-        self._policy = policy
-        self._handler = handler
-        self._edus: FederationEdus | None = None
-        self.transactions = InboundTransactions(policy, handler, inbox, clock=clock)
-        self.outbound_events = OutboundEvents(server_name, sender, state, outbox)
-        self.access = RoomAccess(server_name, state, handler)
-        self.reads = FederationReads(server_name, state, self.access, clock=clock)
-        self.inbound_membership = InboundMembership(
-            server_name,
-            state,
-            self.access,
-            self.reads,
-            handler,
-            self.outbound_events,
-            signing_key,
-            clock=clock,
-        )
-        self.outbound_membership = OutboundMembership(
-            server_name,
-            transport,
-            keyring,
-            self.allows,
-            state,
-            joiner,
-            invites,
-            signing_key,
-            allocate_stream,
-            on_remote_membership,
-            clock=clock,
-        )
-        self.invite_inbox = InviteInbox(
-            server_name,
-            keyring,
-            state,
-            handler,
-            invites,
-            signing_key,
-            allocate_stream,
-            user_exists,
-            on_remote_membership,
-        )
-
-    def use_edus(self, edus: FederationEdus) -> None:
-        """Apply inbound EDUs (typing, receipts, to-device, device lists) with ``edus``."""
-        self._edus = edus
-        self.transactions.use_edus(edus)
-
-    def use_invite_policy(self, invite_policy: InvitePolicyService) -> None:
-        """Apply users' choices for invites from other servers (interconnect opt-in)."""
-        self.invite_inbox.use_invite_policy(invite_policy)
-
-    def use_policy_lists(self, policy_lists: PolicyListService) -> None:
-        """Enforce the moderation policy lists' bans on what other servers send."""
-        self.transactions.use_policy_lists(policy_lists)
-        self.access.use_policy_lists(policy_lists)
-        self.inbound_membership.use_policy_lists(policy_lists)
-        self.invite_inbox.use_policy_lists(policy_lists)
-        self._handler.use_sender_policy(policy_lists.soft_fail_reason)
-
-    async def start(self) -> None:
-        self.transactions.start()
-
-    async def stop(self) -> None:
-        await self.transactions.stop()
-
-    @property
-    def edus(self) -> FederationEdus:
-        if self._edus is None:
-            raise MatrixError(Errcode.UNRECOGNIZED, "Federation is disabled", status=404)
-        return self._edus
-
-    # -- policy --------------------------------------------------------------------------
-
-    def allows(self, server_name: str) -> bool:
-        return server_name != self._server_name and self._policy.allows(server_name)
-
-    def heard_from(self, origin: str) -> None:
-        """A server just talked to us: retry anything queued for it now."""
-        self._sender.wake(origin)
-
-    # -- outbound events -----------------------------------------------------------------
-
-    async def prepare_outbound(self, batch: Sequence[EventToPersist]) -> TxnWrite | None:
-        return await self.outbound_events.prepare_outbound(batch)
-
-    def on_persisted(self, batch: Sequence[EventToPersist]) -> None:
-        self.outbound_events.on_persisted(batch)
-
-    # -- signatures ----------------------------------------------------------------------
-
-    async def check_signatures(self, pdus: Sequence[Pdu]) -> list[bool]:
-        """Every server that must sign each event did (see ``signatures.py``)."""
-        return await check_pdu_signatures(self._keyring, pdus)
-
-    # -- membership in rooms on other servers (``outbound_membership.py``) ----------------
-
-    async def join_remote(
-        self, room_id: RoomID, user_id: UserID, servers: Sequence[str], content: JsonDict
-    ) -> None:
-        await self.outbound_membership.join_remote(room_id, user_id, servers, content)
-
-    async def query_directory(self, alias: str) -> JsonDict:
-        return await self.outbound_membership.query_directory(alias)
-
-    async def invite_remote(self, pdu: Pdu, snapshot: RoomSnapshot) -> Pdu:
-        return await self.outbound_membership.invite_remote(pdu, snapshot)
-
-    async def remote_invite(self, room_id: RoomID, user_id: UserID) -> RemoteInvite | None:
-        return await self.outbound_membership.remote_invite(room_id, user_id)
-
-    async def reject_invite(self, room_id: RoomID, user_id: UserID, reason: str | None) -> None:
-        await self.outbound_membership.reject_invite(room_id, user_id, reason)
-
-    async def knock_remote(
-        self, room_id: RoomID, user_id: UserID, servers: Sequence[str], reason: str | None
-    ) -> None:
-        await self.outbound_membership.knock_remote(room_id, user_id, servers, reason)
-
-    async def forget_invite(self, room_id: RoomID, user_id: UserID) -> None:
-        await self.outbound_membership.forget_invite(room_id, user_id)
-
-    # -- invites from other servers (``invite_inbox.py``) -------------------------------
-
-    async def release_invites(self, user_id: UserID, room_id: RoomID | None = None) -> list[RoomID]:
-        return await self.invite_inbox.release_invites(user_id, room_id)

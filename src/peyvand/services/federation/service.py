@@ -1,0 +1,88 @@
+"""The Server-Server API's services, one per job, as the federation endpoints reach them
+(``Services.federation``), and which servers may talk to this one."""
+
+from __future__ import annotations
+
+from peyvand.errors import Errcode, MatrixError
+from peyvand.federation.policy import ServerPolicy
+from peyvand.federation.sender import FederationSender
+from peyvand.services.federation.edus import FederationEdus
+from peyvand.services.federation.inbound_transactions import InboundTransactions
+from peyvand.services.federation.invite_inbox import InviteInbox
+from peyvand.services.federation.invite_policy import InvitePolicyService
+from peyvand.services.federation.outbound_membership import OutboundMembership
+from peyvand.services.federation.received_events import FederationEventHandler
+from peyvand.services.federation.room_access import RoomAccess
+from peyvand.services.federation.server import InboundMembership
+from peyvand.services.federation.serving import FederationReads
+from peyvand.services.rooms.policy_lists import PolicyListService
+
+
+def allows_server(own_server_name: str, policy: ServerPolicy, server_name: str) -> bool:
+    """Whether this server talks to ``server_name``: never to itself, else as the
+    federation policy (allowed and denied servers) says."""
+    return server_name != own_server_name and policy.allows(server_name)
+
+
+class FederationService:
+    def __init__(
+        self,
+        server_name: str,
+        policy: ServerPolicy,
+        sender: FederationSender,
+        handler: FederationEventHandler,
+        access: RoomAccess,
+        transactions: InboundTransactions,
+        reads: FederationReads,
+        inbound_membership: InboundMembership,
+        outbound_membership: OutboundMembership,
+        invite_inbox: InviteInbox,
+    ) -> None:
+        self._server_name = server_name
+        self._policy = policy
+        self._sender = sender
+        self._handler = handler
+        self._access = access
+        self._edus: FederationEdus | None = None
+        self.transactions = transactions
+        self.reads = reads
+        self.inbound_membership = inbound_membership
+        self.outbound_membership = outbound_membership
+        self.invite_inbox = invite_inbox
+
+    def use_edus(self, edus: FederationEdus) -> None:
+        """Apply inbound EDUs (typing, receipts, to-device, device lists) with ``edus``."""
+        self._edus = edus
+        self.transactions.use_edus(edus)
+
+    def use_invite_policy(self, invite_policy: InvitePolicyService) -> None:
+        """Apply users' choices for invites from other servers (interconnect opt-in)."""
+        self.invite_inbox.use_invite_policy(invite_policy)
+
+    def use_policy_lists(self, policy_lists: PolicyListService) -> None:
+        """Enforce the moderation policy lists' bans on what other servers send."""
+        self.transactions.use_policy_lists(policy_lists)
+        self._access.use_policy_lists(policy_lists)
+        self.inbound_membership.use_policy_lists(policy_lists)
+        self.invite_inbox.use_policy_lists(policy_lists)
+        self._handler.use_sender_policy(policy_lists.soft_fail_reason)
+
+    async def start(self) -> None:
+        self.transactions.start()
+
+    async def stop(self) -> None:
+        await self.transactions.stop()
+
+    @property
+    def edus(self) -> FederationEdus:
+        if self._edus is None:
+            raise MatrixError(Errcode.UNRECOGNIZED, "Federation is disabled", status=404)
+        return self._edus
+
+    def allows(self, server_name: str) -> bool:
+        """Whether ``server_name`` may talk to this server (see ``allows_server``)."""
+        return allows_server(self._server_name, self._policy, server_name)
+
+    def heard_from(self, origin: str) -> None:
+        """A server just talked to us: retry anything queued for it now."""
+        self._sender.wake(origin)
