@@ -19,6 +19,7 @@ from peyvand.federation.transport import FederationTransport
 from peyvand.services.accounts.profile import RemoteProfileQuery, no_remote_profiles
 from peyvand.services.federation.edus import FederationEdus
 from peyvand.services.federation.federation_pdus import load_federation_pdus
+from peyvand.services.federation.inbound_membership import InboundMembership
 from peyvand.services.federation.inbound_transactions import InboundTransactions
 from peyvand.services.federation.invite_inbox import InviteInbox
 from peyvand.services.federation.invite_policy import InvitePolicyService
@@ -28,7 +29,6 @@ from peyvand.services.federation.outbound_membership import OutboundMembership
 from peyvand.services.federation.queries import RemoteQueries
 from peyvand.services.federation.received_events import FederationEventHandler
 from peyvand.services.federation.room_access import RoomAccess
-from peyvand.services.federation.server import InboundMembership
 from peyvand.services.federation.service import FederationService, allows_server
 from peyvand.services.federation.serving import FederationReads
 from peyvand.services.federation.signatures import check_pdu_signatures

@@ -7,13 +7,13 @@ from peyvand.errors import Errcode, MatrixError
 from peyvand.federation.policy import ServerPolicy
 from peyvand.federation.sender import FederationSender
 from peyvand.services.federation.edus import FederationEdus
+from peyvand.services.federation.inbound_membership import InboundMembership
 from peyvand.services.federation.inbound_transactions import InboundTransactions
 from peyvand.services.federation.invite_inbox import InviteInbox
 from peyvand.services.federation.invite_policy import InvitePolicyService
 from peyvand.services.federation.outbound_membership import OutboundMembership
 from peyvand.services.federation.received_events import FederationEventHandler
 from peyvand.services.federation.room_access import RoomAccess
-from peyvand.services.federation.server import InboundMembership
 from peyvand.services.federation.serving import FederationReads
 from peyvand.services.rooms.policy_lists import PolicyListService
 
