@@ -61,7 +61,7 @@ _MAX_STATE_FETCH = 1_000
 
 
 class RemoteEvents(Protocol):
-    """Fetching events from another server (the federation client, behind a service)."""
+    """Fetching events from another server (``FederationTransport``)."""
 
     async def get_event(self, destination: str, event_id: EventID) -> Any: ...
 
