@@ -110,7 +110,7 @@ def _lifecycle(
     lifecycle.add("database", Hooks(stop=db.close))
     lifecycle.add("room state", Hooks(start=timeline.state.start))
     lifecycle.add("room index", Hooks(start=timeline.index.start))
-    lifecycle.add("event creation", Hooks(start=lambda: timeline.events.start(timeline.writer)))
+    lifecycle.add("event creation", Hooks(start=timeline.events.start))
     lifecycle.add("keyring", Hooks(stop=transport.keyring.close))
     if config.federation.enabled:
         lifecycle.add(

@@ -63,15 +63,16 @@ async def build_timeline(config: Config, db: Database, signing_key: SigningKey) 
     state = StateService(event_store, event_cache_size=config.caches.events)
     index = RoomIndex(event_store, remote_invites)
     dispatcher = EventDispatcher(config.server_name, state, index, notifier)
+    writer = EventWriter(db, event_store, dispatcher.on_persisted, dispatcher.on_failed)
     return Timeline(
         event_store=event_store,
         remote_invites=remote_invites,
         notifier=notifier,
         state=state,
         index=index,
-        events=EventCreationService(config.server_name, signing_key, event_store, state),
+        events=EventCreationService(config.server_name, signing_key, event_store, state, writer),
         dispatcher=dispatcher,
-        writer=EventWriter(db, event_store, dispatcher.on_persisted, dispatcher.on_failed),
+        writer=writer,
     )
 
 

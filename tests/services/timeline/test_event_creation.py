@@ -37,9 +37,9 @@ async def events(tmp_path: Path) -> AsyncIterator[tuple[EventCreationService, Ev
     dispatcher = EventDispatcher("example.org", state, index, Notifier(StreamToken()))
     writer = EventWriter(db, store, dispatcher.on_persisted, dispatcher.on_failed)
     service = EventCreationService(
-        "example.org", generate_signing_key("a_test"), store, state, clock=lambda: FROZEN
+        "example.org", generate_signing_key("a_test"), store, state, writer, clock=lambda: FROZEN
     )
-    await service.start(writer)
+    await service.start()
     writer.start()
     try:
         yield service, store

@@ -105,7 +105,9 @@ async def world_on(db: SqliteDatabase | PostgresDatabase) -> AsyncIterator[World
             return super().enqueue(events)
 
     writer = CountingWriter(db, store, dispatcher.on_persisted, dispatcher.on_failed)
-    service = EventCreationService("example.org", generate_signing_key("a_test"), store, state)
+    service = EventCreationService(
+        "example.org", generate_signing_key("a_test"), store, state, writer
+    )
     world = World(
         db,
         store,
@@ -120,7 +122,7 @@ async def world_on(db: SqliteDatabase | PostgresDatabase) -> AsyncIterator[World
     )
     world.gate.set()
     writer.add_pre_commit(world.hook)
-    await service.start(writer)
+    await service.start()
     writer.start()
     try:
         yield world

@@ -307,8 +307,8 @@ async def _receiver(path: Path, server_name: str = "c.test") -> AsyncIterator[Re
     await index.start()
     dispatcher = EventDispatcher(server_name, state, index, Notifier(StreamToken()))
     writer = EventWriter(db, store, dispatcher.on_persisted, dispatcher.on_failed)
-    creation = EventCreationService(server_name, KEYS["c.test"], store, state)
-    await creation.start(writer)
+    creation = EventCreationService(server_name, KEYS["c.test"], store, state, writer)
+    await creation.start()
     writer.start()
     handler = FederationEventHandler(
         state,

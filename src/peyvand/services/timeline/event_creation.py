@@ -95,22 +95,24 @@ class EventCreationService:
         signing_key: SigningKey,
         store: EventStore,
         state: StateService,
+        writer: EventWriter,
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        """Events are committed by ``writer`` (group commit)."""
         self._server_name = server_name
         self._signing_key = signing_key
         self._store = store
         self._state = state
         self._resolver = StateResolver(state)
         self._clock = clock
-        self._writer: EventWriter | None = None
+        self._writer = writer
         self._next_stream = 0
         self._next_backfill_stream = -1
         self._pending_txns: dict[TxnKey, asyncio.Future[EventID]] = {}
 
-    async def start(self, writer: EventWriter) -> None:
-        self._writer = writer
+    async def start(self) -> None:
+        """Continue the stream positions after the stored events."""
         self._next_stream = await self._store.get_max_stream_ordering() + 1
         self._next_backfill_stream = min(await self._store.get_min_stream_ordering(), 0) - 1
 
@@ -559,7 +561,6 @@ class EventCreationService:
         await asyncio.shield(self._enqueue(events))
 
     def _enqueue(self, events: Sequence[EventToPersist]) -> asyncio.Future[None]:
-        assert self._writer is not None, "EventCreationService.start() was not called"
         return self._writer.enqueue(events)
 
     # -- failure -----------------------------------------------------------------------
