@@ -64,9 +64,18 @@ async def test_typing_wakes_a_waiting_sync(client: MatrixClient) -> None:
 async def test_typing_expires_after_its_timeout(client: MatrixClient) -> None:
     alice, bob, room_id = await shared_room(client)
     typing = f"rooms/{room_id}/typing/{alice.user_id}"
-    (await client.request("PUT", typing, json={"typing": True, "timeout": 500}, token=alice)).ok()
-    token = (await sync_since(client, bob))["next_batch"]
-    response = await sync_since(client, bob, token, timeout_ms=10_000)
+    (await client.request("PUT", typing, json={"typing": True, "timeout": 1500}, token=alice)).ok()
+    before = await sync_since(client, bob)
+    # Still typing at the token: the expiry is what wakes the waiting sync.
+    assert ephemeral(before, room_id, "m.typing") == {
+        "type": "m.typing",
+        "content": {"user_ids": [alice.user_id]},
+    }
+    waiting = await LongPoll.start(
+        sync_since(client, bob, before["next_batch"], timeout_ms=10_000), 10
+    )
+    waiting.assert_waiting()
+    response = await waiting.woken()
     assert ephemeral(response, room_id, "m.typing") == {
         "type": "m.typing",
         "content": {"user_ids": []},
