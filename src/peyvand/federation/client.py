@@ -12,8 +12,10 @@ Unless ``test_network``, non-public addresses are refused: host names through th
 connector's resolver (``netguard.FilteringResolver``), IP literals before connecting; and
 certificates are verified against the system's authorities.
 
-``path`` arguments are already percent-encoded (``urllib.parse.quote(room_id, safe="")``
-for each parameter); ``query`` values are encoded here.
+Callers are the other federation modules: ``transport.FederationTransport`` writes every
+path (already percent-encoded, ``urllib.parse.quote(room_id, safe="")`` for each parameter)
+and is what services use; ``query`` values are encoded here. ``open_get`` hands over an
+unread aiohttp response, for ``federation.media`` to stream.
 
 Errors::
 
