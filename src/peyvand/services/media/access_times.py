@@ -5,12 +5,11 @@ written to the database in one batch by the janitor (and before a purge by acces
 from __future__ import annotations
 
 from peyvand.services.media.content import MediaContent
-from peyvand.storage.media import MediaKey, MediaStore
+from peyvand.storage.media import MediaKey
 
 
 class AccessTimes:
-    def __init__(self, store: MediaStore, content: MediaContent) -> None:
-        self._store = store
+    def __init__(self, content: MediaContent) -> None:
         self._content = content
         self._accessed: dict[MediaKey, int] = {}
 
@@ -23,4 +22,6 @@ class AccessTimes:
         if not self._accessed:
             return
         accessed, self._accessed = self._accessed, {}
-        await self._store.touch([(origin, mid, ts) for (origin, mid), ts in accessed.items()])
+        await self._content.store.touch(
+            [(origin, mid, ts) for (origin, mid), ts in accessed.items()]
+        )

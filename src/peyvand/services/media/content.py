@@ -29,14 +29,19 @@ _ID_ALPHABET: Final = string.ascii_letters + string.digits
 
 
 class MediaContent:
-    """Commits files together with the rows naming them, and removes files no row names."""
+    """This server's media content: the rows (``store``), the files (``files``) and the
+    hash locks that keep them in agreement. Commits files together with the rows naming
+    them, and removes files no row names."""
 
-    def __init__(self, store: MediaStore, files: MediaFiles, clock: Callable[[], float]) -> None:
-        self._store = store
-        self._files = files
-        self._clock = clock
+    def __init__(
+        self, server_name: str, store: MediaStore, files: MediaFiles, clock: Callable[[], float]
+    ) -> None:
         # Per file hash: every file operation and the row change that goes with it.
         self.locks = HashLocks()
+        self.server_name = server_name
+        self.store = store
+        self.files = files
+        self._clock = clock
 
     def now_ms(self) -> int:
         return int(self._clock() * 1000)
@@ -51,41 +56,29 @@ class MediaContent:
         written: WrittenFile,
     ) -> MediaRow:
         """Commit ``written`` as the content of a new media item and record its row (under
-        the file's hash lock); the row. The caller discards ``written`` afterwards."""
+        the file's hash lock; quarantined if identical bytes are); the row. The caller
+        discards ``written`` afterwards."""
         async with self.locks.hold(written.sha256):
-            row = await self._new_row(origin, media_id, user_id, content_type, upload_name, written)
+            now = self.now_ms()
+            row = MediaRow(
+                origin=origin,
+                media_id=media_id,
+                user_id=user_id,
+                content_type=content_type,
+                upload_name=upload_name,
+                size=written.size,
+                sha256=written.sha256,
+                created_ts=now,
+                uploaded_ts=now,
+                expires_ts=None,
+                last_access_ts=now,
+                quarantined_by=await self.store.quarantined_hash(written.sha256),
+            )
             await self.adopt(written, functools.partial(self._add_row, row))
         return row
 
-    async def _new_row(
-        self,
-        origin: str,
-        media_id: str,
-        user_id: UserID | None,
-        content_type: str,
-        upload_name: str | None,
-        written: WrittenFile,
-    ) -> MediaRow:
-        """The row of content stored now (caller holds its hash lock): quarantined if
-        identical bytes are."""
-        now = self.now_ms()
-        return MediaRow(
-            origin=origin,
-            media_id=media_id,
-            user_id=user_id,
-            content_type=content_type,
-            upload_name=upload_name,
-            size=written.size,
-            sha256=written.sha256,
-            created_ts=now,
-            uploaded_ts=now,
-            expires_ts=None,
-            last_access_ts=now,
-            quarantined_by=await self._store.quarantined_hash(written.sha256),
-        )
-
     async def _add_row(self, row: MediaRow) -> bool:
-        await self._store.add_uploaded(row)
+        await self.store.add_uploaded(row)
         return True
 
     async def adopt(self, written: WrittenFile, record: Callable[[], Awaitable[bool]]) -> bool:
@@ -98,7 +91,7 @@ class MediaContent:
         is harmless, a row without its file is not.
         """
         with storage_errors():
-            await self._files.commit(written)
+            await self.files.commit(written)
         try:
             recorded = await record()
         except Exception:
@@ -117,8 +110,8 @@ class MediaContent:
     async def remove_if_unreferenced(self, sha256: str) -> bool:
         """Remove the file if no row names it; whether it was removed. Caller holds the
         hash lock."""
-        if await self._store.unreferenced([sha256]):
-            await self._files.remove(sha256)
+        if await self.store.unreferenced([sha256]):
+            await self.files.remove(sha256)
             return True
         return False
 

@@ -10,29 +10,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Final
 
-from peyvand.media.files import MediaFiles
 from peyvand.services.media.access_times import AccessTimes
 from peyvand.services.media.content import MediaContent
 from peyvand.services.media.reservations import Reservations
-from peyvand.storage.media import MediaKey, MediaStore
+from peyvand.storage.media import MediaKey
 
 _PURGE_BATCH: Final = 100
 
 
 class MediaDeletion:
     def __init__(
-        self,
-        server_name: str,
-        store: MediaStore,
-        files: MediaFiles,
-        content: MediaContent,
-        *,
-        reservations: Reservations,
-        access: AccessTimes,
+        self, content: MediaContent, *, reservations: Reservations, access: AccessTimes
     ) -> None:
-        self._server_name = server_name
-        self._store = store
-        self._files = files
         self._content = content
         self._reservations = reservations
         self._access = access
@@ -42,12 +31,12 @@ class MediaDeletion:
         of media items deleted. Downloads waiting for a deleted reservation are woken.
         ``unless_named``: keep the items an event names (checked in the deleting
         transaction)."""
-        deleted, hashes = await self._store.delete(keys, unless_named=unless_named)
+        deleted, hashes = await self._content.store.delete(keys, unless_named=unless_named)
         self._reservations.wake(keys)
         # One query for the whole batch; only its candidates are checked again, each under
         # its hash lock (a file still named now can only lose its last row through another
         # delete, which then finds it itself).
-        for sha256 in sorted(await self._store.unreferenced(sorted(hashes))):
+        for sha256 in sorted(await self._content.store.unreferenced(sorted(hashes))):
             async with self._content.locks.hold(sha256):
                 await self._content.remove_if_unreferenced(sha256)
         return deleted
@@ -61,9 +50,9 @@ class MediaDeletion:
         await self._access.flush()
         total = 0
         while True:
-            batch = await self._store.not_accessed_since(
+            batch = await self._content.store.not_accessed_since(
                 before_ts,
-                local_origin=self._server_name,
+                local_origin=self._content.server_name,
                 local=local,
                 keep_profile_media=keep_profile_media,
                 limit=_PURGE_BATCH,
@@ -76,8 +65,8 @@ class MediaDeletion:
         """Remove files no row names (left by a crash, or a database error, between a file
         and its row)."""
         removed = 0
-        async for hashes in self._files.stored_hashes():
-            for sha256 in await self._store.unreferenced(hashes):
+        async for hashes in self._content.files.stored_hashes():
+            for sha256 in await self._content.store.unreferenced(hashes):
                 async with self._content.locks.hold(sha256):
                     if await self._content.remove_if_unreferenced(sha256):
                         removed += 1

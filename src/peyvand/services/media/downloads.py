@@ -15,11 +15,11 @@ from typing import Final
 
 from peyvand.config import MediaConfig
 from peyvand.errors import Errcode, MatrixError
-from peyvand.media.files import MediaFiles
 from peyvand.services.media.access_times import AccessTimes
+from peyvand.services.media.content import MediaContent
 from peyvand.services.media.remote_cache import RemoteMediaCache
 from peyvand.services.media.reservations import Reservations
-from peyvand.storage.media import MediaRow, MediaStore
+from peyvand.storage.media import MediaRow
 from peyvand.types import is_valid_server_name
 
 # Content repository, "Matrix Content (mxc://) URIs": only these characters in a media ID.
@@ -39,19 +39,15 @@ class Download:
 class Downloads:
     def __init__(
         self,
-        server_name: str,
         config: MediaConfig,
-        store: MediaStore,
-        files: MediaFiles,
+        content: MediaContent,
         *,
         reservations: Reservations,
         remote: RemoteMediaCache,
         access: AccessTimes,
     ) -> None:
-        self._server_name = server_name
         self._frozen_before_ts = config.unauthenticated_media_before_ts
-        self._store = store
-        self._files = files
+        self._content = content
         self._reservations = reservations
         self._remote = remote
         self._access = access
@@ -70,7 +66,7 @@ class Downloads:
         assert row.sha256 is not None and row.size is not None
         self._access.record((origin, media_id))
         return Download(
-            self._files.path_of(row.sha256),
+            self._content.files.path_of(row.sha256),
             row.content_type or "application/octet-stream",
             row.upload_name,
             row.size,
@@ -84,9 +80,9 @@ class Downloads:
             raise MatrixError(Errcode.NOT_FOUND, "Media not found")
         if not authenticated and self._frozen_before_ts is None:
             raise _frozen()
-        if origin != self._server_name:
+        if origin != self._content.server_name:
             return await self._remote_row(origin, media_id, authenticated)
-        row = await self._store.get(origin, media_id)
+        row = await self._content.store.get(origin, media_id)
         if row is not None and row.pending:
             # Checked before waiting: its upload can only come later than its creation, so
             # an unauthenticated request never waits for media it will not be given.

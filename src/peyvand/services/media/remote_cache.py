@@ -14,10 +14,9 @@ from typing import Final
 
 from peyvand.config import MediaConfig
 from peyvand.errors import Errcode, MatrixError
-from peyvand.media.files import MediaFiles
 from peyvand.services.media.content import MediaContent
 from peyvand.services.media.remote import RemoteContent, RemoteMediaError
-from peyvand.storage.media import MediaKey, MediaRow, MediaStore
+from peyvand.storage.media import MediaKey, MediaRow
 
 # Remote media downloads at once (each streams to a temporary file).
 _REMOTE_CONCURRENCY: Final = 4
@@ -32,18 +31,9 @@ async def no_remote_media(origin: str, media_id: str, max_size: int) -> RemoteCo
 
 
 class RemoteMediaCache:
-    def __init__(
-        self,
-        config: MediaConfig,
-        store: MediaStore,
-        files: MediaFiles,
-        content: MediaContent,
-        fetch: RemoteFetch,
-    ) -> None:
+    def __init__(self, config: MediaConfig, content: MediaContent, fetch: RemoteFetch) -> None:
         """Other servers' media is fetched with ``fetch`` (federation)."""
         self._config = config
-        self._store = store
-        self._files = files
         self._content = content
         self._fetch = fetch
         self._fetches: dict[MediaKey, asyncio.Future[MediaRow]] = {}
@@ -52,7 +42,7 @@ class RemoteMediaCache:
     async def row(self, origin: str, media_id: str) -> MediaRow:
         """The row of another server's media: from the cache, else fetched once (concurrent
         requests share the fetch) and cached."""
-        row = await self._store.get(origin, media_id)
+        row = await self._content.store.get(origin, media_id)
         if row is not None:
             return row
         key = (origin, media_id)
@@ -77,4 +67,4 @@ class RemoteMediaCache:
                 origin, media_id, None, content.content_type, content.upload_name, written
             )
         finally:
-            await self._files.discard(written)
+            await self._content.files.discard(written)

@@ -17,7 +17,7 @@ from peyvand.config import MediaConfig
 from peyvand.errors import Errcode, MatrixError
 from peyvand.services.accounts.requester import Requester
 from peyvand.services.media.content import MediaContent, new_media_id
-from peyvand.storage.media import MediaKey, MediaRow, MediaStore
+from peyvand.storage.media import MediaKey, MediaRow
 
 _MAX_TIMEOUT_MS: Final = 60_000
 _DEFAULT_TIMEOUT_MS: Final = 20_000
@@ -31,12 +31,8 @@ class Created:
 
 
 class Reservations:
-    def __init__(
-        self, server_name: str, config: MediaConfig, store: MediaStore, content: MediaContent
-    ) -> None:
-        self._server_name = server_name
+    def __init__(self, config: MediaConfig, content: MediaContent) -> None:
         self._config = config
-        self._store = store
         self._content = content
         # Downloads waiting for a reserved ID's upload: the event and how many wait on it.
         self._waiters: dict[MediaKey, tuple[asyncio.Event, int]] = {}
@@ -44,7 +40,7 @@ class Reservations:
     async def create(self, requester: Requester) -> Created:
         """POST /media/v1/create: reserve a media ID for a later upload."""
         now = self._content.now_ms()
-        pending = await self._store.count_pending(requester.user_id, now)
+        pending = await self._content.store.count_pending(requester.user_id, now)
         if pending >= self._config.max_pending_uploads:
             raise MatrixError(
                 Errcode.LIMIT_EXCEEDED,
@@ -53,10 +49,10 @@ class Reservations:
             )
         media_id = new_media_id()
         expires_ts = now + self._config.pending_upload_lifetime * 1000
-        await self._store.add_pending(
-            self._server_name, media_id, requester.user_id, now, expires_ts
+        await self._content.store.add_pending(
+            self._content.server_name, media_id, requester.user_id, now, expires_ts
         )
-        return Created(f"mxc://{self._server_name}/{media_id}", expires_ts)
+        return Created(f"mxc://{self._content.server_name}/{media_id}", expires_ts)
 
     async def wait_for_upload(self, row: MediaRow, timeout_ms: int | None) -> MediaRow | None:
         """Content repository, ``timeout_ms``: wait for a reserved ID's content to arrive;
@@ -69,12 +65,12 @@ class Reservations:
         with self._upload_waiter(key) as uploaded:
             # Read again now that the waiter is registered: an upload that completed after
             # the first read is seen here, and one that completes from now on sets the event.
-            current = await self._store.get(*key)
+            current = await self._content.store.get(*key)
             if current is not None and current.pending and wait_ms:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(wait_ms / 1000):
                         await uploaded.wait()
-                current = await self._store.get(*key)
+                current = await self._content.store.get(*key)
         if current is not None and current.pending:
             if (current.expires_ts or 0) <= self._content.now_ms():
                 return None
@@ -106,5 +102,7 @@ class Reservations:
     async def expire_pending(self) -> None:
         """Delete expired reservations (rows only: they have no file) and wake their
         waiters, which then answer 404."""
-        while expired := await self._store.expire_pending(self._content.now_ms(), _EXPIRE_BATCH):
+        while expired := await self._content.store.expire_pending(
+            self._content.now_ms(), _EXPIRE_BATCH
+        ):
             self.wake(expired)

@@ -16,7 +16,6 @@ from typing import Final
 
 from peyvand.config import MediaConfig
 from peyvand.errors import Errcode, MatrixError
-from peyvand.media.files import MediaFiles
 from peyvand.media.thumbnailer import (
     ImageInfo,
     ImageTooLarge,
@@ -28,7 +27,7 @@ from peyvand.media.thumbnailer import (
 from peyvand.services.media.access_times import AccessTimes
 from peyvand.services.media.content import MediaContent, storage_errors
 from peyvand.services.media.downloads import Download, Downloads
-from peyvand.storage.media import MediaRow, MediaStore, ThumbnailRow
+from peyvand.storage.media import MediaRow, ThumbnailRow
 
 _MAX_SIDE: Final = 4096
 _METHODS: Final = ("crop", "scale")
@@ -42,16 +41,12 @@ class Thumbnails:
     def __init__(
         self,
         config: MediaConfig,
-        store: MediaStore,
-        files: MediaFiles,
         content: MediaContent,
         *,
         downloads: Downloads,
         access: AccessTimes,
     ) -> None:
         self._config = config
-        self._store = store
-        self._files = files
         self._content = content
         self._downloads = downloads
         self._access = access
@@ -92,10 +87,10 @@ class Thumbnails:
         size = snap_thumbnail_size(width, height, method)
         if size is None:
             return await self._original_image(row)
-        stored = await self._store.get_thumbnail(origin, media_id, *size, method)
+        stored = await self._content.store.get_thumbnail(origin, media_id, *size, method)
         if stored is not None:
             return Download(
-                self._files.path_of(stored.sha256), stored.content_type, None, stored.size
+                self._content.files.path_of(stored.sha256), stored.content_type, None, stored.size
             )
         key = (origin, media_id, *size, method)
         job = self._jobs.get(key)
@@ -117,7 +112,7 @@ class Thumbnails:
         """The original, for a thumbnail request beyond the ladder, if it is an image we
         would thumbnail."""
         assert row.sha256 is not None and row.size is not None
-        source = self._files.path_of(row.sha256)
+        source = self._content.files.path_of(row.sha256)
         loop = asyncio.get_running_loop()
         with _thumbnail_errors():
             info: ImageInfo = await loop.run_in_executor(
@@ -128,7 +123,7 @@ class Thumbnails:
     async def _make_thumbnail(self, row: MediaRow, size: tuple[int, int], method: str) -> Download:
         assert row.sha256 is not None and row.size is not None
         width, height = size
-        source = self._files.path_of(row.sha256)
+        source = self._content.files.path_of(row.sha256)
         limit = self._config.max_thumbnail_pixels
         loop = asyncio.get_running_loop()
         async with self._slots:
@@ -144,7 +139,7 @@ class Thumbnails:
         if thumbnail is None:
             return Download(source, info.content_type, None, row.size)
         with storage_errors():
-            written = await self._files.write_bytes(thumbnail.data)
+            written = await self._content.files.write_bytes(thumbnail.data)
         stored = ThumbnailRow(
             width, height, method, thumbnail.content_type, written.size, written.sha256
         )
@@ -152,18 +147,22 @@ class Thumbnails:
             async with self._content.locks.hold(written.sha256):
                 recorded = await self._content.adopt(
                     written,
-                    functools.partial(self._store.add_thumbnail, row.origin, row.media_id, stored),
+                    functools.partial(
+                        self._content.store.add_thumbnail, row.origin, row.media_id, stored
+                    ),
                 )
         finally:
-            await self._files.discard(written)
+            await self._content.files.discard(written)
         if not recorded:
-            existing = await self._store.get_thumbnail(
+            existing = await self._content.store.get_thumbnail(
                 row.origin, row.media_id, width, height, method
             )
             if existing is None:
                 raise MatrixError(Errcode.NOT_FOUND, "Media not found")
             stored = existing
-        return Download(self._files.path_of(stored.sha256), stored.content_type, None, stored.size)
+        return Download(
+            self._content.files.path_of(stored.sha256), stored.content_type, None, stored.size
+        )
 
 
 @contextlib.contextmanager

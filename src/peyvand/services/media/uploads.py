@@ -11,16 +11,18 @@ cannot exceed it together.
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, Awaitable, Callable
+from typing import TypeVar
 
 from peyvand.config import MediaConfig
 from peyvand.errors import Errcode, MatrixError
-from peyvand.media.files import HashLocks, MediaFiles, WrittenFile
+from peyvand.media.files import HashLocks, WrittenFile
 from peyvand.services.accounts.requester import Requester
 from peyvand.services.media.content import MediaContent, new_media_id, storage_errors
 from peyvand.services.media.reservations import Reservations
-from peyvand.storage.media import MediaStore
 from peyvand.types import UserID
+
+_T = TypeVar("_T")
 
 
 class _InFlight:
@@ -54,19 +56,13 @@ class _InFlight:
 class Uploads:
     def __init__(
         self,
-        server_name: str,
         config: MediaConfig,
-        store: MediaStore,
-        files: MediaFiles,
         content: MediaContent,
         *,
         reservations: Reservations,
         admin_contact: str | None,
     ) -> None:
-        self._server_name = server_name
         self._config = config
-        self._store = store
-        self._files = files
         self._content = content
         self._reservations = reservations
         self._admin_contact = admin_contact
@@ -98,20 +94,16 @@ class Uploads:
         _check_upload_name(upload_name)
         user_id = requester.user_id
         media_id = new_media_id()
-        in_flight = _InFlight(self._in_flight, user_id)
-        try:
-            written = await self._receive(in_flight, body, content_length)
-            try:
-                async with self._quota_locks.hold(user_id):
-                    await self._check_quota(user_id, written.size)
-                    await self._content.add(
-                        self._server_name, media_id, user_id, content_type, upload_name, written
-                    )
-            finally:
-                await self._files.discard(written)
-        finally:
-            in_flight.release()
-        return f"mxc://{self._server_name}/{media_id}"
+        add = functools.partial(
+            self._content.add,
+            self._content.server_name,
+            media_id,
+            user_id,
+            content_type,
+            upload_name,
+        )
+        await self._store_within_quota(user_id, body, content_length, add)
+        return f"mxc://{self._content.server_name}/{media_id}"
 
     async def upload_to(
         self,
@@ -131,39 +123,37 @@ class Uploads:
         content_type = _content_type(content_type)
         _check_upload_name(upload_name)
         user_id = requester.user_id
-        row = await self._store.get(origin, media_id) if origin == self._server_name else None
+        row = (
+            await self._content.store.get(origin, media_id)
+            if origin == self._content.server_name
+            else None
+        )
         if row is None or (row.pending and (row.expires_ts or 0) <= self._content.now_ms()):
             raise MatrixError(Errcode.NOT_FOUND, "Unknown media ID")
         if row.user_id != user_id:
             raise MatrixError(Errcode.FORBIDDEN, "This media ID belongs to another user")
         if not row.pending:
             raise MatrixError(Errcode.CANNOT_OVERWRITE_MEDIA, "Media already uploaded")
-        in_flight = _InFlight(self._in_flight, user_id)
-        try:
-            written = await self._receive(in_flight, body, content_length)
-            try:
-                async with self._quota_locks.hold(user_id):
-                    await self._check_quota(user_id, written.size)
-                    async with self._content.locks.hold(written.sha256):
-                        quarantined_by = await self._store.quarantined_hash(written.sha256)
-                        complete = functools.partial(
-                            self._store.complete_pending,
-                            origin,
-                            media_id,
-                            content_type=content_type,
-                            upload_name=upload_name,
-                            size=written.size,
-                            sha256=written.sha256,
-                            now=self._content.now_ms(),
-                            quarantined_by=quarantined_by,
-                        )
-                        completed = await self._content.adopt(written, complete)
-            finally:
-                await self._files.discard(written)
-        finally:
-            in_flight.release()
+
+        async def complete(written: WrittenFile) -> bool:
+            async with self._content.locks.hold(written.sha256):
+                quarantined_by = await self._content.store.quarantined_hash(written.sha256)
+                record = functools.partial(
+                    self._content.store.complete_pending,
+                    origin,
+                    media_id,
+                    content_type=content_type,
+                    upload_name=upload_name,
+                    size=written.size,
+                    sha256=written.sha256,
+                    now=self._content.now_ms(),
+                    quarantined_by=quarantined_by,
+                )
+                return await self._content.adopt(written, record)
+
+        completed = await self._store_within_quota(user_id, body, content_length, complete)
         if not completed:
-            current = await self._store.get(origin, media_id)
+            current = await self._content.store.get(origin, media_id)
             if current is None or current.pending:  # expired meanwhile, or deleted
                 raise MatrixError(Errcode.NOT_FOUND, "Unknown media ID")
             raise MatrixError(Errcode.CANNOT_OVERWRITE_MEDIA, "Media already uploaded")
@@ -173,15 +163,37 @@ class Uploads:
         """Store content the server fetched itself (URL preview images); its mxc URI. The
         item has no owner (``user_id`` NULL), so it counts against nobody's quota."""
         with storage_errors():
-            written = await self._files.write_bytes(data)
+            written = await self._content.files.write_bytes(data)
         media_id = new_media_id()
         try:
             await self._content.add(
-                self._server_name, media_id, None, content_type, upload_name, written
+                self._content.server_name, media_id, None, content_type, upload_name, written
             )
         finally:
-            await self._files.discard(written)
-        return f"mxc://{self._server_name}/{media_id}"
+            await self._content.files.discard(written)
+        return f"mxc://{self._content.server_name}/{media_id}"
+
+    async def _store_within_quota(
+        self,
+        user_id: UserID,
+        body: AsyncIterable[bytes],
+        content_length: int | None,
+        store: Callable[[WrittenFile], Awaitable[_T]],
+    ) -> _T:
+        """Receive ``body`` (``_receive``), then ``store`` it under the user's quota lock
+        once the final quota check passed; what ``store`` returned. The temporary file is
+        discarded and the bytes in flight released whatever happens."""
+        in_flight = _InFlight(self._in_flight, user_id)
+        try:
+            written = await self._receive(in_flight, body, content_length)
+            try:
+                async with self._quota_locks.hold(user_id):
+                    await self._check_quota(user_id, written.size)
+                    return await store(written)
+            finally:
+                await self._content.files.discard(written)
+        finally:
+            in_flight.release()
 
     async def _receive(
         self, in_flight: _InFlight, body: AsyncIterable[bytes], content_length: int | None
@@ -193,11 +205,11 @@ class Uploads:
         quota = self._config.user_quota
         usage = 0
         if quota is not None:
-            usage = await self._store.usage_of(in_flight.user_id)
+            usage = await self._content.store.usage_of(in_flight.user_id)
             if usage + in_flight.user_total + (content_length or 0) > quota:
                 raise self._quota_exceeded()
         with storage_errors():
-            writer = await self._files.open_writer()
+            writer = await self._content.files.open_writer()
         try:
             async for chunk in body:
                 size = writer.size + len(chunk)
@@ -221,7 +233,7 @@ class Uploads:
         """The final check, under the user's quota lock: the stored uploads and this one
         (the streaming check may have let concurrent uploads through together)."""
         quota = self._config.user_quota
-        if quota is not None and await self._store.usage_of(user_id) + size > quota:
+        if quota is not None and await self._content.store.usage_of(user_id) + size > quota:
             raise self._quota_exceeded()
 
     def _quota_exceeded(self) -> MatrixError:
