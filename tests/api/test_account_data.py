@@ -7,6 +7,7 @@ from typing import Any
 
 from harness.client import Account, MatrixClient, Response, new_session
 from harness.server import HomeserverProcess
+from harness.sync import LongPoll, sync_since
 
 
 def assert_error(response: Response, status: int, errcode: str) -> None:
@@ -55,6 +56,19 @@ async def test_global_account_data_round_trip_and_sync(client: MatrixClient) -> 
     # An initial sync carries all of it.
     assert {"type": "org.example.settings", "content": {"theme": "dark"}} in global_events(
         await sync(client, alice)
+    )
+
+
+async def test_account_data_wakes_a_waiting_sync(client: MatrixClient) -> None:
+    alice = await client.register()
+    path = f"user/{alice.user_id}/account_data/org.example.settings"
+    token = (await sync(client, alice))["next_batch"]
+    waiting = await LongPoll.start(sync_since(client, alice, token, timeout_ms=10_000), 10)
+    waiting.assert_waiting()
+    (await client.request("PUT", path, json={"theme": "light"}, token=alice)).ok()
+    response = await waiting.woken()
+    assert {"type": "org.example.settings", "content": {"theme": "light"}} in global_events(
+        response
     )
 
 

@@ -138,6 +138,18 @@ async def test_read_receipts_reach_other_members_and_private_ones_stay_private(
     assert initial["content"] == receipts["content"]
 
 
+async def test_a_receipt_wakes_a_waiting_sync(client: MatrixClient) -> None:
+    alice, bob, room_id = await shared_room(client)
+    event_id = await say(client, room_id, alice, "read me")
+    token = (await sync_since(client, alice))["next_batch"]
+    waiting = await LongPoll.start(sync_since(client, alice, token, timeout_ms=10_000), 10)
+    waiting.assert_waiting()
+    (await client.request("POST", f"rooms/{room_id}/receipt/m.read/{event_id}", token=bob)).ok()
+    receipts = ephemeral(await waiting.woken(), room_id, "m.receipt")
+    assert receipts is not None
+    assert set(receipts["content"][event_id]["m.read"]) == {bob.user_id}
+
+
 async def test_a_room_joined_since_the_token_brings_its_current_receipts_and_typing(
     client: MatrixClient,
 ) -> None:
