@@ -36,16 +36,11 @@ from harness.edu_world import (
     signing_key,
     user_devices_fetcher,
 )
-from harness.postgres import PostgresCluster
 from peyvand.errors import MatrixError
 from peyvand.events.signing import sign_json
 from peyvand.services.accounts.requester import Requester
 from peyvand.services.e2ee.remote_device_lists import parse_user_devices
-from peyvand.storage.database import Database
-from peyvand.storage.migrations import run_migrations
-from peyvand.storage.postgres import PostgresDatabase
-from peyvand.storage.remote_devices import RemoteDevice, RemoteDeviceStore
-from peyvand.storage.sqlite import SqliteDatabase
+from peyvand.storage.remote_devices import RemoteDevice
 from peyvand.types import DeviceID, JsonDict, UserID
 
 
@@ -437,61 +432,6 @@ async def test_other_servers_query_and_claim_only_local_users(world: World) -> N
         {ALICE: {ALICE_DEVICE: "signed_curve25519"}, BOB: {"X": "signed_curve25519"}}
     )
     assert list(claimed["one_time_keys"]) == [ALICE]
-
-
-# RemoteDeviceStore on both backends --------------------------------------------------------
-
-
-@pytest.fixture
-async def database(
-    backend: str, request: pytest.FixtureRequest, tmp_path: Path
-) -> AsyncIterator[Database]:
-    db: SqliteDatabase | PostgresDatabase
-    if backend == "sqlite":
-        db = await SqliteDatabase.open(str(tmp_path / "store.db"))
-    else:
-        cluster: PostgresCluster = request.getfixturevalue("postgres_cluster")
-        db = await PostgresDatabase.open(cluster.create_database("remote_devices"))
-    try:
-        await run_migrations(db)
-        yield db
-    finally:
-        await db.close()
-
-
-async def test_remote_device_store(database: Database) -> None:
-    store = RemoteDeviceStore(database)
-    assert await store.get_local_stream_id(ALICE) == 0
-    assert await store.allocate_local_stream_ids(ALICE, 2) == 0
-    assert await store.allocate_local_stream_ids(ALICE, 1) == 2
-    assert await store.get_local_stream_id(ALICE) == 3
-
-    assert await store.get_device_list(BOB) is None
-    await store.mark_stale(BOB)
-    listed = await store.get_device_list(BOB)
-    assert listed is not None and (listed.stream_id, listed.stale, listed.devices) == (
-        None,
-        True,
-        (),
-    )
-    assert await store.get_stale_users(10) == [BOB]
-    phone = RemoteDevice("PHONE", "phone", '{"k":1}')
-    await store.replace_device_list(BOB, 4, [phone], {"master": '{"m":1}'})
-    assert await store.get_stale_users(10) == []
-    await store.apply_update(BOB, 5, RemoteDevice("LAPTOP", None, None), deleted=False)
-    await store.apply_update(BOB, 6, RemoteDevice("PHONE", None, None), deleted=True)
-    await store.set_cross_signing_keys(BOB, {"self_signing": '{"s":1}', "master": '{"m":2}'})
-    listed = await store.get_device_list(BOB)
-    assert listed is not None
-    assert (listed.stream_id, listed.stale) == (6, False)
-    assert listed.devices == (RemoteDevice("LAPTOP", None, None),)
-    assert listed.cross_signing == (("master", '{"m":2}'), ("self_signing", '{"s":1}'))
-    await store.forget_device_list(BOB)
-    assert await store.get_device_list(BOB) is None
-    # Cross-signing keys of a user never fetched leave them stale.
-    await store.set_cross_signing_keys(CAROL, {"master": "{}"})
-    listed = await store.get_device_list(CAROL)
-    assert listed is not None and listed.stale
 
 
 async def test_started_it_fetches_stale_lists_in_the_background(
