@@ -19,6 +19,7 @@ from peyvand.events.json_input import (
     parse_client_json,
 )
 from peyvand.services.accounts.requester import Requester
+from peyvand.types import ServerName
 
 SERVICES_KEY = web.AppKey("services", Services)
 
@@ -32,7 +33,7 @@ class RequestContext:
         services: Services,
         requester: Requester | None,
         *,
-        origin: str | None = None,
+        origin: ServerName | None = None,
         body: Any = None,
     ) -> None:
         self.request = request
@@ -50,7 +51,7 @@ class RequestContext:
         return self.requester
 
     @property
-    def origin(self) -> str:
+    def origin(self) -> ServerName:
         """The requesting server, authenticated by its X-Matrix signature (on routes with
         ``auth="federation"``)."""
         if self._origin is None:

@@ -17,6 +17,7 @@ from peyvand.api.routing import CLIENT_PREFIXES, CLIENT_V3, LimitClass, Route, R
 from peyvand.errors import Errcode, MatrixError
 from peyvand.events.json_input import NotJson, UnacceptableJson, parse_federation_json
 from peyvand.federation.request_auth import parse_authorization
+from peyvand.types import ServerName
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ class _Limits:
         }
 
 
-async def _authenticate_server(request: web.Request, services: Services) -> tuple[str, Any]:
+async def _authenticate_server(request: web.Request, services: Services) -> tuple[ServerName, Any]:
     """Server-Server API "Request Authentication": the origin of a valid X-Matrix request
     and its parsed JSON body."""
     if not services.config.federation.enabled:
@@ -84,7 +85,7 @@ async def _authenticate_server(request: web.Request, services: Services) -> tupl
     if not valid:
         raise MatrixError(Errcode.UNAUTHORIZED, "Invalid X-Matrix signature")
     services.federation.heard_from(auth.origin)
-    return auth.origin, content
+    return ServerName(auth.origin), content
 
 
 def _check_parameters(request: web.Request) -> None:

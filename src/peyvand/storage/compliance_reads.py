@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import orjson
 
 from peyvand.storage.database import Database, Row, placeholders
-from peyvand.types import JsonDict
+from peyvand.types import JsonDict, ServerName
 
 MediaKey = tuple[str, str]
 """``(origin, media_id)``: the two parts of an ``mxc://`` URI."""
@@ -84,7 +84,7 @@ class ExportAccountDataRow:
 class ExportMediaRow:
     """``sha256`` (and ``size``) are None while an asynchronous upload is pending."""
 
-    origin: str
+    origin: ServerName
     media_id: str
     content_type: str | None
     upload_name: str | None
@@ -333,7 +333,7 @@ def _event(row: Row) -> ExportEventRow:
 
 def _media(row: Row) -> ExportMediaRow:
     return ExportMediaRow(
-        origin=row["origin"],
+        origin=ServerName(row["origin"]),
         media_id=row["media_id"],
         content_type=row["content_type"],
         upload_name=row["upload_name"],

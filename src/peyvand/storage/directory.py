@@ -8,12 +8,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from peyvand.storage.database import Database
-from peyvand.types import RoomID, UserID
+from peyvand.types import RoomAlias, RoomID, UserID
 
 
 @dataclass(frozen=True, slots=True)
 class AliasRow:
-    room_alias: str
+    room_alias: RoomAlias
     room_id: RoomID
     creator: UserID
 
@@ -56,7 +56,9 @@ class DirectoryStore:
         )
         if row is None:
             return None
-        return AliasRow(row["room_alias"], RoomID(row["room_id"]), UserID(row["creator"]))
+        return AliasRow(
+            RoomAlias(row["room_alias"]), RoomID(row["room_id"]), UserID(row["creator"])
+        )
 
     async def delete_alias(self, room_alias: str) -> RoomID | None:
         """Delete an alias; the room it pointed to, or None if there was no such alias."""

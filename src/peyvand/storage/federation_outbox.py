@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from peyvand.storage.database import Connection, Database, iter_chunks, placeholders
-from peyvand.types import JsonDict
+from peyvand.types import JsonDict, ServerName
 
 # Seqs per DELETE statement: well under both backends' parameter limits.
 _CHUNK = 500
@@ -100,12 +100,12 @@ class FederationOutboxStore:
         this may go back; the sender only needs seqs above every row still queued."""
         return int(await self._db.fetchval("SELECT COALESCE(MAX(seq), 0) FROM federation_outbox"))
 
-    async def destinations_with_pending(self) -> list[str]:
+    async def destinations_with_pending(self) -> list[ServerName]:
         """Every destination with at least one queued row, sorted."""
         rows = await self._db.fetch(
             "SELECT DISTINCT destination FROM federation_outbox ORDER BY destination"
         )
-        return [row["destination"] for row in rows]
+        return [ServerName(row["destination"]) for row in rows]
 
     async def pending(self, destination: str, limit_pdus: int, limit_edus: int) -> PendingBatch:
         """The oldest ``limit_pdus`` PDU rows and ``limit_edus`` EDU rows of ``destination``."""

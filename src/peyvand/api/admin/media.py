@@ -13,6 +13,7 @@ from peyvand.api.validation import query_bool, query_int
 from peyvand.compliance.audit import AuditAction
 from peyvand.errors import Errcode, MatrixError
 from peyvand.services.accounts.requester import Requester
+from peyvand.types import ServerName
 
 routes = RouteTable()
 
@@ -32,7 +33,7 @@ async def quarantine(ctx: RequestContext) -> web.Response:
     item, or any other with the same bytes, again (files are kept, as evidence, until
     deleted)."""
     admin = _admin(ctx)
-    server_name, media_id = ctx.path["server_name"], ctx.path["media_id"]
+    server_name, media_id = ServerName(ctx.path["server_name"]), ctx.path["media_id"]
     await ctx.services.media.set_quarantined(server_name, media_id, admin.user_id)
     await ctx.services.audit.record(
         admin.user_id, AuditAction.QUARANTINE, f"mxc://{server_name}/{media_id}"
@@ -45,7 +46,7 @@ async def unquarantine(ctx: RequestContext) -> web.Response:
     """POST /_synapse/admin/v1/media/unquarantine/{serverName}/{mediaId}: serve it, and
     every item with the same bytes, again."""
     admin = _admin(ctx)
-    server_name, media_id = ctx.path["server_name"], ctx.path["media_id"]
+    server_name, media_id = ServerName(ctx.path["server_name"]), ctx.path["media_id"]
     await ctx.services.media.set_quarantined(server_name, media_id, None)
     await ctx.services.audit.record(
         admin.user_id, AuditAction.UNQUARANTINE, f"mxc://{server_name}/{media_id}"
@@ -58,7 +59,7 @@ async def delete_media(ctx: RequestContext) -> web.Response:
     """DELETE /_synapse/admin/v1/media/{serverName}/{mediaId}: the row, its thumbnails and
     every file no other media item shares."""
     admin = _admin(ctx)
-    key = (ctx.path["server_name"], ctx.path["media_id"])
+    key = (ServerName(ctx.path["server_name"]), ctx.path["media_id"])
     deleted = await ctx.services.media.delete([key])
     if not deleted:
         raise MatrixError(Errcode.NOT_FOUND, "Media not found")

@@ -8,13 +8,13 @@ from peyvand.api.context import RequestContext, json_response
 from peyvand.api.public_rooms_query import query_from_body, query_from_params
 from peyvand.api.routing import CLIENT_V3, RouteTable
 from peyvand.errors import Errcode, MatrixError
-from peyvand.types import RoomID
+from peyvand.types import RoomAlias, RoomID, ServerName
 
 routes = RouteTable()
 
 
-def _alias(ctx: RequestContext) -> str:
-    return ctx.path["roomAlias"]
+def _alias(ctx: RequestContext) -> RoomAlias:
+    return RoomAlias(ctx.path["roomAlias"])
 
 
 def _room_id(ctx: RequestContext) -> RoomID:
@@ -73,13 +73,13 @@ async def set_visibility(ctx: RequestContext) -> web.Response:
     return json_response({})
 
 
-def _server(ctx: RequestContext) -> str | None:
+def _server(ctx: RequestContext) -> ServerName | None:
     """The server whose list is asked for (``?server=``); another server's list is only
     for authenticated users (Synapse: a request this server makes on their behalf)."""
     server = ctx.query.get("server") or None
     if server is not None and server != ctx.services.config.server_name and not ctx.requester:
         raise MatrixError(Errcode.MISSING_TOKEN, "Missing access token")
-    return server
+    return None if server is None else ServerName(server)
 
 
 @routes.get(f"{CLIENT_V3}/publicRooms", auth="optional")

@@ -14,7 +14,7 @@ from peyvand.errors import Errcode, MatrixError
 from peyvand.services.rooms.creation import PRESETS, CreateRoomRequest
 from peyvand.services.sync.filtering import parse_event_filter_param
 from peyvand.services.timeline.event_creation import EventSpec, scoped_txn_id
-from peyvand.types import EventID, JsonDict, RoomID, UserID
+from peyvand.types import EventID, JsonDict, RoomID, ServerName, UserID
 
 routes = RouteTable()
 
@@ -67,12 +67,18 @@ def _join_content(body: Mapping[str, Any]) -> JsonDict | None:
     return extra or None
 
 
+def _via(ctx: RequestContext) -> list[ServerName]:
+    """The servers to join or knock through (``via``, and the older ``server_name``)."""
+    query = ctx.request.query
+    return [ServerName(s) for s in (*query.getall("via", []), *query.getall("server_name", []))]
+
+
 @routes.post(f"{CLIENT_V3}/join/{{roomIdOrAlias}}", rate_limited=True)
 async def join_by_id_or_alias(ctx: RequestContext) -> web.Response:
     """POST /_matrix/client/v3/join/{roomIdOrAlias}"""
     target = ctx.path["roomIdOrAlias"]
     body = await ctx.body()
-    servers = [*ctx.request.query.getall("via", []), *ctx.request.query.getall("server_name", [])]
+    servers = _via(ctx)
     if target.startswith("#"):
         found = await ctx.services.directory.get_alias(target)
         room_id = RoomID(found["room_id"])
@@ -94,7 +100,7 @@ async def knock(ctx: RequestContext) -> web.Response:
     """POST /_matrix/client/v3/knock/{roomIdOrAlias}"""
     target = ctx.path["roomIdOrAlias"]
     body = await ctx.body()
-    servers = [*ctx.request.query.getall("via", []), *ctx.request.query.getall("server_name", [])]
+    servers = _via(ctx)
     if target.startswith("#"):
         found = await ctx.services.directory.get_alias(target)
         room_id = RoomID(found["room_id"])
