@@ -20,7 +20,7 @@ from peyvand.services.accounts.profile import RemoteProfileQuery, no_remote_prof
 from peyvand.services.federation.edus import FederationEdus
 from peyvand.services.federation.federation_pdus import load_federation_pdus
 from peyvand.services.federation.inbound_membership import InboundMembership
-from peyvand.services.federation.inbound_transactions import InboundTransactions
+from peyvand.services.federation.inbound_transactions import InboundTransactions, drop_edus
 from peyvand.services.federation.invite_inbox import InviteInbox
 from peyvand.services.federation.invite_policy import InvitePolicyService
 from peyvand.services.federation.outbound_events import OutboundEvents
@@ -167,10 +167,11 @@ def build_federation(
         events.persist,
         events.allocate_backfill_stream,
         server_name,
+        policy_lists.soft_fail_reason,
     )
     allows = functools.partial(allows_server, server_name, transport.policy)
     outbound_events = OutboundEvents(server_name, sender, state, transport.outbox)
-    access = RoomAccess(server_name, state, handler)
+    access = RoomAccess(server_name, state, handler, policy_lists)
     reads = FederationReads(server_name, state, access)
     outbound_membership = OutboundMembership(
         server_name,
@@ -193,15 +194,50 @@ def build_federation(
         events.allocate_stream,
         on_remote_membership,
     )
+    invite_policy = InvitePolicyService(
+        config.interconnect, InvitePolicyStore(db), timeline.remote_invites, local.account_data
+    )
+    edus = (
+        FederationEdus(
+            server_name,
+            state,
+            timeline.index,
+            sender,
+            local.typing,
+            local.receipts,
+            local.to_device,
+            local.device_lists,
+            local.e2e_keys,
+            RemoteDeviceStore(db),
+            fetch_user_devices=functools.partial(transport.requests.get_user_devices, timeout=10),
+            claim_keys=functools.partial(transport.requests.claim_keys, timeout=10),
+            presence=local.presence,
+        )
+        if config.federation.enabled
+        else None
+    )
     federation = FederationService(
         server_name,
         transport.policy,
         sender,
-        handler,
-        access,
-        InboundTransactions(transport.policy, handler, FederationInboxStore(db)),
+        InboundTransactions(
+            transport.policy,
+            handler,
+            FederationInboxStore(db),
+            policy_lists,
+            drop_edus if edus is None else edus.on_edus,
+        ),
         reads,
-        InboundMembership(server_name, state, access, reads, handler, outbound_events, signing_key),
+        InboundMembership(
+            server_name,
+            state,
+            access,
+            reads,
+            handler,
+            outbound_events,
+            signing_key,
+            policy_lists,
+        ),
         outbound_membership,
         InviteInbox(
             server_name,
@@ -213,32 +249,14 @@ def build_federation(
             events.allocate_stream,
             user_exists,
             on_remote_membership,
+            invite_policy,
+            policy_lists,
         ),
+        edus,
     )
-    invite_policy = InvitePolicyService(
-        config.interconnect, InvitePolicyStore(db), timeline.remote_invites, local.account_data
-    )
-    federation.use_invite_policy(invite_policy)
-    federation.use_policy_lists(policy_lists)
     if not config.federation.enabled:
         return Federation(federation, invite_policy, None, unfederated())
 
-    edus = FederationEdus(
-        server_name,
-        state,
-        timeline.index,
-        sender,
-        local.typing,
-        local.receipts,
-        local.to_device,
-        local.device_lists,
-        local.e2e_keys,
-        RemoteDeviceStore(db),
-        fetch_user_devices=functools.partial(transport.requests.get_user_devices, timeout=10),
-        claim_keys=functools.partial(transport.requests.claim_keys, timeout=10),
-        presence=local.presence,
-    )
-    federation.use_edus(edus)
     timeline.writer.add_pre_commit(outbound_events.prepare_outbound)
     timeline.dispatcher.listeners.append(outbound_events.on_persisted)
     queries = RemoteQueries(transport.requests, allows)

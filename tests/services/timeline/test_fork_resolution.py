@@ -319,6 +319,7 @@ async def _receiver(path: Path, server_name: str = "c.test") -> AsyncIterator[Re
         creation.persist,
         creation.allocate_backfill_stream,
         server_name,
+        lambda _pdu: None,
     )
     joiner = RemoteJoiner(
         server_name,

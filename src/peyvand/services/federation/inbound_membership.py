@@ -48,9 +48,11 @@ class InboundMembership:
         handler: FederationEventHandler,
         outbound: OutboundEvents,
         signing_key: SigningKey,
+        policy_lists: PolicyListService,
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        """Users and rooms the moderation ``policy_lists`` ban are refused."""
         self._server_name = server_name
         self._state = state
         self._access = access
@@ -59,10 +61,6 @@ class InboundMembership:
         self._outbound = outbound
         self._signing_key = signing_key
         self._clock = clock
-        self._policy_lists: PolicyListService | None = None
-
-    def use_policy_lists(self, policy_lists: PolicyListService) -> None:
-        """Refuse users and rooms the moderation policy lists ban."""
         self._policy_lists = policy_lists
 
     async def make_join(
@@ -213,8 +211,7 @@ class InboundMembership:
 
     async def _check_join(self, room_id: RoomID, user_id: UserID) -> None:
         """403 if the moderation policy lists ban the user or the room."""
-        if self._policy_lists is not None:
-            await self._policy_lists.check_join(room_id, user_id)
+        await self._policy_lists.check_join(room_id, user_id)
 
     def _parse_membership(
         self, raw: Any, snapshot: RoomSnapshot, event_id: EventID, origin: str, membership: str

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final
 
 from peyvand.background import periodic
 from peyvand.errors import Errcode, MatrixError
 from peyvand.federation.policy import ServerPolicy
-from peyvand.services.federation.edus import FederationEdus
 from peyvand.services.federation.received_events import FederationEventHandler
 from peyvand.services.rooms.policy_lists import PolicyListService
 from peyvand.storage.federation_inbox import FederationInboxStore
@@ -26,31 +25,36 @@ _PRUNE_SECONDS = 3600.0
 _KEEP_ANSWERS_SECONDS = 86_400
 
 
+EduReceiver = Callable[[str, Sequence[Any]], Awaitable[None]]
+"""(origin, a transaction's EDUs) -> applied (``FederationEdus.on_edus``)."""
+
+
+async def drop_edus(origin: str, edus: Sequence[Any]) -> None:
+    """``EduReceiver`` where federation is off (no transaction is taken in then)."""
+    return None
+
+
 class InboundTransactions:
     def __init__(
         self,
         policy: ServerPolicy,
         handler: FederationEventHandler,
         inbox: FederationInboxStore,
+        policy_lists: PolicyListService,
+        on_edus: EduReceiver,
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        """Nothing is taken in from servers the moderation ``policy_lists`` ban; EDUs
+        (typing, receipts, to-device, device lists) are applied with ``on_edus``."""
         self._policy = policy
         self._handler = handler
         self._inbox = inbox
+        self._policy_lists = policy_lists
+        self._on_edus = on_edus
         self._clock = clock
-        self._edus: FederationEdus | None = None
-        self._policy_lists: PolicyListService | None = None
         self._origin_locks: dict[str, asyncio.Lock] = {}
         self._janitor = periodic("federation-janitor", _PRUNE_SECONDS, self._prune)
-
-    def use_edus(self, edus: FederationEdus) -> None:
-        """Apply inbound EDUs (typing, receipts, to-device, device lists) with ``edus``."""
-        self._edus = edus
-
-    def use_policy_lists(self, policy_lists: PolicyListService) -> None:
-        """Take in nothing from servers the moderation policy lists ban."""
-        self._policy_lists = policy_lists
 
     def start(self) -> None:
         self._janitor.start()
@@ -99,13 +103,12 @@ class InboundTransactions:
                 or not isinstance(raw.get("sender"), str)
                 or self._policy.allows(server_name_of(raw["sender"]))
             )
-            and (lists is None or lists.admits_pdu(origin, raw))
+            and lists.admits_pdu(origin, raw)
         ]
         results = await self._handler.receive_pdus(origin, allowed)
-        if lists is not None and lists.server_rule(origin) is not None:
+        if lists.server_rule(origin) is not None:
             edus = []
-        if self._edus is not None:
-            await self._edus.on_edus(origin, edus)
+        await self._on_edus(origin, edus)
         response: JsonDict = {"pdus": results}
         await self._inbox.put_response(origin, txn_id, response, int(self._clock() * 1000))
         return response

@@ -11,7 +11,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from peyvand.config.model import InterconnectConfig
 from peyvand.errors import Errcode, MatrixError
 from peyvand.events.received import InvalidPdu, check_content_hash_or_redact, parse_pdu
 from peyvand.events.room_versions import KNOWN_ROOM_VERSIONS
@@ -75,9 +74,6 @@ class RemoteInviteLimiter:
 
 
 class InviteInbox:
-    # Created on the first invite from another server (see ``on_invite``).
-    _invite_limiter: RemoteInviteLimiter | None = None
-
     def __init__(
         self,
         server_name: str,
@@ -89,7 +85,12 @@ class InviteInbox:
         allocate_stream: Callable[[], int],
         user_exists: Callable[[UserID], Awaitable[bool]],
         on_remote_membership: Callable[[UserID, RoomID, str, int], None],
+        invite_policy: InvitePolicyService,
+        policy_lists: PolicyListService,
     ) -> None:
+        """``invite_policy`` applies users' choices for invites from other servers
+        (interconnect opt-in) and its rate limits; the moderation ``policy_lists`` refuse
+        the invites they ban (inviter, invitee or room)."""
         self._server_name = server_name
         self._keyring = keyring
         self._state = state
@@ -99,16 +100,13 @@ class InviteInbox:
         self._allocate_stream = allocate_stream
         self._user_exists = user_exists
         self._on_remote_membership = on_remote_membership
-        self._invite_policy: InvitePolicyService | None = None
-        self._policy_lists: PolicyListService | None = None
-
-    def use_invite_policy(self, invite_policy: InvitePolicyService) -> None:
-        """Apply users' choices for invites from other servers (interconnect opt-in)."""
         self._invite_policy = invite_policy
-
-    def use_policy_lists(self, policy_lists: PolicyListService) -> None:
-        """Refuse invites the moderation policy lists ban (inviter, invitee or room)."""
         self._policy_lists = policy_lists
+        limits = invite_policy.config
+        self._invite_limiter = RemoteInviteLimiter(
+            limits.remote_invites_per_server_per_minute,
+            limits.remote_invites_per_user_per_minute,
+        )
 
     async def on_invite(
         self, origin: str, room_id: RoomID, event_id: EventID, body: Any
@@ -141,19 +139,8 @@ class InviteInbox:
             raise MatrixError(Errcode.BAD_JSON, "Not an invite event")
         if server_name_of(pdu.sender) != origin:
             raise MatrixError(Errcode.FORBIDDEN, "The inviter is not on the requesting server")
-        if self._policy_lists is not None:
-            # A banned inviter (or server: the inviter's), invitee or room: 403.
-            await self._policy_lists.check_invite(room_id, pdu.sender, target)
-        if self._invite_limiter is None:
-            limits = (
-                self._invite_policy.config
-                if self._invite_policy is not None
-                else InterconnectConfig()
-            )
-            self._invite_limiter = RemoteInviteLimiter(
-                limits.remote_invites_per_server_per_minute,
-                limits.remote_invites_per_user_per_minute,
-            )
+        # A banned inviter (or server: the inviter's), invitee or room: 403.
+        await self._policy_lists.check_invite(room_id, pdu.sender, target)
         # 429 before anything is checked further, signed or stored.
         self._invite_limiter.check(origin, pdu.sender)
         if server_name_of(target) != self._server_name or not await self._user_exists(target):
@@ -166,10 +153,8 @@ class InviteInbox:
         known = await self._state.get_room(room_id)
         if known is not None and not await self._handler.origin_allowed(origin, known):
             raise MatrixError(Errcode.FORBIDDEN, "Server is denied by the room's ACL")
-        held = False
-        if self._invite_policy is not None:
-            # Raises M_INVITE_BLOCKED before anything is signed or stored.
-            held = await self._invite_policy.admit_remote_invite(target, room_id)
+        # Raises M_INVITE_BLOCKED before anything is signed or stored.
+        held = await self._invite_policy.admit_remote_invite(target, room_id)
         signed = sign_event(pdu.data, version, self._server_name, self._signing_key)
         stripped = body.get("invite_room_state", [])
         if not isinstance(stripped, list):

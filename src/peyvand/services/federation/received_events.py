@@ -13,7 +13,7 @@ Every PDU goes through, in order:
    fetched with ``/get_missing_events``, and where a gap remains the state at the missing
    event comes from ``/state_ids``) — else rejected;
 6. the rules against the room's current state — else soft-failed; so is an event whose
-   sender the server's moderation policy lists ban (``use_sender_policy``).
+   sender the server's moderation policy lists ban (``banned_sender``).
 
 Accepted events join the timeline through the same group commit as local events, under the
 room's lock; the room's current state becomes the resolution of the states after each of
@@ -110,7 +110,11 @@ class FederationEventHandler:
         enqueue: Enqueue,
         allocate_backfill_stream: Callable[[], int],
         server_name: str,
+        banned_sender: Callable[[Pdu], str | None],
     ) -> None:
+        """Events for which ``banned_sender`` gives a reason are soft-failed (kept out of
+        the timeline and current state, like events the current state does not allow,
+        however they arrive: pushed, or pulled to fill a gap)."""
         self._state = state
         self._resolver = StateResolver(state)
         self._store = store
@@ -120,12 +124,6 @@ class FederationEventHandler:
         self._enqueue = enqueue
         self._allocate_backfill_stream = allocate_backfill_stream
         self._server_name = server_name
-        self._banned_sender: Callable[[Pdu], str | None] | None = None
-
-    def use_sender_policy(self, banned_sender: Callable[[Pdu], str | None]) -> None:
-        """Soft-fail events for which ``banned_sender`` gives a reason (kept out of the
-        timeline and current state, like events the current state does not allow, however
-        they arrive: pushed, or pulled to fill a gap)."""
         self._banned_sender = banned_sender
 
     # -- entry points ------------------------------------------------------------------
@@ -577,7 +575,7 @@ class FederationEventHandler:
             await self._store_aside(pdu, "rejected", reason, before_row, before_new)
             return Outcome(pdu.event_id, "rejected", reason)
         soft_fail = await self._auth_against_state(pdu, snapshot.state)
-        if soft_fail is None and self._banned_sender is not None:
+        if soft_fail is None:
             soft_fail = self._banned_sender(pdu)
         if soft_fail is not None:
             logger.info("soft-failed %s from %s: %s", pdu.event_id, origin, soft_fail)

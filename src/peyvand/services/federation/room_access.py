@@ -13,15 +13,16 @@ from peyvand.types import RoomID, server_name_of
 
 class RoomAccess:
     def __init__(
-        self, server_name: str, state: StateService, handler: FederationEventHandler
+        self,
+        server_name: str,
+        state: StateService,
+        handler: FederationEventHandler,
+        policy_lists: PolicyListService,
     ) -> None:
+        """Servers the moderation ``policy_lists`` ban are refused."""
         self._server_name = server_name
         self._state = state
         self._handler = handler
-        self._policy_lists: PolicyListService | None = None
-
-    def use_policy_lists(self, policy_lists: PolicyListService) -> None:
-        """Refuse servers the moderation policy lists ban."""
         self._policy_lists = policy_lists
 
     async def room(
@@ -35,7 +36,7 @@ class RoomAccess:
             raise MatrixError(Errcode.NOT_FOUND, "Unknown room")
         if origin is not None and not await self._handler.origin_allowed(origin, snapshot):
             raise MatrixError(Errcode.FORBIDDEN, "Server is denied by the room's ACL")
-        if origin is not None and self._policy_lists is not None:
+        if origin is not None:
             self._policy_lists.check_server(origin, room_id)
         return snapshot
 

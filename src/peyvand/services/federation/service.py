@@ -10,12 +10,8 @@ from peyvand.services.federation.edus import FederationEdus
 from peyvand.services.federation.inbound_membership import InboundMembership
 from peyvand.services.federation.inbound_transactions import InboundTransactions
 from peyvand.services.federation.invite_inbox import InviteInbox
-from peyvand.services.federation.invite_policy import InvitePolicyService
 from peyvand.services.federation.outbound_membership import OutboundMembership
-from peyvand.services.federation.received_events import FederationEventHandler
-from peyvand.services.federation.room_access import RoomAccess
 from peyvand.services.federation.serving import FederationReads
-from peyvand.services.rooms.policy_lists import PolicyListService
 
 
 def allows_server(own_server_name: str, policy: ServerPolicy, server_name: str) -> bool:
@@ -30,42 +26,23 @@ class FederationService:
         server_name: str,
         policy: ServerPolicy,
         sender: FederationSender,
-        handler: FederationEventHandler,
-        access: RoomAccess,
         transactions: InboundTransactions,
         reads: FederationReads,
         inbound_membership: InboundMembership,
         outbound_membership: OutboundMembership,
         invite_inbox: InviteInbox,
+        edus: FederationEdus | None,
     ) -> None:
+        """``edus`` is None where federation is off (its endpoints then answer 404)."""
         self._server_name = server_name
         self._policy = policy
         self._sender = sender
-        self._handler = handler
-        self._access = access
-        self._edus: FederationEdus | None = None
+        self._edus = edus
         self.transactions = transactions
         self.reads = reads
         self.inbound_membership = inbound_membership
         self.outbound_membership = outbound_membership
         self.invite_inbox = invite_inbox
-
-    def use_edus(self, edus: FederationEdus) -> None:
-        """Apply inbound EDUs (typing, receipts, to-device, device lists) with ``edus``."""
-        self._edus = edus
-        self.transactions.use_edus(edus)
-
-    def use_invite_policy(self, invite_policy: InvitePolicyService) -> None:
-        """Apply users' choices for invites from other servers (interconnect opt-in)."""
-        self.invite_inbox.use_invite_policy(invite_policy)
-
-    def use_policy_lists(self, policy_lists: PolicyListService) -> None:
-        """Enforce the moderation policy lists' bans on what other servers send."""
-        self.transactions.use_policy_lists(policy_lists)
-        self._access.use_policy_lists(policy_lists)
-        self.inbound_membership.use_policy_lists(policy_lists)
-        self.invite_inbox.use_policy_lists(policy_lists)
-        self._handler.use_sender_policy(policy_lists.soft_fail_reason)
 
     async def start(self) -> None:
         self.transactions.start()
