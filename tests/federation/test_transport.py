@@ -31,45 +31,32 @@ class Call:
 
 @dataclass
 class RecordingClient:
+    """``get_json``, ``post_json`` and ``put_json`` of ``FederationClient``, recorded."""
+
     answer: Any = field(default_factory=dict)
     calls: list[Call] = field(default_factory=list)
 
-    async def get_json(
-        self,
-        destination: str,
-        path: str,
-        *,
-        query: Query | None = None,
-        signed: bool = True,
-        timeout: float | None = None,  # noqa: ASYNC109 (the FederationClient signature)
-    ) -> Any:
-        self.calls.append(Call("GET", destination, path, query, None, signed, timeout))
-        return self.answer
+    async def get_json(self, destination: str, path: str, **options: Any) -> Any:
+        return self._record("GET", destination, path, None, **options)
 
-    async def post_json(
+    async def post_json(self, destination: str, path: str, body: Any, **options: Any) -> Any:
+        return self._record("POST", destination, path, body, **options)
+
+    async def put_json(self, destination: str, path: str, body: Any, **options: Any) -> Any:
+        return self._record("PUT", destination, path, body, **options)
+
+    def _record(
         self,
+        method: str,
         destination: str,
         path: str,
         body: Any,
         *,
         query: Query | None = None,
         signed: bool = True,
-        timeout: float | None = None,  # noqa: ASYNC109 (the FederationClient signature)
+        timeout: float | None = None,
     ) -> Any:
-        self.calls.append(Call("POST", destination, path, query, body, signed, timeout))
-        return self.answer
-
-    async def put_json(
-        self,
-        destination: str,
-        path: str,
-        body: Any,
-        *,
-        query: Query | None = None,
-        signed: bool = True,
-        timeout: float | None = None,  # noqa: ASYNC109 (the FederationClient signature)
-    ) -> Any:
-        self.calls.append(Call("PUT", destination, path, query, body, signed, timeout))
+        self.calls.append(Call(method, destination, path, query, body, signed, timeout))
         return self.answer
 
 
