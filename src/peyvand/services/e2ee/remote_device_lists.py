@@ -27,16 +27,15 @@ import orjson
 
 from peyvand.background import BackgroundTask
 from peyvand.errors import MatrixError
-from peyvand.lru import LRU
-from peyvand.services.e2ee.device_lists import DeviceListService
-from peyvand.services.e2ee.keys import (
+from peyvand.events.device_keys import (
     MASTER,
     MAX_DEVICE_KEYS_BYTES,
     SELF_SIGNING,
-    E2eKeysService,
-    canonical,
     check_cross_signing_key,
 )
+from peyvand.lru import LRU
+from peyvand.services.e2ee.device_lists import DeviceListService
+from peyvand.services.e2ee.keys import E2eKeysService, canonical
 from peyvand.services.federation.edu_support import (
     MAX_ID_LENGTH,
     IgnoredEdu,
