@@ -10,8 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from signedjson.key import decode_signing_key_base64, encode_signing_key_base64
 
+from harness.edu_world import cross_signing_key, signed_device_keys
+from harness.edu_world import signing_key as cross_signing_signing_key
 from peyvand.errors import Errcode, MatrixError
 from peyvand.events.device_keys import (
     MASTER,
@@ -36,7 +37,6 @@ from peyvand.events.signing import (
     generate_signing_key,
     get_verify_key,
     sign_json,
-    verify_key_base64,
 )
 from peyvand.types import DeviceID, JsonDict, UserID
 
@@ -49,31 +49,14 @@ def _errcode(error: pytest.ExceptionInfo[MatrixError]) -> Errcode:
     return error.value.errcode
 
 
-def _device_keys(key: SigningKey, user_id: str = ALICE, device_id: str = DEVICE) -> JsonDict:
-    body = {
-        "user_id": user_id,
-        "device_id": device_id,
-        "algorithms": ["m.megolm.v1.aes-sha2"],
-        "keys": {f"ed25519:{device_id}": verify_key_base64(key)},
-    }
-    return sign_json(body, user_id, key)
-
-
-def _cross_signing_signing_key() -> SigningKey:
-    """A fresh ed25519 key whose version is its public key (as cross-signing keys are)."""
-    seed = generate_signing_key("x")
-    public = verify_key_base64(seed)
-    return decode_signing_key_base64("ed25519", public, encode_signing_key_base64(seed))
+def _device_keys(key: SigningKey) -> JsonDict:
+    return signed_device_keys(key, ALICE, DEVICE)
 
 
 def _cross_signing_key(
     user_id: UserID, key_type: str, key: SigningKey, signer: SigningKey | None = None
 ) -> CrossSigningKey:
-    body: JsonDict = {
-        "user_id": user_id,
-        "usage": [key_type],
-        "keys": {f"ed25519:{key.version}": key.version},
-    }
+    body = cross_signing_key(user_id, key_type, key)
     if signer is not None:
         body = sign_json(body, user_id, signer)
     return CrossSigningKey(key_type, key.version, get_verify_key(key), body)
@@ -183,7 +166,7 @@ def test_a_reuploaded_one_time_key_may_differ_only_in_signatures() -> None:
 
 
 def test_a_cross_signing_key_holds_one_ed25519_key_of_its_user() -> None:
-    key = _cross_signing_signing_key()
+    key = cross_signing_signing_key()
     body = {**_cross_signing_key(ALICE, MASTER, key).json, "unsigned": {}}
     checked = check_cross_signing_key(body, ALICE, MASTER)
     assert (checked.key_type, checked.public_key) == (MASTER, key.version)
@@ -204,17 +187,17 @@ def test_a_cross_signing_key_holds_one_ed25519_key_of_its_user() -> None:
     ],
 )
 def test_bad_cross_signing_keys_are_refused(change: JsonDict, errcode: Errcode) -> None:
-    body = {**_cross_signing_key(ALICE, MASTER, _cross_signing_signing_key()).json, **change}
+    body = {**_cross_signing_key(ALICE, MASTER, cross_signing_signing_key()).json, **change}
     with pytest.raises(MatrixError) as error:
         check_cross_signing_key(body, ALICE, MASTER)
     assert _errcode(error) == errcode
 
 
 def test_self_and_user_signing_keys_must_be_signed_by_the_master_key() -> None:
-    master_key = _cross_signing_signing_key()
+    master_key = cross_signing_signing_key()
     master = _cross_signing_key(ALICE, MASTER, master_key)
-    signed = _cross_signing_key(ALICE, SELF_SIGNING, _cross_signing_signing_key(), master_key)
-    unsigned = _cross_signing_key(ALICE, USER_SIGNING, _cross_signing_signing_key())
+    signed = _cross_signing_key(ALICE, SELF_SIGNING, cross_signing_signing_key(), master_key)
+    unsigned = _cross_signing_key(ALICE, USER_SIGNING, cross_signing_signing_key())
     check_signed_by_master([master, signed], ALICE, master)
     with pytest.raises(MatrixError) as error:
         check_signed_by_master([signed, unsigned], ALICE, master)
@@ -222,7 +205,7 @@ def test_self_and_user_signing_keys_must_be_signed_by_the_master_key() -> None:
 
 
 def test_a_device_signs_its_users_master_key() -> None:
-    device_key, master_key = generate_signing_key(DEVICE), _cross_signing_signing_key()
+    device_key, master_key = generate_signing_key(DEVICE), cross_signing_signing_key()
     master = _cross_signing_key(ALICE, MASTER, master_key)
     keys = {(ALICE, MASTER): master}
     devices: dict[str, JsonDict] = {DEVICE: _device_keys(device_key)}
@@ -236,7 +219,7 @@ def test_a_device_signs_its_users_master_key() -> None:
 
 
 def test_the_self_signing_key_signs_the_users_devices() -> None:
-    self_key = _cross_signing_signing_key()
+    self_key = cross_signing_signing_key()
     keys = {(ALICE, SELF_SIGNING): _cross_signing_key(ALICE, SELF_SIGNING, self_key)}
     device = _device_keys(generate_signing_key(DEVICE))
     devices: dict[str, JsonDict] = {DEVICE: device}
@@ -259,7 +242,7 @@ def test_the_self_signing_key_signs_the_users_devices() -> None:
 
 
 def test_the_user_signing_key_signs_other_users_master_keys() -> None:
-    user_key, bob_master_key = _cross_signing_signing_key(), _cross_signing_signing_key()
+    user_key, bob_master_key = cross_signing_signing_key(), cross_signing_signing_key()
     bob_master = _cross_signing_key(BOB, MASTER, bob_master_key)
     keys = {
         (ALICE, USER_SIGNING): _cross_signing_key(ALICE, USER_SIGNING, user_key),
@@ -270,7 +253,7 @@ def test_the_user_signing_key_signs_other_users_master_keys() -> None:
     found = other_signature(ALICE, BOB, bob_master.public_key, signed, keys)
     assert found == {key_id: signed["signatures"][ALICE][key_id]}
 
-    forged = sign_json(bob_master.json, ALICE, _cross_signing_signing_key())
+    forged = sign_json(bob_master.json, ALICE, cross_signing_signing_key())
     for target_id, body, cross_signing, errcode in [
         ("other", signed, keys, Errcode.NOT_FOUND),
         (bob_master.public_key, signed, {(BOB, MASTER): bob_master}, Errcode.NOT_FOUND),
