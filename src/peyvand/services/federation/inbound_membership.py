@@ -67,17 +67,8 @@ class InboundMembership:
         self, origin: str, room_id: RoomID, user_id: UserID, versions: Sequence[str]
     ) -> JsonDict:
         """GET /make_join: a join event template for a user of ``origin``."""
-        snapshot = await self._access.room(room_id, origin, resident=True)
-        if server_name_of(user_id) != origin:
-            raise MatrixError(Errcode.FORBIDDEN, "The user is not on the requesting server")
-        await self._check_join(room_id, user_id)
+        snapshot = await self._room_to_enter(origin, room_id, user_id, versions)
         version = snapshot.room_version
-        if version.identifier not in versions:
-            raise MatrixError(
-                Errcode.INCOMPATIBLE_ROOM_VERSION,
-                f"This room is version {version.identifier}",
-                room_version=version.identifier,
-            )
         content: JsonDict = {"membership": "join"}
         authoriser = await join_authoriser(self._state, snapshot, user_id, self._server_name)
         if authoriser is not None:
@@ -115,9 +106,7 @@ class InboundMembership:
 
     async def make_leave(self, origin: str, room_id: RoomID, user_id: UserID) -> JsonDict:
         """GET /make_leave: a leave template (a remote user rejecting our invite)."""
-        snapshot = await self._access.room(room_id, origin, resident=True)
-        if server_name_of(user_id) != origin:
-            raise MatrixError(Errcode.FORBIDDEN, "The user is not on the requesting server")
+        snapshot = await self._room_for_user(origin, room_id, user_id)
         template = self._template(
             snapshot, user_id, "m.room.member", user_id, {"membership": "leave"}
         )
@@ -139,17 +128,8 @@ class InboundMembership:
         self, origin: str, room_id: RoomID, user_id: UserID, versions: Sequence[str]
     ) -> JsonDict:
         """GET /make_knock: a knock template for a user of ``origin``."""
-        snapshot = await self._access.room(room_id, origin, resident=True)
-        if server_name_of(user_id) != origin:
-            raise MatrixError(Errcode.FORBIDDEN, "The user is not on the requesting server")
-        await self._check_join(room_id, user_id)
+        snapshot = await self._room_to_enter(origin, room_id, user_id, versions)
         version = snapshot.room_version
-        if version.identifier not in versions:
-            raise MatrixError(
-                Errcode.INCOMPATIBLE_ROOM_VERSION,
-                f"This room is version {version.identifier}",
-                room_version=version.identifier,
-            )
         template = self._template(
             snapshot, user_id, "m.room.member", user_id, {"membership": "knock"}
         )
@@ -168,6 +148,30 @@ class InboundMembership:
         if outcome.status not in ("accepted", "duplicate"):
             raise MatrixError(Errcode.FORBIDDEN, outcome.reason or "The knock was not allowed")
         return {"knock_room_state": await stripped_state(self._state, snapshot)}
+
+    async def _room_for_user(self, origin: str, room_id: RoomID, user_id: UserID) -> RoomSnapshot:
+        """The room, for a template for ``user_id``: this server takes part in it, the
+        room lets ``origin`` in, and the user is one of ``origin``'s."""
+        snapshot = await self._access.room(room_id, origin, resident=True)
+        if server_name_of(user_id) != origin:
+            raise MatrixError(Errcode.FORBIDDEN, "The user is not on the requesting server")
+        return snapshot
+
+    async def _room_to_enter(
+        self, origin: str, room_id: RoomID, user_id: UserID, versions: Sequence[str]
+    ) -> RoomSnapshot:
+        """The room, for a join or knock template: as ``_room_for_user``, and the policy
+        lists ban neither the user nor the room, and ``origin`` supports its version."""
+        snapshot = await self._room_for_user(origin, room_id, user_id)
+        await self._check_join(room_id, user_id)
+        version = snapshot.room_version
+        if version.identifier not in versions:
+            raise MatrixError(
+                Errcode.INCOMPATIBLE_ROOM_VERSION,
+                f"This room is version {version.identifier}",
+                room_version=version.identifier,
+            )
+        return snapshot
 
     def _template(
         self,
