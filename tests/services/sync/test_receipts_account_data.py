@@ -164,15 +164,15 @@ async def test_receipts_never_move_back(world: World) -> None:
     await world.receipts.send_receipt(ALICE, ROOM, "m.read", old)
     assert world.receipts.current_position == 1
     assert len(world.notifier.woken) == 1
-    assert await world.receipts.read_position(ALICE, ROOM) == 20
+    assert await world.receipts.read_positions(ALICE, [ROOM]) == {ROOM: 20}
 
 
 async def test_read_position_is_the_further_of_public_and_private_receipts(world: World) -> None:
     a, b = world.state.add_event("$a", 10), world.state.add_event("$b", 20)
-    assert await world.receipts.read_position(ALICE, ROOM) is None
+    assert await world.receipts.read_positions(ALICE, [ROOM]) == {}
     await world.receipts.send_receipt(ALICE, ROOM, "m.read.private", b)
     await world.receipts.send_receipt(ALICE, ROOM, "m.read", a)
-    assert await world.receipts.read_position(ALICE, ROOM) == 20
+    assert await world.receipts.read_positions(ALICE, [ROOM]) == {ROOM: 20}
     assert await world.receipts.read_positions(ALICE, [ROOM, OTHER_ROOM]) == {ROOM: 20}
 
 
@@ -254,7 +254,7 @@ async def test_read_markers_also_move_receipts(world: World) -> None:
         b: {"m.read": {ALICE: {"ts": NOW_MS}}},
         c: {"m.read.private": {ALICE: {"ts": NOW_MS}}},
     }
-    assert await world.receipts.read_position(ALICE, ROOM) == 3
+    assert await world.receipts.read_positions(ALICE, [ROOM]) == {ROOM: 3}
 
 
 # Account data -----------------------------------------------------------------------------

@@ -186,10 +186,6 @@ class ReceiptService:
         notifications"); rooms without such a receipt are absent."""
         return await self._store.get_read_positions(user_id, room_ids)
 
-    async def read_position(self, user_id: UserID, room_id: RoomID) -> int | None:
-        """``read_positions`` for one room."""
-        return (await self.read_positions(user_id, [room_id])).get(room_id)
-
     # -- internals ------------------------------------------------------------------------
 
     async def _member_event(
