@@ -58,7 +58,7 @@ def is_valid_localpart(localpart: str) -> bool:
     return bool(_LOCALPART_RE.fullmatch(localpart))
 
 
-def server_name_of(identifier: str) -> str:
+def server_name_of(identifier: str) -> ServerName:
     """The domain of a user, room alias or (pre-v12) room ID; '' if there is none."""
     _, sep, domain = identifier.partition(":")
-    return domain if sep else ""
+    return ServerName(domain if sep else "")

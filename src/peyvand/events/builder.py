@@ -29,7 +29,7 @@ from peyvand.events.hashes import add_content_hash, compute_event_id, new_carrie
 from peyvand.events.pdu import Pdu
 from peyvand.events.room_versions import RoomVersion
 from peyvand.events.signing import SigningKey, sign_event
-from peyvand.types import EventID, JsonDict, RoomID, UserID
+from peyvand.types import EventID, JsonDict, RoomID, ServerName, UserID
 
 # Client-Server API, "Size limits".
 MAX_PDU_SIZE: Final = 65536
@@ -53,7 +53,7 @@ def build_pdu(
     depth: int,
     origin_server_ts: int,
     redacts: EventID | None = None,
-    origin_server_name: str,
+    origin_server_name: ServerName,
     signing_key: SigningKey,
 ) -> Pdu:
     """Build a signed PDU for a locally created event.
@@ -102,7 +102,7 @@ def finalize_pdu(
     data: Mapping[str, Any],
     room_version: RoomVersion,
     *,
-    origin_server_name: str,
+    origin_server_name: ServerName,
     signing_key: SigningKey,
 ) -> Pdu:
     """Hash, sign and wrap an assembled event (``build_pdu``, or a ``make_join`` template).

@@ -19,7 +19,7 @@ from unpaddedbase64 import decode_base64, encode_base64
 from peyvand.events.canonical_json import encode_canonical_json
 from peyvand.events.redaction import redact
 from peyvand.events.room_versions import EventIdFormat, RoomVersion
-from peyvand.types import EventID, JsonDict
+from peyvand.types import EventID, JsonDict, ServerName
 
 
 def compute_content_hash(data: Mapping[str, Any]) -> bytes:
@@ -82,7 +82,7 @@ def compute_event_id(data: Mapping[str, Any], room_version: RoomVersion) -> Even
     return EventID("$" + encode_base64(compute_reference_hash(data, room_version), urlsafe=urlsafe))
 
 
-def new_carried_event_id(data: Mapping[str, Any], server_name: str) -> EventID:
+def new_carried_event_id(data: Mapping[str, Any], server_name: ServerName) -> EventID:
     """A v1/v2 event ID, ``$opaque_id:server_name``, for an event this server creates.
 
     Rooms v1 "Event IDs": ``opaque_id`` only has to be unique here. It is derived from

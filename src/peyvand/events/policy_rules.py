@@ -24,6 +24,7 @@ from typing import Any, Final, Literal
 
 from peyvand.events.glob import Glob, compile_glob
 from peyvand.events.server_acl import server_host
+from peyvand.types import ServerName
 
 RuleKind = Literal["user", "room", "server"]
 
@@ -118,7 +119,7 @@ class PolicyMatcher:
         """The ``m.policy.rule.user`` ban matching ``user_id``."""
         return self._users.match(user_id)
 
-    def server(self, server_name: str) -> PolicyRule | None:
+    def server(self, server_name: ServerName) -> PolicyRule | None:
         """The ``m.policy.rule.server`` ban matching ``server_name`` (port ignored)."""
         host = server_host(server_name)
         return self._servers.match(host) or (

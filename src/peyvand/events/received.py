@@ -46,6 +46,7 @@ from peyvand.events.room_versions import RoomVersion
 from peyvand.types import (
     EventID,
     JsonDict,
+    ServerName,
     is_valid_server_name,
     is_valid_user_id,
     server_name_of,
@@ -100,7 +101,7 @@ def parse_pdu(data: object, room_version: RoomVersion, *, room_id: str | None = 
     return Pdu(copy.deepcopy(event), event_id, room_version)
 
 
-def required_signatures(pdu: Pdu) -> list[tuple[str, int]]:
+def required_signatures(pdu: Pdu) -> list[tuple[ServerName, int]]:
     """The servers whose signatures ``pdu`` needs, each with the minimum ``valid_until_ts``
     of the key that signed it (Server-Server API, "Validating hashes and signatures on
     received events").

@@ -8,9 +8,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from peyvand.events.glob import glob_matches
+from peyvand.types import ServerName
 
 
-def server_allowed(acl_content: Mapping[str, Any], server_name: str) -> bool:
+def server_allowed(acl_content: Mapping[str, Any], server_name: ServerName) -> bool:
     """Whether ``server_name`` may take part in a room whose ACL is ``acl_content``.
 
     Ports are ignored; IP literals are denied when ``allow_ip_literals`` is false; a
@@ -28,7 +29,7 @@ def server_allowed(acl_content: Mapping[str, Any], server_name: str) -> bool:
     return any(_matches(pattern, host) for pattern in _patterns(acl_content.get("allow")))
 
 
-def server_host(server_name: str) -> str:
+def server_host(server_name: ServerName) -> str:
     """``server_name`` without its port (IPv6 literals keep their brackets)."""
     if server_name.startswith("["):
         return server_name[: server_name.find("]") + 1] if "]" in server_name else server_name

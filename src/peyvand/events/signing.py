@@ -30,7 +30,7 @@ from unpaddedbase64 import decode_base64, encode_base64
 from peyvand.events.canonical_json import encode_canonical_json
 from peyvand.events.redaction import redact
 from peyvand.events.room_versions import RoomVersion
-from peyvand.types import JsonDict
+from peyvand.types import JsonDict, ServerName, UserID
 
 __all__ = [
     "SigningKey",
@@ -100,8 +100,11 @@ def format_signing_keys(keys: Iterable[SigningKey]) -> str:
     return "".join(f"{key.alg} {key.version} {encode_signing_key_base64(key)}\n" for key in keys)
 
 
-def sign_json(obj: Mapping[str, Any], server_name: str, signing_key: SigningKey) -> JsonDict:
-    """A copy of ``obj`` with ``signatures[server_name][key id]`` added ("Signing Details").
+def sign_json(
+    obj: Mapping[str, Any], signer: ServerName | UserID, signing_key: SigningKey
+) -> JsonDict:
+    """A copy of ``obj`` with ``signatures[signer][key id]`` added ("Signing Details"); the
+    signing entity is a server, or a user for device and cross-signing keys.
 
     The signature covers the canonical JSON of ``obj`` without ``signatures`` and
     ``unsigned``; existing signatures and ``unsigned`` are kept.
@@ -112,20 +115,22 @@ def sign_json(obj: Mapping[str, Any], server_name: str, signing_key: SigningKey)
     }
     unsigned = signed.pop("unsigned", None)
     signature = signing_key.sign(encode_canonical_json(signed)).signature
-    signatures.setdefault(server_name, {})[key_id(signing_key)] = encode_base64(signature)
+    signatures.setdefault(signer, {})[key_id(signing_key)] = encode_base64(signature)
     signed["signatures"] = signatures
     if unsigned is not None:
         signed["unsigned"] = unsigned
     return signed
 
 
-def verify_json_signature(obj: Mapping[str, Any], server_name: str, verify_key: VerifyKey) -> bool:
-    """True if ``obj`` carries a valid signature by ``server_name`` with ``verify_key``.
+def verify_json_signature(
+    obj: Mapping[str, Any], signer: ServerName | UserID, verify_key: VerifyKey
+) -> bool:
+    """True if ``obj`` carries a valid signature by ``signer`` with ``verify_key``.
 
     Steps 1, 4-7 of "Checking for a Signature"; choosing and fetching the key (steps 2-3)
     is the key ring's job.
     """
-    server_sigs = _as_mapping(_as_mapping(obj.get("signatures")).get(server_name))
+    server_sigs = _as_mapping(_as_mapping(obj.get("signatures")).get(signer))
     signature_b64 = server_sigs.get(key_id(verify_key))
     if not isinstance(signature_b64, str):
         return False
@@ -146,7 +151,7 @@ def verify_json_signature(obj: Mapping[str, Any], server_name: str, verify_key: 
 def sign_event(
     data: Mapping[str, Any],
     room_version: RoomVersion,
-    server_name: str,
+    server_name: ServerName,
     signing_key: SigningKey,
 ) -> JsonDict:
     """A copy of ``data`` with ``server_name``'s signature over its redacted form merged in.
@@ -163,7 +168,7 @@ def sign_event(
 def verify_event_signature(
     data: Mapping[str, Any],
     room_version: RoomVersion,
-    server_name: str,
+    server_name: ServerName,
     verify_key: VerifyKey,
 ) -> bool:
     """True if ``server_name`` signed the redacted form of ``data`` with ``verify_key``.

@@ -23,9 +23,9 @@ from peyvand.events.auth.power_levels import (
 )
 from peyvand.events.auth.selection import JOIN_RULES_KEY
 from peyvand.events.pdu import Pdu, StateKey
-from peyvand.types import server_name_of
+from peyvand.types import ServerName, server_name_of
 
-SignatureVerifier = Callable[[Pdu, str], bool]
+SignatureVerifier = Callable[[Pdu, ServerName], bool]
 
 
 def check_membership_event(
@@ -45,7 +45,7 @@ def check_membership_event(
         # 5.2.1 If the event is not validly signed by the homeserver of the user ID denoted
         # by the key, reject.
         authoriser = content["join_authorised_via_users_server"]
-        server = server_name_of(authoriser) if isinstance(authoriser, str) else ""
+        server = server_name_of(authoriser) if isinstance(authoriser, str) else ServerName("")
         if not server or not _signed_by(event, server, verify_signature):
             raise reject(version, "5.2.1", f"not signed by the authorising server {server!r}")
     if membership == "join":
@@ -63,7 +63,7 @@ def check_membership_event(
         raise reject(version, "5.8", f"unknown membership {membership!r}")
 
 
-def _signed_by(event: Pdu, server: str, verify_signature: SignatureVerifier | None) -> bool:
+def _signed_by(event: Pdu, server: ServerName, verify_signature: SignatureVerifier | None) -> bool:
     """Whether ``server`` signed ``event``; without a verifier, whether a signature is present.
 
     Callers that pass no verifier vouch that every signature on the event was verified on
