@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from peyvand.storage.database import Database
-from peyvand.types import RoomAlias, RoomID, UserID
+from peyvand.types import RoomAlias, RoomID, ServerName, UserID
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +37,7 @@ class DirectoryStore:
     # Room aliases --------------------------------------------------------------------
 
     async def create_alias(
-        self, room_alias: str, room_id: RoomID, creator: UserID, created_ts: int
+        self, room_alias: RoomAlias, room_id: RoomID, creator: UserID, created_ts: int
     ) -> None:
         """Insert an alias; ``ConflictError`` if it exists."""
         await self._db.execute(
@@ -49,7 +49,7 @@ class DirectoryStore:
             created_ts,
         )
 
-    async def get_alias(self, room_alias: str) -> AliasRow | None:
+    async def get_alias(self, room_alias: RoomAlias) -> AliasRow | None:
         row = await self._db.fetchrow(
             "SELECT room_alias, room_id, creator FROM room_aliases WHERE room_alias = $1",
             room_alias,
@@ -60,7 +60,7 @@ class DirectoryStore:
             RoomAlias(row["room_alias"]), RoomID(row["room_id"]), UserID(row["creator"])
         )
 
-    async def delete_alias(self, room_alias: str) -> RoomID | None:
+    async def delete_alias(self, room_alias: RoomAlias) -> RoomID | None:
         """Delete an alias; the room it pointed to, or None if there was no such alias."""
         async with self._db.transaction() as txn:
             row = await txn.fetchrow(
@@ -68,12 +68,12 @@ class DirectoryStore:
             )
         return None if row is None else RoomID(row["room_id"])
 
-    async def get_aliases_for_room(self, room_id: RoomID) -> list[str]:
+    async def get_aliases_for_room(self, room_id: RoomID) -> list[RoomAlias]:
         rows = await self._db.fetch(
             "SELECT room_alias FROM room_aliases WHERE room_id = $1 ORDER BY room_alias",
             room_id,
         )
-        return [row["room_alias"] for row in rows]
+        return [RoomAlias(row["room_alias"]) for row in rows]
 
     async def move_aliases(self, old_room_id: RoomID, new_room_id: RoomID) -> None:
         """Point every alias of ``old_room_id`` at ``new_room_id`` (a room upgrade)."""
@@ -84,7 +84,7 @@ class DirectoryStore:
     # User directory ------------------------------------------------------------------
 
     async def search_users(
-        self, searcher: UserID, term: str, server_name: str, limit: int
+        self, searcher: UserID, term: str, server_name: ServerName, limit: int
     ) -> list[UserDirectoryRow]:
         """Active local users whose localpart or display name contains ``term``
         (case-insensitive) and who share a room with ``searcher`` or are joined to a public

@@ -7,14 +7,14 @@ from __future__ import annotations
 import orjson
 
 from peyvand.storage.database import Database
-from peyvand.types import JsonDict
+from peyvand.types import JsonDict, ServerName
 
 
 class FederationInboxStore:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def get_response(self, origin: str, txn_id: str) -> JsonDict | None:
+    async def get_response(self, origin: ServerName, txn_id: str) -> JsonDict | None:
         row = await self._db.fetchrow(
             "SELECT response FROM federation_received_txns WHERE origin = $1 AND txn_id = $2",
             origin,
@@ -23,7 +23,7 @@ class FederationInboxStore:
         return None if row is None else dict(orjson.loads(row["response"]))
 
     async def put_response(
-        self, origin: str, txn_id: str, response: JsonDict, received_ts: int
+        self, origin: ServerName, txn_id: str, response: JsonDict, received_ts: int
     ) -> None:
         await self._db.execute(
             "INSERT INTO federation_received_txns (origin, txn_id, received_ts, response)"

@@ -32,18 +32,20 @@ class OutboxRow:
     """A row to queue: a PDU (``room_id`` and ``event_id``) or an EDU (``edu``, the JSON
     text of ``{"edu_type", "content"}``). Build them with ``for_pdu`` / ``for_edu``."""
 
-    destination: str
+    destination: ServerName
     seq: int
     room_id: str | None = None
     event_id: str | None = None
     edu: str | None = None
 
     @classmethod
-    def for_pdu(cls, destination: str, seq: int, room_id: str, event_id: str) -> OutboxRow:
+    def for_pdu(cls, destination: ServerName, seq: int, room_id: str, event_id: str) -> OutboxRow:
         return cls(destination, seq, room_id=room_id, event_id=event_id)
 
     @classmethod
-    def for_edu(cls, destination: str, seq: int, edu_type: str, content: JsonDict) -> OutboxRow:
+    def for_edu(
+        cls, destination: ServerName, seq: int, edu_type: str, content: JsonDict
+    ) -> OutboxRow:
         edu = orjson.dumps({"edu_type": edu_type, "content": content}).decode()
         return cls(destination, seq, edu=edu)
 
@@ -107,7 +109,9 @@ class FederationOutboxStore:
         )
         return [ServerName(row["destination"]) for row in rows]
 
-    async def pending(self, destination: str, limit_pdus: int, limit_edus: int) -> PendingBatch:
+    async def pending(
+        self, destination: ServerName, limit_pdus: int, limit_edus: int
+    ) -> PendingBatch:
         """The oldest ``limit_pdus`` PDU rows and ``limit_edus`` EDU rows of ``destination``."""
         pdus: list[PendingPdu] = []
         edus: list[PendingEdu] = []
@@ -129,7 +133,7 @@ class FederationOutboxStore:
             edus = [PendingEdu(int(r["seq"]), orjson.loads(r["edu"])) for r in rows]
         return PendingBatch(pdus, edus)
 
-    async def count_pdus(self, destination: str) -> int:
+    async def count_pdus(self, destination: ServerName) -> int:
         """How many PDU rows ``destination`` has queued (its backlog)."""
         return int(
             await self._db.fetchval(
@@ -139,7 +143,7 @@ class FederationOutboxStore:
             )
         )
 
-    async def collapse_to_latest_per_room(self, destination: str) -> int:
+    async def collapse_to_latest_per_room(self, destination: ServerName) -> int:
         """Catch-up: drop every PDU row of ``destination`` but the newest of each room (the
         receiver fetches the gap with /get_missing_events). EDU rows stay. Returns how many
         rows were dropped."""
@@ -154,7 +158,7 @@ class FederationOutboxStore:
             )
         return len(dropped)
 
-    async def delete(self, destination: str, seqs: Sequence[int]) -> None:
+    async def delete(self, destination: ServerName, seqs: Sequence[int]) -> None:
         """Drop ``destination``'s rows at ``seqs`` (a sent transaction), in one transaction."""
         if not seqs:
             return
@@ -167,6 +171,6 @@ class FederationOutboxStore:
                     *chunk,
                 )
 
-    async def delete_destination(self, destination: str) -> None:
+    async def delete_destination(self, destination: ServerName) -> None:
         """Drop everything queued for ``destination`` (e.g. a server we may not talk to)."""
         await self._db.execute("DELETE FROM federation_outbox WHERE destination = $1", destination)

@@ -16,17 +16,17 @@ from dataclasses import dataclass
 
 from peyvand.storage.database import Database, Row, iter_chunks, placeholders
 from peyvand.storage.errors import StorageError
-from peyvand.types import UserID
+from peyvand.types import ServerName, UserID
 
 _CHUNK = 200
 
-MediaKey = tuple[str, str]
+MediaKey = tuple[ServerName, str]
 """``(origin, media_id)``: the two parts of an ``mxc://`` URI."""
 
 
 @dataclass(frozen=True, slots=True)
 class MediaRow:
-    origin: str
+    origin: ServerName
     media_id: str
     user_id: UserID | None
     content_type: str | None
@@ -63,7 +63,7 @@ _MEDIA_COLUMNS = (
 
 def _media(row: Row) -> MediaRow:
     return MediaRow(
-        origin=row["origin"],
+        origin=ServerName(row["origin"]),
         media_id=row["media_id"],
         user_id=UserID(row["user_id"]) if row["user_id"] is not None else None,
         content_type=row["content_type"],
@@ -82,7 +82,7 @@ class MediaStore:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def get(self, origin: str, media_id: str) -> MediaRow | None:
+    async def get(self, origin: ServerName, media_id: str) -> MediaRow | None:
         row = await self._db.fetchrow(
             f"SELECT {_MEDIA_COLUMNS} FROM media WHERE origin = $1 AND media_id = $2",
             origin,
@@ -91,7 +91,7 @@ class MediaStore:
         return _media(row) if row is not None else None
 
     async def add_pending(
-        self, origin: str, media_id: str, user_id: UserID, now: int, expires_ts: int
+        self, origin: ServerName, media_id: str, user_id: UserID, now: int, expires_ts: int
     ) -> None:
         """A media ID reserved by POST /media/v1/create, to be uploaded before ``expires_ts``."""
         await self._db.execute(
@@ -134,7 +134,7 @@ class MediaStore:
 
     async def complete_pending(
         self,
-        origin: str,
+        origin: ServerName,
         media_id: str,
         *,
         content_type: str,
@@ -179,7 +179,7 @@ class MediaStore:
         )
         return row["quarantined_by"] if row is not None else None
 
-    async def set_quarantined(self, origin: str, media_id: str, by: str | None) -> bool:
+    async def set_quarantined(self, origin: ServerName, media_id: str, by: str | None) -> bool:
         """Quarantine (``by`` = the admin) or release (``None``) an item and every other
         media row with the same bytes (Synapse's "quarantine media by hash"): the same
         content is never served under one URI and hidden under another. A pending item (no
@@ -206,7 +206,7 @@ class MediaStore:
         return True
 
     async def get_thumbnail(
-        self, origin: str, media_id: str, width: int, height: int, method: str
+        self, origin: ServerName, media_id: str, width: int, height: int, method: str
     ) -> ThumbnailRow | None:
         row = await self._db.fetchrow(
             "SELECT width, height, method, content_type, size, sha256 FROM media_thumbnails"
@@ -229,7 +229,9 @@ class MediaStore:
             row["sha256"],
         )
 
-    async def add_thumbnail(self, origin: str, media_id: str, thumbnail: ThumbnailRow) -> bool:
+    async def add_thumbnail(
+        self, origin: ServerName, media_id: str, thumbnail: ThumbnailRow
+    ) -> bool:
         """Record a generated thumbnail; False if the media row is gone (deleted meanwhile)
         or the thumbnail was recorded already.
 
@@ -283,7 +285,7 @@ class MediaStore:
         the foreign-key check of a concurrent ``add_thumbnail``): a thumbnail committed
         before the lock is seen by the thumbnail delete (so its hash is returned), one
         inserted after it fails. SQLite serialises writers, so no lock is needed there."""
-        by_origin: dict[str, list[str]] = {}
+        by_origin: dict[ServerName, list[str]] = {}
         for origin, media_id in keys:
             by_origin.setdefault(origin, []).append(media_id)
         hashes: set[str] = set()
@@ -340,7 +342,7 @@ class MediaStore:
         self,
         before_ts: int,
         *,
-        local_origin: str,
+        local_origin: ServerName,
         local: bool,
         keep_profile_media: bool,
         limit: int,
@@ -364,7 +366,7 @@ class MediaStore:
             local_origin,
             limit,
         )
-        return [(row["origin"], row["media_id"]) for row in rows]
+        return [(ServerName(row["origin"]), row["media_id"]) for row in rows]
 
     async def expire_pending(self, now: int, limit: int) -> list[MediaKey]:
         """Delete up to ``limit`` reserved media IDs whose upload time ran out; their keys.
@@ -382,4 +384,4 @@ class MediaStore:
                 now,
                 limit,
             )
-        return [(row["origin"], row["media_id"]) for row in rows]
+        return [(ServerName(row["origin"]), row["media_id"]) for row in rows]

@@ -13,6 +13,7 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 from peyvand.storage.database import Database, iter_chunks, placeholders
+from peyvand.types import ServerName
 
 # (server, key ID) pairs per statement: two parameters each, well under both backends' limits.
 _CHUNK = 300
@@ -22,7 +23,7 @@ _CHUNK = 300
 class ServerKey:
     """``key`` is the unpadded Base64 public key of ``key_id`` (``ed25519:<version>``)."""
 
-    server_name: str
+    server_name: ServerName
     key_id: str
     key: str
     valid_until_ts: int
@@ -71,12 +72,12 @@ class ServerKeyStore:
             await txn.executemany(_UPSERT, rows)
 
     async def get_keys(
-        self, pairs: Collection[tuple[str, str]]
-    ) -> dict[tuple[str, str], ServerKey]:
+        self, pairs: Collection[tuple[ServerName, str]]
+    ) -> dict[tuple[ServerName, str], ServerKey]:
         """The stored keys among ``(server_name, key_id)`` pairs; unknown pairs are absent.
 
         One statement per 300 pairs."""
-        found: dict[tuple[str, str], ServerKey] = {}
+        found: dict[tuple[ServerName, str], ServerKey] = {}
         async for chunk in iter_chunks(list(set(pairs)), _CHUNK):
             values = ", ".join(f"(${2 * i + 1}, ${2 * i + 2})" for i in range(len(chunk)))
             rows = await self._db.fetch(
@@ -86,7 +87,7 @@ class ServerKeyStore:
             )
             for row in rows:
                 key = ServerKey(
-                    row["server_name"],
+                    ServerName(row["server_name"]),
                     row["key_id"],
                     row["verify_key"],
                     int(row["valid_until_ts"]),
@@ -95,10 +96,12 @@ class ServerKeyStore:
                 found[(key.server_name, key.key_id)] = key
         return found
 
-    async def get_responses(self, server_names: Collection[str]) -> dict[str, list[str]]:
+    async def get_responses(
+        self, server_names: Collection[ServerName]
+    ) -> dict[ServerName, list[str]]:
         """The distinct signed key responses stored for each server (JSON text), newest
         fetch first; servers without any are absent. One statement per 300 servers."""
-        found: dict[str, list[str]] = {}
+        found: dict[ServerName, list[str]] = {}
         async for chunk in iter_chunks(list(set(server_names)), _CHUNK):
             rows = await self._db.fetch(
                 "SELECT server_name, key_json, MAX(fetched_ts) AS last_fetched FROM server_keys"
@@ -107,5 +110,5 @@ class ServerKeyStore:
                 *chunk,
             )
             for row in rows:
-                found.setdefault(row["server_name"], []).append(row["key_json"])
+                found.setdefault(ServerName(row["server_name"]), []).append(row["key_json"])
         return found
