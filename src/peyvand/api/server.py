@@ -85,7 +85,7 @@ async def _authenticate_server(request: web.Request, services: Services) -> tupl
     if not valid:
         raise MatrixError(Errcode.UNAUTHORIZED, "Invalid X-Matrix signature")
     services.federation.heard_from(auth.origin)
-    return ServerName(auth.origin), content
+    return auth.origin, content
 
 
 def _check_parameters(request: web.Request) -> None:

@@ -55,6 +55,7 @@ from peyvand.federation.policy import ServerPolicy
 from peyvand.federation.request_auth import authorization_header
 from peyvand.federation.tls import outbound_connector
 from peyvand.netguard import is_blocked_error, is_ip_allowed, parse_ip
+from peyvand.types import ServerName
 
 Query = Mapping[str, str | Sequence[str]]
 
@@ -177,7 +178,7 @@ class FederationClient:
 
     def __init__(
         self,
-        server_name: str,
+        server_name: ServerName,
         signing_key: SigningKey,
         *,
         resolver: ServerResolver,
@@ -225,7 +226,7 @@ class FederationClient:
 
     async def get_json(
         self,
-        destination: str,
+        destination: ServerName,
         path: str,
         *,
         query: Query | None = None,
@@ -239,7 +240,7 @@ class FederationClient:
 
     async def post_json(
         self,
-        destination: str,
+        destination: ServerName,
         path: str,
         body: Any,
         *,
@@ -252,7 +253,7 @@ class FederationClient:
 
     async def put_json(
         self,
-        destination: str,
+        destination: ServerName,
         path: str,
         body: Any,
         *,
@@ -265,7 +266,7 @@ class FederationClient:
 
     async def get_bytes(
         self,
-        destination: str,
+        destination: ServerName,
         path: str,
         *,
         query: Query | None = None,
@@ -321,7 +322,7 @@ class FederationClient:
     @asynccontextmanager
     async def open_get(
         self,
-        destination: str,
+        destination: ServerName,
         path: str,
         *,
         query: Query | None = None,
@@ -370,7 +371,7 @@ class FederationClient:
     async def _json_request(
         self,
         method: str,
-        destination: str,
+        destination: ServerName,
         path: str,
         content: Any,
         query: Query | None,
@@ -400,7 +401,7 @@ class FederationClient:
             raise RuntimeError("FederationClient.start() has not been called")
         return self._session
 
-    def _check_destination(self, destination: str) -> None:
+    def _check_destination(self, destination: ServerName) -> None:
         try:
             parse_server_name(destination)
         except DiscoveryError as exc:
@@ -411,12 +412,12 @@ class FederationClient:
             raise FederationRefused(f"federation with {destination} is not allowed")
 
     def _bounded(
-        self, method: str, destination: str, timeout: float | None
+        self, method: str, destination: ServerName, timeout: float | None
     ) -> AbstractAsyncContextManager[None]:
         seconds = self._request_timeout if timeout is None else timeout
         return _bounded(seconds, f"{method} {destination}")
 
-    async def _resolve(self, destination: str) -> list[ResolvedServer]:
+    async def _resolve(self, destination: ServerName) -> list[ResolvedServer]:
         try:
             return await self._resolver.resolve_all(destination)
         except DiscoveryError as exc:
@@ -432,7 +433,7 @@ class FederationClient:
     async def _send_to_server(
         self,
         session: aiohttp.ClientSession,
-        destination: str,
+        destination: ServerName,
         candidates: Sequence[ResolvedServer],
         method: str,
         uri: str,

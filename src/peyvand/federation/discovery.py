@@ -57,6 +57,7 @@ from yarl import URL
 
 from peyvand.federation.tls import outbound_connector
 from peyvand.netguard import is_blocked_error, is_ip_allowed, parse_ip
+from peyvand.types import ServerName
 
 logger = logging.getLogger(__name__)
 
@@ -482,11 +483,11 @@ class ServerResolver:
         if self._owned_fetcher is not None:
             await self._owned_fetcher.close()
 
-    async def resolve(self, server_name: str) -> ResolvedServer:
+    async def resolve(self, server_name: ServerName) -> ResolvedServer:
         """The first place to try for ``server_name``."""
         return (await self.resolve_all(server_name))[0]
 
-    async def resolve_all(self, server_name: str) -> list[ResolvedServer]:
+    async def resolve_all(self, server_name: ServerName) -> list[ResolvedServer]:
         """Where to reach ``server_name``, in the order to try (never empty)."""
         host, port = parse_server_name(server_name)
         # 1. An IP literal: that address; Host is the server name as given.

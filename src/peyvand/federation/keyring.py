@@ -49,7 +49,7 @@ from peyvand.events.signing import (
 from peyvand.federation import request_auth
 from peyvand.federation.request_auth import XMatrixAuth
 from peyvand.storage.server_keys import KeyResponse, ServerKey, ServerKeyStore
-from peyvand.types import JsonDict, is_valid_server_name
+from peyvand.types import JsonDict, ServerName, is_valid_server_name
 
 logger = logging.getLogger(__name__)
 
@@ -71,9 +71,9 @@ class KeyFetcher(Protocol):
     """``FederationTransport``, as far as the key ring needs it: parsed JSON of a
     response, or an exception for anything else (unreachable, timeout, non-2xx, not JSON)."""
 
-    async def get_server_keys(self, server: str) -> Any: ...
+    async def get_server_keys(self, server: ServerName) -> Any: ...
 
-    async def query_server_keys(self, notary: str, body: JsonDict) -> Any: ...
+    async def query_server_keys(self, notary: ServerName, body: JsonDict) -> Any: ...
 
 
 class InvalidKeyResponse(ValueError):
@@ -89,7 +89,7 @@ class _Key:
 
 @dataclass(frozen=True, slots=True)
 class _CheckedResponse:
-    server_name: str
+    server_name: ServerName
     keys: dict[str, _Key]
     # The response with only the origin's signatures, as stored and served to others.
     json: JsonDict
@@ -98,12 +98,12 @@ class _CheckedResponse:
 class Keyring:
     def __init__(
         self,
-        server_name: str,
+        server_name: ServerName,
         signing_key: SigningKey,
         store: ServerKeyStore,
         fetcher: KeyFetcher,
         *,
-        trusted_key_servers: tuple[str, ...] = (),
+        trusted_key_servers: tuple[ServerName, ...] = (),
         key_validity_period_ms: int,
         clock: Callable[[], float] = time.time,
         fetch_timeout_s: float = FETCH_TIMEOUT_S,
@@ -122,13 +122,13 @@ class Keyring:
         self._fetch_timeout_s = fetch_timeout_s
         self._fetch_slots = asyncio.Semaphore(MAX_CONCURRENT_FETCHES)
         # (server, key ID) -> best key known; insertion order is eviction order.
-        self._cache: dict[tuple[str, str], _Key] = {}
+        self._cache: dict[tuple[ServerName, str], _Key] = {}
         # Negative cache: server -> until when its direct fetch is not retried;
         # (server, key ID) -> until when a key nobody had is not asked for again.
-        self._unreachable: dict[str, int] = {}
-        self._missing: dict[tuple[str, str], int] = {}
+        self._unreachable: dict[ServerName, int] = {}
+        self._missing: dict[tuple[ServerName, str], int] = {}
         # (server, whether notaries are asked) -> the fetch under way.
-        self._inflight: dict[tuple[str, bool], asyncio.Task[None]] = {}
+        self._inflight: dict[tuple[ServerName, bool], asyncio.Task[None]] = {}
         self._own_doc: JsonDict | None = None
         self._own_doc_refresh_ts = 0
 
@@ -168,8 +168,8 @@ class Keyring:
     # -- looking keys up ---------------------------------------------------------------
 
     async def get_verify_keys(
-        self, requests: Mapping[str, Collection[str]], *, minimum_valid_until_ts: int
-    ) -> dict[tuple[str, str], VerifyKey]:
+        self, requests: Mapping[ServerName, Collection[str]], *, minimum_valid_until_ts: int
+    ) -> dict[tuple[ServerName, str], VerifyKey]:
         """The keys, among ``{server: key IDs}``, valid until at least
         ``minimum_valid_until_ts``; keys not found (or not valid that long) are absent."""
         needs = {
@@ -184,7 +184,7 @@ class Keyring:
         }
 
     async def verify_json(
-        self, server_name: str, obj: Mapping[str, Any], *, minimum_valid_until_ts: int
+        self, server_name: ServerName, obj: Mapping[str, Any], *, minimum_valid_until_ts: int
     ) -> bool:
         """True if ``server_name`` signed ``obj`` with a key valid until at least
         ``minimum_valid_until_ts`` (Appendices, "Checking for a Signature")."""
@@ -192,7 +192,7 @@ class Keyring:
         return result
 
     async def verify_event_signatures(
-        self, checks: Sequence[tuple[str, Mapping[str, Any], int]]
+        self, checks: Sequence[tuple[ServerName, Mapping[str, Any], int]]
     ) -> list[bool]:
         """For each ``(server_name, redacted event JSON, origin_server_ts)``: whether the
         server signed the JSON ("Validating hashes and signatures on received events").
@@ -202,7 +202,7 @@ class Keyring:
         remains and every remaining one is valid. Keys are looked up once per server for
         the whole batch."""
         key_ids = [_signature_key_ids(obj, server) for server, obj, _ in checks]
-        needs: dict[str, dict[str, int]] = {}
+        needs: dict[ServerName, dict[str, int]] = {}
         for (server, _, ts), ids in zip(checks, key_ids, strict=True):
             server_needs = needs.setdefault(server, {})
             for kid in ids:
@@ -222,7 +222,7 @@ class Keyring:
         return results
 
     async def verify_request(
-        self, auth: XMatrixAuth, *, method: str, uri: str, destination: str, content: Any
+        self, auth: XMatrixAuth, *, method: str, uri: str, destination: ServerName, content: Any
     ) -> bool:
         """True if an inbound request's ``X-Matrix`` authorization is valid ("Request
         Authentication"): addressed to ``destination`` (this server) and signed by the
@@ -243,7 +243,7 @@ class Keyring:
 
     async def query_server_keys(
         self,
-        query: Mapping[str, Mapping[str, int | None]],
+        query: Mapping[ServerName, Mapping[str, int | None]],
         *,
         minimum_valid_until_ts: int | None = None,
     ) -> list[JsonDict]:
@@ -293,13 +293,13 @@ class Keyring:
     # -- internals ---------------------------------------------------------------------
 
     async def _lookup(
-        self, needs: Mapping[str, Mapping[str, int]], *, use_notaries: bool = True
-    ) -> dict[tuple[str, str], _Key]:
+        self, needs: Mapping[ServerName, Mapping[str, int]], *, use_notaries: bool = True
+    ) -> dict[tuple[ServerName, str], _Key]:
         """The best key known for each ``{server: {key ID: valid until at least}}``,
         fetching those not known to be valid long enough. The keys returned may still
         fall short; callers compare ``valid_until_ts`` themselves."""
-        found: dict[tuple[str, str], _Key] = {}
-        pending: dict[str, dict[str, int]] = {}
+        found: dict[tuple[ServerName, str], _Key] = {}
+        pending: dict[ServerName, dict[str, int]] = {}
         for server, key_ids in needs.items():
             for kid, min_ts in key_ids.items():
                 if server == self.server_name:
@@ -347,7 +347,7 @@ class Keyring:
                     found[(server, kid)] = cached
         return found
 
-    def _still_missing(self, server: str, key_ids: Mapping[str, int]) -> dict[str, int]:
+    def _still_missing(self, server: ServerName, key_ids: Mapping[str, int]) -> dict[str, int]:
         """The key IDs not cached valid long enough, and not given up on recently."""
         now = self._now_ms()
         return {
@@ -357,12 +357,12 @@ class Keyring:
             and self._missing.get((server, kid), 0) <= now
         }
 
-    def _is_valid_in_cache(self, server: str, kid: str, min_ts: int) -> bool:
+    def _is_valid_in_cache(self, server: ServerName, kid: str, min_ts: int) -> bool:
         cached = self._cache.get((server, kid))
         return cached is not None and cached.valid_until_ts >= min_ts
 
     async def _fetch_shared(
-        self, server: str, key_ids: Mapping[str, int], *, use_notaries: bool
+        self, server: ServerName, key_ids: Mapping[str, int], *, use_notaries: bool
     ) -> None:
         """Fetch ``server``'s keys unless a fetch is already under way, then join it; an
         empty ``key_ids`` just refreshes the server's keys."""
@@ -382,13 +382,15 @@ class Keyring:
         task.add_done_callback(lambda done: self._fetch_done(slot, done))
         await asyncio.wait([task])
 
-    def _fetch_done(self, slot: tuple[str, bool], task: asyncio.Task[None]) -> None:
+    def _fetch_done(self, slot: tuple[ServerName, bool], task: asyncio.Task[None]) -> None:
         if self._inflight.get(slot) is task:
             del self._inflight[slot]
         if not task.cancelled() and (exc := task.exception()) is not None:
             logger.error("Key fetch for %s failed", slot[0], exc_info=exc)
 
-    async def _fetch(self, server: str, key_ids: Mapping[str, int], *, use_notaries: bool) -> None:
+    async def _fetch(
+        self, server: ServerName, key_ids: Mapping[str, int], *, use_notaries: bool
+    ) -> None:
         """Ask ``server`` itself, then (if allowed) each notary until every key is found."""
         if self._unreachable.get(server, 0) <= self._now_ms():
             try:
@@ -425,7 +427,9 @@ class Keyring:
                 self._missing[(server, kid)] = until
             self._prune(self._missing)
 
-    async def _query_notary(self, notary: str, server: str, key_ids: Mapping[str, int]) -> None:
+    async def _query_notary(
+        self, notary: ServerName, server: ServerName, key_ids: Mapping[str, int]
+    ) -> None:
         body = {
             "server_keys": {
                 server: {kid: {"minimum_valid_until_ts": ts} for kid, ts in key_ids.items()}
@@ -451,7 +455,7 @@ class Keyring:
                 )
         await self._remember(checked)
 
-    async def _signed_by_notary(self, notary: str, entry: Mapping[str, Any]) -> bool:
+    async def _signed_by_notary(self, notary: ServerName, entry: Mapping[str, Any]) -> bool:
         key_ids = _signature_key_ids(entry, notary)
         if not key_ids:
             return False
@@ -498,7 +502,7 @@ class Keyring:
             logger.exception("Could not store the keys of %s", responses[0].server_name)
 
     def _cache_key(
-        self, pair: tuple[str, str], key_base64: str, valid_until_ts: int
+        self, pair: tuple[ServerName, str], key_base64: str, valid_until_ts: int
     ) -> _Key | None:
         """Cache a stored key; the better of it and the cached one."""
         try:
@@ -507,7 +511,7 @@ class Keyring:
             return None
         return self._cache_put(pair, _Key(verify_key, key_base64, valid_until_ts))
 
-    def _cache_put(self, pair: tuple[str, str], key: _Key) -> _Key:
+    def _cache_put(self, pair: tuple[ServerName, str], key: _Key) -> _Key:
         cached = self._cache.get(pair)
         if cached is not None and cached.valid_until_ts > key.valid_until_ts:
             return cached
@@ -524,7 +528,9 @@ class Keyring:
                 del negative[item]
 
 
-def _check_key_response(server_name: str, response: Any, fetched_ts: int) -> _CheckedResponse:
+def _check_key_response(
+    server_name: ServerName, response: Any, fetched_ts: int
+) -> _CheckedResponse:
     """The keys of ``server_name``'s key response, checked ("Publishing Keys").
 
     Raises ``InvalidKeyResponse`` unless it is about ``server_name``, has an integer
@@ -585,7 +591,7 @@ def _decode_listed_key(kid: Any, data: Any, valid_until_ts: int) -> _Key | None:
     return _Key(verify_key, data["key"], valid_until_ts)
 
 
-def _signature_key_ids(obj: Mapping[str, Any], server_name: str) -> list[str]:
+def _signature_key_ids(obj: Mapping[str, Any], server_name: ServerName) -> list[str]:
     """The ed25519 key IDs ``server_name`` signed ``obj`` with (others are ignored)."""
     signatures = obj.get("signatures")
     by_server = signatures.get(server_name) if isinstance(signatures, Mapping) else None
@@ -598,7 +604,7 @@ def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _parse_stored(stored: Mapping[str, list[str]]) -> dict[str, list[JsonDict]]:
+def _parse_stored(stored: Mapping[ServerName, list[str]]) -> dict[ServerName, list[JsonDict]]:
     return {server: [orjson.loads(text) for text in texts] for server, texts in stored.items()}
 
 

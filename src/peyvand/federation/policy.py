@@ -16,6 +16,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Final
 
+from peyvand.types import ServerName
+
 # A trailing ":<digits>" (or wildcards standing for them) is a port; "[::1]" ends in "]".
 _PORT_SUFFIX: Final = re.compile(r":[0-9*?]+$")
 
@@ -32,7 +34,7 @@ def _compile(pattern: str) -> re.Pattern[str]:
     return re.compile("".join(parts), re.IGNORECASE | re.DOTALL)
 
 
-def _host_part(server_name: str) -> str:
+def _host_part(server_name: ServerName) -> str:
     """``server_name`` without its port, if it has one."""
     if server_name.startswith("["):
         end = server_name.find("]")
@@ -46,7 +48,7 @@ class _Pattern:
     regex: re.Pattern[str]
     has_port: bool
 
-    def matches(self, server_name: str) -> bool:
+    def matches(self, server_name: ServerName) -> bool:
         if self.regex.fullmatch(server_name):
             return True
         return not self.has_port and bool(self.regex.fullmatch(_host_part(server_name)))
@@ -69,7 +71,7 @@ class ServerPolicy:
         object.__setattr__(self, "_allowed", _patterns(self.allowed))
         object.__setattr__(self, "_denied", _patterns(self.denied))
 
-    def allows(self, server_name: str) -> bool:
+    def allows(self, server_name: ServerName) -> bool:
         """Whether we may talk to (and accept requests from) ``server_name``."""
         if any(pattern.matches(server_name) for pattern in self._denied):
             return False

@@ -15,6 +15,7 @@ from typing import Any, Final
 from signedjson.types import SigningKey, VerifyKey
 
 from peyvand.events.signing import sign_json, verify_json_signature
+from peyvand.types import ServerName
 
 # RFC 9110 token characters; colons are allowed unquoted for older servers (the spec).
 _PARAM: Final = re.compile(
@@ -25,14 +26,14 @@ _ESCAPE: Final = re.compile(r"\\(.)")
 
 @dataclass(frozen=True, slots=True)
 class XMatrixAuth:
-    origin: str
-    destination: str | None
+    origin: ServerName
+    destination: ServerName | None
     key: str
     sig: str
 
 
 def request_json(
-    method: str, uri: str, origin: str, destination: str, content: Any | None
+    method: str, uri: str, origin: ServerName, destination: ServerName, content: Any | None
 ) -> dict[str, Any]:
     """The object that is signed; ``uri`` is the path with its query string."""
     signed: dict[str, Any] = {
@@ -47,9 +48,9 @@ def request_json(
 
 
 def authorization_header(
-    origin: str,
+    origin: ServerName,
     signing_key: SigningKey,
-    destination: str,
+    destination: ServerName,
     method: str,
     uri: str,
     content: Any | None = None,
@@ -79,10 +80,17 @@ def parse_authorization(header: str) -> XMatrixAuth:
         position = match.end()
     try:
         return XMatrixAuth(
-            values["origin"], values.get("destination"), values["key"], values["sig"]
+            ServerName(values["origin"]),
+            _server_name_or_none(values.get("destination")),
+            values["key"],
+            values["sig"],
         )
     except KeyError as exc:
         raise ValueError(f"X-Matrix authorization without {exc.args[0]}") from None
+
+
+def _server_name_or_none(value: str | None) -> ServerName | None:
+    return None if value is None else ServerName(value)
 
 
 def verify_request(
@@ -91,7 +99,7 @@ def verify_request(
     *,
     method: str,
     uri: str,
-    destination: str,
+    destination: ServerName,
     content: Any | None,
 ) -> bool:
     """True if ``auth.sig`` signs this request with ``verify_key`` (whose ID is ``auth.key``)."""

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
 from peyvand.storage.federation_outbox import FederationOutboxStore, OutboxRow
-from peyvand.types import JsonDict
+from peyvand.types import JsonDict, ServerName
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ class TransactionTransport(Protocol):
 
     async def send_transaction(
         self,
-        destination: str,
+        destination: ServerName,
         txn_id: str,
         body: JsonDict,
         *,
@@ -202,7 +202,7 @@ class _Transaction:
 
 @dataclass(eq=False, slots=True)
 class _Destination:
-    name: str
+    name: ServerName
     ephemeral: _EphemeralQueue = field(default_factory=_EphemeralQueue)
     task: asyncio.Task[None] | None = None
     # New work arrived since the worker last looked at the queue.
@@ -226,12 +226,12 @@ class _Destination:
 class FederationSender:
     def __init__(
         self,
-        server_name: str,
+        server_name: ServerName,
         store: FederationOutboxStore,
         transport: TransactionTransport,
         load_pdus: PduLoader,
         *,
-        allows: Callable[[str], bool] = lambda _: True,
+        allows: Callable[[ServerName], bool] = lambda _: True,
         clock: Callable[[], float] = time.time,
         min_backoff: float = 2.0,
         max_backoff: float = 600.0,
@@ -259,7 +259,7 @@ class FederationSender:
         self._request_timeout = request_timeout
         self._stop_timeout = stop_timeout
         self._rng = rng or random.Random()
-        self._destinations: dict[str, _Destination] = {}
+        self._destinations: dict[ServerName, _Destination] = {}
         self._next_seq = 0
         self._txn_prefix = ""
         self._txn_counter = itertools.count(1)
@@ -310,7 +310,7 @@ class FederationSender:
         return seqs
 
     def rows_for_event(
-        self, room_id: str, event_id: str, destinations: Iterable[str]
+        self, room_id: str, event_id: str, destinations: Iterable[ServerName]
     ) -> list[OutboxRow]:
         """Queue rows sending one PDU to ``destinations`` (ourselves and denied servers
         left out), with seqs allocated in order."""
@@ -320,7 +320,7 @@ class FederationSender:
             OutboxRow.for_pdu(d, s, room_id, event_id) for d, s in zip(allowed, seqs, strict=True)
         ]
 
-    def notify_new(self, destinations: Iterable[str]) -> None:
+    def notify_new(self, destinations: Iterable[ServerName]) -> None:
         """Rows for ``destinations`` were committed: have their workers send them."""
         if not self._started or self._stopping:
             return  # start() finds them in the queue
@@ -330,7 +330,7 @@ class FederationSender:
             self._kick(destination)
 
     async def send_edu(
-        self, destination: str, edu_type: str, content: JsonDict, *, durable: bool
+        self, destination: ServerName, edu_type: str, content: JsonDict, *, durable: bool
     ) -> None:
         """Send an EDU with ``destination``'s next transaction. Durable EDUs
         (m.device_list_update, m.direct_to_device, m.signing_key_update) are queued in the
@@ -346,7 +346,7 @@ class FederationSender:
         target.dirty = True
         self._kick(target)
 
-    async def send_durable_edus(self, edus: Sequence[tuple[str, str, JsonDict]]) -> None:
+    async def send_durable_edus(self, edus: Sequence[tuple[ServerName, str, JsonDict]]) -> None:
         """Queue durable ``(destination, edu_type, content)`` EDUs in one transaction."""
         allowed = [edu for edu in edus if self._allowed(edu[0])]
         if not allowed:
@@ -363,7 +363,7 @@ class FederationSender:
             )
         self.notify_new({d for d, _, _ in allowed})
 
-    def wake(self, destination: str) -> None:
+    def wake(self, destination: ServerName) -> None:
         """``destination`` just talked to us: forget its backoff and retry now (at most
         once per ``min_backoff``, however often it calls)."""
         target = self._destinations.get(destination)
@@ -376,10 +376,10 @@ class FederationSender:
 
     # -- workers ---------------------------------------------------------------------
 
-    def _allowed(self, destination: str) -> bool:
+    def _allowed(self, destination: ServerName) -> bool:
         return destination != self._server_name and self._allows(destination)
 
-    def _destination(self, name: str) -> _Destination:
+    def _destination(self, name: ServerName) -> _Destination:
         destination = self._destinations.get(name)
         if destination is None:
             destination = self._destinations[name] = _Destination(name)
@@ -554,7 +554,7 @@ class FederationSender:
         destination.retry_at = asyncio.get_running_loop().time() + delay
 
 
-def _log_pdu_errors(destination: str, txn_id: str, response: Any) -> None:
+def _log_pdu_errors(destination: ServerName, txn_id: str, response: Any) -> None:
     """The response is ``{"pdus": {event_id: {"error"?}}}``: a PDU the receiver refused is
     logged and not sent again."""
     results = response.get("pdus") if isinstance(response, Mapping) else None

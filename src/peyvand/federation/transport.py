@@ -24,7 +24,7 @@ from peyvand.federation.media import (
     read_multipart,
     read_plain,
 )
-from peyvand.types import EventID, JsonDict, RoomID, UserID
+from peyvand.types import EventID, JsonDict, RoomAlias, RoomID, ServerName, UserID
 
 FEDERATION_V1: Final = "/_matrix/federation/v1"
 FEDERATION_V2: Final = "/_matrix/federation/v2"
@@ -50,7 +50,7 @@ class FederationTransport:
 
     async def send_transaction(
         self,
-        destination: str,
+        destination: ServerName,
         txn_id: str,
         body: JsonDict,
         *,
@@ -63,45 +63,45 @@ class FederationTransport:
 
     # --- Server keys ("Retrieving server keys") ---------------------------------------------
 
-    async def get_server_keys(self, server: str) -> Any:
+    async def get_server_keys(self, server: ServerName) -> Any:
         """``GET /_matrix/key/v2/server`` on ``server`` itself, unsigned: its key document."""
         return await self._client.get_json(server, KEY_SERVER_PATH, signed=False)
 
-    async def query_server_keys(self, notary: str, body: JsonDict) -> Any:
+    async def query_server_keys(self, notary: ServerName, body: JsonDict) -> Any:
         """``POST /_matrix/key/v2/query`` to a notary, unsigned: ``{"server_keys": [...]}``."""
         return await self._client.post_json(notary, KEY_QUERY_PATH, body, signed=False)
 
     # --- Joining, leaving, knocking, inviting -----------------------------------------------
 
     async def make_join(
-        self, destination: str, room_id: RoomID, user_id: UserID, versions: Iterable[str]
+        self, destination: ServerName, room_id: RoomID, user_id: UserID, versions: Iterable[str]
     ) -> Any:
         """``GET /_matrix/federation/v1/make_join/{roomId}/{userId}?ver=...``: the template."""
         path = f"{FEDERATION_V1}/make_join/{_segment(room_id)}/{_segment(user_id)}"
         return await self._client.get_json(destination, path, query={"ver": list(versions)})
 
     async def send_join(
-        self, destination: str, room_id: RoomID, event_id: EventID, pdu: JsonDict
+        self, destination: ServerName, room_id: RoomID, event_id: EventID, pdu: JsonDict
     ) -> Any:
         """``PUT /_matrix/federation/v2/send_join/{roomId}/{eventId}``: the room's state
         and auth chain (and the join, signed by the resident server if restricted)."""
         path = f"{FEDERATION_V2}/send_join/{_segment(room_id)}/{_segment(event_id)}"
         return await self._client.put_json(destination, path, pdu)
 
-    async def make_leave(self, destination: str, room_id: RoomID, user_id: UserID) -> Any:
+    async def make_leave(self, destination: ServerName, room_id: RoomID, user_id: UserID) -> Any:
         """``GET /_matrix/federation/v1/make_leave/{roomId}/{userId}``: the template."""
         path = f"{FEDERATION_V1}/make_leave/{_segment(room_id)}/{_segment(user_id)}"
         return await self._client.get_json(destination, path)
 
     async def send_leave(
-        self, destination: str, room_id: RoomID, event_id: EventID, pdu: JsonDict
+        self, destination: ServerName, room_id: RoomID, event_id: EventID, pdu: JsonDict
     ) -> Any:
         """``PUT /_matrix/federation/v2/send_leave/{roomId}/{eventId}``."""
         path = f"{FEDERATION_V2}/send_leave/{_segment(room_id)}/{_segment(event_id)}"
         return await self._client.put_json(destination, path, pdu)
 
     async def make_knock(
-        self, destination: str, room_id: RoomID, user_id: UserID, versions: Iterable[str]
+        self, destination: ServerName, room_id: RoomID, user_id: UserID, versions: Iterable[str]
     ) -> Any:
         """``GET /_matrix/federation/v1/make_knock/{roomId}/{userId}?ver=...``: the
         template and its ``room_version``."""
@@ -109,7 +109,7 @@ class FederationTransport:
         return await self._client.get_json(destination, path, query={"ver": list(versions)})
 
     async def send_knock(
-        self, destination: str, room_id: RoomID, event_id: EventID, pdu: JsonDict
+        self, destination: ServerName, room_id: RoomID, event_id: EventID, pdu: JsonDict
     ) -> Any:
         """``PUT /_matrix/federation/v1/send_knock/{roomId}/{eventId}``: the room's
         ``knock_room_state``."""
@@ -117,7 +117,7 @@ class FederationTransport:
         return await self._client.put_json(destination, path, pdu)
 
     async def invite(
-        self, destination: str, room_id: RoomID, event_id: EventID, body: JsonDict
+        self, destination: ServerName, room_id: RoomID, event_id: EventID, body: JsonDict
     ) -> Any:
         """``PUT /_matrix/federation/v2/invite/{roomId}/{eventId}`` (``event``,
         ``room_version``, ``invite_room_state``): the invite countersigned."""
@@ -126,7 +126,7 @@ class FederationTransport:
 
     # --- Queries ----------------------------------------------------------------------------
 
-    async def query_directory(self, destination: str, alias: str) -> Any:
+    async def query_directory(self, destination: ServerName, alias: RoomAlias) -> Any:
         """``GET /_matrix/federation/v1/query/directory?room_alias=...``."""
         return await self._client.get_json(
             destination, f"{FEDERATION_V1}/query/directory", query={"room_alias": alias}
@@ -134,7 +134,7 @@ class FederationTransport:
 
     async def query_profile(
         self,
-        destination: str,
+        destination: ServerName,
         user_id: UserID,
         *,
         timeout: float | None = None,  # noqa: ASYNC109 (bounds resolution too)
@@ -149,7 +149,7 @@ class FederationTransport:
 
     async def public_rooms(
         self,
-        destination: str,
+        destination: ServerName,
         *,
         limit: int | None,
         since: str | None,
@@ -186,7 +186,7 @@ class FederationTransport:
 
     async def get_user_devices(
         self,
-        destination: str,
+        destination: ServerName,
         user_id: UserID,
         *,
         timeout: float | None = None,  # noqa: ASYNC109 (bounds resolution too)
@@ -197,7 +197,7 @@ class FederationTransport:
 
     async def claim_keys(
         self,
-        destination: str,
+        destination: ServerName,
         body: JsonDict,
         *,
         timeout: float | None = None,  # noqa: ASYNC109 (bounds resolution too)
@@ -208,7 +208,7 @@ class FederationTransport:
 
     # --- Fetching events (the ``RemoteEvents`` of received events) --------------------------
 
-    async def get_event(self, destination: str, event_id: EventID) -> Any:
+    async def get_event(self, destination: ServerName, event_id: EventID) -> Any:
         """``GET /_matrix/federation/v1/event/{eventId}``: the one PDU (ValueError if the
         answer holds another number of them)."""
         response = await self._client.get_json(
@@ -221,7 +221,7 @@ class FederationTransport:
 
     async def get_missing_events(
         self,
-        destination: str,
+        destination: ServerName,
         room_id: RoomID,
         earliest: Sequence[EventID],
         latest: Sequence[EventID],
@@ -244,7 +244,7 @@ class FederationTransport:
         return events if isinstance(events, list) else []
 
     async def backfill(
-        self, destination: str, room_id: RoomID, event_ids: Sequence[EventID], limit: int
+        self, destination: ServerName, room_id: RoomID, event_ids: Sequence[EventID], limit: int
     ) -> list[Any]:
         """``GET /_matrix/federation/v1/backfill/{roomId}?v=...&limit=...``: the PDUs
         (none if the answer has no list)."""
@@ -257,7 +257,7 @@ class FederationTransport:
         return pdus if isinstance(pdus, list) else []
 
     async def get_state_ids(
-        self, destination: str, room_id: RoomID, event_id: EventID
+        self, destination: ServerName, room_id: RoomID, event_id: EventID
     ) -> tuple[list[EventID], list[EventID]]:
         """``GET /_matrix/federation/v1/state_ids/{roomId}?event_id=...``: the state's
         event IDs and its auth chain's (ValueError if the answer lacks either list)."""
@@ -280,7 +280,7 @@ class FederationTransport:
     # --- Content repository -----------------------------------------------------------------
 
     async def download_media(
-        self, origin: str, media_id: str, max_size: int, open_writer: OpenWriter[T]
+        self, origin: ServerName, media_id: str, max_size: int, open_writer: OpenWriter[T]
     ) -> RemoteMedia[T]:
         """``mxc://origin/media_id``, at most ``max_size`` bytes, streamed into a writer
         from ``open_writer``: ``GET /_matrix/federation/v1/media/download/{mediaId}``, or
@@ -299,7 +299,7 @@ class FederationTransport:
         return await self._download_legacy_media(origin, media_id, max_size, open_writer)
 
     async def _download_legacy_media(
-        self, origin: str, media_id: str, max_size: int, open_writer: OpenWriter[T]
+        self, origin: ServerName, media_id: str, max_size: int, open_writer: OpenWriter[T]
     ) -> RemoteMedia[T]:
         path = f"/_matrix/media/v3/download/{_segment(origin)}/{_segment(media_id)}"
         try:

@@ -14,7 +14,7 @@ from peyvand.errors import Errcode, MatrixError
 from peyvand.services.rooms.creation import PRESETS, CreateRoomRequest
 from peyvand.services.sync.filtering import parse_event_filter_param
 from peyvand.services.timeline.event_creation import EventSpec, scoped_txn_id
-from peyvand.types import EventID, JsonDict, RoomID, ServerName, UserID
+from peyvand.types import EventID, JsonDict, RoomAlias, RoomID, ServerName, UserID
 
 routes = RouteTable()
 
@@ -80,7 +80,7 @@ async def join_by_id_or_alias(ctx: RequestContext) -> web.Response:
     body = await ctx.body()
     servers = _via(ctx)
     if target.startswith("#"):
-        found = await ctx.services.directory.get_alias(target)
+        found = await ctx.services.directory.get_alias(RoomAlias(target))
         room_id = RoomID(found["room_id"])
         servers += found["servers"]
     else:
@@ -102,7 +102,7 @@ async def knock(ctx: RequestContext) -> web.Response:
     body = await ctx.body()
     servers = _via(ctx)
     if target.startswith("#"):
-        found = await ctx.services.directory.get_alias(target)
+        found = await ctx.services.directory.get_alias(RoomAlias(target))
         room_id = RoomID(found["room_id"])
         servers += found["servers"]
     else:
@@ -118,7 +118,7 @@ async def join_room(ctx: RequestContext) -> web.Response:
     """POST /_matrix/client/v3/rooms/{roomId}/join"""
     room_id = _room_id(ctx)
     body = await ctx.body()
-    servers = ctx.request.query.getall("via", [])
+    servers = [ServerName(s) for s in ctx.request.query.getall("via", [])]
     await ctx.services.membership.join(
         room_id,
         ctx.user.user_id,

@@ -15,6 +15,7 @@ from peyvand.api.context import RequestContext, json_response
 from peyvand.api.routing import RouteTable
 from peyvand.api.validation import query_int
 from peyvand.errors import Errcode, MatrixError
+from peyvand.types import ServerName
 
 routes = RouteTable()
 
@@ -43,7 +44,7 @@ async def query_server(ctx: RequestContext) -> web.Response:
     if ctx.query.get("minimum_valid_until_ts"):
         minimum = query_int(ctx.query, "minimum_valid_until_ts", 0)
     answers = await ctx.services.keyring.query_server_keys(
-        {ctx.path["serverName"]: {}}, minimum_valid_until_ts=minimum
+        {ServerName(ctx.path["serverName"]): {}}, minimum_valid_until_ts=minimum
     )
     return json_response({"server_keys": answers})
 
@@ -55,11 +56,11 @@ async def query_servers(ctx: RequestContext) -> web.Response:
     ``server_keys`` maps server names to the key IDs wanted (none: all keys), each with an
     optional ``minimum_valid_until_ts`` (default now)."""
     server_keys = (await ctx.body()).dict("server_keys")
-    query: dict[str, dict[str, int | None]] = {}
+    query: dict[ServerName, dict[str, int | None]] = {}
     for server_name, key_ids in server_keys.items():
         if not isinstance(key_ids, dict):
             raise MatrixError(Errcode.BAD_JSON, f"server_keys.{server_name} must be an object")
-        query[server_name] = {
+        query[ServerName(server_name)] = {
             key_id: _minimum_valid_until_ts(server_name, key_id, criteria)
             for key_id, criteria in key_ids.items()
         }

@@ -7,7 +7,7 @@ from aiohttp import web
 from peyvand.api.context import RequestContext, json_response
 from peyvand.api.routing import RouteTable
 from peyvand.errors import Errcode, MatrixError
-from peyvand.types import UserID, server_name_of
+from peyvand.types import RoomAlias, UserID, server_name_of
 
 routes = RouteTable()
 
@@ -24,7 +24,7 @@ def _required(ctx: RequestContext, name: str) -> str:
 @routes.get(f"{_V1}/query/directory", auth="federation")
 async def query_directory(ctx: RequestContext) -> web.Response:
     """GET /_matrix/federation/v1/query/directory?room_alias=...: one of our aliases."""
-    alias = _required(ctx, "room_alias")
+    alias = RoomAlias(_required(ctx, "room_alias"))
     if server_name_of(alias) != ctx.services.config.server_name:
         raise MatrixError(Errcode.NOT_FOUND, "Room alias not found")
     return json_response(await ctx.services.directory.get_alias(alias))

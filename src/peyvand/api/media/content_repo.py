@@ -19,6 +19,7 @@ from peyvand.api.routing import RouteTable
 from peyvand.api.validation import query_bool, query_int
 from peyvand.errors import Errcode, MatrixError
 from peyvand.services.media.downloads import Download
+from peyvand.types import ServerName
 
 routes = RouteTable()
 
@@ -115,7 +116,7 @@ async def upload_to(ctx: RequestContext) -> web.Response:
     media.check_declared_size(content_length)
     await media.upload_to(
         ctx.user,
-        ctx.path["server_name"],
+        ServerName(ctx.path["server_name"]),
         ctx.path["media_id"],
         _body(ctx.request),
         content_length=content_length,
@@ -141,7 +142,7 @@ async def legacy_download(ctx: RequestContext) -> web.StreamResponse:
 
 async def _download(ctx: RequestContext, *, authenticated: bool) -> web.StreamResponse:
     found = await ctx.services.media.download(
-        ctx.path["server_name"],
+        ServerName(ctx.path["server_name"]),
         ctx.path["media_id"],
         timeout_ms=_timeout_ms(ctx),
         authenticated=authenticated,
@@ -168,7 +169,7 @@ async def _thumbnail(ctx: RequestContext, *, authenticated: bool) -> web.StreamR
         if name not in query:
             raise MatrixError(Errcode.MISSING_PARAM, f"Missing '{name}' query parameter")
     found = await ctx.services.media.thumbnail(
-        ctx.path["server_name"],
+        ServerName(ctx.path["server_name"]),
         ctx.path["media_id"],
         width=query_int(query, "width", 0, minimum=1),
         height=query_int(query, "height", 0, minimum=1),
