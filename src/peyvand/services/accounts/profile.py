@@ -23,7 +23,7 @@ from peyvand.services.timeline.event_creation import EventCreationService, Event
 from peyvand.services.timeline.room_state import StateService
 from peyvand.storage.accounts import AccountStore, UserRow
 from peyvand.storage.events import EventStore
-from peyvand.types import JsonDict, RoomID, UserID, is_valid_user_id, server_name_of
+from peyvand.types import JsonDict, RoomID, ServerName, UserID, is_valid_user_id, server_name_of
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ async def no_remote_profiles(user_id: UserID) -> JsonDict:
 class ProfileService:
     def __init__(
         self,
-        server_name: str,
+        server_name: ServerName,
         accounts: AccountStore,
         event_store: EventStore,
         state: StateService,

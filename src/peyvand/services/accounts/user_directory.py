@@ -16,7 +16,7 @@ from typing import Final
 
 from peyvand.services.accounts.profile import MAX_DISPLAYNAME_LEN
 from peyvand.storage.directory import DirectoryStore
-from peyvand.types import JsonDict, UserID
+from peyvand.types import JsonDict, ServerName, UserID
 
 # User IDs are at most 255 bytes (Appendices, "User Identifiers"), display names at most
 # MAX_DISPLAYNAME_LEN characters.
@@ -24,7 +24,7 @@ _LONGEST_MATCHABLE: Final = max(255, MAX_DISPLAYNAME_LEN)
 
 
 class UserDirectoryService:
-    def __init__(self, server_name: str, store: DirectoryStore) -> None:
+    def __init__(self, server_name: ServerName, store: DirectoryStore) -> None:
         self._server_name = server_name
         self._store = store
 

@@ -31,7 +31,7 @@ from peyvand.services.sync.streams import Stream, StreamToken
 from peyvand.services.timeline.room_index import RoomIndex
 from peyvand.services.timeline.room_state import StateService
 from peyvand.storage.device_lists import DeviceListStore
-from peyvand.types import RoomID, UserID, server_name_of
+from peyvand.types import RoomID, ServerName, UserID, server_name_of
 
 # Recent changes kept in memory; older ranges are read from the database.
 MAX_LOGGED_CHANGES = 10_000
@@ -56,7 +56,7 @@ class DeviceListChanges:
 class DeviceListService:
     def __init__(
         self,
-        server_name: str,
+        server_name: ServerName,
         store: DeviceListStore,
         index: RoomIndex,
         state: StateService,

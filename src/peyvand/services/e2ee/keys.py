@@ -74,7 +74,7 @@ from peyvand.storage.e2e_keys import (
     NewKey,
     SignatureRow,
 )
-from peyvand.types import DeviceID, JsonDict, UserID, is_valid_user_id, server_name_of
+from peyvand.types import DeviceID, JsonDict, ServerName, UserID, is_valid_user_id, server_name_of
 
 
 # Called with a user whose device or cross-signing keys (or signatures of them) changed.
@@ -154,7 +154,7 @@ class _DeviceLock:
 class E2eKeysService:
     def __init__(
         self,
-        server_name: str,
+        server_name: ServerName,
         store: E2eKeyStore,
         auth: AuthService,
         on_keys_changed: KeysChangedHook,

@@ -18,7 +18,7 @@ from peyvand.services.e2ee.remote_device_lists import CROSS_SIGNING_FIELDS
 from peyvand.services.federation.edu_support import EduSender
 from peyvand.services.federation.room_sharing import RoomSharing
 from peyvand.storage.remote_devices import RemoteDeviceStore
-from peyvand.types import DeviceID, JsonDict, UserID, is_valid_user_id
+from peyvand.types import DeviceID, JsonDict, ServerName, UserID, is_valid_user_id
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class OutboundDeviceLists:
                 current = await self._e2e_keys.federation_device_list(user_id)
                 ids = list(dict.fromkeys(device_ids))
                 last = await self._store.allocate_local_stream_ids(user_id, len(ids))
-                edus: list[tuple[str, str, JsonDict]] = []
+                edus: list[tuple[ServerName, str, JsonDict]] = []
                 for stream_id, device_id in enumerate(ids, start=last + 1):
                     content: JsonDict = {
                         "user_id": user_id,

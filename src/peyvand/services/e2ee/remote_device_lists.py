@@ -45,7 +45,7 @@ from peyvand.services.federation.edu_support import (
 )
 from peyvand.services.federation.room_sharing import RoomSharing
 from peyvand.storage.remote_devices import RemoteDevice, RemoteDeviceList, RemoteDeviceStore
-from peyvand.types import DeviceID, JsonDict, UserID, server_name_of
+from peyvand.types import DeviceID, JsonDict, ServerName, UserID, server_name_of
 
 logger = logging.getLogger(__name__)
 
@@ -62,9 +62,9 @@ CROSS_SIGNING_FIELDS: Final = {MASTER: "master_key", SELF_SIGNING: "self_signing
 _UNREACHABLE: Final = {"status": 503, "message": "Failed to reach the user's server"}
 
 # GET /_matrix/federation/v1/user/devices/{userId} at (server, user): the JSON answer.
-UserDevicesFetcher = Callable[[str, UserID], Awaitable[Any]]
+UserDevicesFetcher = Callable[[ServerName, UserID], Awaitable[Any]]
 # POST /_matrix/federation/v1/user/keys/claim at (server, body): the JSON answer.
-KeysClaimer = Callable[[str, JsonDict], Awaitable[Any]]
+KeysClaimer = Callable[[ServerName, JsonDict], Awaitable[Any]]
 
 
 def _device_keys(value: object, user_id: UserID, device_id: str) -> str | None:
@@ -179,7 +179,7 @@ class RemoteDeviceLists:
 
     # -- inbound EDUs --------------------------------------------------------------------
 
-    async def on_device_list_update(self, origin: str, content: JsonDict) -> None:
+    async def on_device_list_update(self, origin: ServerName, content: JsonDict) -> None:
         """Server-Server API, "Device Management"."""
         user_id = edu_user_of(origin, content.get("user_id"), "user_id")
         device_id = edu_string(content.get("device_id"), "device_id")
@@ -225,7 +225,7 @@ class RemoteDeviceLists:
             self._invalidate(user_id)
         await self._device_lists.notify_user_changed(user_id)
 
-    async def on_signing_key_update(self, origin: str, content: JsonDict) -> None:
+    async def on_signing_key_update(self, origin: ServerName, content: JsonDict) -> None:
         """Server-Server API, "End-to-End Encryption"."""
         user_id = edu_user_of(origin, content.get("user_id"), "user_id")
         keys = _cross_signing_keys(content, user_id)
@@ -362,7 +362,7 @@ class RemoteDeviceLists:
     async def claim_remote_keys(self, query: Mapping[UserID, Mapping[DeviceID, str]]) -> JsonDict:
         """``E2eKeysService.remote_keys``: one-time keys of remote users' devices, claimed
         from each user's server (``POST /user/keys/claim``)."""
-        by_server: dict[str, dict[str, dict[str, str]]] = {}
+        by_server: dict[ServerName, dict[str, dict[str, str]]] = {}
         for user_id, devices in query.items():
             by_server.setdefault(server_name_of(user_id), {})[user_id] = {
                 str(d): algorithm for d, algorithm in devices.items()
@@ -378,7 +378,7 @@ class RemoteDeviceLists:
         return result
 
     async def _claim_at(
-        self, server: str, query: Mapping[str, Mapping[str, str]]
+        self, server: ServerName, query: Mapping[str, Mapping[str, str]]
     ) -> dict[str, JsonDict] | None:
         if self._claim_keys is None:
             return None

@@ -30,7 +30,7 @@ from peyvand.services.accounts.requester import Requester
 from peyvand.services.sync.notifier import Notifier
 from peyvand.services.sync.streams import Stream
 from peyvand.storage.to_device import InboxRow, ToDeviceStore
-from peyvand.types import JsonDict, UserID, is_valid_user_id, server_name_of
+from peyvand.types import JsonDict, ServerName, UserID, is_valid_user_id, server_name_of
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ def parse_messages(messages: Any) -> dict[UserID, dict[str, JsonDict]]:
 
 
 class ToDeviceService:
-    def __init__(self, server_name: str, store: ToDeviceStore, notifier: Notifier) -> None:
+    def __init__(self, server_name: ServerName, store: ToDeviceStore, notifier: Notifier) -> None:
         self._server_name = server_name
         self._store = store
         self._notifier = notifier
@@ -134,7 +134,7 @@ class ToDeviceService:
 
     async def deliver_remote(
         self,
-        origin: str,
+        origin: ServerName,
         sender: UserID,
         event_type: str,
         message_id: str,

@@ -14,20 +14,22 @@ import orjson
 
 from peyvand.services.e2ee.to_device import MAX_MESSAGE_BYTES, ToDeviceService
 from peyvand.services.federation.edu_support import EduSender, IgnoredEdu, edu_string, edu_user_of
-from peyvand.types import JsonDict, UserID, is_valid_user_id, server_name_of
+from peyvand.types import JsonDict, ServerName, UserID, is_valid_user_id, server_name_of
 
 logger = logging.getLogger(__name__)
 
 
 class ToDeviceEdus:
-    def __init__(self, server_name: str, to_device: ToDeviceService, sender: EduSender) -> None:
+    def __init__(
+        self, server_name: ServerName, to_device: ToDeviceService, sender: EduSender
+    ) -> None:
         """Becomes ``to_device``'s sender of messages for remote users."""
         self._server_name = server_name
         self._to_device = to_device
         self._sender = sender
         to_device.remote_sender = self.send_to_device
 
-    async def on_direct_to_device(self, origin: str, content: JsonDict) -> None:
+    async def on_direct_to_device(self, origin: ServerName, content: JsonDict) -> None:
         """An ``m.direct_to_device`` EDU from ``origin``."""
         sender = edu_user_of(origin, content.get("sender"), "sender")
         event_type = edu_string(content.get("type"), "type")
@@ -61,7 +63,7 @@ class ToDeviceEdus:
         self, sender: UserID, event_type: str, messages: Mapping[UserID, Mapping[str, JsonDict]]
     ) -> None:
         """``ToDeviceService.remote_sender``: one m.direct_to_device per server."""
-        by_server: dict[str, dict[str, dict[str, JsonDict]]] = {}
+        by_server: dict[ServerName, dict[str, dict[str, JsonDict]]] = {}
         for user_id, by_device in messages.items():
             by_server.setdefault(server_name_of(user_id), {})[user_id] = dict(by_device)
         edus = [

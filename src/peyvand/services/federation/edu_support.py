@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import Final, Protocol
 
 from peyvand.services.sync.streams import MAX_POSITION
-from peyvand.types import JsonDict, UserID, is_valid_user_id, server_name_of
+from peyvand.types import JsonDict, ServerName, UserID, is_valid_user_id, server_name_of
 
 MAX_ID_LENGTH: Final = 255
 
@@ -18,10 +18,10 @@ class EduSender(Protocol):
     """What is used of ``FederationSender``."""
 
     async def send_edu(
-        self, destination: str, edu_type: str, content: JsonDict, *, durable: bool
+        self, destination: ServerName, edu_type: str, content: JsonDict, *, durable: bool
     ) -> None: ...
 
-    async def send_durable_edus(self, edus: Sequence[tuple[str, str, JsonDict]]) -> None: ...
+    async def send_durable_edus(self, edus: Sequence[tuple[ServerName, str, JsonDict]]) -> None: ...
 
 
 class IgnoredEdu(Exception):
@@ -42,7 +42,7 @@ def edu_position(value: object, what: str) -> int:
     return value
 
 
-def edu_user_of(origin: str, value: object, what: str) -> UserID:
+def edu_user_of(origin: ServerName, value: object, what: str) -> UserID:
     """A user ID of ``origin``'s."""
     if not isinstance(value, str) or not is_valid_user_id(value):
         raise IgnoredEdu(f"{what} is not a user ID")

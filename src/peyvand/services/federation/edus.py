@@ -61,7 +61,7 @@ from peyvand.services.timeline.room_index import RoomIndex
 from peyvand.services.timeline.room_state import RoomSnapshot, StateService
 from peyvand.storage.receipts import ReceiptRow
 from peyvand.storage.remote_devices import RemoteDeviceStore
-from peyvand.types import EventID, JsonDict, RoomID, UserID, server_name_of
+from peyvand.types import EventID, JsonDict, RoomID, ServerName, UserID, server_name_of
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ def _push_state(entry: UserPresence, now_ms: int) -> JsonDict:
 class FederationEdus:
     def __init__(
         self,
-        server_name: str,
+        server_name: ServerName,
         state: StateService,
         index: RoomIndex,
         sender: EduSender,
@@ -109,7 +109,7 @@ class FederationEdus:
             fetch_user_devices=fetch_user_devices,
             claim_keys=claim_keys,
         )
-        self._handlers: dict[str, Callable[[str, JsonDict], Awaitable[None]]] = {
+        self._handlers: dict[str, Callable[[ServerName, JsonDict], Awaitable[None]]] = {
             "m.typing": self._on_typing,
             "m.receipt": self._on_receipt,
             "m.direct_to_device": self.to_device.on_direct_to_device,
@@ -131,7 +131,7 @@ class FederationEdus:
 
     # -- inbound -------------------------------------------------------------------------
 
-    async def on_edus(self, origin: str, edus: Sequence[Any]) -> None:
+    async def on_edus(self, origin: ServerName, edus: Sequence[Any]) -> None:
         """The EDUs of a transaction from ``origin``, each applied or ignored on its own."""
         for edu in edus:
             edu_type = edu.get("edu_type") if isinstance(edu, dict) else None
@@ -155,7 +155,7 @@ class FederationEdus:
             except Exception:
                 logger.exception("EDU %s from %s failed", edu_type, origin)
 
-    async def _room(self, origin: str, room_id: object) -> RoomSnapshot:
+    async def _room(self, origin: ServerName, room_id: object) -> RoomSnapshot:
         """A room this server is in whose server ACL allows ``origin``."""
         snapshot = await self._state.get_room(RoomID(edu_string(room_id, "room_id")))
         if snapshot is None:
@@ -171,7 +171,7 @@ class FederationEdus:
         if snapshot.memberships.get(user_id) != "join":
             raise IgnoredEdu(f"{user_id} is not joined to {snapshot.room_id}")
 
-    async def _on_typing(self, origin: str, content: JsonDict) -> None:
+    async def _on_typing(self, origin: ServerName, content: JsonDict) -> None:
         """Server-Server API, "Typing Notifications"."""
         user_id = edu_user_of(origin, content.get("user_id"), "user_id")
         typing = content.get("typing")
@@ -181,7 +181,7 @@ class FederationEdus:
         self._joined(snapshot, user_id)
         await self._typing.set_remote_typing(user_id, snapshot.room_id, typing)
 
-    async def _on_receipt(self, origin: str, content: JsonDict) -> None:
+    async def _on_receipt(self, origin: ServerName, content: JsonDict) -> None:
         """Server-Server API, "Receipts": each room's, and each user's, on its own."""
         for room_id, by_type in content.items():
             try:
@@ -201,7 +201,7 @@ class FederationEdus:
                 logger.info("receipts from %s ignored: %s", origin, reason)
 
     async def _apply_receipt(
-        self, origin: str, snapshot: RoomSnapshot, user: object, receipt: object
+        self, origin: ServerName, snapshot: RoomSnapshot, user: object, receipt: object
     ) -> None:
         user_id = edu_user_of(origin, user, "receipt user")
         self._joined(snapshot, user_id)
@@ -221,7 +221,7 @@ class FederationEdus:
             ):
                 logger.info("receipt of %s for %s not stored: unknown or older", user_id, event_id)
 
-    async def _on_presence(self, origin: str, content: JsonDict) -> None:
+    async def _on_presence(self, origin: ServerName, content: JsonDict) -> None:
         """Server-Server API, "Presence": each pushed state on its own."""
         if self._presence is None or not self._presence.enabled:
             return
@@ -293,7 +293,7 @@ class FederationEdus:
         """``PresenceService.listeners``: one m.presence per server sharing a room with
         any of the changed local users, with the states of those it shares one with."""
         now = self._presence.now_ms() if self._presence is not None else 0
-        by_server: dict[str, list[JsonDict]] = {}
+        by_server: dict[ServerName, list[JsonDict]] = {}
         for entry in changed:
             if not self._sharing.is_local(entry.user_id):
                 continue
@@ -313,7 +313,7 @@ class FederationEdus:
         if self._presence is None:
             return
         now = self._presence.now_ms()
-        by_server: dict[str, dict[UserID, JsonDict]] = {}
+        by_server: dict[ServerName, dict[UserID, JsonDict]] = {}
         for room_id, user_id in joins:
             snapshot = await self._state.get_room(room_id)
             if snapshot is None or snapshot.memberships.get(user_id) != "join":

@@ -29,7 +29,7 @@ from peyvand.services.rooms.policy_lists import PolicyListService
 from peyvand.services.rooms.restricted_joins import join_authoriser
 from peyvand.services.timeline.event_creation import MAX_PREV_EVENTS
 from peyvand.services.timeline.room_state import RoomSnapshot, StateService
-from peyvand.types import EventID, JsonDict, RoomID, UserID, server_name_of
+from peyvand.types import EventID, JsonDict, RoomID, ServerName, UserID, server_name_of
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ class InboundMembership:
 
     def __init__(
         self,
-        server_name: str,
+        server_name: ServerName,
         state: StateService,
         access: RoomAccess,
         reads: FederationReads,
@@ -64,7 +64,7 @@ class InboundMembership:
         self._policy_lists = policy_lists
 
     async def make_join(
-        self, origin: str, room_id: RoomID, user_id: UserID, versions: Sequence[str]
+        self, origin: ServerName, room_id: RoomID, user_id: UserID, versions: Sequence[str]
     ) -> JsonDict:
         """GET /make_join: a join event template for a user of ``origin``."""
         snapshot = await self._room_to_enter(origin, room_id, user_id, versions)
@@ -78,7 +78,7 @@ class InboundMembership:
         return {"event": template, "room_version": version.identifier}
 
     async def send_join(
-        self, origin: str, room_id: RoomID, event_id: EventID, raw: Any
+        self, origin: ServerName, room_id: RoomID, event_id: EventID, raw: Any
     ) -> JsonDict:
         """PUT /send_join v2: accept the signed join, relay it, answer with the room's
         state before it and that state's auth chain."""
@@ -104,7 +104,7 @@ class InboundMembership:
             "servers_in_room": sorted(self._outbound.servers_in_room(room_id)),
         }
 
-    async def make_leave(self, origin: str, room_id: RoomID, user_id: UserID) -> JsonDict:
+    async def make_leave(self, origin: ServerName, room_id: RoomID, user_id: UserID) -> JsonDict:
         """GET /make_leave: a leave template (a remote user rejecting our invite)."""
         snapshot = await self._room_for_user(origin, room_id, user_id)
         template = self._template(
@@ -114,7 +114,7 @@ class InboundMembership:
         return {"event": template, "room_version": snapshot.room_version.identifier}
 
     async def send_leave(
-        self, origin: str, room_id: RoomID, event_id: EventID, raw: Any
+        self, origin: ServerName, room_id: RoomID, event_id: EventID, raw: Any
     ) -> JsonDict:
         """PUT /send_leave v2: accept the signed leave and relay it to the room."""
         snapshot = await self._access.room(room_id, origin, resident=True)
@@ -125,7 +125,7 @@ class InboundMembership:
         return {}
 
     async def make_knock(
-        self, origin: str, room_id: RoomID, user_id: UserID, versions: Sequence[str]
+        self, origin: ServerName, room_id: RoomID, user_id: UserID, versions: Sequence[str]
     ) -> JsonDict:
         """GET /make_knock: a knock template for a user of ``origin``."""
         snapshot = await self._room_to_enter(origin, room_id, user_id, versions)
@@ -137,7 +137,7 @@ class InboundMembership:
         return {"event": template, "room_version": version.identifier}
 
     async def send_knock(
-        self, origin: str, room_id: RoomID, event_id: EventID, raw: Any
+        self, origin: ServerName, room_id: RoomID, event_id: EventID, raw: Any
     ) -> JsonDict:
         """PUT /send_knock: accept the signed knock, relay it, answer with the room's
         stripped state."""
@@ -149,7 +149,9 @@ class InboundMembership:
             raise MatrixError(Errcode.FORBIDDEN, outcome.reason or "The knock was not allowed")
         return {"knock_room_state": await stripped_state(self._state, snapshot)}
 
-    async def _room_for_user(self, origin: str, room_id: RoomID, user_id: UserID) -> RoomSnapshot:
+    async def _room_for_user(
+        self, origin: ServerName, room_id: RoomID, user_id: UserID
+    ) -> RoomSnapshot:
         """The room, for a template for ``user_id``: this server takes part in it, the
         room lets ``origin`` in, and the user is one of ``origin``'s."""
         snapshot = await self._access.room(room_id, origin, resident=True)
@@ -158,7 +160,7 @@ class InboundMembership:
         return snapshot
 
     async def _room_to_enter(
-        self, origin: str, room_id: RoomID, user_id: UserID, versions: Sequence[str]
+        self, origin: ServerName, room_id: RoomID, user_id: UserID, versions: Sequence[str]
     ) -> RoomSnapshot:
         """The room, for a join or knock template: as ``_room_for_user``, and the policy
         lists ban neither the user nor the room, and ``origin`` supports its version."""
@@ -218,7 +220,12 @@ class InboundMembership:
         await self._policy_lists.check_join(room_id, user_id)
 
     def _parse_membership(
-        self, raw: Any, snapshot: RoomSnapshot, event_id: EventID, origin: str, membership: str
+        self,
+        raw: Any,
+        snapshot: RoomSnapshot,
+        event_id: EventID,
+        origin: ServerName,
+        membership: str,
     ) -> Pdu:
         try:
             pdu = parse_pdu(raw, snapshot.room_version, room_id=snapshot.room_id)
@@ -232,7 +239,7 @@ class InboundMembership:
             raise MatrixError(Errcode.FORBIDDEN, "The event is not from the requesting server")
         return pdu
 
-    async def _process_relayed(self, origin: str, pdu: Pdu) -> Outcome:
+    async def _process_relayed(self, origin: ServerName, pdu: Pdu) -> Outcome:
         """Process a membership event a server handed us to relay to the rest of the room
         (send_join, send_leave); 403 when it cannot be processed."""
         # Relayed by the pre-commit hook if it is accepted.

@@ -16,7 +16,7 @@ from peyvand.federation.policy import ServerPolicy
 from peyvand.services.federation.received_events import FederationEventHandler
 from peyvand.services.rooms.policy_lists import PolicyListService
 from peyvand.storage.federation_inbox import FederationInboxStore
-from peyvand.types import JsonDict, server_name_of
+from peyvand.types import JsonDict, ServerName, server_name_of
 
 # Server-Server API, "Transactions".
 MAX_PDUS: Final = 50
@@ -25,11 +25,11 @@ _PRUNE_SECONDS = 3600.0
 _KEEP_ANSWERS_SECONDS = 86_400
 
 
-EduReceiver = Callable[[str, Sequence[Any]], Awaitable[None]]
+EduReceiver = Callable[[ServerName, Sequence[Any]], Awaitable[None]]
 """(origin, a transaction's EDUs) -> applied (``FederationEdus.on_edus``)."""
 
 
-async def drop_edus(origin: str, edus: Sequence[Any]) -> None:
+async def drop_edus(origin: ServerName, edus: Sequence[Any]) -> None:
     """``EduReceiver`` where federation is off (no transaction is taken in then)."""
     return None
 
@@ -66,7 +66,7 @@ class InboundTransactions:
         """Forget answers to inbound transactions a day old (retries stop long before)."""
         await self._inbox.prune(int((self._clock() - _KEEP_ANSWERS_SECONDS) * 1000))
 
-    async def on_transaction(self, origin: str, txn_id: str, body: Any) -> JsonDict:
+    async def on_transaction(self, origin: ServerName, txn_id: str, body: Any) -> JsonDict:
         """PUT /_matrix/federation/v1/send/{txnId}: idempotent per (origin, txnId)."""
         if not isinstance(body, dict):
             raise MatrixError(Errcode.BAD_JSON, "Transaction must be a JSON object")
@@ -89,7 +89,7 @@ class InboundTransactions:
             return await self._process_transaction(origin, txn_id, pdus, edus)
 
     async def _process_transaction(
-        self, origin: str, txn_id: str, pdus: list[Any], edus: list[Any]
+        self, origin: ServerName, txn_id: str, pdus: list[Any], edus: list[Any]
     ) -> JsonDict:
         # Events by users of servers this one does not federate with are not taken in,
         # even when another server relays them; nor is anything a server the moderation

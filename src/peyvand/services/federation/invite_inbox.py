@@ -23,7 +23,7 @@ from peyvand.services.federation.signatures import check_pdu_signatures
 from peyvand.services.rooms.policy_lists import PolicyListService
 from peyvand.services.timeline.room_state import StateService
 from peyvand.storage.remote_invites import RemoteInvite, RemoteInviteStore
-from peyvand.types import EventID, JsonDict, RoomID, UserID, server_name_of
+from peyvand.types import EventID, JsonDict, RoomID, ServerName, UserID, server_name_of
 
 
 class RemoteInviteLimiter:
@@ -52,7 +52,7 @@ class RemoteInviteLimiter:
         tokens, last = self._buckets.get(bucket, (burst, now))
         return min(burst, tokens + (now - last) * burst / 60.0)
 
-    def check(self, server: str, user: str) -> None:
+    def check(self, server: ServerName, user: str) -> None:
         now = self._clock()
         buckets = [("s", server), ("u", user)]
         levels = [self._tokens(b, now) for b in buckets]
@@ -76,7 +76,7 @@ class RemoteInviteLimiter:
 class InviteInbox:
     def __init__(
         self,
-        server_name: str,
+        server_name: ServerName,
         keyring: Keyring,
         state: StateService,
         handler: FederationEventHandler,
@@ -109,7 +109,7 @@ class InviteInbox:
         )
 
     async def on_invite(
-        self, origin: str, room_id: RoomID, event_id: EventID, body: Any
+        self, origin: ServerName, room_id: RoomID, event_id: EventID, body: Any
     ) -> JsonDict:
         """PUT /invite v2: a user of ``origin`` invites one of our users; countersign the
         invite and, for a room we are not in, keep it (with the stripped state) for the

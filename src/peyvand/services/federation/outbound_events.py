@@ -13,7 +13,7 @@ from peyvand.services.timeline.room_state import StateService
 from peyvand.storage.database import Connection
 from peyvand.storage.federation_outbox import FederationOutboxStore, OutboxRow
 from peyvand.storage.models import EventToPersist
-from peyvand.types import EventID, RoomID, server_name_of
+from peyvand.types import EventID, RoomID, ServerName, server_name_of
 
 TxnWrite = Callable[[Connection], Awaitable[None]]
 
@@ -23,7 +23,7 @@ class OutboundEvents:
 
     def __init__(
         self,
-        server_name: str,
+        server_name: ServerName,
         sender: FederationSender,
         state: StateService,
         outbox: FederationOutboxStore,
@@ -34,11 +34,11 @@ class OutboundEvents:
         self._outbox = outbox
         # Events accepted from a joining server that we relay to the rest of the room
         # (event ID -> the server that sent it, which does not get it back).
-        self._relay: dict[EventID, str] = {}
-        self._queued: dict[str, None] = {}
+        self._relay: dict[EventID, ServerName] = {}
+        self._queued: dict[ServerName, None] = {}
 
     @contextmanager
-    def relaying(self, event_id: EventID, origin: str) -> Iterator[None]:
+    def relaying(self, event_id: EventID, origin: ServerName) -> Iterator[None]:
         """While the block runs, ``event_id`` (from ``origin``) is relayed to the rest of
         its room if it is committed; it is forgotten afterwards either way."""
         self._relay[event_id] = origin
@@ -82,7 +82,7 @@ class OutboundEvents:
             destinations, self._queued = list(self._queued), {}
             self._sender.notify_new(destinations)
 
-    def servers_in_room(self, room_id: RoomID) -> set[str]:
+    def servers_in_room(self, room_id: RoomID) -> set[ServerName]:
         """The servers with a joined member in the room (from the cached snapshot)."""
         snapshot = self._state.cached_room(room_id)
         if snapshot is None:

@@ -29,7 +29,7 @@ from peyvand.services.federation.errors import join_refusal
 from peyvand.services.timeline.room_state import RoomSnapshot, StateService
 from peyvand.storage.events import EventStore
 from peyvand.storage.models import EventToPersist, OutlierRow, RoomRow
-from peyvand.types import EventID, JsonDict, RoomID, UserID
+from peyvand.types import EventID, JsonDict, RoomID, ServerName, UserID
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ SignatureCheck = Callable[[Sequence[Pdu]], Awaitable[list[bool]]]
 class RemoteJoiner:
     def __init__(
         self,
-        server_name: str,
+        server_name: ServerName,
         signing_key: SigningKey,
         transport: FederationTransport,
         state: StateService,
@@ -65,7 +65,7 @@ class RemoteJoiner:
         return int(self._clock() * 1000)
 
     async def join(
-        self, room_id: RoomID, user_id: UserID, servers: Sequence[str], content: JsonDict
+        self, room_id: RoomID, user_id: UserID, servers: Sequence[ServerName], content: JsonDict
     ) -> None:
         """Join ``room_id`` through the first of ``servers`` that answers."""
         candidates = [s for s in dict.fromkeys(servers) if s != self._server_name]
@@ -88,7 +88,7 @@ class RemoteJoiner:
         )
 
     async def _join_via(
-        self, server: str, room_id: RoomID, user_id: UserID, content: JsonDict
+        self, server: ServerName, room_id: RoomID, user_id: UserID, content: JsonDict
     ) -> None:
         template = await self._transport.make_join(server, room_id, user_id, KNOWN_ROOM_VERSIONS)
         version = self._version(template)

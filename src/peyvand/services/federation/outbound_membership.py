@@ -26,7 +26,7 @@ from peyvand.services.federation.federation_pdus import federation_pdu, stripped
 from peyvand.services.federation.outbound_join import RemoteJoiner
 from peyvand.services.timeline.room_state import RoomSnapshot, StateService
 from peyvand.storage.remote_invites import RemoteInvite, RemoteInviteStore
-from peyvand.types import JsonDict, RoomID, UserID, server_name_of
+from peyvand.types import JsonDict, RoomAlias, RoomID, ServerName, UserID, server_name_of
 
 logger = logging.getLogger(__name__)
 
@@ -38,10 +38,10 @@ class OutboundMembership:
 
     def __init__(
         self,
-        server_name: str,
+        server_name: ServerName,
         transport: FederationTransport,
         keyring: Keyring,
-        allows: Callable[[str], bool],
+        allows: Callable[[ServerName], bool],
         state: StateService,
         joiner: RemoteJoiner,
         invites: RemoteInviteStore,
@@ -64,12 +64,12 @@ class OutboundMembership:
         self._clock = clock
 
     async def join_remote(
-        self, room_id: RoomID, user_id: UserID, servers: Sequence[str], content: JsonDict
+        self, room_id: RoomID, user_id: UserID, servers: Sequence[ServerName], content: JsonDict
     ) -> None:
         """Join a room this server is not in, through one of ``servers``."""
         await self._joiner.join(room_id, user_id, [s for s in servers if self._allows(s)], content)
 
-    async def query_directory(self, alias: str) -> JsonDict:
+    async def query_directory(self, alias: RoomAlias) -> JsonDict:
         """Another server's alias (GET /query/directory on that server)."""
         server = server_name_of(alias)
         if not self._allows(server):
@@ -167,7 +167,7 @@ class OutboundMembership:
         self._on_remote_membership(user_id, room_id, "leave", stream)
 
     async def knock_remote(
-        self, room_id: RoomID, user_id: UserID, servers: Sequence[str], reason: str | None
+        self, room_id: RoomID, user_id: UserID, servers: Sequence[ServerName], reason: str | None
     ) -> None:
         """Knock on a room this server is not in (make_knock/send_knock through the first
         of ``servers`` that answers); the room's stripped state is kept like an invite's."""

@@ -12,7 +12,7 @@ from peyvand.errors import Errcode, MatrixError
 from peyvand.federation.client import FederationError, FederationHttpError
 from peyvand.federation.transport import FederationTransport
 from peyvand.services.federation.errors import refusal
-from peyvand.types import JsonDict, UserID, server_name_of
+from peyvand.types import JsonDict, ServerName, UserID, server_name_of
 
 _QUERY_TIMEOUT: Final = 10.0  # seconds: a client waits on the answer
 PROFILE_FIELDS: Final = ("displayname", "avatar_url")
@@ -22,7 +22,9 @@ class RemoteQueries:
     """Typed ``/query/profile`` and ``/publicRooms`` requests to other servers; ``allows``
     says whether this server federates with a server."""
 
-    def __init__(self, transport: FederationTransport, allows: Callable[[str], bool]) -> None:
+    def __init__(
+        self, transport: FederationTransport, allows: Callable[[ServerName], bool]
+    ) -> None:
         self._transport = transport
         self._allows = allows
 
@@ -47,7 +49,7 @@ class RemoteQueries:
 
     async def public_rooms(
         self,
-        server: str,
+        server: ServerName,
         limit: int | None,
         since: str | None,
         search_filter: JsonDict | None,
@@ -94,7 +96,7 @@ class RemoteQueries:
 
     async def _public_rooms_page(
         self,
-        server: str,
+        server: ServerName,
         limit: int | None,
         since: str | None,
         search_filter: JsonDict | None,

@@ -46,7 +46,7 @@ from peyvand.services.timeline.room_state import RoomSnapshot, StateService
 from peyvand.services.timeline.state_resolution import StateResolver
 from peyvand.storage.events import EventStore
 from peyvand.storage.models import EventToPersist, NewStateGroup, OutlierRow, StateGroupRow
-from peyvand.types import EventID, RoomID, server_name_of
+from peyvand.types import EventID, RoomID, ServerName, server_name_of
 
 logger = logging.getLogger(__name__)
 
@@ -63,11 +63,11 @@ _MAX_STATE_FETCH = 1_000
 class RemoteEvents(Protocol):
     """Fetching events from another server (``FederationTransport``)."""
 
-    async def get_event(self, destination: str, event_id: EventID) -> Any: ...
+    async def get_event(self, destination: ServerName, event_id: EventID) -> Any: ...
 
     async def get_missing_events(
         self,
-        destination: str,
+        destination: ServerName,
         room_id: RoomID,
         earliest: Sequence[EventID],
         latest: Sequence[EventID],
@@ -76,11 +76,11 @@ class RemoteEvents(Protocol):
     ) -> list[Any]: ...
 
     async def get_state_ids(
-        self, destination: str, room_id: RoomID, event_id: EventID
+        self, destination: ServerName, room_id: RoomID, event_id: EventID
     ) -> tuple[list[EventID], list[EventID]]: ...
 
     async def backfill(
-        self, destination: str, room_id: RoomID, event_ids: Sequence[EventID], limit: int
+        self, destination: ServerName, room_id: RoomID, event_ids: Sequence[EventID], limit: int
     ) -> list[Any]: ...
 
 
@@ -109,7 +109,7 @@ class FederationEventHandler:
         allocate_stream: Callable[[], int],
         enqueue: Enqueue,
         allocate_backfill_stream: Callable[[], int],
-        server_name: str,
+        server_name: ServerName,
         banned_sender: Callable[[Pdu], str | None],
     ) -> None:
         """Events for which ``banned_sender`` gives a reason are soft-failed (kept out of
@@ -128,7 +128,9 @@ class FederationEventHandler:
 
     # -- entry points ------------------------------------------------------------------
 
-    async def receive_pdus(self, origin: str, raw_pdus: Sequence[Any]) -> dict[str, JsonResult]:
+    async def receive_pdus(
+        self, origin: ServerName, raw_pdus: Sequence[Any]
+    ) -> dict[str, JsonResult]:
         """PUT /send's PDUs: each processed in depth order; the per-event results."""
         parsed: list[Pdu] = []
         for raw in raw_pdus:
@@ -157,7 +159,7 @@ class FederationEventHandler:
                 results[pdu.event_id] = {}
         return results
 
-    async def origin_allowed(self, origin: str, snapshot: RoomSnapshot) -> bool:
+    async def origin_allowed(self, origin: ServerName, snapshot: RoomSnapshot) -> bool:
         """The room's server ACL lets ``origin`` take part ("Server Access Control
         Lists"); no ACL in the room lets everyone."""
         acl_id = snapshot.state.get(_ACL_KEY)
@@ -178,7 +180,7 @@ class FederationEventHandler:
             logger.info("dropping invalid PDU in %s: %s", snapshot.room_id, exc)
             return None
 
-    async def process_pdu(self, origin: str, pdu: Pdu, *, fill_gaps: bool = True) -> Outcome:
+    async def process_pdu(self, origin: ServerName, pdu: Pdu, *, fill_gaps: bool = True) -> Outcome:
         """Run every check on one parsed PDU of a known room and store it accordingly.
 
         With ``fill_gaps`` a gap before the event is first filled with
@@ -221,14 +223,14 @@ class FederationEventHandler:
             logger.info("content hash mismatch on %s: redacted", pdu.event_id)
         return checked
 
-    async def _ensure_auth_events(self, origin: str, pdus: Sequence[Pdu]) -> None:
+    async def _ensure_auth_events(self, origin: ServerName, pdus: Sequence[Pdu]) -> None:
         """Fetch every auth event we lack (transitively), check each against its own auth
         events and store it as an outlier (rejected ones marked so)."""
         fetched = await self._auth_closure_to_fetch(origin, pdus, {})
         await self._check_and_store(list(fetched.values()))
 
     async def _auth_closure_to_fetch(
-        self, origin: str, pdus: Sequence[Pdu], in_hand: Mapping[EventID, Pdu]
+        self, origin: ServerName, pdus: Sequence[Pdu], in_hand: Mapping[EventID, Pdu]
     ) -> dict[EventID, Pdu]:
         """The auth events of ``pdus`` (transitively) that are neither stored here nor in
         ``in_hand``, fetched from ``origin`` (bounded)."""
@@ -268,7 +270,7 @@ class FederationEventHandler:
             rows.append(OutlierRow(pdu, "rejected" if reason else "outlier", reason))
         await self._store.persist_outliers(rows)
 
-    async def _fetch_event(self, origin: str, room_id: RoomID, event_id: EventID) -> Pdu:
+    async def _fetch_event(self, origin: ServerName, room_id: RoomID, event_id: EventID) -> Pdu:
         snapshot = await self._state.get_room(room_id)
         if snapshot is None:
             raise DroppedPdu("unknown room")
@@ -397,7 +399,7 @@ class FederationEventHandler:
 
     async def _store_backfilled(
         self,
-        origin: str,
+        origin: ServerName,
         snapshot: RoomSnapshot,
         state_group: int,
         asked: Sequence[EventID],
@@ -459,7 +461,7 @@ class FederationEventHandler:
 
     # -- the DAG -----------------------------------------------------------------------
 
-    async def _fetch_missing_prev_events(self, origin: str, pdu: Pdu) -> None:
+    async def _fetch_missing_prev_events(self, origin: ServerName, pdu: Pdu) -> None:
         """Fill a gap before ``pdu`` with ``/get_missing_events`` (bounded); whatever stays
         missing is handled by ``_state_before`` through ``/state_ids``."""
         missing = [e for e in pdu.prev_event_ids if not await self._have_in_dag(e)]
@@ -500,7 +502,7 @@ class FederationEventHandler:
         row = (await self._store.get_outliers([event_id])).get(event_id)
         return row is not None and row.state_group is not None
 
-    async def _state_after(self, origin: str, room_id: RoomID, event_id: EventID) -> StateAt:
+    async def _state_after(self, origin: ServerName, room_id: RoomID, event_id: EventID) -> StateAt:
         """The state after ``event_id`` and a group holding it (None: not stored yet)."""
         event = await self._state.get_event(event_id)
         if event is not None:
@@ -516,7 +518,9 @@ class FederationEventHandler:
             return StateAt(state, group)
         return await self._remote_state_after(origin, room_id, event_id)
 
-    async def _remote_state_after(self, origin: str, room_id: RoomID, event_id: EventID) -> StateAt:
+    async def _remote_state_after(
+        self, origin: ServerName, room_id: RoomID, event_id: EventID
+    ) -> StateAt:
         """The state after an event we do not have, from ``/state_ids`` at it (the state
         before it) plus the event itself, with the state events and auth chain fetched and
         stored as outliers."""
@@ -555,7 +559,7 @@ class FederationEventHandler:
     # -- applying ----------------------------------------------------------------------
 
     async def _apply(
-        self, origin: str, snapshot: RoomSnapshot, pdu: Pdu, befores: Sequence[StateAt]
+        self, origin: ServerName, snapshot: RoomSnapshot, pdu: Pdu, befores: Sequence[StateAt]
     ) -> Outcome:
         """Steps 4-6 and storage, under the room's lock."""
         reason = await self._auth_against_auth_events(pdu)

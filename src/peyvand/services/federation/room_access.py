@@ -8,13 +8,13 @@ from peyvand.errors import Errcode, MatrixError
 from peyvand.services.federation.received_events import FederationEventHandler
 from peyvand.services.rooms.policy_lists import PolicyListService
 from peyvand.services.timeline.room_state import RoomSnapshot, StateService
-from peyvand.types import RoomID, server_name_of
+from peyvand.types import RoomID, ServerName, server_name_of
 
 
 class RoomAccess:
     def __init__(
         self,
-        server_name: str,
+        server_name: ServerName,
         state: StateService,
         handler: FederationEventHandler,
         policy_lists: PolicyListService,
@@ -26,7 +26,7 @@ class RoomAccess:
         self._policy_lists = policy_lists
 
     async def room(
-        self, room_id: RoomID, origin: str | None = None, *, resident: bool = False
+        self, room_id: RoomID, origin: ServerName | None = None, *, resident: bool = False
     ) -> RoomSnapshot:
         """The room; with ``origin``, 403 unless the room's server ACL allows it; with
         ``resident``, 404 unless this server still takes part in it (it can then vouch for
@@ -40,7 +40,7 @@ class RoomAccess:
             self._policy_lists.check_server(origin, room_id)
         return snapshot
 
-    async def require_server_in_room(self, origin: str, snapshot: RoomSnapshot) -> None:
+    async def require_server_in_room(self, origin: ServerName, snapshot: RoomSnapshot) -> None:
         """``origin`` takes part in the room (has a joined member), or the room is
         world-readable: only then may it read the room's events."""
         if any(

@@ -12,9 +12,12 @@ from peyvand.services.federation.inbound_transactions import InboundTransactions
 from peyvand.services.federation.invite_inbox import InviteInbox
 from peyvand.services.federation.outbound_membership import OutboundMembership
 from peyvand.services.federation.serving import FederationReads
+from peyvand.types import ServerName
 
 
-def allows_server(own_server_name: str, policy: ServerPolicy, server_name: str) -> bool:
+def allows_server(
+    own_server_name: ServerName, policy: ServerPolicy, server_name: ServerName
+) -> bool:
     """Whether this server talks to ``server_name``: never to itself, else as the
     federation policy (allowed and denied servers) says."""
     return server_name != own_server_name and policy.allows(server_name)
@@ -23,7 +26,7 @@ def allows_server(own_server_name: str, policy: ServerPolicy, server_name: str) 
 class FederationService:
     def __init__(
         self,
-        server_name: str,
+        server_name: ServerName,
         policy: ServerPolicy,
         sender: FederationSender,
         transactions: InboundTransactions,
@@ -56,10 +59,10 @@ class FederationService:
             raise MatrixError(Errcode.UNRECOGNIZED, "Federation is disabled", status=404)
         return self._edus
 
-    def allows(self, server_name: str) -> bool:
+    def allows(self, server_name: ServerName) -> bool:
         """Whether ``server_name`` may talk to this server (see ``allows_server``)."""
         return allows_server(self._server_name, self._policy, server_name)
 
-    def heard_from(self, origin: str) -> None:
+    def heard_from(self, origin: ServerName) -> None:
         """A server just talked to us: retry anything queued for it now."""
         self._sender.wake(origin)

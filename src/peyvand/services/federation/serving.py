@@ -13,7 +13,7 @@ from peyvand.services.federation.federation_pdus import federation_pdu
 from peyvand.services.federation.room_access import RoomAccess
 from peyvand.services.timeline.room_state import StateService
 from peyvand.storage.models import StoredEvent
-from peyvand.types import EventID, JsonDict, RoomID
+from peyvand.types import EventID, JsonDict, RoomID, ServerName
 
 _MAX_MISSING_EVENTS = 20
 _MAX_BACKFILL = 100
@@ -22,7 +22,7 @@ _MAX_BACKFILL = 100
 class FederationReads:
     def __init__(
         self,
-        server_name: str,
+        server_name: ServerName,
         state: StateService,
         access: RoomAccess,
         *,
@@ -33,7 +33,7 @@ class FederationReads:
         self._access = access
         self._clock = clock
 
-    async def get_event(self, origin: str, event_id: EventID) -> JsonDict:
+    async def get_event(self, origin: ServerName, event_id: EventID) -> JsonDict:
         """GET /event/{eventId}: a transaction holding the one PDU."""
         pdus = await self._state.get_pdus([event_id])
         pdu = pdus.get(event_id)
@@ -49,7 +49,7 @@ class FederationReads:
             "pdus": [federation_pdu(pdu, redacted)],
         }
 
-    async def state_ids(self, origin: str, room_id: RoomID, event_id: EventID) -> JsonDict:
+    async def state_ids(self, origin: ServerName, room_id: RoomID, event_id: EventID) -> JsonDict:
         """GET /state_ids: the state before the event and its auth chain, as IDs."""
         snapshot = await self._access.room(room_id, origin)
         await self._access.require_server_in_room(origin, snapshot)
@@ -58,7 +58,7 @@ class FederationReads:
         chain = await self.auth_chain(e for p in events.values() for e in p.auth_event_ids)
         return {"pdu_ids": sorted(state.values()), "auth_chain_ids": sorted(chain)}
 
-    async def state(self, origin: str, room_id: RoomID, event_id: EventID) -> JsonDict:
+    async def state(self, origin: ServerName, room_id: RoomID, event_id: EventID) -> JsonDict:
         """GET /state: the state before the event and its auth chain, as PDUs."""
         snapshot = await self._access.room(room_id, origin)
         await self._access.require_server_in_room(origin, snapshot)
@@ -86,7 +86,7 @@ class FederationReads:
                     state.pop(key, None)
         return state
 
-    async def event_auth(self, origin: str, room_id: RoomID, event_id: EventID) -> JsonDict:
+    async def event_auth(self, origin: ServerName, room_id: RoomID, event_id: EventID) -> JsonDict:
         """GET /event_auth: the event's full auth chain."""
         snapshot = await self._access.room(room_id, origin)
         await self._access.require_server_in_room(origin, snapshot)
@@ -98,7 +98,7 @@ class FederationReads:
 
     async def get_missing_events(
         self,
-        origin: str,
+        origin: ServerName,
         room_id: RoomID,
         earliest: Sequence[str],
         latest: Sequence[str],
@@ -138,7 +138,7 @@ class FederationReads:
         return {"events": [federation_pdu(s.pdu, s.redacted_by is not None) for s in ordered]}
 
     async def backfill(
-        self, origin: str, room_id: RoomID, starting: Sequence[str], limit: int
+        self, origin: ServerName, room_id: RoomID, starting: Sequence[str], limit: int
     ) -> JsonDict:
         """GET /backfill: up to ``limit`` events before and including ``starting``
         (those purged here as their redacted PDUs)."""

@@ -10,12 +10,13 @@ from peyvand.events.pdu import Pdu
 from peyvand.events.received import required_signatures
 from peyvand.events.redaction import redact
 from peyvand.federation.keyring import Keyring
+from peyvand.types import ServerName
 
 
 async def check_pdu_signatures(keyring: Keyring, pdus: Sequence[Pdu]) -> list[bool]:
     """Every server that must sign each event did: see
     ``events.received.required_signatures``. One answer per PDU, in order."""
-    checks: list[tuple[str, Mapping[str, Any], int]] = []
+    checks: list[tuple[ServerName, Mapping[str, Any], int]] = []
     owners: list[int] = []
     for index, pdu in enumerate(pdus):
         redacted = redact(pdu.data, pdu.room_version)

@@ -21,7 +21,7 @@ from typing import Final
 from peyvand.errors import Errcode, MatrixError
 from peyvand.media.files import HashLocks, MediaFiles, WrittenFile
 from peyvand.storage.media import MediaRow, MediaStore
-from peyvand.types import UserID
+from peyvand.types import ServerName, UserID
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +34,11 @@ class MediaContent:
     them, and removes files no row names."""
 
     def __init__(
-        self, server_name: str, store: MediaStore, files: MediaFiles, clock: Callable[[], float]
+        self,
+        server_name: ServerName,
+        store: MediaStore,
+        files: MediaFiles,
+        clock: Callable[[], float],
     ) -> None:
         # Per file hash: every file operation and the row change that goes with it.
         self.locks = HashLocks()
@@ -48,7 +52,7 @@ class MediaContent:
 
     async def add(
         self,
-        origin: str,
+        origin: ServerName,
         media_id: str,
         user_id: UserID | None,
         content_type: str,

@@ -20,7 +20,7 @@ from peyvand.services.media.content import MediaContent
 from peyvand.services.media.remote_cache import RemoteMediaCache
 from peyvand.services.media.reservations import Reservations
 from peyvand.storage.media import MediaRow
-from peyvand.types import is_valid_server_name
+from peyvand.types import ServerName, is_valid_server_name
 
 # Content repository, "Matrix Content (mxc://) URIs": only these characters in a media ID.
 _MEDIA_ID: Final = re.compile(r"[A-Za-z0-9_-]{1,255}")
@@ -54,7 +54,7 @@ class Downloads:
 
     async def download(
         self,
-        origin: str,
+        origin: ServerName,
         media_id: str,
         *,
         timeout_ms: int | None,
@@ -73,7 +73,7 @@ class Downloads:
         )
 
     async def ready_row(
-        self, origin: str, media_id: str, timeout_ms: int | None, authenticated: bool
+        self, origin: ServerName, media_id: str, timeout_ms: int | None, authenticated: bool
     ) -> MediaRow:
         """The row of media that may be served to this request (its content is stored)."""
         if not is_valid_server_name(origin) or not _MEDIA_ID.fullmatch(media_id):
@@ -95,7 +95,7 @@ class Downloads:
             raise _frozen()
         return row
 
-    async def _remote_row(self, origin: str, media_id: str, authenticated: bool) -> MediaRow:
+    async def _remote_row(self, origin: ServerName, media_id: str, authenticated: bool) -> MediaRow:
         """Another server's media, cached here. For the freeze, its "upload" is when it was
         cached."""
         row = await self._remote.row(origin, media_id)

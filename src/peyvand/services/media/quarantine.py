@@ -5,14 +5,16 @@ from __future__ import annotations
 
 from peyvand.errors import Errcode, MatrixError
 from peyvand.services.media.content import MediaContent
-from peyvand.types import UserID
+from peyvand.types import ServerName, UserID
 
 
 class Quarantine:
     def __init__(self, content: MediaContent) -> None:
         self._content = content
 
-    async def set_quarantined(self, origin: str, media_id: str, admin: UserID | None) -> None:
+    async def set_quarantined(
+        self, origin: ServerName, media_id: str, admin: UserID | None
+    ) -> None:
         """Quarantine (never served again, kept as evidence) or release an item and every
         other item with the same bytes."""
         row = await self._content.store.get(origin, media_id)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from peyvand.federation.media import MediaDownloadError, RemoteMedia
 from peyvand.federation.transport import FederationTransport
 from peyvand.media.files import MediaFiles, WrittenFile
+from peyvand.types import ServerName
 
 # ``written`` is a temporary media file: the caller commits or discards it.
 RemoteContent = RemoteMedia[WrittenFile]
@@ -21,7 +22,7 @@ class RemoteMediaFetcher:
         self._transport = transport
         self._files = files
 
-    async def fetch(self, origin: str, media_id: str, max_size: int) -> RemoteContent:
+    async def fetch(self, origin: ServerName, media_id: str, max_size: int) -> RemoteContent:
         """The content of ``mxc://origin/media_id``, at most ``max_size`` bytes."""
         try:
             return await self._transport.download_media(

@@ -17,15 +17,16 @@ from peyvand.errors import Errcode, MatrixError
 from peyvand.services.media.content import MediaContent
 from peyvand.services.media.remote import RemoteContent, RemoteMediaError
 from peyvand.storage.media import MediaKey, MediaRow
+from peyvand.types import ServerName
 
 # Remote media downloads at once (each streams to a temporary file).
 _REMOTE_CONCURRENCY: Final = 4
 
-RemoteFetch = Callable[[str, str, int], Awaitable[RemoteContent]]
+RemoteFetch = Callable[[ServerName, str, int], Awaitable[RemoteContent]]
 """(origin, media ID, max size) -> the content, or RemoteMediaError."""
 
 
-async def no_remote_media(origin: str, media_id: str, max_size: int) -> RemoteContent:
+async def no_remote_media(origin: ServerName, media_id: str, max_size: int) -> RemoteContent:
     """``RemoteFetch`` where federation is off: other servers' media is not available."""
     raise MatrixError(Errcode.NOT_FOUND, "Remote media is not available")
 
@@ -39,7 +40,7 @@ class RemoteMediaCache:
         self._fetches: dict[MediaKey, asyncio.Future[MediaRow]] = {}
         self._slots = asyncio.Semaphore(_REMOTE_CONCURRENCY)
 
-    async def row(self, origin: str, media_id: str) -> MediaRow:
+    async def row(self, origin: ServerName, media_id: str) -> MediaRow:
         """The row of another server's media: from the cache, else fetched once (concurrent
         requests share the fetch) and cached."""
         row = await self._content.store.get(origin, media_id)
@@ -53,7 +54,7 @@ class RemoteMediaCache:
             running.add_done_callback(lambda _: self._fetches.pop(key, None))
         return await asyncio.shield(running)
 
-    async def _cache(self, origin: str, media_id: str) -> MediaRow:
+    async def _cache(self, origin: ServerName, media_id: str) -> MediaRow:
         async with self._slots:
             try:
                 content = await self._fetch(origin, media_id, self._config.max_upload_size)

@@ -28,12 +28,13 @@ from peyvand.services.media.reservations import Reservations
 from peyvand.services.media.thumbnails import Thumbnails
 from peyvand.services.media.uploads import Uploads
 from peyvand.storage.media import MediaStore
+from peyvand.types import ServerName
 
 
 class MediaService:
     def __init__(
         self,
-        server_name: str,
+        server_name: ServerName,
         config: MediaConfig,
         store: MediaStore,
         files: MediaFiles,

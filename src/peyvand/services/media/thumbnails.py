@@ -28,6 +28,7 @@ from peyvand.services.media.access_times import AccessTimes
 from peyvand.services.media.content import MediaContent, storage_errors
 from peyvand.services.media.downloads import Download, Downloads
 from peyvand.storage.media import MediaRow, ThumbnailRow
+from peyvand.types import ServerName
 
 _MAX_SIDE: Final = 4096
 _METHODS: Final = ("crop", "scale")
@@ -62,7 +63,7 @@ class Thumbnails:
 
     async def thumbnail(
         self,
-        origin: str,
+        origin: ServerName,
         media_id: str,
         *,
         width: int,

@@ -20,7 +20,7 @@ from peyvand.media.files import HashLocks, WrittenFile
 from peyvand.services.accounts.requester import Requester
 from peyvand.services.media.content import MediaContent, new_media_id, storage_errors
 from peyvand.services.media.reservations import Reservations
-from peyvand.types import UserID
+from peyvand.types import ServerName, UserID
 
 _T = TypeVar("_T")
 
@@ -108,7 +108,7 @@ class Uploads:
     async def upload_to(
         self,
         requester: Requester,
-        origin: str,
+        origin: ServerName,
         media_id: str,
         body: AsyncIterable[bytes],
         *,

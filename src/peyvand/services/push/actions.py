@@ -35,7 +35,7 @@ from peyvand.services.timeline.room_state import RoomSnapshot, StateService
 from peyvand.storage.database import Connection
 from peyvand.storage.models import EventToPersist
 from peyvand.storage.push_actions import PushActionRow, PushActionStore, ReadUpTo
-from peyvand.types import JsonDict, RoomID, UserID, server_name_of
+from peyvand.types import JsonDict, RoomID, ServerName, UserID, server_name_of
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ class _RoomContext:
 class PushActionsService:
     def __init__(
         self,
-        server_name: str,
+        server_name: ServerName,
         store: PushActionStore,
         state: StateService,
         rulesets: Rulesets,

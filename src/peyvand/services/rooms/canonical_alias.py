@@ -14,10 +14,10 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from peyvand.errors import Errcode, MatrixError
-from peyvand.types import JsonDict, RoomID, split_id
+from peyvand.types import JsonDict, RoomAlias, RoomID, split_id
 
 # The directory's GET /directory/room/{roomAlias}: {"room_id", "servers"}, or M_NOT_FOUND.
-AliasLookup = Callable[[str], Awaitable[JsonDict]]
+AliasLookup = Callable[[RoomAlias], Awaitable[JsonDict]]
 
 
 async def check_canonical_alias(
@@ -27,7 +27,7 @@ async def check_canonical_alias(
     previous: Mapping[str, Any],
 ) -> None:
     """Check the aliases ``content`` adds to ``previous`` (the current event's content)."""
-    new: list[str] = []
+    new: list[RoomAlias] = []
     alias = content.get("alias")
     if alias is not None and alias != previous.get("alias"):
         new.append(_checked_syntax(alias))
@@ -42,7 +42,7 @@ async def check_canonical_alias(
         await _points_to(lookup, checked, room_id)
 
 
-def check_new_room_aliases(content: Mapping[str, Any], pending_alias: str | None) -> None:
+def check_new_room_aliases(content: Mapping[str, Any], pending_alias: RoomAlias | None) -> None:
     """Check the aliases of an ``m.room.canonical_alias`` in a new room's initial state:
     no alias can point to a room not created yet, except the one createRoom itself
     creates (``room_alias_name``), as Synapse creates it before the room's events."""
@@ -59,17 +59,17 @@ def check_new_room_aliases(content: Mapping[str, Any], pending_alias: str | None
             )
 
 
-def _checked_syntax(alias: object) -> str:
+def _checked_syntax(alias: object) -> RoomAlias:
     if not isinstance(alias, str):
         raise MatrixError(Errcode.INVALID_PARAM, "Room aliases must be strings")
     try:
         split_id(alias, "#")
     except ValueError:
         raise MatrixError(Errcode.INVALID_PARAM, f"Invalid room alias: {alias}") from None
-    return alias
+    return RoomAlias(alias)
 
 
-async def _points_to(lookup: AliasLookup, alias: str, room_id: RoomID) -> None:
+async def _points_to(lookup: AliasLookup, alias: RoomAlias, room_id: RoomID) -> None:
     try:
         found = await lookup(alias)
     except MatrixError as exc:

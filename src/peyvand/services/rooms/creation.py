@@ -26,15 +26,23 @@ from peyvand.services.rooms.canonical_alias import check_new_room_aliases
 from peyvand.services.rooms.policy_lists import PolicyListService
 from peyvand.services.timeline.event_creation import EventCreationService, EventSpec
 from peyvand.storage.events import EventStore
-from peyvand.types import JsonDict, RoomID, UserID, is_valid_user_id, server_name_of
+from peyvand.types import (
+    JsonDict,
+    RoomAlias,
+    RoomID,
+    ServerName,
+    UserID,
+    is_valid_user_id,
+    server_name_of,
+)
 
 PRESETS = ("private_chat", "public_chat", "trusted_private_chat")
 # Keys the server sets itself; initial_state may not override them.
 _SERVER_SET_STATE = {"m.room.create", "m.room.member", "m.room.power_levels"}
 
 ProfileLookup = Callable[[UserID], Awaitable[JsonDict]]
-AliasResolver = Callable[[str], Awaitable[RoomID | None]]
-AliasCreator = Callable[[str, RoomID, UserID], Awaitable[str]]
+AliasResolver = Callable[[RoomAlias], Awaitable[RoomID | None]]
+AliasCreator = Callable[[RoomAlias, RoomID, UserID], Awaitable[RoomAlias]]
 
 
 class Inviter(Protocol):
@@ -103,7 +111,7 @@ def default_power_levels(
 class RoomsService:
     def __init__(
         self,
-        server_name: str,
+        server_name: ServerName,
         events: EventCreationService,
         store: EventStore,
         profile_of: ProfileLookup,
@@ -133,7 +141,7 @@ class RoomsService:
         if room_id_or_alias.startswith("!"):
             return RoomID(room_id_or_alias)
         if room_id_or_alias.startswith("#"):
-            room_id = await self._resolve_alias(room_id_or_alias)
+            room_id = await self._resolve_alias(RoomAlias(room_id_or_alias))
             if room_id is not None:
                 return room_id
             raise MatrixError(Errcode.NOT_FOUND, f"Room alias {room_id_or_alias} not found")
@@ -194,7 +202,7 @@ class RoomsService:
         ]
         alias = None
         if request.room_alias_name is not None:
-            alias = f"#{request.room_alias_name}:{self._server_name}"
+            alias = RoomAlias(f"#{request.room_alias_name}:{self._server_name}")
             if await self._resolve_alias(alias) is not None:
                 raise MatrixError(Errcode.ROOM_IN_USE, f"Room alias {alias} already taken")
             initial.append(EventSpec("m.room.canonical_alias", {"alias": alias}, ""))

@@ -26,7 +26,16 @@ from peyvand.services.timeline.room_state import RoomSnapshot, StateService
 from peyvand.storage.directory import DirectoryStore
 from peyvand.storage.errors import ConflictError
 from peyvand.storage.events import EventStore
-from peyvand.types import EventID, JsonDict, RoomID, UserID, server_name_of, split_id
+from peyvand.types import (
+    EventID,
+    JsonDict,
+    RoomAlias,
+    RoomID,
+    ServerName,
+    UserID,
+    server_name_of,
+    split_id,
+)
 
 # Synapse's limit (api/constants.py MAX_ALIAS_LENGTH).
 MAX_ALIAS_LENGTH = 255
@@ -143,20 +152,20 @@ def _matches(listed: _Listed, query: PublicRoomsQuery) -> bool:
     )
 
 
-RemoteAliasLookup = Callable[[str], Awaitable[JsonDict]]
+RemoteAliasLookup = Callable[[RoomAlias], Awaitable[JsonDict]]
 # (server, limit, since, filter, include_all_networks, third_party_instance_id) -> a page.
 RemoteRoomList = Callable[
-    [str, int | None, str | None, JsonDict | None, bool, str | None], Awaitable[JsonDict]
+    [ServerName, int | None, str | None, JsonDict | None, bool, str | None], Awaitable[JsonDict]
 ]
 
 
-async def no_remote_alias(alias: str) -> JsonDict:
+async def no_remote_alias(alias: RoomAlias) -> JsonDict:
     """``RemoteAliasLookup`` where federation is off: another server's alias is unknown."""
     raise MatrixError(Errcode.NOT_FOUND, f"Room alias {alias} not found")
 
 
 async def no_remote_room_list(
-    server: str,
+    server: ServerName,
     limit: int | None,
     since: str | None,
     search_filter: JsonDict | None,
@@ -170,7 +179,7 @@ async def no_remote_room_list(
 class DirectoryService:
     def __init__(
         self,
-        server_name: str,
+        server_name: ServerName,
         store: DirectoryStore,
         event_store: EventStore,
         state: StateService,
@@ -196,7 +205,7 @@ class DirectoryService:
 
     # -- aliases ---------------------------------------------------------------------
 
-    def _check_alias(self, alias: str) -> None:
+    def _check_alias(self, alias: RoomAlias) -> None:
         """M_INVALID_PARAM unless ``alias`` is a well-formed alias on this server."""
         try:
             localpart, domain = split_id(alias, "#")
@@ -212,7 +221,7 @@ class DirectoryService:
         if domain != self._server_name:
             raise MatrixError(Errcode.INVALID_PARAM, "Room alias must be local")
 
-    async def resolve_alias(self, alias: str) -> RoomID | None:
+    async def resolve_alias(self, alias: RoomAlias) -> RoomID | None:
         """The room a local alias points to; None for unknown (or other servers') aliases."""
         if server_name_of(alias) != self._server_name:
             return None
@@ -220,7 +229,7 @@ class DirectoryService:
         row = await self._store.get_alias(alias)
         return None if row is None else row.room_id
 
-    async def _insert(self, alias: str, room_id: RoomID, creator: UserID) -> None:
+    async def _insert(self, alias: RoomAlias, room_id: RoomID, creator: UserID) -> None:
         try:
             await self._store.create_alias(alias, room_id, creator, int(self._clock() * 1000))
         except ConflictError:
@@ -228,14 +237,16 @@ class DirectoryService:
                 Errcode.UNKNOWN, f"Room alias {alias} already exists", status=409
             ) from None
 
-    async def create_alias_for_new_room(self, alias: str, room_id: RoomID, creator: UserID) -> str:
+    async def create_alias_for_new_room(
+        self, alias: RoomAlias, room_id: RoomID, creator: UserID
+    ) -> RoomAlias:
         """Point ``alias`` at a room just created by ``creator`` (createRoom's
         ``room_alias_name``); returns the alias."""
         self._check_alias(alias)
         await self._insert(alias, room_id, creator)
         return alias
 
-    async def get_alias(self, alias: str) -> JsonDict:
+    async def get_alias(self, alias: RoomAlias) -> JsonDict:
         """The room an alias points to and servers to join it through; 404 if unknown."""
         try:
             split_id(alias, "#")
@@ -250,7 +261,7 @@ class DirectoryService:
         others = {server_name_of(u) for u in snapshot.joined_members()} - {self._server_name}
         return {"room_id": room_id, "servers": [self._server_name, *sorted(others)]}
 
-    async def set_alias(self, requester: Requester, alias: str, room_id: RoomID) -> None:
+    async def set_alias(self, requester: Requester, alias: RoomAlias, room_id: RoomID) -> None:
         """Create a local alias; the requester must be in the room (unless a server admin)."""
         self._check_alias(alias)
         snapshot = await self._state.get_room(room_id)
@@ -262,7 +273,7 @@ class DirectoryService:
             )
         await self._insert(alias, room_id, requester.user_id)
 
-    async def delete_alias(self, requester: Requester, alias: str) -> None:
+    async def delete_alias(self, requester: Requester, alias: RoomAlias) -> None:
         """Delete a local alias: allowed to its creator, a server admin, or a member who may
         send ``m.room.canonical_alias``; the alias is then dropped from that event too."""
         self._check_alias(alias)
@@ -279,7 +290,7 @@ class DirectoryService:
         await self._remove_from_canonical_alias(requester.user_id, room_id, alias)
 
     async def _remove_from_canonical_alias(
-        self, sender: UserID, room_id: RoomID, alias: str
+        self, sender: UserID, room_id: RoomID, alias: RoomAlias
     ) -> None:
         snapshot = await self._state.get_room(room_id)
         if snapshot is None:
@@ -309,7 +320,7 @@ class DirectoryService:
             if exc.errcode != Errcode.FORBIDDEN:
                 raise
 
-    async def room_aliases(self, requester: Requester, room_id: RoomID) -> list[str]:
+    async def room_aliases(self, requester: Requester, room_id: RoomID) -> list[RoomAlias]:
         """The local aliases of a room: for members, server admins, or world-readable rooms."""
         if not requester.is_admin:
             snapshot = await self._state.get_room(room_id)
@@ -398,7 +409,9 @@ class DirectoryService:
             key=lambda listed: listed.key,
         )
 
-    async def public_rooms(self, query: PublicRoomsQuery, server: str | None = None) -> JsonDict:
+    async def public_rooms(
+        self, query: PublicRoomsQuery, server: ServerName | None = None
+    ) -> JsonDict:
         """A page of the public room list, with ``next_batch``/``prev_batch`` tokens: this
         server's, or that of ``server`` (its tokens passed on as they are)."""
         if server is not None and server != self._server_name:
@@ -427,7 +440,7 @@ class DirectoryService:
             result["prev_batch"] = _token("p", page[0])
         return result
 
-    async def _remote_public_rooms(self, server: str, query: PublicRoomsQuery) -> JsonDict:
+    async def _remote_public_rooms(self, server: ServerName, query: PublicRoomsQuery) -> JsonDict:
         search_filter: JsonDict = {}
         if query.search_term:
             search_filter["generic_search_term"] = query.search_term

@@ -15,7 +15,7 @@ from peyvand.events.pdu import StateKey
 from peyvand.services.timeline.room_state import RoomSnapshot, StateService
 from peyvand.storage.guests import GuestStore
 from peyvand.storage.models import EventToPersist
-from peyvand.types import RoomID, UserID, server_name_of
+from peyvand.types import RoomID, ServerName, UserID, server_name_of
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class GuestRemoval:
 
     def __init__(
         self,
-        server_name: str,
+        server_name: ServerName,
         guests: GuestStore,
         state: StateService,
         access: GuestAccess,

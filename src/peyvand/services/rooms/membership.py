@@ -18,7 +18,7 @@ from peyvand.services.timeline.room_state import RoomSnapshot, StateService
 from peyvand.storage.forgotten_rooms import ForgottenRoomStore
 from peyvand.storage.models import StoredEvent
 from peyvand.storage.remote_invites import RemoteInvite
-from peyvand.types import JsonDict, RoomID, UserID, is_valid_user_id, server_name_of
+from peyvand.types import JsonDict, RoomID, ServerName, UserID, is_valid_user_id, server_name_of
 
 ProfileLookup = Callable[[UserID], Awaitable[JsonDict]]
 
@@ -29,7 +29,7 @@ class RemoteMemberships(Protocol):
     async def invite_remote(self, pdu: Pdu, snapshot: RoomSnapshot) -> Pdu: ...
 
     async def join_remote(
-        self, room_id: RoomID, user_id: UserID, servers: Sequence[str], content: JsonDict
+        self, room_id: RoomID, user_id: UserID, servers: Sequence[ServerName], content: JsonDict
     ) -> None: ...
 
     async def remote_invite(self, room_id: RoomID, user_id: UserID) -> RemoteInvite | None: ...
@@ -39,7 +39,7 @@ class RemoteMemberships(Protocol):
     async def forget_invite(self, room_id: RoomID, user_id: UserID) -> None: ...
 
     async def knock_remote(
-        self, room_id: RoomID, user_id: UserID, servers: Sequence[str], reason: str | None
+        self, room_id: RoomID, user_id: UserID, servers: Sequence[ServerName], reason: str | None
     ) -> None: ...
 
 
@@ -51,7 +51,7 @@ class Unfederated:
         raise MatrixError(Errcode.FORBIDDEN, "Federation is disabled on this server")
 
     async def join_remote(
-        self, room_id: RoomID, user_id: UserID, servers: Sequence[str], content: JsonDict
+        self, room_id: RoomID, user_id: UserID, servers: Sequence[ServerName], content: JsonDict
     ) -> None:
         raise MatrixError(Errcode.NOT_FOUND, "No known servers to join this room through")
 
@@ -65,7 +65,7 @@ class Unfederated:
         return None
 
     async def knock_remote(
-        self, room_id: RoomID, user_id: UserID, servers: Sequence[str], reason: str | None
+        self, room_id: RoomID, user_id: UserID, servers: Sequence[ServerName], reason: str | None
     ) -> None:
         raise MatrixError(Errcode.NOT_FOUND, "No known servers to knock through")
 
@@ -73,7 +73,7 @@ class Unfederated:
 class MembershipService:
     def __init__(
         self,
-        server_name: str,
+        server_name: ServerName,
         events: EventCreationService,
         state: StateService,
         store: ForgottenRoomStore,
@@ -164,7 +164,7 @@ class MembershipService:
         room_id: RoomID,
         user_id: UserID,
         reason: str | None = None,
-        servers: Sequence[str] = (),
+        servers: Sequence[ServerName] = (),
         content: JsonDict | None = None,
     ) -> None:
         """Join (or re-join); a join while already joined sends nothing new unless it
@@ -197,7 +197,7 @@ class MembershipService:
         await self._change(room_id, user_id, user_id, "join", reason=reason, extra=extra)
 
     async def _join_remote(
-        self, room_id: RoomID, user_id: UserID, reason: str | None, servers: Sequence[str]
+        self, room_id: RoomID, user_id: UserID, reason: str | None, servers: Sequence[ServerName]
     ) -> None:
         invite = await self._federation.remote_invite(room_id, user_id)
         if invite is not None:
@@ -216,7 +216,7 @@ class MembershipService:
         room_id: RoomID,
         user_id: UserID,
         reason: str | None = None,
-        servers: Sequence[str] = (),
+        servers: Sequence[ServerName] = (),
     ) -> None:
         """Ask to join a room with the ``knock`` join rule (Client-Server API, "Knocking on
         rooms"); a room this server is not in is knocked on over federation."""

@@ -25,11 +25,11 @@ from peyvand.services.rooms.policy_lists import FollowedRoom, PolicyListService
 from peyvand.storage.accounts import AccountStore
 from peyvand.storage.errors import ConflictError
 from peyvand.storage.models import EventToPersist
-from peyvand.types import JsonDict, RoomID, UserID, server_name_of
+from peyvand.types import JsonDict, RoomAlias, RoomID, ServerName, UserID, server_name_of
 
 logger = logging.getLogger(__name__)
 
-AliasLookup = Callable[[str], Awaitable[JsonDict]]
+AliasLookup = Callable[[RoomAlias], Awaitable[JsonDict]]
 
 FIRST_RETRY_SECONDS: Final = 1.0
 MAX_RETRY_SECONDS: Final = 300.0
@@ -39,7 +39,7 @@ class Join(Protocol):
     """``MembershipService.join``: join ``room_id`` through ``servers`` if it is not here."""
 
     async def __call__(
-        self, room_id: RoomID, user_id: UserID, *, servers: Sequence[str]
+        self, room_id: RoomID, user_id: UserID, *, servers: Sequence[ServerName]
     ) -> None: ...
 
 
@@ -103,11 +103,11 @@ class PolicyListFollower:
         rules; on failure, retry later with a doubled delay."""
         try:
             await self._ensure_policy_user()
-            servers: list[str] = []
+            servers: list[ServerName] = []
             if room.configured.startswith("#"):
-                found = await self._lookup_alias(room.configured)
+                found = await self._lookup_alias(RoomAlias(room.configured))
                 room_id = RoomID(str(found["room_id"]))
-                servers = [s for s in found.get("servers", []) if isinstance(s, str)]
+                servers = [ServerName(s) for s in found.get("servers", []) if isinstance(s, str)]
             else:
                 room_id = RoomID(room.configured)
             if server := server_name_of(room_id):  # room versions before 12 name a server

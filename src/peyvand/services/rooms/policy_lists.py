@@ -33,7 +33,7 @@ from peyvand.errors import Errcode, MatrixError
 from peyvand.events.pdu import Pdu
 from peyvand.events.policy_rules import RULE_TYPES, PolicyMatcher, PolicyRule, parse_rule
 from peyvand.services.timeline.room_state import StateService
-from peyvand.types import JsonDict, RoomID, UserID, server_name_of
+from peyvand.types import JsonDict, RoomID, ServerName, UserID, server_name_of
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +82,9 @@ class PolicyListService:
     """The followed policy rooms, their rules in force, and the checks that enforce them.
     ``PolicyListFollower`` joins the rooms and calls ``read_rules`` when they change."""
 
-    def __init__(self, server_name: str, config: ModerationConfig, state: StateService) -> None:
+    def __init__(
+        self, server_name: ServerName, config: ModerationConfig, state: StateService
+    ) -> None:
         self._server_name = server_name
         self._state = state
         self.policy_user = UserID(f"@{config.policy_user}:{server_name}")
@@ -129,7 +131,7 @@ class PolicyListService:
     def is_policy_room(self, room_id: str) -> bool:
         return room_id in self._by_room_id
 
-    def server_rule(self, server_name: str) -> PolicyRule | None:
+    def server_rule(self, server_name: ServerName) -> PolicyRule | None:
         """The ban on ``server_name`` (never on this server)."""
         if server_name == self._server_name:
             return None
@@ -154,7 +156,7 @@ class PolicyListService:
                 identifiers.extend(_aliases(event.content))
         return self.matcher.room(identifiers)
 
-    def check_server(self, server_name: str, room_id: str | None = None) -> None:
+    def check_server(self, server_name: ServerName, room_id: str | None = None) -> None:
         """403 if ``server_name`` is banned (requests about a policy room excepted)."""
         if room_id is not None and self.is_policy_room(room_id):
             return
@@ -186,7 +188,7 @@ class PolicyListService:
             logger.info("refused a membership in %s: banned by a moderation policy list", room_id)
             raise MatrixError(Errcode.FORBIDDEN, "The room is banned by a moderation policy list")
 
-    def admits_pdu(self, origin: str, raw: Any) -> bool:
+    def admits_pdu(self, origin: ServerName, raw: Any) -> bool:
         """Whether a PDU of a transaction from ``origin`` is taken in: not when the
         server is banned, unless the PDU belongs to a policy room."""
         room_id = raw.get("room_id") if isinstance(raw, dict) else None

@@ -14,7 +14,7 @@ from peyvand.errors import Errcode, MatrixError
 from peyvand.events.auth import get_named_level, get_user_power_level
 from peyvand.events.pdu import StateKey
 from peyvand.services.timeline.room_state import RoomSnapshot, StateService
-from peyvand.types import RoomID, UserID, server_name_of
+from peyvand.types import RoomID, ServerName, UserID, server_name_of
 
 _JOIN_RULES: StateKey = ("m.room.join_rules", "")
 _POWER_LEVELS: StateKey = ("m.room.power_levels", "")
@@ -23,7 +23,7 @@ _RESTRICTED = ("restricted", "knock_restricted")
 
 
 async def join_authoriser(
-    state: StateService, snapshot: RoomSnapshot, user_id: UserID, server_name: str
+    state: StateService, snapshot: RoomSnapshot, user_id: UserID, server_name: ServerName
 ) -> UserID | None:
     """The local user to name in ``join_authorised_via_users_server`` for ``user_id``'s
     join: None when the join needs none (not a restricted room, or already invited or

@@ -36,7 +36,7 @@ from peyvand.services.timeline.event_creation import EventCreationService, Event
 from peyvand.services.timeline.room_state import RoomSnapshot, StateService
 from peyvand.storage.directory import DirectoryStore
 from peyvand.storage.events import EventStore
-from peyvand.types import JsonDict, RoomID, UserID, server_name_of
+from peyvand.types import JsonDict, RoomID, ServerName, UserID, server_name_of
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ _LEVEL_MAPS: Final = ("events", "users", "notifications")
 class RoomUpgradeService:
     def __init__(
         self,
-        server_name: str,
+        server_name: ServerName,
         events: EventCreationService,
         state: StateService,
         event_store: EventStore,

@@ -46,7 +46,7 @@ from peyvand.services.sync.streams import Stream
 from peyvand.services.timeline.room_index import RoomIndex
 from peyvand.services.timeline.room_state import StateService
 from peyvand.storage.models import EventToPersist
-from peyvand.types import JsonDict, RoomID, UserID, server_name_of
+from peyvand.types import JsonDict, RoomID, ServerName, UserID, server_name_of
 
 logger = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ def _legacy(event: JsonDict) -> JsonDict:
 class PresenceService:
     def __init__(
         self,
-        server_name: str,
+        server_name: ServerName,
         index: RoomIndex,
         state: StateService,
         notifier: Notifier,

@@ -34,7 +34,7 @@ from peyvand.services.timeline.room_state import RoomSnapshot, StateService
 from peyvand.services.timeline.state_resolution import StateResolver
 from peyvand.storage.events import EventStore
 from peyvand.storage.models import EventToPersist, NewStateGroup, RoomRow, StoredEvent
-from peyvand.types import EventID, RoomID, UserID
+from peyvand.types import EventID, RoomID, ServerName, UserID
 
 CREATE_KEY: StateKey = ("m.room.create", "")
 # Never redacted by local users (as Synapse): the room's own definition, and the server
@@ -91,7 +91,7 @@ def _redacts(spec: EventSpec) -> EventID | None:
 class EventCreationService:
     def __init__(
         self,
-        server_name: str,
+        server_name: ServerName,
         signing_key: SigningKey,
         store: EventStore,
         state: StateService,

@@ -11,12 +11,12 @@ from peyvand.services.sync.streams import Stream
 from peyvand.services.timeline.room_index import RoomIndex
 from peyvand.services.timeline.room_state import StateService
 from peyvand.storage.models import EventToPersist
-from peyvand.types import EventID, UserID, server_name_of
+from peyvand.types import EventID, ServerName, UserID, server_name_of
 
 
 class EventDispatcher:
     def __init__(
-        self, server_name: str, state: StateService, index: RoomIndex, notifier: Notifier
+        self, server_name: ServerName, state: StateService, index: RoomIndex, notifier: Notifier
     ) -> None:
         self._server_name = server_name
         self._state = state

@@ -20,7 +20,7 @@ from peyvand.events.room_versions import KNOWN_ROOM_VERSIONS, RoomVersion
 from peyvand.lru import LRU
 from peyvand.storage.events import EventStore
 from peyvand.storage.models import NewStateGroup, StateGroupRow, StoredEvent
-from peyvand.types import EventID, RoomID, UserID, server_name_of
+from peyvand.types import EventID, RoomID, ServerName, UserID, server_name_of
 
 # m.room.member aside, the state shown with an invite or a knock (Client-Server API,
 # "Stripped state").
@@ -56,7 +56,7 @@ class RoomSnapshot:
     def joined_members(self) -> list[UserID]:
         return [u for u, m in self.memberships.items() if m == "join"]
 
-    def takes_part(self, server_name: str) -> bool:
+    def takes_part(self, server_name: ServerName) -> bool:
         """Whether ``server_name`` is in the room: one of its users is joined, or no
         server's is (a room that only ever lived on this server). A server that left can
         no longer vouch for the room's state."""
