@@ -22,7 +22,7 @@ Errors::
     FederationError
       FederationRefused      not sent: invalid server name, this server, or denied by policy
       FederationUnreachable  no answer: DNS, connection, TLS, timeout, response too large,
-                             invalid JSON, too many redirects
+                             invalid JSON
       FederationHttpError    the server answered with a non-2xx status (status, errcode,
                              message, body)
 """
@@ -61,7 +61,6 @@ Query = Mapping[str, str | Sequence[str]]
 
 DEFAULT_MAX_RESPONSE_SIZE: Final = 100 * 1024 * 1024
 CONNECT_TIMEOUT: Final = 20.0  # seconds per connection attempt (within the request's bound)
-MAX_REDIRECTS: Final = 5
 ERROR_BODY_MAX: Final = 64 * 1024  # of a non-2xx body, read for its errcode; the rest is dropped
 
 _REDIRECT_STATUSES: Final = frozenset({301, 302, 303, 307, 308})
@@ -115,7 +114,6 @@ class _Response:
     status: int
     headers: CIMultiDictProxy[str]
     body: bytes
-    content_type: str
 
 
 _NO_CONTENT: Final[Any] = object()
@@ -149,13 +147,6 @@ def request_uri(path: str, query: Query | None) -> str:
 
 def _netloc(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def _location_url(location: str) -> URL:
-    """A Location header as a URL, kept as sent (``%2F`` stays) when it is plain ASCII."""
-    if location.isascii() and location.isprintable() and " " not in location:
-        return URL(location, encoded=True)
-    return URL(location)
 
 
 def _decode_json(body: bytes, what: str) -> Any:
@@ -263,61 +254,6 @@ class FederationClient:
     ) -> Any:
         """``PUT`` the JSON ``body``; the decoded JSON response."""
         return await self._json_request("PUT", destination, path, body, query, signed, timeout)
-
-    async def get_bytes(
-        self,
-        destination: ServerName,
-        path: str,
-        *,
-        query: Query | None = None,
-        max_size: int,
-        timeout: float | None = None,  # noqa: ASYNC109 (bounds resolution and redirects too)
-    ) -> tuple[str, bytes, Mapping[str, str]]:
-        """Signed ``GET`` of a body of at most ``max_size`` bytes (remote media).
-
-        Returns the Content-Type (``application/octet-stream`` if none), the body (decoded
-        if it was sent compressed) and the response headers. HTTP redirects are followed
-        (at most ``MAX_REDIRECTS``): one to the same host and port stays on ``destination``
-        and is signed again; one to another host is requested without signature, over https
-        (http too on test networks), with the same address checks.
-        """
-        uri = request_uri(path, query)
-        self._check_destination(destination)
-        session = self._require_session()
-        async with self._bounded("GET", destination, timeout):
-            candidates = await self._resolve(destination)
-            response, server = await self._send_to_server(
-                session, destination, candidates, "GET", uri, _NO_CONTENT, True, max_size
-            )
-            elsewhere: URL | None = None  # set once a redirect leaves the destination
-            for _hop in range(MAX_REDIRECTS + 1):
-                location = response.headers.get("Location")
-                if response.status not in _REDIRECT_STATUSES or not location:
-                    self._raise_for_status(response)
-                    headers = {name: value for name, value in response.headers.items()}
-                    return response.content_type, response.body, headers
-                base = elsewhere or URL(
-                    f"https://{_netloc(server.host, server.port)}{uri}", encoded=True
-                )
-                try:
-                    target = base.join(_location_url(location)).with_fragment(None)
-                except (ValueError, TypeError) as exc:
-                    raise FederationUnreachable(f"bad redirect {location!r}: {exc}") from exc
-                if elsewhere is None and (target.scheme, target.host, target.port) == (
-                    base.scheme,
-                    base.host,
-                    base.port,
-                ):
-                    uri = target.raw_path_qs  # still the destination: sign the new target
-                    response, server = await self._send_to_server(
-                        session, destination, [server], "GET", uri, _NO_CONTENT, True, max_size
-                    )
-                else:
-                    elsewhere = target
-                    response = await self._send_to_url(session, target, max_size)
-            raise FederationUnreachable(
-                f"GET {destination}{path}: more than {MAX_REDIRECTS} redirects"
-            )
 
     @asynccontextmanager
     async def open_get(
@@ -491,28 +427,6 @@ class FederationClient:
                 ) from exc
         raise FederationUnreachable(f"{method} {destination}: " + "; ".join(failures))
 
-    async def _send_to_url(
-        self, session: aiohttp.ClientSession, url: URL, max_size: int
-    ) -> _Response:
-        """An unsigned GET of a URL a destination redirected to."""
-        schemes = ("https", "http") if self._test_network else ("https",)
-        if url.scheme not in schemes or not url.host:
-            raise FederationUnreachable(f"refusing to follow a redirect to {url}")
-        refused = self._address_refused(url.host)
-        if refused is not None:
-            raise FederationUnreachable(refused)
-        try:
-            async with session.get(url, allow_redirects=False) as resp:
-                return await self._read(resp, max_size)
-        except aiohttp.ClientConnectorError as exc:
-            if is_blocked_error(exc):
-                raise FederationUnreachable(
-                    f"{url.host} resolves only to disallowed addresses"
-                ) from exc
-            raise FederationUnreachable(f"GET {url}: {exc}") from exc
-        except (aiohttp.ClientError, OSError) as exc:
-            raise FederationUnreachable(f"GET {url}: {type(exc).__name__}: {exc}") from exc
-
     async def _read(self, resp: aiohttp.ClientResponse, max_size: int) -> _Response:
         """The response with its body: at most ``max_size`` bytes for a 2xx (else
         FederationUnreachable), the first 64 KiB of anything else, nothing of a redirect."""
@@ -531,9 +445,7 @@ class FederationClient:
             body = bytes(buffer)
         else:
             body = await resp.content.read(ERROR_BODY_MAX)
-        return _Response(
-            resp.status, resp.headers, body, resp.content_type or "application/octet-stream"
-        )
+        return _Response(resp.status, resp.headers, body)
 
     @staticmethod
     def _raise_for_status(response: _Response) -> None:
