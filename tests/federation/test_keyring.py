@@ -31,7 +31,7 @@ from peyvand.federation.transport import KEY_QUERY_PATH, KEY_SERVER_PATH
 from peyvand.storage.migrations import run_migrations
 from peyvand.storage.server_keys import ServerKeyStore
 from peyvand.storage.sqlite import SqliteDatabase
-from peyvand.types import JsonDict
+from peyvand.types import JsonDict, ServerName
 
 HOUR_MS = 3600 * 1000
 DAY_MS = 24 * HOUR_MS
@@ -195,6 +195,13 @@ def keyring(make_keyring: Callable[..., Keyring]) -> Keyring:
     return make_keyring()
 
 
+async def verifies(keyring: Keyring, server: ServerName, obj: JsonDict, ts: int) -> bool:
+    """Whether ``server`` signed ``obj`` with a key the ring finds valid until at least
+    ``ts``: the check each received event gets."""
+    (result,) = await keyring.verify_event_signatures([(server, obj, ts)])
+    return result
+
+
 def event(
     server: FakeServer, ts: int, body: str = "hello", *, key: SigningKey | None = None
 ) -> JsonDict:
@@ -219,9 +226,7 @@ async def test_keys_are_fetched_from_the_server_itself(
     keyring: Keyring, network: FakeNetwork, clock: Clock
 ) -> None:
     remote = network.add(REMOTE)
-    kid = key_id(remote.key)
-    keys = await keyring.get_verify_keys({REMOTE: [kid]}, minimum_valid_until_ts=clock.ms())
-    assert keys[(REMOTE, kid)].encode() == get_verify_key(remote.key).encode()
+    assert await verifies(keyring, REMOTE, event(remote, clock.ms()), clock.ms())
     assert network.calls == [("GET", REMOTE, KEY_SERVER_PATH)]
 
 
@@ -232,19 +237,13 @@ async def test_cached_keys_are_not_fetched_again(
     clock: Clock,
 ) -> None:
     remote = network.add(REMOTE)
-    kid = key_id(remote.key)
-    assert await keyring.verify_json(
-        REMOTE, event(remote, clock.ms()), minimum_valid_until_ts=clock.ms()
-    )
+    assert await verifies(keyring, REMOTE, event(remote, clock.ms()), clock.ms())
     clock.advance_ms(HOUR_MS)
-    assert await keyring.verify_json(
-        REMOTE, event(remote, clock.ms()), minimum_valid_until_ts=clock.ms()
-    )
+    assert await verifies(keyring, REMOTE, event(remote, clock.ms()), clock.ms())
     assert network.gets(REMOTE) == 1
     # A new key ring (a restart) finds the key in the database.
     restarted = make_keyring()
-    keys = await restarted.get_verify_keys({REMOTE: [kid]}, minimum_valid_until_ts=clock.ms())
-    assert (REMOTE, kid) in keys
+    assert await verifies(restarted, REMOTE, event(remote, clock.ms()), clock.ms())
     assert network.gets(REMOTE) == 1
 
 
@@ -253,12 +252,10 @@ async def test_an_expired_key_is_fetched_again(
 ) -> None:
     remote = network.add(REMOTE)
     remote.validity_ms = HOUR_MS
-    kid = key_id(remote.key)
-    assert await keyring.get_verify_keys({REMOTE: [kid]}, minimum_valid_until_ts=clock.ms())
+    assert await verifies(keyring, REMOTE, event(remote, clock.ms()), clock.ms())
     clock.advance_ms(2 * HOUR_MS)
     # The server renews the key's validity when asked again.
-    keys = await keyring.get_verify_keys({REMOTE: [kid]}, minimum_valid_until_ts=clock.ms())
-    assert (REMOTE, kid) in keys
+    assert await verifies(keyring, REMOTE, event(remote, clock.ms()), clock.ms())
     assert network.gets(REMOTE) == 2
 
 
@@ -268,7 +265,7 @@ async def test_a_batch_refetches_for_its_latest_event(
     remote = network.add(REMOTE)
     remote.validity_ms = HOUR_MS
     start = clock.ms()
-    assert await keyring.verify_json(REMOTE, event(remote, start), minimum_valid_until_ts=start)
+    assert await verifies(keyring, REMOTE, event(remote, start), start)
     clock.advance_ms(HOUR_MS + HOUR_MS // 2)
     # The cached key covers the older event but not the newer one, wherever it is.
     late, early = start + 2 * HOUR_MS, start
@@ -284,7 +281,6 @@ async def test_a_key_that_stays_expired_is_not_returned(
 ) -> None:
     remote = network.add(REMOTE)
     remote.validity_ms = HOUR_MS
-    kid = key_id(remote.key)
     # An event from the key's validity verifies; one after it does not.
     early = event(remote, clock.ms() + HOUR_MS - 1)
     late = event(remote, clock.ms() + HOUR_MS + 1000)
@@ -295,12 +291,8 @@ async def test_a_key_that_stays_expired_is_not_returned(
     assert await keyring.verify_event_signatures(
         [(REMOTE, early, clock.ms() + HOUR_MS - 1), (REMOTE, late, clock.ms() + HOUR_MS + 1000)]
     ) == [True, False]
-    assert (
-        await keyring.get_verify_keys(
-            {REMOTE: [kid]}, minimum_valid_until_ts=clock.ms() + 2 * HOUR_MS
-        )
-        == {}
-    )
+    later = clock.ms() + 2 * HOUR_MS
+    assert not await verifies(keyring, REMOTE, event(remote, later), later)
 
 
 async def test_valid_until_ts_is_capped_at_seven_days(
@@ -308,15 +300,14 @@ async def test_valid_until_ts_is_capped_at_seven_days(
 ) -> None:
     remote = network.add(REMOTE)
     remote.validity_ms = 365 * DAY_MS
-    kid = key_id(remote.key)
     fetched = clock.ms()
-    assert await keyring.get_verify_keys({REMOTE: [kid]}, minimum_valid_until_ts=fetched)
+    assert await verifies(keyring, REMOTE, event(remote, fetched), fetched)
     at_cap = fetched + MAX_KEY_VALIDITY_MS
-    assert await keyring.get_verify_keys({REMOTE: [kid]}, minimum_valid_until_ts=at_cap)
+    assert await verifies(keyring, REMOTE, event(remote, at_cap), at_cap)
     assert network.gets(REMOTE) == 1
     # Beyond the cap the key must be fetched again: the server's year is not trusted.
     remote.reachable = False
-    assert await keyring.get_verify_keys({REMOTE: [kid]}, minimum_valid_until_ts=at_cap + 1) == {}
+    assert not await verifies(keyring, REMOTE, event(remote, at_cap + 1), at_cap + 1)
     assert network.gets(REMOTE) == 2
 
 
@@ -342,10 +333,8 @@ async def test_old_verify_keys_verify_events_from_before_they_expired(
     assert results == [True, False, True]
     assert network.gets(REMOTE) == 1
     # Old keys verify events, not requests made now.
-    keys = await keyring.get_verify_keys(
-        {REMOTE: [key_id(old_key)]}, minimum_valid_until_ts=clock.ms() + 1
-    )
-    assert keys == {}
+    later = clock.ms() + 1
+    assert not await verifies(keyring, REMOTE, event(remote, later, key=old_key), later)
 
 
 async def test_a_response_for_another_server_name_is_rejected(
@@ -354,7 +343,7 @@ async def test_a_response_for_another_server_name_is_rejected(
     remote = network.add(REMOTE)
     remote.respond = lambda: remote.sign({**remote.document(), "server_name": "evil.example"})
     event_json = event(remote, clock.ms())
-    assert not await keyring.verify_json(REMOTE, event_json, minimum_valid_until_ts=clock.ms())
+    assert not await verifies(keyring, REMOTE, event_json, clock.ms())
     assert network.gets(REMOTE) == 1
 
 
@@ -369,9 +358,7 @@ async def test_a_response_with_a_bad_signature_is_rejected(
         return document
 
     remote.respond = tampered
-    assert not await keyring.verify_json(
-        REMOTE, event(remote, clock.ms()), minimum_valid_until_ts=clock.ms()
-    )
+    assert not await verifies(keyring, REMOTE, event(remote, clock.ms()), clock.ms())
 
 
 async def test_a_response_not_signed_with_a_listed_key_is_rejected(
@@ -386,9 +373,7 @@ async def test_a_response_not_signed_with_a_listed_key_is_rejected(
         return remote.sign(document, stranger)
 
     remote.respond = signed_by_unlisted_key
-    assert not await keyring.verify_json(
-        REMOTE, event(remote, clock.ms()), minimum_valid_until_ts=clock.ms()
-    )
+    assert not await verifies(keyring, REMOTE, event(remote, clock.ms()), clock.ms())
 
 
 # -- notaries ------------------------------------------------------------------------
@@ -403,9 +388,7 @@ async def test_notaries_are_asked_when_the_server_is_unreachable(
     remote.reachable = False
     kid = key_id(remote.key)
 
-    assert await keyring.verify_json(
-        REMOTE, event(remote, clock.ms()), minimum_valid_until_ts=clock.ms()
-    )
+    assert await verifies(keyring, REMOTE, event(remote, clock.ms()), clock.ms())
     assert network.gets(REMOTE) == 1
     assert network.posts(NOTARY) == 1
     # The query asks for the key ID needed and how long it must be valid; the notary's
@@ -424,9 +407,7 @@ async def test_a_failing_notary_is_skipped_for_the_next(
     network.add(OTHER_NOTARY).be_honest_notary()
     keyring = make_keyring(NOTARY, OTHER_NOTARY)
     remote.reachable = False
-    assert await keyring.verify_json(
-        REMOTE, event(remote, clock.ms()), minimum_valid_until_ts=clock.ms()
-    )
+    assert await verifies(keyring, REMOTE, event(remote, clock.ms()), clock.ms())
     assert network.posts(NOTARY) == 1
     assert network.posts(OTHER_NOTARY) == 1
 
@@ -454,7 +435,7 @@ async def test_a_notary_cannot_forge_a_servers_key(
     forged_event = sign_json(
         {"type": "m.room.message", "origin_server_ts": clock.ms(), "content": {}}, REMOTE, forged
     )
-    assert not await keyring.verify_json(REMOTE, forged_event, minimum_valid_until_ts=clock.ms())
+    assert not await verifies(keyring, REMOTE, forged_event, clock.ms())
     assert network.posts(NOTARY) == 1
 
 
@@ -468,9 +449,7 @@ async def test_a_notary_answer_must_carry_the_notarys_signature(
     # The origin's genuine document, "notarised" with a key that is not the notary's.
     notary.answer_query = lambda body: [notary.sign(remote.document(), impostor)]
     keyring = make_keyring(NOTARY)
-    assert not await keyring.verify_json(
-        REMOTE, event(remote, clock.ms()), minimum_valid_until_ts=clock.ms()
-    )
+    assert not await verifies(keyring, REMOTE, event(remote, clock.ms()), clock.ms())
 
 
 async def test_a_notary_cannot_answer_for_servers_not_asked_about(
@@ -483,14 +462,12 @@ async def test_a_notary_cannot_answer_for_servers_not_asked_about(
     bystander.reachable = False
     notary.answer_query = lambda body: [notary.sign(bystander.document())]
     keyring = make_keyring(NOTARY)
-    assert not await keyring.verify_json(
-        REMOTE, event(remote, clock.ms()), minimum_valid_until_ts=clock.ms()
-    )
+    assert not await verifies(keyring, REMOTE, event(remote, clock.ms()), clock.ms())
     # The unsolicited key was not taken either: asked about the bystander itself (and
     # the notary now knowing nothing), the key ring has no key for it.
     notary.answer_query = lambda body: []
-    assert not await keyring.get_verify_keys(
-        {"bystander.example": [key_id(bystander.key)]}, minimum_valid_until_ts=clock.ms()
+    assert not await verifies(
+        keyring, "bystander.example", event(bystander, clock.ms()), clock.ms()
     )
     assert network.gets("bystander.example") == 1
 
@@ -528,9 +505,7 @@ async def test_concurrent_lookups_share_one_fetch(
     network.gate = asyncio.Event()
     now = clock.ms()
     lookups = [
-        asyncio.create_task(
-            keyring.verify_json(REMOTE, event(remote, now, str(i)), minimum_valid_until_ts=now)
-        )
+        asyncio.create_task(verifies(keyring, REMOTE, event(remote, now, str(i)), now))
         for i in range(10)
     ]
     await asyncio.sleep(0.01)
@@ -566,9 +541,7 @@ async def test_a_lookup_returns_a_key_cached_while_it_read_the_store(
     monkeypatch.setattr(store, "get_keys", get_keys)
     now = clock.ms()
     tasks.extend(
-        asyncio.create_task(
-            keyring.verify_json(REMOTE, event(remote, now, body), minimum_valid_until_ts=now)
-        )
+        asyncio.create_task(verifies(keyring, REMOTE, event(remote, now, body), now))
         for body in ("1", "2")
     )
     first, second = tasks
@@ -586,12 +559,8 @@ async def test_a_cancelled_lookup_does_not_cancel_the_shared_fetch(
     remote = network.add(REMOTE)
     network.gate = asyncio.Event()
     now = clock.ms()
-    first = asyncio.create_task(
-        keyring.verify_json(REMOTE, event(remote, now), minimum_valid_until_ts=now)
-    )
-    second = asyncio.create_task(
-        keyring.verify_json(REMOTE, event(remote, now), minimum_valid_until_ts=now)
-    )
+    first = asyncio.create_task(verifies(keyring, REMOTE, event(remote, now), now))
+    second = asyncio.create_task(verifies(keyring, REMOTE, event(remote, now), now))
     await asyncio.sleep(0.01)
     first.cancel()
     network.gate.set()
@@ -609,30 +578,30 @@ async def test_failures_are_remembered_for_a_minute(
     remote.reachable = False
     now = clock.ms()
     for _ in range(5):
-        assert not await keyring.verify_json(REMOTE, event(remote, now), minimum_valid_until_ts=now)
+        assert not await verifies(keyring, REMOTE, event(remote, now), now)
     assert network.gets(REMOTE) == 1
     assert network.posts(NOTARY) == 1
 
     # Another key of the unreachable server: only the notary is asked.
-    assert not await keyring.get_verify_keys({REMOTE: ["ed25519:b2"]}, minimum_valid_until_ts=now)
+    signed_b2 = event(remote, now, key=generate_signing_key("b2"))
+    assert not await verifies(keyring, REMOTE, signed_b2, now)
     assert network.gets(REMOTE) == 1
     assert network.posts(NOTARY) == 2
 
     clock.advance_ms(NEGATIVE_CACHE_MS + 1)
     remote.reachable = True
     now = clock.ms()
-    assert await keyring.verify_json(REMOTE, event(remote, now), minimum_valid_until_ts=now)
+    assert await verifies(keyring, REMOTE, event(remote, now), now)
     assert network.gets(REMOTE) == 2
 
 
 async def test_a_key_the_server_does_not_list_is_not_asked_for_again_at_once(
     keyring: Keyring, network: FakeNetwork, clock: Clock
 ) -> None:
-    network.add(REMOTE)
+    remote = network.add(REMOTE)
+    signed_nope = event(remote, clock.ms(), key=generate_signing_key("nope"))
     for _ in range(3):
-        assert not await keyring.get_verify_keys(
-            {REMOTE: ["ed25519:nope"]}, minimum_valid_until_ts=clock.ms()
-        )
+        assert not await verifies(keyring, REMOTE, signed_nope, clock.ms())
     assert network.gets(REMOTE) == 1
 
 
@@ -661,13 +630,12 @@ async def test_own_key_document_is_signed_and_resigned_at_half_validity(
 async def test_own_server_lookups_need_no_io(
     keyring: Keyring, network: FakeNetwork, local_key: SigningKey, clock: Clock
 ) -> None:
-    kid = key_id(local_key)
-    keys = await keyring.get_verify_keys(
-        {LOCAL: [kid, "ed25519:unknown"]}, minimum_valid_until_ts=clock.ms() + 365 * DAY_MS
-    )
-    assert list(keys) == [(LOCAL, kid)]
+    far = clock.ms() + 365 * DAY_MS
+    assert await verifies(keyring, LOCAL, sign_json({"a": 1}, LOCAL, local_key), far)
+    unknown = sign_json({"a": 1}, LOCAL, generate_signing_key("unknown"))
+    assert not await verifies(keyring, LOCAL, unknown, far)
     signed = sign_json({"a": 1}, LOCAL, local_key)
-    assert await keyring.verify_json(LOCAL, signed, minimum_valid_until_ts=clock.ms())
+    assert await verifies(keyring, LOCAL, signed, clock.ms())
     assert network.calls == []
 
 
@@ -682,12 +650,12 @@ async def test_unknown_signing_keys_are_skipped_but_one_must_verify(
     signed = event(remote, now)
     signed["signatures"][REMOTE]["ed25519:gone"] = "c2lnbmF0dXJl"
     signed["signatures"][REMOTE]["other:alg"] = "c2lnbmF0dXJl"
-    assert await keyring.verify_json(REMOTE, signed, minimum_valid_until_ts=now)
+    assert await verifies(keyring, REMOTE, signed, now)
     only_unknown = {**signed, "signatures": {REMOTE: {"ed25519:gone": "c2lnbmF0dXJl"}}}
-    assert not await keyring.verify_json(REMOTE, only_unknown, minimum_valid_until_ts=now)
-    assert not await keyring.verify_json(REMOTE, {"a": 1}, minimum_valid_until_ts=now)
+    assert not await verifies(keyring, REMOTE, only_unknown, now)
+    assert not await verifies(keyring, REMOTE, {"a": 1}, now)
     # Signed by the server, but checked as another server's: no signature of theirs.
-    assert not await keyring.verify_json("other.example", signed, minimum_valid_until_ts=now)
+    assert not await verifies(keyring, "other.example", signed, now)
 
 
 async def test_x_matrix_requests_verify_with_the_origins_key(

@@ -29,7 +29,7 @@ import asyncio
 import copy
 import logging
 import time
-from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol, TypeGuard
 
@@ -166,30 +166,6 @@ class Keyring:
         return copy.deepcopy(self._own_doc)
 
     # -- looking keys up ---------------------------------------------------------------
-
-    async def get_verify_keys(
-        self, requests: Mapping[ServerName, Collection[str]], *, minimum_valid_until_ts: int
-    ) -> dict[tuple[ServerName, str], VerifyKey]:
-        """The keys, among ``{server: key IDs}``, valid until at least
-        ``minimum_valid_until_ts``; keys not found (or not valid that long) are absent."""
-        needs = {
-            server: dict.fromkeys(key_ids, minimum_valid_until_ts)
-            for server, key_ids in requests.items()
-        }
-        found = await self._lookup(needs)
-        return {
-            pair: key.verify_key
-            for pair, key in found.items()
-            if key.valid_until_ts >= minimum_valid_until_ts
-        }
-
-    async def verify_json(
-        self, server_name: ServerName, obj: Mapping[str, Any], *, minimum_valid_until_ts: int
-    ) -> bool:
-        """True if ``server_name`` signed ``obj`` with a key valid until at least
-        ``minimum_valid_until_ts`` (Appendices, "Checking for a Signature")."""
-        (result,) = await self.verify_event_signatures([(server_name, obj, minimum_valid_until_ts)])
-        return result
 
     async def verify_event_signatures(
         self, checks: Sequence[tuple[ServerName, Mapping[str, Any], int]]
