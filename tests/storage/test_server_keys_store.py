@@ -25,10 +25,10 @@ def response(server: str, marker: int) -> str:
 async def test_keys_are_read_back_by_server_and_key_id(database: Database) -> None:
     store = ServerKeyStore(database)
     assert await store.get_keys([(A, "ed25519:1")]) == {}
-    await store.store_response(
-        [key(A, "ed25519:1", 100), key(A, "ed25519:old", 50)], response(A, 1)
+    await store.store_responses(
+        [KeyResponse([key(A, "ed25519:1", 100), key(A, "ed25519:old", 50)], response(A, 1))]
     )
-    await store.store_response([key(B, "ed25519:1", 200)], response(B, 1))
+    await store.store_responses([KeyResponse([key(B, "ed25519:1", 200)], response(B, 1))])
 
     found = await store.get_keys(
         [(A, "ed25519:1"), (A, "ed25519:old"), (B, "ed25519:1"), (B, "ed25519:old"), ("c", "x")]
@@ -45,11 +45,17 @@ async def test_keys_are_read_back_by_server_and_key_id(database: Database) -> No
 
 async def test_a_key_only_moves_to_a_later_valid_until(database: Database) -> None:
     store = ServerKeyStore(database)
-    await store.store_response([key(A, "ed25519:1", 100, fetched=1)], response(A, 1))
+    await store.store_responses(
+        [KeyResponse([key(A, "ed25519:1", 100, fetched=1)], response(A, 1))]
+    )
     # A fresher response extends it, and its JSON replaces the old one.
-    await store.store_response([key(A, "ed25519:1", 300, fetched=2)], response(A, 2))
+    await store.store_responses(
+        [KeyResponse([key(A, "ed25519:1", 300, fetched=2)], response(A, 2))]
+    )
     # A stale one (a notary's older copy) changes nothing.
-    await store.store_response([key(A, "ed25519:1", 200, fetched=3)], response(A, 3))
+    await store.store_responses(
+        [KeyResponse([key(A, "ed25519:1", 200, fetched=3)], response(A, 3))]
+    )
     assert await store.get_keys([(A, "ed25519:1")]) == {
         (A, "ed25519:1"): key(A, "ed25519:1", 300, fetched=2)
     }
@@ -73,12 +79,20 @@ async def test_several_responses_are_stored_in_one_call(database: Database) -> N
 
 async def test_responses_are_distinct_per_server_newest_first(database: Database) -> None:
     store = ServerKeyStore(database)
-    await store.store_response(
-        [key(A, "ed25519:1", 100, fetched=1), key(A, "ed25519:2", 100, fetched=1)],
-        response(A, 1),
+    await store.store_responses(
+        [
+            KeyResponse(
+                [key(A, "ed25519:1", 100, fetched=1), key(A, "ed25519:2", 100, fetched=1)],
+                response(A, 1),
+            )
+        ]
     )
-    await store.store_response([key(A, "ed25519:2", 200, fetched=2)], response(A, 2))
-    await store.store_response([key(B, "ed25519:1", 200, fetched=2)], response(B, 1))
+    await store.store_responses(
+        [KeyResponse([key(A, "ed25519:2", 200, fetched=2)], response(A, 2))]
+    )
+    await store.store_responses(
+        [KeyResponse([key(B, "ed25519:1", 200, fetched=2)], response(B, 1))]
+    )
     assert await store.get_responses([A, B, "c.example"]) == {
         A: [response(A, 2), response(A, 1)],
         B: [response(B, 1)],

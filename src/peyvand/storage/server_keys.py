@@ -53,10 +53,6 @@ class ServerKeyStore:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def store_response(self, keys: Sequence[ServerKey], response_json: str) -> None:
-        """Upsert the keys of one key response; one transaction."""
-        await self.store_responses([KeyResponse(keys, response_json)])
-
     async def store_responses(self, responses: Iterable[KeyResponse]) -> None:
         """Upsert the keys of several key responses (a notary's answer); one transaction.
 
