@@ -54,10 +54,6 @@ class PushRulesAccountData:
 
     # -- AccountDataSource for /sync ------------------------------------------------------
 
-    @property
-    def current_position(self) -> int:
-        return self._account_data.current_position
-
     async def global_account_data_since(
         self, user_id: UserID, since: int, until: int
     ) -> list[JsonDict]:

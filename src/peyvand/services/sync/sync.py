@@ -45,9 +45,6 @@ _NAME_FIELDS: dict[StateKey, str] = {
 
 
 class TypingSource(Protocol):
-    @property
-    def current_position(self) -> int: ...
-
     def typing_for_rooms(
         self, room_ids: Sequence[RoomID], since: int
     ) -> dict[RoomID, JsonDict]: ...
@@ -58,18 +55,12 @@ class PresenceSource(Protocol):
 
 
 class ReceiptSource(Protocol):
-    @property
-    def current_position(self) -> int: ...
-
     async def receipts_for_rooms(
         self, user_id: UserID, room_ids: Sequence[RoomID], since: int, until: int
     ) -> dict[RoomID, JsonDict]: ...
 
 
 class AccountDataSource(Protocol):
-    @property
-    def current_position(self) -> int: ...
-
     async def global_account_data_since(
         self, user_id: UserID, since: int, until: int
     ) -> list[JsonDict]: ...
