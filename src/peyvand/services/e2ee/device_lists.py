@@ -77,10 +77,6 @@ class DeviceListService:
         self._log_floor = 0
         self.device_listeners: list[DevicesListener] = []
 
-    @property
-    def current_position(self) -> int:
-        return self._position
-
     async def start(self) -> None:
         """Resume the stream at its stored position."""
         self._position = self._log_floor = await self._store.get_max_position()

@@ -91,10 +91,6 @@ class ToDeviceService:
         self._empty_up_to: LRU[DeviceKey, int] = LRU(_KNOWN_EMPTY_CACHE)
         self.remote_sender: RemoteToDeviceSender | None = None
 
-    @property
-    def current_position(self) -> int:
-        return self._position
-
     async def start(self) -> None:
         """Resume the stream at its stored position."""
         self._position = self._startup_position = await self._store.get_position()
