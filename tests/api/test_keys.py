@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+from collections.abc import Mapping
 from typing import Any
 
 from signedjson.key import (
@@ -20,6 +21,7 @@ from signedjson.types import SigningKey
 
 from harness.client import Account, MatrixClient, Response
 from peyvand.events.signing import sign_json, verify_key_base64
+from peyvand.types import UserID
 
 SIGNED = "signed_curve25519"
 
@@ -63,7 +65,7 @@ def cross_signing_key(user_id: str, usage: str) -> SigningKey:
 
 
 def cs_key_json(
-    user_id: str, usage: str, key: SigningKey, signer: SigningKey | None
+    user_id: UserID, usage: str, key: SigningKey, signer: SigningKey | None
 ) -> dict[str, Any]:
     body = {"user_id": user_id, "usage": [usage], "keys": {f"ed25519:{key.version}": key.version}}
     return sign_json(body, user_id, signer) if signer is not None else body
@@ -79,7 +81,9 @@ async def query(client: MatrixClient, account: Account, users: dict[str, list[st
     ).ok()
 
 
-async def claim(client: MatrixClient, account: Account, wanted: dict[str, dict[str, str]]) -> Any:
+async def claim(
+    client: MatrixClient, account: Account, wanted: Mapping[UserID, Mapping[str, str]]
+) -> Any:
     return (
         await client.request("POST", "keys/claim", json={"one_time_keys": wanted}, token=account)
     ).ok()
@@ -231,7 +235,7 @@ async def test_claim_one_time_keys_then_the_fallback_key(client: MatrixClient) -
     (await upload(client, alice, device_keys=keys, one_time_keys=otks, fallback_keys=fallback)).ok()
     wanted = {
         alice.user_id: {alice.device_id: SIGNED, "NODEVICE": SIGNED},
-        "@x:elsewhere.example": {"D": SIGNED},
+        UserID("@x:elsewhere.example"): {"D": SIGNED},
     }
     got = []
     for _ in range(4):
@@ -388,7 +392,7 @@ async def test_cross_signing_upload_errors(client: MatrixClient) -> None:
             "M_INVALID_SIGNATURE",
         ),
         (
-            {"master_key": cs_key_json("@other:localhost", "master", master, None)},
+            {"master_key": cs_key_json(UserID("@other:localhost"), "master", master, None)},
             400,
             "M_INVALID_PARAM",
         ),

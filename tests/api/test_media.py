@@ -50,7 +50,7 @@ from peyvand.storage.media import MediaRow, MediaStore, ThumbnailRow
 from peyvand.storage.migrations import run_migrations
 from peyvand.storage.postgres import PostgresDatabase
 from peyvand.storage.sqlite import SqliteDatabase
-from peyvand.types import DeviceID, UserID
+from peyvand.types import DeviceID, ServerName, UserID
 
 QUOTA = 4 * 1024 * 1024
 MAX_PENDING = 3
@@ -975,7 +975,7 @@ def new_media(media_db: Database, tmp_path: Path) -> Callable[..., Awaitable[_Me
         store = MediaStore(media_db)
         root = tmp_path / f"media-{uuid.uuid4().hex[:8]}"
         service = MediaService(
-            "hs.test", MediaConfig(**options), store, MediaFiles(root), clock=clock
+            ServerName("hs.test"), MediaConfig(**options), store, MediaFiles(root), clock=clock
         )
         await service._files.start()
         return _Media(service, store, root, clock)
@@ -1088,7 +1088,7 @@ async def test_an_upload_finishing_after_its_reservation_expired_is_refused(
     with pytest.raises(MatrixError) as gone:
         await media.service.upload_to(
             _requester(),
-            "hs.test",
+            ServerName("hs.test"),
             media_id,
             slow_body(),
             content_length=None,
@@ -1097,10 +1097,10 @@ async def test_an_upload_finishing_after_its_reservation_expired_is_refused(
         )
     assert (gone.value.status, gone.value.errcode) == (404, Errcode.NOT_FOUND)
     assert media.files() == set()
-    row = await media.store.get("hs.test", media_id)
+    row = await media.store.get(ServerName("hs.test"), media_id)
     assert row is not None and row.pending
     await media.service.reservations.expire_pending()
-    assert await media.store.get("hs.test", media_id) is None
+    assert await media.store.get(ServerName("hs.test"), media_id) is None
 
 
 @pytest.mark.parametrize("how", ["expired", "deleted"])
@@ -1123,7 +1123,7 @@ async def test_a_reservation_removed_during_its_upload_is_a_404(
     upload = asyncio.create_task(
         media.service.upload_to(
             _requester(),
-            "hs.test",
+            ServerName("hs.test"),
             media_id,
             body(),
             content_length=None,
@@ -1136,12 +1136,12 @@ async def test_a_reservation_removed_during_its_upload_is_a_404(
         media.clock.now += 61
         await media.service.reservations.expire_pending()
     else:
-        assert await media.service.delete([("hs.test", media_id)]) == 1
+        assert await media.service.delete([(ServerName("hs.test"), media_id)]) == 1
     removed.set()
     with pytest.raises(MatrixError) as gone:
         await upload
     assert (gone.value.status, gone.value.errcode) == (404, Errcode.NOT_FOUND)
-    assert await media.store.get("hs.test", media_id) is None
+    assert await media.store.get(ServerName("hs.test"), media_id) is None
     assert media.files() == set()
     assert media.tmp() == []
 
@@ -1158,7 +1158,7 @@ async def test_a_waiting_download_sees_an_upload_that_lands_during_its_first_rea
     first_read = asyncio.Event()
     calls = 0
 
-    async def slow_first_get(origin: str, mid: str) -> MediaRow | None:
+    async def slow_first_get(origin: ServerName, mid: str) -> MediaRow | None:
         nonlocal calls
         calls += 1
         row = await real_get(origin, mid)
@@ -1168,12 +1168,14 @@ async def test_a_waiting_download_sees_an_upload_that_lands_during_its_first_rea
 
     monkeypatch.setattr(media.store, "get", slow_first_get)
     download = asyncio.create_task(
-        media.service.download("hs.test", media_id, timeout_ms=20_000, authenticated=True)
+        media.service.download(
+            ServerName("hs.test"), media_id, timeout_ms=20_000, authenticated=True
+        )
     )
     await _eventually(lambda: calls == 1)
     await media.service.upload_to(
         _requester(),
-        "hs.test",
+        ServerName("hs.test"),
         media_id,
         _chunks(b"hello"),
         content_length=5,
@@ -1203,7 +1205,7 @@ async def test_waiters_are_woken_by_deletes_and_expiry_and_never_leak(
     # Gave up waiting: the waiter entry used to stay behind for every such request.
     media_id = await reserve()
     with pytest.raises(MatrixError) as not_yet:
-        await service.download("hs.test", media_id, timeout_ms=0, authenticated=True)
+        await service.download(ServerName("hs.test"), media_id, timeout_ms=0, authenticated=True)
     assert not_yet.value.errcode == Errcode.NOT_YET_UPLOADED
     assert service.reservations._waiters == {}
 
@@ -1212,7 +1214,9 @@ async def test_waiters_are_woken_by_deletes_and_expiry_and_never_leak(
         media_id = await reserve()
         waiting = [
             asyncio.create_task(
-                service.download("hs.test", media_id, timeout_ms=30_000, authenticated=True)
+                service.download(
+                    ServerName("hs.test"), media_id, timeout_ms=30_000, authenticated=True
+                )
             )
             for _ in range(2)
         ]
@@ -1221,7 +1225,7 @@ async def test_waiters_are_woken_by_deletes_and_expiry_and_never_leak(
         await _eventually(functools.partial(_waiting, service, key, 2))
         assert not any(task.done() for task in waiting)
         if remove == "delete":
-            await service.delete([("hs.test", media_id)])
+            await service.delete([(ServerName("hs.test"), media_id)])
         else:
             media.clock.now += 61
             await service.reservations.expire_pending()
@@ -1243,7 +1247,7 @@ async def test_unauthenticated_downloads_never_wait_for_new_media(
         async with asyncio.timeout(3):
             with pytest.raises(MatrixError) as refused:
                 await media.service.download(
-                    "hs.test", media_id, timeout_ms=30_000, authenticated=False
+                    ServerName("hs.test"), media_id, timeout_ms=30_000, authenticated=False
                 )
         assert refused.value.errcode == Errcode.NOT_FOUND
         assert media.service.reservations._waiters == {}
@@ -1269,7 +1273,7 @@ async def test_a_database_error_after_the_file_commit_leaves_no_file(
     with pytest.raises(StorageError):
         await media.service.upload_to(
             _requester(),
-            "hs.test",
+            ServerName("hs.test"),
             media_id,
             _chunks(b"def" * 1000),
             content_length=None,
@@ -1308,7 +1312,7 @@ async def test_orphaned_files_are_swept_periodically(
         assert sweeps >= 2
     finally:
         await media.service.stop()
-    row = await media.store.get("hs.test", kept)
+    row = await media.store.get(ServerName("hs.test"), kept)
     assert row is not None and row.sha256 in media.files()
 
 
@@ -1326,7 +1330,7 @@ async def test_thumbnailing_media_that_is_being_deleted_is_a_404(
     try:
         thumbnail = asyncio.create_task(
             service.thumbnail(
-                "hs.test",
+                ServerName("hs.test"),
                 media_id,
                 width=32,
                 height=32,
@@ -1337,7 +1341,7 @@ async def test_thumbnailing_media_that_is_being_deleted_is_a_404(
             )
         )
         await _eventually(lambda: len(service.thumbnails._jobs) == 1)
-        assert await service.delete([("hs.test", media_id)]) == 1
+        assert await service.delete([(ServerName("hs.test"), media_id)]) == 1
     finally:
         for _ in range(2):
             slots.release()
@@ -1372,7 +1376,7 @@ async def test_a_cancelled_request_does_not_cancel_a_shared_thumbnail(
     def request() -> asyncio.Task[Download]:
         return asyncio.create_task(
             service.thumbnail(
-                "hs.test",
+                ServerName("hs.test"),
                 media_id,
                 width=96,
                 height=96,
@@ -1420,10 +1424,10 @@ async def test_a_delete_checks_its_files_once_per_batch(
         return await real(hashes)
 
     monkeypatch.setattr(media.store, "unreferenced", recording)
-    assert await media.service.delete([("hs.test", m) for m in doomed]) == 4
+    assert await media.service.delete([(ServerName("hs.test"), m) for m in doomed]) == 4
     assert len(calls[0]) == 4  # the whole batch
     assert [len(c) for c in calls[1:]] == [1, 1, 1]  # the three candidates, not the shared one
-    row = await media.store.get("hs.test", kept)
+    row = await media.store.get(ServerName("hs.test"), kept)
     assert row is not None and media.files() == {row.sha256}
 
 
@@ -1442,7 +1446,7 @@ async def test_new_blob_directories_are_fsynced(
 
     monkeypatch.setattr(media_files_module, "_fsync_directory", recording)
     media_id = await _upload_in_process(media, b"first file")
-    row = await media.store.get("hs.test", media_id)
+    row = await media.store.get(ServerName("hs.test"), media_id)
     assert row is not None and row.sha256 is not None
     blobs = media.root / "blobs"
     top, leaf = blobs / row.sha256[:2], blobs / row.sha256[:2] / row.sha256[2:4]

@@ -9,6 +9,7 @@ from harness.client import Account, MatrixClient, unique_localpart
 from harness.server import HomeserverProcess
 from peyvand.errors import Errcode, MatrixError
 from peyvand.services.federation.invite_inbox import RemoteInviteLimiter
+from peyvand.types import ServerName
 
 REPORTS = "/_peyvand/admin/v1/reports"
 
@@ -112,19 +113,19 @@ async def test_reports_reach_admins(client: MatrixClient, homeserver: Homeserver
 def test_remote_invite_limiter() -> None:
     now = [0.0]
     limiter = RemoteInviteLimiter(3, 2, clock=lambda: now[0])
-    limiter.check("spam.example", "@a:spam.example")
-    limiter.check("spam.example", "@a:spam.example")
+    limiter.check(ServerName("spam.example"), "@a:spam.example")
+    limiter.check(ServerName("spam.example"), "@a:spam.example")
     with pytest.raises(MatrixError) as user_limited:
-        limiter.check("spam.example", "@a:spam.example")
+        limiter.check(ServerName("spam.example"), "@a:spam.example")
     assert user_limited.value.errcode == Errcode.LIMIT_EXCEEDED
     assert user_limited.value.status == 429
     # Another user of the same server: one token left for the server.
-    limiter.check("spam.example", "@b:spam.example")
+    limiter.check(ServerName("spam.example"), "@b:spam.example")
     with pytest.raises(MatrixError) as server_limited:
-        limiter.check("spam.example", "@c:spam.example")
+        limiter.check(ServerName("spam.example"), "@c:spam.example")
     retry = server_limited.value.extra["retry_after_ms"]
     assert 0 < retry <= 20_000
     # Other servers are unaffected; tokens come back with time.
-    limiter.check("other.example", "@a:other.example")
+    limiter.check(ServerName("other.example"), "@a:other.example")
     now[0] += 30.0
-    limiter.check("spam.example", "@a:spam.example")
+    limiter.check(ServerName("spam.example"), "@a:spam.example")

@@ -5,11 +5,13 @@ next token, idempotent transaction IDs, paging, limits and crash safety."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from typing import Any
 
 from harness.client import Account, MatrixClient, Response, new_session, unique_localpart
 from harness.server import HomeserverProcess
 from harness.sync import LongPoll, sync_since
+from peyvand.types import UserID
 
 TYPE = "org.example.ping"
 
@@ -27,7 +29,7 @@ def to_device(response: dict[str, Any]) -> list[dict[str, Any]]:
 async def send(
     client: MatrixClient,
     sender: Account,
-    messages: dict[str, dict[str, Any]],
+    messages: Mapping[UserID, dict[str, Any]],
     txn_id: str,
     event_type: str = TYPE,
 ) -> Response:
@@ -143,8 +145,8 @@ async def test_unknown_devices_users_and_remote_users_are_skipped(client: Matrix
     server = bob.user_id.split(":", 1)[1]
     messages = {
         bob.user_id: {"NOSUCHDEVICE": {"n": 0}, bob.device_id: {"n": 1}},
-        f"@{unique_localpart()}:{server}": {"*": {"n": 2}},
-        "@someone:remote.example": {"*": {"n": 3}},
+        UserID(f"@{unique_localpart()}:{server}"): {"*": {"n": 2}},
+        UserID("@someone:remote.example"): {"*": {"n": 3}},
     }
     (await send(client, alice, messages, "mixed")).ok()
     assert [e["content"] for e in to_device(await sync_since(client, bob, token))] == [{"n": 1}]

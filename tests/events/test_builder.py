@@ -21,7 +21,7 @@ from peyvand.events.hashes import check_content_hash, compute_event_id
 from peyvand.events.pdu import Pdu
 from peyvand.events.room_versions import ROOM_V10, ROOM_V11, ROOM_V12, RoomVersion
 from peyvand.events.signing import SigningKey, get_verify_key, verify_event_signature
-from peyvand.types import EventID, RoomID, UserID
+from peyvand.types import EventID, RoomID, ServerName, UserID
 
 ALL = [ROOM_V10, ROOM_V11, ROOM_V12]
 ids = [v.identifier for v in ALL]
@@ -65,7 +65,7 @@ def test_message_event(version: RoomVersion, signing_key: SigningKey) -> None:
     assert pdu.room_version is version
     assert pdu.event_id == compute_event_id(pdu.data, version)
     assert check_content_hash(pdu.data)
-    assert verify_event_signature(pdu.data, version, "x", get_verify_key(signing_key))
+    assert verify_event_signature(pdu.data, version, ServerName("x"), get_verify_key(signing_key))
 
 
 @pytest.mark.parametrize("version", ALL, ids=ids)
@@ -238,7 +238,7 @@ def test_finalize_pdu_drops_unsigned_and_event_id(signing_key: SigningKey) -> No
     pdu = finalize_pdu(
         {**template, "unsigned": {"age": 1}, "event_id": "$old"},
         ROOM_V11,
-        origin_server_name="x",
+        origin_server_name=ServerName("x"),
         signing_key=signing_key,
     )
     assert "unsigned" not in pdu.data and "event_id" not in pdu.data

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from peyvand.events.policy_rules import RULE_TYPES, PolicyMatcher, PolicyRule, parse_rule
+from peyvand.types import ServerName
 
 ROOM = "!list:example.org"
 
@@ -31,8 +32,8 @@ def test_spec_examples() -> None:
     assert matcher.user("@alice2:example.org") is not None
     assert matcher.user("@bob:example.org") is None
     assert matcher.user("@alice:example.org.evil") is None  # the whole ID must match
-    assert matcher.server("matrix.example.org") is not None
-    assert matcher.server("example.org") is None  # "*." needs a subdomain
+    assert matcher.server(ServerName("matrix.example.org")) is not None
+    assert matcher.server(ServerName("example.org")) is None  # "*." needs a subdomain
     assert matcher.room(["!abc:elsewhere", "#lobby:example.org"]) is not None
     assert matcher.room(["!abc:example.org"]) is None
 
@@ -72,14 +73,14 @@ def test_server_rules_ignore_the_port_unless_they_name_one() -> None:
         _rule("m.policy.rule.server", "10.0.0.?"),
         _rule("m.policy.rule.server", "ported.example:8448"),
     )
-    assert matcher.server("evil.example") is not None
-    assert matcher.server("evil.example:8448") is not None
-    assert matcher.server("EVIL.example:1") is not None
-    assert matcher.server("10.0.0.7:8008") is not None
-    assert matcher.server("10.0.0.17") is None
-    assert matcher.server("ported.example:8448") is not None
-    assert matcher.server("ported.example:9000") is None
-    assert matcher.server("good.example") is None
+    assert matcher.server(ServerName("evil.example")) is not None
+    assert matcher.server(ServerName("evil.example:8448")) is not None
+    assert matcher.server(ServerName("EVIL.example:1")) is not None
+    assert matcher.server(ServerName("10.0.0.7:8008")) is not None
+    assert matcher.server(ServerName("10.0.0.17")) is None
+    assert matcher.server(ServerName("ported.example:8448")) is not None
+    assert matcher.server(ServerName("ported.example:9000")) is None
+    assert matcher.server(ServerName("good.example")) is None
 
 
 def test_legacy_event_types_count() -> None:
@@ -90,7 +91,7 @@ def test_legacy_event_types_count() -> None:
             _rule(f"{prefix}.room", "!old:x.org"),
         )
         assert matcher.user("@old:x.org") is not None, prefix
-        assert matcher.server("old.example") is not None, prefix
+        assert matcher.server(ServerName("old.example")) is not None, prefix
         assert matcher.room(["!old:x.org"]) is not None, prefix
     assert len(RULE_TYPES) == 9
 
@@ -137,7 +138,7 @@ def test_other_event_types_are_not_rules() -> None:
 def test_kinds_do_not_mix_and_the_first_matching_rule_is_given() -> None:
     user_rule = _rule("m.policy.rule.user", "@*:evil.example")
     matcher = _matcher(user_rule, _rule("m.policy.rule.user", "@spam*:evil.example"))
-    assert matcher.server("evil.example") is None
+    assert matcher.server(ServerName("evil.example")) is None
     assert matcher.room(["@spam:evil.example"]) is None
     assert matcher.user("@spam:evil.example") == user_rule
     assert PolicyMatcher().user("@a:x") is None

@@ -21,7 +21,7 @@ from peyvand.events.received import InvalidPdu, check_content_hash_or_redact, pa
 from peyvand.events.redaction import redact
 from peyvand.events.room_versions import ROOM_V10, ROOM_V11, ROOM_V12, RoomVersion
 from peyvand.events.signing import generate_signing_key, get_verify_key, verify_event_signature
-from peyvand.types import JsonDict, RoomID, UserID
+from peyvand.types import JsonDict, RoomID, ServerName, UserID
 
 ALL = [ROOM_V10, ROOM_V11, ROOM_V12]
 ids = [v.identifier for v in ALL]
@@ -114,7 +114,7 @@ def test_real_events_round_trip(version: RoomVersion) -> None:
         assert parsed.data == pdu.data
         assert parsed.room_version is version
         assert parsed.room_id == pdu.room_id
-        assert verify_event_signature(parsed.data, version, "x", get_verify_key(KEY))
+        assert verify_event_signature(parsed.data, version, ServerName("x"), get_verify_key(KEY))
         # Without a room to match, too.
         assert parse_pdu(received(pdu), version).event_id == pdu.event_id
 
@@ -468,7 +468,10 @@ def test_hash_mismatch_gives_the_redacted_event(
     assert "added_key" not in checked.data
     # The event ID and the signature cover the redacted form, which includes "hashes".
     assert (checked.event_id == original.event_id) is same_id
-    assert verify_event_signature(checked.data, version, "x", get_verify_key(KEY)) is same_id
+    assert (
+        verify_event_signature(checked.data, version, ServerName("x"), get_verify_key(KEY))
+        is same_id
+    )
 
 
 @pytest.mark.parametrize("version", [ROOM_V11, ROOM_V12], ids=["11", "12"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from peyvand.events.server_acl import server_allowed
+from peyvand.types import ServerName
 
 ACL = {"allow": ["*"], "deny": ["evil.example", "*.bad.example"], "allow_ip_literals": False}
 
@@ -22,22 +23,22 @@ ACL = {"allow": ["*"], "deny": ["evil.example", "*.bad.example"], "allow_ip_lite
         ("[::1]:8448", False),
     ],
 )
-def test_allow_deny_and_ip_literals(server: str, allowed: bool) -> None:
+def test_allow_deny_and_ip_literals(server: ServerName, allowed: bool) -> None:
     assert server_allowed(ACL, server) is allowed
 
 
 def test_no_allow_list_denies_everyone() -> None:
-    assert not server_allowed({"deny": []}, "good.example")
+    assert not server_allowed({"deny": []}, ServerName("good.example"))
 
 
 def test_ip_literals_allowed_by_default_and_question_mark_globs() -> None:
     acl = {"allow": ["127.0.0.?", "server?.example"]}
-    assert server_allowed(acl, "127.0.0.1:9000")
-    assert server_allowed(acl, "server1.example")
-    assert not server_allowed(acl, "server12.example")
+    assert server_allowed(acl, ServerName("127.0.0.1:9000"))
+    assert server_allowed(acl, ServerName("server1.example"))
+    assert not server_allowed(acl, ServerName("server12.example"))
 
 
 def test_malformed_content_is_safe() -> None:
     acl = {"allow": "*", "deny": [1, None], "allow_ip_literals": "no"}
-    assert not server_allowed(acl, "good.example")  # allow is not a list: nobody
-    assert server_allowed({"allow": ["*"], "allow_ip_literals": "no"}, "10.0.0.1")
+    assert not server_allowed(acl, ServerName("good.example"))  # allow is not a list: nobody
+    assert server_allowed({"allow": ["*"], "allow_ip_literals": "no"}, ServerName("10.0.0.1"))

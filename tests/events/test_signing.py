@@ -26,13 +26,14 @@ from peyvand.events.signing import (
     verify_json_signature,
     verify_key_base64,
 )
+from peyvand.types import ServerName
 
 ALL = [ROOM_V10, ROOM_V11, ROOM_V12]
 ids = [v.identifier for v in ALL]
 
 # Appendices, "Cryptographic Test Vectors" > "Signing Key".
 SPEC_SEED = "YJDBA9Xnr2sVqXD9Vj7XVUnmFZcZrlw8Md7kMW+3XA1"
-SPEC_SERVER = "domain"
+SPEC_SERVER = ServerName("domain")
 # The published signatures ("JSON Signing", "Event Signing").
 SIG_EMPTY = "K8280/U9SSy9IVtjBuVeLr+HpOB4BQFWbg+UZaADMtTdGYI7Geitb76LTrr5QV/7Xg4ahLwYGYZzuHGZKM5ZAQ"
 SIG_ONE_TWO = (
@@ -175,7 +176,9 @@ def test_malformed_key_lines_are_refused(line: str) -> None:
 def test_verify_key_round_trip(signing_key: SigningKey) -> None:
     verify_key = decode_verify_key(key_id(signing_key), verify_key_base64(signing_key))
     assert key_id(verify_key) == key_id(signing_key)
-    assert verify_json_signature(sign_json({"a": 1}, "x", signing_key), "x", verify_key)
+    assert verify_json_signature(
+        sign_json({"a": 1}, ServerName("x"), signing_key), ServerName("x"), verify_key
+    )
 
 
 def test_verify_key_of_spec_seed(spec_key: SigningKey) -> None:
@@ -200,7 +203,7 @@ def test_sign_json_keeps_unsigned_and_other_signatures_without_mutating(
 ) -> None:
     obj = {"a": 1, "unsigned": {"age": 1}, "signatures": {"other": {"ed25519:x": "sig"}}}
     before = copy.deepcopy(obj)
-    signed = sign_json(obj, "me", signing_key)
+    signed = sign_json(obj, ServerName("me"), signing_key)
     assert obj == before
     assert signed["unsigned"] == {"age": 1}
     assert signed["signatures"]["other"] == {"ed25519:x": "sig"}
@@ -209,14 +212,14 @@ def test_sign_json_keeps_unsigned_and_other_signatures_without_mutating(
 
 def test_verify_json_signature_detects_tampering(signing_key: SigningKey) -> None:
     verify_key = get_verify_key(signing_key)
-    signed = sign_json({"a": 1, "b": [1, 2]}, "me", signing_key)
-    assert verify_json_signature(signed, "me", verify_key)
-    assert verify_json_signature({**signed, "unsigned": {"x": 1}}, "me", verify_key)
-    assert not verify_json_signature({**signed, "a": 2}, "me", verify_key)
-    assert not verify_json_signature({**signed, "c": None}, "me", verify_key)
-    assert not verify_json_signature(signed, "someone-else", verify_key)
+    signed = sign_json({"a": 1, "b": [1, 2]}, ServerName("me"), signing_key)
+    assert verify_json_signature(signed, ServerName("me"), verify_key)
+    assert verify_json_signature({**signed, "unsigned": {"x": 1}}, ServerName("me"), verify_key)
+    assert not verify_json_signature({**signed, "a": 2}, ServerName("me"), verify_key)
+    assert not verify_json_signature({**signed, "c": None}, ServerName("me"), verify_key)
+    assert not verify_json_signature(signed, ServerName("someone-else"), verify_key)
     other_key = get_verify_key(generate_signing_key(signing_key.version))
-    assert not verify_json_signature(signed, "me", other_key)
+    assert not verify_json_signature(signed, ServerName("me"), other_key)
 
 
 @pytest.mark.parametrize(
@@ -238,7 +241,7 @@ def test_verify_json_signature_refuses_malformed_signatures(
     obj: dict[str, Any] = {"a": 1, "signatures": signatures}
     if signatures is None:
         del obj["signatures"]
-    assert not verify_json_signature(obj, "me", get_verify_key(signing_key))
+    assert not verify_json_signature(obj, ServerName("me"), get_verify_key(signing_key))
 
 
 # --- Event signatures -------------------------------------------------------------------
@@ -263,12 +266,14 @@ def message_event() -> dict[str, Any]:
 def test_event_signature_round_trip(version: RoomVersion, signing_key: SigningKey) -> None:
     verify_key = get_verify_key(signing_key)
     data = message_event()
-    signed = sign_event(data, version, "x", signing_key)
+    signed = sign_event(data, version, ServerName("x"), signing_key)
     assert "signatures" not in data
     assert {k: v for k, v in signed.items() if k != "signatures"} == data
-    assert verify_event_signature(signed, version, "x", verify_key)
-    assert verify_event_signature(redact(signed, version), version, "x", verify_key)
-    assert verify_event_signature({**signed, "unsigned": {"age": 1}}, version, "x", verify_key)
+    assert verify_event_signature(signed, version, ServerName("x"), verify_key)
+    assert verify_event_signature(redact(signed, version), version, ServerName("x"), verify_key)
+    assert verify_event_signature(
+        {**signed, "unsigned": {"age": 1}}, version, ServerName("x"), verify_key
+    )
 
 
 @pytest.mark.parametrize("version", ALL, ids=ids)
@@ -276,7 +281,7 @@ def test_event_signature_covers_essential_keys_and_the_hash(
     version: RoomVersion, signing_key: SigningKey
 ) -> None:
     verify_key = get_verify_key(signing_key)
-    signed = sign_event(message_event(), version, "x", signing_key)
+    signed = sign_event(message_event(), version, ServerName("x"), signing_key)
     for key, value in [
         ("sender", "@mallory:x"),
         ("type", "m.room.topic"),
@@ -284,7 +289,9 @@ def test_event_signature_covers_essential_keys_and_the_hash(
         ("prev_events", []),
         ("hashes", {"sha256": "AAAA"}),
     ]:
-        assert not verify_event_signature({**signed, key: value}, version, "x", verify_key)
+        assert not verify_event_signature(
+            {**signed, key: value}, version, ServerName("x"), verify_key
+        )
 
 
 @pytest.mark.parametrize("version", ALL, ids=ids)
@@ -293,25 +300,25 @@ def test_tampered_content_keeps_the_signature_but_fails_the_hash(
 ) -> None:
     # "Validating hashes and signatures on received events": content outside the
     # redacted form is protected by the content hash, not by the signature.
-    signed = sign_event(message_event(), version, "x", signing_key)
+    signed = sign_event(message_event(), version, ServerName("x"), signing_key)
     tampered = {**signed, "content": {"body": "tampered"}}
-    assert verify_event_signature(tampered, version, "x", get_verify_key(signing_key))
+    assert verify_event_signature(tampered, version, ServerName("x"), get_verify_key(signing_key))
     assert check_content_hash(signed)
     assert not check_content_hash(tampered)
 
 
 def test_sign_event_adds_to_existing_signatures(signing_key: SigningKey) -> None:
-    first = sign_event(message_event(), ROOM_V11, "x", signing_key)
+    first = sign_event(message_event(), ROOM_V11, ServerName("x"), signing_key)
     other = generate_signing_key("o")
-    both = sign_event(first, ROOM_V11, "y", other)
+    both = sign_event(first, ROOM_V11, ServerName("y"), other)
     assert set(both["signatures"]) == {"x", "y"}
-    assert verify_event_signature(both, ROOM_V11, "x", get_verify_key(signing_key))
-    assert verify_event_signature(both, ROOM_V11, "y", get_verify_key(other))
+    assert verify_event_signature(both, ROOM_V11, ServerName("x"), get_verify_key(signing_key))
+    assert verify_event_signature(both, ROOM_V11, ServerName("y"), get_verify_key(other))
 
 
 def test_signature_depends_on_redaction_rules(signing_key: SigningKey) -> None:
     verify_key = get_verify_key(signing_key)
     data = {**message_event(), "origin": "x"}
-    signed_v10 = sign_event(data, ROOM_V10, "x", signing_key)
-    assert verify_event_signature(signed_v10, ROOM_V10, "x", verify_key)
-    assert not verify_event_signature(signed_v10, ROOM_V11, "x", verify_key)
+    signed_v10 = sign_event(data, ROOM_V10, ServerName("x"), signing_key)
+    assert verify_event_signature(signed_v10, ROOM_V10, ServerName("x"), verify_key)
+    assert not verify_event_signature(signed_v10, ROOM_V11, ServerName("x"), verify_key)

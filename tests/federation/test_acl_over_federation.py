@@ -16,6 +16,7 @@ import pytest
 from harness.client import MatrixClient
 from harness.fake_server import FakeServer
 from harness.server import HomeserverProcess
+from peyvand.types import ServerName
 
 TIMEOUT_SECONDS = 20
 _txn = itertools.count()
@@ -24,7 +25,7 @@ _txn = itertools.count()
 @pytest.fixture
 async def fake(peyvand: HomeserverProcess, tmp_path: Path) -> AsyncIterator[FakeServer]:
     async with FakeServer(tmp_path, peer=peyvand.server_name) as server:
-        server.server_name = f"localhost:{server.port}"
+        server.server_name = ServerName(f"localhost:{server.port}")
         yield server
 
 

@@ -41,6 +41,7 @@ from peyvand.federation.discovery import (
     parse_server_name,
 )
 from peyvand.federation.tls import generate_self_signed, server_ssl_context
+from peyvand.types import ServerName
 
 HOUR = 3600.0
 
@@ -152,7 +153,7 @@ def test_parse_server_name(name: str, parsed: tuple[str, int | None]) -> None:
         "a" * 256,
     ],
 )
-async def test_invalid_server_names_are_refused(name: str) -> None:
+async def test_invalid_server_names_are_refused(name: ServerName) -> None:
     with pytest.raises(DiscoveryError):
         parse_server_name(name)
     resolver, dns, well_known, _ = make_resolver()
@@ -181,7 +182,7 @@ async def test_invalid_server_names_are_refused(name: str) -> None:
     ],
 )
 async def test_ip_literals_and_explicit_ports_need_no_lookup(
-    name: str, expected: ResolvedServer
+    name: ServerName, expected: ResolvedServer
 ) -> None:
     resolver, dns, well_known, _ = make_resolver(
         FakeDns({"_matrix-fed._tcp.example.org": srv((0, 0, 1, "srv.example.org"))}),
@@ -220,7 +221,7 @@ async def test_well_known_delegation(delegated: str, expected: ResolvedServer) -
         FakeDns({"_matrix-fed._tcp.example.org": srv((0, 0, 1, "ignored.example.org"))}),
         FakeWellKnown({"example.org": ok(f'{{"m.server": "{delegated}"}}')}),
     )
-    assert await resolver.resolve_all("example.org") == [expected]
+    assert await resolver.resolve_all(ServerName("example.org")) == [expected]
     assert well_known.asked == ["example.org"]
     if expected.port == 8448 and expected.host == "matrix.example.org":
         assert dns.asked == [
@@ -242,7 +243,7 @@ async def test_delegated_name_srv_matrix_fed() -> None:
         ),
         FakeWellKnown({"example.org": ok('{"m.server": "matrix.example.org"}')}),
     )
-    assert await resolver.resolve_all("example.org") == [
+    assert await resolver.resolve_all(ServerName("example.org")) == [
         ResolvedServer("fed1.example.net", 8443, "matrix.example.org", "matrix.example.org")
     ]
     assert dns.asked == ["_matrix-fed._tcp.matrix.example.org"]
@@ -254,7 +255,7 @@ async def test_delegated_name_deprecated_srv() -> None:
         FakeDns({"_matrix._tcp.matrix.example.org": srv((10, 0, 8444, "old.example.net"))}),
         FakeWellKnown({"example.org": ok('{"m.server": "matrix.example.org"}')}),
     )
-    assert await resolver.resolve_all("example.org") == [
+    assert await resolver.resolve_all(ServerName("example.org")) == [
         ResolvedServer("old.example.net", 8444, "matrix.example.org", "matrix.example.org")
     ]
     assert dns.asked == ["_matrix-fed._tcp.matrix.example.org", "_matrix._tcp.matrix.example.org"]
@@ -267,7 +268,7 @@ async def test_srv_matrix_fed_of_the_server_name() -> None:
     resolver, dns, well_known, _ = make_resolver(
         FakeDns({"_matrix-fed._tcp.example.org": srv((0, 0, 8448, "fed.example.org"))})
     )
-    assert await resolver.resolve_all("example.org") == [
+    assert await resolver.resolve_all(ServerName("example.org")) == [
         ResolvedServer("fed.example.org", 8448, "example.org", "example.org")
     ]
     assert well_known.asked == ["example.org"]
@@ -278,7 +279,7 @@ async def test_deprecated_srv_of_the_server_name() -> None:
     resolver, dns, _, _ = make_resolver(
         FakeDns({"_matrix._tcp.example.org": srv((0, 0, 443, "old.example.org"))})
     )
-    assert await resolver.resolve_all("example.org") == [
+    assert await resolver.resolve_all(ServerName("example.org")) == [
         ResolvedServer("old.example.org", 443, "example.org", "example.org")
     ]
     assert dns.asked == ["_matrix-fed._tcp.example.org", "_matrix._tcp.example.org"]
@@ -286,7 +287,7 @@ async def test_deprecated_srv_of_the_server_name() -> None:
 
 async def test_no_delegation_at_all_means_port_8448() -> None:
     resolver, _, _, _ = make_resolver()
-    assert await resolver.resolve("Example.org") == ResolvedServer(
+    assert await resolver.resolve(ServerName("Example.org")) == ResolvedServer(
         "Example.org", 8448, "Example.org", "Example.org"
     )
 
@@ -295,7 +296,7 @@ async def test_srv_target_dot_means_no_service() -> None:
     resolver, _, _, _ = make_resolver(
         FakeDns({"_matrix-fed._tcp.example.org": srv((0, 0, 0, "."))})
     )
-    assert await resolver.resolve("example.org") == ResolvedServer(
+    assert await resolver.resolve(ServerName("example.org")) == ResolvedServer(
         "example.org", 8448, "example.org", "example.org"
     )
 
@@ -325,7 +326,7 @@ async def test_invalid_well_known_falls_back_to_srv(
         FakeDns({"_matrix-fed._tcp.example.org": srv((0, 0, 8448, "fed.example.org"))}),
         FakeWellKnown({"example.org": response}),
     )
-    assert await resolver.resolve("example.org") == ResolvedServer(
+    assert await resolver.resolve(ServerName("example.org")) == ResolvedServer(
         "fed.example.org", 8448, "example.org", "example.org"
     )
 
@@ -335,7 +336,7 @@ async def test_dns_failure_without_a_cached_answer_is_an_error() -> None:
         FakeDns({"_matrix-fed._tcp.example.org": DnsError("SERVFAIL")})
     )
     with pytest.raises(DiscoveryError, match="SERVFAIL"):
-        await resolver.resolve("example.org")
+        await resolver.resolve(ServerName("example.org"))
 
 
 # --- SRV order ----------------------------------------------------------------------------------
@@ -353,7 +354,7 @@ async def test_srv_targets_come_in_priority_order() -> None:
             }
         )
     )
-    servers = await resolver.resolve_all("example.org")
+    servers = await resolver.resolve_all(ServerName("example.org"))
     assert {s.host for s in servers[:2]} == {"a.example.org", "b.example.org"}
     assert servers[2] == ResolvedServer("c.example.org", 3, "example.org", "example.org")
     assert all((s.host_header, s.tls_server_name) == ("example.org",) * 2 for s in servers)
@@ -392,14 +393,14 @@ async def fetches_after(
     """How many fetches resolving made after ``seconds`` more (from a fresh first fetch)."""
     before = len(well_known.asked)
     clock.now += seconds
-    await resolver.resolve("example.org")
+    await resolver.resolve(ServerName("example.org"))
     return len(well_known.asked) - before
 
 
 async def test_well_known_is_cached_24_hours_by_default() -> None:
     resolver, _, well_known, clock = make_resolver(well_known=delegating())
-    await resolver.resolve("example.org")
-    await resolver.resolve("example.org")
+    await resolver.resolve(ServerName("example.org"))
+    await resolver.resolve(ServerName("example.org"))
     assert well_known.asked == ["example.org"]
     # 24 h with 10 % jitter, refreshed during the last 20 %: never before 0.8 * 0.9 * 24 h
     assert await fetches_after(resolver, well_known, clock, 0.8 * 0.9 * 24 * HOUR - 60) == 0
@@ -420,7 +421,7 @@ async def test_well_known_cache_control(cache_control: str, lifetime: float) -> 
     resolver, _, well_known, clock = make_resolver(
         well_known=delegating(cache_control=cache_control)
     )
-    await resolver.resolve("example.org")
+    await resolver.resolve(ServerName("example.org"))
     assert await fetches_after(resolver, well_known, clock, 0.8 * lifetime - 1) == 0
     assert await fetches_after(resolver, well_known, clock, 2) == 1
 
@@ -431,7 +432,7 @@ async def test_well_known_expires_header() -> None:
     resolver, _, well_known, _ = make_resolver(
         well_known=delegating(expires=format_datetime(expires, usegmt=True)), clock=clock
     )
-    await resolver.resolve("example.org")
+    await resolver.resolve(ServerName("example.org"))
     assert await fetches_after(resolver, well_known, clock, 0.8 * 3 * HOUR - 1) == 0
     assert await fetches_after(resolver, well_known, clock, 2) == 1
 
@@ -452,7 +453,7 @@ def test_cache_period_from_headers() -> None:
 
 async def test_failures_are_cached_about_an_hour() -> None:
     resolver, _, well_known, clock = make_resolver()  # 404
-    await resolver.resolve("example.org")
+    await resolver.resolve(ServerName("example.org"))
     assert await fetches_after(resolver, well_known, clock, 0.9 * HOUR - 60) == 0
     assert await fetches_after(resolver, well_known, clock, 0.2 * HOUR + 60) == 1
 
@@ -461,53 +462,55 @@ async def test_temporary_failure_during_refresh_keeps_the_cached_result() -> Non
     resolver, _, well_known, clock = make_resolver(
         well_known=delegating(cache_control="max-age=36000")
     )
-    first = await resolver.resolve("example.org")
+    first = await resolver.resolve(ServerName("example.org"))
     assert first.host == "matrix.example.org"
     well_known.responses["example.org"] = WellKnownFetchError("timed out", temporary=True)
 
     clock.now += 0.85 * 36000  # in the last 20 %: refetched, failure, old result kept
-    assert await resolver.resolve("example.org") == first
+    assert await resolver.resolve(ServerName("example.org")) == first
     assert len(well_known.asked) == 2
     clock.now += 60  # and not refetched on every request
-    assert await resolver.resolve("example.org") == first
+    assert await resolver.resolve(ServerName("example.org")) == first
     assert len(well_known.asked) == 2
     clock.now += 120
-    assert await resolver.resolve("example.org") == first
+    assert await resolver.resolve(ServerName("example.org")) == first
     assert len(well_known.asked) == 3
 
     clock.now += 0.15 * 36000 + 1  # expired: the failure wins
-    assert (await resolver.resolve("example.org")).port == 8448
+    assert (await resolver.resolve(ServerName("example.org"))).port == 8448
     assert len(well_known.asked) == 4
     # ... but is remembered only briefly, as the server had a valid answer lately
     well_known.responses["example.org"] = ok('{"m.server": "matrix.example.org:443"}')
     clock.now += 0.9 * 120 - 1
-    assert (await resolver.resolve("example.org")).port == 8448
+    assert (await resolver.resolve(ServerName("example.org"))).port == 8448
     clock.now += 0.2 * 120 + 2
-    assert await resolver.resolve("example.org") == first
+    assert await resolver.resolve(ServerName("example.org")) == first
 
 
 async def test_permanent_failure_during_refresh_drops_the_result() -> None:
     resolver, _, well_known, clock = make_resolver(
         well_known=delegating(cache_control="max-age=36000")
     )
-    await resolver.resolve("example.org")
+    await resolver.resolve(ServerName("example.org"))
     well_known.responses["example.org"] = WellKnownResponse(404, b"", {})
     clock.now += 0.85 * 36000
-    assert (await resolver.resolve("example.org")).port == 8448
+    assert (await resolver.resolve(ServerName("example.org"))).port == 8448
 
 
 async def test_concurrent_resolutions_share_one_fetch() -> None:
     resolver, _, well_known, _ = make_resolver(well_known=delegating())
     well_known.delay = 0.05
-    results = await asyncio.gather(*(resolver.resolve("example.org") for _ in range(10)))
+    results = await asyncio.gather(
+        *(resolver.resolve(ServerName("example.org")) for _ in range(10))
+    )
     assert len(set(results)) == 1
     assert well_known.asked == ["example.org"]
 
 
 async def test_well_known_hostname_is_case_insensitive() -> None:
     resolver, _, well_known, _ = make_resolver(well_known=delegating())
-    await resolver.resolve("Example.ORG")
-    await resolver.resolve("example.org")
+    await resolver.resolve(ServerName("Example.ORG"))
+    await resolver.resolve(ServerName("example.org"))
     assert well_known.asked == ["example.org"]
 
 
@@ -515,10 +518,10 @@ async def test_cache_is_bounded() -> None:
     well_known = FakeWellKnown()
     resolver = ServerResolver(dns=FakeDns(), well_known=well_known, max_cache_entries=5)
     for i in range(20):
-        await resolver.resolve(f"s{i}.example.org")
-    await resolver.resolve("s19.example.org")  # recent: still cached
+        await resolver.resolve(ServerName(f"s{i}.example.org"))
+    await resolver.resolve(ServerName("s19.example.org"))  # recent: still cached
     assert well_known.asked.count("s19.example.org") == 1
-    await resolver.resolve("s0.example.org")  # evicted: fetched again
+    await resolver.resolve(ServerName("s0.example.org"))  # evicted: fetched again
     assert well_known.asked.count("s0.example.org") == 2
 
 
@@ -528,32 +531,32 @@ async def test_cache_is_bounded() -> None:
 async def test_srv_answers_are_cached_for_their_ttl() -> None:
     dns = FakeDns({"_matrix-fed._tcp.example.org": srv((0, 0, 1, "a.example.org"), ttl=600)})
     resolver, _, _, clock = make_resolver(dns)
-    await resolver.resolve("example.org")
+    await resolver.resolve(ServerName("example.org"))
     clock.now += 599
-    await resolver.resolve("example.org")
+    await resolver.resolve(ServerName("example.org"))
     assert dns.asked == ["_matrix-fed._tcp.example.org"]
     clock.now += 2
-    await resolver.resolve("example.org")
+    await resolver.resolve(ServerName("example.org"))
     assert dns.asked == ["_matrix-fed._tcp.example.org"] * 2
 
 
 async def test_missing_srv_records_are_cached_too() -> None:
     resolver, dns, _, clock = make_resolver()
-    await resolver.resolve("example.org")
-    await resolver.resolve("example.org")  # the failed well-known is cached as well
+    await resolver.resolve(ServerName("example.org"))
+    await resolver.resolve(ServerName("example.org"))  # the failed well-known is cached as well
     assert dns.asked == ["_matrix-fed._tcp.example.org", "_matrix._tcp.example.org"]
     clock.now += HOUR + 600
-    await resolver.resolve("example.org")
+    await resolver.resolve(ServerName("example.org"))
     assert len(dns.asked) == 4
 
 
 async def test_stale_srv_answer_is_used_when_dns_fails() -> None:
     dns = FakeDns({"_matrix-fed._tcp.example.org": srv((0, 0, 1, "a.example.org"), ttl=60)})
     resolver, _, _, clock = make_resolver(dns)
-    first = await resolver.resolve("example.org")
+    first = await resolver.resolve(ServerName("example.org"))
     dns.answers["_matrix-fed._tcp.example.org"] = DnsError("timeout")
     clock.now += 3600
-    assert await resolver.resolve("example.org") == first
+    assert await resolver.resolve(ServerName("example.org")) == first
     assert len(dns.asked) == 2
 
 
@@ -630,7 +633,7 @@ async def test_dnspython_lookup() -> None:
             await lookup.lookup_srv("_fail.example.org")
 
         resolved = await ServerResolver(dns=lookup, well_known=FakeWellKnown()).resolve(
-            "example.org"
+            ServerName("example.org")
         )
         assert resolved == ResolvedServer("fed1.example.org", 8448, "example.org", "example.org")
 
@@ -700,7 +703,7 @@ async def test_http_well_known_fetcher(tls_files: tuple[Path, Path]) -> None:
             assert b"matrix.example.org:443" in response.body
 
             resolver = ServerResolver(dns=FakeDns(), well_known=fetcher)
-            assert await resolver.resolve("localhost") == ResolvedServer(
+            assert await resolver.resolve(ServerName("localhost")) == ResolvedServer(
                 "matrix.example.org", 443, "matrix.example.org:443", "matrix.example.org"
             )
         finally:

@@ -32,6 +32,7 @@ from peyvand.events.canonical_json import MAX_INT
 from peyvand.events.pdu import Pdu
 from peyvand.events.signing import sign_event
 from peyvand.federation.request_auth import authorization_header
+from peyvand.types import ServerName, UserID
 
 TIMEOUT_SECONDS = 20
 _names = itertools.count()
@@ -259,7 +260,7 @@ async def test_forged_authorization_is_401(
     elif forgery == "other method":
         method = "POST"
     elif forgery == "unknown origin":
-        origin = f"127.0.0.1:{free_port()}"  # nothing listens there
+        origin = ServerName(f"127.0.0.1:{free_port()}")  # nothing listens there
     header = authorization_header(
         origin, key, peyvand.server_name, method, signed_path, signed_body
     )
@@ -278,7 +279,7 @@ async def test_destination_mismatch_is_401(
     peyvand: HomeserverProcess,
     peyvand_client: MatrixClient,
     new_log: Callable[[], str],
-    destination: str,
+    destination: ServerName,
 ) -> None:
     """Server-Server API, "Request Authentication": the request is signed for ``destination``; a
     receiver that is not that server refuses it with 401 (the signature must not be replayable
@@ -581,7 +582,9 @@ async def test_send_join_not_signed_by_the_joining_server_is_rejected(
     if signer == "other key":
         join = fake.join_event(template, signing_key=new_signing_key(fake.signing_key.version))
     else:
-        join = fake.join_event(template, origin="127.0.0.1:1", signing_key=new_signing_key())
+        join = fake.join_event(
+            template, origin=ServerName("127.0.0.1:1"), signing_key=new_signing_key()
+        )
     data = dict(join.data)
     if signer == "unsigned":
         data["signatures"] = {}
@@ -642,7 +645,7 @@ async def test_event_whose_sender_is_not_from_the_origin_is_not_stored(
         user = room.alice.user_id
         auth_events = fake.auth_events_for(room.room_id, "m.room.message", user, None, {})
     else:
-        user = f"@eve:127.0.0.1:{free_port()}"  # nothing listens there
+        user = UserID(f"@eve:127.0.0.1:{free_port()}")  # nothing listens there
         auth_events = fake.auth_events_for(room.room_id, "m.room.message", room.bob, None, {})
     pdu = fake.make_pdu(
         None,
@@ -656,7 +659,7 @@ async def test_event_whose_sender_is_not_from_the_origin_is_not_stored(
     if forged_sender_signature:
         # A signature under the sender's server name and (for Peyvand) its real key ID,
         # made with a key of the fake's.
-        server = user.split(":", 1)[1]
+        server = ServerName(user.split(":", 1)[1])
         key_id = await _peyvand_key_id(fake) if sender == "peyvand user" else "ed25519:x"
         forged = sign_event(
             data, pdu.room_version, server, new_signing_key(key_id.split(":", 1)[1])

@@ -35,10 +35,10 @@ from peyvand.types import JsonDict, ServerName
 
 HOUR_MS = 3600 * 1000
 DAY_MS = 24 * HOUR_MS
-LOCAL = "local.example"
-REMOTE = "remote.example"
-NOTARY = "notary.example"
-OTHER_NOTARY = "notary2.example"
+LOCAL = ServerName("local.example")
+REMOTE = ServerName("remote.example")
+NOTARY = ServerName("notary.example")
+OTHER_NOTARY = ServerName("notary2.example")
 
 
 class Clock:
@@ -58,7 +58,7 @@ class Clock:
 class FakeServer:
     """A remote homeserver publishing its keys, optionally a notary for others."""
 
-    def __init__(self, name: str, clock: Clock, network: FakeNetwork) -> None:
+    def __init__(self, name: ServerName, clock: Clock, network: FakeNetwork) -> None:
         self.name = name
         self.clock = clock
         self.network = network
@@ -116,7 +116,7 @@ class FakeNetwork:
         # When set, GETs wait for it (to hold fetches in flight).
         self.gate: asyncio.Event | None = None
 
-    def add(self, name: str) -> FakeServer:
+    def add(self, name: ServerName) -> FakeServer:
         server = FakeServer(name, self.clock, self)
         self.servers[name] = server
         return server
@@ -176,7 +176,7 @@ def local_key() -> SigningKey:
 def make_keyring(
     local_key: SigningKey, store: ServerKeyStore, network: FakeNetwork, clock: Clock
 ) -> Callable[..., Keyring]:
-    def make(*notaries: str) -> Keyring:
+    def make(*notaries: ServerName) -> Keyring:
         return Keyring(
             LOCAL,
             local_key,
@@ -456,7 +456,7 @@ async def test_a_notary_cannot_answer_for_servers_not_asked_about(
     make_keyring: Callable[..., Keyring], network: FakeNetwork, clock: Clock
 ) -> None:
     remote = network.add(REMOTE)
-    bystander = network.add("bystander.example")
+    bystander = network.add(ServerName("bystander.example"))
     notary = network.add(NOTARY)
     remote.reachable = False
     bystander.reachable = False
@@ -467,7 +467,7 @@ async def test_a_notary_cannot_answer_for_servers_not_asked_about(
     # the notary now knowing nothing), the key ring has no key for it.
     notary.answer_query = lambda body: []
     assert not await verifies(
-        keyring, "bystander.example", event(bystander, clock.ms()), clock.ms()
+        keyring, ServerName("bystander.example"), event(bystander, clock.ms()), clock.ms()
     )
     assert network.gets("bystander.example") == 1
 
@@ -479,12 +479,12 @@ async def test_many_events_from_one_server_need_one_fetch(
     keyring: Keyring, network: FakeNetwork, clock: Clock
 ) -> None:
     remote = network.add(REMOTE)
-    other = network.add("other.example")
-    checks: list[tuple[str, JsonDict, int]] = []
+    other = network.add(ServerName("other.example"))
+    checks: list[tuple[ServerName, JsonDict, int]] = []
     for i in range(50):
         ts = clock.ms() - 1000 * i
         checks.append((REMOTE, event(remote, ts, f"m{i}"), ts))
-        checks.append(("other.example", event(other, ts, f"m{i}"), ts))
+        checks.append((other.name, event(other, ts, f"m{i}"), ts))
     # A forged event among them fails alone.
     forged = event(remote, clock.ms(), "original")
     forged["content"] = {"body": "changed"}
@@ -655,7 +655,7 @@ async def test_unknown_signing_keys_are_skipped_but_one_must_verify(
     assert not await verifies(keyring, REMOTE, only_unknown, now)
     assert not await verifies(keyring, REMOTE, {"a": 1}, now)
     # Signed by the server, but checked as another server's: no signature of theirs.
-    assert not await verifies(keyring, "other.example", signed, now)
+    assert not await verifies(keyring, ServerName("other.example"), signed, now)
 
 
 async def test_x_matrix_requests_verify_with_the_origins_key(
@@ -684,7 +684,7 @@ async def test_x_matrix_requests_verify_with_the_origins_key(
     # Addressed to another server.
     assert not await check(destination="elsewhere.example")
     # Signed for us, but the header names another destination: refused (401 upstream).
-    readdressed = dataclasses.replace(auth, destination="elsewhere.example")
+    readdressed = dataclasses.replace(auth, destination=ServerName("elsewhere.example"))
     assert not await keyring.verify_request(
         readdressed, method="PUT", uri=uri, destination=LOCAL, content=content
     )
@@ -749,6 +749,6 @@ async def test_notary_queries_relay_the_servers_response_signed_by_us(
 async def test_notary_queries_leave_out_servers_without_keys(
     keyring: Keyring, network: FakeNetwork
 ) -> None:
-    assert await keyring.query_server_keys({"nowhere.example": {}}) == []
+    assert await keyring.query_server_keys({ServerName("nowhere.example"): {}}) == []
     assert await keyring.query_server_keys({}) == []
     assert network.gets("nowhere.example") == 1

@@ -5,12 +5,13 @@ from __future__ import annotations
 import pytest
 
 from peyvand.federation.policy import ServerPolicy
+from peyvand.types import ServerName
 
 
 def test_empty_lists_allow_everyone() -> None:
     policy = ServerPolicy((), ())
-    assert policy.allows("example.org")
-    assert policy.allows("[::1]:8448")
+    assert policy.allows(ServerName("example.org"))
+    assert policy.allows(ServerName("[::1]:8448"))
 
 
 @pytest.mark.parametrize(
@@ -39,18 +40,18 @@ def test_empty_lists_allow_everyone() -> None:
         ("ex.mple.org", "exxmple.org", False),  # '.' is literal
     ],
 )
-def test_patterns(pattern: str, server_name: str, matches: bool) -> None:
+def test_patterns(pattern: str, server_name: ServerName, matches: bool) -> None:
     assert ServerPolicy((), (pattern,)).allows(server_name) is not matches
     assert ServerPolicy((pattern,), ()).allows(server_name) is matches
 
 
 def test_deny_wins_over_allow() -> None:
     policy = ServerPolicy(("*.example.org", "friend.net"), ("bad.example.org",))
-    assert policy.allows("good.example.org")
-    assert policy.allows("friend.net:8448")
-    assert not policy.allows("bad.example.org")
-    assert not policy.allows("bad.example.org:8449")  # a port does not slip past a deny
-    assert not policy.allows("stranger.net")
+    assert policy.allows(ServerName("good.example.org"))
+    assert policy.allows(ServerName("friend.net:8448"))
+    assert not policy.allows(ServerName("bad.example.org"))
+    assert not policy.allows(ServerName("bad.example.org:8449"))  # a port does not slip past a deny
+    assert not policy.allows(ServerName("stranger.net"))
 
 
 def test_policies_compare_by_their_lists() -> None:

@@ -16,6 +16,7 @@ from harness.admin import login_admin
 from harness.client import Account, MatrixClient, new_session, unique_localpart
 from harness.fake_server import FakeServer
 from harness.server import HomeserverProcess, new_homeserver
+from peyvand.types import ServerName
 
 TIMEOUT_SECONDS = 30
 POLICY_LISTS = "/_peyvand/admin/v1/policy_lists"
@@ -38,7 +39,7 @@ def banning(
 @pytest.fixture
 async def fake(banning: HomeserverProcess, tmp_path: Path) -> AsyncIterator[FakeServer]:
     async with FakeServer(tmp_path, peer=banning.server_name) as server:
-        server.server_name = f"localhost:{server.port}"
+        server.server_name = ServerName(f"localhost:{server.port}")
         yield server
 
 

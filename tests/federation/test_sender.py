@@ -22,12 +22,12 @@ from peyvand.federation.sender import FederationSender
 from peyvand.storage.federation_outbox import FederationOutboxStore, OutboxRow
 from peyvand.storage.migrations import run_migrations
 from peyvand.storage.sqlite import SqliteDatabase
-from peyvand.types import JsonDict
+from peyvand.types import JsonDict, ServerName
 
-HERE = "here.example"
-ONE = "one.example"
-TWO = "two.example"
-EVIL = "evil.example"
+HERE = ServerName("here.example")
+ONE = ServerName("one.example")
+TWO = ServerName("two.example")
+EVIL = ServerName("evil.example")
 
 
 @dataclass
@@ -165,7 +165,10 @@ class World:
         return event_id
 
     async def commit(
-        self, sender: FederationSender, events: Iterable[tuple[str, str]], destinations: list[str]
+        self,
+        sender: FederationSender,
+        events: Iterable[tuple[str, str]],
+        destinations: list[ServerName],
     ) -> None:
         """What the lead does: rows in the events' commit, then notify_new."""
         rows = [r for room, e in events for r in sender.rows_for_event(room, e, destinations)]
@@ -173,7 +176,7 @@ class World:
             await self.store.add_in_txn(txn, rows)
         sender.notify_new({r.destination for r in rows})
 
-    async def queued(self, destination: str) -> int:
+    async def queued(self, destination: ServerName) -> int:
         batch = await self.store.pending(destination, 10_000, 10_000)
         return len(batch.pdus) + len(batch.edus)
 

@@ -44,8 +44,9 @@ from peyvand.federation.tls import (
     generate_self_signed,
     server_ssl_context,
 )
+from peyvand.types import ServerName
 
-ORIGIN = "origin.test"
+ORIGIN = ServerName("origin.test")
 SIGNING_KEY = generate_signing_key("a_test")
 VERIFY_KEY = get_verify_key(SIGNING_KEY)
 
@@ -69,10 +70,10 @@ class Peer:
     release: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
-    def name(self) -> str:
-        return f"127.0.0.1:{self.port}"
+    def name(self) -> ServerName:
+        return ServerName(f"127.0.0.1:{self.port}")
 
-    def check_signature(self, seen: Seen, destination: str | None = None) -> None:
+    def check_signature(self, seen: Seen, destination: ServerName | None = None) -> None:
         """The X-Matrix header signs exactly what the server received."""
         assert seen.authorization is not None
         auth = parse_authorization(seen.authorization)
@@ -290,16 +291,16 @@ async def test_srv_targets_are_tried_in_order(peer: Peer) -> None:
         }
     )
     async with federation_client(dns=dns) as client:
-        await client.get_json("srv.test", "/_matrix/federation/v1/echo/x")
+        await client.get_json(ServerName("srv.test"), "/_matrix/federation/v1/echo/x")
     (seen,) = peer.seen
     assert seen.host == "srv.test"
-    peer.check_signature(seen, destination="srv.test")
+    peer.check_signature(seen, destination=ServerName("srv.test"))
 
 
 @pytest.mark.parametrize("path", ["relative", "/a b", "/a?b", "/a#b", "/%zz", "/a/../b", "/é"])
 async def test_bad_paths_are_programming_errors(client: FederationClient, path: str) -> None:
     with pytest.raises(ValueError):
-        await client.get_json("example.org", path)
+        await client.get_json(ServerName("example.org"), path)
 
 
 # --- errors -----------------------------------------------------------------------------------
@@ -346,13 +347,16 @@ async def test_invalid_json(peer: Peer, client: FederationClient) -> None:
 
 async def test_nothing_listening(client: FederationClient) -> None:
     with pytest.raises(FederationUnreachable):
-        await client.get_json(f"127.0.0.1:{free_port()}", "/_matrix/federation/v1/version")
+        await client.get_json(
+            ServerName(f"127.0.0.1:{free_port()}"), "/_matrix/federation/v1/version"
+        )
 
 
 async def test_refused_destinations(peer: Peer) -> None:
     policy = ServerPolicy((), ("127.0.0.1", "*.evil.test"))
     async with federation_client(policy=policy) as client:
-        for destination in (peer.name, "a.evil.test", ORIGIN, ORIGIN.upper(), "bad name", ""):
+        refused = ("a.evil.test", ORIGIN, ORIGIN.upper(), "bad name", "")
+        for destination in (peer.name, *map(ServerName, refused)):
             with pytest.raises(FederationRefused):
                 await client.get_json(destination, "/_matrix/federation/v1/echo/x")
             with pytest.raises(FederationRefused):
@@ -368,9 +372,11 @@ async def test_outside_test_networks_loopback_is_refused(peer: Peer) -> None:
         with pytest.raises(FederationUnreachable, match="not an allowed address"):
             await client.get_json(peer.name, "/_matrix/federation/v1/echo/x")
         with pytest.raises(FederationUnreachable, match="disallowed addresses"):
-            await client.get_json(f"localhost:{peer.port}", "/_matrix/federation/v1/echo/x")
+            await client.get_json(
+                ServerName(f"localhost:{peer.port}"), "/_matrix/federation/v1/echo/x"
+            )
         with pytest.raises(FederationUnreachable, match="not an allowed address"):
-            async with client.open_get(f"[::1]:{peer.port}", "/_matrix/media/file"):
+            async with client.open_get(ServerName(f"[::1]:{peer.port}"), "/_matrix/media/file"):
                 pass
     assert peer.seen == []
 
@@ -461,4 +467,4 @@ async def test_client_must_be_started() -> None:
         test_network=True,
     )
     with pytest.raises(RuntimeError):
-        await client.get_json("example.org", "/_matrix/federation/v1/version")
+        await client.get_json(ServerName("example.org"), "/_matrix/federation/v1/version")

@@ -11,7 +11,7 @@ import pytest
 
 from peyvand.federation.client import FederationClient, Query
 from peyvand.federation.transport import KEY_QUERY_PATH, KEY_SERVER_PATH, FederationTransport
-from peyvand.types import EventID, RoomID, UserID
+from peyvand.types import EventID, RoomAlias, RoomID, ServerName, UserID
 
 ROOM = RoomID("!room/1:remote.test")
 USER = UserID("@us?er:remote.test")
@@ -78,9 +78,9 @@ def only(client: RecordingClient) -> Call:
 async def test_send_transaction(client: RecordingClient, transport: FederationTransport) -> None:
     client.answer = {"pdus": {}}
     body = {"origin": "local.test", "origin_server_ts": 1, "pdus": [], "edus": []}
-    assert await transport.send_transaction("remote.test", "17.4/2", body, timeout=5) == {
-        "pdus": {}
-    }
+    assert await transport.send_transaction(
+        ServerName("remote.test"), "17.4/2", body, timeout=5
+    ) == {"pdus": {}}
     assert only(client) == Call(
         "PUT", "remote.test", "/_matrix/federation/v1/send/17.4%2F2", None, body, True, 5
     )
@@ -89,8 +89,8 @@ async def test_send_transaction(client: RecordingClient, transport: FederationTr
 async def test_key_requests_are_unsigned(
     client: RecordingClient, transport: FederationTransport
 ) -> None:
-    await transport.get_server_keys("remote.test")
-    await transport.query_server_keys("notary.test", {"server_keys": {}})
+    await transport.get_server_keys(ServerName("remote.test"))
+    await transport.query_server_keys(ServerName("notary.test"), {"server_keys": {}})
     assert client.calls == [
         Call("GET", "remote.test", KEY_SERVER_PATH, None, None, False, None),
         Call("POST", "notary.test", KEY_QUERY_PATH, None, {"server_keys": {}}, False, None),
@@ -103,13 +103,13 @@ async def test_membership_handshakes(
     client: RecordingClient, transport: FederationTransport
 ) -> None:
     pdu = {"type": "m.room.member"}
-    await transport.make_join("r.test", ROOM, USER, {"10": None, "11": None})
-    await transport.send_join("r.test", ROOM, EVENT, pdu)
-    await transport.make_leave("r.test", ROOM, USER)
-    await transport.send_leave("r.test", ROOM, EVENT, pdu)
-    await transport.make_knock("r.test", ROOM, USER, ["11"])
-    await transport.send_knock("r.test", ROOM, EVENT, pdu)
-    await transport.invite("r.test", ROOM, EVENT, {"event": pdu})
+    await transport.make_join(ServerName("r.test"), ROOM, USER, {"10": None, "11": None})
+    await transport.send_join(ServerName("r.test"), ROOM, EVENT, pdu)
+    await transport.make_leave(ServerName("r.test"), ROOM, USER)
+    await transport.send_leave(ServerName("r.test"), ROOM, EVENT, pdu)
+    await transport.make_knock(ServerName("r.test"), ROOM, USER, ["11"])
+    await transport.send_knock(ServerName("r.test"), ROOM, EVENT, pdu)
+    await transport.invite(ServerName("r.test"), ROOM, EVENT, {"event": pdu})
     room, user, event = "%21room%2F1%3Aremote.test", "%40us%3Fer%3Aremote.test", "%24ev%2Fen%23t"
     v1, v2 = "/_matrix/federation/v1", "/_matrix/federation/v2"
     assert [(c.method, c.path, c.query, c.body, c.signed) for c in client.calls] == [
@@ -124,10 +124,10 @@ async def test_membership_handshakes(
 
 
 async def test_queries(client: RecordingClient, transport: FederationTransport) -> None:
-    await transport.query_directory("r.test", "#a:r.test")
-    await transport.query_profile("r.test", USER, timeout=10)
-    await transport.get_user_devices("r.test", USER, timeout=10)
-    await transport.claim_keys("r.test", {"one_time_keys": {}}, timeout=10)
+    await transport.query_directory(ServerName("r.test"), RoomAlias("#a:r.test"))
+    await transport.query_profile(ServerName("r.test"), USER, timeout=10)
+    await transport.get_user_devices(ServerName("r.test"), USER, timeout=10)
+    await transport.claim_keys(ServerName("r.test"), {"one_time_keys": {}}, timeout=10)
     v1 = "/_matrix/federation/v1"
     assert client.calls == [
         Call(
@@ -144,10 +144,15 @@ async def test_public_rooms_get_without_filter_post_with_one(
 ) -> None:
     common: Mapping[str, Any] = {"include_all_networks": False, "timeout": 10}
     await transport.public_rooms(
-        "r.test", limit=5, since="t1", search_filter=None, third_party_instance_id="x", **common
+        ServerName("r.test"),
+        limit=5,
+        since="t1",
+        search_filter=None,
+        third_party_instance_id="x",
+        **common,
     )
     await transport.public_rooms(
-        "r.test",
+        ServerName("r.test"),
         limit=None,
         since=None,
         search_filter={"generic_search_term": "a"},
@@ -185,11 +190,13 @@ async def test_public_rooms_get_without_filter_post_with_one(
 async def test_event_fetches(client: RecordingClient, transport: FederationTransport) -> None:
     v1 = "/_matrix/federation/v1"
     client.answer = {"pdus": [{"a": 1}], "events": [{"b": 2}]}
-    assert await transport.get_event("r.test", EVENT) == {"a": 1}
-    assert await transport.backfill("r.test", ROOM, [EVENT], 10) == [{"a": 1}]
-    assert await transport.get_missing_events("r.test", ROOM, [EVENT], [], 10, 0) == [{"b": 2}]
+    assert await transport.get_event(ServerName("r.test"), EVENT) == {"a": 1}
+    assert await transport.backfill(ServerName("r.test"), ROOM, [EVENT], 10) == [{"a": 1}]
+    assert await transport.get_missing_events(ServerName("r.test"), ROOM, [EVENT], [], 10, 0) == [
+        {"b": 2}
+    ]
     client.answer = {"pdu_ids": ["$s"], "auth_chain_ids": ["$a", 1]}
-    assert await transport.get_state_ids("r.test", ROOM, EVENT) == (["$s"], ["$a"])
+    assert await transport.get_state_ids(ServerName("r.test"), ROOM, EVENT) == (["$s"], ["$a"])
     room = "%21room%2F1%3Aremote.test"
     assert [(c.method, c.path, c.query, c.body) for c in client.calls] == [
         ("GET", f"{v1}/event/%24ev%2Fen%23t", None, None),
@@ -209,9 +216,9 @@ async def test_malformed_event_answers(
 ) -> None:
     client.answer = {"pdus": [{}, {}]}
     with pytest.raises(ValueError, match="expected one PDU"):
-        await transport.get_event("r.test", EVENT)
+        await transport.get_event(ServerName("r.test"), EVENT)
     client.answer = []
-    assert await transport.backfill("r.test", ROOM, [EVENT], 10) == []
-    assert await transport.get_missing_events("r.test", ROOM, [], [EVENT], 10, 0) == []
+    assert await transport.backfill(ServerName("r.test"), ROOM, [EVENT], 10) == []
+    assert await transport.get_missing_events(ServerName("r.test"), ROOM, [], [EVENT], 10, 0) == []
     with pytest.raises(ValueError, match="state_ids"):
-        await transport.get_state_ids("r.test", ROOM, EVENT)
+        await transport.get_state_ids(ServerName("r.test"), ROOM, EVENT)

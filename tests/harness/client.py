@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import itertools
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+
+from peyvand.types import UserID
 
 CLIENT_V3 = "/_matrix/client/v3"
 DEFAULT_PASSWORD = "correct horse battery staple"
@@ -31,7 +34,7 @@ def new_session() -> aiohttp.ClientSession:
 class Account:
     """A logged-in device: what /register and /login return."""
 
-    user_id: str
+    user_id: UserID
     access_token: str
     device_id: str
     password: str
@@ -62,7 +65,7 @@ class MatrixClient:
         path: str,
         json: Any = None,
         token: str | Account | None = None,
-        params: dict[str, str] | None = None,
+        params: Mapping[str, str] | None = None,
     ) -> Response:
         """Send one request; the JSON body of the answer (or its text) comes back."""
         url = self.base_url + (path if path.startswith("/") else f"{CLIENT_V3}/{path}")
@@ -95,7 +98,9 @@ class MatrixClient:
             body["auth"] = {"type": "m.login.dummy", "session": first.body["session"]}
             first = await self.request("POST", "register", json=body)
         result = first.ok()
-        return Account(result["user_id"], result["access_token"], result["device_id"], password)
+        return Account(
+            UserID(result["user_id"]), result["access_token"], result["device_id"], password
+        )
 
     async def login(self, username: str, password: str = DEFAULT_PASSWORD) -> Account:
         """Log in with m.login.password; ``username`` is a localpart or a full user ID."""
@@ -110,4 +115,6 @@ class MatrixClient:
                 },
             )
         ).ok()
-        return Account(result["user_id"], result["access_token"], result["device_id"], password)
+        return Account(
+            UserID(result["user_id"]), result["access_token"], result["device_id"], password
+        )

@@ -50,7 +50,7 @@ from peyvand.storage.receipts import ReceiptStore
 from peyvand.storage.remote_devices import RemoteDeviceStore
 from peyvand.storage.sqlite import SqliteDatabase
 from peyvand.storage.to_device import ToDeviceStore
-from peyvand.types import DeviceID, EventID, JsonDict, RoomID, UserID
+from peyvand.types import DeviceID, EventID, JsonDict, RoomID, ServerName, UserID
 
 ALICE = UserID("@alice:example.org")
 ALICE_DEVICE = DeviceID("ALICEPHONE")
@@ -58,7 +58,7 @@ ALICE_REQUESTER = Requester(ALICE, ALICE_DEVICE, 1)
 BOB = UserID("@bob:remote.org")
 CAROL = UserID("@carol:remote.org")
 DAN = UserID("@dan:other.org")
-REMOTE = "remote.org"
+REMOTE = ServerName("remote.org")
 
 
 @dataclass
@@ -138,12 +138,12 @@ class World:
         clock = Clock()
         account_data = AccountDataService(AccountDataStore(db), state, notifier)
         receipts = ReceiptService(ReceiptStore(db), account_data, state, notifier)
-        to_device = ToDeviceService("example.org", ToDeviceStore(db), notifier)
+        to_device = ToDeviceService(ServerName("example.org"), ToDeviceStore(db), notifier)
         device_lists = DeviceListService(
-            "example.org", DeviceListStore(db), self.index, state, notifier
+            ServerName("example.org"), DeviceListStore(db), self.index, state, notifier
         )
         e2e_keys = E2eKeysService(
-            "example.org",
+            ServerName("example.org"),
             E2eKeyStore(db),
             cast(AuthService, FakeAuth(self.accounts)),
             device_lists.notify_user_changed,
@@ -154,7 +154,7 @@ class World:
         store = RemoteDeviceStore(db)
         sender = FakeSender()
         edus = FederationEdus(
-            "example.org",
+            ServerName("example.org"),
             state,
             self.index,
             sender,
@@ -200,10 +200,10 @@ async def open_world(tmp_path: Path) -> AsyncIterator[World]:
         index = RoomIndex(event_store)
         await index.start()
         notifier = Notifier(StreamToken())
-        dispatcher = EventDispatcher("example.org", state, index, notifier)
+        dispatcher = EventDispatcher(ServerName("example.org"), state, index, notifier)
         writer = EventWriter(db, event_store, dispatcher.on_persisted, dispatcher.on_failed)
         events = EventCreationService(
-            "example.org", generate_signing_key("a"), event_store, state, writer
+            ServerName("example.org"), generate_signing_key("a"), event_store, state, writer
         )
         await events.start()
         writer.start()

@@ -63,7 +63,7 @@ from peyvand.events.signing import (
 )
 from peyvand.federation.request_auth import authorization_header, parse_authorization
 from peyvand.federation.tls import generate_self_signed, server_ssl_context
-from peyvand.types import EventID, RoomID, UserID
+from peyvand.types import EventID, RoomID, ServerName, UserID
 
 FEDERATION_V1 = "/_matrix/federation/v1"
 FEDERATION_V2 = "/_matrix/federation/v2"
@@ -135,7 +135,7 @@ class FakeServer:
     """A fake homeserver on 127.0.0.1 with its own server name and key; see the module
     docstring."""
 
-    def __init__(self, directory: Path, *, peer: str | None = None) -> None:
+    def __init__(self, directory: Path, *, peer: ServerName | None = None) -> None:
         """``directory`` holds its TLS certificate; ``peer`` is the default destination of
         ``request`` (the Peyvand under test, ``HomeserverProcess.server_name``)."""
         self.directory = directory
@@ -143,7 +143,7 @@ class FakeServer:
         self.signing_key = new_signing_key()
         self.key_id = key_id(self.signing_key)
         self.port = 0
-        self.server_name = ""
+        self.server_name = ServerName("")
         self.received: list[FakeRequest] = []
         self.events: dict[str, dict[str, Any]] = {}
         self.rooms: dict[str, FakeRoom] = {}
@@ -165,7 +165,7 @@ class FakeServer:
         site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=server_ssl_context(cert, key))
         await site.start()
         self.port = int(self._runner.addresses[0][1])
-        self.server_name = f"127.0.0.1:{self.port}"
+        self.server_name = ServerName(f"127.0.0.1:{self.port}")
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(ssl=False, force_close=True)
         )
@@ -349,11 +349,11 @@ class FakeServer:
         path: str,
         body: Any = None,
         *,
-        destination: str | None = None,
+        destination: ServerName | None = None,
         sign: bool = True,
         query: Mapping[str, str | Sequence[str]] | None = None,
         authorization: str | None = None,
-        origin: str | None = None,
+        origin: ServerName | None = None,
         signing_key: SigningKey | None = None,
         connect_to: str | None = None,
     ) -> tuple[int, Any]:
@@ -407,7 +407,7 @@ class FakeServer:
         body: Any,
         *,
         txn_id: str | None = None,
-        destination: str | None = None,
+        destination: ServerName | None = None,
     ) -> tuple[int, Any]:
         """PUT /send/{txnId} with ``body`` exactly as given."""
         txn_id = txn_id or f"fake-{self.port}-{next(_txn_ids)}"
@@ -421,7 +421,7 @@ class FakeServer:
         edus: Iterable[Mapping[str, Any]] = (),
         *,
         txn_id: str | None = None,
-        destination: str | None = None,
+        destination: ServerName | None = None,
         track: bool = True,
     ) -> tuple[int, Any]:
         """A transaction of ``pdus`` (``Pdu`` or raw JSON) and ``edus``. With ``track``,
@@ -493,7 +493,7 @@ class FakeServer:
         depth: int | None = None,
         origin_server_ts: int | None = None,
         redacts: str | None = None,
-        origin: str | None = None,
+        origin: ServerName | None = None,
         signing_key: SigningKey | None = None,
     ) -> Pdu:
         """A signed event built as this server (``build_pdu``), kept to be served on /event.
@@ -536,7 +536,7 @@ class FakeServer:
         room_version: RoomVersion,
         event: Mapping[str, Any],
         *,
-        origin: str | None = None,
+        origin: ServerName | None = None,
         signing_key: SigningKey | None = None,
         remember: bool = True,
     ) -> tuple[str, dict[str, Any]]:
@@ -578,7 +578,7 @@ class FakeServer:
     # -- joining -----------------------------------------------------------------------
 
     async def make_join(
-        self, room_id: str, user_id: str, *, destination: str | None = None
+        self, room_id: str, user_id: str, *, destination: ServerName | None = None
     ) -> tuple[int, Any]:
         """GET /make_join for ``user_id`` (every room version the fake speaks)."""
         return await self.request(
@@ -594,7 +594,7 @@ class FakeServer:
         event: Pdu | Mapping[str, Any],
         *,
         event_id: str | None = None,
-        destination: str | None = None,
+        destination: ServerName | None = None,
     ) -> tuple[int, Any]:
         """PUT /send_join v2 of ``event`` to ``/send_join/{room_id}/{event_id}``."""
         if isinstance(event, Pdu):
@@ -613,7 +613,7 @@ class FakeServer:
         self,
         template: Mapping[str, Any],
         *,
-        origin: str | None = None,
+        origin: ServerName | None = None,
         signing_key: SigningKey | None = None,
     ) -> Pdu:
         """The join from a make_join answer, filled in and signed (as this server unless
@@ -629,7 +629,7 @@ class FakeServer:
         )
 
     async def join(
-        self, room_id: str, user_id: str, *, destination: str | None = None
+        self, room_id: str, user_id: str, *, destination: ServerName | None = None
     ) -> dict[str, Any]:
         """Join ``user_id`` (of this server) to a room of ``destination`` (make_join, then
         send_join v2); the send_join answer. The room's state and auth chain from it become

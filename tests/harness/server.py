@@ -23,8 +23,9 @@ import pytest
 
 from harness.ports import free_port
 from harness.postgres import PostgresCluster
+from peyvand.types import ServerName
 
-SERVER_NAME = "localhost"
+SERVER_NAME = ServerName("localhost")
 READY_PATH = "_matrix/client/versions"
 START_TIMEOUT_SECONDS = 60.0
 STOP_TIMEOUT_SECONDS = 20.0
@@ -51,7 +52,9 @@ class HomeserverProcess:
         self.data_dir = data_dir
         self.port = free_port()
         self.federation_port = free_port() if federation else None
-        self.server_name = f"127.0.0.1:{self.federation_port}" if federation else SERVER_NAME
+        self.server_name = (
+            ServerName(f"127.0.0.1:{self.federation_port}") if federation else SERVER_NAME
+        )
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.config_path = data_dir / "peyvand.toml"
         self.log_path = data_dir / "server.log"

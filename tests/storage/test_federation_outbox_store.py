@@ -11,16 +11,17 @@ from peyvand.storage.federation_outbox import (
     PendingEdu,
     PendingPdu,
 )
+from peyvand.types import ServerName
 
-ONE = "one.example"
-TWO = "two.example"
+ONE = ServerName("one.example")
+TWO = ServerName("two.example")
 
 
-def pdu(destination: str, seq: int, room: str = "!r:here") -> OutboxRow:
+def pdu(destination: ServerName, seq: int, room: str = "!r:here") -> OutboxRow:
     return OutboxRow.for_pdu(destination, seq, room, f"$e{seq}")
 
 
-def edu(destination: str, seq: int) -> OutboxRow:
+def edu(destination: ServerName, seq: int) -> OutboxRow:
     return OutboxRow.for_edu(destination, seq, "m.direct_to_device", {"n": seq})
 
 
@@ -53,7 +54,7 @@ async def test_pending_is_oldest_first_per_kind_and_limited(database: Database) 
     ]
     assert (await store.pending(ONE, 0, 0)).pdus == []
     assert await store.count_pdus(ONE) == 20
-    assert await store.count_pdus("nobody.example") == 0
+    assert await store.count_pdus(ServerName("nobody.example")) == 0
 
 
 async def test_delete_removes_exactly_the_given_rows_in_batches(database: Database) -> None:

@@ -18,7 +18,7 @@ import pytest
 
 from peyvand.storage.database import Connection, Database, Row
 from peyvand.storage.media import MediaKey, MediaRow, MediaStore, ThumbnailRow
-from peyvand.types import UserID
+from peyvand.types import ServerName, UserID
 
 CHUNK = 200
 """``MediaStore``'s IN-list chunk size: batches larger than this take several statements."""
@@ -31,16 +31,16 @@ class Ids:
     tag: str
 
     @property
-    def local(self) -> str:
-        return f"local-{self.tag}.test"
+    def local(self) -> ServerName:
+        return ServerName(f"local-{self.tag}.test")
 
     @property
-    def remote(self) -> str:
-        return f"remote-{self.tag}.test"
+    def remote(self) -> ServerName:
+        return ServerName(f"remote-{self.tag}.test")
 
     @property
-    def other_remote(self) -> str:
-        return f"other-{self.tag}.test"
+    def other_remote(self) -> ServerName:
+        return ServerName(f"other-{self.tag}.test")
 
     def user(self, name: str) -> UserID:
         return UserID(f"@{name}-{self.tag}:{self.local}")
@@ -60,7 +60,7 @@ def store(database: Database) -> MediaStore:
 
 
 def uploaded(
-    origin: str,
+    origin: ServerName,
     media_id: str,
     sha256: str,
     *,
@@ -90,7 +90,7 @@ def thumb(sha256: str, width: int = 32, height: int = 32, method: str = "scale")
     return ThumbnailRow(width, height, method, "image/jpeg", width * height, sha256)
 
 
-async def last_access(store: MediaStore, origin: str, media_id: str) -> int:
+async def last_access(store: MediaStore, origin: ServerName, media_id: str) -> int:
     row = await store.get(origin, media_id)
     assert row is not None
     return row.last_access_ts

@@ -7,13 +7,14 @@ import orjson
 
 from peyvand.storage.database import Database
 from peyvand.storage.server_keys import KeyResponse, ServerKey, ServerKeyStore
+from peyvand.types import ServerName
 
-A = "a.example"
-B = "b.example"
+A = ServerName("a.example")
+B = ServerName("b.example")
 
 
 def key(
-    server: str, kid: str, valid_until: int, *, public: str = "pub", fetched: int = 1
+    server: ServerName, kid: str, valid_until: int, *, public: str = "pub", fetched: int = 1
 ) -> ServerKey:
     return ServerKey(server, kid, f"{public}-{kid}", valid_until, fetched)
 
@@ -31,7 +32,13 @@ async def test_keys_are_read_back_by_server_and_key_id(database: Database) -> No
     await store.store_responses([KeyResponse([key(B, "ed25519:1", 200)], response(B, 1))])
 
     found = await store.get_keys(
-        [(A, "ed25519:1"), (A, "ed25519:old"), (B, "ed25519:1"), (B, "ed25519:old"), ("c", "x")]
+        [
+            (A, "ed25519:1"),
+            (A, "ed25519:old"),
+            (B, "ed25519:1"),
+            (B, "ed25519:old"),
+            (ServerName("c"), "x"),
+        ]
     )
     assert found == {
         (A, "ed25519:1"): key(A, "ed25519:1", 100),
@@ -93,7 +100,7 @@ async def test_responses_are_distinct_per_server_newest_first(database: Database
     await store.store_responses(
         [KeyResponse([key(B, "ed25519:1", 200, fetched=2)], response(B, 1))]
     )
-    assert await store.get_responses([A, B, "c.example"]) == {
+    assert await store.get_responses([A, B, ServerName("c.example")]) == {
         A: [response(A, 2), response(A, 1)],
         B: [response(B, 1)],
     }
@@ -102,7 +109,7 @@ async def test_responses_are_distinct_per_server_newest_first(database: Database
 
 async def test_large_batches_span_several_statements(database: Database) -> None:
     store = ServerKeyStore(database)
-    servers = [f"s{i}.example" for i in range(700)]
+    servers = [ServerName(f"s{i}.example") for i in range(700)]
     await store.store_responses(
         KeyResponse([key(server, "ed25519:k", 10 + i)], response(server, i))
         for i, server in enumerate(servers)

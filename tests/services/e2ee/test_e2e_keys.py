@@ -21,7 +21,7 @@ from peyvand.storage.accounts import AccountStore, DeviceRow
 from peyvand.storage.e2e_keys import E2eKeyStore, NewKey
 from peyvand.storage.migrations import run_migrations
 from peyvand.storage.sqlite import SqliteDatabase
-from peyvand.types import DeviceID, JsonDict, UserID
+from peyvand.types import DeviceID, JsonDict, ServerName, UserID
 
 ALICE = UserID("@alice:localhost")
 DEVICE = DeviceID("PHONE")
@@ -71,7 +71,11 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
         store = E2eKeyStore(db)
         auth = FakeAuth(accounts)
         service = E2eKeysService(
-            "localhost", store, cast(AuthService, auth), on_keys_changed, clock=lambda: 1.0
+            ServerName("localhost"),
+            store,
+            cast(AuthService, auth),
+            on_keys_changed,
+            clock=lambda: 1.0,
         )
         yield World(service, store, auth, changed)
     finally:

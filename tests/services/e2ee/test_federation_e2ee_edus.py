@@ -41,7 +41,7 @@ from peyvand.events.signing import sign_json
 from peyvand.services.accounts.requester import Requester
 from peyvand.services.e2ee.remote_device_lists import parse_user_devices
 from peyvand.storage.remote_devices import RemoteDevice
-from peyvand.types import DeviceID, JsonDict, UserID
+from peyvand.types import DeviceID, JsonDict, ServerName, UserID
 
 
 @pytest.fixture
@@ -67,7 +67,7 @@ async def test_remote_to_device_reaches_local_devices_once(world: World) -> None
     await world.node.edus.on_edus(REMOTE, [edu("m.direct_to_device", message)] * 2)
     # The same message ID from another server is another message.
     await world.node.edus.on_edus(
-        "other.org",
+        ServerName("other.org"),
         [edu("m.direct_to_device", {**message, "sender": DAN, "messages": {ALICE: {"*": {}}}})],
     )
     now = world.notifier.current_token.to_device

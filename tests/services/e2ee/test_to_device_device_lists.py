@@ -14,7 +14,7 @@ from peyvand.services.sync.streams import StreamToken
 from peyvand.services.timeline.room_index import RoomIndex
 from peyvand.storage.device_lists import MembershipChange
 from peyvand.storage.to_device import InboxMessage, InboxRow
-from peyvand.types import DeviceID, JsonDict, RoomID, UserID
+from peyvand.types import DeviceID, JsonDict, RoomID, ServerName, UserID
 
 ALICE = UserID("@alice:example.org")
 BOB = UserID("@bob:example.org")
@@ -187,7 +187,7 @@ async def device_list_service(store: FakeLists) -> tuple[DeviceListService, Noti
     index = RoomIndex(FakeEvents())  # type: ignore[arg-type]
     await index.start()
     service = DeviceListService(
-        "example.org",
+        ServerName("example.org"),
         store,  # type: ignore[arg-type]
         index,
         FakeState(),  # type: ignore[arg-type]

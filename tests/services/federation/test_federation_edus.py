@@ -22,7 +22,7 @@ from harness.edu_world import (
     open_world,
 )
 from peyvand.services.timeline.event_creation import EventSpec
-from peyvand.types import JsonDict
+from peyvand.types import JsonDict, ServerName
 
 
 @pytest.fixture
@@ -118,7 +118,7 @@ async def test_server_acl_denies_typing_and_receipts_from_a_denied_server(world:
     assert world.node.receipts.current_position == receipts_since
     # The servers the ACL allows still are.
     typing = {"room_id": world.room, "user_id": DAN, "typing": True}
-    await world.node.edus.on_edus("other.org", [edu("m.typing", typing)])
+    await world.node.edus.on_edus(ServerName("other.org"), [edu("m.typing", typing)])
     typing_now = world.node.typing.typing_for_rooms([world.room], since)
     assert typing_now[world.room]["content"]["user_ids"] == [DAN]
 

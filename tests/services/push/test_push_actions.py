@@ -22,7 +22,7 @@ from peyvand.storage.migrations import run_migrations
 from peyvand.storage.models import EventToPersist, StateGroupRow
 from peyvand.storage.push_actions import PushActionStore, ReadUpTo
 from peyvand.storage.sqlite import SqliteDatabase
-from peyvand.types import EventID, JsonDict, RoomID, UserID
+from peyvand.types import EventID, JsonDict, RoomID, ServerName, UserID
 
 ROOM = RoomID("!room:localhost")
 ALICE = UserID("@alice:localhost")
@@ -170,7 +170,9 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
     await run_migrations(db)
     state = FakeState.build([ALICE, BOB, CAROL, REMOTE], {ALICE: 100})
     rulesets, receipts, store = FakeRulesets(), FakeReceipts(), RecordingStore(db)
-    service = PushActionsService("localhost", store, cast(Any, state), rulesets, receipts)
+    service = PushActionsService(
+        ServerName("localhost"), store, cast(Any, state), rulesets, receipts
+    )
     service.start()
     try:
         yield World(db, state, rulesets, receipts, store, service)

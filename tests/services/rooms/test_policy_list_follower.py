@@ -14,9 +14,9 @@ from peyvand.config.model import ModerationConfig
 from peyvand.errors import Errcode, MatrixError
 from peyvand.services.rooms.policy_list_follower import FIRST_RETRY_SECONDS, PolicyListFollower
 from peyvand.services.rooms.policy_lists import PolicyListService
-from peyvand.types import JsonDict, RoomID, UserID
+from peyvand.types import JsonDict, RoomID, ServerName, UserID
 
-SERVER = "here.example"
+SERVER = ServerName("here.example")
 LIST = RoomID("!list:there.example")
 ROOM = RoomID("!room:here.example")
 TIMEOUT = 10
@@ -136,7 +136,7 @@ async def test_follows_retries_with_backoff_and_reads_rules() -> None:
         scene.rule("server", "*.bad.example")
         scene.rule("user", "@spam*:evil.example", recommendation="m.mute")
         scene.changed()
-        await _until(lambda: scene.service.server_rule("x.bad.example") is not None)
+        await _until(lambda: scene.service.server_rule(ServerName("x.bad.example")) is not None)
         assert scene.service.user_rule("@spam1:evil.example") is None
         assert scene.service.user_rule("@u:x.bad.example:8448") is not None
         described = scene.service.describe()
@@ -206,7 +206,7 @@ async def test_refusals_and_exemptions() -> None:
 
     assert service.user_rule("@moderation:here.example") is None
     assert service.server_rule(SERVER) is None
-    assert service.server_rule("evil.example") is not None
+    assert service.server_rule(ServerName("evil.example")) is not None
     assert service.user_rule("@ok:evil.example") is not None  # by the server rule
     assert service.user_rule("@alice:here.example") is not None
 
@@ -226,17 +226,21 @@ async def test_refusals_and_exemptions() -> None:
     await service.check_join(LIST, UserID("@moderation:here.example"))
     assert await service.room_rule(LIST) is None
     with pytest.raises(MatrixError):
-        service.check_server("evil.example", ROOM)
-    service.check_server("evil.example", LIST)
+        service.check_server(ServerName("evil.example"), ROOM)
+    service.check_server(ServerName("evil.example"), LIST)
     with pytest.raises(MatrixError):
-        service.check_server("evil.example")
+        service.check_server(ServerName("evil.example"))
 
     # Transactions: a banned origin's PDUs dropped, but for the lists' own events.
-    assert not service.admits_pdu("evil.example", {"room_id": ROOM, "sender": "@a:org"})
-    assert not service.admits_pdu("evil.example", "not an object")
-    assert service.admits_pdu("evil.example", {"room_id": LIST, "sender": "@spam:evil.example"})
-    assert service.admits_pdu("fine.org", {"room_id": ROOM, "sender": "@spam:evil.example"})
-    assert service.admits_pdu("fine.org", "not an object")
+    assert not service.admits_pdu(ServerName("evil.example"), {"room_id": ROOM, "sender": "@a:org"})
+    assert not service.admits_pdu(ServerName("evil.example"), "not an object")
+    assert service.admits_pdu(
+        ServerName("evil.example"), {"room_id": LIST, "sender": "@spam:evil.example"}
+    )
+    assert service.admits_pdu(
+        ServerName("fine.org"), {"room_id": ROOM, "sender": "@spam:evil.example"}
+    )
+    assert service.admits_pdu(ServerName("fine.org"), "not an object")
     # Banned senders' events are soft-failed, but in the lists.
     pdu = SimpleNamespace(room_id=ROOM, sender="@spam:evil.example")
     assert service.soft_fail_reason(cast(Any, pdu)) is not None

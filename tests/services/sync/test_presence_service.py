@@ -17,7 +17,7 @@ from peyvand.services.sync.presence import (
     PresenceService,
 )
 from peyvand.services.sync.streams import Stream
-from peyvand.types import RoomID, UserID
+from peyvand.types import RoomID, ServerName, UserID
 
 BIG_ROOM = RoomID("!big:localhost")
 OTHER_ROOM = RoomID("!other:localhost")
@@ -59,7 +59,7 @@ def user(n: int) -> UserID:
 
 def service(world: FakeWorld, notifier: RecordingNotifier, clock: Clock) -> PresenceService:
     return PresenceService(
-        "localhost",
+        ServerName("localhost"),
         cast(Any, world),
         cast(Any, world),
         cast(Any, notifier),

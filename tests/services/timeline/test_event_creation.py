@@ -19,7 +19,7 @@ from peyvand.services.timeline.room_state import StateService
 from peyvand.storage.events import EventStore
 from peyvand.storage.migrations import run_migrations
 from peyvand.storage.sqlite import SqliteDatabase
-from peyvand.types import UserID
+from peyvand.types import ServerName, UserID
 
 ALICE = UserID("@alice:example.org")
 FROZEN = 1_800_000_000.0
@@ -34,10 +34,15 @@ async def events(tmp_path: Path) -> AsyncIterator[tuple[EventCreationService, Ev
     await state.start()
     index = RoomIndex(store)
     await index.start()
-    dispatcher = EventDispatcher("example.org", state, index, Notifier(StreamToken()))
+    dispatcher = EventDispatcher(ServerName("example.org"), state, index, Notifier(StreamToken()))
     writer = EventWriter(db, store, dispatcher.on_persisted, dispatcher.on_failed)
     service = EventCreationService(
-        "example.org", generate_signing_key("a_test"), store, state, writer, clock=lambda: FROZEN
+        ServerName("example.org"),
+        generate_signing_key("a_test"),
+        store,
+        state,
+        writer,
+        clock=lambda: FROZEN,
     )
     await service.start()
     writer.start()

@@ -30,7 +30,7 @@ from peyvand.storage.migrations import run_migrations
 from peyvand.storage.models import EventToPersist, StoredEvent
 from peyvand.storage.postgres import PostgresDatabase
 from peyvand.storage.sqlite import SqliteDatabase
-from peyvand.types import EventID, RoomID, UserID
+from peyvand.types import EventID, RoomID, ServerName, UserID
 
 ALICE = UserID("@alice:example.org")
 GOOD_ROOMS = 6
@@ -94,7 +94,7 @@ async def world_on(db: SqliteDatabase | PostgresDatabase) -> AsyncIterator[World
     index = RoomIndex(store)
     await index.start()
     notifier = Notifier(StreamToken())
-    dispatcher = EventDispatcher("example.org", state, index, notifier)
+    dispatcher = EventDispatcher(ServerName("example.org"), state, index, notifier)
     enqueued: list[Sequence[EventToPersist]] = []
     more = asyncio.Event()
 
@@ -106,7 +106,7 @@ async def world_on(db: SqliteDatabase | PostgresDatabase) -> AsyncIterator[World
 
     writer = CountingWriter(db, store, dispatcher.on_persisted, dispatcher.on_failed)
     service = EventCreationService(
-        "example.org", generate_signing_key("a_test"), store, state, writer
+        ServerName("example.org"), generate_signing_key("a_test"), store, state, writer
     )
     world = World(
         db,

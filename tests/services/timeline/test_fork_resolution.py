@@ -42,13 +42,17 @@ from peyvand.services.timeline.room_state import StateService
 from peyvand.storage.events import EventStore
 from peyvand.storage.migrations import run_migrations
 from peyvand.storage.sqlite import SqliteDatabase
-from peyvand.types import EventID, RoomID, UserID
+from peyvand.types import EventID, RoomID, ServerName, UserID
 
 ALICE = UserID("@alice:a.test")
 BOB = UserID("@bob:b.test")
 CAROL = UserID("@carol:c.test")
-KEYS = {name: generate_signing_key(f"k_{name[0]}") for name in ("a.test", "b.test", "c.test")}
-SENDERS = {"a.test": ALICE, "b.test": BOB}
+KEYS = {
+    ServerName(name): generate_signing_key(f"k_{name[0]}")
+    for name in ("a.test", "b.test", "c.test")
+}
+RECEIVER = ServerName("c.test")  # the server under test
+SENDERS = {ServerName("a.test"): ALICE, ServerName("b.test"): BOB}
 POWER: StateKey = ("m.room.power_levels", "")
 T0 = 1_800_000_000_000
 
@@ -109,7 +113,7 @@ class Dag:
 
 def _sign(
     version: RoomVersion,
-    server: str,
+    server: ServerName,
     sender: UserID,
     room_id: RoomID | None,
     event_type: str,
@@ -150,13 +154,23 @@ def _room(version: RoomVersion = ROOM_V12) -> Dag:
     if version is not ROOM_V12:
         content["creator"] = ALICE
     create = _sign(
-        version, "a.test", ALICE, create_room_id, "m.room.create", content, "", [], [], 1, T0
+        version,
+        ServerName("a.test"),
+        ALICE,
+        create_room_id,
+        "m.room.create",
+        content,
+        "",
+        [],
+        [],
+        1,
+        T0,
     )
     room_id = create.room_id
     chain = [create]
     create_auth = [] if version is ROOM_V12 else [create.event_id]
 
-    def add(server: str, sender: UserID, event_type: str, content: Any, key: str) -> Pdu:
+    def add(server: ServerName, sender: UserID, event_type: str, content: Any, key: str) -> Pdu:
         members = {p.state_key: p.event_id for p in chain if p.type == "m.room.member"}
         auth = create_auth + [p.event_id for p in chain if p.type == "m.room.power_levels"]
         if sender in members:
@@ -179,11 +193,11 @@ def _room(version: RoomVersion = ROOM_V12) -> Dag:
         chain.append(pdu)
         return pdu
 
-    add("a.test", ALICE, "m.room.member", {"membership": "join"}, ALICE)
-    add("a.test", ALICE, "m.room.power_levels", {"users": _power_users(version)}, "")
-    add("a.test", ALICE, "m.room.join_rules", {"join_rule": "public"}, "")
-    add("b.test", BOB, "m.room.member", {"membership": "join"}, BOB)
-    join = add("c.test", CAROL, "m.room.member", {"membership": "join"}, CAROL)
+    add(ServerName("a.test"), ALICE, "m.room.member", {"membership": "join"}, ALICE)
+    add(ServerName("a.test"), ALICE, "m.room.power_levels", {"users": _power_users(version)}, "")
+    add(ServerName("a.test"), ALICE, "m.room.join_rules", {"join_rule": "public"}, "")
+    add(ServerName("b.test"), BOB, "m.room.member", {"membership": "join"}, BOB)
+    join = add(ServerName("c.test"), CAROL, "m.room.member", {"membership": "join"}, CAROL)
     return Dag(version, {p.event_id: p for p in chain}, chain[:-1], join)
 
 
@@ -279,7 +293,7 @@ class Receiver:
 
     async def receive(self, pdu: Pdu) -> None:
         parsed = parse_pdu(dict(pdu.data), pdu.room_version)
-        outcome = await self.handler.process_pdu(pdu.event_id.split(":")[-1], parsed)
+        outcome = await self.handler.process_pdu(ServerName(pdu.event_id.split(":")[-1]), parsed)
         assert outcome.status == "accepted", outcome
 
     async def current(self, room_id: RoomID) -> tuple[dict[StateKey, EventID], list[EventID]]:
@@ -296,7 +310,7 @@ class Receiver:
 
 
 @asynccontextmanager
-async def _receiver(path: Path, server_name: str = "c.test") -> AsyncIterator[Receiver]:
+async def _receiver(path: Path, server_name: ServerName = RECEIVER) -> AsyncIterator[Receiver]:
     """A server: storage, state, group commit, the federation handler and local sends."""
     db = await SqliteDatabase.open(str(path))
     await run_migrations(db)
@@ -307,7 +321,7 @@ async def _receiver(path: Path, server_name: str = "c.test") -> AsyncIterator[Re
     await index.start()
     dispatcher = EventDispatcher(server_name, state, index, Notifier(StreamToken()))
     writer = EventWriter(db, store, dispatcher.on_persisted, dispatcher.on_failed)
-    creation = EventCreationService(server_name, KEYS["c.test"], store, state, writer)
+    creation = EventCreationService(server_name, KEYS[ServerName("c.test")], store, state, writer)
     await creation.start()
     writer.start()
     handler = FederationEventHandler(
@@ -323,7 +337,7 @@ async def _receiver(path: Path, server_name: str = "c.test") -> AsyncIterator[Re
     )
     joiner = RemoteJoiner(
         server_name,
-        KEYS["c.test"],
+        KEYS[ServerName("c.test")],
         cast(FederationTransport, None),
         state,
         store,
@@ -391,7 +405,7 @@ async def test_a_local_send_over_more_extremities_than_it_may_cite(tmp_path: Pat
     dag = _room()
     renames: list[Pdu] = []
     for i in range(12):
-        server = "a.test" if i % 2 else "b.test"
+        server = ServerName("a.test" if i % 2 else "b.test")
         sender = SENDERS[server]
         member = next(p.event_id for p in dag.prefix if p.state_key == sender)
         # The two first, which the message cannot cite, are the newest.
@@ -415,7 +429,7 @@ async def test_a_local_send_over_more_extremities_than_it_may_cite(tmp_path: Pat
     room_id = dag.join.room_id
     async with (
         _receiver(tmp_path / "c.db") as here,
-        _receiver(tmp_path / "d.db", "d.test") as there,
+        _receiver(tmp_path / "d.db", ServerName("d.test")) as there,
     ):
         for receiver in (here, there):
             await receiver.join(dag)
