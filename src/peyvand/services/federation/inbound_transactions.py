@@ -53,7 +53,7 @@ class InboundTransactions:
         self._policy_lists = policy_lists
         self._on_edus = on_edus
         self._clock = clock
-        self._origin_locks: dict[str, asyncio.Lock] = {}
+        self._origin_locks: dict[ServerName, asyncio.Lock] = {}
         self._janitor = periodic("federation-janitor", _PRUNE_SECONDS, self._prune)
 
     def start(self) -> None:
