@@ -1,13 +1,16 @@
 """PDUs as this server hands them to other servers (Server-Server API, "PDUs"): pruned
 when redacted here, without ``unsigned``; the stripped state sent with invites and
-knocks; and the outbound sender's loader of stored events."""
+knocks; the outbound sender's loader of stored events; and the room version another
+server names for a PDU it sends or asks us to sign."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+from peyvand.errors import Errcode, MatrixError
 from peyvand.events.pdu import Pdu, StateKey
 from peyvand.events.redaction import redact
+from peyvand.events.room_versions import KNOWN_ROOM_VERSIONS, RoomVersion
 from peyvand.services.timeline.room_state import STRIPPED_STATE_TYPES, RoomSnapshot, StateService
 from peyvand.types import EventID, JsonDict
 
@@ -37,3 +40,17 @@ async def load_federation_pdus(
         e: federation_pdu(stored.pdu, stored.redacted_by is not None)
         for e, stored in events.items()
     }
+
+
+def supported_room_version(identifier: object) -> RoomVersion:
+    """The room version another server named (an invite's ``room_version``, a
+    ``make_join`` template's); 400 ``M_INCOMPATIBLE_ROOM_VERSION`` if this server does not
+    support it."""
+    version = KNOWN_ROOM_VERSIONS.get(identifier) if isinstance(identifier, str) else None
+    if version is None:
+        raise MatrixError(
+            Errcode.INCOMPATIBLE_ROOM_VERSION,
+            f"Room version {identifier!r} is not supported",
+            room_version=str(identifier),
+        )
+    return version

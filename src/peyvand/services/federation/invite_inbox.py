@@ -13,9 +13,9 @@ from typing import Any
 
 from peyvand.errors import Errcode, MatrixError
 from peyvand.events.received import InvalidPdu, check_content_hash_or_redact, parse_pdu
-from peyvand.events.room_versions import KNOWN_ROOM_VERSIONS
 from peyvand.events.signing import SigningKey, sign_event
 from peyvand.federation.keyring import Keyring
+from peyvand.services.federation.federation_pdus import supported_room_version
 from peyvand.services.federation.invite_policy import InvitePolicyService
 from peyvand.services.federation.outbound_membership import MAX_INVITE_STATE
 from peyvand.services.federation.received_events import FederationEventHandler
@@ -120,14 +120,7 @@ class InviteInbox:
         message request: kept, but not among the user's rooms until released."""
         if not isinstance(body, dict):
             raise MatrixError(Errcode.BAD_JSON, "Body must be a JSON object")
-        identifier = body.get("room_version")
-        version = KNOWN_ROOM_VERSIONS.get(identifier) if isinstance(identifier, str) else None
-        if version is None:
-            raise MatrixError(
-                Errcode.INCOMPATIBLE_ROOM_VERSION,
-                f"Room version {identifier!r} is not supported",
-                room_version=str(identifier),
-            )
+        version = supported_room_version(body.get("room_version"))
         try:
             pdu = parse_pdu(body.get("event"), version, room_id=room_id)
         except InvalidPdu as exc:

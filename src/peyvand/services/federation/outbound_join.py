@@ -26,6 +26,7 @@ from peyvand.events.signing import SigningKey
 from peyvand.federation.client import FederationHttpError
 from peyvand.federation.transport import FederationTransport
 from peyvand.services.federation.errors import join_refusal
+from peyvand.services.federation.federation_pdus import supported_room_version
 from peyvand.services.timeline.room_state import RoomSnapshot, StateService
 from peyvand.storage.events import EventStore
 from peyvand.storage.models import EventToPersist, OutlierRow, RoomRow
@@ -130,15 +131,7 @@ class RemoteJoiner:
     def _version(template: Any) -> RoomVersion:
         if not isinstance(template, dict):
             raise ValueError("make_join gave no object")
-        identifier = template.get("room_version", "1")
-        version = KNOWN_ROOM_VERSIONS.get(identifier) if isinstance(identifier, str) else None
-        if version is None:
-            raise MatrixError(
-                Errcode.INCOMPATIBLE_ROOM_VERSION,
-                f"Room version {identifier!r} is not supported",
-                room_version=str(identifier),
-            )
-        return version
+        return supported_room_version(template.get("room_version", "1"))
 
     async def _install(
         self, room_id: RoomID, version: RoomVersion, join: Pdu, answer: JsonDict
