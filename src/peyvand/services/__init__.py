@@ -1,1 +1,1 @@
-"""The behaviour of the homeserver, one module per area."""
+"""The behaviour of the homeserver, one package per area, one job per module."""

@@ -1,1 +1,1 @@
-"""Push: users' push rules, their evaluation for each event (unread counts), pushers."""
+"""Push: users' push rules, unread counts from each event's actions, pushers (rules: events/)."""
