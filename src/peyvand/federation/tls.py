@@ -23,10 +23,6 @@ from typing import Final
 
 import aiohttp
 from aiohttp.abc import AbstractResolver
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from peyvand.netguard import FilteringResolver
 
@@ -40,6 +36,12 @@ def generate_self_signed(cert_path: Path, key_path: Path, hostnames: list[str]) 
     IP-address subjectAltNames); the first one is also the subject's common name. Valid for
     ten years from yesterday (a little clock skew does no harm).
     """
+    # cryptography only here: importing it costs the server about 8 MiB of RSS (issue 15).
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
     if not hostnames:
         raise ValueError("a certificate needs at least one host name")
     key = ec.generate_private_key(ec.SECP256R1())
