@@ -105,24 +105,41 @@ def ratio(peyvand: float, synapse: float) -> float:
     return peyvand / synapse
 
 
+def row(
+    key: str, label: str, unit: str, higher_is_better: bool, peyvand: float, synapse: float
+) -> dict[str, Any]:
+    """One line of the table: a figure on both servers and their ratio."""
+    return {
+        "key": key, "label": label, "unit": unit, "higher_is_better": higher_is_better,
+        "peyvand": peyvand, "synapse": synapse, "ratio": ratio(peyvand, synapse),
+    }  # fmt: skip
+
+
 def build(peyvand: ServerResult | None, synapse: ServerResult | None) -> dict[str, Any]:
     """Rows (metric, both values, ratio) and targets, as plain data for printing and JSON."""
-    rows: list[dict[str, Any]] = []
-    for metric in METRICS:
-        p = metric.value(peyvand) if peyvand else math.nan
-        s = metric.value(synapse) if synapse else math.nan
-        rows.append({
-            "key": metric.key, "label": metric.label, "unit": metric.unit,
-            "higher_is_better": metric.higher_is_better,
-            "peyvand": p, "synapse": s, "ratio": ratio(p, s),
-        })  # fmt: skip
-    by_key = {row["key"]: row for row in rows}
-    targets = [
+    rows = [
+        row(
+            metric.key,
+            metric.label,
+            metric.unit,
+            metric.higher_is_better,
+            metric.value(peyvand) if peyvand else math.nan,
+            metric.value(synapse) if synapse else math.nan,
+        )
+        for metric in METRICS
+    ]
+    return summarize(rows, TARGETS)
+
+
+def summarize(rows: list[dict[str, Any]], targets: list[Target]) -> dict[str, Any]:
+    """``rows`` (from ``row``) with each target checked against its row's ratio."""
+    by_key = {r["key"]: r for r in rows}
+    checked = [
         {"label": t.label, "bound": t.bound, "ratio": by_key[t.key]["ratio"],
          "pass": t.check(by_key[t.key]["ratio"])}
-        for t in TARGETS
+        for t in targets
     ]  # fmt: skip
-    return {"rows": rows, "targets": targets}
+    return {"rows": rows, "targets": checked}
 
 
 def _fmt(value: float) -> str:

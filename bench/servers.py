@@ -20,6 +20,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 from typing import IO
 from urllib.parse import urlparse
@@ -172,7 +173,13 @@ class PeyvandServer(Server):
 class SynapseServer(Server):
     name = "synapse"
 
-    def __init__(self, data_dir: Path, database_url: str | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        database_url: str | None = None,
+        extra_config: Mapping[str, object] | None = None,
+    ) -> None:
+        """``extra_config``: top-level keys added to (or replacing) the config below."""
         super().__init__(data_dir)
         self.config_path = data_dir / "homeserver.yaml"
         log_config = data_dir / "log.yaml"
@@ -203,6 +210,7 @@ class SynapseServer(Server):
             "trusted_key_servers": [],
             "suppress_key_server_warning": True,
             **_SYNAPSE_RATE_LIMITS,
+            **(extra_config or {}),
         }
         # JSON is YAML: no YAML library needed on our side.
         self.config_path.write_text(json.dumps(config, indent=2))
