@@ -1,6 +1,14 @@
 """Push-rule conditions (Client-Server API, "Push Rules: Conditions"), each compiled once
 into a matcher, and what the evaluator knows about the room and the user (``PushContext``).
 
+Two kinds of matcher, so that one event is evaluated once for all the users it concerns:
+
+- ``Matcher``: a condition on the event and the room alone (the same for every member);
+- ``SelfMatcher``: a condition on the user it is evaluated for: ``contains_display_name``,
+  and a condition whose literal is the user's own ID (the predefined
+  ``.m.rule.invite_for_me`` and ``.m.rule.is_user_mention``). ``prepare`` reads the event
+  once; the ``SelfTest`` it returns then costs O(1) per user (a set or string look-up).
+
 A condition of an unknown kind, or malformed, compiles to a matcher that never matches
 ("MUST NOT match any events"); ``check_condition`` is the stricter check a client's new
 rule must pass.
@@ -52,12 +60,28 @@ def notification_levels(power_levels_content: Mapping[str, Any] | None) -> dict[
 
 
 class Matcher(Protocol):
-    """A compiled condition (or the implicit condition of a content, room or sender rule)."""
+    """A compiled condition (or the implicit condition of a content, room or sender rule)
+    that does not depend on the user: it reads only the event and the room's facts in
+    ``ctx`` (member count, sender's power level, notification levels)."""
 
     def matches(self, event: Mapping[str, Any], ctx: PushContext) -> bool: ...
 
 
+class SelfTest(Protocol):
+    """A ``SelfMatcher`` prepared for one event: whether it matches for one user."""
+
+    def __call__(self, user_id: str, display_name: str | None, /) -> bool: ...
+
+
+class SelfMatcher(Protocol):
+    """A compiled condition on the user it is evaluated for. ``prepare`` reads ``event``
+    once for every user; None means it matches for no user."""
+
+    def prepare(self, event: Mapping[str, Any]) -> SelfTest | None: ...
+
+
 _ABSENT: Final[Any] = object()
+_BODY: Final = ("content", "body")
 
 
 def _lookup(event: Mapping[str, Any], path: tuple[str, ...]) -> Any:
@@ -131,18 +155,78 @@ class _PropertyContains:
         return isinstance(values, list) and any(_same_scalar(v, self._value) for v in values)
 
 
+class _EventMatchSelf:
+    """``event_match`` whose pattern is the user's own ID (``.m.rule.invite_for_me``:
+    ``state_key``), matched as ``_EventMatch`` would with that pattern."""
+
+    __slots__ = ("_path", "_words")
+
+    def __init__(self, key: str) -> None:
+        self._path = parse_dotted_path(key)
+        self._words = self._path == _BODY
+
+    def prepare(self, event: Mapping[str, Any]) -> SelfTest | None:
+        value = _lookup(event, self._path)
+        if not isinstance(value, str):
+            return None
+        words = self._words
+
+        def test(user_id: str, display_name: str | None, /) -> bool:
+            return compile_glob(user_id, words=words, max_length=None).matches(value)
+
+        return test
+
+
+class _PropertyIsSelf:
+    """``event_property_is`` whose value is the user's own ID."""
+
+    __slots__ = ("_path",)
+
+    def __init__(self, key: str) -> None:
+        self._path = parse_dotted_path(key)
+
+    def prepare(self, event: Mapping[str, Any]) -> SelfTest | None:
+        value = _lookup(event, self._path)
+        if type(value) is not str:
+            return None
+        return lambda user_id, display_name, /: _same_scalar(user_id, value)
+
+
+class _PropertyContainsSelf:
+    """``event_property_contains`` whose value is the user's own ID
+    (``.m.rule.is_user_mention``: ``content.m\\.mentions.user_ids``): the array's strings
+    are collected once per event, each user is a set look-up."""
+
+    __slots__ = ("_path",)
+
+    def __init__(self, key: str) -> None:
+        self._path = parse_dotted_path(key)
+
+    def prepare(self, event: Mapping[str, Any]) -> SelfTest | None:
+        values = _lookup(event, self._path)
+        if not isinstance(values, list):
+            return None
+        strings = frozenset(v for v in values if type(v) is str)
+        if not strings:
+            return None
+        return lambda user_id, display_name, /: type(user_id) is str and user_id in strings
+
+
 class _ContainsDisplayName:
     """``contains_display_name`` (deprecated in v1.17): the user's display name in the
     room appears in ``content.body`` between word boundaries."""
 
     __slots__ = ()
 
-    def matches(self, event: Mapping[str, Any], ctx: PushContext) -> bool:
-        name = ctx.user_display_name
-        body = _lookup(event, ("content", "body"))
-        if not name or not isinstance(body, str):
-            return False
-        return _display_name_regex(name).search(body) is not None
+    def prepare(self, event: Mapping[str, Any]) -> SelfTest | None:
+        body = _lookup(event, _BODY)
+        if not isinstance(body, str):
+            return None
+
+        def test(user_id: str, display_name: str | None, /) -> bool:
+            return bool(display_name) and _display_name_regex(display_name).search(body) is not None
+
+        return test
 
 
 _MEMBER_COUNT_RE: Final = re.compile(r"^(==|<=|>=|<|>)?([0-9]+)$")
@@ -198,7 +282,43 @@ class _Never:
 _NEVER: Final = _Never()
 
 
-def _compile_condition(condition: Mapping[str, Any]) -> Matcher:
+_SELF_KINDS: Final = frozenset({"event_match", "event_property_is", "event_property_contains"})
+
+
+def is_self_condition(condition: Mapping[str, Any], user_id: str) -> bool:
+    """Whether ``condition`` depends on the user evaluated for: ``contains_display_name``,
+    or a well-formed ``event_match``/``event_property_is``/``event_property_contains``
+    whose literal is exactly ``user_id``. Every other condition reads only the event and
+    the room, and is the same for every user who has it."""
+    kind = condition.get("kind")
+    if kind == "contains_display_name":
+        return True
+    if kind not in _SELF_KINDS or not isinstance(condition.get("key"), str):
+        return False
+    literal = condition.get("pattern" if kind == "event_match" else "value")
+    return type(literal) is str and literal == user_id
+
+
+def compile_self_condition(condition: Mapping[str, Any]) -> SelfMatcher:
+    """The matcher of a condition ``is_self_condition`` accepted, for whoever it is
+    evaluated for."""
+    kind, key = condition.get("kind"), str(condition.get("key"))
+    if kind == "event_match":
+        return _EventMatchSelf(key)
+    if kind == "event_property_is":
+        return _PropertyIsSelf(key)
+    if kind == "event_property_contains":
+        return _PropertyContainsSelf(key)
+    return _ContainsDisplayName()
+
+
+def compile_self_pattern() -> SelfMatcher:
+    """The implicit condition of a content rule whose pattern is the user's own ID."""
+    return _EventMatchSelf("content.body")
+
+
+def compile_condition(condition: Mapping[str, Any]) -> Matcher:
+    """The matcher of a condition that does not depend on the user."""
     kind, key = condition.get("kind"), condition.get("key")
     if kind == "event_match":
         pattern = condition.get("pattern")
@@ -209,8 +329,6 @@ def _compile_condition(condition: Mapping[str, Any]) -> Matcher:
         if isinstance(key, str) and _is_scalar(value):
             cls = _PropertyIs if kind == "event_property_is" else _PropertyContains
             return cls(key, value)
-    elif kind == "contains_display_name":
-        return _ContainsDisplayName()
     elif kind == "room_member_count":
         spec = condition.get("is")
         found = _MEMBER_COUNT_RE.match(spec) if isinstance(spec, str) else None
@@ -221,14 +339,12 @@ def _compile_condition(condition: Mapping[str, Any]) -> Matcher:
     return _NEVER
 
 
-def compile_rule(rule: PushRule) -> tuple[Matcher, ...]:
+def compile_implicit(rule: PushRule) -> Matcher:
+    """The implicit condition of a content, room or sender rule (``pattern`` on
+    ``content.body``, ``room_id`` or ``sender`` equal to the rule ID)."""
     if rule.kind == "content":
-        return (_EventMatch("content.body", rule.pattern or ""),)
-    if rule.kind == "room":
-        return (_PropertyIs("room_id", rule.rule_id),)
-    if rule.kind == "sender":
-        return (_PropertyIs("sender", rule.rule_id),)
-    return tuple(_compile_condition(c) for c in rule.conditions)
+        return _EventMatch("content.body", rule.pattern or "")
+    return _PropertyIs("room_id" if rule.kind == "room" else "sender", rule.rule_id)
 
 
 def check_condition(condition: Any) -> JsonDict:

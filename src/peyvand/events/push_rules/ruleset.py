@@ -1,11 +1,13 @@
 """A user's push ruleset and its evaluation (Client-Server API, "Push Rules").
 
-The evaluator runs once per event per local member, so every rule is compiled once, when
-its ``Ruleset`` is built, and globs never backtrack (``events.glob``).
+The evaluator runs once per event for every local member, so a ruleset is compiled once,
+when its ``Ruleset`` is built, into a form shared by every user with rules of the same
+shape (``compiled``), globs never backtrack (``events.glob``), and a room's members are
+evaluated together (``evaluation.EventEvaluation``).
 
     build_ruleset(user_id, ...)        a user's rules merged with the server-default rules
-    Ruleset(rules)                     rules in evaluation order, compiled
-    evaluate(ruleset, event, ctx)      -> Actions (notify, highlight, sound, tweaks)
+    Ruleset(user_id, rules)            rules in evaluation order, compiled
+    evaluate(ruleset, event, ctx)      -> Actions (notify, highlight, sound, tweaks), one user
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
-from peyvand.events.push_rules.actions import NO_ACTIONS, Actions, actions_of
-from peyvand.events.push_rules.conditions import Matcher, PushContext, compile_rule
+from peyvand.events.push_rules.actions import Actions
+from peyvand.events.push_rules.compiled import CompiledRuleset, compile_ruleset
+from peyvand.events.push_rules.conditions import PushContext
+from peyvand.events.push_rules.evaluation import EventEvaluation
 from peyvand.events.push_rules.predefined import default_rules
 from peyvand.events.push_rules.rule import KINDS, PushRule, RuleOverride
 from peyvand.types import JsonDict
@@ -49,19 +53,20 @@ def build_ruleset(
             head.append(rule)
         else:
             by_kind[rule.kind].append(rule)
-    return Ruleset(head + [rule for kind in KINDS for rule in by_kind[kind]])
+    return Ruleset(user_id, head + [rule for kind in KINDS for rule in by_kind[kind]])
 
 
 class Ruleset:
-    """A user's complete ruleset in evaluation order, compiled once. Immutable."""
+    """A user's complete ruleset in evaluation order, compiled once. Immutable.
 
-    __slots__ = ("_compiled", "rules")
+    ``compiled`` is shared with every user whose rules differ only by their own ID.
+    """
 
-    def __init__(self, rules: Iterable[PushRule]) -> None:
+    __slots__ = ("compiled", "rules")
+
+    def __init__(self, user_id: str, rules: Iterable[PushRule]) -> None:
         self.rules: tuple[PushRule, ...] = tuple(rules)
-        self._compiled: tuple[tuple[PushRule, tuple[Matcher, ...]], ...] = tuple(
-            (rule, compile_rule(rule)) for rule in self.rules if rule.enabled
-        )
+        self.compiled: CompiledRuleset = compile_ruleset(user_id, self.rules)
 
     def get(self, kind: str, rule_id: str) -> PushRule | None:
         for rule in self.rules:
@@ -78,14 +83,16 @@ class Ruleset:
 
 
 def evaluate(ruleset: Ruleset, event: Mapping[str, Any], ctx: PushContext) -> Actions:
-    """The actions of the first enabled rule that matches ``event`` (a client-format event).
+    """The actions of the first enabled rule that matches ``event`` (a client-format event)
+    for ``ctx.user_id``: ``EventEvaluation`` for a single user.
 
     "Push Rules": homeservers MUST NOT notify users of events they sent themselves, and an
     event that matches no rule does not notify.
     """
-    if event.get("sender") == ctx.user_id:
-        return NO_ACTIONS
-    for rule, matchers in ruleset._compiled:
-        if all(m.matches(event, ctx) for m in matchers):
-            return actions_of(rule)
-    return NO_ACTIONS
+    evaluation = EventEvaluation(
+        event,
+        member_count=ctx.member_count,
+        sender_power_level=ctx.sender_power_level,
+        notification_power_levels=ctx.notification_power_levels,
+    )
+    return evaluation.actions_for(ruleset.compiled, ctx.user_id, ctx.user_display_name)

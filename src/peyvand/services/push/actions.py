@@ -26,8 +26,9 @@ from peyvand.background import BackgroundTask
 from peyvand.events.auth import get_user_power_level
 from peyvand.events.auth.power_levels import CREATE_KEY, POWER_LEVELS_KEY
 from peyvand.events.pdu import Pdu, StateKey
-from peyvand.events.push_rules.conditions import PushContext, notification_levels
-from peyvand.events.push_rules.ruleset import Ruleset, evaluate
+from peyvand.events.push_rules.conditions import notification_levels
+from peyvand.events.push_rules.evaluation import EventEvaluation
+from peyvand.events.push_rules.ruleset import Ruleset
 from peyvand.events.serialize import client_event
 from peyvand.lru import LRU
 from peyvand.services.timeline.event_writer import TxnWrite
@@ -145,27 +146,23 @@ class PushActionsService:
             recipients = [u for u in context.local_members if u != pdu.sender]
             if not recipients:
                 continue
-            event = client_event(pdu)
-            sender_level = get_user_power_level(
-                pdu.sender, context.auth_state, snapshot.room_version
+            evaluation = EventEvaluation(
+                client_event(pdu),
+                member_count=context.member_count,
+                sender_power_level=get_user_power_level(
+                    pdu.sender, context.auth_state, snapshot.room_version
+                ),
+                notification_power_levels=context.notification_levels,
             )
             thread_id = (
                 persisted.relates_to
                 if persisted.rel_type == "m.thread" and persisted.relates_to is not None
                 else MAIN_THREAD
             )
+            names = context.display_names
             for user_id in recipients:
-                actions = evaluate(
-                    await self._rulesets.get_ruleset(user_id),
-                    event,
-                    PushContext(
-                        user_id=user_id,
-                        member_count=context.member_count,
-                        user_display_name=context.display_names.get(user_id),
-                        sender_power_level=sender_level,
-                        notification_power_levels=context.notification_levels,
-                    ),
-                )
+                ruleset = await self._rulesets.get_ruleset(user_id)
+                actions = evaluation.actions_for(ruleset.compiled, user_id, names.get(user_id))
                 if actions.notify:
                     added.append(
                         PushActionRow(
