@@ -42,15 +42,9 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Final, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Final, Generic, Protocol, TypeVar
 
 import aiohttp
-import dns.asyncresolver
-import dns.exception
-import dns.name
-import dns.rdatatype
-import dns.rdtypes.IN.SRV
-import dns.resolver
 import orjson
 from aiohttp.abc import AbstractResolver
 from yarl import URL
@@ -58,6 +52,9 @@ from yarl import URL
 from peyvand.federation.tls import outbound_connector
 from peyvand.netguard import is_blocked_error, is_ip_allowed, parse_ip
 from peyvand.types import ServerName
+
+if TYPE_CHECKING:
+    import dns.asyncresolver
 
 logger = logging.getLogger(__name__)
 
@@ -171,6 +168,15 @@ class DnspythonSrvLookup:
         self._timeout = timeout
 
     async def lookup_srv(self, name: str) -> SrvAnswer:
+        # dnspython only on the first lookup: importing it costs about 3 MiB of RSS, and a
+        # server that never federates never needs it (issue 15).
+        import dns.asyncresolver
+        import dns.exception
+        import dns.name
+        import dns.rdatatype
+        import dns.rdtypes.IN.SRV
+        import dns.resolver
+
         try:
             if self._resolver is None:
                 self._resolver = dns.asyncresolver.Resolver()  # reads /etc/resolv.conf
