@@ -6,7 +6,7 @@ shape (``compiled``), globs never backtrack (``events.glob``), and a room's memb
 evaluated together (``evaluation.EventEvaluation``).
 
     build_ruleset(user_id, ...)        a user's rules merged with the server-default rules
-    Ruleset(user_id, rules)            rules in evaluation order, compiled
+    Ruleset(user_id, rules, changes)   rules in evaluation order, compiled
     evaluate(ruleset, event, ctx)      -> Actions (notify, highlight, sound, tweaks), one user
 """
 
@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
-from typing import Any
+from functools import lru_cache
+from typing import Any, Final
 
 from peyvand.events.push_rules.actions import Actions
 from peyvand.events.push_rules.compiled import CompiledRuleset, compile_ruleset
@@ -24,19 +25,28 @@ from peyvand.events.push_rules.predefined import default_rules
 from peyvand.events.push_rules.rule import KINDS, PushRule, RuleOverride
 from peyvand.types import JsonDict
 
+# Any user: the default rules compile to the same form for everyone.
+_ANY_USER: Final = "@any:invalid"
+
 
 def build_ruleset(
     user_id: str,
     user_rules: Iterable[PushRule],
     overrides: Mapping[tuple[str, str], RuleOverride] | None = None,
 ) -> Ruleset:
-    """Merge ``user_rules`` (each kind in its stored order) with the default rules.
+    """``user_id``'s ruleset: ``user_rules`` (each kind in its stored order) merged with
+    the default rules, to which ``overrides`` holds the user's ``enabled``/``actions``
+    changes, keyed by (kind, rule_id)."""
+    return Ruleset(user_id, user_rules, overrides)
 
-    "Predefined Rules": server-default rules rank below user-defined rules of the same
-    kind, except ``.m.rule.master``, which ranks above every rule. ``overrides`` holds the
-    user's ``enabled``/``actions`` changes to default rules, keyed by (kind, rule_id).
-    """
-    overrides = overrides or {}
+
+def _merge(
+    user_id: str,
+    user_rules: Iterable[PushRule],
+    overrides: Mapping[tuple[str, str], RuleOverride],
+) -> tuple[PushRule, ...]:
+    """ "Predefined Rules": server-default rules rank below user-defined rules of the same
+    kind, except ``.m.rule.master``, which ranks above every rule."""
     by_kind: dict[str, list[PushRule]] = {kind: [] for kind in KINDS}
     for rule in user_rules:
         by_kind[rule.kind].append(rule)
@@ -53,20 +63,44 @@ def build_ruleset(
             head.append(rule)
         else:
             by_kind[rule.kind].append(rule)
-    return Ruleset(user_id, head + [rule for kind in KINDS for rule in by_kind[kind]])
+    return tuple(head + [rule for kind in KINDS for rule in by_kind[kind]])
+
+
+@lru_cache(maxsize=1)
+def _default_compiled() -> CompiledRuleset:
+    return compile_ruleset(_ANY_USER, _merge(_ANY_USER, (), {}))
 
 
 class Ruleset:
-    """A user's complete ruleset in evaluation order, compiled once. Immutable.
+    """A user's complete ruleset, compiled once. Immutable.
 
-    ``compiled`` is shared with every user whose rules differ only by their own ID.
+    Only the user's own rules and changes are kept (most users have none): ``rules``, in
+    evaluation order, is merged again when read (the push rules API), and ``compiled`` is
+    shared with every user whose rules differ only by their own ID.
     """
 
-    __slots__ = ("compiled", "rules")
+    __slots__ = ("_overrides", "_user_id", "_user_rules", "compiled")
 
-    def __init__(self, user_id: str, rules: Iterable[PushRule]) -> None:
-        self.rules: tuple[PushRule, ...] = tuple(rules)
-        self.compiled: CompiledRuleset = compile_ruleset(user_id, self.rules)
+    def __init__(
+        self,
+        user_id: str,
+        user_rules: Iterable[PushRule] = (),
+        overrides: Mapping[tuple[str, str], RuleOverride] | None = None,
+    ) -> None:
+        self._user_id = user_id
+        self._user_rules = tuple(user_rules)
+        self._overrides = dict(overrides or {})
+        self.compiled: CompiledRuleset = (
+            compile_ruleset(user_id, self.rules)
+            if self._user_rules or self._overrides
+            else _default_compiled()
+        )
+
+    @property
+    def rules(self) -> tuple[PushRule, ...]:
+        """Every rule in evaluation order: the master rule, then each kind in the spec's
+        order, the user's rules before the server-default ones."""
+        return _merge(self._user_id, self._user_rules, self._overrides)
 
     def get(self, kind: str, rule_id: str) -> PushRule | None:
         for rule in self.rules:
