@@ -25,31 +25,26 @@ Errors (both mean "serve no thumbnail", never a 500)::
 Everything here is synchronous and runs in a thread pool (``loop.run_in_executor``), so it
 must stay thread-safe: it never touches Pillow's globals (``Image.MAX_IMAGE_PIXELS``,
 ``ImageFile.LOAD_TRUNCATED_IMAGES``) or the warnings filters.
+
+Pillow is imported on the first image looked at, not with this module: it costs the
+server about 3.5 MiB of RSS that most servers never need (issue 15, "Memory").
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import struct
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import IO, Final
+from typing import IO, TYPE_CHECKING, Final
 
-# Importing the plugins registers their openers in Image.OPEN; only these four are ever tried.
-from PIL import (
-    ExifTags,
-    GifImagePlugin,  # noqa: F401
-    Image,
-    ImageFile,
-    ImageOps,
-    JpegImagePlugin,  # noqa: F401
-    PngImagePlugin,  # noqa: F401
-    WebPImagePlugin,  # noqa: F401
-)
+if TYPE_CHECKING:
+    from PIL import Image, ImageFile
 
 THUMBNAIL_CONTENT_TYPES: Final[Mapping[str, str]] = MappingProxyType(
     {"JPEG": "image/jpeg", "PNG": "image/png", "GIF": "image/gif", "WEBP": "image/webp"}
@@ -87,7 +82,27 @@ _DECODE_ERRORS: Final = (
     zlib.error,
 )
 
-_OPENERS: Final = {fmt: Image.OPEN[fmt] for fmt in THUMBNAIL_CONTENT_TYPES}
+
+# Pillow's opener and signature check of a format, as in ``Image.OPEN``.
+_Opener = tuple[
+    "Callable[[IO[bytes], str | bytes], ImageFile.ImageFile]",
+    "Callable[[bytes], bool | str] | None",
+]
+
+
+@functools.cache
+def _openers() -> Mapping[str, _Opener]:
+    """Pillow's opener and signature check for each of our formats, importing Pillow (once)."""
+    # Importing the plugins registers them in Image.OPEN; only these four are ever tried.
+    from PIL import (
+        GifImagePlugin,  # noqa: F401
+        Image,
+        JpegImagePlugin,  # noqa: F401
+        PngImagePlugin,  # noqa: F401
+        WebPImagePlugin,  # noqa: F401
+    )
+
+    return MappingProxyType({fmt: Image.OPEN[fmt] for fmt in THUMBNAIL_CONTENT_TYPES})
 
 
 class NotAnImage(Exception):
@@ -179,6 +194,8 @@ def make_thumbnail(
         raise ValueError(f"unknown thumbnail method {method!r}")
     if width < 1 or height < 1:
         raise ValueError(f"thumbnail size must be positive, got {width}x{height}")
+    from PIL import ImageOps
+
     box = (width, height)
     with path.open("rb") as fp, _image_errors():
         fmt, img = _open(fp, max_pixels)
@@ -203,6 +220,8 @@ def make_thumbnail(
 @contextmanager
 def _image_errors() -> Iterator[None]:
     """Translate Pillow's many exceptions into ours."""
+    from PIL import Image
+
     try:
         yield
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -221,10 +240,11 @@ def _open(fp: IO[bytes], max_pixels: int) -> tuple[str, ImageFile.ImageFile]:
         _check_pixels(webp_size, max_pixels)
     # accept() checks the signature; it returns a message rather than True when the codec for
     # a recognised format is missing.
-    fmt = next((f for f, (_, ok) in _OPENERS.items() if ok and ok(header[:16]) is True), None)
+    openers = _openers()
+    fmt = next((f for f, (_, ok) in openers.items() if ok and ok(header[:16]) is True), None)
     if fmt is None:
         raise NotAnImage("not a JPEG, PNG, GIF or WebP image")
-    factory, _ = _OPENERS[fmt]
+    factory, _ = openers[fmt]
     fp.seek(0)
     img = factory(fp, "")
     try:
@@ -265,6 +285,8 @@ def _webp_size(header: bytes) -> tuple[int, int] | None:
 
 def _orientation(fmt: str, img: Image.Image) -> int:
     """The EXIF orientation (1-8) as far as the header tells."""
+    from PIL import ExifTags
+
     if fmt == "PNG" and "exif" not in img.info:
         return 1  # PngImageFile.getexif() would decode the image to look after the pixels
     value = img.getexif().get(ExifTags.Base.Orientation, 1)
@@ -307,6 +329,8 @@ def _plan(
 def _render(
     frame: Image.Image, plan: tuple[tuple[int, int], tuple[int, int]], *, jpeg: bool
 ) -> Thumbnail:
+    from PIL import Image
+
     icc_profile = frame.info.get("icc_profile")
     source_mode = frame.mode
     image = _convert(frame, jpeg=jpeg)
