@@ -3,11 +3,13 @@ notifications", "Marking notifications as read"; /sync's ``unread_notifications`
 
 Just before each group commit, ``prepare`` (an ``EventWriter`` pre-commit hook)
 evaluates every new event against the push rules of each local joined member other than
-its sender; the rows, one per notifying (user, event), are written in the events' own
-transaction, one statement per batch, so they are exactly as durable as the events and
-share their fsync. The sync an event wakes therefore already counts it. Only joined
-members are evaluated: counts exist for joined rooms only, so an invite's
-``.m.rule.invite_for_me`` stores nothing.
+its sender, all members at once (``events.push_rules.evaluation``: what depends only on
+the event and the room is evaluated once per event, each member costs a cached ruleset
+look-up and O(1) tests; no query once rulesets are cached); the rows, one per notifying
+(user, event), are written in the events' own transaction, one statement per batch, so
+they are exactly as durable as the events and share their fsync. The sync an event wakes
+therefore already counts it. Only joined members are evaluated: counts exist for joined
+rooms only, so an invite's ``.m.rule.invite_for_me`` stores nothing.
 
 ``unread_counts`` counts a user's rows after their read receipt in each room. Rows at or
 before it are deleted later, in bounded batches, by a background task; a local user's own
@@ -143,14 +145,15 @@ class PushActionsService:
             if snapshot is None:
                 continue
             context = await self._context(snapshot)
-            recipients = [u for u in context.local_members if u != pdu.sender]
+            sender, event_id = pdu.sender, pdu.event_id
+            recipients = [u for u in context.local_members if u != sender]
             if not recipients:
                 continue
             evaluation = EventEvaluation(
                 client_event(pdu),
                 member_count=context.member_count,
                 sender_power_level=get_user_power_level(
-                    pdu.sender, context.auth_state, snapshot.room_version
+                    sender, context.auth_state, snapshot.room_version
                 ),
                 notification_power_levels=context.notification_levels,
             )
@@ -159,14 +162,14 @@ class PushActionsService:
                 if persisted.rel_type == "m.thread" and persisted.relates_to is not None
                 else MAIN_THREAD
             )
-            names = context.display_names
+            names, get_ruleset = context.display_names, self._rulesets.get_ruleset
             for user_id in recipients:
-                ruleset = await self._rulesets.get_ruleset(user_id)
+                ruleset = await get_ruleset(user_id)
                 actions = evaluation.actions_for(ruleset.compiled, user_id, names.get(user_id))
                 if actions.notify:
                     added.append(
                         PushActionRow(
-                            user_id, room_id, position, pdu.event_id, actions.highlight, thread_id
+                            user_id, room_id, position, event_id, actions.highlight, thread_id
                         )
                     )
         return added, [ReadUpTo(u, r, p) for (u, r), p in read.items()]
