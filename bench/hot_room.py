@@ -1,0 +1,157 @@
+"""``python -m bench.hot_room``: the CPU a message costs in one room of many members.
+
+Issue 15 ("hot room"): 16 senders into one room; what does each message cost the server,
+and how does that grow with the member count? Set-up (registering members costs a bcrypt
+hash each) is done once and kept, so the same room can be measured before and after a
+change, against whatever code the server now runs:
+
+    python -m bench.hot_room setup DIR --members 200
+    python -m bench.hot_room measure DIR --messages 1000 [--profile stacks.txt]
+
+``measure`` restarts Peyvand on DIR, warms up, then has the senders send ``--messages`` in
+all (bounded in time too) and prints the server's CPU seconds (utime + stime of its process
+tree, so other load on the machine does not count) per 1,000 messages, with throughput and
+send latency. ``--profile`` attaches ``py-spy record`` (raw collapsed stacks) meanwhile.
+Nobody syncs: this is the cost of the write path and its fan-out alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from bench import procstat
+from bench.client import Account, MatrixClient, new_session
+from bench.servers import PeyvandServer, Server
+from bench.workloads import bounded_map, percentile
+
+SETUP_CONCURRENCY = 8
+SETUP_SECONDS = 1800.0
+WARM_UP_MESSAGES = 100
+MEASURE_SECONDS = 120.0
+_STATE = "hot-room.json"
+
+
+class _ExistingPeyvand(Server):
+    """Peyvand on a data directory ``setup`` made, on the port its config names."""
+
+    name = "peyvand"
+
+    def __init__(self, data_dir: Path, port: int) -> None:
+        super().__init__(data_dir)
+        self.port = port
+        self.base_url = f"http://127.0.0.1:{port}"
+
+    def command(self) -> list[str]:
+        config = str(self.data_dir / "peyvand.toml")
+        return [sys.executable, "-m", "peyvand", "serve", "--config", config]
+
+
+async def _setup(server: Server, members: int) -> dict[str, object]:
+    async with new_session() as session:
+        client = MatrixClient(session, server.base_url)
+        prefix = f"hot{uuid.uuid4().hex[:6]}"
+        deadline = time.perf_counter() + SETUP_SECONDS
+        accounts = await bounded_map(
+            (f"{prefix}-{i}" for i in range(members)),
+            client.register,
+            SETUP_CONCURRENCY,
+            deadline,
+        )
+        room = await client.create_room(accounts[0])
+        await bounded_map(accounts[1:], lambda a: client.join(a, room), SETUP_CONCURRENCY, deadline)
+    return {
+        "port": server.port,
+        "room": room,
+        "accounts": [[a.user_id, a.access_token] for a in accounts],
+    }
+
+
+async def _send_all(
+    client: MatrixClient, senders: list[Account], room: str, count: int, tag: str
+) -> tuple[int, list[float], float]:
+    """``count`` messages from ``senders`` in turn; (sent, latencies, wall seconds)."""
+    latencies: list[float] = []
+    deadline = time.perf_counter() + MEASURE_SECONDS
+    started = time.perf_counter()
+
+    async def one(n: int) -> None:
+        reply = await client.send(senders[n % len(senders)], room, f"{tag}-{n}", f"m {n}")
+        if reply.status == 200:
+            latencies.append(reply.seconds)
+
+    await bounded_map(range(count), one, len(senders), deadline)
+    return len(latencies), latencies, time.perf_counter() - started
+
+
+async def _measure(server: Server, state: dict[str, object], args: argparse.Namespace) -> None:
+    accounts = [Account(u, t) for u, t in state["accounts"]]  # type: ignore[attr-defined]
+    senders = accounts[: args.senders]
+    room = str(state["room"])
+    tag = uuid.uuid4().hex[:6]
+    async with new_session() as session:
+        client = MatrixClient(session, server.base_url)
+        await _send_all(client, senders, room, WARM_UP_MESSAGES, f"w{tag}")
+        spy = None
+        if args.profile is not None:
+            spy = await asyncio.create_subprocess_exec(
+                "py-spy", "record", "-p", str(server.pid), "-r", "200", "-f", "raw",
+                "-o", str(args.profile), "--nonblocking",
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+            await asyncio.sleep(1.0)
+        cpu_before = procstat.tree_cpu_seconds(server.pid)
+        sent, latencies, seconds = await _send_all(client, senders, room, args.messages, tag)
+        cpu = procstat.tree_cpu_seconds(server.pid) - cpu_before
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            await asyncio.wait_for(spy.wait(), 60)
+    print(
+        f"members={len(accounts)} senders={len(senders)} sent={sent}/{args.messages} "
+        f"in {seconds:.1f} s ({sent / seconds:.0f}/s); server CPU {cpu:.2f} s = "
+        f"{cpu / sent * 1000:.2f} s per 1,000 messages; send p50 "
+        f"{percentile(latencies, 50) * 1000:.0f} ms, p99 {percentile(latencies, 99) * 1000:.0f} ms"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.hot_room")
+    parser.add_argument("phase", choices=("setup", "measure"))
+    parser.add_argument("data_dir", type=Path)
+    parser.add_argument("--members", type=int, default=200)
+    parser.add_argument("--senders", type=int, default=16)
+    parser.add_argument("--messages", type=int, default=1000)
+    parser.add_argument("--profile", type=Path)
+    args = parser.parse_args()
+    if args.profile is not None and shutil.which("py-spy") is None:
+        print("py-spy is not installed: pip install py-spy", file=sys.stderr)
+        return 1
+    state_path = args.data_dir / _STATE
+    server: Server
+    if args.phase == "setup":
+        args.data_dir.mkdir(parents=True)
+        server = PeyvandServer(args.data_dir)
+    else:
+        state = json.loads(state_path.read_text())
+        server = _ExistingPeyvand(args.data_dir, int(state["port"]))
+    server.start()
+    try:
+        if args.phase == "setup":
+            state_path.write_text(json.dumps(asyncio.run(_setup(server, args.members))))
+        else:
+            asyncio.run(_measure(server, state, args))
+    finally:
+        server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
