@@ -59,7 +59,7 @@ class OutboundEvents:
             relayed_from = self._relay.get(pdu.event_id)
             if origin != self._server_name and relayed_from is None:
                 continue
-            destinations = self.servers_in_room(pdu.room_id)
+            destinations = set(self.servers_in_room(pdu.room_id))
             if pdu.type == "m.room.member" and pdu.state_key:
                 destinations.add(server_name_of(pdu.state_key))
             destinations.discard(self._server_name)
@@ -82,9 +82,10 @@ class OutboundEvents:
             destinations, self._queued = list(self._queued), {}
             self._sender.notify_new(destinations)
 
-    def servers_in_room(self, room_id: RoomID) -> set[ServerName]:
-        """The servers with a joined member in the room (from the cached snapshot)."""
+    def servers_in_room(self, room_id: RoomID) -> frozenset[ServerName]:
+        """The servers with a joined member in the room (from the cached snapshot, which
+        keeps them per membership change: no scan of the members per event)."""
         snapshot = self._state.cached_room(room_id)
         if snapshot is None:
-            return set()
-        return {server_name_of(u) for u, m in snapshot.memberships.items() if m == "join"}
+            return frozenset()
+        return snapshot.joined_servers()

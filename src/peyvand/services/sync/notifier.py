@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
+from collections.abc import Set as AbstractSet
 
 from peyvand.services.sync.streams import Stream, StreamToken
 
@@ -24,11 +25,19 @@ class Notifier:
         return self._current
 
     def advance(self, stream: Stream, position: int, user_ids: Iterable[str]) -> None:
-        """Record ``stream`` at ``position`` and wake ``user_ids``' waiting syncs."""
+        """Record ``stream`` at ``position`` and wake ``user_ids``' waiting syncs.
+
+        Walks whichever is smaller, the users or those waiting: a message to a big room
+        few of whose members are syncing costs O(waiters), not O(members)."""
         if position > self._current.get(stream):
             self._current = self._current.advanced(stream, position)
-        for user_id in user_ids:
-            for event in self._waiters.get(user_id, ()):
+        waiters = self._waiters
+        if isinstance(user_ids, AbstractSet) and len(waiters) < len(user_ids):
+            woken = [events for user_id, events in waiters.items() if user_id in user_ids]
+        else:
+            woken = [events for user_id in user_ids if (events := waiters.get(user_id))]
+        for events in woken:
+            for event in events:
                 event.set()
 
     async def wait_for_user(self, user_id: str, timeout_s: float) -> None:

@@ -11,7 +11,7 @@ from peyvand.services.sync.streams import Stream
 from peyvand.services.timeline.room_index import RoomIndex
 from peyvand.services.timeline.room_state import StateService
 from peyvand.storage.models import EventToPersist
-from peyvand.types import EventID, ServerName, UserID, server_name_of
+from peyvand.types import EventID, RoomID, ServerName, UserID
 
 
 class EventDispatcher:
@@ -29,19 +29,21 @@ class EventDispatcher:
     async def on_persisted(self, batch: Sequence[EventToPersist]) -> None:
         self._index.apply(batch)
         users: set[UserID] = set()
+        rooms: set[RoomID] = set()
         for persisted in batch:
             pdu = persisted.pdu
             if pdu.type == "m.room.redaction" and (redacts := pdu.redacts) is not None:
                 self._redacted(persisted, redacts)
-            snapshot = self._state.cached_room(pdu.room_id)
-            if snapshot is not None:
-                users.update(
-                    u
-                    for u, m in snapshot.memberships.items()
-                    if m == "join" and server_name_of(u) == self._server_name
-                )
+            rooms.add(pdu.room_id)
             if pdu.type == "m.room.member" and pdu.state_key:
                 users.add(UserID(pdu.state_key))
+        # The local members joined once the batch is applied, once per room (the snapshot
+        # keeps them per membership change): a batch of a hot room's messages costs one
+        # union, not a scan of the members per message.
+        for room_id in rooms:
+            snapshot = self._state.cached_room(room_id)
+            if snapshot is not None:
+                users.update(snapshot.joined_on(self._server_name))
         newest = max(e.stream_ordering for e in batch)  # backfilled events count down
         self._notifier.advance(Stream.EVENTS, newest, users)
         for listener in self.listeners:

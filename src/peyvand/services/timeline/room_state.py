@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final, Self
 
 from peyvand.events.pdu import Pdu, StateKey
 from peyvand.events.redaction import redact_pdu
@@ -39,6 +39,81 @@ def _lowbit(n: int) -> int:
     return n & -n
 
 
+class Memberships(dict[UserID, str]):
+    """A room's current membership of each user, with the views of it that every message
+    needs (who is joined, which servers, which of one server's users) computed once per
+    membership change instead of once per event (issue 15: a message's fan-out must not
+    scan every member). Each view keeps the mapping's order. Every way of changing the
+    mapping drops the views; reads are plain ``dict`` reads."""
+
+    __slots__ = ("_joined", "_on_server", "_servers")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._changed()
+
+    def _changed(self) -> None:
+        self._joined: tuple[UserID, ...] | None = None
+        self._servers: frozenset[ServerName] | None = None
+        self._on_server: dict[ServerName, tuple[UserID, ...]] = {}
+
+    def joined(self) -> tuple[UserID, ...]:
+        """The joined users."""
+        if self._joined is None:
+            self._joined = tuple(u for u, m in self.items() if m == "join")
+        return self._joined
+
+    def joined_servers(self) -> frozenset[ServerName]:
+        """The servers with a joined user."""
+        if self._servers is None:
+            self._servers = frozenset(server_name_of(u) for u in self.joined())
+        return self._servers
+
+    def joined_on(self, server_name: ServerName) -> tuple[UserID, ...]:
+        """The joined users of ``server_name``."""
+        found = self._on_server.get(server_name)
+        if found is None:
+            found = tuple(u for u in self.joined() if server_name_of(u) == server_name)
+            self._on_server[server_name] = found
+        return found
+
+    def __setitem__(self, key: UserID, value: str) -> None:
+        super().__setitem__(key, value)
+        self._changed()
+
+    def __delitem__(self, key: UserID) -> None:
+        super().__delitem__(key)
+        self._changed()
+
+    def __ior__(self, other: Any) -> Self:  # type: ignore[override,misc]
+        super().__ior__(other)
+        self._changed()
+        return self
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        super().update(*args, **kwargs)
+        self._changed()
+
+    def setdefault(self, key: UserID, default: str) -> str:
+        value = super().setdefault(key, default)
+        self._changed()
+        return value
+
+    def pop(self, *args: Any) -> Any:
+        value = super().pop(*args)
+        self._changed()
+        return value
+
+    def popitem(self) -> tuple[UserID, str]:
+        item = super().popitem()
+        self._changed()
+        return item
+
+    def clear(self) -> None:
+        super().clear()
+        self._changed()
+
+
 @dataclass
 class RoomSnapshot:
     """What building the next event in a room needs, kept in memory."""
@@ -46,6 +121,7 @@ class RoomSnapshot:
     room_id: RoomID
     room_version: RoomVersion
     state: dict[StateKey, EventID]
+    # A ``Memberships`` once constructed (a plain dict passed in is wrapped).
     memberships: dict[UserID, str]
     extremities: list[EventID]
     depth: int
@@ -53,15 +129,32 @@ class RoomSnapshot:
     # Serialises event creation in this room (DESIGN.md: a per-room queue).
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
+    def __post_init__(self) -> None:
+        self.memberships = Memberships(self.memberships)
+
+    @property
+    def _views(self) -> Memberships:
+        if not isinstance(self.memberships, Memberships):  # replaced by a plain dict
+            self.memberships = Memberships(self.memberships)
+        return self.memberships
+
     def joined_members(self) -> list[UserID]:
-        return [u for u, m in self.memberships.items() if m == "join"]
+        return list(self._views.joined())
+
+    def joined_on(self, server_name: ServerName) -> tuple[UserID, ...]:
+        """The joined users of ``server_name`` (cached until the memberships change)."""
+        return self._views.joined_on(server_name)
+
+    def joined_servers(self) -> frozenset[ServerName]:
+        """The servers with a joined user (cached until the memberships change)."""
+        return self._views.joined_servers()
 
     def takes_part(self, server_name: ServerName) -> bool:
         """Whether ``server_name`` is in the room: one of its users is joined, or no
         server's is (a room that only ever lived on this server). A server that left can
         no longer vouch for the room's state."""
-        joined = self.joined_members()
-        return not joined or any(server_name_of(u) == server_name for u in joined)
+        servers = self.joined_servers()
+        return not servers or server_name in servers
 
 
 class StateService:
