@@ -28,7 +28,9 @@ from peyvand.storage.errors import NotFoundError
 from peyvand.storage.push_rules import PushRuleStore
 from peyvand.types import JsonDict
 
-DEFAULT_CACHE_SIZE: Final = 10_000
+# Rulesets kept: a default one is about 300 bytes with its cache entry, and a room with
+# more local members than this would read every member's rules for every message.
+DEFAULT_CACHE_SIZE: Final = 100_000
 
 ChangeListener = Callable[[str], None]
 
