@@ -153,9 +153,14 @@ class _Connection(web.RequestHandler):
         return deadline
 
     def _schedule(self) -> None:
-        """Have the timer fire by the deadline (a later one just re-arms it)."""
+        """Have the timer fire by the deadline (a later one just re-arms it); with nothing
+        being waited for, drop it, so a connection waiting on its handler (a long-polling
+        /sync) holds no timer (issue 15, "Memory")."""
         deadline = self._deadline()
         if deadline is None or self.transport is None:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
             return
         if self._timer is not None:
             if self._timer.when() <= deadline:
