@@ -12,7 +12,8 @@ change, against whatever code the server now runs:
 all (bounded in time too) and prints the server's CPU seconds (utime + stime of its process
 tree, so other load on the machine does not count) per 1,000 messages, with throughput and
 send latency. ``--profile`` attaches ``py-spy record`` (raw collapsed stacks) meanwhile.
-Nobody syncs: this is the cost of the write path and its fan-out alone.
+By default nobody syncs (the write path and its fan-out alone); ``--syncers N`` has the
+first N members long-poll /sync meanwhile, as Element does (lazy-loaded members).
 """
 
 from __future__ import annotations
@@ -31,12 +32,15 @@ from pathlib import Path
 from bench import procstat
 from bench.client import Account, MatrixClient, new_session
 from bench.servers import PeyvandServer, Server
-from bench.workloads import bounded_map, percentile
+from bench.workloads import DELIVERY_FILTER, bounded_map, percentile
 
 SETUP_CONCURRENCY = 8
 SETUP_SECONDS = 1800.0
 WARM_UP_MESSAGES = 100
 MEASURE_SECONDS = 120.0
+WARM_UP_SECONDS = 5.0
+SYNC_TIMEOUT_MS = 2_000
+MAX_POLLS = 100_000
 _STATE = "hot-room.json"
 
 
@@ -92,14 +96,35 @@ async def _send_all(
     return len(latencies), latencies, time.perf_counter() - started
 
 
+async def _keep_syncing(
+    client: MatrixClient, account: Account, stop: asyncio.Event, polls: list[int]
+) -> None:
+    """Long-poll /sync as Element does until ``stop`` (bounded in count and time);
+    ``polls[0]`` counts the answers."""
+    reply = await client.sync(account, sync_filter=DELIVERY_FILTER)
+    since = reply.body.get("next_batch") if isinstance(reply.body, dict) else None
+    deadline = time.perf_counter() + MEASURE_SECONDS + WARM_UP_SECONDS
+    for _ in range(MAX_POLLS):
+        if stop.is_set() or since is None or time.perf_counter() > deadline:
+            return
+        reply = await client.sync(account, since, SYNC_TIMEOUT_MS, DELIVERY_FILTER)
+        polls[0] += 1
+        since = reply.body.get("next_batch") if isinstance(reply.body, dict) else None
+
+
 async def _measure(server: Server, state: dict[str, object], args: argparse.Namespace) -> None:
     accounts = [Account(u, t) for u, t in state["accounts"]]  # type: ignore[attr-defined]
     senders = accounts[: args.senders]
     room = str(state["room"])
     tag = uuid.uuid4().hex[:6]
-    async with new_session() as session:
+    stop, polls = asyncio.Event(), [0]
+    async with new_session() as session, asyncio.TaskGroup() as syncing:
         client = MatrixClient(session, server.base_url)
+        for account in accounts[: args.syncers]:
+            syncing.create_task(_keep_syncing(client, account, stop, polls))
+        await asyncio.sleep(WARM_UP_SECONDS if args.syncers else 0)
         await _send_all(client, senders, room, WARM_UP_MESSAGES, f"w{tag}")
+        polls_before = polls[0]
         spy = None
         if args.profile is not None:
             spy = await asyncio.create_subprocess_exec(
@@ -111,11 +136,14 @@ async def _measure(server: Server, state: dict[str, object], args: argparse.Name
         cpu_before = procstat.tree_cpu_seconds(server.pid)
         sent, latencies, seconds = await _send_all(client, senders, room, args.messages, tag)
         cpu = procstat.tree_cpu_seconds(server.pid) - cpu_before
+        answered = polls[0] - polls_before
+        stop.set()
         if spy is not None:
             spy.send_signal(signal.SIGINT)
             await asyncio.wait_for(spy.wait(), 60)
     print(
-        f"members={len(accounts)} senders={len(senders)} sent={sent}/{args.messages} "
+        f"members={len(accounts)} senders={len(senders)} syncers={args.syncers} "
+        f"(answered {answered} long-polls) sent={sent}/{args.messages} "
         f"in {seconds:.1f} s ({sent / seconds:.0f}/s); server CPU {cpu:.2f} s = "
         f"{cpu / sent * 1000:.2f} s per 1,000 messages; send p50 "
         f"{percentile(latencies, 50) * 1000:.0f} ms, p99 {percentile(latencies, 99) * 1000:.0f} ms"
@@ -129,6 +157,7 @@ def main() -> int:
     parser.add_argument("--members", type=int, default=200)
     parser.add_argument("--senders", type=int, default=16)
     parser.add_argument("--messages", type=int, default=1000)
+    parser.add_argument("--syncers", type=int, default=0, help="members long-polling /sync")
     parser.add_argument("--profile", type=Path)
     args = parser.parse_args()
     if args.profile is not None and shutil.which("py-spy") is None:
