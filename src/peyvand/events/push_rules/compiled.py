@@ -1,6 +1,7 @@
 """A ruleset compiled for evaluation, shared by every user whose rules differ only by
-their own user ID and display name (Client-Server API, "Push Rules"; DESIGN.md §1: a
-message costs its sender, not each member, most of the work).
+their own user ID and display name (Client-Server API, "Push Rules"; DESIGN.md §1: a send
+costs well under a millisecond of CPU, so evaluating it for a room's members must not
+repeat per member what is the same for all of them).
 
 The predefined rules name the user they belong to in two conditions
 (``.m.rule.invite_for_me``'s ``state_key`` and ``.m.rule.is_user_mention``'s
@@ -9,7 +10,8 @@ A ruleset's *shape* is its enabled rules with the user's own ID replaced by a pl
 every user with the default rules has the same shape, so they share one ``CompiledRuleset``
 (interned here), whose matchers never name a user (``conditions.SelfMatcher``). Identical
 conditions are compiled once and shared between shapes too, so an evaluation can reuse a
-condition's result for every shape that has it (``evaluation.EventEvaluation``).
+condition's result for every shape that has it (``evaluation.EventEvaluation``), and so
+are the ``Actions`` of identical rules.
 
 Both tables are bounded; an entry dropped from them only stops being shared with rulesets
 compiled later.
@@ -17,9 +19,10 @@ compiled later.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final, TypeVar
+from functools import partial
+from typing import Any, Final, TypeVar, cast
 
 from peyvand.events.push_rules.actions import Actions, actions_of
 from peyvand.events.push_rules.conditions import (
@@ -35,9 +38,9 @@ from peyvand.events.push_rules.rule import CONDITION_KINDS, PushRule
 
 # Distinct shapes kept for sharing (the default ruleset is one; each user-defined set
 # of rules makes another).
-_MAX_SHAPES: Final = 4096
-# Distinct compiled conditions kept for sharing between shapes.
-_MAX_MATCHERS: Final = 16_384
+_MAX_SHAPES: Final = 1024
+# Distinct compiled conditions and actions kept for sharing between shapes.
+_MAX_PARTS: Final = 16_384
 # Stands for the user's own ID in a shape.
 _SELF: Final = ("self",)
 
@@ -65,7 +68,7 @@ class CompiledRuleset:
 
 
 _shapes: dict[Hashable, CompiledRuleset] = {}
-_matchers: dict[Hashable, Matcher | SelfMatcher] = {}
+_parts: dict[Hashable, object] = {}
 
 
 def compile_ruleset(user_id: str, rules: Iterable[PushRule]) -> CompiledRuleset:
@@ -76,9 +79,7 @@ def compile_ruleset(user_id: str, rules: Iterable[PushRule]) -> CompiledRuleset:
     compiled = _shapes.get(shape)
     if compiled is None:
         compiled = CompiledRuleset(
-            tuple(
-                _compile_rule(rule, key, user_id) for rule, key in zip(enabled, shape, strict=True)
-            )
+            tuple(_compile_rule(rule, key) for rule, key in zip(enabled, shape, strict=True))
         )
         _bounded_put(_shapes, shape, compiled, _MAX_SHAPES)
     return compiled
@@ -104,30 +105,31 @@ def _condition_shape(condition: Mapping[str, Any], user_id: str) -> tuple[bool, 
     return (True, _freeze({k: v for k, v in condition.items() if k != literal}))
 
 
-def _compile_rule(rule: PushRule, shape: Any, user_id: str) -> CompiledRule:
+def _compile_rule(rule: PushRule, shape: Any) -> CompiledRule:
     shared: list[Matcher] = []
     own: list[SelfMatcher] = []
     if rule.kind in CONDITION_KINDS:
         for condition, key in zip(rule.conditions, shape[3], strict=True):
             if key[0]:
-                own.append(_interned(key, lambda c=condition: compile_self_condition(c)))
+                own.append(_interned(key, partial(compile_self_condition, condition)))
             else:
-                shared.append(_interned(key, lambda c=condition: compile_condition(c)))
+                shared.append(_interned(key, partial(compile_condition, condition)))
     elif rule.kind == "content" and shape[3] is _SELF:
         own.append(_interned(("content", _SELF), compile_self_pattern))
     else:
         literal = rule.pattern if rule.kind == "content" else rule.rule_id
         shared.append(_interned((rule.kind, literal), lambda: compile_implicit(rule)))
-    return CompiledRule(tuple(shared), tuple(own), actions_of(rule))
+    actions = _interned(("actions", rule.rule_id, shape[2]), lambda: actions_of(rule))
+    return CompiledRule(tuple(shared), tuple(own), actions)
 
 
-def _interned(key: Hashable, build: Any) -> Any:
-    """The matcher compiled for ``key`` (a condition's shape), compiled once."""
-    matcher = _matchers.get(key)
-    if matcher is None:
-        matcher = build()
-        _bounded_put(_matchers, key, matcher, _MAX_MATCHERS)
-    return matcher
+def _interned(key: Hashable, build: Callable[[], _V]) -> _V:
+    """The part (matcher or actions) built for ``key``, built once."""
+    part = _parts.get(key)
+    if part is None:
+        part = build()
+        _bounded_put(_parts, key, part, _MAX_PARTS)
+    return cast(_V, part)
 
 
 def _bounded_put(table: dict[Hashable, _V], key: Hashable, value: _V, limit: int) -> None:
