@@ -75,7 +75,7 @@ def compile_ruleset(user_id: str, rules: Iterable[PushRule]) -> CompiledRuleset:
     """The compiled form of ``user_id``'s ``rules`` (in evaluation order), shared with
     every user whose rules have the same shape."""
     enabled = [rule for rule in rules if rule.enabled]
-    shape = tuple(_rule_shape(rule, user_id) for rule in enabled)
+    shape = tuple(_interned_shape(_rule_shape(rule, user_id)) for rule in enabled)
     compiled = _shapes.get(shape)
     if compiled is None:
         compiled = CompiledRuleset(
@@ -130,6 +130,17 @@ def _interned(key: Hashable, build: Callable[[], _V]) -> _V:
         part = build()
         _bounded_put(_parts, key, part, _MAX_PARTS)
     return cast(_V, part)
+
+
+def _interned_shape(shape: Hashable) -> Hashable:
+    """The one kept object equal to a rule's ``shape``: shapes of rulesets that differ by
+    one rule share the other rules' shapes (most are the default rules')."""
+    key = ("rule", shape)
+    kept = _parts.get(key)
+    if kept is None:
+        _bounded_put(_parts, key, shape, _MAX_PARTS)
+        return shape
+    return kept
 
 
 def _bounded_put(table: dict[Hashable, _V], key: Hashable, value: _V, limit: int) -> None:

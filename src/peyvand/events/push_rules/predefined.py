@@ -18,7 +18,8 @@ _SOUND_DEFAULT: Final = {"set_tweak": "sound", "value": "default"}
 _HIGHLIGHT: Final = {"set_tweak": "highlight"}
 
 
-@lru_cache(maxsize=1024)
+# About 5 KiB per user; only users with rules of their own, and the push rules API, ask.
+@lru_cache(maxsize=256)
 def default_rules(user_id: str) -> tuple[PushRule, ...]:
     """The server-default rules of "Predefined Rules", in the spec's order, for ``user_id``.
 
