@@ -17,10 +17,12 @@ from peyvand.events.push_rules.rule import PushRule
 from peyvand.events.push_rules.ruleset import Ruleset, build_ruleset
 from peyvand.events.room_versions import KNOWN_ROOM_VERSIONS
 from peyvand.services.push.actions import PushActionsService
+from peyvand.services.push.rules_api import PushRulesService
 from peyvand.services.timeline.room_state import RoomSnapshot
 from peyvand.storage.migrations import run_migrations
 from peyvand.storage.models import EventToPersist, StateGroupRow
 from peyvand.storage.push_actions import PushActionStore, ReadUpTo
+from peyvand.storage.push_rules import DefaultRuleRow, PushRuleRow, PushRuleStore
 from peyvand.storage.sqlite import SqliteDatabase
 from peyvand.types import EventID, JsonDict, RoomID, ServerName, UserID
 
@@ -278,3 +280,41 @@ async def test_counts_follow_receipts_and_read_rows_are_cleaned_up_once(world: W
     assert await world.service.unread_counts(CAROL, [ROOM, RoomID("!none:localhost")]) == {
         ROOM: {"notification_count": 3, "highlight_count": 0}
     }
+
+
+class CountingRuleStore(PushRuleStore):
+    """The real store, counting reads of a user's rules (two queries each)."""
+
+    def __init__(self, db: SqliteDatabase) -> None:
+        super().__init__(db)
+        self.reads: list[str] = []
+
+    async def get_rules(self, user_id: str) -> tuple[list[PushRuleRow], list[DefaultRuleRow]]:
+        self.reads.append(user_id)
+        return await super().get_rules(user_id)
+
+
+async def test_a_big_room_reads_each_members_rules_once_then_never(world: World) -> None:
+    members = [UserID(f"@member{i}:localhost") for i in range(300)]
+    for user_id in members:
+        world.state.join(user_id)
+    store = CountingRuleStore(world.db)
+    rules = PushRulesService(store)
+    service = PushActionsService(
+        ServerName("localhost"), world.store, cast(Any, world.state), rules, world.receipts
+    )
+    world.service = service
+    first = await world.message(ALICE, "hello", **{"m.mentions": {"user_ids": [members[5]]}})
+    assert sorted(store.reads) == sorted([BOB, CAROL, *members])
+    store.reads.clear()
+    second = await world.message(ALICE, "again")
+    assert store.reads == []
+    await rules.put_rule(members[9], "override", "mute", {"actions": []})
+    third = await world.message(ALICE, "and again")
+    assert store.reads == [members[9]]
+    rows = await world.rows()
+    highlighted = {(user, at) for user, at, highlight, _ in rows if highlight}
+    assert highlighted == {(members[5], first)}
+    notified = {at: {user for user, row_at, *_ in rows if row_at == at} for at in (second, third)}
+    assert notified[second] == {BOB, CAROL, *members}
+    assert notified[third] == {BOB, CAROL, *members} - {members[9]}
