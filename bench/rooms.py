@@ -124,13 +124,21 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _measure(name: str, database_url: str | None, sizes: RoomSizes, budget: float) -> RoomsResult:
+    """One server, fresh in a new data directory that is removed afterwards, whatever fails."""
     stop_by = time.perf_counter() + budget
     data_dir = Path(tempfile.mkdtemp(prefix=f"bench-rooms-{name}-"))
-    server = SERVERS[name](data_dir, database_url)
-    started = time.monotonic()
-    server.start()
-    sampler = procstat.Sampler(server.pid)
     try:
+        return _measure_server(name, SERVERS[name](data_dir, database_url), sizes, stop_by)
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def _measure_server(name: str, server: Server, sizes: RoomSizes, stop_by: float) -> RoomsResult:
+    started = time.monotonic()
+    sampler: procstat.Sampler | None = None
+    try:
+        server.start()
+        sampler = procstat.Sampler(server.pid)
         sampler.start()
         time.sleep(IDLE_SETTLE_SECONDS)
         result = RoomsResult(name, server.version(), HotRoomFigures(), [])
@@ -151,9 +159,9 @@ def _measure(name: str, database_url: str | None, sizes: RoomSizes, budget: floa
         log(f"  {name} failed; the last lines of its log:\n{server.tail()}")
         raise
     finally:
-        sampler.stop()
+        if sampler is not None:
+            sampler.stop()
         server.stop()
-        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 async def run_all(
