@@ -434,9 +434,14 @@ class StateService:
     async def state_ids_at_group(
         self, group: int, keys: Sequence[StateKey] | None = None
     ) -> dict[StateKey, EventID]:
-        """The room state of ``group`` (only ``keys`` if given)."""
+        """The room state of ``group`` (only ``keys`` if given). The current group of a
+        loaded room (that of every new event: each sync woken by a message asks for it)
+        is copied from its snapshot instead of overlaying the group's deltas."""
         if keys is not None:
             return await self._keyed_state_ids(group, keys)
+        snapshot = self._rooms.get((await self.state_group_row(group)).room_id)
+        if snapshot is not None and snapshot.state_group.state_group == group:
+            return dict(snapshot.state)
         chain = await self._chain(group)
         deltas = await self._deltas_for([row.state_group for row in chain], None)
         state: dict[StateKey, EventID] = {}
