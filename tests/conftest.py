@@ -17,10 +17,16 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from harness.client import MatrixClient, new_session
 from harness.postgres import PostgresCluster, PostgresUnavailable
 from harness.server import HomeserverProcess, start_homeserver
+
+# Property tests check correctness, not speed: on a loaded CI machine an example may take
+# longer than hypothesis's 200 ms default deadline without anything being wrong.
+settings.register_profile("peyvand", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("peyvand")
 
 BACKENDS = [pytest.param("sqlite"), pytest.param("postgres", marks=pytest.mark.postgres)]
 
