@@ -1,7 +1,7 @@
 """``api.connections``: what a connection holds while its handler works. A long-polling
 /sync waits in its handler for minutes; with 10,000 of them (issue 15, "Memory") every
-object a waiting connection keeps counts, so its read-limit timer is dropped once the
-request is read (the slow-client behaviour itself is tested in ``test_slow_clients.py``)."""
+object a waiting connection keeps counts, so its timers are dropped once the request is
+read (the slow-client behaviour itself is tested in ``test_slow_clients.py``)."""
 
 from __future__ import annotations
 
@@ -54,8 +54,10 @@ async def test_a_connection_waiting_on_its_handler_holds_no_timer(
         await writer.drain()
         await asyncio.wait_for(entered.wait(), WAIT_SECONDS)
         (connection,) = runner.server.connections
-        # The head's deadline timer was armed when the connection opened; it is gone.
+        # The head's deadline timer and aiohttp's idle timer were armed when the connection
+        # opened; both are gone.
         assert connection._timer is None  # type: ignore[attr-defined]
+        assert connection._keepalive_handle is None
         assert not reader.at_eof()  # the connection is still open, the handler waiting
     finally:
         writer.close()

@@ -124,12 +124,21 @@ class _Connection(web.RequestHandler):
             self._body = None if body.is_eof() else body
             self._body_since = self._body_last = now
             self._body_bytes = 0
+            self._drop_keepalive_timer()
         elif self._body is not None and data:
             self._body_last = now
             self._body_bytes += len(data)
         if self._body is not None and self._body.is_eof():
             self._body = None
         self._schedule()
+
+    def _drop_keepalive_timer(self) -> None:
+        """Cancel aiohttp's idle timer, armed when the connection opened, once a request
+        has come: it closes only an idle connection and does nothing while a handler runs,
+        and aiohttp arms it again after the response. A long-poll then holds no timer."""
+        if self._keepalive_handle is not None:
+            self._keepalive_handle.cancel()
+            self._keepalive_handle = None
 
     def log_exception(self, *args: Any, **kw: Any) -> None:
         """aiohttp's error log, but a malformed request (answered 400) at debug level."""
