@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         server.start()
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-            runner.run(asyncio.wait_for(_run(server, figures), args.budget))
+            runner.run(asyncio.wait_for(run(server.base_url, server.pid, figures), args.budget))
     except BaseException:
         log(f"peyvand failed or the run timed out; its log ends:\n{server.tail()}")
         raise
@@ -153,11 +153,12 @@ async def _poll(
         await response.read()
 
 
-async def _run(server: PeyvandServer, figures: Figures) -> None:
+async def run(base_url: str, pid: int, figures: Figures) -> None:
+    """Measure ``figures.connections`` long-polls against the server at ``base_url``,
+    whose process is ``pid``, filling in ``figures``."""
     prefix = f"i{uuid.uuid4().hex[:6]}"
-    pid = server.pid
     async with new_session() as setup:
-        client = MatrixClient(setup, server.base_url)
+        client = MatrixClient(setup, base_url)
         accounts = [await client.register(f"{prefix}-{i}") for i in range(figures.users)]
         tokens = []
         for account in accounts:
@@ -176,7 +177,7 @@ async def _run(server: PeyvandServer, figures: Figures) -> None:
                     # A batch at a time, so the listen backlog (128) does not overflow.
                     for i in range(len(polls), min(target, len(polls) + OPEN_BATCH)):
                         account, since = accounts[i % len(accounts)], tokens[i % len(tokens)]
-                        poll = _poll(session, server.base_url, account, since)
+                        poll = _poll(session, base_url, account, since)
                         polls.append(asyncio.create_task(poll))
                     await _wait_for_sockets(pid, base_sockets + len(polls))
                 held = _sockets(pid) - base_sockets
