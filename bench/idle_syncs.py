@@ -25,22 +25,19 @@ import argparse
 import asyncio
 import os
 import resource
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
 
-from bench import procstat, report
+from bench import procstat
+from bench.alone import run_on_fresh_peyvand, write_figures
 from bench.client import CLIENT_V3, Account, MatrixClient, new_session
-from bench.run import RESULTS_DIR, _git, _loop_factory, machine
-from bench.servers import PeyvandServer
+from bench.run import RESULTS_DIR
 
 POLL_MS = 290_000  # under the server's 5-minute cap; the run ends well before
 STEPS = 4
@@ -78,30 +75,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.connections < STEPS or args.users < 1:
         parser.error(f"--connections must be at least {STEPS}, --users at least 1")
     _raise_fd_limit(args.connections)
-    data_dir = Path(tempfile.mkdtemp(prefix="bench-idle-syncs-"))
-    server = PeyvandServer(data_dir)
     figures = Figures(args.connections, args.users)
-    try:
-        server.start()
-        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-            runner.run(asyncio.wait_for(run(server.base_url, server.pid, figures), args.budget))
-    except BaseException:
-        log(f"peyvand failed or the run timed out; its log ends:\n{server.tail()}")
-        raise
-    finally:
-        server.stop()
-        shutil.rmtree(data_dir, ignore_errors=True)
-    document = {
-        "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
-        "benchmark": "idle long-polling syncs",
-        "database": "sqlite",
-        "machine": machine(),
-        "commit": _git("rev-parse", "HEAD"),
-        "figures": asdict(figures),
-    }
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    path = args.out / f"idle-syncs-{stamp}-sqlite.json"
-    report.write_json(path, document)
+    run_on_fresh_peyvand(
+        "idle-syncs", args.budget, lambda server: run(server.base_url, server.pid, figures)
+    )
+    path = write_figures(args.out, "idle-syncs", "idle long-polling syncs", figures)
     print(table(figures))
     print(f"\nJSON: {path}")
     return 0 if figures.steps and figures.steps[-1][0] >= args.connections else 1

@@ -20,20 +20,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import shutil
 import sys
-import tempfile
 import time
 import uuid
-from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from bench import procstat, report
+from bench import procstat
+from bench.alone import run_on_fresh_peyvand, write_figures
 from bench.client import Account, MatrixClient, new_session
-from bench.run import RESULTS_DIR, _git, _loop_factory, machine
+from bench.run import RESULTS_DIR
 from bench.servers import PeyvandServer
 from bench.workloads import percentile
 
@@ -69,30 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.members < 2:
         parser.error("--members must be at least 2")
-    data_dir = Path(tempfile.mkdtemp(prefix="bench-presence-"))
-    server = PeyvandServer(data_dir)
     figures = Figures(args.members)
-    try:
-        server.start()
-        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-            runner.run(asyncio.wait_for(_run(server, figures), args.budget))
-    except BaseException:
-        log(f"peyvand failed or the run timed out; its log ends:\n{server.tail()}")
-        raise
-    finally:
-        server.stop()
-        shutil.rmtree(data_dir, ignore_errors=True)
-    document = {
-        "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
-        "benchmark": "presence fan-out",
-        "database": "sqlite",
-        "machine": machine(),
-        "commit": _git("rev-parse", "HEAD"),
-        "figures": asdict(figures),
-    }
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    path = args.out / f"presence-{stamp}-sqlite.json"
-    report.write_json(path, document)
+    run_on_fresh_peyvand("presence", args.budget, lambda server: _run(server, figures))
+    path = write_figures(args.out, "presence", "presence fan-out", figures)
     print(table(figures))
     print(f"\nJSON: {path}")
     passed = figures.delivered == args.members - 1 and not figures.outsider_woken
