@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import signal
 import socket
@@ -149,7 +150,11 @@ class Server:
 class PeyvandServer(Server):
     name = "peyvand"
 
-    def __init__(self, data_dir: Path, database_url: str | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, database_url: str | None = None, bcrypt_rounds: int | None = None
+    ) -> None:
+        """``bcrypt_rounds``: the password-hashing cost (``registration.bcrypt_rounds``),
+        lowered where only set-up registers users; the default config's otherwise."""
         super().__init__(data_dir)
         command = [
             sys.executable, "-m", "peyvand", "generate-config",
@@ -160,6 +165,14 @@ class PeyvandServer(Server):
             command += ["--database-url", database_url]
         _run(command, "peyvand generate-config")
         self.config_path = data_dir / "peyvand.toml"
+        if bcrypt_rounds is not None:
+            text = self.config_path.read_text(encoding="utf-8")
+            text, count = re.subn(
+                r"^bcrypt_rounds = \d+$", f"bcrypt_rounds = {bcrypt_rounds}", text, flags=re.M
+            )
+            if count != 1:
+                raise RuntimeError("the generated config has no bcrypt_rounds line")
+            self.config_path.write_text(text, encoding="utf-8")
 
     def command(self) -> list[str]:
         return [sys.executable, "-m", "peyvand", "serve", "--config", str(self.config_path)]

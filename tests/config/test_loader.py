@@ -70,6 +70,8 @@ def test_render_then_load_round_trips(tmp_path: Path) -> None:
         ("[registration]\nopen = 'yes'", "'registration.open' must be true or false"),
         ("[registration]\ntokens = 'abc'", "'registration.tokens' must be a list"),
         ("[registration]\ntokens = [1]", "'registration.tokens[0]' must be a string"),
+        ("[registration]\nbcrypt_rounds = 3", "'registration.bcrypt_rounds' must be between 4"),
+        ("[registration]\nbcrypt_rounds = 32", "'registration.bcrypt_rounds' must be between 4"),
         ("[rate_limits]\nburst = 1.5", "'rate_limits.burst' must be an integer"),
         ("[rate_limits]\nper_second = 0", "'rate_limits.per_second' must be positive"),
         ("[rate_limits]\nper_second = nan", "'rate_limits.per_second' must be a finite number"),

@@ -115,6 +115,10 @@ OPTION_DOCS: Final[Mapping[str, str]] = {
         "token: it can read world-readable rooms, join rooms whose guest_access is\n"
         "can_join and later be upgraded with a password. Off by default."
     ),
+    "registration.bcrypt_rounds": (
+        "bcrypt cost of new password hashes (each step doubles the work), 4 to 31.\n"
+        "12, as Synapse. Existing hashes keep the cost they were made with."
+    ),
     "caches": "In-memory caches: bigger is faster and uses more memory.",
     "caches.events": ("Events kept in memory by ID, most recently used first (about 2 KiB each)."),
     "media": "The media repository: uploads, downloads, thumbnails and URL previews.",
@@ -404,6 +408,8 @@ def _check(config: Config) -> None:
             raise ConfigError(f"'rate_limits.{name}' must be positive")
     if any(not token for token in config.registration.tokens):
         raise ConfigError("'registration.tokens' must not contain empty tokens")
+    if not 4 <= config.registration.bcrypt_rounds <= 31:
+        raise ConfigError("'registration.bcrypt_rounds' must be between 4 and 31")
     _check_http(config.http)
     _check_media(config.media)
     _check_federation(config.federation)

@@ -49,6 +49,8 @@ class RegistrationConfig:
     tokens: tuple[str, ...] = ()
     # Guest accounts (POST /register?kind=guest), off by default as in Synapse.
     allow_guest_access: bool = False
+    # bcrypt cost of new password hashes (log2 of its rounds), 12 as Synapse; 4-31.
+    bcrypt_rounds: int = 12
 
 
 @dataclass(frozen=True, slots=True)

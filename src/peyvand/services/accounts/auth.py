@@ -31,7 +31,6 @@ from peyvand.types import DeviceID, JsonDict, UserID
 # bcrypt only reads the first 72 bytes (older bcrypt and Synapse truncated silently;
 # bcrypt 5 raises instead), so truncate explicitly to stay compatible with their hashes.
 _BCRYPT_MAX_BYTES = 72
-_BCRYPT_ROUNDS = 12
 MAX_PASSWORD_LENGTH = 512
 _TOKEN_CACHE_SIZE = 50_000
 _FILTER_CACHE_SIZE = 10_000
@@ -81,9 +80,9 @@ def check_new_password(password: str) -> None:
         raise MatrixError(Errcode.INVALID_PARAM, "Password too long")
 
 
-def _hash_sync(password: str) -> str:
+def _hash_sync(password: str, rounds: int) -> str:
     raw = password.encode()[:_BCRYPT_MAX_BYTES]
-    return bcrypt.hashpw(raw, bcrypt.gensalt(_BCRYPT_ROUNDS)).decode("ascii")
+    return bcrypt.hashpw(raw, bcrypt.gensalt(rounds)).decode("ascii")
 
 
 def _check_sync(password: str, password_hash: str) -> bool:
@@ -196,7 +195,8 @@ class AuthService:
     # Passwords -------------------------------------------------------------------------
 
     async def hash_password(self, password: str) -> str:
-        return await asyncio.get_running_loop().run_in_executor(None, _hash_sync, password)
+        rounds = self._config.registration.bcrypt_rounds
+        return await asyncio.get_running_loop().run_in_executor(None, _hash_sync, password, rounds)
 
     async def _password_matches(self, password: str, password_hash: str | None) -> bool:
         if password_hash is None:
