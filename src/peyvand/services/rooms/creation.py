@@ -1,12 +1,14 @@
 """Room creation (Client-Server API, "Creation": POST /createRoom).
 
 Events are created in the spec's order: m.room.create, the creator's join,
-m.room.power_levels (with ``power_level_content_override``), m.room.canonical_alias, the
-preset's join rules / history visibility / guest access, ``initial_state``, name, topic,
-then the invites of local users. All of them share one group commit. Users of other
-servers are invited afterwards, one by one, through ``MembershipService.invite`` as
-``/invite`` does (their server must countersign the invite: Server-Server API,
-"Inviting to a room"), as Synapse does.
+m.room.power_levels, m.room.canonical_alias, the preset's join rules / history visibility /
+guest access, ``initial_state``, name, topic, then the invites of local users. The power
+levels are the ``m.room.power_levels`` of ``initial_state`` when it has one (sent in the
+power levels' place, and then ``power_level_content_override`` does not apply, as in
+Synapse's ``_send_events_for_new_room``), else the defaults updated with the override.
+All of them share one group commit. Users of other servers are invited afterwards, one by
+one, through ``MembershipService.invite`` as ``/invite`` does (their server must
+countersign the invite: Server-Server API, "Inviting to a room"), as Synapse does.
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ from peyvand.types import (
 
 PRESETS = ("private_chat", "public_chat", "trusted_private_chat")
 # Keys the server sets itself; initial_state may not override them.
-_SERVER_SET_STATE = {"m.room.create", "m.room.member", "m.room.power_levels"}
+_SERVER_SET_STATE = {"m.room.create", "m.room.member"}
+_POWER_LEVELS = ("m.room.power_levels", "")
 
 ProfileLookup = Callable[[UserID], Awaitable[JsonDict]]
 AliasResolver = Callable[[RoomAlias], Awaitable[RoomID | None]]
@@ -188,9 +191,18 @@ class RoomsService:
             if isinstance(additional, list):
                 creators.update(UserID(u) for u in additional if isinstance(u, str))
 
-        power_levels = default_power_levels(version, creators, preset, request.invite)
-        if request.power_level_content_override:
-            power_levels.update(request.power_level_content_override)
+        overrides = {
+            (spec.event_type, spec.state_key or ""): spec
+            for spec in request.initial_state
+            if spec.event_type not in _SERVER_SET_STATE
+        }
+        given_power_levels = overrides.pop(_POWER_LEVELS, None)
+        if given_power_levels is not None:
+            power_levels = dict(given_power_levels.content)
+        else:
+            power_levels = default_power_levels(version, creators, preset, request.invite)
+            if request.power_level_content_override:
+                power_levels.update(request.power_level_content_override)
 
         initial: list[EventSpec] = [
             EventSpec(
@@ -213,11 +225,6 @@ class RoomsService:
         ]
         if preset != "public_chat":
             initial.append(EventSpec("m.room.guest_access", {"guest_access": "can_join"}, ""))
-        overrides = {
-            (spec.event_type, spec.state_key or ""): spec
-            for spec in request.initial_state
-            if spec.event_type not in _SERVER_SET_STATE
-        }
         canonical = overrides.get(("m.room.canonical_alias", ""))
         if canonical is not None:
             check_new_room_aliases(canonical.content, alias)
