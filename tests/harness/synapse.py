@@ -155,6 +155,24 @@ def synapse_python() -> Path:
     return python
 
 
+def shared_secret_registration(
+    secret: str, nonce: str, localpart: str, password: str, *, admin: bool
+) -> dict[str, Any]:
+    """The body of ``POST /_synapse/admin/v1/register`` (Synapse's shared-secret
+    registration): ``nonce`` from a GET of the same path, signed with HMAC-SHA1 under the
+    server's ``registration_shared_secret``."""
+    role = "admin" if admin else "notadmin"
+    message = b"\x00".join(part.encode() for part in (nonce, localpart, password, role))
+    mac = hmac.new(secret.encode(), message, hashlib.sha1)
+    return {
+        "nonce": nonce,
+        "username": localpart,
+        "password": password,
+        "admin": admin,
+        "mac": mac.hexdigest(),
+    }
+
+
 class SynapseProcess:
     """One Synapse: its config, keys, data directory, ports and (when running) process.
 
@@ -163,8 +181,13 @@ class SynapseProcess:
     keys and the ports, so peers and clients find it again at the same addresses.
     """
 
-    def __init__(self, data_dir: Path, python: Path | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, python: Path | None = None, *, log_level: str = "INFO"
+    ) -> None:
+        """``log_level``: of Synapse's log file; INFO (every SQL statement) for tests, WARNING
+        where its speed is measured (``bench.federated_join``)."""
         self.python = python or synapse_python()
+        self.log_level = log_level
         self.data_dir = data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
         self.client_port = free_port()
@@ -276,15 +299,9 @@ class SynapseProcess:
             localpart = username or unique_localpart()
             path = "/_synapse/admin/v1/register"
             nonce = (await client.request("GET", path)).ok()["nonce"]
-            message = b"\x00".join(part.encode() for part in (nonce, localpart, password, "admin"))
-            mac = hmac.new(self.registration_shared_secret.encode(), message, hashlib.sha1)
-            body = {
-                "nonce": nonce,
-                "username": localpart,
-                "password": password,
-                "admin": True,
-                "mac": mac.hexdigest(),
-            }
+            body = shared_secret_registration(
+                self.registration_shared_secret, nonce, localpart, password, admin=True
+            )
             result = (await client.request("POST", path, json=body)).ok()
             return Account(result["user_id"], result["access_token"], result["device_id"], password)
 
@@ -301,7 +318,7 @@ class SynapseProcess:
 
     def _write_config(self) -> None:
         log_config = self.data_dir / "log.yaml"
-        log_config.write_text(json.dumps(_log_config(self.log_path), indent=2))
+        log_config.write_text(json.dumps(_log_config(self.log_path, self.log_level), indent=2))
         listener = {"bind_addresses": ["127.0.0.1"], "type": "http", "x_forwarded": False}
         config: dict[str, Any] = {
             "server_name": self.server_name,
@@ -423,7 +440,7 @@ def _tls_handshake(port: int) -> bool:
         return False
 
 
-def _log_config(path: Path) -> dict[str, Any]:
+def _log_config(path: Path, level: str) -> dict[str, Any]:
     """Synapse's default format, to one unbuffered file (its default buffers INFO lines for
     up to 5 s, which a test reading ``log()`` would miss); Synapse fills ``request`` in."""
     return {
@@ -442,7 +459,7 @@ def _log_config(path: Path) -> dict[str, Any]:
                 "encoding": "utf8",
             }
         },
-        "loggers": {"synapse.storage.SQL": {"level": "INFO"}},
-        "root": {"level": "INFO", "handlers": ["file"]},
+        "loggers": {"synapse.storage.SQL": {"level": level}},
+        "root": {"level": level, "handlers": ["file"]},
         "disable_existing_loggers": False,
     }
