@@ -7,7 +7,8 @@ What the state endpoint adds to event creation, as Synapse does:
   choosing the action and its other keys kept (a per-room ``displayname``);
 - ``m.room.canonical_alias`` has its new aliases checked (``services.canonical_alias``);
 - state identical to the current state (same sender, same content) sends nothing new:
-  the answer is the current event's ID.
+  the answer is the current event's ID (checked under the room's lock, in
+  ``EventCreationService.send``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from peyvand.errors import Errcode, MatrixError
-from peyvand.events.canonical_json import encode_canonical_json
 from peyvand.services.rooms.canonical_alias import AliasLookup, check_canonical_alias
 from peyvand.services.rooms.membership import MembershipService
 from peyvand.services.timeline.event_creation import EventCreationService, EventSpec
@@ -46,20 +46,13 @@ class StateEventService:
             raise MatrixError(Errcode.INVALID_PARAM, "A state event needs a state key")
         if spec.event_type == MEMBER:
             return await self._put_member(room_id, sender, UserID(spec.state_key), spec.content)
-        snapshot = await self._state.get_room(room_id)
-        key = (spec.event_type, spec.state_key)
-        current_id = None if snapshot is None else snapshot.state.get(key)
-        current = None if current_id is None else await self._state.get_event(current_id)
-        if (
-            current is not None
-            and current.pdu.sender == sender
-            and _same(current.pdu.content, spec.content)
-        ):
-            return current.pdu.event_id
         if spec.event_type == CANONICAL_ALIAS and spec.state_key == "":
+            snapshot = await self._state.get_room(room_id)
+            current_id = None if snapshot is None else snapshot.state.get((CANONICAL_ALIAS, ""))
+            current = None if current_id is None else await self._state.get_event(current_id)
             previous = {} if current is None else current.pdu.content
             await check_canonical_alias(self._alias_lookup, room_id, spec.content, previous)
-        event = await self._events.send(room_id, sender, spec)
+        event = await self._events.send(room_id, sender, spec, unless_identical=True)
         return event.pdu.event_id
 
     async def _put_member(
@@ -102,8 +95,3 @@ class StateEventService:
         if event_id is None:
             raise MatrixError(Errcode.NOT_FOUND, "The membership event is not known here")
         return event_id
-
-
-def _same(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
-    """Equal as canonical JSON (1 and 1.0, or true and 1, are not the same content)."""
-    return encode_canonical_json(a) == encode_canonical_json(b)

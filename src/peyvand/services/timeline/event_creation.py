@@ -25,6 +25,7 @@ from typing import Any
 from peyvand.errors import Errcode, MatrixError
 from peyvand.events.auth import AuthError, auth_types_for_event, check_auth_rules
 from peyvand.events.builder import EventTooLargeError, build_pdu
+from peyvand.events.canonical_json import encode_canonical_json
 from peyvand.events.pdu import Pdu, StateKey
 from peyvand.events.redaction import has_redact_power
 from peyvand.events.room_versions import RoomVersion
@@ -110,6 +111,7 @@ class EventCreationService:
         self._next_stream = 0
         self._next_backfill_stream = -1
         self._pending_txns: dict[TxnKey, asyncio.Future[EventID]] = {}
+        self._uncommitted: dict[EventID, asyncio.Future[None]] = {}
 
     async def start(self) -> None:
         """Continue the stream positions after the stored events."""
@@ -129,11 +131,17 @@ class EventCreationService:
         *,
         txn: TxnKey | None = None,
         countersign: Countersign | None = None,
+        unless_identical: bool = False,
     ) -> StoredEvent:
         """Create, authorise and durably store one event; return it once committed.
 
         ``countersign`` (an invite of a remote user) gets the built event and returns it
         signed by another server, which is what is stored; the room stays locked meanwhile.
+
+        With ``unless_identical`` a state event identical to the one in the state before
+        it (same sender, same content) is not sent: that event is returned (once it is
+        committed), as Synapse's ``deduplicate_state_event``. The check is made under the
+        room's lock, so simultaneous identical requests create one event.
 
         With ``txn`` a repeated request returns the first event, also while the first is
         still in flight. Once enqueued, the event is committed even if the request is
@@ -158,6 +166,15 @@ class EventCreationService:
                     if self._state.is_forgotten(snapshot):
                         continue  # a failed commit dropped it; build on the reloaded one
                     before = await self._state_before(snapshot)
+                    identical = (
+                        await self._identical_state(
+                            snapshot.state if before is None else before, sender, spec
+                        )
+                        if unless_identical
+                        else None
+                    )
+                    if identical is not None:
+                        break
                     pdu = self._build(snapshot, sender, spec, before)
                     by_power = await self._authorise(snapshot, pdu, before)
                     if countersign is not None:
@@ -175,6 +192,12 @@ class EventCreationService:
         except BaseException as exc:
             self._settle(txn, future, exc)
             raise
+        if identical is not None:
+            self._settle(txn, future, identical.pdu.event_id)
+            uncommitted = self._uncommitted.get(identical.pdu.event_id)
+            if uncommitted is not None:
+                await asyncio.shield(uncommitted)
+            return identical
         if txn is not None:
             event_id = pdu.event_id
 
@@ -210,6 +233,24 @@ class EventCreationService:
             future.exception()  # retrieved: waiters re-raise it themselves
         else:
             future.set_result(outcome)
+
+    async def _identical_state(
+        self, state: Mapping[StateKey, EventID], sender: UserID, spec: EventSpec
+    ) -> StoredEvent | None:
+        """The event of ``state`` that a state event ``spec`` from ``sender`` would
+        repeat: same key, sender and content (as canonical JSON: 1 and 1.0, or true and
+        1, differ). None for a change, or for an event that is not state."""
+        if spec.state_key is None:
+            return None
+        current_id = state.get((spec.event_type, spec.state_key))
+        current = None if current_id is None else await self._state.get_event(current_id)
+        if (
+            current is None
+            or current.pdu.sender != sender
+            or encode_canonical_json(current.pdu.content) != encode_canonical_json(spec.content)
+        ):
+            return None
+        return current
 
     async def _event(self, event_id: EventID) -> StoredEvent:
         event = await self._state.get_event(event_id)
@@ -561,7 +602,21 @@ class EventCreationService:
         await asyncio.shield(self._enqueue(events))
 
     def _enqueue(self, events: Sequence[EventToPersist]) -> asyncio.Future[None]:
-        return self._writer.enqueue(events)
+        """Queue ``events`` for the writer; their state events are ``_uncommitted``
+        until the commit settles, so a request they answer can wait for it."""
+        done = self._writer.enqueue(events)
+        state_ids = [e.pdu.event_id for e in events if e.pdu.is_state()]
+        if state_ids:
+            for event_id in state_ids:
+                self._uncommitted[event_id] = done
+
+            def settled(_: asyncio.Future[None]) -> None:
+                for event_id in state_ids:
+                    if self._uncommitted.get(event_id) is done:
+                        del self._uncommitted[event_id]
+
+            done.add_done_callback(settled)
+        return done
 
     # -- failure -----------------------------------------------------------------------
 
