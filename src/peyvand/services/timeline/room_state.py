@@ -33,6 +33,8 @@ STRIPPED_STATE_TYPES: Final = (
     "m.room.encryption",
     "m.room.topic",
 )
+_DELTA_CACHE_SIZE: Final = 20_000
+_KEYED_CACHE_SIZE: Final = 200_000
 
 
 def _lowbit(n: int) -> int:
@@ -170,9 +172,9 @@ class StateService:
         self._forget_epoch = 0
         self._redaction_count = 0
         self._groups: LRU[int, StateGroupRow] = LRU(100_000)
-        self._deltas: LRU[int, dict[StateKey, EventID]] = LRU(20_000)
+        self._deltas: LRU[int, dict[StateKey, EventID]] = LRU(_DELTA_CACHE_SIZE)
         # (group, key) -> event ID or None: groups are immutable, so lookups are too.
-        self._keyed: LRU[tuple[int, StateKey], tuple[EventID | None]] = LRU(200_000)
+        self._keyed: LRU[tuple[int, StateKey], tuple[EventID | None]] = LRU(_KEYED_CACHE_SIZE)
         self._next_group = 0
 
     async def start(self) -> None:
@@ -509,6 +511,13 @@ class StateService:
         self._groups.put(row.state_group, row)
         self._deltas.put(row.state_group, dict(delta))
         return NewStateGroup(row, delta)
+
+    def forget_state_deltas(self) -> None:
+        """Drop the cached deltas and keyed lookups of every state group: a room whose
+        partial state was completed had rows added to its groups (the groups are
+        otherwise immutable)."""
+        self._deltas = LRU(_DELTA_CACHE_SIZE)
+        self._keyed = LRU(_KEYED_CACHE_SIZE)
 
     def first_state_group(
         self, room_id: RoomID, changes: Mapping[StateKey, EventID]
