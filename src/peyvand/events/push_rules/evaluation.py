@@ -68,9 +68,7 @@ class EventEvaluation:
         """
         if self._sender == user_id:
             return NO_ACTIONS
-        plan = self._plans.get(compiled)
-        if plan is None:
-            plan = self._plans[compiled] = self._plan(compiled)
+        plan = self._plan_of(compiled)
         for tests, actions in plan.steps:
             for test in tests:
                 if not test(user_id, display_name):
@@ -78,6 +76,19 @@ class EventEvaluation:
             else:
                 return actions
         return plan.final
+
+    def uniform_actions(self, compiled: CompiledRuleset) -> Actions | None:
+        """The actions of ``compiled`` for every user but the sender when no rule left for
+        this event depends on the user (no mention, invite or display name can match), so
+        a whole group of users sharing ``compiled`` is decided at once; else None."""
+        plan = self._plan_of(compiled)
+        return None if plan.steps else plan.final
+
+    def _plan_of(self, compiled: CompiledRuleset) -> _Plan:
+        plan = self._plans.get(compiled)
+        if plan is None:
+            plan = self._plans[compiled] = self._plan(compiled)
+        return plan
 
     def _plan(self, compiled: CompiledRuleset) -> _Plan:
         steps: list[tuple[tuple[SelfTest, ...], Actions]] = []
