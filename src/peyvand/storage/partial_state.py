@@ -1,0 +1,148 @@
+"""Rooms joined with partial state (migration 028; Server-Server API, send_join v2 with
+``omit_members``): which rooms, the join whose state is partial, the servers in the room
+at the join; and completing the state once the full state at the join is known."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from peyvand.events.pdu import StateKey
+from peyvand.storage.database import Database
+from peyvand.storage.models import NewStateGroup
+from peyvand.types import EventID, RoomID, ServerName
+
+
+@dataclass(frozen=True, slots=True)
+class PartialStateRoom:
+    room_id: RoomID
+    join_event_id: EventID
+    joined_via: ServerName
+    servers: tuple[ServerName, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CompletedState:
+    """What completing a room's state writes.
+
+    ``missing``: the state at the join that the partial state lacked; it is added to
+    every state group of the room from ``since_group`` on that holds a whole state (no
+    base group): the groups built on them inherit it, and a group that set a key since
+    keeps its own value. ``current``: current-state rows to write as ``(key, event ID,
+    membership)``, with ``stream_ordering``; ``new_group``: the room's new current group,
+    when resolving the forward extremities with the full state gave another state."""
+
+    room_id: RoomID
+    since_group: int
+    missing: Mapping[StateKey, EventID]
+    current: Sequence[tuple[StateKey, EventID, str | None]]
+    stream_ordering: int
+    new_group: NewStateGroup | None
+
+
+class PartialStateStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def add_room(self, room: PartialStateRoom, now_ms: int) -> None:
+        """Mark ``room`` partial (replacing an earlier mark for it)."""
+        async with self._db.transaction() as txn:
+            await txn.execute("DELETE FROM partial_state_rooms WHERE room_id = $1", room.room_id)
+            await txn.execute(
+                "DELETE FROM partial_state_room_servers WHERE room_id = $1", room.room_id
+            )
+            await txn.execute(
+                "INSERT INTO partial_state_rooms (room_id, join_event_id, joined_via, created_ts)"
+                " VALUES ($1, $2, $3, $4)",
+                room.room_id,
+                room.join_event_id,
+                room.joined_via,
+                now_ms,
+            )
+            await txn.executemany(
+                "INSERT INTO partial_state_room_servers (room_id, server_name) VALUES ($1, $2)",
+                [(room.room_id, s) for s in dict.fromkeys(room.servers)],
+            )
+
+    async def rooms(self) -> list[PartialStateRoom]:
+        """Every room still partial."""
+        rows = await self._db.fetch(
+            "SELECT room_id, join_event_id, joined_via FROM partial_state_rooms ORDER BY created_ts"
+        )
+        servers: dict[str, list[ServerName]] = {}
+        for row in await self._db.fetch(
+            "SELECT room_id, server_name FROM partial_state_room_servers ORDER BY server_name"
+        ):
+            servers.setdefault(row["room_id"], []).append(ServerName(row["server_name"]))
+        return [
+            PartialStateRoom(
+                RoomID(r["room_id"]),
+                EventID(r["join_event_id"]),
+                ServerName(r["joined_via"]),
+                tuple(servers.get(r["room_id"], ())),
+            )
+            for r in rows
+        ]
+
+    async def forget(self, room_id: RoomID) -> None:
+        """Drop the mark (its join was never stored)."""
+        async with self._db.transaction() as txn:
+            await txn.execute("DELETE FROM partial_state_rooms WHERE room_id = $1", room_id)
+            await txn.execute("DELETE FROM partial_state_room_servers WHERE room_id = $1", room_id)
+
+    async def complete(self, done: CompletedState) -> None:
+        """Write the full state (see ``CompletedState``) and drop the mark, in one
+        transaction."""
+        async with self._db.transaction() as txn:
+            # First: a new current group holding a whole state gets the missing rows too.
+            if done.new_group is not None:
+                group = done.new_group.row
+                await txn.execute(
+                    "INSERT INTO state_groups (state_group, room_id, seq, prev_group, base_group)"
+                    " VALUES ($1, $2, $3, $4, $5)",
+                    group.state_group,
+                    group.room_id,
+                    group.seq,
+                    group.prev_group,
+                    group.base_group,
+                )
+                await txn.executemany(
+                    "INSERT INTO state_group_deltas (state_group, type, state_key, event_id)"
+                    " VALUES ($1, $2, $3, $4)",
+                    [(group.state_group, k[0], k[1], e) for k, e in done.new_group.delta.items()],
+                )
+                await txn.execute(
+                    "UPDATE rooms SET current_state_group = $2 WHERE room_id = $1",
+                    done.room_id,
+                    group.state_group,
+                )
+            whole = await txn.fetch(
+                "SELECT state_group FROM state_groups"
+                " WHERE room_id = $1 AND base_group IS NULL AND state_group >= $2",
+                done.room_id,
+                done.since_group,
+            )
+            await txn.executemany(
+                "INSERT INTO state_group_deltas (state_group, type, state_key, event_id)"
+                " VALUES ($1, $2, $3, $4) ON CONFLICT (state_group, type, state_key) DO NOTHING",
+                [
+                    (row["state_group"], key[0], key[1], event_id)
+                    for row in whole
+                    for key, event_id in done.missing.items()
+                ],
+            )
+            await txn.executemany(
+                "INSERT INTO current_state (room_id, type, state_key, event_id, membership,"
+                " stream_ordering) VALUES ($1, $2, $3, $4, $5, $6)"
+                " ON CONFLICT (room_id, type, state_key) DO UPDATE SET"
+                " event_id = excluded.event_id, membership = excluded.membership,"
+                " stream_ordering = excluded.stream_ordering",
+                [
+                    (done.room_id, key[0], key[1], event_id, membership, done.stream_ordering)
+                    for key, event_id, membership in done.current
+                ],
+            )
+            await txn.execute("DELETE FROM partial_state_rooms WHERE room_id = $1", done.room_id)
+            await txn.execute(
+                "DELETE FROM partial_state_room_servers WHERE room_id = $1", done.room_id
+            )
