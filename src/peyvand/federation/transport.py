@@ -81,12 +81,21 @@ class FederationTransport:
         return await self._client.get_json(destination, path, query={"ver": list(versions)})
 
     async def send_join(
-        self, destination: ServerName, room_id: RoomID, event_id: EventID, pdu: JsonDict
+        self,
+        destination: ServerName,
+        room_id: RoomID,
+        event_id: EventID,
+        pdu: JsonDict,
+        *,
+        omit_members: bool = False,
     ) -> Any:
         """``PUT /_matrix/federation/v2/send_join/{roomId}/{eventId}``: the room's state
-        and auth chain (and the join, signed by the resident server if restricted)."""
+        and auth chain (and the join, signed by the resident server if restricted). With
+        ``omit_members`` (``?omit_members=true``) the resident server may leave out member
+        events (``members_omitted``) and answers with ``servers_in_room``."""
         path = f"{FEDERATION_V2}/send_join/{_segment(room_id)}/{_segment(event_id)}"
-        return await self._client.put_json(destination, path, pdu)
+        query = {"omit_members": "true"} if omit_members else None
+        return await self._client.put_json(destination, path, pdu, query=query)
 
     async def make_leave(self, destination: ServerName, room_id: RoomID, user_id: UserID) -> Any:
         """``GET /_matrix/federation/v1/make_leave/{roomId}/{userId}``: the template."""
@@ -276,6 +285,25 @@ class FederationTransport:
             [EventID(e) for e in pdu_ids if isinstance(e, str)],
             [EventID(e) for e in auth_ids if isinstance(e, str)],
         )
+
+    async def get_state(
+        self, destination: ServerName, room_id: RoomID, event_id: EventID
+    ) -> tuple[list[Any], list[Any]]:
+        """``GET /_matrix/federation/v1/state/{roomId}?event_id=...``: the PDUs of the
+        state before the event and of its auth chain (ValueError if either list is
+        missing)."""
+        response = await self._client.get_json(
+            destination,
+            f"{FEDERATION_V1}/state/{_segment(room_id)}",
+            query={"event_id": event_id},
+        )
+        if not isinstance(response, dict):
+            raise ValueError("bad /state answer")
+        pdus = response.get("pdus")
+        chain = response.get("auth_chain")
+        if not isinstance(pdus, list) or not isinstance(chain, list):
+            raise ValueError("bad /state answer")
+        return pdus, chain
 
     # --- Content repository -----------------------------------------------------------------
 
