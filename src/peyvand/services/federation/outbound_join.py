@@ -6,14 +6,20 @@ that state's auth chain. Every event of the answer is checked as on receipt (for
 signatures, content hash, authorization against its own auth events, in topological
 order), the state and auth chain are stored as outliers, and the join becomes the room's
 first timeline event here: its state is the answered state plus the join.
+
+The join asks for ``omit_members`` (MSC3706 / MSC3902, "faster joins"). An answer with
+``members_omitted`` holds the state without most member events: the room is then marked
+partial (``partial_state_resync.PartialStateResync.begin``), the join is checked against
+its own auth events, events go to the answer's ``servers_in_room``, the user can read and
+send at once, and the full state is fetched in the background.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, Protocol
 
 from peyvand.errors import Errcode, MatrixError
 from peyvand.events.auth import AuthError, check_auth_events_list, check_auth_rules
@@ -30,12 +36,24 @@ from peyvand.services.federation.federation_pdus import supported_room_version
 from peyvand.services.timeline.room_state import RoomSnapshot, StateService
 from peyvand.storage.events import EventStore
 from peyvand.storage.models import EventToPersist, OutlierRow, RoomRow
+from peyvand.storage.partial_state import PartialStateRoom
 from peyvand.types import EventID, JsonDict, RoomID, ServerName, UserID
 
 logger = logging.getLogger(__name__)
 
 CREATE_KEY: StateKey = ("m.room.create", "")
 SignatureCheck = Callable[[Sequence[Pdu]], Awaitable[list[bool]]]
+_MAX_JOIN_AUTH_FETCH = 10
+
+
+class PartialJoins(Protocol):
+    """Rooms joined with partial state (``PartialStateResync``)."""
+
+    async def begin(self, room: PartialStateRoom) -> None: ...
+
+    async def abandon(self, room_id: RoomID) -> None: ...
+
+    def resync(self, room_id: RoomID) -> None: ...
 
 
 class RemoteJoiner:
@@ -50,8 +68,10 @@ class RemoteJoiner:
         allocate_stream: Callable[[], int],
         persist: Callable[[Sequence[EventToPersist]], Awaitable[None]],
         *,
+        partial: PartialJoins | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        """With ``partial`` the join asks for ``omit_members`` and may get partial state."""
         self._server_name = server_name
         self._signing_key = signing_key
         self._transport = transport
@@ -60,6 +80,7 @@ class RemoteJoiner:
         self._check_signatures = check_signatures
         self._allocate_stream = allocate_stream
         self._persist = persist
+        self._partial = partial
         self._clock = clock
 
     def _now_ms(self) -> int:
@@ -115,7 +136,9 @@ class RemoteJoiner:
             )
         except (EventTooLargeError, ValueError) as exc:
             raise ValueError(f"bad join template: {exc}") from exc
-        answer = await self._transport.send_join(server, room_id, join.event_id, dict(join.data))
+        answer = await self._transport.send_join(
+            server, room_id, join.event_id, dict(join.data), omit_members=self._partial is not None
+        )
         if not isinstance(answer, dict):
             raise ValueError("send_join gave no object")
         signed = answer.get("event")
@@ -125,7 +148,7 @@ class RemoteJoiner:
             data = dict(join.data)
             data["signatures"] = {**signed["signatures"], **dict(join.data["signatures"])}
             join = Pdu(data, join.event_id, version)
-        await self._install(room_id, version, join, answer)
+        await self._install(server, room_id, version, join, answer)
 
     @staticmethod
     def _version(template: Any) -> RoomVersion:
@@ -134,10 +157,11 @@ class RemoteJoiner:
         return supported_room_version(template.get("room_version", "1"))
 
     async def _install(
-        self, room_id: RoomID, version: RoomVersion, join: Pdu, answer: JsonDict
+        self, server: ServerName, room_id: RoomID, version: RoomVersion, join: Pdu, answer: JsonDict
     ) -> None:
         """Check the answer and make the room exist here, with the join as its first
         timeline event."""
+        partial = self._partial_room(server, room_id, join, answer)
         state_raw = answer.get("state")
         chain_raw = answer.get("auth_chain")
         if not isinstance(state_raw, list) or not isinstance(chain_raw, list):
@@ -157,7 +181,7 @@ class RemoteJoiner:
         bad = [p.event_id for p, ok in zip(events.values(), valid, strict=True) if not ok]
         if bad:
             raise ValueError(f"events with invalid signatures: {bad[:3]}")
-        rejected = self._check_auth_chain(events)
+        rejected = check_auth_chain(events)
         state: dict[StateKey, EventID] = {}
         for event_id in state_ids:
             pdu = events[event_id]
@@ -171,6 +195,10 @@ class RemoteJoiner:
         if create.content.get("room_version", "1") != version.identifier:
             raise ValueError("the create event's room version differs")
         auth_state = {k: events[e] for k, e in state.items()}
+        if partial is not None:
+            # Members are missing from the state: the join's own auth events stand in for
+            # them (a restricted join's authorising member, for one).
+            auth_state.update(await self._join_auth_events(server, join, events, rejected))
         try:
             check_auth_rules(join, auth_state)
         except AuthError as exc:
@@ -221,31 +249,93 @@ class RemoteJoiner:
             depth=join.depth,
             state_group=after.row,
         )
+        if partial is not None and self._partial is not None:
+            await self._partial.begin(partial)
         self._state.add_room(snapshot)
         try:
             async with snapshot.lock:
                 await self._persist([persisted])
         except BaseException:
             self._state.forget_room(room_id)
+            if partial is not None and self._partial is not None:
+                await self._partial.abandon(room_id)
             raise
+        if partial is not None and self._partial is not None:
+            self._partial.resync(room_id)
 
-    @staticmethod
-    def _check_auth_chain(events: dict[EventID, Pdu]) -> set[EventID]:
-        """Check every event against its own auth events, parents first; the rejected."""
-        rejected: set[EventID] = set()
-        create = next((e for e in events.values() if e.type == "m.room.create"), None)
-        for pdu in auth_topological_order(events):
-            auth_events = [events[a] for a in pdu.auth_event_ids if a in events]
-            incomplete = len(auth_events) != len(pdu.auth_event_ids)
-            if incomplete or any(a in rejected for a in pdu.auth_event_ids):
-                rejected.add(pdu.event_id)
-                continue
+    def _partial_room(
+        self, server: ServerName, room_id: RoomID, join: Pdu, answer: JsonDict
+    ) -> PartialStateRoom | None:
+        """The partial-state room the answer makes, if it omitted members."""
+        if self._partial is None or answer.get("members_omitted") is not True:
+            return None
+        servers = answer.get("servers_in_room")
+        if not isinstance(servers, list) or not all(isinstance(s, str) for s in servers):
+            raise ValueError("send_join omitted members without servers_in_room")
+        return PartialStateRoom(
+            room_id, join.event_id, server, tuple(ServerName(s) for s in servers)
+        )
+
+    async def _join_auth_events(
+        self,
+        server: ServerName,
+        join: Pdu,
+        events: Mapping[EventID, Pdu],
+        rejected: set[EventID],
+    ) -> dict[StateKey, Pdu]:
+        """The join's auth events, from the answer or (absent there) from ``server``,
+        checked like the answer's; ValueError if one cannot be had or was rejected."""
+        wanted = [e for e in join.auth_event_ids[:_MAX_JOIN_AUTH_FETCH] if e not in events]
+        fetched: dict[EventID, Pdu] = {}
+        for event_id in wanted:
             try:
-                check_auth_events_list(pdu, auth_events, create_event=create)
-                auth_state = {a.state_tuple: a for a in auth_events}
-                if create is not None:
-                    auth_state[CREATE_KEY] = create
-                check_auth_rules(pdu, auth_state)
-            except AuthError:
-                rejected.add(pdu.event_id)
-        return rejected
+                pdu = parse_pdu(
+                    await self._transport.get_event(server, event_id),
+                    join.room_version,
+                    room_id=join.room_id,
+                )
+            except InvalidPdu as exc:
+                raise ValueError(f"invalid auth event {event_id}: {exc}") from exc
+            if pdu.event_id != event_id:
+                raise ValueError(f"{server} answered {pdu.event_id} for {event_id}")
+            fetched[event_id] = check_content_hash_or_redact(pdu)[0]
+        if fetched:
+            valid = await self._check_signatures(list(fetched.values()))
+            if not all(valid):
+                raise ValueError("an auth event of the join has an invalid signature")
+            rejected |= check_auth_chain({**events, **fetched}) & fetched.keys()
+            await self._store.persist_outliers(
+                [
+                    OutlierRow(p, "rejected" if e in rejected else "outlier", None)
+                    for e, p in fetched.items()
+                ]
+            )
+        found: dict[StateKey, Pdu] = {}
+        for event_id in join.auth_event_ids:
+            auth_event = events.get(event_id) or fetched.get(event_id)
+            if auth_event is None or event_id in rejected:
+                raise ValueError(f"the join's auth event {event_id} is not valid")
+            found[auth_event.state_tuple] = auth_event
+        return found
+
+
+def check_auth_chain(events: Mapping[EventID, Pdu]) -> set[EventID]:
+    """Check every event against its own auth events, auth parents first (a rejection
+    reaches every event citing the rejected one); the IDs of the rejected."""
+    rejected: set[EventID] = set()
+    create = next((e for e in events.values() if e.type == "m.room.create"), None)
+    for pdu in auth_topological_order(events):
+        auth_events = [events[a] for a in pdu.auth_event_ids if a in events]
+        incomplete = len(auth_events) != len(pdu.auth_event_ids)
+        if incomplete or any(a in rejected for a in pdu.auth_event_ids):
+            rejected.add(pdu.event_id)
+            continue
+        try:
+            check_auth_events_list(pdu, auth_events, create_event=create)
+            auth_state = {a.state_tuple: a for a in auth_events}
+            if create is not None:
+                auth_state[CREATE_KEY] = create
+            check_auth_rules(pdu, auth_state)
+        except AuthError:
+            rejected.add(pdu.event_id)
+    return rejected

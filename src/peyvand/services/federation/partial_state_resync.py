@@ -1,0 +1,337 @@
+"""Completing the state of a room joined with partial state (MSC3706 / MSC3902, as
+Synapse's ``_sync_partial_state_room``), in the background.
+
+One task per partial room (resumed at start-up for rooms still partial): ask a server
+in the room for the state at the join (``GET /state_ids``), fetch the events missing here
+in bulk (``/event`` for a few, ``/state`` for many), check them as on receipt
+(signatures, content hashes, the authorization rules against their own auth events, auth
+parents first) and store them as outliers. The state the partial state lacked is then
+added to the room's state groups since the join, the current state becomes the
+resolution of the states after each forward extremity, the room stops being partial and
+its waiters wake; events received meanwhile are checked again against their full state
+before them. A failing server is followed by the next of ``servers_in_room``; rounds of
+attempts are bounded in number and spaced out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Any, Final, Protocol
+
+from peyvand.background import BackgroundTask
+from peyvand.events.auth import AuthError, auth_types_for_event, check_auth_rules
+from peyvand.events.pdu import Pdu, StateKey
+from peyvand.events.received import InvalidPdu, check_content_hash_or_redact, parse_pdu
+from peyvand.events.room_versions import RoomVersion
+from peyvand.services.federation.outbound_join import check_auth_chain
+from peyvand.services.federation.partial_state import PartialStateRooms
+from peyvand.services.timeline.room_state import RoomSnapshot, StateService
+from peyvand.services.timeline.state_resolution import StateResolver
+from peyvand.storage.events import EventStore
+from peyvand.storage.models import NewStateGroup, OutlierRow, StoredEvent
+from peyvand.storage.partial_state import CompletedState, PartialStateRoom, PartialStateStore
+from peyvand.types import EventID, RoomID, ServerName, server_name_of
+
+logger = logging.getLogger(__name__)
+
+_MAX_STATE_IDS: Final = 250_000  # state and auth chain IDs one answer may name
+_FETCH_ONE_BY_ONE: Final = 50  # up to this many missing events: /event each, else /state
+_CONCURRENT_FETCHES: Final = 8
+_MAX_ROUNDS: Final = 8  # rounds over every server before giving up until the next start
+_MAX_BACKOFF_SECONDS: Final = 60.0
+_MAX_RECHECKED: Final = 10_000  # events received while partial, checked again
+
+SignatureCheck = Callable[[Sequence[Pdu]], Awaitable[list[bool]]]
+
+
+class StateSource(Protocol):
+    """Reading a room's state from another server (``FederationTransport``)."""
+
+    async def get_state_ids(
+        self, destination: ServerName, room_id: RoomID, event_id: EventID
+    ) -> tuple[list[EventID], list[EventID]]: ...
+
+    async def get_state(
+        self, destination: ServerName, room_id: RoomID, event_id: EventID
+    ) -> tuple[list[Any], list[Any]]: ...
+
+    async def get_event(self, destination: ServerName, event_id: EventID) -> Any: ...
+
+
+class PartialStateResync:
+    def __init__(
+        self,
+        server_name: ServerName,
+        rooms: PartialStateRooms,
+        store: PartialStateStore,
+        events: EventStore,
+        state: StateService,
+        remote: StateSource,
+        check_signatures: SignatureCheck,
+        *,
+        first_backoff_seconds: float = 1.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._server_name = server_name
+        self._rooms = rooms
+        self._store = store
+        self._events = events
+        self._state = state
+        self._resolver = StateResolver(state)
+        self._remote = remote
+        self._check_signatures = check_signatures
+        self._first_backoff = first_backoff_seconds
+        self._clock = clock
+        self._tasks: dict[RoomID, BackgroundTask] = {}
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Resume the resync of every room still partial."""
+        for room in await self._store.rooms():
+            if await self._state.get_event(room.join_event_id) is None:
+                await self._store.forget(room.room_id)  # the join itself was never stored
+                continue
+            self._rooms.mark(room)
+            self.resync(room.room_id)
+
+    async def stop(self) -> None:
+        tasks, self._tasks = self._tasks, {}
+        for task in tasks.values():
+            await task.stop()
+
+    # -- the join ------------------------------------------------------------------------
+
+    async def begin(self, room: PartialStateRoom) -> None:
+        """Mark ``room`` partial, before its join is stored (a mark whose join never is
+        gets dropped at the next start)."""
+        await self._store.add_room(room, int(self._clock() * 1000))
+        self._rooms.mark(room)
+
+    async def abandon(self, room_id: RoomID) -> None:
+        """The join was not stored after all."""
+        self._rooms.completed(room_id)
+        await self._store.forget(room_id)
+
+    def resync(self, room_id: RoomID) -> None:
+        """Start completing the room's state (unless it is already under way)."""
+        task = self._tasks.get(room_id)
+        if task is not None and task.running:
+            return
+        task = BackgroundTask(f"partial-state resync {room_id}", lambda: self._run(room_id))
+        self._tasks[room_id] = task
+        task.start()
+
+    # -- the resync ----------------------------------------------------------------------
+
+    async def _run(self, room_id: RoomID) -> None:
+        backoff = self._first_backoff
+        for _ in range(_MAX_ROUNDS):
+            room = self._rooms.get(room_id)
+            if room is None:
+                return
+            for server in self._servers(room):
+                try:
+                    await self._resync_from(server, room)
+                    return
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    logger.info("resync of %s from %s failed: %s", room_id, server, exc)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, _MAX_BACKOFF_SECONDS)
+        logger.warning("the state of %s stays partial until the next start", room_id)
+
+    def _servers(self, room: PartialStateRoom) -> list[ServerName]:
+        """The server joined through first, then the others in the room at the join and
+        any seen since (as Synapse prioritises them)."""
+        snapshot = self._state.cached_room(room.room_id)
+        seen = snapshot.joined_servers() if snapshot is not None else frozenset()
+        servers = dict.fromkeys([room.joined_via, *sorted(room.servers), *sorted(seen)])
+        servers.pop(self._server_name, None)
+        return list(servers)
+
+    async def _resync_from(self, server: ServerName, room: PartialStateRoom) -> None:
+        snapshot = await self._state.get_room(room.room_id)
+        if snapshot is None:
+            raise ValueError("the room is gone")
+        version = snapshot.room_version
+        state_ids, auth_ids = await self._remote.get_state_ids(
+            server, room.room_id, room.join_event_id
+        )
+        if len(state_ids) + len(auth_ids) > _MAX_STATE_IDS:
+            raise ValueError("the state is too large")
+        wanted = set(state_ids) | set(auth_ids)
+        held = await self._state.get_pdus(wanted)
+        fetched = await self._fetch(server, room, version, wanted - held.keys())
+        rejected = check_auth_chain({**held, **fetched})
+        await self._events.persist_outliers(
+            [
+                OutlierRow(p, "rejected" if e in rejected else "outlier", None)
+                for e, p in fetched.items()
+            ]
+        )
+        events = {**held, **fetched}
+        full: dict[StateKey, EventID] = {}
+        for event_id in state_ids:
+            pdu = events[event_id]
+            if event_id not in rejected and pdu.is_state() and pdu.room_id == room.room_id:
+                full[pdu.state_tuple] = event_id
+        if ("m.room.create", "") not in full:
+            raise ValueError("the state has no create event")
+        await self._complete(room, full)
+        logger.info("%s has its full state (%d events, from %s)", room.room_id, len(full), server)
+
+    async def _fetch(
+        self,
+        server: ServerName,
+        room: PartialStateRoom,
+        version: RoomVersion,
+        missing: set[EventID],
+    ) -> dict[EventID, Pdu]:
+        """The ``missing`` events from ``server``, format, signatures and content hashes
+        checked (ValueError unless it gives them all, validly signed)."""
+        if not missing:
+            return {}
+        raws: list[Any]
+        if len(missing) <= _FETCH_ONE_BY_ONE:
+            limit = asyncio.Semaphore(_CONCURRENT_FETCHES)
+
+            async def one(event_id: EventID) -> Any:
+                async with limit:
+                    return await self._remote.get_event(server, event_id)
+
+            raws = list(await asyncio.gather(*(one(e) for e in sorted(missing))))
+        else:
+            pdus, chain = await self._remote.get_state(server, room.room_id, room.join_event_id)
+            raws = [*pdus, *chain]
+        parsed: dict[EventID, Pdu] = {}
+        for raw in raws[:_MAX_STATE_IDS]:
+            try:
+                pdu = parse_pdu(raw, version, room_id=room.room_id)
+            except InvalidPdu as exc:
+                logger.info("invalid state event from %s: %s", server, exc)
+                continue
+            if pdu.event_id in missing:
+                parsed[pdu.event_id] = pdu
+        if len(parsed) != len(missing):
+            raise ValueError(f"{len(missing) - len(parsed)} events of the state not given")
+        valid = await self._check_signatures(list(parsed.values()))
+        bad = [p.event_id for p, ok in zip(parsed.values(), valid, strict=True) if not ok]
+        if bad:
+            raise ValueError(f"events with invalid signatures: {bad[:3]}")
+        return {e: check_content_hash_or_redact(p)[0] for e, p in parsed.items()}
+
+    async def _complete(self, room: PartialStateRoom, full: Mapping[StateKey, EventID]) -> None:
+        """Add what the partial state lacked, re-derive the current state, drop the mark
+        and wake the waiters; then check the events received meanwhile again."""
+        snapshot = await self._state.get_room(room.room_id)
+        join = await self._state.get_event(room.join_event_id)
+        if snapshot is None or join is None:
+            raise ValueError("the room or its join is gone")
+        async with snapshot.lock:
+            join_group = await self._state.state_group_row(join.state_group)
+            since = (
+                join_group.prev_group
+                if join_group.prev_group is not None
+                else join_group.state_group
+            )
+            partial_before = await self._state.state_ids_at_group(since)
+            missing = {k: e for k, e in full.items() if k not in partial_before}
+            current, new_group = await self._current_state(snapshot, missing)
+            changed = {k: e for k, e in current.items() if snapshot.state.get(k) != e}
+            members = await self._state.get_pdus(
+                e for k, e in changed.items() if k[0] == "m.room.member"
+            )
+            await self._store.complete(
+                CompletedState(
+                    room_id=room.room_id,
+                    since_group=since,
+                    missing=missing,
+                    current=[
+                        (k, e, members[e].membership if e in members else None)
+                        for k, e in changed.items()
+                    ],
+                    stream_ordering=join.stream_ordering,
+                    new_group=new_group,
+                )
+            )
+            self._state.forget_state_deltas()
+            self._state.forget_room(room.room_id)
+        self._rooms.completed(room.room_id)
+        await self._recheck_since(room.room_id, join)
+
+    async def _current_state(
+        self, snapshot: RoomSnapshot, missing: Mapping[StateKey, EventID]
+    ) -> tuple[dict[StateKey, EventID], NewStateGroup | None]:
+        """The resolution of the states after each forward extremity, with the state the
+        join lacked; and a new current group when that is not the current group's state
+        completed the same way."""
+        completed_current = {**missing, **snapshot.state}
+        if len(snapshot.extremities) < 2:
+            return completed_current, None
+        states = [{**missing, **await self._resolver.state_after(e)} for e in snapshot.extremities]
+        current = await self._resolver.resolve(snapshot.room_version, states)
+        changes = {k: e for k, e in current.items() if completed_current.get(k) != e}
+        if not changes:
+            return completed_current, None
+        return current, await self._state.child_state_group(snapshot.state_group, changes)
+
+    async def _recheck_since(self, room_id: RoomID, join: StoredEvent) -> None:
+        """Check the events received while the state was partial (authorised then by
+        their auth events alone) against the full state before them; those that fail
+        are logged (as Synapse, they stay where they are in the timeline)."""
+        received = [
+            e
+            for e in await self._events.get_room_events(
+                room_id,
+                after=join.stream_ordering,
+                before=None,
+                limit=_MAX_RECHECKED,
+                newest_first=False,
+            )
+            if server_name_of(e.pdu.sender) != self._server_name
+        ]
+        if not received:
+            return
+        prevs = await self._state.get_dag_events(
+            p for e in received for p in e.pdu.prev_event_ids[:1]
+        )
+        by_group: dict[int, set[StateKey]] = {}
+        for event in received:
+            prev = prevs.get(event.pdu.prev_event_ids[0]) if event.pdu.prev_event_ids else None
+            if prev is not None:
+                by_group.setdefault(prev.state_group, set()).update(_auth_keys(event.pdu))
+        states = {
+            g: await self._state.state_ids_at_group(g, sorted(keys)) for g, keys in by_group.items()
+        }
+        pdus = await self._state.get_pdus(e for s in states.values() for e in s.values())
+        failed = 0
+        for event in received:
+            prev = prevs.get(event.pdu.prev_event_ids[0]) if event.pdu.prev_event_ids else None
+            if prev is None:
+                continue
+            before = states[prev.state_group]
+            auth_state = {k: pdus[e] for k, e in before.items() if e in pdus}
+            try:
+                check_auth_rules(event.pdu, auth_state)
+            except AuthError as exc:
+                failed += 1
+                logger.warning(
+                    "%s, received while %s was partial, fails against its full state: %s",
+                    event.pdu.event_id,
+                    room_id,
+                    exc.message,
+                )
+        logger.info("checked %d events received while %s was partial", len(received), room_id)
+        if failed:
+            logger.warning("%d of them fail against the full state", failed)
+
+
+def _auth_keys(pdu: Pdu) -> Iterable[StateKey]:
+    keys = auth_types_for_event(pdu.room_version, pdu.type, pdu.sender, pdu.state_key, pdu.content)
+    keys.add(("m.room.create", ""))
+    return keys
