@@ -27,11 +27,16 @@ class OutboundEvents:
         sender: FederationSender,
         state: StateService,
         outbox: FederationOutboxStore,
+        *,
+        partial_state_servers: Callable[[RoomID], frozenset[ServerName]] = lambda _: frozenset(),
     ) -> None:
+        """``partial_state_servers``: the servers in a room joined with partial state, as
+        the resident server named them (``servers_in_room``), until its members are known."""
         self._server_name = server_name
         self._sender = sender
         self._state = state
         self._outbox = outbox
+        self._partial_state_servers = partial_state_servers
         # Events accepted from a joining server that we relay to the rest of the room
         # (event ID -> the server that sent it, which does not get it back).
         self._relay: dict[EventID, ServerName] = {}
@@ -84,8 +89,9 @@ class OutboundEvents:
 
     def servers_in_room(self, room_id: RoomID) -> frozenset[ServerName]:
         """The servers with a joined member in the room (from the cached snapshot, which
-        keeps them per membership change: no scan of the members per event)."""
+        keeps them per membership change: no scan of the members per event), and while
+        the room's state is partial the servers in it at the join."""
         snapshot = self._state.cached_room(room_id)
-        if snapshot is None:
-            return frozenset()
-        return snapshot.joined_servers()
+        joined = snapshot.joined_servers() if snapshot is not None else frozenset()
+        partial = self._partial_state_servers(room_id)
+        return joined | partial if partial else joined

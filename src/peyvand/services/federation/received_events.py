@@ -111,10 +111,16 @@ class FederationEventHandler:
         allocate_backfill_stream: Callable[[], int],
         server_name: ServerName,
         banned_sender: Callable[[Pdu], str | None],
+        *,
+        partial_state: Callable[[RoomID], bool] = lambda _: False,
     ) -> None:
         """Events for which ``banned_sender`` gives a reason are soft-failed (kept out of
         the timeline and current state, like events the current state does not allow,
-        however they arrive: pushed, or pulled to fill a gap)."""
+        however they arrive: pushed, or pulled to fill a gap).
+
+        In a room whose state is ``partial_state`` (joined without its members, MSC3706)
+        an event is authorised by its own auth events alone and never soft-failed: the
+        state lacks members (as Synapse does; the resync checks them again)."""
         self._state = state
         self._resolver = StateResolver(state)
         self._store = store
@@ -125,6 +131,7 @@ class FederationEventHandler:
         self._allocate_backfill_stream = allocate_backfill_stream
         self._server_name = server_name
         self._banned_sender = banned_sender
+        self._partial_state = partial_state
 
     # -- entry points ------------------------------------------------------------------
 
@@ -196,6 +203,9 @@ class FederationEventHandler:
         snapshot = await self._state.get_room(pdu.room_id)
         if snapshot is None:
             raise DroppedPdu("unknown room")
+        # Decided before the states are read: they may be partial even if the room's
+        # state is completed meanwhile.
+        partial = self._partial_state(pdu.room_id)
         # The states after the prev events are immutable: work them out (fetching from
         # other servers where needed) before taking the room's lock, which local sends
         # wait on.
@@ -203,7 +213,7 @@ class FederationEventHandler:
         async with snapshot.lock:
             if await self._known(pdu.event_id):
                 return Outcome(pdu.event_id, "duplicate")
-            return await self._apply(origin, snapshot, pdu, befores)
+            return await self._apply(origin, snapshot, pdu, befores, partial=partial)
 
     # -- checks ------------------------------------------------------------------------
 
@@ -559,9 +569,15 @@ class FederationEventHandler:
     # -- applying ----------------------------------------------------------------------
 
     async def _apply(
-        self, origin: ServerName, snapshot: RoomSnapshot, pdu: Pdu, befores: Sequence[StateAt]
+        self,
+        origin: ServerName,
+        snapshot: RoomSnapshot,
+        pdu: Pdu,
+        befores: Sequence[StateAt],
+        *,
+        partial: bool,
     ) -> Outcome:
-        """Steps 4-6 and storage, under the room's lock."""
+        """Steps 4-6 and storage, under the room's lock (5 and 6 not while ``partial``)."""
         reason = await self._auth_against_auth_events(pdu)
         if not befores:
             raise DroppedPdu("an event without prev_events")
@@ -572,13 +588,13 @@ class FederationEventHandler:
                 await self._resolver.resolve(pdu.room_version, [b.state for b in befores]), None
             )
         before_row, before_new = await self._group_for(before, befores, snapshot)
-        if reason is None:
+        if reason is None and not partial:
             reason = await self._auth_against_state(pdu, before.state)
         if reason is not None:
             logger.info("rejected %s from %s: %s", pdu.event_id, origin, reason)
             await self._store_aside(pdu, "rejected", reason, before_row, before_new)
             return Outcome(pdu.event_id, "rejected", reason)
-        soft_fail = await self._auth_against_state(pdu, snapshot.state)
+        soft_fail = None if partial else await self._auth_against_state(pdu, snapshot.state)
         if soft_fail is None:
             soft_fail = self._banned_sender(pdu)
         if soft_fail is not None:
