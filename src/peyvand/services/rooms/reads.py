@@ -14,6 +14,7 @@ from peyvand.events.serialize import client_event
 from peyvand.services.accounts.requester import Requester
 from peyvand.services.rooms.visibility import VisibilityService
 from peyvand.services.sync.filtering import EventFilter
+from peyvand.services.sync.recent_events import RecentEvents
 from peyvand.services.sync.streams import StreamToken, parse_position_number
 from peyvand.services.timeline.event_creation import client_txn_id
 from peyvand.services.timeline.room_state import StateService
@@ -80,15 +81,21 @@ class RoomEventsService:
         current_position: Callable[[], int],
         backfill: Backfill,
         *,
+        recent: RecentEvents,
+        wait_for_full_state: Callable[[RoomID], Awaitable[None]] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         """``backfill`` pulls history from other servers when a room's local history
-        runs out."""
+        runs out; ``wait_for_full_state`` returns once a room joined with partial state
+        (MSC3706) has all its members (the member lists wait for it, as in Synapse);
+        ``recent`` answers reads of rooms' newest events from memory."""
         self._store = store
+        self._recent = recent
         self._state = state
         self._visibility = visibility
         self._current_position = current_position
         self._backfill = backfill
+        self._wait_for_full_state = wait_for_full_state
         self._clock = clock
 
     # -- serialisation -------------------------------------------------------------------
@@ -193,12 +200,23 @@ class RoomEventsService:
         newest_first: bool,
         limit: int,
     ) -> list[StoredEvent]:
+        held = self._recent.page(
+            room_id, after=after, before=before, limit=limit, newest_first=newest_first
+        )
+        if held is not None:
+            return held
         epoch = self._state.forget_epoch
         events = await self._store.get_room_events(
             room_id, after=after, before=before, limit=limit, newest_first=newest_first
         )
         self._state.cache_events(events, epoch)
         return events
+
+    async def last_event(self, room_id: RoomID, position: int) -> StoredEvent | None:
+        """The room's newest event at or before stream ``position`` (None: none), whose
+        state group is the room's state there."""
+        found = await self._page(room_id, after=None, before=position, newest_first=True, limit=1)
+        return found[0] if found else None
 
     async def scan(
         self,
@@ -465,6 +483,8 @@ class RoomEventsService:
         not_membership: str | None,
     ) -> list[JsonDict]:
         """GET /rooms/{roomId}/members."""
+        if self._wait_for_full_state is not None:
+            await self._wait_for_full_state(room_id)
         ids = await self._visible_state_ids(requester, room_id)
         member_ids = [v for k, v in ids.items() if k[0] == "m.room.member"]
         events = await self._state.get_state_events_by_id(member_ids)
@@ -480,6 +500,8 @@ class RoomEventsService:
         """GET /rooms/{roomId}/joined_members: display names and avatars of joined users."""
         if await self._membership(room_id, requester.user_id) != "join":
             raise MatrixError(Errcode.FORBIDDEN, "You are not joined to this room")
+        if self._wait_for_full_state is not None:
+            await self._wait_for_full_state(room_id)
         snapshot = await self._state.get_room(room_id)
         assert snapshot is not None
         ids = [snapshot.state[("m.room.member", u)] for u in snapshot.joined_members()]
