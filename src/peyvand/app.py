@@ -141,6 +141,9 @@ def _lifecycle(
     lifecycle.add("URL previews", media.url_preview)
     if config.federation.enabled:
         lifecycle.add("federation", federation.service)
+    if federation.partial_state is not None:
+        # Resumes completing the rooms joined with partial state (needs the client).
+        lifecycle.add("partial-state resync", federation.partial_state)
     lifecycle.add("guest removal", rooms.guest_removal)
     # Joins in the background: start-up does not wait.
     lifecycle.add("policy lists", rooms.policy_list_follower)

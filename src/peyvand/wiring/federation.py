@@ -6,6 +6,7 @@ wants (``Remote``)."""
 from __future__ import annotations
 
 import functools
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from peyvand.config import Config
@@ -26,6 +27,8 @@ from peyvand.services.federation.invite_policy import InvitePolicyService
 from peyvand.services.federation.outbound_events import OutboundEvents
 from peyvand.services.federation.outbound_join import RemoteJoiner
 from peyvand.services.federation.outbound_membership import OutboundMembership
+from peyvand.services.federation.partial_state import PartialStateRooms
+from peyvand.services.federation.partial_state_resync import PartialStateResync
 from peyvand.services.federation.queries import RemoteQueries
 from peyvand.services.federation.received_events import FederationEventHandler
 from peyvand.services.federation.room_access import RoomAccess
@@ -46,6 +49,7 @@ from peyvand.services.timeline.room_state import StateService
 from peyvand.storage.database import Database
 from peyvand.storage.federation_inbox import FederationInboxStore
 from peyvand.storage.federation_outbox import FederationOutboxStore
+from peyvand.storage.partial_state import PartialStateStore
 from peyvand.storage.remote_devices import RemoteDeviceStore
 from peyvand.storage.remote_invites import InvitePolicyStore
 from peyvand.storage.server_keys import ServerKeyStore
@@ -112,6 +116,9 @@ class Remote:
     alias_lookup: RemoteAliasLookup
     room_lists: RemoteRoomList
     profiles: RemoteProfileQuery
+    # Returns once a room joined with partial state has all its members (None: no
+    # federation, no partial state).
+    full_state: Callable[[RoomID], Awaitable[None]] | None
 
 
 def unfederated() -> Remote:
@@ -122,6 +129,7 @@ def unfederated() -> Remote:
         alias_lookup=no_remote_alias,
         room_lists=no_remote_room_list,
         profiles=no_remote_profiles,
+        full_state=None,
     )
 
 
@@ -130,6 +138,7 @@ class Federation:
     service: FederationService
     invite_policy: InvitePolicyService
     edus: FederationEdus | None  # None: federation is off
+    partial_state: PartialStateResync | None  # None: federation is off
     remote: Remote
 
 
@@ -158,6 +167,16 @@ def build_federation(
         timeline.index.note_remote_invite(user_id, room_id, membership, stream)
         timeline.notifier.advance(Stream.EVENTS, stream, {user_id})
 
+    partial_rooms = PartialStateRooms()
+    partial_state = PartialStateResync(
+        server_name,
+        partial_rooms,
+        PartialStateStore(db),
+        event_store,
+        state,
+        transport.requests,
+        check_signatures,
+    )
     handler = FederationEventHandler(
         state,
         event_store,
@@ -168,9 +187,16 @@ def build_federation(
         events.allocate_backfill_stream,
         server_name,
         policy_lists.soft_fail_reason,
+        partial_state=partial_rooms.is_partial,
     )
     allows = functools.partial(allows_server, server_name, transport.policy)
-    outbound_events = OutboundEvents(server_name, sender, state, transport.outbox)
+    outbound_events = OutboundEvents(
+        server_name,
+        sender,
+        state,
+        transport.outbox,
+        partial_state_servers=partial_rooms.servers,
+    )
     access = RoomAccess(server_name, state, handler, policy_lists)
     reads = FederationReads(server_name, state, access)
     outbound_membership = OutboundMembership(
@@ -188,6 +214,7 @@ def build_federation(
             check_signatures,
             events.allocate_stream,
             events.persist,
+            partial=partial_state,
         ),
         timeline.remote_invites,
         signing_key,
@@ -255,7 +282,7 @@ def build_federation(
         edus,
     )
     if not config.federation.enabled:
-        return Federation(federation, invite_policy, None, unfederated())
+        return Federation(federation, invite_policy, None, None, unfederated())
 
     timeline.writer.add_pre_commit(outbound_events.prepare_outbound)
     timeline.dispatcher.listeners.append(outbound_events.on_persisted)
@@ -266,5 +293,6 @@ def build_federation(
         alias_lookup=outbound_membership.query_directory,
         room_lists=queries.public_rooms,
         profiles=queries.profile,
+        full_state=partial_rooms.wait_for_full_state,
     )
-    return Federation(federation, invite_policy, edus, remote)
+    return Federation(federation, invite_policy, edus, partial_state, remote)

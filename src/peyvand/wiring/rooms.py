@@ -123,5 +123,6 @@ def build_rooms(
             local.visibility,
             lambda: timeline.notifier.current_token.events,
             remote.backfill,
+            wait_for_full_state=remote.full_state,
         ),
     )
