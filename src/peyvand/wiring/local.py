@@ -21,6 +21,7 @@ from peyvand.services.sync.account_data import AccountDataService
 from peyvand.services.sync.notifier import Notifier
 from peyvand.services.sync.presence import PresenceService
 from peyvand.services.sync.receipts import ReceiptService
+from peyvand.services.sync.recent_events import RecentEvents
 from peyvand.services.sync.streams import StreamToken
 from peyvand.services.sync.typing import TypingService
 from peyvand.services.timeline.event_creation import EventCreationService
@@ -49,6 +50,7 @@ class Timeline:
     notifier: Notifier
     state: StateService
     index: RoomIndex
+    recent: RecentEvents
     events: EventCreationService
     dispatcher: EventDispatcher
     writer: EventWriter
@@ -64,12 +66,15 @@ async def build_timeline(config: Config, db: Database, signing_key: SigningKey) 
     index = RoomIndex(event_store, remote_invites)
     dispatcher = EventDispatcher(config.server_name, state, index, notifier)
     writer = EventWriter(db, event_store, dispatcher.on_persisted, dispatcher.on_failed)
+    recent = RecentEvents(state)
+    dispatcher.listeners.append(recent.on_persisted)
     return Timeline(
         event_store=event_store,
         remote_invites=remote_invites,
         notifier=notifier,
         state=state,
         index=index,
+        recent=recent,
         events=EventCreationService(config.server_name, signing_key, event_store, state, writer),
         dispatcher=dispatcher,
         writer=writer,

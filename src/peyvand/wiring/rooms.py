@@ -123,6 +123,7 @@ def build_rooms(
             local.visibility,
             lambda: timeline.notifier.current_token.events,
             remote.backfill,
+            recent=timeline.recent,
             wait_for_full_state=remote.full_state,
         ),
     )

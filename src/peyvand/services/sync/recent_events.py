@@ -1,0 +1,147 @@
+"""The newest events of recently active rooms, kept as committed (issue 15, "hot room").
+
+A committed batch in a room of many members wakes every member's long-poll, and each
+woken ``/sync`` reads the same few new events (and the event before its token, for the
+state at a gap). This keeps each active room's newest events in memory, fed by the
+dispatcher right after the commit and before any woken sync runs, so those reads are
+answered here: one read of a batch per wake-up instead of one per woken sync, and no
+parsing of the same PDU JSON hundreds of times.
+
+For each room the events are held in stream order and are *complete from the oldest
+held*: every event of the room at or after it is held (a room's events are committed in
+the order of their positions; a late one that is still in the held range is inserted in
+order, an older one is left to storage). A read is answered only when that makes the
+answer exactly what ``EventStore.get_room_events`` would return; otherwise it is None
+and the caller reads storage. Events change after their commit only by a redaction
+(applied here by the rule storage applies) or a purge or content deletion, which bumps
+``StateService.forget_epoch``: then everything held is dropped.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Sequence
+
+from peyvand.events.redaction import redaction_takes_effect
+from peyvand.lru import LRU
+from peyvand.services.timeline.room_state import StateService
+from peyvand.storage.models import EventToPersist, StoredEvent
+from peyvand.types import EventID, RoomID
+
+# Rooms held, and events per room: enough for the timelines of woken syncs (a scan
+# reads at least 50 events at a time) while bounding memory to a few thousand events.
+ROOMS = 256
+EVENTS_PER_ROOM = 64
+
+
+class _RoomTail:
+    """One room's newest events, oldest first; every event of the room at or after
+    ``events[0]`` is among them."""
+
+    __slots__ = ("events", "positions")
+
+    def __init__(self) -> None:
+        self.events: list[StoredEvent] = []
+        self.positions: list[int] = []
+
+    def add(self, event: StoredEvent) -> None:
+        position = event.stream_ordering
+        if self.positions and position < self.positions[0]:
+            return  # older than what is held: storage has it
+        at = bisect.bisect_left(self.positions, position)
+        if at < len(self.positions) and self.positions[at] == position:
+            return
+        self.positions.insert(at, position)
+        self.events.insert(at, event)
+        if len(self.events) > EVENTS_PER_ROOM:
+            del self.positions[0]
+            del self.events[0]
+
+    def redact(self, redaction: EventToPersist, target: EventID) -> None:
+        """Mark ``target`` redacted if it is held and ``redaction`` takes effect on it,
+        as the commit marked it in storage (``storage.events``)."""
+        for at, event in enumerate(self.events):
+            if event.pdu.event_id != target:
+                continue
+            pdu = event.pdu
+            if event.redacted_by is None and redaction_takes_effect(
+                redaction.pdu,
+                by_power=redaction.redaction_by_power,
+                original_room_id=pdu.room_id,
+                original_sender=pdu.sender,
+                original_type=pdu.type,
+            ):
+                self.events[at] = StoredEvent(
+                    pdu, event.stream_ordering, event.state_group, redaction.pdu.event_id, event.txn
+                )
+            return
+
+
+def _stored(persisted: EventToPersist) -> StoredEvent:
+    """The event as storage returns it right after the commit."""
+    txn = (persisted.txn[1], persisted.txn[2]) if persisted.txn is not None else None
+    return StoredEvent(persisted.pdu, persisted.stream_ordering, persisted.state_group, None, txn)
+
+
+class RecentEvents:
+    def __init__(self, state: StateService) -> None:
+        self._state = state
+        self._epoch = state.forget_epoch
+        self._rooms: LRU[RoomID, _RoomTail] = LRU(ROOMS)
+
+    def _current(self) -> LRU[RoomID, _RoomTail]:
+        """The held rooms, emptied first if stored events changed since they were held."""
+        if self._epoch != self._state.forget_epoch:
+            self._epoch = self._state.forget_epoch
+            self._rooms = LRU(ROOMS)
+        return self._rooms
+
+    def on_persisted(self, batch: Sequence[EventToPersist]) -> None:
+        """A dispatcher listener: hold the committed ``batch`` (runs before any sync it
+        woke)."""
+        rooms = self._current()
+        for persisted in batch:
+            if persisted.stream_ordering <= 0:
+                continue  # backfilled history, older than every held event
+            room_id = persisted.pdu.room_id
+            tail = rooms.get(room_id)
+            if tail is None:
+                tail = _RoomTail()
+                rooms.put(room_id, tail)
+            tail.add(_stored(persisted))
+        for persisted in batch:
+            pdu = persisted.pdu
+            if pdu.type == "m.room.redaction" and (target := pdu.redacts) is not None:
+                tail = rooms.peek(pdu.room_id)
+                if tail is not None:
+                    tail.redact(persisted, target)
+
+    def page(
+        self,
+        room_id: RoomID,
+        *,
+        after: int | None,
+        before: int | None,
+        limit: int,
+        newest_first: bool,
+    ) -> list[StoredEvent] | None:
+        """``EventStore.get_room_events`` from memory: the room's events with ``after <
+        stream_ordering <= before``, at most ``limit``, in the order asked; None when
+        what is held cannot tell (the caller reads storage).
+
+        Answered when the whole range is held, or, newest first, when at least ``limit``
+        of its newest events are (the held events being complete from the oldest)."""
+        tail = self._current().get(room_id)
+        if tail is None or not tail.positions:
+            return None
+        positions = tail.positions
+        low = 0 if after is None else bisect.bisect_right(positions, after)
+        high = len(positions) if before is None else bisect.bisect_right(positions, before)
+        whole = after is not None and after >= positions[0] - 1
+        if newest_first:
+            if not whole and high - low < limit:
+                return None
+            return tail.events[max(low, high - limit) : high][::-1]
+        if not whole:
+            return None
+        return tail.events[low : min(high, low + limit)]
