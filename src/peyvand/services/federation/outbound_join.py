@@ -261,6 +261,12 @@ class RemoteJoiner:
                 await self._partial.abandon(room_id)
             raise
         if partial is not None and self._partial is not None:
+            logger.info(
+                "joined %s with partial state (%d state events, %d servers in the room)",
+                room_id,
+                len(state),
+                len(partial.servers),
+            )
             self._partial.resync(room_id)
 
     def _partial_room(
