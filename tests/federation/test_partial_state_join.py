@@ -1,0 +1,246 @@
+"""Partial-state joins ("faster joins", MSC3706 / MSC3902; Server-Server API, send_join v2
+with ``omit_members``).
+
+Peyvand joins a room of a real Synapse with about 50 members: the send_join answer omits
+the member events, so the room is partial here; the user sends and reads at once, the full
+state arrives in the background, after which ``/joined_members`` lists every member and
+messages flow both ways. A fake resident server that refuses ``/state_ids`` for a while
+keeps the room partial across a restart of Peyvand: the resync resumes at start-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from typing import Any
+from urllib.parse import quote
+
+from harness.client import Account, MatrixClient
+from harness.fake_server import FakeRequest, FakeRoom, FakeServer
+from harness.server import HomeserverProcess
+from harness.synapse import SynapseProcess
+from peyvand.events.room_versions import KNOWN_ROOM_VERSIONS
+
+TIMEOUT_SECONDS = 120
+SYNAPSE_MEMBERS = 50
+FAKE_MEMBERS = 12
+_txn = itertools.count()
+
+
+async def _send(client: MatrixClient, account: Account, room_id: str, body: str) -> str:
+    path = f"rooms/{quote(room_id)}/send/m.room.message/p{next(_txn)}"
+    sent = await client.request(
+        "PUT", path, json={"msgtype": "m.text", "body": body}, token=account
+    )
+    return str(sent.ok()["event_id"])
+
+
+async def _bodies(client: MatrixClient, account: Account, room_id: str) -> list[str]:
+    """The room's m.text bodies, oldest first, from /messages."""
+    response = (
+        await client.request(
+            "GET",
+            f"rooms/{quote(room_id)}/messages",
+            token=account,
+            params={"dir": "b", "limit": "100"},
+        )
+    ).ok()
+    return [
+        e["content"]["body"]
+        for e in reversed(response["chunk"])
+        if e["type"] == "m.room.message" and isinstance(e["content"].get("body"), str)
+    ]
+
+
+async def _wait_for_body(client: MatrixClient, account: Account, room_id: str, body: str) -> None:
+    """Wait until the room shows ``body`` (at most ``TIMEOUT_SECONDS``)."""
+    for _ in range(TIMEOUT_SECONDS * 5):
+        if body in await _bodies(client, account, room_id):
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"{body!r} never arrived")
+
+
+async def _joined(client: MatrixClient, account: Account, room_id: str) -> set[str]:
+    answer = await client.request("GET", f"rooms/{quote(room_id)}/joined_members", token=account)
+    return set(answer.ok()["joined"])
+
+
+def _log_since_last_start(server: HomeserverProcess) -> str:
+    log = server.log()
+    return log[log.rfind("--- starting peyvand serve") :]
+
+
+async def _synapse_room(
+    synapse: SynapseProcess, client: MatrixClient, members: int
+) -> tuple[str, list[Account]]:
+    """A public room on Synapse with ``members`` joined users (its creator first)."""
+    creator = await synapse.register_user()
+    created = await client.request(
+        "POST", "createRoom", json={"preset": "public_chat", "name": "partial"}, token=creator
+    )
+    room_id = str(created.ok()["room_id"])
+    others: list[Account] = []
+    for start in range(0, members - 1, 10):
+        size = min(10, members - 1 - start)
+        batch = await asyncio.gather(*(synapse.register_user() for _ in range(size)))
+        joins = await asyncio.gather(
+            *(client.request("POST", f"join/{quote(room_id)}", json={}, token=u) for u in batch)
+        )
+        for answer in joins:
+            answer.ok()
+        others += batch
+    return room_id, [creator, *others]
+
+
+async def test_join_a_synapse_room_with_partial_state(
+    peyvand: HomeserverProcess,
+    peyvand_client: MatrixClient,
+    synapse: SynapseProcess,
+    synapse_client: MatrixClient,
+) -> None:
+    async with asyncio.timeout(TIMEOUT_SECONDS):
+        room_id, members = await _synapse_room(synapse, synapse_client, SYNAPSE_MEMBERS)
+        bob = members[0]
+        alice = await peyvand_client.register()
+
+        started = time.monotonic()
+        (
+            await peyvand_client.request(
+                "POST",
+                f"join/{quote(room_id)}",
+                json={},
+                token=alice,
+                params={"server_name": synapse.server_name},
+            )
+        ).ok()
+        # At once: the user sends and reads.
+        sent = await _send(peyvand_client, alice, room_id, "hello from a partial room")
+        event = await peyvand_client.request(
+            "GET", f"rooms/{quote(room_id)}/event/{quote(sent)}", token=alice
+        )
+        assert event.ok()["content"]["body"] == "hello from a partial room"
+        assert "hello from a partial room" in await _bodies(peyvand_client, alice, room_id)
+        usable_after = time.monotonic() - started
+        assert f"joined {room_id} with partial state" in peyvand.log()
+
+        # /joined_members waits for the full state, then lists everyone.
+        joined = await _joined(peyvand_client, alice, room_id)
+        assert joined == {m.user_id for m in members} | {alice.user_id}
+        assert f"{room_id} has its full state" in peyvand.log()
+
+        # Both ways.
+        await _wait_for_body(synapse_client, bob, room_id, "hello from a partial room")
+        await _send(synapse_client, bob, room_id, "hello from synapse")
+        await _wait_for_body(peyvand_client, alice, room_id, "hello from synapse")
+        await _send(peyvand_client, alice, room_id, "after the resync")
+        await _wait_for_body(synapse_client, members[-1], room_id, "after the resync")
+    assert usable_after < 5
+    assert "Unhandled error" not in peyvand.log()
+
+
+def _host_room(fake: FakeServer, members: int) -> tuple[FakeRoom, dict[str, bool]]:
+    """A room of the fake server (version 10) with ``members`` of its users joined, served
+    as a resident server does: make_join, send_join omitting members (MSC3706), /event; and
+    /state_ids only while ``gate["open"]``."""
+    version = KNOWN_ROOM_VERSIONS["10"]
+    room_id = f"!partial{next(_txn)}:{fake.server_name}"
+    room = FakeRoom(room_id, version, {}, [], 0)
+    fake.rooms[room_id] = room
+    creator = fake.user("creator")
+    for event_type, state_key, content in (
+        ("m.room.create", "", {"creator": creator, "room_version": "10"}),
+        ("m.room.member", creator, {"membership": "join"}),
+        ("m.room.power_levels", "", {"users": {creator: 100}}),
+        ("m.room.join_rules", "", {"join_rule": "public"}),
+        ("m.room.history_visibility", "", {"history_visibility": "shared"}),
+        ("m.room.name", "", {"name": "partial on a fake"}),
+    ):
+        fake.track(fake.make_pdu(version, room_id, creator, event_type, content, state_key))
+    for i in range(members - 1):
+        user = fake.user(f"member{i}")
+        fake.track(
+            fake.make_pdu(version, room_id, user, "m.room.member", {"membership": "join"}, user)
+        )
+    gate = {"open": False}
+    state_at_join: dict[str, list[str]] = {}
+
+    def make_join(request: FakeRequest) -> tuple[int, Any]:
+        user = request.params["user_id"]
+        content = {"membership": "join"}
+        return 200, {
+            "room_version": "10",
+            "event": {
+                "room_id": room_id,
+                "type": "m.room.member",
+                "state_key": user,
+                "sender": user,
+                "content": content,
+                "prev_events": list(room.extremities),
+                "auth_events": fake.auth_events_for(room_id, "m.room.member", user, user, content),
+                "depth": room.depth + 1,
+                "origin_server_ts": int(time.time() * 1000),
+            },
+        }
+
+    def send_join(request: FakeRequest) -> tuple[int, Any]:
+        before = dict(room.state)
+        join = fake.remember(request.body, version)
+        state_at_join[join.event_id] = sorted(before.values())
+        fake.track(join)
+        kept = [e for k, e in before.items() if k[0] != "m.room.member" or k[1] == creator]
+        return 200, {
+            "event": dict(join.data),
+            "state": [fake.events[e] for e in kept],
+            "auth_chain": [],
+            "members_omitted": True,
+            "servers_in_room": [fake.server_name],
+        }
+
+    def state_ids(request: FakeRequest) -> tuple[int, Any]:
+        if not gate["open"]:
+            return 500, {"errcode": "M_UNKNOWN", "error": "not now"}
+        ids = state_at_join.get(request.query["event_id"][0])
+        if ids is None:
+            return 404, {"errcode": "M_NOT_FOUND", "error": "unknown event"}
+        return 200, {"pdu_ids": ids, "auth_chain_ids": []}
+
+    fake.on("GET", "/_matrix/federation/v1/make_join/{room_id}/{user_id}", make_join)
+    fake.on("PUT", "/_matrix/federation/v2/send_join/{room_id}/{event_id}", send_join)
+    fake.on("GET", "/_matrix/federation/v1/state_ids/{room_id}", state_ids)
+    return room, gate
+
+
+async def test_a_restart_during_partial_state_resumes_the_resync(
+    peyvand: HomeserverProcess, peyvand_client: MatrixClient, fake: FakeServer
+) -> None:
+    room, gate = _host_room(fake, FAKE_MEMBERS)
+    alice = await peyvand_client.register()
+    async with asyncio.timeout(TIMEOUT_SECONDS):
+        (
+            await peyvand_client.request(
+                "POST",
+                f"join/{quote(room.room_id)}",
+                json={},
+                token=alice,
+                params={"server_name": fake.server_name},
+            )
+        ).ok()
+        assert f"joined {room.room_id} with partial state" in peyvand.log()
+        await _send(peyvand_client, alice, room.room_id, "sent while partial")
+        await fake.wait_for_pdu(lambda p: p.get("content", {}).get("body") == "sent while partial")
+        # The resident refuses /state_ids: the room stays partial, through a crash.
+        for _ in range(TIMEOUT_SECONDS * 10):
+            if fake.requests("GET", "/_matrix/federation/v1/state_ids/"):
+                break
+            await asyncio.sleep(0.1)
+        await asyncio.to_thread(peyvand.kill_and_restart)
+        gate["open"] = True
+        members = {fake.user("creator")} | {
+            fake.user(f"member{i}") for i in range(FAKE_MEMBERS - 1)
+        }
+        joined = await _joined(peyvand_client, alice, room.room_id)
+        assert joined == members | {alice.user_id}
+    assert f"{room.room_id} has its full state" in _log_since_last_start(peyvand)
+    assert "sent while partial" in await _bodies(peyvand_client, alice, room.room_id)
