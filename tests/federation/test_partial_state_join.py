@@ -230,6 +230,15 @@ async def test_a_restart_during_partial_state_resumes_the_resync(
         assert f"joined {room.room_id} with partial state" in peyvand.log()
         await _send(peyvand_client, alice, room.room_id, "sent while partial")
         await fake.wait_for_pdu(lambda p: p.get("content", {}).get("body") == "sent while partial")
+        # A member whose join the partial state lacks speaks: authorised by its auth
+        # events (fetched), neither rejected nor soft-failed against the partial state.
+        speaker = fake.user("member3")
+        spoken = fake.make_pdu(
+            None, room.room_id, speaker, "m.room.message", {"msgtype": "m.text", "body": "hi"}
+        )
+        status, answer = await fake.send_pdus([spoken])
+        assert (status, answer["pdus"]) == (200, {spoken.event_id: {}})
+        await _wait_for_body(peyvand_client, alice, room.room_id, "hi")
         # The resident refuses /state_ids: the room stays partial, through a crash.
         for _ in range(TIMEOUT_SECONDS * 10):
             if fake.requests("GET", "/_matrix/federation/v1/state_ids/"):
@@ -243,4 +252,5 @@ async def test_a_restart_during_partial_state_resumes_the_resync(
         joined = await _joined(peyvand_client, alice, room.room_id)
         assert joined == members | {alice.user_id}
     assert f"{room.room_id} has its full state" in _log_since_last_start(peyvand)
-    assert "sent while partial" in await _bodies(peyvand_client, alice, room.room_id)
+    assert await _bodies(peyvand_client, alice, room.room_id) == ["sent while partial", "hi"]
+    assert "fails against its full state" not in peyvand.log()

@@ -182,8 +182,7 @@ class PartialStateResync:
                 full[pdu.state_tuple] = event_id
         if ("m.room.create", "") not in full:
             raise ValueError("the state has no create event")
-        await self._complete(room, full)
-        logger.info("%s has its full state (%d events, from %s)", room.room_id, len(full), server)
+        await self._complete(room, full, server)
 
     async def _fetch(
         self,
@@ -225,7 +224,9 @@ class PartialStateResync:
             raise ValueError(f"events with invalid signatures: {bad[:3]}")
         return {e: check_content_hash_or_redact(p)[0] for e, p in parsed.items()}
 
-    async def _complete(self, room: PartialStateRoom, full: Mapping[StateKey, EventID]) -> None:
+    async def _complete(
+        self, room: PartialStateRoom, full: Mapping[StateKey, EventID], server: ServerName
+    ) -> None:
         """Add what the partial state lacked, re-derive the current state, drop the mark
         and wake the waiters; then check the events received meanwhile again."""
         snapshot = await self._state.get_room(room.room_id)
@@ -262,6 +263,7 @@ class PartialStateResync:
             self._state.forget_state_deltas()
             self._state.forget_room(room.room_id)
         self._rooms.completed(room.room_id)
+        logger.info("%s has its full state (%d events, from %s)", room.room_id, len(full), server)
         await self._recheck_since(room.room_id, join)
 
     async def _current_state(
