@@ -9,8 +9,9 @@ parents first) and store them as outliers. The state the partial state lacked is
 added to the room's state groups since the join, the current state becomes the
 resolution of the states after each forward extremity, the room stops being partial and
 its waiters wake; events received meanwhile are checked again against their full state
-before them. A failing server is followed by the next of ``servers_in_room``; rounds of
-attempts are bounded in number and spaced out.
+before them (a failure is logged; the event stays in the timeline, where Synapse would
+mark it rejected). A failing server is followed by the next of ``servers_in_room``;
+rounds of attempts are bounded in number and spaced out.
 """
 
 from __future__ import annotations
@@ -285,7 +286,7 @@ class PartialStateResync:
     async def _recheck_since(self, room_id: RoomID, join: StoredEvent) -> None:
         """Check the events received while the state was partial (authorised then by
         their auth events alone) against the full state before them; those that fail
-        are logged (as Synapse, they stay where they are in the timeline)."""
+        are logged and stay in the timeline (Synapse marks them rejected)."""
         received = [
             e
             for e in await self._events.get_room_events(
