@@ -94,6 +94,11 @@ class _RuleStore:
     def __init__(self) -> None:
         self.reads = 0
 
+    async def get_rules_of(
+        self, user_ids: Iterable[str]
+    ) -> dict[str, tuple[list[PushRuleRow], list[DefaultRuleRow]]]:
+        return {user_id: await self.get_rules(user_id) for user_id in user_ids}
+
     async def get_rules(self, user_id: str) -> tuple[list[PushRuleRow], list[DefaultRuleRow]]:
         self.reads += 1
         number = int(user_id[5 : user_id.index(":")]) if user_id.startswith("@user") else 0
@@ -108,6 +113,10 @@ class _RuleStore:
 class _NoReceipts:
     async def read_positions(self, user_id: UserID, room_ids: object) -> dict[RoomID, int]:
         return {}
+
+
+async def _no_ignored(user_id: UserID) -> frozenset[UserID]:
+    return frozenset()
 
 
 MESSAGES: Mapping[str, JsonDict] = {
@@ -129,7 +138,9 @@ async def _measure(size: int, rounds: int, deadline: float) -> dict[str, float]:
     room = _Room(members)
     store = _RuleStore()
     rules = PushRulesService(cast(Any, store))
-    service = PushActionsService(SERVER, cast(Any, None), cast(Any, room), rules, _NoReceipts())
+    service = PushActionsService(
+        SERVER, cast(Any, None), cast(Any, room), rules, _NoReceipts(), _no_ignored
+    )
     results: dict[str, float] = {}
     ordering, reads, timed = 0, 0, 0
     for name, content in MESSAGES.items():

@@ -1,71 +1,205 @@
-"""PushActionStore contract: the same behaviour on SQLite and PostgreSQL."""
+"""PushActionStore contract: the same behaviour on SQLite and PostgreSQL. Counts are
+running sums (two look-ups per room), so every test checks them against what a plain
+count of the rows after the read position would say."""
 
 from __future__ import annotations
 
 from peyvand.storage.database import Database
-from peyvand.storage.push_actions import PushActionRow, PushActionStore, ReadUpTo, UnreadCount
+from peyvand.storage.push_actions import (
+    PushActionStore,
+    ReadUpTo,
+    RoomNotification,
+    UnreadCount,
+    UserException,
+    forget_events,
+)
 from peyvand.types import EventID, RoomID, UserID
 
 ALICE = UserID("@alice:localhost")
 BOB = UserID("@bob:localhost")
+CAROL = UserID("@carol:elsewhere")
 ROOM = RoomID("!room:localhost")
 OTHER_ROOM = RoomID("!other:localhost")
 QUIET_ROOM = RoomID("!quiet:localhost")
 
 
-async def write(database: Database, added: list[PushActionRow], read: list[ReadUpTo]) -> None:
+async def write(
+    database: Database,
+    notifications: list[RoomNotification],
+    exceptions: list[UserException] | None = None,
+    read: list[ReadUpTo] | None = None,
+) -> None:
     """One write in its own transaction, as a group commit would run it."""
     async with database.transaction() as txn:
-        await PushActionStore(database).write(txn, added, read)
+        await PushActionStore(database).write(txn, notifications, exceptions or [], read or [])
 
 
-def action(
-    user_id: UserID, room_id: RoomID, ordering: int, *, highlight: bool = False
-) -> PushActionRow:
-    return PushActionRow(user_id, room_id, ordering, EventID(f"$e{ordering}"), highlight, "main")
+def event(ordering: int) -> EventID:
+    return EventID(f"$e{ordering}")
 
 
-async def test_counts_are_per_room_after_each_read_position(database: Database) -> None:
+def room_row(
+    room_id: RoomID,
+    ordering: int,
+    *,
+    highlight: bool = False,
+    sender: UserID = CAROL,
+    thread_id: str = "main",
+) -> RoomNotification:
+    return RoomNotification(room_id, ordering, event(ordering), sender, thread_id, highlight)
+
+
+def exception(
+    user_id: UserID, room_id: RoomID, ordering: int, notify: int, highlight: int
+) -> UserException:
+    return UserException(
+        user_id, room_id, ordering, event(ordering), CAROL, "main", notify, highlight
+    )
+
+
+async def test_room_counts_after_each_read_position(database: Database) -> None:
     store = PushActionStore(database)
     await write(
         database,
         [
-            action(ALICE, ROOM, 1),
-            action(ALICE, ROOM, 2, highlight=True),
-            action(ALICE, ROOM, 3),
-            action(ALICE, OTHER_ROOM, 4, highlight=True),
-            action(BOB, ROOM, 3),
+            room_row(ROOM, 1),
+            room_row(ROOM, 2, highlight=True),
+            room_row(ROOM, 3),
+            room_row(OTHER_ROOM, 4, highlight=True),
+            room_row(ROOM, 5),
         ],
-        [],
     )
     counts = await store.get_unread_counts(ALICE, {ROOM: 0, OTHER_ROOM: 0, QUIET_ROOM: 0})
-    assert counts == {ROOM: UnreadCount(3, 1), OTHER_ROOM: UnreadCount(1, 1)}
-    # Read up to 2 in ROOM, and past everything in OTHER_ROOM: those rooms are absent.
-    counts = await store.get_unread_counts(ALICE, {ROOM: 2, OTHER_ROOM: 4})
-    assert counts == {ROOM: UnreadCount(1, 0)}
-    assert await store.get_unread_counts(BOB, {ROOM: 0}) == {ROOM: UnreadCount(1, 0)}
+    assert counts == {ROOM: UnreadCount(4, 1), OTHER_ROOM: UnreadCount(1, 1)}
+    # Positions between rows, on a row, and past everything (absent).
+    for upto, expected in ((1, UnreadCount(3, 1)), (2, UnreadCount(2, 0)), (4, UnreadCount(1, 0))):
+        counts = await store.get_unread_counts(ALICE, {ROOM: upto, OTHER_ROOM: 4})
+        assert counts == {ROOM: expected}, upto
+    assert await store.get_unread_counts(ALICE, {ROOM: 5}) == {}
     assert await store.get_unread_counts(ALICE, {}) == {}
+
+
+async def test_exceptions_add_to_the_room_counts_of_their_user_only(database: Database) -> None:
+    store = PushActionStore(database)
+    await write(
+        database,
+        [room_row(ROOM, 1), room_row(ROOM, 2), room_row(ROOM, 4)],
+        [
+            # Alice is mentioned in 2 (highlight), muted the room from 4 on; 3 is a
+            # reaction only she is notified of.
+            exception(ALICE, ROOM, 2, 0, 1),
+            exception(ALICE, ROOM, 3, 1, 0),
+            exception(ALICE, ROOM, 4, -1, 0),
+        ],
+    )
+    assert await store.get_unread_counts(ALICE, {ROOM: 0}) == {ROOM: UnreadCount(3, 1)}
+    assert await store.get_unread_counts(ALICE, {ROOM: 2}) == {ROOM: UnreadCount(1, 0)}
+    assert await store.get_unread_counts(ALICE, {ROOM: 3}) == {}
+    assert await store.get_unread_counts(BOB, {ROOM: 0}) == {ROOM: UnreadCount(3, 0)}
+
+
+async def test_read_marks_count_when_later_than_the_receipt(database: Database) -> None:
+    store = PushActionStore(database)
+    await write(database, [room_row(ROOM, n) for n in (1, 2, 3, 4)])
+    await write(database, [], [exception(ALICE, ROOM, 3, 0, 1)], [ReadUpTo(ALICE, ROOM, 2)])
+    # A mark never moves back.
+    await write(database, [], [], [ReadUpTo(ALICE, ROOM, 1)])
+    assert await store.get_unread_counts(ALICE, {ROOM: 0}) == {ROOM: UnreadCount(2, 1)}
+    assert await store.get_unread_counts(ALICE, {ROOM: 3}) == {ROOM: UnreadCount(1, 0)}
+    assert await store.get_unread_counts(BOB, {ROOM: 0}) == {ROOM: UnreadCount(4, 0)}
+    # The mark deletes the exceptions it covers, in the same write.
+    await write(database, [], [], [ReadUpTo(ALICE, ROOM, 3)])
+    rows = await database.fetch("SELECT stream_ordering FROM push_user_exceptions")
+    assert rows == []
+
+
+async def test_events_of_ignored_senders_do_not_count(database: Database) -> None:
+    store = PushActionStore(database)
+    await write(
+        database,
+        [
+            room_row(ROOM, 1, sender=BOB),
+            room_row(ROOM, 2, highlight=True, sender=BOB),
+            room_row(ROOM, 3),
+            room_row(OTHER_ROOM, 4, sender=BOB),
+        ],
+        [
+            UserException(ALICE, ROOM, 5, event(5), BOB, "main", 1, 1),
+            UserException(ALICE, ROOM, 6, event(6), CAROL, "main", 1, 1),
+        ],
+    )
+    counts = await store.get_unread_counts(ALICE, {ROOM: 0, OTHER_ROOM: 0}, ignored=[BOB])
+    assert counts == {ROOM: UnreadCount(2, 1)}
+    counts = await store.get_unread_counts(ALICE, {ROOM: 1, OTHER_ROOM: 0}, ignored=[ALICE])
+    assert counts == {ROOM: UnreadCount(4, 3), OTHER_ROOM: UnreadCount(1, 0)}
 
 
 async def test_many_rooms_are_counted_in_chunks(database: Database) -> None:
     store = PushActionStore(database)
     rooms = [RoomID(f"!r{i}:localhost") for i in range(1_201)]
-    await write(database, [action(ALICE, room, i + 1) for i, room in enumerate(rooms)], [])
-    counts = await store.get_unread_counts(ALICE, dict.fromkeys(rooms, 0))
+    await write(database, [room_row(room, i + 1) for i, room in enumerate(rooms)])
+    counts = await store.get_unread_counts(ALICE, dict.fromkeys(rooms, 0), ignored=[BOB])
     assert len(counts) == len(rooms)
     assert set(counts.values()) == {UnreadCount(1, 0)}
 
 
-async def test_read_ranges_are_deleted_and_writes_are_idempotent(database: Database) -> None:
+async def test_running_counts_per_thread_and_idempotent_writes(database: Database) -> None:
+    rows = [
+        room_row(ROOM, 1),
+        room_row(ROOM, 2, thread_id="$root", highlight=True),
+        room_row(ROOM, 3),
+        room_row(ROOM, 4, thread_id="$root"),
+    ]
+    await write(database, rows)
+    await write(database, rows)
+    stored = await database.fetch(
+        "SELECT stream_ordering, notify_seq, highlight_seq, thread_notify_seq,"
+        " thread_highlight_seq FROM push_room_notifications ORDER BY stream_ordering"
+    )
+    assert [(r[0], r[1], r[2], r[3], r[4]) for r in stored] == [
+        (1, 1, 0, 1, 0),
+        (2, 2, 1, 1, 1),
+        (3, 3, 1, 2, 0),
+        (4, 4, 1, 2, 1),
+    ]
+
+
+async def test_deleted_read_exceptions_leave_later_counts_alone(database: Database) -> None:
     store = PushActionStore(database)
-    rows = [action(ALICE, ROOM, n) for n in (1, 2, 3)] + [action(BOB, ROOM, 2)]
-    await write(database, rows, [])
-    # Writing the same rows again keeps one of each; a read range in the same write
-    # applies after the additions.
-    await write(database, rows, [ReadUpTo(ALICE, ROOM, 1)])
-    assert await store.get_unread_counts(ALICE, {ROOM: 0}) == {ROOM: UnreadCount(2, 0)}
-    await store.delete_read([ReadUpTo(ALICE, ROOM, 2), ReadUpTo(ALICE, OTHER_ROOM, 9)])
-    assert await store.get_unread_counts(ALICE, {ROOM: 0}) == {ROOM: UnreadCount(1, 0)}
-    # Other users' rows stay.
-    assert await store.get_unread_counts(BOB, {ROOM: 0}) == {ROOM: UnreadCount(1, 0)}
-    await write(database, [], [])
+    await write(
+        database,
+        [room_row(ROOM, 1)],
+        [exception(ALICE, ROOM, n, 1, n % 2) for n in (2, 3, 4, 5)],
+    )
+    await store.delete_read([ReadUpTo(ALICE, ROOM, 3), ReadUpTo(ALICE, OTHER_ROOM, 9)])
+    assert await store.get_unread_counts(ALICE, {ROOM: 0}) == {ROOM: UnreadCount(3, 1)}
+    assert await store.get_unread_counts(ALICE, {ROOM: 4}) == {ROOM: UnreadCount(1, 1)}
+
+
+async def test_forgotten_events_leave_every_count_exact(database: Database) -> None:
+    """Purging from the middle and from the start of a room: each count equals that of
+    the remaining rows after the read position."""
+    store = PushActionStore(database)
+    highlights = {3, 6, 8}
+    await write(
+        database,
+        [room_row(ROOM, n, highlight=n in highlights) for n in range(1, 11)],
+        [exception(ALICE, ROOM, n, 1, 1) for n in (11, 12, 13)],
+    )
+    async with database.transaction() as txn:
+        await forget_events(txn, [event(3), event(5), event(1), event(12)])
+    async with database.transaction() as txn:
+        await forget_events(txn, [event(2)])
+    remaining = [n for n in range(1, 11) if n not in (1, 2, 3, 5)]
+    for upto in range(0, 13):
+        after = [n for n in remaining if n > upto]
+        own = [n for n in (11, 13) if n > upto]
+        expected = UnreadCount(
+            len(after) + len(own), len([n for n in after if n in highlights]) + len(own)
+        )
+        counts = await store.get_unread_counts(ALICE, {ROOM: upto})
+        assert counts.get(ROOM, UnreadCount(0, 0)) == expected, upto
+    assert (
+        await database.fetch("SELECT 1 FROM push_room_notifications WHERE event_id = $1", event(5))
+        == []
+    )

@@ -29,6 +29,7 @@ from peyvand.events.pdu import Pdu
 from peyvand.events.redaction import redact
 from peyvand.events.room_versions import KNOWN_ROOM_VERSIONS
 from peyvand.storage.database import Connection, Database, Row, placeholders
+from peyvand.storage.push_actions import forget_events
 from peyvand.types import EventID
 
 __all__ = ["PurgeCandidate", "PurgeResult", "PurgeStore"]
@@ -256,7 +257,7 @@ class PurgeStore:
             )
             where = f"event_id IN ({placeholders(len(ids))})"
             await txn.execute(f"DELETE FROM events WHERE {where}", *ids)
-            await txn.execute(f"DELETE FROM event_push_actions WHERE {where}", *ids)
+            await forget_events(txn, ids)
             await txn.execute(f"DELETE FROM event_expiry WHERE {where}", *ids)
             media = await _release_media(txn, ids)
         return PurgeResult(tuple(ids), media)

@@ -1,32 +1,71 @@
-"""Push actions storage: the notifying events each local user has not read yet.
-Schema: 007_push_actions.sql.
+"""Push actions storage: what each room's events notify, and how each local user's
+outcome differs, kept so that an unread count costs a few index look-ups whatever the
+room's size. Schema: 029_room_push_counts.sql.
 
-A row is added per (user, event) whose push rules notify, and deleted once the user has
-read up to it (Client-Server API, "Receiving notifications"). Read positions come from
-the caller, so this module knows nothing of receipts.
+Three tables:
+
+- ``push_room_notifications``: one row per event whose *room outcome* (the actions for a
+  member with the default rules whom the event does not name) notifies, with the room's
+  running counts up to it (``notify_seq``, ``highlight_seq``) and the same within its
+  thread. The number of notifying events after position P is ``last.notify_seq -
+  first.notify_seq + 1``, ``first`` being the room's first row after P: two index
+  look-ups, however many events are unread. Rows before ``first`` never enter the sum,
+  so deleting old rows changes no count.
+- ``push_user_exceptions``: one row per (user, event) whose outcome for the user differs
+  from the room outcome, holding the differences (-1, 0 or 1) and their running sums for
+  the user in the room, counted the same way.
+- ``push_read_marks``: how far a user has read a room by their own events or by leaving
+  it; receipts are the caller's (this module knows nothing of them).
+
+Running counts are computed by the inserts themselves, from the row before in the same
+room (or thread, or user and room), so they are right however the batches are split or
+retried; they rely on a room's rows being inserted in stream order, which one writer
+committing in queue order, with positions allocated under the room's lock, guarantees.
+Purging an event deletes its rows and takes it out of the running counts of the rows
+after it (``forget_events``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Final
 
-from peyvand.storage.database import Connection, Database
+from peyvand.storage.database import Connection, Database, placeholders
 from peyvand.types import EventID, RoomID, UserID
 
-# Rooms per counting statement: two parameters each, well under both backends' limits.
-_COUNT_CHUNK = 1000
+# Rooms per counting statement (two parameters each) and ignored senders per statement:
+# together well under both backends' parameter limits.
+_ROOM_CHUNK: Final = 500
+_SENDER_CHUNK: Final = 500
 
 
 @dataclass(frozen=True, slots=True)
-class PushActionRow:
+class RoomNotification:
+    """An event whose room outcome notifies (``highlight``: and highlights)."""
+
+    room_id: RoomID
+    stream_ordering: int
+    event_id: EventID
+    sender: UserID
+    # 'main', or the thread root's event ID.
+    thread_id: str
+    highlight: bool
+
+
+@dataclass(frozen=True, slots=True)
+class UserException:
+    """How ``user_id``'s outcome for an event differs from its room outcome: ``notify`` and
+    ``highlight`` are the user's minus the room's (each -1, 0 or 1)."""
+
     user_id: UserID
     room_id: RoomID
     stream_ordering: int
     event_id: EventID
-    highlight: bool
-    # 'main', or the thread root's event ID.
+    sender: UserID
     thread_id: str
+    notify: int
+    highlight: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,15 +84,104 @@ class UnreadCount:
     highlights: int
 
 
-_INSERT = (
-    "INSERT INTO event_push_actions"
-    " (user_id, room_id, stream_ordering, event_id, highlight, thread_id)"
-    " VALUES ($1, $2, $3, $4, $5, $6)"
+def _last(table: str, column: str, where: str) -> str:
+    """The running count ``column`` of the latest row of ``table`` matching ``where``
+    before position $2 (0 if none)."""
+    return (
+        f"COALESCE((SELECT p.{column} FROM {table} AS p WHERE {where}"
+        " AND p.stream_ordering < $2 ORDER BY p.stream_ordering DESC LIMIT 1), 0)"
+    )
+
+
+_ROOM = "p.room_id = $1"
+_THREAD = "p.room_id = $1 AND p.thread_id = $5"
+_INSERT_ROOM = (
+    "INSERT INTO push_room_notifications (room_id, stream_ordering, event_id, sender,"
+    " thread_id, highlight, notify_seq, highlight_seq, thread_notify_seq,"
+    " thread_highlight_seq) VALUES ($1, $2, $3, $4, $5, CAST($6 AS SMALLINT),"
+    f" {_last('push_room_notifications', 'notify_seq', _ROOM)} + 1,"
+    f" {_last('push_room_notifications', 'highlight_seq', _ROOM)} + CAST($6 AS SMALLINT),"
+    f" {_last('push_room_notifications', 'thread_notify_seq', _THREAD)} + 1,"
+    f" {_last('push_room_notifications', 'thread_highlight_seq', _THREAD)} + CAST($6 AS SMALLINT))"
+    " ON CONFLICT (room_id, stream_ordering) DO NOTHING"
+)
+# Parameters: $1 room, $2 position, $3 event, $4 sender, $5 thread, $6 user, $7 notify,
+# $8 highlight.
+_USER = "p.room_id = $1 AND p.user_id = $6"
+_INSERT_EXCEPTION = (
+    "INSERT INTO push_user_exceptions (room_id, stream_ordering, event_id, sender,"
+    " thread_id, user_id, notify, highlight, notify_seq, highlight_seq)"
+    " VALUES ($1, $2, $3, $4, $5, $6, CAST($7 AS SMALLINT), CAST($8 AS SMALLINT),"
+    f" {_last('push_user_exceptions', 'notify_seq', _USER)} + CAST($7 AS SMALLINT),"
+    f" {_last('push_user_exceptions', 'highlight_seq', _USER)} + CAST($8 AS SMALLINT))"
     " ON CONFLICT (user_id, room_id, stream_ordering) DO NOTHING"
 )
-_DELETE_READ = (
-    "DELETE FROM event_push_actions WHERE user_id = $1 AND room_id = $2 AND stream_ordering <= $3"
+_MARK_READ = (
+    "INSERT INTO push_read_marks (user_id, room_id, stream_ordering) VALUES ($1, $2, $3)"
+    " ON CONFLICT (user_id, room_id) DO UPDATE SET stream_ordering = excluded.stream_ordering"
+    " WHERE excluded.stream_ordering > push_read_marks.stream_ordering"
 )
+_DELETE_READ = (
+    "DELETE FROM push_user_exceptions WHERE user_id = $1 AND room_id = $2 AND stream_ordering <= $3"
+)
+
+
+def _values(first: int, count: int) -> str:
+    """A VALUES list of ``count`` (room ID, position) pairs from parameter ``first``."""
+    return ", ".join(
+        f"(CAST(${first + 2 * i} AS TEXT), CAST(${first + 2 * i + 1} AS BIGINT))"
+        for i in range(count)
+    )
+
+
+def _count_sql(rooms: int) -> str:
+    """Per room: the read position (the later of the given one and the user's read mark),
+    then the last and the first-after-it running counts of the room and of the user's
+    exceptions. $1 is the user."""
+    room, user = "push_room_notifications", "push_user_exceptions"
+    after = "AND n.stream_ordering > r.upto ORDER BY n.stream_ordering LIMIT 1"
+    last = "ORDER BY n.stream_ordering DESC LIMIT 1"
+    in_room = "n.room_id = r.room_id"
+    in_user = "n.user_id = $1 AND n.room_id = r.room_id"
+    return (
+        "WITH r (room_id, upto) AS (SELECT v.column1, CASE WHEN m.stream_ordering > v.column2"
+        " THEN m.stream_ordering ELSE v.column2 END"
+        f" FROM (VALUES {_values(2, rooms)}) AS v LEFT JOIN push_read_marks AS m"
+        " ON m.user_id = $1 AND m.room_id = v.column1)"
+        " SELECT r.room_id, r.upto,"
+        f" (SELECT n.notify_seq FROM {room} AS n WHERE {in_room} {last}) AS room_n,"
+        f" (SELECT n.highlight_seq FROM {room} AS n WHERE {in_room} {last}) AS room_h,"
+        f" (SELECT n.notify_seq - 1 FROM {room} AS n WHERE {in_room} {after}) AS room_n0,"
+        f" (SELECT n.highlight_seq - n.highlight FROM {room} AS n WHERE {in_room} {after})"
+        " AS room_h0,"
+        f" (SELECT n.notify_seq FROM {user} AS n WHERE {in_user} {last}) AS user_n,"
+        f" (SELECT n.highlight_seq FROM {user} AS n WHERE {in_user} {last}) AS user_h,"
+        f" (SELECT n.notify_seq - n.notify FROM {user} AS n WHERE {in_user} {after})"
+        " AS user_n0,"
+        f" (SELECT n.highlight_seq - n.highlight FROM {user} AS n WHERE {in_user} {after})"
+        " AS user_h0"
+        " FROM r"
+    )
+
+
+def _ignored_sql(table: str, rooms: int, senders: int) -> str:
+    """How much events of ``senders`` after each room's position add to ``table``'s counts
+    (parameters: the rooms, then the senders; for the exceptions, the user first)."""
+    per_room = table == "push_room_notifications"
+    notify, user = ("COUNT(*)", "") if per_room else ("SUM(n.notify)", " AND n.user_id = $1")
+    first = 1 if per_room else 2
+    return (
+        f"SELECT r.column1 AS room_id, {notify} AS n, SUM(n.highlight) AS h FROM {table} AS n"
+        f" JOIN (VALUES {_values(first, rooms)}) AS r ON n.room_id = r.column1"
+        " AND n.stream_ordering > r.column2"
+        f" WHERE n.sender IN ({placeholders(senders, first + 2 * rooms)}){user}"
+        " GROUP BY r.column1"
+    )
+
+
+def _difference(last: int | None, base: int | None) -> int:
+    """A running count's growth after a position: nothing when no row is after it."""
+    return 0 if last is None or base is None else int(last) - int(base)
 
 
 class PushActionStore:
@@ -61,61 +189,167 @@ class PushActionStore:
         self._db = db
 
     async def write(
-        self, txn: Connection, added: Sequence[PushActionRow], read: Sequence[ReadUpTo]
+        self,
+        txn: Connection,
+        notifications: Sequence[RoomNotification],
+        exceptions: Sequence[UserException],
+        read: Sequence[ReadUpTo],
     ) -> None:
-        """Add ``added`` then delete what ``read`` marks as read, inside ``txn`` (the events'
-        own group commit), one statement each."""
-        if added:
+        """Add ``notifications`` and ``exceptions`` (each room's in stream order), then
+        record ``read`` as read marks and delete the exceptions they cover, inside ``txn``
+        (the events' own group commit), one statement each."""
+        if notifications:
             await txn.executemany(
-                _INSERT,
+                _INSERT_ROOM,
                 [
                     (
-                        row.user_id,
-                        row.room_id,
-                        row.stream_ordering,
-                        row.event_id,
-                        int(row.highlight),
-                        row.thread_id,
+                        n.room_id,
+                        n.stream_ordering,
+                        n.event_id,
+                        n.sender,
+                        n.thread_id,
+                        int(n.highlight),
                     )
-                    for row in added
+                    for n in notifications
+                ],
+            )
+        if exceptions:
+            await txn.executemany(
+                _INSERT_EXCEPTION,
+                [
+                    (
+                        e.room_id,
+                        e.stream_ordering,
+                        e.event_id,
+                        e.sender,
+                        e.thread_id,
+                        e.user_id,
+                        e.notify,
+                        e.highlight,
+                    )
+                    for e in exceptions
                 ],
             )
         if read:
-            await txn.executemany(
-                _DELETE_READ, [(r.user_id, r.room_id, r.stream_ordering) for r in read]
-            )
+            marks = [(r.user_id, r.room_id, r.stream_ordering) for r in read]
+            await txn.executemany(_MARK_READ, marks)
+            await txn.executemany(_DELETE_READ, marks)
 
     async def delete_read(self, read: Sequence[ReadUpTo]) -> None:
-        """Delete every row at or before each ``read`` position, in one transaction."""
+        """Delete the exceptions at or before each ``read`` position (read receipts), in
+        one transaction. They no longer count; the rows after them keep their sums."""
         if read:
             async with self._db.transaction() as txn:
-                await self.write(txn, (), read)
+                await txn.executemany(
+                    _DELETE_READ, [(r.user_id, r.room_id, r.stream_ordering) for r in read]
+                )
 
     async def get_unread_counts(
-        self, user_id: UserID, read_positions: Mapping[RoomID, int]
+        self,
+        user_id: UserID,
+        read_positions: Mapping[RoomID, int],
+        ignored: Collection[UserID] = (),
     ) -> dict[RoomID, UnreadCount]:
-        """room_id -> the user's rows after the room's read position (0: none read);
-        rooms without any are absent. One statement per 1,000 rooms: the positions are
-        joined in as a VALUES list (an OR per room would exceed SQLite's expression
-        depth)."""
+        """room_id -> the user's notifying events after the later of the room's
+        ``read_positions`` entry (0: none read) and the user's read mark, leaving out
+        events sent by ``ignored`` users; rooms without any are absent. One statement
+        per 500 rooms, and as many again per 500 ignored senders if there are any."""
         rooms = list(read_positions.items())
         counts: dict[RoomID, UnreadCount] = {}
-        for start in range(0, len(rooms), _COUNT_CHUNK):
-            chunk = rooms[start : start + _COUNT_CHUNK]
-            positions = ", ".join(
-                f"(CAST(${2 * i + 2} AS TEXT), CAST(${2 * i + 3} AS BIGINT))"
-                for i in range(len(chunk))
-            )
+        for start in range(0, len(rooms), _ROOM_CHUNK):
+            chunk = rooms[start : start + _ROOM_CHUNK]
             rows = await self._db.fetch(
-                "SELECT a.room_id, COUNT(*) AS notifications, SUM(a.highlight) AS highlights"
-                f" FROM event_push_actions AS a JOIN (VALUES {positions}) AS r"
-                " ON a.room_id = r.column1 AND a.stream_ordering > r.column2"
-                " WHERE a.user_id = $1 GROUP BY a.room_id",
-                user_id,
-                *(value for pair in chunk for value in pair),
+                _count_sql(len(chunk)), user_id, *(value for pair in chunk for value in pair)
             )
+            upto: dict[RoomID, int] = {}
             for row in rows:
-                counts[RoomID(row["room_id"])] = UnreadCount(
-                    int(row["notifications"]), int(row["highlights"])
+                room_id = RoomID(row["room_id"])
+                notifications = _difference(row["room_n"], row["room_n0"]) + _difference(
+                    row["user_n"], row["user_n0"]
                 )
+                highlights = _difference(row["room_h"], row["room_h0"]) + _difference(
+                    row["user_h"], row["user_h0"]
+                )
+                if notifications or highlights:
+                    counts[room_id] = UnreadCount(notifications, highlights)
+                    upto[room_id] = int(row["upto"])
+            if ignored and upto:
+                await self._leave_out(user_id, upto, list(ignored), counts)
         return counts
+
+    async def _leave_out(
+        self,
+        user_id: UserID,
+        upto: Mapping[RoomID, int],
+        ignored: Sequence[UserID],
+        counts: dict[RoomID, UnreadCount],
+    ) -> None:
+        """Take the events of ``ignored`` senders after ``upto`` out of ``counts``."""
+        pairs = [value for pair in upto.items() for value in pair]
+        for start in range(0, len(ignored), _SENDER_CHUNK):
+            senders = ignored[start : start + _SENDER_CHUNK]
+            room_sql = _ignored_sql("push_room_notifications", len(upto), len(senders))
+            user_sql = _ignored_sql("push_user_exceptions", len(upto), len(senders))
+            room_rows = await self._db.fetch(room_sql, *pairs, *senders)
+            user_rows = await self._db.fetch(user_sql, user_id, *pairs, *senders)
+            for row in [*room_rows, *user_rows]:
+                room_id = RoomID(row["room_id"])
+                old = counts[room_id]
+                counts[room_id] = UnreadCount(
+                    old.notifications - int(row["n"] or 0), old.highlights - int(row["h"] or 0)
+                )
+        for room_id in upto:
+            if counts[room_id].notifications <= 0 and counts[room_id].highlights <= 0:
+                del counts[room_id]
+
+
+async def forget_events(txn: Connection, event_ids: Sequence[EventID]) -> None:
+    """Delete the rows of purged ``event_ids`` (inside the purge's transaction) and take
+    each out of the running counts of the rows after it, so counts across it stay exact.
+    A row with no remaining row before it (the usual purge of a room's oldest history)
+    changes no later row: no count ever spans it."""
+    if not event_ids:
+        return
+    where = f"event_id IN ({placeholders(len(event_ids))})"
+    rooms = await txn.fetch(
+        f"DELETE FROM push_room_notifications WHERE {where}"
+        " RETURNING room_id, stream_ordering, thread_id, highlight",
+        *event_ids,
+    )
+    users = await txn.fetch(
+        f"DELETE FROM push_user_exceptions WHERE {where}"
+        " RETURNING user_id, room_id, stream_ordering, notify, highlight",
+        *event_ids,
+    )
+    if rooms:
+        await txn.executemany(
+            "UPDATE push_room_notifications SET notify_seq = notify_seq - 1,"
+            " highlight_seq = highlight_seq - $4,"
+            " thread_notify_seq = thread_notify_seq - CASE WHEN thread_id = $3 THEN 1 ELSE 0 END,"
+            " thread_highlight_seq = thread_highlight_seq"
+            " - CASE WHEN thread_id = $3 THEN $4 ELSE 0 END"
+            " WHERE room_id = $1 AND stream_ordering > $2 AND EXISTS (SELECT 1"
+            " FROM push_room_notifications AS q WHERE q.room_id = $1 AND q.stream_ordering < $2)",
+            [
+                (r["room_id"], r["stream_ordering"], r["thread_id"], int(r["highlight"]))
+                for r in rooms
+            ],
+        )
+    if users:
+        await txn.executemany(
+            "UPDATE push_user_exceptions SET notify_seq = notify_seq - $4,"
+            " highlight_seq = highlight_seq - $5"
+            " WHERE user_id = $1 AND room_id = $2 AND stream_ordering > $3 AND EXISTS (SELECT 1"
+            " FROM push_user_exceptions AS q WHERE q.user_id = $1 AND q.room_id = $2"
+            " AND q.stream_ordering < $3)",
+            [
+                (
+                    u["user_id"],
+                    u["room_id"],
+                    u["stream_ordering"],
+                    int(u["notify"]),
+                    int(u["highlight"]),
+                )
+                for u in users
+            ],
+        )

@@ -6,13 +6,17 @@ Rules are stored as the JSON the service validated; this module does not interpr
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
-from peyvand.storage.database import Database
+from peyvand.storage.database import Database, Row, placeholders
 from peyvand.storage.errors import NotFoundError
+
+# Users per bulk read: well within every backend's parameter limit.
+_USER_CHUNK: Final = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +43,26 @@ def _dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
+def _rule(row: Row) -> PushRuleRow:
+    return PushRuleRow(
+        row["kind"],
+        row["rule_id"],
+        orjson.loads(row["conditions"]),
+        row["pattern"],
+        orjson.loads(row["actions"]),
+        bool(row["enabled"]),
+    )
+
+
+def _default(row: Row) -> DefaultRuleRow:
+    return DefaultRuleRow(
+        row["kind"],
+        row["rule_id"],
+        None if row["enabled"] is None else bool(row["enabled"]),
+        None if row["actions"] is None else orjson.loads(row["actions"]),
+    )
+
+
 class PushRuleStore:
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -54,28 +78,35 @@ class PushRuleStore:
             "SELECT kind, rule_id, enabled, actions FROM push_rule_defaults WHERE user_id = $1",
             user_id,
         )
-        return (
-            [
-                PushRuleRow(
-                    row["kind"],
-                    row["rule_id"],
-                    orjson.loads(row["conditions"]),
-                    row["pattern"],
-                    orjson.loads(row["actions"]),
-                    bool(row["enabled"]),
-                )
-                for row in rows
-            ],
-            [
-                DefaultRuleRow(
-                    row["kind"],
-                    row["rule_id"],
-                    None if row["enabled"] is None else bool(row["enabled"]),
-                    None if row["actions"] is None else orjson.loads(row["actions"]),
-                )
-                for row in defaults
-            ],
-        )
+        return [_rule(row) for row in rows], [_default(row) for row in defaults]
+
+    async def get_rules_of(
+        self, user_ids: Sequence[str]
+    ) -> dict[str, tuple[list[PushRuleRow], list[DefaultRuleRow]]]:
+        """``get_rules`` for many users: two statements per 500 users, never one per user
+        (a room's members on a cold cache). Every user asked for is in the answer."""
+        found: dict[str, tuple[list[PushRuleRow], list[DefaultRuleRow]]] = {
+            user_id: ([], []) for user_id in user_ids
+        }
+        users = list(found)
+        for start in range(0, len(users), _USER_CHUNK):
+            chunk = users[start : start + _USER_CHUNK]
+            where = f"user_id IN ({placeholders(len(chunk))})"
+            rows = await self._db.fetch(
+                "SELECT user_id, kind, rule_id, conditions, pattern, actions, enabled"
+                f" FROM push_rules WHERE {where} ORDER BY user_id, kind, position, rule_id",
+                *chunk,
+            )
+            for row in rows:
+                found[row["user_id"]][0].append(_rule(row))
+            defaults = await self._db.fetch(
+                f"SELECT user_id, kind, rule_id, enabled, actions FROM push_rule_defaults"
+                f" WHERE {where}",
+                *chunk,
+            )
+            for row in defaults:
+                found[row["user_id"]][1].append(_default(row))
+        return found
 
     async def put_rule(
         self,

@@ -113,7 +113,14 @@ def build_local(config: Config, db: Database, timeline: Timeline) -> Local:
     receipts = ReceiptService(ReceiptStore(db), account_data, state, notifier)
 
     push_rules = PushRulesService(PushRuleStore(db))
-    push_actions = PushActionsService(server_name, PushActionStore(db), state, push_rules, receipts)
+    push_actions = PushActionsService(
+        server_name,
+        PushActionStore(db),
+        state,
+        push_rules,
+        receipts,
+        account_data.ignored_users.of,
+    )
     timeline.writer.add_pre_commit(push_actions.prepare)
     pushers = PusherService(PusherStore(db))
 

@@ -1,5 +1,6 @@
 """PushActionsService over a real SQLite store and a fake room state (Client-Server API,
-"Push Notifications": "Receiving notifications", "Marking notifications as read")."""
+"Push Notifications": "Receiving notifications", "Marking notifications as read"): one
+room row per notifying event, an exception row only for members whose outcome differs."""
 
 from __future__ import annotations
 
@@ -94,11 +95,13 @@ class FakeState:
 @dataclass
 class FakeRulesets:
     user_rules: dict[str, list[PushRule]] = field(default_factory=dict)
-    asked: list[str] = field(default_factory=list)
+    asked: list[list[str]] = field(default_factory=list)
+    version: int = 0
 
-    async def get_ruleset(self, user_id: str) -> Ruleset:
-        self.asked.append(user_id)
-        return build_ruleset(user_id, self.user_rules.get(user_id, []))
+    async def get_rulesets(self, user_ids: Iterable[str]) -> dict[str, Ruleset]:
+        users = list(user_ids)
+        self.asked.append(users)
+        return {u: build_ruleset(u, self.user_rules.get(u, [])) for u in users}
 
 
 @dataclass
@@ -109,6 +112,14 @@ class FakeReceipts:
         self, user_id: UserID, room_ids: Sequence[RoomID]
     ) -> dict[RoomID, int]:
         return {r: self.positions[(user_id, r)] for r in room_ids if (user_id, r) in self.positions}
+
+
+@dataclass
+class FakeIgnored:
+    ignored: dict[UserID, frozenset[UserID]] = field(default_factory=dict)
+
+    async def of(self, user_id: UserID) -> frozenset[UserID]:
+        return self.ignored.get(user_id, frozenset())
 
 
 class RecordingStore(PushActionStore):
@@ -127,17 +138,22 @@ class World:
     state: FakeState
     rulesets: FakeRulesets
     receipts: FakeReceipts
+    ignored: FakeIgnored
     store: RecordingStore
     service: PushActionsService
     next_ordering: int = 100
 
-    async def persist(self, event: Pdu, *, thread_root: str | None = None) -> int:
-        self.next_ordering += 1
+    async def persist(
+        self, event: Pdu, *, thread_root: str | None = None, ordering: int | None = None
+    ) -> int:
+        if ordering is None:
+            self.next_ordering += 1
+            ordering = self.next_ordering
         write = await self.service.prepare(
             [
                 EventToPersist(
                     pdu=event,
-                    stream_ordering=self.next_ordering,
+                    stream_ordering=ordering,
                     state_group=self.state.snapshot.state_group.state_group,
                     new_state_group=None,
                     txn=None,
@@ -150,7 +166,7 @@ class World:
         if write is not None:
             async with self.db.transaction() as txn:
                 await write(txn)
-        return self.next_ordering
+        return ordering
 
     async def message(self, sender: UserID, body: str, **content: Any) -> int:
         content = {"msgtype": "m.text", "body": body, **content}
@@ -158,12 +174,24 @@ class World:
             pdu(f"$m{self.next_ordering + 1}", "m.room.message", sender, content)
         )
 
-    async def rows(self) -> list[tuple[str, int, int, str]]:
+    async def room_rows(self) -> list[tuple[int, int, str]]:
         rows = await self.db.fetch(
-            "SELECT user_id, stream_ordering, highlight, thread_id FROM event_push_actions"
+            "SELECT stream_ordering, highlight, thread_id FROM push_room_notifications"
+            " ORDER BY stream_ordering"
+        )
+        return [(r[0], r[1], r[2]) for r in rows]
+
+    async def exceptions(self) -> list[tuple[str, int, int, int]]:
+        rows = await self.db.fetch(
+            "SELECT user_id, stream_ordering, notify, highlight FROM push_user_exceptions"
             " ORDER BY stream_ordering, user_id"
         )
-        return [(r["user_id"], r["stream_ordering"], r["highlight"], r["thread_id"]) for r in rows]
+        return [(r[0], r[1], r[2], r[3]) for r in rows]
+
+    async def counts(self, user_id: UserID) -> tuple[int, int]:
+        counts = await self.service.unread_counts(user_id, [ROOM])
+        found = counts.get(ROOM, {"notification_count": 0, "highlight_count": 0})
+        return found["notification_count"], found["highlight_count"]
 
 
 @pytest.fixture
@@ -171,22 +199,28 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
     db = await SqliteDatabase.open(str(tmp_path / "push_actions.db"))
     await run_migrations(db)
     state = FakeState.build([ALICE, BOB, CAROL, REMOTE], {ALICE: 100})
-    rulesets, receipts, store = FakeRulesets(), FakeReceipts(), RecordingStore(db)
+    rulesets, receipts, ignored = FakeRulesets(), FakeReceipts(), FakeIgnored()
+    store = RecordingStore(db)
     service = PushActionsService(
-        ServerName("localhost"), store, cast(Any, state), rulesets, receipts
+        ServerName("localhost"), store, cast(Any, state), rulesets, receipts, ignored.of
     )
     service.start()
     try:
-        yield World(db, state, rulesets, receipts, store, service)
+        yield World(db, state, rulesets, receipts, ignored, store, service)
     finally:
         await service.stop()
         await db.close()
 
 
-async def test_each_local_member_but_the_sender_is_evaluated(world: World) -> None:
+async def test_a_message_writes_one_room_row_and_no_member_row(world: World) -> None:
     at = await world.message(ALICE, "hello")
-    assert sorted(world.rulesets.asked) == [BOB, CAROL]
-    assert await world.rows() == [(BOB, at, 0, "main"), (CAROL, at, 0, "main")]
+    assert world.rulesets.asked == [[ALICE, BOB, CAROL]]
+    assert await world.room_rows() == [(at, 0, "main")]
+    assert await world.exceptions() == []
+    assert await world.counts(BOB) == (1, 0)
+    assert await world.counts(CAROL) == (1, 0)
+    # The sender's own event reads up to it.
+    assert await world.counts(ALICE) == (0, 0)
 
 
 async def test_mentions_highlight_and_threads_are_recorded(world: World) -> None:
@@ -195,21 +229,18 @@ async def test_mentions_highlight_and_threads_are_recorded(world: World) -> None
         pdu("$reply", "m.room.message", CAROL, {"msgtype": "m.text", "body": "in a thread"}),
         thread_root="$root",
     )
-    assert await world.rows() == [
-        (ALICE, at, 0, "main"),
-        (BOB, at, 1, "main"),
-        (ALICE, in_thread, 0, "$root"),
-        (BOB, in_thread, 0, "$root"),
-    ]
+    assert await world.room_rows() == [(at, 0, "main"), (in_thread, 0, "$root")]
+    assert await world.exceptions() == [(BOB, at, 0, 1)]
+    assert await world.counts(BOB) == (2, 1)
+    assert await world.counts(ALICE) == (2, 0)
 
 
 async def test_room_mentions_highlight_only_from_senders_with_the_power(world: World) -> None:
     room_mention = {"m.mentions": {"room": True}}
     by_alice = await world.message(ALICE, "everyone!", **room_mention)
     by_carol = await world.message(CAROL, "everyone!", **room_mention)
-    rows = [(user, at, highlight) for user, at, highlight, _ in await world.rows()]
-    assert (BOB, by_alice, 1) in rows
-    assert (BOB, by_carol, 0) in rows
+    assert await world.room_rows() == [(by_alice, 1, "main"), (by_carol, 0, "main")]
+    assert await world.counts(BOB) == (2, 1)
 
 
 async def test_display_names_follow_state_changes(world: World) -> None:
@@ -222,59 +253,91 @@ async def test_display_names_follow_state_changes(world: World) -> None:
     world.state.join(BOB, "Bobby")
     named = await world.message(ALICE, "hi Bobby")
     world.state.join(BOB, "Robert")
-    renamed = await world.message(ALICE, "hi Bobby")
-    rows = {(user, at): highlight for user, at, highlight, _ in await world.rows()}
-    assert rows[(BOB, named)] == 1
-    assert rows[(BOB, renamed)] == 0
+    await world.message(ALICE, "hi Bobby")
+    assert await world.exceptions() == [(BOB, named, 0, 1)]
+
+
+async def test_a_muted_member_and_the_master_rule_are_exceptions(world: World) -> None:
+    world.rulesets.user_rules[BOB] = [PushRule("room", ROOM, (), (), None, True)]
+    world.rulesets.user_rules[CAROL] = [PushRule("override", ".m.rule.master", (), (), None, True)]
+    at = await world.message(ALICE, "hello", **{"m.mentions": {"user_ids": [CAROL]}})
+    # An override rule (a mention) still ranks above a room rule.
+    mention = await world.message(ALICE, "bob!", **{"m.mentions": {"user_ids": [BOB]}})
+    assert await world.exceptions() == [
+        (BOB, at, -1, 0),
+        (CAROL, at, -1, 0),
+        (BOB, mention, 0, 1),
+        (CAROL, mention, -1, 0),
+    ]
+    assert await world.counts(BOB) == (1, 1)
+    assert await world.counts(CAROL) == (0, 0)
 
 
 async def test_own_events_and_leaving_read_everything_before_them(world: World) -> None:
     await world.message(ALICE, "one")
-    await world.message(ALICE, "two")
+    await world.message(ALICE, "two", **{"m.mentions": {"user_ids": [BOB, CAROL]}})
     await world.message(BOB, "answer")
-    assert {user for user, *_ in await world.rows()} == {ALICE, CAROL}
+    assert await world.counts(BOB) == (0, 0)
+    assert await world.counts(CAROL) == (3, 1)
+    assert await world.counts(ALICE) == (1, 0)
     kick = pdu("$kick", "m.room.member", BOB, {"membership": "leave"}, state_key=CAROL)
     world.state.set_state(kick)
     await world.persist(kick)
-    assert {user for user, *_ in await world.rows()} == {ALICE}
+    assert await world.counts(CAROL) == (0, 0)
+    # Read marks delete the exceptions they cover at once.
+    assert await world.exceptions() == []
+
+
+async def test_events_from_ignored_users_do_not_count(world: World) -> None:
+    await world.message(CAROL, "one", **{"m.mentions": {"user_ids": [BOB]}})
+    await world.message(ALICE, "two")
+    await world.message(CAROL, "three")
+    world.ignored.ignored[BOB] = frozenset({CAROL})
+    assert await world.counts(BOB) == (1, 0)
+    world.ignored.ignored[BOB] = frozenset()
+    assert await world.counts(BOB) == (3, 1)
+
+
+async def test_backfilled_history_never_notifies(world: World) -> None:
+    await world.persist(
+        pdu("$old", "m.room.message", CAROL, {"msgtype": "m.text", "body": "old"}),
+        ordering=-5,
+    )
+    assert await world.room_rows() == []
+    assert await world.counts(BOB) == (0, 0)
 
 
 async def test_a_failing_evaluation_is_logged_not_raised(
     world: World, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def broken(*_: object) -> Ruleset:
+    async def broken(*_: object) -> dict[str, Ruleset]:
         raise RuntimeError("rules unreadable")
 
-    monkeypatch.setattr(world.rulesets, "get_ruleset", broken)
+    monkeypatch.setattr(world.rulesets, "get_rulesets", broken)
     with caplog.at_level(logging.ERROR):
         await world.message(ALICE, "lost")
     assert "evaluating push actions for 1 events failed" in caplog.text
-    assert await world.rows() == []
+    assert await world.room_rows() == []
 
 
 async def test_counts_follow_receipts_and_read_rows_are_cleaned_up_once(world: World) -> None:
-    first = await world.message(ALICE, "one")
+    await world.message(ALICE, "one", **{"m.mentions": {"user_ids": [BOB]}})
     second = await world.message(ALICE, "two", **{"m.mentions": {"user_ids": [BOB]}})
-    await world.message(ALICE, "three")
-    assert await world.service.unread_counts(BOB, [ROOM]) == {
-        ROOM: {"notification_count": 3, "highlight_count": 1}
-    }
+    third = await world.message(ALICE, "three", **{"m.mentions": {"user_ids": [BOB]}})
+    assert await world.counts(BOB) == (3, 3)
     assert world.store.deleted == []
 
     world.receipts.positions[(BOB, ROOM)] = second
-    assert await world.service.unread_counts(BOB, [ROOM]) == {
-        ROOM: {"notification_count": 1, "highlight_count": 0}
-    }
+    assert await world.counts(BOB) == (1, 1)
     for _ in range(100):
         if world.store.deleted:
             break
         await asyncio.sleep(0.01)
     assert world.store.deleted == [[ReadUpTo(BOB, ROOM, second)]]
-    bob_rows = [at for user, at, *_ in await world.rows() if user == BOB]
-    assert first not in bob_rows
-    assert second not in bob_rows
+    assert await world.exceptions() == [(BOB, third, 0, 1)]
+    assert await world.counts(BOB) == (1, 1)
     # An unchanged read position costs no further write.
-    await world.service.unread_counts(BOB, [ROOM])
+    await world.counts(BOB)
     await asyncio.sleep(0.05)
     assert len(world.store.deleted) == 1
     assert await world.service.unread_counts(CAROL, [ROOM, RoomID("!none:localhost")]) == {
@@ -283,38 +346,43 @@ async def test_counts_follow_receipts_and_read_rows_are_cleaned_up_once(world: W
 
 
 class CountingRuleStore(PushRuleStore):
-    """The real store, counting reads of a user's rules (two queries each)."""
+    """The real store, counting bulk reads of users' rules (two queries each)."""
 
     def __init__(self, db: SqliteDatabase) -> None:
         super().__init__(db)
-        self.reads: list[str] = []
+        self.reads: list[list[str]] = []
 
-    async def get_rules(self, user_id: str) -> tuple[list[PushRuleRow], list[DefaultRuleRow]]:
-        self.reads.append(user_id)
-        return await super().get_rules(user_id)
+    async def get_rules_of(
+        self, user_ids: Sequence[str]
+    ) -> dict[str, tuple[list[PushRuleRow], list[DefaultRuleRow]]]:
+        self.reads.append(sorted(user_ids))
+        return await super().get_rules_of(user_ids)
 
 
-async def test_a_big_room_reads_each_members_rules_once_then_never(world: World) -> None:
+async def test_a_big_room_reads_members_rules_in_bulk_once_then_never(world: World) -> None:
     members = [UserID(f"@member{i}:localhost") for i in range(300)]
     for user_id in members:
         world.state.join(user_id)
     store = CountingRuleStore(world.db)
     rules = PushRulesService(store)
     service = PushActionsService(
-        ServerName("localhost"), world.store, cast(Any, world.state), rules, world.receipts
+        ServerName("localhost"),
+        world.store,
+        cast(Any, world.state),
+        rules,
+        world.receipts,
+        world.ignored.of,
     )
     world.service = service
     first = await world.message(ALICE, "hello", **{"m.mentions": {"user_ids": [members[5]]}})
-    assert sorted(store.reads) == sorted([BOB, CAROL, *members])
+    assert store.reads == [sorted([ALICE, BOB, CAROL, *members])]
     store.reads.clear()
-    second = await world.message(ALICE, "again")
+    await world.message(ALICE, "again")
     assert store.reads == []
     await rules.put_rule(members[9], "override", "mute", {"actions": []})
     third = await world.message(ALICE, "and again")
-    assert store.reads == [members[9]]
-    rows = await world.rows()
-    highlighted = {(user, at) for user, at, highlight, _ in rows if highlight}
-    assert highlighted == {(members[5], first)}
-    notified = {at: {user for user, row_at, *_ in rows if row_at == at} for at in (second, third)}
-    assert notified[second] == {BOB, CAROL, *members}
-    assert notified[third] == {BOB, CAROL, *members} - {members[9]}
+    assert store.reads == [[members[9]]]
+    assert await world.exceptions() == [(members[5], first, 0, 1), (members[9], third, -1, 0)]
+    assert await world.counts(members[5]) == (3, 1)
+    assert await world.counts(members[9]) == (2, 0)
+    assert await world.counts(members[10]) == (3, 0)

@@ -1,14 +1,16 @@
 """Push rules per user (Client-Server API, "Push Rules: API").
 
-``PushRulesService`` owns a cache of each user's compiled ``Ruleset`` (read on every event
-for every local member) and invalidates it next to each write. The rules themselves, their
+``PushRulesService`` owns a cache of each user's compiled ``Ruleset`` (read for every local
+member of a room whenever unread counts regroup its members; a cold cache is filled in
+bulk, a few queries per room, never one per member) and invalidates it next to each
+write. The rules themselves, their
 validation and their evaluation are in ``events.push_rules``.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from typing import Any, Final
 
@@ -25,7 +27,7 @@ from peyvand.events.push_rules.ruleset import Ruleset, build_ruleset
 from peyvand.events.push_rules.validation import check_kind, parse_rule
 from peyvand.lru import LRU
 from peyvand.storage.errors import NotFoundError
-from peyvand.storage.push_rules import PushRuleStore
+from peyvand.storage.push_rules import DefaultRuleRow, PushRuleRow, PushRuleStore
 from peyvand.types import JsonDict
 
 # Rulesets kept: a default one is about 300 bytes with its cache entry, and a room with
@@ -49,36 +51,35 @@ class PushRulesService:
         ``m.push_rules`` account data, "Push Rules: Events")."""
         self._listeners.append(listener)
 
+    @property
+    def version(self) -> int:
+        """Bumped by every change to any user's rules: what was derived from rulesets read
+        at an older version (a room's members grouped by ruleset) is out of date."""
+        return self._writes
+
     async def get_ruleset(self, user_id: str) -> Ruleset:
         """The user's compiled ruleset, from the cache when possible."""
-        cached = self._cache.get(user_id)
-        if cached is not None:
-            return cached
+        return (await self.get_rulesets([user_id]))[user_id]
+
+    async def get_rulesets(self, user_ids: Iterable[str]) -> dict[str, Ruleset]:
+        """Each user's compiled ruleset: from the cache, and those not cached read in bulk
+        (``PushRuleStore.get_rules_of``: two queries per 500 users, not one per user)."""
+        found: dict[str, Ruleset] = {}
+        missing: list[str] = []
+        for user_id in user_ids:
+            cached = self._cache.get(user_id)
+            if cached is None:
+                missing.append(user_id)
+            else:
+                found[user_id] = cached
+        if not missing:
+            return found
         writes = self._writes
-        rows, default_rows = await self._store.get_rules(user_id)
-        ruleset = build_ruleset(
-            user_id,
-            (
-                PushRule(
-                    row.kind,
-                    row.rule_id,
-                    tuple(row.actions),
-                    tuple(row.conditions),
-                    row.pattern,
-                    row.enabled,
-                )
-                for row in rows
-            ),
-            {
-                (row.kind, row.rule_id): RuleOverride(
-                    row.enabled, None if row.actions is None else tuple(row.actions)
-                )
-                for row in default_rows
-            },
-        )
-        if writes == self._writes:
-            self._cache.put(user_id, ruleset)
-        return ruleset
+        for user_id, (rows, default_rows) in (await self._store.get_rules_of(missing)).items():
+            ruleset = found[user_id] = _ruleset(user_id, rows, default_rows)
+            if writes == self._writes:
+                self._cache.put(user_id, ruleset)
+        return found
 
     async def get_rules_json(self, user_id: str) -> JsonDict:
         """GET /pushrules/: ``{"global": PushRuleset}``; also the ``m.push_rules`` content."""
@@ -197,6 +198,32 @@ class PushRulesService:
         self._cache.pop(user_id)
         for listener in self._listeners:
             listener(user_id)
+
+
+def _ruleset(
+    user_id: str, rows: Iterable[PushRuleRow], default_rows: Iterable[DefaultRuleRow]
+) -> Ruleset:
+    """The ruleset of ``user_id`` from their stored rules and changes to default rules."""
+    return build_ruleset(
+        user_id,
+        (
+            PushRule(
+                row.kind,
+                row.rule_id,
+                tuple(row.actions),
+                tuple(row.conditions),
+                row.pattern,
+                row.enabled,
+            )
+            for row in rows
+        ),
+        {
+            (row.kind, row.rule_id): RuleOverride(
+                row.enabled, None if row.actions is None else tuple(row.actions)
+            )
+            for row in default_rows
+        },
+    )
 
 
 def _is_room_condition(condition: Mapping[str, Any], room_id: str) -> bool:
