@@ -162,7 +162,7 @@ def _advantage(row: dict[str, Any]) -> str:
 
 
 def table(summary: dict[str, Any]) -> str:
-    """The report as Markdown: figures, then targets."""
+    """The report as Markdown: figures, then targets (if any)."""
     lines = [
         "| workload / figure | unit | Peyvand | Synapse | Peyvand/Synapse | Peyvand better by |",
         "| --- | --- | ---: | ---: | ---: | ---: |",
@@ -172,6 +172,8 @@ def table(summary: dict[str, Any]) -> str:
             f"| {row['label']} | {row['unit']} | {_fmt(row['peyvand'])} | "
             f"{_fmt(row['synapse'])} | {_fmt(row['ratio'])} | {_advantage(row)} |"
         )
+    if not summary["targets"]:
+        return "\n".join(lines)
     lines += ["", "| target | Peyvand/Synapse | result |", "| --- | ---: | --- |"]
     for target in summary["targets"]:
         verdict = "PASS" if target["pass"] else "MISS"
