@@ -3,8 +3,9 @@
 Server-Server API, "Signing Events" > "Adding hashes and signatures to outgoing events";
 the PDU shape is each version's "Event format" (``pdu_v1`` ... ``pdu_v12``): no ``origin``
 (optional before v11, and Synapse omits it too); in v1/v2 the event carries its
-``event_id`` and ``prev_events``/``auth_events`` are ``[event_id, hashes]`` pairs (this
-server sends ``{}`` for the hashes, as no receiver checks them); ``redacts`` is top-level
+``event_id`` and ``prev_events``/``auth_events`` are ``[event_id, hashes]`` pairs, the
+hashes being the cited event's reference hash (``hashes.reference_hashes``; ``{}`` for an
+event the caller could not give, as no receiver checks them); ``redacts`` is top-level
 before v11 and in ``content`` from v11; in v12 ``m.room.create`` has no ``room_id`` because
 the room ID is derived from its event ID (Appendices, "Room IDs").
 
@@ -55,13 +56,16 @@ def build_pdu(
     redacts: EventID | None = None,
     origin_server_name: ServerName,
     signing_key: SigningKey,
+    cited_hashes: Mapping[str, Any] | None = None,
 ) -> Pdu:
     """Build a signed PDU for a locally created event.
 
     ``room_id`` must be ``None`` exactly for a v12 ``m.room.create``. ``redacts`` is only
     for ``m.room.redaction`` and is placed where ``room_version`` wants it. Choosing
-    ``auth_events`` (which in v12 never include the create event) is the caller's job.
-    Raises ``EventTooLargeError`` or ``ValueError``, see the module docstring.
+    ``auth_events`` (which in v12 never include the create event) is the caller's job, and
+    so, in v1/v2, is giving the ``cited_hashes`` of the prev and auth events
+    (``hashes.reference_hashes``). Raises ``EventTooLargeError`` or ``ValueError``, see
+    the module docstring.
     """
     is_create = event_type == "m.room.create" and state_key == ""
     room_id_from_hash = is_create and room_version.room_id_is_create_event_hash
@@ -76,8 +80,8 @@ def build_pdu(
         "type": event_type,
         "sender": sender,
         "content": copy.deepcopy(dict(content)),
-        "prev_events": event_references(room_version, prev_events),
-        "auth_events": event_references(room_version, auth_events),
+        "prev_events": event_references(room_version, prev_events, cited_hashes),
+        "auth_events": event_references(room_version, auth_events, cited_hashes),
         "depth": depth,
         "origin_server_ts": origin_server_ts,
     }
@@ -122,11 +126,16 @@ def finalize_pdu(
     return Pdu(event, compute_event_id(event, room_version), room_version)
 
 
-def event_references(room_version: RoomVersion, event_ids: Sequence[EventID]) -> list[Any]:
+def event_references(
+    room_version: RoomVersion,
+    event_ids: Sequence[EventID],
+    cited_hashes: Mapping[str, Any] | None = None,
+) -> list[Any]:
     """``prev_events``/``auth_events`` in the version's format: IDs, or in v1/v2
-    ``[event_id, {}]`` pairs."""
+    ``[event_id, hashes]`` pairs, the hashes from ``cited_hashes`` (``{}`` if not there)."""
     if room_version.event_id_carried:
-        return [[event_id, {}] for event_id in event_ids]
+        known = cited_hashes or {}
+        return [[event_id, copy.deepcopy(known.get(event_id, {}))] for event_id in event_ids]
     return list(event_ids)
 
 

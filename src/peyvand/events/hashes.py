@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from unpaddedbase64 import decode_base64, encode_base64
@@ -68,6 +68,18 @@ def compute_reference_hash(data: Mapping[str, Any], room_version: RoomVersion) -
     redacted.pop("signatures", None)
     redacted.pop("unsigned", None)
     return hashlib.sha256(encode_canonical_json(redacted)).digest()
+
+
+def reference_hashes(events: Iterable[Mapping[str, Any]], room_version: RoomVersion) -> JsonDict:
+    """The Event Hash of each event (``{"sha256": <unpadded Base64 reference hash>}``) by
+    its ID, as events of rooms v1/v2 cite their ``prev_events`` and ``auth_events``
+    (``pdu_v1.yaml``: "Event IDs and reference hashes"; Synapse sends the same)."""
+    return {
+        compute_event_id(data, room_version): {
+            "sha256": encode_base64(compute_reference_hash(data, room_version))
+        }
+        for data in events
+    }
 
 
 def compute_event_id(data: Mapping[str, Any], room_version: RoomVersion) -> EventID:

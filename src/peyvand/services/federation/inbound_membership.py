@@ -27,7 +27,7 @@ from peyvand.services.federation.room_access import RoomAccess
 from peyvand.services.federation.serving import FederationReads
 from peyvand.services.rooms.policy_lists import PolicyListService
 from peyvand.services.rooms.restricted_joins import join_authoriser
-from peyvand.services.timeline.event_creation import MAX_PREV_EVENTS
+from peyvand.services.timeline.event_creation import MAX_PREV_EVENTS, cited_hashes
 from peyvand.services.timeline.room_state import RoomSnapshot, StateService
 from peyvand.types import EventID, JsonDict, RoomID, ServerName, UserID, server_name_of
 
@@ -73,7 +73,7 @@ class InboundMembership:
         authoriser = await join_authoriser(self._state, snapshot, user_id, self._server_name)
         if authoriser is not None:
             content["join_authorised_via_users_server"] = authoriser
-        template = self._template(snapshot, user_id, "m.room.member", user_id, content)
+        template = await self._template(snapshot, user_id, "m.room.member", user_id, content)
         await self._check_template(snapshot, template)
         return {"event": template, "room_version": version.identifier}
 
@@ -107,7 +107,7 @@ class InboundMembership:
     async def make_leave(self, origin: ServerName, room_id: RoomID, user_id: UserID) -> JsonDict:
         """GET /make_leave: a leave template (a remote user rejecting our invite)."""
         snapshot = await self._room_for_user(origin, room_id, user_id)
-        template = self._template(
+        template = await self._template(
             snapshot, user_id, "m.room.member", user_id, {"membership": "leave"}
         )
         await self._check_template(snapshot, template)
@@ -130,7 +130,7 @@ class InboundMembership:
         """GET /make_knock: a knock template for a user of ``origin``."""
         snapshot = await self._room_to_enter(origin, room_id, user_id, versions)
         version = snapshot.room_version
-        template = self._template(
+        template = await self._template(
             snapshot, user_id, "m.room.member", user_id, {"membership": "knock"}
         )
         await self._check_template(snapshot, template)
@@ -175,7 +175,7 @@ class InboundMembership:
             )
         return snapshot
 
-    def _template(
+    async def _template(
         self,
         snapshot: RoomSnapshot,
         sender: UserID,
@@ -185,6 +185,9 @@ class InboundMembership:
     ) -> JsonDict:
         version = snapshot.room_version
         wanted = auth_types_for_event(version, event_type, sender, state_key, content)
+        prev_events = snapshot.extremities[-MAX_PREV_EVENTS:]
+        auth_events = sorted(snapshot.state[k] for k in wanted if k in snapshot.state)
+        hashes = await cited_hashes(self._state, version, [*prev_events, *auth_events])
         return {
             "type": event_type,
             "state_key": state_key,
@@ -193,10 +196,8 @@ class InboundMembership:
             "content": content,
             "origin_server_ts": int(self._clock() * 1000),
             "depth": snapshot.depth + 1,
-            "prev_events": event_references(version, snapshot.extremities[-MAX_PREV_EVENTS:]),
-            "auth_events": event_references(
-                version, sorted(snapshot.state[k] for k in wanted if k in snapshot.state)
-            ),
+            "prev_events": event_references(version, prev_events, hashes),
+            "auth_events": event_references(version, auth_events, hashes),
         }
 
     async def _check_template(self, snapshot: RoomSnapshot, template: JsonDict) -> None:

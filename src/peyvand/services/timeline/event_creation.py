@@ -26,6 +26,7 @@ from peyvand.errors import Errcode, MatrixError
 from peyvand.events.auth import AuthError, auth_types_for_event, check_auth_rules
 from peyvand.events.builder import EventTooLargeError, build_pdu
 from peyvand.events.canonical_json import encode_canonical_json
+from peyvand.events.hashes import reference_hashes
 from peyvand.events.pdu import Pdu, StateKey
 from peyvand.events.redaction import has_redact_power
 from peyvand.events.room_versions import RoomVersion
@@ -35,7 +36,7 @@ from peyvand.services.timeline.room_state import RoomSnapshot, StateService
 from peyvand.services.timeline.state_resolution import StateResolver
 from peyvand.storage.events import EventStore
 from peyvand.storage.models import EventToPersist, NewStateGroup, RoomRow, StoredEvent
-from peyvand.types import EventID, RoomID, ServerName, UserID
+from peyvand.types import EventID, JsonDict, RoomID, ServerName, UserID
 
 CREATE_KEY: StateKey = ("m.room.create", "")
 # Never redacted by local users (as Synapse): the room's own definition, and the server
@@ -67,6 +68,18 @@ def client_txn_id(stored: str, room_id: str, event_type: str, redacts: str | Non
         if stored.startswith(prefix):
             return stored[len(prefix) :]
     return stored
+
+
+async def cited_hashes(
+    state: StateService, version: RoomVersion, event_ids: Sequence[EventID]
+) -> JsonDict | None:
+    """Rooms v1/v2: the reference hashes of the events a new event cites, which its
+    ``[event_id, hashes]`` pairs carry (``pdu_v1.yaml``), read in one go (a room's recent
+    and state events are cached). None in later versions, which cite IDs only."""
+    if not version.event_id_carried:
+        return None
+    pdus = await state.get_pdus(event_ids)
+    return reference_hashes((pdu.data for pdu in pdus.values()), version)
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,7 +188,7 @@ class EventCreationService:
                     )
                     if identical is not None:
                         break
-                    pdu = self._build(snapshot, sender, spec, before)
+                    pdu = await self._build(snapshot, sender, spec, before)
                     by_power = await self._authorise(snapshot, pdu, before)
                     if countersign is not None:
                         pdu = await countersign(pdu, snapshot)
@@ -327,7 +340,7 @@ class EventCreationService:
         try:
             async with snapshot.lock:
                 for spec in initial:
-                    pdu = self._build(snapshot, creator, spec)
+                    pdu = await self._build(snapshot, creator, spec)
                     by_power = await self._authorise(snapshot, pdu)
                     to_persist.append(
                         await self._apply(snapshot, pdu, txn=None, redaction_by_power=by_power)
@@ -353,6 +366,7 @@ class EventCreationService:
         auth_events: Sequence[EventID],
         depth: int,
         origin_server_ts: int | None = None,
+        cited_hashes: JsonDict | None = None,
     ) -> Pdu:
         try:
             return build_pdu(
@@ -369,6 +383,7 @@ class EventCreationService:
                 redacts=_redacts(spec),
                 origin_server_name=self._server_name,
                 signing_key=self._signing_key,
+                cited_hashes=cited_hashes,
             )
         except EventTooLargeError as exc:
             raise MatrixError(Errcode.TOO_LARGE, str(exc)) from exc
@@ -384,7 +399,7 @@ class EventCreationService:
             snapshot.room_version, snapshot.extremities[-MAX_PREV_EVENTS:], {}
         )
 
-    def _build(
+    async def _build(
         self,
         snapshot: RoomSnapshot,
         sender: UserID,
@@ -397,14 +412,16 @@ class EventCreationService:
             version, spec.event_type, sender, spec.state_key, spec.content
         )
         auth_events = sorted(state[k] for k in wanted if k in state)
+        prev_events = snapshot.extremities[-MAX_PREV_EVENTS:]
         return self._sign(
             version,
             snapshot.room_id,
             sender,
             spec,
-            prev_events=snapshot.extremities[-MAX_PREV_EVENTS:],
+            prev_events=prev_events,
             auth_events=auth_events,
             depth=snapshot.depth + 1,
+            cited_hashes=await cited_hashes(self._state, version, [*prev_events, *auth_events]),
         )
 
     async def _authorise(
