@@ -508,13 +508,11 @@ class SyncService:
 
     async def _was_joined(self, room_id: RoomID, user_id: UserID, position: int) -> bool:
         """Whether ``user_id`` was joined to the room at stream ``position``."""
-        last = await self._store.get_room_events(
-            room_id, after=None, before=position, limit=1, newest_first=True
-        )
-        if not last:
+        last = await self._room_events.last_event(room_id, position)
+        if last is None:
             return False
         key: StateKey = (MEMBER, user_id)
-        ids = await self._state.state_ids_at_group(last[0].state_group, [key])
+        ids = await self._state.state_ids_at_group(last.state_group, [key])
         member = await self._state.get_event(ids[key]) if key in ids else None
         return member is not None and member.pdu.membership == "join"
 
@@ -523,10 +521,8 @@ class SyncService:
         return dict(await self._state.state_ids_at_group(group)) if group is not None else {}
 
     async def _state_at_position(self, room_id: RoomID, position: int) -> dict[StateKey, EventID]:
-        last = await self._store.get_room_events(
-            room_id, after=None, before=position, limit=1, newest_first=True
-        )
-        return await self._state.state_ids_at_group(last[0].state_group) if last else {}
+        last = await self._room_events.last_event(room_id, position)
+        return await self._state.state_ids_at_group(last.state_group) if last else {}
 
     async def _summary(
         self, snapshot: RoomSnapshot, user_id: UserID
