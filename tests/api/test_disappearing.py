@@ -297,7 +297,12 @@ async def test_messages_and_their_image_vanish_for_local_users_within_90s(
                 await query(homeserver, "SELECT 1 FROM event_outliers WHERE pdu LIKE $1", like)
                 == []
             )
-            for table in ("event_push_actions", "event_media", "event_expiry"):
+            for table in (
+                "push_room_notifications",
+                "push_user_exceptions",
+                "event_media",
+                "event_expiry",
+            ):
                 rows = await query(
                     homeserver, f"SELECT 1 FROM {table} WHERE event_id IN ($1, $2)", text, picture
                 )

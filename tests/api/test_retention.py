@@ -252,12 +252,13 @@ async def test_expired_history_is_gone_from_api_database_and_disk(
         server, f"SELECT count(*) FROM events WHERE event_id IN ({placeholders})", *room.old_ids
     )
     assert rows == [(0,)]
-    notifying = await query(
-        server,
-        f"SELECT count(*) FROM event_push_actions WHERE event_id IN ({placeholders})",
-        *room.old_ids,
-    )
-    assert notifying == [(0,)]
+    for table in ("push_room_notifications", "push_user_exceptions"):
+        notifying = await query(
+            server,
+            f"SELECT count(*) FROM {table} WHERE event_id IN ({placeholders})",
+            *room.old_ids,
+        )
+        assert notifying == [(0,)], table
     kept = await query(
         server,
         f"SELECT status, pdu FROM event_outliers WHERE event_id IN ({placeholders})",
