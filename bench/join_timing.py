@@ -10,9 +10,10 @@ request until:
    event (``GET /rooms/{roomId}/event/{eventId}`` as the room's creator);
 4. the member list is complete: ``GET /rooms/{roomId}/joined_members`` counts every member.
 
-The steps run one after the other, each polled until it holds or its bound passes (a
-missed step's time is NaN). A partial-state join (MSC3706, ``omit_members``) may complete
-steps 1-3 before the joiner knows every member; a full join completes step 4 at once.
+Steps 2 and 3 run one after the other, step 4 beside them from the join's return; each is
+polled until it holds or its bound passes (a missed step's time is NaN). A partial-state
+join (MSC3706, ``omit_members``) may complete steps 1-3 before the joiner knows every
+member; a full join completes step 4 at once.
 """
 
 from __future__ import annotations
@@ -94,65 +95,89 @@ async def time_join(
 ) -> None:
     """``user`` (on ``joiner``) joins ``room_id`` via ``origin_name``; the figures of each
     step into ``figures``, whose ``expected_members`` is the count after the join."""
-    room = quote(room_id)
     marker = await origin.send(creator, room_id, f"marker-{uuid.uuid4().hex}", "latest")
     if marker.status != 200:
         figures.error = f"the origin's marker: {marker.status} {marker.body}"[:ERROR_CHARS]
         return
-    marker_id = marker.body["event_id"]
-    token = user.access_token
     cpu_before = cpu()
     started = time.perf_counter()
+    probe = _Probe(joiner, user, origin, creator, quote(room_id), figures, bounds, started)
     reply = await joiner.request(
-        "POST", f"join/{room}", {}, token, params={"server_name": origin_name}
+        "POST", f"join/{probe.room}", {}, user.access_token, params={"server_name": origin_name}
     )
     figures.join_status = reply.status
     if reply.status != 200:
         figures.error = f"join: {reply.body}"[:ERROR_CHARS]
         return
     figures.join_seconds = time.perf_counter() - started
-
-    async def reads() -> bool:
-        params = {"dir": "b", "limit": "20"}
-        page = await joiner.request("GET", f"rooms/{room}/messages", token=token, params=params)
-        chunk = page.body.get("chunk", []) if page.status == 200 else []
-        return any(event.get("event_id") == marker_id for event in chunk)
-
-    deadline = time.perf_counter() + bounds.ready_seconds
-    figures.read_seconds = await until(reads, bounds.poll_interval, deadline) - started
-
-    sent: list[str] = []
-    txn = f"joined-{uuid.uuid4().hex}"
-
-    async def sends() -> bool:
-        answer = await joiner.send(user, room_id, txn, "sent by the joiner")
-        if answer.status == 200:
-            sent.append(answer.body["event_id"])
-        return bool(sent)
-
-    async def seen_on_origin() -> bool:
-        path = f"rooms/{room}/event/{quote(sent[0])}"
-        return (await origin.request("GET", path, token=creator.access_token)).status == 200
-
-    deadline = time.perf_counter() + bounds.ready_seconds
-    figures.send_accepted_seconds = await until(sends, bounds.poll_interval, deadline) - started
-    if sent:
-        seen = await until(seen_on_origin, bounds.poll_interval, deadline)
-        figures.send_seen_seconds = seen - started
-
-    async def complete() -> bool:
-        members = await joiner.request("GET", f"rooms/{room}/joined_members", token=token)
-        if members.status != 200:
-            return False
-        count = len(members.body.get("joined", {}))
-        figures.members_first_poll = figures.members_first_poll or count
-        figures.members_seen = max(figures.members_seen, count)
-        return count >= figures.expected_members
-
-    deadline = time.perf_counter() + bounds.members_seconds
-    interval = bounds.members_poll_interval
-    figures.members_seconds = await until(complete, interval, deadline) - started
+    await asyncio.gather(probe.read_then_send(marker.body["event_id"]), probe.member_list())
     figures.cpu_seconds = cpu() - cpu_before
+
+
+@dataclass(slots=True)
+class _Probe:
+    """The steps after the join: reading then sending, and beside them the member list."""
+
+    joiner: MatrixClient
+    user: Account
+    origin: MatrixClient
+    creator: Account
+    room: str  # quoted for paths
+    figures: JoinFigures
+    bounds: JoinBounds
+    started: float  # when the POST /join was sent
+
+    async def read_then_send(self, marker_id: str) -> None:
+        token = self.user.access_token
+
+        async def reads() -> bool:
+            params = {"dir": "b", "limit": "20"}
+            path = f"rooms/{self.room}/messages"
+            page = await self.joiner.request("GET", path, token=token, params=params)
+            chunk = page.body.get("chunk", []) if page.status == 200 else []
+            return any(event.get("event_id") == marker_id for event in chunk)
+
+        sent: list[str] = []
+        txn = f"joined-{uuid.uuid4().hex}"
+
+        async def sends() -> bool:
+            path = f"rooms/{self.room}/send/m.room.message/{txn}"
+            body = {"msgtype": "m.text", "body": "sent by the joiner"}
+            answer = await self.joiner.request("PUT", path, body, token)
+            if answer.status == 200:
+                sent.append(answer.body["event_id"])
+            return bool(sent)
+
+        async def seen_on_origin() -> bool:
+            path = f"rooms/{self.room}/event/{quote(sent[0])}"
+            reply = await self.origin.request("GET", path, token=self.creator.access_token)
+            return reply.status == 200
+
+        interval = self.bounds.poll_interval
+        deadline = time.perf_counter() + self.bounds.ready_seconds
+        self.figures.read_seconds = await until(reads, interval, deadline) - self.started
+        deadline = time.perf_counter() + self.bounds.ready_seconds
+        self.figures.send_accepted_seconds = await until(sends, interval, deadline) - self.started
+        if sent:
+            seen = await until(seen_on_origin, interval, deadline)
+            self.figures.send_seen_seconds = seen - self.started
+
+    async def member_list(self) -> None:
+        figures = self.figures
+
+        async def complete() -> bool:
+            path = f"rooms/{self.room}/joined_members"
+            members = await self.joiner.request("GET", path, token=self.user.access_token)
+            if members.status != 200:
+                return False
+            count = len(members.body.get("joined", {}))
+            figures.members_first_poll = figures.members_first_poll or count
+            figures.members_seen = max(figures.members_seen, count)
+            return count >= figures.expected_members
+
+        deadline = time.perf_counter() + self.bounds.members_seconds
+        done = await until(complete, self.bounds.members_poll_interval, deadline)
+        figures.members_seconds = done - self.started
 
 
 async def leave(joiner: MatrixClient, user: Account, room_id: str) -> None:
