@@ -187,7 +187,7 @@ def build_federation(
         events.allocate_backfill_stream,
         server_name,
         policy_lists.soft_fail_reason,
-        partial_state=partial_rooms.is_partial,
+        partial_state=partial_rooms,
     )
     allows = functools.partial(allows_server, server_name, transport.policy)
     outbound_events = OutboundEvents(

@@ -42,6 +42,7 @@ from peyvand.events.received import InvalidPdu, check_content_hash_or_redact, pa
 from peyvand.events.redaction import has_redact_power
 from peyvand.events.server_acl import server_allowed
 from peyvand.events.state_res import StateResError
+from peyvand.services.federation.partial_state import PartialStateRooms
 from peyvand.services.timeline.room_state import RoomSnapshot, StateService
 from peyvand.services.timeline.state_resolution import StateResolver
 from peyvand.storage.events import EventStore
@@ -112,15 +113,16 @@ class FederationEventHandler:
         server_name: ServerName,
         banned_sender: Callable[[Pdu], str | None],
         *,
-        partial_state: Callable[[RoomID], bool] = lambda _: False,
+        partial_state: PartialStateRooms | None = None,
     ) -> None:
         """Events for which ``banned_sender`` gives a reason are soft-failed (kept out of
         the timeline and current state, like events the current state does not allow,
         however they arrive: pushed, or pulled to fill a gap).
 
-        In a room whose state is ``partial_state`` (joined without its members, MSC3706)
-        an event is authorised by its own auth events alone and never soft-failed: the
-        state lacks members (as Synapse does; the resync checks them again)."""
+        In a room whose state is partial (``partial_state``: joined without its members,
+        MSC3706) an event is authorised by its own auth events alone and never
+        soft-failed: the state lacks members (as Synapse does; the resync checks them
+        again); history is backfilled from the room's ``servers_in_room`` too."""
         self._state = state
         self._resolver = StateResolver(state)
         self._store = store
@@ -205,7 +207,7 @@ class FederationEventHandler:
             raise DroppedPdu("unknown room")
         # Decided before the states are read: they may be partial even if the room's
         # state is completed meanwhile.
-        partial = self._partial_state(pdu.room_id)
+        partial = self._partial_state is not None and self._partial_state.is_partial(pdu.room_id)
         # The states after the prev events are immutable: work them out (fetching from
         # other servers where needed) before taking the room's lock, which local sends
         # wait on.
@@ -389,8 +391,14 @@ class FederationEventHandler:
         missing = [e for e in first.pdu.prev_event_ids if not await self._known(e)]
         if not missing:
             return False
+        partial_servers = (
+            self._partial_state.servers(room_id) if self._partial_state is not None else set()
+        )
         servers = sorted(
-            {server_name_of(u) for u, m in snapshot.memberships.items() if m == "join"}
+            (
+                {server_name_of(u) for u, m in snapshot.memberships.items() if m == "join"}
+                | partial_servers
+            )
             - {self._server_name}
         )
         for server in servers:
