@@ -12,12 +12,12 @@ are exactly as durable as the events and the sync an event wakes already counts 
   the room's size, holding the room's running counts (``storage.push_actions``);
 - an *exception* row per member whose outcome differs: mentioned (highlight), custom
   rules (a muted room, a keyword, the master rule on). Members are grouped by compiled
-  ruleset (``_RoomContext``, kept until the room's state group or any local user's push
-  rules change, rulesets read in bulk on a cold cache); a group whose rules nothing in
-  the event can tell apart (``EventEvaluation.uniform_actions``: no mention, invite or
-  display-name test left) is decided at once, so the default-rules members of a room
-  cost nothing each for an ordinary message, and each member of a group that has such
-  tests left costs O(1) set or string look-ups;
+  ruleset (``_RoomContext``, kept with the room's state group and regrouped whenever any
+  local user's push rules change; rulesets read in bulk on a cold cache); a group whose
+  rules nothing in the event can tell apart (``EventEvaluation.uniform_actions``: no
+  mention, invite or display-name test left) is decided at once, so the default-rules
+  members of a room cost nothing each for an ordinary message, and each member of a
+  group that has such tests left costs O(1) set or string look-ups;
 - a read mark for a local sender (sending an event reads up to it, and so does joining:
   a join is the user's own event) and for a local member kicked or banned.
 
@@ -42,11 +42,12 @@ persisted by one writer (rooms sharded between writers), or the counts computed 
 read time from a position every writer has passed.
 
 Listing notifications (issue 17, GET /notifications). A user's notifying events in a
-room are the room rows within the user's joined ranges (from their membership events),
-less the exceptions with ``notify = -1``, plus those with ``notify = 1``; highlight
-likewise. A room row carries its event ID, sender and thread, so the listing is a merge
-of two index range scans per room, and the actions themselves (sound, tweaks) can be
-evaluated again for the listed events only.
+room are the room rows within the user's joined ranges (from their membership events;
+exceptions are only written for joined members), less the user's own events, those of
+users they ignore and their exceptions with ``notify = -1``, plus their exceptions with
+``notify = 1``; highlight likewise. A room row carries its event ID, sender and thread,
+so the listing is a merge of two index range scans per room, and the actions themselves
+(sound, tweaks) can be evaluated again for the listed events only.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final, Protocol
 
 from peyvand.background import BackgroundTask
@@ -280,32 +281,46 @@ class PushActionsService:
         push rules change."""
         group, version = snapshot.state_group.state_group, self._rulesets.version
         cached = self._contexts.get(snapshot.room_id)
-        if cached is not None and (cached.state_group, cached.rules_version) == (group, version):
-            return cached
+        if cached is not None and cached.state_group == group:
+            if cached.rules_version == version:
+                return cached
+            # Someone's push rules changed: the same members, grouped again.
+            members = [u for _, users in cached.groups for u in users]
+            context = replace(cached, rules_version=version, groups=await self._group(members))
+            return self._keep(snapshot.room_id, context, version)
         joined = snapshot.joined_members()
         local = tuple(u for u in joined if self._is_local(u))
         keys: list[StateKey] = [CREATE_KEY, POWER_LEVELS_KEY]
         keys.extend(("m.room.member", u) for u in local)
         events = await self._state.get_state_events(snapshot.state, keys)
-        rulesets = await self._rulesets.get_rulesets(local)
-        groups: dict[CompiledRuleset, list[UserID]] = {}
-        for user_id in local:
-            groups.setdefault(rulesets[user_id].compiled, []).append(user_id)
         power_levels = events.get(POWER_LEVELS_KEY)
         context = _RoomContext(
             state_group=group,
             rules_version=version,
             member_count=len(joined),
-            groups=tuple((compiled, tuple(users)) for compiled, users in groups.items()),
+            groups=await self._group(local),
             display_names=_display_names(local, events),
             auth_state={k: events[k] for k in (CREATE_KEY, POWER_LEVELS_KEY) if k in events},
             notification_levels=notification_levels(
                 power_levels.content if power_levels is not None else None
             ),
         )
-        # A rules change while reading leaves a context already out of date: not kept.
+        return self._keep(snapshot.room_id, context, version)
+
+    async def _group(
+        self, members: Sequence[UserID]
+    ) -> tuple[tuple[CompiledRuleset, tuple[UserID, ...]], ...]:
+        """``members`` grouped by compiled ruleset (read in bulk when not cached)."""
+        rulesets = await self._rulesets.get_rulesets(members)
+        groups: dict[CompiledRuleset, list[UserID]] = {}
+        for user_id in members:
+            groups.setdefault(rulesets[user_id].compiled, []).append(user_id)
+        return tuple((compiled, tuple(users)) for compiled, users in groups.items())
+
+    def _keep(self, room_id: RoomID, context: _RoomContext, version: int) -> _RoomContext:
+        """Cache ``context`` unless a rules change while it was read left it out of date."""
         if version == self._rulesets.version:
-            self._contexts.put(snapshot.room_id, context)
+            self._contexts.put(room_id, context)
         return context
 
     def _is_local(self, user_id: str) -> bool:
