@@ -173,13 +173,31 @@ class _Probe:
             count = len(members.body.get("joined", {}))
             figures.members_first_poll = figures.members_first_poll or count
             figures.members_seen = max(figures.members_seen, count)
-            return count >= figures.expected_members
+            return count == figures.expected_members
 
         deadline = time.perf_counter() + self.bounds.members_seconds
         done = await until(complete, self.bounds.members_poll_interval, deadline)
         figures.members_seconds = done - self.started
 
 
-async def leave(joiner: MatrixClient, user: Account, room_id: str) -> None:
-    """``user`` leaves (untimed), so the origin stops sending the room to a stopped server."""
-    await joiner.request("POST", f"rooms/{quote(room_id)}/leave", {}, user.access_token)
+async def leave(
+    joiner: MatrixClient,
+    user: Account,
+    origin: MatrixClient,
+    creator: Account,
+    room_id: str,
+    bounds: JoinBounds,
+) -> bool:
+    """``user`` leaves (untimed), and the origin is waited for (within
+    ``bounds.ready_seconds``) until it holds the leave: the next joiner then meets a room
+    whose state is settled. Whether the origin has it."""
+    room = quote(room_id)
+    await joiner.request("POST", f"rooms/{room}/leave", {}, user.access_token)
+    path = f"rooms/{room}/state/m.room.member/{quote(user.user_id)}"
+
+    async def left() -> bool:
+        reply = await origin.request("GET", path, token=creator.access_token)
+        return reply.status == 200 and reply.body.get("membership") == "leave"
+
+    deadline = time.perf_counter() + bounds.ready_seconds
+    return not math.isnan(await until(left, bounds.poll_interval, deadline))
