@@ -4,6 +4,8 @@ count of the rows after the read position would say."""
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 from peyvand.storage.database import Database
 from peyvand.storage.push_actions import (
     PushActionStore,
@@ -183,7 +185,10 @@ async def test_forgotten_events_leave_every_count_exact(database: Database) -> N
     highlights = {3, 6, 8}
     await write(
         database,
-        [room_row(ROOM, n, highlight=n in highlights) for n in range(1, 11)],
+        [
+            room_row(ROOM, n, highlight=n in highlights, thread_id="$t" if n % 2 else "main")
+            for n in range(1, 11)
+        ],
         [exception(ALICE, ROOM, n, 1, 1) for n in (11, 12, 13)],
     )
     async with database.transaction() as txn:
@@ -203,3 +208,16 @@ async def test_forgotten_events_leave_every_count_exact(database: Database) -> N
         await database.fetch("SELECT 1 FROM push_room_notifications WHERE event_id = $1", event(5))
         == []
     )
+    # Between consecutive remaining rows, each running count grows by the later row's own.
+    rows = await database.fetch(
+        "SELECT thread_id, highlight, notify_seq, highlight_seq, thread_notify_seq,"
+        " thread_highlight_seq FROM push_room_notifications ORDER BY stream_ordering"
+    )
+    for prev, row in pairwise(rows):
+        assert row[2] - prev[2] == 1
+        assert row[3] - prev[3] == row[1]
+    for thread in ("main", "$t"):
+        in_thread = [r for r in rows if r[0] == thread]
+        for prev, row in pairwise(in_thread):
+            assert row[4] - prev[4] == 1
+            assert row[5] - prev[5] == row[1]

@@ -22,7 +22,7 @@ room (or thread, or user and room), so they are right however the batches are sp
 retried; they rely on a room's rows being inserted in stream order, which one writer
 committing in queue order, with positions allocated under the room's lock, guarantees.
 Purging an event deletes its rows and takes it out of the running counts of the rows
-after it (``forget_events``).
+after it (``forget_events``, one statement per room however many are purged).
 """
 
 from __future__ import annotations
@@ -305,9 +305,10 @@ class PushActionStore:
 
 async def forget_events(txn: Connection, event_ids: Sequence[EventID]) -> None:
     """Delete the rows of purged ``event_ids`` (inside the purge's transaction) and take
-    each out of the running counts of the rows after it, so counts across it stay exact.
-    A row with no remaining row before it (the usual purge of a room's oldest history)
-    changes no later row: no count ever spans it."""
+    them out of the running counts of the rows after them, so counts across them stay
+    exact: one statement per room (and per user and room for exceptions), each later row
+    written once. Purged rows with no remaining row before them (the usual purge of a
+    room's oldest history) change no later row: no count ever spans them."""
     if not event_ids:
         return
     where = f"event_id IN ({placeholders(len(event_ids))})"
@@ -318,38 +319,71 @@ async def forget_events(txn: Connection, event_ids: Sequence[EventID]) -> None:
     )
     users = await txn.fetch(
         f"DELETE FROM push_user_exceptions WHERE {where}"
-        " RETURNING user_id, room_id, stream_ordering, notify, highlight",
+        " RETURNING user_id, room_id, stream_ordering, thread_id, notify, highlight",
         *event_ids,
     )
-    if rooms:
-        await txn.executemany(
-            "UPDATE push_room_notifications SET notify_seq = notify_seq - 1,"
-            " highlight_seq = highlight_seq - $4,"
-            " thread_notify_seq = thread_notify_seq - CASE WHEN thread_id = $3 THEN 1 ELSE 0 END,"
-            " thread_highlight_seq = thread_highlight_seq"
-            " - CASE WHEN thread_id = $3 THEN $4 ELSE 0 END"
-            " WHERE room_id = $1 AND stream_ordering > $2 AND EXISTS (SELECT 1"
-            " FROM push_room_notifications AS q WHERE q.room_id = $1 AND q.stream_ordering < $2)",
-            [
-                (r["room_id"], r["stream_ordering"], r["thread_id"], int(r["highlight"]))
-                for r in rooms
-            ],
+    gone: dict[tuple[str, ...], list[_Gone]] = {}
+    for r in rooms:
+        gone.setdefault((r["room_id"],), []).append(
+            (r["stream_ordering"], r["thread_id"], 1, int(r["highlight"]))
         )
-    if users:
-        await txn.executemany(
-            "UPDATE push_user_exceptions SET notify_seq = notify_seq - $4,"
-            " highlight_seq = highlight_seq - $5"
-            " WHERE user_id = $1 AND room_id = $2 AND stream_ordering > $3 AND EXISTS (SELECT 1"
-            " FROM push_user_exceptions AS q WHERE q.user_id = $1 AND q.room_id = $2"
-            " AND q.stream_ordering < $3)",
-            [
-                (
-                    u["user_id"],
-                    u["room_id"],
-                    u["stream_ordering"],
-                    int(u["notify"]),
-                    int(u["highlight"]),
-                )
-                for u in users
-            ],
+    for u in users:
+        gone.setdefault((u["user_id"], u["room_id"]), []).append(
+            (u["stream_ordering"], u["thread_id"], int(u["notify"]), int(u["highlight"]))
         )
+    for key, rows in gone.items():
+        await _close_gaps(txn, key, rows)
+
+
+# A deleted row: (stream_ordering, thread_id, notify, highlight).
+_Gone = tuple[int, str, int, int]
+# Deleted rows per statement (four parameters each).
+_GAP_CHUNK: Final = 1000
+
+
+async def _close_gaps(txn: Connection, key: tuple[str, ...], rows: Sequence[_Gone]) -> None:
+    """Subtract ``rows`` (deleted from the room, or from the user's exceptions in the
+    room, as ``key`` says) from the running counts of the remaining rows after them."""
+    per_room = len(key) == 1
+    table = "push_room_notifications" if per_room else "push_user_exceptions"
+    scope = "room_id = $1" if per_room else "user_id = $1 AND room_id = $2"
+    first = await txn.fetchval(f"SELECT MIN(stream_ordering) FROM {table} WHERE {scope}", *key)
+    if first is None:
+        return
+    holes = sorted(row for row in rows if row[0] > first)
+    sets = [
+        f"notify_seq = notify_seq - {_purged_before(table, 'notify')}",
+        f"highlight_seq = highlight_seq - {_purged_before(table, 'highlight')}",
+    ]
+    if per_room:
+        sets += [
+            f"thread_notify_seq = thread_notify_seq - {_purged_before(table, 'notify', True)}",
+            "thread_highlight_seq = thread_highlight_seq"
+            f" - {_purged_before(table, 'highlight', True)}",
+        ]
+    base = len(key) + 2
+    for start in range(0, len(holes), _GAP_CHUNK):
+        chunk = holes[start : start + _GAP_CHUNK]
+        values = ", ".join(
+            f"(CAST(${base + 4 * i} AS BIGINT), CAST(${base + 4 * i + 1} AS TEXT),"
+            f" CAST(${base + 4 * i + 2} AS BIGINT), CAST(${base + 4 * i + 3} AS BIGINT))"
+            for i in range(len(chunk))
+        )
+        await txn.execute(
+            f"WITH g (so, thread_id, notify, highlight) AS (VALUES {values})"
+            f" UPDATE {table} SET {', '.join(sets)}"
+            f" WHERE {scope} AND stream_ordering > ${base - 1}",
+            *key,
+            chunk[0][0],
+            *(value for row in chunk for value in row),
+        )
+
+
+def _purged_before(table: str, column: str, same_thread: bool = False) -> str:
+    """What the deleted rows ``g`` before a row of ``table`` (in its thread) added to
+    its running ``column``."""
+    thread = f" AND g.thread_id = {table}.thread_id" if same_thread else ""
+    return (
+        f"CAST((SELECT COALESCE(SUM(g.{column}), 0) FROM g"
+        f" WHERE g.so < {table}.stream_ordering{thread}) AS BIGINT)"
+    )
