@@ -7,6 +7,7 @@ from aiohttp import web
 
 from peyvand.api.context import RequestContext, json_response
 from peyvand.api.routing import RouteTable
+from peyvand.api.validation import query_bool
 from peyvand.types import EventID, RoomID, UserID
 
 routes = RouteTable()
@@ -14,8 +15,9 @@ routes = RouteTable()
 
 @routes.get("/_matrix/federation/v1/make_join/{room_id}/{user_id}", auth="federation")
 async def make_join(ctx: RequestContext) -> web.Response:
-    """GET /_matrix/federation/v1/make_join/{roomId}/{userId}?ver=...: a join template."""
-    versions = ctx.request.query.getall("ver", [])
+    """GET /_matrix/federation/v1/make_join/{roomId}/{userId}?ver=...: a join template
+    (``ver`` defaults to room version 1, as the spec says)."""
+    versions = ctx.request.query.getall("ver", []) or ["1"]
     result = await ctx.services.federation.inbound_membership.make_join(
         ctx.origin, RoomID(ctx.path["room_id"]), UserID(ctx.path["user_id"]), versions
     )
@@ -24,12 +26,14 @@ async def make_join(ctx: RequestContext) -> web.Response:
 
 @routes.put("/_matrix/federation/v2/send_join/{room_id}/{event_id}", auth="federation")
 async def send_join(ctx: RequestContext) -> web.Response:
-    """PUT /_matrix/federation/v2/send_join/{roomId}/{eventId}: the signed join."""
+    """PUT /_matrix/federation/v2/send_join/{roomId}/{eventId}?omit_members=...: the
+    signed join."""
     result = await ctx.services.federation.inbound_membership.send_join(
         ctx.origin,
         RoomID(ctx.path["room_id"]),
         EventID(ctx.path["event_id"]),
         await ctx.raw_json(),
+        omit_members=query_bool(ctx.query, "omit_members", False),
     )
     return json_response(result)
 

@@ -22,6 +22,10 @@ from peyvand.events.signing import SigningKey, sign_event
 from peyvand.events.state_res import StateResError
 from peyvand.services.federation.federation_pdus import federation_pdu, stripped_state
 from peyvand.services.federation.outbound_events import OutboundEvents
+from peyvand.services.federation.partial_state_answer import (
+    partial_state_answer,
+    servers_before_join,
+)
 from peyvand.services.federation.received_events import DroppedPdu, FederationEventHandler, Outcome
 from peyvand.services.federation.room_access import RoomAccess
 from peyvand.services.federation.serving import FederationReads
@@ -78,10 +82,17 @@ class InboundMembership:
         return {"event": template, "room_version": version.identifier}
 
     async def send_join(
-        self, origin: ServerName, room_id: RoomID, event_id: EventID, raw: Any
+        self,
+        origin: ServerName,
+        room_id: RoomID,
+        event_id: EventID,
+        raw: Any,
+        *,
+        omit_members: bool = False,
     ) -> JsonDict:
         """PUT /send_join v2: accept the signed join, relay it, answer with the room's
-        state before it and that state's auth chain."""
+        state before it and that state's auth chain; with ``omit_members`` (MSC3706)
+        without most member events (``partial_state_answer``)."""
         snapshot = await self._access.room(room_id, origin, resident=True)
         pdu = self._parse_membership(raw, snapshot, event_id, origin, "join")
         await self._check_join(room_id, pdu.sender)
@@ -94,14 +105,19 @@ class InboundMembership:
         outcome = await self._process_relayed(origin, pdu)
         if outcome.status not in ("accepted", "duplicate"):
             raise MatrixError(Errcode.FORBIDDEN, outcome.reason or "The join was not allowed")
-        state_events, chain = await self._reads.state_with_auth_chain(pdu.room_id, pdu.event_id)
+        if omit_members:
+            state_events, chain = await partial_state_answer(
+                self._reads, self._state, pdu, snapshot.memberships
+            )
+        else:
+            state_events, chain = await self._reads.state_with_auth_chain(pdu.room_id, pdu.event_id)
         return {
             "origin": self._server_name,
             "event": federation_pdu(pdu),
             "state": [federation_pdu(p) for p in state_events.values()],
             "auth_chain": [federation_pdu(p) for p in chain.values()],
-            "members_omitted": False,
-            "servers_in_room": sorted(self._outbound.servers_in_room(room_id)),
+            "members_omitted": omit_members,
+            "servers_in_room": servers_before_join(snapshot.memberships, pdu.sender),
         }
 
     async def make_leave(self, origin: ServerName, room_id: RoomID, user_id: UserID) -> JsonDict:
