@@ -4,8 +4,11 @@ with ``omit_members``).
 Peyvand joins a room of a real Synapse with about 50 members: the send_join answer omits
 the member events, so the room is partial here; the user sends and reads at once, the full
 state arrives in the background, after which ``/joined_members`` lists every member and
-messages flow both ways. A fake resident server that refuses ``/state_ids`` for a while
-keeps the room partial across a restart of Peyvand: the resync resumes at start-up.
+messages flow both ways. Two Peyvands, each resident in turn, answer each other's
+``omit_members`` join with members omitted. A fake resident server that refuses
+``/state_ids`` for a while keeps the room partial across a restart of Peyvand: the resync
+resumes at start-up. Peyvand as the resident answers ``omit_members`` as the spec says,
+and ``make_join`` without ``ver`` means room version 1.
 """
 
 from __future__ import annotations
@@ -16,8 +19,10 @@ import time
 from typing import Any
 from urllib.parse import quote
 
-from harness.client import Account, MatrixClient
-from harness.fake_server import FakeRequest, FakeRoom, FakeServer
+import pytest
+
+from harness.client import Account, MatrixClient, new_session
+from harness.fake_server import FakeRequest, FakeRoom, FakeServer, q
 from harness.server import HomeserverProcess
 from harness.synapse import SynapseProcess
 from peyvand.events.room_versions import KNOWN_ROOM_VERSIONS
@@ -25,6 +30,7 @@ from peyvand.events.room_versions import KNOWN_ROOM_VERSIONS
 TIMEOUT_SECONDS = 120
 SYNAPSE_MEMBERS = 50
 FAKE_MEMBERS = 12
+PEYVAND_MEMBERS = 8
 _txn = itertools.count()
 
 
@@ -138,6 +144,57 @@ async def test_join_a_synapse_room_with_partial_state(
         await _wait_for_body(synapse_client, members[-1], room_id, "after the resync")
     assert usable_after < 5
     assert "Unhandled error" not in peyvand.log()
+
+
+@pytest.mark.parametrize(
+    "resident_is_peer", [True, False], ids=["peer-resident", "peyvand-resident"]
+)
+async def test_peyvand_joins_peyvand_with_partial_state(
+    peyvand: HomeserverProcess,
+    peyvand_client: MatrixClient,
+    peyvand_peer: HomeserverProcess,
+    resident_is_peer: bool,
+) -> None:
+    """Each Peyvand answers the other's ``omit_members`` join with members omitted; the
+    joiner's room is partial, then complete."""
+    async with new_session() as session:
+        peer_client = MatrixClient(session, peyvand_peer.base_url)
+        resident, resident_client, joiner, joiner_client = (
+            (peyvand_peer, peer_client, peyvand, peyvand_client)
+            if resident_is_peer
+            else (peyvand, peyvand_client, peyvand_peer, peer_client)
+        )
+        async with asyncio.timeout(TIMEOUT_SECONDS):
+            residents = [await resident_client.register() for _ in range(PEYVAND_MEMBERS)]
+            created = await resident_client.request(
+                "POST", "createRoom", json={"preset": "public_chat"}, token=residents[0]
+            )
+            room_id = str(created.ok()["room_id"])
+            for member in residents[1:]:
+                joined = await resident_client.request(
+                    "POST", f"join/{quote(room_id)}", json={}, token=member
+                )
+                joined.ok()
+            carol = await joiner_client.register()
+            (
+                await joiner_client.request(
+                    "POST",
+                    f"join/{quote(room_id)}",
+                    json={},
+                    token=carol,
+                    params={"server_name": resident.server_name},
+                )
+            ).ok()
+            await _send(joiner_client, carol, room_id, "from the joiner")
+            assert f"joined {room_id} with partial state" in joiner.log()
+            everyone = {m.user_id for m in residents} | {carol.user_id}
+            assert await _joined(joiner_client, carol, room_id) == everyone
+            assert f"{room_id} has its full state" in joiner.log()
+            await _wait_for_body(resident_client, residents[-1], room_id, "from the joiner")
+            await _send(resident_client, residents[0], room_id, "from the resident")
+            await _wait_for_body(joiner_client, carol, room_id, "from the resident")
+    assert "Unhandled error" not in joiner.log()
+    assert "Unhandled error" not in resident.log()
 
 
 def _host_room(fake: FakeServer, members: int) -> tuple[FakeRoom, dict[str, bool]]:
@@ -254,3 +311,68 @@ async def test_a_restart_during_partial_state_resumes_the_resync(
     assert f"{room.room_id} has its full state" in _log_since_last_start(peyvand)
     assert await _bodies(peyvand_client, alice, room.room_id) == ["sent while partial", "hi"]
     assert "fails against its full state" not in peyvand.log()
+
+
+async def test_send_join_with_omit_members_answers_partial_state(
+    peyvand: HomeserverProcess, peyvand_client: MatrixClient, fake: FakeServer
+) -> None:
+    """Peyvand as the resident: ``omit_members`` leaves out member events but the heroes'
+    of an unnamed room (the spec's "omit_members"), keeps the auth chain free of events
+    already in the state, and names the servers in the room."""
+    owner = await peyvand_client.register()
+    room_id = str(
+        (
+            await peyvand_client.request(
+                "POST", "createRoom", json={"preset": "public_chat"}, token=owner
+            )
+        ).ok()["room_id"]
+    )
+    others = [await peyvand_client.register() for _ in range(6)]
+    for member in others:
+        (await peyvand_client.request("POST", f"join/{quote(room_id)}", json={}, token=member)).ok()
+    joiner = fake.user(f"joiner{next(_txn)}")
+    status, template = await fake.make_join(room_id, joiner)
+    assert status == 200, template
+    join = fake.join_event(template)
+    status, answer = await fake.request(
+        "PUT",
+        f"/_matrix/federation/v2/send_join/{q(room_id)}/{q(join.event_id)}",
+        dict(join.data),
+        query={"omit_members": "true"},
+    )
+    assert status == 200, answer
+    assert answer["members_omitted"] is True
+    assert answer["servers_in_room"] == [peyvand.server_name]
+    members = sorted(e["state_key"] for e in answer["state"] if e["type"] == "m.room.member")
+    # The room has no name nor alias: its heroes' (the first five others) are kept.
+    assert members == sorted([owner.user_id, *(m.user_id for m in others)])[:5]
+    assert {e["type"] for e in answer["state"]} >= {"m.room.create", "m.room.power_levels"}
+    state_ids = {fake.remember(e, join.room_version).event_id for e in answer["state"]}
+    chain_ids = {fake.remember(e, join.room_version).event_id for e in answer["auth_chain"]}
+    assert not state_ids & chain_ids
+
+
+async def test_make_join_without_ver_means_room_version_1(
+    peyvand_client: MatrixClient, fake: FakeServer
+) -> None:
+    owner = await peyvand_client.register()
+    rooms = {}
+    for version in ("1", "12"):
+        created = await peyvand_client.request(
+            "POST",
+            "createRoom",
+            json={"preset": "public_chat", "room_version": version},
+            token=owner,
+        )
+        rooms[version] = str(created.ok()["room_id"])
+    joiner = fake.user(f"joiner{next(_txn)}")
+
+    def path(room_id: str) -> str:
+        return (
+            f"/_matrix/federation/v1/make_join/{quote(room_id, safe='')}/{quote(joiner, safe='')}"
+        )
+
+    status, answer = await fake.request("GET", path(rooms["1"]))
+    assert (status, answer["room_version"]) == (200, "1")
+    status, answer = await fake.request("GET", path(rooms["12"]))
+    assert (status, answer["errcode"]) == (400, "M_INCOMPATIBLE_ROOM_VERSION")
