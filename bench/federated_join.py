@@ -228,7 +228,7 @@ def summarize(run: FederatedJoinRun) -> dict[str, Any]:
         both("seen", "can send: the event is on the origin", "s", False, "send_seen_seconds"),
         both("ready", "can read and send", "s", False, "ready_seconds"),
         both("members", f"full member list ({members:,} joined)", "s", False, "members_seconds"),
-        both("first", "members known at the first /joined_members", "count", True,
+        both("first", "members in the first /joined_members answer", "count", True,
              "members_first_poll"),
         both("cpu", "joiner CPU, /join until every step is done", "s", False, "cpu_seconds"),
     ]  # fmt: skip

@@ -55,6 +55,8 @@ class JoinFigures:
     send_accepted_seconds: float = math.nan
     send_seen_seconds: float = math.nan
     members_seconds: float = math.nan
+    # The count in the first 200 answer of /joined_members (a server may hold the answer
+    # back until its partial state is complete, as Peyvand and Synapse do).
     members_first_poll: int = 0
     members_seen: int = 0
     cpu_seconds: float = math.nan
