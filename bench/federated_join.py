@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
+import os
 import shutil
 import tempfile
 import time
@@ -75,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     names = [args.only] if args.only else list(JOINERS)
     bounds = JoinBounds()
     started = time.monotonic()
+    load_before = os.getloadavg()
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         run = measure(runner, args.members, names, bounds)
     summary = summarize(run)
@@ -85,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         "members": args.members,
         "bounds": asdict(bounds),
         "machine": machine(),
+        # Other work on the machine meanwhile: 1, 5 and 15 minute load averages.
+        "load_average": {"before": load_before, "after": os.getloadavg()},
         "commit": _git("rev-parse", "HEAD"),
         "origin": {"version": run.origin_version, **asdict(run.room)},
         "joiners": {name: asdict(figures) for name, figures in run.joiners.items()},
