@@ -296,6 +296,15 @@ async def test_a_restart_during_partial_state_resumes_the_resync(
         status, answer = await fake.send_pdus([spoken])
         assert (status, answer["pdus"]) == (200, {spoken.event_id: {}})
         await _wait_for_body(peyvand_client, alice, room.room_id, "hi")
+        # While partial, Peyvand is no resident: it neither takes joins nor serves state.
+        status, answer = await fake.make_join(room.room_id, fake.user("latecomer"))
+        assert (status, answer["errcode"]) == (404, "M_NOT_FOUND")
+        status, answer = await fake.request(
+            "GET",
+            f"/_matrix/federation/v1/state_ids/{q(room.room_id)}",
+            query={"event_id": spoken.event_id},
+        )
+        assert (status, answer["errcode"]) == (403, "M_FORBIDDEN")
         # The resident refuses /state_ids: the room stays partial, through a crash.
         for _ in range(TIMEOUT_SECONDS * 10):
             if fake.requests("GET", "/_matrix/federation/v1/state_ids/"):

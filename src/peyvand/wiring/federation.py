@@ -197,7 +197,7 @@ def build_federation(
         transport.outbox,
         partial_state_servers=partial_rooms.servers,
     )
-    access = RoomAccess(server_name, state, handler, policy_lists)
+    access = RoomAccess(server_name, state, handler, policy_lists, partial_state=partial_rooms)
     reads = FederationReads(server_name, state, access)
     outbound_membership = OutboundMembership(
         server_name,

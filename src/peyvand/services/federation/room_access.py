@@ -5,6 +5,7 @@ server bans, and whether the server takes part in the room."""
 from __future__ import annotations
 
 from peyvand.errors import Errcode, MatrixError
+from peyvand.services.federation.partial_state import PartialStateRooms
 from peyvand.services.federation.received_events import FederationEventHandler
 from peyvand.services.rooms.policy_lists import PolicyListService
 from peyvand.services.timeline.room_state import RoomSnapshot, StateService
@@ -18,12 +19,17 @@ class RoomAccess:
         state: StateService,
         handler: FederationEventHandler,
         policy_lists: PolicyListService,
+        *,
+        partial_state: PartialStateRooms | None = None,
     ) -> None:
-        """Servers the moderation ``policy_lists`` ban are refused."""
+        """Servers the moderation ``policy_lists`` ban are refused. While a room's state
+        is partial here (``partial_state``, MSC3706) this server is no resident of it and
+        does not serve its state, as Synapse."""
         self._server_name = server_name
         self._state = state
         self._handler = handler
         self._policy_lists = policy_lists
+        self._partial_state = partial_state
 
     async def room(
         self, room_id: RoomID, origin: ServerName | None = None, *, resident: bool = False
@@ -34,6 +40,8 @@ class RoomAccess:
         snapshot = await self._state.get_room(room_id)
         if snapshot is None or (resident and not snapshot.takes_part(self._server_name)):
             raise MatrixError(Errcode.NOT_FOUND, "Unknown room")
+        if resident and self._is_partial(room_id):
+            raise MatrixError(Errcode.NOT_FOUND, "This server is not fully joined to the room")
         if origin is not None and not await self._handler.origin_allowed(origin, snapshot):
             raise MatrixError(Errcode.FORBIDDEN, "Server is denied by the room's ACL")
         if origin is not None:
@@ -47,6 +55,10 @@ class RoomAccess:
             server_name_of(u) == origin and m == "join" for u, m in snapshot.memberships.items()
         ):
             return
+        if self._partial_state is not None and origin in self._partial_state.servers(
+            snapshot.room_id
+        ):
+            return
         key = ("m.room.history_visibility", "")
         if key in snapshot.state:
             events = await self._state.get_pdus([snapshot.state[key]])
@@ -54,3 +66,13 @@ class RoomAccess:
             if event is not None and event.content.get("history_visibility") == "world_readable":
                 return
         raise MatrixError(Errcode.FORBIDDEN, "Your server is not in this room")
+
+    def require_full_state(self, room_id: RoomID) -> None:
+        """403 while the room's state is partial here: its state cannot be served."""
+        if self._is_partial(room_id):
+            raise MatrixError(
+                Errcode.FORBIDDEN, "The room's state is partial here: ask another server"
+            )
+
+    def _is_partial(self, room_id: RoomID) -> bool:
+        return self._partial_state is not None and self._partial_state.is_partial(room_id)

@@ -50,18 +50,22 @@ class FederationReads:
         }
 
     async def state_ids(self, origin: ServerName, room_id: RoomID, event_id: EventID) -> JsonDict:
-        """GET /state_ids: the state before the event and its auth chain, as IDs."""
+        """GET /state_ids: the state before the event and its auth chain, as IDs (403
+        while the room's state is partial here)."""
         snapshot = await self._access.room(room_id, origin)
         await self._access.require_server_in_room(origin, snapshot)
+        self._access.require_full_state(room_id)
         state = await self.state_before(room_id, event_id)
         events = await self._state.get_pdus(state.values())
         chain = await self.auth_chain(e for p in events.values() for e in p.auth_event_ids)
         return {"pdu_ids": sorted(state.values()), "auth_chain_ids": sorted(chain)}
 
     async def state(self, origin: ServerName, room_id: RoomID, event_id: EventID) -> JsonDict:
-        """GET /state: the state before the event and its auth chain, as PDUs."""
+        """GET /state: the state before the event and its auth chain, as PDUs (403 while
+        the room's state is partial here)."""
         snapshot = await self._access.room(room_id, origin)
         await self._access.require_server_in_room(origin, snapshot)
+        self._access.require_full_state(room_id)
         events, chain = await self.state_with_auth_chain(room_id, event_id)
         return {
             "pdus": [federation_pdu(p) for p in events.values()],
