@@ -5,7 +5,8 @@ The authorization rules accept any redaction a member may send; the receiving se
 then applies it only if (1) its sender has the room's redact level, or (2) its sender is
 on the server of the redacted event's sender. A fake homeserver (``harness.fake_server``)
 joins a Peyvand room and sends redactions of bob, a member of its own: of Peyvand users'
-events while bob has power 0 (not applied: the events keep their content), of bob's own
+events while bob has power 0 (not applied: the events keep their content, and clients are
+not shown the redactions), of bob's own
 events (applied), of an event of another room (never applied), and, once Peyvand's user
 gave bob the redact level, of Peyvand users' events (applied).
 """
@@ -76,11 +77,13 @@ async def test_remote_redactions_apply_by_power_or_from_the_originals_server(
         name_id = fake.rooms[room_id].state[("m.room.name", "")]
         assert name["content"] == {"name": "original"}
 
-        # Power 0, another server's events: stored, not applied.
+        # Power 0, another server's events: stored, not applied, not shown to clients.
         for target in (words, name_id):
             redaction = await _redact_as(fake, room_id, bob, target)
-            stored = await _event(peyvand_client, room_id, alice, redaction)
-            assert stored["redacts"] == target
+            hidden = await peyvand_client.request(
+                "GET", f"rooms/{q(room_id)}/event/{q(redaction)}", token=alice
+            )
+            assert hidden.status == 404, hidden.body
         assert (await _event(peyvand_client, room_id, alice, words))["content"] == {
             "msgtype": "m.text",
             "body": "alice's words",

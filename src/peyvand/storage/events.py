@@ -14,7 +14,6 @@ import orjson
 
 from peyvand.events.media_refs import media_references
 from peyvand.events.pdu import Pdu, StateKey
-from peyvand.events.redaction import redaction_takes_effect
 from peyvand.events.room_versions import KNOWN_ROOM_VERSIONS
 from peyvand.storage.database import Connection, Database, Row, placeholders
 from peyvand.storage.models import (
@@ -24,6 +23,13 @@ from peyvand.storage.models import (
     RoomRow,
     StateGroupRow,
     StoredEvent,
+)
+from peyvand.storage.redactions import (
+    apply_pending_to_outliers,
+    apply_redactions,
+    effective_pending,
+    keep_outlier_redactions,
+    pending_among,
 )
 from peyvand.types import EventID, RoomID, UserID
 
@@ -286,7 +292,8 @@ class EventStore:
         for start in range(0, len(ids), _IN_LIST_CHUNK):
             chunk = ids[start : start + _IN_LIST_CHUNK]
             rows = await self._db.fetch(
-                "SELECT event_id, room_id, status, reason, state_group, pdu FROM event_outliers"
+                "SELECT event_id, room_id, status, reason, state_group, pdu, redacted_by"
+                " FROM event_outliers"
                 f" WHERE event_id IN ({placeholders(len(chunk))})",
                 *chunk,
             )
@@ -296,12 +303,19 @@ class EventStore:
                 event_id = EventID(row["event_id"])
                 rejected = (row["reason"] or "rejected") if row["status"] == "rejected" else None
                 pdu = Pdu(orjson.loads(row["pdu"]), event_id, version, rejected)
-                found[event_id] = OutlierRow(pdu, row["status"], row["reason"], row["state_group"])
+                found[event_id] = OutlierRow(
+                    pdu,
+                    row["status"],
+                    row["reason"],
+                    row["state_group"],
+                    redacted_by=row["redacted_by"],
+                )
         return found
 
     async def persist_outliers(self, rows: Sequence[OutlierRow]) -> None:
         """Store events outside the timeline, with any state groups they need; an event
-        already stored (in the timeline or as an outlier) is left as it is."""
+        already stored (in the timeline or as an outlier) is left as it is. A redaction
+        received before an event applies to it now (``storage.redactions``)."""
         async with self._db.transaction() as txn:
             await _insert_state_groups(
                 txn, [r.new_state_group for r in rows if r.new_state_group is not None]
@@ -323,6 +337,20 @@ class EventStore:
                     for r in rows
                 ],
             )
+            await apply_pending_to_outliers(txn, [r.pdu for r in rows])
+
+    async def redaction_on_arrival(self, pdu: Pdu) -> EventID | None:
+        """The redaction an event joining the timeline arrives with: the one applied to it
+        while it was held outside the timeline, else a redaction received before it that
+        takes effect on it (``storage.redactions``)."""
+        outlier = (await self.get_outliers([pdu.event_id])).get(pdu.event_id)
+        if outlier is not None and outlier.redacted_by is not None:
+            return outlier.redacted_by
+        return (await effective_pending(self._db, [pdu])).get(pdu.event_id)
+
+    async def pending_redactions_among(self, event_ids: Iterable[EventID]) -> set[EventID]:
+        """The redactions among ``event_ids`` not in effect (not shown to clients)."""
+        return await pending_among(self._db, event_ids)
 
     async def get_current_state_group(self, room_id: RoomID) -> StateGroupRow | None:
         """The group of the room's current state (its newest group for older rooms)."""
@@ -354,7 +382,8 @@ class EventStore:
         await txn.executemany(
             "INSERT INTO events (stream_ordering, event_id, room_id, type, state_key, sender,"
             " depth, origin_server_ts, state_group, relates_to, rel_type, pdu, txn_device_id,"
-            " txn_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+            " txn_id, redacted_by)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
             [
                 (
                     e.stream_ordering,
@@ -371,6 +400,7 @@ class EventStore:
                     orjson.dumps(dict(e.pdu.data)).decode(),
                     e.txn[1] if e.txn is not None else None,
                     e.txn[2] if e.txn is not None else None,
+                    e.redacted_by,
                 )
                 for e in batch
             ],
@@ -440,11 +470,12 @@ class EventStore:
                 "UPDATE rooms SET current_state_group = $2 WHERE room_id = $1",
                 list(current_groups.items()),
             )
+        await keep_outlier_redactions(txn, batch)
         await txn.execute(
             f"DELETE FROM event_outliers WHERE event_id IN ({placeholders(len(batch))})",
             *[e.pdu.event_id for e in batch],
         )
-        await _apply_redactions(txn, batch)
+        await apply_redactions(txn, batch)
         last_extremities: dict[RoomID, tuple[EventID, ...]] = {}
         for e in batch:
             last_extremities[e.pdu.room_id] = e.new_extremities
@@ -456,47 +487,6 @@ class EventStore:
         await txn.executemany(
             "INSERT INTO forward_extremities (room_id, event_id) VALUES ($1, $2)",
             [(room, ev) for room, evs in last_extremities.items() for ev in evs],
-        )
-
-
-async def _apply_redactions(txn: Connection, batch: Sequence[EventToPersist]) -> None:
-    """Mark the events the batch's redactions redact, where the redaction takes effect
-    (``events.redaction.redaction_takes_effect``: same room, and by power or from the
-    original's server). Runs after the batch's events are inserted, so a redaction
-    committed with its original applies too; the first effective one wins."""
-    redactions = [
-        (e, target)
-        for e in batch
-        if e.pdu.type == "m.room.redaction" and (target := e.pdu.redacts) is not None
-    ]
-    if not redactions:
-        return
-    targets = list({target for _, target in redactions})
-    originals: dict[str, Row] = {}
-    for start in range(0, len(targets), _IN_LIST_CHUNK):
-        chunk = targets[start : start + _IN_LIST_CHUNK]
-        rows = await txn.fetch(
-            "SELECT event_id, room_id, sender, type FROM events"
-            f" WHERE event_id IN ({placeholders(len(chunk))})",
-            *chunk,
-        )
-        originals.update((row["event_id"], row) for row in rows)
-    applied = [
-        (e.pdu.event_id, target)
-        for e, target in redactions
-        if (original := originals.get(target)) is not None
-        and redaction_takes_effect(
-            e.pdu,
-            by_power=e.redaction_by_power,
-            original_room_id=original["room_id"],
-            original_sender=original["sender"],
-            original_type=original["type"],
-        )
-    ]
-    if applied:
-        await txn.executemany(
-            "UPDATE events SET redacted_by = $1 WHERE event_id = $2 AND redacted_by IS NULL",
-            applied,
         )
 
 

@@ -77,6 +77,9 @@ class EventToPersist:
     # authorised against (``events.redaction.has_redact_power``); else it takes effect
     # only on an event of its sender's own server (``redaction_takes_effect``).
     redaction_by_power: bool = False
+    # The event arrives redacted: by a redaction received before it that takes effect on
+    # it (``storage.redactions``), or, for a held outlier, by the one applied to it.
+    redacted_by: EventID | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,3 +92,4 @@ class OutlierRow:
     reason: str | None = None
     state_group: int | None = None
     new_state_group: NewStateGroup | None = None
+    redacted_by: EventID | None = None

@@ -471,6 +471,7 @@ class FederationEventHandler:
                         current_state_changes=(),
                         was_outlier=pdu.event_id in await self._store.get_outliers([pdu.event_id]),
                         redaction_by_power=by_power,
+                        redacted_by=await self._store.redaction_on_arrival(pdu),
                     )
                 )
             if stored:
@@ -675,6 +676,7 @@ class FederationEventHandler:
             was_outlier=was_outlier,
             extra_state_groups=tuple(new_groups),
             redaction_by_power=redaction_by_power,
+            redacted_by=await self._store.redaction_on_arrival(pdu),
         )
         current.move(snapshot, pdu.depth)
         await self._enqueue([persisted])

@@ -3,7 +3,9 @@
 Decided per event from the state after it: the user's membership then and the room's
 ``m.room.history_visibility``. Lookups are memoised per state group, so a page of events
 sent under one state costs one lookup. Events from users the reader ignores are left out,
-except state events ("Ignoring Users", "Server behaviour").
+except state events ("Ignoring Users", "Server behaviour"), and so are redactions not in
+effect (rooms v3+ "Handling redactions": not sent to clients until both events are known
+and the redaction is applied).
 """
 
 from __future__ import annotations
@@ -78,6 +80,11 @@ class VisibilityService:
                 or (visibility == "invited" and membership == "invite")
             ):
                 visible.append(event)
+        redactions = [e.pdu.event_id for e in visible if e.pdu.type == "m.room.redaction"]
+        if redactions:
+            # Rooms v3+ "Handling redactions": not shown until in effect.
+            pending = await self._state.pending_redactions(redactions)
+            visible = [e for e in visible if e.pdu.event_id not in pending]
         return visible
 
     async def _visibility_before(self, event: StoredEvent) -> str:

@@ -80,7 +80,9 @@ class _RoomTail:
 def _stored(persisted: EventToPersist) -> StoredEvent:
     """The event as storage returns it right after the commit."""
     txn = (persisted.txn[1], persisted.txn[2]) if persisted.txn is not None else None
-    return StoredEvent(persisted.pdu, persisted.stream_ordering, persisted.state_group, None, txn)
+    return StoredEvent(
+        persisted.pdu, persisted.stream_ordering, persisted.state_group, persisted.redacted_by, txn
+    )
 
 
 class RecentEvents:

@@ -596,7 +596,11 @@ class EventCreationService:
     def _stored(persisted: EventToPersist) -> StoredEvent:
         txn = (persisted.txn[1], persisted.txn[2]) if persisted.txn is not None else None
         return StoredEvent(
-            persisted.pdu, persisted.stream_ordering, persisted.state_group, None, txn
+            persisted.pdu,
+            persisted.stream_ordering,
+            persisted.state_group,
+            persisted.redacted_by,
+            txn,
         )
 
     def allocate_backfill_stream(self) -> int:

@@ -166,7 +166,8 @@ class StateService:
         self._room_load_locks: dict[RoomID, asyncio.Lock] = {}
         self._events: LRU[EventID, StoredEvent] = LRU(event_cache_size)
         # Events held outside the timeline (immutable, like the rest).
-        self._outliers: LRU[EventID, Pdu] = LRU(event_cache_size)
+        # Events held outside the timeline, each with the redaction applied to it (if any).
+        self._outliers: LRU[EventID, tuple[Pdu, EventID | None]] = LRU(event_cache_size)
         # Bumped when a purge changes stored events: a read that began before a bump
         # does not cache what it loaded (it may be the old form).
         self._forget_epoch = 0
@@ -231,27 +232,36 @@ class StateService:
     ) -> dict[EventID, Pdu]:
         """Events by ID from the timeline or from those held outside it (outliers,
         rejected and soft-failed events received over federation). ``as_served``: a
-        timeline event redacted here in its redacted form, as it may be shown to other
-        servers and clients (the stored original is for holds and exports)."""
+        event redacted here (in the timeline or outside it) in its redacted form, as it may
+        be shown to other servers and clients (the stored original is for holds and
+        exports)."""
         ids = set(event_ids)
         found = {
             e: redact_pdu(stored.pdu) if as_served and stored.redacted_by else stored.pdu
             for e, stored in (await self.get_events(ids)).items()
         }
+        held: dict[EventID, tuple[Pdu, EventID | None]] = {}
         missing = []
         for event_id in ids - found.keys():
             cached = self._outliers.get(event_id)
             if cached is not None:
-                found[event_id] = cached
+                held[event_id] = cached
             else:
                 missing.append(event_id)
         if missing:
             epoch = self._forget_epoch
             for event_id, row in (await self._store.get_outliers(missing)).items():
+                held[event_id] = (row.pdu, row.redacted_by)
                 if epoch == self._forget_epoch:
-                    self._outliers.put(event_id, row.pdu)
-                found[event_id] = row.pdu
+                    self._outliers.put(event_id, held[event_id])
+        for event_id, (pdu, redacted_by) in held.items():
+            found[event_id] = redact_pdu(pdu) if as_served and redacted_by else pdu
         return found
+
+    async def pending_redactions(self, event_ids: Iterable[EventID]) -> set[EventID]:
+        """The redactions among ``event_ids`` not in effect yet, which clients are not
+        shown (rooms v3+ "Handling redactions"; ``storage.redactions``)."""
+        return await self._store.pending_redactions_among(event_ids)
 
     async def get_event(self, event_id: EventID) -> StoredEvent | None:
         return (await self.get_events([event_id])).get(event_id)
@@ -313,6 +323,7 @@ class StateService:
 
     def mark_redacted(self, event_id: EventID, redaction_id: EventID) -> None:
         self._redaction_count += 1
+        self._outliers.pop(event_id)  # read again as the commit left it
         cached = self._events.get(event_id)
         if cached is not None and cached.redacted_by is None:
             self._events.put(

@@ -1,0 +1,107 @@
+"""Redactions received over federation that are not (yet) in effect are not shown to
+clients (rooms v3+ "Handling redactions": "they should not be sent to clients until both
+the redaction event and the event the redaction affects have been received, and can be
+validated"; "Otherwise, the server simply waits for a valid partner event to arrive where
+it can then re-check the above").
+
+A fake homeserver (``harness.fake_server``) joins a Peyvand room. Its user bob, with
+power 0, redacts a Peyvand user's message: the redaction is stored but no client sees it,
+by /messages, /event or /sync. Then bob redacts a message of his own that Peyvand has
+not received yet: hidden too, until the message arrives, redacted, and with it the
+redaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from typing import Any
+
+import pytest
+
+from harness.client import Account, MatrixClient
+from harness.fake_server import FakeServer, q
+from harness.rooms import create_room, say
+from harness.server import HomeserverProcess
+from harness.sync import sync
+
+TIMEOUT_SECONDS = 20
+_users = itertools.count()
+
+
+async def timeline(client: MatrixClient, room_id: str, reader: Account) -> dict[str, Any]:
+    """The room's latest 100 events by ID, as /messages serves them."""
+    page = await client.request(
+        "GET", f"rooms/{q(room_id)}/messages", token=reader, params={"dir": "b", "limit": "100"}
+    )
+    return {e["event_id"]: e for e in page.ok()["chunk"]}
+
+
+async def send(fake: FakeServer, *pdus: Any) -> None:
+    status, answer = await fake.send_pdus(pdus)
+    assert (status, answer["pdus"]) == (200, {p.event_id: {} for p in pdus}), answer
+
+
+async def synced_ids(client: MatrixClient, room_id: str, reader: Account) -> set[str]:
+    body = await sync(client, reader)
+    events = body["rooms"]["join"][room_id]["timeline"]["events"]
+    return {e["event_id"] for e in events}
+
+
+@pytest.mark.parametrize("room_version", ["10", "12"])
+async def test_redactions_not_in_effect_are_kept_from_clients(
+    peyvand: HomeserverProcess,
+    peyvand_client: MatrixClient,
+    fake: FakeServer,
+    room_version: str,
+) -> None:
+    log_start = len(peyvand.log())
+    alice = await peyvand_client.register()
+    bob = fake.user(f"pending{next(_users)}")
+    async with asyncio.timeout(TIMEOUT_SECONDS):
+        room_id = await create_room(
+            peyvand_client, alice, preset="public_chat", room_version=room_version
+        )
+        await fake.join(room_id, bob)
+        words = await say(peyvand_client, room_id, alice, "alice's words")
+        await fake.wait_for_pdu(lambda p: p.get("content", {}).get("body") == "alice's words")
+
+        # Without the redact level, of another server's event: never in effect.
+        refused = fake.make_pdu(None, room_id, bob, "m.room.redaction", {}, redacts=words)
+        await send(fake, refused)
+        events = await timeline(peyvand_client, room_id, alice)
+        assert refused.event_id not in events
+        assert events[words]["content"]["body"] == "alice's words"
+        direct = await peyvand_client.request(
+            "GET", f"rooms/{q(room_id)}/event/{q(refused.event_id)}", token=alice
+        )
+        assert direct.status == 404, direct.body
+        assert refused.event_id not in await synced_ids(peyvand_client, room_id, alice)
+
+        # Bob's own message, redacted before Peyvand has it: the redaction waits.
+        message = fake.make_pdu(
+            None, room_id, bob, "m.room.message", {"msgtype": "m.text", "body": "bob's words"}
+        )
+        early = fake.make_pdu(None, room_id, bob, "m.room.redaction", {}, redacts=message.event_id)
+        assert message.event_id not in early.prev_event_ids
+        await send(fake, early)
+        events = await timeline(peyvand_client, room_id, alice)
+        assert early.event_id not in events and message.event_id not in events
+
+        # The message arrives: redacted from the first, and the redaction shows.
+        await send(fake, message)
+        events = await timeline(peyvand_client, room_id, alice)
+        assert events[message.event_id]["content"] == {}
+        assert events[early.event_id]["redacts"] == message.event_id
+        served = (
+            await peyvand_client.request(
+                "GET", f"rooms/{q(room_id)}/event/{q(message.event_id)}", token=alice
+            )
+        ).ok()
+        assert served["content"] == {}
+        assert served["unsigned"]["redacted_because"]["event_id"] == early.event_id
+        synced = await sync(peyvand_client, alice)
+        timeline_events = synced["rooms"]["join"][room_id]["timeline"]["events"]
+        in_sync = {e["event_id"]: e for e in timeline_events}
+        assert in_sync[message.event_id]["content"] == {}
+    assert "Unhandled error" not in peyvand.log()[log_start:]
