@@ -346,8 +346,16 @@ def parse_filter_param(value: str) -> Filter | str:
     no filter ID does) is parsed into a ``Filter``; anything else is a filter ID, returned
     for the caller to look up."""
     if value.startswith("{"):
-        return parse_filter(_inline_json(value))
+        return _parse_inline_filter(value)
     return value
+
+
+@lru_cache(maxsize=512)
+def _parse_inline_filter(value: str) -> Filter:
+    """Kept per text: a client sends the same inline filter with every long-poll, and
+    parsing it again was a measurable share of each woken sync's CPU (issue 15). A
+    ``Filter`` is immutable; an invalid one raises and is not kept."""
+    return parse_filter(_inline_json(value))
 
 
 def parse_event_filter_param(value: str) -> EventFilter:
