@@ -11,6 +11,7 @@ continues the previous response. With ``lazy_load_members`` the client gets only
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -25,6 +26,8 @@ MEMBER = "m.room.member"
 # only means a member event is sent again (Synapse keeps 100 per device too).
 _MEMBERS_PER_DEVICE = 100
 _DEVICES = 5_000
+_HEROES = 5
+_HERO_CANDIDATES = _HEROES + 1  # the reader may be among them
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,25 +125,56 @@ class LazyMembersCache:
                     sent.put(state_key, event_id)
 
 
+@dataclass(frozen=True, slots=True)
+class MemberSummary:
+    """What a room's ``summary`` needs from its memberships, computed once per state
+    group rather than once per woken sync (issue 15: a sync's work must not grow with the
+    room's member count)."""
+
+    joined: int
+    invited: int
+    # The first six joined or invited members in order, and of those who left or were
+    # banned: the five heroes other than any reader are among them.
+    present: tuple[UserID, ...]
+    gone: tuple[UserID, ...]
+
+
+def member_summary(memberships: Mapping[UserID, str]) -> MemberSummary:
+    present: list[UserID] = []
+    gone: list[UserID] = []
+    joined = invited = 0
+    for user_id, membership in memberships.items():
+        if membership == "join":
+            joined += 1
+            present.append(user_id)
+        elif membership == "invite":
+            invited += 1
+            present.append(user_id)
+        elif membership in ("leave", "ban"):
+            gone.append(user_id)
+    return MemberSummary(
+        joined,
+        invited,
+        tuple(heapq.nsmallest(_HERO_CANDIDATES, present)),
+        tuple(heapq.nsmallest(_HERO_CANDIDATES, gone)),
+    )
+
+
 def room_summary(
-    memberships: Mapping[UserID, str], user_id: UserID, *, named: bool
+    members: MemberSummary, user_id: UserID, *, named: bool
 ) -> tuple[dict[str, object], list[UserID]]:
     """The room's ``summary`` and its heroes ("Calculating the display name for a room"):
     member counts always; ``m.heroes`` (up to 5 joined or invited members other than the
     user, else those who left or were banned) only for a room without a name or
     canonical alias, as Synapse does."""
-    joined = [u for u, m in memberships.items() if m == "join"]
-    invited = [u for u, m in memberships.items() if m == "invite"]
     summary: dict[str, object] = {
-        "m.joined_member_count": len(joined),
-        "m.invited_member_count": len(invited),
+        "m.joined_member_count": members.joined,
+        "m.invited_member_count": members.invited,
     }
     if named:
         return summary, []
-    heroes = sorted(u for u in joined + invited if u != user_id)[:5]
+    heroes = [u for u in members.present if u != user_id][:_HEROES]
     if not heroes:
-        heroes = sorted(
-            u for u, m in memberships.items() if m in ("leave", "ban") and u != user_id
-        )[:5]
+        heroes = [u for u in members.gone if u != user_id][:_HEROES]
     summary["m.heroes"] = heroes
     return summary, heroes

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from peyvand.events.pdu import StateKey
+from peyvand.lru import LRU
 from peyvand.services.accounts.requester import Requester
 from peyvand.services.e2ee.device_lists import DeviceListChanges
 from peyvand.services.rooms.reads import RoomEventsService, position_token
@@ -23,7 +24,9 @@ from peyvand.services.sync.notifier import Notifier
 from peyvand.services.sync.state_section import (
     MEMBER,
     LazyMembersCache,
+    MemberSummary,
     gap_state,
+    member_summary,
     only_members,
     room_summary,
     timeline_state,
@@ -37,6 +40,8 @@ from peyvand.storage.models import StoredEvent
 from peyvand.storage.remote_invites import RemoteInviteStore
 from peyvand.types import DeviceID, EventID, JsonDict, RoomID, UserID
 
+# Rooms whose summary inputs are kept (per state group).
+_SUMMARIES = 4096
 # A room named by either of these has no heroes in its summary.
 _NAME_FIELDS: dict[StateKey, str] = {
     ("m.room.name", ""): "name",
@@ -164,6 +169,7 @@ class SyncService:
         self._ignored_by = ignored_by
         self._clock = clock
         self._lazy_members = LazyMembersCache()
+        self._summaries: LRU[tuple[RoomID, int], tuple[MemberSummary, bool]] = LRU(_SUMMARIES)
 
     async def sync(
         self,
@@ -444,16 +450,9 @@ class SyncService:
                 state_ids = only_members(state_ids, lazy | {requester.user_id})
             changed = set(state_ids)
         elif limited:
-            previous = await self._state_at_position(room_id, since)
-            end = await self._state_at_position(room_id, until)
-            state_ids = gap_state(
-                contains=in_timeline.contains,
-                start=await self._state_at_start(timeline[0]) if timeline else end,
-                end=end,
-                previous=previous,
-                lazy_members=lazy,
+            state_ids, changed = await self._gap(
+                room_id, since, until, timeline, in_timeline.contains, lazy
             )
-            changed = {k for k, v in state_ids.items() if previous.get(k) != v}
         elif lazy and timeline:
             # The timeline continues the last response: only the senders' members.
             group = await self._state_before(timeline[0])
@@ -516,6 +515,48 @@ class SyncService:
         member = await self._state.get_event(ids[key]) if key in ids else None
         return member is not None and member.pdu.membership == "join"
 
+    async def _gap(
+        self,
+        room_id: RoomID,
+        since: int,
+        until: int,
+        timeline: Sequence[StoredEvent],
+        contains: Mapping[StateKey, EventID],
+        lazy: frozenset[str] | None,
+    ) -> tuple[dict[StateKey, EventID], set[StateKey]]:
+        """The state of a timeline with a gap before it (``gap_state``), and which of it
+        changed since the token. When no state changed across the gap (a busy room's
+        messages), that is only the lazy-loaded senders' members, looked up by key: the
+        work does not grow with the room's state."""
+        previous_group = await self._group_at(room_id, since)
+        end_group = await self._group_at(room_id, until)
+        start_group = await self._state_before(timeline[0]) if timeline else end_group
+        if previous_group == start_group == end_group:
+            if lazy is None or start_group is None:
+                return {}, set()
+            keys: list[StateKey] = [(MEMBER, u) for u in lazy]
+            found = await self._state.state_ids_at_group(start_group, keys)
+            carried = set(contains.values())
+            return {k: v for k, v in found.items() if v not in carried}, set()
+        previous = await self._group_state(previous_group)
+        end = await self._group_state(end_group)
+        state_ids = gap_state(
+            contains=contains,
+            start=await self._group_state(start_group) if timeline else end,
+            end=end,
+            previous=previous,
+            lazy_members=lazy,
+        )
+        return state_ids, {k for k, v in state_ids.items() if previous.get(k) != v}
+
+    async def _group_at(self, room_id: RoomID, position: int) -> int | None:
+        """The room's state group at stream ``position`` (None: before its first event)."""
+        last = await self._room_events.last_event(room_id, position)
+        return last.state_group if last is not None else None
+
+    async def _group_state(self, group: int | None) -> Mapping[StateKey, EventID]:
+        return await self._state.state_ids_at_group(group) if group is not None else {}
+
     async def _state_at_start(self, event: StoredEvent) -> dict[StateKey, EventID]:
         group = await self._state_before(event)
         return dict(await self._state.state_ids_at_group(group)) if group is not None else {}
@@ -527,13 +568,22 @@ class SyncService:
     async def _summary(
         self, snapshot: RoomSnapshot, user_id: UserID
     ) -> tuple[JsonDict, list[UserID]]:
-        """The room summary and its heroes (none when the room has a name or alias)."""
-        events = await self._state.get_state_events(snapshot.state, _NAME_FIELDS)
-        named = any(
-            isinstance(name := event.content.get(_NAME_FIELDS[key]), str) and name
-            for key, event in events.items()
-        )
-        return room_summary(snapshot.memberships, user_id, named=named)
+        """The room summary and its heroes (none when the room has a name or alias).
+        What it depends on is kept per state group: a message wakes every member's sync,
+        and each must not walk the member list again."""
+        key = (snapshot.room_id, snapshot.state_group.state_group)
+        cached = self._summaries.get(key)
+        if cached is None:
+            members = member_summary(snapshot.memberships)
+            names = {k: v for k in _NAME_FIELDS if (v := snapshot.state.get(k)) is not None}
+            events = await self._state.get_state_events(names, _NAME_FIELDS)
+            named = any(
+                isinstance(name := event.content.get(_NAME_FIELDS[k]), str) and name
+                for k, event in events.items()
+            )
+            cached = (members, named)
+            self._summaries.put(key, cached)
+        return room_summary(cached[0], user_id, named=cached[1])
 
     async def _invited_room(self, room_id: RoomID, user_id: UserID) -> tuple[JsonDict, str | None]:
         """The room's stripped state and who sent the user's membership (the inviter)."""
