@@ -24,6 +24,7 @@ from harness.fake_server import FakeServer, q
 from harness.rooms import create_room, say
 from harness.server import HomeserverProcess
 from harness.sync import sync
+from peyvand.events.hashes import compute_event_id
 
 TIMEOUT_SECONDS = 20
 _users = itertools.count()
@@ -104,4 +105,69 @@ async def test_redactions_not_in_effect_are_kept_from_clients(
         timeline_events = synced["rooms"]["join"][room_id]["timeline"]["events"]
         in_sync = {e["event_id"]: e for e in timeline_events}
         assert in_sync[message.event_id]["content"] == {}
+    assert "Unhandled error" not in peyvand.log()[log_start:]
+
+
+async def served_auth_chain(fake: FakeServer, room_id: str, at: str) -> dict[str, Any]:
+    """The auth chain Peyvand serves with the state before ``at`` (GET /state), by ID."""
+    status, answer = await fake.request(
+        "GET", f"/_matrix/federation/v1/state/{q(room_id)}", query={"event_id": at}
+    )
+    assert status == 200, answer
+    version = fake.rooms[room_id].room_version
+    return {compute_event_id(e, version): e for e in answer["auth_chain"]}
+
+
+async def test_redactions_reach_events_held_outside_the_timeline(
+    peyvand: HomeserverProcess,
+    peyvand_client: MatrixClient,
+    fake: FakeServer,
+) -> None:
+    """Bob's earlier member events that Peyvand only holds as outliers (fetched as the
+    auth events of a later one): a redaction of one already held applies to it, and a
+    redaction received before the other applies once it is fetched. Either way the
+    redaction is then shown, and the event is served redacted."""
+    log_start = len(peyvand.log())
+    alice = await peyvand_client.register()
+    bob = fake.user(f"outlier{next(_users)}")
+    async with asyncio.timeout(TIMEOUT_SECONDS):
+        room_id = await create_room(peyvand_client, alice, preset="public_chat", room_version="10")
+        await fake.join(room_id, bob)
+        auth = fake.auth_events_for(room_id, "m.room.member", bob, bob, {"membership": "join"})
+        joined = fake.rooms[room_id].state[("m.room.member", bob)]
+        others = [a for a in auth if a != joined]
+
+        def renamed(name: str, member_event: str) -> Any:
+            """Bob's member event with display name ``name``, authorised by
+            ``member_event``, on top of the room as the fake sees it."""
+            return fake.make_pdu(
+                None,
+                room_id,
+                bob,
+                "m.room.member",
+                {"membership": "join", "displayname": name},
+                bob,
+                auth_events=[*others, member_event],
+            )
+
+        # Held first, redacted after.
+        held = renamed("held secret", joined)
+        await send(fake, renamed("visible one", held.event_id))
+        redaction = fake.make_pdu(None, room_id, bob, "m.room.redaction", {}, redacts=held.event_id)
+        await send(fake, redaction)
+        first = await say(peyvand_client, room_id, alice, "after the first rename")
+        # Redacted first, held after.
+        late = renamed("late secret", joined)
+        early = fake.make_pdu(None, room_id, bob, "m.room.redaction", {}, redacts=late.event_id)
+        await send(fake, early)
+        assert early.event_id not in await timeline(peyvand_client, room_id, alice)
+        await send(fake, renamed("visible two", late.event_id))
+
+        second = await say(peyvand_client, room_id, alice, "after the second rename")
+        events = await timeline(peyvand_client, room_id, alice)
+        assert events[redaction.event_id]["redacts"] == held.event_id
+        assert events[early.event_id]["redacts"] == late.event_id
+        for outlier, at in ((held, first), (late, second)):
+            chain = await served_auth_chain(fake, room_id, at)
+            assert chain[outlier.event_id]["content"] == {"membership": "join"}
     assert "Unhandled error" not in peyvand.log()[log_start:]
