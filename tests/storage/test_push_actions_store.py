@@ -189,7 +189,8 @@ async def test_forgotten_events_leave_every_count_exact(database: Database) -> N
             room_row(ROOM, n, highlight=n in highlights, thread_id="$t" if n % 2 else "main")
             for n in range(1, 11)
         ],
-        [exception(ALICE, ROOM, n, 1, 1) for n in (11, 12, 13)],
+        [exception(ALICE, ROOM, n, 1, 1) for n in (11, 12, 13)]
+        + [exception(BOB, ROOM, n, -1, 0) for n in (4, 14)],
     )
     async with database.transaction() as txn:
         await forget_events(txn, [event(3), event(5), event(1), event(12)])
@@ -204,6 +205,9 @@ async def test_forgotten_events_leave_every_count_exact(database: Database) -> N
         )
         counts = await store.get_unread_counts(ALICE, {ROOM: upto})
         assert counts.get(ROOM, UnreadCount(0, 0)) == expected, upto
+    # Bob's own exceptions (muted at 4 and 14) are untouched by alice's purged one.
+    bob = await store.get_unread_counts(BOB, {ROOM: 0})
+    assert bob == {ROOM: UnreadCount(len(remaining) - 2, 2)}
     assert (
         await database.fetch("SELECT 1 FROM push_room_notifications WHERE event_id = $1", event(5))
         == []

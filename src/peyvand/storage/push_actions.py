@@ -306,9 +306,9 @@ class PushActionStore:
 async def forget_events(txn: Connection, event_ids: Sequence[EventID]) -> None:
     """Delete the rows of purged ``event_ids`` (inside the purge's transaction) and take
     them out of the running counts of the rows after them, so counts across them stay
-    exact: one statement per room (and per user and room for exceptions), each later row
-    written once. Purged rows with no remaining row before them (the usual purge of a
-    room's oldest history) change no later row: no count ever spans them."""
+    exact: one statement per room and table, each later row written once. Purged rows
+    with no remaining row before them (the usual purge of a room's oldest history) change
+    no later row: no count ever spans them."""
     if not event_ids:
         return
     where = f"event_id IN ({placeholders(len(event_ids))})"
@@ -322,68 +322,79 @@ async def forget_events(txn: Connection, event_ids: Sequence[EventID]) -> None:
         " RETURNING user_id, room_id, stream_ordering, thread_id, notify, highlight",
         *event_ids,
     )
-    gone: dict[tuple[str, ...], list[_Gone]] = {}
+    gone: dict[tuple[bool, str], list[_Gone]] = {}
     for r in rooms:
-        gone.setdefault((r["room_id"],), []).append(
-            (r["stream_ordering"], r["thread_id"], 1, int(r["highlight"]))
+        gone.setdefault((True, r["room_id"]), []).append(
+            ("", r["stream_ordering"], r["thread_id"], 1, int(r["highlight"]))
         )
     for u in users:
-        gone.setdefault((u["user_id"], u["room_id"]), []).append(
-            (u["stream_ordering"], u["thread_id"], int(u["notify"]), int(u["highlight"]))
+        gone.setdefault((False, u["room_id"]), []).append(
+            (
+                u["user_id"],
+                u["stream_ordering"],
+                u["thread_id"],
+                int(u["notify"]),
+                int(u["highlight"]),
+            )
         )
-    for key, rows in gone.items():
-        await _close_gaps(txn, key, rows)
+    for (per_room, room_id), rows in gone.items():
+        for start in range(0, len(rows), _GAP_CHUNK):
+            chunk = rows[start : start + _GAP_CHUNK]
+            await txn.execute(
+                _close_gaps_sql(per_room, len(chunk)),
+                room_id,
+                *(value for row in chunk for value in row),
+            )
 
 
-# A deleted row: (stream_ordering, thread_id, notify, highlight).
-_Gone = tuple[int, str, int, int]
-# Deleted rows per statement (four parameters each).
+# A deleted row: (user_id or '', stream_ordering, thread_id, notify, highlight).
+_Gone = tuple[str, int, str, int, int]
+# Deleted rows per statement (five parameters each).
 _GAP_CHUNK: Final = 1000
 
 
-async def _close_gaps(txn: Connection, key: tuple[str, ...], rows: Sequence[_Gone]) -> None:
-    """Subtract ``rows`` (deleted from the room, or from the user's exceptions in the
-    room, as ``key`` says) from the running counts of the remaining rows after them."""
-    per_room = len(key) == 1
+def _close_gaps_sql(per_room: bool, count: int) -> str:
+    """Subtract ``count`` deleted rows ``g`` (parameters from $2) of room $1 from the
+    running counts of the remaining rows after them: of the room's rows, or of the same
+    user's exceptions. ``h``: the deleted rows with a remaining row before them."""
     table = "push_room_notifications" if per_room else "push_user_exceptions"
-    scope = "room_id = $1" if per_room else "user_id = $1 AND room_id = $2"
-    first = await txn.fetchval(f"SELECT MIN(stream_ordering) FROM {table} WHERE {scope}", *key)
-    if first is None:
-        return
-    holes = sorted(row for row in rows if row[0] > first)
+    values = ", ".join(
+        f"(CAST(${2 + 5 * i} AS TEXT), CAST(${3 + 5 * i} AS BIGINT), CAST(${4 + 5 * i} AS TEXT),"
+        f" CAST(${5 + 5 * i} AS BIGINT), CAST(${6 + 5 * i} AS BIGINT))"
+        for i in range(count)
+    )
+    same_user = "" if per_room else " AND q.user_id = g.user_id"
+    own = "" if per_room else f" AND h.user_id = {table}.user_id"
+    thread = f"{own} AND h.thread_id = {table}.thread_id"
     sets = [
-        f"notify_seq = notify_seq - {_purged_before(table, 'notify')}",
-        f"highlight_seq = highlight_seq - {_purged_before(table, 'highlight')}",
+        _subtract(table, "notify_seq", "notify", own),
+        _subtract(table, "highlight_seq", "highlight", own),
     ]
     if per_room:
         sets += [
-            f"thread_notify_seq = thread_notify_seq - {_purged_before(table, 'notify', True)}",
-            "thread_highlight_seq = thread_highlight_seq"
-            f" - {_purged_before(table, 'highlight', True)}",
+            _subtract(table, "thread_notify_seq", "notify", thread),
+            _subtract(table, "thread_highlight_seq", "highlight", thread),
         ]
-    base = len(key) + 2
-    for start in range(0, len(holes), _GAP_CHUNK):
-        chunk = holes[start : start + _GAP_CHUNK]
-        values = ", ".join(
-            f"(CAST(${base + 4 * i} AS BIGINT), CAST(${base + 4 * i + 1} AS TEXT),"
-            f" CAST(${base + 4 * i + 2} AS BIGINT), CAST(${base + 4 * i + 3} AS BIGINT))"
-            for i in range(len(chunk))
-        )
-        await txn.execute(
-            f"WITH g (so, thread_id, notify, highlight) AS (VALUES {values})"
-            f" UPDATE {table} SET {', '.join(sets)}"
-            f" WHERE {scope} AND stream_ordering > ${base - 1}",
-            *key,
-            chunk[0][0],
-            *(value for row in chunk for value in row),
-        )
-
-
-def _purged_before(table: str, column: str, same_thread: bool = False) -> str:
-    """What the deleted rows ``g`` before a row of ``table`` (in its thread) added to
-    its running ``column``."""
-    thread = f" AND g.thread_id = {table}.thread_id" if same_thread else ""
+    users = (
+        ""
+        if per_room
+        else " AND user_id IN (SELECT h.user_id FROM h) AND EXISTS (SELECT 1 FROM h"
+        f" WHERE h.so < {table}.stream_ordering{own})"
+    )
     return (
-        f"CAST((SELECT COALESCE(SUM(g.{column}), 0) FROM g"
-        f" WHERE g.so < {table}.stream_ordering{thread}) AS BIGINT)"
+        f"WITH g (user_id, so, thread_id, notify, highlight) AS (VALUES {values}),"
+        " h AS (SELECT g.user_id, g.so, g.thread_id, g.notify, g.highlight FROM g"
+        f" WHERE EXISTS (SELECT 1 FROM {table} AS q WHERE q.room_id = $1{same_user}"
+        " AND q.stream_ordering < g.so))"
+        f" UPDATE {table} SET {', '.join(sets)}"
+        f" WHERE room_id = $1{users} AND stream_ordering > (SELECT MIN(h.so) FROM h)"
+    )
+
+
+def _subtract(table: str, target: str, column: str, match: str) -> str:
+    """``target`` less what the deleted rows ``h`` before the row (and matching it as
+    ``match`` says) added to it."""
+    return (
+        f"{target} = {target} - CAST((SELECT COALESCE(SUM(h.{column}), 0) FROM h"
+        f" WHERE h.so < {table}.stream_ordering{match}) AS BIGINT)"
     )
