@@ -211,11 +211,12 @@ class FederationEventHandler:
         # The states after the prev events are immutable: work them out (fetching from
         # other servers where needed) before taking the room's lock, which local sends
         # wait on.
+        gap = not all([await self._have_in_dag(p) for p in pdu.prev_event_ids])
         befores = [await self._state_after(origin, pdu.room_id, p) for p in pdu.prev_event_ids]
         async with snapshot.lock:
             if await self._known(pdu.event_id):
                 return Outcome(pdu.event_id, "duplicate")
-            return await self._apply(origin, snapshot, pdu, befores, partial=partial)
+            return await self._apply(origin, snapshot, pdu, befores, partial=partial, gap=gap)
 
     # -- checks ------------------------------------------------------------------------
 
@@ -585,8 +586,10 @@ class FederationEventHandler:
         befores: Sequence[StateAt],
         *,
         partial: bool,
+        gap: bool = False,
     ) -> Outcome:
-        """Steps 4-6 and storage, under the room's lock (5 and 6 not while ``partial``)."""
+        """Steps 4-6 and storage, under the room's lock (5 and 6 not while ``partial``).
+        ``gap``: some prev events were never received here (``_soft_fail_state``)."""
         reason = await self._auth_against_auth_events(pdu)
         if not befores:
             raise DroppedPdu("an event without prev_events")
@@ -603,7 +606,10 @@ class FederationEventHandler:
             logger.info("rejected %s from %s: %s", pdu.event_id, origin, reason)
             await self._store_aside(pdu, "rejected", reason, before_row, before_new)
             return Outcome(pdu.event_id, "rejected", reason)
-        soft_fail = None if partial else await self._auth_against_state(pdu, snapshot.state)
+        soft_fail = None
+        if not partial:
+            soft_state = await self._soft_fail_state(snapshot, pdu, before.state, gap)
+            soft_fail = await self._auth_against_state(pdu, soft_state)
         if soft_fail is None:
             soft_fail = self._banned_sender(pdu)
         if soft_fail is not None:
@@ -621,6 +627,23 @@ class FederationEventHandler:
             after_row = child.row
         await self._accept(snapshot, pdu, after_state, after_row, new_groups, by_power)
         return Outcome(pdu.event_id, "accepted")
+
+    async def _soft_fail_state(
+        self,
+        snapshot: RoomSnapshot,
+        pdu: Pdu,
+        before: Mapping[StateKey, EventID],
+        gap: bool,
+    ) -> Mapping[StateKey, EventID]:
+        """The state step 6 checks against: the room's current state; after a gap (the
+        state before the event came from ``/state_ids``), the resolution of the states
+        after the forward extremities and the state before the event, as in Synapse's
+        ``_check_for_soft_fail``: a server that missed part of the room does not trust
+        its own current state alone, yet still checks, as gaps are easy to make."""
+        if not gap:
+            return snapshot.state
+        extremities = [await self._resolver.state_after(e) for e in snapshot.extremities]
+        return await self._resolver.resolve(pdu.room_version, [*extremities, before])
 
     async def _group_for(
         self, before: StateAt, befores: Sequence[StateAt], snapshot: RoomSnapshot

@@ -1,0 +1,106 @@
+"""Soft failure after a gap (Server-Server API, "Checks performed on receipt of a PDU"
+step 6, "Soft failure"): when some prev events of an event never reached this server and
+the state before it came from ``/state_ids``, the event is checked against the resolution
+of the states after the room's forward extremities and the state before it, as Synapse
+does (``_check_for_soft_fail``), not against the current state alone.
+
+A fake homeserver's bob, joined to a Peyvand room, leaves it; on a fork from before the
+leave that Peyvand never sees, bob changes his display name (a later join) and writes a
+message on top. Peyvand's current state has bob gone, but the resolved state has the
+later join, so the message is accepted and shown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from typing import Any
+
+import pytest
+
+from harness.client import MatrixClient
+from harness.fake_server import FakeRequest, FakeServer, q
+from harness.rooms import create_room
+from harness.server import HomeserverProcess
+
+TIMEOUT_SECONDS = 20
+FEDERATION_V1 = "/_matrix/federation/v1"
+_users = itertools.count()
+
+
+@pytest.mark.parametrize("room_version", ["10", "12"])
+async def test_event_after_a_gap_is_checked_against_the_resolved_state(
+    peyvand: HomeserverProcess,
+    peyvand_client: MatrixClient,
+    fake: FakeServer,
+    room_version: str,
+) -> None:
+    log_start = len(peyvand.log())
+    alice = await peyvand_client.register()
+    bob = fake.user(f"forker{next(_users)}")
+    async with asyncio.timeout(TIMEOUT_SECONDS):
+        room_id = await create_room(
+            peyvand_client, alice, preset="public_chat", room_version=room_version
+        )
+        await fake.join(room_id, bob)
+        room = fake.rooms[room_id]
+        state_before_fork = dict(room.state)
+        joined = state_before_fork[("m.room.member", bob)]
+        fork_point = list(room.extremities)
+        member_auth = fake.auth_events_for(
+            room_id, "m.room.member", bob, bob, {"membership": "join"}
+        )
+        message_auth = fake.auth_events_for(
+            room_id, "m.room.message", bob, None, {"msgtype": "m.text", "body": "x"}
+        )
+
+        leave = fake.make_pdu(None, room_id, bob, "m.room.member", {"membership": "leave"}, bob)
+        status, answer = await fake.send_pdus([leave])
+        assert (status, answer["pdus"]) == (200, {leave.event_id: {}}), answer
+
+        rejoin = fake.make_pdu(
+            None,
+            room_id,
+            bob,
+            "m.room.member",
+            {"membership": "join", "displayname": "on the fork"},
+            bob,
+            prev_events=fork_point,
+            auth_events=member_auth,
+            origin_server_ts=int(time.time() * 1000) + 1000,
+        )
+        message = fake.make_pdu(
+            None,
+            room_id,
+            bob,
+            "m.room.message",
+            {"msgtype": "m.text", "body": "after the gap"},
+            prev_events=[rejoin.event_id],
+            auth_events=[a for a in message_auth if a != joined] + [rejoin.event_id],
+        )
+
+        def state_ids(request: FakeRequest) -> tuple[int, Any]:
+            if request.query.get("event_id") != [rejoin.event_id]:
+                return 404, {"errcode": "M_NOT_FOUND", "error": "no"}
+            ids = sorted(state_before_fork.values())
+            return 200, {"pdu_ids": ids, "auth_chain_ids": ids}
+
+        fake.on("GET", f"{FEDERATION_V1}/state_ids/{{room_id}}", state_ids)
+        status, answer = await fake.send_pdus([message])
+        assert (status, answer["pdus"]) == (200, {message.event_id: {}}), answer
+        assert fake.requests("GET", f"{FEDERATION_V1}/state_ids/")  # the gap was bridged
+
+        page = await peyvand_client.request(
+            "GET",
+            f"rooms/{q(room_id)}/messages",
+            token=alice,
+            params={"dir": "b", "limit": "50"},
+        )
+        shown = {e["event_id"] for e in page.ok()["chunk"]}
+        assert message.event_id in shown  # accepted, not soft-failed
+        members = (
+            await peyvand_client.request("GET", f"rooms/{q(room_id)}/joined_members", token=alice)
+        ).ok()["joined"]
+        assert members[bob]["display_name"] == "on the fork"
+    assert "Unhandled error" not in peyvand.log()[log_start:]
