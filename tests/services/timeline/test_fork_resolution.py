@@ -289,7 +289,9 @@ class Receiver:
             "state": [dict(p.data) for p in dag.prefix],
             "auth_chain": [dict(p.data) for p in dag.prefix],
         }
-        await self.joiner._install(dag.join.room_id, dag.version, dag.join, answer)
+        await self.joiner._install(
+            ServerName("a.test"), dag.join.room_id, dag.version, dag.join, answer
+        )
 
     async def receive(self, pdu: Pdu) -> None:
         parsed = parse_pdu(dict(pdu.data), pdu.room_version)
