@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
+import json
 from urllib.parse import quote
 
 from harness.client import Account, MatrixClient
-from harness.rooms import say
-from harness.sync import sync
+from harness.rooms import say, shared_room
+from harness.sync import LongPoll, sync, sync_since
 
 
 async def set_visibility(client: MatrixClient, room_id: str, account: Account, value: str) -> None:
@@ -89,3 +90,46 @@ async def test_current_state_shows_in_the_timeline_under_joined_history(
         e["type"] == "m.room.member" and e["state_key"] == carol.user_id for e in timeline["events"]
     )
     assert hidden not in ids
+
+
+async def test_syncs_woken_by_one_message_share_it_and_see_its_redaction(
+    client: MatrixClient,
+) -> None:
+    """Woken syncs read a batch's new events from what the commit handed over (issue 15):
+    each gets the event as stored, its transaction ID only for the sender's device, and
+    a redaction committed later."""
+    alice, bob, room_id = await shared_room(client)
+    tokens = {a.user_id: (await sync(client, a))["next_batch"] for a in (alice, bob)}
+    no_presence = json.dumps({"presence": {"types": []}})
+    polls = [
+        await LongPoll.start(
+            sync(client, a, since=tokens[a.user_id], timeout="10000", filter=no_presence), 10
+        )
+        for a in (alice, bob)
+    ]
+    for poll in polls:
+        poll.assert_waiting()
+    event_id = await say(client, room_id, alice, "hello")
+    seen = []
+    for poll, account in zip(polls, (alice, bob), strict=True):
+        response = await poll.woken()
+        tokens[account.user_id] = response["next_batch"]
+        events = response["rooms"]["join"][room_id]["timeline"]["events"]
+        seen.append(next(e for e in events if e["event_id"] == event_id))
+    assert [e["content"]["body"] for e in seen] == ["hello", "hello"]
+    assert "transaction_id" in seen[0]["unsigned"]
+    assert "transaction_id" not in seen[1]["unsigned"]
+
+    path = f"rooms/{quote(room_id)}/redact/{quote(event_id)}/r1"
+    redaction_id = (await client.request("PUT", path, json={}, token=alice)).ok()["event_id"]
+    after = await sync_since(client, bob, tokens[bob.user_id])
+    timeline = after["rooms"]["join"][room_id]["timeline"]["events"]
+    assert [e["event_id"] for e in timeline] == [redaction_id]
+    page = (
+        await client.request(
+            "GET", f"rooms/{quote(room_id)}/messages", token=bob, params={"dir": "b", "limit": "2"}
+        )
+    ).ok()["chunk"]
+    original = next(e for e in page if e["event_id"] == event_id)
+    assert original["content"] == {}
+    assert original["unsigned"]["redacted_because"]["event_id"] == redaction_id
