@@ -7,6 +7,7 @@ fetched for a PDU) are checked against their own ``auth_events`` (Server-Server 
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Mapping
 
 from peyvand.events.pdu import Pdu
@@ -23,16 +24,18 @@ def auth_topological_order(events: Mapping[EventID, Pdu]) -> list[Pdu]:
         waiting[event_id] = len(parents)
         for parent in parents:
             children[parent].append(event_id)
-    ready = sorted((e for e, n in waiting.items() if n == 0), key=lambda e: (events[e].depth, e))
+    # A heap, not a list sorted again after each event: a room's member events all wait
+    # on the same few auth events, so thousands become ready at once.
+    ready = [(events[e].depth, e) for e, n in waiting.items() if n == 0]
+    heapq.heapify(ready)
     ordered: list[Pdu] = []
     while ready:
-        event_id = ready.pop(0)
+        _, event_id = heapq.heappop(ready)
         ordered.append(events[event_id])
         for child in children[event_id]:
             waiting[child] -= 1
             if waiting[child] == 0:
-                ready.append(child)
-        ready.sort(key=lambda e: (events[e].depth, e))
+                heapq.heappush(ready, (events[child].depth, child))
     # Auth cycles (impossible for honest servers): what is left goes last.
     ordered += [events[e] for e, n in sorted(waiting.items()) if n > 0]
     return ordered
