@@ -44,6 +44,7 @@ _CONCURRENT_FETCHES: Final = 8
 _MAX_ROUNDS: Final = 8  # rounds over every server before giving up until the next start
 _MAX_BACKOFF_SECONDS: Final = 60.0
 _MAX_RECHECKED: Final = 10_000  # events received while partial, checked again
+_SLICE: Final = 200  # events parsed or verified between two yields to the event loop
 
 SignatureCheck = Callable[[Sequence[Pdu]], Awaitable[list[bool]]]
 
@@ -168,7 +169,10 @@ class PartialStateResync:
         wanted = set(state_ids) | set(auth_ids)
         held = await self._state.get_pdus(wanted)
         fetched = await self._fetch(server, room, version, wanted - held.keys())
-        rejected = check_auth_chain({**held, **fetched})
+        # Pure CPU work: in the executor, so the server answers requests meanwhile.
+        rejected = await asyncio.get_running_loop().run_in_executor(
+            None, check_auth_chain, {**held, **fetched}
+        )
         await self._events.persist_outliers(
             [
                 OutlierRow(p, "rejected" if e in rejected else "outlier", None)
@@ -209,21 +213,29 @@ class PartialStateResync:
             pdus, chain = await self._remote.get_state(server, room.room_id, room.join_event_id)
             raws = [*pdus, *chain]
         parsed: dict[EventID, Pdu] = {}
-        for raw in raws[:_MAX_STATE_IDS]:
-            try:
-                pdu = parse_pdu(raw, version, room_id=room.room_id)
-            except InvalidPdu as exc:
-                logger.info("invalid state event from %s: %s", server, exc)
-                continue
-            if pdu.event_id in missing:
-                parsed[pdu.event_id] = pdu
+        # In slices, yielding between them: thousands of events must not hold up the
+        # server's other requests (the user reads and sends meanwhile).
+        for start in range(0, min(len(raws), _MAX_STATE_IDS), _SLICE):
+            for raw in raws[start : start + _SLICE]:
+                try:
+                    pdu = parse_pdu(raw, version, room_id=room.room_id)
+                except InvalidPdu as exc:
+                    logger.info("invalid state event from %s: %s", server, exc)
+                    continue
+                if pdu.event_id in missing:
+                    parsed[pdu.event_id] = check_content_hash_or_redact(pdu)[0]
+            await asyncio.sleep(0)
         if len(parsed) != len(missing):
             raise ValueError(f"{len(missing) - len(parsed)} events of the state not given")
-        valid = await self._check_signatures(list(parsed.values()))
-        bad = [p.event_id for p, ok in zip(parsed.values(), valid, strict=True) if not ok]
-        if bad:
-            raise ValueError(f"events with invalid signatures: {bad[:3]}")
-        return {e: check_content_hash_or_redact(p)[0] for e, p in parsed.items()}
+        pdus = list(parsed.values())
+        for start in range(0, len(pdus), _SLICE):
+            chunk = pdus[start : start + _SLICE]
+            valid = await self._check_signatures(chunk)
+            bad = [p.event_id for p, ok in zip(chunk, valid, strict=True) if not ok]
+            if bad:
+                raise ValueError(f"events with invalid signatures: {bad[:3]}")
+            await asyncio.sleep(0)
+        return parsed
 
     async def _complete(
         self, room: PartialStateRoom, full: Mapping[StateKey, EventID], server: ServerName
