@@ -1,0 +1,42 @@
+"""PartialStateRooms (services/federation/partial_state.py): a request waiting for a
+partial-state room's full state wakes when the resync completes it, and gives up with
+503 ``M_UNKNOWN`` after the bounded wait."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from peyvand.errors import MatrixError
+from peyvand.services.federation.partial_state import PartialStateRooms
+from peyvand.storage.partial_state import PartialStateRoom
+from peyvand.types import EventID, RoomID, ServerName
+
+ROOM = PartialStateRoom(
+    RoomID("!room:a.test"), EventID("$join"), ServerName("a.test"), (ServerName("a.test"),)
+)
+
+
+async def test_waiters_wake_when_the_state_is_complete() -> None:
+    rooms = PartialStateRooms(wait_seconds=5)
+    rooms.mark(ROOM)
+    assert rooms.is_partial(ROOM.room_id)
+    assert rooms.servers(ROOM.room_id) == {ServerName("a.test")}
+    waiter = asyncio.create_task(rooms.wait_for_full_state(ROOM.room_id))
+    await asyncio.sleep(0.05)
+    assert not waiter.done()
+    rooms.completed(ROOM.room_id)
+    async with asyncio.timeout(1):
+        await waiter
+    assert not rooms.is_partial(ROOM.room_id)
+    assert rooms.servers(ROOM.room_id) == frozenset()
+    await rooms.wait_for_full_state(ROOM.room_id)  # at once now
+
+
+async def test_the_wait_is_bounded() -> None:
+    rooms = PartialStateRooms(wait_seconds=0.1)
+    rooms.mark(ROOM)
+    with pytest.raises(MatrixError) as raised:
+        await rooms.wait_for_full_state(ROOM.room_id)
+    assert (raised.value.status, raised.value.errcode) == (503, "M_UNKNOWN")
