@@ -8,7 +8,7 @@ from peyvand.api.context import RequestContext, json_response
 from peyvand.api.routing import CLIENT_V3, RouteTable
 from peyvand.api.validation import query_bool, query_int
 from peyvand.errors import Errcode, MatrixError
-from peyvand.services.sync.filtering import Filter, parse_filter, parse_filter_param
+from peyvand.services.sync.filtering import NO_FILTER, Filter, parse_filter, parse_filter_param
 from peyvand.services.sync.streams import StreamToken
 
 routes = RouteTable()
@@ -24,7 +24,7 @@ async def sync(ctx: RequestContext) -> web.Response:
     set_presence = query.get("set_presence", "online")
     if set_presence not in ("online", "offline", "unavailable"):
         raise MatrixError(Errcode.INVALID_PARAM, "Invalid set_presence")
-    sync_filter: Filter = Filter()
+    sync_filter: Filter = NO_FILTER
     if raw := query.get("filter"):
         parsed = parse_filter_param(raw)
         if isinstance(parsed, str):

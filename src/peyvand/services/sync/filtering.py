@@ -189,6 +189,10 @@ class Filter:
         return out
 
 
+# The filter of a /sync without one, built once (it is immutable).
+NO_FILTER: Final = Filter()
+
+
 def _copy_path(source: Mapping[str, Any], target: JsonDict, path: tuple[str, ...]) -> None:
     *parents, leaf = path
     for part in parents:

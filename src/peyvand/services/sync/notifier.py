@@ -2,7 +2,7 @@
 
 Every stream reports its new position here together with exactly the local users who can
 see the change; only their waiters wake. An idle incremental sync therefore costs no
-database query: it just waits on an ``asyncio.Event``.
+database query: it just waits on a future.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from peyvand.services.sync.streams import Stream, StreamToken
 class Notifier:
     def __init__(self, initial: StreamToken) -> None:
         self._current = initial
-        # user_id -> events of the long-polls currently waiting for that user.
-        self._waiters: dict[str, set[asyncio.Event]] = {}
+        # user_id -> the futures of the long-polls currently waiting for that user.
+        self._waiters: dict[str, list[asyncio.Future[None]]] = {}
 
     @property
     def current_token(self) -> StreamToken:
@@ -33,27 +33,34 @@ class Notifier:
             self._current = self._current.advanced(stream, position)
         waiters = self._waiters
         if isinstance(user_ids, AbstractSet) and len(waiters) < len(user_ids):
-            woken = [events for user_id, events in waiters.items() if user_id in user_ids]
+            woken = [futures for user_id, futures in waiters.items() if user_id in user_ids]
         else:
-            woken = [events for user_id in user_ids if (events := waiters.get(user_id))]
-        for events in woken:
-            for event in events:
-                event.set()
+            woken = [futures for user_id in user_ids if (futures := waiters.get(user_id))]
+        for futures in woken:
+            for future in futures:
+                _wake(future)
 
     async def wait_for_user(self, user_id: str, timeout_s: float) -> None:
         """Return when a stream advances for ``user_id``, or on timeout.
 
         Callers compare ``current_token`` with what they have already seen right before
-        calling (no await in between), so no wake-up can be missed."""
-        event = asyncio.Event()
-        waiters = self._waiters.setdefault(user_id, set())
-        waiters.add(event)
+        calling (no await in between), so no wake-up can be missed. A waiting poll holds
+        one future and one timer handle, nothing more (issue 15: memory per idle
+        long-poll)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        futures = self._waiters.setdefault(user_id, [])
+        futures.append(future)
+        timer = loop.call_later(timeout_s, _wake, future)
         try:
-            async with asyncio.timeout(timeout_s):
-                await event.wait()
-        except TimeoutError:
-            pass
+            await future
         finally:
-            waiters.discard(event)
-            if not waiters:
+            timer.cancel()
+            futures.remove(future)
+            if not futures:
                 self._waiters.pop(user_id, None)
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
