@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import time
 from typing import Any
 from urllib.parse import quote
@@ -25,6 +26,7 @@ from harness.client import Account, MatrixClient, new_session
 from harness.fake_server import FakeRequest, FakeRoom, FakeServer, q
 from harness.server import HomeserverProcess
 from harness.synapse import SynapseProcess
+from harness.sync import sync
 from peyvand.events.room_versions import KNOWN_ROOM_VERSIONS
 
 TIMEOUT_SECONDS = 120
@@ -128,6 +130,10 @@ async def test_join_a_synapse_room_with_partial_state(
         )
         assert event.ok()["content"]["body"] == "hello from a partial room"
         assert "hello from a partial room" in await _bodies(peyvand_client, alice, room_id)
+        lazy = json.dumps({"room": {"state": {"lazy_load_members": True}}})
+        synced = await sync(peyvand_client, alice, filter=lazy)
+        timeline = synced["rooms"]["join"][room_id]["timeline"]["events"]
+        assert sent in [e["event_id"] for e in timeline]
         usable_after = time.monotonic() - started
         assert f"joined {room_id} with partial state" in peyvand.log()
 
