@@ -34,7 +34,7 @@ from peyvand.services.timeline.state_resolution import StateResolver
 from peyvand.storage.events import EventStore
 from peyvand.storage.models import NewStateGroup, OutlierRow, StoredEvent
 from peyvand.storage.partial_state import CompletedState, PartialStateRoom, PartialStateStore
-from peyvand.types import EventID, RoomID, ServerName, server_name_of
+from peyvand.types import EventID, RoomID, ServerName
 
 logger = logging.getLogger(__name__)
 
@@ -296,20 +296,17 @@ class PartialStateResync:
         return current, await self._state.child_state_group(snapshot.state_group, changes)
 
     async def _recheck_since(self, room_id: RoomID, join: StoredEvent) -> None:
-        """Check the events received while the state was partial (authorised then by
-        their auth events alone) against the full state before them; those that fail
-        are logged and stay in the timeline (Synapse marks them rejected)."""
-        received = [
-            e
-            for e in await self._events.get_room_events(
-                room_id,
-                after=join.stream_ordering,
-                before=None,
-                limit=_MAX_RECHECKED,
-                newest_first=False,
-            )
-            if server_name_of(e.pdu.sender) != self._server_name
-        ]
+        """Check the events received or sent while the state was partial (received ones
+        authorised then by their auth events alone, local ones against the partial
+        state) against the full state before them; those that fail are logged and stay
+        in the timeline (Synapse marks received ones rejected)."""
+        received = await self._events.get_room_events(
+            room_id,
+            after=join.stream_ordering,
+            before=None,
+            limit=_MAX_RECHECKED,
+            newest_first=False,
+        )
         if not received:
             return
         prevs = await self._state.get_dag_events(

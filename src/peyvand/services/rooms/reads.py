@@ -432,6 +432,12 @@ class RoomEventsService:
 
     # -- state ---------------------------------------------------------------------------
 
+    async def _full_state(self, room_id: RoomID) -> None:
+        """Wait (bounded) until a room joined with partial state has all its members:
+        what lists or looks up members needs them (as Synapse)."""
+        if self._wait_for_full_state is not None:
+            await self._wait_for_full_state(room_id)
+
     async def _visible_state_ids(
         self, requester: Requester, room_id: RoomID
     ) -> dict[StateKey, EventID]:
@@ -451,6 +457,7 @@ class RoomEventsService:
         return await self._state.state_ids_at_group(member.state_group)
 
     async def get_state(self, requester: Requester, room_id: RoomID) -> list[JsonDict]:
+        await self._full_state(room_id)
         ids = await self._visible_state_ids(requester, room_id)
         events = await self._state.get_state_events_by_id(ids.values())
         return await self.serialize([events[i] for i in ids.values() if i in events], requester)
@@ -458,6 +465,8 @@ class RoomEventsService:
     async def get_state_event(
         self, requester: Requester, room_id: RoomID, event_type: str, state_key: str
     ) -> StoredEvent:
+        if event_type == "m.room.member":
+            await self._full_state(room_id)
         ids = await self._visible_state_ids(requester, room_id)
         event_id = ids.get((event_type, state_key))
         found = await self._state.get_state_events_by_id([event_id] if event_id else [])
@@ -483,8 +492,7 @@ class RoomEventsService:
         not_membership: str | None,
     ) -> list[JsonDict]:
         """GET /rooms/{roomId}/members."""
-        if self._wait_for_full_state is not None:
-            await self._wait_for_full_state(room_id)
+        await self._full_state(room_id)
         ids = await self._visible_state_ids(requester, room_id)
         member_ids = [v for k, v in ids.items() if k[0] == "m.room.member"]
         events = await self._state.get_state_events_by_id(member_ids)
@@ -500,8 +508,7 @@ class RoomEventsService:
         """GET /rooms/{roomId}/joined_members: display names and avatars of joined users."""
         if await self._membership(room_id, requester.user_id) != "join":
             raise MatrixError(Errcode.FORBIDDEN, "You are not joined to this room")
-        if self._wait_for_full_state is not None:
-            await self._wait_for_full_state(room_id)
+        await self._full_state(room_id)
         snapshot = await self._state.get_room(room_id)
         assert snapshot is not None
         ids = [snapshot.state[("m.room.member", u)] for u in snapshot.joined_members()]
