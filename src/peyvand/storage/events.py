@@ -37,6 +37,8 @@ _EVENT_COLUMNS = (
     "event_id, room_id, stream_ordering, state_group, pdu, redacted_by, txn_device_id, txn_id"
 )
 _IN_LIST_CHUNK = 500
+# A keyed state lookup names its state keys in the query up to this many.
+_KEYED_STATE_KEYS = 500
 
 
 def _stored_event(row: Row, room_versions: dict[str, str]) -> StoredEvent:
@@ -276,6 +278,11 @@ class EventStore:
             types = sorted({k[0] for k in keys})
             sql += f" AND type IN ({placeholders(len(types), len(args) + 1)})"
             args.extend(types)
+            state_keys = sorted({k[1] for k in keys})
+            if len(state_keys) <= _KEYED_STATE_KEYS:
+                # By the primary key, not every member row of a big room's deltas.
+                sql += f" AND state_key IN ({placeholders(len(state_keys), len(args) + 1)})"
+                args.extend(state_keys)
         wanted = set(keys) if keys is not None else None
         for r in await self._db.fetch(sql, *args):
             key = (r[1], r[2])
