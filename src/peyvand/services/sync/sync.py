@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -27,7 +28,6 @@ from peyvand.services.sync.state_section import (
     MemberSummary,
     gap_state,
     member_summary,
-    only_members,
     room_summary,
     timeline_state,
 )
@@ -40,7 +40,7 @@ from peyvand.storage.models import StoredEvent
 from peyvand.storage.remote_invites import RemoteInviteStore
 from peyvand.types import DeviceID, EventID, JsonDict, RoomID, UserID
 
-# Rooms whose summary inputs are kept (per state group).
+# Rooms whose summary inputs and non-member state keys are kept (per state group).
 _SUMMARIES = 4096
 # A room named by either of these has no heroes in its summary.
 _NAME_FIELDS: dict[StateKey, str] = {
@@ -170,6 +170,7 @@ class SyncService:
         self._clock = clock
         self._lazy_members = LazyMembersCache()
         self._summaries: LRU[tuple[RoomID, int], tuple[MemberSummary, bool]] = LRU(_SUMMARIES)
+        self._state_keys: LRU[tuple[RoomID, int], tuple[StateKey, ...]] = LRU(_SUMMARIES)
 
     async def sync(
         self,
@@ -442,12 +443,14 @@ class SyncService:
         state_ids: dict[StateKey, EventID] = {}
         changed: set[StateKey] = set()
         if initial or full_state:
-            if timeline:
+            if lazy is not None:
+                state_ids = await self._lazy_state_at_start(
+                    snapshot, timeline, lazy | {requester.user_id}
+                )
+            elif timeline:
                 state_ids = await self._state_at_start(timeline[0])
             else:
                 state_ids = dict(snapshot.state)
-            if lazy is not None:
-                state_ids = only_members(state_ids, lazy | {requester.user_id})
             changed = set(state_ids)
         elif limited:
             state_ids, changed = await self._gap(
@@ -514,6 +517,28 @@ class SyncService:
         ids = await self._state.state_ids_at_group(last.state_group, [key])
         member = await self._state.get_event(ids[key]) if key in ids else None
         return member is not None and member.pdu.membership == "join"
+
+    async def _lazy_state_at_start(
+        self, snapshot: RoomSnapshot, timeline: Sequence[StoredEvent], members: AbstractSet[str]
+    ) -> dict[StateKey, EventID]:
+        """The state at the timeline's start with only ``members``' member events
+        ("Lazy-loading room members"), looked up by key: a newcomer's initial sync in a
+        room of 10,000 members costs O(its timeline's senders), not O(the room's state).
+        State keys never leave a room's state, so its current keys name all there were."""
+        keys = [*self._non_member_keys(snapshot), *((MEMBER, u) for u in members)]
+        if not timeline:
+            return {k: v for k in keys if (v := snapshot.state.get(k)) is not None}
+        group = await self._state_before(timeline[0])
+        return dict(await self._state.state_ids_at_group(group, keys)) if group is not None else {}
+
+    def _non_member_keys(self, snapshot: RoomSnapshot) -> tuple[StateKey, ...]:
+        """The keys of the room's current state other than members' (kept per group)."""
+        cache_key = (snapshot.room_id, snapshot.state_group.state_group)
+        keys = self._state_keys.get(cache_key)
+        if keys is None:
+            keys = tuple(k for k in snapshot.state if k[0] != MEMBER)
+            self._state_keys.put(cache_key, keys)
+        return keys
 
     async def _gap(
         self,
