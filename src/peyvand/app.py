@@ -52,7 +52,7 @@ async def open_database(config: DatabaseConfig) -> SqliteDatabase | PostgresData
         return await PostgresDatabase.open(config.url)
     from peyvand.storage.sqlite import SqliteDatabase
 
-    return await SqliteDatabase.open(config.sqlite_path)
+    return await SqliteDatabase.open(config.sqlite_path, cache_kib=config.sqlite_cache_kib)
 
 
 async def create_app(config: Config) -> web.Application:

@@ -80,6 +80,11 @@ OPTION_DOCS: Final[Mapping[str, str]] = {
         "to this file; 'sqlite:////abs/path' for an absolute one), or\n"
         "'postgresql://user:password@host:port/dbname' for PostgreSQL."
     ),
+    "database.sqlite_cache_kib": (
+        "SQLite only: the page cache of each database connection (one writer, two\n"
+        "readers), in KiB, held in the server's memory. Pages beyond it are read again\n"
+        "from the operating system's file cache. At least 64."
+    ),
     "http": (
         "Time limits for reading requests, so that a slow or stalled client (a slowloris)\n"
         "cannot hold connections open. Answering is not limited (a /sync may long-poll)."
@@ -403,6 +408,8 @@ def _check(config: Config) -> None:
         raise ConfigError("'database.url' must start with sqlite:///, postgres:// or postgresql://")
     if url.startswith("sqlite:///") and not config.database.sqlite_path:
         raise ConfigError("'database.url' names no SQLite file")
+    if config.database.sqlite_cache_kib < 64:
+        raise ConfigError("'database.sqlite_cache_kib' must be at least 64")
     for name in ("per_second", "burst", "login_per_second", "login_burst"):
         if getattr(config.rate_limits, name) <= 0:
             raise ConfigError(f"'rate_limits.{name}' must be positive")
@@ -526,7 +533,7 @@ def _resolve_database(database: DatabaseConfig, base_dir: Path) -> DatabaseConfi
     path = database.sqlite_path
     if path == ":memory:":
         return database
-    return DatabaseConfig(url="sqlite:///" + str((base_dir / path).resolve()))
+    return dataclasses.replace(database, url="sqlite:///" + str((base_dir / path).resolve()))
 
 
 def render_config(config: Config, *, config_path: Path) -> str:

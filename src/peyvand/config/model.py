@@ -14,6 +14,8 @@ from peyvand.types import ServerName
 class DatabaseConfig:
     # "sqlite:///<path>" (embedded default) or "postgresql://user:pw@host:port/db".
     url: str
+    # SQLite only: the page cache of each connection (the writer and each reader), in KiB.
+    sqlite_cache_kib: int = 256
 
     @property
     def is_postgres(self) -> bool:
