@@ -167,3 +167,38 @@ async def test_an_old_token_walks_the_readers_rooms_instead() -> None:
     assert [e["sender"] for e in events] == [members[1]]
     assert events[0]["content"]["status_msg"] == "here"
     assert (world.index_reads, world.room_reads) == (1, 1)
+
+
+async def test_an_initial_sync_in_a_big_room_gets_those_awake_and_the_same_either_way() -> None:
+    """A newcomer's initial sync in a 10,000-member room where few are awake gets exactly
+    the awake members (and itself), walking those awake rather than the members; with
+    more awake than members it walks the members. Either way the answer is Synapse's:
+    everyone sharing a room who is not offline."""
+    members = [user(n) for n in range(10_000)]
+    stranger = user(20_000)
+    world = FakeWorld(
+        {
+            BIG_ROOM: FakeRoom(dict.fromkeys(members, "join")),
+            OTHER_ROOM: FakeRoom({stranger: "join"}),
+        }
+    )
+    notifier, clock = RecordingNotifier(), Clock()
+    presence = service(world, notifier, clock)
+    newcomer, awake = members[0], [members[5], members[7000]]
+    for someone in [newcomer, *awake, stranger]:
+        await presence.set_status(someone, someone, "online", None)
+    await presence.set_status(members[9], members[9], "offline", None)
+
+    started = time.perf_counter()
+    events = await presence.for_sync(newcomer, None)
+    elapsed = time.perf_counter() - started
+    assert sorted(e["sender"] for e in events) == sorted([newcomer, *awake])
+    print(f"a newcomer's initial presence among 10,000 members: {elapsed * 1000:.2f} ms")
+
+    few = members[:300]
+    world.rooms = {BIG_ROOM: FakeRoom(dict.fromkeys(few, "join"))}
+    for someone in few:
+        await presence.set_status(someone, someone, "online", None)
+    await presence.set_status(members[9], members[9], "offline", None)
+    events = await presence.for_sync(newcomer, None)
+    assert {e["sender"] for e in events} == set(few) - {members[9]}

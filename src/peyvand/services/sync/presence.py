@@ -206,12 +206,20 @@ class PresenceService:
         }
         wanted: set[UserID] = set()
         if since is None:
-            for room_id in joined:
-                room = await self._state.get_room(room_id)
-                if room is not None:
+            rooms = [room for r in joined if (room := await self._state.get_room(r)) is not None]
+            awake = self._awake
+            if len(awake) * len(rooms) < sum(len(room.memberships) for room in rooms):
+                # Fewer users awake than members to walk (a newcomer to a big room).
+                wanted = {
+                    u
+                    for u in awake
+                    if u == user_id or any(room.memberships.get(u) == "join" for room in rooms)
+                }
+            else:
+                for room in rooms:
                     wanted.update(room.joined_members())
-            wanted.add(user_id)
-            wanted = {u for u in wanted if u in self._awake}
+                wanted.add(user_id)
+                wanted = {u for u in wanted if u in awake}
         else:
             changed: list[UserID] = []
             for other in reversed(self._changed):
