@@ -180,7 +180,6 @@ def _services(
         room_upgrade=rooms.room_upgrade,
         room_events=rooms.room_events,
         sync=SyncService(
-            timeline.event_store,
             rooms.member_store,
             timeline.index,
             state,

@@ -34,7 +34,6 @@ from peyvand.services.sync.state_section import (
 from peyvand.services.sync.streams import Stream, StreamToken
 from peyvand.services.timeline.room_index import RoomIndex
 from peyvand.services.timeline.room_state import STRIPPED_STATE_TYPES, RoomSnapshot, StateService
-from peyvand.storage.events import EventStore
 from peyvand.storage.forgotten_rooms import ForgottenRoomStore
 from peyvand.storage.models import StoredEvent
 from peyvand.storage.remote_invites import RemoteInviteStore
@@ -132,7 +131,6 @@ class _Result:
 class SyncService:
     def __init__(
         self,
-        store: EventStore,
         member_store: ForgottenRoomStore,
         index: RoomIndex,
         state: StateService,
@@ -153,7 +151,6 @@ class SyncService:
     ) -> None:
         self._presence = presence
         self._remote_invites = remote_invites
-        self._store = store
         self._member_store = member_store
         self._index = index
         self._state = state
