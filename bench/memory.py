@@ -168,6 +168,7 @@ def _kinds(report: dict[str, Any]) -> str:
         f"file {kib['file'] / 1024:5.1f} | arenas {obmalloc['arenas_allocated']}, "
         f"used {obmalloc['bytes_in_used_blocks'] / MIB:.1f} MiB, "
         f"free {obmalloc['bytes_in_free_blocks'] / MIB:.1f} | "
+        f"SQLite {report['sqlite_bytes'] / MIB:.1f} MiB | "
         f"objects {report['gc_objects']:,} | threads {report['threads']}"
     )
 

@@ -4,7 +4,8 @@ a memory probe.
 Runs ``peyvand PEYVAND-ARGS`` in this process, plus one thread that waits for SIGUSR1 and
 then appends one JSON line to REPORT: the process's memory by kind (``/proc/self/smaps``:
 the brk heap, other anonymous mappings, files), CPython's small-object allocator (arenas
-in use, bytes in free blocks, from ``sys._debugmallocstats``), the count of objects the
+in use, bytes in free blocks, from ``sys._debugmallocstats``), SQLite's own allocations
+(``sqlite3_memory_used``), the count of objects the
 garbage collector tracks and, with ``--tracemalloc``, the Python allocations alive now by
 line against the first report's. With ``--release`` each report then runs a full
 collection and glibc's ``malloc_trim`` and reports again: what was garbage in cycles, and
@@ -54,6 +55,18 @@ def smaps_kib() -> dict[str, int]:
     return totals
 
 
+def sqlite_bytes() -> int:
+    """Memory SQLite holds in this process (page caches, schemas, prepared statements):
+    ``sqlite3_memory_used()`` of the library the ``sqlite3`` module loaded; -1 if unknown."""
+    try:
+        library = ctypes.CDLL("libsqlite3.so.0")
+    except OSError:
+        return -1
+    library.sqlite3_memory_used.restype = ctypes.c_int64
+    used: int = library.sqlite3_memory_used()
+    return used
+
+
 def obmalloc_stats() -> dict[str, int]:
     """CPython's small-object allocator, parsed from ``sys._debugmallocstats`` (which
     writes to the C-level stderr, so it is captured through a temporary file)."""
@@ -98,6 +111,7 @@ class Probe:
         document: dict[str, Any] = {
             "smaps_kib": smaps_kib(),
             "obmalloc": obmalloc_stats(),
+            "sqlite_bytes": sqlite_bytes(),
             "gc_objects": len(gc.get_objects()),
             "threads": threading.active_count(),
         }
