@@ -72,7 +72,7 @@ class FakeState:
         self.snapshot.state[(event.type, event.state_key)] = event.event_id
         self.events[event.event_id] = event
         if event.type == "m.room.member":
-            self.snapshot.memberships[UserID(event.state_key)] = str(event.content["membership"])
+            self.snapshot.set_membership(UserID(event.state_key), str(event.content["membership"]))
         group = self.snapshot.state_group.state_group + 1
         self.snapshot.state_group = StateGroupRow(group, ROOM, group, None, None)
 

@@ -507,7 +507,7 @@ class EventCreationService:
             snapshot.state[pdu.state_tuple] = pdu.event_id
             snapshot.state_group = new_group.row
             if pdu.type == "m.room.member" and pdu.membership is not None:
-                snapshot.memberships[UserID(pdu.state_key or "")] = pdu.membership
+                snapshot.set_membership(UserID(pdu.state_key or ""), pdu.membership)
         self._state.cache_events([self._stored(persisted)])
         return persisted
 

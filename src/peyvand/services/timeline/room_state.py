@@ -10,9 +10,10 @@ create a group; they point at their room's current one.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, Self
+from typing import Final
 
 from peyvand.events.pdu import Pdu, StateKey
 from peyvand.events.redaction import redact_pdu
@@ -41,122 +42,112 @@ def _lowbit(n: int) -> int:
     return n & -n
 
 
-class Memberships(dict[UserID, str]):
-    """A room's current membership of each user, with the views of it that every message
-    needs (who is joined, which servers, which of one server's users) computed once per
-    membership change instead of once per event (issue 15: a message's fan-out must not
-    scan every member). Each view keeps the mapping's order. Every way of changing the
-    mapping drops the views; reads are plain ``dict`` reads."""
-
-    __slots__ = ("_joined", "_on_server", "_servers")
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._changed()
-
-    def _changed(self) -> None:
-        self._joined: tuple[UserID, ...] | None = None
-        self._servers: frozenset[ServerName] | None = None
-        self._on_server: dict[ServerName, tuple[UserID, ...]] = {}
-
-    def joined(self) -> tuple[UserID, ...]:
-        """The joined users."""
-        if self._joined is None:
-            self._joined = tuple(u for u, m in self.items() if m == "join")
-        return self._joined
-
-    def joined_servers(self) -> frozenset[ServerName]:
-        """The servers with a joined user."""
-        if self._servers is None:
-            self._servers = frozenset(server_name_of(u) for u in self.joined())
-        return self._servers
-
-    def joined_on(self, server_name: ServerName) -> tuple[UserID, ...]:
-        """The joined users of ``server_name``."""
-        found = self._on_server.get(server_name)
-        if found is None:
-            found = tuple(u for u in self.joined() if server_name_of(u) == server_name)
-            self._on_server[server_name] = found
-        return found
-
-    def __setitem__(self, key: UserID, value: str) -> None:
-        super().__setitem__(key, value)
-        self._changed()
-
-    def __delitem__(self, key: UserID) -> None:
-        super().__delitem__(key)
-        self._changed()
-
-    def __ior__(self, other: Any) -> Self:  # type: ignore[override,misc]
-        super().__ior__(other)
-        self._changed()
-        return self
-
-    def update(self, *args: Any, **kwargs: Any) -> None:
-        super().update(*args, **kwargs)
-        self._changed()
-
-    def setdefault(self, key: UserID, default: str) -> str:
-        value = super().setdefault(key, default)
-        self._changed()
-        return value
-
-    def pop(self, *args: Any) -> Any:
-        value = super().pop(*args)
-        self._changed()
-        return value
-
-    def popitem(self) -> tuple[UserID, str]:
-        item = super().popitem()
-        self._changed()
-        return item
-
-    def clear(self) -> None:
-        super().clear()
-        self._changed()
+# How many membership changes a room snapshot remembers for ``changed_since``.
+_MEMBERSHIP_JOURNAL: Final = 4096
 
 
 @dataclass
 class RoomSnapshot:
-    """What building the next event in a room needs, kept in memory."""
+    """What building the next event in a room needs, kept in memory.
+
+    ``memberships`` is the room's current membership of each user; it changes only
+    through ``set_membership``, which keeps the views every message needs (who is joined,
+    which servers, each server's joined users) up to date in O(1) per change (issue 15:
+    neither a message's fan-out nor a join may scan every member), and journals the
+    change for ``changed_since``."""
 
     room_id: RoomID
     room_version: RoomVersion
     state: dict[StateKey, EventID]
-    # A ``Memberships`` once constructed (a plain dict passed in is wrapped).
-    memberships: dict[UserID, str]
+    memberships: Mapping[UserID, str]
     extremities: list[EventID]
     depth: int
     state_group: StateGroupRow
     # Serialises event creation in this room (DESIGN.md: a per-room queue).
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # Bumped by each ``set_membership``.
+    membership_seq: int = field(default=0, init=False)
+    _members: dict[UserID, str] = field(init=False, repr=False)
+    # Ordered sets (dicts to None): the joined users, and those of each server.
+    _joined: dict[UserID, None] = field(init=False, repr=False)
+    _on_server: dict[ServerName, dict[UserID, None]] = field(init=False, repr=False)
+    _servers: frozenset[ServerName] | None = field(default=None, init=False, repr=False)
+    _journal: deque[UserID] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.memberships = Memberships(self.memberships)
+        self._members = dict(self.memberships)
+        self.memberships = self._members
+        self._joined = {}
+        self._on_server = {}
+        self._journal = deque(maxlen=_MEMBERSHIP_JOURNAL)
+        for user_id, membership in self._members.items():
+            if membership == "join":
+                self._add_joined(user_id)
 
-    @property
-    def _views(self) -> Memberships:
-        if not isinstance(self.memberships, Memberships):  # replaced by a plain dict
-            self.memberships = Memberships(self.memberships)
-        return self.memberships
+    def set_membership(self, user_id: UserID, membership: str) -> None:
+        """Record ``user_id``'s current membership (that of their m.room.member event
+        now in ``state``, set again for a profile change)."""
+        was_joined = self._members.get(user_id) == "join"
+        self._members[user_id] = membership
+        if membership == "join" and not was_joined:
+            self._add_joined(user_id)
+        elif membership != "join" and was_joined:
+            self._remove_joined(user_id)
+        self.membership_seq += 1
+        self._journal.append(user_id)
 
-    def joined_members(self) -> list[UserID]:
-        return list(self._views.joined())
+    def changed_since(self, seq: int) -> list[UserID] | None:
+        """The users whose membership was set since ``membership_seq`` was ``seq``
+        (in order, repeats included), or None if the journal no longer reaches back."""
+        count = self.membership_seq - seq
+        if count < 0 or count > len(self._journal):
+            return None
+        end = len(self._journal)
+        return [self._journal[i] for i in range(end - count, end)]
+
+    def _add_joined(self, user_id: UserID) -> None:
+        self._joined[user_id] = None
+        server = server_name_of(user_id)
+        users = self._on_server.get(server)
+        if users is None:
+            self._on_server[server] = users = {}
+            self._servers = None
+        users[user_id] = None
+
+    def _remove_joined(self, user_id: UserID) -> None:
+        del self._joined[user_id]
+        server = server_name_of(user_id)
+        users = self._on_server[server]
+        del users[user_id]
+        if not users:
+            del self._on_server[server]
+            self._servers = None
+
+    def joined_members(self) -> tuple[UserID, ...]:
+        """The joined users (a copy: the caller may hold it across awaits)."""
+        return tuple(self._joined)
+
+    def joined_count(self) -> int:
+        return len(self._joined)
+
+    def is_joined(self, user_id: UserID) -> bool:
+        return user_id in self._joined
 
     def joined_on(self, server_name: ServerName) -> tuple[UserID, ...]:
-        """The joined users of ``server_name`` (cached until the memberships change)."""
-        return self._views.joined_on(server_name)
+        """The joined users of ``server_name`` (a copy)."""
+        return tuple(self._on_server.get(server_name, ()))
 
     def joined_servers(self) -> frozenset[ServerName]:
-        """The servers with a joined user (cached until the memberships change)."""
-        return self._views.joined_servers()
+        """The servers with a joined user (kept until a server joins or leaves)."""
+        if self._servers is None:
+            self._servers = frozenset(self._on_server)
+        return self._servers
 
     def takes_part(self, server_name: ServerName) -> bool:
         """Whether ``server_name`` is in the room: one of its users is joined, or no
         server's is (a room that only ever lived on this server). A server that left can
         no longer vouch for the room's state."""
-        servers = self.joined_servers()
-        return not servers or server_name in servers
+        return not self._on_server or server_name in self._on_server
 
 
 class StateService:

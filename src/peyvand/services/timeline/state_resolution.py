@@ -52,7 +52,7 @@ class CurrentState:
         snapshot.state_group = self.row
         for key, _, membership in self.changes:
             if key[0] == "m.room.member" and membership is not None:
-                snapshot.memberships[UserID(key[1])] = membership
+                snapshot.set_membership(UserID(key[1]), membership)
 
 
 class StateResolver:
