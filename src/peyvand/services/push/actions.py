@@ -12,8 +12,9 @@ are exactly as durable as the events and the sync an event wakes already counts 
   the room's size, holding the room's running counts (``storage.push_actions``);
 - an *exception* row per member whose outcome differs: mentioned (highlight), custom
   rules (a muted room, a keyword, the master rule on). Members are grouped by compiled
-  ruleset (``_RoomContext``, kept with the room's state group and regrouped whenever any
-  local user's push rules change; rulesets read in bulk on a cold cache); a group whose
+  ruleset (``_RoomContext``, built once per loaded room with rulesets read in bulk, then
+  kept up to date one membership change at a time and regrouped whenever any local
+  user's push rules change); a group whose
   rules nothing in the event can tell apart (``EventEvaluation.uniform_actions``: no
   mention, invite or display-name test left) is decided at once, so the default-rules
   members of a room cost nothing each for an ordinary message, and each member of a
@@ -55,7 +56,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
 from peyvand.background import BackgroundTask
@@ -79,11 +80,11 @@ from peyvand.storage.push_actions import (
     RoomNotification,
     UserException,
 )
-from peyvand.types import JsonDict, RoomID, ServerName, UserID, server_name_of
+from peyvand.types import EventID, JsonDict, RoomID, ServerName, UserID, server_name_of
 
 logger = logging.getLogger(__name__)
 
-# Rooms whose evaluation context is kept (one per room, rebuilt on each state change).
+# Rooms whose evaluation context is kept (one per room, kept up to date).
 _CONTEXT_CACHE_SIZE: Final = 10_000
 # (user, room) read positions remembered as already cleaned up.
 _CLEANED_CACHE_SIZE: Final = 100_000
@@ -114,19 +115,39 @@ class Rulesets(Protocol):
     async def get_rulesets(self, user_ids: Iterable[str]) -> Mapping[str, Ruleset]: ...
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _RoomContext:
-    """What evaluating an event needs from one room state (one state group) and the
-    local members' push rules at one ``Rulesets.version``."""
+    """What evaluating an event needs from one room's current state and the local
+    members' push rules at one ``Rulesets.version``. It follows its room snapshot's
+    membership changes (``RoomSnapshot.changed_since``) one member at a time, so a join
+    costs O(1) here, not a regrouping of every member (issue 15)."""
 
-    state_group: int
+    # The snapshot followed (a room reloaded after a failed write starts again) and
+    # its ``membership_seq`` when this context was last brought up to date.
+    snapshot: RoomSnapshot
+    membership_seq: int
     rules_version: int
+    # The event IDs of the create and power-levels events read into ``auth_state``.
+    auth_ids: tuple[EventID | None, EventID | None]
     member_count: int
-    # The local joined members grouped by compiled ruleset.
-    groups: tuple[tuple[CompiledRuleset, tuple[UserID, ...]], ...]
-    display_names: Mapping[UserID, str]
+    # The local joined members grouped by compiled ruleset (ordered sets).
+    groups: dict[CompiledRuleset, dict[UserID, None]]
+    ruleset_of: dict[UserID, CompiledRuleset]
+    display_names: dict[UserID, str]
     auth_state: Mapping[StateKey, Pdu]
     notification_levels: Mapping[str, int]
+
+    def add(self, user_id: UserID, compiled: CompiledRuleset) -> None:
+        self.ruleset_of[user_id] = compiled
+        self.groups.setdefault(compiled, {})[user_id] = None
+
+    def remove(self, user_id: UserID) -> None:
+        compiled = self.ruleset_of.pop(user_id, None)
+        if compiled is not None:
+            members = self.groups[compiled]
+            del members[user_id]
+            if not members:
+                del self.groups[compiled]
 
 
 @dataclass(slots=True)
@@ -265,7 +286,7 @@ class PushActionsService:
                     )
                 )
 
-        for compiled, members in context.groups:
+        for compiled, members in context.groups.items():
             uniform = evaluation.uniform_actions(compiled)
             if uniform is not None:
                 if _same_counts(uniform, room):
@@ -277,51 +298,94 @@ class PushActionsService:
                     differs(user_id, evaluation.actions_for(compiled, user_id, names.get(user_id)))
 
     async def _context(self, snapshot: RoomSnapshot) -> _RoomContext:
-        """The room's evaluation context, cached until its state or any local user's
-        push rules change."""
-        group, version = snapshot.state_group.state_group, self._rulesets.version
+        """The room's evaluation context: built once per loaded room, then brought up to
+        date with the membership changes since (their rulesets and member events read
+        for those members only), a changed create or power-levels event, and a change
+        of anyone's push rules (which regroups the members)."""
         cached = self._contexts.get(snapshot.room_id)
-        if cached is not None and cached.state_group == group:
-            if cached.rules_version == version:
+        if cached is None or cached.snapshot is not snapshot:
+            return await self._build(snapshot)
+        changed = snapshot.changed_since(cached.membership_seq)
+        if changed is None:
+            return await self._build(snapshot)
+        version = self._rulesets.version
+        auth_ids = _auth_ids(snapshot)
+        if not changed and auth_ids == cached.auth_ids and version == cached.rules_version:
+            return cached
+        seq, start_seq = snapshot.membership_seq, cached.membership_seq
+        local = [u for u in dict.fromkeys(changed) if self._is_local(u)]
+        joined = [u for u in local if snapshot.is_joined(u)]
+        keys: list[StateKey] = [("m.room.member", u) for u in joined]
+        if auth_ids != cached.auth_ids:
+            keys += [CREATE_KEY, POWER_LEVELS_KEY]
+        events = await self._state.get_state_events(snapshot.state, keys)
+        if version != cached.rules_version:  # someone's push rules changed: regroup
+            gone = set(local)
+            kept = [u for u in cached.ruleset_of if u not in gone]
+            regrouped = await self._group([*kept, *joined])
+            if cached.membership_seq != start_seq:  # brought up to date meanwhile
                 return cached
-            # Someone's push rules changed: the same members, grouped again.
-            members = [u for _, users in cached.groups for u in users]
-            context = replace(cached, rules_version=version, groups=await self._group(members))
-            return self._keep(snapshot.room_id, context, version)
-        joined = snapshot.joined_members()
-        local = tuple(u for u in joined if self._is_local(u))
+            cached.groups, cached.ruleset_of = regrouped
+            cached.rules_version = version
+        else:
+            rulesets = await self._rulesets.get_rulesets(joined) if joined else {}
+            if cached.membership_seq != start_seq:
+                return cached
+            for user_id in local:
+                cached.remove(user_id)
+            for user_id in joined:
+                cached.add(user_id, rulesets[user_id].compiled)
+        for user_id in local:
+            cached.display_names.pop(user_id, None)
+        cached.display_names.update(_display_names(joined, events))
+        if auth_ids != cached.auth_ids:
+            cached.auth_ids = auth_ids
+            cached.auth_state, cached.notification_levels = _auth_state(events)
+        cached.member_count = snapshot.joined_count()
+        cached.membership_seq = seq
+        return cached
+
+    async def _build(self, snapshot: RoomSnapshot) -> _RoomContext:
+        """The room's evaluation context read in full (rulesets in bulk)."""
+        version = self._rulesets.version
+        seq = snapshot.membership_seq
+        auth_ids = _auth_ids(snapshot)
+        local = snapshot.joined_on(self._server_name)
         keys: list[StateKey] = [CREATE_KEY, POWER_LEVELS_KEY]
         keys.extend(("m.room.member", u) for u in local)
         events = await self._state.get_state_events(snapshot.state, keys)
-        power_levels = events.get(POWER_LEVELS_KEY)
+        groups, ruleset_of = await self._group(local)
+        auth_state, levels = _auth_state(events)
         context = _RoomContext(
-            state_group=group,
+            snapshot=snapshot,
+            membership_seq=seq,
             rules_version=version,
-            member_count=len(joined),
-            groups=await self._group(local),
+            auth_ids=auth_ids,
+            member_count=snapshot.joined_count(),
+            groups=groups,
+            ruleset_of=ruleset_of,
             display_names=_display_names(local, events),
-            auth_state={k: events[k] for k in (CREATE_KEY, POWER_LEVELS_KEY) if k in events},
-            notification_levels=notification_levels(
-                power_levels.content if power_levels is not None else None
-            ),
+            auth_state=auth_state,
+            notification_levels=levels,
         )
-        return self._keep(snapshot.room_id, context, version)
+        # A rules change while they were read leaves the context out of date: not kept.
+        if version == self._rulesets.version:
+            self._contexts.put(snapshot.room_id, context)
+        return context
 
     async def _group(
         self, members: Sequence[UserID]
-    ) -> tuple[tuple[CompiledRuleset, tuple[UserID, ...]], ...]:
-        """``members`` grouped by compiled ruleset (read in bulk when not cached)."""
+    ) -> tuple[dict[CompiledRuleset, dict[UserID, None]], dict[UserID, CompiledRuleset]]:
+        """``members`` grouped by compiled ruleset (read in bulk when not cached), and
+        each member's ruleset."""
         rulesets = await self._rulesets.get_rulesets(members)
-        groups: dict[CompiledRuleset, list[UserID]] = {}
+        groups: dict[CompiledRuleset, dict[UserID, None]] = {}
+        ruleset_of: dict[UserID, CompiledRuleset] = {}
         for user_id in members:
-            groups.setdefault(rulesets[user_id].compiled, []).append(user_id)
-        return tuple((compiled, tuple(users)) for compiled, users in groups.items())
-
-    def _keep(self, room_id: RoomID, context: _RoomContext, version: int) -> _RoomContext:
-        """Cache ``context`` unless a rules change while it was read left it out of date."""
-        if version == self._rulesets.version:
-            self._contexts.put(room_id, context)
-        return context
+            compiled = rulesets[user_id].compiled
+            groups.setdefault(compiled, {})[user_id] = None
+            ruleset_of[user_id] = compiled
+        return groups, ruleset_of
 
     def _is_local(self, user_id: str) -> bool:
         return server_name_of(UserID(user_id)) == self._server_name
@@ -385,6 +449,19 @@ class PushActionsService:
 def _same_counts(a: Actions, b: Actions) -> bool:
     """Whether two outcomes count the same (notify and highlight)."""
     return a.notify == b.notify and a.highlight == b.highlight
+
+
+def _auth_ids(snapshot: RoomSnapshot) -> tuple[EventID | None, EventID | None]:
+    return snapshot.state.get(CREATE_KEY), snapshot.state.get(POWER_LEVELS_KEY)
+
+
+def _auth_state(events: Mapping[StateKey, Pdu]) -> tuple[dict[StateKey, Pdu], Mapping[str, int]]:
+    """The create and power-levels events among ``events``, and the notification levels."""
+    power_levels = events.get(POWER_LEVELS_KEY)
+    return (
+        {k: events[k] for k in (CREATE_KEY, POWER_LEVELS_KEY) if k in events},
+        notification_levels(power_levels.content if power_levels is not None else None),
+    )
 
 
 def _display_names(members: Sequence[UserID], events: Mapping[StateKey, Pdu]) -> dict[UserID, str]:
