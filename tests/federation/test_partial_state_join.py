@@ -141,6 +141,9 @@ async def test_join_a_synapse_room_with_partial_state(
         joined = await _joined(peyvand_client, alice, room_id)
         assert joined == {m.user_id for m in members} | {alice.user_id}
         assert f"{room_id} has its full state" in peyvand.log()
+        # Nothing kept while the state was partial outlives it (the summary, for one).
+        summary = (await sync(peyvand_client, alice, filter=lazy))["rooms"]["join"][room_id]
+        assert summary["summary"]["m.joined_member_count"] == SYNAPSE_MEMBERS + 1
 
         # Both ways.
         await _wait_for_body(synapse_client, bob, room_id, "hello from a partial room")

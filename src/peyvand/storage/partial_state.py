@@ -29,15 +29,15 @@ class CompletedState:
     every state group of the room from ``since_group`` on that holds a whole state (no
     base group): the groups built on them inherit it, and a group that set a key since
     keeps its own value. ``current``: current-state rows to write as ``(key, event ID,
-    membership)``, with ``stream_ordering``; ``new_group``: the room's new current group,
-    when resolving the forward extremities with the full state gave another state."""
+    membership)``, with ``stream_ordering``; ``new_group``: the room's new current group
+    (its delta: what resolving the forward extremities with the full state changed)."""
 
     room_id: RoomID
     since_group: int
     missing: Mapping[StateKey, EventID]
     current: Sequence[tuple[StateKey, EventID, str | None]]
     stream_ordering: int
-    new_group: NewStateGroup | None
+    new_group: NewStateGroup
 
 
 class PartialStateStore:
@@ -95,27 +95,26 @@ class PartialStateStore:
         transaction."""
         async with self._db.transaction() as txn:
             # First: a new current group holding a whole state gets the missing rows too.
-            if done.new_group is not None:
-                group = done.new_group.row
-                await txn.execute(
-                    "INSERT INTO state_groups (state_group, room_id, seq, prev_group, base_group)"
-                    " VALUES ($1, $2, $3, $4, $5)",
-                    group.state_group,
-                    group.room_id,
-                    group.seq,
-                    group.prev_group,
-                    group.base_group,
-                )
-                await txn.executemany(
-                    "INSERT INTO state_group_deltas (state_group, type, state_key, event_id)"
-                    " VALUES ($1, $2, $3, $4)",
-                    [(group.state_group, k[0], k[1], e) for k, e in done.new_group.delta.items()],
-                )
-                await txn.execute(
-                    "UPDATE rooms SET current_state_group = $2 WHERE room_id = $1",
-                    done.room_id,
-                    group.state_group,
-                )
+            group = done.new_group.row
+            await txn.execute(
+                "INSERT INTO state_groups (state_group, room_id, seq, prev_group, base_group)"
+                " VALUES ($1, $2, $3, $4, $5)",
+                group.state_group,
+                group.room_id,
+                group.seq,
+                group.prev_group,
+                group.base_group,
+            )
+            await txn.executemany(
+                "INSERT INTO state_group_deltas (state_group, type, state_key, event_id)"
+                " VALUES ($1, $2, $3, $4)",
+                [(group.state_group, k[0], k[1], e) for k, e in done.new_group.delta.items()],
+            )
+            await txn.execute(
+                "UPDATE rooms SET current_state_group = $2 WHERE room_id = $1",
+                done.room_id,
+                group.state_group,
+            )
             whole = await txn.fetch(
                 "SELECT state_group FROM state_groups"
                 " WHERE room_id = $1 AND base_group IS NULL AND state_group >= $2",

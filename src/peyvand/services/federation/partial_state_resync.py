@@ -281,18 +281,19 @@ class PartialStateResync:
 
     async def _current_state(
         self, snapshot: RoomSnapshot, missing: Mapping[StateKey, EventID]
-    ) -> tuple[dict[StateKey, EventID], NewStateGroup | None]:
+    ) -> tuple[dict[StateKey, EventID], NewStateGroup]:
         """The resolution of the states after each forward extremity, with the state the
-        join lacked; and a new current group when that is not the current group's state
-        completed the same way."""
-        completed_current = {**missing, **snapshot.state}
-        if len(snapshot.extremities) < 2:
-            return completed_current, None
-        states = [{**missing, **await self._resolver.state_after(e)} for e in snapshot.extremities]
-        current = await self._resolver.resolve(snapshot.room_version, states)
-        changes = {k: e for k, e in current.items() if completed_current.get(k) != e}
-        if not changes:
-            return completed_current, None
+        join lacked, and a new current group holding it. A new group even when nothing
+        but the missing state changed: what is kept per current group (a sync's room
+        summary, for one) must not outlive the partial state."""
+        current = {**missing, **snapshot.state}
+        if len(snapshot.extremities) > 1:
+            states = [
+                {**missing, **await self._resolver.state_after(e)} for e in snapshot.extremities
+            ]
+            current = await self._resolver.resolve(snapshot.room_version, states)
+        completed = {**missing, **snapshot.state}
+        changes = {k: e for k, e in current.items() if completed.get(k) != e}
         return current, await self._state.child_state_group(snapshot.state_group, changes)
 
     async def _recheck_since(self, room_id: RoomID, join: StoredEvent) -> None:
