@@ -90,7 +90,10 @@ def main(argv: list[str] | None = None) -> int:
         # Other work on the machine meanwhile: 1, 5 and 15 minute load averages.
         "load_average": {"before": load_before, "after": os.getloadavg()},
         "commit": _git("rev-parse", "HEAD"),
-        "origin": {"version": run.origin_version, **asdict(run.room)},
+        "origin": {
+            "version": run.origin_version,
+            **{k: v for k, v in asdict(run.room).items() if k != "creator"},
+        },
         "joiners": {name: asdict(figures) for name, figures in run.joiners.items()},
         **summary,
         "seconds": round(time.monotonic() - started, 1),
