@@ -17,6 +17,8 @@ import asyncio
 import itertools
 import json
 import time
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -206,10 +208,13 @@ async def test_peyvand_joins_peyvand_with_partial_state(
     assert "Unhandled error" not in resident.log()
 
 
-def _host_room(fake: FakeServer, members: int) -> tuple[FakeRoom, dict[str, bool]]:
+def _host_room(
+    fake: FakeServer, members: int, others: Sequence[FakeServer] = ()
+) -> tuple[FakeRoom, dict[str, bool]]:
     """A room of the fake server (version 10) with ``members`` of its users joined, served
     as a resident server does: make_join, send_join omitting members (MSC3706), /event; and
-    /state_ids only while ``gate["open"]``."""
+    /state_ids only while ``gate["open"]``. ``others`` are in ``servers_in_room`` too and
+    serve /event and /state_ids for the room, ungated."""
     version = KNOWN_ROOM_VERSIONS["10"]
     room_id = f"!partial{next(_txn)}:{fake.server_name}"
     room = FakeRoom(room_id, version, {}, [], 0)
@@ -261,12 +266,15 @@ def _host_room(fake: FakeServer, members: int) -> tuple[FakeRoom, dict[str, bool
             "state": [fake.events[e] for e in kept],
             "auth_chain": [],
             "members_omitted": True,
-            "servers_in_room": [fake.server_name],
+            "servers_in_room": [fake.server_name, *(o.server_name for o in others)],
         }
 
     def state_ids(request: FakeRequest) -> tuple[int, Any]:
         if not gate["open"]:
             return 500, {"errcode": "M_UNKNOWN", "error": "not now"}
+        return open_state_ids(request)
+
+    def open_state_ids(request: FakeRequest) -> tuple[int, Any]:
         ids = state_at_join.get(request.query["event_id"][0])
         if ids is None:
             return 404, {"errcode": "M_NOT_FOUND", "error": "unknown event"}
@@ -275,6 +283,9 @@ def _host_room(fake: FakeServer, members: int) -> tuple[FakeRoom, dict[str, bool
     fake.on("GET", "/_matrix/federation/v1/make_join/{room_id}/{user_id}", make_join)
     fake.on("PUT", "/_matrix/federation/v2/send_join/{room_id}/{event_id}", send_join)
     fake.on("GET", "/_matrix/federation/v1/state_ids/{room_id}", state_ids)
+    for other in others:
+        other.events = fake.events  # the same room, the same events
+        other.on("GET", "/_matrix/federation/v1/state_ids/{room_id}", open_state_ids)
     return room, gate
 
 
@@ -394,3 +405,31 @@ async def test_make_join_without_ver_means_room_version_1(
     assert (status, answer["room_version"]) == (200, "1")
     status, answer = await fake.request("GET", path(rooms["12"]))
     assert (status, answer["errcode"]) == (400, "M_INCOMPATIBLE_ROOM_VERSION")
+
+
+async def test_the_resync_falls_back_to_the_other_servers_in_the_room(
+    peyvand: HomeserverProcess, peyvand_client: MatrixClient, fake: FakeServer, tmp_path: Path
+) -> None:
+    """The server joined through refuses ``/state_ids``; another of ``servers_in_room``
+    gives the full state."""
+    (tmp_path / "other").mkdir()
+    async with FakeServer(tmp_path / "other", peer=peyvand.server_name) as other:
+        room, _ = _host_room(fake, FAKE_MEMBERS, [other])
+        alice = await peyvand_client.register()
+        async with asyncio.timeout(TIMEOUT_SECONDS):
+            (
+                await peyvand_client.request(
+                    "POST",
+                    f"join/{quote(room.room_id)}",
+                    json={},
+                    token=alice,
+                    params={"server_name": fake.server_name},
+                )
+            ).ok()
+            joined = await _joined(peyvand_client, alice, room.room_id)
+    members = {fake.user("creator")} | {fake.user(f"member{i}") for i in range(FAKE_MEMBERS - 1)}
+    assert joined == members | {alice.user_id}
+    assert other.requests("GET", "/_matrix/federation/v1/state_ids/")
+    log = peyvand.log()
+    assert f"resync of {room.room_id} from {fake.server_name} failed" in log
+    assert f"{room.room_id} has its full state (17 events, from {other.server_name})" in log
