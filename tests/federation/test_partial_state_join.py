@@ -433,3 +433,39 @@ async def test_the_resync_falls_back_to_the_other_servers_in_the_room(
     log = peyvand.log()
     assert f"resync of {room.room_id} from {fake.server_name} failed" in log
     assert f"{room.room_id} has its full state (17 events, from {other.server_name})" in log
+
+
+async def test_synapse_joins_peyvand_with_partial_state(
+    peyvand: HomeserverProcess,
+    peyvand_client: MatrixClient,
+    synapse: SynapseProcess,
+    synapse_client: MatrixClient,
+) -> None:
+    """Synapse asks ``omit_members``; Peyvand's answer makes its room partial there, and
+    Synapse's resync from Peyvand (``/state_ids``, ``/state``) completes it."""
+    residents = [await peyvand_client.register() for _ in range(PEYVAND_MEMBERS)]
+    async with asyncio.timeout(TIMEOUT_SECONDS):
+        created = await peyvand_client.request(
+            "POST", "createRoom", json={"preset": "public_chat"}, token=residents[0]
+        )
+        room_id = str(created.ok()["room_id"])
+        for member in residents[1:]:
+            joined = await peyvand_client.request(
+                "POST", f"join/{quote(room_id)}", json={}, token=member
+            )
+            joined.ok()
+        bob = await synapse_client.register()
+        (
+            await synapse_client.request(
+                "POST",
+                f"join/{quote(room_id)}",
+                json={},
+                token=bob,
+                params={"server_name": peyvand.server_name},
+            )
+        ).ok()
+        everyone = {m.user_id for m in residents} | {bob.user_id}
+        assert await _joined(synapse_client, bob, room_id) == everyone
+    log = synapse.log()
+    assert f"Syncing state for room {room_id}" in log
+    assert "omit_members=true" in log
