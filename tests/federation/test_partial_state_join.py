@@ -7,8 +7,10 @@ state arrives in the background, after which ``/joined_members`` lists every mem
 messages flow both ways. Two Peyvands, each resident in turn, answer each other's
 ``omit_members`` join with members omitted. A fake resident server that refuses
 ``/state_ids`` for a while keeps the room partial across a restart of Peyvand: the resync
-resumes at start-up. Peyvand as the resident answers ``omit_members`` as the spec says,
-and ``make_join`` without ``ver`` means room version 1.
+resumes at start-up; when it refuses for good, another of ``servers_in_room`` serves.
+Peyvand as the resident answers ``omit_members`` as the spec says (Synapse joins that
+way and completes its state from Peyvand), and ``make_join`` without ``ver`` means room
+version 1.
 """
 
 from __future__ import annotations
