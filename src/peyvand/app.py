@@ -195,6 +195,7 @@ def _services(
             local.account_data.ignored_users.of,
             remote_invites=timeline.remote_invites,
             presence=local.presence,
+            partial_state=federation.partial_state,
         ),
         legacy_sync=LegacySyncService(
             timeline.event_store,

@@ -1,6 +1,7 @@
 """Rooms joined with partial state (migration 028; Server-Server API, send_join v2 with
 ``omit_members``): which rooms, the join whose state is partial, the servers in the room
-at the join; and completing the state once the full state at the join is known."""
+at the join; and completing the state once the full state at the join is known, each
+completion numbered in a stream of its own (migration 031) that /sync reads."""
 
 from __future__ import annotations
 
@@ -90,9 +91,25 @@ class PartialStateStore:
             await txn.execute("DELETE FROM partial_state_rooms WHERE room_id = $1", room_id)
             await txn.execute("DELETE FROM partial_state_room_servers WHERE room_id = $1", room_id)
 
-    async def complete(self, done: CompletedState) -> None:
-        """Write the full state (see ``CompletedState``) and drop the mark, in one
-        transaction."""
+    async def max_completion(self) -> int:
+        """The stream position of the latest completion (0: none yet)."""
+        value = await self._db.fetchval("SELECT MAX(stream_id) FROM partial_state_completions")
+        return int(value or 0)
+
+    async def completed_between(self, since: int, until: int) -> set[RoomID]:
+        """The rooms completed after stream position ``since``, up to ``until``."""
+        rows = await self._db.fetch(
+            "SELECT room_id FROM partial_state_completions WHERE stream_id > $1"
+            " AND stream_id <= $2",
+            since,
+            until,
+        )
+        return {RoomID(r["room_id"]) for r in rows}
+
+    async def complete(self, done: CompletedState) -> int:
+        """Write the full state (see ``CompletedState``), drop the mark and number the
+        completion, in one transaction; the completion's stream position. Callers
+        complete one room at a time (the position is the stream's next)."""
         async with self._db.transaction() as txn:
             # First: a new current group holding a whole state gets the missing rows too.
             group = done.new_group.row
@@ -145,3 +162,14 @@ class PartialStateStore:
             await txn.execute(
                 "DELETE FROM partial_state_room_servers WHERE room_id = $1", done.room_id
             )
+            position = int(
+                await txn.fetchval(
+                    "SELECT COALESCE(MAX(stream_id), 0) + 1 FROM partial_state_completions"
+                )
+            )
+            await txn.execute(
+                "INSERT INTO partial_state_completions (stream_id, room_id) VALUES ($1, $2)",
+                position,
+                done.room_id,
+            )
+            return position

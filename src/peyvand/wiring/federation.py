@@ -176,6 +176,7 @@ def build_federation(
         state,
         transport.requests,
         check_signatures,
+        functools.partial(timeline.notifier.advance, Stream.PARTIAL_STATE),
     )
     handler = FederationEventHandler(
         state,

@@ -79,6 +79,7 @@ def build_rooms(
         remote.memberships,
         policy_lists,
         guest_access,
+        wait_for_full_state=remote.full_state,
     )
     guest_removal = GuestRemoval(server_name, guest_store, state, guest_access, membership.leave)
     timeline.dispatcher.listeners.append(guest_removal.on_persisted)

@@ -8,10 +8,11 @@ in bulk (``/event`` for a few, ``/state`` for many), check them as on receipt
 parents first) and store them as outliers. The state the partial state lacked is then
 added to the room's state groups since the join, the current state becomes the
 resolution of the states after each forward extremity, the room stops being partial and
-its waiters wake; events received meanwhile are checked again against their full state
-before them (a failure is logged; the event stays in the timeline, where Synapse would
-mark it rejected). A failing server is followed by the next of ``servers_in_room``;
-rounds of attempts are bounded in number and spaced out.
+its waiters wake and its local members' /sync is told (the completion's position in a
+stream of its own, as Synapse's un-partial-stated rooms); events received meanwhile are
+checked again against their full state before them (a failure is logged; the event stays
+in the timeline, where Synapse would mark it rejected). A failing server is followed by
+the next of ``servers_in_room``; rounds of attempts are bounded in number and spaced out.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from peyvand.services.timeline.state_resolution import StateResolver
 from peyvand.storage.events import EventStore
 from peyvand.storage.models import NewStateGroup, OutlierRow, StoredEvent
 from peyvand.storage.partial_state import CompletedState, PartialStateRoom, PartialStateStore
-from peyvand.types import EventID, RoomID, ServerName
+from peyvand.types import EventID, RoomID, ServerName, UserID
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +48,8 @@ _MAX_RECHECKED: Final = 10_000  # events received while partial, checked again
 _SLICE: Final = 200  # events parsed or verified between two yields to the event loop
 
 SignatureCheck = Callable[[Sequence[Pdu]], Awaitable[list[bool]]]
+# A completion's stream position and the local users joined to the room (the notifier).
+CompletionListener = Callable[[int, Iterable[UserID]], None]
 
 
 class StateSource(Protocol):
@@ -73,6 +76,7 @@ class PartialStateResync:
         state: StateService,
         remote: StateSource,
         check_signatures: SignatureCheck,
+        on_completed: CompletionListener,
         *,
         first_backoff_seconds: float = 1.0,
         clock: Callable[[], float] = time.time,
@@ -85,6 +89,9 @@ class PartialStateResync:
         self._resolver = StateResolver(state)
         self._remote = remote
         self._check_signatures = check_signatures
+        self._on_completed = on_completed
+        # One completion at a time: each takes the completion stream's next position.
+        self._completing = asyncio.Lock()
         self._first_backoff = first_backoff_seconds
         self._clock = clock
         self._tasks: dict[RoomID, BackgroundTask] = {}
@@ -92,7 +99,9 @@ class PartialStateResync:
     # -- lifecycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Resume the resync of every room still partial."""
+        """Resume the completion stream at its stored position and the resync of every
+        room still partial."""
+        self._on_completed(await self._store.max_completion(), ())
         for room in await self._store.rooms():
             if await self._state.get_event(room.join_event_id) is None:
                 await self._store.forget(room.room_id)  # the join itself was never stored
@@ -126,6 +135,16 @@ class PartialStateResync:
         task = BackgroundTask(f"partial-state resync {room_id}", lambda: self._run(room_id))
         self._tasks[room_id] = task
         task.start()
+
+    # -- what /sync asks -----------------------------------------------------------------
+
+    def is_partial(self, room_id: RoomID) -> bool:
+        return self._rooms.is_partial(room_id)
+
+    async def completed_between(self, since: int, until: int) -> set[RoomID]:
+        """The rooms whose state was completed after stream position ``since``, up to
+        ``until``."""
+        return await self._store.completed_between(since, until)
 
     # -- the resync ----------------------------------------------------------------------
 
@@ -246,7 +265,7 @@ class PartialStateResync:
         join = await self._state.get_event(room.join_event_id)
         if snapshot is None or join is None:
             raise ValueError("the room or its join is gone")
-        async with snapshot.lock:
+        async with self._completing, snapshot.lock:
             join_group = await self._state.state_group_row(join.state_group)
             since = (
                 join_group.prev_group
@@ -260,7 +279,7 @@ class PartialStateResync:
             members = await self._state.get_pdus(
                 e for k, e in changed.items() if k[0] == "m.room.member"
             )
-            await self._store.complete(
+            position = await self._store.complete(
                 CompletedState(
                     room_id=room.room_id,
                     since_group=since,
@@ -275,7 +294,11 @@ class PartialStateResync:
             )
             self._state.forget_state_deltas()
             self._state.forget_room(room.room_id)
+            local = snapshot.joined_on(self._server_name)
+        # No await between the two: a sync that finds the room complete has a token
+        # before this position, so its next sync still shows the room as newly joined.
         self._rooms.completed(room.room_id)
+        self._on_completed(position, local)
         logger.info("%s has its full state (%d events, from %s)", room.room_id, len(full), server)
         await self._recheck_since(room.room_id, join)
 

@@ -81,9 +81,13 @@ class MembershipService:
         federation: RemoteMemberships,
         policy_lists: PolicyListService,
         guest_access: GuestAccess,
+        *,
+        wait_for_full_state: Callable[[RoomID], Awaitable[None]] | None = None,
     ) -> None:
         """``policy_lists`` refuses the joins, knocks and invites the moderation policy
-        lists ban; ``guest_access`` lets guests join only the rooms that allow them."""
+        lists ban; ``guest_access`` lets guests join only the rooms that allow them;
+        ``wait_for_full_state`` returns once a room joined with partial state has its
+        full state (at once for any other room; None: federation is off)."""
         self._server_name = server_name
         self._events = events
         self._state = state
@@ -92,6 +96,7 @@ class MembershipService:
         self._federation = federation
         self._policy_lists = policy_lists
         self._guest_access = guest_access
+        self._wait_for_full_state = wait_for_full_state
         self._remote_joins: dict[RoomID, asyncio.Lock] = {}
 
     async def membership_of(self, room_id: RoomID, user_id: UserID) -> str | None:
@@ -170,8 +175,18 @@ class MembershipService:
         """Join (or re-join); a join while already joined sends nothing new unless it
         brings ``content``: extra keys for the member event, such as a per-room
         ``displayname`` (kept as given, as Synapse does). A room this server is not in is
-        joined over federation through ``servers``."""
-        if await self.membership_of(room_id, user_id) == "join" and not content:
+        joined over federation through ``servers``.
+
+        A room this server joined with partial state (MSC3706) is joined locally once
+        its state is complete: until then the state lacks most member events, so a ban
+        of the user, or the membership a restricted join rule asks of the authorising
+        user, would go unseen, and the new member would read history it may not. Synapse
+        joins through a resident server instead; waiting (bounded: 503 after it, as the
+        reads that need every member) is simpler, the resync takes seconds even for big
+        rooms, and the join is then checked here against the full state. A user already
+        joined (a profile change) does not wait, as in Synapse."""
+        current = await self.membership_of(room_id, user_id)
+        if current == "join" and not content:
             return
         await self._policy_lists.check_join(room_id, user_id)
         snapshot = await self._resident(room_id)
@@ -188,6 +203,8 @@ class MembershipService:
                 self._remote_joins.pop(room_id, None)
             if snapshot is None:
                 return
+        if current != "join" and self._wait_for_full_state is not None:
+            await self._wait_for_full_state(room_id)
         # Never the membership itself, nor an authorising user the client cannot vouch for.
         extra = {
             k: v

@@ -267,6 +267,7 @@ class LegacySyncService:
                     since.to_device,
                     since.device_lists,
                     since.presence,
+                    since.partial_state,
                 )
             chunk = await self._room_events.serialize(merged, requester)
         if only_room is None and end is now and now.account_data > since.account_data:

@@ -1,9 +1,9 @@
 """The sync stream token: one position per stream (DESIGN.md, "Sync").
 
-Serialised as
-``s<events>_<typing>_<receipts>_<account_data>_<to_device>_<device_lists>_<presence>``;
-clients treat it as opaque. Pagination tokens for /messages are ``t<events>``-style event
-positions (see ``services.messages``).
+Serialised as ``s`` and the positions joined by ``_``, in this order: events, typing,
+receipts, account_data, to_device, device_lists, presence, partial_state. Clients treat it
+as opaque; a token from before a stream was added parses, that stream at 0. Pagination
+tokens for /messages are ``t<events>``-style event positions (see ``services.messages``).
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ class Stream(StrEnum):
     TO_DEVICE = "to_device"
     DEVICE_LISTS = "device_lists"
     PRESENCE = "presence"
+    # Rooms whose partial state became complete (Synapse's un-partial-stated rooms).
+    PARTIAL_STATE = "partial_state"
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +46,7 @@ class StreamToken:
     to_device: int = 0
     device_lists: int = 0
     presence: int = 0
+    partial_state: int = 0
 
     def serialize(self) -> str:
         return "s" + "_".join(str(getattr(self, f.name)) for f in fields(self))

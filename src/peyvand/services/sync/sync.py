@@ -4,6 +4,10 @@ One stream token carries a position per stream. An incremental sync with nothing
 than its token waits on the notifier without touching the database; when woken it reads
 only what changed for this user. Initial syncs are bounded by the filter's timeline limit,
 not by history size, and support lazy-loading of members.
+
+Rooms joined with partial state (MSC3706 / MSC3902) are shown, as Synapse does, only to
+syncs that lazy-load members; the others get such a room once its state is complete, as
+newly joined, with its full state (see ``SyncService._eager_rooms``).
 """
 
 from __future__ import annotations
@@ -99,6 +103,15 @@ class DeviceKeyCounts(Protocol):
     ) -> list[str]: ...
 
 
+class PartialStateSource(Protocol):
+    """Rooms joined with partial state, and when each was completed (the partial-state
+    resync)."""
+
+    def is_partial(self, room_id: RoomID) -> bool: ...
+
+    async def completed_between(self, since: int, until: int) -> set[RoomID]: ...
+
+
 UnreadCounts = Callable[[UserID, Sequence[RoomID]], Awaitable[dict[RoomID, JsonDict]]]
 
 
@@ -147,9 +160,11 @@ class SyncService:
         *,
         remote_invites: RemoteInviteStore | None = None,
         presence: PresenceSource | None = None,
+        partial_state: PartialStateSource | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._presence = presence
+        self._partial_state = partial_state
         self._remote_invites = remote_invites
         self._member_store = member_store
         self._index = index
@@ -249,6 +264,9 @@ class SyncService:
             r for r, (_, stream) in memberships.items() if stream <= now.events
         )
         joined = [RoomID(r) for r in room_ids if memberships[RoomID(r)][0] == "join"]
+        completed: set[RoomID] = set()
+        if not sync_filter.lazy_load_members:
+            joined, completed = await self._eager_rooms(joined, since, now)
         if since is not None and not full_state and since.events < now.events:
             changed = await self._index.rooms_changed_since(joined, since.events)
         elif since is not None and not full_state:
@@ -269,9 +287,12 @@ class SyncService:
         joined_since = [
             r
             for r in joined
-            if since is not None
-            and memberships[r][1] > since_events
-            and not await self._was_joined(r, user_id, since_events)
+            if r in completed
+            or (
+                since is not None
+                and memberships[r][1] > since_events
+                and not await self._was_joined(r, user_id, since_events)
+            )
         ]
         if joined_since:
             typing.update(self._typing.typing_for_rooms(joined_since, 0))
@@ -304,6 +325,7 @@ class SyncService:
             or r in typing
             or r in receipts
             or r in room_data
+            or r in completed
             or memberships[r][1] > since_events
         ]
         counts = await self._unread_counts(user_id, touched) if touched else {}
@@ -376,6 +398,23 @@ class SyncService:
             # Device lists are only reported relative to a token ("Extensions to /sync").
             result.device_lists = await self._device_lists.changes(user_id, since, now)
         return result
+
+    async def _eager_rooms(
+        self, joined: list[RoomID], since: StreamToken | None, now: StreamToken
+    ) -> tuple[list[RoomID], set[RoomID]]:
+        """For a sync that does not lazy-load members, as Synapse's
+        ``get_sync_result_builder``: the joined rooms without those whose state is partial
+        (their member list is incomplete, and such a client is never sent the members the
+        resync adds), and those of them whose state was completed since the token, sent as
+        newly joined, with their full state, however long ago the user joined."""
+        partial = self._partial_state
+        if partial is None:
+            return joined, set()
+        kept = [r for r in joined if not partial.is_partial(r)]
+        if since is None or since.partial_state >= now.partial_state:
+            return kept, set()
+        completed = await partial.completed_between(since.partial_state, now.partial_state)
+        return kept, completed.intersection(kept)
 
     async def _timeline(
         self,
@@ -716,4 +755,5 @@ def _values(token: StreamToken) -> tuple[int, ...]:
         token.to_device,
         token.device_lists,
         token.presence,
+        token.partial_state,
     )
