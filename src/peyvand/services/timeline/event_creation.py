@@ -252,13 +252,16 @@ class EventCreationService:
     ) -> StoredEvent | None:
         """The event of ``state`` that a state event ``spec`` from ``sender`` would
         repeat: same key, sender and content (as canonical JSON: 1 and 1.0, or true and
-        1, differ). None for a change, or for an event that is not state."""
+        1, differ). None for a change, or for an event that is not state. None too when
+        the current event is redacted: clients see its redacted content, not the stored
+        original, so the same content again is a change for them."""
         if spec.state_key is None:
             return None
         current_id = state.get((spec.event_type, spec.state_key))
         current = None if current_id is None else await self._state.get_event(current_id)
         if (
             current is None
+            or current.redacted_by is not None
             or current.pdu.sender != sender
             or encode_canonical_json(current.pdu.content) != encode_canonical_json(spec.content)
         ):
