@@ -211,12 +211,16 @@ async def test_peyvand_joins_peyvand_with_partial_state(
 
 
 def _host_room(
-    fake: FakeServer, members: int, others: Sequence[FakeServer] = ()
+    fake: FakeServer,
+    members: int,
+    others: Sequence[FakeServer] = (),
+    *,
+    junk_servers: Sequence[Any] = (),
 ) -> tuple[FakeRoom, dict[str, bool]]:
     """A room of the fake server (version 10) with ``members`` of its users joined, served
     as a resident server does: make_join, send_join omitting members (MSC3706), /event; and
     /state_ids only while ``gate["open"]``. ``others`` are in ``servers_in_room`` too and
-    serve /event and /state_ids for the room, ungated."""
+    serve /event and /state_ids for the room, ungated; ``junk_servers`` follow them there."""
     version = KNOWN_ROOM_VERSIONS["10"]
     room_id = f"!partial{next(_txn)}:{fake.server_name}"
     room = FakeRoom(room_id, version, {}, [], 0)
@@ -266,9 +270,13 @@ def _host_room(
         return 200, {
             "event": dict(join.data),
             "state": [fake.events[e] for e in kept],
-            "auth_chain": [],
+            "auth_chain": [fake.events[e] for e in _auth_closure(fake, kept) - set(kept)],
             "members_omitted": True,
-            "servers_in_room": [fake.server_name, *(o.server_name for o in others)],
+            "servers_in_room": [
+                fake.server_name,
+                *(o.server_name for o in others),
+                *junk_servers,
+            ],
         }
 
     def state_ids(request: FakeRequest) -> tuple[int, Any]:
@@ -289,6 +297,18 @@ def _host_room(
         other.events = fake.events  # the same room, the same events
         other.on("GET", "/_matrix/federation/v1/state_ids/{room_id}", open_state_ids)
     return room, gate
+
+
+def _auth_closure(fake: FakeServer, event_ids: Sequence[str]) -> set[str]:
+    """``event_ids`` and their auth events, transitively, from the fake's events."""
+    seen: set[str] = set()
+    todo = list(event_ids)
+    while todo:
+        event_id = todo.pop()
+        if event_id not in seen:
+            seen.add(event_id)
+            todo.extend(fake.events[event_id]["auth_events"])
+    return seen
 
 
 async def test_a_restart_during_partial_state_resumes_the_resync(
@@ -471,3 +491,93 @@ async def test_synapse_joins_peyvand_with_partial_state(
     log = synapse.log()
     assert f"Syncing state for room {room_id}" in log
     assert "omit_members=true" in log
+
+
+async def _join_partial(
+    peyvand: HomeserverProcess, client: MatrixClient, fake: FakeServer, room: FakeRoom
+) -> Account:
+    """A new local user joined to the fake's ``room``, whose state is then partial here."""
+    alice = await client.register()
+    (
+        await client.request(
+            "POST",
+            f"join/{quote(room.room_id)}",
+            json={},
+            token=alice,
+            params={"server_name": fake.server_name},
+        )
+    ).ok()
+    assert f"joined {room.room_id} with partial state" in peyvand.log()
+    return alice
+
+
+async def _state_content(
+    client: MatrixClient, account: Account, room_id: str, event_type: str
+) -> Any:
+    path = f"rooms/{quote(room_id)}/state/{event_type}/"
+    return (await client.request("GET", path, token=account)).ok()
+
+
+async def test_a_demoted_member_cannot_cite_its_old_power_while_partial(
+    peyvand: HomeserverProcess, peyvand_client: MatrixClient, fake: FakeServer
+) -> None:
+    """While the state is partial, step 5 checks a received event against the resolution
+    of the partial state with its own auth events (as Synapse): a member demoted before
+    the join, whose join the partial state lacks, sends power levels citing its old power;
+    the power levels known here win, the event is rejected and the state keeps them."""
+    room, _gate = _host_room(fake, FAKE_MEMBERS)  # /state_ids refused: stays partial
+    creator, mod = fake.user("creator"), fake.user("member0")
+    create = room.state[("m.room.create", "")]
+    raised = fake.make_pdu(
+        None, room.room_id, creator, "m.room.power_levels", {"users": {creator: 100, mod: 50}}, ""
+    )
+    fake.track(raised)
+    demoted = {"users": {creator: 100}}
+    fake.track(fake.make_pdu(None, room.room_id, creator, "m.room.power_levels", demoted, ""))
+    async with asyncio.timeout(TIMEOUT_SECONDS):
+        alice = await _join_partial(peyvand, peyvand_client, fake, room)
+        forged = fake.make_pdu(
+            None,
+            room.room_id,
+            mod,
+            "m.room.power_levels",
+            {"users": {creator: 100, mod: 50, fake.user("member1"): 50}},
+            "",
+            auth_events=[create, raised.event_id, room.state[("m.room.member", mod)]],
+        )
+        status, answer = await fake.send_pdus([forged])
+        assert status == 200
+        assert "error" in answer["pdus"][forged.event_id], answer
+        # A message citing the same auth events passes: the member is joined.
+        spoken = fake.make_pdu(
+            None,
+            room.room_id,
+            mod,
+            "m.room.message",
+            {"msgtype": "m.text", "body": "still here"},
+            auth_events=[
+                create,
+                room.state[("m.room.power_levels", "")],
+                room.state[("m.room.member", mod)],
+            ],
+        )
+        status, answer = await fake.send_pdus([spoken])
+        assert (status, answer["pdus"]) == (200, {spoken.event_id: {}})
+        content = await _state_content(peyvand_client, alice, room.room_id, "m.room.power_levels")
+        assert content == demoted
+    assert f"{room.room_id} has its full state" not in peyvand.log()
+
+
+async def test_servers_in_room_are_validated(
+    peyvand: HomeserverProcess, peyvand_client: MatrixClient, fake: FakeServer
+) -> None:
+    """``servers_in_room`` entries that are no server names (Appendices, "Server Name")
+    are left out, duplicates kept once: the join still succeeds and events sent while the
+    state is partial reach the servers kept."""
+    junk = ["bad name", "evil.example/../x", "", 7, None, fake.server_name, "a" * 300]
+    room, _gate = _host_room(fake, FAKE_MEMBERS, junk_servers=junk)
+    async with asyncio.timeout(TIMEOUT_SECONDS):
+        alice = await _join_partial(peyvand, peyvand_client, fake, room)
+        await _send(peyvand_client, alice, room.room_id, "to the servers kept")
+        await fake.wait_for_pdu(lambda p: p.get("content", {}).get("body") == "to the servers kept")
+    assert "servers_in_room: left out 6 invalid names and 0 beyond the first 5000" in peyvand.log()

@@ -37,13 +37,15 @@ from peyvand.services.timeline.room_state import RoomSnapshot, StateService
 from peyvand.storage.events import EventStore
 from peyvand.storage.models import EventToPersist, OutlierRow, RoomRow
 from peyvand.storage.partial_state import PartialStateRoom
-from peyvand.types import EventID, JsonDict, RoomID, ServerName, UserID
+from peyvand.types import EventID, JsonDict, RoomID, ServerName, UserID, is_valid_server_name
 
 logger = logging.getLogger(__name__)
 
 CREATE_KEY: StateKey = ("m.room.create", "")
 SignatureCheck = Callable[[Sequence[Pdu]], Awaitable[list[bool]]]
 _MAX_JOIN_AUTH_FETCH = 10
+# servers_in_room kept from a send_join answer (partial state): events go to each.
+_MAX_SERVERS_IN_ROOM = 5_000
 
 
 class PartialJoins(Protocol):
@@ -276,11 +278,9 @@ class RemoteJoiner:
         if self._partial is None or answer.get("members_omitted") is not True:
             return None
         servers = answer.get("servers_in_room")
-        if not isinstance(servers, list) or not all(isinstance(s, str) for s in servers):
+        if not isinstance(servers, list):
             raise ValueError("send_join omitted members without servers_in_room")
-        return PartialStateRoom(
-            room_id, join.event_id, server, tuple(ServerName(s) for s in servers)
-        )
+        return PartialStateRoom(room_id, join.event_id, server, _servers_in_room(servers))
 
     async def _join_auth_events(
         self,
@@ -345,3 +345,23 @@ def check_auth_chain(events: Mapping[EventID, Pdu]) -> set[EventID]:
         except AuthError:
             rejected.add(pdu.event_id)
     return rejected
+
+
+def _servers_in_room(servers: Sequence[Any]) -> tuple[ServerName, ...]:
+    """The send_join answer's ``servers_in_room`` (MSC3706), kept only as far as it can
+    be trusted: events sent while the state is partial go to every one of them and each
+    may read the room (``RoomAccess.require_server_in_room``), so names not matching the
+    server-name grammar (Appendices, "Server Name") are left out, duplicates once, and
+    the list is capped at ``_MAX_SERVERS_IN_ROOM`` (what is dropped is logged). Synapse
+    trusts the list as given; the resync adds the servers of members seen since."""
+    names = [ServerName(s) for s in servers if isinstance(s, str) and is_valid_server_name(s)]
+    unique = tuple(dict.fromkeys(names))
+    kept = unique[:_MAX_SERVERS_IN_ROOM]
+    if len(names) < len(servers) or len(kept) < len(unique):
+        logger.warning(
+            "servers_in_room: left out %d invalid names and %d beyond the first %d",
+            len(servers) - len(names),
+            len(unique) - len(kept),
+            _MAX_SERVERS_IN_ROOM,
+        )
+    return kept

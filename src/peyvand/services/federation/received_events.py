@@ -120,9 +120,10 @@ class FederationEventHandler:
         however they arrive: pushed, or pulled to fill a gap).
 
         In a room whose state is partial (``partial_state``: joined without its members,
-        MSC3706) an event is authorised by its own auth events alone and never
-        soft-failed: the state lacks members (as Synapse does; the resync checks them
-        again); history is backfilled from the room's ``servers_in_room`` too."""
+        MSC3706) an event is authorised against the resolution of the partial state
+        before it with its own auth events, and never soft-failed: the state lacks
+        members (as Synapse does; the resync checks them again); history is backfilled
+        from the room's ``servers_in_room`` too."""
         self._state = state
         self._resolver = StateResolver(state)
         self._store = store
@@ -588,8 +589,9 @@ class FederationEventHandler:
         partial: bool,
         gap: bool = False,
     ) -> Outcome:
-        """Steps 4-6 and storage, under the room's lock (5 and 6 not while ``partial``).
-        ``gap``: some prev events were never received here (``_soft_fail_state``)."""
+        """Steps 4-6 and storage, under the room's lock (while ``partial``, 5 against
+        ``_partial_auth_state`` and no 6). ``gap``: some prev events were never received
+        here (``_soft_fail_state``)."""
         reason = await self._auth_against_auth_events(pdu)
         if not befores:
             raise DroppedPdu("an event without prev_events")
@@ -600,8 +602,11 @@ class FederationEventHandler:
                 await self._resolver.resolve(pdu.room_version, [b.state for b in befores]), None
             )
         before_row, before_new = await self._group_for(before, befores, snapshot)
-        if reason is None and not partial:
-            reason = await self._auth_against_state(pdu, before.state)
+        if reason is None:
+            auth_before = await self._partial_auth_state(pdu, before.state) if partial else None
+            reason = await self._auth_against_state(
+                pdu, before.state if auth_before is None else auth_before
+            )
         if reason is not None:
             logger.info("rejected %s from %s: %s", pdu.event_id, origin, reason)
             await self._store_aside(pdu, "rejected", reason, before_row, before_new)
@@ -627,6 +632,19 @@ class FederationEventHandler:
             after_row = child.row
         await self._accept(snapshot, pdu, after_state, after_row, new_groups, by_power)
         return Outcome(pdu.event_id, "accepted")
+
+    async def _partial_auth_state(
+        self, pdu: Pdu, before: Mapping[StateKey, EventID]
+    ) -> dict[StateKey, EventID]:
+        """Step 5's state while the room's state is partial: the resolution of the
+        (partial) state before the event with the event's own auth events, as Synapse's
+        ``_check_event_auth``. The partial state may lack the sender's membership, so the
+        auth events stand in for what it lacks, yet the power levels, bans and join rules
+        known here win where resolution says so: a demoted or banned member cannot act by
+        citing its old power or old join."""
+        have = await self._state.get_pdus(pdu.auth_event_ids)
+        claimed = {p.state_tuple: e for e, p in have.items() if p.is_state()}
+        return await self._resolver.resolve(pdu.room_version, [dict(before), claimed])
 
     async def _soft_fail_state(
         self,
