@@ -581,3 +581,130 @@ async def test_servers_in_room_are_validated(
         await _send(peyvand_client, alice, room.room_id, "to the servers kept")
         await fake.wait_for_pdu(lambda p: p.get("content", {}).get("body") == "to the servers kept")
     assert "servers_in_room: left out 6 invalid names and 0 beyond the first 5000" in peyvand.log()
+
+
+async def test_a_state_event_failing_against_the_full_state_leaves_the_state(
+    peyvand: HomeserverProcess, peyvand_client: MatrixClient, fake: FakeServer
+) -> None:
+    """A member banned before the join (the ban is a member event: the partial state
+    lacks it) renames the room citing its old join: accepted while partial (as in
+    Synapse). Once the state is complete the rename fails against the full state before
+    it and leaves the room's state, for the events after it too."""
+    room, gate = _host_room(fake, FAKE_MEMBERS)
+    creator, mallory = fake.user("creator"), fake.user("member1")
+    create = room.state[("m.room.create", "")]
+    mallory_join = room.state[("m.room.member", mallory)]
+    raised = fake.make_pdu(
+        None,
+        room.room_id,
+        creator,
+        "m.room.power_levels",
+        {"users": {creator: 100, mallory: 50}},
+        "",
+    )
+    fake.track(raised)
+    fake.track(
+        fake.make_pdu(None, room.room_id, creator, "m.room.member", {"membership": "ban"}, mallory)
+    )
+    async with asyncio.timeout(TIMEOUT_SECONDS):
+        alice = await _join_partial(peyvand, peyvand_client, fake, room)
+        rename = fake.make_pdu(
+            None,
+            room.room_id,
+            mallory,
+            "m.room.name",
+            {"name": "hijacked"},
+            "",
+            auth_events=[create, raised.event_id, mallory_join],
+        )
+        status, answer = await fake.send_pdus([rename])
+        assert (status, answer["pdus"]) == (200, {rename.event_id: {}})
+        name = await _state_content(peyvand_client, alice, room.room_id, "m.room.name")
+        assert name == {"name": "hijacked"}
+        gate["open"] = True
+        await _joined(peyvand_client, alice, room.room_id)  # waits for the full state
+        name = await _state_content(peyvand_client, alice, room.room_id, "m.room.name")
+        assert name == {"name": "partial on a fake"}
+        # An event after the rename does not bring it back.
+        after = fake.make_pdu(
+            None, room.room_id, creator, "m.room.message", {"msgtype": "m.text", "body": "later"}
+        )
+        status, answer = await fake.send_pdus([after])
+        assert (status, answer["pdus"]) == (200, {after.event_id: {}})
+        await _wait_for_body(peyvand_client, alice, room.room_id, "later")
+        name = await _state_content(peyvand_client, alice, room.room_id, "m.room.name")
+        assert name == {"name": "partial on a fake"}
+    log = peyvand.log()
+    assert f"{rename.event_id}, received while {room.room_id} was partial, fails" in log
+
+
+async def test_the_resync_leaves_out_events_rejected_here(
+    peyvand: HomeserverProcess, peyvand_client: MatrixClient, fake: FakeServer
+) -> None:
+    """A kick this server rejected while partial (its sender demoted before the join)
+    passes against its own auth events; a resident naming it in the state at the join
+    (``/state_ids``) does not bring it back: it stays out of the room's state."""
+    room, _gate = _host_room(fake, FAKE_MEMBERS)
+    creator, mod, victim = fake.user("creator"), fake.user("member0"), fake.user("member2")
+    create = room.state[("m.room.create", "")]
+    victim_join = room.state[("m.room.member", victim)]
+    raised = fake.make_pdu(
+        None, room.room_id, creator, "m.room.power_levels", {"users": {creator: 100, mod: 50}}, ""
+    )
+    fake.track(raised)
+    fake.track(
+        fake.make_pdu(
+            None, room.room_id, creator, "m.room.power_levels", {"users": {creator: 100}}, ""
+        )
+    )
+    at_join = sorted(room.state.values())
+    served: list[str] = []  # empty: refused
+
+    def state_ids(request: FakeRequest) -> tuple[int, Any]:
+        if not served:
+            return 500, {"errcode": "M_UNKNOWN", "error": "not now"}
+        chain = _auth_closure(fake, served) - set(served)
+        return 200, {"pdu_ids": served, "auth_chain_ids": sorted(chain)}
+
+    fake.on("GET", "/_matrix/federation/v1/state_ids/{room_id}", state_ids)
+    async with asyncio.timeout(TIMEOUT_SECONDS):
+        alice = await _join_partial(peyvand, peyvand_client, fake, room)
+        kick = fake.make_pdu(
+            None,
+            room.room_id,
+            mod,
+            "m.room.member",
+            {"membership": "leave"},
+            victim,
+            auth_events=[create, raised.event_id, room.state[("m.room.member", mod)], victim_join],
+        )
+        status, answer = await fake.send_pdus([kick])
+        assert "error" in answer["pdus"][kick.event_id], (status, answer)
+        # The resident lies: the kick instead of the victim's join, in the state at the join.
+        served.extend(kick.event_id if e == victim_join else e for e in at_join)
+        joined = await _joined(peyvand_client, alice, room.room_id)
+        path = f"rooms/{quote(room.room_id)}/state/m.room.member/{quote(victim)}"
+        member = await peyvand_client.request("GET", path, token=alice)
+    assert member.status == 404, member.body
+    assert victim not in joined
+    assert f"{room.room_id} has its full state" in peyvand.log()
+
+
+async def test_the_resync_keeps_trying_past_any_number_of_rounds(
+    peyvand: HomeserverProcess, peyvand_client: MatrixClient, fake: FakeServer
+) -> None:
+    """The resident refuses ``/state_ids`` for more rounds than any bound (backoff capped,
+    short on the test network): the resync keeps asking and completes once it answers,
+    without a restart."""
+    room, gate = _host_room(fake, FAKE_MEMBERS)
+    async with asyncio.timeout(TIMEOUT_SECONDS):
+        alice = await _join_partial(peyvand, peyvand_client, fake, room)
+        for _ in range(TIMEOUT_SECONDS * 10):
+            if len(fake.requests("GET", "/_matrix/federation/v1/state_ids/")) >= 12:
+                break
+            await asyncio.sleep(0.1)
+        assert f"{room.room_id} has its full state" not in peyvand.log()
+        gate["open"] = True
+        joined = await _joined(peyvand_client, alice, room.room_id)
+    assert len(joined) == FAKE_MEMBERS + 1
+    assert f"the state of {room.room_id} is still partial after 8 rounds" in peyvand.log()

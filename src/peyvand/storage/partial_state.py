@@ -6,7 +6,7 @@ completion numbered in a stream of its own (migration 031) that /sync reads."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from peyvand.events.pdu import StateKey
 from peyvand.storage.database import Database
@@ -31,7 +31,10 @@ class CompletedState:
     base group): the groups built on them inherit it, and a group that set a key since
     keeps its own value. ``current``: current-state rows to write as ``(key, event ID,
     membership)``, with ``stream_ordering``; ``new_group``: the room's new current group
-    (its delta: what resolving the forward extremities with the full state changed)."""
+    (its delta: what resolving the forward extremities with the full state changed).
+    ``failed``: state events received while partial that fail against the full state,
+    each with what its key held before it: every state group of the room holding one
+    holds that instead (nothing, for None), as if it had been rejected on receipt."""
 
     room_id: RoomID
     since_group: int
@@ -39,6 +42,7 @@ class CompletedState:
     current: Sequence[tuple[StateKey, EventID, str | None]]
     stream_ordering: int
     new_group: NewStateGroup
+    failed: Mapping[EventID, EventID | None] = field(default_factory=dict)
 
 
 class PartialStateStore:
@@ -131,6 +135,16 @@ class PartialStateStore:
                 "UPDATE rooms SET current_state_group = $2 WHERE room_id = $1",
                 done.room_id,
                 group.state_group,
+            )
+            # Then the failed events leave every group (a child group's row naming one
+            # takes its key's value before it; none before: the row goes).
+            await txn.executemany(
+                "UPDATE state_group_deltas SET event_id = $2 WHERE event_id = $1",
+                [(e, before) for e, before in done.failed.items() if before is not None],
+            )
+            await txn.executemany(
+                "DELETE FROM state_group_deltas WHERE event_id = $1",
+                [(e,) for e, before in done.failed.items() if before is None],
             )
             whole = await txn.fetch(
                 "SELECT state_group FROM state_groups"

@@ -177,6 +177,9 @@ def build_federation(
         transport.requests,
         check_signatures,
         functools.partial(timeline.notifier.advance, Stream.PARTIAL_STATE),
+        # On the test network (tests only) the resync's rounds follow each other fast.
+        first_backoff_seconds=0.05 if config.federation.test_network else 1.0,
+        max_backoff_seconds=0.2 if config.federation.test_network else 60.0,
     )
     handler = FederationEventHandler(
         state,

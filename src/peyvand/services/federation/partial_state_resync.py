@@ -5,19 +5,22 @@ One task per partial room (resumed at start-up for rooms still partial): ask a s
 in the room for the state at the join (``GET /state_ids``), fetch the events missing here
 in bulk (``/event`` for a few, ``/state`` for many), check them as on receipt
 (signatures, content hashes, the authorization rules against their own auth events, auth
-parents first) and store them as outliers. The state the partial state lacked is then
-added to the room's state groups since the join, the current state becomes the
-resolution of the states after each forward extremity, the room stops being partial and
+parents first; events rejected here before stay out) and store them as outliers. Events
+received or sent meanwhile are checked again against the full state before them; the
+state the partial state lacked is then added to the room's state groups since the join,
+the state events that failed leave every group (their keys hold what they held before,
+as if rejected on receipt; the events stay in the timeline), the current state becomes
+the resolution of the states after each forward extremity, the room stops being partial,
 its waiters wake and its local members' /sync is told (the completion's position in a
-stream of its own, as Synapse's un-partial-stated rooms); events received meanwhile are
-checked again against their full state before them (a failure is logged; the event stays
-in the timeline, where Synapse would mark it rejected). A failing server is followed by
-the next of ``servers_in_room``; rounds of attempts are bounded in number and spaced out.
+stream of its own, as Synapse's un-partial-stated rooms). A failing server is followed
+by the next of ``servers_in_room``; rounds of attempts go on while the server runs,
+each attempt bounded in time, spaced by a capped backoff.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -42,8 +45,9 @@ logger = logging.getLogger(__name__)
 _MAX_STATE_IDS: Final = 250_000  # state and auth chain IDs one answer may name
 _FETCH_ONE_BY_ONE: Final = 50  # up to this many missing events: /event each, else /state
 _CONCURRENT_FETCHES: Final = 8
-_MAX_ROUNDS: Final = 8  # rounds over every server before giving up until the next start
-_MAX_BACKOFF_SECONDS: Final = 60.0
+_MAX_BACKOFF_SECONDS: Final = 60.0  # between rounds over every server, retried forever
+_ATTEMPT_SECONDS: Final = 600.0  # getting the state from one server, fetches and checks
+_WARN_EVERY_ROUNDS: Final = 8  # failed rounds between two warnings
 _MAX_RECHECKED: Final = 10_000  # events received while partial, checked again
 _SLICE: Final = 200  # events parsed or verified between two yields to the event loop
 
@@ -79,6 +83,7 @@ class PartialStateResync:
         on_completed: CompletionListener,
         *,
         first_backoff_seconds: float = 1.0,
+        max_backoff_seconds: float = _MAX_BACKOFF_SECONDS,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._server_name = server_name
@@ -93,6 +98,7 @@ class PartialStateResync:
         # One completion at a time: each takes the completion stream's next position.
         self._completing = asyncio.Lock()
         self._first_backoff = first_backoff_seconds
+        self._max_backoff = max_backoff_seconds
         self._clock = clock
         self._tasks: dict[RoomID, BackgroundTask] = {}
 
@@ -149,22 +155,34 @@ class PartialStateResync:
     # -- the resync ----------------------------------------------------------------------
 
     async def _run(self, room_id: RoomID) -> None:
-        backoff = self._first_backoff
-        for _ in range(_MAX_ROUNDS):
-            room = self._rooms.get(room_id)
-            if room is None:
-                return
-            for server in self._servers(room):
-                try:
-                    await self._resync_from(server, room)
+        """Rounds over the room's servers until one gives the full state, for as long as
+        the server runs (as Synapse's ``_sync_partial_state_room``, which keeps trying
+        while there are servers to ask): each attempt bounded in time, the rounds spaced
+        by a backoff doubling up to ``max_backoff_seconds``, so neither a hostile nor a
+        flaky resident keeps the room partial until a restart. The finished task is
+        dropped."""
+        try:
+            backoff = self._first_backoff
+            for rounds in itertools.count(1):
+                room = self._rooms.get(room_id)
+                if room is None:
                     return
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    logger.info("resync of %s from %s failed: %s", room_id, server, exc)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, _MAX_BACKOFF_SECONDS)
-        logger.warning("the state of %s stays partial until the next start", room_id)
+                for server in self._servers(room):
+                    try:
+                        await self._resync_from(server, room)
+                        return
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception as exc:
+                        logger.info("resync of %s from %s failed: %s", room_id, server, exc)
+                if rounds % _WARN_EVERY_ROUNDS == 0:
+                    logger.warning(
+                        "the state of %s is still partial after %d rounds", room_id, rounds
+                    )
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self._max_backoff)
+        finally:
+            self._tasks.pop(room_id, None)
 
     def _servers(self, room: PartialStateRoom) -> list[ServerName]:
         """The server joined through first, then the others in the room at the join and
@@ -176,6 +194,16 @@ class PartialStateResync:
         return list(servers)
 
     async def _resync_from(self, server: ServerName, room: PartialStateRoom) -> None:
+        """Get the full state at the join from ``server`` (bounded in time: a server
+        answering slowly cannot hold the resync up), then complete the room with it."""
+        async with asyncio.timeout(_ATTEMPT_SECONDS):
+            full = await self._full_state_from(server, room)
+        await self._complete(room, full, server)
+
+    async def _full_state_from(
+        self, server: ServerName, room: PartialStateRoom
+    ) -> dict[StateKey, EventID]:
+        """The state at the join as ``server`` gives it, each event checked."""
         snapshot = await self._state.get_room(room.room_id)
         if snapshot is None:
             raise ValueError("the room is gone")
@@ -188,9 +216,13 @@ class PartialStateResync:
         wanted = set(state_ids) | set(auth_ids)
         held = await self._state.get_pdus(wanted)
         fetched = await self._fetch(server, room, version, wanted - held.keys())
+        # Events rejected here before stay rejected (as in Synapse): out of the state,
+        # and what cites them falls with them.
+        held_rejected = {e for e, p in held.items() if p.rejected_reason is not None}
+        usable = {e: p for e, p in held.items() if e not in held_rejected}
         # Pure CPU work: in the executor, so the server answers requests meanwhile.
-        rejected = await asyncio.get_running_loop().run_in_executor(
-            None, check_auth_chain, {**held, **fetched}
+        rejected = held_rejected | await asyncio.get_running_loop().run_in_executor(
+            None, check_auth_chain, {**usable, **fetched}
         )
         await self._events.persist_outliers(
             [
@@ -198,15 +230,17 @@ class PartialStateResync:
                 for e, p in fetched.items()
             ]
         )
-        events = {**held, **fetched}
+        events = {**usable, **fetched}
         full: dict[StateKey, EventID] = {}
         for event_id in state_ids:
-            pdu = events[event_id]
-            if event_id not in rejected and pdu.is_state() and pdu.room_id == room.room_id:
+            pdu = events.get(event_id)
+            if pdu is None or event_id in rejected:
+                continue
+            if pdu.is_state() and pdu.room_id == room.room_id:
                 full[pdu.state_tuple] = event_id
         if ("m.room.create", "") not in full:
             raise ValueError("the state has no create event")
-        await self._complete(room, full, server)
+        return full
 
     async def _fetch(
         self,
@@ -259,8 +293,9 @@ class PartialStateResync:
     async def _complete(
         self, room: PartialStateRoom, full: Mapping[StateKey, EventID], server: ServerName
     ) -> None:
-        """Add what the partial state lacked, re-derive the current state, drop the mark
-        and wake the waiters; then check the events received meanwhile again."""
+        """Check the events received or sent since the join against their full state,
+        add what the partial state lacked, re-derive the current state without the
+        state events that fail, drop the mark and wake the waiters."""
         snapshot = await self._state.get_room(room.room_id)
         join = await self._state.get_event(room.join_event_id)
         if snapshot is None or join is None:
@@ -274,7 +309,8 @@ class PartialStateResync:
             )
             partial_before = await self._state.state_ids_at_group(since)
             missing = {k: e for k, e in full.items() if k not in partial_before}
-            current, new_group = await self._current_state(snapshot, missing)
+            failed = await self._recheck_since(room.room_id, join, missing)
+            current, new_group = await self._current_state(snapshot, missing, failed)
             changed = {k: e for k, e in current.items() if snapshot.state.get(k) != e}
             members = await self._state.get_pdus(
                 e for k, e in changed.items() if k[0] == "m.room.member"
@@ -290,40 +326,50 @@ class PartialStateResync:
                     ],
                     stream_ordering=join.stream_ordering,
                     new_group=new_group,
+                    failed=failed,
                 )
             )
             self._state.forget_state_deltas()
             self._state.forget_room(room.room_id)
-            local = snapshot.joined_on(self._server_name)
-        # No await between the two: a sync that finds the room complete has a token
-        # before this position, so its next sync still shows the room as newly joined.
         self._rooms.completed(room.room_id)
+        completed = await self._state.get_room(room.room_id)
+        local = completed.joined_on(self._server_name) if completed is not None else ()
         self._on_completed(position, local)
         logger.info("%s has its full state (%d events, from %s)", room.room_id, len(full), server)
-        await self._recheck_since(room.room_id, join)
 
     async def _current_state(
-        self, snapshot: RoomSnapshot, missing: Mapping[StateKey, EventID]
+        self,
+        snapshot: RoomSnapshot,
+        missing: Mapping[StateKey, EventID],
+        failed: Mapping[EventID, EventID | None],
     ) -> tuple[dict[StateKey, EventID], NewStateGroup]:
         """The resolution of the states after each forward extremity, with the state the
-        join lacked, and a new current group holding it. A new group even when nothing
-        but the missing state changed: what is kept per current group (a sync's room
-        summary, for one) must not outlive the partial state."""
-        current = {**missing, **snapshot.state}
+        join lacked and without the state events that failed the re-check (each replaced
+        by what its key held before it), and a new current group holding it. A new group
+        even when nothing but the missing state changed: what is kept per current group
+        (a sync's room summary, for one) must not outlive the partial state."""
+        current = _without_failed({**missing, **snapshot.state}, failed)
         if len(snapshot.extremities) > 1:
             states = [
-                {**missing, **await self._resolver.state_after(e)} for e in snapshot.extremities
+                _without_failed({**missing, **await self._resolver.state_after(e)}, failed)
+                for e in snapshot.extremities
             ]
             current = await self._resolver.resolve(snapshot.room_version, states)
         completed = {**missing, **snapshot.state}
         changes = {k: e for k, e in current.items() if completed.get(k) != e}
         return current, await self._state.child_state_group(snapshot.state_group, changes)
 
-    async def _recheck_since(self, room_id: RoomID, join: StoredEvent) -> None:
+    async def _recheck_since(
+        self, room_id: RoomID, join: StoredEvent, missing: Mapping[StateKey, EventID]
+    ) -> dict[EventID, EventID | None]:
         """Check the events received or sent while the state was partial (received ones
-        authorised then by their auth events alone, local ones against the partial
-        state) against the full state before them; those that fail are logged and stay
-        in the timeline (Synapse marks received ones rejected)."""
+        authorised then against the partial state resolved with their auth events, local
+        ones against the partial state) against the full state before them (the state
+        after their first prev event with ``missing``), oldest first, as Synapse's
+        ``update_state_for_partial_state_event``. The state events that fail, each with
+        what its key held before it (None: nothing): they leave the room's state, as
+        rejected events do in Synapse; the events stay in the timeline. The auth checks
+        run in the executor, a slice at a time."""
         received = await self._events.get_room_events(
             room_id,
             after=join.stream_ordering,
@@ -332,7 +378,7 @@ class PartialStateResync:
             newest_first=False,
         )
         if not received:
-            return
+            return {}
         prevs = await self._state.get_dag_events(
             p for e in received for p in e.pdu.prev_event_ids[:1]
         )
@@ -340,31 +386,72 @@ class PartialStateResync:
         for event in received:
             prev = prevs.get(event.pdu.prev_event_ids[0]) if event.pdu.prev_event_ids else None
             if prev is not None:
-                by_group.setdefault(prev.state_group, set()).update(_auth_keys(event.pdu))
+                keys = by_group.setdefault(prev.state_group, set())
+                keys.update(_auth_keys(event.pdu))
+                if event.pdu.is_state():
+                    keys.add(event.pdu.state_tuple)  # what a failure reverts it to
         states = {
-            g: await self._state.state_ids_at_group(g, sorted(keys)) for g, keys in by_group.items()
+            g: {**missing, **await self._state.state_ids_at_group(g, sorted(keys))}
+            for g, keys in by_group.items()
         }
         pdus = await self._state.get_pdus(e for s in states.values() for e in s.values())
-        failed = 0
-        for event in received:
-            prev = prevs.get(event.pdu.prev_event_ids[0]) if event.pdu.prev_event_ids else None
-            if prev is None:
-                continue
-            before = states[prev.state_group]
-            auth_state = {k: pdus[e] for k, e in before.items() if e in pdus}
-            try:
-                check_auth_rules(event.pdu, auth_state)
-            except AuthError as exc:
-                failed += 1
-                logger.warning(
-                    "%s, received while %s was partial, fails against its full state: %s",
-                    event.pdu.event_id,
-                    room_id,
-                    exc.message,
-                )
+        checks = [
+            (event.pdu, states[prev.state_group])
+            for event in received
+            if event.pdu.prev_event_ids
+            and (prev := prevs.get(event.pdu.prev_event_ids[0])) is not None
+        ]
+        # Pure CPU work, thousands of checks: in the executor, so requests go on.
+        failures = await asyncio.get_running_loop().run_in_executor(None, _recheck, checks, pdus)
+        failed: dict[EventID, EventID | None] = {}
+        for pdu, reason, reverted in failures:
+            logger.warning(
+                "%s, received while %s was partial, fails against its full state: %s",
+                pdu.event_id,
+                room_id,
+                reason,
+            )
+            if pdu.is_state():
+                failed[pdu.event_id] = reverted
         logger.info("checked %d events received while %s was partial", len(received), room_id)
-        if failed:
-            logger.warning("%d of them fail against the full state", failed)
+        return failed
+
+
+def _recheck(
+    checks: Sequence[tuple[Pdu, Mapping[StateKey, EventID]]], pdus: Mapping[EventID, Pdu]
+) -> list[tuple[Pdu, str, EventID | None]]:
+    """Each event against the state before it, oldest first, without the state events
+    failed so far; the failures: the event, why, and what its key held before it. Pure
+    CPU work, for the executor."""
+    failed: dict[EventID, EventID | None] = {}
+    failures: list[tuple[Pdu, str, EventID | None]] = []
+    for pdu, state in checks:
+        before = _without_failed(state, failed)
+        try:
+            check_auth_rules(pdu, {k: pdus[e] for k, e in before.items() if e in pdus})
+        except AuthError as exc:
+            reverted = before.get(pdu.state_tuple) if pdu.is_state() else None
+            failures.append((pdu, exc.message, reverted))
+            if pdu.is_state():
+                failed[pdu.event_id] = reverted
+    return failures
+
+
+def _without_failed(
+    state: Mapping[StateKey, EventID], failed: Mapping[EventID, EventID | None]
+) -> dict[StateKey, EventID]:
+    """``state`` with each failed event replaced by what its key held before it (left
+    out where nothing did)."""
+    if not failed:
+        return dict(state)
+    clean: dict[StateKey, EventID] = {}
+    for key, event_id in state.items():
+        value: EventID | None = event_id
+        while value is not None and value in failed:
+            value = failed[value]
+        if value is not None:
+            clean[key] = value
+    return clean
 
 
 def _auth_keys(pdu: Pdu) -> Iterable[StateKey]:
