@@ -4,6 +4,9 @@ count of the rows after the read position would say."""
 
 from __future__ import annotations
 
+import asyncio
+import itertools
+import random
 from itertools import pairwise
 
 from peyvand.storage.database import Database
@@ -193,9 +196,9 @@ async def test_forgotten_events_leave_every_count_exact(database: Database) -> N
         + [exception(BOB, ROOM, n, -1, 0) for n in (4, 14)],
     )
     async with database.transaction() as txn:
-        await forget_events(txn, [event(3), event(5), event(1), event(12)])
+        await forget_events(txn, database.dialect, [event(3), event(5), event(1), event(12)])
     async with database.transaction() as txn:
-        await forget_events(txn, [event(2)])
+        await forget_events(txn, database.dialect, [event(2)])
     remaining = [n for n in range(1, 11) if n not in (1, 2, 3, 5)]
     for upto in range(0, 13):
         after = [n for n in remaining if n > upto]
@@ -225,3 +228,95 @@ async def test_forgotten_events_leave_every_count_exact(database: Database) -> N
         for prev, row in pairwise(in_thread):
             assert row[4] - prev[4] == 1
             assert row[5] - prev[5] == row[1]
+
+
+async def assert_counts_from_scratch(database: Database, users: list[UserID]) -> None:
+    """Every user's unread count in ``ROOM`` after each stored position is what a plain
+    count of the rows after it says (the running counts hold no stale sum)."""
+    store = PushActionStore(database)
+    rooms = await database.fetch(
+        "SELECT stream_ordering, highlight FROM push_room_notifications WHERE room_id = $1",
+        ROOM,
+    )
+    own = await database.fetch(
+        "SELECT user_id, stream_ordering, notify, highlight FROM push_user_exceptions"
+        " WHERE room_id = $1",
+        ROOM,
+    )
+    positions = sorted({0, *(int(r[0]) for r in rooms), *(int(r[1]) for r in own)})
+    for user in users:
+        for upto in positions:
+            mine = [r for r in own if r[0] == user and r[1] > upto]
+            expected = UnreadCount(
+                len([r for r in rooms if r[0] > upto]) + sum(int(r[2]) for r in mine),
+                sum(int(r[1]) for r in rooms if r[0] > upto) + sum(int(r[3]) for r in mine),
+            )
+            counts = await store.get_unread_counts(user, {ROOM: upto})
+            assert counts.get(ROOM, UnreadCount(0, 0)) == expected, (user, upto)
+
+
+async def test_a_write_waits_for_a_purge_of_its_room_to_commit(database: Database) -> None:
+    """A purge from the middle of a room, still open while a write into the room starts
+    (issue 15): the write waits for it, so its running counts go on from the purged
+    ones. Had it read the room's last row before the purge committed (PostgreSQL, READ
+    COMMITTED), its counts and every later one would still include the purged rows."""
+    await write(
+        database,
+        [room_row(ROOM, n, highlight=n % 3 == 0) for n in range(1, 11)],
+        [exception(ALICE, ROOM, n, 1, 1) for n in (3, 6, 9)],
+    )
+    async with database.transaction() as txn:
+        await forget_events(txn, database.dialect, [event(n) for n in (5, 6, 7)])
+        writing = asyncio.create_task(
+            write(
+                database,
+                [room_row(ROOM, 11, highlight=True), room_row(OTHER_ROOM, 12)],
+                [exception(ALICE, ROOM, 13, 1, 0)],
+            )
+        )
+        await asyncio.sleep(0.3)
+        assert not writing.done()
+    await writing
+    await assert_counts_from_scratch(database, [ALICE, BOB])
+    assert await PushActionStore(database).get_unread_counts(ALICE, {ROOM: 0}) == {
+        ROOM: UnreadCount(7 + 1 + 2 + 1, 2 + 1 + 2)
+    }
+
+
+async def test_purges_from_the_middle_during_concurrent_writes_keep_every_count(
+    database: Database,
+) -> None:
+    """Rounds of group commits into a room (room rows and two users' exceptions) while
+    events from the middle of it are purged: afterwards every count is exact."""
+    rng = random.Random(15)
+    positions = itertools.count(1)
+    stored: list[int] = []
+
+    def batch() -> tuple[list[RoomNotification], list[UserException]]:
+        rows, own = [], []
+        for _ in range(3):
+            n = next(positions)
+            stored.append(n)
+            rows.append(
+                room_row(ROOM, n, highlight=n % 4 == 0, thread_id="$t" if n % 3 else "main")
+            )
+            own.append(exception(ALICE if n % 2 else BOB, ROOM, n, rng.choice((-1, 1)), n % 2))
+        return rows, own
+
+    async def purge(event_ids: list[EventID]) -> None:
+        async with database.transaction() as txn:
+            await forget_events(txn, database.dialect, event_ids)
+
+    async def writer() -> None:
+        """Three group commits, one after the other as the one event writer makes them."""
+        for _ in range(3):
+            await write(database, *batch())
+
+    await write(database, *batch())
+    for _ in range(20):
+        # Two of the rows after the room's first remaining one: never the oldest.
+        doomed = rng.sample(stored[1:], 2)
+        for n in doomed:
+            stored.remove(n)
+        await asyncio.gather(purge([event(n) for n in doomed]), writer())
+    await assert_counts_from_scratch(database, [ALICE, BOB])

@@ -257,7 +257,7 @@ class PurgeStore:
             )
             where = f"event_id IN ({placeholders(len(ids))})"
             await txn.execute(f"DELETE FROM events WHERE {where}", *ids)
-            await forget_events(txn, ids)
+            await forget_events(txn, self._db.dialect, ids)
             await txn.execute(f"DELETE FROM event_expiry WHERE {where}", *ids)
             media = await _release_media(txn, ids)
         return PurgeResult(tuple(ids), media)

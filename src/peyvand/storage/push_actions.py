@@ -23,21 +23,33 @@ retried; they rely on a room's rows being inserted in stream order, which one wr
 committing in queue order, with positions allocated under the room's lock, guarantees.
 Purging an event deletes its rows and takes it out of the running counts of the rows
 after it (``forget_events``, one statement per room however many are purged).
+
+A purge runs beside the writer, and its fix-up must not interleave with an insert in the
+same room: under PostgreSQL's READ COMMITTED an insert reading the room's last row before
+the purge commits, or a purge updating the rows before the insert commits, leaves the new
+row's counts off by the purged rows, and every later count with it. So both take the
+room's lock first (``lock_rooms``: a transaction-scoped advisory lock per room on
+PostgreSQL; SQLite's one writer orders all transactions already), and each statement
+after it sees what the other committed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+import hashlib
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from peyvand.storage.database import Connection, Database, placeholders
+from peyvand.storage.database import Connection, Database, Dialect, placeholders
 from peyvand.types import EventID, RoomID, UserID
 
 # Rooms per counting statement (two parameters each) and ignored senders per statement:
 # together well under both backends' parameter limits.
 _ROOM_CHUNK: Final = 500
 _SENDER_CHUNK: Final = 500
+# The first key of the rooms' advisory locks ("PUSH"), the second being the room's hash:
+# the two-key form, apart from the one-key locks of other modules (storage/audit.py).
+_ROOM_LOCK_CLASS: Final = 0x50555348
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,7 +209,10 @@ class PushActionStore:
     ) -> None:
         """Add ``notifications`` and ``exceptions`` (each room's in stream order), then
         record ``read`` as read marks and delete the exceptions they cover, inside ``txn``
-        (the events' own group commit), one statement each."""
+        (the events' own group commit), one statement each, after taking the rooms'
+        locks (``lock_rooms``)."""
+        rooms = {n.room_id for n in notifications} | {e.room_id for e in exceptions}
+        await lock_rooms(txn, self._db.dialect, rooms | {r.room_id for r in read})
         if notifications:
             await txn.executemany(
                 _INSERT_ROOM,
@@ -303,16 +318,45 @@ class PushActionStore:
                 del counts[room_id]
 
 
-async def forget_events(txn: Connection, event_ids: Sequence[EventID]) -> None:
+def _room_lock_key(room_id: str) -> int:
+    """The second key of ``room_id``'s advisory lock: a signed 32-bit hash of its ID (two
+    rooms sharing one only wait for each other)."""
+    digest = hashlib.blake2b(room_id.encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+async def lock_rooms(txn: Connection, dialect: Dialect, room_ids: Iterable[str]) -> None:
+    """Hold the locks of ``room_ids``' running counts until ``txn`` ends, so that the
+    rooms' inserts and purges follow one another. PostgreSQL: advisory locks taken in key
+    order, so two transactions never wait for each other in a cycle. SQLite: nothing to
+    take, its one writer runs one transaction at a time."""
+    if dialect != "postgres":
+        return
+    keys = sorted({_room_lock_key(room_id) for room_id in room_ids})
+    if keys:
+        await txn.executemany(
+            "SELECT pg_advisory_xact_lock($1, $2)", [(_ROOM_LOCK_CLASS, key) for key in keys]
+        )
+
+
+async def forget_events(txn: Connection, dialect: Dialect, event_ids: Sequence[EventID]) -> None:
     """Delete the rows of purged ``event_ids`` (inside the purge's transaction) and take
     them out of the running counts of the rows after them, so counts across them stay
     exact: one statement per room and table, each later row written once. Purged rows
     with no remaining row before them (the usual purge of a room's oldest history) change
-    no later row: no count ever spans them."""
+    no later row: no count ever spans them. The rooms' locks (``lock_rooms``) are taken
+    first, before any of their rows changes."""
     if not event_ids:
         return
     where = f"event_id IN ({placeholders(len(event_ids))})"
-    rooms = await txn.fetch(
+    if dialect == "postgres":
+        rooms = await txn.fetch(
+            f"SELECT room_id FROM push_room_notifications WHERE {where}"
+            f" UNION SELECT room_id FROM push_user_exceptions WHERE {where}",
+            *event_ids,
+        )
+        await lock_rooms(txn, dialect, [r["room_id"] for r in rooms])
+    deleted = await txn.fetch(
         f"DELETE FROM push_room_notifications WHERE {where}"
         " RETURNING room_id, stream_ordering, thread_id, highlight",
         *event_ids,
@@ -323,7 +367,7 @@ async def forget_events(txn: Connection, event_ids: Sequence[EventID]) -> None:
         *event_ids,
     )
     gone: dict[tuple[bool, str], list[_Gone]] = {}
-    for r in rooms:
+    for r in deleted:
         gone.setdefault((True, r["room_id"]), []).append(
             ("", r["stream_ordering"], r["thread_id"], 1, int(r["highlight"]))
         )
