@@ -331,9 +331,11 @@ class PartialStateResync:
             )
             self._state.forget_state_deltas()
             self._state.forget_room(room.room_id)
-        self._rooms.completed(room.room_id)
         completed = await self._state.get_room(room.room_id)
         local = completed.joined_on(self._server_name) if completed is not None else ()
+        # No await between the two: a sync that finds the room complete has a token
+        # before this position, so its next sync still shows the room as newly joined.
+        self._rooms.completed(room.room_id)
         self._on_completed(position, local)
         logger.info("%s has its full state (%d events, from %s)", room.room_id, len(full), server)
 
