@@ -101,6 +101,7 @@ class PartialStateResync:
         self._max_backoff = max_backoff_seconds
         self._clock = clock
         self._tasks: dict[RoomID, BackgroundTask] = {}
+        self._rewrite_listeners: list[Callable[[RoomID], None]] = []
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -143,6 +144,12 @@ class PartialStateResync:
         task.start()
 
     # -- what /sync asks -----------------------------------------------------------------
+
+    def on_state_rewritten(self, listener: Callable[[RoomID], None]) -> None:
+        """Call ``listener`` with the room each time a completion rewrites state groups
+        of it that already existed (the missing state added, failed events taken out):
+        what is kept per state group elsewhere must be dropped."""
+        self._rewrite_listeners.append(listener)
 
     def is_partial(self, room_id: RoomID) -> bool:
         return self._rooms.is_partial(room_id)
@@ -331,6 +338,8 @@ class PartialStateResync:
             )
             self._state.forget_state_deltas()
             self._state.forget_room(room.room_id)
+            for listener in self._rewrite_listeners:
+                listener(room.room_id)
         completed = await self._state.get_room(room.room_id)
         local = completed.joined_on(self._server_name) if completed is not None else ()
         # No await between the two: a sync that finds the room complete has a token

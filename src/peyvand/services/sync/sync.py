@@ -111,6 +111,8 @@ class PartialStateSource(Protocol):
 
     async def completed_between(self, since: int, until: int) -> set[RoomID]: ...
 
+    def on_state_rewritten(self, listener: Callable[[RoomID], None]) -> None: ...
+
 
 UnreadCounts = Callable[[UserID, Sequence[RoomID]], Awaitable[dict[RoomID, JsonDict]]]
 
@@ -183,6 +185,8 @@ class SyncService:
         self._lazy_members = LazyMembersCache()
         self._summaries: LRU[tuple[RoomID, int], tuple[MemberSummary, bool]] = LRU(_SUMMARIES)
         self._state_keys: LRU[tuple[RoomID, int], tuple[StateKey, ...]] = LRU(_SUMMARIES)
+        if partial_state is not None:
+            partial_state.on_state_rewritten(self._forget_room_groups)
 
     async def sync(
         self,
@@ -645,6 +649,13 @@ class SyncService:
             cached = (members, named)
             self._summaries.put(key, cached)
         return room_summary(cached[0], user_id, named=cached[1])
+
+    def _forget_room_groups(self, room_id: RoomID) -> None:
+        """Drop what is kept per state group of ``room_id``: completing a partial state
+        rewrites groups that already existed."""
+        for cache in (self._summaries, self._state_keys):
+            for key in [k for k in cache if k[0] == room_id]:
+                cache.pop(key)
 
     async def _invited_room(self, room_id: RoomID, user_id: UserID) -> tuple[JsonDict, str | None]:
         """The room's stripped state and who sent the user's membership (the inviter)."""
