@@ -30,7 +30,10 @@ the purge commits, or a purge updating the rows before the insert commits, leave
 row's counts off by the purged rows, and every later count with it. So both take the
 room's lock first (``lock_rooms``: a transaction-scoped advisory lock per room on
 PostgreSQL; SQLite's one writer orders all transactions already), and each statement
-after it sees what the other committed.
+after it sees what the other committed. No deadlock: the writer takes them after storing
+its events and then writes only push rows of the rooms it holds and rows of its new
+events (expiry timers, the federation outbox); a purge takes them before it touches a
+push row. So neither waits for a row the other holds while that one waits for a lock.
 """
 
 from __future__ import annotations
