@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -136,6 +137,12 @@ class RoomSnapshot:
     def joined_on(self, server_name: ServerName) -> tuple[UserID, ...]:
         """The joined users of ``server_name`` (a copy)."""
         return tuple(self._on_server.get(server_name, ()))
+
+    def joined_on_view(self, server_name: ServerName) -> AbstractSet[UserID]:
+        """The joined users of ``server_name`` read in place, not copied: valid until
+        the membership next changes (to be used before any await)."""
+        users = self._on_server.get(server_name)
+        return frozenset() if users is None else users.keys()
 
     def joined_servers(self) -> frozenset[ServerName]:
         """The servers with a joined user (kept until a server joins or leaves)."""
