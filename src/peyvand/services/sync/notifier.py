@@ -8,7 +8,7 @@ database query: it just waits on a future.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from collections.abc import Set as AbstractSet
 
 from peyvand.services.sync.streams import Stream, StreamToken
@@ -24,18 +24,38 @@ class Notifier:
     def current_token(self) -> StreamToken:
         return self._current
 
-    def advance(self, stream: Stream, position: int, user_ids: Iterable[str]) -> None:
-        """Record ``stream`` at ``position`` and wake ``user_ids``' waiting syncs.
+    def advance(
+        self,
+        stream: Stream,
+        position: int,
+        user_ids: Iterable[str],
+        audiences: Sequence[AbstractSet[str]] = (),
+    ) -> None:
+        """Record ``stream`` at ``position`` and wake the waiting syncs of ``user_ids``
+        and of every user in ``audiences``.
 
-        Walks whichever is smaller, the users or those waiting: a message to a big room
-        few of whose members are syncing costs O(waiters), not O(members)."""
+        ``audiences`` are sets kept elsewhere and read in place, never copied (a room's
+        joined local members as its snapshot keeps them): the caller builds nothing per
+        member. Walks whichever is smaller, the users or those waiting: a message to a big
+        room few of whose members are syncing costs O(waiters), not O(members)."""
         if position > self._current.get(stream):
             self._current = self._current.advanced(stream, position)
         waiters = self._waiters
-        if isinstance(user_ids, AbstractSet) and len(waiters) < len(user_ids):
-            woken = [futures for user_id, futures in waiters.items() if user_id in user_ids]
+        sets = list(audiences)
+        if isinstance(user_ids, AbstractSet):
+            sets.append(user_ids)
+            woken: list[list[asyncio.Future[None]]] = []
         else:
             woken = [futures for user_id in user_ids if (futures := waiters.get(user_id))]
+        if len(waiters) < sum(len(users) for users in sets):
+            woken += [
+                futures
+                for user_id, futures in waiters.items()
+                if any(user_id in users for users in sets)
+            ]
+        else:
+            for users in sets:
+                woken += [futures for user_id in users if (futures := waiters.get(user_id))]
         for futures in woken:
             for future in futures:
                 _wake(future)

@@ -37,15 +37,16 @@ class EventDispatcher:
             rooms.add(pdu.room_id)
             if pdu.type == "m.room.member" and pdu.state_key:
                 users.add(UserID(pdu.state_key))
-        # The local members joined once the batch is applied, once per room (the snapshot
-        # keeps them per membership change): a batch of a hot room's messages costs one
-        # union, not a scan of the members per message.
-        for room_id in rooms:
-            snapshot = self._state.cached_room(room_id)
-            if snapshot is not None:
-                users.update(snapshot.joined_on(self._server_name))
+        # The local members joined once the batch is applied, once per room, as the
+        # snapshot keeps them (read in place by the notifier, which walks them or its
+        # waiters, whichever are fewer): a message to a big room copies no member list.
+        local_members = [
+            snapshot.joined_on_view(self._server_name)
+            for room_id in rooms
+            if (snapshot := self._state.cached_room(room_id)) is not None
+        ]
         newest = max(e.stream_ordering for e in batch)  # backfilled events count down
-        self._notifier.advance(Stream.EVENTS, newest, users)
+        self._notifier.advance(Stream.EVENTS, newest, users, local_members)
         for listener in self.listeners:
             listener(batch)
 
