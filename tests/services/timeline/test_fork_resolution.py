@@ -450,3 +450,46 @@ async def test_a_local_send_over_more_extremities_than_it_may_cite(tmp_path: Pat
         await there.receive(message)
         assert await there.state_at(message.event_id) == before
         assert await there.current(room_id) == (state, extremities)
+
+
+async def test_a_received_event_waiting_while_the_snapshot_is_replaced(tmp_path: Path) -> None:
+    """An event received while the room's snapshot is replaced (a partial-state resync
+    completing, a failed commit: ``forget_room`` under the room's lock, then a reload)
+    is applied to the room's new snapshot, not to the one it waited on: the room's
+    current state and extremities in memory include it, as stored."""
+    dag = _room()
+    rename = _sign(
+        dag.version,
+        ServerName("a.test"),
+        ALICE,
+        dag.join.room_id,
+        "m.room.name",
+        {"name": "while replaced"},
+        "",
+        [dag.join.event_id],
+        [dag.latest_power([dag.join.event_id]), dag.prefix[1].event_id],
+        dag.join.depth + 1,
+        T0,
+    )
+    room_id = dag.join.room_id
+    name: StateKey = ("m.room.name", "")
+    async with _receiver(tmp_path / "c.db") as receiver:
+        await receiver.join(dag)
+        old = await receiver.state.get_room(room_id)
+        assert old is not None
+        async with old.lock:
+            received = asyncio.create_task(receiver.receive(rename))
+            for _ in range(500):  # until it waits on the lock (bounded)
+                if old.lock._waiters:
+                    break
+                await asyncio.sleep(0.01)
+            assert old.lock._waiters, "the event never reached the room's lock"
+            receiver.state.forget_room(room_id)
+            new = await receiver.state.get_room(room_id)
+            assert new is not None and new is not old
+        await received
+        snapshot = await receiver.state.get_room(room_id)
+        assert snapshot is new
+        assert snapshot.state.get(name) == rename.event_id
+        assert snapshot.extremities == [rename.event_id]
+        assert await receiver.current(room_id) == (dict(snapshot.state), [rename.event_id])

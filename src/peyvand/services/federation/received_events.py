@@ -203,21 +203,30 @@ class FederationEventHandler:
         if fill_gaps:
             await self._fetch_missing_prev_events(origin, pdu)
         await self._ensure_auth_events(origin, [pdu])
-        snapshot = await self._state.get_room(pdu.room_id)
-        if snapshot is None:
-            raise DroppedPdu("unknown room")
-        # Decided before the states are read: they may be partial even if the room's
-        # state is completed meanwhile.
-        partial = self._partial_state is not None and self._partial_state.is_partial(pdu.room_id)
-        # The states after the prev events are immutable: work them out (fetching from
-        # other servers where needed) before taking the room's lock, which local sends
-        # wait on.
-        gap = not all([await self._have_in_dag(p) for p in pdu.prev_event_ids])
-        befores = [await self._state_after(origin, pdu.room_id, p) for p in pdu.prev_event_ids]
-        async with snapshot.lock:
-            if await self._known(pdu.event_id):
-                return Outcome(pdu.event_id, "duplicate")
-            return await self._apply(origin, snapshot, pdu, befores, partial=partial, gap=gap)
+        while True:
+            snapshot = await self._state.get_room(pdu.room_id)
+            if snapshot is None:
+                raise DroppedPdu("unknown room")
+            # Decided before the states are read: they may be partial even if the room's
+            # state is completed meanwhile.
+            partial = self._partial_state is not None and self._partial_state.is_partial(
+                pdu.room_id
+            )
+            # The states after the prev events are immutable: work them out (fetching from
+            # other servers where needed) before taking the room's lock, which local sends
+            # wait on.
+            gap = not all([await self._have_in_dag(p) for p in pdu.prev_event_ids])
+            befores = [await self._state_after(origin, pdu.room_id, p) for p in pdu.prev_event_ids]
+            async with snapshot.lock:
+                if self._state.is_forgotten(snapshot):
+                    # Replaced while we waited (a partial state completed, a failed
+                    # commit): moving this one would leave the room's new snapshot
+                    # without the event. Start again from the reloaded one (whose
+                    # completed state groups the states above may predate).
+                    continue
+                if await self._known(pdu.event_id):
+                    return Outcome(pdu.event_id, "duplicate")
+                return await self._apply(origin, snapshot, pdu, befores, partial=partial, gap=gap)
 
     # -- checks ------------------------------------------------------------------------
 
