@@ -230,12 +230,14 @@ class ReceiptService:
             if not await self._store.upsert_receipt(row, event.stream_ordering, position):
                 return False
             self._position = position
-            if row.receipt_type == READ_PRIVATE:
-                audience: Sequence[UserID] = (row.user_id,)
-            else:
+            # The room's joined users as its snapshot keeps them, read in place.
+            room = None
+            if row.receipt_type != READ_PRIVATE:
                 room = await self._state.get_room(row.room_id)
-                audience = room.joined_members() if room is not None else (row.user_id,)
-            self._notifier.advance(Stream.RECEIPTS, position, audience)
+            if room is None:
+                self._notifier.advance(Stream.RECEIPTS, position, (row.user_id,))
+            else:
+                self._notifier.advance(Stream.RECEIPTS, position, (), [room.joined_view()])
         return True
 
     async def _move_fully_read(self, user_id: UserID, room_id: RoomID, event: StoredEvent) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import heapq
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Set as AbstractSet
 
 from peyvand.background import BackgroundTask, periodic
 from peyvand.errors import forbidden
@@ -164,10 +165,11 @@ class TypingService:
     async def _changed(self, room_ids: Iterable[RoomID]) -> None:
         """Give the rooms' changes the next position and wake their joined members."""
         self._position = max(self._position + 1, self._wall_clock_ms())
-        members: set[UserID] = set()
+        # Each room's joined users as its snapshot keeps them, read in place (no copy).
+        members: list[AbstractSet[UserID]] = []
         for room_id in room_ids:
             self._changed_at[room_id] = self._position
             room = await self._state.get_room(room_id)
             if room is not None:
-                members.update(room.joined_members())
-        self._notifier.advance(Stream.TYPING, self._position, members)
+                members.append(room.joined_view())
+        self._notifier.advance(Stream.TYPING, self._position, (), members)

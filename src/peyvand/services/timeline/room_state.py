@@ -128,6 +128,10 @@ class RoomSnapshot:
         """The joined users (a copy: the caller may hold it across awaits)."""
         return tuple(self._joined)
 
+    def joined_view(self) -> AbstractSet[UserID]:
+        """The joined users read in place, not copied: it follows later changes."""
+        return self._joined.keys()
+
     def joined_count(self) -> int:
         return len(self._joined)
 
