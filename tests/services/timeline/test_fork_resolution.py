@@ -31,6 +31,8 @@ from peyvand.events.room_versions import ROOM_V10, ROOM_V12, RoomVersion
 from peyvand.events.signing import generate_signing_key
 from peyvand.federation.transport import FederationTransport
 from peyvand.services.federation.outbound_join import RemoteJoiner
+from peyvand.services.federation.partial_state import PartialStateRooms
+from peyvand.services.federation.partial_state_resync import PartialStateResync, StateSource
 from peyvand.services.federation.received_events import FederationEventHandler
 from peyvand.services.sync.notifier import Notifier
 from peyvand.services.sync.streams import StreamToken
@@ -41,6 +43,7 @@ from peyvand.services.timeline.room_index import RoomIndex
 from peyvand.services.timeline.room_state import StateService
 from peyvand.storage.events import EventStore
 from peyvand.storage.migrations import run_migrations
+from peyvand.storage.partial_state import PartialStateRoom, PartialStateStore
 from peyvand.storage.sqlite import SqliteDatabase
 from peyvand.types import EventID, RoomID, ServerName, UserID
 
@@ -282,6 +285,8 @@ class Receiver:
     handler: FederationEventHandler
     creation: EventCreationService
     joiner: RemoteJoiner
+    db: SqliteDatabase
+    store: EventStore
 
     async def join(self, dag: Dag) -> None:
         """Join as in ``send_join``: the room's state before Carol's join, then it."""
@@ -312,8 +317,11 @@ class Receiver:
 
 
 @asynccontextmanager
-async def _receiver(path: Path, server_name: ServerName = RECEIVER) -> AsyncIterator[Receiver]:
-    """A server: storage, state, group commit, the federation handler and local sends."""
+async def _receiver(
+    path: Path, server_name: ServerName = RECEIVER, remote: _NoRemote | None = None
+) -> AsyncIterator[Receiver]:
+    """A server: storage, state, group commit, the federation handler (asking ``remote``,
+    by default nothing) and local sends."""
     db = await SqliteDatabase.open(str(path))
     await run_migrations(db)
     store = EventStore(db)
@@ -330,7 +338,7 @@ async def _receiver(path: Path, server_name: ServerName = RECEIVER) -> AsyncIter
         state,
         store,
         _all_valid,
-        _NoRemote(),
+        remote if remote is not None else _NoRemote(),
         creation.allocate_stream,
         creation.persist,
         creation.allocate_backfill_stream,
@@ -348,7 +356,7 @@ async def _receiver(path: Path, server_name: ServerName = RECEIVER) -> AsyncIter
         creation.persist,
     )
     try:
-        yield Receiver(state, handler, creation, joiner)
+        yield Receiver(state, handler, creation, joiner, db, store)
     finally:
         await writer.stop()
         await db.close()
@@ -458,19 +466,7 @@ async def test_a_received_event_waiting_while_the_snapshot_is_replaced(tmp_path:
     is applied to the room's new snapshot, not to the one it waited on: the room's
     current state and extremities in memory include it, as stored."""
     dag = _room()
-    rename = _sign(
-        dag.version,
-        ServerName("a.test"),
-        ALICE,
-        dag.join.room_id,
-        "m.room.name",
-        {"name": "while replaced"},
-        "",
-        [dag.join.event_id],
-        [dag.latest_power([dag.join.event_id]), dag.prefix[1].event_id],
-        dag.join.depth + 1,
-        T0,
-    )
+    rename = _rename_after_join(dag)
     room_id = dag.join.room_id
     name: StateKey = ("m.room.name", "")
     async with _receiver(tmp_path / "c.db") as receiver:
@@ -493,3 +489,99 @@ async def test_a_received_event_waiting_while_the_snapshot_is_replaced(tmp_path:
         assert snapshot.state.get(name) == rename.event_id
         assert snapshot.extremities == [rename.event_id]
         assert await receiver.current(room_id) == (dict(snapshot.state), [rename.event_id])
+
+
+def _rename_after_join(dag: Dag) -> Pdu:
+    """Alice names the room right after Carol's join."""
+    return _sign(
+        dag.version,
+        ServerName("a.test"),
+        ALICE,
+        dag.join.room_id,
+        "m.room.name",
+        {"name": "while replaced"},
+        "",
+        [dag.join.event_id],
+        [dag.latest_power([dag.join.event_id]), dag.prefix[1].event_id],
+        dag.join.depth + 1,
+        T0,
+    )
+
+
+class _ReplacingBackfill(_NoRemote):
+    """Answers ``/backfill`` with ``history``, once the room's snapshot was replaced
+    (``forget_room``, then a reload) and ``rename`` applied to the new one meanwhile."""
+
+    def __init__(self, history: Sequence[Pdu], rename: Pdu) -> None:
+        self.history = history
+        self.rename = rename
+        self.receiver: Receiver | None = None
+
+    async def backfill(self, *args: Any) -> list[Any]:
+        assert self.receiver is not None
+        self.receiver.state.forget_room(self.rename.room_id)
+        await self.receiver.receive(self.rename)
+        return [dict(p.data) for p in self.history]
+
+
+async def test_a_backfill_while_the_snapshot_is_replaced(tmp_path: Path) -> None:
+    """History backfilled while the room's snapshot is replaced (and an event applied to
+    the new one) is stored with the new snapshot's forward extremities, not the ones of
+    the snapshot the backfill started from: the stored extremities keep that event."""
+    dag = _room()
+    rename = _rename_after_join(dag)
+    room_id = dag.join.room_id
+    remote = _ReplacingBackfill([dag.prefix[-1]], rename)
+    async with _receiver(tmp_path / "c.db", remote=remote) as receiver:
+        remote.receiver = receiver
+        await receiver.join(dag)
+        old = await receiver.state.get_room(room_id)
+        assert await receiver.handler.backfill(room_id, 10)
+        snapshot = await receiver.state.get_room(room_id)
+        assert snapshot is not None and snapshot is not old
+        assert snapshot.extremities == [rename.event_id]
+        assert await receiver.state.get_event(dag.prefix[-1].event_id) is not None
+        assert await receiver.current(room_id) == (dict(snapshot.state), [rename.event_id])
+
+
+async def test_a_completion_waiting_while_the_snapshot_is_replaced(tmp_path: Path) -> None:
+    """A partial-state completion that waited on the room's lock while the snapshot was
+    replaced (and an event applied to the new one) completes the new snapshot: the
+    room's new current state group holds that event, as its current state does (a
+    completion of the forgotten one derived the group without it)."""
+    dag = _room()
+    rename = _rename_after_join(dag)
+    room_id = dag.join.room_id
+    name: StateKey = ("m.room.name", "")
+    async with _receiver(tmp_path / "c.db") as receiver:
+        await receiver.join(dag)
+        resync = PartialStateResync(
+            RECEIVER,
+            PartialStateRooms(),
+            PartialStateStore(receiver.db),
+            receiver.store,
+            receiver.state,
+            cast(StateSource, None),
+            _all_valid,
+            lambda _position, _users: None,
+        )
+        room = PartialStateRoom(room_id, dag.join.event_id, ServerName("a.test"), ())
+        full = {p.state_tuple: p.event_id for p in dag.prefix}
+        old = await receiver.state.get_room(room_id)
+        assert old is not None
+        async with old.lock:
+            completing = asyncio.create_task(resync._complete(room, full, ServerName("a.test")))
+            for _ in range(500):  # until it waits on the lock (bounded)
+                if old.lock._waiters:
+                    break
+                await asyncio.sleep(0.01)
+            assert old.lock._waiters, "the completion never reached the room's lock"
+            receiver.state.forget_room(room_id)
+            await receiver.receive(rename)
+        await completing
+        snapshot = await receiver.state.get_room(room_id)
+        assert snapshot is not None
+        assert snapshot.state.get(name) == rename.event_id
+        group = snapshot.state_group.state_group
+        receiver.state.forget_room(room_id)  # the group's state, not the snapshot's
+        assert await receiver.state.state_ids_at_group(group) == snapshot.state

@@ -303,43 +303,22 @@ class PartialStateResync:
         """Check the events received or sent since the join against their full state,
         add what the partial state lacked, re-derive the current state without the
         state events that fail, drop the mark and wake the waiters."""
-        snapshot = await self._state.get_room(room.room_id)
         join = await self._state.get_event(room.join_event_id)
-        if snapshot is None or join is None:
-            raise ValueError("the room or its join is gone")
-        async with self._completing, snapshot.lock:
-            join_group = await self._state.state_group_row(join.state_group)
-            since = (
-                join_group.prev_group
-                if join_group.prev_group is not None
-                else join_group.state_group
-            )
-            partial_before = await self._state.state_ids_at_group(since)
-            missing = {k: e for k, e in full.items() if k not in partial_before}
-            failed = await self._recheck_since(room.room_id, join, missing)
-            current, new_group = await self._current_state(snapshot, missing, failed)
-            changed = {k: e for k, e in current.items() if snapshot.state.get(k) != e}
-            members = await self._state.get_pdus(
-                e for k, e in changed.items() if k[0] == "m.room.member"
-            )
-            position = await self._store.complete(
-                CompletedState(
-                    room_id=room.room_id,
-                    since_group=since,
-                    missing=missing,
-                    current=[
-                        (k, e, members[e].membership if e in members else None)
-                        for k, e in changed.items()
-                    ],
-                    stream_ordering=join.stream_ordering,
-                    new_group=new_group,
-                    failed=failed,
-                )
-            )
-            self._state.forget_state_deltas()
-            self._state.forget_room(room.room_id)
-            for listener in self._rewrite_listeners:
-                listener(room.room_id)
+        if join is None:
+            raise ValueError("the room's join is gone")
+        async with self._completing:
+            while True:
+                snapshot = await self._state.get_room(room.room_id)
+                if snapshot is None:
+                    raise ValueError("the room is gone")
+                async with snapshot.lock:
+                    if self._state.is_forgotten(snapshot):
+                        # Replaced while we waited (a failed commit): completing this
+                        # one would derive the current state without the events the
+                        # reloaded one holds. Start again from the reloaded one.
+                        continue
+                    position = await self._write_completion(room, full, join, snapshot)
+                    break
         completed = await self._state.get_room(room.room_id)
         local = completed.joined_on(self._server_name) if completed is not None else ()
         # No await between the two: a sync that finds the room complete has a token
@@ -347,6 +326,47 @@ class PartialStateResync:
         self._rooms.completed(room.room_id)
         self._on_completed(position, local)
         logger.info("%s has its full state (%d events, from %s)", room.room_id, len(full), server)
+
+    async def _write_completion(
+        self,
+        room: PartialStateRoom,
+        full: Mapping[StateKey, EventID],
+        join: StoredEvent,
+        snapshot: RoomSnapshot,
+    ) -> int:
+        """Store the completion over ``snapshot`` (the room's current one, its lock held)
+        and drop it from the cache: the completion's stream position."""
+        join_group = await self._state.state_group_row(join.state_group)
+        since = (
+            join_group.prev_group if join_group.prev_group is not None else join_group.state_group
+        )
+        partial_before = await self._state.state_ids_at_group(since)
+        missing = {k: e for k, e in full.items() if k not in partial_before}
+        failed = await self._recheck_since(room.room_id, join, missing)
+        current, new_group = await self._current_state(snapshot, missing, failed)
+        changed = {k: e for k, e in current.items() if snapshot.state.get(k) != e}
+        members = await self._state.get_pdus(
+            e for k, e in changed.items() if k[0] == "m.room.member"
+        )
+        position = await self._store.complete(
+            CompletedState(
+                room_id=room.room_id,
+                since_group=since,
+                missing=missing,
+                current=[
+                    (k, e, members[e].membership if e in members else None)
+                    for k, e in changed.items()
+                ],
+                stream_ordering=join.stream_ordering,
+                new_group=new_group,
+                failed=failed,
+            )
+        )
+        self._state.forget_state_deltas()
+        self._state.forget_room(room.room_id)
+        for listener in self._rewrite_listeners:
+            listener(room.room_id)
+        return position
 
     async def _current_state(
         self,

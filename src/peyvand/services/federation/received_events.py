@@ -461,32 +461,49 @@ class FederationEventHandler:
         except DroppedPdu as exc:
             logger.info("backfill from %s dropped: %s", origin, exc)
             return False
-        stored = []
-        async with snapshot.lock:
-            for pdu in sorted(pdus, key=lambda p: (-p.depth, p.event_id)):
-                if await self._auth_against_auth_events(pdu) is not None:
+        while True:
+            current = await self._state.get_room(snapshot.room_id)
+            if current is None:
+                return False
+            async with current.lock:
+                if self._state.is_forgotten(current):
+                    # Replaced while we waited (a partial state completed, a failed
+                    # commit): the extremities stored with the events must be the
+                    # reloaded snapshot's, else they undo what was applied to it.
                     continue
-                # Backfilled history saw no state here but its own auth events.
-                by_power = await self._redaction_by_power(pdu)
-                relates_to, rel_type = _relates_to(pdu)
-                stored.append(
-                    EventToPersist(
-                        pdu=pdu,
-                        stream_ordering=self._allocate_backfill_stream(),
-                        state_group=state_group,
-                        new_state_group=None,
-                        txn=None,
-                        relates_to=relates_to,
-                        rel_type=rel_type,
-                        new_extremities=tuple(snapshot.extremities),
-                        current_state_changes=(),
-                        was_outlier=pdu.event_id in await self._store.get_outliers([pdu.event_id]),
-                        redaction_by_power=by_power,
-                        redacted_by=await self._store.redaction_on_arrival(pdu),
-                    )
+                return await self._persist_backfilled(current, pdus, state_group)
+
+    async def _persist_backfilled(
+        self, snapshot: RoomSnapshot, pdus: Sequence[Pdu], state_group: int
+    ) -> bool:
+        """Store the backfilled ``pdus`` that pass their own auth events, with the room's
+        extremities unchanged (``snapshot`` is its current one, its lock held); whether
+        any were."""
+        stored = []
+        for pdu in sorted(pdus, key=lambda p: (-p.depth, p.event_id)):
+            if await self._auth_against_auth_events(pdu) is not None:
+                continue
+            # Backfilled history saw no state here but its own auth events.
+            by_power = await self._redaction_by_power(pdu)
+            relates_to, rel_type = _relates_to(pdu)
+            stored.append(
+                EventToPersist(
+                    pdu=pdu,
+                    stream_ordering=self._allocate_backfill_stream(),
+                    state_group=state_group,
+                    new_state_group=None,
+                    txn=None,
+                    relates_to=relates_to,
+                    rel_type=rel_type,
+                    new_extremities=tuple(snapshot.extremities),
+                    current_state_changes=(),
+                    was_outlier=pdu.event_id in await self._store.get_outliers([pdu.event_id]),
+                    redaction_by_power=by_power,
+                    redacted_by=await self._store.redaction_on_arrival(pdu),
                 )
-            if stored:
-                await self._enqueue(stored)
+            )
+        if stored:
+            await self._enqueue(stored)
         return bool(stored)
 
     # -- the DAG -----------------------------------------------------------------------
