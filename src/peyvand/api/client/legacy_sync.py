@@ -6,11 +6,13 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from peyvand.api.client.sync import abandoned, client_gone
 from peyvand.api.context import RequestContext, json_response
 from peyvand.api.routing import CLIENT_V3, RouteTable
 from peyvand.api.validation import query_bool, query_int
 from peyvand.errors import Errcode, MatrixError
 from peyvand.services.sync.legacy import DEFAULT_LIMIT, MAX_LIMIT
+from peyvand.services.sync.notifier import ClientGone, abandoned_when
 from peyvand.services.sync.streams import StreamToken
 from peyvand.types import RoomID
 
@@ -53,11 +55,15 @@ async def events(ctx: RequestContext) -> web.Response:
     query = ctx.query
     raw_from = query.get("from")
     raw_room = query.get("room_id")
-    result = await ctx.services.legacy_sync.events(
-        ctx.user,
-        from_token=StreamToken.parse(raw_from) if raw_from else None,
-        timeout_ms=min(query_int(query, "timeout", 30_000), MAX_TIMEOUT_MS),
-        limit=_limit(ctx, 1),
-        room_id=_room_id(raw_room) if raw_room is not None else None,
-    )
+    try:
+        with abandoned_when(lambda: client_gone(ctx.request)):
+            result = await ctx.services.legacy_sync.events(
+                ctx.user,
+                from_token=StreamToken.parse(raw_from) if raw_from else None,
+                timeout_ms=min(query_int(query, "timeout", 30_000), MAX_TIMEOUT_MS),
+                limit=_limit(ctx, 1),
+                room_id=_room_id(raw_room) if raw_room is not None else None,
+            )
+    except ClientGone:
+        return abandoned(ctx)
     return json_response(result)

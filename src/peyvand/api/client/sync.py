@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from aiohttp import web
 
 from peyvand.api.context import RequestContext, json_response
@@ -9,7 +11,10 @@ from peyvand.api.routing import CLIENT_V3, RouteTable
 from peyvand.api.validation import query_bool, query_int
 from peyvand.errors import Errcode, MatrixError
 from peyvand.services.sync.filtering import NO_FILTER, Filter, parse_filter, parse_filter_param
+from peyvand.services.sync.notifier import ClientGone, abandoned_when
 from peyvand.services.sync.streams import StreamToken
+
+logger = logging.getLogger(__name__)
 
 routes = RouteTable()
 
@@ -34,12 +39,31 @@ async def sync(ctx: RequestContext) -> web.Response:
                 raise MatrixError(Errcode.INVALID_PARAM, "No such filter")
             parsed = parse_filter(stored)
         sync_filter = parsed
-    async with ctx.services.presence.syncing(ctx.user.user_id, set_presence):
-        result = await ctx.services.sync.sync(
-            ctx.user,
-            StreamToken.parse(since) if since else None,
-            sync_filter=sync_filter,
-            timeout_ms=query_int(query, "timeout", 0) if since else 0,
-            full_state=query_bool(query, "full_state", False),
-        )
+    try:
+        with abandoned_when(lambda: client_gone(ctx.request)):
+            async with ctx.services.presence.syncing(ctx.user.user_id, set_presence):
+                result = await ctx.services.sync.sync(
+                    ctx.user,
+                    StreamToken.parse(since) if since else None,
+                    sync_filter=sync_filter,
+                    timeout_ms=query_int(query, "timeout", 0) if since else 0,
+                    full_state=query_bool(query, "full_state", False),
+                )
+    except ClientGone:
+        return abandoned(ctx)
     return json_response(result)
+
+
+def client_gone(request: web.Request) -> bool:
+    """Whether the connection ``request`` came on has closed (the client went away).
+
+    aiohttp cancels no handler on a disconnect (``handler_cancellation`` is off, so that
+    sends and uploads are never cut mid-way); long-polls ask this instead."""
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+def abandoned(ctx: RequestContext) -> web.Response:
+    """What a long-poll whose client went away returns: nothing anyone will read."""
+    logger.debug("long-poll of %s abandoned: its client disconnected", ctx.user.user_id)
+    return web.Response(status=499)

@@ -8,10 +8,36 @@ database query: it just waits on a future.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from collections.abc import Set as AbstractSet
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 from peyvand.services.sync.streams import Stream, StreamToken
+
+# How often a waiting long-poll checks whether its client is still connected: aiohttp
+# signals nothing to a handler when a bodiless request's connection closes.
+GONE_CHECK_SECONDS = 1.0
+
+# Whether the client of the long-poll running in this context has gone (set by the API
+# handler with ``abandoned_when``); None outside a request.
+_client_gone: ContextVar[Callable[[], bool] | None] = ContextVar("client_gone", default=None)
+
+
+class ClientGone(Exception):
+    """The long-poll's client disconnected while it waited: nobody will read an answer."""
+
+
+@contextmanager
+def abandoned_when(gone: Callable[[], bool]) -> Iterator[None]:
+    """Within this block, ``Notifier.wait_for_user`` raises ``ClientGone`` as soon as
+    ``gone()`` is true (checked every ``GONE_CHECK_SECONDS``), so a long-poll whose client
+    disconnected stops waiting and computes nothing (issue 15)."""
+    reset = _client_gone.set(gone)
+    try:
+        yield
+    finally:
+        _client_gone.reset(reset)
 
 
 class Notifier:
@@ -66,12 +92,31 @@ class Notifier:
         Callers compare ``current_token`` with what they have already seen right before
         calling (no await in between), so no wake-up can be missed. A waiting poll holds
         one future and one timer handle, nothing more (issue 15: memory per idle
-        long-poll)."""
+        long-poll). Raises ``ClientGone`` when the request's client disconnects (see
+        ``abandoned_when``)."""
+        gone = _client_gone.get()
+        if gone is not None and gone():
+            raise ClientGone
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         futures = self._waiters.setdefault(user_id, [])
         futures.append(future)
-        timer = loop.call_later(timeout_s, _wake, future)
+        if gone is None:
+            timer = loop.call_later(timeout_s, _wake, future)
+        else:
+            deadline = loop.time() + timeout_s
+
+            def check() -> None:
+                nonlocal timer
+                if gone():
+                    if not future.done():
+                        future.set_exception(ClientGone())
+                elif (remaining := deadline - loop.time()) <= 0:
+                    _wake(future)
+                else:
+                    timer = loop.call_later(min(remaining, GONE_CHECK_SECONDS), check)
+
+            timer = loop.call_later(min(timeout_s, GONE_CHECK_SECONDS), check)
         try:
             await future
         finally:
