@@ -28,10 +28,17 @@ import pytest
 
 from harness.client import Account, MatrixClient, new_session
 from harness.fake_server import FakeRequest, FakeRoom, FakeServer, q
+from harness.partial_state import (
+    auth_closure,
+    fake_members,
+    host_partial_room,
+    join_partially,
+    join_via,
+)
 from harness.server import HomeserverProcess
 from harness.synapse import SynapseProcess
 from harness.sync import sync
-from peyvand.events.room_versions import KNOWN_ROOM_VERSIONS
+from peyvand.events.pdu import Pdu
 
 TIMEOUT_SECONDS = 120
 SYNAPSE_MEMBERS = 50
@@ -79,6 +86,23 @@ async def _joined(client: MatrixClient, account: Account, room_id: str) -> set[s
     return set(answer.ok()["joined"])
 
 
+async def _join_via(client: MatrixClient, account: Account, room_id: str, server_name: str) -> None:
+    """``account`` joins ``room_id`` through ``server_name``; anything but 200 fails."""
+    status, answer = await join_via(client, account, room_id, server_name)
+    assert status == 200, f"expected 200, got {status}: {answer}"
+
+
+async def _public_room(client: MatrixClient, members: Sequence[Account]) -> str:
+    """A public room created by ``members[0]`` and joined by the others: its id."""
+    created = await client.request(
+        "POST", "createRoom", json={"preset": "public_chat"}, token=members[0]
+    )
+    room_id = str(created.ok()["room_id"])
+    for member in members[1:]:
+        (await client.request("POST", f"join/{quote(room_id)}", json={}, token=member)).ok()
+    return room_id
+
+
 def _log_since_last_start(server: HomeserverProcess) -> str:
     log = server.log()
     return log[log.rfind("--- starting peyvand serve") :]
@@ -118,15 +142,7 @@ async def test_join_a_synapse_room_with_partial_state(
         alice = await peyvand_client.register()
 
         started = time.monotonic()
-        (
-            await peyvand_client.request(
-                "POST",
-                f"join/{quote(room_id)}",
-                json={},
-                token=alice,
-                params={"server_name": synapse.server_name},
-            )
-        ).ok()
+        await _join_via(peyvand_client, alice, room_id, synapse.server_name)
         # At once: the user sends and reads.
         sent = await _send(peyvand_client, alice, room_id, "hello from a partial room")
         event = await peyvand_client.request(
@@ -179,25 +195,9 @@ async def test_peyvand_joins_peyvand_with_partial_state(
         )
         async with asyncio.timeout(TIMEOUT_SECONDS):
             residents = [await resident_client.register() for _ in range(PEYVAND_MEMBERS)]
-            created = await resident_client.request(
-                "POST", "createRoom", json={"preset": "public_chat"}, token=residents[0]
-            )
-            room_id = str(created.ok()["room_id"])
-            for member in residents[1:]:
-                joined = await resident_client.request(
-                    "POST", f"join/{quote(room_id)}", json={}, token=member
-                )
-                joined.ok()
+            room_id = await _public_room(resident_client, residents)
             carol = await joiner_client.register()
-            (
-                await joiner_client.request(
-                    "POST",
-                    f"join/{quote(room_id)}",
-                    json={},
-                    token=carol,
-                    params={"server_name": resident.server_name},
-                )
-            ).ok()
+            await _join_via(joiner_client, carol, room_id, resident.server_name)
             await _send(joiner_client, carol, room_id, "from the joiner")
             assert f"joined {room_id} with partial state" in joiner.log()
             everyone = {m.user_id for m in residents} | {carol.user_id}
@@ -221,112 +221,34 @@ def _host_room(
     as a resident server does: make_join, send_join omitting members (MSC3706), /event; and
     /state_ids only while ``gate["open"]``. ``others`` are in ``servers_in_room`` too and
     serve /event and /state_ids for the room, ungated; ``junk_servers`` follow them there."""
-    version = KNOWN_ROOM_VERSIONS["10"]
-    room_id = f"!partial{next(_txn)}:{fake.server_name}"
-    room = FakeRoom(room_id, version, {}, [], 0)
-    fake.rooms[room_id] = room
-    creator = fake.user("creator")
-    for event_type, state_key, content in (
-        ("m.room.create", "", {"creator": creator, "room_version": "10"}),
-        ("m.room.member", creator, {"membership": "join"}),
-        ("m.room.power_levels", "", {"users": {creator: 100}}),
-        ("m.room.join_rules", "", {"join_rule": "public"}),
-        ("m.room.history_visibility", "", {"history_visibility": "shared"}),
-        ("m.room.name", "", {"name": "partial on a fake"}),
-    ):
-        fake.track(fake.make_pdu(version, room_id, creator, event_type, content, state_key))
-    for i in range(members - 1):
-        user = fake.user(f"member{i}")
-        fake.track(
-            fake.make_pdu(version, room_id, user, "m.room.member", {"membership": "join"}, user)
-        )
+    hosted = host_partial_room(
+        fake,
+        f"!partial{next(_txn)}:{fake.server_name}",
+        members,
+        "partial on a fake",
+        servers_in_room=[*(o.server_name for o in others), *junk_servers],
+        with_auth_chain=True,
+    )
     gate = {"open": False}
-    state_at_join: dict[str, list[str]] = {}
-
-    def make_join(request: FakeRequest) -> tuple[int, Any]:
-        user = request.params["user_id"]
-        content = {"membership": "join"}
-        return 200, {
-            "room_version": "10",
-            "event": {
-                "room_id": room_id,
-                "type": "m.room.member",
-                "state_key": user,
-                "sender": user,
-                "content": content,
-                "prev_events": list(room.extremities),
-                "auth_events": fake.auth_events_for(room_id, "m.room.member", user, user, content),
-                "depth": room.depth + 1,
-                "origin_server_ts": int(time.time() * 1000),
-            },
-        }
-
-    def send_join(request: FakeRequest) -> tuple[int, Any]:
-        before = dict(room.state)
-        join = fake.remember(request.body, version)
-        state_at_join[join.event_id] = sorted(before.values())
-        fake.track(join)
-        kept = [e for k, e in before.items() if k[0] != "m.room.member" or k[1] == creator]
-        return 200, {
-            "event": dict(join.data),
-            "state": [fake.events[e] for e in kept],
-            "auth_chain": [fake.events[e] for e in _auth_closure(fake, kept) - set(kept)],
-            "members_omitted": True,
-            "servers_in_room": [
-                fake.server_name,
-                *(o.server_name for o in others),
-                *junk_servers,
-            ],
-        }
 
     def state_ids(request: FakeRequest) -> tuple[int, Any]:
         if not gate["open"]:
             return 500, {"errcode": "M_UNKNOWN", "error": "not now"}
-        return open_state_ids(request)
+        return hosted.state_ids(request)
 
-    def open_state_ids(request: FakeRequest) -> tuple[int, Any]:
-        ids = state_at_join.get(request.query["event_id"][0])
-        if ids is None:
-            return 404, {"errcode": "M_NOT_FOUND", "error": "unknown event"}
-        return 200, {"pdu_ids": ids, "auth_chain_ids": []}
-
-    fake.on("GET", "/_matrix/federation/v1/make_join/{room_id}/{user_id}", make_join)
-    fake.on("PUT", "/_matrix/federation/v2/send_join/{room_id}/{event_id}", send_join)
     fake.on("GET", "/_matrix/federation/v1/state_ids/{room_id}", state_ids)
     for other in others:
         other.events = fake.events  # the same room, the same events
-        other.on("GET", "/_matrix/federation/v1/state_ids/{room_id}", open_state_ids)
-    return room, gate
-
-
-def _auth_closure(fake: FakeServer, event_ids: Sequence[str]) -> set[str]:
-    """``event_ids`` and their auth events, transitively, from the fake's events."""
-    seen: set[str] = set()
-    todo = list(event_ids)
-    while todo:
-        event_id = todo.pop()
-        if event_id not in seen:
-            seen.add(event_id)
-            todo.extend(fake.events[event_id]["auth_events"])
-    return seen
+        other.on("GET", "/_matrix/federation/v1/state_ids/{room_id}", hosted.state_ids)
+    return hosted.room, gate
 
 
 async def test_a_restart_during_partial_state_resumes_the_resync(
     peyvand: HomeserverProcess, peyvand_client: MatrixClient, fake: FakeServer
 ) -> None:
     room, gate = _host_room(fake, FAKE_MEMBERS)
-    alice = await peyvand_client.register()
     async with asyncio.timeout(TIMEOUT_SECONDS):
-        (
-            await peyvand_client.request(
-                "POST",
-                f"join/{quote(room.room_id)}",
-                json={},
-                token=alice,
-                params={"server_name": fake.server_name},
-            )
-        ).ok()
-        assert f"joined {room.room_id} with partial state" in peyvand.log()
+        alice = await join_partially(peyvand, peyvand_client, fake, room)
         await _send(peyvand_client, alice, room.room_id, "sent while partial")
         await fake.wait_for_pdu(lambda p: p.get("content", {}).get("body") == "sent while partial")
         # A member whose join the partial state lacks speaks: authorised by its auth
@@ -354,11 +276,8 @@ async def test_a_restart_during_partial_state_resumes_the_resync(
             await asyncio.sleep(0.1)
         await asyncio.to_thread(peyvand.kill_and_restart)
         gate["open"] = True
-        members = {fake.user("creator")} | {
-            fake.user(f"member{i}") for i in range(FAKE_MEMBERS - 1)
-        }
         joined = await _joined(peyvand_client, alice, room.room_id)
-        assert joined == members | {alice.user_id}
+        assert joined == fake_members(fake, FAKE_MEMBERS) | {alice.user_id}
     assert f"{room.room_id} has its full state" in _log_since_last_start(peyvand)
     assert await _bodies(peyvand_client, alice, room.room_id) == ["sent while partial", "hi"]
     assert f"while {room.room_id} was partial, fails against" not in peyvand.log()
@@ -439,18 +358,9 @@ async def test_the_resync_falls_back_to_the_other_servers_in_the_room(
         room, _ = _host_room(fake, FAKE_MEMBERS, [other])
         alice = await peyvand_client.register()
         async with asyncio.timeout(TIMEOUT_SECONDS):
-            (
-                await peyvand_client.request(
-                    "POST",
-                    f"join/{quote(room.room_id)}",
-                    json={},
-                    token=alice,
-                    params={"server_name": fake.server_name},
-                )
-            ).ok()
+            await _join_via(peyvand_client, alice, room.room_id, fake.server_name)
             joined = await _joined(peyvand_client, alice, room.room_id)
-    members = {fake.user("creator")} | {fake.user(f"member{i}") for i in range(FAKE_MEMBERS - 1)}
-    assert joined == members | {alice.user_id}
+    assert joined == fake_members(fake, FAKE_MEMBERS) | {alice.user_id}
     assert other.requests("GET", "/_matrix/federation/v1/state_ids/")
     log = peyvand.log()
     assert f"resync of {room.room_id} from {fake.server_name} failed" in log
@@ -467,25 +377,9 @@ async def test_synapse_joins_peyvand_with_partial_state(
     Synapse's resync from Peyvand (``/state_ids``, ``/state``) completes it."""
     residents = [await peyvand_client.register() for _ in range(PEYVAND_MEMBERS)]
     async with asyncio.timeout(TIMEOUT_SECONDS):
-        created = await peyvand_client.request(
-            "POST", "createRoom", json={"preset": "public_chat"}, token=residents[0]
-        )
-        room_id = str(created.ok()["room_id"])
-        for member in residents[1:]:
-            joined = await peyvand_client.request(
-                "POST", f"join/{quote(room_id)}", json={}, token=member
-            )
-            joined.ok()
+        room_id = await _public_room(peyvand_client, residents)
         bob = await synapse_client.register()
-        (
-            await synapse_client.request(
-                "POST",
-                f"join/{quote(room_id)}",
-                json={},
-                token=bob,
-                params={"server_name": peyvand.server_name},
-            )
-        ).ok()
+        await _join_via(synapse_client, bob, room_id, peyvand.server_name)
         everyone = {m.user_id for m in residents} | {bob.user_id}
         assert await _joined(synapse_client, bob, room_id) == everyone
     log = synapse.log()
@@ -493,22 +387,14 @@ async def test_synapse_joins_peyvand_with_partial_state(
     assert "omit_members=true" in log
 
 
-async def _join_partial(
-    peyvand: HomeserverProcess, client: MatrixClient, fake: FakeServer, room: FakeRoom
-) -> Account:
-    """A new local user joined to the fake's ``room``, whose state is then partial here."""
-    alice = await client.register()
-    (
-        await client.request(
-            "POST",
-            f"join/{quote(room.room_id)}",
-            json={},
-            token=alice,
-            params={"server_name": fake.server_name},
-        )
-    ).ok()
-    assert f"joined {room.room_id} with partial state" in peyvand.log()
-    return alice
+def _raise_to_50(fake: FakeServer, room: FakeRoom, user: str) -> Pdu:
+    """The creator's power levels giving ``user`` 50, tracked by the fake."""
+    creator = fake.user("creator")
+    raised = fake.make_pdu(
+        None, room.room_id, creator, "m.room.power_levels", {"users": {creator: 100, user: 50}}, ""
+    )
+    fake.track(raised)
+    return raised
 
 
 async def _state_content(
@@ -528,14 +414,11 @@ async def test_a_demoted_member_cannot_cite_its_old_power_while_partial(
     room, _gate = _host_room(fake, FAKE_MEMBERS)  # /state_ids refused: stays partial
     creator, mod = fake.user("creator"), fake.user("member0")
     create = room.state[("m.room.create", "")]
-    raised = fake.make_pdu(
-        None, room.room_id, creator, "m.room.power_levels", {"users": {creator: 100, mod: 50}}, ""
-    )
-    fake.track(raised)
+    raised = _raise_to_50(fake, room, mod)
     demoted = {"users": {creator: 100}}
     fake.track(fake.make_pdu(None, room.room_id, creator, "m.room.power_levels", demoted, ""))
     async with asyncio.timeout(TIMEOUT_SECONDS):
-        alice = await _join_partial(peyvand, peyvand_client, fake, room)
+        alice = await join_partially(peyvand, peyvand_client, fake, room)
         forged = fake.make_pdu(
             None,
             room.room_id,
@@ -577,7 +460,7 @@ async def test_servers_in_room_are_validated(
     junk = ["bad name", "evil.example/../x", "", 7, None, fake.server_name, "a" * 300]
     room, _gate = _host_room(fake, FAKE_MEMBERS, junk_servers=junk)
     async with asyncio.timeout(TIMEOUT_SECONDS):
-        alice = await _join_partial(peyvand, peyvand_client, fake, room)
+        alice = await join_partially(peyvand, peyvand_client, fake, room)
         await _send(peyvand_client, alice, room.room_id, "to the servers kept")
         await fake.wait_for_pdu(lambda p: p.get("content", {}).get("body") == "to the servers kept")
     assert "servers_in_room: left out 6 invalid names and 0 beyond the first 5000" in peyvand.log()
@@ -594,20 +477,12 @@ async def test_a_state_event_failing_against_the_full_state_leaves_the_state(
     creator, mallory = fake.user("creator"), fake.user("member1")
     create = room.state[("m.room.create", "")]
     mallory_join = room.state[("m.room.member", mallory)]
-    raised = fake.make_pdu(
-        None,
-        room.room_id,
-        creator,
-        "m.room.power_levels",
-        {"users": {creator: 100, mallory: 50}},
-        "",
-    )
-    fake.track(raised)
+    raised = _raise_to_50(fake, room, mallory)
     fake.track(
         fake.make_pdu(None, room.room_id, creator, "m.room.member", {"membership": "ban"}, mallory)
     )
     async with asyncio.timeout(TIMEOUT_SECONDS):
-        alice = await _join_partial(peyvand, peyvand_client, fake, room)
+        alice = await join_partially(peyvand, peyvand_client, fake, room)
         rename = fake.make_pdu(
             None,
             room.room_id,
@@ -648,10 +523,7 @@ async def test_the_resync_leaves_out_events_rejected_here(
     creator, mod, victim = fake.user("creator"), fake.user("member0"), fake.user("member2")
     create = room.state[("m.room.create", "")]
     victim_join = room.state[("m.room.member", victim)]
-    raised = fake.make_pdu(
-        None, room.room_id, creator, "m.room.power_levels", {"users": {creator: 100, mod: 50}}, ""
-    )
-    fake.track(raised)
+    raised = _raise_to_50(fake, room, mod)
     fake.track(
         fake.make_pdu(
             None, room.room_id, creator, "m.room.power_levels", {"users": {creator: 100}}, ""
@@ -663,12 +535,12 @@ async def test_the_resync_leaves_out_events_rejected_here(
     def state_ids(request: FakeRequest) -> tuple[int, Any]:
         if not served:
             return 500, {"errcode": "M_UNKNOWN", "error": "not now"}
-        chain = _auth_closure(fake, served) - set(served)
+        chain = auth_closure(fake, served) - set(served)
         return 200, {"pdu_ids": served, "auth_chain_ids": sorted(chain)}
 
     fake.on("GET", "/_matrix/federation/v1/state_ids/{room_id}", state_ids)
     async with asyncio.timeout(TIMEOUT_SECONDS):
-        alice = await _join_partial(peyvand, peyvand_client, fake, room)
+        alice = await join_partially(peyvand, peyvand_client, fake, room)
         kick = fake.make_pdu(
             None,
             room.room_id,
@@ -698,7 +570,7 @@ async def test_the_resync_keeps_trying_past_any_number_of_rounds(
     without a restart."""
     room, gate = _host_room(fake, FAKE_MEMBERS)
     async with asyncio.timeout(TIMEOUT_SECONDS):
-        alice = await _join_partial(peyvand, peyvand_client, fake, room)
+        alice = await join_partially(peyvand, peyvand_client, fake, room)
         for _ in range(TIMEOUT_SECONDS * 10):
             if len(fake.requests("GET", "/_matrix/federation/v1/state_ids/")) >= 12:
                 break

@@ -14,15 +14,14 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import time
 from typing import Any
 from urllib.parse import quote
 
-from harness.client import Account, MatrixClient
+from harness.client import MatrixClient
 from harness.fake_server import FakeRequest, FakeRoom, FakeServer
+from harness.partial_state import fake_members, host_partial_room, join_partially, join_via
 from harness.server import HomeserverProcess
 from harness.sync import LongPoll, sync, sync_since
-from peyvand.events.room_versions import KNOWN_ROOM_VERSIONS
 
 TIMEOUT_SECONDS = 120
 MEMBERS = 12
@@ -39,63 +38,14 @@ def _resident_room(
     ``banned`` users banned, served as a resident does: make_join, send_join omitting the
     member events (MSC3706), /event, and /state_ids at a join once the returned event is
     set (the room stays partial on the joining server until then)."""
-    version = KNOWN_ROOM_VERSIONS["10"]
-    room_id = f"!partialsync{next(_txn)}:{fake.server_name}"
-    room = FakeRoom(room_id, version, {}, [], 0)
-    fake.rooms[room_id] = room
-    creator = fake.user("creator")
-    for event_type, state_key, content in (
-        ("m.room.create", "", {"creator": creator, "room_version": "10"}),
-        ("m.room.member", creator, {"membership": "join"}),
-        ("m.room.power_levels", "", {"users": {creator: 100}}),
-        ("m.room.join_rules", "", {"join_rule": "public"}),
-        ("m.room.history_visibility", "", {"history_visibility": "shared"}),
-        ("m.room.name", "", {"name": "partial, then synced"}),
-    ):
-        fake.track(fake.make_pdu(version, room_id, creator, event_type, content, state_key))
-    for i in range(MEMBERS - 1):
-        user = fake.user(f"member{i}")
-        fake.track(
-            fake.make_pdu(version, room_id, user, "m.room.member", {"membership": "join"}, user)
-        )
-    for user in banned:
-        fake.track(
-            fake.make_pdu(version, room_id, creator, "m.room.member", {"membership": "ban"}, user)
-        )
+    hosted = host_partial_room(
+        fake,
+        f"!partialsync{next(_txn)}:{fake.server_name}",
+        MEMBERS,
+        "partial, then synced",
+        banned=banned,
+    )
     release = asyncio.Event()
-    state_at_join: dict[str, list[str]] = {}
-
-    def make_join(request: FakeRequest) -> tuple[int, Any]:
-        user = request.params["user_id"]
-        content = {"membership": "join"}
-        return 200, {
-            "room_version": "10",
-            "event": {
-                "room_id": room_id,
-                "type": "m.room.member",
-                "state_key": user,
-                "sender": user,
-                "content": content,
-                "prev_events": list(room.extremities),
-                "auth_events": fake.auth_events_for(room_id, "m.room.member", user, user, content),
-                "depth": room.depth + 1,
-                "origin_server_ts": int(time.time() * 1000),
-            },
-        }
-
-    def send_join(request: FakeRequest) -> tuple[int, Any]:
-        before = dict(room.state)
-        join = fake.remember(request.body, version)
-        state_at_join[join.event_id] = sorted(before.values())
-        fake.track(join)
-        kept = [e for k, e in before.items() if k[0] != "m.room.member" or k[1] == creator]
-        return 200, {
-            "event": dict(join.data),
-            "state": [fake.events[e] for e in kept],
-            "auth_chain": [],
-            "members_omitted": True,
-            "servers_in_room": [fake.server_name],
-        }
 
     async def state_ids(request: FakeRequest) -> tuple[int, Any]:
         try:
@@ -103,39 +53,14 @@ def _resident_room(
                 await release.wait()
         except TimeoutError:
             return 500, {"errcode": "M_UNKNOWN", "error": "not now"}
-        ids = state_at_join.get(request.query["event_id"][0])
-        if ids is None:
-            return 404, {"errcode": "M_NOT_FOUND", "error": "unknown event"}
-        return 200, {"pdu_ids": ids, "auth_chain_ids": []}
+        return hosted.state_ids(request)
 
-    fake.on("GET", "/_matrix/federation/v1/make_join/{room_id}/{user_id}", make_join)
-    fake.on("PUT", "/_matrix/federation/v2/send_join/{room_id}/{event_id}", send_join)
     fake.on("GET", "/_matrix/federation/v1/state_ids/{room_id}", state_ids)
-    return room, release
+    return hosted.room, release
 
 
 def _fake_members(fake: FakeServer) -> set[str]:
-    return {fake.user("creator")} | {fake.user(f"member{i}") for i in range(MEMBERS - 1)}
-
-
-async def _join(
-    client: MatrixClient, account: Account, room_id: str, via: str
-) -> tuple[int, dict[str, Any]]:
-    answer = await client.request(
-        "POST", f"join/{quote(room_id)}", json={}, token=account, params={"server_name": via}
-    )
-    return answer.status, answer.body
-
-
-async def _join_partially(
-    peyvand: HomeserverProcess, client: MatrixClient, fake: FakeServer, room: FakeRoom
-) -> Account:
-    """A new local user joined to ``room``, whose state is then partial here."""
-    alice = await client.register()
-    status, answer = await _join(client, alice, room.room_id, fake.server_name)
-    assert status == 200, answer
-    assert f"joined {room.room_id} with partial state" in peyvand.log()
-    return alice
+    return fake_members(fake, MEMBERS)
 
 
 def _members_in(section: dict[str, Any]) -> set[str]:
@@ -154,7 +79,7 @@ async def test_a_sync_without_lazy_loading_gets_the_room_once_its_state_is_compl
     room, release = _resident_room(fake)
     room_id = room.room_id
     async with asyncio.timeout(TIMEOUT_SECONDS):
-        alice = await _join_partially(peyvand, peyvand_client, fake, room)
+        alice = await join_partially(peyvand, peyvand_client, fake, room)
         sent = (
             await peyvand_client.request(
                 "PUT",
@@ -212,9 +137,9 @@ async def test_a_second_local_join_waits_for_the_full_state_and_is_checked_again
     room, release = _resident_room(fake, banned=(banned.user_id,))
     room_id = room.room_id
     async with asyncio.timeout(TIMEOUT_SECONDS):
-        alice = await _join_partially(peyvand, peyvand_client, fake, room)
+        alice = await join_partially(peyvand, peyvand_client, fake, room)
         joins = [
-            asyncio.create_task(_join(peyvand_client, user, room_id, fake.server_name))
+            asyncio.create_task(join_via(peyvand_client, user, room_id, fake.server_name))
             for user in (banned, carol)
         ]
         await asyncio.sleep(1)
