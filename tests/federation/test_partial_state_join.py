@@ -35,9 +35,11 @@ from harness.partial_state import (
     join_partially,
     join_via,
 )
+from harness.rooms import say
 from harness.server import HomeserverProcess
 from harness.synapse import SynapseProcess
 from harness.sync import sync
+from harness.timeline import message_bodies
 from peyvand.events.pdu import Pdu
 
 TIMEOUT_SECONDS = 120
@@ -47,35 +49,10 @@ PEYVAND_MEMBERS = 8
 _txn = itertools.count()
 
 
-async def _send(client: MatrixClient, account: Account, room_id: str, body: str) -> str:
-    path = f"rooms/{quote(room_id)}/send/m.room.message/p{next(_txn)}"
-    sent = await client.request(
-        "PUT", path, json={"msgtype": "m.text", "body": body}, token=account
-    )
-    return str(sent.ok()["event_id"])
-
-
-async def _bodies(client: MatrixClient, account: Account, room_id: str) -> list[str]:
-    """The room's m.text bodies, oldest first, from /messages."""
-    response = (
-        await client.request(
-            "GET",
-            f"rooms/{quote(room_id)}/messages",
-            token=account,
-            params={"dir": "b", "limit": "100"},
-        )
-    ).ok()
-    return [
-        e["content"]["body"]
-        for e in reversed(response["chunk"])
-        if e["type"] == "m.room.message" and isinstance(e["content"].get("body"), str)
-    ]
-
-
 async def _wait_for_body(client: MatrixClient, account: Account, room_id: str, body: str) -> None:
     """Wait until the room shows ``body`` (at most ``TIMEOUT_SECONDS``)."""
     for _ in range(TIMEOUT_SECONDS * 5):
-        if body in await _bodies(client, account, room_id):
+        if body in await message_bodies(client, account, room_id, 100):
             return
         await asyncio.sleep(0.2)
     raise AssertionError(f"{body!r} never arrived")
@@ -144,12 +121,14 @@ async def test_join_a_synapse_room_with_partial_state(
         started = time.monotonic()
         await _join_via(peyvand_client, alice, room_id, synapse.server_name)
         # At once: the user sends and reads.
-        sent = await _send(peyvand_client, alice, room_id, "hello from a partial room")
+        sent = await say(peyvand_client, room_id, alice, "hello from a partial room")
         event = await peyvand_client.request(
             "GET", f"rooms/{quote(room_id)}/event/{quote(sent)}", token=alice
         )
         assert event.ok()["content"]["body"] == "hello from a partial room"
-        assert "hello from a partial room" in await _bodies(peyvand_client, alice, room_id)
+        assert "hello from a partial room" in await message_bodies(
+            peyvand_client, alice, room_id, 100
+        )
         lazy = json.dumps({"room": {"state": {"lazy_load_members": True}}})
         synced = await sync(peyvand_client, alice, filter=lazy)
         timeline = synced["rooms"]["join"][room_id]["timeline"]["events"]
@@ -167,9 +146,9 @@ async def test_join_a_synapse_room_with_partial_state(
 
         # Both ways.
         await _wait_for_body(synapse_client, bob, room_id, "hello from a partial room")
-        await _send(synapse_client, bob, room_id, "hello from synapse")
+        await say(synapse_client, room_id, bob, "hello from synapse")
         await _wait_for_body(peyvand_client, alice, room_id, "hello from synapse")
-        await _send(peyvand_client, alice, room_id, "after the resync")
+        await say(peyvand_client, room_id, alice, "after the resync")
         await _wait_for_body(synapse_client, members[-1], room_id, "after the resync")
     assert usable_after < 5
     assert "Unhandled error" not in peyvand.log()
@@ -198,13 +177,13 @@ async def test_peyvand_joins_peyvand_with_partial_state(
             room_id = await _public_room(resident_client, residents)
             carol = await joiner_client.register()
             await _join_via(joiner_client, carol, room_id, resident.server_name)
-            await _send(joiner_client, carol, room_id, "from the joiner")
+            await say(joiner_client, room_id, carol, "from the joiner")
             assert f"joined {room_id} with partial state" in joiner.log()
             everyone = {m.user_id for m in residents} | {carol.user_id}
             assert await _joined(joiner_client, carol, room_id) == everyone
             assert f"{room_id} has its full state" in joiner.log()
             await _wait_for_body(resident_client, residents[-1], room_id, "from the joiner")
-            await _send(resident_client, residents[0], room_id, "from the resident")
+            await say(resident_client, room_id, residents[0], "from the resident")
             await _wait_for_body(joiner_client, carol, room_id, "from the resident")
     assert "Unhandled error" not in joiner.log()
     assert "Unhandled error" not in resident.log()
@@ -249,7 +228,7 @@ async def test_a_restart_during_partial_state_resumes_the_resync(
     room, gate = _host_room(fake, FAKE_MEMBERS)
     async with asyncio.timeout(TIMEOUT_SECONDS):
         alice = await join_partially(peyvand, peyvand_client, fake, room)
-        await _send(peyvand_client, alice, room.room_id, "sent while partial")
+        await say(peyvand_client, room.room_id, alice, "sent while partial")
         await fake.wait_for_pdu(lambda p: p.get("content", {}).get("body") == "sent while partial")
         # A member whose join the partial state lacks speaks: authorised by its auth
         # events (fetched), neither rejected nor soft-failed against the partial state.
@@ -279,7 +258,10 @@ async def test_a_restart_during_partial_state_resumes_the_resync(
         joined = await _joined(peyvand_client, alice, room.room_id)
         assert joined == fake_members(fake, FAKE_MEMBERS) | {alice.user_id}
     assert f"{room.room_id} has its full state" in _log_since_last_start(peyvand)
-    assert await _bodies(peyvand_client, alice, room.room_id) == ["sent while partial", "hi"]
+    assert await message_bodies(peyvand_client, alice, room.room_id, 100) == [
+        "sent while partial",
+        "hi",
+    ]
     assert f"while {room.room_id} was partial, fails against" not in peyvand.log()
 
 
@@ -461,7 +443,7 @@ async def test_servers_in_room_are_validated(
     room, _gate = _host_room(fake, FAKE_MEMBERS, junk_servers=junk)
     async with asyncio.timeout(TIMEOUT_SECONDS):
         alice = await join_partially(peyvand, peyvand_client, fake, room)
-        await _send(peyvand_client, alice, room.room_id, "to the servers kept")
+        await say(peyvand_client, room.room_id, alice, "to the servers kept")
         await fake.wait_for_pdu(lambda p: p.get("content", {}).get("body") == "to the servers kept")
     assert "servers_in_room: left out 6 invalid names and 0 beyond the first 5000" in peyvand.log()
 

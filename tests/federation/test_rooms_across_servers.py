@@ -14,38 +14,14 @@ from urllib.parse import quote
 
 from harness.client import Account, MatrixClient
 from harness.federation import Pair, change_state_at_once, converged_state
+from harness.rooms import say
 from harness.server import HomeserverProcess
 from harness.synapse import SynapseProcess
 from harness.sync import invited_to, knocked_on, sync_until, wait_until_joined
+from harness.timeline import message_bodies
 
 TIMEOUT_SECONDS = 60
 _txn = itertools.count()
-
-
-async def _send(client: MatrixClient, account: Account, room_id: str, body: str) -> str:
-    path = f"rooms/{quote(room_id)}/send/m.room.message/t{next(_txn)}"
-    sent = await client.request(
-        "PUT", path, json={"msgtype": "m.text", "body": body}, token=account
-    )
-    return str(sent.ok()["event_id"])
-
-
-async def _messages(client: MatrixClient, account: Account, room_id: str) -> list[str]:
-    """The room's m.text bodies, oldest first, from /messages."""
-    response = (
-        await client.request(
-            "GET",
-            f"rooms/{quote(room_id)}/messages",
-            token=account,
-            params={"dir": "b", "limit": "100"},
-        )
-    ).ok()
-    bodies = [
-        e["content"]["body"]
-        for e in response["chunk"]
-        if e["type"] == "m.room.message" and isinstance(e["content"].get("body"), str)
-    ]
-    return list(reversed(bodies))
 
 
 async def _wait_for_bodies(
@@ -53,7 +29,7 @@ async def _wait_for_bodies(
 ) -> None:
     """Wait (bounded by the caller) until the room shows every body in ``expected``."""
     for _ in range(TIMEOUT_SECONDS * 10):
-        bodies = await _messages(client, account, room_id)
+        bodies = await message_bodies(client, account, room_id, 100)
         if all(b in bodies for b in expected):
             return
         await asyncio.sleep(0.1)
@@ -95,11 +71,11 @@ async def test_peyvand_room_joined_by_a_peer_user(pair: Pair) -> None:
             (peer_client, bob, peyvand_client, alice, "second from the peer"),
         ]
         for sender_client, sender, reader_client, reader, body in turns:
-            await _send(sender_client, sender, room_id, body)
+            await say(sender_client, room_id, sender, body)
             expected.append(body)
             await _wait_for_bodies(reader_client, reader, room_id, [body])
-        on_peer = await _messages(peer_client, bob, room_id)
-        on_peyvand = await _messages(peyvand_client, alice, room_id)
+        on_peer = await message_bodies(peer_client, bob, room_id, 100)
+        on_peyvand = await message_bodies(peyvand_client, alice, room_id, 100)
     assert on_peyvand == on_peer
     assert on_peyvand == expected
     assert "Unhandled error" not in peyvand.log()
@@ -118,17 +94,17 @@ async def test_peer_room_joined_from_peyvand_by_alias(pair: Pair) -> None:
                 token=bob,
             )
         ).ok()["room_id"]
-        await _send(peer_client, bob, room_id, "welcome")
+        await say(peer_client, room_id, bob, "welcome")
         joined = await peyvand_client.request("POST", f"join/{quote(alias)}", json={}, token=alice)
         assert joined.ok()["room_id"] == room_id
 
         await _wait_for_bodies(peyvand_client, alice, room_id, [])
-        await _send(peyvand_client, alice, room_id, "thanks from peyvand")
+        await say(peyvand_client, room_id, alice, "thanks from peyvand")
         await _wait_for_bodies(peer_client, bob, room_id, ["thanks from peyvand"])
-        await _send(peer_client, bob, room_id, "you are welcome")
+        await say(peer_client, room_id, bob, "you are welcome")
         await _wait_for_bodies(peyvand_client, alice, room_id, ["you are welcome"])
-        on_peer = await _messages(peer_client, bob, room_id)
-        on_peyvand = await _messages(peyvand_client, alice, room_id)
+        on_peer = await message_bodies(peer_client, bob, room_id, 100)
+        on_peyvand = await message_bodies(peyvand_client, alice, room_id, 100)
     assert on_peer == ["welcome", "thanks from peyvand", "you are welcome"]
     assert on_peyvand[-2:] == ["thanks from peyvand", "you are welcome"]
     state = (
@@ -150,12 +126,12 @@ async def test_peer_catches_up_after_being_down(pair: Pair) -> None:
     peer.stop()
     try:
         for body in sent:
-            await _send(peyvand_client, alice, room_id, body)
+            await say(peyvand_client, room_id, alice, body)
     finally:
         peer.start()
     async with asyncio.timeout(TIMEOUT_SECONDS):
         await _wait_for_bodies(peer_client, bob, room_id, sent)
-    on_peer = await _messages(peer_client, bob, room_id)
+    on_peer = await message_bodies(peer_client, bob, room_id, 100)
     assert [b for b in on_peer if b in sent] == sent
 
 
@@ -169,13 +145,13 @@ async def test_peyvand_catches_up_after_being_down(pair: Pair) -> None:
     peyvand.stop()
     try:
         for body in sent:
-            await _send(peer_client, bob, room_id, body)
+            await say(peer_client, room_id, bob, body)
     finally:
         peyvand.start()
     async with asyncio.timeout(TIMEOUT_SECONDS):
-        await _send(peyvand_client, alice, room_id, "back again")
+        await say(peyvand_client, room_id, alice, "back again")
         await _wait_for_bodies(peyvand_client, alice, room_id, sent)
-    on_peyvand = await _messages(peyvand_client, alice, room_id)
+    on_peyvand = await message_bodies(peyvand_client, alice, room_id, 100)
     assert [b for b in on_peyvand if b in sent] == sent
     assert "Unhandled error" not in peyvand.log()
 
@@ -197,12 +173,12 @@ async def test_concurrent_state_changes_converge(pair: Pair) -> None:
                 "PUT", f"rooms/{quote(room_id)}/state/m.room.power_levels", json=power, token=alice
             )
         ).ok()
-        await _send(peyvand_client, alice, room_id, "bob is an admin now")
+        await say(peyvand_client, room_id, alice, "bob is an admin now")
         await _wait_for_bodies(peer_client, bob, room_id, ["bob is an admin now"])
 
         await change_state_at_once(pair, room_id, power)
-        await _send(peyvand_client, alice, room_id, "after the changes (peyvand)")
-        await _send(peer_client, bob, room_id, "after the changes (peer)")
+        await say(peyvand_client, room_id, alice, "after the changes (peyvand)")
+        await say(peer_client, room_id, bob, "after the changes (peer)")
         both = ["after the changes (peyvand)", "after the changes (peer)"]
         await _wait_for_bodies(peer_client, bob, room_id, both)
         await _wait_for_bodies(peyvand_client, alice, room_id, both)
@@ -232,10 +208,10 @@ async def test_history_from_before_the_join_is_backfilled(pair: Pair) -> None:
             )
         ).ok()["room_id"]
         for body in old:
-            await _send(peer_client, bob, room_id, body)
+            await say(peer_client, room_id, bob, body)
         alias = f"#{alias_name}:{peer.server_name}"
         (await peyvand_client.request("POST", f"join/{quote(alias)}", json={}, token=alice)).ok()
-        on_peyvand = await _messages(peyvand_client, alice, room_id)
+        on_peyvand = await message_bodies(peyvand_client, alice, room_id, 100)
     assert on_peyvand == old
     assert "Unhandled error" not in peyvand.log()
 
@@ -328,7 +304,7 @@ async def test_leaving_a_peer_room_and_coming_back(pair: Pair) -> None:
                     if await _membership(peer_client, bob, room_id, alice.user_id) == "leave":
                         break
                     await asyncio.sleep(0.1)
-        await _send(peer_client, bob, room_id, "welcome back")
+        await say(peer_client, room_id, bob, "welcome back")
         await _wait_for_bodies(peyvand_client, alice, room_id, ["welcome back"])
     assert "Unhandled error" not in peyvand.log()
 
