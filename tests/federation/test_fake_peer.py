@@ -16,7 +16,7 @@ import pytest
 
 from harness.client import Account, MatrixClient
 from harness.fake_server import FakeServer
-from harness.rooms import create_room
+from harness.federation import fake_peer_room
 from harness.server import HomeserverProcess
 from harness.timeline import message_bodies
 
@@ -49,14 +49,10 @@ async def test_fake_server_joins_a_peyvand_room_and_messages_flow_both_ways(
     room_version: str,
 ) -> None:
     log_start = len(peyvand.log())
-    alice = await peyvand_client.register()
-    bob = fake.user(f"bob{next(_txn)}")
     async with asyncio.timeout(TIMEOUT_SECONDS):
-        room_id = await create_room(
-            peyvand_client, alice, preset="public_chat", name="fake", room_version=room_version
+        alice, bob, room_id, answer = await fake_peer_room(
+            peyvand_client, fake, "bob", room_version, name="fake"
         )
-
-        answer = await fake.join(room_id, bob)
         state_types = {e["type"] for e in answer["state"]}
         assert {"m.room.create", "m.room.join_rules", "m.room.power_levels"} <= state_types
         assert isinstance(answer["auth_chain"], list)

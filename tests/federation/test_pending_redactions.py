@@ -14,20 +14,19 @@ redaction.
 from __future__ import annotations
 
 import asyncio
-import itertools
 from typing import Any
 
 import pytest
 
 from harness.client import Account, MatrixClient
 from harness.fake_server import FakeServer, q
-from harness.rooms import create_room, say
+from harness.federation import fake_peer_room, send_accepted
+from harness.rooms import say
 from harness.server import HomeserverProcess
 from harness.sync import sync
 from peyvand.events.hashes import compute_event_id
 
 TIMEOUT_SECONDS = 20
-_users = itertools.count()
 
 
 async def timeline(client: MatrixClient, room_id: str, reader: Account) -> dict[str, Any]:
@@ -36,11 +35,6 @@ async def timeline(client: MatrixClient, room_id: str, reader: Account) -> dict[
         "GET", f"rooms/{q(room_id)}/messages", token=reader, params={"dir": "b", "limit": "100"}
     )
     return {e["event_id"]: e for e in page.ok()["chunk"]}
-
-
-async def send(fake: FakeServer, *pdus: Any) -> None:
-    status, answer = await fake.send_pdus(pdus)
-    assert (status, answer["pdus"]) == (200, {p.event_id: {} for p in pdus}), answer
 
 
 async def synced_ids(client: MatrixClient, room_id: str, reader: Account) -> set[str]:
@@ -57,19 +51,14 @@ async def test_redactions_not_in_effect_are_kept_from_clients(
     room_version: str,
 ) -> None:
     log_start = len(peyvand.log())
-    alice = await peyvand_client.register()
-    bob = fake.user(f"pending{next(_users)}")
     async with asyncio.timeout(TIMEOUT_SECONDS):
-        room_id = await create_room(
-            peyvand_client, alice, preset="public_chat", room_version=room_version
-        )
-        await fake.join(room_id, bob)
+        alice, bob, room_id, _ = await fake_peer_room(peyvand_client, fake, "pending", room_version)
         words = await say(peyvand_client, room_id, alice, "alice's words")
         await fake.wait_for_pdu(lambda p: p.get("content", {}).get("body") == "alice's words")
 
         # Without the redact level, of another server's event: never in effect.
         refused = fake.make_pdu(None, room_id, bob, "m.room.redaction", {}, redacts=words)
-        await send(fake, refused)
+        await send_accepted(fake, refused)
         events = await timeline(peyvand_client, room_id, alice)
         assert refused.event_id not in events
         assert events[words]["content"]["body"] == "alice's words"
@@ -85,12 +74,12 @@ async def test_redactions_not_in_effect_are_kept_from_clients(
         )
         early = fake.make_pdu(None, room_id, bob, "m.room.redaction", {}, redacts=message.event_id)
         assert message.event_id not in early.prev_event_ids
-        await send(fake, early)
+        await send_accepted(fake, early)
         events = await timeline(peyvand_client, room_id, alice)
         assert early.event_id not in events and message.event_id not in events
 
         # The message arrives: redacted from the first, and the redaction shows.
-        await send(fake, message)
+        await send_accepted(fake, message)
         events = await timeline(peyvand_client, room_id, alice)
         assert events[message.event_id]["content"] == {}
         assert events[early.event_id]["redacts"] == message.event_id
@@ -128,11 +117,8 @@ async def test_redactions_reach_events_held_outside_the_timeline(
     redaction received before the other applies once it is fetched. Either way the
     redaction is then shown, and the event is served redacted."""
     log_start = len(peyvand.log())
-    alice = await peyvand_client.register()
-    bob = fake.user(f"outlier{next(_users)}")
     async with asyncio.timeout(TIMEOUT_SECONDS):
-        room_id = await create_room(peyvand_client, alice, preset="public_chat", room_version="10")
-        await fake.join(room_id, bob)
+        alice, bob, room_id, _ = await fake_peer_room(peyvand_client, fake, "outlier", "10")
         auth = fake.auth_events_for(room_id, "m.room.member", bob, bob, {"membership": "join"})
         joined = fake.rooms[room_id].state[("m.room.member", bob)]
         others = [a for a in auth if a != joined]
@@ -152,16 +138,16 @@ async def test_redactions_reach_events_held_outside_the_timeline(
 
         # Held first, redacted after.
         held = renamed("held secret", joined)
-        await send(fake, renamed("visible one", held.event_id))
+        await send_accepted(fake, renamed("visible one", held.event_id))
         redaction = fake.make_pdu(None, room_id, bob, "m.room.redaction", {}, redacts=held.event_id)
-        await send(fake, redaction)
+        await send_accepted(fake, redaction)
         first = await say(peyvand_client, room_id, alice, "after the first rename")
         # Redacted first, held after.
         late = renamed("late secret", joined)
         early = fake.make_pdu(None, room_id, bob, "m.room.redaction", {}, redacts=late.event_id)
-        await send(fake, early)
+        await send_accepted(fake, early)
         assert early.event_id not in await timeline(peyvand_client, room_id, alice)
-        await send(fake, renamed("visible two", late.event_id))
+        await send_accepted(fake, renamed("visible two", late.event_id))
 
         second = await say(peyvand_client, room_id, alice, "after the second rename")
         events = await timeline(peyvand_client, room_id, alice)

@@ -14,18 +14,17 @@ gave bob the redact level, of Peyvand users' events (applied).
 from __future__ import annotations
 
 import asyncio
-import itertools
 from typing import Any
 
 import pytest
 
 from harness.client import Account, MatrixClient
 from harness.fake_server import FakeServer, q
+from harness.federation import fake_peer_room, send_accepted
 from harness.rooms import create_room, say
 from harness.server import HomeserverProcess
 
 TIMEOUT_SECONDS = 20
-_txn = itertools.count()
 
 
 async def _event(client: MatrixClient, room_id: str, reader: Account, event_id: str) -> Any:
@@ -37,8 +36,7 @@ async def _redact_as(fake: FakeServer, room_id: str, sender: str, target: str) -
     """Send ``sender``'s redaction of ``target`` from the fake; its event ID (accepted:
     the authorization rules allow any member's redaction)."""
     redaction = fake.make_pdu(None, room_id, sender, "m.room.redaction", {}, redacts=target)
-    status, answer = await fake.send_pdus([redaction])
-    assert (status, answer["pdus"]) == (200, {redaction.event_id: {}}), answer
+    await send_accepted(fake, redaction)
     return redaction.event_id
 
 
@@ -62,14 +60,11 @@ async def test_remote_redactions_apply_by_power_or_from_the_originals_server(
     room_version: str,
 ) -> None:
     log_start = len(peyvand.log())
-    alice = await peyvand_client.register()
-    bob = fake.user(f"redactor{next(_txn)}")
     async with asyncio.timeout(TIMEOUT_SECONDS):
-        room_id = await create_room(
-            peyvand_client, alice, preset="public_chat", name="original", room_version=room_version
+        alice, bob, room_id, _ = await fake_peer_room(
+            peyvand_client, fake, "redactor", room_version, name="original"
         )
         other_room = await create_room(peyvand_client, alice, room_version=room_version)
-        await fake.join(room_id, bob)
         words = await say(peyvand_client, room_id, alice, "alice's words")
         elsewhere = await say(peyvand_client, other_room, alice, "in another room")
         await fake.wait_for_pdu(lambda p: p.get("content", {}).get("body") == "alice's words")

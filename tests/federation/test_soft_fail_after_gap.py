@@ -13,7 +13,6 @@ later join, so the message is accepted and shown.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import time
 from typing import Any
 
@@ -21,12 +20,11 @@ import pytest
 
 from harness.client import MatrixClient
 from harness.fake_server import FakeRequest, FakeServer, q
-from harness.rooms import create_room
+from harness.federation import fake_peer_room, send_accepted
 from harness.server import HomeserverProcess
 
 TIMEOUT_SECONDS = 20
 FEDERATION_V1 = "/_matrix/federation/v1"
-_users = itertools.count()
 
 
 @pytest.mark.parametrize("room_version", ["10", "12"])
@@ -37,13 +35,8 @@ async def test_event_after_a_gap_is_checked_against_the_resolved_state(
     room_version: str,
 ) -> None:
     log_start = len(peyvand.log())
-    alice = await peyvand_client.register()
-    bob = fake.user(f"forker{next(_users)}")
     async with asyncio.timeout(TIMEOUT_SECONDS):
-        room_id = await create_room(
-            peyvand_client, alice, preset="public_chat", room_version=room_version
-        )
-        await fake.join(room_id, bob)
+        alice, bob, room_id, _ = await fake_peer_room(peyvand_client, fake, "forker", room_version)
         room = fake.rooms[room_id]
         state_before_fork = dict(room.state)
         joined = state_before_fork[("m.room.member", bob)]
@@ -56,8 +49,7 @@ async def test_event_after_a_gap_is_checked_against_the_resolved_state(
         )
 
         leave = fake.make_pdu(None, room_id, bob, "m.room.member", {"membership": "leave"}, bob)
-        status, answer = await fake.send_pdus([leave])
-        assert (status, answer["pdus"]) == (200, {leave.event_id: {}}), answer
+        await send_accepted(fake, leave)
 
         rejoin = fake.make_pdu(
             None,
@@ -87,8 +79,7 @@ async def test_event_after_a_gap_is_checked_against_the_resolved_state(
             return 200, {"pdu_ids": ids, "auth_chain_ids": ids}
 
         fake.on("GET", f"{FEDERATION_V1}/state_ids/{{room_id}}", state_ids)
-        status, answer = await fake.send_pdus([message])
-        assert (status, answer["pdus"]) == (200, {message.event_id: {}}), answer
+        await send_accepted(fake, message)
         assert fake.requests("GET", f"{FEDERATION_V1}/state_ids/")  # the gap was bridged
 
         page = await peyvand_client.request(

@@ -1,18 +1,26 @@
 """Two federating servers as one federation test sees them (``tests/federation``'s
 ``pair`` fixture), and state changes that cross between them: state resolution (Server-Server
-API, "Room State Resolution") must leave both with the same room state."""
+API, "Room State Resolution") must leave both with the same room state. Also a Peyvand
+room joined by a user of a fake server (``fake_peer_room``), and the fake's PDUs sent and
+accepted (``send_accepted``)."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import quote
 
 from harness.client import Account, MatrixClient, Response
+from harness.fake_server import FakeServer
+from harness.rooms import create_room
 from harness.server import HomeserverProcess
 from harness.synapse import SynapseProcess
+from peyvand.events.pdu import Pdu
+
+_fake_users = itertools.count()
 
 
 @dataclass(frozen=True)
@@ -94,3 +102,37 @@ async def converged_state(
             break
         await asyncio.sleep(interval)
     return on_peyvand, on_peer
+
+
+class FakePeerRoom(NamedTuple):
+    """A Peyvand user's public room that a user of a fake server has joined."""
+
+    alice: Account
+    """The Peyvand user who created the room."""
+    bob: str
+    """The fake's user, joined."""
+    room_id: str
+    join: dict[str, Any]
+    """The send_join answer."""
+
+
+async def fake_peer_room(
+    client: MatrixClient, fake: FakeServer, localpart: str, room_version: str, **body: object
+) -> FakePeerRoom:
+    """A new Peyvand user creates a public room of ``room_version`` (``body``: more of the
+    createRoom request), which a new user of ``fake`` (``localpart`` and a number) joins
+    through make_join / send_join v2."""
+    alice = await client.register()
+    bob = fake.user(f"{localpart}{next(_fake_users)}")
+    room_id = await create_room(
+        client, alice, preset="public_chat", room_version=room_version, **body
+    )
+    join = await fake.join(room_id, bob)
+    return FakePeerRoom(alice, bob, room_id, join)
+
+
+async def send_accepted(fake: FakeServer, *pdus: Pdu) -> None:
+    """Send ``pdus`` from ``fake`` in one transaction; the test fails unless it answers
+    200 and accepts each of them."""
+    status, answer = await fake.send_pdus(pdus)
+    assert (status, answer["pdus"]) == (200, {p.event_id: {} for p in pdus}), answer
