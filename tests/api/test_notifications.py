@@ -4,29 +4,13 @@ notifications", "Marking notifications as read", "Push Rules: Events")."""
 
 from __future__ import annotations
 
-import itertools
 from typing import Any
 
-from harness.client import Account, MatrixClient
-from harness.rooms import shared_room
+from harness.client import MatrixClient
+from harness.rooms import say, shared_room
 from harness.sync import LongPoll, sync_since
 
-_txn = itertools.count(1)
-
 MASTER_ENABLED = "pushrules/global/override/.m.rule.master/enabled"
-
-
-async def send(
-    client: MatrixClient, account: Account, room_id: str, body: str, **extra: Any
-) -> str:
-    response = await client.request(
-        "PUT",
-        f"rooms/{room_id}/send/m.room.message/t{next(_txn)}",
-        json={"msgtype": "m.text", "body": body, **extra},
-        token=account,
-    )
-    event_id: str = response.ok()["event_id"]
-    return event_id
 
 
 def unread(response: dict[str, Any], room_id: str) -> dict[str, int]:
@@ -48,15 +32,15 @@ async def test_counts_grow_highlight_and_clear_on_read_receipt(client: MatrixCli
     assert unread(response, room_id) == {"notification_count": 0, "highlight_count": 0}
     token = response["next_batch"]
 
-    await send(client, alice, room_id, "one")
+    await say(client, room_id, alice, "one")
     response = await sync_since(client, bob, token)
     assert unread(response, room_id) == {"notification_count": 1, "highlight_count": 0}
-    await send(client, alice, room_id, "two")
+    await say(client, room_id, alice, "two")
     response = await sync_since(client, bob, response["next_batch"])
     assert unread(response, room_id) == {"notification_count": 2, "highlight_count": 0}
 
-    mention = await send(
-        client, alice, room_id, "bob, look", **{"m.mentions": {"user_ids": [bob.user_id]}}
+    mention = await say(
+        client, room_id, alice, "bob, look", **{"m.mentions": {"user_ids": [bob.user_id]}}
     )
     response = await sync_since(client, bob, response["next_batch"])
     assert unread(response, room_id) == {"notification_count": 3, "highlight_count": 1}
@@ -73,15 +57,15 @@ async def test_counts_grow_highlight_and_clear_on_read_receipt(client: MatrixCli
     response = await sync_since(client, bob, response["next_batch"])
     assert unread(response, room_id) == {"notification_count": 0, "highlight_count": 0}
 
-    await send(client, alice, room_id, "after the receipt")
+    await say(client, room_id, alice, "after the receipt")
     response = await sync_since(client, bob, response["next_batch"])
     assert unread(response, room_id) == {"notification_count": 1, "highlight_count": 0}
 
 
 async def test_private_read_receipt_clears_counts(client: MatrixClient) -> None:
     alice, bob, room_id = await shared_room(client)
-    await send(client, alice, room_id, "one")
-    last = await send(client, alice, room_id, "two")
+    await say(client, room_id, alice, "one")
+    last = await say(client, room_id, alice, "two")
     assert unread(await sync_since(client, bob), room_id)["notification_count"] == 2
     receipt = f"rooms/{room_id}/receipt/m.read.private/{last}"
     (await client.request("POST", receipt, json={}, token=bob)).ok()
@@ -90,25 +74,25 @@ async def test_private_read_receipt_clears_counts(client: MatrixClient) -> None:
 
 async def test_sending_a_message_reads_up_to_it(client: MatrixClient) -> None:
     alice, bob, room_id = await shared_room(client)
-    await send(client, alice, room_id, "one")
-    await send(client, alice, room_id, "two")
+    await say(client, room_id, alice, "one")
+    await say(client, room_id, alice, "two")
     assert unread(await sync_since(client, bob), room_id)["notification_count"] == 2
-    await send(client, bob, room_id, "answer")
+    await say(client, room_id, bob, "answer")
     assert unread(await sync_since(client, bob), room_id)["notification_count"] == 0
 
 
 async def test_enabled_master_rule_stops_counting(client: MatrixClient) -> None:
     alice, bob, room_id = await shared_room(client)
-    await send(client, alice, room_id, "counted")
+    await say(client, room_id, alice, "counted")
     (await client.request("PUT", MASTER_ENABLED, json={"enabled": True}, token=bob)).ok()
-    await send(client, alice, room_id, "not counted")
-    await send(client, alice, room_id, "nor this", **{"m.mentions": {"user_ids": [bob.user_id]}})
+    await say(client, room_id, alice, "not counted")
+    await say(client, room_id, alice, "nor this", **{"m.mentions": {"user_ids": [bob.user_id]}})
     assert unread(await sync_since(client, bob), room_id) == {
         "notification_count": 1,
         "highlight_count": 0,
     }
     (await client.request("PUT", MASTER_ENABLED, json={"enabled": False}, token=bob)).ok()
-    await send(client, alice, room_id, "counted again")
+    await say(client, room_id, alice, "counted again")
     assert unread(await sync_since(client, bob), room_id)["notification_count"] == 2
 
 

@@ -5,27 +5,11 @@ event for the room, exceptions only for members whose outcome differs)."""
 
 from __future__ import annotations
 
-import itertools
-from typing import Any
 from urllib.parse import quote
 
 from harness.client import Account, MatrixClient
+from harness.rooms import say
 from harness.sync import sync_since
-
-_txn = itertools.count(1)
-
-
-async def send(
-    client: MatrixClient, account: Account, room_id: str, body: str, **extra: Any
-) -> str:
-    response = await client.request(
-        "PUT",
-        f"rooms/{quote(room_id)}/send/m.room.message/u{next(_txn)}",
-        json={"msgtype": "m.text", "body": body, **extra},
-        token=account,
-    )
-    event_id: str = response.ok()["event_id"]
-    return event_id
 
 
 async def join(client: MatrixClient, account: Account, room_id: str) -> None:
@@ -60,13 +44,13 @@ async def test_each_members_counts_in_one_room(client: MatrixClient) -> None:
     )
     ignore.ok()
 
-    await send(client, alice, room_id, "one")
-    second = await send(client, alice, room_id, "two")
+    await say(client, room_id, alice, "one")
+    second = await say(client, room_id, alice, "two")
     # Frank joins after two messages: they do not count for him.
     await join(client, frank, room_id)
     mentions = {"m.mentions": {"user_ids": [carol.user_id]}}
-    await send(client, alice, room_id, "carol, look", **mentions)
-    await send(client, alice, room_id, "four")
+    await say(client, room_id, alice, "carol, look", **mentions)
+    await say(client, room_id, alice, "four")
     # Bob's read receipt on the second message: the two after it count.
     receipt = f"rooms/{quote(room_id)}/receipt/m.read/{quote(second)}"
     (await client.request("POST", receipt, json={}, token=bob)).ok()
@@ -80,7 +64,7 @@ async def test_each_members_counts_in_one_room(client: MatrixClient) -> None:
 
     # Carol answers: her own event reads everything before it; it counts for the others,
     # for erin too (she ignores alice only), not for dave.
-    await send(client, carol, room_id, "seen")
+    await say(client, room_id, carol, "seen")
     assert await counts(client, carol, room_id) == (0, 0)
     assert await counts(client, bob, room_id) == (3, 0)
     assert await counts(client, erin, room_id) == (1, 0)
@@ -89,7 +73,7 @@ async def test_each_members_counts_in_one_room(client: MatrixClient) -> None:
     assert await counts(client, alice, room_id) == (1, 0)
 
     # A mention still reaches dave (override rules rank above room rules).
-    await send(client, alice, room_id, "dave!", **{"m.mentions": {"user_ids": [dave.user_id]}})
+    await say(client, room_id, alice, "dave!", **{"m.mentions": {"user_ids": [dave.user_id]}})
     assert await counts(client, dave, room_id) == (1, 1)
     # Erin no longer ignores alice: alice's unread messages count again.
     unignore = await client.request(
@@ -112,7 +96,7 @@ async def test_an_incremental_sync_counts_what_it_wakes_for(client: MatrixClient
     invite.ok()
     await join(client, bob, room_id)
     token = (await sync_since(client, bob))["next_batch"]
-    await send(client, alice, room_id, "hi bob", **{"m.mentions": {"user_ids": [bob.user_id]}})
+    await say(client, room_id, alice, "hi bob", **{"m.mentions": {"user_ids": [bob.user_id]}})
     response = await sync_since(client, bob, token, timeout_ms=5_000)
     unread = response["rooms"]["join"][room_id]["unread_notifications"]
     assert unread == {"notification_count": 1, "highlight_count": 1}

@@ -5,6 +5,7 @@ public room two users share."""
 from __future__ import annotations
 
 import itertools
+from typing import Any
 from urllib.parse import quote
 
 from harness.client import Account, MatrixClient
@@ -19,12 +20,13 @@ async def create_room(client: MatrixClient, account: Account, **body: object) ->
     return room_id
 
 
-async def say(client: MatrixClient, room_id: str, account: Account, text: str) -> str:
-    """``account`` sends ``text`` as an ``m.text`` message to ``room_id``; its event ID."""
+async def say(client: MatrixClient, room_id: str, account: Account, text: str, **extra: Any) -> str:
+    """``account`` sends ``text`` as an ``m.text`` message to ``room_id`` (``extra``: more
+    of its content, ``m.mentions`` say); its event ID."""
     response = await client.request(
         "PUT",
         f"rooms/{quote(room_id)}/send/m.room.message/say{next(_txn)}",
-        json={"msgtype": "m.text", "body": text},
+        json={"msgtype": "m.text", "body": text, **extra},
         token=account,
     )
     event_id: str = response.ok()["event_id"]
