@@ -842,17 +842,30 @@ async def preview_site() -> AsyncIterator[str]:
     app.router.add_get("/", page)
     app.router.add_get("/logo.png", logo)
     app.router.add_get("/many", many)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, PREVIEW_HOST, 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    blocked = web.TCPSite(runner, "127.0.0.1", port)
-    await blocked.start()
+    runner = await _serve_on_both_hosts(app)
     try:
-        yield f"{port}"
+        yield f"{runner.addresses[0][1]}"
     finally:
         await runner.cleanup()
+
+
+async def _serve_on_both_hosts(app: web.Application, attempts: int = 20) -> web.AppRunner:
+    """``app`` on one port of both PREVIEW_HOST and 127.0.0.1: the port the kernel picks
+    on PREVIEW_HOST may be taken on 127.0.0.1 by another process, so try again (bounded)."""
+    for _ in range(attempts):
+        runner = web.AppRunner(app)
+        await runner.setup()
+        await web.TCPSite(runner, PREVIEW_HOST, 0).start()
+        port = runner.addresses[0][1]
+        try:
+            await web.TCPSite(runner, "127.0.0.1", port).start()
+        except OSError as exc:
+            await runner.cleanup()
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            continue
+        return runner
+    raise RuntimeError(f"no port free on both {PREVIEW_HOST} and 127.0.0.1 in {attempts} tries")
 
 
 async def test_url_preview_of_an_allowed_page(
