@@ -15,7 +15,8 @@ import pytest
 
 from harness.client import new_session
 from harness.server import start_homeserver
-from harness.synapse import SynapseProcess, SynapseUnavailable, synapse_python
+from harness.synapse import SynapseProcess
+from harness.synapse_required import require_synapse_python
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root: bench/
 
@@ -30,12 +31,7 @@ BOUNDS = JoinBounds(ready_seconds=30.0, members_seconds=30.0)
 @pytest.fixture(scope="module")
 def synapse_venv_python() -> Path:
     """Synapse's Python: skipped locally, failed under CI, when Synapse is not installed."""
-    try:
-        return synapse_python()
-    except SynapseUnavailable as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"Synapse is required under CI: {exc}")
-        pytest.skip(str(exc))
+    return require_synapse_python()
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,6 @@ synapse.start()`` if not ``synapse.running``), as the other tests share it.
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -29,18 +28,14 @@ from harness.client import MatrixClient, new_session
 from harness.fake_server import FakeServer
 from harness.federation import Pair
 from harness.server import HomeserverProcess, start_homeserver
-from harness.synapse import SynapseProcess, SynapseUnavailable, synapse_python
+from harness.synapse import SynapseProcess
+from harness.synapse_required import require_synapse_python
 
 
 @pytest.fixture(scope="session")
 def synapse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SynapseProcess]:
     """The session's Synapse, running."""
-    try:
-        python = synapse_python()
-    except SynapseUnavailable as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"Synapse is required under CI: {exc}")
-        pytest.skip(str(exc))
+    python = require_synapse_python()
     server = SynapseProcess(tmp_path_factory.mktemp("synapse"), python)
     try:
         server.start()
