@@ -146,6 +146,25 @@ class EventStore:
         )
         return await self._events_from_rows(rows)
 
+    async def get_replaced_state(
+        self, event_ids: Iterable[EventID]
+    ) -> dict[EventID, EventID | None]:
+        """For each of ``event_ids`` stored in the timeline, the state event it replaced
+        (None: a message, or the first event of its key); see migration 034."""
+        ids = list(set(event_ids))
+        found: dict[EventID, EventID | None] = {}
+        for start in range(0, len(ids), _IN_LIST_CHUNK):
+            chunk = ids[start : start + _IN_LIST_CHUNK]
+            rows = await self._db.fetch(
+                "SELECT event_id, replaces_state FROM events"
+                f" WHERE event_id IN ({placeholders(len(chunk))})",
+                *chunk,
+            )
+            for row in rows:
+                replaced = row["replaces_state"]
+                found[EventID(row["event_id"])] = EventID(replaced) if replaced else None
+        return found
+
     async def get_rooms_with_events_since(
         self, room_ids: Sequence[RoomID], since: int, until: int
     ) -> set[RoomID]:
@@ -389,8 +408,8 @@ class EventStore:
         await txn.executemany(
             "INSERT INTO events (stream_ordering, event_id, room_id, type, state_key, sender,"
             " depth, origin_server_ts, state_group, relates_to, rel_type, pdu, txn_device_id,"
-            " txn_id, redacted_by)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+            " txn_id, redacted_by, replaces_state)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
             [
                 (
                     e.stream_ordering,
@@ -408,6 +427,7 @@ class EventStore:
                     e.txn[1] if e.txn is not None else None,
                     e.txn[2] if e.txn is not None else None,
                     e.redacted_by,
+                    e.replaces_state,
                 )
                 for e in batch
             ],

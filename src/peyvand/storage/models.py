@@ -80,6 +80,9 @@ class EventToPersist:
     # The event arrives redacted: by a redaction received before it that takes effect on
     # it (``storage.redactions``), or, for a held outlier, by the one applied to it.
     redacted_by: EventID | None = None
+    # For a state event, what its (type, state_key) held in the state before it (served
+    # as ``unsigned.replaces_state``, with ``prev_content`` and ``prev_sender``).
+    replaces_state: EventID | None = None
 
 
 @dataclass(frozen=True, slots=True)
