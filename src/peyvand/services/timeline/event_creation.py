@@ -493,9 +493,10 @@ class EventCreationService:
         redaction_by_power: bool,
     ) -> EventToPersist:
         """Allocate positions for ``pdu`` and move the snapshot past it."""
-        new_group = None
+        new_group = replaces_state = None
         if pdu.is_state():
             new_group = await self._state.new_state_group(snapshot, {pdu.state_tuple: pdu.event_id})
+            replaces_state = snapshot.state.get(pdu.state_tuple)
         persisted = self._allocate(
             pdu,
             new_group,
@@ -503,6 +504,7 @@ class EventCreationService:
             extremities=(pdu.event_id,),
             group=snapshot.state_group.state_group,
             redaction_by_power=redaction_by_power,
+            replaces_state=replaces_state,
         )
         snapshot.extremities = [pdu.event_id]
         snapshot.depth = pdu.depth
@@ -553,6 +555,7 @@ class EventCreationService:
                 extremities=tuple(current.extremities),
                 group=after_row.state_group,
                 redaction_by_power=redaction_by_power,
+                replaces_state=before.get(pdu.state_tuple) if pdu.is_state() else None,
             ),
             current_state_group=current.row.state_group,
             current_state_changes=current.changes,
@@ -572,6 +575,7 @@ class EventCreationService:
         group: int | None = None,
         new_room: RoomRow | None = None,
         redaction_by_power: bool = False,
+        replaces_state: EventID | None = None,
     ) -> EventToPersist:
         stream = self.allocate_stream()
         relates = pdu.content.get("m.relates_to")
@@ -593,6 +597,7 @@ class EventCreationService:
             new_room=new_room,
             current_state_group=new_group.row.state_group if new_group is not None else None,
             redaction_by_power=redaction_by_power,
+            replaces_state=replaces_state,
         )
 
     @staticmethod
