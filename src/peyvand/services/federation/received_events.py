@@ -656,7 +656,10 @@ class FederationEventHandler:
             child = await self._state.child_state_group(before_row, {pdu.state_tuple: pdu.event_id})
             new_groups.append(child)
             after_row = child.row
-        await self._accept(snapshot, pdu, after_state, after_row, new_groups, by_power)
+        replaces_state = before.state.get(pdu.state_tuple) if pdu.is_state() else None
+        await self._accept(
+            snapshot, pdu, after_state, after_row, new_groups, by_power, replaces_state
+        )
         return Outcome(pdu.event_id, "accepted")
 
     async def _partial_auth_state(
@@ -722,8 +725,10 @@ class FederationEventHandler:
         after_row: StateGroupRow,
         new_groups: list[NewStateGroup],
         redaction_by_power: bool,
+        replaces_state: EventID | None,
     ) -> None:
-        """Store an accepted event and move the room's current state and extremities."""
+        """Store an accepted event and move the room's current state and extremities;
+        ``replaces_state``: what the event's key held in the state before it."""
         current = await self._resolver.current_after(snapshot, pdu, after_state, after_row)
         if current.new_group is not None:
             new_groups.append(current.new_group)
@@ -744,6 +749,7 @@ class FederationEventHandler:
             extra_state_groups=tuple(new_groups),
             redaction_by_power=redaction_by_power,
             redacted_by=await self._store.redaction_on_arrival(pdu),
+            replaces_state=replaces_state,
         )
         current.move(snapshot, pdu.depth)
         await self._enqueue([persisted])
