@@ -18,6 +18,7 @@ from peyvand.services.rooms.membership import MembershipService
 from peyvand.services.rooms.policy_list_follower import PolicyListFollower
 from peyvand.services.rooms.policy_lists import PolicyListService
 from peyvand.services.rooms.reads import RoomEventsService
+from peyvand.services.rooms.replaced_state import ReplacedState
 from peyvand.services.rooms.state_events import StateEventService
 from peyvand.services.rooms.upgrade import RoomUpgradeService
 from peyvand.storage.database import Database
@@ -87,6 +88,8 @@ def build_rooms(
         policy_lists, local.accounts, membership.join, directory.get_alias
     )
     timeline.dispatcher.listeners.append(follower.on_persisted)
+    replaced = ReplacedState(event_store, state)
+    timeline.dispatcher.listeners.append(replaced.on_persisted)
     return Rooms(
         directory_store=directory_store,
         guest_store=guest_store,
@@ -125,6 +128,7 @@ def build_rooms(
             lambda: timeline.notifier.current_token.events,
             remote.backfill,
             recent=timeline.recent,
+            replaced=replaced,
             wait_for_full_state=remote.full_state,
         ),
     )

@@ -12,6 +12,7 @@ from peyvand.events.pdu import StateKey
 from peyvand.events.redaction import redact_pdu
 from peyvand.events.serialize import client_event
 from peyvand.services.accounts.requester import Requester
+from peyvand.services.rooms.replaced_state import ReplacedState
 from peyvand.services.rooms.visibility import VisibilityService
 from peyvand.services.sync.filtering import EventFilter
 from peyvand.services.sync.recent_events import RecentEvents
@@ -82,15 +83,18 @@ class RoomEventsService:
         backfill: Backfill,
         *,
         recent: RecentEvents,
+        replaced: ReplacedState,
         wait_for_full_state: Callable[[RoomID], Awaitable[None]] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         """``backfill`` pulls history from other servers when a room's local history
         runs out; ``wait_for_full_state`` returns once a room joined with partial state
         (MSC3706) has all its members (the member lists wait for it, as in Synapse);
-        ``recent`` answers reads of rooms' newest events from memory."""
+        ``recent`` answers reads of rooms' newest events from memory; ``replaced``
+        gives state events' ``prev_content``."""
         self._store = store
         self._recent = recent
+        self._replaced = replaced
         self._state = state
         self._visibility = visibility
         self._current_position = current_position
@@ -108,17 +112,22 @@ class RoomEventsService:
         include_room_id: bool = True,
         federation_format: bool = False,
     ) -> list[JsonDict]:
-        """Client events with ``unsigned``: age, transaction_id, redacted_because. With
+        """Client events with ``unsigned``: age, transaction_id, redacted_because, and
+        for state events replaces_state, prev_content and prev_sender. With
         ``federation_format`` (a filter's ``event_format``), the PDUs themselves, with
         their ``event_id`` and that ``unsigned``."""
         now = int(self._clock() * 1000)
         redactions = await self._state.get_events(
             e.redacted_by for e in events if e.redacted_by is not None
         )
+        replaced = await self._replaced.unsigned(events)
         out = []
         for event in events:
             pdu = event.pdu
-            unsigned: JsonDict = {"age": max(0, now - pdu.origin_server_ts)}
+            unsigned: JsonDict = {
+                "age": max(0, now - pdu.origin_server_ts),
+                **replaced.get(pdu.event_id, {}),
+            }
             if (
                 requester is not None
                 and event.txn is not None
