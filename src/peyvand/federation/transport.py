@@ -191,6 +191,28 @@ class FederationTransport:
             query["since"] = since
         return await self._client.get_json(destination, path, query=query, timeout=timeout)
 
+    async def timestamp_to_event(
+        self, destination: ServerName, room_id: RoomID, timestamp: int, direction: str
+    ) -> Any:
+        """``GET /_matrix/federation/v1/timestamp_to_event/{roomId}?ts=...&dir=f|b``:
+        ``{"event_id", "origin_server_ts"}`` of the destination's closest event."""
+        return await self._client.get_json(
+            destination,
+            f"{FEDERATION_V1}/timestamp_to_event/{_segment(room_id)}",
+            query={"ts": str(timestamp), "dir": direction},
+        )
+
+    async def get_hierarchy(
+        self, destination: ServerName, room_id: RoomID, *, suggested_only: bool
+    ) -> Any:
+        """``GET /_matrix/federation/v1/hierarchy/{roomId}?suggested_only=...``: the
+        room's summary (``room``) and its children's."""
+        return await self._client.get_json(
+            destination,
+            f"{FEDERATION_V1}/hierarchy/{_segment(room_id)}",
+            query={"suggested_only": "true" if suggested_only else "false"},
+        )
+
     # --- End-to-end encryption --------------------------------------------------------------
 
     async def get_user_devices(
