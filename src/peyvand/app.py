@@ -179,6 +179,7 @@ def _services(
         state_events=rooms.state_events,
         room_upgrade=rooms.room_upgrade,
         room_events=rooms.room_events,
+        threads=rooms.threads,
         sync=SyncService(
             rooms.member_store,
             timeline.index,

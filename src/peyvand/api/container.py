@@ -37,6 +37,7 @@ from peyvand.services.rooms.membership import MembershipService
 from peyvand.services.rooms.policy_lists import PolicyListService
 from peyvand.services.rooms.reads import RoomEventsService
 from peyvand.services.rooms.state_events import StateEventService
+from peyvand.services.rooms.threads import ThreadsService
 from peyvand.services.rooms.upgrade import RoomUpgradeService
 from peyvand.services.sync.account_data import AccountDataService
 from peyvand.services.sync.legacy import LegacySyncService
@@ -60,6 +61,7 @@ class Services:
     state_events: StateEventService
     room_upgrade: RoomUpgradeService
     room_events: RoomEventsService
+    threads: ThreadsService
     sync: SyncService
     legacy_sync: LegacySyncService
     typing: TypingService

@@ -20,11 +20,13 @@ from peyvand.services.rooms.policy_lists import PolicyListService
 from peyvand.services.rooms.reads import RoomEventsService
 from peyvand.services.rooms.replaced_state import ReplacedState
 from peyvand.services.rooms.state_events import StateEventService
+from peyvand.services.rooms.threads import ThreadsService
 from peyvand.services.rooms.upgrade import RoomUpgradeService
 from peyvand.storage.database import Database
 from peyvand.storage.directory import DirectoryStore
 from peyvand.storage.forgotten_rooms import ForgottenRoomStore
 from peyvand.storage.guests import GuestStore
+from peyvand.storage.threads import ThreadStore
 from peyvand.wiring.federation import Remote
 from peyvand.wiring.local import Local, Timeline
 
@@ -43,6 +45,7 @@ class Rooms:
     state_events: StateEventService
     room_upgrade: RoomUpgradeService
     room_events: RoomEventsService
+    threads: ThreadsService
 
 
 def build_rooms(
@@ -90,6 +93,18 @@ def build_rooms(
     timeline.dispatcher.listeners.append(follower.on_persisted)
     replaced = ReplacedState(event_store, state)
     timeline.dispatcher.listeners.append(replaced.on_persisted)
+    room_events = RoomEventsService(
+        event_store,
+        state,
+        local.visibility,
+        lambda: timeline.notifier.current_token.events,
+        remote.backfill,
+        recent=timeline.recent,
+        replaced=replaced,
+        wait_for_full_state=remote.full_state,
+    )
+    threads = ThreadsService(ThreadStore(db), state, local.visibility, room_events)
+    timeline.writer.add_pre_commit(threads.prepare)
     return Rooms(
         directory_store=directory_store,
         guest_store=guest_store,
@@ -121,14 +136,6 @@ def build_rooms(
             local.account_data,
             profile.profile_of,
         ),
-        room_events=RoomEventsService(
-            event_store,
-            state,
-            local.visibility,
-            lambda: timeline.notifier.current_token.events,
-            remote.backfill,
-            recent=timeline.recent,
-            replaced=replaced,
-            wait_for_full_state=remote.full_state,
-        ),
+        room_events=room_events,
+        threads=threads,
     )
