@@ -12,6 +12,7 @@ from peyvand.events.pdu import StateKey
 from peyvand.events.redaction import redact_pdu
 from peyvand.events.serialize import client_event
 from peyvand.services.accounts.requester import Requester
+from peyvand.services.rooms.aggregations import BundledAggregations, Render
 from peyvand.services.rooms.replaced_state import ReplacedState
 from peyvand.services.rooms.visibility import VisibilityService
 from peyvand.services.sync.filtering import EventFilter
@@ -84,6 +85,7 @@ class RoomEventsService:
         *,
         recent: RecentEvents,
         replaced: ReplacedState,
+        aggregations: BundledAggregations | None = None,
         wait_for_full_state: Callable[[RoomID], Awaitable[None]] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -91,8 +93,10 @@ class RoomEventsService:
         runs out; ``wait_for_full_state`` returns once a room joined with partial state
         (MSC3706) has all its members (the member lists wait for it, as in Synapse);
         ``recent`` answers reads of rooms' newest events from memory; ``replaced``
-        gives state events' ``prev_content``."""
+        gives state events' ``prev_content``; ``aggregations`` their bundled
+        aggregations."""
         self._store = store
+        self._aggregations = aggregations
         self._recent = recent
         self._replaced = replaced
         self._state = state
@@ -113,7 +117,8 @@ class RoomEventsService:
         federation_format: bool = False,
     ) -> list[JsonDict]:
         """Client events with ``unsigned``: age, transaction_id, redacted_because, and
-        for state events replaces_state, prev_content and prev_sender. With
+        for state events replaces_state, prev_content and prev_sender, and bundled
+        aggregations (``m.relations``: per requester, see ``services.rooms.aggregations``). With
         ``federation_format`` (a filter's ``event_format``), the PDUs themselves, with
         their ``event_id`` and that ``unsigned``."""
         now = int(self._clock() * 1000)
@@ -121,6 +126,15 @@ class RoomEventsService:
             e.redacted_by for e in events if e.redacted_by is not None
         )
         replaced = await self._replaced.unsigned(events)
+        relations = (
+            await self._aggregations.relations(
+                events,
+                requester.user_id if requester is not None else None,
+                Render(now, include_room_id, federation_format),
+            )
+            if self._aggregations is not None
+            else {}
+        )
         out = []
         for event in events:
             pdu = event.pdu
@@ -128,6 +142,8 @@ class RoomEventsService:
                 "age": max(0, now - pdu.origin_server_ts),
                 **replaced.get(pdu.event_id, {}),
             }
+            if pdu.event_id in relations:
+                unsigned["m.relations"] = relations[pdu.event_id]
             if (
                 requester is not None
                 and event.txn is not None
