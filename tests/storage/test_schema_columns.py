@@ -18,11 +18,14 @@ Columns = dict[tuple[str, str], tuple[str, str]]
 
 # SQLite: the declared type (migrations spell it as PostgreSQL names it). A primary key
 # column counts as NOT NULL, as the schema means it (SQLite only enforces it for INTEGER
-# PRIMARY KEY and WITHOUT ROWID tables; PostgreSQL always does).
+# PRIMARY KEY and WITHOUT ROWID tables; PostgreSQL always does). Only ordinary tables:
+# an FTS5 virtual table and its shadow tables are SQLite's form of what PostgreSQL keeps
+# as an index (event_search_fts, migration 032: a GIN index there), not tables SQL
+# written once reads.
 _SQLITE_COLUMNS = """
     SELECT m.name, c.name, lower(c.type), c."notnull" OR c.pk > 0
-    FROM sqlite_master AS m, pragma_table_info(m.name) AS c
-    WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite_%'
+    FROM pragma_table_list AS m, pragma_table_info(m.name) AS c
+    WHERE m.schema = 'main' AND m.type = 'table' AND m.name NOT LIKE 'sqlite_%'
 """
 _POSTGRES_COLUMNS = """
     SELECT table_name, column_name, data_type, is_nullable = 'NO'

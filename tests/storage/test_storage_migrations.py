@@ -52,7 +52,9 @@ _RELEASED: dict[int, tuple[str, str, str]] = {
 _DIALECTS = ("sqlite", "postgres")
 
 _TABLES_SQL = {
-    "sqlite": "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
+    # Ordinary tables: not an FTS5 table nor its shadow tables (an index on PostgreSQL).
+    "sqlite": "SELECT name FROM pragma_table_list"
+    " WHERE schema = 'main' AND type = 'table' AND name NOT LIKE 'sqlite_%'",
     "postgres": "SELECT tablename FROM pg_tables WHERE schemaname = 'public'",
 }
 

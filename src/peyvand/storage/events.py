@@ -31,6 +31,7 @@ from peyvand.storage.redactions import (
     keep_outlier_redactions,
     pending_among,
 )
+from peyvand.storage.search import index_events
 from peyvand.types import EventID, RoomID, UserID
 
 _EVENT_COLUMNS = (
@@ -503,6 +504,7 @@ class EventStore:
             *[e.pdu.event_id for e in batch],
         )
         await apply_redactions(txn, batch)
+        await index_events(txn, batch)
         last_extremities: dict[RoomID, tuple[EventID, ...]] = {}
         for e in batch:
             last_extremities[e.pdu.room_id] = e.new_extremities

@@ -8,9 +8,9 @@ Two operations, each one transaction per batch:
   rules need, hashes and signatures intact), so the room's DAG stays whole: later events
   still name it in ``prev_events``/``auth_events``, other servers can still be answered,
   and a copy arriving again over federation is known and dropped. Clients never see
-  outliers. Its notifications, expiry and media references go with it.
+  outliers. Its notifications, expiry, media references and search index row go with it.
 - ``rewrite_content``: the event stays in the timeline but its stored PDU becomes the
-  redacted form (redacted content purge, erasure).
+  redacted form (redacted content purge, erasure); its search index row is deleted.
 
 Neither touches an event that is part of its room's current state (the room's name or
 a member's membership is state, not history). Which events a legal hold covers is the
@@ -30,6 +30,7 @@ from peyvand.events.redaction import redact
 from peyvand.events.room_versions import KNOWN_ROOM_VERSIONS
 from peyvand.storage.database import Connection, Database, Row, placeholders
 from peyvand.storage.push_actions import forget_events
+from peyvand.storage.search import unindex_events
 from peyvand.types import EventID
 
 __all__ = ["PurgeCandidate", "PurgeResult", "PurgeStore"]
@@ -258,6 +259,7 @@ class PurgeStore:
             where = f"event_id IN ({placeholders(len(ids))})"
             await txn.execute(f"DELETE FROM events WHERE {where}", *ids)
             await forget_events(txn, self._db.dialect, ids)
+            await unindex_events(txn, ids)
             await txn.execute(f"DELETE FROM event_expiry WHERE {where}", *ids)
             media = await _release_media(txn, ids)
         return PurgeResult(tuple(ids), media)
@@ -275,6 +277,7 @@ class PurgeStore:
                 "UPDATE events SET pdu = $2, content_purged_ts = $3 WHERE event_id = $1",
                 [(e, pdu, now_ts) for e, (_, _, pdu) in pdus.items()],
             )
+            await unindex_events(txn, ids)
             media = await _release_media(txn, ids)
         return PurgeResult(tuple(ids), media)
 
