@@ -180,6 +180,7 @@ def _services(
         room_upgrade=rooms.room_upgrade,
         room_events=rooms.room_events,
         threads=rooms.threads,
+        relations=rooms.relations,
         sync=SyncService(
             rooms.member_store,
             timeline.index,

@@ -36,6 +36,7 @@ from peyvand.services.rooms.directory import DirectoryService
 from peyvand.services.rooms.membership import MembershipService
 from peyvand.services.rooms.policy_lists import PolicyListService
 from peyvand.services.rooms.reads import RoomEventsService
+from peyvand.services.rooms.relations import RelationsService
 from peyvand.services.rooms.state_events import StateEventService
 from peyvand.services.rooms.threads import ThreadsService
 from peyvand.services.rooms.upgrade import RoomUpgradeService
@@ -62,6 +63,7 @@ class Services:
     room_upgrade: RoomUpgradeService
     room_events: RoomEventsService
     threads: ThreadsService
+    relations: RelationsService
     sync: SyncService
     legacy_sync: LegacySyncService
     typing: TypingService

@@ -13,7 +13,8 @@ import re
 from peyvand.api.routing import CLIENT_V3, Route
 
 _PARAMETER = re.compile(r"\{[^}]*\}")
-_MEDIA = "/_matrix/client/v1/media"
+_CLIENT_V1 = "/_matrix/client/v1"
+_MEDIA = f"{_CLIENT_V1}/media"
 
 GUEST_ENDPOINTS: frozenset[tuple[str, str]] = frozenset(
     {
@@ -55,9 +56,9 @@ GUEST_ENDPOINTS: frozenset[tuple[str, str]] = frozenset(
         ("POST", f"{CLIENT_V3}/join/{{}}"),
         ("GET", f"{CLIENT_V3}/joined_rooms"),
         ("GET", f"{CLIENT_V3}/capabilities"),
-        ("GET", f"{CLIENT_V3}/rooms/{{}}/relations/{{}}"),
-        ("GET", f"{CLIENT_V3}/rooms/{{}}/relations/{{}}/{{}}"),
-        ("GET", f"{CLIENT_V3}/rooms/{{}}/relations/{{}}/{{}}/{{}}"),
+        ("GET", f"{_CLIENT_V1}/rooms/{{}}/relations/{{}}"),
+        ("GET", f"{_CLIENT_V1}/rooms/{{}}/relations/{{}}/{{}}"),
+        ("GET", f"{_CLIENT_V1}/rooms/{{}}/relations/{{}}/{{}}/{{}}"),
         ("POST", f"{CLIENT_V3}/logout"),
     }
 )

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from peyvand.config import Config
 from peyvand.services.accounts.profile import ProfileService
+from peyvand.services.rooms.aggregations import BundledAggregations
 from peyvand.services.rooms.creation import RoomsService
 from peyvand.services.rooms.directory import DirectoryService
 from peyvand.services.rooms.guest_access import GuestAccess, GuestRemoval
@@ -18,6 +19,7 @@ from peyvand.services.rooms.membership import MembershipService
 from peyvand.services.rooms.policy_list_follower import PolicyListFollower
 from peyvand.services.rooms.policy_lists import PolicyListService
 from peyvand.services.rooms.reads import RoomEventsService
+from peyvand.services.rooms.relations import RelationsService
 from peyvand.services.rooms.replaced_state import ReplacedState
 from peyvand.services.rooms.state_events import StateEventService
 from peyvand.services.rooms.threads import ThreadsService
@@ -26,6 +28,7 @@ from peyvand.storage.database import Database
 from peyvand.storage.directory import DirectoryStore
 from peyvand.storage.forgotten_rooms import ForgottenRoomStore
 from peyvand.storage.guests import GuestStore
+from peyvand.storage.relations import RelationStore
 from peyvand.storage.threads import ThreadStore
 from peyvand.wiring.federation import Remote
 from peyvand.wiring.local import Local, Timeline
@@ -46,6 +49,7 @@ class Rooms:
     room_upgrade: RoomUpgradeService
     room_events: RoomEventsService
     threads: ThreadsService
+    relations: RelationsService
 
 
 def build_rooms(
@@ -93,6 +97,11 @@ def build_rooms(
     timeline.dispatcher.listeners.append(follower.on_persisted)
     replaced = ReplacedState(event_store, state)
     timeline.dispatcher.listeners.append(replaced.on_persisted)
+    relation_store = RelationStore(db)
+    aggregations = BundledAggregations(
+        relation_store, state, local.visibility, local.account_data.ignored_users.of
+    )
+    timeline.dispatcher.listeners.append(aggregations.on_persisted)
     room_events = RoomEventsService(
         event_store,
         state,
@@ -101,6 +110,7 @@ def build_rooms(
         remote.backfill,
         recent=timeline.recent,
         replaced=replaced,
+        aggregations=aggregations,
         wait_for_full_state=remote.full_state,
     )
     threads = ThreadsService(ThreadStore(db), state, local.visibility, room_events)
@@ -138,4 +148,5 @@ def build_rooms(
         ),
         room_events=room_events,
         threads=threads,
+        relations=RelationsService(relation_store, state, local.visibility, room_events),
     )
