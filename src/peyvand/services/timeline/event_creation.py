@@ -102,6 +102,10 @@ def _redacts(spec: EventSpec) -> EventID | None:
     return EventID(target) if isinstance(target, str) else None
 
 
+RelationCheck = Callable[[RoomID, UserID, str, Mapping[str, Any]], Awaitable[None]]
+"""(room, sender, event type, content) -> None, or the error refusing its relation."""
+
+
 class EventCreationService:
     def __init__(
         self,
@@ -111,9 +115,12 @@ class EventCreationService:
         state: StateService,
         writer: EventWriter,
         *,
+        check_relation: RelationCheck | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        """Events are committed by ``writer`` (group commit)."""
+        """Events are committed by ``writer`` (group commit); ``check_relation`` refuses
+        a relation that may not be sent (``services.timeline.relation_checks``)."""
+        self._check_relation = check_relation
         self._server_name = server_name
         self._signing_key = signing_key
         self._store = store
@@ -173,6 +180,8 @@ class EventCreationService:
             if found is not None:
                 self._settle(txn, future, found)
                 return await self._event(found)
+            if self._check_relation is not None:
+                await self._check_relation(room_id, sender, spec.event_type, spec.content)
             while True:
                 snapshot = await self._reload(room_id)
                 async with snapshot.lock:

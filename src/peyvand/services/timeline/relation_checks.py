@@ -1,0 +1,73 @@
+"""Checks on the relation of an event a local user sends (Client-Server API, "Forming
+relationships between events"), made by event creation for every local event, as
+Synapse's ``_validate_event_relation`` makes them, with its statuses and errcodes:
+
+- the parent must be in the same room (400 ``M_UNKNOWN``) and known here, or at least be
+  the parent of a relation already stored (400 ``M_UNKNOWN``);
+- ``m.annotation``: a string ``key`` of at most 500 characters (400 ``M_UNKNOWN``), not
+  sent by the same user with the same event type and key before, unless that one was
+  redacted (400 ``M_DUPLICATE_ANNOTATION``: "Event annotations and reactions",
+  "Avoiding duplicate annotations");
+- ``m.thread``: the root must not itself relate to an event (400 ``M_UNKNOWN``:
+  "Threading", "Validation of ``m.thread`` relationships").
+
+Invalid edits (another sender's, of a state event) are accepted, as in Synapse, and
+ignored where edits are applied ("Validity of replacement events").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from peyvand.errors import Errcode, MatrixError
+from peyvand.services.timeline.room_state import StateService
+from peyvand.storage.relations import RelationStore
+from peyvand.types import EventID, RoomID, UserID
+
+MAX_ANNOTATION_KEY = 500
+
+
+class RelationChecks:
+    def __init__(self, state: StateService, store: RelationStore) -> None:
+        self._state = state
+        self._store = store
+
+    async def check(
+        self, room_id: RoomID, sender: UserID, event_type: str, content: Mapping[str, Any]
+    ) -> None:
+        """Raise the spec's (and Synapse's) error for a relation that may not be sent."""
+        relates = content.get("m.relates_to")
+        if not isinstance(relates, Mapping):
+            return
+        rel_type, parent_id = relates.get("rel_type"), relates.get("event_id")
+        if not isinstance(rel_type, str) or not isinstance(parent_id, str):
+            return
+        parent = await self._state.get_event(EventID(parent_id))
+        if parent is not None:
+            if parent.pdu.room_id != room_id:
+                raise _bad_request("Relations must be in the same room")
+        elif not await self._store.is_relation_target(EventID(parent_id)):
+            raise _bad_request("Can't send relation to unknown event")
+        if rel_type == "m.annotation":
+            key = relates.get("key")
+            if not isinstance(key, str):
+                raise _bad_request("Missing aggregation key")
+            if len(key) > MAX_ANNOTATION_KEY:
+                raise _bad_request("Aggregation key is too long")
+            if await self._store.has_annotated(EventID(parent_id), event_type, key, sender):
+                raise MatrixError(Errcode.DUPLICATE_ANNOTATION, "Can't send same reaction twice")
+        elif rel_type == "m.thread" and parent is not None and parent.redacted_by is None:
+            parent_relates = parent.pdu.content.get("m.relates_to")
+            if (
+                isinstance(parent_relates, Mapping)
+                and isinstance(parent_relates.get("rel_type"), str)
+                and isinstance(parent_relates.get("event_id"), str)
+            ):
+                raise _bad_request("Cannot start threads from an event with a relation")
+
+
+def _bad_request(message: str) -> MatrixError:
+    """400 ``M_UNKNOWN``: the spec has no errcode for these ("Threading": "servers
+    should use ``M_UNKNOWN`` alongside the HTTP 400 status code"), as Synapse answers."""
+    return MatrixError(Errcode.UNKNOWN, message, status=400)
