@@ -35,6 +35,7 @@ from peyvand.wiring.federation import Federation, Transport, build_federation, b
 from peyvand.wiring.lifecycle import Hooks, Lifecycle
 from peyvand.wiring.local import Local, Timeline, build_local, build_timeline
 from peyvand.wiring.media import Media, build_media
+from peyvand.wiring.previews import Previews, build_previews
 from peyvand.wiring.rooms import Rooms, build_rooms
 
 if TYPE_CHECKING:
@@ -71,9 +72,20 @@ async def create_app(config: Config) -> web.Application:
     federation = build_federation(config, db, signing_key, timeline, local, transport, policy_lists)
     rooms = build_rooms(config, db, timeline, local, policy_lists, federation.remote)
     compliance = build_compliance(config, db, timeline, local, media, rooms)
+    previews = build_previews(config, db, timeline, local, transport, federation, rooms)
 
     services = _services(
-        config, db, timeline, local, media, policy_lists, federation, transport, rooms, compliance
+        config,
+        db,
+        timeline,
+        local,
+        media,
+        policy_lists,
+        federation,
+        transport,
+        rooms,
+        compliance,
+        previews,
     )
     app = build_web_app(
         services,
@@ -163,6 +175,7 @@ def _services(
     transport: Transport,
     rooms: Rooms,
     compliance: Compliance,
+    previews: Previews,
 ) -> Services:
     """What the API layer reaches: each service, by name."""
     state = timeline.state
@@ -179,6 +192,8 @@ def _services(
         state_events=rooms.state_events,
         room_upgrade=rooms.room_upgrade,
         room_events=rooms.room_events,
+        timestamp_lookup=previews.timestamp_lookup,
+        room_summary=previews.room_summary,
         threads=rooms.threads,
         relations=rooms.relations,
         sync=SyncService(

@@ -37,8 +37,10 @@ from peyvand.services.rooms.membership import MembershipService
 from peyvand.services.rooms.policy_lists import PolicyListService
 from peyvand.services.rooms.reads import RoomEventsService
 from peyvand.services.rooms.relations import RelationsService
+from peyvand.services.rooms.room_summary import RoomSummaryService
 from peyvand.services.rooms.state_events import StateEventService
 from peyvand.services.rooms.threads import ThreadsService
+from peyvand.services.rooms.timestamp_lookup import TimestampLookup
 from peyvand.services.rooms.upgrade import RoomUpgradeService
 from peyvand.services.sync.account_data import AccountDataService
 from peyvand.services.sync.legacy import LegacySyncService
@@ -62,6 +64,8 @@ class Services:
     state_events: StateEventService
     room_upgrade: RoomUpgradeService
     room_events: RoomEventsService
+    timestamp_lookup: TimestampLookup
+    room_summary: RoomSummaryService
     threads: ThreadsService
     relations: RelationsService
     sync: SyncService

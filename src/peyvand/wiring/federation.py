@@ -140,6 +140,8 @@ class Federation:
     edus: FederationEdus | None  # None: federation is off
     partial_state: PartialStateResync | None  # None: federation is off
     remote: Remote
+    # Which rooms another server may use through this one (room endpoints served here).
+    access: RoomAccess
 
 
 def build_federation(
@@ -286,7 +288,7 @@ def build_federation(
         edus,
     )
     if not config.federation.enabled:
-        return Federation(federation, invite_policy, None, None, unfederated())
+        return Federation(federation, invite_policy, None, None, unfederated(), access)
 
     timeline.writer.add_pre_commit(outbound_events.prepare_outbound)
     timeline.dispatcher.listeners.append(outbound_events.on_persisted)
@@ -299,4 +301,4 @@ def build_federation(
         profiles=queries.profile,
         full_state=partial_rooms.wait_for_full_state,
     )
-    return Federation(federation, invite_policy, edus, partial_state, remote)
+    return Federation(federation, invite_policy, edus, partial_state, remote, access)

@@ -2,11 +2,13 @@
 
 from peyvand.api.federation import (
     events,
+    hierarchy,
     keys,
     media,
     membership,
     public_rooms,
     query,
+    timestamp_to_event,
     transactions,
     user_keys,
     version,
@@ -23,4 +25,6 @@ FEDERATION_ROUTE_TABLES: list[RouteTable] = [
     public_rooms.routes,
     user_keys.routes,
     media.routes,
+    timestamp_to_event.routes,
+    hierarchy.routes,
 ]
