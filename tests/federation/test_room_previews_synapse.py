@@ -1,0 +1,86 @@
+"""Room previews across Peyvand and a real Synapse, on every backend (Client-Server API
+GET /room_summary/{roomIdOrAlias} (MSC3266), answered through the federation
+GET /hierarchy/{roomId} when the user's server is not in the room).
+
+- Peyvand previews Synapse rooms it is not in: a public one by ID and by alias, not a
+  private one.
+- Synapse previews Peyvand rooms it is not in: a public one, and a private one only once
+  its user is invited (Peyvand serves its hierarchy to a server with an invited member).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from urllib.parse import quote
+
+from harness.client import Account, MatrixClient, Response
+from harness.rooms import create_room
+from harness.server import HomeserverProcess
+from harness.synapse import SynapseProcess
+from harness.sync import invited_to, sync_until
+
+TIMEOUT_SECONDS = 60
+_names = itertools.count()
+
+
+async def _summary(
+    client: MatrixClient, account: Account, room: str, via: str | None = None
+) -> Response:
+    path = f"/_matrix/client/v1/room_summary/{quote(room, safe='')}"
+    if via is not None:
+        path += f"?via={quote(via)}"
+    return await client.request("GET", path, token=account)
+
+
+async def test_peyvand_previews_synapse_rooms(
+    peyvand: HomeserverProcess,
+    peyvand_client: MatrixClient,
+    synapse: SynapseProcess,
+    synapse_client: MatrixClient,
+) -> None:
+    alice, bob = await peyvand_client.register(), await synapse_client.register()
+    name = f"preview{next(_names)}x{alice.user_id[1:9]}"
+    async with asyncio.timeout(TIMEOUT_SECONDS):
+        public = await create_room(
+            synapse_client,
+            bob,
+            preset="public_chat",
+            name="On Synapse",
+            topic="Far away",
+            room_alias_name=name,
+        )
+        private = await create_room(synapse_client, bob, preset="private_chat", name="Hidden")
+        found = (await _summary(peyvand_client, alice, public, synapse.server_name)).ok()
+        by_alias = (await _summary(peyvand_client, alice, f"#{name}:{synapse.server_name}")).ok()
+        hidden = await _summary(peyvand_client, alice, private, synapse.server_name)
+        no_via = await _summary(peyvand_client, alice, public)
+    assert found["room_id"] == public and found["name"] == "On Synapse"
+    assert found["topic"] == "Far away" and found["join_rule"] == "public"
+    assert found["num_joined_members"] == 1 and found["membership"] == "leave"
+    assert by_alias["room_id"] == public
+    assert hidden.status == 404 and hidden.body["errcode"] == "M_NOT_FOUND"
+    assert no_via.status == 400 and no_via.body["errcode"] == "M_MISSING_PARAM"
+
+
+async def test_synapse_previews_peyvand_rooms(
+    peyvand: HomeserverProcess,
+    peyvand_client: MatrixClient,
+    synapse: SynapseProcess,
+    synapse_client: MatrixClient,
+) -> None:
+    alice, bob = await peyvand_client.register(), await synapse_client.register()
+    async with asyncio.timeout(TIMEOUT_SECONDS):
+        public = await create_room(peyvand_client, alice, preset="public_chat", name="On Peyvand")
+        private = await create_room(peyvand_client, alice, preset="private_chat", name="Ours")
+        found = (await _summary(synapse_client, bob, public, peyvand.server_name)).ok()
+        hidden = await _summary(synapse_client, bob, private, peyvand.server_name)
+        invite = {"user_id": bob.user_id}
+        path = f"rooms/{quote(private)}/invite"
+        (await peyvand_client.request("POST", path, json=invite, token=alice)).ok()
+        await sync_until(synapse_client, bob, invited_to(private))
+        invited = (await _summary(synapse_client, bob, private, peyvand.server_name)).ok()
+    assert found["room_id"] == public and found["name"] == "On Peyvand"
+    assert found["join_rule"] == "public" and found["num_joined_members"] == 1
+    assert hidden.status == 404
+    assert invited["name"] == "Ours" and invited["membership"] == "invite"
