@@ -27,6 +27,7 @@ from peyvand.services.sync.typing import TypingService
 from peyvand.services.timeline.event_creation import EventCreationService
 from peyvand.services.timeline.event_dispatch import EventDispatcher
 from peyvand.services.timeline.event_writer import EventWriter
+from peyvand.services.timeline.relation_checks import RelationChecks
 from peyvand.services.timeline.room_index import RoomIndex
 from peyvand.services.timeline.room_state import StateService
 from peyvand.storage.account_data import AccountDataStore
@@ -39,6 +40,7 @@ from peyvand.storage.push_actions import PushActionStore
 from peyvand.storage.push_rules import PushRuleStore
 from peyvand.storage.pushers import PusherStore
 from peyvand.storage.receipts import ReceiptStore
+from peyvand.storage.relations import RelationStore
 from peyvand.storage.remote_invites import RemoteInviteStore
 from peyvand.storage.to_device import ToDeviceStore
 
@@ -75,7 +77,14 @@ async def build_timeline(config: Config, db: Database, signing_key: SigningKey) 
         state=state,
         index=index,
         recent=recent,
-        events=EventCreationService(config.server_name, signing_key, event_store, state, writer),
+        events=EventCreationService(
+            config.server_name,
+            signing_key,
+            event_store,
+            state,
+            writer,
+            check_relation=RelationChecks(state, RelationStore(db)).check,
+        ),
         dispatcher=dispatcher,
         writer=writer,
     )
