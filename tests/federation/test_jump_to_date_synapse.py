@@ -72,6 +72,10 @@ async def test_peyvand_finds_history_it_lacks_through_synapse(
         await _join(peyvand_client, alice, room_id, synapse.server_name)
         await wait_until_joined(peyvand_client, alice, room_id, bob.user_id, attempts=600)
         (second, t2), (third, t3) = history[1], history[2]
+        unknown = await peyvand_client.request(
+            "GET", f"rooms/{quote(room_id)}/event/{second}", token=alice
+        )
+        assert unknown.status == 404  # Peyvand joined after it: not held here yet
 
         # Forwards from the second message: Peyvand's own first event (the join) cites
         # events it lacks, so it asks Synapse and answers with what Synapse names.

@@ -63,6 +63,9 @@ async def test_synapse_member_follows_the_upgrade(
         (await synapse_client.request("POST", f"join/{quote(old_room)}", json={}, token=bob)).ok()
         await wait_until_joined(peyvand_client, alice, old_room, bob.user_id, attempts=600)
         await say(synapse_client, old_room, bob, "before the upgrade")
+        acl = {"allow": ["*"], "deny": ["evil.example.org"], "allow_ip_literals": True}
+        path = f"rooms/{quote(old_room)}/state/m.room.server_acl"
+        (await peyvand_client.request("PUT", path, json=acl, token=alice)).ok()
         bob_sync = (await synapse_client.request("GET", "sync", token=bob)).ok()["next_batch"]
         alice_sync = (await peyvand_client.request("GET", "sync", token=alice)).ok()["next_batch"]
 
@@ -86,6 +89,7 @@ async def test_synapse_member_follows_the_upgrade(
         assert create["room_version"] == "12"
         assert create["predecessor"]["room_id"] == old_room
         assert (await _state(synapse_client, bob, new_room, "m.room.name"))["name"] == "Before"
+        assert await _state(synapse_client, bob, new_room, "m.room.server_acl") == acl
         await say(synapse_client, new_room, bob, "after the upgrade")
 
         # The alias points to the new room, here and as Synapse resolves it.
