@@ -159,6 +159,7 @@ def _lifecycle(
     lifecycle.add("guest removal", rooms.guest_removal)
     # Joins in the background: start-up does not wait.
     lifecycle.add("policy lists", rooms.policy_list_follower)
+    lifecycle.add("search backfill", rooms.search_backfill)
     lifecycle.add("retention", compliance.retention)
     lifecycle.add("disappearing messages", compliance.disappearing)
     return lifecycle
@@ -192,6 +193,7 @@ def _services(
         state_events=rooms.state_events,
         room_upgrade=rooms.room_upgrade,
         room_events=rooms.room_events,
+        search=rooms.search,
         timestamp_lookup=previews.timestamp_lookup,
         room_summary=previews.room_summary,
         threads=rooms.threads,

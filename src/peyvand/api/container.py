@@ -38,6 +38,7 @@ from peyvand.services.rooms.policy_lists import PolicyListService
 from peyvand.services.rooms.reads import RoomEventsService
 from peyvand.services.rooms.relations import RelationsService
 from peyvand.services.rooms.room_summary import RoomSummaryService
+from peyvand.services.rooms.search import SearchService
 from peyvand.services.rooms.state_events import StateEventService
 from peyvand.services.rooms.threads import ThreadsService
 from peyvand.services.rooms.timestamp_lookup import TimestampLookup
@@ -64,6 +65,7 @@ class Services:
     state_events: StateEventService
     room_upgrade: RoomUpgradeService
     room_events: RoomEventsService
+    search: SearchService
     timestamp_lookup: TimestampLookup
     room_summary: RoomSummaryService
     threads: ThreadsService

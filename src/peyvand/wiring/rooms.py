@@ -1,5 +1,5 @@
 """Rooms: profiles (copied into member events), aliases and the directory, membership
-with its guest and policy-list checks, creation, state, upgrades and reads.
+with its guest and policy-list checks, creation, state, upgrades, reads and search.
 
 Built in dependency order, so no service is ever half-wired: the policy lists' rules and
 the guest check exist before membership, and what joins (the policy-list follower) or
@@ -21,6 +21,8 @@ from peyvand.services.rooms.policy_lists import PolicyListService
 from peyvand.services.rooms.reads import RoomEventsService
 from peyvand.services.rooms.relations import RelationsService
 from peyvand.services.rooms.replaced_state import ReplacedState
+from peyvand.services.rooms.search import SearchService
+from peyvand.services.rooms.search_backfill import SearchBackfill
 from peyvand.services.rooms.state_events import StateEventService
 from peyvand.services.rooms.threads import ThreadsService
 from peyvand.services.rooms.upgrade import RoomUpgradeService
@@ -29,6 +31,7 @@ from peyvand.storage.directory import DirectoryStore
 from peyvand.storage.forgotten_rooms import ForgottenRoomStore
 from peyvand.storage.guests import GuestStore
 from peyvand.storage.relations import RelationStore
+from peyvand.storage.search import SearchStore
 from peyvand.storage.threads import ThreadStore
 from peyvand.wiring.federation import Remote
 from peyvand.wiring.local import Local, Timeline
@@ -50,6 +53,8 @@ class Rooms:
     room_events: RoomEventsService
     threads: ThreadsService
     relations: RelationsService
+    search: SearchService
+    search_backfill: SearchBackfill
 
 
 def build_rooms(
@@ -114,6 +119,7 @@ def build_rooms(
         wait_for_full_state=remote.full_state,
     )
     threads = ThreadsService(ThreadStore(db), state, local.visibility, room_events)
+    search_store = SearchStore(db)
     timeline.writer.add_pre_commit(threads.prepare)
     return Rooms(
         directory_store=directory_store,
@@ -149,4 +155,13 @@ def build_rooms(
         room_events=room_events,
         threads=threads,
         relations=RelationsService(relation_store, state, local.visibility, room_events),
+        search=SearchService(
+            search_store,
+            state,
+            local.visibility,
+            room_events,
+            timeline.index.memberships,
+            member_store.get_forgotten,
+        ),
+        search_backfill=SearchBackfill(search_store),
     )
