@@ -40,6 +40,7 @@ def build_previews(
         timestamp_lookup=TimestampLookup(
             server_name,
             EventTimestampStore(db),
+            timeline.event_store,
             timeline.state,
             local.visibility,
             rooms.room_events.world_readable,

@@ -28,6 +28,7 @@ from peyvand.services.rooms.reads import Backfill
 from peyvand.services.rooms.visibility import VisibilityService
 from peyvand.services.timeline.room_state import RoomSnapshot, StateService
 from peyvand.storage.event_timestamps import EventTimestampStore
+from peyvand.storage.events import EventStore
 from peyvand.storage.models import StoredEvent
 from peyvand.types import EventID, RoomID, ServerName, UserID, server_name_of
 
@@ -37,7 +38,7 @@ Direction = Literal["f", "b"]
 
 _CREATE: Final[StateKey] = ("m.room.create", "")
 # Local candidates read at once; the closest visible one among them answers.
-_CANDIDATES: Final = 100
+_CANDIDATES: Final = 50
 # Servers asked, in turn, when the local history has a gap.
 _MAX_SERVERS: Final = 5
 # Rounds of /backfill (each up to _BACKFILL_LIMIT events) to reach the event another
@@ -70,6 +71,7 @@ class TimestampLookup:
         self,
         server_name: ServerName,
         store: EventTimestampStore,
+        events: EventStore,
         state: StateService,
         visibility: VisibilityService,
         world_readable: Callable[[RoomID], Awaitable[bool]],
@@ -84,6 +86,7 @@ class TimestampLookup:
         is off); ``world_readable`` is ``RoomEventsService.world_readable``."""
         self._server_name = server_name
         self._store = store
+        self._events = events
         self._state = state
         self._visibility = visibility
         self._world_readable = world_readable
@@ -153,7 +156,8 @@ class TimestampLookup:
         ids = await self._store.closest_event_ids(
             room_id, timestamp, forwards=forwards, limit=_CANDIDATES
         )
-        loaded = await self._state.get_events(ids)
+        # Read past the event cache: these are mostly messages, read once.
+        loaded = await self._events.get_events(ids)
         candidates = [loaded[e] for e in ids if e in loaded]
         passed = await visible(candidates)
         return passed[0] if passed else None
@@ -172,7 +176,7 @@ class TimestampLookup:
             after = await self._store.closest_event_ids(
                 room_id, timestamp + 1, forwards=True, limit=1
             )
-            bound = await self._state.get_event(after[0]) if after else None
+            bound = (await self._events.get_events(after)).get(after[0]) if after else None
         if bound is None:
             return False  # the newest events: what comes next arrives as usual
         prevs = bound.pdu.prev_event_ids
