@@ -44,12 +44,14 @@ from dataclasses import dataclass
 from typing import Final
 
 from peyvand.storage.database import Connection, Database, Dialect, placeholders
+from peyvand.storage.unread_counts import (
+    ThreadedUnread,
+    UnreadCount,
+    count_unread,
+    count_unread_by_thread,
+)
 from peyvand.types import EventID, RoomID, UserID
 
-# Rooms per counting statement (two parameters each) and ignored senders per statement:
-# together well under both backends' parameter limits.
-_ROOM_CHUNK: Final = 500
-_SENDER_CHUNK: Final = 500
 # The first key of the rooms' advisory locks ("PUSH"), the second being the room's hash:
 # the two-key form, apart from the one-key locks of other modules (storage/audit.py).
 _ROOM_LOCK_CLASS: Final = 0x50555348
@@ -93,12 +95,6 @@ class ReadUpTo:
     stream_ordering: int
 
 
-@dataclass(frozen=True, slots=True)
-class UnreadCount:
-    notifications: int
-    highlights: int
-
-
 def _last(table: str, column: str, where: str) -> str:
     """The running count ``column`` of the latest row of ``table`` matching ``where``
     before position $2 (0 if none)."""
@@ -123,12 +119,17 @@ _INSERT_ROOM = (
 # Parameters: $1 room, $2 position, $3 event, $4 sender, $5 thread, $6 user, $7 notify,
 # $8 highlight.
 _USER = "p.room_id = $1 AND p.user_id = $6"
+_USER_THREAD = "p.room_id = $1 AND p.user_id = $6 AND p.thread_id = $5"
 _INSERT_EXCEPTION = (
     "INSERT INTO push_user_exceptions (room_id, stream_ordering, event_id, sender,"
-    " thread_id, user_id, notify, highlight, notify_seq, highlight_seq)"
+    " thread_id, user_id, notify, highlight, notify_seq, highlight_seq, thread_notify_seq,"
+    " thread_highlight_seq)"
     " VALUES ($1, $2, $3, $4, $5, $6, CAST($7 AS SMALLINT), CAST($8 AS SMALLINT),"
     f" {_last('push_user_exceptions', 'notify_seq', _USER)} + CAST($7 AS SMALLINT),"
-    f" {_last('push_user_exceptions', 'highlight_seq', _USER)} + CAST($8 AS SMALLINT))"
+    f" {_last('push_user_exceptions', 'highlight_seq', _USER)} + CAST($8 AS SMALLINT),"
+    f" {_last('push_user_exceptions', 'thread_notify_seq', _USER_THREAD)} + CAST($7 AS SMALLINT),"
+    f" {_last('push_user_exceptions', 'thread_highlight_seq', _USER_THREAD)}"
+    " + CAST($8 AS SMALLINT))"
     " ON CONFLICT (user_id, room_id, stream_ordering) DO NOTHING"
 )
 _MARK_READ = (
@@ -139,64 +140,6 @@ _MARK_READ = (
 _DELETE_READ = (
     "DELETE FROM push_user_exceptions WHERE user_id = $1 AND room_id = $2 AND stream_ordering <= $3"
 )
-
-
-def _values(first: int, count: int) -> str:
-    """A VALUES list of ``count`` (room ID, position) pairs from parameter ``first``."""
-    return ", ".join(
-        f"(CAST(${first + 2 * i} AS TEXT), CAST(${first + 2 * i + 1} AS BIGINT))"
-        for i in range(count)
-    )
-
-
-def _count_sql(rooms: int) -> str:
-    """Per room: the read position (the later of the given one and the user's read mark),
-    then the last and the first-after-it running counts of the room and of the user's
-    exceptions. $1 is the user."""
-    room, user = "push_room_notifications", "push_user_exceptions"
-    after = "AND n.stream_ordering > r.upto ORDER BY n.stream_ordering LIMIT 1"
-    last = "ORDER BY n.stream_ordering DESC LIMIT 1"
-    in_room = "n.room_id = r.room_id"
-    in_user = "n.user_id = $1 AND n.room_id = r.room_id"
-    return (
-        "WITH r (room_id, upto) AS (SELECT v.column1, CASE WHEN m.stream_ordering > v.column2"
-        " THEN m.stream_ordering ELSE v.column2 END"
-        f" FROM (VALUES {_values(2, rooms)}) AS v LEFT JOIN push_read_marks AS m"
-        " ON m.user_id = $1 AND m.room_id = v.column1)"
-        " SELECT r.room_id, r.upto,"
-        f" (SELECT n.notify_seq FROM {room} AS n WHERE {in_room} {last}) AS room_n,"
-        f" (SELECT n.highlight_seq FROM {room} AS n WHERE {in_room} {last}) AS room_h,"
-        f" (SELECT n.notify_seq - 1 FROM {room} AS n WHERE {in_room} {after}) AS room_n0,"
-        f" (SELECT n.highlight_seq - n.highlight FROM {room} AS n WHERE {in_room} {after})"
-        " AS room_h0,"
-        f" (SELECT n.notify_seq FROM {user} AS n WHERE {in_user} {last}) AS user_n,"
-        f" (SELECT n.highlight_seq FROM {user} AS n WHERE {in_user} {last}) AS user_h,"
-        f" (SELECT n.notify_seq - n.notify FROM {user} AS n WHERE {in_user} {after})"
-        " AS user_n0,"
-        f" (SELECT n.highlight_seq - n.highlight FROM {user} AS n WHERE {in_user} {after})"
-        " AS user_h0"
-        " FROM r"
-    )
-
-
-def _ignored_sql(table: str, rooms: int, senders: int) -> str:
-    """How much events of ``senders`` after each room's position add to ``table``'s counts
-    (parameters: the rooms, then the senders; for the exceptions, the user first)."""
-    per_room = table == "push_room_notifications"
-    notify, user = ("COUNT(*)", "") if per_room else ("SUM(n.notify)", " AND n.user_id = $1")
-    first = 1 if per_room else 2
-    return (
-        f"SELECT r.column1 AS room_id, {notify} AS n, SUM(n.highlight) AS h FROM {table} AS n"
-        f" JOIN (VALUES {_values(first, rooms)}) AS r ON n.room_id = r.column1"
-        " AND n.stream_ordering > r.column2"
-        f" WHERE n.sender IN ({placeholders(senders, first + 2 * rooms)}){user}"
-        " GROUP BY r.column1"
-    )
-
-
-def _difference(last: int | None, base: int | None) -> int:
-    """A running count's growth after a position: nothing when no row is after it."""
-    return 0 if last is None or base is None else int(last) - int(base)
 
 
 class PushActionStore:
@@ -269,56 +212,19 @@ class PushActionStore:
         ignored: Collection[UserID] = (),
     ) -> dict[RoomID, UnreadCount]:
         """room_id -> the user's notifying events after the later of the room's
-        ``read_positions`` entry (0: none read) and the user's read mark, leaving out
-        events sent by ``ignored`` users; rooms without any are absent. One statement
-        per 500 rooms, and as many again per 500 ignored senders if there are any."""
-        rooms = list(read_positions.items())
-        counts: dict[RoomID, UnreadCount] = {}
-        for start in range(0, len(rooms), _ROOM_CHUNK):
-            chunk = rooms[start : start + _ROOM_CHUNK]
-            rows = await self._db.fetch(
-                _count_sql(len(chunk)), user_id, *(value for pair in chunk for value in pair)
-            )
-            upto: dict[RoomID, int] = {}
-            for row in rows:
-                room_id = RoomID(row["room_id"])
-                notifications = _difference(row["room_n"], row["room_n0"]) + _difference(
-                    row["user_n"], row["user_n0"]
-                )
-                highlights = _difference(row["room_h"], row["room_h0"]) + _difference(
-                    row["user_h"], row["user_h0"]
-                )
-                if notifications or highlights:
-                    counts[room_id] = UnreadCount(notifications, highlights)
-                    upto[room_id] = int(row["upto"])
-            if ignored and upto:
-                await self._leave_out(user_id, upto, list(ignored), counts)
-        return counts
+        ``read_positions`` entry (their unthreaded receipt; 0: none read) and their read
+        mark, less those their main and threaded receipts read, leaving out events sent
+        by ``ignored`` users; rooms without any are absent (``storage.unread_counts``)."""
+        return await count_unread(self._db, user_id, read_positions, ignored)
 
-    async def _leave_out(
+    async def get_unread_counts_by_thread(
         self,
         user_id: UserID,
-        upto: Mapping[RoomID, int],
-        ignored: Sequence[UserID],
-        counts: dict[RoomID, UnreadCount],
-    ) -> None:
-        """Take the events of ``ignored`` senders after ``upto`` out of ``counts``."""
-        pairs = [value for pair in upto.items() for value in pair]
-        for start in range(0, len(ignored), _SENDER_CHUNK):
-            senders = ignored[start : start + _SENDER_CHUNK]
-            room_sql = _ignored_sql("push_room_notifications", len(upto), len(senders))
-            user_sql = _ignored_sql("push_user_exceptions", len(upto), len(senders))
-            room_rows = await self._db.fetch(room_sql, *pairs, *senders)
-            user_rows = await self._db.fetch(user_sql, user_id, *pairs, *senders)
-            for row in [*room_rows, *user_rows]:
-                room_id = RoomID(row["room_id"])
-                old = counts[room_id]
-                counts[room_id] = UnreadCount(
-                    old.notifications - int(row["n"] or 0), old.highlights - int(row["h"] or 0)
-                )
-        for room_id in upto:
-            if counts[room_id].notifications <= 0 and counts[room_id].highlights <= 0:
-                del counts[room_id]
+        read_positions: Mapping[RoomID, int],
+        ignored: Collection[UserID] = (),
+    ) -> dict[RoomID, ThreadedUnread]:
+        """The same counts split into the main timeline's and each thread's."""
+        return await count_unread_by_thread(self._db, user_id, read_positions, ignored)
 
 
 def _room_lock_key(room_id: str) -> int:
@@ -416,12 +322,9 @@ def _close_gaps_sql(per_room: bool, count: int) -> str:
     sets = [
         _subtract(table, "notify_seq", "notify", own),
         _subtract(table, "highlight_seq", "highlight", own),
+        _subtract(table, "thread_notify_seq", "notify", thread),
+        _subtract(table, "thread_highlight_seq", "highlight", thread),
     ]
-    if per_room:
-        sets += [
-            _subtract(table, "thread_notify_seq", "notify", thread),
-            _subtract(table, "thread_highlight_seq", "highlight", thread),
-        ]
     users = (
         ""
         if per_room

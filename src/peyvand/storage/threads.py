@@ -105,12 +105,13 @@ class ThreadStore:
         )
         return [ThreadRow(EventID(r[0]), EventID(r[1]), int(r[2])) for r in rows]
 
-    async def unthreaded_read_positions(
+    async def read_positions(
         self, user_id: UserID, room_ids: Sequence[RoomID]
     ) -> dict[RoomID, int]:
         """room_id -> stream position of the event of the user's furthest unthreaded
         ``m.read``/``m.read.private`` receipt, which reads every thread up to it
-        ("Threaded read receipts"); rooms without one are absent."""
+        ("Threaded read receipts"; main-timeline and thread receipts are read with the
+        counts, ``storage.unread_counts``); rooms without one are absent."""
         found: dict[RoomID, int] = {}
         async for chunk in iter_chunks(room_ids, _CHUNK):
             rows = await self._db.fetch(

@@ -28,11 +28,15 @@ stores nothing.
 
 Read time. The unread count of user U in room R counts the room rows and U's exceptions
 after the later of U's read receipt (``m.read`` or ``m.read.private``) and U's read
-mark: a few index look-ups per room, however many events are unread. Events from users
+mark: a few index look-ups per room, however many events are unread. "Threaded read
+receipts": an unthreaded receipt reads every thread, a ``main`` one the main timeline,
+one in a thread that thread, each count taken from the running counts of its thread
+(``storage.unread_counts``); a /sync filter's ``unread_thread_notifications`` splits
+the counts per thread. Events from users
 U ignores (``m.ignored_user_list``) are taken out then, from the rows' senders, so
 ignoring (or no longer ignoring) someone changes the counts at once. Exceptions at or
-before a receipt are deleted later, in bounded batches, by a background task; room rows
-live as long as their events (purging an event deletes its rows).
+before an unthreaded receipt are deleted later, in bounded batches, by a background
+task; room rows live as long as their events (purging an event deletes its rows).
 
 Ordering. Running counts need each room's rows inserted in stream order: positions are
 allocated under the room's lock, enqueued in that order, and the one ``EventWriter``
@@ -80,6 +84,7 @@ from peyvand.storage.push_actions import (
     RoomNotification,
     UserException,
 )
+from peyvand.storage.unread_counts import UnreadCount
 from peyvand.types import EventID, JsonDict, RoomID, ServerName, UserID, server_name_of
 
 logger = logging.getLogger(__name__)
@@ -105,7 +110,9 @@ IgnoredUsers = Callable[[UserID], Awaitable[frozenset[UserID]]]
 class ReadPositions(Protocol):
     async def read_positions(
         self, user_id: UserID, room_ids: Sequence[RoomID]
-    ) -> dict[RoomID, int]: ...
+    ) -> dict[RoomID, int]:
+        """room_id -> the position of the user's furthest unthreaded read receipt."""
+        ...
 
 
 class Rulesets(Protocol):
@@ -398,18 +405,47 @@ class PushActionsService:
         """/sync's ``unread_notifications`` for each room with unread notifications:
         the user's notifications after their read receipt (the later of ``m.read`` and
         ``m.read.private``) or their own latest event in the room, whichever is later,
-        leaving out events of users they ignore; and how many of those highlight."""
+        leaving out events of users they ignore; and how many of those highlight.
+
+        "Threaded read receipts": an unthreaded receipt reads every thread up to its
+        event, a ``main`` one the main timeline only, one in a thread that thread only.
+        """
+        read, ignored = await self._read_positions(user_id, room_ids)
+        counts = await self._store.get_unread_counts(user_id, read, ignored)
+        return {room_id: _counts_json(count) for room_id, count in counts.items()}
+
+    async def unread_sections(
+        self, user_id: UserID, room_ids: Sequence[RoomID], per_thread: bool
+    ) -> dict[RoomID, JsonDict]:
+        """The unread counts of each room with any, as fields of its /sync room section:
+        ``unread_notifications`` (``unread_counts``); with ``per_thread`` (the filter's
+        ``unread_thread_notifications``) it counts the main timeline only and
+        ``unread_thread_notifications`` has each thread's counts by thread root, for
+        the threads with any (sync.yaml)."""
+        if not per_thread:
+            counts = await self.unread_counts(user_id, room_ids)
+            return {room_id: {"unread_notifications": c} for room_id, c in counts.items()}
+        read, ignored = await self._read_positions(user_id, room_ids)
+        split = await self._store.get_unread_counts_by_thread(user_id, read, ignored)
+        sections: dict[RoomID, JsonDict] = {}
+        for room_id, room in split.items():
+            section: JsonDict = {"unread_notifications": _counts_json(room.main)}
+            if room.threads:
+                section["unread_thread_notifications"] = {
+                    thread_id: _counts_json(count) for thread_id, count in room.threads.items()
+                }
+            sections[room_id] = section
+        return sections
+
+    async def _read_positions(
+        self, user_id: UserID, room_ids: Sequence[RoomID]
+    ) -> tuple[dict[RoomID, int], frozenset[UserID]]:
+        """Each room's unthreaded receipt position (0: none) and whom the user ignores;
+        the exceptions the receipts cover are queued for deletion."""
         positions = await self._receipts.read_positions(user_id, room_ids)
-        counts = await self._store.get_unread_counts(
-            user_id,
-            {room_id: positions.get(room_id, 0) for room_id in room_ids},
-            await self._ignored_users(user_id),
-        )
         self._schedule_cleanup(user_id, positions)
-        return {
-            room_id: {"notification_count": c.notifications, "highlight_count": c.highlights}
-            for room_id, c in counts.items()
-        }
+        read = {room_id: positions.get(room_id, 0) for room_id in room_ids}
+        return read, await self._ignored_users(user_id)
 
     # -- clean-up -----------------------------------------------------------------------
 
@@ -444,6 +480,13 @@ class PushActionsService:
                     self._cleaned.put(key, position)
                 # Let requests run between batches.
                 await asyncio.sleep(0)
+
+
+def _counts_json(count: UnreadCount) -> JsonDict:
+    return {
+        "notification_count": max(0, count.notifications),
+        "highlight_count": max(0, count.highlights),
+    }
 
 
 def _same_counts(a: Actions, b: Actions) -> bool:
