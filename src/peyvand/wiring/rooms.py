@@ -104,7 +104,11 @@ def build_rooms(
     timeline.dispatcher.listeners.append(replaced.on_persisted)
     relation_store = RelationStore(db)
     aggregations = BundledAggregations(
-        relation_store, state, local.visibility, local.account_data.ignored_users.of
+        relation_store,
+        state,
+        local.visibility,
+        local.account_data.ignored_users.of,
+        server_name,
     )
     timeline.dispatcher.listeners.append(aggregations.on_persisted)
     room_events = RoomEventsService(

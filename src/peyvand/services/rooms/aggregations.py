@@ -19,8 +19,10 @@ latest event, references), ``current_user_participated`` and visibility; the res
 the same for everyone.
 
 Most events have no children: an event found to have none (for every reader) is
-remembered until a child of it is stored (``on_persisted``), so a woken /sync asks the
-database only about events it has not seen before.
+remembered until a child of it is stored (``on_persisted``), and so is every new local
+event as it is stored (nothing can relate to an event before its ID exists), so the
+syncs a new message wakes ask the database nothing about it. Events from other servers
+are not taken as childless on arrival: their children may have come first.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from peyvand.services.rooms.visibility import IgnoredBy, VisibilityService
 from peyvand.services.timeline.room_state import StateService
 from peyvand.storage.models import EventToPersist, StoredEvent
 from peyvand.storage.relations import RelationStore
-from peyvand.types import EventID, JsonDict, RoomID, UserID
+from peyvand.types import EventID, JsonDict, RoomID, ServerName, UserID
 
 # Edits of one original, and newest thread replies of one root, looked at for one that
 # the reader may see (and that is valid) before giving up.
@@ -98,8 +100,10 @@ class BundledAggregations:
         state: StateService,
         visibility: VisibilityService,
         ignored_by: IgnoredBy,
+        server_name: ServerName,
     ) -> None:
         self._store = store
+        self._local_suffix = f":{server_name}"
         self._state = state
         self._visibility = visibility
         self._ignored_by = ignored_by
@@ -110,7 +114,15 @@ class BundledAggregations:
         self._generation = 0
 
     def on_persisted(self, batch: Sequence[EventToPersist]) -> None:
-        """Dispatcher listener: a stored child makes its parent worth asking about."""
+        """Dispatcher listener: a new local event has no child yet; a stored child makes
+        its parent worth asking about."""
+        for persisted in batch:
+            if (
+                persisted.pdu.sender.endswith(self._local_suffix)
+                and persisted.stream_ordering > 0  # not backfilled
+                and not persisted.was_outlier
+            ):
+                self._childless.put(persisted.pdu.event_id, True)
         for persisted in batch:
             if persisted.relates_to is not None:
                 self._childless.pop(persisted.relates_to)
