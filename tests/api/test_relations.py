@@ -457,3 +457,30 @@ async def test_purged_children_leave(homeserver: HomeserverProcess, client: Matr
         await client.request("GET", f"rooms/{quote(room_id)}/event/{quote(root)}", token=alice)
     ).ok()
     assert "m.relations" not in served["unsigned"]
+
+
+async def test_ignored_users_leave_the_thread_summary(client: MatrixClient) -> None:
+    alice, bob, room_id = await shared_room(client)
+    carol = await client.register()
+    (await client.request("POST", f"join/{quote(room_id)}", json={}, token=carol)).ok()
+    root = await say(client, room_id, alice, "root")
+    mine = await reply_in_thread(client, room_id, carol, root, "carol's reply")
+    await reply_in_thread(client, room_id, bob, root, "bob's reply")
+    path = f"rooms/{quote(room_id)}/event/{quote(root)}"
+    before = (await client.request("GET", path, token=carol)).ok()["unsigned"]["m.relations"]
+    assert before["m.thread"]["count"] == 2
+    ignore = {"ignored_users": {bob.user_id: {}}}
+    (
+        await client.request(
+            "PUT",
+            f"user/{quote(carol.user_id)}/account_data/m.ignored_user_list",
+            json=ignore,
+            token=carol,
+        )
+    ).ok()
+    after = (await client.request("GET", path, token=carol)).ok()["unsigned"]["m.relations"]
+    assert after["m.thread"]["count"] == 1
+    assert after["m.thread"]["latest_event"]["event_id"] == mine
+    assert after["m.thread"]["current_user_participated"] is True
+    listed = (await relations(client, carol, room_id, root)).ok()
+    assert ids(listed["chunk"]) == [mine]
