@@ -469,7 +469,7 @@ async def test_ignored_users_leave_the_thread_summary(client: MatrixClient) -> N
     path = f"rooms/{quote(room_id)}/event/{quote(root)}"
     before = (await client.request("GET", path, token=carol)).ok()["unsigned"]["m.relations"]
     assert before["m.thread"]["count"] == 2
-    ignore = {"ignored_users": {bob.user_id: {}}}
+    ignore: dict[str, dict[str, Any]] = {"ignored_users": {bob.user_id: {}}}
     (
         await client.request(
             "PUT",
