@@ -91,7 +91,7 @@ class Notifier:
 
         Callers compare ``current_token`` with what they have already seen right before
         calling (no await in between), so no wake-up can be missed. A waiting poll holds
-        one future and one timer handle, nothing more (issue 15: memory per idle
+        one future, one timer handle and its ``_Timer``, nothing more (issue 15: memory per idle
         long-poll). Raises ``ClientGone`` when the request's client disconnects (see
         ``abandoned_when``)."""
         gone = _client_gone.get()
@@ -101,22 +101,7 @@ class Notifier:
         future: asyncio.Future[None] = loop.create_future()
         futures = self._waiters.setdefault(user_id, [])
         futures.append(future)
-        if gone is None:
-            timer = loop.call_later(timeout_s, _wake, future)
-        else:
-            deadline = loop.time() + timeout_s
-
-            def check() -> None:
-                nonlocal timer
-                if gone():
-                    if not future.done():
-                        future.set_exception(ClientGone())
-                elif (remaining := deadline - loop.time()) <= 0:
-                    _wake(future)
-                else:
-                    timer = loop.call_later(min(remaining, GONE_CHECK_SECONDS), check)
-
-            timer = loop.call_later(min(timeout_s, GONE_CHECK_SECONDS), check)
+        timer = _Timer(loop, future, gone, timeout_s)
         try:
             await future
         finally:
@@ -124,6 +109,50 @@ class Notifier:
             futures.remove(future)
             if not futures:
                 self._waiters.pop(user_id, None)
+        if timer.client_gone:
+            raise ClientGone
+
+
+class _Timer:
+    """Wakes a long-poll's ``future`` at its deadline; with ``gone``, checks every
+    ``GONE_CHECK_SECONDS`` before that whether the client went away (then wakes it with
+    ``client_gone`` set).
+
+    An object rather than a closure that re-arms itself: such a closure refers to itself,
+    so every long-poll left a reference cycle holding its whole request (and, when its
+    client had gone, the ``ClientGone`` it was woken with, whose traceback held the
+    waiting frames) for the cycle collector, which long-polls, living long enough to reach
+    its oldest generation, wait for long (issue 15: peak memory). A cancelled handle drops
+    its callback, so once the poll is over nothing refers back to this."""
+
+    __slots__ = ("_deadline", "_future", "_gone", "_handle", "_loop", "client_gone")
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        future: asyncio.Future[None],
+        gone: Callable[[], bool] | None,
+        timeout_s: float,
+    ) -> None:
+        self._loop = loop
+        self._future = future
+        self._gone = gone
+        self._deadline = loop.time() + timeout_s
+        self.client_gone = False
+        delay = timeout_s if gone is None else min(timeout_s, GONE_CHECK_SECONDS)
+        self._handle = loop.call_later(delay, self._check)
+
+    def cancel(self) -> None:
+        self._handle.cancel()
+
+    def _check(self) -> None:
+        if self._gone is not None and self._gone():
+            self.client_gone = True
+            _wake(self._future)
+        elif (remaining := self._deadline - self._loop.time()) <= 0:
+            _wake(self._future)
+        else:
+            self._handle = self._loop.call_later(min(remaining, GONE_CHECK_SECONDS), self._check)
 
 
 def _wake(future: asyncio.Future[None]) -> None:
