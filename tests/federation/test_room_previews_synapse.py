@@ -2,8 +2,8 @@
 GET /room_summary/{roomIdOrAlias} (MSC3266), answered through the federation
 GET /hierarchy/{roomId} when the user's server is not in the room).
 
-- Peyvand previews Synapse rooms it is not in: a public one by ID and by alias, not a
-  private one.
+- Peyvand previews Synapse rooms it is not in: a public one by ID and by alias, a
+  private one only once its user is invited.
 - Synapse previews Peyvand rooms it is not in: a public one, and a private one only once
   its user is invited (Peyvand serves its hierarchy to a server with an invited member).
 """
@@ -55,12 +55,19 @@ async def test_peyvand_previews_synapse_rooms(
         by_alias = (await _summary(peyvand_client, alice, f"#{name}:{synapse.server_name}")).ok()
         hidden = await _summary(peyvand_client, alice, private, synapse.server_name)
         no_via = await _summary(peyvand_client, alice, public)
+        # Invited, Alice previews the private room (Synapse lets invited servers see it).
+        invite = {"user_id": alice.user_id}
+        path = f"rooms/{quote(private)}/invite"
+        (await synapse_client.request("POST", path, json=invite, token=bob)).ok()
+        await sync_until(peyvand_client, alice, invited_to(private))
+        invited = (await _summary(peyvand_client, alice, private, synapse.server_name)).ok()
     assert found["room_id"] == public and found["name"] == "On Synapse"
     assert found["topic"] == "Far away" and found["join_rule"] == "public"
     assert found["num_joined_members"] == 1 and found["membership"] == "leave"
     assert by_alias["room_id"] == public
     assert hidden.status == 404 and hidden.body["errcode"] == "M_NOT_FOUND"
     assert no_via.status == 400 and no_via.body["errcode"] == "M_MISSING_PARAM"
+    assert invited["name"] == "Hidden" and invited["membership"] == "invite"
 
 
 async def test_synapse_previews_peyvand_rooms(
