@@ -42,6 +42,7 @@ from peyvand.storage.pushers import PusherStore
 from peyvand.storage.receipts import ReceiptStore
 from peyvand.storage.relations import RelationStore
 from peyvand.storage.remote_invites import RemoteInviteStore
+from peyvand.storage.threads import ThreadStore
 from peyvand.storage.to_device import ToDeviceStore
 
 
@@ -127,7 +128,7 @@ def build_local(config: Config, db: Database, timeline: Timeline) -> Local:
         PushActionStore(db),
         state,
         push_rules,
-        receipts,
+        ThreadStore(db),
         account_data.ignored_users.of,
     )
     timeline.writer.add_pre_commit(push_actions.prepare)
