@@ -18,6 +18,7 @@ the room's ``m.space.child`` events and no children.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Final, Protocol
@@ -46,8 +47,10 @@ _SUMMARY_KEYS: Final[tuple[StateKey, ...]] = (
     ("m.room.guest_access", ""),
     ("m.room.encryption", ""),
 )
-# Servers asked for a room this server is not in, and m.space.child events served.
+# Servers asked for a room this server is not in (each for at most _ASK_SECONDS), and
+# m.space.child events served.
 _MAX_VIA: Final = 5
+_ASK_SECONDS: Final = 10.0
 _MAX_CHILDREN: Final = 50
 # The string fields of a summary and its integer and boolean ones (room_summary.yaml,
 # public_rooms_chunk.yaml): what a remote answer may carry to the client.
@@ -83,10 +86,10 @@ class RoomSummaryService:
         *,
         remote: RemoteHierarchy | None,
         allows: Callable[[ServerName], bool],
-        access: RoomAccess | None,
+        access: RoomAccess,
     ) -> None:
         """``remote`` asks other servers (None: federation is off), those ``allows``
-        lets through; ``access`` checks servers asking this one (None: federation off)."""
+        lets through; ``access`` checks servers asking this one."""
         self._server_name = server_name
         self._state = state
         self._index = index
@@ -151,7 +154,8 @@ class RoomSummaryService:
         servers = [ServerName(s) for s in via if s != self._server_name]
         for server in [s for s in servers if self._allows(s)][:_MAX_VIA]:
             try:
-                answer = await self._remote.get_hierarchy(server, room_id, suggested_only=True)
+                async with asyncio.timeout(_ASK_SECONDS):
+                    answer = await self._remote.get_hierarchy(server, room_id, suggested_only=True)
             except Exception as exc:
                 logger.info("hierarchy of %s from %s failed: %s", room_id, server, exc)
                 continue
@@ -188,8 +192,6 @@ class RoomSummaryService:
         """The room's summary for ``origin`` with its ``m.space.child`` events (only the
         suggested ones with ``suggested_only``); 404 when this server is not in the room
         or ``origin`` may not see it."""
-        if self._access is None:
-            raise MatrixError(Errcode.UNRECOGNIZED, "Federation is disabled", status=404)
         snapshot = await self._access.room(room_id, origin)
         if not snapshot.takes_part(self._server_name):
             raise MatrixError(Errcode.NOT_FOUND, f"Unknown room: {room_id}")

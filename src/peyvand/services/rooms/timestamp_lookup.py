@@ -16,6 +16,7 @@ answer, as from Synapse.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -39,8 +40,9 @@ Direction = Literal["f", "b"]
 _CREATE: Final[StateKey] = ("m.room.create", "")
 # Local candidates read at once; the closest visible one among them answers.
 _CANDIDATES: Final = 50
-# Servers asked, in turn, when the local history has a gap.
+# Servers asked, in turn, when the local history has a gap, each for at most this long.
 _MAX_SERVERS: Final = 5
+_ASK_SECONDS: Final = 10.0
 # Rounds of /backfill (each up to _BACKFILL_LIMIT events) to reach the event another
 # server named.
 _BACKFILL_ROUNDS: Final = 5
@@ -79,11 +81,11 @@ class TimestampLookup:
         *,
         remote: RemoteTimestamps | None,
         allows: Callable[[ServerName], bool],
-        access: RoomAccess | None,
+        access: RoomAccess,
     ) -> None:
         """``remote`` asks other servers (None: federation is off); ``allows`` says which
-        servers may be asked; ``access`` checks servers asking this one (None: federation
-        is off); ``world_readable`` is ``RoomEventsService.world_readable``."""
+        servers may be asked; ``access`` checks servers asking this one;
+        ``world_readable`` is ``RoomEventsService.world_readable``."""
         self._server_name = server_name
         self._store = store
         self._events = events
@@ -128,8 +130,6 @@ class TimestampLookup:
         """GET /timestamp_to_event/{roomId} from ``origin``: this server's closest event
         (404 when none), for servers in the room (or any, if it is world-readable) that its
         ACL allows."""
-        if self._access is None:
-            raise MatrixError(Errcode.UNRECOGNIZED, "Federation is disabled", status=404)
         snapshot = await self._access.room(room_id, origin)
         await self._access.require_server_in_room(origin, snapshot)
 
@@ -192,9 +192,10 @@ class TimestampLookup:
         room_id = snapshot.room_id
         for server in (await self._servers_to_ask(snapshot))[:_MAX_SERVERS]:
             try:
-                answer = await self._remote.timestamp_to_event(
-                    server, room_id, timestamp, direction
-                )
+                async with asyncio.timeout(_ASK_SECONDS):
+                    answer = await self._remote.timestamp_to_event(
+                        server, room_id, timestamp, direction
+                    )
             except Exception as exc:
                 logger.info("timestamp_to_event of %s from %s failed: %s", room_id, server, exc)
                 continue
