@@ -43,9 +43,13 @@ class RelationChecks:
         rel_type, parent_id = relates.get("rel_type"), relates.get("event_id")
         if not isinstance(rel_type, str) or not isinstance(parent_id, str):
             return
-        parent = await self._state.get_event(EventID(parent_id))
+        # Also one held outside the timeline (state received with a join), redacted as
+        # served: a redacted event relates to nothing.
+        parent = (await self._state.get_pdus([EventID(parent_id)], as_served=True)).get(
+            EventID(parent_id)
+        )
         if parent is not None:
-            if parent.pdu.room_id != room_id:
+            if parent.room_id != room_id:
                 raise _bad_request("Relations must be in the same room")
         elif not await self._store.is_relation_target(EventID(parent_id)):
             raise _bad_request("Can't send relation to unknown event")
@@ -57,8 +61,8 @@ class RelationChecks:
                 raise _bad_request("Aggregation key is too long")
             if await self._store.has_annotated(EventID(parent_id), event_type, key, sender):
                 raise MatrixError(Errcode.DUPLICATE_ANNOTATION, "Can't send same reaction twice")
-        elif rel_type == "m.thread" and parent is not None and parent.redacted_by is None:
-            parent_relates = parent.pdu.content.get("m.relates_to")
+        elif rel_type == "m.thread" and parent is not None:
+            parent_relates = parent.content.get("m.relates_to")
             if (
                 isinstance(parent_relates, Mapping)
                 and isinstance(parent_relates.get("rel_type"), str)
