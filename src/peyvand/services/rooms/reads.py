@@ -243,6 +243,15 @@ class RoomEventsService:
         found = await self._page(room_id, after=None, before=position, newest_first=True, limit=1)
         return found[0] if found else None
 
+    async def state_group_at(self, room_id: RoomID, position: int) -> int | None:
+        """The room's state group at stream ``position`` (that of its newest event at or
+        before it; None: before its first event), from the recent events when they tell."""
+        held = self._recent.state_group_at(room_id, position)
+        if held is not None:
+            return held
+        last = await self.last_event(room_id, position)
+        return last.state_group if last is not None else None
+
     async def scan(
         self,
         user_id: UserID,
@@ -266,6 +275,10 @@ class RoomEventsService:
         """
         joined = await self._membership(room_id, user_id) == "join"
         snapshot = await self._state.get_room(room_id) if current_state_visible else None
+        if event_filter is not None and event_filter.matches_all:
+            # Read only what is kept (limit + 1): a woken sync's page then comes from
+            # the recent events, not storage (issue 15, "hot room").
+            event_filter = None
         found: list[StoredEvent] = []
         low, high = after, before
         for _ in range(_MAX_SCAN_ROUNDS):

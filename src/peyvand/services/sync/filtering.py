@@ -78,6 +78,20 @@ class EventFilter:
     include_redundant_members: bool = False
     unread_thread_notifications: bool = False
 
+    @property
+    def matches_all(self) -> bool:
+        """Whether ``matches`` keeps every event (no type, sender, room or URL condition),
+        as the timeline filter of most syncs does: a scan then reads only what it keeps."""
+        return (
+            self.types is None
+            and not self.not_types
+            and self.senders is None
+            and not self.not_senders
+            and self.rooms is None
+            and not self.not_rooms
+            and self.contains_url is None
+        )
+
     def matches(self, event: Mapping[str, Any]) -> bool:
         """True if ``event`` (a client-format event, account data or presence) passes.
 

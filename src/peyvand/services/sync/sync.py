@@ -593,8 +593,8 @@ class SyncService:
         changed since the token. When no state changed across the gap (a busy room's
         messages), that is only the lazy-loaded senders' members, looked up by key: the
         work does not grow with the room's state."""
-        previous_group = await self._group_at(room_id, since)
-        end_group = await self._group_at(room_id, until)
+        previous_group = await self._room_events.state_group_at(room_id, since)
+        end_group = await self._room_events.state_group_at(room_id, until)
         start_group = await self._state_before(timeline[0]) if timeline else end_group
         if previous_group == start_group == end_group:
             if lazy is None or start_group is None:
@@ -613,11 +613,6 @@ class SyncService:
             lazy_members=lazy,
         )
         return state_ids, {k for k, v in state_ids.items() if previous.get(k) != v}
-
-    async def _group_at(self, room_id: RoomID, position: int) -> int | None:
-        """The room's state group at stream ``position`` (None: before its first event)."""
-        last = await self._room_events.last_event(room_id, position)
-        return last.state_group if last is not None else None
 
     async def _group_state(self, group: int | None) -> Mapping[StateKey, EventID]:
         return await self._state.state_ids_at_group(group) if group is not None else {}
