@@ -14,6 +14,16 @@ tree, so other load on the machine does not count) per 1,000 messages, with thro
 send latency. ``--profile`` attaches ``py-spy record`` (raw collapsed stacks) meanwhile.
 By default nobody syncs (the write path and its fan-out alone); ``--syncers N`` has the
 first N members long-poll /sync meanwhile, as Element does (lazy-loaded members).
+
+How many messages a woken sync finds depends on how fast the server answers (a busy
+server answers fewer syncs, each with more), so ``measure`` with syncers mixes the cost of
+a wake-up with how many there were. ``wake`` measures one wake-up alone:
+
+    python -m bench.hot_room wake DIR --syncers 200 --gap 24 --rounds 10 [--profile stacks.txt]
+
+Each round, ``--gap`` messages are sent; then every syncer syncs at once from its last
+token (so each finds the same ``--gap`` new messages: a limited timeline past 10); it
+prints the server's CPU per 1,000 of those syncs and their latency.
 """
 
 from __future__ import annotations
@@ -125,22 +135,13 @@ async def _measure(server: Server, state: dict[str, object], args: argparse.Name
         await asyncio.sleep(WARM_UP_SECONDS if args.syncers else 0)
         await _send_all(client, senders, room, WARM_UP_MESSAGES, f"w{tag}")
         polls_before = polls[0]
-        spy = None
-        if args.profile is not None:
-            spy = await asyncio.create_subprocess_exec(
-                "py-spy", "record", "-p", str(server.pid), "-r", "200", "-f", "raw",
-                "-o", str(args.profile), "--nonblocking",
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            )  # fmt: skip
-            await asyncio.sleep(1.0)
+        spy = await _profiled(server, args.profile)
         cpu_before = procstat.tree_cpu_seconds(server.pid)
         sent, latencies, seconds = await _send_all(client, senders, room, args.messages, tag)
         cpu = procstat.tree_cpu_seconds(server.pid) - cpu_before
         answered = polls[0] - polls_before
         stop.set()
-        if spy is not None:
-            spy.send_signal(signal.SIGINT)
-            await asyncio.wait_for(spy.wait(), 60)
+        await _stop_profile(spy)
     print(
         f"members={len(accounts)} senders={len(senders)} syncers={args.syncers} "
         f"(answered {answered} long-polls) sent={sent}/{args.messages} "
@@ -150,14 +151,81 @@ async def _measure(server: Server, state: dict[str, object], args: argparse.Name
     )
 
 
+async def _profiled(server: Server, profile: Path | None) -> asyncio.subprocess.Process | None:
+    """``py-spy record`` attached to the server (raw collapsed stacks), if asked for."""
+    if profile is None:
+        return None
+    spy = await asyncio.create_subprocess_exec(
+        "py-spy", "record", "-p", str(server.pid), "-r", "200", "-f", "raw",
+        "-o", str(profile), "--nonblocking",
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    await asyncio.sleep(1.0)
+    return spy
+
+
+async def _stop_profile(spy: asyncio.subprocess.Process | None) -> None:
+    if spy is not None:
+        spy.send_signal(signal.SIGINT)
+        await asyncio.wait_for(spy.wait(), 60)
+
+
+async def _wake(server: Server, state: dict[str, object], args: argparse.Namespace) -> None:
+    accounts = [Account(u, t) for u, t in state["accounts"]]  # type: ignore[attr-defined]
+    syncers, sender = accounts[: args.syncers], accounts[0]
+    room = str(state["room"])
+    tag = uuid.uuid4().hex[:6]
+    async with new_session() as session:
+        client = MatrixClient(session, server.base_url)
+        deadline = time.perf_counter() + MEASURE_SECONDS
+
+        async def first(account: Account) -> str:
+            reply = await client.sync(account, sync_filter=DELIVERY_FILTER)
+            if reply.status != 200:
+                raise RuntimeError(f"initial /sync answered {reply.status}: {reply.body}")
+            return str(reply.body["next_batch"])
+
+        tokens = await bounded_map(syncers, first, SETUP_CONCURRENCY, deadline)
+        latencies: list[float] = []
+        cpu = 0.0
+        spy = await _profiled(server, args.profile)
+        for round_ in range(args.rounds):
+            if time.perf_counter() > deadline:
+                break
+            for n in range(args.gap):
+                await client.send(sender, room, f"{tag}-{round_}-{n}", f"m {round_} {n}")
+            cpu_before = procstat.tree_cpu_seconds(server.pid)
+            replies = await asyncio.gather(
+                *(
+                    client.sync(a, t, 0, DELIVERY_FILTER)
+                    for a, t in zip(syncers, tokens, strict=True)
+                )
+            )
+            cpu += procstat.tree_cpu_seconds(server.pid) - cpu_before
+            if failed := [r for r in replies if r.status != 200]:
+                raise RuntimeError(f"/sync answered {failed[0].status}: {failed[0].body}")
+            latencies += [r.seconds for r in replies]
+            tokens = [str(r.body["next_batch"]) for r in replies]
+        await _stop_profile(spy)
+    syncs = len(latencies)
+    print(
+        f"syncers={len(syncers)} gap={args.gap} rounds={syncs // max(1, len(syncers))}: "
+        f"server CPU {cpu:.2f} s = {cpu / syncs * 1000:.2f} s per 1,000 woken syncs; "
+        f"sync p50 {percentile(latencies, 50) * 1000:.0f} ms, "
+        f"p99 {percentile(latencies, 99) * 1000:.0f} ms"
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.hot_room")
-    parser.add_argument("phase", choices=("setup", "measure"))
+    parser.add_argument("phase", choices=("setup", "measure", "wake"))
     parser.add_argument("data_dir", type=Path)
     parser.add_argument("--members", type=int, default=200)
     parser.add_argument("--senders", type=int, default=16)
     parser.add_argument("--messages", type=int, default=1000)
     parser.add_argument("--syncers", type=int, default=0, help="members long-polling /sync")
+    parser.add_argument("--gap", type=int, default=24, help="wake: messages per round")
+    parser.add_argument("--rounds", type=int, default=10, help="wake: rounds")
     parser.add_argument("--profile", type=Path)
     args = parser.parse_args()
     if args.profile is not None and shutil.which("py-spy") is None:
@@ -175,6 +243,8 @@ def main() -> int:
     try:
         if args.phase == "setup":
             state_path.write_text(json.dumps(asyncio.run(_setup(server, args.members))))
+        elif args.phase == "wake":
+            asyncio.run(_wake(server, state, args))
         else:
             asyncio.run(_measure(server, state, args))
     finally:
