@@ -1,14 +1,20 @@
 """Threads over HTTP against a real Peyvand (Client-Server API, "Threading": "Querying
 threads in a room", threads_list.yaml): the list ordered by latest activity and paged,
-``include=participated``, history visibility, and bad input."""
+``include=participated``, history visibility, purged replies, and bad input."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 from urllib.parse import quote
 
+from harness.admin import login_admin
 from harness.client import Account, MatrixClient, Response
 from harness.rooms import create_room, say
+from harness.server import HomeserverProcess
+
+DAY_MS = 86_400_000
 
 
 def assert_error(response: Response, status: int, errcode: str) -> None:
@@ -105,6 +111,37 @@ async def test_threads_follow_history_visibility(client: MatrixClient) -> None:
     assert_error(await threads(client, outsider, room_id), 403, "M_FORBIDDEN")
     unknown = f"!unknown:{alice.user_id.split(':', 1)[1]}"
     assert_error(await threads(client, alice, unknown), 403, "M_FORBIDDEN")
+
+
+async def test_purged_replies_leave_their_threads(
+    homeserver: HomeserverProcess, client: MatrixClient
+) -> None:
+    """A retention run purges bob's replies (a legal hold keeps alice's): a thread whose
+    latest reply went is ordered by its newest remaining one, a thread left without
+    replies is no longer listed."""
+    admin = await login_admin(client, homeserver)
+    alice, bob = await client.register(), await client.register()
+    retention = {"type": "m.room.retention", "content": {"max_lifetime": DAY_MS}}
+    room_id = await create_room(client, alice, preset="public_chat", initial_state=[retention])
+    await join(client, bob, room_id)
+    hold = {"kind": "user", "target": alice.user_id, "case_id": "T-16", "reason": "case"}
+    (await client.request("POST", "/_peyvand/admin/v1/legal_holds", json=hold, token=admin)).ok()
+    first, second, third = [await say(client, room_id, alice, f"root {i}") for i in range(3)]
+    await reply(client, room_id, alice, first, "alice on the first")
+    await reply(client, room_id, alice, third, "alice on the third")
+    await reply(client, room_id, bob, first, "bob on the first")
+    await reply(client, room_id, bob, second, "bob on the second")
+    assert await roots(client, alice, room_id) == [second, first, third]
+
+    await asyncio.sleep(0.01)
+    run = await client.request(
+        "POST",
+        "/_peyvand/admin/v1/retention/run",
+        json={"room_id": room_id, "now_ts": int(time.time() * 1000) + DAY_MS},
+        token=admin,
+    )
+    run.ok()
+    assert await roots(client, alice, room_id) == [third, first]
 
 
 async def test_threads_bad_input(client: MatrixClient) -> None:

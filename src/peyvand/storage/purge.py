@@ -31,6 +31,7 @@ from peyvand.events.room_versions import KNOWN_ROOM_VERSIONS
 from peyvand.storage.database import Connection, Database, Row, placeholders
 from peyvand.storage.push_actions import forget_events
 from peyvand.storage.search import unindex_events
+from peyvand.storage.threads import forget_events as forget_thread_events
 from peyvand.types import EventID
 
 __all__ = ["PurgeCandidate", "PurgeResult", "PurgeStore"]
@@ -259,6 +260,7 @@ class PurgeStore:
             where = f"event_id IN ({placeholders(len(ids))})"
             await txn.execute(f"DELETE FROM events WHERE {where}", *ids)
             await forget_events(txn, self._db.dialect, ids)
+            await forget_thread_events(txn, ids)
             await unindex_events(txn, ids)
             await txn.execute(f"DELETE FROM event_expiry WHERE {where}", *ids)
             media = await _release_media(txn, ids)

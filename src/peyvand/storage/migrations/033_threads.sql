@@ -12,6 +12,8 @@ CREATE TABLE threads (
     PRIMARY KEY (room_id, thread_id)
 );
 CREATE INDEX threads_by_activity ON threads (room_id, latest_stream_ordering);
+-- A purge finds the threads whose latest event it removes.
+CREATE INDEX threads_by_latest_event ON threads (latest_event_id);
 
 -- Who sent an event in each thread ("current_user_participated" and
 -- GET /threads?include=participated); the root's sender is read from events.
