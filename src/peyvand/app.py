@@ -207,7 +207,7 @@ def _services(
             local.typing,
             local.receipts,
             local.sync_account_data,
-            local.push_actions.unread_counts,
+            local.push_actions.unread_sections,
             local.to_device,
             local.device_lists,
             local.e2e_keys,

@@ -114,7 +114,9 @@ class PartialStateSource(Protocol):
     def on_state_rewritten(self, listener: Callable[[RoomID], None]) -> None: ...
 
 
-UnreadCounts = Callable[[UserID, Sequence[RoomID]], Awaitable[dict[RoomID, JsonDict]]]
+# (user, rooms, per thread) -> each room with unread notifications -> its section's
+# ``unread_notifications`` (and, per thread, ``unread_thread_notifications``).
+UnreadCounts = Callable[[UserID, Sequence[RoomID], bool], Awaitable[dict[RoomID, JsonDict]]]
 
 
 @dataclass
@@ -332,7 +334,8 @@ class SyncService:
             or r in completed
             or memberships[r][1] > since_events
         ]
-        counts = await self._unread_counts(user_id, touched) if touched else {}
+        per_thread = sync_filter.unread_thread_notifications
+        counts = await self._unread_counts(user_id, touched, per_thread) if touched else {}
         for room_id in touched:
             newly_joined = since is None or room_id in joined_since
             section = await self._joined_room(
@@ -358,8 +361,9 @@ class SyncService:
                 continue  # its new events are past this sync's token, or not visible
             section["ephemeral"] = {"events": ephemeral}
             section["account_data"] = {"events": room_data.get(room_id, [])}
-            section["unread_notifications"] = counts.get(
-                room_id, {"notification_count": 0, "highlight_count": 0}
+            section.update(
+                counts.get(room_id)
+                or {"unread_notifications": {"notification_count": 0, "highlight_count": 0}}
             )
             result.join[room_id] = section
         ignored: frozenset[UserID] | None = None
