@@ -265,9 +265,8 @@ class RoomSummaryService:
     ) -> bool:
         if self._open_to_all(snapshot, state):
             return True
-        if any(
-            server_name_of(u) == origin and m in ("join", "invite")
-            for u, m in snapshot.memberships.items()
+        if origin in snapshot.joined_servers() or any(
+            m == "invite" and server_name_of(u) == origin for u, m in snapshot.memberships.items()
         ):
             return True
         for allowed in _allowed_room_ids(state, snapshot.room_version):
