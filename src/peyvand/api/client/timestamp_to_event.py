@@ -13,10 +13,11 @@ from peyvand.types import RoomID
 routes = RouteTable()
 
 
-@routes.get("/_matrix/client/v1/rooms/{roomId}/timestamp_to_event")
+@routes.get("/_matrix/client/v1/rooms/{roomId}/timestamp_to_event", rate_limited=True)
 async def timestamp_to_event(ctx: RequestContext) -> web.Response:
     """GET /_matrix/client/v1/rooms/{roomId}/timestamp_to_event?ts=...&dir=f|b: the
-    closest event the user may see, asking other servers when local history has a gap."""
+    closest event the user may see, asking other servers when local history has a gap
+    (rate-limited: an answer may cost requests to them and a backfill)."""
     raw_room = ctx.path["roomId"]
     if not raw_room.startswith("!"):
         raise MatrixError(Errcode.INVALID_PARAM, f"Invalid room ID: {raw_room}")
