@@ -157,4 +157,9 @@ async def test_annotations_and_targets(database: Database) -> None:
     assert not await store.has_annotated(parent, "m.reaction", "👎", sender)
     assert not await store.has_annotated(parent, "m.reaction", "👍", UserID("@b:test"))
     assert await store.is_relation_target(parent)
+    await _event(database, 3, "$parent")
+    await _event(database, 4, "$lonely")
+    bundled = ("m.thread", "m.replace", "m.reference")
+    assert await store.parents_among([parent, EventID("$lonely")], bundled) == set()
+    assert await store.parents_among([parent, EventID("$lonely")], ["m.annotation"]) == {parent}
     assert not await store.is_relation_target(EventID("$r"))

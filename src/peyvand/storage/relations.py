@@ -108,6 +108,28 @@ class RelationStore:
         )
         return [RelatedEvent(EventID(r["event_id"]), r["stream_ordering"]) for r in rows]
 
+    async def parents_among(
+        self, event_ids: Collection[EventID], rel_types: Collection[str]
+    ) -> set[EventID]:
+        """Those of ``event_ids`` with an unredacted child in their room of one of
+        ``rel_types``. One query per 500 events."""
+        found: set[EventID] = set()
+        ids = list(set(event_ids))
+        types = sorted(set(rel_types))
+        for start in range(0, len(ids), _IN_LIST_CHUNK):
+            chunk = ids[start : start + _IN_LIST_CHUNK]
+            rows = await self._db.fetch(
+                "SELECT DISTINCT child.relates_to FROM events AS child JOIN events AS parent"
+                " ON parent.event_id = child.relates_to AND parent.room_id = child.room_id"
+                f" WHERE child.relates_to IN ({placeholders(len(chunk))})"
+                f" AND child.rel_type IN ({placeholders(len(types), 1 + len(chunk))})"
+                f" AND {_LIVE_CHILD}",
+                *chunk,
+                *types,
+            )
+            found.update(EventID(r[0]) for r in rows)
+        return found
+
     async def is_relation_target(self, event_id: EventID) -> bool:
         """Whether a stored, unredacted event relates to ``event_id`` (a parent this
         server may not hold: Synapse lets a client relate to it then)."""

@@ -18,15 +18,18 @@ reader (history visibility). What depends on the reader: the ignored users (coun
 latest event, references), ``current_user_participated`` and visibility; the rest is
 the same for everyone.
 
-Most events have no children: an event found to have none (for every reader) is
-remembered until a child of it is stored (``on_persisted``), and so is every new local
-event as it is stored (nothing can relate to an event before its ID exists), so the
-syncs a new message wakes ask the database nothing about it. Events from other servers
-are not taken as childless on arrival: their children may have come first.
+Most events have no children. One query finds which events of a response have any
+(shared by the syncs one message wakes, which ask at the same time); only those are
+aggregated. An event found to have none (for every reader) is remembered until a child
+of it is stored (``on_persisted``), and so is every new local event as it is stored
+(nothing can relate to an event before its ID exists), so the syncs a new local message
+wakes ask the database nothing about it. Events from other servers are not taken as
+childless on arrival: their children may have come first.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -44,6 +47,8 @@ _CANDIDATES = 20
 _CHILDLESS_CACHE = 50_000
 # Relations whose events never get aggregations of their own.
 _LEAF_RELATIONS = ("m.annotation", "m.replace")
+# The relations that are bundled with their parent.
+_BUNDLED_RELATIONS = ("m.replace", "m.thread", "m.reference")
 
 
 def relation_of(event: StoredEvent) -> tuple[str, EventID] | None:
@@ -112,6 +117,8 @@ class BundledAggregations:
         # Moves whenever a child is stored: a "childless" answer read across a move is
         # not remembered (the child may have been committed after it was read).
         self._generation = 0
+        # Queries in flight for whether events have children, by event.
+        self._probes: dict[EventID, asyncio.Future[set[EventID]]] = {}
 
     def on_persisted(self, batch: Sequence[EventToPersist]) -> None:
         """Dispatcher listener: a new local event has no child yet; a stored child makes
@@ -139,9 +146,11 @@ class BundledAggregations:
                 continue
             if self._childless.get(event.pdu.event_id) is None:
                 eligible[event.pdu.event_id] = event
+        if eligible:
+            parents = await self._parents(list(eligible))
+            eligible = {e: event for e, event in eligible.items() if e in parents}
         if not eligible:
             return {}
-        generation = self._generation
         ignored = await self._ignored_by(user_id) if user_id is not None else frozenset()
         threads = await self._threads(
             [e for e in eligible.values() if relation_of(e) is None], user_id, ignored
@@ -150,9 +159,6 @@ class BundledAggregations:
         edit_targets += [t.latest for t in threads.values()]
         edits = await self._edits(edit_targets, user_id)
         references = await self._store.references(eligible, ignored)
-        if not ignored and generation == self._generation:
-            for event_id in eligible.keys() - threads.keys() - edits.keys() - references.keys():
-                self._childless.put(event_id, True)
         out: dict[EventID, JsonDict] = {}
         for event_id in eligible:
             bundle: JsonDict = {}
@@ -173,6 +179,45 @@ class BundledAggregations:
             if bundle:
                 out[event_id] = bundle
         return out
+
+    async def _parents(self, event_ids: Sequence[EventID]) -> set[EventID]:
+        """Those of ``event_ids`` with a child to bundle. Callers asking at the same time
+        about the same events (the syncs one message wakes) share one query; the events
+        found childless are remembered."""
+        shared = {e: self._probes[e] for e in event_ids if e in self._probes}
+        mine = [e for e in event_ids if e not in shared]
+        parents: set[EventID] = set()
+        if mine:
+            probe: asyncio.Future[set[EventID]] = asyncio.get_running_loop().create_future()
+            for event_id in mine:
+                self._probes[event_id] = probe
+            generation = self._generation
+            try:
+                found = await self._store.parents_among(mine, _BUNDLED_RELATIONS)
+            except BaseException:
+                probe.cancel()
+                raise
+            finally:
+                for event_id in mine:
+                    if self._probes.get(event_id) is probe:
+                        del self._probes[event_id]
+            probe.set_result(found)
+            parents |= found
+            if generation == self._generation:
+                for event_id in mine:
+                    if event_id not in found:
+                        self._childless.put(event_id, True)
+        for event_id, shared_probe in shared.items():
+            try:
+                found = await asyncio.shield(shared_probe)
+            except asyncio.CancelledError:
+                if not shared_probe.cancelled():
+                    raise
+                parents.add(event_id)  # that query failed: look at this one in full
+                continue
+            if event_id in found:
+                parents.add(event_id)
+        return parents
 
     async def _threads(
         self, roots: Sequence[StoredEvent], user_id: UserID | None, ignored: frozenset[UserID]
