@@ -1,10 +1,11 @@
-"""Jump to date across Peyvand and a real Synapse, on every backend (Client-Server API
-GET /rooms/{roomId}/timestamp_to_event, Server-Server API GET /timestamp_to_event).
+"""Jump to date across Peyvand and its peer, a real Synapse or a second Peyvand, on every
+backend (Client-Server API GET /rooms/{roomId}/timestamp_to_event, Server-Server API GET
+/timestamp_to_event).
 
-- A room created on Synapse has history Peyvand never saw (it joined later): Peyvand
-  asks Synapse, backfills the event named and answers with it, both ways in time; the
+- A room created on the peer has history Peyvand never saw (it joined later): Peyvand
+  asks the peer, backfills the event named and answers with it, both ways in time; the
   client can then read around it with /context.
-- Synapse asks Peyvand the same about a Peyvand room it joined late, and gets Peyvand's
+- The peer asks Peyvand the same about a Peyvand room it joined late, and gets Peyvand's
   event.
 """
 
@@ -14,9 +15,8 @@ import asyncio
 from urllib.parse import quote
 
 from harness.client import Account, MatrixClient
+from harness.federation import Pair
 from harness.rooms import create_room, say
-from harness.server import HomeserverProcess
-from harness.synapse import SynapseProcess
 from harness.sync import wait_until_joined
 
 TIMEOUT_SECONDS = 60
@@ -58,18 +58,13 @@ async def _join(client: MatrixClient, account: Account, room_id: str, via: str) 
     (await client.request("POST", path, json={}, token=account)).ok()
 
 
-async def test_peyvand_finds_history_it_lacks_through_synapse(
-    peyvand: HomeserverProcess,
-    peyvand_client: MatrixClient,
-    synapse: SynapseProcess,
-    synapse_client: MatrixClient,
-) -> None:
-    alice, bob = await peyvand_client.register(), await synapse_client.register()
+async def test_peyvand_finds_history_it_lacks_through_the_peer(pair: Pair) -> None:
+    _, peyvand_client, peer, peer_client, alice, bob = pair.unpack()
     async with asyncio.timeout(TIMEOUT_SECONDS):
-        room_id = await create_room(synapse_client, bob, preset="public_chat")
-        history = await _history(synapse_client, bob, room_id, 4)
+        room_id = await create_room(peer_client, bob, preset="public_chat")
+        history = await _history(peer_client, bob, room_id, 4)
         await asyncio.sleep(0.05)
-        await _join(peyvand_client, alice, room_id, synapse.server_name)
+        await _join(peyvand_client, alice, room_id, peer.server_name)
         await wait_until_joined(peyvand_client, alice, room_id, bob.user_id, attempts=600)
         (second, t2), (third, t3) = history[1], history[2]
         unknown = await peyvand_client.request(
@@ -78,7 +73,7 @@ async def test_peyvand_finds_history_it_lacks_through_synapse(
         assert unknown.status == 404  # Peyvand joined after it: not held here yet
 
         # Forwards from the second message: Peyvand's own first event (the join) cites
-        # events it lacks, so it asks Synapse and answers with what Synapse names.
+        # events it lacks, so it asks the peer and answers with what the peer names.
         assert await _jump(peyvand_client, alice, room_id, t2, "f") == {
             "event_id": second,
             "origin_server_ts": t2,
@@ -95,19 +90,14 @@ async def test_peyvand_finds_history_it_lacks_through_synapse(
         assert context.ok()["event"]["content"]["body"] == "history 1"
 
 
-async def test_synapse_asks_peyvand(
-    peyvand: HomeserverProcess,
-    peyvand_client: MatrixClient,
-    synapse: SynapseProcess,
-    synapse_client: MatrixClient,
-) -> None:
-    alice, bob = await peyvand_client.register(), await synapse_client.register()
+async def test_the_peer_asks_peyvand(pair: Pair) -> None:
+    peyvand, peyvand_client, _, peer_client, alice, bob = pair.unpack()
     async with asyncio.timeout(TIMEOUT_SECONDS):
         room_id = await create_room(peyvand_client, alice, preset="public_chat")
         history = await _history(peyvand_client, alice, room_id, 3)
         await asyncio.sleep(0.05)
-        await _join(synapse_client, bob, room_id, peyvand.server_name)
-        await wait_until_joined(synapse_client, bob, room_id, alice.user_id, attempts=600)
+        await _join(peer_client, bob, room_id, peyvand.server_name)
+        await wait_until_joined(peer_client, bob, room_id, alice.user_id, attempts=600)
         second, t2 = history[1]
-        found = await _jump(synapse_client, bob, room_id, t2, "f")
+        found = await _jump(peer_client, bob, room_id, t2, "f")
     assert found == {"event_id": second, "origin_server_ts": t2}
