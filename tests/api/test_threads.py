@@ -144,6 +144,24 @@ async def test_purged_replies_leave_their_threads(
     assert await roots(client, alice, room_id) == [third, first]
 
 
+async def test_redacted_replies_leave_their_threads(client: MatrixClient) -> None:
+    alice, bob = await client.register(), await client.register()
+    room_id = await create_room(client, alice, preset="public_chat")
+    await join(client, bob, room_id)
+    first, second = [await say(client, room_id, alice, f"root {i}") for i in range(2)]
+    await reply(client, room_id, bob, first, "kept")
+    only = await reply(client, room_id, bob, second, "to be redacted")
+    latest = await reply(client, room_id, bob, first, "also to be redacted")
+    assert await roots(client, alice, room_id) == [first, second]
+    for event_id in (only, latest):
+        path = f"rooms/{quote(room_id)}/redact/{quote(event_id)}/{quote(event_id)}"
+        (await client.request("PUT", path, json={}, token=bob)).ok()
+    # The first thread is ordered by its remaining reply; the second has none left.
+    assert await roots(client, alice, room_id) == [first]
+    await reply(client, room_id, bob, second, "back again")
+    assert await roots(client, alice, room_id) == [second, first]
+
+
 async def test_threads_bad_input(client: MatrixClient) -> None:
     alice = await client.register()
     room_id = await create_room(client, alice)

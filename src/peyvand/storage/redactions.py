@@ -23,6 +23,7 @@ from peyvand.events.redaction import redaction_takes_effect
 from peyvand.storage.database import Connection, placeholders
 from peyvand.storage.models import EventToPersist
 from peyvand.storage.search import unindex_events
+from peyvand.storage.threads import forget_events as forget_thread_events
 from peyvand.types import EventID
 
 _IN_LIST_CHUNK = 500
@@ -84,8 +85,10 @@ async def apply_redactions(txn: Connection, batch: Sequence[EventToPersist]) -> 
                 f"UPDATE {table} SET redacted_by = $1 WHERE event_id = $2 AND redacted_by IS NULL",
                 rows_to_mark,
             )
-    # Redacted text leaves the search index with the redaction (storage.search).
+    # Redacted text leaves the search index with the redaction (storage.search), and a
+    # redacted reply its thread (storage.threads).
     await unindex_events(txn, [target for _, target in applied])
+    await forget_thread_events(txn, [target for _, target in applied])
     if pending:
         await txn.executemany(
             "INSERT INTO pending_redactions (event_id, room_id, redacts, by_power)"

@@ -9,9 +9,9 @@
   from ``events``) that is who "participated" in it.
 
 Rows are written with the events, in their group commit (``write``); a backfilled event
-(negative position) never replaces a later latest event. A purge moves a thread's latest
-event back to its newest remaining one, or removes the thread with its last event
-(``forget_events``).
+(negative position) never replaces a later latest event. A purge or a redaction moves a
+thread's latest event back to its newest remaining one, or removes the thread with its
+last event (``forget_events``).
 """
 
 from __future__ import annotations
@@ -68,16 +68,16 @@ _PARTICIPATED: Final = (
 
 
 async def forget_events(txn: Connection, event_ids: Sequence[EventID]) -> None:
-    """Inside a purge's transaction, once ``event_ids`` have left ``events``: each thread
-    whose latest event was one of them takes its newest remaining thread event, or is
-    removed when none remains (``threads_by_latest_event``, then the replies by
-    ``events_relates``)."""
+    """Inside the transaction that purged or redacted ``event_ids`` (a redacted event
+    relates to nothing): each thread whose latest event was one of them takes its newest
+    remaining unredacted thread event, or is removed when none remains
+    (``threads_by_latest_event``, then the replies by ``events_relates``)."""
     if not event_ids:
         return
     where = f"latest_event_id IN ({placeholders(len(event_ids))})"
     replies = (
         "FROM events AS e WHERE e.relates_to = threads.thread_id AND e.rel_type = 'm.thread'"
-        " AND e.room_id = threads.room_id"
+        " AND e.room_id = threads.room_id AND e.redacted_by IS NULL"
     )
     await txn.execute(
         f"DELETE FROM threads WHERE {where} AND NOT EXISTS (SELECT 1 {replies})", *event_ids

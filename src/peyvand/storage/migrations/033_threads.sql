@@ -24,16 +24,17 @@ CREATE TABLE thread_participants (
     PRIMARY KEY (room_id, thread_id, user_id)
 );
 
--- The threads and participants of the events stored so far, latest by stream position.
+-- The threads and participants of the events stored so far (a redacted event relates to
+-- nothing), latest by stream position.
 INSERT INTO threads (room_id, thread_id, latest_event_id, latest_stream_ordering)
 SELECT e.room_id, e.relates_to, e.event_id, e.stream_ordering FROM events AS e
-WHERE e.rel_type = 'm.thread' AND e.relates_to IS NOT NULL
+WHERE e.rel_type = 'm.thread' AND e.relates_to IS NOT NULL AND e.redacted_by IS NULL
     AND e.stream_ordering = (SELECT MAX(f.stream_ordering) FROM events AS f
         WHERE f.relates_to = e.relates_to AND f.rel_type = 'm.thread'
-        AND f.room_id = e.room_id);
+        AND f.room_id = e.room_id AND f.redacted_by IS NULL);
 INSERT INTO thread_participants (room_id, thread_id, user_id)
 SELECT DISTINCT room_id, relates_to, sender FROM events
-WHERE rel_type = 'm.thread' AND relates_to IS NOT NULL;
+WHERE rel_type = 'm.thread' AND relates_to IS NOT NULL AND redacted_by IS NULL;
 
 -- A user's exceptions get running sums within their thread too, as room rows have
 -- (thread_notify_seq, thread_highlight_seq): a thread's count after a position is then
