@@ -1,0 +1,316 @@
+"""Relations, threads and edits across Peyvand and a real Synapse, on every backend
+(Client-Server API "Relationship types", "Threading", "Event replacements", "Reactions",
+"Reference relations"; issue 16).
+
+A Peyvand user (alice) and a Synapse user (bob) share a room, created on either server.
+Each sends thread replies, reactions, edits (one of them invalid: bob editing alice's
+message) and a reference to their own and the other's messages, one at a time, each
+seen by the other server before the next. Then, for every message, both servers must
+serve the same bundled aggregations (``unsigned["m.relations"]``: ``m.replace`` whole,
+``m.thread`` count and latest_event with its own edit, ``m.reference``) on /event and
+/messages, and the same /relations lists (all, per relation type, per event type, and
+recursive), and both must match what was sent. ``current_user_participated`` depends on
+the reader, so it is checked for each one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+
+from harness.client import Account, MatrixClient
+from harness.rooms import create_room
+from harness.server import HomeserverProcess
+from harness.synapse import SynapseProcess
+from harness.sync import wait_until_joined
+
+TIMEOUT_SECONDS = 120
+SEEN_ATTEMPTS = 300  # 100 ms apart: an event reaches the other server within 30 s
+_txns = itertools.count()
+
+# What a served event is compared by: what its sender wrote and its ID. ``unsigned``
+# (``age``, ``transaction_id``, the server's own bundles) legitimately differs.
+_EVENT_KEYS = ("event_id", "type", "sender", "room_id", "origin_server_ts", "content")
+
+
+@dataclass(frozen=True)
+class Side:
+    """One server's user, as their client reaches it."""
+
+    name: str
+    client: MatrixClient
+    account: Account
+    server_name: str
+
+    async def get(self, path: str, **params: str) -> Any:
+        response = await self.client.request("GET", path, token=self.account, params=params)
+        return response.ok()
+
+
+async def _send(side: Side, other: Side, room_id: str, event_type: str, content: Any) -> str:
+    """``side`` sends the event; its ID once ``other``'s server holds it too."""
+    path = f"rooms/{quote(room_id)}/send/{event_type}/rel{next(_txns)}"
+    response = await side.client.request("PUT", path, json=content, token=side.account)
+    event_id: str = response.ok()["event_id"]
+    for _ in range(SEEN_ATTEMPTS):
+        seen = await other.client.request(
+            "GET", f"rooms/{quote(room_id)}/event/{quote(event_id)}", token=other.account
+        )
+        if seen.status == 200:
+            return event_id
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{other.name} never received {event_type} {event_id} from {side.name}")
+
+
+def _text(body: str, **relates_to: Any) -> dict[str, Any]:
+    content: dict[str, Any] = {"msgtype": "m.text", "body": body}
+    if relates_to:
+        content["m.relates_to"] = relates_to
+    return content
+
+
+def _thread_reply(root: str, body: str) -> dict[str, Any]:
+    return _text(
+        body,
+        rel_type="m.thread",
+        event_id=root,
+        is_falling_back=True,
+        **{"m.in_reply_to": {"event_id": root}},
+    )
+
+
+def _edit(original: str, body: str) -> dict[str, Any]:
+    content = _text(f"* {body}", rel_type="m.replace", event_id=original)
+    content["m.new_content"] = {"msgtype": "m.text", "body": body}
+    return content
+
+
+def _reaction(target: str, key: str) -> dict[str, Any]:
+    return {"m.relates_to": {"rel_type": "m.annotation", "event_id": target, "key": key}}
+
+
+def _event(served: dict[str, Any]) -> dict[str, Any]:
+    return {key: served.get(key) for key in _EVENT_KEYS}
+
+
+def _bundle(served: dict[str, Any]) -> dict[str, Any]:
+    """A served event's bundled aggregations, normalised for comparison: the events in
+    them by ``_EVENT_KEYS``, ``latest_event``'s own edit by ID, ``m.reference`` as IDs.
+    ``current_user_participated`` is left out (it depends on the reader)."""
+    relations = served.get("unsigned", {}).get("m.relations", {})
+    bundle: dict[str, Any] = {}
+    if "m.replace" in relations:
+        bundle["m.replace"] = _event(relations["m.replace"])
+    if "m.thread" in relations:
+        thread = relations["m.thread"]
+        latest = thread["latest_event"]
+        edit = latest.get("unsigned", {}).get("m.relations", {}).get("m.replace")
+        bundle["m.thread"] = {
+            "count": thread["count"],
+            "latest_event": _event(latest),
+            "latest_event_edit": edit["event_id"] if edit else None,
+        }
+    if "m.reference" in relations:
+        chunk = relations["m.reference"]["chunk"]
+        bundle["m.reference"] = sorted(item["event_id"] for item in chunk)
+    return bundle
+
+
+def _participated(served: dict[str, Any]) -> bool | None:
+    thread = served.get("unsigned", {}).get("m.relations", {}).get("m.thread")
+    return None if thread is None else bool(thread["current_user_participated"])
+
+
+async def _relations(side: Side, room_id: str, event_id: str, *tail: str, **params: str) -> Any:
+    """The IDs /relations lists for ``event_id`` (newest first, one page of 50)."""
+    path = "/".join(
+        [f"/_matrix/client/v1/rooms/{quote(room_id)}/relations/{quote(event_id)}", *tail]
+    )
+    page = await side.get(path, limit="50", **params)
+    assert "next_batch" not in page, f"{side.name}: more than one page for {event_id}"
+    return [event["event_id"] for event in page["chunk"]]
+
+
+async def _messages(side: Side, room_id: str) -> dict[str, dict[str, Any]]:
+    """The room's last 100 events from /messages, by ID."""
+    page = await side.get(f"rooms/{quote(room_id)}/messages", dir="b", limit="100")
+    return {event["event_id"]: event for event in page["chunk"]}
+
+
+@dataclass(frozen=True)
+class Sent:
+    """The events of the conversation, by who sent what to which message."""
+
+    a_root: str  # alice's message, with a thread (bob's reply, then alice's)
+    b_root: str  # bob's message, with a thread (alice's reply)
+    c_root: str  # alice's message, whose thread only alice replied in
+    bob_in_a: str
+    alice_in_a: str
+    alice_in_b: str
+    alice_in_c: str
+    bob_on_a: str  # reactions
+    alice_on_a: str
+    alice_on_b: str
+    alice_edit_1: str  # alice's edits of her message, the second one the newest
+    alice_edit_2: str
+    bob_edit: str  # bob's edit of his message
+    bob_edits_a: str  # bob's edit of alice's message: invalid
+    reply_edit: str  # alice's edit of her reply in her thread
+    bob_ref: str  # bob's reference to alice's message
+
+
+async def _converse(alice: Side, bob: Side, room_id: str) -> Sent:
+    """Each event sent once the previous one reached both servers, so both hold the same
+    order (depth and stream order agree)."""
+    message = "m.room.message"
+    a_root = await _send(alice, bob, room_id, message, _text("alice's root"))
+    b_root = await _send(bob, alice, room_id, message, _text("bob's root"))
+    bob_in_a = await _send(bob, alice, room_id, message, _thread_reply(a_root, "b1"))
+    alice_in_a = await _send(alice, bob, room_id, message, _thread_reply(a_root, "a1"))
+    alice_in_b = await _send(alice, bob, room_id, message, _thread_reply(b_root, "a2"))
+    bob_on_a = await _send(bob, alice, room_id, "m.reaction", _reaction(a_root, "🎉"))
+    alice_on_a = await _send(alice, bob, room_id, "m.reaction", _reaction(a_root, "👍"))
+    alice_on_b = await _send(alice, bob, room_id, "m.reaction", _reaction(b_root, "👍"))
+    alice_edit_1 = await _send(alice, bob, room_id, message, _edit(a_root, "A1"))
+    alice_edit_2 = await _send(alice, bob, room_id, message, _edit(a_root, "A2"))
+    bob_edit = await _send(bob, alice, room_id, message, _edit(b_root, "B1"))
+    # Accepted by both (as Synapse does), applied by neither ("Validity of replacement
+    # events"), although it is the newest edit of alice's message.
+    bob_edits_a = await _send(bob, alice, room_id, message, _edit(a_root, "stolen"))
+    reply_edit = await _send(alice, bob, room_id, message, _edit(alice_in_a, "a1, edited"))
+    reference = _text("see alice's root", rel_type="m.reference", event_id=a_root)
+    bob_ref = await _send(bob, alice, room_id, message, reference)
+    c_root = await _send(alice, bob, room_id, message, _text("alice alone"))
+    alice_in_c = await _send(alice, bob, room_id, message, _thread_reply(c_root, "a3"))
+    return Sent(
+        a_root, b_root, c_root, bob_in_a, alice_in_a, alice_in_b, alice_in_c, bob_on_a,
+        alice_on_a, alice_on_b, alice_edit_1, alice_edit_2, bob_edit, bob_edits_a, reply_edit,
+        bob_ref,
+    )  # fmt: skip
+
+
+def _check_bundle(where: str, event: dict[str, Any], sent: Sent) -> None:
+    """``event``'s bundled aggregations are those of what was sent."""
+    root = event["event_id"]
+    bundle = _bundle(event)
+    edits = {sent.a_root: sent.alice_edit_2, sent.b_root: sent.bob_edit}
+    assert bundle.get("m.replace", {}).get("event_id") == edits.get(root), (where, bundle)
+    threads = {
+        sent.a_root: (2, sent.alice_in_a, sent.reply_edit),
+        sent.b_root: (1, sent.alice_in_b, None),
+        sent.c_root: (1, sent.alice_in_c, None),
+    }
+    thread = bundle.get("m.thread")
+    if root in threads:
+        count, latest, latest_edit = threads[root]
+        assert thread is not None, (where, event.get("unsigned"))
+        assert thread["count"] == count, (where, thread)
+        assert thread["latest_event"]["event_id"] == latest, (where, thread)
+        assert thread["latest_event_edit"] == latest_edit, (where, thread)
+    else:
+        assert thread is None, (where, thread)
+    references = [sent.bob_ref] if root == sent.a_root else None
+    assert bundle.get("m.reference") == references, (where, bundle)
+
+
+async def _check_relations(alice: Side, bob: Side, room_id: str, sent: Sent) -> None:
+    """/relations lists the same children in the same order on both servers, and they
+    are what was sent."""
+    tails = [
+        (),
+        ("m.thread",),
+        ("m.annotation",),
+        ("m.annotation", "m.reaction"),
+        ("m.replace",),
+        ("m.replace", "m.room.message"),
+        ("m.reference",),
+    ]
+    queries: list[tuple[str, tuple[str, ...], dict[str, str]]] = [
+        (root, tail, {}) for root in (sent.a_root, sent.b_root, sent.c_root) for tail in tails
+    ]
+    queries += [(sent.a_root, (), {"recurse": "true"}), (sent.a_root, (), {"dir": "f"})]
+    lists: dict[tuple[str, tuple[str, ...], str], list[str]] = {}
+    for root, tail, params in queries:
+        on_peyvand = await _relations(alice, room_id, root, *tail, **params)
+        on_synapse = await _relations(bob, room_id, root, *tail, **params)
+        assert on_peyvand == on_synapse, (root, tail, params)
+        lists[root, tail, str(params)] = on_peyvand
+
+    def newest_first(*ids: str) -> list[str]:
+        return list(reversed(ids))
+
+    s = sent
+    a_children = (
+        s.bob_in_a, s.alice_in_a, s.bob_on_a, s.alice_on_a, s.alice_edit_1, s.alice_edit_2,
+        s.bob_edits_a,
+    )  # fmt: skip
+    assert lists[s.a_root, (), "{}"] == newest_first(*a_children, s.bob_ref)
+    assert lists[s.a_root, (), "{'recurse': 'true'}"] == newest_first(
+        *a_children, s.reply_edit, s.bob_ref
+    )
+    assert lists[s.a_root, (), "{'dir': 'f'}"] == [*a_children, s.bob_ref]
+    assert lists[s.a_root, ("m.thread",), "{}"] == newest_first(s.bob_in_a, s.alice_in_a)
+    assert lists[s.a_root, ("m.annotation",), "{}"] == newest_first(s.bob_on_a, s.alice_on_a)
+    assert lists[s.a_root, ("m.annotation", "m.reaction"), "{}"] == newest_first(
+        s.bob_on_a, s.alice_on_a
+    )
+    edits_of_a = newest_first(s.alice_edit_1, s.alice_edit_2, s.bob_edits_a)
+    assert lists[s.a_root, ("m.replace",), "{}"] == edits_of_a
+    assert lists[s.a_root, ("m.replace", "m.room.message"), "{}"] == edits_of_a
+    assert lists[s.a_root, ("m.reference",), "{}"] == [s.bob_ref]
+    assert lists[s.b_root, (), "{}"] == newest_first(s.alice_in_b, s.alice_on_b, s.bob_edit)
+    assert lists[s.c_root, (), "{}"] == [s.alice_in_c]
+
+
+@pytest.mark.parametrize("host", ["peyvand", "synapse"])
+async def test_relations_and_aggregations_agree(
+    host: str,
+    peyvand: HomeserverProcess,
+    peyvand_client: MatrixClient,
+    synapse: SynapseProcess,
+    synapse_client: MatrixClient,
+) -> None:
+    alice = Side("Peyvand", peyvand_client, await peyvand_client.register(), peyvand.server_name)
+    bob = Side("Synapse", synapse_client, await synapse_client.register(), synapse.server_name)
+    creator, joiner = (alice, bob) if host == "peyvand" else (bob, alice)
+    async with asyncio.timeout(TIMEOUT_SECONDS):
+        room_id = await create_room(creator.client, creator.account, preset="public_chat")
+        join = f"join/{quote(room_id)}?server_name={quote(creator.server_name)}"
+        (await joiner.client.request("POST", join, json={}, token=joiner.account)).ok()
+        for side, member in ((alice, bob), (bob, alice)):
+            await wait_until_joined(
+                side.client, side.account, room_id, member.account.user_id, attempts=600
+            )
+        sent = await _converse(alice, bob, room_id)
+
+        roots = (sent.a_root, sent.b_root, sent.c_root, sent.bob_in_a)
+        served: dict[tuple[str, str], dict[str, Any]] = {}
+        for side in (alice, bob):
+            listed = await _messages(side, room_id)
+            for root in roots:
+                event = await side.get(f"rooms/{quote(room_id)}/event/{quote(root)}")
+                _check_bundle(f"{side.name} /event", event, sent)
+                _check_bundle(f"{side.name} /messages", listed[root], sent)
+                assert _bundle(event) == _bundle(listed[root]), (side.name, root)
+                served[side.name, root] = event
+            # Whether the reader took part: the root's sender or a replier (threading.md).
+            participated = {root: _participated(served[side.name, root]) for root in roots}
+            assert participated == {
+                sent.a_root: True,
+                sent.b_root: True,
+                sent.c_root: side is alice,
+                sent.bob_in_a: None,
+            }, side.name
+
+        # The two servers agree on every event and its bundle, whole.
+        for root in roots:
+            on_peyvand, on_synapse = served[alice.name, root], served[bob.name, root]
+            assert _event(on_peyvand) == _event(on_synapse), root
+            assert _bundle(on_peyvand) == _bundle(on_synapse), root
+
+        await _check_relations(alice, bob, room_id, sent)
