@@ -1,10 +1,11 @@
-"""Room previews across Peyvand and a real Synapse, on every backend (Client-Server API
+"""Room previews across Peyvand and its peer, a real Synapse or a second Peyvand, on every
+backend (Client-Server API
 GET /room_summary/{roomIdOrAlias} (MSC3266), answered through the federation
 GET /hierarchy/{roomId} when the user's server is not in the room).
 
-- Peyvand previews Synapse rooms it is not in: a public one by ID and by alias, a
+- Peyvand previews the peer's rooms it is not in: a public one by ID and by alias, a
   private one only once its user is invited.
-- Synapse previews Peyvand rooms it is not in: a public one, and a private one only once
+- The peer previews Peyvand rooms it is not in: a public one, and a private one only once
   its user is invited (Peyvand serves its hierarchy to a server with an invited member).
 """
 
@@ -15,9 +16,8 @@ import itertools
 from urllib.parse import quote
 
 from harness.client import Account, MatrixClient, Response
+from harness.federation import Pair
 from harness.rooms import create_room
-from harness.server import HomeserverProcess
-from harness.synapse import SynapseProcess
 from harness.sync import invited_to, sync_until
 
 TIMEOUT_SECONDS = 60
@@ -33,35 +33,30 @@ async def _summary(
     return await client.request("GET", path, token=account)
 
 
-async def test_peyvand_previews_synapse_rooms(
-    peyvand: HomeserverProcess,
-    peyvand_client: MatrixClient,
-    synapse: SynapseProcess,
-    synapse_client: MatrixClient,
-) -> None:
-    alice, bob = await peyvand_client.register(), await synapse_client.register()
+async def test_peyvand_previews_the_peers_rooms(pair: Pair) -> None:
+    _, peyvand_client, peer, peer_client, alice, bob = pair.unpack()
     name = f"preview{next(_names)}x{alice.user_id[1:9]}"
     async with asyncio.timeout(TIMEOUT_SECONDS):
         public = await create_room(
-            synapse_client,
+            peer_client,
             bob,
             preset="public_chat",
-            name="On Synapse",
+            name="On the peer",
             topic="Far away",
             room_alias_name=name,
         )
-        private = await create_room(synapse_client, bob, preset="private_chat", name="Hidden")
-        found = (await _summary(peyvand_client, alice, public, synapse.server_name)).ok()
-        by_alias = (await _summary(peyvand_client, alice, f"#{name}:{synapse.server_name}")).ok()
-        hidden = await _summary(peyvand_client, alice, private, synapse.server_name)
+        private = await create_room(peer_client, bob, preset="private_chat", name="Hidden")
+        found = (await _summary(peyvand_client, alice, public, peer.server_name)).ok()
+        by_alias = (await _summary(peyvand_client, alice, f"#{name}:{peer.server_name}")).ok()
+        hidden = await _summary(peyvand_client, alice, private, peer.server_name)
         no_via = await _summary(peyvand_client, alice, public)
-        # Invited, Alice previews the private room (Synapse lets invited servers see it).
+        # Invited, Alice previews the private room (the peer lets invited servers see it).
         invite = {"user_id": alice.user_id}
         path = f"rooms/{quote(private)}/invite"
-        (await synapse_client.request("POST", path, json=invite, token=bob)).ok()
+        (await peer_client.request("POST", path, json=invite, token=bob)).ok()
         await sync_until(peyvand_client, alice, invited_to(private))
-        invited = (await _summary(peyvand_client, alice, private, synapse.server_name)).ok()
-    assert found["room_id"] == public and found["name"] == "On Synapse"
+        invited = (await _summary(peyvand_client, alice, private, peer.server_name)).ok()
+    assert found["room_id"] == public and found["name"] == "On the peer"
     assert found["topic"] == "Far away" and found["join_rule"] == "public"
     assert found["num_joined_members"] == 1 and found["membership"] == "leave"
     assert by_alias["room_id"] == public
@@ -70,23 +65,18 @@ async def test_peyvand_previews_synapse_rooms(
     assert invited["name"] == "Hidden" and invited["membership"] == "invite"
 
 
-async def test_synapse_previews_peyvand_rooms(
-    peyvand: HomeserverProcess,
-    peyvand_client: MatrixClient,
-    synapse: SynapseProcess,
-    synapse_client: MatrixClient,
-) -> None:
-    alice, bob = await peyvand_client.register(), await synapse_client.register()
+async def test_the_peer_previews_peyvand_rooms(pair: Pair) -> None:
+    peyvand, peyvand_client, _, peer_client, alice, bob = pair.unpack()
     async with asyncio.timeout(TIMEOUT_SECONDS):
         public = await create_room(peyvand_client, alice, preset="public_chat", name="On Peyvand")
         private = await create_room(peyvand_client, alice, preset="private_chat", name="Ours")
-        found = (await _summary(synapse_client, bob, public, peyvand.server_name)).ok()
-        hidden = await _summary(synapse_client, bob, private, peyvand.server_name)
+        found = (await _summary(peer_client, bob, public, peyvand.server_name)).ok()
+        hidden = await _summary(peer_client, bob, private, peyvand.server_name)
         invite = {"user_id": bob.user_id}
         path = f"rooms/{quote(private)}/invite"
         (await peyvand_client.request("POST", path, json=invite, token=alice)).ok()
-        await sync_until(synapse_client, bob, invited_to(private))
-        invited = (await _summary(synapse_client, bob, private, peyvand.server_name)).ok()
+        await sync_until(peer_client, bob, invited_to(private))
+        invited = (await _summary(peer_client, bob, private, peyvand.server_name)).ok()
     assert found["room_id"] == public and found["name"] == "On Peyvand"
     assert found["join_rule"] == "public" and found["num_joined_members"] == 1
     assert hidden.status == 404
