@@ -1,7 +1,6 @@
 """Room previews across Peyvand and its peer, a real Synapse or a second Peyvand, on every
-backend (Client-Server API
-GET /room_summary/{roomIdOrAlias} (MSC3266), answered through the federation
-GET /hierarchy/{roomId} when the user's server is not in the room).
+backend (Client-Server API GET /room_summary/{roomIdOrAlias} (MSC3266), answered through
+the federation GET /hierarchy/{roomId} when the user's server is not in the room).
 
 - Peyvand previews the peer's rooms it is not in: a public one by ID and by alias, a
   private one only once its user is invited.
