@@ -44,12 +44,8 @@ from dataclasses import dataclass
 from typing import Final
 
 from peyvand.storage.database import Connection, Database, Dialect, placeholders
-from peyvand.storage.unread_counts import (
-    ThreadedUnread,
-    UnreadCount,
-    count_unread,
-    count_unread_by_thread,
-)
+from peyvand.storage.unread_counts import ThreadedUnread, count_unread, count_unread_by_thread
+from peyvand.storage.unread_counts import UnreadCount as UnreadCount
 from peyvand.types import EventID, RoomID, UserID
 
 # The first key of the rooms' advisory locks ("PUSH"), the second being the room's hash:
