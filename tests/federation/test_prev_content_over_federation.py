@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from harness.client import Account, MatrixClient
+from harness.client import Account, MatrixClient, new_session
 from harness.fake_server import FakeServer, q
 from harness.federation import fake_peer_room, send_accepted
 from harness.server import HomeserverProcess
@@ -96,3 +96,47 @@ async def test_received_state_events_have_prev_content(
             "prev_sender": bob,
         }
     assert "Unhandled error" not in peyvand.log()[log_start:]
+
+
+async def test_a_join_to_a_remote_room_replaces_the_invite(
+    peyvand: HomeserverProcess, peyvand_client: MatrixClient, peyvand_peer: HomeserverProcess
+) -> None:
+    """The join that installs a room joined over federation points at the invite it
+    replaces, as a local join would."""
+    async with new_session() as session, asyncio.timeout(TIMEOUT_SECONDS):
+        peer_client = MatrixClient(session, peyvand_peer.base_url)
+        alice = await peer_client.register()
+        carol = await peyvand_client.register()
+        room_id = (await peer_client.request("POST", "createRoom", json={}, token=alice)).ok()[
+            "room_id"
+        ]
+        (
+            await peer_client.request(
+                "POST", f"rooms/{q(room_id)}/invite", json={"user_id": carol.user_id}, token=alice
+            )
+        ).ok()
+        invite_id = (
+            await peer_client.request(
+                "GET",
+                f"rooms/{q(room_id)}/state/m.room.member/{q(carol.user_id)}",
+                token=alice,
+                params={"format": "event"},
+            )
+        ).ok()["event_id"]
+        join = await peyvand_client.request("POST", f"join/{q(room_id)}", json={}, token=carol)
+        state = (
+            await peyvand_client.request(
+                "GET",
+                f"rooms/{q(room_id)}/state/m.room.member/{q(carol.user_id)}",
+                token=carol,
+                params={"format": "event"},
+            )
+        ).ok()
+        join_id = state["event_id"]
+        assert join.ok()["room_id"] == room_id
+        unsigned = await _unsigned(peyvand_client, room_id, carol, join_id)
+    assert _prev(unsigned) == {
+        "replaces_state": invite_id,
+        "prev_content": {"membership": "invite"},
+        "prev_sender": alice.user_id,
+    }

@@ -234,6 +234,7 @@ class RemoteJoiner:
             txn=None,
             relates_to=None,
             rel_type=None,
+            replaces_state=state.get(join.state_tuple),
             new_extremities=(join.event_id,),
             new_room=None
             if await self._store.get_room(room_id) is not None  # rejoining a room we left
