@@ -35,6 +35,7 @@ from peyvand.config.model import (
     InterconnectConfig,
     MediaConfig,
     ModerationConfig,
+    PushConfig,
     RetentionConfig,
 )
 
@@ -270,6 +271,17 @@ OPTION_DOCS: Final[Mapping[str, str]] = {
         "Track presence. Off: PUT /presence is accepted and ignored, GET answers offline,\n"
         "/sync carries no presence and no m.presence EDUs are sent or applied."
     ),
+    "push": "Delivery of push notifications to push gateways (Push Gateway API).",
+    "push.gateway_allowed_networks": (
+        "Networks (CIDR, e.g. '10.1.0.0/16') a pusher's gateway URL may reach although\n"
+        "private, loopback or otherwise non-public; every other such address is refused."
+    ),
+    "push.max_concurrent_sends": "Notifications sent to push gateways at once, all pushers.",
+    "push.gateway_timeout": "Seconds allowed for one request to a push gateway.",
+    "push.include_content": (
+        "Send the event's content to push gateways (pushers with data.format\n"
+        "'event_id_only' never get it)."
+    ),
     "rate_limits": "Per-client request rate limits (token buckets).",
     "rate_limits.enabled": "Enforce the limits below. Turn off only for tests and benchmarks.",
     "rate_limits.per_second": (
@@ -424,6 +436,7 @@ def _check(config: Config) -> None:
     _check_retention(config.retention)
     _check_disappearing(config.disappearing)
     _check_moderation(config.moderation)
+    _check_push(config.push)
 
 
 def _check_http(http: HttpConfig) -> None:
@@ -523,6 +536,20 @@ def _check_media(media: MediaConfig) -> None:
         except ValueError:
             raise ConfigError(
                 f"'media.url_preview_allowed_networks' has an invalid network: {network!r}"
+            ) from None
+
+
+def _check_push(push: PushConfig) -> None:
+    if push.max_concurrent_sends <= 0:
+        raise ConfigError("'push.max_concurrent_sends' must be positive")
+    if push.gateway_timeout <= 0:
+        raise ConfigError("'push.gateway_timeout' must be positive")
+    for network in push.gateway_allowed_networks:
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"'push.gateway_allowed_networks' has an invalid network: {network!r}"
             ) from None
 
 

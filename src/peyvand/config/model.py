@@ -183,6 +183,18 @@ class PresenceConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class PushConfig:
+    # Networks a push gateway may be reached at although private or loopback (CIDR strings).
+    gateway_allowed_networks: tuple[str, ...] = ()
+    # Notifications sent to push gateways at the same time, all pushers together.
+    max_concurrent_sends: int = 64
+    # Seconds allowed for one POST to a push gateway.
+    gateway_timeout: float = 10.0
+    # Send the event's content to the gateway (unless the pusher asks for event_id_only).
+    include_content: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class ModerationConfig:
     # Rooms holding m.policy.rule.* events (room IDs or aliases) this server enforces.
     policy_rooms: tuple[str, ...] = ()
@@ -210,6 +222,7 @@ class Config:
     disappearing: DisappearingConfig = field(default_factory=DisappearingConfig)
     moderation: ModerationConfig = field(default_factory=ModerationConfig)
     presence: PresenceConfig = field(default_factory=PresenceConfig)
+    push: PushConfig = field(default_factory=PushConfig)
     # Largest request body accepted, in bytes.
     max_request_size: int = 50 * 1024 * 1024
     log_level: str = "INFO"
