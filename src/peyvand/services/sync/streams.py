@@ -8,7 +8,7 @@ tokens for /messages are ``t<events>``-style event positions (see ``services.mes
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass
 from enum import StrEnum
 
 from peyvand.errors import Errcode, MatrixError
@@ -48,8 +48,21 @@ class StreamToken:
     presence: int = 0
     partial_state: int = 0
 
+    def positions(self) -> tuple[int, ...]:
+        """The positions in token order (that of ``Stream``)."""
+        return (
+            self.events,
+            self.typing,
+            self.receipts,
+            self.account_data,
+            self.to_device,
+            self.device_lists,
+            self.presence,
+            self.partial_state,
+        )
+
     def serialize(self) -> str:
-        return "s" + "_".join(str(getattr(self, f.name)) for f in fields(self))
+        return "s" + "_".join(map(str, self.positions()))
 
     @classmethod
     def parse(cls, token: str) -> StreamToken:
@@ -58,10 +71,9 @@ class StreamToken:
             if not token.startswith("s"):
                 raise ValueError(token)
             parts = [parse_position_number(p) for p in token[1:].split("_")]
-            names = [f.name for f in fields(cls)]
-            if len(parts) > len(names):
+            if len(parts) > len(_ORDER):
                 raise ValueError(token)
-            return cls(**dict(zip(names, parts, strict=False)))
+            return cls(*parts)
         except ValueError:
             raise MatrixError(Errcode.INVALID_PARAM, f"Invalid stream token: {token!r}") from None
 
@@ -70,8 +82,17 @@ class StreamToken:
         return value
 
     def advanced(self, stream: Stream, position: int) -> StreamToken:
-        return replace(self, **{stream.value: position})
+        """This token with ``stream`` at ``position``. Built directly: every commit and
+        every woken sync makes one, and ``dataclasses.replace`` costs several times as
+        much (issue 15, "hot room")."""
+        positions = list(self.positions())
+        positions[_ORDER[stream]] = position
+        return StreamToken(*positions)
 
     def is_after(self, other: StreamToken) -> bool:
         """True if any stream of ``self`` is ahead of ``other``."""
-        return any(getattr(self, f.name) > getattr(other, f.name) for f in fields(self))
+        return any(a > b for a, b in zip(self.positions(), other.positions(), strict=True))
+
+
+# Each stream's place in a token.
+_ORDER: dict[Stream, int] = {stream: at for at, stream in enumerate(Stream)}

@@ -753,17 +753,4 @@ class SyncService:
 
 def max_token(a: StreamToken, b: StreamToken) -> StreamToken:
     """Stream-wise maximum: never hand a client a token behind one it already had."""
-    return StreamToken(*(max(x, y) for x, y in zip(_values(a), _values(b), strict=True)))
-
-
-def _values(token: StreamToken) -> tuple[int, ...]:
-    return (
-        token.events,
-        token.typing,
-        token.receipts,
-        token.account_data,
-        token.to_device,
-        token.device_lists,
-        token.presence,
-        token.partial_state,
-    )
+    return StreamToken(*(max(x, y) for x, y in zip(a.positions(), b.positions(), strict=True)))
