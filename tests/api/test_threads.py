@@ -66,6 +66,11 @@ async def test_threads_newest_activity_first_in_pages(client: MatrixClient) -> N
     assert [e["event_id"] for e in page["chunk"]] == [first, third]
     assert page["chunk"][0]["content"]["body"] == "root 0"
     assert page["chunk"][0]["sender"] == alice.user_id
+    # Roots come with their thread's summary ("Server-side aggregation").
+    summary = page["chunk"][0]["unsigned"]["m.relations"]["m.thread"]
+    assert summary["count"] == 2
+    assert summary["latest_event"]["content"]["body"] == "the first again"
+    assert summary["current_user_participated"] is True
     rest = (await threads(client, bob, room_id, limit="2", **{"from": page["next_batch"]})).ok()
     assert [e["event_id"] for e in rest["chunk"]] == [second]
     assert "next_batch" not in rest
