@@ -83,12 +83,21 @@ class RelationStore:
         bounds = []
         if query.after is not None:
             args.append(query.after)
-            bounds.append(f"stream_ordering > ${len(args)}")
+            bounds.append(f" AND stream_ordering > ${len(args)}")
         if query.before is not None:
             args.append(query.before)
-            bounds.append(f"stream_ordering <= ${len(args)}")
-        where = f"WHERE {' AND '.join(bounds)}" if bounds else ""
-        order = "DESC" if query.newest_first else "ASC"
+            bounds.append(f" AND stream_ordering <= ${len(args)}")
+        order = f"ORDER BY stream_ordering {'DESC' if query.newest_first else 'ASC'}"
+        if query.depth == 1:
+            # Direct children: an index range (events_relates_stream), no recursion.
+            args.append(limit)
+            rows = await self._db.fetch(
+                "SELECT child.event_id, child.stream_ordering FROM events AS child"
+                f" WHERE child.relates_to = $1 AND {direct}{''.join(bounds)}"
+                f" {order} LIMIT ${len(args)}",
+                *args,
+            )
+            return [RelatedEvent(EventID(r["event_id"]), r["stream_ordering"]) for r in rows]
         args.append(query.depth)
         depth_arg = f"${len(args)}"
         args.append(limit)
@@ -102,8 +111,8 @@ class RelationStore:
             " SELECT child.event_id, child.stream_ordering, related.depth + 1"
             " FROM related JOIN events AS child ON child.relates_to = related.event_id"
             f" WHERE related.depth < {depth_arg} AND {matching})"
-            f" SELECT DISTINCT event_id, stream_ordering FROM related {where}"
-            f" ORDER BY stream_ordering {order} LIMIT ${len(args)}",
+            f" SELECT DISTINCT event_id, stream_ordering FROM related WHERE TRUE{''.join(bounds)}"
+            f" {order} LIMIT ${len(args)}",
             *args,
         )
         return [RelatedEvent(EventID(r["event_id"]), r["stream_ordering"]) for r in rows]
