@@ -1,4 +1,5 @@
-"""Pushers (schema 027): where a user's devices want their push notifications sent."""
+"""Pushers (schema 027): where a user's devices want their push notifications sent, and
+(schema 037) how far each has delivered to its push gateway."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from peyvand.storage.database import Database
+from peyvand.storage.database import Database, placeholders
 from peyvand.types import JsonDict, UserID
 
 _COLUMNS = (
@@ -30,6 +31,17 @@ class PusherRow:
     lang: str
     data: JsonDict
     created_ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryState:
+    """A pusher with its delivery progress (schema 037)."""
+
+    pusher: PusherRow
+    # The position of the last event delivered (or given up on).
+    last_stream_ordering: int
+    # Since when (ms) its gateway has been failing; None: it is not.
+    failing_since: int | None
 
 
 def _row(r: Any) -> PusherRow:
@@ -71,9 +83,11 @@ class PusherStore:
                     pusher.pushkey,
                     pusher.user_id,
                 )
+            # A new pusher starts after the newest event: it gets what comes next.
             await txn.execute(
-                f"INSERT INTO pushers ({_COLUMNS})"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+                f"INSERT INTO pushers ({_COLUMNS}, last_stream_ordering)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,"
+                " (SELECT COALESCE(MAX(stream_ordering), 0) FROM events))"
                 " ON CONFLICT (user_id, app_id, pushkey) DO UPDATE SET"
                 " device_id = excluded.device_id, kind = excluded.kind,"
                 " app_display_name = excluded.app_display_name,"
@@ -106,4 +120,48 @@ class PusherStore:
         await self._db.executemany(
             "DELETE FROM pushers WHERE user_id = $1 AND device_id = $2",
             [(user_id, device_id) for device_id in device_ids],
+        )
+
+    async def get_deliveries(
+        self, kind: str, user_ids: Sequence[UserID] | None = None
+    ) -> list[DeliveryState]:
+        """Every pusher of ``kind`` (of ``user_ids`` only, when given) with its progress."""
+        sql = f"SELECT {_COLUMNS}, last_stream_ordering, failing_since FROM pushers WHERE kind = $1"
+        args: list[Any] = [kind]
+        if user_ids is not None:
+            if not user_ids:
+                return []
+            sql += f" AND user_id IN ({placeholders(len(user_ids), 2)})"
+            args.extend(user_ids)
+        rows = await self._db.fetch(sql + " ORDER BY user_id, created_ts", *args)
+        return [
+            DeliveryState(_row(r), r["last_stream_ordering"] or 0, r["failing_since"]) for r in rows
+        ]
+
+    async def set_delivered(
+        self, pusher: PusherRow, stream_ordering: int, success_ts: int | None
+    ) -> bool:
+        """Record that the pusher is done up to ``stream_ordering`` (its gateway answered
+        at ``success_ts``, or it was given up on: None), and no longer failing. False if
+        the pusher is gone."""
+        user_id = await self._db.fetchval(
+            "UPDATE pushers SET last_stream_ordering = $4,"
+            " last_success_ts = COALESCE($5, last_success_ts), failing_since = NULL"
+            " WHERE user_id = $1 AND app_id = $2 AND pushkey = $3 RETURNING user_id",
+            pusher.user_id,
+            pusher.app_id,
+            pusher.pushkey,
+            stream_ordering,
+            success_ts,
+        )
+        return user_id is not None
+
+    async def set_failing_since(self, pusher: PusherRow, failing_since: int) -> None:
+        await self._db.execute(
+            "UPDATE pushers SET failing_since = $4"
+            " WHERE user_id = $1 AND app_id = $2 AND pushkey = $3",
+            pusher.user_id,
+            pusher.app_id,
+            pusher.pushkey,
+            failing_since,
         )

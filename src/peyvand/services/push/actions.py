@@ -46,6 +46,12 @@ Several writers (issue 21) would have to keep that per room: each room's events
 persisted by one writer (rooms sharded between writers), or the counts computed at
 read time from a position every writer has passed.
 
+Pushes (issue 17, ``services.push.delivery``). For the local members who have pushers
+(``pushed_users``: the pool's set, intersected with the room's members from whichever
+is smaller) the evaluation also keeps each one's full actions (sound and tweaks
+included) when they notify; the pool takes them once the events are committed
+(``take_pushes``), so rules are evaluated once per event for counts and pushes alike.
+
 Listing notifications (issue 17, GET /notifications). A user's notifying events in a
 room are the room rows within the user's joined ranges (from their membership events;
 exceptions are only written for joined members), less the user's own events, those of
@@ -59,7 +65,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
@@ -93,6 +99,8 @@ logger = logging.getLogger(__name__)
 _CONTEXT_CACHE_SIZE: Final = 10_000
 # (user, room) read positions remembered as already cleaned up.
 _CLEANED_CACHE_SIZE: Final = 100_000
+# Events whose pushes wait for their commit (a failed commit leaves its entries here).
+_PENDING_PUSHES_SIZE: Final = 10_000
 # (user, room) pairs cleaned up per transaction.
 _CLEANUP_BATCH: Final = 500
 # "Threaded read receipts": the thread ID of the main timeline.
@@ -105,6 +113,20 @@ _NOBODY: Final = UserID("\x00nobody")
 _DEFAULT_RULES: Final = Ruleset(_NOBODY).compiled
 
 IgnoredUsers = Callable[[UserID], Awaitable[frozenset[UserID]]]
+PushedUsers = Callable[[], Set[UserID]]
+
+
+def _nobody_pushed() -> Set[UserID]:
+    return frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class PushOutcome:
+    """A committed event and the actions of each local member with pushers whom it
+    notifies (never its sender)."""
+
+    event: EventToPersist
+    actions: Mapping[UserID, Actions]
 
 
 class ReadPositions(Protocol):
@@ -165,6 +187,7 @@ class _Writes:
     exceptions: list[UserException]
     # (user, room) -> read up to; one entry per pair however many events it sent.
     read: dict[tuple[UserID, RoomID], int]
+    pushes: list[PushOutcome]
 
 
 class PushActionsService:
@@ -176,6 +199,7 @@ class PushActionsService:
         rulesets: Rulesets,
         receipts: ReadPositions,
         ignored_users: IgnoredUsers,
+        pushed_users: PushedUsers = _nobody_pushed,
     ) -> None:
         self._server_name = server_name
         self._store = store
@@ -183,6 +207,8 @@ class PushActionsService:
         self._rulesets = rulesets
         self._receipts = receipts
         self._ignored_users = ignored_users
+        self._pushed_users = pushed_users
+        self._pending_pushes: LRU[EventID, PushOutcome] = LRU(_PENDING_PUSHES_SIZE)
         self._contexts: LRU[RoomID, _RoomContext] = LRU(_CONTEXT_CACHE_SIZE)
         self._cleaned: LRU[tuple[UserID, RoomID], int] = LRU(_CLEANED_CACHE_SIZE)
         self._to_clean: dict[tuple[UserID, RoomID], int] = {}
@@ -206,6 +232,8 @@ class PushActionsService:
         except Exception:
             logger.exception("evaluating push actions for %d events failed", len(batch))
             return None
+        for push in writes.pushes:
+            self._pending_pushes.put(push.event.pdu.event_id, push)
         if not (writes.notifications or writes.exceptions or writes.read):
             return None
         read = [ReadUpTo(u, r, p) for (u, r), p in writes.read.items()]
@@ -216,7 +244,7 @@ class PushActionsService:
         return write
 
     async def _evaluate_batch(self, batch: Sequence[EventToPersist]) -> _Writes:
-        writes = _Writes([], [], {})
+        writes = _Writes([], [], {}, [])
         for persisted in batch:
             pdu = persisted.pdu
             room_id, position = pdu.room_id, persisted.stream_ordering
@@ -303,6 +331,49 @@ class PushActionsService:
             else:
                 for user_id in members:
                     differs(user_id, evaluation.actions_for(compiled, user_id, names.get(user_id)))
+        pushed = self._pushed_users()
+        if pushed:
+            self._add_pushes(persisted, evaluation, context, pushed, writes)
+
+    def _add_pushes(
+        self,
+        persisted: EventToPersist,
+        evaluation: EventEvaluation,
+        context: _RoomContext,
+        pushed: Set[UserID],
+        writes: _Writes,
+    ) -> None:
+        """Keep the actions of the members with pushers whom the event notifies."""
+        members = context.ruleset_of
+        if len(pushed) < len(members):
+            targets = [u for u in pushed if u in members]
+        else:
+            targets = [u for u in members if u in pushed]
+        notified: dict[UserID, Actions] = {}
+        for user_id in targets:
+            if user_id == persisted.pdu.sender:
+                continue
+            compiled = members[user_id]
+            actions = evaluation.uniform_actions(compiled)
+            if actions is None:
+                actions = evaluation.actions_for(
+                    compiled, user_id, context.display_names.get(user_id)
+                )
+            if actions.notify:
+                notified[user_id] = actions
+        if notified:
+            writes.pushes.append(PushOutcome(persisted, notified))
+
+    def take_pushes(self, events: Sequence[EventToPersist]) -> list[PushOutcome]:
+        """The pushes of ``events`` (just committed), each handed out once."""
+        pushes = []
+        for persisted in events:
+            event_id = persisted.pdu.event_id
+            push = self._pending_pushes.peek(event_id)
+            if push is not None:
+                self._pending_pushes.pop(event_id)
+                pushes.append(push)
+        return pushes
 
     async def _context(self, snapshot: RoomSnapshot) -> _RoomContext:
         """The room's evaluation context: built once per loaded room, then brought up to
