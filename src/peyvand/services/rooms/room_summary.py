@@ -125,15 +125,12 @@ class RoomSummaryService:
         else:
             summary = await self._remote_summary(user_id, room_id, servers)
         if user_id is not None:
-            summary["membership"] = await self._membership(user_id, room_id, snapshot)
+            summary["membership"] = await self._membership(user_id, room_id)
         return summary
 
-    async def _membership(
-        self, user_id: UserID, room_id: RoomID, snapshot: RoomSnapshot | None
-    ) -> str:
-        """The user's membership here; a remote invite counts (``leave`` when none)."""
-        if snapshot is not None and (membership := snapshot.memberships.get(user_id)):
-            return membership
+    async def _membership(self, user_id: UserID, room_id: RoomID) -> str:
+        """The user's newest membership known here, an invite over federation to a room
+        this server is not (or no longer) in included; ``leave`` when none."""
         found = (await self._index.memberships(user_id)).get(room_id)
         return found[0] if found is not None else "leave"
 
