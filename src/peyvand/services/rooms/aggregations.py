@@ -33,6 +33,7 @@ import asyncio
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from peyvand.events.relations import Relation, relation_in
 from peyvand.events.serialize import client_event
 from peyvand.lru import LRU
 from peyvand.services.rooms.visibility import IgnoredBy, VisibilityService
@@ -51,18 +52,9 @@ _LEAF_RELATIONS = ("m.annotation", "m.replace")
 _BUNDLED_RELATIONS = ("m.replace", "m.thread", "m.reference")
 
 
-def relation_of(event: StoredEvent) -> tuple[str, EventID] | None:
-    """``(rel_type, parent)`` of a valid ``m.relates_to`` (both strings), as Synapse's
-    ``relation_from_event``; None for a redacted event (its relation is gone)."""
-    if event.redacted_by is not None:
-        return None
-    relates = event.pdu.content.get("m.relates_to")
-    if not isinstance(relates, Mapping):
-        return None
-    rel_type, parent = relates.get("rel_type"), relates.get("event_id")
-    if isinstance(rel_type, str) and isinstance(parent, str):
-        return rel_type, EventID(parent)
-    return None
+def relation_of(event: StoredEvent) -> Relation | None:
+    """The relation of a served event: none for a redacted one (its relation is gone)."""
+    return relation_in(event.pdu.content) if event.redacted_by is None else None
 
 
 def _valid_edit(edit: StoredEvent) -> bool:
@@ -142,7 +134,9 @@ class BundledAggregations:
         eligible: dict[EventID, StoredEvent] = {}
         for event in events:
             relation = relation_of(event)
-            if event.pdu.is_state() or (relation is not None and relation[0] in _LEAF_RELATIONS):
+            if event.pdu.is_state() or (
+                relation is not None and relation.rel_type in _LEAF_RELATIONS
+            ):
                 continue
             if self._childless.get(event.pdu.event_id) is None:
                 eligible[event.pdu.event_id] = event

@@ -21,9 +21,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from peyvand.errors import Errcode, MatrixError
+from peyvand.events.relations import relation_in
 from peyvand.services.timeline.room_state import StateService
 from peyvand.storage.relations import RelationStore
-from peyvand.types import EventID, RoomID, UserID
+from peyvand.types import RoomID, UserID
 
 MAX_ANNOTATION_KEY = 500
 
@@ -37,38 +38,32 @@ class RelationChecks:
         self, room_id: RoomID, sender: UserID, event_type: str, content: Mapping[str, Any]
     ) -> None:
         """Raise the spec's (and Synapse's) error for a relation that may not be sent."""
-        relates = content.get("m.relates_to")
-        if not isinstance(relates, Mapping):
+        relation = relation_in(content)
+        if relation is None:
             return
-        rel_type, parent_id = relates.get("rel_type"), relates.get("event_id")
-        if not isinstance(rel_type, str) or not isinstance(parent_id, str):
-            return
+        parent_id = relation.parent_id
         # Also one held outside the timeline (state received with a join), redacted as
         # served: a redacted event relates to nothing.
-        parent = (await self._state.get_pdus([EventID(parent_id)], as_served=True)).get(
-            EventID(parent_id)
-        )
+        parent = (await self._state.get_pdus([parent_id], as_served=True)).get(parent_id)
         if parent is not None:
             if parent.room_id != room_id:
                 raise _bad_request("Relations must be in the same room")
-        elif not await self._store.is_relation_target(EventID(parent_id)):
+        elif not await self._store.is_relation_target(parent_id):
             raise _bad_request("Can't send relation to unknown event")
-        if rel_type == "m.annotation":
-            key = relates.get("key")
-            if not isinstance(key, str):
+        if relation.rel_type == "m.annotation":
+            key = relation.key
+            if key is None:
                 raise _bad_request("Missing aggregation key")
             if len(key) > MAX_ANNOTATION_KEY:
                 raise _bad_request("Aggregation key is too long")
-            if await self._store.has_annotated(EventID(parent_id), event_type, key, sender):
+            if await self._store.has_annotated(parent_id, event_type, key, sender):
                 raise MatrixError(Errcode.DUPLICATE_ANNOTATION, "Can't send same reaction twice")
-        elif rel_type == "m.thread" and parent is not None:
-            parent_relates = parent.content.get("m.relates_to")
-            if (
-                isinstance(parent_relates, Mapping)
-                and isinstance(parent_relates.get("rel_type"), str)
-                and isinstance(parent_relates.get("event_id"), str)
-            ):
-                raise _bad_request("Cannot start threads from an event with a relation")
+        elif (
+            relation.rel_type == "m.thread"
+            and parent is not None
+            and relation_in(parent.content) is not None
+        ):
+            raise _bad_request("Cannot start threads from an event with a relation")
 
 
 def _bad_request(message: str) -> MatrixError:
