@@ -9,8 +9,12 @@ seen by the other server before the next. Then, for every message, both servers 
 serve the same bundled aggregations (``unsigned["m.relations"]``: ``m.replace`` whole,
 ``m.thread`` count and latest_event with its own edit, ``m.reference``) on /event and
 /messages, and the same /relations lists (all, per relation type, per event type, and
-recursive), and both must match what was sent. ``current_user_participated`` depends on
-the reader, so it is checked for each one.
+recursive, both directions), and the same thread list (GET /threads), and both must match
+what was sent. ``current_user_participated`` and ``include=participated`` depend on the
+reader, so they are checked for each one.
+
+Then each side redacts some of it (a thread's latest reply, the newest edit, a reaction,
+the reference, a thread's only reply), and both servers must again agree, without them.
 """
 
 from __future__ import annotations
@@ -194,77 +198,106 @@ async def _converse(alice: Side, bob: Side, room_id: str) -> Sent:
     )  # fmt: skip
 
 
-def _check_bundle(where: str, event: dict[str, Any], sent: Sent) -> None:
-    """``event``'s bundled aggregations are those of what was sent."""
-    root = event["event_id"]
-    bundle = _bundle(event)
-    edits = {sent.a_root: sent.alice_edit_2, sent.b_root: sent.bob_edit}
-    assert bundle.get("m.replace", {}).get("event_id") == edits.get(root), (where, bundle)
-    threads = {
-        sent.a_root: (2, sent.alice_in_a, sent.reply_edit),
-        sent.b_root: (1, sent.alice_in_b, None),
-        sent.c_root: (1, sent.alice_in_c, None),
-    }
+def _ids(bundle: dict[str, Any]) -> dict[str, Any]:
+    """A normalised bundle reduced to the IDs in it, as the expectations name them."""
     thread = bundle.get("m.thread")
-    if root in threads:
-        count, latest, latest_edit = threads[root]
-        assert thread is not None, (where, event.get("unsigned"))
-        assert thread["count"] == count, (where, thread)
-        assert thread["latest_event"]["event_id"] == latest, (where, thread)
-        assert thread["latest_event_edit"] == latest_edit, (where, thread)
-    else:
-        assert thread is None, (where, thread)
-    references = [sent.bob_ref] if root == sent.a_root else None
-    assert bundle.get("m.reference") == references, (where, bundle)
+    return {
+        "m.replace": bundle.get("m.replace", {}).get("event_id"),
+        "m.thread": None
+        if thread is None
+        else (thread["count"], thread["latest_event"]["event_id"], thread["latest_event_edit"]),
+        "m.reference": bundle.get("m.reference"),
+    }
 
 
-async def _check_relations(alice: Side, bob: Side, room_id: str, sent: Sent) -> None:
-    """/relations lists the same children in the same order on both servers, and they
-    are what was sent."""
-    tails = [
-        (),
-        ("m.thread",),
-        ("m.annotation",),
-        ("m.annotation", "m.reaction"),
-        ("m.replace",),
-        ("m.replace", "m.room.message"),
-        ("m.reference",),
-    ]
+def _expect(
+    edit: str | None = None,
+    thread: tuple[int, str, str | None] | None = None,
+    references: list[str] | None = None,
+) -> dict[str, Any]:
+    return {"m.replace": edit, "m.thread": thread, "m.reference": references}
+
+
+async def _served(
+    alice: Side, bob: Side, room_id: str, expected: dict[str, dict[str, Any]]
+) -> dict[tuple[str, str], dict[str, Any]]:
+    """Each expected event as each server serves it on /event (checked against /messages
+    too), by (server, event ID); their bundles are ``expected`` on both, and agree whole."""
+    served: dict[tuple[str, str], dict[str, Any]] = {}
+    for side in (alice, bob):
+        listed = await _messages(side, room_id)
+        for event_id, wanted in expected.items():
+            event = await side.get(f"rooms/{quote(room_id)}/event/{quote(event_id)}")
+            assert _ids(_bundle(event)) == wanted, (side.name, "/event", event_id, event)
+            assert _bundle(listed[event_id]) == _bundle(event), (side.name, "/messages", event_id)
+            served[side.name, event_id] = event
+    for event_id in expected:
+        on_peyvand, on_synapse = served[alice.name, event_id], served[bob.name, event_id]
+        assert _event(on_peyvand) == _event(on_synapse), event_id
+        assert _bundle(on_peyvand) == _bundle(on_synapse), event_id
+    return served
+
+
+_TAILS: list[tuple[str, ...]] = [
+    (),
+    ("m.thread",),
+    ("m.annotation",),
+    ("m.annotation", "m.reaction"),
+    ("m.replace",),
+    ("m.replace", "m.room.message"),
+    ("m.reference",),
+]
+
+
+async def _relation_lists(
+    alice: Side, bob: Side, room_id: str, roots: tuple[str, ...]
+) -> dict[tuple[str, str], list[str]]:
+    """What /relations lists for each root, unfiltered and per type (key ``(root,
+    "m.annotation/m.reaction")``, say), recursive (``"recurse"``) and oldest first
+    (``"dir=f"``): the same children in the same order on both servers."""
     queries: list[tuple[str, tuple[str, ...], dict[str, str]]] = [
-        (root, tail, {}) for root in (sent.a_root, sent.b_root, sent.c_root) for tail in tails
+        (root, tail, {}) for root in roots for tail in _TAILS
     ]
-    queries += [(sent.a_root, (), {"recurse": "true"}), (sent.a_root, (), {"dir": "f"})]
-    lists: dict[tuple[str, tuple[str, ...], str], list[str]] = {}
+    queries += [(root, (), {"recurse": "true"}) for root in roots]
+    queries += [(root, (), {"dir": "f"}) for root in roots]
+    lists: dict[tuple[str, str], list[str]] = {}
     for root, tail, params in queries:
         on_peyvand = await _relations(alice, room_id, root, *tail, **params)
         on_synapse = await _relations(bob, room_id, root, *tail, **params)
         assert on_peyvand == on_synapse, (root, tail, params)
-        lists[root, tail, str(params)] = on_peyvand
+        key = "/".join(tail) or ("recurse" if "recurse" in params else "dir=f" if params else "")
+        lists[root, key] = on_peyvand
+    return lists
 
-    def newest_first(*ids: str) -> list[str]:
-        return list(reversed(ids))
 
-    s = sent
-    a_children = (
-        s.bob_in_a, s.alice_in_a, s.bob_on_a, s.alice_on_a, s.alice_edit_1, s.alice_edit_2,
-        s.bob_edits_a,
-    )  # fmt: skip
-    assert lists[s.a_root, (), "{}"] == newest_first(*a_children, s.bob_ref)
-    assert lists[s.a_root, (), "{'recurse': 'true'}"] == newest_first(
-        *a_children, s.reply_edit, s.bob_ref
-    )
-    assert lists[s.a_root, (), "{'dir': 'f'}"] == [*a_children, s.bob_ref]
-    assert lists[s.a_root, ("m.thread",), "{}"] == newest_first(s.bob_in_a, s.alice_in_a)
-    assert lists[s.a_root, ("m.annotation",), "{}"] == newest_first(s.bob_on_a, s.alice_on_a)
-    assert lists[s.a_root, ("m.annotation", "m.reaction"), "{}"] == newest_first(
-        s.bob_on_a, s.alice_on_a
-    )
-    edits_of_a = newest_first(s.alice_edit_1, s.alice_edit_2, s.bob_edits_a)
-    assert lists[s.a_root, ("m.replace",), "{}"] == edits_of_a
-    assert lists[s.a_root, ("m.replace", "m.room.message"), "{}"] == edits_of_a
-    assert lists[s.a_root, ("m.reference",), "{}"] == [s.bob_ref]
-    assert lists[s.b_root, (), "{}"] == newest_first(s.alice_in_b, s.alice_on_b, s.bob_edit)
-    assert lists[s.c_root, (), "{}"] == [s.alice_in_c]
+async def _thread_lists(alice: Side, bob: Side, room_id: str) -> dict[str, list[str]]:
+    """GET /threads (include=all, the same on both servers) and each user's
+    include=participated: the roots, latest activity first."""
+    path = f"/_matrix/client/v1/rooms/{quote(room_id)}/threads"
+    lists: dict[str, list[str]] = {}
+    for side in (alice, bob):
+        for include in ("all", "participated"):
+            page = await side.get(path, include=include, limit="50")
+            assert "next_batch" not in page, (side.name, include, page)
+            lists[f"{side.name} {include}"] = [root["event_id"] for root in page["chunk"]]
+    assert lists[f"{alice.name} all"] == lists[f"{bob.name} all"]
+    return lists
+
+
+async def _redact(side: Side, other: Side, room_id: str, event_id: str) -> None:
+    """``side`` redacts ``event_id``; back once ``other``'s server serves it redacted."""
+    path = f"rooms/{quote(room_id)}/redact/{quote(event_id)}/rel{next(_txns)}"
+    (await side.client.request("PUT", path, json={}, token=side.account)).ok()
+    for _ in range(SEEN_ATTEMPTS):
+        event = await other.get(f"rooms/{quote(room_id)}/event/{quote(event_id)}")
+        if "redacted_because" in event.get("unsigned", {}):
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{other.name} never saw {side.name}'s redaction of {event_id}")
+
+
+def _newest_first(*ids: str) -> list[str]:
+    return list(reversed(ids))
 
 
 @pytest.mark.parametrize("host", ["peyvand", "synapse"])
@@ -286,31 +319,83 @@ async def test_relations_and_aggregations_agree(
             await wait_until_joined(
                 side.client, side.account, room_id, member.account.user_id, attempts=600
             )
-        sent = await _converse(alice, bob, room_id)
+        s = await _converse(alice, bob, room_id)
+        roots = (s.a_root, s.b_root, s.c_root)
 
-        roots = (sent.a_root, sent.b_root, sent.c_root, sent.bob_in_a)
-        served: dict[tuple[str, str], dict[str, Any]] = {}
+        served = await _served(
+            alice,
+            bob,
+            room_id,
+            {
+                s.a_root: _expect(
+                    s.alice_edit_2, (2, s.alice_in_a, s.reply_edit), references=[s.bob_ref]
+                ),
+                s.b_root: _expect(s.bob_edit, (1, s.alice_in_b, None)),
+                s.c_root: _expect(None, (1, s.alice_in_c, None)),
+                s.bob_in_a: _expect(),
+            },
+        )
+        # Whether the reader took part: the root's sender or a replier (threading.md).
         for side in (alice, bob):
-            listed = await _messages(side, room_id)
-            for root in roots:
-                event = await side.get(f"rooms/{quote(room_id)}/event/{quote(root)}")
-                _check_bundle(f"{side.name} /event", event, sent)
-                _check_bundle(f"{side.name} /messages", listed[root], sent)
-                assert _bundle(event) == _bundle(listed[root]), (side.name, root)
-                served[side.name, root] = event
-            # Whether the reader took part: the root's sender or a replier (threading.md).
             participated = {root: _participated(served[side.name, root]) for root in roots}
-            assert participated == {
-                sent.a_root: True,
-                sent.b_root: True,
-                sent.c_root: side is alice,
-                sent.bob_in_a: None,
-            }, side.name
+            assert participated == {s.a_root: True, s.b_root: True, s.c_root: side is alice}
 
-        # The two servers agree on every event and its bundle, whole.
-        for root in roots:
-            on_peyvand, on_synapse = served[alice.name, root], served[bob.name, root]
-            assert _event(on_peyvand) == _event(on_synapse), root
-            assert _bundle(on_peyvand) == _bundle(on_synapse), root
+        lists = await _relation_lists(alice, bob, room_id, roots)
+        a_children = (
+            s.bob_in_a, s.alice_in_a, s.bob_on_a, s.alice_on_a, s.alice_edit_1, s.alice_edit_2,
+            s.bob_edits_a, s.bob_ref,
+        )  # fmt: skip
+        assert lists[s.a_root, ""] == _newest_first(*a_children)
+        assert lists[s.a_root, "dir=f"] == list(a_children)
+        recursive = (*a_children[:-1], s.reply_edit, s.bob_ref)
+        assert lists[s.a_root, "recurse"] == _newest_first(*recursive)
+        assert lists[s.a_root, "m.thread"] == _newest_first(s.bob_in_a, s.alice_in_a)
+        reactions = _newest_first(s.bob_on_a, s.alice_on_a)
+        assert lists[s.a_root, "m.annotation"] == reactions
+        assert lists[s.a_root, "m.annotation/m.reaction"] == reactions
+        edits = _newest_first(s.alice_edit_1, s.alice_edit_2, s.bob_edits_a)
+        assert lists[s.a_root, "m.replace"] == edits
+        assert lists[s.a_root, "m.replace/m.room.message"] == edits
+        assert lists[s.a_root, "m.reference"] == [s.bob_ref]
+        assert lists[s.b_root, ""] == _newest_first(s.alice_in_b, s.alice_on_b, s.bob_edit)
+        assert lists[s.c_root, ""] == [s.alice_in_c]
 
-        await _check_relations(alice, bob, room_id, sent)
+        threads = await _thread_lists(alice, bob, room_id)
+        assert threads == {
+            "Peyvand all": [s.c_root, s.b_root, s.a_root],
+            "Peyvand participated": [s.c_root, s.b_root, s.a_root],
+            "Synapse all": [s.c_root, s.b_root, s.a_root],
+            "Synapse participated": [s.b_root, s.a_root],
+        }
+
+        # Redactions from both sides take what they redacted out of every aggregation:
+        # the thread's latest reply (its latest moves back), the newest edit (the one
+        # before it applies), a reaction, the reference, a thread's only reply.
+        await _redact(alice, bob, room_id, s.alice_in_a)
+        await _redact(alice, bob, room_id, s.alice_edit_2)
+        await _redact(bob, alice, room_id, s.bob_on_a)
+        await _redact(bob, alice, room_id, s.bob_ref)
+        await _redact(alice, bob, room_id, s.alice_in_c)
+        served = await _served(
+            alice,
+            bob,
+            room_id,
+            {
+                s.a_root: _expect(s.alice_edit_1, (1, s.bob_in_a, None)),
+                s.b_root: _expect(s.bob_edit, (1, s.alice_in_b, None)),
+                s.c_root: _expect(),
+            },
+        )
+        lists = await _relation_lists(alice, bob, room_id, roots)
+        left = (s.bob_in_a, s.alice_on_a, s.alice_edit_1, s.bob_edits_a)
+        assert lists[s.a_root, ""] == _newest_first(*left)
+        # The edit of the redacted reply is no longer reached through it.
+        assert lists[s.a_root, "recurse"] == _newest_first(*left)
+        assert lists[s.a_root, "m.thread"] == [s.bob_in_a]
+        assert lists[s.a_root, "m.annotation"] == [s.alice_on_a]
+        assert lists[s.a_root, "m.reference"] == []
+        assert lists[s.c_root, ""] == []
+        threads = await _thread_lists(alice, bob, room_id)
+        assert threads["Synapse all"] == [s.b_root, s.a_root]
+        assert threads["Synapse participated"] == [s.b_root, s.a_root]
+        assert threads["Peyvand participated"] == [s.b_root, s.a_root]
