@@ -145,6 +145,7 @@ def _lifecycle(
     lifecycle.add(
         "push actions", Hooks(start=local.push_actions.start, stop=local.push_actions.stop)
     )
+    lifecycle.add("pushers", local.pusher_pool)
     lifecycle.add(
         "push rules account data",
         Hooks(start=local.sync_account_data.start, stop=local.sync_account_data.stop),

@@ -72,17 +72,21 @@ class PusherStore:
         )
         return [_row(r) for r in rows]
 
-    async def set_pusher(self, pusher: PusherRow, *, append: bool) -> None:
+    async def set_pusher(self, pusher: PusherRow, *, append: bool) -> list[UserID]:
         """Create or replace the user's pusher for (app_id, pushkey); unless ``append``,
-        other users' pushers with the same app_id and pushkey go (one transaction)."""
+        other users' pushers with the same app_id and pushkey go (one transaction): the
+        users they belonged to are returned."""
+        taken_from: list[UserID] = []
         async with self._db.transaction() as txn:
             if not append:
-                await txn.execute(
-                    "DELETE FROM pushers WHERE app_id = $1 AND pushkey = $2 AND user_id <> $3",
+                rows = await txn.fetch(
+                    "DELETE FROM pushers WHERE app_id = $1 AND pushkey = $2 AND user_id <> $3"
+                    " RETURNING user_id",
                     pusher.app_id,
                     pusher.pushkey,
                     pusher.user_id,
                 )
+                taken_from = [UserID(r["user_id"]) for r in rows]
             # A new pusher starts after the newest event: it gets what comes next.
             await txn.execute(
                 f"INSERT INTO pushers ({_COLUMNS}, last_stream_ordering)"
@@ -106,6 +110,7 @@ class PusherStore:
                 orjson.dumps(pusher.data).decode(),
                 pusher.created_ts,
             )
+        return taken_from
 
     async def delete_pusher(self, user_id: UserID, app_id: str, pushkey: str) -> None:
         await self._db.execute(

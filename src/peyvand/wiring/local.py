@@ -4,16 +4,19 @@ end-to-end encryption and push."""
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 
 from peyvand.config import Config
 from peyvand.events.signing import SigningKey
+from peyvand.federation.push_gateway import PushGatewayClient
 from peyvand.services.accounts.auth import AuthService
 from peyvand.services.e2ee.device_lists import DeviceListService
 from peyvand.services.e2ee.keys import E2eKeysService
 from peyvand.services.e2ee.to_device import ToDeviceService
 from peyvand.services.push.account_data import PushRulesAccountData
 from peyvand.services.push.actions import PushActionsService
+from peyvand.services.push.delivery.pool import PusherPool, UsersWithPushers
 from peyvand.services.push.pushers import PusherService
 from peyvand.services.push.rules_api import PushRulesService
 from peyvand.services.rooms.visibility import VisibilityService
@@ -36,6 +39,7 @@ from peyvand.storage.database import Database
 from peyvand.storage.device_lists import DeviceListStore
 from peyvand.storage.e2e_keys import E2eKeyStore
 from peyvand.storage.events import EventStore
+from peyvand.storage.pending_pushes import PendingPushStore
 from peyvand.storage.push_actions import PushActionStore
 from peyvand.storage.push_rules import PushRuleStore
 from peyvand.storage.pushers import PusherStore
@@ -104,6 +108,7 @@ class Local:
     push_actions: PushActionsService
     sync_account_data: PushRulesAccountData
     pushers: PusherService
+    pusher_pool: PusherPool
     to_device: ToDeviceService
     device_lists: DeviceListService
     e2e_keys: E2eKeysService
@@ -123,6 +128,7 @@ def build_local(config: Config, db: Database, timeline: Timeline) -> Local:
     receipts = ReceiptService(ReceiptStore(db), account_data, state, notifier)
 
     push_rules = PushRulesService(PushRuleStore(db))
+    users_with_pushers = UsersWithPushers()
     push_actions = PushActionsService(
         server_name,
         PushActionStore(db),
@@ -130,9 +136,32 @@ def build_local(config: Config, db: Database, timeline: Timeline) -> Local:
         push_rules,
         ThreadStore(db),
         account_data.ignored_users.of,
+        users_with_pushers.view,
     )
     timeline.writer.add_pre_commit(push_actions.prepare)
-    pushers = PusherService(PusherStore(db))
+    pusher_store = PusherStore(db)
+    pusher_pool = PusherPool(
+        pusher_store,
+        PendingPushStore(db),
+        PushGatewayClient(
+            tuple(
+                ipaddress.ip_network(n, strict=False) for n in config.push.gateway_allowed_networks
+            ),
+            config.push.gateway_timeout,
+        ),
+        state,
+        users_with_pushers,
+        take_pushes=push_actions.take_pushes,
+        memberships=timeline.index.memberships,
+        unread_counts=push_actions.unread_counts,
+        ignored_users=account_data.ignored_users.of,
+        max_position=timeline.event_store.get_max_stream_ordering,
+        max_concurrent_sends=config.push.max_concurrent_sends,
+        include_content=config.push.include_content,
+    )
+    timeline.dispatcher.listeners.append(pusher_pool.on_persisted)
+    receipts.listeners.append(pusher_pool.on_receipt)
+    pushers = PusherService(pusher_store, on_change=pusher_pool.on_pushers_changed)
 
     to_device = ToDeviceService(server_name, ToDeviceStore(db), notifier)
     device_lists = DeviceListService(
@@ -158,6 +187,7 @@ def build_local(config: Config, db: Database, timeline: Timeline) -> Local:
         push_actions=push_actions,
         sync_account_data=PushRulesAccountData(account_data, push_rules),
         pushers=pushers,
+        pusher_pool=pusher_pool,
         to_device=to_device,
         device_lists=device_lists,
         e2e_keys=e2e_keys,

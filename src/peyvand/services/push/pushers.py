@@ -6,13 +6,14 @@ its pushers go too, as Synapse ties them to their access token. Only ``http`` pu
 accepted (``email`` needs an email sender this server does not have), and their ``url``
 must be a push gateway's notify endpoint, as Synapse requires.
 
-Sending notifications to push gateways is not done yet: pushers are stored and listed.
+Every change is reported to ``on_change`` (the pusher pool, ``services.push.delivery``,
+which sends the notifications).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Final
 from urllib.parse import urlsplit
 
@@ -28,9 +29,23 @@ NOTIFY_PATH: Final = "/_matrix/push/v1/notify"
 _REQUIRED_WITH_KIND: Final = ("app_display_name", "device_display_name", "lang", "data")
 
 
+PushersChanged = Callable[[UserID], Awaitable[None]]
+
+
+async def _ignore_change(user_id: UserID) -> None:
+    return None
+
+
 class PusherService:
-    def __init__(self, store: PusherStore, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        store: PusherStore,
+        *,
+        on_change: PushersChanged = _ignore_change,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._store = store
+        self._on_change = on_change
         self._clock = clock
 
     async def get_pushers(self, user_id: UserID) -> list[JsonDict]:
@@ -55,6 +70,7 @@ class PusherService:
         kind = body["kind"]
         if kind is None:
             await self._store.delete_pusher(user_id, app_id, pushkey)
+            await self._on_change(user_id)
             return
         if kind != "http":
             raise MatrixError(Errcode.INVALID_PARAM, "Only 'http' pushers are supported")
@@ -84,12 +100,15 @@ class PusherService:
             data,
             int(self._clock() * 1000),
         )
-        await self._store.set_pusher(row, append=append)
+        taken_from = await self._store.set_pusher(row, append=append)
+        for changed in (user_id, *taken_from):
+            await self._on_change(changed)
 
     async def on_devices_deleted(self, user_id: UserID, device_ids: Sequence[str]) -> None:
         """``AuthService.on_devices_deleted`` hook: the devices' pushers go with them."""
         if device_ids:
             await self._store.delete_for_devices(user_id, device_ids)
+            await self._on_change(user_id)
 
 
 def _required_str(body: Mapping[str, Any], name: str) -> str:

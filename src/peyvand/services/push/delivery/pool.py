@@ -1,0 +1,216 @@
+"""Every http pusher of the server (Push Gateway API; as Synapse's ``PusherPool``).
+
+- Loaded at start-up with one query; each pusher catches up from its stored position
+  to the newest event at that moment, then takes live notifications.
+- Live notifications come from the push-rule evaluation: ``PushActionsService`` keeps
+  the actions of the members in ``UsersWithPushers`` whom an event notifies, and the pool
+  takes them once the events are committed (``on_persisted``, a dispatcher listener), so
+  rules are evaluated once per event and the users with pushers are found by set
+  intersection with the room's members, never by reading the member list.
+- A read receipt of a user with pushers queues a counts-only notification on each of
+  their pushers (``on_receipt``).
+- Sends of all pushers share one semaphore (``push.max_concurrent_sends``); each pusher
+  sends sequentially, so a hanging gateway holds one slot per pusher it serves at most.
+- The badge (``counts.unread``) is Synapse's default (``group_unread_count_by_room``):
+  the rooms the user is invited to plus the joined rooms with unread notifications.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence, Set
+
+from peyvand.events.pdu import Pdu
+from peyvand.federation.push_gateway import PushGatewayClient
+from peyvand.services.push.actions import PushOutcome
+from peyvand.services.push.delivery.payload import RoomContext
+from peyvand.services.push.delivery.pusher import HttpPusher, LivePush, PusherDeps
+from peyvand.services.timeline.room_state import StateService
+from peyvand.storage.models import EventToPersist
+from peyvand.storage.pending_pushes import PendingPushStore
+from peyvand.storage.pushers import DeliveryState, PusherRow, PusherStore
+from peyvand.storage.receipts import ReceiptRow
+from peyvand.types import EventID, JsonDict, RoomID, UserID
+
+logger = logging.getLogger(__name__)
+
+_Key = tuple[str, str]  # (app_id, pushkey)
+Memberships = Callable[[UserID], Awaitable[Mapping[RoomID, tuple[str, int]]]]
+UnreadCounts = Callable[[UserID, Sequence[RoomID]], Awaitable[dict[RoomID, JsonDict]]]
+IgnoredUsers = Callable[[UserID], Awaitable[frozenset[UserID]]]
+
+
+class UsersWithPushers:
+    """The local users who have at least one http pusher (kept by the pool, read by the
+    push-rule evaluation to know whose actions to keep)."""
+
+    def __init__(self) -> None:
+        self._users: set[UserID] = set()
+
+    def view(self) -> Set[UserID]:
+        return self._users
+
+    def set(self, user_id: UserID, has_pushers: bool) -> None:
+        if has_pushers:
+            self._users.add(user_id)
+        else:
+            self._users.discard(user_id)
+
+
+class PusherPool:
+    def __init__(
+        self,
+        store: PusherStore,
+        pending: PendingPushStore,
+        gateway: PushGatewayClient,
+        state: StateService,
+        users: UsersWithPushers,
+        *,
+        take_pushes: Callable[[Sequence[EventToPersist]], list[PushOutcome]],
+        memberships: Memberships,
+        unread_counts: UnreadCounts,
+        ignored_users: IgnoredUsers,
+        max_position: Callable[[], Awaitable[int]],
+        max_concurrent_sends: int,
+        include_content: bool,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._gateway = gateway
+        self._state = state
+        self._users = users
+        self._take_pushes = take_pushes
+        self._memberships = memberships
+        self._unread_counts = unread_counts
+        self._max_position = max_position
+        self._clock = clock
+        self._pushers: dict[UserID, dict[_Key, HttpPusher]] = {}
+        self._deps = PusherDeps(
+            notify=gateway.notify,
+            semaphore=asyncio.Semaphore(max_concurrent_sends),
+            badge=self.badge,
+            room_context=self._room_context,
+            ignored=ignored_users,
+            joined_rooms=self._joined_rooms,
+            pending=pending.notifying_after,
+            get_pdus=self._get_pdus,
+            set_delivered=store.set_delivered,
+            set_failing_since=store.set_failing_since,
+            remove=self.remove,
+            now_ms=lambda: int(self._clock() * 1000),
+            include_content=include_content,
+        )
+        self._catch_up_to = 0
+        self._started = False
+
+    async def start(self) -> None:
+        await self._gateway.start()
+        self._catch_up_to = await self._max_position()
+        for state in await self._store.get_deliveries("http"):
+            self._add(state)
+        self._started = True
+
+    async def stop(self) -> None:
+        self._started = False
+        pushers = [p for by_key in self._pushers.values() for p in by_key.values()]
+        self._pushers.clear()
+        for pusher in pushers:
+            await pusher.stop()
+        await self._gateway.close()
+
+    # -- inputs -------------------------------------------------------------------------
+
+    def on_persisted(self, events: Sequence[EventToPersist]) -> None:
+        """Dispatcher listener: queue the committed events' pushes on their pushers."""
+        for outcome in self._take_pushes(events):
+            event = outcome.event
+            for user_id, actions in outcome.actions.items():
+                for pusher in self._pushers.get(user_id, {}).values():
+                    pusher.on_push(LivePush(event.stream_ordering, event.pdu, actions.tweaks))
+
+    async def on_receipt(self, row: ReceiptRow) -> None:
+        """Receipt listener: the user's badge may have gone down."""
+        for pusher in self._pushers.get(row.user_id, {}).values():
+            pusher.on_badge_change()
+
+    async def on_pushers_changed(self, user_id: UserID) -> None:
+        """A pusher of ``user_id`` was set or deleted: bring theirs up to date."""
+        if not self._started:
+            return
+        states = {
+            (s.pusher.app_id, s.pusher.pushkey): s
+            for s in await self._store.get_deliveries("http", [user_id])
+        }
+        current = self._pushers.get(user_id, {})
+        for key, pusher in list(current.items()):
+            state = states.get(key)
+            if state is None or state.pusher != pusher.row:
+                del current[key]
+                await pusher.stop()
+        for key, state in states.items():
+            if key not in current:
+                self._add(state)
+        self._forget_if_empty(user_id)
+
+    async def remove(self, row: PusherRow) -> None:
+        """Delete a pusher its gateway rejected or that failed for a day (called from the
+        pusher's own task, which ends by itself)."""
+        current = self._pushers.get(row.user_id, {})
+        if current.get((row.app_id, row.pushkey)) is not None:
+            del current[(row.app_id, row.pushkey)]
+        self._forget_if_empty(row.user_id)
+        await self._store.delete_pusher(row.user_id, row.app_id, row.pushkey)
+
+    # -- what pushers ask -----------------------------------------------------------------
+
+    async def badge(self, user_id: UserID) -> int:
+        """``counts.unread``: invites plus joined rooms with unread notifications."""
+        memberships = await self._memberships(user_id)
+        joined = [room_id for room_id, (m, _) in memberships.items() if m == "join"]
+        invites = sum(1 for m, _ in memberships.values() if m == "invite")
+        counts = await self._unread_counts(user_id, joined) if joined else {}
+        return invites + sum(1 for c in counts.values() if c.get("notification_count", 0) > 0)
+
+    async def _joined_rooms(self, user_id: UserID) -> list[RoomID]:
+        memberships = await self._memberships(user_id)
+        return [room_id for room_id, (m, _) in memberships.items() if m == "join"]
+
+    async def _get_pdus(self, event_ids: Sequence[EventID]) -> Mapping[EventID, Pdu]:
+        return await self._state.get_pdus(event_ids, as_served=True) if event_ids else {}
+
+    async def _room_context(self, pdu: Pdu) -> RoomContext:
+        """The room's name and canonical alias and the sender's display name, from the
+        room's current state (cached)."""
+        snapshot = await self._state.get_room(pdu.room_id)
+        if snapshot is None:
+            return RoomContext(None, None, None)
+        member_key = ("m.room.member", pdu.sender)
+        events = await self._state.get_state_events(
+            snapshot.state, [("m.room.name", ""), ("m.room.canonical_alias", ""), member_key]
+        )
+        return RoomContext(
+            _string(events.get(("m.room.name", "")), "name"),
+            _string(events.get(("m.room.canonical_alias", "")), "alias"),
+            _string(events.get(member_key), "displayname"),
+        )
+
+    # -- bookkeeping ----------------------------------------------------------------------
+
+    def _add(self, state: DeliveryState) -> None:
+        row = state.pusher
+        pusher = HttpPusher(state, self._catch_up_to, self._deps)
+        self._pushers.setdefault(row.user_id, {})[(row.app_id, row.pushkey)] = pusher
+        self._users.set(row.user_id, True)
+        pusher.start()
+
+    def _forget_if_empty(self, user_id: UserID) -> None:
+        if not self._pushers.get(user_id):
+            self._pushers.pop(user_id, None)
+            self._users.set(user_id, False)
+
+
+def _string(event: Pdu | None, key: str) -> str | None:
+    value = event.content.get(key) if event is not None else None
+    return value if isinstance(value, str) and value else None

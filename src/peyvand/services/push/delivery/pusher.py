@@ -1,0 +1,217 @@
+"""One http pusher: its own sequential queue, so a slow or dead gateway delays only
+itself (Push Gateway API; behaviour as Synapse's ``HttpPusher``).
+
+- Notifications go out one at a time in stream order: first those the database holds
+  after the pusher's stored position up to where the server stood when the pusher was
+  loaded (catch-up after a restart: ``PendingPushStore``), then those the pool hands over
+  live. The position is stored only after the gateway answered 200, so a crash before
+  that sends the notification again after the restart, and one after it never does.
+- While the gateway fails (no answer in time, or not 200), the same notification is
+  retried after 1 s, doubling up to an hour; a pusher failing for a day is deleted.
+- A ``rejected`` answer naming the pusher's pushkey deletes the pusher.
+- A read receipt that may lower the badge queues one counts-only notification, sent
+  once (no retry) when the queue is empty.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from peyvand.background import BackgroundTask
+from peyvand.events.pdu import Pdu
+from peyvand.federation.push_gateway import GatewayAnswer, GatewayError
+from peyvand.services.push.delivery.payload import (
+    RoomContext,
+    counts_notification,
+    event_notification,
+)
+from peyvand.storage.pending_pushes import PendingPush
+from peyvand.storage.pushers import DeliveryState, PusherRow
+from peyvand.types import EventID, JsonDict, RoomID, UserID
+
+logger = logging.getLogger(__name__)
+
+# Synapse's HttpPusher: INITIAL_BACKOFF_SEC, MAX_BACKOFF_SEC, GIVE_UP_AFTER_MS.
+INITIAL_BACKOFF: Final = 1.0
+MAX_BACKOFF: Final = 3600.0
+GIVE_UP_AFTER_MS: Final = 24 * 3600 * 1000
+# Catch-up rows read per query.
+_CATCH_UP_BATCH: Final = 100
+# Tweaks of a notification found in the database, which keeps only whether it highlights:
+# those of the default rules' mentions.
+_HIGHLIGHT_TWEAKS: Final = {"sound": "default", "highlight": True}
+
+
+@dataclass(frozen=True, slots=True)
+class LivePush:
+    """A committed event that notifies the pusher's user, with the actions' tweaks."""
+
+    stream_ordering: int
+    pdu: Pdu
+    tweaks: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class PusherDeps:
+    """What every pusher shares, provided by the pool."""
+
+    notify: Callable[[str, JsonDict], Awaitable[GatewayAnswer]]
+    semaphore: asyncio.Semaphore
+    badge: Callable[[UserID], Awaitable[int]]
+    room_context: Callable[[Pdu], Awaitable[RoomContext]]
+    ignored: Callable[[UserID], Awaitable[frozenset[UserID]]]
+    joined_rooms: Callable[[UserID], Awaitable[list[RoomID]]]
+    pending: Callable[
+        [UserID, Sequence[RoomID], int, int, int], Awaitable[tuple[list[PendingPush], int]]
+    ]
+    get_pdus: Callable[[Sequence[EventID]], Awaitable[Mapping[EventID, Pdu]]]
+    set_delivered: Callable[[PusherRow, int, int | None], Awaitable[bool]]
+    set_failing_since: Callable[[PusherRow, int], Awaitable[None]]
+    remove: Callable[[PusherRow], Awaitable[None]]
+    now_ms: Callable[[], int]
+    include_content: bool
+
+
+class HttpPusher:
+    def __init__(self, state: DeliveryState, catch_up_to: int, deps: PusherDeps) -> None:
+        self.row = state.pusher
+        self._deps = deps
+        self._position = state.last_stream_ordering
+        self._failing_since = state.failing_since
+        self._backoff = INITIAL_BACKOFF
+        # Catch-up: the database is read in (_read_to, _catch_up_to].
+        self._read_to = state.last_stream_ordering
+        self._catch_up_to = max(catch_up_to, state.last_stream_ordering)
+        self._backlog: deque[LivePush] = deque()
+        self._live: deque[LivePush] = deque()
+        self._badge_due = False
+        self._wakeup = asyncio.Event()
+        self._task = BackgroundTask(f"pusher:{self.row.user_id}:{self.row.app_id}", self._run)
+        self._gone = False
+
+    @property
+    def url(self) -> str:
+        url = self.row.data.get("url")
+        return url if isinstance(url, str) else ""
+
+    def start(self) -> None:
+        self._task.start()
+        if self._catch_up_to > self._read_to:
+            self._wakeup.set()
+
+    async def stop(self) -> None:
+        self._gone = True
+        await self._task.stop()
+
+    def on_push(self, push: LivePush) -> None:
+        """Queue a live notification (one at or before the catch-up bound is found there)."""
+        if push.stream_ordering > self._catch_up_to:
+            self._live.append(push)
+            self._wakeup.set()
+
+    def on_badge_change(self) -> None:
+        self._badge_due = True
+        self._wakeup.set()
+
+    async def _run(self) -> None:
+        while not self._gone:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while not self._gone:
+                push = await self._next()
+                if push is None:
+                    break
+                await self._deliver(push)
+            if self._badge_due and not self._gone:
+                self._badge_due = False
+                await self._send_badge()
+
+    async def _next(self) -> LivePush | None:
+        """The catch-up notifications first, then the live ones."""
+        while not self._backlog and self._read_to < self._catch_up_to:
+            await self._read_backlog()
+        if self._backlog:
+            return self._backlog.popleft()
+        return self._live.popleft() if self._live else None
+
+    async def _read_backlog(self) -> None:
+        """The next catch-up notifications from the database."""
+        user_id = self.row.user_id
+        rooms = await self._deps.joined_rooms(user_id)
+        pending, complete_to = await self._deps.pending(
+            user_id, rooms, self._read_to, self._catch_up_to, _CATCH_UP_BATCH
+        )
+        pdus = await self._deps.get_pdus([p.event_id for p in pending])
+        for p in pending:
+            pdu = pdus.get(p.event_id)
+            if pdu is not None:
+                tweaks = _HIGHLIGHT_TWEAKS if p.highlight else {}
+                self._backlog.append(LivePush(p.stream_ordering, pdu, tweaks))
+        self._read_to = complete_to
+
+    async def _deliver(self, push: LivePush) -> None:
+        """Send ``push`` until the gateway takes it, the pusher is rejected, or it has
+        failed for a day."""
+        user_id = self.row.user_id
+        if push.pdu.sender in await self._deps.ignored(user_id):
+            return
+        context = await self._deps.room_context(push.pdu)
+        while not self._gone:
+            notification = event_notification(
+                self.row,
+                push.pdu,
+                push.tweaks,
+                await self._deps.badge(user_id),
+                context,
+                include_content=self._deps.include_content,
+            )
+            answer = await self._send(notification)
+            if answer is not None:
+                await self._delivered(push.stream_ordering, answer)
+                return
+            now = self._deps.now_ms()
+            if self._failing_since is None:
+                self._failing_since = now
+                await self._deps.set_failing_since(self.row, now)
+            if now - self._failing_since > GIVE_UP_AFTER_MS:
+                logger.warning("pusher %s of %s failed for a day: removed", self.url, user_id)
+                await self._remove()
+                return
+            logger.info("push to %s failed: retrying in %.0f s", self.url, self._backoff)
+            await asyncio.sleep(self._backoff)
+            self._backoff = min(self._backoff * 2, MAX_BACKOFF)
+
+    async def _delivered(self, stream_ordering: int, answer: GatewayAnswer) -> None:
+        self._backoff = INITIAL_BACKOFF
+        self._failing_since = None
+        self._position = stream_ordering
+        if self.row.pushkey in answer.rejected:
+            logger.info("pushkey of %s rejected by %s: pusher removed", self.row.user_id, self.url)
+            await self._remove()
+            return
+        if not await self._deps.set_delivered(self.row, stream_ordering, self._deps.now_ms()):
+            self._gone = True  # deleted meanwhile
+
+    async def _send_badge(self) -> None:
+        notification = counts_notification(self.row, await self._deps.badge(self.row.user_id))
+        answer = await self._send(notification)
+        if answer is not None and self.row.pushkey in answer.rejected:
+            await self._remove()
+
+    async def _send(self, notification: JsonDict) -> GatewayAnswer | None:
+        """POST it within the global bound; None if the gateway failed."""
+        async with self._deps.semaphore:
+            try:
+                return await self._deps.notify(self.url, notification)
+            except GatewayError as exc:
+                logger.info("push gateway %s failed: %s", self.url, exc)
+                return None
+
+    async def _remove(self) -> None:
+        self._gone = True
+        await self._deps.remove(self.row)
