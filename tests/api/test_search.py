@@ -113,6 +113,12 @@ async def test_two_hundred_results_page_through_next_batch(client: MatrixClient)
     first = await _search(client, alice, "needle", order_by="recent", filter={"limit": 5})
     assert first["count"] == 200
     assert len(first["results"]) == 5
+    second = await _search(
+        client, alice, "needle", order_by="recent", filter={"limit": 5},
+        next_batch=first["next_batch"],
+    )  # fmt: skip
+    assert second["count"] == 200
+    assert not set(_ids(first)) & set(_ids(second))
 
 
 async def test_never_shows_what_the_searcher_cannot_see(client: MatrixClient) -> None:
@@ -407,7 +413,16 @@ async def test_malformed_requests_are_refused(client: MatrixClient) -> None:
         response = await client.request("POST", "search", json=body, token=alice)
         assert response.status == 400, (body, response.body)
         assert response.body["errcode"] == errcode, (body, response.body)
-    for token in ("garbage", "!!!", "WzEsMiwzXQ", "WyJyYW5rIiwtNSxudWxsXQ", "é"):
+    # Not base64, not JSON, [1, 2, 3], ["rank", -5, null, null], ["recent", 5, null, -1].
+    bad_tokens = (
+        "garbage",
+        "!!!",
+        "é",
+        "WzEsMiwzXQ",
+        "WyJyYW5rIiwtNSxudWxsLG51bGxd",
+        "WyJyZWNlbnQiLDUsbnVsbCwtMV0",
+    )
+    for token in bad_tokens:
         answer = await _search(client, alice, "x", next_batch=token, status=400)
         assert answer["errcode"] == "M_INVALID_PARAM", token
     # A token of the other order.

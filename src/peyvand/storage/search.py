@@ -97,20 +97,21 @@ class SearchStore:
         ``position`` continues a previous page: for ``recent`` the stream position of
         the last match seen (exclusive), for ``rank`` how many matches were seen."""
         where, args = self._where(query)
+        # The match's stream position; on SQLite the FTS5 rowid itself, which FTS5 reads
+        # in order (newest first, stopping at the limit) instead of sorting every match.
+        stream = "f.rowid" if self._db.dialect == "sqlite" else "s.stream_ordering"
         if order == "recent" and position is not None:
             args.append(position)
-            where += f" AND s.stream_ordering < ${len(args)}"
+            where += f" AND {stream} < ${len(args)}"
         args.append(limit)
         tail = f"LIMIT ${len(args)}"
         if order == "rank" and position is not None:
             args.append(position)
             tail += f" OFFSET ${len(args)}"
-        ordering = "s.stream_ordering DESC"
-        if order == "rank":
-            ordering = f"rank DESC, {ordering}"
+        ordering = f"{stream} DESC" if order == "recent" else f"rank DESC, {stream} DESC"
         rows = await self._db.fetch(
             f"SELECT s.event_id, s.room_id, s.stream_ordering, {self._rank()} AS rank"
-            f" FROM {self._source()} WHERE {where} ORDER BY {ordering} {tail}",
+            f" FROM {self._source(query)} WHERE {where} ORDER BY {ordering} {tail}",
             *args,
         )
         return [
@@ -128,17 +129,20 @@ class SearchStore:
         the spec allows)."""
         where, args = self._where(query)
         value = await self._db.fetchval(
-            f"SELECT COUNT(*) FROM {self._source()} WHERE {where}", *args
+            f"SELECT COUNT(*) FROM {self._source(query)} WHERE {where}", *args
         )
         return int(value or 0)
 
-    def _source(self) -> str:
-        if self._db.dialect == "sqlite":
-            return (
-                "event_search_fts f JOIN event_search s ON s.stream_ordering = f.rowid"
-                " JOIN events e ON e.stream_ordering = s.stream_ordering"
-            )
-        return "event_search s JOIN events e ON e.stream_ordering = s.stream_ordering"
+    def _source(self, query: SearchQuery) -> str:
+        """The tables read: the index, and the events only to filter by sender."""
+        source = (
+            "event_search_fts f JOIN event_search s ON s.stream_ordering = f.rowid"
+            if self._db.dialect == "sqlite"
+            else "event_search s"
+        )
+        if query.senders is not None or query.not_senders:
+            source += " JOIN events e ON e.stream_ordering = s.stream_ordering"
+        return source
 
     def _rank(self) -> str:
         if self._db.dialect == "sqlite":

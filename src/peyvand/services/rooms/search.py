@@ -6,8 +6,9 @@ forgot); each match is then shown only if the user may see it, by the same histo
 visibility rules as ``/messages`` (``VisibilityService``), and only if it passes the
 request's ``RoomEventFilter``. Visibility is checked per page, so a page reads up to
 ``_MAX_ROUNDS`` batches of matches to fill itself; ``count`` is the matches before
-visibility, an approximate count as the spec allows. ``next_batch`` continues after the
-last match shown: by stream position for ``recent``, by how many matches were read for
+visibility, an approximate count as the spec allows, counted for the first page and
+carried by ``next_batch`` to the next ones. ``next_batch`` continues after the last
+match shown: by stream position for ``recent``, by how many matches were read for
 ``rank``.
 """
 
@@ -73,14 +74,16 @@ class SearchRequest:
 
 @dataclass(frozen=True, slots=True)
 class _Batch:
-    """A ``next_batch`` token: where a search of one order continues, maybe in one room."""
+    """A ``next_batch`` token: where a search of one order continues, maybe in one room,
+    and the ``count`` its first page answered (so later pages need not count again)."""
 
     order: Order
     position: int
     room_id: RoomID | None = None
+    count: int | None = None
 
     def encode(self) -> str:
-        raw = orjson.dumps([self.order, self.position, self.room_id])
+        raw = orjson.dumps([self.order, self.position, self.room_id, self.count])
         return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
     @classmethod
@@ -91,14 +94,16 @@ class _Batch:
             raise MatrixError(Errcode.INVALID_PARAM, "Invalid next_batch") from exc
         if (
             not isinstance(data, list)
-            or len(data) != 3
+            or len(data) != 4
             or data[0] not in ("rank", "recent")
             or type(data[1]) is not int
             or not (0 if data[0] == "rank" else -(2**63)) <= data[1] < 2**63
             or not (data[2] is None or isinstance(data[2], str))
+            or not (data[3] is None or (type(data[3]) is int and data[3] >= 0))
         ):
             raise MatrixError(Errcode.INVALID_PARAM, "Invalid next_batch")
-        return cls(data[0], data[1], None if data[2] is None else RoomID(data[2]))
+        room_id = None if data[2] is None else RoomID(data[2])
+        return cls(data[0], data[1], room_id, data[3])
 
 
 @dataclass(slots=True)
@@ -157,6 +162,11 @@ class SearchService:
         page = await self._page(
             user_id, memberships, query, request, limit, batch.position if batch else None
         )
+        count = (
+            batch.count
+            if batch is not None and batch.count is not None
+            else await self._store.count(query)
+        )
         events = [f.event for f in page.found]
         serialized = await self._room_events.serialize(events, requester)
         context = request.event_context
@@ -170,13 +180,13 @@ class SearchService:
                 {"rank": f.hit.rank, "result": event, "context": context}
                 for f, event, context in zip(page.found, serialized, contexts, strict=True)
             ],
-            "count": await self._store.count(query),
+            "count": count,
             "highlights": list(terms),
         }
         next_token = None
         if page.next_position is not None:
             room_id = batch.room_id if batch is not None else None
-            next_token = _Batch(request.order_by, page.next_position, room_id).encode()
+            next_token = _Batch(request.order_by, page.next_position, room_id, count).encode()
             result["next_batch"] = next_token
         if request.include_state:
             rooms = dict.fromkeys(f.hit.room_id for f in page.found)
