@@ -149,16 +149,17 @@ class PusherStore:
         """Record that the pusher is done up to ``stream_ordering`` (its gateway answered
         at ``success_ts``, or it was given up on: None), and no longer failing. False if
         the pusher is gone."""
-        user_id = await self._db.fetchval(
-            "UPDATE pushers SET last_stream_ordering = $4,"
-            " last_success_ts = COALESCE($5, last_success_ts), failing_since = NULL"
-            " WHERE user_id = $1 AND app_id = $2 AND pushkey = $3 RETURNING user_id",
-            pusher.user_id,
-            pusher.app_id,
-            pusher.pushkey,
-            stream_ordering,
-            success_ts,
-        )
+        async with self._db.transaction() as txn:
+            user_id = await txn.fetchval(
+                "UPDATE pushers SET last_stream_ordering = $4,"
+                " last_success_ts = COALESCE($5, last_success_ts), failing_since = NULL"
+                " WHERE user_id = $1 AND app_id = $2 AND pushkey = $3 RETURNING user_id",
+                pusher.user_id,
+                pusher.app_id,
+                pusher.pushkey,
+                stream_ordering,
+                success_ts,
+            )
         return user_id is not None
 
     async def set_failing_since(self, pusher: PusherRow, failing_since: int) -> None:

@@ -122,22 +122,34 @@ class HttpPusher:
         while not self._gone:
             await self._wakeup.wait()
             self._wakeup.clear()
-            while not self._gone:
-                push = await self._next()
-                if push is None:
-                    break
-                await self._deliver(push)
-            if self._badge_due and not self._gone:
-                self._badge_due = False
-                await self._send_badge()
+            try:
+                await self._drain()
+            except Exception:
+                # A database error: the notification stays queued and is tried again.
+                logger.exception("pusher of %s failed: retrying", self.row.user_id)
+                await asyncio.sleep(self._backoff)
+                self._backoff = min(self._backoff * 2, MAX_BACKOFF)
+                self._wakeup.set()
 
-    async def _next(self) -> LivePush | None:
-        """The catch-up notifications first, then the live ones."""
+    async def _drain(self) -> None:
+        while not self._gone:
+            queue = await self._next()
+            if queue is None:
+                break
+            await self._deliver(queue[0])
+            queue.popleft()
+        if self._badge_due and not self._gone:
+            self._badge_due = False
+            await self._send_badge()
+
+    async def _next(self) -> deque[LivePush] | None:
+        """The queue whose head goes next: the catch-up notifications first, then the
+        live ones (the head is taken off once it is dealt with)."""
         while not self._backlog and self._read_to < self._catch_up_to:
             await self._read_backlog()
         if self._backlog:
-            return self._backlog.popleft()
-        return self._live.popleft() if self._live else None
+            return self._backlog
+        return self._live if self._live else None
 
     async def _read_backlog(self) -> None:
         """The next catch-up notifications from the database."""

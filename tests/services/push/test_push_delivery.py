@@ -1,0 +1,319 @@
+"""Push notifications delivered to a push gateway (Push Gateway API,
+``POST /_matrix/push/v1/notify``), on every backend: a real Peyvand allowed to reach
+127.0.0.1 (``push.gateway_allowed_networks``) and a gateway served by the test that
+records what arrives and answers 200, 500, ``rejected`` or never, per pushkey."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from harness.client import Account, MatrixClient, new_session, unique_localpart
+from harness.ports import free_port
+from harness.server import HomeserverProcess, start_homeserver
+
+NOTIFY = "/_matrix/push/v1/notify"
+APP_ID = "im.peyvand.test"
+WAIT = 2.0
+
+
+@dataclass
+class Received:
+    pushkey: str
+    notification: dict[str, Any]
+    status: int
+
+
+@dataclass
+class Gateway:
+    """A push gateway on 127.0.0.1. ``answers[pushkey]`` lists what the next requests for
+    that pushkey get ("ok", "fail", "reject", "hang"); then "ok"."""
+
+    url: str = ""
+    received: list[Received] = field(default_factory=list)
+    answers: dict[str, list[str]] = field(default_factory=dict)
+    released: asyncio.Event = field(default_factory=asyncio.Event)
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        notification = body["notification"]
+        pushkey = notification["devices"][0]["pushkey"]
+        queued = self.answers.get(pushkey, [])
+        answer = queued.pop(0) if queued else "ok"
+        if answer == "hang":
+            await self.released.wait()
+        status = 500 if answer == "fail" else 200
+        self.received.append(Received(pushkey, notification, status))
+        self.arrived.set()
+        if answer == "fail":
+            return web.json_response({"error": "down"}, status=500)
+        return web.json_response({"rejected": [pushkey] if answer == "reject" else []})
+
+    def delivered(self, pushkey: str) -> list[dict[str, Any]]:
+        return [r.notification for r in self.received if r.pushkey == pushkey and r.status == 200]
+
+    async def wait_for(
+        self, pushkey: str, count: int = 1, timeout: float = WAIT
+    ) -> list[dict[str, Any]]:
+        """The notifications delivered to ``pushkey`` once there are ``count``."""
+        deadline = time.monotonic() + timeout
+        while len(self.delivered(pushkey)) < count:
+            remaining = deadline - time.monotonic()
+            assert remaining > 0, f"{pushkey}: {len(self.delivered(pushkey))} of {count} pushes"
+            self.arrived.clear()
+            try:
+                await asyncio.wait_for(self.arrived.wait(), min(remaining, 0.2))
+            except TimeoutError:
+                pass
+        return self.delivered(pushkey)
+
+
+@pytest.fixture(scope="module")
+def push_server(
+    backend: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[HomeserverProcess]:
+    server = start_homeserver(
+        backend,
+        request,
+        tmp_path_factory.mktemp("push"),
+        options={
+            "push.gateway_allowed_networks": '["127.0.0.1/32"]',
+            "push.gateway_timeout": "3.0",
+        },
+    )
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def gateway() -> AsyncIterator[Gateway]:
+    gw = Gateway()
+    app = web.Application()
+    app.router.add_post(NOTIFY, gw.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    gw.url = f"http://127.0.0.1:{port}{NOTIFY}"
+    try:
+        yield gw
+    finally:
+        gw.released.set()
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def mc(push_server: HomeserverProcess) -> AsyncIterator[MatrixClient]:
+    async with new_session() as session:
+        yield MatrixClient(session, push_server.base_url)
+
+
+async def add_pusher(client: MatrixClient, account: Account, gateway: Gateway, **data: Any) -> str:
+    pushkey = unique_localpart("pushkey")
+    body = {
+        "kind": "http",
+        "app_id": APP_ID,
+        "pushkey": pushkey,
+        "app_display_name": "Test app",
+        "device_display_name": "Test phone",
+        "lang": "en",
+        "data": {"url": gateway.url, **data},
+    }
+    (await client.request("POST", "pushers/set", json=body, token=account)).ok()
+    return pushkey
+
+
+async def room(client: MatrixClient, creator: Account, *members: Account, **extra: Any) -> str:
+    room_id: str = (
+        await client.request(
+            "POST", "createRoom", json={"preset": "public_chat", **extra}, token=creator
+        )
+    ).ok()["room_id"]
+    for member in members:
+        (await client.request("POST", f"join/{room_id}", json={}, token=member)).ok()
+    return room_id
+
+
+async def say(client: MatrixClient, room_id: str, sender: Account, body: str, **more: Any) -> str:
+    event_id: str = (
+        await client.request(
+            "PUT",
+            f"rooms/{room_id}/send/m.room.message/{unique_localpart('txn')}",
+            json={"msgtype": "m.text", "body": body, **more},
+            token=sender,
+        )
+    ).ok()["event_id"]
+    return event_id
+
+
+async def trio(client: MatrixClient, **extra: Any) -> tuple[Account, Account, str]:
+    """Alice, Bob and a room of three (so a plain message neither rings nor highlights)."""
+    alice, bob, carol = await client.register(), await client.register(), await client.register()
+    (
+        await client.request(
+            "PUT",
+            f"profile/{alice.user_id}/displayname",
+            json={"displayname": "Alice"},
+            token=alice,
+        )
+    ).ok()
+    return alice, bob, await room(client, alice, bob, carol, **extra)
+
+
+async def test_message_is_pushed_with_its_fields(mc: MatrixClient, gateway: Gateway) -> None:
+    alias = unique_localpart("pushy")
+    alice, bob, room_id = await trio(mc, name="Pushy room", room_alias_name=alias)
+    pushkey = await add_pusher(mc, bob, gateway, extra="kept")
+    started = time.monotonic()
+    event_id = await say(mc, room_id, alice, "hello bob")
+    [notification] = await gateway.wait_for(pushkey)
+    assert time.monotonic() - started < WAIT
+    device = notification.pop("devices")[0]
+    assert notification == {
+        "event_id": event_id,
+        "room_id": room_id,
+        "type": "m.room.message",
+        "sender": alice.user_id,
+        "sender_display_name": "Alice",
+        "room_name": "Pushy room",
+        "room_alias": f"#{alias}:{alice.user_id.split(':', 1)[1]}",
+        "prio": "low",
+        "content": {"msgtype": "m.text", "body": "hello bob"},
+        "counts": {"unread": 1},
+    }
+    assert device["app_id"] == APP_ID and device["pushkey"] == pushkey
+    assert device["data"] == {"extra": "kept"}
+    assert isinstance(device["pushkey_ts"], int) and abs(device["pushkey_ts"] - time.time()) < 60
+
+
+async def test_event_id_only(mc: MatrixClient, gateway: Gateway) -> None:
+    alice, bob, room_id = await trio(mc)
+    pushkey = await add_pusher(mc, bob, gateway, format="event_id_only")
+    event_id = await say(mc, room_id, alice, "secret")
+    [notification] = await gateway.wait_for(pushkey)
+    device = notification.pop("devices")[0]
+    assert notification == {
+        "event_id": event_id,
+        "room_id": room_id,
+        "prio": "low",
+        "counts": {"unread": 1},
+    }
+    assert device["data"] == {"format": "event_id_only"} and "tweaks" not in device
+
+
+async def test_muted_room_sends_nothing(mc: MatrixClient, gateway: Gateway) -> None:
+    alice, bob, muted = await trio(mc)
+    other = await room(mc, alice, bob)
+    pushkey = await add_pusher(mc, bob, gateway)
+    (
+        await mc.request("PUT", f"pushrules/global/room/{muted}", json={"actions": []}, token=bob)
+    ).ok()
+    await say(mc, muted, alice, "you will not hear this")
+    sentinel = await say(mc, other, alice, "but this")
+    # One pusher sends in stream order: the muted message would have come first.
+    [notification] = await gateway.wait_for(pushkey)
+    assert notification["event_id"] == sentinel
+
+
+async def test_mention_is_high_priority_and_highlights(mc: MatrixClient, gateway: Gateway) -> None:
+    alice, bob, room_id = await trio(mc)
+    pushkey = await add_pusher(mc, bob, gateway)
+    await say(mc, room_id, alice, "bob!", **{"m.mentions": {"user_ids": [bob.user_id]}})
+    [notification] = await gateway.wait_for(pushkey)
+    assert notification["prio"] == "high"
+    assert notification["devices"][0]["tweaks"] == {"sound": "default", "highlight": True}
+
+
+async def test_read_receipt_sends_counts_only(mc: MatrixClient, gateway: Gateway) -> None:
+    alice, bob, room_id = await trio(mc)
+    pushkey = await add_pusher(mc, bob, gateway)
+    event_id = await say(mc, room_id, alice, "read me")
+    [pushed] = await gateway.wait_for(pushkey)
+    assert pushed["counts"] == {"unread": 1}
+    (
+        await mc.request("POST", f"rooms/{room_id}/receipt/m.read/{event_id}", json={}, token=bob)
+    ).ok()
+    _, update = await gateway.wait_for(pushkey, 2)
+    assert update["counts"] == {"unread": 0}
+    assert set(update) == {"counts", "devices"}
+    assert update["devices"][0]["pushkey"] == pushkey
+
+
+async def test_failing_gateway_is_retried_and_delivers_once(
+    mc: MatrixClient, gateway: Gateway
+) -> None:
+    alice, bob, room_id = await trio(mc)
+    pushkey = await add_pusher(mc, bob, gateway)
+    gateway.answers[pushkey] = ["fail"]
+    event_id = await say(mc, room_id, alice, "eventually")
+    # Synapse's first back-off is one second.
+    [notification] = await gateway.wait_for(pushkey, timeout=WAIT + 1.5)
+    assert notification["event_id"] == event_id
+    second = await say(mc, room_id, alice, "and then")
+    await gateway.wait_for(pushkey, 2)
+    attempts = [r for r in gateway.received if r.pushkey == pushkey]
+    assert [(r.status, r.notification["event_id"]) for r in attempts] == [
+        (500, event_id),
+        (200, event_id),
+        (200, second),
+    ]
+
+
+async def test_rejected_pushkey_deletes_the_pusher(mc: MatrixClient, gateway: Gateway) -> None:
+    alice, bob, room_id = await trio(mc)
+    pushkey = await add_pusher(mc, bob, gateway)
+    gateway.answers[pushkey] = ["reject"]
+    await say(mc, room_id, alice, "to a dead phone")
+    await gateway.wait_for(pushkey)
+    deadline = time.monotonic() + WAIT
+    while (await mc.request("GET", "pushers", token=bob)).ok()["pushers"]:
+        assert time.monotonic() < deadline, "the rejected pusher is still there"
+        await asyncio.sleep(0.1)
+    await say(mc, room_id, alice, "nobody hears")
+    await asyncio.sleep(0.5)
+    assert len([r for r in gateway.received if r.pushkey == pushkey]) == 1
+
+
+async def test_hanging_gateway_does_not_delay_others(mc: MatrixClient, gateway: Gateway) -> None:
+    alice, bob, room_id = await trio(mc)
+    carol = await mc.register()
+    (await mc.request("POST", f"join/{room_id}", json={}, token=carol)).ok()
+    stuck = await add_pusher(mc, bob, gateway)
+    gateway.answers[stuck] = ["hang"]
+    fine = await add_pusher(mc, carol, gateway)
+    started = time.monotonic()
+    event_id = await say(mc, room_id, alice, "one gateway hangs")
+    [notification] = await gateway.wait_for(fine)
+    assert notification["event_id"] == event_id
+    assert time.monotonic() - started < WAIT
+    assert not gateway.delivered(stuck)
+
+
+async def test_pending_push_is_sent_once_after_kill(
+    mc: MatrixClient, gateway: Gateway, push_server: HomeserverProcess
+) -> None:
+    alice, bob, room_id = await trio(mc)
+    pushkey = await add_pusher(mc, bob, gateway)
+    gateway.answers[pushkey] = ["fail"] * 100
+    event_id = await say(mc, room_id, alice, "before the crash")
+    deadline = time.monotonic() + WAIT
+    while not any(r.pushkey == pushkey for r in gateway.received):
+        assert time.monotonic() < deadline, "the push was never tried"
+        await asyncio.sleep(0.05)
+    await asyncio.to_thread(push_server.kill)
+    gateway.answers[pushkey] = []
+    await asyncio.to_thread(push_server.start)
+    [notification] = await gateway.wait_for(pushkey, timeout=WAIT + 3)
+    assert notification["event_id"] == event_id
+    second = await say(mc, room_id, alice, "after the restart")
+    pushed = await gateway.wait_for(pushkey, 2)
+    assert [n["event_id"] for n in pushed] == [event_id, second]
