@@ -124,12 +124,16 @@ class SearchStore:
             for r in rows
         ]
 
-    async def count(self, query: SearchQuery) -> int:
-        """How many events match (before history visibility: an approximate count, as
-        the spec allows)."""
+    async def count(self, query: SearchQuery, *, at_most: int) -> int:
+        """How many events match, counting no further than ``at_most`` (the work stays
+        bounded for a word in most messages; before history visibility: an approximate
+        count, as the spec allows)."""
         where, args = self._where(query)
+        args.append(at_most)
         value = await self._db.fetchval(
-            f"SELECT COUNT(*) FROM {self._source(query)} WHERE {where}", *args
+            f"SELECT COUNT(*) FROM (SELECT 1 FROM {self._source(query)} WHERE {where}"
+            f" LIMIT ${len(args)}) AS matches",
+            *args,
         )
         return int(value or 0)
 

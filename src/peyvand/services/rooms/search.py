@@ -6,10 +6,10 @@ forgot); each match is then shown only if the user may see it, by the same histo
 visibility rules as ``/messages`` (``VisibilityService``), and only if it passes the
 request's ``RoomEventFilter``. Visibility is checked per page, so a page reads up to
 ``_MAX_ROUNDS`` batches of matches to fill itself; ``count`` is the matches before
-visibility, an approximate count as the spec allows, counted for the first page and
-carried by ``next_batch`` to the next ones. ``next_batch`` continues after the last
-match shown: by stream position for ``recent``, by how many matches were read for
-``rank``.
+visibility (at most ``MAX_COUNT``), an approximate count as the spec allows, counted
+for the first page and carried by ``next_batch`` to the next ones. ``next_batch``
+continues after the last match shown: by stream position for ``recent``, by how many
+matches were read for ``rank``.
 """
 
 from __future__ import annotations
@@ -41,6 +41,8 @@ __all__ = ["EventContext", "SearchRequest", "SearchService"]
 MAX_RESULTS: Final = 100
 # Context events on each side of a result at most.
 MAX_CONTEXT: Final = 50
+# ``count`` stops there: beyond it, the work of counting grows with every match.
+MAX_COUNT: Final = 10_000
 # A page reads at most this many batches of matches looking for visible ones.
 _MAX_ROUNDS: Final = 5
 # Memberships whose rooms are searched: the user is or was in them.
@@ -165,7 +167,7 @@ class SearchService:
         count = (
             batch.count
             if batch is not None and batch.count is not None
-            else await self._store.count(query)
+            else await self._store.count(query, at_most=MAX_COUNT)
         )
         events = [f.event for f in page.found]
         serialized = await self._room_events.serialize(events, requester)
