@@ -85,7 +85,7 @@ class RoomEventsService:
         *,
         recent: RecentEvents,
         replaced: ReplacedState,
-        aggregations: BundledAggregations | None = None,
+        aggregations: BundledAggregations,
         wait_for_full_state: Callable[[RoomID], Awaitable[None]] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -126,14 +126,10 @@ class RoomEventsService:
             e.redacted_by for e in events if e.redacted_by is not None
         )
         replaced = await self._replaced.unsigned(events)
-        relations = (
-            await self._aggregations.relations(
-                events,
-                requester.user_id if requester is not None else None,
-                Render(now, include_room_id, federation_format),
-            )
-            if self._aggregations is not None
-            else {}
+        relations = await self._aggregations.relations(
+            events,
+            requester.user_id if requester is not None else None,
+            Render(now, include_room_id, federation_format),
         )
         out = []
         for event in events:
