@@ -6,6 +6,7 @@ records what arrives and answers 200, 500, ``rejected`` or never, per pushkey.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -60,18 +61,16 @@ class Gateway:
         return [r.notification for r in self.received if r.pushkey == pushkey and r.status == 200]
 
     async def wait_for(
-        self, pushkey: str, count: int = 1, timeout: float = WAIT
+        self, pushkey: str, count: int = 1, within: float = WAIT
     ) -> list[dict[str, Any]]:
         """The notifications delivered to ``pushkey`` once there are ``count``."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + within
         while len(self.delivered(pushkey)) < count:
             remaining = deadline - time.monotonic()
             assert remaining > 0, f"{pushkey}: {len(self.delivered(pushkey))} of {count} pushes"
             self.arrived.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.arrived.wait(), min(remaining, 0.2))
-            except TimeoutError:
-                pass
         return self.delivered(pushkey)
 
 
@@ -256,7 +255,7 @@ async def test_failing_gateway_is_retried_and_delivers_once(
     gateway.answers[pushkey] = ["fail"]
     event_id = await say(mc, room_id, alice, "eventually")
     # Synapse's first back-off is one second.
-    [notification] = await gateway.wait_for(pushkey, timeout=WAIT + 1.5)
+    [notification] = await gateway.wait_for(pushkey, within=WAIT + 1.5)
     assert notification["event_id"] == event_id
     second = await say(mc, room_id, alice, "and then")
     await gateway.wait_for(pushkey, 2)
@@ -312,7 +311,7 @@ async def test_pending_push_is_sent_once_after_kill(
     await asyncio.to_thread(push_server.kill)
     gateway.answers[pushkey] = []
     await asyncio.to_thread(push_server.start)
-    [notification] = await gateway.wait_for(pushkey, timeout=WAIT + 3)
+    [notification] = await gateway.wait_for(pushkey, within=WAIT + 3)
     assert notification["event_id"] == event_id
     second = await say(mc, room_id, alice, "after the restart")
     pushed = await gateway.wait_for(pushkey, 2)
