@@ -17,9 +17,9 @@ from peyvand.storage.postgres import PostgresDatabase
 from peyvand.storage.sqlite import SqliteDatabase
 from peyvand.types import RoomID, UserID
 
-# The migrations released while each dialect had its own copy of every file: the name every
-# database made since has recorded, and the first 16 hex digits of the SHA-256 of the SQL
-# it ran on SQLite and on PostgreSQL. A released migration never changes (add a new one).
+# The released migrations: the name every database made since has recorded, and the first
+# 16 hex digits of the SHA-256 of the SQL it ran on SQLite and on PostgreSQL. A released
+# migration never changes (add a new one); each session's new ones are pinned once landed.
 _RELEASED: dict[int, tuple[str, str, str]] = {
     1: ("001_rooms_events.sql", "226cff5daef5eff9", "226cff5daef5eff9"),
     2: ("002_accounts.sql", "28d9e14922518f85", "28d9e14922518f85"),
@@ -48,6 +48,10 @@ _RELEASED: dict[int, tuple[str, str, str]] = {
     25: ("025_registration_tokens.sql", "ec21fcbfcec2e437", "ec21fcbfcec2e437"),
     26: ("026_guest_accounts.sql", "14972fd11fe5ef33", "14972fd11fe5ef33"),
     27: ("027_pushers.sql", "811b2d0f6afb478b", "811b2d0f6afb478b"),
+    28: ("028_partial_state.sql", "7ef11bfb2e10b2ec", "7ef11bfb2e10b2ec"),
+    29: ("029_room_push_counts.sql", "97a61a68269f05e3", "97a61a68269f05e3"),
+    30: ("030_pending_redactions.sql", "27107ba1899990b6", "27107ba1899990b6"),
+    31: ("031_partial_state_completions.sql", "9764b8364ba89e52", "9764b8364ba89e52"),
 }
 _DIALECTS = ("sqlite", "postgres")
 
