@@ -12,9 +12,11 @@
 
 A timeline limited to 10 events may skip messages when more than 10 arrive between two
 syncs of a member (Client-Server API, "Syncing": ``limited``); a message a member never saw
-but that lies before the first event of one of its limited timelines counts as
-``skipped``, not ``missing``. Every loop is bounded in count and in time; a loop cut short
-says so (``truncated``) and the figures come from what completed.
+that may lie before the first event of its latest limited timeline counts as ``skipped``;
+only one that cannot (its send began after that event's send was answered, so it was
+stored after it) counts as ``missing``. Senders send at once, so a message answered after
+that first event's send began may still precede it. Every loop is bounded in count and
+in time; a loop cut short says so (``truncated``) and the figures come from what completed.
 """
 
 from __future__ import annotations
@@ -199,16 +201,18 @@ class Deliveries:
         skipped = missing = 0
         for account in self.members:
             seen = self.seen[account.user_id]
-            gap_starts = [
-                self.sent[e].started for e in self.gap_ends[account.user_id] if e in self.sent
+            # A message is stored while its send is in flight: one whose send began
+            # before a gap's first event was answered may precede that event.
+            gap_ends = [
+                self.sent[e].ended for e in self.gap_ends[account.user_id] if e in self.sent
             ]
-            latest_gap = max(gap_starts, default=-math.inf)
+            latest_gap = max(gap_ends, default=-math.inf)
             for event_id, sent in self.sent.items():
                 if sent.sender == account.user_id:
                     continue
                 if event_id in seen:
                     latencies.append(max(0.0, seen[event_id] - sent.ended))
-                elif sent.ended < latest_gap:
+                elif sent.started < latest_gap:
                     skipped += 1
                 else:
                     missing += 1
