@@ -18,8 +18,9 @@
 // 2. Bob posts in the main timeline; Alice sends a read receipt on the thread's last
 //    reply, which the SDK sends with thread_id; it clears the thread's count but not the
 //    main timeline's, and Bob sees it as a receipt in the thread.
-// 3. Alice edits the root (m.replace); Bob's client shows the new content; the root
-//    served by GET /event bundles the edit whole.
+// 3. Alice edits the root (m.replace), then Bob "edits" it too (accepted, never
+//    applied); Bob's client shows Alice's new content; the root served by GET /event
+//    bundles Alice's edit whole; /relations lists both as the edit history.
 // 4. Both react to the root (m.annotation); client.relations lists both reactions, the
 //    edit (m.replace) and the thread's replies (m.thread).
 // 5. Bob replies a third time (Alice's thread count is 1 again) and posts in the main
@@ -341,6 +342,15 @@ async function main() {
     "m.new_content": { msgtype: "m.text", body: "root of the thread, edited" },
     "m.relates_to": { rel_type: "m.replace", event_id: rootId },
   });
+  // Bob "edits" Alice's message, newer than her edit: the server accepts it (as Synapse
+  // does) and never applies it.
+  const { event_id: hijackId } = await bob.sendEvent(roomId, "m.room.message", {
+    msgtype: "m.text",
+    body: "* hijacked",
+    "m.new_content": { msgtype: "m.text", body: "hijacked" },
+    "m.relates_to": { rel_type: "m.replace", event_id: rootId },
+  });
+  await held(alice, roomId, hijackId);
   const bobsRoot = await held(bob, roomId, rootId);
   await until(
     "the edited root at Bob",
@@ -349,6 +359,7 @@ async function main() {
   );
   const replace = (await bundled(bob, roomId, rootId))["m.replace"];
   check(replace?.event_id === editId, `bundled m.replace ${show(replace)}, not ${editId}`);
+  check(replace.sender === alice.getUserId(), `the bundled edit's sender: ${replace.sender}`);
   check(replace.content?.["m.new_content"]?.body === "root of the thread, edited",
     `the bundled edit is not served whole: ${show(replace)}`);
 
@@ -372,8 +383,13 @@ async function main() {
   );
   const typed = await bob.relations(roomId, rootId, "m.annotation", "m.reaction");
   check(typed.events.length === 2, `m.annotation/m.reaction relations: ${typed.events.length}`);
-  const edits = await alice.relations(roomId, rootId, "m.replace");
-  check(show(edits.events.map((e) => e.getId())) === show([editId]), "m.replace relations");
+  // The edit history (Element's dialog asks for m.replace / m.room.message): /relations
+  // lists both "edits", newest first, and the SDK keeps the original sender's.
+  const history = await alice.fetchRelations(roomId, rootId, "m.replace", "m.room.message");
+  check(show(history.chunk.map((e) => e.event_id)) === show([hijackId, editId]),
+    `m.replace/m.room.message relations: ${show(history.chunk.map((e) => e.event_id))}`);
+  const edits = await alice.relations(roomId, rootId, "m.replace", "m.room.message");
+  check(show(edits.events.map((e) => e.getId())) === show([editId]), "the SDK's edit history");
   const replies = await bob.relations(roomId, rootId, "m.thread", null, {
     dir: Direction.Forward,
   });
