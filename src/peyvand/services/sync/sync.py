@@ -530,7 +530,11 @@ class SyncService:
     async def _events_json(
         self, events: Sequence[StoredEvent], requester: Requester, sync_filter: Filter
     ) -> list[JsonDict]:
-        """Events in the filter's ``event_format``, cut to its ``event_fields``."""
+        """Events in the filter's ``event_format``, cut to its ``event_fields``. Most
+        woken syncs have no state to send (their members were sent before): that costs
+        nothing."""
+        if not events:
+            return []
         serialized = await self._room_events.serialize(
             events,
             requester,
