@@ -316,3 +316,44 @@ async def test_pending_push_is_sent_once_after_kill(
     second = await say(mc, room_id, alice, "after the restart")
     pushed = await gateway.wait_for(pushkey, 2)
     assert [n["event_id"] for n in pushed] == [event_id, second]
+
+
+async def test_invite_is_pushed_to_its_target(mc: MatrixClient, gateway: Gateway) -> None:
+    alice, _, room_id = await trio(mc, name="Come in")
+    dave = await mc.register()
+    pushkey = await add_pusher(mc, dave, gateway)
+    invite = {"user_id": dave.user_id}
+    (await mc.request("POST", f"rooms/{room_id}/invite", json=invite, token=alice)).ok()
+    [notification] = await gateway.wait_for(pushkey)
+    assert notification["type"] == "m.room.member"
+    assert notification["membership"] == "invite"
+    assert notification["user_is_target"] is True
+    assert notification["room_name"] == "Come in"
+    assert notification["prio"] == "high"
+    assert notification["counts"] == {"unread": 1}  # the invite
+
+
+async def test_gateway_outside_allowed_networks_is_refused(
+    mc: MatrixClient, gateway: Gateway
+) -> None:
+    """Only 127.0.0.1/32 is allowed: a gateway on 127.0.0.2 is never connected to."""
+    elsewhere = Gateway()
+    app = web.Application()
+    app.router.add_post(NOTIFY, elsewhere.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.2", port).start()
+    try:
+        elsewhere.url = f"http://127.0.0.2:{port}{NOTIFY}"
+        alice, bob, room_id = await trio(mc)
+        refused = await add_pusher(mc, bob, elsewhere)
+        allowed = await add_pusher(mc, bob, gateway)
+        await say(mc, room_id, alice, "only through the guard")
+        await gateway.wait_for(allowed)
+        await asyncio.sleep(0.5)
+        assert elsewhere.received == []
+        listed = (await mc.request("GET", "pushers", token=bob)).ok()["pushers"]
+        assert {p["pushkey"] for p in listed} == {refused, allowed}
+    finally:
+        await runner.cleanup()

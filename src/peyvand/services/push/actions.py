@@ -126,7 +126,7 @@ class PushOutcome:
     notifies (never its sender)."""
 
     event: EventToPersist
-    actions: Mapping[UserID, Actions]
+    actions: dict[UserID, Actions]
 
 
 class ReadPositions(Protocol):
@@ -264,8 +264,35 @@ class PushActionsService:
                 writes.read[(UserID(pdu.state_key), room_id)] = position
             snapshot = await self._state.get_room(room_id)
             if snapshot is not None:
-                self._evaluate(persisted, snapshot, await self._context(snapshot), writes)
+                evaluation = self._evaluate(
+                    persisted, snapshot, await self._context(snapshot), writes
+                )
+                await self._add_invite_push(persisted, evaluation, writes)
         return writes
+
+    async def _add_invite_push(
+        self, persisted: EventToPersist, evaluation: EventEvaluation, writes: _Writes
+    ) -> None:
+        """An invite of a local user with pushers (not a member, so not among those
+        evaluated above) is evaluated with their rules (``.m.rule.invite_for_me``)."""
+        pdu = persisted.pdu
+        invitee = pdu.state_key
+        if (
+            pdu.type != "m.room.member"
+            or pdu.membership != "invite"
+            or not invitee
+            or UserID(invitee) not in self._pushed_users()
+        ):
+            return
+        user_id = UserID(invitee)
+        rulesets = await self._rulesets.get_rulesets([user_id])
+        actions = evaluation.actions_for(rulesets[user_id].compiled, user_id, None)
+        if not actions.notify:
+            return
+        if writes.pushes and writes.pushes[-1].event is persisted:
+            writes.pushes[-1].actions[user_id] = actions
+        else:
+            writes.pushes.append(PushOutcome(persisted, {user_id: actions}))
 
     def _evaluate(
         self,
@@ -273,7 +300,7 @@ class PushActionsService:
         snapshot: RoomSnapshot,
         context: _RoomContext,
         writes: _Writes,
-    ) -> None:
+    ) -> EventEvaluation:
         """Add the room outcome of ``persisted`` and each member's exception to it."""
         pdu = persisted.pdu
         sender = pdu.sender
@@ -334,6 +361,7 @@ class PushActionsService:
         pushed = self._pushed_users()
         if pushed:
             self._add_pushes(persisted, evaluation, context, pushed, writes)
+        return evaluation
 
     def _add_pushes(
         self,
