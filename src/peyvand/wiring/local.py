@@ -129,12 +129,13 @@ def build_local(config: Config, db: Database, timeline: Timeline) -> Local:
 
     push_rules = PushRulesService(PushRuleStore(db))
     users_with_pushers = UsersWithPushers()
+    read_positions = ThreadStore(db)
     push_actions = PushActionsService(
         server_name,
         PushActionStore(db),
         state,
         push_rules,
-        ThreadStore(db),
+        read_positions,
         account_data.ignored_users.of,
         users_with_pushers.view,
     )
@@ -154,6 +155,7 @@ def build_local(config: Config, db: Database, timeline: Timeline) -> Local:
         take_pushes=push_actions.take_pushes,
         memberships=timeline.index.memberships,
         unread_counts=push_actions.unread_counts,
+        read_positions=read_positions.read_positions,
         ignored_users=account_data.ignored_users.of,
         max_position=timeline.event_store.get_max_stream_ordering,
         max_concurrent_sends=config.push.max_concurrent_sends,

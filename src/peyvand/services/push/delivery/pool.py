@@ -29,7 +29,7 @@ from peyvand.services.push.delivery.payload import RoomContext
 from peyvand.services.push.delivery.pusher import HttpPusher, LivePush, PusherDeps
 from peyvand.services.timeline.room_state import StateService
 from peyvand.storage.models import EventToPersist
-from peyvand.storage.pending_pushes import PendingPushStore
+from peyvand.storage.pending_pushes import PendingPush, PendingPushStore
 from peyvand.storage.pushers import DeliveryState, PusherRow, PusherStore
 from peyvand.storage.receipts import ReceiptRow
 from peyvand.types import EventID, JsonDict, RoomID, UserID
@@ -39,6 +39,7 @@ logger = logging.getLogger(__name__)
 _Key = tuple[str, str]  # (app_id, pushkey)
 Memberships = Callable[[UserID], Awaitable[Mapping[RoomID, tuple[str, int]]]]
 UnreadCounts = Callable[[UserID, Sequence[RoomID]], Awaitable[dict[RoomID, JsonDict]]]
+ReadPositions = Callable[[UserID, Sequence[RoomID]], Awaitable[dict[RoomID, int]]]
 IgnoredUsers = Callable[[UserID], Awaitable[frozenset[UserID]]]
 
 
@@ -71,6 +72,7 @@ class PusherPool:
         take_pushes: Callable[[Sequence[EventToPersist]], list[PushOutcome]],
         memberships: Memberships,
         unread_counts: UnreadCounts,
+        read_positions: ReadPositions,
         ignored_users: IgnoredUsers,
         max_position: Callable[[], Awaitable[int]],
         max_concurrent_sends: int,
@@ -84,6 +86,8 @@ class PusherPool:
         self._take_pushes = take_pushes
         self._memberships = memberships
         self._unread_counts = unread_counts
+        self._read_positions = read_positions
+        self._pending = pending
         self._max_position = max_position
         self._clock = clock
         self._pushers: dict[UserID, dict[_Key, HttpPusher]] = {}
@@ -94,7 +98,7 @@ class PusherPool:
             room_context=self._room_context,
             ignored=ignored_users,
             joined_rooms=self._joined_rooms,
-            pending=pending.notifying_after,
+            pending=self._pending_pushes,
             get_pdus=self._get_pdus,
             set_delivered=store.set_delivered,
             set_failing_since=store.set_failing_since,
@@ -172,6 +176,19 @@ class PusherPool:
         invites = sum(1 for m, _ in memberships.values() if m == "invite")
         counts = await self._unread_counts(user_id, joined) if joined else {}
         return invites + sum(1 for c in counts.values() if c.get("notification_count", 0) > 0)
+
+    async def _pending_pushes(
+        self, user_id: UserID, room_ids: Sequence[RoomID], after: int, up_to: int, limit: int
+    ) -> tuple[list[PendingPush], int]:
+        """The catch-up notifications (``PendingPushStore``) after the user's unthreaded
+        read receipt in each room, as Synapse's pushers read them."""
+        pending, complete_to = await self._pending.notifying_after(
+            user_id, room_ids, after, up_to, limit
+        )
+        if pending:
+            read = await self._read_positions(user_id, list({p.room_id for p in pending}))
+            pending = [p for p in pending if p.stream_ordering > read.get(p.room_id, 0)]
+        return pending, complete_to
 
     async def _joined_rooms(self, user_id: UserID) -> list[RoomID]:
         memberships = await self._memberships(user_id)
