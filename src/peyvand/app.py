@@ -233,6 +233,7 @@ def _services(
         account_data=local.account_data,
         push_rules=local.push_rules,
         pushers=local.pushers,
+        notifications=rooms.notifications,
         profile=rooms.profile,
         directory=rooms.directory,
         user_directory=UserDirectoryService(config.server_name, rooms.directory_store),

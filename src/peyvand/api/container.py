@@ -29,6 +29,7 @@ from peyvand.services.federation.invite_policy import InvitePolicyService
 from peyvand.services.federation.service import FederationService
 from peyvand.services.media.repository import MediaService
 from peyvand.services.media.url_preview import UrlPreviewService
+from peyvand.services.push.notifications import NotificationsService
 from peyvand.services.push.pushers import PusherService
 from peyvand.services.push.rules_api import PushRulesService
 from peyvand.services.rooms.creation import RoomsService
@@ -78,6 +79,7 @@ class Services:
     account_data: AccountDataService
     push_rules: PushRulesService
     pushers: PusherService
+    notifications: NotificationsService
     profile: ProfileService
     directory: DirectoryService
     user_directory: UserDirectoryService

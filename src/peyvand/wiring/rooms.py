@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from peyvand.config import Config
 from peyvand.services.accounts.profile import ProfileService
+from peyvand.services.push.notifications import NotificationsService
 from peyvand.services.rooms.aggregations import BundledAggregations
 from peyvand.services.rooms.creation import RoomsService
 from peyvand.services.rooms.directory import DirectoryService
@@ -30,6 +31,7 @@ from peyvand.storage.database import Database
 from peyvand.storage.directory import DirectoryStore
 from peyvand.storage.forgotten_rooms import ForgottenRoomStore
 from peyvand.storage.guests import GuestStore
+from peyvand.storage.notifications import NotificationStore
 from peyvand.storage.relations import RelationStore
 from peyvand.storage.search import SearchStore
 from peyvand.storage.threads import ThreadStore
@@ -55,6 +57,7 @@ class Rooms:
     relations: RelationsService
     search: SearchService
     search_backfill: SearchBackfill
+    notifications: NotificationsService
 
 
 def build_rooms(
@@ -168,4 +171,7 @@ def build_rooms(
             member_store.get_forgotten,
         ),
         search_backfill=SearchBackfill(search_store),
+        notifications=NotificationsService(
+            NotificationStore(db), state, room_events, local.account_data.ignored_users.of
+        ),
     )

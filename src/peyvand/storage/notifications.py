@@ -1,0 +1,221 @@
+"""A user's notifications, listed from the push rows (Client-Server API, "Push
+Notifications", "Listing notifications": GET /notifications; and the pushers' catch-up
+after a restart, ``services.push.delivery``).
+
+No row is written per (user, event) that notifies (``storage.push_actions``): an event
+whose *room outcome* notifies has one ``push_room_notifications`` row, and a member whose
+outcome differs has a ``push_user_exceptions`` row. So user U's notifying events in room R
+are, within the ranges U was joined to R (exceptions and room outcomes are only ever
+evaluated for joined members):
+
+- the room rows not sent by U, less those U ignores and those whose exception for U has
+  ``notify = -1`` (a muted room, the master rule); highlight = the room's plus the
+  exception's difference;
+- plus U's exceptions with ``notify = 1`` (a mention, a keyword), which have no room row.
+
+U's joined ranges come from U's membership events (index ``events_membership``). Each
+range is read newest first (or oldest first) with the primary keys of both tables, at most
+``limit`` rows each, in one ``UNION ALL`` statement per ``_RANGES_PER_STATEMENT`` ranges;
+the exception of a room row is a primary-key look-up. Nothing is scanned beyond the
+window and the limit.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from peyvand.storage.database import Database, Row, placeholders
+from peyvand.types import EventID, RoomID, UserID
+
+_RANGES_PER_STATEMENT: Final = 50
+_ROOMS_PER_STATEMENT: Final = 500
+# Stream positions are BIGINT: a window without a bound is closed by these.
+_LOWEST: Final = -(2**63)
+_HIGHEST: Final = 2**63 - 1
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    """An event that notified ``user_id``, at stream position ``stream_ordering``."""
+
+    room_id: RoomID
+    stream_ordering: int
+    event_id: EventID
+    # 'main', or the thread root's event ID.
+    thread_id: str
+    highlight: bool
+    # The event's origin_server_ts.
+    ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class JoinedRange:
+    """``user_id`` was joined to ``room_id`` strictly between the two positions."""
+
+    room_id: RoomID
+    joined_at: int
+    left_at: int
+
+
+class NotificationStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def notifications_for_user(
+        self,
+        user_id: UserID,
+        *,
+        after: int | None = None,
+        before: int | None = None,
+        limit: int,
+        only_highlight: bool = False,
+        ignored: Collection[UserID] = (),
+        oldest_first: bool = False,
+    ) -> list[Notification]:
+        """Up to ``limit`` events that notified ``user_id`` strictly between ``after``
+        and ``before`` (None: unbounded), newest first (``oldest_first``: oldest first),
+        only the highlighting ones with ``only_highlight``, leaving out events sent by
+        ``ignored`` users."""
+        if limit <= 0:
+            return []
+        low = _LOWEST if after is None else after
+        high = _HIGHEST if before is None else before
+        ranges = [
+            r
+            for r in await self.joined_ranges(user_id, before=high)
+            if r.left_at > low + 1 and r.joined_at + 1 < high
+        ]
+        found: list[Notification] = []
+        for start in range(0, len(ranges), _RANGES_PER_STATEMENT):
+            chunk = ranges[start : start + _RANGES_PER_STATEMENT]
+            found.extend(
+                await self._read(
+                    user_id, chunk, low, high, limit, only_highlight, ignored, oldest_first
+                )
+            )
+        found.sort(key=lambda n: n.stream_ordering, reverse=not oldest_first)
+        return found[:limit]
+
+    async def joined_ranges(self, user_id: UserID, *, before: int) -> list[JoinedRange]:
+        """The ranges of positions in which ``user_id`` was joined to each room, from
+        their membership events before ``before`` (a range still open ends at
+        ``before``)."""
+        rows = await self._db.fetch(
+            "SELECT room_id, stream_ordering, pdu FROM events"
+            " WHERE type = 'm.room.member' AND state_key = $1 AND stream_ordering < $2"
+            " ORDER BY stream_ordering",
+            user_id,
+            before,
+        )
+        joined: dict[RoomID, int] = {}
+        ranges: list[JoinedRange] = []
+        for row in rows:
+            room_id = RoomID(row["room_id"])
+            position = int(row["stream_ordering"])
+            is_join = _membership(row["pdu"]) == "join"
+            since = joined.get(room_id)
+            if is_join and since is None:
+                joined[room_id] = position
+            elif not is_join and since is not None:
+                ranges.append(JoinedRange(room_id, since, position))
+                del joined[room_id]
+        ranges.extend(JoinedRange(room_id, since, before) for room_id, since in joined.items())
+        return ranges
+
+    async def read_positions(
+        self, user_id: UserID, room_ids: Sequence[RoomID]
+    ) -> dict[tuple[RoomID, str], int]:
+        """(room_id, thread) -> how far ``user_id`` has read: ``''`` the whole room (their
+        unthreaded ``m.read`` / ``m.read.private`` receipt, or their read mark from their
+        own events), ``'main'`` the main timeline, a root's event ID that thread
+        (Client-Server API, "Threaded read receipts"); keys absent: nothing read."""
+        read: dict[tuple[RoomID, str], int] = {}
+        for start in range(0, len(room_ids), _ROOMS_PER_STATEMENT):
+            chunk = room_ids[start : start + _ROOMS_PER_STATEMENT]
+            rooms = placeholders(len(chunk), 2)
+            rows = await self._db.fetch(
+                "SELECT room_id, thread_id, MAX(event_stream_ordering) AS position"
+                " FROM receipts WHERE user_id = $1 AND receipt_type IN ('m.read', 'm.read.private')"
+                f" AND room_id IN ({rooms}) GROUP BY room_id, thread_id"
+                " UNION ALL SELECT room_id, '' AS thread_id, stream_ordering AS position"
+                f" FROM push_read_marks WHERE user_id = $1 AND room_id IN ({rooms})",
+                user_id,
+                *chunk,
+            )
+            for row in rows:
+                key = (RoomID(row["room_id"]), row["thread_id"])
+                read[key] = max(read.get(key, 0), int(row["position"]))
+        return read
+
+    async def _read(
+        self,
+        user_id: UserID,
+        ranges: Sequence[JoinedRange],
+        low: int,
+        high: int,
+        limit: int,
+        only_highlight: bool,
+        ignored: Collection[UserID],
+        oldest_first: bool,
+    ) -> list[Notification]:
+        order = "ASC" if oldest_first else "DESC"
+        # $1 user, $2 limit, then the ignored senders, then per range (room, low, high).
+        args: list[Any] = [user_id, limit, *ignored]
+        not_ignored = (
+            f" AND {{alias}}.sender NOT IN ({placeholders(len(ignored), 3)})" if ignored else ""
+        )
+        parts = []
+        for r in ranges:
+            n = len(args)
+            room, lo, hi = f"${n + 1}", f"${n + 2}", f"${n + 3}"
+            args.extend((r.room_id, max(low, r.joined_at), min(high, r.left_at)))
+            room_highlight = "p.highlight + COALESCE(x.highlight, 0)"
+            parts.append(
+                "SELECT * FROM (SELECT p.room_id, p.stream_ordering, p.event_id, p.thread_id,"
+                f" {room_highlight} AS highlight FROM push_room_notifications AS p"
+                " LEFT JOIN push_user_exceptions AS x ON x.user_id = $1"
+                " AND x.room_id = p.room_id AND x.stream_ordering = p.stream_ordering"
+                f" WHERE p.room_id = {room} AND p.stream_ordering > {lo}"
+                f" AND p.stream_ordering < {hi} AND p.sender <> $1"
+                " AND COALESCE(x.notify, 0) >= 0"
+                + (f" AND {room_highlight} > 0" if only_highlight else "")
+                + not_ignored.format(alias="p")
+                + f" ORDER BY p.stream_ordering {order} LIMIT $2) AS r{n}"
+            )
+            parts.append(
+                "SELECT * FROM (SELECT x.room_id, x.stream_ordering, x.event_id, x.thread_id,"
+                " x.highlight FROM push_user_exceptions AS x"
+                f" WHERE x.user_id = $1 AND x.room_id = {room} AND x.stream_ordering > {lo}"
+                f" AND x.stream_ordering < {hi} AND x.notify = 1 AND x.sender <> $1"
+                + (" AND x.highlight > 0" if only_highlight else "")
+                + not_ignored.format(alias="x")
+                + f" ORDER BY x.stream_ordering {order} LIMIT $2) AS u{n}"
+            )
+        rows = await self._db.fetch(
+            "SELECT n.room_id, n.stream_ordering, n.event_id, n.thread_id, n.highlight,"
+            f" e.origin_server_ts FROM ({' UNION ALL '.join(parts)}) AS n"
+            " JOIN events AS e ON e.stream_ordering = n.stream_ordering"
+            f" ORDER BY n.stream_ordering {order} LIMIT $2",
+            *args,
+        )
+        return [_notification(row) for row in rows]
+
+
+def _membership(pdu: str) -> str | None:
+    content = json.loads(pdu).get("content")
+    membership = content.get("membership") if isinstance(content, dict) else None
+    return membership if isinstance(membership, str) else None
+
+
+def _notification(row: Row) -> Notification:
+    return Notification(
+        RoomID(row["room_id"]),
+        int(row["stream_ordering"]),
+        EventID(row["event_id"]),
+        row["thread_id"],
+        int(row["highlight"]) > 0,
+        int(row["origin_server_ts"]),
+    )
