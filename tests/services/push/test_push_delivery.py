@@ -357,3 +357,27 @@ async def test_gateway_outside_allowed_networks_is_refused(
         assert {p["pushkey"] for p in listed} == {refused, allowed}
     finally:
         await runner.cleanup()
+
+
+async def test_replaced_pusher_goes_on_from_its_position(
+    mc: MatrixClient, gateway: Gateway
+) -> None:
+    alice, bob, room_id = await trio(mc)
+    pushkey = await add_pusher(mc, bob, gateway)
+    first = await say(mc, room_id, alice, "first")
+    await gateway.wait_for(pushkey)
+    body = {
+        "kind": "http",
+        "app_id": APP_ID,
+        "pushkey": pushkey,
+        "app_display_name": "Test app",
+        "device_display_name": "Test phone",
+        "lang": "en",
+        "data": {"url": gateway.url, "format": "event_id_only"},
+    }
+    (await mc.request("POST", "pushers/set", json=body, token=bob)).ok()
+    second = await say(mc, room_id, alice, "second")
+    pushed = await gateway.wait_for(pushkey, 2)
+    await asyncio.sleep(0.3)
+    assert [n["event_id"] for n in gateway.delivered(pushkey)] == [first, second]
+    assert "content" not in pushed[1] and "content" in pushed[0]

@@ -106,14 +106,15 @@ class PusherPool:
             now_ms=lambda: int(self._clock() * 1000),
             include_content=include_content,
         )
-        self._catch_up_to = 0
         self._started = False
+        # Serialises pusher changes (rare), so two never add the same pusher twice.
+        self._changes = asyncio.Lock()
 
     async def start(self) -> None:
         await self._gateway.start()
-        self._catch_up_to = await self._max_position()
+        catch_up_to = await self._max_position()
         for state in await self._store.get_deliveries("http"):
-            self._add(state)
+            self._add(state, catch_up_to)
         self._started = True
 
     async def stop(self) -> None:
@@ -140,23 +141,27 @@ class PusherPool:
             pusher.on_badge_change()
 
     async def on_pushers_changed(self, user_id: UserID) -> None:
-        """A pusher of ``user_id`` was set or deleted: bring theirs up to date."""
+        """A pusher of ``user_id`` was set or deleted: bring theirs up to date. A pusher
+        replaced (new data or URL) starts again from its stored position, catching up
+        to the newest event."""
         if not self._started:
             return
-        states = {
-            (s.pusher.app_id, s.pusher.pushkey): s
-            for s in await self._store.get_deliveries("http", [user_id])
-        }
-        current = self._pushers.get(user_id, {})
-        for key, pusher in list(current.items()):
-            state = states.get(key)
-            if state is None or state.pusher != pusher.row:
-                del current[key]
-                await pusher.stop()
-        for key, state in states.items():
-            if key not in current:
-                self._add(state)
-        self._forget_if_empty(user_id)
+        async with self._changes:
+            catch_up_to = await self._max_position()
+            states = {
+                (s.pusher.app_id, s.pusher.pushkey): s
+                for s in await self._store.get_deliveries("http", [user_id])
+            }
+            current = self._pushers.get(user_id, {})
+            for key, pusher in list(current.items()):
+                state = states.get(key)
+                if state is None or state.pusher != pusher.row:
+                    del current[key]
+                    await pusher.stop()
+            for key, state in states.items():
+                if key not in current:
+                    self._add(state, catch_up_to)
+            self._forget_if_empty(user_id)
 
     async def remove(self, row: PusherRow) -> None:
         """Delete a pusher its gateway rejected or that failed for a day (called from the
@@ -215,9 +220,9 @@ class PusherPool:
 
     # -- bookkeeping ----------------------------------------------------------------------
 
-    def _add(self, state: DeliveryState) -> None:
+    def _add(self, state: DeliveryState, catch_up_to: int) -> None:
         row = state.pusher
-        pusher = HttpPusher(state, self._catch_up_to, self._deps)
+        pusher = HttpPusher(state, catch_up_to, self._deps)
         self._pushers.setdefault(row.user_id, {})[(row.app_id, row.pushkey)] = pusher
         self._users.set(row.user_id, True)
         pusher.start()
