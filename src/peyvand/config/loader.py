@@ -30,6 +30,7 @@ from peyvand.config.model import (
     Config,
     DatabaseConfig,
     DisappearingConfig,
+    EmailConfig,
     FederationConfig,
     HttpConfig,
     InterconnectConfig,
@@ -282,6 +283,25 @@ OPTION_DOCS: Final[Mapping[str, str]] = {
         "Send the event's content to push gateways (pushers with data.format\n"
         "'event_id_only' never get it)."
     ),
+    "email": (
+        "Email notifications (email pushers): a digest of unread messages after a delay,\n"
+        "sent over SMTP, with an unsubscribe link based on public_baseurl."
+    ),
+    "email.smtp_host": "SMTP server; unset: no email is sent and email pushers are refused.",
+    "email.smtp_port": "SMTP server port.",
+    "email.smtp_tls": (
+        "'none', 'starttls' (upgrade a plain connection) or 'tls' (TLS from the start);\n"
+        "the server's certificate is verified."
+    ),
+    "email.smtp_username": "User name to log in to the SMTP server with (unset: no login).",
+    "email.smtp_password": "Password to log in to the SMTP server with.",
+    "email.smtp_timeout": "Seconds allowed for one SMTP session.",
+    "email.notif_from": "The From header of notification emails.",
+    "email.app_name": "The service's name in notification emails.",
+    "email.notif_delay": (
+        "Seconds a notification waits before it is mailed in a digest (Synapse: 600);\n"
+        "what the user reads meanwhile is not mailed."
+    ),
     "rate_limits": "Per-client request rate limits (token buckets).",
     "rate_limits.enabled": "Enforce the limits below. Turn off only for tests and benchmarks.",
     "rate_limits.per_second": (
@@ -296,6 +316,9 @@ OPTION_DOCS: Final[Mapping[str, str]] = {
 _EXAMPLES: Final[Mapping[str, str]] = {
     "public_baseurl": '"https://matrix.example.com/"',
     "admin_contact": '"mailto:admin@example.com"',
+    "email.smtp_host": '"smtp.example.com"',
+    "email.smtp_username": '"matrix"',
+    "email.smtp_password": '"secret"',
     "media.user_quota": "1073741824",
     "media.unauthenticated_media_before": '"2024-09-01T00:00:00Z"',
     "federation.port": "8448",
@@ -437,6 +460,7 @@ def _check(config: Config) -> None:
     _check_disappearing(config.disappearing)
     _check_moderation(config.moderation)
     _check_push(config.push)
+    _check_email(config.email)
 
 
 def _check_http(http: HttpConfig) -> None:
@@ -551,6 +575,21 @@ def _check_push(push: PushConfig) -> None:
             raise ConfigError(
                 f"'push.gateway_allowed_networks' has an invalid network: {network!r}"
             ) from None
+
+
+def _check_email(email: EmailConfig) -> None:
+    if email.smtp_tls not in ("none", "starttls", "tls"):
+        raise ConfigError("'email.smtp_tls' must be 'none', 'starttls' or 'tls'")
+    if not 0 < email.smtp_port <= 65535:
+        raise ConfigError("'email.smtp_port' must be a port number")
+    if email.smtp_timeout <= 0:
+        raise ConfigError("'email.smtp_timeout' must be positive")
+    if email.notif_delay < 0:
+        raise ConfigError("'email.notif_delay' must not be negative")
+    if email.smtp_password is not None and email.smtp_username is None:
+        raise ConfigError("'email.smtp_password' needs 'email.smtp_username'")
+    if "@" not in email.notif_from:
+        raise ConfigError("'email.notif_from' must hold an email address")
 
 
 def _resolve_database(database: DatabaseConfig, base_dir: Path) -> DatabaseConfig:

@@ -195,6 +195,27 @@ class PushConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class EmailConfig:
+    # SMTP server for notification emails (email pushers); unset: no email is sent and
+    # email pushers are refused.
+    smtp_host: str | None = None
+    smtp_port: int = 25
+    # "none", "starttls" (upgrade a plain connection) or "tls" (TLS from the start).
+    smtp_tls: str = "none"
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    # Seconds allowed for one SMTP session.
+    smtp_timeout: float = 30.0
+    # The From header of notification emails.
+    notif_from: str = "Matrix <noreply@localhost>"
+    # The name of the service in the emails' subject and text.
+    app_name: str = "Matrix"
+    # Seconds a notification waits before its digest is sent (Synapse: 10 minutes), so
+    # what is read meanwhile is not mailed.
+    notif_delay: float = 600.0
+
+
+@dataclass(frozen=True, slots=True)
 class ModerationConfig:
     # Rooms holding m.policy.rule.* events (room IDs or aliases) this server enforces.
     policy_rooms: tuple[str, ...] = ()
@@ -223,6 +244,7 @@ class Config:
     moderation: ModerationConfig = field(default_factory=ModerationConfig)
     presence: PresenceConfig = field(default_factory=PresenceConfig)
     push: PushConfig = field(default_factory=PushConfig)
+    email: EmailConfig = field(default_factory=EmailConfig)
     # Largest request body accepted, in bytes.
     max_request_size: int = 50 * 1024 * 1024
     log_level: str = "INFO"
