@@ -2,9 +2,12 @@
 
 A pusher is kept per (user, ``app_id``, ``pushkey``) with the device that set it; when that
 device goes (logout, deletion, a password change logging other devices out, deactivation)
-its pushers go too, as Synapse ties them to their access token. Only ``http`` pushers are
-accepted (``email`` needs an email sender this server does not have), and their ``url``
-must be a push gateway's notify endpoint, as Synapse requires.
+its pushers go too, as Synapse ties them to their access token. ``http`` pushers' ``url``
+must be a push gateway's notify endpoint, as Synapse requires. ``email`` pushers are
+accepted only when the server sends email (``[email] smtp_host``), their ``pushkey`` an
+email address: Synapse requires it to be one of the user's third-party IDs, and users here
+have none, so any well-formed address is taken (``services.push.email`` mails the
+digests, each with a link that deletes the pusher).
 
 Every change is reported to ``on_change`` (the pusher pool, ``services.push.delivery``,
 which sends the notifications).
@@ -43,8 +46,10 @@ class PusherService:
         *,
         on_change: PushersChanged = _ignore_change,
         clock: Callable[[], float] = time.time,
+        email_enabled: bool = False,
     ) -> None:
         self._store = store
+        self._email_enabled = email_enabled
         self._on_change = on_change
         self._clock = clock
 
@@ -72,15 +77,20 @@ class PusherService:
             await self._store.delete_pusher(user_id, app_id, pushkey)
             await self._on_change(user_id)
             return
-        if kind != "http":
-            raise MatrixError(Errcode.INVALID_PARAM, "Only 'http' pushers are supported")
+        if kind == "email":
+            if not self._email_enabled:
+                raise MatrixError(Errcode.INVALID_PARAM, "This server sends no email")
+            _check_email_address(pushkey)
+        elif kind != "http":
+            raise MatrixError(Errcode.INVALID_PARAM, "Only 'http' and 'email' pushers exist")
         missing = [name for name in _REQUIRED_WITH_KIND if name not in body]
         if missing:
             raise MatrixError(Errcode.MISSING_PARAM, f"Missing parameters: {', '.join(missing)}")
         data = body["data"]
         if not isinstance(data, dict):
             raise MatrixError(Errcode.BAD_JSON, "'data' must be an object")
-        _check_url(data.get("url"))
+        if kind == "http":
+            _check_url(data.get("url"))
         profile_tag = body.get("profile_tag")
         if profile_tag is not None and not isinstance(profile_tag, str):
             raise MatrixError(Errcode.BAD_JSON, "'profile_tag' must be a string")
@@ -118,6 +128,18 @@ def _required_str(body: Mapping[str, Any], name: str) -> str:
     if not isinstance(value, str):
         raise MatrixError(Errcode.BAD_JSON, f"'{name}' must be a string")
     return value
+
+
+def _check_email_address(address: str) -> None:
+    """An ``email`` pusher's ``pushkey``: one address, ``local@domain``."""
+    local, at, domain = address.rpartition("@")
+    if (
+        not at
+        or not local
+        or "." not in domain.strip(".")
+        or any(c.isspace() or c in '<>,;"()[]\\' or ord(c) < 32 for c in address)
+    ):
+        raise MatrixError(Errcode.INVALID_PARAM, "'pushkey' must be an email address")
 
 
 def _check_url(url: object) -> None:
