@@ -144,23 +144,27 @@ class PusherStore:
         ]
 
     async def set_delivered(
-        self, pusher: PusherRow, stream_ordering: int, success_ts: int | None
-    ) -> bool:
-        """Record that the pusher is done up to ``stream_ordering`` (its gateway answered
-        at ``success_ts``, or it was given up on: None), and no longer failing. False if
-        the pusher is gone."""
+        self, progress: Sequence[tuple[PusherRow, int, int | None]]
+    ) -> list[bool]:
+        """Record for each (pusher, position, success_ts) that the pusher is done up to the
+        position (its gateway answered at ``success_ts``, or it was given up on: None)
+        and no longer failing, in one transaction; each result is False if that pusher
+        is gone."""
+        found: list[bool] = []
         async with self._db.transaction() as txn:
-            user_id = await txn.fetchval(
-                "UPDATE pushers SET last_stream_ordering = $4,"
-                " last_success_ts = COALESCE($5, last_success_ts), failing_since = NULL"
-                " WHERE user_id = $1 AND app_id = $2 AND pushkey = $3 RETURNING user_id",
-                pusher.user_id,
-                pusher.app_id,
-                pusher.pushkey,
-                stream_ordering,
-                success_ts,
-            )
-        return user_id is not None
+            for pusher, stream_ordering, success_ts in progress:
+                user_id = await txn.fetchval(
+                    "UPDATE pushers SET last_stream_ordering = $4,"
+                    " last_success_ts = COALESCE($5, last_success_ts), failing_since = NULL"
+                    " WHERE user_id = $1 AND app_id = $2 AND pushkey = $3 RETURNING user_id",
+                    pusher.user_id,
+                    pusher.app_id,
+                    pusher.pushkey,
+                    stream_ordering,
+                    success_ts,
+                )
+                found.append(user_id is not None)
+        return found
 
     async def set_failing_since(self, pusher: PusherRow, failing_since: int) -> None:
         await self._db.execute(

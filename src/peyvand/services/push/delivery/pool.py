@@ -21,11 +21,14 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence, Set
+from typing import Final
 
 from peyvand.events.pdu import Pdu
 from peyvand.federation.push_gateway import PushGatewayClient
+from peyvand.lru import LRU
 from peyvand.services.push.actions import PushOutcome
 from peyvand.services.push.delivery.payload import RoomContext
+from peyvand.services.push.delivery.progress import ProgressWriter
 from peyvand.services.push.delivery.pusher import HttpPusher, LivePush, PusherDeps
 from peyvand.services.timeline.room_state import StateService
 from peyvand.storage.models import EventToPersist
@@ -35,6 +38,9 @@ from peyvand.storage.receipts import ReceiptRow
 from peyvand.types import EventID, JsonDict, RoomID, UserID
 
 logger = logging.getLogger(__name__)
+
+# Events whose room context (name, alias, sender's display name) is kept.
+_CONTEXT_CACHE_SIZE: Final = 1024
 
 _Key = tuple[str, str]  # (app_id, pushkey)
 Memberships = Callable[[UserID], Awaitable[Mapping[RoomID, tuple[str, int]]]]
@@ -91,6 +97,7 @@ class PusherPool:
         self._max_position = max_position
         self._clock = clock
         self._pushers: dict[UserID, dict[_Key, HttpPusher]] = {}
+        self._progress = ProgressWriter(store.set_delivered)
         self._deps = PusherDeps(
             notify=gateway.notify,
             semaphore=asyncio.Semaphore(max_concurrent_sends),
@@ -100,7 +107,7 @@ class PusherPool:
             joined_rooms=self._joined_rooms,
             pending=self._pending_pushes,
             get_pdus=self._get_pdus,
-            set_delivered=store.set_delivered,
+            set_delivered=self._progress.set_delivered,
             set_failing_since=store.set_failing_since,
             remove=self.remove,
             now_ms=lambda: int(self._clock() * 1000),
@@ -109,9 +116,11 @@ class PusherPool:
         self._started = False
         # Serialises pusher changes (rare), so two never add the same pusher twice.
         self._changes = asyncio.Lock()
+        self._contexts: LRU[EventID, RoomContext] = LRU(_CONTEXT_CACHE_SIZE)
 
     async def start(self) -> None:
         await self._gateway.start()
+        self._progress.start()
         catch_up_to = await self._max_position()
         for state in await self._store.get_deliveries("http"):
             self._add(state, catch_up_to)
@@ -123,6 +132,7 @@ class PusherPool:
         self._pushers.clear()
         for pusher in pushers:
             await pusher.stop()
+        await self._progress.stop()
         await self._gateway.close()
 
     # -- inputs -------------------------------------------------------------------------
@@ -204,7 +214,15 @@ class PusherPool:
 
     async def _room_context(self, pdu: Pdu) -> RoomContext:
         """The room's name and canonical alias and the sender's display name, from the
-        room's current state (cached)."""
+        room's current state when the event is first pushed (kept per event: every
+        member's push of an event names the same)."""
+        cached = self._contexts.get(pdu.event_id)
+        if cached is None:
+            cached = await self._read_room_context(pdu)
+            self._contexts.put(pdu.event_id, cached)
+        return cached
+
+    async def _read_room_context(self, pdu: Pdu) -> RoomContext:
         snapshot = await self._state.get_room(pdu.room_id)
         if snapshot is None:
             return RoomContext(None, None, None)
