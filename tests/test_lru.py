@@ -35,3 +35,22 @@ def test_oldest_and_pop() -> None:
     cache.pop("missing")
     assert cache.oldest() == ("b", 2)
     assert len(cache) == 1
+
+
+def test_going_over_the_size_evicts_the_oldest_sixteenth_at_once() -> None:
+    cache: LRU[int, int] = LRU(32)
+    for key in range(32):
+        cache.put(key, key)
+    assert cache.get(0) == 0  # now the most recently used
+    cache.put(32, 32)
+    assert len(cache) == 31
+    assert list(cache) == [*range(3, 32), 0, 32]
+
+
+def test_it_never_holds_more_than_its_size_through_churn() -> None:
+    cache: LRU[int, int] = LRU(100)
+    for key in range(10_000):
+        cache.put(key, key)
+        cache.get(key // 2)
+        assert len(cache) <= 100
+    assert cache.peek(9_999) == 9_999
