@@ -37,7 +37,9 @@ from peyvand.types import EventID, RoomID
 # so a room must hold the bursts that can land between two polls: in the hot room (16
 # senders, 50 long-polls) 32 answer as many reads as 64 did (99%; 16: 93%, 8: 57%) for the
 # same CPU, and each event held costs about 1.5 KiB (bench.memory peak 86.5 MiB, not 90).
-ROOMS = 256
+# The rooms active right now, at most 1,024 events (about 1.5 MiB): 256 rooms held the
+# standard benchmark's 100 filled rooms whole (bench.memory peak 80.1 MiB; 75.3 with 32).
+ROOMS = 32
 EVENTS_PER_ROOM = 32
 # State group changes remembered per room (a few ints each; only state events and forks
 # change a room's group).
