@@ -31,6 +31,7 @@ from peyvand.storage.key_backup import KeyBackupStore
 from peyvand.storage.migrations import run_migrations
 from peyvand.storage.registration_tokens import RegistrationTokenStore
 from peyvand.wiring.compliance import Compliance, build_compliance
+from peyvand.wiring.email import Email, build_email
 from peyvand.wiring.federation import Federation, Transport, build_federation, build_transport
 from peyvand.wiring.lifecycle import Hooks, Lifecycle
 from peyvand.wiring.local import Local, Timeline, build_local, build_timeline
@@ -73,6 +74,7 @@ async def create_app(config: Config) -> web.Application:
     rooms = build_rooms(config, db, timeline, local, policy_lists, federation.remote)
     compliance = build_compliance(config, db, timeline, local, media, rooms)
     previews = build_previews(config, db, timeline, local, transport, federation, rooms)
+    email = build_email(config, db, timeline, local, signing_key)
 
     services = _services(
         config,
@@ -86,13 +88,14 @@ async def create_app(config: Config) -> web.Application:
         rooms,
         compliance,
         previews,
+        email,
     )
     app = build_web_app(
         services,
         [*CLIENT_ROUTE_TABLES, *MEDIA_ROUTE_TABLES, *ADMIN_ROUTE_TABLES, *FEDERATION_ROUTE_TABLES],
     )
     lifecycle = _lifecycle(
-        config, db, timeline, local, media, federation, transport, rooms, compliance
+        config, db, timeline, local, media, federation, transport, rooms, compliance, email
     )
 
     async def start(_: web.Application) -> None:
@@ -116,6 +119,7 @@ def _lifecycle(
     transport: Transport,
     rooms: Rooms,
     compliance: Compliance,
+    email: Email,
 ) -> Lifecycle:
     """Every component with something to start or stop, in start-up order."""
     lifecycle = Lifecycle()
@@ -146,6 +150,8 @@ def _lifecycle(
         "push actions", Hooks(start=local.push_actions.start, stop=local.push_actions.stop)
     )
     lifecycle.add("pushers", local.pusher_pool)
+    if email.mailer is not None:
+        lifecycle.add("email notifications", email.mailer)
     lifecycle.add(
         "push rules account data",
         Hooks(start=local.sync_account_data.start, stop=local.sync_account_data.stop),
@@ -178,6 +184,7 @@ def _services(
     rooms: Rooms,
     compliance: Compliance,
     previews: Previews,
+    email: Email,
 ) -> Services:
     """What the API layer reaches: each service, by name."""
     state = timeline.state
@@ -234,6 +241,7 @@ def _services(
         push_rules=local.push_rules,
         pushers=local.pushers,
         notifications=rooms.notifications,
+        email_unsubscribe=email.unsubscribe,
         profile=rooms.profile,
         directory=rooms.directory,
         user_directory=UserDirectoryService(config.server_name, rooms.directory_store),

@@ -29,6 +29,7 @@ from peyvand.services.federation.invite_policy import InvitePolicyService
 from peyvand.services.federation.service import FederationService
 from peyvand.services.media.repository import MediaService
 from peyvand.services.media.url_preview import UrlPreviewService
+from peyvand.services.push.email.unsubscribe import EmailUnsubscribe
 from peyvand.services.push.notifications import NotificationsService
 from peyvand.services.push.pushers import PusherService
 from peyvand.services.push.rules_api import PushRulesService
@@ -80,6 +81,7 @@ class Services:
     push_rules: PushRulesService
     pushers: PusherService
     notifications: NotificationsService
+    email_unsubscribe: EmailUnsubscribe
     profile: ProfileService
     directory: DirectoryService
     user_directory: UserDirectoryService

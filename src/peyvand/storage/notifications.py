@@ -23,7 +23,7 @@ window and the limit.
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -202,6 +202,14 @@ class NotificationStore:
             *args,
         )
         return [_notification(row) for row in rows]
+
+
+def is_read(notification: Notification, read: Mapping[tuple[RoomID, str], int]) -> bool:
+    """Whether ``notification`` is at or before how far the user has read its room, or
+    its thread (``read``: from ``NotificationStore.read_positions``)."""
+    room = notification.room_id
+    position = max(read.get((room, ""), 0), read.get((room, notification.thread_id), 0))
+    return notification.stream_ordering <= position
 
 
 def _membership(pdu: str) -> str | None:

@@ -163,7 +163,11 @@ def build_local(config: Config, db: Database, timeline: Timeline) -> Local:
     )
     timeline.dispatcher.listeners.append(pusher_pool.on_persisted)
     receipts.listeners.append(pusher_pool.on_receipt)
-    pushers = PusherService(pusher_store, on_change=pusher_pool.on_pushers_changed)
+    pushers = PusherService(
+        pusher_store,
+        on_change=pusher_pool.on_pushers_changed,
+        email_enabled=config.email.smtp_host is not None,
+    )
 
     to_device = ToDeviceService(server_name, ToDeviceStore(db), notifier)
     device_lists = DeviceListService(

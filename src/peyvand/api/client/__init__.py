@@ -30,6 +30,7 @@ from peyvand.api.client import (
     timestamp_to_event,
     to_device,
     typing,
+    unsubscribe,
     user_directory,
     versions,
 )
@@ -56,6 +57,7 @@ CLIENT_ROUTE_TABLES: list[RouteTable] = [
     push_rules.routes,
     pushers.routes,
     notifications.routes,
+    unsubscribe.routes,
     profile.routes,
     directory.routes,
     user_directory.routes,

@@ -13,14 +13,14 @@ receipts. ``ts`` is the event's ``origin_server_ts`` (no time of arrival is stor
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Final, Protocol
 
 from peyvand.errors import Errcode, MatrixError
 from peyvand.services.accounts.requester import Requester
 from peyvand.storage.models import StoredEvent
-from peyvand.storage.notifications import Notification, NotificationStore
-from peyvand.types import EventID, JsonDict, RoomID, UserID
+from peyvand.storage.notifications import Notification, NotificationStore, is_read
+from peyvand.types import EventID, JsonDict, UserID
 
 DEFAULT_LIMIT: Final = 50
 MAX_LIMIT: Final = 100
@@ -83,7 +83,7 @@ class NotificationsService:
                 {
                     "actions": _actions(n),
                     "event": event,
-                    "read": _is_read(n, read),
+                    "read": is_read(n, read),
                     "room_id": n.room_id,
                     "ts": n.ts,
                 }
@@ -112,9 +112,3 @@ def _actions(n: Notification) -> list[object]:
             {"set_tweak": "highlight"},
         ]
     return ["notify"]
-
-
-def _is_read(n: Notification, read: Mapping[tuple[RoomID, str], int]) -> bool:
-    room_read = read.get((n.room_id, ""), 0)
-    thread_read = read.get((n.room_id, n.thread_id), 0)
-    return n.stream_ordering <= max(room_read, thread_read)

@@ -1,0 +1,184 @@
+"""The email pushers' digests (Client-Server API, "Push Notifications", pusher kind
+``email``; as Synapse's email pusher, with its delay).
+
+A periodic pass looks at every email pusher that has events after its stored position
+(``pushers.last_stream_ordering``, so a restart neither repeats nor skips a digest):
+
+1. its user's notifications after that position, oldest first, at most
+   ``MAX_MESSAGES_PER_DIGEST`` (``storage.notifications``);
+2. those the user has read meanwhile (read receipt, or their own later message) are
+   left out; if none is left, the position moves past them and nothing is sent;
+3. once the oldest unread one is ``notif_delay`` seconds old, one email lists them all
+   (``digest``), and the position moves past every notification looked at. A failed
+   send keeps the position: the next pass tries again.
+
+The pass runs every ``notif_delay / 10`` seconds (at least 0.25 s, at most 30 s), each
+pusher one after another, with a bounded number of rows read per pusher.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from email.message import EmailMessage
+from typing import Any, Final, Protocol
+
+from peyvand.background import BackgroundTask, periodic
+from peyvand.config.model import EmailConfig
+from peyvand.events.pdu import Pdu, StateKey
+from peyvand.services.push.email.digest import Digest, MissedMessage, build_message
+from peyvand.services.push.email.unsubscribe import EmailPusherKey, UnsubscribeLinks
+from peyvand.storage.notifications import Notification, NotificationStore, is_read
+from peyvand.storage.pushers import DeliveryState, PusherRow
+from peyvand.types import EventID, RoomID, UserID
+
+logger = logging.getLogger(__name__)
+
+EMAIL_KIND: Final = "email"
+MAX_MESSAGES_PER_DIGEST: Final = 50
+
+_NAME: Final[StateKey] = ("m.room.name", "")
+_ALIAS: Final[StateKey] = ("m.room.canonical_alias", "")
+
+IgnoredUsers = Callable[[UserID], Awaitable[frozenset[UserID]]]
+
+
+class MailSender(Protocol):
+    async def send(self, message: EmailMessage) -> None: ...
+
+
+class Pushers(Protocol):
+    async def get_deliveries(
+        self, kind: str, user_ids: Sequence[UserID] | None = None
+    ) -> list[DeliveryState]: ...
+
+    async def set_delivered(
+        self, progress: Sequence[tuple[PusherRow, int, int | None]]
+    ) -> list[bool]: ...
+
+
+class RoomState(Protocol):
+    async def get_pdus(
+        self, event_ids: Iterable[EventID], *, as_served: bool = False
+    ) -> dict[EventID, Pdu]: ...
+
+    async def get_room(self, room_id: RoomID) -> Any: ...
+
+    async def get_state_events(
+        self, state: Mapping[StateKey, EventID], keys: Iterable[StateKey] | None = None
+    ) -> Mapping[StateKey, Pdu]: ...
+
+
+class EmailMailer:
+    def __init__(
+        self,
+        config: EmailConfig,
+        pushers: Pushers,
+        notifications: NotificationStore,
+        state: RoomState,
+        ignored_users: IgnoredUsers,
+        sender: MailSender,
+        links: UnsubscribeLinks,
+        max_position: Callable[[], int],
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._config = config
+        self._pushers = pushers
+        self._notifications = notifications
+        self._state = state
+        self._ignored_users = ignored_users
+        self._sender = sender
+        self._links = links
+        self._max_position = max_position
+        self._clock = clock
+        interval = min(30.0, max(0.25, config.notif_delay / 10))
+        self._task: BackgroundTask = periodic("email-notifications", interval, self.run_once)
+
+    async def start(self) -> None:
+        self._task.start()
+
+    async def stop(self) -> None:
+        await self._task.stop()
+
+    async def run_once(self) -> None:
+        """One pass over the email pushers with events after their position."""
+        newest = self._max_position()
+        for delivery in await self._pushers.get_deliveries(EMAIL_KIND):
+            if delivery.last_stream_ordering >= newest:
+                continue
+            try:
+                await self._check(delivery)
+            except Exception:
+                logger.exception("email notifications for %s failed", delivery.pusher.user_id)
+
+    async def _check(self, delivery: DeliveryState) -> None:
+        pusher = delivery.pusher
+        found = await self._notifications.notifications_for_user(
+            pusher.user_id,
+            after=delivery.last_stream_ordering,
+            limit=MAX_MESSAGES_PER_DIGEST,
+            ignored=await self._ignored_users(pusher.user_id),
+            oldest_first=True,
+        )
+        if not found:
+            return
+        read = await self._notifications.read_positions(
+            pusher.user_id, sorted({n.room_id for n in found})
+        )
+        unread = [n for n in found if not is_read(n, read)]
+        now_ms = int(self._clock() * 1000)
+        if unread:
+            if unread[0].ts + self._config.notif_delay * 1000 > now_ms:
+                return
+            await self._sender.send(await self._message(pusher, unread))
+        await self._pushers.set_delivered(
+            [(pusher, found[-1].stream_ordering, now_ms if unread else None)]
+        )
+
+    async def _message(self, pusher: PusherRow, unread: Sequence[Notification]) -> EmailMessage:
+        pdus = await self._state.get_pdus((n.event_id for n in unread), as_served=True)
+        missed = []
+        for n in unread:
+            pdu = pdus.get(n.event_id)
+            if pdu is None:
+                continue
+            room_name, sender_name = await self._names(pdu)
+            missed.append(MissedMessage(n.room_id, room_name, sender_name, _text(pdu), n.ts))
+        key = EmailPusherKey(pusher.user_id, pusher.app_id, pusher.pushkey)
+        return build_message(
+            Digest(
+                to=pusher.pushkey,
+                from_address=self._config.notif_from,
+                app_name=self._config.app_name,
+                messages=missed,
+                unsubscribe_link=self._links.link(key),
+            )
+        )
+
+    async def _names(self, pdu: Pdu) -> tuple[str, str]:
+        """The room's name (or canonical alias, or ID) and the sender's display name (or
+        user ID), from the room's current state (cached)."""
+        snapshot = await self._state.get_room(pdu.room_id)
+        if snapshot is None:
+            return pdu.room_id, pdu.sender
+        member: StateKey = ("m.room.member", pdu.sender)
+        events = await self._state.get_state_events(snapshot.state, [_NAME, _ALIAS, member])
+        room_name = _string(events.get(_NAME), "name") or _string(events.get(_ALIAS), "alias")
+        sender_name = _string(events.get(member), "displayname")
+        return room_name or pdu.room_id, sender_name or pdu.sender
+
+
+def _text(pdu: Pdu) -> str:
+    if pdu.type == "m.room.encrypted":
+        return "(an encrypted message)"
+    body = pdu.content.get("body")
+    if isinstance(body, str) and body:
+        return body
+    return f"({pdu.type})"
+
+
+def _string(event: Pdu | None, key: str) -> str | None:
+    value = event.content.get(key) if event is not None else None
+    return value if isinstance(value, str) and value else None
