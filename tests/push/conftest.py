@@ -4,6 +4,8 @@
 - ``sygnal``: the session's ``SygnalProcess``, its webpush app allowed to post to the
   receiver; skipped when Sygnal is not installed, failed under CI. A test that stops it
   starts it again before it ends.
+- ``gateway_tap``: a recording hop in front of ``sygnal`` (for ``prio`` and ``tweaks``,
+  which webpush does not carry).
 - ``push_homeserver``: the session's server for ``backend``, allowed to reach push
   gateways on 127.0.0.1 (``push.gateway_allowed_networks``); ``push_client`` talks to it.
 - ``private_push_homeserver``: the same settings, a server of the test's own (to kill).
@@ -18,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from harness.client import MatrixClient, new_session
+from harness.gateway_tap import NotifyTap
 from harness.server import HomeserverProcess, start_homeserver
 from harness.sygnal import SygnalProcess, SygnalUnavailable, sygnal_python
 from harness.webpush import WebPushReceiver
@@ -52,6 +55,16 @@ async def sygnal(
         yield gateway
     finally:
         gateway.stop()
+
+
+@pytest.fixture(scope="session")
+async def gateway_tap(sygnal: SygnalProcess) -> AsyncIterator[NotifyTap]:
+    tap = NotifyTap(sygnal.notify_url)
+    await tap.start()
+    try:
+        yield tap
+    finally:
+        await tap.stop()
 
 
 @pytest.fixture(scope="session")
