@@ -29,13 +29,22 @@ UNSUBSCRIBE = "/_peyvand/client/unsubscribe"
 
 
 class Mailbox:
-    """What the SMTP server received (its handler runs in the controller's thread)."""
+    """What the SMTP server received (its handler runs in the controller's thread); the
+    first message to an address in ``fail_once`` is refused with a temporary error."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._messages: list[EmailMessage] = []
+        self.fail_once: set[str] = set()
+        self.refused: list[str] = []
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        with self._lock:
+            for address in envelope.rcpt_tos:
+                if address in self.fail_once:
+                    self.fail_once.discard(address)
+                    self.refused.append(address)
+                    return "451 4.3.0 Try again later"
         raw = envelope.original_content or b""
         message = email.message_from_bytes(raw, policy=email.policy.default)
         assert isinstance(message, EmailMessage)
@@ -223,3 +232,19 @@ async def test_email_pusher_needs_an_address(mc: MatrixClient) -> None:
         response = await mc.request("POST", "pushers/set", json=email_pusher(bad), token=bob)
         assert response.status == 400, (bad, response.body)
         assert response.body["errcode"] == "M_INVALID_PARAM"
+
+
+async def test_refused_digest_is_sent_again_once(
+    mc: MatrixClient, smtp: tuple[Mailbox, int]
+) -> None:
+    mailbox = smtp[0]
+    alice, _, room_id, address = await setup(mc)
+    mailbox.fail_once.add(address)
+    await say(mc, room_id, alice, "are you there?")
+    arrived = await wait_for_mail(mailbox, address)
+    assert mailbox.refused.count(address) == 1
+    assert len(arrived) == 1
+    await asyncio.sleep(1.5)
+    assert len(mailbox.to(address)) == 1
+    plain, _ = parts(arrived[0])
+    assert "are you there?" in plain

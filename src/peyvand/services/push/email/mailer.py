@@ -10,7 +10,8 @@ A periodic pass looks at every email pusher that has events after its stored pos
    left out; if none is left, the position moves past them and nothing is sent;
 3. once the oldest unread one is ``notif_delay`` seconds old, one email lists them all
    (``digest``), and the position moves past every notification looked at. A failed
-   send keeps the position: the next pass tries again.
+   send keeps the position and is tried again after a back-off (doubling from one pass
+   up to ``MAX_RETRY_SECONDS``, kept in memory: a restart retries at once).
 
 The pass runs every ``notif_delay / 10`` seconds (at least 0.25 s, at most 30 s), each
 pusher one after another, with a bounded number of rows read per pusher.
@@ -37,6 +38,7 @@ logger = logging.getLogger(__name__)
 
 EMAIL_KIND: Final = "email"
 MAX_MESSAGES_PER_DIGEST: Final = 50
+MAX_RETRY_SECONDS: Final = 3600.0
 
 _NAME: Final[StateKey] = ("m.room.name", "")
 _ALIAS: Final[StateKey] = ("m.room.canonical_alias", "")
@@ -94,6 +96,9 @@ class EmailMailer:
         self._max_position = max_position
         self._clock = clock
         interval = min(30.0, max(0.25, config.notif_delay / 10))
+        self._interval = interval
+        # Failing pushers: when to try again, and the back-off that led there.
+        self._retry: dict[EmailPusherKey, tuple[float, float]] = {}
         self._task: BackgroundTask = periodic("email-notifications", interval, self.run_once)
 
     async def start(self) -> None:
@@ -105,13 +110,23 @@ class EmailMailer:
     async def run_once(self) -> None:
         """One pass over the email pushers with events after their position."""
         newest = self._max_position()
-        for delivery in await self._pushers.get_deliveries(EMAIL_KIND):
-            if delivery.last_stream_ordering >= newest:
+        deliveries = await self._pushers.get_deliveries(EMAIL_KIND)
+        keys = {_key(d.pusher) for d in deliveries}
+        for gone in self._retry.keys() - keys:
+            del self._retry[gone]
+        for delivery in deliveries:
+            key = _key(delivery.pusher)
+            retry = self._retry.get(key)
+            if delivery.last_stream_ordering >= newest or (retry and retry[0] > self._clock()):
                 continue
             try:
                 await self._check(delivery)
             except Exception:
                 logger.exception("email notifications for %s failed", delivery.pusher.user_id)
+                backoff = min(MAX_RETRY_SECONDS, 2 * retry[1] if retry else self._interval)
+                self._retry[key] = (self._clock() + backoff, backoff)
+            else:
+                self._retry.pop(key, None)
 
     async def _check(self, delivery: DeliveryState) -> None:
         pusher = delivery.pusher
@@ -132,28 +147,38 @@ class EmailMailer:
         if unread:
             if unread[0].ts + self._config.notif_delay * 1000 > now_ms:
                 return
-            await self._sender.send(await self._message(pusher, unread))
+            message = await self._message(pusher, unread)
+            if message is not None:
+                await self._sender.send(message)
         await self._pushers.set_delivered(
             [(pusher, found[-1].stream_ordering, now_ms if unread else None)]
         )
 
-    async def _message(self, pusher: PusherRow, unread: Sequence[Notification]) -> EmailMessage:
+    async def _message(
+        self, pusher: PusherRow, unread: Sequence[Notification]
+    ) -> EmailMessage | None:
+        """The digest of ``unread``; None if none of their events is left (purged)."""
         pdus = await self._state.get_pdus((n.event_id for n in unread), as_served=True)
+        names: dict[tuple[RoomID, UserID], tuple[str, str]] = {}
         missed = []
         for n in unread:
             pdu = pdus.get(n.event_id)
             if pdu is None:
                 continue
-            room_name, sender_name = await self._names(pdu)
+            asked = (pdu.room_id, pdu.sender)
+            if asked not in names:
+                names[asked] = await self._names(pdu)
+            room_name, sender_name = names[asked]
             missed.append(MissedMessage(n.room_id, room_name, sender_name, _text(pdu), n.ts))
-        key = EmailPusherKey(pusher.user_id, pusher.app_id, pusher.pushkey)
+        if not missed:
+            return None
         return build_message(
             Digest(
                 to=pusher.pushkey,
                 from_address=self._config.notif_from,
                 app_name=self._config.app_name,
                 messages=missed,
-                unsubscribe_link=self._links.link(key),
+                unsubscribe_link=self._links.link(_key(pusher)),
             )
         )
 
@@ -168,6 +193,10 @@ class EmailMailer:
         room_name = _string(events.get(_NAME), "name") or _string(events.get(_ALIAS), "alias")
         sender_name = _string(events.get(member), "displayname")
         return room_name or pdu.room_id, sender_name or pdu.sender
+
+
+def _key(pusher: PusherRow) -> EmailPusherKey:
+    return EmailPusherKey(pusher.user_id, pusher.app_id, pusher.pushkey)
 
 
 def _text(pdu: Pdu) -> str:
