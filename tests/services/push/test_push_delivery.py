@@ -22,6 +22,8 @@ from harness.server import HomeserverProcess, start_homeserver
 NOTIFY = "/_matrix/push/v1/notify"
 APP_ID = "im.peyvand.test"
 WAIT = 2.0
+# The server's bound on concurrent sends (a quarter of it per gateway host).
+MAX_SENDS = 8
 
 
 @dataclass
@@ -85,6 +87,7 @@ def push_server(
         options={
             "push.gateway_allowed_networks": '["127.0.0.1/32"]',
             "push.gateway_timeout": "3.0",
+            "push.max_concurrent_sends": str(MAX_SENDS),
         },
     )
     try:
@@ -93,21 +96,27 @@ def push_server(
         server.stop()
 
 
-@pytest.fixture
-async def gateway() -> AsyncIterator[Gateway]:
+@contextlib.asynccontextmanager
+async def serve_gateway(host: str = "127.0.0.1") -> AsyncIterator[Gateway]:
     gw = Gateway()
     app = web.Application()
     app.router.add_post(NOTIFY, gw.handle)
     runner = web.AppRunner(app)
     await runner.setup()
     port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    gw.url = f"http://127.0.0.1:{port}{NOTIFY}"
+    await web.TCPSite(runner, host, port).start()
+    gw.url = f"http://{host}:{port}{NOTIFY}"
     try:
         yield gw
     finally:
         gw.released.set()
         await runner.cleanup()
+
+
+@pytest.fixture
+async def gateway() -> AsyncIterator[Gateway]:
+    async with serve_gateway() as gw:
+        yield gw
 
 
 @pytest.fixture
@@ -337,15 +346,7 @@ async def test_gateway_outside_allowed_networks_is_refused(
     mc: MatrixClient, gateway: Gateway
 ) -> None:
     """Only 127.0.0.1/32 is allowed: a gateway on 127.0.0.2 is never connected to."""
-    elsewhere = Gateway()
-    app = web.Application()
-    app.router.add_post(NOTIFY, elsewhere.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.2", port).start()
-    try:
-        elsewhere.url = f"http://127.0.0.2:{port}{NOTIFY}"
+    async with serve_gateway("127.0.0.2") as elsewhere:
         alice, bob, room_id = await trio(mc)
         refused = await add_pusher(mc, bob, elsewhere)
         allowed = await add_pusher(mc, bob, gateway)
@@ -355,8 +356,29 @@ async def test_gateway_outside_allowed_networks_is_refused(
         assert elsewhere.received == []
         listed = (await mc.request("GET", "pushers", token=bob)).ok()["pushers"]
         assert {p["pushkey"] for p in listed} == {refused, allowed}
-    finally:
-        await runner.cleanup()
+
+
+async def test_dead_host_does_not_take_every_send_slot(mc: MatrixClient, gateway: Gateway) -> None:
+    """More pushers on a hanging gateway than the server sends at once: another gateway's
+    push still goes out at once."""
+    alice, bob, room_id = await trio(mc)
+    async with serve_gateway() as dead:
+        stuck = []
+        for _ in range(MAX_SENDS + 2):
+            user = await mc.register()
+            (await mc.request("POST", f"join/{room_id}", json={}, token=user)).ok()
+            pushkey = await add_pusher(mc, user, dead)
+            dead.answers[pushkey] = ["hang"] * 10
+            stuck.append(pushkey)
+        fine = await add_pusher(mc, bob, gateway)
+        await say(mc, room_id, alice, "many hang")
+        await asyncio.sleep(0.5)  # the hanging sends have all started
+        event_id = await say(mc, room_id, alice, "and one gets through")
+        started = time.monotonic()
+        pushed = await gateway.wait_for(fine, 2)
+        assert pushed[1]["event_id"] == event_id
+        assert time.monotonic() - started < 1.0
+        assert not any(dead.delivered(k) for k in stuck)
 
 
 async def test_replaced_pusher_goes_on_from_its_position(

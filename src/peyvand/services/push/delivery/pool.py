@@ -9,8 +9,9 @@
   intersection with the room's members, never by reading the member list.
 - A read receipt of a user with pushers queues a counts-only notification on each of
   their pushers (``on_receipt``).
-- Sends of all pushers share one semaphore (``push.max_concurrent_sends``); each pusher
-  sends sequentially, so a hanging gateway holds one slot per pusher it serves at most.
+- Sends of all pushers share one semaphore (``push.max_concurrent_sends``), and those to
+  one gateway host a quarter of it (at most 16); each pusher sends sequentially, so a
+  hanging gateway holds at most a quarter of the slots, and its pushers back off.
 - The badge (``counts.unread``) is Synapse's default (``group_unread_count_by_room``):
   the rooms the user is invited to plus the joined rooms with unread notifications.
 """
@@ -22,6 +23,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence, Set
 from typing import Final
+from urllib.parse import urlsplit
 
 from peyvand.events.pdu import Pdu
 from peyvand.federation.push_gateway import PushGatewayClient
@@ -39,6 +41,11 @@ from peyvand.types import EventID, JsonDict, RoomID, UserID
 
 logger = logging.getLogger(__name__)
 
+# Sends to one gateway host at once (at most a quarter of the global bound, so a dead
+# host never holds every slot; the connector opens no more connections per host either).
+_MAX_PER_HOST: Final = 16
+# Gateway hosts whose bound is kept (one forgotten while in use is briefly doubled).
+_HOSTS_KEPT: Final = 10_000
 # Events whose room context (name, alias, sender's display name) is kept.
 _CONTEXT_CACHE_SIZE: Final = 1024
 
@@ -101,6 +108,7 @@ class PusherPool:
         self._deps = PusherDeps(
             notify=gateway.notify,
             semaphore=asyncio.Semaphore(max_concurrent_sends),
+            host_semaphore=self._host_semaphore,
             badge=self.badge,
             room_context=self._room_context,
             ignored=ignored_users,
@@ -117,6 +125,8 @@ class PusherPool:
         # Serialises pusher changes (rare), so two never add the same pusher twice.
         self._changes = asyncio.Lock()
         self._contexts: LRU[EventID, RoomContext] = LRU(_CONTEXT_CACHE_SIZE)
+        self._per_host = min(_MAX_PER_HOST, max(1, max_concurrent_sends // 4))
+        self._host_semaphores: LRU[str, asyncio.Semaphore] = LRU(_HOSTS_KEPT)
 
     async def start(self) -> None:
         await self._gateway.start()
@@ -191,6 +201,15 @@ class PusherPool:
         invites = sum(1 for m, _ in memberships.values() if m == "invite")
         counts = await self._unread_counts(user_id, joined) if joined else {}
         return invites + sum(1 for c in counts.values() if c.get("notification_count", 0) > 0)
+
+    def _host_semaphore(self, url: str) -> asyncio.Semaphore:
+        """The bound of the gateway host ``url`` names."""
+        host = urlsplit(url).netloc
+        semaphore = self._host_semaphores.get(host)
+        if semaphore is None:
+            semaphore = asyncio.Semaphore(self._per_host)
+            self._host_semaphores.put(host, semaphore)
+        return semaphore
 
     async def _pending_pushes(
         self, user_id: UserID, room_ids: Sequence[RoomID], after: int, up_to: int, limit: int

@@ -61,7 +61,9 @@ class PusherDeps:
     """What every pusher shares, provided by the pool."""
 
     notify: Callable[[str, JsonDict], Awaitable[GatewayAnswer]]
+    # The global bound on sends, and the bound of one gateway host.
     semaphore: asyncio.Semaphore
+    host_semaphore: Callable[[str], asyncio.Semaphore]
     badge: Callable[[UserID], Awaitable[int]]
     room_context: Callable[[Pdu], Awaitable[RoomContext]]
     ignored: Callable[[UserID], Awaitable[frozenset[UserID]]]
@@ -217,7 +219,7 @@ class HttpPusher:
 
     async def _send(self, notification: JsonDict) -> GatewayAnswer | None:
         """POST it within the global bound; None if the gateway failed."""
-        async with self._deps.semaphore:
+        async with self._deps.host_semaphore(self.url), self._deps.semaphore:
             try:
                 return await self._deps.notify(self.url, notification)
             except GatewayError as exc:
