@@ -102,8 +102,17 @@ async def test_pages_and_bad_input(client: MatrixClient) -> None:
     assert seen == ["five", "four", "three", "two", "one"]
     assert bodies(await listing(client, bob, "?limit=1000")) == seen
     assert bodies(await listing(client, bob, "?limit=0")) == []
+    assert bodies(await listing(client, bob, f"?from={2**63 - 1}&limit={2**53 - 1}")) == seen
 
-    for bad in ("?from=abc", "?from=-5", "?limit=-1", "?limit=x"):
+    too_big = str(2**63)
+    for bad in (
+        "?from=abc",
+        "?from=-5",
+        f"?from={too_big}",
+        "?from=%C2%B2",
+        "?limit=-1",
+        "?limit=x",
+    ):
         response = await client.request("GET", f"notifications{bad}", token=bob)
         assert response.status == 400, (bad, response.body)
         assert response.body["errcode"] == "M_INVALID_PARAM", response.body

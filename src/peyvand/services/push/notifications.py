@@ -25,6 +25,8 @@ from peyvand.types import EventID, JsonDict, UserID
 DEFAULT_LIMIT: Final = 50
 MAX_LIMIT: Final = 100
 ONLY_HIGHLIGHT: Final = "highlight"
+# Stream positions are BIGINT.
+_MAX_POSITION: Final = 2**63 - 1
 
 IgnoredUsers = Callable[[UserID], Awaitable[frozenset[UserID]]]
 
@@ -99,7 +101,7 @@ def _parse_from(token: str | None) -> int | None:
     """``from``: a ``next_token`` handed out before, a stream position."""
     if token is None:
         return None
-    if not token.isascii() or not token.isdigit() or len(token) > 19:
+    if not token.isascii() or not token.isdigit() or int(token) > _MAX_POSITION:
         raise MatrixError(Errcode.INVALID_PARAM, "Unrecognised 'from' token")
     return int(token)
 
