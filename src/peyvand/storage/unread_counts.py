@@ -36,6 +36,8 @@ _SENDER_CHUNK: Final = 500
 _ROOMS: Final = "push_room_notifications"
 _USERS: Final = "push_user_exceptions"
 _MAIN: Final = "'main'"
+# The receipt types that read events ("Receiving notifications"), as an SQL list.
+_READ_TYPES: Final = "('m.read', 'm.read.private')"
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,24 +84,26 @@ def _receipt(room: str, thread: str, after: str) -> str:
     ``after`` (NULL if none): two primary-key look-ups."""
     return (
         "(SELECT MAX(c.event_stream_ordering) FROM receipts AS c WHERE c.room_id = "
-        f"{room} AND c.receipt_type IN ('m.read', 'm.read.private') AND c.user_id = $1"
+        f"{room} AND c.receipt_type IN {_READ_TYPES} AND c.user_id = $1"
         f" AND c.thread_id = {thread} AND c.event_stream_ordering > {after})"
     )
 
 
-def _range(prefix: str, room: str, thread: str | None, lo: str, hi: str | None) -> str:
+def _range(
+    prefix: str,
+    room: str,
+    thread: str | None,
+    lo: str,
+    hi: str | None,
+) -> str:
     """Select expressions for the rows in (``lo``, ``hi``] (``hi`` None: no bound) of
     ``room`` (of its ``thread`` if given), for the room rows and user $1's exceptions:
     ``{prefix}{r|u}{n|h}{1|0}``, the running count at the last row at or before ``hi``
     (1) and just before the first row after ``lo`` (0)."""
-    notify, highlight = (
-        ("thread_notify_seq", "thread_highlight_seq")
-        if thread
-        else (
-            "notify_seq",
-            "highlight_seq",
-        )
-    )
+    if thread:
+        notify, highlight = "thread_notify_seq", "thread_highlight_seq"
+    else:
+        notify, highlight = "notify_seq", "highlight_seq"
     in_thread = f" AND n.thread_id = {thread}" if thread else ""
     upper = f" AND n.stream_ordering <= {hi}" if hi else ""
     last = f"{upper} ORDER BY n.stream_ordering DESC LIMIT 1"
@@ -114,11 +118,11 @@ def _range(prefix: str, room: str, thread: str | None, lo: str, hi: str | None) 
             ("h", highlight, "n.highlight"),
         ):
             name = f"{prefix}{key}{count}"
-            columns += [
-                f"(SELECT n.{column} FROM {table} AS n WHERE {where}{last}) AS {name}1",
-                f"(SELECT n.{column} - {own_count} FROM {table} AS n WHERE {where}{after})"
-                f" AS {name}0",
-            ]
+            for suffix, query in (
+                ("1", f"SELECT n.{column} FROM {table} AS n WHERE {where}{last}"),
+                ("0", f"SELECT n.{column} - {own_count} FROM {table} AS n WHERE {where}{after}"),
+            ):
+                columns.append(f"({query}) AS {name}{suffix}")
     return ", ".join(columns)
 
 
@@ -136,10 +140,11 @@ def _counted(row: Row, prefix: str) -> UnreadCount:
     return UnreadCount(grown("rn") + grown("un"), grown("rh") + grown("uh"))
 
 
-def _positions_sql(rooms: int, columns: str) -> str:
+def _positions_sql(rooms: int, columns: str, more: str) -> str:
     """Per room (parameters from $2: room, unthreaded receipt position): ``upto`` (the
     later of that and the read mark), ``main_upto`` (the later of it and the main
-    receipt), then ``columns`` over them (alias ``r``). $1 is the user."""
+    receipt), then ``columns`` over them (alias ``r``) and ``more``, whether the room
+    needs a look at its threads. $1 is the user."""
     main = _receipt("b.room_id", _MAIN, "b.upto")
     return (
         f"WITH v (room_id, given) AS (VALUES {_values(2, rooms)}),"
@@ -148,7 +153,24 @@ def _positions_sql(rooms: int, columns: str) -> str:
         " ON m.user_id = $1 AND m.room_id = v.room_id),"
         f" r (room_id, upto, main_upto) AS (SELECT b.room_id, b.upto, COALESCE({main}, b.upto)"
         " FROM b)"
-        f" SELECT r.room_id, r.upto, r.main_upto, {columns} FROM r"
+        f" SELECT r.room_id, r.upto, r.main_upto, {columns}, {more} AS more FROM r"
+    )
+
+
+def _thread_receipts_after(room: str, upto: str) -> str:
+    """Whether user $1 has a receipt in a thread of ``room`` beyond ``upto``."""
+    return (
+        f"EXISTS (SELECT 1 FROM receipts AS c WHERE c.room_id = {room}"
+        f" AND c.receipt_type IN {_READ_TYPES} AND c.user_id = $1"
+        f" AND c.thread_id NOT IN ('', {_MAIN}) AND c.event_stream_ordering > {upto})"
+    )
+
+
+def _threads_active_after(room: str, upto: str) -> str:
+    """Whether a thread of ``room`` has an event beyond ``upto``."""
+    return (
+        f"EXISTS (SELECT 1 FROM threads AS h WHERE h.room_id = {room}"
+        f" AND h.latest_stream_ordering > {upto})"
     )
 
 
@@ -160,7 +182,7 @@ def _read_threads_sql(rooms: int) -> str:
         f"WITH r (room_id, upto) AS (VALUES {_values(2, rooms)}),"
         " t (room_id, thread_id, lo, hi) AS (SELECT c.room_id, c.thread_id, r.upto,"
         " MAX(c.event_stream_ordering) FROM r JOIN receipts AS c ON c.room_id = r.room_id"
-        " AND c.receipt_type IN ('m.read', 'm.read.private') AND c.user_id = $1"
+        f" AND c.receipt_type IN {_READ_TYPES} AND c.user_id = $1"
         " AND c.thread_id NOT IN ('', 'main') AND c.event_stream_ordering > r.upto"
         " GROUP BY c.room_id, c.thread_id, r.upto)"
         f" SELECT t.room_id, t.thread_id, t.hi, {columns} FROM t"
@@ -271,17 +293,24 @@ async def count_unread(
                 _range("m_", "r.room_id", _MAIN, "r.upto", "r.main_upto"),
             )
         )
-        rows = await db.fetch(_positions_sql(len(chunk), columns), user_id, *_flat(chunk))
+        more = _thread_receipts_after("r.room_id", "r.upto")
+        rows = await db.fetch(_positions_sql(len(chunk), columns, more), user_id, *_flat(chunk))
         upto: dict[RoomID, int] = {}
         main_upto: dict[RoomID, int] = {}
         room_counts: dict[RoomID, UnreadCount] = {}
+        threaded: list[tuple[RoomID, int]] = []
         for row in rows:
             room_id = RoomID(row["room_id"])
             upto[room_id], main_upto[room_id] = int(row["upto"]), int(row["main_upto"])
             room_counts[room_id] = _counted(row, "a_") - _counted(row, "m_")
-        pairs = list(upto.items())
+            if row["more"]:
+                threaded.append((room_id, upto[room_id]))
         read_threads: dict[tuple[RoomID, str], int] = {}
-        for row in await db.fetch(_read_threads_sql(len(pairs)), user_id, *_flat(pairs)):
+        if threaded:
+            rows = await db.fetch(_read_threads_sql(len(threaded)), user_id, *_flat(threaded))
+        else:
+            rows = []
+        for row in rows:
             room_id, thread = RoomID(row["room_id"]), str(row["thread_id"])
             read_threads[(room_id, thread)] = int(row["hi"])
             room_counts[room_id] -= _counted(row, "c_")
@@ -306,17 +335,24 @@ async def count_unread_by_thread(
     counts: dict[RoomID, ThreadedUnread] = {}
     for chunk in _chunks(read_positions):
         columns = _range("m_", "r.room_id", _MAIN, "r.main_upto", None)
-        rows = await db.fetch(_positions_sql(len(chunk), columns), user_id, *_flat(chunk))
+        more = _threads_active_after("r.room_id", "r.upto")
+        rows = await db.fetch(_positions_sql(len(chunk), columns, more), user_id, *_flat(chunk))
         upto: dict[RoomID, int] = {}
         main_upto: dict[RoomID, int] = {}
         split: dict[RoomID, ThreadedUnread] = {}
+        threaded: list[tuple[RoomID, int]] = []
         for row in rows:
             room_id = RoomID(row["room_id"])
             upto[room_id], main_upto[room_id] = int(row["upto"]), int(row["main_upto"])
             split[room_id] = ThreadedUnread(_counted(row, "m_"))
-        pairs = list(upto.items())
+            if row["more"]:
+                threaded.append((room_id, upto[room_id]))
         thread_upto: dict[tuple[RoomID, str], int] = {}
-        for row in await db.fetch(_unread_threads_sql(len(pairs)), user_id, *_flat(pairs)):
+        if threaded:
+            rows = await db.fetch(_unread_threads_sql(len(threaded)), user_id, *_flat(threaded))
+        else:
+            rows = []
+        for row in rows:
             room_id, thread = RoomID(row["room_id"]), str(row["thread_id"])
             thread_upto[(room_id, thread)] = int(row["lo"])
             split[room_id].threads[thread] = _counted(row, "t_")
