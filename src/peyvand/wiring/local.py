@@ -39,7 +39,7 @@ from peyvand.storage.database import Database
 from peyvand.storage.device_lists import DeviceListStore
 from peyvand.storage.e2e_keys import E2eKeyStore
 from peyvand.storage.events import EventStore
-from peyvand.storage.pending_pushes import PendingPushStore
+from peyvand.storage.notifications import NotificationStore
 from peyvand.storage.push_actions import PushActionStore
 from peyvand.storage.push_rules import PushRuleStore
 from peyvand.storage.pushers import PusherStore
@@ -129,13 +129,12 @@ def build_local(config: Config, db: Database, timeline: Timeline) -> Local:
 
     push_rules = PushRulesService(PushRuleStore(db))
     users_with_pushers = UsersWithPushers()
-    read_positions = ThreadStore(db)
     push_actions = PushActionsService(
         server_name,
         PushActionStore(db),
         state,
         push_rules,
-        read_positions,
+        ThreadStore(db),
         account_data.ignored_users.of,
         users_with_pushers.view,
     )
@@ -143,7 +142,7 @@ def build_local(config: Config, db: Database, timeline: Timeline) -> Local:
     pusher_store = PusherStore(db)
     pusher_pool = PusherPool(
         pusher_store,
-        PendingPushStore(db),
+        NotificationStore(db),
         PushGatewayClient(
             tuple(
                 ipaddress.ip_network(n, strict=False) for n in config.push.gateway_allowed_networks
@@ -155,7 +154,6 @@ def build_local(config: Config, db: Database, timeline: Timeline) -> Local:
         take_pushes=push_actions.take_pushes,
         memberships=timeline.index.memberships,
         unread_counts=push_actions.unread_counts,
-        read_positions=read_positions.read_positions,
         ignored_users=account_data.ignored_users.of,
         max_position=timeline.event_store.get_max_stream_ordering,
         max_concurrent_sends=config.push.max_concurrent_sends,

@@ -34,7 +34,7 @@ from peyvand.services.push.delivery.progress import ProgressWriter
 from peyvand.services.push.delivery.pusher import HttpPusher, LivePush, PusherDeps
 from peyvand.services.timeline.room_state import StateService
 from peyvand.storage.models import EventToPersist
-from peyvand.storage.pending_pushes import PendingPush, PendingPushStore
+from peyvand.storage.notifications import Notification, NotificationStore, is_read
 from peyvand.storage.pushers import DeliveryState, PusherRow, PusherStore
 from peyvand.storage.receipts import ReceiptRow
 from peyvand.types import EventID, JsonDict, RoomID, UserID
@@ -52,7 +52,6 @@ _CONTEXT_CACHE_SIZE: Final = 1024
 _Key = tuple[str, str]  # (app_id, pushkey)
 Memberships = Callable[[UserID], Awaitable[Mapping[RoomID, tuple[str, int]]]]
 UnreadCounts = Callable[[UserID, Sequence[RoomID]], Awaitable[dict[RoomID, JsonDict]]]
-ReadPositions = Callable[[UserID, Sequence[RoomID]], Awaitable[dict[RoomID, int]]]
 IgnoredUsers = Callable[[UserID], Awaitable[frozenset[UserID]]]
 
 
@@ -77,7 +76,7 @@ class PusherPool:
     def __init__(
         self,
         store: PusherStore,
-        pending: PendingPushStore,
+        notifications: NotificationStore,
         gateway: PushGatewayClient,
         state: StateService,
         users: UsersWithPushers,
@@ -85,7 +84,6 @@ class PusherPool:
         take_pushes: Callable[[Sequence[EventToPersist]], list[PushOutcome]],
         memberships: Memberships,
         unread_counts: UnreadCounts,
-        read_positions: ReadPositions,
         ignored_users: IgnoredUsers,
         max_position: Callable[[], Awaitable[int]],
         max_concurrent_sends: int,
@@ -99,8 +97,8 @@ class PusherPool:
         self._take_pushes = take_pushes
         self._memberships = memberships
         self._unread_counts = unread_counts
-        self._read_positions = read_positions
-        self._pending = pending
+        self._notifications = notifications
+        self._ignored_users = ignored_users
         self._max_position = max_position
         self._clock = clock
         self._pushers: dict[UserID, dict[_Key, HttpPusher]] = {}
@@ -112,7 +110,6 @@ class PusherPool:
             badge=self.badge,
             room_context=self._room_context,
             ignored=ignored_users,
-            joined_rooms=self._joined_rooms,
             pending=self._pending_pushes,
             get_pdus=self._get_pdus,
             set_delivered=self._progress.set_delivered,
@@ -212,21 +209,24 @@ class PusherPool:
         return semaphore
 
     async def _pending_pushes(
-        self, user_id: UserID, room_ids: Sequence[RoomID], after: int, up_to: int, limit: int
-    ) -> tuple[list[PendingPush], int]:
-        """The catch-up notifications (``PendingPushStore``) after the user's unthreaded
-        read receipt in each room, as Synapse's pushers read them."""
-        pending, complete_to = await self._pending.notifying_after(
-            user_id, room_ids, after, up_to, limit
+        self, user_id: UserID, after: int, up_to: int, limit: int
+    ) -> tuple[list[Notification], int]:
+        """The catch-up notifications in ``(after, up_to]`` (``NotificationStore``, oldest
+        first, at most ``limit``) the user has not read, as Synapse's pushers read them;
+        and the position up to which the answer is complete."""
+        found = await self._notifications.notifications_for_user(
+            user_id,
+            after=after,
+            before=up_to + 1,
+            limit=limit,
+            ignored=await self._ignored_users(user_id),
+            oldest_first=True,
         )
-        if pending:
-            read = await self._read_positions(user_id, list({p.room_id for p in pending}))
-            pending = [p for p in pending if p.stream_ordering > read.get(p.room_id, 0)]
-        return pending, complete_to
-
-    async def _joined_rooms(self, user_id: UserID) -> list[RoomID]:
-        memberships = await self._memberships(user_id)
-        return [room_id for room_id, (m, _) in memberships.items() if m == "join"]
+        complete_to = found[-1].stream_ordering if len(found) == limit else up_to
+        if not found:
+            return [], complete_to
+        read = await self._notifications.read_positions(user_id, list({n.room_id for n in found}))
+        return [n for n in found if not is_read(n, read)], complete_to
 
     async def _get_pdus(self, event_ids: Sequence[EventID]) -> Mapping[EventID, Pdu]:
         return await self._state.get_pdus(event_ids, as_served=True) if event_ids else {}

@@ -3,7 +3,8 @@ itself (Push Gateway API; behaviour as Synapse's ``HttpPusher``).
 
 - Notifications go out one at a time in stream order: first those the database holds
   after the pusher's stored position up to where the server stood when the pusher was
-  loaded (catch-up after a restart: ``PendingPushStore``), then those the pool hands over
+  loaded (catch-up after a restart: ``NotificationStore``, less what the user has read
+  and what users they ignore sent), then those the pool hands over
   live. The position is stored only after the gateway answered 200, so a crash before
   that sends the notification again after the restart, and one after it never does.
 - While the gateway fails (no answer in time, or not 200), the same notification is
@@ -30,9 +31,9 @@ from peyvand.services.push.delivery.payload import (
     counts_notification,
     event_notification,
 )
-from peyvand.storage.pending_pushes import PendingPush
+from peyvand.storage.notifications import Notification
 from peyvand.storage.pushers import DeliveryState, PusherRow
-from peyvand.types import EventID, JsonDict, RoomID, UserID
+from peyvand.types import EventID, JsonDict, UserID
 
 logger = logging.getLogger(__name__)
 
@@ -67,10 +68,9 @@ class PusherDeps:
     badge: Callable[[UserID], Awaitable[int]]
     room_context: Callable[[Pdu], Awaitable[RoomContext]]
     ignored: Callable[[UserID], Awaitable[frozenset[UserID]]]
-    joined_rooms: Callable[[UserID], Awaitable[list[RoomID]]]
-    pending: Callable[
-        [UserID, Sequence[RoomID], int, int, int], Awaitable[tuple[list[PendingPush], int]]
-    ]
+    # (user, after, up_to, limit) -> the notifications to catch up on, and the position
+    # up to which that answer is complete.
+    pending: Callable[[UserID, int, int, int], Awaitable[tuple[list[Notification], int]]]
     get_pdus: Callable[[Sequence[EventID]], Awaitable[Mapping[EventID, Pdu]]]
     set_delivered: Callable[[PusherRow, int, int | None], Awaitable[bool]]
     set_failing_since: Callable[[PusherRow, int], Awaitable[None]]
@@ -156,9 +156,8 @@ class HttpPusher:
     async def _read_backlog(self) -> None:
         """The next catch-up notifications from the database."""
         user_id = self.row.user_id
-        rooms = await self._deps.joined_rooms(user_id)
         pending, complete_to = await self._deps.pending(
-            user_id, rooms, self._read_to, self._catch_up_to, _CATCH_UP_BATCH
+            user_id, self._read_to, self._catch_up_to, _CATCH_UP_BATCH
         )
         pdus = await self._deps.get_pdus([p.event_id for p in pending])
         for p in pending:
