@@ -403,3 +403,23 @@ async def test_replaced_pusher_goes_on_from_its_position(
     await asyncio.sleep(0.3)
     assert [n["event_id"] for n in gateway.delivered(pushkey)] == [first, second]
     assert "content" not in pushed[1] and "content" in pushed[0]
+
+
+async def test_encrypted_event_is_high_priority(mc: MatrixClient, gateway: Gateway) -> None:
+    """``.m.rule.encrypted`` notifies; what it holds is unknown, so it goes out high."""
+    alice, bob, room_id = await trio(mc)
+    pushkey = await add_pusher(mc, bob, gateway)
+    ciphertext = {"algorithm": "m.megolm.v1.aes-sha2", "ciphertext": "AwgA", "session_id": "s"}
+    event_id = (
+        await mc.request(
+            "PUT",
+            f"rooms/{room_id}/send/m.room.encrypted/{unique_localpart('txn')}",
+            json=ciphertext,
+            token=alice,
+        )
+    ).ok()["event_id"]
+    [notification] = await gateway.wait_for(pushkey)
+    assert notification["event_id"] == event_id
+    assert notification["type"] == "m.room.encrypted"
+    assert notification["prio"] == "high"
+    assert notification["content"] == ciphertext
