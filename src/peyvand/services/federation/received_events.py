@@ -40,6 +40,7 @@ from peyvand.events.auth_order import auth_topological_order
 from peyvand.events.pdu import Pdu, StateKey
 from peyvand.events.received import InvalidPdu, check_content_hash_or_redact, parse_pdu
 from peyvand.events.redaction import has_redact_power
+from peyvand.events.relations import relation_columns
 from peyvand.events.server_acl import server_allowed
 from peyvand.events.state_res import StateResError
 from peyvand.services.federation.partial_state import PartialStateRooms
@@ -485,7 +486,7 @@ class FederationEventHandler:
                 continue
             # Backfilled history saw no state here but its own auth events.
             by_power = await self._redaction_by_power(pdu)
-            relates_to, rel_type = _relates_to(pdu)
+            relates_to, rel_type = relation_columns(pdu.content)
             stored.append(
                 EventToPersist(
                     pdu=pdu,
@@ -732,7 +733,7 @@ class FederationEventHandler:
         current = await self._resolver.current_after(snapshot, pdu, after_state, after_row)
         if current.new_group is not None:
             new_groups.append(current.new_group)
-        relates_to, rel_type = _relates_to(pdu)
+        relates_to, rel_type = relation_columns(pdu.content)
         was_outlier = pdu.event_id in await self._store.get_outliers([pdu.event_id])
         persisted = EventToPersist(
             pdu=pdu,
@@ -764,14 +765,6 @@ class StateAt:
 
     state: dict[StateKey, EventID]
     group: StateGroupRow | None
-
-
-def _relates_to(pdu: Pdu) -> tuple[EventID | None, str | None]:
-    relates = pdu.content.get("m.relates_to")
-    if isinstance(relates, Mapping) and isinstance(relates.get("event_id"), str):
-        rel_type = relates.get("rel_type")
-        return EventID(relates["event_id"]), rel_type if isinstance(rel_type, str) else None
-    return None, None
 
 
 class DroppedPdu(Exception):

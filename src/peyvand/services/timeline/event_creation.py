@@ -29,6 +29,7 @@ from peyvand.events.canonical_json import encode_canonical_json
 from peyvand.events.hashes import reference_hashes
 from peyvand.events.pdu import Pdu, StateKey
 from peyvand.events.redaction import has_redact_power
+from peyvand.events.relations import relation_columns
 from peyvand.events.room_versions import RoomVersion
 from peyvand.events.signing import SigningKey
 from peyvand.services.timeline.event_writer import EventWriter
@@ -587,11 +588,7 @@ class EventCreationService:
         replaces_state: EventID | None = None,
     ) -> EventToPersist:
         stream = self.allocate_stream()
-        relates = pdu.content.get("m.relates_to")
-        relates_to = rel_type = None
-        if isinstance(relates, Mapping) and isinstance(relates.get("event_id"), str):
-            relates_to = EventID(relates["event_id"])
-            rel_type = relates.get("rel_type") if isinstance(relates.get("rel_type"), str) else None
+        relates_to, rel_type = relation_columns(pdu.content)
         state_group = new_group.row.state_group if new_group is not None else group
         assert state_group is not None
         return EventToPersist(

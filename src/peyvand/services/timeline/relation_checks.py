@@ -3,7 +3,11 @@ relationships between events"), made by event creation for every local event, as
 Synapse's ``_validate_event_relation`` makes them, with its statuses and errcodes:
 
 - the parent must be in the same room (400 ``M_UNKNOWN``) and known here, or at least be
-  the parent of a relation already stored (400 ``M_UNKNOWN``);
+  the parent of a relation already stored (400 ``M_UNKNOWN``); a parent ID over 255
+  bytes is no event ID (appendices, "Event IDs"), so it is unknown (400, as Synapse
+  answers a parent it holds no event of) and is never looked up;
+- a ``rel_type`` over 255 bytes (a namespaced identifier: "Common Namespaced Identifier
+  Grammar") is accepted, as Synapse accepts it, but not indexed (``events.relations``);
 - ``m.annotation``: a string ``key`` of at most 500 characters (400 ``M_UNKNOWN``), not
   sent by the same user with the same event type and key before, unless that one was
   redacted (400 ``M_DUPLICATE_ANNOTATION``: "Event annotations and reactions",
@@ -21,7 +25,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from peyvand.errors import Errcode, MatrixError
-from peyvand.events.relations import relation_in
+from peyvand.events.relations import MAX_RELATION_ID_BYTES, declared_relation, relation_in
 from peyvand.services.timeline.room_state import StateService
 from peyvand.storage.relations import RelationStore
 from peyvand.types import RoomID, UserID
@@ -38,9 +42,11 @@ class RelationChecks:
         self, room_id: RoomID, sender: UserID, event_type: str, content: Mapping[str, Any]
     ) -> None:
         """Raise the spec's (and Synapse's) error for a relation that may not be sent."""
-        relation = relation_in(content)
+        relation = declared_relation(content)
         if relation is None:
             return
+        if len(relation.parent_id.encode()) > MAX_RELATION_ID_BYTES:
+            raise _bad_request("Can't send relation to unknown event")
         parent_id = relation.parent_id
         # Also one held outside the timeline (state received with a join), redacted as
         # served: a redacted event relates to nothing.
