@@ -57,8 +57,8 @@ def sygnal_python() -> Path:
     installed = any(SYGNAL_VENV.glob("lib/python*/site-packages/sygnal/webpushpushkin.py"))
     if not python.exists() or not installed:
         raise SygnalUnavailable(
-            f"Sygnal is not installed in {SYGNAL_VENV} (run scripts/test, or: python3 -m venv "
-            ".sygnal-venv && .sygnal-venv/bin/pip install ../shared/vendor/sygnal)"
+            f"Sygnal is not installed in {SYGNAL_VENV} (run scripts/test: it installs "
+            "../shared/vendor/sygnal with the Twisted and pywebpush Sygnal 0.15.1 works with)"
         )
     return python
 

@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -22,7 +21,8 @@ import pytest
 from harness.client import MatrixClient, new_session
 from harness.gateway_tap import NotifyTap
 from harness.server import HomeserverProcess, start_homeserver
-from harness.sygnal import SygnalProcess, SygnalUnavailable, sygnal_python
+from harness.sygnal import SygnalProcess
+from harness.sygnal_required import require_sygnal_python
 from harness.webpush import WebPushReceiver
 
 # Gateways on loopback are refused unless allowed: Sygnal listens on 127.0.0.1.
@@ -43,12 +43,7 @@ async def webpush_receiver() -> AsyncIterator[WebPushReceiver]:
 async def sygnal(
     webpush_receiver: WebPushReceiver, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[SygnalProcess]:
-    try:
-        python = sygnal_python()
-    except SygnalUnavailable as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"Sygnal is required under CI: {exc}")
-        pytest.skip(str(exc))
+    python = require_sygnal_python()
     gateway = SygnalProcess(tmp_path_factory.mktemp("sygnal"), webpush_receiver.netloc, python)
     await gateway.start()
     try:
