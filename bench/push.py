@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def new_server(name: str, data_dir: Path, database_url: str | None) -> Server:
+def _new_server(name: str, data_dir: Path, database_url: str | None) -> Server:
     """A server whose pushers may post to a gateway on 127.0.0.1."""
     if name == "synapse":
         extra = {"bcrypt_rounds": SETUP_BCRYPT_ROUNDS, "ip_range_whitelist": ["127.0.0.1"]}
@@ -178,7 +178,7 @@ def _measure(name: str, database_url: str | None, sizes: PushSizes) -> PushFigur
     data_dir = Path(tempfile.mkdtemp(prefix=f"bench-push-{name}-"))
     server: Server | None = None
     try:
-        server = new_server(name, data_dir, database_url)
+        server = _new_server(name, data_dir, database_url)
         server.start()
         pid = server.pid
         clock = Clock(stop_by - STOP_RESERVE_SECONDS)
