@@ -1,6 +1,7 @@
 """The push test harness itself, without Peyvand: a notification posted to Sygnal (Push
 Gateway API, ``POST /_matrix/push/v1/notify``) reaches the webpush receiver, decrypted,
-with Sygnal's urgency, TTL and VAPID key; an expired subscription is reported rejected."""
+with Sygnal's urgency, TTL and VAPID key; an expired subscription is reported rejected,
+a failing push service is not."""
 
 from __future__ import annotations
 
@@ -76,4 +77,15 @@ async def test_an_expired_subscription_is_rejected(
     subscription.status = 410
     result = await notify(sygnal, notification(subscription, "high"))
     assert result == {"rejected": [subscription.p256dh]}
+    assert subscription.pushes == []
+
+
+async def test_a_failing_push_service_is_not_a_rejection(
+    sygnal: SygnalProcess, webpush_receiver: WebPushReceiver
+) -> None:
+    """A 5xx from the push service is temporary for Sygnal: the pushkey is not rejected
+    (and the homeserver's notify is answered 200, so it is not retried either)."""
+    subscription = webpush_receiver.subscribe()
+    subscription.status = 503
+    assert await notify(sygnal, notification(subscription, "high")) == {"rejected": []}
     assert subscription.pushes == []
