@@ -1,5 +1,5 @@
-"""``python -m bench.memory [--tracemalloc] [--release]``: where Peyvand's memory goes on the
-standard benchmark.
+"""``python -m bench.memory [--tracemalloc] [--release] [--census]``: where Peyvand's memory
+goes on the standard benchmark.
 
 Starts a fresh Peyvand (SQLite) under ``bench.memprobe`` and runs the standard workloads
 (``bench.workloads.FULL``) one phase at a time. For each phase it prints the peak RSS of
@@ -7,7 +7,11 @@ the server's tree while the phase ran (sampled every 100 ms), the RSS at its end
 probe's report taken then: resident memory by kind (brk heap, other anonymous, files),
 CPython's arenas and the bytes free inside them, the objects the collector tracks, and
 with ``--tracemalloc`` the lines whose live allocations grew most since start-up (tracing
-roughly doubles the memory it watches: read its figures as shares, not as RSS).
+roughly doubles the memory it watches: read its figures as shares, not as RSS), with
+``--release`` the kinds of objects found in reference cycles, and with ``--census`` the
+tracked objects by type. RSS counts the pages of shared libraries too, which the kernel
+may drop under memory pressure from other processes: "heap" and "anon" are the figures
+to compare between runs on a shared machine.
 Bounded by ``BUDGET_SECONDS``; the server is stopped and its directory removed whatever
 happens. The side-by-side figure stays ``python -m bench``'s.
 """
@@ -44,9 +48,11 @@ PROBE = Path(__file__).with_name("memprobe.py")
 class ProbedPeyvand(PeyvandServer):
     """Peyvand run through ``bench.memprobe``, its reports in the data directory."""
 
-    def __init__(self, data_dir: Path, *, tracemalloc: bool, release: bool) -> None:
+    def __init__(self, data_dir: Path, *, tracemalloc: bool, release: bool, census: bool) -> None:
         super().__init__(data_dir)
-        self._options = ["--tracemalloc"] * tracemalloc + ["--release"] * release
+        self._options = (
+            ["--tracemalloc"] * tracemalloc + ["--release"] * release + ["--census"] * census
+        )
         self.report_path = data_dir / "memprobe.jsonl"
 
     def command(self) -> list[str]:
@@ -80,9 +86,14 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="after each report, collect garbage and malloc_trim, and report again",
     )
+    parser.add_argument(
+        "--census", action="store_true", help="count the tracked objects by type in each report"
+    )
     args = parser.parse_args(argv)
     data_dir = Path(tempfile.mkdtemp(prefix="bench-memory-"))
-    server = ProbedPeyvand(data_dir, tracemalloc=args.tracemalloc, release=args.release)
+    server = ProbedPeyvand(
+        data_dir, tracemalloc=args.tracemalloc, release=args.release, census=args.census
+    )
     try:
         server.start()
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
@@ -149,6 +160,10 @@ def _show(name: str, peak_bytes: int | None, server: ProbedPeyvand) -> None:
     if "collected" in report:
         print(f"   gc.collect() found {report['collected']:,}: {_kinds(report['after_collect'])}")
         print(f"   then malloc_trim(0): {_kinds(report['after_trim'])}")
+        for kind, count in report["garbage"]:
+            print(f"   {count:9,d} in cycles  {kind}")
+    for kind, count, size in report.get("types", []):
+        print(f"   {count:9,d} {size / 1024:9.1f} KiB  {kind}")
     if "traced" in report:
         traced = report["traced"]
         print(

@@ -1,5 +1,5 @@
-"""``python bench/memprobe.py REPORT [--tracemalloc] [--release] -- PEYVAND-ARGS``: Peyvand with
-a memory probe.
+"""``python bench/memprobe.py REPORT [--tracemalloc] [--release] [--census] -- PEYVAND-ARGS``:
+Peyvand with a memory probe.
 
 Runs ``peyvand PEYVAND-ARGS`` in this process, plus one thread that waits for SIGUSR1 and
 then appends one JSON line to REPORT: the process's memory by kind (``/proc/self/smaps``:
@@ -8,9 +8,11 @@ in use, bytes in free blocks, from ``sys._debugmallocstats``), SQLite's own allo
 (``sqlite3_memory_used``), the count of objects the
 garbage collector tracks and, with ``--tracemalloc``, the Python allocations alive now by
 line against the first report's. With ``--release`` each report then runs a full
-collection and glibc's ``malloc_trim`` and reports again: what was garbage in cycles, and
-what the allocators held free (this changes the run it measures). Bench tooling only: the
-server's code knows nothing of it.
+collection and glibc's ``malloc_trim`` and reports again: what was garbage in cycles (and
+the kinds of objects in those cycles, the first thing to read when it is many: each is a
+reference cycle the code leaves behind), and what the allocators held free (this changes
+the run it measures). With ``--census``, the objects the collector tracks counted by
+type, with their shallow sizes. Bench tooling only: the server's code knows nothing of it.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import sys
 import tempfile
 import threading
 import tracemalloc
+import types
 from pathlib import Path
 from typing import Any
 
@@ -55,16 +58,58 @@ def smaps_kib() -> dict[str, int]:
     return totals
 
 
-def sqlite_bytes() -> int:
+def sqlite_bytes(library: ctypes.CDLL | None) -> int:
     """Memory SQLite holds in this process (page caches, schemas, prepared statements):
     ``sqlite3_memory_used()`` of the library the ``sqlite3`` module loaded; -1 if unknown."""
+    if library is None:
+        return -1
+    used: int = library.sqlite3_memory_used()
+    return used
+
+
+def load_sqlite() -> ctypes.CDLL | None:
+    """The SQLite library, loaded once (each ``CDLL`` leaves a reference cycle)."""
     try:
         library = ctypes.CDLL("libsqlite3.so.0")
     except OSError:
-        return -1
+        return None
     library.sqlite3_memory_used.restype = ctypes.c_int64
-    used: int = library.sqlite3_memory_used()
-    return used
+    return library
+
+
+def garbage_census() -> tuple[int, list[tuple[str, int]]]:
+    """A full collection that keeps what it finds: how many objects were garbage in
+    reference cycles, and their kinds, most numerous first (functions, frames and
+    coroutines by their qualified names, to tell whose cycles they are)."""
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        gc.collect()
+    finally:
+        gc.set_debug(0)
+    counts: dict[str, int] = {}
+    for found in gc.garbage:
+        name = type(found).__qualname__
+        code = getattr(found, "f_code", None) or getattr(found, "cr_code", None)
+        if code is not None:
+            name += " " + code.co_qualname
+        elif isinstance(found, types.FunctionType):
+            name += " " + found.__qualname__
+        counts[name] = counts.get(name, 0) + 1
+    found_count = len(gc.garbage)
+    gc.garbage.clear()
+    return found_count, sorted(counts.items(), key=lambda item: -item[1])[:TOP_LINES]
+
+
+def type_census() -> list[tuple[str, int, int]]:
+    """The objects the collector tracks by type: (type, count, shallow bytes), largest
+    first."""
+    totals: dict[str, list[int]] = {}
+    for tracked in gc.get_objects():
+        entry = totals.setdefault(type(tracked).__qualname__, [0, 0])
+        entry[0] += 1
+        entry[1] += sys.getsizeof(tracked)
+    ranked = sorted(totals.items(), key=lambda item: -item[1][1])[:TOP_LINES]
+    return [(name, count, size) for name, (count, size) in ranked]
 
 
 def obmalloc_stats() -> dict[str, int]:
@@ -90,19 +135,24 @@ def obmalloc_stats() -> dict[str, int]:
 class Probe:
     """Answers each SIGUSR1 with one report line."""
 
-    def __init__(self, report: Path, *, release: bool) -> None:
+    def __init__(self, report: Path, *, release: bool, census: bool) -> None:
         self._report = report
         self._release = release
+        self._census = census
+        self._sqlite = load_sqlite()
+        self._libc = ctypes.CDLL("libc.so.6")
         self._first: tracemalloc.Snapshot | None = None
 
     def run(self) -> None:
         while True:
             signal.sigwait({signal.SIGUSR1})
             document = self.measure()
+            if self._census:
+                document["types"] = type_census()
             if self._release:
-                document["collected"] = gc.collect()
+                document["collected"], document["garbage"] = garbage_census()
                 document["after_collect"] = self.measure()
-                ctypes.CDLL("libc.so.6").malloc_trim(0)
+                self._libc.malloc_trim(0)
                 document["after_trim"] = self.measure()
             with self._report.open("a", encoding="utf-8") as out:
                 out.write(json.dumps(document) + "\n")
@@ -111,7 +161,7 @@ class Probe:
         document: dict[str, Any] = {
             "smaps_kib": smaps_kib(),
             "obmalloc": obmalloc_stats(),
-            "sqlite_bytes": sqlite_bytes(),
+            "sqlite_bytes": sqlite_bytes(self._sqlite),
             "gc_objects": len(gc.get_objects()),
             "threads": threading.active_count(),
         }
@@ -133,7 +183,7 @@ def main() -> int:
     report, *rest = sys.argv[1:]
     split = rest.index("--")
     options, peyvand_args = set(rest[:split]), rest[split + 1 :]
-    if options - {"--tracemalloc", "--release"}:
+    if options - {"--tracemalloc", "--release", "--census"}:
         raise SystemExit(f"unknown options: {sorted(options)}")
     if "--tracemalloc" in options:
         tracemalloc.start(1)
@@ -141,7 +191,9 @@ def main() -> int:
     # only the probe's sigwait receives it.
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
     threading.Thread(
-        target=Probe(Path(report), release="--release" in options).run,
+        target=Probe(
+            Path(report), release="--release" in options, census="--census" in options
+        ).run,
         name="memprobe",
         daemon=True,
     ).start()
