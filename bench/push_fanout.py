@@ -1,14 +1,16 @@
 """``python -m bench.push_fanout``: one message to a room of N users who all have a pusher.
 
 Issue 17: how long until the last push reaches the gateway, and what the server's CPU is
-per 1,000 pushes. Peyvand runs on a fresh SQLite data directory (bcrypt lowered, since
-only set-up registers users) with ``push.gateway_allowed_networks`` letting it reach a
-gateway this process serves on 127.0.0.1, which answers 200 at once and notes when each
-notification arrived. Each of ``--messages`` messages is sent once the previous one's
-pushes have all arrived; CPU is the server's process tree (utime + stime) over the
-messages. Bounded: set-up at most 30 minutes, each message at most 60 s.
+per 1,000 pushes, for Peyvand and (``--server synapse``) Synapse's pusher side by side.
+Each runs on a fresh SQLite data directory (bcrypt lowered, since only set-up registers
+users), allowed to reach a gateway this process serves on 127.0.0.1 (Peyvand's
+``push.gateway_allowed_networks``, Synapse's ``ip_range_whitelist``), which answers 200
+at once and notes when each notification arrived. Each of ``--messages`` messages is
+sent once the previous one's pushes have all arrived; CPU is the server's process tree
+(utime + stime) over the messages. Bounded: set-up at most 30 minutes, each message at most 60 s.
 
-    python -m bench.push_fanout [--users 1000] [--messages 5] [--profile stacks.txt]
+    python -m bench.push_fanout [--server peyvand|synapse] [--users 1000] [--messages 5]
+        [--profile stacks.txt]
 
 ``--profile`` attaches ``py-spy record`` (raw collapsed stacks) during the messages.
 """
@@ -28,7 +30,7 @@ from aiohttp import web
 
 from bench import procstat
 from bench.client import Account, MatrixClient, new_session
-from bench.servers import PeyvandServer, free_port
+from bench.servers import PeyvandServer, Server, SynapseServer, ensure_synapse, free_port
 from bench.workloads import bounded_map
 
 NOTIFY = "/_matrix/push/v1/notify"
@@ -66,7 +68,27 @@ class Gateway:
         return self.arrivals[event_id][count - 1]
 
 
-async def run(users: int, messages: int, profile: Path | None) -> None:
+def _peyvand(data_dir: Path) -> Server:
+    server = PeyvandServer(data_dir, bcrypt_rounds=4)
+    text = server.config_path.read_text(encoding="utf-8")
+    text = re.sub(
+        r"^gateway_allowed_networks = \[\]$",
+        'gateway_allowed_networks = ["127.0.0.1/32"]',
+        text,
+        flags=re.M,
+    )
+    server.config_path.write_text(text, encoding="utf-8")
+    return server
+
+
+def _synapse(data_dir: Path) -> Server:
+    ensure_synapse()
+    return SynapseServer(
+        data_dir, extra_config={"bcrypt_rounds": 4, "ip_range_whitelist": ["127.0.0.1"]}
+    )
+
+
+async def run(kind: str, users: int, messages: int, profile: Path | None) -> None:
     gateway = Gateway()
     app = web.Application()
     app.router.add_post(NOTIFY, gateway.handle)
@@ -75,15 +97,7 @@ async def run(users: int, messages: int, profile: Path | None) -> None:
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     with tempfile.TemporaryDirectory(prefix="push-fanout-") as tmp:
-        server = PeyvandServer(Path(tmp), bcrypt_rounds=4)
-        text = server.config_path.read_text(encoding="utf-8")
-        text = re.sub(
-            r"^gateway_allowed_networks = \[\]$",
-            'gateway_allowed_networks = ["127.0.0.1/32"]',
-            text,
-            flags=re.M,
-        )
-        server.config_path.write_text(text, encoding="utf-8")
+        server = _synapse(Path(tmp)) if kind == "synapse" else _peyvand(Path(tmp))
         server.start()
         try:
             async with new_session() as session:
@@ -96,7 +110,7 @@ async def run(users: int, messages: int, profile: Path | None) -> None:
 
 async def _measure(
     client: MatrixClient,
-    server: PeyvandServer,
+    server: Server,
     gateway: Gateway,
     port: int,
     users: int,
@@ -157,7 +171,7 @@ async def _measure(
         await asyncio.wait_for(spy.wait(), 60)
     pushes = users * messages
     print(
-        f"{users} pushers, {messages} messages: until the last push "
+        f"{server.name}: {users} pushers, {messages} messages: until the last push "
         + ", ".join(f"{s:.2f}" for s in latencies)
         + f" s; server CPU {cpu:.2f} s = {cpu / pushes * 1000:.2f} s per 1,000 pushes"
     )
@@ -165,11 +179,12 @@ async def _measure(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--server", choices=("peyvand", "synapse"), default="peyvand")
     parser.add_argument("--users", type=int, default=1000)
     parser.add_argument("--messages", type=int, default=5)
     parser.add_argument("--profile", type=Path, default=None)
     args = parser.parse_args()
-    asyncio.run(run(args.users, args.messages, args.profile))
+    asyncio.run(run(args.server, args.users, args.messages, args.profile))
 
 
 if __name__ == "__main__":
