@@ -20,6 +20,14 @@ from peyvand.storage.database import Database, placeholders
 from peyvand.types import EventID, UserID
 
 _IN_LIST_CHUNK = 500
+# The ``m.reference`` children bundled with a parent ("Reference relations"), the oldest
+# first as Synapse orders them (it bundles them all): a bound on what each served parent
+# costs every /sync, /messages and /context; a client pages through the rest with
+# /relations.
+MAX_REFERENCES = 50
+# The related events a recursive listing reads at most (breadth first, each parent's
+# children newest first), whatever its limit: a bound on one request's work.
+MAX_RECURSIVE_SCAN = 5000
 # A child row is a relation only with a rel_type, not redacted, in its parent's room.
 _LIVE_CHILD = "child.rel_type IS NOT NULL AND child.redacted_by IS NULL"
 
@@ -60,6 +68,8 @@ class ChildrenQuery:
     depth: int = 1
     # The parent is redacted: its edits are not listed (they would leak its content).
     without_edits: bool = False
+    # With ``depth`` > 1: the related events read at most.
+    scan_limit: int = MAX_RECURSIVE_SCAN
 
 
 class RelationStore:
@@ -80,38 +90,48 @@ class RelationStore:
             filters.append(f"child.type = ${len(args)}")
         matching = " AND ".join(filters)
         direct = matching + (" AND child.rel_type <> 'm.replace'" if query.without_edits else "")
-        bounds = []
+        lower = upper = ""
         if query.after is not None:
             args.append(query.after)
-            bounds.append(f" AND stream_ordering > ${len(args)}")
+            lower = f" AND stream_ordering > ${len(args)}"
         if query.before is not None:
             args.append(query.before)
-            bounds.append(f" AND stream_ordering <= ${len(args)}")
+            upper = f" AND child.stream_ordering <= ${len(args)}"
         order = f"ORDER BY stream_ordering {'DESC' if query.newest_first else 'ASC'}"
         if query.depth == 1:
             # Direct children: an index range (events_relates_stream), no recursion.
             args.append(limit)
             rows = await self._db.fetch(
                 "SELECT child.event_id, child.stream_ordering FROM events AS child"
-                f" WHERE child.relates_to = $1 AND {direct}{''.join(bounds)}"
+                f" WHERE child.relates_to = $1 AND {direct}{lower}{upper}"
                 f" {order} LIMIT ${len(args)}",
                 *args,
             )
             return [RelatedEvent(EventID(r["event_id"]), r["stream_ordering"]) for r in rows]
+        # Bounded by depth, so a loop of relations (possible with room v1/v2 event IDs)
+        # ends; UNION drops the rows a loop repeats at the same depth. The upper bound
+        # applies at every level: a relation is stored after its parent, so the
+        # descendants of an event past it are past it too. The lower bound only applies
+        # to what is listed (an old child may have new children). The recursion stops
+        # after ``scan_limit`` rows (evaluated lazily on both backends), its first level
+        # newest first.
         args.append(query.depth)
         depth_arg = f"${len(args)}"
+        args.append(query.scan_limit)
+        scan_arg = f"${len(args)}"
         args.append(limit)
-        # Bounded by depth, so a loop of relations (possible with room v1/v2 event IDs)
-        # ends; UNION drops the rows a loop repeats at the same depth.
         rows = await self._db.fetch(
             "WITH RECURSIVE related (event_id, stream_ordering, depth) AS ("
-            " SELECT child.event_id, child.stream_ordering, 1 FROM events AS child"
-            f" WHERE child.relates_to = $1 AND {direct}"
+            " SELECT event_id, stream_ordering, 1 FROM (SELECT child.event_id,"
+            " child.stream_ordering FROM events AS child WHERE child.relates_to = $1"
+            f" AND {direct}{upper} ORDER BY child.stream_ordering DESC LIMIT {scan_arg})"
+            " AS first_level"
             " UNION"
             " SELECT child.event_id, child.stream_ordering, related.depth + 1"
             " FROM related JOIN events AS child ON child.relates_to = related.event_id"
-            f" WHERE related.depth < {depth_arg} AND {matching})"
-            f" SELECT DISTINCT event_id, stream_ordering FROM related WHERE TRUE{''.join(bounds)}"
+            f" WHERE related.depth < {depth_arg} AND {matching}{upper}),"
+            f" scanned AS (SELECT event_id, stream_ordering FROM related LIMIT {scan_arg})"
+            f" SELECT DISTINCT event_id, stream_ordering FROM scanned WHERE TRUE{lower}"
             f" {order} LIMIT ${len(args)}",
             *args,
         )
@@ -215,7 +235,7 @@ class RelationStore:
     ) -> dict[EventID, list[EventID]]:
         """Up to ``per_root`` newest replies of each thread, newest first (for a reader
         who may not see the newest one). One query per 500 roots."""
-        return await self._newest_children(root_ids, "m.thread", per_root, exclude_senders)
+        return await self._children_of(root_ids, "m.thread", per_root, exclude_senders)
 
     async def edit_candidates(
         self, original_ids: Collection[EventID], per_original: int
@@ -252,42 +272,50 @@ class RelationStore:
     async def references(
         self, parent_ids: Collection[EventID], exclude_senders: Collection[UserID]
     ) -> dict[EventID, list[EventID]]:
-        """The unredacted ``m.reference`` children of each parent, oldest first,
-        leaving out those from ``exclude_senders`` ("Reference relations")."""
-        return await self._newest_children(parent_ids, "m.reference", None, exclude_senders)
+        """The oldest ``MAX_REFERENCES`` unredacted ``m.reference`` children of each
+        parent, oldest first (Synapse's order), leaving out those from
+        ``exclude_senders`` ("Reference relations")."""
+        return await self._children_of(
+            parent_ids, "m.reference", MAX_REFERENCES, exclude_senders, newest_first=False
+        )
 
-    async def _newest_children(
+    async def _children_of(
         self,
         parent_ids: Collection[EventID],
         rel_type: str,
-        per_parent: int | None,
+        per_parent: int,
         exclude_senders: Collection[UserID],
+        *,
+        newest_first: bool = True,
     ) -> dict[EventID, list[EventID]]:
-        """Children of one ``rel_type`` in the parent's room: the newest ``per_parent``
-        of each, newest first; all of them, oldest first, when ``per_parent`` is None."""
+        """Children of one ``rel_type`` in the parent's room: the first ``per_parent`` of
+        each in stream order (newest first if asked). Each parent's are read from its
+        end of ``events_relates_stream`` and the read stops after ``per_parent``, however
+        many children it has. One query per 500 parents."""
         found: dict[EventID, list[EventID]] = {}
         parents = list(set(parent_ids))
         excluded = sorted(set(exclude_senders))
-        order = "ASC" if per_parent is None else "DESC"
+        order = "DESC" if newest_first else "ASC"
         for start in range(0, len(parents), _IN_LIST_CHUNK):
             chunk = parents[start : start + _IN_LIST_CHUNK]
-            args: list[Any] = [rel_type, per_parent or 0, *chunk, *excluded]
             not_excluded = (
                 f" AND child.sender NOT IN ({placeholders(len(excluded), 3 + len(chunk))})"
                 if excluded
                 else ""
             )
             rows = await self._db.fetch(
-                "SELECT parent_id, event_id FROM (SELECT child.relates_to AS parent_id,"
-                " child.event_id, child.stream_ordering, ROW_NUMBER() OVER"
-                " (PARTITION BY child.relates_to ORDER BY child.stream_ordering DESC) AS nth"
-                " FROM events AS child JOIN events AS parent"
-                " ON parent.event_id = child.relates_to AND parent.room_id = child.room_id"
-                f" WHERE child.relates_to IN ({placeholders(len(chunk), 3)})"
-                f" AND child.rel_type = $1 AND {_LIVE_CHILD}{not_excluded}) AS ranked"
-                " WHERE $2 = 0 OR nth <= $2"
-                f" ORDER BY parent_id, stream_ordering {order}",
-                *args,
+                "SELECT parent.event_id AS parent_id, picked.event_id"
+                " FROM events AS parent JOIN events AS picked ON picked.event_id IN"
+                " (SELECT child.event_id FROM events AS child"
+                " WHERE child.relates_to = parent.event_id AND child.room_id = parent.room_id"
+                f" AND child.rel_type = $1 AND {_LIVE_CHILD}{not_excluded}"
+                f" ORDER BY child.stream_ordering {order} LIMIT $2)"
+                f" WHERE parent.event_id IN ({placeholders(len(chunk), 3)})"
+                f" ORDER BY parent.event_id, picked.stream_ordering {order}",
+                rel_type,
+                per_parent,
+                *chunk,
+                *excluded,
             )
             for row in rows:
                 found.setdefault(EventID(row["parent_id"]), []).append(EventID(row["event_id"]))

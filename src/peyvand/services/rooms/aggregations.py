@@ -10,7 +10,9 @@ For every event of a response at once (a few queries, never one per event):
   redacted original.
 - ``m.thread`` ("Threading"): ``latest_event`` (served with its own ``m.replace``),
   ``count`` and ``current_user_participated``, for events that relate to nothing.
-- ``m.reference``: ``{"chunk": [{"event_id"}...]}``.
+- ``m.reference``: ``{"chunk": [{"event_id"}...]}``, the oldest 50
+  (``storage.relations.MAX_REFERENCES``; Synapse bundles every one), so a much
+  referenced event costs each response that serves it no more than a page.
 
 State events, annotations and edits get none, as in Synapse. Children from users the
 reader ignores are left out; the latest thread event and edits must be visible to the

@@ -7,7 +7,10 @@ The parent must be an event of the room the requester may see, else 404 (as for
 enough such children exist), without redacted ones, and without the edits of a redacted
 parent (they would leak its content). Tokens are ``/messages`` positions, so a
 ``/messages`` or ``/sync`` token works too. ``recurse`` (MSC3981, v1.10) follows
-relations of relations, the filters applying at every level, ``RECURSION_DEPTH`` deep.
+relations of relations, the filters applying at every level, ``RECURSION_DEPTH`` deep,
+reading at most ``storage.relations.MAX_RECURSIVE_SCAN`` related events. ``limit`` is
+held between 1 and ``MAX_LIMIT`` (Synapse caps it at 1,000 too; given 0 it fails with a
+500 when there are children, here a page of one).
 """
 
 from __future__ import annotations
@@ -60,7 +63,8 @@ class RelationsService:
     async def relations(self, requester: Requester, request: RelationsRequest) -> JsonDict:
         """One page of the children of ``request.event_id``, served with their own
         bundled aggregations."""
-        limit = max(0, min(request.limit, MAX_LIMIT))
+        # At least one: a page of none would hand back its own token forever.
+        limit = max(1, min(request.limit, MAX_LIMIT))
         start = parse_position(request.from_token) if request.from_token else None
         bound = parse_position(request.to_token) if request.to_token else None
         parent, joined = await self._visible_parent(requester, request.room_id, request.event_id)
