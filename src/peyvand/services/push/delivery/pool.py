@@ -119,6 +119,9 @@ class PusherPool:
             include_content=include_content,
         )
         self._started = False
+        # The newest position announced by the dispatcher: every event up to it is
+        # committed, and every later one reaches ``on_persisted``.
+        self._announced = 0
         # Serialises pusher changes (rare), so two never add the same pusher twice.
         self._changes = asyncio.Lock()
         self._contexts: LRU[EventID, RoomContext] = LRU(_CONTEXT_CACHE_SIZE)
@@ -128,9 +131,12 @@ class PusherPool:
     async def start(self) -> None:
         await self._gateway.start()
         self._progress.start()
-        catch_up_to = await self._max_position()
-        for state in await self._store.get_deliveries("http"):
-            self._add(state, catch_up_to)
+        self._announced = max(self._announced, await self._max_position())
+        states = await self._store.get_deliveries("http")
+        # No await from here: what was announced meanwhile is caught up on, what comes
+        # next arrives live.
+        for state in states:
+            self._add(state, self._announced)
         self._started = True
 
     async def stop(self) -> None:
@@ -146,6 +152,8 @@ class PusherPool:
 
     def on_persisted(self, events: Sequence[EventToPersist]) -> None:
         """Dispatcher listener: queue the committed events' pushes on their pushers."""
+        for event in events:
+            self._announced = max(self._announced, event.stream_ordering)
         for outcome in self._take_pushes(events):
             event = outcome.event
             for user_id, actions in outcome.actions.items():
@@ -164,7 +172,6 @@ class PusherPool:
         if not self._started:
             return
         async with self._changes:
-            catch_up_to = await self._max_position()
             states = {
                 (s.pusher.app_id, s.pusher.pushkey): s
                 for s in await self._store.get_deliveries("http", [user_id])
@@ -177,7 +184,7 @@ class PusherPool:
                     await pusher.stop()
             for key, state in states.items():
                 if key not in current:
-                    self._add(state, catch_up_to)
+                    self._add(state, self._announced)
             self._forget_if_empty(user_id)
 
     async def remove(self, row: PusherRow) -> None:
