@@ -10,8 +10,8 @@ takes effect (``storage.redactions``) and where a purge or an erasure removes co
 erasure). So the index never holds text the timeline no longer does.
 
 Queries: SQLite matches the FTS5 table ``event_search_fts`` (rank: BM25), PostgreSQL the
-GIN index over ``to_tsvector('simple', value)`` (rank: ``ts_rank``). Each term is a word
-or a word's beginning; every term must match.
+GIN index over the stored ``vector``, ``to_tsvector('simple', value)`` (rank:
+``ts_rank``). Each term is a word or a word's beginning; every term must match.
 """
 
 from __future__ import annotations
@@ -152,7 +152,7 @@ class SearchStore:
         if self._db.dialect == "sqlite":
             # BM25 is lower for better matches.
             return "-bm25(event_search_fts)"
-        return "ts_rank(to_tsvector('simple', s.value), to_tsquery('simple', $1))"
+        return "ts_rank(s.vector, to_tsquery('simple', $1))"
 
     def _where(self, query: SearchQuery) -> tuple[str, list[Any]]:
         sqlite = self._db.dialect == "sqlite"
@@ -161,7 +161,7 @@ class SearchStore:
             conditions = ["event_search_fts MATCH $1"]
         else:
             match = " & ".join(f"'{term}':*" for term in query.terms)
-            conditions = ["to_tsvector('simple', s.value) @@ to_tsquery('simple', $1)"]
+            conditions = ["s.vector @@ to_tsquery('simple', $1)"]
         args: list[Any] = [match]
 
         def one_of(column: str, values: Sequence[str], negate: bool = False) -> None:

@@ -5,18 +5,21 @@
 -- value: the text normalised by events/search_text.py (case folded, diacritics and
 -- Arabic-script variants unified, words separated by single spaces), so both backends
 -- tokenise the same words. Rows are never updated, only inserted and deleted.
+-- vector: PostgreSQL's tsvector of value (generated there); never written here, where the
+-- FTS5 table below is the index. Declared alike so both schemas have the same columns.
 CREATE TABLE event_search (
     event_id TEXT PRIMARY KEY,
     stream_ordering BIGINT NOT NULL UNIQUE,
     room_id TEXT NOT NULL,
     key TEXT NOT NULL,
-    value TEXT NOT NULL
+    value TEXT NOT NULL,
+    vector TSVECTOR
 );
 
 -- SQLite: an FTS5 index over event_search (external content, rowid = stream_ordering),
 -- kept in step by triggers. unicode61 splits on everything but letters, digits and
 -- private-use characters, so Persian and other non-Latin scripts are words like any other.
--- The PostgreSQL migration has a GIN index over to_tsvector('simple', value) instead.
+-- The PostgreSQL migration has a GIN index over the tsvector column instead.
 CREATE VIRTUAL TABLE event_search_fts USING fts5(
     value,
     content = 'event_search',
