@@ -10,7 +10,8 @@ Two operations, each one transaction per batch:
   and a copy arriving again over federation is known and dropped. Clients never see
   outliers. Its notifications, expiry, media references and search index row go with it.
 - ``rewrite_content``: the event stays in the timeline but its stored PDU becomes the
-  redacted form (redacted content purge, erasure); its search index row is deleted.
+  redacted form (redacted content purge, erasure); its search index row is deleted and,
+  as for a redaction, it relates to nothing any more (no child, no thread reply).
 
 Neither touches an event that is part of its room's current state (the room's name or
 a member's membership is state, not history). Which events a legal hold covers is the
@@ -275,10 +276,14 @@ class PurgeStore:
             ids = list(pdus)
             if not ids:
                 return PurgeResult((), ())
+            # Redacted content relates to nothing: the event leaves its relations (as a
+            # redaction takes it out of them, storage.relations), and a reply its thread.
             await txn.executemany(
-                "UPDATE events SET pdu = $2, content_purged_ts = $3 WHERE event_id = $1",
+                "UPDATE events SET pdu = $2, content_purged_ts = $3, relates_to = NULL,"
+                " rel_type = NULL WHERE event_id = $1",
                 [(e, pdu, now_ts) for e, (_, _, pdu) in pdus.items()],
             )
+            await forget_thread_events(txn, ids)
             await unindex_events(txn, ids)
             media = await _release_media(txn, ids)
         return PurgeResult(tuple(ids), media)
