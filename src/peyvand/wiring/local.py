@@ -160,7 +160,7 @@ def build_local(config: Config, db: Database, timeline: Timeline) -> Local:
         include_content=config.push.include_content,
     )
     timeline.dispatcher.listeners.append(pusher_pool.on_persisted)
-    receipts.listeners.append(pusher_pool.on_receipt)
+    receipts.read_listeners.append(pusher_pool.on_receipt)
     pushers = PusherService(
         pusher_store,
         on_change=pusher_pool.on_pushers_changed,

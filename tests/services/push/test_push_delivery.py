@@ -241,14 +241,19 @@ async def test_mention_is_high_priority_and_highlights(mc: MatrixClient, gateway
     assert notification["devices"][0]["tweaks"] == {"sound": "default", "highlight": True}
 
 
-async def test_read_receipt_sends_counts_only(mc: MatrixClient, gateway: Gateway) -> None:
+@pytest.mark.parametrize("receipt_type", ["m.read", "m.read.private"])
+async def test_read_receipt_sends_counts_only(
+    mc: MatrixClient, gateway: Gateway, receipt_type: str
+) -> None:
     alice, bob, room_id = await trio(mc)
     pushkey = await add_pusher(mc, bob, gateway)
     event_id = await say(mc, room_id, alice, "read me")
     [pushed] = await gateway.wait_for(pushkey)
     assert pushed["counts"] == {"unread": 1}
     (
-        await mc.request("POST", f"rooms/{room_id}/receipt/m.read/{event_id}", json={}, token=bob)
+        await mc.request(
+            "POST", f"rooms/{room_id}/receipt/{receipt_type}/{event_id}", json={}, token=bob
+        )
     ).ok()
     _, update = await gateway.wait_for(pushkey, 2)
     assert update["counts"] == {"unread": 0}

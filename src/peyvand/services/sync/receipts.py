@@ -10,7 +10,9 @@ positions commit in order.
 
 Federation: ``apply_remote_receipt`` stores an ``m.read`` receipt received from another
 server like a local one; ``listeners`` hear each local ``m.read`` receipt that moved
-forward, to send it to the other servers in the room.
+forward, to send it to the other servers in the room; ``read_listeners`` hear each local
+``m.read`` or ``m.read.private`` receipt that moved forward (the user's unread counts may
+have gone down: push badges).
 """
 
 from __future__ import annotations
@@ -88,6 +90,7 @@ class ReceiptService:
         self._write_lock = asyncio.Lock()
         self._marker_lock = asyncio.Lock()
         self.listeners: list[ReceiptListener] = []
+        self.read_listeners: list[ReceiptListener] = []
 
     @property
     def current_position(self) -> int:
@@ -127,9 +130,13 @@ class ReceiptService:
         row = ReceiptRow(
             room_id, receipt_type, user_id, thread_id or "", event_id, self._wall_clock_ms()
         )
-        if await self._store_receipt(row, event) and receipt_type == READ:
+        if not await self._store_receipt(row, event):
+            return
+        if receipt_type == READ:
             for listener in self.listeners:
                 await listener(row)
+        for listener in self.read_listeners:
+            await listener(row)
 
     async def apply_remote_receipt(
         self, user_id: UserID, room_id: RoomID, event_id: EventID, ts: int, thread_id: str | None
