@@ -145,16 +145,24 @@ def _counted(row: Row, prefix: str) -> UnreadCount:
 def _positions_sql(rooms: int, columns: str, more: str) -> str:
     """Per room (parameters from $2: room, unthreaded receipt position): ``upto`` (the
     later of that and the read mark), ``main_upto`` (the later of it and the main
-    receipt), then ``columns`` over them (alias ``r``) and ``more``, whether the room
-    needs a look at its threads. $1 is the user."""
-    main = _receipt("b.room_id", _MAIN, "b.upto")
+    receipts, joined by primary key), then ``columns`` over them (alias ``r``) and
+    ``more``, whether the room needs a look at its threads. $1 is the user."""
+    main = [
+        f" LEFT JOIN receipts AS {alias} ON {alias}.room_id = v.room_id"
+        f" AND {alias}.receipt_type = '{receipt_type}' AND {alias}.user_id = $1"
+        f" AND {alias}.thread_id = {_MAIN}"
+        for alias, receipt_type in (("p", "m.read"), ("q", "m.read.private"))
+    ]
     return (
         f"WITH v (room_id, given) AS (VALUES {_values(2, rooms)}),"
-        " b (room_id, upto) AS (SELECT v.room_id, CASE WHEN m.stream_ordering > v.given"
-        " THEN m.stream_ordering ELSE v.given END FROM v LEFT JOIN push_read_marks AS m"
-        " ON m.user_id = $1 AND m.room_id = v.room_id),"
-        f" r (room_id, upto, main_upto) AS (SELECT b.room_id, b.upto, COALESCE({main}, b.upto)"
-        " FROM b)"
+        " b (room_id, upto, main) AS (SELECT v.room_id, CASE WHEN m.stream_ordering > v.given"
+        " THEN m.stream_ordering ELSE v.given END,"
+        " CASE WHEN q.event_stream_ordering > p.event_stream_ordering OR p.room_id IS NULL"
+        " THEN q.event_stream_ordering ELSE p.event_stream_ordering END"
+        " FROM v LEFT JOIN push_read_marks AS m ON m.user_id = $1 AND m.room_id = v.room_id"
+        f"{''.join(main)}),"
+        " r (room_id, upto, main_upto) AS (SELECT b.room_id, b.upto,"
+        " CASE WHEN b.main > b.upto THEN b.main ELSE b.upto END FROM b)"
         f" SELECT r.room_id, r.upto, r.main_upto, {columns}, {more} AS more FROM r"
     )
 
