@@ -79,3 +79,14 @@ async def test_bundled_children_stop_at_their_count(database: Database) -> None:
     assert newest == {
         parent: [EventID(f"$reply{i}") for i in range(MAX_REFERENCES + 4, MAX_REFERENCES + 1, -1)]
     }
+
+
+async def test_many_parents_at_once(database: Database) -> None:
+    store = RelationStore(database)
+    parents = [EventID(f"$parent{i}") for i in range(150)]
+    for i, parent in enumerate(parents):
+        await _event(database, 10 * i + 1, parent, None, "")
+        await _event(database, 10 * i + 2, f"$a{i}", parent, "m.reference")
+        await _event(database, 10 * i + 3, f"$b{i}", parent, "m.reference")
+    references = await store.references(parents, [])
+    assert references == {p: [EventID(f"$a{i}"), EventID(f"$b{i}")] for i, p in enumerate(parents)}

@@ -20,6 +20,8 @@ from peyvand.storage.database import Database, placeholders
 from peyvand.types import EventID, UserID
 
 _IN_LIST_CHUNK = 500
+# Parents per UNION ALL statement (SQLite allows 500 terms in a compound SELECT).
+_UNION_CHUNK = 100
 # The ``m.reference`` children bundled with a parent ("Reference relations"), the oldest
 # first as Synapse orders them (it bundles them all): a bound on what each served parent
 # costs every /sync, /messages and /context; a client pages through the rest with
@@ -289,29 +291,32 @@ class RelationStore:
         newest_first: bool = True,
     ) -> dict[EventID, list[EventID]]:
         """Children of one ``rel_type`` in the parent's room: the first ``per_parent`` of
-        each in stream order (newest first if asked). Each parent's are read from its
-        end of ``events_relates_stream`` and the read stops after ``per_parent``, however
-        many children it has. One query per 500 parents."""
+        each in stream order (newest first if asked). One statement per 100 parents, a
+        UNION ALL of one range of ``events_relates_stream`` per parent, each stopped
+        after ``per_parent`` rows however many children the parent has."""
         found: dict[EventID, list[EventID]] = {}
         parents = list(set(parent_ids))
         excluded = sorted(set(exclude_senders))
         order = "DESC" if newest_first else "ASC"
-        for start in range(0, len(parents), _IN_LIST_CHUNK):
-            chunk = parents[start : start + _IN_LIST_CHUNK]
+        for start in range(0, len(parents), _UNION_CHUNK):
+            chunk = parents[start : start + _UNION_CHUNK]
             not_excluded = (
                 f" AND child.sender NOT IN ({placeholders(len(excluded), 3 + len(chunk))})"
                 if excluded
                 else ""
             )
+            branches = [
+                "SELECT * FROM (SELECT child.relates_to AS parent_id, child.event_id,"
+                " child.stream_ordering FROM events AS child JOIN events AS parent"
+                # ``|| ''``: not by the room's index (SQLite's choice without it).
+                " ON parent.event_id = child.relates_to AND parent.room_id = child.room_id || ''"
+                f" WHERE child.relates_to = ${3 + i} AND child.rel_type = $1"
+                f" AND {_LIVE_CHILD}{not_excluded}"
+                f" ORDER BY child.stream_ordering {order} LIMIT $2) AS parent{i}"
+                for i in range(len(chunk))
+            ]
             rows = await self._db.fetch(
-                "SELECT parent.event_id AS parent_id, picked.event_id"
-                " FROM events AS parent JOIN events AS picked ON picked.event_id IN"
-                " (SELECT child.event_id FROM events AS child"
-                " WHERE child.relates_to = parent.event_id AND child.room_id = parent.room_id"
-                f" AND child.rel_type = $1 AND {_LIVE_CHILD}{not_excluded}"
-                f" ORDER BY child.stream_ordering {order} LIMIT $2)"
-                f" WHERE parent.event_id IN ({placeholders(len(chunk), 3)})"
-                f" ORDER BY parent.event_id, picked.stream_ordering {order}",
+                " UNION ALL ".join(branches) + f" ORDER BY parent_id, stream_ordering {order}",
                 rel_type,
                 per_parent,
                 *chunk,
