@@ -152,6 +152,7 @@ def build_local(config: Config, db: Database, timeline: Timeline) -> Local:
         state,
         users_with_pushers,
         take_pushes=push_actions.take_pushes,
+        actions_now=push_actions.actions_now,
         memberships=timeline.index.memberships,
         unread_counts=push_actions.unread_counts,
         ignored_users=account_data.ignored_users.of,

@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from peyvand.events.pdu import Pdu
+from peyvand.events.push_rules.actions import Actions
 from peyvand.events.room_versions import KNOWN_ROOM_VERSIONS
 from peyvand.federation.push_gateway import GatewayAnswer, GatewayError
 from peyvand.services.push.delivery.payload import RoomContext
@@ -85,6 +86,9 @@ class Fakes:
         async def ignored(user_id: UserID) -> frozenset[UserID]:
             return frozenset()
 
+        async def actions_now(user_id: UserID, event: Pdu) -> Actions | None:
+            return None
+
         return PusherDeps(
             notify=self.notify,
             semaphore=asyncio.Semaphore(4),
@@ -94,6 +98,7 @@ class Fakes:
             ignored=ignored,
             pending=self.pending,
             get_pdus=self.get_pdus,
+            actions_now=actions_now,
             set_delivered=self.set_delivered,
             set_failing_since=self.set_failing_since,
             remove=self.remove,

@@ -314,7 +314,10 @@ async def test_hanging_gateway_does_not_delay_others(mc: MatrixClient, gateway: 
 async def test_pending_push_is_sent_once_after_kill(
     mc: MatrixClient, gateway: Gateway, push_server: HomeserverProcess
 ) -> None:
-    alice, bob, room_id = await trio(mc)
+    """A one-to-one room: the push caught up on after the restart is evaluated again, so
+    it rings (``.m.rule.room_one_to_one``) as the live one would have."""
+    alice, bob = await mc.register(), await mc.register()
+    room_id = await room(mc, alice, bob)
     pushkey = await add_pusher(mc, bob, gateway)
     gateway.answers[pushkey] = ["fail"] * 100
     event_id = await say(mc, room_id, alice, "before the crash")
@@ -327,6 +330,8 @@ async def test_pending_push_is_sent_once_after_kill(
     await asyncio.to_thread(push_server.start)
     [notification] = await gateway.wait_for(pushkey, within=WAIT + 3)
     assert notification["event_id"] == event_id
+    assert notification["prio"] == "high"
+    assert notification["devices"][0]["tweaks"]["sound"] == "default"
     second = await say(mc, room_id, alice, "after the restart")
     pushed = await gateway.wait_for(pushkey, 2)
     assert [n["event_id"] for n in pushed] == [event_id, second]

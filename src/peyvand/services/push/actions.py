@@ -304,14 +304,7 @@ class PushActionsService:
         """Add the room outcome of ``persisted`` and each member's exception to it."""
         pdu = persisted.pdu
         sender = pdu.sender
-        evaluation = EventEvaluation(
-            client_event(pdu),
-            member_count=context.member_count,
-            sender_power_level=get_user_power_level(
-                sender, context.auth_state, snapshot.room_version
-            ),
-            notification_power_levels=context.notification_levels,
-        )
+        evaluation = _evaluation(pdu, snapshot, context)
         thread_id = (
             persisted.relates_to
             if persisted.rel_type == "m.thread" and persisted.relates_to is not None
@@ -493,6 +486,22 @@ class PushActionsService:
             ruleset_of[user_id] = compiled
         return groups, ruleset_of
 
+    async def actions_now(self, user_id: UserID, pdu: Pdu) -> Actions | None:
+        """The actions of ``pdu`` for ``user_id`` evaluated again with the room's current
+        members and the user's current rules (a pusher catching up after a restart:
+        the rows keep only whether an event notified and highlighted); None if the user
+        is no longer a joined member."""
+        snapshot = await self._state.get_room(pdu.room_id)
+        if snapshot is None:
+            return None
+        context = await self._context(snapshot)
+        compiled = context.ruleset_of.get(user_id)
+        if compiled is None:
+            return None
+        return _evaluation(pdu, snapshot, context).actions_for(
+            compiled, user_id, context.display_names.get(user_id)
+        )
+
     def _is_local(self, user_id: str) -> bool:
         return server_name_of(UserID(user_id)) == self._server_name
 
@@ -579,6 +588,18 @@ class PushActionsService:
                     self._cleaned.put(key, position)
                 # Let requests run between batches.
                 await asyncio.sleep(0)
+
+
+def _evaluation(pdu: Pdu, snapshot: RoomSnapshot, context: _RoomContext) -> EventEvaluation:
+    """``pdu`` ready to be evaluated for the room's members."""
+    return EventEvaluation(
+        client_event(pdu),
+        member_count=context.member_count,
+        sender_power_level=get_user_power_level(
+            pdu.sender, context.auth_state, snapshot.room_version
+        ),
+        notification_power_levels=context.notification_levels,
+    )
 
 
 def _counts_json(count: UnreadCount) -> JsonDict:

@@ -26,6 +26,7 @@ from typing import Final
 from urllib.parse import urlsplit
 
 from peyvand.events.pdu import Pdu
+from peyvand.events.push_rules.actions import Actions
 from peyvand.federation.push_gateway import PushGatewayClient
 from peyvand.lru import LRU
 from peyvand.services.push.actions import PushOutcome
@@ -82,6 +83,7 @@ class PusherPool:
         users: UsersWithPushers,
         *,
         take_pushes: Callable[[Sequence[EventToPersist]], list[PushOutcome]],
+        actions_now: Callable[[UserID, Pdu], Awaitable[Actions | None]],
         memberships: Memberships,
         unread_counts: UnreadCounts,
         ignored_users: IgnoredUsers,
@@ -112,6 +114,7 @@ class PusherPool:
             ignored=ignored_users,
             pending=self._pending_pushes,
             get_pdus=self._get_pdus,
+            actions_now=actions_now,
             set_delivered=self._progress.set_delivered,
             set_failing_since=store.set_failing_since,
             remove=self.remove,

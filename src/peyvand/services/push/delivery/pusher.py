@@ -25,6 +25,7 @@ from typing import Any, Final
 
 from peyvand.background import BackgroundTask
 from peyvand.events.pdu import Pdu
+from peyvand.events.push_rules.actions import Actions
 from peyvand.federation.push_gateway import GatewayAnswer, GatewayError
 from peyvand.services.push.delivery.payload import (
     RoomContext,
@@ -43,8 +44,8 @@ MAX_BACKOFF: Final = 3600.0
 GIVE_UP_AFTER_MS: Final = 24 * 3600 * 1000
 # Catch-up rows read per query.
 _CATCH_UP_BATCH: Final = 100
-# Tweaks of a notification found in the database, which keeps only whether it highlights:
-# those of the default rules' mentions.
+# Tweaks of a notification found in the database (which keeps only whether it
+# highlights) when it cannot be evaluated again: those of the default rules' mentions.
 _HIGHLIGHT_TWEAKS: Final = {"sound": "default", "highlight": True}
 
 
@@ -72,6 +73,8 @@ class PusherDeps:
     # up to which that answer is complete.
     pending: Callable[[UserID, int, int, int], Awaitable[tuple[list[Notification], int]]]
     get_pdus: Callable[[Sequence[EventID]], Awaitable[Mapping[EventID, Pdu]]]
+    # The actions of a caught-up event evaluated again (None: the user left the room).
+    actions_now: Callable[[UserID, Pdu], Awaitable[Actions | None]]
     set_delivered: Callable[[PusherRow, int, int | None], Awaitable[bool]]
     set_failing_since: Callable[[PusherRow, int], Awaitable[None]]
     remove: Callable[[PusherRow], Awaitable[None]]
@@ -162,9 +165,16 @@ class HttpPusher:
         pdus = await self._deps.get_pdus([p.event_id for p in pending])
         for p in pending:
             pdu = pdus.get(p.event_id)
-            if pdu is not None:
-                tweaks = _HIGHLIGHT_TWEAKS if p.highlight else {}
-                self._backlog.append(LivePush(p.stream_ordering, pdu, tweaks))
+            if pdu is None:
+                continue
+            actions = await self._deps.actions_now(user_id, pdu)
+            if actions is None:
+                tweaks: Mapping[str, Any] = _HIGHLIGHT_TWEAKS if p.highlight else {}
+            elif actions.notify:
+                tweaks = actions.tweaks
+            else:
+                continue  # the user's rules no longer notify it
+            self._backlog.append(LivePush(p.stream_ordering, pdu, tweaks))
         self._read_to = complete_to
 
     async def _deliver(self, push: LivePush) -> None:
