@@ -10,7 +10,8 @@ wait: what has not arrived by then is ``missing`` (a push that arrived during a 
 message's wait counts, late). CPU is the server's process tree (utime + stime,
 ``bench.procstat``) over the same span, from just before the first send, so the sends, the
 push-rule evaluation, the notifications and the pushers' bookkeeping all count; divided
-per 1,000 pushes that arrived.
+per 1,000 pushes that arrived. With ``--postgres`` the database's processes are in neither
+server's tree: neither figure includes PostgreSQL's CPU.
 
 The gateway (``bench.push_gateway``) runs in this process on 127.0.0.1 and answers
 ``{"rejected": []}`` at once. Both servers are told that this loopback gateway is allowed:
