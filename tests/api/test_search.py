@@ -134,14 +134,53 @@ async def test_never_shows_what_the_searcher_cannot_see(client: MatrixClient) ->
     await say(client, room_id, alice, "zebra before bob joined")
     (await client.request("POST", f"join/{room_id}", json={}, token=bob)).ok()
     seen = await say(client, room_id, alice, "zebra while bob is here")
-    (await client.request("POST", f"rooms/{room_id}/leave", json={}, token=bob)).ok()
-    await say(client, room_id, alice, "zebra after bob left")
 
     assert _ids(await _search(client, bob, "zebra")) == [seen]
     assert _ids(await _search(client, carol, "zebra")) == []
-    assert len(_ids(await _search(client, alice, "zebra"))) == 3
     # Asking for the room by name shows no more.
     assert _ids(await _search(client, bob, "zebra", filter={"rooms": [room_id]})) == [seen]
+    (await client.request("POST", f"rooms/{room_id}/leave", json={}, token=bob)).ok()
+    await say(client, room_id, alice, "zebra after bob left")
+    # A room left is not searched at all (as Synapse).
+    assert _ids(await _search(client, bob, "zebra")) == []
+    assert len(_ids(await _search(client, alice, "zebra"))) == 3
+
+
+async def test_rooms_left_answer_nothing_not_even_a_count(client: MatrixClient) -> None:
+    """Only joined rooms are searched (as Synapse): a knock withdrawn, an invitation
+    refused or a kick leaves a ``leave`` membership, and ``count`` (read before history
+    visibility) must not tell a word's presence in a room the user cannot read."""
+    alice, eve, bob, kicked = [await client.register() for _ in range(4)]
+    knock_room = await create_room(
+        client,
+        alice,
+        preset="private_chat",
+        room_version="10",
+        initial_state=[{"type": "m.room.join_rules", "content": {"join_rule": "knock"}}],
+    )
+    await say(client, knock_room, alice, "acme before the knock")
+    (await client.request("POST", f"knock/{knock_room}", json={}, token=eve)).ok()
+    (await client.request("POST", f"rooms/{knock_room}/leave", json={}, token=eve)).ok()
+
+    invite_room = await create_room(client, alice, preset="private_chat")
+    await say(client, invite_room, alice, "acme in the invite room")
+    body = {"user_id": bob.user_id}
+    (await client.request("POST", f"rooms/{invite_room}/invite", json=body, token=alice)).ok()
+    (await client.request("POST", f"rooms/{invite_room}/leave", json={}, token=bob)).ok()
+
+    kick_room = await create_room(client, alice, preset="public_chat")
+    (await client.request("POST", f"join/{kick_room}", json={}, token=kicked)).ok()
+    await say(client, kick_room, alice, "acme while kicked is here")
+    body = {"user_id": kicked.user_id}
+    (await client.request("POST", f"rooms/{kick_room}/kick", json=body, token=alice)).ok()
+    for room_id in (knock_room, invite_room, kick_room):
+        await say(client, room_id, alice, "acme after they left")
+
+    for account in (eve, bob, kicked):
+        for term in ("acme", "ac", "acm", "after"):
+            answer = await _search(client, account, term)
+            assert (answer["count"], answer["results"]) == (0, []), (account.user_id, term)
+    assert (await _search(client, alice, "acme"))["count"] == 6
 
 
 async def test_nothing_found_after_a_redaction(

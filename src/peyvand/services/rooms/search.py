@@ -1,11 +1,13 @@
 """Server-side search of room events (Client-Server API, "Server Side Search",
 ``POST /search``, category ``room_events``).
 
-The rooms searched are those the user is or was in (joined, left, banned; not those they
-forgot); each match is then shown only if the user may see it, by the same history
-visibility rules as ``/messages`` (``VisibilityService``), and only if it passes the
-request's ``RoomEventFilter``. Visibility is checked per page, so a page reads up to
-``_MAX_ROUNDS`` batches of matches to fill itself; ``count`` is the matches before
+The rooms searched are those the user is joined to, as Synapse (a ``leave`` is also a
+rejected invitation or a withdrawn knock, and ``count`` is read before visibility: a
+room the user never saw must not answer it); each match is then shown only if the user
+may see it, by the same history visibility rules as ``/messages``
+(``VisibilityService``), and only if it passes the request's ``RoomEventFilter``.
+Visibility is checked per page, so a page reads up to ``_MAX_ROUNDS`` batches of
+matches to fill itself; ``count`` is the matches in those joined rooms before
 visibility (at most ``MAX_COUNT``), an approximate count as the spec allows, counted
 for the first page and carried by ``next_batch`` to the next ones. ``next_batch``
 continues after the last match shown: by stream position for ``recent``, by how many
@@ -45,8 +47,8 @@ MAX_CONTEXT: Final = 50
 MAX_COUNT: Final = 10_000
 # A page reads at most this many batches of matches looking for visible ones.
 _MAX_ROUNDS: Final = 5
-# Memberships whose rooms are searched: the user is or was in them.
-_SEARCHED_MEMBERSHIPS: Final = frozenset({"join", "leave", "ban"})
+# Memberships whose rooms are searched: joined only (see the module docstring).
+_SEARCHED_MEMBERSHIPS: Final = frozenset({"join"})
 
 Memberships = Callable[[UserID], Awaitable[dict[RoomID, tuple[str, int]]]]
 Forgotten = Callable[[UserID], Awaitable[set[RoomID]]]
