@@ -337,6 +337,49 @@ async def test_context_with_profiles_and_state(client: MatrixClient) -> None:
     assert {"m.room.create", "m.room.name", "m.room.member"} <= state_types
 
 
+async def test_context_is_bounded_for_the_whole_response(client: MatrixClient) -> None:
+    """100 results asking 50 events on each side would be 10,000 context events: each
+    side is cut so the response holds at most 500, and what is shown stays right."""
+    alice = await client.register()
+    room_id = await create_room(client, alice)
+    sent: list[str] = []
+    for start in range(0, 150, 25):
+        sent += await asyncio.gather(
+            *(say(client, room_id, alice, f"heron {i}") for i in range(start, start + 25))
+        )
+    timeline = [
+        e["event_id"]
+        for e in (
+            await client.request(
+                "GET", f"rooms/{room_id}/messages", params={"dir": "b", "limit": "1000"},
+                token=alice,
+            )
+        ).ok()["chunk"]
+    ][::-1]  # fmt: skip
+
+    answer = await _search(
+        client,
+        alice,
+        "heron",
+        order_by="recent",
+        filter={"limit": 100},
+        event_context={"before_limit": 50, "after_limit": 50, "include_profile": True},
+    )
+    assert len(answer["results"]) == 100
+    total = 0
+    for result in answer["results"]:
+        context = result["context"]
+        before = [e["event_id"] for e in context["events_before"]]
+        after = [e["event_id"] for e in context["events_after"]]
+        total += len(before) + len(after)
+        assert len(before) <= 50 and len(after) <= 50
+        at = timeline.index(result["result"]["event_id"])
+        assert before == timeline[at - len(before) : at][::-1]
+        assert after == timeline[at + 1 : at + 1 + len(after)]
+        assert alice.user_id in context["profile_info"]
+    assert 100 < total <= 500
+
+
 async def test_filters_and_keys(client: MatrixClient) -> None:
     alice, bob = await client.register(), await client.register()
     room_id = await create_room(client, alice, preset="public_chat")

@@ -26,7 +26,6 @@ from typing import Final
 import orjson
 
 from peyvand.errors import Errcode, MatrixError
-from peyvand.events.pdu import StateKey
 from peyvand.events.search_text import SEARCH_KEYS, search_terms
 from peyvand.services.accounts.requester import Requester
 from peyvand.services.rooms.reads import RoomEventsService, position_token
@@ -35,7 +34,7 @@ from peyvand.services.sync.filtering import EventFilter, type_matches
 from peyvand.services.timeline.room_state import StateService
 from peyvand.storage.models import StoredEvent
 from peyvand.storage.search import Order, SearchHit, SearchQuery, SearchStore
-from peyvand.types import JsonDict, RoomID, UserID
+from peyvand.types import EventID, JsonDict, RoomID, UserID
 
 __all__ = ["EventContext", "SearchRequest", "SearchService"]
 
@@ -43,6 +42,9 @@ __all__ = ["EventContext", "SearchRequest", "SearchService"]
 MAX_RESULTS: Final = 100
 # Context events on each side of a result at most.
 MAX_CONTEXT: Final = 50
+# Context events in a response at most (all results, both sides): each side's limit is
+# cut in proportion beyond it, so 100 results with 50 on each side read 500, not 10,000.
+_CONTEXT_BUDGET: Final = 500
 # ``count`` stops there: beyond it, the work of counting grows with every match.
 MAX_COUNT: Final = 10_000
 # A page reads at most this many batches of matches looking for visible ones.
@@ -175,7 +177,7 @@ class SearchService:
         serialized = await self._room_events.serialize(events, requester)
         context = request.event_context
         contexts = (
-            await asyncio.gather(*(self._context(requester, e, context) for e in events))
+            await self._contexts(requester, events, context)
             if context is not None
             else [{} for _ in events]
         )
@@ -271,66 +273,133 @@ class SearchService:
                     visible[event.pdu.event_id] = event
         return visible
 
-    async def _context(
-        self, requester: Requester, event: StoredEvent, context: EventContext
-    ) -> JsonDict:
-        """``context`` of one result: the events around it the user may see, pagination
-        tokens, and with ``include_profile`` its senders' profiles at the last of them."""
-        room_id = event.pdu.room_id
+    async def _contexts(
+        self, requester: Requester, events: Sequence[StoredEvent], context: EventContext
+    ) -> list[JsonDict]:
+        """``context`` of each result: the events around it the user may see, pagination
+        tokens, and with ``include_profile`` its senders' profiles at the last of them.
+        The response carries at most ``_CONTEXT_BUDGET`` context events in all (each
+        side's limit is cut to share it); every context event is serialised in one
+        ``serialize`` call and the profiles' member events read at once."""
+        if not events:
+            return []
+        before_limit, after_limit = _context_limits(context, len(events))
         user_id = requester.user_id
-        before_limit = min(context.before_limit, MAX_CONTEXT)
-        after_limit = min(context.after_limit, MAX_CONTEXT)
-        before = (
-            await self._room_events.scan(
-                user_id,
-                room_id,
-                after=None,
-                before=event.stream_ordering - 1,
-                newest_first=True,
-                limit=before_limit,
-                event_filter=None,
-            )
-        ).events
-        after = (
-            await self._room_events.scan(
-                user_id,
-                room_id,
-                after=event.stream_ordering,
-                before=None,
-                newest_first=False,
-                limit=after_limit,
-                event_filter=None,
-            )
-        ).events
-        result: JsonDict = {
-            "events_before": await self._room_events.serialize(before, requester),
-            "events_after": await self._room_events.serialize(after, requester),
-            "start": position_token(
-                before[-1].stream_ordering - 1 if before else event.stream_ordering - 1
-            ),
-            "end": position_token(after[-1].stream_ordering if after else event.stream_ordering),
-        }
-        if context.include_profile:
-            last = after[-1] if after else event
-            senders = sorted({e.pdu.sender for e in [*before, event, *after]})
-            result["profile_info"] = await self._profiles(room_id, last.state_group, senders)
-        return result
-
-    async def _profiles(self, room_id: RoomID, group: int, senders: Sequence[str]) -> JsonDict:
-        """``{user: {displayname, avatar_url}}`` from the member events at ``group``."""
-        keys: list[StateKey] = [("m.room.member", s) for s in senders]
-        ids = await self._state.state_ids_in_room(room_id, group, keys)
-        members = await self._state.get_state_events_by_id(ids.values())
-        profiles: JsonDict = {}
-        for (_, sender), event_id in ids.items():
-            member = members.get(event_id)
-            if member is not None and sender is not None:
-                content = member.pdu.content
-                profiles[sender] = {
-                    "displayname": content.get("displayname"),
-                    "avatar_url": content.get("avatar_url"),
+        around = await asyncio.gather(
+            *(self._around(user_id, e, before_limit, after_limit) for e in events)
+        )
+        flat = [e for before, after in around for e in (*before, *after)]
+        serialized = iter(await self._room_events.serialize(flat, requester))
+        results: list[JsonDict] = []
+        for event, (before, after) in zip(events, around, strict=True):
+            results.append(
+                {
+                    "events_before": [next(serialized) for _ in before],
+                    "events_after": [next(serialized) for _ in after],
+                    "start": position_token(
+                        before[-1].stream_ordering - 1 if before else event.stream_ordering - 1
+                    ),
+                    "end": position_token(
+                        after[-1].stream_ordering if after else event.stream_ordering
+                    ),
                 }
-        return profiles
+            )
+        if context.include_profile:
+            wanted = [
+                (
+                    event.pdu.room_id,
+                    (after[-1] if after else event).state_group,
+                    sorted({e.pdu.sender for e in [*before, event, *after]}),
+                )
+                for event, (before, after) in zip(events, around, strict=True)
+            ]
+            for result, profiles in zip(results, await self._profiles(wanted), strict=True):
+                result["profile_info"] = profiles
+        return results
+
+    async def _around(
+        self, user_id: UserID, event: StoredEvent, before_limit: int, after_limit: int
+    ) -> tuple[list[StoredEvent], list[StoredEvent]]:
+        """The events the user may see just before ``event`` (newest first) and after."""
+        room_id = event.pdu.room_id
+        before: list[StoredEvent] = []
+        after: list[StoredEvent] = []
+        if before_limit:
+            before = list(
+                (
+                    await self._room_events.scan(
+                        user_id,
+                        room_id,
+                        after=None,
+                        before=event.stream_ordering - 1,
+                        newest_first=True,
+                        limit=before_limit,
+                        event_filter=None,
+                    )
+                ).events
+            )
+        if after_limit:
+            after = list(
+                (
+                    await self._room_events.scan(
+                        user_id,
+                        room_id,
+                        after=event.stream_ordering,
+                        before=None,
+                        newest_first=False,
+                        limit=after_limit,
+                        event_filter=None,
+                    )
+                ).events
+            )
+        return before, after
+
+    async def _profiles(
+        self, wanted: Sequence[tuple[RoomID, int, Sequence[str]]]
+    ) -> list[JsonDict]:
+        """For each ``(room, state group, senders)``: ``{user: {displayname,
+        avatar_url}}`` from the member events at that group, read in one batch."""
+        groups: dict[tuple[RoomID, int], set[str]] = {}
+        for room_id, group, senders in wanted:
+            groups.setdefault((room_id, group), set()).update(senders)
+        order = list(groups)
+        found = await asyncio.gather(
+            *(
+                self._state.state_ids_in_room(
+                    room_id, group, [("m.room.member", s) for s in sorted(groups[room_id, group])]
+                )
+                for room_id, group in order
+            )
+        )
+        ids_at = dict(zip(order, found, strict=True))
+        members = await self._state.get_state_events_by_id(
+            {event_id for ids in found for event_id in ids.values()}
+        )
+        results: list[JsonDict] = []
+        for room_id, group, senders in wanted:
+            ids = ids_at[room_id, group]
+            profiles: JsonDict = {}
+            for sender in senders:
+                member = members.get(ids.get(("m.room.member", sender), EventID("")))
+                if member is not None:
+                    content = member.pdu.content
+                    profiles[sender] = {
+                        "displayname": content.get("displayname"),
+                        "avatar_url": content.get("avatar_url"),
+                    }
+            results.append(profiles)
+        return results
+
+
+def _context_limits(context: EventContext, results: int) -> tuple[int, int]:
+    """Each side's context limit for ``results`` results: at most ``MAX_CONTEXT``, and
+    cut in proportion so the response holds at most ``_CONTEXT_BUDGET`` context events."""
+    before = min(context.before_limit, MAX_CONTEXT)
+    after = min(context.after_limit, MAX_CONTEXT)
+    share = _CONTEXT_BUDGET // max(results, 1)
+    if before + after > share:
+        before, after = before * share // (before + after), after * share // (before + after)
+    return before, after
 
 
 def _keys(keys: Sequence[str], event_filter: EventFilter) -> tuple[str, ...]:
