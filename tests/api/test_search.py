@@ -95,6 +95,22 @@ async def test_english_and_persian_words_are_found(client: MatrixClient) -> None
     assert _ids(await _search(client, alice, "fox سلام")) == []
 
 
+async def test_short_terms_match_whole_words_only(client: MatrixClient) -> None:
+    """A term of one or two characters is a whole word, not a prefix of most of the
+    index; from three characters on a term also matches the words it begins."""
+    alice = await client.register()
+    room_id = await create_room(client, alice)
+    long_word = await say(client, room_id, alice, "tapestry")
+    short_word = await say(client, room_id, alice, "ta da")
+
+    assert _ids(await _search(client, alice, "t")) == []
+    assert _ids(await _search(client, alice, "ta")) == [short_word]
+    assert (await _search(client, alice, "ta"))["count"] == 1
+    assert _ids(await _search(client, alice, "tap")) == [long_word]
+    assert _ids(await _search(client, alice, "d ta")) == []
+    assert _ids(await _search(client, alice, "da ta")) == [short_word]
+
+
 async def test_two_hundred_results_page_through_next_batch(client: MatrixClient) -> None:
     alice = await client.register()
     room_id = await create_room(client, alice)

@@ -11,7 +11,8 @@ erasure). So the index never holds text the timeline no longer does.
 
 Queries: SQLite matches the FTS5 table ``event_search_fts`` (rank: BM25), PostgreSQL the
 GIN index over the stored ``vector``, ``to_tsvector('simple', value)`` (rank:
-``ts_rank``). Each term is a word or a word's beginning; every term must match.
+``ts_rank``). Each term is a word or, from ``MIN_PREFIX`` characters on, a word's
+beginning; every term must match.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from peyvand.types import EventID, RoomID
 __all__ = ["SearchHit", "SearchQuery", "SearchStore", "index_events", "unindex_events"]
 
 _CHUNK: Final = 500
+# The shortest term that also matches the words it begins.
+MIN_PREFIX: Final = 3
 _SEARCHED_TYPES: Final = tuple(SEARCH_KEYS.values())
 
 Order = Literal["rank", "recent"]
@@ -156,11 +159,17 @@ class SearchStore:
 
     def _where(self, query: SearchQuery) -> tuple[str, list[Any]]:
         sqlite = self._db.dialect == "sqlite"
+        # A term of fewer than MIN_PREFIX characters matches whole words only: a prefix
+        # of one or two letters would match most of the index.
         if sqlite:
-            match = " ".join(f'"{term}"*' for term in query.terms)
+            match = " ".join(
+                f'"{term}"*' if len(term) >= MIN_PREFIX else f'"{term}"' for term in query.terms
+            )
             conditions = ["event_search_fts MATCH $1"]
         else:
-            match = " & ".join(f"'{term}':*" for term in query.terms)
+            match = " & ".join(
+                f"'{term}':*" if len(term) >= MIN_PREFIX else f"'{term}'" for term in query.terms
+            )
             conditions = ["s.vector @@ to_tsquery('simple', $1)"]
         args: list[Any] = [match]
 
