@@ -99,6 +99,34 @@ async def test_counts_per_thread_and_threaded_receipts(client: MatrixClient) -> 
     assert await counts(client, alice, room_id) == ((0, 0), (0, 0), {})
 
 
+async def test_own_reply_in_another_thread_keeps_a_threads_mention(
+    client: MatrixClient,
+) -> None:
+    """Sending in a thread reads that thread for its sender only, as a threaded receipt
+    (and as Synapse counts): alice's reply in bob's thread leaves bob's mention of her
+    in her own thread unread, and bob's root in the main timeline; her own message in
+    the main timeline then reads the main timeline only."""
+    alice, bob = await client.register(), await client.register()
+    room_id = await create_room(client, alice, preset="public_chat")
+    (await client.request("POST", f"join/{quote(room_id)}", json={}, token=bob)).ok()
+    a_root = await say(client, room_id, alice, "alice's root")
+    b_root = await say(client, room_id, bob, "bob's root")
+    await reply(
+        client, room_id, bob, a_root, "alice, look", **{"m.mentions": {"user_ids": [alice.user_id]}}
+    )
+    await reply(
+        client, room_id, alice, b_root, "bob, look", **{"m.mentions": {"user_ids": [bob.user_id]}}
+    )
+    await reply(client, room_id, alice, b_root, "alice elsewhere")
+    await reply(client, room_id, bob, a_root, "bob elsewhere")
+
+    assert await counts(client, alice, room_id) == ((3, 1), (1, 0), {a_root: (2, 1)})
+    # Bob's own root read alice's before it.
+    assert await counts(client, bob, room_id) == ((2, 1), (0, 0), {b_root: (2, 1)})
+    await say(client, room_id, alice, "in the room")
+    assert await counts(client, alice, room_id) == ((2, 1), (0, 0), {a_root: (2, 1)})
+
+
 async def test_thread_counts_leave_out_ignored_users(client: MatrixClient) -> None:
     alice, bob, carol = [await client.register() for _ in range(3)]
     room_id = await create_room(client, alice, preset="public_chat")

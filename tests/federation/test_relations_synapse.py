@@ -19,8 +19,6 @@ the reference, a thread's only reply), and both servers must again agree, withou
 Thread notifications ("Threaded read receipts") are compared in mirror: replies from the
 other server in alice's thread count on Peyvand as the mirrored replies in bob's count on
 Synapse, per thread with a mention's highlight, and threaded receipts cross both ways.
-One known difference is recorded as a strict xfail: Peyvand takes a user's own event as
-a room-wide read mark, so replying in one thread clears the others' counts.
 """
 
 from __future__ import annotations
@@ -511,14 +509,6 @@ class OtherThreadsCleared(AssertionError):
     """Peyvand's counts for a thread lost what a reply elsewhere did not read."""
 
 
-@pytest.mark.xfail(
-    raises=OtherThreadsCleared,
-    strict=True,
-    reason="Peyvand: a local user's own event is a room-wide read mark (push_read_marks, one "
-    "row per user and room, the floor of every thread's count in storage/unread_counts.py), "
-    "so replying in one thread clears the main timeline's and every other thread's counts, "
-    "mentions included; Synapse keeps them until a receipt covers them",
-)
 async def test_own_reply_in_another_thread_keeps_a_threads_mention(
     peyvand: HomeserverProcess,
     peyvand_client: MatrixClient,

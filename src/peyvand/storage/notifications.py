@@ -129,9 +129,10 @@ class NotificationStore:
         self, user_id: UserID, room_ids: Sequence[RoomID]
     ) -> dict[tuple[RoomID, str], int]:
         """(room_id, thread) -> how far ``user_id`` has read: ``''`` the whole room (their
-        unthreaded ``m.read`` / ``m.read.private`` receipt, or their read mark from their
-        own events), ``'main'`` the main timeline, a root's event ID that thread
-        (Client-Server API, "Threaded read receipts"); keys absent: nothing read."""
+        unthreaded ``m.read`` / ``m.read.private`` receipt, or their room-wide read mark),
+        ``'main'`` the main timeline, a root's event ID that thread (receipts there, and
+        read marks from their own events; Client-Server API, "Threaded read receipts");
+        keys absent: nothing read."""
         read: dict[tuple[RoomID, str], int] = {}
         for start in range(0, len(room_ids), _ROOMS_PER_STATEMENT):
             chunk = room_ids[start : start + _ROOMS_PER_STATEMENT]
@@ -140,7 +141,7 @@ class NotificationStore:
                 "SELECT room_id, thread_id, MAX(event_stream_ordering) AS position"
                 " FROM receipts WHERE user_id = $1 AND receipt_type IN ('m.read', 'm.read.private')"
                 f" AND room_id IN ({rooms}) GROUP BY room_id, thread_id"
-                " UNION ALL SELECT room_id, '' AS thread_id, stream_ordering AS position"
+                " UNION ALL SELECT room_id, thread_id, stream_ordering AS position"
                 f" FROM push_read_marks WHERE user_id = $1 AND room_id IN ({rooms})",
                 user_id,
                 *chunk,

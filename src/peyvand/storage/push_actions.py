@@ -14,8 +14,9 @@ Three tables:
 - ``push_user_exceptions``: one row per (user, event) whose outcome for the user differs
   from the room outcome, holding the differences (-1, 0 or 1) and their running sums for
   the user in the room, counted the same way.
-- ``push_read_marks``: how far a user has read a room by their own events or by leaving
-  it; receipts are the caller's (this module knows nothing of them).
+- ``push_read_marks``: how far a user has read a room, or one thread of it, by their own
+  events or by leaving it (migration 039); receipts are the caller's (this module knows
+  nothing of them).
 
 Running counts are computed by the inserts themselves, from the row before in the same
 room (or thread, or user and room), so they are right however the batches are split or
@@ -84,11 +85,13 @@ class UserException:
 @dataclass(frozen=True, slots=True)
 class ReadUpTo:
     """Everything of ``user_id`` in ``room_id`` up to and including ``stream_ordering``
-    has been read."""
+    has been read: in the whole room (``thread_id`` ''), or in its main timeline
+    ('main') or one thread (its root's event ID) only."""
 
     user_id: UserID
     room_id: RoomID
     stream_ordering: int
+    thread_id: str = ""
 
 
 def _last(table: str, column: str, where: str) -> str:
@@ -129,12 +132,14 @@ _INSERT_EXCEPTION = (
     " ON CONFLICT (user_id, room_id, stream_ordering) DO NOTHING"
 )
 _MARK_READ = (
-    "INSERT INTO push_read_marks (user_id, room_id, stream_ordering) VALUES ($1, $2, $3)"
-    " ON CONFLICT (user_id, room_id) DO UPDATE SET stream_ordering = excluded.stream_ordering"
+    "INSERT INTO push_read_marks (user_id, room_id, stream_ordering, thread_id)"
+    " VALUES ($1, $2, $3, $4) ON CONFLICT (user_id, room_id, thread_id)"
+    " DO UPDATE SET stream_ordering = excluded.stream_ordering"
     " WHERE excluded.stream_ordering > push_read_marks.stream_ordering"
 )
 _DELETE_READ = (
     "DELETE FROM push_user_exceptions WHERE user_id = $1 AND room_id = $2 AND stream_ordering <= $3"
+    " AND (CAST($4 AS TEXT) = '' OR thread_id = $4)"
 )
 
 
@@ -188,7 +193,7 @@ class PushActionStore:
                 ],
             )
         if read:
-            marks = [(r.user_id, r.room_id, r.stream_ordering) for r in read]
+            marks = [(r.user_id, r.room_id, r.stream_ordering, r.thread_id) for r in read]
             await txn.executemany(_MARK_READ, marks)
             await txn.executemany(_DELETE_READ, marks)
 
@@ -198,7 +203,8 @@ class PushActionStore:
         if read:
             async with self._db.transaction() as txn:
                 await txn.executemany(
-                    _DELETE_READ, [(r.user_id, r.room_id, r.stream_ordering) for r in read]
+                    _DELETE_READ,
+                    [(r.user_id, r.room_id, r.stream_ordering, r.thread_id) for r in read],
                 )
 
     async def get_unread_counts(

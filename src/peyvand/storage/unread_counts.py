@@ -7,14 +7,15 @@ row at or before ``hi`` less the running count just before the first row after `
 two index look-ups however many rows lie between. Per user and room:
 
 - ``upto``: the later of the user's unthreaded read receipt (given by the caller) and
-  their read mark; everything up to it is read, in every thread.
-- the main timeline is read up to the later of ``upto`` and the user's ``main`` receipt;
-  thread T up to the later of ``upto`` and their receipt in T (receipts are read here,
-  by primary key).
+  their room-wide read mark (thread ''); everything up to it is read, in every thread.
+- the main timeline is read up to the latest of ``upto``, the user's ``main`` receipts
+  and ``main`` read mark (their own latest event there); thread T up to the latest of
+  ``upto``, their receipt in T and their read mark in T (receipts and marks are read
+  here, by primary key).
 
 ``count_unread`` gives the room's whole count: everything after ``upto``, less the main
-timeline's rows read by the main receipt and each thread's read by its receipt (only
-threads the user has a receipt in beyond ``upto``). ``count_unread_by_thread`` gives the
+timeline's rows read by the main receipt and each thread's read by its receipt or mark
+(only threads the user has one in beyond ``upto``). ``count_unread_by_thread`` gives the
 main timeline's count and each thread's, the threads found among those active after
 ``upto`` (``threads``, by latest position). The first statement per 500 rooms tells
 which rooms need that second look; a user who never reads by thread costs one. Events of
@@ -142,37 +143,50 @@ def _counted(row: Row, prefix: str) -> UnreadCount:
     return UnreadCount(grown("rn") + grown("un"), grown("rh") + grown("uh"))
 
 
+def _later(value: str, than: str) -> str:
+    """The later of position ``value`` (NULL: none) and ``than`` (never NULL)."""
+    return f"CASE WHEN {value} > {than} THEN {value} ELSE {than} END"
+
+
 def _positions_sql(rooms: int, columns: str, more: str) -> str:
     """Per room (parameters from $2: room, unthreaded receipt position): ``upto`` (the
-    later of that and the read mark), ``main_upto`` (the later of it and the main
-    receipts, joined by primary key), then ``columns`` over them (alias ``r``) and
-    ``more``, whether the room needs a look at its threads. $1 is the user."""
+    later of that and the room-wide read mark), ``main_upto`` (the latest of it, the
+    main receipts and the main read mark, each joined by primary key), then ``columns``
+    over them (alias ``r``) and ``more``, whether the room needs a look at its threads.
+    $1 is the user."""
     main = [
         f" LEFT JOIN receipts AS {alias} ON {alias}.room_id = v.room_id"
         f" AND {alias}.receipt_type = '{receipt_type}' AND {alias}.user_id = $1"
         f" AND {alias}.thread_id = {_MAIN}"
         for alias, receipt_type in (("p", "m.read"), ("q", "m.read.private"))
     ]
+    marks = [
+        f" LEFT JOIN push_read_marks AS {alias} ON {alias}.user_id = $1"
+        f" AND {alias}.room_id = v.room_id AND {alias}.thread_id = {thread}"
+        for alias, thread in (("m", "''"), ("k", _MAIN))
+    ]
+    upto = _later("m.stream_ordering", "v.given")
+    main_upto = _later("b.k", _later("b.q", _later("b.p", "b.upto")))
     return (
         f"WITH v (room_id, given) AS (VALUES {_values(2, rooms)}),"
-        " b (room_id, upto, main) AS (SELECT v.room_id, CASE WHEN m.stream_ordering > v.given"
-        " THEN m.stream_ordering ELSE v.given END,"
-        " CASE WHEN q.event_stream_ordering > p.event_stream_ordering OR p.room_id IS NULL"
-        " THEN q.event_stream_ordering ELSE p.event_stream_ordering END"
-        " FROM v LEFT JOIN push_read_marks AS m ON m.user_id = $1 AND m.room_id = v.room_id"
-        f"{''.join(main)}),"
-        " r (room_id, upto, main_upto) AS (SELECT b.room_id, b.upto,"
-        " CASE WHEN b.main > b.upto THEN b.main ELSE b.upto END FROM b)"
+        f" b (room_id, upto, p, q, k) AS (SELECT v.room_id, {upto},"
+        " p.event_stream_ordering, q.event_stream_ordering, k.stream_ordering"
+        f" FROM v{''.join(marks)}{''.join(main)}),"
+        f" r (room_id, upto, main_upto) AS (SELECT b.room_id, b.upto, {main_upto} FROM b)"
         f" SELECT r.room_id, r.upto, r.main_upto, {columns}, {more} AS more FROM r"
     )
 
 
 def _thread_receipts_after(room: str, upto: str) -> str:
-    """Whether user $1 has a receipt in a thread of ``room`` beyond ``upto``."""
+    """Whether user $1 has a receipt or a read mark in a thread of ``room`` beyond
+    ``upto``."""
     return (
-        f"EXISTS (SELECT 1 FROM receipts AS c WHERE c.room_id = {room}"
+        f"(EXISTS (SELECT 1 FROM receipts AS c WHERE c.room_id = {room}"
         f" AND c.receipt_type IN {_READ_TYPES} AND c.user_id = $1"
         f" AND c.thread_id NOT IN ('', {_MAIN}) AND c.event_stream_ordering > {upto})"
+        f" OR EXISTS (SELECT 1 FROM push_read_marks AS k WHERE k.user_id = $1"
+        f" AND k.room_id = {room} AND k.thread_id NOT IN ('', {_MAIN})"
+        f" AND k.stream_ordering > {upto}))"
     )
 
 
@@ -185,30 +199,41 @@ def _threads_active_after(room: str, upto: str) -> str:
 
 
 def _read_threads_sql(rooms: int) -> str:
-    """Per (room, thread) where user $1's receipt is beyond the room's ``upto``
-    (parameters from $2: room, upto): the rows read by it, (upto, receipt]."""
+    """Per (room, thread) where user $1's receipt or read mark is beyond the room's
+    ``upto`` (parameters from $2: room, upto): the rows read by the later of them,
+    (upto, hi]."""
     columns = _range("c_", "t.room_id", "t.thread_id", "t.lo", "t.hi")
     return (
         f"WITH r (room_id, upto) AS (VALUES {_values(2, rooms)}),"
-        " t (room_id, thread_id, lo, hi) AS (SELECT c.room_id, c.thread_id, r.upto,"
-        " MAX(c.event_stream_ordering) FROM r JOIN receipts AS c ON c.room_id = r.room_id"
+        " s (room_id, thread_id, lo, hi) AS (SELECT c.room_id, c.thread_id, r.upto,"
+        " c.event_stream_ordering FROM r JOIN receipts AS c ON c.room_id = r.room_id"
         f" AND c.receipt_type IN {_READ_TYPES} AND c.user_id = $1"
         " AND c.thread_id NOT IN ('', 'main') AND c.event_stream_ordering > r.upto"
-        " GROUP BY c.room_id, c.thread_id, r.upto)"
+        " UNION ALL SELECT k.room_id, k.thread_id, r.upto, k.stream_ordering FROM r"
+        " JOIN push_read_marks AS k ON k.user_id = $1 AND k.room_id = r.room_id"
+        " AND k.thread_id NOT IN ('', 'main') AND k.stream_ordering > r.upto),"
+        " t (room_id, thread_id, lo, hi) AS (SELECT s.room_id, s.thread_id, s.lo,"
+        " MAX(s.hi) FROM s GROUP BY s.room_id, s.thread_id, s.lo)"
         f" SELECT t.room_id, t.thread_id, t.hi, {columns} FROM t"
     )
 
 
 def _unread_threads_sql(rooms: int) -> str:
     """Per thread active after its room's ``upto`` (parameters from $2: room, upto) and
-    after user $1's receipt in it: the rows after the later of the two (``lo``)."""
+    after user $1's receipt and read mark in it: the rows after the latest of the three
+    (``lo``)."""
     receipt = _receipt("h.room_id", "h.thread_id", "r.upto")
     columns = _range("t_", "t.room_id", "t.thread_id", "t.lo", None)
     return (
         f"WITH r (room_id, upto) AS (VALUES {_values(2, rooms)}),"
-        " t (room_id, thread_id, latest, lo) AS (SELECT h.room_id, h.thread_id,"
-        f" h.latest_stream_ordering, COALESCE({receipt}, r.upto) FROM r JOIN threads AS h"
-        " ON h.room_id = r.room_id AND h.latest_stream_ordering > r.upto)"
+        " s (room_id, thread_id, latest, lo, mark) AS (SELECT h.room_id, h.thread_id,"
+        f" h.latest_stream_ordering, COALESCE({receipt}, r.upto), k.stream_ordering"
+        " FROM r JOIN threads AS h"
+        " ON h.room_id = r.room_id AND h.latest_stream_ordering > r.upto"
+        " LEFT JOIN push_read_marks AS k ON k.user_id = $1 AND k.room_id = h.room_id"
+        " AND k.thread_id = h.thread_id),"
+        " t (room_id, thread_id, latest, lo) AS (SELECT s.room_id, s.thread_id, s.latest,"
+        f" {_later('s.mark', 's.lo')} FROM s)"
         f" SELECT t.room_id, t.thread_id, t.lo, {columns} FROM t WHERE t.latest > t.lo"
     )
 

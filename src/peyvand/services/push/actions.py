@@ -19,8 +19,10 @@ are exactly as durable as the events and the sync an event wakes already counts 
   mention, invite or display-name test left) is decided at once, so the default-rules
   members of a room cost nothing each for an ordinary message, and each member of a
   group that has such tests left costs O(1) set or string look-ups;
-- a read mark for a local sender (sending an event reads up to it, and so does joining:
-  a join is the user's own event) and for a local member kicked or banned.
+- a read mark for a local sender and for a local member kicked or banned. Sending an
+  event reads up to it in its thread only ('main' or the thread root), as a threaded
+  receipt would and as Synapse counts; a membership event (joining) and being removed
+  read the whole room.
 
 Backfilled history (positions below zero) never notifies. Only joined members are
 evaluated: counts exist for joined rooms only, so an invite's ``.m.rule.invite_for_me``
@@ -185,8 +187,9 @@ class _Writes:
 
     notifications: list[RoomNotification]
     exceptions: list[UserException]
-    # (user, room) -> read up to; one entry per pair however many events it sent.
-    read: dict[tuple[UserID, RoomID], int]
+    # (user, room, thread or '' for the whole room) -> read up to; one entry per key
+    # however many events it sent.
+    read: dict[tuple[UserID, RoomID, str], int]
     pushes: list[PushOutcome]
 
 
@@ -236,7 +239,7 @@ class PushActionsService:
             self._pending_pushes.put(push.event.pdu.event_id, push)
         if not (writes.notifications or writes.exceptions or writes.read):
             return None
-        read = [ReadUpTo(u, r, p) for (u, r), p in writes.read.items()]
+        read = [ReadUpTo(u, r, p, t) for (u, r, t), p in writes.read.items()]
 
         async def write(txn: Connection) -> None:
             await self._store.write(txn, writes.notifications, writes.exceptions, read)
@@ -250,9 +253,11 @@ class PushActionsService:
             room_id, position = pdu.room_id, persisted.stream_ordering
             if position <= 0:
                 continue  # backfilled history
-            # "Marking notifications as read": sending an event reads up to it.
+            # "Marking notifications as read": sending an event reads up to it, in its
+            # thread ("Threaded read receipts"); joining reads the whole room.
             if self._is_local(pdu.sender):
-                writes.read[(pdu.sender, room_id)] = position
+                read_thread = "" if pdu.type == "m.room.member" else _thread_of(persisted)
+                writes.read[(pdu.sender, room_id, read_thread)] = position
             # Notifications of a room the user left are dropped, not kept for a rejoin.
             if (
                 pdu.type == "m.room.member"
@@ -261,7 +266,7 @@ class PushActionsService:
                 and pdu.state_key != pdu.sender
                 and self._is_local(pdu.state_key)
             ):
-                writes.read[(UserID(pdu.state_key), room_id)] = position
+                writes.read[(UserID(pdu.state_key), room_id, "")] = position
             snapshot = await self._state.get_room(room_id)
             if snapshot is not None:
                 evaluation = self._evaluate(
@@ -305,11 +310,7 @@ class PushActionsService:
         pdu = persisted.pdu
         sender = pdu.sender
         evaluation = _evaluation(pdu, snapshot, context)
-        thread_id = (
-            persisted.relates_to
-            if persisted.rel_type == "m.thread" and persisted.relates_to is not None
-            else MAIN_THREAD
-        )
+        thread_id = _thread_of(persisted)
         room = evaluation.actions_for(_DEFAULT_RULES, _NOBODY, None)
         if room.notify:
             writes.notifications.append(
@@ -600,6 +601,13 @@ def _evaluation(pdu: Pdu, snapshot: RoomSnapshot, context: _RoomContext) -> Even
         ),
         notification_power_levels=context.notification_levels,
     )
+
+
+def _thread_of(persisted: EventToPersist) -> str:
+    """The thread of ``persisted``: its root's event ID, or ``main``."""
+    if persisted.rel_type == "m.thread" and persisted.relates_to is not None:
+        return persisted.relates_to
+    return MAIN_THREAD
 
 
 def _counts_json(count: UnreadCount) -> JsonDict:
