@@ -10,8 +10,10 @@ Visibility is checked per page, so a page reads up to ``_MAX_ROUNDS`` batches of
 matches to fill itself; ``count`` is the matches in those joined rooms before
 visibility (at most ``MAX_COUNT``), an approximate count as the spec allows, counted
 for the first page and carried by ``next_batch`` to the next ones. ``next_batch``
-continues after the last match shown: by stream position for ``recent``, by how many
-matches were read for ``rank``.
+continues after the last match shown, by stream position, for ``recent`` only: as
+Synapse, ``rank`` answers one page (an offset into a ranking that every new message
+changes would repeat or skip results); a filter ``limit`` of 0 answers no page and so
+no ``next_batch``.
 """
 
 from __future__ import annotations
@@ -190,7 +192,7 @@ class SearchService:
             "highlights": list(terms),
         }
         next_token = None
-        if page.next_position is not None:
+        if page.next_position is not None and request.order_by == "recent" and limit > 0:
             room_id = batch.room_id if batch is not None else None
             next_token = _Batch(request.order_by, page.next_position, room_id, count).encode()
             result["next_batch"] = next_token
@@ -232,6 +234,8 @@ class SearchService:
         """Up to ``limit`` matches ``user_id`` may see, from ``position`` on."""
         order = request.order_by
         found: list[_Found] = []
+        if limit == 0:
+            return _Page(found, None)
         fetch = max(2 * limit, 20)
         for _ in range(_MAX_ROUNDS):
             hits = await self._store.search(query, order, position=position, limit=fetch)
