@@ -127,3 +127,126 @@ async def test_upgrade_errors(client: MatrixClient) -> None:
     assert ("m.room.tombstone", "") not in await state(client, room_id, alice)
     missing = await client.request("POST", f"rooms/{room_id}/upgrade", json={}, token=alice)
     assert_error(missing, 400, "M_MISSING_PARAM")
+
+
+async def upgrade_with(
+    client: MatrixClient, room_id: str, account: Account, version: str, creators: Any
+) -> Response:
+    body = {"new_version": version, "additional_creators": creators}
+    return await client.request("POST", f"rooms/{room_id}/upgrade", json=body, token=account)
+
+
+async def test_upgrade_to_v12_with_additional_creators(client: MatrixClient) -> None:
+    """spec v1.16: the new room's m.room.create names the additional creators, who hold
+    creator power there and are not in the copied power levels' ``users``."""
+    alice, bob, carol = [await client.register() for _ in range(3)]
+    room_id = (
+        await client.request(
+            "POST",
+            "createRoom",
+            json={"preset": "public_chat", "room_version": "11"},
+            token=alice,
+        )
+    ).ok()["room_id"]
+    for member in (bob, carol):
+        (await client.request("POST", f"rooms/{room_id}/join", json={}, token=member)).ok()
+    levels_path = f"rooms/{room_id}/state/m.room.power_levels"
+    levels = (await client.request("GET", levels_path, token=alice)).ok()
+    levels["users"] |= {bob.user_id: 50, carol.user_id: 10}
+    (await client.request("PUT", levels_path, json=levels, token=alice)).ok()
+
+    response = await upgrade_with(client, room_id, alice, "12", [bob.user_id])
+    new_room = response.ok()["replacement_room"]
+    new = await state(client, new_room, alice)
+    create = new[("m.room.create", "")]
+    assert create["sender"] == alice.user_id
+    assert create["content"]["additional_creators"] == [bob.user_id]
+    users = new[("m.room.power_levels", "")]["content"]["users"]
+    assert alice.user_id not in users and bob.user_id not in users
+    assert users[carol.user_id] == 10
+    # The old room is restricted by the upgrader as before.
+    old_levels = (await state(client, room_id, alice))[("m.room.power_levels", "")]["content"]
+    assert old_levels["events_default"] == 50
+
+    # Bob, an additional creator, may do what only a creator may: raise carol above 100.
+    for member in (bob, carol):
+        (await client.request("POST", f"rooms/{new_room}/join", json={}, token=member)).ok()
+    new_levels_path = f"rooms/{new_room}/state/m.room.power_levels"
+    raised = {**new[("m.room.power_levels", "")]["content"]}
+    raised["users"] = {**users, carol.user_id: 150}
+    (await client.request("PUT", new_levels_path, json=raised, token=bob)).ok()
+    # Naming a creator in `users` is refused (v12 authorization rule 10.4).
+    listed = {**raised, "users": {**raised["users"], bob.user_id: 100}}
+    refused = await client.request("PUT", new_levels_path, json=listed, token=bob)
+    assert_error(refused, 403, "M_FORBIDDEN")
+
+
+@pytest.mark.parametrize(
+    ("creators", "errcode"),
+    [
+        ("@bob:example.org", "M_BAD_JSON"),
+        ({"@bob:example.org": True}, "M_BAD_JSON"),
+        ([1], "M_BAD_JSON"),
+        (["bob"], "M_INVALID_PARAM"),
+        ([f"@{'b' * 260}:example.org"], "M_INVALID_PARAM"),
+    ],
+)
+async def test_upgrade_invalid_additional_creators(
+    client: MatrixClient, creators: Any, errcode: str
+) -> None:
+    alice = await client.register()
+    body = {"room_version": "11"}
+    room_id = (await client.request("POST", "createRoom", json=body, token=alice)).ok()["room_id"]
+    assert_error(await upgrade_with(client, room_id, alice, "12", creators), 400, errcode)
+    # Refused before anything changed.
+    assert ("m.room.tombstone", "") not in await state(client, room_id, alice)
+    # A version without additional creators ignores the field, as Synapse.
+    new_room = (await upgrade_with(client, room_id, alice, "11", creators)).ok()
+    create = (await state(client, new_room["replacement_room"], alice))[("m.room.create", "")]
+    assert "additional_creators" not in create["content"]
+
+
+async def test_upgrade_v12_does_not_carry_additional_creators(client: MatrixClient) -> None:
+    """The old room's additional creators are not copied: only those given again are."""
+    alice, bob, carol = [await client.register() for _ in range(3)]
+    room_id = (
+        await client.request(
+            "POST",
+            "createRoom",
+            json={
+                "preset": "public_chat",
+                "room_version": "12",
+                "creation_content": {"additional_creators": [bob.user_id]},
+            },
+            token=alice,
+        )
+    ).ok()["room_id"]
+    (await client.request("POST", f"rooms/{room_id}/join", json={}, token=bob)).ok()
+
+    # Bob, a creator of the old room without a `users` entry, upgrades it; the old
+    # room's power levels are still restricted by him.
+    plain = (await upgrade(client, room_id, bob, "12")).ok()["replacement_room"]
+    old = await state(client, room_id, alice)
+    assert old[("m.room.tombstone", "")]["sender"] == bob.user_id
+    old_levels = old[("m.room.power_levels", "")]
+    assert old_levels["sender"] == bob.user_id
+    assert old_levels["content"]["events_default"] == 50
+    assert old_levels["content"]["invite"] == 50
+    new = await state(client, plain, bob)
+    assert new[("m.room.create", "")]["sender"] == bob.user_id
+    assert "additional_creators" not in new[("m.room.create", "")]["content"]
+    assert alice.user_id not in new[("m.room.power_levels", "")]["content"]["users"]
+    # Alice is no creator of the new room: she may not change its power levels.
+    (await client.request("POST", f"rooms/{plain}/join", json={}, token=alice)).ok()
+    levels_path = f"rooms/{plain}/state/m.room.power_levels"
+    levels = new[("m.room.power_levels", "")]["content"]
+    changed = {**levels, "users": {**levels["users"], carol.user_id: 50}}
+    assert_error(
+        await client.request("PUT", levels_path, json=changed, token=alice), 403, "M_FORBIDDEN"
+    )
+
+    # Given again, they are creators of the next room.
+    again = await upgrade_with(client, plain, bob, "12", [alice.user_id, carol.user_id])
+    next_room = again.ok()["replacement_room"]
+    create = (await state(client, next_room, bob))[("m.room.create", "")]
+    assert create["content"]["additional_creators"] == [alice.user_id, carol.user_id]

@@ -222,11 +222,15 @@ async def post_message(ctx: RequestContext) -> web.Response:
 @routes.post(f"{CLIENT_V3}/rooms/{{roomId}}/upgrade", rate_limited=True)
 async def upgrade_room(ctx: RequestContext) -> web.Response:
     """POST /_matrix/client/v3/rooms/{roomId}/upgrade: replace the room by one of
-    ``new_version`` (``services.room_upgrade``)."""
+    ``new_version`` (``services.room_upgrade``). ``additional_creators`` (v1.16) goes as
+    sent: the service checks it only for versions that have additional creators."""
     room_id = _room_id(ctx)
     body = await ctx.body()
     new_room = await ctx.services.room_upgrade.upgrade(
-        ctx.user.user_id, room_id, body.str("new_version")
+        ctx.user.user_id,
+        room_id,
+        body.str("new_version"),
+        body.data.get("additional_creators"),
     )
     return json_response({"replacement_room": new_room})
 

@@ -6,11 +6,15 @@
 2. The replacement room's ``m.room.create`` names its ``predecessor`` (with the
    tombstone's event ID, except for versions whose room ID is the create event's hash,
    where the spec lets it be omitted) and keeps the old room's ``type`` and
-   ``m.federate: false``.
+   ``m.federate: false``. In versions whose creators have infinite power (v12) it holds
+   the request's ``additional_creators`` (spec v1.16), as given: the old room's are not
+   carried over. Other versions ignore the field, unchecked, as Synapse.
 3. The transferable state the spec recommends is copied (server ACL, encryption, name,
    avatar, topic, guest access, history visibility, join rules, power levels) over the
    ``private_chat`` preset's state, and bans with it; the upgrader holds enough power
-   to send it all, then the old power levels are restored.
+   to send it all, then the old power levels are restored. Under infinite creator
+   power the creators (upgrader and additional creators) leave the copied ``users``
+   map, which may not name them (v12 authorization rule 10.4).
 4. Local aliases move to the new room with the canonical alias; a published room is
    published in its replacement instead.
 5. The tombstone goes into the old room, whose ``events_default`` and ``invite`` levels
@@ -36,7 +40,14 @@ from peyvand.services.timeline.event_creation import EventCreationService, Event
 from peyvand.services.timeline.room_state import RoomSnapshot, StateService
 from peyvand.storage.directory import DirectoryStore
 from peyvand.storage.events import EventStore
-from peyvand.types import JsonDict, RoomID, ServerName, UserID, server_name_of
+from peyvand.types import (
+    JsonDict,
+    RoomID,
+    ServerName,
+    UserID,
+    is_valid_user_id,
+    server_name_of,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -99,13 +110,26 @@ class RoomUpgradeService:
         # Rooms being upgraded right now: a second request meanwhile is refused.
         self._upgrading: set[RoomID] = set()
 
-    async def upgrade(self, user_id: UserID, room_id: RoomID, new_version: str) -> RoomID:
-        """Replace ``room_id`` by a new room of ``new_version``; the new room's ID."""
+    async def upgrade(
+        self,
+        user_id: UserID,
+        room_id: RoomID,
+        new_version: str,
+        additional_creators: object = None,
+    ) -> RoomID:
+        """Replace ``room_id`` by a new room of ``new_version``; the new room's ID.
+
+        ``additional_creators`` is the request's field as sent (None if absent or null):
+        checked and used only if ``new_version`` gives creators infinite power.
+        """
         version = room_version_or_none(new_version)
         if version is None:
             raise MatrixError(
                 Errcode.UNSUPPORTED_ROOM_VERSION, f"Room version {new_version} is not supported"
             )
+        additional: list[UserID] | None = None
+        if version.creators_have_infinite_power and additional_creators is not None:
+            additional = _checked_additional_creators(additional_creators)
         snapshot = await self._state.get_room(room_id)
         row = await self._event_store.get_room(room_id)
         if snapshot is None or row is None or not snapshot.takes_part(self._server_name):
@@ -114,12 +138,17 @@ class RoomUpgradeService:
             raise MatrixError(Errcode.UNKNOWN, "An upgrade for this room is already in progress")
         self._upgrading.add(room_id)
         try:
-            return await self._upgrade(user_id, snapshot, version, row.is_public)
+            return await self._upgrade(user_id, snapshot, version, row.is_public, additional)
         finally:
             self._upgrading.discard(room_id)
 
     async def _upgrade(
-        self, user_id: UserID, snapshot: RoomSnapshot, version: RoomVersion, is_public: bool
+        self,
+        user_id: UserID,
+        snapshot: RoomSnapshot,
+        version: RoomVersion,
+        is_public: bool,
+        additional_creators: list[UserID] | None,
     ) -> RoomID:
         room_id = snapshot.room_id
         banned = [u for u, m in snapshot.memberships.items() if m == "ban"]
@@ -137,6 +166,8 @@ class RoomUpgradeService:
             "room_version": version.identifier,
             "predecessor": {"room_id": room_id},
         }
+        if additional_creators is not None:
+            creation["additional_creators"] = additional_creators
         if create.content.get("m.federate") is False:
             creation["m.federate"] = False
         if "type" in create.content:
@@ -150,8 +181,9 @@ class RoomUpgradeService:
             tombstone_id = await self._tombstone(user_id, room_id, new_room_id)
             creation["predecessor"]["event_id"] = tombstone_id
         power = old.get(POWER_LEVELS_KEY)
+        creators = {user_id, *(additional_creators or ())}
         final_levels = _final_power_levels(
-            None if power is None else power.content, user_id, old_level, version
+            None if power is None else power.content, user_id, creators, old_level, version
         )
         initial = [
             EventSpec(
@@ -311,16 +343,40 @@ def _fixed_power_levels(content: Mapping[str, Any]) -> JsonDict:
     return fixed
 
 
+def _checked_additional_creators(value: object) -> list[UserID]:
+    """The upgrade request's ``additional_creators``: an array of user IDs, else 400
+    (as Synapse's ``check_valid_additional_creators``, which answers M_FORBIDDEN with the
+    400; here M_BAD_JSON for the wrong JSON type, M_INVALID_PARAM for a bad user ID)."""
+    if not isinstance(value, list):
+        raise MatrixError(Errcode.BAD_JSON, "'additional_creators' must be an array")
+    creators: list[UserID] = []
+    for entry in value:
+        if not isinstance(entry, str):
+            raise MatrixError(Errcode.BAD_JSON, "'additional_creators' must hold strings")
+        if not is_valid_user_id(entry):
+            raise MatrixError(
+                Errcode.INVALID_PARAM, f"Invalid user ID in 'additional_creators': {entry}"
+            )
+        creators.append(UserID(entry))
+    return creators
+
+
 def _final_power_levels(
-    content: Mapping[str, Any] | None, user_id: UserID, old_level: int | float, version: RoomVersion
+    content: Mapping[str, Any] | None,
+    user_id: UserID,
+    creators: set[UserID],
+    old_level: int | float,
+    version: RoomVersion,
 ) -> JsonDict:
     """The new room's power levels after the upgrade: the old room's. Under infinite
-    creator power the upgrader (the new room's creator) may not be listed; a creator of
-    an old room with infinite power keeps 100 in a version without it."""
+    creator power the new room's ``creators`` (the upgrader and additional creators) may
+    not be listed; the upgrader, a creator of an old room with infinite power, keeps 100
+    in a version without it."""
     levels = _fixed_power_levels(content or {})
     users = dict(levels.get("users", {}))
     if version.creators_have_infinite_power:
-        users.pop(user_id, None)
+        for creator in creators:
+            users.pop(creator, None)
     elif old_level == float("inf"):
         users[user_id] = 100
     levels["users"] = users
