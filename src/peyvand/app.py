@@ -146,9 +146,6 @@ def _lifecycle(
     lifecycle.add("device lists", Hooks(start=local.device_lists.start))
     if federation.edus is not None:
         lifecycle.add("federation EDUs", federation.edus)
-    lifecycle.add(
-        "push actions", Hooks(start=local.push_actions.start, stop=local.push_actions.stop)
-    )
     lifecycle.add("pushers", local.pusher_pool)
     if email.mailer is not None:
         lifecycle.add("email notifications", email.mailer)

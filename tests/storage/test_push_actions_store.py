@@ -112,10 +112,12 @@ async def test_read_marks_count_when_later_than_the_receipt(database: Database) 
     assert await store.get_unread_counts(ALICE, {ROOM: 0}) == {ROOM: UnreadCount(2, 1)}
     assert await store.get_unread_counts(ALICE, {ROOM: 3}) == {ROOM: UnreadCount(1, 0)}
     assert await store.get_unread_counts(BOB, {ROOM: 0}) == {ROOM: UnreadCount(4, 0)}
-    # The mark deletes the exceptions it covers, in the same write.
+    # The mark keeps the exceptions it covers (GET /notifications lists them), and counts
+    # start after it.
     await write(database, [], [], [ReadUpTo(ALICE, ROOM, 3)])
     rows = await database.fetch("SELECT stream_ordering FROM push_user_exceptions")
-    assert rows == []
+    assert [int(r["stream_ordering"]) for r in rows] == [3]
+    assert await store.get_unread_counts(ALICE, {ROOM: 0}) == {ROOM: UnreadCount(1, 0)}
 
 
 async def test_events_of_ignored_senders_do_not_count(database: Database) -> None:
@@ -167,18 +169,6 @@ async def test_running_counts_per_thread_and_idempotent_writes(database: Databas
         (3, 3, 1, 2, 0),
         (4, 4, 1, 2, 1),
     ]
-
-
-async def test_deleted_read_exceptions_leave_later_counts_alone(database: Database) -> None:
-    store = PushActionStore(database)
-    await write(
-        database,
-        [room_row(ROOM, 1)],
-        [exception(ALICE, ROOM, n, 1, n % 2) for n in (2, 3, 4, 5)],
-    )
-    await store.delete_read([ReadUpTo(ALICE, ROOM, 3), ReadUpTo(ALICE, OTHER_ROOM, 9)])
-    assert await store.get_unread_counts(ALICE, {ROOM: 0}) == {ROOM: UnreadCount(3, 1)}
-    assert await store.get_unread_counts(ALICE, {ROOM: 4}) == {ROOM: UnreadCount(1, 1)}
 
 
 async def test_forgotten_events_leave_every_count_exact(database: Database) -> None:

@@ -137,10 +137,6 @@ _MARK_READ = (
     " DO UPDATE SET stream_ordering = excluded.stream_ordering"
     " WHERE excluded.stream_ordering > push_read_marks.stream_ordering"
 )
-_DELETE_READ = (
-    "DELETE FROM push_user_exceptions WHERE user_id = $1 AND room_id = $2 AND stream_ordering <= $3"
-    " AND (CAST($4 AS TEXT) = '' OR thread_id = $4)"
-)
 
 
 class PushActionStore:
@@ -155,9 +151,11 @@ class PushActionStore:
         read: Sequence[ReadUpTo],
     ) -> None:
         """Add ``notifications`` and ``exceptions`` (each room's in stream order), then
-        record ``read`` as read marks and delete the exceptions they cover, inside ``txn``
-        (the events' own group commit), one statement each, after taking the rooms'
-        locks (``lock_rooms``)."""
+        record ``read`` as read marks, inside ``txn`` (the events' own group commit), one
+        statement each, after taking the rooms' locks (``lock_rooms``). Nothing read is
+        deleted: counts start after the read position whatever lies before it, and
+        GET /notifications lists read events as they notified (``storage.notifications``);
+        rows go with their events (``forget_events``)."""
         rooms = {n.room_id for n in notifications} | {e.room_id for e in exceptions}
         await lock_rooms(txn, self._db.dialect, rooms | {r.room_id for r in read})
         if notifications:
@@ -193,19 +191,9 @@ class PushActionStore:
                 ],
             )
         if read:
-            marks = [(r.user_id, r.room_id, r.stream_ordering, r.thread_id) for r in read]
-            await txn.executemany(_MARK_READ, marks)
-            await txn.executemany(_DELETE_READ, marks)
-
-    async def delete_read(self, read: Sequence[ReadUpTo]) -> None:
-        """Delete the exceptions at or before each ``read`` position (read receipts), in
-        one transaction. They no longer count; the rows after them keep their sums."""
-        if read:
-            async with self._db.transaction() as txn:
-                await txn.executemany(
-                    _DELETE_READ,
-                    [(r.user_id, r.room_id, r.stream_ordering, r.thread_id) for r in read],
-                )
+            await txn.executemany(
+                _MARK_READ, [(r.user_id, r.room_id, r.stream_ordering, r.thread_id) for r in read]
+            )
 
     async def get_unread_counts(
         self,

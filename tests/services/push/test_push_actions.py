@@ -4,7 +4,6 @@ room row per notifying event, an exception row only for members whose outcome di
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ from peyvand.services.push.rules_api import PushRulesService
 from peyvand.services.timeline.room_state import RoomSnapshot
 from peyvand.storage.migrations import run_migrations
 from peyvand.storage.models import EventToPersist, StateGroupRow
-from peyvand.storage.push_actions import PushActionStore, ReadUpTo
+from peyvand.storage.push_actions import PushActionStore
 from peyvand.storage.push_rules import DefaultRuleRow, PushRuleRow, PushRuleStore
 from peyvand.storage.sqlite import SqliteDatabase
 from peyvand.types import EventID, JsonDict, RoomID, ServerName, UserID
@@ -122,16 +121,6 @@ class FakeIgnored:
         return self.ignored.get(user_id, frozenset())
 
 
-class RecordingStore(PushActionStore):
-    def __init__(self, db: SqliteDatabase) -> None:
-        super().__init__(db)
-        self.deleted: list[list[ReadUpTo]] = []
-
-    async def delete_read(self, read: Sequence[ReadUpTo]) -> None:
-        await super().delete_read(read)
-        self.deleted.append(list(read))
-
-
 @dataclass
 class World:
     db: SqliteDatabase
@@ -139,7 +128,7 @@ class World:
     rulesets: FakeRulesets
     receipts: FakeReceipts
     ignored: FakeIgnored
-    store: RecordingStore
+    store: PushActionStore
     service: PushActionsService
     next_ordering: int = 100
 
@@ -200,15 +189,13 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
     await run_migrations(db)
     state = FakeState.build([ALICE, BOB, CAROL, REMOTE], {ALICE: 100})
     rulesets, receipts, ignored = FakeRulesets(), FakeReceipts(), FakeIgnored()
-    store = RecordingStore(db)
+    store = PushActionStore(db)
     service = PushActionsService(
         ServerName("localhost"), store, cast(Any, state), rulesets, receipts, ignored.of
     )
-    service.start()
     try:
         yield World(db, state, rulesets, receipts, ignored, store, service)
     finally:
-        await service.stop()
         await db.close()
 
 
@@ -284,8 +271,11 @@ async def test_own_events_and_leaving_read_everything_before_them(world: World) 
     world.state.set_state(kick)
     await world.persist(kick)
     assert await world.counts(CAROL) == (0, 0)
-    # Read marks delete the exceptions they cover at once.
-    assert await world.exceptions() == []
+    # Read marks keep the exceptions they cover (GET /notifications lists them).
+    assert [(user, highlight) for user, _, _, highlight in await world.exceptions()] == [
+        (BOB, 1),
+        (CAROL, 1),
+    ]
 
 
 async def test_events_from_ignored_users_do_not_count(world: World) -> None:
@@ -320,26 +310,16 @@ async def test_a_failing_evaluation_is_logged_not_raised(
     assert await world.room_rows() == []
 
 
-async def test_counts_follow_receipts_and_read_rows_are_cleaned_up_once(world: World) -> None:
-    await world.message(ALICE, "one", **{"m.mentions": {"user_ids": [BOB]}})
+async def test_counts_follow_receipts_and_read_rows_stay(world: World) -> None:
+    first = await world.message(ALICE, "one", **{"m.mentions": {"user_ids": [BOB]}})
     second = await world.message(ALICE, "two", **{"m.mentions": {"user_ids": [BOB]}})
     third = await world.message(ALICE, "three", **{"m.mentions": {"user_ids": [BOB]}})
     assert await world.counts(BOB) == (3, 3)
-    assert world.store.deleted == []
 
     world.receipts.positions[(BOB, ROOM)] = second
     assert await world.counts(BOB) == (1, 1)
-    for _ in range(100):
-        if world.store.deleted:
-            break
-        await asyncio.sleep(0.01)
-    assert world.store.deleted == [[ReadUpTo(BOB, ROOM, second)]]
-    assert await world.exceptions() == [(BOB, third, 0, 1)]
-    assert await world.counts(BOB) == (1, 1)
-    # An unchanged read position costs no further write.
-    await world.counts(BOB)
-    await asyncio.sleep(0.05)
-    assert len(world.store.deleted) == 1
+    # What the receipt read stays, for GET /notifications; counts start after it.
+    assert [position for _, position, _, _ in await world.exceptions()] == [first, second, third]
     assert await world.service.unread_counts(CAROL, [ROOM, RoomID("!none:localhost")]) == {
         ROOM: {"notification_count": 3, "highlight_count": 0}
     }

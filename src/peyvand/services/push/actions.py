@@ -36,9 +36,11 @@ one in a thread that thread, each count taken from the running counts of its thr
 (``storage.unread_counts``); a /sync filter's ``unread_thread_notifications`` splits
 the counts per thread. Events from users
 U ignores (``m.ignored_user_list``) are taken out then, from the rows' senders, so
-ignoring (or no longer ignoring) someone changes the counts at once. Exceptions at or
-before an unthreaded receipt are deleted later, in bounded batches, by a background
-task; room rows live as long as their events (purging an event deletes its rows).
+ignoring (or no longer ignoring) someone changes the counts at once. Rows read stay:
+counts start after the read position whatever lies before it, and GET /notifications
+lists read events as they notified (a muted room's stay out, a mention keeps its
+highlight); room rows and exceptions live as long as their events (purging an event
+deletes its rows).
 
 Ordering. Running counts need each room's rows inserted in stream order: positions are
 allocated under the room's lock, enqueued in that order, and the one ``EventWriter``
@@ -65,13 +67,11 @@ so the listing is a merge of two index range scans per room, and the actions the
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
-from peyvand.background import BackgroundTask
 from peyvand.events.auth import get_user_power_level
 from peyvand.events.auth.power_levels import CREATE_KEY, POWER_LEVELS_KEY
 from peyvand.events.pdu import Pdu, StateKey
@@ -99,12 +99,8 @@ logger = logging.getLogger(__name__)
 
 # Rooms whose evaluation context is kept (one per room, kept up to date).
 _CONTEXT_CACHE_SIZE: Final = 10_000
-# (user, room) read positions remembered as already cleaned up.
-_CLEANED_CACHE_SIZE: Final = 100_000
 # Events whose pushes wait for their commit (a failed commit leaves its entries here).
 _PENDING_PUSHES_SIZE: Final = 10_000
-# (user, room) pairs cleaned up per transaction.
-_CLEANUP_BATCH: Final = 500
 # "Threaded read receipts": the thread ID of the main timeline.
 MAIN_THREAD: Final = "main"
 _LEFT: Final = frozenset({"leave", "ban"})
@@ -213,16 +209,6 @@ class PushActionsService:
         self._pushed_users = pushed_users
         self._pending_pushes: LRU[EventID, PushOutcome] = LRU(_PENDING_PUSHES_SIZE)
         self._contexts: LRU[RoomID, _RoomContext] = LRU(_CONTEXT_CACHE_SIZE)
-        self._cleaned: LRU[tuple[UserID, RoomID], int] = LRU(_CLEANED_CACHE_SIZE)
-        self._to_clean: dict[tuple[UserID, RoomID], int] = {}
-        self._wakeup = asyncio.Event()
-        self._cleanup = BackgroundTask("push-actions-cleanup", self._clean_up_forever)
-
-    def start(self) -> None:
-        self._cleanup.start()
-
-    async def stop(self) -> None:
-        await self._cleanup.stop()
 
     # -- write time -------------------------------------------------------------------
 
@@ -549,46 +535,10 @@ class PushActionsService:
     async def _read_positions(
         self, user_id: UserID, room_ids: Sequence[RoomID]
     ) -> tuple[dict[RoomID, int], frozenset[UserID]]:
-        """Each room's unthreaded receipt position (0: none) and whom the user ignores;
-        the exceptions the receipts cover are queued for deletion."""
+        """Each room's unthreaded receipt position (0: none) and whom the user ignores."""
         positions = await self._receipts.read_positions(user_id, room_ids)
-        self._schedule_cleanup(user_id, positions)
         read = {room_id: positions.get(room_id, 0) for room_id in room_ids}
         return read, await self._ignored_users(user_id)
-
-    # -- clean-up -----------------------------------------------------------------------
-
-    def _schedule_cleanup(self, user_id: UserID, positions: Mapping[RoomID, int]) -> None:
-        """Queue the deletion of exceptions a receipt covers where the read position moved
-        since the last clean-up this process remembers, so an unchanged receipt costs no
-        write."""
-        for room_id, position in positions.items():
-            key = (user_id, room_id)
-            cleaned = self._cleaned.peek(key)
-            if cleaned is not None and cleaned >= position:
-                continue
-            if self._to_clean.get(key, -1) >= position:
-                continue
-            self._to_clean[key] = position
-            self._wakeup.set()
-
-    async def _clean_up_forever(self) -> None:
-        while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            while self._to_clean:
-                batch = list(self._to_clean.items())[:_CLEANUP_BATCH]
-                for key, _ in batch:
-                    del self._to_clean[key]
-                try:
-                    await self._store.delete_read([ReadUpTo(u, r, p) for (u, r), p in batch])
-                except Exception:
-                    logger.exception("deleting %d read push action ranges failed", len(batch))
-                    continue
-                for key, position in batch:
-                    self._cleaned.put(key, position)
-                # Let requests run between batches.
-                await asyncio.sleep(0)
 
 
 def _evaluation(pdu: Pdu, snapshot: RoomSnapshot, context: _RoomContext) -> EventEvaluation:
