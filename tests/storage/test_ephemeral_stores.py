@@ -5,6 +5,7 @@ from __future__ import annotations
 from peyvand.storage.account_data import GLOBAL, AccountDataRow, AccountDataStore
 from peyvand.storage.database import Database
 from peyvand.storage.receipts import ReceiptRow, ReceiptStore
+from peyvand.storage.threads import ThreadStore
 from peyvand.types import EventID, RoomID, UserID
 
 ALICE = UserID("@alice:localhost")
@@ -47,7 +48,7 @@ async def test_receipts_only_move_forward_per_type_user_and_thread(database: Dat
     assert await store.get_receipts_for_rooms(ALICE, [OTHER_ROOM], 0, 5) == []
 
 
-async def test_read_positions_take_the_furthest_unthreaded_or_main_read_receipt(
+async def test_read_positions_take_the_furthest_unthreaded_read_receipt(
     database: Database,
 ) -> None:
     store = ReceiptStore(database)
@@ -57,7 +58,8 @@ async def test_read_positions_take_the_furthest_unthreaded_or_main_read_receipt(
     await store.upsert_receipt(receipt("m.read", ALICE, "$x", room=OTHER_ROOM, thread="main"), 5, 4)
     await store.upsert_receipt(receipt("m.read", BOB, "$z"), 99, 5)
     rooms = [ROOM, OTHER_ROOM, RoomID("!none:localhost")]
-    assert await store.get_read_positions(ALICE, rooms) == {ROOM: 20, OTHER_ROOM: 5}
+    # Main-timeline and thread receipts are read with the counts (storage/unread_counts).
+    assert await ThreadStore(database).read_positions(ALICE, rooms) == {ROOM: 20}
 
 
 async def test_account_data_is_global_or_per_room_and_read_back_by_range(

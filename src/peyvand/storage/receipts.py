@@ -16,10 +16,6 @@ from peyvand.types import EventID, RoomID, UserID
 # Room IDs per statement when reading many rooms (well under both backends' limits).
 _CHUNK = 500
 
-# The receipt types that move a user's read-up-to position (Client-Server API,
-# "Receiving notifications": the more recent of m.read and m.read.private counts).
-_READ_TYPES = ("m.read", "m.read.private")
-
 
 @dataclass(frozen=True, slots=True)
 class ReceiptRow:
@@ -106,21 +102,3 @@ class ReceiptStore:
             )
             for r in rows
         ]
-
-    async def get_read_positions(
-        self, user_id: UserID, room_ids: Sequence[RoomID]
-    ) -> dict[RoomID, int]:
-        """room_id -> stream ordering of the user's furthest unthreaded or main-timeline
-        m.read / m.read.private receipt; rooms without one are absent."""
-        found: dict[RoomID, int] = {}
-        async for chunk in iter_chunks(room_ids, _CHUNK):
-            rows = await self._db.fetch(
-                "SELECT room_id, MAX(event_stream_ordering) AS position FROM receipts"
-                " WHERE user_id = $1 AND receipt_type IN ($2, $3) AND thread_id IN ('', 'main')"
-                f" AND room_id IN ({placeholders(len(chunk), 4)}) GROUP BY room_id",
-                user_id,
-                *_READ_TYPES,
-                *chunk,
-            )
-            found.update((RoomID(r["room_id"]), int(r["position"])) for r in rows)
-        return found

@@ -23,6 +23,7 @@ from peyvand.storage.migrations import run_migrations
 from peyvand.storage.models import StoredEvent
 from peyvand.storage.receipts import ReceiptRow, ReceiptStore
 from peyvand.storage.sqlite import SqliteDatabase
+from peyvand.storage.threads import ThreadStore
 from peyvand.types import EventID, JsonDict, RoomID, UserID
 
 ROOM = RoomID("!room:localhost")
@@ -67,6 +68,10 @@ class World:
     notifier: RecordingNotifier
     account_data: AccountDataService
     receipts: ReceiptService
+
+    async def read_positions(self, user_id: UserID, room_ids: list[RoomID]) -> dict[RoomID, int]:
+        """The unthreaded read positions the unread counts start from."""
+        return await ThreadStore(self.db).read_positions(user_id, room_ids)
 
     @classmethod
     async def build(cls, db: SqliteDatabase, state: FakeState) -> World:
@@ -164,16 +169,16 @@ async def test_receipts_never_move_back(world: World) -> None:
     await world.receipts.send_receipt(ALICE, ROOM, "m.read", old)
     assert world.receipts.current_position == 1
     assert len(world.notifier.woken) == 1
-    assert await world.receipts.read_positions(ALICE, [ROOM]) == {ROOM: 20}
+    assert await world.read_positions(ALICE, [ROOM]) == {ROOM: 20}
 
 
 async def test_read_position_is_the_further_of_public_and_private_receipts(world: World) -> None:
     a, b = world.state.add_event("$a", 10), world.state.add_event("$b", 20)
-    assert await world.receipts.read_positions(ALICE, [ROOM]) == {}
+    assert await world.read_positions(ALICE, [ROOM]) == {}
     await world.receipts.send_receipt(ALICE, ROOM, "m.read.private", b)
     await world.receipts.send_receipt(ALICE, ROOM, "m.read", a)
-    assert await world.receipts.read_positions(ALICE, [ROOM]) == {ROOM: 20}
-    assert await world.receipts.read_positions(ALICE, [ROOM, OTHER_ROOM]) == {ROOM: 20}
+    assert await world.read_positions(ALICE, [ROOM]) == {ROOM: 20}
+    assert await world.read_positions(ALICE, [ROOM, OTHER_ROOM]) == {ROOM: 20}
 
 
 async def test_receipt_errors(world: World) -> None:
@@ -254,7 +259,7 @@ async def test_read_markers_also_move_receipts(world: World) -> None:
         b: {"m.read": {ALICE: {"ts": NOW_MS}}},
         c: {"m.read.private": {ALICE: {"ts": NOW_MS}}},
     }
-    assert await world.receipts.read_positions(ALICE, [ROOM]) == {ROOM: 3}
+    assert await world.read_positions(ALICE, [ROOM]) == {ROOM: 3}
 
 
 # Account data -----------------------------------------------------------------------------

@@ -185,14 +185,6 @@ class ReceiptService:
             by_room.setdefault(row.room_id, []).append(row)
         return {room_id: receipt_event(rows) for room_id, rows in by_room.items()}
 
-    async def read_positions(
-        self, user_id: UserID, room_ids: Sequence[RoomID]
-    ) -> dict[RoomID, int]:
-        """room_id -> stream ordering of the event of the user's furthest unthreaded or
-        main-timeline ``m.read``/``m.read.private`` receipt, for unread counts ("Receiving
-        notifications"); rooms without such a receipt are absent."""
-        return await self._store.get_read_positions(user_id, room_ids)
-
     # -- internals ------------------------------------------------------------------------
 
     async def _member_event(
