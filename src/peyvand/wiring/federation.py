@@ -284,6 +284,7 @@ def build_federation(
             on_remote_membership,
             invite_policy,
             policy_lists,
+            local.pusher_pool.on_remote_invite,
         ),
         edus,
     )

@@ -153,6 +153,7 @@ def build_local(config: Config, db: Database, timeline: Timeline) -> Local:
         users_with_pushers,
         take_pushes=push_actions.take_pushes,
         actions_now=push_actions.actions_now,
+        remote_invite_actions=push_actions.remote_invite_actions,
         memberships=timeline.index.memberships,
         unread_counts=push_actions.unread_counts,
         ignored_users=account_data.ignored_users.of,

@@ -7,17 +7,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from aiohttp import web
 
 from harness.client import Account, MatrixClient, new_session, unique_localpart
+from harness.fake_server import FEDERATION_V2, FakeServer, q
 from harness.ports import free_port
 from harness.server import HomeserverProcess, start_homeserver
+from peyvand.events.room_versions import KNOWN_ROOM_VERSIONS
 
 NOTIFY = "/_matrix/push/v1/notify"
 APP_ID = "im.peyvand.test"
@@ -433,3 +438,162 @@ async def test_encrypted_event_is_high_priority(mc: MatrixClient, gateway: Gatew
     assert notification["type"] == "m.room.encrypted"
     assert notification["prio"] == "high"
     assert notification["content"] == ciphertext
+
+
+# -- invites from other servers ----------------------------------------------------------
+# A fake peer (``harness.fake_server``) invites a local user of a federating Peyvand over
+# PUT /invite v2. The invite is kept apart from the room's events (this server is not in
+# the room) and pushed as a local invite is: the invitee's rules (``.m.rule.invite_for_me``:
+# notify, sound default), ``membership`` invite, ``user_is_target``, the room's name from
+# the invite's stripped state. An invite from a user the invitee ignores, or one their
+# invite policy refuses (403) or holds as a message request, is not pushed: shown by
+# order, a pusher sending one notification at a time in stream order.
+
+_invite_rooms = itertools.count(1)
+_INVITE_POLICY = "/_peyvand/client/v1/invite_policy"
+FEDERATION_TIMEOUT = 60
+
+
+@pytest.fixture(scope="module")
+def federating_push_server(
+    backend: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[HomeserverProcess]:
+    server = start_homeserver(
+        backend,
+        request,
+        tmp_path_factory.mktemp("remote-invite-push"),
+        federation=True,
+        options={
+            "push.gateway_allowed_networks": '["127.0.0.1/32"]',
+            "push.gateway_timeout": "3.0",
+        },
+    )
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def fmc(federating_push_server: HomeserverProcess) -> AsyncIterator[MatrixClient]:
+    async with new_session() as session:
+        yield MatrixClient(session, federating_push_server.base_url)
+
+
+@pytest.fixture
+async def fake(
+    federating_push_server: HomeserverProcess, tmp_path: Path
+) -> AsyncIterator[FakeServer]:
+    async with FakeServer(tmp_path, peer=federating_push_server.server_name) as server:
+        yield server
+
+
+async def _invite(fake: FakeServer, sender: str, invitee: str) -> tuple[str, str, int, Any]:
+    """PUT /invite v2 of an invite of ``invitee`` by ``sender`` to a new room of the fake
+    named "Room N", the sender's member event in the stripped state; ``(room ID, event ID,
+    status, answer)``."""
+    version = KNOWN_ROOM_VERSIONS["11"]
+    number = next(_invite_rooms)
+    room_id = f"!invitepush{number}:{fake.server_name}"
+    create = fake.make_pdu(
+        version, room_id, sender, "m.room.create", {"room_version": "11"}, "",
+        prev_events=[], auth_events=[], depth=1,
+    )  # fmt: skip
+    invite = fake.make_pdu(
+        version, room_id, sender, "m.room.member", {"membership": "invite"}, invitee,
+        prev_events=[create.event_id], auth_events=[create.event_id], depth=2,
+    )  # fmt: skip
+    stripped = [
+        {"type": "m.room.create", "state_key": "", "sender": sender, "content": {}},
+        {"type": "m.room.name", "state_key": "", "sender": sender,
+         "content": {"name": f"Room {number}"}},
+        {
+            "type": "m.room.member",
+            "state_key": sender,
+            "sender": sender,
+            "content": {"membership": "join", "displayname": "Remote Inviter"},
+        },
+    ]  # fmt: skip
+    status, answer = await fake.request(
+        "PUT",
+        f"{FEDERATION_V2}/invite/{q(room_id)}/{q(invite.event_id)}",
+        {"room_version": "11", "event": dict(invite.data), "invite_room_state": stripped},
+    )
+    return room_id, invite.event_id, status, answer
+
+
+async def _user_with_pusher(fmc: MatrixClient, gateway: Gateway) -> tuple[Account, str]:
+    account = await fmc.register()
+    return account, await add_pusher(fmc, account, gateway)
+
+
+async def test_remote_invite_is_pushed_as_a_local_invite(
+    fmc: MatrixClient, fake: FakeServer, gateway: Gateway
+) -> None:
+    alice, pushkey = await _user_with_pusher(fmc, gateway)
+    inviter = fake.user("inviter")
+    async with asyncio.timeout(FEDERATION_TIMEOUT):
+        room_id, event_id, status, answer = await _invite(fake, inviter, alice.user_id)
+        assert status == 200, answer
+        (pushed,) = await gateway.wait_for(pushkey, within=10.0)
+    assert pushed["event_id"] == event_id
+    assert pushed["room_id"] == room_id
+    assert pushed["type"] == "m.room.member"
+    assert pushed["sender"] == inviter
+    assert pushed["membership"] == "invite"
+    assert pushed["user_is_target"] is True
+    assert pushed["room_name"].startswith("Room ")
+    assert pushed["sender_display_name"] == "Remote Inviter"
+    assert pushed["prio"] == "high"
+    assert pushed["counts"] == {"unread": 1}  # the invite itself
+    assert pushed["devices"][0]["tweaks"] == {"sound": "default"}
+
+
+async def test_ignored_inviter_is_not_pushed(
+    fmc: MatrixClient, fake: FakeServer, gateway: Gateway
+) -> None:
+    bob, pushkey = await _user_with_pusher(fmc, gateway)
+    spammer, friend = fake.user("spammer"), fake.user("friend")
+    (
+        await fmc.request(
+            "PUT",
+            f"user/{quote(bob.user_id)}/account_data/m.ignored_user_list",
+            json={"ignored_users": {spammer: {}}},
+            token=bob,
+        )
+    ).ok()
+    async with asyncio.timeout(FEDERATION_TIMEOUT):
+        _, _, status, answer = await _invite(fake, spammer, bob.user_id)
+        assert status == 200, answer
+        _, event_id, status, answer = await _invite(fake, friend, bob.user_id)
+        assert status == 200, answer
+        (pushed,) = await gateway.wait_for(pushkey, within=10.0)
+        await asyncio.sleep(0.5)
+    assert pushed["event_id"] == event_id and pushed["sender"] == friend
+    assert len(gateway.delivered(pushkey)) == 1
+
+
+async def test_invites_refused_or_held_by_the_invite_policy_are_not_pushed(
+    fmc: MatrixClient, fake: FakeServer, gateway: Gateway
+) -> None:
+    carol, pushkey = await _user_with_pusher(fmc, gateway)
+    inviter = fake.user("inviter")
+
+    async def set_policy(policy: str) -> None:
+        body = {"policy": policy}
+        (await fmc.request("PUT", _INVITE_POLICY, json=body, token=carol)).ok()
+
+    async with asyncio.timeout(FEDERATION_TIMEOUT):
+        await set_policy("local-only")
+        _, _, status, answer = await _invite(fake, inviter, carol.user_id)
+        assert status == 403 and answer["errcode"] == "M_INVITE_BLOCKED", answer
+        await set_policy("hold-remote")
+        _, _, status, answer = await _invite(fake, inviter, carol.user_id)
+        assert status == 200, answer  # kept as a message request, not shown
+        await set_policy("open")
+        _, event_id, status, answer = await _invite(fake, inviter, carol.user_id)
+        assert status == 200, answer
+        (pushed,) = await gateway.wait_for(pushkey, within=10.0)
+        await asyncio.sleep(0.5)
+    assert pushed["event_id"] == event_id
+    assert len(gateway.delivered(pushkey)) == 1

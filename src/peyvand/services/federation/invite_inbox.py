@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from peyvand.errors import Errcode, MatrixError
+from peyvand.events.pdu import Pdu
 from peyvand.events.received import InvalidPdu, check_content_hash_or_redact, parse_pdu
 from peyvand.events.signing import SigningKey, sign_event
 from peyvand.federation.keyring import Keyring
@@ -87,10 +88,12 @@ class InviteInbox:
         on_remote_membership: Callable[[UserID, RoomID, str, int], None],
         invite_policy: InvitePolicyService,
         policy_lists: PolicyListService,
+        on_remote_invite: Callable[[Pdu, int, list[JsonDict]], Awaitable[None]],
     ) -> None:
         """``invite_policy`` applies users' choices for invites from other servers
         (interconnect opt-in) and its rate limits; the moderation ``policy_lists`` refuse
-        the invites they ban (inviter, invitee or room)."""
+        the invites they ban (inviter, invitee or room). ``on_remote_invite`` pushes an
+        invite kept and shown (not held) to the invitee's pushers."""
         self._server_name = server_name
         self._keyring = keyring
         self._state = state
@@ -102,6 +105,7 @@ class InviteInbox:
         self._on_remote_membership = on_remote_membership
         self._invite_policy = invite_policy
         self._policy_lists = policy_lists
+        self._on_remote_invite = on_remote_invite
         limits = invite_policy.config
         self._invite_limiter = RemoteInviteLimiter(
             limits.remote_invites_per_server_per_minute,
@@ -172,6 +176,7 @@ class InviteInbox:
             )
             if not held:
                 self._on_remote_membership(target, room_id, "invite", stream)
+                await self._on_remote_invite(pdu, stream, stripped)
         return {"event": signed}
 
     async def release_invites(self, user_id: UserID, room_id: RoomID | None = None) -> list[RoomID]:

@@ -266,7 +266,27 @@ class PushActionsService:
     ) -> None:
         """An invite of a local user with pushers (not a member, so not among those
         evaluated above) is evaluated with their rules (``.m.rule.invite_for_me``)."""
-        pdu = persisted.pdu
+        invited = await self._invite_actions(persisted.pdu, evaluation)
+        if invited is None:
+            return
+        user_id, actions = invited
+        if writes.pushes and writes.pushes[-1].event is persisted:
+            writes.pushes[-1].actions[user_id] = actions
+        else:
+            writes.pushes.append(PushOutcome(persisted, {user_id: actions}))
+
+    async def remote_invite_actions(self, pdu: Pdu) -> tuple[UserID, Actions] | None:
+        """An invite of a local user from another server to a room this server is not in
+        (kept apart, not written through the event pipeline), evaluated as a local
+        invite is: the invitee with pushers and the actions if it notifies. The room is
+        unknown here: no joined members, the sender at the default power level."""
+        return await self._invite_actions(pdu, EventEvaluation(client_event(pdu), member_count=0))
+
+    async def _invite_actions(
+        self, pdu: Pdu, evaluation: EventEvaluation
+    ) -> tuple[UserID, Actions] | None:
+        """The invitee of ``pdu`` if it is an invite of a local user with pushers whom
+        their rules notify of it, with the actions."""
         invitee = pdu.state_key
         if (
             pdu.type != "m.room.member"
@@ -274,16 +294,11 @@ class PushActionsService:
             or not invitee
             or UserID(invitee) not in self._pushed_users()
         ):
-            return
+            return None
         user_id = UserID(invitee)
         rulesets = await self._rulesets.get_rulesets([user_id])
         actions = evaluation.actions_for(rulesets[user_id].compiled, user_id, None)
-        if not actions.notify:
-            return
-        if writes.pushes and writes.pushes[-1].event is persisted:
-            writes.pushes[-1].actions[user_id] = actions
-        else:
-            writes.pushes.append(PushOutcome(persisted, {user_id: actions}))
+        return (user_id, actions) if actions.notify else None
 
     def _evaluate(
         self,

@@ -7,6 +7,9 @@
   takes them once the events are committed (``on_persisted``, a dispatcher listener), so
   rules are evaluated once per event and the users with pushers are found by set
   intersection with the room's members, never by reading the member list.
+- An invite from another server to a room this server is not in (kept apart from the
+  event pipeline) is evaluated the same way (``remote_invite_actions``) and queued live
+  (``on_remote_invite``), the room named from its stripped state.
 - A read receipt of a user with pushers queues a counts-only notification on each of
   their pushers (``on_receipt``).
 - Sends of all pushers share one semaphore (``push.max_concurrent_sends``), and those to
@@ -22,7 +25,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence, Set
-from typing import Final
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 from peyvand.events.pdu import Pdu
@@ -84,6 +87,7 @@ class PusherPool:
         *,
         take_pushes: Callable[[Sequence[EventToPersist]], list[PushOutcome]],
         actions_now: Callable[[UserID, Pdu], Awaitable[Actions | None]],
+        remote_invite_actions: Callable[[Pdu], Awaitable[tuple[UserID, Actions] | None]],
         memberships: Memberships,
         unread_counts: UnreadCounts,
         ignored_users: IgnoredUsers,
@@ -97,6 +101,7 @@ class PusherPool:
         self._state = state
         self._users = users
         self._take_pushes = take_pushes
+        self._remote_invite_actions = remote_invite_actions
         self._memberships = memberships
         self._unread_counts = unread_counts
         self._notifications = notifications
@@ -162,6 +167,28 @@ class PusherPool:
             for user_id, actions in outcome.actions.items():
                 for pusher in self._pushers.get(user_id, {}).values():
                     pusher.on_push(LivePush(event.stream_ordering, event.pdu, actions.tweaks))
+
+    async def on_remote_invite(
+        self, pdu: Pdu, stream_ordering: int, invite_state: Sequence[JsonDict]
+    ) -> None:
+        """An invite from another server to a room this server is not in, kept at
+        ``stream_ordering`` outside the event pipeline: pushed as a local invite is (the
+        invitee's rules, ``.m.rule.invite_for_me``), the room named from the invite's
+        stripped state. Not caught up on after a restart. Errors are logged, never
+        raised: they must not fail the invite."""
+        if pdu.state_key is None or not self._pushers.get(UserID(pdu.state_key)):
+            return
+        try:
+            invited = await self._remote_invite_actions(pdu)
+        except Exception:
+            logger.exception("evaluating the push of invite %s failed", pdu.event_id)
+            return
+        if invited is None:
+            return
+        user_id, actions = invited
+        context = _stripped_context(invite_state, pdu.sender)
+        for pusher in self._pushers.get(user_id, {}).values():
+            pusher.on_push(LivePush(stream_ordering, pdu, actions.tweaks, context))
 
     async def on_receipt(self, row: ReceiptRow) -> None:
         """Receipt listener: the user's badge may have gone down."""
@@ -283,3 +310,23 @@ class PusherPool:
 def _string(event: Pdu | None, key: str) -> str | None:
     value = event.content.get(key) if event is not None else None
     return value if isinstance(value, str) and value else None
+
+
+def _stripped_context(invite_state: Sequence[JsonDict], sender: UserID) -> RoomContext:
+    """The room's name and alias and the sender's display name from an invite's
+    stripped state events, when there."""
+    found: dict[tuple[Any, Any], Mapping[str, Any]] = {}
+    for event in invite_state:
+        content = event.get("content")
+        if isinstance(content, dict):
+            found[(event.get("type"), event.get("state_key"))] = content
+
+    def string(key: tuple[str, str], field: str) -> str | None:
+        value = found.get(key, {}).get(field)
+        return value if isinstance(value, str) and value else None
+
+    return RoomContext(
+        string(("m.room.name", ""), "name"),
+        string(("m.room.canonical_alias", ""), "alias"),
+        string(("m.room.member", sender), "displayname"),
+    )

@@ -56,6 +56,9 @@ class LivePush:
     stream_ordering: int
     pdu: Pdu
     tweaks: Mapping[str, Any]
+    # What the notification names besides the event, when known already (an invite from
+    # another server: its stripped state); else read from the room's current state.
+    context: RoomContext | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,7 +186,7 @@ class HttpPusher:
         user_id = self.row.user_id
         if push.pdu.sender in await self._deps.ignored(user_id):
             return
-        context = await self._deps.room_context(push.pdu)
+        context = push.context or await self._deps.room_context(push.pdu)
         while not self._gone:
             notification = event_notification(
                 self.row,
