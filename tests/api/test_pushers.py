@@ -86,6 +86,9 @@ async def test_pushers_go_with_their_device(client: MatrixClient) -> None:
     assert await pushers(client, again) == []
 
 
+INVALID = "M_INVALID_PARAM"
+
+
 async def test_invalid_pushers(client: MatrixClient) -> None:
     alice = await client.register()
     cases: list[tuple[dict[str, Any], str]] = [
@@ -98,6 +101,12 @@ async def test_invalid_pushers(client: MatrixClient) -> None:
         (pusher(data={"format": "event_id_only"}), "M_INVALID_PARAM"),
         (pusher(data={"url": "https://push.example/elsewhere"}), "M_INVALID_PARAM"),
         (pusher(data={"url": "ftp://push.example/_matrix/push/v1/notify"}), "M_INVALID_PARAM"),
+        # Parsed as the sender parses it: a port in range, a host, a valid IPv6 literal.
+        (pusher(data={"url": "http://push.example:99999/_matrix/push/v1/notify"}), INVALID),
+        (pusher(data={"url": "http://push.example:0/_matrix/push/v1/notify"}), INVALID),
+        (pusher(data={"url": "http:///_matrix/push/v1/notify"}), INVALID),
+        (pusher(data={"url": "http://[::1/_matrix/push/v1/notify"}), INVALID),
+        (pusher(data={"url": "http://push example/_matrix/push/v1/notify"}), INVALID),
         (pusher(data="nope"), "M_BAD_JSON"),
         (pusher(append="yes"), "M_BAD_JSON"),
         (pusher(pushkey=5), "M_BAD_JSON"),

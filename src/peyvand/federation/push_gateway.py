@@ -94,10 +94,14 @@ class PushGatewayClient:
         """POST ``{"notification": ...}`` to ``url``; raises GatewayError."""
         if self._session is None:
             raise RuntimeError("PushGatewayClient.start() has not been called")
-        if not self.is_allowed(url):
-            raise GatewayError(f"{url} is not an allowed address")
-        body = orjson.dumps({"notification": notification})
         try:
+            allowed = self.is_allowed(url)
+        except Exception as exc:  # not a URL the client can send to (bad port, host...)
+            raise GatewayError(f"{url} is not a valid URL: {exc}") from exc
+        if not allowed:
+            raise GatewayError(f"{url} is not an allowed address")
+        try:
+            body = orjson.dumps({"notification": notification})
             async with asyncio.timeout(self._timeout):
                 async with self._session.post(
                     url,
@@ -115,6 +119,8 @@ class PushGatewayClient:
             raise GatewayError(str(exc)) from exc
         except (aiohttp.ClientError, OSError) as exc:
             raise GatewayError(str(exc)) from exc
+        except Exception as exc:  # anything else building or sending the request
+            raise GatewayError(f"{type(exc).__name__}: {exc}") from exc
         if status != 200:
             raise GatewayError(f"HTTP {status}")
         return GatewayAnswer(_rejected(raw))

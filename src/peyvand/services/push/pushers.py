@@ -18,7 +18,8 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Final
-from urllib.parse import urlsplit
+
+from yarl import URL
 
 from peyvand.errors import Errcode, MatrixError
 from peyvand.storage.pushers import PusherRow, PusherStore
@@ -143,16 +144,22 @@ def _check_email_address(address: str) -> None:
 
 
 def _check_url(url: object) -> None:
-    """An ``http`` pusher's ``data.url``: an http(s) URL of a gateway's notify endpoint."""
+    """An ``http`` pusher's ``data.url``: an http(s) URL of a gateway's notify endpoint,
+    parsed as the sender parses it (yarl), with a host and a port in 1-65535."""
     if not isinstance(url, str):
         raise MatrixError(Errcode.INVALID_PARAM, "'data.url' is required for http pushers")
     try:
-        parts = urlsplit(url)
-    except ValueError:
+        parsed = URL(url)
+        port = parsed.port
+    except (ValueError, TypeError):
         raise MatrixError(Errcode.INVALID_PARAM, "'data.url' is not a valid URL") from None
-    if parts.scheme not in ("http", "https") or not parts.netloc:
+    if parsed.scheme not in ("http", "https") or not parsed.host:
         raise MatrixError(Errcode.INVALID_PARAM, "'data.url' must be an http(s) URL")
-    if parts.path != NOTIFY_PATH:
+    if any(c.isspace() or ord(c) < 32 for c in parsed.host):
+        raise MatrixError(Errcode.INVALID_PARAM, "'data.url' has an invalid host")
+    if port is None or not 0 < port < 65536:
+        raise MatrixError(Errcode.INVALID_PARAM, "'data.url' has an invalid port")
+    if parsed.path != NOTIFY_PATH:
         raise MatrixError(Errcode.INVALID_PARAM, f"'data.url' must have the path {NOTIFY_PATH}")
 
 
