@@ -7,6 +7,11 @@ itself (Push Gateway API; behaviour as Synapse's ``HttpPusher``).
   and what users they ignore sent), then those the pool hands over
   live. The position is stored only after the gateway answered 200, so a crash before
   that sends the notification again after the restart, and one after it never does.
+- The queue holds positions, event IDs and tweaks, not events: the event is read at
+  every attempt as clients see it (Synapse's ``_process_one``), so one redacted while the
+  gateway was failing goes out redacted, without its content; one gone is skipped. At
+  most ``LIVE_QUEUE_MAX`` live notifications are queued: past that (a gateway dead for
+  long) they are dropped and read again from the database, as after a restart.
 - While the gateway fails (no answer in time, or not 200), the same notification is
   retried after 1 s, doubling up to an hour; a pusher failing for a day is deleted.
 - A ``rejected`` answer naming the pusher's pushkey deletes the pusher.
@@ -44,6 +49,8 @@ MAX_BACKOFF: Final = 3600.0
 GIVE_UP_AFTER_MS: Final = 24 * 3600 * 1000
 # Catch-up rows read per query.
 _CATCH_UP_BATCH: Final = 100
+# Live notifications queued per pusher; past that they are read from the database.
+LIVE_QUEUE_MAX: Final = 1000
 # Tweaks of a notification found in the database (which keeps only whether it
 # highlights) when it cannot be evaluated again: those of the default rules' mentions.
 _HIGHLIGHT_TWEAKS: Final = {"sound": "default", "highlight": True}
@@ -59,6 +66,19 @@ class LivePush:
     # What the notification names besides the event, when known already (an invite from
     # another server: its stripped state); else read from the room's current state.
     context: RoomContext | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Queued:
+    """A notification waiting for its turn: the event is read when it is sent."""
+
+    stream_ordering: int
+    event_id: EventID
+    tweaks: Mapping[str, Any]
+    context: RoomContext | None = None
+    # The event itself only when the store does not hold it (an invite from another
+    # server, which comes with its context).
+    pdu: Pdu | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,8 +115,11 @@ class HttpPusher:
         # Catch-up: the database is read in (_read_to, _catch_up_to].
         self._read_to = state.last_stream_ordering
         self._catch_up_to = max(catch_up_to, state.last_stream_ordering)
-        self._backlog: deque[LivePush] = deque()
-        self._live: deque[LivePush] = deque()
+        self._backlog: deque[_Queued] = deque()
+        self._live: deque[_Queued] = deque()
+        # Set once the live queue is full: the newest position not queued, read from the
+        # database once the notification being sent is dealt with.
+        self._overflow_to: int | None = None
         self._badge_due = False
         self._wakeup = asyncio.Event()
         self._task = BackgroundTask(f"pusher:{self.row.user_id}:{self.row.app_id}", self._run)
@@ -118,9 +141,16 @@ class HttpPusher:
 
     def on_push(self, push: LivePush) -> None:
         """Queue a live notification (one at or before the catch-up bound is found there)."""
-        if push.stream_ordering > self._catch_up_to:
-            self._live.append(push)
-            self._wakeup.set()
+        if push.stream_ordering <= self._catch_up_to:
+            return
+        if self._overflow_to is not None or len(self._live) >= LIVE_QUEUE_MAX:
+            self._overflow_to = push.stream_ordering
+        else:
+            kept = push.pdu if push.context is not None else None
+            self._live.append(
+                _Queued(push.stream_ordering, push.pdu.event_id, push.tweaks, push.context, kept)
+            )
+        self._wakeup.set()
 
     def on_badge_change(self) -> None:
         self._badge_due = True
@@ -150,9 +180,16 @@ class HttpPusher:
             self._badge_due = False
             await self._send_badge()
 
-    async def _next(self) -> deque[LivePush] | None:
+    async def _next(self) -> deque[_Queued] | None:
         """The queue whose head goes next: the catch-up notifications first, then the
         live ones (the head is taken off once it is dealt with)."""
+        if self._overflow_to is not None:
+            # The live queue overflowed: what it held and what came since is caught up
+            # on from the database, after what was delivered.
+            self._live.clear()
+            self._read_to = max(self._read_to, self._position)
+            self._catch_up_to = max(self._catch_up_to, self._overflow_to)
+            self._overflow_to = None
         while not self._backlog and self._read_to < self._catch_up_to:
             await self._read_backlog()
         if self._backlog:
@@ -177,20 +214,24 @@ class HttpPusher:
                 tweaks = actions.tweaks
             else:
                 continue  # the user's rules no longer notify it
-            self._backlog.append(LivePush(p.stream_ordering, pdu, tweaks))
+            self._backlog.append(_Queued(p.stream_ordering, p.event_id, tweaks))
         self._read_to = complete_to
 
-    async def _deliver(self, push: LivePush) -> None:
+    async def _deliver(self, push: _Queued) -> None:
         """Send ``push`` until the gateway takes it, the pusher is rejected, or it has
         failed for a day."""
         user_id = self.row.user_id
-        if push.pdu.sender in await self._deps.ignored(user_id):
-            return
-        context = push.context or await self._deps.room_context(push.pdu)
+        context = push.context
         while not self._gone:
+            # Read at every attempt: redacted meanwhile, it goes out without content.
+            pdu = push.pdu or (await self._deps.get_pdus([push.event_id])).get(push.event_id)
+            if pdu is None or pdu.sender in await self._deps.ignored(user_id):
+                return
+            if context is None:
+                context = await self._deps.room_context(pdu)
             notification = event_notification(
                 self.row,
-                push.pdu,
+                pdu,
                 push.tweaks,
                 await self._deps.badge(user_id),
                 context,
