@@ -115,3 +115,29 @@ async def test_invalid_pushers(client: MatrixClient) -> None:
         assert_error(await set_pusher(client, alice, body), 400, errcode)
     assert await pushers(client, alice) == []
     assert (await client.request("GET", "pushers", token=None)).status == 401
+
+
+async def test_pushers_per_user_are_capped(client: MatrixClient) -> None:
+    """``push.max_pushers_per_user`` (20 by default): one more is 400 M_INVALID_PARAM;
+    replacing one, or adding one after a deletion, still works; other users are apart."""
+    alice, bob = await client.register(), await client.register()
+    for n in range(20):
+        (await set_pusher(client, alice, pusher(f"key-{n}-{alice.user_id}"))).ok()
+    assert_error(await set_pusher(client, alice, pusher(f"one-more-{alice.user_id}")), 400, INVALID)
+    (await set_pusher(client, alice, pusher(f"key-0-{alice.user_id}", lang="fr"))).ok()
+    gone = {"kind": None, "app_id": "sytest", "pushkey": f"key-1-{alice.user_id}"}
+    (await set_pusher(client, alice, gone)).ok()
+    (await set_pusher(client, alice, pusher(f"one-more-{alice.user_id}"))).ok()
+    assert len(await pushers(client, alice)) == 20
+    (await set_pusher(client, bob, pusher(f"key-{bob.user_id}"))).ok()
+
+
+async def test_pusher_data_is_at_most_4_kib(client: MatrixClient) -> None:
+    alice = await client.register()
+    url = "https://push.example/_matrix/push/v1/notify"
+    base = len(f'{{"url":"{url}","blob":""}}')
+    fits = pusher(data={"url": url, "blob": "x" * (4096 - base)})
+    (await set_pusher(client, alice, fits)).ok()
+    too_big = pusher("other", data={"url": url, "blob": "x" * (4097 - base)})
+    assert_error(await set_pusher(client, alice, too_big), 400, INVALID)
+    assert [p["pushkey"] for p in await pushers(client, alice)] == ["a_push_key"]

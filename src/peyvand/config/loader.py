@@ -279,6 +279,7 @@ OPTION_DOCS: Final[Mapping[str, str]] = {
     ),
     "push.max_concurrent_sends": "Notifications sent to push gateways at once, all pushers.",
     "push.gateway_timeout": "Seconds allowed for one request to a push gateway.",
+    "push.max_pushers_per_user": "Pushers one user may have; POST /pushers/set refuses more.",
     "push.include_content": (
         "Send the event's content to push gateways (pushers with data.format\n"
         "'event_id_only' never get it)."
@@ -568,6 +569,8 @@ def _check_push(push: PushConfig) -> None:
         raise ConfigError("'push.max_concurrent_sends' must be positive")
     if push.gateway_timeout <= 0:
         raise ConfigError("'push.gateway_timeout' must be positive")
+    if push.max_pushers_per_user <= 0:
+        raise ConfigError("'push.max_pushers_per_user' must be positive")
     for network in push.gateway_allowed_networks:
         try:
             ipaddress.ip_network(network, strict=False)

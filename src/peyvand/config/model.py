@@ -192,6 +192,8 @@ class PushConfig:
     gateway_timeout: float = 10.0
     # Send the event's content to the gateway (unless the pusher asks for event_id_only).
     include_content: bool = True
+    # Pushers (http and email) one user may have; /pushers/set refuses more (400).
+    max_pushers_per_user: int = 20
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,6 +44,10 @@ class DeliveryState:
     failing_since: int | None
 
 
+class TooManyPushers(Exception):
+    """The user has ``max_per_user`` pushers already (``set_pusher``)."""
+
+
 def _row(r: Any) -> PusherRow:
     return PusherRow(
         UserID(r["user_id"]),
@@ -72,12 +76,25 @@ class PusherStore:
         )
         return [_row(r) for r in rows]
 
-    async def set_pusher(self, pusher: PusherRow, *, append: bool) -> list[UserID]:
+    async def set_pusher(
+        self, pusher: PusherRow, *, append: bool, max_per_user: int | None = None
+    ) -> list[UserID]:
         """Create or replace the user's pusher for (app_id, pushkey); unless ``append``,
         other users' pushers with the same app_id and pushkey go (one transaction): the
-        users they belonged to are returned."""
+        users they belonged to are returned. Raises TooManyPushers if that would give
+        the user more than ``max_per_user``."""
         taken_from: list[UserID] = []
         async with self._db.transaction() as txn:
+            if max_per_user is not None:
+                others = await txn.fetchval(
+                    "SELECT COUNT(*) FROM pushers WHERE user_id = $1"
+                    " AND NOT (app_id = $2 AND pushkey = $3)",
+                    pusher.user_id,
+                    pusher.app_id,
+                    pusher.pushkey,
+                )
+                if others >= max_per_user:
+                    raise TooManyPushers
             if not append:
                 rows = await txn.fetch(
                     "DELETE FROM pushers WHERE app_id = $1 AND pushkey = $2 AND user_id <> $3"

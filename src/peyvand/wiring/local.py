@@ -167,6 +167,7 @@ def build_local(config: Config, db: Database, timeline: Timeline) -> Local:
         pusher_store,
         on_change=pusher_pool.on_pushers_changed,
         email_enabled=config.email.smtp_host is not None,
+        max_pushers_per_user=config.push.max_pushers_per_user,
     )
 
     to_device = ToDeviceService(server_name, ToDeviceStore(db), notifier)

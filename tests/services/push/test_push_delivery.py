@@ -396,6 +396,54 @@ async def test_dead_host_does_not_take_every_send_slot(mc: MatrixClient, gateway
         assert not any(dead.delivered(k) for k in stuck)
 
 
+async def test_user_information_does_not_make_one_host_many(
+    mc: MatrixClient, gateway: Gateway
+) -> None:
+    """Pushers on one hanging gateway named with different user information (``u1@host``,
+    ``u2@host``) share that host's bound: another gateway's push still goes out at once."""
+    alice, bob, room_id = await trio(mc)
+    async with serve_gateway() as dead:
+        host = dead.url.split("//", 1)[1]
+        stuck = []
+        for n in range(MAX_SENDS + 2):
+            user = await mc.register()
+            (await mc.request("POST", f"join/{room_id}", json={}, token=user)).ok()
+            pushkey = await add_pusher(mc, user, dead, url=f"http://u{n}@{host}")
+            dead.answers[pushkey] = ["hang"] * 10
+            stuck.append(pushkey)
+        fine = await add_pusher(mc, bob, gateway)
+        await say(mc, room_id, alice, "many hang")
+        await asyncio.sleep(0.5)  # the hanging sends have all started
+        event_id = await say(mc, room_id, alice, "and one gets through")
+        started = time.monotonic()
+        pushed = await gateway.wait_for(fine, 2)
+        assert pushed[1]["event_id"] == event_id
+        assert time.monotonic() - started < 1.0
+
+
+async def test_one_users_pushers_do_not_take_every_send_slot(
+    mc: MatrixClient, gateway: Gateway
+) -> None:
+    """One user's pushers on more hanging gateways than the server sends at once hold
+    only that user's share of the slots: another user's push still goes out at once."""
+    alice, bob, room_id = await trio(mc)
+    carol = await mc.register()
+    (await mc.request("POST", f"join/{room_id}", json={}, token=carol)).ok()
+    async with contextlib.AsyncExitStack() as stack:
+        for _ in range(MAX_SENDS + 2):
+            dead = await stack.enter_async_context(serve_gateway())
+            pushkey = await add_pusher(mc, bob, dead)
+            dead.answers[pushkey] = ["hang"] * 10
+        fine = await add_pusher(mc, carol, gateway)
+        await say(mc, room_id, alice, "many hang")
+        await asyncio.sleep(0.5)  # the hanging sends have all started
+        event_id = await say(mc, room_id, alice, "and one gets through")
+        started = time.monotonic()
+        pushed = await gateway.wait_for(fine, 2)
+        assert pushed[1]["event_id"] == event_id
+        assert time.monotonic() - started < 1.0
+
+
 async def test_replaced_pusher_goes_on_from_its_position(
     mc: MatrixClient, gateway: Gateway
 ) -> None:

@@ -19,15 +19,18 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Final
 
+import orjson
 from yarl import URL
 
 from peyvand.errors import Errcode, MatrixError
-from peyvand.storage.pushers import PusherRow, PusherStore
+from peyvand.storage.pushers import PusherRow, PusherStore, TooManyPushers
 from peyvand.types import JsonDict, UserID
 
 # pusher.yaml: "Max length, 64 chars" and "Max length, 512 bytes".
 MAX_APP_ID_CHARS: Final = 64
 MAX_PUSHKEY_BYTES: Final = 512
+# A pusher's ``data``, serialized (each notification to its gateway carries it).
+MAX_DATA_BYTES: Final = 4096
 # Push Gateway API, "POST /_matrix/push/v1/notify".
 NOTIFY_PATH: Final = "/_matrix/push/v1/notify"
 _REQUIRED_WITH_KIND: Final = ("app_display_name", "device_display_name", "lang", "data")
@@ -48,8 +51,10 @@ class PusherService:
         on_change: PushersChanged = _ignore_change,
         clock: Callable[[], float] = time.time,
         email_enabled: bool = False,
+        max_pushers_per_user: int = 20,
     ) -> None:
         self._store = store
+        self._max_per_user = max_pushers_per_user
         self._email_enabled = email_enabled
         self._on_change = on_change
         self._clock = clock
@@ -90,6 +95,10 @@ class PusherService:
         data = body["data"]
         if not isinstance(data, dict):
             raise MatrixError(Errcode.BAD_JSON, "'data' must be an object")
+        if len(orjson.dumps(data)) > MAX_DATA_BYTES:
+            raise MatrixError(
+                Errcode.INVALID_PARAM, f"'data' may be at most {MAX_DATA_BYTES} bytes"
+            )
         if kind == "http":
             _check_url(data.get("url"))
         profile_tag = body.get("profile_tag")
@@ -111,7 +120,14 @@ class PusherService:
             data,
             int(self._clock() * 1000),
         )
-        taken_from = await self._store.set_pusher(row, append=append)
+        try:
+            taken_from = await self._store.set_pusher(
+                row, append=append, max_per_user=self._max_per_user
+            )
+        except TooManyPushers:
+            raise MatrixError(
+                Errcode.INVALID_PARAM, f"A user may have at most {self._max_per_user} pushers"
+            ) from None
         for changed in (user_id, *taken_from):
             await self._on_change(changed)
 

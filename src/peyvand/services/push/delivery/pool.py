@@ -13,8 +13,10 @@
 - A read receipt of a user with pushers queues a counts-only notification on each of
   their pushers (``on_receipt``).
 - Sends of all pushers share one semaphore (``push.max_concurrent_sends``), and those to
-  one gateway host a quarter of it (at most 16); each pusher sends sequentially, so a
-  hanging gateway holds at most a quarter of the slots, and its pushers back off.
+  one gateway host a quarter of it (at most 16), the host being its lower-cased name and
+  port (``u1@host`` and ``u2@HOST:443`` are one); those of one user's pushers a quarter
+  too (at most 8). Each pusher sends sequentially, so a hanging gateway, or one user's
+  many pushers, hold at most a quarter of the slots; failing pushers back off.
 - The badge (``counts.unread``) is Synapse's default (``group_unread_count_by_room``):
   the rooms the user is invited to plus the joined rooms with unread notifications.
 """
@@ -22,11 +24,13 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence, Set
-from typing import Any, Final
-from urllib.parse import urlsplit
+from typing import Any, Final, Literal
+
+from yarl import URL
 
 from peyvand.events.pdu import Pdu
 from peyvand.events.push_rules.actions import Actions
@@ -48,6 +52,8 @@ logger = logging.getLogger(__name__)
 # Sends to one gateway host at once (at most a quarter of the global bound, so a dead
 # host never holds every slot; the connector opens no more connections per host either).
 _MAX_PER_HOST: Final = 16
+# Sends of one user's pushers at once (as many as their pushers otherwise).
+_MAX_PER_USER: Final = 8
 # Gateway hosts whose bound is kept (one forgotten while in use is briefly doubled).
 _HOSTS_KEPT: Final = 10_000
 # Events whose room context (name, alias, sender's display name) is kept.
@@ -135,6 +141,9 @@ class PusherPool:
         self._contexts: LRU[EventID, RoomContext] = LRU(_CONTEXT_CACHE_SIZE)
         self._per_host = min(_MAX_PER_HOST, max(1, max_concurrent_sends // 4))
         self._host_semaphores: LRU[str, asyncio.Semaphore] = LRU(_HOSTS_KEPT)
+        self._per_user = min(_MAX_PER_USER, max(1, max_concurrent_sends // 4))
+        # The bound of each user with pushers (dropped with their last pusher).
+        self._user_semaphores: dict[UserID, asyncio.Semaphore] = {}
 
     async def start(self) -> None:
         await self._gateway.start()
@@ -237,8 +246,13 @@ class PusherPool:
         return invites + sum(1 for c in counts.values() if c.get("notification_count", 0) > 0)
 
     def _host_semaphore(self, url: str) -> asyncio.Semaphore:
-        """The bound of the gateway host ``url`` names."""
-        host = urlsplit(url).netloc
+        """The bound of the gateway host ``url`` names: its name, lower-cased, and port
+        (no user information, which would make one host many)."""
+        try:
+            parsed = URL(url)
+            host = f"{(parsed.host or '').lower()}:{parsed.port}"
+        except (ValueError, TypeError):
+            host = url  # refused by the client before any connection
         semaphore = self._host_semaphores.get(host)
         if semaphore is None:
             semaphore = asyncio.Semaphore(self._per_host)
@@ -296,7 +310,15 @@ class PusherPool:
 
     def _add(self, state: DeliveryState, catch_up_to: int) -> None:
         row = state.pusher
-        pusher = HttpPusher(state, catch_up_to, self._deps)
+        user_bound = self._user_semaphores.get(row.user_id)
+        if user_bound is None:
+            user_bound = self._user_semaphores[row.user_id] = asyncio.Semaphore(self._per_user)
+
+        def slots(url: str) -> asyncio.Semaphore:
+            return _Both(user_bound, self._host_semaphore(url))
+
+        deps = dataclasses.replace(self._deps, host_semaphore=slots)
+        pusher = HttpPusher(state, catch_up_to, deps)
         self._pushers.setdefault(row.user_id, {})[(row.app_id, row.pushkey)] = pusher
         self._users.set(row.user_id, True)
         pusher.start()
@@ -304,7 +326,35 @@ class PusherPool:
     def _forget_if_empty(self, user_id: UserID) -> None:
         if not self._pushers.get(user_id):
             self._pushers.pop(user_id, None)
+            self._user_semaphores.pop(user_id, None)
             self._users.set(user_id, False)
+
+
+class _Both(asyncio.Semaphore):
+    """The user's bound, then the gateway host's, taken together: what a pusher takes
+    as its host's bound (``PusherDeps.host_semaphore``) before the global one, so a
+    user's pushers wait on each other holding no shared slot."""
+
+    def __init__(self, first: asyncio.Semaphore, second: asyncio.Semaphore) -> None:
+        super().__init__(1)
+        self._first = first
+        self._second = second
+
+    async def acquire(self) -> Literal[True]:
+        await self._first.acquire()
+        try:
+            await self._second.acquire()
+        except BaseException:
+            self._first.release()
+            raise
+        return True
+
+    def release(self) -> None:
+        self._second.release()
+        self._first.release()
+
+    def locked(self) -> bool:
+        return self._first.locked() or self._second.locked()
 
 
 def _string(event: Pdu | None, key: str) -> str | None:
