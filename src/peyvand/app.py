@@ -239,6 +239,7 @@ def _services(
         pushers=local.pushers,
         notifications=rooms.notifications,
         email_unsubscribe=email.unsubscribe,
+        threepids=email.threepids,
         profile=rooms.profile,
         directory=rooms.directory,
         user_directory=UserDirectoryService(config.server_name, rooms.directory_store),

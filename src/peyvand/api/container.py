@@ -20,6 +20,7 @@ from peyvand.federation.keyring import Keyring
 from peyvand.services.accounts.auth import AuthService
 from peyvand.services.accounts.profile import ProfileService
 from peyvand.services.accounts.registration import RegistrationService
+from peyvand.services.accounts.threepids import ThreepidService
 from peyvand.services.accounts.user_directory import UserDirectoryService
 from peyvand.services.e2ee.device_lists import DeviceListService
 from peyvand.services.e2ee.key_backup import KeyBackupService
@@ -82,6 +83,7 @@ class Services:
     pushers: PusherService
     notifications: NotificationsService
     email_unsubscribe: EmailUnsubscribe
+    threepids: ThreepidService
     profile: ProfileService
     directory: DirectoryService
     user_directory: UserDirectoryService

@@ -1,5 +1,6 @@
-"""Email notifications: the mailer of the email pushers' digests when the server has an
-SMTP host (``[email]``), and the unsubscribe links its emails carry."""
+"""Email: the mailer of the email pushers' digests when the server has an SMTP host
+(``[email]``), the unsubscribe links its emails carry, and the validation of users' email
+addresses (which email pushers need)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from dataclasses import dataclass
 from signedjson.types import SigningKey
 
 from peyvand.config import Config
+from peyvand.services.accounts.threepids import ThreepidService
 from peyvand.services.push.email.mailer import EmailMailer
 from peyvand.services.push.email.smtp import SmtpSender
 from peyvand.services.push.email.unsubscribe import (
@@ -18,6 +20,8 @@ from peyvand.services.push.email.unsubscribe import (
 from peyvand.storage.database import Database
 from peyvand.storage.notifications import NotificationStore
 from peyvand.storage.pushers import PusherStore
+from peyvand.storage.threepids import ThreepidStore
+from peyvand.types import UserID
 from peyvand.wiring.local import Local, Timeline
 
 
@@ -26,6 +30,7 @@ class Email:
     # None: no SMTP host configured, nothing is mailed.
     mailer: EmailMailer | None
     unsubscribe: EmailUnsubscribe
+    threepids: ThreepidService
 
 
 def build_email(
@@ -37,16 +42,31 @@ def build_email(
         body = {"kind": None, "app_id": pusher.app_id, "pushkey": pusher.pushkey}
         await local.pushers.set_pusher(pusher.user_id, None, body)
 
+    async def remove_email_pushers(user_id: UserID, address: str) -> None:
+        for pusher in await local.pushers.get_pushers(user_id):
+            if pusher["kind"] == "email" and pusher["pushkey"].strip().lower() == address:
+                body = {"kind": None, "app_id": pusher["app_id"], "pushkey": pusher["pushkey"]}
+                await local.pushers.set_pusher(user_id, None, body)
+
     mailer = None
+    sender = None
     if config.email.smtp_host is not None:
+        sender = SmtpSender(config.email)
         mailer = EmailMailer(
             config.email,
             PusherStore(db),
             NotificationStore(db),
             timeline.state,
             local.account_data.ignored_users.of,
-            SmtpSender(config.email),
+            sender,
             links,
             lambda: timeline.notifier.current_token.events,
         )
-    return Email(mailer, EmailUnsubscribe(links, delete_pusher))
+    threepids = ThreepidService(
+        ThreepidStore(db),
+        email=config.email,
+        sender=sender,
+        base_url=config.base_url,
+        on_address_removed=remove_email_pushers,
+    )
+    return Email(mailer, EmailUnsubscribe(links, delete_pusher), threepids)

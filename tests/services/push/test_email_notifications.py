@@ -1,6 +1,8 @@
 """Email notifications (Client-Server API, "Push Notifications", pushers of kind
 ``email``) on every backend: a real Peyvand sending through a local SMTP server
-(aiosmtpd) that the test reads; a digest after ``email.notif_delay``."""
+(aiosmtpd) that the test reads; a digest after ``email.notif_delay``. An email pusher
+needs a validated address ("Adding Account Administrative Contact Information"): the
+tests validate it as a user would, with the link mailed by requestToken."""
 
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ APP_ID = "m.email"
 DELAY = 2.0
 MAIL_WAIT = DELAY + 5
 UNSUBSCRIBE = "/_peyvand/client/unsubscribe"
+VALIDATE = "/_peyvand/client/email/validate"
 
 
 class Mailbox:
@@ -55,6 +58,13 @@ class Mailbox:
     def to(self, address: str) -> list[EmailMessage]:
         with self._lock:
             return [m for m in self._messages if m["To"] == address]
+
+    def take(self, address: str) -> list[EmailMessage]:
+        """What ``address`` received, forgotten."""
+        with self._lock:
+            taken = [m for m in self._messages if m["To"] == address]
+            self._messages = [m for m in self._messages if m["To"] != address]
+            return taken
 
 
 @pytest.fixture(scope="module")
@@ -114,8 +124,49 @@ def email_pusher(address: str, **changes: Any) -> dict[str, Any]:
     return body
 
 
-async def setup(mc: MatrixClient) -> tuple[Account, Account, str, str]:
-    """Alice (display name Alice), Bob with an email pusher, a room of three."""
+def password_auth(account: Account) -> dict[str, Any]:
+    return {
+        "type": "m.login.password",
+        "identifier": {"type": "m.id.user", "user": account.user_id},
+        "password": account.password,
+    }
+
+
+async def request_token(
+    mc: MatrixClient, mailbox: Mailbox, account: Account, address: str, secret: str
+) -> tuple[str, str]:
+    """requestToken for ``address``: the session's sid and the link mailed (taken out of
+    the mailbox)."""
+    body = {"client_secret": secret, "email": address, "send_attempt": 1}
+    sid: str = (
+        await mc.request("POST", "account/3pid/email/requestToken", json=body, token=account)
+    ).ok()["sid"]
+    mails = await wait_for_mail(mailbox, address)
+    assert len(mails) == 1, mails
+    mailbox.take(address)
+    plain = mails[0].get_content()
+    links = [word for word in plain.split() if VALIDATE in word]
+    assert len(links) == 1, plain
+    return sid, links[0]
+
+
+async def add_email(mc: MatrixClient, mailbox: Mailbox, account: Account, address: str) -> None:
+    """Validate ``address`` for ``account`` through the link mailed, then bind it."""
+    secret = unique_localpart("secret")
+    sid, link = await request_token(mc, mailbox, account, address, secret)
+    async with new_session() as browser, browser.get(link) as followed:
+        assert followed.status == 200, await followed.text()
+        assert "validated" in await followed.text()
+    body: dict[str, Any] = {"client_secret": secret, "sid": sid}
+    first = await mc.request("POST", "account/3pid/add", json=body, token=account)
+    assert first.status == 401, first.body
+    body["auth"] = {**password_auth(account), "session": first.body["session"]}
+    (await mc.request("POST", "account/3pid/add", json=body, token=account)).ok()
+
+
+async def setup(mc: MatrixClient, mailbox: Mailbox) -> tuple[Account, Account, str, str]:
+    """Alice (display name Alice), Bob with an email pusher for his validated address, a
+    room of three."""
     alice, bob, carol = await mc.register(), await mc.register(), await mc.register()
     name = {"displayname": "Alice"}
     (await mc.request("PUT", f"profile/{alice.user_id}/displayname", json=name, token=alice)).ok()
@@ -126,6 +177,7 @@ async def setup(mc: MatrixClient) -> tuple[Account, Account, str, str]:
     for member in (bob, carol):
         (await mc.request("POST", f"join/{quote(room_id)}", json={}, token=member)).ok()
     address = f"{unique_localpart('bob')}@example.org"
+    await add_email(mc, mailbox, bob, address)
     (await mc.request("POST", "pushers/set", json=email_pusher(address), token=bob)).ok()
     return alice, bob, room_id, address
 
@@ -162,7 +214,7 @@ async def test_missed_messages_arrive_in_one_digest_with_unsubscribe(
     mc: MatrixClient, smtp: tuple[Mailbox, int]
 ) -> None:
     mailbox = smtp[0]
-    alice, bob, room_id, address = await setup(mc)
+    alice, bob, room_id, address = await setup(mc, mailbox)
     sent_at = time.monotonic()
     await say(mc, room_id, alice, "hello <b>bob</b>")
     await say(mc, room_id, alice, "second message")
@@ -210,7 +262,7 @@ async def test_messages_read_before_the_delay_are_not_mailed(
     mc: MatrixClient, smtp: tuple[Mailbox, int]
 ) -> None:
     mailbox = smtp[0]
-    alice, bob, room_id, address = await setup(mc)
+    alice, bob, room_id, address = await setup(mc, mailbox)
     await say(mc, room_id, alice, "one")
     last = await say(mc, room_id, alice, "two")
     receipt = f"rooms/{quote(room_id)}/receipt/m.read/{quote(last)}"
@@ -238,7 +290,7 @@ async def test_refused_digest_is_sent_again_once(
     mc: MatrixClient, smtp: tuple[Mailbox, int]
 ) -> None:
     mailbox = smtp[0]
-    alice, _, room_id, address = await setup(mc)
+    alice, _, room_id, address = await setup(mc, mailbox)
     mailbox.fail_once.add(address)
     await say(mc, room_id, alice, "are you there?")
     arrived = await wait_for_mail(mailbox, address)
@@ -248,3 +300,62 @@ async def test_refused_digest_is_sent_again_once(
     assert len(mailbox.to(address)) == 1
     plain, _ = parts(arrived[0])
     assert "are you there?" in plain
+
+
+async def test_an_address_is_validated_by_its_link_then_takes_pushers(
+    mc: MatrixClient, smtp: tuple[Mailbox, int]
+) -> None:
+    mailbox = smtp[0]
+    bob, eve = await mc.register(), await mc.register()
+    address = f"{unique_localpart('bob')}@example.org"
+    # Not validated: no pusher, and nothing bound.
+    refused = await mc.request("POST", "pushers/set", json=email_pusher(address), token=bob)
+    assert refused.status == 400, refused.body
+    assert refused.body["errcode"] == "M_THREEPID_NOT_FOUND"
+
+    secret = unique_localpart("secret")
+    sid, link = await request_token(mc, mailbox, bob, address, secret)
+    # The same send_attempt mails nothing and answers the same session.
+    again = {"client_secret": secret, "email": address, "send_attempt": 1}
+    repeated = await mc.request("POST", "account/3pid/email/requestToken", json=again, token=bob)
+    assert repeated.ok()["sid"] == sid
+    # Not yet validated: it cannot be added.
+    add = {"client_secret": secret, "sid": sid, "auth": password_auth(bob)}
+    early = await mc.request("POST", "account/3pid/add", json=add, token=bob)
+    assert early.status in (400, 401), early.body
+    if early.status == 400:
+        assert early.body["errcode"] == "M_THREEPID_AUTH_FAILED"
+    # A wrong token validates nothing.
+    query = {k: v[0] for k, v in parse_qs(urlsplit(link).query).items()}
+    forged = urlencode({**query, "token": "x" * 32})
+    async with new_session() as browser:
+        async with browser.get(f"{mc.base_url}{VALIDATE}?{forged}") as wrong:
+            assert wrong.status == 400
+        async with browser.get(link) as followed:
+            assert followed.status == 200, await followed.text()
+    assert mailbox.to(address) == []
+
+    first = await mc.request(
+        "POST", "account/3pid/add", json={"client_secret": secret, "sid": sid}, token=bob
+    )
+    add["auth"] = {**password_auth(bob), "session": first.body["session"]}
+    (await mc.request("POST", "account/3pid/add", json=add, token=bob)).ok()
+    threepids = (await mc.request("GET", "account/3pid", token=bob)).ok()["threepids"]
+    assert [(t["medium"], t["address"]) for t in threepids] == [("email", address)]
+    assert threepids[0]["validated_at"] <= threepids[0]["added_at"]
+    (await mc.request("POST", "pushers/set", json=email_pusher(address), token=bob)).ok()
+
+    # Bound to bob: eve can neither ask for it nor mail it.
+    taken = {"client_secret": secret, "email": address.upper(), "send_attempt": 1}
+    in_use = await mc.request("POST", "account/3pid/email/requestToken", json=taken, token=eve)
+    assert in_use.status == 400
+    assert in_use.body["errcode"] == "M_THREEPID_IN_USE"
+    eves = await mc.request("POST", "pushers/set", json=email_pusher(address), token=eve)
+    assert eves.body["errcode"] == "M_THREEPID_NOT_FOUND"
+
+    # Removing the address removes its pusher.
+    delete = {"medium": "email", "address": address}
+    removed = await mc.request("POST", "account/3pid/delete", json=delete, token=bob)
+    assert removed.ok() == {"id_server_unbind_result": "no-support"}
+    assert (await mc.request("GET", "account/3pid", token=bob)).ok()["threepids"] == []
+    assert (await mc.request("GET", "pushers", token=bob)).ok()["pushers"] == []

@@ -4,16 +4,19 @@ account_deactivation.yaml, administrative_contact.yaml)."""
 
 from __future__ import annotations
 
+import html
+
 from aiohttp import web
 
 from peyvand.api.admin.users import deactivate_account
 from peyvand.api.context import RequestContext, json_response
 from peyvand.api.routing import CLIENT_V3, RouteTable
 from peyvand.errors import Errcode, MatrixError, forbidden, missing_param
+from peyvand.services.accounts.threepids import VALIDATE_PATH
 
 routes = RouteTable()
 
-_NO_THREEPIDS = "Third-party identifiers are not supported on this server"
+_NO_THREEPIDS = "Identity servers and phone numbers are not supported on this server"
 
 
 @routes.post(f"{CLIENT_V3}/register", auth="none", rate_limited=True, limit_class="login")
@@ -128,25 +131,99 @@ async def deactivate(ctx: RequestContext) -> web.Response:
 
 @routes.get(f"{CLIENT_V3}/account/3pid")
 async def get_threepids(ctx: RequestContext) -> web.Response:
-    """GET /_matrix/client/v3/account/3pid: accounts here have no third-party IDs."""
-    return json_response({"threepids": []})
+    """GET /_matrix/client/v3/account/3pid: the user's validated email addresses."""
+    return json_response(
+        {"threepids": await ctx.services.threepids.get_threepids(ctx.user.user_id)}
+    )
+
+
+@routes.post(f"{CLIENT_V3}/account/3pid/email/requestToken", rate_limited=True, limit_class="login")
+async def email_request_token(ctx: RequestContext) -> web.Response:
+    """POST /_matrix/client/v3/account/3pid/email/requestToken: mail a validation link to
+    ``email`` (``services.accounts.threepids``); 400 M_THREEPID_MEDIUM_NOT_SUPPORTED
+    without ``[email] smtp_host``, M_THREEPID_IN_USE for an address already bound."""
+    body = await ctx.body()
+    sid = await ctx.services.threepids.request_email_token(
+        body.str("client_secret"),
+        body.str("email"),
+        body.int("send_attempt"),
+        body.str("next_link", None),
+    )
+    return json_response({"sid": sid})
+
+
+@routes.get(VALIDATE_PATH, auth="none", rate_limited=True, limit_class="login")
+async def email_validate(ctx: RequestContext) -> web.Response:
+    """GET /_peyvand/client/email/validate?sid&client_secret&token (a Peyvand endpoint,
+    the link mailed by requestToken): validate the session; a small page, or a redirect
+    to the session's ``next_link``."""
+    values = []
+    for name in ("sid", "client_secret", "token"):
+        value = ctx.query.get(name)
+        if not value:
+            raise missing_param(f"Missing parameter: {name}")
+        values.append(value)
+    sid, client_secret, token = values
+    try:
+        next_link = await ctx.services.threepids.validate(sid, client_secret, token)
+    except MatrixError as exc:
+        if exc.errcode is not Errcode.THREEPID_AUTH_FAILED:
+            raise
+        return web.Response(text=_page(exc.message), status=400, content_type="text/html")
+    if next_link is not None:
+        return web.Response(status=302, headers={"Location": next_link})
+    return web.Response(
+        text=_page("Your email address has been validated."), content_type="text/html"
+    )
+
+
+def _page(message: str) -> str:
+    return (
+        "<!DOCTYPE html><html><head><title>Email validation</title></head>"
+        f"<body><p>{html.escape(message)}</p></body></html>"
+    )
+
+
+@routes.post(f"{CLIENT_V3}/account/3pid/add", rate_limited=True)
+async def add_threepid(ctx: RequestContext) -> web.Response:
+    """POST /_matrix/client/v3/account/3pid/add: after UIA (password, as Synapse), bind the
+    address of a validated session; 400 M_THREEPID_AUTH_FAILED if it is not validated,
+    M_THREEPID_IN_USE if another user has it."""
+    body = await ctx.body()
+    client_secret = body.str("client_secret")
+    sid = body.str("sid")
+    await ctx.services.auth.require_password(
+        ctx.user, body.dict("auth", None), "POST /account/3pid/add"
+    )
+    await ctx.services.threepids.add_threepid(ctx.user.user_id, sid, client_secret)
+    return json_response({})
+
+
+@routes.post(f"{CLIENT_V3}/account/3pid/delete", rate_limited=True)
+async def delete_threepid(ctx: RequestContext) -> web.Response:
+    """POST /_matrix/client/v3/account/3pid/delete: unbind an address (its email pushers
+    go with it); no identity server is involved, hence ``no-support``."""
+    body = await ctx.body()
+    medium = body.str("medium")
+    address = body.str("address")
+    await ctx.services.threepids.delete_threepid(ctx.user.user_id, medium, address)
+    return json_response({"id_server_unbind_result": "no-support"})
 
 
 async def _threepids_unsupported(ctx: RequestContext) -> web.Response:
-    """POST /_matrix/client/v3/account/3pid/{add,bind,email/requestToken,msisdn/requestToken}:
-    refused, as capabilities announce (``m.3pid_changes`` disabled)."""
+    """POST /_matrix/client/v3/account/3pid/{bind,msisdn/requestToken}: refused (no
+    identity server, no SMS)."""
     raise forbidden(_NO_THREEPIDS)
 
 
 async def _threepid_not_found(ctx: RequestContext) -> web.Response:
-    """POST /_matrix/client/v3/account/3pid/{delete,unbind}: there is nothing to remove."""
+    """POST /_matrix/client/v3/account/3pid/unbind: nothing is bound at an identity server."""
     body = await ctx.body()
     body.str("medium")
     body.str("address")
     raise MatrixError(Errcode.THREEPID_NOT_FOUND, "No such third-party identifier")
 
 
-for _suffix in ("add", "bind", "email/requestToken", "msisdn/requestToken"):
+for _suffix in ("bind", "msisdn/requestToken"):
     routes.post(f"{CLIENT_V3}/account/3pid/{_suffix}")(_threepids_unsupported)
-for _suffix in ("delete", "unbind"):
-    routes.post(f"{CLIENT_V3}/account/3pid/{_suffix}")(_threepid_not_found)
+routes.post(f"{CLIENT_V3}/account/3pid/unbind")(_threepid_not_found)

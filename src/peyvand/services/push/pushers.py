@@ -5,9 +5,9 @@ device goes (logout, deletion, a password change logging other devices out, deac
 its pushers go too, as Synapse ties them to their access token. ``http`` pushers' ``url``
 must be a push gateway's notify endpoint, as Synapse requires. ``email`` pushers are
 accepted only when the server sends email (``[email] smtp_host``), their ``pushkey`` an
-email address: Synapse requires it to be one of the user's third-party IDs, and users here
-have none, so any well-formed address is taken (``services.push.email`` mails the
-digests, each with a link that deletes the pusher).
+email address that is one of the user's validated addresses (``services.accounts.threepids``;
+400 M_THREEPID_NOT_FOUND otherwise, as Synapse), so the server mails no one who did not
+ask (``services.push.email`` mails the digests, each with a link that deletes the pusher).
 
 Every change is reported to ``on_change`` (the pusher pool, ``services.push.delivery``,
 which sends the notifications).
@@ -87,6 +87,8 @@ class PusherService:
             if not self._email_enabled:
                 raise MatrixError(Errcode.INVALID_PARAM, "This server sends no email")
             _check_email_address(pushkey)
+            if not await self._store.has_email_threepid(user_id, pushkey.strip().lower()):
+                raise MatrixError(Errcode.THREEPID_NOT_FOUND, "Email not found")
         elif kind != "http":
             raise MatrixError(Errcode.INVALID_PARAM, "Only 'http' and 'email' pushers exist")
         missing = [name for name in _REQUIRED_WITH_KIND if name not in body]
