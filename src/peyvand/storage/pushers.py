@@ -114,7 +114,10 @@ class PusherStore:
                 " app_display_name = excluded.app_display_name,"
                 " device_display_name = excluded.device_display_name,"
                 " profile_tag = excluded.profile_tag, lang = excluded.lang,"
-                " data = excluded.data",
+                " data = excluded.data,"
+                # A new gateway (or data) has not failed yet.
+                " failing_since = CASE WHEN pushers.data = excluded.data"
+                " THEN pushers.failing_since ELSE NULL END",
                 pusher.user_id,
                 pusher.app_id,
                 pusher.pushkey,
@@ -129,15 +132,6 @@ class PusherStore:
             )
         return taken_from
 
-    async def has_email_threepid(self, user_id: UserID, address: str) -> bool:
-        """Whether ``address`` (canonical: trimmed, lower case) is one of the user's
-        validated email addresses (schema 040), which an email pusher must be."""
-        owner = await self._db.fetchval(
-            "SELECT user_id FROM user_threepids WHERE medium = 'email' AND address = $1",
-            address,
-        )
-        return bool(owner == user_id)
-
     async def delete_pusher(self, user_id: UserID, app_id: str, pushkey: str) -> None:
         await self._db.execute(
             "DELETE FROM pushers WHERE user_id = $1 AND app_id = $2 AND pushkey = $3",
@@ -145,6 +139,21 @@ class PusherStore:
             app_id,
             pushkey,
         )
+
+    async def delete_if_unchanged(self, pusher: PusherRow) -> bool:
+        """Delete the pusher if it still has ``pusher``'s data (URL included): a pusher
+        its old gateway rejected, or that failed for a day, may have been replaced
+        meanwhile, and the replacement stays. Whether it was deleted."""
+        async with self._db.transaction() as txn:
+            deleted = await txn.fetchval(
+                "DELETE FROM pushers WHERE user_id = $1 AND app_id = $2 AND pushkey = $3"
+                " AND data = $4 RETURNING user_id",
+                pusher.user_id,
+                pusher.app_id,
+                pusher.pushkey,
+                orjson.dumps(pusher.data).decode(),
+            )
+        return deleted is not None
 
     async def delete_for_devices(self, user_id: UserID, device_ids: Sequence[str]) -> None:
         """The pushers set by these devices (logged out or deleted)."""
@@ -193,11 +202,14 @@ class PusherStore:
         return found
 
     async def set_failing_since(self, pusher: PusherRow, failing_since: int) -> None:
+        """Record since when the pusher's gateway fails, unless the pusher was replaced
+        (other data, URL included) meanwhile."""
         await self._db.execute(
             "UPDATE pushers SET failing_since = $4"
-            " WHERE user_id = $1 AND app_id = $2 AND pushkey = $3",
+            " WHERE user_id = $1 AND app_id = $2 AND pushkey = $3 AND data = $5",
             pusher.user_id,
             pusher.app_id,
             pusher.pushkey,
             failing_since,
+            orjson.dumps(pusher.data).decode(),
         )

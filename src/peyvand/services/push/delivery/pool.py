@@ -228,12 +228,14 @@ class PusherPool:
 
     async def remove(self, row: PusherRow) -> None:
         """Delete a pusher its gateway rejected or that failed for a day (called from the
-        pusher's own task, which ends by itself)."""
+        pusher's own task, which ends by itself), unless it was replaced meanwhile (a
+        new URL or data): the replacement is not the one rejected."""
         current = self._pushers.get(row.user_id, {})
-        if current.get((row.app_id, row.pushkey)) is not None:
+        pusher = current.get((row.app_id, row.pushkey))
+        if pusher is not None and pusher.row == row:
             del current[(row.app_id, row.pushkey)]
         self._forget_if_empty(row.user_id)
-        await self._store.delete_pusher(row.user_id, row.app_id, row.pushkey)
+        await self._store.delete_if_unchanged(row)
 
     # -- what pushers ask -----------------------------------------------------------------
 
