@@ -104,6 +104,17 @@ async def test_validated_address_is_bound_once(database: Database) -> None:
     assert not await pushers.has_email_threepid(ALICE, "alice@example.org")
 
 
+async def test_deactivation_frees_the_addresses(database: Database) -> None:
+    outbox, clock = Outbox(), Clock()
+    threepids = service(database, outbox, clock)
+    sid = await threepids.request_email_token("s1", "dan@example.org", 1, None)
+    await threepids.validate(sid, "s1", outbox.last_query()["token"])
+    await threepids.add_threepid(ALICE, sid, "s1")
+    await threepids.on_deactivated(ALICE)
+    assert await threepids.get_threepids(ALICE) == []
+    await threepids.request_email_token("s2", "dan@example.org", 1, None)
+
+
 async def test_expired_session_is_refused(database: Database) -> None:
     outbox, clock = Outbox(), Clock()
     threepids = service(database, outbox, clock)

@@ -113,6 +113,9 @@ class ThreepidStore:
             )
         return bool(deleted)
 
+    async def delete_all(self, user_id: UserID) -> None:
+        await self._db.execute("DELETE FROM user_threepids WHERE user_id = $1", user_id)
+
     async def latest_session(
         self, client_secret: str, medium: str, address: str
     ) -> ValidationSession | None:

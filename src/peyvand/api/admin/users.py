@@ -96,6 +96,7 @@ async def deactivate_account(
     A user deactivating their own account without erasure is no admin action, so it is not
     recorded; erasure always is, whoever asked for it."""
     report = await services.erasure.deactivate(user_id, erase=erase)
+    await services.threepids.on_deactivated(user_id)
     details = erasure_json(report)
     if erase or actor != user_id:
         action = AuditAction.ERASURE if erase else AuditAction.DEACTIVATE

@@ -222,3 +222,8 @@ class ThreepidService:
             raise MatrixError(Errcode.THREEPID_NOT_FOUND, "No such third-party identifier")
         if medium == EMAIL:
             await self._on_address_removed(user_id, address)
+
+    async def on_deactivated(self, user_id: UserID) -> None:
+        """A deactivated account's addresses are freed (as Synapse); its pushers went with
+        its devices."""
+        await self._store.delete_all(user_id)
