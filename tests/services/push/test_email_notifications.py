@@ -307,6 +307,8 @@ async def test_an_address_is_validated_by_its_link_then_takes_pushers(
 ) -> None:
     mailbox = smtp[0]
     bob, eve = await mc.register(), await mc.register()
+    capabilities = (await mc.request("GET", "capabilities", token=bob)).ok()["capabilities"]
+    assert capabilities["m.3pid_changes"] == {"enabled": True}
     address = f"{unique_localpart('bob')}@example.org"
     # Not validated: no pusher, and nothing bound.
     refused = await mc.request("POST", "pushers/set", json=email_pusher(address), token=bob)

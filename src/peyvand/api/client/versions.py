@@ -48,7 +48,8 @@ async def capabilities(ctx: RequestContext) -> web.Response:
                 },
                 "m.set_displayname": {"enabled": True},
                 "m.set_avatar_url": {"enabled": True},
-                "m.3pid_changes": {"enabled": False},
+                # Email addresses can be added when the server can mail the link.
+                "m.3pid_changes": {"enabled": ctx.services.config.email.smtp_host is not None},
             }
         }
     )
