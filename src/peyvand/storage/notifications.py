@@ -13,7 +13,11 @@ evaluated for joined members):
   exception's difference;
 - plus U's exceptions with ``notify = 1`` (a mention, a keyword), which have no room row.
 
-U's joined ranges come from U's membership events (index ``events_membership``). Each
+U's joined ranges come from U's membership events (index ``events_membership``), each
+read and parsed once: what was read is kept per user (``_MEMBERSHIPS_CACHED`` users), and
+a later call reads only the membership events after it. Events are committed in stream
+order (one group commit at a time), so every membership event below the newest committed
+position has been seen once read; only those are kept. Each
 range is read newest first (or oldest first) with the primary keys of both tables, at most
 ``limit`` rows each, in one ``UNION ALL`` statement per ``_RANGES_PER_STATEMENT`` ranges;
 the exception of a room row is a primary-key look-up. Nothing is scanned beyond the
@@ -24,14 +28,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
+from peyvand.lru import LRU
 from peyvand.storage.database import Database, Row, placeholders
 from peyvand.types import EventID, RoomID, UserID
 
 _RANGES_PER_STATEMENT: Final = 50
 _ROOMS_PER_STATEMENT: Final = 500
+# Users whose memberships read so far are kept.
+_MEMBERSHIPS_CACHED: Final = 10_000
 # Stream positions are BIGINT: a window without a bound is closed by these.
 _LOWEST: Final = -(2**63)
 _HIGHEST: Final = 2**63 - 1
@@ -60,9 +67,51 @@ class JoinedRange:
     left_at: int
 
 
+@dataclass(slots=True)
+class _Memberships:
+    """A user's membership events below ``upto``, folded: the ranges closed by a leave,
+    and the rooms joined since (room -> the join's position)."""
+
+    upto: int
+    closed: list[JoinedRange] = field(default_factory=list)
+    joined: dict[RoomID, int] = field(default_factory=dict)
+
+    def fold(self, rows: Sequence[Row], upto: int) -> _Memberships:
+        """These memberships followed by ``rows`` (oldest first, below ``upto``)."""
+        closed, joined = list(self.closed), dict(self.joined)
+        for row in rows:
+            room_id = RoomID(row["room_id"])
+            position = int(row["stream_ordering"])
+            is_join = _membership(row["pdu"]) == "join"
+            since = joined.get(room_id)
+            if is_join and since is None:
+                joined[room_id] = position
+            elif not is_join and since is not None:
+                closed.append(JoinedRange(room_id, since, position))
+                del joined[room_id]
+        return _Memberships(max(self.upto, upto), closed, joined)
+
+    def ranges(self, before: int) -> list[JoinedRange]:
+        """The ranges as the membership events before ``before`` (at most ``upto``) give
+        them: those from a join at or after it dropped, those still open then ending
+        there."""
+        ranges = [
+            JoinedRange(r.room_id, r.joined_at, min(r.left_at, before))
+            for r in self.closed
+            if r.joined_at < before
+        ]
+        ranges.extend(
+            JoinedRange(room_id, since, before)
+            for room_id, since in self.joined.items()
+            if since < before
+        )
+        return ranges
+
+
 class NotificationStore:
     def __init__(self, db: Database) -> None:
         self._db = db
+        self._memberships: LRU[UserID, _Memberships] = LRU(_MEMBERSHIPS_CACHED)
 
     async def notifications_for_user(
         self,
@@ -103,27 +152,48 @@ class NotificationStore:
         """The ranges of positions in which ``user_id`` was joined to each room, from
         their membership events before ``before`` (a range still open ends at
         ``before``)."""
+        known = self._memberships.get(user_id) or _Memberships(_LOWEST)
+        if known.upto >= before:
+            return known.ranges(before)
+        # Read first: every membership event below it is committed (stream order).
+        [newest] = await self._db.fetch("SELECT MAX(stream_ordering) AS m FROM events")
         rows = await self._db.fetch(
             "SELECT room_id, stream_ordering, pdu FROM events"
-            " WHERE type = 'm.room.member' AND state_key = $1 AND stream_ordering < $2"
-            " ORDER BY stream_ordering",
+            " WHERE type = 'm.room.member' AND state_key = $1 AND stream_ordering >= $2"
+            " AND stream_ordering < $3 ORDER BY stream_ordering",
             user_id,
+            known.upto,
             before,
         )
-        joined: dict[RoomID, int] = {}
-        ranges: list[JoinedRange] = []
-        for row in rows:
-            room_id = RoomID(row["room_id"])
-            position = int(row["stream_ordering"])
-            is_join = _membership(row["pdu"]) == "join"
-            since = joined.get(room_id)
-            if is_join and since is None:
-                joined[room_id] = position
-            elif not is_join and since is not None:
-                ranges.append(JoinedRange(room_id, since, position))
-                del joined[room_id]
-        ranges.extend(JoinedRange(room_id, since, before) for room_id, since in joined.items())
-        return ranges
+        safe = min(before, _LOWEST if newest["m"] is None else int(newest["m"]) + 1)
+        committed = [r for r in rows if int(r["stream_ordering"]) < safe]
+        if safe > known.upto:
+            known = known.fold(committed, safe)
+            self._memberships.put(user_id, known)
+        return known.fold(rows[len(committed) :], before).ranges(before)
+
+    async def users_with_events(
+        self, user_ids: Collection[UserID], after: int, up_to: int
+    ) -> set[UserID]:
+        """Those of ``user_ids`` with a membership (any, now) in a room that has an event
+        in ``(after, up_to]``: only they can have a notification there. Reads the events
+        in that window (primary key) and the rooms' member rows (primary key)."""
+        users = sorted(user_ids)
+        found: set[UserID] = set()
+        for start in range(0, len(users), _ROOMS_PER_STATEMENT):
+            chunk = users[start : start + _ROOMS_PER_STATEMENT]
+            rows = await self._db.fetch(
+                "SELECT DISTINCT c.state_key FROM (SELECT DISTINCT room_id FROM events"
+                " WHERE stream_ordering > $1 AND stream_ordering <= $2) AS r"
+                " JOIN current_state AS c ON c.room_id = r.room_id"
+                " AND c.type = 'm.room.member'"
+                f" AND c.state_key IN ({placeholders(len(chunk), 3)})",
+                after,
+                up_to,
+                *chunk,
+            )
+            found.update(UserID(row["state_key"]) for row in rows)
+        return found
 
     async def read_positions(
         self, user_id: UserID, room_ids: Sequence[RoomID]

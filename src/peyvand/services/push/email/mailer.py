@@ -14,7 +14,11 @@ A periodic pass looks at every email pusher that has events after its stored pos
    up to ``MAX_RETRY_SECONDS``, kept in memory: a restart retries at once).
 
 The pass runs every ``notif_delay / 10`` seconds (at least 0.25 s, at most 30 s), each
-pusher one after another, with a bounded number of rows read per pusher.
+pusher one after another, with a bounded number of rows read per pusher. A pusher found
+with nothing after its position is idle up to where the server stood: it is looked at
+again only once its user is in a room with a later event (one query for all idle
+pushers, ``NotificationStore.users_with_events``), so an idle server does no work per
+pusher.
 """
 
 from __future__ import annotations
@@ -99,6 +103,8 @@ class EmailMailer:
         self._interval = interval
         # Failing pushers: when to try again, and the back-off that led there.
         self._retry: dict[EmailPusherKey, tuple[float, float]] = {}
+        # Pushers found with no notification after their position, up to this position.
+        self._idle: dict[EmailPusherKey, int] = {}
         self._task: BackgroundTask = periodic("email-notifications", interval, self.run_once)
 
     async def start(self) -> None:
@@ -114,13 +120,29 @@ class EmailMailer:
         keys = {_key(d.pusher) for d in deliveries}
         for gone in self._retry.keys() - keys:
             del self._retry[gone]
+        for gone in self._idle.keys() - keys:
+            del self._idle[gone]
+        behind = [k for k, position in self._idle.items() if position < newest]
+        active: set[UserID] = set()
+        if behind:
+            since = min(self._idle[k] for k in behind)
+            active = await self._notifications.users_with_events(
+                {k.user_id for k in behind}, since, newest
+            )
         for delivery in deliveries:
             key = _key(delivery.pusher)
+            idle_to = self._idle.get(key)
+            if idle_to is not None and (idle_to >= newest or key.user_id not in active):
+                self._idle[key] = max(idle_to, newest)
+                continue
             retry = self._retry.get(key)
             if delivery.last_stream_ordering >= newest or (retry and retry[0] > self._clock()):
                 continue
             try:
-                await self._check(delivery)
+                if await self._check(delivery):
+                    self._idle[key] = newest
+                else:
+                    self._idle.pop(key, None)
             except Exception:
                 logger.exception("email notifications for %s failed", delivery.pusher.user_id)
                 backoff = min(MAX_RETRY_SECONDS, 2 * retry[1] if retry else self._interval)
@@ -128,7 +150,8 @@ class EmailMailer:
             else:
                 self._retry.pop(key, None)
 
-    async def _check(self, delivery: DeliveryState) -> None:
+    async def _check(self, delivery: DeliveryState) -> bool:
+        """Send the digest due, if one is; whether the pusher had no notification at all."""
         pusher = delivery.pusher
         found = await self._notifications.notifications_for_user(
             pusher.user_id,
@@ -138,7 +161,7 @@ class EmailMailer:
             oldest_first=True,
         )
         if not found:
-            return
+            return True
         read = await self._notifications.read_positions(
             pusher.user_id, sorted({n.room_id for n in found})
         )
@@ -146,13 +169,14 @@ class EmailMailer:
         now_ms = int(self._clock() * 1000)
         if unread:
             if unread[0].ts + self._config.notif_delay * 1000 > now_ms:
-                return
+                return False
             message = await self._message(pusher, unread)
             if message is not None:
                 await self._sender.send(message)
         await self._pushers.set_delivered(
             [(pusher, found[-1].stream_ordering, now_ms if unread else None)]
         )
+        return False
 
     async def _message(
         self, pusher: PusherRow, unread: Sequence[Notification]
