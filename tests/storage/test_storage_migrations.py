@@ -52,6 +52,14 @@ _RELEASED: dict[int, tuple[str, str, str]] = {
     29: ("029_room_push_counts.sql", "97a61a68269f05e3", "97a61a68269f05e3"),
     30: ("030_pending_redactions.sql", "27107ba1899990b6", "27107ba1899990b6"),
     31: ("031_partial_state_completions.sql", "9764b8364ba89e52", "9764b8364ba89e52"),
+    32: ("032_search.sql", "1b2464276d70a1ae", "1efb59a6ffbc2188"),
+    33: ("033_threads.sql", "843d40d51dc66a41", "843d40d51dc66a41"),
+    34: ("034_replaces_state.sql", "ad790f0a7dda1658", "ad790f0a7dda1658"),
+    35: ("035_relations_by_stream.sql", "de85312080acc9e5", "de85312080acc9e5"),
+    36: ("036_events_by_timestamp.sql", "008a7ef880e80435", "008a7ef880e80435"),
+    37: ("037_pusher_progress.sql", "7570c186cf9601cd", "7570c186cf9601cd"),
+    39: ("039_thread_read_marks.sql", "45ac39308eea6445", "45ac39308eea6445"),
+    40: ("040_threepids.sql", "3e564383f27d428b", "3e564383f27d428b"),
 }
 _DIALECTS = ("sqlite", "postgres")
 
