@@ -41,14 +41,13 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from bench import procstat, report
 from bench.client import Account, MatrixClient, new_session
 from bench.push_gateway import PushGateway
-from bench.run import RESULTS_DIR, _databases, _git, _loop_factory, log, machine
+from bench.run import RESULTS_DIR, log, measure_each, publish, run_bounded
 from bench.servers import PeyvandServer, Server, SynapseServer, ensure_synapse
 from bench.workloads import Clock, bounded_map, percentile
 
@@ -129,28 +128,22 @@ def main(argv: list[str] | None = None) -> int:
         ensure_synapse()
     database = "postgres" if args.postgres else "sqlite"
     started = time.monotonic()
-    results: dict[str, PushFigures] = {}
-    with _databases(args.postgres) as new_database:
-        for name in names:
-            log(f"==> {name} ({database}), at most {sizes.server_budget_seconds:.0f} s")
-            results[name] = _measure(name, new_database(), sizes)
-    summary = summarize(results.get("peyvand"), results.get("synapse"))
-    document = {
-        "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
-        "benchmark": "push fan-out",
-        "database": database,
-        "sizes": asdict(sizes),
-        "machine": machine(),
-        "commit": _git("rev-parse", "HEAD"),
-        "servers": {name: _to_json(figures) for name, figures in results.items()},
-        **summary,
-        "seconds": round(time.monotonic() - started, 1),
-    }
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    path = args.out / f"push-{stamp}-{database}.json"
-    report.write_json(path, document)
-    print(report.table(summary))
-    print(f"\n{database}, {document['seconds']} s; JSON: {path}")
+    results = measure_each(
+        names,
+        args.postgres,
+        sizes.server_budget_seconds,
+        lambda name, url: _measure(name, url, sizes),
+    )
+    publish(
+        args.out,
+        "push",
+        benchmark="push fan-out",
+        database=database,
+        sizes=asdict(sizes),
+        servers={name: _to_json(figures) for name, figures in results.items()},
+        summary=summarize(results.get("peyvand"), results.get("synapse")),
+        started=started,
+    )
     return 0
 
 
@@ -183,13 +176,9 @@ def _measure(name: str, database_url: str | None, sizes: PushSizes) -> PushFigur
         server.start()
         pid = server.pid
         clock = Clock(stop_by - STOP_RESERVE_SECONDS)
-        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-            figures = runner.run(
-                asyncio.wait_for(
-                    run_push(server.base_url, lambda: procstat.tree_cpu_seconds(pid), sizes, clock),
-                    max(1.0, clock.stop_by - time.perf_counter()),
-                )
-            )
+        figures = run_bounded(
+            run_push(server.base_url, lambda: procstat.tree_cpu_seconds(pid), sizes, clock), clock
+        )
         figures.name, figures.version = name, server.version()
         return figures
     except BaseException:

@@ -20,7 +20,6 @@ The table goes to stdout, the figures to ``bench/results/rooms-<timestamp>-<db>.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import dataclasses
 import math
 import shutil
@@ -29,7 +28,6 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +43,7 @@ from bench.room_workloads import (
     hot_room,
     join_all,
 )
-from bench.run import RESULTS_DIR, _databases, _git, _loop_factory, log, machine
+from bench.run import RESULTS_DIR, log, measure_each, publish, run_bounded
 from bench.servers import PeyvandServer, Server, SynapseServer, ensure_synapse
 from bench.workloads import Clock, bounded_map
 
@@ -99,28 +97,19 @@ def main(argv: list[str] | None = None) -> int:
         ensure_synapse()
     database = "postgres" if args.postgres else "sqlite"
     started = time.monotonic()
-    results: dict[str, RoomsResult] = {}
-    with _databases(args.postgres) as new_database:
-        for name in names:
-            log(f"==> {name} ({database}), at most {budget:.0f} s")
-            results[name] = _measure(name, new_database(), sizes, budget)
-    summary = summarize(results.get("peyvand"), results.get("synapse"), sizes)
-    document = {
-        "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
-        "benchmark": "hot and big rooms",
-        "database": database,
-        "sizes": asdict(sizes),
-        "machine": machine(),
-        "commit": _git("rev-parse", "HEAD"),
-        "servers": {name: asdict(result) for name, result in results.items()},
-        **summary,
-        "seconds": round(time.monotonic() - started, 1),
-    }
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    path = args.out / f"rooms-{stamp}-{database}.json"
-    report.write_json(path, document)
-    print(report.table(summary))
-    print(f"\n{database}, {document['seconds']} s; JSON: {path}")
+    results = measure_each(
+        names, args.postgres, budget, lambda name, url: _measure(name, url, sizes, budget)
+    )
+    publish(
+        args.out,
+        "rooms",
+        benchmark="hot and big rooms",
+        database=database,
+        sizes=asdict(sizes),
+        servers={name: asdict(result) for name, result in results.items()},
+        summary=summarize(results.get("peyvand"), results.get("synapse"), sizes),
+        started=started,
+    )
     return 0
 
 
@@ -145,13 +134,7 @@ def _measure_server(name: str, server: Server, sizes: RoomSizes, stop_by: float)
         result = RoomsResult(name, server.version(), HotRoomFigures(), [])
         result.rss_idle_bytes = procstat.tree_rss_bytes(server.pid)
         clock = Clock(stop_by - STOP_RESERVE_SECONDS)
-        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-            runner.run(
-                asyncio.wait_for(
-                    run_all(server.base_url, server.pid, sizes, clock, result),
-                    max(1.0, clock.stop_by - time.perf_counter()),
-                )
-            )
+        run_bounded(run_all(server.base_url, server.pid, sizes, clock, result), clock)
         sampler.stop()
         result.rss_peak_bytes = sampler.peak_bytes
         result.seconds = round(time.monotonic() - started, 1)

@@ -22,11 +22,11 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from bench import procstat, report, workloads
 from bench.client import MatrixClient, new_session
@@ -39,6 +39,7 @@ IDLE_SETTLE_SECONDS = 3.0
 # each server gets a share of what is left, by weight (Synapse is the slower to fill).
 RUN_BUDGET_SECONDS = 540.0
 WEIGHTS = {"peyvand": 1.0, "synapse": 2.0}
+R = TypeVar("R")
 SERVERS: dict[str, Callable[[Path, str | None], Server]] = {
     "peyvand": PeyvandServer,
     "synapse": SynapseServer,
@@ -155,6 +156,59 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
         return None
     factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
     return factory
+
+
+def run_bounded(work: Coroutine[Any, Any, R], clock: workloads.Clock) -> R:
+    """``work`` on a new event loop, cancelled when ``clock`` runs out (given 1 s at least)."""
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        return runner.run(asyncio.wait_for(work, max(1.0, clock.stop_by - time.perf_counter())))
+
+
+def measure_each(
+    names: list[str],
+    postgres: bool,
+    budget: float,
+    measure: Callable[[str, str | None], R],
+) -> dict[str, R]:
+    """``measure(name, database_url)`` for each server in turn, each on a fresh database."""
+    database = "postgres" if postgres else "sqlite"
+    results: dict[str, R] = {}
+    with _databases(postgres) as new_database:
+        for name in names:
+            log(f"==> {name} ({database}), at most {budget:.0f} s")
+            results[name] = measure(name, new_database())
+    return results
+
+
+def publish(
+    out: Path,
+    prefix: str,
+    *,
+    benchmark: str,
+    database: str,
+    sizes: dict[str, Any],
+    servers: dict[str, Any],
+    summary: dict[str, Any],
+    started: float,
+) -> None:
+    """The figures as JSON to ``out/<prefix>-<timestamp>-<database>.json`` (with the machine,
+    the commit and the seconds since ``started``), the table to stdout."""
+    document = {
+        "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
+        "benchmark": benchmark,
+        "database": database,
+        "sizes": sizes,
+        "machine": machine(),
+        "commit": _git("rev-parse", "HEAD"),
+        "servers": servers,
+        **summary,
+        "seconds": round(time.monotonic() - started, 1),
+    }
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    path = out / f"{prefix}-{stamp}-{database}.json"
+    report.write_json(path, document)
+    print(report.table(summary))
+    print(f"\n{database}, {document['seconds']} s; JSON: {path}")
 
 
 @contextmanager

@@ -20,7 +20,6 @@ reported, ``truncated``), the queries at ``query_seconds``, the whole server's r
 from __future__ import annotations
 
 import argparse
-import asyncio
 import dataclasses
 import itertools
 import math
@@ -31,13 +30,12 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from bench import report
 from bench.client import Account, MatrixClient, new_session
-from bench.run import RESULTS_DIR, _databases, _git, _loop_factory, log, machine
+from bench.run import RESULTS_DIR, log, measure_each, publish, run_bounded
 from bench.servers import PeyvandServer, Server, SynapseServer, ensure_synapse
 from bench.workloads import Clock, bounded_map, percentile
 
@@ -171,28 +169,19 @@ def main(argv: list[str] | None = None) -> int:
         ensure_synapse()
     database = "postgres" if args.postgres else "sqlite"
     started = time.monotonic()
-    results: dict[str, SearchResult] = {}
-    with _databases(args.postgres) as new_database:
-        for name in names:
-            log(f"==> {name} ({database}), at most {budget:.0f} s")
-            results[name] = _measure(name, new_database(), sizes, budget)
-    summary = summarize(results.get("peyvand"), results.get("synapse"))
-    document = {
-        "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
-        "benchmark": "server-side search",
-        "database": database,
-        "sizes": asdict(sizes),
-        "machine": machine(),
-        "commit": _git("rev-parse", "HEAD"),
-        "servers": {name: asdict(result) for name, result in results.items()},
-        **summary,
-        "seconds": round(time.monotonic() - started, 1),
-    }
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    path = args.out / f"search-{stamp}-{database}.json"
-    report.write_json(path, document)
-    print(report.table(summary))
-    print(f"\n{database}, {document['seconds']} s; JSON: {path}")
+    results = measure_each(
+        names, args.postgres, budget, lambda name, url: _measure(name, url, sizes, budget)
+    )
+    publish(
+        args.out,
+        "search",
+        benchmark="server-side search",
+        database=database,
+        sizes=asdict(sizes),
+        servers={name: asdict(result) for name, result in results.items()},
+        summary=summarize(results.get("peyvand"), results.get("synapse")),
+        started=started,
+    )
     return 0
 
 
@@ -208,13 +197,7 @@ def _measure(
         server.start()
         result = SearchResult(name, server.version())
         clock = Clock(stop_by - STOP_RESERVE_SECONDS)
-        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-            runner.run(
-                asyncio.wait_for(
-                    run_all(server.base_url, sizes, clock, result),
-                    max(1.0, clock.stop_by - time.perf_counter()),
-                )
-            )
+        run_bounded(run_all(server.base_url, sizes, clock, result), clock)
         result.seconds = round(time.monotonic() - started, 1)
         return result
     except BaseException:
