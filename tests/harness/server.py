@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ import pytest
 
 from harness.ports import free_port
 from harness.postgres import PostgresCluster
+from harness.processes import kill_process, start_logged, stop_process
 from peyvand.types import ServerName
 
 SERVER_NAME = ServerName("localhost")
@@ -106,35 +106,23 @@ class HomeserverProcess:
         if self.running:
             raise HomeserverError("the server is already running")
         self._close_log()
-        self._log_file = self.log_path.open("ab")
-        self._log_file.write(f"--- starting peyvand serve at {time.ctime()}\n".encode())
-        self._log_file.flush()
-        self._process = subprocess.Popen(
+        self._process, self._log_file = start_logged(
+            "peyvand serve",
             [sys.executable, "-m", "peyvand", "serve", "--config", str(self.config_path)],
-            stdin=subprocess.DEVNULL,
-            stdout=self._log_file,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            self.log_path,
+            env=os.environ,
         )
         self._wait_ready(timeout)
 
     def stop(self) -> None:
         """Graceful stop (SIGTERM); SIGKILL if it has not exited in time."""
-        if self._process is not None and self._process.poll() is None:
-            self._process.send_signal(signal.SIGTERM)
-            try:
-                self._process.wait(STOP_TIMEOUT_SECONDS)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+        stop_process(self._process, STOP_TIMEOUT_SECONDS)
         self._process = None
         self._close_log()
 
     def kill(self) -> None:
         """SIGKILL the server: no shutdown code runs, like a crash."""
-        if self._process is not None:
-            self._process.kill()
-            self._process.wait()
+        kill_process(self._process)
         self._process = None
         self._close_log()
 

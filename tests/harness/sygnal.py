@@ -17,8 +17,6 @@ from __future__ import annotations
 import asyncio
 import atexit
 import json
-import os
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -29,6 +27,13 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from py_vapid import Vapid
 
 from harness.ports import free_port
+from harness.processes import (
+    PYTHON_ENVIRONMENT,
+    environment_without,
+    kill_process,
+    start_logged,
+    stop_process,
+)
 from harness.webpush import WebPushSubscription, b64url
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -118,45 +123,27 @@ class SygnalProcess:
         if self.running:
             raise SygnalError("Sygnal is already running")
         self._close_log()
-        self._log_file = self.log_path.open("ab")
-        self._log_file.write(f"--- starting sygnal at {time.ctime()}\n".encode())
-        self._log_file.flush()
-        env = {
-            key: value
-            for key, value in os.environ.items()
-            if key not in {"PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", *_PROXY_VARIABLES}
-        }
-        self._process = subprocess.Popen(
+        self._process, self._log_file = start_logged(
+            "sygnal",
             [str(self.python), "-m", "sygnal.sygnal"],
+            self.log_path,
             cwd=self.data_dir,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log_file,
-            stderr=subprocess.STDOUT,
             env={
-                **env,
+                **environment_without([*PYTHON_ENVIRONMENT, *_PROXY_VARIABLES]),
                 "SYGNAL_CONF": str(self.config_path),
                 # Sygnal exits at import without it (the project moved to another home).
                 "RUN_DESPITE_UNSUPPORTED": "Y",
-                "PYTHONUNBUFFERED": "1",
             },
         )
 
     def stop(self) -> None:
         """Graceful stop (SIGTERM); SIGKILL if it has not exited in time."""
-        if self._process is not None and self._process.poll() is None:
-            self._process.send_signal(signal.SIGTERM)
-            try:
-                self._process.wait(STOP_TIMEOUT_SECONDS)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+        stop_process(self._process, STOP_TIMEOUT_SECONDS)
         self._process = None
         self._close_log()
 
     def kill(self) -> None:
-        if self._process is not None:
-            self._process.kill()
-            self._process.wait()
+        kill_process(self._process)
         self._process = None
         self._close_log()
 

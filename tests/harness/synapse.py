@@ -21,9 +21,7 @@ import atexit
 import hashlib
 import hmac
 import json
-import os
 import secrets
-import signal
 import socket
 import ssl
 import subprocess
@@ -35,6 +33,13 @@ from typing import IO, Any
 
 from harness.client import DEFAULT_PASSWORD, Account, MatrixClient, new_session, unique_localpart
 from harness.ports import free_port
+from harness.processes import (
+    PYTHON_ENVIRONMENT,
+    environment_without,
+    kill_process,
+    start_logged,
+    stop_process,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SYNAPSE_VENV = REPO_ROOT / ".synapse-venv"
@@ -234,41 +239,24 @@ class SynapseProcess:
         if self.running:
             raise SynapseError("Synapse is already running")
         self._close_console()
-        self._console = self.console_path.open("ab")
-        self._console.write(f"--- starting synapse at {time.ctime()}\n".encode())
-        self._console.flush()
-        env = {
-            key: value
-            for key, value in os.environ.items()
-            if key not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")
-        }
-        self._process = subprocess.Popen(
+        self._process, self._console = start_logged(
+            "synapse",
             [str(self.python), "-m", "synapse.app.homeserver", "-c", str(self.config_path)],
+            self.console_path,
             cwd=self.data_dir,
-            stdin=subprocess.DEVNULL,
-            stdout=self._console,
-            stderr=subprocess.STDOUT,
-            env={**env, "PYTHONUNBUFFERED": "1"},
+            env=environment_without(PYTHON_ENVIRONMENT),
         )
         self._wait_ready(timeout)
 
     def stop(self) -> None:
         """Graceful stop (SIGTERM); SIGKILL if it has not exited in time."""
-        if self._process is not None and self._process.poll() is None:
-            self._process.send_signal(signal.SIGTERM)
-            try:
-                self._process.wait(STOP_TIMEOUT_SECONDS)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+        stop_process(self._process, STOP_TIMEOUT_SECONDS)
         self._process = None
         self._close_console()
 
     def kill(self) -> None:
         """SIGKILL: no shutdown code runs, like a crash."""
-        if self._process is not None:
-            self._process.kill()
-            self._process.wait()
+        kill_process(self._process)
         self._process = None
         self._close_console()
 
