@@ -1,7 +1,8 @@
 """Which addresses the server may connect to on behalf of others (SSRF guard).
 
 Shared by everything that opens connections to hosts that someone else names: URL previews
-(``media/preview.py``) and federation (``federation/client.py``, ``federation/discovery.py``).
+(``media/preview.py``), push gateways (``federation/push_gateway.py``) and federation
+(``federation/client.py``, ``federation/discovery.py``).
 
 - ``is_ip_allowed`` judges one address: public unicast yes, anything private, loopback,
   link-local, reserved, ... no (unless the operator allowed its network);
@@ -10,7 +11,9 @@ Shared by everything that opens connections to hosts that someone else names: UR
   nothing); when nothing is left it raises ``AddressBlocked``, which aiohttp wraps in a
   ``ClientConnectorError`` (``is_blocked_error`` recognises it);
 - aiohttp never hands IP-literal hosts to the resolver: callers check those with
-  ``parse_ip`` and ``is_ip_allowed`` before each request.
+  ``parse_ip`` and ``is_ip_allowed`` before each request;
+- ``guarded_session`` is a client session whose connector resolves through a
+  ``FilteringResolver``; ``close_session`` closes a session and then its resolver.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import ipaddress
 import socket
 from typing import Final
 
+import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -119,3 +123,39 @@ class FilteringResolver(AbstractResolver):
 
     async def close(self) -> None:
         await self._inner.close()
+
+
+def guarded_session(
+    allowed: tuple[IPNetwork, ...],
+    resolver: AbstractResolver | None,
+    *,
+    limit: int,
+    limit_per_host: int,
+    timeout: float,
+    headers: dict[str, str] | None = None,
+) -> tuple[aiohttp.ClientSession, FilteringResolver]:
+    """A session whose connector connects only to addresses ``is_ip_allowed`` accepts, as
+    ``resolver`` (aiohttp's default if None) resolves them, and that filtering resolver.
+    No cookies are kept, no proxy settings read from the environment; every request is
+    bounded by ``timeout`` seconds. Close both with ``close_session``."""
+    filtering = FilteringResolver(resolver or aiohttp.DefaultResolver(), allowed)
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(
+            resolver=filtering, limit=limit, limit_per_host=limit_per_host
+        ),
+        cookie_jar=aiohttp.DummyCookieJar(),
+        trust_env=False,
+        timeout=aiohttp.ClientTimeout(total=timeout),
+        headers=headers,
+    )
+    return session, filtering
+
+
+async def close_session(
+    session: aiohttp.ClientSession | None, resolver: AbstractResolver | None
+) -> None:
+    """Close ``session``, then ``resolver`` (aiohttp closes only the resolvers it made)."""
+    if session is not None:
+        await session.close()
+    if resolver is not None:
+        await resolver.close()

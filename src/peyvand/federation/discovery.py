@@ -50,7 +50,7 @@ from aiohttp.abc import AbstractResolver
 from yarl import URL
 
 from peyvand.federation.tls import outbound_connector
-from peyvand.netguard import is_blocked_error, is_ip_allowed, parse_ip
+from peyvand.netguard import close_session, is_blocked_error, is_ip_allowed, parse_ip
 from peyvand.types import ServerName
 
 if TYPE_CHECKING:
@@ -288,10 +288,7 @@ class HttpWellKnownFetcher:
     async def close(self) -> None:
         session, self._session = self._session, None
         resolver, self._resolver = self._resolver, None
-        if session is not None:
-            await session.close()
-        if resolver is not None:
-            await resolver.close()
+        await close_session(session, resolver)
 
     async def fetch(self, hostname: str) -> WellKnownResponse:
         if self._session is None:

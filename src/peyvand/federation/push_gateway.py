@@ -20,7 +20,15 @@ import orjson
 from aiohttp.abc import AbstractResolver
 from yarl import URL
 
-from peyvand.netguard import FilteringResolver, IPNetwork, is_blocked_error, is_ip_allowed, parse_ip
+from peyvand.netguard import (
+    FilteringResolver,
+    IPNetwork,
+    close_session,
+    guarded_session,
+    is_blocked_error,
+    is_ip_allowed,
+    parse_ip,
+)
 from peyvand.types import JsonDict
 
 logger = logging.getLogger(__name__)
@@ -58,23 +66,14 @@ class PushGatewayClient:
     async def start(self) -> None:
         if self._session is not None:
             return
-        self._resolver = FilteringResolver(
-            self._inner_resolver or aiohttp.DefaultResolver(), self._allowed
-        )
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(resolver=self._resolver, limit=0, limit_per_host=16),
-            cookie_jar=aiohttp.DummyCookieJar(),
-            trust_env=False,
-            timeout=aiohttp.ClientTimeout(total=self._timeout),
+        self._session, self._resolver = guarded_session(
+            self._allowed, self._inner_resolver, limit=0, limit_per_host=16, timeout=self._timeout
         )
 
     async def close(self) -> None:
         session, self._session = self._session, None
         resolver, self._resolver = self._resolver, None
-        if session is not None:
-            await session.close()
-        if resolver is not None:
-            await resolver.close()
+        await close_session(session, resolver)
 
     def is_allowed(self, url: str) -> bool:
         """Whether ``url``'s host may be connected to as far as can be told without a

@@ -40,7 +40,14 @@ import aiohttp
 from aiohttp.abc import AbstractResolver
 from yarl import URL
 
-from peyvand.netguard import FilteringResolver, IPNetwork, is_blocked_error, parse_ip
+from peyvand.netguard import (
+    FilteringResolver,
+    IPNetwork,
+    close_session,
+    guarded_session,
+    is_blocked_error,
+    parse_ip,
+)
 from peyvand.netguard import is_ip_allowed as is_ip_allowed  # re-exported
 
 PREVIEW_ERROR_KINDS: Final = frozenset({"bad_url", "blocked", "too_large", "failed"})
@@ -148,25 +155,19 @@ class UrlFetcher:
         """Create the session; must run inside the event loop that will use it."""
         if self._session is not None:
             return
-        inner = self._inner_resolver or aiohttp.DefaultResolver()
-        self._resolver = FilteringResolver(inner, self._policy.allowed_networks)
-        connector = aiohttp.TCPConnector(resolver=self._resolver, limit=100, limit_per_host=4)
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            cookie_jar=aiohttp.DummyCookieJar(),
-            trust_env=False,
-            auto_decompress=True,
-            timeout=aiohttp.ClientTimeout(total=self._policy.timeout),
+        self._session, self._resolver = guarded_session(
+            self._policy.allowed_networks,
+            self._inner_resolver,
+            limit=100,
+            limit_per_host=4,
+            timeout=self._policy.timeout,
             headers={"User-Agent": self._policy.user_agent, "Accept": _ACCEPT},
         )
 
     async def close(self) -> None:
         session, self._session = self._session, None
         resolver, self._resolver = self._resolver, None
-        if session is not None:
-            await session.close()
-        if resolver is not None:
-            await resolver.close()
+        await close_session(session, resolver)
 
     async def fetch(self, url: str) -> FetchedResource:
         """Fetch ``url`` following redirects; raises PreviewError."""
