@@ -555,29 +555,22 @@ def _check_media(media: MediaConfig) -> None:
             _ = media.unauthenticated_media_before_ts
         except ValueError as exc:
             raise ConfigError(f"'media.unauthenticated_media_before': {exc}") from None
-    for network in media.url_preview_allowed_networks:
-        try:
-            ipaddress.ip_network(network, strict=False)
-        except ValueError:
-            raise ConfigError(
-                f"'media.url_preview_allowed_networks' has an invalid network: {network!r}"
-            ) from None
+    _check_networks("media.url_preview_allowed_networks", media.url_preview_allowed_networks)
 
 
 def _check_push(push: PushConfig) -> None:
-    if push.max_concurrent_sends <= 0:
-        raise ConfigError("'push.max_concurrent_sends' must be positive")
-    if push.gateway_timeout <= 0:
-        raise ConfigError("'push.gateway_timeout' must be positive")
-    if push.max_pushers_per_user <= 0:
-        raise ConfigError("'push.max_pushers_per_user' must be positive")
-    for network in push.gateway_allowed_networks:
+    for name in ("max_concurrent_sends", "gateway_timeout", "max_pushers_per_user"):
+        if getattr(push, name) <= 0:
+            raise ConfigError(f"'push.{name}' must be positive")
+    _check_networks("push.gateway_allowed_networks", push.gateway_allowed_networks)
+
+
+def _check_networks(key: str, networks: tuple[str, ...]) -> None:
+    for network in networks:
         try:
             ipaddress.ip_network(network, strict=False)
         except ValueError:
-            raise ConfigError(
-                f"'push.gateway_allowed_networks' has an invalid network: {network!r}"
-            ) from None
+            raise ConfigError(f"'{key}' has an invalid network: {network!r}") from None
 
 
 def _check_email(email: EmailConfig) -> None:
