@@ -7,7 +7,7 @@ on its base chain, at most log2(number of state changes) of them, in one query.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 
 import orjson
@@ -88,15 +88,18 @@ class EventStore:
         rows = await self._db.fetch("SELECT room_id FROM rooms WHERE is_public = $1", True)
         return [RoomID(r[0]) for r in rows]
 
+    async def _fetch_in(self, select: str, values: Sequence[Any]) -> AsyncIterator[list[Row]]:
+        """The rows of ``select`` (ending in ``IN``) with an IN-list of ``values``: one
+        query, and one list of rows, per ``_IN_LIST_CHUNK`` of them."""
+        for start in range(0, len(values), _IN_LIST_CHUNK):
+            chunk = values[start : start + _IN_LIST_CHUNK]
+            yield await self._db.fetch(f"{select} ({placeholders(len(chunk))})", *chunk)
+
     async def _ensure_room_versions(self, room_ids: Iterable[str]) -> None:
         missing = [r for r in set(room_ids) if r not in self._room_versions]
-        for start in range(0, len(missing), _IN_LIST_CHUNK):
-            chunk = missing[start : start + _IN_LIST_CHUNK]
-            rows = await self._db.fetch(
-                "SELECT room_id, room_version FROM rooms"
-                f" WHERE room_id IN ({placeholders(len(chunk))})",
-                *chunk,
-            )
+        async for rows in self._fetch_in(
+            "SELECT room_id, room_version FROM rooms WHERE room_id IN", missing
+        ):
             for row in rows:
                 self._room_versions[row[0]] = row[1]
 
@@ -109,13 +112,9 @@ class EventStore:
     async def get_events(self, event_ids: Iterable[EventID]) -> dict[EventID, StoredEvent]:
         ids = list(set(event_ids))
         found: dict[EventID, StoredEvent] = {}
-        for start in range(0, len(ids), _IN_LIST_CHUNK):
-            chunk = ids[start : start + _IN_LIST_CHUNK]
-            rows = await self._db.fetch(
-                f"SELECT {_EVENT_COLUMNS} FROM events"
-                f" WHERE event_id IN ({placeholders(len(chunk))})",
-                *chunk,
-            )
+        async for rows in self._fetch_in(
+            f"SELECT {_EVENT_COLUMNS} FROM events WHERE event_id IN", ids
+        ):
             for event in await self._events_from_rows(rows):
                 found[event.pdu.event_id] = event
         return found
@@ -154,13 +153,9 @@ class EventStore:
         (None: a message, or the first event of its key); see migration 034."""
         ids = list(set(event_ids))
         found: dict[EventID, EventID | None] = {}
-        for start in range(0, len(ids), _IN_LIST_CHUNK):
-            chunk = ids[start : start + _IN_LIST_CHUNK]
-            rows = await self._db.fetch(
-                "SELECT event_id, replaces_state FROM events"
-                f" WHERE event_id IN ({placeholders(len(chunk))})",
-                *chunk,
-            )
+        async for rows in self._fetch_in(
+            "SELECT event_id, replaces_state FROM events WHERE event_id IN", ids
+        ):
             for row in rows:
                 replaced = row["replaces_state"]
                 found[EventID(row["event_id"])] = EventID(replaced) if replaced else None
@@ -263,13 +258,11 @@ class EventStore:
     async def get_state_group_rows(self, groups: Iterable[int]) -> dict[int, StateGroupRow]:
         ids = list(set(groups))
         found: dict[int, StateGroupRow] = {}
-        for start in range(0, len(ids), _IN_LIST_CHUNK):
-            chunk = ids[start : start + _IN_LIST_CHUNK]
-            rows = await self._db.fetch(
-                "SELECT state_group, room_id, seq, prev_group, base_group FROM state_groups"
-                f" WHERE state_group IN ({placeholders(len(chunk))})",
-                *chunk,
-            )
+        async for rows in self._fetch_in(
+            "SELECT state_group, room_id, seq, prev_group, base_group FROM state_groups"
+            " WHERE state_group IN",
+            ids,
+        ):
             for r in rows:
                 found[r[0]] = StateGroupRow(r[0], RoomID(r[1]), r[2], r[3], r[4])
         return found
@@ -316,14 +309,11 @@ class EventStore:
         """Events held outside the timeline (outliers, rejected, soft-failed), by ID."""
         ids = list(set(event_ids))
         found: dict[EventID, OutlierRow] = {}
-        for start in range(0, len(ids), _IN_LIST_CHUNK):
-            chunk = ids[start : start + _IN_LIST_CHUNK]
-            rows = await self._db.fetch(
-                "SELECT event_id, room_id, status, reason, state_group, pdu, redacted_by"
-                " FROM event_outliers"
-                f" WHERE event_id IN ({placeholders(len(chunk))})",
-                *chunk,
-            )
+        async for rows in self._fetch_in(
+            "SELECT event_id, room_id, status, reason, state_group, pdu, redacted_by"
+            " FROM event_outliers WHERE event_id IN",
+            ids,
+        ):
             await self._ensure_room_versions(row["room_id"] for row in rows)
             for row in rows:
                 version = KNOWN_ROOM_VERSIONS[self._room_versions[row["room_id"]]]
