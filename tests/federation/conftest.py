@@ -27,7 +27,7 @@ import pytest
 from harness.client import MatrixClient, new_session
 from harness.fake_server import FakeServer
 from harness.federation import Pair
-from harness.server import HomeserverProcess, start_homeserver
+from harness.server import HomeserverProcess, running_homeserver
 from harness.synapse import SynapseProcess
 from harness.synapse_required import require_synapse_python
 
@@ -58,13 +58,10 @@ def peyvand(
     backend: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[HomeserverProcess]:
     """The session's federating Peyvand for ``backend`` (test network, loopback peers)."""
-    server = start_homeserver(
+    with running_homeserver(
         backend, request, tmp_path_factory.mktemp(f"peyvand-fed-{backend}"), federation=True
-    )
-    try:
+    ) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
@@ -81,13 +78,10 @@ def peyvand_peer(
     backend: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[HomeserverProcess]:
     """A second federating Peyvand, to federate Peyvand with Peyvand."""
-    server = start_homeserver(
+    with running_homeserver(
         backend, request, tmp_path_factory.mktemp(f"peyvand-peer-{backend}"), federation=True
-    )
-    try:
+    ) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(params=["synapse", "peyvand"])

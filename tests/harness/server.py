@@ -7,6 +7,7 @@ config, data and port, so clients keep the same base URL.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
@@ -14,7 +15,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO
 
@@ -196,3 +197,20 @@ def start_homeserver(
         server.configure(options)
     server.start()
     return server
+
+
+@contextlib.contextmanager
+def running_homeserver(
+    backend: str,
+    request: pytest.FixtureRequest,
+    data_dir: Path,
+    *,
+    federation: bool = False,
+    options: Mapping[str, str] | None = None,
+) -> Iterator[HomeserverProcess]:
+    """``start_homeserver``, stopped when the block ends (for a fixture to yield)."""
+    server = start_homeserver(backend, request, data_dir, federation=federation, options=options)
+    try:
+        yield server
+    finally:
+        server.stop()

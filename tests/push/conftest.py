@@ -20,7 +20,7 @@ import pytest
 
 from harness.client import MatrixClient, new_session
 from harness.gateway_tap import NotifyTap
-from harness.server import HomeserverProcess, start_homeserver
+from harness.server import HomeserverProcess, running_homeserver
 from harness.sygnal import SygnalProcess
 from harness.sygnal_required import require_sygnal_python
 from harness.webpush import WebPushReceiver
@@ -66,24 +66,20 @@ async def gateway_tap(sygnal: SygnalProcess) -> AsyncIterator[NotifyTap]:
 def push_homeserver(
     backend: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[HomeserverProcess]:
-    server = start_homeserver(
+    with running_homeserver(
         backend, request, tmp_path_factory.mktemp(f"push-{backend}"), options=PUSH_OPTIONS
-    )
-    try:
+    ) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
 def private_push_homeserver(
     backend: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> Iterator[HomeserverProcess]:
-    server = start_homeserver(backend, request, tmp_path / "homeserver", options=PUSH_OPTIONS)
-    try:
+    with running_homeserver(
+        backend, request, tmp_path / "homeserver", options=PUSH_OPTIONS
+    ) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from harness.client import Account, MatrixClient, new_session, unique_localpart
 from harness.ports import free_port
-from harness.server import HomeserverProcess, start_homeserver
+from harness.server import HomeserverProcess, running_homeserver
 
 APP_ID = "m.email"
 DELAY = 2.0
@@ -86,7 +86,7 @@ def email_server(
     tmp_path_factory: pytest.TempPathFactory,
     smtp: tuple[Mailbox, int],
 ) -> Iterator[HomeserverProcess]:
-    server = start_homeserver(
+    with running_homeserver(
         backend,
         request,
         tmp_path_factory.mktemp("email"),
@@ -97,11 +97,8 @@ def email_server(
             "email.app_name": '"Peyvand Test"',
             "email.notif_delay": str(DELAY),
         },
-    )
-    try:
+    ) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

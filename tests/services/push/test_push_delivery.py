@@ -21,7 +21,7 @@ from aiohttp import web
 from harness.client import Account, MatrixClient, new_session, unique_localpart
 from harness.fake_server import FEDERATION_V2, FakeServer, q
 from harness.ports import free_port
-from harness.server import HomeserverProcess, start_homeserver
+from harness.server import HomeserverProcess, running_homeserver
 from peyvand.events.room_versions import KNOWN_ROOM_VERSIONS
 
 NOTIFY = "/_matrix/push/v1/notify"
@@ -85,7 +85,7 @@ class Gateway:
 def push_server(
     backend: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[HomeserverProcess]:
-    server = start_homeserver(
+    with running_homeserver(
         backend,
         request,
         tmp_path_factory.mktemp("push"),
@@ -94,11 +94,8 @@ def push_server(
             "push.gateway_timeout": "3.0",
             "push.max_concurrent_sends": str(MAX_SENDS),
         },
-    )
-    try:
+    ) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @contextlib.asynccontextmanager
@@ -506,7 +503,7 @@ FEDERATION_TIMEOUT = 60
 def federating_push_server(
     backend: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[HomeserverProcess]:
-    server = start_homeserver(
+    with running_homeserver(
         backend,
         request,
         tmp_path_factory.mktemp("remote-invite-push"),
@@ -515,11 +512,8 @@ def federating_push_server(
             "push.gateway_allowed_networks": '["127.0.0.1/32"]',
             "push.gateway_timeout": "3.0",
         },
-    )
-    try:
+    ) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from aiohttp import web
 
 from harness.client import MatrixClient, new_session, unique_localpart
 from harness.ports import free_port
-from harness.server import HomeserverProcess, start_homeserver
+from harness.server import HomeserverProcess, running_homeserver
 from peyvand.events.pdu import Pdu
 from peyvand.events.push_rules.actions import Actions
 from peyvand.events.room_versions import KNOWN_ROOM_VERSIONS
@@ -82,16 +82,13 @@ async def serve(gateway: Gateway) -> AsyncIterator[Gateway]:
 def push_server(
     backend: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[HomeserverProcess]:
-    server = start_homeserver(
+    with running_homeserver(
         backend,
         request,
         tmp_path_factory.mktemp("pushqueue"),
         options={"push.gateway_allowed_networks": '["127.0.0.1/32"]'},
-    )
-    try:
+    ) as server:
         yield server
-    finally:
-        server.stop()
 
 
 async def test_push_redacted_while_the_gateway_failed_goes_out_without_content(
