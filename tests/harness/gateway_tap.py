@@ -12,6 +12,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from harness.local_http import start_post_site
 from harness.ports import free_port
 
 HOST = "127.0.0.1"
@@ -33,11 +34,7 @@ class NotifyTap:
 
     async def start(self) -> None:
         self._session = aiohttp.ClientSession()
-        app = web.Application()
-        app.router.add_post(NOTIFY_PATH, self._forward)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, HOST, self.port).start()
+        self._runner = await start_post_site(HOST, self.port, NOTIFY_PATH, self._forward)
 
     async def stop(self) -> None:
         if self._runner is not None:

@@ -25,6 +25,7 @@ from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from harness.local_http import start_post_site
 from harness.ports import free_port
 
 HOST = "127.0.0.1"
@@ -127,11 +128,7 @@ class WebPushReceiver:
         return subscription
 
     async def start(self) -> None:
-        app = web.Application()
-        app.router.add_post("/push/{token}", self._receive)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, HOST, self.port).start()
+        self._runner = await start_post_site(HOST, self.port, "/push/{token}", self._receive)
 
     async def stop(self) -> None:
         if self._runner is not None:

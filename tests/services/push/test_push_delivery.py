@@ -20,6 +20,7 @@ from aiohttp import web
 
 from harness.client import Account, MatrixClient, new_session, unique_localpart
 from harness.fake_server import FEDERATION_V2, FakeServer, q
+from harness.local_http import start_post_site
 from harness.ports import free_port
 from harness.server import HomeserverProcess, running_homeserver
 from peyvand.events.room_versions import KNOWN_ROOM_VERSIONS
@@ -101,12 +102,8 @@ def push_server(
 @contextlib.asynccontextmanager
 async def serve_gateway(host: str = "127.0.0.1") -> AsyncIterator[Gateway]:
     gw = Gateway()
-    app = web.Application()
-    app.router.add_post(NOTIFY, gw.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
     port = free_port()
-    await web.TCPSite(runner, host, port).start()
+    runner = await start_post_site(host, port, NOTIFY, gw.handle)
     gw.url = f"http://{host}:{port}{NOTIFY}"
     try:
         yield gw

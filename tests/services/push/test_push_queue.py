@@ -16,6 +16,7 @@ import pytest
 from aiohttp import web
 
 from harness.client import MatrixClient, new_session, unique_localpart
+from harness.local_http import start_post_site
 from harness.ports import free_port
 from harness.server import HomeserverProcess, running_homeserver
 from peyvand.events.pdu import Pdu
@@ -65,12 +66,8 @@ class Gateway:
 
 @contextlib.asynccontextmanager
 async def serve(gateway: Gateway) -> AsyncIterator[Gateway]:
-    app = web.Application()
-    app.router.add_post(NOTIFY, gateway.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
     port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    runner = await start_post_site("127.0.0.1", port, NOTIFY, gateway.handle)
     gateway.url = f"http://127.0.0.1:{port}{NOTIFY}"
     try:
         yield gateway
