@@ -367,6 +367,20 @@ async def test_gateway_outside_allowed_networks_is_refused(
         assert {p["pushkey"] for p in listed} == {refused, allowed}
 
 
+async def assert_one_gets_through(
+    client: MatrixClient, room_id: str, sender: Account, gateway: Gateway, pushkey: str
+) -> None:
+    """With sends hanging on other gateways, ``sender``'s next message is pushed to
+    ``pushkey`` on ``gateway`` at once."""
+    await say(client, room_id, sender, "many hang")
+    await asyncio.sleep(0.5)  # the hanging sends have all started
+    event_id = await say(client, room_id, sender, "and one gets through")
+    started = time.monotonic()
+    pushed = await gateway.wait_for(pushkey, 2)
+    assert pushed[1]["event_id"] == event_id
+    assert time.monotonic() - started < 1.0
+
+
 async def test_dead_host_does_not_take_every_send_slot(mc: MatrixClient, gateway: Gateway) -> None:
     """More pushers on a hanging gateway than the server sends at once: another gateway's
     push still goes out at once."""
@@ -380,13 +394,7 @@ async def test_dead_host_does_not_take_every_send_slot(mc: MatrixClient, gateway
             dead.answers[pushkey] = ["hang"] * 10
             stuck.append(pushkey)
         fine = await add_pusher(mc, bob, gateway)
-        await say(mc, room_id, alice, "many hang")
-        await asyncio.sleep(0.5)  # the hanging sends have all started
-        event_id = await say(mc, room_id, alice, "and one gets through")
-        started = time.monotonic()
-        pushed = await gateway.wait_for(fine, 2)
-        assert pushed[1]["event_id"] == event_id
-        assert time.monotonic() - started < 1.0
+        await assert_one_gets_through(mc, room_id, alice, gateway, fine)
         assert not any(dead.delivered(k) for k in stuck)
 
 
@@ -406,13 +414,7 @@ async def test_user_information_does_not_make_one_host_many(
             dead.answers[pushkey] = ["hang"] * 10
             stuck.append(pushkey)
         fine = await add_pusher(mc, bob, gateway)
-        await say(mc, room_id, alice, "many hang")
-        await asyncio.sleep(0.5)  # the hanging sends have all started
-        event_id = await say(mc, room_id, alice, "and one gets through")
-        started = time.monotonic()
-        pushed = await gateway.wait_for(fine, 2)
-        assert pushed[1]["event_id"] == event_id
-        assert time.monotonic() - started < 1.0
+        await assert_one_gets_through(mc, room_id, alice, gateway, fine)
 
 
 async def test_one_users_pushers_do_not_take_every_send_slot(
@@ -429,13 +431,7 @@ async def test_one_users_pushers_do_not_take_every_send_slot(
             pushkey = await add_pusher(mc, bob, dead)
             dead.answers[pushkey] = ["hang"] * 10
         fine = await add_pusher(mc, carol, gateway)
-        await say(mc, room_id, alice, "many hang")
-        await asyncio.sleep(0.5)  # the hanging sends have all started
-        event_id = await say(mc, room_id, alice, "and one gets through")
-        started = time.monotonic()
-        pushed = await gateway.wait_for(fine, 2)
-        assert pushed[1]["event_id"] == event_id
-        assert time.monotonic() - started < 1.0
+        await assert_one_gets_through(mc, room_id, alice, gateway, fine)
 
 
 async def test_replaced_pusher_goes_on_from_its_position(
