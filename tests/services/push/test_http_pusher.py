@@ -8,11 +8,10 @@ import asyncio
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from harness.pusher_deps import fake_pusher_deps
 from peyvand.events.pdu import Pdu
-from peyvand.events.push_rules.actions import Actions
 from peyvand.events.room_versions import KNOWN_ROOM_VERSIONS
 from peyvand.federation.push_gateway import GatewayAnswer, GatewayError
-from peyvand.services.push.delivery.payload import RoomContext
 from peyvand.services.push.delivery.pusher import (
     GIVE_UP_AFTER_MS,
     HttpPusher,
@@ -77,33 +76,14 @@ class Fakes:
         self.done.set()
 
     def deps(self) -> PusherDeps:
-        async def badge(user_id: UserID) -> int:
-            return 1
-
-        async def context(event: Pdu) -> RoomContext:
-            return RoomContext(None, None, None)
-
-        async def ignored(user_id: UserID) -> frozenset[UserID]:
-            return frozenset()
-
-        async def actions_now(user_id: UserID, event: Pdu) -> Actions | None:
-            return None
-
-        return PusherDeps(
+        return fake_pusher_deps(
             notify=self.notify,
-            semaphore=asyncio.Semaphore(4),
-            host_semaphore=lambda url: asyncio.Semaphore(4),
-            badge=badge,
-            room_context=context,
-            ignored=ignored,
             pending=self.pending,
             get_pdus=self.get_pdus,
-            actions_now=actions_now,
             set_delivered=self.set_delivered,
             set_failing_since=self.set_failing_since,
             remove=self.remove,
             now_ms=lambda: NOW,
-            include_content=True,
         )
 
 

@@ -18,17 +18,15 @@ from aiohttp import web
 from harness.client import MatrixClient, new_session, unique_localpart
 from harness.local_http import start_post_site
 from harness.ports import free_port
+from harness.pusher_deps import fake_pusher_deps
 from harness.server import HomeserverProcess, running_homeserver
 from peyvand.events.pdu import Pdu
-from peyvand.events.push_rules.actions import Actions
 from peyvand.events.room_versions import KNOWN_ROOM_VERSIONS
 from peyvand.federation.push_gateway import GatewayAnswer, GatewayError
-from peyvand.services.push.delivery.payload import RoomContext
 from peyvand.services.push.delivery.pusher import (
     LIVE_QUEUE_MAX,
     HttpPusher,
     LivePush,
-    PusherDeps,
 )
 from peyvand.storage.notifications import Notification
 from peyvand.storage.pushers import DeliveryState, PusherRow
@@ -179,33 +177,14 @@ async def test_an_overflowing_live_queue_is_caught_up_on_from_the_database() -> 
     async def nothing(*args: Any) -> None:
         return None
 
-    async def badge(user_id: UserID) -> int:
-        return 1
-
-    async def context(event: Pdu) -> RoomContext:
-        return RoomContext(None, None, None)
-
-    async def ignored(user_id: UserID) -> frozenset[UserID]:
-        return frozenset()
-
-    async def actions_now(user_id: UserID, event: Pdu) -> Actions | None:
-        return None
-
-    deps = PusherDeps(
+    deps = fake_pusher_deps(
         notify=notify,
-        semaphore=asyncio.Semaphore(4),
-        host_semaphore=lambda url: asyncio.Semaphore(4),
-        badge=badge,
-        room_context=context,
-        ignored=ignored,
         pending=pending,
         get_pdus=get_pdus,
-        actions_now=actions_now,
         set_delivered=set_delivered,
         set_failing_since=nothing,
         remove=nothing,
         now_ms=lambda: 10**12,
-        include_content=True,
     )
     data: dict[str, Any] = {"url": "https://push.example/_matrix/push/v1/notify"}
     row = PusherRow(USER, "app", "key", None, "http", "App", "Phone", None, "en", data, 0)
