@@ -12,6 +12,8 @@ from urllib.parse import quote
 
 from harness.client import Account, MatrixClient
 from harness.rooms import create_room
+from harness.sygnal import SygnalProcess
+from harness.webpush import WebPushReceiver, WebPushSubscription
 
 ROOM_NAME = "Push test room"
 
@@ -38,6 +40,20 @@ async def push_room(client: MatrixClient, *, others: int = 0) -> PushRoom:
 
 async def set_pusher(client: MatrixClient, account: Account, body: dict[str, Any]) -> None:
     (await client.request("POST", "pushers/set", json=body, token=account)).ok()
+
+
+async def subscribe_through(
+    client: MatrixClient,
+    account: Account,
+    sygnal: SygnalProcess,
+    receiver: WebPushReceiver,
+    **changes: Any,
+) -> WebPushSubscription:
+    """A new subscription at ``receiver``, and ``account``'s pusher for it through
+    ``sygnal`` (``changes`` as for ``SygnalProcess.pusher``)."""
+    subscription = receiver.subscribe()
+    await set_pusher(client, account, sygnal.pusher(subscription, **changes))
+    return subscription
 
 
 async def pushers(client: MatrixClient, account: Account) -> list[dict[str, Any]]:

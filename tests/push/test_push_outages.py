@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 
 from harness.client import MatrixClient, new_session
-from harness.push_setup import push_room, set_pusher
+from harness.push_setup import push_room, subscribe_through
 from harness.rooms import say
 from harness.server import HomeserverProcess
 from harness.sygnal import SygnalProcess
@@ -31,8 +31,7 @@ async def test_pushes_arrive_once_each_after_the_gateway_returns(
     push_client: MatrixClient, sygnal: SygnalProcess, webpush_receiver: WebPushReceiver
 ) -> None:
     room = await push_room(push_client)
-    subscription = webpush_receiver.subscribe()
-    await set_pusher(push_client, room.alice, sygnal.pusher(subscription))
+    subscription = await subscribe_through(push_client, room.alice, sygnal, webpush_receiver)
     sygnal.stop()
     try:
         first = await say(push_client, room.room_id, room.bob, "first, while it is down")
@@ -60,8 +59,7 @@ async def test_a_pending_push_arrives_once_after_kill_9(
     async with new_session() as session:
         client = MatrixClient(session, server.base_url)
         room = await push_room(client)
-        subscription = webpush_receiver.subscribe()
-        await set_pusher(client, room.alice, sygnal.pusher(subscription))
+        subscription = await subscribe_through(client, room.alice, sygnal, webpush_receiver)
         sygnal.stop()
         try:
             pending = await say(client, room.room_id, room.bob, "sent before the crash")

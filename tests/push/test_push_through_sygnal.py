@@ -15,6 +15,7 @@ from harness.push_setup import (
     push_room,
     read_up_to,
     set_pusher,
+    subscribe_through,
     wait_for_no_pushers,
 )
 from harness.rooms import say
@@ -31,8 +32,7 @@ async def test_a_message_reaches_the_push_service_with_its_content(
     push_client: MatrixClient, sygnal: SygnalProcess, webpush_receiver: WebPushReceiver
 ) -> None:
     room = await push_room(push_client)
-    subscription = webpush_receiver.subscribe()
-    await set_pusher(push_client, room.alice, sygnal.pusher(subscription))
+    subscription = await subscribe_through(push_client, room.alice, sygnal, webpush_receiver)
     event_id = await say(push_client, room.room_id, room.bob, "are you there?")
     [push] = await subscription.wait_for(1, DELIVERY_SECONDS)
     payload = push.payload
@@ -57,9 +57,9 @@ async def test_event_id_only_sends_no_content(
     push_client: MatrixClient, sygnal: SygnalProcess, webpush_receiver: WebPushReceiver
 ) -> None:
     room = await push_room(push_client)
-    subscription = webpush_receiver.subscribe()
-    body = sygnal.pusher(subscription, data={"format": "event_id_only"})
-    await set_pusher(push_client, room.alice, body)
+    subscription = await subscribe_through(
+        push_client, room.alice, sygnal, webpush_receiver, data={"format": "event_id_only"}
+    )
     event_id = await say(push_client, room.room_id, room.bob, "a secret")
     [push] = await subscription.wait_for(1, DELIVERY_SECONDS)
     assert push.payload == {"event_id": event_id, "room_id": room.room_id, "unread": 1}
@@ -69,8 +69,7 @@ async def test_a_muted_room_sends_nothing(
     push_client: MatrixClient, sygnal: SygnalProcess, webpush_receiver: WebPushReceiver
 ) -> None:
     room = await push_room(push_client)
-    subscription = webpush_receiver.subscribe()
-    await set_pusher(push_client, room.alice, sygnal.pusher(subscription))
+    subscription = await subscribe_through(push_client, room.alice, sygnal, webpush_receiver)
     mute = f"pushrules/global/room/{quote(room.room_id)}"
     (await push_client.request("PUT", mute, json={"actions": []}, token=room.alice)).ok()
     await say(push_client, room.room_id, room.bob, "nobody hears this")
@@ -96,9 +95,8 @@ async def test_a_mention_is_high_priority_with_highlight(
     mention is high ("normal", webpush has no higher one Sygnal uses) with the highlight
     tweak, which only the gateway sees."""
     room = await push_room(push_client, others=1)
-    subscription = webpush_receiver.subscribe()
-    await set_pusher(
-        push_client, room.alice, sygnal.pusher(subscription, data={"url": gateway_tap.url})
+    subscription = await subscribe_through(
+        push_client, room.alice, sygnal, webpush_receiver, data={"url": gateway_tap.url}
     )
     plain = await say(push_client, room.room_id, room.bob, "just chatting")
     mention = await say(
@@ -121,8 +119,7 @@ async def test_a_read_receipt_sends_a_counts_only_update(
     push_client: MatrixClient, sygnal: SygnalProcess, webpush_receiver: WebPushReceiver
 ) -> None:
     room = await push_room(push_client)
-    subscription = webpush_receiver.subscribe()
-    await set_pusher(push_client, room.alice, sygnal.pusher(subscription))
+    subscription = await subscribe_through(push_client, room.alice, sygnal, webpush_receiver)
     await say(push_client, room.room_id, room.bob, "one")
     last = await say(push_client, room.room_id, room.bob, "two")
     await subscription.wait_for(2, DELIVERY_SECONDS)
