@@ -37,7 +37,6 @@ from harness.server import HomeserverProcess, start_homeserver
 from harness.synapse import SynapseProcess
 from harness.sync import sync_until
 from peyvand.events.pdu import Pdu
-from peyvand.events.room_versions import KNOWN_ROOM_VERSIONS
 
 TIMEOUT_SECONDS = 60
 _rooms = itertools.count(1)
@@ -193,16 +192,8 @@ async def test_synapse_invites_beyond_the_limits_are_refused(
 def _invite_pdu(fake: FakeServer, sender: str, invitee: str) -> tuple[str, Pdu, list[Any]]:
     """A fresh room of the fake's (version 11): its ID, an invite of ``invitee`` by
     ``sender`` signed by the fake, and the stripped state sent along."""
-    version = KNOWN_ROOM_VERSIONS["11"]
     room_id = f"!limits{next(_rooms)}:{fake.server_name}"
-    create = fake.make_pdu(
-        version, room_id, sender, "m.room.create", {"room_version": "11"}, "",
-        prev_events=[], auth_events=[], depth=1,
-    )  # fmt: skip
-    invite = fake.make_pdu(
-        version, room_id, sender, "m.room.member", {"membership": "invite"}, invitee,
-        prev_events=[create.event_id], auth_events=[create.event_id], depth=2,
-    )  # fmt: skip
+    invite = fake.make_invite(room_id, sender, invitee)
     stripped = [
         {"type": "m.room.create", "state_key": "", "sender": sender, "content": {}},
         {"type": "m.room.name", "state_key": "", "sender": sender, "content": {"name": room_id}},

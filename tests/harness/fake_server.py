@@ -531,6 +531,19 @@ class FakeServer:
         self.events[pdu.event_id] = dict(pdu.data)
         return pdu
 
+    def make_invite(self, room_id: str, sender: str, invitee: str) -> Pdu:
+        """An invite of ``invitee`` by ``sender`` into a fresh version-11 room of this
+        server's, right after the room's create event (neither kept in ``rooms``)."""
+        version = KNOWN_ROOM_VERSIONS["11"]
+        create = self.make_pdu(
+            version, room_id, sender, "m.room.create", {"room_version": "11"}, "",
+            prev_events=[], auth_events=[], depth=1,
+        )  # fmt: skip
+        return self.make_pdu(
+            version, room_id, sender, "m.room.member", {"membership": "invite"}, invitee,
+            prev_events=[create.event_id], auth_events=[create.event_id], depth=2,
+        )  # fmt: skip
+
     def raw_pdu(
         self,
         room_version: RoomVersion,

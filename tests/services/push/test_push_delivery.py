@@ -23,7 +23,6 @@ from harness.fake_server import FEDERATION_V2, FakeServer, q
 from harness.local_http import start_post_site
 from harness.ports import free_port
 from harness.server import HomeserverProcess, running_homeserver
-from peyvand.events.room_versions import KNOWN_ROOM_VERSIONS
 
 NOTIFY = "/_matrix/push/v1/notify"
 APP_ID = "im.peyvand.test"
@@ -527,17 +526,9 @@ async def _invite(fake: FakeServer, sender: str, invitee: str) -> tuple[str, str
     """PUT /invite v2 of an invite of ``invitee`` by ``sender`` to a new room of the fake
     named "Room N", the sender's member event in the stripped state; ``(room ID, event ID,
     status, answer)``."""
-    version = KNOWN_ROOM_VERSIONS["11"]
     number = next(_invite_rooms)
     room_id = f"!invitepush{number}:{fake.server_name}"
-    create = fake.make_pdu(
-        version, room_id, sender, "m.room.create", {"room_version": "11"}, "",
-        prev_events=[], auth_events=[], depth=1,
-    )  # fmt: skip
-    invite = fake.make_pdu(
-        version, room_id, sender, "m.room.member", {"membership": "invite"}, invitee,
-        prev_events=[create.event_id], auth_events=[create.event_id], depth=2,
-    )  # fmt: skip
+    invite = fake.make_invite(room_id, sender, invitee)
     stripped = [
         {"type": "m.room.create", "state_key": "", "sender": sender, "content": {}},
         {"type": "m.room.name", "state_key": "", "sender": sender,
