@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from harness.client import new_session
+from harness.required import require_installed
 from harness.server import start_homeserver
-from harness.synapse import SynapseProcess
-from harness.synapse_required import require_synapse_python
+from harness.synapse import SynapseProcess, SynapseUnavailable, synapse_python
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root: bench/
 
@@ -31,7 +31,7 @@ BOUNDS = JoinBounds(ready_seconds=30.0, members_seconds=30.0)
 @pytest.fixture(scope="module")
 def synapse_venv_python() -> Path:
     """Synapse's Python: skipped locally, failed under CI, when Synapse is not installed."""
-    return require_synapse_python()
+    return require_installed("Synapse", synapse_python, SynapseUnavailable)
 
 
 @pytest.fixture(scope="module")

@@ -27,15 +27,15 @@ import pytest
 from harness.client import MatrixClient, new_session
 from harness.fake_server import FakeServer
 from harness.federation import Pair
+from harness.required import require_installed
 from harness.server import HomeserverProcess, running_homeserver
-from harness.synapse import SynapseProcess
-from harness.synapse_required import require_synapse_python
+from harness.synapse import SynapseProcess, SynapseUnavailable, synapse_python
 
 
 @pytest.fixture(scope="session")
 def synapse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SynapseProcess]:
     """The session's Synapse, running."""
-    python = require_synapse_python()
+    python = require_installed("Synapse", synapse_python, SynapseUnavailable)
     server = SynapseProcess(tmp_path_factory.mktemp("synapse"), python)
     try:
         server.start()

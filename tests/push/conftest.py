@@ -20,9 +20,9 @@ import pytest
 
 from harness.client import MatrixClient, new_session
 from harness.gateway_tap import NotifyTap
+from harness.required import require_installed
 from harness.server import HomeserverProcess, running_homeserver
-from harness.sygnal import SygnalProcess
-from harness.sygnal_required import require_sygnal_python
+from harness.sygnal import SygnalProcess, SygnalUnavailable, sygnal_python
 from harness.webpush import WebPushReceiver
 
 # Gateways on loopback are refused unless allowed: Sygnal listens on 127.0.0.1.
@@ -43,7 +43,7 @@ async def webpush_receiver() -> AsyncIterator[WebPushReceiver]:
 async def sygnal(
     webpush_receiver: WebPushReceiver, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[SygnalProcess]:
-    python = require_sygnal_python()
+    python = require_installed("Sygnal", sygnal_python, SygnalUnavailable)
     gateway = SygnalProcess(tmp_path_factory.mktemp("sygnal"), webpush_receiver.netloc, python)
     await gateway.start()
     try:
