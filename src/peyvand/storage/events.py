@@ -178,6 +178,28 @@ class EventStore:
             found.update(RoomID(r[0]) for r in rows)
         return found
 
+    async def get_last_positions_of_types(
+        self, room_ids: Sequence[RoomID], event_types: Sequence[str], until: int
+    ) -> dict[RoomID, int]:
+        """Each room's newest position at or before ``until`` holding an event of one of
+        ``event_types`` (sliding sync's ``bump_stamp``); rooms with none are left out.
+        Backfilled history (negative positions) never counts."""
+        found: dict[RoomID, int] = {}
+        types_in = placeholders(len(event_types), 2)
+        for start in range(0, len(room_ids), _IN_LIST_CHUNK):
+            chunk = list(room_ids[start : start + _IN_LIST_CHUNK])
+            rows = await self._db.fetch(
+                "SELECT room_id, MAX(stream_ordering) FROM events"
+                f" WHERE stream_ordering > 0 AND stream_ordering <= $1 AND type IN ({types_in})"
+                f" AND room_id IN ({placeholders(len(chunk), 2 + len(event_types))})"
+                " GROUP BY room_id",
+                until,
+                *event_types,
+                *chunk,
+            )
+            found.update((RoomID(r[0]), int(r[1])) for r in rows)
+        return found
+
     async def get_txn_event_id(self, user_id: str, device_id: str, txn_id: str) -> EventID | None:
         value = await self._db.fetchval(
             "SELECT event_id FROM event_txns WHERE user_id = $1 AND device_id = $2 AND txn_id = $3",
