@@ -25,6 +25,7 @@ from peyvand.services.e2ee.device_lists import DeviceListChanges
 from peyvand.services.rooms.reads import RoomEventsService, position_token
 from peyvand.services.rooms.visibility import IgnoredBy
 from peyvand.services.sync.filtering import Filter
+from peyvand.services.sync.invite_state import InviteState
 from peyvand.services.sync.notifier import Notifier
 from peyvand.services.sync.state_section import (
     MEMBER,
@@ -37,7 +38,7 @@ from peyvand.services.sync.state_section import (
 )
 from peyvand.services.sync.streams import Stream, StreamToken
 from peyvand.services.timeline.room_index import RoomIndex
-from peyvand.services.timeline.room_state import STRIPPED_STATE_TYPES, RoomSnapshot, StateService
+from peyvand.services.timeline.room_state import RoomSnapshot, StateService
 from peyvand.storage.forgotten_rooms import ForgottenRoomStore
 from peyvand.storage.models import StoredEvent
 from peyvand.storage.remote_invites import RemoteInviteStore
@@ -169,7 +170,7 @@ class SyncService:
     ) -> None:
         self._presence = presence
         self._partial_state = partial_state
-        self._remote_invites = remote_invites
+        self._invite_state = InviteState(state, remote_invites)
         self._member_store = member_store
         self._index = index
         self._state = state
@@ -662,55 +663,8 @@ class SyncService:
 
     async def _invited_room(self, room_id: RoomID, user_id: UserID) -> tuple[JsonDict, str | None]:
         """The room's stripped state and who sent the user's membership (the inviter)."""
-        snapshot = await self._state.get_room(room_id)
-        if snapshot is None:
-            return await self._remote_invite_room(room_id, user_id)
-        keys: list[StateKey] = [(t, "") for t in STRIPPED_STATE_TYPES]
-        keys.append(("m.room.member", user_id))
-        events = await self._state.get_state_events(snapshot.state, keys)
-        member = events.get(("m.room.member", user_id))
-        stripped = [
-            {
-                "type": e.type,
-                "state_key": e.state_key,
-                "content": dict(e.content),
-                "sender": e.sender,
-            }
-            for e in events.values()
-        ]
-        return {"invite_state": {"events": stripped}}, member.sender if member else None
-
-    async def _remote_invite_room(
-        self, room_id: RoomID, user_id: UserID
-    ) -> tuple[JsonDict, str | None]:
-        """An invite to a room on another server: the stripped state its server sent,
-        and the invite itself."""
-        invite = (
-            await self._remote_invites.get(room_id, user_id)
-            if self._remote_invites is not None
-            else None
-        )
-        if invite is None:
-            return {"invite_state": {"events": []}}, None
-        events = [
-            {
-                "type": e.get("type"),
-                "state_key": e.get("state_key"),
-                "content": e.get("content", {}),
-                "sender": e.get("sender"),
-            }
-            for e in invite.invite_state
-            if e.get("type") != "m.room.member" or e.get("state_key") != user_id
-        ]
-        events.append(
-            {
-                "type": "m.room.member",
-                "state_key": user_id,
-                "content": invite.pdu.get("content", {}),
-                "sender": invite.sender,
-            }
-        )
-        return {"invite_state": {"events": events}}, invite.sender
+        stripped, sender = await self._invite_state.stripped(room_id, user_id)
+        return {"invite_state": {"events": stripped}}, sender
 
     async def _left_room(
         self,

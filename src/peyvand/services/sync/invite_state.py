@@ -1,0 +1,67 @@
+"""The stripped state of a room the user is invited to or knocking on, as sync shows
+it (Client-Server API, "Stripped state"; MSC4186 ``invite_state``), and who sent the
+user's membership (the inviter, whose invites are hidden if the user ignores them).
+"""
+
+from __future__ import annotations
+
+from peyvand.events.pdu import StateKey
+from peyvand.services.timeline.room_state import STRIPPED_STATE_TYPES, StateService
+from peyvand.storage.remote_invites import RemoteInviteStore
+from peyvand.types import JsonDict, RoomID, UserID
+
+
+class InviteState:
+    def __init__(self, state: StateService, remote_invites: RemoteInviteStore | None) -> None:
+        self._state = state
+        self._remote_invites = remote_invites
+
+    async def stripped(self, room_id: RoomID, user_id: UserID) -> tuple[list[JsonDict], str | None]:
+        """The room's stripped state events and the sender of the user's membership."""
+        snapshot = await self._state.get_room(room_id)
+        if snapshot is None:
+            return await self._remote(room_id, user_id)
+        keys: list[StateKey] = [(t, "") for t in STRIPPED_STATE_TYPES]
+        keys.append(("m.room.member", user_id))
+        events = await self._state.get_state_events(snapshot.state, keys)
+        member = events.get(("m.room.member", user_id))
+        stripped = [
+            {
+                "type": e.type,
+                "state_key": e.state_key,
+                "content": dict(e.content),
+                "sender": e.sender,
+            }
+            for e in events.values()
+        ]
+        return stripped, member.sender if member else None
+
+    async def _remote(self, room_id: RoomID, user_id: UserID) -> tuple[list[JsonDict], str | None]:
+        """An invite to a room on another server: the stripped state its server sent,
+        and the invite itself."""
+        invite = (
+            await self._remote_invites.get(room_id, user_id)
+            if self._remote_invites is not None
+            else None
+        )
+        if invite is None:
+            return [], None
+        events = [
+            {
+                "type": e.get("type"),
+                "state_key": e.get("state_key"),
+                "content": e.get("content", {}),
+                "sender": e.get("sender"),
+            }
+            for e in invite.invite_state
+            if e.get("type") != "m.room.member" or e.get("state_key") != user_id
+        ]
+        events.append(
+            {
+                "type": "m.room.member",
+                "state_key": user_id,
+                "content": invite.pdu.get("content", {}),
+                "sender": invite.sender,
+            }
+        )
+        return events, invite.sender
