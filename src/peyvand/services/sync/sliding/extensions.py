@@ -1,0 +1,196 @@
+"""The extensions of simplified sliding sync (MSC4186, "Extensions"), as Synapse 1.163
+implements them (``synapse/handlers/sliding_sync/extensions.py``).
+
+- ``to_device`` (MSC3885): ``ext_to_device``.
+- ``e2ee`` (MSC3884): ``device_lists`` (``changed`` / ``left``, only after a first
+  response), ``device_one_time_keys_count`` and ``device_unused_fallback_key_types``
+  (always), from the same sources as /sync's (Client-Server API, "Extensions to /sync").
+- ``account_data`` (MSC3959): ``ext_account_data``.
+- ``receipts`` (MSC3960): per room of the extension's scope, one ``m.receipt`` event
+  (``{"type", "content"}``, the ephemeral event of /sync without its room ID) with the
+  receipts changed since the previous response, or every current one for a room new to
+  the connection; private receipts only to their owner.
+- ``typing`` (MSC3961): per room of the scope whose typing set changed since the previous
+  response (every room with typing users, for a room new to the connection), its
+  ``m.typing`` event.
+
+An enabled extension is in the response even when it has nothing to say, as Synapse
+serialises it; a disabled one is absent. ``has_news`` tells from positions alone whether
+an enabled extension may have something to say between two tokens (for a long-poll to
+look); ``carries_news`` whether a computed response does (Synapse's ``__bool__`` of each
+extension's result: new one-time key counts alone do not end a long-poll).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
+
+from peyvand.services.sync.sliding.ext_account_data import account_data_extension
+from peyvand.services.sync.sliding.ext_request import (
+    ExtensionsRequest,
+    RoomScope,
+    parse_extensions,
+)
+from peyvand.services.sync.sliding.ext_to_device import InboxPages, ToDeviceExtension
+from peyvand.services.sync.streams import StreamToken
+from peyvand.services.sync.sync import (
+    AccountDataSource,
+    DeviceKeyCounts,
+    DeviceListSource,
+    ReceiptSource,
+    ToDeviceSource,
+    TypingSource,
+)
+from peyvand.types import DeviceID, JsonDict, RoomID, UserID
+
+
+class SlidingExtensions:
+    def __init__(
+        self,
+        to_device: ToDeviceSource,
+        inbox: InboxPages,
+        device_lists: DeviceListSource,
+        device_keys: DeviceKeyCounts,
+        account_data: AccountDataSource,
+        receipts: ReceiptSource,
+        typing: TypingSource,
+    ) -> None:
+        self._to_device = ToDeviceExtension(to_device, inbox)
+        self._device_lists = device_lists
+        self._device_keys = device_keys
+        self._account_data = account_data
+        self._receipts = receipts
+        self._typing = typing
+
+    async def respond(
+        self,
+        user_id: UserID,
+        device_id: DeviceID,
+        request: Mapping[str, object],
+        since: StreamToken | None,
+        upto: StreamToken,
+        lists: Mapping[str, Sequence[RoomID]],
+        subscriptions: Sequence[RoomID],
+        *,
+        initial_rooms: AbstractSet[RoomID] = frozenset(),
+    ) -> JsonDict:
+        """The response's ``extensions`` object for the request's ``extensions`` (400 for a
+        malformed one). ``since`` is the connection's previous position (None for its
+        first response), ``upto`` the position now; ``lists`` the rooms in each list's
+        ranges and ``subscriptions`` the subscribed rooms. ``initial_rooms``: the rooms
+        this response sends as new to the connection (``initial``), which get their
+        current account data, receipts and typing rather than the changes since
+        ``since``."""
+        wanted = parse_extensions(request)
+        response: JsonDict = {}
+        if wanted.to_device is not None:
+            response["to_device"] = await self._to_device.respond(
+                user_id, device_id, wanted.to_device, upto.to_device
+            )
+        if wanted.e2ee:
+            response["e2ee"] = await self._e2ee(user_id, device_id, since, upto)
+        if wanted.account_data is not None:
+            response["account_data"] = await account_data_extension(
+                self._account_data,
+                user_id,
+                wanted.account_data.select(lists, subscriptions),
+                initial_rooms,
+                since.account_data if since is not None else None,
+                upto.account_data,
+            )
+        if wanted.receipts is not None:
+            response["receipts"] = {
+                "rooms": await self._receipts_by_room(
+                    user_id, wanted.receipts, lists, subscriptions, initial_rooms, since, upto
+                )
+            }
+        if wanted.typing is not None:
+            rooms = wanted.typing.select(lists, subscriptions)
+            since_typing = since.typing if since is not None else 0
+            typing = self._typing.typing_for_rooms(sorted(rooms - initial_rooms), since_typing)
+            typing.update(self._typing.typing_for_rooms(sorted(rooms & initial_rooms), 0))
+            response["typing"] = {"rooms": typing}
+        return response
+
+    def has_news(
+        self, request: Mapping[str, object], since: StreamToken | None, upto: StreamToken
+    ) -> bool:
+        """Whether an enabled extension may have news between ``since`` and ``upto``,
+        from positions alone (no reads; 400 for a malformed request)."""
+        wanted = parse_extensions(request)
+        if since is None:
+            return wanted.any_enabled()
+        return _moved(wanted, since, upto)
+
+    async def _e2ee(
+        self, user_id: UserID, device_id: DeviceID, since: StreamToken | None, upto: StreamToken
+    ) -> JsonDict:
+        e2ee: JsonDict = {
+            "device_one_time_keys_count": await self._device_keys.one_time_key_counts(
+                user_id, device_id
+            ),
+            "device_unused_fallback_key_types": (
+                await self._device_keys.unused_fallback_key_types(user_id, device_id)
+            ),
+        }
+        if since is not None:
+            e2ee["device_lists"] = (
+                await self._device_lists.changes(user_id, since, upto)
+            ).to_json()
+        return e2ee
+
+    async def _receipts_by_room(
+        self,
+        user_id: UserID,
+        scope: RoomScope,
+        lists: Mapping[str, Sequence[RoomID]],
+        subscriptions: Sequence[RoomID],
+        initial_rooms: AbstractSet[RoomID],
+        since: StreamToken | None,
+        upto: StreamToken,
+    ) -> dict[RoomID, JsonDict]:
+        rooms = scope.select(lists, subscriptions)
+        initial = rooms if since is None else rooms & initial_rooms
+        by_room: dict[RoomID, JsonDict] = {}
+        live = rooms - initial
+        if live and since is not None and upto.receipts > since.receipts:
+            by_room.update(
+                await self._receipts.receipts_for_rooms(
+                    user_id, sorted(live), since.receipts, upto.receipts
+                )
+            )
+        if initial:
+            by_room.update(
+                await self._receipts.receipts_for_rooms(user_id, sorted(initial), 0, upto.receipts)
+            )
+        return by_room
+
+
+def _moved(wanted: ExtensionsRequest, since: StreamToken, upto: StreamToken) -> bool:
+    """Whether a stream an enabled extension reads moved past ``since``. Device lists
+    also change with the memberships of the user's rooms (the events stream)."""
+    return bool(
+        (wanted.to_device is not None and upto.to_device > (wanted.to_device.since or 0))
+        or (wanted.e2ee and (upto.device_lists > since.device_lists or upto.events > since.events))
+        or (wanted.account_data is not None and upto.account_data > since.account_data)
+        or (wanted.receipts is not None and upto.receipts > since.receipts)
+        or (wanted.typing is not None and upto.typing > since.typing)
+    )
+
+
+def carries_news(extensions: Mapping[str, object]) -> bool:
+    """Whether a response's ``extensions`` (from ``SlidingExtensions.respond``) has
+    something that should end a long-poll now."""
+    for name, value in extensions.items():
+        if not isinstance(value, dict):
+            continue
+        if name == "to_device" and value["events"]:
+            return True
+        if name == "e2ee" and any(value.get("device_lists", {}).values()):
+            return True
+        if name == "account_data" and (value["global"] or value["rooms"]):
+            return True
+        if name in ("receipts", "typing") and value["rooms"]:
+            return True
+    return False
