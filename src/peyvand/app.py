@@ -38,6 +38,7 @@ from peyvand.wiring.local import Local, Timeline, build_local, build_timeline
 from peyvand.wiring.media import Media, build_media
 from peyvand.wiring.previews import Previews, build_previews
 from peyvand.wiring.rooms import Rooms, build_rooms
+from peyvand.wiring.sliding_sync import build_sliding_sync
 
 if TYPE_CHECKING:
     from peyvand.storage.postgres import PostgresDatabase
@@ -221,6 +222,7 @@ def _services(
             presence=local.presence,
             partial_state=federation.partial_state,
         ),
+        sliding_sync=build_sliding_sync(db, timeline, local, rooms.room_events, rooms.member_store),
         legacy_sync=LegacySyncService(
             timeline.event_store,
             timeline.index,

@@ -50,6 +50,7 @@ from peyvand.services.sync.account_data import AccountDataService
 from peyvand.services.sync.legacy import LegacySyncService
 from peyvand.services.sync.presence import PresenceService
 from peyvand.services.sync.receipts import ReceiptService
+from peyvand.services.sync.sliding.service import SlidingSyncService
 from peyvand.services.sync.sync import SyncService
 from peyvand.services.sync.typing import TypingService
 from peyvand.services.timeline.event_creation import EventCreationService
@@ -74,6 +75,7 @@ class Services:
     threads: ThreadsService
     relations: RelationsService
     sync: SyncService
+    sliding_sync: SlidingSyncService
     legacy_sync: LegacySyncService
     typing: TypingService
     presence: PresenceService

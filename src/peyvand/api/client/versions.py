@@ -19,6 +19,9 @@ SPEC_VERSIONS = (
     *(f"v1.{minor}" for minor in range(1, 13)),
 )
 
+# MSC4186, simplified sliding sync (``api/client/sliding_sync.py``).
+UNSTABLE_FEATURES = {"org.matrix.simplified_msc3575": True}
+
 
 @routes.get("/_matrix/client/versions", auth="none")
 async def versions(ctx: RequestContext) -> web.Response:
@@ -26,7 +29,9 @@ async def versions(ctx: RequestContext) -> web.Response:
 
     Nothing here depends on the user, so any access token is ignored: a client holding a
     stale token can still discover the server."""
-    return json_response({"versions": list(SPEC_VERSIONS), "unstable_features": {}})
+    return json_response(
+        {"versions": list(SPEC_VERSIONS), "unstable_features": dict(UNSTABLE_FEATURES)}
+    )
 
 
 @routes.get("/.well-known/matrix/client", auth="none")

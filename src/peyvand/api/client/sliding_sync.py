@@ -1,0 +1,178 @@
+"""Simplified sliding sync (MSC4186): ``POST
+/_matrix/client/unstable/org.matrix.simplified_msc3575/sync``.
+
+The body is checked here, once, as Synapse 1.163's ``SlidingSyncBody`` checks it: a value
+of the wrong JSON type is 400 ``M_BAD_JSON``, one out of range ``M_INVALID_PARAM``, a
+missing ``required_state`` or ``timeline_limit`` ``M_MISSING_PARAM``. At most 100 lists,
+list names of at most 64 characters, ``timeline_limit`` at most 1,000; this server also
+bounds each list's ranges (100) and the subscriptions (1,000), and a range must not end
+before it starts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from peyvand.api.client.sync import abandoned, client_gone
+from peyvand.api.context import RequestContext, json_response
+from peyvand.api.routing import RouteTable
+from peyvand.api.validation import Body, query_int
+from peyvand.errors import Errcode, MatrixError
+from peyvand.services.sync.notifier import ClientGone, abandoned_when
+from peyvand.services.sync.sliding.ext_request import parse_extensions
+from peyvand.services.sync.sliding.request import (
+    ListConfig,
+    ListFilters,
+    RoomParams,
+    SlidingSyncRequest,
+    StatePair,
+)
+from peyvand.types import RoomID
+
+routes = RouteTable()
+
+SLIDING_SYNC_PATH = "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync"
+MAX_TIMEOUT_MS = 5 * 60 * 1000
+MAX_LISTS = 100
+MAX_LIST_NAME = 64
+MAX_RANGES = 100
+MAX_SUBSCRIPTIONS = 1000
+MAX_REQUIRED_STATE = 1000
+MAX_TIMELINE_LIMIT = 1000
+
+
+@routes.post(SLIDING_SYNC_PATH)
+async def sliding_sync(ctx: RequestContext) -> web.Response:
+    """POST /_matrix/client/unstable/org.matrix.simplified_msc3575/sync"""
+    query = ctx.query
+    set_presence = query.get("set_presence", "online")
+    if set_presence not in ("online", "offline", "unavailable"):
+        raise MatrixError(Errcode.INVALID_PARAM, "Invalid set_presence")
+    pos = query.get("pos")
+    timeout_ms = min(query_int(query, "timeout", 0), MAX_TIMEOUT_MS) if pos else 0
+    request = parse_request(await ctx.body())
+    try:
+        with abandoned_when(lambda: client_gone(ctx.request)):
+            async with ctx.services.presence.syncing(ctx.user.user_id, set_presence):
+                result = await ctx.services.sliding_sync.sync(ctx.user, request, pos, timeout_ms)
+    except ClientGone:
+        return abandoned(ctx)
+    return json_response(result)
+
+
+def parse_request(body: Body) -> SlidingSyncRequest:
+    """The request body as a ``SlidingSyncRequest``."""
+    lists = _object(body, "lists")
+    if len(lists) > MAX_LISTS:
+        raise MatrixError(Errcode.INVALID_PARAM, f"At most {MAX_LISTS} lists")
+    subscriptions = _object(body, "room_subscriptions")
+    if len(subscriptions) > MAX_SUBSCRIPTIONS:
+        raise MatrixError(Errcode.INVALID_PARAM, f"At most {MAX_SUBSCRIPTIONS} subscriptions")
+    extensions = _object(body, "extensions")
+    parse_extensions(extensions)
+    parsed_lists: dict[str, ListConfig] = {}
+    for name, value in lists.items():
+        if len(name) > MAX_LIST_NAME:
+            raise MatrixError(Errcode.INVALID_PARAM, f"List names are at most {MAX_LIST_NAME}")
+        parsed_lists[name] = _list(_as_body(value, f"lists.{name}"))
+    return SlidingSyncRequest(
+        conn_id=body.str("conn_id", None),
+        lists=parsed_lists,
+        room_subscriptions={
+            RoomID(room_id): _room_params(_as_body(value, f"room_subscriptions.{room_id}"))
+            for room_id, value in subscriptions.items()
+        },
+        extensions=extensions,
+    )
+
+
+def _object(body: Body, key: str) -> dict[str, Any]:
+    """An optional object of the body (null or absent: empty)."""
+    value: dict[str, Any] = body.dict(key, {})
+    return value
+
+
+def _as_body(value: object, where: str) -> Body:
+    if not isinstance(value, dict):
+        raise MatrixError(Errcode.BAD_JSON, f"'{where}' must be an object")
+    return Body(value)
+
+
+def _room_params(body: Body) -> RoomParams:
+    """``required_state`` and ``timeline_limit`` (MSC4186 "Room configuration")."""
+    pairs = body.list("required_state")
+    if len(pairs) > MAX_REQUIRED_STATE:
+        raise MatrixError(Errcode.INVALID_PARAM, f"At most {MAX_REQUIRED_STATE} required_state")
+    required: set[StatePair] = set()
+    for pair in pairs:
+        if not (
+            isinstance(pair, list) and len(pair) == 2 and all(isinstance(p, str) for p in pair)
+        ):
+            raise MatrixError(
+                Errcode.BAD_JSON, "'required_state' must be [event type, state key] pairs"
+            )
+        required.add((pair[0], pair[1]))
+    limit = body.int("timeline_limit", minimum=0, maximum=MAX_TIMELINE_LIMIT)
+    return RoomParams(frozenset(required), limit)
+
+
+def _list(body: Body) -> ListConfig:
+    """A list: its ranges, room params and filters (MSC4186 "Lists")."""
+    body.bool("slow_get_all_rooms", False)
+    ranges = body.list("ranges", [])
+    if len(ranges) > MAX_RANGES:
+        raise MatrixError(Errcode.INVALID_PARAM, f"At most {MAX_RANGES} ranges")
+    parsed: list[tuple[int, int]] = []
+    for bounds in ranges:
+        if not (
+            isinstance(bounds, list)
+            and len(bounds) == 2
+            and all(isinstance(b, int) and not isinstance(b, bool) for b in bounds)
+        ):
+            raise MatrixError(Errcode.BAD_JSON, "A range is two integers")
+        start, end = bounds
+        if not 0 <= start <= end:
+            raise MatrixError(Errcode.INVALID_PARAM, "A range is [start, end], 0 <= start <= end")
+        parsed.append((start, end))
+    filters = body.dict("filters", None)
+    return ListConfig(
+        tuple(parsed),
+        _room_params(body),
+        _filters(Body(filters)) if filters is not None else ListFilters(),
+    )
+
+
+def _filters(body: Body) -> ListFilters:
+    """A list's ``filters`` (MSC4186 "Filters"); ``room_name_like`` is accepted and,
+    as in Synapse, not applied."""
+    body.str("room_name_like", None)
+    return ListFilters(
+        is_dm=_optional_bool(body, "is_dm"),
+        spaces=tuple(RoomID(s) for s in body.str_list("spaces")) if _set(body, "spaces") else None,
+        is_encrypted=_optional_bool(body, "is_encrypted"),
+        is_invite=_optional_bool(body, "is_invite"),
+        room_types=_room_types(body, "room_types"),
+        not_room_types=_room_types(body, "not_room_types"),
+        tags=frozenset(body.str_list("tags")) if _set(body, "tags") else None,
+        not_tags=frozenset(body.str_list("not_tags")) if _set(body, "not_tags") else None,
+    )
+
+
+def _set(body: Body, key: str) -> bool:
+    return body.data.get(key) is not None
+
+
+def _optional_bool(body: Body, key: str) -> bool | None:
+    return body.bool(key) if _set(body, key) else None
+
+
+def _room_types(body: Body, key: str) -> frozenset[str | None] | None:
+    """Room types, where null stands for rooms without a type."""
+    if not _set(body, key):
+        return None
+    values = body.list(key)
+    if not all(v is None or isinstance(v, str) for v in values):
+        raise MatrixError(Errcode.BAD_JSON, f"'{key}' must be an array of strings or nulls")
+    return frozenset(values)

@@ -1,0 +1,140 @@
+"""Per-connection state of simplified sliding sync (MSC4186, "Connection state").
+
+A connection is (user, device, ``conn_id``). Its ``pos`` is ``<n>/<stream token>``, as
+Synapse's ``SlidingSyncStreamToken``: ``n`` names what the connection had been sent
+when that response was made (for each room, up to which event position and with which
+``required_state``), so the next request answers only what is new to it. A request
+from ``pos`` keeps that position and drops every other, so a retry of a lost response
+sees the same answer again; its answer is recorded under a new number.
+
+Connections live in memory only, bounded (``peyvand.lru``): after a restart, or once a
+connection was evicted, its ``pos`` is unknown and the client is answered 400
+``M_UNKNOWN_POS``, on which MSC4186 clients start the connection over cleanly.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from peyvand.errors import Errcode, MatrixError
+from peyvand.events.pdu import StateKey
+from peyvand.lru import LRU
+from peyvand.services.sync.sliding.request import StatePair
+from peyvand.services.sync.streams import StreamToken, parse_position_number
+from peyvand.types import DeviceID, EventID, RoomID, UserID
+
+# Connections held in all; the oldest unused is forgotten first.
+MAX_CONNECTIONS = 10_000
+# Rooms remembered per connection position (those beyond were sent long ago: the
+# oldest are forgotten and sent again as initial if they come back into view).
+MAX_ROOMS_PER_CONNECTION = 5_000
+
+ConnectionKey = tuple[UserID, DeviceID, str]
+
+
+@dataclass(frozen=True, slots=True)
+class SentRoom:
+    """What the connection was last sent of a room."""
+
+    # Its events up to this stream position.
+    position: int
+    # The user's membership it was sent with.
+    membership: str
+    # The ``required_state`` it was sent with, and the state events sent for it (the
+    # ``$LAZY`` members included): a widened ``required_state`` sends what is missing,
+    # a changed state event is sent again.
+    required_state: frozenset[StatePair]
+    state: Mapping[StateKey, EventID]
+    # Name and avatar event, and (joined, invited, heroes): sent again when they change.
+    name: EventID | None
+    avatar: EventID | None
+    members: tuple[object, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionPosition:
+    """The connection as a response left it: each room sent, each list's windows."""
+
+    rooms: Mapping[RoomID, SentRoom]
+    lists: Mapping[str, object]
+
+
+@dataclass(frozen=True, slots=True)
+class Pos:
+    """A parsed ``pos``: the connection position and the stream token."""
+
+    connection: int
+    token: StreamToken
+
+    def serialize(self) -> str:
+        return f"{self.connection}/{self.token.serialize()}"
+
+    @classmethod
+    def parse(cls, text: str) -> Pos:
+        """M_UNKNOWN_POS when it is not one of ours (Synapse answers so too)."""
+        number, _, token = text.partition("/")
+        try:
+            connection = parse_position_number(number)
+            parsed = StreamToken.parse(token)
+        except (ValueError, MatrixError):
+            raise unknown_pos() from None
+        return cls(connection, parsed)
+
+
+class _Connection:
+    __slots__ = ("positions",)
+
+    def __init__(self) -> None:
+        self.positions: dict[int, ConnectionPosition] = {}
+
+
+class ConnectionStore:
+    """Every open connection's positions, bounded in memory."""
+
+    def __init__(self, max_connections: int = MAX_CONNECTIONS) -> None:
+        self._connections: LRU[ConnectionKey, _Connection] = LRU(max_connections)
+        # Position numbers are unique server-wide, so a pos never names the position
+        # of another connection, even after the first is forgotten.
+        self._numbers = itertools.count(1)
+
+    def start(self, key: ConnectionKey) -> ConnectionPosition:
+        """A request without ``pos``: the connection starts over with nothing sent."""
+        self._connections.pop(key)
+        return ConnectionPosition({}, {})
+
+    def resume(self, key: ConnectionKey, connection: int) -> ConnectionPosition:
+        """The position ``connection`` of the connection, dropping every other; 400
+        ``M_UNKNOWN_POS`` if it is not held (expired, evicted, or from before a
+        restart)."""
+        held = self._connections.get(key)
+        position = held.positions.get(connection) if held is not None else None
+        if held is None or position is None:
+            raise unknown_pos()
+        held.positions = {connection: position}
+        return position
+
+    def record(self, key: ConnectionKey, base: int | None, position: ConnectionPosition) -> int:
+        """Record what a response leaves the connection with; its new number. ``base``
+        (the position the request came from) stays, for a retry."""
+        held = self._connections.get(key)
+        if held is None:
+            held = _Connection()
+            self._connections.put(key, held)
+        held.positions = {k: v for k, v in held.positions.items() if k == base}
+        number = next(self._numbers)
+        held.positions[number] = _bounded(position)
+        return number
+
+
+def _bounded(position: ConnectionPosition) -> ConnectionPosition:
+    """At most ``MAX_ROOMS_PER_CONNECTION`` rooms, the most recently sent kept."""
+    if len(position.rooms) <= MAX_ROOMS_PER_CONNECTION:
+        return position
+    newest = sorted(position.rooms.items(), key=lambda item: item[1].position, reverse=True)
+    return ConnectionPosition(dict(newest[:MAX_ROOMS_PER_CONNECTION]), position.lists)
+
+
+def unknown_pos() -> MatrixError:
+    return MatrixError(Errcode.UNKNOWN_POS, "Unknown position")

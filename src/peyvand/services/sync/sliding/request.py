@@ -1,0 +1,77 @@
+"""What a simplified sliding sync request asks for (MSC4186, "Request body"), as frozen
+models. The API layer parses the body into them (``api/client/sliding_sync.py``); the
+service never sees raw JSON but the ``extensions`` object, which the extensions module
+reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from peyvand.types import JsonDict, RoomID
+
+# required_state wildcards (MSC4186, "Room configuration").
+WILDCARD = "*"
+LAZY = "$LAZY"
+ME = "$ME"
+
+StatePair = tuple[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class RoomParams:
+    """``required_state`` and ``timeline_limit`` of a list or a room subscription."""
+
+    required_state: frozenset[StatePair]
+    timeline_limit: int
+
+    def combine(self, other: RoomParams) -> RoomParams:
+        """A room in several lists and subscriptions gets the widest of each, as
+        Synapse's ``RoomSyncConfig.combine_room_sync_config``: the largest
+        ``timeline_limit`` and the union of ``required_state``."""
+        return RoomParams(
+            self.required_state | other.required_state,
+            max(self.timeline_limit, other.timeline_limit),
+        )
+
+    @property
+    def lazy_members(self) -> bool:
+        return ("m.room.member", LAZY) in self.required_state
+
+
+@dataclass(frozen=True, slots=True)
+class ListFilters:
+    """A list's ``filters`` (MSC4186 "Filters"); None means no filter on that field."""
+
+    is_dm: bool | None = None
+    spaces: tuple[RoomID, ...] | None = None
+    is_encrypted: bool | None = None
+    is_invite: bool | None = None
+    # None stands for rooms without a type.
+    room_types: frozenset[str | None] | None = None
+    not_room_types: frozenset[str | None] | None = None
+    tags: frozenset[str] | None = None
+    not_tags: frozenset[str] | None = None
+
+    @property
+    def needs_tags(self) -> bool:
+        return self.tags is not None or self.not_tags is not None
+
+
+@dataclass(frozen=True, slots=True)
+class ListConfig:
+    """One named list: its windows over the sorted, filtered rooms."""
+
+    ranges: tuple[tuple[int, int], ...]
+    params: RoomParams
+    filters: ListFilters = field(default_factory=ListFilters)
+
+
+@dataclass(frozen=True, slots=True)
+class SlidingSyncRequest:
+    conn_id: str | None
+    lists: Mapping[str, ListConfig]
+    room_subscriptions: Mapping[RoomID, RoomParams]
+    # The body's ``extensions`` object, for the extensions module.
+    extensions: JsonDict

@@ -1,0 +1,208 @@
+"""Which rooms a sliding sync request is about, and in which order (MSC4186, "Lists"
+and "Room subscriptions"; Synapse's ``handlers/sliding_sync/room_lists.py``).
+
+A user's rooms come from the in-memory room index; sorting needs only their bump
+stamps (held in memory) and membership positions, so an unfiltered list over 1,000
+rooms reads nothing per room. Filters read what they need in batches: the user's
+``m.direct`` and tags once, the rooms' snapshots (cached), and the create and
+``m.space.child`` events in one call each.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from peyvand.events.pdu import StateKey
+from peyvand.services.sync.sliding.request import ListConfig, ListFilters, RoomParams
+from peyvand.services.timeline.room_state import RoomSnapshot, StateService
+from peyvand.types import EventID, JsonDict, RoomID, UserID
+
+# Memberships shown in lists (a left room only when left since the connection's token).
+_LISTED = frozenset({"join", "invite", "knock", "ban"})
+_CREATE: StateKey = ("m.room.create", "")
+_ENCRYPTION: StateKey = ("m.room.encryption", "")
+_SPACE_CHILD = "m.space.child"
+
+
+@dataclass(frozen=True, slots=True)
+class UserRoom:
+    """One of the user's rooms as the lists see it."""
+
+    room_id: RoomID
+    membership: str
+    # Stream position of the user's membership event.
+    membership_position: int
+    # Position used to sort (and the room's ``bump_stamp``).
+    bump_stamp: int
+
+
+@dataclass(frozen=True, slots=True)
+class ListResult:
+    count: int
+    # Per range, the rooms in it.
+    windows: tuple[tuple[RoomID, ...], ...]
+
+
+class AccountDataReader(Protocol):
+    """What the filters read of the user's account data."""
+
+    async def direct_rooms(self, user_id: UserID) -> frozenset[RoomID]: ...
+
+    async def room_tags(self, user_id: UserID) -> Mapping[RoomID, frozenset[str]]: ...
+
+
+def listed_rooms(
+    memberships: Mapping[RoomID, tuple[str, int]],
+    stamps: Mapping[RoomID, int],
+    *,
+    since: int | None,
+    until: int,
+    forgotten: Collection[RoomID],
+) -> dict[RoomID, UserRoom]:
+    """The rooms lists may show, as Synapse's ``filter_membership_for_sync``: every room
+    the user is joined to, invited to, knocking on or banned from, and a room left since
+    ``since``; a member of a joined room sorts by its newest bump event, any other by
+    the user's membership event (what the user could see last)."""
+    rooms: dict[RoomID, UserRoom] = {}
+    for room_id, (membership, position) in memberships.items():
+        if position > until or room_id in forgotten:
+            continue
+        if membership not in _LISTED and not (
+            membership == "leave" and since is not None and position > since
+        ):
+            continue
+        stamp = stamps.get(room_id, position) if membership == "join" else position
+        rooms[room_id] = UserRoom(room_id, membership, position, stamp)
+    return rooms
+
+
+def sort_rooms(rooms: Collection[UserRoom]) -> list[UserRoom]:
+    """Newest bump stamp first (ties by room ID, so the order is stable)."""
+    return sorted(rooms, key=lambda r: (-r.bump_stamp, r.room_id))
+
+
+def windows(sorted_rooms: Sequence[UserRoom], config: ListConfig) -> ListResult:
+    """The list's ``count`` and the rooms of each of its ranges (both ends inclusive)."""
+    return ListResult(
+        len(sorted_rooms),
+        tuple(tuple(r.room_id for r in sorted_rooms[lo : hi + 1]) for lo, hi in config.ranges),
+    )
+
+
+class ListFiltering:
+    """Applies ``filters`` to a user's rooms (MSC4186 "Filters")."""
+
+    def __init__(self, state: StateService, account_data: AccountDataReader) -> None:
+        self._state = state
+        self._account_data = account_data
+
+    async def apply(
+        self,
+        user_id: UserID,
+        rooms: Mapping[RoomID, UserRoom],
+        filters: ListFilters,
+        snapshots: Mapping[RoomID, RoomSnapshot],
+    ) -> list[UserRoom]:
+        """The rooms of ``rooms`` that pass every filter (all fields are ANDed). A room
+        this server does not hold the state of (a remote invite) fails any filter on
+        its state, as in Synapse when the stripped state does not tell."""
+        kept = list(rooms.values())
+        if filters.is_invite is not None:
+            kept = [r for r in kept if (r.membership == "invite") == filters.is_invite]
+        if filters.is_dm is not None:
+            direct = await self._account_data.direct_rooms(user_id)
+            kept = [r for r in kept if (r.room_id in direct) == filters.is_dm]
+        if filters.is_encrypted is not None:
+            kept = [
+                r
+                for r in kept
+                if (s := snapshots.get(r.room_id)) is not None
+                and (_ENCRYPTION in s.state) == filters.is_encrypted
+            ]
+        if filters.room_types is not None or filters.not_room_types is not None:
+            types = await self._room_types([r.room_id for r in kept], snapshots)
+            if filters.room_types is not None:
+                wanted = filters.room_types
+                kept = [r for r in kept if r.room_id in types and types[r.room_id] in wanted]
+            if filters.not_room_types is not None:
+                unwanted = filters.not_room_types
+                kept = [r for r in kept if r.room_id in types and types[r.room_id] not in unwanted]
+        if filters.spaces is not None:
+            children = await self._space_children(filters.spaces)
+            kept = [r for r in kept if r.room_id in children]
+        if filters.needs_tags:
+            tags = await self._account_data.room_tags(user_id)
+            if filters.tags is not None:
+                kept = [r for r in kept if tags.get(r.room_id, frozenset()) & filters.tags]
+            if filters.not_tags is not None:
+                kept = [r for r in kept if not tags.get(r.room_id, frozenset()) & filters.not_tags]
+        return kept
+
+    async def _room_types(
+        self, room_ids: Sequence[RoomID], snapshots: Mapping[RoomID, RoomSnapshot]
+    ) -> dict[RoomID, str | None]:
+        """Each held room's type (its create event's ``type``; None when it has none)."""
+        creates: dict[RoomID, EventID] = {
+            room_id: event_id
+            for room_id in room_ids
+            if (s := snapshots.get(room_id)) is not None
+            and (event_id := s.state.get(_CREATE)) is not None
+        }
+        events = await self._state.get_pdus(creates.values())
+        types: dict[RoomID, str | None] = {}
+        for room_id, event_id in creates.items():
+            if (pdu := events.get(event_id)) is not None:
+                value = pdu.content.get("type")
+                types[room_id] = value if isinstance(value, str) else None
+        return types
+
+    async def _space_children(self, spaces: Sequence[RoomID]) -> set[RoomID]:
+        """The rooms the ``spaces`` this server holds name as children: their current
+        ``m.space.child`` events whose ``via`` is a non-empty list ("Spaces")."""
+        child_ids: dict[EventID, RoomID] = {}
+        for space in spaces:
+            snapshot = await self._state.get_room(space)
+            if snapshot is None:
+                continue
+            for (event_type, state_key), event_id in snapshot.state.items():
+                if event_type == _SPACE_CHILD:
+                    child_ids[event_id] = RoomID(state_key)
+        events = await self._state.get_pdus(child_ids)
+        return {
+            child_ids[event_id]
+            for event_id, pdu in events.items()
+            if isinstance(via := pdu.content.get("via"), list) and via
+        }
+
+
+def combined_params(
+    lists: Mapping[str, ListConfig],
+    results: Mapping[str, ListResult],
+    subscriptions: Mapping[RoomID, RoomParams],
+) -> dict[RoomID, RoomParams]:
+    """Each room in a window or subscribed to, with the params of all that name it
+    combined (``RoomParams.combine``)."""
+    wanted: dict[RoomID, RoomParams] = {}
+    for name, result in results.items():
+        params = lists[name].params
+        for window in result.windows:
+            for room_id in window:
+                held = wanted.get(room_id)
+                wanted[room_id] = params if held is None else held.combine(params)
+    for room_id, params in subscriptions.items():
+        held = wanted.get(room_id)
+        wanted[room_id] = params if held is None else held.combine(params)
+    return wanted
+
+
+def list_json(result: ListResult, config: ListConfig) -> JsonDict:
+    """A list of the response, with one ``SYNC`` op per range as Synapse sends them."""
+    return {
+        "count": result.count,
+        "ops": [
+            {"op": "SYNC", "range": [lo, hi], "room_ids": list(window)}
+            for (lo, hi), window in zip(config.ranges, result.windows, strict=True)
+        ],
+    }

@@ -1,0 +1,296 @@
+"""The ``rooms`` of a sliding sync response (MSC4186, "Room response"; Synapse's
+``SlidingSyncHandler.get_room_sync_data``).
+
+A room new to the connection is sent whole (``initial``); one sent before, only what
+changed since: new timeline events, state of ``required_state`` whose event changed or
+that a widened ``required_state`` now selects, and ``name``, ``avatar``, ``heroes`` and
+the member counts when they changed. Timelines and state events of all rooms are
+serialised in one call each (bundled aggregations as /sync serves them), and the unread
+counts read in one query.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from peyvand.events.pdu import Pdu, StateKey
+from peyvand.lru import LRU
+from peyvand.services.accounts.requester import Requester
+from peyvand.services.rooms.reads import RoomEventsService, position_token
+from peyvand.services.sync.invite_state import InviteState
+from peyvand.services.sync.sliding.connections import SentRoom
+from peyvand.services.sync.sliding.request import RoomParams
+from peyvand.services.sync.sliding.required_state import MEMBER, select
+from peyvand.services.sync.sliding.room_lists import UserRoom
+from peyvand.services.sync.state_section import MemberSummary, member_summary, room_summary
+from peyvand.services.timeline.room_state import RoomSnapshot, StateService
+from peyvand.storage.models import StoredEvent
+from peyvand.types import EventID, JsonDict, RoomID, UserID
+
+_NAME: StateKey = ("m.room.name", "")
+_AVATAR: StateKey = ("m.room.avatar", "")
+# Rooms whose member summary is kept (per state group).
+_SUMMARIES = 4096
+
+# (user, rooms, per thread) -> each room with unread notifications -> its counts.
+UnreadCounts = Callable[[UserID, Sequence[RoomID], bool], Awaitable[dict[RoomID, JsonDict]]]
+
+
+@dataclass(frozen=True, slots=True)
+class RoomRequest:
+    """A room to answer: how the user is in it, what is asked, what was sent before."""
+
+    room: UserRoom
+    params: RoomParams
+    sent: SentRoom | None
+
+
+@dataclass(slots=True)
+class _Draft:
+    """One room's answer before its events are serialised."""
+
+    request: RoomRequest
+    body: JsonDict
+    timeline: list[StoredEvent]
+    state: dict[StateKey, EventID]
+    sent: SentRoom
+
+
+class RoomResponses:
+    def __init__(
+        self,
+        state: StateService,
+        room_events: RoomEventsService,
+        invite_state: InviteState,
+        unread_counts: UnreadCounts,
+    ) -> None:
+        self._state = state
+        self._room_events = room_events
+        self._invite_state = invite_state
+        self._unread_counts = unread_counts
+        self._summaries: LRU[tuple[RoomID, int], MemberSummary] = LRU(_SUMMARIES)
+
+    async def build(
+        self,
+        requester: Requester,
+        rooms: Sequence[RoomRequest],
+        *,
+        since: int | None,
+        until: int,
+        direct: frozenset[RoomID],
+    ) -> tuple[dict[RoomID, JsonDict], dict[RoomID, SentRoom]]:
+        """The response's room entries (rooms with nothing new left out) and what the
+        connection now holds of every room answered."""
+        drafts: list[_Draft] = []
+        stripped: dict[RoomID, tuple[UserRoom, JsonDict]] = {}
+        for request in rooms:
+            room = request.room
+            if room.membership in ("invite", "knock"):
+                if request.sent is None or request.sent.membership != room.membership:
+                    body = await self._stripped_room(requester, room)
+                    stripped[room.room_id] = (room, body)
+                continue
+            draft = await self._draft(requester, request, since, until)
+            if draft is not None:
+                drafts.append(draft)
+        await self._serialise(requester, drafts)
+        joined = [d.request.room.room_id for d in drafts if d.request.room.membership == "join"]
+        counts = await self._unread_counts(requester.user_id, joined, False) if joined else {}
+        bodies: dict[RoomID, JsonDict] = {}
+        sent: dict[RoomID, SentRoom] = {}
+        for draft in drafts:
+            room_id = draft.request.room.room_id
+            sent[room_id] = draft.sent
+            if not _has_news(draft.body):
+                continue
+            unread = counts.get(room_id, {}).get("unread_notifications", {})
+            draft.body["notification_count"] = unread.get("notification_count", 0)
+            draft.body["highlight_count"] = unread.get("highlight_count", 0)
+            if room_id in direct:
+                draft.body["is_dm"] = True
+            bodies[room_id] = draft.body
+        for room_id, (room, body) in stripped.items():
+            if room_id in direct:
+                body["is_dm"] = True
+            bodies[room_id] = body
+            sent[room_id] = SentRoom(
+                room.membership_position, room.membership, frozenset(), {}, None, None, ()
+            )
+        return bodies, sent
+
+    async def _stripped_room(self, requester: Requester, room: UserRoom) -> JsonDict:
+        """An invite or knock: its stripped state (``invite_state``, ``knock_state``),
+        with the name and avatar it tells."""
+        events, _ = await self._invite_state.stripped(room.room_id, requester.user_id)
+        body: JsonDict = {
+            "initial": True,
+            "bump_stamp": room.bump_stamp,
+            "notification_count": 0,
+            "highlight_count": 0,
+            ("invite_state" if room.membership == "invite" else "knock_state"): events,
+        }
+        for event in events:
+            content = event.get("content")
+            if not isinstance(content, dict) or event.get("state_key") != "":
+                continue
+            if event.get("type") == "m.room.name" and isinstance(name := content.get("name"), str):
+                if name:
+                    body["name"] = name
+            elif event.get("type") == "m.room.avatar" and isinstance(
+                url := content.get("url"), str
+            ):
+                body["avatar"] = url
+        return body
+
+    async def _draft(
+        self, requester: Requester, request: RoomRequest, since: int | None, until: int
+    ) -> _Draft | None:
+        """A joined, left or banned room's answer (its events not yet serialised)."""
+        room, params, sent = request.room, request.params, request.sent
+        user_id = requester.user_id
+        snapshot = await self._state.get_room(room.room_id)
+        if snapshot is None:
+            return None  # a rejected remote invite: nothing this server can show
+        member = room.membership == "join"
+        end = until if member else min(until, room.membership_position)
+        initial = sent is None or sent.membership != room.membership
+        after = None if initial or sent is None else sent.position
+        timeline: list[StoredEvent] = []
+        limited = False
+        if params.timeline_limit > 0 and (after is None or after < end):
+            found = await self._room_events.scan(
+                user_id,
+                room.room_id,
+                after=after,
+                before=end,
+                newest_first=True,
+                limit=params.timeline_limit,
+                event_filter=None,
+                current_state_visible=member,
+            )
+            timeline = found.events[::-1]
+            limited = found.resume is not None
+        state = snapshot.state if member else await self._state_at(room.room_id, end)
+        named = _content_str(await self._state.get_state_events(state, [_NAME]), _NAME, "name")
+        heroes: list[UserID] = []
+        counts: tuple[int, int] | None = None
+        if member:
+            summary = self._summary(snapshot)
+            _, heroes = room_summary(summary, user_id, named=bool(named))
+            counts = (summary.joined, summary.invited)
+        lazy = {e.pdu.sender for e in timeline} | set(heroes) if params.lazy_members else set()
+        selected = select(params.required_state, state, user_id, lazy)
+        members_meta: tuple[object, ...] = (counts, tuple(heroes))
+        previous = sent.state if sent is not None and not initial else {}
+        body: JsonDict = {}
+        if initial:
+            body["initial"] = True
+        if named and (initial or sent is None or state.get(_NAME) != sent.name):
+            body["name"] = named
+        if initial or sent is None or state.get(_AVATAR) != sent.avatar:
+            avatar = await self._state.get_state_events(state, [_AVATAR])
+            if url := _content_str(avatar, _AVATAR, "url"):
+                body["avatar"] = url
+        if initial or sent is None or members_meta != sent.members:
+            if counts is not None:
+                body["joined_count"], body["invited_count"] = counts
+            if heroes:
+                body["heroes"] = await self._heroes(state, heroes)
+        new_state = {k: v for k, v in selected.items() if previous.get(k) != v}
+        if timeline or initial:
+            body["limited"] = limited
+            body["prev_batch"] = position_token(
+                timeline[0].stream_ordering - 1 if timeline else end
+            )
+            body["num_live"] = (
+                sum(1 for e in timeline if e.stream_ordering > since) if since is not None else 0
+            )
+        body["bump_stamp"] = room.bump_stamp
+        kept = {**previous, **selected}
+        return _Draft(
+            request,
+            body,
+            timeline,
+            new_state,
+            SentRoom(
+                end,
+                room.membership,
+                params.required_state,
+                kept,
+                state.get(_NAME),
+                state.get(_AVATAR),
+                members_meta,
+            ),
+        )
+
+    async def _serialise(self, requester: Requester, drafts: Sequence[_Draft]) -> None:
+        """Every draft's timeline and state as client events, in one call each."""
+        wanted = [i for d in drafts for i in d.state.values()]
+        found = await self._state.get_state_events_by_id(wanted)
+        state_events = [[found[i] for i in d.state.values() if i in found] for d in drafts]
+        flat = [e for d in drafts for e in d.timeline] + [e for s in state_events for e in s]
+        served = await self._room_events.serialize(flat, requester, include_room_id=False)
+        at = 0
+        for draft in drafts:
+            if draft.timeline:
+                draft.body["timeline"] = served[at : at + len(draft.timeline)]
+            at += len(draft.timeline)
+        for draft, events in zip(drafts, state_events, strict=True):
+            if events:
+                draft.body["required_state"] = served[at : at + len(events)]
+            at += len(events)
+
+    async def _state_at(self, room_id: RoomID, position: int) -> Mapping[StateKey, EventID]:
+        """The room's state at stream ``position`` (a left room's, at the leave)."""
+        group = await self._room_events.state_group_at(room_id, position)
+        return await self._state.state_ids_at_group(group) if group is not None else {}
+
+    def _summary(self, snapshot: RoomSnapshot) -> MemberSummary:
+        """The member counts and hero candidates, kept per state group."""
+        key = (snapshot.room_id, snapshot.state_group.state_group)
+        summary = self._summaries.get(key)
+        if summary is None:
+            summary = member_summary(snapshot.memberships)
+            self._summaries.put(key, summary)
+        return summary
+
+    async def _heroes(
+        self, state: Mapping[StateKey, EventID], heroes: Sequence[UserID]
+    ) -> list[JsonDict]:
+        """Each hero with the display name and avatar of their member event."""
+        events = await self._state.get_state_events(state, [(MEMBER, u) for u in heroes])
+        out: list[JsonDict] = []
+        for user_id in heroes:
+            hero: JsonDict = {"user_id": user_id}
+            pdu = events.get((MEMBER, user_id))
+            if pdu is not None:
+                if isinstance(name := pdu.content.get("displayname"), str):
+                    hero["displayname"] = name
+                if isinstance(url := pdu.content.get("avatar_url"), str):
+                    hero["avatar_url"] = url
+            out.append(hero)
+        return out
+
+
+def _content_str(events: Mapping[StateKey, Pdu], key: StateKey, field: str) -> str | None:
+    """A non-empty string field of the state event at ``key``, if any."""
+    pdu = events.get(key)
+    value = pdu.content.get(field) if pdu is not None else None
+    return value if isinstance(value, str) and value else None
+
+
+def _has_news(body: JsonDict) -> bool:
+    """Whether a room's answer says anything new (Synapse's ``RoomResult.__bool__``)."""
+    return any(
+        k in body
+        for k in (
+            "initial",
+            "name",
+            "avatar",
+            "heroes",
+            "joined_count",
+            "timeline",
+            "required_state",
+        )
+    )

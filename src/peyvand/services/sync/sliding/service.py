@@ -1,0 +1,290 @@
+"""Simplified sliding sync (MSC4186; Synapse 1.163's ``SlidingSyncHandler``):
+``POST /_matrix/client/unstable/org.matrix.simplified_msc3575/sync``.
+
+A request names lists (windows over the user's rooms, filtered and sorted by
+``bump_stamp``) and room subscriptions; the response carries each list's ``count`` and
+``SYNC`` op per range, the rooms in view with what is new to the connection
+(``rooms.py``), and the extensions (``extensions.py``). The connection's ``pos``
+(``connections.py``) names what it was sent. An incremental request with nothing new
+waits on the notifier, as /sync does, without touching the database: it is woken by any
+stream of the user's, and answers only when its lists, rooms or extensions changed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from peyvand.services.accounts.requester import Requester
+from peyvand.services.sync.notifier import Notifier
+from peyvand.services.sync.sliding.account_view import AccountView
+from peyvand.services.sync.sliding.bump_stamps import BumpStamps
+from peyvand.services.sync.sliding.connections import (
+    ConnectionKey,
+    ConnectionPosition,
+    ConnectionStore,
+    Pos,
+)
+from peyvand.services.sync.sliding.extensions import carries_news
+from peyvand.services.sync.sliding.request import ListFilters, RoomParams, SlidingSyncRequest
+from peyvand.services.sync.sliding.room_lists import (
+    ListFiltering,
+    ListResult,
+    UserRoom,
+    combined_params,
+    list_json,
+    listed_rooms,
+    sort_rooms,
+    windows,
+)
+from peyvand.services.sync.sliding.rooms import RoomRequest, RoomResponses
+from peyvand.services.sync.streams import StreamToken
+from peyvand.services.timeline.room_index import RoomIndex
+from peyvand.services.timeline.room_state import RoomSnapshot, StateService
+from peyvand.storage.forgotten_rooms import ForgottenRoomStore
+from peyvand.types import DeviceID, JsonDict, RoomID, UserID
+
+# A list without filters: all the user's listed rooms.
+_NO_FILTERS = ListFilters()
+
+
+class Extensions(Protocol):
+    """The response's ``extensions`` (``extensions.SlidingExtensions``)."""
+
+    async def respond(
+        self,
+        user_id: UserID,
+        device_id: DeviceID,
+        request: Mapping[str, object],
+        since: StreamToken | None,
+        upto: StreamToken,
+        lists: Mapping[str, Sequence[RoomID]],
+        subscriptions: Sequence[RoomID],
+        *,
+        initial_rooms: frozenset[RoomID] = frozenset(),
+    ) -> JsonDict: ...
+
+    def has_news(
+        self, request: Mapping[str, object], since: StreamToken | None, upto: StreamToken
+    ) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Pass:
+    """One computation of the response at a token, before its extensions."""
+
+    lists: dict[str, JsonDict]
+    list_rooms: dict[str, list[RoomID]]
+    subscriptions: list[RoomID]
+    rooms: dict[RoomID, JsonDict]
+    position: ConnectionPosition
+    # Whether rooms or lists changed for the connection.
+    news: bool
+
+
+class SlidingSyncService:
+    def __init__(
+        self,
+        index: RoomIndex,
+        state: StateService,
+        notifier: Notifier,
+        forgotten: ForgottenRoomStore,
+        bump_stamps: BumpStamps,
+        account_view: AccountView,
+        responses: RoomResponses,
+        extensions: Extensions,
+        *,
+        connections: ConnectionStore | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._index = index
+        self._state = state
+        self._notifier = notifier
+        self._forgotten = forgotten
+        self._bump_stamps = bump_stamps
+        self._account_view = account_view
+        self._responses = responses
+        self._extensions = extensions
+        self._connections = connections or ConnectionStore()
+        self._filtering = ListFiltering(state, account_view)
+        self._clock = clock
+
+    async def sync(
+        self,
+        requester: Requester,
+        request: SlidingSyncRequest,
+        pos: str | None,
+        timeout_ms: int,
+    ) -> JsonDict:
+        """The response to ``request`` from ``pos`` (None: a new connection), waiting up
+        to ``timeout_ms`` for news when there is none. 400 ``M_UNKNOWN_POS`` for a
+        ``pos`` this server does not hold."""
+        key: ConnectionKey = (requester.user_id, requester.device_id, request.conn_id or "")
+        if pos is None:
+            base, since, previous = None, None, self._connections.start(key)
+        else:
+            parsed = Pos.parse(pos)
+            base, since = parsed.connection, parsed.token
+            previous = self._connections.resume(key, parsed.connection)
+        deadline = self._clock() + timeout_ms / 1000
+        while True:
+            now = self._notifier.current_token
+            computed = await self._compute(requester, request, previous, since, now)
+            ext_news = self._extensions.has_news(request.extensions, since, now)
+            if since is None or computed.news or ext_news or self._clock() >= deadline:
+                extensions = await self._respond_extensions(
+                    requester, request, computed, since, now
+                )
+                if since is None or computed.news or carries_news(extensions):
+                    number = self._connections.record(key, base, computed.position)
+                    return _response(Pos(number, now), computed, extensions)
+                if self._clock() >= deadline:
+                    assert base is not None
+                    return _response(Pos(base, now), computed, extensions)
+            if self._notifier.current_token != now:
+                continue
+            await self._notifier.wait_for_user(requester.user_id, deadline - self._clock())
+
+    async def _respond_extensions(
+        self,
+        requester: Requester,
+        request: SlidingSyncRequest,
+        computed: _Pass,
+        since: StreamToken | None,
+        now: StreamToken,
+    ) -> JsonDict:
+        initial = frozenset(r for r, body in computed.rooms.items() if body.get("initial"))
+        return await self._extensions.respond(
+            requester.user_id,
+            requester.device_id,
+            request.extensions,
+            since,
+            now,
+            computed.list_rooms,
+            computed.subscriptions,
+            initial_rooms=initial,
+        )
+
+    async def _compute(
+        self,
+        requester: Requester,
+        request: SlidingSyncRequest,
+        previous: ConnectionPosition,
+        since: StreamToken | None,
+        now: StreamToken,
+    ) -> _Pass:
+        user_id = requester.user_id
+        rooms = await self._user_rooms(user_id, since, now)
+        snapshots = await self._snapshots(request, rooms)
+        results: dict[str, ListResult] = {}
+        for name, config in request.lists.items():
+            if config.filters == _NO_FILTERS:
+                kept = list(rooms.values())
+            else:
+                kept = await self._filtering.apply(user_id, rooms, config.filters, snapshots)
+            results[name] = windows(sort_rooms(kept), config)
+        # A subscription to a room the user has no listed membership in shows nothing
+        # (Synapse's ``check_room_subscription_allowed_for_user``).
+        subscriptions = {r: p for r, p in request.room_subscriptions.items() if r in rooms}
+        wanted = combined_params(request.lists, results, subscriptions)
+        to_answer = await self._rooms_to_answer(rooms, wanted, previous)
+        direct = await self._account_view.direct_rooms(user_id) if to_answer else frozenset()
+        bodies, sent = await self._responses.build(
+            requester,
+            to_answer,
+            since=since.events if since is not None else None,
+            until=now.events,
+            direct=direct,
+        )
+        lists = {name: list_json(result, request.lists[name]) for name, result in results.items()}
+        position = ConnectionPosition({**previous.rooms, **sent}, lists)
+        return _Pass(
+            lists=lists,
+            list_rooms={
+                name: [r for window in result.windows for r in window]
+                for name, result in results.items()
+            },
+            subscriptions=list(subscriptions),
+            rooms=bodies,
+            position=position,
+            news=bool(bodies) or lists != previous.lists,
+        )
+
+    async def _user_rooms(
+        self, user_id: UserID, since: StreamToken | None, now: StreamToken
+    ) -> dict[RoomID, UserRoom]:
+        """The rooms lists may show, from the room index and the bump stamps (memory);
+        the forgotten rooms are read only when a left or banned room is among them."""
+        # A copy: the index is updated by commits while this request awaits.
+        memberships = dict(await self._index.memberships(user_id))
+        joined = [r for r, (membership, _) in memberships.items() if membership == "join"]
+        stamps = await self._bump_stamps.stamps(joined)
+        forgotten: set[RoomID] | frozenset[RoomID] = frozenset()
+        if any(m in ("leave", "ban") for m, _ in memberships.values()):
+            forgotten = await self._forgotten.get_forgotten(user_id)
+        return listed_rooms(
+            memberships,
+            stamps,
+            since=since.events if since is not None else None,
+            until=now.events,
+            forgotten=forgotten,
+        )
+
+    async def _snapshots(
+        self, request: SlidingSyncRequest, rooms: Mapping[RoomID, UserRoom]
+    ) -> dict[RoomID, RoomSnapshot]:
+        """The rooms' snapshots (cached by the state service), only when a list filters
+        on room state."""
+        if not any(
+            c.filters.is_encrypted is not None
+            or c.filters.room_types is not None
+            or c.filters.not_room_types is not None
+            for c in request.lists.values()
+        ):
+            return {}
+        found: dict[RoomID, RoomSnapshot] = {}
+        for room_id in rooms:
+            snapshot = self._state.cached_room(room_id) or await self._state.get_room(room_id)
+            if snapshot is not None:
+                found[room_id] = snapshot
+        return found
+
+    async def _rooms_to_answer(
+        self,
+        rooms: Mapping[RoomID, UserRoom],
+        wanted: Mapping[RoomID, RoomParams],
+        previous: ConnectionPosition,
+    ) -> list[RoomRequest]:
+        """The rooms in view that may have news for the connection: new to it, with a
+        membership or ``required_state`` changed since it was sent, or with events after
+        what it was sent (the room index tells, in memory, grouped by sent position)."""
+        answer: list[RoomRequest] = []
+        by_position: dict[int, list[RoomID]] = {}
+        for room_id, params in wanted.items():
+            room = rooms[room_id]
+            sent = previous.rooms.get(room_id)
+            if (
+                sent is None
+                or sent.membership != room.membership
+                or room.membership_position > sent.position
+                or sent.required_state != params.required_state
+            ):
+                answer.append(RoomRequest(room, params, sent))
+            elif room.membership == "join":
+                by_position.setdefault(sent.position, []).append(room_id)
+        for position, room_ids in by_position.items():
+            for room_id in await self._index.rooms_changed_since(room_ids, position):
+                answer.append(RoomRequest(rooms[room_id], wanted[room_id], previous.rooms[room_id]))
+        return answer
+
+
+def _response(pos: Pos, computed: _Pass, extensions: JsonDict) -> JsonDict:
+    """The response body; ``lists`` only when the request had any, as Synapse."""
+    body: JsonDict = {"pos": pos.serialize()}
+    if computed.lists:
+        body["lists"] = computed.lists
+    body["rooms"] = computed.rooms
+    body["extensions"] = extensions
+    return body

@@ -1,0 +1,54 @@
+"""Simplified sliding sync (MSC4186): its bump stamps (told of every commit), the
+connections, the room answers and the extensions, over the sync streams' services."""
+
+from __future__ import annotations
+
+from peyvand.services.rooms.reads import RoomEventsService
+from peyvand.services.sync.invite_state import InviteState
+from peyvand.services.sync.sliding.account_view import AccountView
+from peyvand.services.sync.sliding.bump_stamps import BumpStamps
+from peyvand.services.sync.sliding.extensions import SlidingExtensions
+from peyvand.services.sync.sliding.rooms import RoomResponses
+from peyvand.services.sync.sliding.service import SlidingSyncService
+from peyvand.storage.database import Database
+from peyvand.storage.forgotten_rooms import ForgottenRoomStore
+from peyvand.storage.to_device import ToDeviceStore
+from peyvand.wiring.local import Local, Timeline
+
+
+def build_sliding_sync(
+    db: Database,
+    timeline: Timeline,
+    local: Local,
+    room_events: RoomEventsService,
+    forgotten: ForgottenRoomStore,
+) -> SlidingSyncService:
+    notifier = timeline.notifier
+    bump_stamps = BumpStamps(
+        timeline.event_store.get_last_positions_of_types, lambda: notifier.current_token.events
+    )
+    timeline.dispatcher.listeners.append(bump_stamps.on_persisted)
+    account_view = AccountView(local.sync_account_data, lambda: notifier.current_token.account_data)
+    return SlidingSyncService(
+        timeline.index,
+        timeline.state,
+        notifier,
+        forgotten,
+        bump_stamps,
+        account_view,
+        RoomResponses(
+            timeline.state,
+            room_events,
+            InviteState(timeline.state, timeline.remote_invites),
+            local.push_actions.unread_sections,
+        ),
+        SlidingExtensions(
+            local.to_device,
+            ToDeviceStore(db),
+            local.device_lists,
+            local.e2e_keys,
+            local.sync_account_data,
+            local.receipts,
+            local.typing,
+        ),
+    )
