@@ -1,0 +1,134 @@
+"""What sliding sync sends of each room over HTTP (MSC4186 "Room response"): required
+state with its wildcards, names and heroes, invites, leaves, and incremental answers
+carrying only what is new to the connection; on every backend."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from sliding_helpers import create_room, join, one_list, put_state, sliding
+
+from harness.client import MatrixClient
+from harness.rooms import say
+
+
+def state_keys(room: dict[str, object]) -> set[tuple[str, str]]:
+    events = room.get("required_state", [])
+    assert isinstance(events, list)
+    return {(e["type"], e["state_key"]) for e in events}
+
+
+async def test_required_state_wildcards_and_me(client: MatrixClient) -> None:
+    alice, bob = await client.register(), await client.register()
+    room_id = await create_room(client, alice, preset="public_chat", name="N", topic="T")
+    await join(client, bob, room_id)
+    lists = one_list(
+        timeline_limit=0,
+        required_state=[["m.room.member", "$ME"], ["m.room.name", "*"], ["*", ""]],
+    )
+    room = (await sliding(client, bob, {"lists": lists}))["rooms"][room_id]
+    keys = state_keys(room)
+    assert ("m.room.member", bob.user_id) in keys
+    assert ("m.room.member", alice.user_id) not in keys
+    assert {("m.room.name", ""), ("m.room.topic", ""), ("m.room.create", "")} <= keys
+    everything = one_list(timeline_limit=0, required_state=[["*", "*"]])
+    room = (await sliding(client, bob, {"lists": everything}))["rooms"][room_id]
+    assert ("m.room.member", alice.user_id) in state_keys(room)
+
+
+async def test_lazy_members_are_the_timeline_senders_sent_once(client: MatrixClient) -> None:
+    alice, bob, carol = [await client.register() for _ in range(3)]
+    room_id = await create_room(client, alice, preset="public_chat", name="Lazy")
+    await join(client, bob, room_id)
+    await join(client, carol, room_id)
+    await say(client, room_id, bob, "from bob")
+    lazy = {"lists": one_list(timeline_limit=1, required_state=[["m.room.member", "$LAZY"]])}
+    first = await sliding(client, carol, lazy)
+    assert state_keys(first["rooms"][room_id]) == {("m.room.member", bob.user_id)}
+    await say(client, room_id, bob, "bob again")
+    await say(client, room_id, alice, "from alice")
+    second = await sliding(client, carol, lazy, first["pos"])
+    room = second["rooms"][room_id]
+    assert [e["content"]["body"] for e in room["timeline"]] == ["from alice"]
+    # Bob's member event was sent already; Alice's is new.
+    assert state_keys(room) == {("m.room.member", alice.user_id)}
+
+
+async def test_a_widened_required_state_sends_what_is_missing(client: MatrixClient) -> None:
+    alice = await client.register()
+    room_id = await create_room(client, alice, name="Wide", topic="Topic")
+    narrow = {"lists": one_list(timeline_limit=1, required_state=[["m.room.name", ""]])}
+    first = await sliding(client, alice, narrow)
+    assert state_keys(first["rooms"][room_id]) == {("m.room.name", "")}
+    wide = {
+        "lists": one_list(
+            timeline_limit=1, required_state=[["m.room.name", ""], ["m.room.topic", ""]]
+        )
+    }
+    second = await sliding(client, alice, wide, first["pos"])
+    room = second["rooms"][room_id]
+    assert "initial" not in room and "timeline" not in room
+    assert state_keys(room) == {("m.room.topic", "")}
+    # A changed state event is sent again, a same one not.
+    await put_state(client, alice, room_id, "m.room.topic", {"topic": "New"})
+    third = await sliding(client, alice, wide, second["pos"])
+    room = third["rooms"][room_id]
+    assert state_keys(room) == {("m.room.topic", "")}
+    assert room["required_state"][0]["content"] == {"topic": "New"}
+
+
+async def test_an_unnamed_room_has_heroes(client: MatrixClient) -> None:
+    alice, bob = await client.register(), await client.register()
+    path = f"profile/{quote(bob.user_id)}/displayname"
+    (await client.request("PUT", path, json={"displayname": "Bob"}, token=bob)).ok()
+    room_id = await create_room(client, alice, preset="public_chat")
+    await join(client, bob, room_id)
+    room = (await sliding(client, alice, {"lists": one_list()}))["rooms"][room_id]
+    assert "name" not in room
+    assert room["heroes"] == [{"user_id": bob.user_id, "displayname": "Bob"}]
+    assert room["joined_count"] == 2
+
+
+async def test_an_invite_shows_its_stripped_state_then_its_room(client: MatrixClient) -> None:
+    alice, bob = await client.register(), await client.register()
+    room_id = await create_room(client, alice, name="Invited", invite=[bob.user_id])
+    first = await sliding(client, bob, {"lists": one_list()})
+    room = first["rooms"][room_id]
+    assert room["initial"] is True and room["name"] == "Invited"
+    stripped = {(e["type"], e["state_key"]) for e in room["invite_state"]}
+    assert ("m.room.member", bob.user_id) in stripped and ("m.room.name", "") in stripped
+    assert "timeline" not in room
+    await join(client, bob, room_id)
+    second = await sliding(client, bob, {"lists": one_list()}, first["pos"])
+    joined = second["rooms"][room_id]
+    assert joined["initial"] is True and "invite_state" not in joined
+    assert joined["timeline"][-1]["type"] == "m.room.member"
+
+
+async def test_a_left_room_ends_at_the_leave(client: MatrixClient) -> None:
+    alice, bob = await client.register(), await client.register()
+    room_id = await create_room(client, alice, preset="public_chat")
+    await join(client, bob, room_id)
+    first = await sliding(client, bob, {"lists": one_list()})
+    (await client.request("POST", f"rooms/{quote(room_id)}/leave", json={}, token=bob)).ok()
+    await say(client, room_id, alice, "after bob left")
+    second = await sliding(client, bob, {"lists": one_list()}, first["pos"])
+    room = second["rooms"][room_id]
+    timeline = room["timeline"]
+    assert timeline[-1]["type"] == "m.room.member"
+    assert timeline[-1]["content"]["membership"] == "leave"
+    assert all(e["content"].get("body") != "after bob left" for e in timeline)
+    # Once told, the left room drops out of the list.
+    third = await sliding(client, bob, {"lists": one_list()}, second["pos"])
+    assert third["lists"]["all"]["count"] == 0
+
+
+async def test_an_unchanged_room_is_not_sent_again(client: MatrixClient) -> None:
+    alice = await client.register()
+    quiet = await create_room(client, alice)
+    busy = await create_room(client, alice)
+    first = await sliding(client, alice, {"lists": one_list()})
+    await say(client, busy, alice, "news")
+    second = await sliding(client, alice, {"lists": one_list()}, first["pos"])
+    assert list(second["rooms"]) == [busy]
+    assert quiet not in second["rooms"]
