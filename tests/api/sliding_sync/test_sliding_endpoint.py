@@ -6,10 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from sliding_helpers import create_room, one_list, request, sliding, window
 
 from harness.client import MatrixClient
 from harness.rooms import say
+from harness.sliding_sync import create_room, one_list, request, sliding, window
 from harness.sync import LongPoll
 
 

@@ -5,15 +5,15 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-from sliding_helpers import create_room, join, one_list, put_state, sliding, window
-
 from harness.client import Account, MatrixClient
+from harness.sliding_sync import create_room, join, one_list, put_state, sliding, window
 
 
 async def filtered(client: MatrixClient, account: Account, **filters: object) -> list[str]:
     """The rooms of a list with these filters, newest first."""
     body = await sliding(client, account, {"lists": one_list(timeline_limit=0, filters=filters)})
-    return window(body)
+    rooms: list[str] = window(body)
+    return rooms
 
 
 async def test_is_dm_reads_m_direct(client: MatrixClient) -> None:

@@ -6,10 +6,9 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-from sliding_helpers import create_room, join, one_list, put_state, sliding
-
 from harness.client import MatrixClient
 from harness.rooms import say
+from harness.sliding_sync import create_room, join, one_list, put_state, sliding
 
 
 def state_keys(room: dict[str, object]) -> set[tuple[str, str]]:
