@@ -131,3 +131,72 @@ async def test_an_unchanged_room_is_not_sent_again(client: MatrixClient) -> None
     second = await sliding(client, alice, {"lists": one_list()}, first["pos"])
     assert list(second["rooms"]) == [busy]
     assert quiet not in second["rooms"]
+
+
+async def test_a_kicked_room_stays_in_the_list(client: MatrixClient) -> None:
+    alice, bob = await client.register(), await client.register()
+    room_id = await create_room(client, alice, preset="public_chat")
+    await join(client, bob, room_id)
+    first = await sliding(client, bob, {"lists": one_list()})
+    kick = {"user_id": bob.user_id, "reason": "out"}
+    (await client.request("POST", f"rooms/{quote(room_id)}/kick", json=kick, token=alice)).ok()
+    second = await sliding(client, bob, {"lists": one_list()}, first["pos"])
+    assert second["rooms"][room_id]["timeline"][-1]["content"]["membership"] == "leave"
+    # Unlike a room the user left, a kick stays in view.
+    third = await sliding(client, bob, {"lists": one_list()}, second["pos"])
+    assert third["lists"]["all"]["ops"][0]["room_ids"] == [room_id]
+    assert room_id not in third["rooms"]
+
+
+async def test_a_knock_shows_its_stripped_state(client: MatrixClient) -> None:
+    alice, bob = await client.register(), await client.register()
+    room_id = await create_room(client, alice, name="Door")
+    await put_state(client, alice, room_id, "m.room.join_rules", {"join_rule": "knock"})
+    (await client.request("POST", f"knock/{quote(room_id)}", json={}, token=bob)).ok()
+    room = (await sliding(client, bob, {"lists": one_list()}))["rooms"][room_id]
+    assert room["name"] == "Door"
+    knocked = {(e["type"], e["state_key"]) for e in room["knock_state"]}
+    assert ("m.room.member", bob.user_id) in knocked
+
+
+async def test_a_longer_timeline_limit_expands_the_timeline(client: MatrixClient) -> None:
+    alice = await client.register()
+    room_id = await create_room(client, alice)
+    for text in ("1", "2", "3"):
+        await say(client, room_id, alice, text)
+    first = await sliding(client, alice, {"lists": one_list(timeline_limit=1)})
+    assert [e["content"]["body"] for e in first["rooms"][room_id]["timeline"]] == ["3"]
+    subscription = {room_id: {"timeline_limit": 3, "required_state": []}}
+    body = {"lists": one_list(timeline_limit=1), "room_subscriptions": subscription}
+    second = await sliding(client, alice, body, first["pos"])
+    room = second["rooms"][room_id]
+    assert room["unstable_expanded_timeline"] is True
+    assert [e["content"]["body"] for e in room["timeline"]] == ["1", "2", "3"]
+    # Served once: the same request then has nothing new.
+    third = await sliding(client, alice, body, second["pos"])
+    assert third["rooms"] == {}
+
+
+async def test_unread_counts_count_notifications_and_highlights(client: MatrixClient) -> None:
+    alice, bob = await client.register(), await client.register()
+    room_id = await create_room(client, alice, preset="public_chat")
+    await join(client, bob, room_id)
+    await say(client, room_id, alice, "plain")
+    await say(client, room_id, alice, "hey", **{"m.mentions": {"user_ids": [bob.user_id]}})
+    room = (await sliding(client, bob, {"lists": one_list()}))["rooms"][room_id]
+    assert room["notification_count"] == 2
+    assert room["highlight_count"] == 1
+
+
+async def test_a_tombstoned_room_stays_listed_beside_its_successor(client: MatrixClient) -> None:
+    alice = await client.register()
+    old = await create_room(client, alice, name="Old")
+    upgraded = await client.request(
+        "POST", f"rooms/{quote(old)}/upgrade", json={"new_version": "11"}, token=alice
+    )
+    new = upgraded.ok()["replacement_room"]
+    lists = one_list(required_state=[["m.room.tombstone", ""], ["m.room.create", ""]])
+    body = await sliding(client, alice, {"lists": lists})
+    assert set(body["lists"]["all"]["ops"][0]["room_ids"]) == {old, new}
+    tombstone = state_keys(body["rooms"][old])
+    assert ("m.room.tombstone", "") in tombstone

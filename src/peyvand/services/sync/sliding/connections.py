@@ -51,6 +51,8 @@ class SentRoom:
     name: EventID | None
     avatar: EventID | None
     members: tuple[object, ...]
+    # The timeline_limit the client holds a page of (see ``rooms._sent_timeline_limit``).
+    timeline_limit: int
 
 
 @dataclass(frozen=True, slots=True)

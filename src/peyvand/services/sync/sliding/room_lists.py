@@ -60,17 +60,19 @@ def listed_rooms(
     since: int | None,
     until: int,
     forgotten: Collection[RoomID],
+    kicked: Collection[RoomID],
 ) -> dict[RoomID, UserRoom]:
     """The rooms lists may show, as Synapse's ``filter_membership_for_sync``: every room
-    the user is joined to, invited to, knocking on or banned from, and a room left since
-    ``since``; a member of a joined room sorts by its newest bump event, any other by
-    the user's membership event (what the user could see last)."""
+    the user is joined to, invited to, knocking on, banned or ``kicked`` from, and a room
+    left since ``since``; a joined room sorts by its newest bump event (by the join when
+    it has none), any other by the user's membership event (what the user saw last)."""
     rooms: dict[RoomID, UserRoom] = {}
     for room_id, (membership, position) in memberships.items():
         if position > until or room_id in forgotten:
             continue
         if membership not in _LISTED and not (
-            membership == "leave" and since is not None and position > since
+            membership == "leave"
+            and ((since is not None and position > since) or room_id in kicked)
         ):
             continue
         stamp = stamps.get(room_id, position) if membership == "join" else position

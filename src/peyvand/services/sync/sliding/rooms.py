@@ -83,13 +83,13 @@ class RoomResponses:
         """The response's room entries (rooms with nothing new left out) and what the
         connection now holds of every room answered."""
         drafts: list[_Draft] = []
-        stripped: dict[RoomID, tuple[UserRoom, JsonDict]] = {}
+        stripped: dict[RoomID, tuple[RoomRequest, JsonDict]] = {}
         for request in rooms:
             room = request.room
             if room.membership in ("invite", "knock"):
                 if request.sent is None or request.sent.membership != room.membership:
                     body = await self._stripped_room(requester, room)
-                    stripped[room.room_id] = (room, body)
+                    stripped[room.room_id] = (request, body)
                 continue
             draft = await self._draft(requester, request, since, until)
             if draft is not None:
@@ -110,13 +110,11 @@ class RoomResponses:
             if room_id in direct:
                 draft.body["is_dm"] = True
             bodies[room_id] = draft.body
-        for room_id, (room, body) in stripped.items():
+        for room_id, (request, body) in stripped.items():
             if room_id in direct:
                 body["is_dm"] = True
             bodies[room_id] = body
-            sent[room_id] = SentRoom(
-                room.membership_position, room.membership, frozenset(), {}, None, None, ()
-            )
+            sent[room_id] = _sent_stripped(request)
         return bodies, sent
 
     async def _stripped_room(self, requester: Requester, room: UserRoom) -> JsonDict:
@@ -154,23 +152,12 @@ class RoomResponses:
             return None  # a rejected remote invite: nothing this server can show
         member = room.membership == "join"
         end = until if member else min(until, room.membership_position)
-        initial = sent is None or sent.membership != room.membership
-        after = None if initial or sent is None else sent.position
-        timeline: list[StoredEvent] = []
-        limited = False
-        if params.timeline_limit > 0 and (after is None or after < end):
-            found = await self._room_events.scan(
-                user_id,
-                room.room_id,
-                after=after,
-                before=end,
-                newest_first=True,
-                limit=params.timeline_limit,
-                event_filter=None,
-                current_state_visible=member,
-            )
-            timeline = found.events[::-1]
-            limited = found.resume is not None
+        prev = None if sent is None or sent.membership != room.membership else sent
+        # "unstable_expanded_timeline" (Synapse, after the sliding sync proxy): a room
+        # whose timeline_limit grew gets its latest events again, a full page.
+        expanded = prev is not None and params.timeline_limit > prev.timeline_limit
+        after = None if prev is None or expanded else prev.position
+        timeline, limited = await self._timeline(user_id, room.room_id, params, after, end, member)
         state = snapshot.state if member else await self._state_at(room.room_id, end)
         named = _content_str(await self._state.get_state_events(state, [_NAME]), _NAME, "name")
         heroes: list[UserID] = []
@@ -182,23 +169,25 @@ class RoomResponses:
         lazy = {e.pdu.sender for e in timeline} | set(heroes) if params.lazy_members else set()
         selected = select(params.required_state, state, user_id, lazy)
         members_meta: tuple[object, ...] = (counts, tuple(heroes))
-        previous = sent.state if sent is not None and not initial else {}
+        previous = prev.state if prev is not None else {}
         body: JsonDict = {}
-        if initial:
+        if prev is None:
             body["initial"] = True
-        if named and (initial or sent is None or state.get(_NAME) != sent.name):
+        if expanded:
+            body["unstable_expanded_timeline"] = True
+        if named and (prev is None or state.get(_NAME) != prev.name):
             body["name"] = named
-        if initial or sent is None or state.get(_AVATAR) != sent.avatar:
+        if prev is None or state.get(_AVATAR) != prev.avatar:
             avatar = await self._state.get_state_events(state, [_AVATAR])
             if url := _content_str(avatar, _AVATAR, "url"):
                 body["avatar"] = url
-        if initial or sent is None or members_meta != sent.members:
+        if prev is None or members_meta != prev.members:
             if counts is not None:
                 body["joined_count"], body["invited_count"] = counts
             if heroes:
                 body["heroes"] = await self._heroes(state, heroes)
         new_state = {k: v for k, v in selected.items() if previous.get(k) != v}
-        if timeline or initial:
+        if params.timeline_limit > 0:
             body["limited"] = limited
             body["prev_batch"] = position_token(
                 timeline[0].stream_ordering - 1 if timeline else end
@@ -221,8 +210,34 @@ class RoomResponses:
                 state.get(_NAME),
                 state.get(_AVATAR),
                 members_meta,
+                _sent_timeline_limit(prev, params.timeline_limit, limited=limited),
             ),
         )
+
+    async def _timeline(
+        self,
+        user_id: UserID,
+        room_id: RoomID,
+        params: RoomParams,
+        after: int | None,
+        end: int,
+        member: bool,
+    ) -> tuple[list[StoredEvent], bool]:
+        """Up to ``timeline_limit`` events the user may see in ``(after, end]``, oldest
+        first, and whether more are left before them (``limited``)."""
+        if params.timeline_limit == 0 or (after is not None and after >= end):
+            return [], False
+        found = await self._room_events.scan(
+            user_id,
+            room_id,
+            after=after,
+            before=end,
+            newest_first=True,
+            limit=params.timeline_limit,
+            event_filter=None,
+            current_state_visible=member,
+        )
+        return found.events[::-1], found.resume is not None
 
     async def _serialise(self, requester: Requester, drafts: Sequence[_Draft]) -> None:
         """Every draft's timeline and state as client events, in one call each."""
@@ -271,6 +286,30 @@ class RoomResponses:
                     hero["avatar_url"] = url
             out.append(hero)
         return out
+
+
+def _sent_stripped(request: RoomRequest) -> SentRoom:
+    """What the connection holds of an invite or knock it was sent."""
+    room, params = request.room, request.params
+    return SentRoom(
+        room.membership_position,
+        room.membership,
+        params.required_state,
+        {},
+        None,
+        None,
+        (),
+        params.timeline_limit,
+    )
+
+
+def _sent_timeline_limit(prev: SentRoom | None, asked: int, *, limited: bool) -> int:
+    """The timeline_limit the connection has been served with, as Synapse records it:
+    a smaller one counts only when it left a gap (``limited``); otherwise the client
+    still holds the larger page."""
+    if prev is None or asked > prev.timeline_limit or limited:
+        return asked
+    return prev.timeline_limit
 
 
 def _content_str(events: Mapping[StateKey, Pdu], key: StateKey, field: str) -> str | None:

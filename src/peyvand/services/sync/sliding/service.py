@@ -28,6 +28,7 @@ from peyvand.services.sync.sliding.connections import (
     Pos,
 )
 from peyvand.services.sync.sliding.extensions import carries_news
+from peyvand.services.sync.sliding.kicks import Kicks
 from peyvand.services.sync.sliding.request import ListFilters, RoomParams, SlidingSyncRequest
 from peyvand.services.sync.sliding.room_lists import (
     ListFiltering,
@@ -109,6 +110,7 @@ class SlidingSyncService:
         self._extensions = extensions
         self._connections = connections or ConnectionStore()
         self._filtering = ListFiltering(state, account_view)
+        self._kicks = Kicks(state)
         self._clock = clock
 
     async def sync(
@@ -216,13 +218,15 @@ class SlidingSyncService:
         self, user_id: UserID, since: StreamToken | None, now: StreamToken
     ) -> dict[RoomID, UserRoom]:
         """The rooms lists may show, from the room index and the bump stamps (memory);
-        the forgotten rooms are read only when a left or banned room is among them."""
+        the forgotten rooms are read only when a left or banned room is among them, and
+        who sent each leave once per leave (``Kicks``)."""
         # A copy: the index is updated by commits while this request awaits.
         memberships = dict(await self._index.memberships(user_id))
         joined = [r for r, (membership, _) in memberships.items() if membership == "join"]
         stamps = await self._bump_stamps.stamps(joined)
+        left = {r: p for r, (m, p) in memberships.items() if m == "leave" and p <= now.events}
         forgotten: set[RoomID] | frozenset[RoomID] = frozenset()
-        if any(m in ("leave", "ban") for m, _ in memberships.values()):
+        if left or any(m == "ban" for m, _ in memberships.values()):
             forgotten = await self._forgotten.get_forgotten(user_id)
         return listed_rooms(
             memberships,
@@ -230,6 +234,7 @@ class SlidingSyncService:
             since=since.events if since is not None else None,
             until=now.events,
             forgotten=forgotten,
+            kicked=await self._kicks.kicked(user_id, left) if left else set(),
         )
 
     async def _snapshots(
@@ -259,7 +264,8 @@ class SlidingSyncService:
     ) -> list[RoomRequest]:
         """The rooms in view that may have news for the connection: new to it, with a
         membership or ``required_state`` changed since it was sent, or with events after
-        what it was sent (the room index tells, in memory, grouped by sent position)."""
+        what it was sent (the room index tells, in memory, grouped by sent position),
+        or asked for a longer timeline than it was sent."""
         answer: list[RoomRequest] = []
         by_position: dict[int, list[RoomID]] = {}
         for room_id, params in wanted.items():
@@ -270,6 +276,7 @@ class SlidingSyncService:
                 or sent.membership != room.membership
                 or room.membership_position > sent.position
                 or sent.required_state != params.required_state
+                or params.timeline_limit > sent.timeline_limit
             ):
                 answer.append(RoomRequest(room, params, sent))
             elif room.membership == "join":
