@@ -183,21 +183,24 @@ class EventStore:
     ) -> dict[RoomID, int]:
         """Each room's newest position at or before ``until`` holding an event of one of
         ``event_types`` (sliding sync's ``bump_stamp``); rooms with none are left out.
-        Backfilled history (negative positions) never counts."""
+        Backfilled history (negative positions) never counts. Each room's events are
+        walked from the newest down ``events_room_stream`` until one matches, so a busy
+        room costs its few newest events, not its history."""
         found: dict[RoomID, int] = {}
         types_in = placeholders(len(event_types), 2)
         for start in range(0, len(room_ids), _IN_LIST_CHUNK):
             chunk = list(room_ids[start : start + _IN_LIST_CHUNK])
             rows = await self._db.fetch(
-                "SELECT room_id, MAX(stream_ordering) FROM events"
-                f" WHERE stream_ordering > 0 AND stream_ordering <= $1 AND type IN ({types_in})"
-                f" AND room_id IN ({placeholders(len(chunk), 2 + len(event_types))})"
-                " GROUP BY room_id",
+                "SELECT r.room_id, (SELECT e.stream_ordering FROM events e"
+                " WHERE e.room_id = r.room_id AND e.stream_ordering > 0"
+                f" AND e.stream_ordering <= $1 AND e.type IN ({types_in})"
+                " ORDER BY e.stream_ordering DESC LIMIT 1) FROM rooms r"
+                f" WHERE r.room_id IN ({placeholders(len(chunk), 2 + len(event_types))})",
                 until,
                 *event_types,
                 *chunk,
             )
-            found.update((RoomID(r[0]), int(r[1])) for r in rows)
+            found.update((RoomID(r[0]), int(r[1])) for r in rows if r[1] is not None)
         return found
 
     async def get_txn_event_id(self, user_id: str, device_id: str, txn_id: str) -> EventID | None:
