@@ -1,0 +1,37 @@
+"""Sliding sync across a restart (MSC4186): connections are held in memory only, so an
+old ``pos`` is 400 ``M_UNKNOWN_POS`` and the client starts over; bump stamps are read
+back from storage, so the order is the same as before."""
+
+from __future__ import annotations
+
+from harness.client import MatrixClient, new_session
+from harness.rooms import say
+from harness.server import HomeserverProcess
+from harness.sliding_sync import create_room, one_list, put_state, request, sliding, window
+
+
+async def test_after_a_restart_an_old_pos_is_unknown_and_the_order_holds(
+    private_homeserver: HomeserverProcess,
+) -> None:
+    async with new_session() as session:
+        client = MatrixClient(session, private_homeserver.base_url)
+        alice = await client.register()
+        messaged = await create_room(client, alice)
+        later = await create_room(client, alice)
+        await say(client, messaged, alice, "bump")
+        # Not a bump event type: moves no room.
+        await put_state(client, alice, later, "m.room.topic", {"topic": "quiet"})
+        before = await sliding(client, alice, {"lists": one_list()})
+        assert window(before) == [messaged, later]
+    private_homeserver.restart()
+    async with new_session() as session:
+        client = MatrixClient(session, private_homeserver.base_url)
+        alice = await client.login(alice.user_id, alice.password)
+        stale = await request(client, alice, {"lists": one_list()}, before["pos"])
+        assert stale.status == 400
+        assert stale.body["errcode"] == "M_UNKNOWN_POS"
+        after = await sliding(client, alice, {"lists": one_list()})
+        assert window(after) == [messaged, later]
+        assert [after["rooms"][r]["bump_stamp"] for r in (messaged, later)] == [
+            before["rooms"][r]["bump_stamp"] for r in (messaged, later)
+        ]
