@@ -1,0 +1,71 @@
+"""The connection store of sliding sync (MSC4186 ``pos``), in memory and bounded: which
+positions a request keeps, and what an evicted or foreign ``pos`` is answered."""
+
+from __future__ import annotations
+
+import pytest
+
+from peyvand.errors import MatrixError
+from peyvand.services.sync.sliding.connections import (
+    ConnectionPosition,
+    ConnectionStore,
+    Pos,
+    SentRoom,
+)
+from peyvand.services.sync.streams import StreamToken
+from peyvand.types import DeviceID, RoomID, UserID
+
+ALICE = (UserID("@alice:test"), DeviceID("PHONE"), "main")
+BOB = (UserID("@bob:test"), DeviceID("PHONE"), "main")
+
+
+def sent(position: int) -> SentRoom:
+    return SentRoom(position, "join", frozenset(), {}, None, None, (), 1)
+
+
+def test_a_request_keeps_its_own_position_and_the_new_one() -> None:
+    store = ConnectionStore()
+    store.start(ALICE)
+    first = store.record(ALICE, None, ConnectionPosition({RoomID("!a:test"): sent(1)}, {}))
+    second = store.record(ALICE, first, ConnectionPosition({RoomID("!a:test"): sent(2)}, {}))
+    # A retry of ``first`` (the answer ``second`` was lost) finds it; ``second`` goes.
+    assert store.resume(ALICE, first).rooms[RoomID("!a:test")].position == 1
+    with pytest.raises(MatrixError) as raised:
+        store.resume(ALICE, second)
+    assert raised.value.errcode == "M_UNKNOWN_POS"
+
+
+def test_a_position_of_another_connection_is_unknown() -> None:
+    store = ConnectionStore()
+    number = store.record(ALICE, None, ConnectionPosition({}, {}))
+    with pytest.raises(MatrixError):
+        store.resume(BOB, number)
+
+
+def test_the_least_recently_used_connection_is_evicted() -> None:
+    store = ConnectionStore(max_connections=1)
+    alice = store.record(ALICE, None, ConnectionPosition({}, {}))
+    store.record(BOB, None, ConnectionPosition({}, {}))
+    with pytest.raises(MatrixError) as raised:
+        store.resume(ALICE, alice)
+    assert raised.value.errcode == "M_UNKNOWN_POS"
+
+
+def test_a_new_connection_forgets_the_old_positions() -> None:
+    store = ConnectionStore()
+    number = store.record(ALICE, None, ConnectionPosition({}, {}))
+    assert store.start(ALICE).rooms == {}
+    with pytest.raises(MatrixError):
+        store.resume(ALICE, number)
+
+
+@pytest.mark.parametrize("text", ["", "1", "x/s1", "1/t5", "-1/s1", "1/s" + "_".join(["1"] * 9)])
+def test_a_malformed_pos_is_unknown(text: str) -> None:
+    with pytest.raises(MatrixError) as raised:
+        Pos.parse(text)
+    assert raised.value.errcode == "M_UNKNOWN_POS"
+
+
+def test_a_pos_round_trips() -> None:
+    pos = Pos(7, StreamToken(events=5, typing=2))
+    assert Pos.parse(pos.serialize()) == pos
