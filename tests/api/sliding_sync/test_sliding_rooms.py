@@ -200,3 +200,18 @@ async def test_a_tombstoned_room_stays_listed_beside_its_successor(client: Matri
     assert set(body["lists"]["all"]["ops"][0]["room_ids"]) == {old, new}
     tombstone = state_keys(body["rooms"][old])
     assert ("m.room.tombstone", "") in tombstone
+
+
+async def test_name_and_avatar_are_sent_again_only_when_they_change(
+    client: MatrixClient,
+) -> None:
+    alice = await client.register()
+    room_id = await create_room(client, alice, name="Named")
+    await put_state(client, alice, room_id, "m.room.avatar", {"url": "mxc://test/one"})
+    first = await sliding(client, alice, {"lists": one_list()})
+    room = first["rooms"][room_id]
+    assert (room["name"], room["avatar"]) == ("Named", "mxc://test/one")
+    await put_state(client, alice, room_id, "m.room.avatar", {"url": "mxc://test/two"})
+    room = (await sliding(client, alice, {"lists": one_list()}, first["pos"]))["rooms"][room_id]
+    assert room["avatar"] == "mxc://test/two"
+    assert "name" not in room and "joined_count" not in room

@@ -159,7 +159,8 @@ class RoomResponses:
         after = None if prev is None or expanded else prev.position
         timeline, limited = await self._timeline(user_id, room.room_id, params, after, end, member)
         state = snapshot.state if member else await self._state_at(room.room_id, end)
-        named = _content_str(await self._state.get_state_events(state, [_NAME]), _NAME, "name")
+        meta = await self._state.get_state_events(state, [_NAME, _AVATAR])
+        named = _content_str(meta, _NAME, "name")
         heroes: list[UserID] = []
         counts: tuple[int, int] | None = None
         if member:
@@ -177,10 +178,9 @@ class RoomResponses:
             body["unstable_expanded_timeline"] = True
         if named and (prev is None or state.get(_NAME) != prev.name):
             body["name"] = named
-        if prev is None or state.get(_AVATAR) != prev.avatar:
-            avatar = await self._state.get_state_events(state, [_AVATAR])
-            if url := _content_str(avatar, _AVATAR, "url"):
-                body["avatar"] = url
+        avatar = _content_str(meta, _AVATAR, "url")
+        if avatar and (prev is None or state.get(_AVATAR) != prev.avatar):
+            body["avatar"] = avatar
         if prev is None or members_meta != prev.members:
             if counts is not None:
                 body["joined_count"], body["invited_count"] = counts
