@@ -61,6 +61,13 @@ async def send_to_device(client: MatrixClient, sender: Account, to: Account, tex
     (await client.request("PUT", path, json=messages, token=sender)).ok()
 
 
+async def send_message(client: MatrixClient, sender: Account, room_id: str) -> str:
+    path = f"rooms/{quote(room_id)}/send/m.room.message/t{next(_txn)}"
+    message = {"msgtype": "m.text", "body": "hello"}
+    event_id: str = (await client.request("PUT", path, json=message, token=sender)).ok()["event_id"]
+    return event_id
+
+
 def texts(to_device: dict[str, Any]) -> list[str]:
     return [event["content"]["text"] for event in to_device["events"]]
 
@@ -260,6 +267,48 @@ async def test_account_data_room_scope(client: MatrixClient) -> None:
     assert await rooms_for({"lists": ["*"], "rooms": ["*"]}, {}) == {subscribed}
 
 
+async def test_a_room_entering_the_window_brings_its_account_data_and_receipts(
+    client: MatrixClient,
+) -> None:
+    alice, bob = await client.register(), await client.register()
+    older = await room_with(client, alice, bob)
+    await put_room_data(client, alice, older, "org.example.room", {"n": 1})
+    event_id = await send_message(client, alice, older)
+    receipt_path = f"rooms/{quote(older)}/receipt/m.read/{quote(event_id)}"
+    (await client.request("POST", receipt_path, json={}, token=bob)).ok()
+    newer = await room_with(client, alice)
+    top_room = {"top": one_list(0, timeline_limit=1)["all"]}
+    wanted = {"account_data": {"enabled": True}, "receipts": {"enabled": True}}
+
+    first = (await sliding(client, alice, wanted, lists=top_room)).ok()
+    assert first["lists"]["top"]["ops"][0]["room_ids"] == [newer]
+    assert older not in first["extensions"]["account_data"]["rooms"]
+    assert older not in first["extensions"]["receipts"]["rooms"]
+
+    # A message moves the older room to the top: new to the connection, it comes with
+    # what was set before, not only what changed since the last response.
+    await send_message(client, bob, older)
+    second = (await sliding(client, alice, wanted, first["pos"], lists=top_room)).ok()
+    assert second["rooms"][older]["initial"] is True
+    extensions = second["extensions"]
+    assert by_type(extensions["account_data"]["rooms"][older]) == {"org.example.room": {"n": 1}}
+    assert bob.user_id in extensions["receipts"]["rooms"][older]["content"][event_id]["m.read"]
+
+
+async def test_account_data_wakes_a_waiting_request(client: MatrixClient) -> None:
+    alice = await client.register()
+    wanted = {"account_data": {"enabled": True}}
+    _, pos = await extensions_of(client, alice, wanted)
+
+    poll = await LongPoll.start(sliding(client, alice, wanted, pos, timeout_ms=10_000), 10)
+    poll.assert_waiting()
+    await put_global_data(client, alice, "org.example.global", {"woken": True})
+    woken = (await poll.woken()).ok()
+    assert by_type(woken["extensions"]["account_data"]["global"]) == {
+        "org.example.global": {"woken": True}
+    }
+
+
 # receipts and typing ---------------------------------------------------------------------
 
 
@@ -269,9 +318,7 @@ async def test_receipts_and_typing_of_rooms_in_a_list(client: MatrixClient) -> N
     wanted = {"receipts": {"enabled": True}, "typing": {"enabled": True}}
     _, pos = await extensions_of(client, alice, wanted)
 
-    path = f"rooms/{quote(room_id)}/send/m.room.message/t{next(_txn)}"
-    message = {"msgtype": "m.text", "body": "hello"}
-    event_id = (await client.request("PUT", path, json=message, token=alice)).ok()["event_id"]
+    event_id = await send_message(client, alice, room_id)
     receipt_path = f"rooms/{quote(room_id)}/receipt/m.read/{quote(event_id)}"
     (await client.request("POST", receipt_path, json={}, token=bob)).ok()
     typing_path = f"rooms/{quote(room_id)}/typing/{quote(bob.user_id)}"
@@ -296,9 +343,7 @@ async def test_receipts_and_typing_of_rooms_in_a_list(client: MatrixClient) -> N
 async def test_private_receipts_only_to_their_owner(client: MatrixClient) -> None:
     alice, bob = await client.register(), await client.register()
     room_id = await room_with(client, alice, bob)
-    path = f"rooms/{quote(room_id)}/send/m.room.message/t{next(_txn)}"
-    message = {"msgtype": "m.text", "body": "hello"}
-    event_id = (await client.request("PUT", path, json=message, token=alice)).ok()["event_id"]
+    event_id = await send_message(client, alice, room_id)
     receipt_path = f"rooms/{quote(room_id)}/receipt/m.read.private/{quote(event_id)}"
     (await client.request("POST", receipt_path, json={}, token=bob)).ok()
 
