@@ -23,6 +23,7 @@ from peyvand.services.rooms.visibility import VisibilityService
 from peyvand.services.sync.account_data import AccountDataService
 from peyvand.services.sync.notifier import Notifier
 from peyvand.services.sync.presence import PresenceService
+from peyvand.services.sync.read_positions import ReadPositionCache
 from peyvand.services.sync.receipts import ReceiptService
 from peyvand.services.sync.recent_events import RecentEvents
 from peyvand.services.sync.streams import StreamToken
@@ -126,6 +127,8 @@ def build_local(config: Config, db: Database, timeline: Timeline) -> Local:
     )
     timeline.dispatcher.listeners.append(presence.on_persisted)
     receipts = ReceiptService(ReceiptStore(db), account_data, state, notifier)
+    read_positions = ReadPositionCache(ThreadStore(db).read_positions)
+    receipts.stored_hooks.append(read_positions.moved)
 
     push_rules = PushRulesService(PushRuleStore(db))
     users_with_pushers = UsersWithPushers()
@@ -134,7 +137,7 @@ def build_local(config: Config, db: Database, timeline: Timeline) -> Local:
         PushActionStore(db),
         state,
         push_rules,
-        ThreadStore(db),
+        read_positions,
         account_data.ignored_users.of,
         users_with_pushers.view,
     )

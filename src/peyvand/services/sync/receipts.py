@@ -12,7 +12,8 @@ Federation: ``apply_remote_receipt`` stores an ``m.read`` receipt received from 
 server like a local one; ``listeners`` hear each local ``m.read`` receipt that moved
 forward, to send it to the other servers in the room; ``read_listeners`` hear each local
 ``m.read`` or ``m.read.private`` receipt that moved forward (the user's unread counts may
-have gone down: push badges).
+have gone down: push badges); ``stored_hooks`` are called with every receipt stored,
+local or remote, before anyone is woken (``read_positions.ReadPositionCache``).
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ _MAX_RELATION_HOPS = 3
 
 # Called with each local m.read receipt stored (not with private ones).
 ReceiptListener = Callable[[ReceiptRow], Awaitable[None]]
+# Called with each receipt stored and the stream position of its event.
+StoredHook = Callable[[ReceiptRow, int], None]
 
 
 def _wall_clock_ms() -> int:
@@ -91,6 +94,7 @@ class ReceiptService:
         self._marker_lock = asyncio.Lock()
         self.listeners: list[ReceiptListener] = []
         self.read_listeners: list[ReceiptListener] = []
+        self.stored_hooks: list[StoredHook] = []
 
     @property
     def current_position(self) -> int:
@@ -229,6 +233,8 @@ class ReceiptService:
             if not await self._store.upsert_receipt(row, event.stream_ordering, position):
                 return False
             self._position = position
+            for hook in self.stored_hooks:
+                hook(row, event.stream_ordering)
             # The room's joined users as its snapshot keeps them, read in place.
             room = None
             if row.receipt_type != READ_PRIVATE:
