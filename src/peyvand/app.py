@@ -222,7 +222,15 @@ def _services(
             presence=local.presence,
             partial_state=federation.partial_state,
         ),
-        sliding_sync=build_sliding_sync(db, timeline, local, rooms.room_events, rooms.member_store),
+        sliding_sync=build_sliding_sync(
+            db,
+            timeline,
+            local,
+            rooms.room_events,
+            rooms.member_store,
+            config.server_name,
+            federation.partial_state,
+        ),
         legacy_sync=LegacySyncService(
             timeline.event_store,
             timeline.index,

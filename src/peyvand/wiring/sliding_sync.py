@@ -3,6 +3,7 @@ connections, the room answers and the extensions, over the sync streams' service
 
 from __future__ import annotations
 
+from peyvand.services.federation.partial_state_resync import PartialStateResync
 from peyvand.services.rooms.reads import RoomEventsService
 from peyvand.services.sync.invite_state import InviteState
 from peyvand.services.sync.sliding.account_view import AccountView
@@ -13,6 +14,7 @@ from peyvand.services.sync.sliding.service import SlidingSyncService
 from peyvand.storage.database import Database
 from peyvand.storage.forgotten_rooms import ForgottenRoomStore
 from peyvand.storage.to_device import ToDeviceStore
+from peyvand.types import RoomID, ServerName
 from peyvand.wiring.local import Local, Timeline
 
 
@@ -22,7 +24,11 @@ def build_sliding_sync(
     local: Local,
     room_events: RoomEventsService,
     forgotten: ForgottenRoomStore,
+    server_name: ServerName,
+    partial_state: PartialStateResync | None,
 ) -> SlidingSyncService:
+    """``partial_state``: the rooms joined with partial state (None: federation is off,
+    there are none)."""
     notifier = timeline.notifier
     bump_stamps = BumpStamps(
         timeline.event_store.get_last_positions_of_types, lambda: notifier.current_token.events
@@ -51,4 +57,10 @@ def build_sliding_sync(
             local.receipts,
             local.typing,
         ),
+        is_mine=lambda user_id: user_id.partition(":")[2] == server_name,
+        is_partial=partial_state.is_partial if partial_state is not None else _never_partial,
     )
+
+
+def _never_partial(room_id: RoomID) -> bool:
+    return False

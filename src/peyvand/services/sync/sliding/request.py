@@ -6,7 +6,7 @@ reads.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from peyvand.types import JsonDict, RoomID
@@ -38,6 +38,22 @@ class RoomParams:
     @property
     def lazy_members(self) -> bool:
         return ("m.room.member", LAZY) in self.required_state
+
+    def must_await_full_state(self, is_mine: Callable[[str], bool]) -> bool:
+        """Whether this needs state a room joined with partial state (MSC3706) may lack:
+        the members of other servers. As Synapse's ``must_await_full_state``: any state
+        (``["*", "*"]``), or a remote user's key under any type or as a member; lazy
+        members, ``$ME`` and (as Synapse has it) ``["m.room.member", "*"]`` do not."""
+        for event_type, state_key in self.required_state:
+            if event_type == WILDCARD and (
+                state_key == WILDCARD
+                or (state_key.startswith("@") and ":" in state_key and not is_mine(state_key))
+            ):
+                return True
+        members = {k for t, k in self.required_state if t == "m.room.member"} - {ME, LAZY}
+        if WILDCARD in members:
+            return False
+        return any(not is_mine(user_id) for user_id in members)
 
 
 @dataclass(frozen=True, slots=True)

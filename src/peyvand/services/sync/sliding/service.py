@@ -97,6 +97,8 @@ class SlidingSyncService:
         responses: RoomResponses,
         extensions: Extensions,
         *,
+        is_mine: Callable[[str], bool],
+        is_partial: Callable[[RoomID], bool],
         connections: ConnectionStore | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -111,6 +113,8 @@ class SlidingSyncService:
         self._connections = connections or ConnectionStore()
         self._filtering = ListFiltering(state, account_view)
         self._kicks = Kicks(state)
+        self._is_mine = is_mine
+        self._is_partial = is_partial
         self._clock = clock
 
     async def sync(
@@ -186,10 +190,17 @@ class SlidingSyncService:
                 kept = list(rooms.values())
             else:
                 kept = await self._filtering.apply(user_id, rooms, config.filters, snapshots)
+            if config.params.must_await_full_state(self._is_mine):
+                kept = [r for r in kept if not self._is_partial(r.room_id)]
             results[name] = windows(sort_rooms(kept), config)
         # A subscription to a room the user has no listed membership in shows nothing
-        # (Synapse's ``check_room_subscription_allowed_for_user``).
-        subscriptions = {r: p for r, p in request.room_subscriptions.items() if r in rooms}
+        # (Synapse's ``check_room_subscription_allowed_for_user``); nor does one to a
+        # room with partial state that needs the full state, until it has it.
+        subscriptions = {
+            r: p
+            for r, p in request.room_subscriptions.items()
+            if r in rooms and not (p.must_await_full_state(self._is_mine) and self._is_partial(r))
+        }
         wanted = combined_params(request.lists, results, subscriptions)
         to_answer = await self._rooms_to_answer(rooms, wanted, previous)
         direct = await self._account_view.direct_rooms(user_id) if to_answer else frozenset()
