@@ -215,3 +215,21 @@ async def test_name_and_avatar_are_sent_again_only_when_they_change(
     room = (await sliding(client, alice, {"lists": one_list()}, first["pos"]))["rooms"][room_id]
     assert room["avatar"] == "mxc://test/two"
     assert "name" not in room and "joined_count" not in room
+
+
+async def test_a_room_back_in_view_gets_what_it_missed_not_initial(client: MatrixClient) -> None:
+    alice = await client.register()
+    first_room = await create_room(client, alice)
+    second_room = await create_room(client, alice)
+    top = {"lists": {"top": {"ranges": [[0, 0]], "timeline_limit": 5, "required_state": []}}}
+    shown = await sliding(client, alice, top)
+    assert list(shown["rooms"]) == [second_room]
+    await say(client, first_room, alice, "first up")
+    moved = await sliding(client, alice, top, shown["pos"])
+    assert moved["rooms"][first_room]["initial"] is True
+    await say(client, second_room, alice, "missed one")
+    await say(client, second_room, alice, "missed two")
+    back = await sliding(client, alice, top, moved["pos"])
+    room = back["rooms"][second_room]
+    assert "initial" not in room
+    assert [e["content"]["body"] for e in room["timeline"]] == ["missed one", "missed two"]
