@@ -287,6 +287,7 @@ class Receiver:
     joiner: RemoteJoiner
     db: SqliteDatabase
     store: EventStore
+    writer: EventWriter
 
     async def join(self, dag: Dag) -> None:
         """Join as in ``send_join``: the room's state before Carol's join, then it."""
@@ -356,7 +357,7 @@ async def _receiver(
         creation.persist,
     )
     try:
-        yield Receiver(state, handler, creation, joiner, db, store)
+        yield Receiver(state, handler, creation, joiner, db, store, writer)
     finally:
         await writer.stop()
         await db.close()
@@ -489,6 +490,55 @@ async def test_a_received_event_waiting_while_the_snapshot_is_replaced(tmp_path:
         assert snapshot.state.get(name) == rename.event_id
         assert snapshot.extremities == [rename.event_id]
         assert await receiver.current(room_id) == (dict(snapshot.state), [rename.event_id])
+
+
+async def test_a_received_fork_while_a_local_message_is_being_committed(tmp_path: Path) -> None:
+    """A local message is a forward extremity as soon as it is built, and its commit
+    may take a while (group commit; the room's lock is not held meanwhile). A received
+    event forking beside it resolves the state after each extremity, the message
+    included: it is read as it is being written, not refused as unknown (two servers
+    sending at once refused each other's events for good that way)."""
+    dag = _room()
+    rename = _rename_after_join(dag)
+    room_id = dag.join.room_id
+    name: StateKey = ("m.room.name", "")
+    async with _receiver(tmp_path / "c.db") as receiver:
+        await receiver.join(dag)
+        gate = asyncio.Event()
+
+        async def hold_commit(_events: Sequence[Any]) -> None:
+            await gate.wait()
+
+        receiver.writer.add_pre_commit(hold_commit)
+        sending = asyncio.create_task(
+            receiver.creation.send(
+                room_id, CAROL, EventSpec("m.room.message", {"msgtype": "m.text", "body": "hi"})
+            )
+        )
+        try:
+            snapshot = await receiver.state.get_room(room_id)
+            assert snapshot is not None
+            for _ in range(500):  # until the message is built (bounded)
+                if snapshot.extremities != [dag.join.event_id]:
+                    break
+                await asyncio.sleep(0.01)
+            (message_id,) = snapshot.extremities
+            assert message_id != dag.join.event_id
+            assert await receiver.store.get_events([message_id]) == {}  # not committed yet
+            received = asyncio.create_task(receiver.receive(rename))
+            await asyncio.sleep(0.2)
+            if received.done():  # it should be resolved and waiting on the commit
+                received.result()  # raises what refused it
+                raise AssertionError("applied before the message was committed")
+        finally:
+            gate.set()
+        async with asyncio.timeout(10):
+            message = await sending
+            await received
+        assert message.pdu.event_id == message_id
+        state, extremities = await receiver.current(room_id)
+        assert extremities == sorted([message_id, rename.event_id])
+        assert state[name] == rename.event_id
 
 
 def _rename_after_join(dag: Dag) -> Pdu:

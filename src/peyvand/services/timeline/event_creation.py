@@ -637,20 +637,23 @@ class EventCreationService:
         await asyncio.shield(self._enqueue(events))
 
     def _enqueue(self, events: Sequence[EventToPersist]) -> asyncio.Future[None]:
-        """Queue ``events`` for the writer; their state events are ``_uncommitted``
-        until the commit settles, so a request they answer can wait for it."""
+        """Queue ``events`` for the writer. Until the commit settles they are readable
+        by ID (``StateService.hold_in_flight``) and their state events are
+        ``_uncommitted``, so a request they answer can wait for it."""
         done = self._writer.enqueue(events)
+        self._state.hold_in_flight(self._stored(e) for e in events)
+        event_ids = [e.pdu.event_id for e in events]
         state_ids = [e.pdu.event_id for e in events if e.pdu.is_state()]
-        if state_ids:
+        for event_id in state_ids:
+            self._uncommitted[event_id] = done
+
+        def settled(_: asyncio.Future[None]) -> None:
+            self._state.release_in_flight(event_ids)
             for event_id in state_ids:
-                self._uncommitted[event_id] = done
+                if self._uncommitted.get(event_id) is done:
+                    del self._uncommitted[event_id]
 
-            def settled(_: asyncio.Future[None]) -> None:
-                for event_id in state_ids:
-                    if self._uncommitted.get(event_id) is done:
-                        del self._uncommitted[event_id]
-
-            done.add_done_callback(settled)
+        done.add_done_callback(settled)
         return done
 
     # -- failure -----------------------------------------------------------------------

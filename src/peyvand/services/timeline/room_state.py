@@ -170,6 +170,8 @@ class StateService:
         # Events held outside the timeline (immutable, like the rest).
         # Events held outside the timeline, each with the redaction applied to it (if any).
         self._outliers: LRU[EventID, tuple[Pdu, EventID | None]] = LRU(event_cache_size)
+        # Events queued for the writer, until their commit settles (see ``hold_in_flight``).
+        self._in_flight: dict[EventID, StoredEvent] = {}
         # Bumped when a purge changes stored events: a read that began before a bump
         # does not cache what it loaded (it may be the old form).
         self._forget_epoch = 0
@@ -215,7 +217,7 @@ class StateService:
         found: dict[EventID, StoredEvent] = {}
         missing = []
         for event_id in event_ids:
-            cached = self._events.get(event_id)
+            cached = self._events.get(event_id) or self._in_flight.get(event_id)
             if cached is not None:
                 found[event_id] = cached
             else:
@@ -300,6 +302,20 @@ class StateService:
             if event.pdu.is_state():
                 self._events.put(event.pdu.event_id, event)
 
+    def hold_in_flight(self, events: Iterable[StoredEvent]) -> None:
+        """Keep ``events``, queued for the writer, readable by ID until
+        ``release_in_flight``. The room's snapshot moves past an event before its commit
+        (the lock is not held meanwhile), so it is a forward extremity that the next
+        event's state resolution reads, whether or not it is a state event kept by the
+        cache."""
+        for event in events:
+            self._in_flight[event.pdu.event_id] = event
+
+    def release_in_flight(self, event_ids: Iterable[EventID]) -> None:
+        """Their commit settled: stored, or failed and forgotten with their room."""
+        for event_id in event_ids:
+            self._in_flight.pop(event_id, None)
+
     async def is_redacted(self, event_id: EventID) -> bool:
         """Whether the timeline event ``event_id`` has been redacted (its stored content
         is then not what clients see, nor what policies may be read from)."""
@@ -313,6 +329,7 @@ class StateService:
         for event_id in event_ids:
             self._events.pop(event_id)
             self._outliers.pop(event_id)
+            self._in_flight.pop(event_id, None)
 
     @property
     def redaction_count(self) -> int:
