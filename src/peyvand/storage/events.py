@@ -264,6 +264,26 @@ class EventStore:
         )
         return {(r[0], r[1]): EventID(r[2]) for r in rows}
 
+    async def get_current_state_of_types(
+        self, room_ids: Sequence[RoomID], event_types: Sequence[str]
+    ) -> dict[RoomID, dict[StateKey, EventID]]:
+        """The current state of ``event_types`` in each of ``room_ids``, in one chunked
+        query (sliding sync's list filters: create and encryption events)."""
+        found: dict[RoomID, dict[StateKey, EventID]] = {}
+        types_in = placeholders(len(event_types))
+        for start in range(0, len(room_ids), _IN_LIST_CHUNK):
+            chunk = list(room_ids[start : start + _IN_LIST_CHUNK])
+            rows = await self._db.fetch(
+                "SELECT room_id, type, state_key, event_id FROM current_state"
+                f" WHERE type IN ({types_in})"
+                f" AND room_id IN ({placeholders(len(chunk), 1 + len(event_types))})",
+                *event_types,
+                *chunk,
+            )
+            for r in rows:
+                found.setdefault(RoomID(r[0]), {})[(r[1], r[2])] = EventID(r[3])
+        return found
+
     async def get_current_memberships(self, room_id: RoomID) -> dict[UserID, str]:
         rows = await self._db.fetch(
             "SELECT state_key, membership FROM current_state WHERE room_id = $1"
