@@ -130,6 +130,17 @@ async def test_to_device_message_wakes_a_waiting_request(client: MatrixClient) -
     assert texts(woken["extensions"]["to_device"]) == ["wake"]
 
 
+async def test_to_device_since_from_the_future_is_an_empty_page(client: MatrixClient) -> None:
+    """As Synapse: nothing sent and nothing deleted; next_batch is the since given."""
+    alice, bob = await client.register(), await client.register()
+    await send_to_device(client, alice, bob, "kept")
+    future = "9000000000000"
+    page, _ = await extensions_of(client, bob, {"to_device": {"enabled": True, "since": future}})
+    assert page["to_device"] == {"next_batch": future, "events": []}
+    kept, _ = await extensions_of(client, bob, {"to_device": {"enabled": True}})
+    assert texts(kept["to_device"]) == ["kept"]
+
+
 async def test_only_enabled_extensions_answer(client: MatrixClient) -> None:
     alice = await client.register()
     extensions, _ = await extensions_of(
@@ -187,6 +198,22 @@ async def test_e2ee_reports_users_no_longer_sharing_a_room(client: MatrixClient)
 
     extensions, _ = await extensions_of(client, alice, wanted, pos)
     assert extensions["e2ee"]["device_lists"] == {"changed": [], "left": [bob.user_id]}
+
+
+async def test_new_device_of_a_room_member_wakes_a_waiting_request(
+    client: MatrixClient,
+) -> None:
+    alice, bob = await client.register(), await client.register()
+    await room_with(client, alice, bob)
+    wanted = {"e2ee": {"enabled": True}}
+    _, pos = await extensions_of(client, alice, wanted)
+    _, pos = await extensions_of(client, alice, wanted, pos)
+
+    poll = await LongPoll.start(sliding(client, alice, wanted, pos, timeout_ms=10_000), 10)
+    poll.assert_waiting()
+    await client.login(bob.user_id)
+    woken = (await poll.woken()).ok()
+    assert woken["extensions"]["e2ee"]["device_lists"] == {"changed": [bob.user_id], "left": []}
 
 
 # account_data ----------------------------------------------------------------------------
