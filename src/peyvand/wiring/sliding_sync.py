@@ -9,6 +9,7 @@ from peyvand.services.sync.invite_state import InviteState
 from peyvand.services.sync.sliding.account_view import AccountView
 from peyvand.services.sync.sliding.bump_stamps import BumpStamps
 from peyvand.services.sync.sliding.extensions import SlidingExtensions
+from peyvand.services.sync.sliding.room_lists import ListFiltering
 from peyvand.services.sync.sliding.rooms import RoomResponses
 from peyvand.services.sync.sliding.service import SlidingSyncService
 from peyvand.storage.database import Database
@@ -42,6 +43,9 @@ def build_sliding_sync(
         forgotten,
         bump_stamps,
         account_view,
+        ListFiltering(
+            timeline.state, account_view, timeline.event_store.get_current_state_of_types
+        ),
         RoomResponses(
             timeline.state,
             room_events,

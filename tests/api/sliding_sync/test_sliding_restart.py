@@ -1,6 +1,7 @@
 """Sliding sync across a restart (MSC4186): connections are held in memory only, so an
 old ``pos`` is 400 ``M_UNKNOWN_POS`` and the client starts over; bump stamps are read
-back from storage, so the order is the same as before."""
+back from storage, so the order is the same as before, and filters read the rooms'
+state from storage too."""
 
 from __future__ import annotations
 
@@ -21,8 +22,12 @@ async def test_after_a_restart_an_old_pos_is_unknown_and_the_order_holds(
         await say(client, messaged, alice, "bump")
         # Not a bump event type: moves no room.
         await put_state(client, alice, later, "m.room.topic", {"topic": "quiet"})
+        encryption = {"algorithm": "m.megolm.v1.aes-sha2"}
+        await put_state(client, alice, later, "m.room.encryption", encryption)
+        space = await create_room(client, alice, creation_content={"type": "m.space"})
+        await say(client, messaged, alice, "bump again")
         before = await sliding(client, alice, {"lists": one_list()})
-        assert window(before) == [messaged, later]
+        assert window(before) == [messaged, space, later]
     private_homeserver.restart()
     async with new_session() as session:
         client = MatrixClient(session, private_homeserver.base_url)
@@ -30,8 +35,16 @@ async def test_after_a_restart_an_old_pos_is_unknown_and_the_order_holds(
         stale = await request(client, alice, {"lists": one_list()}, before["pos"])
         assert stale.status == 400
         assert stale.body["errcode"] == "M_UNKNOWN_POS"
+        # First, while no room's snapshot is loaded: filters read their state in a batch.
+        lists = {
+            "encrypted": one_list(filters={"is_encrypted": True})["all"],
+            "rooms": one_list(filters={"not_room_types": ["m.space"]})["all"],
+        }
+        filtered = await sliding(client, alice, {"lists": lists})
+        assert window(filtered, "encrypted") == [later]
+        assert window(filtered, "rooms") == [messaged, later]
         after = await sliding(client, alice, {"lists": one_list()})
-        assert window(after) == [messaged, later]
+        assert window(after) == [messaged, space, later]
         assert [after["rooms"][r]["bump_stamp"] for r in (messaged, later)] == [
             before["rooms"][r]["bump_stamp"] for r in (messaged, later)
         ]

@@ -4,19 +4,20 @@ and "Room subscriptions"; Synapse's ``handlers/sliding_sync/room_lists.py``).
 A user's rooms come from the in-memory room index; sorting needs only their bump
 stamps (held in memory) and membership positions, so an unfiltered list over 1,000
 rooms reads nothing per room. Filters read what they need in batches: the user's
-``m.direct`` and tags once, the rooms' snapshots (cached), and the create and
-``m.space.child`` events in one call each.
+``m.direct`` and tags once, the rooms' create and encryption state from their cached
+snapshots or else in one query, and the create and ``m.space.child`` events in one call
+each.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from peyvand.events.pdu import StateKey
 from peyvand.services.sync.sliding.request import ListConfig, ListFilters, RoomParams
-from peyvand.services.timeline.room_state import RoomSnapshot, StateService
+from peyvand.services.timeline.room_state import StateService
 from peyvand.types import EventID, JsonDict, RoomID, UserID
 
 # Memberships shown in lists (a left room only when left since the connection's token).
@@ -24,6 +25,12 @@ _LISTED = frozenset({"join", "invite", "knock", "ban"})
 _CREATE: StateKey = ("m.room.create", "")
 _ENCRYPTION: StateKey = ("m.room.encryption", "")
 _SPACE_CHILD = "m.space.child"
+_FILTER_KEYS: tuple[StateKey, ...] = (_CREATE, _ENCRYPTION)
+
+# (rooms, event types) -> each room's current state of those types.
+LoadState = Callable[
+    [Sequence[RoomID], Sequence[str]], Awaitable[dict[RoomID, dict[StateKey, EventID]]]
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,21 +103,28 @@ def windows(sorted_rooms: Sequence[UserRoom], config: ListConfig) -> ListResult:
 class ListFiltering:
     """Applies ``filters`` to a user's rooms (MSC4186 "Filters")."""
 
-    def __init__(self, state: StateService, account_data: AccountDataReader) -> None:
+    def __init__(
+        self, state: StateService, account_data: AccountDataReader, load_state: LoadState
+    ) -> None:
+        """``load_state`` reads rooms' current state of some types (for rooms whose
+        snapshot is not cached), one query for all."""
         self._state = state
         self._account_data = account_data
+        self._load_state = load_state
 
     async def apply(
-        self,
-        user_id: UserID,
-        rooms: Mapping[RoomID, UserRoom],
-        filters: ListFilters,
-        snapshots: Mapping[RoomID, RoomSnapshot],
+        self, user_id: UserID, rooms: Mapping[RoomID, UserRoom], filters: ListFilters
     ) -> list[UserRoom]:
         """The rooms of ``rooms`` that pass every filter (all fields are ANDed). A room
         this server does not hold the state of (a remote invite) fails any filter on
         its state, as in Synapse when the stripped state does not tell."""
         kept = list(rooms.values())
+        needs_state = (
+            filters.is_encrypted is not None
+            or filters.room_types is not None
+            or filters.not_room_types is not None
+        )
+        state = await self._filter_state([r.room_id for r in kept]) if needs_state else {}
         if filters.is_invite is not None:
             kept = [r for r in kept if (r.membership == "invite") == filters.is_invite]
         if filters.is_dm is not None:
@@ -120,11 +134,11 @@ class ListFiltering:
             kept = [
                 r
                 for r in kept
-                if (s := snapshots.get(r.room_id)) is not None
-                and (_ENCRYPTION in s.state) == filters.is_encrypted
+                if (held := state.get(r.room_id)) is not None
+                and (_ENCRYPTION in held) == filters.is_encrypted
             ]
         if filters.room_types is not None or filters.not_room_types is not None:
-            types = await self._room_types([r.room_id for r in kept], snapshots)
+            types = await self._room_types(state)
             if filters.room_types is not None:
                 wanted = filters.room_types
                 kept = [r for r in kept if r.room_id in types and types[r.room_id] in wanted]
@@ -142,15 +156,33 @@ class ListFiltering:
                 kept = [r for r in kept if not tags.get(r.room_id, frozenset()) & filters.not_tags]
         return kept
 
+    async def _filter_state(
+        self, room_ids: Sequence[RoomID]
+    ) -> dict[RoomID, Mapping[StateKey, EventID]]:
+        """Each held room's current create and encryption events: from its snapshot
+        when cached (no I/O), the others in one query."""
+        found: dict[RoomID, Mapping[StateKey, EventID]] = {}
+        missing: list[RoomID] = []
+        for room_id in room_ids:
+            snapshot = self._state.cached_room(room_id)
+            if snapshot is None:
+                missing.append(room_id)
+            else:
+                found[room_id] = {k: v for k in _FILTER_KEYS if (v := snapshot.state.get(k))}
+        if missing:
+            loaded = await self._load_state(missing, [k[0] for k in _FILTER_KEYS])
+            for room_id, held in loaded.items():
+                found[room_id] = {k: v for k in _FILTER_KEYS if (v := held.get(k))}
+        return found
+
     async def _room_types(
-        self, room_ids: Sequence[RoomID], snapshots: Mapping[RoomID, RoomSnapshot]
+        self, state: Mapping[RoomID, Mapping[StateKey, EventID]]
     ) -> dict[RoomID, str | None]:
         """Each held room's type (its create event's ``type``; None when it has none)."""
         creates: dict[RoomID, EventID] = {
             room_id: event_id
-            for room_id in room_ids
-            if (s := snapshots.get(room_id)) is not None
-            and (event_id := s.state.get(_CREATE)) is not None
+            for room_id, held in state.items()
+            if (event_id := held.get(_CREATE)) is not None
         }
         events = await self._state.get_pdus(creates.values())
         types: dict[RoomID, str | None] = {}

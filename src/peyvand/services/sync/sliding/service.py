@@ -43,7 +43,7 @@ from peyvand.services.sync.sliding.room_lists import (
 from peyvand.services.sync.sliding.rooms import RoomRequest, RoomResponses
 from peyvand.services.sync.streams import StreamToken
 from peyvand.services.timeline.room_index import RoomIndex
-from peyvand.services.timeline.room_state import RoomSnapshot, StateService
+from peyvand.services.timeline.room_state import StateService
 from peyvand.storage.forgotten_rooms import ForgottenRoomStore
 from peyvand.types import DeviceID, JsonDict, RoomID, UserID
 
@@ -94,6 +94,7 @@ class SlidingSyncService:
         forgotten: ForgottenRoomStore,
         bump_stamps: BumpStamps,
         account_view: AccountView,
+        filtering: ListFiltering,
         responses: RoomResponses,
         extensions: Extensions,
         *,
@@ -111,7 +112,7 @@ class SlidingSyncService:
         self._responses = responses
         self._extensions = extensions
         self._connections = connections or ConnectionStore()
-        self._filtering = ListFiltering(state, account_view)
+        self._filtering = filtering
         self._kicks = Kicks(state)
         self._is_mine = is_mine
         self._is_partial = is_partial
@@ -183,13 +184,12 @@ class SlidingSyncService:
     ) -> _Pass:
         user_id = requester.user_id
         rooms = await self._user_rooms(user_id, since, now)
-        snapshots = await self._snapshots(request, rooms)
         results: dict[str, ListResult] = {}
         for name, config in request.lists.items():
             if config.filters == _NO_FILTERS:
                 kept = list(rooms.values())
             else:
-                kept = await self._filtering.apply(user_id, rooms, config.filters, snapshots)
+                kept = await self._filtering.apply(user_id, rooms, config.filters)
             if config.params.must_await_full_state(self._is_mine):
                 kept = [r for r in kept if not self._is_partial(r.room_id)]
             results[name] = windows(sort_rooms(kept), config)
@@ -247,25 +247,6 @@ class SlidingSyncService:
             forgotten=forgotten,
             kicked=await self._kicks.kicked(user_id, left) if left else set(),
         )
-
-    async def _snapshots(
-        self, request: SlidingSyncRequest, rooms: Mapping[RoomID, UserRoom]
-    ) -> dict[RoomID, RoomSnapshot]:
-        """The rooms' snapshots (cached by the state service), only when a list filters
-        on room state."""
-        if not any(
-            c.filters.is_encrypted is not None
-            or c.filters.room_types is not None
-            or c.filters.not_room_types is not None
-            for c in request.lists.values()
-        ):
-            return {}
-        found: dict[RoomID, RoomSnapshot] = {}
-        for room_id in rooms:
-            snapshot = self._state.cached_room(room_id) or await self._state.get_room(room_id)
-            if snapshot is not None:
-                found[room_id] = snapshot
-        return found
 
     async def _rooms_to_answer(
         self,
