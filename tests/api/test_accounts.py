@@ -432,7 +432,7 @@ async def test_threepids(client: MatrixClient) -> None:
 async def test_versions_well_known_and_capabilities(client: MatrixClient) -> None:
     versions = (await client.request("GET", "/_matrix/client/versions")).ok()
     assert {"v1.1", "v1.12"} <= set(versions["versions"])
-    assert versions["unstable_features"] == {}
+    assert versions["unstable_features"] == {"org.matrix.simplified_msc3575": True}
     well_known = (await client.request("GET", "/.well-known/matrix/client")).ok()
     assert well_known["m.homeserver"]["base_url"].startswith("http")
     account = await client.register()
