@@ -58,6 +58,12 @@ _UNORDERED_KEYS = frozenset({"changed", "left", "user_ids", "device_unused_fallb
 _txns = itertools.count()
 
 
+# Synapse sorts a list only when its range does not cover it all (a list of 9 rooms within
+# [0, 9] comes in its database's order, for the client to sort by ``bump_stamp``); so the
+# order is compared on ``recent``, whose range ends before the list does.
+RECENT_END = 5
+
+
 def _list(filters: dict[str, Any] | None = None) -> dict[str, Any]:
     config: dict[str, Any] = {
         "ranges": [[0, 9]],
@@ -77,6 +83,7 @@ def request_body(subscription_room: str, to_device_since: str | None = None) -> 
     return {
         "lists": {
             "all": _list(),
+            "recent": {**_list(), "ranges": [[0, RECENT_END]]},
             "dms": _list({"is_dm": True}),
             "invites": _list({"is_invite": True}),
             "encrypted": _list({"is_encrypted": True}),
@@ -127,6 +134,10 @@ class Outcome:
     first: dict[str, Any]
     second: dict[str, Any]
     names: Names
+    # Each joined room's ``unread_notifications`` on /sync (v2) right after each request
+    # (by room name): Synapse 1.163's sliding sync sends 0 for both counts, always.
+    first_counts: dict[str, Any] = field(default_factory=dict)
+    second_counts: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -264,6 +275,7 @@ async def run_scenario(client: MatrixClient) -> Outcome:
     await _to_device(bob, alice, "first")
 
     first = await sliding(client, alice.account, request_body(tombstoned))
+    first_counts = await _unread_counts(alice, names)
 
     news = event("m.room.message/bob/news", await bob.say(dm, "news"))
     await bob.call("POST", f"rooms/{quote(dm)}/receipt/m.read/{quote(news)}", {})
@@ -272,9 +284,23 @@ async def run_scenario(client: MatrixClient) -> Outcome:
     await alice.call("POST", f"rooms/{quote(leaving)}/leave", {})
     since = first.get("extensions", {}).get("to_device", {}).get("next_batch")
     second = await sliding(client, alice.account, request_body(tombstoned, since), first["pos"])
+    second_counts = await _unread_counts(alice, names)
     _collect_events(names, first)
     _collect_events(names, second)
-    return Outcome(first, second, names)
+    return Outcome(first, second, names, first_counts, second_counts)
+
+
+async def _unread_counts(actor: Actor, names: Names) -> dict[str, Any]:
+    """The ``unread_notifications`` of each joined room on an initial /sync (v2)."""
+    no_state = json.dumps({"room": {"timeline": {"limit": 1}, "state": {"types": []}}})
+    response = await actor.client.request(
+        "GET", "sync", token=actor.account, params={"filter": no_state, "timeout": "0"}
+    )
+    joined = response.ok().get("rooms", {}).get("join", {})
+    return {
+        names.rooms.get(room_id, room_id): room.get("unread_notifications", {})
+        for room_id, room in joined.items()
+    }
 
 
 async def _to_device(sender: Actor, recipient: Actor, text: str) -> None:
@@ -304,6 +330,10 @@ def normalise(answer: dict[str, Any], names: Names) -> Any:
     rank = {stamp: index for index, stamp in enumerate(stamps)}
 
     def walk(value: Any, key: str | None) -> Any:
+        if key == "lists" and isinstance(value, dict):
+            return {name: _list_answer(name, walk(config, None)) for name, config in value.items()}
+        if key == "account_data" and isinstance(value, dict):
+            return _account_data(walk(value, None))
         if isinstance(value, dict):
             out = {}
             for k, v in value.items():
@@ -330,6 +360,27 @@ def normalise(answer: dict[str, Any], names: Names) -> Any:
     return walk(answer, None)
 
 
+def _list_answer(name: str, answer: Any) -> Any:
+    """The room IDs of a list whose range covers it all come in no particular order on
+    Synapse: they are compared as a set (sorted)."""
+    if name != "recent" and isinstance(answer, dict):
+        for op in answer.get("ops", []):
+            if isinstance(op.get("room_ids"), list):
+                op["room_ids"] = sorted(op["room_ids"])
+    return answer
+
+
+def _account_data(answer: dict[str, Any]) -> dict[str, Any]:
+    """Global account data by type; a room with no account data has no entry (Synapse
+    sends an empty list for each room of the answer, Peyvand nothing: the same)."""
+    out = dict(answer)
+    if isinstance(out.get("global"), list):
+        out["global"] = sorted(out["global"], key=lambda event: str(event.get("type")))
+    if isinstance(out.get("rooms"), dict):
+        out["rooms"] = {room: events for room, events in out["rooms"].items() if events}
+    return out
+
+
 def differences(peyvand: Any, synapse: Any, path: str = "") -> list[str]:
     """Every path where the two normalised answers differ, with both values."""
     if isinstance(peyvand, dict) and isinstance(synapse, dict):
@@ -343,10 +394,17 @@ def differences(peyvand: Any, synapse: Any, path: str = "") -> list[str]:
             else:
                 found.extend(differences(peyvand[key], synapse[key], where))
         return found
-    if isinstance(peyvand, list) and isinstance(synapse, list) and len(peyvand) == len(synapse):
-        found = []
-        for index, (mine, theirs) in enumerate(zip(peyvand, synapse, strict=True)):
-            found.extend(differences(mine, theirs, f"{path}[{index}]"))
+    if isinstance(peyvand, list) and isinstance(synapse, list):
+        if len(peyvand) == len(synapse):
+            found = []
+            for index, (mine, theirs) in enumerate(zip(peyvand, synapse, strict=True)):
+                found.extend(differences(mine, theirs, f"{path}[{index}]"))
+            return found
+        mine_only = [item for item in peyvand if item not in synapse]
+        theirs_only = [item for item in synapse if item not in peyvand]
+        found = [f"{path}: {len(peyvand)} items on Peyvand, {len(synapse)} on Synapse"]
+        found.extend(f"{path}: only on Peyvand: {_short(item)}" for item in mine_only)
+        found.extend(f"{path}: only on Synapse: {_short(item)}" for item in theirs_only)
         return found
     if peyvand != synapse:
         return [f"{path}: Peyvand {_short(peyvand)} != Synapse {_short(synapse)}"]
