@@ -4,8 +4,8 @@ run against any homeserver's client API, and what its answers are compared by.
 ``run_scenario(client)`` registers alice, bob and carol and builds, in this order:
 
 - ``named``: alice's room with a name; bob joins, says hello, alice reads it (a receipt),
-  then bob mentions alice (a highlight after the receipt); bob's room account data and
-  typing are set in it.
+  then bob mentions alice (a highlight after the receipt); alice and bob each set room
+  account data in it (only alice's is hers to see) and bob is typing.
 - ``unnamed``: bob's room without a name (its name comes from heroes); alice and carol join.
 - ``dm``: bob's direct chat with alice (``is_direct``, alice's ``m.direct``).
 - ``invite``: carol's room, alice invited and not answering.
@@ -16,15 +16,17 @@ run against any homeserver's client API, and what its answers are compared by.
 - ``leaving``: bob's room alice leaves between the two requests.
 
 plus a to-device message for alice and one-time keys on her device. Then alice makes the
-first request (lists ``all``, ``dms``, ``invites``, ``encrypted``, a subscription to
-``tombstoned``, every extension), bob writes a new message (and a receipt), carol logs in
-a new device, bob sends a second to-device message and alice leaves ``leaving``; and the
-incremental request follows with the first one's ``pos``.
+first request (lists ``all``, ``recent``, ``dms``, ``invites``, ``encrypted``, a
+subscription to ``tombstoned``, every extension), bob writes a new message (and a
+receipt), carol logs in a new device, bob sends a second to-device message and alice
+leaves ``leaving``; and the incremental request follows with the first one's ``pos``.
 
 ``normalise`` turns an answer into the same shape on every server: user IDs become the
 role names, room IDs the scenario's names, event IDs ``type/sender/state key or body``,
 device IDs the role's device; timestamps, ages, tokens and ``unsigned`` are dropped;
-``bump_stamp`` values become their rank among the answer's rooms (their order kept).
+``bump_stamp`` values become their rank among the answer's rooms (their order kept); the
+room IDs of a list are sorted but for ``recent`` (see ``RECENT_END``), global account
+data is sorted by type, and a room without account data has no entry.
 ``differences`` lists every path where two normalised answers differ.
 """
 
