@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Final
 
 from peyvand.storage.database import Database, Row, placeholders
@@ -40,6 +41,9 @@ _USERS: Final = "push_user_exceptions"
 _MAIN: Final = "'main'"
 # The receipt types that read events ("Receiving notifications"), as an SQL list.
 _READ_TYPES: Final = "('m.read', 'm.read.private')"
+# Statements kept per builder, by room count: building one is a few KiB of text, and a
+# woken sync counts one room (issue 15, hot room).
+_STATEMENTS: Final = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +181,25 @@ def _positions_sql(rooms: int, columns: str, more: str) -> str:
     )
 
 
+@lru_cache(maxsize=_STATEMENTS)
+def _count_sql(rooms: int) -> str:
+    """``count_unread``'s statement for ``rooms`` rooms."""
+    columns = ", ".join(
+        (
+            _range("a_", "r.room_id", None, "r.upto", None),
+            _range("m_", "r.room_id", _MAIN, "r.upto", "r.main_upto"),
+        )
+    )
+    return _positions_sql(rooms, columns, _thread_receipts_after("r.room_id", "r.upto"))
+
+
+@lru_cache(maxsize=_STATEMENTS)
+def _count_main_sql(rooms: int) -> str:
+    """``count_unread_by_thread``'s statement for ``rooms`` rooms."""
+    columns = _range("m_", "r.room_id", _MAIN, "r.main_upto", None)
+    return _positions_sql(rooms, columns, _threads_active_after("r.room_id", "r.upto"))
+
+
 def _thread_receipts_after(room: str, upto: str) -> str:
     """Whether user $1 has a receipt or a read mark in a thread of ``room`` beyond
     ``upto``."""
@@ -198,6 +221,7 @@ def _threads_active_after(room: str, upto: str) -> str:
     )
 
 
+@lru_cache(maxsize=_STATEMENTS)
 def _read_threads_sql(rooms: int) -> str:
     """Per (room, thread) where user $1's receipt or read mark is beyond the room's
     ``upto`` (parameters from $2: room, upto): the rows read by the later of them,
@@ -218,6 +242,7 @@ def _read_threads_sql(rooms: int) -> str:
     )
 
 
+@lru_cache(maxsize=_STATEMENTS)
 def _unread_threads_sql(rooms: int) -> str:
     """Per thread active after its room's ``upto`` (parameters from $2: room, upto) and
     after user $1's receipt and read mark in it: the rows after the latest of the three
@@ -322,14 +347,7 @@ async def count_unread(
     ignored senders if there are any."""
     counts: dict[RoomID, UnreadCount] = {}
     for chunk in _chunks(read_positions):
-        columns = ", ".join(
-            (
-                _range("a_", "r.room_id", None, "r.upto", None),
-                _range("m_", "r.room_id", _MAIN, "r.upto", "r.main_upto"),
-            )
-        )
-        more = _thread_receipts_after("r.room_id", "r.upto")
-        rows = await db.fetch(_positions_sql(len(chunk), columns, more), user_id, *_flat(chunk))
+        rows = await db.fetch(_count_sql(len(chunk)), user_id, *_flat(chunk))
         upto: dict[RoomID, int] = {}
         main_upto: dict[RoomID, int] = {}
         room_counts: dict[RoomID, UnreadCount] = {}
@@ -369,9 +387,7 @@ async def count_unread_by_thread(
     ignored senders if there are any."""
     counts: dict[RoomID, ThreadedUnread] = {}
     for chunk in _chunks(read_positions):
-        columns = _range("m_", "r.room_id", _MAIN, "r.main_upto", None)
-        more = _threads_active_after("r.room_id", "r.upto")
-        rows = await db.fetch(_positions_sql(len(chunk), columns, more), user_id, *_flat(chunk))
+        rows = await db.fetch(_count_main_sql(len(chunk)), user_id, *_flat(chunk))
         upto: dict[RoomID, int] = {}
         main_upto: dict[RoomID, int] = {}
         split: dict[RoomID, ThreadedUnread] = {}
