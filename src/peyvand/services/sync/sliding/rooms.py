@@ -149,7 +149,7 @@ class RoomResponses:
         user_id = requester.user_id
         snapshot = await self._state.get_room(room.room_id)
         if snapshot is None:
-            return None  # a rejected remote invite: nothing this server can show
+            return _unheld_room(request) if room.membership == "leave" else None
         member = room.membership == "join"
         end = until if member else min(until, room.membership_position)
         prev = None if sent is None or sent.membership != room.membership else sent
@@ -286,6 +286,33 @@ class RoomResponses:
                     hero["avatar_url"] = url
             out.append(hero)
         return out
+
+
+def _unheld_room(request: RoomRequest) -> _Draft | None:
+    """A rejected invite to a room on another server: this server holds neither its state
+    nor the leave (sent to the inviting server only). As /sync's ``leave`` section for it,
+    the room is sent once, without timeline or state, with the user's ``membership``
+    (MSC4186, "Common fields"), so that the client drops the invite; Synapse sends its
+    out-of-band leave event instead. Nothing to send to a connection that holds it."""
+    room, params, sent = request.room, request.params, request.sent
+    if sent is not None and sent.membership == "leave":
+        return None
+    body: JsonDict = {"initial": True, "membership": "leave", "bump_stamp": room.bump_stamp}
+    if params.timeline_limit > 0:
+        body["limited"] = False
+        body["prev_batch"] = position_token(room.membership_position)
+        body["num_live"] = 0
+    held = SentRoom(
+        room.membership_position,
+        room.membership,
+        params.required_state,
+        {},
+        None,
+        None,
+        (),
+        params.timeline_limit,
+    )
+    return _Draft(request, body, [], {}, held)
 
 
 def _sent_stripped(request: RoomRequest) -> SentRoom:

@@ -1,0 +1,79 @@
+"""A rejected invite to a room on another server leaves the sliding sync list (MSC4186,
+"Room results": rooms the user "is invited to (or rejected an invite to)"), as /sync's
+``leave`` section shows it: this server holds neither the room's state nor the leave
+(sent to the inviting server only), so the room is sent once with its ``membership``.
+
+The inviting server is the fake peer (``harness.fake_server``); it does not answer
+``make_leave``, so the rejection is kept here only, as when the inviter is gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+
+from harness.client import MatrixClient, new_session
+from harness.fake_server import FEDERATION_V2, FakeServer, q
+from harness.server import HomeserverProcess, start_homeserver
+from harness.sliding_sync import one_list, sliding, window
+
+TIMEOUT_SECONDS = 60
+
+
+@pytest.fixture
+def federating(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[HomeserverProcess]:
+    """A federating Peyvand of this test's own."""
+    server = start_homeserver(backend, request, tmp_path / "peyvand", federation=True)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+async def test_a_rejected_remote_invite_leaves_the_list(
+    federating: HomeserverProcess, tmp_path: Path
+) -> None:
+    async with (
+        new_session() as session,
+        FakeServer(tmp_path, peer=federating.server_name) as fake,
+        asyncio.timeout(TIMEOUT_SECONDS),
+    ):
+        client = MatrixClient(session, federating.base_url)
+        alice = await client.register()
+        room_id = f"!remote:{fake.server_name}"
+        invite = fake.make_invite(room_id, fake.user("bob"), alice.user_id)
+        stripped = [
+            {"type": "m.room.create", "state_key": "", "sender": invite.sender, "content": {}}
+        ]
+        status, answer = await fake.request(
+            "PUT",
+            f"{FEDERATION_V2}/invite/{q(room_id)}/{q(invite.event_id)}",
+            {"room_version": "11", "event": dict(invite.data), "invite_room_state": stripped},
+        )
+        assert status == 200, answer
+        body = {"lists": one_list(timeline_limit=5, required_state=[["m.room.member", "$ME"]])}
+
+        invited = await sliding(client, alice, body)
+        assert window(invited) == [room_id]
+        assert "invite_state" in invited["rooms"][room_id]
+
+        path = f"rooms/{quote(room_id)}/leave"
+        (await client.request("POST", path, json={}, token=alice)).ok()
+        left = await sliding(client, alice, body, invited["pos"])
+        room = left["rooms"][room_id]
+        assert room["membership"] == "leave"
+        assert room["initial"] is True
+        assert "invite_state" not in room and "timeline" not in room
+        assert window(left) == [room_id]
+
+        # Sent once: the next response has neither the room nor anything to say of it.
+        after = await sliding(client, alice, body, left["pos"])
+        assert room_id not in after["rooms"]
+        assert window(after) == [] and after["lists"]["all"]["count"] == 0
+    assert "Unhandled error" not in federating.log()
