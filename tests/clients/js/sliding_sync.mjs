@@ -20,7 +20,8 @@
 // 2. A message Alice sends with the SDK in the room at index 45 moves it to index 0;
 //    one sent over HTTP in a room never in a window (index 36) moves that one to the
 //    top and brings it to the SDK (initial, with the message); the SDK's bump stamps
-//    agree.
+//    agree. A room subscription (modifyRoomSubscriptions) brings a room never in a
+//    window, initial, and leaves the windows as they are.
 // 3. Bob creates a named public room where Carol and Dave join, Dave speaks, then Carol
 //    twice, then Bob invites Alice: the room comes first in Alice's list with
 //    invite_state (name, her invite from Bob), which the SDK shows; Alice accepts
@@ -32,7 +33,11 @@
 //    joins; Alice's encrypted message is decrypted by Bob and Bob's reply by Alice. The
 //    room keys travelled as olm m.room.encrypted to-device messages in the to_device
 //    extension, both ways, and the e2ee extension carried one-time key counts and
-//    Bob's device list change to Alice.
+//    Bob's device list change to Alice. No to-device message came twice (the SDK's
+//    since acknowledges a page), and no room data, in any response to either client,
+//    held the member of someone who sent none of its timeline.
+// 5. No request was answered 400 M_UNKNOWN_POS: the SDK kept one connection throughout,
+//    though it aborts and re-sends its long-poll each time its request changes.
 //
 // Exits 0 on success, 1 with the stage that failed otherwise, and gives up after
 // SLIDING_TIMEOUT_MS (default 150000) milliseconds; every single wait is bounded by
@@ -170,6 +175,31 @@ const REQUIRED_STATE = [
 ];
 const TIMELINE_LIMIT = 3;
 
+/** A fetch that notes each sliding sync request: its pos, how it ended, when. */
+function tracingFetch(trace) {
+  let started = 0;
+  return async (resource, options = {}) => {
+    const url = new URL(resource.toString());
+    if (!url.pathname.endsWith("/org.matrix.simplified_msc3575/sync")) {
+      return fetch(resource, options);
+    }
+    const entry = { n: started++, pos: url.searchParams.get("pos"), stage, t0: Date.now() };
+    trace.push(entry);
+    try {
+      const response = await fetch(resource, options);
+      entry.status = response.status;
+      const text = await response.clone().text();
+      entry.answer = response.ok ? JSON.parse(text).pos : text;
+      return response;
+    } catch (error) {
+      entry.status = error?.name ?? String(error);
+      throw error;
+    } finally {
+      entry.ms = Date.now() - entry.t0;
+    }
+  };
+}
+
 async function logIn(user, password) {
   const anonymous = createClient({ baseUrl, logger: quietLogger });
   const session = await anonymous.loginRequest({
@@ -177,13 +207,16 @@ async function logIn(user, password) {
     identifier: { type: "m.id.user", user },
     password,
   });
+  const trace = [];
   const client = createClient({
     baseUrl,
     accessToken: session.access_token,
     userId: session.user_id,
     deviceId: session.device_id,
     logger: quietLogger,
+    fetchFn: tracingFetch(trace),
   });
+  client.trace = trace;
   clients.push(client);
   // No IndexedDB in node: keep the Rust crypto store in memory.
   await client.initRustCrypto({ useIndexedDB: false });
@@ -207,7 +240,7 @@ async function startSliding(client, ranges) {
   client.sliding = slidingSync;
   slidingSync.on(SlidingSyncEvent.Lifecycle, (state, resp, err) => {
     if (state !== SlidingSyncState.RequestFinished) return;
-    if (err) client.responses.push({ error: String(err?.errcode ?? err) });
+    if (err) client.responses.push({ error: `${err?.httpStatus} ${err?.errcode ?? err}` });
     else if (resp) client.responses.push(structuredClone(resp));
   });
   let syncState;
@@ -321,6 +354,31 @@ function olmFrom(client, sender) {
   );
 }
 
+/** No room data of `client` has ever carried the member of someone who is no sender of
+ * its timeline (every room is named, so no heroes' members either). */
+function checkLazy(client) {
+  for (const response of client.responses) {
+    for (const [roomId, data] of Object.entries(response.rooms ?? {})) {
+      const extra = memberKeys(data).filter((userId) => !senders(data).includes(userId));
+      check(extra.length === 0,
+        `${names.get(roomId) ?? roomId}: members of non-senders ${show(extra)} in ${show(data)}`);
+    }
+  }
+}
+
+/** Each to-device message reached `client` once: the SDK acknowledges a page by sending
+ * its next_batch as the next since, after which the server must not send it again. */
+function checkToDeviceOnce(client) {
+  const seen = new Set();
+  for (const response of client.responses) {
+    for (const event of response.extensions?.to_device?.events ?? []) {
+      const key = show([event.sender, event.type, event.content]);
+      check(!seen.has(key), `${client.getUserId()} got a to-device message twice: ${key}`);
+      seen.add(key);
+    }
+  }
+}
+
 async function main() {
   stage = "log in with Rust crypto";
   const alice = await logIn(user1, password1);
@@ -431,7 +489,24 @@ async function main() {
     .map((r) => r.roomId);
   check(byStamp[0] === hiddenRoom && byStamp[1] === visible,
     `the SDK's bump stamps order ${show(byStamp.slice(0, 3).map((r) => names.get(r)))}`);
-  say("sliding_sync.mjs: stage 2 OK: new messages move their rooms to the top");
+
+  stage = "room subscription outside the windows";
+  // Index 37 now, 36 at first: in no window so far.
+  const subscribed = order[37];
+  check(!alice.getRoom(subscribed), `${names.get(subscribed)} is already in the SDK`);
+  mark = alice.responses.length;
+  alice.sliding.modifyRoomSubscriptions(new Set([subscribed]));
+  const viaSubscription = await until(`${names.get(subscribed)} by its subscription`, () =>
+    roomDataSince(alice, mark, subscribed),
+  );
+  check(viaSubscription.data.initial === true &&
+    bodyOf(viaSubscription.data.timeline?.at(-1)) === `message ${bulk.indexOf(subscribed)}`,
+    `the subscribed room came as ${show(viaSubscription.data)}`);
+  await windowsBecome(alice, "the windows unchanged by a subscription", slid, order, 50);
+  await until("the subscribed room in the SDK", () =>
+    lastBody(alice, subscribed)?.startsWith("message") ? true : undefined,
+  );
+  say("sliding_sync.mjs: stage 2 OK: new messages move their rooms to the top; a subscription");
 
   // ---- 3. an invite with invite_state, accepted; required_state with $LAZY members
   stage = "invite with invite_state";
@@ -502,17 +577,17 @@ async function main() {
   );
   check(memberKeys(late.data).includes(dave.user_id),
     `Dave's member did not come with his message: ${show(late.data.required_state)}`);
-  for (const response of alice.responses) {
-    const data = response.rooms?.[lazyRoom];
-    if (!data?.required_state) continue;
-    const extra = memberKeys(data).filter((userId) => !senders(data).includes(userId));
-    check(extra.length === 0, `members of non-senders came: ${show(extra)} in ${show(data)}`);
-  }
+  checkLazy(alice);
   await until(
     "Dave in Alice's SDK",
     () => (lazyModel.getMember(dave.user_id)?.membership === "join" ? true : undefined),
   );
-  say("sliding_sync.mjs: stage 3 OK: invite accepted, $LAZY members");
+  const short = (ids) => ids.map((id) => id.split(":")[0]).join(" ");
+  say(
+    `sliding_sync.mjs: stage 3 OK: invite accepted, $LAZY members ${short(
+      memberKeys(joined.data),
+    )} for ${joined.data.timeline.length} events, then ${short(memberKeys(late.data))}`,
+  );
 
   // ---- 4. an encrypted conversation over the to_device and e2ee extensions
   stage = "create encrypted room";
@@ -568,9 +643,35 @@ async function main() {
     r.extensions?.e2ee?.device_lists?.changed?.includes(bobId),
   );
   check(changed, "Alice's e2ee extension never listed Bob's devices as changed");
-  const errors = [...alice.responses, ...bob.responses].filter((r) => r.error);
-  check(errors.length === 0, `sliding sync requests failed: ${show(errors)}`);
-  say(`sliding_sync.mjs: stage 4 OK: encrypted messages both ways in ${secretRoom}`);
+  for (const client of [alice, bob]) {
+    checkToDeviceOnce(client);
+    checkLazy(client);
+  }
+  say(
+    `sliding_sync.mjs: stage 4 OK: encrypted messages both ways in ${secretRoom} ` +
+      `(olm to-device: ${olmFrom(bob, aliceId).length} to Bob, ${olmFrom(alice, bobId).length} to Alice)`,
+  );
+
+  // ---- 5. one connection throughout
+  // The SDK aborts its long-poll whenever the request changes (setListRanges,
+  // modifyRoomSubscriptions) and sends it again from the same pos. Every pos the server
+  // answered must stay usable until the client moves on from it: a 400 M_UNKNOWN_POS
+  // makes the SDK start the connection over (all rooms initial again, every device
+  // list marked dirty by its e2ee extension).
+  stage = "one connection throughout";
+  for (const client of [alice, bob]) {
+    const lost = client.trace.filter((e) => e.status === 400);
+    const number = (pos) => pos?.split("/")[0];
+    const trace = client.trace.map((e) =>
+      [e.n, e.stage, `from ${number(e.pos) ?? "-"}`, e.status,
+        e.status === 200 ? `-> ${number(e.answer)}` : e.answer,
+        `at ${e.t0 - client.trace[0].t0} ms`, e.ms === undefined ? "in flight" : `${e.ms} ms`].join(" "),
+    );
+    check(lost.length === 0,
+      `${client.getUserId()}: ${lost.length} request(s) answered ${show(lost.map((e) => e.answer))} ` +
+        `from a pos the server had answered; its sliding sync requests:\n  ${trace.join("\n  ")}`);
+  }
+  say("sliding_sync.mjs: stage 5 OK: one connection throughout");
 
   stage = "done";
   for (const client of clients) client.stopClient();
