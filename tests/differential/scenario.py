@@ -20,6 +20,8 @@ first request (lists ``all``, ``recent``, ``dms``, ``invites``, ``encrypted``, a
 subscription to ``tombstoned``, every extension), bob writes a new message (and a
 receipt), carol logs in a new device, bob sends a second to-device message and alice
 leaves ``leaving``; and the incremental request follows with the first one's ``pos``.
+Then alice joins ``invite`` and reads the mention, renames ``named``, bob stops typing,
+and a third request follows the second.
 
 ``normalise`` turns an answer into the same shape on every server: user IDs become the
 role names, room IDs the scenario's names, event IDs ``type/sender/state key or body``,
@@ -135,11 +137,13 @@ class Outcome:
 
     first: dict[str, Any]
     second: dict[str, Any]
+    third: dict[str, Any]
     names: Names
     # Each joined room's ``unread_notifications`` on /sync (v2) right after each request
     # (by room name): Synapse 1.163's sliding sync sends 0 for both counts, always.
     first_counts: dict[str, Any] = field(default_factory=dict)
     second_counts: dict[str, Any] = field(default_factory=dict)
+    third_counts: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -200,7 +204,7 @@ async def run_scenario(client: MatrixClient) -> Outcome:
     hello = event("m.room.message/bob/hello", await bob.say(named, "hello"))
     await alice.call("POST", f"rooms/{quote(named)}/receipt/m.read/{quote(hello)}", {})
     body = f"{a_id}: look at this"
-    event(
+    mention = event(
         f"m.room.message/bob/{names.text(body)}",
         await bob.say(named, body, **{"m.mentions": {"user_ids": [a_id]}}),
     )
@@ -217,7 +221,7 @@ async def run_scenario(client: MatrixClient) -> Outcome:
     await alice.call("PUT", f"user/{quote(a_id)}/account_data/m.direct", {b_id: [dm]})
     event("m.room.message/bob/psst", await bob.say(dm, "psst"))
 
-    room("invite", await carol.create_room(name="Carol's room", invite=[a_id]))
+    invite = room("invite", await carol.create_room(name="Carol's room", invite=[a_id]))
 
     encryption = {
         "type": "m.room.encryption",
@@ -287,9 +291,17 @@ async def run_scenario(client: MatrixClient) -> Outcome:
     since = first.get("extensions", {}).get("to_device", {}).get("next_batch")
     second = await sliding(client, alice.account, request_body(tombstoned, since), first["pos"])
     second_counts = await _unread_counts(alice, names)
-    _collect_events(names, first)
-    _collect_events(names, second)
-    return Outcome(first, second, names, first_counts, second_counts)
+
+    await alice.join(invite)
+    await alice.call("PUT", f"rooms/{quote(named)}/state/m.room.name/", {"name": "Renamed"})
+    await bob.call("PUT", f"rooms/{quote(named)}/typing/{quote(b_id)}", {"typing": False})
+    await alice.call("POST", f"rooms/{quote(named)}/receipt/m.read/{quote(mention)}", {})
+    since = second.get("extensions", {}).get("to_device", {}).get("next_batch")
+    third = await sliding(client, alice.account, request_body(tombstoned, since), second["pos"])
+    third_counts = await _unread_counts(alice, names)
+    for answer in (first, second, third):
+        _collect_events(names, answer)
+    return Outcome(first, second, third, names, first_counts, second_counts, third_counts)
 
 
 async def _unread_counts(actor: Actor, names: Names) -> dict[str, Any]:

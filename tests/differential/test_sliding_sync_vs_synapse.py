@@ -81,7 +81,7 @@ def _with_counts(answer: dict[str, Any], counts: dict[str, Any]) -> dict[str, An
     return {**answer, "rooms": rooms}
 
 
-@pytest.mark.parametrize("which", ["first", "second"])
+@pytest.mark.parametrize("which", ["first", "second", "third"])
 @pytest.mark.parametrize("aspect", list(ASPECTS))
 def test_sliding_sync_agrees_with_synapse(
     synapse_outcome: Outcome, peyvand_outcome: Outcome, which: str, aspect: str
@@ -95,7 +95,7 @@ def test_sliding_sync_agrees_with_synapse(
     assert not found, f"{which} request, {aspect}: {len(found)} differences\n" + "\n".join(found)
 
 
-@pytest.mark.parametrize("which", ["first", "second"])
+@pytest.mark.parametrize("which", ["first", "second", "third"])
 def test_peyvand_sliding_counts_are_its_sync_counts(peyvand_outcome: Outcome, which: str) -> None:
     """Each joined room's unread counts on sliding sync are those /sync (v2) gives."""
     answer = normalise(getattr(peyvand_outcome, which), peyvand_outcome.names)
