@@ -26,7 +26,7 @@ and a third request follows the second.
 ``normalise`` turns an answer into the same shape on every server: user IDs become the
 role names, room IDs the scenario's names, event IDs ``type/sender/state key or body``,
 device IDs the role's device; timestamps, ages, tokens and ``unsigned`` are dropped;
-``bump_stamp`` values become their rank among the answer's rooms (their order kept); the
+``bump_stamp`` values become their rank among the scenario's (their order kept); the
 room IDs of a list are sorted but for ``recent`` (see ``RECENT_END``), global account
 data is sorted by type, and a room without account data has no entry.
 ``differences`` lists every path where two normalised answers differ.
@@ -144,6 +144,12 @@ class Outcome:
     first_counts: dict[str, Any] = field(default_factory=dict)
     second_counts: dict[str, Any] = field(default_factory=dict)
     third_counts: dict[str, Any] = field(default_factory=dict)
+
+    def normalised(self, which: str) -> Any:
+        """The answer ``which`` (first, second, third) normalised, its bump stamps ranked
+        among those of all three answers (Synapse leaves out an unchanged one)."""
+        stamps = bump_stamps(self.first, self.second, self.third)
+        return normalise(getattr(self, which), self.names, stamps)
 
 
 @dataclass
@@ -336,12 +342,22 @@ def _collect_events(names: Names, value: Any) -> None:
             _collect_events(names, item)
 
 
-def normalise(answer: dict[str, Any], names: Names) -> Any:
-    """The server-independent form of one answer (see the module docstring)."""
-    stamps = sorted(
-        {room["bump_stamp"] for room in answer.get("rooms", {}).values() if "bump_stamp" in room}
+def bump_stamps(*answers: dict[str, Any]) -> list[int]:
+    """Every ``bump_stamp`` of the answers, in order."""
+    return sorted(
+        {
+            room["bump_stamp"]
+            for answer in answers
+            for room in answer.get("rooms", {}).values()
+            if "bump_stamp" in room
+        }
     )
-    rank = {stamp: index for index, stamp in enumerate(stamps)}
+
+
+def normalise(answer: dict[str, Any], names: Names, stamps: list[int] | None = None) -> Any:
+    """The server-independent form of one answer (see the module docstring); a
+    ``bump_stamp`` becomes its rank among ``stamps`` (by default, the answer's own)."""
+    rank = {stamp: index for index, stamp in enumerate(stamps or bump_stamps(answer))}
 
     def walk(value: Any, key: str | None) -> Any:
         if key == "lists" and isinstance(value, dict):

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from differential.scenario import Outcome, differences, normalise
+from differential.scenario import Outcome, differences
 
 _COUNT_KEYS = (
     "joined_count",
@@ -86,8 +86,8 @@ def _with_counts(answer: dict[str, Any], counts: dict[str, Any]) -> dict[str, An
 def test_sliding_sync_agrees_with_synapse(
     synapse_outcome: Outcome, peyvand_outcome: Outcome, which: str, aspect: str
 ) -> None:
-    mine = normalise(getattr(peyvand_outcome, which), peyvand_outcome.names)
-    theirs = normalise(getattr(synapse_outcome, which), synapse_outcome.names)
+    mine = peyvand_outcome.normalised(which)
+    theirs = synapse_outcome.normalised(which)
     if aspect == "counts":
         # Synapse's sliding sync always says 0: its own /sync (v2) counts are the reference.
         theirs = _with_counts(theirs, getattr(synapse_outcome, f"{which}_counts"))
@@ -98,7 +98,7 @@ def test_sliding_sync_agrees_with_synapse(
 @pytest.mark.parametrize("which", ["first", "second", "third"])
 def test_peyvand_sliding_counts_are_its_sync_counts(peyvand_outcome: Outcome, which: str) -> None:
     """Each joined room's unread counts on sliding sync are those /sync (v2) gives."""
-    answer = normalise(getattr(peyvand_outcome, which), peyvand_outcome.names)
+    answer = peyvand_outcome.normalised(which)
     sliding = {
         name: {key: room.get(key) for key in _UNREAD_KEYS}
         for name, room in answer.get("rooms", {}).items()
