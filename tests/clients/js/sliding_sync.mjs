@@ -36,7 +36,8 @@
 //    Bob's device list change to Alice. No to-device message came twice (the SDK's
 //    since acknowledges a page), and no room data, in any response to either client,
 //    held the member of someone who sent none of its timeline.
-// 5. No request was answered 400 M_UNKNOWN_POS: the SDK kept one connection throughout,
+// 5. After three more rounds of changing the ranges while a long-poll waits, then news:
+//    no request was answered 400 M_UNKNOWN_POS, the SDK kept one connection throughout,
 //    though it aborts and re-sends its long-poll each time its request changes.
 //
 // Exits 0 on success, 1 with the stage that failed otherwise, and gives up after
@@ -254,6 +255,14 @@ async function startSliding(client, ranges) {
     () => (syncState === "PREPARED" || syncState === "SYNCING" ? true : undefined),
     () => `(responses: ${show(client.responses.slice(-2))})`,
   );
+}
+
+/** Wait until `client` has had a sliding sync request waiting for at least `ms`. */
+function longPolling(client, ms) {
+  return until(`a sliding sync request of ${client.getUserId()} waiting ${ms} ms`, () => {
+    const last = client.trace.at(-1);
+    return last && last.status === undefined && Date.now() - last.t0 >= ms ? true : undefined;
+  });
 }
 
 /** The windows of list "rooms" in the newest response that has them (ops), or undefined. */
@@ -659,6 +668,23 @@ async function main() {
   // makes the SDK start the connection over (all rooms initial again, every device
   // list marked dirty by its e2ee extension).
   stage = "one connection throughout";
+  // Three more rounds of what Element does: change the request while a long-poll waits
+  // (the SDK aborts it and sends the new one from the same pos), then news wakes the
+  // waiting requests.
+  for (let round = 0; round < 3; round++) {
+    await longPolling(alice, 300);
+    const before = alice.trace.length;
+    alice.sliding.setListRanges("rooms", [[0, 9], [10, 19], [40, round % 2 ? 49 : 48]]);
+    await until("the changed request answered", () =>
+      alice.trace.slice(before).some((e) => e.status === 200) ? true : undefined,
+    );
+    await longPolling(alice, 100);
+    mark = alice.responses.length;
+    const { event_id: newsId } = await say_(aliceToken, order[0], `news ${round}`);
+    await until(`news ${round} at Alice`, () =>
+      roomDataSince(alice, mark, order[0], (d) => d.timeline?.some((e) => e.event_id === newsId)),
+    );
+  }
   for (const client of [alice, bob]) {
     const lost = client.trace.filter((e) => e.status === 400);
     const number = (pos) => pos?.split("/")[0];
