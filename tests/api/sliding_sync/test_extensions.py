@@ -322,6 +322,50 @@ async def test_a_room_entering_the_window_brings_its_account_data_and_receipts(
     assert bob.user_id in extensions["receipts"]["rooms"][older]["content"][event_id]["m.read"]
 
 
+async def test_a_room_back_in_view_gets_the_account_data_and_receipts_it_missed(
+    client: MatrixClient,
+) -> None:
+    """Synapse's ``HaveSentRoom``: a room sent before, changed while out of the window,
+    gets those changes when it comes back (not ``initial``, not only what changed since
+    the previous response)."""
+    alice, bob = await client.register(), await client.register()
+    older = await room_with(client, alice, bob)
+    newer = await room_with(client, alice)
+    top_room = {"top": one_list(0, timeline_limit=1)["all"]}
+    wanted = {"account_data": {"enabled": True}, "receipts": {"enabled": True}}
+
+    first = (await sliding(client, alice, wanted, lists=top_room)).ok()
+    event_id = await send_message(client, bob, older)
+    shown = (await sliding(client, alice, wanted, first["pos"], lists=top_room)).ok()
+    assert shown["rooms"][older]["initial"] is True
+    await send_message(client, alice, newer)
+    away = (await sliding(client, alice, wanted, shown["pos"], lists=top_room)).ok()
+    assert away["lists"]["top"]["ops"][0]["room_ids"] == [newer]
+
+    # Out of view, the older room gets account data and a receipt: not sent now...
+    await put_room_data(client, alice, older, "org.example.missed", {"n": 2})
+    receipt_path = f"rooms/{quote(older)}/receipt/m.read/{quote(event_id)}"
+    (await client.request("POST", receipt_path, json={}, token=bob)).ok()
+    quiet = (await sliding(client, alice, wanted, away["pos"], lists=top_room)).ok()
+    assert older not in quiet["extensions"]["account_data"]["rooms"]
+    assert older not in quiet["extensions"]["receipts"]["rooms"]
+    await put_global_data(client, alice, "org.example.later", {})
+    later = (await sliding(client, alice, wanted, quiet["pos"], lists=top_room)).ok()
+    assert older not in later["extensions"]["account_data"]["rooms"]
+
+    # ...but when it comes back into the window.
+    await send_message(client, bob, older)
+    back = (await sliding(client, alice, wanted, later["pos"], lists=top_room)).ok()
+    assert "initial" not in back["rooms"][older]
+    extensions = back["extensions"]
+    assert by_type(extensions["account_data"]["rooms"][older]) == {"org.example.missed": {"n": 2}}
+    assert bob.user_id in extensions["receipts"]["rooms"][older]["content"][event_id]["m.read"]
+    # Once sent, it is up to date: nothing again.
+    again = (await sliding(client, alice, wanted, back["pos"], lists=top_room)).ok()
+    assert older not in again["extensions"]["account_data"]["rooms"]
+    assert older not in again["extensions"]["receipts"]["rooms"]
+
+
 async def test_account_data_wakes_a_waiting_request(client: MatrixClient) -> None:
     alice = await client.register()
     wanted = {"account_data": {"enabled": True}}

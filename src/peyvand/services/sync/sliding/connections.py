@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from peyvand.errors import Errcode, MatrixError
 from peyvand.events.pdu import StateKey
 from peyvand.lru import LRU
 from peyvand.services.sync.sliding.request import StatePair
+from peyvand.services.sync.sliding.sent_rooms import RoomStatuses
 from peyvand.services.sync.streams import StreamToken, parse_position_number
 from peyvand.types import DeviceID, EventID, RoomID, UserID
 
@@ -61,6 +62,8 @@ class ConnectionPosition:
 
     rooms: Mapping[RoomID, SentRoom]
     lists: Mapping[str, object]
+    # Per room extension (``account_data``, ``receipts``), what each room was sent of it.
+    extensions: Mapping[str, RoomStatuses] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +138,13 @@ def _bounded(position: ConnectionPosition) -> ConnectionPosition:
     if len(position.rooms) <= MAX_ROOMS_PER_CONNECTION:
         return position
     newest = sorted(position.rooms.items(), key=lambda item: item[1].position, reverse=True)
-    return ConnectionPosition(dict(newest[:MAX_ROOMS_PER_CONNECTION]), position.lists)
+    rooms = dict(newest[:MAX_ROOMS_PER_CONNECTION])
+    # A room forgotten by an extension is sent all its data again.
+    extensions = {
+        name: {r: s for r, s in statuses.items() if r in rooms}
+        for name, statuses in position.extensions.items()
+    }
+    return ConnectionPosition(rooms, position.lists, extensions)
 
 
 def unknown_pos() -> MatrixError:

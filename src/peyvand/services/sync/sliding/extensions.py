@@ -9,7 +9,8 @@ implements them (``synapse/handlers/sliding_sync/extensions.py``).
 - ``receipts`` (MSC3960): per room of the extension's scope, one ``m.receipt`` event
   (``{"type", "content"}``, the ephemeral event of /sync without its room ID) with the
   receipts changed since the previous response, or every current one for a room new to
-  the connection; private receipts only to their owner.
+  the connection; private receipts only to their owner. A room back in view gets the
+  account data and receipts it missed while out of view (``sent_rooms``, as Synapse).
 - ``typing`` (MSC3961): per room of the scope whose typing set changed since the previous
   response (every room with typing users, for a room new to the connection), its
   ``m.typing`` event.
@@ -27,12 +28,9 @@ from collections.abc import Mapping, Sequence
 from collections.abc import Set as AbstractSet
 
 from peyvand.services.sync.sliding.ext_account_data import account_data_extension
-from peyvand.services.sync.sliding.ext_request import (
-    ExtensionsRequest,
-    RoomScope,
-    parse_extensions,
-)
+from peyvand.services.sync.sliding.ext_request import ExtensionsRequest, parse_extensions
 from peyvand.services.sync.sliding.ext_to_device import InboxPages, ToDeviceExtension
+from peyvand.services.sync.sliding.sent_rooms import RoomStatuses, advance, live_out_of_view, split
 from peyvand.services.sync.streams import StreamToken
 from peyvand.services.sync.sync import (
     AccountDataSource,
@@ -74,15 +72,21 @@ class SlidingExtensions:
         subscriptions: Sequence[RoomID],
         *,
         initial_rooms: AbstractSet[RoomID] = frozenset(),
-    ) -> JsonDict:
+        sent: Mapping[str, RoomStatuses] | None = None,
+    ) -> tuple[JsonDict, dict[str, RoomStatuses]]:
         """The response's ``extensions`` object for the request's ``extensions`` (400 for a
-        malformed one). ``since`` is the connection's previous position (None for its
+        malformed one), and what the connection holds after it of each room of the
+        ``account_data`` and ``receipts`` extensions (``sent_rooms``; ``sent`` is what
+        it held before). ``since`` is the connection's previous position (None for its
         first response), ``upto`` the position now; ``lists`` the rooms in each list's
         ranges and ``subscriptions`` the subscribed rooms. ``initial_rooms``: the rooms
         this response sends as new to the connection (``initial``), which get their
         current account data, receipts and typing rather than the changes since
-        ``since``."""
+        ``since``. A disabled extension forgets what it sent: enabled again, it sends
+        every room's data anew."""
         wanted = parse_extensions(request)
+        held = sent or {}
+        after: dict[str, RoomStatuses] = {}
         response: JsonDict = {}
         if wanted.to_device is not None:
             response["to_device"] = await self._to_device.respond(
@@ -91,27 +95,32 @@ class SlidingExtensions:
         if wanted.e2ee:
             response["e2ee"] = await self._e2ee(user_id, device_id, since, upto)
         if wanted.account_data is not None:
-            response["account_data"] = await account_data_extension(
+            response["account_data"], after["account_data"] = await account_data_extension(
                 self._account_data,
                 user_id,
                 wanted.account_data.select(lists, subscriptions),
                 initial_rooms,
+                held.get("account_data", {}),
                 since.account_data if since is not None else None,
                 upto.account_data,
             )
         if wanted.receipts is not None:
-            response["receipts"] = {
-                "rooms": await self._receipts_by_room(
-                    user_id, wanted.receipts, lists, subscriptions, initial_rooms, since, upto
-                )
-            }
+            receipts, after["receipts"] = await self._receipts_by_room(
+                user_id,
+                wanted.receipts.select(lists, subscriptions),
+                initial_rooms,
+                held.get("receipts", {}),
+                since,
+                upto,
+            )
+            response["receipts"] = {"rooms": receipts}
         if wanted.typing is not None:
             rooms = wanted.typing.select(lists, subscriptions)
             since_typing = since.typing if since is not None else 0
             typing = self._typing.typing_for_rooms(sorted(rooms - initial_rooms), since_typing)
             typing.update(self._typing.typing_for_rooms(sorted(rooms & initial_rooms), 0))
             response["typing"] = {"rooms": typing}
-        return response
+        return response, after
 
     def has_news(
         self, request: Mapping[str, object], since: StreamToken | None, upto: StreamToken
@@ -143,28 +152,44 @@ class SlidingExtensions:
     async def _receipts_by_room(
         self,
         user_id: UserID,
-        scope: RoomScope,
-        lists: Mapping[str, Sequence[RoomID]],
-        subscriptions: Sequence[RoomID],
+        rooms: AbstractSet[RoomID],
         initial_rooms: AbstractSet[RoomID],
+        statuses: RoomStatuses,
         since: StreamToken | None,
         upto: StreamToken,
-    ) -> dict[RoomID, JsonDict]:
-        rooms = scope.select(lists, subscriptions)
-        initial = rooms if since is None else rooms & initial_rooms
+    ) -> tuple[dict[RoomID, JsonDict], dict[RoomID, int | None]]:
+        """Each room's ``m.receipt`` event: every current receipt of a room new to the
+        connection, those since the previous response of one sent then, those since
+        its own position of one that missed receipts out of view (read from the
+        earliest; a receipt repeated is harmless); and the statuses after it. The rooms
+        sent last time but out of view are read with those in view, to note which
+        missed receipts."""
+        parts = split(rooms, statuses, initial_rooms, first=since is None)
         by_room: dict[RoomID, JsonDict] = {}
-        live = rooms - initial
-        if live and since is not None and upto.receipts > since.receipts:
+        missed_out_of_view: set[RoomID] = set()
+        if since is not None and upto.receipts > since.receipts:
+            watched = live_out_of_view(statuses, rooms)
+            if parts.live or watched:
+                changed = await self._receipts.receipts_for_rooms(
+                    user_id, sorted(parts.live | set(watched)), since.receipts, upto.receipts
+                )
+                by_room.update((r, changed[r]) for r in parts.live & changed.keys())
+                missed_out_of_view = changed.keys() - rooms
+        oldest = parts.oldest
+        if oldest is not None and oldest < upto.receipts:
             by_room.update(
                 await self._receipts.receipts_for_rooms(
-                    user_id, sorted(live), since.receipts, upto.receipts
+                    user_id, sorted(parts.previously), oldest, upto.receipts
                 )
             )
-        if initial:
+        if parts.initial:
             by_room.update(
-                await self._receipts.receipts_for_rooms(user_id, sorted(initial), 0, upto.receipts)
+                await self._receipts.receipts_for_rooms(
+                    user_id, sorted(parts.initial), 0, upto.receipts
+                )
             )
-        return by_room
+        previous = since.receipts if since is not None else None
+        return by_room, advance(statuses, rooms, missed_out_of_view, previous)
 
 
 def _moved(wanted: ExtensionsRequest, since: StreamToken, upto: StreamToken) -> bool:

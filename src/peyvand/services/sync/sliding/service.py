@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from peyvand.services.accounts.requester import Requester
@@ -41,6 +41,7 @@ from peyvand.services.sync.sliding.room_lists import (
     windows,
 )
 from peyvand.services.sync.sliding.rooms import RoomRequest, RoomResponses
+from peyvand.services.sync.sliding.sent_rooms import RoomStatuses
 from peyvand.services.sync.streams import StreamToken
 from peyvand.services.timeline.room_index import RoomIndex
 from peyvand.services.timeline.room_state import StateService
@@ -65,7 +66,8 @@ class Extensions(Protocol):
         subscriptions: Sequence[RoomID],
         *,
         initial_rooms: frozenset[RoomID] = frozenset(),
-    ) -> JsonDict: ...
+        sent: Mapping[str, RoomStatuses] | None = None,
+    ) -> tuple[JsonDict, dict[str, RoomStatuses]]: ...
 
     def has_news(
         self, request: Mapping[str, object], since: StreamToken | None, upto: StreamToken
@@ -141,11 +143,19 @@ class SlidingSyncService:
             computed = await self._compute(requester, request, previous, since, now)
             ext_news = self._extensions.has_news(request.extensions, since, now)
             if since is None or computed.news or ext_news or self._clock() >= deadline:
-                extensions = await self._respond_extensions(
-                    requester, request, computed, since, now
+                extensions, sent = await self._respond_extensions(
+                    requester, request, computed, previous, since, now
                 )
-                if since is None or computed.news or carries_news(extensions):
-                    number = self._connections.record(key, base, computed.position)
+                # A room extension's statuses change also when a room out of view
+                # missed changes (``sent_rooms``): the next request must know it.
+                if (
+                    since is None
+                    or computed.news
+                    or carries_news(extensions)
+                    or sent != previous.extensions
+                ):
+                    position = replace(computed.position, extensions=sent)
+                    number = self._connections.record(key, base, position)
                     return _response(Pos(number, now), computed, extensions)
                 if self._clock() >= deadline:
                     assert base is not None
@@ -159,9 +169,10 @@ class SlidingSyncService:
         requester: Requester,
         request: SlidingSyncRequest,
         computed: _Pass,
+        previous: ConnectionPosition,
         since: StreamToken | None,
         now: StreamToken,
-    ) -> JsonDict:
+    ) -> tuple[JsonDict, dict[str, RoomStatuses]]:
         initial = frozenset(r for r, body in computed.rooms.items() if body.get("initial"))
         return await self._extensions.respond(
             requester.user_id,
@@ -172,6 +183,7 @@ class SlidingSyncService:
             computed.list_rooms,
             computed.subscriptions,
             initial_rooms=initial,
+            sent=previous.extensions,
         )
 
     async def _compute(
@@ -212,7 +224,7 @@ class SlidingSyncService:
             direct=direct,
         )
         lists = {name: list_json(result, request.lists[name]) for name, result in results.items()}
-        position = ConnectionPosition({**previous.rooms, **sent}, lists)
+        position = ConnectionPosition({**previous.rooms, **sent}, lists, previous.extensions)
         return _Pass(
             lists=lists,
             list_rooms={
