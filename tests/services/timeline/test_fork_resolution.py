@@ -541,6 +541,64 @@ async def test_a_received_fork_while_a_local_message_is_being_committed(tmp_path
         assert state[name] == rename.event_id
 
 
+async def test_a_state_group_being_written_is_read_whole_when_the_caches_are_dropped(
+    tmp_path: Path,
+) -> None:
+    """A state event's new group exists only in memory until its commit. The deltas
+    cache may be dropped meanwhile (a partial-state room completing anywhere drops it,
+    and it evicts): an event built on that group still sees the state it holds (the
+    group is never read from storage as empty)."""
+    dag = _room()
+    room_id = dag.join.room_id
+    topic_key: StateKey = ("m.room.topic", "")
+    async with _receiver(tmp_path / "c.db") as receiver:
+        await receiver.join(dag)
+        gate = asyncio.Event()
+
+        async def hold_commit(_events: Sequence[Any]) -> None:
+            await gate.wait()
+
+        receiver.writer.add_pre_commit(hold_commit)
+        # Bob (power 100) stands in for a local user: his events are signed here.
+        topic_sent = asyncio.create_task(
+            receiver.creation.send(room_id, BOB, EventSpec("m.room.topic", {"topic": "t"}, ""))
+        )
+        try:
+            snapshot = await receiver.state.get_room(room_id)
+            assert snapshot is not None
+            for _ in range(500):  # until the topic is built (bounded)
+                if topic_key in snapshot.state:
+                    break
+                await asyncio.sleep(0.01)
+            assert topic_key in snapshot.state
+            receiver.state.forget_state_deltas()
+            profile_sent = asyncio.create_task(
+                receiver.creation.send(
+                    room_id,
+                    CAROL,
+                    EventSpec("m.room.member", {"membership": "join", "displayname": "C"}, CAROL),
+                )
+            )
+            for _ in range(500):  # until the member event is built (bounded)
+                if snapshot.state[("m.room.member", CAROL)] != dag.join.event_id:
+                    break
+                await asyncio.sleep(0.01)
+            in_flight = (await receiver.state.get_events([snapshot.extremities[0]])).values()
+            (member_group,) = [e.state_group for e in in_flight]
+            keyed = await receiver.state.state_ids_at_group(member_group, [topic_key])
+            assert keyed == {topic_key: snapshot.state[topic_key]}
+        finally:
+            gate.set()
+        async with asyncio.timeout(10):
+            topic = await topic_sent
+            profile = await profile_sent
+        receiver.state.forget_state_deltas()
+        receiver.state.forget_room(room_id)  # read the stored groups, not the snapshot
+        after = await receiver.state.state_ids_at_group(profile.state_group)
+        assert after[topic_key] == topic.pdu.event_id
+        assert after[("m.room.member", CAROL)] == profile.pdu.event_id
+
+
 def _rename_after_join(dag: Dag) -> Pdu:
     """Alice names the room right after Carol's join."""
     return _sign(

@@ -170,8 +170,10 @@ class StateService:
         # Events held outside the timeline (immutable, like the rest).
         # Events held outside the timeline, each with the redaction applied to it (if any).
         self._outliers: LRU[EventID, tuple[Pdu, EventID | None]] = LRU(event_cache_size)
-        # Events queued for the writer, until their commit settles (see ``hold_in_flight``).
+        # Events queued for the writer and their new state groups, until their commit
+        # settles (see ``hold_in_flight``).
         self._in_flight: dict[EventID, StoredEvent] = {}
+        self._in_flight_groups: dict[int, NewStateGroup] = {}
         # Bumped when a purge changes stored events: a read that began before a bump
         # does not cache what it loaded (it may be the old form).
         self._forget_epoch = 0
@@ -302,19 +304,25 @@ class StateService:
             if event.pdu.is_state():
                 self._events.put(event.pdu.event_id, event)
 
-    def hold_in_flight(self, events: Iterable[StoredEvent]) -> None:
-        """Keep ``events``, queued for the writer, readable by ID until
-        ``release_in_flight``. The room's snapshot moves past an event before its commit
-        (the lock is not held meanwhile), so it is a forward extremity that the next
-        event's state resolution reads, whether or not it is a state event kept by the
-        cache."""
+    def hold_in_flight(
+        self, events: Iterable[StoredEvent], groups: Iterable[NewStateGroup]
+    ) -> None:
+        """Keep ``events`` and their new state ``groups``, queued for the writer,
+        readable until ``release_in_flight``. The room's snapshot moves past an event
+        before its commit (the lock is not held meanwhile), so it is a forward extremity
+        whose state the next event's state resolution reads, whether or not the caches
+        (which keep only state events, and evict) still hold it."""
         for event in events:
             self._in_flight[event.pdu.event_id] = event
+        for group in groups:
+            self._in_flight_groups[group.row.state_group] = group
 
-    def release_in_flight(self, event_ids: Iterable[EventID]) -> None:
+    def release_in_flight(self, event_ids: Iterable[EventID], groups: Iterable[int]) -> None:
         """Their commit settled: stored, or failed and forgotten with their room."""
         for event_id in event_ids:
             self._in_flight.pop(event_id, None)
+        for group in groups:
+            self._in_flight_groups.pop(group, None)
 
     async def is_redacted(self, event_id: EventID) -> bool:
         """Whether the timeline event ``event_id`` has been redacted (its stored content
@@ -423,6 +431,8 @@ class StateService:
         missing = []
         for group in groups:
             row = self._groups.get(group)
+            if row is None and (held := self._in_flight_groups.get(group)) is not None:
+                row = held.row
             if row is None:
                 missing.append(group)
             else:
@@ -452,11 +462,19 @@ class StateService:
     async def _deltas_for(
         self, groups: Sequence[int], keys: Sequence[StateKey] | None
     ) -> dict[int, dict[StateKey, EventID]]:
-        if keys is not None:
-            return await self._store.get_state_group_deltas(groups, keys)
-        found = {g: d for g in groups if (d := self._deltas.get(g)) is not None}
+        """The deltas of ``groups`` (only ``keys`` if given): cached or being written
+        first, then from storage (whole deltas are cached)."""
+        found: dict[int, dict[StateKey, EventID]] = {}
+        for group in groups:
+            delta = self._deltas.get(group)
+            if delta is None and (held := self._in_flight_groups.get(group)) is not None:
+                delta = held.delta
+            if delta is not None:
+                found[group] = delta if keys is None else {k: delta[k] for k in keys if k in delta}
         missing = [g for g in groups if g not in found]
-        if missing:
+        if missing and keys is not None:
+            found.update(await self._store.get_state_group_deltas(missing, keys))
+        elif missing:
             loaded = await self._store.get_state_group_deltas(missing)
             for group, delta in loaded.items():
                 self._deltas.put(group, delta)
