@@ -144,7 +144,7 @@ let txns = 0;
 const txnId = () => `sliding-${Date.now()}-${txns++}`;
 const room = (roomId) => `/rooms/${encodeURIComponent(roomId)}`;
 
-function say_(token, roomId, body) {
+function sendOverHttp(token, roomId, body) {
   return api(token, "PUT", `${room(roomId)}/send/m.room.message/${txnId()}`, {
     msgtype: "m.text",
     body,
@@ -410,7 +410,7 @@ async function main() {
     return roomId;
   });
   // One message each, in order: the newest is the last room's.
-  for (const [i, roomId] of bulk.entries()) await say_(aliceToken, roomId, `message ${i}`);
+  for (const [i, roomId] of bulk.entries()) await sendOverHttp(aliceToken, roomId, `message ${i}`);
   let order = [...bulk].reverse();
 
   stage = "first sliding sync with 3 windows";
@@ -478,7 +478,7 @@ async function main() {
   const hiddenRoom = order[36];
   check(!alice.getRoom(hiddenRoom), `${names.get(hiddenRoom)} is already in the SDK`);
   mark = alice.responses.length;
-  const { event_id: bumpId } = await say_(aliceToken, hiddenRoom, "bump from outside");
+  const { event_id: bumpId } = await sendOverHttp(aliceToken, hiddenRoom, "bump from outside");
   order = [hiddenRoom, ...order.filter((roomId) => roomId !== hiddenRoom)];
   await windowsBecome(alice, `${names.get(hiddenRoom)} at the top`, slid, order, 50);
   const bumped = await until(`${names.get(hiddenRoom)}'s room data`, () =>
@@ -526,9 +526,9 @@ async function main() {
   names.set(lazyRoom, "lazy members");
   await api(carol.access_token, "POST", `/join/${encodeURIComponent(lazyRoom)}`, {});
   await api(dave.access_token, "POST", `/join/${encodeURIComponent(lazyRoom)}`, {});
-  await say_(dave.access_token, lazyRoom, "dave, early");
-  await say_(carol.access_token, lazyRoom, "carol 1");
-  await say_(carol.access_token, lazyRoom, "carol 2");
+  await sendOverHttp(dave.access_token, lazyRoom, "dave, early");
+  await sendOverHttp(carol.access_token, lazyRoom, "carol 1");
+  await sendOverHttp(carol.access_token, lazyRoom, "carol 2");
   mark = alice.responses.length;
   await api(bobToken, "POST", `${room(lazyRoom)}/invite`, { user_id: aliceId });
   order = [lazyRoom, ...order];
@@ -580,7 +580,7 @@ async function main() {
 
   stage = "$LAZY member of a new sender";
   mark = alice.responses.length;
-  const { event_id: daveId } = await say_(dave.access_token, lazyRoom, "dave, late");
+  const { event_id: daveId } = await sendOverHttp(dave.access_token, lazyRoom, "dave, late");
   const late = await until("Dave's message at Alice", () =>
     roomDataSince(alice, mark, lazyRoom, (d) => d.timeline?.some((e) => e.event_id === daveId)),
   );
@@ -680,7 +680,7 @@ async function main() {
     );
     await longPolling(alice, 100);
     mark = alice.responses.length;
-    const { event_id: newsId } = await say_(aliceToken, order[0], `news ${round}`);
+    const { event_id: newsId } = await sendOverHttp(aliceToken, order[0], `news ${round}`);
     await until(`news ${round} at Alice`, () =>
       roomDataSince(alice, mark, order[0], (d) => d.timeline?.some((e) => e.event_id === newsId)),
     );
@@ -694,8 +694,10 @@ async function main() {
         `at ${e.t0 - client.trace[0].t0} ms`, e.ms === undefined ? "in flight" : `${e.ms} ms`].join(" "),
     );
     check(lost.length === 0,
-      `${client.getUserId()}: ${lost.length} request(s) answered ${show(lost.map((e) => e.answer))} ` +
-        `from a pos the server had answered; its sliding sync requests:\n  ${trace.join("\n  ")}`);
+      `${client.getUserId()}: ${lost.length} request(s) from a pos the server had answered ` +
+        `got 400 ${show(lost.map((e) => JSON.parse(e.answer).errcode))}, and the SDK started ` +
+        `its connection over each time; its sliding sync requests (n, stage, from pos, ` +
+        `status, new pos, start, duration):\n  ${trace.join("\n  ")}`);
   }
   say("sliding_sync.mjs: stage 5 OK: one connection throughout");
 
