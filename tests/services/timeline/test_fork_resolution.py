@@ -599,6 +599,69 @@ async def test_a_state_group_being_written_is_read_whole_when_the_caches_are_dro
         assert after[("m.room.member", CAROL)] == profile.pdu.event_id
 
 
+async def test_a_send_built_while_a_failed_commit_drops_the_room_builds_again(
+    tmp_path: Path,
+) -> None:
+    """A commit fails (its room's snapshot is dropped and reloaded) while the next
+    event of the room is being built on the old snapshot, citing the failed event: that
+    event is built again on the reloaded snapshot, so nothing stored cites an event
+    that never was."""
+    dag = _room()
+    room_id = dag.join.room_id
+    async with _receiver(tmp_path / "c.db") as receiver:
+        await receiver.join(dag)
+        gate = asyncio.Event()
+        failing: set[EventID] = set()
+
+        async def fail_commit(events: Sequence[Any]) -> None:
+            await gate.wait()
+            if any(e.pdu.event_id in failing for e in events):
+                raise RuntimeError("the disk is full")
+
+        receiver.writer.add_pre_commit(fail_commit)
+        first = asyncio.create_task(
+            receiver.creation.send(
+                room_id, CAROL, EventSpec("m.room.message", {"msgtype": "m.text", "body": "one"})
+            )
+        )
+        building = asyncio.Event()
+        release = asyncio.Event()
+
+        async def countersign(pdu: Pdu, _snapshot: Any) -> Pdu:
+            building.set()
+            await release.wait()
+            return pdu
+
+        try:
+            snapshot = await receiver.state.get_room(room_id)
+            assert snapshot is not None
+            for _ in range(500):  # until the first message is built (bounded)
+                if snapshot.extremities != [dag.join.event_id]:
+                    break
+                await asyncio.sleep(0.01)
+            (first_id,) = snapshot.extremities
+            failing.add(first_id)
+            second = asyncio.create_task(
+                receiver.creation.send(
+                    room_id,
+                    CAROL,
+                    EventSpec("m.room.message", {"msgtype": "m.text", "body": "two"}),
+                    countersign=countersign,
+                )
+            )
+            async with asyncio.timeout(10):
+                await building.wait()
+        finally:
+            gate.set()
+        async with asyncio.timeout(10):
+            outcomes = await asyncio.gather(first, return_exceptions=True)
+            assert isinstance(outcomes[0], RuntimeError)
+            release.set()
+            stored = await second
+        assert stored.pdu.prev_event_ids == [dag.join.event_id]
+        assert await receiver.store.get_forward_extremities(room_id) == [stored.pdu.event_id]
+
+
 def _rename_after_join(dag: Dag) -> Pdu:
     """Alice names the room right after Carol's join."""
     return _sign(

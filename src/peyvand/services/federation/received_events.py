@@ -227,7 +227,12 @@ class FederationEventHandler:
                     continue
                 if await self._known(pdu.event_id):
                     return Outcome(pdu.event_id, "duplicate")
-                return await self._apply(origin, snapshot, pdu, befores, partial=partial, gap=gap)
+                try:
+                    return await self._apply(
+                        origin, snapshot, pdu, befores, partial=partial, gap=gap
+                    )
+                except _SnapshotReplaced:
+                    continue
 
     # -- checks ------------------------------------------------------------------------
 
@@ -472,7 +477,10 @@ class FederationEventHandler:
                     # commit): the extremities stored with the events must be the
                     # reloaded snapshot's, else they undo what was applied to it.
                     continue
-                return await self._persist_backfilled(current, pdus, state_group)
+                try:
+                    return await self._persist_backfilled(current, pdus, state_group)
+                except _SnapshotReplaced:
+                    continue
 
     async def _persist_backfilled(
         self, snapshot: RoomSnapshot, pdus: Sequence[Pdu], state_group: int
@@ -504,6 +512,7 @@ class FederationEventHandler:
                 )
             )
         if stored:
+            self._still_current(snapshot)
             await self._enqueue(stored)
         return bool(stored)
 
@@ -752,8 +761,17 @@ class FederationEventHandler:
             redacted_by=await self._store.redaction_on_arrival(pdu),
             replaces_state=replaces_state,
         )
+        self._still_current(snapshot)
         current.move(snapshot, pdu.depth)
         await self._enqueue([persisted])
+
+    def _still_current(self, snapshot: RoomSnapshot) -> None:
+        """Raise ``_SnapshotReplaced`` if ``snapshot`` was replaced while the event was
+        worked out under its lock (a failed commit or a completed partial state reloads
+        the room): what was decided from it (extremities, current state) may cite events
+        that were never stored. Called with no await before the enqueue."""
+        if self._state.is_forgotten(snapshot):
+            raise _SnapshotReplaced
 
 
 JsonResult = dict[str, str]
@@ -765,6 +783,10 @@ class StateAt:
 
     state: dict[StateKey, EventID]
     group: StateGroupRow | None
+
+
+class _SnapshotReplaced(Exception):
+    """The room's snapshot was replaced under an event being applied: start again."""
 
 
 class DroppedPdu(Exception):

@@ -210,6 +210,11 @@ class EventCreationService:
                         persisted = await self._apply_over_fork(
                             snapshot, pdu, before, txn=txn, redaction_by_power=by_power
                         )
+                    if self._state.is_forgotten(snapshot):
+                        # A failed commit dropped it while this event was built: its
+                        # prev_events may never be stored. Build again on the reloaded one.
+                        self._state.forget_events([pdu.event_id])
+                        continue
                     done = self._enqueue([persisted])
                     break
         except BaseException as exc:
