@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
+import pytest
+
 from harness.client import MatrixClient
 from harness.rooms import create_room
 
@@ -80,3 +82,18 @@ async def test_initial_state_power_levels_leaving_the_creator_powerless_refused(
     assert refused.status == 403 and refused.body["errcode"] == "M_FORBIDDEN", refused.body
     joined = (await client.request("GET", "joined_rooms", token=alice)).ok()
     assert joined["joined_rooms"] == []
+
+
+@pytest.mark.parametrize(("version", "tombstone"), [("11", 100), ("12", 150)])
+async def test_default_power_levels(client: MatrixClient, version: str, tombstone: int) -> None:
+    """Synapse's defaults. From v12 ``m.room.tombstone`` is "explicitly higher than
+    ``state_default``" (createRoom: 150 instead of 100), so only creators may upgrade;
+    no ``notifications`` key (absent, ``room`` is 50)."""
+    alice = await client.register()
+    room_id = await create_room(client, alice, room_version=version)
+    path = f"rooms/{quote(room_id)}/state/m.room.power_levels/"
+    levels = (await client.request("GET", path, token=alice)).ok()
+    assert levels["events"]["m.room.tombstone"] == tombstone
+    assert levels["events"]["m.room.tombstone"] > levels["state_default"] == 50
+    assert "notifications" not in levels
+    assert levels["users"] == ({} if version == "12" else {alice.user_id: 100})

@@ -250,3 +250,42 @@ async def test_upgrade_v12_does_not_carry_additional_creators(client: MatrixClie
     next_room = again.ok()["replacement_room"]
     create = (await state(client, next_room, bob))[("m.room.create", "")]
     assert create["content"]["additional_creators"] == [alice.user_id, carol.user_id]
+
+
+async def test_upgrade_copies_state_in_synapses_order(client: MatrixClient) -> None:
+    """The new room gets the preset's events the old room lacks, then the copied state
+    in Synapse's order (join rules, name, topic, history visibility, guest access,
+    avatar, encryption, server ACL), then the bans."""
+    alice, mallory = await client.register(), await client.register()
+    room_id = (
+        await client.request(
+            "POST",
+            "createRoom",
+            json={"preset": "public_chat", "name": "Old name", "topic": "Old topic"},
+            token=alice,
+        )
+    ).ok()["room_id"]
+    (await client.request("POST", f"rooms/{room_id}/join", json={}, token=mallory)).ok()
+    ban = {"user_id": mallory.user_id}
+    (await client.request("POST", f"rooms/{room_id}/ban", json=ban, token=alice)).ok()
+    new_room = (await upgrade(client, room_id, alice, "12")).ok()["replacement_room"]
+
+    chunk = (
+        await client.request(
+            "GET", f"rooms/{new_room}/messages", params={"dir": "f", "limit": "50"}, token=alice
+        )
+    ).ok()["chunk"]
+    types = [e["type"] for e in chunk]
+    # public_chat has no guest access: the preset's comes first, before the copies.
+    assert types[:9] == [
+        "m.room.create",
+        "m.room.member",
+        "m.room.power_levels",
+        "m.room.guest_access",
+        "m.room.join_rules",
+        "m.room.name",
+        "m.room.topic",
+        "m.room.history_visibility",
+        "m.room.member",
+    ], types
+    assert chunk[8]["content"]["membership"] == "ban"

@@ -81,7 +81,13 @@ class CreateRoomRequest:
 def default_power_levels(
     room_version: RoomVersion, creators: set[UserID], preset: str, invitees: tuple[UserID, ...]
 ) -> JsonDict:
-    """The power levels Synapse gives a new room (creators at 100 before v12)."""
+    """The power levels Synapse gives a new room (creators at 100 before v12).
+
+    From room version 12 ``m.room.tombstone`` needs 150, above every level a non-creator
+    can be given by default: createRoom says it "MUST explicitly be higher than
+    ``state_default``. For example, set to 150 instead of 100". No ``notifications``
+    key, as in Synapse: absent, ``room`` is 50 (``m.room.power_levels``).
+    """
     users: dict[str, int] = {}
     if not room_version.creators_have_infinite_power:
         users.update({c: 100 for c in creators})
@@ -96,7 +102,7 @@ def default_power_levels(
             "m.room.history_visibility": 100,
             "m.room.canonical_alias": 50,
             "m.room.avatar": 50,
-            "m.room.tombstone": 100,
+            "m.room.tombstone": 150 if room_version.creators_have_infinite_power else 100,
             "m.room.server_acl": 100,
             "m.room.encryption": 100,
         },
@@ -107,7 +113,6 @@ def default_power_levels(
         "redact": 50,
         "invite": 0,
         "historical": 100,
-        "notifications": {"room": 50},
     }
 
 

@@ -57,16 +57,18 @@ CREATE_KEY: Final[StateKey] = ("m.room.create", "")
 POWER_LEVELS_KEY: Final[StateKey] = ("m.room.power_levels", "")
 CANONICAL_ALIAS_KEY: Final[StateKey] = ("m.room.canonical_alias", "")
 JOIN_RULES_KEY: Final[StateKey] = ("m.room.join_rules", "")
-# "Server behaviour", step 3: the recommended transferable state (power levels apart).
+# "Server behaviour", step 3: the recommended transferable state (power levels apart),
+# in the order Synapse copies it (its ``types_to_copy``), which is the order the new
+# room receives it in.
 TRANSFERRED: Final = (
-    "m.room.server_acl",
-    "m.room.encryption",
-    "m.room.name",
-    "m.room.avatar",
-    "m.room.topic",
-    "m.room.guest_access",
-    "m.room.history_visibility",
     "m.room.join_rules",
+    "m.room.name",
+    "m.room.topic",
+    "m.room.history_visibility",
+    "m.room.guest_access",
+    "m.room.avatar",
+    "m.room.encryption",
+    "m.room.server_acl",
 )
 # The state of the ``private_chat`` preset (createRoom), under the transferred state.
 PRIVATE_CHAT_STATE: Final[Mapping[str, Mapping[str, Any]]] = {
@@ -245,15 +247,18 @@ class RoomUpgradeService:
     def _transferred_state(old: Mapping[StateKey, Pdu], version: RoomVersion) -> list[EventSpec]:
         """The transferred state over the ``private_chat`` preset's, as Synapse builds the
         replacement room (so it has guest access and the like even if the old room had
-        none)."""
-        contents: dict[str, Mapping[str, Any]] = dict(PRIVATE_CHAT_STATE)
+        none): first the preset's events the old room has no copy of, then the copies in
+        ``TRANSFERRED`` order."""
+        copied: dict[str, Mapping[str, Any]] = {}
         for event_type in TRANSFERRED:
             event = old.get((event_type, ""))
             if event is not None and event.content:
-                contents[event_type] = event.content
-        if not _join_rule_allowed(contents["m.room.join_rules"], version):
-            contents["m.room.join_rules"] = PRIVATE_CHAT_STATE["m.room.join_rules"]
-        return [EventSpec(t, dict(content), "") for t, content in contents.items()]
+                copied[event_type] = event.content
+        rules = copied.get("m.room.join_rules")
+        if rules is not None and not _join_rule_allowed(rules, version):
+            copied["m.room.join_rules"] = PRIVATE_CHAT_STATE["m.room.join_rules"]
+        preset = {t: c for t, c in PRIVATE_CHAT_STATE.items() if t not in copied}
+        return [EventSpec(t, dict(c), "") for t, c in (*preset.items(), *copied.items())]
 
     async def _move_aliases(
         self, user_id: UserID, old_room: RoomID, new_room: RoomID, canonical: Pdu | None
