@@ -188,6 +188,46 @@ async def test_unread_counts_count_notifications_and_highlights(client: MatrixCl
     assert room["highlight_count"] == 1
 
 
+async def test_unread_thread_notifications_split_the_counts_where_asked(
+    client: MatrixClient,
+) -> None:
+    """MSC3773's ``unread_thread_notifications`` in a room config (as in /sync's filter):
+    the main timeline's counts, and each thread's by its root; without it, one count."""
+    alice, bob = await client.register(), await client.register()
+    room_id = await create_room(client, alice, preset="public_chat")
+    await join(client, bob, room_id)
+    root = await say(client, room_id, alice, "root")
+    thread = {"rel_type": "m.thread", "event_id": root}
+    await say(client, room_id, alice, "in thread", **{"m.relates_to": thread})
+    mention = {"m.mentions": {"user_ids": [bob.user_id]}}
+    await say(client, room_id, alice, "hey", **{"m.relates_to": thread}, **mention)
+
+    whole = (await sliding(client, bob, {"lists": one_list()}))["rooms"][room_id]
+    assert (whole["notification_count"], whole["highlight_count"]) == (3, 1)
+    assert "unread_thread_notifications" not in whole
+
+    lists = one_list()
+    lists["all"]["unread_thread_notifications"] = True
+    split = (await sliding(client, bob, {"lists": lists}))["rooms"][room_id]
+    assert (split["notification_count"], split["highlight_count"]) == (1, 0)
+    assert split["unread_thread_notifications"] == {
+        root: {"notification_count": 2, "highlight_count": 1}
+    }
+    # A subscription asking for them wins over a list that does not.
+    subscribed = {
+        "lists": one_list(),
+        "room_subscriptions": {
+            room_id: {
+                "timeline_limit": 1,
+                "required_state": [],
+                "unread_thread_notifications": True,
+            }
+        },
+    }
+    room = (await sliding(client, bob, subscribed))["rooms"][room_id]
+    assert room["unread_thread_notifications"][root]["notification_count"] == 2
+
+
 async def test_a_tombstoned_room_stays_listed_beside_its_successor(client: MatrixClient) -> None:
     alice = await client.register()
     old = await create_room(client, alice, name="Old")

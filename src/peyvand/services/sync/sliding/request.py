@@ -25,14 +25,21 @@ class RoomParams:
 
     required_state: frozenset[StatePair]
     timeline_limit: int
+    # MSC3773's ``unread_thread_notifications`` (as /sync's filter has it): the unread
+    # counts split into the main timeline's and each thread's. MSC4186 leaves thread
+    # counts out of ``notification_count`` and to an extension none specifies yet;
+    # Synapse 1.163 sends no counts at all.
+    unread_thread_notifications: bool = False
 
     def combine(self, other: RoomParams) -> RoomParams:
         """A room in several lists and subscriptions gets the widest of each, as
         Synapse's ``RoomSyncConfig.combine_room_sync_config``: the largest
-        ``timeline_limit`` and the union of ``required_state``."""
+        ``timeline_limit`` and the union of ``required_state``; thread counts if any
+        asks for them."""
         return RoomParams(
             self.required_state | other.required_state,
             max(self.timeline_limit, other.timeline_limit),
+            self.unread_thread_notifications or other.unread_thread_notifications,
         )
 
     @property

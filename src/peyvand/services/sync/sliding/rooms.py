@@ -95,8 +95,7 @@ class RoomResponses:
             if draft is not None:
                 drafts.append(draft)
         await self._serialise(requester, drafts)
-        joined = [d.request.room.room_id for d in drafts if d.request.room.membership == "join"]
-        counts = await self._unread_counts(requester.user_id, joined, False) if joined else {}
+        counts = await self._counts(requester.user_id, drafts)
         bodies: dict[RoomID, JsonDict] = {}
         sent: dict[RoomID, SentRoom] = {}
         for draft in drafts:
@@ -104,9 +103,12 @@ class RoomResponses:
             sent[room_id] = draft.sent
             if not _has_news(draft.body):
                 continue
-            unread = counts.get(room_id, {}).get("unread_notifications", {})
+            section = counts.get(room_id, {})
+            unread = section.get("unread_notifications", {})
             draft.body["notification_count"] = unread.get("notification_count", 0)
             draft.body["highlight_count"] = unread.get("highlight_count", 0)
+            if threads := section.get("unread_thread_notifications"):
+                draft.body["unread_thread_notifications"] = threads
             if room_id in direct:
                 draft.body["is_dm"] = True
             bodies[room_id] = draft.body
@@ -116,6 +118,22 @@ class RoomResponses:
             bodies[room_id] = body
             sent[room_id] = _sent_stripped(request)
         return bodies, sent
+
+    async def _counts(self, user_id: UserID, drafts: Sequence[_Draft]) -> dict[RoomID, JsonDict]:
+        """The unread counts of the joined rooms (/sync's sections): split by thread for
+        those whose params ask (``unread_thread_notifications``, as /sync: the main
+        timeline's in ``unread_notifications``, each thread's by its root), whole for the
+        others; one read each."""
+        whole: list[RoomID] = []
+        split: list[RoomID] = []
+        for draft in drafts:
+            if draft.request.room.membership == "join":
+                threads = draft.request.params.unread_thread_notifications
+                (split if threads else whole).append(draft.request.room.room_id)
+        counts = await self._unread_counts(user_id, whole, False) if whole else {}
+        if split:
+            counts.update(await self._unread_counts(user_id, split, True))
+        return counts
 
     async def _stripped_room(self, requester: Requester, room: UserRoom) -> JsonDict:
         """An invite or knock: its stripped state (``invite_state``, ``knock_state``),
