@@ -51,6 +51,37 @@ def test_the_least_recently_used_connection_is_evicted() -> None:
     assert raised.value.errcode == "M_UNKNOWN_POS"
 
 
+def test_one_user_opening_connection_after_connection_evicts_only_their_own() -> None:
+    """10,000 ``conn_id``s of one device neither push out other users' connections nor
+    hold more than the per-user bound."""
+    store = ConnectionStore(max_connections=1_000, max_per_user=50)
+    bob = store.record(BOB, None, ConnectionPosition({}, {}))
+    mallory = UserID("@mallory:test")
+    numbers = [
+        store.record((mallory, DeviceID("D"), f"c{i}"), None, ConnectionPosition({}, {}))
+        for i in range(10_000)
+    ]
+    assert len(store) == 51
+    assert store.resume(BOB, bob).rooms == {}
+    # The most recent of the user's connections are kept, the older ones are unknown.
+    assert store.resume((mallory, DeviceID("D"), "c9999"), numbers[-1]).rooms == {}
+    with pytest.raises(MatrixError):
+        store.resume((mallory, DeviceID("D"), "c0"), numbers[0])
+
+
+def test_the_total_bound_evicts_the_least_recently_active_user_first() -> None:
+    store = ConnectionStore(max_connections=3, max_per_user=3)
+    users = [(UserID(f"@u{i}:test"), DeviceID("D"), "main") for i in range(3)]
+    numbers = [store.record(key, None, ConnectionPosition({}, {})) for key in users]
+    store.resume(users[0], numbers[0])  # u0 active again: u1 is now the oldest
+    store.record(ALICE, None, ConnectionPosition({}, {}))
+    assert len(store) == 3
+    with pytest.raises(MatrixError):
+        store.resume(users[1], numbers[1])
+    store.resume(users[0], numbers[0])
+    store.resume(users[2], numbers[2])
+
+
 def test_a_new_connection_forgets_the_old_positions() -> None:
     store = ConnectionStore()
     number = store.record(ALICE, None, ConnectionPosition({}, {}))

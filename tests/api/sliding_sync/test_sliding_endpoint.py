@@ -136,6 +136,74 @@ async def test_ranges_cut_the_sorted_list(client: MatrixClient) -> None:
             "M_BAD_JSON",
         ),
         ({"conn_id": 5}, "M_BAD_JSON"),
+        ({"conn_id": "c" * 256}, "M_INVALID_PARAM"),
+        ({"conn_id": "\u00e9" * 128}, "M_INVALID_PARAM"),
+        (
+            {
+                "room_subscriptions": {
+                    "!r:x": {"timeline_limit": 1, "required_state": [["t" * 256, ""]]}
+                }
+            },
+            "M_INVALID_PARAM",
+        ),
+        (
+            {
+                "room_subscriptions": {
+                    "!r:x": {"timeline_limit": 1, "required_state": [["t", "k" * 256]]}
+                }
+            },
+            "M_INVALID_PARAM",
+        ),
+        (
+            {
+                "room_subscriptions": {
+                    "!r:x": {
+                        "timeline_limit": 1,
+                        "required_state": [["t", str(i)] for i in range(1001)],
+                    }
+                }
+            },
+            "M_INVALID_PARAM",
+        ),
+        (
+            {
+                "room_subscriptions": {
+                    f"!r{i}:x": {"timeline_limit": 1, "required_state": []} for i in range(1001)
+                }
+            },
+            "M_INVALID_PARAM",
+        ),
+        (
+            {"room_subscriptions": {"!r:x": {"timeline_limit": -1, "required_state": []}}},
+            "M_INVALID_PARAM",
+        ),
+        (
+            {
+                "room_subscriptions": {
+                    "!r:x": {
+                        "timeline_limit": 1,
+                        "required_state": [],
+                        "unread_thread_notifications": "yes",
+                    }
+                }
+            },
+            "M_BAD_JSON",
+        ),
+        *[
+            (
+                {
+                    "lists": {
+                        "a": {
+                            "timeline_limit": 1,
+                            "required_state": [],
+                            "filters": {key: [f"v{i}" for i in range(101)]},
+                        }
+                    }
+                },
+                "M_INVALID_PARAM",
+            )
+            for key in ("spaces", "tags", "not_tags", "room_types", "not_room_types")
+        ],
     ],
 )
 async def test_a_bad_body_is_answered_with_its_error(

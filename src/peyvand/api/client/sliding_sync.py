@@ -5,8 +5,9 @@ The body is checked here, once, as Synapse 1.163's ``SlidingSyncBody`` checks it
 of the wrong JSON type is 400 ``M_BAD_JSON``, one out of range ``M_INVALID_PARAM``, a
 missing ``required_state`` or ``timeline_limit`` ``M_MISSING_PARAM``. At most 100 lists,
 list names of at most 64 characters, ``timeline_limit`` at most 1,000; this server also
-bounds each list's ranges (100) and the subscriptions (1,000), and a range must not end
-before it starts.
+bounds each list's ranges (100), the subscriptions (1,000), ``required_state`` (1,000
+pairs of at most 255 bytes each), ``conn_id`` (255 bytes) and each filter's values (100),
+and a range must not end before it starts.
 """
 
 from __future__ import annotations
@@ -41,6 +42,11 @@ MAX_RANGES = 100
 MAX_SUBSCRIPTIONS = 1000
 MAX_REQUIRED_STATE = 1000
 MAX_TIMELINE_LIMIT = 1000
+# An event type or state key of required_state, and a conn_id: the spec's 255 bytes for
+# event types and opaque identifiers (a connection's ID is held in memory as its key).
+MAX_STRING_BYTES = 255
+# Values of one filter (spaces, tags, room types).
+MAX_FILTER_VALUES = 100
 
 
 @routes.post(SLIDING_SYNC_PATH)
@@ -77,8 +83,11 @@ def parse_request(body: Body) -> SlidingSyncRequest:
         if len(name) > MAX_LIST_NAME:
             raise MatrixError(Errcode.INVALID_PARAM, f"List names are at most {MAX_LIST_NAME}")
         parsed_lists[name] = _list(_as_body(value, f"lists.{name}"))
+    conn_id = body.str("conn_id", None)
+    if conn_id is not None and _too_long(conn_id):
+        raise MatrixError(Errcode.INVALID_PARAM, f"conn_id is at most {MAX_STRING_BYTES} bytes")
     return SlidingSyncRequest(
-        conn_id=body.str("conn_id", None),
+        conn_id=conn_id,
         lists=parsed_lists,
         room_subscriptions={
             RoomID(room_id): _room_params(_as_body(value, f"room_subscriptions.{room_id}"))
@@ -101,7 +110,8 @@ def _as_body(value: object, where: str) -> Body:
 
 
 def _room_params(body: Body) -> RoomParams:
-    """``required_state`` and ``timeline_limit`` (MSC4186 "Room configuration")."""
+    """``required_state`` and ``timeline_limit`` (MSC4186 "Room configuration"), and
+    ``unread_thread_notifications`` (MSC3773, as in /sync's filter)."""
     pairs = body.list("required_state")
     if len(pairs) > MAX_REQUIRED_STATE:
         raise MatrixError(Errcode.INVALID_PARAM, f"At most {MAX_REQUIRED_STATE} required_state")
@@ -113,9 +123,15 @@ def _room_params(body: Body) -> RoomParams:
             raise MatrixError(
                 Errcode.BAD_JSON, "'required_state' must be [event type, state key] pairs"
             )
+        if _too_long(pair[0]) or _too_long(pair[1]):
+            raise MatrixError(
+                Errcode.INVALID_PARAM,
+                f"'required_state' types and state keys are at most {MAX_STRING_BYTES} bytes",
+            )
         required.add((pair[0], pair[1]))
     limit = body.int("timeline_limit", minimum=0, maximum=MAX_TIMELINE_LIMIT)
-    return RoomParams(frozenset(required), limit)
+    threads = body.bool("unread_thread_notifications", False)
+    return RoomParams(frozenset(required), limit, threads)
 
 
 def _list(body: Body) -> ListConfig:
@@ -150,14 +166,30 @@ def _filters(body: Body) -> ListFilters:
     body.str("room_name_like", None)
     return ListFilters(
         is_dm=_optional_bool(body, "is_dm"),
-        spaces=tuple(RoomID(s) for s in body.str_list("spaces")) if _set(body, "spaces") else None,
+        spaces=tuple(RoomID(s) for s in _strings(body, "spaces")) if _set(body, "spaces") else None,
         is_encrypted=_optional_bool(body, "is_encrypted"),
         is_invite=_optional_bool(body, "is_invite"),
         room_types=_room_types(body, "room_types"),
         not_room_types=_room_types(body, "not_room_types"),
-        tags=frozenset(body.str_list("tags")) if _set(body, "tags") else None,
-        not_tags=frozenset(body.str_list("not_tags")) if _set(body, "not_tags") else None,
+        tags=frozenset(_strings(body, "tags")) if _set(body, "tags") else None,
+        not_tags=frozenset(_strings(body, "not_tags")) if _set(body, "not_tags") else None,
     )
+
+
+def _strings(body: Body, key: str) -> list[str]:
+    """A filter's array of strings, of at most ``MAX_FILTER_VALUES``."""
+    values = body.str_list(key)
+    _check_count(values, key)
+    return values
+
+
+def _check_count(values: list[Any], key: str) -> None:
+    if len(values) > MAX_FILTER_VALUES:
+        raise MatrixError(Errcode.INVALID_PARAM, f"'{key}' has at most {MAX_FILTER_VALUES} values")
+
+
+def _too_long(text: str) -> bool:
+    return len(text.encode()) > MAX_STRING_BYTES
 
 
 def _set(body: Body, key: str) -> bool:
@@ -173,6 +205,7 @@ def _room_types(body: Body, key: str) -> frozenset[str | None] | None:
     if not _set(body, key):
         return None
     values = body.list(key)
+    _check_count(values, key)
     if not all(v is None or isinstance(v, str) for v in values):
         raise MatrixError(Errcode.BAD_JSON, f"'{key}' must be an array of strings or nulls")
     return frozenset(values)

@@ -7,7 +7,7 @@ when that response was made (for each room, up to which event position and with 
 from ``pos`` keeps that position and drops every other, so a retry of a lost response
 sees the same answer again; its answer is recorded under a new number.
 
-Connections live in memory only, bounded (``peyvand.lru``): after a restart, or once a
+Connections live in memory only, bounded in all and per user: after a restart, or once a
 connection was evicted, its ``pos`` is unknown and the client is answered 400
 ``M_UNKNOWN_POS``, on which MSC4186 clients start the connection over cleanly.
 """
@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 
 from peyvand.errors import Errcode, MatrixError
 from peyvand.events.pdu import StateKey
-from peyvand.lru import LRU
 from peyvand.services.sync.sliding.request import StatePair
 from peyvand.services.sync.sliding.sent_rooms import RoomStatuses
 from peyvand.services.sync.streams import StreamToken, parse_position_number
@@ -28,6 +27,9 @@ from peyvand.types import DeviceID, EventID, RoomID, UserID
 
 # Connections held in all; the oldest unused is forgotten first.
 MAX_CONNECTIONS = 10_000
+# Connections held per user (devices times conn_ids: Element X opens one or two per
+# device); a user's least recently used is forgotten first.
+MAX_CONNECTIONS_PER_USER = 100
 # Rooms remembered per connection position (those beyond were sent long ago: the
 # oldest are forgotten and sent again as initial if they come back into view).
 MAX_ROOMS_PER_CONNECTION = 5_000
@@ -95,25 +97,48 @@ class _Connection:
         self.positions: dict[int, ConnectionPosition] = {}
 
 
-class ConnectionStore:
-    """Every open connection's positions, bounded in memory."""
+# A user's connections by (device, conn_id), least recently used first.
+_UserConnections = dict[tuple[DeviceID, str], _Connection]
 
-    def __init__(self, max_connections: int = MAX_CONNECTIONS) -> None:
-        self._connections: LRU[ConnectionKey, _Connection] = LRU(max_connections)
+
+class ConnectionStore:
+    """Every open connection's positions, bounded in memory: at most ``max_per_user``
+    connections of one user (a user's least recently used goes first, so one user
+    opening connection after connection evicts only their own) and ``max_connections``
+    in all (then the oldest connection of the least recently active user goes)."""
+
+    def __init__(
+        self,
+        max_connections: int = MAX_CONNECTIONS,
+        max_per_user: int = MAX_CONNECTIONS_PER_USER,
+    ) -> None:
+        self._max_connections = max_connections
+        self._max_per_user = max_per_user
+        # Users least recently active first; a dict's order is its insertion order.
+        self._users: dict[UserID, _UserConnections] = {}
+        self._count = 0
         # Position numbers are unique server-wide, so a pos never names the position
         # of another connection, even after the first is forgotten.
         self._numbers = itertools.count(1)
 
+    def __len__(self) -> int:
+        return self._count
+
     def start(self, key: ConnectionKey) -> ConnectionPosition:
         """A request without ``pos``: the connection starts over with nothing sent."""
-        self._connections.pop(key)
+        user_id, device_id, conn_id = key
+        mine = self._users.get(user_id)
+        if mine is not None and mine.pop((device_id, conn_id), None) is not None:
+            self._count -= 1
+            if not mine:
+                del self._users[user_id]
         return ConnectionPosition({}, {})
 
     def resume(self, key: ConnectionKey, connection: int) -> ConnectionPosition:
         """The position ``connection`` of the connection, dropping every other; 400
         ``M_UNKNOWN_POS`` if it is not held (expired, evicted, or from before a
         restart)."""
-        held = self._connections.get(key)
+        held = self._use(key)
         position = held.positions.get(connection) if held is not None else None
         if held is None or position is None:
             raise unknown_pos()
@@ -123,14 +148,45 @@ class ConnectionStore:
     def record(self, key: ConnectionKey, base: int | None, position: ConnectionPosition) -> int:
         """Record what a response leaves the connection with; its new number. ``base``
         (the position the request came from) stays, for a retry."""
-        held = self._connections.get(key)
+        held = self._use(key)
         if held is None:
-            held = _Connection()
-            self._connections.put(key, held)
+            held = self._add(key)
         held.positions = {k: v for k, v in held.positions.items() if k == base}
         number = next(self._numbers)
         held.positions[number] = _bounded(position)
         return number
+
+    def _use(self, key: ConnectionKey) -> _Connection | None:
+        """The connection, now the most recently used (and its user the most recently
+        active)."""
+        user_id, device_id, conn_id = key
+        mine = self._users.pop(user_id, None)
+        if mine is None:
+            return None
+        self._users[user_id] = mine
+        held = mine.pop((device_id, conn_id), None)
+        if held is not None:
+            mine[(device_id, conn_id)] = held
+        return held
+
+    def _add(self, key: ConnectionKey) -> _Connection:
+        """A new connection, evicting the user's oldest past ``max_per_user`` and the
+        least recently active user's oldest past ``max_connections``."""
+        user_id, device_id, conn_id = key
+        mine = self._users.setdefault(user_id, {})
+        if len(mine) >= self._max_per_user:
+            del mine[next(iter(mine))]
+            self._count -= 1
+        held = _Connection()
+        mine[(device_id, conn_id)] = held
+        self._count += 1
+        while self._count > self._max_connections:
+            oldest_user, theirs = next(iter(self._users.items()))
+            del theirs[next(iter(theirs))]
+            self._count -= 1
+            if not theirs:
+                del self._users[oldest_user]
+        return held
 
 
 def _bounded(position: ConnectionPosition) -> ConnectionPosition:
