@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from peyvand.events.pdu import Pdu, StateKey
-from peyvand.types import EventID, RoomID
+from peyvand.types import EventID, RoomID, ServerName
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +83,10 @@ class EventToPersist:
     # For a state event, what its (type, state_key) held in the state before it (served
     # as ``unsigned.replaces_state``, with ``prev_content`` and ``prev_sender``).
     replaces_state: EventID | None = None
+    # The servers with a joined member in the room once this local event was applied,
+    # read when it was built: where it is sent (None: read from the room when it is
+    # committed). Later events may already have moved the room by its commit.
+    joined_servers: frozenset[ServerName] | None = None
 
 
 @dataclass(frozen=True, slots=True)

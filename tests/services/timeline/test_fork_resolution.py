@@ -29,7 +29,9 @@ from peyvand.events.pdu import Pdu, StateKey
 from peyvand.events.received import parse_pdu
 from peyvand.events.room_versions import ROOM_V10, ROOM_V12, RoomVersion
 from peyvand.events.signing import generate_signing_key
+from peyvand.federation.sender import FederationSender
 from peyvand.federation.transport import FederationTransport
+from peyvand.services.federation.outbound_events import OutboundEvents
 from peyvand.services.federation.outbound_join import RemoteJoiner
 from peyvand.services.federation.partial_state import PartialStateRooms
 from peyvand.services.federation.partial_state_resync import PartialStateResync, StateSource
@@ -42,6 +44,7 @@ from peyvand.services.timeline.event_writer import EventWriter
 from peyvand.services.timeline.room_index import RoomIndex
 from peyvand.services.timeline.room_state import StateService
 from peyvand.storage.events import EventStore
+from peyvand.storage.federation_outbox import FederationOutboxStore, OutboxRow
 from peyvand.storage.migrations import run_migrations
 from peyvand.storage.partial_state import PartialStateRoom, PartialStateStore
 from peyvand.storage.sqlite import SqliteDatabase
@@ -660,6 +663,83 @@ async def test_a_send_built_while_a_failed_commit_drops_the_room_builds_again(
             stored = await second
         assert stored.pdu.prev_event_ids == [dag.join.event_id]
         assert await receiver.store.get_forward_extremities(room_id) == [stored.pdu.event_id]
+
+
+class _RecordingSender:
+    """Records where each event would be sent (``FederationSender``'s rows)."""
+
+    def __init__(self) -> None:
+        self.destinations: dict[str, set[ServerName]] = {}
+
+    def rows_for_event(
+        self, room_id: RoomID, event_id: EventID, destinations: set[ServerName]
+    ) -> list[OutboxRow]:
+        self.destinations[event_id] = set(destinations)
+        return []
+
+
+async def test_an_event_goes_to_the_servers_in_the_room_when_it_was_made(tmp_path: Path) -> None:
+    """A local message waits for its commit while Bob's leave (received, forking beside
+    it) takes b.test out of the room: the message was made while b.test was in the room,
+    so it is still sent there (else b.test never gets it, and cannot fetch it after its
+    user left)."""
+    dag = _room()
+    room_id = dag.join.room_id
+    async with _receiver(tmp_path / "c.db") as receiver:
+        await receiver.join(dag)
+        recording = _RecordingSender()
+        outbound = OutboundEvents(
+            RECEIVER,
+            cast(FederationSender, recording),
+            receiver.state,
+            cast(FederationOutboxStore, None),
+        )
+        gate = asyncio.Event()
+
+        async def hold_commit(_events: Sequence[Any]) -> None:
+            await gate.wait()
+
+        receiver.writer.add_pre_commit(hold_commit)
+        receiver.writer.add_pre_commit(outbound.prepare_outbound)
+        sending = asyncio.create_task(
+            receiver.creation.send(
+                room_id, CAROL, EventSpec("m.room.message", {"msgtype": "m.text", "body": "hi"})
+            )
+        )
+        bob_join = next(p for p in dag.prefix if p.type == "m.room.member" and p.state_key == BOB)
+        leave = _sign(
+            dag.version,
+            ServerName("b.test"),
+            BOB,
+            room_id,
+            "m.room.member",
+            {"membership": "leave"},
+            BOB,
+            [dag.join.event_id],
+            [dag.latest_power([dag.join.event_id]), bob_join.event_id],
+            dag.join.depth + 1,
+            T0 + 1,
+        )
+        try:
+            snapshot = await receiver.state.get_room(room_id)
+            assert snapshot is not None
+            for _ in range(500):  # until the message is built (bounded)
+                if snapshot.extremities != [dag.join.event_id]:
+                    break
+                await asyncio.sleep(0.01)
+            (message_id,) = snapshot.extremities
+            received = asyncio.create_task(receiver.receive(leave))
+            for _ in range(500):  # until the leave is applied (bounded)
+                if "b.test" not in snapshot.joined_servers():
+                    break
+                await asyncio.sleep(0.01)
+            assert "b.test" not in snapshot.joined_servers()
+        finally:
+            gate.set()
+        async with asyncio.timeout(10):
+            await sending
+            await received
+        assert recording.destinations[message_id] == {ServerName("a.test"), ServerName("b.test")}
 
 
 def _rename_after_join(dag: Dag) -> Pdu:

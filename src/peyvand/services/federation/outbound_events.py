@@ -64,7 +64,7 @@ class OutboundEvents:
             relayed_from = self._relay.get(pdu.event_id)
             if origin != self._server_name and relayed_from is None:
                 continue
-            destinations = set(self.servers_in_room(pdu.room_id))
+            destinations = set(self.servers_in_room(pdu.room_id, persisted.joined_servers))
             if pdu.type == "m.room.member" and pdu.state_key:
                 destinations.add(server_name_of(pdu.state_key))
             destinations.discard(self._server_name)
@@ -87,11 +87,15 @@ class OutboundEvents:
             destinations, self._queued = list(self._queued), {}
             self._sender.notify_new(destinations)
 
-    def servers_in_room(self, room_id: RoomID) -> frozenset[ServerName]:
-        """The servers with a joined member in the room (from the cached snapshot, which
-        keeps them per membership change: no scan of the members per event), and while
-        the room's state is partial the servers in it at the join."""
-        snapshot = self._state.cached_room(room_id)
-        joined = snapshot.joined_servers() if snapshot is not None else frozenset()
+    def servers_in_room(
+        self, room_id: RoomID, joined: frozenset[ServerName] | None = None
+    ) -> frozenset[ServerName]:
+        """The servers with a joined member in the room (``joined``, as an event read
+        them when it was built, else from the cached snapshot, which keeps them per
+        membership change: no scan of the members per event), and while the room's state
+        is partial the servers in it at the join."""
+        if joined is None:
+            snapshot = self._state.cached_room(room_id)
+            joined = snapshot.joined_servers() if snapshot is not None else frozenset()
         partial = self._partial_state_servers(room_id)
         return joined | partial if partial else joined

@@ -529,7 +529,7 @@ class EventCreationService:
             if pdu.type == "m.room.member" and pdu.membership is not None:
                 snapshot.set_membership(UserID(pdu.state_key or ""), pdu.membership)
         self._state.cache_events([self._stored(persisted)])
-        return persisted
+        return replace(persisted, joined_servers=snapshot.joined_servers())
 
     async def _apply_over_fork(
         self,
@@ -578,7 +578,7 @@ class EventCreationService:
         )
         current.move(snapshot, pdu.depth)
         self._state.cache_events([self._stored(persisted)])
-        return persisted
+        return replace(persisted, joined_servers=snapshot.joined_servers())
 
     def _allocate(
         self,
