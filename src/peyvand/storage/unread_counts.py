@@ -106,7 +106,9 @@ def _range(
     """Select expressions for the rows in (``lo``, ``hi``] (``hi`` None: no bound) of
     ``room`` (of its ``thread`` if given), for the room rows and user $1's exceptions:
     ``{prefix}{r|u}{n|h}{1|0}``, the running count at the last row at or before ``hi``
-    (1) and just before the first row after ``lo`` (0)."""
+    (1) and just before the first row after ``lo`` (0). A bounded range that is empty
+    (``hi`` not after ``lo``: most users read their main timeline no further than the
+    rest) looks nothing up: its expressions are NULL, which counts nothing."""
     if thread:
         notify, highlight = "thread_notify_seq", "thread_highlight_seq"
     else:
@@ -129,7 +131,8 @@ def _range(
                 ("1", f"SELECT n.{column} FROM {table} AS n WHERE {where}{last}"),
                 ("0", f"SELECT n.{column} - {own_count} FROM {table} AS n WHERE {where}{after}"),
             ):
-                columns.append(f"({query}) AS {name}{suffix}")
+                value = f"CASE WHEN {hi} > {lo} THEN ({query}) END" if hi else f"({query})"
+                columns.append(f"{value} AS {name}{suffix}")
     return ", ".join(columns)
 
 
