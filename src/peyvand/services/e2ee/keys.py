@@ -118,6 +118,8 @@ class FederationDeviceList:
 
 # As Synapse: clients keep about 50 on the server; more could never be used.
 MAX_ONE_TIME_KEYS_PER_ALGORITHM: Final = 500
+# The one algorithm whose count /sync and /keys/upload always give, 0 included.
+SIGNED_CURVE25519: Final = "signed_curve25519"
 _CACHE_SIZE = 50_000
 _NO_FEDERATION = {"status": 503, "message": "This server does not federate yet"}
 
@@ -181,16 +183,23 @@ class E2eKeysService:
     # Counts for /sync ------------------------------------------------------------------
 
     async def one_time_key_counts(self, user_id: UserID, device_id: DeviceID) -> dict[str, int]:
-        """``device_one_time_keys_count`` of /sync: unclaimed one-time keys per algorithm.
+        """``device_one_time_keys_count`` of /sync (and ``one_time_key_counts`` of
+        /keys/upload): unclaimed one-time keys per algorithm.
 
-        Cached; do not mutate the result.
+        ``signed_curve25519`` is always there, 0 if the device has none, as in Synapse
+        (the spec lets a zero count be omitted or not: "Extensions to /sync"), so a client
+        that reads a missing count as "unknown" still uploads keys. Cached; do not mutate
+        the result.
         """
         key = (user_id, device_id)
         cached = self._counts.get(key)
         if cached is not None:
             return cached
         version = self._version
-        counts = await self._store.count_one_time_keys(user_id, device_id)
+        counts = {
+            SIGNED_CURVE25519: 0,
+            **await self._store.count_one_time_keys(user_id, device_id),
+        }
         if version == self._version:
             self._counts.put(key, counts)
         return counts
