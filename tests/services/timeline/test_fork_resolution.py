@@ -742,6 +742,68 @@ async def test_an_event_goes_to_the_servers_in_the_room_when_it_was_made(tmp_pat
         assert recording.destinations[message_id] == {ServerName("a.test"), ServerName("b.test")}
 
 
+async def test_a_completion_while_a_local_event_is_being_committed(tmp_path: Path) -> None:
+    """A partial-state room completes while a local state event built before waits for
+    its commit: the completion waits for it (it rewrites the stored state and reloads
+    the room from it), so the reloaded room keeps the event as its forward extremity
+    and in its state, and the next message cites it."""
+    dag = _room()
+    room_id = dag.join.room_id
+    member_key: StateKey = ("m.room.member", CAROL)
+    async with _receiver(tmp_path / "c.db") as receiver:
+        await receiver.join(dag)
+        resync = PartialStateResync(
+            RECEIVER,
+            PartialStateRooms(),
+            PartialStateStore(receiver.db),
+            receiver.store,
+            receiver.state,
+            cast(StateSource, None),
+            _all_valid,
+            lambda _position, _users: None,
+        )
+        room = PartialStateRoom(room_id, dag.join.event_id, ServerName("a.test"), ())
+        full = {p.state_tuple: p.event_id for p in dag.prefix}
+        gate = asyncio.Event()
+
+        async def hold_commit(_events: Sequence[Any]) -> None:
+            await gate.wait()
+
+        receiver.writer.add_pre_commit(hold_commit)
+        profile_sent = asyncio.create_task(
+            receiver.creation.send(
+                room_id,
+                CAROL,
+                EventSpec("m.room.member", {"membership": "join", "displayname": "C"}, CAROL),
+            )
+        )
+        try:
+            snapshot = await receiver.state.get_room(room_id)
+            assert snapshot is not None
+            for _ in range(500):  # until the profile change is built (bounded)
+                if snapshot.extremities != [dag.join.event_id]:
+                    break
+                await asyncio.sleep(0.01)
+            (profile_id,) = snapshot.extremities
+            completing = asyncio.create_task(resync._complete(room, full, ServerName("a.test")))
+            await asyncio.sleep(0.2)
+            assert not completing.done()  # waiting for the profile change's commit
+        finally:
+            gate.set()
+        async with asyncio.timeout(10):
+            await profile_sent
+            await completing
+        completed = await receiver.state.get_room(room_id)
+        assert completed is not None
+        assert completed.extremities == [profile_id]
+        assert completed.state[member_key] == profile_id
+        message = await receiver.creation.send(
+            room_id, CAROL, EventSpec("m.room.message", {"msgtype": "m.text", "body": "next"})
+        )
+        assert message.pdu.prev_event_ids == [profile_id]
+        assert await receiver.current(room_id) == (dict(completed.state), [message.pdu.event_id])
+
+
 def _rename_after_join(dag: Dag) -> Pdu:
     """Alice names the room right after Carol's join."""
     return _sign(

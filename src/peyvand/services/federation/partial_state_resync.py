@@ -312,6 +312,9 @@ class PartialStateResync:
                 if snapshot is None:
                     raise ValueError("the room is gone")
                 async with snapshot.lock:
+                    # Events built before the lock was taken are written first: the
+                    # completion rewrites the stored state and reloads the room from it.
+                    await self._state.commits_settled(room.room_id)
                     if self._state.is_forgotten(snapshot):
                         # Replaced while we waited (a failed commit): completing this
                         # one would derive the current state without the events the

@@ -654,15 +654,12 @@ class EventCreationService:
                 *e.extra_state_groups,
             )
         ]
-        self._state.hold_in_flight((self._stored(e) for e in events), groups)
-        event_ids = [e.pdu.event_id for e in events]
-        group_ids = [group.row.state_group for group in groups]
+        self._state.hold_in_flight([self._stored(e) for e in events], groups, done)
         state_ids = [e.pdu.event_id for e in events if e.pdu.is_state()]
         for event_id in state_ids:
             self._uncommitted[event_id] = done
 
         def settled(_: asyncio.Future[None]) -> None:
-            self._state.release_in_flight(event_ids, group_ids)
             for event_id in state_ids:
                 if self._uncommitted.get(event_id) is done:
                     del self._uncommitted[event_id]

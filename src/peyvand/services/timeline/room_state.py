@@ -174,6 +174,7 @@ class StateService:
         # settles (see ``hold_in_flight``).
         self._in_flight: dict[EventID, StoredEvent] = {}
         self._in_flight_groups: dict[int, NewStateGroup] = {}
+        self._in_flight_commits: dict[RoomID, set[asyncio.Future[None]]] = {}
         # Bumped when a purge changes stored events: a read that began before a bump
         # does not cache what it loaded (it may be the old form).
         self._forget_epoch = 0
@@ -305,24 +306,47 @@ class StateService:
                 self._events.put(event.pdu.event_id, event)
 
     def hold_in_flight(
-        self, events: Iterable[StoredEvent], groups: Iterable[NewStateGroup]
+        self,
+        events: Sequence[StoredEvent],
+        groups: Sequence[NewStateGroup],
+        commit: asyncio.Future[None],
     ) -> None:
         """Keep ``events`` and their new state ``groups``, queued for the writer,
-        readable until ``release_in_flight``. The room's snapshot moves past an event
-        before its commit (the lock is not held meanwhile), so it is a forward extremity
-        whose state the next event's state resolution reads, whether or not the caches
-        (which keep only state events, and evict) still hold it."""
+        readable until their ``commit`` settles (stored, or failed and forgotten with
+        their room). The room's snapshot moves past an event before its commit (the lock
+        is not held meanwhile), so it is a forward extremity whose state the next event's
+        state resolution reads, whether or not the caches (which keep only state events,
+        and evict) still hold it."""
         for event in events:
             self._in_flight[event.pdu.event_id] = event
         for group in groups:
             self._in_flight_groups[group.row.state_group] = group
+        room_ids = {event.pdu.room_id for event in events}
+        for room_id in room_ids:
+            self._in_flight_commits.setdefault(room_id, set()).add(commit)
 
-    def release_in_flight(self, event_ids: Iterable[EventID], groups: Iterable[int]) -> None:
-        """Their commit settled: stored, or failed and forgotten with their room."""
-        for event_id in event_ids:
-            self._in_flight.pop(event_id, None)
-        for group in groups:
-            self._in_flight_groups.pop(group, None)
+        def settled(_: asyncio.Future[None]) -> None:
+            for event in events:
+                self._in_flight.pop(event.pdu.event_id, None)
+            for group in groups:
+                self._in_flight_groups.pop(group.row.state_group, None)
+            for room_id in room_ids:
+                pending = self._in_flight_commits.get(room_id)
+                if pending is not None:
+                    pending.discard(commit)
+                    if not pending:
+                        del self._in_flight_commits[room_id]
+
+        commit.add_done_callback(settled)
+
+    async def commits_settled(self, room_id: RoomID) -> None:
+        """Wait until the commits of the room's events queued so far have settled: a
+        rewrite of the room's stored state (a partial state completed) holds the room's
+        lock, so no new event is queued meanwhile, and must not race events built
+        before it."""
+        pending = self._in_flight_commits.get(room_id)
+        if pending:
+            await asyncio.wait(list(pending))
 
     async def is_redacted(self, event_id: EventID) -> bool:
         """Whether the timeline event ``event_id`` has been redacted (its stored content
