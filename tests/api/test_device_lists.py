@@ -107,11 +107,14 @@ async def test_joining_a_room_with_someone_reports_them(client: MatrixClient) ->
 
     (await client.request("POST", f"join/{room_id}", json={}, token=alice)).ok()
 
-    # Alice joined Bob's room: Bob and Carol are new to her; Alice is new to Bob.
-    assert sorted(changed(await sync_since(client, alice, alice_token))) == sorted(
-        [bob.user_id, carol.user_id]
-    )
+    # Alice joined Bob's room: its members are new to her, she herself among them (as
+    # Synapse: her other devices now share it with this one); Alice is new to Bob.
+    expected = sorted([alice.user_id, bob.user_id, carol.user_id])
+    assert sorted(changed(await sync_since(client, alice, alice_token))) == expected
     assert changed(await sync_since(client, bob, bob_token)) == [alice.user_id]
+    params = {"from": alice_token, "to": await token_of(client, alice)}
+    body = (await client.request("GET", "keys/changes", token=alice, params=params)).ok()
+    assert body == {"changed": expected, "left": []}
 
 
 async def test_leaving_the_last_shared_room_reports_left(client: MatrixClient) -> None:

@@ -8,7 +8,8 @@ the user and of everyone sharing a room with them. An incremental /sync (and
 
 - ``changed``: users sharing a room with the syncing user whose devices changed in
   ``(since, now]``, and users who newly share a room with them (someone joined one of
-  their rooms, or they joined someone's);
+  their rooms, or they joined someone's: then all its members, the user herself too, as
+  Synapse does; the spec's note lets a server over-report here);
 - ``left``: users who no longer share any room with them (after a leave, kick or ban).
 
 Only the user's own rooms are looked at, and the recent part of the stream is kept in
@@ -146,7 +147,9 @@ class DeviceListService:
         if now.events > since.events:
             newly_joined = {r for r in joined if memberships[r][1] > since.events}
             for room_id in newly_joined:
-                changed |= await self._joined_members(room_id) - {user_id}
+                # The user herself included, as Synapse: her other devices now share
+                # the room with this one.
+                changed |= await self._joined_members(room_id)
             for room_id, (membership, position) in memberships.items():
                 if membership in _LEFT and position > since.events:
                     maybe_left |= await self._joined_members(room_id)
