@@ -4,7 +4,9 @@ MSC3961 typing), as Synapse 1.163 answers them."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import time
 from typing import Any
 from urllib.parse import quote
 
@@ -331,6 +333,8 @@ async def test_a_room_back_in_view_gets_the_account_data_and_receipts_it_missed(
     alice, bob = await client.register(), await client.register()
     older = await room_with(client, alice, bob)
     newer = await room_with(client, alice)
+    # (From account data position 0, every response carries m.push_rules.)
+    await put_global_data(client, alice, "org.example.first", {})
     top_room = {"top": one_list(0, timeline_limit=1)["all"]}
     wanted = {"account_data": {"enabled": True}, "receipts": {"enabled": True}}
 
@@ -342,11 +346,21 @@ async def test_a_room_back_in_view_gets_the_account_data_and_receipts_it_missed(
     away = (await sliding(client, alice, wanted, shown["pos"], lists=top_room)).ok()
     assert away["lists"]["top"]["ops"][0]["room_ids"] == [newer]
 
-    # Out of view, the older room gets account data and a receipt: not sent now...
+    # Out of view, the older room gets account data and a receipt: they neither end a
+    # waiting request nor are sent at its timeout...
+    started = time.monotonic()
+    poll = asyncio.create_task(
+        sliding(client, alice, wanted, away["pos"], lists=top_room, timeout_ms=2_000)
+    )
+    await asyncio.sleep(0.3)
+    assert not poll.done()
     await put_room_data(client, alice, older, "org.example.missed", {"n": 2})
     receipt_path = f"rooms/{quote(older)}/receipt/m.read/{quote(event_id)}"
     (await client.request("POST", receipt_path, json={}, token=bob)).ok()
-    quiet = (await sliding(client, alice, wanted, away["pos"], lists=top_room)).ok()
+    await asyncio.sleep(0.5)
+    assert not poll.done()
+    quiet = (await asyncio.wait_for(poll, 10)).ok()
+    assert time.monotonic() - started >= 2
     assert older not in quiet["extensions"]["account_data"]["rooms"]
     assert older not in quiet["extensions"]["receipts"]["rooms"]
     await put_global_data(client, alice, "org.example.later", {})

@@ -146,18 +146,20 @@ class SlidingSyncService:
                 extensions, sent = await self._respond_extensions(
                     requester, request, computed, previous, since, now
                 )
+                timed_out = self._clock() >= deadline
                 # A room extension's statuses change also when a room out of view
-                # missed changes (``sent_rooms``): the next request must know it.
+                # missed changes (``sent_rooms``): that alone does not end the wait,
+                # but the answer at its end must record it for the next request.
                 if (
                     since is None
                     or computed.news
                     or carries_news(extensions)
-                    or sent != previous.extensions
+                    or (timed_out and sent != previous.extensions)
                 ):
                     position = replace(computed.position, extensions=sent)
                     number = self._connections.record(key, base, position)
                     return _response(Pos(number, now), computed, extensions)
-                if self._clock() >= deadline:
+                if timed_out:
                     assert base is not None
                     return _response(Pos(base, now), computed, extensions)
             if self._notifier.current_token != now:
