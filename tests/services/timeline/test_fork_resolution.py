@@ -42,10 +42,11 @@ from peyvand.services.timeline.event_creation import EventCreationService, Event
 from peyvand.services.timeline.event_dispatch import EventDispatcher
 from peyvand.services.timeline.event_writer import EventWriter
 from peyvand.services.timeline.room_index import RoomIndex
-from peyvand.services.timeline.room_state import StateService
+from peyvand.services.timeline.room_state import RoomSnapshot, StateService
 from peyvand.storage.events import EventStore
 from peyvand.storage.federation_outbox import FederationOutboxStore, OutboxRow
 from peyvand.storage.migrations import run_migrations
+from peyvand.storage.models import EventToPersist
 from peyvand.storage.partial_state import PartialStateRoom, PartialStateStore
 from peyvand.storage.sqlite import SqliteDatabase
 from peyvand.types import EventID, RoomID, ServerName, UserID
@@ -366,6 +367,43 @@ async def _receiver(
         await db.close()
 
 
+def _hold_commits(receiver: Receiver) -> asyncio.Event:
+    """Hold every commit of ``receiver``'s writer until the returned event is set."""
+    gate = asyncio.Event()
+
+    async def hold_commit(_events: Sequence[EventToPersist]) -> None:
+        await gate.wait()
+
+    receiver.writer.add_pre_commit(hold_commit)
+    return gate
+
+
+async def _built_after(snapshot: RoomSnapshot, extremity: EventID) -> EventID:
+    """The event built on ``extremity`` (the snapshot's only forward extremity until
+    then), once it is (bounded wait)."""
+    for _ in range(500):
+        if snapshot.extremities != [extremity]:
+            break
+        await asyncio.sleep(0.01)
+    (built,) = snapshot.extremities
+    assert built != extremity
+    return built
+
+
+def _resync(receiver: Receiver) -> PartialStateResync:
+    """``receiver``'s partial-state resync, completing rooms from the state it is given."""
+    return PartialStateResync(
+        RECEIVER,
+        PartialStateRooms(),
+        PartialStateStore(receiver.db),
+        receiver.store,
+        receiver.state,
+        cast(StateSource, None),
+        _all_valid,
+        lambda _position, _users: None,
+    )
+
+
 async def _receive(
     path: Path, dag: Dag, arrival: Sequence[EventID]
 ) -> tuple[dict[StateKey, EventID], dict[StateKey, EventID]]:
@@ -507,12 +545,7 @@ async def test_a_received_fork_while_a_local_message_is_being_committed(tmp_path
     name: StateKey = ("m.room.name", "")
     async with _receiver(tmp_path / "c.db") as receiver:
         await receiver.join(dag)
-        gate = asyncio.Event()
-
-        async def hold_commit(_events: Sequence[Any]) -> None:
-            await gate.wait()
-
-        receiver.writer.add_pre_commit(hold_commit)
+        gate = _hold_commits(receiver)
         sending = asyncio.create_task(
             receiver.creation.send(
                 room_id, CAROL, EventSpec("m.room.message", {"msgtype": "m.text", "body": "hi"})
@@ -521,12 +554,7 @@ async def test_a_received_fork_while_a_local_message_is_being_committed(tmp_path
         try:
             snapshot = await receiver.state.get_room(room_id)
             assert snapshot is not None
-            for _ in range(500):  # until the message is built (bounded)
-                if snapshot.extremities != [dag.join.event_id]:
-                    break
-                await asyncio.sleep(0.01)
-            (message_id,) = snapshot.extremities
-            assert message_id != dag.join.event_id
+            message_id = await _built_after(snapshot, dag.join.event_id)
             assert await receiver.store.get_events([message_id]) == {}  # not committed yet
             received = asyncio.create_task(receiver.receive(rename))
             await asyncio.sleep(0.2)
@@ -556,12 +584,7 @@ async def test_a_state_group_being_written_is_read_whole_when_the_caches_are_dro
     topic_key: StateKey = ("m.room.topic", "")
     async with _receiver(tmp_path / "c.db") as receiver:
         await receiver.join(dag)
-        gate = asyncio.Event()
-
-        async def hold_commit(_events: Sequence[Any]) -> None:
-            await gate.wait()
-
-        receiver.writer.add_pre_commit(hold_commit)
+        gate = _hold_commits(receiver)
         # Bob (power 100) stands in for a local user: his events are signed here.
         topic_sent = asyncio.create_task(
             receiver.creation.send(room_id, BOB, EventSpec("m.room.topic", {"topic": "t"}, ""))
@@ -638,11 +661,7 @@ async def test_a_send_built_while_a_failed_commit_drops_the_room_builds_again(
         try:
             snapshot = await receiver.state.get_room(room_id)
             assert snapshot is not None
-            for _ in range(500):  # until the first message is built (bounded)
-                if snapshot.extremities != [dag.join.event_id]:
-                    break
-                await asyncio.sleep(0.01)
-            (first_id,) = snapshot.extremities
+            first_id = await _built_after(snapshot, dag.join.event_id)
             failing.add(first_id)
             second = asyncio.create_task(
                 receiver.creation.send(
@@ -694,12 +713,7 @@ async def test_an_event_goes_to_the_servers_in_the_room_when_it_was_made(tmp_pat
             receiver.state,
             cast(FederationOutboxStore, None),
         )
-        gate = asyncio.Event()
-
-        async def hold_commit(_events: Sequence[Any]) -> None:
-            await gate.wait()
-
-        receiver.writer.add_pre_commit(hold_commit)
+        gate = _hold_commits(receiver)
         receiver.writer.add_pre_commit(outbound.prepare_outbound)
         sending = asyncio.create_task(
             receiver.creation.send(
@@ -723,11 +737,7 @@ async def test_an_event_goes_to_the_servers_in_the_room_when_it_was_made(tmp_pat
         try:
             snapshot = await receiver.state.get_room(room_id)
             assert snapshot is not None
-            for _ in range(500):  # until the message is built (bounded)
-                if snapshot.extremities != [dag.join.event_id]:
-                    break
-                await asyncio.sleep(0.01)
-            (message_id,) = snapshot.extremities
+            message_id = await _built_after(snapshot, dag.join.event_id)
             received = asyncio.create_task(receiver.receive(leave))
             for _ in range(500):  # until the leave is applied (bounded)
                 if "b.test" not in snapshot.joined_servers():
@@ -752,24 +762,10 @@ async def test_a_completion_while_a_local_event_is_being_committed(tmp_path: Pat
     member_key: StateKey = ("m.room.member", CAROL)
     async with _receiver(tmp_path / "c.db") as receiver:
         await receiver.join(dag)
-        resync = PartialStateResync(
-            RECEIVER,
-            PartialStateRooms(),
-            PartialStateStore(receiver.db),
-            receiver.store,
-            receiver.state,
-            cast(StateSource, None),
-            _all_valid,
-            lambda _position, _users: None,
-        )
+        resync = _resync(receiver)
         room = PartialStateRoom(room_id, dag.join.event_id, ServerName("a.test"), ())
         full = {p.state_tuple: p.event_id for p in dag.prefix}
-        gate = asyncio.Event()
-
-        async def hold_commit(_events: Sequence[Any]) -> None:
-            await gate.wait()
-
-        receiver.writer.add_pre_commit(hold_commit)
+        gate = _hold_commits(receiver)
         profile_sent = asyncio.create_task(
             receiver.creation.send(
                 room_id,
@@ -780,11 +776,7 @@ async def test_a_completion_while_a_local_event_is_being_committed(tmp_path: Pat
         try:
             snapshot = await receiver.state.get_room(room_id)
             assert snapshot is not None
-            for _ in range(500):  # until the profile change is built (bounded)
-                if snapshot.extremities != [dag.join.event_id]:
-                    break
-                await asyncio.sleep(0.01)
-            (profile_id,) = snapshot.extremities
+            profile_id = await _built_after(snapshot, dag.join.event_id)
             completing = asyncio.create_task(resync._complete(room, full, ServerName("a.test")))
             await asyncio.sleep(0.2)
             assert not completing.done()  # waiting for the profile change's commit
@@ -868,16 +860,7 @@ async def test_a_completion_waiting_while_the_snapshot_is_replaced(tmp_path: Pat
     name: StateKey = ("m.room.name", "")
     async with _receiver(tmp_path / "c.db") as receiver:
         await receiver.join(dag)
-        resync = PartialStateResync(
-            RECEIVER,
-            PartialStateRooms(),
-            PartialStateStore(receiver.db),
-            receiver.store,
-            receiver.state,
-            cast(StateSource, None),
-            _all_valid,
-            lambda _position, _users: None,
-        )
+        resync = _resync(receiver)
         room = PartialStateRoom(room_id, dag.join.event_id, ServerName("a.test"), ())
         full = {p.state_tuple: p.event_id for p in dag.prefix}
         old = await receiver.state.get_room(room_id)
