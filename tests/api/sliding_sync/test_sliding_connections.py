@@ -35,6 +35,35 @@ def test_a_request_keeps_its_own_position_and_the_new_one() -> None:
     assert raised.value.errcode == "M_UNKNOWN_POS"
 
 
+def test_an_abandoned_long_poll_keeps_the_newer_position() -> None:
+    """The client gave up a long-poll from P1 and asked again from P1 (answered P2,
+    then asked from P2); the abandoned poll's late answer (P3, from P1) must not drop
+    P2: only a request that uses a position drops the others, as in Synapse."""
+    store = ConnectionStore()
+    first = store.record(ALICE, None, ConnectionPosition({}, {}))
+    store.resume(ALICE, first)  # the long-poll, still waiting
+    store.resume(ALICE, first)  # the client's next request
+    second = store.record(ALICE, first, ConnectionPosition({RoomID("!a:test"): sent(2)}, {}))
+    late = store.record(ALICE, first, ConnectionPosition({RoomID("!a:test"): sent(3)}, {}))
+    assert store.resume(ALICE, second).rooms[RoomID("!a:test")].position == 2
+    with pytest.raises(MatrixError):
+        store.resume(ALICE, late)
+
+
+def test_positions_never_used_are_bounded() -> None:
+    store = ConnectionStore()
+    first = store.record(ALICE, None, ConnectionPosition({}, {}))
+    for _ in range(30):
+        store.record(ALICE, first, ConnectionPosition({}, {}))
+    store.resume(ALICE, first)  # the base of them all stays
+    store = ConnectionStore()
+    first = store.record(ALICE, None, ConnectionPosition({}, {}))
+    numbers = [store.record(ALICE, first, ConnectionPosition({}, {})) for _ in range(30)]
+    store.resume(ALICE, numbers[-1])
+    with pytest.raises(MatrixError):
+        store.resume(ALICE, numbers[0])
+
+
 def test_a_position_of_another_connection_is_unknown() -> None:
     store = ConnectionStore()
     number = store.record(ALICE, None, ConnectionPosition({}, {}))

@@ -4,8 +4,11 @@ A connection is (user, device, ``conn_id``). Its ``pos`` is ``<n>/<stream token>
 Synapse's ``SlidingSyncStreamToken``: ``n`` names what the connection had been sent
 when that response was made (for each room, up to which event position and with which
 ``required_state``), so the next request answers only what is new to it. A request
-from ``pos`` keeps that position and drops every other, so a retry of a lost response
-sees the same answer again; its answer is recorded under a new number.
+from ``pos`` keeps that position and drops every other (Synapse's
+``_get_per_connection_state_txn``), so a retry of a lost response sees the same answer
+again; its answer is recorded under a new number, dropping nothing: a long-poll the
+client abandoned may end after the client's next request was answered, and the position
+of that answer must stay usable (at most ``MAX_POSITIONS_PER_CONNECTION``, oldest first).
 
 Connections live in memory only, bounded in all and per user: after a restart, or once a
 connection was evicted, its ``pos`` is unknown and the client is answered 400
@@ -33,6 +36,9 @@ MAX_CONNECTIONS_PER_USER = 100
 # Rooms remembered per connection position (those beyond were sent long ago: the
 # oldest are forgotten and sent again as initial if they come back into view).
 MAX_ROOMS_PER_CONNECTION = 5_000
+# Positions held per connection between two requests that use one (answers of
+# abandoned long-polls pile up only until the client's next request).
+MAX_POSITIONS_PER_CONNECTION = 10
 
 ConnectionKey = tuple[UserID, DeviceID, str]
 
@@ -146,14 +152,18 @@ class ConnectionStore:
         return position
 
     def record(self, key: ConnectionKey, base: int | None, position: ConnectionPosition) -> int:
-        """Record what a response leaves the connection with; its new number. ``base``
-        (the position the request came from) stays, for a retry."""
+        """Record what a response leaves the connection with; its new number. No other
+        position is dropped (only a request that uses one drops the others, ``resume``):
+        ``base``, the position the request came from, stays for a retry, and so does a
+        newer one issued to a later request while this one was long-polling."""
         held = self._use(key)
         if held is None:
             held = self._add(key)
-        held.positions = {k: v for k, v in held.positions.items() if k == base}
         number = next(self._numbers)
         held.positions[number] = _bounded(position)
+        while len(held.positions) > MAX_POSITIONS_PER_CONNECTION:
+            oldest = next(k for k in held.positions if k != base)
+            del held.positions[oldest]
         return number
 
     def _use(self, key: ConnectionKey) -> _Connection | None:
