@@ -179,25 +179,29 @@ class EventStore:
         return found
 
     async def get_last_positions_of_types(
-        self, room_ids: Sequence[RoomID], event_types: Sequence[str], until: int
+        self, room_ids: Sequence[RoomID], event_types: Sequence[str] | None, until: int
     ) -> dict[RoomID, int]:
         """Each room's newest position at or before ``until`` holding an event of one of
-        ``event_types`` (sliding sync's ``bump_stamp``); rooms with none are left out.
+        ``event_types`` (sliding sync's ``bump_stamp``), or of any type when None (its
+        order of rooms); rooms with none are left out.
         Backfilled history (negative positions) never counts. Each room's events are
         walked from the newest down ``events_room_stream`` until one matches, so a busy
         room costs its few newest events, not its history."""
         found: dict[RoomID, int] = {}
-        types_in = placeholders(len(event_types), 2)
+        types = list(event_types) if event_types is not None else []
+        types_in = (
+            f" AND e.type IN ({placeholders(len(types), 2)})" if event_types is not None else ""
+        )
         for start in range(0, len(room_ids), _IN_LIST_CHUNK):
             chunk = list(room_ids[start : start + _IN_LIST_CHUNK])
             rows = await self._db.fetch(
                 "SELECT r.room_id, (SELECT e.stream_ordering FROM events e"
                 " WHERE e.room_id = r.room_id AND e.stream_ordering > 0"
-                f" AND e.stream_ordering <= $1 AND e.type IN ({types_in})"
+                f" AND e.stream_ordering <= $1{types_in}"
                 " ORDER BY e.stream_ordering DESC LIMIT 1) FROM rooms r"
-                f" WHERE r.room_id IN ({placeholders(len(chunk), 2 + len(event_types))})",
+                f" WHERE r.room_id IN ({placeholders(len(chunk), 2 + len(types))})",
                 until,
-                *event_types,
+                *types,
                 *chunk,
             )
             found.update((RoomID(r[0]), int(r[1])) for r in rows if r[1] is not None)
