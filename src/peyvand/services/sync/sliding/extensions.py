@@ -8,12 +8,22 @@ implements them (``synapse/handlers/sliding_sync/extensions.py``).
 - ``account_data`` (MSC3959): ``ext_account_data``.
 - ``receipts`` (MSC3960): per room of the extension's scope, one ``m.receipt`` event
   (``{"type", "content"}``, the ephemeral event of /sync without its room ID) with the
-  receipts changed since the previous response, or every current one for a room new to
-  the connection; private receipts only to their owner. A room back in view gets the
-  account data and receipts it missed while out of view (``sent_rooms``, as Synapse).
+  receipts changed since the previous response; for a room new to the connection (or
+  sent a longer timeline), as Synapse, only the receipts on the events of its timeline
+  in this response and the user's own; private receipts only to their owner. A room
+  back in view gets the account data and receipts it missed while out of view
+  (``sent_rooms``, as Synapse).
 - ``typing`` (MSC3961): per room of the scope whose typing set changed since the previous
   response (every room with typing users, for a room new to the connection), its
   ``m.typing`` event.
+
+Receipts and typing are what other members do in a room, so they cover only the rooms
+of the scope the user is joined to, as /sync's ``ephemeral`` (Synapse 1.163 takes every
+room in view, invites, bans and kicks included: a banned user would see who types and
+reads after the ban). A room the user is not joined to is forgotten by the receipts
+extension, so on a rejoin it is sent as new (its timeline's receipts), never what
+happened while the user was out. Room account data is the user's own and covers every
+room of the scope.
 
 An enabled extension is in the response even when it has nothing to say, as Synapse
 serialises it; a disabled one is absent. ``has_news`` tells from positions alone whether
@@ -73,6 +83,9 @@ class SlidingExtensions:
         *,
         initial_rooms: AbstractSet[RoomID] = frozenset(),
         sent: Mapping[str, RoomStatuses] | None = None,
+        joined: AbstractSet[RoomID] = frozenset(),
+        timelines: Mapping[RoomID, Sequence[str]] | None = None,
+        expanded: AbstractSet[RoomID] = frozenset(),
     ) -> tuple[JsonDict, dict[str, RoomStatuses]]:
         """The response's ``extensions`` object for the request's ``extensions`` (400 for a
         malformed one), and what the connection holds after it of each room of the
@@ -83,7 +96,10 @@ class SlidingExtensions:
         this response sends as new to the connection (``initial``), which get their
         current account data, receipts and typing rather than the changes since
         ``since``. A disabled extension forgets what it sent: enabled again, it sends
-        every room's data anew."""
+        every room's data anew. ``joined``: the rooms the user is joined to (the only
+        ones receipts and typing cover); ``timelines``: the event IDs of each room's
+        timeline in this response; ``expanded``: the rooms sent a longer timeline
+        (``unstable_expanded_timeline``), whose receipts are sent as a new room's."""
         wanted = parse_extensions(request)
         held = sent or {}
         after: dict[str, RoomStatuses] = {}
@@ -107,15 +123,16 @@ class SlidingExtensions:
         if wanted.receipts is not None:
             receipts, after["receipts"] = await self._receipts_by_room(
                 user_id,
-                wanted.receipts.select(lists, subscriptions),
-                initial_rooms,
-                held.get("receipts", {}),
+                wanted.receipts.select(lists, subscriptions) & joined,
+                initial_rooms | expanded,
+                {r: s for r, s in held.get("receipts", {}).items() if r in joined},
                 since,
                 upto,
+                timelines or {},
             )
             response["receipts"] = {"rooms": receipts}
         if wanted.typing is not None:
-            rooms = wanted.typing.select(lists, subscriptions)
+            rooms = wanted.typing.select(lists, subscriptions) & joined
             since_typing = since.typing if since is not None else 0
             typing = self._typing.typing_for_rooms(sorted(rooms - initial_rooms), since_typing)
             typing.update(self._typing.typing_for_rooms(sorted(rooms & initial_rooms), 0))
@@ -157,9 +174,11 @@ class SlidingExtensions:
         statuses: RoomStatuses,
         since: StreamToken | None,
         upto: StreamToken,
+        timelines: Mapping[RoomID, Sequence[str]],
     ) -> tuple[dict[RoomID, JsonDict], dict[RoomID, int | None]]:
-        """Each room's ``m.receipt`` event: every current receipt of a room new to the
-        connection, those since the previous response of one sent then, those since
+        """Each room's ``m.receipt`` event: for a room new to the connection the current
+        receipts on its ``timelines`` events and the user's own (Synapse's
+        ``initial_rooms``), those since the previous response of one sent then, those since
         its own position of one that missed receipts out of view (read from the
         earliest; a receipt repeated is harmless); and the statuses after it. The rooms
         sent last time but out of view are read with those in view, to note which
@@ -183,13 +202,32 @@ class SlidingExtensions:
                 )
             )
         if parts.initial:
-            by_room.update(
-                await self._receipts.receipts_for_rooms(
-                    user_id, sorted(parts.initial), 0, upto.receipts
-                )
+            current = await self._receipts.receipts_for_rooms(
+                user_id, sorted(parts.initial), 0, upto.receipts
             )
+            for room_id, event in current.items():
+                kept = _initial_receipts(event, user_id, timelines.get(room_id, ()))
+                if kept is not None:
+                    by_room[room_id] = kept
         previous = since.receipts if since is not None else None
         return by_room, advance(statuses, rooms, missed_out_of_view, previous)
+
+
+def _initial_receipts(event: JsonDict, user_id: UserID, timeline: Sequence[str]) -> JsonDict | None:
+    """The ``m.receipt`` event cut to the receipts on the ``timeline`` events and those
+    of ``user_id`` (None when none is left)."""
+    on_timeline = set(timeline)
+    content: JsonDict = {}
+    for event_id, by_type in event["content"].items():
+        for receipt_type, by_user in by_type.items():
+            kept = (
+                by_user
+                if event_id in on_timeline
+                else {u: r for u, r in by_user.items() if u == user_id}
+            )
+            if kept:
+                content.setdefault(event_id, {})[receipt_type] = kept
+    return {"type": event["type"], "content": content} if content else None
 
 
 def _moved(wanted: ExtensionsRequest, since: StreamToken, upto: StreamToken) -> bool:

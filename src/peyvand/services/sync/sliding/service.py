@@ -67,6 +67,9 @@ class Extensions(Protocol):
         *,
         initial_rooms: frozenset[RoomID] = frozenset(),
         sent: Mapping[str, RoomStatuses] | None = None,
+        joined: frozenset[RoomID] = frozenset(),
+        timelines: Mapping[RoomID, Sequence[str]] | None = None,
+        expanded: frozenset[RoomID] = frozenset(),
     ) -> tuple[JsonDict, dict[str, RoomStatuses]]: ...
 
     def has_news(
@@ -82,6 +85,8 @@ class _Pass:
     list_rooms: dict[str, list[RoomID]]
     subscriptions: list[RoomID]
     rooms: dict[RoomID, JsonDict]
+    # The rooms the user is joined to (the only ones receipts and typing cover).
+    joined: frozenset[RoomID]
     position: ConnectionPosition
     # Whether rooms or lists changed for the connection.
     news: bool
@@ -176,6 +181,13 @@ class SlidingSyncService:
         now: StreamToken,
     ) -> tuple[JsonDict, dict[str, RoomStatuses]]:
         initial = frozenset(r for r, body in computed.rooms.items() if body.get("initial"))
+        expanded = frozenset(
+            r for r, body in computed.rooms.items() if body.get("unstable_expanded_timeline")
+        )
+        timelines = {
+            r: [e["event_id"] for e in body.get("timeline", ()) if "event_id" in e]
+            for r, body in computed.rooms.items()
+        }
         return await self._extensions.respond(
             requester.user_id,
             requester.device_id,
@@ -186,6 +198,9 @@ class SlidingSyncService:
             computed.subscriptions,
             initial_rooms=initial,
             sent=previous.extensions,
+            joined=computed.joined,
+            timelines=timelines,
+            expanded=expanded,
         )
 
     async def _compute(
@@ -235,6 +250,7 @@ class SlidingSyncService:
             },
             subscriptions=list(subscriptions),
             rooms=bodies,
+            joined=frozenset(r for r, room in rooms.items() if room.membership == "join"),
             position=position,
             news=bool(bodies) or lists != previous.lists,
         )

@@ -1,0 +1,122 @@
+"""Simplified sliding sync (MSC4186) against what a user must not learn or make the server
+do: receipts and typing of rooms the user is not joined to, oversized ranges, spaces the
+user is not in, invites from ignored users, and idle long-polls on a busy server."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+from urllib.parse import quote
+
+from harness.client import Account, MatrixClient
+from harness.sliding_sync import create_room, join, one_list, sliding, window
+
+_txn = itertools.count(1)
+_EPHEMERAL = {"receipts": {"enabled": True}, "typing": {"enabled": True}}
+
+
+async def send(client: MatrixClient, sender: Account, room_id: str) -> str:
+    path = f"rooms/{quote(room_id)}/send/m.room.message/s{next(_txn)}"
+    message = {"msgtype": "m.text", "body": "hello"}
+    event_id: str = (await client.request("PUT", path, json=message, token=sender)).ok()["event_id"]
+    return event_id
+
+
+async def read(client: MatrixClient, reader: Account, room_id: str, event_id: str) -> None:
+    path = f"rooms/{quote(room_id)}/receipt/m.read/{quote(event_id)}"
+    (await client.request("POST", path, json={}, token=reader)).ok()
+
+
+async def type_in(client: MatrixClient, typist: Account, room_id: str) -> None:
+    path = f"rooms/{quote(room_id)}/typing/{quote(typist.user_id)}"
+    typing = {"typing": True, "timeout": 30_000}
+    (await client.request("PUT", path, json=typing, token=typist)).ok()
+
+
+async def membership(
+    client: MatrixClient, actor: Account, room_id: str, action: str, target: Account
+) -> None:
+    path = f"rooms/{quote(room_id)}/{action}"
+    (await client.request("POST", path, json={"user_id": target.user_id}, token=actor)).ok()
+
+
+def ephemeral_body(**lists: Any) -> dict[str, Any]:
+    return {"lists": lists or one_list(timeline_limit=1), "extensions": _EPHEMERAL}
+
+
+# 1. receipts and typing only of joined rooms ------------------------------------------
+
+
+async def test_a_banned_or_kicked_user_gets_no_receipts_or_typing(client: MatrixClient) -> None:
+    alice, bob, carol = await client.register(), await client.register(), await client.register()
+    banned_from = await create_room(client, alice, preset="public_chat")
+    kicked_from = await create_room(client, alice, preset="public_chat")
+    for room_id in (banned_from, kicked_from):
+        await join(client, bob, room_id)
+        await join(client, carol, room_id)
+    first = await sliding(client, bob, ephemeral_body())
+    await membership(client, alice, banned_from, "ban", bob)
+    await membership(client, alice, kicked_from, "kick", bob)
+    for room_id in (banned_from, kicked_from):
+        event_id = await send(client, alice, room_id)
+        await read(client, carol, room_id, event_id)
+        await type_in(client, carol, room_id)
+    later = await sliding(client, bob, ephemeral_body(), first["pos"])
+    fresh = await sliding(client, bob, ephemeral_body())
+    for response in (later, fresh):
+        assert {banned_from, kicked_from} <= set(window(response))
+        assert response["extensions"]["receipts"] == {"rooms": {}}
+        assert response["extensions"]["typing"] == {"rooms": {}}
+
+
+async def test_an_invited_user_gets_no_receipts_or_typing(client: MatrixClient) -> None:
+    alice, bob = await client.register(), await client.register()
+    room_id = await create_room(client, alice, preset="private_chat")
+    await read(client, alice, room_id, await send(client, alice, room_id))
+    await type_in(client, alice, room_id)
+    await membership(client, alice, room_id, "invite", bob)
+    response = await sliding(client, bob, ephemeral_body())
+    assert window(response) == [room_id]
+    assert response["extensions"]["receipts"] == {"rooms": {}}
+    assert response["extensions"]["typing"] == {"rooms": {}}
+
+
+async def test_a_rejoined_room_gets_no_receipts_from_while_the_user_was_out(
+    client: MatrixClient,
+) -> None:
+    alice, bob, carol = await client.register(), await client.register(), await client.register()
+    room_id = await create_room(client, alice, preset="public_chat")
+    await join(client, bob, room_id)
+    await join(client, carol, room_id)
+    first = await sliding(client, bob, ephemeral_body())
+    (await client.request("POST", f"rooms/{quote(room_id)}/leave", json={}, token=bob)).ok()
+    left = await sliding(client, bob, ephemeral_body(), first["pos"])
+    read_while_out = await send(client, alice, room_id)
+    await read(client, carol, room_id, read_while_out)
+    await join(client, bob, room_id)
+    await send(client, alice, room_id)
+    back = await sliding(client, bob, ephemeral_body(), left["pos"])
+    receipts = back["extensions"]["receipts"]["rooms"].get(room_id, {"content": {}})
+    assert read_while_out not in receipts["content"]
+
+
+# 6. a room new to the connection: the receipts of its timeline and the user's own ------
+
+
+async def test_a_new_room_gets_only_its_timeline_receipts_and_the_users_own(
+    client: MatrixClient,
+) -> None:
+    alice, bob, carol = await client.register(), await client.register(), await client.register()
+    room_id = await create_room(client, alice, preset="public_chat")
+    await join(client, bob, room_id)
+    await join(client, carol, room_id)
+    older = await send(client, alice, room_id)
+    newest = await send(client, alice, room_id)
+    await read(client, bob, room_id, older)
+    await read(client, alice, room_id, older)
+    await read(client, carol, room_id, newest)
+    response = await sliding(client, alice, ephemeral_body())
+    assert [e["event_id"] for e in response["rooms"][room_id]["timeline"]] == [newest]
+    content = response["extensions"]["receipts"]["rooms"][room_id]["content"]
+    assert set(content[older]["m.read"]) == {alice.user_id}
+    assert set(content[newest]["m.read"]) == {carol.user_id}
