@@ -51,6 +51,7 @@ def build_sliding_sync(
             room_events,
             InviteState(timeline.state, timeline.remote_invites),
             local.push_actions.unread_sections,
+            bump_stamps,
         ),
         SlidingExtensions(
             local.to_device,

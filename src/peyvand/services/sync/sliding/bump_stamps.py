@@ -1,6 +1,8 @@
-"""Each room's ``bump_stamp``: the stream position of its newest event of the types
-that move a room up a client's list (MSC4186, "bump_stamp"; Synapse's
-``SLIDING_SYNC_DEFAULT_BUMP_EVENT_TYPES``), in memory.
+"""Two positions per room, in memory: its newest event of any type, by which lists are
+sorted (Synapse 1.163's ``sort_rooms``: "the last event that the user should see in the
+room", so a rename or a join moves a room up), and its ``bump_stamp``, the position of
+its newest event of the types that tell activity (MSC4186, "bump_stamp"; Synapse's
+``SLIDING_SYNC_DEFAULT_BUMP_EVENT_TYPES``), which the room's answer carries.
 
 Told of every commit by the dispatcher; a room not seen since start-up is read once,
 together with every other such room of the request (one chunked query), so sorting a
@@ -25,43 +27,67 @@ BUMP_EVENT_TYPES: tuple[str, ...] = (
     "m.beacon_info",
 )
 _BUMP_TYPES = frozenset(BUMP_EVENT_TYPES)
-# Rooms whose stamp is held (a room without any bump event is held as 0).
+# Rooms whose positions are held (a room without any such event is held as 0).
 _ROOMS = 200_000
 
-# (rooms, event types, up to position) -> each room's newest such position.
-LoadStamps = Callable[[Sequence[RoomID], Sequence[str], int], Awaitable[dict[RoomID, int]]]
+# (rooms, event types or None for any, up to position) -> each room's newest such position.
+LoadStamps = Callable[[Sequence[RoomID], Sequence[str] | None, int], Awaitable[dict[RoomID, int]]]
 
 
-class BumpStamps:
-    def __init__(self, load: LoadStamps, current_position: Callable[[], int]) -> None:
+class _Newest:
+    """Each room's newest position of some event types (None: any), held in memory."""
+
+    def __init__(
+        self, load: LoadStamps, types: Sequence[str] | None, current: Callable[[], int]
+    ) -> None:
         self._load = load
-        self._current_position = current_position
-        self._stamps: LRU[RoomID, int] = LRU(_ROOMS)
+        self._types = types
+        self._current = current
+        self._held: LRU[RoomID, int] = LRU(_ROOMS)
 
-    def on_persisted(self, batch: Sequence[EventToPersist]) -> None:
-        """A committed batch (a dispatcher listener); backfilled history is not news."""
-        for persisted in batch:
-            pdu = persisted.pdu
-            # The newest bump event of its room, whether the room was held or not.
-            if persisted.stream_ordering > 0 and pdu.type in _BUMP_TYPES:
-                held = self._stamps.peek(pdu.room_id) or 0
-                self._stamps.put(pdu.room_id, max(held, persisted.stream_ordering))
+    def note(self, room_id: RoomID, position: int) -> None:
+        held = self._held.peek(room_id) or 0
+        self._held.put(room_id, max(held, position))
 
-    async def stamps(self, room_ids: Iterable[RoomID]) -> dict[RoomID, int]:
-        """The bump stamp of each room that has one (rooms without are left out)."""
+    async def get(self, room_ids: Iterable[RoomID]) -> dict[RoomID, int]:
         found: dict[RoomID, int] = {}
         missing: list[RoomID] = []
         for room_id in room_ids:
-            held = self._stamps.get(room_id)
+            held = self._held.get(room_id)
             if held is None:
                 missing.append(room_id)
             elif held:
                 found[room_id] = held
         if missing:
-            loaded = await self._load(missing, BUMP_EVENT_TYPES, self._current_position())
+            loaded = await self._load(missing, self._types, self._current())
             for room_id in missing:
-                stamp = max(loaded.get(room_id, 0), self._stamps.peek(room_id) or 0)
-                self._stamps.put(room_id, stamp)
+                stamp = max(loaded.get(room_id, 0), self._held.peek(room_id) or 0)
+                self._held.put(room_id, stamp)
                 if stamp:
                     found[room_id] = stamp
         return found
+
+
+class BumpStamps:
+    def __init__(self, load: LoadStamps, current_position: Callable[[], int]) -> None:
+        self._activity = _Newest(load, None, current_position)
+        self._bumps = _Newest(load, BUMP_EVENT_TYPES, current_position)
+
+    def on_persisted(self, batch: Sequence[EventToPersist]) -> None:
+        """A committed batch (a dispatcher listener); backfilled history is not news."""
+        for persisted in batch:
+            if persisted.stream_ordering <= 0:
+                continue
+            pdu = persisted.pdu
+            self._activity.note(pdu.room_id, persisted.stream_ordering)
+            if pdu.type in _BUMP_TYPES:
+                self._bumps.note(pdu.room_id, persisted.stream_ordering)
+
+    async def stamps(self, room_ids: Iterable[RoomID]) -> dict[RoomID, int]:
+        """The position lists sort each room by: its newest event of any type (rooms
+        without are left out)."""
+        return await self._activity.get(room_ids)
+
+    async def bump_stamps(self, room_ids: Iterable[RoomID]) -> dict[RoomID, int]:
+        """The ``bump_stamp`` of each room that has one (rooms without are left out)."""
+        return await self._bumps.get(room_ids)

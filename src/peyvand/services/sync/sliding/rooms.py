@@ -19,6 +19,7 @@ from peyvand.lru import LRU
 from peyvand.services.accounts.requester import Requester
 from peyvand.services.rooms.reads import RoomEventsService, position_token
 from peyvand.services.sync.invite_state import InviteState
+from peyvand.services.sync.sliding.bump_stamps import BUMP_EVENT_TYPES, BumpStamps
 from peyvand.services.sync.sliding.connections import SentRoom
 from peyvand.services.sync.sliding.request import RoomParams
 from peyvand.services.sync.sliding.required_state import MEMBER, select
@@ -64,11 +65,15 @@ class RoomResponses:
         room_events: RoomEventsService,
         invite_state: InviteState,
         unread_counts: UnreadCounts,
+        bump_stamps: BumpStamps | None = None,
     ) -> None:
+        """``bump_stamps``: each room's newest bump event (None: a joined room's
+        ``bump_stamp`` is the position its list sorts it by)."""
         self._state = state
         self._room_events = room_events
         self._invite_state = invite_state
         self._unread_counts = unread_counts
+        self._bump_stamps = bump_stamps
         self._summaries: LRU[tuple[RoomID, int], MemberSummary] = LRU(_SUMMARIES)
 
     async def build(
@@ -84,6 +89,11 @@ class RoomResponses:
         connection now holds of every room answered."""
         drafts: list[_Draft] = []
         stripped: dict[RoomID, tuple[RoomRequest, JsonDict]] = {}
+        joined = [r.room.room_id for r in rooms if r.room.membership == "join"]
+        if self._bump_stamps is not None and joined:
+            stamps = await self._bump_stamps.bump_stamps(joined)
+        else:
+            stamps = {r.room.room_id: r.room.bump_stamp for r in rooms}
         for request in rooms:
             room = request.room
             if room.membership in ("invite", "knock"):
@@ -91,7 +101,9 @@ class RoomResponses:
                     body = await self._stripped_room(requester, room)
                     stripped[room.room_id] = (request, body)
                 continue
-            draft = await self._draft(requester, request, since, until)
+            draft = await self._draft(
+                requester, request, since, until, stamps.get(request.room.room_id)
+            )
             if draft is not None:
                 drafts.append(draft)
         await self._serialise(requester, drafts)
@@ -160,9 +172,15 @@ class RoomResponses:
         return body
 
     async def _draft(
-        self, requester: Requester, request: RoomRequest, since: int | None, until: int
+        self,
+        requester: Requester,
+        request: RoomRequest,
+        since: int | None,
+        until: int,
+        newest_bump: int | None,
     ) -> _Draft | None:
-        """A joined, left or banned room's answer (its events not yet serialised)."""
+        """A joined, left or banned room's answer (its events not yet serialised);
+        ``newest_bump``: a joined room's newest bump event."""
         room, params, sent = request.room, request.params, request.sent
         user_id = requester.user_id
         snapshot = await self._state.get_room(room.room_id)
@@ -170,7 +188,11 @@ class RoomResponses:
             return _unheld_room(request) if room.membership == "leave" else None
         member = room.membership == "join"
         end = until if member else min(until, room.membership_position)
-        prev = None if sent is None or sent.membership != room.membership else sent
+        # Sent before, the room gets what is new since (a leave, a kick or a ban too:
+        # the events up to it); newly joined, it is sent whole (Synapse's
+        # ``newly_joined``).
+        newly_joined = sent is not None and member and sent.membership != "join"
+        prev = None if newly_joined else sent
         # "unstable_expanded_timeline" (Synapse, after the sliding sync proxy): a room
         # whose timeline_limit grew gets its latest events again, a full page.
         expanded = prev is not None and params.timeline_limit > prev.timeline_limit
@@ -185,7 +207,8 @@ class RoomResponses:
             summary = self._summary(snapshot)
             _, heroes = room_summary(summary, user_id, named=bool(named))
             counts = (summary.joined, summary.invited)
-        lazy = {e.pdu.sender for e in timeline} | set(heroes) if params.lazy_members else set()
+        # ``$LAZY``: the timeline senders' members (the heroes' come with ``heroes``).
+        lazy = {e.pdu.sender for e in timeline} if params.lazy_members else set()
         selected = select(params.required_state, state, user_id, lazy)
         members_meta: tuple[object, ...] = (counts, tuple(heroes))
         previous = prev.state if prev is not None else {}
@@ -213,7 +236,14 @@ class RoomResponses:
             body["num_live"] = (
                 sum(1 for e in timeline if e.stream_ordering > since) if since is not None else 0
             )
-        body["bump_stamp"] = room.bump_stamp
+        stamp = _bump_stamp(
+            room,
+            timeline,
+            newest_bump,
+            always=not member or params.timeline_limit == 0 or limited or prev is None,
+        )
+        if stamp is not None:
+            body["bump_stamp"] = stamp
         kept = {**previous, **selected}
         return _Draft(
             request,
@@ -262,13 +292,17 @@ class RoomResponses:
         wanted = [i for d in drafts for i in d.state.values()]
         found = await self._state.get_state_events_by_id(wanted)
         state_events = [[found[i] for i in d.state.values() if i in found] for d in drafts]
-        flat = [e for d in drafts for e in d.timeline] + [e for s in state_events for e in s]
-        served = await self._room_events.serialize(flat, requester, include_room_id=False)
+        timelines = [e for d in drafts for e in d.timeline]
+        served = await self._room_events.serialize(timelines, requester, include_room_id=False)
         at = 0
         for draft in drafts:
             if draft.timeline:
                 draft.body["timeline"] = served[at : at + len(draft.timeline)]
             at += len(draft.timeline)
+        # State events carry their ``room_id`` (as Synapse serves ``required_state``).
+        flat = [e for s in state_events for e in s]
+        served = await self._room_events.serialize(flat, requester, include_room_id=True)
+        at = 0
         for draft, events in zip(drafts, state_events, strict=True):
             if events:
                 draft.body["required_state"] = served[at : at + len(events)]
@@ -304,6 +338,25 @@ class RoomResponses:
                     hero["avatar_url"] = url
             out.append(hero)
         return out
+
+
+def _bump_stamp(
+    room: UserRoom, timeline: Sequence[StoredEvent], newest_bump: int | None, *, always: bool
+) -> int | None:
+    """The room's ``bump_stamp`` as Synapse's ``get_room_sync_data`` sends it: the
+    newest bump event of the timeline; else, when the client may lack it (``always``:
+    the room is new to the connection, not joined, or its timeline ``limited`` or not
+    asked for), the room's newest bump event, or the user's membership event for a room
+    not joined or without any. None (left out) when it did not change."""
+    if room.membership == "join":
+        for event in reversed(timeline):
+            if event.pdu.type in BUMP_EVENT_TYPES and event.stream_ordering > 0:
+                return event.stream_ordering
+        if not always:
+            return None
+        if newest_bump is not None and newest_bump > 0:
+            return newest_bump
+    return max(room.membership_position, 0) if always else None
 
 
 def _unheld_room(request: RoomRequest) -> _Draft | None:
