@@ -254,7 +254,7 @@ async def test_upgrade_v12_does_not_carry_additional_creators(client: MatrixClie
 
 async def test_upgrade_copies_state_in_synapses_order(client: MatrixClient) -> None:
     """The new room gets the preset's events the old room lacks, then the copied state
-    in Synapse's order (join rules, name, topic, history visibility, guest access,
+    in Synapse's order (join rules, history visibility, name, topic, guest access,
     avatar, encryption, server ACL), then the bans."""
     alice, mallory = await client.register(), await client.register()
     room_id = (
@@ -283,9 +283,9 @@ async def test_upgrade_copies_state_in_synapses_order(client: MatrixClient) -> N
         "m.room.power_levels",
         "m.room.guest_access",
         "m.room.join_rules",
+        "m.room.history_visibility",
         "m.room.name",
         "m.room.topic",
-        "m.room.history_visibility",
         "m.room.member",
     ], types
     assert chunk[8]["content"]["membership"] == "ban"

@@ -58,13 +58,15 @@ POWER_LEVELS_KEY: Final[StateKey] = ("m.room.power_levels", "")
 CANONICAL_ALIAS_KEY: Final[StateKey] = ("m.room.canonical_alias", "")
 JOIN_RULES_KEY: Final[StateKey] = ("m.room.join_rules", "")
 # "Server behaviour", step 3: the recommended transferable state (power levels apart),
-# in the order Synapse copies it (its ``types_to_copy``), which is the order the new
-# room receives it in.
+# in the order the new room receives it from Synapse: its ``types_to_copy`` order (join
+# rules, name, topic, history visibility, guest access, ...), except that the keys its
+# current-state cache holds come first. After a join that is the join rules and history
+# visibility (its user directory reads both), so those two lead here.
 TRANSFERRED: Final = (
     "m.room.join_rules",
+    "m.room.history_visibility",
     "m.room.name",
     "m.room.topic",
-    "m.room.history_visibility",
     "m.room.guest_access",
     "m.room.avatar",
     "m.room.encryption",
