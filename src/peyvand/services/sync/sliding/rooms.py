@@ -292,17 +292,16 @@ class RoomResponses:
         wanted = [i for d in drafts for i in d.state.values()]
         found = await self._state.get_state_events_by_id(wanted)
         state_events = [[found[i] for i in d.state.values() if i in found] for d in drafts]
-        timelines = [e for d in drafts for e in d.timeline]
-        served = await self._room_events.serialize(timelines, requester, include_room_id=False)
+        # Without ``room_id`` (the spec's ``ClientEventWithoutRoomID``, Synapse's
+        # ``ClientV2WithoutRoomId``; Synapse 1.163 leaves it only in a version 12
+        # ``m.room.create``, whose room ID is derived from it: not followed).
+        flat = [e for d in drafts for e in d.timeline] + [e for s in state_events for e in s]
+        served = await self._room_events.serialize(flat, requester, include_room_id=False)
         at = 0
         for draft in drafts:
             if draft.timeline:
                 draft.body["timeline"] = served[at : at + len(draft.timeline)]
             at += len(draft.timeline)
-        # State events carry their ``room_id`` (as Synapse serves ``required_state``).
-        flat = [e for s in state_events for e in s]
-        served = await self._room_events.serialize(flat, requester, include_room_id=True)
-        at = 0
         for draft, events in zip(drafts, state_events, strict=True):
             if events:
                 draft.body["required_state"] = served[at : at + len(events)]
