@@ -10,6 +10,7 @@ from urllib.parse import quote
 
 from harness.client import Account, MatrixClient
 from harness.sliding_sync import create_room, join, one_list, sliding, window
+from peyvand.api.client.sliding_sync import merged_ranges
 
 _txn = itertools.count(1)
 _EPHEMERAL = {"receipts": {"enabled": True}, "typing": {"enabled": True}}
@@ -120,3 +121,24 @@ async def test_a_new_room_gets_only_its_timeline_receipts_and_the_users_own(
     content = response["extensions"]["receipts"]["rooms"][room_id]["content"]
     assert set(content[older]["m.read"]) == {alice.user_id}
     assert set(content[newest]["m.read"]) == {carol.user_id}
+
+
+# 2. overlapping ranges name each room once ----------------------------------------------
+
+
+def test_overlapping_ranges_are_merged_adjacent_ones_kept() -> None:
+    assert merged_ranges([(12, 15), (3, 10), (0, 5), (0, 5)]) == ((0, 10), (12, 15))
+    assert merged_ranges([(4, 10), (2, 3)]) == ((2, 3), (4, 10))
+    assert merged_ranges([(0, 2**62), (2**62, 2**63)]) == ((0, 2**63),)
+
+
+async def test_repeated_ranges_name_each_room_once(client: MatrixClient) -> None:
+    alice = await client.register()
+    rooms = {await create_room(client, alice) for _ in range(3)}
+    config = {"ranges": [[0, 100_000]] * 100, "timeline_limit": 0, "required_state": []}
+    lists = {f"l{n}": config for n in range(10)}
+    response = await sliding(client, alice, {"lists": lists})
+    for name in lists:
+        ops = response["lists"][name]["ops"]
+        assert [op["range"] for op in ops] == [[0, 100_000]]
+        assert sorted(ops[0]["room_ids"]) == sorted(rooms)

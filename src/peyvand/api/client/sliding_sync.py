@@ -7,7 +7,8 @@ missing ``required_state`` or ``timeline_limit`` ``M_MISSING_PARAM``. At most 10
 list names of at most 64 characters, ``timeline_limit`` at most 1,000; this server also
 bounds each list's ranges (100), the subscriptions (1,000), ``required_state`` (1,000
 pairs of at most 255 bytes each), ``conn_id`` (255 bytes) and each filter's values (100),
-and a range must not end before it starts.
+and a range must not end before it starts. Overlapping ranges of a list are merged
+(``merged_ranges``), so a response names a room at most once per list.
 """
 
 from __future__ import annotations
@@ -154,10 +155,25 @@ def _list(body: Body) -> ListConfig:
         parsed.append((start, end))
     filters = body.dict("filters", None)
     return ListConfig(
-        tuple(parsed),
+        merged_ranges(parsed),
         _room_params(body),
         _filters(Body(filters)) if filters is not None else ListFilters(),
     )
+
+
+def merged_ranges(ranges: list[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
+    """The ranges in order, those that overlap merged into one, so that no position
+    (no room) is in two of a list's ranges: 100 ranges ``[0, 100000]`` are one, not a
+    response naming every room 100 times. MSC4186 does not say how overlapping ranges
+    are answered (Synapse sends a ``SYNC`` op per range, each with its rooms); the
+    ops are then those of the merged ranges."""
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(ranges):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    return tuple(merged)
 
 
 def _filters(body: Body) -> ListFilters:

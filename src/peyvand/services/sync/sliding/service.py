@@ -12,6 +12,8 @@ stream of the user's, and answers only when its lists, rooms or extensions chang
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -241,7 +243,8 @@ class SlidingSyncService:
             direct=direct,
         )
         lists = {name: list_json(result, request.lists[name]) for name, result in results.items()}
-        position = ConnectionPosition({**previous.rooms, **sent}, lists, previous.extensions)
+        digests = {name: _digest(value) for name, value in lists.items()}
+        position = ConnectionPosition({**previous.rooms, **sent}, digests, previous.extensions)
         return _Pass(
             lists=lists,
             list_rooms={
@@ -252,7 +255,7 @@ class SlidingSyncService:
             rooms=bodies,
             joined=frozenset(r for r, room in rooms.items() if room.membership == "join"),
             position=position,
-            news=bool(bodies) or lists != previous.lists,
+            news=bool(bodies) or digests != previous.lists,
         )
 
     async def _user_rooms(
@@ -307,6 +310,14 @@ class SlidingSyncService:
             for room_id in await self._index.rooms_changed_since(room_ids, position):
                 answer.append(RoomRequest(rooms[room_id], wanted[room_id], previous.rooms[room_id]))
         return answer
+
+
+def _digest(value: JsonDict) -> bytes:
+    """What a connection keeps of a list it was sent, to tell whether it changed: 16
+    bytes, not the list (up to 100 lists per connection, held for every connection)."""
+    return hashlib.blake2b(
+        json.dumps(value, separators=(",", ":")).encode(), digest_size=16
+    ).digest()
 
 
 def _response(pos: Pos, computed: _Pass, extensions: JsonDict) -> JsonDict:
