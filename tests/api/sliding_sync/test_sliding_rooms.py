@@ -86,6 +86,11 @@ async def test_an_unnamed_room_has_heroes(client: MatrixClient) -> None:
     assert "name" not in room
     assert room["heroes"] == [{"user_id": bob.user_id, "displayname": "Bob"}]
     assert room["joined_count"] == 2
+    # $LAZY brings the timeline senders' members only, not the heroes' (as Synapse).
+    lazy = one_list(timeline_limit=1, required_state=[["m.room.member", "$LAZY"]])
+    await say(client, room_id, alice, "hi")
+    room = (await sliding(client, alice, {"lists": lazy}))["rooms"][room_id]
+    assert state_keys(room) == {("m.room.member", alice.user_id)}
 
 
 async def test_an_invite_shows_its_stripped_state_then_its_room(client: MatrixClient) -> None:
@@ -120,6 +125,46 @@ async def test_a_left_room_ends_at_the_leave(client: MatrixClient) -> None:
     # Once told, the left room drops out of the list.
     third = await sliding(client, bob, {"lists": one_list()}, second["pos"])
     assert third["lists"]["all"]["count"] == 0
+
+
+async def test_a_room_left_after_it_was_sent_gets_only_the_leave(client: MatrixClient) -> None:
+    """As Synapse: the connection holds the room, so the leave is what is new (not
+    ``initial``, no name, no state but what changed)."""
+    alice, bob = await client.register(), await client.register()
+    room_id = await create_room(client, alice, preset="public_chat", name="Leaving")
+    await join(client, bob, room_id)
+    await say(client, room_id, alice, "stay?")
+    lists = one_list(timeline_limit=3, required_state=[["m.room.name", ""]])
+    first = await sliding(client, bob, {"lists": lists})
+    (await client.request("POST", f"rooms/{quote(room_id)}/leave", json={}, token=bob)).ok()
+    room = (await sliding(client, bob, {"lists": lists}, first["pos"]))["rooms"][room_id]
+    assert "initial" not in room and "name" not in room and "required_state" not in room
+    assert [e["content"].get("membership") for e in room["timeline"]] == ["leave"]
+    assert room["limited"] is False
+
+
+async def test_bump_stamp_is_sent_only_when_it_moved(client: MatrixClient) -> None:
+    """A state event moves the room up the list (its newest event) but not its
+    ``bump_stamp`` (its newest message), which is then left out, as Synapse."""
+    alice = await client.register()
+    chatty = await create_room(client, alice, name="Chatty")
+    await say(client, chatty, alice, "hello")
+    renamed = await create_room(client, alice, name="Before")
+    await say(client, chatty, alice, "again")
+    first = await sliding(client, alice, {"lists": one_list(0, timeline_limit=1)})
+    assert first["lists"]["all"]["ops"][0]["room_ids"] == [chatty]
+    stamp = first["rooms"][chatty]["bump_stamp"]
+    await put_state(client, alice, renamed, "m.room.name", {"name": "After"})
+    second = await sliding(client, alice, {"lists": one_list(timeline_limit=1)}, first["pos"])
+    assert second["lists"]["all"]["ops"][0]["room_ids"] == [renamed, chatty]
+    # New to the connection: sent with its bump_stamp (its create event's position).
+    assert second["rooms"][renamed]["bump_stamp"] < stamp
+    await put_state(client, alice, chatty, "m.room.topic", {"topic": "T"})
+    third = await sliding(client, alice, {"lists": one_list(timeline_limit=1)}, second["pos"])
+    assert "bump_stamp" not in third["rooms"][chatty]
+    await say(client, chatty, alice, "news")
+    fourth = await sliding(client, alice, {"lists": one_list(timeline_limit=1)}, third["pos"])
+    assert fourth["rooms"][chatty]["bump_stamp"] > stamp
 
 
 async def test_an_unchanged_room_is_not_sent_again(client: MatrixClient) -> None:
