@@ -9,7 +9,15 @@ from typing import Any
 from urllib.parse import quote
 
 from harness.client import Account, MatrixClient
-from harness.sliding_sync import create_room, join, one_list, sliding, window
+from harness.sliding_sync import (
+    create_room,
+    join,
+    one_list,
+    put_state,
+    request,
+    sliding,
+    window,
+)
 from peyvand.api.client.sliding_sync import merged_ranges
 
 _txn = itertools.count(1)
@@ -142,3 +150,37 @@ async def test_repeated_ranges_name_each_room_once(client: MatrixClient) -> None
         ops = response["lists"][name]["ops"]
         assert [op["range"] for op in ops] == [[0, 100_000]]
         assert sorted(ops[0]["room_ids"]) == sorted(rooms)
+
+
+# 3. spaces: only those the user is joined to, at most 100 ------------------------------
+
+
+async def test_a_space_the_user_is_not_in_filters_nothing_in(client: MatrixClient) -> None:
+    alice, bob = await client.register(), await client.register()
+    space = await create_room(
+        client, alice, preset="private_chat", creation_content={"type": "m.space"}
+    )
+    child = await create_room(client, alice, preset="public_chat")
+    via = {"via": [alice.user_id.partition(":")[2]]}
+    await put_state(client, alice, space, "m.space.child", via, child)
+    await join(client, bob, child)
+    in_space = one_list(timeline_limit=0, filters={"spaces": [space]})
+    # Bob is not in the space (invited, then refused): it does not tell him its children.
+    assert (await sliding(client, bob, {"lists": in_space}))["lists"]["all"]["count"] == 0
+    await membership(client, alice, space, "invite", bob)
+    assert (await sliding(client, bob, {"lists": in_space}))["lists"]["all"]["count"] == 0
+    await join(client, bob, space)
+    joined = await sliding(client, bob, {"lists": in_space})
+    assert window(joined) == [child]
+    # The same spaces in many lists are read once, and answered alike.
+    many = {f"l{n}": in_space["all"] for n in range(20)}
+    answered = await sliding(client, bob, {"lists": many})
+    assert all(window(answered, name) == [child] for name in many)
+
+
+async def test_more_than_100_spaces_are_refused(client: MatrixClient) -> None:
+    alice = await client.register()
+    spaces = [f"!s{n}:example.test" for n in range(101)]
+    body = {"lists": one_list(filters={"spaces": spaces})}
+    response = await request(client, alice, body)
+    assert response.status == 400 and response.body["errcode"] == "M_INVALID_PARAM"

@@ -6,7 +6,7 @@ stamps (held in memory) and membership positions, so an unfiltered list over 1,0
 rooms reads nothing per room. Filters read what they need in batches: the user's
 ``m.direct`` and tags once, the rooms' create and encryption state from their cached
 snapshots or else in one query, and the create and ``m.space.child`` events in one call
-each.
+each (only of the spaces the user is joined to, each read once per request).
 """
 
 from __future__ import annotations
@@ -26,6 +26,9 @@ _CREATE: StateKey = ("m.room.create", "")
 _ENCRYPTION: StateKey = ("m.room.encryption", "")
 _SPACE_CHILD = "m.space.child"
 _FILTER_KEYS: tuple[StateKey, ...] = (_CREATE, _ENCRYPTION)
+
+# A space -> the rooms it names as children (what a request's lists read of spaces).
+SpaceChildren = dict[RoomID, frozenset[RoomID]]
 
 # (rooms, event types) -> each room's current state of those types.
 LoadState = Callable[
@@ -113,11 +116,16 @@ class ListFiltering:
         self._load_state = load_state
 
     async def apply(
-        self, user_id: UserID, rooms: Mapping[RoomID, UserRoom], filters: ListFilters
+        self,
+        user_id: UserID,
+        rooms: Mapping[RoomID, UserRoom],
+        filters: ListFilters,
+        memo: SpaceChildren | None = None,
     ) -> list[UserRoom]:
         """The rooms of ``rooms`` that pass every filter (all fields are ANDed). A room
         this server does not hold the state of (a remote invite) fails any filter on
-        its state, as in Synapse when the stripped state does not tell."""
+        its state, as in Synapse when the stripped state does not tell. ``memo``: the
+        children of the spaces read by the request's other lists (filled in)."""
         kept = list(rooms.values())
         needs_state = (
             filters.is_encrypted is not None
@@ -146,7 +154,14 @@ class ListFiltering:
                 unwanted = filters.not_room_types
                 kept = [r for r in kept if r.room_id in types and types[r.room_id] not in unwanted]
         if filters.spaces is not None:
-            children = await self._space_children(filters.spaces)
+            # MSC4186: "Unknown spaces or spaces the user is not joined to will be
+            # ignored" (a space's children are not shown to those it refused).
+            spaces = [
+                s
+                for s in dict.fromkeys(filters.spaces)
+                if (space := rooms.get(s)) is not None and space.membership == "join"
+            ]
+            children = await self._space_children(spaces, memo if memo is not None else {})
             kept = [r for r in kept if r.room_id in children]
         if filters.needs_tags:
             tags = await self._account_data.room_tags(user_id)
@@ -192,23 +207,40 @@ class ListFiltering:
                 types[room_id] = value if isinstance(value, str) else None
         return types
 
-    async def _space_children(self, spaces: Sequence[RoomID]) -> set[RoomID]:
-        """The rooms the ``spaces`` this server holds name as children: their current
-        ``m.space.child`` events whose ``via`` is a non-empty list ("Spaces")."""
-        child_ids: dict[EventID, RoomID] = {}
-        for space in spaces:
-            snapshot = await self._state.get_room(space)
-            if snapshot is None:
-                continue
-            for (event_type, state_key), event_id in snapshot.state.items():
-                if event_type == _SPACE_CHILD:
-                    child_ids[event_id] = RoomID(state_key)
-        events = await self._state.get_pdus(child_ids)
-        return {
-            child_ids[event_id]
-            for event_id, pdu in events.items()
-            if isinstance(via := pdu.content.get("via"), list) and via
-        }
+    async def _space_children(self, spaces: Sequence[RoomID], memo: SpaceChildren) -> set[RoomID]:
+        """The rooms the ``spaces`` name as children: their current ``m.space.child``
+        events whose ``via`` is a non-empty list ("Spaces"). Spaces not in ``memo`` are
+        read together: their state from their cached snapshots, else in one query, and
+        the events in one call."""
+        wanted = [s for s in spaces if s not in memo]
+        if wanted:
+            child_ids: dict[RoomID, dict[EventID, RoomID]] = {s: {} for s in wanted}
+            missing: list[RoomID] = []
+            for space in wanted:
+                snapshot = self._state.cached_room(space)
+                if snapshot is None:
+                    missing.append(space)
+                    continue
+                for (event_type, state_key), event_id in snapshot.state.items():
+                    if event_type == _SPACE_CHILD:
+                        child_ids[space][event_id] = RoomID(state_key)
+            if missing:
+                for space, held in (await self._load_state(missing, [_SPACE_CHILD])).items():
+                    for (event_type, state_key), event_id in held.items():
+                        if event_type == _SPACE_CHILD and space in child_ids:
+                            child_ids[space][event_id] = RoomID(state_key)
+            events = await self._state.get_pdus(
+                [event_id for ids in child_ids.values() for event_id in ids]
+            )
+            for space, ids in child_ids.items():
+                memo[space] = frozenset(
+                    child
+                    for event_id, child in ids.items()
+                    if (pdu := events.get(event_id)) is not None
+                    and isinstance(via := pdu.content.get("via"), list)
+                    and via
+                )
+        return {child for space in spaces for child in memo[space]}
 
 
 def combined_params(

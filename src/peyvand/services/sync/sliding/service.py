@@ -35,6 +35,7 @@ from peyvand.services.sync.sliding.request import ListFilters, RoomParams, Slidi
 from peyvand.services.sync.sliding.room_lists import (
     ListFiltering,
     ListResult,
+    SpaceChildren,
     UserRoom,
     combined_params,
     list_json,
@@ -216,11 +217,12 @@ class SlidingSyncService:
         user_id = requester.user_id
         rooms = await self._user_rooms(user_id, since, now)
         results: dict[str, ListResult] = {}
+        spaces: SpaceChildren = {}
         for name, config in request.lists.items():
             if config.filters == _NO_FILTERS:
                 kept = list(rooms.values())
             else:
-                kept = await self._filtering.apply(user_id, rooms, config.filters)
+                kept = await self._filtering.apply(user_id, rooms, config.filters, spaces)
             if config.params.must_await_full_state(self._is_mine):
                 kept = [r for r in kept if not self._is_partial(r.room_id)]
             results[name] = windows(sort_rooms(kept), config)
