@@ -61,13 +61,61 @@ def _without_push_rules(extensions: Any) -> Any:
     return {**extensions, "account_data": account_data}
 
 
+# Synapse's defaults that the spec's "Predefined Rules" no longer list (body matching,
+# deprecated since v1.7 and dropped from the list in v1.17) or never did (Element's
+# Jitsi widget rule).
+_NOT_IN_SPEC = {
+    ".m.rule.contains_user_name",
+    ".m.rule.contains_display_name",
+    ".m.rule.roomnotif",
+    ".im.vector.jitsi",
+}
+
+
 def _push_rules(extensions: Any) -> Any:
+    """The push rules as the spec defines them: rules outside the spec left out, an
+    explicit ``highlight: false`` (the default) dropped, tweaks and conditions compared
+    as sets (their order means nothing), and empty kinds left out."""
     if not isinstance(extensions, dict) or not isinstance(extensions.get("account_data"), dict):
         return None
-    rules = [
-        e for e in extensions["account_data"].get("global", []) if e.get("type") == "m.push_rules"
+    return [
+        {"global": _spec_rules(e["content"].get("global", {}))}
+        for e in extensions["account_data"].get("global", [])
+        if e.get("type") == "m.push_rules"
     ]
-    return rules
+
+
+def _spec_rules(rulesets: dict[str, Any]) -> dict[str, Any]:
+    def rule(value: dict[str, Any]) -> dict[str, Any]:
+        actions = [
+            a for a in value.get("actions", []) if a != {"set_tweak": "highlight", "value": False}
+        ]
+        return {
+            **value,
+            "actions": sorted(actions, key=repr),
+            **(
+                {"conditions": sorted(value["conditions"], key=repr)}
+                if "conditions" in value
+                else {}
+            ),
+        }
+
+    return {
+        kind: [rule(r) for r in rules if r.get("rule_id") not in _NOT_IN_SPEC]
+        for kind, rules in rulesets.items()
+        if [r for r in rules if r.get("rule_id") not in _NOT_IN_SPEC]
+    }
+
+
+# Where the spec decides against what Synapse does, Peyvand follows the spec: these
+# paths are not compared (each with the reason).
+SPEC_OVER_SYNAPSE = {
+    "tombstoned.notification_count": (
+        "Client-Server API, 'Receiving notifications': a user's read receipt moves "
+        "'either by using the API or by sending an event'; alice sent the tombstone after "
+        "the messages, so the room has nothing unread. Synapse counts from receipts only."
+    ),
+}
 
 
 def _with_counts(answer: dict[str, Any], counts: dict[str, Any]) -> dict[str, Any]:
@@ -91,7 +139,11 @@ def test_sliding_sync_agrees_with_synapse(
     if aspect == "counts":
         # Synapse's sliding sync always says 0: its own /sync (v2) counts are the reference.
         theirs = _with_counts(theirs, getattr(synapse_outcome, f"{which}_counts"))
-    found = differences(ASPECTS[aspect](mine), ASPECTS[aspect](theirs))
+    found = [
+        line
+        for line in differences(ASPECTS[aspect](mine), ASPECTS[aspect](theirs))
+        if line.split(":", 1)[0] not in SPEC_OVER_SYNAPSE
+    ]
     assert not found, f"{which} request, {aspect}: {len(found)} differences\n" + "\n".join(found)
 
 
