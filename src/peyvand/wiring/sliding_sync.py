@@ -36,6 +36,7 @@ def build_sliding_sync(
     )
     timeline.dispatcher.listeners.append(bump_stamps.on_persisted)
     account_view = AccountView(local.sync_account_data, lambda: notifier.current_token.account_data)
+    invite_state = InviteState(timeline.state, timeline.remote_invites)
     return SlidingSyncService(
         timeline.index,
         timeline.state,
@@ -49,7 +50,7 @@ def build_sliding_sync(
         RoomResponses(
             timeline.state,
             room_events,
-            InviteState(timeline.state, timeline.remote_invites),
+            invite_state,
             local.push_actions.unread_sections,
             bump_stamps,
         ),
@@ -64,6 +65,8 @@ def build_sliding_sync(
         ),
         is_mine=lambda user_id: user_id.partition(":")[2] == server_name,
         is_partial=partial_state.is_partial if partial_state is not None else _never_partial,
+        ignored_by=local.account_data.ignored_users.of,
+        invites=invite_state,
     )
 
 

@@ -184,3 +184,25 @@ async def test_more_than_100_spaces_are_refused(client: MatrixClient) -> None:
     body = {"lists": one_list(filters={"spaces": spaces})}
     response = await request(client, alice, body)
     assert response.status == 400 and response.body["errcode"] == "M_INVALID_PARAM"
+
+
+# 4. invites from ignored users ------------------------------------------------------------
+
+
+async def test_invites_from_ignored_users_are_not_listed(client: MatrixClient) -> None:
+    alice, bob, carol = await client.register(), await client.register(), await client.register()
+    from_alice = await create_room(client, alice, preset="private_chat")
+    from_carol = await create_room(client, carol, preset="private_chat")
+    await membership(client, alice, from_alice, "invite", bob)
+    await membership(client, carol, from_carol, "invite", bob)
+    path = f"user/{quote(bob.user_id)}/account_data/m.ignored_user_list"
+    ignore: dict[str, Any] = {"ignored_users": {alice.user_id: {}}}
+    (await client.request("PUT", path, json=ignore, token=bob)).ok()
+    body = {
+        "lists": one_list(timeline_limit=0),
+        "room_subscriptions": {from_alice: {"timeline_limit": 1, "required_state": []}},
+    }
+    response = await sliding(client, bob, body)
+    assert window(response) == [from_carol]
+    assert response["lists"]["all"]["count"] == 1
+    assert from_alice not in response["rooms"]

@@ -19,7 +19,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
+from peyvand.lru import LRU
 from peyvand.services.accounts.requester import Requester
+from peyvand.services.rooms.visibility import IgnoredBy
+from peyvand.services.sync.invite_state import InviteState
 from peyvand.services.sync.notifier import Notifier
 from peyvand.services.sync.sliding.account_view import AccountView
 from peyvand.services.sync.sliding.bump_stamps import BumpStamps
@@ -53,6 +56,8 @@ from peyvand.types import DeviceID, JsonDict, RoomID, UserID
 
 # A list without filters: all the user's listed rooms.
 _NO_FILTERS = ListFilters()
+# Invites whose sender is remembered (read only for users who ignore someone).
+_INVITERS = 10_000
 
 
 class Extensions(Protocol):
@@ -110,9 +115,13 @@ class SlidingSyncService:
         *,
         is_mine: Callable[[str], bool],
         is_partial: Callable[[RoomID], bool],
+        ignored_by: IgnoredBy,
+        invites: InviteState,
         connections: ConnectionStore | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``ignored_by`` and ``invites`` (who sent an invite) hide the invites of users
+        the user ignores."""
         self._index = index
         self._state = state
         self._notifier = notifier
@@ -127,6 +136,10 @@ class SlidingSyncService:
         self._is_mine = is_mine
         self._is_partial = is_partial
         self._clock = clock
+        self._ignored_by = ignored_by
+        self._invites = invites
+        # (user, room, invite position) -> who sent the invite.
+        self._inviters: LRU[tuple[UserID, RoomID, int], tuple[str | None]] = LRU(_INVITERS)
 
     async def sync(
         self,
@@ -274,7 +287,7 @@ class SlidingSyncService:
         forgotten: set[RoomID] | frozenset[RoomID] = frozenset()
         if left or any(m == "ban" for m, _ in memberships.values()):
             forgotten = await self._forgotten.get_forgotten(user_id)
-        return listed_rooms(
+        rooms = listed_rooms(
             memberships,
             stamps,
             since=since.events if since is not None else None,
@@ -282,6 +295,24 @@ class SlidingSyncService:
             forgotten=forgotten,
             kicked=await self._kicks.kicked(user_id, left) if left else set(),
         )
+        invites = [r for r in rooms.values() if r.membership == "invite"]
+        if invites and (ignored := await self._ignored_by(user_id)):
+            # "Ignoring Users": invites from ignored users are not sent (as /sync and
+            # Synapse's ``get_room_membership_for_user_at_to_token``).
+            for room in invites:
+                if await self._inviter(user_id, room) in ignored:
+                    del rooms[room.room_id]
+        return rooms
+
+    async def _inviter(self, user_id: UserID, room: UserRoom) -> str | None:
+        """Who sent the user's invite to ``room`` (read once per invite)."""
+        key = (user_id, room.room_id, room.membership_position)
+        held = self._inviters.get(key)
+        if held is not None:
+            return held[0]
+        sender = (await self._invites.stripped(room.room_id, user_id))[1]
+        self._inviters.put(key, (sender,))
+        return sender
 
     async def _rooms_to_answer(
         self,
