@@ -1,7 +1,7 @@
 """Which state a room's ``required_state`` selects (MSC4186, "Room configuration"):
 ``[type, state_key]`` pairs where ``*`` matches any type or key, the key ``$ME`` is the
 requesting user, and ``["m.room.member", "$LAZY"]`` the members of the timeline's
-senders (and, in a room without a name, of its heroes), as Synapse's
+senders (the heroes' members come with ``heroes``), as Synapse's
 ``_required_state_changes`` reads them.
 """
 
