@@ -4,7 +4,11 @@ user is not in, invites from ignored users, and idle long-polls on a busy server
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import time
+from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import quote
 
@@ -19,6 +23,13 @@ from harness.sliding_sync import (
     window,
 )
 from peyvand.api.client.sliding_sync import merged_ranges
+from peyvand.services.accounts.requester import Requester
+from peyvand.services.sync.notifier import Notifier
+from peyvand.services.sync.sliding.connections import ConnectionPosition, ConnectionStore
+from peyvand.services.sync.sliding.request import SlidingSyncRequest
+from peyvand.services.sync.sliding.service import SlidingSyncService, _Pass
+from peyvand.services.sync.streams import Stream, StreamToken
+from peyvand.types import DeviceID, UserID
 
 _txn = itertools.count(1)
 _EPHEMERAL = {"receipts": {"enabled": True}, "typing": {"enabled": True}}
@@ -206,3 +217,83 @@ async def test_invites_from_ignored_users_are_not_listed(client: MatrixClient) -
     assert window(response) == [from_carol]
     assert response["lists"]["all"]["count"] == 1
     assert from_alice not in response["rooms"]
+
+
+# 5. an idle long-poll on a busy server ----------------------------------------------------
+
+
+def _long_poll(
+    compute: Callable[[Notifier, int], bool],
+) -> tuple[SlidingSyncService, Notifier, Requester, str]:
+    """A service whose computation is ``compute(notifier, n)`` (its ``n``-th; whether
+    the rooms have news), and a ``pos`` to wait from."""
+    notifier = Notifier(StreamToken())
+    connections = ConnectionStore()
+    requester = Requester(UserID("@idle:example.test"), DeviceID("D"), 1)
+    key = (requester.user_id, requester.device_id, "")
+    number = connections.record(key, None, ConnectionPosition({}, {}))
+    nothing: Any = None
+    extensions = SimpleNamespace(
+        has_news=lambda request, since, upto: False,
+        respond=_no_extensions,
+    )
+    service = SlidingSyncService(
+        nothing,
+        nothing,
+        notifier,
+        nothing,
+        nothing,
+        nothing,
+        nothing,
+        nothing,
+        extensions,
+        is_mine=lambda user_id: True,
+        is_partial=lambda room_id: False,
+        ignored_by=nothing,
+        invites=nothing,
+        connections=connections,
+    )
+    computed = itertools.count()
+
+    async def fake_compute(*args: Any) -> Any:
+        await asyncio.sleep(0.005)
+        news = compute(notifier, next(computed))
+        await asyncio.sleep(0.005)
+        return _Pass({}, {}, [], {}, frozenset(), ConnectionPosition({}, {}), news)
+
+    service._compute = fake_compute  # type: ignore[method-assign,assignment]
+    return service, notifier, requester, f"{number}/{StreamToken().serialize()}"
+
+
+async def _no_extensions(*args: Any, **kwargs: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    return {}, {}
+
+
+_EMPTY = SlidingSyncRequest(conn_id=None, lists={}, room_subscriptions={}, extensions={})
+
+
+async def test_events_elsewhere_do_not_make_a_long_poll_compute_again() -> None:
+    computes: list[int] = []
+
+    def busy(notifier: Notifier, n: int) -> bool:
+        computes.append(n)
+        # Someone else's room gets an event during every computation.
+        notifier.advance(Stream.EVENTS, notifier.current_token.events + 1, ["@busy:example.test"])
+        return False
+
+    service, _, requester, pos = _long_poll(busy)
+    await service.sync(requester, _EMPTY, pos, 300)
+    # Once at the start, once at the timeout.
+    assert len(computes) <= 2, len(computes)
+
+
+async def test_a_change_for_the_user_during_a_computation_is_not_missed() -> None:
+    def own(notifier: Notifier, n: int) -> bool:
+        if n == 0:
+            notifier.advance(Stream.EVENTS, 1, ["@idle:example.test"])
+        return n > 0
+
+    service, _, requester, pos = _long_poll(own)
+    started = time.monotonic()
+    await service.sync(requester, _EMPTY, pos, 10_000)
+    assert time.monotonic() - started < 5

@@ -7,11 +7,13 @@ A request names lists (windows over the user's rooms, filtered and sorted by
 (``rooms.py``), and the extensions (``extensions.py``). The connection's ``pos``
 (``connections.py``) names what it was sent. An incremental request with nothing new
 waits on the notifier, as /sync does, without touching the database: it is woken by any
-stream of the user's, and answers only when its lists, rooms or extensions changed.
+stream of the user's (not by events elsewhere on the server, even those landing while it
+computes), and answers only when its lists, rooms or extensions changed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import time
@@ -159,33 +161,48 @@ class SlidingSyncService:
             base, since = parsed.connection, parsed.token
             previous = self._connections.resume(key, parsed.connection)
         deadline = self._clock() + timeout_ms / 1000
-        while True:
-            now = self._notifier.current_token
-            computed = await self._compute(requester, request, previous, since, now)
-            ext_news = self._extensions.has_news(request.extensions, since, now)
-            if since is None or computed.news or ext_news or self._clock() >= deadline:
-                extensions, sent = await self._respond_extensions(
-                    requester, request, computed, previous, since, now
-                )
-                timed_out = self._clock() >= deadline
-                # A room extension's statuses change also when a room out of view
-                # missed changes (``sent_rooms``): that alone does not end the wait,
-                # but the answer at its end must record it for the next request.
-                if (
-                    since is None
-                    or computed.news
-                    or carries_news(extensions)
-                    or (timed_out and sent != previous.extensions)
-                ):
-                    position = replace(computed.position, extensions=sent)
-                    number = self._connections.record(key, base, position)
-                    return _response(Pos(number, now), computed, extensions)
-                if timed_out:
-                    assert base is not None
-                    return _response(Pos(base, now), computed, extensions)
-            if self._notifier.current_token != now:
-                continue
-            await self._notifier.wait_for_user(requester.user_id, deadline - self._clock())
+        # A long-poll waits for a stream to move for this user (the notifier wakes a
+        # user for their rooms' events and their own streams), never for the server's
+        # token: on a busy server that moves during every computation. The waiter is
+        # registered before the token is read, so no change after it is missed.
+        waiter: asyncio.Task[None] | None = None
+        try:
+            while True:
+                if since is not None and waiter is None and self._clock() < deadline:
+                    waiter = asyncio.ensure_future(
+                        self._notifier.wait_for_user(requester.user_id, deadline - self._clock())
+                    )
+                    await asyncio.sleep(0)  # the waiter's first step: it is registered
+                now = self._notifier.current_token
+                computed = await self._compute(requester, request, previous, since, now)
+                ext_news = self._extensions.has_news(request.extensions, since, now)
+                if since is None or computed.news or ext_news or self._clock() >= deadline:
+                    extensions, sent = await self._respond_extensions(
+                        requester, request, computed, previous, since, now
+                    )
+                    timed_out = self._clock() >= deadline
+                    # A room extension's statuses change also when a room out of view
+                    # missed changes (``sent_rooms``): that alone does not end the wait,
+                    # but the answer at its end must record it for the next request.
+                    if (
+                        since is None
+                        or computed.news
+                        or carries_news(extensions)
+                        or (timed_out and sent != previous.extensions)
+                    ):
+                        position = replace(computed.position, extensions=sent)
+                        number = self._connections.record(key, base, position)
+                        return _response(Pos(number, now), computed, extensions)
+                    if timed_out:
+                        assert base is not None
+                        return _response(Pos(base, now), computed, extensions)
+                if waiter is None:  # the deadline passed while computing
+                    continue
+                await waiter  # a stream moved for the user, or the deadline
+                waiter = None
+        finally:
+            if waiter is not None:
+                _end(waiter)
 
     async def _respond_extensions(
         self,
@@ -343,6 +360,14 @@ class SlidingSyncService:
             for room_id in await self._index.rooms_changed_since(room_ids, position):
                 answer.append(RoomRequest(rooms[room_id], wanted[room_id], previous.rooms[room_id]))
         return answer
+
+
+def _end(waiter: asyncio.Task[None]) -> None:
+    """A waiter no longer awaited: cancelled, or its outcome (``ClientGone``) read."""
+    if not waiter.done():
+        waiter.cancel()
+    elif not waiter.cancelled():
+        waiter.exception()
 
 
 def _digest(value: JsonDict) -> bytes:
