@@ -713,6 +713,10 @@ async def test_sync_invite_and_leave_sections(client: MatrixClient, users: Users
     assert any(
         e["state_key"] == carol.user_id and e["content"]["membership"] == "invite" for e in member
     )
+    # The inviter's own member event names who invited (as Synapse sends it).
+    assert any(
+        e["state_key"] == alice.user_id and e["content"]["membership"] == "join" for e in member
+    )
     assert room_id not in invited["rooms"]["join"]
 
     await join(client, room_id, carol)

@@ -25,6 +25,11 @@ class InviteState:
         keys.append(("m.room.member", user_id))
         events = await self._state.get_state_events(snapshot.state, keys)
         member = events.get(("m.room.member", user_id))
+        if member is not None and member.sender != user_id:
+            # The inviter's own member event too (the spec lets the server add events
+            # to its list; Synapse does, and clients name the inviter from it).
+            inviter: StateKey = ("m.room.member", member.sender)
+            events.update(await self._state.get_state_events(snapshot.state, [inviter]))
         stripped = [
             {
                 "type": e.type,
