@@ -11,6 +11,7 @@ A failure lists every differing path with both values.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -108,12 +109,22 @@ def _spec_rules(rulesets: dict[str, Any]) -> dict[str, Any]:
 
 
 # Where the spec decides against what Synapse does, Peyvand follows the spec: these
-# paths are not compared (each with the reason).
+# paths (regular expressions) are not compared, each with the reason.
 SPEC_OVER_SYNAPSE = {
-    "tombstoned.notification_count": (
+    r"tombstoned\.notification_count": (
         "Client-Server API, 'Receiving notifications': a user's read receipt moves "
         "'either by using the API or by sending an event'; alice sent the tombstone after "
         "the messages, so the room has nothing unread. Synapse counts from receipts only."
+    ),
+    r"\w+\.required_state\[\d+\]\.room_id": (
+        "sync's events are ClientEventWithoutRoomID (MSC4186 required_state too); Synapse "
+        "1.163 leaves room_id in a version 12 m.room.create only."
+    ),
+    r"kicked\.(limited|timeline)": (
+        "History visibility 'shared', rule 3: an event is visible to a user who joined "
+        "after it was sent, so alice, kicked, still sees her invite (Synapse treats a "
+        "former member as peeking and hides it). Still open: by that rule the events "
+        "before her invite are visible too (both servers hide them; issue 18 note)."
     ),
 }
 
@@ -142,7 +153,7 @@ def test_sliding_sync_agrees_with_synapse(
     found = [
         line
         for line in differences(ASPECTS[aspect](mine), ASPECTS[aspect](theirs))
-        if line.split(":", 1)[0] not in SPEC_OVER_SYNAPSE
+        if not any(re.fullmatch(path, line.split(":", 1)[0]) for path in SPEC_OVER_SYNAPSE)
     ]
     assert not found, f"{which} request, {aspect}: {len(found)} differences\n" + "\n".join(found)
 
