@@ -10,22 +10,7 @@ from typing import Any
 from urllib.parse import quote
 
 from harness.client import Account, MatrixClient
-from harness.rooms import create_room, shared_room
-
-
-async def _put_state(
-    client: MatrixClient,
-    account: Account,
-    room_id: str,
-    event_type: str,
-    content: dict[str, Any],
-    state_key: str = "",
-) -> str:
-    path = f"rooms/{quote(room_id)}/state/{event_type}/{quote(state_key)}"
-    event_id: str = (await client.request("PUT", path, json=content, token=account)).ok()[
-        "event_id"
-    ]
-    return event_id
+from harness.rooms import create_room, put_state, shared_room
 
 
 async def _event(client: MatrixClient, account: Account, room_id: str, event_id: str) -> Any:
@@ -60,7 +45,7 @@ async def test_display_name_change_has_prev_content_wherever_served(
     ]
 
     to_a, to_b = [
-        await _put_state(
+        await put_state(
             client,
             bob,
             room_id,
@@ -118,8 +103,8 @@ async def test_display_name_change_has_prev_content_wherever_served(
 async def test_topic_change_and_the_first_event_of_a_key(client: MatrixClient) -> None:
     alice = await client.register()
     room_id = await create_room(client, alice)
-    first = await _put_state(client, alice, room_id, "m.room.topic", {"topic": "one"})
-    second = await _put_state(client, alice, room_id, "m.room.topic", {"topic": "two"})
+    first = await put_state(client, alice, room_id, "m.room.topic", {"topic": "one"})
+    second = await put_state(client, alice, room_id, "m.room.topic", {"topic": "two"})
 
     assert _prev(await _event(client, alice, room_id, first)) == {}
     assert _prev(await _event(client, alice, room_id, second)) == {
@@ -141,7 +126,7 @@ async def test_topic_change_and_the_first_event_of_a_key(client: MatrixClient) -
 
 async def test_redacted_replaced_event_gives_its_redacted_content(client: MatrixClient) -> None:
     alice, bob, room_id = await shared_room(client)
-    named = await _put_state(
+    named = await put_state(
         client,
         bob,
         room_id,
@@ -149,7 +134,7 @@ async def test_redacted_replaced_event_gives_its_redacted_content(client: Matrix
         {"membership": "join", "displayname": "A"},
         bob.user_id,
     )
-    renamed = await _put_state(
+    renamed = await put_state(
         client,
         bob,
         room_id,

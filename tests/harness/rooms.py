@@ -42,3 +42,19 @@ async def shared_room(client: MatrixClient) -> tuple[Account, Account, str]:
     room_id: str = created.ok()["room_id"]
     (await client.request("POST", f"join/{room_id}", json={}, token=bob)).ok()
     return alice, bob, room_id
+
+
+async def put_state(
+    client: MatrixClient,
+    account: Account,
+    room_id: str,
+    event_type: str,
+    content: dict[str, Any],
+    state_key: str = "",
+) -> str:
+    """``account`` sets a state event of ``room_id``; its event ID."""
+    path = f"rooms/{quote(room_id)}/state/{event_type}/{quote(state_key)}"
+    event_id: str = (await client.request("PUT", path, json=content, token=account)).ok()[
+        "event_id"
+    ]
+    return event_id

@@ -68,18 +68,3 @@ async def create_room(client: MatrixClient, owner: Account, **body: Any) -> str:
 
 async def join(client: MatrixClient, account: Account, room_id: str) -> None:
     (await client.request("POST", f"join/{quote(room_id)}", json={}, token=account)).ok()
-
-
-async def put_state(
-    client: MatrixClient,
-    account: Account,
-    room_id: str,
-    event_type: str,
-    content: dict[str, Any],
-    state_key: str = "",
-) -> str:
-    path = f"rooms/{quote(room_id)}/state/{event_type}/{quote(state_key)}"
-    event_id: str = (await client.request("PUT", path, json=content, token=account)).ok()[
-        "event_id"
-    ]
-    return event_id

@@ -6,7 +6,8 @@ from __future__ import annotations
 from urllib.parse import quote
 
 from harness.client import Account, MatrixClient
-from harness.sliding_sync import create_room, join, one_list, put_state, sliding, window
+from harness.rooms import put_state
+from harness.sliding_sync import create_room, join, one_list, sliding, window
 
 
 async def filtered(client: MatrixClient, account: Account, **filters: object) -> list[str]:

@@ -6,9 +6,9 @@ state from storage too."""
 from __future__ import annotations
 
 from harness.client import MatrixClient, new_session
-from harness.rooms import say
+from harness.rooms import put_state, say
 from harness.server import HomeserverProcess
-from harness.sliding_sync import create_room, one_list, put_state, request, sliding, window
+from harness.sliding_sync import create_room, one_list, request, sliding, window
 
 
 async def test_after_a_restart_an_old_pos_is_unknown_and_the_order_holds(

@@ -7,8 +7,8 @@ from __future__ import annotations
 from urllib.parse import quote
 
 from harness.client import MatrixClient
-from harness.rooms import say
-from harness.sliding_sync import create_room, join, one_list, put_state, sliding
+from harness.rooms import put_state, say
+from harness.sliding_sync import create_room, join, one_list, sliding
 
 
 def state_keys(room: dict[str, object]) -> set[tuple[str, str]]:

@@ -13,11 +13,11 @@ from typing import Any
 from urllib.parse import quote
 
 from harness.client import Account, MatrixClient
+from harness.rooms import put_state
 from harness.sliding_sync import (
     create_room,
     join,
     one_list,
-    put_state,
     request,
     sliding,
     window,
