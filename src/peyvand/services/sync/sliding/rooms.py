@@ -372,21 +372,12 @@ def _unheld_room(request: RoomRequest) -> _Draft | None:
         body["limited"] = False
         body["prev_batch"] = position_token(room.membership_position)
         body["num_live"] = 0
-    held = SentRoom(
-        room.membership_position,
-        room.membership,
-        params.required_state,
-        {},
-        None,
-        None,
-        (),
-        params.timeline_limit,
-    )
-    return _Draft(request, body, [], {}, held)
+    return _Draft(request, body, [], {}, _sent_stripped(request))
 
 
 def _sent_stripped(request: RoomRequest) -> SentRoom:
-    """What the connection holds of an invite or knock it was sent."""
+    """What the connection holds of a room it was sent without its state: an invite,
+    a knock, a left room not held here."""
     room, params = request.room, request.params
     return SentRoom(
         room.membership_position,
