@@ -18,7 +18,6 @@ from peyvand.services.accounts.threepids import (
     ThreepidService,
 )
 from peyvand.storage.database import Database
-from peyvand.storage.pushers import PusherStore
 from peyvand.storage.threepids import ThreepidStore
 from peyvand.types import UserID
 
@@ -89,9 +88,8 @@ async def test_validated_address_is_bound_once(database: Database) -> None:
     await threepids.add_threepid(ALICE, sid, "s1")
     listed = await threepids.get_threepids(ALICE)
     assert [(t["medium"], t["address"]) for t in listed] == [("email", "alice@example.org")]
-    pushers = PusherStore(database)
-    assert await pushers.has_email_threepid(ALICE, "alice@example.org")
-    assert not await pushers.has_email_threepid(BOB, "alice@example.org")
+    store = ThreepidStore(database)
+    assert await store.get_owner("email", "alice@example.org") == ALICE
     # Bound: nobody else can ask for it, nor bind a session validated before.
     with pytest.raises(MatrixError) as in_use:
         await threepids.request_email_token("s3", "alice@example.org", 1, None)
@@ -101,7 +99,7 @@ async def test_validated_address_is_bound_once(database: Database) -> None:
     assert_code(bound, Errcode.THREEPID_IN_USE)
     await threepids.delete_threepid(ALICE, "email", "ALICE@example.org")
     assert await threepids.get_threepids(ALICE) == []
-    assert not await pushers.has_email_threepid(ALICE, "alice@example.org")
+    assert await store.get_owner("email", "alice@example.org") is None
 
 
 async def test_deactivation_frees_the_addresses(database: Database) -> None:

@@ -132,15 +132,6 @@ class PusherStore:
             )
         return taken_from
 
-    async def has_email_threepid(self, user_id: UserID, address: str) -> bool:
-        """Whether ``address`` (canonical: trimmed, lower case) is one of the user's
-        validated email addresses (schema 040), which an email pusher must be."""
-        owner = await self._db.fetchval(
-            "SELECT user_id FROM user_threepids WHERE medium = 'email' AND address = $1",
-            address,
-        )
-        return bool(owner == user_id)
-
     async def delete_pusher(self, user_id: UserID, app_id: str, pushkey: str) -> None:
         await self._db.execute(
             "DELETE FROM pushers WHERE user_id = $1 AND app_id = $2 AND pushkey = $3",

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from signedjson.types import SigningKey
 
 from peyvand.config import Config
-from peyvand.services.accounts.threepids import ThreepidService
+from peyvand.services.accounts.threepids import ThreepidService, canonical_email
 from peyvand.services.push.email.mailer import EmailMailer
 from peyvand.services.push.email.smtp import SmtpSender
 from peyvand.services.push.email.unsubscribe import (
@@ -18,7 +18,6 @@ from peyvand.services.push.email.unsubscribe import (
     UnsubscribeLinks,
 )
 from peyvand.storage.database import Database
-from peyvand.storage.notifications import NotificationStore
 from peyvand.storage.pushers import PusherStore
 from peyvand.storage.threepids import ThreepidStore
 from peyvand.types import UserID
@@ -44,7 +43,7 @@ def build_email(
 
     async def remove_email_pushers(user_id: UserID, address: str) -> None:
         for pusher in await local.pushers.get_pushers(user_id):
-            if pusher["kind"] == "email" and pusher["pushkey"].strip().lower() == address:
+            if pusher["kind"] == "email" and canonical_email(pusher["pushkey"]) == address:
                 body = {"kind": None, "app_id": pusher["app_id"], "pushkey": pusher["pushkey"]}
                 await local.pushers.set_pusher(user_id, None, body)
 
@@ -55,7 +54,7 @@ def build_email(
         mailer = EmailMailer(
             config.email,
             PusherStore(db),
-            NotificationStore(db),
+            local.notifications,
             timeline.state,
             local.account_data.ignored_users.of,
             sender,

@@ -48,6 +48,7 @@ from peyvand.storage.receipts import ReceiptStore
 from peyvand.storage.relations import RelationStore
 from peyvand.storage.remote_invites import RemoteInviteStore
 from peyvand.storage.threads import ThreadStore
+from peyvand.storage.threepids import ThreepidStore
 from peyvand.storage.to_device import ToDeviceStore
 
 
@@ -110,6 +111,8 @@ class Local:
     sync_account_data: PushRulesAccountData
     pushers: PusherService
     pusher_pool: PusherPool
+    # One for the server: it caches each user's memberships (push, /notifications, email).
+    notifications: NotificationStore
     to_device: ToDeviceService
     device_lists: DeviceListService
     e2e_keys: E2eKeysService
@@ -143,9 +146,10 @@ def build_local(config: Config, db: Database, timeline: Timeline) -> Local:
     )
     timeline.writer.add_pre_commit(push_actions.prepare)
     pusher_store = PusherStore(db)
+    notifications = NotificationStore(db)
     pusher_pool = PusherPool(
         pusher_store,
-        NotificationStore(db),
+        notifications,
         PushGatewayClient(
             tuple(
                 ipaddress.ip_network(n, strict=False) for n in config.push.gateway_allowed_networks
@@ -168,6 +172,7 @@ def build_local(config: Config, db: Database, timeline: Timeline) -> Local:
     receipts.read_listeners.append(pusher_pool.on_receipt)
     pushers = PusherService(
         pusher_store,
+        ThreepidStore(db).get_owner,
         on_change=pusher_pool.on_pushers_changed,
         email_enabled=config.email.smtp_host is not None,
         max_pushers_per_user=config.push.max_pushers_per_user,
@@ -198,6 +203,7 @@ def build_local(config: Config, db: Database, timeline: Timeline) -> Local:
         sync_account_data=PushRulesAccountData(account_data, push_rules),
         pushers=pushers,
         pusher_pool=pusher_pool,
+        notifications=notifications,
         to_device=to_device,
         device_lists=device_lists,
         e2e_keys=e2e_keys,

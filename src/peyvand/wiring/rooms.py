@@ -31,7 +31,6 @@ from peyvand.storage.database import Database
 from peyvand.storage.directory import DirectoryStore
 from peyvand.storage.forgotten_rooms import ForgottenRoomStore
 from peyvand.storage.guests import GuestStore
-from peyvand.storage.notifications import NotificationStore
 from peyvand.storage.relations import RelationStore
 from peyvand.storage.search import SearchStore
 from peyvand.storage.threads import ThreadStore
@@ -172,6 +171,6 @@ def build_rooms(
         ),
         search_backfill=SearchBackfill(search_store),
         notifications=NotificationsService(
-            NotificationStore(db), state, room_events, local.account_data.ignored_users.of
+            local.notifications, state, room_events, local.account_data.ignored_users.of
         ),
     )

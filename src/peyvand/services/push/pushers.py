@@ -23,6 +23,7 @@ import orjson
 from yarl import URL
 
 from peyvand.errors import Errcode, MatrixError
+from peyvand.services.accounts.threepids import canonical_email
 from peyvand.storage.pushers import PusherRow, PusherStore, TooManyPushers
 from peyvand.types import JsonDict, UserID
 
@@ -37,6 +38,8 @@ _REQUIRED_WITH_KIND: Final = ("app_display_name", "device_display_name", "lang",
 
 
 PushersChanged = Callable[[UserID], Awaitable[None]]
+# (medium, canonical address) -> the user it is validated for (``ThreepidStore.get_owner``).
+ThreepidOwner = Callable[[str, str], Awaitable[UserID | None]]
 
 
 async def _ignore_change(user_id: UserID) -> None:
@@ -47,6 +50,7 @@ class PusherService:
     def __init__(
         self,
         store: PusherStore,
+        threepid_owner: ThreepidOwner,
         *,
         on_change: PushersChanged = _ignore_change,
         clock: Callable[[], float] = time.time,
@@ -54,6 +58,7 @@ class PusherService:
         max_pushers_per_user: int = 20,
     ) -> None:
         self._store = store
+        self._threepid_owner = threepid_owner
         self._max_per_user = max_pushers_per_user
         self._email_enabled = email_enabled
         self._on_change = on_change
@@ -87,7 +92,7 @@ class PusherService:
             if not self._email_enabled:
                 raise MatrixError(Errcode.INVALID_PARAM, "This server sends no email")
             _check_email_address(pushkey)
-            if not await self._store.has_email_threepid(user_id, pushkey.strip().lower()):
+            if await self._threepid_owner("email", canonical_email(pushkey)) != user_id:
                 raise MatrixError(Errcode.THREEPID_NOT_FOUND, "Email not found")
         elif kind != "http":
             raise MatrixError(Errcode.INVALID_PARAM, "Only 'http' and 'email' pushers exist")
