@@ -37,6 +37,9 @@ def build_sliding_sync(
     timeline.dispatcher.listeners.append(bump_stamps.on_persisted)
     account_view = AccountView(local.sync_account_data, lambda: notifier.current_token.account_data)
     invite_state = InviteState(timeline.state, timeline.remote_invites)
+    responses = RoomResponses(
+        timeline.state, room_events, invite_state, local.push_actions.unread_sections, bump_stamps
+    )
     return SlidingSyncService(
         timeline.index,
         timeline.state,
@@ -47,13 +50,7 @@ def build_sliding_sync(
         ListFiltering(
             timeline.state, account_view, timeline.event_store.get_current_state_of_types
         ),
-        RoomResponses(
-            timeline.state,
-            room_events,
-            invite_state,
-            local.push_actions.unread_sections,
-            bump_stamps,
-        ),
+        responses,
         SlidingExtensions(
             local.to_device,
             ToDeviceStore(db),

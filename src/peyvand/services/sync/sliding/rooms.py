@@ -65,10 +65,9 @@ class RoomResponses:
         room_events: RoomEventsService,
         invite_state: InviteState,
         unread_counts: UnreadCounts,
-        bump_stamps: BumpStamps | None = None,
+        bump_stamps: BumpStamps,
     ) -> None:
-        """``bump_stamps``: each room's newest bump event (None: a joined room's
-        ``bump_stamp`` is the position its list sorts it by)."""
+        """``bump_stamps``: each room's newest bump event."""
         self._state = state
         self._room_events = room_events
         self._invite_state = invite_state
@@ -90,10 +89,7 @@ class RoomResponses:
         drafts: list[_Draft] = []
         stripped: dict[RoomID, tuple[RoomRequest, JsonDict]] = {}
         joined = [r.room.room_id for r in rooms if r.room.membership == "join"]
-        if self._bump_stamps is not None and joined:
-            stamps = await self._bump_stamps.bump_stamps(joined)
-        else:
-            stamps = {r.room.room_id: r.room.bump_stamp for r in rooms}
+        stamps = await self._bump_stamps.bump_stamps(joined) if joined else {}
         for request in rooms:
             room = request.room
             if room.membership in ("invite", "knock"):

@@ -125,7 +125,6 @@ class SlidingSyncService:
         """``ignored_by`` and ``invites`` (who sent an invite) hide the invites of users
         the user ignores."""
         self._index = index
-        self._state = state
         self._notifier = notifier
         self._forgotten = forgotten
         self._bump_stamps = bump_stamps
