@@ -15,7 +15,7 @@ import orjson
 from peyvand.events.media_refs import media_references
 from peyvand.events.pdu import Pdu, StateKey
 from peyvand.events.room_versions import KNOWN_ROOM_VERSIONS
-from peyvand.storage.database import Connection, Database, Row, placeholders
+from peyvand.storage.database import Connection, Database, Row, iter_chunks, placeholders
 from peyvand.storage.models import (
     EventToPersist,
     NewStateGroup,
@@ -88,12 +88,16 @@ class EventStore:
         rows = await self._db.fetch("SELECT room_id FROM rooms WHERE is_public = $1", True)
         return [RoomID(r[0]) for r in rows]
 
-    async def _fetch_in(self, select: str, values: Sequence[Any]) -> AsyncIterator[list[Row]]:
-        """The rows of ``select`` (ending in ``IN``) with an IN-list of ``values``: one
-        query, and one list of rows, per ``_IN_LIST_CHUNK`` of them."""
-        for start in range(0, len(values), _IN_LIST_CHUNK):
-            chunk = values[start : start + _IN_LIST_CHUNK]
-            yield await self._db.fetch(f"{select} ({placeholders(len(chunk))})", *chunk)
+    async def _fetch_in(
+        self, select: str, values: Sequence[Any], *leading: Any
+    ) -> AsyncIterator[list[Row]]:
+        """The rows of ``select`` (ending in ``IN``; ``leading`` are its ``$1``, ``$2``,
+        ... before the list) with an IN-list of ``values``: one query, and one list of
+        rows, per ``_IN_LIST_CHUNK`` of them."""
+        async for chunk in iter_chunks(values, _IN_LIST_CHUNK):
+            yield await self._db.fetch(
+                f"{select} ({placeholders(len(chunk), len(leading) + 1)})", *leading, *chunk
+            )
 
     async def _ensure_room_versions(self, room_ids: Iterable[str]) -> None:
         missing = [r for r in set(room_ids) if r not in self._room_versions]
@@ -166,15 +170,13 @@ class EventStore:
     ) -> set[RoomID]:
         """The subset of ``room_ids`` with an event in ``(since, until]``."""
         found: set[RoomID] = set()
-        for start in range(0, len(room_ids), _IN_LIST_CHUNK):
-            chunk = list(room_ids[start : start + _IN_LIST_CHUNK])
-            rows = await self._db.fetch(
-                "SELECT DISTINCT room_id FROM events WHERE stream_ordering > $1"
-                f" AND stream_ordering <= $2 AND room_id IN ({placeholders(len(chunk), 3)})",
-                since,
-                until,
-                *chunk,
-            )
+        async for rows in self._fetch_in(
+            "SELECT DISTINCT room_id FROM events WHERE stream_ordering > $1"
+            " AND stream_ordering <= $2 AND room_id IN",
+            room_ids,
+            since,
+            until,
+        ):
             found.update(RoomID(r[0]) for r in rows)
         return found
 
@@ -192,18 +194,15 @@ class EventStore:
         types_in = (
             f" AND e.type IN ({placeholders(len(types), 2)})" if event_types is not None else ""
         )
-        for start in range(0, len(room_ids), _IN_LIST_CHUNK):
-            chunk = list(room_ids[start : start + _IN_LIST_CHUNK])
-            rows = await self._db.fetch(
-                "SELECT r.room_id, (SELECT e.stream_ordering FROM events e"
-                " WHERE e.room_id = r.room_id AND e.stream_ordering > 0"
-                f" AND e.stream_ordering <= $1{types_in}"
-                " ORDER BY e.stream_ordering DESC LIMIT 1) FROM rooms r"
-                f" WHERE r.room_id IN ({placeholders(len(chunk), 2 + len(types))})",
-                until,
-                *types,
-                *chunk,
-            )
+        async for rows in self._fetch_in(
+            "SELECT r.room_id, (SELECT e.stream_ordering FROM events e"
+            " WHERE e.room_id = r.room_id AND e.stream_ordering > 0"
+            f" AND e.stream_ordering <= $1{types_in}"
+            " ORDER BY e.stream_ordering DESC LIMIT 1) FROM rooms r WHERE r.room_id IN",
+            room_ids,
+            until,
+            *types,
+        ):
             found.update((RoomID(r[0]), int(r[1])) for r in rows if r[1] is not None)
         return found
 
@@ -274,16 +273,12 @@ class EventStore:
         """The current state of ``event_types`` in each of ``room_ids``, in one chunked
         query (sliding sync's list filters: create and encryption events)."""
         found: dict[RoomID, dict[StateKey, EventID]] = {}
-        types_in = placeholders(len(event_types))
-        for start in range(0, len(room_ids), _IN_LIST_CHUNK):
-            chunk = list(room_ids[start : start + _IN_LIST_CHUNK])
-            rows = await self._db.fetch(
-                "SELECT room_id, type, state_key, event_id FROM current_state"
-                f" WHERE type IN ({types_in})"
-                f" AND room_id IN ({placeholders(len(chunk), 1 + len(event_types))})",
-                *event_types,
-                *chunk,
-            )
+        async for rows in self._fetch_in(
+            "SELECT room_id, type, state_key, event_id FROM current_state"
+            f" WHERE type IN ({placeholders(len(event_types))}) AND room_id IN",
+            room_ids,
+            *event_types,
+        ):
             for r in rows:
                 found.setdefault(RoomID(r[0]), {})[(r[1], r[2])] = EventID(r[3])
         return found
