@@ -66,7 +66,9 @@ def check_client_secret(client_secret: str) -> None:
         raise MatrixError(Errcode.INVALID_PARAM, "Invalid client_secret")
 
 
-def _check_email(address: str) -> None:
+def check_email_address(address: str, what: str = "Invalid email address") -> None:
+    """One address, ``local@domain`` (no display name, list or comment), at most
+    ``_MAX_ADDRESS_CHARS`` long; else 400 ``M_INVALID_PARAM`` saying ``what``."""
     local, at, domain = address.rpartition("@")
     if (
         not at
@@ -75,7 +77,7 @@ def _check_email(address: str) -> None:
         or "." not in domain.strip(".")
         or any(c.isspace() or c in '<>,;"()[]\\' or ord(c) < 32 for c in address)
     ):
-        raise MatrixError(Errcode.INVALID_PARAM, "Invalid email address")
+        raise MatrixError(Errcode.INVALID_PARAM, what)
 
 
 def _hash(token: str) -> str:
@@ -127,7 +129,7 @@ class ThreepidService:
                 "Adding an email to your account is disabled on this server",
             )
         check_client_secret(client_secret)
-        _check_email(address)
+        check_email_address(address)
         address = canonical_email(address)
         if next_link is not None:
             parts = urlsplit(next_link)

@@ -23,7 +23,7 @@ import orjson
 from yarl import URL
 
 from peyvand.errors import Errcode, MatrixError
-from peyvand.services.accounts.threepids import canonical_email
+from peyvand.services.accounts.threepids import canonical_email, check_email_address
 from peyvand.storage.pushers import PusherRow, PusherStore, TooManyPushers
 from peyvand.types import JsonDict, UserID
 
@@ -91,7 +91,7 @@ class PusherService:
         if kind == "email":
             if not self._email_enabled:
                 raise MatrixError(Errcode.INVALID_PARAM, "This server sends no email")
-            _check_email_address(pushkey)
+            check_email_address(pushkey, "'pushkey' must be an email address")
             if await self._threepid_owner("email", canonical_email(pushkey)) != user_id:
                 raise MatrixError(Errcode.THREEPID_NOT_FOUND, "Email not found")
         elif kind != "http":
@@ -152,18 +152,6 @@ def _required_str(body: Mapping[str, Any], name: str) -> str:
     if not isinstance(value, str):
         raise MatrixError(Errcode.BAD_JSON, f"'{name}' must be a string")
     return value
-
-
-def _check_email_address(address: str) -> None:
-    """An ``email`` pusher's ``pushkey``: one address, ``local@domain``."""
-    local, at, domain = address.rpartition("@")
-    if (
-        not at
-        or not local
-        or "." not in domain.strip(".")
-        or any(c.isspace() or c in '<>,;"()[]\\' or ord(c) < 32 for c in address)
-    ):
-        raise MatrixError(Errcode.INVALID_PARAM, "'pushkey' must be an email address")
 
 
 def _check_url(url: object) -> None:
