@@ -95,3 +95,26 @@ async def test_tokens_from_before_start_ask_the_database_for_unknown_rooms() -> 
     index.apply([member(ROOM_A, "join", 12)])
     assert await index.rooms_changed_since([ROOM_A, ROOM_B], 3) == {ROOM_A, ROOM_B}
     assert store.range_queries == [([ROOM_B], 3, 10)]
+
+
+async def test_versioned_memberships_keep_their_token_until_a_change() -> None:
+    index, _ = await make()
+    first, token = await index.versioned_memberships(ALICE)
+    assert first == {ROOM_A: ("join", 5)} and token is not None
+    assert (await index.versioned_memberships(ALICE))[1] == token
+    index.apply([member(ROOM_B, "join", 11)])
+    changed, after = await index.versioned_memberships(ALICE)
+    assert changed[ROOM_B] == ("join", 11)
+    assert after is not None and after != token
+    index.note_remote_invite(ALICE, RoomID("!remote"), "invite", 12)
+    assert (await index.versioned_memberships(ALICE))[1] not in (None, token, after)
+
+
+async def test_versioned_memberships_of_a_load_that_raced_a_commit_have_no_token() -> None:
+    index, store = await make()
+    store.gate = asyncio.Event()
+    loading = asyncio.create_task(index.versioned_memberships(ALICE))
+    await asyncio.sleep(0)
+    index.apply([member(ROOM_B, "join", 11)])
+    store.gate.set()
+    assert await loading == ({ROOM_A: ("join", 5)}, None)

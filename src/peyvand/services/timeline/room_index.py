@@ -30,6 +30,10 @@ class RoomIndex:
         self._store = store
         self._remote_invites = remote_invites
         self._memberships: LRU[UserID, Memberships] = LRU(max_users)
+        # A token per cached user, dropped whenever their memberships change or are
+        # reloaded, handed out anew when asked (``versioned_memberships``).
+        self._tokens: LRU[UserID, int] = LRU(max_users)
+        self._last_token = 0
         # Bumped on every membership change: a load that raced one is not cached.
         self._version = 0
         self._last_position: dict[RoomID, int] = {}
@@ -55,7 +59,22 @@ class RoomIndex:
                     loaded[room_id] = membership
         if version == self._version:
             self._memberships.put(user_id, loaded)
+            self._tokens.pop(user_id)
         return loaded
+
+    async def versioned_memberships(self, user_id: UserID) -> tuple[Memberships, int | None]:
+        """``memberships`` and a token that stays the same until they change, so a
+        caller can keep what it derived from them (sliding sync's room lists); None when
+        they are not cached (a load that raced a change): nothing derived may be kept."""
+        memberships = await self.memberships(user_id)
+        if self._memberships.peek(user_id) is not memberships:
+            return memberships, None
+        token = self._tokens.get(user_id)
+        if token is None:
+            self._last_token += 1
+            token = self._last_token
+            self._tokens.put(user_id, token)
+        return memberships, token
 
     async def rooms_changed_since(self, room_ids: Sequence[RoomID], since: int) -> set[RoomID]:
         """The rooms of ``room_ids`` that may have events after ``since``.
@@ -95,6 +114,7 @@ class RoomIndex:
                 return
             if current is None or current[0] in ("invite", "knock", "leave", "ban"):
                 cached[room_id] = (membership, stream_ordering)
+                self._tokens.pop(user_id)
 
     def apply(self, batch: Sequence[EventToPersist]) -> None:
         """Record a committed batch (called by the dispatcher)."""
@@ -123,3 +143,4 @@ class RoomIndex:
                 cached = self._memberships.get(user_id)
                 if cached is not None:
                     cached[pdu.room_id] = (membership, persisted.stream_ordering)
+                    self._tokens.pop(user_id)
