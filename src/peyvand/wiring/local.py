@@ -40,6 +40,7 @@ from peyvand.storage.database import Database
 from peyvand.storage.device_lists import DeviceListStore
 from peyvand.storage.e2e_keys import E2eKeyStore
 from peyvand.storage.events import EventStore
+from peyvand.storage.membership_history import MembershipHistoryStore
 from peyvand.storage.notifications import NotificationStore
 from peyvand.storage.push_actions import PushActionStore
 from peyvand.storage.push_rules import PushRuleStore
@@ -194,7 +195,9 @@ def build_local(config: Config, db: Database, timeline: Timeline) -> Local:
         accounts=accounts,
         auth=auth,
         account_data=account_data,
-        visibility=VisibilityService(state, account_data.ignored_users.of),
+        visibility=VisibilityService(
+            state, account_data.ignored_users.of, MembershipHistoryStore(db).latest_join
+        ),
         typing=TypingService(notifier, state),
         presence=presence,
         receipts=receipts,

@@ -2,10 +2,15 @@
 
 Decided per event from the state after it: the user's membership then and the room's
 ``m.room.history_visibility``. Lookups are memoised per state group, so a page of events
-sent under one state costs one lookup. Events from users the reader ignores are left out,
-except state events ("Ignoring Users", "Server behaviour"), and so are redactions not in
-effect (rooms v3+ "Handling redactions": not sent to clients until both events are known
-and the redaction is applied).
+sent under one state costs one lookup. Under ``shared``, "Server behaviour" rule 3 lets a
+user see an event if they "joined the room at any point after the event was sent": a
+joined member sees all of it, and a former member what was sent before their latest join
+(read once per room and call, only for a reader not joined), so a user who left or was
+kicked keeps the history they could read while joined, as the module's introduction says.
+Events from users the reader ignores are left out, except state events ("Ignoring
+Users", "Server behaviour"), and so are redactions not in effect (rooms v3+ "Handling
+redactions": not sent to clients until both events are known and the redaction is
+applied).
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from typing import Any
 from peyvand.events.pdu import StateKey
 from peyvand.services.timeline.room_state import StateService
 from peyvand.storage.models import StoredEvent
-from peyvand.types import UserID
+from peyvand.types import RoomID, UserID
 
 _VISIBILITY_KEY: StateKey = ("m.room.history_visibility", "")
 # From the least to the most restrictive.
@@ -32,11 +37,15 @@ def _value(content: Mapping[str, Any]) -> str:
 IgnoredBy = Callable[[UserID], Awaitable[frozenset[UserID]]]
 """user -> the users they ignore."""
 
+LatestJoin = Callable[[RoomID, UserID], Awaitable[int | None]]
+"""(room, user) -> the stream position of the user's latest join to it (None: never)."""
+
 
 class VisibilityService:
-    def __init__(self, state: StateService, ignored_by: IgnoredBy) -> None:
+    def __init__(self, state: StateService, ignored_by: IgnoredBy, latest_join: LatestJoin) -> None:
         self._state = state
         self._ignored_by = ignored_by
+        self._latest_join = latest_join
 
     async def filter_events(
         self,
@@ -61,6 +70,7 @@ class VisibilityService:
             if (member_id := ids.get(member_key)) and member_id in found:
                 membership = found[member_id].pdu.membership
             by_group[event.state_group] = (visibility, membership)
+        joins: dict[RoomID, int | None] = {}
         visible = []
         for event in events:
             visibility, membership = by_group[event.state_group]
@@ -76,8 +86,11 @@ class VisibilityService:
                 (event.pdu.type == "m.room.member" and event.pdu.state_key == user_id)
                 or visibility == "world_readable"
                 or membership == "join"
-                or (visibility == "shared" and currently_joined)
                 or (visibility == "invited" and membership == "invite")
+                or (
+                    visibility == "shared"
+                    and (currently_joined or await self._joined_after(user_id, event, joins))
+                )
             ):
                 visible.append(event)
         redactions = [e.pdu.event_id for e in visible if e.pdu.type == "m.room.redaction"]
@@ -86,6 +99,17 @@ class VisibilityService:
             pending = await self._state.pending_redactions(redactions)
             visible = [e for e in visible if e.pdu.event_id not in pending]
         return visible
+
+    async def _joined_after(
+        self, user_id: UserID, event: StoredEvent, joins: dict[RoomID, int | None]
+    ) -> bool:
+        """Whether the user joined the event's room after it was sent (``joins``: each
+        room's latest join, read once per call)."""
+        room_id = event.pdu.room_id
+        if room_id not in joins:
+            joins[room_id] = await self._latest_join(room_id, user_id)
+        latest = joins[room_id]
+        return latest is not None and event.stream_ordering < latest
 
     async def _visibility_before(self, event: StoredEvent) -> str:
         """The history visibility just before the state event ``event``."""
