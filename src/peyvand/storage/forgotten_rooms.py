@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from peyvand.storage.database import Database
 from peyvand.types import RoomID, UserID
 
@@ -9,6 +11,8 @@ from peyvand.types import RoomID, UserID
 class ForgottenRoomStore:
     def __init__(self, db: Database) -> None:
         self._db = db
+        # Told of the user after each write (caches of forgotten rooms drop theirs).
+        self.listeners: list[Callable[[UserID], None]] = []
 
     async def set_forgotten(self, user_id: UserID, room_id: RoomID, forgotten: bool) -> None:
         if forgotten:
@@ -24,6 +28,8 @@ class ForgottenRoomStore:
                 user_id,
                 room_id,
             )
+        for listener in self.listeners:
+            listener(user_id)
 
     async def get_forgotten(self, user_id: UserID) -> set[RoomID]:
         rows = await self._db.fetch(
