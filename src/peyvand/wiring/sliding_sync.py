@@ -9,9 +9,11 @@ from peyvand.services.sync.invite_state import InviteState
 from peyvand.services.sync.sliding.account_view import AccountView
 from peyvand.services.sync.sliding.bump_stamps import BumpStamps
 from peyvand.services.sync.sliding.extensions import SlidingExtensions
+from peyvand.services.sync.sliding.kicks import Kicks
 from peyvand.services.sync.sliding.room_lists import ListFiltering
 from peyvand.services.sync.sliding.rooms import RoomResponses
 from peyvand.services.sync.sliding.service import SlidingSyncService
+from peyvand.services.sync.sliding.user_rooms import UserRooms
 from peyvand.storage.database import Database
 from peyvand.storage.forgotten_rooms import ForgottenRoomStore
 from peyvand.storage.to_device import ToDeviceStore
@@ -40,12 +42,19 @@ def build_sliding_sync(
     responses = RoomResponses(
         timeline.state, room_events, invite_state, local.push_actions.unread_sections, bump_stamps
     )
+    user_rooms = UserRooms(
+        timeline.index,
+        bump_stamps,
+        forgotten.get_forgotten,
+        Kicks(timeline.state),
+        ignored_by=local.account_data.ignored_users.of,
+        invites=invite_state,
+    )
+    forgotten.listeners.append(user_rooms.forgotten_changed)
     return SlidingSyncService(
         timeline.index,
-        timeline.state,
+        user_rooms,
         notifier,
-        forgotten,
-        bump_stamps,
         account_view,
         ListFiltering(
             timeline.state, account_view, timeline.event_store.get_current_state_of_types
@@ -62,8 +71,6 @@ def build_sliding_sync(
         ),
         is_mine=lambda user_id: user_id.partition(":")[2] == server_name,
         is_partial=partial_state.is_partial if partial_state is not None else _never_partial,
-        ignored_by=local.account_data.ignored_users.of,
-        invites=invite_state,
     )
 
 

@@ -244,13 +244,9 @@ def _long_poll(
         nothing,
         nothing,
         nothing,
-        nothing,
-        nothing,
         extensions,
         is_mine=lambda user_id: True,
         is_partial=lambda room_id: False,
-        ignored_by=nothing,
-        invites=nothing,
         connections=connections,
     )
     computed = itertools.count()

@@ -67,40 +67,27 @@ def listed_rooms(
     memberships: Mapping[RoomID, tuple[str, int]],
     stamps: Mapping[RoomID, int],
     *,
-    since: int | None,
-    until: int,
     forgotten: Collection[RoomID],
     kicked: Collection[RoomID],
 ) -> dict[RoomID, UserRoom]:
-    """The rooms lists may show, as Synapse's ``filter_membership_for_sync``: every room
-    the user is joined to, invited to, knocking on, banned or ``kicked`` from, and a room
-    left since ``since``; a joined room sorts by its newest bump event (by the join when
-    it has none), any other by the user's membership event (what the user saw last)."""
+    """The rooms lists always show, as Synapse's ``filter_membership_for_sync``: every
+    room the user is joined to, invited to, knocking on, banned or ``kicked`` from, not
+    ``forgotten`` (a room left by the user is shown only after the leave, by the
+    caller); a joined room sorts by its newest event (by the join when it has none), any
+    other by the user's membership event (what the user saw last)."""
     rooms: dict[RoomID, UserRoom] = {}
     for room_id, (membership, position) in memberships.items():
-        if position > until or room_id in forgotten:
-            continue
-        if membership not in _LISTED and not (
-            membership == "leave"
-            and ((since is not None and position > since) or room_id in kicked)
-        ):
+        if room_id in forgotten or (membership not in _LISTED and room_id not in kicked):
             continue
         stamp = stamps.get(room_id, position) if membership == "join" else position
         rooms[room_id] = UserRoom(room_id, membership, position, stamp)
     return rooms
 
 
-def sort_rooms(rooms: Collection[UserRoom]) -> list[UserRoom]:
-    """Newest bump stamp first (ties by room ID, so the order is stable)."""
-    return sorted(rooms, key=lambda r: (-r.bump_stamp, r.room_id))
-
-
-def windows(sorted_rooms: Sequence[UserRoom], config: ListConfig) -> ListResult:
-    """The list's ``count`` and the rooms of each of its ranges (both ends inclusive)."""
-    return ListResult(
-        len(sorted_rooms),
-        tuple(tuple(r.room_id for r in sorted_rooms[lo : hi + 1]) for lo, hi in config.ranges),
-    )
+def windows(order: Sequence[RoomID], config: ListConfig) -> ListResult:
+    """The list's ``count`` and the rooms of each of its ranges (both ends inclusive) of
+    the list's rooms in list order."""
+    return ListResult(len(order), tuple(tuple(order[lo : hi + 1]) for lo, hi in config.ranges))
 
 
 class ListFiltering:

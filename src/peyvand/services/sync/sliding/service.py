@@ -21,13 +21,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from peyvand.lru import LRU
 from peyvand.services.accounts.requester import Requester
-from peyvand.services.rooms.visibility import IgnoredBy
-from peyvand.services.sync.invite_state import InviteState
 from peyvand.services.sync.notifier import Notifier
 from peyvand.services.sync.sliding.account_view import AccountView
-from peyvand.services.sync.sliding.bump_stamps import BumpStamps
 from peyvand.services.sync.sliding.connections import (
     ConnectionKey,
     ConnectionPosition,
@@ -35,7 +31,6 @@ from peyvand.services.sync.sliding.connections import (
     Pos,
 )
 from peyvand.services.sync.sliding.extensions import carries_news
-from peyvand.services.sync.sliding.kicks import Kicks
 from peyvand.services.sync.sliding.request import ListFilters, RoomParams, SlidingSyncRequest
 from peyvand.services.sync.sliding.room_lists import (
     ListFiltering,
@@ -44,22 +39,17 @@ from peyvand.services.sync.sliding.room_lists import (
     UserRoom,
     combined_params,
     list_json,
-    listed_rooms,
-    sort_rooms,
     windows,
 )
 from peyvand.services.sync.sliding.rooms import RoomRequest, RoomResponses
 from peyvand.services.sync.sliding.sent_rooms import RoomStatuses
+from peyvand.services.sync.sliding.user_rooms import UserRooms
 from peyvand.services.sync.streams import StreamToken
 from peyvand.services.timeline.room_index import RoomIndex
-from peyvand.services.timeline.room_state import StateService
-from peyvand.storage.forgotten_rooms import ForgottenRoomStore
 from peyvand.types import DeviceID, JsonDict, RoomID, UserID
 
 # A list without filters: all the user's listed rooms.
 _NO_FILTERS = ListFilters()
-# Invites whose sender is remembered (read only for users who ignore someone).
-_INVITERS = 10_000
 
 
 class Extensions(Protocol):
@@ -106,10 +96,8 @@ class SlidingSyncService:
     def __init__(
         self,
         index: RoomIndex,
-        state: StateService,
+        user_rooms: UserRooms,
         notifier: Notifier,
-        forgotten: ForgottenRoomStore,
-        bump_stamps: BumpStamps,
         account_view: AccountView,
         filtering: ListFiltering,
         responses: RoomResponses,
@@ -117,30 +105,21 @@ class SlidingSyncService:
         *,
         is_mine: Callable[[str], bool],
         is_partial: Callable[[RoomID], bool],
-        ignored_by: IgnoredBy,
-        invites: InviteState,
         connections: ConnectionStore | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """``ignored_by`` and ``invites`` (who sent an invite) hide the invites of users
-        the user ignores."""
+        """``user_rooms``: the rooms each user's lists hold, in list order."""
         self._index = index
+        self._user_rooms = user_rooms
         self._notifier = notifier
-        self._forgotten = forgotten
-        self._bump_stamps = bump_stamps
         self._account_view = account_view
         self._responses = responses
         self._extensions = extensions
         self._connections = connections or ConnectionStore()
         self._filtering = filtering
-        self._kicks = Kicks(state)
         self._is_mine = is_mine
         self._is_partial = is_partial
         self._clock = clock
-        self._ignored_by = ignored_by
-        self._invites = invites
-        # (user, room, invite position) -> who sent the invite.
-        self._inviters: LRU[tuple[UserID, RoomID, int], tuple[str | None]] = LRU(_INVITERS)
 
     async def sync(
         self,
@@ -244,17 +223,23 @@ class SlidingSyncService:
         now: StreamToken,
     ) -> _Pass:
         user_id = requester.user_id
-        rooms = await self._user_rooms(user_id, since, now)
+        listed = await self._user_rooms.listed(
+            user_id, since.events if since is not None else None, now.events
+        )
+        rooms = listed.rooms
         results: dict[str, ListResult] = {}
         spaces: SpaceChildren = {}
         for name, config in request.lists.items():
-            if config.filters == _NO_FILTERS:
-                kept = list(rooms.values())
-            else:
-                kept = await self._filtering.apply(user_id, rooms, config.filters, spaces)
+            order = listed.order
+            if config.filters != _NO_FILTERS:
+                kept = {
+                    r.room_id
+                    for r in await self._filtering.apply(user_id, rooms, config.filters, spaces)
+                }
+                order = [r for r in listed.order if r in kept]
             if config.params.must_await_full_state(self._is_mine):
-                kept = [r for r in kept if not self._is_partial(r.room_id)]
-            results[name] = windows(sort_rooms(kept), config)
+                order = [r for r in order if not self._is_partial(r)]
+            results[name] = windows(order, config)
         # A subscription to a room the user has no listed membership in shows nothing
         # (Synapse's ``check_room_subscription_allowed_for_user``); nor does one to a
         # room with partial state that needs the full state, until it has it.
@@ -284,51 +269,10 @@ class SlidingSyncService:
             },
             subscriptions=list(subscriptions),
             rooms=bodies,
-            joined=frozenset(r for r, room in rooms.items() if room.membership == "join"),
+            joined=listed.joined,
             position=position,
             news=bool(bodies) or digests != previous.lists,
         )
-
-    async def _user_rooms(
-        self, user_id: UserID, since: StreamToken | None, now: StreamToken
-    ) -> dict[RoomID, UserRoom]:
-        """The rooms lists may show, from the room index and the bump stamps (memory);
-        the forgotten rooms are read only when a left or banned room is among them, and
-        who sent each leave once per leave (``Kicks``)."""
-        # A copy: the index is updated by commits while this request awaits.
-        memberships = dict(await self._index.memberships(user_id))
-        joined = [r for r, (membership, _) in memberships.items() if membership == "join"]
-        stamps = await self._bump_stamps.stamps(joined)
-        left = {r: p for r, (m, p) in memberships.items() if m == "leave" and p <= now.events}
-        forgotten: set[RoomID] | frozenset[RoomID] = frozenset()
-        if left or any(m == "ban" for m, _ in memberships.values()):
-            forgotten = await self._forgotten.get_forgotten(user_id)
-        rooms = listed_rooms(
-            memberships,
-            stamps,
-            since=since.events if since is not None else None,
-            until=now.events,
-            forgotten=forgotten,
-            kicked=await self._kicks.kicked(user_id, left) if left else set(),
-        )
-        invites = [r for r in rooms.values() if r.membership == "invite"]
-        if invites and (ignored := await self._ignored_by(user_id)):
-            # "Ignoring Users": invites from ignored users are not sent (as /sync and
-            # Synapse's ``get_room_membership_for_user_at_to_token``).
-            for room in invites:
-                if await self._inviter(user_id, room) in ignored:
-                    del rooms[room.room_id]
-        return rooms
-
-    async def _inviter(self, user_id: UserID, room: UserRoom) -> str | None:
-        """Who sent the user's invite to ``room`` (read once per invite)."""
-        key = (user_id, room.room_id, room.membership_position)
-        held = self._inviters.get(key)
-        if held is not None:
-            return held[0]
-        sender = (await self._invites.stripped(room.room_id, user_id))[1]
-        self._inviters.put(key, (sender,))
-        return sender
 
     async def _rooms_to_answer(
         self,
