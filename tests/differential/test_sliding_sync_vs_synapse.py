@@ -122,9 +122,9 @@ SPEC_OVER_SYNAPSE = {
     ),
     r"kicked\.(limited|timeline)": (
         "History visibility 'shared', rule 3: an event is visible to a user who joined "
-        "after it was sent, so alice, kicked, still sees her invite (Synapse treats a "
-        "former member as peeking and hides it). Still open: by that rule the events "
-        "before her invite are visible too (both servers hide them; issue 18 note)."
+        "after it was sent, so alice, kicked, still sees her invite and what came before "
+        "it (a limited timeline); Synapse treats a former member as peeking and shows "
+        "only the events she was joined for."
     ),
 }
 
