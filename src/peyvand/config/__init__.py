@@ -14,6 +14,9 @@ from peyvand.config.model import (
     RateLimitConfig,
     RegistrationConfig,
     RetentionConfig,
+    SupportContact,
+    VoipConfig,
+    WellKnownConfig,
 )
 
 __all__ = [
@@ -30,4 +33,7 @@ __all__ = [
     "RateLimitConfig",
     "RegistrationConfig",
     "RetentionConfig",
+    "SupportContact",
+    "VoipConfig",
+    "WellKnownConfig",
 ]

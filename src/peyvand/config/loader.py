@@ -38,6 +38,9 @@ from peyvand.config.model import (
     ModerationConfig,
     PushConfig,
     RetentionConfig,
+    SupportContact,
+    VoipConfig,
+    WellKnownConfig,
 )
 
 __all__ = ["OPTION_DOCS", "ConfigError", "load_config", "parse_config", "render_config"]
@@ -303,6 +306,33 @@ OPTION_DOCS: Final[Mapping[str, str]] = {
         "Seconds a notification waits before it is mailed in a digest (Synapse: 600);\n"
         "what the user reads meanwhile is not mailed."
     ),
+    "well_known": (
+        "Discovery files served under /.well-known/matrix/ (client is always served,\n"
+        "from public_baseurl)."
+    ),
+    "well_known.server": (
+        'The m.server of /.well-known/matrix/server ("matrix.example.com:443"): where\n'
+        "other servers reach this one when server_name's host delegates to it; unset: 404."
+    ),
+    "well_known.support_page": "A help page URL for /.well-known/matrix/support.",
+    "well_known.support_contacts": (
+        "Administrator contacts for /.well-known/matrix/support: inline tables with role\n"
+        '("m.role.admin", "m.role.security") and matrix_id and/or email_address.\n'
+        "With neither contacts nor support_page, /.well-known/matrix/support answers 404."
+    ),
+    "voip": "TURN credentials for voice and video calls (GET /voip/turnServer).",
+    "voip.turn_uris": (
+        'TURN URIs given to clients ("turn:turn.example.com:3478?transport=udp");\n'
+        "empty: no TURN server, the endpoint answers {}."
+    ),
+    "voip.turn_shared_secret": (
+        "Secret shared with the TURN server (coturn: use-auth-secret, static-auth-secret):\n"
+        "each user gets credentials valid for turn_user_lifetime."
+    ),
+    "voip.turn_username": "Static TURN user name, used when no shared secret is set.",
+    "voip.turn_password": "Static TURN password, used with turn_username.",
+    "voip.turn_user_lifetime": "Seconds TURN credentials are valid for.",
+    "voip.turn_allow_guests": "Whether guest accounts may get TURN credentials.",
     "rate_limits": "Per-client request rate limits (token buckets).",
     "rate_limits.enabled": "Enforce the limits below. Turn off only for tests and benchmarks.",
     "rate_limits.per_second": (
@@ -321,6 +351,11 @@ _EXAMPLES: Final[Mapping[str, str]] = {
     "email.smtp_username": '"matrix"',
     "email.smtp_password": '"secret"',
     "media.user_quota": "1073741824",
+    "well_known.server": '"matrix.example.com:443"',
+    "well_known.support_page": '"https://example.com/support.html"',
+    "voip.turn_shared_secret": '"secret"',
+    "voip.turn_username": '"turnuser"',
+    "voip.turn_password": '"turnpassword"',
     "media.unauthenticated_media_before": '"2024-09-01T00:00:00Z"',
     "federation.port": "8448",
     "federation.tls_certificate_path": '"tls.crt"',
@@ -462,6 +497,8 @@ def _check(config: Config) -> None:
     _check_moderation(config.moderation)
     _check_push(config.push)
     _check_email(config.email)
+    _check_well_known(config.well_known)
+    _check_voip(config.voip)
 
 
 def _check_http(http: HttpConfig) -> None:
@@ -588,6 +625,38 @@ def _check_email(email: EmailConfig) -> None:
         raise ConfigError("'email.notif_from' must hold an email address")
 
 
+def _check_well_known(well_known: WellKnownConfig) -> None:
+    if well_known.server is not None and not _SERVER_NAME.fullmatch(well_known.server):
+        raise ConfigError("'well_known.server' must be a server name, with an optional port")
+    page = well_known.support_page
+    if page is not None and not page.startswith(("http://", "https://")):
+        raise ConfigError("'well_known.support_page' must start with http:// or https://")
+    for i, contact in enumerate(well_known.support_contacts):
+        _check_support_contact(contact, f"well_known.support_contacts[{i}]")
+
+
+def _check_support_contact(contact: SupportContact, key: str) -> None:
+    """support.yaml: a role (namespaced if not m.role.*) and a Matrix ID or an email."""
+    if contact.matrix_id is None and contact.email_address is None:
+        raise ConfigError(f"'{key}' needs a matrix_id or an email_address")
+    if contact.matrix_id is not None and not re.fullmatch(r"@[^:]+:.+", contact.matrix_id):
+        raise ConfigError(f"'{key}.matrix_id' must be a user ID")
+    if contact.email_address is not None and "@" not in contact.email_address:
+        raise ConfigError(f"'{key}.email_address' must be an email address")
+    if not re.fullmatch(r"[a-z0-9_.-]+\.[a-z0-9_.-]+", contact.role):
+        raise ConfigError(f"'{key}.role' must be m.role.admin, m.role.security or namespaced")
+
+
+def _check_voip(voip: VoipConfig) -> None:
+    if voip.turn_user_lifetime <= 0:
+        raise ConfigError("'voip.turn_user_lifetime' must be positive")
+    if (voip.turn_username is None) != (voip.turn_password is None):
+        raise ConfigError("'voip.turn_username' and 'voip.turn_password' go together")
+    for i, uri in enumerate(voip.turn_uris):
+        if not uri.startswith(("turn:", "turns:", "stun:")):
+            raise ConfigError(f"'voip.turn_uris[{i}]' must be a turn:, turns: or stun: URI")
+
+
 def _resolve_database(database: DatabaseConfig, base_dir: Path) -> DatabaseConfig:
     """Make a relative SQLite path absolute (``sqlite:////abs/path``)."""
     if database.is_postgres:
@@ -651,6 +720,10 @@ def _toml_value(value: Any, base_dir: Path) -> str:
         return json.dumps(value, ensure_ascii=False)  # a JSON string is a TOML basic string
     if isinstance(value, tuple | list):
         return "[" + ", ".join(_toml_value(item, base_dir) for item in value) + "]"
+    if dataclasses.is_dataclass(value):  # an inline table (well_known.support_contacts)
+        items = [(f.name, getattr(value, f.name)) for f in dataclasses.fields(value)]
+        inner = ", ".join(f"{k} = {_toml_value(v, base_dir)}" for k, v in items if v is not None)
+        return "{" + inner + "}"
     raise TypeError(f"cannot render {value!r} as TOML")
 
 

@@ -226,6 +226,40 @@ class ModerationConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class SupportContact:
+    # Client-Server API "Support information" (support.yaml): at least one of matrix_id
+    # and email_address; role "m.role.admin", "m.role.security" or namespaced.
+    role: str
+    matrix_id: str | None = None
+    email_address: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WellKnownConfig:
+    # The m.server of /.well-known/matrix/server ("matrix.example.com:443"): where other
+    # servers find this one's federation API; unset: 404 M_NOT_FOUND, as Synapse.
+    server: str | None = None
+    # /.well-known/matrix/support; with neither set it answers 404.
+    support_page: str | None = None
+    support_contacts: tuple[SupportContact, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class VoipConfig:
+    # TURN server URIs given to clients by GET /voip/turnServer; empty: no TURN.
+    turn_uris: tuple[str, ...] = ()
+    # Secret shared with the TURN server (coturn's static-auth-secret): time-limited
+    # credentials. Else static turn_username and turn_password.
+    turn_shared_secret: str | None = None
+    turn_username: str | None = None
+    turn_password: str | None = None
+    # Seconds the credentials are valid for.
+    turn_user_lifetime: int = 3600
+    # Whether guests may get TURN credentials (Synapse's turn_allow_guests).
+    turn_allow_guests: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     server_name: ServerName
     data_dir: Path
@@ -247,6 +281,8 @@ class Config:
     presence: PresenceConfig = field(default_factory=PresenceConfig)
     push: PushConfig = field(default_factory=PushConfig)
     email: EmailConfig = field(default_factory=EmailConfig)
+    well_known: WellKnownConfig = field(default_factory=WellKnownConfig)
+    voip: VoipConfig = field(default_factory=VoipConfig)
     # Largest request body accepted, in bytes.
     max_request_size: int = 50 * 1024 * 1024
     log_level: str = "INFO"
