@@ -1,0 +1,183 @@
+"""UserRooms: a user's listed rooms held in list order between requests, caught up
+from the bump stamps' log, rebuilt when memberships or forgotten rooms change or the
+log no longer reaches back."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping, Sequence
+
+from peyvand.events.pdu import Pdu
+from peyvand.events.room_versions import ROOM_V12
+from peyvand.services.sync.sliding.bump_stamps import BumpStamps
+from peyvand.services.sync.sliding.user_rooms import UserRooms
+from peyvand.services.timeline.room_index import RoomIndex
+from peyvand.storage.models import EventToPersist
+from peyvand.types import EventID, RoomID, UserID
+
+ALICE = UserID("@alice:example.org")
+BOB = UserID("@bob:example.org")
+A, B, C, D = RoomID("!a"), RoomID("!b"), RoomID("!c"), RoomID("!d")
+
+
+class World:
+    """The stores UserRooms reads, in memory, with counts of what was read."""
+
+    def __init__(self, memberships: dict[RoomID, tuple[str, int]], position: int) -> None:
+        self.memberships = memberships
+        self.position = position
+        # room -> its newest event's position in the "database".
+        self.newest: dict[RoomID, int] = {r: p for r, (_, p) in memberships.items()}
+        self.forgotten: set[RoomID] = set()
+        self.forgotten_reads = 0
+        self.kicked: set[RoomID] = set()
+
+    async def get_max_stream_ordering(self) -> int:
+        return self.position
+
+    async def get_memberships_for_user(self, user_id: UserID) -> dict[RoomID, tuple[str, int]]:
+        return dict(self.memberships)
+
+    async def load_stamps(
+        self, room_ids: Sequence[RoomID], types: Sequence[str] | None, until: int
+    ) -> dict[RoomID, int]:
+        return {r: self.newest[r] for r in room_ids if r in self.newest}
+
+    async def get_forgotten(self, user_id: UserID) -> set[RoomID]:
+        self.forgotten_reads += 1
+        return set(self.forgotten)
+
+    async def kicked_rooms(self, user_id: UserID, left: Mapping[RoomID, int]) -> set[RoomID]:
+        return self.kicked & set(left)
+
+
+class Kicked:
+    def __init__(self, world: World) -> None:
+        self.kicked = world.kicked_rooms
+
+
+async def no_one_ignored(user_id: UserID) -> frozenset[UserID]:
+    return frozenset()
+
+
+async def make(
+    memberships: dict[RoomID, tuple[str, int]], *, moves: int = 4_096
+) -> tuple[UserRooms, World, RoomIndex, BumpStamps]:
+    world = World(memberships, max(p for _, p in memberships.values()))
+    index = RoomIndex(world)  # type: ignore[arg-type]
+    await index.start()
+    stamps = BumpStamps(world.load_stamps, lambda: world.position, moves=moves)
+    rooms = UserRooms(
+        index,
+        stamps,
+        world.get_forgotten,
+        Kicked(world),  # type: ignore[arg-type]
+        ignored_by=no_one_ignored,
+        invites=None,  # type: ignore[arg-type]
+    )
+    return rooms, world, index, stamps
+
+
+def event(
+    world: World, room_id: RoomID, event_type: str = "m.room.message", **fields: str
+) -> list[EventToPersist]:
+    """A committed event at the next position (told to the stores as the dispatcher does)."""
+    world.position += 1
+    world.newest[room_id] = world.position
+    content = {"membership": fields["membership"]} if "membership" in fields else {}
+    body = {"type": event_type, "sender": BOB, "room_id": room_id, "content": content}
+    if "state_key" in fields:
+        body["state_key"] = fields["state_key"]
+    pdu = Pdu(body, EventID(f"$e{world.position}"), ROOM_V12)
+    return [EventToPersist(pdu, world.position, 1, None, None, None, None, ())]
+
+
+def commit(world: World, index: RoomIndex, stamps: BumpStamps, batch: list[EventToPersist]) -> None:
+    index.apply(batch)
+    stamps.on_persisted(batch)
+
+
+async def order(rooms: UserRooms, world: World, since: int | None = None) -> list[RoomID]:
+    return list((await rooms.listed(ALICE, since, world.position)).order)
+
+
+async def test_a_message_moves_its_room_to_the_top_without_a_rebuild() -> None:
+    rooms, world, index, stamps = await make({A: ("join", 1), B: ("join", 2), C: ("ban", 3)})
+    assert await order(rooms, world) == [C, B, A]
+    commit(world, index, stamps, event(world, A))
+    assert await order(rooms, world) == [A, C, B]
+    # A message in the room the user is banned from does not move it.
+    commit(world, index, stamps, event(world, C))
+    listed = await rooms.listed(ALICE, None, world.position)
+    assert list(listed.order) == [A, C, B]
+    assert listed.rooms[A].bump_stamp == 4 and listed.joined == {A, B}
+    assert world.forgotten_reads == 1  # built once, then caught up
+
+
+async def test_a_membership_change_rebuilds() -> None:
+    rooms, world, index, stamps = await make({A: ("join", 1), B: ("join", 2)})
+    assert await order(rooms, world) == [B, A]
+    commit(
+        world, index, stamps, event(world, D, "m.room.member", state_key=ALICE, membership="invite")
+    )
+    assert await order(rooms, world) == [D, B, A]
+    commit(
+        world, index, stamps, event(world, D, "m.room.member", state_key=ALICE, membership="join")
+    )
+    commit(world, index, stamps, event(world, B))
+    listed = await rooms.listed(ALICE, None, world.position)
+    assert list(listed.order) == [B, D, A] and listed.joined == {A, B, D}
+
+
+async def test_a_left_room_is_listed_only_after_the_leave() -> None:
+    rooms, world, index, stamps = await make({A: ("join", 1), B: ("join", 2)})
+    assert await order(rooms, world) == [B, A]
+    before = world.position
+    commit(
+        world, index, stamps, event(world, A, "m.room.member", state_key=ALICE, membership="leave")
+    )
+    assert await order(rooms, world) == [B]
+    assert await order(rooms, world, since=before) == [A, B]
+    assert (await rooms.listed(ALICE, before, world.position)).rooms[A].membership == "leave"
+    assert await order(rooms, world, since=world.position) == [B]
+    # A request at a position before the leave leaves out the room it cannot show yet.
+    assert list((await rooms.listed(ALICE, None, before)).order) == [B]
+
+
+async def test_forgetting_a_room_drops_it_at_once() -> None:
+    rooms, world, _, _ = await make({A: ("join", 1), B: ("ban", 2), C: ("leave", 3)})
+    world.kicked.add(C)
+    assert await order(rooms, world) == [C, B, A]
+    world.forgotten.add(B)
+    rooms.forgotten_changed(ALICE)
+    assert await order(rooms, world) == [C, A]
+    world.forgotten.add(C)
+    rooms.forgotten_changed(ALICE)
+    assert await order(rooms, world) == [A]
+
+
+async def test_more_moves_than_the_log_holds_rebuild() -> None:
+    rooms, world, index, stamps = await make(
+        {A: ("join", 1), B: ("join", 2), C: ("join", 3), D: ("ban", 4)}, moves=2
+    )
+    assert await order(rooms, world) == [D, C, B, A]
+    commit(world, index, stamps, event(world, A))
+    commit(world, index, stamps, event(world, B))
+    assert await order(rooms, world) == [B, A, D, C]
+    assert world.forgotten_reads == 1  # the log reached back
+    for room_id in (C, A, B):
+        commit(world, index, stamps, event(world, room_id))
+    assert await order(rooms, world) == [B, A, C, D]
+    assert world.forgotten_reads == 2  # it did not: rebuilt
+
+
+async def test_catching_up_agrees_with_a_rebuild() -> None:
+    joined = {RoomID(f"!r{i:02}"): ("join", i + 1) for i in range(40)}
+    rooms, world, index, stamps = await make(dict(joined), moves=64)
+    rng = random.Random(18)
+    await order(rooms, world)
+    for _ in range(30):
+        for _ in range(rng.randrange(5)):
+            commit(world, index, stamps, event(world, rng.choice(list(joined))))
+        caught_up = await order(rooms, world)
+        assert caught_up == sorted(joined, key=lambda r: (-world.newest[r], r))
