@@ -202,6 +202,7 @@ def _services(
         search=rooms.search,
         timestamp_lookup=previews.timestamp_lookup,
         room_summary=previews.room_summary,
+        space_hierarchy=previews.space_hierarchy,
         threads=rooms.threads,
         relations=rooms.relations,
         sync=SyncService(

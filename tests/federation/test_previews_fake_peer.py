@@ -29,7 +29,9 @@ async def _hierarchy(fake: FakeServer, room_id: str, **query: str) -> tuple[int,
 async def test_a_server_in_the_room_gets_answers(
     peyvand_client: MatrixClient, fake: FakeServer
 ) -> None:
-    room = await fake_peer_room(peyvand_client, fake, "previewer", "10", name="Space")
+    room = await fake_peer_room(
+        peyvand_client, fake, "previewer", "10", name="Space", creation_content={"type": "m.space"}
+    )
     message = await say(peyvand_client, room.room_id, room.alice, "hello")
     event = await peyvand_client.request(
         "GET", f"rooms/{quote(room.room_id)}/event/{message}", token=room.alice

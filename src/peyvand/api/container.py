@@ -36,6 +36,7 @@ from peyvand.services.push.pushers import PusherService
 from peyvand.services.push.rules_api import PushRulesService
 from peyvand.services.rooms.creation import RoomsService
 from peyvand.services.rooms.directory import DirectoryService
+from peyvand.services.rooms.hierarchy import SpaceHierarchyService
 from peyvand.services.rooms.membership import MembershipService
 from peyvand.services.rooms.policy_lists import PolicyListService
 from peyvand.services.rooms.reads import RoomEventsService
@@ -72,6 +73,7 @@ class Services:
     search: SearchService
     timestamp_lookup: TimestampLookup
     room_summary: RoomSummaryService
+    space_hierarchy: SpaceHierarchyService
     threads: ThreadsService
     relations: RelationsService
     sync: SyncService

@@ -7,6 +7,7 @@ from peyvand.api.client import (
     devices,
     directory,
     filter,
+    hierarchy,
     invite_requests,
     keys,
     legacy_sync,
@@ -71,4 +72,5 @@ CLIENT_ROUTE_TABLES: list[RouteTable] = [
     report.routes,
     timestamp_to_event.routes,
     room_summary.routes,
+    hierarchy.routes,
 ]

@@ -1,5 +1,6 @@
-"""Server-Server API, "Spaces" (space_hierarchy.yaml): a room's summary for another
-server, which room previews (MSC3266) ask for when the asking server is not in the room."""
+"""Server-Server API, "Spaces" (space_hierarchy.yaml): a room's hierarchy one level
+deep for another server, which both space browsing and room previews (MSC3266) ask for
+when the asking server is not in the room."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ routes = RouteTable()
 @routes.get("/_matrix/federation/v1/hierarchy/{room_id}", auth="federation")
 async def hierarchy(ctx: RequestContext) -> web.Response:
     """GET /_matrix/federation/v1/hierarchy/{roomId}?suggested_only=..."""
-    result = await ctx.services.room_summary.hierarchy(
+    result = await ctx.services.space_hierarchy.federation_hierarchy(
         ctx.origin,
         RoomID(ctx.path["room_id"]),
         query_bool(ctx.query, "suggested_only", False),

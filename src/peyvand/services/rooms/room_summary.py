@@ -1,7 +1,7 @@
-"""Room previews (MSC3266): the summary of a room a user may be about to join
-(Client-Server API ``GET /_matrix/client/v1/room_summary/{roomIdOrAlias}``) and the
-federation ``GET /_matrix/federation/v1/hierarchy/{roomId}`` that carries it between
-servers, as Synapse's ``RoomSummaryHandler`` does them.
+"""Room previews (MSC3266) and the room entries of space hierarchies: the summary of a
+room a user may be about to join (Client-Server API ``GET
+/_matrix/client/v1/room_summary/{roomIdOrAlias}``) and who may see it, as Synapse's
+``RoomSummaryHandler`` does them.
 
 Who may see a summary ("room_summary", Synapse's ``_is_local_room_accessible``): anyone,
 even unauthenticated, when the join rule is ``public`` (or ``knock`` /
@@ -11,28 +11,25 @@ even unauthenticated, when the join rule is ``public`` (or ``knock`` /
 users is joined or invited, or is joined to an allowed room.
 
 A room this server is not in is summarised by asking the ``via`` servers for its
-hierarchy, then filtered for the user the same way with what the answer says. Spaces
-proper (children summaries) are left to a later issue: the hierarchy served here names
-the room's ``m.space.child`` events and no children.
+hierarchy, then filtered for the user the same way with what the answer says. The
+hierarchy walks themselves are ``services/rooms/hierarchy.py``'s.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, Final, Protocol
+from dataclasses import dataclass
+from typing import Any, Final
 
 from peyvand.errors import Errcode, MatrixError
 from peyvand.events.pdu import Pdu, StateKey
 from peyvand.events.room_versions import RoomVersion
 from peyvand.lru import LRU
-from peyvand.services.federation.room_access import RoomAccess
+from peyvand.services.rooms.remote_hierarchy import RemoteHierarchies
+from peyvand.services.rooms.space_children import local_children_state
 from peyvand.services.timeline.room_index import RoomIndex
 from peyvand.services.timeline.room_state import RoomSnapshot, StateService
 from peyvand.types import JsonDict, RoomAlias, RoomID, ServerName, UserID, server_name_of
-
-logger = logging.getLogger(__name__)
 
 _CREATE: Final[StateKey] = ("m.room.create", "")
 _JOIN_RULES: Final[StateKey] = ("m.room.join_rules", "")
@@ -47,33 +44,24 @@ _SUMMARY_KEYS: Final[tuple[StateKey, ...]] = (
     ("m.room.guest_access", ""),
     ("m.room.encryption", ""),
 )
-# Servers asked for a room this server is not in (each for at most _ASK_SECONDS), and
-# m.space.child events served.
+# Servers asked for a room this server is not in.
 _MAX_VIA: Final = 5
-_ASK_SECONDS: Final = 10.0
-_MAX_CHILDREN: Final = 50
-# The string fields of a summary and its integer and boolean ones (room_summary.yaml,
-# public_rooms_chunk.yaml): what a remote answer may carry to the client.
-_STRING_FIELDS: Final = (
-    "name",
-    "topic",
-    "canonical_alias",
-    "avatar_url",
-    "join_rule",
-    "room_type",
-    "encryption",
-    "room_version",
-)
-_BOOL_FIELDS: Final = ("world_readable", "guest_can_join")
+_SPACE: Final = "m.space"
 
 AliasLookup = Callable[[RoomAlias], Awaitable[JsonDict]]
 """alias -> ``{"room_id", "servers"}`` (``DirectoryService.get_alias``; 404 if unknown)."""
 
 
-class RemoteHierarchy(Protocol):
-    async def get_hierarchy(
-        self, destination: ServerName, room_id: RoomID, *, suggested_only: bool
-    ) -> Any: ...
+@dataclass(frozen=True, slots=True)
+class RoomEntry:
+    """A room as the hierarchy endpoints give it: its summary (room_summary.yaml) and,
+    for a space, its ``m.space.child`` events stripped (``children_state``)."""
+
+    room: JsonDict
+    children_state: tuple[JsonDict, ...] = ()
+
+    def as_json(self) -> JsonDict:
+        return {**self.room, "children_state": list(self.children_state)}
 
 
 class RoomSummaryService:
@@ -83,20 +71,14 @@ class RoomSummaryService:
         state: StateService,
         index: RoomIndex,
         get_alias: AliasLookup,
-        *,
-        remote: RemoteHierarchy | None,
-        allows: Callable[[ServerName], bool],
-        access: RoomAccess,
+        remote: RemoteHierarchies,
     ) -> None:
-        """``remote`` asks other servers (None: federation is off), those ``allows``
-        lets through; ``access`` checks servers asking this one."""
+        """``remote`` asks other servers about rooms this one is not in."""
         self._server_name = server_name
         self._state = state
         self._index = index
         self._get_alias = get_alias
         self._remote = remote
-        self._allows = allows
-        self._access = access
         # (room, state group, redactions seen) -> its summary: a state group never changes.
         self._entries: LRU[tuple[RoomID, int, int], JsonDict] = LRU(1024)
 
@@ -116,8 +98,8 @@ class RoomSummaryService:
             room_id = RoomID(room_id_or_alias)
         else:
             raise MatrixError(Errcode.INVALID_PARAM, "Expected a room ID or a room alias")
-        snapshot = await self._state.get_room(room_id)
-        if snapshot is not None and snapshot.takes_part(self._server_name):
+        snapshot = await self.resident_room(room_id)
+        if snapshot is not None:
             state = await self._summary_state(snapshot)
             if not await self._user_may_see(snapshot, state, user_id):
                 raise MatrixError(Errcode.NOT_FOUND, "Room not found or is not accessible")
@@ -139,35 +121,16 @@ class RoomSummaryService:
     ) -> JsonDict:
         if not via:
             raise MatrixError(Errcode.MISSING_PARAM, "Missing 'via' to ask about a remote room")
-        room = await self._ask_hierarchy(room_id, via)
-        if room is None or not await self._user_may_see_remote(user_id, room_id, room):
+        space = await self._remote.ask(room_id, via[:_MAX_VIA], suggested_only=True)
+        if space is None or not await self.remote_visible(user_id, room_id, space.room):
             raise MatrixError(Errcode.NOT_FOUND, "Room not found or is not accessible")
-        return room
+        return dict(space.room)
 
-    async def _ask_hierarchy(self, room_id: RoomID, via: Sequence[str]) -> JsonDict | None:
-        """The room's summary from the first of ``via`` that gives a well-formed one."""
-        if self._remote is None:
-            return None
-        servers = [ServerName(s) for s in via if s != self._server_name]
-        for server in [s for s in servers if self._allows(s)][:_MAX_VIA]:
-            try:
-                async with asyncio.timeout(_ASK_SECONDS):
-                    answer = await self._remote.get_hierarchy(server, room_id, suggested_only=True)
-            except Exception as exc:
-                logger.info("hierarchy of %s from %s failed: %s", room_id, server, exc)
-                continue
-            room = answer.get("room") if isinstance(answer, dict) else None
-            summary = _checked_remote_summary(room, room_id)
-            if summary is not None:
-                return summary
-        return None
-
-    async def _user_may_see_remote(
-        self, user_id: UserID | None, room_id: RoomID, room: JsonDict
-    ) -> bool:
-        """Synapse's ``_is_remote_room_accessible``: the answer's public conditions
-        (the version is unknown, so ``knock`` counts), else the user's own memberships
-        here: in an allowed room, or invited."""
+    async def remote_visible(self, user_id: UserID | None, room_id: RoomID, room: JsonDict) -> bool:
+        """Whether ``user_id`` may see a room this server is not in, from ``room``, its
+        summary by another server (Synapse's ``_is_remote_room_accessible``): the
+        answer's public conditions (the version is unknown, so ``knock`` counts), else
+        the user's own memberships here: in an allowed room, or invited."""
         if room.get("join_rule", "public") in ("public", "knock", "knock_restricted"):
             return True
         if room.get("world_readable") is True:
@@ -181,47 +144,39 @@ class RoomSummaryService:
         found = memberships.get(room_id)
         return found is not None and found[0] in ("join", "invite")
 
-    # -- GET /_matrix/federation/v1/hierarchy ------------------------------------------
+    # -- hierarchy entries -------------------------------------------------------------
 
-    async def hierarchy(
-        self, origin: ServerName, room_id: RoomID, suggested_only: bool
-    ) -> JsonDict:
-        """The room's summary for ``origin`` with its ``m.space.child`` events (only the
-        suggested ones with ``suggested_only``); 404 when this server is not in the room
-        or ``origin`` may not see it."""
-        snapshot = await self._access.room(room_id, origin)
-        if not snapshot.takes_part(self._server_name):
-            raise MatrixError(Errcode.NOT_FOUND, f"Unknown room: {room_id}")
+    async def resident_room(self, room_id: RoomID) -> RoomSnapshot | None:
+        """The room if this server takes part in it (so it can vouch for its state)."""
+        snapshot = await self._state.get_room(room_id)
+        if snapshot is None or not snapshot.takes_part(self._server_name):
+            return None
+        return snapshot
+
+    async def local_entry(
+        self,
+        snapshot: RoomSnapshot,
+        *,
+        user_id: UserID | None = None,
+        origin: ServerName | None = None,
+        suggested_only: bool = False,
+        include_children: bool = True,
+    ) -> RoomEntry | None:
+        """The room's hierarchy entry for ``user_id`` or, over federation, ``origin``;
+        None when the requester may not see it. Only a space (``m.space`` room type)
+        names its children, and only the suggested ones with ``suggested_only``."""
         state = await self._summary_state(snapshot)
-        if not await self._server_may_see(snapshot, state, origin):
-            raise MatrixError(Errcode.NOT_FOUND, f"Unknown room: {room_id}")
-        room = dict(self._entry(snapshot, state))
-        room["children_state"] = await self._children_state(snapshot, suggested_only)
-        return {"room": room, "children": [], "inaccessible_children": []}
-
-    async def _children_state(self, snapshot: RoomSnapshot, suggested_only: bool) -> list[JsonDict]:
-        """The room's ``m.space.child`` events with a valid ``via``, stripped, with their
-        ``origin_server_ts``, ordered as Synapse orders them (``order``, then timestamp,
-        then room ID)."""
-        keys = [k for k in snapshot.state if k[0] == "m.space.child"]
-        events = await self._state.get_state_events(snapshot.state, keys)
-        children = [
-            e
-            for e in events.values()
-            if _valid_via(e.content.get("via"))
-            and (not suggested_only or e.content.get("suggested") is True)
-        ]
-        children.sort(key=_child_order)
-        return [
-            {
-                "type": e.type,
-                "state_key": e.state_key,
-                "content": e.content,
-                "sender": e.sender,
-                "origin_server_ts": e.origin_server_ts,
-            }
-            for e in children[:_MAX_CHILDREN]
-        ]
+        if origin is not None:
+            visible = await self._server_may_see(snapshot, state, origin)
+        else:
+            visible = await self._user_may_see(snapshot, state, user_id)
+        if not visible:
+            return None
+        room = self._entry(snapshot, state)
+        if not include_children or room.get("room_type") != _SPACE:
+            return RoomEntry(room)
+        children = await local_children_state(self._state, snapshot, suggested_only=suggested_only)
+        return RoomEntry(room, children)
 
     # -- who may see it ----------------------------------------------------------------
 
@@ -336,44 +291,3 @@ def _allowed_room_ids(state: Mapping[StateKey, Pdu], version: RoomVersion) -> li
         and entry.get("type") == "m.room_membership"
         and isinstance(entry.get("room_id"), str)
     ]
-
-
-def _valid_via(via: Any) -> bool:
-    return isinstance(via, list) and bool(via) and all(isinstance(v, str) for v in via)
-
-
-def _child_order(event: Pdu) -> tuple[bool, str, int, str]:
-    """Synapse's order of ``m.space.child`` events: a valid ``order`` (at most 50
-    printable ASCII characters) first, then ``origin_server_ts``, then the room ID."""
-    order = event.content.get("order")
-    valid = isinstance(order, str) and len(order) <= 50 and all(" " <= c <= "~" for c in order)
-    return (
-        not valid,
-        order if valid and isinstance(order, str) else "",
-        event.origin_server_ts,
-        event.state_key or "",
-    )
-
-
-def _checked_remote_summary(room: Any, room_id: RoomID) -> JsonDict | None:
-    """The summary of ``room_id`` in another server's hierarchy answer, keeping only the
-    spec's fields with the right types (None when it is not that room's)."""
-    if not isinstance(room, dict) or room.get("room_id") != room_id:
-        return None
-    members = room.get("num_joined_members")
-    summary: JsonDict = {
-        "room_id": room_id,
-        "num_joined_members": members if type(members) is int and members >= 0 else 0,
-    }
-    for field in _BOOL_FIELDS:
-        summary[field] = room.get(field) is True
-    for field in _STRING_FIELDS:
-        value = room.get(field)
-        if isinstance(value, str):
-            summary[field] = value
-    allowed = room.get("allowed_room_ids")
-    if isinstance(allowed, list):
-        ids = [r for r in allowed if isinstance(r, str) and r.startswith("!")]
-        if ids:
-            summary["allowed_room_ids"] = ids
-    return summary
