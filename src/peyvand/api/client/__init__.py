@@ -35,11 +35,13 @@ from peyvand.api.client import (
     unsubscribe,
     user_directory,
     versions,
+    well_known,
 )
 from peyvand.api.routing import RouteTable
 
 CLIENT_ROUTE_TABLES: list[RouteTable] = [
     versions.routes,
+    well_known.routes,
     login.routes,
     account.routes,
     devices.routes,

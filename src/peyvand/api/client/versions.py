@@ -1,5 +1,5 @@
-"""Client-Server API discovery: "Server Discovery" (wellknown.yaml), "API Standards"
-(versions.yaml) and "Capabilities negotiation" (capabilities.yaml)."""
+"""Client-Server API "API Standards" (versions.yaml) and "Capabilities negotiation"
+(capabilities.yaml); the well-known files are in ``well_known``."""
 
 from __future__ import annotations
 
@@ -32,12 +32,6 @@ async def versions(ctx: RequestContext) -> web.Response:
     return json_response(
         {"versions": list(SPEC_VERSIONS), "unstable_features": dict(UNSTABLE_FEATURES)}
     )
-
-
-@routes.get("/.well-known/matrix/client", auth="none")
-async def well_known_client(ctx: RequestContext) -> web.Response:
-    """GET /.well-known/matrix/client: where clients find this homeserver."""
-    return json_response({"m.homeserver": {"base_url": ctx.services.config.base_url}})
 
 
 @routes.get(f"{CLIENT_V3}/capabilities")
