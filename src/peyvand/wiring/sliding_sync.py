@@ -13,6 +13,7 @@ from peyvand.services.sync.sliding.kicks import Kicks
 from peyvand.services.sync.sliding.room_lists import ListFiltering
 from peyvand.services.sync.sliding.rooms import RoomResponses
 from peyvand.services.sync.sliding.service import SlidingSyncService
+from peyvand.services.sync.sliding.unread_counts import UnreadCountCache
 from peyvand.services.sync.sliding.user_rooms import UserRooms
 from peyvand.storage.database import Database
 from peyvand.storage.forgotten_rooms import ForgottenRoomStore
@@ -39,8 +40,15 @@ def build_sliding_sync(
     timeline.dispatcher.listeners.append(bump_stamps.on_persisted)
     account_view = AccountView(local.sync_account_data, lambda: notifier.current_token.account_data)
     invite_state = InviteState(timeline.state, timeline.remote_invites)
+    unread = UnreadCountCache(
+        local.push_actions.unread_sections,
+        bump_stamps.stamps,
+        local.account_data.ignored_users.of,
+        lambda: timeline.state.forget_epoch,
+    )
+    local.receipts.stored_hooks.append(unread.receipt_stored)
     responses = RoomResponses(
-        timeline.state, room_events, invite_state, local.push_actions.unread_sections, bump_stamps
+        timeline.state, room_events, invite_state, unread.sections, bump_stamps
     )
     user_rooms = UserRooms(
         timeline.index,

@@ -11,6 +11,7 @@ counts read in one query.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -45,6 +46,14 @@ class RoomRequest:
     room: UserRoom
     params: RoomParams
     sent: SentRoom | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Stripped:
+    """An invite's or a knock's answer: its stripped state."""
+
+    request: RoomRequest
+    body: JsonDict
 
 
 @dataclass(slots=True)
@@ -86,24 +95,16 @@ class RoomResponses:
     ) -> tuple[dict[RoomID, JsonDict], dict[RoomID, SentRoom]]:
         """The response's room entries (rooms with nothing new left out) and what the
         connection now holds of every room answered."""
-        drafts: list[_Draft] = []
-        stripped: dict[RoomID, tuple[RoomRequest, JsonDict]] = {}
         joined = [r.room.room_id for r in rooms if r.room.membership == "join"]
         stamps = await self._bump_stamps.bump_stamps(joined) if joined else {}
-        for request in rooms:
-            room = request.room
-            if room.membership in ("invite", "knock"):
-                if request.sent is None or request.sent.membership != room.membership:
-                    body = await self._stripped_room(requester, room)
-                    stripped[room.room_id] = (request, body)
-                continue
-            draft = await self._draft(
-                requester, request, since, until, stamps.get(request.room.room_id)
-            )
-            if draft is not None:
-                drafts.append(draft)
-        await self._serialise(requester, drafts)
-        counts = await self._counts(requester.user_id, drafts)
+        # The unread counts are read while the rooms are drafted: their reads (a room's
+        # timeline not held in memory, the counts) wait on the database together.
+        counts, answers = await asyncio.gather(
+            self._counts(requester.user_id, rooms),
+            self._answers(requester, rooms, since, until, stamps),
+        )
+        drafts = [a for a in answers if isinstance(a, _Draft)]
+        stripped = [a for a in answers if isinstance(a, _Stripped)]
         bodies: dict[RoomID, JsonDict] = {}
         sent: dict[RoomID, SentRoom] = {}
         for draft in drafts:
@@ -120,24 +121,61 @@ class RoomResponses:
             if room_id in direct:
                 draft.body["is_dm"] = True
             bodies[room_id] = draft.body
-        for room_id, (request, body) in stripped.items():
+        for answer in stripped:
+            room_id = answer.request.room.room_id
             if room_id in direct:
-                body["is_dm"] = True
-            bodies[room_id] = body
-            sent[room_id] = _sent_stripped(request)
+                answer.body["is_dm"] = True
+            bodies[room_id] = answer.body
+            sent[room_id] = _sent_stripped(answer.request)
         return bodies, sent
 
-    async def _counts(self, user_id: UserID, drafts: Sequence[_Draft]) -> dict[RoomID, JsonDict]:
+    async def _answers(
+        self,
+        requester: Requester,
+        rooms: Sequence[RoomRequest],
+        since: int | None,
+        until: int,
+        stamps: Mapping[RoomID, int],
+    ) -> list[_Draft | _Stripped | None]:
+        """Each room's answer (None: nothing to send), the rooms drafted concurrently so
+        that those whose timeline is read from the database wait together; then the
+        drafts' events serialised in one call."""
+        answers = await asyncio.gather(
+            *(self._answer(requester, request, since, until, stamps) for request in rooms)
+        )
+        await self._serialise(requester, [a for a in answers if isinstance(a, _Draft)])
+        return answers
+
+    async def _answer(
+        self,
+        requester: Requester,
+        request: RoomRequest,
+        since: int | None,
+        until: int,
+        stamps: Mapping[RoomID, int],
+    ) -> _Draft | _Stripped | None:
+        """An invite or a knock new to the connection gets its stripped state; a room
+        joined, left or banned its draft."""
+        room = request.room
+        if room.membership in ("invite", "knock"):
+            if request.sent is not None and request.sent.membership == room.membership:
+                return None
+            return _Stripped(request, await self._stripped_room(requester, room))
+        return await self._draft(requester, request, since, until, stamps.get(room.room_id))
+
+    async def _counts(
+        self, user_id: UserID, rooms: Sequence[RoomRequest]
+    ) -> dict[RoomID, JsonDict]:
         """The unread counts of the joined rooms (/sync's sections): split by thread for
         those whose params ask (``unread_thread_notifications``, as /sync: the main
         timeline's in ``unread_notifications``, each thread's by its root), whole for the
         others; one read each."""
         whole: list[RoomID] = []
         split: list[RoomID] = []
-        for draft in drafts:
-            if draft.request.room.membership == "join":
-                threads = draft.request.params.unread_thread_notifications
-                (split if threads else whole).append(draft.request.room.room_id)
+        for request in rooms:
+            if request.room.membership == "join":
+                threads = request.params.unread_thread_notifications
+                (split if threads else whole).append(request.room.room_id)
         counts = await self._unread_counts(user_id, whole, False) if whole else {}
         if split:
             counts.update(await self._unread_counts(user_id, split, True))
