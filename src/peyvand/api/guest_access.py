@@ -60,6 +60,8 @@ GUEST_ENDPOINTS: frozenset[tuple[str, str]] = frozenset(
         ("GET", f"{_CLIENT_V1}/rooms/{{}}/relations/{{}}/{{}}"),
         ("GET", f"{_CLIENT_V1}/rooms/{{}}/relations/{{}}/{{}}/{{}}"),
         ("POST", f"{CLIENT_V3}/logout"),
+        # TURN credentials, unless voip.turn_allow_guests is off (checked by the handler).
+        ("GET", f"{CLIENT_V3}/voip/turnServer"),
     }
 )
 

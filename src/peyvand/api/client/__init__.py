@@ -35,6 +35,7 @@ from peyvand.api.client import (
     unsubscribe,
     user_directory,
     versions,
+    voip,
     well_known,
 )
 from peyvand.api.routing import RouteTable
@@ -42,6 +43,7 @@ from peyvand.api.routing import RouteTable
 CLIENT_ROUTE_TABLES: list[RouteTable] = [
     versions.routes,
     well_known.routes,
+    voip.routes,
     login.routes,
     account.routes,
     devices.routes,

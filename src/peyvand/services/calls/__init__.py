@@ -1,0 +1,1 @@
+"""Voice and video calls: TURN credentials for the clients' media relays."""
