@@ -252,3 +252,31 @@ async def test_errors(client: MatrixClient) -> None:
     assert (anonymous.status, anonymous.body["errcode"]) == (401, "M_MISSING_TOKEN")
     # A huge limit is capped, not refused.
     assert room_ids((await hierarchy(client, alice, private, limit="100000")).ok()) == [private]
+
+
+async def test_unreachable_rooms_are_walked_in_bounded_pages(client: MatrixClient) -> None:
+    """Rooms on servers this one cannot ask (federation is off here) are hidden, at most
+    ten of them asked for a page: the walk goes on page by page and ends."""
+    alice = await client.register()
+    space = await create_room(
+        client, alice, preset="public_chat", creation_content={"type": "m.space"}
+    )
+    public = await create_room(client, alice, preset="public_chat")
+    for number in range(25):
+        content = {"via": ["example.org"], "order": f"a{number:02}"}
+        await put_state(
+            client, alice, space, "m.space.child", content, state_key=f"!gone{number}:example.org"
+        )
+    await add_child(client, alice, space, public, order="z")
+    seen: list[str] = []
+    pages = 0
+    query: dict[str, str] = {}
+    for _ in range(10):
+        pages += 1
+        page = (await hierarchy(client, alice, space, **query)).ok()
+        seen += room_ids(page)
+        if "next_batch" not in page:
+            break
+        query = {"from": page["next_batch"]}
+    assert seen == [space, public]
+    assert pages == 3

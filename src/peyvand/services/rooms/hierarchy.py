@@ -36,6 +36,8 @@ from peyvand.types import JsonDict, RoomID, ServerName, UserID, server_name_of
 _MAX_LIMIT: Final = 50
 _MAX_VISITED: Final = 200
 _MAX_REMOTE_ASKS: Final = 10
+# The least time left to start asking about another remote room (one server's time).
+_ASK_SECONDS: Final = 10.0
 _WALK_SECONDS: Final = 30.0
 _MAX_WALK: Final = 10_000
 _MAX_QUEUED: Final = 2_000
@@ -194,8 +196,9 @@ class SpaceHierarchyService:
     async def _walk_room(
         self, params: _Params, item: _Queued, walk: _Walk
     ) -> tuple[RoomEntry | None, RemoteSpace | None] | None:
-        """The room's entry for the user (None: hidden) and the remote answer it came
-        from; None when it needs asking another server and the budget is spent."""
+        """The room's entry for the user (None: hidden, or no server answered in time)
+        and the remote answer it came from; None when it needs asking another server
+        and the request's budget is spent."""
         snapshot = await self._summaries.resident_room(item.room_id)
         if snapshot is not None:
             local = await self._summaries.local_entry(
@@ -211,16 +214,16 @@ class SpaceHierarchyService:
             entry: RoomEntry | None = RoomEntry(item.remote_room)
         else:
             remaining = walk.deadline - self._clock()
-            if walk.asked >= _MAX_REMOTE_ASKS or remaining <= 0:
+            if walk.asked >= _MAX_REMOTE_ASKS or (walk.asked and remaining < _ASK_SECONDS):
                 return None
             walk.asked += 1
-            try:
-                async with asyncio.timeout(remaining):
+            try:  # the first ask of a request always has its time: each page moves on
+                async with asyncio.timeout(max(remaining, _ASK_SECONDS)):
                     space = await self._remote.ask(
                         item.room_id, item.via[:_MAX_VIA], suggested_only=params.suggested_only
                     )
             except TimeoutError:
-                return None
+                space = None
             entry = None if space is None else RoomEntry(space.room, space.children_state)
         if entry is not None and not await self._summaries.remote_visible(
             params.user_id, item.room_id, entry.room
