@@ -83,6 +83,11 @@ async def test_guest_registration_and_allowed_endpoints(guests: MatrixClient) ->
     # Guests only peek with /events: they must name a room.
     stream = await guests.request("GET", "events", token=guest, params={"timeout": "0"})
     assert stream.status == 403 and stream.body["errcode"] == "M_GUEST_ACCESS_FORBIDDEN"
+    # Guests browse spaces, as Synapse lets them.
+    space = await guest_room(guests, await guests.register(), None)
+    path = f"/_matrix/client/v1/rooms/{space}/hierarchy"
+    rooms = (await guests.request("GET", path, token=guest)).ok()["rooms"]
+    assert [room["room_id"] for room in rooms] == [space]
 
 
 async def test_guests_join_only_can_join_rooms_and_leave_when_revoked(

@@ -3,7 +3,7 @@ behaviour"); every other authenticated endpoint answers guests 403
 M_GUEST_ACCESS_FORBIDDEN, checked once in ``api.server`` from the route's path template.
 
 The spec's list, plus what Synapse also lets guests do: join by alias, list their joined
-rooms, read capabilities and relations, and log out.
+rooms, read capabilities, relations and space hierarchies, and log out.
 """
 
 from __future__ import annotations
@@ -59,6 +59,7 @@ GUEST_ENDPOINTS: frozenset[tuple[str, str]] = frozenset(
         ("GET", f"{_CLIENT_V1}/rooms/{{}}/relations/{{}}"),
         ("GET", f"{_CLIENT_V1}/rooms/{{}}/relations/{{}}/{{}}"),
         ("GET", f"{_CLIENT_V1}/rooms/{{}}/relations/{{}}/{{}}/{{}}"),
+        ("GET", f"{_CLIENT_V1}/rooms/{{}}/hierarchy"),
         ("POST", f"{CLIENT_V3}/logout"),
         # TURN credentials, unless voip.turn_allow_guests is off (checked by the handler).
         ("GET", f"{CLIENT_V3}/voip/turnServer"),
