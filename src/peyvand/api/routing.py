@@ -7,7 +7,7 @@ handlers themselves.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
@@ -23,6 +23,8 @@ Handler = Callable[["RequestContext"], Awaitable[web.StreamResponse]]
 AuthKind = Literal["required", "optional", "none", "federation"]
 # Rate-limit bucket: "default" for general traffic, "login" for credential attempts.
 LimitClass = Literal["default", "login"]
+# Which requests of a rate-limited route the limits spare, from its path parameters.
+LimitExempt = Callable[[Mapping[str, str]], bool]
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +35,7 @@ class Route:
     auth: AuthKind = "required"
     rate_limited: bool = False
     limit_class: LimitClass = "default"
+    limit_exempt: LimitExempt | None = None
 
 
 @dataclass
@@ -47,9 +50,12 @@ class RouteTable:
         auth: AuthKind = "required",
         rate_limited: bool = False,
         limit_class: LimitClass = "default",
+        limit_exempt: LimitExempt | None = None,
     ) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
-            self.routes.append(Route(method, path, handler, auth, rate_limited, limit_class))
+            self.routes.append(
+                Route(method, path, handler, auth, rate_limited, limit_class, limit_exempt)
+            )
             return handler
 
         return register
@@ -73,9 +79,15 @@ class RouteTable:
         auth: AuthKind = "required",
         rate_limited: bool = False,
         limit_class: LimitClass = "default",
+        limit_exempt: LimitExempt | None = None,
     ) -> Callable[[Handler], Handler]:
         return self.route(
-            "POST", path, auth=auth, rate_limited=rate_limited, limit_class=limit_class
+            "POST",
+            path,
+            auth=auth,
+            rate_limited=rate_limited,
+            limit_class=limit_class,
+            limit_exempt=limit_exempt,
         )
 
     def put(
@@ -85,9 +97,15 @@ class RouteTable:
         auth: AuthKind = "required",
         rate_limited: bool = False,
         limit_class: LimitClass = "default",
+        limit_exempt: LimitExempt | None = None,
     ) -> Callable[[Handler], Handler]:
         return self.route(
-            "PUT", path, auth=auth, rate_limited=rate_limited, limit_class=limit_class
+            "PUT",
+            path,
+            auth=auth,
+            rate_limited=rate_limited,
+            limit_class=limit_class,
+            limit_exempt=limit_exempt,
         )
 
     def delete(

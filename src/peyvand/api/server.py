@@ -115,7 +115,8 @@ def _wrap(route: Route, services: Services, limits: _Limits) -> _Middleware:
                     )
             elif route.auth == "required":
                 raise MatrixError(Errcode.MISSING_TOKEN, "Missing access token")
-        if limits.enabled and route.rate_limited:
+        exempt = route.limit_exempt is not None and route.limit_exempt(request.match_info)
+        if limits.enabled and route.rate_limited and not exempt:
             key = (
                 requester.user_id
                 if requester is not None and route.limit_class == "default"

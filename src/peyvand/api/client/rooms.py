@@ -30,6 +30,13 @@ async def _content(ctx: RequestContext) -> dict[str, object]:
     return (await ctx.body()).data
 
 
+def is_call_signalling(params: Mapping[str, str]) -> bool:
+    """Call events (``m.call.*``, Client-Server API "Voice over IP") are spared the rate
+    limits meant for messages: a call's ICE candidates, answer and hangup come in bursts,
+    and a call that hits a limit fails."""
+    return params.get("eventType", "").startswith("m.call.")
+
+
 @routes.post(f"{CLIENT_V3}/createRoom", rate_limited=True)
 async def create_room(ctx: RequestContext) -> web.Response:
     """POST /_matrix/client/v3/createRoom"""
@@ -190,7 +197,11 @@ async def joined_rooms(ctx: RequestContext) -> web.Response:
     return json_response({"joined_rooms": rooms})
 
 
-@routes.put(f"{CLIENT_V3}/rooms/{{roomId}}/send/{{eventType}}/{{txnId}}", rate_limited=True)
+@routes.put(
+    f"{CLIENT_V3}/rooms/{{roomId}}/send/{{eventType}}/{{txnId}}",
+    rate_limited=True,
+    limit_exempt=is_call_signalling,
+)
 async def send_message(ctx: RequestContext) -> web.Response:
     """PUT /_matrix/client/v3/rooms/{roomId}/send/{eventType}/{txnId}"""
     room_id = _room_id(ctx)
@@ -208,7 +219,11 @@ async def send_message(ctx: RequestContext) -> web.Response:
     return json_response({"event_id": event.pdu.event_id})
 
 
-@routes.post(f"{CLIENT_V3}/rooms/{{roomId}}/send/{{eventType}}", rate_limited=True)
+@routes.post(
+    f"{CLIENT_V3}/rooms/{{roomId}}/send/{{eventType}}",
+    rate_limited=True,
+    limit_exempt=is_call_signalling,
+)
 async def post_message(ctx: RequestContext) -> web.Response:
     """POST /_matrix/client/v3/rooms/{roomId}/send/{eventType}: a send without a
     transaction ID (not in the spec, which only has the PUT; Synapse and sytest use it),
