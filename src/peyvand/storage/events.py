@@ -283,6 +283,21 @@ class EventStore:
                 found.setdefault(RoomID(r[0]), {})[(r[1], r[2])] = EventID(r[3])
         return found
 
+    async def get_member_event_ids(
+        self, user_id: UserID, room_ids: Sequence[RoomID]
+    ) -> dict[RoomID, EventID]:
+        """The user's current member event in each of ``room_ids`` that has one, in one
+        chunked query (sliding sync: who sent a leave or an invite)."""
+        found: dict[RoomID, EventID] = {}
+        async for rows in self._fetch_in(
+            "SELECT room_id, event_id FROM current_state WHERE type = 'm.room.member'"
+            " AND state_key = $1 AND room_id IN",
+            room_ids,
+            user_id,
+        ):
+            found.update((RoomID(r[0]), EventID(r[1])) for r in rows)
+        return found
+
     async def get_current_memberships(self, room_id: RoomID) -> dict[UserID, str]:
         rows = await self._db.fetch(
             "SELECT state_key, membership FROM current_state WHERE room_id = $1"

@@ -9,7 +9,7 @@ from peyvand.services.sync.invite_state import InviteState
 from peyvand.services.sync.sliding.account_view import AccountView
 from peyvand.services.sync.sliding.bump_stamps import BumpStamps
 from peyvand.services.sync.sliding.extensions import SlidingExtensions
-from peyvand.services.sync.sliding.kicks import Kicks
+from peyvand.services.sync.sliding.membership_senders import MembershipSenders
 from peyvand.services.sync.sliding.room_lists import ListFiltering
 from peyvand.services.sync.sliding.rooms import RoomResponses
 from peyvand.services.sync.sliding.service import SlidingSyncService
@@ -54,7 +54,7 @@ def build_sliding_sync(
         timeline.index,
         bump_stamps,
         forgotten.get_forgotten,
-        Kicks(timeline.state),
+        MembershipSenders(timeline.state, timeline.event_store.get_member_event_ids),
         ignored_by=local.account_data.ignored_users.of,
         invites=invite_state,
     )

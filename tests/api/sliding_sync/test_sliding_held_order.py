@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-from harness.client import Account, MatrixClient
+from harness.client import Account, MatrixClient, new_session
 from harness.rooms import say
+from harness.server import HomeserverProcess
 from harness.sliding_sync import create_room, join, one_list, sliding, window
 
 
@@ -75,3 +76,33 @@ async def test_a_banned_room_stays_listed_until_forgotten(client: MatrixClient) 
     assert await listed(client, alice) == ([other, room_id], 2)
     (await client.request("POST", f"rooms/{quote(room_id)}/forget", json={}, token=alice)).ok()
     assert await listed(client, alice) == ([other], 1)
+
+
+async def test_after_a_restart_kicks_leaves_and_ignored_invites_are_read_back(
+    private_homeserver: HomeserverProcess,
+) -> None:
+    """No room's snapshot is loaded after a restart: who sent each leave and invite is
+    read from storage (one query for all the rooms)."""
+    async with new_session() as session:
+        client = MatrixClient(session, private_homeserver.base_url)
+        alice, bob, carol = [await client.register() for _ in range(3)]
+        kicked = await create_room(client, bob, preset="public_chat")
+        left = await create_room(client, bob, preset="public_chat")
+        for room_id in (kicked, left):
+            await join(client, alice, room_id)
+        kick = {"user_id": alice.user_id, "reason": "out"}
+        (await client.request("POST", f"rooms/{quote(kicked)}/kick", json=kick, token=bob)).ok()
+        (await client.request("POST", f"rooms/{quote(left)}/leave", json={}, token=alice)).ok()
+        from_bob = await create_room(client, bob, invite=[alice.user_id])
+        from_carol = await create_room(client, carol, invite=[alice.user_id])
+        path = f"user/{quote(alice.user_id)}/account_data/m.ignored_user_list"
+        ignore: dict[str, object] = {"ignored_users": {carol.user_id: {}}}
+        (await client.request("PUT", path, json=ignore, token=alice)).ok()
+        before = await listed(client, alice)
+        assert before == ([from_bob, kicked], 2)
+    private_homeserver.restart()
+    async with new_session() as session:
+        client = MatrixClient(session, private_homeserver.base_url)
+        alice = await client.login(alice.user_id, alice.password)
+        assert await listed(client, alice) == before
+        assert from_carol not in (await listed(client, alice, is_invite=True))[0]

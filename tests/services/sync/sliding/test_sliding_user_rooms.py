@@ -47,13 +47,16 @@ class World:
         self.forgotten_reads += 1
         return set(self.forgotten)
 
-    async def kicked_rooms(self, user_id: UserID, left: Mapping[RoomID, int]) -> set[RoomID]:
-        return self.kicked & set(left)
+    async def senders(
+        self, user_id: UserID, membership: str, rooms: Mapping[RoomID, int]
+    ) -> dict[RoomID, str]:
+        """A leave is sent by BOB in the kicked rooms, by the user in the others."""
+        return {r: BOB if r in self.kicked else user_id for r in rooms}
 
 
-class Kicked:
+class Senders:
     def __init__(self, world: World) -> None:
-        self.kicked = world.kicked_rooms
+        self.senders = world.senders
 
 
 async def no_one_ignored(user_id: UserID) -> frozenset[UserID]:
@@ -71,7 +74,7 @@ async def make(
         index,
         stamps,
         world.get_forgotten,
-        Kicked(world),  # type: ignore[arg-type]
+        Senders(world),  # type: ignore[arg-type]
         ignored_by=no_one_ignored,
         invites=None,  # type: ignore[arg-type]
     )

@@ -21,7 +21,7 @@ from peyvand.lru import LRU
 from peyvand.services.rooms.visibility import IgnoredBy
 from peyvand.services.sync.invite_state import InviteState
 from peyvand.services.sync.sliding.bump_stamps import BumpStamps
-from peyvand.services.sync.sliding.kicks import Kicks
+from peyvand.services.sync.sliding.membership_senders import MembershipSenders
 from peyvand.services.sync.sliding.room_lists import UserRoom, listed_rooms
 from peyvand.services.sync.sliding.room_order import RoomOrder
 from peyvand.services.timeline.room_index import Memberships, RoomIndex
@@ -30,7 +30,8 @@ from peyvand.types import RoomID, UserID
 # Users whose rooms are held, and rooms held over all of them.
 _USERS = 10_000
 _ROOMS = 200_000
-# Invites whose sender is remembered (read only for users who ignore someone).
+# Invites to rooms on other servers whose sender is remembered (read only for users who
+# ignore someone).
 _INVITERS = 10_000
 
 # user -> the rooms they forgot.
@@ -74,7 +75,7 @@ class UserRooms:
         index: RoomIndex,
         bump_stamps: BumpStamps,
         forgotten: Forgotten,
-        kicks: Kicks,
+        senders: MembershipSenders,
         *,
         ignored_by: IgnoredBy,
         invites: InviteState,
@@ -86,7 +87,7 @@ class UserRooms:
         self._index = index
         self._bump_stamps = bump_stamps
         self._forgotten = forgotten
-        self._kicks = kicks
+        self._senders = senders
         self._ignored_by = ignored_by
         self._invites = invites
         self._max_users = users
@@ -95,7 +96,7 @@ class UserRooms:
         self._rooms_held = 0
         # Counts changes of forgotten rooms: a build that raced one is not kept.
         self._forgets = 0
-        # (user, room, invite position) -> who sent the invite.
+        # (user, room, invite position) -> who sent the invite to a room on another server.
         self._inviters: LRU[tuple[UserID, RoomID, int], tuple[str | None]] = LRU(_INVITERS)
 
     def forgotten_changed(self, user_id: UserID) -> None:
@@ -150,7 +151,7 @@ class UserRooms:
         """The user's listed rooms from their ``memberships`` (kept when ``token`` says
         they are current): the bump stamps of the joined ones from memory (rooms not
         seen since start-up read together); the forgotten rooms only when a left or
-        banned room is among them, and who sent each leave once per leave (``Kicks``)."""
+        banned room is among them, and who sent each leave once per leave."""
         # A copy, and the log's mark before any await: the index and the log move on
         # while this awaits (what moved after the mark is caught up with next time).
         memberships = dict(memberships)
@@ -163,7 +164,7 @@ class UserRooms:
         if left or any(m == "ban" for m, _ in memberships.values()):
             forgotten = await self._forgotten(user_id)
             left = {r: p for r, p in left.items() if r not in forgotten}
-        kicked = await self._kicks.kicked(user_id, left) if left else set()
+        kicked = await self._kicked(user_id, left) if left else set()
         rooms = listed_rooms(memberships, stamps, forgotten=forgotten, kicked=kicked)
         held = _Held(
             token=token,
@@ -199,24 +200,34 @@ class UserRooms:
             self._held.pop(user_id)
             self._rooms_held -= len(held.rooms)
 
+    async def _kicked(self, user_id: UserID, left: Mapping[RoomID, int]) -> set[RoomID]:
+        """The rooms of ``left`` (room -> position of the user's leave) whose leave was
+        sent by someone else. A room whose member event is not held (a state reset, a
+        rejected remote invite) counts as left, as in Synapse."""
+        senders = await self._senders.senders(user_id, "leave", left)
+        return {room_id for room_id, sender in senders.items() if sender != user_id}
+
     async def _hidden_invites(self, user_id: UserID, held: _Held) -> frozenset[RoomID]:
         """The invites from users ``user_id`` ignores ("Ignoring Users": not sent, as
         /sync and Synapse's ``get_room_membership_for_user_at_to_token``)."""
         if not held.invites or not (ignored := await self._ignored_by(user_id)):
             return frozenset()
-        hidden: set[RoomID] = set()
-        for room_id in held.invites:
-            if await self._inviter(user_id, held.rooms[room_id]) in ignored:
-                hidden.add(room_id)
-        return frozenset(hidden)
+        invites = {r: held.rooms[r].membership_position for r in held.invites}
+        inviters: dict[RoomID, str | None] = dict(
+            await self._senders.senders(user_id, "invite", invites)
+        )
+        for room_id in invites.keys() - inviters.keys():
+            inviters[room_id] = await self._remote_inviter(user_id, room_id, invites[room_id])
+        return frozenset(r for r, sender in inviters.items() if sender in ignored)
 
-    async def _inviter(self, user_id: UserID, room: UserRoom) -> str | None:
-        """Who sent the user's invite to ``room`` (read once per invite)."""
-        key = (user_id, room.room_id, room.membership_position)
+    async def _remote_inviter(self, user_id: UserID, room_id: RoomID, position: int) -> str | None:
+        """Who sent the user's invite to a room this server holds no state of (read once
+        per invite)."""
+        key = (user_id, room_id, position)
         held = self._inviters.get(key)
         if held is not None:
             return held[0]
-        sender = (await self._invites.stripped(room.room_id, user_id))[1]
+        sender = (await self._invites.stripped(room_id, user_id))[1]
         self._inviters.put(key, (sender,))
         return sender
 
