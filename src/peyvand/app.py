@@ -20,6 +20,7 @@ from peyvand.api.media import MEDIA_ROUTE_TABLES
 from peyvand.api.server import build_web_app
 from peyvand.config import Config, DatabaseConfig
 from peyvand.events.signing import parse_signing_keys
+from peyvand.services.accounts.openid import OpenIdService
 from peyvand.services.accounts.registration import RegistrationService
 from peyvand.services.accounts.user_directory import UserDirectoryService
 from peyvand.services.e2ee.key_backup import KeyBackupService
@@ -29,6 +30,7 @@ from peyvand.services.sync.sync import SyncService
 from peyvand.storage.database import Database
 from peyvand.storage.key_backup import KeyBackupStore
 from peyvand.storage.migrations import run_migrations
+from peyvand.storage.openid_tokens import OpenIdTokenStore
 from peyvand.storage.registration_tokens import RegistrationTokenStore
 from peyvand.wiring.compliance import Compliance, build_compliance
 from peyvand.wiring.email import Email, build_email
@@ -271,4 +273,5 @@ def _services(
         exporter=compliance.exporter,
         reports=compliance.reports,
         policy_lists=policy_lists,
+        openid=OpenIdService(config.server_name, OpenIdTokenStore(db)),
     )

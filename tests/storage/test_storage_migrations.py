@@ -60,6 +60,7 @@ _RELEASED: dict[int, tuple[str, str, str]] = {
     37: ("037_pusher_progress.sql", "7570c186cf9601cd", "7570c186cf9601cd"),
     39: ("039_thread_read_marks.sql", "45ac39308eea6445", "45ac39308eea6445"),
     40: ("040_threepids.sql", "3e564383f27d428b", "3e564383f27d428b"),
+    41: ("041_openid_tokens.sql", "7c55b6444ca87289", "7c55b6444ca87289"),
 }
 _DIALECTS = ("sqlite", "postgres")
 

@@ -18,6 +18,7 @@ from peyvand.compliance.retention import RetentionService
 from peyvand.config import Config
 from peyvand.federation.keyring import Keyring
 from peyvand.services.accounts.auth import AuthService
+from peyvand.services.accounts.openid import OpenIdService
 from peyvand.services.accounts.profile import ProfileService
 from peyvand.services.accounts.registration import RegistrationService
 from peyvand.services.accounts.threepids import ThreepidService
@@ -108,3 +109,4 @@ class Services:
     erasure: AccountErasure
     reports: ReportService
     policy_lists: PolicyListService
+    openid: OpenIdService

@@ -6,6 +6,7 @@ from peyvand.api.federation import (
     keys,
     media,
     membership,
+    openid,
     public_rooms,
     query,
     timestamp_to_event,
@@ -27,4 +28,5 @@ FEDERATION_ROUTE_TABLES: list[RouteTable] = [
     media.routes,
     timestamp_to_event.routes,
     hierarchy.routes,
+    openid.routes,
 ]
