@@ -1,0 +1,43 @@
+"""OpenID tokens (``services.accounts.openid`` over ``storage.openid_tokens``, schema 041)
+on both backends with a fake clock: a token is valid up to its last moment and not after,
+only its hash is stored, and expired tokens are deleted as new ones are issued."""
+
+from __future__ import annotations
+
+from peyvand.services.accounts.openid import TOKEN_LIFETIME_MS, OpenIdService
+from peyvand.storage.database import Database
+from peyvand.storage.openid_tokens import OpenIdTokenStore
+from peyvand.types import ServerName, UserID
+
+ALICE = UserID("@alice:test")
+BOB = UserID("@bob:test")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_tokens_expire_and_are_pruned(database: Database) -> None:
+    clock = Clock()
+    store = OpenIdTokenStore(database)
+    openid = OpenIdService(ServerName("test"), store, clock)
+    first = await openid.request_token(ALICE)
+    assert first.expires_in * 1000 == TOKEN_LIFETIME_MS
+    stored = await database.fetchval("SELECT token_hash FROM openid_tokens")
+    assert stored != first.access_token and len(stored) == 64
+
+    clock.now += TOKEN_LIFETIME_MS / 1000
+    assert await openid.userinfo(first.access_token) == ALICE  # its last valid moment
+    second = await openid.request_token(BOB)
+    assert await store.count() == 2  # the first is not expired yet: kept
+
+    clock.now += 0.01
+    assert await openid.userinfo(first.access_token) is None
+    assert await openid.userinfo(second.access_token) == BOB
+    await openid.request_token(BOB)
+    assert await store.count() == 2  # the first was deleted with this issue
+    assert await openid.userinfo("not a token") is None
