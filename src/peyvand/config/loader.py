@@ -653,8 +653,8 @@ def _check_voip(voip: VoipConfig) -> None:
     if (voip.turn_username is None) != (voip.turn_password is None):
         raise ConfigError("'voip.turn_username' and 'voip.turn_password' go together")
     for i, uri in enumerate(voip.turn_uris):
-        if not uri.startswith(("turn:", "turns:", "stun:")):
-            raise ConfigError(f"'voip.turn_uris[{i}]' must be a turn:, turns: or stun: URI")
+        if not uri.startswith(("turn:", "turns:")):  # voip.yaml: pattern "^turns?:"
+            raise ConfigError(f"'voip.turn_uris[{i}]' must be a turn: or turns: URI")
 
 
 def _resolve_database(database: DatabaseConfig, base_dir: Path) -> DatabaseConfig:
