@@ -146,14 +146,13 @@ class FederationTransport:
         destination: ServerName,
         user_id: UserID,
         *,
+        field: str | None = None,
         timeout: float | None = None,  # noqa: ASYNC109 (bounds resolution too)
     ) -> Any:
-        """``GET /_matrix/federation/v1/query/profile?user_id=...``."""
+        """``GET /_matrix/federation/v1/query/profile?user_id=...[&field=...]``."""
+        query = {"user_id": user_id} if field is None else {"user_id": user_id, "field": field}
         return await self._client.get_json(
-            destination,
-            f"{FEDERATION_V1}/query/profile",
-            query={"user_id": user_id},
-            timeout=timeout,
+            destination, f"{FEDERATION_V1}/query/profile", query=query, timeout=timeout
         )
 
     async def public_rooms(

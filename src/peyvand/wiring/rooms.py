@@ -31,6 +31,7 @@ from peyvand.storage.database import Database
 from peyvand.storage.directory import DirectoryStore
 from peyvand.storage.forgotten_rooms import ForgottenRoomStore
 from peyvand.storage.guests import GuestStore
+from peyvand.storage.profile_fields import ProfileFieldStore
 from peyvand.storage.relations import RelationStore
 from peyvand.storage.search import SearchStore
 from peyvand.storage.threads import ThreadStore
@@ -70,7 +71,13 @@ def build_rooms(
     server_name = config.server_name
     state, event_store, events = timeline.state, timeline.event_store, timeline.events
     profile = ProfileService(
-        server_name, local.accounts, event_store, state, events, remote.profiles
+        server_name,
+        local.accounts,
+        ProfileFieldStore(db),
+        event_store,
+        state,
+        events,
+        remote.profiles,
     )
     directory_store = DirectoryStore(db)
     directory = DirectoryService(

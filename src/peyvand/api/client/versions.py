@@ -36,7 +36,10 @@ async def versions(ctx: RequestContext) -> web.Response:
 
 @routes.get(f"{CLIENT_V3}/capabilities")
 async def capabilities(ctx: RequestContext) -> web.Response:
-    """GET /_matrix/client/v3/capabilities: what this server lets the user change."""
+    """GET /_matrix/client/v3/capabilities: what this server lets the user change.
+
+    ``m.profile_fields`` (v1.16): every profile field may be set, as in Synapse; the
+    deprecated ``m.set_displayname`` and ``m.set_avatar_url`` say the same."""
     return json_response(
         {
             "capabilities": {
@@ -47,6 +50,7 @@ async def capabilities(ctx: RequestContext) -> web.Response:
                 },
                 "m.set_displayname": {"enabled": True},
                 "m.set_avatar_url": {"enabled": True},
+                "m.profile_fields": {"enabled": True},
                 # Email addresses can be added when the server can mail the link.
                 "m.3pid_changes": {"enabled": ctx.services.config.email.smtp_host is not None},
             }

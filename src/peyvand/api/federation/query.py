@@ -33,14 +33,12 @@ async def query_directory(ctx: RequestContext) -> web.Response:
 @routes.get(f"{_V1}/query/profile", auth="federation")
 async def query_profile(ctx: RequestContext) -> web.Response:
     """GET /_matrix/federation/v1/query/profile?user_id=...[&field=...]: a local user's
-    profile (or one field of it)."""
+    profile, custom fields included, or only the one ``field`` ("the server MUST only
+    return the given field"); an unset custom field is 404, as Synapse answers."""
     user_id = UserID(_required(ctx, "user_id"))
     if server_name_of(user_id) != ctx.services.config.server_name:
         raise MatrixError(Errcode.NOT_FOUND, "User not found")
-    profile = await ctx.services.profile.get_profile(user_id)
     field = ctx.query.get("field")
-    if field is not None:
-        if field not in ("displayname", "avatar_url"):
-            raise MatrixError(Errcode.INVALID_PARAM, f"Unknown profile field {field!r}")
-        profile = {field: profile[field]} if field in profile else {}
-    return json_response(profile)
+    if field is None:
+        return json_response(await ctx.services.profile.get_profile(user_id))
+    return json_response(await ctx.services.profile.get_field(user_id, field))

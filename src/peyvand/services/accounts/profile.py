@@ -1,7 +1,12 @@
-"""Profiles (Client-Server API, "Profiles"): display name and avatar URL of local users,
-and of users of other servers, asked with ``/query/profile`` (Server-Server API, "Querying
-for information") and kept for a minute (at most 10,000 of them, least recently used
-dropped first); concurrent requests for one user share one query.
+"""Profiles (Client-Server API, "Profiles"): display name, avatar URL and custom fields
+(v1.16, rules in ``profile_fields``) of local users, and of users of other servers, asked
+with ``/query/profile`` (Server-Server API, "Querying for information"). Whole remote
+profiles are kept for a minute (at most 10,000 of them, least recently used dropped
+first) and concurrent requests for one user share one query; one custom field of a
+remote user is asked with ``field=`` each time, as Synapse asks it.
+
+Custom fields stay in the profile: unlike display name and avatar URL they are not
+copied into member events (as in Synapse).
 
 A change is copied into the user's ``m.room.member`` event of every room they are joined
 to, as Synapse does ("Events on change of profile information"): a new join event with
@@ -15,14 +20,22 @@ import logging
 import time
 import weakref
 from collections.abc import Awaitable, Callable
-from typing import Final
+from typing import Any, Final
 
 from peyvand.errors import Errcode, MatrixError
 from peyvand.lru import LRU
+from peyvand.services.accounts.profile_fields import (
+    AVATAR_URL,
+    DISPLAYNAME,
+    MEMBER_FIELDS,
+    check_key,
+    check_size,
+)
 from peyvand.services.timeline.event_creation import EventCreationService, EventSpec
 from peyvand.services.timeline.room_state import StateService
 from peyvand.storage.accounts import AccountStore, UserRow
 from peyvand.storage.events import EventStore
+from peyvand.storage.profile_fields import ProfileFieldStore
 from peyvand.types import JsonDict, RoomID, ServerName, UserID, is_valid_user_id, server_name_of
 
 logger = logging.getLogger(__name__)
@@ -36,10 +49,11 @@ _PROPAGATION_CONCURRENCY = 8
 REMOTE_PROFILE_TTL: Final = 60.0  # seconds
 _REMOTE_PROFILE_CACHE_SIZE: Final = 10_000
 
-RemoteProfileQuery = Callable[[UserID], Awaitable[JsonDict]]
+# (user, one field or None for the whole profile) -> what the user's server answered.
+RemoteProfileQuery = Callable[[UserID, str | None], Awaitable[JsonDict]]
 
 
-async def no_remote_profiles(user_id: UserID) -> JsonDict:
+async def no_remote_profiles(user_id: UserID, field: str | None) -> JsonDict:
     """``RemoteProfileQuery`` where federation is off: another server's user is unknown."""
     raise MatrixError(Errcode.NOT_FOUND, "Profile was not found")
 
@@ -49,6 +63,7 @@ class ProfileService:
         self,
         server_name: ServerName,
         accounts: AccountStore,
+        fields: ProfileFieldStore,
         event_store: EventStore,
         state: StateService,
         events: EventCreationService,
@@ -59,6 +74,7 @@ class ProfileService:
         """Other servers' users' profiles are asked with ``remote_query``."""
         self._server_name = server_name
         self._accounts = accounts
+        self._fields = fields
         self._event_store = event_store
         self._state = state
         self._events = events
@@ -92,11 +108,40 @@ class ProfileService:
         return profile
 
     async def get_profile(self, user_id: str) -> JsonDict:
-        """The profile of a user (unset fields left out); 404 if there is no such user.
-        A user of another server is asked of that server (or answered from the cache)."""
+        """The profile of a user, custom fields included (unset fields left out); 404 if
+        there is no such user. A user of another server is asked of that server (or
+        answered from the cache)."""
         if is_valid_user_id(user_id) and server_name_of(user_id) != self._server_name:
             return dict(await self._remote_profile(UserID(user_id)))
-        return self._profile(await self._local_user(user_id))
+        user = await self._local_user(user_id)
+        return {**await self._fields.get_fields(user.user_id), **self._profile(user)}
+
+    async def get_field(self, user_id: str, key: str) -> JsonDict:
+        """``GET /profile/{userId}/{keyName}``: ``{key: value}``. An unset display name
+        or avatar is ``{}``, an unset custom field 404 ``M_NOT_FOUND`` (as Synapse
+        answers both)."""
+        check_key(key)
+        if is_valid_user_id(user_id) and server_name_of(user_id) != self._server_name:
+            profile = await self._remote_field(UserID(user_id), key)
+        else:
+            user = await self._local_user(user_id)
+            if key in MEMBER_FIELDS:
+                profile = self._profile(user)
+            else:
+                present, value = await self._fields.get_field(user.user_id, key)
+                profile = {key: value} if present else {}
+        if key in profile:
+            return {key: profile[key]}
+        if key in MEMBER_FIELDS:
+            return {}
+        raise MatrixError(Errcode.NOT_FOUND, "Profile field was not found")
+
+    async def _remote_field(self, user_id: UserID, key: str) -> JsonDict:
+        """One field of another server's user: display name and avatar from the cached
+        profile, a custom field asked with ``field=``."""
+        if key in MEMBER_FIELDS:
+            return await self._remote_profile(user_id)
+        return await self._remote_query(user_id, key)
 
     async def _remote_profile(self, user_id: UserID) -> JsonDict:
         cached = self._remote.get(user_id)
@@ -114,7 +159,7 @@ class ProfileService:
 
     async def _fetch_remote(self, user_id: UserID) -> JsonDict:
         try:
-            profile = await self._remote_query(user_id)
+            profile = await self._remote_query(user_id, None)
         finally:
             self._remote_pending.pop(user_id, None)
         self._remote.put(user_id, (self._clock(), profile))
@@ -131,13 +176,40 @@ class ProfileService:
         user = await self._accounts.get_user(user_id)
         return {} if user is None else self._profile(user)
 
+    async def set_field(self, requester: UserID, user_id: str, key: str, value: Any) -> None:
+        """``PUT /profile/{userId}/{keyName}``: the requester's own field. A display name
+        or avatar must be a string (``""`` clears it); a custom field may hold any JSON,
+        null included (stored, not deleted, as the spec recommends)."""
+        check_key(key)
+        if key == DISPLAYNAME:
+            if not isinstance(value, str):
+                raise MatrixError(Errcode.INVALID_PARAM, "'displayname' must be a string")
+            await self.set_displayname(requester, user_id, value)
+        elif key == AVATAR_URL:
+            if not isinstance(value, str):
+                raise MatrixError(Errcode.INVALID_PARAM, "'avatar_url' must be a string")
+            await self.set_avatar_url(requester, user_id, value)
+        else:
+            await self._set(requester, user_id, key, value)
+
+    async def delete_field(self, requester: UserID, user_id: str, key: str) -> None:
+        """``DELETE /profile/{userId}/{keyName}``: a display name or avatar is cleared, a
+        custom field removed; removing a field that is not set is no error."""
+        check_key(key)
+        if key in MEMBER_FIELDS:
+            await self.set_field(requester, user_id, key, "")
+            return
+        user = await self._own_user(requester, user_id, key)
+        async with self._locks.setdefault(requester, asyncio.Lock()):
+            await self._fields.delete_field(user.user_id, key)
+
     async def set_displayname(self, requester: UserID, user_id: str, displayname: str) -> None:
         """Set the requester's own display name; ``""`` clears it."""
         if len(displayname) > MAX_DISPLAYNAME_LEN:
             raise MatrixError(
                 Errcode.INVALID_PARAM, f"Displayname is too long (max {MAX_DISPLAYNAME_LEN})"
             )
-        await self._set(requester, user_id, "displayname", displayname.strip() or None)
+        await self._set(requester, user_id, DISPLAYNAME, displayname.strip() or None)
 
     async def set_avatar_url(self, requester: UserID, user_id: str, avatar_url: str) -> None:
         """Set the requester's own avatar; ``""`` clears it. Any string up to the length
@@ -147,19 +219,33 @@ class ProfileService:
             raise MatrixError(
                 Errcode.INVALID_PARAM, f"Avatar URL is too long (max {MAX_AVATAR_URL_LEN})"
             )
-        await self._set(requester, user_id, "avatar_url", avatar_url or None)
+        await self._set(requester, user_id, AVATAR_URL, avatar_url or None)
 
-    async def _set(self, requester: UserID, user_id: str, field: str, value: str | None) -> None:
+    async def _own_user(self, requester: UserID, user_id: str, field: str) -> UserRow:
+        """The requester's own account: 403 for another user's profile."""
         if not is_valid_user_id(user_id):
             raise MatrixError(Errcode.INVALID_PARAM, "Invalid user id")
         if user_id != requester:
             raise MatrixError(Errcode.FORBIDDEN, f"Cannot set another user's {field}")
-        lock = self._locks.setdefault(requester, asyncio.Lock())
-        async with lock:
-            if field == "displayname":
+        return await self._local_user(user_id)
+
+    async def _set(self, requester: UserID, user_id: str, field: str, value: Any) -> None:
+        """Set one field (None clears a display name or avatar), the whole profile kept
+        within its size limit; a change of display name or avatar reaches the member
+        events of the user's rooms."""
+        await self._own_user(requester, user_id, field)
+        async with self._locks.setdefault(requester, asyncio.Lock()):
+            user = await self._local_user(user_id)
+            profile = {**await self._fields.get_fields(requester), **self._profile(user)}
+            if value is not None or field not in MEMBER_FIELDS:
+                check_size(profile, field, value)
+            if field == DISPLAYNAME:
                 await self._accounts.set_displayname(requester, value)
-            else:
+            elif field == AVATAR_URL:
                 await self._accounts.set_avatar_url(requester, value)
+            else:
+                await self._fields.set_field(requester, field, value)
+                return
             await self._propagate(requester, await self.profile_of(requester))
 
     async def _propagate(self, user_id: UserID, profile: JsonDict) -> None:

@@ -15,7 +15,8 @@ from peyvand.services.federation.errors import refusal
 from peyvand.types import JsonDict, ServerName, UserID, server_name_of
 
 _QUERY_TIMEOUT: Final = 10.0  # seconds: a client waits on the answer
-PROFILE_FIELDS: Final = ("displayname", "avatar_url")
+# Fields copied into member events: kept only when they are strings.
+MEMBER_FIELDS: Final = ("displayname", "avatar_url")
 
 
 class RemoteQueries:
@@ -28,15 +29,18 @@ class RemoteQueries:
         self._transport = transport
         self._allows = allows
 
-    async def profile(self, user_id: UserID) -> JsonDict:
-        """GET /query/profile on the user's server: their ``displayname`` and
-        ``avatar_url`` (those that are strings). As in Synapse, the server's 403 or 404 is
-        passed on; no answer, another error or a malformed answer is 502."""
+    async def profile(self, user_id: UserID, field: str | None = None) -> JsonDict:
+        """GET /query/profile on the user's server: their profile, or only ``field``.
+        ``displayname`` and ``avatar_url`` are kept only if strings, other fields as
+        they come. As in Synapse, the server's 403 or 404 is passed on; no answer,
+        another error or a malformed answer is 502."""
         server = server_name_of(user_id)
         if not self._allows(server):
             raise MatrixError(Errcode.NOT_FOUND, "Profile was not found")
         try:
-            answer = await self._transport.query_profile(server, user_id, timeout=_QUERY_TIMEOUT)
+            answer = await self._transport.query_profile(
+                server, user_id, field=field, timeout=_QUERY_TIMEOUT
+            )
         except FederationHttpError as exc:
             if exc.status in (403, 404):
                 raise refusal(exc) from exc
@@ -45,7 +49,11 @@ class RemoteQueries:
             raise MatrixError(Errcode.UNKNOWN, "Failed to fetch profile", status=502) from exc
         if not isinstance(answer, dict):
             raise MatrixError(Errcode.UNKNOWN, "Failed to fetch profile", status=502)
-        return {k: answer[k] for k in PROFILE_FIELDS if isinstance(answer.get(k), str)}
+        return {
+            k: v
+            for k, v in answer.items()
+            if (field is None or k == field) and (k not in MEMBER_FIELDS or isinstance(v, str))
+        }
 
     async def public_rooms(
         self,
