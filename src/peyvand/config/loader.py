@@ -38,6 +38,7 @@ from peyvand.config.model import (
     ModerationConfig,
     PushConfig,
     RetentionConfig,
+    ServerNoticesConfig,
     SupportContact,
     VoipConfig,
     WellKnownConfig,
@@ -333,6 +334,19 @@ OPTION_DOCS: Final[Mapping[str, str]] = {
     "voip.turn_password": "Static TURN password, used with turn_username.",
     "voip.turn_user_lifetime": "Seconds TURN credentials are valid for.",
     "voip.turn_allow_guests": "Whether guest accounts may get TURN credentials.",
+    "server_notices": (
+        "Server notices: messages from the operator, each user's in a room of their own\n"
+        "(tagged m.server_notice), sent with the admin API or 'peyvand server-notice'."
+    ),
+    "server_notices.system_mxid_localpart": (
+        "Localpart of the user that sends the notices (created on first use); unset: off."
+    ),
+    "server_notices.system_mxid_display_name": "Display name of the notices' sender.",
+    "server_notices.system_mxid_avatar_url": "Avatar (mxc:// URI) of the notices' sender.",
+    "server_notices.room_name": "Name of each user's server notices room.",
+    "server_notices.room_topic": "Topic of each user's server notices room.",
+    "server_notices.room_avatar_url": "Avatar (mxc:// URI) of each server notices room.",
+    "server_notices.auto_join": "Join users to their notices room instead of inviting them.",
     "rate_limits": "Per-client request rate limits (token buckets).",
     "rate_limits.enabled": "Enforce the limits below. Turn off only for tests and benchmarks.",
     "rate_limits.per_second": (
@@ -356,6 +370,11 @@ _EXAMPLES: Final[Mapping[str, str]] = {
     "voip.turn_shared_secret": '"secret"',
     "voip.turn_username": '"turnuser"',
     "voip.turn_password": '"turnpassword"',
+    "server_notices.system_mxid_localpart": '"notices"',
+    "server_notices.system_mxid_display_name": '"Server Notices"',
+    "server_notices.system_mxid_avatar_url": '"mxc://example.com/notices"',
+    "server_notices.room_topic": '"Messages from the operator"',
+    "server_notices.room_avatar_url": '"mxc://example.com/notices-room"',
     "media.unauthenticated_media_before": '"2024-09-01T00:00:00Z"',
     "federation.port": "8448",
     "federation.tls_certificate_path": '"tls.crt"',
@@ -499,6 +518,7 @@ def _check(config: Config) -> None:
     _check_email(config.email)
     _check_well_known(config.well_known)
     _check_voip(config.voip)
+    _check_server_notices(config.server_notices)
 
 
 def _check_http(http: HttpConfig) -> None:
@@ -655,6 +675,12 @@ def _check_voip(voip: VoipConfig) -> None:
     for i, uri in enumerate(voip.turn_uris):
         if not uri.startswith(("turn:", "turns:")):  # voip.yaml: pattern "^turns?:"
             raise ConfigError(f"'voip.turn_uris[{i}]' must be a turn: or turns: URI")
+
+
+def _check_server_notices(notices: ServerNoticesConfig) -> None:
+    localpart = notices.system_mxid_localpart
+    if localpart is not None and not re.fullmatch(r"[a-z0-9._=/+-]+", localpart):
+        raise ConfigError("'server_notices.system_mxid_localpart' is not a valid localpart")
 
 
 def _resolve_database(database: DatabaseConfig, base_dir: Path) -> DatabaseConfig:

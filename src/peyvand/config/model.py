@@ -260,6 +260,26 @@ class VoipConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ServerNoticesConfig:
+    # Localpart of the user that sends server notices (Synapse's system_mxid_localpart);
+    # unset: server notices are off.
+    system_mxid_localpart: str | None = None
+    # The system user's display name and avatar in the notices rooms.
+    system_mxid_display_name: str | None = None
+    system_mxid_avatar_url: str | None = None
+    # Name, topic and avatar of each user's server notices room.
+    room_name: str = "Server Notices"
+    room_topic: str | None = None
+    room_avatar_url: str | None = None
+    # Join the user to the room at once instead of inviting them.
+    auto_join: bool = False
+
+    @property
+    def enabled(self) -> bool:
+        return self.system_mxid_localpart is not None
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     server_name: ServerName
     data_dir: Path
@@ -283,6 +303,7 @@ class Config:
     email: EmailConfig = field(default_factory=EmailConfig)
     well_known: WellKnownConfig = field(default_factory=WellKnownConfig)
     voip: VoipConfig = field(default_factory=VoipConfig)
+    server_notices: ServerNoticesConfig = field(default_factory=ServerNoticesConfig)
     # Largest request body accepted, in bytes.
     max_request_size: int = 50 * 1024 * 1024
     log_level: str = "INFO"
