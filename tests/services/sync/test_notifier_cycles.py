@@ -46,7 +46,7 @@ async def _cycles_left(poll: Callable[[_Request], Awaitable[None]]) -> list[str]
     left = [
         type(held).__qualname__
         for held in gc.garbage
-        if isinstance(held, (_Request, asyncio.Future, ClientGone, notifier_module._Timer))
+        if isinstance(held, (_Request, asyncio.Future, ClientGone))
     ]
     gc.garbage.clear()
     return left

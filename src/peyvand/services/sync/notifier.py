@@ -15,8 +15,8 @@ from contextvars import ContextVar
 
 from peyvand.services.sync.streams import Stream, StreamToken
 
-# How often a waiting long-poll checks whether its client is still connected: aiohttp
-# signals nothing to a handler when a bodiless request's connection closes.
+# How often the waiting long-polls are checked for a client that is no longer connected:
+# aiohttp signals nothing to a handler when a bodiless request's connection closes.
 GONE_CHECK_SECONDS = 1.0
 
 # Whether the client of the long-poll running in this context has gone (set by the API
@@ -44,7 +44,12 @@ class Notifier:
     def __init__(self, initial: StreamToken) -> None:
         self._current = initial
         # user_id -> the futures of the long-polls currently waiting for that user.
-        self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._waiters: dict[str, list[asyncio.Future[bool]]] = {}
+        # The waiting long-polls whose client may go away, and how to tell (``gone``):
+        # one sweep every ``GONE_CHECK_SECONDS`` checks them all, armed only while any
+        # waits, so idle long-polls cost no timer of their own but their deadline.
+        self._watched: dict[asyncio.Future[bool], Callable[[], bool]] = {}
+        self._sweep: asyncio.TimerHandle | None = None
 
     @property
     def current_token(self) -> StreamToken:
@@ -70,7 +75,7 @@ class Notifier:
         sets = list(audiences)
         if isinstance(user_ids, AbstractSet):
             sets.append(user_ids)
-            woken: list[list[asyncio.Future[None]]] = []
+            woken: list[list[asyncio.Future[bool]]] = []
         else:
             woken = [futures for user_id in user_ids if (futures := waiters.get(user_id))]
         if len(waiters) < sum(len(users) for users in sets):
@@ -91,70 +96,57 @@ class Notifier:
 
         Callers compare ``current_token`` with what they have already seen right before
         calling (no await in between), so no wake-up can be missed. A waiting poll holds
-        one future, one timer handle and its ``_Timer``, nothing more (issue 15: memory per idle
-        long-poll). Raises ``ClientGone`` when the request's client disconnects (see
-        ``abandoned_when``)."""
+        one future and its deadline's timer handle, nothing more (issue 15: memory per
+        idle long-poll; issue 18: no timer re-armed every second per poll). Raises
+        ``ClientGone`` when the request's client disconnects (see ``abandoned_when``);
+        the future's result tells, so no exception refers to the waiting frames."""
         gone = _client_gone.get()
         if gone is not None and gone():
             raise ClientGone
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
+        future: asyncio.Future[bool] = loop.create_future()
         futures = self._waiters.setdefault(user_id, [])
         futures.append(future)
-        timer = _Timer(loop, future, gone, timeout_s)
+        deadline = loop.call_later(timeout_s, _wake, future)
+        if gone is not None:
+            self._watched[future] = gone
+            if self._sweep is None:
+                self._sweep = loop.call_later(GONE_CHECK_SECONDS, self._check_gone)
         try:
-            await future
+            client_gone = await future
         finally:
-            timer.cancel()
+            deadline.cancel()
+            if self._watched.pop(future, None) is not None and not self._watched:
+                self._stop_sweep()
             futures.remove(future)
             if not futures:
                 self._waiters.pop(user_id, None)
-        if timer.client_gone:
+        if client_gone:
             raise ClientGone
 
+    def _check_gone(self) -> None:
+        """Wake, as gone, each waiting long-poll whose client went away; again in
+        ``GONE_CHECK_SECONDS`` while any is watched.
 
-class _Timer:
-    """Wakes a long-poll's ``future`` at its deadline; with ``gone``, checks every
-    ``GONE_CHECK_SECONDS`` before that whether the client went away (then wakes it with
-    ``client_gone`` set).
+        A bound method held by one handle, not a closure per poll: nothing refers back
+        to a poll once it is over (issue 15: a poll's reference cycle held its request
+        until the cycle collector reached it)."""
+        self._sweep = None
+        for future in [f for f, gone in self._watched.items() if gone()]:
+            del self._watched[future]
+            if not future.done():
+                future.set_result(True)
+        if self._watched:
+            loop = asyncio.get_running_loop()
+            self._sweep = loop.call_later(GONE_CHECK_SECONDS, self._check_gone)
 
-    An object rather than a closure that re-arms itself: such a closure refers to itself,
-    so every long-poll left a reference cycle holding its whole request (and, when its
-    client had gone, the ``ClientGone`` it was woken with, whose traceback held the
-    waiting frames) for the cycle collector, which long-polls, living long enough to reach
-    its oldest generation, wait for long (issue 15: peak memory). A cancelled handle drops
-    its callback, so once the poll is over nothing refers back to this."""
-
-    __slots__ = ("_deadline", "_future", "_gone", "_handle", "_loop", "client_gone")
-
-    def __init__(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        future: asyncio.Future[None],
-        gone: Callable[[], bool] | None,
-        timeout_s: float,
-    ) -> None:
-        self._loop = loop
-        self._future = future
-        self._gone = gone
-        self._deadline = loop.time() + timeout_s
-        self.client_gone = False
-        delay = timeout_s if gone is None else min(timeout_s, GONE_CHECK_SECONDS)
-        self._handle = loop.call_later(delay, self._check)
-
-    def cancel(self) -> None:
-        self._handle.cancel()
-
-    def _check(self) -> None:
-        if self._gone is not None and self._gone():
-            self.client_gone = True
-            _wake(self._future)
-        elif (remaining := self._deadline - self._loop.time()) <= 0:
-            _wake(self._future)
-        else:
-            self._handle = self._loop.call_later(min(remaining, GONE_CHECK_SECONDS), self._check)
+    def _stop_sweep(self) -> None:
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
 
 
-def _wake(future: asyncio.Future[None]) -> None:
+def _wake(future: asyncio.Future[bool]) -> None:
+    """A stream moved for the poll's user, or its deadline passed: not gone."""
     if not future.done():
-        future.set_result(None)
+        future.set_result(False)
