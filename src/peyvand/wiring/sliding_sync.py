@@ -48,7 +48,12 @@ def build_sliding_sync(
     )
     local.receipts.stored_hooks.append(unread.receipt_stored)
     responses = RoomResponses(
-        timeline.state, room_events, invite_state, unread.sections, bump_stamps
+        timeline.state,
+        room_events,
+        invite_state,
+        unread.sections,
+        bump_stamps,
+        local.account_data.ignored_users.of,
     )
     user_rooms = UserRooms(
         timeline.index,

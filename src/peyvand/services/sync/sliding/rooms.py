@@ -19,9 +19,11 @@ from peyvand.events.pdu import Pdu, StateKey
 from peyvand.lru import LRU
 from peyvand.services.accounts.requester import Requester
 from peyvand.services.rooms.reads import RoomEventsService, position_token
+from peyvand.services.rooms.visibility import IgnoredBy
 from peyvand.services.sync.invite_state import InviteState
 from peyvand.services.sync.sliding.bump_stamps import BUMP_EVENT_TYPES, BumpStamps
 from peyvand.services.sync.sliding.connections import SentRoom
+from peyvand.services.sync.sliding.initial_timelines import InitialTimelines, PageKey, RoomMark
 from peyvand.services.sync.sliding.request import RoomParams
 from peyvand.services.sync.sliding.required_state import MEMBER, select
 from peyvand.services.sync.sliding.room_lists import UserRoom
@@ -56,6 +58,21 @@ class _Stripped:
     body: JsonDict
 
 
+@dataclass(frozen=True, slots=True)
+class _Request:
+    """What every room of one response is answered with."""
+
+    requester: Requester
+    since: int | None
+    until: int
+    # Each joined room's newest bump event and newest event of any type.
+    bumps: Mapping[RoomID, int]
+    newest: Mapping[RoomID, int]
+    # The users the requester ignores, and the event cache's epoch.
+    ignored: frozenset[UserID]
+    epoch: int
+
+
 @dataclass(slots=True)
 class _Draft:
     """One room's answer before its events are serialised."""
@@ -75,14 +92,18 @@ class RoomResponses:
         invite_state: InviteState,
         unread_counts: UnreadCounts,
         bump_stamps: BumpStamps,
+        ignored_by: IgnoredBy,
     ) -> None:
-        """``bump_stamps``: each room's newest bump event."""
+        """``bump_stamps``: each room's newest bump event and newest event;
+        ``ignored_by``: whom a user ignores (their events are not in timelines)."""
         self._state = state
         self._room_events = room_events
         self._invite_state = invite_state
         self._unread_counts = unread_counts
         self._bump_stamps = bump_stamps
+        self._ignored_by = ignored_by
         self._summaries: LRU[tuple[RoomID, int], MemberSummary] = LRU(_SUMMARIES)
+        self._initial_timelines = InitialTimelines()
 
     async def build(
         self,
@@ -96,12 +117,20 @@ class RoomResponses:
         """The response's room entries (rooms with nothing new left out) and what the
         connection now holds of every room answered."""
         joined = [r.room.room_id for r in rooms if r.room.membership == "join"]
-        stamps = await self._bump_stamps.bump_stamps(joined) if joined else {}
+        context = _Request(
+            requester,
+            since,
+            until,
+            await self._bump_stamps.bump_stamps(joined) if joined else {},
+            await self._bump_stamps.stamps(joined) if joined else {},
+            await self._ignored_by(requester.user_id) if joined else frozenset(),
+            self._state.forget_epoch,
+        )
         # The unread counts are read while the rooms are drafted: their reads (a room's
         # timeline not held in memory, the counts) wait on the database together.
         counts, answers = await asyncio.gather(
             self._counts(requester.user_id, rooms),
-            self._answers(requester, rooms, since, until, stamps),
+            self._answers(context, rooms),
         )
         drafts = [a for a in answers if isinstance(a, _Draft)]
         stripped = [a for a in answers if isinstance(a, _Stripped)]
@@ -130,38 +159,25 @@ class RoomResponses:
         return bodies, sent
 
     async def _answers(
-        self,
-        requester: Requester,
-        rooms: Sequence[RoomRequest],
-        since: int | None,
-        until: int,
-        stamps: Mapping[RoomID, int],
+        self, context: _Request, rooms: Sequence[RoomRequest]
     ) -> list[_Draft | _Stripped | None]:
         """Each room's answer (None: nothing to send), the rooms drafted concurrently so
         that those whose timeline is read from the database wait together; then the
         drafts' events serialised in one call."""
-        answers = await asyncio.gather(
-            *(self._answer(requester, request, since, until, stamps) for request in rooms)
-        )
-        await self._serialise(requester, [a for a in answers if isinstance(a, _Draft)])
+        answers = await asyncio.gather(*(self._answer(context, request) for request in rooms))
+        drafts = [a for a in answers if isinstance(a, _Draft)]
+        await self._serialise(context.requester, drafts)
         return answers
 
-    async def _answer(
-        self,
-        requester: Requester,
-        request: RoomRequest,
-        since: int | None,
-        until: int,
-        stamps: Mapping[RoomID, int],
-    ) -> _Draft | _Stripped | None:
+    async def _answer(self, context: _Request, request: RoomRequest) -> _Draft | _Stripped | None:
         """An invite or a knock new to the connection gets its stripped state; a room
         joined, left or banned its draft."""
         room = request.room
         if room.membership in ("invite", "knock"):
             if request.sent is not None and request.sent.membership == room.membership:
                 return None
-            return _Stripped(request, await self._stripped_room(requester, room))
-        return await self._draft(requester, request, since, until, stamps.get(room.room_id))
+            return _Stripped(request, await self._stripped_room(context.requester, room))
+        return await self._draft(context, request)
 
     async def _counts(
         self, user_id: UserID, rooms: Sequence[RoomRequest]
@@ -205,18 +221,11 @@ class RoomResponses:
                 body["avatar"] = url
         return body
 
-    async def _draft(
-        self,
-        requester: Requester,
-        request: RoomRequest,
-        since: int | None,
-        until: int,
-        newest_bump: int | None,
-    ) -> _Draft | None:
-        """A joined, left or banned room's answer (its events not yet serialised);
-        ``newest_bump``: a joined room's newest bump event."""
+    async def _draft(self, context: _Request, request: RoomRequest) -> _Draft | None:
+        """A joined, left or banned room's answer (its events not yet serialised)."""
         room, params, sent = request.room, request.params, request.sent
-        user_id = requester.user_id
+        user_id = context.requester.user_id
+        since, until = context.since, context.until
         snapshot = await self._state.get_room(room.room_id)
         if snapshot is None:
             return _unheld_room(request) if room.membership == "leave" else None
@@ -231,7 +240,12 @@ class RoomResponses:
         # whose timeline_limit grew gets its latest events again, a full page.
         expanded = prev is not None and params.timeline_limit > prev.timeline_limit
         after = None if prev is None or expanded else prev.position
-        timeline, limited = await self._timeline(user_id, room.room_id, params, after, end, member)
+        if member and after is None:
+            timeline, limited = await self._initial_timeline(context, room, snapshot, params, end)
+        else:
+            timeline, limited = await self._timeline(
+                user_id, room.room_id, params, after, end, member
+            )
         state = snapshot.state if member else await self._state_at(room.room_id, end)
         meta = await self._state.get_state_events(state, [_NAME, _AVATAR])
         named = _content_str(meta, _NAME, "name")
@@ -273,7 +287,7 @@ class RoomResponses:
         stamp = _bump_stamp(
             room,
             timeline,
-            newest_bump,
+            context.bumps.get(room.room_id),
             always=not member or params.timeline_limit == 0 or limited or prev is None,
         )
         if stamp is not None:
@@ -320,6 +334,37 @@ class RoomResponses:
             current_state_visible=member,
         )
         return found.events[::-1], found.resume is not None
+
+    async def _initial_timeline(
+        self,
+        context: _Request,
+        room: UserRoom,
+        snapshot: RoomSnapshot,
+        params: RoomParams,
+        end: int,
+    ) -> tuple[list[StoredEvent], bool]:
+        """``_timeline`` of a room new to the connection that the user is joined to,
+        kept while the room is as it was (``initial_timelines``)."""
+        key = PageKey(
+            context.requester.user_id,
+            room.room_id,
+            room.membership_position,
+            params.timeline_limit,
+        )
+        mark = RoomMark(
+            context.newest.get(room.room_id, 0),
+            snapshot.state_group.state_group,
+            context.epoch,
+            context.ignored,
+        )
+        kept = self._initial_timelines.get(key, mark)
+        if kept is not None:
+            return kept, True
+        timeline, limited = await self._timeline(
+            context.requester.user_id, room.room_id, params, None, end, True
+        )
+        self._initial_timelines.put(key, mark, timeline, limited=limited, end=end)
+        return timeline, limited
 
     async def _serialise(self, requester: Requester, drafts: Sequence[_Draft]) -> None:
         """Every draft's timeline and state as client events, in one call each."""
