@@ -40,6 +40,7 @@ from peyvand.wiring.local import Local, Timeline, build_local, build_timeline
 from peyvand.wiring.media import Media, build_media
 from peyvand.wiring.previews import Previews, build_previews
 from peyvand.wiring.rooms import Rooms, build_rooms
+from peyvand.wiring.server_notices import build_server_notices
 from peyvand.wiring.sliding_sync import build_sliding_sync
 
 if TYPE_CHECKING:
@@ -254,6 +255,7 @@ def _services(
         email_unsubscribe=email.unsubscribe,
         threepids=email.threepids,
         profile=rooms.profile,
+        server_notices=build_server_notices(config, db, timeline, local, rooms),
         directory=rooms.directory,
         user_directory=UserDirectoryService(config.server_name, rooms.directory_store),
         e2e_keys=local.e2e_keys,

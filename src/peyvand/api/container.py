@@ -44,6 +44,7 @@ from peyvand.services.rooms.reads import RoomEventsService
 from peyvand.services.rooms.relations import RelationsService
 from peyvand.services.rooms.room_summary import RoomSummaryService
 from peyvand.services.rooms.search import SearchService
+from peyvand.services.rooms.server_notices import ServerNoticesService
 from peyvand.services.rooms.state_events import StateEventService
 from peyvand.services.rooms.threads import ThreadsService
 from peyvand.services.rooms.timestamp_lookup import TimestampLookup
@@ -90,6 +91,7 @@ class Services:
     email_unsubscribe: EmailUnsubscribe
     threepids: ThreepidService
     profile: ProfileService
+    server_notices: ServerNoticesService
     directory: DirectoryService
     user_directory: UserDirectoryService
     e2e_keys: E2eKeysService

@@ -9,6 +9,7 @@ from peyvand.api.admin import (
     registration_tokens,
     reports,
     retention,
+    server_notices,
     user_login,
     users,
 )
@@ -25,4 +26,5 @@ ADMIN_ROUTE_TABLES: list[RouteTable] = [
     users.routes,
     user_login.routes,
     registration_tokens.routes,
+    server_notices.routes,
 ]
