@@ -12,6 +12,7 @@ from aiohttp import web
 
 from peyvand.api.connections import HttpRunner
 from peyvand.app import create_app
+from peyvand.cli.allocator import release_free_memory, use_one_arena
 from peyvand.cli.errors import CommandError
 from peyvand.config.model import Config
 from peyvand.federation.tls import server_ssl_context
@@ -32,11 +33,13 @@ async def serve(config: Config) -> None:
     set, over TLS on ``config.bind:federation.port``) and stop cleanly on a signal."""
     federation_tls = _federation_ssl_context(config)  # before anything starts: fail early
     gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
+    use_one_arena()  # before the database's thread starts
     app = await create_app(config)
     runner = HttpRunner(
         app, limits=config.http, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS
     )
     await runner.setup()
+    release_free_memory()  # what start-up (migrations, route tables) allocated and freed
     try:
         site = web.TCPSite(runner, config.bind, config.port)
         await site.start()
