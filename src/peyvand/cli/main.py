@@ -29,6 +29,7 @@ from peyvand.cli.loop import run
 from peyvand.cli.policy_lists import add_policy_lists_command
 from peyvand.cli.reports import add_reports_command
 from peyvand.cli.retention import add_retention_command
+from peyvand.cli.server_notices import add_server_notice_command
 from peyvand.config.loader import ConfigError, load_config
 
 DEV_DATA_DIR = Path("data")
@@ -132,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_erase_command(commands)
     add_retention_command(commands)
     add_reports_command(commands)
+    add_server_notice_command(commands)
     add_policy_lists_command(commands)
 
     hold = commands.add_parser(
