@@ -1,8 +1,8 @@
 """Server notices (Client-Server API "Server Notices"; Synapse's admin API) against a real
 Peyvand on every backend: an admin's notice reaches the user's client through /sync, in a
-room tagged ``m.server_notice`` where the user cannot speak; a user who left gets a new
-room with the next notice; notices to everyone go in pages; ``peyvand server-notice``;
-and the errors Synapse answers."""
+room tagged ``m.server_notice`` where the user cannot speak and whose invite cannot be
+rejected; a user who left gets a new room with the next notice; notices to everyone go in
+pages; ``peyvand server-notice``; and the errors Synapse answers."""
 
 from __future__ import annotations
 
@@ -154,6 +154,9 @@ async def test_a_pending_invite_gets_the_next_notice_in_the_same_room(
         await send(client, admin, bob.user_id, "one")
         await send(client, admin, bob.user_id, "two")
         room_id, _ = await invited_room(client, bob, since)
+        # As Synapse: the invite cannot be rejected.
+        rejected = await client.request("POST", f"rooms/{quote(room_id)}/leave", json={}, token=bob)
+        assert_error(rejected, 403, "M_CANNOT_LEAVE_SERVER_NOTICE_ROOM")
         (await client.request("POST", f"rooms/{quote(room_id)}/join", json={}, token=bob)).ok()
         history = await client.request(
             "GET", f"rooms/{quote(room_id)}/messages", token=bob, params={"dir": "b"}

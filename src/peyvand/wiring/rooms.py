@@ -24,6 +24,7 @@ from peyvand.services.rooms.relations import RelationsService
 from peyvand.services.rooms.replaced_state import ReplacedState
 from peyvand.services.rooms.search import SearchService
 from peyvand.services.rooms.search_backfill import SearchBackfill
+from peyvand.services.rooms.server_notices import system_user_of
 from peyvand.services.rooms.state_events import StateEventService
 from peyvand.services.rooms.threads import ThreadsService
 from peyvand.services.rooms.upgrade import RoomUpgradeService
@@ -102,6 +103,7 @@ def build_rooms(
         policy_lists,
         guest_access,
         wait_for_full_state=remote.full_state,
+        server_notices_user=system_user_of(config.server_notices, server_name),
     )
     guest_removal = GuestRemoval(server_name, guest_store, state, guest_access, membership.leave)
     timeline.dispatcher.listeners.append(guest_removal.on_persisted)

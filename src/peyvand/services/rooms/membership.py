@@ -83,11 +83,13 @@ class MembershipService:
         guest_access: GuestAccess,
         *,
         wait_for_full_state: Callable[[RoomID], Awaitable[None]] | None = None,
+        server_notices_user: UserID | None = None,
     ) -> None:
         """``policy_lists`` refuses the joins, knocks and invites the moderation policy
         lists ban; ``guest_access`` lets guests join only the rooms that allow them;
         ``wait_for_full_state`` returns once a room joined with partial state has its
-        full state (at once for any other room; None: federation is off)."""
+        full state (at once for any other room; None: federation is off); an invite to
+        a room ``server_notices_user`` is joined to cannot be rejected."""
         self._server_name = server_name
         self._events = events
         self._state = state
@@ -97,6 +99,7 @@ class MembershipService:
         self._policy_lists = policy_lists
         self._guest_access = guest_access
         self._wait_for_full_state = wait_for_full_state
+        self._server_notices_user = server_notices_user
         self._remote_joins: dict[RoomID, asyncio.Lock] = {}
 
     async def membership_of(self, room_id: RoomID, user_id: UserID) -> str | None:
@@ -265,7 +268,18 @@ class MembershipService:
             if current is None:
                 raise MatrixError(Errcode.FORBIDDEN, "You are not a member of this room")
             return
+        if current == "invite" and await self._is_server_notices_room(room_id):
+            # As Synapse: the invite to one's server notices room stays (once joined,
+            # the room may be left; the next notice comes in a new room).
+            raise MatrixError(
+                Errcode.CANNOT_LEAVE_SERVER_NOTICE_ROOM, "You cannot reject this invite"
+            )
         await self._change(room_id, user_id, user_id, "leave", reason=reason)
+
+    async def _is_server_notices_room(self, room_id: RoomID) -> bool:
+        if self._server_notices_user is None:
+            return False
+        return await self.membership_of(room_id, self._server_notices_user) == "join"
 
     async def invite(
         self,

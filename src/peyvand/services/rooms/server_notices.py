@@ -59,6 +59,12 @@ class PageResult:
     next_from: UserID | None
 
 
+def system_user_of(config: ServerNoticesConfig, server_name: ServerName) -> UserID | None:
+    """The user that sends server notices; None when they are off."""
+    localpart = config.system_mxid_localpart
+    return None if localpart is None else UserID(f"@{localpart}:{server_name}")
+
+
 def notices_disabled() -> MatrixError:
     return MatrixError(Errcode.UNKNOWN, "Server notices are not enabled on this server")
 
@@ -90,10 +96,7 @@ class ServerNoticesService:
         self._account_data = account_data
         self._events = events
         self._clock = clock
-        localpart = config.system_mxid_localpart
-        self.system_user: UserID | None = (
-            None if localpart is None else UserID(f"@{localpart}:{server_name}")
-        )
+        self.system_user = system_user_of(config, server_name)
         # One notice at a time per user, so two notices never make two rooms.
         self._locks: weakref.WeakValueDictionary[UserID, asyncio.Lock] = (
             weakref.WeakValueDictionary()
