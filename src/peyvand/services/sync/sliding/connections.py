@@ -18,8 +18,10 @@ connection was evicted, its ``pos`` is unknown and the client is answered 400
 from __future__ import annotations
 
 import itertools
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 from peyvand.errors import Errcode, MatrixError
 from peyvand.events.pdu import StateKey
@@ -43,9 +45,10 @@ MAX_POSITIONS_PER_CONNECTION = 10
 ConnectionKey = tuple[UserID, DeviceID, str]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, weakref_slot=True)
 class SentRoom:
-    """What the connection was last sent of a room."""
+    """What the connection was last sent of a room (one object for equal ones held by
+    any connection, ``SharedRooms``)."""
 
     # Its events up to this stream position.
     position: int
@@ -107,6 +110,48 @@ class _Connection:
 _UserConnections = dict[tuple[DeviceID, str], _Connection]
 
 
+class SharedRooms:
+    """One ``SentRoom`` object for all the equal ones positions hold: a user's
+    connections, and the members of a room, answered at one token were sent the same
+    of it (issue 18: memory per connection). Held weakly: an object goes with the last
+    position holding it."""
+
+    __slots__ = ("_held",)
+
+    def __init__(self) -> None:
+        self._held: weakref.WeakValueDictionary[int, SentRoom] = weakref.WeakValueDictionary()
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    def share(
+        self, rooms: Mapping[RoomID, SentRoom], known: Mapping[RoomID, SentRoom]
+    ) -> dict[RoomID, SentRoom]:
+        """``rooms``, each value not already ``known`` (the previous position's, held
+        shared) replaced by the equal one held, if any."""
+        return {r: room if known.get(r) is room else self._one(room) for r, room in rooms.items()}
+
+    def _one(self, room: SentRoom) -> SentRoom:
+        key = hash(
+            (
+                room.position,
+                room.membership,
+                room.required_state,
+                frozenset(room.state.items()),
+                room.name,
+                room.avatar,
+                room.members,
+                room.timeline_limit,
+            )
+        )
+        held = self._held.get(key)
+        if held is None:
+            self._held[key] = room
+            return room
+        # Equal hashes of unequal rooms: this one is kept, unshared.
+        return held if held == room else room
+
+
 class ConnectionStore:
     """Every open connection's positions, bounded in memory: at most ``max_per_user``
     connections of one user (a user's least recently used goes first, so one user
@@ -126,6 +171,7 @@ class ConnectionStore:
         # Position numbers are unique server-wide, so a pos never names the position
         # of another connection, even after the first is forgotten.
         self._numbers = itertools.count(1)
+        self._shared = SharedRooms()
 
     def __len__(self) -> int:
         return self._count
@@ -160,11 +206,27 @@ class ConnectionStore:
         if held is None:
             held = self._add(key)
         number = next(self._numbers)
-        held.positions[number] = _bounded(position)
+        known = held.positions.get(base) if base is not None else None
+        held.positions[number] = self._compact(_bounded(position), known)
         while len(held.positions) > MAX_POSITIONS_PER_CONNECTION:
             oldest = next(k for k in held.positions if k != base)
             del held.positions[oldest]
         return number
+
+    def _compact(
+        self, position: ConnectionPosition, known: ConnectionPosition | None
+    ) -> ConnectionPosition:
+        """``position`` holding shared rooms (``SharedRooms``), and the ``known``
+        position's mappings wherever they are equal (a response that changed nothing of
+        them): what a connection holds costs memory only for what is its own."""
+        if known is None:
+            known = _NOTHING_SENT
+        rooms = self._shared.share(position.rooms, known.rooms)
+        return ConnectionPosition(
+            known.rooms if rooms == known.rooms else rooms,
+            known.lists if position.lists == known.lists else position.lists,
+            known.extensions if position.extensions == known.extensions else position.extensions,
+        )
 
     def _use(self, key: ConnectionKey) -> _Connection | None:
         """The connection, now the most recently used (and its user the most recently
@@ -197,6 +259,10 @@ class ConnectionStore:
             if not theirs:
                 del self._users[oldest_user]
         return held
+
+
+# What a new connection was sent: nothing (read-only, shared).
+_NOTHING_SENT = ConnectionPosition(MappingProxyType({}), MappingProxyType({}), MappingProxyType({}))
 
 
 def _bounded(position: ConnectionPosition) -> ConnectionPosition:
