@@ -126,3 +126,23 @@ async def test_capabilities_advertise_profile_fields(client: MatrixClient) -> No
     assert capabilities["m.profile_fields"] == {"enabled": True}
     assert capabilities["m.set_displayname"] == {"enabled": True}
     assert capabilities["m.set_avatar_url"] == {"enabled": True}
+
+
+async def test_erasing_an_account_deletes_its_custom_fields(client: MatrixClient) -> None:
+    """Account deactivation with ``erase`` (docs/compliance.md, "Erasure")."""
+    alice = await client.register()
+    base = f"profile/{alice.user_id}"
+    (
+        await client.request("PUT", f"{base}/org.example.a", json={"org.example.a": 1}, token=alice)
+    ).ok()
+    first = await client.request("POST", "account/deactivate", json={"erase": True}, token=alice)
+    auth = {
+        "type": "m.login.password",
+        "identifier": {"type": "m.id.user", "user": alice.user_id},
+        "password": alice.password,
+        "session": first.body["session"],
+    }
+    body = {"erase": True, "auth": auth}
+    (await client.request("POST", "account/deactivate", json=body, token=alice)).ok()
+    assert_error(await client.request("GET", f"{base}/org.example.a"), 404, "M_NOT_FOUND")
+    assert (await client.request("GET", base)).ok() == {}

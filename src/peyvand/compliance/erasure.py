@@ -2,10 +2,10 @@
 
 Client-Server API, "Account deactivation" (``erase``) and GDPR Article 17. Deactivating
 an account logs it out everywhere and makes it leave (or decline) every room, as Synapse
-does. Erasing it also deletes its profile (display name, avatar), every media item it
-uploaded (unless an event still stored names it) and the content of every event it sent:
-those stay in their rooms as redacted events (``HistoryPurger.rewrite``), so the rooms'
-history and DAG stay whole. A legal
+does. Erasing it also deletes its profile (display name, avatar, custom fields), every
+media item it uploaded (unless an event still stored names it) and the content of every
+event it sent: those stay in their rooms as redacted events (``HistoryPurger.rewrite``),
+so the rooms' history and DAG stay whole. A legal
 hold on the user keeps the profile, the media uploaded and the events sent in the
 hold's range; a hold on a room keeps the user's events there, with the media they name.
 """
@@ -57,7 +57,9 @@ class AccountErasure:
         held: HeldCheck,
         user_held: Callable[[UserID], Awaitable[bool]],
         delete_media: DeleteMedia,
+        delete_profile_fields: Callable[[UserID], Awaitable[None]],
     ) -> None:
+        """``delete_profile_fields`` deletes the custom fields of a profile."""
         self._auth = auth
         self._membership = membership
         self._accounts = accounts
@@ -68,6 +70,7 @@ class AccountErasure:
         self._held = held
         self._user_held = user_held
         self._delete_media = delete_media
+        self._delete_profile_fields = delete_profile_fields
 
     async def deactivate(self, user_id: UserID, *, erase: bool) -> ErasureReport:
         """Deactivate ``user_id`` (a local account; 404 ``M_NOT_FOUND`` if there is no
@@ -86,6 +89,7 @@ class AccountErasure:
         if not report.profile_kept:
             await self._accounts.set_displayname(user_id, None)
             await self._accounts.set_avatar_url(user_id, None)
+            await self._delete_profile_fields(user_id)
         # Events first: the media their held events name are kept with them.
         # What they sent, and the membership events others sent about them (an invite
         # carries the invitee's profile).

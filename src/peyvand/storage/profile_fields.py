@@ -46,3 +46,7 @@ class ProfileFieldStore:
             user_id,
             field_name,
         )
+
+    async def delete_all(self, user_id: UserID) -> None:
+        """Every custom field of ``user_id`` (an erased account's)."""
+        await self._db.execute("DELETE FROM profile_fields WHERE user_id = $1", user_id)
