@@ -61,6 +61,7 @@ _RELEASED: dict[int, tuple[str, str, str]] = {
     39: ("039_thread_read_marks.sql", "45ac39308eea6445", "45ac39308eea6445"),
     40: ("040_threepids.sql", "3e564383f27d428b", "3e564383f27d428b"),
     41: ("041_openid_tokens.sql", "7c55b6444ca87289", "7c55b6444ca87289"),
+    42: ("042_profile_fields.sql", "f946284473a98c97", "f946284473a98c97"),
 }
 _DIALECTS = ("sqlite", "postgres")
 
