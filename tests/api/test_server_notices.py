@@ -188,6 +188,11 @@ async def test_bad_requests_get_synapses_errors(
         ({"user_id": "alice", "content": content}, 400, "M_INVALID_PARAM"),
         ({"user_id": "@someone:elsewhere.example", "content": content}, 400, "M_UNKNOWN"),
         ({"user_id": f"@nobody-at-all:{server_name}", "content": content}, 404, "M_NOT_FOUND"),
+        (
+            {"user_id": alice.user_id, "content": {}, "type": "m.room.member", "state_key": ""},
+            400,
+            "M_INVALID_PARAM",
+        ),
     ]
     for body, status, errcode in cases:
         assert_error(await client.request("POST", SEND, json=body, token=admin), status, errcode)

@@ -199,9 +199,10 @@ class ProfileService:
         if key in MEMBER_FIELDS:
             await self.set_field(requester, user_id, key, "")
             return
-        user = await self._own_user(requester, user_id, key)
+        self._check_own(requester, user_id, key)
         async with self._locks.setdefault(requester, asyncio.Lock()):
-            await self._fields.delete_field(user.user_id, key)
+            await self._local_user(user_id)
+            await self._fields.delete_field(requester, key)
 
     async def set_displayname(self, requester: UserID, user_id: str, displayname: str) -> None:
         """Set the requester's own display name; ``""`` clears it."""
@@ -221,19 +222,19 @@ class ProfileService:
             )
         await self._set(requester, user_id, AVATAR_URL, avatar_url or None)
 
-    async def _own_user(self, requester: UserID, user_id: str, field: str) -> UserRow:
-        """The requester's own account: 403 for another user's profile."""
+    @staticmethod
+    def _check_own(requester: UserID, user_id: str, field: str) -> None:
+        """400 for a malformed user ID, 403 for another user's profile."""
         if not is_valid_user_id(user_id):
             raise MatrixError(Errcode.INVALID_PARAM, "Invalid user id")
         if user_id != requester:
             raise MatrixError(Errcode.FORBIDDEN, f"Cannot set another user's {field}")
-        return await self._local_user(user_id)
 
     async def _set(self, requester: UserID, user_id: str, field: str, value: Any) -> None:
         """Set one field (None clears a display name or avatar), the whole profile kept
         within its size limit; a change of display name or avatar reaches the member
         events of the user's rooms."""
-        await self._own_user(requester, user_id, field)
+        self._check_own(requester, user_id, field)
         async with self._locks.setdefault(requester, asyncio.Lock()):
             user = await self._local_user(user_id)
             profile = {**await self._fields.get_fields(requester), **self._profile(user)}

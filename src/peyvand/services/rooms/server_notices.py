@@ -97,6 +97,8 @@ class ServerNoticesService:
         self._events = events
         self._clock = clock
         self.system_user = system_user_of(config, server_name)
+        # The system user exists with the configured profile (checked once a process).
+        self._system_user_ready = False
         # One notice at a time per user, so two notices never make two rooms.
         self._locks: weakref.WeakValueDictionary[UserID, asyncio.Lock] = (
             weakref.WeakValueDictionary()
@@ -131,6 +133,9 @@ class ServerNoticesService:
         system_user = self.system_user
         if system_user is None:
             raise notices_disabled()
+        if event_type == "m.room.member":
+            # Memberships go through the membership rules, not as a notice.
+            raise MatrixError(Errcode.INVALID_PARAM, "Cannot send membership events as notices")
         async with self._locks.setdefault(user_id, asyncio.Lock()):
             await self._ensure_system_user(system_user)
             room_id = await self.notice_room_of(user_id)
@@ -191,6 +196,8 @@ class ServerNoticesService:
 
     async def _ensure_system_user(self, system_user: UserID) -> None:
         """Create the system user on first use, its profile as the config has it."""
+        if self._system_user_ready:
+            return
         user = await self._accounts.get_user(system_user)
         if user is None:
             with contextlib.suppress(ConflictError):  # created meanwhile
@@ -204,6 +211,7 @@ class ServerNoticesService:
             await self._accounts.set_displayname(system_user, displayname)
         if user is None or user.avatar_url != avatar_url:
             await self._accounts.set_avatar_url(system_user, avatar_url)
+        self._system_user_ready = True
 
     async def _create_room(self, system_user: UserID, user_id: UserID) -> RoomID:
         config = self._config
