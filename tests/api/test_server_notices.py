@@ -165,6 +165,33 @@ async def test_a_pending_invite_gets_the_next_notice_in_the_same_room(
         assert bodies.index("two") < bodies.index("one")
 
 
+async def test_concurrent_and_retried_notices_share_one_room(
+    notices_client: MatrixClient, notices_homeserver: HomeserverProcess
+) -> None:
+    """Notices sent at once make one room; a PUT retried with its txnId sends once."""
+    client = notices_client
+    admin = await login_admin(client, notices_homeserver)
+    dave = await client.register()
+    async with asyncio.timeout(TIMEOUT_SECONDS):
+        since = (await sync(client, dave, None))["next_batch"]
+        sent = await asyncio.gather(*(send(client, admin, dave.user_id, f"n{i}") for i in range(4)))
+        assert len(set(sent)) == 4
+        body = {"user_id": dave.user_id, "content": notice("retried")}
+        first = (await client.request("PUT", f"{SEND}/txn1", json=body, token=admin)).ok()
+        again = (await client.request("PUT", f"{SEND}/txn1", json=body, token=admin)).ok()
+        assert first == again
+        other = (await client.request("PUT", f"{SEND}/txn2", json=body, token=admin)).ok()
+        assert other != first
+        room_id, _ = await invited_room(client, dave, since)
+        (await client.request("POST", f"rooms/{quote(room_id)}/join", json={}, token=dave)).ok()
+        history = await client.request(
+            "GET", f"rooms/{quote(room_id)}/messages", token=dave, params={"dir": "b"}
+        )
+        bodies = [e["content"].get("body") for e in history.ok()["chunk"]]
+        assert bodies.count("retried") == 2
+        assert sorted(b for b in bodies if b and b.startswith("n")) == ["n0", "n1", "n2", "n3"]
+
+
 async def test_bad_requests_get_synapses_errors(
     notices_client: MatrixClient, notices_homeserver: HomeserverProcess
 ) -> None:
