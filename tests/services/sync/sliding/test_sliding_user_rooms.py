@@ -31,6 +31,8 @@ class World:
         self.forgotten: set[RoomID] = set()
         self.forgotten_reads = 0
         self.kicked: set[RoomID] = set()
+        # Builds of the held rooms read who sent the leaves (when there are any).
+        self.sender_reads = 0
 
     async def get_max_stream_ordering(self) -> int:
         return self.position
@@ -51,6 +53,7 @@ class World:
         self, user_id: UserID, membership: str, rooms: Mapping[RoomID, int]
     ) -> dict[RoomID, str]:
         """A leave is sent by BOB in the kicked rooms, by the user in the others."""
+        self.sender_reads += 1
         return {r: BOB if r in self.kicked else user_id for r in rooms}
 
 
@@ -105,16 +108,20 @@ async def order(rooms: UserRooms, world: World, since: int | None = None) -> lis
 
 
 async def test_a_message_moves_its_room_to_the_top_without_a_rebuild() -> None:
-    rooms, world, index, stamps = await make({A: ("join", 1), B: ("join", 2), C: ("ban", 3)})
-    assert await order(rooms, world) == [C, B, A]
+    rooms, world, index, stamps = await make(
+        {A: ("join", 1), B: ("join", 2), C: ("ban", 3), D: ("leave", 4)}
+    )
+    world.kicked.add(D)
+    assert await order(rooms, world) == [D, C, B, A]
     commit(world, index, stamps, event(world, A))
-    assert await order(rooms, world) == [A, C, B]
-    # A message in the room the user is banned from does not move it.
+    assert await order(rooms, world) == [A, D, C, B]
+    # A message in a room the user is banned or kicked from does not move it.
     commit(world, index, stamps, event(world, C))
+    commit(world, index, stamps, event(world, D))
     listed = await rooms.listed(ALICE, None, world.position)
-    assert list(listed.order) == [A, C, B]
-    assert listed.rooms[A].bump_stamp == 4 and listed.joined == {A, B}
-    assert world.forgotten_reads == 1  # built once, then caught up
+    assert list(listed.order) == [A, D, C, B]
+    assert listed.rooms[A].bump_stamp == 5 and listed.joined == {A, B}
+    assert world.sender_reads == 1  # built once, then caught up
 
 
 async def test_a_membership_change_rebuilds() -> None:
@@ -154,6 +161,7 @@ async def test_forgetting_a_room_drops_it_at_once() -> None:
     world.forgotten.add(B)
     rooms.forgotten_changed(ALICE)
     assert await order(rooms, world) == [C, A]
+    assert world.forgotten_reads == 2
     world.forgotten.add(C)
     rooms.forgotten_changed(ALICE)
     assert await order(rooms, world) == [A]
@@ -161,17 +169,19 @@ async def test_forgetting_a_room_drops_it_at_once() -> None:
 
 async def test_more_moves_than_the_log_holds_rebuild() -> None:
     rooms, world, index, stamps = await make(
-        {A: ("join", 1), B: ("join", 2), C: ("join", 3), D: ("ban", 4)}, moves=2
+        {A: ("join", 1), B: ("join", 2), C: ("join", 3), D: ("leave", 4)}, moves=2
     )
+    world.kicked.add(D)
     assert await order(rooms, world) == [D, C, B, A]
     commit(world, index, stamps, event(world, A))
     commit(world, index, stamps, event(world, B))
     assert await order(rooms, world) == [B, A, D, C]
-    assert world.forgotten_reads == 1  # the log reached back
+    assert world.sender_reads == 1  # the log reached back
     for room_id in (C, A, B):
         commit(world, index, stamps, event(world, room_id))
     assert await order(rooms, world) == [B, A, C, D]
-    assert world.forgotten_reads == 2  # it did not: rebuilt
+    assert world.sender_reads == 2  # it did not: rebuilt
+    assert world.forgotten_reads == 1  # held until it changes
 
 
 async def test_catching_up_agrees_with_a_rebuild() -> None:

@@ -94,14 +94,16 @@ class UserRooms:
         self._max_rooms = rooms
         self._held: LRU[UserID, _Held] = LRU(users + 1)
         self._rooms_held = 0
-        # Counts changes of forgotten rooms: a build that raced one is not kept.
+        # Counts changes of forgotten rooms: a build or read that raced one is not kept.
         self._forgets = 0
+        self._forgotten_held: LRU[UserID, frozenset[RoomID]] = LRU(users)
         # (user, room, invite position) -> who sent the invite to a room on another server.
         self._inviters: LRU[tuple[UserID, RoomID, int], tuple[str | None]] = LRU(_INVITERS)
 
     def forgotten_changed(self, user_id: UserID) -> None:
         """``user_id`` forgot a room, or one is no longer forgotten (after the write)."""
         self._forgets += 1
+        self._forgotten_held.pop(user_id)
         self._drop(user_id)
 
     async def listed(self, user_id: UserID, since: int | None, until: int) -> ListedRooms:
@@ -160,9 +162,9 @@ class UserRooms:
         joined = [r for r, (membership, _) in memberships.items() if membership == "join"]
         stamps = await self._bump_stamps.stamps(joined)
         left = {r: p for r, (m, p) in memberships.items() if m == "leave"}
-        forgotten: set[RoomID] = set()
+        forgotten: frozenset[RoomID] = frozenset()
         if left or any(m == "ban" for m, _ in memberships.values()):
-            forgotten = await self._forgotten(user_id)
+            forgotten = await self._forgotten_rooms(user_id)
             left = {r: p for r, p in left.items() if r not in forgotten}
         kicked = await self._kicked(user_id, left) if left else set()
         rooms = listed_rooms(memberships, stamps, forgotten=forgotten, kicked=kicked)
@@ -178,6 +180,16 @@ class UserRooms:
         )
         if token is not None and forgets == self._forgets:
             self._keep(user_id, held)
+        return held
+
+    async def _forgotten_rooms(self, user_id: UserID) -> frozenset[RoomID]:
+        """The rooms ``user_id`` forgot (read once until they change)."""
+        held = self._forgotten_held.get(user_id)
+        if held is None:
+            forgets = self._forgets
+            held = frozenset(await self._forgotten(user_id))
+            if forgets == self._forgets:
+                self._forgotten_held.put(user_id, held)
         return held
 
     def _keep(self, user_id: UserID, held: _Held) -> None:
