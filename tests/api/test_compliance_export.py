@@ -109,6 +109,9 @@ async def scene(homeserver: HomeserverProcess) -> Scene:
         admin = await client.login(admin_name, ADMIN_PASSWORD)
         alice = await client.register()
         bob = await client.register()
+        job = {"org.example.job_title": "Analyst"}
+        field = f"profile/{alice.user_id}/org.example.job_title"
+        (await client.request("PUT", field, json=job, token=alice)).ok()
         room_id: str = (
             await client.request(
                 "POST",
@@ -411,6 +414,7 @@ def test_personal_export_has_profile_devices_messages_and_media_but_no_tokens(
     assert result.returncode == 0, result.stderr
     profile = orjson.loads((out / "profile.json").read_bytes())
     assert profile["user_id"] == scene.alice.user_id and profile["is_admin"] is False
+    assert profile["fields"] == {"org.example.job_title": "Analyst"}
     devices = orjson.loads((out / "devices.json").read_bytes())
     assert [d["device_id"] for d in devices] == [scene.alice.device_id]
     assert set(devices[0]) == {"device_id", "display_name", "last_seen_ts", "last_seen_ip"}

@@ -201,6 +201,7 @@ class ComplianceExporter:
                         "user_id": profile.user_id,
                         "displayname": profile.displayname,
                         "avatar_url": profile.avatar_url,
+                        "fields": await self._reads.profile_fields(user_id),
                         "created_ts": profile.created_ts,
                         "is_admin": profile.is_admin,
                         "deactivated": profile.deactivated,

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import orjson
 
 from peyvand.storage.database import Database, Row, placeholders
-from peyvand.types import JsonDict, ServerName
+from peyvand.storage.profile_fields import ProfileFieldStore
+from peyvand.types import JsonDict, ServerName, UserID
 
 MediaKey = tuple[str, str]
 """``(origin, media_id)``: the two parts of an ``mxc://`` URI."""
@@ -96,6 +97,7 @@ class ExportMediaRow:
 class ComplianceReads:
     def __init__(self, db: Database) -> None:
         self._db = db
+        self._profile_fields = ProfileFieldStore(db)
 
     # -- rooms and events ----------------------------------------------------------------
 
@@ -200,6 +202,10 @@ class ComplianceReads:
                 return
 
     # -- the user's own data -------------------------------------------------------------
+
+    async def profile_fields(self, user_id: str) -> JsonDict:
+        """The custom fields of the user's profile (``{}`` if none)."""
+        return await self._profile_fields.get_fields(UserID(user_id))
 
     async def profile(self, user_id: str) -> ProfileRow | None:
         row = await self._db.fetchrow(
