@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -318,3 +319,49 @@ async def test_the_cli_sends_to_one_user_and_to_everyone(
         )
         assert refused.returncode == 1
         assert "M_FORBIDDEN" in refused.stderr
+
+
+async def test_a_changed_config_reaches_the_existing_room(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """After a restart with a new room name, topic and sender name, the next notice
+    brings the existing room in line first (as Synapse)."""
+    options = {
+        "server_notices.system_mxid_localpart": f'"{SYSTEM_LOCALPART}"',
+        "server_notices.room_name": f'"{ROOM_NAME}"',
+    }
+    server = start_homeserver(backend, request, tmp_path / "notices", options=options)
+    try:
+        async with new_session() as session, asyncio.timeout(TIMEOUT_SECONDS * 2):
+            client = MatrixClient(session, server.base_url)
+            admin = await login_admin(client, server)
+            erin = await client.register()
+            since = (await sync(client, erin, None))["next_batch"]
+            await send(client, admin, erin.user_id, "before")
+            room_id, _ = await invited_room(client, erin, since)
+            (await client.request("POST", f"rooms/{quote(room_id)}/join", json={}, token=erin)).ok()
+
+            server.stop()
+            server.configure(
+                {
+                    "server_notices.room_name": '"Renamed notices"',
+                    "server_notices.room_topic": '"From the operator"',
+                    "server_notices.system_mxid_display_name": '"Ops"',
+                }
+            )
+            server.start()
+            await send(client, admin, erin.user_id, "after")
+            state = f"rooms/{quote(room_id)}/state"
+            name = (await client.request("GET", f"{state}/m.room.name/", token=erin)).ok()
+            assert name == {"name": "Renamed notices"}
+            topic = (await client.request("GET", f"{state}/m.room.topic/", token=erin)).ok()
+            assert topic == {"topic": "From the operator"}
+            system_user = f"@{SYSTEM_LOCALPART}:{erin.user_id.split(':', 1)[1]}"
+            member = await client.request(
+                "GET", f"{state}/m.room.member/{quote(system_user)}", token=erin
+            )
+            assert member.ok()["displayname"] == "Ops"
+            rooms = (await client.request("GET", "joined_rooms", token=erin)).ok()["joined_rooms"]
+            assert rooms == [room_id]
+    finally:
+        server.stop()
