@@ -9,8 +9,10 @@ from collections.abc import Callable
 from typing import Final
 
 from peyvand.errors import Errcode, MatrixError
+from peyvand.events.canonical_json import encode_canonical_json
 from peyvand.federation.client import FederationError, FederationHttpError
 from peyvand.federation.transport import FederationTransport
+from peyvand.services.accounts.profile_fields import MAX_PROFILE_BYTES
 from peyvand.services.federation.errors import refusal
 from peyvand.types import JsonDict, ServerName, UserID, server_name_of
 
@@ -32,8 +34,9 @@ class RemoteQueries:
     async def profile(self, user_id: UserID, field: str | None = None) -> JsonDict:
         """GET /query/profile on the user's server: their profile, or only ``field``.
         ``displayname`` and ``avatar_url`` are kept only if strings, other fields as
-        they come. As in Synapse, the server's 403 or 404 is passed on; no answer,
-        another error or a malformed answer is 502."""
+        they come while the profile is within the spec's 64 KiB. As in Synapse, the
+        server's 403 or 404 is passed on; no answer, another error or a malformed answer
+        is 502."""
         server = server_name_of(user_id)
         if not self._allows(server):
             raise MatrixError(Errcode.NOT_FOUND, "Profile was not found")
@@ -49,11 +52,15 @@ class RemoteQueries:
             raise MatrixError(Errcode.UNKNOWN, "Failed to fetch profile", status=502) from exc
         if not isinstance(answer, dict):
             raise MatrixError(Errcode.UNKNOWN, "Failed to fetch profile", status=502)
-        return {
+        profile = {
             k: v
             for k, v in answer.items()
             if (field is None or k == field) and (k not in MEMBER_FIELDS or isinstance(v, str))
         }
+        if len(encode_canonical_json(profile)) > MAX_PROFILE_BYTES:
+            # Over the spec's limit: only what member events need is kept (and cached).
+            return {k: v for k, v in profile.items() if k in MEMBER_FIELDS}
+        return profile
 
     async def public_rooms(
         self,
