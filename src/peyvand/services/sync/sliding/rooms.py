@@ -34,7 +34,7 @@ from peyvand.types import EventID, JsonDict, RoomID, UserID
 
 _NAME: StateKey = ("m.room.name", "")
 _AVATAR: StateKey = ("m.room.avatar", "")
-# Rooms whose member summary is kept (per state group).
+# Rooms whose member summary, name and avatar, and heroes are kept (per state group).
 _SUMMARIES = 4096
 
 # (user, rooms, per thread) -> each room with unread notifications -> its counts.
@@ -103,6 +103,10 @@ class RoomResponses:
         self._bump_stamps = bump_stamps
         self._ignored_by = ignored_by
         self._summaries: LRU[tuple[RoomID, int], MemberSummary] = LRU(_SUMMARIES)
+        self._names: LRU[tuple[RoomID, int], tuple[str | None, str | None]] = LRU(_SUMMARIES)
+        self._hero_lists: LRU[tuple[RoomID, int, tuple[UserID, ...]], list[JsonDict]] = LRU(
+            _SUMMARIES
+        )
         self._initial_timelines = InitialTimelines()
 
     async def build(
@@ -247,8 +251,8 @@ class RoomResponses:
                 user_id, room.room_id, params, after, end, member
             )
         state = snapshot.state if member else await self._state_at(room.room_id, end)
-        meta = await self._state.get_state_events(state, [_NAME, _AVATAR])
-        named = _content_str(meta, _NAME, "name")
+        group = snapshot.state_group.state_group if member else None
+        named, avatar = await self._name_and_avatar(room.room_id, group, state)
         heroes: list[UserID] = []
         counts: tuple[int, int] | None = None
         if member:
@@ -267,14 +271,13 @@ class RoomResponses:
             body["unstable_expanded_timeline"] = True
         if named and (prev is None or state.get(_NAME) != prev.name):
             body["name"] = named
-        avatar = _content_str(meta, _AVATAR, "url")
         if avatar and (prev is None or state.get(_AVATAR) != prev.avatar):
             body["avatar"] = avatar
         if prev is None or members_meta != prev.members:
             if counts is not None:
                 body["joined_count"], body["invited_count"] = counts
             if heroes:
-                body["heroes"] = await self._heroes(state, heroes)
+                body["heroes"] = await self._heroes(snapshot, heroes)
         new_state = {k: v for k, v in selected.items() if previous.get(k) != v}
         if params.timeline_limit > 0:
             body["limited"] = limited
@@ -400,10 +403,28 @@ class RoomResponses:
             self._summaries.put(key, summary)
         return summary
 
-    async def _heroes(
-        self, state: Mapping[StateKey, EventID], heroes: Sequence[UserID]
-    ) -> list[JsonDict]:
-        """Each hero with the display name and avatar of their member event."""
+    async def _name_and_avatar(
+        self, room_id: RoomID, group: int | None, state: Mapping[StateKey, EventID]
+    ) -> tuple[str | None, str | None]:
+        """The room's name and avatar in ``state``, kept per state ``group`` (None: not
+        kept)."""
+        kept = self._names.get((room_id, group)) if group is not None else None
+        if kept is not None:
+            return kept
+        meta = await self._state.get_state_events(state, [_NAME, _AVATAR])
+        found = (_content_str(meta, _NAME, "name"), _content_str(meta, _AVATAR, "url"))
+        if group is not None:
+            self._names.put((room_id, group), found)
+        return found
+
+    async def _heroes(self, snapshot: RoomSnapshot, heroes: Sequence[UserID]) -> list[JsonDict]:
+        """Each hero with the display name and avatar of their member event in the
+        room's current state, kept per state group (the lists are never changed)."""
+        key = (snapshot.room_id, snapshot.state_group.state_group, tuple(heroes))
+        kept = self._hero_lists.get(key)
+        if kept is not None:
+            return kept
+        state = snapshot.state
         events = await self._state.get_state_events(state, [(MEMBER, u) for u in heroes])
         out: list[JsonDict] = []
         for user_id in heroes:
@@ -415,6 +436,7 @@ class RoomResponses:
                 if isinstance(url := pdu.content.get("avatar_url"), str):
                     hero["avatar_url"] = url
             out.append(hero)
+        self._hero_lists.put(key, out)
         return out
 
 
