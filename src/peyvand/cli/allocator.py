@@ -1,11 +1,10 @@
 """The C allocator's settings for a long-running server: glibc only, nothing elsewhere.
 
 glibc gives each thread that allocates while another holds the main heap its own arena,
-which keeps what it freed; a server whose threads (SQLite's, the executor's for password
-hashing) allocate now and then keeps about 1 MiB per such arena (issue 15, peak memory:
-72.5-73.1 MiB peak with them, 71.5-71.6 with one arena, in the same run of the benchmark's
-workloads). Start-up leaves freed blocks in the main heap that ``malloc_trim`` hands back
-(0.6 MiB of the idle server's 57.8 MiB).
+which keeps what it freed: about 1 MiB per arena for this server's threads (SQLite's, the
+executor's for password hashing). Start-up leaves freed blocks in the main heap that
+``malloc_trim`` hands back. Together (issue 15, ``python -m bench.run --only peyvand``, two
+runs each): idle RSS 57.9 -> 57.1 MiB, peak 72.2-72.9 -> 72.0-72.1 MiB.
 """
 
 from __future__ import annotations
