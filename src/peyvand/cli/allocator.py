@@ -1,8 +1,8 @@
 """The C allocator's settings for a long-running server: glibc only, nothing elsewhere.
 
-glibc gives each thread that allocates while another holds the main heap its own arena,
-which keeps what it freed: about 1 MiB per arena for this server's threads (SQLite's, the
-executor's for password hashing). Start-up leaves freed blocks in the main heap that
+glibc gives threads arenas of their own (up to eight per core), each keeping what its
+threads freed: about 1 MiB per arena for this server's threads (SQLite's, the executor's
+for password hashing). Start-up leaves freed blocks in the main heap that
 ``malloc_trim`` hands back. Together (issue 15, ``python -m bench.run --only peyvand``, two
 runs each): idle RSS 57.9 -> 57.1 MiB, peak 72.2-72.9 -> 72.0-72.1 MiB.
 """
