@@ -30,9 +30,10 @@ from peyvand.lru import LRU
 from peyvand.storage.models import StoredEvent
 from peyvand.types import RoomID, UserID
 
-# Pages kept, and the longest page kept.
-_SIZE: Final = 4096
-MAX_KEPT_LIMIT: Final = 10
+# Pages kept, and the longest page kept: at most 10,240 events held, as many as the
+# state cache's events (most are the same objects), typically one or two per page.
+_SIZE: Final = 2048
+MAX_KEPT_LIMIT: Final = 5
 
 
 @dataclass(frozen=True, slots=True)
