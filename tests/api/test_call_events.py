@@ -1,7 +1,9 @@
 """1:1 call signalling through a room (Client-Server API, "Voice over IP"), over HTTP on
-every backend: ``m.call.*`` events are spared the rate limits meant for messages, and a
-call invite rings the callee (push rule ``.m.rule.call``: notify, sound "ring"), as the
-push gateway of the callee's pusher (a recording one served by the test) is told."""
+every backend: a call's events are counted in a rate-limit bucket of their own, not
+against the one meant for messages (and that bucket is finite too); a call invite is
+refused in a public room, as Synapse refuses it; and a call invite rings the callee
+(push rule ``.m.rule.call``: notify, sound "ring"), as the push gateway of the callee's
+pusher (a recording one served by the test) is told."""
 
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from harness.ports import free_port
 from harness.server import HomeserverProcess, start_homeserver
 
 BURST = 3
+CALL_BURST = 15
 NOTIFY = "/_matrix/push/v1/notify"
 PUSH_TIMEOUT_SECONDS = 20.0
 _txn = itertools.count()
@@ -29,11 +32,14 @@ _txn = itertools.count()
 def limited_homeserver(
     backend: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[HomeserverProcess]:
-    """Rate limits on: a burst of 3 requests per user, then one per 100 s."""
+    """Rate limits on: a burst of 3 requests per user, then one per 100 s; a burst of 15
+    call events, then one per 100 s."""
     options = {
         "rate_limits.enabled": "true",
         "rate_limits.burst": str(BURST),
         "rate_limits.per_second": "0.01",
+        "rate_limits.calls_burst": str(CALL_BURST),
+        "rate_limits.calls_per_second": "0.01",
         "push.gateway_allowed_networks": '["127.0.0.1/32"]',
     }
     server = start_homeserver(backend, request, tmp_path_factory.mktemp("limits"), options=options)
@@ -115,6 +121,15 @@ async def test_call_events_skip_message_limits_and_ring(
             (await send(client, alice, room_id, "m.call.candidates", content)).ok()
         (await send(client, alice, room_id, "m.call.hangup", call_content("c1"))).ok()
         assert (await send(client, alice, room_id, "m.room.message", {"body": "x"})).status == 429
+        # The calls' own bucket is finite: 12 of its 15 are spent, so the 16th is refused.
+        statuses = [
+            (await send(client, alice, room_id, "m.call.hangup", call_content("c2"))).status
+            for _ in range(CALL_BURST - 12 + 1)
+        ]
+        assert statuses[-1] == 429 and 429 not in statuses[:-1], statuses
+        # A type merely named like a call event is a message for the limits.
+        other = await send(client, alice, room_id, "m.call.flood", {"body": "x"})
+        assert other.status == 429, other.body
 
         try:
             pushed = await gateway.pushed(invite_id)
@@ -123,3 +138,20 @@ async def test_call_events_skip_message_limits_and_ring(
     assert pushed["type"] == "m.call.invite"
     assert pushed["devices"][0]["pushkey"] == "callee"
     assert pushed["devices"][0]["tweaks"] == {"sound": "ring"}
+
+
+async def test_a_call_invite_is_refused_in_a_public_room(client: MatrixClient) -> None:
+    """As Synapse: "Call invites are not allowed in public rooms" (403), whatever the
+    path; a public_chat room also asks power 50 for them, as Synapse's preset does."""
+    alice = await client.register()
+    body = {"preset": "public_chat"}
+    room_id = (await client.request("POST", "createRoom", body, alice)).ok()["room_id"]
+    invite = call_content("c1", offer={"type": "offer", "sdp": "v=0\r\n"}, lifetime=60000)
+    refused = await send(client, alice, room_id, "m.call.invite", invite)
+    assert refused.status == 403 and refused.body["errcode"] == "M_FORBIDDEN", refused.body
+    levels = await client.request(
+        "GET", f"rooms/{quote(room_id)}/state/m.room.power_levels", token=alice
+    )
+    assert levels.ok()["events"]["m.call.invite"] == 50
+    # Other call events, and invites in rooms that are not public, are not refused.
+    (await send(client, alice, room_id, "m.call.hangup", call_content("c1"))).ok()

@@ -21,10 +21,11 @@ Handler = Callable[["RequestContext"], Awaitable[web.StreamResponse]]
 # "required": a valid access token; "optional": used when present; "none": ignored;
 # "federation": a valid X-Matrix signature by another server (Server-Server API).
 AuthKind = Literal["required", "optional", "none", "federation"]
-# Rate-limit bucket: "default" for general traffic, "login" for credential attempts.
-LimitClass = Literal["default", "login"]
-# Which requests of a rate-limited route the limits spare, from its path parameters.
-LimitExempt = Callable[[Mapping[str, str]], bool]
+# Rate-limit bucket: "default" for general traffic, "login" for credential attempts,
+# "calls" for call signalling (a bucket of its own: a call's events come in bursts).
+LimitClass = Literal["default", "login", "calls"]
+# The bucket of one request of a rate-limited route, from its path parameters.
+LimitClassOf = Callable[[Mapping[str, str]], LimitClass]
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +36,7 @@ class Route:
     auth: AuthKind = "required"
     rate_limited: bool = False
     limit_class: LimitClass = "default"
-    limit_exempt: LimitExempt | None = None
+    limit_class_of: LimitClassOf | None = None
 
 
 @dataclass
@@ -50,11 +51,11 @@ class RouteTable:
         auth: AuthKind = "required",
         rate_limited: bool = False,
         limit_class: LimitClass = "default",
-        limit_exempt: LimitExempt | None = None,
+        limit_class_of: LimitClassOf | None = None,
     ) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
             self.routes.append(
-                Route(method, path, handler, auth, rate_limited, limit_class, limit_exempt)
+                Route(method, path, handler, auth, rate_limited, limit_class, limit_class_of)
             )
             return handler
 
@@ -79,7 +80,7 @@ class RouteTable:
         auth: AuthKind = "required",
         rate_limited: bool = False,
         limit_class: LimitClass = "default",
-        limit_exempt: LimitExempt | None = None,
+        limit_class_of: LimitClassOf | None = None,
     ) -> Callable[[Handler], Handler]:
         return self.route(
             "POST",
@@ -87,7 +88,7 @@ class RouteTable:
             auth=auth,
             rate_limited=rate_limited,
             limit_class=limit_class,
-            limit_exempt=limit_exempt,
+            limit_class_of=limit_class_of,
         )
 
     def put(
@@ -97,7 +98,7 @@ class RouteTable:
         auth: AuthKind = "required",
         rate_limited: bool = False,
         limit_class: LimitClass = "default",
-        limit_exempt: LimitExempt | None = None,
+        limit_class_of: LimitClassOf | None = None,
     ) -> Callable[[Handler], Handler]:
         return self.route(
             "PUT",
@@ -105,7 +106,7 @@ class RouteTable:
             auth=auth,
             rate_limited=rate_limited,
             limit_class=limit_class,
-            limit_exempt=limit_exempt,
+            limit_class_of=limit_class_of,
         )
 
     def delete(

@@ -52,6 +52,7 @@ class _Limits:
         self.by_class: dict[LimitClass, RateLimiter] = {
             "default": RateLimiter(cfg.per_second, cfg.burst),
             "login": RateLimiter(cfg.login_per_second, cfg.login_burst),
+            "calls": RateLimiter(cfg.calls_per_second, cfg.calls_burst),
         }
 
 
@@ -115,14 +116,18 @@ def _wrap(route: Route, services: Services, limits: _Limits) -> _Middleware:
                     )
             elif route.auth == "required":
                 raise MatrixError(Errcode.MISSING_TOKEN, "Missing access token")
-        exempt = route.limit_exempt is not None and route.limit_exempt(request.match_info)
-        if limits.enabled and route.rate_limited and not exempt:
+        if limits.enabled and route.rate_limited:
+            limit_class = (
+                route.limit_class
+                if route.limit_class_of is None
+                else route.limit_class_of(request.match_info)
+            )
             key = (
                 requester.user_id
-                if requester is not None and route.limit_class == "default"
+                if requester is not None and limit_class != "login"
                 else _client_ip(request)
             )
-            limits.by_class[route.limit_class].check(key)
+            limits.by_class[limit_class].check(key)
         return await route.handler(RequestContext(request, services, requester))
 
     return handle

@@ -355,6 +355,10 @@ OPTION_DOCS: Final[Mapping[str, str]] = {
     "rate_limits.burst": "Requests allowed in a burst above the sustained rate.",
     "rate_limits.login_per_second": "Sustained login and registration attempts per second, per IP.",
     "rate_limits.login_burst": "Login and registration attempts allowed in a burst, per IP.",
+    "rate_limits.calls_per_second": (
+        "Sustained call events (m.call.*) per second, per user, counted apart from the limit above."
+    ),
+    "rate_limits.calls_burst": "Call events allowed in a burst, per user.",
 }
 
 # Example values rendered (commented out) for optional options that are unset.
@@ -500,7 +504,14 @@ def _check(config: Config) -> None:
         raise ConfigError("'database.url' names no SQLite file")
     if config.database.sqlite_cache_kib < 64:
         raise ConfigError("'database.sqlite_cache_kib' must be at least 64")
-    for name in ("per_second", "burst", "login_per_second", "login_burst"):
+    for name in (
+        "per_second",
+        "burst",
+        "login_per_second",
+        "login_burst",
+        "calls_per_second",
+        "calls_burst",
+    ):
         if getattr(config.rate_limits, name) <= 0:
             raise ConfigError(f"'rate_limits.{name}' must be positive")
     if any(not token for token in config.registration.tokens):

@@ -64,6 +64,9 @@ class RateLimitConfig:
     # Login and registration attempts, per IP.
     login_per_second: float = 0.5
     login_burst: int = 10
+    # Call signalling (``m.call.*`` events), per user, apart from the limit above.
+    calls_per_second: float = 5.0
+    calls_burst: int = 50
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from peyvand.api.context import RequestContext, json_response
-from peyvand.api.routing import CLIENT_V3, RouteTable
+from peyvand.api.routing import CLIENT_V3, LimitClass, RouteTable
 from peyvand.api.validation import Body, query_int
 from peyvand.errors import Errcode, MatrixError
 from peyvand.services.rooms.creation import PRESETS, CreateRoomRequest
@@ -30,11 +30,27 @@ async def _content(ctx: RequestContext) -> dict[str, object]:
     return (await ctx.body()).data
 
 
-def is_call_signalling(params: Mapping[str, str]) -> bool:
-    """Call events (``m.call.*``, Client-Server API "Voice over IP") are spared the rate
-    limits meant for messages: a call's ICE candidates, answer and hangup come in bursts,
-    and a call that hits a limit fails."""
-    return params.get("eventType", "").startswith("m.call.")
+# Client-Server API "Voice over IP": the events of a call.
+_CALL_EVENT_TYPES = frozenset(
+    {
+        "m.call.invite",
+        "m.call.candidates",
+        "m.call.answer",
+        "m.call.select_answer",
+        "m.call.reject",
+        "m.call.negotiate",
+        "m.call.sdp_stream_metadata_changed",
+        "m.call.hangup",
+    }
+)
+
+
+def send_limit_class(params: Mapping[str, str]) -> LimitClass:
+    """A call's events (Client-Server API "Voice over IP") are counted in a bucket of their
+    own, not against the limit meant for messages: a call's candidates, answer and hangup
+    come in bursts, and a call that hits a limit fails. The bucket is finite, so they
+    cannot flood a room either."""
+    return "calls" if params.get("eventType", "") in _CALL_EVENT_TYPES else "default"
 
 
 @routes.post(f"{CLIENT_V3}/createRoom", rate_limited=True)
@@ -200,7 +216,7 @@ async def joined_rooms(ctx: RequestContext) -> web.Response:
 @routes.put(
     f"{CLIENT_V3}/rooms/{{roomId}}/send/{{eventType}}/{{txnId}}",
     rate_limited=True,
-    limit_exempt=is_call_signalling,
+    limit_class_of=send_limit_class,
 )
 async def send_message(ctx: RequestContext) -> web.Response:
     """PUT /_matrix/client/v3/rooms/{roomId}/send/{eventType}/{txnId}"""
@@ -222,7 +238,7 @@ async def send_message(ctx: RequestContext) -> web.Response:
 @routes.post(
     f"{CLIENT_V3}/rooms/{{roomId}}/send/{{eventType}}",
     rate_limited=True,
-    limit_exempt=is_call_signalling,
+    limit_class_of=send_limit_class,
 )
 async def post_message(ctx: RequestContext) -> web.Response:
     """POST /_matrix/client/v3/rooms/{roomId}/send/{eventType}: a send without a

@@ -81,7 +81,8 @@ class CreateRoomRequest:
 def default_power_levels(
     room_version: RoomVersion, creators: set[UserID], preset: str, invitees: tuple[UserID, ...]
 ) -> JsonDict:
-    """The power levels Synapse gives a new room (creators at 100 before v12).
+    """The power levels Synapse gives a new room (creators at 100 before v12; in a
+    ``public_chat`` room, ``m.call.invite`` at 50).
 
     From room version 12 ``m.room.tombstone`` needs 150, above every level a non-creator
     can be given by default: createRoom says it "MUST explicitly be higher than
@@ -93,6 +94,9 @@ def default_power_levels(
         users.update({c: 100 for c in creators})
     if preset == "trusted_private_chat" and not room_version.creators_have_infinite_power:
         users.update({u: 100 for u in invitees})
+    # A public room's call invites (refused anyway while it is public) need 50, as in
+    # Synapse's public_chat preset.
+    calls = {"m.call.invite": 50} if preset == "public_chat" else {}
     return {
         "users": users,
         "users_default": 0,
@@ -105,6 +109,7 @@ def default_power_levels(
             "m.room.tombstone": 150 if room_version.creators_have_infinite_power else 100,
             "m.room.server_acl": 100,
             "m.room.encryption": 100,
+            **calls,
         },
         "events_default": 0,
         "state_default": 50,

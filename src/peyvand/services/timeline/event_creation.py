@@ -40,6 +40,8 @@ from peyvand.storage.models import EventToPersist, NewStateGroup, RoomRow, Store
 from peyvand.types import EventID, JsonDict, RoomID, ServerName, UserID
 
 CREATE_KEY: StateKey = ("m.room.create", "")
+_JOIN_RULES: StateKey = ("m.room.join_rules", "")
+_CALL_INVITE = "m.call.invite"
 # Never redacted by local users (as Synapse): the room's own definition, and the server
 # ACL, whose redacted form (no ``allow``) denies every server.
 _NEVER_REDACTED = frozenset({"m.room.create", "m.room.server_acl"})
@@ -465,8 +467,18 @@ class EventCreationService:
                 check_auth_rules(pdu, state)
         except AuthError as exc:
             raise MatrixError(Errcode.FORBIDDEN, exc.message) from exc
+        if pdu.type == _CALL_INVITE:
+            await self._check_call_invite(snapshot)
         by_power = [await self._check_redaction(pdu, state) for state in states]
         return all(by_power)
+
+    async def _check_call_invite(self, snapshot: RoomSnapshot) -> None:
+        """A call invite rings every member's devices ("Voice over IP"): refused in a
+        public room, which anyone may join, as Synapse refuses it."""
+        rules = await self._state.get_state_events(snapshot.state, [_JOIN_RULES])
+        join_rules = rules.get(_JOIN_RULES)
+        if join_rules is not None and join_rules.content.get("join_rule") == "public":
+            raise MatrixError(Errcode.FORBIDDEN, "Call invites are not allowed in public rooms")
 
     async def _check_redaction(self, pdu: Pdu, auth_state: Mapping[StateKey, Pdu]) -> bool:
         """Who may redact what (Client-Server API, "Redactions"; rooms v3+, "Handling
