@@ -166,6 +166,63 @@ async def test_a_pending_invite_gets_the_next_notice_in_the_same_room(
         assert bodies.index("two") < bodies.index("one")
 
 
+async def test_notices_cannot_reach_the_system_user_nor_change_the_rooms_rules(
+    notices_client: MatrixClient, notices_homeserver: HomeserverProcess
+) -> None:
+    client = notices_client
+    admin = await login_admin(client, notices_homeserver)
+    bob = await client.register()
+    system_user = f"@{SYSTEM_LOCALPART}:{bob.user_id.split(':', 1)[1]}"
+    async with asyncio.timeout(TIMEOUT_SECONDS):
+        since = (await sync(client, bob, None))["next_batch"]
+        await send(client, admin, bob.user_id, "for bob")
+        room_id, _ = await invited_room(client, bob, since)
+        (await client.request("POST", f"rooms/{quote(room_id)}/join", json={}, token=bob)).ok()
+        # The system user has no notices room of their own: not bob's either.
+        to_system = await client.request(
+            "POST", SEND, json={"user_id": system_user, "content": notice("mine")}, token=admin
+        )
+        assert_error(to_system, 400, "M_INVALID_PARAM")
+        # State the room's rules rest on cannot be sent as a notice.
+        for event_type, content in [
+            ("m.room.power_levels", {}),
+            ("m.room.join_rules", {"join_rule": "public"}),
+            ("m.room.history_visibility", {"history_visibility": "world_readable"}),
+            ("m.room.create", {}),
+            ("m.room.third_party_invite", {}),
+            ("m.room.encryption", {"algorithm": "m.megolm.v1.aes-sha2"}),
+        ]:
+            body = {
+                "user_id": bob.user_id,
+                "content": content,
+                "type": event_type,
+                "state_key": "",
+            }
+            answer = await client.request("POST", SEND, json=body, token=admin)
+            assert_error(answer, 400, "M_INVALID_PARAM")
+        # Other state, and a message of any type, still can be.
+        renamed = {"user_id": bob.user_id, "content": {"name": "Ops"}, "type": "m.room.name"}
+        (await client.request("POST", SEND, json={**renamed, "state_key": ""}, token=admin)).ok()
+        history = await client.request(
+            "GET", f"rooms/{quote(room_id)}/messages", token=bob, params={"dir": "b"}
+        )
+        chunk = history.ok()["chunk"]
+        assert [e["content"]["body"] for e in chunk if e["type"] == "m.room.message"] == ["for bob"]
+        assert chunk[0]["type"] == "m.room.name"
+        assert chunk[0]["content"] == {"name": "Ops"}
+        levels = await client.request(
+            "GET", f"rooms/{quote(room_id)}/state/m.room.power_levels", token=bob
+        )
+        assert levels.ok()["users_default"] == -10
+        spoken = await client.request(
+            "PUT",
+            f"rooms/{quote(room_id)}/send/m.room.message/t1",
+            json={"body": "hi"},
+            token=bob,
+        )
+        assert_error(spoken, 403, "M_FORBIDDEN")
+
+
 async def test_concurrent_and_retried_notices_share_one_room(
     notices_client: MatrixClient, notices_homeserver: HomeserverProcess
 ) -> None:

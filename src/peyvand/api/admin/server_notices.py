@@ -10,7 +10,9 @@ and their rules: ``services/rooms/server_notices.py``).
 
 Every endpoint needs a server admin's access token (403 ``M_FORBIDDEN``). As in
 Synapse: missing fields are 400 ``M_MISSING_PARAM``, server notices switched off or a
-user of another server 400, an unknown user 404.
+user of another server 400, an unknown user 404. Beyond Synapse, a notice to the system
+user, a membership or state of the room's rules is 400 ``M_INVALID_PARAM``
+(``ServerNoticesService.check_recipient`` and ``send_notice``).
 """
 
 from __future__ import annotations

@@ -47,6 +47,25 @@ SERVER_NOTICE_MSGTYPE: Final = "m.server_notice"
 _USERS_DEFAULT: Final = -10
 MAX_PAGE: Final = 1000
 _PAGE_CONCURRENCY: Final = 4
+# State a notice may not set: the event types the authorization rules read (Server-Server
+# API, "Authorization rules": create, power levels, join rules, members, third-party
+# invites) and the state that decides who may see, reach or leave the room for another
+# (history visibility, guest access, server ACLs, tombstone, encryption). A notice that
+# sets these would undo the room's rules, e.g. reset the power levels so the user may speak.
+_REFUSED_STATE_TYPES: Final = frozenset(
+    {
+        "m.room.create",
+        "m.room.power_levels",
+        "m.room.join_rules",
+        "m.room.member",
+        "m.room.third_party_invite",
+        "m.room.history_visibility",
+        "m.room.guest_access",
+        "m.room.server_acl",
+        "m.room.tombstone",
+        "m.room.encryption",
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,12 +128,17 @@ class ServerNoticesService:
         return self.system_user is not None
 
     async def check_recipient(self, user_id: str) -> UserID:
-        """The user a notice may go to: 400 if notices are off or the user is not local,
-        404 if there is no such user (Synapse's admin API answers)."""
+        """The user a notice may go to: 400 if notices are off, the user is not local or
+        is the system user (who has no notices room of their own), 404 if there is no such
+        user (Synapse's admin API answers)."""
         if self.system_user is None:
             raise notices_disabled()
         if server_name_of(user_id) != self._server_name:
             raise MatrixError(Errcode.UNKNOWN, "Server notices can only be sent to local users")
+        if user_id == self.system_user:
+            raise MatrixError(
+                Errcode.INVALID_PARAM, "Server notices cannot be sent to the server notices user"
+            )
         if await self._accounts.get_user(user_id) is None:
             raise MatrixError(Errcode.NOT_FOUND, "User not found")
         return UserID(user_id)
@@ -129,13 +153,19 @@ class ServerNoticesService:
         txn: TxnKey | None = None,
     ) -> EventID:
         """Send ``content`` to ``user_id``'s notices room (made first if there is none)
-        from the system user; the event's ID. ``user_id`` has passed ``check_recipient``."""
+        from the system user; the event's ID. ``user_id`` has passed ``check_recipient``.
+        400 ``M_INVALID_PARAM`` for a membership, or for state of a type in
+        ``_REFUSED_STATE_TYPES``."""
         system_user = self.system_user
         if system_user is None:
             raise notices_disabled()
         if event_type == "m.room.member":
             # Memberships go through the membership rules, not as a notice.
             raise MatrixError(Errcode.INVALID_PARAM, "Cannot send membership events as notices")
+        if state_key is not None and event_type in _REFUSED_STATE_TYPES:
+            raise MatrixError(
+                Errcode.INVALID_PARAM, f"Cannot send {event_type} state events as notices"
+            )
         async with self._locks.setdefault(user_id, asyncio.Lock()):
             await self._ensure_system_user(system_user)
             room_id = await self.notice_room_of(user_id)
@@ -176,8 +206,9 @@ class ServerNoticesService:
         return PageResult(len(sent), tuple(sorted(failed)), next_from)
 
     async def notice_room_of(self, user_id: UserID) -> RoomID | None:
-        """The room the system user is joined to and ``user_id`` invited to or joined."""
-        if self.system_user is None:
+        """The room the system user is joined to and ``user_id`` invited to or joined;
+        None for the system user, who has no notices room of their own."""
+        if self.system_user is None or user_id == self.system_user:
             return None
         mine = await self._index.memberships(user_id)
         system = await self._index.memberships(self.system_user)
