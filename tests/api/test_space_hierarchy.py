@@ -228,6 +228,23 @@ async def test_pages_follow_one_another(client: MatrixClient) -> None:
         assert response.body["errcode"] == "M_INVALID_PARAM"
 
 
+async def test_one_users_requests_never_push_out_anothers_tokens(client: MatrixClient) -> None:
+    """Tokens are held a few per user: Bob paging more than every user's share together
+    (once, one cache of 256 tokens for all) only pushes out his own oldest token."""
+    s = await make_space(client)
+    everything = room_ids((await hierarchy(client, s.bob, s.space)).ok())
+    alice_token = (await hierarchy(client, s.alice, s.space, limit="1")).ok()["next_batch"]
+    bob_tokens = [
+        (await hierarchy(client, s.bob, s.space, limit="1")).ok()["next_batch"] for _ in range(300)
+    ]
+    own = (await hierarchy(client, s.alice, s.space, **{"from": alice_token})).ok()
+    assert room_ids(own)[:2] == [s.public, s.private]
+    newest = (await hierarchy(client, s.bob, s.space, **{"from": bob_tokens[-1]})).ok()
+    assert room_ids(newest) == everything[1:]
+    oldest = await hierarchy(client, s.bob, s.space, **{"from": bob_tokens[0]})
+    assert (oldest.status, oldest.body["errcode"]) == (400, "M_INVALID_PARAM")
+
+
 async def test_errors(client: MatrixClient) -> None:
     alice, bob = await client.register(), await client.register()
     private = await create_room(

@@ -13,8 +13,10 @@ rest is left to the next page. A walk ends after ``_MAX_WALK`` rooms, with at mo
 ``_MAX_QUEUED`` waiting.
 
 ``next_batch`` names the walk's remaining queue, kept in memory for
-``_SESSION_SECONDS``; a token that is unknown, expired, or from a request with another
-user, room, ``suggested_only`` or ``max_depth`` is 400 ``M_INVALID_PARAM``.
+``_SESSION_SECONDS``: the newest ``_SESSIONS_PER_USER`` tokens of each of the
+``_SESSION_USERS`` users who most recently used one, so a user's requests only ever push
+out that user's own older tokens. A token that is unknown, expired, or from a request
+with another user, room, ``suggested_only`` or ``max_depth`` is 400 ``M_INVALID_PARAM``.
 """
 
 from __future__ import annotations
@@ -42,7 +44,10 @@ _WALK_SECONDS: Final = 30.0
 _MAX_WALK: Final = 10_000
 _MAX_QUEUED: Final = 2_000
 _SESSION_SECONDS: Final = 300.0
-_SESSIONS: Final = 256
+# Walks held: a few per user (a client pages one walk, or a few spaces at once), for the
+# users who paged most recently; at most 1,024 in all.
+_SESSION_USERS: Final = 256
+_SESSIONS_PER_USER: Final = 4
 # Servers asked for one room, and children summarised for another server (as Synapse).
 _MAX_VIA: Final = 3
 _MAX_FEDERATION_CHILDREN: Final = 50
@@ -105,7 +110,7 @@ class SpaceHierarchyService:
         self._remote = remote
         self._access = access
         self._clock = clock
-        self._sessions: LRU[str, _Session] = LRU(_SESSIONS)
+        self._sessions: LRU[UserID, LRU[str, _Session]] = LRU(_SESSION_USERS)
 
     # -- GET /_matrix/client/v1/rooms/{roomId}/hierarchy -------------------------------
 
@@ -125,7 +130,8 @@ class SpaceHierarchyService:
         root_via = await self._check_root(params)
         now = self._clock()
         if from_token is not None:
-            session = self._sessions.get(from_token)
+            mine = self._sessions.get(user_id)
+            session = None if mine is None else mine.get(from_token)
             if session is None or session.expires <= now or session.params != params:
                 raise MatrixError(Errcode.INVALID_PARAM, "Unknown pagination token")
             walk = _Walk(list(session.queue), set(session.processed), now + _WALK_SECONDS)
@@ -153,7 +159,11 @@ class SpaceHierarchyService:
         remaining = tuple(q for q in walk.queue if q.room_id not in walk.processed)
         if remaining and len(walk.processed) < _MAX_WALK:
             token = secrets.token_urlsafe(16)
-            self._sessions.put(
+            mine = self._sessions.get(user_id)
+            if mine is None:
+                mine = LRU(_SESSIONS_PER_USER)
+                self._sessions.put(user_id, mine)
+            mine.put(
                 token,
                 _Session(
                     params,
