@@ -228,6 +228,26 @@ async def test_pages_follow_one_another(client: MatrixClient) -> None:
         assert response.body["errcode"] == "M_INVALID_PARAM"
 
 
+async def test_children_whose_state_key_is_not_a_room_id_are_left_out(
+    client: MatrixClient,
+) -> None:
+    """Only an ``m.space.child`` keyed by a room ID names a child: the others are neither
+    listed in ``children_state`` nor walked (nor asked of their ``via`` servers)."""
+    alice = await client.register()
+    space = await create_room(
+        client, alice, preset="public_chat", creation_content={"type": "m.space"}
+    )
+    public = await create_room(client, alice, preset="public_chat")
+    for state_key in ("", "abc", "#alias:example.org", alice.user_id):
+        content = {"via": ["example.invalid"], "order": "a"}
+        await put_state(client, alice, space, "m.space.child", content, state_key=state_key)
+    await add_child(client, alice, space, public, order="b")
+    answer = (await hierarchy(client, alice, space)).ok()
+    assert room_ids(answer) == [space, public]
+    assert [c["state_key"] for c in answer["rooms"][0]["children_state"]] == [public]
+    assert "next_batch" not in answer
+
+
 async def test_one_users_requests_never_push_out_anothers_tokens(client: MatrixClient) -> None:
     """Tokens are held a few per user: Bob paging more than every user's share together
     (once, one cache of 256 tokens for all) only pushes out his own oldest token."""

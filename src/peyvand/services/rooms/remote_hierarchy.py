@@ -18,7 +18,12 @@ from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
 from peyvand.lru import LRU
-from peyvand.services.rooms.space_children import MAX_CHILDREN_STATE, child_order, valid_via
+from peyvand.services.rooms.space_children import (
+    MAX_CHILDREN_STATE,
+    child_order,
+    is_room_id,
+    valid_via,
+)
 from peyvand.types import JsonDict, RoomID, ServerName
 
 logger = logging.getLogger(__name__)
@@ -133,7 +138,7 @@ def _checked_answer(answer: Any, room_id: RoomID) -> RemoteSpace | None:
         children_state=_checked_children_state(room.get("children_state")),
         children={RoomID(s["room_id"]): s for s in summaries if s is not None},
         inaccessible_children=frozenset(
-            RoomID(r) for r in inaccessible[:_MAX_CHILDREN] if _is_room_id(r)
+            RoomID(r) for r in inaccessible[:_MAX_CHILDREN] if is_room_id(r)
         )
         if isinstance(inaccessible, list)
         else frozenset(),
@@ -143,7 +148,7 @@ def _checked_answer(answer: Any, room_id: RoomID) -> RemoteSpace | None:
 def checked_summary(room: Any, room_id: Any) -> JsonDict | None:
     """The summary of ``room_id`` in another server's answer, keeping only the spec's
     fields with the right types (None when it is not that room's)."""
-    if not isinstance(room, dict) or not _is_room_id(room_id) or room.get("room_id") != room_id:
+    if not isinstance(room, dict) or not is_room_id(room_id) or room.get("room_id") != room_id:
         return None
     members = room.get("num_joined_members")
     summary: JsonDict = {
@@ -158,7 +163,7 @@ def checked_summary(room: Any, room_id: Any) -> JsonDict | None:
             summary[field] = value
     allowed = room.get("allowed_room_ids")
     if isinstance(allowed, list):
-        ids = [r for r in allowed if _is_room_id(r)]
+        ids = [r for r in allowed if is_room_id(r)]
         if ids:
             summary["allowed_room_ids"] = ids
     return summary
@@ -180,14 +185,10 @@ def _checked_children_state(events: Any) -> tuple[JsonDict, ...]:
         for e in events[:MAX_CHILDREN_STATE]
         if isinstance(e, dict)
         and e.get("type") == "m.space.child"
-        and _is_room_id(e.get("state_key"))
+        and is_room_id(e.get("state_key"))
         and isinstance(e.get("content"), dict)
         and valid_via(e["content"].get("via"))
         and type(e.get("origin_server_ts")) is int
     ]
     kept.sort(key=lambda e: child_order(e["content"], e["origin_server_ts"], e["state_key"]))
     return tuple(kept)
-
-
-def _is_room_id(value: Any) -> bool:
-    return isinstance(value, str) and value.startswith("!")

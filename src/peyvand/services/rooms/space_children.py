@@ -1,6 +1,7 @@
-"""A space's children: its ``m.space.child`` state events with a non-empty ``via``, in
-the order the Client-Server API's "Spaces" module gives ("Ordering of children within a
-space"), stripped as the hierarchy endpoints carry them (``children_state``)."""
+"""A space's children: its ``m.space.child`` state events whose state key is a room ID and
+whose ``via`` is not empty, in the order the Client-Server API's "Spaces" module gives
+("Ordering of children within a space"), stripped as the hierarchy endpoints carry them
+(``children_state``)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,13 @@ SPACE_CHILD: Final = "m.space.child"
 # The children one room's entry names at most: a space bigger than this is cut, in order.
 MAX_CHILDREN_STATE: Final = 1000
 _MAX_ORDER_LENGTH: Final = 50
+
+
+def is_room_id(value: Any) -> bool:
+    """Whether ``value`` is a room ID (Appendices, "Room IDs": the sigil ``!``), as the
+    state key of an ``m.space.child`` event must be to name a child (Client-Server API,
+    "Spaces"): any other key names nothing to walk or to ask other servers about."""
+    return isinstance(value, str) and value.startswith("!")
 
 
 def valid_via(via: Any) -> bool:
@@ -41,7 +49,7 @@ async def local_children_state(
 ) -> tuple[JsonDict, ...]:
     """The room's current children (only those marked ``suggested`` with
     ``suggested_only``), stripped, ordered, at most ``MAX_CHILDREN_STATE``."""
-    keys: list[StateKey] = [k for k in snapshot.state if k[0] == SPACE_CHILD]
+    keys: list[StateKey] = [k for k in snapshot.state if k[0] == SPACE_CHILD and is_room_id(k[1])]
     events = await state.get_state_events(snapshot.state, keys)
     children = [
         e
