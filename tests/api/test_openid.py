@@ -1,12 +1,16 @@
 """OpenID tokens over HTTP on every backend: POST /user/{userId}/openid/request_token
 (Client-Server API "OpenID") and what GET /_matrix/federation/v1/openid/userinfo
-(Server-Server API "OpenID") says of them; only for oneself, unknown tokens refused."""
+(Server-Server API "OpenID") says of them; only for oneself, unknown tokens refused, and
+a deactivated (or erased) account's tokens deleted."""
 
 from __future__ import annotations
 
 from urllib.parse import quote
 
+from harness.admin import login_admin
 from harness.client import Account, MatrixClient, Response
+from harness.database import query
+from harness.server import HomeserverProcess
 
 USERINFO = "/_matrix/federation/v1/openid/userinfo"
 
@@ -48,3 +52,56 @@ async def test_unknown_and_missing_tokens(client: MatrixClient) -> None:
     assert unknown.status == 401 and unknown.body["errcode"] == "M_UNKNOWN_TOKEN"
     missing = await client.request("GET", USERINFO)
     assert missing.status == 401 and missing.body["errcode"] == "M_MISSING_TOKEN"
+
+
+async def userinfo(client: MatrixClient, token: str) -> Response:
+    return await client.request("GET", USERINFO, params={"access_token": token})
+
+
+async def deactivate_self(client: MatrixClient, account: Account) -> None:
+    """POST /account/deactivate through UIA with the account's password."""
+    first = await client.request("POST", "account/deactivate", json={}, token=account)
+    assert first.status == 401 and "session" in first.body, first.body
+    auth = {
+        "type": "m.login.password",
+        "identifier": {"type": "m.id.user", "user": account.user_id},
+        "password": account.password,
+        "session": first.body["session"],
+    }
+    done = await client.request("POST", "account/deactivate", json={"auth": auth}, token=account)
+    done.ok()
+
+
+async def test_deactivation_deletes_the_accounts_tokens(
+    client: MatrixClient, homeserver: HomeserverProcess
+) -> None:
+    """Deactivated by themselves, or erased by an admin: the user's OpenID tokens no
+    longer name them (401 ``M_UNKNOWN_TOKEN``) and are gone from the database; another
+    user's token still works."""
+    admin = await login_admin(client, homeserver)
+    alice, bob, carol = await client.register(), await client.register(), await client.register()
+    tokens = {
+        account.user_id: [
+            (await request_token(client, account, account.user_id)).ok()["access_token"]
+            for _ in range(2)
+        ]
+        for account in (alice, bob, carol)
+    }
+    for user_id, issued in tokens.items():
+        for token in issued:
+            assert (await userinfo(client, token)).ok() == {"sub": user_id}
+
+    await deactivate_self(client, alice)
+    path = f"/_synapse/admin/v1/deactivate/{quote(bob.user_id)}"
+    (await client.request("POST", path, json={"erase": True}, token=admin)).ok()
+
+    for account in (alice, bob):
+        for token in tokens[account.user_id]:
+            gone = await userinfo(client, token)
+            assert (gone.status, gone.body["errcode"]) == (401, "M_UNKNOWN_TOKEN")
+        rows = await query(
+            homeserver, "SELECT token_hash FROM openid_tokens WHERE user_id = $1", account.user_id
+        )
+        assert rows == []
+    for token in tokens[carol.user_id]:
+        assert (await userinfo(client, token)).ok() == {"sub": carol.user_id}

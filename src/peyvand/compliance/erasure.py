@@ -2,12 +2,14 @@
 
 Client-Server API, "Account deactivation" (``erase``) and GDPR Article 17. Deactivating
 an account logs it out everywhere and makes it leave (or decline) every room, as Synapse
-does. Erasing it also deletes its profile (display name, avatar, custom fields), every
-media item it uploaded (unless an event still stored names it) and the content of every
-event it sent: those stay in their rooms as redacted events (``HistoryPurger.rewrite``),
-so the rooms' history and DAG stay whole. A legal
-hold on the user keeps the profile, the media uploaded and the events sent in the
-hold's range; a hold on a room keeps the user's events there, with the media they name.
+does; it also deletes the account's OpenID tokens (Synapse lets them run out, up to an
+hour), so no third party learns the user ID through one afterwards. Erasing it also
+deletes its profile (display name, avatar, custom fields), every media item it uploaded
+(unless an event still stored names it) and the content of every event it sent: those
+stay in their rooms as redacted events (``HistoryPurger.rewrite``), so the rooms' history
+and DAG stay whole. A legal hold on the user keeps the profile, the media uploaded and
+the events sent in the hold's range; a hold on a room keeps the user's events there, with
+the media they name.
 """
 
 from __future__ import annotations
@@ -58,8 +60,10 @@ class AccountErasure:
         user_held: Callable[[UserID], Awaitable[bool]],
         delete_media: DeleteMedia,
         delete_profile_fields: Callable[[UserID], Awaitable[None]],
+        delete_openid_tokens: Callable[[UserID], Awaitable[None]],
     ) -> None:
-        """``delete_profile_fields`` deletes the custom fields of a profile."""
+        """``delete_profile_fields`` deletes the custom fields of a profile,
+        ``delete_openid_tokens`` a user's OpenID tokens."""
         self._auth = auth
         self._membership = membership
         self._accounts = accounts
@@ -71,6 +75,7 @@ class AccountErasure:
         self._user_held = user_held
         self._delete_media = delete_media
         self._delete_profile_fields = delete_profile_fields
+        self._delete_openid_tokens = delete_openid_tokens
 
     async def deactivate(self, user_id: UserID, *, erase: bool) -> ErasureReport:
         """Deactivate ``user_id`` (a local account; 404 ``M_NOT_FOUND`` if there is no
@@ -79,6 +84,7 @@ class AccountErasure:
             raise not_found("User not found")
         report = ErasureReport(erased=erase)
         await self._auth.deactivate(user_id)
+        await self._delete_openid_tokens(user_id)
         report.rooms_left = await self._leave_rooms(user_id)
         if not erase:
             return report

@@ -20,6 +20,7 @@ from peyvand.storage.audit import AuditStore
 from peyvand.storage.compliance_reads import ComplianceReads
 from peyvand.storage.database import Database
 from peyvand.storage.legal_holds import LegalHoldStore
+from peyvand.storage.openid_tokens import OpenIdTokenStore
 from peyvand.storage.profile_fields import ProfileFieldStore
 from peyvand.storage.purge import PurgeCandidate, PurgeStore
 from peyvand.storage.reports import ReportStore
@@ -76,6 +77,7 @@ def build_compliance(
             legal_holds.user_held,
             delete_unnamed_media,
             ProfileFieldStore(db).delete_all,
+            OpenIdTokenStore(db).delete_all,
         ),
         exporter=ComplianceExporter(ComplianceReads(db), media.files, audit),
         reports=ReportService(ReportStore(db), state),
