@@ -194,3 +194,22 @@ async def test_catching_up_agrees_with_a_rebuild() -> None:
             commit(world, index, stamps, event(world, rng.choice(list(joined))))
         caught_up = await order(rooms, world)
         assert caught_up == sorted(joined, key=lambda r: (-world.newest[r], r))
+
+
+async def test_rooms_left_count_against_the_bound() -> None:
+    """The rooms a user left (not listed without a ``since``) are held too, so they
+    count: a user with more than the bound is not held, and is built again each time."""
+    left = {RoomID(f"!left{i}"): ("leave", i + 1) for i in range(20)}
+    _, world, index, stamps = await make(left)
+    rooms = UserRooms(
+        index,
+        stamps,
+        world.get_forgotten,
+        Senders(world),  # type: ignore[arg-type]
+        ignored_by=no_one_ignored,
+        invites=None,  # type: ignore[arg-type]
+        rooms=10,
+    )
+    assert await order(rooms, world) == []
+    assert await order(rooms, world) == []
+    assert world.sender_reads == 2

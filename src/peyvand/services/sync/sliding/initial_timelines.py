@@ -11,7 +11,9 @@ response": ``timeline``, ``limited``) change only when
   visibility);
 - the user's membership changes (an event, and part of the key);
 - the users they ignore change (their events are left out);
-- events are purged or their content deleted (``StateService.forget_epoch``).
+- events are purged or their content deleted (``StateService.forget_epoch``);
+- an event is redacted by a redaction that did not move the room's newest position (one
+  received in backfill, at a position below zero): ``StateService.redaction_count``.
 
 So a page read with the room at position P is kept while all of these are as they were,
 and only if P is within the request's token (a page of a later request then holds the
@@ -49,11 +51,12 @@ class PageKey:
 @dataclass(frozen=True, slots=True)
 class RoomMark:
     """What a kept page depends on: the room's newest position and state group, the
-    events cache's epoch and the users the reader ignores."""
+    events cache's epoch, the redactions stored and the users the reader ignores."""
 
     position: int
     state_group: int
     epoch: int
+    redactions: int
     ignored: frozenset[UserID]
 
 

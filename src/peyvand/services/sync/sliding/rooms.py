@@ -358,6 +358,7 @@ class RoomResponses:
             context.newest.get(room.room_id, 0),
             snapshot.state_group.state_group,
             context.epoch,
+            self._state.redaction_count,
             context.ignored,
         )
         kept = self._initial_timelines.get(key, mark)

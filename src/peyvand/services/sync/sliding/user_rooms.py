@@ -195,7 +195,7 @@ class UserRooms:
     def _keep(self, user_id: UserID, held: _Held) -> None:
         """Holds ``held``, first dropping the least recently used users past a bound."""
         self._drop(user_id)
-        size = len(held.rooms)
+        size = _size(held)
         if size > self._max_rooms:
             return
         while len(self._held) >= self._max_users or self._rooms_held + size > self._max_rooms:
@@ -210,7 +210,7 @@ class UserRooms:
         held = self._held.peek(user_id)
         if held is not None:
             self._held.pop(user_id)
-            self._rooms_held -= len(held.rooms)
+            self._rooms_held -= _size(held)
 
     async def _kicked(self, user_id: UserID, left: Mapping[RoomID, int]) -> set[RoomID]:
         """The rooms of ``left`` (room -> position of the user's leave) whose leave was
@@ -246,3 +246,9 @@ class UserRooms:
 
 def _position(left: tuple[int, RoomID]) -> int:
     return left[0]
+
+
+def _size(held: _Held) -> int:
+    """The entries a held user counts against the bound: listed rooms, invites and the
+    rooms left (those not listed too)."""
+    return len(held.rooms) + len(held.invites) + len(held.left)
