@@ -213,3 +213,12 @@ async def test_rooms_left_count_against_the_bound() -> None:
     assert await order(rooms, world) == []
     assert await order(rooms, world) == []
     assert world.sender_reads == 2
+
+
+async def test_a_forgotten_room_joined_or_invited_to_again_is_listed() -> None:
+    """A join or an invite over federation does not clear the forgotten mark; the room is
+    listed all the same (only rooms left or banned from stay forgotten)."""
+    rooms, world, _, _ = await make({A: ("invite", 1), B: ("join", 2), C: ("leave", 3)})
+    world.forgotten |= {A, B, C}
+    listed = await rooms.listed(ALICE, 0, world.position)
+    assert set(listed.order) == {A, B}

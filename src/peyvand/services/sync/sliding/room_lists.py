@@ -22,6 +22,8 @@ from peyvand.types import EventID, JsonDict, RoomID, UserID
 
 # Memberships shown in lists (a left room only when left since the connection's token).
 _LISTED = frozenset({"join", "invite", "knock", "ban"})
+# Memberships a forgotten room may have (``/forget`` needs the user out of the room).
+_FORGETTABLE = frozenset({"leave", "ban"})
 _CREATE: StateKey = ("m.room.create", "")
 _ENCRYPTION: StateKey = ("m.room.encryption", "")
 _SPACE_CHILD = "m.space.child"
@@ -74,10 +76,15 @@ def listed_rooms(
     room the user is joined to, invited to, knocking on, banned or ``kicked`` from, not
     ``forgotten`` (a room left by the user is shown only after the leave, by the
     caller); a joined room sorts by its newest event (by the join when it has none), any
-    other by the user's membership event (what the user saw last)."""
+    other by the user's membership event (what the user saw last). Only a room left or
+    banned from can be forgotten: a newer membership (a join or an invite over
+    federation, which do not clear the mark) shows it again, as Synapse, where a new
+    membership is not forgotten."""
     rooms: dict[RoomID, UserRoom] = {}
     for room_id, (membership, position) in memberships.items():
-        if room_id in forgotten or (membership not in _LISTED and room_id not in kicked):
+        if (membership in _FORGETTABLE and room_id in forgotten) or (
+            membership not in _LISTED and room_id not in kicked
+        ):
             continue
         stamp = stamps.get(room_id, position) if membership == "join" else position
         rooms[room_id] = UserRoom(room_id, membership, position, stamp)
