@@ -21,6 +21,11 @@ A connection over a limit is closed; a handler reading its body sees the client 
 bounded: a handler may take as long as it needs to answer (a long-polling /sync), and a
 connection idle between requests is left to aiohttp's keep-alive timeout.
 
+A long-poll (``Notifier.wait_for_user`` within ``abandoned_when``) ends the moment its
+connection is lost: the connection is current (``serve_on``) for the requests it serves,
+holds the futures of their waiting polls and resolves them in ``connection_lost``. aiohttp
+itself tells a handler nothing when a bodiless request's client goes away.
+
 Malformed HTTP, which aiohttp answers with 400 and logs as an error with a traceback, is
 logged at debug level without one: it is the client's fault, and anyone can send it.
 """
@@ -36,6 +41,7 @@ from aiohttp.http import HttpProcessingError
 from aiohttp.streams import StreamReader
 
 from peyvand.config.model import HttpConfig
+from peyvand.services.sync.notifier import serve_on
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +92,7 @@ class _Connection(web.RequestHandler):
         "_body_since",
         "_head_since",
         "_limits",
+        "_polls",
         "_timer",
     )
 
@@ -98,6 +105,8 @@ class _Connection(web.RequestHandler):
         self._body_since = 0.0  # when its head was complete
         self._body_last = 0.0  # when data last arrived for it
         self._body_bytes = 0  # bytes received for it so far
+        # The futures of its requests' waiting long-polls, resolved when it is lost.
+        self._polls: list[asyncio.Future[bool]] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -109,6 +118,34 @@ class _Connection(web.RequestHandler):
             self._timer.cancel()
             self._timer = None
         super().connection_lost(exc)
+        polls, self._polls = self._polls, None
+        for future in polls or ():
+            if not future.done():
+                future.set_result(True)
+
+    async def start(self) -> None:
+        """Serve the connection's requests (aiohttp's task for it), its long-polls
+        bound to it."""
+        serve_on(self)
+        await super().start()
+
+    def watch(self, future: asyncio.Future[bool]) -> bool:
+        """Resolve ``future`` with True when the connection is lost; False, holding
+        nothing, when it is closed or closing already (``ClientConnection``)."""
+        if self.transport is None or self.transport.is_closing():
+            return False
+        if self._polls is None:
+            self._polls = []
+        self._polls.append(future)
+        return True
+
+    def unwatch(self, future: asyncio.Future[bool]) -> None:
+        """Forget ``future`` (its poll is over), if still held."""
+        polls = self._polls
+        if polls is not None and future in polls:
+            polls.remove(future)
+            if not polls:
+                self._polls = None
 
     def data_received(self, data: bytes) -> None:
         now = self._loop.time()

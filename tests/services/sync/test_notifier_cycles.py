@@ -1,7 +1,7 @@
 """A long-poll, however it ends (woken, timed out, its client gone), leaves no reference
-cycle behind: what it held (its request, through the ``gone`` check) is freed when it
-returns, not whenever the cycle collector next reaches its oldest generation (issue 15,
-peak memory)."""
+cycle behind: what it held (its request, through the ``gone`` check, and its connection)
+is freed when it returns, not whenever the cycle collector next reaches its oldest
+generation (issue 15, peak memory)."""
 
 from __future__ import annotations
 
@@ -9,26 +9,39 @@ import asyncio
 import gc
 from collections.abc import Awaitable, Callable
 
-import pytest
-
-from peyvand.services.sync import notifier as notifier_module
-from peyvand.services.sync.notifier import ClientGone, Notifier, abandoned_when
+from peyvand.services.sync.notifier import ClientGone, Notifier, abandoned_when, serve_on
 from peyvand.services.sync.streams import Stream, StreamToken
 
 ALICE = "@alice:example.org"
 
 
 class _Request:
-    """Stands for the request a ``gone`` check refers to."""
+    """Stands for the request a ``gone`` check refers to, and the connection it came on
+    (``ClientConnection``)."""
 
     def __init__(self) -> None:
         self.closed = False
+        self.polls: list[asyncio.Future[bool]] = []
 
     def close(self) -> None:
         self.closed = True
+        polls, self.polls = self.polls, []
+        for future in polls:
+            if not future.done():
+                future.set_result(True)
 
     def gone(self) -> bool:
         return self.closed
+
+    def watch(self, future: asyncio.Future[bool]) -> bool:
+        if self.closed:
+            return False
+        self.polls.append(future)
+        return True
+
+    def unwatch(self, future: asyncio.Future[bool]) -> None:
+        if future in self.polls:
+            self.polls.remove(future)
 
 
 async def _cycles_left(poll: Callable[[_Request], Awaitable[None]]) -> list[str]:
@@ -56,6 +69,7 @@ async def test_a_woken_poll_leaves_no_cycle() -> None:
     notifier = Notifier(StreamToken())
 
     async def poll(request: _Request) -> None:
+        serve_on(request)
         with abandoned_when(request.gone):
             waiting = asyncio.create_task(notifier.wait_for_user(ALICE, 10))
             await asyncio.sleep(0.05)
@@ -65,28 +79,26 @@ async def test_a_woken_poll_leaves_no_cycle() -> None:
     assert await _cycles_left(poll) == []
 
 
-async def test_a_timed_out_poll_leaves_no_cycle(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(notifier_module, "GONE_CHECK_SECONDS", 0.02)
+async def test_a_timed_out_poll_leaves_no_cycle() -> None:
     notifier = Notifier(StreamToken())
 
     async def poll(request: _Request) -> None:
+        serve_on(request)
         with abandoned_when(request.gone):
             await asyncio.wait_for(notifier.wait_for_user(ALICE, 0.1), 5)
 
     assert await _cycles_left(poll) == []
 
 
-async def test_a_poll_whose_client_went_away_leaves_no_cycle(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(notifier_module, "GONE_CHECK_SECONDS", 0.02)
+async def test_a_poll_whose_client_went_away_leaves_no_cycle() -> None:
     notifier = Notifier(StreamToken())
 
     answered: list[str] = []
 
     async def poll(request: _Request) -> None:
         # As the API's handler does: the wait in the handler's own coroutine, ClientGone
-        # caught around it.
+        # caught around it; its connection is lost while it waits.
+        serve_on(request)
         asyncio.get_running_loop().call_later(0.05, request.close)
         with abandoned_when(request.gone):
             try:

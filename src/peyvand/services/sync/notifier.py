@@ -12,12 +12,26 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from collections.abc import Set as AbstractSet
 from contextlib import contextmanager
 from contextvars import ContextVar
+from typing import Protocol
 
 from peyvand.services.sync.streams import Stream, StreamToken
 
-# How often the waiting long-polls are checked for a client that is no longer connected:
-# aiohttp signals nothing to a handler when a bodiless request's connection closes.
-GONE_CHECK_SECONDS = 1.0
+
+class ClientConnection(Protocol):
+    """The connection a request came on, as its long-polls see it: it ends them the
+    moment it is lost (the HTTP layer's connection, ``peyvand.api.connections``)."""
+
+    def watch(self, future: asyncio.Future[bool]) -> bool:
+        """Have ``future`` resolved with True (its client went away) when the
+        connection is lost; False, holding nothing, when it is already closed."""
+
+    def unwatch(self, future: asyncio.Future[bool]) -> None:
+        """Forget ``future`` (it is over), if still held."""
+
+
+# The connection the requests served in this context came on (set by the HTTP layer with
+# ``serve_on``); None outside one.
+_connection: ContextVar[ClientConnection | None] = ContextVar("connection", default=None)
 
 # Whether the client of the long-poll running in this context has gone (set by the API
 # handler with ``abandoned_when``); None outside a request.
@@ -28,11 +42,19 @@ class ClientGone(Exception):
     """The long-poll's client disconnected while it waited: nobody will read an answer."""
 
 
+def serve_on(connection: ClientConnection) -> None:
+    """Record, for the rest of the calling task and the tasks it starts, that the
+    requests it serves came on ``connection``: called once by the task serving a
+    connection, before it handles any request."""
+    _connection.set(connection)
+
+
 @contextmanager
 def abandoned_when(gone: Callable[[], bool]) -> Iterator[None]:
-    """Within this block, ``Notifier.wait_for_user`` raises ``ClientGone`` as soon as
-    ``gone()`` is true (checked every ``GONE_CHECK_SECONDS``), so a long-poll whose client
-    disconnected stops waiting and computes nothing (issue 15)."""
+    """Within this block, ``Notifier.wait_for_user`` raises ``ClientGone`` at once if
+    ``gone()`` is true, and as soon as the request's connection (``serve_on``) is lost
+    while it waits, so a long-poll whose client disconnected stops waiting and computes
+    nothing (issue 15). Nothing is checked periodically (issue 18: idle CPU)."""
     reset = _client_gone.set(gone)
     try:
         yield
@@ -45,11 +67,6 @@ class Notifier:
         self._current = initial
         # user_id -> the futures of the long-polls currently waiting for that user.
         self._waiters: dict[str, list[asyncio.Future[bool]]] = {}
-        # The waiting long-polls whose client may go away, and how to tell (``gone``):
-        # one sweep every ``GONE_CHECK_SECONDS`` checks them all, armed only while any
-        # waits, so idle long-polls cost no timer of their own but their deadline.
-        self._watched: dict[asyncio.Future[bool], Callable[[], bool]] = {}
-        self._sweep: asyncio.TimerHandle | None = None
 
     @property
     def current_token(self) -> StreamToken:
@@ -97,53 +114,34 @@ class Notifier:
         Callers compare ``current_token`` with what they have already seen right before
         calling (no await in between), so no wake-up can be missed. A waiting poll holds
         one future and its deadline's timer handle, nothing more (issue 15: memory per
-        idle long-poll; issue 18: no timer re-armed every second per poll). Raises
-        ``ClientGone`` when the request's client disconnects (see ``abandoned_when``);
-        the future's result tells, so no exception refers to the waiting frames."""
+        idle long-poll; issue 18: no timer, nor sweep, per poll). Raises ``ClientGone``
+        when the request's client disconnects (see ``abandoned_when``): its connection
+        resolves the future when lost, whose result tells, so no exception refers to the
+        waiting frames."""
         gone = _client_gone.get()
-        if gone is not None and gone():
-            raise ClientGone
+        connection = None
+        if gone is not None:
+            if gone():
+                raise ClientGone
+            connection = _connection.get()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[bool] = loop.create_future()
+        if connection is not None and not connection.watch(future):
+            raise ClientGone
         futures = self._waiters.setdefault(user_id, [])
         futures.append(future)
         deadline = loop.call_later(timeout_s, _wake, future)
-        if gone is not None:
-            self._watched[future] = gone
-            if self._sweep is None:
-                self._sweep = loop.call_later(GONE_CHECK_SECONDS, self._check_gone)
         try:
             client_gone = await future
         finally:
             deadline.cancel()
-            if self._watched.pop(future, None) is not None and not self._watched:
-                self._stop_sweep()
+            if connection is not None:
+                connection.unwatch(future)
             futures.remove(future)
             if not futures:
                 self._waiters.pop(user_id, None)
         if client_gone:
             raise ClientGone
-
-    def _check_gone(self) -> None:
-        """Wake, as gone, each waiting long-poll whose client went away; again in
-        ``GONE_CHECK_SECONDS`` while any is watched.
-
-        A bound method held by one handle, not a closure per poll: nothing refers back
-        to a poll once it is over (issue 15: a poll's reference cycle held its request
-        until the cycle collector reached it)."""
-        self._sweep = None
-        for future in [f for f, gone in self._watched.items() if gone()]:
-            del self._watched[future]
-            if not future.done():
-                future.set_result(True)
-        if self._watched:
-            loop = asyncio.get_running_loop()
-            self._sweep = loop.call_later(GONE_CHECK_SECONDS, self._check_gone)
-
-    def _stop_sweep(self) -> None:
-        if self._sweep is not None:
-            self._sweep.cancel()
-            self._sweep = None
 
 
 def _wake(future: asyncio.Future[bool]) -> None:
