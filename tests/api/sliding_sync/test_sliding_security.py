@@ -5,8 +5,11 @@ user is not in, invites from ignored users, and idle long-polls on a busy server
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import gc
 import itertools
 import time
+import weakref
 from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
@@ -293,3 +296,37 @@ async def test_a_change_for_the_user_during_a_computation_is_not_missed() -> Non
     started = time.monotonic()
     await service.sync(requester, _EMPTY, pos, 10_000)
     assert time.monotonic() - started < 5
+
+
+class _Lists(dict[str, Any]):
+    """A pass's lists that can be watched with a weak reference."""
+
+
+async def test_a_waiting_long_poll_holds_none_of_its_last_computation() -> None:
+    computed: list[weakref.ref[_Lists]] = []
+
+    def quiet(notifier: Notifier, n: int) -> bool:
+        return n > 0
+
+    service, notifier, requester, pos = _long_poll(quiet)
+    fake_compute = service._compute
+
+    async def watched_compute(*args: Any) -> Any:
+        result = await fake_compute(*args)
+        lists = _Lists(all={"count": 0, "ops": []})
+        computed.append(weakref.ref(lists))
+        return dataclasses.replace(result, lists=lists)
+
+    service._compute = watched_compute  # type: ignore[method-assign,assignment]
+    poll = asyncio.ensure_future(service.sync(requester, _EMPTY, pos, 10_000))
+    for _ in range(200):
+        await asyncio.sleep(0.01)
+        if computed:
+            break
+    await asyncio.sleep(0.05)  # the first pass had no news: the poll waits
+    assert not poll.done()
+    gc.collect()
+    assert computed[0]() is None, "a waiting long-poll kept its last computation"
+    notifier.advance(Stream.EVENTS, 1, ["@idle:example.test"])
+    response = await asyncio.wait_for(poll, 5)
+    assert response["lists"] == {"all": {"count": 0, "ops": []}}

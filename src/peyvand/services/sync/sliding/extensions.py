@@ -38,7 +38,7 @@ from collections.abc import Mapping, Sequence
 from collections.abc import Set as AbstractSet
 
 from peyvand.services.sync.sliding.ext_account_data import account_data_extension
-from peyvand.services.sync.sliding.ext_request import ExtensionsRequest, parse_extensions
+from peyvand.services.sync.sliding.ext_request import ExtensionsRequest
 from peyvand.services.sync.sliding.ext_to_device import InboxPages, ToDeviceExtension
 from peyvand.services.sync.sliding.sent_rooms import RoomStatuses, advance, live_out_of_view, split
 from peyvand.services.sync.streams import StreamToken
@@ -75,7 +75,7 @@ class SlidingExtensions:
         self,
         user_id: UserID,
         device_id: DeviceID,
-        request: Mapping[str, object],
+        wanted: ExtensionsRequest,
         since: StreamToken | None,
         upto: StreamToken,
         lists: Mapping[str, Sequence[RoomID]],
@@ -87,20 +87,20 @@ class SlidingExtensions:
         timelines: Mapping[RoomID, Sequence[str]] | None = None,
         expanded: AbstractSet[RoomID] = frozenset(),
     ) -> tuple[JsonDict, dict[str, RoomStatuses]]:
-        """The response's ``extensions`` object for the request's ``extensions`` (400 for a
-        malformed one), and what the connection holds after it of each room of the
-        ``account_data`` and ``receipts`` extensions (``sent_rooms``; ``sent`` is what
-        it held before). ``since`` is the connection's previous position (None for its
-        first response), ``upto`` the position now; ``lists`` the rooms in each list's
-        ranges and ``subscriptions`` the subscribed rooms. ``initial_rooms``: the rooms
-        this response sends as new to the connection (``initial``), which get their
-        current account data, receipts and typing rather than the changes since
-        ``since``. A disabled extension forgets what it sent: enabled again, it sends
-        every room's data anew. ``joined``: the rooms the user is joined to (the only
-        ones receipts and typing cover); ``timelines``: the event IDs of each room's
-        timeline in this response; ``expanded``: the rooms sent a longer timeline
-        (``unstable_expanded_timeline``), whose receipts are sent as a new room's."""
-        wanted = parse_extensions(request)
+        """The response's ``extensions`` object for the ``wanted`` extensions (the
+        request's, parsed once by ``parse_extensions``), and what the connection holds
+        after it of each room of the ``account_data`` and ``receipts`` extensions
+        (``sent_rooms``; ``sent`` is what it held before). ``since`` is the connection's
+        previous position (None for its first response), ``upto`` the position now;
+        ``lists`` the rooms in each list's ranges and ``subscriptions`` the subscribed
+        rooms. ``initial_rooms``: the rooms this response sends as new to the connection
+        (``initial``), which get their current account data, receipts and typing rather
+        than the changes since ``since``. A disabled extension forgets what it sent:
+        enabled again, it sends every room's data anew. ``joined``: the rooms the user is
+        joined to (the only ones receipts and typing cover); ``timelines``: the event IDs
+        of each room's timeline in this response; ``expanded``: the rooms sent a longer
+        timeline (``unstable_expanded_timeline``), whose receipts are sent as a new
+        room's."""
         held = sent or {}
         after: dict[str, RoomStatuses] = {}
         response: JsonDict = {}
@@ -140,11 +140,10 @@ class SlidingExtensions:
         return response, after
 
     def has_news(
-        self, request: Mapping[str, object], since: StreamToken | None, upto: StreamToken
+        self, wanted: ExtensionsRequest, since: StreamToken | None, upto: StreamToken
     ) -> bool:
-        """Whether an enabled extension may have news between ``since`` and ``upto``,
-        from positions alone (no reads; 400 for a malformed request)."""
-        wanted = parse_extensions(request)
+        """Whether an enabled extension of ``wanted`` may have news between ``since`` and
+        ``upto``, from positions alone (no reads)."""
         if since is None:
             return wanted.any_enabled()
         return _moved(wanted, since, upto)

@@ -8,7 +8,9 @@ A request names lists (windows over the user's rooms, filtered and sorted by
 (``connections.py``) names what it was sent. An incremental request with nothing new
 waits on the notifier, as /sync does, without touching the database: it is woken by any
 stream of the user's (not by events elsewhere on the server, even those landing while it
-computes), and answers only when its lists, rooms or extensions changed.
+computes), and answers only when its lists, rooms or extensions changed. While it waits it
+holds what it continues from (``_Poll``: the request's extensions parsed once), none of
+its last computation.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from peyvand.services.sync.sliding.connections import (
     ConnectionStore,
     Pos,
 )
+from peyvand.services.sync.sliding.ext_request import ExtensionsRequest, parse_extensions
 from peyvand.services.sync.sliding.extensions import carries_news
 from peyvand.services.sync.sliding.request import ListFilters, RoomParams, SlidingSyncRequest
 from peyvand.services.sync.sliding.room_lists import (
@@ -59,7 +62,7 @@ class Extensions(Protocol):
         self,
         user_id: UserID,
         device_id: DeviceID,
-        request: Mapping[str, object],
+        request: ExtensionsRequest,
         since: StreamToken | None,
         upto: StreamToken,
         lists: Mapping[str, Sequence[RoomID]],
@@ -73,8 +76,23 @@ class Extensions(Protocol):
     ) -> tuple[JsonDict, dict[str, RoomStatuses]]: ...
 
     def has_news(
-        self, request: Mapping[str, object], since: StreamToken | None, upto: StreamToken
+        self, request: ExtensionsRequest, since: StreamToken | None, upto: StreamToken
     ) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Poll:
+    """What a request holds across its passes (and while it waits): the connection it
+    continues and how long it may wait, never a pass's computation."""
+
+    key: ConnectionKey
+    # The connection position it continues (None: a new connection).
+    base: int | None
+    since: StreamToken | None
+    previous: ConnectionPosition
+    # The request's ``extensions``, parsed once for all passes.
+    extensions: ExtensionsRequest
+    deadline: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +133,8 @@ class SlidingSyncService:
         self._account_view = account_view
         self._responses = responses
         self._extensions = extensions
-        self._connections = connections or ConnectionStore()
+        # Not ``or``: an empty store is falsy (``len``).
+        self._connections = connections if connections is not None else ConnectionStore()
         self._filtering = filtering
         self._is_mine = is_mine
         self._is_partial = is_partial
@@ -132,13 +151,14 @@ class SlidingSyncService:
         to ``timeout_ms`` for news when there is none. 400 ``M_UNKNOWN_POS`` for a
         ``pos`` this server does not hold."""
         key: ConnectionKey = (requester.user_id, requester.device_id, request.conn_id or "")
+        wanted = parse_extensions(request.extensions)
         if pos is None:
             base, since, previous = None, None, self._connections.start(key)
         else:
             parsed = Pos.parse(pos)
             base, since = parsed.connection, parsed.token
             previous = self._connections.resume(key, parsed.connection)
-        deadline = self._clock() + timeout_ms / 1000
+        poll = _Poll(key, base, since, previous, wanted, self._clock() + timeout_ms / 1000)
         # A long-poll waits for a stream to move for this user (the notifier wakes a
         # user for their rooms' events and their own streams), never for the server's
         # token: on a busy server that moves during every computation. The waiter is
@@ -146,34 +166,16 @@ class SlidingSyncService:
         waiter: asyncio.Task[None] | None = None
         try:
             while True:
-                if since is not None and waiter is None and self._clock() < deadline:
+                if since is not None and waiter is None and self._clock() < poll.deadline:
                     waiter = asyncio.ensure_future(
-                        self._notifier.wait_for_user(requester.user_id, deadline - self._clock())
+                        self._notifier.wait_for_user(
+                            requester.user_id, poll.deadline - self._clock()
+                        )
                     )
                     await asyncio.sleep(0)  # the waiter's first step: it is registered
-                now = self._notifier.current_token
-                computed = await self._compute(requester, request, previous, since, now)
-                ext_news = self._extensions.has_news(request.extensions, since, now)
-                if since is None or computed.news or ext_news or self._clock() >= deadline:
-                    extensions, sent = await self._respond_extensions(
-                        requester, request, computed, previous, since, now
-                    )
-                    timed_out = self._clock() >= deadline
-                    # A room extension's statuses change also when a room out of view
-                    # missed changes (``sent_rooms``): that alone does not end the wait,
-                    # but the answer at its end must record it for the next request.
-                    if (
-                        since is None
-                        or computed.news
-                        or carries_news(extensions)
-                        or (timed_out and sent != previous.extensions)
-                    ):
-                        position = replace(computed.position, extensions=sent)
-                        number = self._connections.record(key, base, position)
-                        return _response(Pos(number, now), computed, extensions)
-                    if timed_out:
-                        assert base is not None
-                        return _response(Pos(base, now), computed, extensions)
+                answer = await self._answer(requester, request, poll)
+                if answer is not None:
+                    return answer
                 if waiter is None:  # the deadline passed while computing
                     continue
                 await waiter  # a stream moved for the user, or the deadline
@@ -182,10 +184,42 @@ class SlidingSyncService:
             if waiter is not None:
                 _end(waiter)
 
+    async def _answer(
+        self, requester: Requester, request: SlidingSyncRequest, poll: _Poll
+    ) -> JsonDict | None:
+        """One pass at the current token: the response, or None to wait for news (what
+        it computed is then dropped: a waiting long-poll holds none of it)."""
+        since, previous = poll.since, poll.previous
+        now = self._notifier.current_token
+        computed = await self._compute(requester, request, previous, since, now)
+        ext_news = self._extensions.has_news(poll.extensions, since, now)
+        if not (since is None or computed.news or ext_news or self._clock() >= poll.deadline):
+            return None
+        extensions, sent = await self._respond_extensions(
+            requester, poll.extensions, computed, previous, since, now
+        )
+        timed_out = self._clock() >= poll.deadline
+        # A room extension's statuses change also when a room out of view missed changes
+        # (``sent_rooms``): that alone does not end the wait, but the answer at its end
+        # must record it for the next request.
+        if (
+            since is None
+            or computed.news
+            or carries_news(extensions)
+            or (timed_out and sent != previous.extensions)
+        ):
+            position = replace(computed.position, extensions=sent)
+            number = self._connections.record(poll.key, poll.base, position)
+            return _response(Pos(number, now), computed, extensions)
+        if timed_out:
+            assert poll.base is not None
+            return _response(Pos(poll.base, now), computed, extensions)
+        return None
+
     async def _respond_extensions(
         self,
         requester: Requester,
-        request: SlidingSyncRequest,
+        wanted: ExtensionsRequest,
         computed: _Pass,
         previous: ConnectionPosition,
         since: StreamToken | None,
@@ -202,7 +236,7 @@ class SlidingSyncService:
         return await self._extensions.respond(
             requester.user_id,
             requester.device_id,
-            request.extensions,
+            wanted,
             since,
             now,
             computed.list_rooms,
