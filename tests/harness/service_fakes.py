@@ -1,5 +1,6 @@
 """Stand-ins for the collaborators of the services under unit test (``tests/services``):
-a room whose members are listed, and a notifier that records every wake-up."""
+a room whose members are listed, a notifier that records every wake-up, and the HTTP
+connection a long-poll came on."""
 
 from __future__ import annotations
 
@@ -42,3 +43,35 @@ class RecordingNotifier:
     ) -> None:
         self.woken.append((stream, position, set(user_ids).union(*audiences)))
         self.advanced.set()
+
+
+class FakeConnection:
+    """Stands for the HTTP connection a long-poll's request came on (the notifier's
+    ``ClientConnection``): ``lose()`` ends its waiting polls as the server's
+    ``connection_lost`` does; ``checks`` counts the ``gone`` checks."""
+
+    def __init__(self) -> None:
+        self.lost = False
+        self.polls: list[asyncio.Future[bool]] = []
+        self.checks = 0
+
+    def gone(self) -> bool:
+        self.checks += 1
+        return self.lost
+
+    def watch(self, future: asyncio.Future[bool]) -> bool:
+        if self.lost:
+            return False
+        self.polls.append(future)
+        return True
+
+    def unwatch(self, future: asyncio.Future[bool]) -> None:
+        if future in self.polls:
+            self.polls.remove(future)
+
+    def lose(self) -> None:
+        self.lost = True
+        polls, self.polls = self.polls, []
+        for future in polls:
+            if not future.done():
+                future.set_result(True)

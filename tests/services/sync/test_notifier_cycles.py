@@ -9,48 +9,20 @@ import asyncio
 import gc
 from collections.abc import Awaitable, Callable
 
+from harness.service_fakes import FakeConnection
 from peyvand.services.sync.notifier import ClientGone, Notifier, abandoned_when, serve_on
 from peyvand.services.sync.streams import Stream, StreamToken
 
 ALICE = "@alice:example.org"
 
 
-class _Request:
-    """Stands for the request a ``gone`` check refers to, and the connection it came on
-    (``ClientConnection``)."""
-
-    def __init__(self) -> None:
-        self.closed = False
-        self.polls: list[asyncio.Future[bool]] = []
-
-    def close(self) -> None:
-        self.closed = True
-        polls, self.polls = self.polls, []
-        for future in polls:
-            if not future.done():
-                future.set_result(True)
-
-    def gone(self) -> bool:
-        return self.closed
-
-    def watch(self, future: asyncio.Future[bool]) -> bool:
-        if self.closed:
-            return False
-        self.polls.append(future)
-        return True
-
-    def unwatch(self, future: asyncio.Future[bool]) -> None:
-        if future in self.polls:
-            self.polls.remove(future)
-
-
-async def _cycles_left(poll: Callable[[_Request], Awaitable[None]]) -> list[str]:
+async def _cycles_left(poll: Callable[[FakeConnection], Awaitable[None]]) -> list[str]:
     """Run ``poll`` with the collector off; the kinds of objects of interest that only
     the collector would then have freed."""
     gc.collect()
     gc.disable()
     try:
-        await poll(_Request())
+        await poll(FakeConnection())
         gc.set_debug(gc.DEBUG_SAVEALL)
         gc.collect()
     finally:
@@ -59,7 +31,7 @@ async def _cycles_left(poll: Callable[[_Request], Awaitable[None]]) -> list[str]
     left = [
         type(held).__qualname__
         for held in gc.garbage
-        if isinstance(held, (_Request, asyncio.Future, ClientGone))
+        if isinstance(held, (FakeConnection, asyncio.Future, ClientGone))
     ]
     gc.garbage.clear()
     return left
@@ -68,7 +40,7 @@ async def _cycles_left(poll: Callable[[_Request], Awaitable[None]]) -> list[str]
 async def test_a_woken_poll_leaves_no_cycle() -> None:
     notifier = Notifier(StreamToken())
 
-    async def poll(request: _Request) -> None:
+    async def poll(request: FakeConnection) -> None:
         serve_on(request)
         with abandoned_when(request.gone):
             waiting = asyncio.create_task(notifier.wait_for_user(ALICE, 10))
@@ -82,7 +54,7 @@ async def test_a_woken_poll_leaves_no_cycle() -> None:
 async def test_a_timed_out_poll_leaves_no_cycle() -> None:
     notifier = Notifier(StreamToken())
 
-    async def poll(request: _Request) -> None:
+    async def poll(request: FakeConnection) -> None:
         serve_on(request)
         with abandoned_when(request.gone):
             await asyncio.wait_for(notifier.wait_for_user(ALICE, 0.1), 5)
@@ -95,11 +67,11 @@ async def test_a_poll_whose_client_went_away_leaves_no_cycle() -> None:
 
     answered: list[str] = []
 
-    async def poll(request: _Request) -> None:
+    async def poll(request: FakeConnection) -> None:
         # As the API's handler does: the wait in the handler's own coroutine, ClientGone
         # caught around it; its connection is lost while it waits.
         serve_on(request)
-        asyncio.get_running_loop().call_later(0.05, request.close)
+        asyncio.get_running_loop().call_later(0.05, request.lose)
         with abandoned_when(request.gone):
             try:
                 await notifier.wait_for_user(ALICE, 5)

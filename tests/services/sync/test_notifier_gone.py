@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 
+from harness.service_fakes import FakeConnection
 from peyvand.services.sync.notifier import ClientGone, Notifier, abandoned_when, serve_on
 from peyvand.services.sync.streams import Stream, StreamToken
 
@@ -14,37 +15,7 @@ ALICE = "@alice:example.org"
 POLLS = 50
 
 
-class _Connection:
-    """Stands for the HTTP connection a request came on (``ClientConnection``)."""
-
-    def __init__(self) -> None:
-        self.lost = False
-        self.polls: list[asyncio.Future[bool]] = []
-        self.checks = 0
-
-    def gone(self) -> bool:
-        self.checks += 1
-        return self.lost
-
-    def watch(self, future: asyncio.Future[bool]) -> bool:
-        if self.lost:
-            return False
-        self.polls.append(future)
-        return True
-
-    def unwatch(self, future: asyncio.Future[bool]) -> None:
-        if future in self.polls:
-            self.polls.remove(future)
-
-    def lose(self) -> None:
-        self.lost = True
-        polls, self.polls = self.polls, []
-        for future in polls:
-            if not future.done():
-                future.set_result(True)
-
-
-async def _poll(notifier: Notifier, connection: _Connection, timeout_s: float = 10) -> str:
+async def _poll(notifier: Notifier, connection: FakeConnection, timeout_s: float = 10) -> str:
     """A request's long-poll on ``connection``, as the API's handlers wait."""
     serve_on(connection)
     with abandoned_when(connection.gone):
@@ -65,7 +36,7 @@ def _timers() -> int:
 async def test_a_lost_connection_ends_its_polls_at_once_and_only_those() -> None:
     notifier = Notifier(StreamToken())
     timers = _timers()
-    connections = [_Connection() for _ in range(POLLS)]
+    connections = [FakeConnection() for _ in range(POLLS)]
     polls = [asyncio.create_task(_poll(notifier, connection)) for connection in connections]
     await asyncio.sleep(0.2)
     assert not any(poll.done() for poll in polls)
@@ -93,7 +64,7 @@ async def test_a_lost_connection_ends_its_polls_at_once_and_only_those() -> None
 
 async def test_a_poll_on_a_lost_connection_ends_at_once() -> None:
     notifier = Notifier(StreamToken())
-    connection = _Connection()
+    connection = FakeConnection()
     connection.lost = True
     assert await asyncio.wait_for(_poll(notifier, connection), 1) == "gone"
     assert connection.checks == 1
@@ -102,7 +73,7 @@ async def test_a_poll_on_a_lost_connection_ends_at_once() -> None:
 
 async def test_a_bound_poll_still_ends_at_its_deadline() -> None:
     notifier = Notifier(StreamToken())
-    connection = _Connection()
+    connection = FakeConnection()
     loop = asyncio.get_running_loop()
     started = loop.time()
     assert await asyncio.wait_for(_poll(notifier, connection, 0.2), 5) == "woken"
@@ -113,7 +84,7 @@ async def test_a_bound_poll_still_ends_at_its_deadline() -> None:
 
 async def test_a_poll_outside_abandoned_when_is_not_bound() -> None:
     notifier = Notifier(StreamToken())
-    connection = _Connection()
+    connection = FakeConnection()
 
     async def poll() -> None:
         serve_on(connection)
