@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -48,22 +49,28 @@ def abandoned_in_log(server: HomeserverProcess, account: Account) -> bool:
     return f"long-poll of {account.user_id} abandoned" in server.log()
 
 
+async def drop_while_waiting(request: Awaitable[Any]) -> None:
+    """Send a long-poll ``request``, and cancel it once the server is waiting on it
+    (aiohttp closes the connection of a cancelled request)."""
+    poll = asyncio.ensure_future(request)
+    await asyncio.sleep(1.0)  # the server is waiting on it by now
+    done = poll.done()
+    poll.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await poll
+    assert not done, "the long-poll answered before its timeout"
+
+
 async def open_and_drop(base_url: str, path: str, account: Account, params: dict[str, str]) -> None:
     """Start a long-poll on a connection of its own, then close that connection."""
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as session:
-        poll = asyncio.create_task(
+        await drop_while_waiting(
             session.get(
                 f"{base_url}/_matrix/client/v3/{path}",
                 params=params,
                 headers={"Authorization": f"Bearer {account.access_token}"},
             )
         )
-        await asyncio.sleep(1.0)  # the server is waiting on it by now
-        done = poll.done()
-        poll.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await poll
-        assert not done, "the long-poll answered before its timeout"
 
 
 async def test_dropped_long_polls_stop_waiting(debug_homeserver: HomeserverProcess) -> None:
@@ -127,16 +134,11 @@ async def drop_and_time(
         async with session.get(f"{server.base_url}/_matrix/client/versions") as first:
             assert first.status == 200
             await first.read()
-        poll = asyncio.create_task(
+        await drop_while_waiting(
             session.request(
                 method, f"{server.base_url}{path}", headers=headers, params=params, json=body
             )
         )
-        await asyncio.sleep(1.0)  # the server is waiting on it by now
-        assert not poll.done(), "the long-poll answered before its timeout"
-        poll.cancel()  # aiohttp closes the connection of a cancelled request
-        with contextlib.suppress(asyncio.CancelledError):
-            await poll
         dropped = time.monotonic()
     while not abandoned_in_log(server, account):
         assert time.monotonic() - dropped < 10, "a dropped long-poll still waits"
