@@ -80,6 +80,11 @@ OPTION_DOCS: Final[Mapping[str, str]] = {
         "How users reach the operator (a URI such as 'mailto:admin@example.com'), sent with\n"
         "M_RESOURCE_LIMIT_EXCEEDED errors such as a full media quota. Unset by default."
     ),
+    "app_service_config_files": (
+        "Registration files (YAML) of the application services (bridges and bots) to attach,\n"
+        "as each bridge generates them. Relative to this file. Read at start and again on\n"
+        "SIGHUP; a file that does not check out stops the start (or keeps the old set)."
+    ),
     "database": "The database.",
     "database.url": (
         "'sqlite:///<path>' for the embedded SQLite database (a relative path is relative\n"

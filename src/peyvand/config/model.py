@@ -312,6 +312,8 @@ class Config:
     log_level: str = "INFO"
     # Contact URI given with M_RESOURCE_LIMIT_EXCEEDED errors ("mailto:admin@example.com").
     admin_contact: str | None = None
+    # Application service registration files (YAML), read at start and on SIGHUP.
+    app_service_config_files: tuple[Path, ...] = ()
 
     @property
     def base_url(self) -> str:

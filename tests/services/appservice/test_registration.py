@@ -1,0 +1,147 @@
+"""Registration files: what loads, and the error each bad file gets."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from peyvand.services.appservice.registration import (
+    RegistrationError,
+    load_registrations,
+    parse_registration,
+)
+from peyvand.services.appservice.registry import AppServiceRegistry
+from peyvand.types import ServerName
+
+SERVER = ServerName("example.org")
+
+
+def registration(**overrides: Any) -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "id": "telegram",
+        "url": "http://127.0.0.1:29317",
+        "as_token": "as-secret",
+        "hs_token": "hs-secret",
+        "sender_localpart": "telegrambot",
+        "namespaces": {
+            "users": [{"exclusive": True, "regex": "@telegram_.*:example\\.org"}],
+            "aliases": [{"exclusive": True, "regex": "#telegram_.*:example\\.org"}],
+            "rooms": [],
+        },
+        "de.sorunome.msc2409.push_ephemeral": True,
+        "org.matrix.msc3202": True,
+    }
+    info.update(overrides)
+    return info
+
+
+def write(tmp_path: Path, name: str, info: object) -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(info))
+    return path
+
+
+def test_a_generated_registration_loads(tmp_path: Path) -> None:
+    (service,) = load_registrations([write(tmp_path, "t.yaml", registration())], SERVER)
+    assert service.sender == "@telegrambot:example.org"
+    assert service.receive_ephemeral and service.msc3202 and not service.msc4190
+    assert service.rate_limited
+    assert service.is_exclusive_user("@telegram_123:example.org")
+    assert service.is_exclusive_user("@telegrambot:example.org")
+    assert not service.is_user_in_namespace("@alice:example.org")
+    # The regex must match the whole ID, not a part of it.
+    assert not service.is_user_in_namespace("@telegram_1:example.org.evil")
+    assert service.is_exclusive_alias("#telegram_chat:example.org")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"id": ""}, "'id' must be a non-empty string"),
+        ({"url": "ftp://x"}, "'url' must be an http(s) URL or null"),
+        ({"sender_localpart": "bad:name"}, "'sender_localpart' is not a valid user localpart"),
+        ({"namespaces": {"users": [{"exclusive": True, "regex": "("}]}}, "not a valid regular"),
+        ({"namespaces": {"users": [{"regex": "@a.*"}]}}, "exclusive must be true or false"),
+        ({"namespaces": {"groups": []}}, "unknown namespaces"),
+        ({"rate_limited": "no"}, "'rate_limited' must be true or false"),
+        ({"protocols": "telegram"}, "'protocols' must be a list of strings"),
+        ({"hs_token": "as-secret"}, "must differ"),
+    ],
+)
+def test_bad_fields_are_named(tmp_path: Path, overrides: dict[str, Any], message: str) -> None:
+    path = write(tmp_path, "bad.yaml", registration(**overrides))
+    with pytest.raises(RegistrationError, match=re.escape(message)) as caught:
+        load_registrations([path], SERVER)
+    assert str(path) in str(caught.value)
+
+
+def test_missing_fields_and_bad_yaml(tmp_path: Path) -> None:
+    info = registration()
+    del info["hs_token"]
+    with pytest.raises(RegistrationError, match="'hs_token' is required"):
+        parse_registration(info, SERVER)
+    path = tmp_path / "broken.yaml"
+    path.write_text("id: [unclosed")
+    with pytest.raises(RegistrationError, match="not valid YAML"):
+        load_registrations([path], SERVER)
+    with pytest.raises(RegistrationError, match="cannot be read"):
+        load_registrations([tmp_path / "absent.yaml"], SERVER)
+
+
+@pytest.mark.parametrize(
+    ("second", "message"),
+    [
+        (registration(as_token="other", hs_token="other-hs"), "'id' is the same"),
+        (registration(id="b", hs_token="other-hs"), "'as_token' is the same"),
+        (registration(id="b", as_token="b1", hs_token="b2"), "'sender_localpart' is the same"),
+        (
+            registration(
+                id="b",
+                as_token="b1",
+                hs_token="b2",
+                sender_localpart="telegram_bot",
+                namespaces={"users": [{"exclusive": True, "regex": "@tg_.*"}]},
+            ),
+            "claims the bot",
+        ),
+        (
+            registration(
+                id="b",
+                as_token="b1",
+                hs_token="b2",
+                sender_localpart="otherbot",
+                namespaces={
+                    "aliases": [{"exclusive": True, "regex": "#telegram_.*:example\\.org"}]
+                },
+            ),
+            "both claim the exclusive aliases namespace",
+        ),
+    ],
+)
+def test_registrations_must_not_collide(
+    tmp_path: Path, second: dict[str, Any], message: str
+) -> None:
+    paths = [write(tmp_path, "a.yaml", registration()), write(tmp_path, "b.yaml", second)]
+    with pytest.raises(RegistrationError, match=message):
+        load_registrations(paths, SERVER)
+
+
+def test_a_failed_reload_keeps_the_loaded_set(tmp_path: Path) -> None:
+    path = write(tmp_path, "a.yaml", registration())
+    registry = AppServiceRegistry([path], SERVER)
+    told: list[int] = []
+    registry.listeners.append(lambda services: told.append(len(services)))
+    path.write_text("id: [unclosed")
+    with pytest.raises(RegistrationError):
+        registry.reload()
+    assert registry.by_token("as-secret") is not None
+    path.write_text(yaml.safe_dump(registration(as_token="rotated")))
+    registry.reload()
+    assert registry.by_token("as-secret") is None
+    assert registry.by_token("rotated") is not None and told == [1]
+    assert registry.exclusive_owner_of_user("@telegram_9:example.org") is not None
+    assert registry.exclusive_owner_of_alias("#other:example.org") is None
