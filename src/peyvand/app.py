@@ -276,4 +276,5 @@ def _services(
         reports=compliance.reports,
         policy_lists=policy_lists,
         openid=OpenIdService(config.server_name, OpenIdTokenStore(db)),
+        appservices=local.appservices,
     )

@@ -11,6 +11,7 @@ from peyvand.config import Config
 from peyvand.events.signing import SigningKey
 from peyvand.federation.push_gateway import PushGatewayClient
 from peyvand.services.accounts.auth import AuthService
+from peyvand.services.appservice.registry import AppServiceRegistry
 from peyvand.services.e2ee.device_lists import DeviceListService
 from peyvand.services.e2ee.keys import E2eKeysService
 from peyvand.services.e2ee.to_device import ToDeviceService
@@ -117,6 +118,7 @@ class Local:
     to_device: ToDeviceService
     device_lists: DeviceListService
     e2e_keys: E2eKeysService
+    appservices: AppServiceRegistry
 
 
 def build_local(config: Config, db: Database, timeline: Timeline) -> Local:
@@ -124,6 +126,7 @@ def build_local(config: Config, db: Database, timeline: Timeline) -> Local:
     server_name = config.server_name
     state, notifier = timeline.state, timeline.notifier
     accounts = AccountStore(db)
+    appservices = AppServiceRegistry(config.app_service_config_files, server_name)
     auth = AuthService(config, accounts)
     account_data = AccountDataService(AccountDataStore(db), state, notifier)
     presence = PresenceService(
@@ -210,4 +213,5 @@ def build_local(config: Config, db: Database, timeline: Timeline) -> Local:
         to_device=to_device,
         device_lists=device_lists,
         e2e_keys=e2e_keys,
+        appservices=appservices,
     )
