@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from peyvand.services.appservice.registration import ApplicationService
 from peyvand.types import DeviceID, UserID
 
 
@@ -16,3 +17,6 @@ class Requester:
     is_admin: bool = False
     # A guest account (Client-Server API, "Guest Access").
     is_guest: bool = False
+    # Set when the request came with an application service's ``as_token`` (the user is
+    # its bot, or a namespace user it acts as with ``?user_id=``).
+    appservice: ApplicationService | None = None
