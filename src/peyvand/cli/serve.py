@@ -11,11 +11,14 @@ import ssl
 from aiohttp import web
 
 from peyvand.api.connections import HttpRunner
+from peyvand.api.context import SERVICES_KEY
 from peyvand.app import create_app
 from peyvand.cli.allocator import release_free_memory, use_one_arena
 from peyvand.cli.errors import CommandError
 from peyvand.config.model import Config
 from peyvand.federation.tls import server_ssl_context
+from peyvand.services.appservice.registration import RegistrationError, load_registrations
+from peyvand.services.appservice.registry import AppServiceRegistry
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +35,7 @@ async def serve(config: Config) -> None:
     """Start the web app on ``config.bind:config.port`` (and, when ``federation.port`` is
     set, over TLS on ``config.bind:federation.port``) and stop cleanly on a signal."""
     federation_tls = _federation_ssl_context(config)  # before anything starts: fail early
+    _check_appservices(config)
     gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
     use_one_arena()  # before the database's thread starts
     app = await create_app(config)
@@ -53,11 +57,29 @@ async def serve(config: Config) -> None:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, _reload_appservices, app[SERVICES_KEY].appservices)
         await stop.wait()
         logger.info("stopping: finishing in-flight requests")
     finally:
         await runner.cleanup()
     logger.info("stopped")
+
+
+def _check_appservices(config: Config) -> None:
+    """Refuse to start on a registration file that does not check out (the message names
+    the file and the field)."""
+    try:
+        load_registrations(config.app_service_config_files, config.server_name)
+    except RegistrationError as exc:
+        raise CommandError(f"application service registration: {exc}") from exc
+
+
+def _reload_appservices(registry: AppServiceRegistry) -> None:
+    """SIGHUP: read the registration files again; a bad one keeps the loaded set."""
+    try:
+        registry.reload()
+    except RegistrationError as exc:
+        logger.error("application services not reloaded, the loaded ones stay: %s", exc)
 
 
 def _federation_ssl_context(config: Config) -> ssl.SSLContext | None:
