@@ -43,6 +43,8 @@ Device = DeviceRow
 # and after a login issues a token for a device: to-device inboxes, device lists, keys.
 DevicesDeletedHook = Callable[[UserID, Sequence[str]], Awaitable[None]]
 DeviceCreatedHook = Callable[[UserID, DeviceID], Awaitable[None]]
+# Run after an account is deactivated (whether or not it had devices).
+DeactivatedHook = Callable[[UserID], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +120,7 @@ class AuthService:
         self.on_device_created: list[DeviceCreatedHook] = []
         # A renamed device: its display name is part of the device list others query.
         self.on_device_renamed: list[DeviceCreatedHook] = []
+        self.on_deactivated: list[DeactivatedHook] = []
 
     # Access tokens ("Using access tokens") --------------------------------------------
 
@@ -302,6 +305,8 @@ class AuthService:
         device_ids = [d.device_id for d in await self._accounts.get_devices(user_id)]
         self._forget_tokens(await self._accounts.deactivate_user(user_id))
         await self._devices_deleted(user_id, device_ids)
+        for hook in self.on_deactivated:
+            await hook(user_id)
 
     # Devices ("Device Management") -----------------------------------------------------
 
