@@ -9,6 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
+from peyvand.api.access_tokens import access_token
 from peyvand.api.container import Services
 from peyvand.api.context import SERVICES_KEY, RequestContext, json_response
 from peyvand.api.guest_access import guest_may_use
@@ -28,17 +29,6 @@ _CORS_HEADERS = {
 }
 
 _Middleware = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def _access_token(request: web.Request) -> str | None:
-    """Client-Server API "Using access tokens": Authorization header or query parameter."""
-    header = request.headers.get("Authorization")
-    if header is not None:
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise MatrixError(Errcode.MISSING_TOKEN, "Malformed Authorization header")
-        return token.strip()
-    return request.query.get("access_token")
 
 
 def _client_ip(request: web.Request) -> str:
@@ -107,7 +97,7 @@ def _wrap(route: Route, services: Services, limits: _Limits) -> _Middleware:
             return await route.handler(ctx)
         requester = None
         if route.auth != "none":
-            token = _access_token(request)
+            token = access_token(request)
             if token is not None:
                 requester = await services.auth.get_requester(token)
                 if requester.is_guest and route.auth == "required" and not guest_may_use(route):
