@@ -306,6 +306,29 @@ class AccountStore:
         )
         return None if row is None else _device(row)
 
+    async def upsert_device(
+        self, user_id: UserID, device_id: str, display_name: str | None
+    ) -> bool:
+        """Create a device without an access token (an application service managing its
+        users' devices), or rename it if it exists and ``display_name`` is given.
+        Returns whether the device was created."""
+        async with self._db.transaction() as txn:
+            created = await txn.fetch(
+                "INSERT INTO devices (user_id, device_id, display_name) VALUES ($1, $2, $3) "
+                "ON CONFLICT (user_id, device_id) DO NOTHING RETURNING device_id",
+                user_id,
+                device_id,
+                display_name,
+            )
+            if not created and display_name is not None:
+                await txn.execute(
+                    "UPDATE devices SET display_name = $3 WHERE user_id = $1 AND device_id = $2",
+                    user_id,
+                    device_id,
+                    display_name,
+                )
+        return bool(created)
+
     async def set_device_display_name(
         self, user_id: UserID, device_id: str, display_name: str | None
     ) -> None:
