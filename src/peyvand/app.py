@@ -148,6 +148,7 @@ def _lifecycle(
     lifecycle.add("receipts", Hooks(start=local.receipts.start))
     lifecycle.add("to-device", Hooks(start=local.to_device.start))
     lifecycle.add("device lists", Hooks(start=local.device_lists.start))
+    lifecycle.add("appservice bots", local.appservice_auth)
     if federation.edus is not None:
         lifecycle.add("federation EDUs", federation.edus)
     lifecycle.add("pushers", local.pusher_pool)
@@ -277,4 +278,5 @@ def _services(
         policy_lists=policy_lists,
         openid=OpenIdService(config.server_name, OpenIdTokenStore(db)),
         appservices=local.appservices,
+        appservice_auth=local.appservice_auth,
     )

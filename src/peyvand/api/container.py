@@ -23,6 +23,7 @@ from peyvand.services.accounts.profile import ProfileService
 from peyvand.services.accounts.registration import RegistrationService
 from peyvand.services.accounts.threepids import ThreepidService
 from peyvand.services.accounts.user_directory import UserDirectoryService
+from peyvand.services.appservice.auth import AppServiceAuth
 from peyvand.services.appservice.registry import AppServiceRegistry
 from peyvand.services.e2ee.device_lists import DeviceListService
 from peyvand.services.e2ee.key_backup import KeyBackupService
@@ -114,3 +115,4 @@ class Services:
     policy_lists: PolicyListService
     openid: OpenIdService
     appservices: AppServiceRegistry
+    appservice_auth: AppServiceAuth

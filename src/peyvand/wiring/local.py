@@ -11,6 +11,7 @@ from peyvand.config import Config
 from peyvand.events.signing import SigningKey
 from peyvand.federation.push_gateway import PushGatewayClient
 from peyvand.services.accounts.auth import AuthService
+from peyvand.services.appservice.auth import AppServiceAuth
 from peyvand.services.appservice.registry import AppServiceRegistry
 from peyvand.services.e2ee.device_lists import DeviceListService
 from peyvand.services.e2ee.keys import E2eKeysService
@@ -119,6 +120,7 @@ class Local:
     device_lists: DeviceListService
     e2e_keys: E2eKeysService
     appservices: AppServiceRegistry
+    appservice_auth: AppServiceAuth
 
 
 def build_local(config: Config, db: Database, timeline: Timeline) -> Local:
@@ -128,6 +130,9 @@ def build_local(config: Config, db: Database, timeline: Timeline) -> Local:
     accounts = AccountStore(db)
     appservices = AppServiceRegistry(config.app_service_config_files, server_name)
     auth = AuthService(config, accounts)
+    appservice_auth = AppServiceAuth(appservices, accounts)
+    auth.on_deactivated.append(appservice_auth.on_deactivated)
+    appservices.listeners.append(appservice_auth.on_reloaded)
     account_data = AccountDataService(AccountDataStore(db), state, notifier)
     presence = PresenceService(
         server_name, timeline.index, state, notifier, enabled=config.presence.enabled
@@ -214,4 +219,5 @@ def build_local(config: Config, db: Database, timeline: Timeline) -> Local:
         device_lists=device_lists,
         e2e_keys=e2e_keys,
         appservices=appservices,
+        appservice_auth=appservice_auth,
     )
