@@ -194,7 +194,12 @@ def _services(
         config=config,
         auth=local.auth,
         registration=RegistrationService(
-            config, local.accounts, local.auth, RegistrationTokenStore(db), rooms.guest_store
+            config,
+            local.accounts,
+            local.auth,
+            RegistrationTokenStore(db),
+            rooms.guest_store,
+            local.appservices,
         ),
         state=state,
         events=timeline.events,

@@ -1,7 +1,8 @@
 """``peyvand register-user``: create an account straight in the database.
 
 Uses the same services as the server (so the same username rules, password hashing and
-conflict checks apply), over a database connection of its own; the server may be running.
+conflict checks apply, and the appservices' exclusive namespaces are refused), over a
+database connection of its own; the server may be running.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from peyvand.config.model import Config
 from peyvand.errors import MatrixError
 from peyvand.services.accounts.auth import AuthService
 from peyvand.services.accounts.registration import RegistrationService
+from peyvand.services.appservice.registration import RegistrationError
+from peyvand.services.appservice.registry import AppServiceRegistry
 from peyvand.storage.accounts import AccountStore
 from peyvand.storage.guests import GuestStore
 from peyvand.storage.migrations import run_migrations
@@ -26,8 +29,12 @@ async def register_user(config: Config, localpart: str, password: str, *, admin:
         await run_migrations(db)
         accounts = AccountStore(db)
         auth = AuthService(config, accounts)
+        try:
+            appservices = AppServiceRegistry(config.app_service_config_files, config.server_name)
+        except RegistrationError as exc:
+            raise CommandError(str(exc)) from exc
         registration = RegistrationService(
-            config, accounts, auth, RegistrationTokenStore(db), GuestStore(db)
+            config, accounts, auth, RegistrationTokenStore(db), GuestStore(db), appservices
         )
         try:
             return await registration.register_user(localpart, password, admin)

@@ -24,6 +24,7 @@ from peyvand.errors import Errcode, MatrixError, bad_json, forbidden, not_found
 from peyvand.lru import LRU
 from peyvand.services.accounts.requester import Requester
 from peyvand.services.accounts.uia import PASSWORD, UserInteractiveAuth
+from peyvand.services.appservice.registration import ApplicationService
 from peyvand.storage.accounts import AccountStore, DeviceRow
 from peyvand.storage.errors import NotFoundError
 from peyvand.types import DeviceID, JsonDict, UserID
@@ -243,6 +244,39 @@ class AuthService:
         user_id = await self.check_password(user, password)
         return await self.create_session(user_id, device_id, display_name, ip)
 
+    async def login_as_appservice_user(
+        self,
+        appservice: ApplicationService,
+        user: str,
+        *,
+        device_id: str | None,
+        display_name: str | None,
+        ip: str | None,
+    ) -> Session:
+        """POST /login with ``m.login.application_service``, the request authenticated by
+        the appservice's ``as_token`` (Application Service API, "Server admin style
+        permissions"): a session for a registered, active user of its namespaces (or its
+        bot), without a password. 400 M_EXCLUSIVE outside them, 403 M_FORBIDDEN for a user
+        never registered. An appservice that manages its users' devices itself (MSC4190)
+        gets 400 M_APPSERVICE_LOGIN_UNSUPPORTED, as in Synapse: it creates devices with
+        PUT /devices/{deviceId} instead."""
+        if appservice.msc4190:
+            raise MatrixError(
+                Errcode.APPSERVICE_LOGIN_UNSUPPORTED,
+                "This application service manages its devices (MSC4190): it cannot log in",
+            )
+        user_id = self.qualify(user)
+        if not appservice.is_user_in_namespace(user_id):
+            raise MatrixError(
+                Errcode.EXCLUSIVE, "This user is outside the application service's namespaces"
+            )
+        row = await self._accounts.get_user(user_id)
+        if row is None:
+            raise forbidden("The application service has not registered this user")
+        if row.deactivated:
+            raise MatrixError(Errcode.USER_DEACTIVATED, "This account has been deactivated")
+        return await self.create_session(row.user_id, device_id, display_name, ip)
+
     async def logout(self, requester: Requester) -> None:
         """Revoke the requester's token and delete its device (a device-less session,
         from "login as a user", has none: nothing else changes)."""
@@ -328,6 +362,19 @@ class AuthService:
             raise not_found("Device not found") from None
         for hook in self.on_device_renamed:
             await hook(user_id, DeviceID(device_id))
+
+    async def upsert_device(
+        self, user_id: UserID, device_id: str, display_name: str | None
+    ) -> bool:
+        """PUT /devices/{deviceId} by an application service (Application Service API,
+        "Device management", MSC4190): create the device, without an access token, or
+        rename it. Returns whether it was created."""
+        created = await self._accounts.upsert_device(user_id, device_id, display_name)
+        if created or display_name is not None:
+            hooks = self.on_device_created if created else self.on_device_renamed
+            for hook in hooks:
+                await hook(user_id, DeviceID(device_id))
+        return created
 
     async def delete_devices(self, user_id: UserID, device_ids: Sequence[str]) -> None:
         """Delete devices and log them out; unknown device IDs are ignored (as Synapse)."""

@@ -19,6 +19,12 @@ localpart as ``username`` upgrades them in place. Usernames are lower-cased and 
 the localpart grammar for new users (Appendices, "User Identifiers"); like Synapse we
 reserve localparts starting with ``_`` (application services) and purely numeric ones
 (guests).
+
+Application services (Application Service API, "Server admin style permissions")
+register the users of their namespaces with ``m.login.application_service`` and their
+``as_token``: no UIA, no password, even when registration is closed. No one else may
+register a user ID in an appservice's exclusive namespace (400 M_EXCLUSIVE, also from
+GET /register/available).
 """
 
 from __future__ import annotations
@@ -33,6 +39,8 @@ from peyvand.config import Config
 from peyvand.errors import Errcode, MatrixError, forbidden, invalid_param, not_found
 from peyvand.services.accounts.auth import AuthService, Session, check_new_password
 from peyvand.services.accounts.uia import DUMMY, REGISTRATION_TOKEN, Flows, StageChecker
+from peyvand.services.appservice.registration import ApplicationService
+from peyvand.services.appservice.registry import AppServiceRegistry
 from peyvand.storage.accounts import AccountStore
 from peyvand.storage.errors import ConflictError
 from peyvand.storage.guests import GuestStore
@@ -80,12 +88,14 @@ class RegistrationService:
         auth: AuthService,
         tokens: RegistrationTokenStore,
         guests: GuestStore,
+        appservices: AppServiceRegistry,
     ) -> None:
         self._config = config
         self._accounts = accounts
         self._auth = auth
         self._tokens = tokens
         self._guests = guests
+        self._appservices = appservices
 
     async def enabled(self) -> bool:
         """Whether anyone can register at all (openly or with a token)."""
@@ -204,12 +214,14 @@ class RegistrationService:
             raise invalid_param("expiry_time must not be in the past")
 
     async def check_username(self, username: str) -> UserID:
-        """The user ID for ``username``; M_INVALID_USERNAME or M_USER_IN_USE if unusable."""
+        """The user ID for ``username``; M_INVALID_USERNAME, M_EXCLUSIVE or M_USER_IN_USE if
+        unusable."""
         if not username or not is_valid_localpart(username):
             raise MatrixError(
                 Errcode.INVALID_USERNAME,
                 "User ID can only contain characters a-z, 0-9, or '=_-./+'",
             )
+        self._check_not_exclusive(UserID(f"@{username}:{self._config.server_name}"), None)
         if username.startswith("_"):
             raise MatrixError(Errcode.INVALID_USERNAME, "User ID may not begin with '_'")
         if username.isdigit():
@@ -295,6 +307,61 @@ class RegistrationService:
         if inhibit_login:
             return user_id, None
         return user_id, await self._auth.create_session(user_id, device_id, display_name, ip)
+
+    async def register_appservice_user(
+        self,
+        appservice: ApplicationService,
+        username: str | None,
+        *,
+        device_id: str | None,
+        display_name: str | None,
+        inhibit_login: bool,
+        ip: str | None,
+    ) -> tuple[UserID, Session | None]:
+        """POST /register with ``m.login.application_service`` by ``appservice``
+        (Application Service API, "Server admin style permissions"): a passwordless
+        account for ``username`` in its user namespaces (or its bot), logged in unless
+        ``inhibit_login``. 400 M_EXCLUSIVE outside them or inside another appservice's
+        exclusive one, M_USER_IN_USE if taken; an appservice that manages its devices
+        itself (MSC4190) must inhibit the login (400 M_APPSERVICE_LOGIN_UNSUPPORTED, as
+        the spec asks of servers without the legacy login API, and as Synapse)."""
+        if username is None:
+            raise MatrixError(Errcode.MISSING_PARAM, "Missing parameter: username")
+        if appservice.msc4190 and not inhibit_login:
+            raise MatrixError(
+                Errcode.APPSERVICE_LOGIN_UNSUPPORTED,
+                "This application service manages its devices (MSC4190): "
+                "inhibit_login must be true",
+            )
+        user_id = UserID(f"@{username}:{self._config.server_name}")
+        if not is_valid_localpart(username) or len(user_id.encode()) > _MAX_USER_ID_BYTES:
+            raise MatrixError(Errcode.INVALID_USERNAME, "Invalid user ID localpart")
+        if not appservice.is_user_in_namespace(user_id):
+            raise MatrixError(
+                Errcode.EXCLUSIVE, "This user ID is outside the application service's namespaces"
+            )
+        self._check_not_exclusive(user_id, appservice)
+        try:
+            await self._accounts.create_user(
+                user_id, None, is_admin=False, created_ts=self._auth.now_ms()
+            )
+        except ConflictError:
+            raise MatrixError(Errcode.USER_IN_USE, "User ID already taken") from None
+        if inhibit_login:
+            return user_id, None
+        return user_id, await self._auth.create_session(user_id, device_id, display_name, ip)
+
+    def _check_not_exclusive(self, user_id: UserID, allowed: ApplicationService | None) -> None:
+        """400 M_EXCLUSIVE if an appservice other than ``allowed`` claims ``user_id``
+        exclusively."""
+        if any(
+            service.is_exclusive_user(user_id)
+            for service in self._appservices.services
+            if allowed is None or service.id != allowed.id
+        ):
+            raise MatrixError(
+                Errcode.EXCLUSIVE, "This user ID is reserved by an application service"
+            )
 
     async def register_guest(
         self, *, device_id: str | None, display_name: str | None, ip: str | None
