@@ -9,7 +9,7 @@ import orjson
 from aiohttp import web
 
 from peyvand.api.container import Services
-from peyvand.api.validation import Body
+from peyvand.api.validation import Body, query_int
 from peyvand.errors import Errcode, MatrixError
 from peyvand.events.json_input import (
     MAX_FEDERATION_DEPTH,
@@ -57,6 +57,22 @@ class RequestContext:
         if self._origin is None:
             raise MatrixError(Errcode.UNAUTHORIZED, "Missing X-Matrix authorization")
         return self._origin
+
+    @property
+    def origin_server_ts(self) -> int | None:
+        """The ``origin_server_ts`` an application service asks for the event a request
+        creates (Application Service API, "Timestamp massaging": the ``ts`` query
+        parameter, on ``/send`` and ``/state``), or None for "now". Ignored for other
+        requesters, as Synapse; 400 M_INVALID_PARAM unless an integer from 0 to the
+        canonical JSON maximum."""
+        if self.requester is None or self.requester.appservice is None:
+            return None
+        raw = self.request.query.get("ts")
+        if raw is None:
+            return None
+        if not raw:
+            raise MatrixError(Errcode.INVALID_PARAM, "'ts' must be an integer")
+        return query_int(self.request.query, "ts", 0)
 
     @property
     def path(self) -> Mapping[str, str]:

@@ -18,6 +18,7 @@ from peyvand.api.routing import CLIENT_PREFIXES, CLIENT_V3, LimitClass, Route, R
 from peyvand.errors import Errcode, MatrixError
 from peyvand.events.json_input import NotJson, UnacceptableJson, parse_federation_json
 from peyvand.federation.request_auth import parse_authorization
+from peyvand.services.accounts.requester import Requester
 from peyvand.types import ServerName
 
 logger = logging.getLogger(__name__)
@@ -88,6 +89,20 @@ def _check_parameters(request: web.Request) -> None:
         raise MatrixError(Errcode.INVALID_PARAM, "Parameters must not contain U+0000")
 
 
+async def _requester(services: Services, token: str, request: web.Request) -> Requester:
+    """Who ``token`` is: an application service (its ``as_token``, Application Service API
+    "Identity assertion", with ``user_id`` and ``device_id`` from the query), else the
+    owner of the access token."""
+    requester = await services.appservice_auth.get_requester(token, request.query)
+    return requester if requester is not None else await services.auth.get_requester(token)
+
+
+def _is_rate_limited(requester: Requester | None) -> bool:
+    """An application service registered with ``rate_limited: false`` is never limited
+    (Application Service API, "Registration")."""
+    return requester is None or requester.appservice is None or requester.appservice.rate_limited
+
+
 def _wrap(route: Route, services: Services, limits: _Limits) -> _Middleware:
     async def handle(request: web.Request) -> web.StreamResponse:
         _check_parameters(request)
@@ -99,14 +114,14 @@ def _wrap(route: Route, services: Services, limits: _Limits) -> _Middleware:
         if route.auth != "none":
             token = access_token(request)
             if token is not None:
-                requester = await services.auth.get_requester(token)
+                requester = await _requester(services, token, request)
                 if requester.is_guest and route.auth == "required" and not guest_may_use(route):
                     raise MatrixError(
                         Errcode.GUEST_ACCESS_FORBIDDEN, "Guest access is not allowed here"
                     )
             elif route.auth == "required":
                 raise MatrixError(Errcode.MISSING_TOKEN, "Missing access token")
-        if limits.enabled and route.rate_limited:
+        if limits.enabled and route.rate_limited and _is_rate_limited(requester):
             limit_class = (
                 route.limit_class
                 if route.limit_class_of is None

@@ -224,7 +224,7 @@ async def send_message(ctx: RequestContext) -> web.Response:
     content = await _content(ctx)
     user = ctx.user
     event_type = ctx.path["eventType"]
-    spec = EventSpec(event_type, content)
+    spec = EventSpec(event_type, content, origin_server_ts=ctx.origin_server_ts)
     ctx.services.disappearing.check_client_event(spec)
     event = await ctx.services.events.send(
         room_id,
@@ -244,7 +244,9 @@ async def post_message(ctx: RequestContext) -> web.Response:
     """POST /_matrix/client/v3/rooms/{roomId}/send/{eventType}: a send without a
     transaction ID (not in the spec, which only has the PUT; Synapse and sytest use it),
     so a retry sends again."""
-    spec = EventSpec(ctx.path["eventType"], await _content(ctx))
+    spec = EventSpec(
+        ctx.path["eventType"], await _content(ctx), origin_server_ts=ctx.origin_server_ts
+    )
     ctx.services.disappearing.check_client_event(spec)
     event = await ctx.services.events.send(_room_id(ctx), ctx.user.user_id, spec)
     return json_response({"event_id": event.pdu.event_id})
@@ -269,7 +271,9 @@ async def upgrade_room(ctx: RequestContext) -> web.Response:
 async def _put_state(ctx: RequestContext, state_key: str) -> web.Response:
     room_id = _room_id(ctx)
     content = await _content(ctx)
-    spec = EventSpec(ctx.path["eventType"], content, state_key)
+    spec = EventSpec(
+        ctx.path["eventType"], content, state_key, origin_server_ts=ctx.origin_server_ts
+    )
     ctx.services.disappearing.check_client_event(spec)
     event_id = await ctx.services.state_events.put_state(room_id, ctx.user.user_id, spec)
     return json_response({"event_id": event_id})

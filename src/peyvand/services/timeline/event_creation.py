@@ -93,6 +93,9 @@ class EventSpec:
     content: Mapping[str, Any]
     state_key: str | None = None
     redacts: EventID | None = None
+    # Set by an application service's ``?ts=`` (Application Service API, "Timestamp
+    # massaging"); None: now. It does not change the event's place in the DAG.
+    origin_server_ts: int | None = None
 
 
 def _redacts(spec: EventSpec) -> EventID | None:
@@ -441,6 +444,7 @@ class EventCreationService:
             prev_events=prev_events,
             auth_events=auth_events,
             depth=snapshot.depth + 1,
+            origin_server_ts=spec.origin_server_ts,
             cited_hashes=await cited_hashes(self._state, version, [*prev_events, *auth_events]),
         )
 
