@@ -13,14 +13,15 @@ keep increasing across restarts without storing anything (a change takes positio
 Federation: ``set_remote_typing`` applies a typing notification received from another
 server (its user expires like a local one); ``listeners`` hear every local start (also a
 repeated one, which moves the deadline) and stop, and every expiry, so they can be sent
-to the other servers in the room.
+to the other servers in the room; ``change_hooks`` hear every change of a room's set,
+local or remote, with its position (application services).
 """
 
 from __future__ import annotations
 
 import heapq
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from collections.abc import Set as AbstractSet
 
 from peyvand.background import BackgroundTask, periodic
@@ -40,6 +41,8 @@ EXPIRY_TICK_SECONDS = 1.0
 # Called with (room, user, typing) after a local user starts or stops typing, and after
 # any user's typing expires.
 TypingListener = Callable[[RoomID, UserID, bool], Awaitable[None]]
+# Called with the rooms whose typing set changed (local or remote) and their position.
+TypingChangeHook = Callable[[Sequence[RoomID], int], None]
 
 
 def _wall_clock_ms() -> int:
@@ -69,6 +72,7 @@ class TypingService:
         self._deadlines: list[tuple[float, RoomID, UserID]] = []
         self._expiry: BackgroundTask | None = None
         self.listeners: list[TypingListener] = []
+        self.change_hooks: list[TypingChangeHook] = []
 
     @property
     def current_position(self) -> int:
@@ -165,10 +169,14 @@ class TypingService:
     async def _changed(self, room_ids: Iterable[RoomID]) -> None:
         """Give the rooms' changes the next position and wake their joined members."""
         self._position = max(self._position + 1, self._wall_clock_ms())
+        changed = list(room_ids)
+        for room_id in changed:
+            self._changed_at[room_id] = self._position
+        for hook in self.change_hooks:
+            hook(changed, self._position)
         # Each room's joined users as its snapshot keeps them, read in place (no copy).
         members: list[AbstractSet[UserID]] = []
-        for room_id in room_ids:
-            self._changed_at[room_id] = self._position
+        for room_id in changed:
             room = await self._state.get_room(room_id)
             if room is not None:
                 members.append(room.joined_view())
