@@ -73,6 +73,8 @@ MANY_CHANGES: Final = 256
 PresenceListener = Callable[[Sequence["UserPresence"]], Awaitable[None]]
 # Called with (room, user) joins, a sweep's worth at a time.
 JoinListener = Callable[[Sequence[tuple[RoomID, UserID]]], Awaitable[None]]
+# Called with the users (local or remote) whose notable presence changed.
+ChangeHook = Callable[[Sequence[UserID]], None]
 
 
 def _wall_clock_ms() -> int:
@@ -146,6 +148,8 @@ class PresenceService:
         # Called by the sweep with the joins since the last one (federation: a server
         # newly sharing a room gets the presence of the local members).
         self.join_listeners: list[JoinListener] = []
+        # Told of every change (application services, MSC2409).
+        self.change_hooks: list[ChangeHook] = []
 
     @property
     def current_position(self) -> int:
@@ -272,6 +276,23 @@ class PresenceService:
             _legacy((self._users.get(u) or UserPresence(u)).event(now)) for u in sorted(members)
         ]
 
+    def changed_since(self, since: int) -> list[tuple[UserID, int]]:
+        """(user, position) of each user whose latest change is after presence position
+        ``since``, oldest first (nothing with presence off)."""
+        changed: list[tuple[UserID, int]] = []
+        for user_id in reversed(self._changed) if self.enabled else ():
+            position = self._changed[user_id]
+            if position <= since:
+                break
+            changed.append((user_id, position))
+        changed.reverse()
+        return changed
+
+    def events_of(self, user_ids: Iterable[UserID]) -> list[JsonDict]:
+        """The ``m.presence`` events of ``user_ids`` (offline for those never seen)."""
+        now = self._now()
+        return [(self._users.get(u) or UserPresence(u)).event(now) for u in user_ids]
+
     async def _shares_any(self, user_id: UserID, rooms: set[RoomID]) -> bool:
         """Whether ``user_id`` is joined to one of ``rooms`` (their rooms, not the
         reader's, are walked: a changed user's rooms are few next to a reader's)."""
@@ -392,6 +413,8 @@ class PresenceService:
             self._changed[entry.user_id] = self._position
             woken.update(await self._local_users_sharing_rooms(entry.user_id))
         self._notifier.advance(Stream.PRESENCE, self._position, woken)
+        for hook in self.change_hooks:
+            hook([entry.user_id for entry in changed])
         local = [entry for entry in changed if self._is_local(entry.user_id)]
         for listener in self.listeners if local else ():
             try:
