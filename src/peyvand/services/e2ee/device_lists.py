@@ -40,6 +40,8 @@ _LEFT = ("leave", "ban")
 
 # Called with (user, device IDs) after a local user's devices were created or deleted.
 DevicesListener = Callable[[UserID, Sequence[str]], Awaitable[None]]
+# Called with each user whose device list changed (application services, MSC3202).
+ChangeHook = Callable[[UserID], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +79,7 @@ class DeviceListService:
         self._log_only_to: list[UserID | None] = []
         self._log_floor = 0
         self.device_listeners: list[DevicesListener] = []
+        self.change_hooks: list[ChangeHook] = []
 
     async def start(self) -> None:
         """Resume the stream at its stored position."""
@@ -110,6 +113,8 @@ class DeviceListService:
                 self._log_floor = self._log_positions[cut - 1]
                 del self._log_positions[:cut], self._log_users[:cut], self._log_only_to[:cut]
             self._notifier.advance(Stream.DEVICE_LISTS, position, wake)
+        for hook in self.change_hooks:
+            hook(user_id)
 
     async def on_devices_deleted(self, user_id: UserID, device_ids: Sequence[str]) -> None:
         """A deleted device is a device list change ("Tracking the device list")."""

@@ -176,6 +176,8 @@ class E2eKeysService:
         self.remote_keys: RemoteKeys | None = None
         self.device_keys_listeners: list[DeviceKeysListener] = []
         self.cross_signing_listeners: list[CrossSigningListener] = []
+        # Told the devices whose one-time or fallback keys changed (application services).
+        self.counts_hooks: list[Callable[[Sequence[tuple[UserID, DeviceID]]], None]] = []
 
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
@@ -218,9 +220,12 @@ class E2eKeysService:
 
     def _invalidate(self, devices: Iterable[tuple[UserID, DeviceID]]) -> None:
         self._version += 1
-        for key in devices:
+        changed = list(devices)
+        for key in changed:
             self._counts.pop(key)
             self._fallback.pop(key)
+        for hook in self.counts_hooks:
+            hook(changed)
 
     @asynccontextmanager
     async def _device_lock(self, key: tuple[UserID, DeviceID]) -> AsyncIterator[None]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 import orjson
@@ -49,6 +50,8 @@ DeviceKey = tuple[UserID, str]
 RemoteToDeviceSender = Callable[
     [UserID, str, Mapping[UserID, Mapping[str, JsonDict]]], Awaitable[None]
 ]
+# Called with the position and recipients of every stored send (application services).
+StoredHook = Callable[[int, AbstractSet[UserID]], None]
 # The sender device under which received EDUs' message IDs are recorded (local device IDs
 # are never empty), with the origin server as the "user".
 _FEDERATION_DEVICE = ""
@@ -90,6 +93,7 @@ class ToDeviceService:
         # The position up to which a device's inbox is known to be empty (acknowledged).
         self._empty_up_to: LRU[DeviceKey, int] = LRU(_KNOWN_EMPTY_CACHE)
         self.remote_sender: RemoteToDeviceSender | None = None
+        self.stored_hooks: list[StoredHook] = []
 
     async def start(self) -> None:
         """Resume the stream at its stored position."""
@@ -176,7 +180,10 @@ class ToDeviceService:
             self._position = position
             for row in rows:
                 self._newest[(row.user_id, row.device_id)] = position
-            self._notifier.advance(Stream.TO_DEVICE, position, {row.user_id for row in rows})
+            recipients = {row.user_id for row in rows}
+            self._notifier.advance(Stream.TO_DEVICE, position, recipients)
+            for hook in self.stored_hooks:
+                hook(position, recipients)
         return True
 
     async def for_sync(
