@@ -1,0 +1,359 @@
+"""One application service's transactions (Application Service API, "Pushing events"):
+its own queue and task, so a slow or dead appservice delays only itself.
+
+- Events go out in stream order, at most ``MAX_EVENTS_PER_TXN`` a transaction, with
+  the extras (ephemeral data, to-device messages, MSC3202 device lists and key counts)
+  ``AppServiceExtras.collect`` gives after the last position sent. First those the
+  database holds after the appservice's acknowledged position up to where the server
+  stood when the sender started (catch-up, filtered by interest), then those handed over
+  live. At most ``LIVE_QUEUE_MAX`` live events are queued: past that (an appservice
+  down for long) they are dropped and read again from the database.
+- A transaction is stored (``PendingTxn``: its ID and whole body) before it is sent and
+  sent again unchanged, same ID and content, until the appservice answers 200 (also
+  after a restart): the spec forbids altering a transaction on retries. The 200 deletes
+  it and moves the appservice's positions in one database transaction.
+- While the appservice fails, the same transaction is retried after 1 s, doubling up to
+  5 minutes (``retry_now`` cuts a wait short). ``status`` tells how it is going.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from itertools import islice
+from typing import Final, Literal
+
+from peyvand.background import BackgroundTask
+from peyvand.federation.appservice_client import AppServiceError, AppServiceTarget
+from peyvand.services.appservice.extras import AppServiceExtras
+from peyvand.services.appservice.interest import AppServiceInterest
+from peyvand.services.appservice.registration import ApplicationService
+from peyvand.storage.appservice_txns import AppServiceProgress, AppServiceTxnStore, PendingTxn
+from peyvand.storage.models import StoredEvent
+from peyvand.types import EventID, JsonDict
+
+__all__ = [
+    "INITIAL_BACKOFF",
+    "LIVE_QUEUE_MAX",
+    "MAX_BACKOFF",
+    "MAX_EVENTS_PER_TXN",
+    "AppServiceSender",
+    "SenderDeps",
+    "SenderStatus",
+]
+
+logger = logging.getLogger(__name__)
+
+# Synapse's MAX_PERSISTENT_EVENTS_PER_TRANSACTION, and its limit of ephemeral events and
+# to-device messages per transaction.
+MAX_EVENTS_PER_TXN: Final = 100
+MAX_EXTRAS_PER_TXN: Final = 100
+INITIAL_BACKOFF: Final = 1.0
+MAX_BACKOFF: Final = 300.0
+# Live events queued per appservice; past that they are read from the database.
+LIVE_QUEUE_MAX: Final = 10_000
+# Stored events read per catch-up query (those the appservice wants are kept).
+_CATCH_UP_PAGE: Final = 500
+
+State = Literal["up", "backing_off", "down", "no_url"]
+
+
+@dataclass(frozen=True, slots=True)
+class SenderStatus:
+    """How an appservice's transactions are going (the admin API shows it).
+
+    ``state``: ``up`` while the last attempt succeeded (or none failed yet),
+    ``backing_off`` after a failure, waiting to retry, and ``down`` once the wait has
+    grown to its cap; ``no_url`` for an appservice registered without a ``url``, which
+    gets no transactions. ``queue_length`` counts the events waiting in memory and in the
+    pending transaction; ``catching_up`` tells that more are read from the database.
+    """
+
+    appservice_id: str
+    url: str | None
+    state: State
+    events_position: int
+    last_txn_id: int
+    last_success_ts: int | None
+    queue_length: int
+    catching_up: bool
+    consecutive_failures: int
+    last_error: str | None
+    next_retry_ts: int | None
+
+    @classmethod
+    def without_sender(cls, appservice_id: str, url: str | None) -> SenderStatus:
+        """An appservice with no sender (no ``url``, or not started yet)."""
+        state: State = "no_url" if url is None else "up"
+        return cls(appservice_id, url, state, 0, 0, None, 0, False, 0, None, None)
+
+    def as_json(self) -> JsonDict:
+        return {
+            "id": self.appservice_id,
+            "url": self.url,
+            "state": self.state,
+            "events_position": self.events_position,
+            "last_txn_id": str(self.last_txn_id) if self.last_txn_id else None,
+            "last_success_ts": self.last_success_ts,
+            "queue_length": self.queue_length,
+            "catching_up": self.catching_up,
+            "consecutive_failures": self.consecutive_failures,
+            "last_error": self.last_error,
+            "next_retry_ts": self.next_retry_ts,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class SenderDeps:
+    """What every sender shares, provided by ``AppServiceTransactions``."""
+
+    store: AppServiceTxnStore
+    interest: AppServiceInterest
+    extras: AppServiceExtras
+    push: Callable[[AppServiceTarget, str, JsonDict], Awaitable[None]]
+    get_events: Callable[[Sequence[EventID]], Awaitable[Mapping[EventID, StoredEvent]]]
+    # The events in the client format (``unsigned.age`` and the rest), in order.
+    serialize: Callable[[Sequence[StoredEvent]], Awaitable[list[JsonDict]]]
+    now_ms: Callable[[], int]
+
+
+@dataclass(frozen=True, slots=True)
+class _Queued:
+    stream_ordering: int
+    event_id: EventID
+
+
+class AppServiceSender:
+    def __init__(
+        self,
+        appservice: ApplicationService,
+        progress: AppServiceProgress,
+        catch_up_to: int,
+        deps: SenderDeps,
+    ) -> None:
+        assert appservice.url is not None
+        self.appservice = appservice
+        self._target = AppServiceTarget(appservice.url, appservice.hs_token)
+        self._deps = deps
+        self._position = progress.events_position
+        self._extras_position = progress.extras_position
+        self._last_txn_id = progress.last_txn_id
+        self._last_success_ts = progress.last_success_ts
+        self._pending = progress.pending
+        # Catch-up: the database is read in (_read_to, _catch_up_to].
+        self._read_to = progress.pending.events_position if progress.pending else self._position
+        self._catch_up_to = max(catch_up_to, self._read_to)
+        # Every event up to here is queued or not wanted (the next txn may move past it).
+        self._seen_to = self._read_to
+        # The newest event taken into a transaction.
+        self._taken_to = self._read_to
+        self._backlog: deque[_Queued] = deque()
+        self._live: deque[_Queued] = deque()
+        # Set once the live queue is full: the newest position not queued.
+        self._overflow_to: int | None = None
+        self._extras_due = True
+        self._failures = 0
+        self._last_error: str | None = None
+        self._backoff = INITIAL_BACKOFF
+        self._next_retry_ms: int | None = None
+        self._wakeup = asyncio.Event()
+        self._retry = asyncio.Event()
+        self._task = BackgroundTask(f"appservice:{appservice.id}", self._run)
+
+    # -- control -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._task.start()
+        self._wakeup.set()
+
+    async def stop(self) -> None:
+        await self._task.stop()
+
+    def on_event(self, stream_ordering: int, event_id: EventID) -> None:
+        """A committed event the appservice is interested in (live, in stream order)."""
+        if stream_ordering <= self._catch_up_to:
+            return
+        if self._overflow_to is not None or len(self._live) >= LIVE_QUEUE_MAX:
+            self._overflow_to = stream_ordering
+        else:
+            self._live.append(_Queued(stream_ordering, event_id))
+        self._wakeup.set()
+
+    def on_seen(self, stream_ordering: int) -> None:
+        """Every committed event up to ``stream_ordering`` was offered to ``on_event``."""
+        if stream_ordering > self._catch_up_to:
+            self._seen_to = max(self._seen_to, stream_ordering)
+
+    def reread(self, stream_ordering: int) -> None:
+        """The events up to ``stream_ordering`` are to be read from the database (their
+        interest could not be decided live)."""
+        self._overflow_to = max(self._overflow_to or 0, stream_ordering)
+        self._wakeup.set()
+
+    def on_extras(self) -> None:
+        self._extras_due = True
+        self._wakeup.set()
+
+    def retry_now(self) -> bool:
+        """End a backoff wait now; False if the sender was not waiting to retry."""
+        if self._next_retry_ms is None:
+            return False
+        self._retry.set()
+        return True
+
+    def status(self) -> SenderStatus:
+        pending = self._pending.event_count if self._pending is not None else 0
+        state: State = "up"
+        if self._failures:
+            state = "down" if self._backoff >= MAX_BACKOFF else "backing_off"
+        return SenderStatus(
+            appservice_id=self.appservice.id,
+            url=self.appservice.url,
+            state=state,
+            events_position=self._position,
+            last_txn_id=self._last_txn_id,
+            last_success_ts=self._last_success_ts,
+            queue_length=len(self._backlog) + len(self._live) + pending,
+            catching_up=self._read_to < self._catch_up_to or self._overflow_to is not None,
+            consecutive_failures=self._failures,
+            last_error=self._last_error,
+            next_retry_ts=self._next_retry_ms,
+        )
+
+    # -- the loop ------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            try:
+                await self._drain()
+            except Exception:
+                # A database error: what was queued stays queued and is tried again.
+                logger.exception("transactions to appservice %s failed", self.appservice.id)
+                self._last_error = "internal error (see the server log)"
+                await self._wait_backoff()
+                self._wakeup.set()
+
+    async def _drain(self) -> None:
+        while True:
+            txn = self._pending if self._pending is not None else await self._build()
+            if txn is None:
+                return
+            await self._deliver(txn)
+
+    async def _build(self) -> PendingTxn | None:
+        """The next transaction, stored as pending; None when there is nothing to send."""
+        queued = await self._peek(MAX_EVENTS_PER_TXN)
+        extras = None
+        if queued or self._extras_due:
+            self._extras_due = False
+            extras = await self._deps.extras.collect(
+                self.appservice, self._extras_position, MAX_EXTRAS_PER_TXN
+            )
+        if not queued and (extras is None or extras.count == 0):
+            if extras is not None:
+                self._extras_position = extras.position
+            return None
+        found = await self._deps.get_events([q.event_id for q in queued])
+        events = [found[q.event_id] for q in queued if q.event_id in found]
+        body: JsonDict = {"events": await self._deps.serialize(events)}
+        if extras is not None:
+            body.update(extras.fields)
+        drained = len(queued) == len(self._backlog) + len(self._live)
+        if drained and self._read_to >= self._catch_up_to and self._overflow_to is None:
+            position = max(self._seen_to, queued[-1].stream_ordering if queued else 0)
+        else:
+            position = queued[-1].stream_ordering if queued else self._position
+        txn = PendingTxn(
+            txn_id=self._last_txn_id + 1,
+            body=body,
+            events_position=max(position, self._position),
+            extras_position=extras.position if extras is not None else self._extras_position,
+            event_count=len(events),
+        )
+        await self._deps.store.store_pending(self.appservice.id, txn)
+        self._last_txn_id = txn.txn_id
+        self._pending = txn
+        self._take(len(queued))
+        if queued:
+            self._taken_to = queued[-1].stream_ordering
+        if extras is not None and extras.count >= MAX_EXTRAS_PER_TXN:
+            self._extras_due = True
+        return txn
+
+    async def _peek(self, limit: int) -> list[_Queued]:
+        """The first ``limit`` events waiting: those caught up on from the database
+        first, then the live ones."""
+        if self._overflow_to is not None:
+            # The live queue overflowed: it and what came since are read from the
+            # database, after what is already queued from there.
+            self._live.clear()
+            self._read_to = max(self._read_to, self._taken_to)
+            self._catch_up_to = max(self._catch_up_to, self._overflow_to)
+            self._overflow_to = None
+        while len(self._backlog) < limit and self._read_to < self._catch_up_to:
+            await self._read_backlog()
+        found = list(islice(self._backlog, limit))
+        if len(found) < limit and self._read_to >= self._catch_up_to:
+            found.extend(islice(self._live, limit - len(found)))
+        return found
+
+    def _take(self, count: int) -> None:
+        for _ in range(count):
+            (self._backlog if self._backlog else self._live).popleft()
+
+    async def _read_backlog(self) -> None:
+        """The next page of stored events, those the appservice wants kept."""
+        rows = await self._deps.store.events_after(self._read_to, self._catch_up_to, _CATCH_UP_PAGE)
+        interest = self._deps.interest
+        for row in rows:
+            if await interest.is_interested(
+                self.appservice, row.room_id, row.sender, row.type, row.state_key
+            ):
+                self._backlog.append(_Queued(row.stream_ordering, row.event_id))
+        self._read_to = rows[-1].stream_ordering if rows else self._catch_up_to
+        self._seen_to = max(self._seen_to, self._read_to)
+
+    async def _deliver(self, txn: PendingTxn) -> None:
+        """Send ``txn`` until the appservice answers 200, then acknowledge it."""
+        while True:
+            try:
+                await self._deps.push(self._target, str(txn.txn_id), txn.body)
+                break
+            except AppServiceError as exc:
+                self._failures += 1
+                self._last_error = str(exc)
+                logger.info(
+                    "transaction %d to appservice %s failed (%s): retrying in %.0f s",
+                    txn.txn_id,
+                    self.appservice.id,
+                    exc,
+                    self._backoff,
+                )
+                await self._wait_backoff()
+        now = self._deps.now_ms()
+        await self._deps.store.acknowledge(self.appservice.id, txn, now)
+        self._pending = None
+        self._position = txn.events_position
+        self._extras_position = txn.extras_position
+        self._last_success_ts = now
+        self._failures = 0
+        self._last_error = None
+        self._backoff = INITIAL_BACKOFF
+        if txn.extras_position is not None:
+            await self._deps.extras.acknowledged(self.appservice, txn.extras_position)
+
+    async def _wait_backoff(self) -> None:
+        """Wait the current backoff (or until ``retry_now``), then double it."""
+        delay = self._backoff
+        self._next_retry_ms = self._deps.now_ms() + int(delay * 1000)
+        self._retry.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._retry.wait(), delay)
+        self._next_retry_ms = None
+        self._backoff = min(self._backoff * 2, MAX_BACKOFF)

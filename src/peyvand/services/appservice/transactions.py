@@ -1,0 +1,183 @@
+"""Events pushed to every application service (Application Service API, "Pushing
+events"), each through its own ``AppServiceSender``.
+
+- Committed events reach ``on_persisted`` (a dispatcher listener); one routing task
+  offers each, in stream order, to the senders of the appservices interested in it
+  (``AppServiceInterest``, no query once a room is known). Backfilled history (negative
+  positions) is not pushed, nor are events of appservices without a ``url``.
+- At start each appservice catches up from its stored position to the newest committed
+  event; one seen for the first time starts at the newest event (no history flood).
+- A registry reload (``on_registrations``) starts senders for the appservices added,
+  stops those removed (their stored position is kept) and restarts the changed ones.
+- ``status`` and ``retry_now`` serve the admin API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+from peyvand.background import BackgroundTask
+from peyvand.services.appservice.registration import ApplicationService
+from peyvand.services.appservice.registry import AppServiceRegistry
+from peyvand.services.appservice.sender import AppServiceSender, SenderDeps, SenderStatus
+from peyvand.storage.models import EventToPersist
+
+__all__ = ["AppServiceTransactions"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class _Reload:
+    services: tuple[ApplicationService, ...]
+
+
+class AppServiceTransactions:
+    def __init__(
+        self,
+        registry: AppServiceRegistry,
+        deps: SenderDeps,
+        *,
+        max_position: Callable[[], Awaitable[int]],
+    ) -> None:
+        self._registry = registry
+        self._deps = deps
+        self._max_position = max_position
+        self._senders: dict[str, AppServiceSender] = {}
+        # The newest position announced by the dispatcher: every event up to it is
+        # committed, and every later one reaches ``on_persisted``.
+        self._announced = 0
+        self._started = False
+        # Committed batches and registry reloads, handled in order by the routing task.
+        self._items: deque[Sequence[EventToPersist] | _Reload] = deque()
+        self._wakeup = asyncio.Event()
+        self._task = BackgroundTask("appservice transactions", self._route)
+
+    async def start(self) -> None:
+        self._announced = max(self._announced, await self._max_position())
+        await self._apply(self._registry.services)
+        self._started = True
+        self._task.start()
+
+    async def stop(self) -> None:
+        self._started = False
+        await self._task.stop()
+        senders = list(self._senders.values())
+        self._senders.clear()
+        for sender in senders:
+            await sender.stop()
+
+    # -- inputs --------------------------------------------------------------------------
+
+    def on_persisted(self, batch: Sequence[EventToPersist]) -> None:
+        """Dispatcher listener: route the committed batch (backfill excluded)."""
+        newest = max((e.stream_ordering for e in batch), default=0)
+        self._announced = max(self._announced, newest)
+        if self._started and newest > 0:
+            self._items.append(batch)
+            self._wakeup.set()
+
+    def on_registrations(self, services: Sequence[ApplicationService]) -> None:
+        """``AppServiceRegistry.listeners``: the set of appservices was reloaded."""
+        if self._started:
+            self._items.append(_Reload(tuple(services)))
+            self._wakeup.set()
+
+    def on_extras(self, appservice_id: str) -> None:
+        """``AppServiceExtras.wake``: the appservice may have new ephemeral data."""
+        sender = self._senders.get(appservice_id)
+        if sender is not None:
+            sender.on_extras()
+
+    # -- admin ---------------------------------------------------------------------------
+
+    def status(self) -> list[SenderStatus]:
+        """Every registered appservice's delivery, by ID."""
+        return [self._status_of(s) for s in sorted(self._registry.services, key=lambda s: s.id)]
+
+    def status_of(self, appservice_id: str) -> SenderStatus | None:
+        appservice = self._registry.by_id(appservice_id)
+        return None if appservice is None else self._status_of(appservice)
+
+    def _status_of(self, appservice: ApplicationService) -> SenderStatus:
+        sender = self._senders.get(appservice.id)
+        if sender is not None:
+            return sender.status()
+        return SenderStatus(
+            appservice.id, appservice.url, "up", 0, 0, None, 0, False, 0, None, None
+        )
+
+    def retry_now(self, appservice_id: str) -> bool:
+        """Make a backing-off appservice's sender try again now; False if it was not
+        waiting to retry."""
+        sender = self._senders.get(appservice_id)
+        return sender is not None and sender.retry_now()
+
+    # -- routing -------------------------------------------------------------------------
+
+    async def _route(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._items:
+                item = self._items.popleft()
+                if isinstance(item, _Reload):
+                    await self._reload(item.services)
+                else:
+                    await self._offer(item)
+
+    async def _offer(self, batch: Sequence[EventToPersist]) -> None:
+        """Offer each new event to the senders of the appservices that want it."""
+        newest = max(e.stream_ordering for e in batch)
+        interest = self._deps.interest
+        for sender in list(self._senders.values()):
+            appservice = sender.appservice
+            try:
+                for event in batch:
+                    if event.stream_ordering <= 0:
+                        continue
+                    pdu = event.pdu
+                    if await interest.is_interested(
+                        appservice, pdu.room_id, pdu.sender, pdu.type, pdu.state_key
+                    ):
+                        sender.on_event(event.stream_ordering, pdu.event_id)
+            except Exception:
+                logger.exception("deciding appservice %s's interest failed", appservice.id)
+                sender.reread(newest)
+                continue
+            sender.on_seen(newest)
+
+    async def _reload(self, services: Sequence[ApplicationService]) -> None:
+        self._deps.interest.reset()
+        try:
+            await self._apply(services)
+        except Exception:
+            logger.exception("starting the senders of reloaded appservices failed")
+
+    async def _apply(self, services: Sequence[ApplicationService]) -> None:
+        """Senders for exactly ``services`` (those with a ``url``): new ones start from
+        their stored position (or the newest event), changed ones restart."""
+        wanted = {s.id: s for s in services if s.url is not None}
+        for appservice_id, sender in list(self._senders.items()):
+            if wanted.get(appservice_id) is not sender.appservice:
+                del self._senders[appservice_id]
+                await sender.stop()
+        added = [s for s in wanted.values() if s.id not in self._senders]
+        if not added:
+            return
+        ids = [s.id for s in added]
+        await self._deps.store.add(ids, self._announced)
+        progress = await self._deps.store.get_progress(ids)
+        # No await from here: what was announced meanwhile is caught up on from the
+        # database, what comes next is routed live.
+        for appservice in added:
+            sender = AppServiceSender(
+                appservice, progress[appservice.id], self._announced, self._deps
+            )
+            self._senders[appservice.id] = sender
+            sender.start()
+        logger.info("pushing events to %d application services", len(self._senders))
