@@ -48,6 +48,7 @@ class AuditAction(StrEnum):
     TOKEN_ISSUED = "token_issued"
     TOKEN_UPDATED = "token_updated"
     TOKEN_DELETED = "token_deleted"
+    APPSERVICE_RETRY = "appservice_retry"
 
 
 @dataclass(frozen=True, slots=True)
