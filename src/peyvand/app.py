@@ -23,6 +23,8 @@ from peyvand.events.signing import parse_signing_keys
 from peyvand.services.accounts.openid import OpenIdService
 from peyvand.services.accounts.registration import RegistrationService
 from peyvand.services.accounts.user_directory import UserDirectoryService
+from peyvand.services.appservice.ping import AppServicePing
+from peyvand.services.appservice.thirdparty import ThirdPartyLookups
 from peyvand.services.e2ee.key_backup import KeyBackupService
 from peyvand.services.rooms.policy_lists import PolicyListService
 from peyvand.services.sync.legacy import LegacySyncService
@@ -149,6 +151,10 @@ def _lifecycle(
     lifecycle.add("to-device", Hooks(start=local.to_device.start))
     lifecycle.add("device lists", Hooks(start=local.device_lists.start))
     lifecycle.add("appservice bots", local.appservice_auth)
+    lifecycle.add(
+        "appservice client",
+        Hooks(start=local.appservice_client.start, stop=local.appservice_client.close),
+    )
     if federation.edus is not None:
         lifecycle.add("federation EDUs", federation.edus)
     lifecycle.add("pushers", local.pusher_pool)
@@ -284,4 +290,6 @@ def _services(
         openid=OpenIdService(config.server_name, OpenIdTokenStore(db)),
         appservices=local.appservices,
         appservice_auth=local.appservice_auth,
+        thirdparty=ThirdPartyLookups(local.appservices, local.appservice_client),
+        appservice_ping=AppServicePing(local.appservice_client),
     )

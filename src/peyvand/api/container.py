@@ -24,7 +24,9 @@ from peyvand.services.accounts.registration import RegistrationService
 from peyvand.services.accounts.threepids import ThreepidService
 from peyvand.services.accounts.user_directory import UserDirectoryService
 from peyvand.services.appservice.auth import AppServiceAuth
+from peyvand.services.appservice.ping import AppServicePing
 from peyvand.services.appservice.registry import AppServiceRegistry
+from peyvand.services.appservice.thirdparty import ThirdPartyLookups
 from peyvand.services.e2ee.device_lists import DeviceListService
 from peyvand.services.e2ee.key_backup import KeyBackupService
 from peyvand.services.e2ee.keys import E2eKeysService
@@ -116,3 +118,5 @@ class Services:
     openid: OpenIdService
     appservices: AppServiceRegistry
     appservice_auth: AppServiceAuth
+    thirdparty: ThirdPartyLookups
+    appservice_ping: AppServicePing

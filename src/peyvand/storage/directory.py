@@ -1,4 +1,5 @@
-"""Room aliases of this server (schema 006) and the user directory search.
+"""Room aliases of this server (schema 006), the rooms appservices publish per
+third-party network (schema 045) and the user directory search.
 
 Which rooms are published in the room list is a column of ``rooms`` (``EventStore``).
 """
@@ -80,6 +81,37 @@ class DirectoryStore:
         await self._db.execute(
             "UPDATE room_aliases SET room_id = $2 WHERE room_id = $1", old_room_id, new_room_id
         )
+
+    # Appservices' room lists -----------------------------------------------------------
+
+    async def set_appservice_room(
+        self, appservice_id: str, network_id: str, room_id: RoomID, published: bool
+    ) -> None:
+        """Publish (or unpublish) ``room_id`` in an appservice's list for ``network_id``."""
+        if published:
+            await self._db.execute(
+                "INSERT INTO appservice_room_list (appservice_id, network_id, room_id)"
+                " VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                appservice_id,
+                network_id,
+                room_id,
+            )
+        else:
+            await self._db.execute(
+                "DELETE FROM appservice_room_list"
+                " WHERE appservice_id = $1 AND network_id = $2 AND room_id = $3",
+                appservice_id,
+                network_id,
+                room_id,
+            )
+
+    async def get_appservice_room_lists(self) -> list[tuple[str, str, RoomID]]:
+        """Every ``(appservice ID, network ID, room ID)`` published (a short table: what
+        bridges chose to list)."""
+        rows = await self._db.fetch(
+            "SELECT appservice_id, network_id, room_id FROM appservice_room_list"
+        )
+        return [(r["appservice_id"], r["network_id"], RoomID(r["room_id"])) for r in rows]
 
     # User directory ------------------------------------------------------------------
 

@@ -9,9 +9,11 @@ from dataclasses import dataclass
 
 from peyvand.config import Config
 from peyvand.events.signing import SigningKey
+from peyvand.federation.appservice_client import AppServiceClient
 from peyvand.federation.push_gateway import PushGatewayClient
 from peyvand.services.accounts.auth import AuthService
 from peyvand.services.appservice.auth import AppServiceAuth
+from peyvand.services.appservice.queries import AppServiceQueries
 from peyvand.services.appservice.registry import AppServiceRegistry
 from peyvand.services.e2ee.device_lists import DeviceListService
 from peyvand.services.e2ee.keys import E2eKeysService
@@ -121,6 +123,9 @@ class Local:
     e2e_keys: E2eKeysService
     appservices: AppServiceRegistry
     appservice_auth: AppServiceAuth
+    # The one HTTP client towards appservices, and their user and alias queries.
+    appservice_client: AppServiceClient
+    appservice_queries: AppServiceQueries
 
 
 def build_local(config: Config, db: Database, timeline: Timeline) -> Local:
@@ -133,6 +138,7 @@ def build_local(config: Config, db: Database, timeline: Timeline) -> Local:
     appservice_auth = AppServiceAuth(appservices, accounts)
     auth.on_deactivated.append(appservice_auth.on_deactivated)
     appservices.listeners.append(appservice_auth.on_reloaded)
+    appservice_client = AppServiceClient()
     account_data = AccountDataService(AccountDataStore(db), state, notifier)
     presence = PresenceService(
         server_name, timeline.index, state, notifier, enabled=config.presence.enabled
@@ -220,4 +226,6 @@ def build_local(config: Config, db: Database, timeline: Timeline) -> Local:
         e2e_keys=e2e_keys,
         appservices=appservices,
         appservice_auth=appservice_auth,
+        appservice_client=appservice_client,
+        appservice_queries=AppServiceQueries(appservices, appservice_client),
     )

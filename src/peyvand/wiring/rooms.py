@@ -79,6 +79,7 @@ def build_rooms(
         state,
         events,
         remote.profiles,
+        local.appservice_queries.user_exists,
     )
     directory_store = DirectoryStore(db)
     directory = DirectoryService(
@@ -89,6 +90,8 @@ def build_rooms(
         events,
         remote.alias_lookup,
         remote.room_lists,
+        local.appservices,
+        local.appservice_queries.alias_exists,
     )
     guest_store = GuestStore(db)
     guest_access = GuestAccess(guest_store, state)

@@ -73,6 +73,17 @@ async def set_visibility(ctx: RequestContext) -> web.Response:
     return json_response({})
 
 
+@routes.put(f"{CLIENT_V3}/directory/list/appservice/{{networkId}}/{{roomId}}")
+async def set_appservice_visibility(ctx: RequestContext) -> web.Response:
+    """PUT /_matrix/client/v3/directory/list/appservice/{networkId}/{roomId}
+    (appservices only)"""
+    visibility = (await ctx.body()).one_of("visibility", ("public", "private"))
+    await ctx.services.directory.set_appservice_visibility(
+        ctx.user, ctx.path["networkId"], _room_id(ctx), visibility
+    )
+    return json_response({})
+
+
 def _server(ctx: RequestContext) -> ServerName | None:
     """The server whose list is asked for (``?server=``); another server's list is only
     for authenticated users (Synapse: a request this server makes on their behalf)."""
@@ -92,7 +103,7 @@ async def get_public_rooms(ctx: RequestContext) -> web.Response:
 @routes.post(f"{CLIENT_V3}/publicRooms", rate_limited=True)
 async def query_public_rooms(ctx: RequestContext) -> web.Response:
     """POST /_matrix/client/v3/publicRooms: this server's list, or another's (``server``),
-    filtered (``include_all_networks`` and ``third_party_instance_id`` are passed on to
-    another server; this one has no bridged networks)."""
+    filtered; ``third_party_instance_id`` or ``include_all_networks`` choose appservices'
+    network lists."""
     query = query_from_body(await ctx.body(), federated_only=False)
     return json_response(await ctx.services.directory.public_rooms(query, _server(ctx)))

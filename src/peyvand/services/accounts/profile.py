@@ -5,6 +5,11 @@ profiles are kept for a minute (at most 10,000 of them, least recently used drop
 first) and concurrent requests for one user share one query; one custom field of a
 remote user is asked with ``field=`` each time, as Synapse asks it.
 
+A local user who does not exist yet but is in an application service's user namespace
+(a bridge's ghost, created on demand) is asked of that appservice first (Application
+Service API, "Query User"), when their profile is read or a membership event about them
+(an invite) is built; if it answers that the user exists, the user is looked up again.
+
 Custom fields stay in the profile: unlike display name and avatar URL they are not
 copied into member events (as in Synapse).
 
@@ -51,6 +56,8 @@ _REMOTE_PROFILE_CACHE_SIZE: Final = 10_000
 
 # (user, one field or None for the whole profile) -> what the user's server answered.
 RemoteProfileQuery = Callable[[UserID, str | None], Awaitable[JsonDict]]
+# Asks the appservices whose namespace holds an unknown local user; True if one made it.
+AppServiceUserQuery = Callable[[UserID], Awaitable[bool]]
 
 
 async def no_remote_profiles(user_id: UserID, field: str | None) -> JsonDict:
@@ -68,10 +75,13 @@ class ProfileService:
         state: StateService,
         events: EventCreationService,
         remote_query: RemoteProfileQuery,
+        appservice_user_query: AppServiceUserQuery,
         *,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """Other servers' users' profiles are asked with ``remote_query``."""
+        """Other servers' users' profiles are asked with ``remote_query``, unknown local
+        users in an appservice's namespace with ``appservice_user_query``."""
+        self._appservice_user_query = appservice_user_query
         self._server_name = server_name
         self._accounts = accounts
         self._fields = fields
@@ -93,9 +103,16 @@ class ProfileService:
             raise MatrixError(Errcode.INVALID_PARAM, "Invalid user id")
         user = None
         if server_name_of(user_id) == self._server_name:
-            user = await self._accounts.get_user(user_id)
+            user = await self._get_user(UserID(user_id))
         if user is None:
             raise MatrixError(Errcode.NOT_FOUND, "Profile was not found")
+        return user
+
+    async def _get_user(self, user_id: UserID) -> UserRow | None:
+        """A local user, asked of the appservices first if unknown (see the docstring)."""
+        user = await self._accounts.get_user(user_id)
+        if user is None and await self._appservice_user_query(user_id):
+            user = await self._accounts.get_user(user_id)
         return user
 
     @staticmethod
@@ -173,7 +190,9 @@ class ProfileService:
 
     async def profile_of(self, user_id: UserID) -> JsonDict:
         """The profile to put in a new membership event: ``{}`` for unknown users."""
-        user = await self._accounts.get_user(user_id)
+        user = None
+        if server_name_of(user_id) == self._server_name:
+            user = await self._get_user(user_id)
         return {} if user is None else self._profile(user)
 
     async def set_field(self, requester: UserID, user_id: str, key: str, value: Any) -> None:

@@ -7,6 +7,16 @@ state (one batch read for the state events the cache misses), and each room's en
 kept until its state group changes. Other servers get the rooms that federate (not
 ``m.federate: false``); another server's list is asked of it for a client that names it
 (``?server=``).
+
+Application services (Application Service API): an unknown local alias in an
+appservice's alias namespace is asked of it (``GET /rooms/{alias}``, which may create the
+room and alias) before it is called unknown; an alias in an exclusive namespace is
+created or deleted only by its appservice, which needs no membership for it (M_EXCLUSIVE
+for anyone else, and for an appservice outside its own namespaces, as Synapse). An
+appservice also publishes rooms in one list per third-party network it bridges
+(Client-Server API, "Application service room directory"): ``third_party_instance_id``
+(``{appservice ID}|{network ID}``) lists one of them instead of the main list, and
+``include_all_networks`` the main list and all of them.
 """
 
 from __future__ import annotations
@@ -21,6 +31,7 @@ from peyvand.errors import Errcode, MatrixError
 from peyvand.events.auth import get_send_level, get_user_power_level
 from peyvand.events.pdu import Pdu, StateKey
 from peyvand.services.accounts.requester import Requester
+from peyvand.services.appservice.registry import AppServiceRegistry
 from peyvand.services.timeline.event_creation import EventCreationService, EventSpec
 from peyvand.services.timeline.room_state import RoomSnapshot, StateService
 from peyvand.storage.directory import DirectoryStore
@@ -66,7 +77,8 @@ class PublicRoomsQuery:
     search_term: str | None = None
     # None: any type; otherwise the room types to list (None in it: rooms without a type).
     room_types: Sequence[str | None] | None = None
-    # Accepted and passed on to other servers; this one has no bridged networks.
+    # Which lists: the main one (neither), the main one and every appservice network's
+    # (include_all_networks), or one network's ("{appservice ID}|{network ID}").
     include_all_networks: bool = False
     third_party_instance_id: str | None = None
     # For another server: only rooms that federate.
@@ -91,6 +103,15 @@ class _Listed:
 
 def _token(direction: str, listed: _Listed) -> str:
     return f"{direction}{listed.joined}.{listed.room_id}"
+
+
+def parse_instance_id(instance_id: str) -> tuple[str, str]:
+    """``(appservice ID, network ID)`` of a ``third_party_instance_id``; M_INVALID_PARAM
+    if it has no ``|`` (Synapse's ``ThirdPartyInstanceID``)."""
+    appservice_id, sep, network_id = instance_id.partition("|")
+    if not sep:
+        raise MatrixError(Errcode.INVALID_PARAM, f"Invalid third_party_instance_id: {instance_id}")
+    return appservice_id, network_id
 
 
 def _parse_token(token: str) -> tuple[str, tuple[int, str]]:
@@ -153,6 +174,8 @@ def _matches(listed: _Listed, query: PublicRoomsQuery) -> bool:
 
 
 RemoteAliasLookup = Callable[[RoomAlias], Awaitable[JsonDict]]
+# Asks the appservices whose namespace holds an unknown local alias; True if one made it.
+AppServiceAliasQuery = Callable[[RoomAlias], Awaitable[bool]]
 # (server, limit, since, filter, include_all_networks, third_party_instance_id) -> a page.
 RemoteRoomList = Callable[
     [ServerName, int | None, str | None, JsonDict | None, bool, str | None], Awaitable[JsonDict]
@@ -186,13 +209,18 @@ class DirectoryService:
         events: EventCreationService,
         remote_lookup: RemoteAliasLookup,
         remote_rooms: RemoteRoomList,
+        appservices: AppServiceRegistry,
+        appservice_alias_query: AppServiceAliasQuery,
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
         """Other servers' aliases are resolved with ``remote_lookup`` (GET
         /query/directory), their public room lists asked with ``remote_rooms``
-        (/publicRooms)."""
+        (/publicRooms); unknown aliases in an appservice's namespace are asked of it with
+        ``appservice_alias_query``."""
         self._server_name = server_name
+        self._appservices = appservices
+        self._appservice_alias_query = appservice_alias_query
         self._store = store
         self._event_store = event_store
         self._state = state
@@ -227,7 +255,23 @@ class DirectoryService:
             return None
         self._check_alias(alias)
         row = await self._store.get_alias(alias)
+        if row is None and await self._appservice_alias_query(alias):
+            row = await self._store.get_alias(alias)
         return None if row is None else row.room_id
+
+    def _check_namespace(self, requester: Requester, alias: RoomAlias) -> None:
+        """M_EXCLUSIVE unless ``requester`` may change ``alias``: an appservice only in
+        its alias namespaces, anyone else outside every exclusive one."""
+        if requester.appservice is not None:
+            if not requester.appservice.is_alias_in_namespace(alias):
+                raise MatrixError(
+                    Errcode.EXCLUSIVE,
+                    "This application service has not reserved this kind of alias.",
+                )
+        elif self._appservices.exclusive_owner_of_alias(alias) is not None:
+            raise MatrixError(
+                Errcode.EXCLUSIVE, "This alias is reserved by an application service."
+            )
 
     async def _insert(self, alias: RoomAlias, room_id: RoomID, creator: UserID) -> None:
         try:
@@ -262,12 +306,18 @@ class DirectoryService:
         return {"room_id": room_id, "servers": [self._server_name, *sorted(others)]}
 
     async def set_alias(self, requester: Requester, alias: RoomAlias, room_id: RoomID) -> None:
-        """Create a local alias; the requester must be in the room (unless a server admin)."""
+        """Create a local alias; the requester must be in the room (unless a server admin
+        or an appservice in its own namespace)."""
         self._check_alias(alias)
+        self._check_namespace(requester, alias)
         snapshot = await self._state.get_room(room_id)
         if snapshot is None:
             raise MatrixError(Errcode.NOT_FOUND, "Room not found")
-        if not requester.is_admin and snapshot.memberships.get(requester.user_id) != "join":
+        if (
+            not requester.is_admin
+            and requester.appservice is None
+            and snapshot.memberships.get(requester.user_id) != "join"
+        ):
             raise MatrixError(
                 Errcode.FORBIDDEN, "You must be in the room to create an alias for it"
             )
@@ -275,15 +325,19 @@ class DirectoryService:
 
     async def delete_alias(self, requester: Requester, alias: RoomAlias) -> None:
         """Delete a local alias: allowed to its creator, a server admin, or a member who may
-        send ``m.room.canonical_alias``; the alias is then dropped from that event too."""
+        send ``m.room.canonical_alias``, or to an appservice in its namespace; the alias is
+        then dropped from that event too."""
         self._check_alias(alias)
         row = await self._store.get_alias(alias)
         if row is None:
             raise MatrixError(Errcode.NOT_FOUND, "Unknown room alias")
-        if row.creator != requester.user_id and not await self._can_change_room_list(
-            requester, row.room_id
+        if (
+            requester.appservice is None
+            and row.creator != requester.user_id
+            and not await self._can_change_room_list(requester, row.room_id)
         ):
             raise MatrixError(Errcode.FORBIDDEN, "You don't have permission to delete the alias.")
+        self._check_namespace(requester, alias)
         room_id = await self._store.delete_alias(alias)
         if room_id is None:
             raise MatrixError(Errcode.NOT_FOUND, "Unknown room alias")
@@ -379,10 +433,33 @@ class DirectoryService:
             )
         await self._event_store.set_room_public(room_id, visibility == "public")
 
-    async def _listed_rooms(self) -> list[_Listed]:
-        """Every published room's entry, most joined members first."""
-        room_ids = await self._event_store.get_public_room_ids()
-        snapshots = [s for r in room_ids if (s := await self._state.get_room(r)) is not None]
+    async def set_appservice_visibility(
+        self, requester: Requester, network_id: str, room_id: RoomID, visibility: str
+    ) -> None:
+        """``PUT /directory/list/appservice/{networkId}/{roomId}``: publish or unpublish
+        a room in the requesting appservice's list for ``network_id``."""
+        if requester.appservice is None:
+            raise MatrixError(
+                Errcode.FORBIDDEN, "Only appservices can edit the appservice published room list"
+            )
+        await self._store.set_appservice_room(
+            requester.appservice.id, network_id, room_id, visibility == "public"
+        )
+
+    async def _listed_rooms(self, query: PublicRoomsQuery) -> list[_Listed]:
+        """The listable entries of the lists ``query`` asks for (see the module's
+        docstring), most joined members first. Entries of rooms in no list are dropped."""
+        main = set(await self._event_store.get_public_room_ids())
+        networks = await self._store.get_appservice_room_lists()
+        if query.third_party_instance_id is not None:
+            network = parse_instance_id(query.third_party_instance_id)
+            asked = {r for appservice, net, r in networks if (appservice, net) == network}
+        elif query.include_all_networks:
+            asked = main | {room_id for *_, room_id in networks}
+        else:
+            asked = main
+        published = main | {room_id for *_, room_id in networks}
+        snapshots = [s for r in published if (s := await self._state.get_room(r)) is not None]
         stale = [
             s
             for s in snapshots
@@ -401,11 +478,14 @@ class DirectoryService:
                 (snapshot.state_group.state_group, self._state.redaction_count),
                 _entry(snapshot, state),
             )
-        published = {s.room_id for s in snapshots}
         for room_id in [r for r in self._entries if r not in published]:
             del self._entries[room_id]
         return sorted(
-            (listed for _, listed in self._entries.values() if listed.listable),
+            (
+                listed
+                for room_id, (_, listed) in self._entries.items()
+                if listed.listable and room_id in asked
+            ),
             key=lambda listed: listed.key,
         )
 
@@ -416,7 +496,7 @@ class DirectoryService:
         server's, or that of ``server`` (its tokens passed on as they are)."""
         if server is not None and server != self._server_name:
             return await self._remote_public_rooms(server, query)
-        listed = await self._listed_rooms()
+        listed = await self._listed_rooms(query)
         matching = [r for r in listed if _matches(r, query)]
         keys = [r.key for r in matching]
         limit = len(matching) if query.limit is None else query.limit
