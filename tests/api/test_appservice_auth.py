@@ -1,0 +1,254 @@
+"""Application services as requesters, over HTTP on every backend (Application Service
+API, "Client-Server API Extensions"): the ``as_token`` is the appservice's bot, or with
+``?user_id=`` a registered user of its namespace (403 M_FORBIDDEN outside it or for a
+user never registered, 403 M_USER_DEACTIVATED once deactivated), with ``?device_id=``
+one of that user's devices (400 M_UNKNOWN_DEVICE otherwise); ``?ts=`` sets the
+``origin_server_ts`` of an appservice's event and is ignored for anyone else; an
+appservice registered with ``rate_limited: false`` is never rate-limited, one without
+is; and a token that is no one's, an ``hs_token`` included, stays 401 M_UNKNOWN_TOKEN.
+
+The ghost users are registered as ordinary users (the namespaces are not exclusive)."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+
+from harness.appservice import write_registration
+from harness.client import Account, MatrixClient, Response, new_session, unique_localpart
+from harness.server import SERVER_NAME, HomeserverProcess, start_homeserver
+
+BRIDGE_TOKEN = "as-token-bridge"
+LIMITED_TOKEN = "as-token-limited"
+BURST = 3
+# A timestamp in 2001: far from now, so honoured and ignored are told apart.
+BRIDGED_TS = 1_000_000_000_000
+_txn = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def appservice_homeserver(
+    backend: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[HomeserverProcess]:
+    """Two appservices with ghost namespaces, ``bridge`` not rate-limited and ``limited``
+    rate-limited; message rate limits on (a burst of 3, then one per 100 s)."""
+    data_dir = tmp_path_factory.mktemp("appservice-auth")
+    bridge = write_registration(
+        data_dir / "bridge.yaml",
+        appservice_id="bridge",
+        url=None,
+        as_token=BRIDGE_TOKEN,
+        hs_token="hs-token-bridge",
+        sender_localpart="bridgebot",
+        user_regex=f"@ghost_.*:{SERVER_NAME}",
+        exclusive=False,
+        rate_limited=False,
+    )
+    limited = write_registration(
+        data_dir / "limited.yaml",
+        appservice_id="limited",
+        url=None,
+        as_token=LIMITED_TOKEN,
+        hs_token="hs-token-limited",
+        sender_localpart="limitedbot",
+        user_regex=f"@limited_.*:{SERVER_NAME}",
+        exclusive=False,
+    )
+    options = {
+        "app_service_config_files": f'["{bridge}", "{limited}"]',
+        "rate_limits.enabled": "true",
+        "rate_limits.burst": str(BURST),
+        "rate_limits.per_second": "0.01",
+        "rate_limits.login_burst": "1000",
+        "rate_limits.login_per_second": "100",
+    }
+    server = start_homeserver(backend, request, data_dir / "server", options=options)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def client(appservice_homeserver: HomeserverProcess) -> AsyncIterator[MatrixClient]:
+    async with new_session() as session:
+        yield MatrixClient(session, appservice_homeserver.base_url)
+
+
+def bot(localpart: str) -> str:
+    return f"@{localpart}:{SERVER_NAME}"
+
+
+async def whoami(client: MatrixClient, token: str, **params: str) -> Response:
+    return await client.request("GET", "account/whoami", token=token, params=params)
+
+
+async def send(
+    client: MatrixClient, token: str | Account, room_id: str, body: str, **params: str
+) -> Response:
+    path = f"rooms/{quote(room_id)}/send/m.room.message/t{next(_txn)}"
+    content = {"msgtype": "m.text", "body": body}
+    return await client.request("PUT", path, content, token, params=params)
+
+
+async def event(client: MatrixClient, reader: str, room_id: str, event_id: str) -> Any:
+    path = f"rooms/{quote(room_id)}/event/{quote(event_id)}"
+    return (await client.request("GET", path, token=reader)).ok()
+
+
+async def bridge_room(client: MatrixClient, ghost: Account) -> str:
+    """A room the bridge's bot creates, with ``ghost`` invited and joined (as the bridge)."""
+    room_id: str = (
+        await client.request("POST", "createRoom", {"preset": "public_chat"}, BRIDGE_TOKEN)
+    ).ok()["room_id"]
+    (
+        await client.request(
+            "POST", f"rooms/{quote(room_id)}/invite", {"user_id": ghost.user_id}, BRIDGE_TOKEN
+        )
+    ).ok()
+    joined = await client.request(
+        "POST", f"rooms/{quote(room_id)}/join", {}, BRIDGE_TOKEN, {"user_id": ghost.user_id}
+    )
+    joined.ok()
+    return room_id
+
+
+def assert_error(response: Response, status: int, errcode: str) -> None:
+    assert response.status == status, response.body
+    assert response.body["errcode"] == errcode, response.body
+
+
+async def test_the_as_token_is_the_bot_registered_at_start(client: MatrixClient) -> None:
+    me = (await whoami(client, BRIDGE_TOKEN)).ok()
+    assert me["user_id"] == bot("bridgebot")
+    # The token in the query string names the appservice too.
+    query = await client.request(
+        "GET", "account/whoami", params={"access_token": BRIDGE_TOKEN, "user_id": me["user_id"]}
+    )
+    assert query.ok()["user_id"] == bot("bridgebot")
+    # The bot is a registered user: it has a profile and can make a room of its own.
+    profile = await client.request("GET", f"profile/{quote(bot('bridgebot'))}")
+    assert profile.status == 200, profile.body
+    room = (await client.request("POST", "createRoom", {}, BRIDGE_TOKEN)).ok()
+    members = (
+        await client.request(
+            "GET", f"rooms/{quote(room['room_id'])}/joined_members", None, BRIDGE_TOKEN
+        )
+    ).ok()
+    assert list(members["joined"]) == [bot("bridgebot")]
+
+
+async def test_user_id_masquerades_within_the_namespace(client: MatrixClient) -> None:
+    ghost = await client.register(unique_localpart("ghost_"))
+    assert (await whoami(client, BRIDGE_TOKEN, user_id=ghost.user_id)).ok()[
+        "user_id"
+    ] == ghost.user_id
+    room_id = await bridge_room(client, ghost)
+    sent = (await send(client, BRIDGE_TOKEN, room_id, "bridged", user_id=ghost.user_id)).ok()
+    assert (await event(client, ghost.access_token, room_id, sent["event_id"]))[
+        "sender"
+    ] == ghost.user_id
+
+
+async def test_user_id_outside_the_namespace_or_unregistered_is_forbidden(
+    client: MatrixClient,
+) -> None:
+    outsider = await client.register()
+    assert_error(await whoami(client, BRIDGE_TOKEN, user_id=outsider.user_id), 403, "M_FORBIDDEN")
+    # The other appservice's bot and ghosts are not this one's.
+    assert_error(await whoami(client, BRIDGE_TOKEN, user_id=bot("limitedbot")), 403, "M_FORBIDDEN")
+    never = bot(unique_localpart("ghost_"))
+    assert_error(await whoami(client, BRIDGE_TOKEN, user_id=never), 403, "M_FORBIDDEN")
+    assert_error(await whoami(client, BRIDGE_TOKEN, user_id="not a user id"), 403, "M_FORBIDDEN")
+
+
+async def test_a_deactivated_ghost_can_no_longer_be_acted_as(client: MatrixClient) -> None:
+    ghost = await client.register(unique_localpart("ghost_"))
+    # Acted as once, so the server knows it as active ...
+    (await whoami(client, BRIDGE_TOKEN, user_id=ghost.user_id)).ok()
+    auth = {
+        "type": "m.login.password",
+        "identifier": {"type": "m.id.user", "user": ghost.user_id},
+        "password": ghost.password,
+    }
+    (await client.request("POST", "account/deactivate", {"auth": auth}, ghost)).ok()
+    # ... and forgets it when it is deactivated.
+    assert_error(
+        await whoami(client, BRIDGE_TOKEN, user_id=ghost.user_id), 403, "M_USER_DEACTIVATED"
+    )
+
+
+async def test_device_id_names_a_device_of_the_user(client: MatrixClient) -> None:
+    ghost = await client.register(unique_localpart("ghost_"))
+    for name in ("device_id", "org.matrix.msc3202.device_id"):
+        me = (
+            await whoami(client, BRIDGE_TOKEN, user_id=ghost.user_id, **{name: ghost.device_id})
+        ).ok()
+        assert (me["user_id"], me["device_id"]) == (ghost.user_id, ghost.device_id)
+        assert_error(
+            await whoami(client, BRIDGE_TOKEN, user_id=ghost.user_id, **{name: "NOSUCHDEVICE"}),
+            400,
+            "M_UNKNOWN_DEVICE",
+        )
+    # Without user_id the device must be the bot's.
+    assert_error(
+        await whoami(client, BRIDGE_TOKEN, device_id=ghost.device_id), 400, "M_UNKNOWN_DEVICE"
+    )
+
+
+async def test_ts_sets_origin_server_ts_for_the_appservice_only(client: MatrixClient) -> None:
+    ghost = await client.register(unique_localpart("ghost_"))
+    room_id = await bridge_room(client, ghost)
+    ts = str(BRIDGED_TS)
+    sent = (await send(client, BRIDGE_TOKEN, room_id, "then", user_id=ghost.user_id, ts=ts)).ok()
+    stored = await event(client, ghost.access_token, room_id, sent["event_id"])
+    assert stored["origin_server_ts"] == BRIDGED_TS
+    topic_path = f"rooms/{quote(room_id)}/state/m.room.topic/"
+    state = (
+        await client.request("PUT", topic_path, {"topic": "old"}, BRIDGE_TOKEN, {"ts": ts})
+    ).ok()
+    stored = await event(client, ghost.access_token, room_id, state["event_id"])
+    assert stored["origin_server_ts"] == BRIDGED_TS
+    # An ordinary user's ts is ignored: the event is stamped now.
+    before_ms = int(time.time() * 1000)
+    own = (await send(client, ghost, room_id, "now", ts=ts)).ok()
+    stored = await event(client, ghost.access_token, room_id, own["event_id"])
+    assert stored["origin_server_ts"] >= before_ms - 5_000
+    for bad in ("soon", "", "-1", "1.5", str(2**53)):
+        assert_error(
+            await send(client, BRIDGE_TOKEN, room_id, "bad", ts=bad), 400, "M_INVALID_PARAM"
+        )
+
+
+async def test_rate_limited_false_is_never_limited(client: MatrixClient) -> None:
+    ghost = await client.register(unique_localpart("ghost_"))
+    room_id = await bridge_room(client, ghost)
+    for number in range(3 * BURST):
+        (await send(client, BRIDGE_TOKEN, room_id, f"bridged {number}")).ok()
+        (await send(client, BRIDGE_TOKEN, room_id, f"ghost {number}", user_id=ghost.user_id)).ok()
+    # The same ghost with its own token is limited as anyone is.
+    statuses = [(await send(client, ghost, room_id, "own")).status for _ in range(BURST + 1)]
+    assert statuses[-1] == 429, statuses
+
+
+async def test_a_rate_limited_appservice_is_limited(client: MatrixClient) -> None:
+    room_id = (await client.request("POST", "createRoom", {}, LIMITED_TOKEN)).ok()["room_id"]
+    statuses = [
+        (await send(client, LIMITED_TOKEN, room_id, "limited")).status for _ in range(BURST + 1)
+    ]
+    assert statuses[-1] == 429, statuses
+
+
+async def test_other_tokens_are_still_unknown(client: MatrixClient) -> None:
+    for token in ("nonsense", "hs-token-bridge", BRIDGE_TOKEN + "x"):
+        assert_error(await whoami(client, token), 401, "M_UNKNOWN_TOKEN")
+    # An ordinary user's user_id parameter changes nothing.
+    user = await client.register()
+    other = await client.register()
+    me = (await whoami(client, user.access_token, user_id=other.user_id)).ok()
+    assert me["user_id"] == user.user_id
