@@ -8,11 +8,14 @@ import html
 
 from aiohttp import web
 
+from peyvand.api.access_tokens import APPSERVICE_LOGIN_TYPE, appservice_of
 from peyvand.api.admin.users import deactivate_account
 from peyvand.api.context import RequestContext, json_response
 from peyvand.api.routing import CLIENT_V3, RouteTable
 from peyvand.errors import Errcode, MatrixError, forbidden, missing_param
+from peyvand.services.accounts.auth import Session
 from peyvand.services.accounts.threepids import VALIDATE_PATH
+from peyvand.types import JsonDict, UserID
 
 routes = RouteTable()
 
@@ -21,12 +24,24 @@ _NO_THREEPIDS = "Identity servers and phone numbers are not supported on this se
 
 @routes.post(f"{CLIENT_V3}/register", auth="none", rate_limited=True, limit_class="login")
 async def register(ctx: RequestContext) -> web.Response:
-    """POST /_matrix/client/v3/register: create a ``user`` account through UIA, or a
-    ``guest`` account without (403 M_GUEST_ACCESS_FORBIDDEN unless guests are allowed)."""
+    """POST /_matrix/client/v3/register: create a ``user`` account through UIA, a
+    ``guest`` account without (403 M_GUEST_ACCESS_FORBIDDEN unless guests are allowed),
+    or, with ``type: m.login.application_service`` and an appservice's ``as_token``, a
+    user of its namespaces without either."""
     kind = ctx.query.get("kind", "user")
     if kind not in ("user", "guest"):
         raise MatrixError(Errcode.INVALID_PARAM, "'kind' must be user or guest")
     body = await ctx.body()
+    if kind == "user" and body.str("type", None) == APPSERVICE_LOGIN_TYPE:
+        user_id, session = await ctx.services.registration.register_appservice_user(
+            appservice_of(ctx),
+            body.str("username", None),
+            device_id=body.str("device_id", None),
+            display_name=body.str("initial_device_display_name", None),
+            inhibit_login=body.bool("inhibit_login", False),
+            ip=ctx.request.remote,
+        )
+        return json_response(_registered(ctx, user_id, session))
     if kind == "guest":
         guest = await ctx.services.registration.register_guest(
             device_id=body.str("device_id", None),
@@ -51,11 +66,16 @@ async def register(ctx: RequestContext) -> web.Response:
         ip=ctx.request.remote,
         guest_access_token=body.str("guest_access_token", None),
     )
-    result = {"user_id": user_id, "home_server": ctx.services.config.server_name}
+    return json_response(_registered(ctx, user_id, session))
+
+
+def _registered(ctx: RequestContext, user_id: UserID, session: Session | None) -> JsonDict:
+    """The body of a successful registration (no token or device if login was inhibited)."""
+    result: JsonDict = {"user_id": user_id, "home_server": ctx.services.config.server_name}
     if session is not None:
         result["access_token"] = session.access_token
         result["device_id"] = session.device_id
-    return json_response(result)
+    return result
 
 
 @routes.get(f"{CLIENT_V3}/register/available", auth="none", rate_limited=True, limit_class="login")

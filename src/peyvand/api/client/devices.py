@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from aiohttp import web
 
 from peyvand.api.context import RequestContext, json_response
@@ -39,33 +42,47 @@ async def get_device(ctx: RequestContext) -> web.Response:
 
 @routes.put(f"{CLIENT_V3}/devices/{{deviceId}}")
 async def update_device(ctx: RequestContext) -> web.Response:
-    """PUT /_matrix/client/v3/devices/{deviceId}: rename a device, 404 if unknown."""
+    """PUT /_matrix/client/v3/devices/{deviceId}: rename a device, 404 if unknown. An
+    application service creates the device if it does not exist, answering 201
+    (Application Service API, "Device management", spec v1.17 and MSC4190)."""
     body = await ctx.body()
-    await ctx.services.auth.rename_device(
-        ctx.user.user_id, ctx.path["deviceId"], body.str("display_name", None)
-    )
+    display_name = body.str("display_name", None)
+    user_id, device_id = ctx.user.user_id, ctx.path["deviceId"]
+    if ctx.user.appservice is not None:
+        created = await ctx.services.auth.upsert_device(user_id, device_id, display_name)
+        return json_response({}, status=201 if created else 200)
+    await ctx.services.auth.rename_device(user_id, device_id, display_name)
     return json_response({})
 
 
 @routes.delete(f"{CLIENT_V3}/devices/{{deviceId}}")
 async def delete_device(ctx: RequestContext) -> web.Response:
     """DELETE /_matrix/client/v3/devices/{deviceId}: log a device out and delete it, after
-    UIA with the account password."""
+    UIA with the account password (none for an application service)."""
     device_id = ctx.path["deviceId"]
     body = await ctx.body()
-    auth = ctx.services.auth
-    await auth.require_password(ctx.user, body.dict("auth", None), f"DELETE /devices/{device_id}")
-    await auth.delete_devices(ctx.user.user_id, [device_id])
+    await _require_password_unless_appservice(
+        ctx, body.dict("auth", None), f"DELETE /devices/{device_id}"
+    )
+    await ctx.services.auth.delete_devices(ctx.user.user_id, [device_id])
     return json_response({})
 
 
 @routes.post(f"{CLIENT_V3}/delete_devices")
 async def delete_devices(ctx: RequestContext) -> web.Response:
     """POST /_matrix/client/v3/delete_devices: delete several devices, after UIA with the
-    account password."""
+    account password (none for an application service)."""
     body = await ctx.body()
     device_ids = body.str_list("devices")
-    auth = ctx.services.auth
-    await auth.require_password(ctx.user, body.dict("auth", None), "POST /delete_devices")
-    await auth.delete_devices(ctx.user.user_id, device_ids)
+    await _require_password_unless_appservice(ctx, body.dict("auth", None), "POST /delete_devices")
+    await ctx.services.auth.delete_devices(ctx.user.user_id, device_ids)
     return json_response({})
+
+
+async def _require_password_unless_appservice(
+    ctx: RequestContext, auth: Mapping[str, Any] | None, operation: str
+) -> None:
+    """UIA with the account password, which deleting devices "MUST NOT require" of an
+    application service (Application Service API, "Deleting devices")."""
+    if ctx.user.appservice is None:
+        await ctx.services.auth.require_password(ctx.user, auth, operation)
