@@ -34,6 +34,7 @@ from peyvand.storage.key_backup import KeyBackupStore
 from peyvand.storage.migrations import run_migrations
 from peyvand.storage.openid_tokens import OpenIdTokenStore
 from peyvand.storage.registration_tokens import RegistrationTokenStore
+from peyvand.wiring.appservice import AppServices, build_appservices
 from peyvand.wiring.compliance import Compliance, build_compliance
 from peyvand.wiring.email import Email, build_email
 from peyvand.wiring.federation import Federation, Transport, build_federation, build_transport
@@ -81,6 +82,7 @@ async def create_app(config: Config) -> web.Application:
     compliance = build_compliance(config, db, timeline, local, media, rooms)
     previews = build_previews(config, db, timeline, local, transport, federation, rooms)
     email = build_email(config, db, timeline, local, signing_key)
+    appservices = build_appservices(config, db, timeline, local, rooms)
 
     services = _services(
         config,
@@ -95,13 +97,24 @@ async def create_app(config: Config) -> web.Application:
         compliance,
         previews,
         email,
+        appservices,
     )
     app = build_web_app(
         services,
         [*CLIENT_ROUTE_TABLES, *MEDIA_ROUTE_TABLES, *ADMIN_ROUTE_TABLES, *FEDERATION_ROUTE_TABLES],
     )
     lifecycle = _lifecycle(
-        config, db, timeline, local, media, federation, transport, rooms, compliance, email
+        config,
+        db,
+        timeline,
+        local,
+        media,
+        federation,
+        transport,
+        rooms,
+        compliance,
+        email,
+        appservices,
     )
 
     async def start(_: web.Application) -> None:
@@ -126,6 +139,7 @@ def _lifecycle(
     rooms: Rooms,
     compliance: Compliance,
     email: Email,
+    appservices: AppServices,
 ) -> Lifecycle:
     """Every component with something to start or stop, in start-up order."""
     lifecycle = Lifecycle()
@@ -155,6 +169,8 @@ def _lifecycle(
         "appservice client",
         Hooks(start=local.appservice_client.start, stop=local.appservice_client.close),
     )
+    # After the client and the bots: catches up from each appservice's stored position.
+    lifecycle.add("appservice transactions", appservices.transactions)
     if federation.edus is not None:
         lifecycle.add("federation EDUs", federation.edus)
     lifecycle.add("pushers", local.pusher_pool)
@@ -193,6 +209,7 @@ def _services(
     compliance: Compliance,
     previews: Previews,
     email: Email,
+    appservices: AppServices,
 ) -> Services:
     """What the API layer reaches: each service, by name."""
     state = timeline.state
@@ -292,4 +309,5 @@ def _services(
         appservice_auth=local.appservice_auth,
         thirdparty=ThirdPartyLookups(local.appservices, local.appservice_client),
         appservice_ping=AppServicePing(local.appservice_client),
+        appservice_transactions=appservices.transactions,
     )

@@ -27,6 +27,7 @@ from peyvand.services.appservice.auth import AppServiceAuth
 from peyvand.services.appservice.ping import AppServicePing
 from peyvand.services.appservice.registry import AppServiceRegistry
 from peyvand.services.appservice.thirdparty import ThirdPartyLookups
+from peyvand.services.appservice.transactions import AppServiceTransactions
 from peyvand.services.e2ee.device_lists import DeviceListService
 from peyvand.services.e2ee.key_backup import KeyBackupService
 from peyvand.services.e2ee.keys import E2eKeysService
@@ -120,3 +121,4 @@ class Services:
     appservice_auth: AppServiceAuth
     thirdparty: ThirdPartyLookups
     appservice_ping: AppServicePing
+    appservice_transactions: AppServiceTransactions

@@ -1,6 +1,7 @@
 """Server administration endpoints, on Synapse's admin API paths so operators' tools work."""
 
 from peyvand.api.admin import (
+    appservices,
     audit,
     export,
     legal_hold,
@@ -27,4 +28,5 @@ ADMIN_ROUTE_TABLES: list[RouteTable] = [
     user_login.routes,
     registration_tokens.routes,
     server_notices.routes,
+    appservices.routes,
 ]

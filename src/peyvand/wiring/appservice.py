@@ -1,0 +1,57 @@
+"""Application services' transactions: the events and extras pushed to each appservice
+(``services/appservice/transactions.py``), fed by the dispatcher's commits, the
+registry's reloads and the extras' wake-ups."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from peyvand.config import Config
+from peyvand.services.appservice.extras import AppServiceExtras
+from peyvand.services.appservice.interest import AppServiceInterest
+from peyvand.services.appservice.sender import SenderDeps
+from peyvand.services.appservice.transactions import AppServiceTransactions
+from peyvand.storage.appservice_txns import AppServiceTxnStore
+from peyvand.storage.database import Database
+from peyvand.storage.models import StoredEvent
+from peyvand.types import JsonDict
+from peyvand.wiring.local import Local, Timeline
+from peyvand.wiring.rooms import Rooms
+
+
+@dataclass(frozen=True, slots=True)
+class AppServices:
+    interest: AppServiceInterest
+    extras: AppServiceExtras
+    transactions: AppServiceTransactions
+
+
+def build_appservices(
+    config: Config, db: Database, timeline: Timeline, local: Local, rooms: Rooms
+) -> AppServices:
+    interest = AppServiceInterest(
+        config.server_name, timeline.state, rooms.directory_store.get_aliases_for_room
+    )
+    extras = AppServiceExtras()
+
+    async def serialize(events: Sequence[StoredEvent]) -> list[JsonDict]:
+        return await rooms.room_events.serialize(events, None)
+
+    deps = SenderDeps(
+        store=AppServiceTxnStore(db),
+        interest=interest,
+        extras=extras,
+        push=local.appservice_client.push_transaction,
+        get_events=timeline.state.get_events,
+        serialize=serialize,
+        now_ms=lambda: int(time.time() * 1000),
+    )
+    transactions = AppServiceTransactions(
+        local.appservices, deps, max_position=timeline.event_store.get_max_stream_ordering
+    )
+    timeline.dispatcher.listeners.append(transactions.on_persisted)
+    local.appservices.listeners.append(transactions.on_registrations)
+    extras.wake.append(transactions.on_extras)
+    return AppServices(interest, extras, transactions)
