@@ -13,6 +13,7 @@ from peyvand.services.appservice.extras import AppServiceExtras
 from peyvand.services.appservice.interest import AppServiceInterest
 from peyvand.services.appservice.sender import SenderDeps
 from peyvand.services.appservice.transactions import AppServiceTransactions
+from peyvand.storage.appservice_extras import AppServiceExtrasStore
 from peyvand.storage.appservice_txns import AppServiceTxnStore
 from peyvand.storage.database import Database
 from peyvand.storage.models import StoredEvent
@@ -34,7 +35,21 @@ def build_appservices(
     interest = AppServiceInterest(
         config.server_name, timeline.state, rooms.directory_store.get_aliases_for_room
     )
-    extras = AppServiceExtras()
+    extras = AppServiceExtras(
+        local.appservices,
+        AppServiceExtrasStore(db),
+        timeline.notifier,
+        local.typing,
+        local.presence,
+        timeline.index,
+        interest.is_interested_in_room,
+    )
+    local.typing.change_hooks.append(extras.on_typing)
+    local.receipts.stored_hooks.append(extras.on_receipt)
+    local.presence.change_hooks.append(extras.on_presence)
+    local.to_device.stored_hooks.append(extras.on_to_device)
+    local.device_lists.change_hooks.append(extras.on_device_list_changed)
+    local.e2e_keys.counts_hooks.append(extras.on_keys_changed)
 
     async def serialize(events: Sequence[StoredEvent]) -> list[JsonDict]:
         return await rooms.room_events.serialize(events, None)

@@ -1,51 +1,510 @@
 """What an application-service transaction carries beside room events.
 
-Application Service API, "Pushing events": an appservice registered with
-``receive_ephemeral`` (MSC2409) also gets ``ephemeral`` events (``m.typing`` and
-``m.receipt`` in rooms it is interested in, ``m.presence`` of users it can see) and the
-to-device messages of its users' devices (``de.sorunome.msc2409.to_device``); one
-registered with ``org.matrix.msc3202`` gets its users' device list changes, one-time key
-counts and unused fallback key types (``org.matrix.msc3202.device_lists``,
-``...device_one_time_keys_count``, ``...device_unused_fallback_key_types``) so a bridge
-can encrypt.
+Application Service API, "Pushing ephemeral data": an appservice registered with
+``receive_ephemeral`` (MSC2409) gets ``ephemeral`` events (sent under the unstable name
+``de.sorunome.msc2409.ephemeral`` too): ``m.typing`` and ``m.receipt`` of the rooms it
+is interested in, with their ``room_id`` (``m.read.private`` receipts only of its own
+users), and ``m.presence`` of its users and of the users in the rooms it is interested
+in. It also gets the to-device messages of its users' devices
+(``de.sorunome.msc2409.to_device``, each with ``to_user_id`` and ``to_device_id``), which
+stay stored until it acknowledged them, so nothing is lost across a restart.
+
+An appservice registered with ``org.matrix.msc3202`` gets what a bridge needs to encrypt
+as its users: ``org.matrix.msc3202.device_lists`` (``changed``: its users and the users
+of the rooms it is interested in whose devices changed; ``left`` stays empty, as in
+Synapse) and, for its users whose keys changed and the recipients of the to-device
+messages sent, ``org.matrix.msc3202.device_one_time_keys_count`` (also under Synapse's
+``device_one_time_key_counts``) and ``org.matrix.msc3202.device_unused_fallback_key_types``.
 
 The transaction sender asks ``collect`` for a batch after the position it last sent,
-stores the batch's ``position`` with its transaction and calls ``acknowledged`` once the
-appservice answered 200. ``wake`` callables are told an appservice's ID when it may have
-something new.
+stores the batch's opaque ``position`` with its transaction and calls ``acknowledged``
+once the appservice answered 200. ``wake`` callables are told an appservice's ID when it
+may have something new. Each collect reads a bounded number of rows per stream and
+continues where the last one stopped; a batch with nothing to send is remembered, so
+asking again from the same position goes on from where that one ended.
+
+Typing and key changes are kept in memory (bounded logs fed by the services' hooks), so
+after a restart only the changes since are told; the stored streams (receipts,
+to-device, device lists) continue from the stored position.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Set as AbstractSet
+from dataclasses import astuple, dataclass, replace
+
+import orjson
 
 from peyvand.services.appservice.registration import ApplicationService
-from peyvand.types import JsonDict
+from peyvand.services.appservice.registry import AppServiceRegistry
+from peyvand.services.sync.notifier import Notifier
+from peyvand.services.sync.presence import PresenceService
+from peyvand.services.sync.receipts import READ_PRIVATE, receipt_event
+from peyvand.services.sync.streams import parse_position_number
+from peyvand.services.sync.typing import TypingService
+from peyvand.services.timeline.room_index import RoomIndex
+from peyvand.storage.appservice_extras import AppServiceExtrasStore, InboxEntry
+from peyvand.storage.receipts import ReceiptRow
+from peyvand.types import DeviceID, JsonDict, RoomID, UserID
 
-__all__ = ["AppServiceExtras", "ExtrasBatch"]
+__all__ = ["AppServiceExtras", "ExtrasBatch", "InterestedInRoom"]
+
+logger = logging.getLogger(__name__)
+
+EPHEMERAL = "ephemeral"
+UNSTABLE_EPHEMERAL = "de.sorunome.msc2409.ephemeral"
+TO_DEVICE = "de.sorunome.msc2409.to_device"
+DEVICE_LISTS = "org.matrix.msc3202.device_lists"
+ONE_TIME_KEYS_COUNT = "org.matrix.msc3202.device_one_time_keys_count"
+# The name Synapse sends the same counts under too (an earlier draft of MSC3202).
+ONE_TIME_KEY_COUNTS = "org.matrix.msc3202.device_one_time_key_counts"
+UNUSED_FALLBACK_KEY_TYPES = "org.matrix.msc3202.device_unused_fallback_key_types"
+
+# Rows of a stored stream read per collect, per wanted item (most rows are for others).
+_SCAN_FACTOR = 10
+_MAX_SCAN = 2_000
+# Typing and key changes remembered (older ones are not told).
+_LOG_SIZE = 10_000
+
+# Whether the appservice is interested in the room (``AppServiceInterest``).
+InterestedInRoom = Callable[[ApplicationService, RoomID], Awaitable[bool]]
 
 
 @dataclass(frozen=True, slots=True)
 class ExtrasBatch:
-    """``fields`` merged into the transaction body; ``position`` continues after them."""
+    """``fields`` merged into the transaction body; ``position`` continues after them;
+    ``count`` items in ``fields`` (0: nothing to send)."""
 
     fields: JsonDict
     position: str
     count: int
 
 
+@dataclass(frozen=True, slots=True)
+class _Position:
+    """Where a batch ends in each stream; ``to_device_from`` is where its to-device
+    range began (what ``acknowledged`` deletes is ``(to_device_from, to_device]``)."""
+
+    typing: int
+    receipts: int
+    presence: int
+    to_device_from: int
+    to_device: int
+    device_lists: int
+    keys: int
+
+    def encode(self) -> str:
+        return "_".join(str(value) for value in astuple(self))
+
+    @classmethod
+    def decode(cls, text: str) -> _Position | None:
+        parts = text.split("_")
+        try:
+            values = [parse_position_number(part) for part in parts]
+            return cls(*values)
+        except (TypeError, ValueError):
+            return None
+
+
 class AppServiceExtras:
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        registry: AppServiceRegistry,
+        store: AppServiceExtrasStore,
+        notifier: Notifier,
+        typing: TypingService,
+        presence: PresenceService,
+        index: RoomIndex,
+        interested_in_room: InterestedInRoom,
+        *,
+        wall_clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+    ) -> None:
+        self._registry = registry
+        self._store = store
+        self._notifier = notifier
+        self._typing = typing
+        self._presence = presence
+        self._index = index
+        self._interested_in_room = interested_in_room
+        self._wall_clock_ms = wall_clock_ms
+        # (typing position, room) of each change of a room's typing set, oldest first.
+        self._typing_log: deque[tuple[int, RoomID]] = deque(maxlen=_LOG_SIZE)
+        # (key change position, user) of each local user whose key counts changed.
+        # Positions start at the wall clock, so they keep increasing across restarts.
+        self._keys_position = wall_clock_ms()
+        self._keys_log: deque[tuple[int, UserID]] = deque(maxlen=_LOG_SIZE)
+        # appservice ID -> (since, reached) of its last batch with nothing in it.
+        self._empty: dict[str, tuple[str | None, str]] = {}
         # Called with an appservice ID when it may have new extras (the sender wakes).
         self.wake: list[Callable[[str], None]] = []
+
+    # -- hooks ----------------------------------------------------------------------------
+
+    def on_typing(self, room_ids: Sequence[RoomID], position: int) -> None:
+        """``TypingService.change_hooks``."""
+        self._typing_log.extend((position, room_id) for room_id in room_ids)
+        self._wake(s for s in self._registry.services if s.receive_ephemeral)
+
+    def on_receipt(self, row: ReceiptRow, event_stream_ordering: int) -> None:
+        """``ReceiptService.stored_hooks``."""
+        self._wake(s for s in self._registry.services if s.receive_ephemeral)
+
+    def on_presence(self, user_ids: Sequence[UserID]) -> None:
+        """``PresenceService.change_hooks``."""
+        self._wake(s for s in self._registry.services if s.receive_ephemeral)
+
+    def on_to_device(self, position: int, recipients: AbstractSet[UserID]) -> None:
+        """``ToDeviceService.stored_hooks``: the appservices acting for a recipient."""
+        self._wake(
+            s
+            for s in self._registry.services
+            if s.receive_ephemeral and any(s.is_user_in_namespace(u) for u in recipients)
+        )
+
+    def on_device_list_changed(self, user_id: UserID) -> None:
+        """``DeviceListService.change_hooks``."""
+        self._wake(s for s in self._registry.services if s.msc3202)
+
+    def on_keys_changed(self, devices: Sequence[tuple[UserID, DeviceID]]) -> None:
+        """``E2eKeysService.counts_hooks``: one-time or fallback keys claimed, uploaded
+        or deleted."""
+        users = {user_id for user_id, _ in devices}
+        if not users:
+            return
+        self._keys_position = max(self._keys_position + 1, self._wall_clock_ms())
+        self._keys_log.extend((self._keys_position, user_id) for user_id in sorted(users))
+        self._wake(
+            s
+            for s in self._registry.services
+            if s.msc3202 and any(s.is_user_in_namespace(u) for u in users)
+        )
+
+    def _wake(self, services: Iterable[ApplicationService]) -> None:
+        for appservice in services:
+            for wake in self.wake:
+                wake(appservice.id)
+
+    # -- the sender's interface ---------------------------------------------------------
 
     async def collect(
         self, appservice: ApplicationService, since: str | None, limit: int
     ) -> ExtrasBatch:
-        """At most ``limit`` items after ``since`` (``None``: first start, from now)."""
-        return ExtrasBatch({}, since or "", 0)
+        """At most ``limit`` items of each kind after ``since`` (``None``: first start,
+        from now)."""
+        now = self._now()
+        start = self._start(appservice, since, now)
+        limit = max(limit, 1)
+        rooms: dict[RoomID, bool] = {}
+        fields: JsonDict = {}
+        count = 0
+        reached = now
+        if appservice.receive_ephemeral:
+            ephemeral, typing_at = await self._typing_events(appservice, start.typing, limit, rooms)
+            receipts, receipts_at = await self._receipt_events(
+                appservice, start.receipts, now.receipts, limit - len(ephemeral), rooms
+            )
+            ephemeral += receipts
+            presence, presence_at = await self._presence_events(
+                appservice, start.presence, limit - len(ephemeral), rooms
+            )
+            ephemeral += presence
+            to_device, to_device_at = await self._to_device(
+                appservice, start.to_device, now.to_device, limit
+            )
+            reached = replace(
+                reached,
+                typing=typing_at,
+                receipts=receipts_at,
+                presence=presence_at,
+                to_device_from=start.to_device,
+                to_device=to_device_at,
+            )
+            if ephemeral:
+                fields[EPHEMERAL] = fields[UNSTABLE_EPHEMERAL] = ephemeral
+            if to_device:
+                fields[TO_DEVICE] = to_device
+            count += len(ephemeral) + len(to_device)
+        else:
+            to_device = []
+        if appservice.msc3202:
+            changed, device_lists_at = await self._device_list_changes(
+                appservice, start.device_lists, now.device_lists, limit, rooms
+            )
+            key_users, keys_at = self._key_changes(appservice, start.keys, limit)
+            reached = replace(reached, device_lists=device_lists_at, keys=keys_at)
+            if changed:
+                fields[DEVICE_LISTS] = {"changed": changed, "left": []}
+            count += len(changed) + len(key_users)
+            recipients = {message["to_user_id"] for message in to_device}
+            await self._add_key_states(fields, sorted(set(key_users) | recipients))
+        if _stopped_early(reached, now):
+            # Left for the next batch: the sender comes back for it.
+            self._wake([appservice])
+        position = reached.encode()
+        if count == 0:
+            self._empty[appservice.id] = (since, position)
+        else:
+            self._empty.pop(appservice.id, None)
+        return ExtrasBatch(fields, position, count)
 
     async def acknowledged(self, appservice: ApplicationService, position: str) -> None:
         """The appservice answered 200 to a transaction holding the batch up to
-        ``position``: delivered to-device messages are deleted."""
+        ``position``: the to-device messages of its users sent in it are deleted."""
+        reached = _Position.decode(position)
+        if reached is None or reached.to_device <= reached.to_device_from:
+            return
+        after, until = reached.to_device_from, reached.to_device
+        recipients = await self._store.inbox_recipients_between(after, until)
+        users = [u for u in recipients if appservice.is_user_in_namespace(u)]
+        if users:
+            await self._store.delete_inbox_between(users, after, until)
+
+    # -- positions ------------------------------------------------------------------------
+
+    def _now(self) -> _Position:
+        token = self._notifier.current_token
+        return _Position(
+            typing=self._typing.current_position,
+            receipts=token.receipts,
+            presence=self._presence.current_position,
+            to_device_from=token.to_device,
+            to_device=token.to_device,
+            device_lists=token.device_lists,
+            keys=self._keys_position,
+        )
+
+    def _start(
+        self, appservice: ApplicationService, since: str | None, now: _Position
+    ) -> _Position:
+        """Where this batch begins: after ``since``, or after the empty batch last
+        collected from it; now for a first start (or an unreadable position)."""
+        empty = self._empty.get(appservice.id)
+        if empty is not None and empty[0] == since:
+            since = empty[1]
+        start = None if since is None else _Position.decode(since)
+        if start is None:
+            if since is not None:
+                logger.warning("appservice %s: unreadable extras position", appservice.id)
+            return now
+        return start
+
+    # -- ephemeral ----------------------------------------------------------------------
+
+    async def _room_wanted(
+        self, appservice: ApplicationService, room_id: RoomID, rooms: dict[RoomID, bool]
+    ) -> bool:
+        """Whether the appservice is interested in the room (asked once per collect)."""
+        wanted = rooms.get(room_id)
+        if wanted is None:
+            wanted = rooms[room_id] = await self._interested_in_room(appservice, room_id)
+        return wanted
+
+    async def _user_wanted(
+        self, appservice: ApplicationService, user_id: UserID, rooms: dict[RoomID, bool]
+    ) -> bool:
+        """Its own users, and those joined to a room it is interested in."""
+        if appservice.is_user_in_namespace(user_id):
+            return True
+        memberships = list((await self._index.memberships(user_id)).items())
+        for room_id, (membership, _) in memberships:
+            if membership == "join" and await self._room_wanted(appservice, room_id, rooms):
+                return True
+        return False
+
+    async def _typing_events(
+        self, appservice: ApplicationService, after: int, limit: int, rooms: dict[RoomID, bool]
+    ) -> tuple[list[JsonDict], int]:
+        """The current ``m.typing`` of each room of interest whose typing set changed
+        after ``after`` (at most ``limit`` rooms), and the typing position reached."""
+        entries: list[tuple[int, RoomID]] = []
+        for entry in reversed(self._typing_log):
+            if entry[0] <= after:
+                break
+            entries.append(entry)
+        entries.reverse()
+        reached = max(after, self._typing.current_position)
+        wanted: list[RoomID] = []
+        for position, room_id in entries:
+            if room_id in wanted or not await self._room_wanted(appservice, room_id, rooms):
+                continue
+            if len(wanted) == limit:
+                reached = position - 1
+                break
+            wanted.append(room_id)
+        current = self._typing.typing_for_rooms(wanted, 0)
+        return [{**current[r], "room_id": r} for r in wanted if r in current], reached
+
+    async def _receipt_events(
+        self,
+        appservice: ApplicationService,
+        after: int,
+        until: int,
+        limit: int,
+        rooms: dict[RoomID, bool],
+    ) -> tuple[list[JsonDict], int]:
+        """One ``m.receipt`` per room of interest (at most ``limit`` rooms) with its
+        receipts moved in ``(after, until]``; private ones only of the appservice's
+        users (Application Service API, "Pushing ephemeral data")."""
+        if limit <= 0 or after >= until:
+            return [], after
+        scan = _scan(limit)
+        found = await self._store.receipts_between(after, until, scan)
+        reached = until if len(found) < scan else found[-1][0]
+        by_room: dict[RoomID, list[ReceiptRow]] = {}
+        for position, row in found:
+            if row.receipt_type == READ_PRIVATE and not appservice.is_user_in_namespace(
+                row.user_id
+            ):
+                continue
+            if not await self._room_wanted(appservice, row.room_id, rooms):
+                continue
+            if row.room_id not in by_room and len(by_room) == limit:
+                reached = position - 1
+                break
+            by_room.setdefault(row.room_id, []).append(row)
+        return [{**receipt_event(rs), "room_id": r} for r, rs in by_room.items()], reached
+
+    async def _presence_events(
+        self, appservice: ApplicationService, after: int, limit: int, rooms: dict[RoomID, bool]
+    ) -> tuple[list[JsonDict], int]:
+        """The ``m.presence`` of users it may see whose presence changed after
+        ``after`` (at most ``limit``), and the presence position reached."""
+        reached = max(after, self._presence.current_position)
+        if limit <= 0:
+            return [], after
+        changed = self._presence.changed_since(after)
+        scan = _scan(limit)
+        wanted: list[UserID] = []
+        for index, (user_id, position) in enumerate(changed):
+            if index == scan:
+                reached = position - 1
+                break
+            if not await self._user_wanted(appservice, user_id, rooms):
+                continue
+            if len(wanted) == limit:
+                reached = position - 1
+                break
+            wanted.append(user_id)
+        return self._presence.events_of(wanted), reached
+
+    # -- to-device ------------------------------------------------------------------------
+
+    async def _to_device(
+        self, appservice: ApplicationService, after: int, until: int, limit: int
+    ) -> tuple[list[JsonDict], int]:
+        """The messages for its users' devices at positions in ``(after, until]`` (at
+        most ``limit``, but one send whole), each with ``to_user_id`` and
+        ``to_device_id`` (MSC2409), and the to-device position reached."""
+        if after >= until:
+            return [], after
+        scan = _scan(limit)
+        found = await self._store.inbox_between(after, until, scan)
+        reached = until
+        if len(found) == scan:
+            last = found[-1].stream_id
+            if found[0].stream_id == last:
+                # One send to more devices than a page: read it whole.
+                found, reached = await self._store.inbox_at(last), last
+            else:
+                # The page may end inside the last send: it is read next time.
+                found, reached = [e for e in found if e.stream_id != last], last - 1
+        messages: list[JsonDict] = []
+        for position, group in _by_position(found):
+            mine = [e for e in group if appservice.is_user_in_namespace(e.user_id)]
+            if mine and messages and len(messages) + len(mine) > limit:
+                reached = position - 1
+                break
+            messages.extend(
+                {"to_user_id": e.user_id, "to_device_id": e.device_id, **orjson.loads(e.message)}
+                for e in mine
+            )
+        return messages, reached
+
+    # -- MSC3202 --------------------------------------------------------------------------
+
+    async def _device_list_changes(
+        self,
+        appservice: ApplicationService,
+        after: int,
+        until: int,
+        limit: int,
+        rooms: dict[RoomID, bool],
+    ) -> tuple[list[UserID], int]:
+        """Its users and the users of its rooms whose devices changed in ``(after,
+        until]`` (at most ``limit``), and the device list position reached."""
+        if after >= until:
+            return [], after
+        scan = _scan(limit)
+        found = await self._store.device_list_changes_between(after, until, scan)
+        reached = until if len(found) < scan else found[-1][0]
+        changed: list[UserID] = []
+        for position, user_id in found:
+            if user_id in changed or not await self._user_wanted(appservice, user_id, rooms):
+                continue
+            if len(changed) == limit:
+                reached = position - 1
+                break
+            changed.append(user_id)
+        return changed, reached
+
+    def _key_changes(
+        self, appservice: ApplicationService, after: int, limit: int
+    ) -> tuple[list[UserID], int]:
+        """Its users whose one-time or fallback keys changed after ``after`` (at most
+        ``limit``), and the key change position reached."""
+        entries: list[tuple[int, UserID]] = []
+        for entry in reversed(self._keys_log):
+            if entry[0] <= after:
+                break
+            entries.append(entry)
+        entries.reverse()
+        reached = max(after, self._keys_position)
+        users: list[UserID] = []
+        for position, user_id in entries:
+            if user_id in users or not appservice.is_user_in_namespace(user_id):
+                continue
+            if len(users) == limit:
+                reached = position - 1
+                break
+            users.append(user_id)
+        return users, reached
+
+    async def _add_key_states(self, fields: JsonDict, user_ids: Sequence[UserID]) -> None:
+        """The one-time key counts and unused fallback key types of every device of
+        ``user_ids`` (two queries)."""
+        if not user_ids:
+            return
+        counts = await self._store.one_time_key_counts(user_ids)
+        fallback = await self._store.unused_fallback_key_types(user_ids)
+        if counts:
+            fields[ONE_TIME_KEYS_COUNT] = fields[ONE_TIME_KEY_COUNTS] = counts
+        if fallback:
+            fields[UNUSED_FALLBACK_KEY_TYPES] = fallback
+
+
+def _stopped_early(reached: _Position, now: _Position) -> bool:
+    """Whether a stream was left before its current position (to-device's start aside)."""
+    return any(
+        getattr(reached, name) < getattr(now, name)
+        for name in ("typing", "receipts", "presence", "to_device", "device_lists", "keys")
+    )
+
+
+def _scan(limit: int) -> int:
+    return min(limit * _SCAN_FACTOR, _MAX_SCAN)
+
+
+def _by_position(entries: Sequence[InboxEntry]) -> Iterable[tuple[int, list[InboxEntry]]]:
+    """The entries of each position together, in order."""
+    group: list[InboxEntry] = []
+    for entry in entries:
+        if group and group[0].stream_id != entry.stream_id:
+            yield group[0].stream_id, group
+            group = []
+        group.append(entry)
+    if group:
+        yield group[0].stream_id, group
