@@ -10,6 +10,7 @@ from aiohttp import web
 from peyvand.api.context import RequestContext, json_response
 from peyvand.api.routing import CLIENT_V3, RouteTable
 from peyvand.errors import Errcode, MatrixError
+from peyvand.services.appservice.auth import NO_DEVICE
 
 routes = RouteTable()
 
@@ -24,7 +25,12 @@ def _map_of(value: Any, key: str, item_ok: type | tuple[type, ...]) -> dict[str,
 @routes.post(f"{CLIENT_V3}/keys/upload")
 async def upload_keys(ctx: RequestContext) -> web.Response:
     """POST /_matrix/client/v3/keys/upload: publish the device's identity, one-time and
-    fallback keys ("Uploading keys"); answers the one-time key counts."""
+    fallback keys ("Uploading keys"); answers the one-time key counts. An application
+    service must name the device (Application Service API, "Identity assertion")."""
+    if ctx.user.device_id == NO_DEVICE:
+        raise MatrixError(
+            Errcode.UNKNOWN, "To upload keys, you must pass device_id when authenticating"
+        )
     body = await ctx.body()
     counts = await ctx.services.e2e_keys.upload_keys(ctx.user, body.data)
     return json_response({"one_time_key_counts": counts})
