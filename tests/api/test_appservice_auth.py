@@ -5,9 +5,12 @@ user never registered, 403 M_USER_DEACTIVATED once deactivated), with ``?device_
 one of that user's devices (400 M_UNKNOWN_DEVICE otherwise); ``?ts=`` sets the
 ``origin_server_ts`` of an appservice's event and is ignored for anyone else; an
 appservice registered with ``rate_limited: false`` is never rate-limited, one without
-is; and a token that is no one's, an ``hs_token`` included, stays 401 M_UNKNOWN_TOKEN.
+is, also when it registers its users; and a token that is no one's, an ``hs_token``
+included, stays 401 M_UNKNOWN_TOKEN.
 
-The ghost users are registered as ordinary users (the namespaces are not exclusive)."""
+The bridge's ghosts are registered by the bridge (``m.login.application_service``, its
+namespace is exclusive); the other appservice's namespace is not exclusive, so a user of
+it can register with a password and deactivate their account."""
 
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ from harness.server import SERVER_NAME, HomeserverProcess, start_homeserver
 BRIDGE_TOKEN = "as-token-bridge"
 LIMITED_TOKEN = "as-token-limited"
 BURST = 3
+LOGIN_BURST = 20
 # A timestamp in 2001: far from now, so honoured and ignored are told apart.
 BRIDGED_TS = 1_000_000_000_000
 _txn = itertools.count()
@@ -36,7 +40,8 @@ def appservice_homeserver(
     backend: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[HomeserverProcess]:
     """Two appservices with ghost namespaces, ``bridge`` not rate-limited and ``limited``
-    rate-limited; message rate limits on (a burst of 3, then one per 100 s)."""
+    rate-limited; rate limits on (a burst of 3 messages and of 20 registrations and
+    logins, then one per 100 s)."""
     data_dir = tmp_path_factory.mktemp("appservice-auth")
     bridge = write_registration(
         data_dir / "bridge.yaml",
@@ -46,7 +51,6 @@ def appservice_homeserver(
         hs_token="hs-token-bridge",
         sender_localpart="bridgebot",
         user_regex=f"@ghost_.*:{SERVER_NAME}",
-        exclusive=False,
         rate_limited=False,
     )
     limited = write_registration(
@@ -64,8 +68,8 @@ def appservice_homeserver(
         "rate_limits.enabled": "true",
         "rate_limits.burst": str(BURST),
         "rate_limits.per_second": "0.01",
-        "rate_limits.login_burst": "1000",
-        "rate_limits.login_per_second": "100",
+        "rate_limits.login_burst": str(LOGIN_BURST),
+        "rate_limits.login_per_second": "0.01",
     }
     server = start_homeserver(backend, request, data_dir / "server", options=options)
     try:
@@ -82,6 +86,14 @@ async def client(appservice_homeserver: HomeserverProcess) -> AsyncIterator[Matr
 
 def bot(localpart: str) -> str:
     return f"@{localpart}:{SERVER_NAME}"
+
+
+async def register_ghost(client: MatrixClient) -> Account:
+    """A ghost the bridge registers (Application Service API, "Server admin style
+    permissions"), with a device and a token of its own."""
+    body = {"type": "m.login.application_service", "username": unique_localpart("ghost_")}
+    result = (await client.request("POST", "register", body, BRIDGE_TOKEN)).ok()
+    return Account(result["user_id"], result["access_token"], result["device_id"], "")
 
 
 async def whoami(client: MatrixClient, token: str, **params: str) -> Response:
@@ -144,7 +156,7 @@ async def test_the_as_token_is_the_bot_registered_at_start(client: MatrixClient)
 
 
 async def test_user_id_masquerades_within_the_namespace(client: MatrixClient) -> None:
-    ghost = await client.register(unique_localpart("ghost_"))
+    ghost = await register_ghost(client)
     assert (await whoami(client, BRIDGE_TOKEN, user_id=ghost.user_id)).ok()[
         "user_id"
     ] == ghost.user_id
@@ -167,10 +179,10 @@ async def test_user_id_outside_the_namespace_or_unregistered_is_forbidden(
     assert_error(await whoami(client, BRIDGE_TOKEN, user_id="not a user id"), 403, "M_FORBIDDEN")
 
 
-async def test_a_deactivated_ghost_can_no_longer_be_acted_as(client: MatrixClient) -> None:
-    ghost = await client.register(unique_localpart("ghost_"))
+async def test_a_deactivated_user_can_no_longer_be_acted_as(client: MatrixClient) -> None:
+    ghost = await client.register(unique_localpart("limited_"))
     # Acted as once, so the server knows it as active ...
-    (await whoami(client, BRIDGE_TOKEN, user_id=ghost.user_id)).ok()
+    (await whoami(client, LIMITED_TOKEN, user_id=ghost.user_id)).ok()
     auth = {
         "type": "m.login.password",
         "identifier": {"type": "m.id.user", "user": ghost.user_id},
@@ -179,12 +191,12 @@ async def test_a_deactivated_ghost_can_no_longer_be_acted_as(client: MatrixClien
     (await client.request("POST", "account/deactivate", {"auth": auth}, ghost)).ok()
     # ... and forgets it when it is deactivated.
     assert_error(
-        await whoami(client, BRIDGE_TOKEN, user_id=ghost.user_id), 403, "M_USER_DEACTIVATED"
+        await whoami(client, LIMITED_TOKEN, user_id=ghost.user_id), 403, "M_USER_DEACTIVATED"
     )
 
 
 async def test_device_id_names_a_device_of_the_user(client: MatrixClient) -> None:
-    ghost = await client.register(unique_localpart("ghost_"))
+    ghost = await register_ghost(client)
     for name in ("device_id", "org.matrix.msc3202.device_id"):
         me = (
             await whoami(client, BRIDGE_TOKEN, user_id=ghost.user_id, **{name: ghost.device_id})
@@ -202,7 +214,7 @@ async def test_device_id_names_a_device_of_the_user(client: MatrixClient) -> Non
 
 
 async def test_ts_sets_origin_server_ts_for_the_appservice_only(client: MatrixClient) -> None:
-    ghost = await client.register(unique_localpart("ghost_"))
+    ghost = await register_ghost(client)
     room_id = await bridge_room(client, ghost)
     ts = str(BRIDGED_TS)
     sent = (await send(client, BRIDGE_TOKEN, room_id, "then", user_id=ghost.user_id, ts=ts)).ok()
@@ -226,7 +238,7 @@ async def test_ts_sets_origin_server_ts_for_the_appservice_only(client: MatrixCl
 
 
 async def test_rate_limited_false_is_never_limited(client: MatrixClient) -> None:
-    ghost = await client.register(unique_localpart("ghost_"))
+    ghost = await register_ghost(client)
     room_id = await bridge_room(client, ghost)
     for number in range(3 * BURST):
         (await send(client, BRIDGE_TOKEN, room_id, f"bridged {number}")).ok()
@@ -234,6 +246,11 @@ async def test_rate_limited_false_is_never_limited(client: MatrixClient) -> None
     # The same ghost with its own token is limited as anyone is.
     statuses = [(await send(client, ghost, room_id, "own")).status for _ in range(BURST + 1)]
     assert statuses[-1] == 429, statuses
+
+
+async def test_rate_limited_false_registers_any_number_of_users(client: MatrixClient) -> None:
+    ghosts = [await register_ghost(client) for _ in range(LOGIN_BURST + 5)]
+    assert len({ghost.user_id for ghost in ghosts}) == LOGIN_BURST + 5
 
 
 async def test_a_rate_limited_appservice_is_limited(client: MatrixClient) -> None:
@@ -252,3 +269,13 @@ async def test_other_tokens_are_still_unknown(client: MatrixClient) -> None:
     other = await client.register()
     me = (await whoami(client, user.access_token, user_id=other.user_id)).ok()
     assert me["user_id"] == user.user_id
+
+
+async def test_keys_upload_needs_a_device(client: MatrixClient) -> None:
+    """Without ``device_id`` an appservice request has no device: no keys to upload."""
+    response = await client.request("POST", "keys/upload", {"one_time_keys": {}}, BRIDGE_TOKEN)
+    assert_error(response, 400, "M_UNKNOWN")
+    ghost = await register_ghost(client)
+    params = {"user_id": ghost.user_id, "device_id": ghost.device_id}
+    counts = await client.request("POST", "keys/upload", {}, BRIDGE_TOKEN, params)
+    assert "one_time_key_counts" in counts.ok()

@@ -97,10 +97,19 @@ async def _requester(services: Services, token: str, request: web.Request) -> Re
     return requester if requester is not None else await services.auth.get_requester(token)
 
 
-def _is_rate_limited(requester: Requester | None) -> bool:
+def _is_rate_limited(services: Services, request: web.Request, requester: Requester | None) -> bool:
     """An application service registered with ``rate_limited: false`` is never limited
-    (Application Service API, "Registration")."""
-    return requester is None or requester.appservice is None or requester.appservice.rate_limited
+    (Application Service API, "Registration"): as a requester, nor on the routes without
+    central auth that take its ``as_token`` (registering and logging in its users)."""
+    if requester is not None:
+        appservice = requester.appservice
+    else:
+        try:
+            token = access_token(request)
+        except MatrixError:
+            return True
+        appservice = None if token is None else services.appservices.by_token(token)
+    return appservice is None or appservice.rate_limited
 
 
 def _wrap(route: Route, services: Services, limits: _Limits) -> _Middleware:
@@ -121,7 +130,7 @@ def _wrap(route: Route, services: Services, limits: _Limits) -> _Middleware:
                     )
             elif route.auth == "required":
                 raise MatrixError(Errcode.MISSING_TOKEN, "Missing access token")
-        if limits.enabled and route.rate_limited and _is_rate_limited(requester):
+        if limits.enabled and route.rate_limited and _is_rate_limited(services, request, requester):
             limit_class = (
                 route.limit_class
                 if route.limit_class_of is None
