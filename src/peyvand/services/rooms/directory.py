@@ -250,13 +250,13 @@ class DirectoryService:
             raise MatrixError(Errcode.INVALID_PARAM, "Room alias must be local")
 
     async def resolve_alias(self, alias: RoomAlias) -> RoomID | None:
-        """The room a local alias points to; None for unknown (or other servers') aliases."""
+        """The room a local alias points to; None for unknown (or other servers') aliases.
+        No appservice is asked (createRoom checks with it that an alias is free: a bridge
+        creating a portal while it answers the query must not be asked again)."""
         if server_name_of(alias) != self._server_name:
             return None
         self._check_alias(alias)
         row = await self._store.get_alias(alias)
-        if row is None and await self._appservice_alias_query(alias):
-            row = await self._store.get_alias(alias)
         return None if row is None else row.room_id
 
     def _check_namespace(self, requester: Requester, alias: RoomAlias) -> None:
@@ -285,8 +285,14 @@ class DirectoryService:
         self, alias: RoomAlias, room_id: RoomID, creator: UserID
     ) -> RoomAlias:
         """Point ``alias`` at a room just created by ``creator`` (createRoom's
-        ``room_alias_name``); returns the alias."""
+        ``room_alias_name``); returns the alias. In an exclusive alias namespace only the
+        appservice's own users (bot or ghosts, whom only it acts as) may."""
         self._check_alias(alias)
+        owner = self._appservices.exclusive_owner_of_alias(alias)
+        if owner is not None and not owner.is_user_in_namespace(creator):
+            raise MatrixError(
+                Errcode.EXCLUSIVE, "This alias is reserved by an application service."
+            )
         await self._insert(alias, room_id, creator)
         return alias
 
@@ -299,6 +305,8 @@ class DirectoryService:
         if server_name_of(alias) != self._server_name:
             return await self._remote_lookup(alias)
         room_id = await self.resolve_alias(alias)
+        if room_id is None and await self._appservice_alias_query(alias):
+            room_id = await self.resolve_alias(alias)
         snapshot = None if room_id is None else await self._state.get_room(room_id)
         if room_id is None or snapshot is None:
             raise MatrixError(Errcode.NOT_FOUND, f"Room alias {alias} not found")
