@@ -1,0 +1,272 @@
+"""Events pushed to application services, over HTTP on every backend (Application
+Service API, "Pushing events"): a real recording appservice receives the events of the
+rooms it is interested in, in order and once; a failing one gets everything, unchanged
+under each transaction ID, once it recovers; one down delays no other; nothing is lost
+across a ``kill -9`` of the server while the appservice is down."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+from aiohttp import web
+
+from harness.appservice import RecordingAppService, write_registration
+from harness.client import Account, MatrixClient, new_session
+from harness.server import SERVER_NAME, HomeserverProcess, start_homeserver
+
+_txn = itertools.count()
+# Bound of every wait for a transaction (the first retries come after 1 s and 2 s).
+WAIT = 20.0
+
+
+@dataclass
+class AttemptsAppService(RecordingAppService):
+    """A recording appservice that also keeps every transaction attempt, failed ones and
+    repeats included, with its body."""
+
+    attempts: list[tuple[str, Any]] = field(default_factory=list)
+
+    async def _transaction(self, request: web.Request) -> web.Response:
+        if self._authorised(request):
+            self.attempts.append((request.match_info["txn_id"], await request.json()))
+        return await super()._transaction(request)
+
+
+@dataclass
+class Bridge:
+    appservice: AttemptsAppService
+    as_token: str
+    bot: str
+
+
+def bridge(name: str) -> Bridge:
+    return Bridge(AttemptsAppService(f"hs-{name}"), f"as-{name}", f"@{name}bot:{SERVER_NAME}")
+
+
+def register(data_dir: Path, name: str, target: Bridge) -> Path:
+    return write_registration(
+        data_dir / f"{name}.yaml",
+        appservice_id=name,
+        url=target.appservice.url,
+        as_token=target.as_token,
+        hs_token=target.appservice.hs_token,
+        sender_localpart=f"{name}bot",
+        user_regex=f"@{name}_.*:{SERVER_NAME}",
+    )
+
+
+async def start_server(
+    backend: str, request: pytest.FixtureRequest, data_dir: Path, bridges: dict[str, Bridge]
+) -> HomeserverProcess:
+    files = [register(data_dir, name, b) for name, b in bridges.items()]
+    options = {"app_service_config_files": "[" + ", ".join(f'"{f}"' for f in files) + "]"}
+    # In a thread: the appservices answer on this loop meanwhile.
+    return await asyncio.to_thread(
+        start_homeserver, backend, request, data_dir / "server", options=options
+    )
+
+
+@dataclass
+class World:
+    server: HomeserverProcess
+    alpha: Bridge
+    beta: Bridge
+
+
+@pytest.fixture(scope="module")
+async def world(
+    backend: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[World]:
+    """A server with two appservices, ``alpha`` and ``beta``, each listening."""
+    alpha, beta = bridge("alpha"), bridge("beta")
+    await alpha.appservice.start()
+    await beta.appservice.start()
+    data_dir = tmp_path_factory.mktemp("appservice-transactions")
+    server = await start_server(backend, request, data_dir, {"alpha": alpha, "beta": beta})
+    try:
+        yield World(server, alpha, beta)
+    finally:
+        await asyncio.to_thread(server.stop)
+        await alpha.appservice.stop()
+        await beta.appservice.stop()
+
+
+@pytest.fixture
+async def client(world: World) -> AsyncIterator[MatrixClient]:
+    async with new_session() as session:
+        yield MatrixClient(session, world.server.base_url)
+
+
+async def room_with(client: MatrixClient, owner: Account, *bots: Bridge) -> str:
+    """A room of ``owner`` that each bot in ``bots`` was invited to and joined."""
+    room_id: str = (await client.request("POST", "createRoom", {}, owner)).ok()["room_id"]
+    for b in bots:
+        path = f"rooms/{quote(room_id)}"
+        (await client.request("POST", f"{path}/invite", {"user_id": b.bot}, owner)).ok()
+        (await client.request("POST", f"{path}/join", {}, b.as_token)).ok()
+    return room_id
+
+
+async def send(client: MatrixClient, sender: Account, room_id: str, count: int) -> list[str]:
+    """``count`` messages, one after the other; their event IDs in order."""
+    sent = []
+    for i in range(count):
+        path = f"rooms/{quote(room_id)}/send/m.room.message/t{next(_txn)}"
+        content = {"msgtype": "m.text", "body": f"message {i}"}
+        sent.append((await client.request("PUT", path, content, sender)).ok()["event_id"])
+    return sent
+
+
+def received(appservice: RecordingAppService, room_id: str) -> list[dict[str, Any]]:
+    return [e for e in appservice.events if e.get("room_id") == room_id]
+
+
+def received_ids(appservice: RecordingAppService, room_id: str) -> list[str]:
+    return [e["event_id"] for e in received(appservice, room_id)]
+
+
+async def wait_for_events(
+    appservice: RecordingAppService, room_id: str, event_ids: list[str], limit: float = WAIT
+) -> None:
+    wanted = set(event_ids)
+    await appservice.wait_for(lambda a: wanted <= set(received_ids(a, room_id)), limit)
+
+
+async def wait_for_bot(target: Bridge, room_id: str) -> None:
+    """Until the bot's join in ``room_id`` has reached its appservice."""
+
+    def joined(appservice: RecordingAppService) -> bool:
+        return any(
+            e.get("state_key") == target.bot and e["content"].get("membership") == "join"
+            for e in received(appservice, room_id)
+        )
+
+    await target.appservice.wait_for(joined, WAIT)
+
+
+def assert_in_order_once(appservice: RecordingAppService, room_id: str, sent: list[str]) -> None:
+    ids = received_ids(appservice, room_id)
+    assert len(ids) == len(set(ids)), f"an event arrived twice: {ids}"
+    assert [i for i in ids if i in set(sent)] == sent
+
+
+def assert_ids_kept_their_content(appservice: AttemptsAppService) -> None:
+    """Every attempt of one transaction ID carried the same body; bodies of different
+    IDs hold different events."""
+    bodies: dict[str, Any] = {}
+    for txn_id, body in appservice.attempts:
+        assert bodies.setdefault(txn_id, body) == body, f"transaction {txn_id} changed"
+    events = [e["event_id"] for body in bodies.values() for e in body["events"]]
+    assert len(events) == len(set(events))
+
+
+async def test_a_message_in_a_room_with_the_bot_reaches_it_once_in_order(
+    world: World, client: MatrixClient
+) -> None:
+    alice = await client.register()
+    room_id = await room_with(client, alice, world.alpha)
+    sent = await send(client, alice, room_id, 5)
+    await wait_for_events(world.alpha.appservice, room_id, sent)
+    assert_in_order_once(world.alpha.appservice, room_id, sent)
+    events = received(world.alpha.appservice, room_id)
+    # The bot's invite and join came first; everything in the client format.
+    memberships = [(e["state_key"], e["content"]["membership"]) for e in events[:2]]
+    assert memberships == [(world.alpha.bot, "invite"), (world.alpha.bot, "join")]
+    message = events[-1]
+    assert message["sender"] == alice.user_id
+    assert message["content"] == {"msgtype": "m.text", "body": "message 4"}
+    assert isinstance(message["unsigned"]["age"], int)
+    assert "signatures" not in message and "hashes" not in message
+    assert_ids_kept_their_content(world.alpha.appservice)
+
+
+async def test_events_in_rooms_without_interest_are_not_sent(
+    world: World, client: MatrixClient
+) -> None:
+    alice = await client.register()
+    unwatched = await room_with(client, alice)
+    await send(client, alice, unwatched, 3)
+    # Sent after them: once these arrived, anything of the first room would have too.
+    watched = await room_with(client, alice, world.beta)
+    last = await send(client, alice, watched, 1)
+    await wait_for_events(world.beta.appservice, watched, last)
+    for b in (world.alpha, world.beta):
+        assert received(b.appservice, unwatched) == []
+    assert received(world.alpha.appservice, watched) == []
+
+
+async def test_a_failing_appservice_gets_everything_once_it_recovers(
+    world: World, client: MatrixClient
+) -> None:
+    alpha = world.alpha.appservice
+    alice = await client.register()
+    room_id = await room_with(client, alice, world.alpha)
+    await wait_for_bot(world.alpha, room_id)
+    attempts_before = len(alpha.attempts)
+    alpha.fail_with = 500
+    try:
+        sent = await send(client, alice, room_id, 10)
+        # Tried, failed, and tried again (after 1 s) with the same transaction.
+        await alpha.wait_for(lambda a: len(a.attempts) >= attempts_before + 2, WAIT)
+        failed = alpha.attempts[attempts_before:]
+        assert failed[0][0] == failed[1][0] and failed[0][1] == failed[1][1]
+        more = await send(client, alice, room_id, 5)
+    finally:
+        alpha.fail_with = None
+    await wait_for_events(alpha, room_id, sent + more)
+    assert_in_order_once(alpha, room_id, sent + more)
+    assert_ids_kept_their_content(alpha)
+
+
+async def test_one_appservice_down_does_not_delay_another(
+    world: World, client: MatrixClient
+) -> None:
+    alpha, beta = world.alpha.appservice, world.beta.appservice
+    alice = await client.register()
+    room_id = await room_with(client, alice, world.alpha, world.beta)
+    await wait_for_bot(world.beta, room_id)
+    beta.fail_with = 503
+    try:
+        started = time.monotonic()
+        sent = await send(client, alice, room_id, 5)
+        await wait_for_events(alpha, room_id, sent, 5.0)
+        assert time.monotonic() - started < 5.0
+        assert not set(sent) & set(received_ids(beta, room_id))
+    finally:
+        beta.fail_with = None
+    await wait_for_events(beta, room_id, sent)
+    assert_in_order_once(alpha, room_id, sent)
+    assert_in_order_once(beta, room_id, sent)
+
+
+async def test_nothing_is_lost_across_a_crash_while_the_appservice_is_down(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    gamma = bridge("gamma")
+    await gamma.appservice.start()
+    server = await start_server(backend, request, tmp_path, {"gamma": gamma})
+    try:
+        async with new_session() as session:
+            client = MatrixClient(session, server.base_url)
+            alice = await client.register()
+            room_id = await room_with(client, alice, gamma)
+            await wait_for_bot(gamma, room_id)
+            await gamma.appservice.stop()  # down: connections refused
+            sent = await send(client, alice, room_id, 10)
+            await asyncio.to_thread(server.kill_and_restart)
+            sent += await send(client, alice, room_id, 5)
+            await gamma.appservice.start()
+            await wait_for_events(gamma.appservice, room_id, sent, 40.0)
+            assert_in_order_once(gamma.appservice, room_id, sent)
+            assert_ids_kept_their_content(gamma.appservice)
+    finally:
+        await asyncio.to_thread(server.stop)
+        await gamma.appservice.stop()
