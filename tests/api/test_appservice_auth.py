@@ -14,9 +14,13 @@ it can register with a password and deactivate their account."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import os
+import signal
 import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -24,7 +28,7 @@ import pytest
 
 from harness.appservice import write_registration
 from harness.client import Account, MatrixClient, Response, new_session, unique_localpart
-from harness.server import SERVER_NAME, HomeserverProcess, start_homeserver
+from harness.server import SERVER_NAME, HomeserverProcess, running_homeserver, start_homeserver
 
 BRIDGE_TOKEN = "as-token-bridge"
 LIMITED_TOKEN = "as-token-limited"
@@ -279,3 +283,41 @@ async def test_keys_upload_needs_a_device(client: MatrixClient) -> None:
     params = {"user_id": ghost.user_id, "device_id": ghost.device_id}
     counts = await client.request("POST", "keys/upload", {}, BRIDGE_TOKEN, params)
     assert "one_time_key_counts" in counts.ok()
+
+
+async def test_a_reload_registers_the_bot_of_an_added_appservice(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """SIGHUP reads the registrations again: the new appservice's token is its bot, a
+    registered user; the token of the one gone is no one's."""
+
+    def register(number: int) -> Path:
+        return write_registration(
+            tmp_path / "reloaded.yaml",
+            appservice_id=f"reloaded{number}",
+            url=None,
+            as_token=f"as-token-reloaded-{number}",
+            hs_token=f"hs-token-reloaded-{number}",
+            sender_localpart=f"reloadedbot{number}",
+            user_regex=f"@reloaded{number}_.*:{SERVER_NAME}",
+        )
+
+    options = {"app_service_config_files": f'["{register(1)}"]'}
+    with running_homeserver(backend, request, tmp_path / "server", options=options) as server:
+        async with new_session() as session:
+            client = MatrixClient(session, server.base_url)
+            assert (await whoami(client, "as-token-reloaded-1")).ok()["user_id"] == bot(
+                "reloadedbot1"
+            )
+            register(2)
+            os.kill(server.pid, signal.SIGHUP)
+            profile_path = f"profile/{quote(bot('reloadedbot2'))}"
+            for _ in range(100):  # the bot is registered just after the reload
+                if (await client.request("GET", profile_path)).status == 200:
+                    break
+                await asyncio.sleep(0.1)
+            else:
+                pytest.fail("the added appservice's bot was not registered within 10 s")
+            me = (await whoami(client, "as-token-reloaded-2")).ok()
+            assert me["user_id"] == bot("reloadedbot2")
+            assert_error(await whoami(client, "as-token-reloaded-1"), 401, "M_UNKNOWN_TOKEN")
