@@ -1,0 +1,321 @@
+"""AppServiceExtras over real storage on both backends: what one batch holds, how far it
+reaches when it is full, and what an acknowledgement deletes (Application Service API,
+"Pushing ephemeral data"; MSC2409; MSC3202).
+
+The typing, presence and to-device services are the real ones over fake room state
+(rooms known by who is joined); receipts and device list changes are written to their
+stores and announced as the services do."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness.postgres import PostgresCluster
+from peyvand.services.accounts.requester import Requester
+from peyvand.services.appservice.extras import AppServiceExtras, ExtrasBatch, InterestedInRoom
+from peyvand.services.appservice.registration import ApplicationService, parse_registration
+from peyvand.services.appservice.registry import AppServiceRegistry
+from peyvand.services.e2ee.to_device import ToDeviceService
+from peyvand.services.sync.notifier import Notifier
+from peyvand.services.sync.presence import PresenceService
+from peyvand.services.sync.streams import Stream, StreamToken
+from peyvand.services.sync.typing import TypingService
+from peyvand.storage.appservice_extras import AppServiceExtrasStore
+from peyvand.storage.database import Database
+from peyvand.storage.device_lists import DeviceListStore
+from peyvand.storage.migrations import run_migrations
+from peyvand.storage.postgres import PostgresDatabase
+from peyvand.storage.receipts import ReceiptRow, ReceiptStore
+from peyvand.storage.sqlite import SqliteDatabase
+from peyvand.storage.to_device import ToDeviceStore
+from peyvand.types import DeviceID, EventID, RoomID, ServerName, UserID
+
+SERVER = ServerName("example.org")
+GHOST = UserID("@ghost_1:example.org")
+OTHER_GHOST = UserID("@ghost_2:example.org")
+ALICE = UserID("@alice:example.org")
+BOB = UserID("@bob:example.org")
+BRIDGED = RoomID("!bridged:example.org")
+PRIVATE = RoomID("!private:example.org")
+SENDER = Requester(ALICE, DeviceID("ALICEDEV"), 1)
+
+
+def registration(appservice_id: str, **flags: Any) -> ApplicationService:
+    info = {
+        "id": appservice_id,
+        "url": None,
+        "as_token": f"as-{appservice_id}",
+        "hs_token": f"hs-{appservice_id}",
+        "sender_localpart": f"{appservice_id}bot",
+        "namespaces": {"users": [{"exclusive": True, "regex": "@ghost_.*:example.org"}]},
+        **flags,
+    }
+    return parse_registration(info, SERVER)
+
+
+BRIDGE = registration("bridge", receive_ephemeral=True, **{"org.matrix.msc3202": True})
+PLAIN = registration("plain")
+
+
+class Snapshot:
+    def __init__(self, joined: set[UserID]) -> None:
+        self.memberships = dict.fromkeys(joined, "join")
+
+    def joined_view(self) -> set[UserID]:
+        return set(self.memberships)
+
+
+class Rooms:
+    """Room state and the room index, as far as these services read them."""
+
+    def __init__(self) -> None:
+        self.joined = {BRIDGED: {GHOST, ALICE}, PRIVATE: {ALICE, BOB}}
+
+    async def get_room(self, room_id: RoomID) -> Snapshot | None:
+        members = self.joined.get(room_id)
+        return None if members is None else Snapshot(members)
+
+    async def memberships(self, user_id: UserID) -> dict[RoomID, tuple[str, int]]:
+        return {r: ("join", 1) for r, members in self.joined.items() if user_id in members}
+
+
+async def interested_in_room(appservice: ApplicationService, room_id: RoomID) -> bool:
+    """A room with one of the appservice's users joined."""
+    return room_id == BRIDGED
+
+
+@pytest.fixture
+async def database(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[Database]:
+    db: SqliteDatabase | PostgresDatabase
+    if backend == "sqlite":
+        db = await SqliteDatabase.open(str(tmp_path / "extras.db"))
+    else:
+        cluster: PostgresCluster = request.getfixturevalue("postgres_cluster")
+        db = await PostgresDatabase.open(cluster.create_database("extras"))
+    try:
+        await run_migrations(db)
+        yield db
+    finally:
+        await db.close()
+
+
+class World:
+    """The extras and the services feeding them, over one database."""
+
+    def __init__(self, db: Database, interest: InterestedInRoom = interested_in_room) -> None:
+        self.db = db
+        self.rooms = Rooms()
+        self.notifier = Notifier(StreamToken())
+        self.typing = TypingService(self.notifier, self.rooms)  # type: ignore[arg-type]
+        self.presence = PresenceService(SERVER, self.rooms, self.rooms, self.notifier)  # type: ignore[arg-type]
+        self.to_device = ToDeviceService(SERVER, ToDeviceStore(db), self.notifier)
+        self.receipts = ReceiptStore(db)
+        self.device_lists = DeviceListStore(db)
+        registry = AppServiceRegistry([], SERVER, services=[BRIDGE, PLAIN])
+        self.extras = AppServiceExtras(
+            registry,
+            AppServiceExtrasStore(db),
+            self.notifier,
+            self.typing,
+            self.presence,
+            self.rooms,  # type: ignore[arg-type]
+            interest,
+        )
+        self.woken: list[str] = []
+        self.extras.wake.append(self.woken.append)
+        self.typing.change_hooks.append(self.extras.on_typing)
+        self.presence.change_hooks.append(self.extras.on_presence)
+        self.to_device.stored_hooks.append(self.extras.on_to_device)
+        self._position = 0
+
+    async def start(self) -> None:
+        await self.to_device.start()
+        await self.db.executemany(
+            "INSERT INTO devices (user_id, device_id) VALUES ($1, $2)",
+            [(GHOST, f"G{n}") for n in range(12)] + [(OTHER_GHOST, "O"), (BOB, "B")],
+        )
+
+    async def send(self, messages: dict[UserID, dict[str, Any]], txn: str) -> None:
+        await self.to_device.send(SENDER, "m.test", txn, messages)
+
+    async def receipt(self, receipt_type: str, user_id: UserID, room_id: RoomID) -> None:
+        self._position += 1
+        row = ReceiptRow(room_id, receipt_type, user_id, "", EventID(f"$e{self._position}"), 1)
+        await self.receipts.upsert_receipt(row, self._position, self._position)
+        self.notifier.advance(Stream.RECEIPTS, self._position, ())
+        self.extras.on_receipt(row, self._position)
+
+    async def device_list_change(self, user_id: UserID) -> None:
+        self._position += 1
+        await self.device_lists.add_change(user_id, self._position)
+        self.notifier.advance(Stream.DEVICE_LISTS, self._position, ())
+        self.extras.on_device_list_changed(user_id)
+
+    async def inbox(self, user_id: UserID, device_id: str) -> list[Any]:
+        found = await ToDeviceStore(self.db).get_messages(user_id, device_id, 0, 2**62, 100)
+        return [m.message["content"] for m in found]
+
+
+@pytest.fixture
+async def world(database: Database) -> World:
+    world = World(database)
+    await world.start()
+    return world
+
+
+def ephemeral_of(batch: ExtrasBatch, event_type: str) -> list[Any]:
+    return [e for e in batch.fields.get("ephemeral", []) if e["type"] == event_type]
+
+
+async def test_to_device_is_paged_by_send_and_deleted_only_once_acknowledged(world: World) -> None:
+    await world.send({GHOST: {"G0": {"n": 0}}}, "before")
+    # A first start begins now: what was stored before is not sent.
+    first = await world.extras.collect(BRIDGE, None, 2)
+    assert first.count == 0
+    for n in (1, 2, 3):
+        await world.send({GHOST: {"G0": {"n": n}}, BOB: {"B": {"n": n}}}, f"t{n}")
+    world.woken.clear()
+    batch = await world.extras.collect(BRIDGE, first.position, 2)
+    messages = batch.fields["de.sorunome.msc2409.to_device"]
+    assert [(m["to_user_id"], m["to_device_id"], m["content"]) for m in messages] == [
+        (GHOST, "G0", {"n": 1}),
+        (GHOST, "G0", {"n": 2}),
+    ]
+    assert messages[0]["type"] == "m.test" and messages[0]["sender"] == ALICE
+    assert batch.count == 2
+    # Stopped before the end: the sender is woken to come back for the rest.
+    assert world.woken == ["bridge"]
+    rest = await world.extras.collect(BRIDGE, batch.position, 2)
+    assert [m["content"] for m in rest.fields["de.sorunome.msc2409.to_device"]] == [{"n": 3}]
+
+    # Nothing is deleted before the appservice acknowledged it ...
+    assert await world.inbox(GHOST, "G0") == [{"n": 0}, {"n": 1}, {"n": 2}, {"n": 3}]
+    await world.extras.acknowledged(BRIDGE, batch.position)
+    # ... then only its users' messages sent in that batch.
+    assert await world.inbox(GHOST, "G0") == [{"n": 0}, {"n": 3}]
+    assert await world.inbox(BOB, "B") == [{"n": 1}, {"n": 2}, {"n": 3}]
+    await world.extras.acknowledged(BRIDGE, rest.position)
+    assert await world.inbox(GHOST, "G0") == [{"n": 0}]
+    # An unreadable position acknowledges nothing.
+    await world.extras.acknowledged(BRIDGE, "not_a_position")
+
+
+async def test_one_send_to_more_devices_than_a_page_comes_whole(world: World) -> None:
+    start = await world.extras.collect(BRIDGE, None, 1)
+    await world.send({GHOST: {"*": {"all": True}}}, "everyone")
+    await world.send({OTHER_GHOST: {"O": {"next": True}}}, "next")
+    batch = await world.extras.collect(BRIDGE, start.position, 1)
+    devices = [m["to_device_id"] for m in batch.fields["de.sorunome.msc2409.to_device"]]
+    assert sorted(devices) == sorted(f"G{n}" for n in range(12))
+    after = await world.extras.collect(BRIDGE, batch.position, 1)
+    assert [m["to_user_id"] for m in after.fields["de.sorunome.msc2409.to_device"]] == [OTHER_GHOST]
+
+
+async def test_typing_receipts_and_presence_of_rooms_of_interest(world: World) -> None:
+    start = await world.extras.collect(BRIDGE, None, 10)
+    await world.typing.set_remote_typing(ALICE, BRIDGED, True)
+    await world.typing.set_remote_typing(BOB, PRIVATE, True)
+    await world.receipt("m.read", ALICE, BRIDGED)
+    await world.receipt("m.read.private", ALICE, BRIDGED)
+    await world.receipt("m.read.private", GHOST, BRIDGED)
+    await world.receipt("m.read", BOB, PRIVATE)
+    await world.presence.set_status(ALICE, ALICE, "online", "here")
+    await world.presence.set_status(BOB, BOB, "online", "elsewhere")
+
+    batch = await world.extras.collect(BRIDGE, start.position, 10)
+    assert ephemeral_of(batch, "m.typing") == [
+        {"type": "m.typing", "content": {"user_ids": [ALICE]}, "room_id": BRIDGED}
+    ]
+    [receipts] = ephemeral_of(batch, "m.receipt")
+    assert receipts["room_id"] == BRIDGED
+    # Everyone's public receipts; private ones only of the appservice's users.
+    assert receipts["content"]["$e1"]["m.read"] == {ALICE: {"ts": 1}}
+    assert "$e2" not in receipts["content"]
+    assert receipts["content"]["$e3"]["m.read.private"] == {GHOST: {"ts": 1}}
+    [presence] = ephemeral_of(batch, "m.presence")
+    assert presence["sender"] == ALICE and presence["content"]["status_msg"] == "here"
+    assert batch.fields["de.sorunome.msc2409.ephemeral"] == batch.fields["ephemeral"]
+    assert batch.count == 3
+
+    # Nothing new: an empty batch.
+    again = await world.extras.collect(BRIDGE, batch.position, 10)
+    assert again.count == 0 and again.fields == {}
+
+
+async def every_room(appservice: ApplicationService, room_id: RoomID) -> bool:
+    return True
+
+
+async def test_a_full_ephemeral_batch_continues_where_it_stopped(database: Database) -> None:
+    world = World(database, every_room)
+    await world.start()
+    rooms = [RoomID(f"!r{n}:example.org") for n in range(5)]
+    start = await world.extras.collect(BRIDGE, None, 2)
+    for room_id in rooms:
+        await world.receipt("m.read", GHOST, room_id)
+    seen: list[RoomID] = []
+    position = start.position
+    for _ in range(5):
+        batch = await world.extras.collect(BRIDGE, position, 2)
+        assert batch.count <= 2
+        seen += [e["room_id"] for e in ephemeral_of(batch, "m.receipt")]
+        position = batch.position
+        if not batch.count:
+            break
+    assert seen == rooms
+
+
+async def test_device_lists_and_key_counts_for_msc3202(world: World) -> None:
+    start = await world.extras.collect(BRIDGE, None, 10)
+    await world.device_list_change(ALICE)  # shares the bridged room
+    await world.device_list_change(BOB)  # shares no room of interest
+    await world.db.execute(
+        "INSERT INTO e2e_one_time_keys (user_id, device_id, algorithm, key_id, key_json,"
+        " ts_added_ms) VALUES ($1, 'G1', 'signed_curve25519', 'k1', '{}', 1),"
+        " ($1, 'G1', 'signed_curve25519', 'k2', '{}', 1)",
+        GHOST,
+    )
+    await world.db.execute(
+        "INSERT INTO e2e_fallback_keys (user_id, device_id, algorithm, key_id, key_json)"
+        " VALUES ($1, 'G1', 'signed_curve25519', 'f1', '{}')",
+        GHOST,
+    )
+    world.extras.on_keys_changed([(GHOST, DeviceID("G1")), (BOB, DeviceID("B"))])
+
+    batch = await world.extras.collect(BRIDGE, start.position, 10)
+    assert batch.fields["org.matrix.msc3202.device_lists"] == {"changed": [ALICE], "left": []}
+    counts = batch.fields["org.matrix.msc3202.device_one_time_keys_count"]
+    # Every device of the user whose keys changed; BOB is not the appservice's.
+    assert set(counts) == {GHOST}
+    assert counts[GHOST]["G1"] == {"signed_curve25519": 2}
+    assert counts[GHOST]["G0"] == {}
+    assert batch.fields["org.matrix.msc3202.device_one_time_key_counts"] == counts
+    fallback = batch.fields["org.matrix.msc3202.device_unused_fallback_key_types"]
+    assert fallback[GHOST]["G1"] == ["signed_curve25519"] and fallback[GHOST]["G0"] == []
+    assert batch.count == 2
+
+
+async def test_an_appservice_without_the_flags_gets_none_of_it(world: World) -> None:
+    start = await world.extras.collect(PLAIN, None, 10)
+    world.woken.clear()
+    await world.send({GHOST: {"G0": {"n": 1}}}, "t1")
+    await world.typing.set_remote_typing(ALICE, BRIDGED, True)
+    await world.device_list_change(ALICE)
+    assert "plain" not in world.woken
+    batch = await world.extras.collect(PLAIN, start.position, 10)
+    assert (batch.fields, batch.count) == ({}, 0)
+    # Its acknowledgement deletes nothing either.
+    await world.extras.acknowledged(PLAIN, batch.position)
+    assert await world.inbox(GHOST, "G0") == [{"n": 1}]
+
+
+async def test_an_unreadable_position_starts_now(world: World) -> None:
+    await world.send({GHOST: {"G0": {"n": 1}}}, "t1")
+    batch = await world.extras.collect(BRIDGE, "1_2_x", 10)
+    assert batch.count == 0
