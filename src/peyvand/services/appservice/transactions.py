@@ -107,9 +107,7 @@ class AppServiceTransactions:
         sender = self._senders.get(appservice.id)
         if sender is not None:
             return sender.status()
-        return SenderStatus(
-            appservice.id, appservice.url, "up", 0, 0, None, 0, False, 0, None, None
-        )
+        return SenderStatus.without_sender(appservice.id, appservice.url)
 
     def retry_now(self, appservice_id: str) -> bool:
         """Make a backing-off appservice's sender try again now; False if it was not
