@@ -40,6 +40,7 @@ def build_appservices(
         AppServiceExtrasStore(db),
         timeline.notifier,
         local.typing,
+        local.receipts,
         local.presence,
         timeline.index,
         interest.is_interested_in_room,

@@ -69,6 +69,12 @@ class Snapshot:
         return set(self.memberships)
 
 
+class ReceiptPositions:
+    """The receipts service's position, moved by ``World.receipt``."""
+
+    current_position = 0
+
+
 class Rooms:
     """Room state and the room index, as far as these services read them."""
 
@@ -116,6 +122,7 @@ class World:
         self.presence = PresenceService(SERVER, self.rooms, self.rooms, self.notifier)  # type: ignore[arg-type]
         self.to_device = ToDeviceService(SERVER, ToDeviceStore(db), self.notifier)
         self.receipts = ReceiptStore(db)
+        self.receipt_positions = ReceiptPositions()
         self.device_lists = DeviceListStore(db)
         registry = AppServiceRegistry([], SERVER, services=[BRIDGE, PLAIN])
         self.extras = AppServiceExtras(
@@ -123,6 +130,7 @@ class World:
             AppServiceExtrasStore(db),
             self.notifier,
             self.typing,
+            self.receipt_positions,  # type: ignore[arg-type]
             self.presence,
             self.rooms,  # type: ignore[arg-type]
             interest,
@@ -148,7 +156,7 @@ class World:
         self._position += 1
         row = ReceiptRow(room_id, receipt_type, user_id, "", EventID(f"$e{self._position}"), 1)
         await self.receipts.upsert_receipt(row, self._position, self._position)
-        self.notifier.advance(Stream.RECEIPTS, self._position, ())
+        self.receipt_positions.current_position = self._position
         self.extras.on_receipt(row, self._position)
 
     async def device_list_change(self, user_id: UserID) -> None:

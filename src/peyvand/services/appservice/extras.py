@@ -43,7 +43,7 @@ from peyvand.services.appservice.registration import ApplicationService
 from peyvand.services.appservice.registry import AppServiceRegistry
 from peyvand.services.sync.notifier import Notifier
 from peyvand.services.sync.presence import PresenceService
-from peyvand.services.sync.receipts import READ_PRIVATE, receipt_event
+from peyvand.services.sync.receipts import READ_PRIVATE, ReceiptService, receipt_event
 from peyvand.services.sync.streams import parse_position_number
 from peyvand.services.sync.typing import TypingService
 from peyvand.services.timeline.room_index import RoomIndex
@@ -117,6 +117,7 @@ class AppServiceExtras:
         store: AppServiceExtrasStore,
         notifier: Notifier,
         typing: TypingService,
+        receipts: ReceiptService,
         presence: PresenceService,
         index: RoomIndex,
         interested_in_room: InterestedInRoom,
@@ -127,6 +128,7 @@ class AppServiceExtras:
         self._store = store
         self._notifier = notifier
         self._typing = typing
+        self._receipts = receipts
         self._presence = presence
         self._index = index
         self._interested_in_room = interested_in_room
@@ -266,10 +268,13 @@ class AppServiceExtras:
     # -- positions ------------------------------------------------------------------------
 
     def _now(self) -> _Position:
+        """The streams' current positions. Receipts, typing and presence are read from
+        their services, whose hooks run before the notifier hears of a change; to-device
+        and device lists from the notifier, told before their hooks run."""
         token = self._notifier.current_token
         return _Position(
             typing=self._typing.current_position,
-            receipts=token.receipts,
+            receipts=self._receipts.current_position,
             presence=self._presence.current_position,
             to_device_from=token.to_device,
             to_device=token.to_device,
