@@ -142,6 +142,7 @@ def assert_error(response: Response, status: int, errcode: str) -> None:
 async def test_the_as_token_is_the_bot_registered_at_start(client: MatrixClient) -> None:
     me = (await whoami(client, BRIDGE_TOKEN)).ok()
     assert me["user_id"] == bot("bridgebot")
+    assert "device_id" not in me  # no device named, none used
     # The token in the query string names the appservice too.
     query = await client.request(
         "GET", "account/whoami", params={"access_token": BRIDGE_TOKEN, "user_id": me["user_id"]}

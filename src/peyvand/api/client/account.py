@@ -15,6 +15,7 @@ from peyvand.api.routing import CLIENT_V3, RouteTable
 from peyvand.errors import Errcode, MatrixError, forbidden, missing_param
 from peyvand.services.accounts.auth import Session
 from peyvand.services.accounts.threepids import VALIDATE_PATH
+from peyvand.services.appservice.auth import NO_DEVICE
 from peyvand.types import JsonDict, UserID
 
 routes = RouteTable()
@@ -109,15 +110,13 @@ async def registration_token_validity(ctx: RequestContext) -> web.Response:
 
 @routes.get(f"{CLIENT_V3}/account/whoami")
 async def whoami(ctx: RequestContext) -> web.Response:
-    """GET /_matrix/client/v3/account/whoami: the owner of the access token."""
+    """GET /_matrix/client/v3/account/whoami: the owner of the access token; no
+    ``device_id`` for an application service that named none."""
     requester = ctx.user
-    return json_response(
-        {
-            "user_id": requester.user_id,
-            "device_id": requester.device_id,
-            "is_guest": requester.is_guest,
-        }
-    )
+    result: JsonDict = {"user_id": requester.user_id, "is_guest": requester.is_guest}
+    if requester.device_id != NO_DEVICE:
+        result["device_id"] = requester.device_id
+    return json_response(result)
 
 
 @routes.post(f"{CLIENT_V3}/account/password", rate_limited=True)
