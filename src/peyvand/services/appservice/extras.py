@@ -148,8 +148,10 @@ class AppServiceExtras:
 
     def on_typing(self, room_ids: Sequence[RoomID], position: int) -> None:
         """``TypingService.change_hooks``."""
-        self._typing_log.extend((position, room_id) for room_id in room_ids)
-        self._wake(s for s in self._registry.services if s.receive_ephemeral)
+        services = [s for s in self._registry.services if s.receive_ephemeral]
+        if services:
+            self._typing_log.extend((position, room_id) for room_id in room_ids)
+            self._wake(services)
 
     def on_receipt(self, row: ReceiptRow, event_stream_ordering: int) -> None:
         """``ReceiptService.stored_hooks``."""
@@ -173,17 +175,19 @@ class AppServiceExtras:
 
     def on_keys_changed(self, devices: Sequence[tuple[UserID, DeviceID]]) -> None:
         """``E2eKeysService.counts_hooks``: one-time or fallback keys claimed, uploaded
-        or deleted."""
+        or deleted. Only users of an appservice that asked for key counts are kept."""
         users = {user_id for user_id, _ in devices}
-        if not users:
-            return
-        self._keys_position = max(self._keys_position + 1, self._wall_clock_ms())
-        self._keys_log.extend((self._keys_position, user_id) for user_id in sorted(users))
-        self._wake(
+        services = [
             s
             for s in self._registry.services
             if s.msc3202 and any(s.is_user_in_namespace(u) for u in users)
-        )
+        ]
+        if not services:
+            return
+        wanted = sorted(u for u in users if any(s.is_user_in_namespace(u) for s in services))
+        self._keys_position = max(self._keys_position + 1, self._wall_clock_ms())
+        self._keys_log.extend((self._keys_position, user_id) for user_id in wanted)
+        self._wake(services)
 
     def _wake(self, services: Iterable[ApplicationService]) -> None:
         for appservice in services:
