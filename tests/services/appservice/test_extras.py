@@ -59,6 +59,12 @@ def registration(appservice_id: str, **flags: Any) -> ApplicationService:
 
 BRIDGE = registration("bridge", receive_ephemeral=True, **{"org.matrix.msc3202": True})
 PLAIN = registration("plain")
+# Also receives to-device messages of @ghost_2 (a namespace that is not exclusive).
+WATCHER = registration(
+    "watcher",
+    receive_ephemeral=True,
+    namespaces={"users": [{"exclusive": False, "regex": "@ghost_2:example.org"}]},
+)
 
 
 class Snapshot:
@@ -124,7 +130,7 @@ class World:
         self.receipts = ReceiptStore(db)
         self.receipt_positions = ReceiptPositions()
         self.device_lists = DeviceListStore(db)
-        registry = AppServiceRegistry([], SERVER, services=[BRIDGE, PLAIN])
+        registry = AppServiceRegistry([], SERVER, services=[BRIDGE, PLAIN, WATCHER])
         self.extras = AppServiceExtras(
             registry,
             AppServiceExtrasStore(db),
@@ -223,6 +229,9 @@ async def test_one_send_to_more_devices_than_a_page_comes_whole(world: World) ->
     assert sorted(devices) == sorted(f"G{n}" for n in range(12))
     after = await world.extras.collect(BRIDGE, batch.position, 1)
     assert [m["to_user_id"] for m in after.fields["de.sorunome.msc2409.to_device"]] == [OTHER_GHOST]
+    # Another appservice gets @ghost_2's messages too: they are kept for it.
+    await world.extras.acknowledged(BRIDGE, after.position)
+    assert await world.inbox(OTHER_GHOST, "O") == [{"next": True}]
 
 
 async def test_typing_receipts_and_presence_of_rooms_of_interest(world: World) -> None:

@@ -259,13 +259,22 @@ class AppServiceExtras:
 
     async def acknowledged(self, appservice: ApplicationService, position: str) -> None:
         """The appservice answered 200 to a transaction holding the batch up to
-        ``position``: the to-device messages of its users sent in it are deleted."""
+        ``position``: the to-device messages of its users sent in it are deleted (but
+        for users another appservice also receives them for: they wait for it)."""
         reached = _Position.decode(position)
         if reached is None or reached.to_device <= reached.to_device_from:
             return
         after, until = reached.to_device_from, reached.to_device
         recipients = await self._store.inbox_recipients_between(after, until)
-        users = [u for u in recipients if appservice.is_user_in_namespace(u)]
+        others = [
+            s for s in self._registry.services if s.receive_ephemeral and s.id != appservice.id
+        ]
+        users = [
+            u
+            for u in recipients
+            if appservice.is_user_in_namespace(u)
+            and not any(s.is_user_in_namespace(u) for s in others)
+        ]
         if users:
             await self._store.delete_inbox_between(users, after, until)
 
