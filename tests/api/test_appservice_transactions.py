@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
+import signal
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -18,6 +20,7 @@ from urllib.parse import quote
 import pytest
 from aiohttp import web
 
+from harness.admin import login_admin
 from harness.appservice import RecordingAppService, write_registration
 from harness.client import Account, MatrixClient, new_session
 from harness.server import SERVER_NAME, HomeserverProcess, start_homeserver
@@ -51,22 +54,33 @@ def bridge(name: str) -> Bridge:
     return Bridge(AttemptsAppService(f"hs-{name}"), f"as-{name}", f"@{name}bot:{SERVER_NAME}")
 
 
-def register(data_dir: Path, name: str, target: Bridge) -> Path:
+def register(data_dir: Path, name: str, target: Bridge, *, listening: bool = True) -> Path:
+    """The registration of ``target``: users ``@<name>_...`` and aliases ``#<name>_...``,
+    not exclusive (ordinary users may take such aliases); without a url unless
+    ``listening``."""
     return write_registration(
         data_dir / f"{name}.yaml",
         appservice_id=name,
-        url=target.appservice.url,
+        url=target.appservice.url if listening else None,
         as_token=target.as_token,
         hs_token=target.appservice.hs_token,
         sender_localpart=f"{name}bot",
         user_regex=f"@{name}_.*:{SERVER_NAME}",
+        alias_regex=f"#{name}_.*:{SERVER_NAME}",
+        exclusive=False,
     )
 
 
 async def start_server(
-    backend: str, request: pytest.FixtureRequest, data_dir: Path, bridges: dict[str, Bridge]
+    backend: str,
+    request: pytest.FixtureRequest,
+    data_dir: Path,
+    bridges: dict[str, Bridge],
+    *,
+    silent: tuple[str, ...] = (),
 ) -> HomeserverProcess:
-    files = [register(data_dir, name, b) for name, b in bridges.items()]
+    """A server with ``bridges`` registered, those named in ``silent`` without a url."""
+    files = [register(data_dir, n, b, listening=n not in silent) for n, b in bridges.items()]
     options = {"app_service_config_files": "[" + ", ".join(f'"{f}"' for f in files) + "]"}
     # In a thread: the appservices answer on this loop meanwhile.
     return await asyncio.to_thread(
@@ -188,6 +202,57 @@ async def test_a_message_in_a_room_with_the_bot_reaches_it_once_in_order(
     assert_ids_kept_their_content(world.alpha.appservice)
 
 
+async def test_interest_follows_the_namespace_users_joined(
+    world: World, client: MatrixClient
+) -> None:
+    """A room the bot is not in: its events go to the appservice while one of its
+    namespace users is joined, and stop when that user leaves."""
+    alpha = world.alpha
+    alice = await client.register()
+    ghost = (
+        await client.request(
+            "POST",
+            "register",
+            {"type": "m.login.application_service", "username": f"alpha_g{next(_txn)}"},
+            alpha.as_token,
+        )
+    ).ok()["user_id"]
+    room_id = (await client.request("POST", "createRoom", {"preset": "public_chat"}, alice)).ok()[
+        "room_id"
+    ]
+    as_ghost = {"user_id": ghost}
+    path = f"rooms/{quote(room_id)}"
+    (await client.request("POST", f"{path}/join", {}, alpha.as_token, as_ghost)).ok()
+    while_joined = await send(client, alice, room_id, 2)
+    (await client.request("POST", f"{path}/leave", {}, alpha.as_token, as_ghost)).ok()
+    after_leaving = await send(client, alice, room_id, 2)
+    (await client.request("POST", f"{path}/join", {}, alpha.as_token, as_ghost)).ok()
+    rejoined = await send(client, alice, room_id, 1)
+    await wait_for_events(alpha.appservice, room_id, rejoined)
+    assert_in_order_once(alpha.appservice, room_id, while_joined + rejoined)
+    assert not set(after_leaving) & set(received_ids(alpha.appservice, room_id))
+    memberships = [
+        (e["state_key"], e["content"]["membership"])
+        for e in received(alpha.appservice, room_id)
+        if e["type"] == "m.room.member"
+    ]
+    assert memberships == [(ghost, "join"), (ghost, "leave"), (ghost, "join")]
+
+
+async def test_a_room_alias_in_the_namespace_is_interest(
+    world: World, client: MatrixClient
+) -> None:
+    """A room whose alias (made by createRoom, also its canonical alias) is in beta's
+    alias namespace: beta gets its events, though neither its bot nor its users are in."""
+    alice = await client.register()
+    body = {"room_alias_name": f"beta_lobby{next(_txn)}"}
+    room_id = (await client.request("POST", "createRoom", body, alice)).ok()["room_id"]
+    sent = await send(client, alice, room_id, 2)
+    await wait_for_events(world.beta.appservice, room_id, sent)
+    assert_in_order_once(world.beta.appservice, room_id, sent)
+    assert received(world.alpha.appservice, room_id) == []
+
+
 async def test_events_in_rooms_without_interest_are_not_sent(
     world: World, client: MatrixClient
 ) -> None:
@@ -270,3 +335,50 @@ async def test_nothing_is_lost_across_a_crash_while_the_appservice_is_down(
     finally:
         await asyncio.to_thread(server.stop)
         await gamma.appservice.stop()
+
+
+async def test_a_reload_starts_and_stops_senders(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """SIGHUP: an appservice given a url starts at the newest event; one whose url is
+    taken away stops, and resumes from where it stopped when it gets it back."""
+    delta, epsilon = bridge("delta"), bridge("epsilon")
+    await delta.appservice.start()
+    await epsilon.appservice.start()
+    bridges = {"delta": delta, "epsilon": epsilon}
+    server = await start_server(backend, request, tmp_path, bridges, silent=("epsilon",))
+    try:
+        async with new_session() as session:
+            client = MatrixClient(session, server.base_url)
+            admin = await login_admin(client, server)
+
+            async def reload(**listening: bool) -> None:
+                for name, on in listening.items():
+                    register(tmp_path, name, bridges[name], listening=on)
+                os.kill(server.pid, signal.SIGHUP)
+                deadline = time.monotonic() + WAIT
+                while True:
+                    listed = await client.request(
+                        "GET", "/_peyvand/admin/v1/appservices", token=admin
+                    )
+                    states = {a["id"]: a["state"] != "no_url" for a in listed.ok()["appservices"]}
+                    if all(states[name] == on for name, on in listening.items()):
+                        return
+                    assert time.monotonic() < deadline, states
+                    await asyncio.sleep(0.1)
+
+            alice = await client.register()
+            room_id = await room_with(client, alice, delta, epsilon)
+            first = await send(client, alice, room_id, 1)
+            await wait_for_events(delta.appservice, room_id, first)
+            await reload(delta=False, epsilon=True)
+            second = await send(client, alice, room_id, 2)
+            await wait_for_events(epsilon.appservice, room_id, second)
+            assert received_ids(epsilon.appservice, room_id) == second
+            await reload(delta=True)
+            await wait_for_events(delta.appservice, room_id, second)
+            assert_in_order_once(delta.appservice, room_id, first + second)
+    finally:
+        await asyncio.to_thread(server.stop)
+        await delta.appservice.stop()
+        await epsilon.appservice.stop()
