@@ -275,8 +275,15 @@ async def test_an_exclusive_alias_is_only_its_appservices(client: MatrixClient) 
 
 
 async def test_create_room_with_an_exclusive_alias_name(client: MatrixClient) -> None:
+    """Refused before any room is created (as Synapse checks it); the appservice may."""
     user = await client.register()
     body = {"room_alias_name": localpart(portal("reserved"))}
     answer = await client.request("POST", "createRoom", body, user)
     assert answer.status == 400, answer.body
     assert answer.body["errcode"] == "M_EXCLUSIVE"
+    assert (await client.request("GET", "joined_rooms", token=user)).ok()["joined_rooms"] == []
+    alias = portal()
+    body = {"room_alias_name": localpart(alias)}
+    room_id = (await client.request("POST", "createRoom", body, AS_TOKEN)).ok()["room_id"]
+    found = (await client.request("GET", f"directory/room/{quote(alias)}", token=user)).ok()
+    assert found["room_id"] == room_id

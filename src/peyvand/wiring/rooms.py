@@ -155,6 +155,7 @@ def build_rooms(
             profile.profile_of,
             directory.resolve_alias,
             directory.create_alias_for_new_room,
+            directory.check_alias_for_new_room,
             policy_lists,
             membership.invite,
             federates=config.federation.enabled,

@@ -46,6 +46,8 @@ _POWER_LEVELS = ("m.room.power_levels", "")
 ProfileLookup = Callable[[UserID], Awaitable[JsonDict]]
 AliasResolver = Callable[[RoomAlias], Awaitable[RoomID | None]]
 AliasCreator = Callable[[RoomAlias, RoomID, UserID], Awaitable[RoomAlias]]
+# Raises unless the user may create the alias (an appservice's exclusive namespace).
+AliasCheck = Callable[[RoomAlias, UserID], None]
 
 
 class Inviter(Protocol):
@@ -130,12 +132,14 @@ class RoomsService:
         profile_of: ProfileLookup,
         resolve_alias: AliasResolver,
         create_alias: AliasCreator,
+        check_alias: AliasCheck,
         policy_lists: PolicyListService,
         invite: Inviter,
         *,
         federates: bool,
     ) -> None:
-        """Room aliases are the directory's (``resolve_alias``, ``create_alias``);
+        """Room aliases are the directory's (``resolve_alias``, ``create_alias``,
+        ``check_alias`` before the room is created);
         ``policy_lists`` refuses the initial invites the moderation policy lists ban;
         users of other servers are invited with ``invite`` (the /invite path), and only
         when the server ``federates``."""
@@ -145,6 +149,7 @@ class RoomsService:
         self._profile_of = profile_of
         self._resolve_alias = resolve_alias
         self._create_alias = create_alias
+        self._check_alias = check_alias
         self._policy_lists = policy_lists
         self._invite = invite
         self._federates = federates
@@ -225,6 +230,7 @@ class RoomsService:
         alias = None
         if request.room_alias_name is not None:
             alias = RoomAlias(f"#{request.room_alias_name}:{self._server_name}")
+            self._check_alias(alias, creator)
             if await self._resolve_alias(alias) is not None:
                 raise MatrixError(Errcode.ROOM_IN_USE, f"Room alias {alias} already taken")
             initial.append(EventSpec("m.room.canonical_alias", {"alias": alias}, ""))

@@ -281,18 +281,23 @@ class DirectoryService:
                 Errcode.UNKNOWN, f"Room alias {alias} already exists", status=409
             ) from None
 
-    async def create_alias_for_new_room(
-        self, alias: RoomAlias, room_id: RoomID, creator: UserID
-    ) -> RoomAlias:
-        """Point ``alias`` at a room just created by ``creator`` (createRoom's
-        ``room_alias_name``); returns the alias. In an exclusive alias namespace only the
-        appservice's own users (bot or ghosts, whom only it acts as) may."""
+    def check_alias_for_new_room(self, alias: RoomAlias, creator: UserID) -> None:
+        """Raise unless ``creator`` may give a new room ``alias`` (checked before the room
+        is created): a well-formed local alias, and in an exclusive alias namespace only
+        the appservice's own users (its bot or ghosts, whom only it acts as)."""
         self._check_alias(alias)
         owner = self._appservices.exclusive_owner_of_alias(alias)
         if owner is not None and not owner.is_user_in_namespace(creator):
             raise MatrixError(
                 Errcode.EXCLUSIVE, "This alias is reserved by an application service."
             )
+
+    async def create_alias_for_new_room(
+        self, alias: RoomAlias, room_id: RoomID, creator: UserID
+    ) -> RoomAlias:
+        """Point ``alias`` at a room just created by ``creator`` (createRoom's
+        ``room_alias_name``); returns the alias."""
+        self.check_alias_for_new_room(alias, creator)
         await self._insert(alias, room_id, creator)
         return alias
 
