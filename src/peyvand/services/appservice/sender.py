@@ -141,7 +141,8 @@ class AppServiceSender:
         self._deps = deps
         self._position = progress.events_position
         self._extras_position = progress.extras_position
-        self._last_txn_id = progress.last_txn_id
+        pending_id = progress.pending.txn_id if progress.pending is not None else 0
+        self._last_txn_id = max(progress.last_txn_id, pending_id)
         self._last_success_ts = progress.last_success_ts
         self._pending = progress.pending
         # Catch-up: the database is read in (_read_to, _catch_up_to].

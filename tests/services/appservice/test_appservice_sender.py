@@ -1,0 +1,299 @@
+"""One appservice's sender against fakes of its store, interest, extras and HTTP push:
+a failed transaction goes out again unchanged, a live queue that overflows is read back
+from the store without a gap or a repeat, extras ride along and are acknowledged only
+after a 200, and the status follows failures and recovery."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any, cast
+
+import pytest
+
+from peyvand.federation.appservice_client import AppServiceError, AppServiceTarget
+from peyvand.services.appservice import sender as sender_module
+from peyvand.services.appservice.extras import AppServiceExtras, ExtrasBatch
+from peyvand.services.appservice.interest import AppServiceInterest
+from peyvand.services.appservice.registration import ApplicationService, parse_registration
+from peyvand.services.appservice.sender import AppServiceSender, SenderDeps
+from peyvand.storage.appservice_txns import (
+    AppServiceProgress,
+    AppServiceTxnStore,
+    PendingTxn,
+    StreamEvent,
+)
+from peyvand.storage.models import StoredEvent
+from peyvand.types import EventID, JsonDict, RoomID, ServerName
+
+ROOM = RoomID("!watched:localhost")
+OTHER_ROOM = RoomID("!other:localhost")
+
+
+def appservice() -> ApplicationService:
+    return parse_registration(
+        {
+            "id": "bridge",
+            "url": "http://127.0.0.1:9/",
+            "as_token": "as",
+            "hs_token": "hs",
+            "sender_localpart": "bot",
+            "namespaces": {"users": [{"exclusive": True, "regex": "@ghost_.*"}]},
+        },
+        ServerName("localhost"),
+    )
+
+
+def event_id(position: int) -> EventID:
+    return EventID(f"$e{position}")
+
+
+@dataclass
+class FakeStore:
+    """The rows of one appservice, and the stored events (all in ``ROOM`` unless told)."""
+
+    events: list[StreamEvent] = field(default_factory=list)
+    pending: PendingTxn | None = None
+    acknowledged: list[PendingTxn] = field(default_factory=list)
+    pages: int = 0
+
+    def add_events(self, positions: range, room_id: RoomID = ROOM) -> None:
+        self.events.extend(
+            StreamEvent(p, event_id(p), room_id, "m.room.message", None, "@alice:localhost")
+            for p in positions
+        )
+
+    async def store_pending(self, appservice_id: str, txn: PendingTxn) -> None:
+        assert self.pending is None
+        self.pending = txn
+
+    async def acknowledge(self, appservice_id: str, txn: PendingTxn, now_ms: int) -> None:
+        assert self.pending == txn
+        self.pending = None
+        self.acknowledged.append(txn)
+
+    async def events_after(self, after: int, up_to: int, limit: int) -> list[StreamEvent]:
+        self.pages += 1
+        found = [e for e in self.events if after < e.stream_ordering <= up_to]
+        return found[:limit]
+
+
+class FakeInterest:
+    async def is_interested(
+        self,
+        appservice: ApplicationService,
+        room_id: RoomID,
+        sender: str,
+        event_type: str,
+        state_key: str | None,
+    ) -> bool:
+        return room_id == ROOM
+
+
+@dataclass
+class FakeExtras:
+    """Hands out ``batches`` in turn (then empty ones), and records acknowledgements."""
+
+    batches: list[ExtrasBatch] = field(default_factory=list)
+    asked: list[str | None] = field(default_factory=list)
+    acknowledged: list[str] = field(default_factory=list)
+
+    async def collect(
+        self, appservice: ApplicationService, since: str | None, limit: int
+    ) -> ExtrasBatch:
+        self.asked.append(since)
+        if self.batches:
+            return self.batches.pop(0)
+        return ExtrasBatch({}, since or "p0", 0)
+
+    async def acknowledged_(self, appservice: ApplicationService, position: str) -> None:
+        self.acknowledged.append(position)
+
+
+@dataclass
+class FakeAppService:
+    """The push: fails while ``failing``; records every attempt."""
+
+    failing: bool = False
+    attempts: list[tuple[str, JsonDict]] = field(default_factory=list)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def push(self, target: AppServiceTarget, txn_id: str, body: JsonDict) -> None:
+        self.attempts.append((txn_id, body))
+        self.changed.set()
+        if self.failing:
+            raise AppServiceError("status", "HTTP 500", 500)
+
+    def delivered(self) -> list[str]:
+        """The event IDs of the attempts of distinct transactions that succeeded, in order."""
+        seen: dict[str, list[str]] = {}
+        for txn_id, body in self.attempts:
+            seen[txn_id] = [e["event_id"] for e in body["events"]]
+        return [e for events in seen.values() for e in events]
+
+    async def wait_for(self, check: Callable[[], bool], limit: float = 5.0) -> None:
+        async with asyncio.timeout(limit):
+            while not check():
+                self.changed.clear()
+                await self.changed.wait()
+
+
+async def get_events(ids: Sequence[EventID]) -> Mapping[EventID, StoredEvent]:
+    return {i: cast(StoredEvent, SimpleNamespace(pdu=SimpleNamespace(event_id=i))) for i in ids}
+
+
+async def serialize(events: Sequence[StoredEvent]) -> list[JsonDict]:
+    return [{"event_id": e.pdu.event_id} for e in events]
+
+
+@dataclass
+class Rig:
+    store: FakeStore
+    extras: FakeExtras
+    target: FakeAppService
+    sender: AppServiceSender
+
+    async def settle(self) -> None:
+        """Until the sender has nothing left to send (bounded)."""
+        deadline = time.monotonic() + 5.0
+        while True:
+            status = self.sender.status()
+            if not (status.queue_length or status.catching_up or self.store.pending):
+                return
+            assert time.monotonic() < deadline, self.sender.status()
+            await asyncio.sleep(0.01)
+
+
+def rig(
+    store: FakeStore | None = None,
+    extras: FakeExtras | None = None,
+    *,
+    position: int = 0,
+    catch_up_to: int = 0,
+    failing: bool = False,
+) -> Rig:
+    store = store or FakeStore()
+    extras = extras or FakeExtras()
+    target = FakeAppService(failing)
+    fake_extras: Any = SimpleNamespace(collect=extras.collect, acknowledged=extras.acknowledged_)
+    deps = SenderDeps(
+        store=cast(AppServiceTxnStore, store),
+        interest=cast(AppServiceInterest, FakeInterest()),
+        extras=cast(AppServiceExtras, fake_extras),
+        push=target.push,
+        get_events=get_events,
+        serialize=serialize,
+        now_ms=lambda: int(time.time() * 1000),
+    )
+    progress = AppServiceProgress(position, None, 0, None, store.pending)
+    return Rig(store, extras, target, AppServiceSender(appservice(), progress, catch_up_to, deps))
+
+
+def offer(sender: AppServiceSender, positions: range, room_id: RoomID = ROOM) -> None:
+    for p in positions:
+        if room_id == ROOM:
+            sender.on_event(p, event_id(p))
+        sender.on_seen(p)
+
+
+async def test_a_failed_transaction_is_sent_again_unchanged() -> None:
+    r = rig(failing=True)
+    offer(r.sender, range(1, 4))
+    r.sender.start()
+    try:
+        await r.target.wait_for(lambda: len(r.target.attempts) >= 1)
+        status = r.sender.status()
+        assert (status.state, status.consecutive_failures, status.queue_length) == (
+            "backing_off",
+            1,
+            3,
+        )
+        assert status.last_error is not None and "500" in status.last_error
+        offer(r.sender, range(4, 6))  # queued behind the pending transaction
+        assert r.sender.retry_now()
+        await r.target.wait_for(lambda: len(r.target.attempts) >= 2)
+        r.target.failing = False
+        assert r.sender.retry_now()
+        await r.settle()
+    finally:
+        await r.sender.stop()
+    first, second, third = r.target.attempts[:3]
+    assert first == second == third
+    assert first[0] == "1" and [e["event_id"] for e in first[1]["events"]] == [
+        "$e1",
+        "$e2",
+        "$e3",
+    ]
+    assert r.target.delivered() == [f"$e{p}" for p in range(1, 6)]
+    assert [t.events_position for t in r.store.acknowledged] == [3, 5]
+    assert r.sender.status().state == "up" and r.sender.status().consecutive_failures == 0
+
+
+async def test_a_stored_pending_transaction_goes_first_after_a_restart() -> None:
+    store = FakeStore()
+    store.add_events(range(1, 9))
+    store.pending = PendingTxn(7, {"events": [{"event_id": "$e2"}]}, 2, None, 1)
+    r = rig(store, position=0, catch_up_to=8)
+    r.sender.start()
+    try:
+        await r.settle()
+    finally:
+        await r.sender.stop()
+    assert r.target.attempts[0] == ("7", {"events": [{"event_id": "$e2"}]})
+    # Caught up after the pending transaction's position, with the next ID.
+    assert r.target.attempts[1][0] == "8"
+    assert r.target.delivered() == [f"$e{p}" for p in range(2, 9)]
+
+
+async def test_an_overflowing_live_queue_is_read_back_without_gap_or_repeat(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sender_module, "LIVE_QUEUE_MAX", 3)
+    store = FakeStore()
+    store.add_events(range(1, 41))
+    store.add_events(range(41, 61), OTHER_ROOM)
+    r = rig(store, failing=True)
+    offer(r.sender, range(1, 3))
+    r.sender.start()
+    try:
+        await r.target.wait_for(lambda: len(r.target.attempts) >= 1)
+        offer(r.sender, range(3, 41))  # 3, 4, 5 queued, the rest past the bound
+        offer(r.sender, range(41, 61), OTHER_ROOM)  # seen, not wanted
+        r.target.failing = False
+        r.sender.retry_now()
+        await r.settle()
+    finally:
+        await r.sender.stop()
+    assert r.target.delivered() == [f"$e{p}" for p in range(1, 41)]
+    assert r.store.pages >= 1
+    # The last transaction moved past the unwanted events seen after it.
+    assert r.store.acknowledged[-1].events_position == 60
+
+
+async def test_extras_ride_along_and_are_acknowledged_after_the_200() -> None:
+    extras = FakeExtras(
+        [
+            ExtrasBatch({}, "p0", 0),
+            ExtrasBatch({"ephemeral": [{"type": "m.typing"}]}, "p1", 1),
+        ]
+    )
+    r = rig(extras=extras, failing=True)
+    r.sender.start()
+    try:
+        await asyncio.sleep(0.05)
+        assert r.target.attempts == [] and extras.asked == [None]
+        r.sender.on_extras()
+        await r.target.wait_for(lambda: len(r.target.attempts) >= 1)
+        assert extras.acknowledged == []
+        r.target.failing = False
+        r.sender.retry_now()
+        await r.settle()
+    finally:
+        await r.sender.stop()
+    assert r.target.attempts[-1][1] == {"events": [], "ephemeral": [{"type": "m.typing"}]}
+    assert extras.asked == [None, "p0"]
+    assert extras.acknowledged == ["p1"]
+    assert r.store.acknowledged[-1].extras_position == "p1"
