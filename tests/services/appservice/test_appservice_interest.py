@@ -1,0 +1,180 @@
+"""An appservice's interest in events (Application Service API, "Pushing events"), with
+the room's answer kept: a message in a big room nobody of the appservice is in costs one
+namespace test (its sender's) once the room is known, a membership change costs the
+changed users, and the canonical alias is read again only when its event changes."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+from types import SimpleNamespace
+from typing import cast
+
+from peyvand.events.room_versions import KNOWN_ROOM_VERSIONS
+from peyvand.services.appservice.interest import AppServiceInterest
+from peyvand.services.appservice.registration import ApplicationService, Namespace
+from peyvand.services.timeline.room_state import RoomSnapshot, StateService
+from peyvand.storage.models import StateGroupRow, StoredEvent
+from peyvand.types import EventID, RoomAlias, RoomID, ServerName, UserID
+
+SERVER = ServerName("localhost")
+ROOM = RoomID("!room:localhost")
+MEMBERS = 5_000
+
+
+class CountingPattern:
+    """A compiled regex that counts its uses."""
+
+    def __init__(self, regex: str) -> None:
+        self._pattern = re.compile(regex)
+        self.uses = 0
+
+    def fullmatch(self, value: str) -> re.Match[str] | None:
+        self.uses += 1
+        return self._pattern.fullmatch(value)
+
+
+def bridge(aliases: str | None = None) -> tuple[ApplicationService, CountingPattern]:
+    users = CountingPattern("@ghost_.*:localhost")
+    service = ApplicationService(
+        id="bridge",
+        url="http://127.0.0.1:9",
+        as_token="as",
+        hs_token="hs",
+        sender=UserID("@bridgebot:localhost"),
+        users=(Namespace(True, "@ghost_.*:localhost", cast(re.Pattern[str], users)),),
+        aliases=() if aliases is None else (Namespace(False, aliases, re.compile(aliases)),),
+        rooms=(),
+    )
+    return service, users
+
+
+def snapshot(members: int) -> RoomSnapshot:
+    memberships = {UserID(f"@user{i}:localhost"): "join" for i in range(members)}
+    return RoomSnapshot(
+        ROOM,
+        KNOWN_ROOM_VERSIONS["11"],
+        {},
+        memberships,
+        [],
+        1,
+        StateGroupRow(1, ROOM, 1, None, None),
+    )
+
+
+@dataclass
+class FakeState:
+    room: RoomSnapshot
+    events: dict[str, dict[str, object]] = field(default_factory=dict)
+    reads: int = 0
+
+    def cached_room(self, room_id: RoomID) -> RoomSnapshot | None:
+        return self.room if room_id == ROOM else None
+
+    async def get_room(self, room_id: RoomID) -> RoomSnapshot | None:
+        return self.cached_room(room_id)
+
+    async def get_event(self, event_id: EventID) -> StoredEvent | None:
+        self.reads += 1
+        content = self.events.get(event_id)
+        if content is None:
+            return None
+        return cast(StoredEvent, SimpleNamespace(pdu=SimpleNamespace(content=content)))
+
+
+@dataclass
+class FakeAliases:
+    aliases: list[RoomAlias] = field(default_factory=list)
+    reads: int = 0
+
+    async def __call__(self, room_id: RoomID) -> list[RoomAlias]:
+        self.reads += 1
+        return list(self.aliases)
+
+
+def interest(state: FakeState, aliases: FakeAliases) -> AppServiceInterest:
+    return AppServiceInterest(SERVER, cast(StateService, state), aliases)
+
+
+async def message(subject: AppServiceInterest, service: ApplicationService) -> bool:
+    return await subject.is_interested(service, ROOM, "@user1:localhost", "m.room.message", None)
+
+
+async def test_a_known_room_costs_one_namespace_test_per_message() -> None:
+    service, users = bridge()
+    state, aliases = FakeState(snapshot(MEMBERS)), FakeAliases()
+    subject = interest(state, aliases)
+    assert not await message(subject, service)
+    # The sender, then each joined local member once.
+    assert users.uses == 1 + MEMBERS
+    users.uses = 0
+    for _ in range(1_000):
+        assert not await message(subject, service)
+    assert users.uses == 1_000
+    # No alias namespace: the directory is never read.
+    assert aliases.reads == 0
+
+
+async def test_membership_changes_cost_the_changed_users() -> None:
+    service, users = bridge()
+    state = FakeState(snapshot(MEMBERS))
+    subject = interest(state, FakeAliases())
+    assert not await message(subject, service)
+    ghost = UserID("@ghost_1:localhost")
+    state.room.set_membership(ghost, "join")
+    state.room.set_membership(UserID("@remote:elsewhere"), "join")
+    users.uses = 0
+    assert await message(subject, service)
+    assert users.uses == 2  # the sender and the ghost (the remote user is not local)
+    state.room.set_membership(ghost, "leave")
+    assert not await message(subject, service)
+    # A snapshot reloaded (a failed commit) is scanned again.
+    state.room = snapshot(10)
+    state.room.set_membership(ghost, "join")
+    users.uses = 0
+    assert await message(subject, service)
+    assert users.uses == 1 + 11
+
+
+async def test_aliases_local_and_canonical() -> None:
+    service, _ = bridge(aliases="#bridge_.*:localhost")
+    state, aliases = FakeState(snapshot(3)), FakeAliases()
+    subject = interest(state, aliases)
+    assert not await message(subject, service)
+    assert not await message(subject, service)
+    assert aliases.reads == 1 and state.reads == 0
+    # A canonical alias event in the namespace; read once, while it is the current one.
+    state.events["$canonical"] = {
+        "alias": "#other:localhost",
+        "alt_aliases": ["#bridge_x:localhost"],
+    }
+    state.room.state[("m.room.canonical_alias", "")] = EventID("$canonical")
+    assert await message(subject, service)
+    assert await message(subject, service)
+    assert state.reads == 1
+    state.events["$replaced"] = {"alias": "#other:localhost"}
+    state.room.state[("m.room.canonical_alias", "")] = EventID("$replaced")
+    assert not await message(subject, service)
+    # A local alias in the namespace counts once the kept ones are read again.
+    aliases.aliases.append(RoomAlias("#bridge_local:localhost"))
+    assert await interest(state, aliases).is_interested_in_room(service, ROOM)
+
+
+async def test_sender_member_and_room_namespaces_need_no_room() -> None:
+    service, _ = bridge()
+    rooms = replace(service, rooms=(Namespace(False, "!room:.*", re.compile("!room:.*")),))
+    subject = interest(FakeState(snapshot(0)), FakeAliases())
+    unknown = RoomID("!unknown:localhost")
+    assert await subject.is_interested(
+        service, unknown, "@ghost_a:localhost", "m.room.message", None
+    )
+    assert await subject.is_interested(
+        service, unknown, "@bridgebot:localhost", "m.room.message", None
+    )
+    assert await subject.is_interested(
+        service, unknown, "@user1:localhost", "m.room.member", "@ghost_b:localhost"
+    )
+    assert not await subject.is_interested(
+        service, unknown, "@user1:localhost", "m.room.message", "@ghost_b:localhost"
+    )
+    assert await subject.is_interested(rooms, ROOM, "@user1:localhost", "m.room.message", None)
