@@ -182,11 +182,17 @@ async def test_encrypted_chat_with_bot_sdk_appservice(
     body = json.loads(decrypted[0].split(" ", 2)[2])
     assert body.startswith("hello bot "), bot_said
     assert received.endswith(json.dumps(f"echo: {body}")), output
+    # The room key reached the bot's device only through a transaction (MSC2409 to-device,
+    # the bot has no sync), and its one-time key counts came the same way (MSC3202).
+    pushed = [line.split(" ", 2)[1:] for line in bot.lines if line.startswith("PUSHED ")]
+    room_key = f"m.room.encrypted to {BOT_USER_ID} {bot_device_id}"
+    assert ["to_device", room_key] in pushed, bot_said
+    counts = [json.loads(value) for what, value in pushed if what == "one_time_keys_count"]
+    assert any(bot_device_id in count.get(BOT_USER_ID, {}) for count in counts), bot_said
     # The bot's device came from an m.login.application_service login and its keys were
     # uploaded with it. The one request refused is the SDK registering its bot, which the
     # server did at start (M_USER_IN_USE, which the SDK expects).
     requests = bot.requests().values()
-    assert bot_device_id, ready
     assert any(request.startswith("POST") and "/login" in request for request in requests)
     assert any("/keys/upload" in request for request in requests), bot_said
     assert [request.split("?")[0].rsplit("/", 1)[-1] for request in bot.failed_requests()] in (

@@ -10,6 +10,8 @@
 // m.login.application_service login. Prints "READY <bot user ID> <device ID>" once its
 // keys are uploaded, "DECRYPTED <room> <body>" and "ECHOED <room> <event ID>" per message
 // (a message that was not encrypted is only reported, "CLEARTEXT <room> <body>"),
+// "PUSHED <what> ..." for each to-device message, ephemeral event, one-time key count,
+// fallback key type list and device list change a transaction brought,
 // "REQ ..." / "RESP ..." for each request it makes (method, URL, query, status) and the
 // SDK's warnings and errors; runs until it is killed.
 
@@ -86,6 +88,16 @@ appservice.on("room.invite", async (roomId, event) => {
     say("ERROR", "join", roomId, describe(error));
   }
 });
+
+// What the transactions carried besides room events (MSC2409 and MSC3202), one line each.
+appservice.on("ephemeral.event", (event) => {
+  const kind = event.unsigned?.["io.t2bot.sdk.bot.type"] ?? "edu";
+  const to = event.to_user_id ? ` to ${event.to_user_id} ${event.to_device_id}` : "";
+  say("PUSHED", kind, event.type + to);
+});
+appservice.on("otk.counts", (counts) => say("PUSHED one_time_keys_count", JSON.stringify(counts)));
+appservice.on("otk.unused_fallback_keys", (types) => say("PUSHED unused_fallback_key_types", JSON.stringify(types)));
+appservice.on("device_lists", (lists) => say("PUSHED device_lists", JSON.stringify(lists)));
 
 appservice.on("room.failed_decryption", (roomId, event, error) => {
   say("UNDECRYPTABLE", roomId, event.event_id, describe(error));
