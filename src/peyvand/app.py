@@ -82,7 +82,7 @@ async def create_app(config: Config) -> web.Application:
     compliance = build_compliance(config, db, timeline, local, media, rooms)
     previews = build_previews(config, db, timeline, local, transport, federation, rooms)
     email = build_email(config, db, timeline, local, signing_key)
-    appservices = build_appservices(config, db, timeline, local, rooms)
+    appservices = build_appservices(config, db, timeline, local, rooms, federation)
 
     services = _services(
         config,

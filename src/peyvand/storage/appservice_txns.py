@@ -18,7 +18,7 @@ import orjson
 from peyvand.storage.database import Database, placeholders
 from peyvand.types import EventID, JsonDict, RoomID
 
-__all__ = ["AppServiceProgress", "AppServiceTxnStore", "PendingTxn", "StreamEvent"]
+__all__ = ["AppServiceProgress", "AppServiceTxnStore", "InviteEvent", "PendingTxn", "StreamEvent"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +52,16 @@ class StreamEvent:
     type: str
     state_key: str | None
     sender: str
+
+
+@dataclass(frozen=True, slots=True)
+class InviteEvent:
+    """An invite from another server to a room this server is not in (migration 018)."""
+
+    event_id: EventID
+    room_version: str
+    pdu: JsonDict
+    invite_state: list[JsonDict]
 
 
 class AppServiceTxnStore:
@@ -141,7 +151,9 @@ class AppServiceTxnStore:
             )
 
     async def events_after(self, after: int, up_to: int, limit: int) -> list[StreamEvent]:
-        """The stored events in ``(after, up_to]`` in stream order, at most ``limit``."""
+        """The stored events in ``(after, up_to]`` in stream order, at most ``limit``,
+        with the invites from other servers kept apart (migration 018; not those held as
+        message requests) among them."""
         rows = await self._db.fetch(
             "SELECT stream_ordering, event_id, room_id, type, state_key, sender FROM events"
             " WHERE stream_ordering > $1 AND stream_ordering <= $2"
@@ -150,7 +162,16 @@ class AppServiceTxnStore:
             up_to,
             limit,
         )
-        return [
+        invites = await self._db.fetch(
+            "SELECT stream_ordering, event_id, room_id, 'm.room.member' AS type,"
+            " user_id AS state_key, sender FROM remote_invites"
+            " WHERE stream_ordering > $1 AND stream_ordering <= $2"
+            " AND membership = 'invite' AND NOT held ORDER BY stream_ordering LIMIT $3",
+            after,
+            up_to,
+            limit,
+        )
+        found = [
             StreamEvent(
                 int(r["stream_ordering"]),
                 EventID(r["event_id"]),
@@ -159,5 +180,26 @@ class AppServiceTxnStore:
                 r["state_key"],
                 r["sender"],
             )
-            for r in rows
+            for r in [*rows, *invites]
         ]
+        found.sort(key=lambda e: e.stream_ordering)
+        return found[:limit]
+
+    async def invites_at(self, positions: Sequence[int]) -> dict[int, InviteEvent]:
+        """The invites from other servers kept at ``positions`` (those still there)."""
+        if not positions:
+            return {}
+        rows = await self._db.fetch(
+            "SELECT stream_ordering, event_id, room_version, pdu, invite_state"
+            f" FROM remote_invites WHERE stream_ordering IN ({placeholders(len(positions))})",
+            *positions,
+        )
+        return {
+            int(r["stream_ordering"]): InviteEvent(
+                EventID(r["event_id"]),
+                r["room_version"],
+                orjson.loads(r["pdu"]),
+                orjson.loads(r["invite_state"]),
+            )
+            for r in rows
+        }

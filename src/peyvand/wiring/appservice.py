@@ -1,6 +1,6 @@
 """Application services' transactions: the events and extras pushed to each appservice
 (``services/appservice/transactions.py``), fed by the dispatcher's commits, the
-registry's reloads and the extras' wake-ups."""
+registry's reloads, the invites received from other servers and the extras' wake-ups."""
 
 from __future__ import annotations
 
@@ -13,11 +13,13 @@ from peyvand.services.appservice.extras import AppServiceExtras
 from peyvand.services.appservice.interest import AppServiceInterest
 from peyvand.services.appservice.sender import SenderDeps
 from peyvand.services.appservice.transactions import AppServiceTransactions
+from peyvand.services.appservice.txn_events import TransactionEvents
 from peyvand.storage.appservice_extras import AppServiceExtrasStore
 from peyvand.storage.appservice_txns import AppServiceTxnStore
 from peyvand.storage.database import Database
 from peyvand.storage.models import StoredEvent
 from peyvand.types import JsonDict
+from peyvand.wiring.federation import Federation
 from peyvand.wiring.local import Local, Timeline
 from peyvand.wiring.rooms import Rooms
 
@@ -30,7 +32,12 @@ class AppServices:
 
 
 def build_appservices(
-    config: Config, db: Database, timeline: Timeline, local: Local, rooms: Rooms
+    config: Config,
+    db: Database,
+    timeline: Timeline,
+    local: Local,
+    rooms: Rooms,
+    federation: Federation,
 ) -> AppServices:
     interest = AppServiceInterest(
         config.server_name, timeline.state, rooms.directory_store.get_aliases_for_room
@@ -55,13 +62,13 @@ def build_appservices(
     async def serialize(events: Sequence[StoredEvent]) -> list[JsonDict]:
         return await rooms.room_events.serialize(events, None)
 
+    store = AppServiceTxnStore(db)
     deps = SenderDeps(
-        store=AppServiceTxnStore(db),
+        store=store,
         interest=interest,
         extras=extras,
         push=local.appservice_client.push_transaction,
-        get_events=timeline.state.get_events,
-        serialize=serialize,
+        load=TransactionEvents(timeline.state.get_events, serialize, store.invites_at).load,
         now_ms=lambda: int(time.time() * 1000),
     )
     transactions = AppServiceTransactions(
@@ -69,5 +76,6 @@ def build_appservices(
     )
     timeline.dispatcher.listeners.append(transactions.on_persisted)
     local.appservices.listeners.append(transactions.on_registrations)
+    federation.service.invite_inbox.listeners.append(transactions.on_remote_invite)
     extras.wake.append(transactions.on_extras)
     return AppServices(interest, extras, transactions)

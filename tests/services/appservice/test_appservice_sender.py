@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any, cast
@@ -26,7 +26,6 @@ from peyvand.storage.appservice_txns import (
     PendingTxn,
     StreamEvent,
 )
-from peyvand.storage.models import StoredEvent
 from peyvand.types import EventID, JsonDict, RoomID, ServerName
 
 ROOM = RoomID("!watched:localhost")
@@ -141,12 +140,8 @@ class FakeAppService:
                 await self.changed.wait()
 
 
-async def get_events(ids: Sequence[EventID]) -> Mapping[EventID, StoredEvent]:
-    return {i: cast(StoredEvent, SimpleNamespace(pdu=SimpleNamespace(event_id=i))) for i in ids}
-
-
-async def serialize(events: Sequence[StoredEvent]) -> list[JsonDict]:
-    return [{"event_id": e.pdu.event_id} for e in events]
+async def load(queued: Sequence[tuple[int, EventID]]) -> list[JsonDict]:
+    return [{"event_id": event_id} for _, event_id in queued]
 
 
 @dataclass
@@ -184,8 +179,7 @@ def rig(
         interest=cast(AppServiceInterest, FakeInterest()),
         extras=cast(AppServiceExtras, fake_extras),
         push=target.push,
-        get_events=get_events,
-        serialize=serialize,
+        load=load,
         now_ms=lambda: int(time.time() * 1000),
     )
     progress = AppServiceProgress(position, None, 0, None, store.pending)

@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from typing import Final, Literal
@@ -33,7 +33,6 @@ from peyvand.services.appservice.extras import AppServiceExtras
 from peyvand.services.appservice.interest import AppServiceInterest
 from peyvand.services.appservice.registration import ApplicationService
 from peyvand.storage.appservice_txns import AppServiceProgress, AppServiceTxnStore, PendingTxn
-from peyvand.storage.models import StoredEvent
 from peyvand.types import EventID, JsonDict
 
 __all__ = [
@@ -115,9 +114,9 @@ class SenderDeps:
     interest: AppServiceInterest
     extras: AppServiceExtras
     push: Callable[[AppServiceTarget, str, JsonDict], Awaitable[None]]
-    get_events: Callable[[Sequence[EventID]], Awaitable[Mapping[EventID, StoredEvent]]]
-    # The events in the client format (``unsigned.age`` and the rest), in order.
-    serialize: Callable[[Sequence[StoredEvent]], Awaitable[list[JsonDict]]]
+    # The client events of (stream position, event ID) pairs, in order; those gone
+    # since are left out (``TransactionEvents.load``).
+    load: Callable[[Sequence[tuple[int, EventID]]], Awaitable[list[JsonDict]]]
     now_ms: Callable[[], int]
 
 
@@ -125,6 +124,10 @@ class SenderDeps:
 class _Queued:
     stream_ordering: int
     event_id: EventID
+    # False for an invite from another server, live: its position was allocated
+    # before it was stored, so events below it may still be on their way to the
+    # database; a transaction's events position never moves past them for it.
+    positional: bool = True
 
 
 class AppServiceSender:
@@ -183,6 +186,13 @@ class AppServiceSender:
         else:
             self._live.append(_Queued(stream_ordering, event_id))
         self._wakeup.set()
+
+    def on_remote_invite(self, stream_ordering: int, event_id: EventID) -> None:
+        """An invite from another server the appservice is interested in, kept outside
+        the events table as it arrived (queued past the live bound: invites are few)."""
+        if stream_ordering > self._catch_up_to:
+            self._live.append(_Queued(stream_ordering, event_id, positional=False))
+            self._wakeup.set()
 
     def on_seen(self, stream_ordering: int) -> None:
         """Every committed event up to ``stream_ordering`` was offered to ``on_event``."""
@@ -260,16 +270,16 @@ class AppServiceSender:
             if extras is not None:
                 self._extras_position = extras.position
             return None
-        found = await self._deps.get_events([q.event_id for q in queued])
-        events = [found[q.event_id] for q in queued if q.event_id in found]
-        body: JsonDict = {"events": await self._deps.serialize(events)}
+        events = await self._deps.load([(q.stream_ordering, q.event_id) for q in queued])
+        body: JsonDict = {"events": events}
         if extras is not None:
             body.update(extras.fields)
+        taken_to = max((q.stream_ordering for q in queued if q.positional), default=0)
         drained = len(queued) == len(self._backlog) + len(self._live)
         if drained and self._read_to >= self._catch_up_to and self._overflow_to is None:
-            position = max(self._seen_to, queued[-1].stream_ordering if queued else 0)
+            position = max(self._seen_to, taken_to)
         else:
-            position = queued[-1].stream_ordering if queued else self._position
+            position = taken_to
         txn = PendingTxn(
             txn_id=self._last_txn_id + 1,
             body=body,
@@ -281,8 +291,7 @@ class AppServiceSender:
         self._last_txn_id = txn.txn_id
         self._pending = txn
         self._take(len(queued))
-        if queued:
-            self._taken_to = queued[-1].stream_ordering
+        self._taken_to = max(self._taken_to, taken_to)
         if extras is not None and extras.count >= MAX_EXTRAS_PER_TXN:
             self._extras_due = True
         return txn
@@ -292,11 +301,14 @@ class AppServiceSender:
         first, then the live ones."""
         if self._overflow_to is not None:
             # The live queue overflowed: it and what came since are read from the
-            # database, after what is already queued from there.
-            self._live.clear()
+            # database, after what is already queued from there (but live invites
+            # beyond that reading).
             self._read_to = max(self._read_to, self._taken_to)
             self._catch_up_to = max(self._catch_up_to, self._overflow_to)
             self._overflow_to = None
+            self._live = deque(
+                q for q in self._live if not q.positional and q.stream_ordering > self._catch_up_to
+            )
         while len(self._backlog) < limit and self._read_to < self._catch_up_to:
             await self._read_backlog()
         found = list(islice(self._backlog, limit))

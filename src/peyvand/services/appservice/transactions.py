@@ -4,7 +4,9 @@ events"), each through its own ``AppServiceSender``.
 - Committed events reach ``on_persisted`` (a dispatcher listener); one routing task
   offers each, in stream order, to the senders of the appservices interested in it
   (``AppServiceInterest``, no query once a room is known). Backfilled history (negative
-  positions) is not pushed, nor are events of appservices without a ``url``.
+  positions) is not pushed, nor are events of appservices without a ``url``. Invites
+  from other servers to rooms this server is not in, kept apart from the events, come
+  through ``on_remote_invite`` (not those held as message requests).
 - At start each appservice catches up from its stored position to the newest committed
   event; one seen for the first time starts at the newest event (no history flood).
 - A registry reload (``on_registrations``) starts senders for the appservices added,
@@ -21,6 +23,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from peyvand.background import BackgroundTask
+from peyvand.events.pdu import Pdu
 from peyvand.services.appservice.registration import ApplicationService
 from peyvand.services.appservice.registry import AppServiceRegistry
 from peyvand.services.appservice.sender import AppServiceSender, SenderDeps, SenderStatus
@@ -34,6 +37,12 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True, slots=True)
 class _Reload:
     services: tuple[ApplicationService, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Invite:
+    pdu: Pdu
+    stream_ordering: int
 
 
 class AppServiceTransactions:
@@ -53,7 +62,7 @@ class AppServiceTransactions:
         self._announced = 0
         self._started = False
         # Committed batches and registry reloads, handled in order by the routing task.
-        self._items: deque[Sequence[EventToPersist] | _Reload] = deque()
+        self._items: deque[Sequence[EventToPersist] | _Reload | _Invite] = deque()
         self._wakeup = asyncio.Event()
         self._task = BackgroundTask("appservice transactions", self._route)
 
@@ -79,6 +88,14 @@ class AppServiceTransactions:
         self._announced = max(self._announced, newest)
         if self._started and newest > 0:
             self._items.append(batch)
+            self._wakeup.set()
+
+    def on_remote_invite(self, pdu: Pdu, stream_ordering: int) -> None:
+        """``InviteInbox.listeners``: an invite from another server to a room this
+        server is not in, kept apart from the events at ``stream_ordering``."""
+        # Not announced: events below its position may still be on their way.
+        if self._started:
+            self._items.append(_Invite(pdu, stream_ordering))
             self._wakeup.set()
 
     def on_registrations(self, services: Sequence[ApplicationService]) -> None:
@@ -125,6 +142,8 @@ class AppServiceTransactions:
                 item = self._items.popleft()
                 if isinstance(item, _Reload):
                     await self._reload(item.services)
+                elif isinstance(item, _Invite):
+                    await self._offer_invite(item)
                 else:
                     await self._offer(item)
 
@@ -148,6 +167,17 @@ class AppServiceTransactions:
                 sender.reread(newest)
                 continue
             sender.on_seen(newest)
+
+    async def _offer_invite(self, invite: _Invite) -> None:
+        pdu = invite.pdu
+        for sender in list(self._senders.values()):
+            try:
+                if await self._deps.interest.is_interested(
+                    sender.appservice, pdu.room_id, pdu.sender, pdu.type, pdu.state_key
+                ):
+                    sender.on_remote_invite(invite.stream_ordering, pdu.event_id)
+            except Exception:
+                logger.exception("deciding appservice %s's interest failed", sender.appservice.id)
 
     async def _reload(self, services: Sequence[ApplicationService]) -> None:
         self._deps.interest.reset()

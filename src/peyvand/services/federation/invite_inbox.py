@@ -106,6 +106,8 @@ class InviteInbox:
         self._invite_policy = invite_policy
         self._policy_lists = policy_lists
         self._on_remote_invite = on_remote_invite
+        # Told of each invite kept and shown, after the pushers (application services).
+        self.listeners: list[Callable[[Pdu, int], None]] = []
         limits = invite_policy.config
         self._invite_limiter = RemoteInviteLimiter(
             limits.remote_invites_per_server_per_minute,
@@ -177,6 +179,8 @@ class InviteInbox:
             if not held:
                 self._on_remote_membership(target, room_id, "invite", stream)
                 await self._on_remote_invite(pdu, stream, stripped)
+                for listener in self.listeners:
+                    listener(pdu, stream)
         return {"event": signed}
 
     async def release_invites(self, user_id: UserID, room_id: RoomID | None = None) -> list[RoomID]:
