@@ -22,9 +22,10 @@ the PUT's 200 reaching the client to the transaction carrying it reaching the ap
 transaction over the transactions that carried at least one measured message; messages
 the appservice never got (``missing``) and transactions sent again (``repeats``); the
 server's CPU (utime + stime of its process tree, ``bench.procstat``) from the window's
-start until the wait ends, per 1,000 measured messages. Set-up (registration at bcrypt
-cost 4 on both, the room, the joins) is not measured. Every loop is bounded in count and
-in time; the table goes to stdout, the figures to
+start until the wait ends, per 1,000 measured messages, and beside it the bench's own
+(its senders and the receiver), which shares the machine's cores with the server.
+Set-up (registration at bcrypt cost 4 on both, the room, the joins) is not measured.
+Every loop is bounded in count and in time; the table goes to stdout, the figures to
 ``bench/results/appservice-<timestamp>-<db>.json``.
 """
 
@@ -35,6 +36,7 @@ import asyncio
 import dataclasses
 import json
 import math
+import os
 import re
 import secrets
 import shutil
@@ -143,6 +145,7 @@ class AppServiceFigures:
     events_per_transaction_max: float = math.nan
     drain_seconds: float = math.nan
     cpu_seconds: float = math.nan
+    bench_cpu_seconds: float = math.nan
 
     @property
     def cpu_seconds_per_1000_messages(self) -> float:
@@ -329,14 +332,13 @@ async def run_appservice(
         figures.truncated = len(senders) < sizes.senders
         log(f"  set-up: {len(senders)} senders in {figures.setup_seconds} s")
         await asyncio.sleep(sizes.settle_seconds)
-        window, sends, cpu_before = await _send_steadily(
-            client, senders, room_id, cpu, sizes, clock
-        )
+        window, sends, before = await _send_steadily(client, senders, room_id, cpu, sizes, clock)
         drain_started = time.monotonic()
         answered = sum(1 for sent in sends if sent.event_id is not None)
         await _wait_received(session, link.receiver_url, answered, clock.after(sizes.drain_seconds))
         figures.drain_seconds = time.monotonic() - drain_started
-        figures.cpu_seconds = cpu() - cpu_before
+        figures.cpu_seconds = cpu() - before[0]
+        figures.bench_cpu_seconds = _bench_cpu() - before[1]
         records = await _get_json(session, link.receiver_url + RECORDS_PATH)
     measured = [sent for sent in sends if window[0] <= sent.started < window[1]]
     compute(figures, measured, records, window[1] - window[0])
@@ -344,7 +346,8 @@ async def run_appservice(
         f"  {figures.achieved_rate:.0f} msg/s sent; from the 200 p50"
         f" {figures.from_answer_p50_ms:.1f} ms, p99 {figures.from_answer_p99_ms:.1f} ms;"
         f" {figures.events_per_transaction_mean:.1f} events per transaction;"
-        f" {figures.missing} missing"
+        f" {figures.missing} missing; CPU: server {figures.cpu_seconds:.1f} s,"
+        f" bench (senders and appservice) {figures.bench_cpu_seconds:.1f} s"
     )
     return figures
 
@@ -378,9 +381,9 @@ async def _send_steadily(
     cpu: CpuProbe,
     sizes: AppServiceSizes,
     clock: Clock,
-) -> tuple[tuple[float, float], list[Sent], float]:
+) -> tuple[tuple[float, float], list[Sent], tuple[float, float]]:
     """Every sender's loop over its slots; the measured window (``time.monotonic()``), every
-    send, and the server's CPU at the window's start."""
+    send, and the CPU of the server and of the bench at the window's start."""
     count = len(senders)
     start = time.monotonic() + 0.1
     window = (start + sizes.warm_up_seconds, start + sizes.warm_up_seconds + sizes.measure_seconds)
@@ -400,15 +403,21 @@ async def _send_steadily(
                 return
             sends.append(await _send(client, senders[index], room_id, number))
 
-    async def cpu_at_window_start() -> float:
+    async def cpu_at_window_start() -> tuple[float, float]:
         await asyncio.sleep(max(0.0, window[0] - time.monotonic()))
-        return cpu()
+        return cpu(), _bench_cpu()
 
     async with asyncio.TaskGroup() as group:
         cpu_task = group.create_task(cpu_at_window_start())
         for index in range(count):
             group.create_task(loop(index))
     return window, sends, cpu_task.result()
+
+
+def _bench_cpu() -> float:
+    """This process and its children (the receiver): what the bench itself takes of the
+    machine's cores while the server is measured."""
+    return procstat.tree_cpu_seconds(os.getpid())
 
 
 async def _send(client: MatrixClient, account: Account, room_id: str, number: int) -> Sent:
@@ -531,6 +540,10 @@ def summarize(
         row("send_errors", "send errors", "count", False, lambda f: f.send_errors),
         row("cpu", "server CPU per 1,000 messages", "s", False,
             lambda f: f.cpu_seconds_per_1000_messages),
+        row("server_cpu", "server CPU, window start to drain end", "s", False,
+            lambda f: f.cpu_seconds),
+        row("bench_cpu", "bench CPU (senders, appservice), same span", "s", None,
+            lambda f: f.bench_cpu_seconds),
     ]  # fmt: skip
     return report.summarize(rows, [])
 
