@@ -1,13 +1,17 @@
 """An encrypted appservice bot on matrix-bot-sdk (npm ``@vector-im/matrix-bot-sdk``, its
 ``Appservice`` class with encryption on) against Peyvand, issue 20's acceptance: a user on
-matrix-js-sdk (Rust crypto) creates an encrypted room, invites the bot, the bot joins, the
-user's message reaches the bot in a transaction and the bot decrypts it, and the bot's
-encrypted answer is decrypted by the user.
+matrix-js-sdk (Rust crypto) creates an encrypted room, invites the bot, the bot joins and
+brings its ghost user, the user's message reaches the appservice in a transaction and is
+decrypted there, and the encrypted answers of the bot and of the ghost are decrypted by
+the user.
 
-The bot encrypts through the appservice extensions (Application Service API; MSC2409
-to-device messages, MSC3202 device lists and one-time key counts in transactions): it has
-no sync loop, so the room key the user sends its device arrives only inside a transaction.
-tests/clients/js/appservice_bot.mjs is the bot, appservice_user.mjs the user.
+The appservice encrypts through the extensions of the Application Service API: MSC2409
+to-device messages and MSC3202 one-time key counts and device lists in transactions (it
+has no sync loop, so the room keys the user sends arrive only inside transactions). The
+bot's device comes from an ``m.login.application_service`` login; the ghost already has a
+device without keys, which the SDK takes over by MSC3202 device masquerading
+(``?user_id=…&org.matrix.msc3202.device_id=…`` with the as_token).
+tests/clients/js/appservice_bot.mjs is the appservice, appservice_user.mjs the user.
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ pytestmark = pytest.mark.clients
 BOT_SDK = "@vector-im/matrix-bot-sdk"
 BOT_LOCALPART = "echobot"
 BOT_USER_ID = f"@{BOT_LOCALPART}:{SERVER_NAME}"
+GHOST_LOCALPART = "echo_ghost"
+GHOST_USER_ID = f"@{GHOST_LOCALPART}:{SERVER_NAME}"
 READY_TIMEOUT_SECONDS = 60.0
 USER_TIMEOUT_SECONDS = 120.0
 USER_WAIT_MS = 60_000
@@ -52,6 +58,7 @@ class Registration:
     path: Path
     json_path: Path
     port: int
+    as_token: str
 
 
 @dataclass
@@ -63,6 +70,16 @@ class Bot:
 
     def output(self) -> str:
         return "\n".join(self.lines)
+
+    def devices(self) -> dict[str, str]:
+        """The device of each user whose encryption is ready ("READY <user> <device>")."""
+        ready = (line.split(" ") for line in self.lines if line.startswith("READY "))
+        return {user_id: device_id for _, user_id, device_id in ready}
+
+    def pushed(self, what: str) -> list[str]:
+        """What the transactions carried of one kind ("PUSHED <what> <details>")."""
+        lines = (line.split(" ", 2) for line in self.lines if line.startswith("PUSHED "))
+        return [details for _, kind, details in lines if kind == what]
 
     def requests(self) -> dict[str, str]:
         """The requests the bot made, "METHOD URL" by the SDK's request tag ("(REQ-7)")."""
@@ -81,11 +98,12 @@ def registration(tmp_path: Path) -> Registration:
     """The bot's registration with MSC2409 ephemeral and to-device pushes and MSC3202,
     as YAML for the server and as JSON for the bot."""
     port = free_port()
+    as_token = secrets.token_urlsafe(24)
     path = write_registration(
         tmp_path / "echo-bot.yaml",
         appservice_id="matrix-bot-sdk-echo",
         url=f"http://127.0.0.1:{port}",
-        as_token=secrets.token_urlsafe(24),
+        as_token=as_token,
         hs_token=secrets.token_urlsafe(24),
         sender_localpart=BOT_LOCALPART,
         user_regex=f"@echo_.*:{SERVER_NAME}",
@@ -94,7 +112,7 @@ def registration(tmp_path: Path) -> Registration:
     )
     json_path = tmp_path / "echo-bot.json"
     json_path.write_text(json.dumps(yaml.safe_load(path.read_text(encoding="utf-8"))))
-    return Registration(path, json_path, port)
+    return Registration(path, json_path, port, as_token)
 
 
 @pytest.fixture
@@ -108,10 +126,37 @@ def appservice_homeserver(
 
 
 @pytest.fixture
+async def ghost_device(appservice_homeserver: HomeserverProcess, registration: Registration) -> str:
+    """A device of the ghost, without keys, made as a bridge makes one: the ghost is
+    registered and logged in by the appservice (``m.login.application_service``)."""
+    async with new_session() as session:
+        client = MatrixClient(session, appservice_homeserver.base_url)
+        appservice = {"type": "m.login.application_service"}
+        registered = await client.request(
+            "POST",
+            "register",
+            {**appservice, "username": GHOST_LOCALPART, "inhibit_login": True},
+            token=registration.as_token,
+        )
+        assert registered.status == 200, registered.body
+        identifier = {"type": "m.id.user", "user": GHOST_LOCALPART}
+        login = await client.request(
+            "POST", "login", {**appservice, "identifier": identifier}, token=registration.as_token
+        )
+    assert login.status == 200, login.body
+    device_id: str = login.body["device_id"]
+    return device_id
+
+
+@pytest.fixture
 async def bot(
-    appservice_homeserver: HomeserverProcess, registration: Registration, tmp_path: Path
+    appservice_homeserver: HomeserverProcess,
+    registration: Registration,
+    ghost_device: str,
+    tmp_path: Path,
 ) -> AsyncIterator[Bot]:
-    """The bot, started and ready (its device's keys uploaded); killed at the end."""
+    """The appservice, started and ready (the bot's and the ghost's keys uploaded);
+    killed at the end."""
     binary = node(BOT_SDK)
     process = await asyncio.create_subprocess_exec(
         binary,
@@ -121,6 +166,7 @@ async def bot(
         SERVER_NAME,
         str(registration.port),
         str(tmp_path / "bot-store"),
+        GHOST_USER_ID,
         cwd=JS_DIR,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
@@ -150,58 +196,62 @@ async def _read_lines(bot: Bot) -> None:
 async def _wait_ready(bot: Bot, homeserver: HomeserverProcess) -> None:
     loop = asyncio.get_running_loop()
     give_up = loop.time() + READY_TIMEOUT_SECONDS
-    while not any(line.startswith("READY ") for line in bot.lines):
+    while len(bot.devices()) < 2:
         if bot.process.returncode is not None or loop.time() > give_up:
             pytest.fail(
-                f"the bot did not get ready (exit {bot.process.returncode}):\n{bot.output()}"
+                f"the appservice did not get ready (exit {bot.process.returncode}):\n{bot.output()}"
                 f"\n--- server log (tail)\n{homeserver.log()[-5000:]}"
             )
         await asyncio.sleep(0.1)
 
 
 async def test_encrypted_chat_with_bot_sdk_appservice(
-    appservice_homeserver: HomeserverProcess, bot: Bot
+    appservice_homeserver: HomeserverProcess, bot: Bot, ghost_device: str
 ) -> None:
     async with new_session() as session:
         user = await MatrixClient(session, appservice_homeserver.base_url).register()
-    ready = next(line for line in bot.lines if line.startswith("READY "))
-    _, bot_user_id, bot_device_id = ready.split(" ")
-    assert bot_user_id == BOT_USER_ID
+    devices = bot.devices()
     output = await run_node(
         "appservice_user.mjs",
-        [appservice_homeserver.base_url, user.user_id, user.password, BOT_USER_ID],
+        [appservice_homeserver.base_url, user.user_id, user.password, BOT_USER_ID, GHOST_USER_ID],
         appservice_homeserver,
         timeout_s=USER_TIMEOUT_SECONDS,
         env={"USER_WAIT_MS": str(USER_WAIT_MS)},
     )
     bot_said = bot.output()
     assert "appservice_user.mjs: OK" in output, f"{output}\n--- bot\n{bot_said}"
-    received = next(line for line in output.splitlines() if line.startswith("RECEIVED "))
-    decrypted = [line for line in bot.lines if line.startswith("DECRYPTED ")]
+    decrypted = [line.split(" ", 2)[2] for line in bot.lines if line.startswith("DECRYPTED ")]
     assert len(decrypted) == 1, bot_said
-    body = json.loads(decrypted[0].split(" ", 2)[2])
+    body = json.loads(decrypted[0])
     assert body.startswith("hello bot "), bot_said
-    assert received.endswith(json.dumps(f"echo: {body}")), output
-    # The room key reached the bot's device only through a transaction (MSC2409 to-device,
-    # the bot has no sync), and its one-time key counts came the same way (MSC3202).
-    pushed = [line.split(" ", 2)[1:] for line in bot.lines if line.startswith("PUSHED ")]
-    room_key = f"m.room.encrypted to {BOT_USER_ID} {bot_device_id}"
-    assert ["to_device", room_key] in pushed, bot_said
-    counts = [json.loads(value) for what, value in pushed if what == "one_time_keys_count"]
-    assert any(bot_device_id in count.get(BOT_USER_ID, {}) for count in counts), bot_said
-    # The bot's device came from an m.login.application_service login and its keys were
-    # uploaded with it. The one request refused is the SDK registering its bot, which the
-    # server did at start (M_USER_IN_USE, which the SDK expects).
+    received = [line.split(" ") for line in output.splitlines() if line.startswith("RECEIVED ")]
+    answers = {sender: json.loads(" ".join(text)) for _, sender, _, *text in received}
+    assert answers == {BOT_USER_ID: f"echo: {body}", GHOST_USER_ID: f"ghost: {body}"}, output
+
+    # The ghost took over the device it had (MSC3202 device masquerading), the bot got
+    # its own from an m.login.application_service login.
+    assert devices[GHOST_USER_ID] == ghost_device, bot_said
+    assert devices[BOT_USER_ID] != ghost_device, bot_said
+    masquerade = f'"org.matrix.msc3202.device_id":"{ghost_device}"'
+    assert any(masquerade in line for line in bot.lines if line.startswith("REQ ")), bot_said
     requests = bot.requests().values()
     assert any(request.startswith("POST") and "/login" in request for request in requests)
-    assert any("/keys/upload" in request for request in requests), bot_said
-    assert [request.split("?")[0].rsplit("/", 1)[-1] for request in bot.failed_requests()] in (
-        [],
-        ["register"],
-    ), bot_said
+
+    # The room keys reached both devices only through transactions (MSC2409 to-device,
+    # the appservice has no sync), and one-time key counts came the same way (MSC3202).
+    to_device = bot.pushed("to_device")
+    for user_id, device_id in devices.items():
+        assert f"m.room.encrypted to {user_id} {device_id}" in to_device, bot_said
+    counts = [json.loads(count) for count in bot.pushed("one_time_keys_count")]
+    for user_id, device_id in devices.items():
+        assert any(device_id in count.get(user_id, {}) for count in counts), bot_said
+
+    # The only requests refused are the SDK registering its bot and its ghost, which
+    # exist already (M_USER_IN_USE, which the SDK expects and logs).
+    failed = {request.split("?")[0].rsplit("/", 1)[-1] for request in bot.failed_requests()}
+    assert failed <= {"register"}, bot_said
+    expected = ("ERROR MatrixHttpClient", "ERROR Appservice Error registering user")
+    problems = ("ERROR", "UNDECRYPTABLE", "CLEARTEXT")
     assert not [
-        line
-        for line in bot.lines
-        if line.startswith(("ERROR", "UNDECRYPTABLE", "CLEARTEXT"))
-        and not line.startswith("ERROR MatrixHttpClient")
+        line for line in bot.lines if line.startswith(problems) and not line.startswith(expected)
     ], bot_said

@@ -1,19 +1,22 @@
 // An echo bot on @vector-im/matrix-bot-sdk in appservice mode with end-to-end encryption
 // (issue 20): it receives transactions from the homeserver, joins the rooms its bot is
-// invited to, and answers every message it decrypts with "echo: <body>", encrypted.
+// invited to and brings its ghost user in, and answers every message it decrypts twice,
+// encrypted: "echo: <body>" from the bot and "ghost: <body>" from the ghost.
 //
-//   node appservice_bot.mjs REGISTRATION_JSON HOMESERVER_URL SERVER_NAME PORT STORE_DIR
+//   node appservice_bot.mjs REGISTRATION_JSON HOMESERVER_URL SERVER_NAME PORT STORE_DIR GHOST
 //
 // Encryption rides on the MSC2409 / MSC3202 appservice extensions: to-device messages,
 // device list changes and one-time key counts arrive inside the transactions (the SDK
-// reads their unstable field names), and the bot's device comes from an
-// m.login.application_service login. Prints "READY <bot user ID> <device ID>" once its
-// keys are uploaded, "DECRYPTED <room> <body>" and "ECHOED <room> <event ID>" per message
-// (a message that was not encrypted is only reported, "CLEARTEXT <room> <body>"),
-// "PUSHED <what> ..." for each to-device message, ephemeral event, one-time key count,
-// fallback key type list and device list change a transaction brought,
-// "REQ ..." / "RESP ..." for each request it makes (method, URL, query, status) and the
-// SDK's warnings and errors; runs until it is killed.
+// reads their unstable field names). The bot's device comes from an
+// m.login.application_service login; the ghost, which already has a device without keys,
+// takes that one over with the as_token and ?user_id=&org.matrix.msc3202.device_id=
+// (MSC3202 device masquerading). Prints "READY <user ID> <device ID>" for the bot, then
+// the ghost, once their keys are uploaded; "JOINED <room> <user ID>"; "DECRYPTED <room>
+// <body>" and two "ECHOED <room> <event ID>" per message (one that was not encrypted is
+// only reported, "CLEARTEXT <room> <body>"); "PUSHED <what> ..." for each to-device
+// message, ephemeral event, one-time key count, fallback key type list and device list
+// change a transaction brought; "REQ ..." / "RESP ..." for each request made (method,
+// URL, query, status); and the SDK's warnings and errors. Runs until it is killed.
 
 import { readFileSync } from "node:fs";
 
@@ -27,9 +30,9 @@ const {
   RustSdkAppserviceCryptoStorageProvider,
 } = botSdk;
 
-const [registrationPath, homeserverUrl, homeserverName, port, storeDir] = process.argv.slice(2);
-if (!registrationPath || !homeserverUrl || !homeserverName || !port || !storeDir) {
-  console.error("usage: node appservice_bot.mjs REGISTRATION_JSON HOMESERVER_URL SERVER_NAME PORT STORE_DIR");
+const [registrationPath, homeserverUrl, homeserverName, port, storeDir, ghostUserId] = process.argv.slice(2);
+if (!registrationPath || !homeserverUrl || !homeserverName || !port || !storeDir || !ghostUserId) {
+  console.error("usage: node appservice_bot.mjs REGISTRATION_JSON HOMESERVER_URL SERVER_NAME PORT STORE_DIR GHOST");
   process.exit(2);
 }
 
@@ -78,12 +81,16 @@ const appservice = new Appservice({
   intentOptions: { encryption: true },
 });
 const bot = appservice.botIntent;
+const ghost = appservice.getIntentForUserId(ghostUserId);
 
 appservice.on("room.invite", async (roomId, event) => {
   if (event.state_key !== bot.userId) return;
   try {
     await bot.joinRoom(roomId);
-    say("JOINED", roomId);
+    say("JOINED", roomId, bot.userId);
+    await bot.underlyingClient.inviteUser(ghost.userId, roomId);
+    await ghost.joinRoom(roomId);
+    say("JOINED", roomId, ghost.userId);
   } catch (error) {
     say("ERROR", "join", roomId, describe(error));
   }
@@ -109,15 +116,15 @@ appservice.on("room.decrypted_event", (_roomId, event) => decrypted.add(event.ev
 
 appservice.on("room.message", async (roomId, event) => {
   const body = event.content?.body;
-  if (event.sender === bot.userId || typeof body !== "string") return;
+  if (event.sender === bot.userId || event.sender === ghost.userId || typeof body !== "string") return;
   if (!decrypted.delete(event.event_id)) {
     say("CLEARTEXT", roomId, JSON.stringify(body));
     return;
   }
   say("DECRYPTED", roomId, JSON.stringify(body));
   try {
-    const eventId = await bot.sendText(roomId, `echo: ${body}`);
-    say("ECHOED", roomId, eventId);
+    say("ECHOED", roomId, await bot.sendText(roomId, `echo: ${body}`));
+    say("ECHOED", roomId, await ghost.sendText(roomId, `ghost: ${body}`));
   } catch (error) {
     say("ERROR", "echo", roomId, describe(error));
   }
@@ -133,3 +140,5 @@ process.on("SIGINT", shutDown);
 await appservice.begin();
 await bot.enableEncryption();
 say("READY", bot.userId, bot.underlyingClient.crypto.clientDeviceId);
+await ghost.enableEncryption();
+say("READY", ghost.userId, ghost.underlyingClient.crypto.clientDeviceId);

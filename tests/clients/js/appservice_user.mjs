@@ -1,19 +1,20 @@
 // A user on matrix-js-sdk (Rust crypto) chatting with the encrypted appservice echo bot
 // of appservice_bot.mjs (issue 20).
 //
-//   node appservice_user.mjs BASE_URL USER PASSWORD BOT_USER_ID
+//   node appservice_user.mjs BASE_URL USER PASSWORD BOT_USER_ID GHOST_USER_ID
 //
-// The user creates an encrypted room, invites the bot, waits for it to join, sends a
-// message and waits for the bot's answer "echo: <message>", which it must decrypt.
-// Prints "SENT <event ID>", "RECEIVED <event ID> <body>" and "appservice_user.mjs: OK";
+// The user creates an encrypted room, invites the bot, waits for it and its ghost to join,
+// sends a message and waits for the answers "echo: <message>" from the bot and
+// "ghost: <message>" from the ghost, which it must decrypt. Prints "SENT <event ID>",
+// "RECEIVED <sender> <event ID> <body>" per answer and "appservice_user.mjs: OK";
 // exits 1 with the step that failed. Every wait is bounded (USER_WAIT_MS, default 60000).
 
 import { ClientEvent, createClient } from "matrix-js-sdk";
 
-const [baseUrl, user, password, botUserId] = process.argv.slice(2);
+const [baseUrl, user, password, botUserId, ghostUserId] = process.argv.slice(2);
 const waitMs = Number(process.env.USER_WAIT_MS ?? 60000);
-if (!baseUrl || !user || !password || !botUserId) {
-  console.error("usage: node appservice_user.mjs BASE_URL USER PASSWORD BOT_USER_ID");
+if (!baseUrl || !user || !password || !botUserId || !ghostUserId) {
+  console.error("usage: node appservice_user.mjs BASE_URL USER PASSWORD BOT_USER_ID GHOST_USER_ID");
   process.exit(2);
 }
 
@@ -86,11 +87,14 @@ const { room_id: roomId } = await client.createRoom({
 
 step = "inviting the bot";
 await client.invite(roomId, botUserId);
-await until(
-  "join of the bot",
-  () => (client.getRoom(roomId)?.getMember(botUserId)?.membership === "join" ? true : undefined),
-  () => `(membership: ${client.getRoom(roomId)?.getMember(botUserId)?.membership})`,
-);
+const membership = (userId) => client.getRoom(roomId)?.getMember(userId)?.membership;
+for (const member of [botUserId, ghostUserId]) {
+  await until(
+    `join of ${member}`,
+    () => (membership(member) === "join" ? true : undefined),
+    () => `(membership: ${membership(member)})`,
+  );
+}
 
 step = "sending the message";
 const body = `hello bot ${Date.now()}`;
@@ -99,26 +103,33 @@ const sent = client.getRoom(roomId)?.findEventById(sentId);
 if (sent && !sent.isEncrypted()) fail(`${sentId} went out unencrypted`);
 say(`SENT ${sentId}`);
 
-step = "waiting for the bot's encrypted answer";
 const timelineEvents = () => client.getRoom(roomId)?.getLiveTimeline().getEvents() ?? [];
-const answer = await until(
-  `decrypted "echo: ${body}" from ${botUserId}`,
-  () =>
-    timelineEvents().find(
-      (e) =>
-        e.getSender() === botUserId &&
-        e.isEncrypted() &&
-        !e.isDecryptionFailure() &&
-        e.getContent().body === `echo: ${body}`,
-    ),
-  () => {
-    const fromBot = timelineEvents().filter((e) => e.getSender() === botUserId);
-    const states = fromBot.map((e) => `${e.getType()}${e.isDecryptionFailure() ? ` (${e.decryptionFailureReason})` : ""}`);
-    return `(from the bot: ${states.join("; ") || "nothing"})`;
-  },
-);
-if (answer.getWireType() !== "m.room.encrypted") fail(`answer's wire type ${answer.getWireType()}`);
-say(`RECEIVED ${answer.getId()} ${JSON.stringify(answer.getContent().body)}`);
+for (const [sender, answer] of [
+  [botUserId, `echo: ${body}`],
+  [ghostUserId, `ghost: ${body}`],
+]) {
+  step = `waiting for the encrypted answer of ${sender}`;
+  const event = await until(
+    `decrypted "${answer}" from ${sender}`,
+    () =>
+      timelineEvents().find(
+        (e) =>
+          e.getSender() === sender &&
+          e.isEncrypted() &&
+          !e.isDecryptionFailure() &&
+          e.getContent().body === answer,
+      ),
+    () => {
+      const fromSender = timelineEvents().filter((e) => e.getSender() === sender);
+      const states = fromSender.map(
+        (e) => `${e.getType()}${e.isDecryptionFailure() ? ` (${e.decryptionFailureReason})` : ""}`,
+      );
+      return `(from ${sender}: ${states.join("; ") || "nothing"})`;
+    },
+  );
+  if (event.getWireType() !== "m.room.encrypted") fail(`answer's wire type ${event.getWireType()}`);
+  say(`RECEIVED ${sender} ${event.getId()} ${JSON.stringify(event.getContent().body)}`);
+}
 say("appservice_user.mjs: OK");
 client.stopClient();
 process.exit(0);
