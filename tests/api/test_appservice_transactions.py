@@ -23,7 +23,8 @@ from aiohttp import web
 from harness.admin import login_admin
 from harness.appservice import RecordingAppService, write_registration
 from harness.client import Account, MatrixClient, new_session
-from harness.server import SERVER_NAME, HomeserverProcess, start_homeserver
+from harness.fake_server import FEDERATION_V2, FakeServer, q
+from harness.server import SERVER_NAME, HomeserverProcess, new_homeserver, start_homeserver
 
 _txn = itertools.count()
 # Bound of every wait for a transaction (the first retries come after 1 s and 2 s).
@@ -382,3 +383,60 @@ async def test_a_reload_starts_and_stops_senders(
         await asyncio.to_thread(server.stop)
         await delta.appservice.stop()
         await epsilon.appservice.stop()
+
+
+async def test_invites_from_another_server_reach_the_appservice(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """Invites of the bot to rooms on another server (kept apart from the events): one
+    live, one while the appservice is down and the server is killed, caught up after."""
+    zeta = AttemptsAppService("hs-zeta")
+    await zeta.start()
+    server = new_homeserver(backend, request, tmp_path / "server", federation=True)
+    bot = f"@zetabot:{server.server_name}"
+    registration = write_registration(
+        tmp_path / "zeta.yaml",
+        appservice_id="zeta",
+        url=zeta.url,
+        as_token="as-zeta",
+        hs_token=zeta.hs_token,
+        sender_localpart="zetabot",
+        user_regex="@zeta_.*",
+    )
+    server.configure({"app_service_config_files": f'["{registration}"]'})
+    await asyncio.to_thread(server.start)
+    stripped = [{"type": "m.room.name", "state_key": "", "content": {"name": "Remote"}}]
+    try:
+        async with FakeServer(tmp_path, peer=server.server_name) as fake:
+
+            async def invite(room_id: str) -> str:
+                pdu = fake.make_invite(room_id, fake.user("bob"), bot)
+                body = {
+                    "room_version": "11",
+                    "event": dict(pdu.data),
+                    "invite_room_state": stripped,
+                }
+                path = f"{FEDERATION_V2}/invite/{q(room_id)}/{q(pdu.event_id)}"
+                status, answer = await fake.request("PUT", path, body)
+                assert status == 200, answer
+                return pdu.event_id
+
+            def invites(appservice: RecordingAppService) -> list[dict[str, Any]]:
+                return [e for e in appservice.events if e["type"] == "m.room.member"]
+
+            first = await invite(f"!first:{fake.server_name}")
+            await zeta.wait_for(lambda a: len(invites(a)) == 1, WAIT)
+            event = invites(zeta)[0]
+            assert (event["event_id"], event["state_key"]) == (first, bot)
+            assert event["content"] == {"membership": "invite"}
+            assert event["sender"] == fake.user("bob")
+            assert event["unsigned"]["invite_room_state"] == stripped
+            await zeta.stop()
+            second = await invite(f"!second:{fake.server_name}")
+            await asyncio.to_thread(server.kill_and_restart)
+            await zeta.start()
+            await zeta.wait_for(lambda a: len(invites(a)) >= 2, 40.0)
+            assert [e["event_id"] for e in invites(zeta)] == [first, second]
+    finally:
+        await asyncio.to_thread(server.stop)
+        await zeta.stop()

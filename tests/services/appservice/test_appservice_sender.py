@@ -291,3 +291,19 @@ async def test_extras_ride_along_and_are_acknowledged_after_the_200() -> None:
     assert extras.asked == [None, "p0"]
     assert extras.acknowledged == ["p1"]
     assert r.store.acknowledged[-1].extras_position == "p1"
+
+
+async def test_a_late_invite_from_another_server_takes_its_place_in_stream_order() -> None:
+    """An invite stored after events with later positions were routed (its position was
+    taken first) goes out in stream order, and the acknowledged position covers it."""
+    r = rig()
+    offer(r.sender, range(5, 7))
+    offer(r.sender, range(4, 5))
+    offer(r.sender, range(7, 8))
+    r.sender.start()
+    try:
+        await r.settle()
+    finally:
+        await r.sender.stop()
+    assert r.target.delivered() == ["$e4", "$e5", "$e6", "$e7"]
+    assert r.store.acknowledged[-1].events_position == 7

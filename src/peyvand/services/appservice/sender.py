@@ -19,6 +19,7 @@ its own queue and task, so a slow or dead appservice delays only itself.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
 from collections import deque
@@ -124,10 +125,6 @@ class SenderDeps:
 class _Queued:
     stream_ordering: int
     event_id: EventID
-    # False for an invite from another server, live: its position was allocated
-    # before it was stored, so events below it may still be on their way to the
-    # database; a transaction's events position never moves past them for it.
-    positional: bool = True
 
 
 class AppServiceSender:
@@ -178,21 +175,19 @@ class AppServiceSender:
         await self._task.stop()
 
     def on_event(self, stream_ordering: int, event_id: EventID) -> None:
-        """A committed event the appservice is interested in (live, in stream order)."""
+        """A committed event the appservice is interested in (live)."""
         if stream_ordering <= self._catch_up_to:
             return
         if self._overflow_to is not None or len(self._live) >= LIVE_QUEUE_MAX:
-            self._overflow_to = stream_ordering
+            self._overflow_to = max(self._overflow_to or 0, stream_ordering)
+        elif self._live and stream_ordering < self._live[-1].stream_ordering:
+            # An invite from another server, stored after events with later positions
+            # were committed: kept in stream order.
+            at = bisect.bisect(self._live, stream_ordering, key=lambda q: q.stream_ordering)
+            self._live.insert(at, _Queued(stream_ordering, event_id))
         else:
             self._live.append(_Queued(stream_ordering, event_id))
         self._wakeup.set()
-
-    def on_remote_invite(self, stream_ordering: int, event_id: EventID) -> None:
-        """An invite from another server the appservice is interested in, kept outside
-        the events table as it arrived (queued past the live bound: invites are few)."""
-        if stream_ordering > self._catch_up_to:
-            self._live.append(_Queued(stream_ordering, event_id, positional=False))
-            self._wakeup.set()
 
     def on_seen(self, stream_ordering: int) -> None:
         """Every committed event up to ``stream_ordering`` was offered to ``on_event``."""
@@ -274,7 +269,7 @@ class AppServiceSender:
         body: JsonDict = {"events": events}
         if extras is not None:
             body.update(extras.fields)
-        taken_to = max((q.stream_ordering for q in queued if q.positional), default=0)
+        taken_to = queued[-1].stream_ordering if queued else 0
         drained = len(queued) == len(self._backlog) + len(self._live)
         if drained and self._read_to >= self._catch_up_to and self._overflow_to is None:
             position = max(self._seen_to, taken_to)
@@ -301,14 +296,11 @@ class AppServiceSender:
         first, then the live ones."""
         if self._overflow_to is not None:
             # The live queue overflowed: it and what came since are read from the
-            # database, after what is already queued from there (but live invites
-            # beyond that reading).
+            # database, after what is already queued from there.
+            self._live.clear()
             self._read_to = max(self._read_to, self._taken_to)
             self._catch_up_to = max(self._catch_up_to, self._overflow_to)
             self._overflow_to = None
-            self._live = deque(
-                q for q in self._live if not q.positional and q.stream_ordering > self._catch_up_to
-            )
         while len(self._backlog) < limit and self._read_to < self._catch_up_to:
             await self._read_backlog()
         found = list(islice(self._backlog, limit))

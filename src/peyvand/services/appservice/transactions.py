@@ -93,7 +93,8 @@ class AppServiceTransactions:
     def on_remote_invite(self, pdu: Pdu, stream_ordering: int) -> None:
         """``InviteInbox.listeners``: an invite from another server to a room this
         server is not in, kept apart from the events at ``stream_ordering``."""
-        # Not announced: events below its position may still be on their way.
+        # Announced as the notifier announces it to the invitee's syncs.
+        self._announced = max(self._announced, stream_ordering)
         if self._started:
             self._items.append(_Invite(pdu, stream_ordering))
             self._wakeup.set()
@@ -169,15 +170,18 @@ class AppServiceTransactions:
             sender.on_seen(newest)
 
     async def _offer_invite(self, invite: _Invite) -> None:
-        pdu = invite.pdu
+        pdu, position = invite.pdu, invite.stream_ordering
         for sender in list(self._senders.values()):
             try:
                 if await self._deps.interest.is_interested(
                     sender.appservice, pdu.room_id, pdu.sender, pdu.type, pdu.state_key
                 ):
-                    sender.on_remote_invite(invite.stream_ordering, pdu.event_id)
+                    sender.on_event(position, pdu.event_id)
             except Exception:
                 logger.exception("deciding appservice %s's interest failed", sender.appservice.id)
+                sender.reread(position)
+                continue
+            sender.on_seen(position)
 
     async def _reload(self, services: Sequence[ApplicationService]) -> None:
         self._deps.interest.reset()
