@@ -36,7 +36,6 @@ import asyncio
 import dataclasses
 import json
 import math
-import os
 import re
 import secrets
 import shutil
@@ -47,7 +46,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -332,13 +331,15 @@ async def run_appservice(
         figures.truncated = len(senders) < sizes.senders
         log(f"  set-up: {len(senders)} senders in {figures.setup_seconds} s")
         await asyncio.sleep(sizes.settle_seconds)
-        window, sends, before = await _send_steadily(client, senders, room_id, cpu, sizes, clock)
+        window, sends, before = await _send_steadily(
+            client, senders, room_id, lambda: _bench_cpu(session, link), cpu, sizes, clock
+        )
         drain_started = time.monotonic()
         answered = sum(1 for sent in sends if sent.event_id is not None)
         await _wait_received(session, link.receiver_url, answered, clock.after(sizes.drain_seconds))
         figures.drain_seconds = time.monotonic() - drain_started
         figures.cpu_seconds = cpu() - before[0]
-        figures.bench_cpu_seconds = _bench_cpu() - before[1]
+        figures.bench_cpu_seconds = await _bench_cpu(session, link) - before[1]
         records = await _get_json(session, link.receiver_url + RECORDS_PATH)
     measured = [sent for sent in sends if window[0] <= sent.started < window[1]]
     compute(figures, measured, records, window[1] - window[0])
@@ -378,6 +379,7 @@ async def _send_steadily(
     client: MatrixClient,
     senders: list[Account],
     room_id: str,
+    bench_cpu: Callable[[], Awaitable[float]],
     cpu: CpuProbe,
     sizes: AppServiceSizes,
     clock: Clock,
@@ -405,7 +407,7 @@ async def _send_steadily(
 
     async def cpu_at_window_start() -> tuple[float, float]:
         await asyncio.sleep(max(0.0, window[0] - time.monotonic()))
-        return cpu(), _bench_cpu()
+        return cpu(), await bench_cpu()
 
     async with asyncio.TaskGroup() as group:
         cpu_task = group.create_task(cpu_at_window_start())
@@ -414,10 +416,12 @@ async def _send_steadily(
     return window, sends, cpu_task.result()
 
 
-def _bench_cpu() -> float:
-    """This process and its children (the receiver): what the bench itself takes of the
-    machine's cores while the server is measured."""
-    return procstat.tree_cpu_seconds(os.getpid())
+async def _bench_cpu(session: aiohttp.ClientSession, link: AppServiceLink) -> float:
+    """The CPU seconds of this process and of the receiver: what the bench itself takes of
+    the machine's cores while the server is measured (the server, a child of this process,
+    not counted)."""
+    body = await _get_json(session, link.receiver_url + RECEIVED_PATH)
+    return time.process_time() + float(body["cpu_seconds"])
 
 
 async def _send(client: MatrixClient, account: Account, room_id: str, number: int) -> Sent:

@@ -12,7 +12,8 @@ It runs apart from the bench's senders so that their event loop, busy sending 1,
 messages a second, does not delay the moment an arrival is noted. Arrivals are
 ``time.monotonic()`` values: CLOCK_MONOTONIC, one clock for every process on the machine,
 so the bench compares them with its own send times. The bench reads what was recorded
-from ``GET /bench/received`` (how many marked messages so far) and ``GET /bench/records``
+from ``GET /bench/received`` (how many marked messages so far, and this process's CPU
+seconds) and ``GET /bench/records``
 (everything). The process ends after ``--max-seconds`` whatever happens, so it never
 outlives a bench that died.
 """
@@ -82,7 +83,9 @@ def build_app(hs_token: str, records: Records) -> web.Application:
         return web.json_response({})
 
     async def received(_: web.Request) -> web.Response:
-        return web.json_response({"received": len(records.arrivals)})
+        return web.json_response(
+            {"received": len(records.arrivals), "cpu_seconds": time.process_time()}
+        )
 
     async def everything(_: web.Request) -> web.Response:
         return web.json_response(records.to_json())

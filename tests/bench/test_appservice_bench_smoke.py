@@ -119,6 +119,7 @@ async def test_appservice_at_smoke_size(
     assert 1 <= figures.transactions <= figures.sent
     assert 1 <= figures.events_per_transaction_mean <= figures.events_per_transaction_max
     assert 0 < figures.cpu_seconds_per_1000_messages < 1000
+    assert 0 < figures.bench_cpu_seconds < 1000
 
     summary = appservice.summarize(figures, None, sizes)
     by_key = {row["key"]: row for row in summary["rows"]}
