@@ -4,8 +4,8 @@
 Each appservice has the events-stream position up to which it acknowledged every event,
 the (opaque) position of the ephemeral data sent with them, the last transaction ID used
 and at most one pending transaction: the body built and not yet acknowledged, sent again
-unchanged until the appservice answers 200. Storing a pending transaction and
-acknowledging one are each one database transaction.
+unchanged until the appservice answers 200. A transaction is acknowledged in the same
+database transaction that stores the next one (or alone when none follows).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from peyvand.storage.database import Database, placeholders
+from peyvand.storage.database import Connection, Database, placeholders
 from peyvand.types import EventID, JsonDict, RoomID
 
 __all__ = ["AppServiceProgress", "AppServiceTxnStore", "InviteEvent", "PendingTxn", "StreamEvent"]
@@ -113,9 +113,18 @@ class AppServiceTxnStore:
             [(appservice_id, events_position) for appservice_id in appservice_ids],
         )
 
-    async def store_pending(self, appservice_id: str, txn: PendingTxn) -> None:
-        """Keep ``txn`` as the appservice's pending transaction and its ID as the last used."""
+    async def store_pending(
+        self,
+        appservice_id: str,
+        txn: PendingTxn,
+        answered: tuple[PendingTxn, int] | None = None,
+    ) -> None:
+        """Keep ``txn`` as the appservice's pending transaction and its ID as the last
+        used; with ``answered`` (the transaction before it and when the appservice
+        answered it 200), acknowledge that one in the same database transaction."""
         async with self._db.transaction() as conn:
+            if answered is not None:
+                await _acknowledge(conn, appservice_id, *answered)
             await conn.execute(
                 "INSERT INTO appservice_txns (appservice_id, txn_id, body, events_position,"
                 " extras_position, event_count) VALUES ($1, $2, $3, $4, $5, $6)",
@@ -133,22 +142,10 @@ class AppServiceTxnStore:
             )
 
     async def acknowledge(self, appservice_id: str, txn: PendingTxn, now_ms: int) -> None:
-        """The appservice answered 200 to ``txn``: it is no longer pending and its
-        positions become the appservice's."""
+        """The appservice answered 200 to ``txn`` at ``now_ms``: it is no longer pending
+        and its positions become the appservice's."""
         async with self._db.transaction() as conn:
-            await conn.execute(
-                "DELETE FROM appservice_txns WHERE appservice_id = $1 AND txn_id = $2",
-                appservice_id,
-                txn.txn_id,
-            )
-            await conn.execute(
-                "UPDATE appservice_positions SET events_position = $2, extras_position = $3,"
-                " last_success_ts = $4 WHERE appservice_id = $1",
-                appservice_id,
-                txn.events_position,
-                txn.extras_position,
-                now_ms,
-            )
+            await _acknowledge(conn, appservice_id, txn, now_ms)
 
     async def events_after(self, after: int, up_to: int, limit: int) -> list[StreamEvent]:
         """The stored events in ``(after, up_to]`` in stream order, at most ``limit``,
@@ -203,3 +200,19 @@ class AppServiceTxnStore:
             )
             for r in rows
         }
+
+
+async def _acknowledge(conn: Connection, appservice_id: str, txn: PendingTxn, now_ms: int) -> None:
+    await conn.execute(
+        "DELETE FROM appservice_txns WHERE appservice_id = $1 AND txn_id = $2",
+        appservice_id,
+        txn.txn_id,
+    )
+    await conn.execute(
+        "UPDATE appservice_positions SET events_position = $2, extras_position = $3,"
+        " last_success_ts = $4 WHERE appservice_id = $1",
+        appservice_id,
+        txn.events_position,
+        txn.extras_position,
+        now_ms,
+    )

@@ -58,6 +58,8 @@ class FakeStore:
     pending: PendingTxn | None = None
     acknowledged: list[PendingTxn] = field(default_factory=list)
     pages: int = 0
+    # Each database transaction: "pending", "ack+pending" (one commit) or "ack".
+    commits: list[str] = field(default_factory=list)
 
     def add_events(self, positions: range, room_id: RoomID = ROOM) -> None:
         self.events.extend(
@@ -65,11 +67,20 @@ class FakeStore:
             for p in positions
         )
 
-    async def store_pending(self, appservice_id: str, txn: PendingTxn) -> None:
+    async def store_pending(
+        self, appservice_id: str, txn: PendingTxn, answered: tuple[PendingTxn, int] | None = None
+    ) -> None:
+        self.commits.append("ack+pending" if answered is not None else "pending")
+        if answered is not None:
+            self._acknowledge(answered[0])
         assert self.pending is None
         self.pending = txn
 
     async def acknowledge(self, appservice_id: str, txn: PendingTxn, now_ms: int) -> None:
+        self.commits.append("ack")
+        self._acknowledge(txn)
+
+    def _acknowledge(self, txn: PendingTxn) -> None:
         assert self.pending == txn
         self.pending = None
         self.acknowledged.append(txn)
@@ -223,6 +234,8 @@ async def test_a_failed_transaction_is_sent_again_unchanged() -> None:
     ]
     assert r.target.delivered() == [f"$e{p}" for p in range(1, 6)]
     assert [t.events_position for t in r.store.acknowledged] == [3, 5]
+    # The first 200 is stored with the next transaction, the last alone.
+    assert r.store.commits == ["pending", "ack+pending", "ack"]
     assert r.sender.status().state == "up" and r.sender.status().consecutive_failures == 0
 
 

@@ -11,7 +11,9 @@ its own queue and task, so a slow or dead appservice delays only itself.
 - A transaction is stored (``PendingTxn``: its ID and whole body) before it is sent and
   sent again unchanged, same ID and content, until the appservice answers 200 (also
   after a restart): the spec forbids altering a transaction on retries. The 200 deletes
-  it and moves the appservice's positions in one database transaction.
+  it and moves the appservice's positions in the database transaction that stores the
+  next one (one commit a transaction under load), or alone when none follows; a 200
+  not yet stored when the server dies sends that transaction once more.
 - While the appservice fails, the same transaction is retried after 1 s, doubling up to
   5 minutes (``retry_now`` cuts a wait short). ``status`` tells how it is going.
 """
@@ -145,6 +147,9 @@ class AppServiceSender:
         self._last_txn_id = max(progress.last_txn_id, pending_id)
         self._last_success_ts = progress.last_success_ts
         self._pending = progress.pending
+        # The transaction last answered 200 (and when) while its acknowledgement is not
+        # stored yet: it is stored with the next transaction, in one commit.
+        self._answered: tuple[PendingTxn, int] | None = None
         # Catch-up: the database is read in (_read_to, _catch_up_to].
         self._read_to = progress.pending.events_position if progress.pending else self._position
         self._catch_up_to = max(catch_up_to, self._read_to)
@@ -173,6 +178,14 @@ class AppServiceSender:
 
     async def stop(self) -> None:
         await self._task.stop()
+        if self._answered is not None:
+            # Stored now, so that it is not sent again after the restart.
+            try:
+                await self._deps.store.acknowledge(self.appservice.id, *self._answered)
+            except Exception:
+                logger.exception(
+                    "acknowledging appservice %s's last transaction failed", self.appservice.id
+                )
 
     def on_event(self, stream_ordering: int, event_id: EventID) -> None:
         """A committed event the appservice is interested in (live)."""
@@ -249,6 +262,10 @@ class AppServiceSender:
         while True:
             txn = self._pending if self._pending is not None else await self._build()
             if txn is None:
+                if self._answered is not None:
+                    answered = self._answered
+                    await self._deps.store.acknowledge(self.appservice.id, *answered)
+                    await self._acknowledged(answered)
                 return
             await self._deliver(txn)
 
@@ -282,13 +299,16 @@ class AppServiceSender:
             extras_position=extras.position if extras is not None else self._extras_position,
             event_count=len(events),
         )
-        await self._deps.store.store_pending(self.appservice.id, txn)
+        answered = self._answered
+        await self._deps.store.store_pending(self.appservice.id, txn, answered)
         self._last_txn_id = txn.txn_id
         self._pending = txn
         self._take(len(queued))
         self._taken_to = max(self._taken_to, taken_to)
         if extras is not None and extras.count >= MAX_EXTRAS_PER_TXN:
             self._extras_due = True
+        if answered is not None:
+            await self._acknowledged(answered)
         return txn
 
     async def _peek(self, limit: int) -> list[_Queued]:
@@ -325,7 +345,8 @@ class AppServiceSender:
         self._seen_to = max(self._seen_to, self._read_to)
 
     async def _deliver(self, txn: PendingTxn) -> None:
-        """Send ``txn`` until the appservice answers 200, then acknowledge it."""
+        """Send ``txn`` until the appservice answers 200; it is acknowledged in the
+        database with the next transaction stored (``_build``) or alone (``_drain``)."""
         while True:
             try:
                 await self._deps.push(self._target, str(txn.txn_id), txn.body)
@@ -342,7 +363,7 @@ class AppServiceSender:
                 )
                 await self._wait_backoff()
         now = self._deps.now_ms()
-        await self._deps.store.acknowledge(self.appservice.id, txn, now)
+        self._answered = (txn, now)
         self._pending = None
         self._position = txn.events_position
         self._extras_position = txn.extras_position
@@ -350,6 +371,12 @@ class AppServiceSender:
         self._failures = 0
         self._last_error = None
         self._backoff = INITIAL_BACKOFF
+
+    async def _acknowledged(self, answered: tuple[PendingTxn, int]) -> None:
+        """``answered``'s acknowledgement is stored: the extras it carried are done."""
+        if self._answered is answered:
+            self._answered = None
+        txn = answered[0]
         if txn.extras_position is not None:
             await self._deps.extras.acknowledged(self.appservice, txn.extras_position)
 
