@@ -19,13 +19,16 @@ from peyvand.services.appservice import sender as sender_module
 from peyvand.services.appservice.extras import AppServiceExtras, ExtrasBatch
 from peyvand.services.appservice.interest import AppServiceInterest
 from peyvand.services.appservice.registration import ApplicationService, parse_registration
+from peyvand.services.appservice.registry import AppServiceRegistry
 from peyvand.services.appservice.sender import AppServiceSender, SenderDeps
+from peyvand.services.appservice.transactions import AppServiceTransactions
 from peyvand.storage.appservice_txns import (
     AppServiceProgress,
     AppServiceTxnStore,
     PendingTxn,
     StreamEvent,
 )
+from peyvand.storage.models import EventToPersist
 from peyvand.types import EventID, JsonDict, RoomID, ServerName
 
 ROOM = RoomID("!watched:localhost")
@@ -60,6 +63,18 @@ class FakeStore:
     pages: int = 0
     # Each database transaction: "pending", "ack+pending" (one commit) or "ack".
     commits: list[str] = field(default_factory=list)
+    positions: dict[str, int] = field(default_factory=dict)
+    last_txn_id: int = 0
+
+    async def add(self, appservice_ids: Sequence[str], events_position: int) -> None:
+        for appservice_id in appservice_ids:
+            self.positions.setdefault(appservice_id, events_position)
+
+    async def get_progress(self, appservice_ids: Sequence[str]) -> dict[str, AppServiceProgress]:
+        return {
+            i: AppServiceProgress(self.positions[i], None, self.last_txn_id, None, self.pending)
+            for i in appservice_ids
+        }
 
     def add_events(self, positions: range, room_id: RoomID = ROOM) -> None:
         self.events.extend(
@@ -75,6 +90,7 @@ class FakeStore:
             self._acknowledge(answered[0])
         assert self.pending is None
         self.pending = txn
+        self.last_txn_id = txn.txn_id
 
     async def acknowledge(self, appservice_id: str, txn: PendingTxn, now_ms: int) -> None:
         self.commits.append("ack")
@@ -84,6 +100,7 @@ class FakeStore:
         assert self.pending == txn
         self.pending = None
         self.acknowledged.append(txn)
+        self.positions["bridge"] = txn.events_position
 
     async def events_after(self, after: int, up_to: int, limit: int) -> list[StreamEvent]:
         self.pages += 1
@@ -92,6 +109,9 @@ class FakeStore:
 
 
 class FakeInterest:
+    def reset(self) -> None:
+        """Nothing is kept."""
+
     async def is_interested(
         self,
         appservice: ApplicationService,
@@ -173,6 +193,18 @@ class Rig:
             await asyncio.sleep(0.01)
 
 
+def deps_for(store: FakeStore, extras: FakeExtras, target: FakeAppService) -> SenderDeps:
+    fake_extras: Any = SimpleNamespace(collect=extras.collect, acknowledged=extras.acknowledged_)
+    return SenderDeps(
+        store=cast(AppServiceTxnStore, store),
+        interest=cast(AppServiceInterest, FakeInterest()),
+        extras=cast(AppServiceExtras, fake_extras),
+        push=target.push,
+        load=load,
+        now_ms=lambda: int(time.time() * 1000),
+    )
+
+
 def rig(
     store: FakeStore | None = None,
     extras: FakeExtras | None = None,
@@ -184,15 +216,7 @@ def rig(
     store = store or FakeStore()
     extras = extras or FakeExtras()
     target = FakeAppService(failing)
-    fake_extras: Any = SimpleNamespace(collect=extras.collect, acknowledged=extras.acknowledged_)
-    deps = SenderDeps(
-        store=cast(AppServiceTxnStore, store),
-        interest=cast(AppServiceInterest, FakeInterest()),
-        extras=cast(AppServiceExtras, fake_extras),
-        push=target.push,
-        load=load,
-        now_ms=lambda: int(time.time() * 1000),
-    )
+    deps = deps_for(store, extras, target)
     progress = AppServiceProgress(position, None, 0, None, store.pending)
     return Rig(store, extras, target, AppServiceSender(appservice(), progress, catch_up_to, deps))
 
@@ -320,3 +344,52 @@ async def test_a_late_invite_from_another_server_takes_its_place_in_stream_order
         await r.sender.stop()
     assert r.target.delivered() == ["$e4", "$e5", "$e6", "$e7"]
     assert r.store.acknowledged[-1].events_position == 7
+
+
+def persisted(position: int, room_id: RoomID = ROOM) -> EventToPersist:
+    pdu = SimpleNamespace(
+        event_id=event_id(position),
+        room_id=room_id,
+        sender="@alice:localhost",
+        type="m.room.message",
+        state_key=None,
+    )
+    return cast(EventToPersist, SimpleNamespace(pdu=pdu, stream_ordering=position))
+
+
+async def test_routing_by_interest_without_backfill_and_across_reloads() -> None:
+    """Committed batches reach the sender of an interested appservice (not backfill,
+    not other rooms); an appservice seen first starts at the newest event; one removed
+    by a reload stops, and added back resumes from its stored position."""
+    store, target = FakeStore(), FakeAppService()
+    registry = AppServiceRegistry([], ServerName("localhost"), services=[appservice()])
+
+    async def newest() -> int:
+        return 10
+
+    transactions = AppServiceTransactions(
+        registry, deps_for(store, FakeExtras(), target), max_position=newest
+    )
+    await transactions.start()
+    try:
+        assert store.positions == {"bridge": 10}
+        batch = [persisted(-5), persisted(11), persisted(12, OTHER_ROOM), persisted(13)]
+        transactions.on_persisted(batch)
+        await target.wait_for(lambda: target.delivered() == ["$e11", "$e13"])
+        transactions.on_registrations([])
+
+        def stopped() -> bool:
+            status = transactions.status_of("bridge")
+            return status is not None and status.last_txn_id == 0
+
+        for _ in range(100):
+            if stopped() and store.pending is None:
+                break
+            await asyncio.sleep(0.01)
+        assert stopped() and store.positions["bridge"] == 13
+        store.add_events(range(14, 15))
+        transactions.on_persisted([persisted(14)])
+        transactions.on_registrations([appservice()])
+        await target.wait_for(lambda: target.delivered() == ["$e11", "$e13", "$e14"])
+    finally:
+        await transactions.stop()

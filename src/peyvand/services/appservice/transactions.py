@@ -141,12 +141,15 @@ class AppServiceTransactions:
             self._wakeup.clear()
             while self._items:
                 item = self._items.popleft()
-                if isinstance(item, _Reload):
-                    await self._reload(item.services)
-                elif isinstance(item, _Invite):
-                    await self._offer_invite(item)
-                else:
-                    await self._offer(item)
+                try:
+                    if isinstance(item, _Reload):
+                        await self._reload(item.services)
+                    elif isinstance(item, _Invite):
+                        await self._offer_invite(item)
+                    else:
+                        await self._offer(item)
+                except Exception:
+                    logger.exception("routing to application services failed")
 
     async def _offer(self, batch: Sequence[EventToPersist]) -> None:
         """Offer each new event to the senders of the appservices that want it."""
@@ -185,10 +188,7 @@ class AppServiceTransactions:
 
     async def _reload(self, services: Sequence[ApplicationService]) -> None:
         self._deps.interest.reset()
-        try:
-            await self._apply(services)
-        except Exception:
-            logger.exception("starting the senders of reloaded appservices failed")
+        await self._apply(services)
 
     async def _apply(self, services: Sequence[ApplicationService]) -> None:
         """Senders for exactly ``services`` (those with a ``url``): new ones start from
