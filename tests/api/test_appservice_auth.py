@@ -231,6 +231,26 @@ async def test_ts_sets_origin_server_ts_for_the_appservice_only(client: MatrixCl
     ).ok()
     stored = await event(client, ghost.access_token, room_id, state["event_id"])
     assert stored["origin_server_ts"] == BRIDGED_TS
+    # Member events through the state endpoint too (a bridged join, then the bot's kick).
+    other = await register_ghost(client)
+    (
+        await client.request(
+            "POST", f"rooms/{quote(room_id)}/invite", {"user_id": other.user_id}, BRIDGE_TOKEN
+        )
+    ).ok()
+    member_path = f"rooms/{quote(room_id)}/state/m.room.member/{quote(other.user_id)}"
+    for membership, params in (
+        ("join", {"ts": ts, "user_id": other.user_id}),
+        ("leave", {"ts": str(BRIDGED_TS + 1)}),
+    ):
+        member = await client.request(
+            "PUT", member_path, {"membership": membership}, BRIDGE_TOKEN, params
+        )
+        stored = await event(client, ghost.access_token, room_id, member.ok()["event_id"])
+        assert (stored["content"]["membership"], stored["origin_server_ts"]) == (
+            membership,
+            int(params["ts"]),
+        )
     # An ordinary user's ts is ignored: the event is stamped now.
     before_ms = int(time.time() * 1000)
     own = (await send(client, ghost, room_id, "now", ts=ts)).ok()

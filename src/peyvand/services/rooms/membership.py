@@ -122,6 +122,7 @@ class MembershipService:
         reason: str | None = None,
         extra: JsonDict | None = None,
         txn: tuple[str, str, str] | None = None,
+        origin_server_ts: int | None = None,
     ) -> StoredEvent:
         if not is_valid_user_id(target):
             raise MatrixError(Errcode.INVALID_PARAM, f"Invalid user ID: {target}")
@@ -148,7 +149,7 @@ class MembershipService:
         event = await self._events.send(
             room_id,
             sender,
-            EventSpec("m.room.member", content, target),
+            EventSpec("m.room.member", content, target, origin_server_ts=origin_server_ts),
             txn=txn,
             countersign=countersign,
         )
@@ -174,6 +175,7 @@ class MembershipService:
         reason: str | None = None,
         servers: Sequence[ServerName] = (),
         content: JsonDict | None = None,
+        origin_server_ts: int | None = None,
     ) -> None:
         """Join (or re-join); a join while already joined sends nothing new unless it
         brings ``content``: extra keys for the member event, such as a per-room
@@ -214,7 +216,15 @@ class MembershipService:
             for k, v in (content or {}).items()
             if k not in ("membership", "join_authorised_via_users_server")
         }
-        await self._change(room_id, user_id, user_id, "join", reason=reason, extra=extra)
+        await self._change(
+            room_id,
+            user_id,
+            user_id,
+            "join",
+            reason=reason,
+            extra=extra,
+            origin_server_ts=origin_server_ts,
+        )
 
     async def _join_remote(
         self, room_id: RoomID, user_id: UserID, reason: str | None, servers: Sequence[ServerName]
@@ -237,6 +247,7 @@ class MembershipService:
         user_id: UserID,
         reason: str | None = None,
         servers: Sequence[ServerName] = (),
+        origin_server_ts: int | None = None,
     ) -> None:
         """Ask to join a room with the ``knock`` join rule (Client-Server API, "Knocking on
         rooms"); a room this server is not in is knocked on over federation."""
@@ -253,9 +264,17 @@ class MembershipService:
             return
         if current == "knock":
             return
-        await self._change(room_id, user_id, user_id, "knock", reason=reason)
+        await self._change(
+            room_id, user_id, user_id, "knock", reason=reason, origin_server_ts=origin_server_ts
+        )
 
-    async def leave(self, room_id: RoomID, user_id: UserID, reason: str | None = None) -> None:
+    async def leave(
+        self,
+        room_id: RoomID,
+        user_id: UserID,
+        reason: str | None = None,
+        origin_server_ts: int | None = None,
+    ) -> None:
         if (
             await self._resident(room_id) is None
             and await self._federation.remote_invite(room_id, user_id) is not None
@@ -274,7 +293,9 @@ class MembershipService:
             raise MatrixError(
                 Errcode.CANNOT_LEAVE_SERVER_NOTICE_ROOM, "You cannot reject this invite"
             )
-        await self._change(room_id, user_id, user_id, "leave", reason=reason)
+        await self._change(
+            room_id, user_id, user_id, "leave", reason=reason, origin_server_ts=origin_server_ts
+        )
 
     async def _is_server_notices_room(self, room_id: RoomID) -> bool:
         if self._server_notices_user is None:
@@ -289,6 +310,7 @@ class MembershipService:
         reason: str | None = None,
         *,
         is_direct: bool = False,
+        origin_server_ts: int | None = None,
     ) -> None:
         """Invite ``target``; a user of another server through its server (``/invite``
         v2, countersigned) before the event is stored. ``is_direct`` marks a direct chat
@@ -305,27 +327,56 @@ class MembershipService:
             )
         await self._policy_lists.check_invite(room_id, sender, target)
         extra: JsonDict | None = {"is_direct": True} if is_direct else None
-        await self._change(room_id, sender, target, "invite", reason=reason, extra=extra)
+        await self._change(
+            room_id,
+            sender,
+            target,
+            "invite",
+            reason=reason,
+            extra=extra,
+            origin_server_ts=origin_server_ts,
+        )
 
     async def kick(
-        self, room_id: RoomID, sender: UserID, target: UserID, reason: str | None = None
+        self,
+        room_id: RoomID,
+        sender: UserID,
+        target: UserID,
+        reason: str | None = None,
+        origin_server_ts: int | None = None,
     ) -> None:
         # A kick of a banned user would lift the ban: refused, as Synapse does.
         if await self.membership_of(room_id, target) in (None, "leave", "ban"):
             raise MatrixError(Errcode.FORBIDDEN, f"{target} is not in the room")
-        await self._change(room_id, sender, target, "leave", reason=reason)
+        await self._change(
+            room_id, sender, target, "leave", reason=reason, origin_server_ts=origin_server_ts
+        )
 
     async def ban(
-        self, room_id: RoomID, sender: UserID, target: UserID, reason: str | None = None
+        self,
+        room_id: RoomID,
+        sender: UserID,
+        target: UserID,
+        reason: str | None = None,
+        origin_server_ts: int | None = None,
     ) -> None:
-        await self._change(room_id, sender, target, "ban", reason=reason)
+        await self._change(
+            room_id, sender, target, "ban", reason=reason, origin_server_ts=origin_server_ts
+        )
 
     async def unban(
-        self, room_id: RoomID, sender: UserID, target: UserID, reason: str | None = None
+        self,
+        room_id: RoomID,
+        sender: UserID,
+        target: UserID,
+        reason: str | None = None,
+        origin_server_ts: int | None = None,
     ) -> None:
         if await self.membership_of(room_id, target) != "ban":
             raise MatrixError(Errcode.FORBIDDEN, f"{target} is not banned")
-        await self._change(room_id, sender, target, "leave", reason=reason)
+        await self._change(
+            room_id, sender, target, "leave", reason=reason, origin_server_ts=origin_server_ts
+        )
 
     async def forget(self, room_id: RoomID, user_id: UserID) -> None:
         """Forget a room the user has left (spec: 400 M_UNKNOWN while still joined)."""

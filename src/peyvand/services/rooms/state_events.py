@@ -13,9 +13,6 @@ What the state endpoint adds to event creation, as Synapse does:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 from peyvand.errors import Errcode, MatrixError
 from peyvand.services.rooms.canonical_alias import AliasLookup, check_canonical_alias
 from peyvand.services.rooms.membership import MembershipService
@@ -45,7 +42,7 @@ class StateEventService:
         if spec.state_key is None:
             raise MatrixError(Errcode.INVALID_PARAM, "A state event needs a state key")
         if spec.event_type == MEMBER:
-            return await self._put_member(room_id, sender, UserID(spec.state_key), spec.content)
+            return await self._put_member(room_id, sender, UserID(spec.state_key), spec)
         if spec.event_type == CANONICAL_ALIAS and spec.state_key == "":
             snapshot = await self._state.get_room(room_id)
             current_id = None if snapshot is None else snapshot.state.get((CANONICAL_ALIAS, ""))
@@ -56,11 +53,13 @@ class StateEventService:
         return event.pdu.event_id
 
     async def _put_member(
-        self, room_id: RoomID, sender: UserID, target: UserID, content: Mapping[str, Any]
+        self, room_id: RoomID, sender: UserID, target: UserID, spec: EventSpec
     ) -> EventID:
         """``m.room.member`` through the state endpoint, as Synapse's ``update_membership``:
         ``join`` and ``knock`` only for oneself, ``leave`` of another user is a kick (an
-        unban if they are banned)."""
+        unban if they are banned). An appservice's ``?ts=`` (``spec.origin_server_ts``)
+        dates the member event as it dates any other."""
+        content, ts = spec.content, spec.origin_server_ts
         membership = content.get("membership")
         if not isinstance(membership, str):
             raise MatrixError(Errcode.BAD_JSON, "'membership' must be a string")
@@ -74,20 +73,22 @@ class StateEventService:
                 Errcode.FORBIDDEN, f"You cannot {membership} on behalf of another user"
             )
         if membership == "join":
-            await self._membership.join(room_id, target, reason, content=extra or None)
+            await self._membership.join(
+                room_id, target, reason, content=extra or None, origin_server_ts=ts
+            )
         elif membership == "knock":
-            await self._membership.knock(room_id, target, reason)
+            await self._membership.knock(room_id, target, reason, origin_server_ts=ts)
         elif membership == "leave" and own:
-            await self._membership.leave(room_id, target, reason)
+            await self._membership.leave(room_id, target, reason, origin_server_ts=ts)
         elif membership == "leave":
             if await self._membership.membership_of(room_id, target) == "ban":
-                await self._membership.unban(room_id, sender, target, reason)
+                await self._membership.unban(room_id, sender, target, reason, origin_server_ts=ts)
             else:
-                await self._membership.kick(room_id, sender, target, reason)
+                await self._membership.kick(room_id, sender, target, reason, origin_server_ts=ts)
         elif membership == "invite":
-            await self._membership.invite(room_id, sender, target, reason)
+            await self._membership.invite(room_id, sender, target, reason, origin_server_ts=ts)
         elif membership == "ban":
-            await self._membership.ban(room_id, sender, target, reason)
+            await self._membership.ban(room_id, sender, target, reason, origin_server_ts=ts)
         else:
             raise MatrixError(Errcode.INVALID_PARAM, f"Unknown membership: {membership}")
         snapshot = await self._state.get_room(room_id)
