@@ -29,9 +29,9 @@ class CountingPattern:
         self._pattern = re.compile(regex)
         self.uses = 0
 
-    def fullmatch(self, value: str) -> re.Match[str] | None:
+    def match(self, value: str) -> re.Match[str] | None:
         self.uses += 1
-        return self._pattern.fullmatch(value)
+        return self._pattern.match(value)
 
 
 def bridge(aliases: str | None = None) -> tuple[ApplicationService, CountingPattern]:

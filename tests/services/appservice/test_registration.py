@@ -53,8 +53,14 @@ def test_a_generated_registration_loads(tmp_path: Path) -> None:
     assert service.is_exclusive_user("@telegram_123:example.org")
     assert service.is_exclusive_user("@telegrambot:example.org")
     assert not service.is_user_in_namespace("@alice:example.org")
-    # The regex must match the whole ID, not a part of it.
-    assert not service.is_user_in_namespace("@telegram_1:example.org.evil")
+    # A regex matches from the start of the ID (as Synapse): one without the server part
+    # still claims the users it names, and one elsewhere in the ID does not.
+    prefix = parse_registration(
+        registration(namespaces={"users": [{"exclusive": True, "regex": "@pre_[0-9]+"}]}),
+        SERVER,
+    )
+    assert prefix.is_exclusive_user("@pre_123:example.org")
+    assert not prefix.is_user_in_namespace("@x_pre_123:example.org")
     assert service.is_exclusive_alias("#telegram_chat:example.org")
 
 

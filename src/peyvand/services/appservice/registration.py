@@ -51,9 +51,11 @@ class Namespace:
     pattern: re.Pattern[str]
 
     def matches(self, value: str) -> bool:
-        """Whether the whole ``value`` matches (the spec's regexes are anchored by
-        convention, ``@irc_.*:example.org``; an unanchored one still must match it all)."""
-        return self.pattern.fullmatch(value) is not None
+        """Whether ``value`` matches from its start, as Synapse tests namespaces: a regex
+        without the server part (``@irc_[0-9]+``) still claims ``@irc_5:example.org``, so
+        an exclusive one written so protects what its author meant (bridges generate
+        regexes anchored on both ends by convention, ``@irc_.*:example\\.org``)."""
+        return self.pattern.match(value) is not None
 
 
 @dataclass(frozen=True, slots=True)
