@@ -28,6 +28,7 @@ from harness.server import SERVER_NAME, HomeserverProcess, start_homeserver
 AS_TOKEN = "as-token-queries-bridge"
 HS_TOKEN = "hs-token-queries-bridge"
 RESERVED_TOKEN = "as-token-queries-reserved"
+WATCHER_TOKEN = "as-token-queries-watcher"
 GONE_TOKEN = "as-token-queries-gone"
 GHOST_NAME = "A bridged ghost"
 _names = itertools.count()
@@ -91,8 +92,9 @@ def queries_homeserver(
     bridge: BridgeAppService,
 ) -> Iterator[HomeserverProcess]:
     """``bridge`` (ghosts ``@ghost_*``, portals ``#bridged_*``, both exclusive),
-    ``reserved`` (exclusive ``#reserved_*``, no URL) and ``gone`` (``@gone_*``, at a port
-    nothing listens on)."""
+    ``reserved`` (exclusive ``#reserved_*``, no URL), ``gone`` (``@gone_*``, at a port
+    nothing listens on) and ``watcher`` (no URL, users ``@watched_*`` not exclusive,
+    aliases ``#watched_*`` exclusive)."""
     data_dir = tmp_path_factory.mktemp("appservice-queries")
     files = [
         write_registration(
@@ -123,6 +125,19 @@ def queries_homeserver(
             hs_token="hs-token-queries-gone",
             sender_localpart="gonebot",
             user_regex=f"@gone_.*:{SERVER_NAME}",
+        ),
+        write_registration(
+            data_dir / "watcher.yaml",
+            appservice_id="watcher",
+            url=None,
+            as_token=WATCHER_TOKEN,
+            hs_token="hs-token-queries-watcher",
+            sender_localpart="watcherbot",
+            user_regex="",
+            namespaces={
+                "users": [{"exclusive": False, "regex": f"@watched_.*:{SERVER_NAME}"}],
+                "aliases": [{"exclusive": True, "regex": f"#watched_.*:{SERVER_NAME}"}],
+            },
         ),
     ]
     options = {"app_service_config_files": "[" + ", ".join(f'"{f}"' for f in files) + "]"}
@@ -287,3 +302,41 @@ async def test_create_room_with_an_exclusive_alias_name(client: MatrixClient) ->
     room_id = (await client.request("POST", "createRoom", body, AS_TOKEN)).ok()["room_id"]
     found = (await client.request("GET", f"directory/room/{quote(alias)}", token=user)).ok()
     assert found["room_id"] == room_id
+
+
+async def test_only_the_owning_appservice_gives_a_new_room_an_exclusive_alias(
+    client: MatrixClient,
+) -> None:
+    """An ordinary user in the owner's non-exclusive user namespace is refused, and an
+    appservice outside its own alias namespaces too (Synapse's ``create_association``);
+    the owner's bot, and a ghost its appservice acts as, may."""
+    watched = await client.register(f"watched_{next(_names)}")
+    refusals = [
+        (watched, f"watched_{next(_names)}"),
+        (AS_TOKEN, f"watched_{next(_names)}"),
+        (AS_TOKEN, f"plain_{next(_names)}"),
+    ]
+    for token, name in refusals:
+        answer = await client.request("POST", "createRoom", {"room_alias_name": name}, token)
+        assert answer.status == 400, answer.body
+        assert answer.body["errcode"] == "M_EXCLUSIVE"
+        alias = f"#{name}:{SERVER_NAME}"
+        assert (await client.request("GET", f"directory/room/{quote(alias)}")).status == 404
+    assert (await client.request("GET", "joined_rooms", token=watched)).ok()["joined_rooms"] == []
+    name = f"watched_{next(_names)}"
+    (await client.request("POST", "createRoom", {"room_alias_name": name}, WATCHER_TOKEN)).ok()
+    user_id = ghost()
+    register = {"type": "m.login.application_service", "username": localpart(user_id)}
+    body = {**register, "inhibit_login": True}
+    (await client.request("POST", "register", body, AS_TOKEN)).ok()
+    alias = portal()
+    body = {"room_alias_name": localpart(alias)}
+    params = {"user_id": user_id}
+    created = await client.request("POST", "createRoom", body, AS_TOKEN, params=params)
+    found = (await client.request("GET", f"directory/room/{quote(alias)}")).ok()
+    assert found["room_id"] == created.ok()["room_id"]
+    # PUT and DELETE /directory/room follow the same rule.
+    path = f"directory/room/{quote(f'#watched_{next(_names)}:{SERVER_NAME}')}"
+    answer = await client.request("PUT", path, {"room_id": found["room_id"]}, watched)
+    assert answer.status == 400, answer.body
+    assert answer.body["errcode"] == "M_EXCLUSIVE"

@@ -78,6 +78,7 @@ async def create_room(ctx: RequestContext) -> web.Response:
         initial_state=tuple(initial_state),
         power_level_content_override=body.dict("power_level_content_override", None),
         room_alias_name=body.str("room_alias_name", None),
+        appservice=ctx.user.appservice,
     )
     room_id = await ctx.services.rooms.create_room(request)
     return json_response({"room_id": room_id})

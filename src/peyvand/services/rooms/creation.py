@@ -24,6 +24,7 @@ from peyvand.events.room_versions import (
     RoomVersion,
     room_version_or_none,
 )
+from peyvand.services.appservice.registration import ApplicationService
 from peyvand.services.rooms.canonical_alias import check_new_room_aliases
 from peyvand.services.rooms.policy_lists import PolicyListService
 from peyvand.services.timeline.event_creation import EventCreationService, EventSpec
@@ -45,9 +46,12 @@ _POWER_LEVELS = ("m.room.power_levels", "")
 
 ProfileLookup = Callable[[UserID], Awaitable[JsonDict]]
 AliasResolver = Callable[[RoomAlias], Awaitable[RoomID | None]]
-AliasCreator = Callable[[RoomAlias, RoomID, UserID], Awaitable[RoomAlias]]
-# Raises unless the user may create the alias (an appservice's exclusive namespace).
-AliasCheck = Callable[[RoomAlias, UserID], None]
+# (alias, room, creator, the appservice whose as_token made the request) -> the alias.
+AliasCreator = Callable[
+    [RoomAlias, RoomID, UserID, ApplicationService | None], Awaitable[RoomAlias]
+]
+# Raises unless the creator (through that appservice, if any) may create the alias.
+AliasCheck = Callable[[RoomAlias, UserID, ApplicationService | None], None]
 
 
 class Inviter(Protocol):
@@ -78,6 +82,9 @@ class CreateRoomRequest:
     initial_state: tuple[EventSpec, ...] = ()
     power_level_content_override: Mapping[str, Any] | None = None
     room_alias_name: str | None = None
+    # The appservice whose as_token made the request (it alone may use its exclusive
+    # alias namespace, and only its own namespaces).
+    appservice: ApplicationService | None = None
 
 
 def default_power_levels(
@@ -230,7 +237,7 @@ class RoomsService:
         alias = None
         if request.room_alias_name is not None:
             alias = RoomAlias(f"#{request.room_alias_name}:{self._server_name}")
-            self._check_alias(alias, creator)
+            self._check_alias(alias, creator, request.appservice)
             if await self._resolve_alias(alias) is not None:
                 raise MatrixError(Errcode.ROOM_IN_USE, f"Room alias {alias} already taken")
             initial.append(EventSpec("m.room.canonical_alias", {"alias": alias}, ""))
@@ -278,7 +285,7 @@ class RoomsService:
             is_public=request.visibility == "public",
         )
         if alias is not None:
-            await self._create_alias(alias, created, creator)
+            await self._create_alias(alias, created, creator, request.appservice)
         for invitee in remote_invitees:
             await self._invite(created, creator, invitee, is_direct=request.is_direct)
         return created

@@ -31,6 +31,7 @@ from peyvand.errors import Errcode, MatrixError
 from peyvand.events.auth import get_send_level, get_user_power_level
 from peyvand.events.pdu import Pdu, StateKey
 from peyvand.services.accounts.requester import Requester
+from peyvand.services.appservice.registration import ApplicationService
 from peyvand.services.appservice.registry import AppServiceRegistry
 from peyvand.services.timeline.event_creation import EventCreationService, EventSpec
 from peyvand.services.timeline.room_state import RoomSnapshot, StateService
@@ -259,16 +260,29 @@ class DirectoryService:
         row = await self._store.get_alias(alias)
         return None if row is None else row.room_id
 
-    def _check_namespace(self, requester: Requester, alias: RoomAlias) -> None:
-        """M_EXCLUSIVE unless ``requester`` may change ``alias``: an appservice only in
-        its alias namespaces, anyone else outside every exclusive one."""
-        if requester.appservice is not None:
-            if not requester.appservice.is_alias_in_namespace(alias):
+    def check_alias_change(
+        self, alias: RoomAlias, user_id: UserID, appservice: ApplicationService | None
+    ) -> None:
+        """M_EXCLUSIVE unless ``user_id`` (through ``appservice`` when the request came with
+        its as_token) may create or delete ``alias``; every alias change goes through it
+        (Application Service API, "Registration": an exclusive namespace is its
+        appservice's alone). As Synapse's ``create_association``/``can_modify_alias``: an
+        appservice only inside its own alias namespaces, and, stricter, not in another
+        appservice's exclusive one; anyone else outside every exclusive namespace, except
+        the owning appservice's bot (``sender``) with an ordinary access token."""
+        owners = [
+            s for s in self._appservices.owners_of_alias(alias) if s.is_exclusive_alias(alias)
+        ]
+        if appservice is not None:
+            if not appservice.is_alias_in_namespace(alias):
                 raise MatrixError(
                     Errcode.EXCLUSIVE,
                     "This application service has not reserved this kind of alias.",
                 )
-        elif self._appservices.exclusive_owner_of_alias(alias) is not None:
+            owners = [s for s in owners if s.id != appservice.id]
+        else:
+            owners = [s for s in owners if s.sender != user_id]
+        if owners:
             raise MatrixError(
                 Errcode.EXCLUSIVE, "This alias is reserved by an application service."
             )
@@ -281,23 +295,25 @@ class DirectoryService:
                 Errcode.UNKNOWN, f"Room alias {alias} already exists", status=409
             ) from None
 
-    def check_alias_for_new_room(self, alias: RoomAlias, creator: UserID) -> None:
-        """Raise unless ``creator`` may give a new room ``alias`` (checked before the room
-        is created): a well-formed local alias, and in an exclusive alias namespace only
-        the appservice's own users (its bot or ghosts, whom only it acts as)."""
+    def check_alias_for_new_room(
+        self, alias: RoomAlias, creator: UserID, appservice: ApplicationService | None
+    ) -> None:
+        """Raise unless ``creator`` (through ``appservice``, if any) may give a new room
+        ``alias``, checked before the room is created: a well-formed local alias that
+        ``check_alias_change`` allows."""
         self._check_alias(alias)
-        owner = self._appservices.exclusive_owner_of_alias(alias)
-        if owner is not None and not owner.is_user_in_namespace(creator):
-            raise MatrixError(
-                Errcode.EXCLUSIVE, "This alias is reserved by an application service."
-            )
+        self.check_alias_change(alias, creator, appservice)
 
     async def create_alias_for_new_room(
-        self, alias: RoomAlias, room_id: RoomID, creator: UserID
+        self,
+        alias: RoomAlias,
+        room_id: RoomID,
+        creator: UserID,
+        appservice: ApplicationService | None,
     ) -> RoomAlias:
         """Point ``alias`` at a room just created by ``creator`` (createRoom's
         ``room_alias_name``); returns the alias."""
-        self.check_alias_for_new_room(alias, creator)
+        self.check_alias_for_new_room(alias, creator, appservice)
         await self._insert(alias, room_id, creator)
         return alias
 
@@ -322,7 +338,7 @@ class DirectoryService:
         """Create a local alias; the requester must be in the room (unless a server admin
         or an appservice in its own namespace)."""
         self._check_alias(alias)
-        self._check_namespace(requester, alias)
+        self.check_alias_change(alias, requester.user_id, requester.appservice)
         snapshot = await self._state.get_room(room_id)
         if snapshot is None:
             raise MatrixError(Errcode.NOT_FOUND, "Room not found")
@@ -350,7 +366,7 @@ class DirectoryService:
             and not await self._can_change_room_list(requester, row.room_id)
         ):
             raise MatrixError(Errcode.FORBIDDEN, "You don't have permission to delete the alias.")
-        self._check_namespace(requester, alias)
+        self.check_alias_change(alias, requester.user_id, requester.appservice)
         room_id = await self._store.delete_alias(alias)
         if room_id is None:
             raise MatrixError(Errcode.NOT_FOUND, "Unknown room alias")
