@@ -190,3 +190,19 @@ async def test_appservice_users_are_ordinary_accounts(hs: MatrixClient) -> None:
     search = {"search_term": user_id.split(":")[0][1:]}
     found = (await hs.request("POST", "user_directory/search", json=search, token=human)).ok()
     assert user_id in [r["user_id"] for r in found["results"]]
+
+
+async def test_appservice_deactivates_its_users_without_uia(hs: MatrixClient) -> None:
+    """A ghost has no password for User-Interactive Authentication: its appservice
+    deactivates it with the as_token alone (as Synapse); an ordinary token still needs
+    UIA, even the ghost's own device."""
+    registered = (await as_register(hs, _localpart("bridge_leaving"))).ok()
+    user_id = registered["user_id"]
+    own = await hs.request("POST", "account/deactivate", {}, registered["access_token"])
+    assert own.status == 401 and "flows" in own.body, own.body
+    params = {"user_id": user_id}
+    answer = await hs.request("POST", "account/deactivate", {}, AS_TOKEN, params=params)
+    assert answer.ok() == {"id_server_unbind_result": "no-support"}
+    gone = await hs.request("GET", "account/whoami", token=AS_TOKEN, params=params)
+    assert_error(gone, 403, "M_USER_DEACTIVATED")
+    assert_error(await as_login(hs, user_id), 403, "M_USER_DEACTIVATED")

@@ -137,13 +137,16 @@ async def deactivate(ctx: RequestContext) -> web.Response:
     """POST /_matrix/client/v3/account/deactivate: deactivate the account after UIA, leave
     every room and, with ``erase``, erase the profile, the media uploaded and the content
     of every event sent (docs/compliance.md, "Erasure"; recorded in the audit log). No
-    identity server is involved, hence ``no-support``."""
+    identity server is involved, hence ``no-support``. An application service needs no
+    UIA: it deactivates its own users (its bot, or a user it acts as with ``?user_id=``),
+    who have no password, as Synapse allows."""
     body = await ctx.body()
     erase = body.bool("erase", False)
     user_id = ctx.user.user_id
-    await ctx.services.auth.require_password(
-        ctx.user, body.dict("auth", None), "POST /account/deactivate"
-    )
+    if ctx.user.appservice is None:
+        await ctx.services.auth.require_password(
+            ctx.user, body.dict("auth", None), "POST /account/deactivate"
+        )
     await deactivate_account(ctx.services, user_id, user_id, erase, None)
     return json_response({"id_server_unbind_result": "no-support"})
 
