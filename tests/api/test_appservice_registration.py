@@ -109,7 +109,12 @@ async def test_appservice_registers_users_of_its_namespace(hs: MatrixClient) -> 
     assert_error(await as_register(hs, _localpart("carol")), 400, "M_EXCLUSIVE")
     # Another appservice's exclusive namespace.
     assert_error(await as_register(hs, _localpart("e2e_x")), 400, "M_EXCLUSIVE")
-    assert_error(await as_register(hs, "bridge_UPPER"), 400, "M_INVALID_USERNAME")
+    # Bridges name ghosts after remote IDs: the historical grammar (capitals) is accepted,
+    # what is no user ID at all is not.
+    upper = _localpart("bridge_U0ABC")
+    assert (await as_register(hs, upper)).ok()["user_id"].startswith(f"@{upper}:")
+    for invalid in ("bridge_a b", "bridge_a:b", "bridge_\u00e9"):
+        assert_error(await as_register(hs, invalid), 400, "M_INVALID_USERNAME")
     assert_error(await as_register(hs, None), 400, "M_MISSING_PARAM")
     assert_error(await as_register(hs, 5), 400, "M_BAD_JSON")
 

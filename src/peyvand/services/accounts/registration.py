@@ -46,7 +46,7 @@ from peyvand.storage.errors import ConflictError
 from peyvand.storage.guests import GuestStore
 from peyvand.storage.registration_tokens import RegistrationTokenRow as RegistrationTokenRow
 from peyvand.storage.registration_tokens import RegistrationTokenStore
-from peyvand.types import JsonDict, UserID, is_valid_localpart
+from peyvand.types import JsonDict, UserID, is_valid_localpart, is_valid_user_id
 
 _GENERATED_ALPHABET = string.ascii_lowercase + string.digits
 _MAX_USER_ID_BYTES = 255
@@ -334,7 +334,9 @@ class RegistrationService:
                 "inhibit_login must be true",
             )
         user_id = UserID(f"@{username}:{self._config.server_name}")
-        if not is_valid_localpart(username) or len(user_id.encode()) > _MAX_USER_ID_BYTES:
+        # The historical grammar, as Synapse accepts any localpart of an appservice's
+        # namespace: bridges name ghosts after remote IDs (``@_slack_T0AB_U0CD``).
+        if not is_valid_user_id(user_id) or len(user_id.encode()) > _MAX_USER_ID_BYTES:
             raise MatrixError(Errcode.INVALID_USERNAME, "Invalid user ID localpart")
         if not appservice.is_user_in_namespace(user_id):
             raise MatrixError(
