@@ -32,6 +32,7 @@ from harness.server import SERVER_NAME, HomeserverProcess, running_homeserver, s
 
 BRIDGE_TOKEN = "as-token-bridge"
 LIMITED_TOKEN = "as-token-limited"
+ELSEWHERE_TOKEN = "as-token-elsewhere"
 BURST = 3
 LOGIN_BURST = 20
 # A timestamp in 2001: far from now, so honoured and ignored are told apart.
@@ -67,8 +68,19 @@ def appservice_homeserver(
         user_regex=f"@limited_.*:{SERVER_NAME}",
         exclusive=False,
     )
+    # Its as_token is accepted only from 10.0.0.0/8: never from the tests' loopback.
+    elsewhere = write_registration(
+        data_dir / "elsewhere.yaml",
+        appservice_id="elsewhere",
+        url=None,
+        as_token=ELSEWHERE_TOKEN,
+        hs_token="hs-token-elsewhere",
+        sender_localpart="elsewherebot",
+        user_regex=f"@elsewhere_.*:{SERVER_NAME}",
+        ip_range_whitelist=["10.0.0.0/8"],
+    )
     options = {
-        "app_service_config_files": f'["{bridge}", "{limited}"]',
+        "app_service_config_files": f'["{bridge}", "{limited}", "{elsewhere}"]',
         "rate_limits.enabled": "true",
         "rate_limits.burst": str(BURST),
         "rate_limits.per_second": "0.01",
@@ -287,8 +299,13 @@ async def test_a_rate_limited_appservice_is_limited(client: MatrixClient) -> Non
 
 
 async def test_other_tokens_are_still_unknown(client: MatrixClient) -> None:
-    for token in ("nonsense", "hs-token-bridge", BRIDGE_TOKEN + "x"):
+    for token in ("nonsense", "hs-token-bridge", BRIDGE_TOKEN + "x", ELSEWHERE_TOKEN):
         assert_error(await whoami(client, token), 401, "M_UNKNOWN_TOKEN")
+    # An as_token from outside its registration's ip_range_whitelist is no one's, also
+    # where an appservice registers its users.
+    body = {"type": "m.login.application_service", "username": "elsewhere_1"}
+    registered = await client.request("POST", "register", body, ELSEWHERE_TOKEN)
+    assert_error(registered, 401, "M_UNKNOWN_TOKEN")
     # An ordinary user's user_id parameter changes nothing.
     user = await client.register()
     other = await client.register()

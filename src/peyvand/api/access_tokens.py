@@ -35,7 +35,7 @@ def appservice_of(ctx: RequestContext) -> ApplicationService:
     token = access_token(ctx.request)
     if token is None:
         raise MatrixError(Errcode.MISSING_TOKEN, "Missing application service token")
-    appservice = ctx.services.appservices.by_token(token)
+    appservice = ctx.services.appservices.by_token(token, ctx.request.remote)
     if appservice is None:
         raise MatrixError(Errcode.UNKNOWN_TOKEN, "Unknown application service token")
     return appservice

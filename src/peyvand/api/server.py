@@ -93,7 +93,7 @@ async def _requester(services: Services, token: str, request: web.Request) -> Re
     """Who ``token`` is: an application service (its ``as_token``, Application Service API
     "Identity assertion", with ``user_id`` and ``device_id`` from the query), else the
     owner of the access token."""
-    requester = await services.appservice_auth.get_requester(token, request.query)
+    requester = await services.appservice_auth.get_requester(token, request.query, request.remote)
     return requester if requester is not None else await services.auth.get_requester(token)
 
 
@@ -108,7 +108,7 @@ def _is_rate_limited(services: Services, request: web.Request, requester: Reques
             token = access_token(request)
         except MatrixError:
             return True
-        appservice = None if token is None else services.appservices.by_token(token)
+        appservice = None if token is None else services.appservices.by_token(token, request.remote)
     return appservice is None or appservice.rate_limited
 
 

@@ -72,8 +72,9 @@ def test_a_generated_registration_loads(tmp_path: Path) -> None:
         ({"sender_localpart": "bad:name"}, "'sender_localpart' is not a valid user localpart"),
         ({"namespaces": {"users": [{"exclusive": True, "regex": "("}]}}, "not a valid regular"),
         ({"namespaces": {"users": [{"regex": "@a.*"}]}}, "exclusive must be true or false"),
-        ({"namespaces": {"groups": []}}, "unknown namespaces"),
         ({"rate_limited": "no"}, "'rate_limited' must be true or false"),
+        ({"ip_range_whitelist": ["10.0.0.0/33"]}, "'ip_range_whitelist'"),
+        ({"ip_range_whitelist": "10.0.0.0/8"}, "must be a list of CIDR ranges"),
         ({"protocols": "telegram"}, "'protocols' must be a list of strings"),
         ({"hs_token": "as-secret"}, "must differ"),
     ],
@@ -144,10 +145,29 @@ def test_a_failed_reload_keeps_the_loaded_set(tmp_path: Path) -> None:
     path.write_text("id: [unclosed")
     with pytest.raises(RegistrationError):
         registry.reload()
-    assert registry.by_token("as-secret") is not None
+    assert registry.by_token("as-secret", "127.0.0.1") is not None
     path.write_text(yaml.safe_dump(registration(as_token="rotated")))
     registry.reload()
-    assert registry.by_token("as-secret") is None
-    assert registry.by_token("rotated") is not None and told == [1]
+    assert registry.by_token("as-secret", "127.0.0.1") is None
+    assert registry.by_token("rotated", "127.0.0.1") is not None and told == [1]
     assert registry.exclusive_owner_of_user("@telegram_9:example.org") is not None
     assert registry.exclusive_owner_of_alias("#other:example.org") is None
+
+
+def test_what_synapse_accepts_of_generated_files_loads(tmp_path: Path) -> None:
+    info = registration(rate_limited=None)
+    info["namespaces"]["groups"] = []  # an old namespace kind, ignored
+    (service,) = load_registrations([write(tmp_path, "t.yaml", info)], SERVER)
+    assert service.rate_limited
+
+
+def test_ip_range_whitelist_limits_where_the_as_token_is_accepted(tmp_path: Path) -> None:
+    info = registration(ip_range_whitelist=["10.1.0.0/16", "::1/128"])
+    registry = AppServiceRegistry([write(tmp_path, "t.yaml", info)], SERVER)
+    for ip in ("10.1.2.3", "::ffff:10.1.2.3", "::1"):
+        assert registry.by_token("as-secret", ip) is not None, ip
+    refused: tuple[str | None, ...] = ("127.0.0.1", "10.2.0.1", None, "unknown")
+    for other in refused:
+        assert registry.by_token("as-secret", other) is None, other
+    (open_service,) = load_registrations([write(tmp_path, "o.yaml", registration())], SERVER)
+    assert open_service.allows_ip("192.0.2.1") and open_service.allows_ip(None)

@@ -86,10 +86,12 @@ class AppServiceAuth:
         except Exception:
             log.exception("Registering the bots of reloaded application services failed")
 
-    async def get_requester(self, token: str, query: Mapping[str, str]) -> Requester | None:
+    async def get_requester(
+        self, token: str, query: Mapping[str, str], ip: str | None
+    ) -> Requester | None:
         """The appservice requester of ``token`` and the request's ``query``; None if the
-        token is no appservice's."""
-        service = self._registry.by_token(token)
+        token is no appservice's (or not from an address its registration allows)."""
+        service = self._registry.by_token(token, ip)
         if service is None:
             return None
         user_id = query.get("user_id")

@@ -11,12 +11,16 @@ Optional fields: ``rate_limited`` (default true), ``protocols`` (third-party net
 IDs), ``receive_ephemeral`` or its MSC2409 name ``de.sorunome.msc2409.push_ephemeral``
 (typing, receipts, presence and to-device messages in transactions),
 ``org.matrix.msc3202`` (device lists, one-time-key counts and ``device_id``
-masquerading, so a bridge can encrypt) and ``io.element.msc4190`` (the appservice manages
-its users' devices itself).
+masquerading, so a bridge can encrypt), ``io.element.msc4190`` (the appservice manages
+its users' devices itself) and ``ip_range_whitelist`` (the addresses its ``as_token`` is
+accepted from, as Synapse's). Where Synapse is lenient with what bridges generate, so is
+this: an unknown namespace kind is ignored (logged), ``rate_limited: null`` is the default.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import logging
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -25,6 +29,7 @@ from typing import Any, Final
 
 import yaml
 
+from peyvand.netguard import IPNetwork, parse_ip
 from peyvand.types import ServerName, UserID
 
 __all__ = [
@@ -34,6 +39,8 @@ __all__ = [
     "load_registrations",
     "parse_registration",
 ]
+
+log = logging.getLogger(__name__)
 
 _NAMESPACE_KINDS: Final = ("users", "aliases", "rooms")
 # User ID localparts (Appendices, "User Identifiers"), historical characters allowed.
@@ -73,7 +80,20 @@ class ApplicationService:
     receive_ephemeral: bool = False
     msc3202: bool = False
     msc4190: bool = False
+    ip_range_whitelist: tuple[IPNetwork, ...] = ()
     source: Path | None = None
+
+    def allows_ip(self, ip: str | None) -> bool:
+        """Whether a request from ``ip`` may use the ``as_token`` (any address unless the
+        registration lists ``ip_range_whitelist``)."""
+        if not self.ip_range_whitelist:
+            return True
+        address = None if ip is None else parse_ip(ip)
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped  # a dual-stack listener's form of an IPv4 peer
+        return address is not None and any(
+            address in network for network in self.ip_range_whitelist
+        )
 
     def is_user_in_namespace(self, user_id: str) -> bool:
         """The appservice's bot or a user its ``users`` namespaces claim: a user it may
@@ -162,8 +182,10 @@ def parse_registration(
         raise RegistrationError(f"{where}: 'namespaces' must be a mapping")
     unknown = set(namespaces) - set(_NAMESPACE_KINDS)
     if unknown:
-        raise RegistrationError(f"{where}: unknown namespaces {sorted(unknown)}")
-    rate_limited = info.get("rate_limited", True)
+        log.warning("%s: unknown namespaces %s ignored", where, sorted(unknown))
+    rate_limited = info.get("rate_limited")
+    if rate_limited is None:
+        rate_limited = True
     if not isinstance(rate_limited, bool):
         raise RegistrationError(f"{where}: 'rate_limited' must be true or false")
     protocols = info.get("protocols") or []
@@ -185,8 +207,20 @@ def parse_registration(
         ),
         msc3202=_flag(info, ("org.matrix.msc3202",), where),
         msc4190=_flag(info, ("io.element.msc4190",), where),
+        ip_range_whitelist=_networks(info.get("ip_range_whitelist"), where),
         source=source,
     )
+
+
+def _networks(value: object, where: str) -> tuple[IPNetwork, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise RegistrationError(f"{where}: 'ip_range_whitelist' must be a list of CIDR ranges")
+    try:
+        return tuple(ipaddress.ip_network(v, strict=False) for v in value)
+    except ValueError as e:
+        raise RegistrationError(f"{where}: 'ip_range_whitelist': {e}") from e
 
 
 def _check_distinct(services: list[ApplicationService]) -> None:

@@ -53,8 +53,11 @@ class AppServiceRegistry:
         for listener in self.listeners:
             listener(services)
 
-    def by_token(self, as_token: str) -> ApplicationService | None:
-        return self._by_token.get(as_token)
+    def by_token(self, as_token: str, ip: str | None) -> ApplicationService | None:
+        """The appservice whose ``as_token`` this is, if the request's address ``ip`` is
+        one its ``ip_range_whitelist`` allows (otherwise the token is no appservice's)."""
+        service = self._by_token.get(as_token)
+        return service if service is not None and service.allows_ip(ip) else None
 
     def by_id(self, appservice_id: str) -> ApplicationService | None:
         return self._by_id.get(appservice_id)
