@@ -2,8 +2,9 @@
 
 Run through ``scripts/conformance`` (it sets up the venv). Each run starts a new server
 (server name ``localhost:PORT`` on a free port, SQLite in a temporary directory unless
-``--postgres`` or ``--database-url``, open registration, no rate limits), runs the
-sytest client-server suite against it with ``../shared/tools/run-sytest`` and reads the TAP.
+``--postgres`` or ``--database-url``, open registration, no rate limits, sytest's two
+application services: scripts/sytest_appservices.py), runs the sytest client-server suite
+against it with ``../shared/tools/run-sytest`` and reads the TAP.
 
 A test is keyed by its file and name, ``tests/30rooms/01state.pl: <name>`` (the file comes
 from sytest's progress output on stderr; a name repeated in one file gets `` [2]``, ...).
@@ -26,6 +27,7 @@ import argparse
 import collections
 import contextlib
 import itertools
+import json
 import os
 import re
 import shutil
@@ -38,10 +40,12 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
+
+from sytest_appservices import RegistrationCopier, sytest_ca, write_placeholders
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_EXPECTED = ROOT / "tests" / "conformance" / "sytest-expected.txt"
@@ -166,9 +170,25 @@ def free_port() -> int:
         return port
 
 
+@dataclass(frozen=True)
+class Server:
+    """A running server: where sytest reaches it, and its process (to signal it)."""
+
+    base_url: str
+    server_name: str
+    pid: int
+
+
 @contextlib.contextmanager
-def peyvand(data_dir: Path, log_path: Path, database_url: str | None) -> Iterator[tuple[str, str]]:
-    """A fresh server for sytest, stopped on exit; yields (base URL, server name)."""
+def peyvand(
+    data_dir: Path,
+    log_path: Path,
+    database_url: str | None,
+    appservice_files: Sequence[Path] = (),
+    ca_file: Path | None = None,
+) -> Iterator[Server]:
+    """A fresh server for sytest, stopped on exit, loading ``appservice_files`` and
+    trusting ``ca_file`` (besides the system's authorities) for its outbound TLS."""
     port = free_port()
     server_name = f"localhost:{port}"
     command = [
@@ -183,9 +203,16 @@ def peyvand(data_dir: Path, log_path: Path, database_url: str | None) -> Iterato
     config_path = data_dir / "peyvand.toml"
     config_text = config_path.read_text()
     assert "\nallow_guest_access = false\n" in config_text
-    config_path.write_text(
-        config_text.replace("\nallow_guest_access = false\n", "\nallow_guest_access = true\n")
+    config_text = config_text.replace(
+        "\nallow_guest_access = false\n", "\nallow_guest_access = true\n"
     )
+    assert "\napp_service_config_files = []\n" in config_text
+    files = json.dumps([str(path) for path in appservice_files])
+    config_text = config_text.replace(
+        "\napp_service_config_files = []\n", f"\napp_service_config_files = {files}\n"
+    )
+    config_path.write_text(config_text)
+    trust = {} if ca_file is None else {"SSL_CERT_FILE": str(ca_file)}
     base_url = f"http://127.0.0.1:{port}"
     with log_path.open("ab") as log:
         process = subprocess.Popen(
@@ -193,11 +220,11 @@ def peyvand(data_dir: Path, log_path: Path, database_url: str | None) -> Iterato
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **trust},
         )
         try:
             wait_ready(process, f"{base_url}/_matrix/client/versions", log_path)
-            yield base_url, server_name
+            yield Server(base_url, server_name, process.pid)
             if process.poll() is not None:
                 print(f"!! the server exited with {process.returncode} during the run")
         finally:
@@ -229,23 +256,28 @@ def wait_ready(process: subprocess.Popen[bytes], url: str, log_path: Path) -> No
 
 def run_sytest(
     run_sytest_path: Path,
-    base_url: str,
-    server_name: str,
+    server: Server,
     files: Sequence[str],
     tap_path: Path,
     progress_path: Path,
     timeout: float,
+    tmpdir: Path,
+    started: Callable[[int], None],
 ) -> bool:
     """Run sytest, TAP to ``tap_path`` and its progress to ``progress_path`` (each file's
-    name echoed as it starts); False if it was stopped at ``timeout`` seconds."""
+    name echoed as it starts), its work directory under ``tmpdir``, ``started`` told its
+    process group; False if it was stopped at ``timeout`` seconds."""
+    tmpdir.mkdir(parents=True, exist_ok=True)
     with tap_path.open("wb") as tap, progress_path.open("wb") as progress:
         process = subprocess.Popen(
-            [str(run_sytest_path), base_url, server_name, *files],
+            [str(run_sytest_path), server.base_url, server.server_name, *files],
             stdin=subprocess.DEVNULL,
             stdout=tap,
             stderr=subprocess.PIPE,
             start_new_session=True,  # its own process group, to stop it as a whole
+            env={**os.environ, "TMPDIR": str(tmpdir)},
         )
+        started(process.pid)
         assert process.stderr is not None
         echo = threading.Thread(target=copy_progress, args=(process.stderr, progress), daemon=True)
         echo.start()
@@ -305,12 +337,32 @@ def sytest_run(
     """Fresh server, sytest over ``files`` (all when empty), results; True if it finished."""
     tap_path, progress_path = out / f"{label}.tap", out / f"{label}.log"
     data_dir = Path(tempfile.mkdtemp(prefix="peyvand-conformance-"))
+    sytest_tmp = data_dir / "sytest-tmp"
+    placeholders = write_placeholders(data_dir / "appservices")
+    log_path = out / f"{label}-server.log"
     try:
-        with peyvand(data_dir, out / f"{label}-server.log", database_url) as (url, name):
-            print(f"==> sytest against {url} (server name {name}); output in {out}", flush=True)
-            finished = run_sytest(
-                args.run_sytest, url, name, files, tap_path, progress_path, args.timeout
+        ca = sytest_ca(args.run_sytest)
+        with peyvand(data_dir, log_path, database_url, placeholders, ca) as server:
+            print(
+                f"==> sytest against {server.base_url} (server name {server.server_name}); "
+                f"output in {out}",
+                flush=True,
             )
+            copier = RegistrationCopier(sytest_tmp, placeholders, server.pid, server.base_url)
+            finished = run_sytest(
+                args.run_sytest,
+                server,
+                files,
+                tap_path,
+                progress_path,
+                args.timeout,
+                sytest_tmp,
+                copier.watch,
+            )
+            copier.stop.set()
+            copier.join(30)
+            if not copier.loaded:
+                print("!! the server did not load sytest's application service registrations")
     finally:
         if args.keep:
             print(f"server data kept in {data_dir}")

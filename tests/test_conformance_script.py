@@ -1,14 +1,22 @@
 """scripts/conformance reads sytest's TAP and progress output into keyed results, and
-checks them against the expected list (without running sytest: ``--from`` a saved run)."""
+checks them against the expected list (without running sytest: ``--from`` a saved run);
+it loads sytest's application service registrations into the server before sytest goes on
+(scripts/sytest_appservices.py, against a real server)."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
+import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+
+from harness.appservice import write_registration
+from harness.server import running_homeserver
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "conformance.py"
 
@@ -19,7 +27,11 @@ def conformance() -> ModuleType:
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules["conformance"] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
+    sys.path.insert(0, str(SCRIPT.parent))  # its sibling sytest_appservices, as when run
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
     return module
 
 
@@ -115,3 +127,45 @@ def test_update_rewrites_the_list_and_an_unfinished_run_fails(
     cut = save_run(tmp_path / "cut", tap=TAP.replace("1..7\n", ""))
     assert conformance.main(["--from", str(cut), "--expected", str(expected)]) == 1
     assert "sytest did not finish" in capsys.readouterr().out
+
+
+def test_sytest_registrations_are_loaded_while_sytest_waits(
+    conformance: ModuleType, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    appservices = sys.modules["sytest_appservices"]
+    placeholders = appservices.write_placeholders(tmp_path / "placeholders")
+    options = {"app_service_config_files": json.dumps([str(path) for path in placeholders])}
+    with running_homeserver("sqlite", request, tmp_path / "server", options=options) as server:
+        # What sytest's tests/05homeserver.pl writes (its tokens are chr(64..126)).
+        written = tmp_path / "sytest-tmp" / "tmp.a1b2c3" / "server-0"
+        written.mkdir(parents=True)
+        as_tokens = ["n`HnFe\\^QmLVd{Tz[CSqOf@i~gcZ{qjr", "zX]y[lPuxW~HxG[[eTaRIfqLxkhy@Gs]"]
+        for index, as_token in enumerate(as_tokens):
+            write_registration(
+                written / f"appserv-{index}.yaml",
+                appservice_id=f"AS-{index + 1}",
+                url=f"https://localhost:1/appservs/{index + 1}",
+                as_token=as_token,
+                hs_token=f"hs-token-{index}",
+                sender_localpart=f"as-user-{index + 1}",
+                user_regex=f"@astest{index}-.*",
+            )
+        sytest = subprocess.Popen(["sleep", "60"], start_new_session=True)
+        try:
+            copier = appservices.RegistrationCopier(
+                tmp_path / "sytest-tmp", placeholders, server.pid, server.base_url, limit=30
+            )
+            copier.watch(sytest.pid)
+            copier.join(60)
+            state = Path(f"/proc/{sytest.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        finally:
+            sytest.kill()
+            sytest.wait()
+        assert copier.loaded
+        assert state != "T"  # sytest goes on once the server has them
+        whoami = urllib.request.Request(
+            f"{server.base_url}/_matrix/client/v3/account/whoami",
+            headers={"Authorization": f"Bearer {as_tokens[0]}"},
+        )
+        with urllib.request.urlopen(whoami, timeout=10) as response:
+            assert json.load(response)["user_id"] == f"@as-user-1:{server.server_name}"
