@@ -6,6 +6,7 @@ after a 200, and the status follows failures and recovery."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -97,7 +98,7 @@ class FakeStore:
         self._acknowledge(txn)
 
     def _acknowledge(self, txn: PendingTxn) -> None:
-        assert self.pending == txn
+        assert self.pending is not None and self.pending.txn_id == txn.txn_id
         self.pending = None
         self.acknowledged.append(txn)
         self.positions["bridge"] = txn.events_position
@@ -393,3 +394,86 @@ async def test_routing_by_interest_without_backfill_and_across_reloads() -> None
         await target.wait_for(lambda: target.delivered() == ["$e11", "$e13", "$e14"])
     finally:
         await transactions.stop()
+
+
+@dataclass
+class GatedStore(FakeStore):
+    """``store_pending`` of the first transaction waits for ``gate`` (a commit waiting
+    for the writer)."""
+
+    gate: asyncio.Event | None = None
+    entered: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def store_pending(
+        self, appservice_id: str, txn: PendingTxn, answered: tuple[PendingTxn, int] | None = None
+    ) -> None:
+        if self.gate is not None:
+            gate, self.gate = self.gate, None
+            self.entered.set()
+            await gate.wait()
+        await super().store_pending(appservice_id, txn, answered)
+
+
+async def test_an_invite_inserted_while_a_transaction_is_stored_is_sent_once() -> None:
+    """A late invite placed before the entries being taken into a transaction stays
+    queued: every entry goes out exactly once, and no acknowledged position passes it."""
+    gate = asyncio.Event()
+    store = GatedStore(gate=gate)
+    r = rig(store, position=10, catch_up_to=10)
+    offer(r.sender, range(12, 14))
+    r.sender.start()
+    try:
+        await asyncio.wait_for(store.entered.wait(), 5)
+        r.sender.on_event(11, EventID("$invite11"))
+        gate.set()
+        await r.settle()
+    finally:
+        await r.sender.stop()
+    assert sorted(r.target.delivered()) == sorted(["$e12", "$e13", "$invite11"])
+    assert len(r.target.delivered()) == 3
+    assert [t.events_position for t in r.store.acknowledged] == [10, 13]
+
+
+def invite_pdu(position: int) -> Any:
+    return SimpleNamespace(
+        event_id=EventID(f"$invite{position}"),
+        room_id=OTHER_ROOM,
+        sender="@ghost_remote:elsewhere",
+        type="m.room.member",
+        state_key="@ghost_1:localhost",
+    )
+
+
+async def test_a_remote_invite_moves_no_position_past_events_not_yet_committed() -> None:
+    """An invite whose position was taken before event 10's, stored first: the
+    acknowledged position stays below event 10 until it is committed and sent."""
+    store, target = FakeStore(), FakeAppService()
+    registry = AppServiceRegistry([], ServerName("localhost"), services=[appservice()])
+
+    async def newest() -> int:
+        return 9
+
+    class Everything(FakeInterest):
+        async def is_interested(self, *args: Any) -> bool:
+            return True
+
+    deps = replace_interest(deps_for(store, FakeExtras(), target), Everything())
+    transactions = AppServiceTransactions(registry, deps, max_position=newest)
+    await transactions.start()
+    try:
+        transactions.on_remote_invite(invite_pdu(11), 11)
+        await target.wait_for(lambda: target.delivered() == ["$invite11"])
+        for _ in range(50):
+            if store.pending is None and store.acknowledged:
+                break
+            await asyncio.sleep(0.01)
+        assert store.positions["bridge"] < 10
+        transactions.on_persisted([persisted(10)])
+        await target.wait_for(lambda: target.delivered() == ["$invite11", "$e10"])
+    finally:
+        await transactions.stop()
+    assert store.positions["bridge"] >= 10
+
+
+def replace_interest(deps: SenderDeps, interest: FakeInterest) -> SenderDeps:
+    return dataclasses.replace(deps, interest=cast(AppServiceInterest, interest))

@@ -26,7 +26,7 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import islice
 from typing import Final, Literal
 
@@ -127,6 +127,9 @@ class SenderDeps:
 class _Queued:
     stream_ordering: int
     event_id: EventID
+    # An invite from another server handed over live: its position was taken before it
+    # was stored, so events below it may not be committed yet.
+    invite: bool = False
 
 
 class AppServiceSender:
@@ -187,19 +190,21 @@ class AppServiceSender:
                     "acknowledging appservice %s's last transaction failed", self.appservice.id
                 )
 
-    def on_event(self, stream_ordering: int, event_id: EventID) -> None:
-        """A committed event the appservice is interested in (live)."""
+    def on_event(self, stream_ordering: int, event_id: EventID, *, invite: bool = False) -> None:
+        """A committed event the appservice is interested in (live); ``invite``: an
+        invite from another server, whose position does not tell that the events below
+        it are committed (it moves the acknowledged position only up to ``on_seen``)."""
         if stream_ordering <= self._catch_up_to:
             return
         if self._overflow_to is not None or len(self._live) >= LIVE_QUEUE_MAX:
             self._overflow_to = max(self._overflow_to or 0, stream_ordering)
         elif self._live and stream_ordering < self._live[-1].stream_ordering:
             # An invite from another server, stored after events with later positions
-            # were committed: kept in stream order.
+            # were committed (or an event below an invite): kept in stream order.
             at = bisect.bisect(self._live, stream_ordering, key=lambda q: q.stream_ordering)
-            self._live.insert(at, _Queued(stream_ordering, event_id))
+            self._live.insert(at, _Queued(stream_ordering, event_id, invite))
         else:
-            self._live.append(_Queued(stream_ordering, event_id))
+            self._live.append(_Queued(stream_ordering, event_id, invite))
         self._wakeup.set()
 
     def on_seen(self, stream_ordering: int) -> None:
@@ -287,11 +292,13 @@ class AppServiceSender:
         if extras is not None:
             body.update(extras.fields)
         taken_to = queued[-1].stream_ordering if queued else 0
+        # A live invite's own position does not move the acknowledged position.
+        events_to = max((q.stream_ordering for q in queued if not q.invite), default=0)
         drained = len(queued) == len(self._backlog) + len(self._live)
         if drained and self._read_to >= self._catch_up_to and self._overflow_to is None:
-            position = max(self._seen_to, taken_to)
+            position = max(self._seen_to, events_to)
         else:
-            position = taken_to
+            position = min(taken_to, max(self._seen_to, events_to))
         txn = PendingTxn(
             txn_id=self._last_txn_id + 1,
             body=body,
@@ -303,7 +310,7 @@ class AppServiceSender:
         await self._deps.store.store_pending(self.appservice.id, txn, answered)
         self._last_txn_id = txn.txn_id
         self._pending = txn
-        self._take(len(queued))
+        self._take(queued)
         self._taken_to = max(self._taken_to, taken_to)
         if extras is not None and extras.count >= MAX_EXTRAS_PER_TXN:
             self._extras_due = True
@@ -328,9 +335,20 @@ class AppServiceSender:
             found.extend(islice(self._live, limit - len(found)))
         return found
 
-    def _take(self, count: int) -> None:
-        for _ in range(count):
-            (self._backlog if self._backlog else self._live).popleft()
+    def _take(self, queued: Sequence[_Queued]) -> None:
+        """Remove exactly the entries ``queued`` from the queues: a late invite inserted
+        among them (``on_event``) while the transaction was being built stays queued."""
+        taken = {id(q) for q in queued}
+        remaining = len(taken)
+        for queue in (self._backlog, self._live):
+            kept: list[_Queued] = []
+            while remaining and queue:
+                entry = queue.popleft()
+                if id(entry) in taken:
+                    remaining -= 1
+                else:
+                    kept.append(entry)
+            queue.extendleft(reversed(kept))
 
     async def _read_backlog(self) -> None:
         """The next page of stored events, those the appservice wants kept."""
@@ -363,6 +381,7 @@ class AppServiceSender:
                 )
                 await self._wait_backoff()
         now = self._deps.now_ms()
+        txn = self._below_queued(txn)
         self._answered = (txn, now)
         self._pending = None
         self._position = txn.events_position
@@ -371,6 +390,14 @@ class AppServiceSender:
         self._failures = 0
         self._last_error = None
         self._backoff = INITIAL_BACKOFF
+
+    def _below_queued(self, txn: PendingTxn) -> PendingTxn:
+        """``txn`` with its events position kept below every entry still queued (a late
+        invite inserted under it while it was built), so that a restart still reads it."""
+        fronts = [queue[0].stream_ordering for queue in (self._backlog, self._live) if queue]
+        if not fronts or min(fronts) > txn.events_position:
+            return txn
+        return replace(txn, events_position=max(self._position, min(fronts) - 1))
 
     async def _acknowledged(self, answered: tuple[PendingTxn, int]) -> None:
         """``answered``'s acknowledgement is stored: the extras it carried are done."""

@@ -92,9 +92,9 @@ class AppServiceTransactions:
 
     def on_remote_invite(self, pdu: Pdu, stream_ordering: int) -> None:
         """``InviteInbox.listeners``: an invite from another server to a room this
-        server is not in, kept apart from the events at ``stream_ordering``."""
-        # Announced as the notifier announces it to the invitee's syncs.
-        self._announced = max(self._announced, stream_ordering)
+        server is not in, kept apart from the events at ``stream_ordering``. Its position
+        was taken before it was stored, so events below it may still be on their way: it
+        moves no mark (``_announced``, a sender's ``on_seen``) past them."""
         if self._started:
             self._items.append(_Invite(pdu, stream_ordering))
             self._wakeup.set()
@@ -179,12 +179,10 @@ class AppServiceTransactions:
                 if await self._deps.interest.is_interested(
                     sender.appservice, pdu.room_id, pdu.sender, pdu.type, pdu.state_key
                 ):
-                    sender.on_event(position, pdu.event_id)
+                    sender.on_event(position, pdu.event_id, invite=True)
             except Exception:
                 logger.exception("deciding appservice %s's interest failed", sender.appservice.id)
-                sender.reread(position)
-                continue
-            sender.on_seen(position)
+                sender.reread(min(position, self._announced))
 
     async def _reload(self, services: Sequence[ApplicationService]) -> None:
         self._deps.interest.reset()
