@@ -6,15 +6,19 @@ directory") that ``/publicRooms`` shows with ``third_party_instance_id`` or
 
 Two real loopback appservices bridge ``gitter`` (the first also claims ``irc`` but
 cannot describe it) and a third, registered for ``gitter`` too, is down: its answers are
-left out, never failing a lookup."""
+left out, never failing a lookup. A bridge's protocol description is kept (an hour, as
+Synapse keeps it); lookups are asked each time."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
 import pytest
+from aiohttp import web
 
 from harness.appservice import RecordingAppService, write_registration
 from harness.client import MatrixClient, new_session
@@ -53,9 +57,20 @@ def remote_user(name: str) -> dict[str, Any]:
     }
 
 
+@dataclass
+class CountingBridge(RecordingAppService):
+    """Records the third-party paths it is asked (``protocol/gitter``, ...)."""
+
+    asked: list[str] = field(default_factory=list)
+
+    async def _thirdparty(self, request: web.Request) -> web.Response:
+        self.asked.append(request.path.removeprefix("/_matrix/app/v1/thirdparty/"))
+        return await super()._thirdparty(request)
+
+
 @pytest.fixture(scope="module")
-async def bridges() -> AsyncIterator[tuple[RecordingAppService, RecordingAppService]]:
-    first, second = RecordingAppService(FIRST_HS_TOKEN), RecordingAppService(SECOND_HS_TOKEN)
+async def bridges() -> AsyncIterator[tuple[CountingBridge, CountingBridge]]:
+    first, second = CountingBridge(FIRST_HS_TOKEN), CountingBridge(SECOND_HS_TOKEN)
     first.thirdparty.update(
         {
             "protocol/gitter": protocol_info("gitter"),
@@ -87,7 +102,7 @@ def thirdparty_homeserver(
     backend: str,
     request: pytest.FixtureRequest,
     tmp_path_factory: pytest.TempPathFactory,
-    bridges: tuple[RecordingAppService, RecordingAppService],
+    bridges: tuple[CountingBridge, CountingBridge],
 ) -> Iterator[HomeserverProcess]:
     data_dir = tmp_path_factory.mktemp("appservice-thirdparty")
     first, second = bridges
@@ -140,6 +155,31 @@ async def test_protocols_merge_every_bridges_instances(client: MatrixClient) -> 
     ]
     one = (await client.request("GET", "thirdparty/protocol/gitter", token=user)).ok()
     assert one == gitter
+
+
+async def test_protocol_descriptions_are_kept(
+    client: MatrixClient, bridges: tuple[CountingBridge, CountingBridge]
+) -> None:
+    """Many clients listing protocols cost each bridge one question at most (this
+    server's first), and the merged instances do not grow from one answer to the next."""
+    first = bridges[0]
+    user = await client.register()
+    before = [b.asked.count("protocol/gitter") for b in bridges]
+    listings = await asyncio.gather(
+        *(client.request("GET", "thirdparty/protocols", token=user) for _ in range(10))
+    )
+    (await client.request("GET", "thirdparty/protocol/gitter", token=user)).ok()
+    for listing in listings:
+        assert len(listing.ok()["gitter"]["instances"]) == 2
+    assert [b.asked.count("protocol/gitter") - n for b, n in zip(bridges, before, strict=True)] in (
+        [0, 0],
+        [1, 1],
+    )
+    # Lookups are not kept.
+    asked = first.asked.count("user/gitter")
+    for _ in range(2):
+        (await client.request("GET", "thirdparty/user/gitter", token=user)).ok()
+    assert first.asked.count("user/gitter") == asked + 2
 
 
 async def test_a_protocol_no_bridge_describes_is_404(client: MatrixClient) -> None:

@@ -6,6 +6,12 @@ gateway's (bridges usually listen on loopback). Every request carries the appser
 reads at most 1 MiB of answer. What went wrong is told apart as the ping endpoint's
 errors need it (``AppServiceError.kind``): the connection failed, it timed out, or the
 appservice answered with another status (``status`` and its ``body``).
+
+Transactions have a connection pool of their own, so they never wait behind questions:
+user and alias queries, third-party lookups and pings, which clients can cause at will,
+share another pool of at most ``QUERY_CONNECTIONS_PER_HOST`` connections to one
+appservice. Each appservice has one transaction in flight at a time (its sender), so the
+transactions' pool needs no limit of its own.
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ _MAX_ANSWER_BYTES: Final = 1024 * 1024
 APP_PREFIX: Final = "/_matrix/app/v1"
 
 ErrorKind = Literal["connection", "timeout", "status"]
+# Concurrent questions (queries, third-party lookups, pings) to one appservice host.
+QUERY_CONNECTIONS_PER_HOST: Final = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,23 +58,34 @@ class AppServiceError(Exception):
 
 
 class AppServiceClient:
-    """One ``aiohttp.ClientSession`` for every appservice."""
+    """Two ``aiohttp.ClientSession``s for every appservice: one for transactions, one
+    for everything else (see the module's docstring)."""
 
     def __init__(self, timeout: float = 60.0) -> None:
         self._timeout = timeout
-        self._session: aiohttp.ClientSession | None = None
+        self._transactions: aiohttp.ClientSession | None = None
+        self._questions: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0, limit_per_host=8),
-                json_serialize=lambda value: orjson.dumps(value).decode(),
+        if self._transactions is None:
+            self._transactions = self._session(aiohttp.TCPConnector(limit=0))
+        if self._questions is None:
+            self._questions = self._session(
+                aiohttp.TCPConnector(limit=0, limit_per_host=QUERY_CONNECTIONS_PER_HOST)
             )
 
+    @staticmethod
+    def _session(connector: aiohttp.TCPConnector) -> aiohttp.ClientSession:
+        return aiohttp.ClientSession(
+            connector=connector, json_serialize=lambda value: orjson.dumps(value).decode()
+        )
+
     async def close(self) -> None:
-        session, self._session = self._session, None
-        if session is not None:
-            await session.close()
+        sessions = (self._transactions, self._questions)
+        self._transactions = self._questions = None
+        for session in sessions:
+            if session is not None:
+                await session.close()
 
     async def request(
         self,
@@ -78,11 +97,24 @@ class AppServiceClient:
         query: dict[str, str] | None = None,
         time_limit: float | None = None,
     ) -> Any:
-        """Send ``method`` ``{url}{path}`` and return the JSON answer of a 200; anything
-        else raises ``AppServiceError``. ``path`` is already percent-encoded."""
-        if self._session is None:
+        """Send ``method`` ``{url}{path}`` (a question, never a transaction) and return
+        the JSON answer of a 200; anything else raises ``AppServiceError``. ``path`` is
+        already percent-encoded."""
+        if self._questions is None:
             await self.start()
-        assert self._session is not None
+        assert self._questions is not None
+        return await self._send(self._questions, target, method, path, body, query, time_limit)
+
+    async def _send(
+        self,
+        session: aiohttp.ClientSession,
+        target: AppServiceTarget,
+        method: str,
+        path: str,
+        body: JsonDict | None,
+        query: dict[str, str] | None,
+        time_limit: float | None,
+    ) -> Any:
         url = target.url.rstrip("/") + path
         data = orjson.dumps(body) if body is not None else None
         headers = {"Authorization": f"Bearer {target.hs_token}"}
@@ -90,7 +122,7 @@ class AppServiceClient:
             headers["Content-Type"] = "application/json"
         try:
             async with asyncio.timeout(time_limit if time_limit is not None else self._timeout):
-                async with self._session.request(
+                async with session.request(
                     method, url, data=data, params=query, headers=headers, allow_redirects=False
                 ) as resp:
                     raw = await resp.content.read(_MAX_ANSWER_BYTES)
@@ -109,9 +141,11 @@ class AppServiceClient:
 
     async def push_transaction(self, target: AppServiceTarget, txn_id: str, body: JsonDict) -> None:
         """``PUT /_matrix/app/v1/transactions/{txnId}``: a 200 means it was received."""
-        await self.request(
-            target, "PUT", f"{APP_PREFIX}/transactions/{quote(txn_id, safe='')}", body=body
-        )
+        if self._transactions is None:
+            await self.start()
+        assert self._transactions is not None
+        path = f"{APP_PREFIX}/transactions/{quote(txn_id, safe='')}"
+        await self._send(self._transactions, target, "PUT", path, body, None, None)
 
     async def query_user(self, target: AppServiceTarget, user_id: str) -> bool:
         """``GET /users/{userId}``: whether the appservice created (or has) the user."""

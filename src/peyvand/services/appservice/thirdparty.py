@@ -9,13 +9,20 @@ them: a protocol's metadata is the first appservice's, with every appservice's
 ``third_party_instance_id`` takes in the room directory); lookups are the concatenation
 of every valid result. An appservice that fails, times out or answers nonsense is left
 out (logged), never failing the client's request.
+
+Each appservice's description of a protocol is kept for ``PROTOCOL_TTL`` (an hour, as
+Synapse's ``protocol_meta_cache``), and one question is shared by the clients asking
+meanwhile, so clients listing protocols do not each cost a request to every bridge. A
+failed answer is kept for ``FAILED_PROTOCOL_TTL`` only (Synapse keeps it the hour): a
+bridge that starts after the homeserver is listed a minute later.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final, Literal
 from urllib.parse import quote
 
@@ -26,6 +33,7 @@ from peyvand.federation.appservice_client import (
     AppServiceError,
     AppServiceTarget,
 )
+from peyvand.lru import LRU
 from peyvand.services.appservice.registration import ApplicationService
 from peyvand.services.appservice.registry import AppServiceRegistry
 from peyvand.types import JsonDict
@@ -35,6 +43,9 @@ __all__ = ["ThirdPartyKind", "ThirdPartyLookups", "instance_id"]
 logger = logging.getLogger(__name__)
 
 LOOKUP_TIME_LIMIT: Final = 10.0  # seconds, for one appservice's answer
+PROTOCOL_TTL: Final = 3600.0  # seconds an appservice's protocol description is kept
+FAILED_PROTOCOL_TTL: Final = 60.0  # seconds a failure to describe one is kept
+_PROTOCOL_CACHE_SIZE: Final = 1024
 
 ThirdPartyKind = Literal["location", "user"]
 # The field naming the Matrix side of a result, besides "protocol" and "fields".
@@ -61,10 +72,16 @@ class ThirdPartyLookups:
         client: AppServiceClient,
         *,
         time_limit: float = LOOKUP_TIME_LIMIT,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._registry = registry
         self._client = client
         self._time_limit = time_limit
+        self._clock = clock
+        # (appservice ID, URL, protocol) -> (until when, its description or None).
+        self._protocols: LRU[
+            tuple[str, str, str], tuple[float, asyncio.Future[JsonDict | None]]
+        ] = LRU(_PROTOCOL_CACHE_SIZE)
 
     def _bridging(self, protocol: str | None) -> list[ApplicationService]:
         """The appservices with a URL bridging ``protocol`` (any protocol if None)."""
@@ -90,6 +107,24 @@ class ThirdPartyLookups:
             return None
 
     async def _protocol_of(self, service: ApplicationService, protocol: str) -> JsonDict | None:
+        """The appservice's description of ``protocol`` (kept, see the module's
+        docstring); None if it failed."""
+        assert service.url is not None
+        key = (service.id, service.url, protocol)
+        cached = self._protocols.get(key)
+        if cached is not None and (not cached[1].done() or cached[0] > self._clock()):
+            return await asyncio.shield(cached[1])
+        asked = asyncio.ensure_future(self._ask_protocol(service, protocol))
+        self._protocols.put(key, (self._clock() + PROTOCOL_TTL, asked))
+        asked.add_done_callback(lambda done: self._answered(key, done))
+        return await asyncio.shield(asked)
+
+    def _answered(self, key: tuple[str, str, str], answer: asyncio.Future[JsonDict | None]) -> None:
+        failed = answer.cancelled() or answer.exception() is not None or answer.result() is None
+        ttl = FAILED_PROTOCOL_TTL if failed else PROTOCOL_TTL
+        self._protocols.put(key, (self._clock() + ttl, answer))
+
+    async def _ask_protocol(self, service: ApplicationService, protocol: str) -> JsonDict | None:
         info = await self._get(service, f"protocol/{quote(protocol, safe='')}", {})
         if not isinstance(info, dict) or not isinstance(info.get("instances"), list):
             return None
@@ -117,7 +152,8 @@ class ThirdPartyLookups:
             if protocol in merged:
                 merged[protocol]["instances"].extend(info["instances"])
             else:
-                merged[protocol] = info
+                # A copy: the kept description is not to grow other appservices' instances.
+                merged[protocol] = {**info, "instances": list(info["instances"])}
         return merged
 
     async def protocol(self, protocol: str) -> JsonDict:
