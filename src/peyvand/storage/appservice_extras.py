@@ -99,20 +99,38 @@ class AppServiceExtrasStore:
         )
         return [UserID(row["user_id"]) for row in rows]
 
-    async def delete_inbox_between(
+    async def delete_unattended_inbox(
         self, user_ids: Sequence[UserID], after: int, until: int
     ) -> None:
-        """Drop the to-device messages of ``user_ids`` at positions in ``(after, until]``
-        (delivered to the appservice that acts for them)."""
+        """Drop the to-device messages at positions in ``(after, until]`` of the devices
+        of ``user_ids`` that have no access token (no one syncs as them: only the
+        appservices acting for their users read them)."""
         async with self._db.transaction() as txn:
             async for chunk in iter_chunks(user_ids, _CHUNK):
                 await txn.execute(
                     "DELETE FROM device_inbox WHERE stream_id > $1 AND stream_id <= $2"
-                    f" AND user_id IN ({placeholders(len(chunk), 3)})",
+                    f" AND user_id IN ({placeholders(len(chunk), 3)})"
+                    " AND NOT EXISTS (SELECT 1 FROM access_tokens t"
+                    " WHERE t.user_id = device_inbox.user_id"
+                    " AND t.device_id = device_inbox.device_id)",
                     after,
                     until,
                     *chunk,
                 )
+
+    async def acknowledged_extras_positions(self, appservice_ids: Sequence[str]) -> dict[str, str]:
+        """The extras position each of ``appservice_ids`` last acknowledged (those that
+        acknowledged one)."""
+        found: dict[str, str] = {}
+        async for chunk in iter_chunks(appservice_ids, _CHUNK):
+            rows = await self._db.fetch(
+                "SELECT appservice_id, extras_position FROM appservice_positions"
+                f" WHERE appservice_id IN ({placeholders(len(chunk))})"
+                " AND extras_position IS NOT NULL",
+                *chunk,
+            )
+            found.update((row["appservice_id"], row["extras_position"]) for row in rows)
+        return found
 
     async def device_list_changes_between(
         self, after: int, until: int, limit: int

@@ -8,7 +8,7 @@ stores and announced as the services do."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from peyvand.services.sync.presence import PresenceService
 from peyvand.services.sync.streams import Stream, StreamToken
 from peyvand.services.sync.typing import TypingService
 from peyvand.storage.appservice_extras import AppServiceExtrasStore
+from peyvand.storage.appservice_txns import AppServiceTxnStore
 from peyvand.storage.database import Database
 from peyvand.storage.device_lists import DeviceListStore
 from peyvand.storage.migrations import run_migrations
@@ -120,7 +121,12 @@ async def database(
 class World:
     """The extras and the services feeding them, over one database."""
 
-    def __init__(self, db: Database, interest: InterestedInRoom = interested_in_room) -> None:
+    def __init__(
+        self,
+        db: Database,
+        interest: InterestedInRoom = interested_in_room,
+        services: Sequence[ApplicationService] = (BRIDGE, PLAIN, WATCHER),
+    ) -> None:
         self.db = db
         self.rooms = Rooms()
         self.notifier = Notifier(StreamToken())
@@ -130,29 +136,59 @@ class World:
         self.receipts = ReceiptStore(db)
         self.receipt_positions = ReceiptPositions()
         self.device_lists = DeviceListStore(db)
-        registry = AppServiceRegistry([], SERVER, services=[BRIDGE, PLAIN, WATCHER])
+        self.registry = AppServiceRegistry([], SERVER, services=list(services))
+        self.interest = interest
+        self.woken: list[str] = []
+        self.extras = self.restart()
+        self._position = 0
+
+    def restart(self) -> AppServiceExtras:
+        """New extras over the same database and services (what a restart makes)."""
         self.extras = AppServiceExtras(
-            registry,
-            AppServiceExtrasStore(db),
+            self.registry,
+            AppServiceExtrasStore(self.db),
             self.notifier,
             self.typing,
             self.receipt_positions,  # type: ignore[arg-type]
             self.presence,
             self.rooms,  # type: ignore[arg-type]
-            interest,
+            self.interest,
         )
-        self.woken: list[str] = []
         self.extras.wake.append(self.woken.append)
-        self.typing.change_hooks.append(self.extras.on_typing)
-        self.presence.change_hooks.append(self.extras.on_presence)
-        self.to_device.stored_hooks.append(self.extras.on_to_device)
-        self._position = 0
+        self.typing.change_hooks[:] = [self.extras.on_typing]
+        self.presence.change_hooks[:] = [self.extras.on_presence]
+        self.to_device.stored_hooks[:] = [self.extras.on_to_device]
+        return self.extras
 
     async def start(self) -> None:
         await self.to_device.start()
         await self.db.executemany(
             "INSERT INTO devices (user_id, device_id) VALUES ($1, $2)",
             [(GHOST, f"G{n}") for n in range(12)] + [(OTHER_GHOST, "O"), (BOB, "B")],
+        )
+
+    async def store_acknowledgement(self, appservice: ApplicationService, position: str) -> None:
+        """What the sender commits when the appservice answered 200."""
+        await AppServiceTxnStore(self.db).add([appservice.id], 0)
+        await self.db.execute(
+            "UPDATE appservice_positions SET extras_position = $2 WHERE appservice_id = $1",
+            appservice.id,
+            position,
+        )
+
+    async def acknowledge(self, appservice: ApplicationService, position: str) -> None:
+        await self.store_acknowledgement(appservice, position)
+        await self.extras.acknowledged(appservice, position)
+
+    async def log_in(self, user_id: UserID, device_id: str) -> None:
+        """An access token for the device: it syncs itself."""
+        await self.db.execute(
+            "INSERT INTO access_tokens (id, token, user_id, device_id, created_ts)"
+            " VALUES ($1, $2, $3, $4, 1)",
+            abs(hash((user_id, device_id))) % 2**31,
+            f"token-{user_id}-{device_id}",
+            user_id,
+            device_id,
         )
 
     async def send(self, messages: dict[UserID, dict[str, Any]], txn: str) -> None:
@@ -187,7 +223,7 @@ def ephemeral_of(batch: ExtrasBatch, event_type: str) -> list[Any]:
     return [e for e in batch.fields.get("ephemeral", []) if e["type"] == event_type]
 
 
-async def test_to_device_is_paged_by_send_and_deleted_only_once_acknowledged(world: World) -> None:
+async def test_to_device_is_paged_by_send(world: World) -> None:
     await world.send({GHOST: {"G0": {"n": 0}}}, "before")
     # A first start begins now: what was stored before is not sent.
     first = await world.extras.collect(BRIDGE, None, 2)
@@ -207,17 +243,76 @@ async def test_to_device_is_paged_by_send_and_deleted_only_once_acknowledged(wor
     assert world.woken == ["bridge"]
     rest = await world.extras.collect(BRIDGE, batch.position, 2)
     assert [m["content"] for m in rest.fields["de.sorunome.msc2409.to_device"]] == [{"n": 3}]
-
-    # Nothing is deleted before the appservice acknowledged it ...
-    assert await world.inbox(GHOST, "G0") == [{"n": 0}, {"n": 1}, {"n": 2}, {"n": 3}]
-    await world.extras.acknowledged(BRIDGE, batch.position)
-    # ... then only its users' messages sent in that batch.
-    assert await world.inbox(GHOST, "G0") == [{"n": 0}, {"n": 3}]
-    assert await world.inbox(BOB, "B") == [{"n": 1}, {"n": 2}, {"n": 3}]
-    await world.extras.acknowledged(BRIDGE, rest.position)
-    assert await world.inbox(GHOST, "G0") == [{"n": 0}]
     # An unreadable position acknowledges nothing.
     await world.extras.acknowledged(BRIDGE, "not_a_position")
+
+
+# Watches @bob, an ordinary user, in a namespace that is not exclusive.
+BOB_WATCHER = registration(
+    "bobwatcher",
+    receive_ephemeral=True,
+    namespaces={"users": [{"exclusive": False, "regex": "@bob:example.org"}]},
+)
+
+
+async def test_an_acknowledgement_never_deletes_messages_of_devices_that_sync(
+    database: Database,
+) -> None:
+    world = World(database, services=(BRIDGE, BOB_WATCHER))
+    await world.start()
+    await world.log_in(BOB, "B")
+    # A ghost that logged in with a device of its own, and one the bridge manages.
+    await world.log_in(GHOST, "G0")
+    bridge = await world.extras.collect(BRIDGE, None, 10)
+    watcher = await world.extras.collect(BOB_WATCHER, None, 10)
+    await world.send(
+        {BOB: {"B": {"key": "b"}}, GHOST: {"G0": {"key": "g0"}, "G1": {"key": "g1"}}}, "t"
+    )
+    bridge = await world.extras.collect(BRIDGE, bridge.position, 10)
+    watcher = await world.extras.collect(BOB_WATCHER, watcher.position, 10)
+    assert bridge.count == 2 and watcher.count == 1
+    await world.acknowledge(BRIDGE, bridge.position)
+    await world.acknowledge(BOB_WATCHER, watcher.position)
+    # Their own /sync delivers (and deletes) them.
+    assert await world.inbox(BOB, "B") == [{"key": "b"}]
+    assert await world.inbox(GHOST, "G0") == [{"key": "g0"}]
+    # No one syncs as G1: delivered to the only appservice acting for its user.
+    assert await world.inbox(GHOST, "G1") == []
+
+
+async def test_messages_two_appservices_receive_are_deleted_once_both_acknowledged(
+    database: Database,
+) -> None:
+    world = World(database, services=(BRIDGE, WATCHER))
+    await world.start()
+    bridge = await world.extras.collect(BRIDGE, None, 10)
+    watcher = await world.extras.collect(WATCHER, None, 10)
+    await world.send({OTHER_GHOST: {"O": {"n": 1}}, GHOST: {"G1": {"n": 1}}}, "t")
+    bridge = await world.extras.collect(BRIDGE, bridge.position, 10)
+    watcher = await world.extras.collect(WATCHER, watcher.position, 10)
+    await world.acknowledge(BRIDGE, bridge.position)
+    assert await world.inbox(GHOST, "G1") == []
+    # The watcher has not had it yet.
+    assert await world.inbox(OTHER_GHOST, "O") == [{"n": 1}]
+    await world.acknowledge(WATCHER, watcher.position)
+    assert await world.inbox(OTHER_GHOST, "O") == []
+
+
+async def test_what_a_crash_after_the_acknowledgement_left_is_deleted_after_a_restart(
+    database: Database,
+) -> None:
+    world = World(database, services=(BRIDGE,))
+    await world.start()
+    start = await world.extras.collect(BRIDGE, None, 10)
+    await world.send({GHOST: {"G1": {"n": 1}}}, "t")
+    batch = await world.extras.collect(BRIDGE, start.position, 10)
+    # The acknowledgement is committed, then the server dies.
+    await world.store_acknowledgement(BRIDGE, batch.position)
+    extras = world.restart()
+    empty = await extras.collect(BRIDGE, batch.position, 10)
+    assert empty.count == 0
+    await world.acknowledge(BRIDGE, empty.position)
+    assert await world.inbox(GHOST, "G1") == []
 
 
 async def test_one_send_to_more_devices_than_a_page_comes_whole(world: World) -> None:

@@ -30,6 +30,7 @@ to-device, device lists) continue from the stored position.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import deque
@@ -141,6 +142,10 @@ class AppServiceExtras:
         self._keys_log: deque[tuple[int, UserID]] = deque(maxlen=_LOG_SIZE)
         # appservice ID -> (since, reached) of its last batch with nothing in it.
         self._empty: dict[str, tuple[str | None, str]] = {}
+        # The registrations the last full pass over stored to-device messages was made
+        # for (none yet: the first acknowledgement makes one).
+        self._pruned_for: tuple[ApplicationService, ...] | None = None
+        self._prune_lock = asyncio.Lock()
         # Called with an appservice ID when it may have new extras (the sender wakes).
         self.wake: list[Callable[[str], None]] = []
 
@@ -258,25 +263,57 @@ class AppServiceExtras:
         return ExtrasBatch(fields, position, count)
 
     async def acknowledged(self, appservice: ApplicationService, position: str) -> None:
-        """The appservice answered 200 to a transaction holding the batch up to
-        ``position``: the to-device messages of its users sent in it are deleted (but
-        for users another appservice also receives them for: they wait for it)."""
+        """The appservice's acknowledgement of the batch up to ``position`` is stored.
+
+        Acknowledging deletes nothing by itself, as in Synapse: each appservice has its
+        own to-device position, and a device that syncs deletes its own messages. The
+        messages of devices no one syncs as (no access token: the devices a bridge
+        manages, MSC4190, or made for MSC3202 encryption) would stay forever, so they are
+        deleted once every appservice that may act as their user (``?user_id=``) gets
+        to-device messages and has acknowledged them; only users in an appservice's
+        exclusive namespace, whom no one else can log in as. The range this batch
+        covered is looked at, and everything up to the acknowledged positions on the
+        first acknowledgement after a start or a change of registrations (what a crash
+        or a registration removed left behind)."""
         reached = _Position.decode(position)
-        if reached is None or reached.to_device <= reached.to_device_from:
+        if reached is None or not appservice.receive_ephemeral:
             return
-        after, until = reached.to_device_from, reached.to_device
-        recipients = await self._store.inbox_recipients_between(after, until)
-        others = [
-            s for s in self._registry.services if s.receive_ephemeral and s.id != appservice.id
-        ]
-        users = [
-            u
-            for u in recipients
-            if appservice.is_user_in_namespace(u)
-            and not any(s.is_user_in_namespace(u) for s in others)
-        ]
-        if users:
-            await self._store.delete_inbox_between(users, after, until)
+        async with self._prune_lock:
+            services = tuple(self._registry.services)
+            if services != self._pruned_for:
+                await self._prune(services, 0, None)
+                self._pruned_for = services
+            elif reached.to_device > reached.to_device_from:
+                await self._prune(services, reached.to_device_from, reached.to_device)
+
+    async def _prune(
+        self, services: Sequence[ApplicationService], after: int, until: int | None
+    ) -> None:
+        """Delete what every reader of an unattended device's user has acknowledged, of
+        the messages at positions in ``(after, until]`` (``None``: the newest
+        acknowledged)."""
+        readers = [s for s in services if s.receive_ephemeral]
+        stored = await self._store.acknowledged_extras_positions([s.id for s in readers])
+        acked: dict[str, int] = {}
+        for appservice_id, text in stored.items():
+            decoded = _Position.decode(text)
+            if decoded is not None:
+                acked[appservice_id] = decoded.to_device
+        if not acked:
+            return
+        top = max(acked.values()) if until is None else until
+        by_bound: dict[int, list[UserID]] = {}
+        for user_id in await self._store.inbox_recipients_between(after, top):
+            acting = [s for s in services if s.is_user_in_namespace(user_id)]
+            if not any(s.is_exclusive_user(user_id) for s in acting):
+                continue
+            if not all(s.receive_ephemeral for s in acting):
+                continue
+            bound = min(min(acked.get(s.id, 0) for s in acting), top)
+            if bound > after:
+                by_bound.setdefault(bound, []).append(user_id)
+        for bound, user_ids in by_bound.items():
+            await self._store.delete_unattended_inbox(user_ids, after, bound)
 
     # -- positions ------------------------------------------------------------------------
 
