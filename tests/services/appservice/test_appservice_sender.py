@@ -477,3 +477,38 @@ async def test_a_remote_invite_moves_no_position_past_events_not_yet_committed()
 
 def replace_interest(deps: SenderDeps, interest: FakeInterest) -> SenderDeps:
     return dataclasses.replace(deps, interest=cast(AppServiceInterest, interest))
+
+
+async def test_a_reload_keeps_the_sender_of_an_unchanged_registration() -> None:
+    """A reload parses every file again: an equal registration keeps its sender (its
+    live queue and the transaction it is retrying); a changed one gets a new sender."""
+    store, target = FakeStore(), FakeAppService(failing=True)
+    registry = AppServiceRegistry([], ServerName("localhost"), services=[appservice()])
+
+    async def newest() -> int:
+        return 10
+
+    transactions = AppServiceTransactions(
+        registry, deps_for(store, FakeExtras(), target), max_position=newest
+    )
+    await transactions.start()
+    try:
+        transactions.on_persisted([persisted(11)])
+        await target.wait_for(lambda: len(target.attempts) >= 1)
+        first = transactions._senders["bridge"]
+        renewed = appservice()
+        transactions.on_registrations([renewed])
+        transactions.on_persisted([persisted(12)])
+        for _ in range(20):
+            await asyncio.sleep(0.01)
+        assert transactions._senders["bridge"] is first
+        assert first.appservice is renewed and first.status().queue_length == 2
+        changed = dataclasses.replace(appservice(), hs_token="hs2")
+        transactions.on_registrations([changed])
+        for _ in range(100):
+            if transactions._senders.get("bridge") not in (None, first):
+                break
+            await asyncio.sleep(0.01)
+        assert transactions._senders["bridge"].appservice is changed
+    finally:
+        await transactions.stop()

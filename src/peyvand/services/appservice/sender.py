@@ -190,6 +190,12 @@ class AppServiceSender:
                     "acknowledging appservice %s's last transaction failed", self.appservice.id
                 )
 
+    def reloaded(self, appservice: ApplicationService) -> None:
+        """The registry was reloaded and this appservice's registration is unchanged:
+        ``appservice`` (equal to the one in use) is the registry's object from now on."""
+        assert appservice == self.appservice
+        self.appservice = appservice
+
     def on_event(self, stream_ordering: int, event_id: EventID, *, invite: bool = False) -> None:
         """A committed event the appservice is interested in (live); ``invite``: an
         invite from another server, whose position does not tell that the events below

@@ -10,7 +10,8 @@ events"), each through its own ``AppServiceSender``.
 - At start each appservice catches up from its stored position to the newest committed
   event; one seen for the first time starts at the newest event (no history flood).
 - A registry reload (``on_registrations``) starts senders for the appservices added,
-  stops those removed (their stored position is kept) and restarts the changed ones.
+  stops those removed (their stored position is kept) and restarts the changed ones;
+  the others keep their sender, its queue and any transaction in flight.
 - ``status`` and ``retry_now`` serve the admin API.
 """
 
@@ -193,7 +194,11 @@ class AppServiceTransactions:
         their stored position (or the newest event), changed ones restart."""
         wanted = {s.id: s for s in services if s.url is not None}
         for appservice_id, sender in list(self._senders.items()):
-            if wanted.get(appservice_id) is not sender.appservice:
+            appservice = wanted.get(appservice_id)
+            if appservice == sender.appservice:
+                # Unchanged (compared by value: a reload parses every file again).
+                sender.reloaded(appservice)
+            else:
                 del self._senders[appservice_id]
                 await sender.stop()
         added = [s for s in wanted.values() if s.id not in self._senders]
