@@ -231,6 +231,9 @@ class DirectoryService:
         self._entries: dict[RoomID, tuple[tuple[int, int], _Listed]] = {}
         self._remote_lookup = remote_lookup
         self._remote_rooms = remote_rooms
+        # Called with the room of every local alias created or deleted (application
+        # services' interest counts a room's aliases at once).
+        self.alias_hooks: list[Callable[[RoomID], None]] = []
 
     # -- aliases ---------------------------------------------------------------------
 
@@ -294,6 +297,8 @@ class DirectoryService:
             raise MatrixError(
                 Errcode.UNKNOWN, f"Room alias {alias} already exists", status=409
             ) from None
+        for hook in self.alias_hooks:
+            hook(room_id)
 
     def check_alias_for_new_room(
         self, alias: RoomAlias, creator: UserID, appservice: ApplicationService | None
@@ -370,6 +375,8 @@ class DirectoryService:
         room_id = await self._store.delete_alias(alias)
         if room_id is None:
             raise MatrixError(Errcode.NOT_FOUND, "Unknown room alias")
+        for hook in self.alias_hooks:
+            hook(room_id)
         await self._remove_from_canonical_alias(requester.user_id, room_id, alias)
 
     async def _remove_from_canonical_alias(
