@@ -52,6 +52,7 @@ def build_appservices(
         timeline.index,
         interest.is_interested_in_room,
     )
+    rooms.directory.alias_hooks.append(interest.on_aliases_changed)
     local.typing.change_hooks.append(extras.on_typing)
     local.receipts.stored_hooks.append(extras.on_receipt)
     local.presence.change_hooks.append(extras.on_presence)

@@ -178,3 +178,19 @@ async def test_sender_member_and_room_namespaces_need_no_room() -> None:
         service, unknown, "@user1:localhost", "m.room.message", "@ghost_b:localhost"
     )
     assert await subject.is_interested(rooms, ROOM, "@user1:localhost", "m.room.message", None)
+
+
+async def test_an_alias_created_or_deleted_counts_at_once() -> None:
+    """The directory tells when a room's local aliases change: the next event is decided
+    with them, without waiting for the safety-net TTL."""
+    service, _ = bridge(aliases="#bridge_.*:localhost")
+    state, aliases = FakeState(snapshot(3)), FakeAliases()
+    subject = interest(state, aliases)
+    assert not await message(subject, service)
+    aliases.aliases.append(RoomAlias("#bridge_plumbed:localhost"))
+    subject.on_aliases_changed(ROOM)
+    assert await message(subject, service)
+    aliases.aliases.clear()
+    subject.on_aliases_changed(ROOM)
+    assert not await message(subject, service)
+    assert aliases.reads == 3

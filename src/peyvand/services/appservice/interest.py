@@ -15,7 +15,8 @@ query once the room is known:
 - the canonical alias is kept with the ID of the ``m.room.canonical_alias`` event it
   came from, read again when the room's current one is another event;
 - the local aliases (the directory's table, which no event announces) are read again
-  after ``LOCAL_ALIASES_TTL`` seconds, so an alias added or deleted counts within that.
+  once the directory tells that one of the room's aliases was created or deleted
+  (``on_aliases_changed``), and after ``LOCAL_ALIASES_TTL`` seconds as a safety net.
 
 A registry reload forgets everything (``reset``).
 """
@@ -78,6 +79,13 @@ class AppServiceInterest:
     def reset(self) -> None:
         """Forget every room's answers (the appservices changed)."""
         self._rooms = LRU(_ROOMS_KEPT)
+
+    def on_aliases_changed(self, room_id: RoomID) -> None:
+        """``DirectoryService.alias_hooks``: one of the room's local aliases was created
+        or deleted; it counts from the next event on."""
+        room = self._rooms.get(room_id)
+        if room is not None:
+            room.local_aliases_read_at = None
 
     async def is_interested(
         self,
