@@ -431,3 +431,43 @@ async def test_an_unreadable_position_starts_now(world: World) -> None:
     await world.send({GHOST: {"G0": {"n": 1}}}, "t1")
     batch = await world.extras.collect(BRIDGE, "1_2_x", 10)
     assert batch.count == 0
+
+
+async def test_receipts_presence_and_device_lists_wake_only_appservices_that_may_want_them(
+    database: Database,
+) -> None:
+    interesting = {BRIDGED}
+
+    async def interest(appservice: ApplicationService, room_id: RoomID) -> bool:
+        return room_id in interesting
+
+    world = World(database, interest)
+    await world.start()
+    start = await world.extras.collect(BRIDGE, None, 10)
+    # Unknown yet: the first receipt in the room the bridge is not in wakes it.
+    await world.receipt("m.read", BOB, PRIVATE)
+    await world.presence.set_status(BOB, BOB, "online", None)
+    await world.device_list_change(BOB)
+    assert world.woken.count("bridge") == 3
+    batch = await world.extras.collect(BRIDGE, start.position, 10)
+    assert batch.count == 0
+    # Its collect found neither the room nor @bob of interest: answered from memory now.
+    world.woken.clear()
+    await world.receipt("m.read", BOB, PRIVATE)
+    await world.presence.set_status(BOB, BOB, "unavailable", None)
+    await world.device_list_change(BOB)
+    await world.typing.set_remote_typing(BOB, PRIVATE, True)
+    assert "bridge" not in world.woken
+    # Its own user's private receipt, and the room it is in, still wake it.
+    await world.receipt("m.read.private", GHOST, PRIVATE)
+    assert world.woken.count("bridge") == 1
+    await world.receipt("m.read", ALICE, BRIDGED)
+    assert world.woken.count("bridge") == 2
+    # A ghost joins the room: the join comes in a transaction, whose collect asks again.
+    interesting.add(PRIVATE)
+    joined = await world.extras.collect(BRIDGE, batch.position, 10)
+    assert [e["room_id"] for e in ephemeral_of(joined, "m.receipt")] == [PRIVATE, BRIDGED]
+    world.woken.clear()
+    await world.receipt("m.read", BOB, PRIVATE)
+    await world.presence.set_status(BOB, BOB, "online", None)
+    assert world.woken.count("bridge") == 2

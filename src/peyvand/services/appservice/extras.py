@@ -36,7 +36,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from collections.abc import Set as AbstractSet
-from dataclasses import astuple, dataclass, replace
+from dataclasses import astuple, dataclass, field, replace
 
 import orjson
 
@@ -111,6 +111,23 @@ class _Position:
             return None
 
 
+@dataclass(slots=True)
+class _Seen:
+    """The interest answers one collect found, so each room and user is asked once."""
+
+    rooms: dict[RoomID, bool] = field(default_factory=dict)
+    users: dict[UserID, bool] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class _NotWanted:
+    """The rooms and users an appservice's last collect found of no interest to it."""
+
+    appservice: ApplicationService
+    rooms: frozenset[RoomID]
+    users: frozenset[UserID]
+
+
 class AppServiceExtras:
     def __init__(
         self,
@@ -146,6 +163,11 @@ class AppServiceExtras:
         # for (none yet: the first acknowledgement makes one).
         self._pruned_for: tuple[ApplicationService, ...] | None = None
         self._prune_lock = asyncio.Lock()
+        # appservice ID -> what its last collect found it is not interested in: a receipt,
+        # presence or device list change of those wakes it not (until it collects again).
+        # Only a namespace user's join makes a room (or its members) of interest, and the
+        # appservice gets that event in a transaction, whose collect forgets this first.
+        self._not_wanted: dict[str, _NotWanted] = {}
         # Called with an appservice ID when it may have new extras (the sender wakes).
         self.wake: list[Callable[[str], None]] = []
 
@@ -156,15 +178,30 @@ class AppServiceExtras:
         services = [s for s in self._registry.services if s.receive_ephemeral]
         if services:
             self._typing_log.extend((position, room_id) for room_id in room_ids)
-            self._wake(services)
+            self._wake(
+                s for s in services if any(r not in self._not_wanted_of(s).rooms for r in room_ids)
+            )
 
     def on_receipt(self, row: ReceiptRow, event_stream_ordering: int) -> None:
-        """``ReceiptService.stored_hooks``."""
-        self._wake(s for s in self._registry.services if s.receive_ephemeral)
+        """``ReceiptService.stored_hooks``: the appservices that may be interested in
+        the room (answered from memory)."""
+        self._wake(
+            s
+            for s in self._registry.services
+            if s.receive_ephemeral
+            and (
+                s.is_user_in_namespace(row.user_id)
+                or row.room_id not in self._not_wanted_of(s).rooms
+            )
+        )
 
     def on_presence(self, user_ids: Sequence[UserID]) -> None:
         """``PresenceService.change_hooks``."""
-        self._wake(s for s in self._registry.services if s.receive_ephemeral)
+        self._wake(
+            s
+            for s in self._registry.services
+            if s.receive_ephemeral and self._may_want(s, user_ids)
+        )
 
     def on_to_device(self, position: int, recipients: AbstractSet[UserID]) -> None:
         """``ToDeviceService.stored_hooks``: the appservices acting for a recipient."""
@@ -176,7 +213,7 @@ class AppServiceExtras:
 
     def on_device_list_changed(self, user_id: UserID) -> None:
         """``DeviceListService.change_hooks``."""
-        self._wake(s for s in self._registry.services if s.msc3202)
+        self._wake(s for s in self._registry.services if s.msc3202 and self._may_want(s, [user_id]))
 
     def on_keys_changed(self, devices: Sequence[tuple[UserID, DeviceID]]) -> None:
         """``E2eKeysService.counts_hooks``: one-time or fallback keys claimed, uploaded
@@ -194,6 +231,17 @@ class AppServiceExtras:
         self._keys_log.extend((self._keys_position, user_id) for user_id in wanted)
         self._wake(services)
 
+    def _not_wanted_of(self, appservice: ApplicationService) -> _NotWanted:
+        found = self._not_wanted.get(appservice.id)
+        if found is None or found.appservice is not appservice:
+            return _NotWanted(appservice, frozenset(), frozenset())
+        return found
+
+    def _may_want(self, appservice: ApplicationService, user_ids: Sequence[UserID]) -> bool:
+        """Whether one of ``user_ids`` was not found of no interest to it."""
+        users = self._not_wanted_of(appservice).users
+        return any(u not in users for u in user_ids)
+
     def _wake(self, services: Iterable[ApplicationService]) -> None:
         for appservice in services:
             for wake in self.wake:
@@ -206,21 +254,22 @@ class AppServiceExtras:
     ) -> ExtrasBatch:
         """At most ``limit`` items of each kind after ``since`` (``None``: first start,
         from now)."""
+        self._not_wanted.pop(appservice.id, None)
         now = self._now()
         start = self._start(appservice, since, now)
         limit = max(limit, 1)
-        rooms: dict[RoomID, bool] = {}
+        seen = _Seen()
         fields: JsonDict = {}
         count = 0
         reached = now
         if appservice.receive_ephemeral:
-            ephemeral, typing_at = await self._typing_events(appservice, start.typing, limit, rooms)
+            ephemeral, typing_at = await self._typing_events(appservice, start.typing, limit, seen)
             receipts, receipts_at = await self._receipt_events(
-                appservice, start.receipts, now.receipts, limit - len(ephemeral), rooms
+                appservice, start.receipts, now.receipts, limit - len(ephemeral), seen
             )
             ephemeral += receipts
             presence, presence_at = await self._presence_events(
-                appservice, start.presence, limit - len(ephemeral), rooms
+                appservice, start.presence, limit - len(ephemeral), seen
             )
             ephemeral += presence
             to_device, to_device_at = await self._to_device(
@@ -243,7 +292,7 @@ class AppServiceExtras:
             to_device = []
         if appservice.msc3202:
             changed, device_lists_at = await self._device_list_changes(
-                appservice, start.device_lists, now.device_lists, limit, rooms
+                appservice, start.device_lists, now.device_lists, limit, seen
             )
             key_users, keys_at = self._key_changes(appservice, start.keys, limit)
             reached = replace(reached, device_lists=device_lists_at, keys=keys_at)
@@ -255,6 +304,13 @@ class AppServiceExtras:
         if _stopped_early(reached, now):
             # Left for the next batch: the sender comes back for it.
             self._wake([appservice])
+        if not appservice.aliases:
+            # An alias added to a room tells no one: then every receipt wakes.
+            self._not_wanted[appservice.id] = _NotWanted(
+                appservice,
+                frozenset(r for r, wanted in seen.rooms.items() if not wanted),
+                frozenset(u for u, wanted in seen.users.items() if not wanted),
+            )
         position = reached.encode()
         if count == 0:
             self._empty[appservice.id] = (since, position)
@@ -350,28 +406,33 @@ class AppServiceExtras:
     # -- ephemeral ----------------------------------------------------------------------
 
     async def _room_wanted(
-        self, appservice: ApplicationService, room_id: RoomID, rooms: dict[RoomID, bool]
+        self, appservice: ApplicationService, room_id: RoomID, seen: _Seen
     ) -> bool:
         """Whether the appservice is interested in the room (asked once per collect)."""
-        wanted = rooms.get(room_id)
+        wanted = seen.rooms.get(room_id)
         if wanted is None:
-            wanted = rooms[room_id] = await self._interested_in_room(appservice, room_id)
+            wanted = seen.rooms[room_id] = await self._interested_in_room(appservice, room_id)
         return wanted
 
     async def _user_wanted(
-        self, appservice: ApplicationService, user_id: UserID, rooms: dict[RoomID, bool]
+        self, appservice: ApplicationService, user_id: UserID, seen: _Seen
     ) -> bool:
         """Its own users, and those joined to a room it is interested in."""
         if appservice.is_user_in_namespace(user_id):
             return True
-        memberships = list((await self._index.memberships(user_id)).items())
-        for room_id, (membership, _) in memberships:
-            if membership == "join" and await self._room_wanted(appservice, room_id, rooms):
-                return True
-        return False
+        wanted = seen.users.get(user_id)
+        if wanted is None:
+            memberships = list((await self._index.memberships(user_id)).items())
+            wanted = False
+            for room_id, (membership, _) in memberships:
+                if membership == "join" and await self._room_wanted(appservice, room_id, seen):
+                    wanted = True
+                    break
+            seen.users[user_id] = wanted
+        return wanted
 
     async def _typing_events(
-        self, appservice: ApplicationService, after: int, limit: int, rooms: dict[RoomID, bool]
+        self, appservice: ApplicationService, after: int, limit: int, seen: _Seen
     ) -> tuple[list[JsonDict], int]:
         """The current ``m.typing`` of each room of interest whose typing set changed
         after ``after`` (at most ``limit`` rooms), and the typing position reached."""
@@ -384,7 +445,7 @@ class AppServiceExtras:
         reached = max(after, self._typing.current_position)
         wanted: list[RoomID] = []
         for position, room_id in entries:
-            if room_id in wanted or not await self._room_wanted(appservice, room_id, rooms):
+            if room_id in wanted or not await self._room_wanted(appservice, room_id, seen):
                 continue
             if len(wanted) == limit:
                 reached = position - 1
@@ -399,7 +460,7 @@ class AppServiceExtras:
         after: int,
         until: int,
         limit: int,
-        rooms: dict[RoomID, bool],
+        seen: _Seen,
     ) -> tuple[list[JsonDict], int]:
         """One ``m.receipt`` per room of interest (at most ``limit`` rooms) with its
         receipts moved in ``(after, until]``; private ones only of the appservice's
@@ -415,7 +476,7 @@ class AppServiceExtras:
                 row.user_id
             ):
                 continue
-            if not await self._room_wanted(appservice, row.room_id, rooms):
+            if not await self._room_wanted(appservice, row.room_id, seen):
                 continue
             if row.room_id not in by_room and len(by_room) == limit:
                 reached = position - 1
@@ -424,7 +485,7 @@ class AppServiceExtras:
         return [{**receipt_event(rs), "room_id": r} for r, rs in by_room.items()], reached
 
     async def _presence_events(
-        self, appservice: ApplicationService, after: int, limit: int, rooms: dict[RoomID, bool]
+        self, appservice: ApplicationService, after: int, limit: int, seen: _Seen
     ) -> tuple[list[JsonDict], int]:
         """The ``m.presence`` of users it may see whose presence changed after
         ``after`` (at most ``limit``), and the presence position reached."""
@@ -438,7 +499,7 @@ class AppServiceExtras:
             if index == scan:
                 reached = position - 1
                 break
-            if not await self._user_wanted(appservice, user_id, rooms):
+            if not await self._user_wanted(appservice, user_id, seen):
                 continue
             if len(wanted) == limit:
                 reached = position - 1
@@ -487,7 +548,7 @@ class AppServiceExtras:
         after: int,
         until: int,
         limit: int,
-        rooms: dict[RoomID, bool],
+        seen: _Seen,
     ) -> tuple[list[UserID], int]:
         """Its users and the users of its rooms whose devices changed in ``(after,
         until]`` (at most ``limit``), and the device list position reached."""
@@ -498,7 +559,7 @@ class AppServiceExtras:
         reached = until if len(found) < scan else found[-1][0]
         changed: list[UserID] = []
         for position, user_id in found:
-            if user_id in changed or not await self._user_wanted(appservice, user_id, rooms):
+            if user_id in changed or not await self._user_wanted(appservice, user_id, seen):
                 continue
             if len(changed) == limit:
                 reached = position - 1
