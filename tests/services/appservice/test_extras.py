@@ -471,3 +471,27 @@ async def test_receipts_presence_and_device_lists_wake_only_appservices_that_may
     await world.receipt("m.read", BOB, PRIVATE)
     await world.presence.set_status(BOB, BOB, "online", None)
     assert world.woken.count("bridge") == 2
+
+
+async def test_what_a_failed_deletion_left_is_deleted_by_the_next_acknowledgement(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world = World(database, services=(BRIDGE,))
+    await world.start()
+    start = await world.extras.collect(BRIDGE, None, 10)
+    await world.acknowledge(BRIDGE, start.position)
+    await world.send({GHOST: {"G1": {"n": 1}}}, "t")
+    batch = await world.extras.collect(BRIDGE, start.position, 10)
+    store = AppServiceExtrasStore(database)
+
+    async def unavailable(*args: Any) -> None:
+        raise ConnectionError("database unavailable")
+
+    monkeypatch.setattr(world.extras, "_store", store)
+    monkeypatch.setattr(store, "delete_unattended_inbox", unavailable)
+    with pytest.raises(ConnectionError):
+        await world.acknowledge(BRIDGE, batch.position)
+    monkeypatch.undo()
+    empty = await world.extras.collect(BRIDGE, batch.position, 10)
+    await world.acknowledge(BRIDGE, empty.position)
+    assert await world.inbox(GHOST, "G1") == []

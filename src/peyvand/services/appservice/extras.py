@@ -330,17 +330,22 @@ class AppServiceExtras:
         exclusive namespace, whom no one else can log in as. The range this batch
         covered is looked at, and everything up to the acknowledged positions on the
         first acknowledgement after a start or a change of registrations (what a crash
-        or a registration removed left behind)."""
+        or a registration removed left behind, and after a pass that failed)."""
         reached = _Position.decode(position)
         if reached is None or not appservice.receive_ephemeral:
             return
         async with self._prune_lock:
             services = tuple(self._registry.services)
-            if services != self._pruned_for:
-                await self._prune(services, 0, None)
-                self._pruned_for = services
-            elif reached.to_device > reached.to_device_from:
-                await self._prune(services, reached.to_device_from, reached.to_device)
+            try:
+                if services != self._pruned_for:
+                    await self._prune(services, 0, None)
+                    self._pruned_for = services
+                elif reached.to_device > reached.to_device_from:
+                    await self._prune(services, reached.to_device_from, reached.to_device)
+            except BaseException:
+                # What this left is swept by the next acknowledgement's full pass.
+                self._pruned_for = None
+                raise
 
     async def _prune(
         self, services: Sequence[ApplicationService], after: int, until: int | None
