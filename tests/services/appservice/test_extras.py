@@ -495,3 +495,22 @@ async def test_what_a_failed_deletion_left_is_deleted_by_the_next_acknowledgemen
     empty = await world.extras.collect(BRIDGE, batch.position, 10)
     await world.acknowledge(BRIDGE, empty.position)
     assert await world.inbox(GHOST, "G1") == []
+
+
+async def test_a_collect_that_failed_leaves_the_appservice_woken(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    start = await world.extras.collect(BRIDGE, None, 10)
+    await world.receipt("m.read", ALICE, BRIDGED)
+    store = AppServiceExtrasStore(world.db)
+
+    async def unavailable(*args: Any) -> None:
+        raise ConnectionError("database unavailable")
+
+    monkeypatch.setattr(world.extras, "_store", store)
+    monkeypatch.setattr(store, "receipts_between", unavailable)
+    world.woken.clear()
+    with pytest.raises(ConnectionError):
+        await world.extras.collect(BRIDGE, start.position, 10)
+    # The sender asks again after its backoff, not only at the next change.
+    assert world.woken == ["bridge"]

@@ -254,6 +254,16 @@ class AppServiceExtras:
     ) -> ExtrasBatch:
         """At most ``limit`` items of each kind after ``since`` (``None``: first start,
         from now)."""
+        try:
+            return await self._collect(appservice, since, limit)
+        except Exception:
+            # The sender backs off and builds again: the extras stay due then.
+            self._wake([appservice])
+            raise
+
+    async def _collect(
+        self, appservice: ApplicationService, since: str | None, limit: int
+    ) -> ExtrasBatch:
         self._not_wanted.pop(appservice.id, None)
         now = self._now()
         start = self._start(appservice, since, now)
