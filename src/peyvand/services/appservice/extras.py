@@ -6,8 +6,9 @@ Application Service API, "Pushing ephemeral data": an appservice registered with
 is interested in, with their ``room_id`` (``m.read.private`` receipts only of its own
 users), and ``m.presence`` of its users and of the users in the rooms it is interested
 in. It also gets the to-device messages of its users' devices
-(``de.sorunome.msc2409.to_device``, each with ``to_user_id`` and ``to_device_id``), which
-stay stored until it acknowledged them, so nothing is lost across a restart.
+(``de.sorunome.msc2409.to_device``, each with ``to_user_id`` and ``to_device_id``), read
+from its own position in the stored inbox, so nothing is lost across a restart. Its 200
+deletes none a device syncs for itself (as in Synapse); see ``acknowledged``.
 
 An appservice registered with ``org.matrix.msc3202`` gets what a bridge needs to encrypt
 as its users: ``org.matrix.msc3202.device_lists`` (``changed``: its users and the users
@@ -19,8 +20,10 @@ messages sent, ``org.matrix.msc3202.device_one_time_keys_count`` (also under Syn
 The transaction sender asks ``collect`` for a batch after the position it last sent,
 stores the batch's opaque ``position`` with its transaction and calls ``acknowledged``
 once the appservice answered 200. ``wake`` callables are told an appservice's ID when it
-may have something new. Each collect reads a bounded number of rows per stream and
-continues where the last one stopped; a batch with nothing to send is remembered, so
+may have something new: a receipt, presence, typing or device list change only of a room
+or user its last collect did not find of no interest (answered from memory). Each
+collect reads a bounded number of rows per stream and continues where the last one
+stopped; a batch with nothing to send is remembered, so
 asking again from the same position goes on from where that one ended.
 
 Typing and key changes are kept in memory (bounded logs fed by the services' hooks), so
