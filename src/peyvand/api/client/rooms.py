@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -173,7 +173,7 @@ async def _target_action(ctx: RequestContext, action: str) -> web.Response:
     target = UserID(body.str("user_id"))
     reason = body.str("reason", None)
     membership = ctx.services.membership
-    handler = {
+    handler: Callable[[RoomID, UserID, UserID, str | None], Awaitable[None]] = {
         "invite": membership.invite,
         "kick": membership.kick,
         "ban": membership.ban,
