@@ -512,3 +512,22 @@ async def test_a_reload_keeps_the_sender_of_an_unchanged_registration() -> None:
         assert transactions._senders["bridge"].appservice is changed
     finally:
         await transactions.stop()
+
+
+async def test_stopping_a_sender_lets_its_database_write_finish() -> None:
+    """A sender stopped (a reload) while it stores a transaction: the write is not
+    cancelled half-way (SQLite's shared writer would stay inside it), and ``stop``
+    returns once it is stored."""
+    gate = asyncio.Event()
+    store = GatedStore(gate=gate)
+    r = rig(store)
+    offer(r.sender, range(1, 3))
+    r.sender.start()
+    await asyncio.wait_for(store.entered.wait(), 5)
+    stopping = asyncio.ensure_future(r.sender.stop())
+    await asyncio.sleep(0.05)
+    assert not stopping.done()
+    gate.set()
+    await asyncio.wait_for(stopping, 5)
+    assert store.pending is not None and store.pending.txn_id == 1
+    assert r.target.attempts == []

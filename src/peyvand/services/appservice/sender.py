@@ -171,6 +171,8 @@ class AppServiceSender:
         self._next_retry_ms: int | None = None
         self._wakeup = asyncio.Event()
         self._retry = asyncio.Event()
+        # The database write under way (``_write``).
+        self._writing: asyncio.Future[None] | None = None
         self._task = BackgroundTask(f"appservice:{appservice.id}", self._run)
 
     # -- control -------------------------------------------------------------------------
@@ -181,6 +183,14 @@ class AppServiceSender:
 
     async def stop(self) -> None:
         await self._task.stop()
+        if self._writing is not None:
+            # A write the stop interrupted is finished first: a restarted sender reads
+            # the stored progress.
+            try:
+                await self._writing
+            except Exception:
+                logger.exception("storing appservice %s's progress failed", self.appservice.id)
+            self._writing = None
         if self._answered is not None:
             # Stored now, so that it is not sent again after the restart.
             try:
@@ -275,7 +285,7 @@ class AppServiceSender:
             if txn is None:
                 if self._answered is not None:
                     answered = self._answered
-                    await self._deps.store.acknowledge(self.appservice.id, *answered)
+                    await self._write(self._deps.store.acknowledge(self.appservice.id, *answered))
                     await self._acknowledged(answered)
                 return
             await self._deliver(txn)
@@ -313,7 +323,7 @@ class AppServiceSender:
             event_count=len(events),
         )
         answered = self._answered
-        await self._deps.store.store_pending(self.appservice.id, txn, answered)
+        await self._write(self._deps.store.store_pending(self.appservice.id, txn, answered))
         self._last_txn_id = txn.txn_id
         self._pending = txn
         self._take(queued)
@@ -355,6 +365,18 @@ class AppServiceSender:
                 else:
                     kept.append(entry)
             queue.extendleft(reversed(kept))
+
+    async def _write(self, write: Awaitable[None]) -> None:
+        """Run a database write to its end even when the sender is stopped meanwhile:
+        a write cancelled inside its database transaction (SQLite's ``BEGIN``) would
+        leave the shared writer connection in it. ``stop`` waits for it."""
+        task = asyncio.ensure_future(write)
+        self._writing = task
+        try:
+            await asyncio.shield(task)
+        finally:
+            if task.done():
+                self._writing = None
 
     async def _read_backlog(self) -> None:
         """The next page of stored events, those the appservice wants kept."""
