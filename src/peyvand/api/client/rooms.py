@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
@@ -173,13 +173,15 @@ async def _target_action(ctx: RequestContext, action: str) -> web.Response:
     target = UserID(body.str("user_id"))
     reason = body.str("reason", None)
     membership = ctx.services.membership
-    handler: Callable[[RoomID, UserID, UserID, str | None], Awaitable[None]] = {
-        "invite": membership.invite,
-        "kick": membership.kick,
-        "ban": membership.ban,
-        "unban": membership.unban,
-    }[action]
-    await handler(_room_id(ctx), ctx.user.user_id, target, reason)
+    room_id, sender = _room_id(ctx), ctx.user.user_id
+    if action == "invite":
+        await membership.invite(room_id, sender, target, reason)
+    elif action == "kick":
+        await membership.kick(room_id, sender, target, reason)
+    elif action == "ban":
+        await membership.ban(room_id, sender, target, reason)
+    else:
+        await membership.unban(room_id, sender, target, reason)
     return json_response({})
 
 
