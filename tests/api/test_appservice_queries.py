@@ -311,7 +311,7 @@ async def test_only_the_owning_appservice_gives_a_new_room_an_exclusive_alias(
     appservice outside its own alias namespaces too (Synapse's ``create_association``);
     the owner's bot, and a ghost its appservice acts as, may."""
     watched = await client.register(f"watched_{next(_names)}")
-    refusals = [
+    refusals: list[tuple[str | Account, str]] = [
         (watched, f"watched_{next(_names)}"),
         (AS_TOKEN, f"watched_{next(_names)}"),
         (AS_TOKEN, f"plain_{next(_names)}"),
