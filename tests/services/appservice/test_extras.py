@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from harness.appservice import write_registration
 from harness.postgres import PostgresCluster
 from peyvand.services.accounts.requester import Requester
 from peyvand.services.appservice.extras import AppServiceExtras, ExtrasBatch, InterestedInRoom
@@ -126,6 +127,7 @@ class World:
         db: Database,
         interest: InterestedInRoom = interested_in_room,
         services: Sequence[ApplicationService] = (BRIDGE, PLAIN, WATCHER),
+        registry: AppServiceRegistry | None = None,
     ) -> None:
         self.db = db
         self.rooms = Rooms()
@@ -136,7 +138,7 @@ class World:
         self.receipts = ReceiptStore(db)
         self.receipt_positions = ReceiptPositions()
         self.device_lists = DeviceListStore(db)
-        self.registry = AppServiceRegistry([], SERVER, services=list(services))
+        self.registry = registry or AppServiceRegistry([], SERVER, services=list(services))
         self.interest = interest
         self.woken: list[str] = []
         self.extras = self.restart()
@@ -514,3 +516,30 @@ async def test_a_collect_that_failed_leaves_the_appservice_woken(
         await world.extras.collect(BRIDGE, start.position, 10)
     # The sender asks again after its backoff, not only at the next change.
     assert world.woken == ["bridge"]
+
+
+async def test_a_reload_that_changed_nothing_keeps_what_was_found_of_no_interest(
+    database: Database, tmp_path: Path
+) -> None:
+    path = write_registration(
+        tmp_path / "bridge.yaml",
+        appservice_id="bridge",
+        url=None,
+        as_token="as-bridge",
+        hs_token="hs-bridge",
+        sender_localpart="bridgebot",
+        user_regex="@ghost_.*:example.org",
+        receive_ephemeral=True,
+    )
+    registry = AppServiceRegistry([path], SERVER)
+    world = World(database, registry=registry)
+    await world.start()
+    [bridge] = registry.services
+    start = await world.extras.collect(bridge, None, 10)
+    await world.receipt("m.read", BOB, PRIVATE)
+    await world.extras.collect(bridge, start.position, 10)
+    registry.reload()
+    assert registry.services[0] is not bridge
+    world.woken.clear()
+    await world.receipt("m.read", BOB, PRIVATE)
+    assert world.woken == []

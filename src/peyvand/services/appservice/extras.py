@@ -23,8 +23,8 @@ once the appservice answered 200. ``wake`` callables are told an appservice's ID
 may have something new: a receipt, presence, typing or device list change only of a room
 or user its last collect did not find of no interest (answered from memory). Each
 collect reads a bounded number of rows per stream and continues where the last one
-stopped; a batch with nothing to send is remembered, so
-asking again from the same position goes on from where that one ended.
+stopped; a batch with nothing to send is remembered, so asking again from the same
+position goes on from where that one ended.
 
 Typing and key changes are kept in memory (bounded logs fed by the services' hooks), so
 after a restart only the changes since are told; the stored streams (receipts,
@@ -236,7 +236,8 @@ class AppServiceExtras:
 
     def _not_wanted_of(self, appservice: ApplicationService) -> _NotWanted:
         found = self._not_wanted.get(appservice.id)
-        if found is None or found.appservice is not appservice:
+        # Compared by value: a reload parses every registration again.
+        if found is None or found.appservice != appservice:
             return _NotWanted(appservice, frozenset(), frozenset())
         return found
 
