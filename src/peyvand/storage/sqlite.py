@@ -140,18 +140,41 @@ class SqliteDatabase:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Connection]:
+        """One write transaction under the writer's lock. BEGIN, COMMIT and ROLLBACK run to
+        their end even when the caller is cancelled meanwhile (the statement goes on in
+        the connection's thread regardless): a cancelled BEGIN is rolled back, so a task
+        cancelled at the wrong moment never leaves the writer inside a transaction that
+        every later write would then fail on."""
         async with self._lock:
-            await self._writer.execute("BEGIN IMMEDIATE")
+            try:
+                await self._to_the_end("BEGIN IMMEDIATE")
+            except asyncio.CancelledError:
+                await self._to_the_end("ROLLBACK")
+                raise
             try:
                 yield self._write
             except BaseException:
-                await self._writer.execute("ROLLBACK")
+                await self._to_the_end("ROLLBACK")
                 raise
             try:
-                await self._writer.execute("COMMIT")
+                await self._to_the_end("COMMIT")
             except sqlite3.Error as exc:
-                await self._writer.execute("ROLLBACK")
+                await self._to_the_end("ROLLBACK")
                 raise StorageError(str(exc)) from exc
+
+    async def _to_the_end(self, sql: str) -> None:
+        """Run ``sql`` on the writer and wait for it to finish, also through a
+        cancellation, which is raised once it has."""
+        statement = asyncio.ensure_future(self._writer.execute(sql))
+        cancelled = False
+        while not statement.done():
+            try:
+                await asyncio.shield(statement)
+            except asyncio.CancelledError:
+                cancelled = True
+        statement.result()
+        if cancelled:
+            raise asyncio.CancelledError
 
     async def executescript(self, script: str) -> None:
         async with self._lock:
