@@ -259,5 +259,11 @@ async def test_network_room_lists(client: MatrixClient) -> None:
 
     (await client.request("PUT", path, {"visibility": "private"}, FIRST_TOKEN)).ok()
     assert await public_room_ids(client, {"third_party_instance_id": "first|gitter"}) == set()
+    # DELETE takes a room off the network's list as well (Synapse serves it), its own only.
+    (await client.request("PUT", path, {"visibility": "public"}, FIRST_TOKEN)).ok()
+    answer = await client.request("DELETE", path, token=user)
+    assert (answer.status, answer.body["errcode"]) == (403, "M_FORBIDDEN")
+    (await client.request("DELETE", path, token=FIRST_TOKEN)).ok()
+    assert await public_room_ids(client, {"third_party_instance_id": "first|gitter"}) == set()
     answer = await client.request("PUT", path, {"visibility": "hidden"}, FIRST_TOKEN)
     assert answer.status == 400, answer.body

@@ -48,8 +48,11 @@ class AppServiceTarget:
 
 
 class AppServiceError(Exception):
+    """``body``: the appservice's answer as it sent it (text, whatever its type: a proxy's
+    HTML error page included), for the ping endpoint's ``M_BAD_STATUS``."""
+
     def __init__(
-        self, kind: ErrorKind, message: str, status: int | None = None, body: Any = None
+        self, kind: ErrorKind, message: str, status: int | None = None, body: str = ""
     ) -> None:
         super().__init__(message)
         self.kind: ErrorKind = kind
@@ -131,13 +134,13 @@ class AppServiceClient:
             raise AppServiceError("timeout", f"{method} {url} timed out") from exc
         except (aiohttp.ClientError, OSError, ValueError) as exc:
             raise AppServiceError("connection", f"{method} {url}: {exc}") from exc
-        try:
-            answer = orjson.loads(raw) if raw else {}
-        except orjson.JSONDecodeError:
-            answer = None
         if status != 200:
-            raise AppServiceError("status", f"{method} {url}: HTTP {status}", status, answer)
-        return answer
+            text = raw.decode("utf-8", "backslashreplace")
+            raise AppServiceError("status", f"{method} {url}: HTTP {status}", status, text)
+        try:
+            return orjson.loads(raw) if raw else {}
+        except orjson.JSONDecodeError:
+            return None
 
     async def push_transaction(self, target: AppServiceTarget, txn_id: str, body: JsonDict) -> None:
         """``PUT /_matrix/app/v1/transactions/{txnId}``: a 200 means it was received."""

@@ -84,6 +84,16 @@ async def set_appservice_visibility(ctx: RequestContext) -> web.Response:
     return json_response({})
 
 
+@routes.delete(f"{CLIENT_V3}/directory/list/appservice/{{networkId}}/{{roomId}}")
+async def delete_appservice_visibility(ctx: RequestContext) -> web.Response:
+    """DELETE /_matrix/client/v3/directory/list/appservice/{networkId}/{roomId}: the room
+    leaves the network's list, as a PUT with ``private`` (Synapse serves it; sytest uses it)."""
+    await ctx.services.directory.set_appservice_visibility(
+        ctx.user, ctx.path["networkId"], _room_id(ctx), "private"
+    )
+    return json_response({})
+
+
 def _server(ctx: RequestContext) -> ServerName | None:
     """The server whose list is asked for (``?server=``); another server's list is only
     for authenticated users (Synapse: a request this server makes on their behalf)."""

@@ -10,8 +10,6 @@ import time
 from collections.abc import Callable
 from typing import Final
 
-import orjson
-
 from peyvand.errors import Errcode, MatrixError
 from peyvand.federation.appservice_client import AppServiceClient, AppServiceError, AppServiceTarget
 from peyvand.services.appservice.registration import ApplicationService
@@ -63,8 +61,7 @@ def _ping_error(exc: AppServiceError) -> MatrixError:
         )
     if exc.kind == "connection":
         return MatrixError(Errcode.CONNECTION_FAILED, "Connection to application service failed")
-    body = "" if exc.body is None else orjson.dumps(exc.body).decode()
-    error = MatrixError(Errcode.BAD_STATUS, f"Ping returned status {exc.status}", body=body)
+    error = MatrixError(Errcode.BAD_STATUS, f"Ping returned status {exc.status}", body=exc.body)
     # ``status`` is also MatrixError's own keyword (the HTTP status), so set afterwards.
     error.extra["status"] = exc.status
     return error
