@@ -338,6 +338,43 @@ async def test_nothing_is_lost_across_a_crash_while_the_appservice_is_down(
         await gamma.appservice.stop()
 
 
+async def test_a_catch_up_decides_with_the_members_at_each_event(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """While the appservice is down (and across a kill -9) its bot leaves one room and
+    joins another: the messages sent while it was in the first still reach it, the
+    second room's earlier history does not (interest is that at the event, not now)."""
+    zeta = bridge("zeta")
+    await zeta.appservice.start()
+    server = await start_server(backend, request, tmp_path, {"zeta": zeta})
+    try:
+        async with new_session() as session:
+            client = MatrixClient(session, server.base_url)
+            alice = await client.register()
+            left_room = await room_with(client, alice, zeta)
+            await wait_for_bot(zeta, left_room)
+            await zeta.appservice.stop()
+            while_joined = await send(client, alice, left_room, 3)
+            path = f"rooms/{quote(left_room)}/leave"
+            (await client.request("POST", path, {}, zeta.as_token)).ok()
+            after_leave = await send(client, alice, left_room, 1)
+            joined_room = (await client.request("POST", "createRoom", {}, alice)).ok()["room_id"]
+            before_join = await send(client, alice, joined_room, 2)
+            path = f"rooms/{quote(joined_room)}"
+            (await client.request("POST", f"{path}/invite", {"user_id": zeta.bot}, alice)).ok()
+            (await client.request("POST", f"{path}/join", {}, zeta.as_token)).ok()
+            after_join = await send(client, alice, joined_room, 1)
+            await asyncio.to_thread(server.kill_and_restart)
+            await zeta.appservice.start()
+            await wait_for_events(zeta.appservice, left_room, while_joined, 40.0)
+            await wait_for_events(zeta.appservice, joined_room, after_join, 40.0)
+            assert not set(after_leave) & set(received_ids(zeta.appservice, left_room))
+            assert not set(before_join) & set(received_ids(zeta.appservice, joined_room))
+    finally:
+        await asyncio.to_thread(server.stop)
+        await zeta.appservice.stop()
+
+
 async def test_a_reload_starts_and_stops_senders(
     backend: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:

@@ -52,6 +52,8 @@ class StreamEvent:
     type: str
     state_key: str | None
     sender: str
+    # The room state after the event (None: an invite from another server).
+    state_group: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,7 +154,8 @@ class AppServiceTxnStore:
         with the invites from other servers kept apart (migration 018; not those held as
         message requests) among them."""
         rows = await self._db.fetch(
-            "SELECT stream_ordering, event_id, room_id, type, state_key, sender FROM events"
+            "SELECT stream_ordering, event_id, room_id, type, state_key, sender, state_group"
+            " FROM events"
             " WHERE stream_ordering > $1 AND stream_ordering <= $2"
             " ORDER BY stream_ordering LIMIT $3",
             after,
@@ -161,7 +164,7 @@ class AppServiceTxnStore:
         )
         invites = await self._db.fetch(
             "SELECT stream_ordering, event_id, room_id, 'm.room.member' AS type,"
-            " user_id AS state_key, sender FROM remote_invites"
+            " user_id AS state_key, sender, NULL AS state_group FROM remote_invites"
             " WHERE stream_ordering > $1 AND stream_ordering <= $2"
             " AND membership = 'invite' AND NOT held ORDER BY stream_ordering LIMIT $3",
             after,
@@ -176,6 +179,7 @@ class AppServiceTxnStore:
                 r["type"],
                 r["state_key"],
                 r["sender"],
+                None if r["state_group"] is None else int(r["state_group"]),
             )
             for r in [*rows, *invites]
         ]

@@ -6,15 +6,16 @@ changed users, and the canonical alias is read again only when its event changes
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from types import SimpleNamespace
-from typing import cast
+from typing import Any, cast
 
 from peyvand.events.room_versions import KNOWN_ROOM_VERSIONS
 from peyvand.services.appservice.interest import AppServiceInterest
 from peyvand.services.appservice.registration import ApplicationService, Namespace
 from peyvand.services.timeline.room_state import RoomSnapshot, StateService
-from peyvand.storage.models import StateGroupRow, StoredEvent
+from peyvand.storage.models import NewStateGroup, StateGroupRow, StoredEvent
 from peyvand.types import EventID, RoomAlias, RoomID, ServerName, UserID
 
 SERVER = ServerName("localhost")
@@ -194,3 +195,51 @@ async def test_an_alias_created_or_deleted_counts_at_once() -> None:
     subject.on_aliases_changed(ROOM)
     assert not await message(subject, service)
     assert aliases.reads == 3
+
+
+@dataclass
+class GroupState:
+    """State groups of ``ROOM`` by ID (their whole state), and member events by ID."""
+
+    groups: dict[int, dict[tuple[str, str], EventID]]
+    memberships: dict[EventID, str]
+    full_reads: int = 0
+
+    async def state_ids_at_group(self, group: int) -> dict[tuple[str, str], EventID]:
+        self.full_reads += 1
+        return dict(self.groups[group])
+
+    async def get_pdus(self, event_ids: Iterable[EventID]) -> dict[EventID, object]:
+        return {e: SimpleNamespace(membership=self.memberships[e]) for e in event_ids}
+
+
+def facts(sender: str, event_type: str = "m.room.message", state_key: str | None = None) -> Any:
+    return SimpleNamespace(room_id=ROOM, sender=sender, type=event_type, state_key=state_key)
+
+
+async def test_members_at_the_event_decide_not_the_rooms_current_ones() -> None:
+    """An event is decided with the members of its own state group: a message sent while
+    a ghost was joined is wanted even when decided after the ghost left (routing behind,
+    or a catch-up), one sent after it is not. A message costs a look-up once its group is
+    known; a group made by a local state event is derived from its parent."""
+    service, users = bridge()
+    ghost_key = ("m.room.member", "@ghost_1:localhost")
+    joined = {("m.room.member", f"@user{i}:localhost"): EventID(f"$j{i}") for i in range(500)}
+    state = GroupState(
+        {1: {**joined, ghost_key: EventID("$ghost_join")}},
+        {EventID("$ghost_join"): "join", EventID("$ghost_leave"): "leave"},
+    )
+    subject = AppServiceInterest(SERVER, cast(StateService, state), FakeAliases())
+    message = facts("@user1:localhost")
+    assert await subject.wanted_at([service], message, 1) == [service]
+    users.uses = 0
+    for _ in range(1_000):
+        assert await subject.wanted_at([service], message, 1) == [service]
+    assert users.uses == 1_000 and state.full_reads == 1
+    left = NewStateGroup(StateGroupRow(2, ROOM, 2, 1, 1), {ghost_key: EventID("$ghost_leave")})
+    leave = facts("@ghost_1:localhost", "m.room.member", "@ghost_1:localhost")
+    assert await subject.wanted_at([service], leave, 2, left) == [service]
+    assert await subject.wanted_at([service], message, 2) == []
+    # Decided late (a routing task behind, a catch-up): still with the ghost.
+    assert await subject.wanted_at([service], message, 1) == [service]
+    assert state.full_reads == 1

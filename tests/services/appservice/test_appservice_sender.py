@@ -18,7 +18,7 @@ import pytest
 from peyvand.federation.appservice_client import AppServiceError, AppServiceTarget
 from peyvand.services.appservice import sender as sender_module
 from peyvand.services.appservice.extras import AppServiceExtras, ExtrasBatch
-from peyvand.services.appservice.interest import AppServiceInterest
+from peyvand.services.appservice.interest import AppServiceInterest, EventFacts
 from peyvand.services.appservice.registration import ApplicationService, parse_registration
 from peyvand.services.appservice.registry import AppServiceRegistry
 from peyvand.services.appservice.sender import AppServiceSender, SenderDeps
@@ -29,7 +29,7 @@ from peyvand.storage.appservice_txns import (
     PendingTxn,
     StreamEvent,
 )
-from peyvand.storage.models import EventToPersist
+from peyvand.storage.models import EventToPersist, NewStateGroup
 from peyvand.types import EventID, JsonDict, RoomID, ServerName
 
 ROOM = RoomID("!watched:localhost")
@@ -79,7 +79,7 @@ class FakeStore:
 
     def add_events(self, positions: range, room_id: RoomID = ROOM) -> None:
         self.events.extend(
-            StreamEvent(p, event_id(p), room_id, "m.room.message", None, "@alice:localhost")
+            StreamEvent(p, event_id(p), room_id, "m.room.message", None, "@alice:localhost", 1)
             for p in positions
         )
 
@@ -122,6 +122,15 @@ class FakeInterest:
         state_key: str | None,
     ) -> bool:
         return room_id == ROOM
+
+    async def wanted_at(
+        self,
+        appservices: Sequence[ApplicationService],
+        event: EventFacts,
+        state_group: int,
+        new_group: NewStateGroup | None = None,
+    ) -> list[ApplicationService]:
+        return list(appservices) if event.room_id == ROOM else []
 
 
 @dataclass
@@ -355,7 +364,10 @@ def persisted(position: int, room_id: RoomID = ROOM) -> EventToPersist:
         type="m.room.message",
         state_key=None,
     )
-    return cast(EventToPersist, SimpleNamespace(pdu=pdu, stream_ordering=position))
+    return cast(
+        EventToPersist,
+        SimpleNamespace(pdu=pdu, stream_ordering=position, state_group=1, new_state_group=None),
+    )
 
 
 async def test_routing_by_interest_without_backfill_and_across_reloads() -> None:
@@ -456,6 +468,9 @@ async def test_a_remote_invite_moves_no_position_past_events_not_yet_committed()
     class Everything(FakeInterest):
         async def is_interested(self, *args: Any) -> bool:
             return True
+
+        async def wanted_at(self, appservices: Any, *args: Any) -> list[ApplicationService]:
+            return list(appservices)
 
     deps = replace_interest(deps_for(store, FakeExtras(), target), Everything())
     transactions = AppServiceTransactions(registry, deps, max_position=newest)

@@ -18,29 +18,41 @@ query once the room is known:
   once the directory tells that one of the room's aliases was created or deleted
   (``on_aliases_changed``), and after ``LOCAL_ALIASES_TTL`` seconds as a safety net.
 
+Events are decided with the members *at the event* (``wanted_at``): those joined in the
+event's state group (the state after it; a message shares its room's group), not the
+room's current ones, so a routing task running behind, or a catch-up hours later,
+decides as it would have when the event was sent (as Synapse decides interest while the
+events stream past). Each room keeps the members of its last few groups: a message
+costs a look-up; a new group made by a local state event is derived from its parent's
+with the group's delta (the member events of the changed users only); any other group
+is read whole once (``StateService.state_ids_at_group``).
+
 A registry reload forgets everything (``reset``).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, Protocol
 
 from peyvand.events.pdu import Pdu, StateKey
 from peyvand.lru import LRU
 from peyvand.services.appservice.registration import ApplicationService
 from peyvand.services.timeline.room_state import RoomSnapshot, StateService
-from peyvand.types import RoomAlias, RoomID, ServerName, UserID, server_name_of
+from peyvand.storage.models import NewStateGroup
+from peyvand.types import EventID, RoomAlias, RoomID, ServerName, UserID, server_name_of
 
-__all__ = ["LOCAL_ALIASES_TTL", "AppServiceInterest"]
+__all__ = ["LOCAL_ALIASES_TTL", "AppServiceInterest", "EventFacts"]
 
 _CANONICAL_ALIAS: Final[StateKey] = ("m.room.canonical_alias", "")
 # Seconds a room's local aliases are trusted before they are read again.
 LOCAL_ALIASES_TTL: Final = 60.0
 # Rooms whose answers are kept.
 _ROOMS_KEPT: Final = 10_000
+# State groups whose members are kept per room (live routing and catch-ups side by side).
+_GROUPS_KEPT: Final = 4
 
 LocalAliases = Callable[[RoomID], Awaitable[Sequence[RoomAlias]]]
 
@@ -61,6 +73,28 @@ class _Room:
     canonical_aliases: tuple[str, ...] = ()
 
 
+class EventFacts(Protocol):
+    """What deciding interest needs of an event (a ``Pdu``, or a stored event's row)."""
+
+    @property
+    def room_id(self) -> RoomID: ...
+    @property
+    def sender(self) -> str: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def state_key(self) -> str | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _GroupMembers:
+    """The joined local users of a state group in each appservice's user namespace, by
+    appservice ID (those it was computed for), with their member events."""
+
+    events: dict[UserID, EventID]
+    members: dict[str, frozenset[UserID]]
+
+
 class AppServiceInterest:
     def __init__(
         self,
@@ -75,10 +109,101 @@ class AppServiceInterest:
         self._local_aliases = local_aliases
         self._clock = clock
         self._rooms: LRU[RoomID, _Room] = LRU(_ROOMS_KEPT)
+        self._groups: LRU[RoomID, dict[int, _GroupMembers]] = LRU(_ROOMS_KEPT)
 
     def reset(self) -> None:
         """Forget every room's answers (the appservices changed)."""
         self._rooms = LRU(_ROOMS_KEPT)
+        self._groups = LRU(_ROOMS_KEPT)
+
+    async def wanted_at(
+        self,
+        appservices: Sequence[ApplicationService],
+        event: EventFacts,
+        state_group: int,
+        new_group: NewStateGroup | None = None,
+    ) -> list[ApplicationService]:
+        """Those of ``appservices`` interested in ``event``, an event of this server's
+        timeline whose state (after it) is ``state_group`` (made with it as
+        ``new_group``, when known): the room's members are those of that group."""
+        room_id = event.room_id
+        wanted: list[ApplicationService] = []
+        rest: list[ApplicationService] = []
+        for appservice in appservices:
+            by_namespace = self._by_namespace(
+                appservice, room_id, event.sender, event.type, event.state_key
+            )
+            if by_namespace or (appservice.aliases and await self._by_alias(appservice, room_id)):
+                wanted.append(appservice)
+            else:
+                rest.append(appservice)
+        if rest or new_group is not None:
+            # A new group's members are kept even when every appservice wants the event
+            # itself: the room's next events are in it.
+            members = await self._members_at(room_id, state_group, new_group, appservices)
+            wanted.extend(a for a in rest if members.members[a.id])
+        return wanted
+
+    async def _members_at(
+        self,
+        room_id: RoomID,
+        group: int,
+        new_group: NewStateGroup | None,
+        appservices: Sequence[ApplicationService],
+    ) -> _GroupMembers:
+        kept = self._groups.get(room_id)
+        if kept is None:
+            kept = {}
+            self._groups.put(room_id, kept)
+        found = kept.get(group)
+        if found is not None and all(a.id in found.members for a in appservices):
+            return found
+        parent = None
+        if new_group is not None and new_group.row.state_group == group:
+            # Made by a local state event on top of its room's group: the delta holds
+            # every key changed since its base group, so since its parent too.
+            parent = kept.get(new_group.row.prev_group or 0)
+        if (
+            new_group is not None
+            and parent is not None
+            and all(a.id in parent.members for a in appservices)
+        ):
+            found = await self._derive(parent, new_group.delta, appservices)
+        else:
+            state = await self._state.state_ids_at_group(group)
+            found = await self._derive(None, state, appservices)
+        kept[group] = found
+        while len(kept) > _GROUPS_KEPT:
+            del kept[next(iter(kept))]
+        return found
+
+    async def _derive(
+        self,
+        parent: _GroupMembers | None,
+        state: Mapping[StateKey, EventID],
+        appservices: Sequence[ApplicationService],
+    ) -> _GroupMembers:
+        """The members of a group: ``parent``'s changed by ``state`` (the group's delta),
+        or, without a parent, those of ``state`` (the group's whole state)."""
+        changed = {
+            UserID(key[1]): event_id
+            for key, event_id in state.items()
+            if key[0] == "m.room.member"
+            and server_name_of(key[1]) == self._server_name
+            and any(a.is_user_in_namespace(key[1]) for a in appservices)
+            and (parent is None or parent.events.get(UserID(key[1])) != event_id)
+        }
+        pdus = await self._state.get_pdus(changed.values())
+        joined = {u for u, e in changed.items() if e in pdus and pdus[e].membership == "join"}
+        events = dict(parent.events) if parent is not None else {}
+        events.update(changed)
+        left = changed.keys() - joined
+        members = {}
+        for appservice in appservices:
+            previous = parent.members[appservice.id] if parent is not None else frozenset()
+            mine = {u for u in joined if appservice.is_user_in_namespace(u)}
+            members[appservice.id] = (previous - left) | mine
+        return _GroupMembers(events, members)
 
     def on_aliases_changed(self, room_id: RoomID) -> None:
         """``DirectoryService.alias_hooks``: one of the room's local aliases was created
@@ -95,26 +220,45 @@ class AppServiceInterest:
         event_type: str,
         state_key: str | None,
     ) -> bool:
-        """Whether ``appservice`` wants an event of ``sender`` in ``room_id``."""
-        if appservice.is_user_in_namespace(sender):
-            return True
-        if (
-            event_type == "m.room.member"
-            and state_key is not None
-            and appservice.is_user_in_namespace(state_key)
-        ):
+        """Whether ``appservice`` wants an event of ``sender`` in ``room_id``, with the
+        room's current members (an invite from another server to a room this server is
+        not in, which has no state here)."""
+        if self._by_namespace(appservice, room_id, sender, event_type, state_key):
             return True
         return await self.is_interested_in_room(appservice, room_id)
 
     async def is_interested_in_room(self, appservice: ApplicationService, room_id: RoomID) -> bool:
         if appservice.is_room_in_namespace(room_id):
             return True
-        room = await self._room(room_id)
-        if appservice.aliases and any(
-            appservice.is_alias_in_namespace(alias) for alias in await self._aliases(room_id, room)
-        ):
+        if appservice.aliases and await self._by_alias(appservice, room_id):
             return True
-        return bool(self._members_of(room, appservice))
+        return bool(self._members_of(await self._room(room_id), appservice))
+
+    @staticmethod
+    def _by_namespace(
+        appservice: ApplicationService,
+        room_id: RoomID,
+        sender: str,
+        event_type: str,
+        state_key: str | None,
+    ) -> bool:
+        """The sender, the user a membership event is about, or the room's ID is in
+        the appservice's namespaces."""
+        return (
+            appservice.is_user_in_namespace(sender)
+            or (
+                event_type == "m.room.member"
+                and state_key is not None
+                and appservice.is_user_in_namespace(state_key)
+            )
+            or appservice.is_room_in_namespace(room_id)
+        )
+
+    async def _by_alias(self, appservice: ApplicationService, room_id: RoomID) -> bool:
+        room = await self._room(room_id)
+        return any(
+            appservice.is_alias_in_namespace(alias) for alias in await self._aliases(room_id, room)
+        )
 
     def _members_of(self, room: _Room, appservice: ApplicationService) -> set[UserID]:
         """The room's joined local users in ``appservice``'s user namespace."""

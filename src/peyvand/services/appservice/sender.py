@@ -383,9 +383,15 @@ class AppServiceSender:
         rows = await self._deps.store.events_after(self._read_to, self._catch_up_to, _CATCH_UP_PAGE)
         interest = self._deps.interest
         for row in rows:
-            if await interest.is_interested(
-                self.appservice, row.room_id, row.sender, row.type, row.state_key
-            ):
+            # An event is decided with the members at it (its state group), as it was
+            # live; an invite from another server (no state here) with the room's now.
+            if row.state_group is None:
+                wanted = await interest.is_interested(
+                    self.appservice, row.room_id, row.sender, row.type, row.state_key
+                )
+            else:
+                wanted = bool(await interest.wanted_at([self.appservice], row, row.state_group))
+            if wanted:
                 self._backlog.append(_Queued(row.stream_ordering, row.event_id))
         self._read_to = rows[-1].stream_ordering if rows else self._catch_up_to
         self._seen_to = max(self._seen_to, self._read_to)

@@ -153,24 +153,28 @@ class AppServiceTransactions:
                     logger.exception("routing to application services failed")
 
     async def _offer(self, batch: Sequence[EventToPersist]) -> None:
-        """Offer each new event to the senders of the appservices that want it."""
+        """Offer each new event to the senders of the appservices that want it, decided
+        with the room's members at the event (its state group), in stream order."""
         newest = max(e.stream_ordering for e in batch)
-        interest = self._deps.interest
-        for sender in list(self._senders.values()):
-            appservice = sender.appservice
-            try:
-                for event in batch:
-                    if event.stream_ordering <= 0:
-                        continue
-                    pdu = event.pdu
-                    if await interest.is_interested(
-                        appservice, pdu.room_id, pdu.sender, pdu.type, pdu.state_key
-                    ):
-                        sender.on_event(event.stream_ordering, pdu.event_id)
-            except Exception:
-                logger.exception("deciding appservice %s's interest failed", appservice.id)
+        senders = list(self._senders.values())
+        appservices = [s.appservice for s in senders]
+        by_id = {s.appservice.id: s for s in senders}
+        try:
+            for event in batch:
+                if event.stream_ordering <= 0:
+                    continue
+                wanted = await self._deps.interest.wanted_at(
+                    appservices, event.pdu, event.state_group, event.new_state_group
+                )
+                for appservice in wanted:
+                    by_id[appservice.id].on_event(event.stream_ordering, event.pdu.event_id)
+        except Exception:
+            # Read again from the database: decided there with the same state groups.
+            logger.exception("deciding application services' interest failed")
+            for sender in senders:
                 sender.reread(newest)
-                continue
+            return
+        for sender in senders:
             sender.on_seen(newest)
 
     async def _offer_invite(self, invite: _Invite) -> None:
