@@ -546,3 +546,33 @@ async def test_stopping_a_sender_lets_its_database_write_finish() -> None:
     await asyncio.wait_for(stopping, 5)
     assert store.pending is not None and store.pending.txn_id == 1
     assert r.target.attempts == []
+
+
+async def test_a_state_group_that_cannot_be_read_does_not_hold_the_catch_up_back() -> None:
+    """Catching up, an event whose state cannot be read is decided with the room's
+    members now; the events after it still go out."""
+
+    class Unreadable(FakeInterest):
+        async def wanted_at(
+            self,
+            appservices: Sequence[ApplicationService],
+            event: EventFacts,
+            state_group: int,
+            new_group: NewStateGroup | None = None,
+        ) -> list[ApplicationService]:
+            if event.sender == "@alice:localhost" and state_group == 1:
+                raise KeyError(state_group)
+            return await super().wanted_at(appservices, event, state_group, new_group)
+
+    store = FakeStore()
+    store.add_events(range(1, 4))
+    target, extras = FakeAppService(), FakeExtras()
+    deps = replace_interest(deps_for(store, extras, target), Unreadable())
+    progress = AppServiceProgress(0, None, 0, None, None)
+    r = Rig(store, extras, target, AppServiceSender(appservice(), progress, 3, deps))
+    r.sender.start()
+    try:
+        await r.settle()
+    finally:
+        await r.sender.stop()
+    assert r.target.delivered() == ["$e1", "$e2", "$e3"]

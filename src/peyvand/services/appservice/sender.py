@@ -385,12 +385,18 @@ class AppServiceSender:
         for row in rows:
             # An event is decided with the members at it (its state group), as it was
             # live; an invite from another server (no state here) with the room's now.
-            if row.state_group is None:
+            wanted = None
+            if row.state_group is not None:
+                try:
+                    wanted = bool(await interest.wanted_at([self.appservice], row, row.state_group))
+                except Exception:
+                    # (A state group that cannot be read: decided with the room's
+                    # members now rather than holding every later event back.)
+                    logger.exception("reading the state at %s failed", row.event_id)
+            if wanted is None:
                 wanted = await interest.is_interested(
                     self.appservice, row.room_id, row.sender, row.type, row.state_key
                 )
-            else:
-                wanted = bool(await interest.wanted_at([self.appservice], row, row.state_group))
             if wanted:
                 self._backlog.append(_Queued(row.stream_ordering, row.event_id))
         self._read_to = rows[-1].stream_ordering if rows else self._catch_up_to
