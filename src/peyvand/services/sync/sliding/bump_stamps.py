@@ -9,6 +9,11 @@ together with every other such room of the request (one chunked query), so sorti
 user's 1,000 rooms costs no query per room and, once known, none at all. The last
 moves of the first position are logged, so an order kept between requests
 (``user_rooms.py``) catches up with what moved, not with every room.
+
+Each recently active room also keeps its *arrivals*: the events committed after a
+position its newest event was known to be at (``arrivals``), so a room's answer kept
+at that position can be brought up to date from the events that came after it, with
+no read of storage (issue 18: the incremental wake).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from itertools import islice
 
+from peyvand.events.pdu import Pdu
 from peyvand.lru import LRU
 from peyvand.storage.models import EventToPersist
 from peyvand.types import RoomID
@@ -35,6 +41,10 @@ _BUMP_TYPES = frozenset(BUMP_EVENT_TYPES)
 _ROOMS = 200_000
 # Moves of rooms' newest positions logged (one per room per committed batch).
 _MOVES = 4_096
+# Rooms whose arrivals are kept, and arrivals kept per room (the Pdu objects are the
+# committed ones, held by the event caches anyway).
+_ARRIVAL_ROOMS = 1_024
+_ARRIVALS = 16
 
 # (rooms, event types or None for any, up to position) -> each room's newest such position.
 LoadStamps = Callable[[Sequence[RoomID], Sequence[str] | None, int], Awaitable[dict[RoomID, int]]]
@@ -50,6 +60,10 @@ class _Newest:
         self._types = types
         self._current = current
         self._held: LRU[RoomID, int] = LRU(_ROOMS)
+
+    def peek(self, room_id: RoomID) -> int | None:
+        """The held newest position (0: none), without loading; None: not held."""
+        return self._held.peek(room_id)
 
     def note(self, room_id: RoomID, position: int) -> None:
         held = self._held.peek(room_id) or 0
@@ -74,6 +88,17 @@ class _Newest:
         return found
 
 
+class _Arrivals:
+    """A room's events after ``floor``, oldest first: every event of the room with a
+    position above ``floor`` is among them (as ``(position, pdu)``)."""
+
+    __slots__ = ("events", "floor")
+
+    def __init__(self, floor: int) -> None:
+        self.floor = floor
+        self.events: list[tuple[int, Pdu]] = []
+
+
 class BumpStamps:
     def __init__(
         self, load: LoadStamps, current_position: Callable[[], int], *, moves: int = _MOVES
@@ -83,6 +108,7 @@ class BumpStamps:
         # (room, its newest position) per move, the newest last; ``_logged`` counts all.
         self._moves: deque[tuple[RoomID, int]] = deque(maxlen=moves)
         self._logged = 0
+        self._arrivals: LRU[RoomID, _Arrivals] = LRU(_ARRIVAL_ROOMS)
 
     def on_persisted(self, batch: Sequence[EventToPersist]) -> None:
         """A committed batch (a dispatcher listener); backfilled history is not news."""
@@ -91,12 +117,48 @@ class BumpStamps:
             if persisted.stream_ordering <= 0:
                 continue
             pdu = persisted.pdu
+            self._arrive(pdu, persisted.stream_ordering)
             self._activity.note(pdu.room_id, persisted.stream_ordering)
             newest[pdu.room_id] = max(newest.get(pdu.room_id, 0), persisted.stream_ordering)
             if pdu.type in _BUMP_TYPES:
                 self._bumps.note(pdu.room_id, persisted.stream_ordering)
         self._moves.extend(newest.items())
         self._logged += len(newest)
+
+    def _arrive(self, pdu: Pdu, position: int) -> None:
+        """Keep ``pdu`` among its room's arrivals when the room's newest position before
+        it is known (held), so that they stay complete above their floor."""
+        room_id = pdu.room_id
+        before = self._activity.peek(room_id)
+        kept = self._arrivals.get(room_id)
+        if before is None or position <= before:
+            # Not known, or a late event below the newest: nothing kept can be trusted.
+            if kept is not None:
+                self._arrivals.pop(room_id)
+            return
+        if kept is None:
+            kept = _Arrivals(before)
+            self._arrivals.put(room_id, kept)
+        kept.events.append((position, pdu))
+        if len(kept.events) > _ARRIVALS:
+            kept.floor = kept.events.pop(0)[0]
+
+    def arrivals(self, room_id: RoomID, after: int, upto: int) -> list[tuple[int, Pdu]] | None:
+        """Every event of the room with ``after < position <= upto`` (as ``(position,
+        pdu)``, oldest first); None when that is not known here."""
+        kept = self._arrivals.peek(room_id)
+        if kept is None or kept.floor > after:
+            return None
+        return [(p, pdu) for p, pdu in kept.events if after < p <= upto]
+
+    def latest(self, room_id: RoomID, upto: int, count: int) -> list[tuple[int, Pdu]] | None:
+        """The room's newest ``count`` events at or before ``upto`` (oldest first); None
+        when fewer are known here."""
+        kept = self._arrivals.peek(room_id)
+        if kept is None:
+            return None
+        found = [(p, pdu) for p, pdu in kept.events if p <= upto][-count:] if count else []
+        return found if len(found) == count else None
 
     @property
     def logged(self) -> int:

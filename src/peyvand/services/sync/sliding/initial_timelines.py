@@ -20,12 +20,18 @@ and only if P is within the request's token (a page of a later request then hold
 same events) and the page is ``limited`` with every event at a positive position (older
 history backfilled later cannot change it). Only short pages are kept, so a kept entry
 holds a few events (mostly ones the state cache holds anyway).
+
+When only the room's newest position moved (events landed, its state group the same),
+the kept page is still ``limited`` (its older visible events are all still there and
+visible) and the new page is the newest of its events and the new ones: ``moved``
+hands it out for the caller to extend with the events after it (issue 18: the wake of
+a long-poll whose room comes into view reads no storage).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final
 
 from peyvand.lru import LRU
@@ -76,6 +82,17 @@ class InitialTimelines:
         if page is None or page.mark != mark:
             return None
         return list(page.events)
+
+    def moved(self, key: PageKey, mark: RoomMark) -> tuple[list[StoredEvent], int] | None:
+        """The kept page and the room's newest position it was read at, when the room
+        is as it was but for events landed since (``mark`` the same but a later
+        position)."""
+        page = self._pages.get(key)
+        if page is None or page.mark.position >= mark.position:
+            return None
+        if page.mark != replace(mark, position=page.mark.position):
+            return None
+        return list(page.events), page.mark.position
 
     def put(
         self,

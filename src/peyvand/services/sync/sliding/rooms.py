@@ -34,6 +34,7 @@ from peyvand.types import EventID, JsonDict, RoomID, UserID
 
 _NAME: StateKey = ("m.room.name", "")
 _AVATAR: StateKey = ("m.room.avatar", "")
+_REDACTION = "m.room.redaction"
 # Rooms whose member summary, name and avatar, and heroes are kept (per state group).
 _SUMMARIES = 4096
 
@@ -364,11 +365,80 @@ class RoomResponses:
         kept = self._initial_timelines.get(key, mark)
         if kept is not None:
             return kept, True
+        moved = self._initial_timelines.moved(key, mark)
+        if moved is not None:
+            extended = await self._extended(context.requester.user_id, room, params, moved, end)
+            if extended is not None:
+                self._initial_timelines.put(key, mark, extended, limited=True, end=end)
+                return extended, True
+        newest = await self._newest_page(context.requester.user_id, room, params, end)
+        if newest is not None:
+            self._initial_timelines.put(key, mark, newest, limited=True, end=end)
+            return newest, True
         timeline, limited = await self._timeline(
             context.requester.user_id, room.room_id, params, None, end, True
         )
         self._initial_timelines.put(key, mark, timeline, limited=limited, end=end)
         return timeline, limited
+
+    async def _newest_page(
+        self, user_id: UserID, room: UserRoom, params: RoomParams, end: int
+    ) -> list[StoredEvent] | None:
+        """A joined member's page when the room's newest ``timeline_limit`` events are
+        known here (``BumpStamps.latest``), all after the user's membership event and all
+        visible to them: those, ``limited``, since the user's own membership event is an
+        older event they see. None otherwise."""
+        limit = params.timeline_limit
+        latest = self._bump_stamps.latest(room.room_id, end, limit)
+        if not latest or latest[0][0] <= room.membership_position:
+            return None
+        found = await self._room_events.scan(
+            user_id,
+            room.room_id,
+            after=latest[0][0] - 1,
+            before=end,
+            newest_first=True,
+            limit=limit,
+            event_filter=None,
+            current_state_visible=True,
+        )
+        return found.events[::-1] if len(found.events) == limit else None
+
+    async def _extended(
+        self,
+        user_id: UserID,
+        room: UserRoom,
+        params: RoomParams,
+        kept: tuple[list[StoredEvent], int],
+        end: int,
+    ) -> list[StoredEvent] | None:
+        """A kept ``limited`` page read with the room's newest event at ``kept[1]``,
+        brought up to ``end``: the newest of its events and the visible ones after it,
+        when the room's events after it are all known (``BumpStamps.arrivals``) and none
+        is a redaction; None otherwise. Still ``limited``: every older visible event it
+        counted still is."""
+        events, position = kept
+        if position >= end:
+            return None
+        arrived = self._bump_stamps.arrivals(room.room_id, position, end)
+        # A redaction may have redacted a kept event (held as it was read).
+        if arrived is None or any(pdu.type == _REDACTION for _, pdu in arrived):
+            return None
+        if not arrived:
+            return events
+        # No event of the room lies between the page and the first arrival: the scan
+        # from there reads the new events alone (held by the recent events).
+        found = await self._room_events.scan(
+            user_id,
+            room.room_id,
+            after=arrived[0][0] - 1,
+            before=end,
+            newest_first=True,
+            limit=params.timeline_limit,
+            event_filter=None,
+            current_state_visible=True,
+        )
+        return [*events, *found.events[::-1]][-params.timeline_limit :]
 
     async def _serialise(self, requester: Requester, drafts: Sequence[_Draft]) -> None:
         """Every draft's timeline and state as client events, in one call each."""
