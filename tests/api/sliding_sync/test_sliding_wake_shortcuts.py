@@ -60,7 +60,7 @@ async def test_a_woken_room_counts_as_sync_does(client: MatrixClient) -> None:
     await say(client, room_id, alice, "before")
     mention = {"m.mentions": {"user_ids": [bob.user_id]}}
     ignore = f"user/{quote(bob.user_id)}/account_data/m.ignored_user_list"
-    ignoring = {"ignored_users": {carol.user_id: {}}}
+    ignoring: dict[str, Any] = {"ignored_users": {carol.user_id: {}}}
     (await client.request("PUT", ignore, json=ignoring, token=bob)).ok()
     steps: list[tuple[Account, str, dict[str, Any]]] = [
         (alice, "one", {}),
