@@ -45,6 +45,8 @@ def build_sliding_sync(
         bump_stamps.stamps,
         local.account_data.ignored_users.of,
         lambda: timeline.state.forget_epoch,
+        arrivals=bump_stamps.arrivals,
+        counted=local.push_actions.counted,
     )
     local.receipts.stored_hooks.append(unread.receipt_stored)
     responses = RoomResponses(

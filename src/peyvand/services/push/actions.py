@@ -69,7 +69,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence, Set
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
 from peyvand.events.auth import get_user_power_level
@@ -101,6 +101,8 @@ logger = logging.getLogger(__name__)
 _CONTEXT_CACHE_SIZE: Final = 10_000
 # Events whose pushes wait for their commit (a failed commit leaves its entries here).
 _PENDING_PUSHES_SIZE: Final = 10_000
+# Events whose rows are remembered for ``counted`` (a few ints each, the recent ones).
+_WRITTEN_SIZE: Final = 10_000
 # "Threaded read receipts": the thread ID of the main timeline.
 MAIN_THREAD: Final = "main"
 _LEFT: Final = frozenset({"leave", "ban"})
@@ -189,6 +191,15 @@ class _Writes:
     pushes: list[PushOutcome]
 
 
+@dataclass(slots=True)
+class _Written:
+    """The counts one event's rows hold: its room row (notifications, highlights) and
+    each member's difference from it (their exception row)."""
+
+    room: tuple[int, int] = (0, 0)
+    differences: dict[UserID, tuple[int, int]] = field(default_factory=dict)
+
+
 class PushActionsService:
     def __init__(
         self,
@@ -209,6 +220,8 @@ class PushActionsService:
         self._pushed_users = pushed_users
         self._pending_pushes: LRU[EventID, PushOutcome] = LRU(_PENDING_PUSHES_SIZE)
         self._contexts: LRU[RoomID, _RoomContext] = LRU(_CONTEXT_CACHE_SIZE)
+        # event -> what its room row counts, and each member whose outcome differs.
+        self._written: LRU[EventID, _Written] = LRU(_WRITTEN_SIZE)
 
     # -- write time -------------------------------------------------------------------
 
@@ -223,6 +236,7 @@ class PushActionsService:
             return None
         for push in writes.pushes:
             self._pending_pushes.put(push.event.pdu.event_id, push)
+        self._remember_written(batch, writes)
         if not (writes.notifications or writes.exceptions or writes.read):
             return None
         read = [ReadUpTo(u, r, p, t) for (u, r, t), p in writes.read.items()]
@@ -231,6 +245,30 @@ class PushActionsService:
             await self._store.write(txn, writes.notifications, writes.exceptions, read)
 
         return write
+
+    def _remember_written(self, batch: Sequence[EventToPersist], writes: _Writes) -> None:
+        """Keep what each event's rows count (``counted``)."""
+        written = {p.pdu.event_id: _Written() for p in batch if p.stream_ordering > 0}
+        for row in writes.notifications:
+            if (entry := written.get(row.event_id)) is not None:
+                entry.room = (1, int(row.highlight))
+        for exception in writes.exceptions:
+            if (entry := written.get(exception.event_id)) is not None:
+                entry.differences[exception.user_id] = (exception.notify, exception.highlight)
+        for event_id, entry in written.items():
+            self._written.put(event_id, entry)
+
+    def counted(self, user_id: UserID, event_id: EventID) -> tuple[int, int] | None:
+        """What the rows written for the committed event ``event_id`` add to the unread
+        counts of ``user_id`` once it is after their read position (notifications,
+        highlights; before leaving out the senders they ignore); None when not known
+        here. Read marks are not told: the caller handles the user's own events."""
+        entry = self._written.get(event_id)
+        if entry is None:
+            return None
+        notify, highlight = entry.room
+        extra_notify, extra_highlight = entry.differences.get(user_id, (0, 0))
+        return notify + extra_notify, highlight + extra_highlight
 
     async def _evaluate_batch(self, batch: Sequence[EventToPersist]) -> _Writes:
         writes = _Writes([], [], {}, [])

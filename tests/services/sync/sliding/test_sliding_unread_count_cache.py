@@ -1,17 +1,22 @@
 """UnreadCountCache: counts read once while nothing they depend on moved; a receipt
-stored while a read is in flight leaves nothing kept (the HTTP tests cover what each
-change does to the counts a client sees)."""
+stored while a read is in flight leaves nothing kept; counts whose room moved on are
+brought up to date from the events after them when all are known with their rows, none
+the user's own (the HTTP tests cover what each change does to the counts a client
+sees)."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable, Sequence
 
+from peyvand.events.pdu import Pdu
+from peyvand.events.room_versions import ROOM_V12
 from peyvand.services.sync.sliding.unread_counts import UnreadCountCache
 from peyvand.storage.receipts import ReceiptRow
 from peyvand.types import EventID, JsonDict, RoomID, UserID
 
 ALICE = UserID("@alice:example.org")
+BOB, CAROL = UserID("@bob:example.org"), UserID("@carol:example.org")
 A, B = RoomID("!a"), RoomID("!b")
 
 
@@ -26,6 +31,32 @@ class Storage:
         self.epoch = 0
         self.reads: list[list[RoomID]] = []
         self.release: asyncio.Event | None = None
+        # room -> the events known after a position (None: not known), and each event's
+        # rows for alice (absent: not known).
+        self.arrived: dict[RoomID, tuple[int, list[tuple[int, Pdu]]]] = {}
+        self.rows: dict[EventID, tuple[int, int]] = {}
+
+    def arrivals(self, room_id: RoomID, after: int, upto: int) -> list[tuple[int, Pdu]] | None:
+        floor, events = self.arrived.get(room_id, (upto + 1, []))
+        if floor > after:
+            return None
+        return [(p, pdu) for p, pdu in events if after < p <= upto]
+
+    def counted(self, user_id: UserID, event_id: EventID) -> tuple[int, int] | None:
+        return self.rows.get(event_id)
+
+    def land(
+        self, room_id: RoomID, sender: str, rows: tuple[int, int] | None, **extra: str
+    ) -> None:
+        """An event by ``sender`` lands in ``room_id`` (its rows adding ``rows``)."""
+        position = self.newest[room_id] + 1
+        data = {"type": "m.room.message", "sender": sender, "room_id": room_id, **extra}
+        pdu = Pdu(data, EventID(f"$e{position}"), ROOM_V12)
+        _, events = self.arrived.setdefault(room_id, (self.newest[room_id], []))
+        events.append((position, pdu))
+        if rows is not None:
+            self.rows[pdu.event_id] = rows
+        self.newest[room_id] = position
 
     async def read(
         self, user_id: UserID, room_ids: Sequence[RoomID], per_thread: bool
@@ -49,7 +80,12 @@ class Storage:
 
 def cache(storage: Storage) -> UnreadCountCache:
     return UnreadCountCache(
-        storage.read, storage.positions, storage.ignored_by, lambda: storage.epoch
+        storage.read,
+        storage.positions,
+        storage.ignored_by,
+        lambda: storage.epoch,
+        arrivals=storage.arrivals,
+        counted=storage.counted,
     )
 
 
@@ -99,3 +135,50 @@ async def test_a_receipt_stored_during_a_read_leaves_nothing_kept() -> None:
     storage.release = None
     assert notifications(await counts.sections(ALICE, [A], False), A) == 0
     assert len(storage.reads) == 2
+
+
+def highlights(sections: dict[RoomID, JsonDict], room_id: RoomID) -> int:
+    section = sections.get(room_id)
+    return 0 if section is None else int(section["unread_notifications"]["highlight_count"])
+
+
+async def test_counts_move_on_with_the_rows_of_known_events() -> None:
+    storage = Storage()
+    counts = cache(storage)
+    await counts.sections(ALICE, [A, B], False)
+    storage.land(A, BOB, (1, 1))  # a mention
+    storage.land(A, BOB, (0, 0))  # muted, or not notifying
+    storage.land(B, BOB, (1, 0))
+    moved = await counts.sections(ALICE, [A, B], False)
+    assert (notifications(moved, A), highlights(moved, A), notifications(moved, B)) == (3, 1, 1)
+    assert len(storage.reads) == 1
+    storage.ignored = frozenset({CAROL})
+    await counts.sections(ALICE, [A], False)  # ignored users changed: read again
+    assert len(storage.reads) == 2
+    storage.land(A, CAROL, (1, 0))  # an ignored sender's rows are left out
+    assert notifications(await counts.sections(ALICE, [A], False), A) == 2
+    assert len(storage.reads) == 2
+
+
+async def test_counts_are_read_when_an_event_after_them_is_not_known() -> None:
+    storage = Storage()
+    counts = cache(storage)
+    await counts.sections(ALICE, [A], False)
+    storage.land(A, BOB, None)  # its rows are not known
+    storage.counts[A] = 3
+    assert notifications(await counts.sections(ALICE, [A], False), A) == 3
+    storage.land(A, ALICE, (0, 0))  # the user's own event reads the room
+    storage.counts[A] = 0
+    assert notifications(await counts.sections(ALICE, [A], False), A) == 0
+    storage.land(A, BOB, (1, 0), state_key=ALICE, type="m.room.member")
+    storage.counts[A] = 7  # their membership changed: read, whatever the rows say
+    assert notifications(await counts.sections(ALICE, [A], False), A) == 7
+    del storage.arrived[A]  # an event whose room's newest position was not known
+    storage.newest[A] += 1
+    storage.counts[A] = 8
+    assert notifications(await counts.sections(ALICE, [A], False), A) == 8
+    storage.land(A, BOB, (1, 0))
+    storage.counts[A] = 9
+    await counts.sections(ALICE, [A], True)
+    assert notifications(await counts.sections(ALICE, [A], True), A) == 9  # per thread: read
+    assert len(storage.reads) == 6

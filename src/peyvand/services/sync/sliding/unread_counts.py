@@ -18,6 +18,14 @@ is still P, no receipt of the user's in it was stored since, the ignored users a
 epoch are the same. The room's position is read before the counts, so an event landing
 during the read leaves an entry that no longer matches; a receipt stored during a read
 leaves no entry at all (a write counter, as ``read_positions.ReadPositionCache``).
+
+Counts kept at P whose room moved on are brought up to date without a read when every
+event after P is known (``BumpStamps.arrivals``) with the rows its commit wrote
+(``PushActionsService.counted``) and none is the user's own (sending reads up to it) nor
+their membership: each such event is after the user's read position (nothing of theirs
+moved it, and a receipt drops the entry), so it adds exactly what its rows hold, unless
+its sender is ignored (issue 18: the wake of a long-poll whose room just changed).
+Counts split by thread are always read.
 """
 
 from __future__ import annotations
@@ -26,18 +34,26 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
+from peyvand.events.pdu import Pdu
 from peyvand.lru import LRU
 from peyvand.storage.receipts import ReceiptRow
-from peyvand.types import JsonDict, RoomID, UserID
+from peyvand.types import EventID, JsonDict, RoomID, UserID
 
 # (user, room, per thread) entries kept: a few hundred bytes each.
 _SIZE: Final = 10_000
+_MEMBER: Final = "m.room.member"
 
 # (user, rooms, per thread) -> each room with unread notifications -> its /sync fields.
 UnreadSections = Callable[[UserID, Sequence[RoomID], bool], Awaitable[dict[RoomID, JsonDict]]]
 # rooms -> each room's newest event position (rooms without are left out).
 NewestPositions = Callable[[Iterable[RoomID]], Awaitable[dict[RoomID, int]]]
 IgnoredBy = Callable[[UserID], Awaitable[frozenset[UserID]]]
+# (room, after, up to) -> every event of the room in (after, up to] as (position, pdu),
+# oldest first; None: not known (``BumpStamps.arrivals``).
+Arrivals = Callable[[RoomID, int, int], "list[tuple[int, Pdu]] | None"]
+# (user, event) -> what the event's rows add to the user's counts (notifications,
+# highlights); None: not known (``PushActionsService.counted``).
+Counted = Callable[[UserID, EventID], "tuple[int, int] | None"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,10 +73,15 @@ class UnreadCountCache:
         newest: NewestPositions,
         ignored_by: IgnoredBy,
         forget_epoch: Callable[[], int],
+        *,
+        arrivals: Arrivals,
+        counted: Counted,
         size: int = _SIZE,
     ) -> None:
         """``read`` counts from storage (``PushActionsService.unread_sections``)."""
         self._read = read
+        self._arrivals = arrivals
+        self._counted = counted
         self._newest = newest
         self._ignored_by = ignored_by
         self._forget_epoch = forget_epoch
@@ -78,15 +99,20 @@ class UnreadCountCache:
         found: dict[RoomID, JsonDict] = {}
         missing: list[RoomID] = []
         for room_id in room_ids:
-            kept = self._kept.get((user_id, room_id, per_thread))
-            if (
-                kept is None
-                or kept.position != positions.get(room_id, 0)
-                or kept.epoch != epoch
-                or kept.ignored != ignored
-            ):
+            key = (user_id, room_id, per_thread)
+            kept = self._kept.get(key)
+            position = positions.get(room_id, 0)
+            if kept is None or kept.epoch != epoch or kept.ignored != ignored:
                 missing.append(room_id)
-            elif kept.section is not None:
+                continue
+            if kept.position != position:
+                moved = None if per_thread else self._moved(user_id, room_id, kept, position)
+                if moved is None:
+                    missing.append(room_id)
+                    continue
+                kept = moved
+                self._kept.put(key, kept)
+            if kept.section is not None:
                 found[room_id] = kept.section
         if not missing:
             return found
@@ -97,6 +123,37 @@ class UnreadCountCache:
                 self._kept.put((user_id, room_id, per_thread), kept)
         found.update(loaded)
         return found
+
+    def _moved(self, user_id: UserID, room_id: RoomID, kept: _Kept, position: int) -> _Kept | None:
+        """``kept`` brought up to the room's newest ``position`` from the events after
+        it, when they are all known and none is the user's own or their membership."""
+        if kept.position > position:
+            return None
+        arrived = self._arrivals(room_id, kept.position, position)
+        if arrived is None:
+            return None
+        section = kept.section or {}
+        counts = section.get("unread_notifications", {})
+        notifications = counts.get("notification_count", 0)
+        highlights = counts.get("highlight_count", 0)
+        for _, pdu in arrived:
+            if pdu.sender == user_id or (pdu.type == _MEMBER and pdu.state_key == user_id):
+                return None
+            added = self._counted(user_id, pdu.event_id)
+            if added is None:
+                return None
+            if pdu.sender not in kept.ignored:
+                notifications += added[0]
+                highlights += added[1]
+        unread = None
+        if notifications > 0 or highlights > 0:
+            unread = {
+                "unread_notifications": {
+                    "notification_count": max(0, notifications),
+                    "highlight_count": max(0, highlights),
+                }
+            }
+        return _Kept(position, kept.epoch, kept.ignored, unread)
 
     def receipt_stored(self, row: ReceiptRow, position: int) -> None:
         """A ``ReceiptService`` stored hook: the user's counts in the room may have gone
