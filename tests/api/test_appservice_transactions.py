@@ -338,6 +338,43 @@ async def test_nothing_is_lost_across_a_crash_while_the_appservice_is_down(
         await gamma.appservice.stop()
 
 
+async def test_local_invites_and_knocks_carry_the_rooms_stripped_state(
+    world: World, client: MatrixClient
+) -> None:
+    """An invite of the bot made on this server, and a knock in a room the bot is in,
+    reach the appservice with the room's stripped state as remote invites do."""
+    alice, carol = await client.register(), await client.register()
+    body = {
+        "name": "Portal",
+        "initial_state": [
+            {"type": "m.room.join_rules", "state_key": "", "content": {"join_rule": "knock"}}
+        ],
+    }
+    room_id = (await client.request("POST", "createRoom", body, alice)).ok()["room_id"]
+    path = f"rooms/{quote(room_id)}"
+    (await client.request("POST", f"{path}/invite", {"user_id": world.alpha.bot}, alice)).ok()
+    (await client.request("POST", f"{path}/join", {}, world.alpha.as_token)).ok()
+    (await client.request("POST", f"knock/{quote(room_id)}", {}, carol)).ok()
+
+    def member(state_key: str, membership: str) -> dict[str, Any] | None:
+        for e in received(world.alpha.appservice, room_id):
+            if e.get("state_key") == state_key and e["content"].get("membership") == membership:
+                return e
+        return None
+
+    await world.alpha.appservice.wait_for(lambda a: member(carol.user_id, "knock") is not None)
+    for event, key in (
+        (member(world.alpha.bot, "invite"), "invite_room_state"),
+        (member(carol.user_id, "knock"), "knock_room_state"),
+    ):
+        assert event is not None
+        stripped = {(s["type"], s["state_key"]): s for s in event["unsigned"][key]}
+        assert stripped[("m.room.name", "")]["content"] == {"name": "Portal"}
+        assert stripped[("m.room.join_rules", "")]["content"] == {"join_rule": "knock"}
+        assert ("m.room.create", "") in stripped
+        assert set(stripped[("m.room.create", "")]) == {"type", "state_key", "content", "sender"}
+
+
 async def test_a_catch_up_decides_with_the_members_at_each_event(
     backend: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:

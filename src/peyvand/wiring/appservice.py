@@ -69,7 +69,7 @@ def build_appservices(
         interest=interest,
         extras=extras,
         push=local.appservice_client.push_transaction,
-        load=TransactionEvents(timeline.state.get_events, serialize, store.invites_at).load,
+        load=TransactionEvents(timeline.state, serialize, store.invites_at).load,
         now_ms=lambda: int(time.time() * 1000),
     )
     transactions = AppServiceTransactions(
