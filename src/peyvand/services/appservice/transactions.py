@@ -3,7 +3,9 @@ events"), each through its own ``AppServiceSender``.
 
 - Committed events reach ``on_persisted`` (a dispatcher listener); one routing task
   offers each, in stream order, to the senders of the appservices interested in it
-  (``AppServiceInterest``, no query once a room is known). Backfilled history (negative
+  (``AppServiceInterest.wanted_at``: with the room's members at the event, its state
+  group, so a catch-up read from the database decides the same; no query once a
+  room's group is known). Backfilled history (negative
   positions) is not pushed, nor are events of appservices without a ``url``. Invites
   from other servers to rooms this server is not in, kept apart from the events, come
   through ``on_remote_invite`` (not those held as message requests).
