@@ -135,3 +135,28 @@ async def test_a_woken_room_after_a_redaction(client: MatrixClient) -> None:
     assert redacted["event_id"] == target and redacted["content"] == {}
     assert kept["content"]["body"] == "kept"
     assert redaction["type"] == "m.room.redaction"
+
+
+async def test_a_room_never_answered_counts_right_when_it_comes_into_view(
+    client: MatrixClient,
+) -> None:
+    """Unread messages and a mention in a room no connection was ever sent: the first
+    long-poll's wait had its counts kept, the message that brings it into view adds to
+    them."""
+    alice, bob = await client.register(), await client.register()
+    unseen = await create_room(client, alice, preset="public_chat")
+    await join(client, bob, unseen)
+    await say(client, unseen, alice, "unread one")
+    await say(client, unseen, alice, "unread two", **{"m.mentions": {"user_ids": [bob.user_id]}})
+    newer = await create_room(client, alice, preset="public_chat")
+    await join(client, bob, newer)
+    await say(client, newer, alice, "in view")
+
+    async def send() -> None:
+        await say(client, unseen, alice, "three")
+
+    answer = await woken(client, bob, send, 1, "unseen")
+    room = answer["rooms"][unseen]
+    assert room["initial"] is True and texts(room) == ["three"] and room["limited"] is True
+    assert (room["notification_count"], room["highlight_count"]) == (3, 1)
+    assert await sync_counts(client, bob, unseen) == (3, 1)

@@ -12,7 +12,7 @@ counts read in one query.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from peyvand.events.pdu import Pdu, StateKey
@@ -162,6 +162,10 @@ class RoomResponses:
             bodies[room_id] = answer.body
             sent[room_id] = _sent_stripped(answer.request)
         return bodies, sent
+
+    async def keep_counts(self, user_id: UserID, room_ids: Iterable[RoomID]) -> None:
+        """Have the unread counts (not split by thread) of ``room_ids`` kept."""
+        await self._unread_counts(user_id, list(room_ids), False)
 
     async def _answers(
         self, context: _Request, rooms: Sequence[RoomRequest]

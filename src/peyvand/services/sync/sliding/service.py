@@ -6,9 +6,11 @@ A request names lists (windows over the user's rooms, filtered and sorted by
 ``SYNC`` op per range, the rooms in view with what is new to the connection
 (``rooms.py``), and the extensions (``extensions.py``). The connection's ``pos``
 (``connections.py``) names what it was sent. An incremental request with nothing new
-waits on the notifier, as /sync does, without touching the database: it is woken by any
-stream of the user's (not by events elsewhere on the server, even those landing while it
-computes), and answers only when its lists, rooms or extensions changed. While it waits it
+waits on the notifier, as /sync does, without touching the database (but once per user
+and set of joined rooms, before the first wait, to have their unread counts kept: a room
+coming into view is then answered from memory): it is woken by any stream of the user's
+(not by events elsewhere on the server, even those landing while it computes), and
+answers only when its lists, rooms or extensions changed. While it waits it
 holds what it continues from (``_Poll``: the request's extensions parsed once), none of
 its last computation.
 """
@@ -23,6 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
+from peyvand.lru import LRU
 from peyvand.services.accounts.requester import Requester
 from peyvand.services.sync.notifier import Notifier
 from peyvand.services.sync.sliding.account_view import AccountView
@@ -53,6 +56,11 @@ from peyvand.types import DeviceID, JsonDict, RoomID, UserID
 
 # A list without filters: all the user's listed rooms.
 _NO_FILTERS = ListFilters()
+# Users whose joined rooms' unread counts a long-poll had kept before waiting (``_warm``).
+_WARMED_USERS = 10_000
+# Joined rooms past which a user's counts are not had kept (a fifth of what the counts
+# cache holds: one user must not push every other's out).
+_WARM_ROOMS = 2_000
 
 
 class Extensions(Protocol):
@@ -139,6 +147,8 @@ class SlidingSyncService:
         self._is_mine = is_mine
         self._is_partial = is_partial
         self._clock = clock
+        # user -> the joined rooms whose unread counts a long-poll of theirs had kept.
+        self._warmed: LRU[UserID, frozenset[RoomID]] = LRU(_WARMED_USERS)
 
     async def sync(
         self,
@@ -194,6 +204,7 @@ class SlidingSyncService:
         computed = await self._compute(requester, request, previous, since, now)
         ext_news = self._extensions.has_news(poll.extensions, since, now)
         if not (since is None or computed.news or ext_news or self._clock() >= poll.deadline):
+            await self._warm(requester.user_id, computed.joined)
             return None
         extensions, sent = await self._respond_extensions(
             requester, poll.extensions, computed, previous, since, now
@@ -214,7 +225,19 @@ class SlidingSyncService:
         if timed_out:
             assert poll.base is not None
             return _response(Pos(poll.base, now), computed, extensions)
+        await self._warm(requester.user_id, computed.joined)
         return None
+
+    async def _warm(self, user_id: UserID, joined: frozenset[RoomID]) -> None:
+        """Before a long-poll first waits for the user's rooms as they are: have the
+        unread counts of all their joined rooms kept (one read of those not kept), so
+        that a room coming into view when an event wakes the poll is answered without
+        reading them (issue 18: the incremental wake). Once per user and set of rooms, for
+        users in at most ``_WARM_ROOMS`` rooms."""
+        if not joined or len(joined) > _WARM_ROOMS or self._warmed.get(user_id) is joined:
+            return
+        await self._responses.keep_counts(user_id, joined)
+        self._warmed.put(user_id, joined)
 
     async def _respond_extensions(
         self,
