@@ -233,6 +233,9 @@ class PushActionsService:
             writes = await self._evaluate_batch(batch)
         except Exception:
             logger.exception("evaluating push actions for %d events failed", len(batch))
+            # A retry of a failed commit: what an earlier try remembered is not written.
+            for persisted in batch:
+                self._written.pop(persisted.pdu.event_id)
             return None
         for push in writes.pushes:
             self._pending_pushes.put(push.event.pdu.event_id, push)
