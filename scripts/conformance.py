@@ -206,6 +206,13 @@ def peyvand(
     config_text = config_text.replace(
         "\nallow_guest_access = false\n", "\nallow_guest_access = true\n"
     )
+    # sytest's push gateway listens on localhost (its own HTTPS test server), as Synapse's
+    # test config allows.
+    assert "\ngateway_allowed_networks = []\n" in config_text
+    config_text = config_text.replace(
+        "\ngateway_allowed_networks = []\n",
+        '\ngateway_allowed_networks = ["127.0.0.0/8", "::1/128"]\n',
+    )
     assert "\napp_service_config_files = []\n" in config_text
     files = json.dumps([str(path) for path in appservice_files])
     config_text = config_text.replace(

@@ -185,6 +185,7 @@ async def test_message_is_pushed_with_its_fields(mc: MatrixClient, gateway: Gate
     assert time.monotonic() - started < WAIT
     device = notification.pop("devices")[0]
     assert notification == {
+        "id": event_id,
         "event_id": event_id,
         "room_id": room_id,
         "type": "m.room.message",
@@ -199,6 +200,18 @@ async def test_message_is_pushed_with_its_fields(mc: MatrixClient, gateway: Gate
     assert device["app_id"] == APP_ID and device["pushkey"] == pushkey
     assert device["data"] == {"extra": "kept"}
     assert isinstance(device["pushkey_ts"], int) and abs(device["pushkey_ts"] - time.time()) < 60
+
+
+async def test_a_room_without_a_name_is_named_by_its_alias(
+    mc: MatrixClient, gateway: Gateway
+) -> None:
+    alias_name = unique_localpart("unnamed")
+    alice, bob, room_id = await trio(mc, room_alias_name=alias_name)
+    pushkey = await add_pusher(mc, bob, gateway)
+    await say(mc, room_id, alice, "hello")
+    [notification] = await gateway.wait_for(pushkey)
+    alias = f"#{alias_name}:{alice.user_id.split(':', 1)[1]}"
+    assert (notification["room_name"], notification["room_alias"]) == (alias, alias)
 
 
 async def test_event_id_only(mc: MatrixClient, gateway: Gateway) -> None:

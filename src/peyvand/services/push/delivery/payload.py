@@ -70,6 +70,9 @@ def event_notification(
             "devices": [device(pusher, None)],
         }
     notification: JsonDict = {
+        # The notification's pre-r0 name for the event ID: Synapse still sends it, and
+        # gateways written against it (and sytest) read it.
+        "id": pdu.event_id,
         "event_id": pdu.event_id,
         "room_id": pdu.room_id,
         "type": pdu.type,
@@ -87,8 +90,10 @@ def event_notification(
         notification["content"] = pdu.content
     if context.sender_display_name:
         notification["sender_display_name"] = context.sender_display_name
-    if context.room_name:
-        notification["room_name"] = context.room_name
+    # The room's human-readable name, its canonical alias when it has no name, as Synapse
+    # sends it (the alias also in its own field, as the Push Gateway API lists it).
+    if room_name := context.room_name or context.room_alias:
+        notification["room_name"] = room_name
     if context.room_alias:
         notification["room_alias"] = context.room_alias
     return notification
