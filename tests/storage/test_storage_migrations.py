@@ -62,6 +62,10 @@ _RELEASED: dict[int, tuple[str, str, str]] = {
     40: ("040_threepids.sql", "3e564383f27d428b", "3e564383f27d428b"),
     41: ("041_openid_tokens.sql", "7c55b6444ca87289", "7c55b6444ca87289"),
     42: ("042_profile_fields.sql", "f946284473a98c97", "f946284473a98c97"),
+    43: ("043_appservice_txns.sql", "aa8bd0185aeee75b", "aa8bd0185aeee75b"),
+    44: ("044_device_inbox_stream.sql", "48ed68bab13d0875", "48ed68bab13d0875"),
+    45: ("045_appservice_room_list.sql", "c9d611c1068e3ca4", "c9d611c1068e3ca4"),
+    46: ("046_remote_invites_by_stream.sql", "5f7df52c3d485bb4", "5f7df52c3d485bb4"),
 }
 _DIALECTS = ("sqlite", "postgres")
 
