@@ -254,6 +254,25 @@ async def test_a_room_alias_in_the_namespace_is_interest(
     assert received(world.alpha.appservice, room_id) == []
 
 
+async def test_an_alias_moved_by_a_room_upgrade_counts_at_once(
+    world: World, client: MatrixClient
+) -> None:
+    """A local alias in beta's namespace (not the canonical alias) moves to the new room
+    of an upgrade: the new room's messages reach beta at once, as the old room's did."""
+    alice = await client.register()
+    old_room = (await client.request("POST", "createRoom", {}, alice)).ok()["room_id"]
+    alias = quote(f"#beta_moved{next(_txn)}:{SERVER_NAME}")
+    (await client.request("PUT", f"directory/room/{alias}", {"room_id": old_room}, alice)).ok()
+    before = await send(client, alice, old_room, 1)
+    await wait_for_events(world.beta.appservice, old_room, before)
+    upgrade = {"new_version": "10"}
+    path = f"rooms/{quote(old_room)}/upgrade"
+    new_room = (await client.request("POST", path, upgrade, alice)).ok()["replacement_room"]
+    after = await send(client, alice, new_room, 2)
+    await wait_for_events(world.beta.appservice, new_room, after)
+    assert_in_order_once(world.beta.appservice, new_room, after)
+
+
 async def test_events_in_rooms_without_interest_are_not_sent(
     world: World, client: MatrixClient
 ) -> None:

@@ -166,7 +166,7 @@ def build_rooms(
             events,
             state,
             event_store,
-            directory_store,
+            directory.move_aliases,
             local.push_rules,
             local.account_data,
             profile.profile_of,

@@ -300,6 +300,14 @@ class DirectoryService:
         for hook in self.alias_hooks:
             hook(room_id)
 
+    async def move_aliases(self, old_room: RoomID, new_room: RoomID) -> None:
+        """Every local alias of ``old_room`` now points at ``new_room`` (a room upgrade,
+        "Server behaviour" step 4); both rooms' aliases changed for the hooks."""
+        await self._store.move_aliases(old_room, new_room)
+        for hook in self.alias_hooks:
+            hook(old_room)
+            hook(new_room)
+
     def check_alias_for_new_room(
         self, alias: RoomAlias, creator: UserID, appservice: ApplicationService | None
     ) -> None:

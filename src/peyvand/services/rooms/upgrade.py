@@ -38,7 +38,6 @@ from peyvand.services.push.rules_api import PushRulesService
 from peyvand.services.sync.account_data import AccountDataService
 from peyvand.services.timeline.event_creation import EventCreationService, EventSpec
 from peyvand.services.timeline.room_state import RoomSnapshot, StateService
-from peyvand.storage.directory import DirectoryStore
 from peyvand.storage.events import EventStore
 from peyvand.types import (
     JsonDict,
@@ -98,7 +97,7 @@ class RoomUpgradeService:
         events: EventCreationService,
         state: StateService,
         event_store: EventStore,
-        aliases: DirectoryStore,
+        move_aliases: Callable[[RoomID, RoomID], Awaitable[None]],
         push_rules: PushRulesService,
         account_data: AccountDataService,
         profile_of: ProfileLookup,
@@ -107,7 +106,7 @@ class RoomUpgradeService:
         self._events = events
         self._state = state
         self._event_store = event_store
-        self._aliases = aliases
+        self._move_aliases_to = move_aliases
         self._push_rules = push_rules
         self._account_data = account_data
         self._profile_of = profile_of
@@ -267,7 +266,7 @@ class RoomUpgradeService:
     ) -> None:
         """ "Server behaviour", step 4: local aliases point at the new room; the canonical
         alias event moves with them (dropped from the old room where its levels allow)."""
-        await self._aliases.move_aliases(old_room, new_room)
+        await self._move_aliases_to(old_room, new_room)
         if canonical is None or not canonical.content:
             return
         aliases = {k: v for k, v in canonical.content.items() if k in ("alias", "alt_aliases")}
