@@ -505,6 +505,11 @@ class StateService:
             found.update(loaded)
         return found
 
+    async def state_group_deltas(self, groups: Sequence[int]) -> dict[int, dict[StateKey, EventID]]:
+        """The deltas of ``groups``: the keys each changed since its base group (so since
+        its parent too), with their events in it. Read-only: the dicts may be cached."""
+        return await self._deltas_for(groups, None)
+
     async def state_ids_at_group(
         self, group: int, keys: Sequence[StateKey] | None = None
     ) -> dict[StateKey, EventID]:
