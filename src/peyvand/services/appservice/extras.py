@@ -37,9 +37,10 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import astuple, dataclass, field, replace
+from typing import TypeVar
 
 import orjson
 
@@ -58,6 +59,7 @@ from peyvand.types import DeviceID, JsonDict, RoomID, UserID
 __all__ = ["AppServiceExtras", "ExtrasBatch", "InterestedInRoom"]
 
 logger = logging.getLogger(__name__)
+_K = TypeVar("_K", bound=Hashable)
 
 EPHEMERAL = "ephemeral"
 UNSTABLE_EPHEMERAL = "de.sorunome.msc2409.ephemeral"
@@ -308,7 +310,7 @@ class AppServiceExtras:
             changed, device_lists_at = await self._device_list_changes(
                 appservice, start.device_lists, now.device_lists, limit, seen
             )
-            key_users, keys_at = self._key_changes(appservice, start.keys, limit)
+            key_users, keys_at = await self._key_changes(appservice, start.keys, limit)
             reached = replace(reached, device_lists=device_lists_at, keys=keys_at)
             if changed:
                 fields[DEVICE_LISTS] = {"changed": changed, "left": []}
@@ -455,21 +457,16 @@ class AppServiceExtras:
     ) -> tuple[list[JsonDict], int]:
         """The current ``m.typing`` of each room of interest whose typing set changed
         after ``after`` (at most ``limit`` rooms), and the typing position reached."""
-        entries: list[tuple[int, RoomID]] = []
-        for entry in reversed(self._typing_log):
-            if entry[0] <= after:
-                break
-            entries.append(entry)
-        entries.reverse()
-        reached = max(after, self._typing.current_position)
-        wanted: list[RoomID] = []
-        for position, room_id in entries:
-            if room_id in wanted or not await self._room_wanted(appservice, room_id, seen):
-                continue
-            if len(wanted) == limit:
-                reached = position - 1
-                break
-            wanted.append(room_id)
+
+        async def room_wanted(room_id: RoomID) -> bool:
+            return await self._room_wanted(appservice, room_id, seen)
+
+        wanted, reached = await _first_wanted(
+            _logged_after(self._typing_log, after),
+            room_wanted,
+            limit,
+            max(after, self._typing.current_position),
+        )
         current = self._typing.typing_for_rooms(wanted, 0)
         return [{**current[r], "room_id": r} for r in wanted if r in current], reached
 
@@ -575,38 +572,28 @@ class AppServiceExtras:
             return [], after
         scan = _scan(limit)
         found = await self._store.device_list_changes_between(after, until, scan)
-        reached = until if len(found) < scan else found[-1][0]
-        changed: list[UserID] = []
-        for position, user_id in found:
-            if user_id in changed or not await self._user_wanted(appservice, user_id, seen):
-                continue
-            if len(changed) == limit:
-                reached = position - 1
-                break
-            changed.append(user_id)
-        return changed, reached
 
-    def _key_changes(
+        async def user_wanted(user_id: UserID) -> bool:
+            return await self._user_wanted(appservice, user_id, seen)
+
+        reached = until if len(found) < scan else found[-1][0]
+        return await _first_wanted(found, user_wanted, limit, reached)
+
+    async def _key_changes(
         self, appservice: ApplicationService, after: int, limit: int
     ) -> tuple[list[UserID], int]:
         """Its users whose one-time or fallback keys changed after ``after`` (at most
         ``limit``), and the key change position reached."""
-        entries: list[tuple[int, UserID]] = []
-        for entry in reversed(self._keys_log):
-            if entry[0] <= after:
-                break
-            entries.append(entry)
-        entries.reverse()
-        reached = max(after, self._keys_position)
-        users: list[UserID] = []
-        for position, user_id in entries:
-            if user_id in users or not appservice.is_user_in_namespace(user_id):
-                continue
-            if len(users) == limit:
-                reached = position - 1
-                break
-            users.append(user_id)
-        return users, reached
+
+        async def in_namespace(user_id: UserID) -> bool:
+            return appservice.is_user_in_namespace(user_id)
+
+        return await _first_wanted(
+            _logged_after(self._keys_log, after),
+            in_namespace,
+            limit,
+            max(after, self._keys_position),
+        )
 
     async def _add_key_states(self, fields: JsonDict, user_ids: Sequence[UserID]) -> None:
         """The one-time key counts and unused fallback key types of every device of
@@ -643,3 +630,36 @@ def _by_position(entries: Sequence[InboxEntry]) -> Iterable[tuple[int, list[Inbo
         group.append(entry)
     if group:
         yield group[0].stream_id, group
+
+
+def _logged_after(log: deque[tuple[int, _K]], after: int) -> list[tuple[int, _K]]:
+    """The entries of a log kept in position order whose position is above ``after``,
+    oldest first, read from its newest end."""
+    entries: list[tuple[int, _K]] = []
+    for entry in reversed(log):
+        if entry[0] <= after:
+            break
+        entries.append(entry)
+    entries.reverse()
+    return entries
+
+
+async def _first_wanted(
+    entries: Iterable[tuple[int, _K]],
+    wanted: Callable[[_K], Awaitable[bool]],
+    limit: int,
+    reached: int,
+) -> tuple[list[_K], int]:
+    """The distinct keys of ``entries`` (position, key; oldest first) that ``wanted``
+    keeps, at most ``limit`` of them, and the position reached: ``reached`` when every
+    entry was looked at, else just before the first key left for the next batch."""
+    picked: list[_K] = []
+    kept: set[_K] = set()
+    for position, key in entries:
+        if key in kept or not await wanted(key):
+            continue
+        if len(picked) == limit:
+            return picked, position - 1
+        picked.append(key)
+        kept.add(key)
+    return picked, reached
