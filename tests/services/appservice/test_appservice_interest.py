@@ -209,6 +209,9 @@ class GroupState:
         self.full_reads += 1
         return dict(self.groups[group])
 
+    async def state_group_row(self, group: int) -> StateGroupRow:
+        return StateGroupRow(group, ROOM, group, None, None)
+
     async def get_pdus(self, event_ids: Iterable[EventID]) -> dict[EventID, object]:
         return {e: SimpleNamespace(membership=self.memberships[e]) for e in event_ids}
 
@@ -243,3 +246,86 @@ async def test_members_at_the_event_decide_not_the_rooms_current_ones() -> None:
     # Decided late (a routing task behind, a catch-up): still with the ghost.
     assert await subject.wanted_at([service], message, 1) == [service]
     assert state.full_reads == 1
+
+
+@dataclass
+class ChainState:
+    """``ROOM``'s state groups as ``StateService`` keeps them: a chain (a group's ID is
+    its position), each group's delta holding every key changed since its base group
+    (position minus its lowest set bit); counts whole-state reads and events loaded."""
+
+    states: list[dict[tuple[str, str], EventID]]
+    memberships: dict[EventID, str]
+    full_reads: int = 0
+    loaded: int = 0
+
+    def group(self, changes: dict[tuple[str, str], EventID]) -> int:
+        """A new group: the last one's state with ``changes``."""
+        self.states.append({**self.states[-1], **changes})
+        return len(self.states) - 1
+
+    async def state_group_row(self, group: int) -> StateGroupRow:
+        return StateGroupRow(group, ROOM, group, group - 1 or None, _base(group) or None)
+
+    async def state_group_deltas(
+        self, groups: Iterable[int]
+    ) -> dict[int, dict[tuple[str, str], EventID]]:
+        return {g: _delta(self.states[_base(g)], self.states[g]) for g in groups}
+
+    async def state_ids_at_group(self, group: int) -> dict[tuple[str, str], EventID]:
+        self.full_reads += 1
+        return dict(self.states[group])
+
+    async def get_pdus(self, event_ids: Iterable[EventID]) -> dict[EventID, object]:
+        wanted = list(event_ids)
+        self.loaded += len(wanted)
+        return {e: SimpleNamespace(membership=self.memberships[e]) for e in wanted}
+
+
+def _base(group: int) -> int:
+    return group - (group & -group)
+
+
+def _delta(
+    base: dict[tuple[str, str], EventID], state: dict[tuple[str, str], EventID]
+) -> dict[tuple[str, str], EventID]:
+    return {k: e for k, e in state.items() if base.get(k) != e}
+
+
+async def test_remote_state_events_cost_the_changed_state() -> None:
+    """A state event received over federation, or decided in a catch-up, comes with no
+    new group: its group is derived from the nearest kept one before it (the groups of
+    events decided by namespace alone, a ghost's leave, are skipped) with the deltas
+    between, so a burst of remote joins in a room of 2,000 ghosts loads the changed
+    member events only and never reads the whole state (review R4 #1)."""
+    service, _ = bridge()
+    ghosts = [f"@ghost_{i}:localhost" for i in range(2_000)]
+    joined = {("m.room.member", g): EventID(f"$join_{g}") for g in ghosts}
+    memberships = {e: "join" for e in joined.values()}
+    state = ChainState([{}, {("m.room.create", ""): EventID("$create"), **joined}], memberships)
+    subject = AppServiceInterest(SERVER, cast(StateService, state), FakeAliases())
+    assert await subject.wanted_at([service], facts("@remote:elsewhere"), 1) == [service]
+    assert (state.full_reads, state.loaded) == (1, 2_000)
+    state.full_reads = state.loaded = 0
+    for j in range(200):
+        remote = f"@remote{j}:elsewhere"
+        group = state.group({("m.room.member", remote): EventID(f"$join_{remote}")})
+        state.memberships[EventID(f"$join_{remote}")] = "join"
+        join = facts(remote, "m.room.member", remote)
+        assert await subject.wanted_at([service], join, group) == [service]
+        assert await subject.wanted_at([service], facts(remote), group) == [service]
+        if j % 10 == 9:
+            # A ghost leaves: wanted by its namespace, its group's members not needed.
+            ghost = ghosts[j]
+            group = state.group({("m.room.member", ghost): EventID(f"$leave_{ghost}")})
+            state.memberships[EventID(f"$leave_{ghost}")] = "leave"
+            leave = facts(ghost, "m.room.member", ghost)
+            assert await subject.wanted_at([service], leave, group) == [service]
+    # The ghosts' leaves decided since are the only namespace member events loaded.
+    assert (state.full_reads, state.loaded) == (0, 19)
+    # Every ghost leaves at once (a group resolved over a fork): nobody is left.
+    leaves = {("m.room.member", g): EventID(f"$leave_{g}") for g in ghosts}
+    state.memberships.update((e, "leave") for e in leaves.values())
+    group = state.group(leaves)
+    assert await subject.wanted_at([service], facts("@remote0:elsewhere"), group) == []
+    assert (state.full_reads, state.loaded) == (0, 2_000)

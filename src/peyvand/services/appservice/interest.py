@@ -23,9 +23,11 @@ event's state group (the state after it; a message shares its room's group), not
 room's current ones, so a routing task running behind, or a catch-up hours later,
 decides as it would have when the event was sent (as Synapse decides interest while the
 events stream past). Each room keeps the members of its last few groups: a message
-costs a look-up; a new group made by a local state event is derived from its parent's
-with the group's delta (the member events of the changed users only); any other group
-is read whole once (``StateService.state_ids_at_group``).
+costs a look-up; a new group (made by a state event, local, received over federation or
+decided in a catch-up) is derived from its nearest kept ancestor's with the deltas of
+the groups between (the member events of the changed users only, so O(changed state));
+a group with no kept ancestor near enough is read whole once
+(``StateService.state_ids_at_group``).
 
 A registry reload forgets everything (``reset``).
 """
@@ -53,6 +55,9 @@ LOCAL_ALIASES_TTL: Final = 60.0
 _ROOMS_KEPT: Final = 10_000
 # State groups whose members are kept per room (live routing and catch-ups side by side).
 _GROUPS_KEPT: Final = 4
+# Ancestors of a state group looked through for one whose members are kept (the groups
+# of events decided by namespace alone are not kept).
+_ANCESTORS_WALKED: Final = 16
 
 LocalAliases = Callable[[RoomID], Awaitable[Sequence[RoomAlias]]]
 
@@ -158,17 +163,9 @@ class AppServiceInterest:
         found = kept.get(group)
         if found is not None and all(a.id in found.members for a in appservices):
             return found
-        parent = None
-        if new_group is not None and new_group.row.state_group == group:
-            # Made by a local state event on top of its room's group: the delta holds
-            # every key changed since its base group, so since its parent too.
-            parent = kept.get(new_group.row.prev_group or 0)
-        if (
-            new_group is not None
-            and parent is not None
-            and all(a.id in parent.members for a in appservices)
-        ):
-            found = await self._derive(parent, new_group.delta, appservices)
+        ancestor = await self._kept_ancestor(kept, group, new_group, appservices)
+        if ancestor is not None:
+            found = await self._derive(*ancestor, appservices)
         else:
             state = await self._state.state_ids_at_group(group)
             found = await self._derive(None, state, appservices)
@@ -176,6 +173,39 @@ class AppServiceInterest:
         while len(kept) > _GROUPS_KEPT:
             del kept[next(iter(kept))]
         return found
+
+    async def _kept_ancestor(
+        self,
+        kept: Mapping[int, _GroupMembers],
+        group: int,
+        new_group: NewStateGroup | None,
+        appservices: Sequence[ApplicationService],
+    ) -> tuple[_GroupMembers, dict[StateKey, EventID]] | None:
+        """The members of ``group``'s nearest kept ancestor (its parent, or one of the few
+        groups before), and the keys changed since with their events in ``group``: the
+        deltas of the groups between, each holding every key changed since its base
+        group, so since its parent too; None when no ancestor near enough is kept."""
+        path: list[int] = []
+        current = group
+        for _ in range(_ANCESTORS_WALKED):
+            if new_group is not None and new_group.row.state_group == current:
+                prev = new_group.row.prev_group
+            else:
+                prev = (await self._state.state_group_row(current)).prev_group
+            path.append(current)
+            parent = None if prev is None else kept.get(prev)
+            if parent is not None and all(a.id in parent.members for a in appservices):
+                deltas = {new_group.row.state_group: new_group.delta} if new_group else {}
+                if missing := [g for g in path if g not in deltas]:
+                    deltas.update(await self._state.state_group_deltas(missing))
+                changes: dict[StateKey, EventID] = {}
+                for step in reversed(path):
+                    changes.update(deltas[step])
+                return parent, changes
+            if prev is None:
+                return None
+            current = prev
+        return None
 
     async def _derive(
         self,
@@ -189,9 +219,9 @@ class AppServiceInterest:
             UserID(key[1]): event_id
             for key, event_id in state.items()
             if key[0] == "m.room.member"
+            and (parent is None or parent.events.get(UserID(key[1])) != event_id)
             and server_name_of(key[1]) == self._server_name
             and any(a.is_user_in_namespace(key[1]) for a in appservices)
-            and (parent is None or parent.events.get(UserID(key[1])) != event_id)
         }
         pdus = await self._state.get_pdus(changed.values())
         joined = {u for u, e in changed.items() if e in pdus and pdus[e].membership == "join"}
