@@ -40,7 +40,12 @@ def bridge(path: Path, name: str, **extra: Any) -> Path:
 def test_list_and_check_show_what_the_server_loads(tmp_path: Path) -> None:
     server = HomeserverProcess("sqlite", tmp_path)
     telegram = bridge(tmp_path / "telegram.yaml", "telegram", receive_ephemeral=True)
-    signal_bridge = bridge(tmp_path / "signal.yaml", "signal", protocols=["signal"])
+    signal_bridge = bridge(
+        tmp_path / "signal.yaml",
+        "signal",
+        protocols=["signal"],
+        ip_range_whitelist=["10.0.0.0/8"],
+    )
     server.configure({"app_service_config_files": f'["{telegram}", "{signal_bridge}"]'})
 
     listed = peyvand("appservice", "list", "--config", server.config_path)
@@ -50,6 +55,7 @@ def test_list_and_check_show_what_the_server_loads(tmp_path: Path) -> None:
     assert "users @telegram_.*:localhost (exclusive)" in listed.stdout
     assert "features: rate-limited, ephemeral" in listed.stdout
     assert "protocols: signal" in listed.stdout
+    assert "as_token accepted from: 10.0.0.0/8" in listed.stdout
 
     checked = peyvand("appservice", "check", "--config", server.config_path)
     assert checked.returncode == 0, checked.stderr

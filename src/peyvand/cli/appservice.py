@@ -80,6 +80,8 @@ def _list(args: argparse.Namespace) -> None:
                 print(f"  {_namespaces(kind, namespaces)}")
         if service.protocols:
             print(f"  protocols: {', '.join(service.protocols)}")
+        if service.ip_range_whitelist:
+            print(f"  as_token accepted from: {', '.join(map(str, service.ip_range_whitelist))}")
         print(f"  features: {', '.join(features) or 'none'}")
 
 
