@@ -248,6 +248,17 @@ async def test_members_at_the_event_decide_not_the_rooms_current_ones() -> None:
     assert state.full_reads == 1
 
 
+async def test_no_appservice_reads_nothing() -> None:
+    """A server without bridges pays nothing per event: not even a new state group's
+    members are worked out."""
+    state = GroupState({1: {("m.room.member", "@user1:localhost"): EventID("$j")}}, {})
+    subject = AppServiceInterest(SERVER, cast(StateService, state), FakeAliases())
+    joined = NewStateGroup(StateGroupRow(1, ROOM, 1, None, None), {})
+    join = facts("@user1:localhost", "m.room.member", "@user1:localhost")
+    assert await subject.wanted_at([], join, 1, joined) == []
+    assert state.full_reads == 0
+
+
 @dataclass
 class ChainState:
     """``ROOM``'s state groups as ``StateService`` keeps them: a chain (a group's ID is

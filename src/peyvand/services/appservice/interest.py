@@ -131,6 +131,8 @@ class AppServiceInterest:
         """Those of ``appservices`` interested in ``event``, an event of this server's
         timeline whose state (after it) is ``state_group`` (made with it as
         ``new_group``, when known): the room's members are those of that group."""
+        if not appservices:
+            return []
         room_id = event.room_id
         wanted: list[ApplicationService] = []
         rest: list[ApplicationService] = []

@@ -156,7 +156,10 @@ class AppServiceTransactions:
 
     async def _offer(self, batch: Sequence[EventToPersist]) -> None:
         """Offer each new event to the senders of the appservices that want it, decided
-        with the room's members at the event (its state group), in stream order."""
+        with the room's members at the event (its state group), in stream order. Nothing
+        is looked at while no appservice has a sender (a server without bridges)."""
+        if not self._senders:
+            return
         newest = max(e.stream_ordering for e in batch)
         senders = list(self._senders.values())
         appservices = [s.appservice for s in senders]
