@@ -225,11 +225,7 @@ class PresenceService:
                 wanted.add(user_id)
                 wanted = {u for u in wanted if u in awake}
         else:
-            changed: list[UserID] = []
-            for other in reversed(self._changed):
-                if self._changed[other] <= since:
-                    break
-                changed.append(other)
+            changed = [other for other, _ in self.changed_since(since)]
             if len(changed) > MANY_CHANGES:
                 # An old token: the reader's rooms' members are fewer to walk.
                 members: set[UserID] = {user_id}
@@ -257,9 +253,8 @@ class PresenceService:
                         wanted.update(room.joined_members())
                 else:
                     wanted.add(joiner)
-        now = self._now()
         # Users never seen are offline (met through a join; Synapse sends them too).
-        return [(self._users.get(u) or UserPresence(u)).event(now) for u in sorted(wanted)]
+        return self.events_of(sorted(wanted))
 
     async def for_initial_sync(self, user_id: UserID) -> list[JsonDict]:
         """``GET /initialSync``'s ``presence``: as an initial /sync's, in the legacy
@@ -271,10 +266,7 @@ class PresenceService:
         included (as Synapse), in the legacy format."""
         if not self.enabled:
             return []
-        now = self._now()
-        return [
-            _legacy((self._users.get(u) or UserPresence(u)).event(now)) for u in sorted(members)
-        ]
+        return [_legacy(event) for event in self.events_of(sorted(members))]
 
     def changed_since(self, since: int) -> list[tuple[UserID, int]]:
         """(user, position) of each user whose latest change is after presence position
