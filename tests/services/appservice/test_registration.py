@@ -150,8 +150,10 @@ def test_a_failed_reload_keeps_the_loaded_set(tmp_path: Path) -> None:
     registry.reload()
     assert registry.by_token("as-secret", "127.0.0.1") is None
     assert registry.by_token("rotated", "127.0.0.1") is not None and told == [1]
-    assert registry.exclusive_owner_of_user("@telegram_9:example.org") is not None
-    assert registry.exclusive_owner_of_alias("#other:example.org") is None
+    assert [s.id for s in registry.exclusive_owners_of_user("@telegram_9:example.org")] == [
+        "telegram"
+    ]
+    assert registry.exclusive_owners_of_alias("#other:example.org") == []
 
 
 def test_what_synapse_accepts_of_generated_files_loads(tmp_path: Path) -> None:

@@ -357,9 +357,8 @@ class RegistrationService:
         """400 M_EXCLUSIVE if an appservice other than ``allowed`` claims ``user_id``
         exclusively."""
         if any(
-            service.is_exclusive_user(user_id)
-            for service in self._appservices.services
-            if allowed is None or service.id != allowed.id
+            allowed is None or service.id != allowed.id
+            for service in self._appservices.exclusive_owners_of_user(user_id)
         ):
             raise MatrixError(
                 Errcode.EXCLUSIVE, "This user ID is reserved by an application service"

@@ -62,13 +62,15 @@ class AppServiceRegistry:
     def by_id(self, appservice_id: str) -> ApplicationService | None:
         return self._by_id.get(appservice_id)
 
-    def exclusive_owner_of_user(self, user_id: str) -> ApplicationService | None:
-        """The appservice whose exclusive namespace (or bot) is ``user_id``, if any: no one
-        else may register it."""
-        return next((s for s in self._by_id.values() if s.is_exclusive_user(user_id)), None)
+    def exclusive_owners_of_user(self, user_id: str) -> list[ApplicationService]:
+        """The appservices whose exclusive namespace (or bot) is ``user_id``: no one else
+        may register it."""
+        return [s for s in self._by_id.values() if s.is_exclusive_user(user_id)]
 
-    def exclusive_owner_of_alias(self, alias: str) -> ApplicationService | None:
-        return next((s for s in self._by_id.values() if s.is_exclusive_alias(alias)), None)
+    def exclusive_owners_of_alias(self, alias: str) -> list[ApplicationService]:
+        """The appservices whose exclusive alias namespace holds ``alias``: no one else may
+        create or delete it."""
+        return [s for s in self._by_id.values() if s.is_exclusive_alias(alias)]
 
     def owners_of_user(self, user_id: str) -> list[ApplicationService]:
         """Every appservice with ``user_id`` in a user namespace (to ask about unknown users)."""
@@ -76,6 +78,3 @@ class AppServiceRegistry:
 
     def owners_of_alias(self, alias: str) -> list[ApplicationService]:
         return [s for s in self._by_id.values() if s.is_alias_in_namespace(alias)]
-
-    def is_appservice_user(self, user_id: str) -> bool:
-        return any(s.is_user_in_namespace(user_id) for s in self._by_id.values())

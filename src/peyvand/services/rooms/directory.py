@@ -273,9 +273,7 @@ class DirectoryService:
         appservice only inside its own alias namespaces, and, stricter, not in another
         appservice's exclusive one; anyone else outside every exclusive namespace, except
         the owning appservice's bot (``sender``) with an ordinary access token."""
-        owners = [
-            s for s in self._appservices.owners_of_alias(alias) if s.is_exclusive_alias(alias)
-        ]
+        owners = self._appservices.exclusive_owners_of_alias(alias)
         if appservice is not None:
             if not appservice.is_alias_in_namespace(alias):
                 raise MatrixError(
