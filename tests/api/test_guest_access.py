@@ -8,12 +8,14 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from harness.appservice import write_registration
 from harness.client import DEFAULT_PASSWORD, Account, MatrixClient, new_session
-from harness.server import HomeserverProcess, start_homeserver
+from harness.server import HomeserverProcess, running_homeserver, start_homeserver
 
 _txn = itertools.count()
 
@@ -150,3 +152,36 @@ async def test_guest_upgrades_to_a_full_account(guests: MatrixClient) -> None:
     created = await guests.request("POST", "createRoom", json={}, token=upgraded["access_token"])
     created.ok()
     await guests.login(localpart)
+
+
+async def test_a_guest_in_an_exclusive_namespace_cannot_be_upgraded(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """An appservice claiming numeric user IDs exclusively: a guest's ID is one, so it
+    cannot become a full account under it (M_EXCLUSIVE, as any registration there)."""
+    claimed = write_registration(
+        tmp_path / "numbers.yaml",
+        appservice_id="numbers",
+        url=None,
+        as_token="as-token-numbers",
+        hs_token="hs-token-numbers",
+        sender_localpart="numbersbot",
+        user_regex="@[0-9]+:",
+    )
+    options = {
+        "registration.open": "true",
+        "registration.allow_guest_access": "true",
+        "app_service_config_files": f'["{claimed}"]',
+    }
+    with running_homeserver(backend, request, tmp_path / "server", options=options) as server:
+        async with new_session() as session:
+            client = MatrixClient(session, server.base_url)
+            guest = await register_guest(client)
+            body: dict[str, Any] = {
+                "username": guest.user_id[1:].split(":")[0],
+                "password": DEFAULT_PASSWORD,
+                "guest_access_token": guest.access_token,
+                "auth": {"type": "m.login.dummy"},
+            }
+            answer = await client.request("POST", "register", json=body)
+            assert (answer.status, answer.body.get("errcode")) == (400, "M_EXCLUSIVE"), answer.body

@@ -395,6 +395,9 @@ class RegistrationService:
             requester.user_id
         ):
             raise forbidden("A guest can only be upgraded under its own username")
+        # As any new account: not inside an appservice's exclusive namespace (Synapse
+        # checks an upgrade too).
+        self._check_not_exclusive(requester.user_id, None)
         return requester.user_id
 
     async def _upgrade(self, user_id: UserID, password: str) -> UserID:
