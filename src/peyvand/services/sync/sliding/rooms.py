@@ -34,7 +34,6 @@ from peyvand.types import EventID, JsonDict, RoomID, UserID
 
 _NAME: StateKey = ("m.room.name", "")
 _AVATAR: StateKey = ("m.room.avatar", "")
-_REDACTION = "m.room.redaction"
 # Rooms whose member summary, name and avatar, and heroes are kept (per state group).
 _SUMMARIES = 4096
 
@@ -418,15 +417,15 @@ class RoomResponses:
     ) -> list[StoredEvent] | None:
         """A kept ``limited`` page read with the room's newest event at ``kept[1]``,
         brought up to ``end``: the newest of its events and the visible ones after it,
-        when the room's events after it are all known (``BumpStamps.arrivals``) and none
-        is a redaction; None otherwise. Still ``limited``: every older visible event it
-        counted still is."""
+        when the room's events after it are all known (``BumpStamps.arrivals``); None
+        otherwise. A redaction since is no concern here: it moved the page's mark
+        (``RoomMark.redactions``), so ``InitialTimelines.moved`` found no page. Still
+        ``limited``: every older visible event it counted still is."""
         events, position = kept
         if position >= end:
             return None
         arrived = self._bump_stamps.arrivals(room.room_id, position, end)
-        # A redaction may have redacted a kept event (held as it was read).
-        if arrived is None or any(pdu.type == _REDACTION for _, pdu in arrived):
+        if arrived is None:
             return None
         if not arrived:
             return events
