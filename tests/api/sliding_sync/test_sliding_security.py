@@ -29,6 +29,7 @@ from peyvand.api.client.sliding_sync import merged_ranges
 from peyvand.services.accounts.requester import Requester
 from peyvand.services.sync.notifier import Notifier
 from peyvand.services.sync.sliding.connections import ConnectionPosition, ConnectionStore
+from peyvand.services.sync.sliding.ext_request import parse_extensions
 from peyvand.services.sync.sliding.request import SlidingSyncRequest
 from peyvand.services.sync.sliding.service import SlidingSyncService, _Pass
 from peyvand.services.sync.streams import Stream, StreamToken
@@ -268,7 +269,9 @@ async def _no_extensions(*args: Any, **kwargs: Any) -> tuple[dict[str, Any], dic
     return {}, {}
 
 
-_EMPTY = SlidingSyncRequest(conn_id=None, lists={}, room_subscriptions={}, extensions={})
+_EMPTY = SlidingSyncRequest(
+    conn_id=None, lists={}, room_subscriptions={}, extensions=parse_extensions({})
+)
 
 
 async def test_events_elsewhere_do_not_make_a_long_poll_compute_again() -> None:

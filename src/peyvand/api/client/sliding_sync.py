@@ -77,8 +77,7 @@ def parse_request(body: Body) -> SlidingSyncRequest:
     subscriptions = _object(body, "room_subscriptions")
     if len(subscriptions) > MAX_SUBSCRIPTIONS:
         raise MatrixError(Errcode.INVALID_PARAM, f"At most {MAX_SUBSCRIPTIONS} subscriptions")
-    extensions = _object(body, "extensions")
-    parse_extensions(extensions)
+    extensions = parse_extensions(_object(body, "extensions"))
     parsed_lists: dict[str, ListConfig] = {}
     for name, value in lists.items():
         if len(name) > MAX_LIST_NAME:

@@ -1,7 +1,7 @@
 """What a simplified sliding sync request asks for (MSC4186, "Request body"), as frozen
-models. The API layer parses the body into them (``api/client/sliding_sync.py``); the
-service never sees raw JSON but the ``extensions`` object, which the extensions module
-reads.
+models. The API layer parses the body into them (``api/client/sliding_sync.py``), the
+``extensions`` object with ``ext_request.parse_extensions``: the service never sees raw
+JSON.
 """
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from peyvand.types import JsonDict, RoomID
+from peyvand.services.sync.sliding.ext_request import ExtensionsRequest
+from peyvand.types import RoomID
 
 # required_state wildcards (MSC4186, "Room configuration").
 WILDCARD = "*"
@@ -96,5 +97,5 @@ class SlidingSyncRequest:
     conn_id: str | None
     lists: Mapping[str, ListConfig]
     room_subscriptions: Mapping[RoomID, RoomParams]
-    # The body's ``extensions`` object, for the extensions module.
-    extensions: JsonDict
+    # The body's ``extensions`` object, parsed.
+    extensions: ExtensionsRequest

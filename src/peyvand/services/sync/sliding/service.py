@@ -35,7 +35,7 @@ from peyvand.services.sync.sliding.connections import (
     ConnectionStore,
     Pos,
 )
-from peyvand.services.sync.sliding.ext_request import ExtensionsRequest, parse_extensions
+from peyvand.services.sync.sliding.ext_request import ExtensionsRequest
 from peyvand.services.sync.sliding.extensions import carries_news
 from peyvand.services.sync.sliding.request import ListFilters, RoomParams, SlidingSyncRequest
 from peyvand.services.sync.sliding.room_lists import (
@@ -161,7 +161,7 @@ class SlidingSyncService:
         to ``timeout_ms`` for news when there is none. 400 ``M_UNKNOWN_POS`` for a
         ``pos`` this server does not hold."""
         key: ConnectionKey = (requester.user_id, requester.device_id, request.conn_id or "")
-        wanted = parse_extensions(request.extensions)
+        wanted = request.extensions
         if pos is None:
             base, since, previous = None, None, self._connections.start(key)
         else:
