@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from peyvand.events.pdu import Pdu
 from peyvand.events.room_versions import ROOM_V12
-from peyvand.services.sync.sliding.bump_stamps import BumpStamps
+from peyvand.services.sync.sliding.bump_stamps import Arrival, BumpStamps
 from peyvand.storage.models import EventToPersist
 from peyvand.types import EventID, RoomID
 
@@ -27,8 +27,8 @@ async def load(
     return {A: 10, B: 11}
 
 
-def positions(found: list[tuple[int, Pdu]] | None) -> list[int] | None:
-    return None if found is None else [p for p, _ in found]
+def positions(found: list[Arrival] | None) -> list[int] | None:
+    return None if found is None else [a.position for a in found]
 
 
 async def test_arrivals_are_told_only_above_a_known_newest_position() -> None:

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Sequence
 
 from peyvand.events.pdu import Pdu
 from peyvand.events.room_versions import ROOM_V12
+from peyvand.services.sync.sliding.bump_stamps import Arrival
 from peyvand.services.sync.sliding.unread_counts import UnreadCountCache
 from peyvand.storage.receipts import ReceiptRow
 from peyvand.types import EventID, JsonDict, RoomID, UserID
@@ -33,14 +34,14 @@ class Storage:
         self.release: asyncio.Event | None = None
         # room -> the events known after a position (None: not known), and each event's
         # rows for alice (absent: not known).
-        self.arrived: dict[RoomID, tuple[int, list[tuple[int, Pdu]]]] = {}
+        self.arrived: dict[RoomID, tuple[int, list[Arrival]]] = {}
         self.rows: dict[EventID, tuple[int, int]] = {}
 
-    def arrivals(self, room_id: RoomID, after: int, upto: int) -> list[tuple[int, Pdu]] | None:
+    def arrivals(self, room_id: RoomID, after: int, upto: int) -> list[Arrival] | None:
         floor, events = self.arrived.get(room_id, (upto + 1, []))
         if floor > after:
             return None
-        return [(p, pdu) for p, pdu in events if after < p <= upto]
+        return [a for a in events if after < a.position <= upto]
 
     def counted(self, user_id: UserID, event_id: EventID) -> tuple[int, int] | None:
         return self.rows.get(event_id)
@@ -53,7 +54,7 @@ class Storage:
         data = {"type": "m.room.message", "sender": sender, "room_id": room_id, **extra}
         pdu = Pdu(data, EventID(f"$e{position}"), ROOM_V12)
         _, events = self.arrived.setdefault(room_id, (self.newest[room_id], []))
-        events.append((position, pdu))
+        events.append(Arrival(position, pdu.event_id, UserID(sender), pdu.type, pdu.state_key))
         if rows is not None:
             self.rows[pdu.event_id] = rows
         self.newest[room_id] = position

@@ -20,12 +20,13 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
 from itertools import islice
 
 from peyvand.events.pdu import Pdu
 from peyvand.lru import LRU
 from peyvand.storage.models import EventToPersist
-from peyvand.types import RoomID
+from peyvand.types import EventID, RoomID, UserID
 
 BUMP_EVENT_TYPES: tuple[str, ...] = (
     "m.room.create",
@@ -41,8 +42,8 @@ _BUMP_TYPES = frozenset(BUMP_EVENT_TYPES)
 _ROOMS = 200_000
 # Moves of rooms' newest positions logged (one per room per committed batch).
 _MOVES = 4_096
-# Rooms whose arrivals are kept, and arrivals kept per room (the Pdu objects are the
-# committed ones, held by the event caches anyway).
+# Rooms whose arrivals are kept, and arrivals kept per room (each a few fields, not the
+# event: at most 16,384 small records).
 _ARRIVAL_ROOMS = 1_024
 _ARRIVALS = 16
 
@@ -88,15 +89,28 @@ class _Newest:
         return found
 
 
+@dataclass(frozen=True, slots=True)
+class Arrival:
+    """An event that landed, as much of it as a woken poll asks about: where it is
+    (``position``), and who sent what (unread counts skip the user's own events and
+    membership)."""
+
+    position: int
+    event_id: EventID
+    sender: UserID
+    type: str
+    state_key: str | None
+
+
 class _Arrivals:
     """A room's events after ``floor``, oldest first: every event of the room with a
-    position above ``floor`` is among them (as ``(position, pdu)``)."""
+    position above ``floor`` is among them."""
 
     __slots__ = ("events", "floor")
 
     def __init__(self, floor: int) -> None:
         self.floor = floor
-        self.events: list[tuple[int, Pdu]] = []
+        self.events: list[Arrival] = []
 
 
 class BumpStamps:
@@ -139,25 +153,27 @@ class BumpStamps:
         if kept is None:
             kept = _Arrivals(before)
             self._arrivals.put(room_id, kept)
-        kept.events.append((position, pdu))
+        kept.events.append(
+            Arrival(position, pdu.event_id, UserID(pdu.sender), pdu.type, pdu.state_key)
+        )
         if len(kept.events) > _ARRIVALS:
-            kept.floor = kept.events.pop(0)[0]
+            kept.floor = kept.events.pop(0).position
 
-    def arrivals(self, room_id: RoomID, after: int, upto: int) -> list[tuple[int, Pdu]] | None:
-        """Every event of the room with ``after < position <= upto`` (as ``(position,
-        pdu)``, oldest first); None when that is not known here."""
+    def arrivals(self, room_id: RoomID, after: int, upto: int) -> list[Arrival] | None:
+        """Every event of the room with ``after < position <= upto``, oldest first; None
+        when that is not known here."""
         kept = self._arrivals.peek(room_id)
         if kept is None or kept.floor > after:
             return None
-        return [(p, pdu) for p, pdu in kept.events if after < p <= upto]
+        return [a for a in kept.events if after < a.position <= upto]
 
-    def latest(self, room_id: RoomID, upto: int, count: int) -> list[tuple[int, Pdu]] | None:
+    def latest(self, room_id: RoomID, upto: int, count: int) -> list[Arrival] | None:
         """The room's newest ``count`` events at or before ``upto`` (oldest first); None
         when fewer are known here."""
         kept = self._arrivals.peek(room_id)
         if kept is None:
             return None
-        found = [(p, pdu) for p, pdu in kept.events if p <= upto][-count:] if count else []
+        found = [a for a in kept.events if a.position <= upto][-count:] if count else []
         return found if len(found) == count else None
 
     @property

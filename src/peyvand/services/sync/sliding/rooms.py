@@ -393,12 +393,12 @@ class RoomResponses:
         older event they see. None otherwise."""
         limit = params.timeline_limit
         latest = self._bump_stamps.latest(room.room_id, end, limit)
-        if not latest or latest[0][0] <= room.membership_position:
+        if not latest or latest[0].position <= room.membership_position:
             return None
         found = await self._room_events.scan(
             user_id,
             room.room_id,
-            after=latest[0][0] - 1,
+            after=latest[0].position - 1,
             before=end,
             newest_first=True,
             limit=limit,
@@ -434,7 +434,7 @@ class RoomResponses:
         found = await self._room_events.scan(
             user_id,
             room.room_id,
-            after=arrived[0][0] - 1,
+            after=arrived[0].position - 1,
             before=end,
             newest_first=True,
             limit=params.timeline_limit,

@@ -34,8 +34,8 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from peyvand.events.pdu import Pdu
 from peyvand.lru import LRU
+from peyvand.services.sync.sliding.bump_stamps import Arrival
 from peyvand.storage.receipts import ReceiptRow
 from peyvand.types import EventID, JsonDict, RoomID, UserID
 
@@ -50,7 +50,7 @@ NewestPositions = Callable[[Iterable[RoomID]], Awaitable[dict[RoomID, int]]]
 IgnoredBy = Callable[[UserID], Awaitable[frozenset[UserID]]]
 # (room, after, up to) -> every event of the room in (after, up to] as (position, pdu),
 # oldest first; None: not known (``BumpStamps.arrivals``).
-Arrivals = Callable[[RoomID, int, int], "list[tuple[int, Pdu]] | None"]
+Arrivals = Callable[[RoomID, int, int], "list[Arrival] | None"]
 # (user, event) -> what the event's rows add to the user's counts (notifications,
 # highlights); None: not known (``PushActionsService.counted``).
 Counted = Callable[[UserID, EventID], "tuple[int, int] | None"]
@@ -136,13 +136,13 @@ class UnreadCountCache:
         counts = section.get("unread_notifications", {})
         notifications = counts.get("notification_count", 0)
         highlights = counts.get("highlight_count", 0)
-        for _, pdu in arrived:
-            if pdu.sender == user_id or (pdu.type == _MEMBER and pdu.state_key == user_id):
+        for event in arrived:
+            if event.sender == user_id or (event.type == _MEMBER and event.state_key == user_id):
                 return None
-            added = self._counted(user_id, pdu.event_id)
+            added = self._counted(user_id, event.event_id)
             if added is None:
                 return None
-            if pdu.sender not in kept.ignored:
+            if event.sender not in kept.ignored:
                 notifications += added[0]
                 highlights += added[1]
         unread = None
