@@ -47,3 +47,14 @@ def client_event(
     if unsigned is not None:
         event["unsigned"] = dict(unsigned)
     return event
+
+
+def stripped_state_event(pdu: Pdu) -> JsonDict:
+    """``pdu`` as a stripped state event (Client-Server API, "Stripped state": ``type``,
+    ``state_key``, ``content``, ``sender``), as invites and knocks carry the room's state."""
+    return {
+        "type": pdu.type,
+        "state_key": pdu.state_key,
+        "content": dict(pdu.content),
+        "sender": pdu.sender,
+    }

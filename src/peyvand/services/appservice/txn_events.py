@@ -18,7 +18,7 @@ from typing import Final
 
 from peyvand.events.pdu import Pdu, StateKey
 from peyvand.events.room_versions import KNOWN_ROOM_VERSIONS
-from peyvand.events.serialize import client_event
+from peyvand.events.serialize import client_event, stripped_state_event
 from peyvand.services.timeline.room_state import STRIPPED_STATE_TYPES, StateService
 from peyvand.storage.appservice_txns import InviteEvent
 from peyvand.storage.models import StoredEvent
@@ -96,12 +96,7 @@ class TransactionEvents:
         pdus = await self._state.get_pdus({i for ids in keyed.values() for i in ids.values()})
         for event in wanted:
             stripped = [
-                {
-                    "type": p.type,
-                    "state_key": p.state_key,
-                    "content": dict(p.content),
-                    "sender": p.sender,
-                }
+                stripped_state_event(p)
                 for i in keyed[event.pdu.event_id].values()
                 if (p := pdus.get(i)) is not None
             ]

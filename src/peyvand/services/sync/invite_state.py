@@ -6,6 +6,7 @@ user's membership (the inviter, whose invites are hidden if the user ignores the
 from __future__ import annotations
 
 from peyvand.events.pdu import StateKey
+from peyvand.events.serialize import stripped_state_event
 from peyvand.services.timeline.room_state import STRIPPED_STATE_TYPES, StateService
 from peyvand.storage.remote_invites import RemoteInviteStore
 from peyvand.types import JsonDict, RoomID, UserID
@@ -30,15 +31,7 @@ class InviteState:
             # to its list; Synapse does, and clients name the inviter from it).
             inviter: StateKey = ("m.room.member", member.sender)
             events.update(await self._state.get_state_events(snapshot.state, [inviter]))
-        stripped = [
-            {
-                "type": e.type,
-                "state_key": e.state_key,
-                "content": dict(e.content),
-                "sender": e.sender,
-            }
-            for e in events.values()
-        ]
+        stripped = [stripped_state_event(e) for e in events.values()]
         return stripped, member.sender if member else None
 
     async def _remote(self, room_id: RoomID, user_id: UserID) -> tuple[list[JsonDict], str | None]:
