@@ -543,3 +543,78 @@ async def test_invites_from_another_server_reach_the_appservice(
     finally:
         await asyncio.to_thread(server.stop)
         await zeta.stop()
+
+
+async def test_a_held_invite_reaches_the_appservice_once_released(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """An invite from another server to a namespace user holding such invites as message
+    requests (``hold-remote``) reaches the appservice when the user accepts the request,
+    not before."""
+    eta = AttemptsAppService("hs-eta")
+    await eta.start()
+    server = new_homeserver(backend, request, tmp_path / "server", federation=True)
+    bot = f"@etabot:{server.server_name}"
+    registration = write_registration(
+        tmp_path / "eta.yaml",
+        appservice_id="eta",
+        url=eta.url,
+        as_token="as-eta",
+        hs_token=eta.hs_token,
+        sender_localpart="etabot",
+        user_regex="@eta_.*",
+    )
+    server.configure({"app_service_config_files": f'["{registration}"]'})
+    await asyncio.to_thread(server.start)
+    try:
+        async with new_session() as session, FakeServer(tmp_path, peer=server.server_name) as fake:
+            client = MatrixClient(session, server.base_url)
+            registered = await client.request(
+                "POST",
+                "register",
+                json={"type": "m.login.application_service", "username": "eta_held"},
+                token="as-eta",
+            )
+            held_user = registered.ok()["user_id"]
+            as_held = {"user_id": held_user}
+            policy = await client.request(
+                "PUT",
+                "/_peyvand/client/v1/invite_policy",
+                json={"policy": "hold-remote"},
+                token="as-eta",
+                params=as_held,
+            )
+            policy.ok()
+
+            async def invite(room_id: str, target: str) -> str:
+                pdu = fake.make_invite(room_id, fake.user("bob"), target)
+                body = {"room_version": "11", "event": dict(pdu.data), "invite_room_state": []}
+                path = f"{FEDERATION_V2}/invite/{q(room_id)}/{q(pdu.event_id)}"
+                status, answer = await fake.request("PUT", path, body)
+                assert status == 200, answer
+                return pdu.event_id
+
+            def invited(appservice: RecordingAppService) -> list[str]:
+                return [e["event_id"] for e in appservice.events if e["type"] == "m.room.member"]
+
+            held_room = f"!held:{fake.server_name}"
+            held = await invite(held_room, held_user)
+            # Routed in order: once the later invite of the bot is in, the held one would be.
+            marker = await invite(f"!marker:{fake.server_name}", bot)
+            await eta.wait_for(lambda a: marker in invited(a), WAIT)
+            assert held not in invited(eta)
+            accepted = await client.request(
+                "POST",
+                f"/_peyvand/client/v1/invite_requests/{quote(held_room)}/accept",
+                json={},
+                token="as-eta",
+                params=as_held,
+            )
+            assert accepted.ok() == {}
+            await eta.wait_for(lambda a: held in invited(a), WAIT)
+            assert invited(eta) == [marker, held]
+            event = next(e for e in eta.events if e["event_id"] == held)
+            assert (event["state_key"], event["sender"]) == (held_user, fake.user("bob"))
+    finally:
+        await asyncio.to_thread(server.stop)
+        await eta.stop()

@@ -8,7 +8,7 @@ events"), each through its own ``AppServiceSender``.
   room's group is known). Backfilled history (negative
   positions) is not pushed, nor are events of appservices without a ``url``. Invites
   from other servers to rooms this server is not in, kept apart from the events, come
-  through ``on_remote_invite`` (not those held as message requests).
+  through ``on_remote_invite`` (those held as message requests once released).
 - At start each appservice catches up from its stored position to the newest committed
   event; one seen for the first time starts at the newest event (no history flood).
 - A registry reload (``on_registrations``) starts senders for the appservices added,

@@ -14,6 +14,7 @@ from typing import Any
 from peyvand.errors import Errcode, MatrixError
 from peyvand.events.pdu import Pdu
 from peyvand.events.received import InvalidPdu, check_content_hash_or_redact, parse_pdu
+from peyvand.events.room_versions import KNOWN_ROOM_VERSIONS
 from peyvand.events.signing import SigningKey, sign_event
 from peyvand.federation.keyring import Keyring
 from peyvand.services.federation.federation_pdus import supported_room_version
@@ -93,7 +94,8 @@ class InviteInbox:
         """``invite_policy`` applies users' choices for invites from other servers
         (interconnect opt-in) and its rate limits; the moderation ``policy_lists`` refuse
         the invites they ban (inviter, invitee or room). ``on_remote_invite`` pushes an
-        invite kept and shown (not held) to the invitee's pushers."""
+        invite kept and shown when it comes (not held) to the invitee's pushers: one
+        released later was released by the invitee and is not pushed."""
         self._server_name = server_name
         self._keyring = keyring
         self._state = state
@@ -106,7 +108,8 @@ class InviteInbox:
         self._invite_policy = invite_policy
         self._policy_lists = policy_lists
         self._on_remote_invite = on_remote_invite
-        # Told of each invite kept and shown, after the pushers (application services).
+        # Told of each invite kept and shown, when it comes or is released (application
+        # services).
         self.listeners: list[Callable[[Pdu, int], None]] = []
         limits = invite_policy.config
         self._invite_limiter = RemoteInviteLimiter(
@@ -177,10 +180,8 @@ class InviteInbox:
                 )
             )
             if not held:
-                self._on_remote_membership(target, room_id, "invite", stream)
+                self._shown(pdu, stream)
                 await self._on_remote_invite(pdu, stream, stripped)
-                for listener in self.listeners:
-                    listener(pdu, stream)
         return {"event": signed}
 
     async def release_invites(self, user_id: UserID, room_id: RoomID | None = None) -> list[RoomID]:
@@ -193,6 +194,16 @@ class InviteInbox:
                 continue
             stream = self._allocate_stream()
             if await self._invites.release(invite.room_id, user_id, stream):
-                self._on_remote_membership(user_id, invite.room_id, "invite", stream)
+                version = KNOWN_ROOM_VERSIONS[invite.room_version]
+                self._shown(Pdu(invite.pdu, invite.event_id, version), stream)
                 released.append(invite.room_id)
         return released
+
+    def _shown(self, pdu: Pdu, stream: int) -> None:
+        """An invite from another server now among the invitee's rooms at ``stream``,
+        kept so when it came or released from the held later: the invitee's /sync and
+        the ``listeners`` (application services) are told."""
+        target = UserID(pdu.state_key or "")
+        self._on_remote_membership(target, pdu.room_id, "invite", stream)
+        for listener in self.listeners:
+            listener(pdu, stream)
