@@ -33,7 +33,8 @@ class Hooks:
     stop: Step = _nothing
 
 
-async def _run(step: Step) -> None:
+async def run_step(step: Step) -> None:
+    """Run a start or stop step, awaiting it if it is a coroutine."""
     result = step()
     if result is not None:
         await result
@@ -50,7 +51,7 @@ class Lifecycle:
 
     async def start(self) -> None:
         for name, component in self._components:
-            await _run(component.start)
+            await run_step(component.start)
             self._started.append((name, component))
             logger.debug("started %s", name)
 
@@ -58,6 +59,6 @@ class Lifecycle:
         while self._started:
             name, component = self._started.pop()
             try:
-                await _run(component.stop)
+                await run_step(component.stop)
             except Exception:
                 logger.exception("stopping %s failed", name)

@@ -1,0 +1,57 @@
+"""Leases on named jobs (schema 047), shared by every process of a deployment through
+its database: at most one holder per name whose lease has not expired.
+
+Times are the callers' clocks in milliseconds since the epoch; the processes of one
+deployment are expected to keep their clocks in step (NTP), well within a lease period.
+"""
+
+from __future__ import annotations
+
+from peyvand.storage.database import Database
+
+
+class LeaseStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def try_acquire(
+        self, name: str, holder: str, token: str, now_ms: int, expires_ms: int
+    ) -> bool:
+        """Take the lease ``name`` for ``holder`` until ``expires_ms`` if nobody holds it,
+        its lease has expired by ``now_ms``, or ``holder`` itself held it (a restarted
+        process takes its own lease back at once). True when taken."""
+        async with self._db.transaction() as txn:
+            taken = await txn.fetchval(
+                "INSERT INTO leases (name, holder, token, expires_ts) VALUES ($1, $2, $3, $4) "
+                "ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, "
+                "token = excluded.token, expires_ts = excluded.expires_ts "
+                "WHERE leases.expires_ts <= $5 OR leases.holder = excluded.holder "
+                "RETURNING token",
+                name,
+                holder,
+                token,
+                expires_ms,
+                now_ms,
+            )
+        return bool(taken == token)
+
+    async def renew(self, name: str, token: str, expires_ms: int) -> bool:
+        """Extend the holding ``token`` of ``name`` to ``expires_ms``; False when it is no
+        longer the holding (taken over after it expired, or released)."""
+        async with self._db.transaction() as txn:
+            renewed = await txn.fetchval(
+                "UPDATE leases SET expires_ts = $3 WHERE name = $1 AND token = $2 RETURNING name",
+                name,
+                token,
+                expires_ms,
+            )
+        return renewed is not None
+
+    async def release(self, name: str, token: str) -> None:
+        """Give the lease up (a clean stop) so another process takes it at once."""
+        await self._db.execute("DELETE FROM leases WHERE name = $1 AND token = $2", name, token)
+
+    async def holders(self) -> dict[str, tuple[str, int]]:
+        """Every lease: its holder and expiry (for the admin API and tests)."""
+        rows = await self._db.fetch("SELECT name, holder, expires_ts FROM leases")
+        return {str(row[0]): (str(row[1]), int(row[2])) for row in rows}

@@ -1,0 +1,125 @@
+"""A component run by one process of a deployment at a time (issue 21, "Roles"): the
+process that holds the component's lease runs it; the others wait to take it over.
+
+The holder renews its lease every third of the lease period and stops the component as
+soon as the database says the lease is someone else's, or when it could not renew
+before its lease would have expired (the database unreachable): it never runs past its
+lease. A process that dies stops renewing, and another takes the lease once it has
+expired: within one period and one retry interval (6 s + 2 s by default). A clean stop
+releases the lease, so another process takes over at its next try.
+
+Each job is expected to be safe to run again from its stored position (they all resume
+from the database at start), since the handover can repeat the last unfinished pass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import Callable
+
+from peyvand.background import BackgroundTask
+from peyvand.storage.leases import LeaseStore
+from peyvand.wiring.lifecycle import Component, Hooks, run_step
+
+logger = logging.getLogger(__name__)
+
+LEASE_PERIOD_SECONDS = 6.0
+
+
+def _ms(seconds: float) -> int:
+    return int(seconds * 1000)
+
+
+class Leased:
+    """Runs ``component`` while this process (``holder``) holds lease ``name``."""
+
+    def __init__(
+        self,
+        name: str,
+        component: Component | Hooks,
+        leases: LeaseStore,
+        holder: str,
+        *,
+        period_seconds: float = LEASE_PERIOD_SECONDS,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.name = name
+        self._component = component
+        self._leases = leases
+        self._holder = holder
+        self._period = period_seconds
+        self._clock = clock
+        self._token: str | None = None
+        self._running = False
+        self._task = BackgroundTask(f"lease {name}", self._contend)
+
+    @property
+    def running(self) -> bool:
+        """Whether this process runs the component now."""
+        return self._running
+
+    async def start(self) -> None:
+        self._task.start()
+
+    async def stop(self) -> None:
+        await self._task.stop()
+        await self._give_up()
+
+    async def _contend(self) -> None:
+        while True:
+            token = secrets.token_hex(16)
+            now = self._clock()
+            try:
+                taken = await self._leases.try_acquire(
+                    self.name, self._holder, token, _ms(now), _ms(now + self._period)
+                )
+            except Exception:
+                logger.exception("lease %s: taking it failed", self.name)
+                taken = False
+            if taken:
+                self._token = token
+                await self._hold(held_until=now + self._period)
+            await asyncio.sleep(self._period / 3)
+
+    async def _hold(self, held_until: float) -> None:
+        """Run the component and keep the lease until it is lost."""
+        logger.info("lease %s taken by %s", self.name, self._holder)
+        self._running = True
+        try:
+            await run_step(self._component.start)
+        except Exception:
+            logger.exception("lease %s: starting the component failed", self.name)
+            await self._give_up()
+            return
+        token = self._token
+        while token is not None:
+            await asyncio.sleep(self._period / 3)
+            now = self._clock()
+            try:
+                if not await self._leases.renew(self.name, token, _ms(now + self._period)):
+                    logger.warning("lease %s lost by %s", self.name, self._holder)
+                    break
+                held_until = now + self._period
+            except Exception:
+                logger.exception("lease %s: renewing it failed", self.name)
+                # Never run past the lease: stop a renewal interval before it ends.
+                if self._clock() + self._period / 3 >= held_until:
+                    break
+        await self._give_up()
+
+    async def _give_up(self) -> None:
+        """Stop the component if it runs and release the lease if this process holds it."""
+        running, self._running = self._running, False
+        token, self._token = self._token, None
+        if running:
+            try:
+                await run_step(self._component.stop)
+            except Exception:
+                logger.exception("lease %s: stopping the component failed", self.name)
+        if token is not None:
+            with contextlib.suppress(Exception):
+                await self._leases.release(self.name, token)

@@ -1,0 +1,109 @@
+"""Leases (``storage.leases`` and ``wiring.leased``, issue 21) on both backends: one
+holder at a time, takeover after expiry or release, a stale holding cannot renew, and a
+``Leased`` component runs in exactly one of two contending "processes", moves when its
+holder stops or dies, and stops by itself when it cannot renew."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+from peyvand.storage.database import Database
+from peyvand.storage.leases import LeaseStore
+from peyvand.wiring.leased import Leased
+
+PERIOD = 0.3
+
+
+async def test_one_holder_until_expiry_or_release(database: Database) -> None:
+    leases = LeaseStore(database)
+    assert await leases.try_acquire("job", "a", "t1", now_ms=1000, expires_ms=7000)
+    assert not await leases.try_acquire("job", "b", "t2", now_ms=6999, expires_ms=13000)
+    assert await leases.renew("job", "t1", expires_ms=9000)
+    assert not await leases.try_acquire("job", "b", "t2", now_ms=8999, expires_ms=15000)
+    assert await leases.try_acquire("job", "b", "t3", now_ms=9000, expires_ms=15000)
+    assert await leases.holders() == {"job": ("b", 15000)}
+    assert not await leases.renew("job", "t1", expires_ms=20000)  # a's holding is gone
+    await leases.release("job", "t1")  # a stale release leaves b's lease
+    assert await leases.holders() == {"job": ("b", 15000)}
+    # A restarted holder takes its own lease back before it expires.
+    assert await leases.try_acquire("job", "b", "t4", now_ms=10000, expires_ms=16000)
+    await leases.release("job", "t4")
+    assert await leases.holders() == {}
+    assert await leases.try_acquire("job", "a", "t5", now_ms=10000, expires_ms=16000)
+    assert await leases.try_acquire("other", "b", "t6", now_ms=10000, expires_ms=16000)
+
+
+class Job:
+    def __init__(self) -> None:
+        self.running = False
+        self.starts = 0
+
+    async def start(self) -> None:
+        self.running = True
+        self.starts += 1
+
+    async def stop(self) -> None:
+        self.running = False
+
+
+async def _until(condition: Callable[[], bool], seconds: float) -> float:
+    """Seconds until ``condition()`` holds, polled every 10 ms; fails after ``seconds``."""
+    started = time.monotonic()
+    for _ in range(int(seconds / 0.01)):
+        if condition():
+            return time.monotonic() - started
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"not within {seconds} s")
+
+
+class FailingRenewals(LeaseStore):
+    async def renew(self, name: str, token: str, expires_ms: int) -> bool:
+        raise ConnectionError("database unreachable")
+
+
+async def test_a_leased_job_runs_once_and_moves(database: Database) -> None:
+    jobs = {"a": Job(), "b": Job()}
+    leased = {
+        holder: Leased("retention", job, LeaseStore(database), holder, period_seconds=PERIOD)
+        for holder, job in jobs.items()
+    }
+    for component in leased.values():
+        await component.start()
+    try:
+        await _until(lambda: any(job.running for job in jobs.values()), 5)
+        await asyncio.sleep(PERIOD * 2)  # renewals pass; still exactly one
+        assert sum(job.running for job in jobs.values()) == 1
+        first = "a" if jobs["a"].running else "b"
+        second = "b" if first == "a" else "a"
+        assert not leased[second].running
+
+        # A clean stop releases: the other takes it at its next try.
+        await leased[first].stop()
+        assert not jobs[first].running
+        moved = await _until(lambda: jobs[second].running, 5)
+        assert moved <= PERIOD / 3 + 0.5
+
+        # The holder dies (its loop ends without releasing): taken over after expiry.
+        await leased[first].start()
+        await leased[second]._task.stop()  # a process gone without a word
+        moved = await _until(lambda: leased[first].running, 5)
+        assert PERIOD / 2 <= moved <= PERIOD + PERIOD / 3 + 0.5
+        assert jobs[first].starts == 2
+    finally:
+        for component in leased.values():
+            await component.stop()
+
+
+async def test_a_holder_that_cannot_renew_stops_before_its_lease_ends(database: Database) -> None:
+    job = Job()
+    leased = Leased("push", job, FailingRenewals(database), "a", period_seconds=PERIOD)
+    await leased.start()
+    try:
+        await _until(lambda: job.running, 5)
+        started = time.monotonic()
+        await _until(lambda: not job.running, 5)
+        assert time.monotonic() - started < PERIOD
+    finally:
+        await leased.stop()
