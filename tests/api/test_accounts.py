@@ -288,6 +288,10 @@ async def test_devices_list_get_rename(client: MatrixClient) -> None:
     (await client.request("PUT", path, json={"display_name": "Laptop"}, token=account)).ok()
     device = (await client.request("GET", path, token=account)).ok()
     assert device == {**device, "device_id": other.device_id, "display_name": "Laptop"}
+    # Without display_name the name is unchanged ("If this is not given, the display name
+    # is unchanged").
+    (await client.request("PUT", path, json={}, token=account)).ok()
+    assert (await client.request("GET", path, token=account)).ok()["display_name"] == "Laptop"
     assert_error(await client.request("GET", "devices/NOPE", token=account), 404, "M_NOT_FOUND")
     rename_missing = await client.request("PUT", "devices/NOPE", json={}, token=account)
     assert_error(rename_missing, 404, "M_NOT_FOUND")

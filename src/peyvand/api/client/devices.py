@@ -42,16 +42,21 @@ async def get_device(ctx: RequestContext) -> web.Response:
 
 @routes.put(f"{CLIENT_V3}/devices/{{deviceId}}")
 async def update_device(ctx: RequestContext) -> web.Response:
-    """PUT /_matrix/client/v3/devices/{deviceId}: rename a device, 404 if unknown. An
-    application service creates the device if it does not exist, answering 201
-    (Application Service API, "Device management", spec v1.17 and MSC4190)."""
+    """PUT /_matrix/client/v3/devices/{deviceId}: rename a device, 404 if unknown; without
+    ``display_name`` the name is unchanged. An application service creates the device if
+    it does not exist, answering 201 (Application Service API, "Device management", spec
+    v1.17 and MSC4190)."""
     body = await ctx.body()
     display_name = body.str("display_name", None)
     user_id, device_id = ctx.user.user_id, ctx.path["deviceId"]
     if ctx.user.appservice is not None:
         created = await ctx.services.auth.upsert_device(user_id, device_id, display_name)
         return json_response({}, status=201 if created else 200)
-    await ctx.services.auth.rename_device(user_id, device_id, display_name)
+    if display_name is None:
+        # Nothing to change, but an unknown device is still 404.
+        await ctx.services.auth.get_device(user_id, device_id)
+    else:
+        await ctx.services.auth.rename_device(user_id, device_id, display_name)
     return json_response({})
 
 
