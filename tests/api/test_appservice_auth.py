@@ -5,7 +5,8 @@ user never registered, 403 M_USER_DEACTIVATED once deactivated), with ``?device_
 one of that user's devices (400 M_UNKNOWN_DEVICE otherwise); ``?ts=`` sets the
 ``origin_server_ts`` of an appservice's event and is ignored for anyone else; an
 appservice registered with ``rate_limited: false`` is never rate-limited, one without
-is, also when it registers its users; and a token that is no one's, an ``hs_token``
+is, also when it logs its users in, though its registrations take nothing from the
+address's limit (as Synapse); and a token that is no one's, an ``hs_token``
 included, stays 401 M_UNKNOWN_TOKEN.
 
 The bridge's ghosts are registered by the bridge (``m.login.application_service``, its
@@ -359,3 +360,53 @@ async def test_a_reload_registers_the_bot_of_an_added_appservice(
             me = (await whoami(client, "as-token-reloaded-2")).ok()
             assert me["user_id"] == bot("reloadedbot2")
             assert_error(await whoami(client, "as-token-reloaded-1"), 401, "M_UNKNOWN_TOKEN")
+
+
+async def test_appservice_registrations_take_nothing_from_the_ip_limit(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """As Synapse: an appservice's registrations (``m.login.application_service``, also with
+    the default ``rate_limited: true``) take nothing from the address's registration and
+    login limit, only being refused while the address is over it (as any registration is);
+    its logins, rate-limited, draw on it (``rc_login.address``)."""
+    burst = 3
+    registration = write_registration(
+        tmp_path / "drawing.yaml",
+        appservice_id="drawing",
+        url=None,
+        as_token="as-token-drawing",
+        hs_token="hs-token-drawing",
+        sender_localpart="drawingbot",
+        user_regex=f"@drawing_.*:{SERVER_NAME}",
+    )
+    options = {
+        "app_service_config_files": f'["{registration}"]',
+        "rate_limits.enabled": "true",
+        "rate_limits.login_burst": str(burst),
+        "rate_limits.login_per_second": "0.01",
+    }
+    with running_homeserver(backend, request, tmp_path / "server", options=options) as server:
+        async with new_session() as session:
+            client = MatrixClient(session, server.base_url)
+
+            async def register() -> Response:
+                body = {
+                    "type": "m.login.application_service",
+                    "username": unique_localpart("drawing_"),
+                }
+                return await client.request("POST", "register", body, "as-token-drawing")
+
+            ghosts = [(await register()).ok()["user_id"] for _ in range(burst + 2)]
+            assert len(set(ghosts)) == burst + 2
+
+            async def login() -> Response:
+                body = {
+                    "type": "m.login.application_service",
+                    "identifier": {"type": "m.id.user", "user": ghosts[0]},
+                }
+                return await client.request("POST", "login", body, "as-token-drawing")
+
+            for _ in range(burst):
+                (await login()).ok()
+            assert_error(await login(), 429, "M_LIMIT_EXCEEDED")
+            assert_error(await register(), 429, "M_LIMIT_EXCEEDED")

@@ -29,8 +29,9 @@ class RateLimiter:
         # key -> (tokens, last update)
         self._buckets: dict[str, tuple[float, float]] = {}
 
-    def check(self, key: str) -> None:
-        """Take one token for ``key`` or raise 429 with how long to wait."""
+    def check(self, key: str, *, take: bool = True) -> None:
+        """Take one token for ``key`` or raise 429 with how long to wait; with ``take``
+        false only raise, taking nothing."""
         now = self._clock()
         tokens, last = self._buckets.get(key, (self._burst, now))
         tokens = min(self._burst, tokens + (now - last) * self._rate)
@@ -42,6 +43,8 @@ class RateLimiter:
                 "Too many requests",
                 retry_after_ms=math.ceil(wait * 1000),
             )
+        if not take:
+            return
         self._buckets[key] = (tokens - 1.0, now)
         if len(self._buckets) > self._max_keys:
             self._forget_full(now)

@@ -26,6 +26,12 @@ AuthKind = Literal["required", "optional", "none", "federation"]
 LimitClass = Literal["default", "login", "calls"]
 # The bucket of one request of a rate-limited route, from its path parameters.
 LimitClassOf = Callable[[Mapping[str, str]], LimitClass]
+# What an application service's request (its as_token) does with the route's bucket:
+# "take" a token as anyone's request does (none if the appservice is registered with
+# ``rate_limited: false``), or only "check" that the bucket is not empty, taking nothing,
+# whatever ``rate_limited`` says (its registrations, as Synapse: the registration limit
+# is checked for every /register, taken only by ordinary accounts).
+AppServiceLimit = Literal["take", "check"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +43,7 @@ class Route:
     rate_limited: bool = False
     limit_class: LimitClass = "default"
     limit_class_of: LimitClassOf | None = None
+    appservice_limit: AppServiceLimit = "take"
 
 
 @dataclass
@@ -52,10 +59,20 @@ class RouteTable:
         rate_limited: bool = False,
         limit_class: LimitClass = "default",
         limit_class_of: LimitClassOf | None = None,
+        appservice_limit: AppServiceLimit = "take",
     ) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
             self.routes.append(
-                Route(method, path, handler, auth, rate_limited, limit_class, limit_class_of)
+                Route(
+                    method,
+                    path,
+                    handler,
+                    auth,
+                    rate_limited,
+                    limit_class,
+                    limit_class_of,
+                    appservice_limit,
+                )
             )
             return handler
 
@@ -81,6 +98,7 @@ class RouteTable:
         rate_limited: bool = False,
         limit_class: LimitClass = "default",
         limit_class_of: LimitClassOf | None = None,
+        appservice_limit: AppServiceLimit = "take",
     ) -> Callable[[Handler], Handler]:
         return self.route(
             "POST",
@@ -89,6 +107,7 @@ class RouteTable:
             rate_limited=rate_limited,
             limit_class=limit_class,
             limit_class_of=limit_class_of,
+            appservice_limit=appservice_limit,
         )
 
     def put(

@@ -14,11 +14,19 @@ from peyvand.api.container import Services
 from peyvand.api.context import SERVICES_KEY, RequestContext, json_response
 from peyvand.api.guest_access import guest_may_use
 from peyvand.api.ratelimit import RateLimiter
-from peyvand.api.routing import CLIENT_PREFIXES, CLIENT_V3, LimitClass, Route, RouteTable
+from peyvand.api.routing import (
+    CLIENT_PREFIXES,
+    CLIENT_V3,
+    AppServiceLimit,
+    LimitClass,
+    Route,
+    RouteTable,
+)
 from peyvand.errors import Errcode, MatrixError
 from peyvand.events.json_input import NotJson, UnacceptableJson, parse_federation_json
 from peyvand.federation.request_auth import parse_authorization
 from peyvand.services.accounts.requester import Requester
+from peyvand.services.appservice.registration import ApplicationService
 from peyvand.types import ServerName
 
 logger = logging.getLogger(__name__)
@@ -97,19 +105,31 @@ async def _requester(services: Services, token: str, request: web.Request) -> Re
     return requester if requester is not None else await services.auth.get_requester(token)
 
 
-def _is_rate_limited(services: Services, request: web.Request, requester: Requester | None) -> bool:
-    """An application service registered with ``rate_limited: false`` is never limited
-    (Application Service API, "Registration"): as a requester, nor on the routes without
-    central auth that take its ``as_token`` (registering and logging in its users)."""
+def _request_appservice(
+    services: Services, request: web.Request, requester: Requester | None
+) -> ApplicationService | None:
+    """The application service making the request: the requester's, or on the routes
+    without central auth that take its ``as_token`` (registering and logging in its
+    users) the one whose token the request carries."""
     if requester is not None:
-        appservice = requester.appservice
-    else:
-        try:
-            token = access_token(request)
-        except MatrixError:
-            return True
-        appservice = None if token is None else services.appservices.by_token(token, request.remote)
-    return appservice is None or appservice.rate_limited
+        return requester.appservice
+    try:
+        token = access_token(request)
+    except MatrixError:
+        return None
+    return None if token is None else services.appservices.by_token(token, request.remote)
+
+
+def _limit_of(route: Route, appservice: ApplicationService | None) -> AppServiceLimit | None:
+    """What a request to a rate-limited route does with its bucket: "take" a token, only
+    "check" that it is not empty, or nothing (None). An application service registered
+    with ``rate_limited: false`` is never limited (Application Service API,
+    "Registration"), except where its requests only check (``Route.appservice_limit``)."""
+    if appservice is None:
+        return "take"
+    if route.appservice_limit == "check" or appservice.rate_limited:
+        return route.appservice_limit
+    return None
 
 
 def _wrap(route: Route, services: Services, limits: _Limits) -> _Middleware:
@@ -130,7 +150,12 @@ def _wrap(route: Route, services: Services, limits: _Limits) -> _Middleware:
                     )
             elif route.auth == "required":
                 raise MatrixError(Errcode.MISSING_TOKEN, "Missing access token")
-        if limits.enabled and route.rate_limited and _is_rate_limited(services, request, requester):
+        limit = (
+            _limit_of(route, _request_appservice(services, request, requester))
+            if limits.enabled and route.rate_limited
+            else None
+        )
+        if limit is not None:
             limit_class = (
                 route.limit_class
                 if route.limit_class_of is None
@@ -141,7 +166,7 @@ def _wrap(route: Route, services: Services, limits: _Limits) -> _Middleware:
                 if requester is not None and limit_class != "login"
                 else _client_ip(request)
             )
-            limits.by_class[limit_class].check(key)
+            limits.by_class[limit_class].check(key, take=limit == "take")
         return await route.handler(RequestContext(request, services, requester))
 
     return handle

@@ -23,7 +23,13 @@ routes = RouteTable()
 _NO_THREEPIDS = "Identity servers and phone numbers are not supported on this server"
 
 
-@routes.post(f"{CLIENT_V3}/register", auth="none", rate_limited=True, limit_class="login")
+@routes.post(
+    f"{CLIENT_V3}/register",
+    auth="none",
+    rate_limited=True,
+    limit_class="login",
+    appservice_limit="check",
+)
 async def register(ctx: RequestContext) -> web.Response:
     """POST /_matrix/client/v3/register: create a ``user`` account through UIA, a
     ``guest`` account without (403 M_GUEST_ACCESS_FORBIDDEN unless guests are allowed),
