@@ -163,12 +163,7 @@ def build_federation(
     async def user_exists(user_id: UserID) -> bool:
         return await local.accounts.get_user(user_id) is not None
 
-    def on_remote_membership(
-        user_id: UserID, room_id: RoomID, membership: str, stream: int
-    ) -> None:
-        timeline.index.note_remote_invite(user_id, room_id, membership, stream)
-        timeline.notifier.advance(Stream.EVENTS, stream, {user_id})
-
+    on_remote_membership = timeline.dispatcher.on_remote_membership
     partial_rooms = PartialStateRooms()
     partial_state = PartialStateResync(
         server_name,

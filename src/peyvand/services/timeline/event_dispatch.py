@@ -50,6 +50,15 @@ class EventDispatcher:
         for listener in self.listeners:
             listener(batch)
 
+    def on_remote_membership(
+        self, user_id: UserID, room_id: RoomID, membership: str, stream: int
+    ) -> None:
+        """An invite to, a knock on, or the rejection of either, of a room this server is
+        not in, stored at ``stream`` apart from the room's events: the room index and
+        the user's /sync are told."""
+        self._index.note_remote_invite(user_id, room_id, membership, stream)
+        self._notifier.advance(Stream.EVENTS, stream, {user_id})
+
     def _redacted(self, redaction: EventToPersist, target: EventID) -> None:
         """Count a committed redaction and mark ``target`` redacted in the event cache
         exactly where the commit marked it (``storage.events``): by the same rule over
