@@ -13,7 +13,9 @@ all (bounded in time too) and prints the server's CPU seconds (utime + stime of 
 tree, so other load on the machine does not count) per 1,000 messages, with throughput and
 send latency. ``--profile`` attaches ``py-spy record`` (raw collapsed stacks) meanwhile.
 By default nobody syncs (the write path and its fan-out alone); ``--syncers N`` has the
-first N members long-poll /sync meanwhile, as Element does (lazy-loaded members).
+first N members long-poll /sync meanwhile, as Element does (lazy-loaded members), and
+prints their delivery p50/p99 (as the hot room of ``bench.rooms`` counts it) and the
+server CPU per answered long-poll.
 
 How many messages a woken sync finds depends on how fast the server answers (a busy
 server answers fewer syncs, each with more), so ``measure`` with syncers mixes the cost of
@@ -41,6 +43,7 @@ from pathlib import Path
 
 from bench import procstat
 from bench.client import Account, MatrixClient, new_session
+from bench.room_workloads import Deliveries, Sent, drain_deliveries, first_tokens
 from bench.servers import PeyvandServer, Server
 from bench.workloads import DELIVERY_FILTER, bounded_map, percentile
 
@@ -49,8 +52,7 @@ SETUP_SECONDS = 1800.0
 WARM_UP_MESSAGES = 100
 MEASURE_SECONDS = 120.0
 WARM_UP_SECONDS = 5.0
-SYNC_TIMEOUT_MS = 2_000
-MAX_POLLS = 100_000
+DRAIN_SECONDS = 15.0
 _STATE = "hot-room.json"
 
 
@@ -90,65 +92,85 @@ async def _setup(server: Server, members: int) -> dict[str, object]:
 
 
 async def _send_all(
-    client: MatrixClient, senders: list[Account], room: str, count: int, tag: str
+    client: MatrixClient,
+    senders: list[Account],
+    room: str,
+    count: int,
+    tag: str,
+    deliveries: Deliveries | None = None,
 ) -> tuple[int, list[float], float]:
-    """``count`` messages from ``senders`` in turn; (sent, latencies, wall seconds)."""
+    """``count`` messages from ``senders`` in turn; (sent, latencies, wall seconds). Each
+    sent message is noted in ``deliveries``, if given, to time its delivery."""
     latencies: list[float] = []
     deadline = time.perf_counter() + MEASURE_SECONDS
     started = time.perf_counter()
 
     async def one(n: int) -> None:
-        reply = await client.send(senders[n % len(senders)], room, f"{tag}-{n}", f"m {n}")
+        sender = senders[n % len(senders)]
+        begun = time.perf_counter()
+        reply = await client.send(sender, room, f"{tag}-{n}", f"m {n}")
         if reply.status == 200:
             latencies.append(reply.seconds)
+            if deliveries is not None:
+                ended = time.perf_counter()
+                deliveries.sent[reply.body["event_id"]] = Sent(sender.user_id, begun, ended)
 
     await bounded_map(range(count), one, len(senders), deadline)
     return len(latencies), latencies, time.perf_counter() - started
 
 
-async def _keep_syncing(
-    client: MatrixClient, account: Account, stop: asyncio.Event, polls: list[int]
-) -> None:
-    """Long-poll /sync as Element does until ``stop`` (bounded in count and time);
-    ``polls[0]`` counts the answers."""
-    reply = await client.sync(account, sync_filter=DELIVERY_FILTER)
-    since = reply.body.get("next_batch") if isinstance(reply.body, dict) else None
-    deadline = time.perf_counter() + MEASURE_SECONDS + WARM_UP_SECONDS
-    for _ in range(MAX_POLLS):
-        if stop.is_set() or since is None or time.perf_counter() > deadline:
-            return
-        reply = await client.sync(account, since, SYNC_TIMEOUT_MS, DELIVERY_FILTER)
-        polls[0] += 1
-        since = reply.body.get("next_batch") if isinstance(reply.body, dict) else None
-
-
 async def _measure(server: Server, state: dict[str, object], args: argparse.Namespace) -> None:
+    """Send ``--messages`` while the first ``--syncers`` members long-poll /sync as the
+    hot room of ``bench.rooms`` does (``Deliveries``): delivery from each send's 200 to
+    each other syncer's /sync returning the event, after a drain of up to 15 s."""
     accounts = [Account(u, t) for u, t in state["accounts"]]  # type: ignore[attr-defined]
     senders = accounts[: args.senders]
     room = str(state["room"])
     tag = uuid.uuid4().hex[:6]
-    stop, polls = asyncio.Event(), [0]
-    async with new_session() as session, asyncio.TaskGroup() as syncing:
+    async with new_session() as session:
         client = MatrixClient(session, server.base_url)
-        for account in accounts[: args.syncers]:
-            syncing.create_task(_keep_syncing(client, account, stop, polls))
+        deadline = time.perf_counter() + MEASURE_SECONDS
+        tokens = await first_tokens(client, accounts[: args.syncers], SETUP_CONCURRENCY, deadline)
+        deliveries = Deliveries(room, [account for account, _ in tokens])
+        stop_at = deadline + WARM_UP_SECONDS + DRAIN_SECONDS
+        polls = [
+            asyncio.create_task(deliveries.poll(client, account, since, stop_at))
+            for account, since in tokens
+        ]
         await asyncio.sleep(WARM_UP_SECONDS if args.syncers else 0)
         await _send_all(client, senders, room, WARM_UP_MESSAGES, f"w{tag}")
-        polls_before = polls[0]
+        deliveries.limited_syncs = 0
+        answered_before = deliveries.answered
+        for user_id in deliveries.seen:
+            deliveries.seen[user_id].clear()
+            deliveries.gap_ends[user_id].clear()
         spy = await _profiled(server, args.profile)
         cpu_before = procstat.tree_cpu_seconds(server.pid)
-        sent, latencies, seconds = await _send_all(client, senders, room, args.messages, tag)
+        sent, latencies, seconds = await _send_all(
+            client, senders, room, args.messages, tag, deliveries
+        )
         cpu = procstat.tree_cpu_seconds(server.pid) - cpu_before
-        answered = polls[0] - polls_before
-        stop.set()
+        answered = deliveries.answered - answered_before
         await _stop_profile(spy)
+        cut = await drain_deliveries(deliveries, polls, DRAIN_SECONDS)
+    delivered, skipped, missing = deliveries.tally()
     print(
         f"members={len(accounts)} senders={len(senders)} syncers={args.syncers} "
-        f"(answered {answered} long-polls) sent={sent}/{args.messages} "
-        f"in {seconds:.1f} s ({sent / seconds:.0f}/s); server CPU {cpu:.2f} s = "
-        f"{cpu / sent * 1000:.2f} s per 1,000 messages; send p50 "
+        f"sent={sent}/{args.messages} in {seconds:.1f} s ({sent / seconds:.0f}/s); "
+        f"server CPU {cpu:.2f} s = {cpu / sent * 1000:.2f} s per 1,000 messages; send p50 "
         f"{percentile(latencies, 50) * 1000:.0f} ms, p99 {percentile(latencies, 99) * 1000:.0f} ms"
     )
+    if args.syncers:
+        print(
+            f"answered {answered} long-polls while sending: "
+            f"{cpu / max(1, answered) * 1000:.3f} ms of server CPU each (sends included)"
+        )
+        print(
+            f"delivery p50 {percentile(delivered, 50) * 1000:.0f} ms, "
+            f"p99 {percentile(delivered, 99) * 1000:.0f} ms ({len(delivered)} deliveries, "
+            f"{skipped} skipped, {missing} missing, {deliveries.limited_syncs} limited "
+            f"syncs{', drain cut short' if cut else ''})"
+        )
 
 
 async def _profiled(server: Server, profile: Path | None) -> asyncio.subprocess.Process | None:

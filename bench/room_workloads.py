@@ -140,6 +140,8 @@ class Deliveries:
     gap_ends: dict[str, list[str]] = field(default_factory=dict)
     limited_syncs: int = 0
     sync_errors: int = 0
+    # Long-polls answered (200).
+    answered: int = 0
     done: asyncio.Event = field(default_factory=asyncio.Event)
     # Set once sending is over: per sender, its last message; members who have seen all.
     finals: dict[str, str] | None = None
@@ -184,6 +186,7 @@ class Deliveries:
                 self.sync_errors += 1
                 await asyncio.sleep(0.1)
                 continue
+            self.answered += 1
             since = reply.body["next_batch"]
             joined = reply.body.get("rooms", {}).get("join", {})
             timeline = joined.get(self.room, {}).get("timeline") or {}
@@ -258,7 +261,9 @@ async def _polling(
     ]
 
 
-async def _drain(deliveries: Deliveries, tasks: list[asyncio.Task[None]], seconds: float) -> bool:
+async def drain_deliveries(
+    deliveries: Deliveries, tasks: list[asyncio.Task[None]], seconds: float
+) -> bool:
     """Wait (at most ``seconds``) until every member has seen every message; then stop
     the long-polls. Whether the wait was cut short."""
     deliveries.finish_sending()
@@ -326,7 +331,7 @@ async def hot_room(
     figures.seconds = time.perf_counter() - started
     figures.cpu_seconds = cpu() - cpu_before
     drain = min(sizes.drain_seconds, clock.stop_by - time.perf_counter())
-    figures.truncated |= await _drain(deliveries, tasks, drain)
+    figures.truncated |= await drain_deliveries(deliveries, tasks, drain)
     figures.sent = len(latencies)
     figures.messages_per_second = figures.sent / figures.seconds if figures.seconds else math.nan
     figures.send_p50_ms = percentile(latencies, 50) * 1000
@@ -401,7 +406,7 @@ async def big_room_at(
             deliveries.sent[reply.body["event_id"]] = Sent(sender.user_id, started, ended)
         await asyncio.sleep(sizes.big_message_interval)
     drain = min(sizes.drain_seconds, clock.stop_by - time.perf_counter())
-    figures.truncated |= await _drain(deliveries, tasks, drain)
+    figures.truncated |= await drain_deliveries(deliveries, tasks, drain)
     figures.messages = len(deliveries.sent)
     delivered, figures.skipped, figures.missing = deliveries.tally()
     figures.deliveries = len(delivered)
