@@ -38,6 +38,7 @@ from peyvand.wiring.appservice import AppServices, build_appservices
 from peyvand.wiring.compliance import Compliance, build_compliance
 from peyvand.wiring.email import Email, build_email
 from peyvand.wiring.federation import Federation, Transport, build_federation, build_transport
+from peyvand.wiring.leased import background_jobs
 from peyvand.wiring.lifecycle import Hooks, Lifecycle
 from peyvand.wiring.local import Local, Timeline, build_local, build_timeline
 from peyvand.wiring.media import Media, build_media
@@ -141,8 +142,10 @@ def _lifecycle(
     email: Email,
     appservices: AppServices,
 ) -> Lifecycle:
-    """Every component with something to start or stop, in start-up order."""
+    """Every component with something to start or stop, in start-up order. Background
+    jobs run in one process of a deployment at a time (``wiring.leased``)."""
     lifecycle = Lifecycle()
+    add_job = background_jobs(config.workers, db)
     lifecycle.add("database", Hooks(stop=db.close))
     lifecycle.add("room state", Hooks(start=timeline.state.start))
     lifecycle.add("room index", Hooks(start=timeline.index.start))
@@ -170,12 +173,12 @@ def _lifecycle(
         Hooks(start=local.appservice_client.start, stop=local.appservice_client.close),
     )
     # After the client and the bots: catches up from each appservice's stored position.
-    lifecycle.add("appservice transactions", appservices.transactions)
+    add_job(lifecycle, "appservice transactions", appservices.transactions)
     if federation.edus is not None:
         lifecycle.add("federation EDUs", federation.edus)
-    lifecycle.add("pushers", local.pusher_pool)
+    add_job(lifecycle, "pushers", local.pusher_pool)
     if email.mailer is not None:
-        lifecycle.add("email notifications", email.mailer)
+        add_job(lifecycle, "email notifications", email.mailer)
     lifecycle.add(
         "push rules account data",
         Hooks(start=local.sync_account_data.start, stop=local.sync_account_data.stop),
@@ -187,12 +190,12 @@ def _lifecycle(
     if federation.partial_state is not None:
         # Resumes completing the rooms joined with partial state (needs the client).
         lifecycle.add("partial-state resync", federation.partial_state)
-    lifecycle.add("guest removal", rooms.guest_removal)
+    add_job(lifecycle, "guest removal", rooms.guest_removal)
     # Joins in the background: start-up does not wait.
-    lifecycle.add("policy lists", rooms.policy_list_follower)
-    lifecycle.add("search backfill", rooms.search_backfill)
-    lifecycle.add("retention", compliance.retention)
-    lifecycle.add("disappearing messages", compliance.disappearing)
+    add_job(lifecycle, "policy lists", rooms.policy_list_follower)
+    add_job(lifecycle, "search backfill", rooms.search_backfill)
+    add_job(lifecycle, "retention", compliance.retention)
+    add_job(lifecycle, "disappearing messages", compliance.disappearing)
     return lifecycle
 
 

@@ -51,6 +51,7 @@ class HomeserverProcess:
         ``127.0.0.1:<federation_port>``, a self-signed certificate, loopback peers."""
         self.backend = backend
         self.data_dir = data_dir
+        self.database_url = database_url
         self.port = free_port()
         self.federation_port = free_port() if federation else None
         self.server_name = (
@@ -61,6 +62,8 @@ class HomeserverProcess:
         self.log_path = data_dir / "server.log"
         self._process: subprocess.Popen[bytes] | None = None
         self._log_file: IO[bytes] | None = None
+        # The deployment's process this one is (``peyvand serve --worker``), if any.
+        self.worker: str | None = None
         command = [
             sys.executable, "-m", "peyvand", "generate-config",
             "--server-name", "127.0.0.1" if federation else SERVER_NAME,
@@ -107,11 +110,11 @@ class HomeserverProcess:
         if self.running:
             raise HomeserverError("the server is already running")
         self._close_log()
+        command = [sys.executable, "-m", "peyvand", "serve", "--config", str(self.config_path)]
+        if self.worker is not None:
+            command += ["--worker", self.worker]
         self._process, self._log_file = start_logged(
-            "peyvand serve",
-            [sys.executable, "-m", "peyvand", "serve", "--config", str(self.config_path)],
-            self.log_path,
-            env=os.environ,
+            "peyvand serve", command, self.log_path, env=os.environ
         )
         self._wait_ready(timeout)
 

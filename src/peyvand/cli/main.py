@@ -31,7 +31,7 @@ from peyvand.cli.policy_lists import add_policy_lists_command
 from peyvand.cli.reports import add_reports_command
 from peyvand.cli.retention import add_retention_command
 from peyvand.cli.server_notices import add_server_notice_command
-from peyvand.config.loader import ConfigError, load_config
+from peyvand.config.loader import ConfigError, as_worker, load_config
 
 DEV_DATA_DIR = Path("data")
 DEV_SERVER_NAME = "localhost"
@@ -100,6 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="run the homeserver")
     serve.add_argument("--config", required=True, type=Path, help="the config file")
+    serve.add_argument(
+        "--worker",
+        metavar="NAME",
+        help="which process of the config's 'workers.instances' this is (docs/scaling.md)",
+    )
     serve.set_defaults(handler=_serve)
 
     register = commands.add_parser(
@@ -228,7 +233,7 @@ def _generate_config(args: argparse.Namespace) -> None:
 
 
 def _serve(args: argparse.Namespace) -> None:
-    config = load_config(args.config)
+    config = as_worker(load_config(args.config), args.worker)
     from peyvand.cli.serve import serve
 
     setup_logging(config.log_level)

@@ -17,6 +17,8 @@ from peyvand.config.model import (
     SupportContact,
     VoipConfig,
     WellKnownConfig,
+    WorkerInstance,
+    WorkersConfig,
 )
 
 __all__ = [
@@ -36,4 +38,6 @@ __all__ = [
     "SupportContact",
     "VoipConfig",
     "WellKnownConfig",
+    "WorkerInstance",
+    "WorkersConfig",
 ]

@@ -27,6 +27,7 @@ from typing import Any, Final, TypeVar
 
 from peyvand.config.model import (
     INVITE_POLICIES,
+    WORKER_ROLES,
     Config,
     DatabaseConfig,
     DisappearingConfig,
@@ -42,9 +43,17 @@ from peyvand.config.model import (
     SupportContact,
     VoipConfig,
     WellKnownConfig,
+    WorkersConfig,
 )
 
-__all__ = ["OPTION_DOCS", "ConfigError", "load_config", "parse_config", "render_config"]
+__all__ = [
+    "OPTION_DOCS",
+    "ConfigError",
+    "as_worker",
+    "load_config",
+    "parse_config",
+    "render_config",
+]
 
 _T = TypeVar("_T")
 
@@ -352,6 +361,24 @@ OPTION_DOCS: Final[Mapping[str, str]] = {
     "server_notices.room_topic": "Topic of each user's server notices room.",
     "server_notices.room_avatar_url": "Avatar (mxc:// URI) of each server notices room.",
     "server_notices.auto_join": "Join users to their notices room instead of inviting them.",
+    "workers": (
+        "Several processes on one PostgreSQL database (docs/scaling.md). Every process of\n"
+        "a deployment reads the same file and is started as 'peyvand serve --worker NAME'.\n"
+        "Without instances (the default) this one process does everything."
+    ),
+    "workers.instances": (
+        "The processes, each an inline table: name (letters, digits, '-', '_'), roles (any\n"
+        "of client_reader, event_writer, federation_inbound, federation_sender, media,\n"
+        "background; each role needs at least one process), port and bind (default\n"
+        "127.0.0.1): where nginx and the other processes reach it. PostgreSQL only."
+    ),
+    "workers.secret_path": (
+        "File holding the secret the processes authenticate their requests to each other\n"
+        "with (at least 32 characters; keep it private). Required with instances."
+    ),
+    "workers.instance": (
+        "Which instance this process is; usually given as 'peyvand serve --worker NAME'."
+    ),
     "rate_limits": "Per-client request rate limits (token buckets).",
     "rate_limits.enabled": "Enforce the limits below. Turn off only for tests and benchmarks.",
     "rate_limits.per_second": (
@@ -385,6 +412,8 @@ _EXAMPLES: Final[Mapping[str, str]] = {
     "server_notices.room_topic": '"Messages from the operator"',
     "server_notices.room_avatar_url": '"mxc://example.com/notices-room"',
     "media.unauthenticated_media_before": '"2024-09-01T00:00:00Z"',
+    "workers.secret_path": '"workers.secret"',
+    "workers.instance": '"writer1"',
     "federation.port": "8448",
     "federation.tls_certificate_path": '"tls.crt"',
     "federation.tls_private_key_path": '"tls.key"',
@@ -418,6 +447,28 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: Path) -> Config:
     _check(config)
     database = _resolve_database(config.database, base_dir)
     return dataclasses.replace(config, database=database)
+
+
+def as_worker(config: Config, name: str | None) -> Config:
+    """``config`` for the process ``name`` of its deployment (``--worker``): that
+    instance's ``bind`` and ``port``. ``name`` may be None only when the file names the
+    instance itself or there is no deployment."""
+    workers = config.workers
+    name = name if name is not None else workers.instance
+    if not workers.instances:
+        if name is not None:
+            raise ConfigError(f"--worker {name}: the config file has no 'workers.instances'")
+        return config
+    if name is None:
+        names = ", ".join(i.name for i in workers.instances)
+        raise ConfigError(
+            f"this config describes several processes: name one with --worker ({names})"
+        )
+    chosen = dataclasses.replace(workers, instance=name)
+    this = chosen.this
+    if this is None:
+        raise ConfigError(f"--worker: no instance is named {name!r}")
+    return dataclasses.replace(config, workers=chosen, bind=this.bind, port=this.port)
 
 
 def _build(cls: type[_T], raw: Any, *, prefix: str, base_dir: Path) -> _T:
@@ -535,6 +586,7 @@ def _check(config: Config) -> None:
     _check_well_known(config.well_known)
     _check_voip(config.voip)
     _check_server_notices(config.server_notices)
+    _check_workers(config.workers, config)
 
 
 def _check_http(http: HttpConfig) -> None:
@@ -697,6 +749,56 @@ def _check_server_notices(notices: ServerNoticesConfig) -> None:
     localpart = notices.system_mxid_localpart
     if localpart is not None and not re.fullmatch(r"[a-z0-9._=/+-]+", localpart):
         raise ConfigError("'server_notices.system_mxid_localpart' is not a valid localpart")
+
+
+_WORKER_NAME: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def _check_workers(workers: WorkersConfig, config: Config) -> None:
+    if not workers.instances:
+        if workers.instance is not None:
+            raise ConfigError(
+                "'workers.instance' names a process, but 'workers.instances' is empty"
+            )
+        return
+    if not config.database.is_postgres:
+        raise ConfigError(
+            "'workers.instances' needs PostgreSQL: the embedded SQLite database serves one "
+            "process only (set 'database.url' to a postgresql:// URL, or remove the instances)"
+        )
+    if workers.secret_path is None:
+        raise ConfigError("'workers.secret_path' is required with 'workers.instances'")
+    if config.federation.port is not None:
+        raise ConfigError(
+            "'federation.port' must be unset with 'workers.instances': the reverse proxy "
+            "terminates federation TLS and sends federation paths to their processes"
+        )
+    names: set[str] = set()
+    addresses: set[tuple[str, int]] = set()
+    for index, instance in enumerate(workers.instances):
+        key = f"workers.instances[{index}]"
+        if not _WORKER_NAME.fullmatch(instance.name):
+            raise ConfigError(f"'{key}.name' must be 1-64 letters, digits, '-' or '_'")
+        if instance.name in names:
+            raise ConfigError(f"'{key}.name': {instance.name!r} is named twice")
+        names.add(instance.name)
+        if not instance.roles:
+            raise ConfigError(f"'{key}.roles' must name at least one role")
+        unknown = [role for role in instance.roles if role not in WORKER_ROLES]
+        if unknown:
+            raise ConfigError(
+                f"'{key}.roles': unknown role {unknown[0]!r} (roles: {', '.join(WORKER_ROLES)})"
+            )
+        if not 1 <= instance.port <= 65535:
+            raise ConfigError(f"'{key}.port' must be between 1 and 65535")
+        if (instance.bind, instance.port) in addresses:
+            raise ConfigError(f"'{key}': {instance.bind}:{instance.port} is another's address")
+        addresses.add((instance.bind, instance.port))
+    missing = [role for role in WORKER_ROLES if not workers.with_role(role)]
+    if missing:
+        raise ConfigError(f"'workers.instances': no process has the role {missing[0]!r}")
+    if workers.instance is not None and workers.instance not in names:
+        raise ConfigError(f"'workers.instance': no instance is named {workers.instance!r}")
 
 
 def _resolve_database(database: DatabaseConfig, base_dir: Path) -> DatabaseConfig:

@@ -282,6 +282,62 @@ class ServerNoticesConfig:
         return self.system_mxid_localpart is not None
 
 
+# What a process of a multi-process deployment does (docs/scaling.md).
+WORKER_ROLES = (
+    "client_reader",
+    "event_writer",
+    "federation_inbound",
+    "federation_sender",
+    "media",
+    "background",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerInstance:
+    """One process of a deployment: its name, its roles and where it listens."""
+
+    name: str
+    roles: tuple[str, ...]
+    port: int
+    bind: str = "127.0.0.1"
+
+    @property
+    def url(self) -> str:
+        """Where the other processes reach it (forwarded requests)."""
+        host = f"[{self.bind}]" if ":" in self.bind else self.bind
+        return f"http://{host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class WorkersConfig:
+    # The processes of a deployment sharing one PostgreSQL database; empty (the default):
+    # this one process does everything.
+    instances: tuple[WorkerInstance, ...] = ()
+    # File holding the secret with which the processes authenticate requests to each other.
+    secret_path: Path | None = None
+    # Which of the instances this process is (``peyvand serve --worker NAME`` sets it).
+    instance: str | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.instances)
+
+    @property
+    def this(self) -> WorkerInstance | None:
+        """This process's instance, when it is one of a deployment's."""
+        return next((i for i in self.instances if i.name == self.instance), None)
+
+    def has_role(self, role: str) -> bool:
+        """Whether this process does ``role``: always, when it is the only process."""
+        this = self.this
+        return not self.instances or (this is not None and role in this.roles)
+
+    def with_role(self, role: str) -> tuple[WorkerInstance, ...]:
+        """The instances doing ``role``, in configured order."""
+        return tuple(i for i in self.instances if role in i.roles)
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     server_name: ServerName
@@ -307,6 +363,7 @@ class Config:
     well_known: WellKnownConfig = field(default_factory=WellKnownConfig)
     voip: VoipConfig = field(default_factory=VoipConfig)
     server_notices: ServerNoticesConfig = field(default_factory=ServerNoticesConfig)
+    workers: WorkersConfig = field(default_factory=WorkersConfig)
     # Largest request body accepted, in bytes.
     max_request_size: int = 50 * 1024 * 1024
     log_level: str = "INFO"

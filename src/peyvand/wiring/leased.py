@@ -22,8 +22,10 @@ import time
 from collections.abc import Callable
 
 from peyvand.background import BackgroundTask
+from peyvand.config import WorkersConfig
+from peyvand.storage.database import Database
 from peyvand.storage.leases import LeaseStore
-from peyvand.wiring.lifecycle import Component, Hooks, run_step
+from peyvand.wiring.lifecycle import Component, Hooks, Lifecycle, run_step
 
 logger = logging.getLogger(__name__)
 
@@ -123,3 +125,23 @@ class Leased:
         if token is not None:
             with contextlib.suppress(Exception):
                 await self._leases.release(self.name, token)
+
+
+AddJob = Callable[[Lifecycle, str, Component | Hooks], None]
+
+
+def background_jobs(workers: WorkersConfig, db: Database) -> AddJob:
+    """How the composition root adds a background job to the process's lifecycle: as it
+    is when the process is alone; in a deployment, leased among the processes with the
+    ``background`` role, and not at all in the others."""
+    if not workers.enabled:
+        return lambda lifecycle, name, job: lifecycle.add(name, job)
+    holder = workers.instance
+    if holder is None or not workers.has_role("background"):
+        return lambda lifecycle, name, job: None
+    leases = LeaseStore(db)
+
+    def add(lifecycle: Lifecycle, name: str, job: Component | Hooks) -> None:
+        lifecycle.add(name, Leased(name, job, leases, holder))
+
+    return add

@@ -1,0 +1,53 @@
+"""A multi-process deployment (issue 21) on the session's PostgreSQL cluster: one
+generated config with a ``[workers]`` table shared by every process, each started as
+``peyvand serve --worker NAME`` on its own port and log."""
+
+from __future__ import annotations
+
+import copy
+import json
+import secrets
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import pytest
+
+from harness.ports import free_port
+from harness.server import HomeserverProcess, new_homeserver
+
+
+class Deployment:
+    """Processes by name, not started; ``roles`` maps each name to its roles."""
+
+    def __init__(
+        self, request: pytest.FixtureRequest, data_dir: Path, roles: Mapping[str, Sequence[str]]
+    ) -> None:
+        names = list(roles)
+        first = new_homeserver("postgres", request, data_dir)
+        secret = data_dir / "workers.secret"
+        secret.write_text(secrets.token_hex(32), encoding="utf-8")
+        ports = {names[0]: first.port} | {name: free_port() for name in names[1:]}
+        instances = ", ".join(
+            f'{{name = "{name}", roles = {json.dumps(list(roles[name]))}, port = {ports[name]}}}'
+            for name in names
+        )
+        first.configure(
+            {"workers.secret_path": f'"{secret}"', "workers.instances": f"[{instances}]"}
+        )
+        self.processes: dict[str, HomeserverProcess] = {}
+        for name in names:
+            process = copy.copy(first)
+            process.worker = name
+            process.port = ports[name]
+            process.base_url = f"http://127.0.0.1:{ports[name]}"
+            process.log_path = data_dir / f"server-{name}.log"
+            self.processes[name] = process
+        self.database_url = first.database_url
+
+    def __getitem__(self, name: str) -> HomeserverProcess:
+        return self.processes[name]
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            if process.running:
+                process.stop()

@@ -1,0 +1,88 @@
+"""Background jobs in a deployment (issue 21, "Roles"): two `peyvand serve --worker`
+processes with the `background` role on one PostgreSQL database; each job's lease has
+exactly one holder; kill -9 of the holder moves every job to the other within 10 s;
+restarted, the process rejoins (serving again, holding nothing until a lease is free)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from harness.deployment import Deployment
+
+ALL_BUT_BACKGROUND = [
+    "client_reader",
+    "event_writer",
+    "federation_inbound",
+    "federation_sender",
+    "media",
+]
+# The jobs of a default config (no e-mail): app.py's ``add_job`` calls.
+JOBS = {
+    "appservice transactions",
+    "pushers",
+    "guest removal",
+    "policy lists",
+    "search backfill",
+    "retention",
+    "disappearing messages",
+}
+
+
+@pytest.fixture
+def deployment(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Deployment]:
+    processes = Deployment(
+        request, tmp_path, {"main": [*ALL_BUT_BACKGROUND, "background"], "jobs": ["background"]}
+    )
+    try:
+        yield processes
+    finally:
+        processes.stop()
+
+
+async def _holders(url: str) -> dict[str, str]:
+    """Each unexpired lease's holder."""
+    connection = await asyncpg.connect(url)
+    try:
+        now_ms = int(time.time() * 1000)
+        rows = await connection.fetch(
+            "SELECT name, holder FROM leases WHERE expires_ts > $1", now_ms
+        )
+    finally:
+        await connection.close()
+    return {row["name"]: row["holder"] for row in rows}
+
+
+async def _until_held_by(url: str, holder: str, seconds: float) -> float:
+    started = time.monotonic()
+    for _ in range(int(seconds / 0.2)):
+        holders = await _holders(url)
+        if set(holders) == JOBS and set(holders.values()) == {holder}:
+            return time.monotonic() - started
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"not all held by {holder} within {seconds} s: {await _holders(url)}")
+
+
+async def test_jobs_run_once_and_move_when_their_process_dies(deployment: Deployment) -> None:
+    url = deployment.database_url
+    assert url is not None
+    deployment["main"].start()
+    await _until_held_by(url, "main", 10)
+    deployment["jobs"].start()
+    await asyncio.sleep(3)  # renewals go on; the newcomer takes nothing
+    assert set((await _holders(url)).values()) == {"main"}
+
+    deployment["main"].kill()
+    moved = await _until_held_by(url, "jobs", 15)
+    assert moved <= 10, f"jobs moved {moved:.1f} s after kill -9"
+
+    deployment["main"].start()  # rejoins: serves, holds nothing while "jobs" lives
+    await asyncio.sleep(3)
+    assert set((await _holders(url)).values()) == {"jobs"}
+    deployment["jobs"].stop()  # a clean stop releases: taken back at the next try
+    await _until_held_by(url, "main", 5)
