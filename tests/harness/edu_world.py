@@ -40,6 +40,7 @@ from peyvand.services.timeline.event_dispatch import EventDispatcher
 from peyvand.services.timeline.event_writer import EventWriter
 from peyvand.services.timeline.room_index import RoomIndex
 from peyvand.services.timeline.room_state import StateService
+from peyvand.services.timeline.stream_tracker import EventPositions, StreamTracker
 from peyvand.storage.account_data import AccountDataStore
 from peyvand.storage.accounts import AccountStore, DeviceRow
 from peyvand.storage.device_lists import DeviceListStore
@@ -200,10 +201,16 @@ async def open_world(tmp_path: Path) -> AsyncIterator[World]:
         index = RoomIndex(event_store)
         await index.start()
         notifier = Notifier(StreamToken())
-        dispatcher = EventDispatcher(ServerName("example.org"), state, index, notifier)
+        positions: EventPositions = StreamTracker()
+        dispatcher = EventDispatcher(ServerName("example.org"), state, index, notifier, positions)
         writer = EventWriter(db, event_store, dispatcher.on_persisted, dispatcher.on_failed)
         events = EventCreationService(
-            ServerName("example.org"), generate_signing_key("a"), event_store, state, writer
+            ServerName("example.org"),
+            generate_signing_key("a"),
+            event_store,
+            state,
+            writer,
+            positions=positions,
         )
         await events.start()
         writer.start()

@@ -220,6 +220,7 @@ def build_federation(
         timeline.remote_invites,
         signing_key,
         events.allocate_stream,
+        events.abandon_stream,
         on_remote_membership,
     )
     invite_policy = InvitePolicyService(
@@ -275,6 +276,7 @@ def build_federation(
             timeline.remote_invites,
             signing_key,
             events.allocate_stream,
+            events.abandon_stream,
             user_exists,
             on_remote_membership,
             invite_policy,

@@ -38,6 +38,7 @@ from peyvand.services.timeline.event_writer import EventWriter
 from peyvand.services.timeline.relation_checks import RelationChecks
 from peyvand.services.timeline.room_index import RoomIndex
 from peyvand.services.timeline.room_state import StateService
+from peyvand.services.timeline.stream_tracker import EventPositions, StreamTracker
 from peyvand.storage.account_data import AccountDataStore
 from peyvand.storage.accounts import AccountStore
 from peyvand.storage.database import Database
@@ -78,7 +79,8 @@ async def build_timeline(config: Config, db: Database, signing_key: SigningKey) 
     notifier = Notifier(StreamToken(events=await event_store.get_max_stream_ordering()))
     state = StateService(event_store, event_cache_size=config.caches.events)
     index = RoomIndex(event_store, remote_invites)
-    dispatcher = EventDispatcher(config.server_name, state, index, notifier)
+    positions: EventPositions = StreamTracker()
+    dispatcher = EventDispatcher(config.server_name, state, index, notifier, positions)
     writer = EventWriter(db, event_store, dispatcher.on_persisted, dispatcher.on_failed)
     recent = RecentEvents(state)
     dispatcher.listeners.append(recent.on_persisted)
@@ -95,6 +97,7 @@ async def build_timeline(config: Config, db: Database, signing_key: SigningKey) 
             event_store,
             state,
             writer,
+            positions=positions,
             check_relation=RelationChecks(state, RelationStore(db)).check,
         ),
         dispatcher=dispatcher,

@@ -16,6 +16,7 @@ from peyvand.services.timeline.event_dispatch import EventDispatcher
 from peyvand.services.timeline.event_writer import EventWriter
 from peyvand.services.timeline.room_index import RoomIndex
 from peyvand.services.timeline.room_state import StateService
+from peyvand.services.timeline.stream_tracker import EventPositions, StreamTracker
 from peyvand.storage.events import EventStore
 from peyvand.storage.migrations import run_migrations
 from peyvand.storage.sqlite import SqliteDatabase
@@ -34,7 +35,10 @@ async def events(tmp_path: Path) -> AsyncIterator[tuple[EventCreationService, Ev
     await state.start()
     index = RoomIndex(store)
     await index.start()
-    dispatcher = EventDispatcher(ServerName("example.org"), state, index, Notifier(StreamToken()))
+    positions: EventPositions = StreamTracker()
+    dispatcher = EventDispatcher(
+        ServerName("example.org"), state, index, Notifier(StreamToken()), positions
+    )
     writer = EventWriter(db, store, dispatcher.on_persisted, dispatcher.on_failed)
     service = EventCreationService(
         ServerName("example.org"),
@@ -42,6 +46,7 @@ async def events(tmp_path: Path) -> AsyncIterator[tuple[EventCreationService, Ev
         store,
         state,
         writer,
+        positions=positions,
         clock=lambda: FROZEN,
     )
     await service.start()

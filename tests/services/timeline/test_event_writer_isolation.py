@@ -24,6 +24,7 @@ from peyvand.services.timeline.event_dispatch import EventDispatcher
 from peyvand.services.timeline.event_writer import EventWriter, TxnWrite
 from peyvand.services.timeline.room_index import RoomIndex
 from peyvand.services.timeline.room_state import StateService
+from peyvand.services.timeline.stream_tracker import EventPositions, StreamTracker
 from peyvand.storage.database import Connection, Database
 from peyvand.storage.events import EventStore
 from peyvand.storage.migrations import run_migrations
@@ -94,7 +95,8 @@ async def world_on(db: SqliteDatabase | PostgresDatabase) -> AsyncIterator[World
     index = RoomIndex(store)
     await index.start()
     notifier = Notifier(StreamToken())
-    dispatcher = EventDispatcher(ServerName("example.org"), state, index, notifier)
+    positions: EventPositions = StreamTracker()
+    dispatcher = EventDispatcher(ServerName("example.org"), state, index, notifier, positions)
     enqueued: list[Sequence[EventToPersist]] = []
     more = asyncio.Event()
 
@@ -106,7 +108,12 @@ async def world_on(db: SqliteDatabase | PostgresDatabase) -> AsyncIterator[World
 
     writer = CountingWriter(db, store, dispatcher.on_persisted, dispatcher.on_failed)
     service = EventCreationService(
-        ServerName("example.org"), generate_signing_key("a_test"), store, state, writer
+        ServerName("example.org"),
+        generate_signing_key("a_test"),
+        store,
+        state,
+        writer,
+        positions=positions,
     )
     world = World(
         db,

@@ -43,6 +43,7 @@ from peyvand.services.timeline.event_dispatch import EventDispatcher
 from peyvand.services.timeline.event_writer import EventWriter
 from peyvand.services.timeline.room_index import RoomIndex
 from peyvand.services.timeline.room_state import RoomSnapshot, StateService
+from peyvand.services.timeline.stream_tracker import EventPositions, StreamTracker
 from peyvand.storage.events import EventStore
 from peyvand.storage.federation_outbox import FederationOutboxStore, OutboxRow
 from peyvand.storage.migrations import run_migrations
@@ -334,9 +335,12 @@ async def _receiver(
     await state.start()
     index = RoomIndex(store)
     await index.start()
-    dispatcher = EventDispatcher(server_name, state, index, Notifier(StreamToken()))
+    positions: EventPositions = StreamTracker()
+    dispatcher = EventDispatcher(server_name, state, index, Notifier(StreamToken()), positions)
     writer = EventWriter(db, store, dispatcher.on_persisted, dispatcher.on_failed)
-    creation = EventCreationService(server_name, KEYS[ServerName("c.test")], store, state, writer)
+    creation = EventCreationService(
+        server_name, KEYS[ServerName("c.test")], store, state, writer, positions=positions
+    )
     await creation.start()
     writer.start()
     handler = FederationEventHandler(

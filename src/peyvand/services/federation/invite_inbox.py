@@ -85,6 +85,7 @@ class InviteInbox:
         invites: RemoteInviteStore,
         signing_key: SigningKey,
         allocate_stream: Callable[[], int],
+        abandon_stream: Callable[[int], None],
         user_exists: Callable[[UserID], Awaitable[bool]],
         on_remote_membership: Callable[[UserID, RoomID, str, int], None],
         invite_policy: InvitePolicyService,
@@ -95,7 +96,10 @@ class InviteInbox:
         (interconnect opt-in) and its rate limits; the moderation ``policy_lists`` refuse
         the invites they ban (inviter, invitee or room). ``on_remote_invite`` pushes an
         invite kept and shown when it comes (not held) to the invitee's pushers: one
-        released later was released by the invitee and is not pushed."""
+        released later was released by the invitee and is not pushed. An events position
+        taken from ``allocate_stream`` goes, once stored, to ``on_remote_membership``, or
+        else to ``abandon_stream``: until it does no higher position reaches /sync
+        (issue 21)."""
         self._server_name = server_name
         self._keyring = keyring
         self._state = state
@@ -103,6 +107,7 @@ class InviteInbox:
         self._invites = invites
         self._signing_key = signing_key
         self._allocate_stream = allocate_stream
+        self._abandon_stream = abandon_stream
         self._user_exists = user_exists
         self._on_remote_membership = on_remote_membership
         self._invite_policy = invite_policy
@@ -165,21 +170,27 @@ class InviteInbox:
         if known is None or not known.takes_part(self._server_name):
             # (In a room we are in, the invite arrives as room state and is not held.)
             stream = self._allocate_stream()
-            await self._invites.put(
-                RemoteInvite(
-                    room_id,
-                    target,
-                    pdu.event_id,
-                    version.identifier,
-                    pdu.sender,
-                    "invite",
-                    stream,
-                    dict(signed),
-                    stripped,
-                    held,
+            try:
+                await self._invites.put(
+                    RemoteInvite(
+                        room_id,
+                        target,
+                        pdu.event_id,
+                        version.identifier,
+                        pdu.sender,
+                        "invite",
+                        stream,
+                        dict(signed),
+                        stripped,
+                        held,
+                    )
                 )
-            )
-            if not held:
+            except BaseException:
+                self._abandon_stream(stream)
+                raise
+            if held:
+                self._abandon_stream(stream)  # stored but held: nothing to announce
+            else:
                 self._shown(pdu, stream)
                 await self._on_remote_invite(pdu, stream, stripped)
         return {"event": signed}
@@ -193,10 +204,17 @@ class InviteInbox:
             if room_id is not None and invite.room_id != room_id:
                 continue
             stream = self._allocate_stream()
-            if await self._invites.release(invite.room_id, user_id, stream):
-                version = KNOWN_ROOM_VERSIONS[invite.room_version]
-                self._shown(Pdu(invite.pdu, invite.event_id, version), stream)
-                released.append(invite.room_id)
+            try:
+                shown = await self._invites.release(invite.room_id, user_id, stream)
+            except BaseException:
+                self._abandon_stream(stream)
+                raise
+            if not shown:
+                self._abandon_stream(stream)
+                continue
+            version = KNOWN_ROOM_VERSIONS[invite.room_version]
+            self._shown(Pdu(invite.pdu, invite.event_id, version), stream)
+            released.append(invite.room_id)
         return released
 
     def _shown(self, pdu: Pdu, stream: int) -> None:

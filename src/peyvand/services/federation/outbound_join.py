@@ -226,22 +226,10 @@ class RemoteJoiner:
             (k, e, (join if e == join.event_id else events[e]).membership)
             for k, e in current.items()
         )
-        persisted = EventToPersist(
-            pdu=join,
-            stream_ordering=self._allocate_stream(),
-            state_group=after.row.state_group,
-            new_state_group=after,
-            txn=None,
-            relates_to=None,
-            rel_type=None,
-            replaces_state=state.get(join.state_tuple),
-            new_extremities=(join.event_id,),
-            new_room=None
+        new_room = (
+            None
             if await self._store.get_room(room_id) is not None  # rejoining a room we left
-            else RoomRow(room_id, version.identifier, create.sender, False, self._now_ms()),
-            current_state_group=after.row.state_group,
-            current_state_changes=changes,
-            extra_state_groups=(before,),
+            else RoomRow(room_id, version.identifier, create.sender, False, self._now_ms())
         )
         snapshot = RoomSnapshot(
             room_id=room_id,
@@ -257,6 +245,23 @@ class RemoteJoiner:
         self._state.add_room(snapshot)
         try:
             async with snapshot.lock:
+                # The position is taken as the join is queued, nothing awaited in between:
+                # one left unqueued would hold back every higher position (issue 21).
+                persisted = EventToPersist(
+                    pdu=join,
+                    stream_ordering=self._allocate_stream(),
+                    state_group=after.row.state_group,
+                    new_state_group=after,
+                    txn=None,
+                    relates_to=None,
+                    rel_type=None,
+                    replaces_state=state.get(join.state_tuple),
+                    new_extremities=(join.event_id,),
+                    new_room=new_room,
+                    current_state_group=after.row.state_group,
+                    current_state_changes=changes,
+                    extra_state_groups=(before,),
+                )
                 await self._persist([persisted])
         except BaseException:
             self._state.forget_room(room_id)

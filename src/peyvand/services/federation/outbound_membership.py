@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Final
 
 from peyvand.errors import Errcode, MatrixError
@@ -47,10 +47,14 @@ class OutboundMembership:
         invites: RemoteInviteStore,
         signing_key: SigningKey,
         allocate_stream: Callable[[], int],
+        abandon_stream: Callable[[int], None],
         on_remote_membership: Callable[[UserID, RoomID, str, int], None],
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        """A remote invite's or knock's new membership is stored at an events position
+        from ``allocate_stream`` and then told to ``on_remote_membership``, or the
+        position given back to ``abandon_stream`` if it cannot be stored (issue 21)."""
         self._server_name = server_name
         self._transport = transport
         self._keyring = keyring
@@ -60,6 +64,7 @@ class OutboundMembership:
         self._invites = invites
         self._signing_key = signing_key
         self._allocate_stream = allocate_stream
+        self._abandon_stream = abandon_stream
         self._on_remote_membership = on_remote_membership
         self._clock = clock
 
@@ -162,9 +167,30 @@ class OutboundMembership:
         except (FederationError, KeyError, TypeError, ValueError) as exc:
             # The inviting server is gone or refuses: the invite is dropped here anyway.
             logger.info("rejecting the invite to %s through %s failed: %s", room_id, server, exc)
+        await self._store_membership(
+            user_id,
+            room_id,
+            "leave",
+            lambda stream: self._invites.set_membership(room_id, user_id, "leave", stream),
+        )
+
+    async def _store_membership(
+        self,
+        user_id: UserID,
+        room_id: RoomID,
+        membership: str,
+        store: Callable[[int], Awaitable[None]],
+    ) -> None:
+        """Store the user's new ``membership`` of a room this server is not in with
+        ``store`` at a new events position, then tell /sync; a position whose write
+        fails is abandoned, so the stream does not stall behind it."""
         stream = self._allocate_stream()
-        await self._invites.set_membership(room_id, user_id, "leave", stream)
-        self._on_remote_membership(user_id, room_id, "leave", stream)
+        try:
+            await store(stream)
+        except BaseException:
+            self._abandon_stream(stream)
+            raise
+        self._on_remote_membership(user_id, room_id, membership, stream)
 
     async def knock_remote(
         self, room_id: RoomID, user_id: UserID, servers: Sequence[ServerName], reason: str | None
@@ -202,9 +228,24 @@ class OutboundMembership:
             except (FederationError, KeyError, TypeError, ValueError) as exc:
                 errors.append(f"{server}: {exc}")
                 continue
-            stripped = answer.get("knock_room_state", []) if isinstance(answer, dict) else []
-            stream = self._allocate_stream()
-            await self._invites.put(
+            break
+        else:
+            raise MatrixError(
+                Errcode.UNKNOWN,
+                "Failed to knock through " + "; ".join(errors or ["no server"]),
+                status=502,
+            )
+        stripped = answer.get("knock_room_state", []) if isinstance(answer, dict) else []
+        kept = (
+            [e for e in stripped[:MAX_INVITE_STATE] if isinstance(e, dict)]
+            if isinstance(stripped, list)
+            else []
+        )
+        await self._store_membership(
+            user_id,
+            room_id,
+            "knock",
+            lambda stream: self._invites.put(
                 RemoteInvite(
                     room_id,
                     user_id,
@@ -214,17 +255,9 @@ class OutboundMembership:
                     "knock",
                     stream,
                     dict(knock.data),
-                    [e for e in stripped[:MAX_INVITE_STATE] if isinstance(e, dict)]
-                    if isinstance(stripped, list)
-                    else [],
+                    kept,
                 )
-            )
-            self._on_remote_membership(user_id, room_id, "knock", stream)
-            return
-        raise MatrixError(
-            Errcode.UNKNOWN,
-            "Failed to knock through " + "; ".join(errors or ["no server"]),
-            status=502,
+            ),
         )
 
     async def forget_invite(self, room_id: RoomID, user_id: UserID) -> None:

@@ -744,6 +744,10 @@ class FederationEventHandler:
             new_groups.append(current.new_group)
         relates_to, rel_type = relation_columns(pdu.content)
         was_outlier = pdu.event_id in await self._store.get_outliers([pdu.event_id])
+        redacted_by = await self._store.redaction_on_arrival(pdu)
+        self._still_current(snapshot)
+        # The position is taken as the event is queued, nothing awaited in between: one
+        # left unqueued would hold back every higher position's announcement (issue 21).
         persisted = EventToPersist(
             pdu=pdu,
             stream_ordering=self._allocate_stream(),
@@ -758,10 +762,9 @@ class FederationEventHandler:
             was_outlier=was_outlier,
             extra_state_groups=tuple(new_groups),
             redaction_by_power=redaction_by_power,
-            redacted_by=await self._store.redaction_on_arrival(pdu),
+            redacted_by=redacted_by,
             replaces_state=replaces_state,
         )
-        self._still_current(snapshot)
         current.move(snapshot, pdu.depth)
         await self._enqueue([persisted])
 

@@ -35,6 +35,7 @@ from peyvand.events.signing import SigningKey
 from peyvand.services.timeline.event_writer import EventWriter
 from peyvand.services.timeline.room_state import RoomSnapshot, StateService
 from peyvand.services.timeline.state_resolution import StateResolver
+from peyvand.services.timeline.stream_tracker import EventPositions
 from peyvand.storage.events import EventStore
 from peyvand.storage.models import EventToPersist, NewStateGroup, RoomRow, StoredEvent
 from peyvand.types import EventID, JsonDict, RoomID, ServerName, UserID
@@ -121,11 +122,15 @@ class EventCreationService:
         state: StateService,
         writer: EventWriter,
         *,
+        positions: EventPositions,
         check_relation: RelationCheck | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        """Events are committed by ``writer`` (group commit); ``check_relation`` refuses
-        a relation that may not be sent (``services.timeline.relation_checks``)."""
+        """Events are committed by ``writer`` (group commit); their stream positions are
+        allocated from ``positions``, which the writer's dispatcher finishes (so every
+        position taken must be enqueued, or abandoned with ``abandon_stream``);
+        ``check_relation`` refuses a relation that may not be sent
+        (``services.timeline.relation_checks``)."""
         self._check_relation = check_relation
         self._server_name = server_name
         self._signing_key = signing_key
@@ -134,14 +139,14 @@ class EventCreationService:
         self._resolver = StateResolver(state)
         self._clock = clock
         self._writer = writer
-        self._next_stream = 0
+        self._positions = positions
         self._next_backfill_stream = -1
         self._pending_txns: dict[TxnKey, asyncio.Future[EventID]] = {}
         self._uncommitted: dict[EventID, asyncio.Future[None]] = {}
 
     async def start(self) -> None:
         """Continue the stream positions after the stored events."""
-        self._next_stream = await self._store.get_max_stream_ordering() + 1
+        self._positions.start_after(await self._store.get_max_stream_ordering())
         self._next_backfill_stream = min(await self._store.get_min_stream_ordering(), 0) - 1
 
     def _now_ms(self) -> int:
@@ -219,6 +224,7 @@ class EventCreationService:
                         # A failed commit dropped it while this event was built: its
                         # prev_events may never be stored. Build again on the reloaded one.
                         self._state.forget_events([pdu.event_id])
+                        self.abandon_stream(persisted.stream_ordering)
                         continue
                     done = self._enqueue([persisted])
                     break
@@ -372,6 +378,8 @@ class EventCreationService:
         except BaseException:
             # Nothing was enqueued: the room does not exist.
             self._state.forget_room(room_id)
+            for persisted in to_persist:
+                self.abandon_stream(persisted.stream_ordering)
             raise
         await done
         return room_id, [self._stored(p) for p in to_persist]
@@ -608,13 +616,12 @@ class EventCreationService:
         redaction_by_power: bool = False,
         replaces_state: EventID | None = None,
     ) -> EventToPersist:
-        stream = self.allocate_stream()
         relates_to, rel_type = relation_columns(pdu.content)
         state_group = new_group.row.state_group if new_group is not None else group
         assert state_group is not None
         return EventToPersist(
             pdu=pdu,
-            stream_ordering=stream,
+            stream_ordering=self.allocate_stream(),
             state_group=state_group,
             new_state_group=new_group,
             txn=txn,
@@ -646,10 +653,17 @@ class EventCreationService:
         return stream
 
     def allocate_stream(self) -> int:
-        """The next stream position (for events received over federation)."""
-        stream = self._next_stream
-        self._next_stream += 1
-        return stream
+        """The next stream position (also for events received over federation and remote
+        invites). It must then be enqueued (``persist``) with nothing awaited in between,
+        announced (``EventDispatcher.on_remote_membership``) or abandoned: until it is,
+        no higher position is announced."""
+        return self._positions.allocate()
+
+    def abandon_stream(self, position: int) -> None:
+        """``position`` will never be stored: the stream moves on past it (what higher
+        positions held back is announced)."""
+        for wake in self._positions.finished(position):
+            wake()
 
     async def persist(self, events: Sequence[EventToPersist]) -> None:
         """Group-commit events built elsewhere (received over federation); the caller

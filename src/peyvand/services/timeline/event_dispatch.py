@@ -1,8 +1,14 @@
 """What happens after a group commit: wake exactly the local users who can see the new
-events (DESIGN.md, "Sync"), or roll caches back on failure."""
+events (DESIGN.md, "Sync"), or roll caches back on failure.
+
+Commits are announced in stream order (``StreamTracker``): a batch, or a remote
+membership stored in its own transaction, is announced once every lower events position
+has committed or been abandoned, and /sync's token is moved to ``persisted_upto``, so no
+reader is told of a position while a lower one is still in flight (issue 21)."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 
 from peyvand.events.redaction import redaction_takes_effect
@@ -10,15 +16,24 @@ from peyvand.services.sync.notifier import Notifier
 from peyvand.services.sync.streams import Stream
 from peyvand.services.timeline.room_index import RoomIndex
 from peyvand.services.timeline.room_state import StateService
+from peyvand.services.timeline.stream_tracker import EventPositions
 from peyvand.storage.models import EventToPersist
 from peyvand.types import EventID, RoomID, ServerName, UserID
 
 
 class EventDispatcher:
     def __init__(
-        self, server_name: ServerName, state: StateService, index: RoomIndex, notifier: Notifier
+        self,
+        server_name: ServerName,
+        state: StateService,
+        index: RoomIndex,
+        notifier: Notifier,
+        positions: EventPositions,
     ) -> None:
+        """``positions`` tracks the events positions that ``EventCreationService``
+        allocates (the same tracker)."""
         self._server_name = server_name
+        self._positions = positions
         self._state = state
         self._index = index
         self._notifier = notifier
@@ -27,13 +42,37 @@ class EventDispatcher:
         self.listeners: list[Callable[[Sequence[EventToPersist]], None]] = []
 
     async def on_persisted(self, batch: Sequence[EventToPersist]) -> None:
+        """A batch committed: redactions take effect in the event cache at once (as in
+        storage); the rest is announced in stream order (``_announce``)."""
+        for persisted in batch:
+            pdu = persisted.pdu
+            if pdu.type == "m.room.redaction" and (redacts := pdu.redacts) is not None:
+                self._redacted(persisted, redacts)
+        self._finish(batch, functools.partial(self._announce, batch))
+
+    def _finish(self, batch: Sequence[EventToPersist], wake: Callable[[], None] | None) -> None:
+        """Finish the batch's positions, ``wake`` held by the highest, and run the wakes
+        released. Backfilled events (negative positions, never new to /sync) are not
+        tracked: a batch of them alone is announced at once."""
+        positions = [e.stream_ordering for e in batch if e.stream_ordering > 0]
+        if not positions:
+            released = [] if wake is None else [wake]
+        else:
+            newest = max(positions)
+            released = []
+            for position in positions:
+                released += self._positions.finished(position, wake if position == newest else None)
+        for announce in released:
+            announce()
+
+    def _announce(self, batch: Sequence[EventToPersist]) -> None:
+        """Tell the room index, /sync (up to ``persisted_upto``) and the listeners of a
+        committed batch, once no lower position is in flight."""
         self._index.apply(batch)
         users: set[UserID] = set()
         rooms: set[RoomID] = set()
         for persisted in batch:
             pdu = persisted.pdu
-            if pdu.type == "m.room.redaction" and (redacts := pdu.redacts) is not None:
-                self._redacted(persisted, redacts)
             rooms.add(pdu.room_id)
             if pdu.type == "m.room.member" and pdu.state_key:
                 users.add(UserID(pdu.state_key))
@@ -45,8 +84,7 @@ class EventDispatcher:
             for room_id in rooms
             if (snapshot := self._state.cached_room(room_id)) is not None
         ]
-        newest = max(e.stream_ordering for e in batch)  # backfilled events count down
-        self._notifier.advance(Stream.EVENTS, newest, users, local_members)
+        self._notifier.advance(Stream.EVENTS, self._positions.persisted_upto, users, local_members)
         for listener in self.listeners:
             listener(batch)
 
@@ -54,10 +92,16 @@ class EventDispatcher:
         self, user_id: UserID, room_id: RoomID, membership: str, stream: int
     ) -> None:
         """An invite to, a knock on, or the rejection of either, of a room this server is
-        not in, stored at ``stream`` apart from the room's events: the room index and
-        the user's /sync are told."""
-        self._index.note_remote_invite(user_id, room_id, membership, stream)
-        self._notifier.advance(Stream.EVENTS, stream, {user_id})
+        not in, stored at ``stream`` (allocated by ``EventCreationService``) apart from
+        the room's events: the room index and the user's /sync are told, once no lower
+        position is in flight."""
+
+        def announce() -> None:
+            self._index.note_remote_invite(user_id, room_id, membership, stream)
+            self._notifier.advance(Stream.EVENTS, self._positions.persisted_upto, {user_id})
+
+        for wake in self._positions.finished(stream, announce):
+            wake()
 
     def _redacted(self, redaction: EventToPersist, target: EventID) -> None:
         """Count a committed redaction and mark ``target`` redacted in the event cache
@@ -81,3 +125,5 @@ class EventDispatcher:
         for room_id in {e.pdu.room_id for e in batch}:
             self._state.forget_room(room_id)
         self._state.forget_events(e.pdu.event_id for e in batch)
+        # Their positions are abandoned: the stream moves on past them.
+        self._finish(batch, None)
