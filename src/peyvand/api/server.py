@@ -234,6 +234,14 @@ def build_web_app(services: Services, tables: Iterable[RouteTable]) -> web.Appli
         handler_args={"max_field_size": 16 * 1024},
     )
     app[SERVICES_KEY] = services
+    worker = services.config.workers.instance
+    if worker is not None:
+        # Which process of a deployment answered: for operators following a request
+        # through the reverse proxy, and for the routing tests.
+        async def name_worker(_: web.Request, response: web.StreamResponse) -> None:
+            response.headers["X-Peyvand-Worker"] = worker
+
+        app.on_response_prepare.append(name_worker)
     limits = _Limits(services)
     seen: set[tuple[str, str]] = set()
     for table in tables:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from peyvand import __version__
 from peyvand.cli.appservice import add_appservice_command
+from peyvand.cli.deployment import add_deployment_command
 from peyvand.cli.erase import add_erase_command
 from peyvand.cli.errors import CommandError
 from peyvand.cli.export import add_export_command
@@ -140,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_retention_command(commands)
     add_reports_command(commands)
     add_server_notice_command(commands)
+    add_deployment_command(commands)
     add_policy_lists_command(commands)
     add_appservice_command(commands)
 

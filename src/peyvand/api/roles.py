@@ -1,0 +1,101 @@
+"""Which role of a multi-process deployment serves each endpoint (issue 21, "Routing";
+docs/scaling.md). The reverse proxy's configuration is generated from this
+(``peyvand deployment nginx``), so every route is placed once, here.
+
+- ``federation_inbound``: the Server-Server API (``/_matrix/federation``, ``/_matrix/key``).
+- ``media``: the content repository (``/_matrix/media``, ``/_matrix/client/v1/media``).
+- ``client_reader``: Client-Server requests that only read: ``GET``/``HEAD`` routes, and
+  the few reads sent as ``POST`` (sliding sync, search, key queries, the user and room
+  directories' searches), except those that change something or answer from one
+  process's memory (presence, e-mail links).
+- ``event_writer``: every other client request (sends, state, membership, account
+  changes) and the admin API.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from peyvand.api.routing import CLIENT_PREFIXES, CLIENT_V3, Route, RouteTable
+
+# Client routes answered by a reader although sent with POST: they change nothing.
+_READS_BY_POST = frozenset(
+    {
+        "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync",
+        f"{CLIENT_V3}/search",
+        f"{CLIENT_V3}/keys/query",
+        f"{CLIENT_V3}/user_directory/search",
+        f"{CLIENT_V3}/publicRooms",
+    }
+)
+# Client GET routes that a reader must not answer: presence lives in one process's
+# memory; an e-mail link's GET validates or unsubscribes (a write).
+_WRITES_BY_GET = frozenset(
+    {
+        f"{CLIENT_V3}/presence/{{userId}}/status",
+        "/_peyvand/client/email/validate",
+        "/_peyvand/client/unsubscribe",
+    }
+)
+_PARAMETER = re.compile(r"\{([A-Za-z_]+)(?::([^}]*))?\}")
+
+
+@dataclass(frozen=True, slots=True)
+class RoutedPath:
+    """One method and path pattern (a regular expression over the decoded path) and the
+    role that serves it."""
+
+    method: str
+    pattern: str
+    role: str
+
+
+def client_role(route: Route) -> str:
+    """The role serving a Client-Server route."""
+    if route.method in ("GET", "HEAD"):
+        return "event_writer" if route.path in _WRITES_BY_GET else "client_reader"
+    if route.method == "POST" and route.path in _READS_BY_POST:
+        return "client_reader"
+    return "event_writer"
+
+
+def path_pattern(path: str) -> str:
+    """An aiohttp path template as an anchored regular expression: ``{name}`` matches
+    one segment, ``{name:regex}`` its regex."""
+    out: list[str] = []
+    position = 0
+    for match in _PARAMETER.finditer(path):
+        out.append(re.escape(path[position : match.start()]))
+        out.append(match.group(2) if match.group(2) is not None else "[^/]+")
+        position = match.end()
+    out.append(re.escape(path[position:]))
+    return "^" + "".join(out) + "$"
+
+
+def routed_paths(
+    client: Iterable[RouteTable],
+    media: Iterable[RouteTable],
+    federation: Iterable[RouteTable],
+    admin: Iterable[RouteTable],
+) -> list[RoutedPath]:
+    """Every route of the tables with its role, client routes under each of their
+    prefixes (v3 and r0), as ``api.server`` mounts them."""
+    routed: list[RoutedPath] = []
+    families = (
+        (client, client_role),
+        (media, lambda _: "media"),
+        (federation, lambda _: "federation_inbound"),
+        (admin, lambda _: "event_writer"),
+    )
+    for tables, role_of in families:
+        for table in tables:
+            for route in table.routes:
+                role = role_of(route)
+                paths = [route.path]
+                if route.path.startswith(CLIENT_V3 + "/"):
+                    suffix = route.path[len(CLIENT_V3) :]
+                    paths = [prefix + suffix for prefix in CLIENT_PREFIXES]
+                routed += [RoutedPath(route.method, path_pattern(p), role) for p in paths]
+    return routed

@@ -1,0 +1,100 @@
+"""``peyvand deployment nginx`` and the roles behind it (``api.roles``, issue 21): every
+route is placed, the reads go to readers and nothing that writes does, each listed
+pattern matches its own paths only, and one process needs no routing."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from peyvand.api.roles import path_pattern
+from peyvand.cli.deployment import deployment_routes, nginx_config
+from peyvand.cli.errors import CommandError
+from peyvand.config.loader import load_config
+
+CONFIG = """
+server_name = "example.org"
+data_dir = "."
+signing_key_path = "k"
+[database]
+url = "{url}"
+[workers]
+secret_path = "s"
+instances = [
+  {{name = "w", roles = ["event_writer", "background", "federation_sender"], port = 8101}},
+  {{name = "r1", roles = ["client_reader"], port = 8102}},
+  {{name = "r2", roles = ["client_reader"], port = 8103, bind = "::1"}},
+  {{name = "e", roles = ["federation_inbound", "media"], port = 8104}},
+]
+"""
+
+
+def test_patterns_follow_aiohttp_templates() -> None:
+    pattern = re.compile(path_pattern("/_matrix/client/v3/rooms/{roomId}/state/{eventType}"))
+    assert pattern.match("/_matrix/client/v3/rooms/!a:b/state/m.room.name")
+    assert not pattern.match("/_matrix/client/v3/rooms/!a:b/state/m.room.name/extra")
+    rest = re.compile(path_pattern("/_matrix/client/v3/pushrules/{path:.*}"))
+    assert rest.match("/_matrix/client/v3/pushrules/global/override/x")
+
+
+def test_every_route_has_one_role_and_reads_only_go_to_readers() -> None:
+    routes = deployment_routes()
+    roles = {(r.method, r.pattern): r.role for r in routes}
+    assert len(roles) == len(routes)  # each method and path placed once
+
+    def role(method: str, path: str) -> str:
+        return roles[(method, path_pattern(path))]
+
+    client = "/_matrix/client/v3"
+    assert role("GET", f"{client}/sync") == "client_reader"
+    assert role("GET", "/_matrix/client/r0/sync") == "client_reader"
+    assert role("POST", "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync") == (
+        "client_reader"
+    )
+    assert role("GET", f"{client}/rooms/{{roomId}}/messages") == "client_reader"
+    assert role("POST", f"{client}/search") == "client_reader"
+    assert role("PUT", f"{client}/rooms/{{roomId}}/send/{{eventType}}/{{txnId}}") == "event_writer"
+    assert role("POST", f"{client}/createRoom") == "event_writer"
+    assert role("POST", f"{client}/keys/upload") == "event_writer"
+    assert role("GET", f"{client}/presence/{{userId}}/status") == "event_writer"
+    assert role("GET", "/_peyvand/client/unsubscribe") == "event_writer"
+    assert role("GET", "/_matrix/client/v1/media/config") == "media"
+    assert role("PUT", "/_matrix/federation/v1/send/{txnId}") == "federation_inbound"
+    assert role("GET", "/_peyvand/admin/v1/audit_log") == "event_writer"
+    writes = {"PUT", "POST", "DELETE"}
+    readers_writing = [
+        (r.method, r.pattern)
+        for r in routes
+        if r.role == "client_reader" and r.method in writes and "sync" not in r.pattern
+    ]
+    assert all(
+        any(word in pattern for word in ("search", "keys/query", "publicRooms"))
+        for _, pattern in readers_writing
+    ), readers_writing
+
+
+def test_nginx_configuration(tmp_path: Path) -> None:
+    path = tmp_path / "deployment.toml"
+    path.write_text(CONFIG.format(url="postgresql://p@127.0.0.1/p"))
+    text = nginx_config(load_config(path), listen="127.0.0.1:9000")
+    upstream = text[text.index("upstream peyvand_client_reader {") :]
+    upstream = upstream[: upstream.index("}")]
+    assert "server 127.0.0.1:8102" in upstream and "server [::1]:8103" in upstream
+    assert "upstream peyvand_background" not in text  # leased, not routed
+    assert "upstream peyvand_federation_sender" not in text
+    assert "listen 127.0.0.1:9000;" in text
+    assert "location /_peyvand/internal/ {\n        return 404;" in text
+    listed = re.findall(r'^    "~\^([A-Z|():?]+) (.*)" (\w+);$', text, flags=re.M)
+    assert listed and all(role != "event_writer" for _, _, role in listed)
+    for method, pattern, _ in listed:
+        re.compile(pattern)  # nginx's PCRE takes what Python's re takes here
+        assert method in ("(?:GET|HEAD)", "HEAD", "POST", "PUT", "DELETE")
+
+
+def test_one_process_needs_no_routing(tmp_path: Path) -> None:
+    path = tmp_path / "one.toml"
+    path.write_text(CONFIG.format(url="sqlite:///x.db").split("[workers]")[0])
+    with pytest.raises(CommandError, match=r"no 'workers\.instances'"):
+        nginx_config(load_config(path), listen="127.0.0.1:9000")
