@@ -28,3 +28,27 @@ def test_other_tokens_are_refused(token: str) -> None:
     with pytest.raises(MatrixError) as refused:
         StreamToken.parse(token)
     assert refused.value.errcode == Errcode.INVALID_PARAM
+
+
+def test_kept_serialisations_and_parses_match_the_tokens() -> None:
+    """The last serialisation and recent parses are kept (issue 15, "hot room"): each
+    must still be that of the token at hand."""
+    first, second = StreamToken(1, 2, 3), StreamToken(1, 2, 4)
+    assert first.serialize() == "s1_2_3_0_0_0_0_0"
+    assert second.serialize() == "s1_2_4_0_0_0_0_0"
+    assert first.serialize() == "s1_2_3_0_0_0_0_0"
+    assert StreamToken.parse("s1_2_3") == first
+    assert StreamToken.parse("s1_2_3") == first
+    assert StreamToken.parse("s1_2_4") == second
+    with pytest.raises(MatrixError):
+        StreamToken.parse("s1_x")
+    with pytest.raises(MatrixError):
+        StreamToken.parse("s1_x")
+
+
+def test_advancing_a_stream_to_where_it_is_keeps_the_token() -> None:
+    token = StreamToken(5, 6, 7)
+    assert token.advanced(Stream.RECEIPTS, 7) is token
+    moved = token.advanced(Stream.RECEIPTS, 8)
+    assert moved == StreamToken(5, 6, 8)
+    assert moved.serialize() == "s5_6_8_0_0_0_0_0"

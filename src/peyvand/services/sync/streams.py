@@ -12,9 +12,12 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from peyvand.errors import Errcode, MatrixError
+from peyvand.lru import LRU
 
 # Positions are stored as 64-bit integers (SQLite INTEGER, PostgreSQL BIGINT).
 MAX_POSITION = 2**63 - 1
+# Parsed tokens kept (see ``_parsed``).
+_PARSED = 1024
 
 
 def parse_position_number(text: str) -> int:
@@ -62,20 +65,32 @@ class StreamToken:
         )
 
     def serialize(self) -> str:
-        return "s" + "_".join(map(str, self.positions()))
+        """The token as clients get it. The last one serialised is kept: the syncs one
+        commit wakes answer with the same token (issue 15, "hot room")."""
+        global _last_serialized
+        token, text = _last_serialized
+        if token is not self:
+            text = "s" + "_".join(map(str, self.positions()))
+            _last_serialized = (self, text)
+        return text
 
     @classmethod
     def parse(cls, token: str) -> StreamToken:
         """Parse a token from a client; M_INVALID_PARAM if it is not one of ours."""
+        parsed = _parsed.get(token)
+        if parsed is not None:
+            return parsed
         try:
             if not token.startswith("s"):
                 raise ValueError(token)
             parts = [parse_position_number(p) for p in token[1:].split("_")]
             if len(parts) > len(_ORDER):
                 raise ValueError(token)
-            return cls(*parts)
+            parsed = cls(*parts)
         except ValueError:
             raise MatrixError(Errcode.INVALID_PARAM, f"Invalid stream token: {token!r}") from None
+        _parsed.put(token, parsed)
+        return parsed
 
     def get(self, stream: Stream) -> int:
         value: int = getattr(self, stream.value)
@@ -84,7 +99,10 @@ class StreamToken:
     def advanced(self, stream: Stream, position: int) -> StreamToken:
         """This token with ``stream`` at ``position``. Built directly: every commit and
         every woken sync makes one, and ``dataclasses.replace`` costs several times as
-        much (issue 15, "hot room")."""
+        much (issue 15, "hot room"); this token itself when ``stream`` is there already,
+        so the syncs one commit wakes share their next token and its serialisation."""
+        if self.get(stream) == position:
+            return self
         positions = list(self.positions())
         positions[_ORDER[stream]] = position
         return StreamToken(*positions)
@@ -96,3 +114,10 @@ class StreamToken:
 
 # Each stream's place in a token.
 _ORDER: dict[Stream, int] = {stream: at for at, stream in enumerate(Stream)}
+
+# The token serialised last, and its text.
+_last_serialized: tuple[StreamToken, str] = (StreamToken(), "s0_0_0_0_0_0_0_0")
+
+# Tokens parsed lately, by their text (each long-poll parses the one it was handed;
+# tokens are immutable). Bounded: about 200 bytes an entry.
+_parsed: LRU[str, StreamToken] = LRU(_PARSED)

@@ -44,6 +44,8 @@ from peyvand.storage.models import StoredEvent
 from peyvand.storage.remote_invites import RemoteInviteStore
 from peyvand.types import DeviceID, EventID, JsonDict, RoomID, UserID
 
+# The default of ``_Result.token``, replaced by every sync.
+_NO_TOKEN = StreamToken()
 # Rooms whose summary inputs and non-member state keys are kept (per state group).
 _SUMMARIES = 4096
 # A room named by either of these has no heroes in its summary.
@@ -131,7 +133,8 @@ class _Result:
     device_lists: DeviceListChanges = field(default_factory=DeviceListChanges)
     presence: list[JsonDict] = field(default_factory=list)
     # The next token: the sync's ``now``, unless to-device messages remain for later.
-    token: StreamToken = field(default_factory=StreamToken)
+    # (Tokens are immutable: one shared default, as building one costs 2.4 us.)
+    token: StreamToken = _NO_TOKEN
 
     def is_empty(self) -> bool:
         return not (
