@@ -550,7 +550,10 @@ class SyncService:
     async def _state_json(
         self, state_ids: Mapping[StateKey, EventID], requester: Requester, sync_filter: Filter
     ) -> list[JsonDict]:
-        """The state events of ``state_ids`` that the filter's ``room.state`` keeps."""
+        """The state events of ``state_ids`` that the filter's ``room.state`` keeps
+        (most woken syncs have none: their members were sent before)."""
+        if not state_ids:
+            return []
         found = await self._state.get_state_events_by_id(state_ids.values())
         state_filter = sync_filter.room.state
         kept = [
