@@ -39,13 +39,14 @@ from peyvand.wiring.compliance import Compliance, build_compliance
 from peyvand.wiring.email import Email, build_email
 from peyvand.wiring.federation import Federation, Transport, build_federation, build_transport
 from peyvand.wiring.leased import background_jobs
-from peyvand.wiring.lifecycle import Hooks, Lifecycle
+from peyvand.wiring.lifecycle import Component, Hooks, Lifecycle
 from peyvand.wiring.local import Local, Timeline, build_local, build_timeline
 from peyvand.wiring.media import Media, build_media
 from peyvand.wiring.previews import Previews, build_previews
 from peyvand.wiring.rooms import Rooms, build_rooms
 from peyvand.wiring.server_notices import build_server_notices
 from peyvand.wiring.sliding_sync import build_sliding_sync
+from peyvand.wiring.workers import build_workers
 
 if TYPE_CHECKING:
     from peyvand.storage.postgres import PostgresDatabase
@@ -84,6 +85,7 @@ async def create_app(config: Config) -> web.Application:
     previews = build_previews(config, db, timeline, local, transport, federation, rooms)
     email = build_email(config, db, timeline, local, signing_key)
     appservices = build_appservices(config, db, timeline, local, rooms, federation)
+    workers = build_workers(config, db, timeline)
 
     services = _services(
         config,
@@ -116,6 +118,7 @@ async def create_app(config: Config) -> web.Application:
         compliance,
         email,
         appservices,
+        workers,
     )
 
     async def start(_: web.Application) -> None:
@@ -141,6 +144,7 @@ def _lifecycle(
     compliance: Compliance,
     email: Email,
     appservices: AppServices,
+    workers: list[tuple[str, Component]],
 ) -> Lifecycle:
     """Every component with something to start or stop, in start-up order. Background
     jobs run in one process of a deployment at a time (``wiring.leased``)."""
@@ -161,6 +165,8 @@ def _lifecycle(
         # Before the writer: its pre-commit hook allocates the sender's seqs.
         lifecycle.add("federation sender", transport.sender)
     lifecycle.add("event writer", Hooks(start=timeline.writer.start, stop=timeline.writer.stop))
+    for name, component in workers:
+        lifecycle.add(name, component)
     lifecycle.add("typing", local.typing)
     lifecycle.add("presence", local.presence)
     lifecycle.add("account data", Hooks(start=local.account_data.start))

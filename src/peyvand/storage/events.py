@@ -150,6 +150,18 @@ class EventStore:
         )
         return await self._events_from_rows(rows)
 
+    async def get_events_in_range(self, after: int, up_to: int, limit: int) -> list[StoredEvent]:
+        """Events of every room in ``(after, up_to]``, in stream order, at most ``limit``
+        (a process following another's writes: ``services.timeline.event_follower``)."""
+        rows = await self._db.fetch(
+            f"SELECT {_EVENT_COLUMNS} FROM events WHERE stream_ordering > $1"
+            " AND stream_ordering <= $2 ORDER BY stream_ordering LIMIT $3",
+            after,
+            up_to,
+            limit,
+        )
+        return await self._events_from_rows(rows)
+
     async def get_replaced_state(
         self, event_ids: Iterable[EventID]
     ) -> dict[EventID, EventID | None]:

@@ -92,6 +92,17 @@ class RemoteInviteStore:
         )
         return {RoomID(r[0]): (r[1], r[2]) for r in rows}
 
+    async def changed_in_range(self, after: int, up_to: int) -> list[RemoteInvite]:
+        """The invites (not held) whose membership moved to a position in ``(after,
+        up_to]``, in stream order (a process following another's writes)."""
+        rows = await self._db.fetch(
+            f"SELECT {_COLUMNS} FROM remote_invites WHERE stream_ordering > $1"
+            " AND stream_ordering <= $2 AND NOT held ORDER BY stream_ordering",
+            after,
+            up_to,
+        )
+        return [_invite(row) for row in rows]
+
     async def set_membership(
         self, room_id: RoomID, user_id: UserID, membership: str, stream_ordering: int
     ) -> None:

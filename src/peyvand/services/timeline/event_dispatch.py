@@ -18,6 +18,7 @@ from peyvand.services.timeline.room_index import RoomIndex
 from peyvand.services.timeline.room_state import StateService
 from peyvand.services.timeline.stream_tracker import EventPositions
 from peyvand.storage.models import EventToPersist
+from peyvand.storage.remote_invites import RemoteInvite
 from peyvand.types import EventID, RoomID, ServerName, UserID
 
 
@@ -40,6 +41,9 @@ class EventDispatcher:
         # Told of every committed batch after local users are woken (the federation
         # sender, to send what the batch queued).
         self.listeners: list[Callable[[Sequence[EventToPersist]], None]] = []
+        # Told of each new ``persisted_upto`` this process's writes reach (in a
+        # deployment: published to the processes that follow the stream).
+        self.advanced: list[Callable[[int], None]] = []
 
     async def on_persisted(self, batch: Sequence[EventToPersist]) -> None:
         """A batch committed: redactions take effect in the event cache at once (as in
@@ -68,8 +72,35 @@ class EventDispatcher:
     def _announce(self, batch: Sequence[EventToPersist]) -> None:
         """Tell the room index, /sync (up to ``persisted_upto``) and the listeners of a
         committed batch, once no lower position is in flight."""
-        self._index.apply(batch)
+        position = self._positions.persisted_upto
+        self._tell(batch, position, set())
+        for advanced in self.advanced:
+            advanced(position)
+
+    def on_replicated(
+        self, batch: Sequence[EventToPersist], invites: Sequence[RemoteInvite], up_to: int
+    ) -> None:
+        """Another process of the deployment committed ``batch`` and moved ``invites``
+        (``services.timeline.event_follower`` read them, every position up to ``up_to``
+        committed): redactions take effect in the event cache as storage applied them, then
+        the room index, /sync and the listeners are told as of a local commit. The rooms'
+        snapshots are the follower's to bring up to date first."""
+        for persisted in batch:
+            pdu = persisted.pdu
+            if pdu.type == "m.room.redaction" and (redacts := pdu.redacts) is not None:
+                self._redacted(persisted, redacts)
         users: set[UserID] = set()
+        for invite in invites:
+            self._index.note_remote_invite(
+                invite.user_id, invite.room_id, invite.membership, invite.stream_ordering
+            )
+            users.add(invite.user_id)
+        self._tell(batch, up_to, users)
+
+    def _tell(self, batch: Sequence[EventToPersist], position: int, users: set[UserID]) -> None:
+        """The room index, /sync (its token moved to ``position``, ``users`` woken with the
+        batch's members and the local members of its rooms) and the listeners."""
+        self._index.apply(batch)
         rooms: set[RoomID] = set()
         for persisted in batch:
             pdu = persisted.pdu
@@ -84,7 +115,7 @@ class EventDispatcher:
             for room_id in rooms
             if (snapshot := self._state.cached_room(room_id)) is not None
         ]
-        self._notifier.advance(Stream.EVENTS, self._positions.persisted_upto, users, local_members)
+        self._notifier.advance(Stream.EVENTS, position, users, local_members)
         for listener in self.listeners:
             listener(batch)
 
@@ -97,8 +128,11 @@ class EventDispatcher:
         position is in flight."""
 
         def announce() -> None:
+            position = self._positions.persisted_upto
             self._index.note_remote_invite(user_id, room_id, membership, stream)
-            self._notifier.advance(Stream.EVENTS, self._positions.persisted_upto, {user_id})
+            self._notifier.advance(Stream.EVENTS, position, {user_id})
+            for advanced in self.advanced:
+                advanced(position)
 
         for wake in self._positions.finished(stream, announce):
             wake()

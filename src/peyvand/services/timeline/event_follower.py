@@ -1,0 +1,212 @@
+"""Following the events stream written by another process (issue 21, "Streams across
+processes"): a process of a deployment without the ``event_writer`` role (a client
+reader) learns of each commit of the writer's, reads the new events and invites from the
+database and announces them as its own commits are announced (``EventDispatcher``), so its
+room index, event caches, recent-events cache and waiting /sync requests move on.
+
+The writer publishes its ``persisted_upto`` on the bus after each commit and records it
+in ``stream_positions`` (``EventPositionPublisher``); the follower catches up to the
+highest position it has heard of, in order, one range read at a time. A message lost on
+the bus only delays it: positions are re-read from the database every
+``POLL_SECONDS`` and after the bus reconnects.
+
+With one event writer the writer's position is the stream's. (Several writers, each with
+its shard of the rooms, need the lowest of their positions: a later step.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from peyvand.background import BackgroundTask
+from peyvand.events.relations import relation_columns
+from peyvand.services.timeline.event_dispatch import EventDispatcher
+from peyvand.services.timeline.room_state import StateService
+from peyvand.storage.bus import Bus
+from peyvand.storage.events import EventStore
+from peyvand.storage.models import EventToPersist, StoredEvent
+from peyvand.storage.remote_invites import RemoteInviteStore
+from peyvand.storage.stream_positions import StreamPositionStore
+from peyvand.types import EventID
+
+logger = logging.getLogger(__name__)
+
+CHANNEL = "events"
+STREAM = "events"
+# Events read per range read while catching up.
+BATCH = 500
+# How often positions are re-read from the database (a lost bus message's delay).
+POLL_SECONDS = 1.0
+# How often, at most, the writer records its position in the database.
+RECORD_SECONDS = 0.2
+
+
+class EventPositionPublisher:
+    """The event writer's side: publishes each new ``persisted_upto`` (an
+    ``EventDispatcher.advanced`` callback) and records the newest in the database, at
+    most every ``RECORD_SECONDS``, one write at a time."""
+
+    def __init__(self, bus: Bus, positions: StreamPositionStore, instance: str) -> None:
+        self._bus = bus
+        self._positions = positions
+        self._instance = instance
+        self._newest = 0
+        self._recorded = 0
+        self._pending = asyncio.Event()
+        self._task = BackgroundTask("events position", self._record)
+
+    def advanced(self, position: int) -> None:
+        if position <= self._newest:
+            return
+        self._newest = position
+        self._bus.publish(CHANNEL, {"p": position})
+        self._pending.set()
+
+    async def start(self) -> None:
+        self._task.start()
+
+    async def stop(self) -> None:
+        await self._task.stop()
+        if self._newest > self._recorded:
+            await self._positions.advance(STREAM, self._instance, self._newest)
+
+    async def _record(self) -> None:
+        while True:
+            await self._pending.wait()
+            self._pending.clear()
+            newest = self._newest
+            try:
+                await self._positions.advance(STREAM, self._instance, newest)
+                self._recorded = newest
+            except Exception:
+                logger.exception("recording the events position failed")
+                self._pending.set()
+            await asyncio.sleep(RECORD_SECONDS)
+
+
+class EventStreamFollower:
+    """A reader's side: catches up with the writers' committed events."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        positions: StreamPositionStore,
+        store: EventStore,
+        remote_invites: RemoteInviteStore,
+        state: StateService,
+        dispatcher: EventDispatcher,
+    ) -> None:
+        self._bus = bus
+        self._positions = positions
+        self._store = store
+        self._remote_invites = remote_invites
+        self._state = state
+        self._dispatcher = dispatcher
+        self._position = 0
+        self._target = 0
+        self._wanted = asyncio.Event()
+        self._catch_up = BackgroundTask("follow events", self._follow)
+        self._poll = BackgroundTask("poll events positions", self._poll_positions)
+
+    @property
+    def position(self) -> int:
+        """Up to where this process has announced the stream."""
+        return self._position
+
+    async def start(self) -> None:
+        """Start from what is stored now: the database's own events are what this
+        process's room index and notifier start from."""
+        self._position = self._target = await self._store.get_max_stream_ordering()
+        self._bus.subscribe(CHANNEL, self._on_message)
+        self._bus.on_reconnect(self._reread)
+        self._catch_up.start()
+        self._poll.start()
+
+    async def stop(self) -> None:
+        await self._poll.stop()
+        await self._catch_up.stop()
+
+    def _on_message(self, payload: dict[str, Any], _sender: str) -> None:
+        position = payload.get("p")
+        if isinstance(position, int):
+            self._want(position)
+
+    def _want(self, position: int) -> None:
+        if position > self._target:
+            self._target = position
+            self._wanted.set()
+
+    async def _reread(self) -> None:
+        positions = await self._positions.positions(STREAM)
+        if positions:
+            self._want(max(positions.values()))
+
+    async def _poll_positions(self) -> None:
+        while True:
+            await asyncio.sleep(POLL_SECONDS)
+            try:
+                await self._reread()
+            except Exception:
+                logger.exception("reading the events positions failed")
+
+    async def _follow(self) -> None:
+        while True:
+            await self._wanted.wait()
+            self._wanted.clear()
+            while self._position < self._target:
+                try:
+                    await self._catch_up_once(self._target)
+                except Exception:
+                    logger.exception("following the events stream failed; retrying")
+                    await asyncio.sleep(POLL_SECONDS)
+
+    async def _catch_up_once(self, target: int) -> None:
+        """Read and announce the events after ``position``, up to ``target`` or ``BATCH``
+        of them, whichever comes first."""
+        stored = await self._store.get_events_in_range(self._position, target, BATCH)
+        up_to = target if len(stored) < BATCH else stored[-1].stream_ordering
+        invites = await self._remote_invites.changed_in_range(self._position, up_to)
+        batch = await self._to_announce(stored)
+        rooms = {event.pdu.room_id for event in stored}
+        for room_id in {e.pdu.room_id for e in stored if e.pdu.is_state()}:
+            self._state.forget_room(room_id)
+        self._state.cache_events(stored)
+        for room_id in rooms:
+            await self._state.get_room(room_id)
+        self._dispatcher.on_replicated(batch, invites, up_to)
+        self._position = up_to
+
+    async def _to_announce(self, stored: list[StoredEvent]) -> list[EventToPersist]:
+        """The events as the writer's commit described them, from what storage holds: a
+        redaction took effect by its sender's power when storage marked its target
+        redacted by it."""
+        targets = [e.pdu.redacts for e in stored if e.pdu.type == "m.room.redaction"]
+        redacted = await self._store.get_events([t for t in targets if t is not None])
+        replaced = await self._store.get_replaced_state(e.pdu.event_id for e in stored)
+        return [self._persisted(event, redacted, replaced) for event in stored]
+
+    @staticmethod
+    def _persisted(
+        event: StoredEvent,
+        redacted: dict[EventID, StoredEvent],
+        replaced: dict[EventID, EventID | None],
+    ) -> EventToPersist:
+        pdu = event.pdu
+        relates_to, rel_type = relation_columns(pdu.content)
+        target = redacted.get(pdu.redacts) if pdu.redacts is not None else None
+        txn = (pdu.sender, event.txn[0], event.txn[1]) if event.txn is not None else None
+        return EventToPersist(
+            pdu=pdu,
+            stream_ordering=event.stream_ordering,
+            state_group=event.state_group,
+            new_state_group=None,
+            txn=txn,
+            relates_to=relates_to,
+            rel_type=rel_type,
+            new_extremities=(),
+            redaction_by_power=target is not None and target.redacted_by == pdu.event_id,
+            redacted_by=event.redacted_by,
+            replaces_state=replaced.get(pdu.event_id),
+        )

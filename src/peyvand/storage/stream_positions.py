@@ -1,0 +1,31 @@
+"""Each writing process's position in each stream (schema 048, issue 21): up to where
+everything it wrote is committed. A position only moves forward."""
+
+from __future__ import annotations
+
+from peyvand.storage.database import Database
+
+
+class StreamPositionStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def advance(self, stream: str, instance: str, position: int) -> None:
+        """Record ``instance``'s ``position`` in ``stream`` (a lower one than stored is
+        ignored: a late write never moves a stream back)."""
+        async with self._db.transaction() as txn:
+            await txn.execute(
+                "INSERT INTO stream_positions (stream, instance, position) VALUES ($1, $2, $3)"
+                " ON CONFLICT (stream, instance) DO UPDATE SET position = excluded.position"
+                " WHERE stream_positions.position < excluded.position",
+                stream,
+                instance,
+                position,
+            )
+
+    async def positions(self, stream: str) -> dict[str, int]:
+        """Every writer's position in ``stream``."""
+        rows = await self._db.fetch(
+            "SELECT instance, position FROM stream_positions WHERE stream = $1", stream
+        )
+        return {str(row[0]): int(row[1]) for row in rows}

@@ -1,0 +1,34 @@
+"""What a process of a multi-process deployment adds (issue 21): the bus between the
+processes and, per role, the events stream's publisher (an event writer) or follower
+(every other process). Nothing at all for a single process."""
+
+from __future__ import annotations
+
+from peyvand.config import Config
+from peyvand.services.timeline.event_follower import EventPositionPublisher, EventStreamFollower
+from peyvand.storage.database import Database
+from peyvand.storage.stream_positions import StreamPositionStore
+from peyvand.wiring.lifecycle import Component
+from peyvand.wiring.local import Timeline
+
+
+def build_workers(config: Config, db: Database, timeline: Timeline) -> list[tuple[str, Component]]:
+    """The components to start after the event writer, in order (none for one process)."""
+    workers = config.workers
+    instance = workers.instance
+    if not workers.enabled or instance is None:
+        return []
+    # Only a deployment loads the PostgreSQL bus (and asyncpg with it, on SQLite too).
+    from peyvand.storage.bus import PostgresBus
+
+    bus = PostgresBus(config.database.url, instance)
+    positions = StreamPositionStore(db)
+    if workers.has_role("event_writer"):
+        publisher = EventPositionPublisher(bus, positions, instance)
+        timeline.dispatcher.advanced.append(publisher.advanced)
+        return [("bus", bus), ("events position", publisher)]
+    follower = EventStreamFollower(
+        bus, positions, timeline.event_store, timeline.remote_invites, timeline.state,
+        timeline.dispatcher,
+    )  # fmt: skip
+    return [("bus", bus), ("events follower", follower)]

@@ -1,0 +1,123 @@
+"""A client reader follows the event writer (issue 21, "Streams across processes"):
+behind nginx, a long-polling /sync served by the reader process wakes with a message
+that the writer process committed, in well under the database re-read interval (the bus
+carried it), and /messages and a redaction read on the reader agree with the writer."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from harness.deployment import Deployment
+from harness.nginx import Nginx
+
+PASSWORD = "a long password"
+
+
+@pytest.fixture
+def proxied(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Nginx]:
+    deployment = Deployment(
+        request,
+        tmp_path,
+        {
+            "writer": ["event_writer", "federation_inbound", "federation_sender", "media",
+                       "background"],
+            "reader": ["client_reader"],
+        },
+    )  # fmt: skip
+    nginx = Nginx(deployment["writer"].config_path, tmp_path / "nginx")
+    try:
+        for process in deployment.processes.values():
+            process.start()
+        nginx.start()
+        yield nginx
+    finally:
+        nginx.stop()
+        deployment.stop()
+
+
+class Client:
+    def __init__(self, session: aiohttp.ClientSession, base: str) -> None:
+        self.session = session
+        self.base = base
+        self.token = ""
+
+    async def call(
+        self, method: str, path: str, body: dict[str, Any] | None = None, **params: str
+    ) -> tuple[dict[str, Any], str]:
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        async with self.session.request(
+            method, f"{self.base}/_matrix/client/v3{path}", json=body, params=params,
+            headers=headers, timeout=aiohttp.ClientTimeout(total=30),
+        ) as response:  # fmt: skip
+            answer = await response.json()
+            assert response.status == 200, (method, path, response.status, answer)
+            return answer, response.headers["X-Peyvand-Worker"]
+
+    async def register(self, name: str) -> str:
+        body = {"username": name, "password": PASSWORD, "auth": {"type": "m.login.dummy"}}
+        answer, _ = await self.call("POST", "/register", body)
+        self.token = answer["access_token"]
+        return str(answer["user_id"])
+
+
+def _timeline(sync: dict[str, Any], room_id: str) -> list[dict[str, Any]]:
+    room = sync["rooms"]["join"].get(room_id, {})
+    return list(room.get("timeline", {}).get("events", []))
+
+
+async def test_a_reader_wakes_with_what_the_writer_commits(proxied: Nginx) -> None:
+    async with aiohttp.ClientSession() as session:
+        alice, bob = Client(session, proxied.base_url), Client(session, proxied.base_url)
+        await alice.register("alice")
+        bob_id = await bob.register("bob")
+        (created, worker) = await alice.call("POST", "/createRoom", {"invite": [bob_id]})
+        assert worker == "writer"
+        room_id = created["room_id"]
+        _, worker = await bob.call("POST", f"/rooms/{room_id}/join", {})
+        assert worker == "writer"
+
+        # The reader's initial sync has the room bob joined a moment ago on the writer.
+        for _ in range(50):  # bounded: 5 s
+            sync, worker = await bob.call("GET", "/sync")
+            if room_id in sync["rooms"]["join"]:
+                break
+            await asyncio.sleep(0.1)
+        assert worker == "reader"
+        assert room_id in sync["rooms"]["join"]
+        since = sync["next_batch"]
+
+        for index in range(5):
+            poll = asyncio.ensure_future(bob.call("GET", "/sync", since=since, timeout="20000"))
+            await asyncio.sleep(0.3)  # the long-poll is waiting on the reader
+            assert not poll.done()
+            sent_at = time.monotonic()
+            (sent, worker) = await alice.call(
+                "PUT", f"/rooms/{room_id}/send/m.room.message/t{index}",
+                {"msgtype": "m.text", "body": f"hello {index}"},
+            )  # fmt: skip
+            assert worker == "writer"
+            woken, worker = await poll
+            waited = time.monotonic() - sent_at
+            assert worker == "reader"
+            assert [e["event_id"] for e in _timeline(woken, room_id)] == [sent["event_id"]]
+            assert waited < 0.9, f"woken {waited:.2f} s after the send: not by the bus"
+            since = woken["next_batch"]
+
+        # Reads on the reader see the writer's redaction.
+        (redaction, _) = await alice.call(
+            "PUT", f"/rooms/{room_id}/redact/{sent['event_id']}/r1", {"reason": "oops"}
+        )
+        woken, _ = await bob.call("GET", "/sync", since=since, timeout="20000")
+        assert [e["event_id"] for e in _timeline(woken, room_id)] == [redaction["event_id"]]
+        messages, worker = await bob.call("GET", f"/rooms/{room_id}/messages", dir="b", limit="3")
+        assert worker == "reader"
+        redacted = next(e for e in messages["chunk"] if e["event_id"] == sent["event_id"])
+        assert redacted["content"] == {}
+        assert redacted["unsigned"]["redacted_because"]["event_id"] == redaction["event_id"]
