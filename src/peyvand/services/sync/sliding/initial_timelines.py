@@ -31,7 +31,7 @@ a long-poll whose room comes into view reads no storage).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Final
 
 from peyvand.lru import LRU
@@ -90,9 +90,15 @@ class InitialTimelines:
         page = self._pages.get(key)
         if page is None or page.mark.position >= mark.position:
             return None
-        if page.mark != replace(mark, position=page.mark.position):
+        kept = page.mark
+        if (
+            kept.state_group != mark.state_group
+            or kept.epoch != mark.epoch
+            or kept.redactions != mark.redactions
+            or kept.ignored != mark.ignored
+        ):
             return None
-        return list(page.events), page.mark.position
+        return list(page.events), kept.position
 
     def put(
         self,

@@ -131,11 +131,16 @@ class RoomResponses:
             self._state.forget_epoch,
         )
         # The unread counts are read while the rooms are drafted: their reads (a room's
-        # timeline not held in memory, the counts) wait on the database together.
-        counts, answers = await asyncio.gather(
-            self._counts(requester.user_id, rooms),
-            self._answers(context, rooms),
-        )
+        # timeline not held in memory, the counts) wait on the database together. One
+        # room (a woken long-poll's, whose counts were kept before it waited) is
+        # answered without tasks: each costs a turn of the event loop.
+        if len(rooms) > 1:
+            counts, answers = await asyncio.gather(
+                self._counts(requester.user_id, rooms), self._answers(context, rooms)
+            )
+        else:
+            counts = await self._counts(requester.user_id, rooms)
+            answers = await self._answers(context, rooms)
         drafts = [a for a in answers if isinstance(a, _Draft)]
         stripped = [a for a in answers if isinstance(a, _Stripped)]
         bodies: dict[RoomID, JsonDict] = {}
@@ -169,10 +174,13 @@ class RoomResponses:
     async def _answers(
         self, context: _Request, rooms: Sequence[RoomRequest]
     ) -> list[_Draft | _Stripped | None]:
-        """Each room's answer (None: nothing to send), the rooms drafted concurrently so
-        that those whose timeline is read from the database wait together; then the
-        drafts' events serialised in one call."""
-        answers = await asyncio.gather(*(self._answer(context, request) for request in rooms))
+        """Each room's answer (None: nothing to send), the rooms (when more than one)
+        drafted concurrently so that those whose timeline is read from the database wait
+        together; then the drafts' events serialised in one call."""
+        if len(rooms) == 1:
+            answers = [await self._answer(context, rooms[0])]
+        else:
+            answers = await asyncio.gather(*(self._answer(context, r) for r in rooms))
         drafts = [a for a in answers if isinstance(a, _Draft)]
         await self._serialise(context.requester, drafts)
         return answers

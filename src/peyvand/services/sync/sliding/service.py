@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Protocol
+
+import orjson
 
 from peyvand.lru import LRU
 from peyvand.services.accounts.requester import Requester
@@ -219,7 +220,7 @@ class SlidingSyncService:
             or carries_news(extensions)
             or (timed_out and sent != previous.extensions)
         ):
-            position = replace(computed.position, extensions=sent)
+            position = ConnectionPosition(computed.position.rooms, computed.position.lists, sent)
             number = self._connections.record(poll.key, poll.base, position)
             return _response(Pos(number, now), computed, extensions)
         if timed_out:
@@ -372,10 +373,9 @@ def _end(waiter: asyncio.Task[None]) -> None:
 
 def _digest(value: JsonDict) -> bytes:
     """What a connection keeps of a list it was sent, to tell whether it changed: 16
-    bytes, not the list (up to 100 lists per connection, held for every connection)."""
-    return hashlib.blake2b(
-        json.dumps(value, separators=(",", ":")).encode(), digest_size=16
-    ).digest()
+    bytes, not the list (up to 100 lists per connection, held for every connection).
+    Compared only with digests of this function (connections are held in memory)."""
+    return hashlib.blake2b(orjson.dumps(value), digest_size=16).digest()
 
 
 def _response(pos: Pos, computed: _Pass, extensions: JsonDict) -> JsonDict:
