@@ -21,6 +21,7 @@ import pytest
 
 from harness.postgres import PostgresCluster
 from peyvand.config import InterconnectConfig
+from peyvand.errors import MatrixError
 from peyvand.events.builder import build_pdu
 from peyvand.events.pdu import Pdu
 from peyvand.events.room_versions import ROOM_V10, ROOM_V12
@@ -291,3 +292,25 @@ async def test_an_invite_that_cannot_be_stored_does_not_stall_the_stream(world: 
 
     assert world.notifier.current_token.events == sent.stream_ordering
     assert ELSEWHERE not in await world.index.memberships(BOB)
+
+
+async def test_a_room_creation_that_fails_gives_its_positions_back(world: World) -> None:
+    """Room creation takes positions as it builds the room's first events; when one of
+    them is refused, nothing is enqueued and the positions are abandoned, so the stream
+    does not stall behind them."""
+    room_id = await world.room()
+    refused = EventSpec("m.room.power_levels", {"users": {ALICE: 100}}, "")  # v12: 403
+    with pytest.raises(MatrixError, match="creators may not be listed"):
+        await world.events.create_room(
+            ROOM_V12,
+            ALICE,
+            {"room_version": "12"},
+            [EventSpec("m.room.member", {"membership": "join"}, ALICE), refused],
+            room_id=None,
+            is_public=False,
+        )
+    assert world.positions.in_flight == 0
+
+    sent = await world.events.send(room_id, ALICE, EventSpec("m.room.message", {"body": "on"}))
+
+    assert world.notifier.current_token.events == sent.stream_ordering
