@@ -1,18 +1,22 @@
 """What a process of a multi-process deployment adds (issue 21): the bus between the
-processes and, per role, the events stream's publisher (an event writer) or follower
-(every other process). Nothing at all for a single process."""
+processes, the events stream's publisher (an event writer) or follower (every other
+process), and the relay of the other streams. Nothing at all for a single process."""
 
 from __future__ import annotations
 
 from peyvand.config import Config
+from peyvand.services.sync.stream_relay import StreamRelay
+from peyvand.services.sync.streams import Stream
 from peyvand.services.timeline.event_follower import EventPositionPublisher, EventStreamFollower
 from peyvand.storage.database import Database
 from peyvand.storage.stream_positions import StreamPositionStore
 from peyvand.wiring.lifecycle import Component
-from peyvand.wiring.local import Timeline
+from peyvand.wiring.local import Local, Timeline
 
 
-def build_workers(config: Config, db: Database, timeline: Timeline) -> list[tuple[str, Component]]:
+def build_workers(
+    config: Config, db: Database, timeline: Timeline, local: Local
+) -> list[tuple[str, Component]]:
     """The components to start after the event writer, in order (none for one process)."""
     workers = config.workers
     instance = workers.instance
@@ -23,12 +27,17 @@ def build_workers(config: Config, db: Database, timeline: Timeline) -> list[tupl
 
     bus = PostgresBus(config.database.url, instance)
     positions = StreamPositionStore(db)
+    relay = StreamRelay(bus, timeline.notifier, instance)
+    # In one process's memory only: carried with their data by their services (not yet).
+    relay.exclude(Stream.TYPING)
+    relay.exclude(Stream.PRESENCE)
+    relay.on_refresh(Stream.TO_DEVICE, local.to_device.written_elsewhere)
     if workers.has_role("event_writer"):
         publisher = EventPositionPublisher(bus, positions, instance)
         timeline.dispatcher.advanced.append(publisher.advanced)
-        return [("bus", bus), ("events position", publisher)]
+        return [("bus", bus), ("events position", publisher), ("stream relay", relay)]
     follower = EventStreamFollower(
         bus, positions, timeline.event_store, timeline.remote_invites, timeline.state,
         timeline.dispatcher,
     )  # fmt: skip
-    return [("bus", bus), ("events follower", follower)]
+    return [("bus", bus), ("events follower", follower), ("stream relay", relay)]

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from typing import Any
 
@@ -92,6 +92,10 @@ class ToDeviceService:
         self._newest: dict[DeviceKey, int] = {}
         # The position up to which a device's inbox is known to be empty (acknowledged).
         self._empty_up_to: LRU[DeviceKey, int] = LRU(_KNOWN_EMPTY_CACHE)
+        # In a deployment: the newest position another process stored for each user
+        # (``written_elsewhere``), and for anyone when it did not say whom.
+        self._elsewhere: dict[str, int] = {}
+        self._elsewhere_all = 0
         self.remote_sender: RemoteToDeviceSender | None = None
         self.stored_hooks: list[StoredHook] = []
 
@@ -194,7 +198,7 @@ class ToDeviceService:
         ``MAX_PER_SYNC`` per sync)."""
         key = (user_id, device_id)
         after = since or 0
-        if after >= now or self._newest.get(key, self._startup_position) <= after:
+        if after >= now or self._newest_of(key) <= after:
             return [], max(after, now)
         found = await self._store.get_messages(user_id, device_id, after, now, MAX_PER_SYNC + 1)
         if len(found) <= MAX_PER_SYNC:
@@ -208,11 +212,28 @@ class ToDeviceService:
         key = (user_id, device_id)
         empty_up_to = self._empty_up_to.get(key)
         if empty_up_to is not None and (
-            since <= empty_up_to or self._newest.get(key, self._startup_position) <= empty_up_to
+            since <= empty_up_to or self._newest_of(key) <= empty_up_to
         ):
             return
         await self._store.delete_messages(user_id, device_id, since)
         self._empty_up_to.put(key, since)
+
+    def _newest_of(self, key: DeviceKey) -> int:
+        """The newest position a message to the device may have (at most)."""
+        newest = self._newest.get(key, self._startup_position)
+        if self._elsewhere_all or self._elsewhere:
+            newest = max(newest, self._elsewhere_all, self._elsewhere.get(key[0], 0))
+        return newest
+
+    def written_elsewhere(self, position: int, users: Collection[str] | None) -> None:
+        """Another process of the deployment stored messages for ``users`` (None: it did
+        not say whom) at ``position``: their devices' inboxes are read again."""
+        if users is None or len(self._elsewhere) + len(users) > _KNOWN_EMPTY_CACHE:
+            self._elsewhere_all = max(self._elsewhere_all, position)
+            self._elsewhere.clear()
+            return
+        for user_id in users:
+            self._elsewhere[user_id] = position
 
     async def on_devices_deleted(self, user_id: UserID, device_ids: Sequence[str]) -> None:
         """Drop deleted devices' inboxes: they will never sync again."""

@@ -8,7 +8,7 @@ database query: it just waits on a future.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from collections.abc import Set as AbstractSet
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -67,6 +67,13 @@ class Notifier:
         self._current = initial
         # user_id -> the futures of the long-polls currently waiting for that user.
         self._waiters: dict[str, list[asyncio.Future[bool]]] = {}
+        # Told of every stream but the events' advancing, with the users to wake and the
+        # audiences (in a deployment: published to the other processes; issue 21). The
+        # events stream is followed from the database instead
+        # (``services.timeline.event_follower``).
+        self.observers: list[
+            Callable[[Stream, int, Collection[str], Sequence[AbstractSet[str]]], None]
+        ] = []
 
     @property
     def current_token(self) -> StreamToken:
@@ -88,6 +95,11 @@ class Notifier:
         room few of whose members are syncing costs O(waiters), not O(members)."""
         if position > self._current.get(stream):
             self._current = self._current.advanced(stream, position)
+        if self.observers and stream is not Stream.EVENTS:
+            if not isinstance(user_ids, Collection):
+                user_ids = list(user_ids)
+            for observer in self.observers:
+                observer(stream, position, user_ids, audiences)
         waiters = self._waiters
         sets = list(audiences)
         if isinstance(user_ids, AbstractSet):
@@ -107,6 +119,11 @@ class Notifier:
         for futures in woken:
             for future in futures:
                 _wake(future)
+
+    def advance_all(self, stream: Stream, position: int) -> None:
+        """Record ``stream`` at ``position`` and wake every waiting sync (another process
+        moved the stream without naming the users: too many to name)."""
+        self.advance(stream, position, set(self._waiters))
 
     async def wait_for_user(self, user_id: str, timeout_s: float) -> None:
         """Return when a stream advances for ``user_id``, or on timeout.
