@@ -23,10 +23,10 @@ url = "{url}"
 [workers]
 secret_path = "s"
 instances = [
-  {{name = "w", roles = ["event_writer", "background", "federation_sender"], port = 8101}},
+  {{name = "w", roles = ["event_writer", "federation_inbound"], port = 8101}},
   {{name = "r1", roles = ["client_reader"], port = 8102}},
   {{name = "r2", roles = ["client_reader"], port = 8103, bind = "::1"}},
-  {{name = "e", roles = ["federation_inbound", "media"], port = 8104}},
+  {{name = "e", roles = ["media", "background", "federation_sender"], port = 8104}},
 ]
 """
 

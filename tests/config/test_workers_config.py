@@ -23,10 +23,10 @@ DEPLOYMENT = """
 [workers]
 secret_path = "workers.secret"
 instances = [
-  {{name = "writer1", roles = ["event_writer", "background"], port = 8101}},
-  {{name = "writer2", roles = ["event_writer"], port = 8102}},
+  {{name = "writer1", roles = ["event_writer", "federation_inbound"], port = 8101}},
+  {{name = "jobs", roles = ["background"], port = 8102}},
   {{name = "reader", roles = ["client_reader"], port = 8103, bind = "::1"}},
-  {{name = "edge", roles = ["federation_inbound", "federation_sender", "media"], port = 8104}},
+  {{name = "edge", roles = ["federation_sender", "media", "background"], port = 8104}},
 ]
 {extra}
 """
@@ -55,7 +55,7 @@ def test_each_process_takes_its_instance(tmp_path: Path) -> None:
     config = load_config(write(tmp_path))
     assert config.workers.enabled
     assert config.workers.secret_path == tmp_path.resolve() / "workers.secret"
-    assert [i.name for i in config.workers.with_role("event_writer")] == ["writer1", "writer2"]
+    assert [i.name for i in config.workers.with_role("background")] == ["jobs", "edge"]
     with pytest.raises(ConfigError, match="name one with --worker"):
         as_worker(config, None)
     with pytest.raises(ConfigError, match="no instance is named 'nobody'"):
@@ -67,13 +67,13 @@ def test_each_process_takes_its_instance(tmp_path: Path) -> None:
     assert reader.workers.has_role("client_reader")
     assert not reader.workers.has_role("event_writer")
     writer = as_worker(config, "writer1")
-    assert writer.workers.has_role("background") and not writer.workers.has_role("media")
+    assert writer.workers.has_role("event_writer") and not writer.workers.has_role("media")
 
 
 def test_the_file_may_name_its_process(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, extra='instance = "edge"'))
     assert as_worker(config, None).port == 8104
-    assert as_worker(config, "writer2").port == 8102  # --worker wins
+    assert as_worker(config, "jobs").port == 8102  # --worker wins
 
 
 @pytest.mark.parametrize(
@@ -92,6 +92,18 @@ def test_refused_deployments(tmp_path: Path, url: str, extra: str, message: str)
     ("instances", "message"),
     [
         ('{name = "a", roles = ["event_writer"], port = 1}', "no process has the role"),
+        (
+            '{name = "a", roles = ["event_writer", "federation_inbound", "client_reader", '
+            '"federation_sender", "media", "background"], port = 1}, '
+            '{name = "b", roles = ["event_writer"], port = 2}',
+            "one process with the role 'event_writer' for now",
+        ),
+        (
+            '{name = "a", roles = ["event_writer", "client_reader", "federation_sender", '
+            '"media", "background"], port = 1}, '
+            '{name = "b", roles = ["federation_inbound"], port = 2}',
+            "'b' has the role 'federation_inbound' but not 'event_writer'",
+        ),
         ('{name = "a b", roles = ["event_writer"], port = 1}', r"instances\[0\].name"),
         ('{name = "a", roles = [], port = 1}', "at least one role"),
         ('{name = "a", roles = ["writer"], port = 1}', "unknown role 'writer'"),

@@ -16,14 +16,14 @@ from harness.nginx import Nginx
 
 
 @pytest.fixture
-def proxied(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Nginx]:
+def proxied(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Nginx, Deployment]]:
     deployment = Deployment(
         request,
         tmp_path,
         {
-            "writer": ["event_writer", "federation_sender", "background"],
+            "writer": ["event_writer", "federation_inbound", "federation_sender"],
             "reader": ["client_reader"],
-            "edge": ["federation_inbound", "media"],
+            "edge": ["media", "background"],
         },
     )
     nginx = Nginx(deployment["writer"].config_path, tmp_path / "nginx")
@@ -31,7 +31,7 @@ def proxied(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Nginx]:
         for process in deployment.processes.values():
             process.start()
         nginx.start()
-        yield nginx
+        yield nginx, deployment
     finally:
         nginx.stop()
         deployment.stop()
@@ -45,8 +45,9 @@ async def _served_by(
         return response.status, response.headers.get("X-Peyvand-Worker")
 
 
-async def test_each_path_reaches_its_role(proxied: Nginx) -> None:
-    base = proxied.base_url
+async def test_each_path_reaches_its_role(proxied: tuple[Nginx, Deployment]) -> None:
+    nginx, deployment = proxied
+    base = nginx.base_url
     async with aiohttp.ClientSession() as session:
         assert await _served_by(session, "GET", f"{base}/_matrix/client/versions") == (
             200,
@@ -91,9 +92,24 @@ async def test_each_path_reaches_its_role(proxied: Nginx) -> None:
         ) == (403, "writer")
         assert await _served_by(session, "GET", f"{base}/_matrix/federation/v1/version") == (
             200,
-            "edge",
+            "writer",
         )
         assert await _served_by(session, "GET", f"{base}/_peyvand/internal/v1/anything") == (
             404,
             None,
         )
+
+        # A write sent to a reader directly (not through nginx) is refused: only the
+        # event writer numbers events.
+        async with session.post(
+            f"{base}/_matrix/client/v3/createRoom", json={}, headers=auth
+        ) as response:
+            room_id = (await response.json())["room_id"]
+        reader = deployment["reader"].base_url
+        async with session.put(
+            f"{reader}/_matrix/client/v3/rooms/{room_id}/send/m.room.message/t1",
+            json={"msgtype": "m.text", "body": "hi"},
+            headers=auth,
+        ) as response:
+            assert response.status == 503
+            assert (await response.json())["errcode"] == "M_UNKNOWN"

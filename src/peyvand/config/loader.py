@@ -752,6 +752,9 @@ def _check_server_notices(notices: ServerNoticesConfig) -> None:
 
 
 _WORKER_NAME: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
+# Roles that store events received from other servers: kept with the one event writer
+# until storing them is forwarded between processes.
+ROLES_WITH_THE_WRITER: Final = ("federation_inbound",)
 
 
 def _check_workers(workers: WorkersConfig, config: Config) -> None:
@@ -797,6 +800,19 @@ def _check_workers(workers: WorkersConfig, config: Config) -> None:
     missing = [role for role in WORKER_ROLES if not workers.with_role(role)]
     if missing:
         raise ConfigError(f"'workers.instances': no process has the role {missing[0]!r}")
+    writers = workers.with_role("event_writer")
+    if len(writers) > 1:
+        raise ConfigError(
+            "'workers.instances': one process with the role 'event_writer' for now "
+            "(rooms are not yet sharded across several writers)"
+        )
+    for role in ROLES_WITH_THE_WRITER:
+        strays = [i.name for i in workers.with_role(role) if i not in writers]
+        if strays:
+            raise ConfigError(
+                f"'workers.instances': {strays[0]!r} has the role {role!r} but not "
+                "'event_writer': it stores events, which only the event writer does for now"
+            )
     if workers.instance is not None and workers.instance not in names:
         raise ConfigError(f"'workers.instance': no instance is named {workers.instance!r}")
 

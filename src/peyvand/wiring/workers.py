@@ -36,6 +36,11 @@ def build_workers(
         publisher = EventPositionPublisher(bus, positions, instance)
         timeline.dispatcher.advanced.append(publisher.advanced)
         return [("bus", bus), ("events position", publisher), ("stream relay", relay)]
+    # Until event creation is forwarded to the writer, a job here that would create one
+    # (a redaction of retention's) is refused rather than numbered apart from the writer.
+    timeline.events.refuse_writes(
+        f"{instance} does not write events: the deployment's event writer does"
+    )
     follower = EventStreamFollower(
         bus, positions, timeline.event_store, timeline.remote_invites, timeline.state,
         timeline.dispatcher,

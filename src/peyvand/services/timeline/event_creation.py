@@ -143,6 +143,14 @@ class EventCreationService:
         self._next_backfill_stream = -1
         self._pending_txns: dict[TxnKey, asyncio.Future[EventID]] = {}
         self._uncommitted: dict[EventID, asyncio.Future[None]] = {}
+        # Why this process stores no events (a deployment's process without the
+        # ``event_writer`` role), or None.
+        self._refused: str | None = None
+
+    def refuse_writes(self, reason: str) -> None:
+        """Store no event from now on: every new position is refused with a 503 and
+        ``reason`` (issue 21: only the deployment's event writer allocates positions)."""
+        self._refused = reason
 
     async def start(self) -> None:
         """Continue the stream positions after the stored events."""
@@ -657,6 +665,8 @@ class EventCreationService:
         invites). It must then be enqueued (``persist``) with nothing awaited in between,
         announced (``EventDispatcher.on_remote_membership``) or abandoned: until it is,
         no higher position is announced."""
+        if self._refused is not None:
+            raise MatrixError(Errcode.UNKNOWN, self._refused, status=503)
         return self._positions.allocate()
 
     def abandon_stream(self, position: int) -> None:
