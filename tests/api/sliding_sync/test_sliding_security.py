@@ -301,6 +301,53 @@ async def test_a_change_for_the_user_during_a_computation_is_not_missed() -> Non
     assert time.monotonic() - started < 5
 
 
+async def _woken_once(
+    compute: Callable[[Notifier, int], bool], timeout_ms: int
+) -> tuple[float, list[int]]:
+    """A long-poll woken once for its user after its first computation: how long it
+    took and which computations ran."""
+    computes: list[int] = []
+
+    def counted(notifier: Notifier, n: int) -> bool:
+        computes.append(n)
+        return compute(notifier, n)
+
+    service, notifier, requester, pos = _long_poll(counted)
+    started = time.monotonic()
+    poll = asyncio.ensure_future(service.sync(requester, _EMPTY, pos, timeout_ms))
+    for _ in range(200):
+        await asyncio.sleep(0.01)
+        if computes:
+            break
+    await asyncio.sleep(0.05)  # the first pass had no news: the poll waits
+    assert not poll.done()
+    notifier.advance(Stream.TYPING, 1, ["@idle:example.test"])
+    await asyncio.wait_for(poll, 15)
+    return time.monotonic() - started, computes
+
+
+async def test_a_change_for_the_user_during_a_woken_pass_is_not_missed() -> None:
+    # A woken pass computes before it registers to wait again: a change for the user
+    # meanwhile makes it compute once more.
+    def own(notifier: Notifier, n: int) -> bool:
+        if n == 1:
+            notifier.advance(Stream.EVENTS, 1, ["@idle:example.test"])
+        return n > 1
+
+    seconds, computes = await _woken_once(own, 10_000)
+    assert seconds < 5 and computes == [0, 1, 2]
+
+
+async def test_a_woken_pass_without_news_on_a_busy_server_computes_once_more() -> None:
+    def busy(notifier: Notifier, n: int) -> bool:
+        notifier.advance(Stream.EVENTS, notifier.current_token.events + 1, ["@busy:example.test"])
+        return False
+
+    _, computes = await _woken_once(busy, 400)
+    # At the start, woken, once more (the server moved), at the timeout.
+    assert len(computes) <= 4, computes
+
+
 class _Lists(dict[str, Any]):
     """A pass's lists that can be watched with a weak reference."""
 

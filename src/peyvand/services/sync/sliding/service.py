@@ -173,35 +173,60 @@ class SlidingSyncService:
         # A long-poll waits for a stream to move for this user (the notifier wakes a
         # user for their rooms' events and their own streams), never for the server's
         # token: on a busy server that moves during every computation. The waiter is
-        # registered before the token is read, so no change after it is missed.
+        # registered before the token is read, so no change after it is missed; but a
+        # pass just woken, which mostly has news, computes first and registers only if
+        # it has none (a task and its two steps saved per wake), then computes once
+        # more if the server's token moved meanwhile.
         waiter: asyncio.Task[None] | None = None
+        woken = False
         try:
             while True:
-                if since is not None and waiter is None and self._clock() < poll.deadline:
-                    waiter = asyncio.ensure_future(
-                        self._notifier.wait_for_user(
-                            requester.user_id, poll.deadline - self._clock()
-                        )
-                    )
+                if (
+                    since is not None
+                    and waiter is None
+                    and not woken
+                    and self._clock() < poll.deadline
+                ):
+                    waiter = self._wait(requester.user_id, poll)
                     await asyncio.sleep(0)  # the waiter's first step: it is registered
-                answer = await self._answer(requester, request, poll)
+                elif woken:
+                    # The turn of the event loop the waiter's registration gave: the
+                    # step that woke it (a sender's request) ends, its answer written,
+                    # before this computes (measured: every time, as before).
+                    await asyncio.sleep(0)
+                now = self._notifier.current_token
+                answer = await self._answer(requester, request, poll, now)
                 if answer is not None:
                     return answer
+                if woken:
+                    woken = False
+                    if self._clock() < poll.deadline:
+                        waiter = self._wait(requester.user_id, poll)
+                        await asyncio.sleep(0)
+                        if self._notifier.current_token != now:
+                            continue
                 if waiter is None:  # the deadline passed while computing
                     continue
                 await waiter  # a stream moved for the user, or the deadline
                 waiter = None
+                woken = True
         finally:
             if waiter is not None:
                 _end(waiter)
 
+    def _wait(self, user_id: UserID, poll: _Poll) -> asyncio.Task[None]:
+        """A waiter for a stream to move for ``user_id`` until the poll's deadline (it is
+        registered at its first step)."""
+        return asyncio.ensure_future(
+            self._notifier.wait_for_user(user_id, poll.deadline - self._clock())
+        )
+
     async def _answer(
-        self, requester: Requester, request: SlidingSyncRequest, poll: _Poll
+        self, requester: Requester, request: SlidingSyncRequest, poll: _Poll, now: StreamToken
     ) -> JsonDict | None:
-        """One pass at the current token: the response, or None to wait for news (what
+        """One pass at the token ``now``: the response, or None to wait for news (what
         it computed is then dropped: a waiting long-poll holds none of it)."""
         since, previous = poll.since, poll.previous
-        now = self._notifier.current_token
         computed = await self._compute(requester, request, previous, since, now)
         ext_news = self._extensions.has_news(poll.extensions, since, now)
         if not (since is None or computed.news or ext_news or self._clock() >= poll.deadline):
