@@ -5,6 +5,7 @@ process), and the relay of the other streams. Nothing at all for a single proces
 from __future__ import annotations
 
 from peyvand.config import Config
+from peyvand.services.sync.cache_relay import CacheRelay
 from peyvand.services.sync.stream_relay import StreamRelay
 from peyvand.services.sync.streams import Stream
 from peyvand.services.timeline.event_follower import EventPositionPublisher, EventStreamFollower
@@ -32,10 +33,14 @@ def build_workers(
     relay.exclude(Stream.TYPING)
     relay.exclude(Stream.PRESENCE)
     relay.on_refresh(Stream.TO_DEVICE, local.to_device.written_elsewhere)
+    caches = _relay_caches(CacheRelay(bus, instance), local)
     if workers.has_role("event_writer"):
         publisher = EventPositionPublisher(bus, positions, instance)
         timeline.dispatcher.advanced.append(publisher.advanced)
-        return [("bus", bus), ("events position", publisher), ("stream relay", relay)]
+        return [
+            ("bus", bus), ("events position", publisher), ("stream relay", relay),
+            ("cache relay", caches),
+        ]  # fmt: skip
     # Until event creation is forwarded to the writer, a job here that would create one
     # (a redaction of retention's) is refused rather than numbered apart from the writer.
     timeline.events.refuse_writes(
@@ -45,4 +50,17 @@ def build_workers(
         bus, positions, timeline.event_store, timeline.remote_invites, timeline.state,
         timeline.dispatcher,
     )  # fmt: skip
-    return [("bus", bus), ("events follower", follower), ("stream relay", relay)]
+    return [
+        ("bus", bus), ("events follower", follower), ("stream relay", relay),
+        ("cache relay", caches),
+    ]  # fmt: skip
+
+
+def _relay_caches(caches: CacheRelay, local: Local) -> CacheRelay:
+    """Each process tells the others what it changed of the caches they keep, and drops
+    theirs (issue 21, "Caches"): a token revoked on the writer stops working on a reader
+    at once."""
+    auth = local.auth
+    auth.on_tokens_revoked.append(lambda user_id: caches.changed("tokens", [user_id]))
+    caches.register("tokens", auth.tokens_revoked_elsewhere)
+    return caches

@@ -3,7 +3,8 @@
 Client-Server API sections "Client Authentication", "Login", "Account registration and
 management" and "Device Management". Access tokens resolve through an in-memory cache that
 is invalidated right where tokens are removed (logout, logout/all, device deletion, password
-change, deactivation). Password hashing is bcrypt, run in the default executor so a login
+change, deactivation); in a deployment of several processes, the others are told at once
+(``on_tokens_revoked``, ``tokens_revoked_elsewhere``: issue 21). Password hashing is bcrypt, run in the default executor so a login
 storm never blocks the event loop.
 """
 
@@ -13,7 +14,7 @@ import asyncio
 import secrets
 import string
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -122,6 +123,9 @@ class AuthService:
         # A renamed device: its display name is part of the device list others query.
         self.on_device_renamed: list[DeviceCreatedHook] = []
         self.on_deactivated: list[DeactivatedHook] = []
+        # Told the user whose tokens were revoked here (a deployment tells its other
+        # processes, which keep tokens of their own: issue 21).
+        self.on_tokens_revoked: list[Callable[[UserID], None]] = []
 
     # Access tokens ("Using access tokens") --------------------------------------------
 
@@ -148,10 +152,23 @@ class AuthService:
             raise MatrixError(Errcode.UNKNOWN_TOKEN, "Access token has expired", soft_logout=True)
         return requester
 
-    def _forget_tokens(self, tokens: Iterable[str]) -> None:
+    def _forget_tokens(self, user_id: UserID, tokens: Sequence[str]) -> None:
         self._revocations += 1
         for token in tokens:
             self._tokens.pop(token)
+        if tokens:
+            for hook in self.on_tokens_revoked:
+                hook(user_id)
+
+    def tokens_revoked_elsewhere(self, user_ids: Collection[str] | None) -> None:
+        """Another process of a deployment revoked tokens of these users (None: of
+        anyone): forget every token of theirs kept here, so the next request using one
+        reads the database (issue 21)."""
+        self._revocations += 1
+        for token in self._tokens:
+            kept = self._tokens.peek(token)
+            if user_ids is None or (kept is not None and kept[0].user_id in user_ids):
+                self._tokens.pop(token)
 
     async def create_session(
         self,
@@ -166,7 +183,7 @@ class AuthService:
         _, revoked = await self._accounts.create_access_token(
             user_id, device, token, display_name=display_name, ip=ip, now_ms=self.now_ms()
         )
-        self._forget_tokens(revoked)
+        self._forget_tokens(user_id, revoked)
         for hook in self.on_device_created:
             await hook(user_id, device)
         return Session(user_id, device, token)
@@ -282,7 +299,8 @@ class AuthService:
         from "login as a user", has none: nothing else changes)."""
         device = await self._accounts.get_device(requester.user_id, requester.device_id)
         self._forget_tokens(
-            await self._accounts.delete_devices(requester.user_id, [requester.device_id])
+            requester.user_id,
+            await self._accounts.delete_devices(requester.user_id, [requester.device_id]),
         )
         if device is not None:
             await self._devices_deleted(requester.user_id, [requester.device_id])
@@ -290,7 +308,7 @@ class AuthService:
     async def logout_all(self, user_id: UserID) -> None:
         """Revoke every token of a user and delete all their devices."""
         device_ids = [d.device_id for d in await self._accounts.get_devices(user_id)]
-        self._forget_tokens(await self._accounts.delete_all_devices(user_id))
+        self._forget_tokens(user_id, await self._accounts.delete_all_devices(user_id))
         await self._devices_deleted(user_id, device_ids)
 
     # UIA with the account password -----------------------------------------------------
@@ -331,13 +349,13 @@ class AuthService:
             password_hash,
             keep_device=requester.device_id if logout_devices else None,
         )
-        self._forget_tokens(revoked)
+        self._forget_tokens(requester.user_id, revoked)
         await self._devices_deleted(requester.user_id, others)
 
     async def deactivate(self, user_id: UserID) -> None:
         """Deactivate an account: no password, no devices, no tokens, ever again."""
         device_ids = [d.device_id for d in await self._accounts.get_devices(user_id)]
-        self._forget_tokens(await self._accounts.deactivate_user(user_id))
+        self._forget_tokens(user_id, await self._accounts.deactivate_user(user_id))
         await self._devices_deleted(user_id, device_ids)
         for hook in self.on_deactivated:
             await hook(user_id)
@@ -378,7 +396,7 @@ class AuthService:
 
     async def delete_devices(self, user_id: UserID, device_ids: Sequence[str]) -> None:
         """Delete devices and log them out; unknown device IDs are ignored (as Synapse)."""
-        self._forget_tokens(await self._accounts.delete_devices(user_id, device_ids))
+        self._forget_tokens(user_id, await self._accounts.delete_devices(user_id, device_ids))
         await self._devices_deleted(user_id, device_ids)
 
     async def _devices_deleted(self, user_id: UserID, device_ids: Sequence[str]) -> None:
