@@ -42,6 +42,7 @@ from peyvand.wiring.leased import background_jobs
 from peyvand.wiring.lifecycle import Component, Hooks, Lifecycle
 from peyvand.wiring.local import Local, Timeline, build_local, build_timeline
 from peyvand.wiring.media import Media, build_media
+from peyvand.wiring.metrics import build_observability
 from peyvand.wiring.previews import Previews, build_previews
 from peyvand.wiring.rooms import Rooms, build_rooms
 from peyvand.wiring.server_notices import build_server_notices
@@ -86,6 +87,9 @@ async def create_app(config: Config) -> web.Application:
     email = build_email(config, db, timeline, local, signing_key)
     appservices = build_appservices(config, db, timeline, local, rooms, federation)
     workers = build_workers(config, db, timeline, local)
+    observed = build_observability(
+        config, db.pool_usage, timeline, local, transport, appservices, workers
+    )
 
     services = _services(
         config,
@@ -105,6 +109,8 @@ async def create_app(config: Config) -> web.Application:
     app = build_web_app(
         services,
         [*CLIENT_ROUTE_TABLES, *MEDIA_ROUTE_TABLES, *ADMIN_ROUTE_TABLES, *FEDERATION_ROUTE_TABLES],
+        metrics=observed.metrics,
+        health=observed.health,
     )
     lifecycle = _lifecycle(
         config,
@@ -121,10 +127,14 @@ async def create_app(config: Config) -> web.Application:
         workers,
     )
 
+    lifecycle.add("event loop lag", observed.metrics.loop_lag)
+
     async def start(_: web.Application) -> None:
         await lifecycle.start()
+        observed.health.serving = True
 
     async def stop(_: web.Application) -> None:
+        observed.health.serving = False
         await lifecycle.stop()
 
     app.on_startup.append(start)

@@ -4,6 +4,7 @@ and turns every error into the one Matrix JSON error format."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -13,6 +14,8 @@ from peyvand.api.access_tokens import access_token
 from peyvand.api.container import Services
 from peyvand.api.context import SERVICES_KEY, RequestContext, json_response
 from peyvand.api.guest_access import guest_may_use
+from peyvand.api.health import HEALTH_PATH, Health
+from peyvand.api.metrics import METRICS_PATH, RouteMetrics, ServerMetrics
 from peyvand.api.ratelimit import RateLimiter
 from peyvand.api.routing import (
     CLIENT_PREFIXES,
@@ -172,6 +175,26 @@ def _wrap(route: Route, services: Services, limits: _Limits) -> _Middleware:
     return handle
 
 
+def _measured(handle: _Middleware, metrics: RouteMetrics) -> _Middleware:
+    """``handle`` timed, its answer's status counted (an error's, raised to the
+    middleware that answers it, too: a Matrix error's status, else 500)."""
+
+    async def measured(request: web.Request) -> web.StreamResponse:
+        start = time.perf_counter()
+        status = 500
+        try:
+            response = await handle(request)
+            status = response.status
+            return response
+        except (MatrixError, web.HTTPException) as exc:
+            status = exc.status
+            raise
+        finally:
+            metrics.observe(time.perf_counter() - start, status)
+
+    return measured
+
+
 @web.middleware
 async def _errors_middleware(request: web.Request, handler: _Middleware) -> web.StreamResponse:
     if request.method == "OPTIONS":
@@ -226,8 +249,16 @@ def _client_gone(exc: Exception) -> bool:
     )
 
 
-def build_web_app(services: Services, tables: Iterable[RouteTable]) -> web.Application:
-    """The aiohttp application serving every route in ``tables``."""
+def build_web_app(
+    services: Services,
+    tables: Iterable[RouteTable],
+    *,
+    metrics: ServerMetrics | None = None,
+    health: Health | None = None,
+) -> web.Application:
+    """The aiohttp application serving every route in ``tables``, with ``metrics`` kept
+    and served at ``/_peyvand/metrics`` and ``health`` at ``/health`` when given (outside
+    the route tables: no role's, so the reverse proxy's configuration leaves them out)."""
     app = web.Application(
         middlewares=[_errors_middleware],
         client_max_size=services.config.max_request_size,
@@ -250,9 +281,16 @@ def build_web_app(services: Services, tables: Iterable[RouteTable]) -> web.Appli
             if route.path.startswith(CLIENT_V3 + "/"):
                 suffix = route.path[len(CLIENT_V3) :]
                 paths = [prefix + suffix for prefix in CLIENT_PREFIXES]
+            handle = _wrap(route, services, limits)
+            if metrics is not None:
+                handle = _measured(handle, metrics.requests.for_route(route.method, route.path))
             for path in paths:
                 if (route.method, path) in seen:
                     raise RuntimeError(f"route declared twice: {route.method} {path}")
                 seen.add((route.method, path))
-                app.router.add_route(route.method, path, _wrap(route, services, limits))
+                app.router.add_route(route.method, path, handle)
+    if metrics is not None:
+        app.router.add_get(METRICS_PATH, metrics.handle)
+    if health is not None:
+        app.router.add_get(HEALTH_PATH, health.handle)
     return app

@@ -376,6 +376,21 @@ class FederationSender:
 
     # -- workers ---------------------------------------------------------------------
 
+    def queue_status(self) -> list[tuple[ServerName, int, int]]:
+        """Each destination with work or failures: its EDUs and PDUs waiting in memory
+        (the PDUs not yet taken into a transaction wait in the database) and its failed
+        attempts in a row (for metrics)."""
+        out: list[tuple[ServerName, int, int]] = []
+        for destination in self._destinations.values():
+            if destination.idle():
+                continue
+            txn = destination.txn
+            queued = len(destination.ephemeral)
+            if txn is not None:
+                queued += len(txn.seqs) + len(txn.ephemeral)
+            out.append((destination.name, queued, destination.failures))
+        return out
+
     def _allowed(self, destination: ServerName) -> bool:
         return destination != self._server_name and self._allows(destination)
 

@@ -64,6 +64,11 @@ class PostgresDatabase:
         pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size)
         return cls(pool)
 
+    def pool_usage(self) -> tuple[int, int, int]:
+        """The pool's connections: open, in use, and the most it opens (for metrics)."""
+        size = self._pool.get_size()
+        return size, size - self._pool.get_idle_size(), self._pool.get_max_size()
+
     async def execute(self, sql: str, *args: Any) -> None:
         await self._plain.execute(sql, *args)
 

@@ -118,6 +118,12 @@ class SqliteDatabase:
         reader_conns = [await connect(False) for _ in range(max(1, readers))]
         return cls(writer, reader_conns)
 
+    def pool_usage(self) -> tuple[int, int, int]:
+        """The connections: open, in use (the writer's, when a write holds it: the
+        readers' use is not tracked), and the most there are (for metrics)."""
+        size = 1 + len(self._readers)
+        return size, int(self._lock.locked()), size
+
     def _reader(self) -> _SqliteConnection:
         return self._readers[next(self._next_reader)]
 

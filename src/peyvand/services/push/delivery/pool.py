@@ -165,6 +165,16 @@ class PusherPool:
         await self._progress.stop()
         await self._gateway.close()
 
+    def queue_stats(self) -> tuple[int, int, int]:
+        """The pushers, the notifications waiting in their memory queues, and the pushers
+        whose gateway is failing (for metrics: totals, bounded whoever registers)."""
+        pushers = [p for by_key in self._pushers.values() for p in by_key.values()]
+        return (
+            len(pushers),
+            sum(p.queue_length for p in pushers),
+            sum(p.failing for p in pushers),
+        )
+
     # -- inputs -------------------------------------------------------------------------
 
     def on_persisted(self, events: Sequence[EventToPersist]) -> None:

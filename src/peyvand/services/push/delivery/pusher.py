@@ -130,6 +130,15 @@ class HttpPusher:
         url = self.row.data.get("url")
         return url if isinstance(url, str) else ""
 
+    @property
+    def queue_length(self) -> int:
+        """Notifications waiting in memory (catch-up reads more from the database)."""
+        return len(self._backlog) + len(self._live)
+
+    @property
+    def failing(self) -> bool:
+        return self._failing_since is not None
+
     def start(self) -> None:
         self._task.start()
         if self._catch_up_to > self._read_to:
