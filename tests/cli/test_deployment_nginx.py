@@ -86,6 +86,7 @@ def test_nginx_configuration(tmp_path: Path) -> None:
     assert "upstream peyvand_federation_sender" not in text
     assert "listen 127.0.0.1:9000;" in text
     assert "location /_peyvand/internal/ {\n        return 404;" in text
+    assert "location = /_peyvand/metrics {\n        return 404;" in text
     listed = re.findall(r'^    "~\^([A-Z|():?]+) (.*)" (\w+);$', text, flags=re.M)
     assert listed and all(role != "event_writer" for _, _, role in listed)
     for method, pattern, _ in listed:

@@ -1,6 +1,8 @@
 """``peyvand deployment nginx``: the reverse proxy's configuration of a multi-process
 deployment (issue 21, "Routing"), generated from the config's ``[workers]`` and the route
 tables' roles (``api.roles``), so each path goes to the processes of its role.
+``peyvand deployment run`` starts every process of the deployment on this machine
+(``cli.deployment_run``; issue 21, "Operations").
 
 One upstream per role. Requests are spread over a role's processes by a hash of the
 client's access token (the header's, else the query parameter's), so one user's
@@ -50,12 +52,35 @@ def add_deployment_command(commands: Any) -> None:
         help="nginx's listen address for clients and federation (default 127.0.0.1:8008)",
     )
     nginx.set_defaults(handler=_print_nginx)
+    run = actions.add_parser(
+        "run",
+        help="start every process of the config's [workers] here, for development",
+        description="Start each instance of the config's [workers] as 'peyvand serve "
+        "--worker NAME', their output prefixed with their names; SIGINT or SIGTERM stops "
+        "them all. A process that exits is reported and not restarted.",
+    )
+    run.add_argument("--config", required=True, help="the deployment's config file")
+    run.set_defaults(handler=_run)
 
 
 def _print_nginx(args: argparse.Namespace) -> None:
     from peyvand.config.loader import load_config
 
     print(nginx_config(load_config(args.config), listen=args.listen), end="")
+
+
+def _run(args: argparse.Namespace) -> None:
+    import asyncio
+
+    from peyvand.cli.deployment_run import run_deployment
+    from peyvand.config.loader import load_config
+
+    instances = load_config(args.config).workers.instances
+    if not instances:
+        raise CommandError("the config has no 'workers.instances': run 'peyvand serve' instead")
+    code = asyncio.run(run_deployment(args.config, [(i.name, i.url) for i in instances]))
+    if code:
+        raise SystemExit(code)
 
 
 def deployment_routes() -> list[RoutedPath]:
@@ -135,6 +160,10 @@ def _server(listen: str, max_request_size: int) -> list[str]:
         f"    client_max_body_size {max_request_size};",
         "    # Requests between the processes never come from outside.",
         "    location /_peyvand/internal/ {",
+        "        return 404;",
+        "    }",
+        "    # Each process's metrics are scraped from it directly, never through here.",
+        "    location = /_peyvand/metrics {",
         "        return 404;",
         "    }",
         "    location / {",
