@@ -16,6 +16,7 @@ from peyvand.api.admin import ADMIN_ROUTE_TABLES
 from peyvand.api.client import CLIENT_ROUTE_TABLES
 from peyvand.api.container import Services
 from peyvand.api.federation import FEDERATION_ROUTE_TABLES
+from peyvand.api.internal import INTERNAL_ROUTE_TABLES
 from peyvand.api.media import MEDIA_ROUTE_TABLES
 from peyvand.api.server import build_web_app
 from peyvand.config import Config, DatabaseConfig
@@ -106,9 +107,17 @@ async def create_app(config: Config) -> web.Application:
         email,
         appservices,
     )
+    # The internal API between a deployment's processes only where there are several.
+    internal = INTERNAL_ROUTE_TABLES if config.workers.enabled else []
     app = build_web_app(
         services,
-        [*CLIENT_ROUTE_TABLES, *MEDIA_ROUTE_TABLES, *ADMIN_ROUTE_TABLES, *FEDERATION_ROUTE_TABLES],
+        [
+            *CLIENT_ROUTE_TABLES,
+            *MEDIA_ROUTE_TABLES,
+            *ADMIN_ROUTE_TABLES,
+            *FEDERATION_ROUTE_TABLES,
+            *internal,
+        ],
         metrics=observed.metrics,
         health=observed.health,
     )

@@ -19,8 +19,10 @@ if TYPE_CHECKING:
 Handler = Callable[["RequestContext"], Awaitable[web.StreamResponse]]
 
 # "required": a valid access token; "optional": used when present; "none": ignored;
-# "federation": a valid X-Matrix signature by another server (Server-Server API).
-AuthKind = Literal["required", "optional", "none", "federation"]
+# "federation": a valid X-Matrix signature by another server (Server-Server API);
+# "worker": another process of the deployment, with the deployment's secret as bearer
+# token (``api.internal``, issue 21).
+AuthKind = Literal["required", "optional", "none", "federation", "worker"]
 # Rate-limit bucket: "default" for general traffic, "login" for credential attempts,
 # "calls" for call signalling (a bucket of its own: a call's events come in bursts).
 LimitClass = Literal["default", "login", "calls"]

@@ -3,6 +3,7 @@ and turns every error into the one Matrix JSON error format."""
 
 from __future__ import annotations
 
+import hmac
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -28,6 +29,7 @@ from peyvand.api.routing import (
 from peyvand.errors import Errcode, MatrixError
 from peyvand.events.json_input import NotJson, UnacceptableJson, parse_federation_json
 from peyvand.federation.request_auth import parse_authorization
+from peyvand.federation.worker_client import read_secret
 from peyvand.services.accounts.requester import Requester
 from peyvand.services.appservice.registration import ApplicationService
 from peyvand.types import ServerName
@@ -91,6 +93,16 @@ async def _authenticate_server(request: web.Request, services: Services) -> tupl
     return auth.origin, content
 
 
+def _check_worker(request: web.Request, secret: str | None) -> None:
+    """A request of another process of the deployment (``auth="worker"``) carries the
+    deployment's secret as its bearer token (compared in constant time); 403 otherwise,
+    and always with no secret or an empty one."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if not secret or scheme != "Bearer" or not hmac.compare_digest(token.encode(), secret.encode()):
+        raise MatrixError(Errcode.FORBIDDEN, "Only the processes of this server may call this")
+
+
 def _check_parameters(request: web.Request) -> None:
     """No path or query parameter may contain U+0000: none is a valid identifier, and
     PostgreSQL's TEXT cannot store it (see ``events.json_input`` for bodies)."""
@@ -135,9 +147,12 @@ def _limit_of(route: Route, appservice: ApplicationService | None) -> AppService
     return None
 
 
-def _wrap(route: Route, services: Services, limits: _Limits) -> _Middleware:
+def _wrap(route: Route, services: Services, limits: _Limits, secret: str | None) -> _Middleware:
     async def handle(request: web.Request) -> web.StreamResponse:
         _check_parameters(request)
+        if route.auth == "worker":
+            _check_worker(request, secret)
+            return await route.handler(RequestContext(request, services, None))
         if route.auth == "federation":
             origin, content = await _authenticate_server(request, services)
             ctx = RequestContext(request, services, None, origin=origin, body=content)
@@ -274,6 +289,9 @@ def build_web_app(
 
         app.on_response_prepare.append(name_worker)
     limits = _Limits(services)
+    secret_path = services.config.workers.secret_path
+    # The deployment's secret, which the internal API's requests carry (issue 21).
+    secret = read_secret(secret_path) if secret_path is not None else None
     seen: set[tuple[str, str]] = set()
     for table in tables:
         for route in table.routes:
@@ -281,7 +299,7 @@ def build_web_app(
             if route.path.startswith(CLIENT_V3 + "/"):
                 suffix = route.path[len(CLIENT_V3) :]
                 paths = [prefix + suffix for prefix in CLIENT_PREFIXES]
-            handle = _wrap(route, services, limits)
+            handle = _wrap(route, services, limits, secret)
             if metrics is not None:
                 handle = _measured(handle, metrics.requests.for_route(route.method, route.path))
             for path in paths:
