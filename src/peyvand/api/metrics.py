@@ -6,27 +6,33 @@ Label sets are bounded: requests are labelled with their route's template, never
 raw path; federation destinations by the ``MAX_DESTINATION_LABELS`` busiest only;
 pushers as totals (their number grows with the users). What is a position or a queue is
 read when Prometheus scrapes (``StateCollector``), so serving requests pays only for the
-request histogram: one labelled child per route and status class, bound at the route's
-first request.
+request histogram: a route's counters (``RouteMetrics``), kept as plain integers and
+exported at the scrape, only for the routes requested since the start.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from bisect import bisect_left
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import accumulate
 
 from aiohttp import web
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
-    Counter,
     Gauge,
     Histogram,
     generate_latest,
 )
-from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
@@ -46,49 +52,32 @@ _STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
 
 
 class RouteMetrics:
-    """One route's request metrics: its latency histogram and responses by status class."""
+    """One route's request counts: its latency histogram's buckets and sum, and its
+    responses by status class. Plain integers, no lock: only the event loop's thread
+    touches them (the scrape too), so a request costs a bisection and three additions."""
 
-    __slots__ = ("_duration", "_family", "_labels", "_latency", "_responses")
+    __slots__ = ("buckets", "codes", "method", "route", "total_seconds")
 
-    def __init__(self, duration: Histogram, family: Counter, method: str, route: str) -> None:
-        self._duration = duration
-        self._family = family
-        self._labels = (method, route)
-        self._latency: Histogram | None = None
-        self._responses: list[Counter | None] = [None] * len(_STATUS_CLASSES)
+    def __init__(self, method: str, route: str) -> None:
+        self.method = method
+        self.route = route
+        # One more than the bounds: the last counts what exceeds them all (+Inf).
+        self.buckets = [0] * (len(REQUEST_BUCKETS) + 1)
+        self.total_seconds = 0.0
+        self.codes = [0] * len(_STATUS_CLASSES)
 
     def observe(self, seconds: float, status: int) -> None:
-        latency = self._latency
-        if latency is None:
-            latency = self._latency = self._duration.labels(*self._labels)
-        latency.observe(seconds)
-        index = min(max(status // 100, 1), 5) - 1
-        counter = self._responses[index]
-        if counter is None:
-            counter = self._responses[index] = self._family.labels(
-                *self._labels, _STATUS_CLASSES[index]
-            )
-        counter.inc()
+        self.buckets[bisect_left(REQUEST_BUCKETS, seconds)] += 1
+        self.total_seconds += seconds
+        self.codes[min(max(status // 100, 1), 5) - 1] += 1
 
 
-class RequestMetrics:
-    """The request metrics of every route."""
+class RequestMetrics(Collector):
+    """The request metrics of every route, exported for the routes that were requested."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        self._duration = Histogram(
-            "peyvand_http_request_duration_seconds",
-            "Time from routing a request to its handler's answer, by route template",
-            ["method", "route"],
-            buckets=REQUEST_BUCKETS,
-            registry=registry,
-        )
-        self._responses = Counter(
-            "peyvand_http_responses",
-            "Responses by route template and status class",
-            ["method", "route", "code"],
-            registry=registry,
-        )
         self._routes: dict[tuple[str, str], RouteMetrics] = {}
+        registry.register(self)
 
     def for_route(self, method: str, route: str) -> RouteMetrics:
         """The metrics of ``route`` (its template, as declared: ``/v3/`` for both client
@@ -96,10 +85,32 @@ class RequestMetrics:
         key = (method, route)
         metrics = self._routes.get(key)
         if metrics is None:
-            metrics = self._routes[key] = RouteMetrics(
-                self._duration, self._responses, method, route
-            )
+            metrics = self._routes[key] = RouteMetrics(method, route)
         return metrics
+
+    def collect(self) -> Iterator[Metric]:
+        duration = HistogramMetricFamily(
+            "peyvand_http_request_duration_seconds",
+            "Time from routing a request to its handler's answer, by route template",
+            labels=["method", "route"],
+        )
+        responses = CounterMetricFamily(
+            "peyvand_http_responses",
+            "Responses by route template and status class",
+            labels=["method", "route", "code"],
+        )
+        bounds = [*(repr(b) for b in REQUEST_BUCKETS), "+Inf"]
+        for route in list(self._routes.values()):
+            counts = list(accumulate(route.buckets))
+            if not counts[-1]:
+                continue
+            labels = [route.method, route.route]
+            duration.add_metric(labels, list(zip(bounds, counts, strict=True)), route.total_seconds)
+            for code, count in zip(_STATUS_CLASSES, route.codes, strict=True):
+                if count:
+                    responses.add_metric([*labels, code], count)
+        yield duration
+        yield responses
 
 
 @dataclass
