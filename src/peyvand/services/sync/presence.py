@@ -27,6 +27,31 @@ minutes after the last update from their server.
 
 Positions start at the wall-clock time in milliseconds, so tokens keep increasing across
 restarts without storage (as the typing stream's).
+
+Across the processes of a deployment (issue 21, ``replicate``): every process holds every
+user's presence. A process that changes a user's entry (``/sync``'s ``set_presence`` on a
+client reader, ``PUT /presence`` or a remote server's update on the event writer, a
+timeout of its own sweep) sends the whole entry (presence, status message,
+``currently_active``, the last activity and sync times) and its position over the bus;
+the others apply it without sending it again: they wake their own syncs and tell their
+``change_hooks``, not the ``listeners`` (a change goes to other servers once, from where
+it was made). An applied change takes position ``max(previous + 1, the sender's)``,
+above every token this process gave out: a reader's token never goes backwards nor
+skips a change, and the processes' positions keep close to each other.
+
+Who applies the timeouts: the process that made a user's latest change (the user's
+*owner*); the others skip the user in their sweeps (``_foreign``), so a timeout fires
+once and two processes never fight over a user. A sync counts where it runs only, so a
+sync starting on a process that does not own its user sends the entry (a *claim*, even
+when nothing notable changed) and that process owns the user from then on: a user
+usually syncs on one client reader (nginx routes by access token), which then owns them;
+one syncing on two readers at once is claimed back and forth, one message per long-poll.
+What the owner alone knows (a sync ending, ``last_active_ts`` moved by activity that
+changed nothing notable) is not sent: the others' ``last_active_ago`` may be behind by
+up to ``LAST_ACTIVE_GRANULARITY_MS`` (``currently_active`` turning false is notable).
+A user whose owner stops has their timeouts applied by nobody until a process changes or
+claims them again. Joins are logged by every process (each sees every event), but only
+the one given ``tells_joins`` hands them to the ``join_listeners``.
 """
 
 from __future__ import annotations
@@ -37,14 +62,16 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from peyvand.background import periodic
 from peyvand.errors import forbidden
 from peyvand.services.sync.notifier import Notifier
+from peyvand.services.sync.replica import Replica
 from peyvand.services.sync.streams import Stream
 from peyvand.services.timeline.room_index import RoomIndex
 from peyvand.services.timeline.room_state import StateService
+from peyvand.storage.bus import Bus
 from peyvand.storage.models import EventToPersist
 from peyvand.types import JsonDict, RoomID, ServerName, UserID, server_name_of
 
@@ -68,6 +95,8 @@ MAX_STATUS_MSG_LENGTH: Final = 4096
 # Past this many changes since a token, a sync walks its rooms' members instead of the
 # changed users' rooms.
 MANY_CHANGES: Final = 256
+# The bus channel of presence changes.
+CHANNEL: Final = "presence"
 
 # Called with the local users whose presence changed (to send them to other servers).
 PresenceListener = Callable[[Sequence["UserPresence"]], Awaitable[None]]
@@ -111,6 +140,17 @@ class UserPresence:
         """What clients hear about: a change of any of these is notified."""
         return (self.presence, self.status_msg, self.currently_active)
 
+    def shared(self) -> list[object]:
+        """What the other processes of a deployment are sent of the entry."""
+        return [
+            self.user_id,
+            self.presence,
+            self.status_msg,
+            self.currently_active,
+            self.last_active_ts,
+            self.last_sync_ts,
+        ]
+
 
 def _legacy(event: JsonDict) -> JsonDict:
     return {"type": event["type"], "content": {**event["content"], "user_id": event["sender"]}}
@@ -150,10 +190,21 @@ class PresenceService:
         self.join_listeners: list[JoinListener] = []
         # Told of every change (application services, MSC2409).
         self.change_hooks: list[ChangeHook] = []
+        self._replica: Replica | None = None
+        # Users whose latest change another process made (theirs to time out).
+        self._foreign: set[UserID] = set()
+        self._tells_joins = True
 
     @property
     def current_position(self) -> int:
         return self._position
+
+    def replicate(self, bus: Bus, instance: str, *, tells_joins: bool) -> None:
+        """Share presence with the other processes of a deployment, this one being
+        ``instance`` on ``bus``; ``tells_joins``: this process's sweep tells the join
+        listeners (one process of the deployment). See the module docstring."""
+        self._replica = Replica(bus, CHANNEL, instance, self._apply)
+        self._tells_joins = tells_joins
 
     async def start(self) -> None:
         """Publish the starting position and start the sweep."""
@@ -163,6 +214,8 @@ class PresenceService:
 
     async def stop(self) -> None:
         await self._sweeper.stop()
+        if self._replica is not None:
+            await self._replica.stop()
 
     def now_ms(self) -> int:
         """The wall clock presence ages are measured with."""
@@ -338,6 +391,9 @@ class PresenceService:
                 entry.last_active_ts = now
             if set_presence == ONLINE:
                 entry.currently_active = True
+            if self._foreign and user_id in self._foreign:
+                # Syncing here: this process times the user out from now on.
+                entry.last_sync_ts = now
             await self._settle([(entry, before)])
             yield
         finally:
@@ -381,32 +437,77 @@ class PresenceService:
         self._position = max(self._position + 1, self._now())
         for room_id, user_id in joins:
             self._joins.append((self._position, room_id, user_id))
-            if self.join_listeners:
+            if self.join_listeners and self._tells_joins:
                 self._new_joins.append((room_id, user_id))
         self._notifier.advance(Stream.PRESENCE, self._position, ())
 
+    async def _apply(self, change: dict[str, Any]) -> None:
+        """Another process's change of these entries (their state is changed before
+        anything is awaited: changes are applied in the order they came)."""
+        position = int(change["p"])
+        if not self.enabled:
+            return
+        changes: list[tuple[UserPresence, tuple[str, str | None, bool]]] = []
+        for user, presence, status_msg, active, last_active_ts, last_sync_ts in change["e"]:
+            if presence not in STATES or not (status_msg is None or isinstance(status_msg, str)):
+                raise ValueError(f"not a presence entry: {presence!r}, {status_msg!r}")
+            entry = self._entry(UserID(str(user)))
+            before = entry.notable()
+            entry.presence = presence
+            entry.status_msg = status_msg
+            entry.currently_active = bool(active)
+            entry.last_active_ts = int(last_active_ts)
+            entry.last_sync_ts = int(last_sync_ts)
+            self._foreign.add(entry.user_id)
+            changes.append((entry, before))
+        await self._settle(changes, floor=position)
+
     async def _settle(
-        self, changes: Sequence[tuple[UserPresence, tuple[str, str | None, bool]]]
+        self,
+        changes: Sequence[tuple[UserPresence, tuple[str, str | None, bool]]],
+        *,
+        floor: int | None = None,
     ) -> None:
-        """Give the entries whose notable state changed the next position, wake everyone
-        sharing a room with them, and tell the listeners of the local ones."""
+        """Give the entries whose notable state changed the next position (at least
+        ``floor``: another process's change, applied; by default the wall clock), wake
+        everyone sharing a room with them, and tell the listeners of the local ones.
+        A change of this process's own goes to the others, with the entries it claims."""
         changed = [entry for entry, before in changes if entry.notable() != before]
         for entry in changed:
             if entry.presence == OFFLINE:
                 self._awake.discard(entry.user_id)
             else:
                 self._awake.add(entry.user_id)
+        claimed: list[UserPresence] = []
+        if floor is None and self._foreign:
+            claimed = [entry for entry, _ in changes if entry.user_id in self._foreign]
+            self._foreign.difference_update(entry.user_id for entry in claimed)
         if not changed:
+            if claimed and self._replica is not None:
+                self._replica.publish(
+                    {"p": self._position, "e": [entry.shared() for entry in claimed]}
+                )
             return
-        self._position = max(self._position + 1, self._now())
-        woken: set[UserID] = set()
+        self._position = max(self._position + 1, self._now() if floor is None else floor)
+        if floor is None and self._replica is not None:
+            sent = {entry.user_id: entry for entry in (*changed, *claimed)}
+            self._replica.publish(
+                {"p": self._position, "e": [entry.shared() for entry in sent.values()]}
+            )
+        position = self._position
+        # All before awaiting: ``_changed`` stays in position order with changes settled
+        # meanwhile.
         for entry in changed:
             self._changed.pop(entry.user_id, None)
-            self._changed[entry.user_id] = self._position
+            self._changed[entry.user_id] = position
+        woken: set[UserID] = set()
+        for entry in changed:
             woken.update(await self._local_users_sharing_rooms(entry.user_id))
-        self._notifier.advance(Stream.PRESENCE, self._position, woken)
+        self._notifier.advance(Stream.PRESENCE, position, woken)
         for hook in self.change_hooks:
             hook([entry.user_id for entry in changed])
+        if floor is not None:
+            return  # told to other servers by the process that made the change
         local = [entry for entry in changed if self._is_local(entry.user_id)]
         for listener in self.listeners if local else ():
             try:
@@ -443,6 +544,8 @@ class PresenceService:
         now = self._now()
         changes: list[tuple[UserPresence, tuple[str, str | None, bool]]] = []
         for user_id in list(self._awake):
+            if self._foreign and user_id in self._foreign:
+                continue  # the process that made their latest change times them out
             entry = self._users[user_id]
             before = entry.notable()
             if self._is_local(user_id):

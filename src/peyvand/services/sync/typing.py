@@ -15,6 +15,21 @@ server (its user expires like a local one); ``listeners`` hear every local start
 repeated one, which moves the deadline) and stop, and every expiry, so they can be sent
 to the other servers in the room; ``change_hooks`` hear every change of a room's set,
 local or remote, with its position (application services).
+
+Across the processes of a deployment (issue 21, ``replicate``): every process holds every
+room's typing set. A process that changes a set (a local start, repeated start or stop, a
+remote server's notification, an expiry of its own) sends the change with its data (room,
+user, the time left, or a stop) and its position over the bus; the others apply it
+without sending it again, wake their own syncs, tell their ``change_hooks`` but not the
+``listeners`` (the change is told to other servers once, where it was made). A change
+applied takes position ``max(previous + 1, the sender's)``: above every token this
+process gave out, so a reader's token never goes backwards nor skips a change, and the
+processes' positions keep close to each other (a token carried to another process is
+at worst answered from a little before or after it).
+
+Expiry: the process that made a user typing expires them (and sends the stop). The
+others keep the user's deadline plus ``REPLICA_GRACE_SECONDS``, and past it drop the
+user without telling anyone: the stop was lost or its process is gone.
 """
 
 from __future__ import annotations
@@ -23,12 +38,15 @@ import heapq
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from collections.abc import Set as AbstractSet
+from typing import Any
 
 from peyvand.background import BackgroundTask, periodic
 from peyvand.errors import forbidden
 from peyvand.services.sync.notifier import Notifier
+from peyvand.services.sync.replica import Replica
 from peyvand.services.sync.streams import Stream
 from peyvand.services.timeline.room_state import StateService
+from peyvand.storage.bus import Bus
 from peyvand.types import JsonDict, RoomID, UserID
 
 # The timeout when a client gives none, and the cap on what a client may ask for: Synapse's
@@ -37,6 +55,11 @@ DEFAULT_TIMEOUT_MS = 30_000
 MAX_TIMEOUT_MS = 120_000
 # How often the expiry task looks for due deadlines.
 EXPIRY_TICK_SECONDS = 1.0
+# How long past its deadline a user made typing by another process of the deployment
+# stays typing here, waiting for that process's stop.
+REPLICA_GRACE_SECONDS = 5.0
+# The bus channel of typing changes.
+CHANNEL = "typing"
 
 # Called with (room, user, typing) after a local user starts or stops typing, and after
 # any user's typing expires.
@@ -71,12 +94,20 @@ class TypingService:
         # (deadline, room, user); stale when the user's deadline has since moved.
         self._deadlines: list[tuple[float, RoomID, UserID]] = []
         self._expiry: BackgroundTask | None = None
+        self._replica: Replica | None = None
+        # (room, user) typing by another process's change (expired by it).
+        self._foreign: set[tuple[RoomID, UserID]] = set()
         self.listeners: list[TypingListener] = []
         self.change_hooks: list[TypingChangeHook] = []
 
     @property
     def current_position(self) -> int:
         return self._position
+
+    def replicate(self, bus: Bus, instance: str) -> None:
+        """Share the typing sets with the other processes of a deployment, this one
+        being ``instance`` on ``bus`` (see the module docstring)."""
+        self._replica = Replica(bus, CHANNEL, instance, self._apply)
 
     async def start(self) -> None:
         """Publish the starting position and start the expiry task."""
@@ -88,6 +119,8 @@ class TypingService:
         if self._expiry is not None:
             await self._expiry.stop()
             self._expiry = None
+        if self._replica is not None:
+            await self._replica.stop()
 
     async def set_typing(
         self,
@@ -122,16 +155,47 @@ class TypingService:
         """Start (for ``timeout_ms``) or stop typing; whether the user was typing."""
         was_typing = user_id in self._typing.get(room_id, ())
         if typing:
-            timeout_s = min(max(timeout_ms, 0), MAX_TIMEOUT_MS) / 1000
-            deadline = self._clock() + timeout_s
+            timeout_ms = min(max(timeout_ms, 0), MAX_TIMEOUT_MS)
+            deadline = self._clock() + timeout_ms / 1000
             self._typing.setdefault(room_id, {})[user_id] = deadline
             heapq.heappush(self._deadlines, (deadline, room_id, user_id))
+            sent = [[room_id, user_id, timeout_ms]] if self._replica is not None else None
+            if self._foreign:
+                self._foreign.discard((room_id, user_id))
             if not was_typing:
-                await self._changed([room_id])
+                await self._changed([room_id], sent=sent)
+            elif self._replica is not None:
+                # The deadline moved: the others' must too (no new position).
+                self._replica.publish({"p": self._position, "c": sent})
         elif was_typing:
             self._remove(room_id, user_id)
-            await self._changed([room_id])
+            sent = [[room_id, user_id, None]] if self._replica is not None else None
+            await self._changed([room_id], sent=sent)
         return was_typing
+
+    async def _apply(self, change: dict[str, Any]) -> None:
+        """Another process's change (its state is changed before anything is awaited:
+        changes are applied in the order they came)."""
+        position = int(change["p"])
+        now = self._clock()
+        rooms: list[RoomID] = []
+        for room, user, time_left_ms in change["c"]:
+            room_id, user_id = RoomID(str(room)), UserID(str(user))
+            was_typing = user_id in self._typing.get(room_id, ())
+            if time_left_ms is None:
+                if was_typing:
+                    self._remove(room_id, user_id)
+                    rooms.append(room_id)
+                continue
+            left_s = min(max(float(time_left_ms), 0.0), MAX_TIMEOUT_MS) / 1000
+            deadline = now + left_s + REPLICA_GRACE_SECONDS
+            self._typing.setdefault(room_id, {})[user_id] = deadline
+            heapq.heappush(self._deadlines, (deadline, room_id, user_id))
+            self._foreign.add((room_id, user_id))
+            if not was_typing:
+                rooms.append(room_id)
+        if rooms:
+            await self._changed(dict.fromkeys(rooms), floor=position)
 
     def typing_for_rooms(self, room_ids: Iterable[RoomID], since: int) -> dict[RoomID, JsonDict]:
         """The ``m.typing`` ephemeral event of each room in ``room_ids`` whose typing set
@@ -149,13 +213,21 @@ class TypingService:
         """Drop every typing user whose deadline has passed; wake the rooms that changed."""
         now = self._clock()
         expired: list[tuple[RoomID, UserID]] = []
+        # Typing by another process's change, which did not stop them in time.
+        dropped: list[RoomID] = []
         while self._deadlines and self._deadlines[0][0] <= now:
             deadline, room_id, user_id = heapq.heappop(self._deadlines)
             if self._typing.get(room_id, {}).get(user_id) == deadline:
+                if self._foreign and (room_id, user_id) in self._foreign:
+                    dropped.append(room_id)
+                else:
+                    expired.append((room_id, user_id))
                 self._remove(room_id, user_id)
-                expired.append((room_id, user_id))
-        if expired:
-            await self._changed({room_id for room_id, _ in expired})
+        if expired or dropped:
+            sent: list[list[object]] | None = None
+            if self._replica is not None and expired:
+                sent = [[room_id, user_id, None] for room_id, user_id in expired]
+            await self._changed({room_id for room_id, _ in expired}.union(dropped), sent=sent)
             for room_id, user_id in expired:
                 for listener in self.listeners:
                     await listener(room_id, user_id, False)
@@ -165,15 +237,27 @@ class TypingService:
         del users[user_id]
         if not users:
             del self._typing[room_id]
+        if self._foreign:
+            self._foreign.discard((room_id, user_id))
 
-    async def _changed(self, room_ids: Iterable[RoomID]) -> None:
-        """Give the rooms' changes the next position and wake their joined members."""
-        self._position = max(self._position + 1, self._wall_clock_ms())
+    async def _changed(
+        self,
+        room_ids: Iterable[RoomID],
+        *,
+        floor: int | None = None,
+        sent: list[list[object]] | None = None,
+    ) -> None:
+        """Give the rooms' changes the next position (at least ``floor``: another
+        process's position; by default the wall clock), send ``sent`` to the other
+        processes at it, and wake the rooms' joined members."""
+        self._position = max(self._position + 1, self._wall_clock_ms() if floor is None else floor)
         changed = list(room_ids)
         for room_id in changed:
             self._changed_at[room_id] = self._position
         for hook in self.change_hooks:
             hook(changed, self._position)
+        if sent and self._replica is not None:
+            self._replica.publish({"p": self._position, "c": sent})
         # Each room's joined users as its snapshot keeps them, read in place (no copy).
         members: list[AbstractSet[UserID]] = []
         for room_id in changed:
