@@ -1,6 +1,7 @@
 """What a process of a multi-process deployment adds (issue 21): the bus between the
 processes, the events stream's publisher (an event writer) or follower (every other
-process), and the relay of the other streams. Nothing at all for a single process."""
+process), the relay of the other streams, and typing and presence shared by their
+services. Nothing at all for a single process."""
 
 from __future__ import annotations
 
@@ -29,9 +30,12 @@ def build_workers(
     bus = PostgresBus(config.database.url, instance)
     positions = StreamPositionStore(db)
     relay = StreamRelay(bus, timeline.notifier, instance)
-    # In one process's memory only: carried with their data by their services (not yet).
+    # In each process's memory: carried with their data by their services.
     relay.exclude(Stream.TYPING)
     relay.exclude(Stream.PRESENCE)
+    local.typing.replicate(bus, instance)
+    # Joins reach the federation's join listeners from where events are written.
+    local.presence.replicate(bus, instance, tells_joins=workers.has_role("event_writer"))
     relay.on_refresh(Stream.TO_DEVICE, local.to_device.written_elsewhere)
     caches = _relay_caches(CacheRelay(bus, instance), local)
     if workers.has_role("event_writer"):
