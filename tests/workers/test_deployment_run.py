@@ -1,10 +1,12 @@
 """``peyvand deployment run`` (issue 21, "Operations"): one command starts a 2-process
 deployment on the test PostgreSQL cluster, each process's output prefixed with its name;
 both answer /health (bus connected) and export their metrics, the reader its lag behind
-the writer; SIGTERM stops them all and the command exits 0."""
+the writer; the reader's /health says 503 while its bus cannot reconnect, 200 again once
+it has; SIGTERM stops them all and the command exits 0."""
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import subprocess
 import sys
@@ -12,7 +14,9 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
+import asyncpg
 import pytest
 
 from harness.deployment import Deployment
@@ -41,6 +45,36 @@ def _wait_healthy(base_url: str, command: subprocess.Popen[bytes]) -> None:
             pass
         time.sleep(0.2)
     raise AssertionError(f"{base_url} never became healthy")
+
+
+def _wait_status(url: str, status: int) -> str:
+    deadline = time.monotonic() + START_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        answer, text = _get(url)
+        if answer == status:
+            return text
+        time.sleep(0.05)
+    raise AssertionError(f"{url} never answered {status}")
+
+
+async def _cut_bus(database_url: str, worker: str, allow: bool) -> None:
+    """Close ``worker``'s bus listening connection and refuse new connections to the
+    deployment's database (``allow`` false), or let them in again (from the cluster's
+    ``postgres`` database: a database cannot close itself)."""
+    url = urlsplit(database_url)
+    name = url.path.lstrip("/")
+    conn = await asyncpg.connect(urlunsplit(url._replace(path="/postgres")))
+    try:
+        await conn.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {str(allow).lower()}')
+        if not allow:
+            await conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = $1 AND application_name = $2",
+                name,
+                f"peyvand bus listen {worker}",
+            )
+    finally:
+        await conn.close()
 
 
 def _refuses(base_url: str) -> bool:
@@ -74,6 +108,15 @@ def test_run_starts_and_stops_every_process(request: pytest.FixtureRequest, tmp_
         status, text = _get(f"{deployment['writer'].base_url}/_peyvand/metrics")
         assert "peyvand_events_writer_position " in text
         assert "peyvand_events_follower_lag" not in text
+        reader = deployment["reader"].base_url
+        assert deployment.database_url is not None
+        asyncio.run(_cut_bus(deployment.database_url, "reader", allow=False))
+        try:
+            assert "bus disconnected" in _wait_status(f"{reader}/health", 503)
+            assert "peyvand_bus_connected 0.0" in _get(f"{reader}/_peyvand/metrics")[1]
+        finally:
+            asyncio.run(_cut_bus(deployment.database_url, "reader", allow=True))
+        assert _wait_status(f"{reader}/health", 200) == "OK"
         command.send_signal(signal.SIGTERM)
         assert command.wait(timeout=STOP_TIMEOUT_SECONDS) == 0
     finally:
