@@ -93,6 +93,7 @@ def test_dashboard_queries_exported_metrics() -> None:
     exported = set(_exported(_full_metrics()))
     exprs = [target["expr"] for panel in dashboard["panels"] for target in panel.get("targets", [])]
     assert len(exprs) >= 10
+    exprs += [v["definition"] for v in dashboard["templating"]["list"] if "definition" in v]
     for expr in exprs:
         names = re.findall(r"\b(?:peyvand|process)_[a-z_]+", expr)
         assert names, expr
