@@ -1,15 +1,18 @@
 """What a process of a multi-process deployment adds (issue 21): the bus between the
 processes, the events stream's publisher (an event writer) or follower (every other
-process), the relay of the other streams, and typing and presence shared by their
-services. Nothing at all for a single process."""
+process), the relay of the other streams, typing and presence shared by their
+services, and event creation forwarded to the event writer from every other process.
+Nothing at all for a single process."""
 
 from __future__ import annotations
 
 from peyvand.config import Config
+from peyvand.federation.worker_client import WorkerClient, read_secret
 from peyvand.services.sync.cache_relay import CacheRelay
 from peyvand.services.sync.stream_relay import StreamRelay
 from peyvand.services.sync.streams import Stream
 from peyvand.services.timeline.event_follower import EventPositionPublisher, EventStreamFollower
+from peyvand.services.timeline.forwarding import ForwardedWrites, StreamWaiter
 from peyvand.storage.database import Database
 from peyvand.storage.stream_positions import StreamPositionStore
 from peyvand.wiring.lifecycle import Component
@@ -21,8 +24,8 @@ def build_workers(
 ) -> list[tuple[str, Component]]:
     """The components to start after the event writer, in order (none for one process)."""
     workers = config.workers
-    instance = workers.instance
-    if not workers.enabled or instance is None:
+    instance, secret_path = workers.instance, workers.secret_path
+    if not workers.enabled or instance is None or secret_path is None:
         return []
     # Only a deployment loads the PostgreSQL bus (and asyncpg with it, on SQLite too).
     from peyvand.storage.bus import PostgresBus
@@ -45,10 +48,14 @@ def build_workers(
             ("bus", bus), ("events position", publisher), ("stream relay", relay),
             ("cache relay", caches),
         ]  # fmt: skip
-    # Until event creation is forwarded to the writer, a job here that would create one
-    # (a redaction of retention's) is refused rather than numbered apart from the writer.
-    timeline.events.refuse_writes(
-        f"{instance} does not write events: the deployment's event writer does"
+    # Events created here (a write sent here, a background job's) are the writer's to
+    # number and store: asked over its internal API, then awaited here (read-your-writes).
+    link = WorkerClient(workers.with_role("event_writer")[0].url, read_secret(secret_path))
+    waiter = StreamWaiter(lambda: timeline.notifier.current_token.events)
+    timeline.dispatcher.listeners.append(waiter.on_announced)
+    timeline.events.forward_writes(
+        ForwardedWrites(link, waiter),
+        f"{instance} does not write events: the deployment's event writer does",
     )
     follower = EventStreamFollower(
         bus, positions, timeline.event_store, timeline.remote_invites, timeline.state,
@@ -56,7 +63,7 @@ def build_workers(
     )  # fmt: skip
     return [
         ("bus", bus), ("events follower", follower), ("stream relay", relay),
-        ("cache relay", caches),
+        ("cache relay", caches), ("event writer link", link),
     ]  # fmt: skip
 
 

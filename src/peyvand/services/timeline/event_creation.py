@@ -20,7 +20,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from peyvand.errors import Errcode, MatrixError
 from peyvand.events.auth import AuthError, auth_types_for_event, check_auth_rules
@@ -39,6 +39,9 @@ from peyvand.services.timeline.stream_tracker import EventPositions
 from peyvand.storage.events import EventStore
 from peyvand.storage.models import EventToPersist, NewStateGroup, RoomRow, StoredEvent
 from peyvand.types import EventID, JsonDict, RoomID, ServerName, UserID
+
+if TYPE_CHECKING:
+    from peyvand.services.timeline.forwarding import ForwardedWrites
 
 CREATE_KEY: StateKey = ("m.room.create", "")
 _JOIN_RULES: StateKey = ("m.room.join_rules", "")
@@ -144,13 +147,17 @@ class EventCreationService:
         self._pending_txns: dict[TxnKey, asyncio.Future[EventID]] = {}
         self._uncommitted: dict[EventID, asyncio.Future[None]] = {}
         # Why this process stores no events (a deployment's process without the
-        # ``event_writer`` role), or None.
+        # ``event_writer`` role), or None; and who stores them instead.
         self._refused: str | None = None
+        self._forwarded: ForwardedWrites | None = None
 
-    def refuse_writes(self, reason: str) -> None:
-        """Store no event from now on: every new position is refused with a 503 and
-        ``reason`` (issue 21: only the deployment's event writer allocates positions)."""
+    def forward_writes(self, forwarded: ForwardedWrites, reason: str) -> None:
+        """Store no event from now on (issue 21: only the deployment's event writer
+        allocates positions): ``send`` and ``create_room`` are done by the writer through
+        ``forwarded``; what needs this process (a countersigned invite, events received
+        over federation) is refused with a 503 and ``reason``."""
         self._refused = reason
+        self._forwarded = forwarded
 
     async def start(self) -> None:
         """Continue the stream positions after the stored events."""
@@ -186,6 +193,12 @@ class EventCreationService:
         still in flight. Once enqueued, the event is committed even if the request is
         cancelled (the client went away), and a retry then gets that event.
         """
+        if self._forwarded is not None:
+            if countersign is not None:
+                raise MatrixError(Errcode.UNKNOWN, str(self._refused), status=503)
+            return await self._forwarded.send(
+                room_id, sender, spec, txn=txn, unless_identical=unless_identical
+            )
         future: asyncio.Future[EventID] | None = None
         if txn is not None:
             pending = self._pending_txns.get(txn)
@@ -322,6 +335,10 @@ class EventCreationService:
 
         ``room_id`` is None for versions whose room ID is the create event's hash.
         """
+        if self._forwarded is not None:
+            return await self._forwarded.create_room(
+                room_version, creator, create_content, initial, room_id=room_id, is_public=is_public
+            )
         now = self._now_ms()
         create = self._sign(
             room_version,
