@@ -40,7 +40,7 @@ def build_workers(
     # Joins reach the federation's join listeners from where events are written.
     local.presence.replicate(bus, instance, tells_joins=workers.has_role("event_writer"))
     relay.on_refresh(Stream.TO_DEVICE, local.to_device.written_elsewhere)
-    caches = _relay_caches(CacheRelay(bus, instance), local)
+    caches = _relay_caches(CacheRelay(bus, instance), timeline, local)
     if workers.has_role("event_writer"):
         publisher = EventPositionPublisher(bus, positions, instance)
         timeline.dispatcher.advanced.append(publisher.advanced)
@@ -67,10 +67,14 @@ def build_workers(
     ]  # fmt: skip
 
 
-def _relay_caches(caches: CacheRelay, local: Local) -> CacheRelay:
+def _relay_caches(caches: CacheRelay, timeline: Timeline, local: Local) -> CacheRelay:
     """Each process tells the others what it changed of the caches they keep, and drops
     theirs (issue 21, "Caches"): a token revoked on the writer stops working on a reader
-    at once."""
+    at once; events purged or erased anywhere are no longer served from any process's
+    event cache."""
+    state = timeline.state
+    state.on_forgotten.append(lambda event_ids: caches.changed("events", event_ids))
+    caches.register("events", state.forgotten_elsewhere)
     auth = local.auth
     auth.on_tokens_revoked.append(lambda user_id: caches.changed("tokens", [user_id]))
     caches.register("tokens", auth.tokens_revoked_elsewhere)

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 from peyvand.events.pdu import Pdu, StateKey
 from peyvand.events.redaction import redact_pdu
@@ -166,10 +166,13 @@ class StateService:
         self._store = store
         self._rooms: dict[RoomID, RoomSnapshot] = {}
         self._room_load_locks: dict[RoomID, asyncio.Lock] = {}
+        self._event_cache_size = event_cache_size
         self._events: LRU[EventID, StoredEvent] = LRU(event_cache_size)
-        # Events held outside the timeline (immutable, like the rest).
         # Events held outside the timeline, each with the redaction applied to it (if any).
         self._outliers: LRU[EventID, tuple[Pdu, EventID | None]] = LRU(event_cache_size)
+        # Told of the events forgotten here (in a deployment: every other process
+        # forgets its copies too, ``forgotten_elsewhere``; issue 21).
+        self.on_forgotten: list[Callable[[list[EventID]], None]] = []
         # Events queued for the writer and their new state groups, until their commit
         # settles (see ``hold_in_flight``).
         self._in_flight: dict[EventID, StoredEvent] = {}
@@ -357,6 +360,22 @@ class StateService:
     def forget_events(self, event_ids: Iterable[EventID]) -> None:
         """Drop cached copies of events whose stored form changed (purged, or their
         content deleted): the cache otherwise holds events as immutable."""
+        forgotten = list(event_ids)
+        self._forget(forgotten)
+        for listener in self.on_forgotten:
+            listener(forgotten)
+
+    def forgotten_elsewhere(self, event_ids: Sequence[Any] | None) -> None:
+        """Another process of the deployment changed these stored events (None: it did
+        not say which): drop this process's copies, as ``forget_events`` (not told on)."""
+        if event_ids is None:
+            self._forget_epoch += 1
+            self._events = LRU(self._event_cache_size)
+            self._outliers = LRU(self._event_cache_size)
+            return
+        self._forget([EventID(str(event_id)) for event_id in event_ids])
+
+    def _forget(self, event_ids: list[EventID]) -> None:
         self._forget_epoch += 1
         for event_id in event_ids:
             self._events.pop(event_id)
