@@ -206,3 +206,28 @@ async def _until_async(read: Callable[[], Any], expected: object, seconds: float
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"not {expected!r} within {seconds} s")
+
+
+async def test_sent_waits_for_the_messages_published_before(dsn: str) -> None:
+    """``sent`` returns once what was published is in PostgreSQL's hands (True), or
+    False after its time when it cannot be sent (here: the bus is not running yet)."""
+    a = _bus(dsn, "a")
+    b = _bus(dsn, "b")
+    at_b: list[int] = []
+    b.subscribe("caches", lambda payload, _sender: at_b.append(payload["n"]))
+    assert await a.sent(0.1)  # nothing published
+    a.publish("caches", {"n": 0})
+    started = time.monotonic()
+    assert not await a.sent(0.1)
+    assert time.monotonic() - started >= 0.1
+    await b.start()
+    await a.start()
+    try:
+        for n in range(1, 250):
+            a.publish("caches", {"n": n})
+        assert await a.sent(5.0)
+        await _until(lambda: len(at_b) == 250)
+        assert at_b == list(range(250))
+    finally:
+        await a.stop()
+        await b.stop()

@@ -1,11 +1,14 @@
 """What a client reader keeps in memory follows the writer's changes (issue 21,
 "Caches"): right after a write answered by the event writer, a read answered by the
 reader (behind the same nginx) sees it, although the reader had cached the value before.
-One deployment for the module."""
+A revoked access token is refused at once (the writer answers the logout once the
+invalidation is sent); the other caches are dropped within milliseconds of the write
+(polled for at most a second here)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -15,26 +18,12 @@ from harness.deployment import Deployment
 from harness.nginx import Nginx
 
 PASSWORD = "a long password"
-WRITER_ROLES = ["event_writer", "federation_inbound", "federation_sender", "media", "background"]
 
 
-@pytest.fixture(scope="module")
-def front(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Nginx]:
-    data_dir = tmp_path_factory.mktemp("reader_caches")
-    deployment = Deployment(
-        request, data_dir, {"writer": WRITER_ROLES, "reader": ["client_reader"]}
-    )
-    nginx = Nginx(deployment["writer"].config_path, data_dir / "nginx")
-    try:
-        for process in deployment.processes.values():
-            process.start()
-        nginx.start()
-        yield nginx
-    finally:
-        nginx.stop()
-        deployment.stop()
+@pytest.fixture
+def front(deployed: tuple[Nginx, Deployment]) -> Nginx:
+    """The session's deployment (tests/workers/conftest.py) as clients reach it."""
+    return deployed[0]
 
 
 class Client:
@@ -115,3 +104,128 @@ async def test_a_token_revoked_on_the_writer_is_refused_by_the_reader_at_once(
     await alice.call("POST", "/account/deactivate", {"auth": alice.password_auth()})
     refused = await alice.call("GET", "/account/whoami", status=401, worker="reader")
     assert refused["errcode"] == "M_UNKNOWN_TOKEN"
+
+
+async def _soon(read: Callable[[], Awaitable[object]], expected: object) -> None:
+    """``read()`` answers ``expected`` within a second (the bus's invalidation)."""
+    got = None
+    for _ in range(20):  # bounded: 1 s
+        got = await read()
+        if got == expected:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{got!r} != {expected!r}")
+
+
+async def _room_with(alice: Client, bob: Client) -> str:
+    """A room alice created and bob joined, which bob's sync on the reader shows."""
+    created = await alice.call("POST", "/createRoom", {"invite": [bob.user_id]})
+    room_id = str(created["room_id"])
+    await bob.call("POST", f"/rooms/{room_id}/join", {})
+    for _ in range(50):  # bounded: 5 s
+        sync = await bob.call("GET", "/sync", worker="reader")
+        if room_id in sync["rooms"]["join"]:
+            return room_id
+        await asyncio.sleep(0.1)
+    raise AssertionError("the reader never saw bob join")
+
+
+async def _unread(bob: Client, room_id: str) -> int:
+    sync = await bob.call("GET", "/sync", worker="reader")
+    room = sync["rooms"]["join"].get(room_id, {})
+    return int(room.get("unread_notifications", {}).get("notification_count", 0))
+
+
+async def test_unread_counts_and_push_rules_follow_the_writer(
+    front: Nginx, session: aiohttp.ClientSession
+) -> None:
+    alice, bob = Client(session, front.base_url), Client(session, front.base_url)
+    await alice.register("unread_alice")
+    await bob.register("unread_bob")
+    room_id = await _room_with(alice, bob)
+    body = {"msgtype": "m.text", "body": "hello"}
+    sent = await alice.call("PUT", f"/rooms/{room_id}/send/m.room.message/u1", body)
+    for _ in range(50):  # bounded: 5 s; each sync also keeps bob's read position
+        if await _unread(bob, room_id) == 1:
+            break
+        await asyncio.sleep(0.1)
+    assert await _unread(bob, room_id) == 1
+
+    # A read receipt on the writer: the reader counts from it at once.
+    await bob.call(
+        "POST", f"/rooms/{room_id}/receipt/m.read/{sent['event_id']}", {}, worker="writer"
+    )
+    await _soon(lambda: _unread(bob, room_id), 0)
+
+    # A push rule added on the writer: the reader's /pushrules has it at once.
+    rule = f"/pushrules/global/room/{room_id}"
+    await bob.call("GET", rule, status=404, worker="reader")
+    await bob.call("PUT", rule, {"actions": []}, worker="writer")
+
+    async def room_rules() -> list[str]:
+        rules = await bob.call("GET", "/pushrules/", worker="reader")
+        return [r["rule_id"] for r in rules["global"]["room"]]
+
+    await _soon(room_rules, [room_id])
+    answer = await bob.call("GET", rule, worker="reader")
+    assert answer["rule_id"] == room_id and answer["actions"] == []
+
+
+async def test_ignored_users_and_key_counts_follow_the_writer(
+    front: Nginx, session: aiohttp.ClientSession
+) -> None:
+    alice, bob = Client(session, front.base_url), Client(session, front.base_url)
+    await alice.register("ignore_alice")
+    await bob.register("ignore_bob")
+    room_id = await _room_with(alice, bob)
+    body = {"msgtype": "m.text", "body": "hello"}
+    await alice.call("PUT", f"/rooms/{room_id}/send/m.room.message/i1", body)
+
+    async def senders() -> set[str]:
+        page = await bob.call("GET", f"/rooms/{room_id}/messages", worker="reader", dir="b")
+        return {e["sender"] for e in page["chunk"] if e["type"] == "m.room.message"}
+
+    for _ in range(50):  # bounded: 5 s
+        if await senders() == {alice.user_id}:
+            break
+        await asyncio.sleep(0.1)
+    assert await senders() == {alice.user_id}
+    ignored: dict[str, Any] = {"ignored_users": {alice.user_id: {}}}
+    await bob.call(
+        "PUT", f"/user/{bob.user_id}/account_data/m.ignored_user_list", ignored, worker="writer"
+    )
+    await _soon(senders, set())
+
+    # One-time keys claimed on the writer: the reader's /sync counts what is left.
+    whoami = await bob.call("GET", "/account/whoami")
+    keys = {"one_time_keys": {"curve25519:a": "ka", "curve25519:b": "kb"}}
+    await bob.call("POST", "/keys/upload", keys, worker="writer")
+
+    async def count() -> int:
+        sync = await bob.call("GET", "/sync", worker="reader")
+        return int(sync["device_one_time_keys_count"].get("curve25519", 0))
+
+    await _soon(count, 2)
+    claim = {"one_time_keys": {bob.user_id: {whoami["device_id"]: "curve25519"}}}
+    claimed = await alice.call("POST", "/keys/claim", claim, worker="writer")
+    assert claimed["one_time_keys"][bob.user_id]
+    await _soon(count, 1)
+
+
+async def test_device_list_changes_made_on_the_writer_reach_the_readers_sync(
+    front: Nginx, session: aiohttp.ClientSession
+) -> None:
+    """The reader's log of device list changes lacks the writer's: an incremental /sync
+    on the reader lists alice once she logs in a new device on the writer."""
+    alice, bob = Client(session, front.base_url), Client(session, front.base_url)
+    await alice.register("devices_alice")
+    await bob.register("devices_bob")
+    await _room_with(alice, bob)
+    since = (await bob.call("GET", "/sync", worker="reader"))["next_batch"]
+    await Client(session, front.base_url).login("devices_alice")
+
+    async def changed() -> list[str]:
+        sync = await bob.call("GET", "/sync", worker="reader", since=since)
+        return list(sync.get("device_lists", {}).get("changed", []))
+
+    await _soon(changed, [alice.user_id])

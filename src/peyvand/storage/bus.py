@@ -211,6 +211,10 @@ class PostgresBus:
         self._queued = asyncio.Event()
         self._drained = asyncio.Event()
         self._drained.set()
+        # Messages published so far, and those sent (or lost) so far: ``sent``'s waiters.
+        self._published = 0
+        self._done = 0
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._attention = asyncio.Event()
         self._listener: Any = None
         self._listening: set[str] = set()
@@ -237,6 +241,8 @@ class PostgresBus:
         if len(self._queue) >= self._max_queued:
             self._queue.popleft()
             self._dropped += 1
+            self._finished(1)
+        self._published += 1
         self._queue.append((channel, f"{self._prefix}{body.decode()}]"))
         self._drained.clear()
         self._queued.set()
@@ -244,6 +250,33 @@ class PostgresBus:
     def subscribe(self, channel: str, callback: Subscriber) -> None:
         self._subscribers.add(channel, callback)
         self._attention.set()
+
+    async def sent(self, seconds: float) -> bool:
+        """Wait until every message published so far has been handed to PostgreSQL (so
+        the other processes' connections have it before this one answers the request
+        that caused it: read-your-writes across processes), or lost; False after
+        ``seconds`` (the sending connection is down)."""
+        if self._done >= self._published:
+            return True
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append((self._published, waiter))
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter), seconds)
+        except TimeoutError:
+            return False
+        return True
+
+    def _finished(self, count: int) -> None:
+        self._done += count
+        if not self._waiters:
+            return
+        waiting = []
+        for target, waiter in self._waiters:
+            if target > self._done:
+                waiting.append((target, waiter))
+            elif not waiter.done():
+                waiter.set_result(None)
+        self._waiters = waiting
 
     def on_reconnect(self, hook: ReconnectHook) -> None:
         self._hooks.append(hook)
@@ -385,6 +418,8 @@ class PostgresBus:
                 logger.warning("bus %s: %d messages lost: %s", self._sender, count, exc)
                 self._notifier = None
                 await _close(conn)
+            finally:
+                self._finished(count)
 
 
 async def _notify(conn: Any, batch: list[tuple[str, str]], seconds: float) -> None:

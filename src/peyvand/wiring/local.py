@@ -114,6 +114,8 @@ class Local:
     typing: TypingService
     presence: PresenceService
     receipts: ReceiptService
+    # Unread counts' read positions (a deployment's other processes drop them: issue 21).
+    read_positions: ReadPositionCache
     push_rules: PushRulesService
     push_actions: PushActionsService
     sync_account_data: PushRulesAccountData
@@ -218,6 +220,7 @@ def build_local(config: Config, db: Database, timeline: Timeline) -> Local:
         typing=TypingService(notifier, state),
         presence=presence,
         receipts=receipts,
+        read_positions=read_positions,
         push_rules=push_rules,
         push_actions=push_actions,
         sync_account_data=PushRulesAccountData(account_data, push_rules),

@@ -9,12 +9,15 @@ from __future__ import annotations
 from peyvand.config import Config
 from peyvand.federation.worker_client import WorkerClient, read_secret
 from peyvand.services.sync.cache_relay import CacheRelay
+from peyvand.services.sync.read_positions import READ_TYPES
 from peyvand.services.sync.stream_relay import StreamRelay
 from peyvand.services.sync.streams import Stream
 from peyvand.services.timeline.event_follower import EventPositionPublisher, EventStreamFollower
 from peyvand.services.timeline.forwarding import ForwardedWrites, StreamWaiter
 from peyvand.storage.database import Database
+from peyvand.storage.receipts import ReceiptRow
 from peyvand.storage.stream_positions import StreamPositionStore
+from peyvand.types import UserID
 from peyvand.wiring.lifecycle import Component
 from peyvand.wiring.local import Local, Timeline
 
@@ -40,7 +43,7 @@ def build_workers(
     # Joins reach the federation's join listeners from where events are written.
     local.presence.replicate(bus, instance, tells_joins=workers.has_role("event_writer"))
     relay.on_refresh(Stream.TO_DEVICE, local.to_device.written_elsewhere)
-    caches = _relay_caches(CacheRelay(bus, instance), timeline, local)
+    caches = _relay_caches(CacheRelay(bus, instance, bus.sent), timeline, local, relay)
     if workers.has_role("event_writer"):
         publisher = EventPositionPublisher(bus, positions, instance)
         timeline.dispatcher.advanced.append(publisher.advanced)
@@ -67,15 +70,39 @@ def build_workers(
     ]  # fmt: skip
 
 
-def _relay_caches(caches: CacheRelay, timeline: Timeline, local: Local) -> CacheRelay:
+def _relay_caches(
+    caches: CacheRelay, timeline: Timeline, local: Local, relay: StreamRelay
+) -> CacheRelay:
     """Each process tells the others what it changed of the caches they keep, and drops
     theirs (issue 21, "Caches"): a token revoked on the writer stops working on a reader
-    at once; events purged or erased anywhere are no longer served from any process's
-    event cache."""
+    at once (the revocation answers once the message is sent); events purged or erased
+    anywhere are no longer served from any process's event cache; push rules, read
+    receipts (unread counts), ignored users, one-time key counts and device list changes
+    written there are read again by the next request here."""
     state = timeline.state
     state.on_forgotten.append(lambda event_ids: caches.changed("events", event_ids))
     caches.register("events", state.forgotten_elsewhere)
-    auth = local.auth
-    auth.on_tokens_revoked.append(lambda user_id: caches.changed("tokens", [user_id]))
+    auth, push_rules, keys = local.auth, local.push_rules, local.e2e_keys
+
+    async def tokens_revoked(user_id: UserID) -> None:
+        caches.changed("tokens", [user_id])
+        await caches.sent()
+
+    auth.on_tokens_revoked.append(tokens_revoked)
     caches.register("tokens", auth.tokens_revoked_elsewhere)
+    push_rules.add_listener(lambda user_id: caches.changed("push_rules", [user_id]))
+    caches.register("push_rules", push_rules.changed_elsewhere)
+    keys.counts_hooks.append(lambda devices: caches.changed("key_counts", devices))
+    caches.register("key_counts", keys.counts_changed_elsewhere)
+
+    def receipt_stored(row: ReceiptRow, _position: int) -> None:
+        if not row.thread_id and row.receipt_type in READ_TYPES:
+            caches.changed("read_positions", [(row.user_id, row.room_id)])
+
+    # Before the receipt wakes anyone: the bus keeps a process's messages in order.
+    local.receipts.stored_hooks.append(receipt_stored)
+    caches.register("read_positions", local.read_positions.moved_elsewhere)
+    relay.on_refresh(Stream.DEVICE_LISTS, local.device_lists.written_elsewhere)
+    ignored = local.account_data.ignored_users
+    relay.on_refresh(Stream.ACCOUNT_DATA, lambda _position, users: ignored.written_elsewhere(users))
     return caches

@@ -4,8 +4,8 @@ Client-Server API sections "Client Authentication", "Login", "Account registrati
 management" and "Device Management". Access tokens resolve through an in-memory cache that
 is invalidated right where tokens are removed (logout, logout/all, device deletion, password
 change, deactivation); in a deployment of several processes, the others are told at once
-(``on_tokens_revoked``, ``tokens_revoked_elsewhere``: issue 21). Password hashing is bcrypt, run in the default executor so a login
-storm never blocks the event loop.
+(``on_tokens_revoked``, ``tokens_revoked_elsewhere``: issue 21). Password hashing is
+bcrypt, run in the default executor so a login storm never blocks the event loop.
 """
 
 from __future__ import annotations
@@ -123,9 +123,9 @@ class AuthService:
         # A renamed device: its display name is part of the device list others query.
         self.on_device_renamed: list[DeviceCreatedHook] = []
         self.on_deactivated: list[DeactivatedHook] = []
-        # Told the user whose tokens were revoked here (a deployment tells its other
-        # processes, which keep tokens of their own: issue 21).
-        self.on_tokens_revoked: list[Callable[[UserID], None]] = []
+        # Awaited with the user whose tokens were revoked here, before the revocation
+        # returns (a deployment tells its other processes, which keep tokens: issue 21).
+        self.on_tokens_revoked: list[Callable[[UserID], Awaitable[None]]] = []
 
     # Access tokens ("Using access tokens") --------------------------------------------
 
@@ -152,13 +152,13 @@ class AuthService:
             raise MatrixError(Errcode.UNKNOWN_TOKEN, "Access token has expired", soft_logout=True)
         return requester
 
-    def _forget_tokens(self, user_id: UserID, tokens: Sequence[str]) -> None:
+    async def _forget_tokens(self, user_id: UserID, tokens: Sequence[str]) -> None:
         self._revocations += 1
         for token in tokens:
             self._tokens.pop(token)
         if tokens:
             for hook in self.on_tokens_revoked:
-                hook(user_id)
+                await hook(user_id)
 
     def tokens_revoked_elsewhere(self, user_ids: Collection[str] | None) -> None:
         """Another process of a deployment revoked tokens of these users (None: of
@@ -183,7 +183,7 @@ class AuthService:
         _, revoked = await self._accounts.create_access_token(
             user_id, device, token, display_name=display_name, ip=ip, now_ms=self.now_ms()
         )
-        self._forget_tokens(user_id, revoked)
+        await self._forget_tokens(user_id, revoked)
         for hook in self.on_device_created:
             await hook(user_id, device)
         return Session(user_id, device, token)
@@ -298,7 +298,7 @@ class AuthService:
         """Revoke the requester's token and delete its device (a device-less session,
         from "login as a user", has none: nothing else changes)."""
         device = await self._accounts.get_device(requester.user_id, requester.device_id)
-        self._forget_tokens(
+        await self._forget_tokens(
             requester.user_id,
             await self._accounts.delete_devices(requester.user_id, [requester.device_id]),
         )
@@ -308,7 +308,7 @@ class AuthService:
     async def logout_all(self, user_id: UserID) -> None:
         """Revoke every token of a user and delete all their devices."""
         device_ids = [d.device_id for d in await self._accounts.get_devices(user_id)]
-        self._forget_tokens(user_id, await self._accounts.delete_all_devices(user_id))
+        await self._forget_tokens(user_id, await self._accounts.delete_all_devices(user_id))
         await self._devices_deleted(user_id, device_ids)
 
     # UIA with the account password -----------------------------------------------------
@@ -349,13 +349,13 @@ class AuthService:
             password_hash,
             keep_device=requester.device_id if logout_devices else None,
         )
-        self._forget_tokens(requester.user_id, revoked)
+        await self._forget_tokens(requester.user_id, revoked)
         await self._devices_deleted(requester.user_id, others)
 
     async def deactivate(self, user_id: UserID) -> None:
         """Deactivate an account: no password, no devices, no tokens, ever again."""
         device_ids = [d.device_id for d in await self._accounts.get_devices(user_id)]
-        self._forget_tokens(user_id, await self._accounts.deactivate_user(user_id))
+        await self._forget_tokens(user_id, await self._accounts.deactivate_user(user_id))
         await self._devices_deleted(user_id, device_ids)
         for hook in self.on_deactivated:
             await hook(user_id)
@@ -396,7 +396,7 @@ class AuthService:
 
     async def delete_devices(self, user_id: UserID, device_ids: Sequence[str]) -> None:
         """Delete devices and log them out; unknown device IDs are ignored (as Synapse)."""
-        self._forget_tokens(user_id, await self._accounts.delete_devices(user_id, device_ids))
+        await self._forget_tokens(user_id, await self._accounts.delete_devices(user_id, device_ids))
         await self._devices_deleted(user_id, device_ids)
 
     async def _devices_deleted(self, user_id: UserID, device_ids: Sequence[str]) -> None:

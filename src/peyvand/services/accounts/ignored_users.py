@@ -7,6 +7,8 @@ that account data is written.
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from peyvand.lru import LRU
 from peyvand.storage.account_data import GLOBAL, AccountDataStore
 from peyvand.types import JsonDict, RoomID, UserID
@@ -39,6 +41,13 @@ class IgnoredUsers:
         if generation == self._generation:
             self._cache.put(user_id, ignored)
         return ignored
+
+    def written_elsewhere(self, user_ids: Collection[str] | None) -> None:
+        """Another process of a deployment wrote account data of these users (None: of
+        anyone): what is kept of them here is dropped (issue 21)."""
+        self._generation += 1
+        for user_id in self._cache if user_ids is None else user_ids:
+            self._cache.pop(UserID(user_id))
 
     def account_data_written(self, user_id: UserID, room_id: RoomID | str, data_type: str) -> None:
         """Called after every account data write."""

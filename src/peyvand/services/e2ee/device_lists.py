@@ -116,6 +116,16 @@ class DeviceListService:
         for hook in self.change_hooks:
             hook(user_id)
 
+    def written_elsewhere(self, position: int, _users: Collection[str] | None) -> None:
+        """Another process of a deployment recorded a change at ``position`` (a
+        ``StreamRelay`` refresh hook, issue 21): the log here does not have it, so
+        changes up to there are read from the store from now on."""
+        if position > self._log_floor:
+            self._position = max(self._position, position)
+            self._log_floor = position
+            cut = bisect.bisect_right(self._log_positions, position)
+            del self._log_positions[:cut], self._log_users[:cut], self._log_only_to[:cut]
+
     async def on_devices_deleted(self, user_id: UserID, device_ids: Sequence[str]) -> None:
         """A deleted device is a device list change ("Tracking the device list")."""
         await self.notify_user_changed(user_id)

@@ -218,6 +218,20 @@ class E2eKeysService:
             self._fallback.put(key, types)
         return types
 
+    def counts_changed_elsewhere(self, devices: Sequence[Sequence[str]] | None) -> None:
+        """Another process of a deployment changed the one-time or fallback keys of these
+        ``(user, device)`` pairs (None: of any): what is kept of them here is dropped,
+        without calling ``counts_hooks`` (the other process did: issue 21)."""
+        self._version += 1
+        keys = (
+            list(self._counts) + list(self._fallback)
+            if devices is None
+            else [(UserID(user_id), DeviceID(device_id)) for user_id, device_id in devices]
+        )
+        for key in keys:
+            self._counts.pop(key)
+            self._fallback.pop(key)
+
     def _invalidate(self, devices: Iterable[tuple[UserID, DeviceID]]) -> None:
         self._version += 1
         changed = list(devices)

@@ -10,7 +10,7 @@ validation and their evaluation are in ``events.push_rules``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import replace
 from typing import Any, Final
 
@@ -191,6 +191,14 @@ class PushRulesService:
                     actions=list(rule.actions),
                 )
         self._changed(user_id)
+
+    def changed_elsewhere(self, user_ids: Collection[str] | None) -> None:
+        """Another process of a deployment changed these users' rules (None: anyone's):
+        what is kept of them here is dropped, without telling the listeners (the other
+        process did: issue 21)."""
+        self._writes += 1
+        for user_id in self._cache if user_ids is None else user_ids:
+            self._cache.pop(user_id)
 
     def _changed(self, user_id: str) -> None:
         """Invalidate next to the write (after it committed), then tell listeners."""

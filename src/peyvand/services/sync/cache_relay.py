@@ -8,6 +8,10 @@ A message names the cache and the keys changed (JSON values: user IDs, or
 at most once, so after a reconnect (messages may have been lost) every registered cache
 is dropped whole: what the next request reads then comes from the database.
 
+A change that must hold from the moment its request is answered (a revoked token)
+also awaits ``sent``: the message is in PostgreSQL's hands, so the other processes have
+it before the client can ask them.
+
 A single process has no relay: its services invalidate their caches next to their own
 writes, as before.
 """
@@ -15,7 +19,7 @@ writes, as before.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from peyvand.storage.bus import Bus, PayloadTooLarge
@@ -24,14 +28,20 @@ logger = logging.getLogger(__name__)
 
 CHANNEL = "caches"
 
+# How long a write waits for its invalidation to be sent (the sending connection down).
+SENT_TIMEOUT_SECONDS = 1.0
+
 Drop = Callable[[list[Any] | None], None]
 """Another process changed these keys of a cache (None: any): forget them."""
+Flush = Callable[[float], Awaitable[bool]]
+"""Wait until the messages published so far are sent, at most this long; whether they were."""
 
 
 class CacheRelay:
-    def __init__(self, bus: Bus, instance: str) -> None:
+    def __init__(self, bus: Bus, instance: str, flush: Flush) -> None:
         self._bus = bus
         self._instance = instance
+        self._flush = flush
         self._drops: dict[str, Drop] = {}
 
     def register(self, cache: str, drop: Drop) -> None:
@@ -44,6 +54,12 @@ class CacheRelay:
             self._bus.publish(CHANNEL, {"c": cache, "k": None if keys is None else list(keys)})
         except PayloadTooLarge:
             self._bus.publish(CHANNEL, {"c": cache, "k": None})
+
+    async def sent(self) -> None:
+        """Return once what was published so far is sent (or after a second: then the
+        sending connection is down and the others re-read everything when it is back)."""
+        if not await self._flush(SENT_TIMEOUT_SECONDS):
+            logger.warning("cache invalidations not sent within %.1f s", SENT_TIMEOUT_SECONDS)
 
     async def start(self) -> None:
         self._bus.subscribe(CHANNEL, self._on_message)

@@ -23,7 +23,7 @@ from peyvand.types import RoomID, UserID
 # (user, room) pairs kept: about 120 bytes each (key tuple, int, dict slot; tracemalloc).
 _SIZE: Final = 10_000
 # The receipt types that read events ("Receiving notifications").
-_READ_TYPES: Final = frozenset({"m.read", "m.read.private"})
+READ_TYPES: Final = frozenset({"m.read", "m.read.private"})
 
 # (user, rooms) -> room -> the position of the furthest unthreaded read receipt; rooms
 # without one are absent.
@@ -59,10 +59,21 @@ class ReadPositionCache:
         found.update(loaded)
         return found
 
+    def moved_elsewhere(self, keys: Sequence[Sequence[str]] | None) -> None:
+        """Another process of a deployment stored read receipts of these ``(user,
+        room)`` pairs (None: of any): what is kept of them here is dropped (issue 21)."""
+        self._writes += 1
+        if keys is None:
+            for key in self._positions:
+                self._positions.pop(key)
+            return
+        for user_id, room_id in keys:
+            self._positions.pop((UserID(user_id), RoomID(room_id)))
+
     def moved(self, row: ReceiptRow, position: int) -> None:
         """``row`` was stored for the event at stream ``position``: called before anyone
         who may read the user's counts is woken."""
-        if row.thread_id or row.receipt_type not in _READ_TYPES:
+        if row.thread_id or row.receipt_type not in READ_TYPES:
             return
         self._writes += 1
         key = (row.user_id, row.room_id)
