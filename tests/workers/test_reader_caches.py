@@ -8,16 +8,19 @@ invalidation is sent); the other caches are dropped within milliseconds of the w
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
+from harness.appservice import write_registration
 from harness.deployment import Deployment
 from harness.nginx import Nginx
 
 PASSWORD = "a long password"
+WRITER_ROLES = ["event_writer", "federation_inbound", "federation_sender", "media", "background"]
 
 
 @pytest.fixture
@@ -41,12 +44,13 @@ class Client:
         *,
         status: int = 200,
         worker: str | None = None,
+        api: str = "/_matrix/client/v3",
         **params: str,
     ) -> dict[str, Any]:
         """The answer of a request that must get ``status`` from ``worker`` (if given)."""
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         async with self.session.request(
-            method, f"{self.base}/_matrix/client/v3{path}", json=body, params=params,
+            method, f"{self.base}{api}{path}", json=body, params=params,
             headers=headers, timeout=aiohttp.ClientTimeout(total=30),
         ) as response:  # fmt: skip
             answer: dict[str, Any] = await response.json()
@@ -229,3 +233,46 @@ async def test_device_list_changes_made_on_the_writer_reach_the_readers_sync(
         return list(sync.get("device_lists", {}).get("changed", []))
 
     await _soon(changed, [alice.user_id])
+
+
+AS_TOKEN = "as-token-of-the-reader-caches-bridge"
+
+
+@pytest.fixture
+def bridged(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Nginx]:
+    """A deployment of its own, with an application service registered (no URL: it
+    receives nothing) whose users are ``@as_*``."""
+    registration = write_registration(
+        tmp_path / "bridge.yaml", appservice_id="bridge", url=None, as_token=AS_TOKEN,
+        hs_token="hs-token", sender_localpart="as_bot", user_regex="@as_.*",
+    )  # fmt: skip
+    deployment = Deployment(
+        request, tmp_path, {"writer": WRITER_ROLES, "reader": ["client_reader"]}
+    )
+    deployment["writer"].configure({"app_service_config_files": f'["{registration}"]'})
+    nginx = Nginx(deployment["writer"].config_path, tmp_path / "nginx")
+    try:
+        for process in deployment.processes.values():
+            process.start()
+        nginx.start()
+        yield nginx
+    finally:
+        nginx.stop()
+        deployment.stop()
+
+
+async def test_an_appservice_cannot_act_on_the_reader_as_a_user_deactivated_on_the_writer(
+    bridged: Nginx, session: aiohttp.ClientSession
+) -> None:
+    bridge = Client(session, bridged.base_url)
+    bridge.token = AS_TOKEN
+    body = {"type": "m.login.application_service", "username": "as_bob", "inhibit_login": True}
+    user_id = (await bridge.call("POST", "/register", body, worker="writer"))["user_id"]
+    for _ in range(3):  # the reader keeps as_bob as active
+        whoami = await bridge.call("GET", "/account/whoami", worker="reader", user_id=user_id)
+        assert whoami["user_id"] == user_id
+    await bridge.call("POST", "/account/deactivate", {}, worker="writer", user_id=user_id)
+    refused = await bridge.call(
+        "GET", "/account/whoami", status=403, worker="reader", user_id=user_id
+    )
+    assert refused["errcode"] == "M_USER_DEACTIVATED"

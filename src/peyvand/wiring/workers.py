@@ -90,6 +90,14 @@ def _relay_caches(
 
     auth.on_tokens_revoked.append(tokens_revoked)
     caches.register("tokens", auth.tokens_revoked_elsewhere)
+
+    async def deactivated(user_id: UserID) -> None:
+        caches.changed("deactivated", [user_id])
+        await caches.sent()
+
+    # An appservice may no longer act as them anywhere (its token is not revoked).
+    auth.on_deactivated.append(deactivated)
+    caches.register("deactivated", local.appservice_auth.deactivated_elsewhere)
     push_rules.add_listener(lambda user_id: caches.changed("push_rules", [user_id]))
     caches.register("push_rules", push_rules.changed_elsewhere)
     keys.counts_hooks.append(lambda devices: caches.changed("key_counts", devices))

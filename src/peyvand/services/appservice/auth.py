@@ -15,7 +15,8 @@ no to-device inbox, keys or pushers of a real device are reached through it) and
 upload) should refuse ``NO_DEVICE``, as the spec says.
 
 The token is a dict read in the registry. Users known to be registered and active are
-kept in an LRU, forgotten when deactivated (``on_deactivated``), so a bridge's stream of
+kept in an LRU, forgotten when deactivated (``on_deactivated``; ``deactivated_elsewhere``
+when another process of a deployment did it), so a bridge's stream of
 masqueraded requests costs no query each; the device check is one query, made only when
 a device is named.
 """
@@ -25,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 
 from peyvand.errors import Errcode, MatrixError, forbidden
 from peyvand.lru import LRU
@@ -133,6 +134,13 @@ class AppServiceAuth:
         """``AuthService.on_deactivated`` hook: an appservice may no longer act as them."""
         self._deactivations += 1
         self._active.pop(user_id)
+
+    def deactivated_elsewhere(self, user_ids: Collection[str] | None) -> None:
+        """Another process of a deployment deactivated these users (None: any): an
+        appservice may no longer act as them here either (issue 21)."""
+        self._deactivations += 1
+        for user_id in self._active if user_ids is None else user_ids:
+            self._active.pop(UserID(user_id))
 
     async def create_bots(self, services: Sequence[ApplicationService]) -> None:
         """Register each appservice's bot (``sender_localpart``) that is not yet a user,
