@@ -198,10 +198,10 @@ def _lifecycle(
         Hooks(start=local.appservice_client.start, stop=local.appservice_client.close),
     )
     # After the client and the bots: catches up from each appservice's stored position.
-    add_job(lifecycle, "appservice transactions", appservices.transactions)
+    add_job(lifecycle, "appservice transactions", appservices.transactions, on_writer=True)
     if federation.edus is not None:
         lifecycle.add("federation EDUs", federation.edus)
-    add_job(lifecycle, "pushers", local.pusher_pool)
+    add_job(lifecycle, "pushers", local.pusher_pool, on_writer=True)
     if email.mailer is not None:
         add_job(lifecycle, "email notifications", email.mailer)
     lifecycle.add(

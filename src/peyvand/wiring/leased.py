@@ -20,6 +20,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 from peyvand.background import BackgroundTask
 from peyvand.config import WorkersConfig
@@ -127,21 +128,27 @@ class Leased:
                 await self._leases.release(self.name, token)
 
 
-AddJob = Callable[[Lifecycle, str, Component | Hooks], None]
+class AddJob(Protocol):
+    def __call__(
+        self, lifecycle: Lifecycle, name: str, job: Component | Hooks, *, on_writer: bool = False
+    ) -> None: ...
 
 
 def background_jobs(workers: WorkersConfig, db: Database) -> AddJob:
     """How the composition root adds a background job to the process's lifecycle: as it
     is when the process is alone; in a deployment, leased among the processes with the
-    ``background`` role, and not at all in the others."""
-    if not workers.enabled:
-        return lambda lifecycle, name, job: lifecycle.add(name, job)
+    ``background`` role, and not at all in the others. A job ``on_writer`` (push and
+    appservice delivery: fed by the event writer's commits as they happen, remote
+    invites and receipts included) is leased among the event writers instead."""
     holder = workers.instance
-    if holder is None or not workers.has_role("background"):
-        return lambda lifecycle, name, job: None
     leases = LeaseStore(db)
 
-    def add(lifecycle: Lifecycle, name: str, job: Component | Hooks) -> None:
-        lifecycle.add(name, Leased(name, job, leases, holder))
+    def add(
+        lifecycle: Lifecycle, name: str, job: Component | Hooks, *, on_writer: bool = False
+    ) -> None:
+        if not workers.enabled:
+            lifecycle.add(name, job)
+        elif holder is not None and workers.has_role("event_writer" if on_writer else "background"):
+            lifecycle.add(name, Leased(name, job, leases, holder))
 
     return add
