@@ -12,6 +12,7 @@ import asyncpg
 import pytest
 
 from harness.postgres import PostgresCluster
+from peyvand.storage import bus as bus_module
 from peyvand.storage.bus import MAX_PAYLOAD_BYTES, PayloadTooLarge, PostgresBus
 
 pytestmark = pytest.mark.postgres
@@ -228,6 +229,68 @@ async def test_sent_waits_for_the_messages_published_before(dsn: str) -> None:
         assert await a.sent(5.0)
         await _until(lambda: len(at_b) == 250)
         assert at_b == list(range(250))
+    finally:
+        await a.stop()
+        await b.stop()
+
+
+async def test_a_lost_batch_is_not_sent_and_announced_once_sending_again(
+    dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch whose NOTIFY fails is lost: ``sent`` answers False for it (not True as if
+    it had gone out), and the ``on_send_lost`` hooks run once a connection to send on is
+    open again (what they publish is queued behind what waits already)."""
+    a = _bus(dsn, "a")
+    b = _bus(dsn, "b")
+    at_b: list[int] = []
+    b.subscribe("caches", lambda payload, _sender: at_b.append(payload["n"]))
+    a.on_send_lost(lambda: a.publish("caches", {"n": -1}))
+    await b.start()
+    await a.start()
+    real_notify = bus_module._notify
+    failures = [RuntimeError("connection reset")]
+
+    async def failing_once(conn: Any, batch: list[tuple[str, str]], seconds: float) -> None:
+        if failures:
+            raise failures.pop()
+        await real_notify(conn, batch, seconds)
+
+    monkeypatch.setattr(bus_module, "_notify", failing_once)
+    try:
+        a.publish("caches", {"n": 0})
+        assert not await a.sent(5.0)
+        a.publish("caches", {"n": 1})
+        assert await a.sent(5.0)
+        await _until(lambda: len(at_b) == 2)
+        assert at_b == [1, -1]
+    finally:
+        await a.stop()
+        await b.stop()
+
+
+async def test_messages_dropped_from_a_full_queue_are_lost(dsn: str) -> None:
+    """Past ``max_queued`` the oldest queued message is dropped: a loss, not a send."""
+    a = PostgresBus(dsn, "a", max_queued=2, backoff_seconds=(0.05, 0.5), ping_seconds=1.0)
+    b = _bus(dsn, "b")
+    at_b: list[int] = []
+    b.subscribe("caches", lambda payload, _sender: at_b.append(payload["n"]))
+    lost: list[bool] = []
+    a.on_send_lost(lambda: lost.append(True))
+    await b.start()
+    for n in range(2):  # not started: queued
+        a.publish("caches", {"n": n})
+    waiting = asyncio.ensure_future(a.sent(5.0))
+    await asyncio.sleep(0)
+    a.publish("caches", {"n": 2})  # the first is dropped
+    assert not await waiting
+    await a.start()
+    try:
+        await _until(lambda: len(at_b) == 2)
+        assert at_b == [1, 2]
+        assert lost == [True]
+        a.publish("caches", {"n": 3})
+        assert await a.sent(5.0)
+        assert lost == [True]
     finally:
         await a.stop()
         await b.stop()

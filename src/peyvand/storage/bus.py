@@ -9,6 +9,11 @@ Delivery contract, the same for every implementation:
   and re-reads the truth from the database there (stream positions): the hooks run once
   the receiving connection is back and listening, so whatever it missed is in what the
   hook reads and whatever comes after reaches it as messages;
+- a loss on the sending side (a batch whose NOTIFY failed, messages dropped from a full
+  queue) is never counted as sent: ``sent`` answers False for a window that had one.
+  Once the sending connection is back, the ``on_send_lost`` hooks run, so the sender
+  can publish what makes the receivers forget what they may have missed (the
+  ``CacheRelay``'s "drop everything");
 - the sending process's own subscribers get its messages too, at once (``call_soon``),
   whether or not the database connection is up;
 - identical messages (same channel, same payload) sent in one batch may arrive once:
@@ -50,6 +55,8 @@ Subscriber = Callable[[dict[str, Any], str], None]
 """Called on the event loop with a message's payload and the name of the process that
 sent it; it should be quick, and start a task of its own for work that awaits."""
 ReconnectHook = Callable[[], Awaitable[None]]
+SendLostHook = Callable[[], None]
+"""Called on the event loop, quickly (it publishes), after a send-side loss."""
 
 
 class PayloadTooLarge(ValueError):
@@ -70,6 +77,11 @@ class Bus(Protocol):
     def on_reconnect(self, hook: ReconnectHook) -> None:
         """Await ``hook`` after the bus lost its connection and listens again: messages
         may have been lost in between."""
+
+    def on_send_lost(self, hook: SendLostHook) -> None:
+        """Call ``hook`` once messages this process published were lost and it can send
+        again (before the next batch goes out; what it publishes is queued behind what
+        waits already)."""
 
     async def start(self) -> None: ...
 
@@ -149,6 +161,9 @@ class LocalBus:
     def on_reconnect(self, hook: ReconnectHook) -> None:
         """Kept for the protocol: one process never loses its own messages."""
 
+    def on_send_lost(self, hook: SendLostHook) -> None:
+        """Kept for the protocol: nothing is ever lost here."""
+
     async def start(self) -> None:
         self._stopped = False
 
@@ -169,15 +184,18 @@ class PostgresBus:
     ``max_batch`` messages per round trip (one statement, so one transaction). When
     sending fails, the batch in flight is lost; messages published while the sending
     connection is down wait in the queue, of which at most ``max_queued`` are kept
-    (the oldest are dropped beyond that). ``stop`` sends what is queued, for at most
+    (the oldest are dropped beyond that). Either loss makes ``sent`` False for the
+    messages it waits for, and has the ``on_send_lost`` hooks run once a connection to
+    send on is open again. ``stop`` sends what is queued, for at most
     ``flush_seconds``, before it closes both connections.
 
     A NOTIFY reaches every listening connection, this process's own too. The NOTIFY
     payload is ``["<sender>",<payload>]``, and messages under this process's name are not
     delivered a second time, so the names of a deployment's processes are expected to be
     distinct, as the workers' configuration makes them. The loss of the sending
-    connection is not announced to the other processes: what they missed reaches them
-    through their own periodic re-reading of positions.
+    connection is announced to the other processes only by what the ``on_send_lost``
+    hooks publish; stream positions they missed reach them through their own periodic
+    re-reading.
     """
 
     def __init__(
@@ -206,15 +224,20 @@ class PostgresBus:
         self._flush_seconds = flush_seconds
         self._subscribers = _Subscribers()
         self._hooks: list[ReconnectHook] = []
+        self._lost_hooks: list[SendLostHook] = []
+        # Messages lost since the last run of the ``on_send_lost`` hooks.
+        self._lost_unannounced = False
         self._queue: deque[tuple[str, str]] = deque()
         self._dropped = 0
         self._queued = asyncio.Event()
         self._drained = asyncio.Event()
         self._drained.set()
-        # Messages published so far, and those sent (or lost) so far: ``sent``'s waiters.
+        # Messages published so far, and those sent or lost so far (in publish order):
+        # ``sent``'s waiters, each with the count it waits for, told whether any of the
+        # messages it waits for was lost.
         self._published = 0
         self._done = 0
-        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._waiters: list[tuple[int, asyncio.Future[bool]]] = []
         self._attention = asyncio.Event()
         self._listener: Any = None
         self._listening: set[str] = set()
@@ -241,7 +264,7 @@ class PostgresBus:
         if len(self._queue) >= self._max_queued:
             self._queue.popleft()
             self._dropped += 1
-            self._finished(1)
+            self._finished(1, lost=True)
         self._published += 1
         self._queue.append((channel, f"{self._prefix}{body.decode()}]"))
         self._drained.clear()
@@ -252,34 +275,54 @@ class PostgresBus:
         self._attention.set()
 
     async def sent(self, seconds: float) -> bool:
-        """Wait until every message published so far has been handed to PostgreSQL (so
-        the other processes' connections have it before this one answers the request
-        that caused it: read-your-writes across processes), or lost; False after
-        ``seconds`` (the sending connection is down)."""
+        """Wait until every message published so far and not yet sent has been handed
+        to PostgreSQL (so the other processes' connections have it before this one
+        answers the request that caused it: read-your-writes across processes): True.
+        False as soon as one of them is lost, or after ``seconds`` (the sending
+        connection is down)."""
         if self._done >= self._published:
             return True
-        waiter = asyncio.get_running_loop().create_future()
+        waiter: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._waiters.append((self._published, waiter))
         try:
-            await asyncio.wait_for(asyncio.shield(waiter), seconds)
+            return await asyncio.wait_for(asyncio.shield(waiter), seconds)
         except TimeoutError:
             return False
-        return True
 
-    def _finished(self, count: int) -> None:
+    def _finished(self, count: int, *, lost: bool = False) -> None:
+        """``count`` more messages were sent, or lost: every waiter still waiting was
+        waiting for some of them (they are finished in publish order)."""
         self._done += count
+        if lost:
+            self._lost_unannounced = True
         if not self._waiters:
             return
         waiting = []
         for target, waiter in self._waiters:
-            if target > self._done:
+            if waiter.done():
+                continue
+            if lost:
+                waiter.set_result(False)
+            elif target > self._done:
                 waiting.append((target, waiter))
-            elif not waiter.done():
-                waiter.set_result(None)
+            else:
+                waiter.set_result(True)
         self._waiters = waiting
 
     def on_reconnect(self, hook: ReconnectHook) -> None:
         self._hooks.append(hook)
+
+    def on_send_lost(self, hook: SendLostHook) -> None:
+        self._lost_hooks.append(hook)
+
+    def _announce_loss(self) -> None:
+        """Run the ``on_send_lost`` hooks: a connection to send on is open again."""
+        self._lost_unannounced = False
+        for hook in tuple(self._lost_hooks):
+            try:
+                hook()
+            except Exception:
+                logger.exception("bus %s: a send-loss hook failed", self._sender)
 
     async def start(self) -> None:
         """Connect and LISTEN (raising when the database cannot be reached), then run."""
@@ -410,16 +453,20 @@ class PostgresBus:
             if self._dropped:
                 logger.warning("bus %s: %d queued messages dropped", self._sender, self._dropped)
                 self._dropped = 0
+            if self._lost_unannounced:
+                self._announce_loss()
             count = min(len(self._queue), self._max_batch)
             batch = [self._queue.popleft() for _ in range(count)]
+            lost = True
             try:
                 await _notify(conn, batch, self._connect_timeout)
+                lost = False
             except Exception as exc:
                 logger.warning("bus %s: %d messages lost: %s", self._sender, count, exc)
                 self._notifier = None
                 await _close(conn)
             finally:
-                self._finished(count)
+                self._finished(count, lost=lost)
 
 
 async def _notify(conn: Any, batch: list[tuple[str, str]], seconds: float) -> None:
