@@ -314,3 +314,32 @@ async def test_a_room_creation_that_fails_gives_its_positions_back(world: World)
     sent = await world.events.send(room_id, ALICE, EventSpec("m.room.message", {"body": "on"}))
 
     assert world.notifier.current_token.events == sent.stream_ordering
+
+
+async def test_an_abandoned_position_never_reaches_a_token(world: World) -> None:
+    """No events position handed out in a token is used again after a restart. When the
+    highest position allocated is abandoned (a remote invite that could not be stored)
+    while a lower event commits, the token must not name the abandoned position: a
+    restart continues after the highest stored position, and the next event would take
+    the token's own position, never seen by a sync holding that token."""
+    room_id = await world.room()
+    send = await world.held_send(room_id)
+    world.invites.fail_put = True
+    with pytest.raises(RuntimeError, match="cannot be stored"):
+        await world.remote_invite(ELSEWHERE)  # takes the position above the queued event
+    world.gate.set()
+    async with asyncio.timeout(10):
+        sent = await send
+    token = world.notifier.current_token.events
+    assert token == sent.stream_ordering
+    assert world.positions.persisted_upto == sent.stream_ordering + 1
+
+    # A restart: event creation continues after the highest stored position.
+    world.positions.start_after(await world.store.get_max_stream_ordering())
+    later = await world.events.send(room_id, ALICE, EventSpec("m.room.message", {"body": "on"}))
+
+    assert later.stream_ordering > token
+    found = await world.store.get_room_events(
+        room_id, after=token, before=later.stream_ordering, limit=10, newest_first=True
+    )
+    assert [e.pdu.event_id for e in found] == [later.pdu.event_id]

@@ -3,8 +3,12 @@ events (DESIGN.md, "Sync"), or roll caches back on failure.
 
 Commits are announced in stream order (``StreamTracker``): a batch, or a remote
 membership stored in its own transaction, is announced once every lower events position
-has committed or been abandoned, and /sync's token is moved to ``persisted_upto``, so no
-reader is told of a position while a lower one is still in flight (issue 21)."""
+has committed or been abandoned, so no reader is told of a position while a lower one is
+still in flight (issue 21). The stream's position announced is the highest committed
+one, the batch's own newest or the membership's, never ``persisted_upto``: that counts
+abandoned positions, which no stored row holds, and a token naming one would be handed
+out again after a restart (``EventCreationService.start`` continues after the highest
+stored position) to an event its holder would never see."""
 
 from __future__ import annotations
 
@@ -41,8 +45,8 @@ class EventDispatcher:
         # Told of every committed batch after local users are woken (the federation
         # sender, to send what the batch queued).
         self.listeners: list[Callable[[Sequence[EventToPersist]], None]] = []
-        # Told of each new ``persisted_upto`` this process's writes reach (in a
-        # deployment: published to the processes that follow the stream).
+        # Told of each position this process announces (in a deployment: published to
+        # the processes that follow the stream): committed, with nothing in flight below.
         self.advanced: list[Callable[[int], None]] = []
 
     async def on_persisted(self, batch: Sequence[EventToPersist]) -> None:
@@ -52,27 +56,29 @@ class EventDispatcher:
             pdu = persisted.pdu
             if pdu.type == "m.room.redaction" and (redacts := pdu.redacts) is not None:
                 self._redacted(persisted, redacts)
-        self._finish(batch, functools.partial(self._announce, batch))
-
-    def _finish(self, batch: Sequence[EventToPersist], wake: Callable[[], None] | None) -> None:
-        """Finish the batch's positions, ``wake`` held by the highest, and run the wakes
-        released. Backfilled events (negative positions, never new to /sync) are not
-        tracked: a batch of them alone is announced at once."""
         positions = [e.stream_ordering for e in batch if e.stream_ordering > 0]
         if not positions:
-            released = [] if wake is None else [wake]
-        else:
-            newest = max(positions)
-            released = []
-            for position in positions:
-                released += self._positions.finished(position, wake if position == newest else None)
+            # Backfilled events alone (negative positions, never new to /sync, not
+            # tracked): announced at once, the stream where it was.
+            self._announce(batch, self._notifier.current_token.events)
+            return
+        newest = max(positions)
+        self._finish(positions, newest, functools.partial(self._announce, batch, newest))
+
+    def _finish(
+        self, positions: Sequence[int], newest: int, wake: Callable[[], None] | None
+    ) -> None:
+        """Finish ``positions``, ``wake`` held by ``newest``, and run the wakes released."""
+        released = []
+        for position in positions:
+            released += self._positions.finished(position, wake if position == newest else None)
         for announce in released:
             announce()
 
-    def _announce(self, batch: Sequence[EventToPersist]) -> None:
-        """Tell the room index, /sync (up to ``persisted_upto``) and the listeners of a
-        committed batch, once no lower position is in flight."""
-        position = self._positions.persisted_upto
+    def _announce(self, batch: Sequence[EventToPersist], position: int) -> None:
+        """Tell the room index, /sync (its token moved to ``position``, the batch's
+        newest) and the listeners of a committed batch, once no lower position is in
+        flight."""
         self._tell(batch, position, set())
         for advanced in self.advanced:
             advanced(position)
@@ -128,11 +134,10 @@ class EventDispatcher:
         position is in flight."""
 
         def announce() -> None:
-            position = self._positions.persisted_upto
             self._index.note_remote_invite(user_id, room_id, membership, stream)
-            self._notifier.advance(Stream.EVENTS, position, {user_id})
+            self._notifier.advance(Stream.EVENTS, stream, {user_id})
             for advanced in self.advanced:
-                advanced(position)
+                advanced(stream)
 
         for wake in self._positions.finished(stream, announce):
             wake()
@@ -159,5 +164,7 @@ class EventDispatcher:
         for room_id in {e.pdu.room_id for e in batch}:
             self._state.forget_room(room_id)
         self._state.forget_events(e.pdu.event_id for e in batch)
-        # Their positions are abandoned: the stream moves on past them.
-        self._finish(batch, None)
+        # Their positions are abandoned: what waits behind them is announced.
+        positions = [e.stream_ordering for e in batch if e.stream_ordering > 0]
+        if positions:
+            self._finish(positions, 0, None)

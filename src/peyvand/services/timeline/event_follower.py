@@ -4,8 +4,9 @@ reader) learns of each commit of the writer's, reads the new events and invites 
 database and announces them as its own commits are announced (``EventDispatcher``), so its
 room index, event caches, recent-events cache and waiting /sync requests move on.
 
-The writer publishes its ``persisted_upto`` on the bus after each commit and records it
-in ``stream_positions`` (``EventPositionPublisher``); the follower catches up to the
+The writer publishes the position it announces (committed, nothing in flight below it)
+on the bus after each commit and records it in ``stream_positions``
+(``EventPositionPublisher``); the follower catches up to the
 highest position it has heard of, in order, one range read at a time. A message lost on
 the bus only delays it: positions are re-read from the database every
 ``POLL_SECONDS`` and after the bus reconnects.
@@ -44,7 +45,7 @@ RECORD_SECONDS = 0.2
 
 
 class EventPositionPublisher:
-    """The event writer's side: publishes each new ``persisted_upto`` (an
+    """The event writer's side: publishes each position its dispatcher announces (an
     ``EventDispatcher.advanced`` callback) and records the newest in the database, at
     most every ``RECORD_SECONDS``, one write at a time."""
 

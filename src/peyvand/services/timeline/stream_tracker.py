@@ -6,10 +6,12 @@ commits at a higher position. A reader told of the higher position first would t
 as the bound of its next read (a /sync ``next_batch``) and skip the lower one for good.
 
 So every allocated position is tracked until its write finishes, committed or abandoned
-(a failed commit, a request that gave up before enqueueing), and readers are only ever
-told of ``persisted_upto``, the highest position below which nothing is in flight. What
-finishing a position announces (a ``wake``: the users to tell) is held until every lower
-position has finished, then released in position order. Synapse's
+(a failed commit, a request that gave up before enqueueing); ``persisted_upto`` is the
+highest position at and below which nothing is in flight. What finishing a position
+announces (a ``wake``: the users to tell) is held until every lower position has
+finished, then released in position order, so a wake may tell readers of its own
+position. (Not of ``persisted_upto``: an abandoned position it counts is stored nowhere,
+and is handed out again after a restart.) Synapse's
 ``MultiWriterIdGenerator`` keeps the same bound (``get_current_token``) for one writer.
 
 Pure and synchronous: the single-process hot path, one position allocated and finished
@@ -62,7 +64,7 @@ class StreamTracker(Generic[W]):
         """``position``'s write is over (committed, or abandoned: ``wake`` None). Returns
         the wakes now released, in position order: ``position``'s own and those held by
         higher finished positions, once no lower position is in flight; the caller
-        announces them, with ``persisted_upto`` as the stream's position."""
+        announces them, each with the position that held it as the stream's."""
         if not self._persisted_upto < position < self._next or position in self._finished:
             raise ValueError(f"position {position} is not in flight")
         if position != self._persisted_upto + 1:
