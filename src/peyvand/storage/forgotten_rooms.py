@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from peyvand.storage.database import Database
 from peyvand.types import RoomID, UserID
@@ -13,6 +13,15 @@ class ForgottenRoomStore:
         self._db = db
         # Told of the user after each write (caches of forgotten rooms drop theirs).
         self.listeners: list[Callable[[UserID], None]] = []
+        # Told when another process of a deployment wrote these users' forgotten rooms
+        # (None: anyone's; ``changed_elsewhere``, issue 21).
+        self.elsewhere_listeners: list[Callable[[Collection[str] | None], None]] = []
+
+    def changed_elsewhere(self, user_ids: Collection[str] | None) -> None:
+        """Another process of a deployment wrote these users' forgotten rooms (None:
+        anyone's): the caches here drop theirs."""
+        for listener in self.elsewhere_listeners:
+            listener(user_ids)
 
     async def set_forgotten(self, user_id: UserID, room_id: RoomID, forgotten: bool) -> None:
         if forgotten:

@@ -20,10 +20,11 @@ from peyvand.storage.stream_positions import StreamPositionStore
 from peyvand.types import UserID
 from peyvand.wiring.lifecycle import Component
 from peyvand.wiring.local import Local, Timeline
+from peyvand.wiring.rooms import Rooms
 
 
 def build_workers(
-    config: Config, db: Database, timeline: Timeline, local: Local
+    config: Config, db: Database, timeline: Timeline, local: Local, rooms: Rooms
 ) -> list[tuple[str, Component]]:
     """The components to start after the event writer, in order (none for one process)."""
     workers = config.workers
@@ -43,7 +44,7 @@ def build_workers(
     # Joins reach the federation's join listeners from where events are written.
     local.presence.replicate(bus, instance, tells_joins=workers.has_role("event_writer"))
     relay.on_refresh(Stream.TO_DEVICE, local.to_device.written_elsewhere)
-    caches = _relay_caches(CacheRelay(bus, instance, bus.sent), timeline, local, relay)
+    caches = _relay_caches(CacheRelay(bus, instance, bus.sent), timeline, local, rooms, relay)
     if workers.has_role("event_writer"):
         publisher = EventPositionPublisher(bus, positions, instance)
         timeline.dispatcher.advanced.append(publisher.advanced)
@@ -71,7 +72,7 @@ def build_workers(
 
 
 def _relay_caches(
-    caches: CacheRelay, timeline: Timeline, local: Local, relay: StreamRelay
+    caches: CacheRelay, timeline: Timeline, local: Local, rooms: Rooms, relay: StreamRelay
 ) -> CacheRelay:
     """Each process tells the others what it changed of the caches they keep, and drops
     theirs (issue 21, "Caches"): a token revoked on the writer stops working on a reader
@@ -111,6 +112,9 @@ def _relay_caches(
     local.receipts.stored_hooks.append(receipt_stored)
     caches.register("read_positions", local.read_positions.moved_elsewhere)
     relay.on_refresh(Stream.DEVICE_LISTS, local.device_lists.written_elsewhere)
+    forgotten = rooms.member_store
+    forgotten.listeners.append(lambda user_id: caches.changed("forgotten", [user_id]))
+    caches.register("forgotten", forgotten.changed_elsewhere)
     ignored = local.account_data.ignored_users
     relay.on_refresh(Stream.ACCOUNT_DATA, lambda _position, users: ignored.written_elsewhere(users))
     return caches
