@@ -17,10 +17,15 @@ from harness.server import HomeserverProcess, new_homeserver
 
 
 class Deployment:
-    """Processes by name, not started; ``roles`` maps each name to its roles."""
+    """Processes by name, not started; ``roles`` maps each name to its roles; ``options``
+    are set in the shared config as ``HomeserverProcess.configure`` sets them."""
 
     def __init__(
-        self, request: pytest.FixtureRequest, data_dir: Path, roles: Mapping[str, Sequence[str]]
+        self,
+        request: pytest.FixtureRequest,
+        data_dir: Path,
+        roles: Mapping[str, Sequence[str]],
+        options: Mapping[str, str] | None = None,
     ) -> None:
         names = list(roles)
         first = new_homeserver("postgres", request, data_dir)
@@ -32,7 +37,11 @@ class Deployment:
             for name in names
         )
         first.configure(
-            {"workers.secret_path": f'"{secret}"', "workers.instances": f"[{instances}]"}
+            {
+                "workers.secret_path": f'"{secret}"',
+                "workers.instances": f"[{instances}]",
+                **(options or {}),
+            }
         )
         self.processes: dict[str, HomeserverProcess] = {}
         for name in names:

@@ -1,7 +1,8 @@
 """Fixtures of the deployment tests: ``deployed`` is a session's deployment on the test
 PostgreSQL cluster (an event writer with every other role but client reads, and a client
-reader) behind a real nginx; ``homeserver`` here is nginx's address, so tests written for
-one server (the client-library tests) run unchanged against the deployment."""
+reader) behind a real nginx; ``homeserver`` (and ``push_homeserver``) here is nginx's
+address, so tests written for one server (the client-library and push tests) run
+unchanged against the deployment."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from harness.deployment import Deployment
 from harness.nginx import Nginx
 from harness.server import HomeserverProcess
 
+# Pushes go to Sygnal on 127.0.0.1 (tests/push).
+PUSH_OPTIONS = {"push.gateway_allowed_networks": '["127.0.0.1/32"]'}
 WRITER_ROLES = ["event_writer", "federation_inbound", "federation_sender", "media", "background"]
 
 
@@ -23,7 +26,10 @@ def deployed(
 ) -> Iterator[tuple[Nginx, Deployment]]:
     data_dir = tmp_path_factory.mktemp("deployment")
     deployment = Deployment(
-        request, data_dir, {"writer": WRITER_ROLES, "reader": ["client_reader"]}
+        request,
+        data_dir,
+        {"writer": WRITER_ROLES, "reader": ["client_reader"]},
+        options=PUSH_OPTIONS,
     )
     nginx = Nginx(deployment["writer"].config_path, data_dir / "nginx")
     try:
@@ -43,3 +49,9 @@ def homeserver(deployed: tuple[Nginx, Deployment]) -> HomeserverProcess:
     front = copy.copy(deployment["writer"])
     front.base_url = nginx.base_url
     return front
+
+
+@pytest.fixture(scope="session")
+def push_homeserver(homeserver: HomeserverProcess) -> HomeserverProcess:
+    """The push tests' server: the same deployment (it lets pushes reach loopback)."""
+    return homeserver
