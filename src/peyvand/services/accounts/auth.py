@@ -4,7 +4,9 @@ Client-Server API sections "Client Authentication", "Login", "Account registrati
 management" and "Device Management". Access tokens resolve through an in-memory cache that
 is invalidated right where tokens are removed (logout, logout/all, device deletion, password
 change, deactivation); in a deployment of several processes, the others are told at once
-(``on_tokens_revoked``, ``tokens_revoked_elsewhere``: issue 21). Password hashing is
+(``on_tokens_revoked``, ``tokens_revoked_elsewhere``: issue 21), and a token read there is
+read again after a few seconds (``read_tokens_again_after``), so a revocation whose
+message a process missed holds there within that time at the latest. Password hashing is
 bcrypt, run in the default executor so a login storm never blocks the event loop.
 """
 
@@ -107,13 +109,17 @@ class AuthService:
         accounts: AccountStore,
         *,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._config = config
         self._accounts = accounts
         self._clock = clock
+        self._monotonic = monotonic
         self.uia = UserInteractiveAuth()
-        # Each token's requester and expiry (milliseconds, or None).
-        self._tokens: LRU[str, tuple[Requester, int | None]] = LRU(_TOKEN_CACHE_SIZE)
+        # Each token's requester, expiry (milliseconds, or None) and the time
+        # (``monotonic``) after which it is read again, when ``_token_seconds`` is set.
+        self._tokens: LRU[str, tuple[Requester, int | None, float]] = LRU(_TOKEN_CACHE_SIZE)
+        self._token_seconds: float | None = None
         # Bumped on every revocation, so a lookup racing a logout is not cached.
         self._revocations = 0
         # Filters never change (their ids are content hashes), so caching them is safe.
@@ -133,9 +139,11 @@ class AuthService:
         """Who ``token`` belongs to; 401 M_UNKNOWN_TOKEN if unknown, revoked, expired or
         the account is deactivated."""
         cached = self._tokens.get(token)
-        if cached is not None:
-            return self._unexpired(*cached)
+        if cached is not None and (self._token_seconds is None or self._monotonic() < cached[2]):
+            return self._unexpired(cached[0], cached[1])
         revocations = self._revocations
+        # Trusted from before the read: a revocation committed meanwhile is reached in time.
+        read_again_at = self._monotonic() + self._token_seconds if self._token_seconds else 0.0
         owner = await self._accounts.get_token_owner(token)
         if owner is None or owner.deactivated:
             raise MatrixError(Errcode.UNKNOWN_TOKEN, "Unknown access token", soft_logout=False)
@@ -143,7 +151,7 @@ class AuthService:
             owner.user_id, owner.device_id, owner.token_id, owner.is_admin, owner.is_guest
         )
         if revocations == self._revocations:
-            self._tokens.put(token, (requester, owner.valid_until_ms))
+            self._tokens.put(token, (requester, owner.valid_until_ms, read_again_at))
         return self._unexpired(requester, owner.valid_until_ms)
 
     def _unexpired(self, requester: Requester, valid_until_ms: int | None) -> Requester:
@@ -159,6 +167,14 @@ class AuthService:
         if tokens:
             for hook in self.on_tokens_revoked:
                 await hook(user_id)
+
+    def read_tokens_again_after(self, seconds: float) -> None:
+        """In a deployment of several processes (issue 21): a token read here is read
+        from the database again ``seconds`` after it was read (one query per token in
+        use per ``seconds``), so a revocation made in another process holds here within
+        ``seconds`` even when its message never arrived. Without it (one process), a
+        token is kept until revoked here or pushed out of the cache."""
+        self._token_seconds = seconds
 
     def tokens_revoked_elsewhere(self, user_ids: Collection[str] | None) -> None:
         """Another process of a deployment revoked tokens of these users (None: of
