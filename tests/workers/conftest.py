@@ -1,8 +1,8 @@
 """Fixtures of the deployment tests: ``deployed`` is a session's deployment on the test
 PostgreSQL cluster (an event writer with every other role but client reads, and a client
-reader) behind a real nginx; ``homeserver`` (and ``push_homeserver``) here is nginx's
-address, so tests written for one server (the client-library and push tests) run
-unchanged against the deployment."""
+reader) behind a real nginx; ``homeserver`` (and ``push_homeserver``,
+``private_homeserver``) here is nginx's address, so tests written for one server (the
+client-library, push and retention tests) run unchanged against the deployment."""
 
 from __future__ import annotations
 
@@ -49,6 +49,13 @@ def homeserver(deployed: tuple[Nginx, Deployment]) -> HomeserverProcess:
     front = copy.copy(deployment["writer"])
     front.base_url = nginx.base_url
     return front
+
+
+@pytest.fixture
+def private_homeserver(homeserver: HomeserverProcess) -> HomeserverProcess:
+    """Tests for a server of their own (the retention tests) get the session's
+    deployment: those run here neither restart nor break it."""
+    return homeserver
 
 
 @pytest.fixture(scope="session")
