@@ -86,6 +86,11 @@ class DeviceListService:
         self._position = self._log_floor = await self._store.get_max_position()
         self._notifier.advance(Stream.DEVICE_LISTS, self._position, ())
 
+    async def stored_position(self) -> int:
+        """The stream's position in the database, whichever process wrote it (a
+        deployment's ``StreamRelay`` compares it with this process's: issue 21)."""
+        return await self._store.get_max_position()
+
     async def notify_user_changed(self, user_id: UserID, *, only_to: UserID | None = None) -> None:
         """Record that ``user_id``'s devices or keys changed (a new or deleted device, new
         device or cross-signing keys) and wake everyone who tracks them.

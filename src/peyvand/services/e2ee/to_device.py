@@ -104,6 +104,11 @@ class ToDeviceService:
         self._position = self._startup_position = await self._store.get_position()
         self._notifier.advance(Stream.TO_DEVICE, self._position, ())
 
+    async def stored_position(self) -> int:
+        """The stream's position in the database, whichever process wrote it (a
+        deployment's ``StreamRelay`` compares it with this process's: issue 21)."""
+        return await self._store.get_position()
+
     async def send(
         self,
         requester: Requester,

@@ -74,6 +74,11 @@ class AccountDataService:
         self._position = await self._store.get_max_stream_id()
         self._notifier.advance(Stream.ACCOUNT_DATA, self._position, ())
 
+    async def stored_position(self) -> int:
+        """The stream's position in the database, whichever process wrote it (a
+        deployment's ``StreamRelay`` compares it with this process's: issue 21)."""
+        return await self._store.get_max_stream_id()
+
     # -- global -------------------------------------------------------------------------
 
     async def get_global(self, requester: UserID, user_id: UserID, data_type: str) -> JsonDict:

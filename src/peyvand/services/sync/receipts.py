@@ -105,6 +105,11 @@ class ReceiptService:
         self._position = await self._store.get_max_stream_id()
         self._notifier.advance(Stream.RECEIPTS, self._position, ())
 
+    async def stored_position(self) -> int:
+        """The stream's position in the database, whichever process wrote it (a
+        deployment's ``StreamRelay`` compares it with this process's: issue 21)."""
+        return await self._store.get_max_stream_id()
+
     # -- requests -----------------------------------------------------------------------
 
     async def send_receipt(

@@ -11,6 +11,21 @@ the write had been its own. What the syncs then read comes from the database; th
 position is the writer's (each stream's positions are allocated by the one process
 that writes it: requests that write are routed to the event writers).
 
+The bus delivers at most once, so a process also finds out what it missed, and then runs
+the stream's refresh hooks for any user (``None``) and wakes every waiting sync:
+
+- a message whose position is not the next one the process knows of (positions of a
+  stream are allocated one by one by its writer): what came between was missed, so the
+  hooks get ``None`` instead of the named users (a to-device message stored in between
+  for a user this process was not told of would otherwise be taken for absent, and
+  acknowledged, deleted, unread);
+- the streams' stored positions (``track``), read when the relay starts (it subscribes
+  when built, before the bus starts, so from then on nothing is missed unseen), after
+  the bus listens again, and every ``REREAD_SECONDS``: a stored position beyond what the
+  process knows is taken as missed once a second read still finds it beyond (a write of
+  this process between its commit and its own advance is not taken for another's); at
+  start, after a reconnect, at once.
+
 Typing and presence live in memory only and are carried with their data by their own
 services (``excluded`` here).
 """
@@ -18,10 +33,11 @@ services (``excluded`` here).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from collections.abc import Set as AbstractSet
 from typing import Any
 
+from peyvand.background import periodic
 from peyvand.services.sync.notifier import Notifier
 from peyvand.services.sync.streams import Stream
 from peyvand.storage.bus import Bus
@@ -31,20 +47,32 @@ logger = logging.getLogger(__name__)
 CHANNEL = "streams"
 # Users named in one message at most (a user ID is up to 255 bytes; the bus takes 7,900).
 MAX_USERS = 24
+# How often the tracked streams' stored positions are read (one cheap query each).
+REREAD_SECONDS = 1.0
 
 Refresh = Callable[[int, Collection[str] | None], None]
 """Another process moved a stream to a position for these users (None: any user): drop
 or mark what this process keeps of their data in it."""
+StoredPosition = Callable[[], Awaitable[int]]
+"""The highest position of a stream stored in the database."""
 
 
 class StreamRelay:
-    def __init__(self, bus: Bus, notifier: Notifier, instance: str) -> None:
+    def __init__(
+        self, bus: Bus, notifier: Notifier, instance: str, *, reread_seconds: float = REREAD_SECONDS
+    ) -> None:
         self._bus = bus
         self._notifier = notifier
         self._instance = instance
         self._refresh: dict[Stream, list[Refresh]] = {}
         self._excluded: set[Stream] = {Stream.EVENTS}
         self._applying = False
+        self._stored: dict[Stream, StoredPosition] = {}
+        # Stored positions beyond what this process knew at the last reading.
+        self._suspect: dict[Stream, int] = {}
+        self._rereading = periodic("stream relay re-read", reread_seconds, self.reread)
+        bus.subscribe(CHANNEL, self._on_message)
+        bus.on_reconnect(self._reconnected)
 
     def exclude(self, stream: Stream) -> None:
         """``stream`` is carried by its own service, not by this relay."""
@@ -53,13 +81,41 @@ class StreamRelay:
     def on_refresh(self, stream: Stream, refresh: Refresh) -> None:
         self._refresh.setdefault(stream, []).append(refresh)
 
+    def track(self, stream: Stream, stored: StoredPosition) -> None:
+        """Read ``stream``'s stored position to find what this process missed."""
+        self._stored[stream] = stored
+
     async def start(self) -> None:
         self._notifier.observers.append(self._advanced)
-        self._bus.subscribe(CHANNEL, self._on_message)
+        await self._reread(at_once=True)
+        self._rereading.start()
 
     async def stop(self) -> None:
+        await self._rereading.stop()
         if self._advanced in self._notifier.observers:
             self._notifier.observers.remove(self._advanced)
+
+    async def reread(self) -> None:
+        """Compare the tracked streams' stored positions with what this process knows."""
+        await self._reread(at_once=False)
+
+    async def _reconnected(self) -> None:
+        await self._reread(at_once=True)
+
+    async def _reread(self, *, at_once: bool) -> None:
+        for stream, stored in tuple(self._stored.items()):
+            position = await stored()
+            known = self._notifier.current_token.get(stream)
+            suspect = self._suspect.pop(stream, 0)
+            if suspect > known:
+                position = max(position, suspect)
+            elif position <= known:
+                continue
+            elif not at_once:
+                self._suspect[stream] = position
+                continue
+            logger.info("stream %s: %d stored, %d known here: missed", stream, position, known)
+            self._apply(stream, position, None)
 
     def _advanced(
         self,
@@ -90,6 +146,11 @@ class StreamRelay:
             return
         users = payload.get("u")
         named = [str(user) for user in users] if isinstance(users, list) else None
+        if position > self._notifier.current_token.get(stream) + 1:
+            named = None  # positions in between were missed: whose, nobody knows
+        self._apply(stream, position, named)
+
+    def _apply(self, stream: Stream, position: int, named: list[str] | None) -> None:
         for refresh in self._refresh.get(stream, ()):
             refresh(position, named)
         self._applying = True
