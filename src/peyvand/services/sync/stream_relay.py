@@ -4,10 +4,12 @@ written by whichever process serves the request, and every process's waiting /sy
 wake when they move.
 
 Each process publishes its own advances (a ``Notifier`` observer) on the bus, with the
-users to wake when they are few (``MAX_USERS``; otherwise every waiting sync of the
-stream's readers wakes and finds out), and applies the others': first the stream's
-``refresh`` hooks (a cache of the moved users' data dropped), then its notifier, as if
-the write had been its own. What the syncs then read comes from the database; the
+users to wake when they are few (``MAX_USERS``), else the room whose local members they
+are when the stream says (``in_room``: a receipt; the receiver wakes that room's joined
+members as its own snapshot keeps them, ``room_members``), else nobody named: every
+waiting sync of the stream's readers wakes and finds out. It applies the others': first
+the stream's ``refresh`` hooks (a cache of the moved users' data dropped), then its
+notifier, as if the write had been its own. What the syncs then read comes from the database; the
 position is the writer's (each stream's positions are allocated by the one process
 that writes it: requests that write are routed to the event writers).
 
@@ -53,6 +55,8 @@ REREAD_SECONDS = 1.0
 Refresh = Callable[[int, Collection[str] | None], None]
 """Another process moved a stream to a position for these users (None: any user): drop
 or mark what this process keeps of their data in it."""
+RoomMembers = Callable[[str], AbstractSet[str] | None]
+"""A room's joined members as this process keeps them, None when it keeps no copy."""
 StoredPosition = Callable[[], Awaitable[int]]
 """The highest position of a stream stored in the database."""
 
@@ -68,6 +72,9 @@ class StreamRelay:
         self._excluded: set[Stream] = {Stream.EVENTS}
         self._applying = False
         self._stored: dict[Stream, StoredPosition] = {}
+        # The room of a stream's coming advance (``in_room``), and how rooms are read.
+        self._next_room: dict[Stream, tuple[int, str]] = {}
+        self._room_members: dict[Stream, RoomMembers] = {}
         # Stored positions beyond what this process knew at the last reading.
         self._suspect: dict[Stream, int] = {}
         self._rereading = periodic("stream relay re-read", reread_seconds, self.reread)
@@ -80,6 +87,15 @@ class StreamRelay:
 
     def on_refresh(self, stream: Stream, refresh: Refresh) -> None:
         self._refresh.setdefault(stream, []).append(refresh)
+
+    def in_room(self, stream: Stream, position: int, room_id: str) -> None:
+        """This process's coming advance of ``stream`` to ``position`` is for the joined
+        members of ``room_id``: named by the room when they are too many to list."""
+        self._next_room[stream] = (position, room_id)
+
+    def room_members(self, stream: Stream, members: RoomMembers) -> None:
+        """Where ``stream``'s messages that name a room find its members here."""
+        self._room_members[stream] = members
 
     def track(self, stream: Stream, stored: StoredPosition) -> None:
         """Read ``stream``'s stored position to find what this process missed."""
@@ -128,10 +144,14 @@ class StreamRelay:
         ``audiences`` (a room's local members: receipts)."""
         if self._applying or stream in self._excluded:
             return
-        named: list[str] | None = None
+        room = self._next_room.pop(stream, None)
         if len(users) + sum(len(audience) for audience in audiences) <= MAX_USERS:
             named = sorted(set(users).union(*audiences))
-        self._bus.publish(CHANNEL, {"s": stream.value, "p": position, "u": named})
+            self._bus.publish(CHANNEL, {"s": stream.value, "p": position, "u": named})
+        elif room is not None and room[0] == position and not users:
+            self._bus.publish(CHANNEL, {"s": stream.value, "p": position, "u": None, "r": room[1]})
+        else:
+            self._bus.publish(CHANNEL, {"s": stream.value, "p": position, "u": None})
 
     def _on_message(self, payload: dict[str, Any], sender: str) -> None:
         if sender == self._instance:
@@ -146,18 +166,30 @@ class StreamRelay:
             return
         users = payload.get("u")
         named = [str(user) for user in users] if isinstance(users, list) else None
+        members = None
         if position > self._notifier.current_token.get(stream) + 1:
             named = None  # positions in between were missed: whose, nobody knows
-        self._apply(stream, position, named)
+        elif named is None and isinstance(room := payload.get("r"), str):
+            read = self._room_members.get(stream)
+            members = read(room) if read is not None else None
+        self._apply(stream, position, named, members)
 
-    def _apply(self, stream: Stream, position: int, named: list[str] | None) -> None:
+    def _apply(
+        self,
+        stream: Stream,
+        position: int,
+        named: list[str] | None,
+        members: AbstractSet[str] | None = None,
+    ) -> None:
         for refresh in self._refresh.get(stream, ()):
             refresh(position, named)
         self._applying = True
         try:
-            if named is None:
-                self._notifier.advance_all(stream, position)
-            else:
+            if named is not None:
                 self._notifier.advance(stream, position, named)
+            elif members is not None:
+                self._notifier.advance(stream, position, (), [members])
+            else:
+                self._notifier.advance_all(stream, position)
         finally:
             self._applying = False
