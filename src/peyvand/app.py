@@ -166,8 +166,13 @@ def _lifecycle(
     workers: list[tuple[str, Component]],
 ) -> Lifecycle:
     """Every component with something to start or stop, in start-up order. Background
-    jobs run in one process of a deployment at a time (``wiring.leased``)."""
+    jobs run in one process of a deployment at a time (``wiring.leased``). Every process
+    with federation enabled makes its own requests to other servers (discovery and the
+    client); the outgoing queue is sent by the ``federation_sender`` process only, and
+    what serves other servers' requests runs where ``federation_inbound`` does (one
+    process each for now: the loader keeps both with the event writer)."""
     lifecycle = Lifecycle()
+    roles = config.workers
     add_job = background_jobs(config.workers, db)
     lifecycle.add("database", Hooks(stop=db.close))
     lifecycle.add("room state", Hooks(start=timeline.state.start))
@@ -181,8 +186,10 @@ def _lifecycle(
         lifecycle.add(
             "federation client", Hooks(start=transport.client.start, stop=transport.client.close)
         )
-        # Before the writer: its pre-commit hook allocates the sender's seqs.
-        lifecycle.add("federation sender", transport.sender)
+        if roles.has_role("federation_sender"):
+            # Before the writer: its pre-commit hook allocates the sender's seqs. Another
+            # process sending from the queue would send its rows again.
+            lifecycle.add("federation sender", transport.sender)
     lifecycle.add("event writer", Hooks(start=timeline.writer.start, stop=timeline.writer.stop))
     for name, component in workers:
         lifecycle.add(name, component)
@@ -199,7 +206,8 @@ def _lifecycle(
     )
     # After the client and the bots: catches up from each appservice's stored position.
     add_job(lifecycle, "appservice transactions", appservices.transactions, on_writer=True)
-    if federation.edus is not None:
+    if federation.edus is not None and roles.has_role("federation_inbound"):
+        # Fetches the device lists that received EDUs marked stale.
         lifecycle.add("federation EDUs", federation.edus)
     add_job(lifecycle, "pushers", local.pusher_pool, on_writer=True)
     if email.mailer is not None:
@@ -210,10 +218,11 @@ def _lifecycle(
     )
     lifecycle.add("media", media.media)
     lifecycle.add("URL previews", media.url_preview)
-    if config.federation.enabled:
+    if config.federation.enabled and roles.has_role("federation_inbound"):
         lifecycle.add("federation", federation.service)
-    if federation.partial_state is not None:
-        # Resumes completing the rooms joined with partial state (needs the client).
+    if federation.partial_state is not None and roles.has_role("event_writer"):
+        # Resumes completing the rooms joined with partial state (needs the client); it
+        # stores the state it fetches.
         lifecycle.add("partial-state resync", federation.partial_state)
     add_job(lifecycle, "guest removal", rooms.guest_removal)
     # Joins in the background: start-up does not wait.

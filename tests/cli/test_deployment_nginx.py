@@ -1,6 +1,7 @@
 """``peyvand deployment nginx`` and the roles behind it (``api.roles``, issue 21): every
 route is placed, the reads go to readers and nothing that writes does, each listed
-pattern matches its own paths only, and one process needs no routing."""
+pattern matches its own paths only, and one process needs no routing; with
+``--federation-listen`` a second server block terminates federation TLS."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from peyvand.api.roles import path_pattern
-from peyvand.cli.deployment import deployment_routes, nginx_config
+from peyvand.cli.deployment import FederationTls, deployment_routes, nginx_config
 from peyvand.cli.errors import CommandError
+from peyvand.cli.main import main
 from peyvand.config.loader import load_config
 
 CONFIG = """
@@ -23,10 +25,11 @@ url = "{url}"
 [workers]
 secret_path = "s"
 instances = [
-  {{name = "w", roles = ["event_writer", "federation_inbound"], port = 8101}},
+  {{name = "w", roles = ["event_writer", "federation_inbound", "federation_sender"], \
+port = 8101}},
   {{name = "r1", roles = ["client_reader"], port = 8102}},
   {{name = "r2", roles = ["client_reader"], port = 8103, bind = "::1"}},
-  {{name = "e", roles = ["media", "background", "federation_sender"], port = 8104}},
+  {{name = "e", roles = ["media", "background"], port = 8104}},
 ]
 """
 
@@ -99,3 +102,59 @@ def test_one_process_needs_no_routing(tmp_path: Path) -> None:
     path.write_text(CONFIG.format(url="sqlite:///x.db").split("[workers]")[0])
     with pytest.raises(CommandError, match=r"no 'workers\.instances'"):
         nginx_config(load_config(path), listen="127.0.0.1:9000")
+
+
+FEDERATION = """
+[federation]
+enabled = true
+tls_certificate_path = "certs/tls.crt"
+tls_private_key_path = "certs/tls.key"
+"""
+
+
+def test_nginx_terminates_federation_tls(tmp_path: Path) -> None:
+    path = tmp_path / "deployment.toml"
+    head, workers = CONFIG.format(url="postgresql://p@127.0.0.1/p").split("[workers]")
+    path.write_text(head + FEDERATION + "[workers]" + workers)
+    config = load_config(path)
+    tls = FederationTls(
+        "127.0.0.1:8448",
+        config.federation.tls_certificate_path,
+        config.federation.tls_private_key_path,
+    )
+    text = nginx_config(config, listen="127.0.0.1:9000", federation=tls)
+    plain, _, federation = text.partition("listen 127.0.0.1:8448 ssl;")
+    assert federation, text
+    assert "listen 127.0.0.1:9000;" in plain and "ssl_certificate" not in plain
+    certs = tmp_path.resolve() / "certs"
+    assert f'    ssl_certificate "{certs / "tls.crt"}";' in federation
+    assert f'    ssl_certificate_key "{certs / "tls.key"}";' in federation
+    # The same routing: the role map and the closed internal paths.
+    assert "proxy_pass http://peyvand_$peyvand_role;" in federation
+    assert "location /_peyvand/internal/ {\n        return 404;" in federation
+    assert text.count('map "$request_method $uri" $peyvand_role {') == 1
+    # Without a certificate, or without federation, there is nothing to terminate.
+    untrusted = FederationTls("127.0.0.1:8448", None, None)
+    with pytest.raises(CommandError, match="needs --tls-certificate and --tls-key"):
+        nginx_config(config, listen="127.0.0.1:9000", federation=untrusted)
+    path.write_text(path.read_text().replace("enabled = true", "enabled = false"))
+    with pytest.raises(CommandError, match=r"needs 'federation\.enabled = true'"):
+        nginx_config(load_config(path), listen="127.0.0.1:9000", federation=tls)
+
+
+def test_the_command_takes_certificates_given_on_the_command_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "deployment.toml"
+    head, workers = CONFIG.format(url="postgresql://p@127.0.0.1/p").split("[workers]")
+    path.write_text(head + "[federation]\nenabled = true\n[workers]" + workers)
+    monkeypatch.chdir(tmp_path)
+    command = ["deployment", "nginx", "--config", str(path), "--listen", "127.0.0.1:9000"]
+    given = ["--tls-certificate", "edge.crt", "--tls-key", "edge.key"]
+    assert main([*command, "--federation-listen", "[::1]:8448", *given]) == 0
+    printed = capsys.readouterr().out
+    assert "    listen [::1]:8448 ssl;" in printed
+    assert f'    ssl_certificate "{tmp_path.resolve() / "edge.crt"}";' in printed
+    assert f'    ssl_certificate_key "{tmp_path.resolve() / "edge.key"}";' in printed
+    assert main([*command, *given]) == 1
+    assert "go with --federation-listen" in capsys.readouterr().err

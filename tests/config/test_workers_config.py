@@ -23,10 +23,11 @@ DEPLOYMENT = """
 [workers]
 secret_path = "workers.secret"
 instances = [
-  {{name = "writer1", roles = ["event_writer", "federation_inbound"], port = 8101}},
+  {{name = "writer1", roles = ["event_writer", "federation_inbound", "federation_sender"], \
+port = 8101}},
   {{name = "jobs", roles = ["background"], port = 8102}},
   {{name = "reader", roles = ["client_reader"], port = 8103, bind = "::1"}},
-  {{name = "edge", roles = ["federation_sender", "media", "background"], port = 8104}},
+  {{name = "edge", roles = ["media", "background"], port = 8104}},
 ]
 {extra}
 """
@@ -103,6 +104,13 @@ def test_refused_deployments(tmp_path: Path, url: str, extra: str, message: str)
             '"media", "background"], port = 1}, '
             '{name = "b", roles = ["federation_inbound"], port = 2}',
             "'b' has the role 'federation_inbound' but not 'event_writer'",
+        ),
+        (
+            '{name = "a", roles = ["event_writer", "federation_inbound", "client_reader", '
+            '"media", "background"], port = 1}, '
+            '{name = "b", roles = ["federation_sender"], port = 2}',
+            "'b' has the role 'federation_sender' but not 'event_writer': the event writer "
+            "queues the outgoing events",
         ),
         ('{name = "a b", roles = ["event_writer"], port = 1}', r"instances\[0\].name"),
         ('{name = "a", roles = [], port = 1}', "at least one role"),

@@ -18,7 +18,11 @@ from harness.server import HomeserverProcess, new_homeserver
 
 class Deployment:
     """Processes by name, not started; ``roles`` maps each name to its roles; ``options``
-    are set in the shared config as ``HomeserverProcess.configure`` sets them."""
+    are set in the shared config as ``HomeserverProcess.configure`` sets them. With
+    ``federation`` the deployment federates on a test network as a federating
+    ``HomeserverProcess`` does (server name ``127.0.0.1:<federation_port>``, a self-signed
+    certificate), except that no process listens on the federation port: the reverse
+    proxy terminates TLS there (``Nginx(..., federation_port=...)``)."""
 
     def __init__(
         self,
@@ -26,9 +30,15 @@ class Deployment:
         data_dir: Path,
         roles: Mapping[str, Sequence[str]],
         options: Mapping[str, str] | None = None,
+        *,
+        federation: bool = False,
     ) -> None:
         names = list(roles)
-        first = new_homeserver("postgres", request, data_dir)
+        first = new_homeserver("postgres", request, data_dir, federation=federation)
+        self.federation_port = first.federation_port
+        self.server_name = first.server_name
+        if first.federation_port is not None:
+            _unset_federation_port(first.config_path, first.federation_port)
         secret = data_dir / "workers.secret"
         secret.write_text(secrets.token_hex(32), encoding="utf-8")
         ports = {names[0]: first.port} | {name: free_port() for name in names[1:]}
@@ -60,3 +70,11 @@ class Deployment:
         for process in self.processes.values():
             if process.running:
                 process.stop()
+
+
+def _unset_federation_port(config_path: Path, port: int) -> None:
+    """Comment out the generated config's ``federation.port`` (the one line naming it)."""
+    text = config_path.read_text(encoding="utf-8")
+    line = f"\nport = {port}\n"
+    assert text.count(line) == 1, "expected one 'port =' line naming the federation port"
+    config_path.write_text(text.replace(line, f"\n# port = {port}\n"), encoding="utf-8")

@@ -34,19 +34,26 @@ def find_nginx() -> Path:
 
 
 class Nginx:
-    """nginx listening on 127.0.0.1:<port> with the deployment of ``config_path``."""
+    """nginx listening on 127.0.0.1:<port> with the deployment of ``config_path`` and,
+    with ``federation_port``, terminating federation TLS on 127.0.0.1:<federation_port>
+    with the config's certificate."""
 
-    def __init__(self, config_path: Path, prefix: Path) -> None:
+    def __init__(self, config_path: Path, prefix: Path, federation_port: int | None = None) -> None:
         self._binary = require_installed("nginx", find_nginx, NginxMissing)
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self._prefix = prefix
         prefix.mkdir(parents=True, exist_ok=True)
+        self._ports = [self.port] if federation_port is None else [self.port, federation_port]
+        command = [
+            sys.executable, "-m", "peyvand", "deployment", "nginx", "--config", str(config_path),
+            "--listen", f"127.0.0.1:{self.port}",
+        ]  # fmt: skip
+        if federation_port is not None:
+            command += ["--federation-listen", f"127.0.0.1:{federation_port}"]
         generated = subprocess.run(
-            [sys.executable, "-m", "peyvand", "deployment", "nginx", "--config", str(config_path),
-             "--listen", f"127.0.0.1:{self.port}"],
-            capture_output=True, text=True, timeout=60, check=True,
-        ).stdout  # fmt: skip
+            command, capture_output=True, text=True, timeout=60, check=True
+        ).stdout
         (prefix / "peyvand.conf").write_text(generated, encoding="utf-8")
         user = "user root;\n" if os.geteuid() == 0 else ""
         temp = "\n".join(
@@ -73,14 +80,18 @@ class Nginx:
             env=os.environ,
         )  # fmt: skip
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        waiting = list(self._ports)
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
                 raise RuntimeError(f"nginx exited: {self.log()}")
             try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return
+                socket.create_connection(("127.0.0.1", waiting[0]), timeout=1).close()
             except OSError:
                 time.sleep(0.05)
+                continue
+            waiting.pop(0)
+            if not waiting:
+                return
         raise RuntimeError(f"nginx did not listen within {START_TIMEOUT_SECONDS} s: {self.log()}")
 
     def stop(self) -> None:

@@ -369,7 +369,8 @@ OPTION_DOCS: Final[Mapping[str, str]] = {
     "workers.instances": (
         "The processes, each an inline table: name (letters, digits, '-', '_'), roles (any\n"
         "of client_reader, event_writer, federation_inbound, federation_sender, media,\n"
-        "background; each role needs at least one process), port and bind (default\n"
+        "background; each role needs at least one process; one event_writer, which also\n"
+        "has federation_inbound and federation_sender), port and bind (default\n"
         "127.0.0.1): where nginx and the other processes reach it. PostgreSQL only."
     ),
     "workers.secret_path": (
@@ -754,7 +755,12 @@ def _check_server_notices(notices: ServerNoticesConfig) -> None:
 _WORKER_NAME: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
 # Roles that store events received from other servers: kept with the one event writer
 # until storing them is forwarded between processes.
-ROLES_WITH_THE_WRITER: Final = ("federation_inbound",)
+# Roles that go with the event writer for now, and why.
+ROLES_WITH_THE_WRITER: Final = {
+    "federation_inbound": "it stores received events, which only the event writer does for now",
+    "federation_sender": "the event writer queues the outgoing events in its own commits, "
+    "numbered by the sender's counter, which lives in one process for now",
+}
 
 
 def _check_workers(workers: WorkersConfig, config: Config) -> None:
@@ -806,12 +812,12 @@ def _check_workers(workers: WorkersConfig, config: Config) -> None:
             "'workers.instances': one process with the role 'event_writer' for now "
             "(rooms are not yet sharded across several writers)"
         )
-    for role in ROLES_WITH_THE_WRITER:
+    for role, reason in ROLES_WITH_THE_WRITER.items():
         strays = [i.name for i in workers.with_role(role) if i not in writers]
         if strays:
             raise ConfigError(
                 f"'workers.instances': {strays[0]!r} has the role {role!r} but not "
-                "'event_writer': it stores events, which only the event writer does for now"
+                f"'event_writer': {reason}"
             )
     if workers.instance is not None and workers.instance not in names:
         raise ConfigError(f"'workers.instance': no instance is named {workers.instance!r}")

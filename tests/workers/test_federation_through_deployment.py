@@ -1,0 +1,117 @@
+"""Federation with a real Synapse through a deployment (issue 21, acceptance): an event
+writer (with federation_inbound and federation_sender) and a client reader behind nginx,
+which terminates federation TLS on the port of the server name (``127.0.0.1:<port>``,
+a self-signed certificate, a test network). A deployment user's room is joined by a
+Synapse user on invite; messages cross both ways, the Synapse user's reaching the
+deployment user's /sync on the client reader. Only the writer sends from the outgoing
+queue: the reader starts the federation client, never the sender (a second sender would
+send the queue's rows again, numbering rows with a counter of its own)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+
+from federation.conftest import synapse, synapse_client
+from harness.client import Account, MatrixClient, new_session
+from harness.deployment import Deployment
+from harness.nginx import Nginx
+from harness.rooms import say
+from harness.sync import invited_to, sync_until, wait_until_joined
+from harness.timeline import message_bodies
+
+__all__ = ["synapse", "synapse_client"]
+
+TIMEOUT_SECONDS = 90
+WRITER_ROLES = ["event_writer", "federation_inbound", "federation_sender", "media", "background"]
+
+
+@pytest.fixture
+def federating(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[tuple[Nginx, Deployment]]:
+    """A federating deployment (logging which components each process starts) behind
+    nginx, which listens for clients and terminates federation TLS."""
+    deployment = Deployment(
+        request,
+        tmp_path,
+        {"writer": WRITER_ROLES, "reader": ["client_reader"]},
+        options={"log_level": '"DEBUG"'},
+        federation=True,
+    )
+    nginx = Nginx(deployment["writer"].config_path, tmp_path / "nginx", deployment.federation_port)
+    try:
+        for process in deployment.processes.values():
+            process.start()
+        nginx.start()
+        yield nginx, deployment
+    finally:
+        nginx.stop()
+        deployment.stop()
+
+
+def _has_message(room_id: str, body: str) -> Any:
+    """A ``sync_until`` condition: the room's timeline in the response holds ``body``."""
+
+    def done(response: dict[str, Any]) -> bool:
+        room = response.get("rooms", {}).get("join", {}).get(room_id, {})
+        events = room.get("timeline", {}).get("events", [])
+        return any(e.get("content", {}).get("body") == body for e in events)
+
+    return done
+
+
+async def _until_bodies(client: MatrixClient, account: Account, room_id: str, body: str) -> None:
+    """Read the room's latest messages every 100 ms until ``body`` is among them, for at
+    most ``TIMEOUT_SECONDS``."""
+    for _ in range(TIMEOUT_SECONDS * 10):
+        if body in await message_bodies(client, account, room_id, 50):
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{body!r} never reached {room_id}")
+
+
+async def test_a_synapse_user_and_a_deployment_user_talk(
+    federating: tuple[Nginx, Deployment],
+    synapse_client: MatrixClient,
+) -> None:
+    nginx, deployment = federating
+    async with new_session() as session:
+        front = MatrixClient(session, nginx.base_url)
+        reader = MatrixClient(session, deployment["reader"].base_url)
+        async with asyncio.timeout(TIMEOUT_SECONDS):
+            alice = await front.register()
+            bob = await synapse_client.register()
+            room_id = str(
+                (await front.request("POST", "createRoom", json={}, token=alice)).ok()["room_id"]
+            )
+            invite = {"user_id": bob.user_id}
+            path = f"rooms/{quote(room_id)}/invite"
+            (await front.request("POST", path, json=invite, token=alice)).ok()
+            await sync_until(synapse_client, bob, invited_to(room_id))
+            # Synapse's join reaches the writer through nginx's TLS listener.
+            (
+                await synapse_client.request("POST", f"join/{quote(room_id)}", json={}, token=bob)
+            ).ok()
+            await wait_until_joined(front, alice, room_id, bob.user_id, attempts=600)
+
+            since = (await reader.request("GET", "sync", token=alice)).ok()["next_batch"]
+            await say(front, room_id, alice, "hello from the deployment")
+            await _until_bodies(synapse_client, bob, room_id, "hello from the deployment")
+            await say(synapse_client, room_id, bob, "hello from synapse")
+            await sync_until(reader, alice, _has_message(room_id, "hello from synapse"), since)
+            on_deployment = await message_bodies(reader, alice, room_id, 50)
+            on_synapse = await message_bodies(synapse_client, bob, room_id, 50)
+
+    assert on_deployment == on_synapse == ["hello from the deployment", "hello from synapse"]
+    writer_log, reader_log = deployment["writer"].log(), deployment["reader"].log()
+    assert "started federation sender" in writer_log
+    assert "started federation client" in reader_log
+    assert "started federation sender" not in reader_log
+    for log in (writer_log, reader_log):
+        assert "Unhandled error" not in log
