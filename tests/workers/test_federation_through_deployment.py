@@ -3,8 +3,8 @@ writer (with federation_inbound and federation_sender) and a client reader behin
 which terminates federation TLS on the port of the server name (``127.0.0.1:<port>``,
 a self-signed certificate, a test network). A deployment user's room is joined by a
 Synapse user on invite; messages cross both ways, the Synapse user's reaching the
-deployment user's /sync on the client reader. Only the writer sends from the outgoing
-queue: the reader starts the federation client, never the sender (a second sender would
+deployment user's /sync on the client reader, which asks Synapse for a stranger's
+profile itself. Only the writer sends from the outgoing queue: the reader starts the federation client, never the sender (a second sender would
 send the queue's rows again, numbering rows with a counter of its own)."""
 
 from __future__ import annotations
@@ -107,8 +107,15 @@ async def test_a_synapse_user_and_a_deployment_user_talk(
             await sync_until(reader, alice, _has_message(room_id, "hello from synapse"), since)
             on_deployment = await message_bodies(reader, alice, room_id, 50)
             on_synapse = await message_bodies(synapse_client, bob, room_id, 50)
+            # The reader asks Synapse itself (its federation client) for a stranger's profile.
+            carol = await synapse_client.register()
+            name = {"displayname": "carol on synapse"}
+            path = f"profile/{quote(carol.user_id)}/displayname"
+            (await synapse_client.request("PUT", path, json=name, token=carol)).ok()
+            profile = (await reader.request("GET", path, token=alice)).ok()
 
     assert on_deployment == on_synapse == ["hello from the deployment", "hello from synapse"]
+    assert profile == name
     writer_log, reader_log = deployment["writer"].log(), deployment["reader"].log()
     assert "started federation sender" in writer_log
     assert "started federation client" in reader_log
