@@ -34,6 +34,7 @@ from peyvand.services.sync.streams import StreamToken
 from peyvand.services.sync.typing import TypingService
 from peyvand.services.timeline.event_creation import EventCreationService
 from peyvand.services.timeline.event_dispatch import EventDispatcher
+from peyvand.services.timeline.event_follower import followed_position
 from peyvand.services.timeline.event_writer import EventWriter
 from peyvand.services.timeline.relation_checks import RelationChecks
 from peyvand.services.timeline.room_index import RoomIndex
@@ -53,6 +54,7 @@ from peyvand.storage.pushers import PusherStore
 from peyvand.storage.receipts import ReceiptStore
 from peyvand.storage.relations import RelationStore
 from peyvand.storage.remote_invites import RemoteInviteStore
+from peyvand.storage.stream_positions import StreamPositionStore
 from peyvand.storage.threads import ThreadStore
 from peyvand.storage.threepids import ThreepidStore
 from peyvand.storage.to_device import ToDeviceStore
@@ -69,6 +71,8 @@ class Timeline:
     events: EventCreationService
     dispatcher: EventDispatcher
     writer: EventWriter
+    # The events position the notifier and the room index start from.
+    starts_at: int
 
 
 async def build_timeline(config: Config, db: Database, signing_key: SigningKey) -> Timeline:
@@ -76,9 +80,17 @@ async def build_timeline(config: Config, db: Database, signing_key: SigningKey) 
     announces to the room index, the notifier and the listeners added later."""
     event_store = EventStore(db)
     remote_invites = RemoteInviteStore(db)
-    notifier = Notifier(StreamToken(events=await event_store.get_max_stream_ordering()))
+    # A process without the role follows the writer's commits (``wiring.workers``),
+    # from the writer's recorded position.
+    follows = not config.workers.has_role("event_writer")
+    starts_at = await (
+        followed_position(StreamPositionStore(db), event_store)
+        if follows
+        else event_store.get_max_stream_ordering()
+    )
+    notifier = Notifier(StreamToken(events=starts_at))
     state = StateService(event_store, event_cache_size=config.caches.events)
-    index = RoomIndex(event_store, remote_invites)
+    index = RoomIndex(event_store, remote_invites, starts_at=starts_at if follows else None)
     positions: EventPositions = StreamTracker()
     dispatcher = EventDispatcher(config.server_name, state, index, notifier, positions)
     writer = EventWriter(db, event_store, dispatcher.on_persisted, dispatcher.on_failed)
@@ -102,6 +114,7 @@ async def build_timeline(config: Config, db: Database, signing_key: SigningKey) 
         ),
         dispatcher=dispatcher,
         writer=writer,
+        starts_at=starts_at,
     )
 
 

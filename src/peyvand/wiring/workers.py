@@ -46,7 +46,9 @@ def build_workers(
     relay.on_refresh(Stream.TO_DEVICE, local.to_device.written_elsewhere)
     caches = _relay_caches(CacheRelay(bus, instance, bus.sent), timeline, local, rooms, relay)
     if workers.has_role("event_writer"):
-        publisher = EventPositionPublisher(bus, positions, instance)
+        publisher = EventPositionPublisher(
+            bus, positions, instance, lambda: timeline.notifier.current_token.events
+        )
         timeline.dispatcher.advanced.append(publisher.advanced)
         return [
             ("bus", bus), ("events position", publisher), ("stream relay", relay),
@@ -63,7 +65,7 @@ def build_workers(
     )
     follower = EventStreamFollower(
         bus, positions, timeline.event_store, timeline.remote_invites, timeline.state,
-        timeline.dispatcher,
+        timeline.dispatcher, timeline.starts_at,
     )  # fmt: skip
     return [
         ("bus", bus), ("events follower", follower), ("stream relay", relay),

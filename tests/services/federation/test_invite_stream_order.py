@@ -35,10 +35,16 @@ from peyvand.services.sync.notifier import Notifier
 from peyvand.services.sync.streams import StreamToken
 from peyvand.services.timeline.event_creation import EventCreationService, EventSpec
 from peyvand.services.timeline.event_dispatch import EventDispatcher
+from peyvand.services.timeline.event_follower import (
+    EventPositionPublisher,
+    EventStreamFollower,
+    followed_position,
+)
 from peyvand.services.timeline.event_writer import EventWriter, TxnWrite
 from peyvand.services.timeline.room_index import RoomIndex
 from peyvand.services.timeline.room_state import StateService
 from peyvand.services.timeline.stream_tracker import EventPositions, StreamTracker
+from peyvand.storage.bus import LocalBus
 from peyvand.storage.database import Database
 from peyvand.storage.events import EventStore
 from peyvand.storage.migrations import run_migrations
@@ -46,6 +52,7 @@ from peyvand.storage.models import EventToPersist
 from peyvand.storage.postgres import PostgresDatabase
 from peyvand.storage.remote_invites import RemoteInvite, RemoteInviteStore
 from peyvand.storage.sqlite import SqliteDatabase
+from peyvand.storage.stream_positions import StreamPositionStore
 from peyvand.types import EventID, JsonDict, RoomID, ServerName, UserID
 
 HERE = ServerName("example.org")
@@ -99,6 +106,7 @@ class World:
     index: RoomIndex
     store: EventStore
     positions: EventPositions
+    dispatcher: EventDispatcher
     # Closed: the pre-commit hook holds the writer's commit.
     gate: asyncio.Event
     # Set once the hook waits at the closed gate.
@@ -213,6 +221,7 @@ async def world(
         index,
         store,
         positions,
+        dispatcher,
         asyncio.Event(),
         asyncio.Event(),
     )
@@ -343,3 +352,58 @@ async def test_an_abandoned_position_never_reaches_a_token(world: World) -> None
         room_id, after=token, before=later.stream_ordering, limit=10, newest_first=True
     )
     assert [e.pdu.event_id for e in found] == [later.pdu.event_id]
+
+
+async def test_a_reader_started_in_the_window_announces_the_queued_event(world: World) -> None:
+    """A process following the writer's commits (a client reader, issue 21) that starts
+    while the remote invite is stored above the queued event starts from the writer's
+    recorded position, not from the highest stored one: it announces the event once it
+    commits. Started above it, its notifier, room index and follower would skip it for
+    good."""
+    bus = LocalBus("writer")
+    positions = StreamPositionStore(world.db)
+    publisher = EventPositionPublisher(
+        bus, positions, "writer", lambda: world.notifier.current_token.events
+    )
+    world.dispatcher.advanced.append(publisher.advanced)
+    await publisher.start()
+    # Recorded before the writer writes: a reader finding none may start from what is stored.
+    assert await positions.positions("events") == {"writer": world.notifier.current_token.events}
+    room_id = await world.room()
+    send = await world.held_send(room_id)
+    await world.remote_invite(ELSEWHERE)
+    invited_at = await world.store.get_max_stream_ordering()
+
+    # The reader (re)starts now, as wiring.local and wiring.workers start it.
+    starts_at = await followed_position(positions, world.store)
+    state = StateService(world.store)
+    await state.start()
+    index = RoomIndex(world.store, world.invites, starts_at=starts_at)
+    await index.start()
+    notifier = Notifier(StreamToken(events=starts_at))
+    dispatcher = EventDispatcher(HERE, state, index, notifier, StreamTracker())
+    seen: list[EventID] = []
+    caught_up = asyncio.Event()
+
+    def announced(batch: Sequence[EventToPersist]) -> None:
+        seen.extend(e.pdu.event_id for e in batch)
+        if notifier.current_token.events >= invited_at:
+            caught_up.set()
+
+    dispatcher.listeners.append(announced)
+    follower = EventStreamFollower(
+        bus, positions, world.store, world.invites, state, dispatcher, starts_at
+    )
+    await follower.start()
+    try:
+        world.gate.set()
+        async with asyncio.timeout(10):
+            sent = await send
+            if notifier.current_token.events < invited_at:
+                await caught_up.wait()
+        assert sent.stream_ordering < invited_at
+        assert sent.pdu.event_id in seen
+        assert notifier.current_token.events == invited_at == world.notifier.current_token.events
+    finally:
+        await follower.stop()
+        await publisher.stop()

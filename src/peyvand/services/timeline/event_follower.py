@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from peyvand.background import BackgroundTask
@@ -44,15 +45,40 @@ POLL_SECONDS = 1.0
 RECORD_SECONDS = 0.2
 
 
+async def followed_position(positions: StreamPositionStore, store: EventStore) -> int:
+    """Where a process that follows the events stream starts (its notifier, room index
+    and ``EventStreamFollower``): the writer's recorded position, committed with nothing
+    in flight below it. Not the highest stored position: a remote invite, stored in its
+    own transaction, may be there above an event still queued in the writer's group
+    commit, which a process starting above it would never announce.
+
+    Never above the highest stored position. With none recorded, the writer has not yet
+    started in this deployment (it records where it starts before it writes anything,
+    ``EventPositionPublisher.start``): nothing is in flight and every stored position is
+    committed."""
+    stored = await store.get_max_stream_ordering()
+    recorded = await positions.positions(STREAM)
+    return min(max(recorded.values()), stored) if recorded else stored
+
+
 class EventPositionPublisher:
     """The event writer's side: publishes each position its dispatcher announces (an
     ``EventDispatcher.advanced`` callback) and records the newest in the database, at
     most every ``RECORD_SECONDS``, one write at a time."""
 
-    def __init__(self, bus: Bus, positions: StreamPositionStore, instance: str) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        positions: StreamPositionStore,
+        instance: str,
+        announced: Callable[[], int],
+    ) -> None:
+        """``announced``: the position the writer's dispatcher last announced (recorded
+        at start, before this process writes: ``followed_position``)."""
         self._bus = bus
         self._positions = positions
         self._instance = instance
+        self._announced = announced
         self._newest = 0
         self._recorded = 0
         self._pending = asyncio.Event()
@@ -66,6 +92,9 @@ class EventPositionPublisher:
         self._pending.set()
 
     async def start(self) -> None:
+        self._newest = max(self._newest, self._announced())
+        await self._positions.advance(STREAM, self._instance, self._newest)
+        self._recorded = self._newest
         self._task.start()
 
     async def stop(self) -> None:
@@ -98,15 +127,17 @@ class EventStreamFollower:
         remote_invites: RemoteInviteStore,
         state: StateService,
         dispatcher: EventDispatcher,
+        start: int,
     ) -> None:
+        """``start``: where this process's notifier and room index started
+        (``followed_position``); the follower announces what comes after it."""
         self._bus = bus
         self._positions = positions
         self._store = store
         self._remote_invites = remote_invites
         self._state = state
         self._dispatcher = dispatcher
-        self._position = 0
-        self._target = 0
+        self._position = self._target = start
         self._wanted = asyncio.Event()
         self._catch_up = BackgroundTask("follow events", self._follow)
         self._poll = BackgroundTask("poll events positions", self._poll_positions)
@@ -117,9 +148,6 @@ class EventStreamFollower:
         return self._position
 
     async def start(self) -> None:
-        """Start from what is stored now: the database's own events are what this
-        process's room index and notifier start from."""
-        self._position = self._target = await self._store.get_max_stream_ordering()
         self._bus.subscribe(CHANNEL, self._on_message)
         self._bus.on_reconnect(self._reread)
         self._catch_up.start()

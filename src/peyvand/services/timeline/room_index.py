@@ -26,8 +26,13 @@ class RoomIndex:
         remote_invites: RemoteInviteStore | None = None,
         *,
         max_users: int = 100_000,
+        starts_at: int | None = None,
     ) -> None:
+        """``starts_at``: the events position this process starts from, when not the
+        highest stored one (a process following another's writes starts from the
+        writer's: ``event_follower.followed_position``)."""
         self._store = store
+        self._starts_at = starts_at
         self._remote_invites = remote_invites
         self._memberships: LRU[UserID, Memberships] = LRU(max_users)
         # A token per cached user, dropped whenever their memberships change or are
@@ -42,7 +47,10 @@ class RoomIndex:
         self._startup_position = 0
 
     async def start(self) -> None:
-        self._startup_position = await self._store.get_max_stream_ordering()
+        starts_at = self._starts_at
+        if starts_at is None:
+            starts_at = await self._store.get_max_stream_ordering()
+        self._startup_position = starts_at
 
     async def memberships(self, user_id: UserID) -> Memberships:
         """``user_id``'s membership in every room (from the database on first use)."""
