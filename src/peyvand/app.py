@@ -226,7 +226,7 @@ def _lifecycle(
         lifecycle.add("partial-state resync", federation.partial_state)
     add_job(lifecycle, "guest removal", rooms.guest_removal)
     # Joins in the background: start-up does not wait.
-    add_job(lifecycle, "policy lists", rooms.policy_list_follower)
+    add_job(lifecycle, "policy lists", rooms.policy_list_follower, on_writer=True)
     add_job(lifecycle, "search backfill", rooms.search_backfill)
     add_job(lifecycle, "retention", compliance.retention)
     add_job(lifecycle, "disappearing messages", compliance.disappearing)

@@ -2,7 +2,8 @@
 processes with the `background` role on one PostgreSQL database, one of them the event
 writer; each job's lease has exactly one holder; kill -9 of the holder moves every job to
 the other within 10 s, but push and appservice delivery, which the writer's commits
-feed, stay with the event writer; restarted, the process rejoins (serving again, taking
+feed, and the policy-list follower, whose joins the writer stores, stay with the event
+writer; restarted, the process rejoins (serving again, taking
 back its writer's jobs, the others only once they are free)."""
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ ALL_BUT_BACKGROUND = [
     "media",
 ]
 # The jobs of a default config (no e-mail): app.py's ``add_job`` calls.
-WRITER_JOBS = {"appservice transactions", "pushers"}
-JOBS = {"guest removal", "policy lists", "search backfill", "retention", "disappearing messages"}
+WRITER_JOBS = {"appservice transactions", "pushers", "policy lists"}
+JOBS = {"guest removal", "search backfill", "retention", "disappearing messages"}
 
 
 @pytest.fixture

@@ -293,7 +293,9 @@ def build_federation(
     queries = RemoteQueries(transport.requests, allows)
     remote = Remote(
         memberships=outbound_membership,
-        backfill=handler.backfill,
+        # Backfilled history is stored with positions of its own, counted down by the
+        # event writer: a deployment's other processes serve what is stored.
+        backfill=handler.backfill if config.workers.has_role("event_writer") else no_backfill,
         alias_lookup=outbound_membership.query_directory,
         room_lists=queries.public_rooms,
         profiles=queries.profile,
