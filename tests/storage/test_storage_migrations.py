@@ -4,6 +4,7 @@ shared upgrade without running anything again."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -217,3 +218,24 @@ async def test_a_database_from_before_shared_migrations_upgrades_cleanly(
     store = ForgottenRoomStore(db)
     await store.set_forgotten(UserID("@alice:hs.test"), RoomID("!room:hs.test"), True)
     assert await store.get_forgotten(UserID("@alice:hs.test")) == {RoomID("!room:hs.test")}
+
+
+async def test_processes_migrating_a_fresh_postgres_database_at_once_all_succeed(
+    postgres_cluster: PostgresCluster,
+) -> None:
+    """The processes of a deployment started together each run the migrations: one
+    applies them, the others wait for it and find nothing left (without the lock they
+    raced to create the same tables and all but one crashed)."""
+    dsn = postgres_cluster.create_database("race")
+    dbs = [await PostgresDatabase.open(dsn) for _ in range(3)]
+    try:
+        results = await asyncio.wait_for(
+            asyncio.gather(*(run_migrations(db) for db in dbs), return_exceptions=True), 120
+        )
+    finally:
+        for db in dbs:
+            await db.close()
+    applied = [result for result in results if not isinstance(result, BaseException)]
+    assert len(applied) == len(dbs), results
+    every = [version for version, _, _ in available_migrations("postgres")]
+    assert sorted(applied, key=len) == [[], [], every]

@@ -93,5 +93,23 @@ class PostgresDatabase:
         async with self._pool.acquire() as conn:
             await conn.execute(script)
 
+    @asynccontextmanager
+    async def advisory_lock(self, key: int, *, wait: bool = True) -> AsyncIterator[bool]:
+        """Hold the session-level advisory lock ``key`` (a signed 64-bit number) on a
+        connection of its own for the block: shared with every process on the database,
+        and let go when the block ends or the connection drops. Waits for it, or with
+        ``wait=False`` yields False at once when another session holds it."""
+        async with self._pool.acquire() as conn:
+            if wait:
+                await conn.execute("SELECT pg_advisory_lock($1)", key)
+                held = True
+            else:
+                held = bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", key))
+            try:
+                yield held
+            finally:
+                if held and not conn.is_closed():
+                    await conn.execute("SELECT pg_advisory_unlock($1)", key)
+
     async def close(self) -> None:
         await self._pool.close()

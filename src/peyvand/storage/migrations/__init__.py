@@ -4,20 +4,27 @@ differ. A version is either shared or per dialect, never both.
 
 Each migration runs in one transaction together with its ``schema_migrations`` row (its
 version and file name, wherever the file lives), so a crash mid-migration leaves the
-schema at the previous version.
+schema at the previous version. On PostgreSQL the run holds an advisory lock, so the
+processes of a deployment started together migrate one after the other: the later ones
+find the versions applied and skip them.
 """
 
 from __future__ import annotations
 
 import re
+from contextlib import AbstractAsyncContextManager, nullcontext
 from importlib import resources
 from importlib.resources.abc import Traversable
 from typing import Protocol, get_args
 
 from peyvand.storage.database import Database, Dialect
+from peyvand.storage.postgres import PostgresDatabase
 
 _NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 _ROOT = resources.files(__package__)
+# The advisory lock key serialising migrations among processes (any fixed 64-bit number;
+# this one spells "peyvmigr" in ASCII).
+MIGRATIONS_LOCK = 0x706579766D696772
 
 
 class _ScriptDatabase(Database, Protocol):
@@ -68,17 +75,25 @@ def available_migrations(dialect: str, root: Traversable = _ROOT) -> list[tuple[
 
 
 async def run_migrations(db: _ScriptDatabase) -> list[int]:
-    """Apply every migration newer than the database's schema; return those applied."""
-    await db.executescript(
-        "CREATE TABLE IF NOT EXISTS schema_migrations "
-        "(version INTEGER PRIMARY KEY, name TEXT NOT NULL)"
+    """Apply every migration newer than the database's schema; return those applied.
+
+    On PostgreSQL, under an advisory lock taken before anything is read or created: two
+    processes migrating a fresh database at once otherwise both create the same tables
+    and one fails on a duplicate. SQLite has one process at a time (no deployment)."""
+    lock: AbstractAsyncContextManager[object] = (
+        db.advisory_lock(MIGRATIONS_LOCK) if isinstance(db, PostgresDatabase) else nullcontext()
     )
-    done = {row[0] for row in await db.fetch("SELECT version FROM schema_migrations")}
-    applied = []
-    for version, name, sql in available_migrations(db.dialect):
-        if version in done:
-            continue
-        record = f"INSERT INTO schema_migrations (version, name) VALUES ({version}, '{name}');"
-        await db.executescript(f"BEGIN;\n{sql}\n{record}\nCOMMIT;")
-        applied.append(version)
+    async with lock:
+        await db.executescript(
+            "CREATE TABLE IF NOT EXISTS schema_migrations "
+            "(version INTEGER PRIMARY KEY, name TEXT NOT NULL)"
+        )
+        done = {row[0] for row in await db.fetch("SELECT version FROM schema_migrations")}
+        applied = []
+        for version, name, sql in available_migrations(db.dialect):
+            if version in done:
+                continue
+            record = f"INSERT INTO schema_migrations (version, name) VALUES ({version}, '{name}');"
+            await db.executescript(f"BEGIN;\n{sql}\n{record}\nCOMMIT;")
+            applied.append(version)
     return applied
