@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from peyvand.api.client import legacy_sync, sliding_sync, sync
 from peyvand.api.roles import path_pattern
 from peyvand.cli.deployment import FederationTls, deployment_routes, nginx_config
 from peyvand.cli.errors import CommandError
@@ -95,6 +96,23 @@ def test_nginx_configuration(tmp_path: Path) -> None:
     for method, pattern, _ in listed:
         re.compile(pattern)  # nginx's PCRE takes what Python's re takes here
         assert method in ("(?:GET|HEAD)", "HEAD", "POST", "PUT", "DELETE")
+
+
+def test_nginx_lets_uploads_and_long_polls_through(tmp_path: Path) -> None:
+    """Bodies up to ``media.max_upload_size`` pass nginx, its read timeout outlasts the
+    longest /sync, /events or sliding sync long-poll with margin, and a timed-out request
+    is never sent again to another process."""
+    path = tmp_path / "deployment.toml"
+    config = CONFIG.format(url="postgresql://p@127.0.0.1/p")
+    config = config.replace("[database]", "max_request_size = 1000000\n[media]\n"
+                            "max_upload_size = 7000000\n[database]")  # fmt: skip
+    path.write_text(config)
+    text = nginx_config(load_config(path), listen="127.0.0.1:9000")
+    assert re.findall(r"client_max_body_size (\d+);", text) == ["7000000"]
+    longest = max(sync.MAX_TIMEOUT_MS, legacy_sync.MAX_TIMEOUT_MS, sliding_sync.MAX_TIMEOUT_MS)
+    (timeout,) = re.findall(r"proxy_read_timeout (\d+)s;", text)
+    assert int(timeout) >= longest // 1000 + 30
+    assert re.findall(r"proxy_next_upstream ([^;]*);", text) == ["error"]
 
 
 def test_one_process_needs_no_routing(tmp_path: Path) -> None:

@@ -7,11 +7,15 @@ tables' roles (``api.roles``), so each path goes to the processes of its role.
 One upstream per role. Requests are spread over a role's processes by a hash of the
 client's access token (the header's, else the query parameter's), so one user's
 requests reach one process: sliding-sync connections and interactive-auth sessions live
-in a process's memory. nginx retries another process of the role when one does not
-answer (connection refused or timed out before a response), not after a request was
-sent and failed midway. With ``--federation-listen`` nginx also terminates federation
-TLS, with the certificate the config names (or ``--tls-certificate``/``--tls-key``), in a
-second server block routing the same way.
+in a process's memory. nginx retries another process of the role when one refuses or
+drops the connection before answering, never after a timeout: a long-polling /sync that
+timed out would be sent again to another process, and a request may have been handled
+by a process that answers late. Bodies may be as large as the larger of
+``max_request_size`` and ``media.max_upload_size`` (uploads pass through nginx); the
+read timeout outlasts the longest long-poll a client may ask for. With
+``--federation-listen`` nginx also terminates federation TLS, with the certificate the
+config names (or ``--tls-certificate``/``--tls-key``), in a second server block routing
+the same way.
 """
 
 from __future__ import annotations
@@ -32,8 +36,8 @@ if TYPE_CHECKING:
 DEFAULT_ROLE = "event_writer"
 # The roles that serve requests (the others' work is leased or sharded, not routed).
 ROUTED_ROLES = ("client_reader", "event_writer", "federation_inbound", "media")
-# Longest long-poll a client may ask for, plus margin: /sync's timeout is capped below it.
-PROXY_READ_TIMEOUT_SECONDS = 180
+# Margin of nginx's read timeout over the longest long-poll a client may ask for.
+LONG_POLL_MARGIN_SECONDS = 60
 
 
 def add_deployment_command(commands: Any) -> None:
@@ -171,11 +175,29 @@ def nginx_config(config: Config, *, listen: str, federation: FederationTls | Non
     for role in ROUTED_ROLES:
         lines += _upstream(role, config.workers.with_role(role))
     lines += _role_map(deployment_routes())
-    lines += _server(f"{listen};", config.max_request_size)
+    limits = _Limits(
+        max(config.max_request_size, config.media.max_upload_size), proxy_read_timeout()
+    )
+    lines += _server(f"{listen};", limits)
     if federation is not None:
         lines += ["", "# Federation: TLS ends here; the same paths go to the same roles."]
-        lines += _server(f"{federation.listen} ssl;", config.max_request_size, tls)
+        lines += _server(f"{federation.listen} ssl;", limits, tls)
     return "\n".join(lines) + "\n"
+
+
+def proxy_read_timeout() -> int:
+    """Seconds nginx waits for an answer: the longest long-poll timeout a client may ask
+    for (``/sync``, the legacy ``/events``, sliding sync) and ``LONG_POLL_MARGIN_SECONDS``."""
+    from peyvand.api.client import legacy_sync, sliding_sync, sync
+
+    longest_ms = max(sync.MAX_TIMEOUT_MS, legacy_sync.MAX_TIMEOUT_MS, sliding_sync.MAX_TIMEOUT_MS)
+    return longest_ms // 1000 + LONG_POLL_MARGIN_SECONDS
+
+
+@dataclass(frozen=True, slots=True)
+class _Limits:
+    body_bytes: int
+    read_timeout_seconds: int
 
 
 def _quoted(path: Path | str) -> str:
@@ -217,13 +239,13 @@ def _role_map(routes: Sequence[RoutedPath]) -> list[str]:
     return [*lines, "}", ""]
 
 
-def _server(listen: str, max_request_size: int, tls: Sequence[str] = ()) -> list[str]:
+def _server(listen: str, limits: _Limits, tls: Sequence[str] = ()) -> list[str]:
     """A server block; ``listen`` is the directive's arguments, ``;`` included."""
     return [
         "server {",
         f"    listen {listen}",
         *tls,
-        f"    client_max_body_size {max_request_size};",
+        f"    client_max_body_size {limits.body_bytes};",
         "    # Requests between the processes never come from outside.",
         "    location /_peyvand/internal/ {",
         "        return 404;",
@@ -238,9 +260,10 @@ def _server(listen: str, max_request_size: int, tls: Sequence[str] = ()) -> list
         '        proxy_set_header Connection "";',
         "        proxy_set_header Host $host;",
         "        proxy_set_header X-Forwarded-For $remote_addr;",
-        f"        proxy_read_timeout {PROXY_READ_TIMEOUT_SECONDS}s;",
+        f"        proxy_read_timeout {limits.read_timeout_seconds}s;",
         "        proxy_buffering off;",
-        "        proxy_next_upstream error timeout;",
+        "        # Never after a timeout: the request may be running there (a long-poll).",
+        "        proxy_next_upstream error;",
         "    }",
         "}",
     ]
