@@ -44,6 +44,11 @@ def build_workers(
     # Joins reach the federation's join listeners from where events are written.
     local.presence.replicate(bus, instance, tells_joins=workers.has_role("event_writer"))
     relay.on_refresh(Stream.TO_DEVICE, local.to_device.written_elsewhere)
+    # What this process missed of the others' messages is found in the stored positions.
+    relay.track(Stream.TO_DEVICE, local.to_device.stored_position)
+    relay.track(Stream.DEVICE_LISTS, local.device_lists.stored_position)
+    relay.track(Stream.ACCOUNT_DATA, local.account_data.stored_position)
+    relay.track(Stream.RECEIPTS, local.receipts.stored_position)
     caches = _relay_caches(CacheRelay(bus, instance, bus.sent), timeline, local, rooms, relay)
     if workers.has_role("event_writer"):
         publisher = EventPositionPublisher(
