@@ -58,6 +58,22 @@ async def _until(condition: Callable[[], bool], seconds: float) -> float:
     raise AssertionError(f"not within {seconds} s")
 
 
+class SlowJob(Job):
+    """A job whose start takes two lease periods."""
+
+    async def start(self) -> None:
+        await asyncio.sleep(PERIOD * 2)
+        await super().start()
+
+
+class HangingRenewals(LeaseStore):
+    """Renewals that never answer (a connection stuck, the database unreachable)."""
+
+    async def renew(self, name: str, token: str, expires_ms: int) -> bool:
+        await asyncio.sleep(3600)
+        raise AssertionError("unreachable")
+
+
 class FailingRenewals(LeaseStore):
     async def renew(self, name: str, token: str, expires_ms: int) -> bool:
         raise ConnectionError("database unreachable")
@@ -107,3 +123,47 @@ async def test_a_holder_that_cannot_renew_stops_before_its_lease_ends(database: 
         assert time.monotonic() - started < PERIOD
     finally:
         await leased.stop()
+
+
+async def _never_both(jobs: dict[str, Job], seconds: float) -> None:
+    """Fails as soon as both jobs run at once, polled every 10 ms for ``seconds``."""
+    for _ in range(int(seconds / 0.01)):
+        assert not all(job.running for job in jobs.values())
+        await asyncio.sleep(0.01)
+
+
+async def test_a_hanging_renewal_stops_the_job_before_another_takes_it(
+    database: Database,
+) -> None:
+    jobs = {"a": Job(), "b": Job()}
+    stuck = Leased("retention", jobs["a"], HangingRenewals(database), "a", period_seconds=PERIOD)
+    other = Leased("retention", jobs["b"], LeaseStore(database), "b", period_seconds=PERIOD)
+    await stuck.start()
+    try:
+        await _until(lambda: jobs["a"].running, 5)
+        started = time.monotonic()
+        await other.start()
+        watching = asyncio.create_task(_never_both(jobs, PERIOD * 4))
+        await _until(lambda: not jobs["a"].running, PERIOD * 2)
+        assert time.monotonic() - started < PERIOD
+        await _until(lambda: jobs["b"].running, 5)
+        await watching
+    finally:
+        await other.stop()
+        await stuck.stop()
+
+
+async def test_a_job_slow_to_start_keeps_its_lease_meanwhile(database: Database) -> None:
+    jobs = {"a": SlowJob(), "b": Job()}
+    slow = Leased("retention", jobs["a"], LeaseStore(database), "a", period_seconds=PERIOD)
+    other = Leased("retention", jobs["b"], LeaseStore(database), "b", period_seconds=PERIOD)
+    await slow.start()
+    try:
+        await _until(lambda: slow.running, 5)
+        await other.start()
+        await _until(lambda: jobs["a"].running, 5)
+        await asyncio.sleep(PERIOD)
+        assert jobs["a"].running and jobs["b"].starts == 0
+    finally:
+        await other.stop()
+        await slow.stop()

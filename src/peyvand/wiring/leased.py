@@ -1,12 +1,14 @@
 """A component run by one process of a deployment at a time (issue 21, "Roles"): the
 process that holds the component's lease runs it; the others wait to take it over.
 
-The holder renews its lease every third of the lease period and stops the component as
-soon as the database says the lease is someone else's, or when it could not renew
-before its lease would have expired (the database unreachable): it never runs past its
-lease. A process that dies stops renewing, and another takes the lease once it has
-expired: within one period and one retry interval (6 s + 2 s by default). A clean stop
-releases the lease, so another process takes over at its next try.
+The holder renews its lease every third of the lease period, from the moment it takes
+it (while the component starts, too), and stops the component as soon as the database
+says the lease is someone else's, or when it could not renew with a third of the period
+left (the database unreachable, or a renewal that hangs: each is bounded by that time,
+measured on the monotonic clock): it never runs past its lease. A process that dies
+stops renewing, and another takes the lease once it has expired: within one period and
+one retry interval (6 s + 2 s by default). A clean stop releases the lease, so another
+process takes over at its next try.
 
 Each job is expected to be safe to run again from its stored position (they all resume
 from the database at start), since the handover can repeat the last unfinished pass.
@@ -75,44 +77,76 @@ class Leased:
     async def _contend(self) -> None:
         while True:
             token = secrets.token_hex(16)
+            sent = time.monotonic()
             now = self._clock()
             try:
-                taken = await self._leases.try_acquire(
-                    self.name, self._holder, token, _ms(now), _ms(now + self._period)
-                )
+                async with asyncio.timeout(self._period / 3):
+                    taken = await self._leases.try_acquire(
+                        self.name, self._holder, token, _ms(now), _ms(now + self._period)
+                    )
             except Exception:
                 logger.exception("lease %s: taking it failed", self.name)
                 taken = False
             if taken:
                 self._token = token
-                await self._hold(held_until=now + self._period)
+                await self._hold(ends=sent + self._period)
             await asyncio.sleep(self._period / 3)
 
-    async def _hold(self, held_until: float) -> None:
-        """Run the component and keep the lease until it is lost."""
+    async def _hold(self, ends: float) -> None:
+        """Run the component and keep the lease until it is lost. ``ends`` is when the
+        lease ends on this process's monotonic clock (counted from before the request
+        that took it). The component starts while the lease is renewed: a start slower
+        than the lease period is cancelled if the lease is lost meanwhile."""
         logger.info("lease %s taken by %s", self.name, self._holder)
         self._running = True
+        keeping = asyncio.create_task(self._keep(ends))
+        starting = asyncio.create_task(run_step(self._component.start))
         try:
-            await run_step(self._component.start)
-        except Exception:
-            logger.exception("lease %s: starting the component failed", self.name)
-            await self._give_up()
-            return
+            await asyncio.wait((keeping, starting), return_when=asyncio.FIRST_COMPLETED)
+            if not starting.done():
+                logger.warning("lease %s lost by %s while starting", self.name, self._holder)
+            elif starting.exception() is not None:
+                logger.error(
+                    "lease %s: starting the component failed",
+                    self.name,
+                    exc_info=starting.exception(),
+                )
+            else:
+                await keeping
+        finally:
+            for task in (keeping, starting):
+                task.cancel()
+            await asyncio.gather(keeping, starting, return_exceptions=True)
+        await self._give_up()
+
+    async def _keep(self, ends: float) -> None:
+        """Renew the lease every third of its period; return once it is lost, or once it
+        could not be renewed while a third of the period was left before ``ends`` (the
+        time kept to stop the component). Each renewal is bounded by that time: one
+        that hangs (the database unreachable, a connection stuck) never lets the
+        component run past its lease while another process takes it."""
         token = self._token
         while token is not None:
-            await asyncio.sleep(self._period / 3)
+            latest = ends - self._period / 3
+            await asyncio.sleep(max(0.0, min(self._period / 3, latest - time.monotonic())))
+            sent = time.monotonic()
+            if sent >= latest:
+                logger.warning("lease %s: not renewed in time by %s", self.name, self._holder)
+                return
             now = self._clock()
             try:
-                if not await self._leases.renew(self.name, token, _ms(now + self._period)):
-                    logger.warning("lease %s lost by %s", self.name, self._holder)
-                    break
-                held_until = now + self._period
+                async with asyncio.timeout(latest - sent):
+                    renewed = await self._leases.renew(self.name, token, _ms(now + self._period))
+            except TimeoutError:
+                logger.warning("lease %s: renewing it took too long", self.name)
+                return
             except Exception:
                 logger.exception("lease %s: renewing it failed", self.name)
-                # Never run past the lease: stop a renewal interval before it ends.
-                if self._clock() + self._period / 3 >= held_until:
-                    break
-        await self._give_up()
+                continue
+            if not renewed:
+                logger.warning("lease %s lost by %s", self.name, self._holder)
+                return
+            ends = sent + self._period
 
     async def _give_up(self) -> None:
         """Stop the component if it runs and release the lease if this process holds it."""
@@ -125,7 +159,8 @@ class Leased:
                 logger.exception("lease %s: stopping the component failed", self.name)
         if token is not None:
             with contextlib.suppress(Exception):
-                await self._leases.release(self.name, token)
+                async with asyncio.timeout(self._period / 3):
+                    await self._leases.release(self.name, token)
 
 
 class AddJob(Protocol):
