@@ -6,9 +6,11 @@ Nothing at all for a single process."""
 
 from __future__ import annotations
 
+import logging
+
 from peyvand.config import Config
 from peyvand.federation.worker_client import WorkerClient, read_secret
-from peyvand.services.sync.cache_relay import CacheRelay
+from peyvand.services.sync.cache_relay import TOKEN_SECONDS, CacheRelay
 from peyvand.services.sync.read_positions import READ_TYPES
 from peyvand.services.sync.stream_relay import StreamRelay
 from peyvand.services.sync.streams import Stream
@@ -21,6 +23,8 @@ from peyvand.types import UserID
 from peyvand.wiring.lifecycle import Component
 from peyvand.wiring.local import Local, Timeline
 from peyvand.wiring.rooms import Rooms
+
+logger = logging.getLogger(__name__)
 
 
 def build_workers(
@@ -83,7 +87,8 @@ def _relay_caches(
 ) -> CacheRelay:
     """Each process tells the others what it changed of the caches they keep, and drops
     theirs (issue 21, "Caches"): a token revoked on the writer stops working on a reader
-    at once (the revocation answers once the message is sent); events purged or erased
+    at once (the revocation answers once the message is sent, or once the reader's copy
+    has expired: ``TOKEN_SECONDS``); events purged or erased
     anywhere are no longer served from any process's event cache; push rules, read
     receipts (unread counts), ignored users, one-time key counts and device list changes
     written there are read again by the next request here."""
@@ -92,9 +97,18 @@ def _relay_caches(
     caches.register("events", state.forgotten_elsewhere)
     auth, push_rules, keys = local.auth, local.push_rules, local.e2e_keys
 
+    # A token read here is trusted for TOKEN_SECONDS; a revocation answers once the
+    # others were told, or once the copies they had when it was committed expired.
+    auth.read_tokens_again_after(TOKEN_SECONDS)
+
     async def tokens_revoked(user_id: UserID) -> None:
-        caches.changed("tokens", [user_id])
-        await caches.sent()
+        if not await caches.delivered("tokens", [user_id], TOKEN_SECONDS):
+            logger.error(
+                "the revocation of %s's tokens was not sent within %.0f s: the other "
+                "processes refuse them from now on, having read them again",
+                user_id,
+                TOKEN_SECONDS,
+            )
 
     auth.on_tokens_revoked.append(tokens_revoked)
     caches.register("tokens", auth.tokens_revoked_elsewhere)
