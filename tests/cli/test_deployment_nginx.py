@@ -89,6 +89,7 @@ def test_nginx_configuration(tmp_path: Path) -> None:
     assert "upstream peyvand_background" not in text  # leased, not routed
     assert "upstream peyvand_federation_sender" not in text
     assert "listen 127.0.0.1:9000;" in text
+    assert "http.trusted_proxies" in text and "X-Forwarded-For $remote_addr;" in text
     assert "location /_peyvand/internal/ {\n        return 404;" in text
     assert "location = /_peyvand/metrics {\n        return 404;" in text
     listed = re.findall(r'^    "~\^([A-Z|():?]+) (.*)" (\w+);$', text, flags=re.M)

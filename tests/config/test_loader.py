@@ -91,6 +91,7 @@ def test_render_then_load_round_trips(tmp_path: Path) -> None:
         ),
         ("[moderation]\npolicy_rooms = ['room']", "'moderation.policy_rooms[0]' must be a room"),
         ("[moderation]\npolicy_user = 'Bad User'", "'moderation.policy_user' is not a valid"),
+        ("[http]\ntrusted_proxies = ['nginx']", "'http.trusted_proxies' has an invalid network"),
     ],
 )
 def test_invalid_values_name_the_key(tmp_path: Path, extra: str, message: str) -> None:

@@ -10,8 +10,10 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from peyvand.api.access_tokens import access_token
+from peyvand.api.client_address import forwarded_middleware, trusted_networks
 from peyvand.api.container import Services
 from peyvand.api.context import SERVICES_KEY, RequestContext, json_response
 from peyvand.api.guest_access import guest_may_use
@@ -46,6 +48,7 @@ _Middleware = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def _client_ip(request: web.Request) -> str:
+    """The client's address (behind trusted proxies, as ``api.client_address`` found)."""
     return request.remote or "unknown"
 
 
@@ -274,8 +277,13 @@ def build_web_app(
     """The aiohttp application serving every route in ``tables``, with ``metrics`` kept
     and served at ``/_peyvand/metrics`` and ``health`` at ``/health`` when given (outside
     the route tables: no role's, so the reverse proxy's configuration leaves them out)."""
+    middlewares: list[Middleware] = [_errors_middleware]
+    trusted = trusted_networks(services.config.http.trusted_proxies)
+    if trusted:
+        # Behind a reverse proxy: request.remote becomes the client's address.
+        middlewares.append(forwarded_middleware(trusted))
     app = web.Application(
-        middlewares=[_errors_middleware],
+        middlewares=middlewares,
         client_max_size=services.config.max_request_size,
         handler_args={"max_field_size": 16 * 1024},
     )

@@ -107,7 +107,8 @@ OPTION_DOCS: Final[Mapping[str, str]] = {
     ),
     "http": (
         "Time limits for reading requests, so that a slow or stalled client (a slowloris)\n"
-        "cannot hold connections open. Answering is not limited (a /sync may long-poll)."
+        "cannot hold connections open. Answering is not limited (a /sync may long-poll).\n"
+        "And the reverse proxies trusted to name the client."
     ),
     "http.request_header_timeout": (
         "Seconds a client has to send a request's line and headers, from the connection's\n"
@@ -124,6 +125,13 @@ OPTION_DOCS: Final[Mapping[str, str]] = {
         "Bytes per second a request body must average after that grace period: a body of\n"
         "N bytes may take request_body_timeout + N / request_body_min_rate seconds\n"
         "(uploads at any usable speed pass). 0: no minimum rate."
+    ),
+    "http.trusted_proxies": (
+        "Reverse proxies (CIDRs, e.g. ['127.0.0.1/32'] for nginx on this machine) whose\n"
+        "X-Forwarded-For header names the client: a request from one is taken to come from\n"
+        "the right-most address in it that is not a trusted proxy. Per-IP rate limits and\n"
+        "appservices' ip_range_whitelist use that address. Empty: the connection's peer is\n"
+        "the client and the header is ignored. Never list addresses clients connect from."
     ),
     "registration": "Who may create accounts through the Client-Server API.",
     "registration.open": (
@@ -596,6 +604,7 @@ def _check_http(http: HttpConfig) -> None:
             raise ConfigError(f"'http.{name}' must be above 0 and at most 3600 seconds")
     if http.request_body_min_rate < 0:
         raise ConfigError("'http.request_body_min_rate' must not be negative")
+    _check_networks("http.trusted_proxies", http.trusted_proxies)
 
 
 def _check_retention(retention: RetentionConfig) -> None:

@@ -28,7 +28,8 @@ class DatabaseConfig:
 
 @dataclass(frozen=True, slots=True)
 class HttpConfig:
-    """Time limits for reading requests (``api.connections``)."""
+    """Time limits for reading requests (``api.connections``), and the proxies trusted to
+    name the client."""
 
     # Seconds a client has to send a request's head (request line and headers), counted
     # from the connection's opening or from the first byte of a later request on it.
@@ -41,6 +42,9 @@ class HttpConfig:
     request_body_min_rate: int = 1024
     # Seconds a kept-alive connection may stay idle between requests (nginx's default).
     keepalive_timeout: float = 75.0
+    # Reverse proxies (CIDRs) whose X-Forwarded-For names the client (``api.client_address``);
+    # empty: the socket's peer is the client.
+    trusted_proxies: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
