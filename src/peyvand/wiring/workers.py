@@ -7,6 +7,7 @@ Nothing at all for a single process."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Set as AbstractSet
 
 from peyvand.config import Config
 from peyvand.federation.worker_client import WorkerClient, read_secret
@@ -19,7 +20,7 @@ from peyvand.services.timeline.forwarding import ForwardedWrites, StreamWaiter
 from peyvand.storage.database import Database
 from peyvand.storage.receipts import ReceiptRow
 from peyvand.storage.stream_positions import StreamPositionStore
-from peyvand.types import UserID
+from peyvand.types import RoomID, UserID
 from peyvand.wiring.lifecycle import Component
 from peyvand.wiring.local import Local, Timeline
 from peyvand.wiring.rooms import Rooms
@@ -53,6 +54,7 @@ def build_workers(
     relay.track(Stream.DEVICE_LISTS, local.device_lists.stored_position)
     relay.track(Stream.ACCOUNT_DATA, local.account_data.stored_position)
     relay.track(Stream.RECEIPTS, local.receipts.stored_position)
+    _relay_receipt_rooms(relay, timeline, local)
     caches = _relay_caches(CacheRelay(bus, instance, bus.sent), timeline, local, rooms, relay)
     if workers.has_role("event_writer"):
         publisher = EventPositionPublisher(
@@ -139,3 +141,20 @@ def _relay_caches(
     ignored = local.account_data.ignored_users
     relay.on_refresh(Stream.ACCOUNT_DATA, lambda _position, users: ignored.written_elsewhere(users))
     return caches
+
+
+def _relay_receipt_rooms(relay: StreamRelay, timeline: Timeline, local: Local) -> None:
+    """A receipt in a room of many local members names the room on the bus; a process
+    receiving one wakes the members its own snapshot of the room has (everyone when it
+    keeps none)."""
+    receipts, state = local.receipts, timeline.state
+
+    def stored(row: ReceiptRow, _position: int) -> None:
+        relay.in_room(Stream.RECEIPTS, receipts.current_position, row.room_id)
+
+    def members(room_id: str) -> AbstractSet[str] | None:
+        room = state.cached_room(RoomID(room_id))
+        return None if room is None else room.joined_view()
+
+    receipts.stored_hooks.append(stored)
+    relay.room_members(Stream.RECEIPTS, members)
