@@ -21,12 +21,15 @@ the stream's refresh hooks for any user (``None``) and wakes every waiting sync:
   hooks get ``None`` instead of the named users (a to-device message stored in between
   for a user this process was not told of would otherwise be taken for absent, and
   acknowledged, deleted, unread);
-- the streams' stored positions (``track``), read when the relay starts (it subscribes
-  when built, before the bus starts, so from then on nothing is missed unseen), after
-  the bus listens again, and every ``REREAD_SECONDS``: a stored position beyond what the
-  process knows is taken as missed once a second read still finds it beyond (a write of
-  this process between its commit and its own advance is not taken for another's); at
-  start, after a reconnect, at once.
+- the streams' stored positions (``track``), read when the relay starts, after the bus
+  listens again, and every ``REREAD_SECONDS``: a stored position beyond what the
+  process knows is taken as missed once a second read still finds it beyond (neither a
+  write of this process between its commit and its own advance, nor a stream whose
+  service has not started yet, is taken for another's); after a reconnect, at once.
+
+The relay subscribes when it is built, so the bus LISTENs on its channel from the moment
+it is started: in ``app.py`` the bus and the relay start before the streams' services
+read their positions, so whatever is written after those reads reaches the relay.
 
 Typing and presence live in memory only and are carried with their data by their own
 services (``excluded`` here).
@@ -103,7 +106,7 @@ class StreamRelay:
 
     async def start(self) -> None:
         self._notifier.observers.append(self._advanced)
-        await self._reread(at_once=True)
+        await self._reread(at_once=False)
         self._rereading.start()
 
     async def stop(self) -> None:
