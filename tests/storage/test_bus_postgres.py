@@ -294,3 +294,20 @@ async def test_messages_dropped_from_a_full_queue_are_lost(dsn: str) -> None:
     finally:
         await a.stop()
         await b.stop()
+
+
+async def test_channels_subscribed_before_start_are_listened_on_when_it_returns(
+    dsn: str, admin: Any
+) -> None:
+    """A NOTIFY sent the moment ``start`` returns reaches a channel subscribed before
+    (the StreamRelay and CacheRelay subscribe when built for this: nothing written after
+    the services read their positions is missed)."""
+    b = _bus(dsn, "b")
+    got: list[int] = []
+    b.subscribe("streams", lambda payload, _sender: got.append(payload["p"]))
+    await b.start()
+    try:
+        await admin.execute("SELECT pg_notify('streams', '[\"other\",{\"p\":7}]')")
+        await _until(lambda: got == [7], seconds=2.0)
+    finally:
+        await b.stop()
