@@ -2,11 +2,17 @@
 deployment on the test PostgreSQL cluster, each process's output prefixed with its name;
 both answer /health (bus connected) and export their metrics, the reader its lag behind
 the writer; the reader's /health says 503 while its bus cannot reconnect, 200 again once
-it has; SIGTERM stops them all and the command exits 0."""
+it has; SIGTERM stops them all and the command exits 0. SIGHUP (the terminal closed)
+stops them as SIGTERM does, and the command killed outright takes its processes with it;
+a process's output line beyond the relay's limit is printed in pieces, not stopping the
+relay."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import re
 import signal
 import subprocess
 import sys
@@ -20,6 +26,7 @@ import asyncpg
 import pytest
 
 from harness.deployment import Deployment
+from peyvand.cli.deployment_run import LINE_LIMIT_BYTES, _relay
 
 WRITER_ROLES = ["event_writer", "federation_inbound", "federation_sender", "media", "background"]
 START_TIMEOUT_SECONDS = 60.0
@@ -132,3 +139,89 @@ def test_run_starts_and_stops_every_process(request: pytest.FixtureRequest, tmp_
         # The process's own log lines, prefixed.
         assert len(mine) >= 3, lines[:20]
         assert mine[-1] == f"{name:<6} | stopped (0)", mine[-3:]
+
+
+_CHATTY_CHILD = """
+import sys
+print("x" * 200000, flush=True)
+for i in range(20000):
+    print("line %d " % i + "y" * 100, flush=True)
+"""
+
+
+async def test_a_line_beyond_the_limit_does_not_stop_the_relay(
+    capfdbinary: pytest.CaptureFixture[bytes],
+) -> None:
+    """The process is never left blocked on a full pipe: every line after the long one
+    is printed, the long one in pieces of at most the limit, each with the name."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        _CHATTY_CHILD,
+        stdout=asyncio.subprocess.PIPE,
+        stdin=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        await asyncio.wait_for(_relay("w", 2, process), timeout=60)
+        assert await asyncio.wait_for(process.wait(), timeout=10) == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    lines = capfdbinary.readouterr().out.split(b"\n")
+    assert lines[-1] == b""
+    assert all(line.startswith(b"w  | ") for line in lines[:-1])
+    pieces = [line[5:] for line in lines if line.startswith(b"w  | x")]
+    assert b"".join(pieces) == b"x" * 200000
+    assert max(len(piece) for piece in pieces) <= LINE_LIMIT_BYTES
+    assert lines[-2] == b"w  | line 19999 " + b"y" * 100
+
+
+def _pids(output: Path) -> list[int]:
+    text = output.read_text(encoding="utf-8", errors="replace")
+    return [int(pid) for pid in re.findall(r"\| started, pid (\d+)$", text, flags=re.M)]
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    # A zombie (reaped by no one yet) has stopped too.
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z")
+    return False
+
+
+@pytest.mark.parametrize("signum", [signal.SIGHUP, signal.SIGKILL], ids=["SIGHUP", "SIGKILL"])
+def test_hanging_up_or_killing_the_command_stops_its_processes(
+    request: pytest.FixtureRequest, tmp_path: Path, signum: signal.Signals
+) -> None:
+    deployment = Deployment(request, tmp_path, {"writer": [*WRITER_ROLES, "client_reader"]})
+    output = tmp_path / "run.log"
+    with output.open("wb") as log:
+        command = subprocess.Popen(
+            [sys.executable, "-m", "peyvand", "deployment", "run", "--config",
+             str(deployment["writer"].config_path)],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+    pids: list[int] = []
+    try:
+        _wait_healthy(deployment["writer"].base_url, command)
+        pids = _pids(output)
+        assert len(pids) == 1
+        command.send_signal(signum)
+        status = command.wait(timeout=STOP_TIMEOUT_SECONDS)
+        assert status == (0 if signum == signal.SIGHUP else -signal.SIGKILL)
+        deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
+        while not _gone(pids[0]) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _gone(pids[0]), "the server outlived the command"
+        assert _refuses(deployment["writer"].base_url)
+    finally:
+        if command.poll() is None:
+            command.kill()
+            command.wait(timeout=10)
+        for pid in pids:  # never leave an orphaned server behind
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)

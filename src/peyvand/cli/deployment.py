@@ -80,7 +80,7 @@ def add_deployment_command(commands: Any) -> None:
         "run",
         help="start every process of the config's [workers] here, for development",
         description="Start each instance of the config's [workers] as 'peyvand serve "
-        "--worker NAME', their output prefixed with their names; SIGINT or SIGTERM stops "
+        "--worker NAME', their output prefixed with their names; SIGINT, SIGTERM or SIGHUP stops "
         "them all. A process that exits is reported and not restarted.",
     )
     run.add_argument("--config", required=True, help="the deployment's config file")

@@ -5,20 +5,30 @@ Each instance of the config's ``[workers]`` runs as ``python -m peyvand serve --
 --worker NAME``, in a session of its own (a terminal's Ctrl-C reaches this command only,
 which stops the processes in order). They start one after the other, each once the
 one before answers ``/health`` (the first migrates the database alone). Every line a
-process writes (its log) is printed with its name in front. SIGINT or SIGTERM sends
+process writes (its log) is printed with its name in front; a line longer than
+``LINE_LIMIT_BYTES`` is printed in pieces of that size, each with the name (output is
+read in chunks, never a whole line at once, so no line stops the relay and leaves a
+process blocked on a full pipe). SIGINT, SIGTERM or SIGHUP (the terminal closed) sends
 SIGTERM to every process still running, and SIGKILL to one that has not exited
-``STOP_TIMEOUT_SECONDS`` later. A process that exits on its own is reported with its
-status and left stopped (nothing is restarted: killing one is how its takeover is
-tried); the command ends once none is running.
+``STOP_TIMEOUT_SECONDS`` later. On Linux each process is also sent SIGTERM by the kernel
+when this command dies without stopping it (``PR_SET_PDEATHSIG``: killed with SIGKILL,
+or crashed), so no server outlives it; the processes are started from the event loop's
+thread, which lives as long as the command. A process that exits on its own is
+reported with its status and left stopped (nothing is restarted: killing one is how its
+takeover is tried); the command ends once none is running.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import functools
+import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import BinaryIO
 
 import aiohttp
 
@@ -28,16 +38,58 @@ STOP_TIMEOUT_SECONDS = 30.0
 # How long a process gets to answer /health before the next one starts anyway.
 START_TIMEOUT_SECONDS = 120.0
 _HEALTH_POLL_SECONDS = 0.2
+# A longer output line is printed in pieces of this many bytes.
+LINE_LIMIT_BYTES = 64 * 1024
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+# prctl(2)'s option: the signal a process gets when its parent (thread) dies.
+_PR_SET_PDEATHSIG = 1
 
 
 async def _relay(name: str, width: int, process: asyncio.subprocess.Process) -> None:
-    """Print ``process``'s output lines, each after its name."""
+    """Print ``process``'s output lines, each after its name, until it closes its
+    output; once this command's own output fails (a closed terminal) the rest is read
+    and dropped, so the process never blocks on a full pipe."""
     assert process.stdout is not None
     prefix = f"{name:<{width}} | ".encode()
-    out = sys.stdout.buffer
-    while line := await process.stdout.readline():
-        out.write(prefix + line if line.endswith(b"\n") else prefix + line + b"\n")
+    out: BinaryIO | None = sys.stdout.buffer
+    pending = b""
+    while chunk := await process.stdout.read(LINE_LIMIT_BYTES):
+        *lines, pending = (pending + chunk).split(b"\n")
+        while len(pending) >= LINE_LIMIT_BYTES:
+            lines.append(pending[:LINE_LIMIT_BYTES])
+            pending = pending[LINE_LIMIT_BYTES:]
+        out = _print(out, prefix, lines)
+    _print(out, prefix, [pending] if pending else [])
+
+
+def _print(out: BinaryIO | None, prefix: bytes, lines: Sequence[bytes]) -> BinaryIO | None:
+    """Write ``lines`` to ``out``, each after ``prefix``; ``out``, or None once writing
+    failed."""
+    if out is None or not lines:
+        return out
+    try:
+        out.write(b"".join(prefix + line + b"\n" for line in lines))
         out.flush()
+    except OSError:
+        return None
+    return out
+
+
+def _die_with_parent(parent: int, prctl: Callable[[int, int], int]) -> None:
+    """In a child before it runs ``peyvand serve``: SIGTERM when ``parent`` dies, at once
+    when it already has."""
+    prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _child_setup() -> Callable[[], None] | None:
+    """What a child runs before ``peyvand serve`` (Linux only; resolved here, as the
+    child may not load anything)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    return functools.partial(_die_with_parent, os.getpid(), prctl)
 
 
 async def _stop(processes: Sequence[asyncio.subprocess.Process]) -> None:
@@ -78,8 +130,9 @@ async def run_deployment(config_path: str, instances: Sequence[tuple[str, str]])
     else 1."""
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in _STOP_SIGNALS:
         loop.add_signal_handler(signum, stopping.set)
+    child_setup = _child_setup()
     width = max(len(name) for name, _ in instances)
     processes: dict[str, asyncio.subprocess.Process] = {}
     relays: list[asyncio.Task[None]] = []
@@ -93,6 +146,7 @@ async def run_deployment(config_path: str, instances: Sequence[tuple[str, str]])
                 "--worker", name,
                 stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT, start_new_session=True,
+                preexec_fn=child_setup,
             )  # fmt: skip
             processes[name] = process
             relays.append(asyncio.create_task(_relay(name, width, process)))
@@ -114,7 +168,7 @@ async def run_deployment(config_path: str, instances: Sequence[tuple[str, str]])
     finally:
         await _stop(list(processes.values()))
         await asyncio.gather(*relays, return_exceptions=True)
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in _STOP_SIGNALS:
             loop.remove_signal_handler(signum)
     for name, process in processes.items():
         print(f"{name:<{width}} | stopped ({process.returncode})", flush=True)
