@@ -271,6 +271,29 @@ class EventStore:
         )
         return {RoomID(r[0]): (r[1], r[2]) for r in rows}
 
+    async def get_memberships_at(
+        self, user_id: UserID, room_ids: Sequence[RoomID], position: int
+    ) -> dict[RoomID, tuple[str, int]]:
+        """room_id -> (membership, stream_ordering) of ``user_id``'s newest membership
+        event in each of ``room_ids`` at or before ``position`` (rooms with none are left
+        out): the membership a sync whose token is ``position`` must go by."""
+        found: dict[RoomID, tuple[str, int]] = {}
+        async for rows in self._fetch_in(
+            f"SELECT {_EVENT_COLUMNS} FROM events"
+            " WHERE type = 'm.room.member' AND state_key = $1"
+            " AND stream_ordering = (SELECT MAX(m.stream_ordering) FROM events m"
+            " WHERE m.room_id = events.room_id AND m.type = 'm.room.member'"
+            " AND m.state_key = $1 AND m.stream_ordering > 0 AND m.stream_ordering <= $2)"
+            " AND room_id IN",
+            room_ids,
+            user_id,
+            position,
+        ):
+            for event in await self._events_from_rows(rows):
+                if event.pdu.membership is not None:
+                    found[event.pdu.room_id] = (event.pdu.membership, event.stream_ordering)
+        return found
+
     # -- current state and extremities ---------------------------------------------------
 
     async def get_current_state_ids(self, room_id: RoomID) -> dict[StateKey, EventID]:

@@ -268,11 +268,11 @@ class SyncService:
             result.presence = sync_filter.presence.filter(
                 await self._presence.for_sync(user_id, since.presence if since else None)
             )
-        # A copy: the index is updated by commits while this sync awaits.
-        memberships = dict(await self._index.memberships(user_id))
-        room_ids = sync_filter.filter_rooms(
-            r for r, (_, stream) in memberships.items() if stream <= now.events
-        )
+        # A copy as of the token: the index is updated by commits while this sync awaits,
+        # and may hold a membership stored past the token (a room joined long ago whose
+        # member event changed since must still be served).
+        memberships = await self._index.memberships_at(user_id, now.events)
+        room_ids = sync_filter.filter_rooms(memberships)
         joined = [RoomID(r) for r in room_ids if memberships[RoomID(r)][0] == "join"]
         completed: set[RoomID] = set()
         if not sync_filter.lazy_load_members:

@@ -70,6 +70,24 @@ class RoomIndex:
             self._tokens.pop(user_id)
         return loaded
 
+    async def memberships_at(self, user_id: UserID, position: int) -> Memberships:
+        """``user_id``'s memberships as of the events stream's ``position`` (a sync's
+        token): those loaded or changed past it (stored, not yet announced here: a remote
+        invite stored in its own transaction, or, in a deployment, the event writer's
+        commits a reader has not followed yet) are read as they were at ``position``; a
+        room the user had no membership of then is left out. A copy, whatever it holds."""
+        memberships = dict(await self.memberships(user_id))
+        ahead = [room_id for room_id, (_, stream) in memberships.items() if stream > position]
+        if not ahead:
+            return memberships
+        before = await self._store.get_memberships_at(user_id, ahead, position)
+        for room_id in ahead:
+            if room_id in before:
+                memberships[room_id] = before[room_id]
+            else:
+                del memberships[room_id]
+        return memberships
+
     async def versioned_memberships(self, user_id: UserID) -> tuple[Memberships, int | None]:
         """``memberships`` and a token that stays the same until they change, so a
         caller can keep what it derived from them (sliding sync's room lists); None when
