@@ -67,6 +67,8 @@ _RELEASED: dict[int, tuple[str, str, str]] = {
     44: ("044_device_inbox_stream.sql", "48ed68bab13d0875", "48ed68bab13d0875"),
     45: ("045_appservice_room_list.sql", "c9d611c1068e3ca4", "c9d611c1068e3ca4"),
     46: ("046_remote_invites_by_stream.sql", "5f7df52c3d485bb4", "5f7df52c3d485bb4"),
+    47: ("047_leases.sql", "d2552175d3457eb3", "d2552175d3457eb3"),
+    48: ("048_stream_positions.sql", "cd43e22681a6abb4", "cd43e22681a6abb4"),
 }
 _DIALECTS = ("sqlite", "postgres")
 
