@@ -4,8 +4,9 @@ which terminates federation TLS on the port of the server name (``127.0.0.1:<por
 a self-signed certificate, a test network). A deployment user's room is joined by a
 Synapse user on invite; messages cross both ways, the Synapse user's reaching the
 deployment user's /sync on the client reader, which asks Synapse for a stranger's
-profile itself. Only the writer sends from the outgoing queue: the reader starts the federation client, never the sender (a second sender would
-send the queue's rows again, numbering rows with a counter of its own)."""
+profile itself. Only the writer sends from the outgoing queue: the reader starts the
+federation client, never the sender (a second sender would send the queue's rows again,
+numbering rows with a counter of its own)."""
 
 from __future__ import annotations
 
