@@ -4,16 +4,23 @@ generated config with a ``[workers]`` table shared by every process, each starte
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
+import asyncpg
 import pytest
 
+from harness.nginx import Nginx
 from harness.ports import free_port
 from harness.server import HomeserverProcess, new_homeserver
+
+# A writer with every role but client reads.
+WRITER_ROLES = ["event_writer", "federation_inbound", "federation_sender", "media", "background"]
 
 
 class Deployment:
@@ -70,6 +77,52 @@ class Deployment:
         for process in self.processes.values():
             if process.running:
                 process.stop()
+
+
+@contextlib.contextmanager
+def behind_nginx(
+    request: pytest.FixtureRequest,
+    data_dir: Path,
+    roles: Mapping[str, Sequence[str]],
+    *,
+    options: Mapping[str, str] | None = None,
+    federation: bool = False,
+) -> Iterator[tuple[Nginx, Deployment]]:
+    """A ``Deployment`` (the first of ``roles`` its writer) with every process started,
+    behind a started nginx (terminating federation TLS with ``federation``); both are
+    stopped on leaving."""
+    deployment = Deployment(request, data_dir, roles, options, federation=federation)
+    first = next(iter(roles))
+    nginx = Nginx(deployment[first].config_path, data_dir / "nginx", deployment.federation_port)
+    try:
+        for process in deployment.processes.values():
+            process.start()
+        nginx.start()
+        yield nginx, deployment
+    finally:
+        nginx.stop()
+        deployment.stop()
+
+
+async def cut_bus(database_url: str, connection: str, allow: bool) -> None:
+    """Close the bus connection whose application name is ``connection`` (``peyvand bus
+    listen|send <worker>``) and refuse new connections to the deployment's database
+    (``allow`` false), or let them in again (from the cluster's ``postgres`` database: a
+    database cannot close itself)."""
+    url = urlsplit(database_url)
+    name = url.path.lstrip("/")
+    conn = await asyncpg.connect(urlunsplit(url._replace(path="/postgres")))
+    try:
+        await conn.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {str(allow).lower()}')
+        if not allow:
+            await conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = $1 AND application_name = $2",
+                name,
+                connection,
+            )
+    finally:
+        await conn.close()
 
 
 def _unset_federation_port(config_path: Path, port: int) -> None:

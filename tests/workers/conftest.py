@@ -3,45 +3,24 @@ PostgreSQL cluster (an event writer with every other role but client reads, and 
 reader) behind a real nginx; ``homeserver`` (and ``push_homeserver``) here is its nginx's
 address, ``private_homeserver`` that of a deployment of the test's own, so tests written
 for one server (the client-library, push and retention tests) run unchanged against a
-deployment."""
+deployment; ``session`` is an HTTP session for a test's own clients."""
 
 from __future__ import annotations
 
-import contextlib
 import copy
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 
-from harness.deployment import Deployment
+from harness.deployment import WRITER_ROLES, Deployment, behind_nginx
 from harness.nginx import Nginx
 from harness.server import HomeserverProcess
 
 # Pushes go to Sygnal on 127.0.0.1 (tests/push).
 PUSH_OPTIONS = {"push.gateway_allowed_networks": '["127.0.0.1/32"]'}
-WRITER_ROLES = ["event_writer", "federation_inbound", "federation_sender", "media", "background"]
-
-
-@contextlib.contextmanager
-def _deployment(
-    request: pytest.FixtureRequest, data_dir: Path
-) -> Iterator[tuple[Nginx, Deployment]]:
-    deployment = Deployment(
-        request,
-        data_dir,
-        {"writer": WRITER_ROLES, "reader": ["client_reader"]},
-        options=PUSH_OPTIONS,
-    )
-    nginx = Nginx(deployment["writer"].config_path, data_dir / "nginx")
-    try:
-        for process in deployment.processes.values():
-            process.start()
-        nginx.start()
-        yield nginx, deployment
-    finally:
-        nginx.stop()
-        deployment.stop()
+ROLES = {"writer": WRITER_ROLES, "reader": ["client_reader"]}
 
 
 def _front(deployed: tuple[Nginx, Deployment]) -> HomeserverProcess:
@@ -56,7 +35,8 @@ def _front(deployed: tuple[Nginx, Deployment]) -> HomeserverProcess:
 def deployed(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Nginx, Deployment]]:
-    with _deployment(request, tmp_path_factory.mktemp("deployment")) as deployed:
+    data_dir = tmp_path_factory.mktemp("deployment")
+    with behind_nginx(request, data_dir, ROLES, options=PUSH_OPTIONS) as deployed:
         yield deployed
 
 
@@ -72,7 +52,7 @@ def private_homeserver(
 ) -> Iterator[HomeserverProcess]:
     """A deployment of the test's own (the retention tests count what a purge removed
     from the whole database)."""
-    with _deployment(request, tmp_path) as deployed:
+    with behind_nginx(request, tmp_path, ROLES, options=PUSH_OPTIONS) as deployed:
         yield _front(deployed)
 
 
@@ -80,3 +60,10 @@ def private_homeserver(
 def push_homeserver(homeserver: HomeserverProcess) -> HomeserverProcess:
     """The push tests' server: the same deployment (it lets pushes reach loopback)."""
     return homeserver
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    """An HTTP session for the test's clients."""
+    async with aiohttp.ClientSession() as opened:
+        yield opened

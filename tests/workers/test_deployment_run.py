@@ -20,15 +20,12 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
 import pytest
 
-from harness.deployment import Deployment
+from harness.deployment import WRITER_ROLES, Deployment, cut_bus
 from peyvand.cli.deployment_run import LINE_LIMIT_BYTES, _relay
 
-WRITER_ROLES = ["event_writer", "federation_inbound", "federation_sender", "media", "background"]
 START_TIMEOUT_SECONDS = 60.0
 STOP_TIMEOUT_SECONDS = 60.0
 
@@ -64,26 +61,6 @@ def _wait_status(url: str, status: int) -> str:
     raise AssertionError(f"{url} never answered {status}")
 
 
-async def _cut_bus(database_url: str, worker: str, allow: bool) -> None:
-    """Close ``worker``'s bus listening connection and refuse new connections to the
-    deployment's database (``allow`` false), or let them in again (from the cluster's
-    ``postgres`` database: a database cannot close itself)."""
-    url = urlsplit(database_url)
-    name = url.path.lstrip("/")
-    conn = await asyncpg.connect(urlunsplit(url._replace(path="/postgres")))
-    try:
-        await conn.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {str(allow).lower()}')
-        if not allow:
-            await conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                " WHERE datname = $1 AND application_name = $2",
-                name,
-                f"peyvand bus listen {worker}",
-            )
-    finally:
-        await conn.close()
-
-
 def _refuses(base_url: str) -> bool:
     try:
         _get(f"{base_url}/health")
@@ -117,12 +94,12 @@ def test_run_starts_and_stops_every_process(request: pytest.FixtureRequest, tmp_
         assert "peyvand_events_follower_lag" not in text
         reader = deployment["reader"].base_url
         assert deployment.database_url is not None
-        asyncio.run(_cut_bus(deployment.database_url, "reader", allow=False))
+        asyncio.run(cut_bus(deployment.database_url, "peyvand bus listen reader", allow=False))
         try:
             assert "bus disconnected" in _wait_status(f"{reader}/health", 503)
             assert "peyvand_bus_connected 0.0" in _get(f"{reader}/_peyvand/metrics")[1]
         finally:
-            asyncio.run(_cut_bus(deployment.database_url, "reader", allow=True))
+            asyncio.run(cut_bus(deployment.database_url, "peyvand bus listen reader", allow=True))
         assert _wait_status(f"{reader}/health", 200) == "OK"
         command.send_signal(signal.SIGTERM)
         assert command.wait(timeout=STOP_TIMEOUT_SECONDS) == 0

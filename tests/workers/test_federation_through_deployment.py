@@ -20,7 +20,7 @@ import pytest
 
 from federation.conftest import synapse, synapse_client
 from harness.client import Account, MatrixClient, new_session
-from harness.deployment import Deployment
+from harness.deployment import WRITER_ROLES, Deployment, behind_nginx
 from harness.nginx import Nginx
 from harness.rooms import say
 from harness.sync import invited_to, sync_until, wait_until_joined
@@ -29,7 +29,6 @@ from harness.timeline import message_bodies
 __all__ = ["synapse", "synapse_client"]
 
 TIMEOUT_SECONDS = 90
-WRITER_ROLES = ["event_writer", "federation_inbound", "federation_sender", "media", "background"]
 
 
 @pytest.fixture
@@ -38,22 +37,10 @@ def federating(
 ) -> Iterator[tuple[Nginx, Deployment]]:
     """A federating deployment (logging which components each process starts) behind
     nginx, which listens for clients and terminates federation TLS."""
-    deployment = Deployment(
-        request,
-        tmp_path,
-        {"writer": WRITER_ROLES, "reader": ["client_reader"]},
-        options={"log_level": '"DEBUG"'},
-        federation=True,
-    )
-    nginx = Nginx(deployment["writer"].config_path, tmp_path / "nginx", deployment.federation_port)
-    try:
-        for process in deployment.processes.values():
-            process.start()
-        nginx.start()
-        yield nginx, deployment
-    finally:
-        nginx.stop()
-        deployment.stop()
+    roles = {"writer": WRITER_ROLES, "reader": ["client_reader"]}
+    options = {"log_level": '"DEBUG"'}
+    with behind_nginx(request, tmp_path, roles, options=options, federation=True) as deployed:
+        yield deployed
 
 
 def _has_message(room_id: str, body: str) -> Any:

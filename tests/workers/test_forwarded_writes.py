@@ -16,7 +16,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from harness.deployment import Deployment
+from harness.deployment import Deployment, behind_nginx
 from harness.nginx import Nginx
 
 PASSWORD = "a long password"
@@ -39,25 +39,14 @@ class Proxied:
 @pytest.fixture
 def proxied(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Proxied]:
     # Every background job is the reader's: the writer has no ``background`` role.
-    deployment = Deployment(
-        request,
-        tmp_path,
-        {
-            "writer": ["event_writer", "federation_inbound", "federation_sender", "media"],
-            "reader": ["client_reader", "background"],
-        },
-    )
-    deployment["writer"].configure({"registration.allow_guest_access": "true"})
-    nginx = Nginx(deployment["writer"].config_path, tmp_path / "nginx")
-    try:
-        for process in deployment.processes.values():
-            process.start()
-        nginx.start()
+    roles = {
+        "writer": ["event_writer", "federation_inbound", "federation_sender", "media"],
+        "reader": ["client_reader", "background"],
+    }
+    options = {"registration.allow_guest_access": "true"}
+    with behind_nginx(request, tmp_path, roles, options=options) as (nginx, deployment):
         secret = (tmp_path / "workers.secret").read_text(encoding="utf-8")
         yield Proxied(deployment, nginx, secret)
-    finally:
-        nginx.stop()
-        deployment.stop()
 
 
 async def _call(

@@ -15,32 +15,20 @@ from typing import Any
 import pytest
 
 from harness.client import Account, MatrixClient, new_session
-from harness.deployment import Deployment
+from harness.deployment import WRITER_ROLES, Deployment, behind_nginx
 from harness.nginx import Nginx
 
 SENDERS = 16
 # Each sender's messages, and the bound of the whole send loop.
 MESSAGES = 40
 SEND_SECONDS = 90.0
-WRITER_ROLES = ["event_writer", "federation_inbound", "federation_sender", "media", "background"]
 
 
 @pytest.fixture
 def proxied(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Nginx, Deployment]]:
-    deployment = Deployment(
-        request,
-        tmp_path,
-        {"writer": WRITER_ROLES, "reader1": ["client_reader"], "reader2": ["client_reader"]},
-    )
-    nginx = Nginx(deployment["writer"].config_path, tmp_path / "nginx")
-    try:
-        for process in deployment.processes.values():
-            process.start()
-        nginx.start()
-        yield nginx, deployment
-    finally:
-        nginx.stop()
-        deployment.stop()
+    roles = {"writer": WRITER_ROLES, "reader1": ["client_reader"], "reader2": ["client_reader"]}
+    with behind_nginx(request, tmp_path, roles) as deployed:
+        yield deployed
 
 
 class Progress:

@@ -11,30 +11,19 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from harness.deployment import Deployment
+from harness.deployment import Deployment, behind_nginx
 from harness.nginx import Nginx
 
 
 @pytest.fixture
 def proxied(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Nginx, Deployment]]:
-    deployment = Deployment(
-        request,
-        tmp_path,
-        {
-            "writer": ["event_writer", "federation_inbound", "federation_sender"],
-            "reader": ["client_reader"],
-            "edge": ["media", "background"],
-        },
-    )
-    nginx = Nginx(deployment["writer"].config_path, tmp_path / "nginx")
-    try:
-        for process in deployment.processes.values():
-            process.start()
-        nginx.start()
-        yield nginx, deployment
-    finally:
-        nginx.stop()
-        deployment.stop()
+    roles = {
+        "writer": ["event_writer", "federation_inbound", "federation_sender"],
+        "reader": ["client_reader"],
+        "edge": ["media", "background"],
+    }
+    with behind_nginx(request, tmp_path, roles) as deployed:
+        yield deployed
 
 
 async def _served_by(

@@ -16,11 +16,10 @@ import aiohttp
 import pytest
 
 from harness.appservice import write_registration
-from harness.deployment import Deployment
+from harness.deployment import WRITER_ROLES, Deployment, behind_nginx
 from harness.nginx import Nginx
 
 PASSWORD = "a long password"
-WRITER_ROLES = ["event_writer", "federation_inbound", "federation_sender", "media", "background"]
 
 
 @pytest.fixture
@@ -79,12 +78,6 @@ class Client:
             "identifier": {"type": "m.id.user", "user": self.user_id},
             "password": PASSWORD,
         }
-
-
-@pytest.fixture
-async def session() -> Any:
-    async with aiohttp.ClientSession() as opened:
-        yield opened
 
 
 async def test_a_token_revoked_on_the_writer_is_refused_by_the_reader_at_once(
@@ -246,19 +239,10 @@ def bridged(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Nginx]:
         tmp_path / "bridge.yaml", appservice_id="bridge", url=None, as_token=AS_TOKEN,
         hs_token="hs-token", sender_localpart="as_bot", user_regex="@as_.*",
     )  # fmt: skip
-    deployment = Deployment(
-        request, tmp_path, {"writer": WRITER_ROLES, "reader": ["client_reader"]}
-    )
-    deployment["writer"].configure({"app_service_config_files": f'["{registration}"]'})
-    nginx = Nginx(deployment["writer"].config_path, tmp_path / "nginx")
-    try:
-        for process in deployment.processes.values():
-            process.start()
-        nginx.start()
+    roles = {"writer": WRITER_ROLES, "reader": ["client_reader"]}
+    options = {"app_service_config_files": f'["{registration}"]'}
+    with behind_nginx(request, tmp_path, roles, options=options) as (nginx, _):
         yield nginx
-    finally:
-        nginx.stop()
-        deployment.stop()
 
 
 async def test_an_appservice_cannot_act_on_the_reader_as_a_user_deactivated_on_the_writer(

@@ -14,57 +14,16 @@ from typing import Any
 import aiohttp
 import pytest
 
-from harness.deployment import Deployment
+from harness.deployment import WRITER_ROLES, behind_nginx
 from harness.nginx import Nginx
-
-PASSWORD = "a long password"
+from workers.test_typing_presence_across import Client
 
 
 @pytest.fixture
 def proxied(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Nginx]:
-    deployment = Deployment(
-        request,
-        tmp_path,
-        {
-            "writer": ["event_writer", "federation_inbound", "federation_sender", "media",
-                       "background"],
-            "reader": ["client_reader"],
-        },
-    )  # fmt: skip
-    nginx = Nginx(deployment["writer"].config_path, tmp_path / "nginx")
-    try:
-        for process in deployment.processes.values():
-            process.start()
-        nginx.start()
+    roles = {"writer": WRITER_ROLES, "reader": ["client_reader"]}
+    with behind_nginx(request, tmp_path, roles) as (nginx, _):
         yield nginx
-    finally:
-        nginx.stop()
-        deployment.stop()
-
-
-class Client:
-    def __init__(self, session: aiohttp.ClientSession, base: str) -> None:
-        self.session = session
-        self.base = base
-        self.token = ""
-
-    async def call(
-        self, method: str, path: str, body: dict[str, Any] | None = None, **params: str
-    ) -> tuple[dict[str, Any], str]:
-        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-        async with self.session.request(
-            method, f"{self.base}/_matrix/client/v3{path}", json=body, params=params,
-            headers=headers, timeout=aiohttp.ClientTimeout(total=30),
-        ) as response:  # fmt: skip
-            answer = await response.json()
-            assert response.status == 200, (method, path, response.status, answer)
-            return answer, response.headers["X-Peyvand-Worker"]
-
-    async def register(self, name: str) -> str:
-        body = {"username": name, "password": PASSWORD, "auth": {"type": "m.login.dummy"}}
-        answer, _ = await self.call("POST", "/register", body)
-        self.token = answer["access_token"]
-        return str(answer["user_id"])
 
 
 def _timeline(sync: dict[str, Any], room_id: str) -> list[dict[str, Any]]:

@@ -5,41 +5,11 @@ reader's position stayed behind until some later message moved it."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from urllib.parse import urlsplit, urlunsplit
-
 import aiohttp
-import asyncpg
-import pytest
 
-from harness.deployment import Deployment
+from harness.deployment import Deployment, cut_bus
 from harness.nginx import Nginx
 from workers.test_reader_caches import Client
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as opened:
-        yield opened
-
-
-async def _cut_listening(database_url: str, worker: str, allow: bool) -> None:
-    """Close ``worker``'s bus listening connection and refuse new connections to the
-    database (``allow`` false, so it stays deaf), or let them in again."""
-    url = urlsplit(database_url)
-    name = url.path.lstrip("/")
-    conn = await asyncpg.connect(urlunsplit(url._replace(path="/postgres")))
-    try:
-        await conn.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {str(allow).lower()}')
-        if not allow:
-            await conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                " WHERE datname = $1 AND application_name = $2",
-                name,
-                f"peyvand bus listen {worker}",
-            )
-    finally:
-        await conn.close()
 
 
 async def test_a_to_device_message_missed_by_the_reader_is_synced(
@@ -54,12 +24,12 @@ async def test_a_to_device_message_missed_by_the_reader_is_synced(
     await bob.register("catchup_bob")
     whoami = await bob.call("GET", "/account/whoami")
     since = (await bob.call("GET", "/sync", worker="reader"))["next_batch"]
-    await _cut_listening(database_url, "reader", allow=False)
+    await cut_bus(database_url, "peyvand bus listen reader", allow=False)
     try:
         body = {"messages": {bob.user_id: {whoami["device_id"]: {"n": 1}}}}
         await alice.call("PUT", "/sendToDevice/m.test/catchup1", body, worker="writer")
     finally:
-        await _cut_listening(database_url, "reader", allow=True)
+        await cut_bus(database_url, "peyvand bus listen reader", allow=True)
     sync = await bob.call("GET", "/sync", worker="reader", since=since, timeout="8000")
     events = sync.get("to_device", {}).get("events", [])
     assert [event["content"] for event in events] == [{"n": 1}]

@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from harness.deployment import Deployment
+from harness.deployment import WRITER_ROLES, Deployment, behind_nginx
 from harness.nginx import Nginx
 
 PASSWORD = "a long password"
@@ -25,24 +25,9 @@ PASSWORD = "a long password"
 def deployment(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> Iterator[tuple[Deployment, Nginx]]:
-    deployment = Deployment(
-        request,
-        tmp_path,
-        {
-            "writer": ["event_writer", "federation_inbound", "federation_sender", "media",
-                       "background"],
-            "reader": ["client_reader"],
-        },
-    )  # fmt: skip
-    nginx = Nginx(deployment["writer"].config_path, tmp_path / "nginx")
-    try:
-        for process in deployment.processes.values():
-            process.start()
-        nginx.start()
+    roles = {"writer": WRITER_ROLES, "reader": ["client_reader"]}
+    with behind_nginx(request, tmp_path, roles) as (nginx, deployment):
         yield deployment, nginx
-    finally:
-        nginx.stop()
-        deployment.stop()
 
 
 class Client:
