@@ -39,7 +39,7 @@ from peyvand.wiring.appservice import AppServices, build_appservices
 from peyvand.wiring.compliance import Compliance, build_compliance
 from peyvand.wiring.email import Email, build_email
 from peyvand.wiring.federation import Federation, Transport, build_federation, build_transport
-from peyvand.wiring.leased import background_jobs
+from peyvand.wiring.leased import background_jobs, instance_name
 from peyvand.wiring.lifecycle import Component, Hooks, Lifecycle
 from peyvand.wiring.local import Local, Timeline, build_local, build_timeline
 from peyvand.wiring.media import Media, build_media
@@ -175,6 +175,10 @@ def _lifecycle(
     roles = config.workers
     add_job = background_jobs(config.workers, db)
     lifecycle.add("database", Hooks(stop=db.close))
+    claim = instance_name(config.workers, db)
+    if claim is not None:
+        # Before anything that sends, writes or takes a lease: refuses a second process.
+        lifecycle.add("instance name", claim)
     lifecycle.add("room state", Hooks(start=timeline.state.start))
     lifecycle.add("room index", Hooks(start=timeline.index.start))
     lifecycle.add("event creation", Hooks(start=timeline.events.start))

@@ -8,10 +8,17 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from pathlib import Path
 
+import pytest
+
+from harness.postgres import PostgresCluster
+from peyvand.config import WorkerInstance, WorkersConfig
 from peyvand.storage.database import Database
 from peyvand.storage.leases import LeaseStore
-from peyvand.wiring.leased import Leased
+from peyvand.storage.postgres import PostgresDatabase
+from peyvand.storage.sqlite import SqliteDatabase
+from peyvand.wiring.leased import InstanceName, InstanceNameTaken, Leased, instance_name
 
 PERIOD = 0.3
 
@@ -167,3 +174,61 @@ async def test_a_job_slow_to_start_keeps_its_lease_meanwhile(database: Database)
     finally:
         await other.stop()
         await slow.stop()
+
+
+async def _until_started(name: InstanceName, seconds: float) -> None:
+    """Start ``name`` once the database has ended the session that held it."""
+    for _ in range(int(seconds / 0.05)):
+        try:
+            await name.start()
+            return
+        except InstanceNameTaken:
+            await asyncio.sleep(0.05)
+    raise AssertionError(f"not free within {seconds} s")
+
+
+async def test_one_live_process_per_instance_name(postgres_cluster: PostgresCluster) -> None:
+    """A second process started under a name a live one holds refuses to start (their
+    leases would go back and forth between them, both running the job); another name
+    starts; the name is free again once its process stops or dies."""
+    dsn = postgres_cluster.create_database("names")
+    first, second = await PostgresDatabase.open(dsn), await PostgresDatabase.open(dsn)
+    main = InstanceName(first, "main")
+    try:
+        await main.start()
+        with pytest.raises(InstanceNameTaken, match="'main'"):
+            await InstanceName(second, "main").start()
+        jobs = InstanceName(second, "jobs")
+        await jobs.start()
+        await jobs.stop()
+        await main.stop()
+        again = InstanceName(second, "main")
+        await again.start()
+        # The process dies: the database ends its sessions.
+        await first.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' "
+            "AND pid <> pg_backend_pid() AND database = "
+            "(SELECT oid FROM pg_database WHERE datname = current_database())"
+        )
+        await _until_started(InstanceName(first, "main"), 5)
+        await again.stop()
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_names_are_held_on_postgres_only(
+    postgres_cluster: PostgresCluster, tmp_path: Path
+) -> None:
+    """A process of a deployment holds its name; a single process, and SQLite (one
+    process by definition), hold nothing."""
+    named = WorkersConfig((WorkerInstance("main", ("background",), 8008),), instance="main")
+    sqlite = await SqliteDatabase.open(str(tmp_path / "alone.db"))
+    postgres = await PostgresDatabase.open(postgres_cluster.create_database("named"))
+    try:
+        assert instance_name(named, sqlite) is None
+        assert instance_name(WorkersConfig(), postgres) is None
+        assert isinstance(instance_name(named, postgres), InstanceName)
+    finally:
+        await sqlite.close()
+        await postgres.close()

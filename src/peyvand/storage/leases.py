@@ -7,7 +7,28 @@ deployment are expected to keep their clocks in step (NTP), well within a lease 
 
 from __future__ import annotations
 
+import hashlib
+from contextlib import AbstractAsyncContextManager
+from typing import Protocol, runtime_checkable
+
 from peyvand.storage.database import Database
+
+
+@runtime_checkable
+class AdvisoryLocks(Protocol):
+    """A database shared by processes that can hold a named lock for as long as a
+    session lives (PostgreSQL's ``PostgresDatabase.advisory_lock``)."""
+
+    def advisory_lock(
+        self, key: int, *, wait: bool = True
+    ) -> AbstractAsyncContextManager[bool]: ...
+
+
+def instance_lock_key(instance: str) -> int:
+    """The advisory lock key a live process named ``instance`` holds (a signed 64-bit
+    number from the name's hash)."""
+    digest = hashlib.blake2b(f"peyvand instance {instance}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
 
 
 class LeaseStore:
@@ -19,7 +40,8 @@ class LeaseStore:
     ) -> bool:
         """Take the lease ``name`` for ``holder`` until ``expires_ms`` if nobody holds it,
         its lease has expired by ``now_ms``, or ``holder`` itself held it (a restarted
-        process takes its own lease back at once). True when taken."""
+        process takes its own lease back at once: one live process per name, which
+        ``wiring.leased.InstanceName`` makes sure of). True when taken."""
         async with self._db.transaction() as txn:
             taken = await txn.fetchval(
                 "INSERT INTO leases (name, holder, token, expires_ts) VALUES ($1, $2, $3, $4) "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -108,8 +109,15 @@ class PostgresDatabase:
             try:
                 yield held
             finally:
-                if held and not conn.is_closed():
-                    await conn.execute("SELECT pg_advisory_unlock($1)", key)
+                # A connection lost meanwhile took its session's locks with it.
+                if held:
+                    with contextlib.suppress(
+                        asyncpg.PostgresError,
+                        asyncpg.InterfaceError,
+                        asyncpg.InternalClientError,
+                        OSError,
+                    ):
+                        await conn.execute("SELECT pg_advisory_unlock($1)", key)
 
     async def close(self) -> None:
         await self._pool.close()

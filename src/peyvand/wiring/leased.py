@@ -22,12 +22,13 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
+from contextlib import AsyncExitStack
 from typing import Protocol
 
 from peyvand.background import BackgroundTask
 from peyvand.config import WorkersConfig
 from peyvand.storage.database import Database
-from peyvand.storage.leases import LeaseStore
+from peyvand.storage.leases import AdvisoryLocks, LeaseStore, instance_lock_key
 from peyvand.wiring.lifecycle import Component, Hooks, Lifecycle, run_step
 
 logger = logging.getLogger(__name__)
@@ -161,6 +162,50 @@ class Leased:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(self._period / 3):
                     await self._leases.release(self.name, token)
+
+
+class InstanceNameTaken(RuntimeError):
+    """Another live process of the deployment runs under this process's instance name."""
+
+
+class InstanceName:
+    """Holds the process's instance name (``--worker``) for as long as it runs: a second
+    process started under the same name refuses to start. Leases are handed back to a
+    holder of the same name at once (a restarted process), so two live processes of
+    one name would take each other's leases and both run a job.
+
+    Held as a PostgreSQL session-level advisory lock on the name's hash, on a pooled
+    connection kept for the purpose: the database lets it go when the process dies."""
+
+    def __init__(self, db: AdvisoryLocks, instance: str) -> None:
+        self._db = db
+        self._instance = instance
+        self._held: AsyncExitStack | None = None
+
+    async def start(self) -> None:
+        held = AsyncExitStack()
+        lock = self._db.advisory_lock(instance_lock_key(self._instance), wait=False)
+        if not await held.enter_async_context(lock):
+            await held.aclose()
+            raise InstanceNameTaken(
+                f"another live process already runs as worker {self._instance!r} on this "
+                "database: each process of a deployment needs its own --worker name "
+                "(stop the other one first to restart it)"
+            )
+        self._held = held
+
+    async def stop(self) -> None:
+        held, self._held = self._held, None
+        if held is not None:
+            await held.aclose()
+
+
+def instance_name(workers: WorkersConfig, db: Database) -> InstanceName | None:
+    """The component holding this process's instance name in a deployment (none for a
+    single process: SQLite, one process, nothing to share)."""
+    if not workers.enabled or workers.instance is None or not isinstance(db, AdvisoryLocks):
+        return None
+    return InstanceName(db, workers.instance)
 
 
 class AddJob(Protocol):
