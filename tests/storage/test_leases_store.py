@@ -176,6 +176,38 @@ async def test_a_job_slow_to_start_keeps_its_lease_meanwhile(database: Database)
         await slow.stop()
 
 
+class StuckJob(Job):
+    """A job whose start never ends; notes that it was cancelled and stopped."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cancelled = False
+        self.stopped = False
+
+    async def start(self) -> None:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            self.cancelled = True
+            raise
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+
+async def test_a_start_outlasting_the_lease_is_cancelled(database: Database) -> None:
+    job = StuckJob()
+    leased = Leased("push", job, FailingRenewals(database), "a", period_seconds=PERIOD)
+    await leased.start()
+    try:
+        await _until(lambda: leased.running, 5)
+        stopped = await _until(lambda: not leased.running, PERIOD * 2)
+        assert stopped < PERIOD
+        assert job.cancelled and job.stopped
+    finally:
+        await leased.stop()
+
+
 async def _until_started(name: InstanceName, seconds: float) -> None:
     """Start ``name`` once the database has ended the session that held it."""
     for _ in range(int(seconds / 0.05)):
