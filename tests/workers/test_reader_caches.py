@@ -20,6 +20,7 @@ from harness.deployment import WRITER_ROLES, Deployment, behind_nginx
 from harness.nginx import Nginx
 
 PASSWORD = "a long password"
+SLIDING_SYNC = "/_matrix/client/unstable/org.matrix.simplified_msc3575"
 
 
 @pytest.fixture
@@ -260,3 +261,63 @@ async def test_an_appservice_cannot_act_on_the_reader_as_a_user_deactivated_on_t
         "GET", "/account/whoami", status=403, worker="reader", user_id=user_id
     )
     assert refused["errcode"] == "M_USER_DEACTIVATED"
+
+
+async def test_sliding_sync_counts_follow_a_receipt_on_the_writer(
+    front: Nginx, session: aiohttp.ClientSession
+) -> None:
+    """Sliding sync keeps each room's counts between requests (``unread_counts.py``):
+    a receipt stored on the writer drops them on the reader too."""
+    alice, bob = Client(session, front.base_url), Client(session, front.base_url)
+    await alice.register("sliding_alice")
+    await bob.register("sliding_bob")
+    room_id = await _room_with(alice, bob)
+    body = {"msgtype": "m.text", "body": "hello"}
+    sent = await alice.call("PUT", f"/rooms/{room_id}/send/m.room.message/s1", body)
+
+    async def counts() -> int:
+        window = {"ranges": [[0, 9]], "timeline_limit": 1, "required_state": []}
+        request = {"lists": {"all": window}}
+        answer = await bob.call(
+            "POST", "/sync", request, worker="reader", api=SLIDING_SYNC, timeout="0"
+        )
+        return int(answer["rooms"].get(room_id, {}).get("notification_count", 0))
+
+    await _soon(counts, 1)
+    assert await counts() == 1  # kept
+    receipt = f"/rooms/{room_id}/receipt/m.read/{sent['event_id']}"
+    await bob.call("POST", receipt, {}, worker="writer")
+    await _soon(counts, 0)
+
+
+async def test_sliding_sync_leaves_out_a_room_forgotten_on_the_writer(
+    front: Nginx, session: aiohttp.ClientSession
+) -> None:
+    alice, bob = Client(session, front.base_url), Client(session, front.base_url)
+    await alice.register("forget_alice")
+    await bob.register("forget_bob")
+    room_id = await _room_with(alice, bob)
+    # A room the user was kicked from stays listed until forgotten (their own leave
+    # does not).
+    await alice.call("POST", f"/rooms/{room_id}/kick", {"user_id": bob.user_id})
+
+    async def listed() -> dict[str, Any]:
+        window = {"ranges": [[0, 9]], "timeline_limit": 1, "required_state": []}
+        request = {"lists": {"all": window}}
+        answer = await bob.call(
+            "POST", "/sync", request, worker="reader", api=SLIDING_SYNC, timeout="0"
+        )
+        return dict(answer["rooms"])
+
+    async def left_room_listed() -> bool:
+        return room_id in await listed()
+
+    async def kicked() -> bool:
+        with_leaves = '{"room": {"include_leave": true}}'
+        sync = await bob.call("GET", "/sync", worker="reader", filter=with_leaves)
+        return room_id in sync["rooms"]["leave"]
+
+    await _soon(kicked, True)
+    assert await left_room_listed()
+    await bob.call("POST", f"/rooms/{room_id}/forget", {}, worker="writer")
+    await _soon(left_room_listed, False)

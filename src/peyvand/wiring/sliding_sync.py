@@ -49,6 +49,7 @@ def build_sliding_sync(
         counted=local.push_actions.counted,
     )
     local.receipts.stored_hooks.append(unread.receipt_stored)
+    local.read_positions.moved_elsewhere_hooks.append(unread.receipts_elsewhere)
     responses = RoomResponses(
         timeline.state,
         room_events,
@@ -66,6 +67,7 @@ def build_sliding_sync(
         invites=invite_state,
     )
     forgotten.listeners.append(user_rooms.forgotten_changed)
+    forgotten.elsewhere_listeners.append(user_rooms.forgotten_elsewhere)
     return SlidingSyncService(
         timeline.index,
         user_rooms,

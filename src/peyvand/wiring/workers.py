@@ -12,7 +12,6 @@ from collections.abc import Set as AbstractSet
 from peyvand.config import Config
 from peyvand.federation.worker_client import WorkerClient, read_secret
 from peyvand.services.sync.cache_relay import TOKEN_SECONDS, CacheRelay
-from peyvand.services.sync.read_positions import READ_TYPES
 from peyvand.services.sync.stream_relay import StreamRelay
 from peyvand.services.sync.streams import Stream
 from peyvand.services.timeline.event_follower import EventPositionPublisher, EventStreamFollower
@@ -128,10 +127,10 @@ def _relay_caches(
     caches.register("key_counts", keys.counts_changed_elsewhere)
 
     def receipt_stored(row: ReceiptRow, _position: int) -> None:
-        if not row.thread_id and row.receipt_type in READ_TYPES:
-            caches.changed("read_positions", [(row.user_id, row.room_id)])
+        caches.changed("read_positions", [(row.user_id, row.room_id)])
 
-    # Before the receipt wakes anyone: the bus keeps a process's messages in order.
+    # Before the receipt wakes anyone: the bus keeps a process's messages in order. Every
+    # receipt: sliding sync's kept counts split by thread follow threaded ones too.
     local.receipts.stored_hooks.append(receipt_stored)
     caches.register("read_positions", local.read_positions.moved_elsewhere)
     relay.on_refresh(Stream.DEVICE_LISTS, local.device_lists.written_elsewhere)

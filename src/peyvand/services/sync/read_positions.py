@@ -23,7 +23,7 @@ from peyvand.types import RoomID, UserID
 # (user, room) pairs kept: about 120 bytes each (key tuple, int, dict slot; tracemalloc).
 _SIZE: Final = 10_000
 # The receipt types that read events ("Receiving notifications").
-READ_TYPES: Final = frozenset({"m.read", "m.read.private"})
+_READ_TYPES: Final = frozenset({"m.read", "m.read.private"})
 
 # (user, rooms) -> room -> the position of the furthest unthreaded read receipt; rooms
 # without one are absent.
@@ -35,6 +35,8 @@ class ReadPositionCache:
         self._load = load
         self._positions: LRU[tuple[UserID, RoomID], int] = LRU(size)
         self._writes = 0
+        # Told what ``moved_elsewhere`` is told (caches derived from receipts: issue 21).
+        self.moved_elsewhere_hooks: list[Callable[[Sequence[Sequence[str]] | None], None]] = []
 
     async def read_positions(
         self, user_id: UserID, room_ids: Sequence[RoomID]
@@ -60,9 +62,11 @@ class ReadPositionCache:
         return found
 
     def moved_elsewhere(self, keys: Sequence[Sequence[str]] | None) -> None:
-        """Another process of a deployment stored read receipts of these ``(user,
-        room)`` pairs (None: of any): what is kept of them here is dropped (issue 21)."""
+        """Another process of a deployment stored receipts of these ``(user, room)``
+        pairs (None: of any): what is kept of them here is dropped (issue 21)."""
         self._writes += 1
+        for hook in self.moved_elsewhere_hooks:
+            hook(keys)
         if keys is None:
             for key in self._positions:
                 self._positions.pop(key)
@@ -73,7 +77,7 @@ class ReadPositionCache:
     def moved(self, row: ReceiptRow, position: int) -> None:
         """``row`` was stored for the event at stream ``position``: called before anyone
         who may read the user's counts is woken."""
-        if row.thread_id or row.receipt_type not in READ_TYPES:
+        if row.thread_id or row.receipt_type not in _READ_TYPES:
             return
         self._writes += 1
         key = (row.user_id, row.room_id)

@@ -9,7 +9,8 @@ A user's counts in a room (Client-Server API, "Receiving notifications": /sync's
   event's own transaction, so the room's newest position (``BumpStamps.stamps``, told of
   every commit) moves with them;
 - the user stores a receipt in the room (``receipt_stored``, a ``ReceiptService`` stored
-  hook, called before anyone is woken);
+  hook, called before anyone is woken; ``receipts_elsewhere`` when another process of a
+  deployment stored it);
 - the users they ignore change (their events are taken out of the counts);
 - events are purged or their content deleted (``StateService.forget_epoch``).
 
@@ -154,6 +155,19 @@ class UnreadCountCache:
                 }
             }
         return _Kept(position, kept.epoch, kept.ignored, unread)
+
+    def receipts_elsewhere(self, keys: Sequence[Sequence[str]] | None) -> None:
+        """Another process of a deployment stored receipts of these ``(user, room)``
+        pairs (None: of any; ``ReadPositionCache.moved_elsewhere_hooks``): their counts
+        are read again (issue 21)."""
+        self._receipts += 1
+        if keys is None:
+            for key in self._kept:
+                self._kept.pop(key)
+            return
+        for user_id, room_id in keys:
+            for per_thread in (False, True):
+                self._kept.pop((UserID(user_id), RoomID(room_id), per_thread))
 
     def receipt_stored(self, row: ReceiptRow, position: int) -> None:
         """A ``ReceiptService`` stored hook: the user's counts in the room may have gone

@@ -14,7 +14,7 @@ O(window + rooms moved). Users held are bounded in number and in rooms held.
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from peyvand.lru import LRU
@@ -105,6 +105,13 @@ class UserRooms:
         self._forgets += 1
         self._forgotten_held.pop(user_id)
         self._drop(user_id)
+
+    def forgotten_elsewhere(self, user_ids: Collection[str] | None) -> None:
+        """Another process of a deployment wrote these users' forgotten rooms (None:
+        anyone's; ``ForgottenRoomStore.elsewhere_listeners``, issue 21)."""
+        users = list(self._forgotten_held) if user_ids is None else user_ids
+        for user_id in users:
+            self.forgotten_changed(UserID(user_id))
 
     async def listed(self, user_id: UserID, since: int | None, until: int) -> ListedRooms:
         """The rooms lists may show at stream position ``until`` to a connection at
