@@ -39,7 +39,6 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
-import asyncpg
 import orjson
 
 from peyvand.background import BackgroundTask
@@ -351,6 +350,8 @@ class PostgresBus:
         await _close(notifier)
 
     async def _connect(self, role: str, settings: dict[str, str] | None = None) -> Any:
+        import asyncpg  # only a deployment's processes load the PostgreSQL driver
+
         return await asyncpg.connect(
             self._dsn,
             timeout=self._connect_timeout,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 Dialect = Literal["sqlite", "postgres"]
 
@@ -45,6 +45,17 @@ class Database(Connection, Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class AdvisoryLocks(Protocol):
+    """A database shared by processes that can hold a named lock for as long as a
+    session lives (PostgreSQL's ``PostgresDatabase.advisory_lock``); told apart without
+    importing its driver, which a SQLite server never loads."""
+
+    def advisory_lock(
+        self, key: int, *, wait: bool = True
+    ) -> AbstractAsyncContextManager[bool]: ...
 
 
 async def iter_chunks(items: Sequence[Any], size: int) -> AsyncIterator[Sequence[Any]]:

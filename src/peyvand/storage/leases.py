@@ -8,20 +8,8 @@ deployment are expected to keep their clocks in step (NTP), well within a lease 
 from __future__ import annotations
 
 import hashlib
-from contextlib import AbstractAsyncContextManager
-from typing import Protocol, runtime_checkable
 
 from peyvand.storage.database import Database
-
-
-@runtime_checkable
-class AdvisoryLocks(Protocol):
-    """A database shared by processes that can hold a named lock for as long as a
-    session lives (PostgreSQL's ``PostgresDatabase.advisory_lock``)."""
-
-    def advisory_lock(
-        self, key: int, *, wait: bool = True
-    ) -> AbstractAsyncContextManager[bool]: ...
 
 
 def instance_lock_key(instance: str) -> int:

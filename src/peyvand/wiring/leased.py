@@ -27,8 +27,8 @@ from typing import Protocol
 
 from peyvand.background import BackgroundTask
 from peyvand.config import WorkersConfig
-from peyvand.storage.database import Database
-from peyvand.storage.leases import AdvisoryLocks, LeaseStore, instance_lock_key
+from peyvand.storage.database import AdvisoryLocks, Database
+from peyvand.storage.leases import LeaseStore, instance_lock_key
 from peyvand.wiring.lifecycle import Component, Hooks, Lifecycle, run_step
 
 logger = logging.getLogger(__name__)

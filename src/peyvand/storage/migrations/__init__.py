@@ -15,9 +15,9 @@ import re
 from contextlib import AbstractAsyncContextManager, nullcontext
 from importlib import resources
 from importlib.resources.abc import Traversable
-from typing import Protocol, get_args, runtime_checkable
+from typing import Protocol, get_args
 
-from peyvand.storage.database import Database, Dialect
+from peyvand.storage.database import AdvisoryLocks, Database, Dialect
 
 _NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 _ROOT = resources.files(__package__)
@@ -28,14 +28,6 @@ MIGRATIONS_LOCK = 0x706579766D696772
 
 class _ScriptDatabase(Database, Protocol):
     async def executescript(self, script: str) -> None: ...
-
-
-@runtime_checkable
-class _AdvisoryLocks(Protocol):
-    """PostgreSQL's (``PostgresDatabase.advisory_lock``); told apart without importing
-    its driver, which a SQLite server never loads."""
-
-    def advisory_lock(self, key: int) -> AbstractAsyncContextManager[bool]: ...
 
 
 def _scripts(folder: Traversable, label: str) -> dict[int, Traversable]:
@@ -88,7 +80,7 @@ async def run_migrations(db: _ScriptDatabase) -> list[int]:
     processes migrating a fresh database at once otherwise both create the same tables
     and one fails on a duplicate. SQLite has one process at a time (no deployment)."""
     lock: AbstractAsyncContextManager[object] = (
-        db.advisory_lock(MIGRATIONS_LOCK) if isinstance(db, _AdvisoryLocks) else nullcontext()
+        db.advisory_lock(MIGRATIONS_LOCK) if isinstance(db, AdvisoryLocks) else nullcontext()
     )
     async with lock:
         await db.executescript(
