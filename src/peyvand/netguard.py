@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from collections.abc import Sequence
 from typing import Final
 
 import aiohttp
@@ -33,7 +34,8 @@ _NAT64_LOCAL_USE: Final = ipaddress.IPv6Network("64:ff9b:1::/48")  # RFC 8215
 _IPV4_COMPATIBLE: Final = ipaddress.IPv6Network("::/96")  # deprecated, RFC 4291 2.5.5.1
 
 
-def _in_networks(ip: IPAddress, networks: tuple[IPNetwork, ...]) -> bool:
+def in_networks(ip: IPAddress, networks: Sequence[IPNetwork]) -> bool:
+    """Whether ``ip`` is in one of ``networks`` (of its own IP version)."""
     return any(ip.version == net.version and ip in net for net in networks)
 
 
@@ -62,7 +64,7 @@ def is_ip_allowed(ip: IPAddress, allowed: tuple[IPNetwork, ...] = ()) -> bool:
     """
     if isinstance(ip, ipaddress.IPv6Address) and ip.scope_id is not None:
         ip = ipaddress.IPv6Address(int(ip))  # "fe80::1%eth0": judge the address itself
-    if _in_networks(ip, allowed):
+    if in_networks(ip, allowed):
         return True
     if isinstance(ip, ipaddress.IPv4Address):
         return _is_public_unicast(ip)
@@ -88,6 +90,18 @@ def parse_ip(host: str) -> IPAddress | None:
         return ipaddress.ip_address(host)
     except ValueError:
         return None
+
+
+def peer_address(text: str | None) -> IPAddress | None:
+    """A connection's peer as an IP address: brackets dropped, and an IPv4 peer's
+    IPv4-mapped form on a dual-stack listener (``::ffff:a.b.c.d``) as the IPv4 address;
+    None when ``text`` is not an IP literal."""
+    if not text:
+        return None
+    address = parse_ip(text.removeprefix("[").removesuffix("]"))
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
 
 
 class AddressBlocked(OSError):

@@ -22,37 +22,36 @@ from collections.abc import Iterable, Sequence
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-_Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-_Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+from peyvand.netguard import IPNetwork, in_networks, peer_address
 
 
-def trusted_networks(cidrs: Iterable[str]) -> tuple[_Network, ...]:
+def trusted_networks(cidrs: Iterable[str]) -> tuple[IPNetwork, ...]:
     """The networks ``cidrs`` names (checked by the config loader)."""
     return tuple(ipaddress.ip_network(cidr, strict=False) for cidr in cidrs)
 
 
 def client_address(
-    peer: str | None, forwarded_for: Iterable[str], trusted: Sequence[_Network]
+    peer: str | None, forwarded_for: Iterable[str], trusted: Sequence[IPNetwork]
 ) -> str | None:
     """The client's address, given the socket ``peer``, the request's ``X-Forwarded-For``
     header values in order and the ``trusted`` proxies' networks. A malformed entry ends
     the walk: the last trusted hop before it is the client. When every entry is trusted
     the left-most one is."""
-    current = _parse(peer)
-    if current is None or not _within(current, trusted):
+    current = peer_address(peer)
+    if current is None or not in_networks(current, trusted):
         return peer
     hops = [hop.strip() for value in forwarded_for for hop in value.split(",")]
     for hop in reversed(hops):
-        address = _parse(hop)
+        address = peer_address(hop)
         if address is None:
             break
         current = address
-        if not _within(current, trusted):
+        if not in_networks(current, trusted):
             break
     return str(current)
 
 
-def forwarded_middleware(trusted: Sequence[_Network]) -> Middleware:
+def forwarded_middleware(trusted: Sequence[IPNetwork]) -> Middleware:
     """A middleware that hands the handlers the request with ``remote`` set to its
     client's address (``client_address``)."""
 
@@ -65,19 +64,3 @@ def forwarded_middleware(trusted: Sequence[_Network]) -> Middleware:
         return await handler(request)
 
     return forwarded
-
-
-def _parse(text: str | None) -> _Address | None:
-    if not text:
-        return None
-    try:
-        address = ipaddress.ip_address(text.removeprefix("[").removesuffix("]"))
-    except ValueError:
-        return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    return address
-
-
-def _within(address: _Address, networks: Sequence[_Network]) -> bool:
-    return any(address.version == net.version and address in net for net in networks)

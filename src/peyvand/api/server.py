@@ -100,9 +100,8 @@ def _check_worker(request: web.Request, secret: str | None) -> None:
     """A request of another process of the deployment (``auth="worker"``) carries the
     deployment's secret as its bearer token (compared in constant time); 403 otherwise,
     and always with no secret or an empty one."""
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    if not secret or scheme != "Bearer" or not hmac.compare_digest(token.encode(), secret.encode()):
+    token = access_token(request)
+    if not secret or token is None or not hmac.compare_digest(token.encode(), secret.encode()):
         raise MatrixError(Errcode.FORBIDDEN, "Only the processes of this server may call this")
 
 

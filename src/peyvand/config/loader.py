@@ -762,8 +762,6 @@ def _check_server_notices(notices: ServerNoticesConfig) -> None:
 
 
 _WORKER_NAME: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
-# Roles that store events received from other servers: kept with the one event writer
-# until storing them is forwarded between processes.
 # Roles that go with the event writer for now, and why.
 ROLES_WITH_THE_WRITER: Final = {
     "federation_inbound": "it stores received events, which only the event writer does for now",

@@ -29,7 +29,7 @@ from typing import Any, Final
 
 import yaml
 
-from peyvand.netguard import IPNetwork, parse_ip
+from peyvand.netguard import IPNetwork, in_networks, peer_address
 from peyvand.types import ServerName, UserID
 
 __all__ = [
@@ -88,12 +88,8 @@ class ApplicationService:
         registration lists ``ip_range_whitelist``)."""
         if not self.ip_range_whitelist:
             return True
-        address = None if ip is None else parse_ip(ip)
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped  # a dual-stack listener's form of an IPv4 peer
-        return address is not None and any(
-            address in network for network in self.ip_range_whitelist
-        )
+        address = peer_address(ip)
+        return address is not None and in_networks(address, self.ip_range_whitelist)
 
     def is_user_in_namespace(self, user_id: str) -> bool:
         """The appservice's bot or a user its ``users`` namespaces claim: a user it may
