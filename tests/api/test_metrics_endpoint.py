@@ -12,6 +12,7 @@ from prometheus_client.samples import Sample
 
 from harness.client import MatrixClient
 from harness.server import HomeserverProcess
+from peyvand.api.metrics import may_scrape
 
 
 async def _scrape(base_url: str) -> dict[str, list[Sample]]:
@@ -90,3 +91,10 @@ async def test_positions_pool_and_loop_lag(
     # A single process has no bus and follows no writer.
     assert "peyvand_bus_connected" not in samples
     assert "peyvand_events_follower_lag" not in samples
+
+
+def test_metrics_are_served_to_private_addresses_only() -> None:
+    for allowed in ("127.0.0.1", "::1", "10.1.2.3", "192.168.0.7", "::ffff:172.16.0.1", "fd00::1"):
+        assert may_scrape(allowed), allowed
+    for refused in ("8.8.8.8", "2001:4860:4860::8888", "::ffff:1.1.1.1", None, "", "not an ip"):
+        assert not may_scrape(refused), refused

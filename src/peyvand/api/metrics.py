@@ -37,6 +37,8 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from peyvand.background import BackgroundTask
+from peyvand.errors import Errcode, MatrixError
+from peyvand.netguard import peer_address
 
 METRICS_PATH = "/_peyvand/metrics"
 # Long-polls (/sync) are requests too: the top buckets hold them.
@@ -299,7 +301,18 @@ class ServerMetrics:
         """Report ``sources`` at each scrape."""
         self.registry.register(StateCollector(sources))
 
-    async def handle(self, _request: web.Request) -> web.Response:
-        """``GET /_peyvand/metrics``: every metric in Prometheus' text format."""
+    async def handle(self, request: web.Request) -> web.Response:
+        """``GET /_peyvand/metrics``: every metric in Prometheus' text format, to a
+        scraper on a loopback or private address only (the metrics name appservices and
+        other servers); 403 for anyone else."""
+        if not may_scrape(request.remote):
+            raise MatrixError(Errcode.FORBIDDEN, "Metrics are served to private addresses only")
         body = generate_latest(self.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def may_scrape(remote: str | None) -> bool:
+    """Whether a request from ``remote`` (the client's address, behind a trusted proxy
+    the forwarded one) may read the metrics: loopback and private networks only."""
+    address = peer_address(remote)
+    return address is not None and (address.is_loopback or address.is_private)
