@@ -244,7 +244,7 @@ class EventCreationService:
                     if self._state.is_forgotten(snapshot):
                         # A failed commit dropped it while this event was built: its
                         # prev_events may never be stored. Build again on the reloaded one.
-                        self._state.forget_events([pdu.event_id])
+                        self._state.forget_events([pdu.event_id], stored=False)
                         self.abandon_stream(persisted.stream_ordering)
                         continue
                     done = self._enqueue([persisted])

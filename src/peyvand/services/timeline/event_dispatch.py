@@ -52,10 +52,7 @@ class EventDispatcher:
     async def on_persisted(self, batch: Sequence[EventToPersist]) -> None:
         """A batch committed: redactions take effect in the event cache at once (as in
         storage); the rest is announced in stream order (``_announce``)."""
-        for persisted in batch:
-            pdu = persisted.pdu
-            if pdu.type == "m.room.redaction" and (redacts := pdu.redacts) is not None:
-                self._redacted(persisted, redacts)
+        self._redactions(batch)
         positions = [e.stream_ordering for e in batch if e.stream_ordering > 0]
         if not positions:
             # Backfilled events alone (negative positions, never new to /sync, not
@@ -91,10 +88,7 @@ class EventDispatcher:
         committed): redactions take effect in the event cache as storage applied them, then
         the room index, /sync and the listeners are told as of a local commit. The rooms'
         snapshots are the follower's to bring up to date first."""
-        for persisted in batch:
-            pdu = persisted.pdu
-            if pdu.type == "m.room.redaction" and (redacts := pdu.redacts) is not None:
-                self._redacted(persisted, redacts)
+        self._redactions(batch)
         users: set[UserID] = set()
         for invite in invites:
             self._index.note_remote_invite(
@@ -142,6 +136,13 @@ class EventDispatcher:
         for wake in self._positions.finished(stream, announce):
             wake()
 
+    def _redactions(self, batch: Sequence[EventToPersist]) -> None:
+        """The batch's redactions take effect in the event cache (``_redacted``)."""
+        for persisted in batch:
+            pdu = persisted.pdu
+            if pdu.type == "m.room.redaction" and (redacts := pdu.redacts) is not None:
+                self._redacted(persisted, redacts)
+
     def _redacted(self, redaction: EventToPersist, target: EventID) -> None:
         """Count a committed redaction and mark ``target`` redacted in the event cache
         exactly where the commit marked it (``storage.events``): by the same rule over
@@ -163,7 +164,7 @@ class EventDispatcher:
         events leave the cache (a resent federation event is otherwise taken as known)."""
         for room_id in {e.pdu.room_id for e in batch}:
             self._state.forget_room(room_id)
-        self._state.forget_events(e.pdu.event_id for e in batch)
+        self._state.forget_events((e.pdu.event_id for e in batch), stored=False)
         # Their positions are abandoned: what waits behind them is announced.
         positions = [e.stream_ordering for e in batch if e.stream_ordering > 0]
         if positions:

@@ -357,13 +357,15 @@ class StateService:
         stored = await self.get_event(event_id)
         return stored is not None and stored.redacted_by is not None
 
-    def forget_events(self, event_ids: Iterable[EventID]) -> None:
+    def forget_events(self, event_ids: Iterable[EventID], *, stored: bool = True) -> None:
         """Drop cached copies of events whose stored form changed (purged, or their
-        content deleted): the cache otherwise holds events as immutable."""
+        content deleted): the cache otherwise holds events as immutable. Events that were
+        never ``stored`` (a failed commit's) are this process's alone: nobody is told."""
         forgotten = list(event_ids)
         self._forget(forgotten)
-        for listener in self.on_forgotten:
-            listener(forgotten)
+        if stored:
+            for listener in self.on_forgotten:
+                listener(forgotten)
 
     def forgotten_elsewhere(self, event_ids: Sequence[Any] | None) -> None:
         """Another process of the deployment changed these stored events (None: it did
