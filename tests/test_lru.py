@@ -54,3 +54,14 @@ def test_it_never_holds_more_than_its_size_through_churn() -> None:
         cache.get(key // 2)
         assert len(cache) <= 100
     assert cache.peek(9_999) == 9_999
+
+
+def test_clear_drops_every_entry_and_keeps_the_size() -> None:
+    cache: LRU[int, int] = LRU(10)
+    for key in range(10):
+        cache.put(key, key)
+    cache.clear()
+    assert len(cache) == 0 and cache.get(3) is None
+    for key in range(20):
+        cache.put(key, key)
+    assert len(cache) <= 10

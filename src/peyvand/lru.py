@@ -63,3 +63,7 @@ class LRU(Generic[K, V]):
 
     def pop(self, key: K) -> None:
         self._data.pop(key, None)
+
+    def clear(self) -> None:
+        """Drop every entry."""
+        self._data.clear()

@@ -46,7 +46,10 @@ class IgnoredUsers:
         """Another process of a deployment wrote account data of these users (None: of
         anyone): what is kept of them here is dropped (issue 21)."""
         self._generation += 1
-        for user_id in self._cache if user_ids is None else user_ids:
+        if user_ids is None:
+            self._cache.clear()
+            return
+        for user_id in user_ids:
             self._cache.pop(UserID(user_id))
 
     def account_data_written(self, user_id: UserID, room_id: RoomID | str, data_type: str) -> None:

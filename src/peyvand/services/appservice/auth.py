@@ -139,7 +139,10 @@ class AppServiceAuth:
         """Another process of a deployment deactivated these users (None: any): an
         appservice may no longer act as them here either (issue 21)."""
         self._deactivations += 1
-        for user_id in self._active if user_ids is None else user_ids:
+        if user_ids is None:
+            self._active.clear()
+            return
+        for user_id in user_ids:
             self._active.pop(UserID(user_id))
 
     async def create_bots(self, services: Sequence[ApplicationService]) -> None:

@@ -223,12 +223,12 @@ class E2eKeysService:
         ``(user, device)`` pairs (None: of any): what is kept of them here is dropped,
         without calling ``counts_hooks`` (the other process did: issue 21)."""
         self._version += 1
-        keys = (
-            list(self._counts) + list(self._fallback)
-            if devices is None
-            else [(UserID(user_id), DeviceID(device_id)) for user_id, device_id in devices]
-        )
-        for key in keys:
+        if devices is None:
+            self._counts.clear()
+            self._fallback.clear()
+            return
+        for user_id, device_id in devices:
+            key = (UserID(user_id), DeviceID(device_id))
             self._counts.pop(key)
             self._fallback.pop(key)
 

@@ -197,7 +197,10 @@ class PushRulesService:
         what is kept of them here is dropped, without telling the listeners (the other
         process did: issue 21)."""
         self._writes += 1
-        for user_id in self._cache if user_ids is None else user_ids:
+        if user_ids is None:
+            self._cache.clear()
+            return
+        for user_id in user_ids:
             self._cache.pop(user_id)
 
     def _changed(self, user_id: str) -> None:

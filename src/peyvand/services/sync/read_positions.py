@@ -68,8 +68,7 @@ class ReadPositionCache:
         for hook in self.moved_elsewhere_hooks:
             hook(keys)
         if keys is None:
-            for key in self._positions:
-                self._positions.pop(key)
+            self._positions.clear()
             return
         for user_id, room_id in keys:
             self._positions.pop((UserID(user_id), RoomID(room_id)))

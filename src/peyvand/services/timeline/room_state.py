@@ -166,7 +166,6 @@ class StateService:
         self._store = store
         self._rooms: dict[RoomID, RoomSnapshot] = {}
         self._room_load_locks: dict[RoomID, asyncio.Lock] = {}
-        self._event_cache_size = event_cache_size
         self._events: LRU[EventID, StoredEvent] = LRU(event_cache_size)
         # Events held outside the timeline, each with the redaction applied to it (if any).
         self._outliers: LRU[EventID, tuple[Pdu, EventID | None]] = LRU(event_cache_size)
@@ -372,8 +371,8 @@ class StateService:
         not say which): drop this process's copies, as ``forget_events`` (not told on)."""
         if event_ids is None:
             self._forget_epoch += 1
-            self._events = LRU(self._event_cache_size)
-            self._outliers = LRU(self._event_cache_size)
+            self._events.clear()
+            self._outliers.clear()
             return
         self._forget([EventID(str(event_id)) for event_id in event_ids])
 

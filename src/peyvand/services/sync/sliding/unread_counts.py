@@ -162,8 +162,7 @@ class UnreadCountCache:
         are read again (issue 21)."""
         self._receipts += 1
         if keys is None:
-            for key in self._kept:
-                self._kept.pop(key)
+            self._kept.clear()
             return
         for user_id, room_id in keys:
             for per_thread in (False, True):
