@@ -47,7 +47,7 @@ from peyvand.wiring.metrics import build_observability
 from peyvand.wiring.previews import Previews, build_previews
 from peyvand.wiring.rooms import Rooms, build_rooms
 from peyvand.wiring.server_notices import build_server_notices
-from peyvand.wiring.sliding_sync import build_sliding_sync
+from peyvand.wiring.sliding_sync import build_room_activity, build_sliding_sync
 from peyvand.wiring.workers import build_workers
 
 if TYPE_CHECKING:
@@ -254,6 +254,7 @@ def _services(
 ) -> Services:
     """What the API layer reaches: each service, by name."""
     state = timeline.state
+    activity = build_room_activity(timeline, local)
     return Services(
         config=config,
         auth=local.auth,
@@ -287,7 +288,7 @@ def _services(
             local.typing,
             local.receipts,
             local.sync_account_data,
-            local.push_actions.unread_sections,
+            activity.unread.sections,
             local.to_device,
             local.device_lists,
             local.e2e_keys,
@@ -300,6 +301,7 @@ def _services(
             db,
             timeline,
             local,
+            activity,
             rooms.room_events,
             rooms.member_store,
             config.server_name,

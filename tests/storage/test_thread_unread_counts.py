@@ -2,7 +2,8 @@
 SQLite and PostgreSQL, checked against a plain count of the rows each receipt leaves
 unread: an unthreaded receipt or read mark reads every thread, a ``main`` receipt the
 main timeline, a receipt in a thread that thread. Rows, receipts, exceptions, purges
-from the middle and ignored senders are drawn at random."""
+from the middle and ignored senders are drawn at random, and counts taken up to a
+stream position leave out every row after it."""
 
 from __future__ import annotations
 
@@ -104,11 +105,11 @@ class World:
             )
         self.marks[room_id] = max(self.marks.get(room_id, 0), ordering)
 
-    def expected(self, ignored: set[UserID]) -> dict[RoomID, ThreadedUnread]:
-        """What a plain count of the rows says."""
+    def expected(self, ignored: set[UserID], at: int | None) -> dict[RoomID, ThreadedUnread]:
+        """What a plain count of the rows (up to ``at``) says."""
         found: dict[RoomID, ThreadedUnread] = {}
         for row in self.rows:
-            if row.sender in ignored:
+            if row.sender in ignored or (at is not None and row.ordering > at):
                 continue
             upto = max(self.receipts.get((row.room_id, ""), 0), self.marks.get(row.room_id, 0))
             read = max(upto, self.receipts.get((row.room_id, row.thread), 0))
@@ -133,15 +134,15 @@ def total(room: ThreadedUnread) -> UnreadCount:
     return counted
 
 
-async def check(world: World, ignored: set[UserID]) -> None:
+async def check(world: World, ignored: set[UserID], at: int | None = None) -> None:
     store = PushActionStore(world.database)
     rooms = {ROOM: world.receipts.get((ROOM, ""), 0), OTHER_ROOM: 0}
-    expected = world.expected(ignored)
-    split = await store.get_unread_counts_by_thread(ALICE, rooms, ignored)
+    expected = world.expected(ignored, at)
+    split = await store.get_unread_counts_by_thread(ALICE, rooms, ignored, at)
     assert {r: (c.main, c.threads) for r, c in split.items()} == {
         r: (c.main, c.threads) for r, c in expected.items()
     }
-    totals = await store.get_unread_counts(ALICE, rooms, ignored)
+    totals = await store.get_unread_counts(ALICE, rooms, ignored, at)
     assert totals == {r: t for r, c in expected.items() if (t := total(c))}
 
 
@@ -192,3 +193,6 @@ async def test_counts_per_thread_match_a_plain_count(database: Database) -> None
             world.rows = [r for r in world.rows if r.ordering not in doomed]
         await check(world, set())
         await check(world, {CAROL})
+        at = rng.randint(1, latest)
+        await check(world, set(), at)
+        await check(world, {CAROL}, at)

@@ -200,21 +200,24 @@ class PushActionStore:
         user_id: UserID,
         read_positions: Mapping[RoomID, int],
         ignored: Collection[UserID] = (),
+        at: int | None = None,
     ) -> dict[RoomID, UnreadCount]:
         """room_id -> the user's notifying events after the later of the room's
         ``read_positions`` entry (their unthreaded receipt; 0: none read) and their read
         mark, less those their main and threaded receipts read, leaving out events sent
-        by ``ignored`` users; rooms without any are absent (``storage.unread_counts``)."""
-        return await count_unread(self._db, user_id, read_positions, ignored)
+        by ``ignored`` users and events after position ``at`` (None: none); rooms
+        without any are absent (``storage.unread_counts``)."""
+        return await count_unread(self._db, user_id, read_positions, ignored, at)
 
     async def get_unread_counts_by_thread(
         self,
         user_id: UserID,
         read_positions: Mapping[RoomID, int],
         ignored: Collection[UserID] = (),
+        at: int | None = None,
     ) -> dict[RoomID, ThreadedUnread]:
         """The same counts split into the main timeline's and each thread's."""
-        return await count_unread_by_thread(self._db, user_id, read_positions, ignored)
+        return await count_unread_by_thread(self._db, user_id, read_positions, ignored, at)
 
 
 def _room_lock_key(room_id: str) -> int:

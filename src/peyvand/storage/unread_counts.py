@@ -19,7 +19,9 @@ timeline's rows read by the main receipt and each thread's read by its receipt o
 main timeline's count and each thread's, the threads found among those active after
 ``upto`` (``threads``, by latest position). The first statement per 500 rooms tells
 which rooms need that second look; a user who never reads by thread costs one. Events of
-ignored users are taken out after, from their rows' senders.
+ignored users are taken out after, from their rows' senders. Counts may be taken up to a
+stream position (``at``): a sync answering at its token counts nothing committed after
+it, so what it keeps can be brought forward by the events that come later.
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ _READ_TYPES: Final = "('m.read', 'm.read.private')"
 # Statements kept per builder, by room count: building one is a few KiB of text, and a
 # woken sync counts one room (issue 15, hot room).
 _STATEMENTS: Final = 32
+# ``at`` when every event counts: above any stream position, within a signed 64-bit int.
+_UNBOUNDED: Final = 2**62
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +82,12 @@ class ThreadedUnread:
     threads: dict[str, UnreadCount] = field(default_factory=dict)
 
 
+def _at(rooms: int) -> str:
+    """The parameter after $1 (the user) and ``rooms`` (room, position) pairs: the
+    position the counts are taken at."""
+    return f"${2 + 2 * rooms}"
+
+
 def _values(first: int, count: int) -> str:
     """A VALUES list of ``count`` (room ID, position) pairs from parameter ``first``."""
     return ", ".join(
@@ -102,19 +112,22 @@ def _range(
     thread: str | None,
     lo: str,
     hi: str | None,
+    at: str,
 ) -> str:
     """Select expressions for the rows in (``lo``, ``hi``] (``hi`` None: no bound) of
-    ``room`` (of its ``thread`` if given), for the room rows and user $1's exceptions:
-    ``{prefix}{r|u}{n|h}{1|0}``, the running count at the last row at or before ``hi``
-    (1) and just before the first row after ``lo`` (0). A bounded range that is empty
-    (``hi`` not after ``lo``: most users read their main timeline no further than the
-    rest) looks nothing up: its expressions are NULL, which counts nothing."""
+    ``room`` (of its ``thread`` if given) up to position ``at``, for the room rows and
+    user $1's exceptions: ``{prefix}{r|u}{n|h}{1|0}``, the running count at the last row
+    at or before ``hi`` and ``at`` (1) and just before the first row after ``lo`` (0); a
+    range with no row up to ``at`` gives the same running count twice, nothing. A bounded
+    range that is empty (``hi`` not after ``lo``: most users read their main timeline no
+    further than the rest) looks nothing up: its expressions are NULL, which counts
+    nothing."""
     if thread:
         notify, highlight = "thread_notify_seq", "thread_highlight_seq"
     else:
         notify, highlight = "notify_seq", "highlight_seq"
     in_thread = f" AND n.thread_id = {thread}" if thread else ""
-    upper = f" AND n.stream_ordering <= {hi}" if hi else ""
+    upper = f" AND n.stream_ordering <= {at}" + (f" AND n.stream_ordering <= {hi}" if hi else "")
     last = f"{upper} ORDER BY n.stream_ordering DESC LIMIT 1"
     after = f" AND n.stream_ordering > {lo} ORDER BY n.stream_ordering LIMIT 1"
     columns = []
@@ -187,10 +200,11 @@ def _positions_sql(rooms: int, columns: str, more: str) -> str:
 @lru_cache(maxsize=_STATEMENTS)
 def _count_sql(rooms: int) -> str:
     """``count_unread``'s statement for ``rooms`` rooms."""
+    at = _at(rooms)
     columns = ", ".join(
         (
-            _range("a_", "r.room_id", None, "r.upto", None),
-            _range("m_", "r.room_id", _MAIN, "r.upto", "r.main_upto"),
+            _range("a_", "r.room_id", None, "r.upto", None, at),
+            _range("m_", "r.room_id", _MAIN, "r.upto", "r.main_upto", at),
         )
     )
     return _positions_sql(rooms, columns, _thread_receipts_after("r.room_id", "r.upto"))
@@ -199,7 +213,7 @@ def _count_sql(rooms: int) -> str:
 @lru_cache(maxsize=_STATEMENTS)
 def _count_main_sql(rooms: int) -> str:
     """``count_unread_by_thread``'s statement for ``rooms`` rooms."""
-    columns = _range("m_", "r.room_id", _MAIN, "r.main_upto", None)
+    columns = _range("m_", "r.room_id", _MAIN, "r.main_upto", None, _at(rooms))
     return _positions_sql(rooms, columns, _threads_active_after("r.room_id", "r.upto"))
 
 
@@ -229,7 +243,7 @@ def _read_threads_sql(rooms: int) -> str:
     """Per (room, thread) where user $1's receipt or read mark is beyond the room's
     ``upto`` (parameters from $2: room, upto): the rows read by the later of them,
     (upto, hi]."""
-    columns = _range("c_", "t.room_id", "t.thread_id", "t.lo", "t.hi")
+    columns = _range("c_", "t.room_id", "t.thread_id", "t.lo", "t.hi", _at(rooms))
     return (
         f"WITH r (room_id, upto) AS (VALUES {_values(2, rooms)}),"
         " s (room_id, thread_id, lo, hi) AS (SELECT c.room_id, c.thread_id, r.upto,"
@@ -251,7 +265,7 @@ def _unread_threads_sql(rooms: int) -> str:
     after user $1's receipt and read mark in it: the rows after the latest of the three
     (``lo``)."""
     receipt = _receipt("h.room_id", "h.thread_id", "r.upto")
-    columns = _range("t_", "t.room_id", "t.thread_id", "t.lo", None)
+    columns = _range("t_", "t.room_id", "t.thread_id", "t.lo", None, _at(rooms))
     return (
         f"WITH r (room_id, upto) AS (VALUES {_values(2, rooms)}),"
         " s (room_id, thread_id, latest, lo, mark) AS (SELECT h.room_id, h.thread_id,"
@@ -267,9 +281,9 @@ def _unread_threads_sql(rooms: int) -> str:
 
 
 def _ignored_sql(table: str, rooms: int, senders: int) -> str:
-    """The rows of ``table`` sent by ``senders`` after each room's position (parameters:
-    for the exceptions the user, then the rooms and the senders), with their thread and
-    what each adds."""
+    """The rows of ``table`` sent by ``senders`` after each room's position and up to the
+    last parameter (parameters: for the exceptions the user, then the rooms, the senders
+    and that position), with their thread and what each adds."""
     per_room = table == _ROOMS
     notify, user = ("1", "") if per_room else ("n.notify", " AND n.user_id = $1")
     first = 1 if per_room else 2
@@ -279,6 +293,7 @@ def _ignored_sql(table: str, rooms: int, senders: int) -> str:
         f" JOIN (VALUES {_values(first, rooms)}) AS r ON n.room_id = r.column1"
         " AND n.stream_ordering > r.column2"
         f" WHERE n.sender IN ({placeholders(senders, first + 2 * rooms)}){user}"
+        f" AND n.stream_ordering <= ${first + 2 * rooms + senders}"
     )
 
 
@@ -307,9 +322,10 @@ async def _ignored_rows(
     user_id: UserID,
     read: _ReadUpTo,
     ignored: Sequence[UserID],
+    at: int,
 ) -> list[tuple[RoomID, str, UnreadCount]]:
-    """What each unread event (by ``read``) of ``ignored`` senders adds to its room's
-    thread: (room, thread, its count)."""
+    """What each unread event (by ``read``) of ``ignored`` senders up to position ``at``
+    adds to its room's thread: (room, thread, its count)."""
     found = []
     upto = read.upto
     pairs = _flat(list(upto.items()))
@@ -317,7 +333,7 @@ async def _ignored_rows(
         senders = ignored[start : start + _SENDER_CHUNK]
         for table, first in ((_ROOMS, ()), (_USERS, (user_id,))):
             rows = await db.fetch(
-                _ignored_sql(table, len(upto), len(senders)), *first, *pairs, *senders
+                _ignored_sql(table, len(upto), len(senders)), *first, *pairs, *senders, at
             )
             for row in rows:
                 room_id, thread = RoomID(row["room_id"]), str(row["thread_id"])
@@ -343,14 +359,17 @@ async def count_unread(
     user_id: UserID,
     read_positions: Mapping[RoomID, int],
     ignored: Collection[UserID] = (),
+    at: int | None = None,
 ) -> dict[RoomID, UnreadCount]:
     """room_id -> the user's unread notifying events in the room, main timeline and
-    threads together, ``read_positions`` being their unthreaded receipts (0: none);
-    rooms without any are absent. Two statements per 500 rooms, and two more per 500
-    ignored senders if there are any."""
+    threads together, ``read_positions`` being their unthreaded receipts (0: none),
+    counting events up to position ``at`` only (None: every event); rooms without any
+    are absent. Two statements per 500 rooms, and two more per 500 ignored senders if
+    there are any."""
+    bound = _UNBOUNDED if at is None else at
     counts: dict[RoomID, UnreadCount] = {}
     for chunk in _chunks(read_positions):
-        rows = await db.fetch(_count_sql(len(chunk)), user_id, *_flat(chunk))
+        rows = await db.fetch(_count_sql(len(chunk)), user_id, *_flat(chunk), bound)
         upto: dict[RoomID, int] = {}
         main_upto: dict[RoomID, int] = {}
         room_counts: dict[RoomID, UnreadCount] = {}
@@ -363,7 +382,9 @@ async def count_unread(
                 threaded.append((room_id, upto[room_id]))
         read_threads: dict[tuple[RoomID, str], int] = {}
         if threaded:
-            rows = await db.fetch(_read_threads_sql(len(threaded)), user_id, *_flat(threaded))
+            rows = await db.fetch(
+                _read_threads_sql(len(threaded)), user_id, *_flat(threaded), bound
+            )
         else:
             rows = []
         for row in rows:
@@ -372,7 +393,7 @@ async def count_unread(
             room_counts[room_id] -= _counted(row, "c_")
         if ignored:
             read = _ReadUpTo(upto, main_upto, read_threads, unlisted_at_upto=True)
-            for room_id, _, count in await _ignored_rows(db, user_id, read, list(ignored)):
+            for room_id, _, count in await _ignored_rows(db, user_id, read, list(ignored), bound):
                 room_counts[room_id] -= count
         counts.update((room_id, count) for room_id, count in room_counts.items() if count)
     return counts
@@ -383,14 +404,17 @@ async def count_unread_by_thread(
     user_id: UserID,
     read_positions: Mapping[RoomID, int],
     ignored: Collection[UserID] = (),
+    at: int | None = None,
 ) -> dict[RoomID, ThreadedUnread]:
     """room_id -> the user's unread notifying events of the main timeline and of each
-    thread that has any, ``read_positions`` being their unthreaded receipts (0: none);
-    rooms without any are absent. Two statements per 500 rooms, and two more per 500
-    ignored senders if there are any."""
+    thread that has any, ``read_positions`` being their unthreaded receipts (0: none),
+    counting events up to position ``at`` only (None: every event); rooms without any
+    are absent. Two statements per 500 rooms, and two more per 500 ignored senders if
+    there are any."""
+    bound = _UNBOUNDED if at is None else at
     counts: dict[RoomID, ThreadedUnread] = {}
     for chunk in _chunks(read_positions):
-        rows = await db.fetch(_count_main_sql(len(chunk)), user_id, *_flat(chunk))
+        rows = await db.fetch(_count_main_sql(len(chunk)), user_id, *_flat(chunk), bound)
         upto: dict[RoomID, int] = {}
         main_upto: dict[RoomID, int] = {}
         split: dict[RoomID, ThreadedUnread] = {}
@@ -403,7 +427,9 @@ async def count_unread_by_thread(
                 threaded.append((room_id, upto[room_id]))
         thread_upto: dict[tuple[RoomID, str], int] = {}
         if threaded:
-            rows = await db.fetch(_unread_threads_sql(len(threaded)), user_id, *_flat(threaded))
+            rows = await db.fetch(
+                _unread_threads_sql(len(threaded)), user_id, *_flat(threaded), bound
+            )
         else:
             rows = []
         for row in rows:
@@ -412,7 +438,8 @@ async def count_unread_by_thread(
             split[room_id].threads[thread] = _counted(row, "t_")
         if ignored:
             read = _ReadUpTo(upto, main_upto, thread_upto, unlisted_at_upto=False)
-            for room_id, thread, count in await _ignored_rows(db, user_id, read, list(ignored)):
+            taken = await _ignored_rows(db, user_id, read, list(ignored), bound)
+            for room_id, thread, count in taken:
                 room = split[room_id]
                 if thread == "main":
                     room.main -= count

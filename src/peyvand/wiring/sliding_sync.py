@@ -1,7 +1,10 @@
 """Simplified sliding sync (MSC4186): its bump stamps (told of every commit), the
-connections, the room answers and the extensions, over the sync streams' services."""
+connections, the room answers and the extensions, over the sync streams' services; and
+the unread counts kept between requests, which /sync shares."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from peyvand.services.federation.partial_state_resync import PartialStateResync
 from peyvand.services.rooms.reads import RoomEventsService
@@ -22,10 +25,40 @@ from peyvand.types import RoomID, ServerName
 from peyvand.wiring.local import Local, Timeline
 
 
+@dataclass(frozen=True, slots=True)
+class RoomActivity:
+    """Each room's newest positions (told of every commit) and the unread counts kept
+    from them, for /sync and sliding sync."""
+
+    bump_stamps: BumpStamps
+    unread: UnreadCountCache
+
+
+def build_room_activity(timeline: Timeline, local: Local) -> RoomActivity:
+    def announced() -> int:
+        return timeline.notifier.current_token.events
+
+    bump_stamps = BumpStamps(timeline.event_store.get_last_positions_of_types, announced)
+    timeline.dispatcher.listeners.append(bump_stamps.on_persisted)
+    unread = UnreadCountCache(
+        local.push_actions.unread_sections,
+        bump_stamps.stamps,
+        announced,
+        local.account_data.ignored_users.of,
+        lambda: timeline.state.forget_epoch,
+        arrivals=bump_stamps.arrivals,
+        counted=local.push_actions.counted,
+    )
+    local.receipts.stored_hooks.append(unread.receipt_stored)
+    local.read_positions.moved_elsewhere_hooks.append(unread.receipts_elsewhere)
+    return RoomActivity(bump_stamps, unread)
+
+
 def build_sliding_sync(
     db: Database,
     timeline: Timeline,
     local: Local,
+    activity: RoomActivity,
     room_events: RoomEventsService,
     forgotten: ForgottenRoomStore,
     server_name: ServerName,
@@ -34,27 +67,14 @@ def build_sliding_sync(
     """``partial_state``: the rooms joined with partial state (None: federation is off,
     there are none)."""
     notifier = timeline.notifier
-    bump_stamps = BumpStamps(
-        timeline.event_store.get_last_positions_of_types, lambda: notifier.current_token.events
-    )
-    timeline.dispatcher.listeners.append(bump_stamps.on_persisted)
+    bump_stamps = activity.bump_stamps
     account_view = AccountView(local.sync_account_data, lambda: notifier.current_token.account_data)
     invite_state = InviteState(timeline.state, timeline.remote_invites)
-    unread = UnreadCountCache(
-        local.push_actions.unread_sections,
-        bump_stamps.stamps,
-        local.account_data.ignored_users.of,
-        lambda: timeline.state.forget_epoch,
-        arrivals=bump_stamps.arrivals,
-        counted=local.push_actions.counted,
-    )
-    local.receipts.stored_hooks.append(unread.receipt_stored)
-    local.read_positions.moved_elsewhere_hooks.append(unread.receipts_elsewhere)
     responses = RoomResponses(
         timeline.state,
         room_events,
         invite_state,
-        unread.sections,
+        activity.unread.sections,
         bump_stamps,
         local.account_data.ignored_users.of,
     )

@@ -551,33 +551,35 @@ class PushActionsService:
     # -- read time ----------------------------------------------------------------------
 
     async def unread_counts(
-        self, user_id: UserID, room_ids: Sequence[RoomID]
+        self, user_id: UserID, room_ids: Sequence[RoomID], at: int | None = None
     ) -> dict[RoomID, JsonDict]:
         """/sync's ``unread_notifications`` for each room with unread notifications:
         the user's notifications after their read receipt (the later of ``m.read`` and
         ``m.read.private``) or their own latest event in the room, whichever is later,
         leaving out events of users they ignore; and how many of those highlight.
+        Events after stream position ``at`` are not counted (None: every event is).
 
         "Threaded read receipts": an unthreaded receipt reads every thread up to its
         event, a ``main`` one the main timeline only, one in a thread that thread only.
         """
         read, ignored = await self._read_positions(user_id, room_ids)
-        counts = await self._store.get_unread_counts(user_id, read, ignored)
+        counts = await self._store.get_unread_counts(user_id, read, ignored, at)
         return {room_id: _counts_json(count) for room_id, count in counts.items()}
 
     async def unread_sections(
-        self, user_id: UserID, room_ids: Sequence[RoomID], per_thread: bool
+        self, user_id: UserID, room_ids: Sequence[RoomID], per_thread: bool, at: int | None
     ) -> dict[RoomID, JsonDict]:
         """The unread counts of each room with any, as fields of its /sync room section:
         ``unread_notifications`` (``unread_counts``); with ``per_thread`` (the filter's
         ``unread_thread_notifications``) it counts the main timeline only and
         ``unread_thread_notifications`` has each thread's counts by thread root, for
-        the threads with any (sync.yaml)."""
+        the threads with any (sync.yaml). Events after stream position ``at`` are not
+        counted (None: every event is)."""
         if not per_thread:
-            counts = await self.unread_counts(user_id, room_ids)
+            counts = await self.unread_counts(user_id, room_ids, at)
             return {room_id: {"unread_notifications": c} for room_id, c in counts.items()}
         read, ignored = await self._read_positions(user_id, room_ids)
-        split = await self._store.get_unread_counts_by_thread(user_id, read, ignored)
+        split = await self._store.get_unread_counts_by_thread(user_id, read, ignored, at)
         sections: dict[RoomID, JsonDict] = {}
         for room_id, room in split.items():
             section: JsonDict = {"unread_notifications": _counts_json(room.main)}

@@ -30,7 +30,9 @@ class Storage:
         self.newest: dict[RoomID, int] = {A: 10, B: 20}
         self.ignored: frozenset[UserID] = frozenset()
         self.epoch = 0
+        self.announced = 30
         self.reads: list[list[RoomID]] = []
+        self.read_at: list[int] = []
         self.release: asyncio.Event | None = None
         # room -> the events known after a position (None: not known), and each event's
         # rows for alice (absent: not known).
@@ -60,9 +62,10 @@ class Storage:
         self.newest[room_id] = position
 
     async def read(
-        self, user_id: UserID, room_ids: Sequence[RoomID], per_thread: bool
+        self, user_id: UserID, room_ids: Sequence[RoomID], per_thread: bool, at: int
     ) -> dict[RoomID, JsonDict]:
         self.reads.append(list(room_ids))
+        self.read_at.append(at)
         counts = {r: self.counts[r] for r in room_ids}
         if self.release is not None:
             await self.release.wait()
@@ -73,7 +76,10 @@ class Storage:
         }
 
     async def positions(self, room_ids: Iterable[RoomID]) -> dict[RoomID, int]:
-        return {r: self.newest[r] for r in room_ids}
+        found = {r: self.newest[r] for r in room_ids}
+        await asyncio.sleep(0)
+        self.announced += 1  # announced while the positions were read
+        return found
 
     async def ignored_by(self, user_id: UserID) -> frozenset[UserID]:
         return self.ignored
@@ -83,6 +89,7 @@ def cache(storage: Storage) -> UnreadCountCache:
     return UnreadCountCache(
         storage.read,
         storage.positions,
+        lambda: storage.announced,
         storage.ignored_by,
         lambda: storage.epoch,
         arrivals=storage.arrivals,
@@ -106,6 +113,8 @@ async def test_counts_are_read_again_only_for_rooms_that_moved() -> None:
     assert (notifications(first, A), notifications(first, B)) == (2, 0)
     await counts.sections(ALICE, [A, B], False)
     assert storage.reads == [[A, B]]
+    # Counted up to what was announced once the rooms' positions were known, no further.
+    assert storage.read_at == [31]
     storage.counts[B], storage.newest[B] = 1, 21  # an event in B
     again = await counts.sections(ALICE, [A, B], False)
     assert (notifications(again, A), notifications(again, B)) == (2, 1)
@@ -128,7 +137,11 @@ async def test_a_receipt_stored_during_a_read_leaves_nothing_kept() -> None:
     counts = cache(storage)
     storage.release = asyncio.Event()
     reading = asyncio.create_task(counts.sections(ALICE, [A], False))
-    await asyncio.sleep(0)
+    for _ in range(10):
+        if storage.reads:
+            break
+        await asyncio.sleep(0)
+    assert storage.reads == [[A]]
     counts.receipt_stored(receipt(A), 10)  # stored after the read saw 2
     storage.counts[A] = 0
     storage.release.set()

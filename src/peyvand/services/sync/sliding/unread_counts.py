@@ -1,5 +1,7 @@
-"""The unread counts of the rooms a sliding sync response answers, kept per user and room
-between requests (issue 18: every fresh connection answers the same window again).
+"""The unread counts of the rooms a sync response answers, kept per user and room between
+requests: sliding sync's (issue 18: every fresh connection answers the same window
+again) and /sync's (issue 15: each woken long-poll of a busy room counted its room
+again, a third of its CPU).
 
 A user's counts in a room (Client-Server API, "Receiving notifications": /sync's
 ``unread_notifications``, ``unread_thread_notifications``) are read from the push rows
@@ -16,9 +18,11 @@ A user's counts in a room (Client-Server API, "Receiving notifications": /sync's
 
 So counts read with the room at position P stay right while the room's newest position
 is still P, no receipt of the user's in it was stored since, the ignored users and the
-epoch are the same. The room's position is read before the counts, so an event landing
-during the read leaves an entry that no longer matches; a receipt stored during a read
-leaves no entry at all (a write counter, as ``read_positions.ReadPositionCache``).
+epoch are the same. The counts are read up to the stream position announced when the
+room's position was read (``at``), no further: an event committed but not announced
+yet (one below it is still in flight, or its commit is not yet back in the event loop)
+is counted when it arrives, not twice; a receipt stored during a read leaves no entry
+at all (a write counter, as ``read_positions.ReadPositionCache``).
 
 Counts kept at P whose room moved on are brought up to date without a read when every
 event after P is known (``BumpStamps.arrivals``) with the rows its commit wrote
@@ -46,6 +50,10 @@ _MEMBER: Final = "m.room.member"
 
 # (user, rooms, per thread) -> each room with unread notifications -> its /sync fields.
 UnreadSections = Callable[[UserID, Sequence[RoomID], bool], Awaitable[dict[RoomID, JsonDict]]]
+# The same, counting the events up to a stream position only.
+UnreadSectionsAt = Callable[
+    [UserID, Sequence[RoomID], bool, int], Awaitable[dict[RoomID, JsonDict]]
+]
 # rooms -> each room's newest event position (rooms without are left out).
 NewestPositions = Callable[[Iterable[RoomID]], Awaitable[dict[RoomID, int]]]
 IgnoredBy = Callable[[UserID], Awaitable[frozenset[UserID]]]
@@ -70,8 +78,9 @@ class _Kept:
 class UnreadCountCache:
     def __init__(
         self,
-        read: UnreadSections,
+        read: UnreadSectionsAt,
         newest: NewestPositions,
+        announced: Callable[[], int],
         ignored_by: IgnoredBy,
         forget_epoch: Callable[[], int],
         *,
@@ -79,8 +88,11 @@ class UnreadCountCache:
         counted: Counted,
         size: int = _SIZE,
     ) -> None:
-        """``read`` counts from storage (``PushActionsService.unread_sections``)."""
+        """``read`` counts from storage (``PushActionsService.unread_sections``);
+        ``announced`` is the events stream's announced position (``newest`` knows every
+        event up to it)."""
         self._read = read
+        self._announced = announced
         self._arrivals = arrivals
         self._counted = counted
         self._newest = newest
@@ -97,6 +109,7 @@ class UnreadCountCache:
         epoch = self._forget_epoch()
         ignored = await self._ignored_by(user_id)
         positions = await self._newest(room_ids)
+        at = self._announced()
         found: dict[RoomID, JsonDict] = {}
         missing: list[RoomID] = []
         for room_id in room_ids:
@@ -117,7 +130,7 @@ class UnreadCountCache:
                 found[room_id] = kept.section
         if not missing:
             return found
-        loaded = await self._read(user_id, missing, per_thread)
+        loaded = await self._read(user_id, missing, per_thread, at)
         if receipts == self._receipts:
             for room_id in missing:
                 kept = _Kept(positions.get(room_id, 0), epoch, ignored, loaded.get(room_id))
