@@ -4,7 +4,8 @@
 - ``hot_room``: ``hot_senders`` members send at once into ONE room of ``hot_members``
   while every member long-polls /sync (``DELIVERY_FILTER``: lazy-loaded members, timeline
   10). Send throughput and latency; delivery from a send's 200 to each other member's
-  /sync returning the event; server CPU per 1,000 messages.
+  /sync returning the event (0 when the /sync came back first), and from the send's
+  request; server CPU per 1,000 messages.
 - ``big_room``: one room grown to each member count in turn (joins through the API, not
   timed). At each size: a few messages' delivery to up to ``big_syncing`` long-polling
   members; server CPU per message with nobody syncing; ``/members`` and
@@ -89,6 +90,8 @@ class HotRoomFigures:
     sync_errors: int = 0
     delivery_p50_ms: float = math.nan
     delivery_p99_ms: float = math.nan
+    from_request_p50_ms: float = math.nan
+    from_request_p99_ms: float = math.nan
     cpu_seconds: float = math.nan
     cpu_seconds_per_1000_messages: float = math.nan
     truncated: bool = False
@@ -107,6 +110,8 @@ class BigRoomFigures:
     sync_errors: int = 0
     delivery_p50_ms: float = math.nan
     delivery_p99_ms: float = math.nan
+    from_request_p50_ms: float = math.nan
+    from_request_p99_ms: float = math.nan
     cpu_messages: int = 0
     cpu_ms_per_message: float = math.nan
     members_p50_ms: float = math.nan
@@ -220,6 +225,15 @@ class Deliveries:
                 else:
                     missing += 1
         return latencies, skipped, missing
+
+    def from_requests(self) -> list[float]:
+        """Latencies (seconds) of every delivery from the start of its send's request."""
+        return [
+            seen[event_id] - sent.started
+            for account in self.members
+            for event_id, sent in self.sent.items()
+            if sent.sender != account.user_id and event_id in (seen := self.seen[account.user_id])
+        ]
 
 
 async def first_tokens(
@@ -344,6 +358,9 @@ async def hot_room(
     figures.sync_errors = deliveries.sync_errors
     figures.delivery_p50_ms = percentile(delivered, 50) * 1000
     figures.delivery_p99_ms = percentile(delivered, 99) * 1000
+    from_requests = deliveries.from_requests()
+    figures.from_request_p50_ms = percentile(from_requests, 50) * 1000
+    figures.from_request_p99_ms = percentile(from_requests, 99) * 1000
     return figures
 
 
@@ -413,6 +430,9 @@ async def big_room_at(
     figures.sync_errors = deliveries.sync_errors
     figures.delivery_p50_ms = percentile(delivered, 50) * 1000
     figures.delivery_p99_ms = percentile(delivered, 99) * 1000
+    from_requests = deliveries.from_requests()
+    figures.from_request_p50_ms = percentile(from_requests, 50) * 1000
+    figures.from_request_p99_ms = percentile(from_requests, 99) * 1000
 
     await asyncio.sleep(sizes.settle_seconds)  # the long-polls' connections are gone
     deadline = clock.after(sizes.phase_seconds)

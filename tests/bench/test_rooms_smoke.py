@@ -33,6 +33,7 @@ async def test_rooms_at_smoke_sizes(homeserver: HomeserverProcess) -> None:
     assert (hot.missing, hot.sync_errors) == (0, 0)
     assert 0 < hot.send_p50_ms <= hot.send_p99_ms
     assert 0 <= hot.delivery_p50_ms <= hot.delivery_p99_ms < 5000
+    assert 0 < hot.from_request_p50_ms <= hot.from_request_p99_ms < 5000
     assert 0 <= hot.cpu_seconds_per_1000_messages < 1000
 
     assert [f.requested_members for f in result.big] == list(sizes.big_members)
@@ -42,6 +43,7 @@ async def test_rooms_at_smoke_sizes(homeserver: HomeserverProcess) -> None:
         assert big.messages == sizes.big_messages
         assert big.deliveries + big.skipped == sizes.big_messages * (big.syncing - 1)
         assert big.missing == 0
+        assert 0 < big.from_request_p50_ms <= big.from_request_p99_ms < 5000
         assert big.cpu_messages == sizes.big_cpu_messages
         assert 0 <= big.cpu_ms_per_message < 1000
         assert big.members_p50_ms > 0 and big.joined_members_p50_ms > 0
