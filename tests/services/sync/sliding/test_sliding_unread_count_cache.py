@@ -1,8 +1,8 @@
 """UnreadCountCache: counts read once while nothing they depend on moved; a receipt
 stored while a read is in flight leaves nothing kept; counts whose room moved on are
 brought up to date from the events after them when all are known with their rows, none
-the user's own (the HTTP tests cover what each change does to the counts a client
-sees)."""
+the user's own; a receipt at an event not announced yet keeps nothing until it is (the
+HTTP tests cover what each change does to the counts a client sees)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from peyvand.events.pdu import Pdu
 from peyvand.events.room_versions import ROOM_V12
 from peyvand.services.sync.sliding.bump_stamps import Arrival
-from peyvand.services.sync.sliding.unread_counts import UnreadCountCache
+from peyvand.services.sync.sliding.unread_counts import _AHEAD, UnreadCountCache
 from peyvand.storage.receipts import ReceiptRow
 from peyvand.types import EventID, JsonDict, RoomID, UserID
 
@@ -196,3 +196,35 @@ async def test_counts_are_read_when_an_event_after_them_is_not_known() -> None:
     await counts.sections(ALICE, [A], True)
     assert notifications(await counts.sections(ALICE, [A], True), A) == 9  # per thread: read
     assert len(storage.reads) == 6
+
+
+async def test_a_receipt_ahead_of_the_announced_position_leaves_nothing_kept() -> None:
+    storage = Storage()
+    counts = cache(storage)
+    # A receipt at an event committed but not announced yet: a read counts up to the
+    # announced position, and the event would be added again when it arrives.
+    counts.receipt_stored(receipt(A), storage.announced + 5)
+    await counts.sections(ALICE, [A], False)
+    await counts.sections(ALICE, [A], False)
+    assert storage.reads == [[A], [A]]
+    storage.announced += 10  # the receipt's event is announced
+    await counts.sections(ALICE, [A], False)
+    await counts.sections(ALICE, [A], False)
+    assert storage.reads == [[A], [A], [A]]
+
+
+async def test_receipts_ahead_beyond_those_remembered_hold_back_everyone() -> None:
+    storage = Storage()
+    counts = cache(storage)
+    ahead = storage.announced + 5
+    for n in range(_AHEAD):
+        row = ReceiptRow(B, "m.read", UserID(f"@u{n}:example.org"), "", EventID("$e"), 0)
+        counts.receipt_stored(row, ahead)
+    counts.receipt_stored(receipt(A), ahead)  # one more than remembered
+    await counts.sections(CAROL, [A], False)
+    await counts.sections(CAROL, [A], False)
+    assert storage.reads == [[A], [A]]
+    storage.announced += 10
+    await counts.sections(CAROL, [A], False)
+    await counts.sections(CAROL, [A], False)
+    assert storage.reads == [[A], [A], [A]]

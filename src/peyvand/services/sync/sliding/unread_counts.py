@@ -22,7 +22,10 @@ epoch are the same. The counts are read up to the stream position announced when
 room's position was read (``at``), no further: an event committed but not announced
 yet (one below it is still in flight, or its commit is not yet back in the event loop)
 is counted when it arrives, not twice; a receipt stored during a read leaves no entry
-at all (a write counter, as ``read_positions.ReadPositionCache``).
+at all (a write counter, as ``read_positions.ReadPositionCache``), nor does one of the
+user's in the room whose event is not announced yet (a client can learn of an event
+before it is announced, from /notifications for one): that event, read by the receipt
+but after ``at``, would be added when it arrives.
 
 Counts kept at P whose room moved on are brought up to date without a read when every
 event after P is known (``BumpStamps.arrivals``) with the rows its commit wrote
@@ -46,6 +49,9 @@ from peyvand.types import EventID, JsonDict, RoomID, UserID
 
 # (user, room, per thread) entries kept: a few hundred bytes each.
 _SIZE: Final = 10_000
+# Receipts ahead of the announced position remembered, at most (they are rare: a client
+# answering an event within the moment between its commit and its announcement).
+_AHEAD: Final = 1_024
 _MEMBER: Final = "m.room.member"
 
 # (user, rooms, per thread) -> each room with unread notifications -> its /sync fields.
@@ -100,6 +106,12 @@ class UnreadCountCache:
         self._forget_epoch = forget_epoch
         self._kept: LRU[tuple[UserID, RoomID, bool], _Kept] = LRU(size)
         self._receipts = 0
+        # (user, room) -> the newest event position their receipts were stored at, when
+        # it was ahead of the announced position.
+        self._ahead: dict[tuple[UserID, RoomID], int] = {}
+        # With ``_AHEAD`` of them remembered, any further one holds back every user's:
+        # nothing is kept until the announced position passes this.
+        self._ahead_of_all = 0
 
     async def sections(
         self, user_id: UserID, room_ids: Sequence[RoomID], per_thread: bool
@@ -133,6 +145,10 @@ class UnreadCountCache:
         loaded = await self._read(user_id, missing, per_thread, at)
         if receipts == self._receipts:
             for room_id in missing:
+                if (self._ahead or at < self._ahead_of_all) and self._read_ahead(
+                    user_id, room_id, at
+                ):
+                    continue
                 kept = _Kept(positions.get(room_id, 0), epoch, ignored, loaded.get(room_id))
                 self._kept.put((user_id, room_id, per_thread), kept)
         found.update(loaded)
@@ -181,9 +197,31 @@ class UnreadCountCache:
             for per_thread in (False, True):
                 self._kept.pop((UserID(user_id), RoomID(room_id), per_thread))
 
+    def _read_ahead(self, user_id: UserID, room_id: RoomID, at: int) -> bool:
+        """Whether a receipt of the user's in the room read an event after ``at``."""
+        if at < self._ahead_of_all:
+            return True
+        key = (user_id, room_id)
+        ahead = self._ahead.get(key)
+        if ahead is None:
+            return False
+        if ahead > at:
+            return True
+        del self._ahead[key]
+        return False
+
     def receipt_stored(self, row: ReceiptRow, position: int) -> None:
         """A ``ReceiptService`` stored hook: the user's counts in the room may have gone
-        down."""
+        down. ``position``: the receipt's event's."""
         self._receipts += 1
+        announced = self._announced()
+        if position > announced:
+            if len(self._ahead) >= _AHEAD:
+                self._ahead = {k: p for k, p in self._ahead.items() if p > announced}
+            key = (row.user_id, row.room_id)
+            if len(self._ahead) < _AHEAD or key in self._ahead:
+                self._ahead[key] = max(position, self._ahead.get(key, 0))
+            else:
+                self._ahead_of_all = max(self._ahead_of_all, position)
         for per_thread in (False, True):
             self._kept.pop((row.user_id, row.room_id, per_thread))
