@@ -10,6 +10,7 @@ import pytest
 
 from harness.postgres import PostgresCluster
 from peyvand.storage.database import Database
+from peyvand.storage.events import EventStore
 from peyvand.storage.migrations import available_migrations
 from peyvand.storage.postgres import PostgresDatabase
 from peyvand.storage.purge import PurgeStore
@@ -224,3 +225,23 @@ async def test_outliers_lose_their_content_but_keep_their_status(database: Datab
     assert orjson.loads(by_id["$young"]["pdu"])["content"] == {"body": "recent"}
     # Done once: nothing is found again.
     assert (await store.expired_outliers_in_room(ROOM, 1_000, None, 10))[0] == []
+
+
+async def test_the_stream_never_resumes_below_a_purged_event(database: Database) -> None:
+    # Disappearing messages can purge the newest events of the server: a restart must not
+    # hand their positions out again, below the tokens clients hold.
+    store = PurgeStore(database)
+    await database.execute(
+        "INSERT INTO rooms (room_id, room_version, creator, is_public, created_ts)"
+        " VALUES ($1, '12', '@alice:hs.test', FALSE, 0)",
+        ROOM,
+    )
+    for stream, event_id in ((1, "$a"), (2, "$b"), (3, "$c")):
+        await _insert_event(database, stream, event_id, {"body": event_id}, state_key=None)
+    events = EventStore(database)
+    await store.purge([EventID("$c")], "disappearing")
+    assert await events.get_max_stream_ordering() == 3
+    await store.purge([EventID("$a"), EventID("$b")], "retention")  # lower: kept at 3
+    assert await events.get_max_stream_ordering() == 3
+    await _insert_event(database, 4, "$d", {"body": "d"}, state_key=None)
+    assert await events.get_max_stream_ordering() == 4

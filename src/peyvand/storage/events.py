@@ -32,6 +32,7 @@ from peyvand.storage.redactions import (
     pending_among,
 )
 from peyvand.storage.search import index_events
+from peyvand.storage.stream_positions import PURGED_EVENTS
 from peyvand.types import EventID, RoomID, UserID
 
 _EVENT_COLUMNS = (
@@ -228,10 +229,14 @@ class EventStore:
         return EventID(value) if value is not None else None
 
     async def get_max_stream_ordering(self) -> int:
-        """The highest position used in the event stream (events and remote invites)."""
+        """The highest position used in the event stream (events and remote invites, and
+        purged events: ``stream_positions.PURGED_EVENTS``)."""
         value = await self._db.fetchval(
             "SELECT MAX(m) FROM (SELECT MAX(stream_ordering) AS m FROM events"
-            " UNION ALL SELECT MAX(stream_ordering) AS m FROM remote_invites) AS positions"
+            " UNION ALL SELECT MAX(stream_ordering) AS m FROM remote_invites"
+            " UNION ALL SELECT MAX(position) AS m FROM stream_positions WHERE stream = $1)"
+            " AS positions",
+            PURGED_EVENTS,
         )
         return int(value or 0)
 

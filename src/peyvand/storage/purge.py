@@ -32,6 +32,7 @@ from peyvand.events.room_versions import KNOWN_ROOM_VERSIONS
 from peyvand.storage.database import Connection, Database, Row, placeholders
 from peyvand.storage.push_actions import forget_events
 from peyvand.storage.search import unindex_events
+from peyvand.storage.stream_positions import record_purged_events
 from peyvand.storage.threads import forget_events as forget_thread_events
 from peyvand.types import EventID
 
@@ -259,6 +260,9 @@ class PurgeStore:
                 [(e, room, reason, group, pdu) for e, (room, group, pdu) in pdus.items()],
             )
             where = f"event_id IN ({placeholders(len(ids))})"
+            top = await txn.fetchval(f"SELECT MAX(stream_ordering) FROM events WHERE {where}", *ids)
+            if top is not None and int(top) > 0:
+                await record_purged_events(txn, int(top))
             await txn.execute(f"DELETE FROM events WHERE {where}", *ids)
             await forget_events(txn, self._db.dialect, ids)
             await forget_thread_events(txn, ids)

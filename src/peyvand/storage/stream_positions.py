@@ -1,9 +1,28 @@
 """Each writing process's position in each stream (schema 048, issue 21): up to where
-everything it wrote is committed. A position only moves forward."""
+everything it wrote is committed. A position only moves forward.
+
+One more row, ``PURGED_EVENTS``, is the highest events position whose event was purged:
+the events stream resumes above it at start (``EventStore.get_max_stream_ordering``), so
+a purge that deleted the newest events never lets a restart hand their positions out
+again, below the tokens clients already hold."""
 
 from __future__ import annotations
 
-from peyvand.storage.database import Database
+from typing import Final
+
+from peyvand.storage.database import Connection, Database
+
+PURGED_EVENTS: Final = "events.purged"
+_UPSERT: Final = (
+    "INSERT INTO stream_positions (stream, instance, position) VALUES ($1, $2, $3)"
+    " ON CONFLICT (stream, instance) DO UPDATE SET position = excluded.position"
+    " WHERE stream_positions.position < excluded.position"
+)
+
+
+async def record_purged_events(txn: Connection, position: int) -> None:
+    """Inside a purge's transaction: its events reached up to ``position``."""
+    await txn.execute(_UPSERT, PURGED_EVENTS, "", position)
 
 
 class StreamPositionStore:
@@ -14,14 +33,7 @@ class StreamPositionStore:
         """Record ``instance``'s ``position`` in ``stream`` (a lower one than stored is
         ignored: a late write never moves a stream back)."""
         async with self._db.transaction() as txn:
-            await txn.execute(
-                "INSERT INTO stream_positions (stream, instance, position) VALUES ($1, $2, $3)"
-                " ON CONFLICT (stream, instance) DO UPDATE SET position = excluded.position"
-                " WHERE stream_positions.position < excluded.position",
-                stream,
-                instance,
-                position,
-            )
+            await txn.execute(_UPSERT, stream, instance, position)
 
     async def positions(self, stream: str) -> dict[str, int]:
         """Every writer's position in ``stream``."""
