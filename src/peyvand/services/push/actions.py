@@ -194,10 +194,22 @@ class _Writes:
 @dataclass(slots=True)
 class _Written:
     """The counts one event's rows hold: its room row (notifications, highlights) and
-    each member's difference from it (their exception row)."""
+    each member's difference from it (their exception row), in its ``thread``."""
 
     room: tuple[int, int] = (0, 0)
     differences: dict[UserID, tuple[int, int]] = field(default_factory=dict)
+    thread: str = MAIN_THREAD
+
+
+@dataclass(frozen=True, slots=True)
+class Counted:
+    """What one committed event adds to a user's unread counts once it is after their
+    read position: notifications and highlights, in its thread (``MAIN_THREAD`` or the
+    root's event ID)."""
+
+    notifications: int
+    highlights: int
+    thread: str
 
 
 class PushActionsService:
@@ -255,23 +267,25 @@ class PushActionsService:
         for row in writes.notifications:
             if (entry := written.get(row.event_id)) is not None:
                 entry.room = (1, int(row.highlight))
+                entry.thread = row.thread_id
         for exception in writes.exceptions:
             if (entry := written.get(exception.event_id)) is not None:
                 entry.differences[exception.user_id] = (exception.notify, exception.highlight)
+                entry.thread = exception.thread_id
         for event_id, entry in written.items():
             self._written.put(event_id, entry)
 
-    def counted(self, user_id: UserID, event_id: EventID) -> tuple[int, int] | None:
+    def counted(self, user_id: UserID, event_id: EventID) -> Counted | None:
         """What the rows written for the committed event ``event_id`` add to the unread
-        counts of ``user_id`` once it is after their read position (notifications,
-        highlights; before leaving out the senders they ignore); None when not known
-        here. Read marks are not told: the caller handles the user's own events."""
+        counts of ``user_id`` once it is after their read position (before leaving out
+        the senders they ignore); None when not known here. Read marks are not told:
+        the caller handles the user's own events."""
         entry = self._written.get(event_id)
         if entry is None:
             return None
         notify, highlight = entry.room
         extra_notify, extra_highlight = entry.differences.get(user_id, (0, 0))
-        return notify + extra_notify, highlight + extra_highlight
+        return Counted(notify + extra_notify, highlight + extra_highlight, entry.thread)
 
     async def _evaluate_batch(self, batch: Sequence[EventToPersist]) -> _Writes:
         writes = _Writes([], [], {}, [])

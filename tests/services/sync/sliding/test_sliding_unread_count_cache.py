@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 from peyvand.events.pdu import Pdu
 from peyvand.events.room_versions import ROOM_V12
@@ -21,12 +22,21 @@ BOB, CAROL = UserID("@bob:example.org"), UserID("@carol:example.org")
 A, B = RoomID("!a"), RoomID("!b")
 
 
+@dataclass(frozen=True)
+class Counts:
+    notifications: int
+    highlights: int
+    thread: str
+
+
 class Storage:
     """The counts, the rooms' newest positions and the ignored users, in memory; each
     read can be held until ``release`` is set."""
 
     def __init__(self) -> None:
         self.counts: dict[RoomID, int] = {A: 2, B: 0}
+        # room -> thread root -> notifications (split by thread: ``counts`` is the main's).
+        self.threads: dict[RoomID, dict[str, int]] = {}
         self.newest: dict[RoomID, int] = {A: 10, B: 20}
         self.ignored: frozenset[UserID] = frozenset()
         self.epoch = 0
@@ -37,7 +47,7 @@ class Storage:
         # room -> the events known after a position (None: not known), and each event's
         # rows for alice (absent: not known).
         self.arrived: dict[RoomID, tuple[int, list[Arrival]]] = {}
-        self.rows: dict[EventID, tuple[int, int]] = {}
+        self.rows: dict[EventID, Counts] = {}
 
     def arrivals(self, room_id: RoomID, after: int, upto: int) -> list[Arrival] | None:
         floor, events = self.arrived.get(room_id, (upto + 1, []))
@@ -45,20 +55,26 @@ class Storage:
             return None
         return [a for a in events if after < a.position <= upto]
 
-    def counted(self, user_id: UserID, event_id: EventID) -> tuple[int, int] | None:
+    def counted(self, user_id: UserID, event_id: EventID) -> Counts | None:
         return self.rows.get(event_id)
 
     def land(
-        self, room_id: RoomID, sender: str, rows: tuple[int, int] | None, **extra: str
+        self,
+        room_id: RoomID,
+        sender: str,
+        rows: tuple[int, int] | None,
+        thread: str = "main",
+        **extra: str,
     ) -> None:
-        """An event by ``sender`` lands in ``room_id`` (its rows adding ``rows``)."""
+        """An event by ``sender`` lands in ``room_id`` (its rows adding ``rows`` to
+        ``thread``)."""
         position = self.newest[room_id] + 1
         data = {"type": "m.room.message", "sender": sender, "room_id": room_id, **extra}
         pdu = Pdu(data, EventID(f"$e{position}"), ROOM_V12)
         _, events = self.arrived.setdefault(room_id, (self.newest[room_id], []))
         events.append(Arrival(position, pdu.event_id, UserID(sender), pdu.type, pdu.state_key))
         if rows is not None:
-            self.rows[pdu.event_id] = rows
+            self.rows[pdu.event_id] = Counts(*rows, thread)
         self.newest[room_id] = position
 
     async def read(
@@ -67,13 +83,21 @@ class Storage:
         self.reads.append(list(room_ids))
         self.read_at.append(at)
         counts = {r: self.counts[r] for r in room_ids}
+        threads = {r: self.threads.get(r, {}) if per_thread else {} for r in room_ids}
         if self.release is not None:
             await self.release.wait()
-        return {
-            r: {"unread_notifications": {"notification_count": n, "highlight_count": 0}}
-            for r, n in counts.items()
-            if n
-        }
+        sections: dict[RoomID, JsonDict] = {}
+        for r, n in counts.items():
+            if n or threads[r]:
+                sections[r] = {
+                    "unread_notifications": {"notification_count": n, "highlight_count": 0}
+                }
+            if threads[r]:
+                sections[r]["unread_thread_notifications"] = {
+                    t: {"notification_count": c, "highlight_count": 0}
+                    for t, c in threads[r].items()
+                }
+        return sections
 
     async def positions(self, room_ids: Iterable[RoomID]) -> dict[RoomID, int]:
         found = {r: self.newest[r] for r in room_ids}
@@ -191,11 +215,7 @@ async def test_counts_are_read_when_an_event_after_them_is_not_known() -> None:
     storage.newest[A] += 1
     storage.counts[A] = 8
     assert notifications(await counts.sections(ALICE, [A], False), A) == 8
-    storage.land(A, BOB, (1, 0))
-    storage.counts[A] = 9
-    await counts.sections(ALICE, [A], True)
-    assert notifications(await counts.sections(ALICE, [A], True), A) == 9  # per thread: read
-    assert len(storage.reads) == 6
+    assert len(storage.reads) == 5
 
 
 async def test_a_receipt_ahead_of_the_announced_position_leaves_nothing_kept() -> None:
@@ -228,3 +248,29 @@ async def test_receipts_ahead_beyond_those_remembered_hold_back_everyone() -> No
     await counts.sections(CAROL, [A], False)
     await counts.sections(CAROL, [A], False)
     assert storage.reads == [[A], [A], [A]]
+
+
+def thread_counts(sections: dict[RoomID, JsonDict], room_id: RoomID) -> dict[str, int]:
+    threads = sections.get(room_id, {}).get("unread_thread_notifications", {})
+    return {t: int(c["notification_count"]) for t, c in threads.items()}
+
+
+async def test_counts_split_by_thread_move_on_into_their_threads() -> None:
+    storage = Storage()
+    storage.threads[A] = {"$root": 1}
+    counts = cache(storage)
+    assert thread_counts(await counts.sections(ALICE, [A], True), A) == {"$root": 1}
+    storage.land(A, BOB, (1, 0), thread="$root")
+    storage.land(A, BOB, (1, 1), thread="$other")
+    storage.land(A, BOB, (1, 0))  # in the main timeline
+    moved = await counts.sections(ALICE, [A], True)
+    assert (notifications(moved, A), highlights(moved, A)) == (3, 0)
+    assert thread_counts(moved, A) == {"$root": 2, "$other": 1}
+    assert len(storage.reads) == 1
+    # Not split by thread, kept apart: every event counts in the room's whole count.
+    storage.counts[A] = 6
+    assert notifications(await counts.sections(ALICE, [A], False), A) == 6
+    storage.land(A, BOB, (1, 0), thread="$root")
+    moved = await counts.sections(ALICE, [A], False)
+    assert (notifications(moved, A), thread_counts(moved, A)) == (7, {})
+    assert len(storage.reads) == 2

@@ -32,15 +32,16 @@ event after P is known (``BumpStamps.arrivals``) with the rows its commit wrote
 (``PushActionsService.counted``) and none is the user's own (sending reads up to it) nor
 their membership: each such event is after the user's read position (nothing of theirs
 moved it, and a receipt drops the entry), so it adds exactly what its rows hold, unless
-its sender is ignored (issue 18: the wake of a long-poll whose room just changed).
-Counts split by thread are always read.
+its sender is ignored (issue 18: the wake of a long-poll whose room just changed). Counts
+split by thread (``unread_thread_notifications``, which Element asks for) are brought up
+to date the same way, each event's count going to its thread's.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Protocol
 
 from peyvand.lru import LRU
 from peyvand.services.sync.sliding.bump_stamps import Arrival
@@ -66,9 +67,23 @@ IgnoredBy = Callable[[UserID], Awaitable[frozenset[UserID]]]
 # (room, after, up to) -> every event of the room in (after, up to] as (position, pdu),
 # oldest first; None: not known (``BumpStamps.arrivals``).
 Arrivals = Callable[[RoomID, int, int], "list[Arrival] | None"]
-# (user, event) -> what the event's rows add to the user's counts (notifications,
-# highlights); None: not known (``PushActionsService.counted``).
-Counted = Callable[[UserID, EventID], "tuple[int, int] | None"]
+_MAIN_THREAD: Final = "main"
+
+
+class EventCounts(Protocol):
+    """What one event's rows add to a user's counts, and in which thread."""
+
+    @property
+    def notifications(self) -> int: ...
+    @property
+    def highlights(self) -> int: ...
+    @property
+    def thread(self) -> str: ...
+
+
+# (user, event) -> what the event's rows add to the user's counts; None: not known
+# (``PushActionsService.counted``).
+Counted = Callable[[UserID, EventID], "EventCounts | None"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +147,7 @@ class UnreadCountCache:
                 missing.append(room_id)
                 continue
             if kept.position != position:
-                moved = None if per_thread else self._moved(user_id, room_id, kept, position)
+                moved = self._moved(user_id, room_id, kept, position, per_thread)
                 if moved is None:
                     missing.append(room_id)
                     continue
@@ -154,7 +169,9 @@ class UnreadCountCache:
         found.update(loaded)
         return found
 
-    def _moved(self, user_id: UserID, room_id: RoomID, kept: _Kept, position: int) -> _Kept | None:
+    def _moved(
+        self, user_id: UserID, room_id: RoomID, kept: _Kept, position: int, per_thread: bool
+    ) -> _Kept | None:
         """``kept`` brought up to the room's newest ``position`` from the events after
         it, when they are all known and none is the user's own or their membership."""
         if kept.position > position:
@@ -163,26 +180,31 @@ class UnreadCountCache:
         if arrived is None:
             return None
         section = kept.section or {}
-        counts = section.get("unread_notifications", {})
-        notifications = counts.get("notification_count", 0)
-        highlights = counts.get("highlight_count", 0)
+        main = _pair(section.get("unread_notifications"))
+        threads = {
+            thread: _pair(counts)
+            for thread, counts in section.get("unread_thread_notifications", {}).items()
+        }
         for event in arrived:
             if event.sender == user_id or (event.type == _MEMBER and event.state_key == user_id):
                 return None
             added = self._counted(user_id, event.event_id)
             if added is None:
                 return None
-            if event.sender not in kept.ignored:
-                notifications += added[0]
-                highlights += added[1]
-        unread = None
-        if notifications > 0 or highlights > 0:
-            unread = {
-                "unread_notifications": {
-                    "notification_count": max(0, notifications),
-                    "highlight_count": max(0, highlights),
-                }
-            }
+            if event.sender in kept.ignored:
+                continue
+            if per_thread and added.thread != _MAIN_THREAD:
+                into = threads.setdefault(added.thread, [0, 0])
+            else:
+                into = main
+            into[0] += added.notifications
+            into[1] += added.highlights
+        unread: JsonDict | None = None
+        unread_threads = {t: _json(c) for t, c in threads.items() if c[0] > 0 or c[1] > 0}
+        if main[0] > 0 or main[1] > 0 or unread_threads:
+            unread = {"unread_notifications": _json(main)}
+            if unread_threads:
+                unread["unread_thread_notifications"] = unread_threads
         return _Kept(position, kept.epoch, kept.ignored, unread)
 
     def receipts_elsewhere(self, keys: Sequence[Sequence[str]] | None) -> None:
@@ -225,3 +247,14 @@ class UnreadCountCache:
                 self._ahead_of_all = max(self._ahead_of_all, position)
         for per_thread in (False, True):
             self._kept.pop((row.user_id, row.room_id, per_thread))
+
+
+def _pair(counts: JsonDict | None) -> list[int]:
+    """A section's counts as [notifications, highlights]."""
+    if not counts:
+        return [0, 0]
+    return [counts.get("notification_count", 0), counts.get("highlight_count", 0)]
+
+
+def _json(pair: list[int]) -> JsonDict:
+    return {"notification_count": max(0, pair[0]), "highlight_count": max(0, pair[1])}
