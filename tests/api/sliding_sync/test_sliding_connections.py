@@ -129,3 +129,18 @@ def test_a_malformed_pos_is_unknown(text: str) -> None:
 def test_a_pos_round_trips() -> None:
     pos = Pos(7, StreamToken(events=5, typing=2))
     assert Pos.parse(pos.serialize()) == pos
+
+
+def test_only_the_rooms_a_response_answered_are_looked_at() -> None:
+    store = ConnectionStore()
+    a, b, c = RoomID("!a:test"), RoomID("!b:test"), RoomID("!c:test")
+    first = store.record(ALICE, None, ConnectionPosition({a: sent(1), b: sent(1)}, {}))
+    held = store.resume(ALICE, first)
+    # Another connection answered at the same position holds equal rooms: shared.
+    other = store.record(BOB, None, ConnectionPosition({c: sent(2)}, {}))
+    answered = {**held.rooms, c: sent(2)}
+    second = store.record(ALICE, first, ConnectionPosition(answered, {}), changed=[c])
+    now = store.resume(ALICE, second)
+    assert now.rooms == answered
+    assert now.rooms[a] is held.rooms[a] and now.rooms[b] is held.rooms[b]
+    assert now.rooms[c] is store.resume(BOB, other).rooms[c]

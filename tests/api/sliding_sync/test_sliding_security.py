@@ -259,7 +259,7 @@ def _long_poll(
         await asyncio.sleep(0.005)
         news = compute(notifier, next(computed))
         await asyncio.sleep(0.005)
-        return _Pass({}, {}, [], {}, frozenset(), ConnectionPosition({}, {}), news)
+        return _Pass({}, {}, [], {}, frozenset(), ConnectionPosition({}, {}), frozenset(), news)
 
     service._compute = fake_compute  # type: ignore[method-assign,assignment]
     return service, notifier, requester, f"{number}/{StreamToken().serialize()}"

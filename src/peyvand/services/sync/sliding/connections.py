@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import itertools
 import weakref
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -125,11 +125,25 @@ class SharedRooms:
         return len(self._held)
 
     def share(
-        self, rooms: Mapping[RoomID, SentRoom], known: Mapping[RoomID, SentRoom]
+        self,
+        rooms: Mapping[RoomID, SentRoom],
+        known: Mapping[RoomID, SentRoom],
+        changed: Collection[RoomID] | None,
     ) -> dict[RoomID, SentRoom]:
         """``rooms``, each value not already ``known`` (the previous position's, held
-        shared) replaced by the equal one held, if any."""
-        return {r: room if known.get(r) is room else self._one(room) for r, room in rooms.items()}
+        shared) replaced by the equal one held, if any. ``changed``, when given, holds
+        every room whose value may not be ``known``'s: only those are looked at, so a
+        response costs what it answered, not every room the connection was ever sent."""
+        if changed is None:
+            return {
+                r: room if known.get(r) is room else self._one(room) for r, room in rooms.items()
+            }
+        shared = dict(rooms)
+        for room_id in changed:
+            room = shared.get(room_id)
+            if room is not None and known.get(room_id) is not room:
+                shared[room_id] = self._one(room)
+        return shared
 
     def _one(self, room: SentRoom) -> SentRoom:
         key = hash(
@@ -197,31 +211,42 @@ class ConnectionStore:
         held.positions = {connection: position}
         return position
 
-    def record(self, key: ConnectionKey, base: int | None, position: ConnectionPosition) -> int:
+    def record(
+        self,
+        key: ConnectionKey,
+        base: int | None,
+        position: ConnectionPosition,
+        *,
+        changed: Collection[RoomID] | None = None,
+    ) -> int:
         """Record what a response leaves the connection with; its new number. No other
         position is dropped (only a request that uses one drops the others, ``resume``):
         ``base``, the position the request came from, stays for a retry, and so does a
-        newer one issued to a later request while this one was long-polling."""
+        newer one issued to a later request while this one was long-polling. ``changed``:
+        the rooms of ``position`` that may differ from ``base``'s (None: any)."""
         held = self._use(key)
         if held is None:
             held = self._add(key)
         number = next(self._numbers)
         known = held.positions.get(base) if base is not None else None
-        held.positions[number] = self._compact(_bounded(position), known)
+        held.positions[number] = self._compact(_bounded(position), known, changed)
         while len(held.positions) > MAX_POSITIONS_PER_CONNECTION:
             oldest = next(k for k in held.positions if k != base)
             del held.positions[oldest]
         return number
 
     def _compact(
-        self, position: ConnectionPosition, known: ConnectionPosition | None
+        self,
+        position: ConnectionPosition,
+        known: ConnectionPosition | None,
+        changed: Collection[RoomID] | None,
     ) -> ConnectionPosition:
         """``position`` holding shared rooms (``SharedRooms``), and the ``known``
         position's mappings wherever they are equal (a response that changed nothing of
         them): what a connection holds costs memory only for what is its own."""
         if known is None:
             known = _NOTHING_SENT
-        rooms = self._shared.share(position.rooms, known.rooms)
+        rooms = self._shared.share(position.rooms, known.rooms, changed)
         return ConnectionPosition(
             known.rooms if rooms == known.rooms else rooms,
             known.lists if position.lists == known.lists else position.lists,

@@ -115,6 +115,9 @@ class _Pass:
     # The rooms the user is joined to (the only ones receipts and typing cover).
     joined: frozenset[RoomID]
     position: ConnectionPosition
+    # The rooms of ``position`` answered by this pass (the others are the previous
+    # position's own objects).
+    answered: frozenset[RoomID]
     # Whether rooms or lists changed for the connection.
     news: bool
 
@@ -246,7 +249,9 @@ class SlidingSyncService:
             or (timed_out and sent != previous.extensions)
         ):
             position = ConnectionPosition(computed.position.rooms, computed.position.lists, sent)
-            number = self._connections.record(poll.key, poll.base, position)
+            number = self._connections.record(
+                poll.key, poll.base, position, changed=computed.answered
+            )
             return _response(Pos(number, now), computed, extensions)
         if timed_out:
             assert poll.base is not None
@@ -354,6 +359,7 @@ class SlidingSyncService:
             rooms=bodies,
             joined=listed.joined,
             position=position,
+            answered=frozenset(sent),
             news=bool(bodies) or digests != previous.lists,
         )
 
