@@ -263,10 +263,10 @@ def load_registrations(
     paths: Iterable[Path], server_name: ServerName
 ) -> tuple[ApplicationService, ...]:
     """Read and check every registration file; any problem is one ``RegistrationError``."""
-    import yaml
-
     services = []
     for path in paths:
+        import yaml
+
         try:
             text = path.read_text(encoding="utf-8")
         except OSError as e:
