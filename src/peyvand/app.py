@@ -254,7 +254,7 @@ def _services(
 ) -> Services:
     """What the API layer reaches: each service, by name."""
     state = timeline.state
-    activity = build_room_activity(timeline, local)
+    activity = build_room_activity(timeline, local, config.server_name)
     return Services(
         config=config,
         auth=local.auth,

@@ -34,7 +34,7 @@ class RoomActivity:
     unread: UnreadCountCache
 
 
-def build_room_activity(timeline: Timeline, local: Local) -> RoomActivity:
+def build_room_activity(timeline: Timeline, local: Local, server_name: ServerName) -> RoomActivity:
     def announced() -> int:
         return timeline.notifier.current_token.events
 
@@ -46,6 +46,7 @@ def build_room_activity(timeline: Timeline, local: Local) -> RoomActivity:
         announced,
         local.account_data.ignored_users.of,
         lambda: timeline.state.forget_epoch,
+        is_mine=lambda user_id: user_id.partition(":")[2] == server_name,
         arrivals=bump_stamps.arrivals,
         counted=local.push_actions.counted,
     )

@@ -1,16 +1,18 @@
 """PushActionsService.counted: what each committed event's rows add to a member's unread
 counts (its room row, plus the member's exception), as ``prepare`` wrote them; nothing
 when the evaluation failed, even if an earlier try of the same commit remembered it
-(issue 18: sliding sync brings kept counts up to date from it)."""
+(issue 18: sliding sync brings kept counts up to date from it), in the event's thread;
+nothing for an event stored already redacted."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from peyvand.events.pdu import Pdu
 from peyvand.events.room_versions import ROOM_V12
 from peyvand.services.push import actions
-from peyvand.services.push.actions import PushActionsService
+from peyvand.services.push.actions import Counted, PushActionsService
 from peyvand.storage.models import EventToPersist
 from peyvand.storage.push_actions import RoomNotification, UserException
 from peyvand.types import EventID, RoomID, ServerName, UserID
@@ -19,10 +21,12 @@ ROOM = RoomID("!room:example.org")
 ALICE, BOB, CAROL = (UserID(f"@{n}:example.org") for n in ("alice", "bob", "carol"))
 
 
-def event(position: int) -> EventToPersist:
+def event(position: int, thread: str | None = None) -> EventToPersist:
     data = {"type": "m.room.message", "sender": ALICE, "room_id": ROOM}
     pdu = Pdu(data, EventID(f"$e{position}"), ROOM_V12)
-    return EventToPersist(pdu, position, 1, None, None, None, None, ())
+    rel_type = "m.thread" if thread is not None else None
+    root = EventID(thread) if thread is not None else None
+    return EventToPersist(pdu, position, 1, None, None, root, rel_type, ())
 
 
 def service() -> PushActionsService:
@@ -34,7 +38,8 @@ def service() -> PushActionsService:
 
 async def test_counted_is_the_room_row_plus_the_members_exception() -> None:
     push = service()
-    batch = [event(1), event(2)]
+    redacted = dataclasses.replace(event(4), redacted_by=EventID("$r"))
+    batch = [event(1), event(2), event(3, thread="$root"), redacted]
     writes = actions._Writes(
         [RoomNotification(ROOM, 1, EventID("$e1"), ALICE, "main", False)],
         [
@@ -50,11 +55,13 @@ async def test_counted_is_the_room_row_plus_the_members_exception() -> None:
 
     push._evaluate_batch = evaluated  # type: ignore[method-assign]
     await push.prepare(batch)
-    assert push.counted(BOB, EventID("$e1")) == (1, 1)
-    assert push.counted(CAROL, EventID("$e1")) == (0, 0)
-    assert push.counted(ALICE, EventID("$e1")) == (1, 0)
-    assert push.counted(BOB, EventID("$e2")) == (0, 0)  # evaluated, no rows
-    assert push.counted(BOB, EventID("$e3")) is None  # never evaluated
+    assert push.counted(BOB, EventID("$e1")) == Counted(1, 1, "main")
+    assert push.counted(CAROL, EventID("$e1")) == Counted(0, 0, "main")
+    assert push.counted(ALICE, EventID("$e1")) == Counted(1, 0, "main")
+    assert push.counted(BOB, EventID("$e2")) == Counted(0, 0, "main")  # evaluated, no rows
+    assert push.counted(BOB, EventID("$e3")) == Counted(0, 0, "$root")  # a thread reply
+    assert push.counted(BOB, EventID("$e4")) is None  # stored redacted: not told
+    assert push.counted(BOB, EventID("$e5")) is None  # never evaluated
 
     async def failing(batch: Any) -> Any:
         raise RuntimeError("evaluation failed")

@@ -263,15 +263,17 @@ class PushActionsService:
 
     def _remember_written(self, batch: Sequence[EventToPersist], writes: _Writes) -> None:
         """Keep what each event's rows count (``counted``)."""
-        written = {p.pdu.event_id: _Written() for p in batch if p.stream_ordering > 0}
+        written = {
+            p.pdu.event_id: _Written(thread=_thread_of(p))
+            for p in batch
+            if p.stream_ordering > 0 and p.redacted_by is None
+        }
         for row in writes.notifications:
             if (entry := written.get(row.event_id)) is not None:
                 entry.room = (1, int(row.highlight))
-                entry.thread = row.thread_id
         for exception in writes.exceptions:
             if (entry := written.get(exception.event_id)) is not None:
                 entry.differences[exception.user_id] = (exception.notify, exception.highlight)
-                entry.thread = exception.thread_id
         for event_id, entry in written.items():
             self._written.put(event_id, entry)
 

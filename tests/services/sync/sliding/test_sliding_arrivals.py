@@ -67,3 +67,23 @@ async def test_arrivals_kept_per_room_are_bounded_and_say_so() -> None:
     assert stamps.arrivals(A, 10, 59) is None
     found = positions(stamps.arrivals(A, 50, 59))
     assert found == list(range(51, 60))
+
+
+async def test_positions_are_as_held_once_a_load_returns() -> None:
+    # A room held before a load that another room needed may move during it: the answer
+    # is what is held when the load returns, so that the stream position a caller reads
+    # right after (the unread counts' ``at``) covers no event of the room beyond it.
+    loads: list[Sequence[RoomID]] = []
+
+    async def slow_load(
+        rooms: Sequence[RoomID], types: Sequence[str] | None, upto: int
+    ) -> dict[RoomID, int]:
+        loads.append(rooms)
+        if B in rooms:
+            stamps.on_persisted([event(A, 12)])  # announced while B loads
+        return {A: 10, B: 11}
+
+    stamps = BumpStamps(slow_load, lambda: 100)
+    await stamps.stamps([A])  # A held at 10; B not held
+    assert await stamps.stamps([A, B]) == {A: 12, B: 11}
+    assert loads == [[A], [B]]

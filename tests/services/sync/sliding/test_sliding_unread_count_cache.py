@@ -116,6 +116,7 @@ def cache(storage: Storage) -> UnreadCountCache:
         lambda: storage.announced,
         storage.ignored_by,
         lambda: storage.epoch,
+        is_mine=lambda user_id: user_id.endswith(":example.org"),
         arrivals=storage.arrivals,
         counted=storage.counted,
     )
@@ -211,11 +212,14 @@ async def test_counts_are_read_when_an_event_after_them_is_not_known() -> None:
     storage.land(A, BOB, (1, 0), state_key=ALICE, type="m.room.member")
     storage.counts[A] = 7  # their membership changed: read, whatever the rows say
     assert notifications(await counts.sections(ALICE, [A], False), A) == 7
+    storage.land(A, BOB, (1, 0), type="m.room.redaction")
+    storage.counts[A] = 5  # a redaction may take a thread reply out of storage's threads
+    assert notifications(await counts.sections(ALICE, [A], False), A) == 5
     del storage.arrived[A]  # an event whose room's newest position was not known
     storage.newest[A] += 1
     storage.counts[A] = 8
     assert notifications(await counts.sections(ALICE, [A], False), A) == 8
-    assert len(storage.reads) == 5
+    assert len(storage.reads) == 6
 
 
 async def test_a_receipt_ahead_of_the_announced_position_leaves_nothing_kept() -> None:
@@ -239,6 +243,9 @@ async def test_receipts_ahead_beyond_those_remembered_hold_back_everyone() -> No
     ahead = storage.announced + 5
     for n in range(_AHEAD):
         row = ReceiptRow(B, "m.read", UserID(f"@u{n}:example.org"), "", EventID("$e"), 0)
+        counts.receipt_stored(row, ahead)
+        # Another server's users have no counts here: their receipts take no place.
+        row = ReceiptRow(B, "m.read", UserID(f"@u{n}:elsewhere.org"), "", EventID("$e"), 0)
         counts.receipt_stored(row, ahead)
     counts.receipt_stored(receipt(A), ahead)  # one more than remembered
     await counts.sections(CAROL, [A], False)

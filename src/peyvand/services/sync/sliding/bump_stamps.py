@@ -84,8 +84,9 @@ class _Newest:
             for room_id in missing:
                 stamp = max(loaded.get(room_id, 0), self._held.peek(room_id) or 0)
                 self._held.put(room_id, stamp)
-                if stamp:
-                    found[room_id] = stamp
+            # Every room as held now: rooms held before the load may have moved during
+            # it, and a caller reads the announced position right after this returns.
+            found = {r: held for r in room_ids if (held := self._held.peek(r))}
         return found
 
 

@@ -54,6 +54,7 @@ _SIZE: Final = 10_000
 # answering an event within the moment between its commit and its announcement).
 _AHEAD: Final = 1_024
 _MEMBER: Final = "m.room.member"
+_REDACTION: Final = "m.room.redaction"
 
 # (user, rooms, per thread) -> each room with unread notifications -> its /sync fields.
 UnreadSections = Callable[[UserID, Sequence[RoomID], bool], Awaitable[dict[RoomID, JsonDict]]]
@@ -105,6 +106,7 @@ class UnreadCountCache:
         ignored_by: IgnoredBy,
         forget_epoch: Callable[[], int],
         *,
+        is_mine: Callable[[UserID], bool],
         arrivals: Arrivals,
         counted: Counted,
         size: int = _SIZE,
@@ -114,6 +116,7 @@ class UnreadCountCache:
         event up to it)."""
         self._read = read
         self._announced = announced
+        self._is_mine = is_mine
         self._arrivals = arrivals
         self._counted = counted
         self._newest = newest
@@ -188,6 +191,10 @@ class UnreadCountCache:
         for event in arrived:
             if event.sender == user_id or (event.type == _MEMBER and event.state_key == user_id):
                 return None
+            if event.type == _REDACTION:
+                # A redacted thread reply leaves its thread's listing in storage while
+                # its rows stay: read again rather than count it where storage does not.
+                return None
             added = self._counted(user_id, event.event_id)
             if added is None:
                 return None
@@ -237,7 +244,7 @@ class UnreadCountCache:
         down. ``position``: the receipt's event's."""
         self._receipts += 1
         announced = self._announced()
-        if position > announced:
+        if position > announced and self._is_mine(row.user_id):
             if len(self._ahead) >= _AHEAD:
                 self._ahead = {k: p for k, p in self._ahead.items() if p > announced}
             key = (row.user_id, row.room_id)
