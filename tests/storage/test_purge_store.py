@@ -20,6 +20,14 @@ from peyvand.types import EventID
 ROOM = "!room:hs.test"
 
 
+async def _insert_room(db: Database) -> None:
+    await db.execute(
+        "INSERT INTO rooms (room_id, room_version, creator, is_public, created_ts)"
+        " VALUES ($1, '12', '@alice:hs.test', FALSE, 0)",
+        ROOM,
+    )
+
+
 async def _insert_event(
     db: Database, stream: int, event_id: str, content: dict[str, object], *, state_key: str | None
 ) -> None:
@@ -73,11 +81,7 @@ async def test_migration_indexes_media_of_existing_events(
 ) -> None:
     db = old_database
     try:
-        await db.execute(
-            "INSERT INTO rooms (room_id, room_version, creator, is_public, created_ts)"
-            " VALUES ($1, '12', '@alice:hs.test', FALSE, 0)",
-            ROOM,
-        )
+        await _insert_room(db)
         await _insert_event(
             db,
             1,
@@ -112,11 +116,7 @@ async def test_migration_indexes_media_of_existing_events(
 
 async def test_purge_keeps_current_state_and_shared_media(database: Database) -> None:
     store = PurgeStore(database)
-    await database.execute(
-        "INSERT INTO rooms (room_id, room_version, creator, is_public, created_ts)"
-        " VALUES ($1, '12', '@alice:hs.test', FALSE, 0)",
-        ROOM,
-    )
+    await _insert_room(database)
     await _insert_event(
         database, 1, "$a", {"body": "one", "url": "mxc://hs.test/shared"}, state_key=None
     )
@@ -165,11 +165,7 @@ async def test_purge_keeps_current_state_and_shared_media(database: Database) ->
 
 async def test_outliers_lose_their_content_but_keep_their_status(database: Database) -> None:
     store = PurgeStore(database)
-    await database.execute(
-        "INSERT INTO rooms (room_id, room_version, creator, is_public, created_ts)"
-        " VALUES ($1, '12', '@alice:hs.test', FALSE, 0)",
-        ROOM,
-    )
+    await _insert_room(database)
 
     def pdu(ts: int, body: str, state_key: str | None = None) -> str:
         event: dict[str, object] = {
@@ -231,11 +227,7 @@ async def test_the_stream_never_resumes_below_a_purged_event(database: Database)
     # Disappearing messages can purge the newest events of the server: a restart must not
     # hand their positions out again, below the tokens clients hold.
     store = PurgeStore(database)
-    await database.execute(
-        "INSERT INTO rooms (room_id, room_version, creator, is_public, created_ts)"
-        " VALUES ($1, '12', '@alice:hs.test', FALSE, 0)",
-        ROOM,
-    )
+    await _insert_room(database)
     for stream, event_id in ((1, "$a"), (2, "$b"), (3, "$c")):
         await _insert_event(database, stream, event_id, {"body": event_id}, state_key=None)
     events = EventStore(database)
