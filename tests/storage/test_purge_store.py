@@ -14,8 +14,9 @@ from peyvand.storage.events import EventStore
 from peyvand.storage.migrations import available_migrations
 from peyvand.storage.postgres import PostgresDatabase
 from peyvand.storage.purge import PurgeStore
+from peyvand.storage.remote_invites import RemoteInvite, RemoteInviteStore
 from peyvand.storage.sqlite import SqliteDatabase
-from peyvand.types import EventID
+from peyvand.types import EventID, RoomID, UserID
 
 ROOM = "!room:hs.test"
 
@@ -237,3 +238,30 @@ async def test_the_stream_never_resumes_below_a_purged_event(database: Database)
     assert await events.get_max_stream_ordering() == 3
     await _insert_event(database, 4, "$d", {"body": "d"}, state_key=None)
     assert await events.get_max_stream_ordering() == 4
+
+
+async def test_the_stream_never_resumes_below_an_erased_users_remote_invite(
+    database: Database,
+) -> None:
+    # Erasure deletes the user's invites from other servers, whose positions (a decline
+    # moves one to the newest) clients already hold in their tokens.
+    await _insert_room(database)
+    await _insert_event(database, 1, "$a", {"body": "a"}, state_key=None)
+    invites = RemoteInviteStore(database)
+    invite = RemoteInvite(
+        RoomID("!remote:elsewhere.test"),
+        UserID("@alice:hs.test"),
+        EventID("$invite"),
+        "12",
+        UserID("@bob:elsewhere.test"),
+        "leave",
+        5,
+        {},
+        [],
+    )
+    await invites.put(invite)
+    events = EventStore(database)
+    assert await events.get_max_stream_ordering() == 5
+    await invites.delete_all_for(UserID("@alice:hs.test"))
+    assert await invites.get(invite.room_id, invite.user_id) is None
+    assert await events.get_max_stream_ordering() == 5

@@ -261,14 +261,15 @@ class PurgeStore:
             )
             where = f"event_id IN ({placeholders(len(ids))})"
             top = await txn.fetchval(f"SELECT MAX(stream_ordering) FROM events WHERE {where}", *ids)
-            if top is not None and int(top) > 0:
-                await record_purged_events(txn, int(top))
             await txn.execute(f"DELETE FROM events WHERE {where}", *ids)
             await forget_events(txn, self._db.dialect, ids)
             await forget_thread_events(txn, ids)
             await unindex_events(txn, ids)
             await txn.execute(f"DELETE FROM event_expiry WHERE {where}", *ids)
             media = await _release_media(txn, ids)
+            # Last: the one row every purge writes is held only until the commit.
+            if top is not None and int(top) > 0:
+                await record_purged_events(txn, int(top))
         return PurgeResult(tuple(ids), media)
 
     async def rewrite_content(self, event_ids: Sequence[EventID], now_ts: int) -> PurgeResult:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import orjson
 
 from peyvand.storage.database import Database, Row
+from peyvand.storage.stream_positions import record_purged_events
 from peyvand.types import EventID, JsonDict, RoomID, UserID
 
 
@@ -121,8 +122,15 @@ class RemoteInviteStore:
         )
 
     async def delete_all_for(self, user_id: UserID) -> None:
-        """Forget every invite the user had from other servers (erasure)."""
-        await self._db.execute("DELETE FROM remote_invites WHERE user_id = $1", user_id)
+        """Forget every invite the user had from other servers (erasure), recording the
+        highest events position they held (``stream_positions.PURGED_EVENTS``)."""
+        async with self._db.transaction() as txn:
+            top = await txn.fetchval(
+                "SELECT MAX(stream_ordering) FROM remote_invites WHERE user_id = $1", user_id
+            )
+            await txn.execute("DELETE FROM remote_invites WHERE user_id = $1", user_id)
+            if top is not None and int(top) > 0:
+                await record_purged_events(txn, int(top))
 
     async def held_for(self, user_id: UserID) -> list[RemoteInvite]:
         """The user's held invites (message requests) still open, oldest first."""

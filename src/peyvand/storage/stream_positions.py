@@ -1,10 +1,10 @@
 """Each writing process's position in each stream (schema 048, issue 21): up to where
 everything it wrote is committed. A position only moves forward.
 
-One more row, ``PURGED_EVENTS``, is the highest events position whose event was purged:
-the events stream resumes above it at start (``EventStore.get_max_stream_ordering``), so
-a purge that deleted the newest events never lets a restart hand their positions out
-again, below the tokens clients already hold."""
+One more row, ``PURGED_EVENTS``, is the highest events position deleted from storage (a
+purged event, or an erased user's remote invite): the events stream resumes above it at
+start (``EventStore.get_max_stream_ordering``), so deleting the newest positions never
+lets a restart hand them out again, below the tokens clients already hold."""
 
 from __future__ import annotations
 
