@@ -138,9 +138,12 @@ def test_only_the_rooms_a_response_answered_are_looked_at() -> None:
     held = store.resume(ALICE, first)
     # Another connection answered at the same position holds equal rooms: shared.
     other = store.record(BOB, None, ConnectionPosition({c: sent(2)}, {}))
-    answered = {**held.rooms, c: sent(2)}
+    # b equal to what ALICE holds but not the same object: not looked at, as not answered.
+    answered = {a: held.rooms[a], b: sent(1), c: sent(2)}
     second = store.record(ALICE, first, ConnectionPosition(answered, {}), changed=[c])
     now = store.resume(ALICE, second)
     assert now.rooms == answered
-    assert now.rooms[a] is held.rooms[a] and now.rooms[b] is held.rooms[b]
+    assert now.rooms[a] is held.rooms[a]
+    # (looked at, it would have been swapped for the equal one held)
+    assert now.rooms[b] is answered[b] and now.rooms[b] is not held.rooms[b]
     assert now.rooms[c] is store.resume(BOB, other).rooms[c]

@@ -71,6 +71,7 @@ class _Newest:
         self._held.put(room_id, max(held, position))
 
     async def get(self, room_ids: Iterable[RoomID]) -> dict[RoomID, int]:
+        room_ids = list(room_ids)
         found: dict[RoomID, int] = {}
         missing: list[RoomID] = []
         for room_id in room_ids:

@@ -133,7 +133,8 @@ class SharedRooms:
         """``rooms``, each value not already ``known`` (the previous position's, held
         shared) replaced by the equal one held, if any. ``changed``, when given, holds
         every room whose value may not be ``known``'s: only those are looked at, so a
-        response costs what it answered, not every room the connection was ever sent."""
+        response hashes what it answered, not every room the connection was ever sent
+        (the map is still copied, in C)."""
         if changed is None:
             return {
                 r: room if known.get(r) is room else self._one(room) for r, room in rooms.items()
