@@ -8,7 +8,8 @@ still in flight (issue 21). The stream's position announced is the highest commi
 one, the batch's own newest or the membership's, never ``persisted_upto``: that counts
 abandoned positions, which no stored row holds, and a token naming one would be handed
 out again after a restart (``EventCreationService.start`` continues after the highest
-stored position) to an event its holder would never see."""
+position stored, or deleted since by a purge or an erasure) to an event its holder would
+never see."""
 
 from __future__ import annotations
 

@@ -52,7 +52,8 @@ async def followed_position(positions: StreamPositionStore, store: EventStore) -
     own transaction, may be there above an event still queued in the writer's group
     commit, which a process starting above it would never announce.
 
-    Never above the highest stored position. With none recorded, the writer has not yet
+    Never above the highest position used (stored, or deleted since by a purge or an
+    erasure: ``EventStore.get_max_stream_ordering``). With none recorded, the writer has not yet
     started in this deployment (it records where it starts before it writes anything,
     ``EventPositionPublisher.start``): nothing is in flight and every stored position is
     committed."""

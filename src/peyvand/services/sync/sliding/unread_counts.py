@@ -29,8 +29,9 @@ but after ``at``, would be added when it arrives.
 
 Counts kept at P whose room moved on are brought up to date without a read when every
 event after P is known (``BumpStamps.arrivals``) with the rows its commit wrote
-(``PushActionsService.counted``) and none is the user's own (sending reads up to it) nor
-their membership: each such event is after the user's read position (nothing of theirs
+(``PushActionsService.counted``) and none is the user's own (sending reads up to it),
+their membership, or a redaction (a redacted thread reply leaves storage's thread
+listing): each such event is after the user's read position (nothing of theirs
 moved it, and a receipt drops the entry), so it adds exactly what its rows hold, unless
 its sender is ignored (issue 18: the wake of a long-poll whose room just changed). Counts
 split by thread (``unread_thread_notifications``, which Element asks for) are brought up
@@ -176,7 +177,8 @@ class UnreadCountCache:
         self, user_id: UserID, room_id: RoomID, kept: _Kept, position: int, per_thread: bool
     ) -> _Kept | None:
         """``kept`` brought up to the room's newest ``position`` from the events after
-        it, when they are all known and none is the user's own or their membership."""
+        it, when they are all known and none is the user's own, their membership or a
+        redaction."""
         if kept.position > position:
             return None
         arrived = self._arrivals(room_id, kept.position, position)
