@@ -60,6 +60,10 @@ METRICS = [
     Metric("deliv_p50", "3 delivery p50 (200 users)", "ms", False,
            lambda r: r.figures.delivery.p50_ms),
     Metric("deliv_p99", "3 delivery p99", "ms", False, lambda r: r.figures.delivery.p99_ms),
+    Metric("deliv_req_p50", "3 delivery p50 from the send's request", "ms", False,
+           lambda r: r.figures.delivery.from_request_p50_ms),
+    Metric("deliv_req_p99", "3 delivery p99 from the send's request", "ms", False,
+           lambda r: r.figures.delivery.from_request_p99_ms),
     Metric("deliv_missing", "3 deliveries missing", "count", False,
            lambda r: r.figures.delivery.missing),
     Metric("isync_p50", "4 initial sync p50", "ms", False,
@@ -92,7 +96,8 @@ class Target:
 
 TARGETS = [
     Target("conc_rate", "send throughput (2) >= 10x Synapse", 10.0, True),
-    Target("deliv_p99", "delivery p99 (3) <= 1/3 of Synapse", 1 / 3, False),
+    # From the send's request: a /sync woken before its sender's 200 reads 0 from the 200.
+    Target("deliv_req_p99", "delivery p99 (3) <= 1/3 of Synapse", 1 / 3, False),
     Target("rss_peak", "peak RSS <= 1/4 of Synapse", 0.25, False),
     Target("cpu_per_1000", "CPU per 1,000 messages <= 1/10 of Synapse", 0.1, False),
 ]

@@ -99,6 +99,9 @@ class DeliveryFigures:
     truncated: bool = False
     p50_ms: float = math.nan
     p99_ms: float = math.nan
+    # From the send's request (a /sync answered before the sender's 200 reads 0 above).
+    from_request_p50_ms: float = math.nan
+    from_request_p99_ms: float = math.nan
 
 
 @dataclass(slots=True)
@@ -307,6 +310,7 @@ async def delivery(
     stop = asyncio.Event()
     delivered = asyncio.Event()
     sent_at: dict[str, float] = {}
+    started_at: dict[str, float] = {}
     receivers = [received[account.user_id] for account, _ in polling[1:]]
     sending_done = False
 
@@ -346,7 +350,9 @@ async def delivery(
                 break
             reply = await client.send(sender, room, f"d{n}", f"delivery {n}")
             if reply.status == 200:
-                sent_at[reply.body["event_id"]] = time.perf_counter()
+                ended = time.perf_counter()
+                sent_at[reply.body["event_id"]] = ended
+                started_at[reply.body["event_id"]] = ended - reply.seconds
             await asyncio.sleep(sizes.delivery_interval)
         sending_done = True
         check_delivered()
@@ -368,6 +374,12 @@ async def delivery(
     figures.missing = len(sent_at) * len(receivers) - len(latencies)
     figures.p50_ms = percentile(latencies, 50) * 1000
     figures.p99_ms = percentile(latencies, 99) * 1000
+    from_request = [
+        seen[event_id] - at for seen in receivers for event_id, at in started_at.items()
+        if event_id in seen
+    ]  # fmt: skip
+    figures.from_request_p50_ms = percentile(from_request, 50) * 1000
+    figures.from_request_p99_ms = percentile(from_request, 99) * 1000
     return figures
 
 

@@ -41,6 +41,7 @@ async def test_workloads_at_tiny_sizes(homeserver: HomeserverProcess) -> None:
     assert delivery.deliveries == sizes.delivery_messages * (sizes.users - 1)
     assert delivery.missing == 0
     assert 0 <= delivery.p50_ms <= delivery.p99_ms < 5000
+    assert 0 < delivery.from_request_p50_ms <= delivery.from_request_p99_ms < 5000
 
     synced = figures.initial_sync
     assert (synced.rooms, synced.messages) == (
