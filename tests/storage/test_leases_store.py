@@ -264,3 +264,25 @@ async def test_names_are_held_on_postgres_only(
     finally:
         await sqlite.close()
         await postgres.close()
+
+
+class HangingStop(Job):
+    """A job whose stop never ends."""
+
+    async def stop(self) -> None:
+        await asyncio.sleep(3600)
+
+
+async def test_a_stop_that_hangs_still_lets_the_lease_go(database: Database) -> None:
+    leased = Leased("retention", HangingStop(), LeaseStore(database), "a", period_seconds=PERIOD)
+    other = Leased("retention", Job(), LeaseStore(database), "b", period_seconds=PERIOD)
+    await leased.start()
+    await _until(lambda: leased.running, 5)
+    started = time.monotonic()
+    await asyncio.wait_for(leased.stop(), PERIOD * 3)
+    assert time.monotonic() - started < PERIOD
+    await other.start()
+    try:
+        await _until(lambda: other.running, PERIOD * 3)  # released: taken at the next try
+    finally:
+        await other.stop()

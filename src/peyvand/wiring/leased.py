@@ -8,7 +8,8 @@ left (the database unreachable, or a renewal that hangs: each is bounded by that
 measured on the monotonic clock): it never runs past its lease. A process that dies
 stops renewing, and another takes the lease once it has expired: within one period and
 one retry interval (6 s + 2 s by default). A clean stop releases the lease, so another
-process takes over at its next try.
+process takes over at its next try; stopping the component is bounded by a third of the
+period (one that hangs is logged and left), so a process always stops and lets go.
 
 Each job is expected to be safe to run again from its stored position (they all resume
 from the database at start), since the handover can repeat the last unfinished pass.
@@ -155,7 +156,10 @@ class Leased:
         token, self._token = self._token, None
         if running:
             try:
-                await run_step(self._component.stop)
+                async with asyncio.timeout(self._period / 3):
+                    await run_step(self._component.stop)
+            except TimeoutError:
+                logger.error("lease %s: stopping the component did not end in time", self.name)
             except Exception:
                 logger.exception("lease %s: stopping the component failed", self.name)
         if token is not None:
