@@ -4,6 +4,7 @@ the unread counts kept between requests, which /sync shares."""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from peyvand.services.federation.partial_state_resync import PartialStateResync
@@ -21,7 +22,7 @@ from peyvand.services.sync.sliding.user_rooms import UserRooms
 from peyvand.storage.database import Database
 from peyvand.storage.forgotten_rooms import ForgottenRoomStore
 from peyvand.storage.to_device import ToDeviceStore
-from peyvand.types import RoomID, ServerName
+from peyvand.types import RoomID, ServerName, server_name_of
 from peyvand.wiring.local import Local, Timeline
 
 
@@ -46,7 +47,7 @@ def build_room_activity(timeline: Timeline, local: Local, server_name: ServerNam
         announced,
         local.account_data.ignored_users.of,
         lambda: timeline.state.forget_epoch,
-        is_mine=lambda user_id: user_id.partition(":")[2] == server_name,
+        is_mine=functools.partial(_is_mine, server_name),
         arrivals=bump_stamps.arrivals,
         counted=local.push_actions.counted,
     )
@@ -107,9 +108,13 @@ def build_sliding_sync(
             local.receipts,
             local.typing,
         ),
-        is_mine=lambda user_id: user_id.partition(":")[2] == server_name,
+        is_mine=functools.partial(_is_mine, server_name),
         is_partial=partial_state.is_partial if partial_state is not None else _never_partial,
     )
+
+
+def _is_mine(server_name: ServerName, user_id: str) -> bool:
+    return server_name_of(user_id) == server_name
 
 
 def _never_partial(room_id: RoomID) -> bool:

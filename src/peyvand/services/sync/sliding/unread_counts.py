@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from typing import Final, Protocol
 
 from peyvand.lru import LRU
+from peyvand.services.sync.receipts import MAIN_THREAD
 from peyvand.services.sync.sliding.bump_stamps import Arrival
 from peyvand.storage.receipts import ReceiptRow
 from peyvand.types import EventID, JsonDict, RoomID, UserID
@@ -69,7 +70,6 @@ IgnoredBy = Callable[[UserID], Awaitable[frozenset[UserID]]]
 # (room, after, up to) -> every event of the room in (after, up to] as (position, pdu),
 # oldest first; None: not known (``BumpStamps.arrivals``).
 Arrivals = Callable[[RoomID, int, int], "list[Arrival] | None"]
-_MAIN_THREAD: Final = "main"
 
 
 class EventCounts(Protocol):
@@ -164,9 +164,7 @@ class UnreadCountCache:
         loaded = await self._read(user_id, missing, per_thread, at)
         if receipts == self._receipts:
             for room_id in missing:
-                if (self._ahead or at < self._ahead_of_all) and self._read_ahead(
-                    user_id, room_id, at
-                ):
+                if self._read_ahead(user_id, room_id, at):
                     continue
                 kept = _Kept(positions.get(room_id, 0), epoch, ignored, loaded.get(room_id))
                 self._kept.put((user_id, room_id, per_thread), kept)
@@ -202,7 +200,7 @@ class UnreadCountCache:
                 return None
             if event.sender in kept.ignored:
                 continue
-            if per_thread and added.thread != _MAIN_THREAD:
+            if per_thread and added.thread != MAIN_THREAD:
                 into = threads.setdefault(added.thread, [0, 0])
             else:
                 into = main
