@@ -16,6 +16,7 @@ from peyvand.api.admin import ADMIN_ROUTE_TABLES
 from peyvand.api.client import CLIENT_ROUTE_TABLES
 from peyvand.api.container import Services
 from peyvand.api.federation import FEDERATION_ROUTE_TABLES
+from peyvand.api.in_flight import InFlight
 from peyvand.api.internal import INTERNAL_ROUTE_TABLES
 from peyvand.api.media import MEDIA_ROUTE_TABLES
 from peyvand.api.server import build_web_app
@@ -109,6 +110,7 @@ async def create_app(config: Config) -> web.Application:
     )
     # The internal API between a deployment's processes only where there are several.
     internal = INTERNAL_ROUTE_TABLES if config.workers.enabled else []
+    in_flight = InFlight()
     app = build_web_app(
         services,
         [
@@ -120,6 +122,7 @@ async def create_app(config: Config) -> web.Application:
         ],
         metrics=observed.metrics,
         health=observed.health,
+        in_flight=in_flight,
     )
     lifecycle = _lifecycle(
         config,
@@ -144,6 +147,9 @@ async def create_app(config: Config) -> web.Application:
 
     async def stop(_: web.Application) -> None:
         observed.health.serving = False
+        # aiohttp has waited for the requests of the connections still open; one whose
+        # client left may still be running, and must end before the database closes.
+        await in_flight.close()
         await lifecycle.stop()
 
     app.on_startup.append(start)

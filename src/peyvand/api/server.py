@@ -18,6 +18,7 @@ from peyvand.api.container import Services
 from peyvand.api.context import SERVICES_KEY, RequestContext, json_response
 from peyvand.api.guest_access import guest_may_use
 from peyvand.api.health import HEALTH_PATH, Health
+from peyvand.api.in_flight import InFlight
 from peyvand.api.metrics import METRICS_PATH, RouteMetrics, ServerMetrics
 from peyvand.api.ratelimit import RateLimiter
 from peyvand.api.routing import (
@@ -272,11 +273,15 @@ def build_web_app(
     *,
     metrics: ServerMetrics | None = None,
     health: Health | None = None,
+    in_flight: InFlight | None = None,
 ) -> web.Application:
     """The aiohttp application serving every route in ``tables``, with ``metrics`` kept
     and served at ``/_peyvand/metrics`` and ``health`` at ``/health`` when given (outside
-    the route tables: no role's, so the reverse proxy's configuration leaves them out)."""
+    the route tables: no role's, so the reverse proxy's configuration leaves them out),
+    and every request counted in ``in_flight`` when given."""
     middlewares: list[Middleware] = [_errors_middleware]
+    if in_flight is not None:
+        middlewares.append(in_flight.middleware)
     trusted = trusted_networks(services.config.http.trusted_proxies)
     if trusted:
         # Behind a reverse proxy: request.remote becomes the client's address.
