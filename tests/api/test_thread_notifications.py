@@ -144,3 +144,26 @@ async def test_thread_counts_leave_out_ignored_users(client: MatrixClient) -> No
     )
     ignore.ok()
     assert await counts(client, alice, room_id) == ((1, 0), (0, 0), {root: (1, 0)})
+
+
+async def test_relations_of_a_thread_reply_are_in_its_thread(client: MatrixClient) -> None:
+    """An event relating to a thread reply without ``m.thread`` (a reference, a
+    reaction) is in the reply's thread ("Threaded read receipts": relations are
+    followed up to 3 hops): its notification counts there, and sending one reads that
+    thread, not the main timeline."""
+    alice, bob = await client.register(), await client.register()
+    room_id = await create_room(client, alice, preset="public_chat")
+    (await client.request("POST", f"join/{quote(room_id)}", json={}, token=bob)).ok()
+    root = await say(client, room_id, alice, "root")
+    in_thread = await reply(client, room_id, alice, root, "in the thread")
+    await say(client, room_id, alice, "in the room")
+    assert await counts(client, bob, room_id) == ((3, 0), (2, 0), {root: (1, 0)})
+
+    reference = {"rel_type": "m.reference", "event_id": in_thread}
+    await say(client, room_id, alice, "about that reply", **{"m.relates_to": reference})
+    assert await counts(client, bob, room_id) == ((4, 0), (2, 0), {root: (2, 0)})
+
+    reaction = {"m.relates_to": {"rel_type": "m.annotation", "event_id": in_thread, "key": "+1"}}
+    path = f"rooms/{quote(room_id)}/send/m.reaction/r1"
+    (await client.request("PUT", path, json=reaction, token=bob)).ok()
+    assert await counts(client, bob, room_id) == ((2, 0), (2, 0), {})

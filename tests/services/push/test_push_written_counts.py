@@ -48,6 +48,7 @@ async def test_counted_is_the_room_row_plus_the_members_exception() -> None:
         ],
         {},
         [],
+        {EventID("$e1"): "main", EventID("$e2"): "main", EventID("$e3"): "$root"},
     )
 
     async def evaluated(batch: Any) -> Any:

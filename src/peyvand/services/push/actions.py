@@ -82,6 +82,7 @@ from peyvand.events.push_rules.evaluation import EventEvaluation
 from peyvand.events.push_rules.ruleset import Ruleset
 from peyvand.events.serialize import client_event
 from peyvand.lru import LRU
+from peyvand.services.timeline.event_thread import MAIN_THREAD, Link, threads_of
 from peyvand.services.timeline.event_writer import TxnWrite
 from peyvand.services.timeline.room_state import RoomSnapshot, StateService
 from peyvand.storage.database import Connection
@@ -103,8 +104,6 @@ _CONTEXT_CACHE_SIZE: Final = 10_000
 _PENDING_PUSHES_SIZE: Final = 10_000
 # Events whose rows are remembered for ``counted`` (a few ints each, the recent ones).
 _WRITTEN_SIZE: Final = 10_000
-# "Threaded read receipts": the thread ID of the main timeline.
-MAIN_THREAD: Final = "main"
 _LEFT: Final = frozenset({"leave", "ban"})
 # Whom the room outcome is evaluated for: no event can name it (no string accepted from
 # a client or another server holds U+0000), so no per-user rule matches it.
@@ -189,6 +188,8 @@ class _Writes:
     # however many events it sent.
     read: dict[tuple[UserID, RoomID, str], int]
     pushes: list[PushOutcome]
+    # Each event's thread (``threads_of``).
+    threads: dict[EventID, str]
 
 
 @dataclass(slots=True)
@@ -264,7 +265,7 @@ class PushActionsService:
     def _remember_written(self, batch: Sequence[EventToPersist], writes: _Writes) -> None:
         """Keep what each event's rows count (``counted``)."""
         written = {
-            p.pdu.event_id: _Written(thread=_thread_of(p))
+            p.pdu.event_id: _Written(thread=writes.threads.get(p.pdu.event_id, MAIN_THREAD))
             for p in batch
             if p.stream_ordering > 0 and p.redacted_by is None
         }
@@ -290,7 +291,10 @@ class PushActionsService:
         return Counted(notify + extra_notify, highlight + extra_highlight, entry.thread)
 
     async def _evaluate_batch(self, batch: Sequence[EventToPersist]) -> _Writes:
-        writes = _Writes([], [], {}, [])
+        threads = await threads_of(
+            self._state, ((p.pdu.event_id, _link(p)) for p in batch if p.stream_ordering > 0)
+        )
+        writes = _Writes([], [], {}, [], threads)
         for persisted in batch:
             pdu = persisted.pdu
             room_id, position = pdu.room_id, persisted.stream_ordering
@@ -299,7 +303,7 @@ class PushActionsService:
             # "Marking notifications as read": sending an event reads up to it, in its
             # thread ("Threaded read receipts"); joining reads the whole room.
             if self._is_local(pdu.sender):
-                read_thread = "" if pdu.type == "m.room.member" else _thread_of(persisted)
+                read_thread = "" if pdu.type == "m.room.member" else threads[pdu.event_id]
                 writes.read[(pdu.sender, room_id, read_thread)] = position
             # Notifications of a room the user left are dropped, not kept for a rejoin.
             if (
@@ -368,7 +372,7 @@ class PushActionsService:
         pdu = persisted.pdu
         sender = pdu.sender
         evaluation = _evaluation(pdu, snapshot, context)
-        thread_id = _thread_of(persisted)
+        thread_id = writes.threads[pdu.event_id]
         room = evaluation.actions_for(_DEFAULT_RULES, _NOBODY, None)
         if room.notify:
             writes.notifications.append(
@@ -627,11 +631,11 @@ def _evaluation(pdu: Pdu, snapshot: RoomSnapshot, context: _RoomContext) -> Even
     )
 
 
-def _thread_of(persisted: EventToPersist) -> str:
-    """The thread of ``persisted``: its root's event ID, or ``main``."""
-    if persisted.rel_type == "m.thread" and persisted.relates_to is not None:
-        return persisted.relates_to
-    return MAIN_THREAD
+def _link(persisted: EventToPersist) -> Link:
+    """The relation of ``persisted`` as ``threads_of`` reads it."""
+    if persisted.rel_type is None or persisted.relates_to is None:
+        return None
+    return persisted.rel_type, persisted.relates_to
 
 
 def _counts_json(count: UnreadCount) -> JsonDict:

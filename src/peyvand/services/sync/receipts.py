@@ -26,6 +26,7 @@ from peyvand.errors import forbidden, invalid_param, not_found
 from peyvand.services.sync.account_data import FULLY_READ_EVENT_TYPE, AccountDataService
 from peyvand.services.sync.notifier import Notifier
 from peyvand.services.sync.streams import Stream
+from peyvand.services.timeline.event_thread import MAIN_THREAD, MAX_RELATION_HOPS
 from peyvand.services.timeline.room_state import StateService
 from peyvand.storage.models import StoredEvent
 from peyvand.storage.receipts import ReceiptRow, ReceiptStore
@@ -35,10 +36,6 @@ READ = "m.read"
 READ_PRIVATE = "m.read.private"
 FULLY_READ = "m.fully_read"
 RECEIPT_TYPES = (READ, READ_PRIVATE, FULLY_READ)
-# "Threaded read receipts": the thread ID of the main timeline.
-MAIN_THREAD = "main"
-# "Threaded read receipts": follow at most 3 relations when deciding an event's thread.
-_MAX_RELATION_HOPS = 3
 
 
 # Called with each local m.read receipt stored (not with private ones).
@@ -214,7 +211,7 @@ class ReceiptService:
         current = event
         reached = {event.pdu.event_id}
         thread = MAIN_THREAD
-        for _ in range(_MAX_RELATION_HOPS):
+        for _ in range(MAX_RELATION_HOPS):
             relation = _relation(current)
             if relation is None:
                 break

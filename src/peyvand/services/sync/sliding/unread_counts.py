@@ -45,8 +45,8 @@ from dataclasses import dataclass
 from typing import Final, Protocol
 
 from peyvand.lru import LRU
-from peyvand.services.sync.receipts import MAIN_THREAD
 from peyvand.services.sync.sliding.bump_stamps import Arrival
+from peyvand.services.timeline.event_thread import MAIN_THREAD
 from peyvand.storage.receipts import ReceiptRow
 from peyvand.types import EventID, JsonDict, RoomID, UserID
 
