@@ -88,7 +88,7 @@ async def create_app(config: Config) -> web.Application:
     previews = build_previews(config, db, timeline, local, transport, federation, rooms)
     email = build_email(config, db, timeline, local, signing_key)
     appservices = build_appservices(config, db, timeline, local, rooms, federation)
-    workers = build_workers(config, db, timeline, local, rooms)
+    workers = build_workers(config, db, timeline, local, rooms, federation)
     observed = build_observability(
         config, db.pool_usage, timeline, local, transport, appservices, workers
     )

@@ -110,3 +110,71 @@ async def test_a_synapse_user_and_a_deployment_user_talk(
     assert "started federation sender" not in reader_log
     for log in (writer_log, reader_log):
         assert "Unhandled error" not in log
+
+
+async def _upload_keys(client: MatrixClient, account: Account) -> None:
+    """Device keys for ``account``'s device (the server does not check their signature;
+    nothing here encrypts with them)."""
+    device = account.device_id
+    device_keys = {
+        "user_id": account.user_id,
+        "device_id": device,
+        "algorithms": ["m.olm.v1.curve25519-aes-sha2", "m.megolm.v1.aes-sha2"],
+        "keys": {f"curve25519:{device}": "c" * 43, f"ed25519:{device}": "e" * 43},
+        "signatures": {account.user_id: {f"ed25519:{device}": "s" * 86}},
+    }
+    (
+        await client.request(
+            "POST", "keys/upload", json={"device_keys": device_keys}, token=account
+        )
+    ).ok()
+
+
+async def _devices_on(client: MatrixClient, account: Account, user_id: str) -> set[str]:
+    body = {"device_keys": {user_id: []}}
+    answer = (await client.request("POST", "keys/query", json=body, token=account)).ok()
+    return set(answer["device_keys"].get(user_id, {}))
+
+
+async def test_a_remote_users_new_device_reaches_the_reader_that_cached_their_keys(
+    federating: tuple[Nginx, Deployment],
+    synapse_client: MatrixClient,
+) -> None:
+    """The client reader fetched and cached a Synapse user's device list; the device
+    list update Synapse sends for a new device reaches the writer (federation inbound),
+    and the reader's next /keys/query has the new device: its copy was dropped."""
+    nginx, deployment = federating
+    async with new_session() as session:
+        front = MatrixClient(session, nginx.base_url)
+        reader = MatrixClient(session, deployment["reader"].base_url)
+        async with asyncio.timeout(TIMEOUT_SECONDS):
+            alice = await front.register()
+            bob = await synapse_client.register()
+            await _upload_keys(synapse_client, bob)
+            room_id = str(
+                (await front.request("POST", "createRoom", json={}, token=alice)).ok()["room_id"]
+            )
+            invite = {"user_id": bob.user_id}
+            (
+                await front.request(
+                    "POST", f"rooms/{quote(room_id)}/invite", json=invite, token=alice
+                )
+            ).ok()
+            await sync_until(synapse_client, bob, invited_to(room_id))
+            (
+                await synapse_client.request("POST", f"join/{quote(room_id)}", json={}, token=bob)
+            ).ok()
+            await wait_until_joined(front, alice, room_id, bob.user_id, attempts=600)
+            assert await _devices_on(reader, alice, bob.user_id) == {bob.device_id}
+
+            second = await synapse_client.login(bob.user_id, bob.password)
+            await _upload_keys(synapse_client, second)
+            devices: set[str] = set()
+            for _ in range(300):  # 30 s
+                devices = await _devices_on(reader, alice, bob.user_id)
+                if second.device_id in devices:
+                    break
+                await asyncio.sleep(0.1)
+    assert devices == {bob.device_id, second.device_id}
+    for name in ("writer", "reader"):
+        assert "Unhandled error" not in deployment[name].log()

@@ -20,6 +20,7 @@ from peyvand.storage.database import Database
 from peyvand.storage.receipts import ReceiptRow
 from peyvand.storage.stream_positions import StreamPositionStore
 from peyvand.types import RoomID, UserID
+from peyvand.wiring.federation import Federation
 from peyvand.wiring.lifecycle import Component
 from peyvand.wiring.local import Local, Timeline
 from peyvand.wiring.rooms import Rooms
@@ -28,7 +29,12 @@ logger = logging.getLogger(__name__)
 
 
 def build_workers(
-    config: Config, db: Database, timeline: Timeline, local: Local, rooms: Rooms
+    config: Config,
+    db: Database,
+    timeline: Timeline,
+    local: Local,
+    rooms: Rooms,
+    federation: Federation,
 ) -> list[tuple[str, Component]]:
     """The components to start after the event writer, in order (none for one process)."""
     workers = config.workers
@@ -54,7 +60,9 @@ def build_workers(
     relay.track(Stream.ACCOUNT_DATA, local.account_data.stored_position)
     relay.track(Stream.RECEIPTS, local.receipts.stored_position)
     _relay_receipt_rooms(relay, timeline, local)
-    caches = _relay_caches(CacheRelay(bus, instance, bus.sent), timeline, local, rooms, relay)
+    caches = _relay_caches(
+        CacheRelay(bus, instance, bus.sent), timeline, local, rooms, relay, federation
+    )
     if workers.has_role("event_writer"):
         publisher = EventPositionPublisher(
             bus, positions, instance, lambda: timeline.notifier.current_token.events
@@ -84,14 +92,20 @@ def build_workers(
 
 
 def _relay_caches(
-    caches: CacheRelay, timeline: Timeline, local: Local, rooms: Rooms, relay: StreamRelay
+    caches: CacheRelay,
+    timeline: Timeline,
+    local: Local,
+    rooms: Rooms,
+    relay: StreamRelay,
+    federation: Federation,
 ) -> CacheRelay:
     """Each process tells the others what it changed of the caches they keep, and drops
     theirs (issue 21, "Caches"): a token revoked on the writer stops working on a reader
     at once (the revocation answers once the message is sent, or once the reader's copy
     has expired: ``TOKEN_SECONDS``); events purged or erased
     anywhere are no longer served from any process's event cache; push rules, read
-    receipts (unread counts), ignored users, one-time key counts and device list changes
+    receipts (unread counts), ignored users, one-time key counts, device list changes and
+    other servers' users' device lists (updated by their servers' EDUs, or fetched)
     written there are read again by the next request here."""
     state = timeline.state
     state.on_forgotten.append(lambda event_ids: caches.changed("events", event_ids))
@@ -139,6 +153,11 @@ def _relay_caches(
     caches.register("forgotten", forgotten.changed_elsewhere)
     ignored = local.account_data.ignored_users
     relay.on_refresh(Stream.ACCOUNT_DATA, lambda _position, users: ignored.written_elsewhere(users))
+    if federation.edus is not None:
+        # Before the device list change wakes anyone: the bus keeps the order.
+        remote = federation.edus.remote_device_lists
+        remote.changed_hooks.append(lambda user_id: caches.changed("remote_devices", [user_id]))
+        caches.register("remote_devices", remote.changed_elsewhere)
     return caches
 
 

@@ -154,6 +154,9 @@ class RemoteDeviceLists:
         # Remote device lists (None: not cached), invalidated next to every write.
         self._lists: LRU[UserID, tuple[RemoteDeviceList | None]] = LRU(_CACHE_SIZE)
         self._lists_version = 0
+        # Told each user whose device list a write here changed: the other processes of
+        # a deployment drop their copies (``changed_elsewhere``; issue 21).
+        self.changed_hooks: list[Callable[[UserID], None]] = []
         self._seen: LRU[UserID, tuple[int, ...]] = LRU(_CACHE_SIZE)
         # Serialises writes to the remote caches.
         self._lock = asyncio.Lock()
@@ -243,6 +246,18 @@ class RemoteDeviceLists:
     def _invalidate(self, user_id: UserID) -> None:
         self._lists_version += 1
         self._lists.pop(user_id)
+        for hook in self.changed_hooks:
+            hook(user_id)
+
+    def changed_elsewhere(self, users: Sequence[str] | None) -> None:
+        """Another process of a deployment wrote the device lists of ``users`` (None: of
+        any user): the copies kept here are dropped, without calling ``changed_hooks``."""
+        self._lists_version += 1
+        if users is None:
+            self._lists.clear()
+            return
+        for user_id in users:
+            self._lists.pop(UserID(user_id))
 
     async def _device_list(self, user_id: UserID) -> RemoteDeviceList | None:
         cached = self._lists.get(user_id)
