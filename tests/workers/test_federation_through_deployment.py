@@ -131,7 +131,7 @@ async def _upload_keys(client: MatrixClient, account: Account) -> None:
 
 
 async def _devices_on(client: MatrixClient, account: Account, user_id: str) -> set[str]:
-    body = {"device_keys": {user_id: []}}
+    body: dict[str, Any] = {"device_keys": {user_id: []}}
     answer = (await client.request("POST", "keys/query", json=body, token=account)).ok()
     return set(answer["device_keys"].get(user_id, {}))
 
@@ -176,5 +176,51 @@ async def test_a_remote_users_new_device_reaches_the_reader_that_cached_their_ke
                     break
                 await asyncio.sleep(0.1)
     assert devices == {bob.device_id, second.device_id}
+    for name in ("writer", "reader"):
+        assert "Unhandled error" not in deployment[name].log()
+
+
+async def test_presence_set_by_a_sync_on_the_reader_reaches_synapse(
+    federating: tuple[Nginx, Deployment],
+    synapse_client: MatrixClient,
+) -> None:
+    """A deployment user's /sync with ``set_presence=online`` on the client reader makes
+    them online on Synapse: the change reaches the federation sender (the writer), which
+    sends it (the reader sends nothing to other servers)."""
+    nginx, deployment = federating
+    async with new_session() as session:
+        front = MatrixClient(session, nginx.base_url)
+        reader = MatrixClient(session, deployment["reader"].base_url)
+        async with asyncio.timeout(TIMEOUT_SECONDS):
+            alice = await front.register()
+            bob = await synapse_client.register()
+            room_id = str(
+                (await front.request("POST", "createRoom", json={}, token=alice)).ok()["room_id"]
+            )
+            invite = {"user_id": bob.user_id}
+            path = f"rooms/{quote(room_id)}/invite"
+            (await front.request("POST", path, json=invite, token=alice)).ok()
+            await sync_until(synapse_client, bob, invited_to(room_id))
+            (
+                await synapse_client.request("POST", f"join/{quote(room_id)}", json={}, token=bob)
+            ).ok()
+            await wait_until_joined(front, alice, room_id, bob.user_id, attempts=600)
+
+            # Online first: the writer's push of the room's members to the server of a
+            # user who joined (at its next sweep) may carry it too.
+            status = f"presence/{quote(alice.user_id)}/status"
+            seen = []
+            for wanted in ("online", "unavailable"):
+                query = f"sync?timeout=0&set_presence={wanted}"
+                (await reader.request("GET", query, token=alice)).ok()
+                presence = ""
+                for _ in range(300):  # 30 s
+                    answer = await synapse_client.request("GET", status, token=bob)
+                    presence = answer.ok()["presence"]
+                    if presence == wanted:
+                        break
+                    await asyncio.sleep(0.1)
+                seen.append(presence)
+    assert seen == ["online", "unavailable"]
     for name in ("writer", "reader"):
         assert "Unhandled error" not in deployment[name].log()

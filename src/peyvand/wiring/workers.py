@@ -51,8 +51,8 @@ def build_workers(
     relay.exclude(Stream.TYPING)
     relay.exclude(Stream.PRESENCE)
     local.typing.replicate(bus, instance)
-    # Joins reach the federation's join listeners from where events are written.
-    local.presence.replicate(bus, instance, tells_joins=workers.has_role("event_writer"))
+    # Presence changes made anywhere, and joins, reach other servers from the sender.
+    local.presence.replicate(bus, instance, tells_servers=workers.has_role("federation_sender"))
     relay.on_refresh(Stream.TO_DEVICE, local.to_device.written_elsewhere)
     # What this process missed of the others' messages is found in the stored positions.
     relay.track(Stream.TO_DEVICE, local.to_device.stored_position)

@@ -241,7 +241,7 @@ def presence_process(hub: Hub, name: str, wall_ms: int) -> PresenceProcess:
         cast(Any, notifier),
         wall_clock_ms=clock,
     )
-    service.replicate(cast(Any, hub.bus(name)), name, tells_joins=name == "writer")
+    service.replicate(cast(Any, hub.bus(name)), name, tells_servers=name == "writer")
     told: list[list[UserID]] = []
 
     async def listener(entries: Any) -> None:
@@ -268,7 +268,8 @@ async def test_a_sync_on_the_reader_makes_the_user_online_everywhere() -> None:
         assert [u for u, _ in writer.service.changed_since(0)] == [BOB]
         assert writer.notifier.woken[-1][2] == {ALICE, BOB}
         assert hub.sent_by("writer", PRESENCE_CHANNEL) == []
-        assert reader.told == [[BOB]] and writer.told == []
+        # Other servers hear of it from the writer, the federation sender, only.
+        assert reader.told == [] and writer.told == [[BOB]]
 
     # PUT /presence on the writer reaches the reader, past the tokens it gave out.
     await writer.service.set_status(BOB, BOB, "unavailable", "lunch")
@@ -295,6 +296,7 @@ async def test_only_the_user_owner_applies_the_timeouts() -> None:
     await settled()
     assert (await presence_of(writer, BOB))["presence"] == "offline"
     assert hub.sent_by("writer", PRESENCE_CHANNEL) == []
+    assert writer.told == [[BOB], [BOB]] and reader.told == []
 
 
 async def test_a_sync_where_another_process_made_the_last_change_claims_the_user() -> None:

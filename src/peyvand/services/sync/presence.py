@@ -34,10 +34,13 @@ client reader, ``PUT /presence`` or a remote server's update on the event writer
 timeout of its own sweep) sends the whole entry (presence, status message,
 ``currently_active``, the last activity and sync times) and its position over the bus;
 the others apply it without sending it again: they wake their own syncs and tell their
-``change_hooks``, not the ``listeners`` (a change goes to other servers once, from where
-it was made). An applied change takes position ``max(previous + 1, the sender's)``,
-above every token this process gave out: a reader's token never goes backwards nor
-skips a change, and the processes' positions keep close to each other.
+``change_hooks``. The ``listeners`` (other servers) are told by one process, the one
+given ``tells_servers`` (the federation sender), of every change of a local user's
+presence, its own and those it applied: a change goes to other servers once, whichever
+process made it (a client reader's ``/sync`` too). An applied change takes position
+``max(previous + 1, the sender's)``, above every token this process gave out: a reader's
+token never goes backwards nor skips a change, and the processes' positions keep close
+to each other.
 
 Who applies the timeouts: the process that made a user's latest change (the user's
 *owner*); the others skip the user in their sweeps (``_foreign``), so a timeout fires
@@ -51,7 +54,7 @@ changed nothing notable) is not sent: the others' ``last_active_ago`` may be beh
 up to ``LAST_ACTIVE_GRANULARITY_MS`` (``currently_active`` turning false is notable).
 A user whose owner stops has their timeouts applied by nobody until a process changes or
 claims them again. Joins are logged by every process (each sees every event), but only
-the one given ``tells_joins`` hands them to the ``join_listeners``.
+the one given ``tells_servers`` hands them to the ``join_listeners``.
 """
 
 from __future__ import annotations
@@ -193,18 +196,18 @@ class PresenceService:
         self._replica: Replica | None = None
         # Users whose latest change another process made (theirs to time out).
         self._foreign: set[UserID] = set()
-        self._tells_joins = True
+        self._tells_servers = True
 
     @property
     def current_position(self) -> int:
         return self._position
 
-    def replicate(self, bus: Bus, instance: str, *, tells_joins: bool) -> None:
+    def replicate(self, bus: Bus, instance: str, *, tells_servers: bool) -> None:
         """Share presence with the other processes of a deployment, this one being
-        ``instance`` on ``bus``; ``tells_joins``: this process's sweep tells the join
-        listeners (one process of the deployment). See the module docstring."""
+        ``instance`` on ``bus``; ``tells_servers``: this process tells the listeners and
+        the join listeners (one process of the deployment). See the module docstring."""
         self._replica = Replica(bus, CHANNEL, instance, self._apply)
-        self._tells_joins = tells_joins
+        self._tells_servers = tells_servers
 
     async def start(self) -> None:
         """Publish the starting position and start the sweep."""
@@ -437,7 +440,7 @@ class PresenceService:
         self._position = max(self._position + 1, self._now())
         for room_id, user_id in joins:
             self._joins.append((self._position, room_id, user_id))
-            if self.join_listeners and self._tells_joins:
+            if self.join_listeners and self._tells_servers:
                 self._new_joins.append((room_id, user_id))
         self._notifier.advance(Stream.PRESENCE, self._position, ())
 
@@ -470,7 +473,8 @@ class PresenceService:
     ) -> None:
         """Give the entries whose notable state changed the next position (at least
         ``floor``: another process's change, applied; by default the wall clock), wake
-        everyone sharing a room with them, and tell the listeners of the local ones.
+        everyone sharing a room with them, and tell the listeners of the local ones
+        (``tells_servers``).
         A change of this process's own goes to the others, with the entries it claims."""
         changed = [entry for entry, before in changes if entry.notable() != before]
         for entry in changed:
@@ -506,8 +510,8 @@ class PresenceService:
         self._notifier.advance(Stream.PRESENCE, position, woken)
         for hook in self.change_hooks:
             hook([entry.user_id for entry in changed])
-        if floor is not None:
-            return  # told to other servers by the process that made the change
+        if not self._tells_servers:
+            return  # the federation sender process tells them, having applied it
         local = [entry for entry in changed if self._is_local(entry.user_id)]
         for listener in self.listeners if local else ():
             try:
