@@ -150,13 +150,14 @@ async def test_relations_of_a_thread_reply_are_in_its_thread(client: MatrixClien
     """An event relating to a thread reply without ``m.thread`` (a reference, a
     reaction) is in the reply's thread ("Threaded read receipts": relations are
     followed up to 3 hops): its notification counts there, and sending one reads that
-    thread, not the main timeline."""
+    thread, not the main timeline; it is unread in the thread even after the thread's
+    latest reply has been read."""
     alice, bob = await client.register(), await client.register()
     room_id = await create_room(client, alice, preset="public_chat")
     (await client.request("POST", f"join/{quote(room_id)}", json={}, token=bob)).ok()
     root = await say(client, room_id, alice, "root")
     in_thread = await reply(client, room_id, alice, root, "in the thread")
-    await say(client, room_id, alice, "in the room")
+    in_room = await say(client, room_id, alice, "in the room")
     assert await counts(client, bob, room_id) == ((3, 0), (2, 0), {root: (1, 0)})
 
     reference = {"rel_type": "m.reference", "event_id": in_thread}
@@ -167,3 +168,11 @@ async def test_relations_of_a_thread_reply_are_in_its_thread(client: MatrixClien
     path = f"rooms/{quote(room_id)}/send/m.reaction/r1"
     (await client.request("PUT", path, json=reaction, token=bob)).ok()
     assert await counts(client, bob, room_id) == ((2, 0), (2, 0), {})
+
+    # A reference after the thread's latest reply, which bob has read, is unread in the
+    # thread (the thread's latest reply does not move).
+    await say(client, room_id, alice, "and again", **{"m.relates_to": reference})
+    assert await counts(client, bob, room_id) == ((3, 0), (2, 0), {root: (1, 0)})
+    # Read again from storage (a receipt drops what /sync kept): the same in the thread.
+    await receipt(client, bob, room_id, in_room, "main")
+    assert await counts(client, bob, room_id) == ((1, 0), (0, 0), {root: (1, 0)})

@@ -69,6 +69,7 @@ _RELEASED: dict[int, tuple[str, str, str]] = {
     46: ("046_remote_invites_by_stream.sql", "5f7df52c3d485bb4", "5f7df52c3d485bb4"),
     47: ("047_leases.sql", "d2552175d3457eb3", "d2552175d3457eb3"),
     48: ("048_stream_positions.sql", "cd43e22681a6abb4", "cd43e22681a6abb4"),
+    49: ("049_push_threads.sql", "2f95114b659a2602", "2f95114b659a2602"),
 }
 _DIALECTS = ("sqlite", "postgres")
 

@@ -2,7 +2,7 @@
 outcome differs, kept so that an unread count costs a few index look-ups whatever the
 room's size. Schema: 029_room_push_counts.sql.
 
-Three tables:
+Four tables:
 
 - ``push_room_notifications``: one row per event whose *room outcome* (the actions for a
   member with the default rules whom the event does not name) notifies, with the room's
@@ -14,6 +14,8 @@ Three tables:
 - ``push_user_exceptions``: one row per (user, event) whose outcome for the user differs
   from the room outcome, holding the differences (-1, 0 or 1) and their running sums for
   the user in the room, counted the same way.
+- ``push_threads``: per room and thread (not the main timeline), the position of its
+  latest row of either table above: the threads a per-thread count looks at.
 - ``push_read_marks``: how far a user has read a room, or one thread of it, by their own
   events or by leaving it (migration 039); receipts are the caller's (this module knows
   nothing of them).
@@ -131,6 +133,12 @@ _INSERT_EXCEPTION = (
     " + CAST($8 AS SMALLINT))"
     " ON CONFLICT (user_id, room_id, stream_ordering) DO NOTHING"
 )
+_THREAD_ACTIVE = (
+    "INSERT INTO push_threads (room_id, thread_id, latest_stream_ordering) VALUES ($1, $2, $3)"
+    " ON CONFLICT (room_id, thread_id) DO UPDATE"
+    " SET latest_stream_ordering = excluded.latest_stream_ordering"
+    " WHERE excluded.latest_stream_ordering > push_threads.latest_stream_ordering"
+)
 _MARK_READ = (
     "INSERT INTO push_read_marks (user_id, room_id, stream_ordering, thread_id)"
     " VALUES ($1, $2, $3, $4) ON CONFLICT (user_id, room_id, thread_id)"
@@ -189,6 +197,16 @@ class PushActionStore:
                     )
                     for e in exceptions
                 ],
+            )
+        latest: dict[tuple[RoomID, str], int] = {}
+        rows: Iterable[RoomNotification | UserException] = (*notifications, *exceptions)
+        for row in rows:
+            if row.thread_id != "main":
+                key = (row.room_id, row.thread_id)
+                latest[key] = max(latest.get(key, 0), row.stream_ordering)
+        if latest:
+            await txn.executemany(
+                _THREAD_ACTIVE, [(room, thread, at) for (room, thread), at in latest.items()]
             )
         if read:
             await txn.executemany(

@@ -17,7 +17,7 @@ two index look-ups however many rows lie between. Per user and room:
 timeline's rows read by the main receipt and each thread's read by its receipt or mark
 (only threads the user has one in beyond ``upto``). ``count_unread_by_thread`` gives the
 main timeline's count and each thread's, the threads found among those active after
-``upto`` (``threads``, by latest position). The first statement per 500 rooms tells
+``upto`` (``push_threads``, by latest position). The first statement per 500 rooms tells
 which rooms need that second look; a user who never reads by thread costs one. Events of
 ignored users are taken out after, from their rows' senders. Counts may be taken up to a
 stream position (``at``): a sync answering at its token counts nothing committed after
@@ -231,9 +231,9 @@ def _thread_receipts_after(room: str, upto: str) -> str:
 
 
 def _threads_active_after(room: str, upto: str) -> str:
-    """Whether a thread of ``room`` has an event beyond ``upto``."""
+    """Whether a thread of ``room`` has a push row beyond ``upto``."""
     return (
-        f"EXISTS (SELECT 1 FROM threads AS h WHERE h.room_id = {room}"
+        f"EXISTS (SELECT 1 FROM push_threads AS h WHERE h.room_id = {room}"
         f" AND h.latest_stream_ordering > {upto})"
     )
 
@@ -270,7 +270,7 @@ def _unread_threads_sql(rooms: int) -> str:
         f"WITH r (room_id, upto) AS (VALUES {_values(2, rooms)}),"
         " s (room_id, thread_id, latest, lo, mark) AS (SELECT h.room_id, h.thread_id,"
         f" h.latest_stream_ordering, COALESCE({receipt}, r.upto), k.stream_ordering"
-        " FROM r JOIN threads AS h"
+        " FROM r JOIN push_threads AS h"
         " ON h.room_id = r.room_id AND h.latest_stream_ordering > r.upto"
         " LEFT JOIN push_read_marks AS k ON k.user_id = $1 AND k.room_id = h.room_id"
         " AND k.thread_id = h.thread_id),"

@@ -30,8 +30,8 @@ but after ``at``, would be added when it arrives.
 Counts kept at P whose room moved on are brought up to date without a read when every
 event after P is known (``BumpStamps.arrivals``) with the rows its commit wrote
 (``PushActionsService.counted``) and none is the user's own (sending reads up to it),
-their membership, or a redaction (a redacted thread reply leaves storage's thread
-listing): each such event is after the user's read position (nothing of theirs
+their membership, or a redaction (what it does to its target's count is storage's to
+say): each such event is after the user's read position (nothing of theirs
 moved it, and a receipt drops the entry), so it adds exactly what its rows hold, unless
 its sender is ignored (issue 18: the wake of a long-poll whose room just changed). Counts
 split by thread (``unread_thread_notifications``, which Element asks for) are brought up
@@ -192,8 +192,8 @@ class UnreadCountCache:
             if event.sender == user_id or (event.type == _MEMBER and event.state_key == user_id):
                 return None
             if event.type == _REDACTION:
-                # A redacted thread reply leaves its thread's listing in storage while
-                # its rows stay: read again rather than count it where storage does not.
+                # What a redaction does to its target's count is storage's to say:
+                # read again (rare, one read).
                 return None
             added = self._counted(user_id, event.event_id)
             if added is None:
