@@ -48,6 +48,7 @@ from peyvand.storage.e2e_keys import E2eKeyStore
 from peyvand.storage.events import EventStore
 from peyvand.storage.migrations import run_migrations
 from peyvand.storage.receipts import ReceiptStore
+from peyvand.storage.relations import RelationStore
 from peyvand.storage.remote_devices import RemoteDeviceStore
 from peyvand.storage.sqlite import SqliteDatabase
 from peyvand.storage.to_device import ToDeviceStore
@@ -138,7 +139,13 @@ class World:
         db, state, notifier = self.db, self.state, self.notifier
         clock = Clock()
         account_data = AccountDataService(AccountDataStore(db), state, notifier)
-        receipts = ReceiptService(ReceiptStore(db), account_data, state, notifier)
+        receipts = ReceiptService(
+            ReceiptStore(db),
+            account_data,
+            state,
+            notifier,
+            relations=RelationStore(db).relations_of,
+        )
         to_device = ToDeviceService(ServerName("example.org"), ToDeviceStore(db), notifier)
         device_lists = DeviceListService(
             ServerName("example.org"), DeviceListStore(db), self.index, state, notifier

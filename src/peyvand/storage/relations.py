@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from peyvand.storage.database import Database, placeholders
-from peyvand.types import EventID, UserID
+from peyvand.types import EventID, RoomID, UserID
 
 _IN_LIST_CHUNK = 500
 # Parents per UNION ALL statement (SQLite allows 500 terms in a compound SELECT).
@@ -55,6 +55,16 @@ class ThreadSummary:
 
 
 @dataclass(frozen=True, slots=True)
+class StoredRelation:
+    """An event's room and the relation stored on its row: none (``rel_type`` and
+    ``parent_id`` None) when it has none or is redacted."""
+
+    room_id: RoomID
+    rel_type: str | None = None
+    parent_id: EventID | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ChildrenQuery:
     """What ``RelationStore.children`` lists: children of ``parent_id`` with
     ``after < stream_ordering <= before``, optionally of one ``rel_type`` and event
@@ -77,6 +87,28 @@ class ChildrenQuery:
 class RelationStore:
     def __init__(self, db: Database) -> None:
         self._db = db
+
+    async def relations_of(self, event_ids: Collection[EventID]) -> dict[EventID, StoredRelation]:
+        """The room and relation of each of ``event_ids`` stored (a missing one is not
+        stored): the columns only, one query per 500 events."""
+        found: dict[EventID, StoredRelation] = {}
+        ids = list(set(event_ids))
+        for start in range(0, len(ids), _IN_LIST_CHUNK):
+            chunk = ids[start : start + _IN_LIST_CHUNK]
+            rows = await self._db.fetch(
+                "SELECT event_id, room_id, rel_type, relates_to, redacted_by FROM events"
+                f" WHERE event_id IN ({placeholders(len(chunk))})",
+                *chunk,
+            )
+            for r in rows:
+                room_id = RoomID(r["room_id"])
+                live = r["redacted_by"] is None and r["rel_type"] is not None
+                found[EventID(r["event_id"])] = (
+                    StoredRelation(room_id, r["rel_type"], EventID(r["relates_to"]))
+                    if live and r["relates_to"] is not None
+                    else StoredRelation(room_id)
+                )
+        return found
 
     async def children(self, query: ChildrenQuery, limit: int) -> list[RelatedEvent]:
         """Up to ``limit`` children, in stream order (newest first if asked). With

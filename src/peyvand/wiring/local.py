@@ -162,7 +162,8 @@ def build_local(config: Config, db: Database, timeline: Timeline) -> Local:
         server_name, timeline.index, state, notifier, enabled=config.presence.enabled
     )
     timeline.dispatcher.listeners.append(presence.on_persisted)
-    receipts = ReceiptService(ReceiptStore(db), account_data, state, notifier)
+    relations = RelationStore(db).relations_of
+    receipts = ReceiptService(ReceiptStore(db), account_data, state, notifier, relations=relations)
     read_positions = ReadPositionCache(ThreadStore(db).read_positions)
     receipts.stored_hooks.append(read_positions.moved)
 
@@ -176,6 +177,7 @@ def build_local(config: Config, db: Database, timeline: Timeline) -> Local:
         read_positions,
         account_data.ignored_users.of,
         users_with_pushers.view,
+        relations=relations,
     )
     timeline.writer.add_pre_commit(push_actions.prepare)
     pusher_store = PusherStore(db)

@@ -23,6 +23,7 @@ from peyvand.storage.migrations import run_migrations
 from peyvand.storage.models import EventToPersist, StateGroupRow
 from peyvand.storage.push_actions import PushActionStore
 from peyvand.storage.push_rules import DefaultRuleRow, PushRuleRow, PushRuleStore
+from peyvand.storage.relations import RelationStore
 from peyvand.storage.sqlite import SqliteDatabase
 from peyvand.types import EventID, JsonDict, RoomID, ServerName, UserID
 
@@ -191,7 +192,13 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
     rulesets, receipts, ignored = FakeRulesets(), FakeReceipts(), FakeIgnored()
     store = PushActionStore(db)
     service = PushActionsService(
-        ServerName("localhost"), store, cast(Any, state), rulesets, receipts, ignored.of
+        ServerName("localhost"),
+        store,
+        cast(Any, state),
+        rulesets,
+        receipts,
+        ignored.of,
+        relations=RelationStore(db).relations_of,
     )
     try:
         yield World(db, state, rulesets, receipts, ignored, store, service)
@@ -352,6 +359,7 @@ async def test_a_big_room_reads_members_rules_in_bulk_once_then_never(world: Wor
         rules,
         world.receipts,
         world.ignored.of,
+        relations=RelationStore(world.db).relations_of,
     )
     world.service = service
     first = await world.message(ALICE, "hello", **{"m.mentions": {"user_ids": [members[5]]}})

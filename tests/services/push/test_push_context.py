@@ -72,7 +72,13 @@ async def _ignored(user_id: UserID) -> frozenset[UserID]:
 
 def _service(room: Room, rulesets: Rulesets) -> PushActionsService:
     return PushActionsService(
-        HERE, cast(Any, None), cast(Any, room), rulesets, cast(Any, None), _ignored
+        HERE,
+        cast(Any, None),
+        cast(Any, room),
+        rulesets,
+        cast(Any, None),
+        _ignored,
+        relations=cast(Any, None),  # no event here relates to another
     )
 
 

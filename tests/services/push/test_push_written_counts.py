@@ -32,7 +32,7 @@ def event(position: int, thread: str | None = None) -> EventToPersist:
 def service() -> PushActionsService:
     nothing: Any = None
     return PushActionsService(
-        ServerName("example.org"), nothing, nothing, nothing, nothing, nothing
+        ServerName("example.org"), nothing, nothing, nothing, nothing, nothing, relations=nothing
     )
 
 

@@ -4,7 +4,7 @@ Tagging")."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -14,6 +14,7 @@ import pytest
 from harness.service_fakes import FakeRoom, RecordingNotifier
 from peyvand.errors import Errcode, MatrixError
 from peyvand.events.pdu import Pdu
+from peyvand.events.relations import relation_in
 from peyvand.events.room_versions import KNOWN_ROOM_VERSIONS
 from peyvand.services.sync.account_data import AccountDataService
 from peyvand.services.sync.receipts import ReceiptService, receipt_event
@@ -22,6 +23,7 @@ from peyvand.storage.account_data import AccountDataStore
 from peyvand.storage.migrations import run_migrations
 from peyvand.storage.models import StoredEvent
 from peyvand.storage.receipts import ReceiptRow, ReceiptStore
+from peyvand.storage.relations import StoredRelation
 from peyvand.storage.sqlite import SqliteDatabase
 from peyvand.storage.threads import ThreadStore
 from peyvand.types import EventID, JsonDict, RoomID, UserID
@@ -44,6 +46,21 @@ class FakeState:
 
     async def get_event(self, event_id: EventID) -> StoredEvent | None:
         return self.events.get(event_id)
+
+    async def relations_of(self, event_ids: Collection[EventID]) -> dict[EventID, StoredRelation]:
+        """What ``RelationStore.relations_of`` reads of the events stored here."""
+        found = {}
+        for event_id in event_ids:
+            event = self.events.get(event_id)
+            if event is not None:
+                relation = relation_in(event.pdu.content)
+                pdu = event.pdu
+                found[event_id] = (
+                    StoredRelation(pdu.room_id, relation.rel_type, relation.parent_id)
+                    if relation is not None
+                    else StoredRelation(pdu.room_id)
+                )
+        return found
 
     def add_event(
         self,
@@ -84,6 +101,7 @@ class World:
             account_data,
             cast(Any, state),
             cast(Any, notifier),
+            relations=state.relations_of,
             wall_clock_ms=lambda: NOW_MS,
         )
         await account_data.start()

@@ -82,7 +82,7 @@ from peyvand.events.push_rules.evaluation import EventEvaluation
 from peyvand.events.push_rules.ruleset import Ruleset
 from peyvand.events.serialize import client_event
 from peyvand.lru import LRU
-from peyvand.services.timeline.event_thread import MAIN_THREAD, Link, threads_of
+from peyvand.services.timeline.event_thread import MAIN_THREAD, RelationLookup, threads_of
 from peyvand.services.timeline.event_writer import TxnWrite
 from peyvand.services.timeline.room_state import RoomSnapshot, StateService
 from peyvand.storage.database import Connection
@@ -93,6 +93,7 @@ from peyvand.storage.push_actions import (
     RoomNotification,
     UserException,
 )
+from peyvand.storage.relations import StoredRelation
 from peyvand.storage.unread_counts import UnreadCount
 from peyvand.types import EventID, JsonDict, RoomID, ServerName, UserID, server_name_of
 
@@ -223,8 +224,13 @@ class PushActionsService:
         receipts: ReadPositions,
         ignored_users: IgnoredUsers,
         pushed_users: PushedUsers = _nobody_pushed,
+        *,
+        relations: RelationLookup,
     ) -> None:
+        """``relations``: the stored relations of the events a batch relates to, for
+        their threads (``event_thread``)."""
         self._server_name = server_name
+        self._relations = relations
         self._store = store
         self._state = state
         self._rulesets = rulesets
@@ -292,7 +298,8 @@ class PushActionsService:
 
     async def _evaluate_batch(self, batch: Sequence[EventToPersist]) -> _Writes:
         threads = await threads_of(
-            self._state, ((p.pdu.event_id, _link(p)) for p in batch if p.stream_ordering > 0)
+            self._relations,
+            ((p.pdu.event_id, _relation(p)) for p in batch if p.stream_ordering > 0),
         )
         writes = _Writes([], [], {}, [], threads)
         for persisted in batch:
@@ -631,11 +638,12 @@ def _evaluation(pdu: Pdu, snapshot: RoomSnapshot, context: _RoomContext) -> Even
     )
 
 
-def _link(persisted: EventToPersist) -> Link:
-    """The relation of ``persisted`` as ``threads_of`` reads it."""
-    if persisted.rel_type is None or persisted.relates_to is None:
-        return None
-    return persisted.rel_type, persisted.relates_to
+def _relation(persisted: EventToPersist) -> StoredRelation:
+    """The relation of ``persisted`` as its row will store it (none once redacted)."""
+    room_id = persisted.pdu.room_id
+    if persisted.redacted_by is not None or persisted.rel_type is None:
+        return StoredRelation(room_id)
+    return StoredRelation(room_id, persisted.rel_type, persisted.relates_to)
 
 
 def _counts_json(count: UnreadCount) -> JsonDict:

@@ -23,13 +23,15 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 
 from peyvand.errors import forbidden, invalid_param, not_found
+from peyvand.events.relations import relation_in
 from peyvand.services.sync.account_data import FULLY_READ_EVENT_TYPE, AccountDataService
 from peyvand.services.sync.notifier import Notifier
 from peyvand.services.sync.streams import Stream
-from peyvand.services.timeline.event_thread import MAIN_THREAD, MAX_RELATION_HOPS
+from peyvand.services.timeline.event_thread import MAIN_THREAD, RelationLookup, walk_threads
 from peyvand.services.timeline.room_state import StateService
 from peyvand.storage.models import StoredEvent
 from peyvand.storage.receipts import ReceiptRow, ReceiptStore
+from peyvand.storage.relations import StoredRelation
 from peyvand.types import EventID, JsonDict, RoomID, UserID
 
 READ = "m.read"
@@ -46,17 +48,6 @@ StoredHook = Callable[[ReceiptRow, int], None]
 
 def _wall_clock_ms() -> int:
     return int(time.time() * 1000)
-
-
-def _relation(event: StoredEvent) -> tuple[str, EventID] | None:
-    """(rel_type, related event) of the event's ``m.relates_to``, if well-formed."""
-    relates_to = event.pdu.content.get("m.relates_to")
-    if not isinstance(relates_to, dict):
-        return None
-    rel_type, target = relates_to.get("rel_type"), relates_to.get("event_id")
-    if isinstance(rel_type, str) and isinstance(target, str):
-        return rel_type, EventID(target)
-    return None
 
 
 def receipt_event(rows: Sequence[ReceiptRow]) -> JsonDict:
@@ -79,9 +70,12 @@ class ReceiptService:
         state: StateService,
         notifier: Notifier,
         *,
+        relations: RelationLookup,
         wall_clock_ms: Callable[[], int] = _wall_clock_ms,
     ) -> None:
+        """``relations``: stored relations, to tell a threaded receipt's thread."""
         self._store = store
+        self._relations = relations
         self._account_data = account_data
         self._state = state
         self._notifier = notifier
@@ -208,25 +202,17 @@ class ReceiptService:
     async def _in_thread(self, event: StoredEvent, thread_id: str) -> bool:
         """Whether ``event`` may carry a receipt for ``thread_id``, as Synapse decides it:
         the event is in that thread (``main`` for none), or is (related to) its root."""
-        current = event
-        reached = {event.pdu.event_id}
-        thread = MAIN_THREAD
-        for _ in range(MAX_RELATION_HOPS):
-            relation = _relation(current)
-            if relation is None:
-                break
-            rel_type, target = relation
-            reached.add(target)
-            if rel_type == "m.thread":
-                thread = target
-                break
-            related = await self._state.get_event(target)
-            if related is None:
-                break
-            current = related
+        pdu = event.pdu
+        relation = relation_in(pdu.content) if event.redacted_by is None else None
+        own = (
+            StoredRelation(pdu.room_id, relation.rel_type, relation.parent_id)
+            if relation is not None
+            else StoredRelation(pdu.room_id)
+        )
+        walked = (await walk_threads(self._relations, [(pdu.event_id, own)]))[pdu.event_id]
         if thread_id == MAIN_THREAD:
-            return thread == MAIN_THREAD
-        return thread == thread_id or thread_id in reached
+            return walked.thread == MAIN_THREAD
+        return walked.thread == thread_id or thread_id in walked.reached
 
     async def _store_receipt(self, row: ReceiptRow, event: StoredEvent) -> bool:
         """Store ``row`` (for ``event``) and wake who may see it; whether it moved."""
