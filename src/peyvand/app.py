@@ -152,7 +152,13 @@ async def create_app(config: Config) -> web.Application:
         await in_flight.close()
         await lifecycle.stop()
 
+    async def answer_long_polls(_: web.Application) -> None:
+        # Before aiohttp waits for the requests in flight: a waiting /sync would hold
+        # the stop for its whole timeout.
+        timeline.notifier.stop()
+
     app.on_startup.append(start)
+    app.on_shutdown.append(answer_long_polls)
     app.on_cleanup.append(stop)
     return app
 

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Protocol
 
+from peyvand.errors import Errcode, MatrixError
 from peyvand.services.sync.streams import Stream, StreamToken
 
 
@@ -67,6 +68,8 @@ class Notifier:
         self._current = initial
         # user_id -> the futures of the long-polls currently waiting for that user.
         self._waiters: dict[str, list[asyncio.Future[bool]]] = {}
+        # Set when the process stops: no long-poll waits any longer (``stop``).
+        self._stopping = False
         # Told of every stream but the events' advancing, with the users to wake and the
         # audiences (in a deployment: published to the other processes; issue 21). The
         # events stream is followed from the database instead
@@ -125,6 +128,15 @@ class Notifier:
         moved the stream without naming the users: too many to name)."""
         self.advance(stream, position, set(self._waiters))
 
+    def stop(self) -> None:
+        """The process is stopping: every waiting long-poll, and any that would start
+        waiting, is answered 503 now rather than held until its timeout (the HTTP server
+        waits for the requests in flight before it lets the process stop)."""
+        self._stopping = True
+        for futures in list(self._waiters.values()):
+            for future in futures:
+                _wake(future)
+
     async def wait_for_user(self, user_id: str, timeout_s: float) -> None:
         """Return when a stream advances for ``user_id``, or on timeout.
 
@@ -134,7 +146,9 @@ class Notifier:
         idle long-poll; issue 18: no timer, nor sweep, per poll). Raises ``ClientGone``
         when the request's client disconnects (see ``abandoned_when``): its connection
         resolves the future when lost, whose result tells, so no exception refers to the
-        waiting frames."""
+        waiting frames. Raises a 503 ``MatrixError`` once the process stops (``stop``)."""
+        if self._stopping:
+            raise _stopping()
         gone = _client_gone.get()
         connection = None
         if gone is not None:
@@ -159,6 +173,12 @@ class Notifier:
                 self._waiters.pop(user_id, None)
         if client_gone:
             raise ClientGone
+        if self._stopping:
+            raise _stopping()
+
+
+def _stopping() -> MatrixError:
+    return MatrixError(Errcode.UNKNOWN, "The server is stopping", status=503)
 
 
 def _wake(future: asyncio.Future[bool]) -> None:
