@@ -54,6 +54,14 @@ class RemoteMediaCache:
             running.add_done_callback(lambda _: self._fetches.pop(key, None))
         return await asyncio.shield(running)
 
+    async def stop(self) -> None:
+        """Cancel the fetches still running (they outlive the requests that started
+        them), before the database closes."""
+        fetches = list(self._fetches.values())
+        for fetch in fetches:
+            fetch.cancel()
+        await asyncio.gather(*fetches, return_exceptions=True)
+
     async def _cache(self, origin: ServerName, media_id: str) -> MediaRow:
         async with self._slots:
             try:

@@ -79,5 +79,6 @@ class MediaService:
 
     async def stop(self) -> None:
         await self.janitor.stop()
+        await self.remote.stop()
         await self.thumbnails.stop()
         await self.access.flush()

@@ -406,7 +406,8 @@ class EventCreationService:
             for persisted in to_persist:
                 self.abandon_stream(persisted.stream_ordering)
             raise
-        await done
+        # A cancelled request leaves the commit to finish (and be held in flight) as sends do.
+        await asyncio.shield(done)
         return room_id, [self._stored(p) for p in to_persist]
 
     # -- building ----------------------------------------------------------------------
