@@ -21,10 +21,13 @@ import pytest
 from federation.conftest import synapse, synapse_client
 from harness.client import Account, MatrixClient, new_session
 from harness.deployment import WRITER_ROLES, Deployment, behind_nginx
+from harness.fake_server import FakeRequest, FakeServer
 from harness.nginx import Nginx
+from harness.partial_state import fake_members, host_partial_room, join_partially
 from harness.rooms import say
-from harness.sync import invited_to, sync_until, wait_until_joined
+from harness.sync import LongPoll, invited_to, sync_since, sync_until, wait_until_joined
 from harness.timeline import message_bodies
+from peyvand.types import ServerName
 
 __all__ = ["synapse", "synapse_client"]
 
@@ -222,5 +225,58 @@ async def test_presence_set_by_a_sync_on_the_reader_reaches_synapse(
                     await asyncio.sleep(0.1)
                 seen.append(presence)
     assert seen == ["online", "unavailable"]
+    for name in ("writer", "reader"):
+        assert "Unhandled error" not in deployment[name].log()
+
+
+async def test_a_reader_follows_a_room_joined_with_partial_state(
+    federating: tuple[Nginx, Deployment], tmp_path: Path
+) -> None:
+    """A deployment user joins a fake server's room with partial state (the writer joins
+    and completes it): the client reader leaves the room out of a sync that does not
+    lazy-load members while it is partial, and sends it as newly joined, with every
+    member, once the writer has the full state."""
+    nginx, deployment = federating
+    members = 6
+    peer = ServerName(deployment.server_name)
+    async with FakeServer(tmp_path / "fake", peer=peer) as fake, new_session() as session:
+        front = MatrixClient(session, nginx.base_url)
+        reader = MatrixClient(session, deployment["reader"].base_url)
+        hosted = host_partial_room(fake, f"!partial:{fake.server_name}", members, "partial")
+        room_id = hosted.room.room_id
+        release = asyncio.Event()
+
+        async def state_ids(request: FakeRequest) -> tuple[int, Any]:
+            try:
+                async with asyncio.timeout(TIMEOUT_SECONDS):
+                    await release.wait()
+            except TimeoutError:
+                return 500, {"errcode": "M_UNKNOWN", "error": "not now"}
+            return hosted.state_ids(request)
+
+        fake.on("GET", "/_matrix/federation/v1/state_ids/{room_id}", state_ids)
+        async with asyncio.timeout(TIMEOUT_SECONDS):
+            alice = await join_partially(deployment["writer"], front, fake, hosted.room)
+            eager = await sync_since(reader, alice)
+            assert room_id not in eager["rooms"]["join"]
+            token = eager["next_batch"]
+            for _ in range(20):  # until half a second passes with nothing new (presence...)
+                settled = await sync_since(reader, alice, token, timeout_ms=500)
+                assert room_id not in settled["rooms"]["join"]
+                if settled["next_batch"] == token:
+                    break
+                token = settled["next_batch"]
+            poll = await LongPoll.start(sync_since(reader, alice, token, timeout_ms=60_000), 60)
+            poll.assert_waiting()
+            release.set()
+            completed = await poll.woken()
+    section = completed["rooms"]["join"][room_id]
+    events = [*section["state"]["events"], *section["timeline"]["events"]]
+    joined = {
+        e["state_key"]
+        for e in events
+        if e["type"] == "m.room.member" and e["content"].get("membership") == "join"
+    }
+    assert joined == fake_members(fake, members) | {alice.user_id}
     for name in ("writer", "reader"):
         assert "Unhandled error" not in deployment[name].log()

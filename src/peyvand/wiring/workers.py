@@ -11,12 +11,14 @@ from collections.abc import Set as AbstractSet
 
 from peyvand.config import Config
 from peyvand.federation.worker_client import WorkerClient, read_secret
+from peyvand.services.federation.partial_state_follower import PartialStateFollower
 from peyvand.services.sync.cache_relay import TOKEN_SECONDS, CacheRelay
 from peyvand.services.sync.stream_relay import StreamRelay
 from peyvand.services.sync.streams import Stream
 from peyvand.services.timeline.event_follower import EventPositionPublisher, EventStreamFollower
 from peyvand.services.timeline.forwarding import ForwardedWrites, StreamWaiter
 from peyvand.storage.database import Database
+from peyvand.storage.partial_state import PartialStateStore
 from peyvand.storage.receipts import ReceiptRow
 from peyvand.storage.stream_positions import StreamPositionStore
 from peyvand.types import RoomID, UserID
@@ -68,6 +70,11 @@ def build_workers(
             bus, positions, instance, lambda: timeline.notifier.current_token.events
         )
         timeline.dispatcher.advanced.append(publisher.advanced)
+        if federation.partial_state is not None:
+            # Before the completion advances the partial state stream (the bus's order).
+            federation.partial_state.completed_hooks.append(
+                lambda room_id: caches.changed("partial_state", [room_id])
+            )
         return [
             ("bus", bus), ("events position", publisher), ("stream relay", relay),
             ("cache relay", caches),
@@ -85,8 +92,18 @@ def build_workers(
         bus, positions, timeline.event_store, timeline.remote_invites, timeline.state,
         timeline.dispatcher, timeline.starts_at,
     )  # fmt: skip
+    partial: list[tuple[str, Component]] = []
+    if federation.partial_state is not None:
+        # The writer completes the rooms joined with partial state; this process follows.
+        rooms_followed = PartialStateFollower(
+            config.server_name, federation.partial_state.rooms, PartialStateStore(db),
+            timeline.state,
+        )  # fmt: skip
+        caches.register("partial_state", rooms_followed.completed_elsewhere)
+        follower.before_announce.append(rooms_followed.before_announce)
+        partial.append(("partial-state rooms", rooms_followed))
     return [
-        ("bus", bus), ("events follower", follower), ("stream relay", relay),
+        ("bus", bus), *partial, ("events follower", follower), ("stream relay", relay),
         ("cache relay", caches), ("event writer link", link),
     ]  # fmt: skip
 

@@ -39,6 +39,9 @@ class PartialStateRooms:
     def is_partial(self, room_id: RoomID) -> bool:
         return room_id in self._rooms
 
+    def room_ids(self) -> list[RoomID]:
+        return list(self._rooms)
+
     def get(self, room_id: RoomID) -> PartialStateRoom | None:
         return self._rooms.get(room_id)
 

@@ -102,6 +102,14 @@ class PartialStateResync:
         self._clock = clock
         self._tasks: dict[RoomID, BackgroundTask] = {}
         self._rewrite_listeners: list[Callable[[RoomID], None]] = []
+        # Told each room completed, before its waiters and the syncs are (a deployment's
+        # other processes: ``partial_state_follower``).
+        self.completed_hooks: list[Callable[[RoomID], None]] = []
+
+    @property
+    def rooms(self) -> PartialStateRooms:
+        """The rooms partial here."""
+        return self._rooms
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -324,8 +332,10 @@ class PartialStateResync:
                     break
         completed = await self._state.get_room(room.room_id)
         local = completed.joined_on(self._server_name) if completed is not None else ()
-        # No await between the two: a sync that finds the room complete has a token
+        # No await between these: a sync that finds the room complete has a token
         # before this position, so its next sync still shows the room as newly joined.
+        for hook in self.completed_hooks:
+            hook(room.room_id)
         self._rooms.completed(room.room_id)
         self._on_completed(position, local)
         logger.info("%s has its full state (%d events, from %s)", room.room_id, len(full), server)

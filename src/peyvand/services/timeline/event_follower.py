@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from peyvand.background import BackgroundTask
@@ -140,6 +140,8 @@ class EventStreamFollower:
         self._dispatcher = dispatcher
         self._position = self._target = start
         self._wanted = asyncio.Event()
+        # Awaited with each batch read, before it is announced.
+        self.before_announce: list[Callable[[Sequence[StoredEvent]], Awaitable[None]]] = []
         self._catch_up = BackgroundTask("follow events", self._follow)
         self._poll = BackgroundTask("poll events positions", self._poll_positions)
 
@@ -205,6 +207,8 @@ class EventStreamFollower:
         self._state.cache_events(stored)
         for room_id in rooms:
             await self._state.get_room(room_id)
+        for hook in self.before_announce:
+            await hook(stored)
         self._dispatcher.on_replicated(batch, invites, up_to)
         self._position = up_to
 
