@@ -7,7 +7,7 @@ on its base chain, at most log2(number of state changes) of them, in one query.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Sequence
 from typing import Any
 
 import orjson
@@ -162,6 +162,46 @@ class EventStore:
             limit,
         )
         return await self._events_from_rows(rows)
+
+    async def current_state_set_between(
+        self, after: int, up_to: int
+    ) -> list[tuple[RoomID, StateKey, EventID, str | None, int]]:
+        """The current state rows last set by an event in ``(after, up_to]``: (room, key,
+        event, membership, the setting event's position)."""
+        rows = await self._db.fetch(
+            "SELECT room_id, type, state_key, event_id, membership, stream_ordering"
+            " FROM current_state WHERE stream_ordering > $1 AND stream_ordering <= $2",
+            after,
+            up_to,
+        )
+        return [
+            (
+                RoomID(r["room_id"]),
+                (r["type"], r["state_key"]),
+                EventID(r["event_id"]),
+                r["membership"],
+                int(r["stream_ordering"]),
+            )
+            for r in rows
+        ]
+
+    async def current_state_positions(
+        self, keys: Collection[tuple[RoomID, StateKey]]
+    ) -> dict[tuple[RoomID, StateKey], int]:
+        """The position of the event that last set each of ``keys`` of current state (a
+        key not in current state is left out)."""
+        wanted = set(keys)
+        found: dict[tuple[RoomID, StateKey], int] = {}
+        async for rows in self._fetch_in(
+            "SELECT room_id, type, state_key, stream_ordering FROM current_state"
+            " WHERE state_key IN",
+            list({key[1] for _, key in wanted}),
+        ):
+            for r in rows:
+                found_key = (RoomID(r["room_id"]), (r["type"], r["state_key"]))
+                if found_key in wanted:
+                    found[found_key] = int(r["stream_ordering"])
+        return found
 
     async def get_replaced_state(
         self, event_ids: Iterable[EventID]

@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from peyvand.background import BackgroundTask
+from peyvand.events.pdu import StateKey
 from peyvand.events.relations import relation_columns
 from peyvand.services.timeline.event_dispatch import EventDispatcher
 from peyvand.services.timeline.room_state import StateService
@@ -32,6 +33,9 @@ from peyvand.storage.models import EventToPersist, StoredEvent
 from peyvand.storage.remote_invites import RemoteInviteStore
 from peyvand.storage.stream_positions import StreamPositionStore
 from peyvand.types import EventID
+
+# An event's changes to current state: (key, event, membership) each.
+_Changes = tuple[tuple[StateKey, EventID, str | None], ...]
 
 logger = logging.getLogger(__name__)
 
@@ -200,9 +204,12 @@ class EventStreamFollower:
         stored = await self._store.get_events_in_range(self._position, target, BATCH)
         up_to = target if len(stored) < BATCH else stored[-1].stream_ordering
         invites = await self._remote_invites.changed_in_range(self._position, up_to)
-        batch = await self._to_announce(stored)
+        changes = await self._state_changes(stored, up_to)
+        batch = await self._to_announce(stored, changes)
         rooms = {event.pdu.room_id for event in stored}
-        for room_id in {e.pdu.room_id for e in stored if e.pdu.is_state()}:
+        moved = {e.pdu.room_id for e in stored if e.pdu.is_state()}
+        moved.update(e.pdu.room_id for e in stored if changes.get(e.pdu.event_id))
+        for room_id in moved:
             self._state.forget_room(room_id)
         self._state.cache_events(stored)
         for room_id in rooms:
@@ -212,20 +219,64 @@ class EventStreamFollower:
         self._dispatcher.on_replicated(batch, invites, up_to)
         self._position = up_to
 
-    async def _to_announce(self, stored: list[StoredEvent]) -> list[EventToPersist]:
+    async def _state_changes(
+        self, stored: list[StoredEvent], up_to: int
+    ) -> dict[EventID, _Changes]:
+        """What each of ``stored`` changed of its room's current state, from the rows it
+        set (the writer's commit may move current state by more or less than the event
+        itself: state resolution at a fork, over federation). A state event that set no
+        row counts as its own change when a later event, not yet followed, replaced it
+        (it was current in between); otherwise it never became current."""
+        by_position: dict[int, list[tuple[StateKey, EventID, str | None]]] = {}
+        for _, key, event_id, membership, position in await self._store.current_state_set_between(
+            self._position, up_to
+        ):
+            by_position.setdefault(position, []).append((key, event_id, membership))
+        unset = {
+            e.pdu.event_id: (e.pdu.room_id, (e.pdu.type, e.pdu.state_key))
+            for e in stored
+            if e.pdu.is_state() and e.pdu.state_key is not None
+            and e.stream_ordering not in by_position
+        }  # fmt: skip
+        replaced_later: set[EventID] = set()
+        if unset:
+            positions = await self._store.current_state_positions(unset.values())
+            replaced_later = {
+                event_id for event_id, key in unset.items() if positions.get(key, 0) > up_to
+            }
+        changes: dict[EventID, _Changes] = {}
+        for event in stored:
+            pdu = event.pdu
+            own = by_position.get(event.stream_ordering)
+            if own is not None:
+                changes[pdu.event_id] = tuple(own)
+            elif pdu.event_id in replaced_later and pdu.state_key is not None:
+                membership = pdu.membership if pdu.type == "m.room.member" else None
+                changes[pdu.event_id] = (((pdu.type, pdu.state_key), pdu.event_id, membership),)
+            else:
+                changes[pdu.event_id] = ()
+        return changes
+
+    async def _to_announce(
+        self, stored: list[StoredEvent], changes: dict[EventID, _Changes]
+    ) -> list[EventToPersist]:
         """The events as the writer's commit described them, from what storage holds: a
         redaction took effect by its sender's power when storage marked its target
-        redacted by it."""
+        redacted by it; each event's ``changes`` to current state."""
         targets = [e.pdu.redacts for e in stored if e.pdu.type == "m.room.redaction"]
         redacted = await self._store.get_events([t for t in targets if t is not None])
         replaced = await self._store.get_replaced_state(e.pdu.event_id for e in stored)
-        return [self._persisted(event, redacted, replaced) for event in stored]
+        return [
+            self._persisted(event, redacted, replaced, changes[event.pdu.event_id])
+            for event in stored
+        ]
 
     @staticmethod
     def _persisted(
         event: StoredEvent,
         redacted: dict[EventID, StoredEvent],
         replaced: dict[EventID, EventID | None],
+        changes: _Changes,
     ) -> EventToPersist:
         pdu = event.pdu
         relates_to, rel_type = relation_columns(pdu.content)
@@ -243,4 +294,5 @@ class EventStreamFollower:
             redaction_by_power=target is not None and target.redacted_by == pdu.event_id,
             redacted_by=event.redacted_by,
             replaces_state=replaced.get(pdu.event_id),
+            current_state_changes=changes,
         )

@@ -1,0 +1,174 @@
+"""A process following the event writer's commits (a client reader, issue 21) moves its
+room index by what each commit changed of current state, as the writer does, not by the
+events themselves: a membership event that did not become current (it lost state
+resolution at a fork) changes nobody's membership there, and an event that moved other
+members (a merge of forks, over federation) moves them there too. Both backends, the
+writer's storage and the follower over one database."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+
+from harness.postgres import PostgresCluster
+from peyvand.events.room_versions import ROOM_V12
+from peyvand.events.signing import generate_signing_key
+from peyvand.services.sync.notifier import Notifier
+from peyvand.services.sync.streams import StreamToken
+from peyvand.services.timeline.event_creation import EventCreationService, EventSpec
+from peyvand.services.timeline.event_dispatch import EventDispatcher
+from peyvand.services.timeline.event_follower import EventStreamFollower
+from peyvand.services.timeline.event_writer import EventWriter
+from peyvand.services.timeline.room_index import RoomIndex
+from peyvand.services.timeline.room_state import StateService
+from peyvand.services.timeline.stream_tracker import EventPositions, StreamTracker
+from peyvand.storage.bus import LocalBus
+from peyvand.storage.database import Database
+from peyvand.storage.events import EventStore
+from peyvand.storage.migrations import run_migrations
+from peyvand.storage.models import EventToPersist
+from peyvand.storage.postgres import PostgresDatabase
+from peyvand.storage.remote_invites import RemoteInviteStore
+from peyvand.storage.sqlite import SqliteDatabase
+from peyvand.storage.stream_positions import StreamPositionStore
+from peyvand.types import EventID, RoomID, ServerName, UserID
+
+HERE = ServerName("example.org")
+ALICE = UserID("@alice:example.org")
+BOB = UserID("@bob:example.org")
+WAIT_SECONDS = 10.0
+
+
+@dataclasses.dataclass
+class Writer:
+    db: Database
+    store: EventStore
+    events: EventCreationService
+    notifier: Notifier
+    # What the next enqueued batch's last event changes of current state, as a commit
+    # received over federation may (None: as the event itself).
+    changes: tuple[tuple[tuple[str, str], EventID, str | None], ...] | None = None
+
+
+@pytest.fixture
+async def writer(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[Writer]:
+    db: SqliteDatabase | PostgresDatabase
+    if backend == "sqlite":
+        db = await SqliteDatabase.open(str(tmp_path / "follow.db"))
+    else:
+        cluster: PostgresCluster = request.getfixturevalue("postgres_cluster")
+        db = await PostgresDatabase.open(cluster.create_database("follow_state"))
+    await run_migrations(db)
+    store = EventStore(db)
+    state = StateService(store)
+    await state.start()
+    index = RoomIndex(store, RemoteInviteStore(db))
+    await index.start()
+    notifier = Notifier(StreamToken(events=await store.get_max_stream_ordering()))
+    positions: EventPositions = StreamTracker()
+    dispatcher = EventDispatcher(HERE, state, index, notifier, positions)
+    event_writer = EventWriter(db, store, dispatcher.on_persisted, dispatcher.on_failed)
+    events = EventCreationService(
+        HERE, generate_signing_key("here"), store, state, event_writer, positions=positions
+    )
+    world = Writer(db, store, events, notifier)
+    enqueue = event_writer.enqueue
+
+    def changing(batch: Sequence[EventToPersist]) -> asyncio.Future[None]:
+        if world.changes is not None:
+            last = dataclasses.replace(batch[-1], current_state_changes=world.changes)
+            batch = [*batch[:-1], last]
+            world.changes = None
+        return enqueue(batch)
+
+    cast(Any, event_writer).enqueue = changing
+    await events.start()
+    event_writer.start()
+    try:
+        yield world
+    finally:
+        await event_writer.stop()
+        await db.close()
+
+
+async def test_a_follower_moves_memberships_as_current_state_moved(writer: Writer) -> None:
+    room_id, _ = await writer.events.create_room(
+        ROOM_V12,
+        ALICE,
+        {"room_version": "12"},
+        [
+            EventSpec("m.room.member", {"membership": "join"}, ALICE),
+            EventSpec("m.room.join_rules", {"join_rule": "public"}, ""),
+        ],
+        room_id=None,
+        is_public=True,
+    )
+    await writer.events.send(room_id, BOB, EventSpec("m.room.member", {"membership": "join"}, BOB))
+
+    # The reader, started now, keeps bob's memberships.
+    starts_at = writer.notifier.current_token.events
+    state = StateService(writer.store)
+    await state.start()
+    index = RoomIndex(writer.store, RemoteInviteStore(writer.db), starts_at=starts_at)
+    await index.start()
+    notifier = Notifier(StreamToken(events=starts_at))
+    dispatcher = EventDispatcher(HERE, state, index, notifier, StreamTracker())
+    assert (await index.memberships(BOB))[RoomID(room_id)][0] == "join"
+
+    # Bob's leave that does not become current; then a message whose commit moves bob
+    # out (citing the leave), as a merge of forks would.
+    writer.changes = ()
+    leave = await writer.events.send(
+        room_id, BOB, EventSpec("m.room.member", {"membership": "leave"}, BOB)
+    )
+    followed_leave = await _follow(writer, state, dispatcher, notifier, index, room_id)
+    assert followed_leave == "join"
+    writer.changes = ((("m.room.member", BOB), leave.pdu.event_id, "leave"),)
+    await writer.events.send(room_id, ALICE, EventSpec("m.room.message", {"body": "merged"}))
+    assert await _follow(writer, state, dispatcher, notifier, index, room_id) == "leave"
+
+
+async def _follow(
+    writer: Writer,
+    state: StateService,
+    dispatcher: EventDispatcher,
+    notifier: Notifier,
+    index: RoomIndex,
+    room_id: RoomID,
+) -> str:
+    """Follow the writer's commits up to its position; bob's membership of the room in
+    the reader's index then."""
+    target = writer.notifier.current_token.events
+    positions = StreamPositionStore(writer.db)
+    await positions.advance("events", "writer", target)
+    follower = EventStreamFollower(
+        LocalBus("reader"),
+        positions,
+        writer.store,
+        RemoteInviteStore(writer.db),
+        state,
+        dispatcher,
+        notifier.current_token.events,
+    )
+    caught_up = asyncio.Event()
+
+    def announced(_: Sequence[EventToPersist]) -> None:
+        if notifier.current_token.events >= target:
+            caught_up.set()
+
+    dispatcher.listeners.append(announced)
+    await follower.start()
+    try:
+        async with asyncio.timeout(WAIT_SECONDS):
+            await caught_up.wait()
+    finally:
+        await follower.stop()
+        dispatcher.listeners.remove(announced)
+    return (await index.memberships(BOB))[room_id][0]
