@@ -11,6 +11,7 @@ numbering rows with a counter of its own)."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from harness.fake_server import FakeRequest, FakeServer
 from harness.nginx import Nginx
 from harness.partial_state import fake_members, host_partial_room, join_partially
 from harness.rooms import say
-from harness.sync import LongPoll, invited_to, sync_since, sync_until, wait_until_joined
+from harness.sync import LongPoll, invited_to, sync, sync_since, sync_until, wait_until_joined
 from harness.timeline import message_bodies
 from peyvand.types import ServerName
 
@@ -235,7 +236,8 @@ async def test_a_reader_follows_a_room_joined_with_partial_state(
     """A deployment user joins a fake server's room with partial state (the writer joins
     and completes it): the client reader leaves the room out of a sync that does not
     lazy-load members while it is partial, and sends it as newly joined, with every
-    member, once the writer has the full state."""
+    member, once the writer has the full state; its /joined_members, waiting meanwhile,
+    lists every member too (what it kept of the partial state is dropped)."""
     nginx, deployment = federating
     members = 6
     peer = ServerName(deployment.server_name)
@@ -266,10 +268,18 @@ async def test_a_reader_follows_a_room_joined_with_partial_state(
                 if settled["next_batch"] == token:
                     break
                 token = settled["next_batch"]
+            # A lazy-loading client reads the partial room on the reader (its state is
+            # kept there); /joined_members there waits for the full state.
+            lazy = json.dumps({"room": {"state": {"lazy_load_members": True}}})
+            assert room_id in (await sync(reader, alice, filter=lazy))["rooms"]["join"]
+            path = f"rooms/{quote(room_id)}/joined_members"
+            waiting = asyncio.ensure_future(reader.request("GET", path, token=alice))
             poll = await LongPoll.start(sync_since(reader, alice, token, timeout_ms=60_000), 60)
             poll.assert_waiting()
+            assert not waiting.done()
             release.set()
             completed = await poll.woken()
+            listed = set((await waiting).ok()["joined"])
     section = completed["rooms"]["join"][room_id]
     events = [*section["state"]["events"], *section["timeline"]["events"]]
     joined = {
@@ -277,6 +287,6 @@ async def test_a_reader_follows_a_room_joined_with_partial_state(
         for e in events
         if e["type"] == "m.room.member" and e["content"].get("membership") == "join"
     }
-    assert joined == fake_members(fake, members) | {alice.user_id}
+    assert joined == listed == fake_members(fake, members) | {alice.user_id}
     for name in ("writer", "reader"):
         assert "Unhandled error" not in deployment[name].log()

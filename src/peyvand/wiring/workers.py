@@ -95,10 +95,12 @@ def build_workers(
     partial: list[tuple[str, Component]] = []
     if federation.partial_state is not None:
         # The writer completes the rooms joined with partial state; this process follows.
+        resync, partial_store = federation.partial_state, PartialStateStore(db)
         rooms_followed = PartialStateFollower(
-            config.server_name, federation.partial_state.rooms, PartialStateStore(db),
-            timeline.state,
+            config.server_name, resync.rooms, partial_store, timeline.state, timeline.notifier,
+            resync.state_rewritten,
         )  # fmt: skip
+        relay.track(Stream.PARTIAL_STATE, partial_store.max_completion)
         caches.register("partial_state", rooms_followed.completed_elsewhere)
         follower.before_announce.append(rooms_followed.before_announce)
         partial.append(("partial-state rooms", rooms_followed))

@@ -247,7 +247,10 @@ class RemoteDeviceLists:
         self._lists_version += 1
         self._lists.pop(user_id)
         for hook in self.changed_hooks:
-            hook(user_id)
+            try:
+                hook(user_id)
+            except Exception:
+                logger.exception("a device list hook failed for %s", user_id)
 
     def changed_elsewhere(self, users: Sequence[str] | None) -> None:
         """Another process of a deployment wrote the device lists of ``users`` (None: of

@@ -335,7 +335,10 @@ class PartialStateResync:
         # No await between these: a sync that finds the room complete has a token
         # before this position, so its next sync still shows the room as newly joined.
         for hook in self.completed_hooks:
-            hook(room.room_id)
+            try:
+                hook(room.room_id)
+            except Exception:
+                logger.exception("a completion hook failed for %s", room.room_id)
         self._rooms.completed(room.room_id)
         self._on_completed(position, local)
         logger.info("%s has its full state (%d events, from %s)", room.room_id, len(full), server)
@@ -375,11 +378,16 @@ class PartialStateResync:
                 failed=failed,
             )
         )
-        self._state.forget_state_deltas()
-        self._state.forget_room(room.room_id)
-        for listener in self._rewrite_listeners:
-            listener(room.room_id)
+        self.state_rewritten(room.room_id)
         return position
+
+    def state_rewritten(self, room_id: RoomID) -> None:
+        """A completion rewrote the room's stored state (here, or in another process of
+        a deployment): what is kept of it in memory is read again."""
+        self._state.forget_state_deltas()
+        self._state.forget_room(room_id)
+        for listener in self._rewrite_listeners:
+            listener(room_id)
 
     async def _current_state(
         self,
