@@ -45,3 +45,21 @@ async def test_remote_device_store(database: Database) -> None:
     await store.set_cross_signing_keys(CAROL, {"master": "{}"})
     listed = await store.get_device_list(CAROL)
     assert listed is not None and listed.stale
+
+
+async def test_a_fetched_list_older_than_the_one_held_is_not_stored(database: Database) -> None:
+    """Another process of a deployment applied an update while this one fetched: the
+    older fetched list does not replace it; a stale list is replaced whatever its age."""
+    store = RemoteDeviceStore(database)
+    phone, laptop = RemoteDevice("PHONE", None, None), RemoteDevice("LAPTOP", None, None)
+    await store.replace_device_list(BOB, 5, [phone], {})
+    await store.apply_update(BOB, 6, laptop, deleted=False)
+    await store.replace_device_list(BOB, 5, [phone], {})
+    listed = await store.get_device_list(BOB)
+    assert listed is not None
+    assert (listed.stream_id, set(listed.devices)) == (6, {phone, laptop})
+    await store.mark_stale(BOB)
+    await store.replace_device_list(BOB, 5, [phone], {})
+    listed = await store.get_device_list(BOB)
+    assert listed is not None
+    assert (listed.stream_id, listed.stale, listed.devices) == (5, False, (phone,))

@@ -108,8 +108,13 @@ class RemoteDeviceStore:
         self, user_id: UserID, stream_id: int, device: RemoteDevice, *, deleted: bool
     ) -> None:
         """Apply one ``m.device_list_update``: replace (or delete) one device and move the
-        user's last applied stream_id, in one transaction."""
+        user's last applied stream_id, in one transaction (the list's row locked first:
+        ``replace_device_list``)."""
         async with self._db.transaction() as txn:
+            if self._db.dialect == "postgres":
+                await txn.execute(
+                    "SELECT 1 FROM remote_device_lists WHERE user_id = $1 FOR UPDATE", user_id
+                )
             await txn.execute(
                 "DELETE FROM remote_devices WHERE user_id = $1 AND device_id = $2",
                 user_id,
@@ -148,8 +153,23 @@ class RemoteDeviceStore:
         cross_signing: Mapping[str, str],
     ) -> None:
         """Store a freshly fetched device list (GET /user/devices) in place of the cache,
-        no longer stale, in one transaction."""
+        no longer stale, in one transaction; unless the cache holds a newer one, not
+        stale (another process of a deployment applied an update while this one fetched):
+        that one stays. The list's row is locked first, so an update and a replacement
+        of the same user's list follow one another."""
+        lock = " FOR UPDATE" if self._db.dialect == "postgres" else ""
         async with self._db.transaction() as txn:
+            held = await txn.fetchrow(
+                f"SELECT stream_id, stale FROM remote_device_lists WHERE user_id = $1{lock}",
+                user_id,
+            )
+            if (
+                held is not None
+                and not held["stale"]
+                and held["stream_id"] is not None
+                and int(held["stream_id"]) > stream_id
+            ):
+                return
             await txn.execute("DELETE FROM remote_devices WHERE user_id = $1", user_id)
             await txn.execute("DELETE FROM remote_cross_signing_keys WHERE user_id = $1", user_id)
             await _insert_devices(txn, user_id, devices)
