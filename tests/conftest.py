@@ -8,6 +8,7 @@
 - ``private_homeserver``: a server of the test's own, for tests that break or restart it.
 - ``client``: a ``MatrixClient`` for ``homeserver``.
 - ``postgres_cluster``: the session's throwaway PostgreSQL cluster.
+- ``database``: a migrated, empty database of ``backend`` for the test alone.
 """
 
 from __future__ import annotations
@@ -22,6 +23,10 @@ from hypothesis import HealthCheck, settings
 from harness.client import MatrixClient, new_session
 from harness.postgres import PostgresCluster, PostgresUnavailable
 from harness.server import HomeserverProcess, start_homeserver
+from peyvand.storage.database import Database
+from peyvand.storage.migrations import run_migrations
+from peyvand.storage.postgres import PostgresDatabase
+from peyvand.storage.sqlite import SqliteDatabase
 
 # Property tests check correctness, not speed: on a loaded CI machine an example may take
 # longer than hypothesis's 200 ms default deadline without anything being wrong.
@@ -51,6 +56,26 @@ def backend(request: pytest.FixtureRequest) -> str:
     """The storage backend under test."""
     name: str = request.param
     return name
+
+
+@pytest.fixture
+async def database(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[Database]:
+    """A migrated, empty database of ``backend`` (a file under tmp_path, or a new
+    database on the session's throwaway PostgreSQL cluster), for tests of services over
+    real storage and storage's own contract tests."""
+    db: SqliteDatabase | PostgresDatabase
+    if backend == "sqlite":
+        db = await SqliteDatabase.open(str(tmp_path / "store.db"))
+    else:
+        cluster: PostgresCluster = request.getfixturevalue("postgres_cluster")
+        db = await PostgresDatabase.open(cluster.create_database("store"))
+    try:
+        await run_migrations(db)
+        yield db
+    finally:
+        await db.close()
 
 
 @pytest.fixture(scope="session")

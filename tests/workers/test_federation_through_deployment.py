@@ -58,6 +58,20 @@ def _has_message(room_id: str, body: str) -> Any:
     return done
 
 
+async def _shared_room(
+    front: MatrixClient, alice: Account, synapse_client: MatrixClient, bob: Account
+) -> str:
+    """A room of ``alice`` (the deployment's) that ``bob`` (Synapse's) joined on invite."""
+    created = await front.request("POST", "createRoom", json={}, token=alice)
+    room_id = str(created.ok()["room_id"])
+    invite = {"user_id": bob.user_id}
+    (await front.request("POST", f"rooms/{quote(room_id)}/invite", json=invite, token=alice)).ok()
+    await sync_until(synapse_client, bob, invited_to(room_id))
+    (await synapse_client.request("POST", f"join/{quote(room_id)}", json={}, token=bob)).ok()
+    await wait_until_joined(front, alice, room_id, bob.user_id, attempts=600)
+    return room_id
+
+
 async def _until_bodies(client: MatrixClient, account: Account, room_id: str, body: str) -> None:
     """Read the room's latest messages every 100 ms until ``body`` is among them, for at
     most ``TIMEOUT_SECONDS``."""
@@ -79,18 +93,8 @@ async def test_a_synapse_user_and_a_deployment_user_talk(
         async with asyncio.timeout(TIMEOUT_SECONDS):
             alice = await front.register()
             bob = await synapse_client.register()
-            room_id = str(
-                (await front.request("POST", "createRoom", json={}, token=alice)).ok()["room_id"]
-            )
-            invite = {"user_id": bob.user_id}
-            path = f"rooms/{quote(room_id)}/invite"
-            (await front.request("POST", path, json=invite, token=alice)).ok()
-            await sync_until(synapse_client, bob, invited_to(room_id))
             # Synapse's join reaches the writer through nginx's TLS listener.
-            (
-                await synapse_client.request("POST", f"join/{quote(room_id)}", json={}, token=bob)
-            ).ok()
-            await wait_until_joined(front, alice, room_id, bob.user_id, attempts=600)
+            room_id = await _shared_room(front, alice, synapse_client, bob)
 
             since = (await reader.request("GET", "sync", token=alice)).ok()["next_batch"]
             await say(front, room_id, alice, "hello from the deployment")
@@ -155,20 +159,7 @@ async def test_a_remote_users_new_device_reaches_the_reader_that_cached_their_ke
             alice = await front.register()
             bob = await synapse_client.register()
             await _upload_keys(synapse_client, bob)
-            room_id = str(
-                (await front.request("POST", "createRoom", json={}, token=alice)).ok()["room_id"]
-            )
-            invite = {"user_id": bob.user_id}
-            (
-                await front.request(
-                    "POST", f"rooms/{quote(room_id)}/invite", json=invite, token=alice
-                )
-            ).ok()
-            await sync_until(synapse_client, bob, invited_to(room_id))
-            (
-                await synapse_client.request("POST", f"join/{quote(room_id)}", json={}, token=bob)
-            ).ok()
-            await wait_until_joined(front, alice, room_id, bob.user_id, attempts=600)
+            await _shared_room(front, alice, synapse_client, bob)
             assert await _devices_on(reader, alice, bob.user_id) == {bob.device_id}
 
             second = await synapse_client.login(bob.user_id, bob.password)
@@ -198,17 +189,7 @@ async def test_presence_set_by_a_sync_on_the_reader_reaches_synapse(
         async with asyncio.timeout(TIMEOUT_SECONDS):
             alice = await front.register()
             bob = await synapse_client.register()
-            room_id = str(
-                (await front.request("POST", "createRoom", json={}, token=alice)).ok()["room_id"]
-            )
-            invite = {"user_id": bob.user_id}
-            path = f"rooms/{quote(room_id)}/invite"
-            (await front.request("POST", path, json=invite, token=alice)).ok()
-            await sync_until(synapse_client, bob, invited_to(room_id))
-            (
-                await synapse_client.request("POST", f"join/{quote(room_id)}", json={}, token=bob)
-            ).ok()
-            await wait_until_joined(front, alice, room_id, bob.user_id, attempts=600)
+            await _shared_room(front, alice, synapse_client, bob)
 
             # Online first: the writer's push of the room's members to the server of a
             # user who joined (at its next sweep) may carry it too.

@@ -8,14 +8,13 @@ stores and announced as the services do."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from harness.appservice import write_registration
-from harness.postgres import PostgresCluster
 from peyvand.services.accounts.requester import Requester
 from peyvand.services.appservice.extras import AppServiceExtras, ExtrasBatch, InterestedInRoom
 from peyvand.services.appservice.registration import ApplicationService, parse_registration
@@ -29,10 +28,7 @@ from peyvand.storage.appservice_extras import AppServiceExtrasStore
 from peyvand.storage.appservice_txns import AppServiceTxnStore
 from peyvand.storage.database import Database
 from peyvand.storage.device_lists import DeviceListStore
-from peyvand.storage.migrations import run_migrations
-from peyvand.storage.postgres import PostgresDatabase
 from peyvand.storage.receipts import ReceiptRow, ReceiptStore
-from peyvand.storage.sqlite import SqliteDatabase
 from peyvand.storage.to_device import ToDeviceStore
 from peyvand.types import DeviceID, EventID, RoomID, ServerName, UserID
 
@@ -100,23 +96,6 @@ class Rooms:
 async def interested_in_room(appservice: ApplicationService, room_id: RoomID) -> bool:
     """A room with one of the appservice's users joined."""
     return room_id == BRIDGED
-
-
-@pytest.fixture
-async def database(
-    backend: str, request: pytest.FixtureRequest, tmp_path: Path
-) -> AsyncIterator[Database]:
-    db: SqliteDatabase | PostgresDatabase
-    if backend == "sqlite":
-        db = await SqliteDatabase.open(str(tmp_path / "extras.db"))
-    else:
-        cluster: PostgresCluster = request.getfixturevalue("postgres_cluster")
-        db = await PostgresDatabase.open(cluster.create_database("extras"))
-    try:
-        await run_migrations(db)
-        yield db
-    finally:
-        await db.close()
 
 
 class World:

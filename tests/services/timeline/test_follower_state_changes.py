@@ -10,12 +10,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import AsyncIterator, Sequence
-from pathlib import Path
 from typing import Any, cast
 
 import pytest
 
-from harness.postgres import PostgresCluster
 from peyvand.events.room_versions import ROOM_V12
 from peyvand.events.signing import generate_signing_key
 from peyvand.services.sync.notifier import Notifier
@@ -30,11 +28,8 @@ from peyvand.services.timeline.stream_tracker import EventPositions, StreamTrack
 from peyvand.storage.bus import LocalBus
 from peyvand.storage.database import Database
 from peyvand.storage.events import EventStore
-from peyvand.storage.migrations import run_migrations
 from peyvand.storage.models import EventToPersist
-from peyvand.storage.postgres import PostgresDatabase
 from peyvand.storage.remote_invites import RemoteInviteStore
-from peyvand.storage.sqlite import SqliteDatabase
 from peyvand.storage.stream_positions import StreamPositionStore
 from peyvand.types import EventID, RoomID, ServerName, UserID
 
@@ -56,16 +51,8 @@ class Writer:
 
 
 @pytest.fixture
-async def writer(
-    backend: str, request: pytest.FixtureRequest, tmp_path: Path
-) -> AsyncIterator[Writer]:
-    db: SqliteDatabase | PostgresDatabase
-    if backend == "sqlite":
-        db = await SqliteDatabase.open(str(tmp_path / "follow.db"))
-    else:
-        cluster: PostgresCluster = request.getfixturevalue("postgres_cluster")
-        db = await PostgresDatabase.open(cluster.create_database("follow_state"))
-    await run_migrations(db)
+async def writer(database: Database) -> AsyncIterator[Writer]:
+    db = database
     store = EventStore(db)
     state = StateService(store)
     await state.start()
@@ -95,7 +82,6 @@ async def writer(
         yield world
     finally:
         await event_writer.stop()
-        await db.close()
 
 
 async def test_a_follower_moves_memberships_as_current_state_moved(writer: Writer) -> None:
