@@ -40,7 +40,7 @@ from peyvand.wiring.appservice import AppServices, build_appservices
 from peyvand.wiring.compliance import Compliance, build_compliance
 from peyvand.wiring.email import Email, build_email
 from peyvand.wiring.federation import Federation, Transport, build_federation, build_transport
-from peyvand.wiring.leased import background_jobs, instance_name
+from peyvand.wiring.leased import InstanceName, background_jobs, instance_name
 from peyvand.wiring.lifecycle import Component, Hooks, Lifecycle
 from peyvand.wiring.local import Local, Timeline, build_local, build_timeline
 from peyvand.wiring.media import Media, build_media
@@ -124,6 +124,9 @@ async def create_app(config: Config) -> web.Application:
         health=observed.health,
         in_flight=in_flight,
     )
+    claim = instance_name(config.workers, db)
+    if claim is not None:
+        observed.health.checks.append(claim.problem)
     lifecycle = _lifecycle(
         config,
         db,
@@ -137,6 +140,7 @@ async def create_app(config: Config) -> web.Application:
         email,
         appservices,
         workers,
+        claim,
     )
 
     lifecycle.add("event loop lag", observed.metrics.loop_lag)
@@ -176,6 +180,7 @@ def _lifecycle(
     email: Email,
     appservices: AppServices,
     workers: list[tuple[str, Component]],
+    claim: InstanceName | None,
 ) -> Lifecycle:
     """Every component with something to start or stop, in start-up order. Background
     jobs run in one process of a deployment at a time (``wiring.leased``). Every process
@@ -187,7 +192,6 @@ def _lifecycle(
     roles = config.workers
     add_job = background_jobs(config.workers, db)
     lifecycle.add("database", Hooks(stop=db.close))
-    claim = instance_name(config.workers, db)
     if claim is not None:
         # Before anything that sends, writes or takes a lease: refuses a second process.
         lifecycle.add("instance name", claim)

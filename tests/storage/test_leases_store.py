@@ -208,21 +208,12 @@ async def test_a_start_outlasting_the_lease_is_cancelled(database: Database) -> 
         await leased.stop()
 
 
-async def _until_started(name: InstanceName, seconds: float) -> None:
-    """Start ``name`` once the database has ended the session that held it."""
-    for _ in range(int(seconds / 0.05)):
-        try:
-            await name.start()
-            return
-        except InstanceNameTaken:
-            await asyncio.sleep(0.05)
-    raise AssertionError(f"not free within {seconds} s")
-
-
 async def test_one_live_process_per_instance_name(postgres_cluster: PostgresCluster) -> None:
     """A second process started under a name a live one holds refuses to start (their
     leases would go back and forth between them, both running the job); another name
-    starts; the name is free again once its process stops or dies."""
+    starts; the name is free again once its process stops. A live process whose session
+    the database ends (a restart, the network) takes its name again, and a newcomer is
+    refused again (a process that dies does not: tests/workers/test_kill_processes.py)."""
     dsn = postgres_cluster.create_database("names")
     first, second = await PostgresDatabase.open(dsn), await PostgresDatabase.open(dsn)
     main = InstanceName(first, "main")
@@ -236,13 +227,23 @@ async def test_one_live_process_per_instance_name(postgres_cluster: PostgresClus
         await main.stop()
         again = InstanceName(second, "main")
         await again.start()
-        # The process dies: the database ends its sessions.
-        await first.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' "
-            "AND pid <> pg_backend_pid() AND database = "
-            "(SELECT oid FROM pg_database WHERE datname = current_database())"
+        holders = (
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND pid <> pg_backend_pid()"
+            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
         )
-        await _until_started(InstanceName(first, "main"), 5)
+        (before,) = [row["pid"] for row in await first.fetch(holders)]
+        # The database ends the session holding the name; the process lives on.
+        await first.execute("SELECT pg_terminate_backend($1)", before)
+        after: list[int] = []
+        for _ in range(100):  # 5 s
+            after = [row["pid"] for row in await first.fetch(holders)]
+            if after not in ([], [before]):
+                break
+            await asyncio.sleep(0.05)
+        assert len(after) == 1 and after != [before]
+        assert again.problem() is None
+        with pytest.raises(InstanceNameTaken, match="'main'"):
+            await InstanceName(first, "main").start()
         await again.stop()
     finally:
         await first.close()

@@ -10,7 +10,7 @@ Rows support both ``row[0]`` and ``row["column"]``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -54,7 +54,7 @@ class AdvisoryLocks(Protocol):
     importing its driver, which a SQLite server never loads."""
 
     def advisory_lock(
-        self, key: int, *, wait: bool = True
+        self, key: int, *, wait: bool = True, on_lost: Callable[[], None] | None = None
     ) -> AbstractAsyncContextManager[bool]: ...
 
 

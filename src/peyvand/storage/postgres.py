@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -95,20 +95,32 @@ class PostgresDatabase:
             await conn.execute(script)
 
     @asynccontextmanager
-    async def advisory_lock(self, key: int, *, wait: bool = True) -> AsyncIterator[bool]:
+    async def advisory_lock(
+        self, key: int, *, wait: bool = True, on_lost: Callable[[], None] | None = None
+    ) -> AsyncIterator[bool]:
         """Hold the session-level advisory lock ``key`` (a signed 64-bit number) on a
         connection of its own for the block: shared with every process on the database,
-        and let go when the block ends or the connection drops. Waits for it, or with
-        ``wait=False`` yields False at once when another session holds it."""
+        and let go when the block ends or the connection drops (``on_lost`` is then
+        called, if the block has not ended). Waits for it, or with ``wait=False`` yields
+        False at once when another session holds it."""
         async with self._pool.acquire() as conn:
             if wait:
                 await conn.execute("SELECT pg_advisory_lock($1)", key)
                 held = True
             else:
                 held = bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", key))
+
+            def closed(_: object) -> None:
+                if on_lost is not None:
+                    on_lost()
+
+            if held:
+                conn.add_termination_listener(closed)
             try:
                 yield held
             finally:
+                if held:
+                    conn.remove_termination_listener(closed)
                 # A connection lost meanwhile took its session's locks with it.
                 if held:
                     with contextlib.suppress(

@@ -35,6 +35,8 @@ from peyvand.wiring.lifecycle import Component, Hooks, Lifecycle, run_step
 logger = logging.getLogger(__name__)
 
 LEASE_PERIOD_SECONDS = 6.0
+# Between two tries to take the instance name again after its lock was lost.
+RETAKE_SECONDS = 1.0
 
 
 def _ms(seconds: float) -> int:
@@ -179,29 +181,77 @@ class InstanceName:
     one name would take each other's leases and both run a job.
 
     Held as a PostgreSQL session-level advisory lock on the name's hash, on a pooled
-    connection kept for the purpose: the database lets it go when the process dies."""
+    connection kept for the purpose: the database lets it go when the process dies. When
+    that connection closes under a live process (PostgreSQL restarted, the network), the
+    lock is gone with it: the process logs it, is unhealthy (``problem``, /health) and
+    takes the name again every ``RETAKE_SECONDS``; if another process took it meanwhile,
+    it stays unhealthy (two processes of one name), for the operator to stop one."""
 
     def __init__(self, db: AdvisoryLocks, instance: str) -> None:
         self._db = db
         self._instance = instance
         self._held: AsyncExitStack | None = None
+        # Why the name is not held now (None: held, or not started).
+        self._lost: str | None = None
+        self._retake: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        held = AsyncExitStack()
-        lock = self._db.advisory_lock(instance_lock_key(self._instance), wait=False)
-        if not await held.enter_async_context(lock):
-            await held.aclose()
+        if not await self._take():
             raise InstanceNameTaken(
                 f"another live process already runs as worker {self._instance!r} on this "
                 "database: each process of a deployment needs its own --worker name "
                 "(stop the other one first to restart it)"
             )
-        self._held = held
 
     async def stop(self) -> None:
+        retake, self._retake = self._retake, None
+        if retake is not None:
+            retake.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await retake
         held, self._held = self._held, None
         if held is not None:
+            with contextlib.suppress(Exception):
+                await held.aclose()
+
+    def problem(self) -> str | None:
+        """A ``Health`` check: why this process does not hold its instance name."""
+        return self._lost
+
+    async def _take(self) -> bool:
+        held = AsyncExitStack()
+        lock = self._db.advisory_lock(
+            instance_lock_key(self._instance), wait=False, on_lost=self._on_lost
+        )
+        if not await held.enter_async_context(lock):
             await held.aclose()
+            return False
+        self._held = held
+        return True
+
+    def _on_lost(self) -> None:
+        self._lost = f"the lock on instance name {self._instance!r} was lost"
+        logger.error("%s (its database connection closed); taking it again", self._lost)
+        if self._retake is None or self._retake.done():
+            self._retake = asyncio.create_task(self._take_again(), name="instance name")
+
+    async def _take_again(self) -> None:
+        stale, self._held = self._held, None
+        if stale is not None:
+            with contextlib.suppress(Exception):
+                await stale.aclose()
+        while True:
+            try:
+                if await self._take():
+                    self._lost = None
+                    logger.info("instance name %r held again", self._instance)
+                    return
+                self._lost = f"another live process took instance name {self._instance!r}"
+                logger.error("%s: two processes run under one name; stop one", self._lost)
+                return
+            except Exception as exc:
+                logger.warning("taking instance name %r again failed: %r", self._instance, exc)
+            await asyncio.sleep(RETAKE_SECONDS)
 
 
 def instance_name(workers: WorkersConfig, db: Database) -> InstanceName | None:
