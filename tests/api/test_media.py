@@ -32,7 +32,6 @@ from PIL import Image
 import peyvand.services.media.janitor as media_janitor_module
 from harness.client import Account, MatrixClient, new_session, unique_localpart
 from harness.database import query
-from harness.postgres import PostgresCluster
 from harness.server import HomeserverProcess, start_homeserver
 from harness.sync import LongPoll
 from peyvand.api.media import content_repo
@@ -47,9 +46,6 @@ from peyvand.services.media.url_preview import UrlPreviewService
 from peyvand.storage.database import Database
 from peyvand.storage.errors import StorageError
 from peyvand.storage.media import MediaRow, MediaStore, ThumbnailRow
-from peyvand.storage.migrations import run_migrations
-from peyvand.storage.postgres import PostgresDatabase
-from peyvand.storage.sqlite import SqliteDatabase
 from peyvand.types import DeviceID, ServerName, UserID
 
 QUOTA = 4 * 1024 * 1024
@@ -962,30 +958,13 @@ class _Media:
 
 
 @pytest.fixture
-async def media_db(
-    backend: str, request: pytest.FixtureRequest, tmp_path: Path
-) -> AsyncIterator[Database]:
-    db: SqliteDatabase | PostgresDatabase
-    if backend == "sqlite":
-        db = await SqliteDatabase.open(str(tmp_path / "media.db"))
-    else:
-        cluster: PostgresCluster = request.getfixturevalue("postgres_cluster")
-        db = await PostgresDatabase.open(cluster.create_database("media"))
-    try:
-        await run_migrations(db)
-        yield db
-    finally:
-        await db.close()
-
-
-@pytest.fixture
-def new_media(media_db: Database, tmp_path: Path) -> Callable[..., Awaitable[_Media]]:
+def new_media(database: Database, tmp_path: Path) -> Callable[..., Awaitable[_Media]]:
     """``await new_media(**MediaConfig options)``: a service whose files are set up (its
     background loops are not started unless a test calls ``start``)."""
 
     async def make(**options: Any) -> _Media:
         clock = _Clock()
-        store = MediaStore(media_db)
+        store = MediaStore(database)
         root = tmp_path / f"media-{uuid.uuid4().hex[:8]}"
         service = MediaService(
             ServerName("hs.test"), MediaConfig(**options), store, MediaFiles(root), clock=clock
