@@ -165,18 +165,17 @@ class EventStore:
 
     async def current_state_set_between(
         self, after: int, up_to: int
-    ) -> list[tuple[RoomID, StateKey, EventID, str | None, int]]:
-        """The current state rows last set by an event in ``(after, up_to]``: (room, key,
+    ) -> list[tuple[StateKey, EventID, str | None, int]]:
+        """The current state rows last set by an event in ``(after, up_to]``: (key,
         event, membership, the setting event's position)."""
         rows = await self._db.fetch(
-            "SELECT room_id, type, state_key, event_id, membership, stream_ordering"
+            "SELECT type, state_key, event_id, membership, stream_ordering"
             " FROM current_state WHERE stream_ordering > $1 AND stream_ordering <= $2",
             after,
             up_to,
         )
         return [
             (
-                RoomID(r["room_id"]),
                 (r["type"], r["state_key"]),
                 EventID(r["event_id"]),
                 r["membership"],

@@ -109,18 +109,14 @@ class PostgresDatabase:
                 held = True
             else:
                 held = bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", key))
-
-            def closed(_: object) -> None:
-                if on_lost is not None:
-                    on_lost()
-
-            if held:
-                conn.add_termination_listener(closed)
+            listener = _calling(on_lost) if held and on_lost is not None else None
+            if listener is not None:
+                conn.add_termination_listener(listener)
             try:
                 yield held
             finally:
-                if held:
-                    conn.remove_termination_listener(closed)
+                if listener is not None:
+                    conn.remove_termination_listener(listener)
                 # A connection lost meanwhile took its session's locks with it.
                 if held:
                     with contextlib.suppress(
@@ -133,3 +129,8 @@ class PostgresDatabase:
 
     async def close(self) -> None:
         await self._pool.close()
+
+
+def _calling(on_lost: Callable[[], None]) -> Callable[[object], None]:
+    """A connection's termination listener that calls ``on_lost``."""
+    return lambda _connection: on_lost()

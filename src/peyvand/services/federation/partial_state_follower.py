@@ -112,10 +112,9 @@ class PartialStateFollower:
     async def _read_again(self) -> None:
         """The stored partial rooms whose join is stored: marked; the others completed."""
         generation = self._generation
-        partial = []
-        for room in await self._store.rooms():
-            if await self._state.get_event(room.join_event_id) is not None:
-                partial.append(room)
+        stored = await self._store.rooms()
+        joins = await self._state.get_events(room.join_event_id for room in stored)
+        partial = [room for room in stored if room.join_event_id in joins]
         still = {room.room_id for room in partial}
         for room_id in self._rooms.room_ids():
             if room_id not in still:

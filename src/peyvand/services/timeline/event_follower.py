@@ -228,7 +228,7 @@ class EventStreamFollower:
         row counts as its own change when a later event, not yet followed, replaced it
         (it was current in between); otherwise it never became current."""
         by_position: dict[int, list[tuple[StateKey, EventID, str | None]]] = {}
-        for _, key, event_id, membership, position in await self._store.current_state_set_between(
+        for key, event_id, membership, position in await self._store.current_state_set_between(
             self._position, up_to
         ):
             by_position.setdefault(position, []).append((key, event_id, membership))
