@@ -341,6 +341,16 @@ class WorkersConfig:
         """The instances doing ``role``, in configured order."""
         return tuple(i for i in self.instances if role in i.roles)
 
+    @property
+    def writer_lane(self) -> tuple[int, int]:
+        """This process's place among the event writers and their number: the residue
+        of the stream positions and state group IDs it allocates (``Lane``); (0, 1) for
+        a single process, and for a process that writes no events."""
+        writers = [i.name for i in self.with_role("event_writer")]
+        if self.instance not in writers:
+            return (0, 1)
+        return (writers.index(self.instance), len(writers))
+
 
 @dataclass(frozen=True, slots=True)
 class Config:

@@ -39,7 +39,7 @@ from peyvand.services.timeline.event_writer import EventWriter
 from peyvand.services.timeline.relation_checks import RelationChecks
 from peyvand.services.timeline.room_index import RoomIndex
 from peyvand.services.timeline.room_state import StateService
-from peyvand.services.timeline.stream_tracker import EventPositions, StreamTracker
+from peyvand.services.timeline.stream_tracker import EventPositions, Lane, StreamTracker
 from peyvand.storage.account_data import AccountDataStore
 from peyvand.storage.accounts import AccountStore
 from peyvand.storage.database import Database
@@ -89,9 +89,10 @@ async def build_timeline(config: Config, db: Database, signing_key: SigningKey) 
         else event_store.get_max_stream_ordering()
     )
     notifier = Notifier(StreamToken(events=starts_at))
-    state = StateService(event_store, event_cache_size=config.caches.events)
+    lane = Lane(*config.workers.writer_lane)
+    state = StateService(event_store, event_cache_size=config.caches.events, lane=lane)
     index = RoomIndex(event_store, remote_invites, starts_at=starts_at if follows else None)
-    positions: EventPositions = StreamTracker()
+    positions: EventPositions = StreamTracker(lane=lane)
     dispatcher = EventDispatcher(config.server_name, state, index, notifier, positions)
     writer = EventWriter(db, event_store, dispatcher.on_persisted, dispatcher.on_failed)
     recent = RecentEvents(state)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,12 @@ from peyvand.services.timeline.event_dispatch import EventDispatcher
 from peyvand.services.timeline.event_writer import EventWriter
 from peyvand.services.timeline.room_index import RoomIndex
 from peyvand.services.timeline.room_state import StateService
-from peyvand.services.timeline.stream_tracker import EventPositions, StreamTracker
+from peyvand.services.timeline.stream_tracker import (
+    SOLE_WRITER,
+    EventPositions,
+    Lane,
+    StreamTracker,
+)
 from peyvand.storage.events import EventStore
 from peyvand.storage.migrations import run_migrations
 from peyvand.storage.sqlite import SqliteDatabase
@@ -28,14 +34,22 @@ FROZEN = 1_800_000_000.0
 
 @pytest.fixture
 async def events(tmp_path: Path) -> AsyncIterator[tuple[EventCreationService, EventStore]]:
+    async with _events(tmp_path, SOLE_WRITER) as built:
+        yield built
+
+
+@asynccontextmanager
+async def _events(
+    tmp_path: Path, lane: Lane
+) -> AsyncIterator[tuple[EventCreationService, EventStore]]:
     db = await SqliteDatabase.open(str(tmp_path / "events.db"))
     await run_migrations(db)
     store = EventStore(db)
-    state = StateService(store)
+    state = StateService(store, lane=lane)
     await state.start()
     index = RoomIndex(store)
     await index.start()
-    positions: EventPositions = StreamTracker()
+    positions: EventPositions = StreamTracker(lane=lane)
     dispatcher = EventDispatcher(
         ServerName("example.org"), state, index, Notifier(StreamToken()), positions
     )
@@ -75,3 +89,21 @@ async def test_identical_v12_rooms_in_one_millisecond_get_distinct_ids(
         assert await store.get_room(room_id) is not None
     stamps = sorted(events_[0].pdu.origin_server_ts for _, events_ in created)
     assert stamps == [int(FROZEN * 1000) + i for i in range(3)]
+
+
+async def test_an_event_writer_numbers_in_its_lane(tmp_path: Path) -> None:
+    """The second of three event writers (issue 21): its events, backfill positions and
+    state groups all fall in its residue."""
+    async with _events(tmp_path, Lane(1, 3)) as (service, store):
+        join = EventSpec("m.room.member", {"membership": "join"}, ALICE)
+        _, created = await service.create_room(
+            ROOM_V12, ALICE, {"room_version": "12"}, [join], room_id=None, is_public=False
+        )
+        positions = [event.stream_ordering for event in created]
+        assert len(positions) == 2
+        assert all(p % 3 == 1 for p in positions)
+        assert positions == sorted(positions)
+        stored = await store.get_events([e.pdu.event_id for e in created])
+        assert all(e.state_group is not None and e.state_group % 3 == 1 for e in stored.values())
+        backfill = [service.allocate_backfill_stream() for _ in range(3)]
+        assert backfill == [-2, -5, -8]

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from peyvand.events.pdu import StateKey
 from peyvand.events.room_versions import ROOM_V12
 from peyvand.services.timeline.room_state import RoomSnapshot, StateService
+from peyvand.services.timeline.stream_tracker import Lane
 from peyvand.storage.events import EventStore
 from peyvand.storage.migrations import run_migrations
 from peyvand.storage.models import NewStateGroup
@@ -116,5 +117,22 @@ async def test_rows_grow_with_changes_not_events_times_state(tmp_path: Path) -> 
         assert len(full) == n + 1
         chain = await fresh._chain(snapshot.state_group.state_group)
         assert len(chain) <= math.log2(n + 1) + 1
+    finally:
+        await db.close()
+
+
+async def test_a_writer_allocates_the_group_ids_of_its_lane(tmp_path: Path) -> None:
+    """Each event writer of a deployment numbers new state groups in its own residue, above
+    every stored group (issue 21): two writers never pick the same ID."""
+    db = await SqliteDatabase.open(str(tmp_path / "groups.db"))
+    await run_migrations(db)
+    try:
+        await _write(db, StateService(EventStore(db)).first_state_group(ROOM, {}))
+        # first_state_group of an unstarted service numbers from 0.
+        writers = [StateService(EventStore(db), lane=Lane(i, 3)) for i in range(3)]
+        for writer in writers:
+            await writer.start()
+        ids = [[writer.allocate_group_id() for _ in range(4)] for writer in writers]
+        assert ids == [[3, 6, 9, 12], [1, 4, 7, 10], [2, 5, 8, 11]]
     finally:
         await db.close()

@@ -162,7 +162,8 @@ class EventCreationService:
     async def start(self) -> None:
         """Continue the stream positions after the stored events."""
         self._positions.start_after(await self._store.get_max_stream_ordering())
-        self._next_backfill_stream = min(await self._store.get_min_stream_ordering(), 0) - 1
+        lowest = min(await self._store.get_min_stream_ordering(), 0)
+        self._next_backfill_stream = self._positions.lane.first_below(lowest)
 
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
@@ -675,7 +676,7 @@ class EventCreationService:
         """The next position for backfilled history: counting down below every other,
         so it sorts before the room's known events and is never new to /sync."""
         stream = self._next_backfill_stream
-        self._next_backfill_stream -= 1
+        self._next_backfill_stream -= self._positions.lane.count
         return stream
 
     def allocate_stream(self) -> int:

@@ -20,6 +20,7 @@ from peyvand.events.pdu import Pdu, StateKey
 from peyvand.events.redaction import redact_pdu
 from peyvand.events.room_versions import KNOWN_ROOM_VERSIONS, RoomVersion
 from peyvand.lru import LRU
+from peyvand.services.timeline.stream_tracker import SOLE_WRITER, Lane
 from peyvand.storage.events import EventStore
 from peyvand.storage.models import NewStateGroup, StateGroupRow, StoredEvent
 from peyvand.types import EventID, RoomID, ServerName, UserID, server_name_of
@@ -162,8 +163,13 @@ class RoomSnapshot:
 
 
 class StateService:
-    def __init__(self, store: EventStore, *, event_cache_size: int = 10_000) -> None:
+    def __init__(
+        self, store: EventStore, *, event_cache_size: int = 10_000, lane: Lane = SOLE_WRITER
+    ) -> None:
+        """``lane``: the state group IDs this process allocates (one residue of them per
+        event writer of a deployment, as for stream positions)."""
         self._store = store
+        self._lane = lane
         self._rooms: dict[RoomID, RoomSnapshot] = {}
         self._room_load_locks: dict[RoomID, asyncio.Lock] = {}
         self._events: LRU[EventID, StoredEvent] = LRU(event_cache_size)
@@ -188,7 +194,7 @@ class StateService:
         self._next_group = 0
 
     async def start(self) -> None:
-        self._next_group = await self._store.get_max_state_group() + 1
+        self._next_group = self._lane.first_above(await self._store.get_max_state_group())
 
     # -- events ----------------------------------------------------------------------
 
@@ -467,7 +473,7 @@ class StateService:
 
     def allocate_group_id(self) -> int:
         group = self._next_group
-        self._next_group += 1
+        self._next_group += self._lane.count
         return group
 
     async def _group_rows(self, groups: Iterable[int]) -> dict[int, StateGroupRow]:
