@@ -71,6 +71,8 @@ class Timeline:
     events: EventCreationService
     dispatcher: EventDispatcher
     writer: EventWriter
+    # The events positions this process allocates (an event writer).
+    positions: EventPositions
     # The events position the notifier and the room index start from.
     starts_at: int
 
@@ -80,16 +82,17 @@ async def build_timeline(config: Config, db: Database, signing_key: SigningKey) 
     announces to the room index, the notifier and the listeners added later."""
     event_store = EventStore(db)
     remote_invites = RemoteInviteStore(db)
-    # A process without the role follows the writer's commits (``wiring.workers``),
-    # from the writer's recorded position.
-    follows = not config.workers.has_role("event_writer")
+    # A process without the role follows the writers' commits (``wiring.workers``), as
+    # does each of several writers the others', from their recorded positions.
+    lane = Lane(*config.workers.writer_lane)
+    follows = not config.workers.has_role("event_writer") or lane.count > 1
+    writers = [i.name for i in config.workers.with_role("event_writer")]
     starts_at = await (
-        followed_position(StreamPositionStore(db), event_store)
+        followed_position(StreamPositionStore(db), event_store, writers)
         if follows
         else event_store.get_max_stream_ordering()
     )
     notifier = Notifier(StreamToken(events=starts_at))
-    lane = Lane(*config.workers.writer_lane)
     state = StateService(event_store, event_cache_size=config.caches.events, lane=lane)
     index = RoomIndex(event_store, remote_invites, starts_at=starts_at if follows else None)
     positions: EventPositions = StreamTracker(lane=lane)
@@ -115,6 +118,7 @@ async def build_timeline(config: Config, db: Database, signing_key: SigningKey) 
         ),
         dispatcher=dispatcher,
         writer=writer,
+        positions=positions,
         starts_at=starts_at,
     )
 

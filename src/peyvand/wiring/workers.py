@@ -15,8 +15,14 @@ from peyvand.services.federation.partial_state_follower import PartialStateFollo
 from peyvand.services.sync.cache_relay import TOKEN_SECONDS, CacheRelay
 from peyvand.services.sync.stream_relay import StreamRelay
 from peyvand.services.sync.streams import Stream
-from peyvand.services.timeline.event_follower import EventPositionPublisher, EventStreamFollower
+from peyvand.services.timeline.event_dispatch import HeldAnnouncements
+from peyvand.services.timeline.event_follower import (
+    EventPositionPublisher,
+    EventStreamFollower,
+    OwnCommits,
+)
 from peyvand.services.timeline.forwarding import ForwardedWrites, StreamWaiter
+from peyvand.storage.bus import Bus
 from peyvand.storage.database import Database
 from peyvand.storage.partial_state import PartialStateStore
 from peyvand.storage.receipts import ReceiptRow
@@ -65,18 +71,29 @@ def build_workers(
     caches = _relay_caches(
         CacheRelay(bus, instance, bus.sent), timeline, local, rooms, relay, federation
     )
+    writers = [i.name for i in workers.with_role("event_writer")]
     if workers.has_role("event_writer"):
         publisher = EventPositionPublisher(
-            bus, positions, instance, lambda: timeline.notifier.current_token.events
-        )
+            bus, positions, instance, lambda: timeline.notifier.current_token.events,
+            timeline.positions, timeline.event_store, writers,
+        )  # fmt: skip
         timeline.dispatcher.advanced.append(publisher.advanced)
         if federation.partial_state is not None:
             # Before the completion advances the partial state stream (the bus's order).
             federation.partial_state.completed_hooks.append(
                 lambda room_id: caches.changed("partial_state", [room_id])
             )
+        followed: list[tuple[str, Component]] = []
+        if len(writers) > 1:
+            # The others' commits are followed; this one's are told among them.
+            held = HeldAnnouncements()
+            timeline.dispatcher.held = held
+            own = OwnCommits(instance, timeline.positions, held)
+            follower = _follower(bus, positions, timeline, writers, own)
+            publisher.published.append(follower.published)
+            followed.append(("events follower", follower))
         return [
-            ("bus", bus), ("events position", publisher), ("stream relay", relay),
+            ("bus", bus), ("events position", publisher), *followed, ("stream relay", relay),
             ("cache relay", caches),
         ]  # fmt: skip
     # Events created here (a write sent here, a background job's) are the writer's to
@@ -88,10 +105,7 @@ def build_workers(
         ForwardedWrites(link, waiter),
         f"{instance} does not write events: the deployment's event writer does",
     )
-    follower = EventStreamFollower(
-        bus, positions, timeline.event_store, timeline.remote_invites, timeline.state,
-        timeline.dispatcher, timeline.starts_at,
-    )  # fmt: skip
+    follower = _follower(bus, positions, timeline, writers, None)
     partial: list[tuple[str, Component]] = []
     if federation.partial_state is not None:
         # The writer completes the rooms joined with partial state; this process follows.
@@ -195,3 +209,16 @@ def _relay_receipt_rooms(relay: StreamRelay, timeline: Timeline, local: Local) -
 
     receipts.stored_hooks.append(stored)
     relay.room_members(Stream.RECEIPTS, members)
+
+
+def _follower(
+    bus: Bus,
+    positions: StreamPositionStore,
+    timeline: Timeline,
+    writers: list[str],
+    own: OwnCommits | None,
+) -> EventStreamFollower:
+    return EventStreamFollower(
+        bus, positions, timeline.event_store, timeline.remote_invites, timeline.state,
+        timeline.dispatcher, timeline.starts_at, writers=writers, own=own,
+    )  # fmt: skip

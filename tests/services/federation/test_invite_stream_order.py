@@ -363,7 +363,13 @@ async def test_a_reader_started_in_the_window_announces_the_queued_event(world: 
     bus = LocalBus("writer")
     positions = StreamPositionStore(world.db)
     publisher = EventPositionPublisher(
-        bus, positions, "writer", lambda: world.notifier.current_token.events
+        bus,
+        positions,
+        "writer",
+        lambda: world.notifier.current_token.events,
+        world.positions,
+        world.store,
+        ["writer"],
     )
     world.dispatcher.advanced.append(publisher.advanced)
     await publisher.start()
@@ -375,7 +381,7 @@ async def test_a_reader_started_in_the_window_announces_the_queued_event(world: 
     invited_at = await world.store.get_max_stream_ordering()
 
     # The reader (re)starts now, as wiring.local and wiring.workers start it.
-    starts_at = await followed_position(positions, world.store)
+    starts_at = await followed_position(positions, world.store, ["writer"])
     state = StateService(world.store)
     await state.start()
     index = RoomIndex(world.store, world.invites, starts_at=starts_at)
@@ -392,7 +398,7 @@ async def test_a_reader_started_in_the_window_announces_the_queued_event(world: 
 
     dispatcher.listeners.append(announced)
     follower = EventStreamFollower(
-        bus, positions, world.store, world.invites, state, dispatcher, starts_at
+        bus, positions, world.store, world.invites, state, dispatcher, starts_at, writers=["writer"]
     )
     await follower.start()
     try:

@@ -142,6 +142,7 @@ async def _follow(
         state,
         dispatcher,
         notifier.current_token.events,
+        writers=["writer"],
     )
     caught_up = asyncio.Event()
 

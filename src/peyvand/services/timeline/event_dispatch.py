@@ -9,12 +9,20 @@ one, the batch's own newest or the membership's, never ``persisted_upto``: that 
 abandoned positions, which no stored row holds, and a token naming one would be handed
 out again after a restart (``EventCreationService.start`` continues after the highest
 position stored, or deleted since by a purge or an erasure) to an event its holder would
-never see."""
+never see.
+
+With several event writers (issue 21), a writer's own commits are not the whole stream:
+another writer may still have a lower position in flight. Each released commit is then
+published at once (``advanced``) but told here only once every writer has passed it
+(``held``: ``EventStreamFollower`` tells them, in position order with the others'
+commits)."""
 
 from __future__ import annotations
 
 import functools
+from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from peyvand.events.redaction import redaction_takes_effect
 from peyvand.services.sync.notifier import Notifier
@@ -25,6 +33,36 @@ from peyvand.services.timeline.stream_tracker import EventPositions
 from peyvand.storage.models import EventToPersist
 from peyvand.storage.remote_invites import RemoteInvite
 from peyvand.types import EventID, RoomID, ServerName, UserID
+
+
+@dataclass(frozen=True, slots=True)
+class OwnCommit:
+    """What one released position of this writer tells: a committed ``batch`` (its
+    newest at ``position``), or a remote ``membership`` (user, room, membership) stored
+    at ``position``."""
+
+    position: int
+    batch: Sequence[EventToPersist] = ()
+    membership: tuple[UserID, RoomID, str] | None = None
+
+
+class HeldAnnouncements:
+    """An event writer's released commits until every writer of the deployment has
+    passed them (released in position order, so a queue)."""
+
+    def __init__(self) -> None:
+        self._held: deque[OwnCommit] = deque()
+
+    def hold(self, commit: OwnCommit) -> None:
+        self._held.append(commit)
+
+    def take_upto(self, position: int) -> list[OwnCommit]:
+        """The held commits at or below ``position``, in position order."""
+        taken = []
+        held = self._held
+        while held and held[0].position <= position:
+            taken.append(held.popleft())
+        return taken
 
 
 class EventDispatcher:
@@ -46,9 +84,11 @@ class EventDispatcher:
         # Told of every committed batch after local users are woken (the federation
         # sender, to send what the batch queued).
         self.listeners: list[Callable[[Sequence[EventToPersist]], None]] = []
-        # Told of each position this process announces (in a deployment: published to
+        # Told of each position this process releases (in a deployment: published to
         # the processes that follow the stream): committed, with nothing in flight below.
         self.advanced: list[Callable[[int], None]] = []
+        # One of several event writers: what its commits tell waits here for the others.
+        self.held: HeldAnnouncements | None = None
 
     async def on_persisted(self, batch: Sequence[EventToPersist]) -> None:
         """A batch committed: redactions take effect in the event cache at once (as in
@@ -57,8 +97,8 @@ class EventDispatcher:
         positions = [e.stream_ordering for e in batch if e.stream_ordering > 0]
         if not positions:
             # Backfilled events alone (negative positions, never new to /sync, not
-            # tracked): announced at once, the stream where it was.
-            self._announce(batch, self._notifier.current_token.events)
+            # tracked): told at once, the stream where it was.
+            self._tell(batch, self._notifier.current_token.events, set())
             return
         newest = max(positions)
         self._finish(positions, newest, functools.partial(self._announce, batch, newest))
@@ -77,18 +117,42 @@ class EventDispatcher:
         """Tell the room index, /sync (its token moved to ``position``, the batch's
         newest) and the listeners of a committed batch, once no lower position is in
         flight."""
-        self._tell(batch, position, set())
+        self._released(OwnCommit(position, batch))
+
+    def _released(self, commit: OwnCommit) -> None:
+        """``commit``'s position is released: tell what it committed here (now, or once
+        the other writers passed it), and publish it."""
+        if self.held is None:
+            self._tell_own(commit)
+        else:
+            self.held.hold(commit)
         for advanced in self.advanced:
-            advanced(position)
+            advanced(commit.position)
+
+    def _tell_own(self, commit: OwnCommit) -> None:
+        if commit.membership is None:
+            self._tell(commit.batch, commit.position, set())
+            return
+        user_id, room_id, membership = commit.membership
+        self._index.note_remote_invite(user_id, room_id, membership, commit.position)
+        self._notifier.advance(Stream.EVENTS, commit.position, {user_id})
 
     def on_replicated(
-        self, batch: Sequence[EventToPersist], invites: Sequence[RemoteInvite], up_to: int
+        self,
+        batch: Sequence[EventToPersist],
+        invites: Sequence[RemoteInvite],
+        up_to: int,
+        own: Sequence[OwnCommit] = (),
     ) -> None:
         """Another process of the deployment committed ``batch`` and moved ``invites``
         (``services.timeline.event_follower`` read them, every position up to ``up_to``
         committed): redactions take effect in the event cache as storage applied them, then
-        the room index, /sync and the listeners are told as of a local commit. The rooms'
-        snapshots are the follower's to bring up to date first."""
+        the room index, /sync and the listeners are told as of a local commit, with this
+        writer's ``own`` commits up to ``up_to`` (one of several writers) merged in
+        position order: told apart, a batch of this writer's spanning another writer's
+        position would be told on one side of it, and a token taken in between would
+        skip the other. The rooms' snapshots are the follower's to bring up to date
+        first."""
         self._redactions(batch)
         users: set[UserID] = set()
         for invite in invites:
@@ -96,6 +160,16 @@ class EventDispatcher:
                 invite.user_id, invite.room_id, invite.membership, invite.stream_ordering
             )
             users.add(invite.user_id)
+        if own:
+            for commit in own:
+                if commit.membership is not None:
+                    user_id, room_id, membership = commit.membership
+                    self._index.note_remote_invite(user_id, room_id, membership, commit.position)
+                    users.add(user_id)
+            batch = sorted(
+                [*batch, *(e for commit in own for e in commit.batch)],
+                key=lambda e: e.stream_ordering,
+            )
         self._tell(batch, up_to, users)
 
     def _tell(self, batch: Sequence[EventToPersist], position: int, users: set[UserID]) -> None:
@@ -128,13 +202,8 @@ class EventDispatcher:
         the room's events: the room index and the user's /sync are told, once no lower
         position is in flight."""
 
-        def announce() -> None:
-            self._index.note_remote_invite(user_id, room_id, membership, stream)
-            self._notifier.advance(Stream.EVENTS, stream, {user_id})
-            for advanced in self.advanced:
-                advanced(stream)
-
-        for wake in self._positions.finished(stream, announce):
+        commit = OwnCommit(stream, membership=(user_id, room_id, membership))
+        for wake in self._positions.finished(stream, functools.partial(self._released, commit)):
             wake()
 
     def _redactions(self, batch: Sequence[EventToPersist]) -> None:

@@ -1,18 +1,24 @@
-"""Following the events stream written by another process (issue 21, "Streams across
+"""Following the events stream written by other processes (issue 21, "Streams across
 processes"): a process of a deployment without the ``event_writer`` role (a client
-reader) learns of each commit of the writer's, reads the new events and invites from the
-database and announces them as its own commits are announced (``EventDispatcher``), so its
-room index, event caches, recent-events cache and waiting /sync requests move on.
+reader) learns of each commit of the writers', reads the new events and invites from
+the database and announces them as its own commits are announced (``EventDispatcher``),
+so its room index, event caches, recent-events cache and waiting /sync requests move on.
 
-The writer publishes the position it announces (committed, nothing in flight below it)
-on the bus after each commit and records it in ``stream_positions``
-(``EventPositionPublisher``); the follower catches up to the
-highest position it has heard of, in order, one range read at a time. A message lost on
-the bus only delays it: positions are re-read from the database every
-``POLL_SECONDS`` and after the bus reconnects.
+Each writer publishes the position it has released (committed, nothing of its own in
+flight below it) on the bus after each commit and records it in ``stream_positions``
+(``EventPositionPublisher``); the follower catches up to the lowest of the writers'
+positions, in order, one range read at a time. A message lost on the bus only delays
+it: positions are re-read from the database every ``POLL_SECONDS`` and after the bus
+reconnects.
 
-With one event writer the writer's position is the stream's. (Several writers, each with
-its shard of the rooms, need the lowest of their positions: a later step.)
+With several event writers (each allocating in its ``Lane``), every writer also follows
+the others: it reads their commits as a reader does and tells its own in position order
+among them (``OwnCommits``), once every writer is past them. A writer with nothing in
+flight publishes the highest position it heard of the others (it will allocate above
+it), so a writer that writes less never holds the stream back; Synapse's
+``MultiWriterIdGenerator`` moves an idle writer the same way. Until every writer has
+recorded a position (each does when it starts, before it allocates) a follower does
+not move: it cannot know where an unheard writer's first position will be.
 """
 
 from __future__ import annotations
@@ -20,13 +26,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from peyvand.background import BackgroundTask
 from peyvand.events.pdu import StateKey
 from peyvand.events.relations import relation_columns
-from peyvand.services.timeline.event_dispatch import EventDispatcher
+from peyvand.services.timeline.event_dispatch import EventDispatcher, HeldAnnouncements
 from peyvand.services.timeline.room_state import StateService
+from peyvand.services.timeline.stream_tracker import EventPositions
 from peyvand.storage.bus import Bus
 from peyvand.storage.events import EventStore
 from peyvand.storage.models import EventToPersist, StoredEvent
@@ -49,12 +57,15 @@ POLL_SECONDS = 1.0
 RECORD_SECONDS = 0.2
 
 
-async def followed_position(positions: StreamPositionStore, store: EventStore) -> int:
+async def followed_position(
+    positions: StreamPositionStore, store: EventStore, writers: Sequence[str]
+) -> int:
     """Where a process that follows the events stream starts (its notifier, room index
-    and ``EventStreamFollower``): the writer's recorded position, committed with nothing
-    in flight below it. Not the highest stored position: a remote invite, stored in its
-    own transaction, may be there above an event still queued in the writer's group
-    commit, which a process starting above it would never announce.
+    and ``EventStreamFollower``): the lowest of the ``writers``' recorded positions, each
+    committed with nothing of that writer's in flight below it. Not the highest stored
+    position: a remote invite, stored in its own transaction, may be there above an
+    event still queued in the writer's group commit, which a process starting above it
+    would never announce.
 
     Never above the highest position used (stored, or deleted since by a purge or an
     erasure: ``EventStore.get_max_stream_ordering``). With none recorded, the writer has not yet
@@ -63,13 +74,16 @@ async def followed_position(positions: StreamPositionStore, store: EventStore) -
     committed."""
     stored = await store.get_max_stream_ordering()
     recorded = await positions.positions(STREAM)
-    return min(max(recorded.values()), stored) if recorded else stored
+    known = [recorded[writer] for writer in writers if writer in recorded]
+    return min(min(known), stored) if known else stored
 
 
 class EventPositionPublisher:
-    """The event writer's side: publishes each position its dispatcher announces (an
+    """An event writer's side: publishes each position its dispatcher releases (an
     ``EventDispatcher.advanced`` callback) and records the newest in the database, at
-    most every ``RECORD_SECONDS``, one write at a time."""
+    most every ``RECORD_SECONDS``, one write at a time. One of several writers also
+    hears the others' positions, allocates above them and, with nothing in flight,
+    publishes them as its own."""
 
     def __init__(
         self,
@@ -77,32 +91,69 @@ class EventPositionPublisher:
         positions: StreamPositionStore,
         instance: str,
         announced: Callable[[], int],
+        tracker: EventPositions,
+        store: EventStore,
+        writers: Sequence[str],
     ) -> None:
-        """``announced``: the position the writer's dispatcher last announced (recorded
-        at start, before this process writes: ``followed_position``)."""
+        """``announced``: the position this process's notifier started at (recorded at
+        start, before this process writes: ``followed_position``); ``writers``: every
+        event writer of the deployment, this one included."""
         self._bus = bus
         self._positions = positions
         self._instance = instance
         self._announced = announced
+        self._tracker = tracker
+        self._store = store
+        self._others = frozenset(writers) - {instance}
         self._newest = 0
         self._recorded = 0
         self._pending = asyncio.Event()
+        # Told of each position published (this writer's ``EventStreamFollower``).
+        self.published: list[Callable[[int], None]] = []
         self._task = BackgroundTask("events position", self._record)
+        self._poll = BackgroundTask("poll writers positions", self._poll_others)
 
     def advanced(self, position: int) -> None:
+        if self._others and self._tracker.idle:
+            position = max(position, self._tracker.heard_upto)
+        self._publish(position)
+
+    def _publish(self, position: int) -> None:
         if position <= self._newest:
             return
         self._newest = position
         self._bus.publish(CHANNEL, {"p": position})
         self._pending.set()
+        for published in self.published:
+            published(position)
+
+    def _on_message(self, payload: dict[str, Any], sender: str) -> None:
+        position = payload.get("p")
+        if sender in self._others and isinstance(position, int):
+            self._heard(position)
+
+    def _heard(self, position: int) -> None:
+        """Another writer is at ``position`` (a committed one): allocate above it, and
+        when nothing is in flight here, be there too."""
+        self._tracker.heard(position)
+        if self._tracker.idle:
+            self._publish(self._tracker.heard_upto)
 
     async def start(self) -> None:
         self._newest = max(self._newest, self._announced())
         await self._positions.advance(STREAM, self._instance, self._newest)
         self._recorded = self._newest
+        if self._others:
+            self._bus.subscribe(CHANNEL, self._on_message)
+            # Recorded first: a follower waits for this writer from now on, and has
+            # passed nothing above what is stored by now, which this writer allocates
+            # above.
+            self._heard(await self._store.get_max_stream_ordering())
+            self._poll.start()
         self._task.start()
 
     async def stop(self) -> None:
+        await self._poll.stop()
         await self._task.stop()
         if self._newest > self._recorded:
             await self._positions.advance(STREAM, self._instance, self._newest)
@@ -120,6 +171,34 @@ class EventPositionPublisher:
                 self._pending.set()
             await asyncio.sleep(RECORD_SECONDS)
 
+    async def _poll_others(self) -> None:
+        """The others' recorded positions, every ``POLL_SECONDS`` (a lost message, or a
+        position abandoned here that released nothing to publish)."""
+        while True:
+            await asyncio.sleep(POLL_SECONDS)
+            try:
+                recorded = await self._positions.positions(STREAM)
+            except Exception:
+                logger.exception("reading the events positions failed")
+                continue
+            others = [p for writer, p in recorded.items() if writer in self._others]
+            self._heard(max(others, default=self._tracker.heard_upto))
+
+
+@dataclass(frozen=True, slots=True)
+class OwnCommits:
+    """What a follower on one of several event writers does not read back: this
+    writer's own positions (its ``tracker``'s lane, above where this run began), told
+    from ``held`` in position order among the others' commits."""
+
+    instance: str
+    tracker: EventPositions
+    held: HeldAnnouncements
+
+    def owns(self, position: int) -> bool:
+        tracker = self.tracker
+        return position > tracker.started_after and tracker.lane.owns(position)
+
 
 class EventStreamFollower:
     """A reader's side: catches up with the writers' committed events."""
@@ -133,9 +212,14 @@ class EventStreamFollower:
         state: StateService,
         dispatcher: EventDispatcher,
         start: int,
+        *,
+        writers: Sequence[str],
+        own: OwnCommits | None = None,
     ) -> None:
         """``start``: where this process's notifier and room index started
-        (``followed_position``); the follower announces what comes after it."""
+        (``followed_position``); the follower announces what comes after it, up to the
+        lowest position of the ``writers`` (the deployment's event writers). ``own``: on
+        one of several writers, its own commits."""
         self._bus = bus
         self._positions = positions
         self._store = store
@@ -143,6 +227,11 @@ class EventStreamFollower:
         self._state = state
         self._dispatcher = dispatcher
         self._position = self._target = start
+        self._writers = frozenset(writers)
+        self._own = own
+        # Each writer's newest position heard (from the bus, the database, or this
+        # writer's own publisher).
+        self._heard: dict[str, int] = {}
         self._wanted = asyncio.Event()
         # Awaited with each batch read, before it is announced.
         self.before_announce: list[Callable[[Sequence[StoredEvent]], Awaitable[None]]] = []
@@ -157,6 +246,7 @@ class EventStreamFollower:
     async def start(self) -> None:
         self._bus.subscribe(CHANNEL, self._on_message)
         self._bus.on_reconnect(self._reread)
+        await self._reread()
         self._catch_up.start()
         self._poll.start()
 
@@ -164,20 +254,32 @@ class EventStreamFollower:
         await self._poll.stop()
         await self._catch_up.stop()
 
-    def _on_message(self, payload: dict[str, Any], _sender: str) -> None:
+    def _on_message(self, payload: dict[str, Any], sender: str) -> None:
         position = payload.get("p")
         if isinstance(position, int):
-            self._want(position)
+            self._note(sender, position)
 
-    def _want(self, position: int) -> None:
-        if position > self._target:
-            self._target = position
+    def published(self, position: int) -> None:
+        """This writer published ``position`` (an ``EventPositionPublisher.published``
+        callback: the bus does not bring a process its own messages)."""
+        if self._own is not None:
+            self._note(self._own.instance, position)
+
+    def _note(self, writer: str, position: int) -> None:
+        """``writer`` is at ``position``: the stream is, up to the lowest writer's."""
+        if writer not in self._writers or position <= self._heard.get(writer, position - 1):
+            return
+        self._heard[writer] = position
+        if len(self._heard) < len(self._writers):
+            return
+        target = min(self._heard.values())
+        if target > self._target:
+            self._target = target
             self._wanted.set()
 
     async def _reread(self) -> None:
-        positions = await self._positions.positions(STREAM)
-        if positions:
-            self._want(max(positions.values()))
+        for writer, position in (await self._positions.positions(STREAM)).items():
+            self._note(writer, position)
 
     async def _poll_positions(self) -> None:
         while True:
@@ -204,6 +306,9 @@ class EventStreamFollower:
         stored = await self._store.get_events_in_range(self._position, target, BATCH)
         up_to = target if len(stored) < BATCH else stored[-1].stream_ordering
         invites = await self._remote_invites.changed_in_range(self._position, up_to)
+        if (own := self._own) is not None:
+            stored = [e for e in stored if not own.owns(e.stream_ordering)]
+            invites = [i for i in invites if not own.owns(i.stream_ordering)]
         changes = await self._state_changes(stored, up_to)
         batch = await self._to_announce(stored, changes)
         rooms = {event.pdu.room_id for event in stored}
@@ -216,7 +321,8 @@ class EventStreamFollower:
             await self._state.get_room(room_id)
         for hook in self.before_announce:
             await hook(stored)
-        self._dispatcher.on_replicated(batch, invites, up_to)
+        committed_here = own.held.take_upto(up_to) if own is not None else []
+        self._dispatcher.on_replicated(batch, invites, up_to, committed_here)
         self._position = up_to
 
     async def _state_changes(

@@ -75,6 +75,7 @@ class StreamTracker(Generic[W]):
         # another writer: the next allocation is above both.
         self._top = last
         self._heard = last
+        self._started_after = last
         # Allocated positions not yet finished, in allocation (so position) order.
         self._in_flight: deque[int] = deque()
         # Finished positions above the lowest one in flight, with the wake each holds
@@ -89,7 +90,22 @@ class StreamTracker(Generic[W]):
         """Continue after ``last`` (read from storage at start-up, before any allocation)."""
         if self._in_flight:
             raise RuntimeError("positions are in flight")
-        self._top = self._heard = last
+        self._top = self._heard = self._started_after = last
+
+    @property
+    def started_after(self) -> int:
+        """Where this run's positions began: it allocated none at or below it."""
+        return self._started_after
+
+    @property
+    def heard_upto(self) -> int:
+        """The highest position ``heard`` of the other writers (or stored at start)."""
+        return self._heard
+
+    @property
+    def idle(self) -> bool:
+        """Whether no allocated position is in flight."""
+        return not self._in_flight
 
     @property
     def persisted_upto(self) -> int:

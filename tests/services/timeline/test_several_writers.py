@@ -1,0 +1,247 @@
+"""Two event writers and a reader on one PostgreSQL database (issue 21, several event
+writers): each writer allocates in its lane, publishes its position on the bus and
+follows the other; every process announces every event once, in position order, and
+never past a position still in flight at either writer.
+
+Each "process" is the timeline of one (storage, state, room index, notifier, tracker,
+dispatcher, group-committing writer, event creation) with its own connection pool and
+``PostgresBus``, wired as ``wiring.local`` and ``wiring.workers`` wire a deployment's."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from harness.postgres import PostgresCluster
+from peyvand.events.room_versions import ROOM_V12
+from peyvand.events.signing import generate_signing_key
+from peyvand.services.sync.notifier import Notifier
+from peyvand.services.sync.streams import StreamToken
+from peyvand.services.timeline.event_creation import EventCreationService, EventSpec
+from peyvand.services.timeline.event_dispatch import EventDispatcher, HeldAnnouncements
+from peyvand.services.timeline.event_follower import (
+    EventPositionPublisher,
+    EventStreamFollower,
+    OwnCommits,
+    followed_position,
+)
+from peyvand.services.timeline.event_writer import EventWriter, TxnWrite
+from peyvand.services.timeline.room_index import RoomIndex
+from peyvand.services.timeline.room_state import StateService
+from peyvand.services.timeline.stream_tracker import EventPositions, Lane, StreamTracker
+from peyvand.storage.bus import PostgresBus
+from peyvand.storage.events import EventStore
+from peyvand.storage.migrations import run_migrations
+from peyvand.storage.models import EventToPersist
+from peyvand.storage.postgres import PostgresDatabase
+from peyvand.storage.remote_invites import RemoteInviteStore
+from peyvand.storage.stream_positions import StreamPositionStore
+from peyvand.types import RoomID, ServerName, UserID
+
+pytestmark = pytest.mark.postgres
+
+HERE = ServerName("example.org")
+ALICE = UserID("@alice:example.org")
+BOB = UserID("@bob:example.org")
+WRITERS = ("writer1", "writer2")
+WAIT_SECONDS = 10.0
+
+
+@dataclass
+class Process:
+    name: str
+    db: PostgresDatabase
+    bus: PostgresBus
+    notifier: Notifier
+    tracker: EventPositions
+    components: list[Any]
+    events: EventCreationService | None = None
+    writer: EventWriter | None = None
+    # Every events position this process announced, in the order it did.
+    announced: list[int] = field(default_factory=list)
+    # Closed: the group commit waits before writing (set once it waits).
+    gate: asyncio.Event = field(default_factory=asyncio.Event)
+    waiting: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def hold(self, _batch: Sequence[EventToPersist]) -> TxnWrite | None:
+        if not self.gate.is_set():
+            self.waiting.set()
+            await self.gate.wait()
+        return None
+
+    def on_told(self, batch: Sequence[EventToPersist]) -> None:
+        self.announced.extend(e.stream_ordering for e in batch)
+
+    @property
+    def position(self) -> int:
+        return self.notifier.current_token.events
+
+    async def room(self, creator: UserID) -> RoomID:
+        assert self.events is not None
+        join = EventSpec("m.room.member", {"membership": "join"}, creator)
+        room_id, _ = await self.events.create_room(
+            ROOM_V12, creator, {"room_version": "12"}, [join], room_id=None, is_public=False
+        )
+        return room_id
+
+    async def send(self, room_id: RoomID, sender: UserID, body: str) -> int:
+        assert self.events is not None
+        spec = EventSpec("m.room.message", {"msgtype": "m.text", "body": body})
+        return (await self.events.send(room_id, sender, spec)).stream_ordering
+
+
+async def _process(dsn: str, name: str) -> Process:
+    """One process of the deployment, started: an event writer if ``name`` is one of
+    ``WRITERS``, a client reader otherwise."""
+    db = await PostgresDatabase.open(dsn)
+    store, invites, positions = EventStore(db), RemoteInviteStore(db), StreamPositionStore(db)
+    lane = Lane(WRITERS.index(name), len(WRITERS)) if name in WRITERS else Lane()
+    state = StateService(store, lane=lane)
+    await state.start()
+    starts_at = await followed_position(positions, store, WRITERS)
+    index = RoomIndex(store, invites, starts_at=starts_at)
+    await index.start()
+    notifier = Notifier(StreamToken(events=starts_at))
+    tracker: EventPositions = StreamTracker(lane=lane)
+    dispatcher = EventDispatcher(HERE, state, index, notifier, tracker)
+    bus = PostgresBus(dsn, name, backoff_seconds=(0.05, 0.5), ping_seconds=1.0)
+    process = Process(name, db, bus, notifier, tracker, [])
+    process.gate.set()
+    dispatcher.listeners.append(process.on_told)
+    own: OwnCommits | None = None
+    publisher: EventPositionPublisher | None = None
+    if name in WRITERS:
+        writer = EventWriter(db, store, dispatcher.on_persisted, dispatcher.on_failed)
+        writer.add_pre_commit(process.hold)
+        events = EventCreationService(
+            HERE, generate_signing_key(name), store, state, writer, positions=tracker
+        )
+        await events.start()
+        writer.start()
+        process.events, process.writer = events, writer
+        publisher = EventPositionPublisher(
+            bus, positions, name, lambda: notifier.current_token.events, tracker, store, WRITERS
+        )
+        dispatcher.advanced.append(publisher.advanced)
+        dispatcher.held = HeldAnnouncements()
+        own = OwnCommits(name, tracker, dispatcher.held)
+    follower = EventStreamFollower(
+        bus, positions, store, invites, state, dispatcher, starts_at, writers=WRITERS, own=own
+    )
+    await bus.start()
+    if publisher is not None:
+        publisher.published.append(follower.published)
+        await publisher.start()
+        process.components.append(publisher)
+    await follower.start()
+    process.components.append(follower)
+    return process
+
+
+async def _stop(process: Process) -> None:
+    process.gate.set()
+    for component in reversed(process.components):
+        await component.stop()
+    await process.bus.stop()
+    if process.writer is not None:
+        await process.writer.stop()
+    await process.db.close()
+
+
+@pytest.fixture
+async def deployment(
+    postgres_cluster: PostgresCluster,
+) -> AsyncIterator[tuple[Process, Process, Process]]:
+    dsn = postgres_cluster.create_database("writers")
+    db = await PostgresDatabase.open(dsn)
+    await run_migrations(db)
+    await db.close()
+    started: list[Process] = []
+    try:
+        for name in (*WRITERS, "reader"):
+            started.append(await _process(dsn, name))
+        yield started[0], started[1], started[2]
+    finally:
+        for process in reversed(started):
+            await _stop(process)
+
+
+async def _until(condition: Callable[[], bool], what: str) -> None:
+    for _ in range(int(WAIT_SECONDS / 0.01)):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"not within {WAIT_SECONDS} s: {what}")
+
+
+async def _reaches(process: Process, position: int) -> None:
+    await _until(lambda: process.position >= position, f"{process.name} reaches {position}")
+
+
+def _in_order_once(process: Process, expected: set[int]) -> None:
+    """``process`` announced exactly ``expected``, each once, in position order."""
+    assert process.announced == sorted(set(process.announced)), process.name
+    assert set(process.announced) == expected, process.name
+
+
+async def test_two_writers_interleave_and_every_process_sees_the_stream_in_order(
+    deployment: tuple[Process, Process, Process],
+) -> None:
+    first, second, reader = deployment
+    rooms = [await first.room(ALICE), await second.room(BOB)]
+
+    async def sends(writer: Process, room_id: RoomID, sender: UserID) -> list[int]:
+        return [await writer.send(room_id, sender, f"m{n}") for n in range(25)]
+
+    positions = await asyncio.gather(sends(first, rooms[0], ALICE), sends(second, rooms[1], BOB))
+    assert all(p % 2 == 0 for p in positions[0])  # writer1's lane
+    assert all(p % 2 == 1 for p in positions[1])  # writer2's lane
+    newest = max(max(positions[0]), max(positions[1]))
+    for process in deployment:
+        await _reaches(process, newest)
+    expected = set(first.announced) | set(second.announced)
+    assert set(positions[0]) | set(positions[1]) <= expected
+    for process in deployment:
+        _in_order_once(process, expected)
+
+    # One writer alone: the idle one is moved along by what it hears, so the reader
+    # is not held back by it.
+    alone = [await first.send(rooms[0], ALICE, f"alone{n}") for n in range(5)]
+    await _reaches(reader, alone[-1])  # past the idle writer
+    assert set(alone) <= set(reader.announced)
+
+
+async def test_a_position_in_flight_at_one_writer_holds_back_every_process(
+    deployment: tuple[Process, Process, Process],
+) -> None:
+    """writer2's message waits in its group commit while writer1 commits above it:
+    nobody announces writer1's messages (writer1 itself neither) until writer2's
+    commit lands, then everyone announces both, in order."""
+    first, second, reader = deployment
+    rooms = [await first.room(ALICE), await second.room(BOB)]
+    await _reaches(reader, first.position)
+    second.gate.clear()
+    second.waiting.clear()
+    held = asyncio.create_task(second.send(rooms[1], BOB, "held"))
+    async with asyncio.timeout(WAIT_SECONDS):
+        await second.waiting.wait()
+    held_position = second.tracker.persisted_upto + 1
+    # writer1 allocates above what it heard of writer2, which published nothing of the
+    # held message: a few sends pass its position.
+    above = [await first.send(rooms[0], ALICE, f"above{n}") for n in range(4)]
+    assert above[-1] > held_position
+    await asyncio.sleep(0.5)
+    for process in deployment:
+        assert process.position < held_position, process.name
+        assert max(process.announced) < held_position, process.name
+    second.gate.set()
+    async with asyncio.timeout(WAIT_SECONDS):
+        assert await held == held_position
+    for process in deployment:
+        await _reaches(process, above[-1])
+        _in_order_once(process, set(first.announced) | set(second.announced))
+        assert {held_position, *above} <= set(process.announced)
