@@ -48,7 +48,8 @@ def spans(ranges: Any) -> list[tuple[str, int, int]]:
 async def test_memberships_are_read_once_and_answers_match_a_fresh_read(
     database: Database,
 ) -> None:
-    store = NotificationStore(database)
+    committed = [6]
+    store = NotificationStore(database, lambda: committed[0])
     recording = Recording(database)
     store._db = recording  # type: ignore[assignment]
     await member(database, 1, ROOM, "join")
@@ -65,11 +66,33 @@ async def test_memberships_are_read_once_and_answers_match_a_fresh_read(
     assert len(recording.args) == 1
     await member(database, 8, ROOM, "join")
     await member(database, 9, OTHER, "leave")
+    committed[0] = 9
     got = spans(await store.joined_ranges(ALICE, before=100))
     assert got == [(OTHER, 6, 9), (ROOM, 1, 5), (ROOM, 8, 100)]
     # Only what came after the newest position seen was read again.
     assert recording.args[-1][1] == 7
-    assert got == spans(await NotificationStore(database).joined_ranges(ALICE, before=100))
+    fresh = NotificationStore(database, lambda: committed[0])
+    assert got == spans(await fresh.joined_ranges(ALICE, before=100))
+
+
+async def test_a_membership_committed_late_below_the_newest_is_read(database: Database) -> None:
+    """Several event writers (issue 21): a membership at a position below the highest
+    stored one commits after a read. The read covered only what was committed, so the
+    next one finds it."""
+    committed = [3]
+    store = NotificationStore(database, lambda: committed[0])
+    await member(database, 3, ROOM, "join")
+    await member(database, 6, OTHER, "join")  # another writer's, committed first
+    assert spans(await store.joined_ranges(ALICE, before=100)) == [
+        (OTHER, 6, 100),
+        (ROOM, 3, 100),
+    ]
+    await member(database, 5, ROOM, "leave")  # in flight at the first read
+    committed[0] = 6
+    assert spans(await store.joined_ranges(ALICE, before=100)) == [
+        (OTHER, 6, 100),
+        (ROOM, 3, 5),
+    ]
 
 
 async def test_notifications_follow_leaves_and_joins(client: MatrixClient) -> None:
@@ -120,7 +143,7 @@ async def test_users_with_events_are_those_in_rooms_with_later_events(
         )
     await member(database, 5, ROOM, "join")
     await member(database, 8, OTHER, "join")
-    store = NotificationStore(database)
+    store = NotificationStore(database, lambda: 8)
     everyone = [ALICE, bob, carol]
     assert await store.users_with_events(everyone, 0, 10) == {ALICE, bob}
     assert await store.users_with_events(everyone, 5, 10) == {bob}

@@ -61,7 +61,7 @@ async def plan(db: Database, sql: str, args: tuple[Any, ...]) -> str:
 
 async def test_listing_reads_by_index(database: Database) -> None:
     await add_member_events(database)
-    store = NotificationStore(database)
+    store = NotificationStore(database, lambda: 7)
     recording = Recording(database)
     store._db = recording  # type: ignore[assignment]
 

@@ -27,7 +27,7 @@ window and the limit.
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -109,8 +109,12 @@ class _Memberships:
 
 
 class NotificationStore:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, committed_upto: Callable[[], int]) -> None:
+        """``committed_upto``: the events position up to which every event is committed
+        (the process's announced position: with several event writers, an event may
+        still commit below the highest one stored)."""
         self._db = db
+        self._committed_upto = committed_upto
         self._memberships: LRU[UserID, _Memberships] = LRU(_MEMBERSHIPS_CACHED)
 
     async def notifications_for_user(
@@ -155,8 +159,8 @@ class NotificationStore:
         known = self._memberships.get(user_id) or _Memberships(_LOWEST)
         if known.upto >= before:
             return known.ranges(before)
-        # Read first: every membership event below it is committed (stream order).
-        [newest] = await self._db.fetch("SELECT MAX(stream_ordering) AS m FROM events")
+        # Read first: every membership event at or below it is committed.
+        newest = self._committed_upto()
         rows = await self._db.fetch(
             "SELECT room_id, stream_ordering, pdu FROM events"
             " WHERE type = 'm.room.member' AND state_key = $1 AND stream_ordering >= $2"
@@ -165,7 +169,7 @@ class NotificationStore:
             known.upto,
             before,
         )
-        safe = min(before, _LOWEST if newest["m"] is None else int(newest["m"]) + 1)
+        safe = min(before, newest + 1)
         committed = [r for r in rows if int(r["stream_ordering"]) < safe]
         if safe > known.upto:
             known = known.fold(committed, safe)

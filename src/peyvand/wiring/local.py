@@ -186,7 +186,7 @@ def build_local(config: Config, db: Database, timeline: Timeline) -> Local:
     )
     timeline.writer.add_pre_commit(push_actions.prepare)
     pusher_store = PusherStore(db)
-    notifications = NotificationStore(db)
+    notifications = NotificationStore(db, lambda: notifier.current_token.events)
     pusher_pool = PusherPool(
         pusher_store,
         notifications,
