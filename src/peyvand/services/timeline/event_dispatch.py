@@ -53,16 +53,38 @@ class HeldAnnouncements:
     def __init__(self) -> None:
         self._held: deque[OwnCommit] = deque()
 
+    def __len__(self) -> int:
+        return len(self._held)
+
     def hold(self, commit: OwnCommit) -> None:
         self._held.append(commit)
 
-    def take_upto(self, position: int) -> list[OwnCommit]:
-        """The held commits at or below ``position``, in position order."""
-        taken = []
+    def upto(self, position: int) -> list[OwnCommit]:
+        """What is held at or below ``position``, in position order: whole commits, and
+        the part at or below it of a batch that reaches above (another writer's
+        position may lie between a batch's events). Nothing is taken off
+        (``drop_upto``)."""
+        found = []
+        for commit in self._held:
+            if commit.position <= position:
+                found.append(commit)
+                continue
+            part = [e for e in commit.batch if e.stream_ordering <= position]
+            if part:
+                found.append(OwnCommit(position, part))
+            break
+        return found
+
+    def drop_upto(self, position: int) -> None:
+        """Take off what ``upto(position)`` returned (told)."""
         held = self._held
         while held and held[0].position <= position:
-            taken.append(held.popleft())
-        return taken
+            held.popleft()
+        if held and held[0].batch:
+            head = held[0]
+            rest = [e for e in head.batch if e.stream_ordering > position]
+            if len(rest) < len(head.batch):
+                held[0] = OwnCommit(head.position, rest)
 
 
 class EventDispatcher:
@@ -155,17 +177,14 @@ class EventDispatcher:
         first."""
         self._redactions(batch)
         users: set[UserID] = set()
-        for invite in invites:
-            self._index.note_remote_invite(
-                invite.user_id, invite.room_id, invite.membership, invite.stream_ordering
-            )
-            users.add(invite.user_id)
+        moves = [(i.stream_ordering, i.user_id, i.room_id, i.membership) for i in invites]
         if own:
-            for commit in own:
-                if commit.membership is not None:
-                    user_id, room_id, membership = commit.membership
-                    self._index.note_remote_invite(user_id, room_id, membership, commit.position)
-                    users.add(user_id)
+            moves += [(c.position, *c.membership) for c in own if c.membership is not None]
+            moves.sort()
+        for stream, user_id, room_id, membership in moves:
+            self._index.note_remote_invite(user_id, room_id, membership, stream)
+            users.add(user_id)
+        if own:
             batch = sorted(
                 [*batch, *(e for commit in own for e in commit.batch)],
                 key=lambda e: e.stream_ordering,

@@ -261,7 +261,7 @@ class EventStreamFollower:
 
     def published(self, position: int) -> None:
         """This writer published ``position`` (an ``EventPositionPublisher.published``
-        callback: the bus does not bring a process its own messages)."""
+        callback: the bus brings a process its own messages late, or not at all)."""
         if self._own is not None:
             self._note(self._own.instance, position)
 
@@ -321,8 +321,10 @@ class EventStreamFollower:
             await self._state.get_room(room_id)
         for hook in self.before_announce:
             await hook(stored)
-        committed_here = own.held.take_upto(up_to) if own is not None else []
+        committed_here = own.held.upto(up_to) if own is not None else []
         self._dispatcher.on_replicated(batch, invites, up_to, committed_here)
+        if own is not None:
+            own.held.drop_upto(up_to)
         self._position = up_to
 
     async def _state_changes(

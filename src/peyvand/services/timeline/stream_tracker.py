@@ -133,6 +133,13 @@ class StreamTracker(Generic[W]):
         self._in_flight.append(position)
         return position
 
+    def _allocated(self, position: int) -> bool:
+        """Whether ``position`` is allocated and not yet finished or below the lowest in
+        flight (one lane: every position in between is; several: a search)."""
+        if self._lane.count == 1:
+            return self._in_flight[0] < position <= self._top
+        return position in self._in_flight
+
     def finished(self, position: int, wake: W | None = None) -> list[W]:
         """``position``'s write is over (committed, or abandoned: ``wake`` None). Returns
         the wakes now released, in position order: ``position``'s own and those held by
@@ -140,7 +147,7 @@ class StreamTracker(Generic[W]):
         announces them, each with the position that held it as the stream's."""
         in_flight = self._in_flight
         if not in_flight or position != in_flight[0]:
-            if position in self._finished or position not in in_flight:
+            if not in_flight or position in self._finished or not self._allocated(position):
                 raise ValueError(f"position {position} is not in flight")
             self._finished[position] = wake
             return []
