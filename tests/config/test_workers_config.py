@@ -94,12 +94,6 @@ def test_refused_deployments(tmp_path: Path, url: str, extra: str, message: str)
     [
         ('{name = "a", roles = ["event_writer"], port = 1}', "no process has the role"),
         (
-            '{name = "a", roles = ["event_writer", "federation_inbound", "client_reader", '
-            '"federation_sender", "media", "background"], port = 1}, '
-            '{name = "b", roles = ["event_writer"], port = 2}',
-            "one process with the role 'event_writer' for now",
-        ),
-        (
             '{name = "a", roles = ["event_writer", "client_reader", "federation_sender", '
             '"media", "background"], port = 1}, '
             '{name = "b", roles = ["federation_inbound"], port = 2}',
@@ -149,6 +143,31 @@ def test_a_deployment_needs_its_secret_and_no_tls_listener(tmp_path: Path) -> No
         )
     )
     with pytest.raises(ConfigError, match=r"'federation\.port' must be unset"):
+        load_config(path)
+
+
+def test_several_event_writers_share_the_positions(tmp_path: Path) -> None:
+    """Several event writers (issue 21), federation disabled: each allocates in its own
+    lane, in configured order; a process that writes no events has them all."""
+    path = tmp_path / "writers.toml"
+    path.write_text(
+        BASE.format(url=POSTGRES).replace(
+            "[database]", "[federation]\nenabled = false\n\n[database]"
+        )
+        + '[workers]\nsecret_path = "s"\ninstances = ['
+        '{name = "w1", roles = ["event_writer", "federation_inbound", "federation_sender"],'
+        ' port = 1}, {name = "w2", roles = ["event_writer", "background"], port = 2},'
+        ' {name = "r", roles = ["client_reader", "media"], port = 3}]\n'
+    )
+    config = load_config(path)
+    assert [as_worker(config, name).workers.writer_lane for name in ("w1", "w2", "r")] == [
+        (0, 2),
+        (1, 2),
+        (0, 1),
+    ]
+    assert config.workers.writer_lane == (0, 1)
+    path.write_text(path.read_text().replace("enabled = false", "enabled = true"))
+    with pytest.raises(ConfigError, match=r"need 'federation\.enabled = false'"):
         load_config(path)
 
 

@@ -1,9 +1,10 @@
 """Fixtures of the deployment tests: ``deployed`` is a session's deployment on the test
-PostgreSQL cluster (an event writer with every other role but client reads, and a client
-reader) behind a real nginx; ``homeserver`` (and ``push_homeserver``) here is its nginx's
-address, ``private_homeserver`` that of a deployment of the test's own, so tests written
-for one server (the client-library, push and retention tests) run unchanged against a
-deployment; ``session`` is an HTTP session for a test's own clients."""
+PostgreSQL cluster (an event writer with every other role but client reads, a second
+event writer sharing the rooms, and a client reader) behind a real nginx; ``homeserver``
+(and ``push_homeserver``) here is its nginx's address, ``private_homeserver`` that of a
+deployment of the test's own, so tests written for one server (the client-library,
+push and retention tests) run unchanged against a deployment; ``session`` is an HTTP
+session for a test's own clients."""
 
 from __future__ import annotations
 
@@ -20,7 +21,9 @@ from harness.server import HomeserverProcess
 
 # Pushes go to Sygnal on 127.0.0.1 (tests/push).
 PUSH_OPTIONS = {"push.gateway_allowed_networks": '["127.0.0.1/32"]'}
-ROLES = {"writer": WRITER_ROLES, "reader": ["client_reader"]}
+# Two event writers (issue 21): the tests written for one server run with the rooms
+# shared between them.
+ROLES = {"writer": WRITER_ROLES, "writer2": ["event_writer"], "reader": ["client_reader"]}
 
 
 def _front(deployed: tuple[Nginx, Deployment]) -> HomeserverProcess:

@@ -63,6 +63,7 @@ async def send_event(ctx: RequestContext) -> web.Response:
         spec_from_json(body.get("event")),
         txn=txn_from_json(body.get("txn")),
         unless_identical=body.get("unless_identical") is True,
+        forwarded=True,
     )
     return json_response({"event": stored_to_json(event)})
 

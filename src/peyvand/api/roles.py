@@ -39,6 +39,17 @@ _WRITES_BY_GET = frozenset(
         "/_peyvand/client/unsubscribe",
     }
 )
+# Client routes that only create one event in the room their path names: with several
+# event writers, nginx sends them straight to the room's writer
+# (``services.timeline.room_owners``); every other write goes to the first writer, which
+# hands each event to its room's writer.
+_ROOM_EVENT_WRITES = frozenset(
+    {
+        ("PUT", f"{CLIENT_V3}/rooms/{{roomId}}/send/{{eventType}}/{{txnId}}"),
+        ("POST", f"{CLIENT_V3}/rooms/{{roomId}}/send/{{eventType}}"),
+        ("PUT", f"{CLIENT_V3}/rooms/{{roomId}}/redact/{{eventId}}/{{txnId}}"),
+    }
+)
 _PARAMETER = re.compile(r"\{([A-Za-z_]+)(?::([^}]*))?\}")
 
 
@@ -50,6 +61,8 @@ class RoutedPath:
     method: str
     pattern: str
     role: str
+    # Writes only the room's event (``_ROOM_EVENT_WRITES``).
+    by_room: bool = False
 
 
 def client_role(route: Route) -> str:
@@ -97,5 +110,6 @@ def routed_paths(
                 if route.path.startswith(CLIENT_V3 + "/"):
                     suffix = route.path[len(CLIENT_V3) :]
                     paths = [prefix + suffix for prefix in CLIENT_PREFIXES]
-                routed += [RoutedPath(route.method, path_pattern(p), role) for p in paths]
+                by_room = (route.method, route.path) in _ROOM_EVENT_WRITES
+                routed += [RoutedPath(route.method, path_pattern(p), role, by_room) for p in paths]
     return routed

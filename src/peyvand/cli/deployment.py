@@ -36,6 +36,8 @@ if TYPE_CHECKING:
 DEFAULT_ROLE = "event_writer"
 # The roles that serve requests (the others' work is leased or sharded, not routed).
 ROUTED_ROLES = ("client_reader", "event_writer", "federation_inbound", "media")
+# The pseudo-role of a room's event writes with several event writers.
+ROOM_WRITER = "room_writer"
 # Margin of nginx's read timeout over the longest long-poll a client may ask for.
 LONG_POLL_MARGIN_SECONDS = 60
 
@@ -174,16 +176,25 @@ def nginx_config(config: Config, *, listen: str, federation: FederationTls | Non
         "}",
         "",
     ]
+    writers = config.workers.with_role("event_writer")
     for role in ROUTED_ROLES:
-        lines += _upstream(role, config.workers.with_role(role))
-    lines += _role_map(deployment_routes())
+        # With several event writers, the first takes every write but a room's events.
+        lines += _upstream(
+            role, writers[:1] if role == "event_writer" else config.workers.with_role(role)
+        )
+    routes = deployment_routes()
+    lines += _role_map(routes, by_room=len(writers) > 1)
+    upstream = "peyvand_$peyvand_role"
+    if len(writers) > 1:
+        lines += _room_writers(writers)
+        upstream = "$peyvand_upstream"
     limits = _Limits(
         max(config.max_request_size, config.media.max_upload_size), proxy_read_timeout()
     )
-    lines += _server(f"{listen};", limits)
+    lines += _server(f"{listen};", limits, upstream=upstream)
     if federation is not None:
         lines += ["", "# Federation: TLS ends here; the same paths go to the same roles."]
-        lines += _server(f"{federation.listen} ssl;", limits, tls)
+        lines += _server(f"{federation.listen} ssl;", limits, tls, upstream=upstream)
     return "\n".join(lines) + "\n"
 
 
@@ -225,24 +236,60 @@ def _address(instance: WorkerInstance) -> str:
     return f"{host}:{instance.port}"
 
 
-def _role_map(routes: Sequence[RoutedPath]) -> list[str]:
+def _role_map(routes: Sequence[RoutedPath], *, by_room: bool) -> list[str]:
     """``$peyvand_role`` from the request's method and decoded path; the default role
-    takes what no listed pattern matches."""
+    takes what no listed pattern matches. ``by_room``: a room's event writes have the
+    role ``room_writer`` (several event writers, ``_room_writers``)."""
     lines = ['map "$request_method $uri" $peyvand_role {', f"    default {DEFAULT_ROLE};"]
     seen: set[str] = set()
     for routed in routes:
-        if routed.role == DEFAULT_ROLE:
+        role = ROOM_WRITER if by_room and routed.by_room else routed.role
+        if role == DEFAULT_ROLE:
             continue
         method = "(?:GET|HEAD)" if routed.method == "GET" else routed.method
         key = f'"~^{method} {routed.pattern.removeprefix("^")}"'
         if key not in seen:
             seen.add(key)
-            lines.append(f"    {key} {routed.role};")
+            lines.append(f"    {key} {role};")
     return [*lines, "}", ""]
 
 
-def _server(listen: str, limits: _Limits, tls: Sequence[str] = ()) -> list[str]:
-    """A server block; ``listen`` is the directive's arguments, ``;`` included."""
+def _room_writers(writers: Sequence[WorkerInstance]) -> list[str]:
+    """One upstream per event writer, the writer of the room a path names
+    (``room_owners.shard_of``: the first character of the room ID's opaque part), and
+    ``$peyvand_upstream``: that writer's upstream for a room's event write, the role's
+    otherwise."""
+    from peyvand.services.timeline.room_owners import shard_characters
+
+    lines: list[str] = []
+    for index, writer in enumerate(writers):
+        lines += [
+            f"upstream peyvand_writer_{index} {{",
+            f"    server {_address(writer)} max_fails=1 fail_timeout=5s;",
+            "    keepalive 32;",
+            "}",
+            "",
+        ]
+    lines += ["map $uri $peyvand_room_shard {", "    default 0;"]
+    for index in range(1, len(writers)):
+        # Every character as a PCRE escape: none is special to nginx or the class.
+        characters = "".join(f"\\x{ord(c):02x}" for c in shard_characters(index, len(writers)))
+        lines.append(f'    "~^/_matrix/client/[^/]+/rooms/![{characters}]" {index};')
+    lines += [
+        "}",
+        "",
+        "map $peyvand_role $peyvand_upstream {",
+        "    default peyvand_$peyvand_role;",
+        f"    {ROOM_WRITER} peyvand_writer_$peyvand_room_shard;",
+        "}",
+        "",
+    ]
+    return lines
+
+
+def _server(listen: str, limits: _Limits, tls: Sequence[str] = (), *, upstream: str) -> list[str]:
+    """A server block; ``listen`` is the directive's arguments, ``;`` included;
+    ``upstream`` the variable naming where a request goes."""
     return [
         "server {",
         f"    listen {listen}",
@@ -257,7 +304,7 @@ def _server(listen: str, limits: _Limits, tls: Sequence[str] = ()) -> list[str]:
         "        return 404;",
         "    }",
         "    location / {",
-        "        proxy_pass http://peyvand_$peyvand_role;",
+        f"        proxy_pass http://{upstream};",
         "        proxy_http_version 1.1;",
         '        proxy_set_header Connection "";',
         "        proxy_set_header Host $host;",

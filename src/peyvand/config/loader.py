@@ -377,7 +377,8 @@ OPTION_DOCS: Final[Mapping[str, str]] = {
     "workers.instances": (
         "The processes, each an inline table: name (letters, digits, '-', '_'), roles (any\n"
         "of client_reader, event_writer, federation_inbound, federation_sender, media,\n"
-        "background; each role needs at least one process; one event_writer, which also\n"
+        "background; each role needs at least one process; several event_writers share\n"
+        "the rooms (federation disabled); the first event_writer, which also\n"
         "has federation_inbound and federation_sender), port and bind (default\n"
         "127.0.0.1): where nginx and the other processes reach it. PostgreSQL only."
     ),
@@ -814,10 +815,11 @@ def _check_workers(workers: WorkersConfig, config: Config) -> None:
     if missing:
         raise ConfigError(f"'workers.instances': no process has the role {missing[0]!r}")
     writers = workers.with_role("event_writer")
-    if len(writers) > 1:
+    if len(writers) > 1 and config.federation.enabled:
         raise ConfigError(
-            "'workers.instances': one process with the role 'event_writer' for now "
-            "(rooms are not yet sharded across several writers)"
+            "'workers.instances': several processes with the role 'event_writer' need "
+            "'federation.enabled = false' for now (events received over federation are "
+            "stored by one writer, whatever the room's writer)"
         )
     for role, reason in ROLES_WITH_THE_WRITER.items():
         strays = [i.name for i in workers.with_role(role) if i not in writers]

@@ -72,9 +72,7 @@ def build_appservices(
         load=TransactionEvents(timeline.state, serialize, store.invites_at).load,
         now_ms=lambda: int(time.time() * 1000),
     )
-    transactions = AppServiceTransactions(
-        local.appservices, deps, max_position=timeline.event_store.get_max_stream_ordering
-    )
+    transactions = AppServiceTransactions(local.appservices, deps, max_position=timeline.announced)
     timeline.dispatcher.listeners.append(transactions.on_persisted)
     local.appservices.listeners.append(transactions.on_registrations)
     federation.service.invite_inbox.listeners.append(transactions.on_remote_invite)

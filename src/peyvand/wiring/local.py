@@ -76,6 +76,20 @@ class Timeline:
     # The events position the notifier and the room index start from.
     starts_at: int
 
+    def written_elsewhere(self, position: int) -> bool:
+        """Whether the event at ``position`` was committed by another event writer (one
+        of several), so that what its commit evaluated here is in the database only."""
+        tracker = self.positions
+        return tracker.lane.count > 1 and not (
+            tracker.lane.owns(position) and position > tracker.started_after
+        )
+
+    async def announced(self) -> int:
+        """The events position this process has announced: every event at or below it
+        is committed (the highest stored one need not be: with several event writers,
+        another may still commit below it)."""
+        return self.notifier.current_token.events
+
 
 async def build_timeline(config: Config, db: Database, signing_key: SigningKey) -> Timeline:
     """Event creation and the group-committing writer, whose commits the dispatcher
@@ -204,9 +218,10 @@ def build_local(config: Config, db: Database, timeline: Timeline) -> Local:
         memberships=timeline.index.memberships,
         unread_counts=push_actions.unread_counts,
         ignored_users=account_data.ignored_users.of,
-        max_position=timeline.event_store.get_max_stream_ordering,
+        max_position=timeline.announced,
         max_concurrent_sends=config.push.max_concurrent_sends,
         include_content=config.push.include_content,
+        elsewhere=timeline.written_elsewhere,
     )
     timeline.dispatcher.listeners.append(pusher_pool.on_persisted)
     receipts.read_listeners.append(pusher_pool.on_receipt)

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Set as AbstractSet
+from pathlib import Path
 
-from peyvand.config import Config
+from peyvand.config import Config, WorkersConfig
 from peyvand.federation.worker_client import WorkerClient, read_secret
 from peyvand.services.federation.partial_state_follower import PartialStateFollower
 from peyvand.services.sync.cache_relay import TOKEN_SECONDS, CacheRelay
@@ -22,6 +23,7 @@ from peyvand.services.timeline.event_follower import (
     OwnCommits,
 )
 from peyvand.services.timeline.forwarding import ForwardedWrites, StreamWaiter
+from peyvand.services.timeline.room_owners import RoomOwners
 from peyvand.storage.bus import Bus
 from peyvand.storage.database import Database
 from peyvand.storage.partial_state import PartialStateStore
@@ -83,27 +85,30 @@ def build_workers(
             federation.partial_state.completed_hooks.append(
                 lambda room_id: caches.changed("partial_state", [room_id])
             )
-        followed: list[tuple[str, Component]] = []
+        shared: list[tuple[str, Component]] = []
         if len(writers) > 1:
-            # The others' commits are followed; this one's are told among them.
+            # The others' commits are followed; this one's are told among them. Sends to
+            # the others' rooms go to them.
             held = HeldAnnouncements()
             timeline.dispatcher.held = held
             own = OwnCommits(instance, timeline.positions, held)
             follower = _follower(bus, positions, timeline, writers, own)
             publisher.published.append(follower.published)
-            followed.append(("events follower", follower))
+            forwarded, links = _forwarding(workers, instance, secret_path, timeline)
+            owners = RoomOwners(tuple(writers))
+            timeline.events.share_rooms(
+                forwarded, lambda room_id: owners.owner(room_id) == instance
+            )
+            shared += [("events follower", follower), *links]
         return [
-            ("bus", bus), ("events position", publisher), *followed, ("stream relay", relay),
+            ("bus", bus), ("events position", publisher), *shared, ("stream relay", relay),
             ("cache relay", caches),
         ]  # fmt: skip
-    # Events created here (a write sent here, a background job's) are the writer's to
+    # Events created here (a write sent here, a background job's) are a writer's to
     # number and store: asked over its internal API, then awaited here (read-your-writes).
-    link = WorkerClient(workers.with_role("event_writer")[0].url, read_secret(secret_path))
-    waiter = StreamWaiter(lambda: timeline.notifier.current_token.events)
-    timeline.dispatcher.listeners.append(waiter.on_announced)
+    forwarded, links = _forwarding(workers, instance, secret_path, timeline)
     timeline.events.forward_writes(
-        ForwardedWrites(link, waiter),
-        f"{instance} does not write events: the deployment's event writer does",
+        forwarded, f"{instance} does not write events: the deployment's event writers do"
     )
     follower = _follower(bus, positions, timeline, writers, None)
     partial: list[tuple[str, Component]] = []
@@ -120,8 +125,25 @@ def build_workers(
         partial.append(("partial-state rooms", rooms_followed))
     return [
         ("bus", bus), *partial, ("events follower", follower), ("stream relay", relay),
-        ("cache relay", caches), ("event writer link", link),
+        ("cache relay", caches), *links,
     ]  # fmt: skip
+
+
+def _forwarding(
+    workers: WorkersConfig, instance: str, secret_path: Path, timeline: Timeline
+) -> tuple[ForwardedWrites, list[tuple[str, Component]]]:
+    """Event creation done by the other event writers over their internal API, answered
+    once this process has announced what they wrote (read-your-writes); the links."""
+    secret = read_secret(secret_path)
+    writers = workers.with_role("event_writer")
+    links = {w.name: WorkerClient(w.url, secret) for w in writers if w.name != instance}
+    waiter = StreamWaiter(lambda: timeline.notifier.current_token.events)
+    timeline.dispatcher.listeners.append(waiter.on_announced)
+    owners = RoomOwners(tuple(w.name for w in writers))
+    components: list[tuple[str, Component]] = [
+        (f"event writer link {name}", link) for name, link in links.items()
+    ]
+    return ForwardedWrites(links, owners, waiter), components
 
 
 def _relay_caches(

@@ -147,3 +147,18 @@ async def test_rejected_pushkey_removes_the_pusher() -> None:
     await settle(fakes, pusher, 2)
     assert fakes.removed
     assert fakes.sent == ["$e2:reject"] and fakes.positions == []
+
+
+async def test_pushes_evaluated_by_another_writer_are_read_in_order_with_live_ones() -> None:
+    """Several event writers (issue 21): 5 was committed by another writer, whose push
+    rules found it, so this pusher reads it from the database (``read_to``), in position
+    order with this writer's live pushes (4 before, 8 after), each sent once."""
+    fakes = Fakes(stored=[4, 5, 8])
+    pusher = HttpPusher(state(0), catch_up_to=0, deps=fakes.deps())
+    pusher.on_push(LivePush(4, pdu(4), {}))
+    pusher.read_to(5)
+    pusher.on_push(LivePush(8, pdu(8), {}))
+    pusher.start()
+    await settle(fakes, pusher, 8)
+    assert fakes.sent == ["$e4:ok", "$e5:ok", "$e8:ok"]
+    assert fakes.positions == [4, 5, 8]

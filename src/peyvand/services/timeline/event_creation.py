@@ -102,6 +102,14 @@ class EventSpec:
     origin_server_ts: int | None = None
 
 
+def _everywhere(_room_id: RoomID) -> bool:
+    return True
+
+
+def _nowhere(_room_id: RoomID) -> bool:
+    return False
+
+
 def _redacts(spec: EventSpec) -> EventID | None:
     """The event an ``m.room.redaction`` redacts: ``spec.redacts`` (``/redact``), else a
     ``redacts`` string in the content (``/send``, where rooms v11+ keep it); the builder
@@ -147,17 +155,28 @@ class EventCreationService:
         self._pending_txns: dict[TxnKey, asyncio.Future[EventID]] = {}
         self._uncommitted: dict[EventID, asyncio.Future[None]] = {}
         # Why this process stores no events (a deployment's process without the
-        # ``event_writer`` role), or None; and who stores them instead.
+        # ``event_writer`` role), or None; who stores them instead, and which rooms'
+        # events this process creates itself (one of several event writers).
         self._refused: str | None = None
         self._forwarded: ForwardedWrites | None = None
+        self._writes_here: Callable[[RoomID], bool] = _everywhere
 
     def forward_writes(self, forwarded: ForwardedWrites, reason: str) -> None:
-        """Store no event from now on (issue 21: only the deployment's event writer
-        allocates positions): ``send`` and ``create_room`` are done by the writer through
+        """Store no event from now on (issue 21: only the deployment's event writers
+        allocate positions): ``send`` and ``create_room`` are done by a writer through
         ``forwarded``; what needs this process (a countersigned invite, events received
         over federation) is refused with a 503 and ``reason``."""
         self._refused = reason
         self._forwarded = forwarded
+        self._writes_here = _nowhere
+
+    def share_rooms(
+        self, forwarded: ForwardedWrites, writes_here: Callable[[RoomID], bool]
+    ) -> None:
+        """One of several event writers: ``send`` to a room whose events another writer
+        creates (not ``writes_here``) is done by that writer through ``forwarded``."""
+        self._forwarded = forwarded
+        self._writes_here = writes_here
 
     async def start(self) -> None:
         """Continue the stream positions after the stored events."""
@@ -179,6 +198,7 @@ class EventCreationService:
         txn: TxnKey | None = None,
         countersign: Countersign | None = None,
         unless_identical: bool = False,
+        forwarded: bool = False,
     ) -> StoredEvent:
         """Create, authorise and durably store one event; return it once committed.
 
@@ -193,10 +213,19 @@ class EventCreationService:
         With ``txn`` a repeated request returns the first event, also while the first is
         still in flight. Once enqueued, the event is committed even if the request is
         cancelled (the client went away), and a retry then gets that event.
+
+        In a deployment, a room whose events another process creates is sent there
+        (``forward_writes``, ``share_rooms``); ``forwarded``: this call came so from
+        another process, and is refused (503) rather than sent on again.
         """
-        if self._forwarded is not None:
+        if self._forwarded is not None and not self._writes_here(room_id):
+            if forwarded:
+                raise MatrixError(
+                    Errcode.UNKNOWN, f"{room_id}'s events are not created here", status=503
+                )
             if countersign is not None:
-                raise MatrixError(Errcode.UNKNOWN, str(self._refused), status=503)
+                reason = self._refused or "an invite of a remote user is sent by the room's writer"
+                raise MatrixError(Errcode.UNKNOWN, reason, status=503)
             return await self._forwarded.send(
                 room_id, sender, spec, txn=txn, unless_identical=unless_identical
             )
@@ -336,7 +365,7 @@ class EventCreationService:
 
         ``room_id`` is None for versions whose room ID is the create event's hash.
         """
-        if self._forwarded is not None:
+        if self._refused is not None and self._forwarded is not None:
             return await self._forwarded.create_room(
                 room_version, creator, create_content, initial, room_id=room_id, is_public=is_public
             )

@@ -1,8 +1,9 @@
-"""Event creation forwarded to the deployment's event writer (issue 21, "Forwarding").
+"""Event creation forwarded to the room's event writer (issue 21, "Forwarding").
 
 A process of a deployment without the ``event_writer`` role numbers no events: its
 ``EventCreationService`` hands ``send`` and ``create_room`` to ``ForwardedWrites``, which
-asks the writer over its internal API (``WriterLink``: ``POST
+asks the writer (the room's, ``RoomOwners``; the first for a new room; one event writer
+likewise hands another the sends of the other's rooms) over its internal API (``WriterLink``: ``POST
 /_peyvand/internal/v1/events/send`` and ``/rooms/create``, answered by the writer's own
 ``EventCreationService``, see ``api.internal``) and returns the stored events, or raises
 the writer's Matrix error unchanged. Background jobs (retention, disappearing messages,
@@ -28,6 +29,7 @@ from peyvand.errors import Errcode, MatrixError
 from peyvand.events.pdu import Pdu
 from peyvand.events.room_versions import KNOWN_ROOM_VERSIONS, RoomVersion
 from peyvand.services.timeline.event_creation import EventSpec, TxnKey
+from peyvand.services.timeline.room_owners import RoomOwners
 from peyvand.storage.models import StoredEvent
 from peyvand.types import EventID, JsonDict, RoomID, UserID
 
@@ -75,12 +77,19 @@ class StreamWaiter:
 
 
 class ForwardedWrites:
-    """``EventCreationService.send`` and ``create_room`` done by the event writer."""
+    """``EventCreationService.send`` done by the room's event writer, ``create_room`` by
+    the first writer (``RoomOwners``)."""
 
     def __init__(
-        self, link: WriterLink, waiter: StreamWaiter, catch_up: float = CATCH_UP_SECONDS
+        self,
+        links: Mapping[str, WriterLink],
+        owners: RoomOwners,
+        waiter: StreamWaiter,
+        catch_up: float = CATCH_UP_SECONDS,
     ) -> None:
-        self._link = link
+        """``links``: towards each writer of ``owners`` but this process."""
+        self._links = links
+        self._owners = owners
         self._waiter = waiter
         self._catch_up = catch_up
 
@@ -94,7 +103,7 @@ class ForwardedWrites:
         unless_identical: bool,
     ) -> StoredEvent:
         body = send_to_json(room_id, sender, spec, txn=txn, unless_identical=unless_identical)
-        answer = await self._link.post(SEND_PATH, body)
+        answer = await self._links[self._owners.owner(room_id)].post(SEND_PATH, body)
         event = stored_from_json(answer.get("event"))
         await self._seen([event])
         return event
@@ -117,7 +126,7 @@ class ForwardedWrites:
             "room_id": room_id,
             "is_public": is_public,
         }
-        answer = await self._link.post(CREATE_ROOM_PATH, body)
+        answer = await self._links[self._owners.writers[0]].post(CREATE_ROOM_PATH, body)
         events = answer.get("events")
         created = answer.get("room_id")
         if not isinstance(events, list) or not isinstance(created, str):

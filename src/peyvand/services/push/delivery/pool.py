@@ -32,6 +32,7 @@ from typing import Any, Final, Literal
 
 from yarl import URL
 
+from peyvand.background import BackgroundTask
 from peyvand.events.pdu import Pdu
 from peyvand.events.push_rules.actions import Actions
 from peyvand.federation.push_gateway import PushGatewayClient
@@ -82,6 +83,10 @@ class UsersWithPushers:
             self._users.discard(user_id)
 
 
+def _nowhere(_position: int) -> bool:
+    return False
+
+
 class PusherPool:
     def __init__(
         self,
@@ -101,7 +106,10 @@ class PusherPool:
         max_concurrent_sends: int,
         include_content: bool,
         clock: Callable[[], float] = time.time,
+        elsewhere: Callable[[int], bool] = _nowhere,
     ) -> None:
+        """``elsewhere``: whether the event at a position was committed by another event
+        writer of the deployment (its pushes are read from the database)."""
         self._store = store
         self._gateway = gateway
         self._state = state
@@ -144,6 +152,11 @@ class PusherPool:
         self._per_user = min(_MAX_PER_USER, max(1, max_concurrent_sends // 4))
         # The bound of each user with pushers (dropped with their last pusher).
         self._user_semaphores: dict[UserID, asyncio.Semaphore] = {}
+        self._elsewhere = elsewhere
+        # Positions committed by another writer whose pushes are not read yet.
+        self._elsewhere_range: tuple[int, int] | None = None
+        self._elsewhere_due = asyncio.Event()
+        self._elsewhere_task = BackgroundTask("pushes written elsewhere", self._read_elsewhere)
 
     async def start(self) -> None:
         await self._gateway.start()
@@ -155,9 +168,12 @@ class PusherPool:
         for state in states:
             self._add(state, self._announced)
         self._started = True
+        self._elsewhere_task.start()
 
     async def stop(self) -> None:
         self._started = False
+        await self._elsewhere_task.stop()
+        self._elsewhere_range = None
         pushers = [p for by_key in self._pushers.values() for p in by_key.values()]
         self._pushers.clear()
         for pusher in pushers:
@@ -181,11 +197,52 @@ class PusherPool:
         """Dispatcher listener: queue the committed events' pushes on their pushers."""
         for event in events:
             self._announced = max(self._announced, event.stream_ordering)
+        if self._started and self._pushers:
+            self._note_elsewhere(events)
         for outcome in self._take_pushes(events):
             event = outcome.event
             for user_id, actions in outcome.actions.items():
                 for pusher in self._pushers.get(user_id, {}).values():
                     pusher.on_push(LivePush(event.stream_ordering, event.pdu, actions.tweaks))
+
+    def _note_elsewhere(self, events: Sequence[EventToPersist]) -> None:
+        """Another event writer evaluated the push rules of its events (issue 21): their
+        notifications are read from the database by the pushers of the users in their
+        rooms (``_read_elsewhere``)."""
+        positions = [
+            e.stream_ordering
+            for e in events
+            if e.stream_ordering > 0 and self._elsewhere(e.stream_ordering)
+        ]
+        if not positions:
+            return
+        low, high = min(positions), max(positions)
+        if self._elsewhere_range is not None:
+            low = min(low, self._elsewhere_range[0])
+        self._elsewhere_range = (low, high)
+        self._elsewhere_due.set()
+
+    async def _read_elsewhere(self) -> None:
+        while True:
+            await self._elsewhere_due.wait()
+            self._elsewhere_due.clear()
+            if self._elsewhere_range is None:
+                continue
+            low, high = self._elsewhere_range
+            try:
+                users = await self._notifications.users_with_events(
+                    list(self._pushers), low - 1, high
+                )
+            except Exception:
+                logger.exception("reading the rooms of pushes written elsewhere failed")
+                self._elsewhere_due.set()
+                await asyncio.sleep(1.0)
+                continue
+            if self._elsewhere_range == (low, high):
+                self._elsewhere_range = None
+            for user_id in users:
+                for pusher in self._pushers.get(user_id, {}).values():
+                    pusher.read_to(high)
 
     async def on_remote_invite(
         self, pdu: Pdu, stream_ordering: int, invite_state: Sequence[JsonDict]

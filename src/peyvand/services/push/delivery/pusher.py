@@ -161,6 +161,16 @@ class HttpPusher:
             )
         self._wakeup.set()
 
+    def read_to(self, position: int) -> None:
+        """Notifications up to ``position`` (committed) are read from the database: they
+        were evaluated by another event writer, so none of them comes live. What the
+        live queue holds is read there too, in order."""
+        newest = max(position, self._live[-1].stream_ordering if self._live else 0)
+        if newest <= self._catch_up_to:
+            return
+        self._overflow_to = max(newest, self._overflow_to or 0)
+        self._wakeup.set()
+
     def on_badge_change(self) -> None:
         self._badge_due = True
         self._wakeup.set()

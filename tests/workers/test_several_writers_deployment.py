@@ -1,0 +1,212 @@
+"""Two event writers sharing the rooms (issue 21, several event writers), a client reader
+and nginx: each room's events are created by its writer (``RoomOwners``); nginx sends a
+room's sends straight there and every other write to the first writer, which hands a
+room's event to its writer; whatever process a write reaches, the event is stored once
+and every client sees every room's messages once, in order, through any process."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+import pytest
+
+from harness.deployment import WRITER_ROLES, Deployment, behind_nginx
+from harness.nginx import Nginx
+from peyvand.services.timeline.room_owners import RoomOwners
+
+PASSWORD = "a long password"
+TIMEOUT = aiohttp.ClientTimeout(total=30)
+WRITERS = ("writer", "writer2")
+OWNERS = RoomOwners(WRITERS)
+ROLES = {"writer": WRITER_ROLES, "writer2": ["event_writer"], "reader": ["client_reader"]}
+SENDERS = 8
+SENDS_EACH = 12
+SYNC_SECONDS = 30.0
+UNLIMITED = json.dumps({"room": {"timeline": {"limit": 1000}}})
+
+
+@pytest.fixture
+def two_writers(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[tuple[Nginx, Deployment]]:
+    with behind_nginx(request, tmp_path, ROLES) as deployed:
+        yield deployed
+
+
+async def _call(
+    session: aiohttp.ClientSession, method: str, url: str, token: str | None, body: Any = None
+) -> tuple[int, dict[str, Any], str | None]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with session.request(
+        method, url, json=body, headers=headers, timeout=TIMEOUT
+    ) as response:
+        return response.status, await response.json(), response.headers.get("X-Peyvand-Worker")
+
+
+def _client(base: str, path: str) -> str:
+    return f"{base}/_matrix/client/v3{path}"
+
+
+async def _register(session: aiohttp.ClientSession, base: str, name: str) -> str:
+    body = {"username": name, "password": PASSWORD, "auth": {"type": "m.login.dummy"}}
+    status, answer, _ = await _call(session, "POST", _client(base, "/register"), None, body)
+    assert status == 200, answer
+    return str(answer["access_token"])
+
+
+async def _rooms_of_each_writer(
+    session: aiohttp.ClientSession, base: str, token: str
+) -> dict[str, str]:
+    """A public room of each writer (rooms are created until both have one)."""
+    found: dict[str, str] = {}
+    for _ in range(40):
+        status, created, _ = await _call(
+            session, "POST", _client(base, "/createRoom"), token, {"preset": "public_chat"}
+        )
+        assert status == 200, created
+        found.setdefault(OWNERS.owner(created["room_id"]), created["room_id"])
+        if len(found) == len(WRITERS):
+            return found
+    raise AssertionError("40 rooms, all of one writer")
+
+
+async def _timeline(
+    session: aiohttp.ClientSession,
+    base: str,
+    token: str,
+    rooms: set[str],
+    expected: int,
+    since: str | None = None,
+) -> dict[str, list[str]]:
+    """Each room's message bodies as /sync at ``base`` gives them after ``since``,
+    incrementally and never limited, until ``expected`` messages have come (at most
+    ``SYNC_SECONDS``)."""
+    bodies: dict[str, list[str]] = {room: [] for room in rooms}
+    async with asyncio.timeout(SYNC_SECONDS):
+        while sum(map(len, bodies.values())) < expected:
+            query = f"?timeout=2000&filter={quote(UNLIMITED)}"
+            if since is not None:
+                query += f"&since={since}"
+            status, answer, _ = await _call(session, "GET", _client(base, f"/sync{query}"), token)
+            assert status == 200, answer
+            since = answer["next_batch"]
+            for room_id, room in answer.get("rooms", {}).get("join", {}).items():
+                assert not room["timeline"].get("limited"), room_id
+                for event in room["timeline"]["events"]:
+                    if room_id in rooms and event["type"] == "m.room.message":
+                        bodies[room_id].append(event["content"]["body"])
+    return bodies
+
+
+async def _since(session: aiohttp.ClientSession, base: str, token: str, rooms: set[str]) -> str:
+    """A sync token at ``base`` once it shows every room of ``rooms`` joined (a client
+    reader shows a write once it has followed it)."""
+    async with asyncio.timeout(SYNC_SECONDS):
+        while True:
+            url = _client(base, f"/sync?timeout=0&filter={quote(UNLIMITED)}")
+            status, answer, _ = await _call(session, "GET", url, token)
+            assert status == 200, answer
+            if rooms <= set(answer.get("rooms", {}).get("join", {})):
+                return str(answer["next_batch"])
+            await asyncio.sleep(0.1)
+
+
+async def test_each_room_is_written_by_its_writer_whichever_process_is_asked(
+    two_writers: tuple[Nginx, Deployment],
+) -> None:
+    nginx, deployment = two_writers
+    async with aiohttp.ClientSession() as session:
+        token = await _register(session, nginx.base_url, "alice")
+        rooms = await _rooms_of_each_writer(session, nginx.base_url, token)
+        for owner, room_id in rooms.items():
+            # Through nginx: straight to the room's writer.
+            status, sent, worker = await _call(
+                session,
+                "PUT",
+                _client(nginx.base_url, f"/rooms/{room_id}/send/m.room.message/n-{owner}"),
+                token,
+                {"msgtype": "m.text", "body": "via nginx"},
+            )
+            assert (status, worker) == (200, owner), sent
+            # To each process directly: the others hand it to the room's writer.
+            for asked in (*WRITERS, "reader"):
+                url = _client(
+                    deployment[asked].base_url,
+                    f"/rooms/{room_id}/send/m.room.message/d-{asked}",
+                )
+                status, direct, worker = await _call(
+                    session, "PUT", url, token, {"msgtype": "m.text", "body": f"to {asked}"}
+                )
+                assert (status, worker) == (200, asked), direct
+                # The transaction is the room writer's: a retry anywhere gets the event.
+                status, again, _ = await _call(session, "PUT", url, token, {"body": "again"})
+                assert (status, again) == (200, direct)
+            # Every other write reaches the first writer, which forwards the event.
+            status, named, worker = await _call(
+                session,
+                "PUT",
+                _client(nginx.base_url, f"/rooms/{room_id}/state/m.room.topic/"),
+                token,
+                {"topic": owner},
+            )
+            assert (status, worker) == (200, "writer"), named
+        expected = ["via nginx", "to writer", "to writer2", "to reader"]
+        for base in (nginx.base_url, deployment["reader"].base_url):
+            seen = await _timeline(session, base, token, set(rooms.values()), 8)
+            assert seen == {room_id: expected for room_id in rooms.values()}
+
+
+async def test_concurrent_senders_in_rooms_of_both_writers_lose_and_reorder_nothing(
+    two_writers: tuple[Nginx, Deployment],
+) -> None:
+    """Eight senders in four rooms (two per writer) send at once through nginx; a member
+    syncing through nginx sees each sender's messages once, in the order they were
+    acknowledged, and each room's order is its writer's stream order."""
+    nginx, _ = two_writers
+    async with aiohttp.ClientSession() as session:
+        owner = await _register(session, nginx.base_url, "owner")
+        rooms = [
+            room
+            for _ in range(2)
+            for room in (await _rooms_of_each_writer(session, nginx.base_url, owner)).values()
+        ]
+        senders = [await _register(session, nginx.base_url, f"s{i}") for i in range(SENDERS)]
+        targets = dict(zip(senders, itertools.cycle(rooms), strict=False))
+        for token, room_id in targets.items():
+            status, joined, _ = await _call(
+                session, "POST", _client(nginx.base_url, f"/join/{room_id}"), token, {}
+            )
+            assert status == 200, joined
+        watcher = await _register(session, nginx.base_url, "watcher")
+        for room_id in rooms:
+            status, joined, _ = await _call(
+                session, "POST", _client(nginx.base_url, f"/join/{room_id}"), watcher, {}
+            )
+            assert status == 200, joined
+
+        async def send_all(index: int, token: str) -> None:
+            room_id = targets[token]
+            for n in range(SENDS_EACH):
+                status, sent, _ = await _call(
+                    session,
+                    "PUT",
+                    _client(nginx.base_url, f"/rooms/{room_id}/send/m.room.message/c{n}"),
+                    token,
+                    {"msgtype": "m.text", "body": f"{index}:{n}"},
+                )
+                assert status == 200, sent
+
+        since = await _since(session, nginx.base_url, watcher, set(rooms))
+        await asyncio.gather(*(send_all(i, token) for i, token in enumerate(senders)))
+        total = SENDERS * SENDS_EACH
+        seen = await _timeline(session, nginx.base_url, watcher, set(rooms), total, since)
+    for index, token in enumerate(senders):
+        mine = [b for b in seen[targets[token]] if b.split(":")[0] == str(index)]
+        assert mine == [f"{index}:{n}" for n in range(SENDS_EACH)]
