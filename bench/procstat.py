@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 _PROC = Path("/proc")
@@ -53,15 +54,18 @@ def rss_bytes(pid: int) -> int:
     return 0
 
 
-def tree_rss_bytes(root: int) -> int:
-    """Summed RSS of ``root`` and its descendants."""
-    return sum(rss_bytes(pid) for pid in process_tree(root))
+def tree_rss_bytes(root: int | Sequence[int]) -> int:
+    """Summed RSS of ``root`` (or of each root) and its descendants."""
+    roots = [root] if isinstance(root, int) else root
+    return sum(rss_bytes(pid) for top in roots for pid in process_tree(top))
 
 
-def tree_cpu_seconds(root: int) -> float:
-    """CPU time (user + system) used so far by ``root``'s tree, reaped children included."""
+def tree_cpu_seconds(root: int | Sequence[int]) -> float:
+    """CPU time (user + system) used so far by ``root``'s tree (or each root's), reaped
+    children included."""
+    roots = [root] if isinstance(root, int) else root
     ticks = 0
-    for pid in process_tree(root):
+    for pid in (pid for top in roots for pid in process_tree(top)):
         fields = _stat_fields(pid)
         if fields is not None:
             # After the name: state(0) ppid(1) ... utime(11) stime(12) cutime(13) cstime(14)
@@ -72,7 +76,7 @@ def tree_cpu_seconds(root: int) -> float:
 class Sampler:
     """Samples the tree's RSS every ``interval`` seconds on a daemon thread; keeps the peak."""
 
-    def __init__(self, root: int, interval: float = 0.1) -> None:
+    def __init__(self, root: int | Sequence[int], interval: float = 0.1) -> None:
         self._root = root
         self._interval = interval
         self._stop = threading.Event()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import importlib
 import os
 import platform
@@ -30,7 +31,14 @@ from typing import Any, TypeVar
 
 from bench import procstat, report, workloads
 from bench.client import MatrixClient, new_session
-from bench.servers import BENCH_DIR, PeyvandServer, Server, SynapseServer, ensure_synapse
+from bench.servers import (
+    BENCH_DIR,
+    PeyvandDeployment,
+    PeyvandServer,
+    Server,
+    SynapseServer,
+    ensure_synapse,
+)
 
 REPO = BENCH_DIR.parent
 RESULTS_DIR = BENCH_DIR / "results"
@@ -38,7 +46,9 @@ IDLE_SETTLE_SECONDS = 3.0
 # The whole run (both servers, after any Synapse install) ends within RUN_BUDGET_SECONDS;
 # each server gets a share of what is left, by weight (Synapse is the slower to fill).
 RUN_BUDGET_SECONDS = 540.0
-WEIGHTS = {"peyvand": 1.0, "synapse": 2.0}
+WEIGHTS = {"peyvand": 1.0, "synapse": 2.0, "peyvand-workers": 1.0}
+# The deployment's name in results (``--workers``).
+WORKERS = "peyvand-workers"
 R = TypeVar("R")
 SERVERS: dict[str, Callable[[Path, str | None], Server]] = {
     "peyvand": PeyvandServer,
@@ -55,9 +65,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--postgres", action="store_true", help="both on one PostgreSQL cluster")
     parser.add_argument("--only", choices=sorted(SERVERS), help="run one server only")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: check the setup")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="N event writers sharing the rooms behind nginx against one process, both "
+        "Peyvand, on PostgreSQL (issue 21)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="where the JSON goes")
     args = parser.parse_args(argv)
     names = [args.only] if args.only else list(SERVERS)
+    if args.workers is not None:
+        if args.workers < 2:
+            parser.error("--workers needs at least 2 writers")
+        SERVERS[WORKERS] = functools.partial(PeyvandDeployment, writers=args.workers)
+        names, args.postgres = ["peyvand", WORKERS], True
     sizes = workloads.SMOKE if args.smoke else workloads.FULL
     if "synapse" in names:
         ensure_synapse()
@@ -70,7 +92,12 @@ def main(argv: list[str] | None = None) -> int:
             budget = left * weights[0] / sum(weights)
             log(f"==> {name} ({'postgres' if args.postgres else 'sqlite'}), {budget:.0f} s")
             results[name] = _measure(name, new_database(), sizes, budget)
-    summary = report.build(results.get("peyvand"), results.get("synapse"))
+    if args.workers is not None:
+        summary = report.build(results.get(WORKERS), results.get("peyvand"), report.WORKER_TARGETS)
+        columns = (f"{args.workers} writers", "one process")
+    else:
+        summary = report.build(results.get("peyvand"), results.get("synapse"))
+        columns = ("Peyvand", "Synapse")
     document = {
         "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
         "database": "postgres" if args.postgres else "sqlite",
@@ -84,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     path = args.out / f"{stamp}-{document['database']}.json"
     report.write_json(path, document)
-    print(report.table(summary))
+    print(report.table(summary, columns))
     print(f"\n{document['database']}, {document['seconds']} s; JSON: {path}")
     return 0
 
@@ -97,11 +124,11 @@ def _measure(
     server = SERVERS[name](data_dir, database_url)
     started = time.monotonic()
     server.start()
-    sampler = procstat.Sampler(server.pid)
+    sampler = procstat.Sampler(server.pids)
     try:
         sampler.start()
         time.sleep(IDLE_SETTLE_SECONDS)
-        idle = procstat.tree_rss_bytes(server.pid)
+        idle = procstat.tree_rss_bytes(server.pids)
         log(
             f"  started in {time.monotonic() - started:.1f} s; idle RSS {idle / report.MIB:.0f} MiB"
         )
@@ -125,7 +152,7 @@ def _measure(
 
 
 def _run_workloads(server: Server, sizes: workloads.Sizes, stop_by: float) -> workloads.Figures:
-    pid = server.pid
+    pids = server.pids
     # Stopping the server takes some of the budget too.
     clock = workloads.Clock(stop_by - 15.0)
 
@@ -138,7 +165,7 @@ def _run_workloads(server: Server, sizes: workloads.Sizes, stop_by: float) -> wo
                     sizes,
                     prefix=f"bench{uuid.uuid4().hex[:8]}",
                     clock=clock,
-                    cpu=lambda: procstat.tree_cpu_seconds(pid),
+                    cpu=lambda: procstat.tree_cpu_seconds(pids),
                     log=log,
                 ),
                 max(1.0, stop_by - time.perf_counter()),

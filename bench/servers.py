@@ -92,6 +92,12 @@ class Server:
             raise ServerError(f"{self.name} is not running")
         return self._process.pid
 
+    @property
+    def pids(self) -> list[int]:
+        """The roots of every process tree the server runs as (CPU and memory are summed
+        over them)."""
+        return [self.pid]
+
     def version(self) -> str:
         raise NotImplementedError
 
@@ -181,6 +187,67 @@ class PeyvandServer(Server):
         from importlib.metadata import version
 
         return version("peyvand")
+
+
+class PeyvandDeployment(PeyvandServer):
+    """``writers`` event writers sharing the rooms on one PostgreSQL database (issue 21),
+    behind a real nginx (``base_url`` is nginx's): the first writer has every other role
+    too, each writer also serves client reads; started by ``peyvand deployment run``. CPU
+    and memory are the processes' and nginx's together."""
+
+    name = "peyvand-workers"
+
+    def __init__(self, data_dir: Path, database_url: str | None, writers: int = 2) -> None:
+        if database_url is None:
+            raise ServerError("a deployment needs PostgreSQL (--postgres)")
+        super().__init__(data_dir, database_url)
+        (data_dir / "workers.secret").write_text(secrets.token_hex(32), encoding="utf-8")
+        others = ["federation_inbound", "federation_sender", "media", "background"]
+        instances = ", ".join(
+            f'{{name = "writer{index}", roles = {json.dumps(roles)}, port = {free_port()}}}'
+            for index, roles in enumerate(
+                [["event_writer", "client_reader", *others]]
+                + [["event_writer", "client_reader"]] * (writers - 1),
+                start=1,
+            )
+        )
+        text = self.config_path.read_text(encoding="utf-8")
+        text, found = re.subn(r"^instances = \[\]$", f"instances = [{instances}]", text, flags=re.M)
+        text, secret = re.subn(
+            r'^# secret_path = "workers.secret"$',
+            'secret_path = "workers.secret"',
+            text,
+            flags=re.M,
+        )
+        if (found, secret) != (1, 1):
+            raise ServerError("the generated config has no [workers] instances or secret_path")
+        self.config_path.write_text(text, encoding="utf-8")
+        sys.path.insert(0, str(BENCH_DIR.parent / "tests"))  # the test harness's nginx
+        from harness.nginx import Nginx
+
+        self._nginx = Nginx(self.config_path, data_dir / "nginx")
+        self.base_url = self._nginx.base_url
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable, "-m", "peyvand", "deployment", "run", "--config", str(self.config_path)
+        ]  # fmt: skip
+
+    @property
+    def pids(self) -> list[int]:
+        return [self.pid, self._nginx.pid]
+
+    def start(self) -> None:
+        self._nginx.start()
+        try:
+            super().start()
+        except BaseException:
+            self._nginx.stop()
+            raise
+
+    def stop(self) -> None:
+        super().stop()
+        self._nginx.stop()
 
 
 class SynapseServer(Server):

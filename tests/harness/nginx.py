@@ -71,6 +71,13 @@ class Nginx:
         self._process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
 
+    @property
+    def pid(self) -> int:
+        """The master process's (its worker is its child)."""
+        if self._process is None:
+            raise RuntimeError("nginx is not running")
+        return self._process.pid
+
     def start(self) -> None:
         self._process, self._log = start_logged(
             "nginx",

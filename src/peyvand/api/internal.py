@@ -92,6 +92,7 @@ async def create_room(ctx: RequestContext) -> web.Response:
         [spec_from_json(spec) for spec in initial],
         room_id=None if room_id is None else RoomID(room_id),
         is_public=body.get("is_public") is True,
+        forwarded=True,
     )
     return json_response({"room_id": created, "events": [stored_to_json(e) for e in events]})
 

@@ -378,9 +378,9 @@ OPTION_DOCS: Final[Mapping[str, str]] = {
         "The processes, each an inline table: name (letters, digits, '-', '_'), roles (any\n"
         "of client_reader, event_writer, federation_inbound, federation_sender, media,\n"
         "background; each role needs at least one process; several event_writers share\n"
-        "the rooms (federation disabled); the first event_writer, which also\n"
-        "has federation_inbound and federation_sender), port and bind (default\n"
-        "127.0.0.1): where nginx and the other processes reach it. PostgreSQL only."
+        "the rooms, with federation disabled; federation_inbound and federation_sender\n"
+        "go with an event_writer), port and bind (default 127.0.0.1): where nginx and\n"
+        "the other processes reach it. PostgreSQL only."
     ),
     "workers.secret_path": (
         "File holding the secret the processes authenticate their requests to each other\n"

@@ -272,17 +272,26 @@ def background_jobs(workers: WorkersConfig, db: Database) -> AddJob:
     """How the composition root adds a background job to the process's lifecycle: as it
     is when the process is alone; in a deployment, leased among the processes with the
     ``background`` role, and not at all in the others. A job ``on_writer`` (push and
-    appservice delivery: fed by the event writer's commits as they happen, remote
-    invites and receipts included) is leased among the event writers instead."""
+    appservice delivery, the policy lists: fed by the event writer's commits as they
+    happen, remote invites and receipts included, or consulted by its checks) runs on the
+    first event writer instead, which takes every write but a room's sends (with several
+    writers: ``docs/scaling.md``)."""
     holder = workers.instance
     leases = LeaseStore(db)
+    writers = workers.with_role("event_writer")
+    first_writer = writers[0].name if writers else None
 
     def add(
         lifecycle: Lifecycle, name: str, job: Component | Hooks, *, on_writer: bool = False
     ) -> None:
         if not workers.enabled:
             lifecycle.add(name, job)
-        elif holder is not None and workers.has_role("event_writer" if on_writer else "background"):
+        elif holder is None:
+            return
+        elif on_writer:
+            if holder == first_writer:
+                lifecycle.add(name, Leased(name, job, leases, holder))
+        elif workers.has_role("background"):
             lifecycle.add(name, Leased(name, job, leases, holder))
 
     return add

@@ -95,10 +95,7 @@ def build_workers(
             follower = _follower(bus, positions, timeline, writers, own)
             publisher.published.append(follower.published)
             forwarded, links = _forwarding(workers, instance, secret_path, timeline)
-            owners = RoomOwners(tuple(writers))
-            timeline.events.share_rooms(
-                forwarded, lambda room_id: owners.owner(room_id) == instance
-            )
+            timeline.events.share_rooms(forwarded, RoomOwners(tuple(writers)), instance)
             shared += [("events follower", follower), *links]
         return [
             ("bus", bus), ("events position", publisher), *shared, ("stream relay", relay),
@@ -108,7 +105,9 @@ def build_workers(
     # number and store: asked over its internal API, then awaited here (read-your-writes).
     forwarded, links = _forwarding(workers, instance, secret_path, timeline)
     timeline.events.forward_writes(
-        forwarded, f"{instance} does not write events: the deployment's event writers do"
+        forwarded,
+        RoomOwners(tuple(writers)),
+        f"{instance} does not write events: the deployment's event writers do",
     )
     follower = _follower(bus, positions, timeline, writers, None)
     partial: list[tuple[str, Component]] = []

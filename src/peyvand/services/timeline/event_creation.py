@@ -33,6 +33,7 @@ from peyvand.events.relations import relation_columns
 from peyvand.events.room_versions import RoomVersion
 from peyvand.events.signing import SigningKey
 from peyvand.services.timeline.event_writer import EventWriter
+from peyvand.services.timeline.room_owners import RoomOwners
 from peyvand.services.timeline.room_state import RoomSnapshot, StateService
 from peyvand.services.timeline.state_resolution import StateResolver
 from peyvand.services.timeline.stream_tracker import EventPositions
@@ -52,6 +53,8 @@ _NEVER_REDACTED = frozenset({"m.room.create", "m.room.server_acl"})
 # prev_events of new events: the newest forward extremities, at most this many (others'
 # events can leave many; receivers refuse more than 20).
 MAX_PREV_EVENTS = 10
+# Create events signed, at most, to find a room ID (free, and this writer's).
+_ROOM_ID_TRIES = 1000
 
 TxnKey = tuple[str, str, str]
 Countersign = Callable[[Pdu, RoomSnapshot], Awaitable[Pdu]]
@@ -102,14 +105,6 @@ class EventSpec:
     origin_server_ts: int | None = None
 
 
-def _everywhere(_room_id: RoomID) -> bool:
-    return True
-
-
-def _nowhere(_room_id: RoomID) -> bool:
-    return False
-
-
 def _redacts(spec: EventSpec) -> EventID | None:
     """The event an ``m.room.redaction`` redacts: ``spec.redacts`` (``/redact``), else a
     ``redacts`` string in the content (``/send``, where rooms v11+ keep it); the builder
@@ -155,28 +150,50 @@ class EventCreationService:
         self._pending_txns: dict[TxnKey, asyncio.Future[EventID]] = {}
         self._uncommitted: dict[EventID, asyncio.Future[None]] = {}
         # Why this process stores no events (a deployment's process without the
-        # ``event_writer`` role), or None; who stores them instead, and which rooms'
-        # events this process creates itself (one of several event writers).
+        # ``event_writer`` role), or None; with several processes, who stores them
+        # instead and which rooms' events this process creates itself (one of several
+        # event writers: ``RoomOwners``; none without the role).
         self._refused: str | None = None
         self._forwarded: ForwardedWrites | None = None
-        self._writes_here: Callable[[RoomID], bool] = _everywhere
+        self._owners: RoomOwners | None = None
+        self._instance: str | None = None
+        # The next writer asked to create a room whose ID is its create event's hash.
+        self._turn = 0
 
-    def forward_writes(self, forwarded: ForwardedWrites, reason: str) -> None:
+    def forward_writes(self, forwarded: ForwardedWrites, owners: RoomOwners, reason: str) -> None:
         """Store no event from now on (issue 21: only the deployment's event writers
-        allocate positions): ``send`` and ``create_room`` are done by a writer through
-        ``forwarded``; what needs this process (a countersigned invite, events received
-        over federation) is refused with a 503 and ``reason``."""
+        allocate positions): ``send`` and ``create_room`` are done by the room's writer
+        (``owners``) through ``forwarded``; what needs this process (a countersigned
+        invite, events received over federation) is refused with a 503 and ``reason``."""
         self._refused = reason
         self._forwarded = forwarded
-        self._writes_here = _nowhere
+        self._owners = owners
 
-    def share_rooms(
-        self, forwarded: ForwardedWrites, writes_here: Callable[[RoomID], bool]
-    ) -> None:
-        """One of several event writers: ``send`` to a room whose events another writer
-        creates (not ``writes_here``) is done by that writer through ``forwarded``."""
+    def share_rooms(self, forwarded: ForwardedWrites, owners: RoomOwners, instance: str) -> None:
+        """One of several event writers (``instance``): ``send`` to a room another writer
+        owns is done by it through ``forwarded``, and this writer creates only rooms it
+        owns (``create_room``)."""
         self._forwarded = forwarded
-        self._writes_here = writes_here
+        self._owners = owners
+        self._instance = instance
+
+    def _writes_here(self, room_id: RoomID) -> bool:
+        owners = self._owners
+        return owners is None or owners.owner(room_id) == self._instance
+
+    def _room_creator(self, room_id: RoomID | None) -> str | None:
+        """The writer that creates a room (None: this process): the one owning
+        ``room_id``, or, for an ID to come from the create event's hash, each writer in
+        turn (which then makes one it owns)."""
+        owners = self._owners
+        if owners is None:
+            return None
+        if room_id is not None:
+            owner = owners.owner(room_id)
+        else:
+            owner = owners.writers[self._turn % len(owners.writers)]
+            self._turn += 1
+        return None if owner == self._instance else owner
 
     async def start(self) -> None:
         """Continue the stream positions after the stored events."""
@@ -360,15 +377,23 @@ class EventCreationService:
         *,
         room_id: RoomID | None,
         is_public: bool,
+        forwarded: bool = False,
     ) -> tuple[RoomID, list[StoredEvent]]:
         """Create a room: its m.room.create and ``initial`` events, in one group commit.
 
-        ``room_id`` is None for versions whose room ID is the create event's hash.
+        ``room_id`` is None for versions whose room ID is the create event's hash. In a
+        deployment the room's writer creates it (``forward_writes``, ``share_rooms``);
+        ``forwarded``: this call came so from another process (made here, never sent on).
         """
-        if self._refused is not None and self._forwarded is not None:
-            return await self._forwarded.create_room(
-                room_version, creator, create_content, initial, room_id=room_id, is_public=is_public
-            )
+        if self._forwarded is not None and not forwarded:
+            writer = self._room_creator(room_id)
+            if writer is not None:
+                return await self._forwarded.create_room(
+                    writer, room_version, creator, create_content, initial,
+                    room_id=room_id, is_public=is_public,
+                )  # fmt: skip
+        if room_id is not None and not self._writes_here(room_id):
+            raise MatrixError(Errcode.UNKNOWN, f"{room_id} is not created here", status=503)
         now = self._now_ms()
         create = self._sign(
             room_version,
@@ -382,8 +407,14 @@ class EventCreationService:
         )
         # Two identical create events (same creator, content and millisecond) would hash
         # to the same v12 room ID: move the later one on by a millisecond. Nothing awaits
-        # between here and add_room below, so the check cannot race.
-        while self._state.cached_room(create.room_id) is not None:
+        # between here and add_room below, so the check cannot race. One of several event
+        # writers moves it on until the hash is one of its own rooms (as many tries as
+        # there are writers, on average).
+        for _ in range(_ROOM_ID_TRIES):
+            if self._state.cached_room(create.room_id) is None and self._writes_here(
+                create.room_id
+            ):
+                break
             now += 1
             create = self._sign(
                 room_version,
@@ -395,6 +426,8 @@ class EventCreationService:
                 depth=1,
                 origin_server_ts=now,
             )
+        else:
+            raise MatrixError(Errcode.UNKNOWN, "No free room ID was found", status=500)
         room_id = create.room_id
         try:
             check_auth_rules(create, {})

@@ -2,12 +2,13 @@
 
 A process of a deployment without the ``event_writer`` role numbers no events: its
 ``EventCreationService`` hands ``send`` and ``create_room`` to ``ForwardedWrites``, which
-asks the writer (the room's, ``RoomOwners``; the first for a new room; one event writer
-likewise hands another the sends of the other's rooms) over its internal API (``WriterLink``: ``POST
-/_peyvand/internal/v1/events/send`` and ``/rooms/create``, answered by the writer's own
-``EventCreationService``, see ``api.internal``) and returns the stored events, or raises
-the writer's Matrix error unchanged. Background jobs (retention, disappearing messages,
-server notices...) run wherever their lease is held, so they go through here too.
+asks the room's writer (``RoomOwners``; one event writer likewise hands another the
+writes of the other's rooms, and each creates only rooms of its own) over its internal
+API (``WriterLink``: ``POST /_peyvand/internal/v1/events/send`` and ``/rooms/create``,
+answered by the writer's own ``EventCreationService``, see ``api.internal``) and returns
+the stored events, or raises the writer's Matrix error unchanged. Background jobs
+(retention, disappearing messages, server notices...) run wherever their lease is held,
+so they go through here too.
 
 Read-your-writes: the answer is returned once this process has announced the returned
 events' stream positions (its ``EventStreamFollower`` caught up, ``StreamWaiter``), so
@@ -77,8 +78,8 @@ class StreamWaiter:
 
 
 class ForwardedWrites:
-    """``EventCreationService.send`` done by the room's event writer, ``create_room`` by
-    the first writer (``RoomOwners``)."""
+    """``EventCreationService.send`` and ``create_room`` done by the room's event writer
+    (``RoomOwners``; for a room yet to be created, the writer it names)."""
 
     def __init__(
         self,
@@ -110,6 +111,7 @@ class ForwardedWrites:
 
     async def create_room(
         self,
+        writer: str,
         room_version: RoomVersion,
         creator: UserID,
         create_content: Mapping[str, Any],
@@ -126,7 +128,7 @@ class ForwardedWrites:
             "room_id": room_id,
             "is_public": is_public,
         }
-        answer = await self._links[self._owners.writers[0]].post(CREATE_ROOM_PATH, body)
+        answer = await self._links[writer].post(CREATE_ROOM_PATH, body)
         events = answer.get("events")
         created = answer.get("room_id")
         if not isinstance(events, list) or not isinstance(created, str):

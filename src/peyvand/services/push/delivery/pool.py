@@ -27,6 +27,7 @@ import asyncio
 import dataclasses
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence, Set
 from typing import Any, Final, Literal
 
@@ -81,6 +82,10 @@ class UsersWithPushers:
             self._users.add(user_id)
         else:
             self._users.discard(user_id)
+
+
+# A live push for a user's pushers.
+_Live = tuple[UserID, LivePush]
 
 
 def _nowhere(_position: int) -> bool:
@@ -153,10 +158,11 @@ class PusherPool:
         # The bound of each user with pushers (dropped with their last pusher).
         self._user_semaphores: dict[UserID, asyncio.Semaphore] = {}
         self._elsewhere = elsewhere
-        # Positions committed by another writer whose pushes are not read yet.
-        self._elsewhere_range: tuple[int, int] | None = None
-        self._elsewhere_due = asyncio.Event()
-        self._elsewhere_task = BackgroundTask("pushes written elsewhere", self._read_elsewhere)
+        # In position order: ranges of positions committed by another writer whose
+        # notifications are still to be read, and the live pushes told after one.
+        self._behind: deque[tuple[int, int] | list[_Live]] = deque()
+        self._behind_due = asyncio.Event()
+        self._elsewhere_task = BackgroundTask("pushes written elsewhere", self._catch_up_behind)
 
     async def start(self) -> None:
         await self._gateway.start()
@@ -173,7 +179,7 @@ class PusherPool:
     async def stop(self) -> None:
         self._started = False
         await self._elsewhere_task.stop()
-        self._elsewhere_range = None
+        self._behind.clear()
         pushers = [p for by_key in self._pushers.values() for p in by_key.values()]
         self._pushers.clear()
         for pusher in pushers:
@@ -199,16 +205,28 @@ class PusherPool:
             self._announced = max(self._announced, event.stream_ordering)
         if self._started and self._pushers:
             self._note_elsewhere(events)
-        for outcome in self._take_pushes(events):
-            event = outcome.event
-            for user_id, actions in outcome.actions.items():
-                for pusher in self._pushers.get(user_id, {}).values():
-                    pusher.on_push(LivePush(event.stream_ordering, event.pdu, actions.tweaks))
+        live = [
+            (user_id, LivePush(outcome.event.stream_ordering, outcome.event.pdu, actions.tweaks))
+            for outcome in self._take_pushes(events)
+            for user_id, actions in outcome.actions.items()
+        ]
+        if not live:
+            return
+        if self._behind:
+            self._behind.append(live)
+        else:
+            self._hand(live)
+
+    def _hand(self, live: list[_Live]) -> None:
+        for user_id, push in live:
+            for pusher in self._pushers.get(user_id, {}).values():
+                pusher.on_push(push)
 
     def _note_elsewhere(self, events: Sequence[EventToPersist]) -> None:
         """Another event writer evaluated the push rules of its events (issue 21): their
         notifications are read from the database by the pushers of the users in their
-        rooms (``_read_elsewhere``)."""
+        rooms, and this writer's later pushes wait until they are (``_catch_up_behind``),
+        so a pusher never sends a later one first and then skips them."""
         positions = [
             e.stream_ordering
             for e in events
@@ -217,32 +235,39 @@ class PusherPool:
         if not positions:
             return
         low, high = min(positions), max(positions)
-        if self._elsewhere_range is not None:
-            low = min(low, self._elsewhere_range[0])
-        self._elsewhere_range = (low, high)
-        self._elsewhere_due.set()
+        behind = self._behind
+        if behind and isinstance(last := behind[-1], tuple):
+            behind[-1] = (min(low, last[0]), high)
+        else:
+            behind.append((low, high))
+        self._behind_due.set()
 
-    async def _read_elsewhere(self) -> None:
+    async def _catch_up_behind(self) -> None:
+        behind = self._behind
         while True:
-            await self._elsewhere_due.wait()
-            self._elsewhere_due.clear()
-            if self._elsewhere_range is None:
-                continue
-            low, high = self._elsewhere_range
-            try:
-                users = await self._notifications.users_with_events(
-                    list(self._pushers), low - 1, high
-                )
-            except Exception:
-                logger.exception("reading the rooms of pushes written elsewhere failed")
-                self._elsewhere_due.set()
-                await asyncio.sleep(1.0)
-                continue
-            if self._elsewhere_range == (low, high):
-                self._elsewhere_range = None
-            for user_id in users:
-                for pusher in self._pushers.get(user_id, {}).values():
-                    pusher.read_to(high)
+            await self._behind_due.wait()
+            self._behind_due.clear()
+            while behind:
+                item = behind[0]
+                if isinstance(item, list):
+                    self._hand(item)
+                    behind.popleft()
+                    continue
+                low, high = item
+                try:
+                    users = await self._notifications.users_with_events(
+                        list(self._pushers), low - 1, high
+                    )
+                except Exception:
+                    logger.exception("reading the rooms of pushes written elsewhere failed")
+                    await asyncio.sleep(1.0)
+                    continue
+                if behind and behind[0] is not item:
+                    continue  # grown meanwhile: read again
+                behind.popleft()
+                for user_id in users:
+                    for pusher in self._pushers.get(user_id, {}).values():
+                        pusher.read_to(high)
 
     async def on_remote_invite(
         self, pdu: Pdu, stream_ordering: int, invite_state: Sequence[JsonDict]
