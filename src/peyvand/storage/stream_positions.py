@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Final
 
 from peyvand.storage.database import Connection, Database
+from peyvand.storage.leases import instance_lock_key
 
 PURGED_EVENTS: Final = "events.purged"
 _UPSERT: Final = (
@@ -41,3 +42,17 @@ class StreamPositionStore:
             "SELECT instance, position FROM stream_positions WHERE stream = $1", stream
         )
         return {str(row[0]): int(row[1]) for row in rows}
+
+    async def advance_absent(self, stream: str, instance: str, position: int) -> bool:
+        """Record ``position`` for ``instance`` only if no live process holds that
+        instance name (PostgreSQL: its advisory lock, taken for the transaction so the
+        process cannot start meanwhile; ``wiring.leased.InstanceName``). Whether it was
+        recorded."""
+        async with self._db.transaction() as txn:
+            free = await txn.fetchval(
+                "SELECT pg_try_advisory_xact_lock($1)", instance_lock_key(instance)
+            )
+            if not free:
+                return False
+            await txn.execute(_UPSERT, stream, instance, position)
+            return True

@@ -37,6 +37,9 @@ logger = logging.getLogger(__name__)
 LEASE_PERIOD_SECONDS = 6.0
 # Between two tries to take the instance name again after its lock was lost.
 RETAKE_SECONDS = 1.0
+# Tries to take the instance name at start, START_RETRY_SECONDS apart.
+START_TRIES = 10
+START_RETRY_SECONDS = 0.1
 
 
 def _ms(seconds: float) -> int:
@@ -196,6 +199,12 @@ class InstanceName:
         self._retake: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        # Retried briefly: another event writer standing in for this one holds the lock
+        # for a moment (``services.timeline.absent_writers``).
+        for _ in range(START_TRIES - 1):
+            if await self._take():
+                return
+            await asyncio.sleep(START_RETRY_SECONDS)
         if not await self._take():
             raise InstanceNameTaken(
                 f"another live process already runs as worker {self._instance!r} on this "

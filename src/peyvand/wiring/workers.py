@@ -16,6 +16,7 @@ from peyvand.services.federation.partial_state_follower import PartialStateFollo
 from peyvand.services.sync.cache_relay import TOKEN_SECONDS, CacheRelay
 from peyvand.services.sync.stream_relay import StreamRelay
 from peyvand.services.sync.streams import Stream
+from peyvand.services.timeline.absent_writers import AbsentWriters
 from peyvand.services.timeline.event_dispatch import HeldAnnouncements
 from peyvand.services.timeline.event_follower import (
     EventPositionPublisher,
@@ -96,7 +97,9 @@ def build_workers(
             publisher.published.append(follower.published)
             forwarded, links = _forwarding(workers, instance, secret_path, timeline)
             timeline.events.share_rooms(forwarded, RoomOwners(tuple(writers)), instance)
-            shared += [("events follower", follower), *links]
+            others = [w for w in writers if w != instance]
+            absent = AbsentWriters(bus, positions, others, lambda: publisher.newest)
+            shared += [("events follower", follower), *links, ("absent writers", absent)]
         return [
             ("bus", bus), ("events position", publisher), *shared, ("stream relay", relay),
             ("cache relay", caches),

@@ -21,6 +21,7 @@ from peyvand.events.room_versions import ROOM_V12
 from peyvand.events.signing import generate_signing_key
 from peyvand.services.sync.notifier import Notifier
 from peyvand.services.sync.streams import StreamToken
+from peyvand.services.timeline.absent_writers import AbsentWriters
 from peyvand.services.timeline.event_creation import EventCreationService, EventSpec
 from peyvand.services.timeline.event_dispatch import EventDispatcher, HeldAnnouncements
 from peyvand.services.timeline.event_follower import (
@@ -41,6 +42,7 @@ from peyvand.storage.postgres import PostgresDatabase
 from peyvand.storage.remote_invites import RemoteInviteStore
 from peyvand.storage.stream_positions import StreamPositionStore
 from peyvand.types import RoomID, ServerName, UserID
+from peyvand.wiring.leased import InstanceName
 
 pytestmark = pytest.mark.postgres
 
@@ -66,6 +68,7 @@ class Process:
     # Closed: the group commit waits before writing (set once it waits).
     gate: asyncio.Event = field(default_factory=asyncio.Event)
     waiting: asyncio.Event = field(default_factory=asyncio.Event)
+    stopped: bool = False
 
     async def hold(self, _batch: Sequence[EventToPersist]) -> TxnWrite | None:
         if not self.gate.is_set():
@@ -115,6 +118,9 @@ async def _process(dsn: str, name: str) -> Process:
     own: OwnCommits | None = None
     publisher: EventPositionPublisher | None = None
     if name in WRITERS:
+        claim = InstanceName(db, name)
+        await claim.start()
+        process.components.append(claim)
         writer = EventWriter(db, store, dispatcher.on_persisted, dispatcher.on_failed)
         writer.add_pre_commit(process.hold)
         events = EventCreationService(
@@ -139,10 +145,16 @@ async def _process(dsn: str, name: str) -> Process:
         process.components.append(publisher)
     await follower.start()
     process.components.append(follower)
+    if publisher is not None:
+        others = [w for w in WRITERS if w != name]
+        absent = AbsentWriters(bus, positions, others, lambda: publisher.newest)
+        await absent.start()
+        process.components.append(absent)
     return process
 
 
 async def _stop(process: Process) -> None:
+    process.stopped = True
     process.gate.set()
     for component in reversed(process.components):
         await component.stop()
@@ -152,22 +164,41 @@ async def _stop(process: Process) -> None:
     await process.db.close()
 
 
+@dataclass
+class Deployment:
+    dsn: str
+    processes: list[Process]
+
+    async def restart(self, index: int) -> Process:
+        """Stop the process at ``index`` (if running) and start it again (a new one of
+        that name)."""
+        if not self.processes[index].stopped:
+            await _stop(self.processes[index])
+        self.processes[index] = await _process(self.dsn, self.processes[index].name)
+        return self.processes[index]
+
+
 @pytest.fixture
-async def deployment(
-    postgres_cluster: PostgresCluster,
-) -> AsyncIterator[tuple[Process, Process, Process]]:
+async def several(postgres_cluster: PostgresCluster) -> AsyncIterator[Deployment]:
     dsn = postgres_cluster.create_database("writers")
     db = await PostgresDatabase.open(dsn)
     await run_migrations(db)
     await db.close()
-    started: list[Process] = []
+    started = Deployment(dsn, [])
     try:
         for name in (*WRITERS, "reader"):
-            started.append(await _process(dsn, name))
-        yield started[0], started[1], started[2]
+            started.processes.append(await _process(dsn, name))
+        yield started
     finally:
-        for process in reversed(started):
-            await _stop(process)
+        for process in reversed(started.processes):
+            if not process.stopped:
+                await _stop(process)
+
+
+@pytest.fixture
+def deployment(several: Deployment) -> tuple[Process, Process, Process]:
+    first, second, reader = several.processes
+    return first, second, reader
 
 
 async def _until(condition: Callable[[], bool], what: str) -> None:
@@ -245,3 +276,26 @@ async def test_a_position_in_flight_at_one_writer_holds_back_every_process(
         await _reaches(process, above[-1])
         _in_order_once(process, set(first.announced) | set(second.announced))
         assert {held_position, *above} <= set(process.announced)
+
+
+async def test_a_stopped_writer_is_stood_in_for_and_rejoins(several: Deployment) -> None:
+    """writer2 stops (as if killed: its instance name is free): writer1 stands in for it,
+    so every process follows writer1's new messages within seconds instead of waiting
+    for writer2. writer2 started again takes its name back, and what it writes is
+    announced everywhere, above what was passed while it was away."""
+    first, second, reader = several.processes
+    rooms = [await first.room(ALICE), await second.room(BOB)]
+    await _reaches(reader, max(first.position, second.position))
+    await _stop(second)
+    alone = [await first.send(rooms[0], ALICE, f"alone{n}") for n in range(3)]
+    await _reaches(reader, alone[-1])
+    await _reaches(first, alone[-1])
+    assert set(alone) <= set(reader.announced) & set(first.announced)
+
+    second = await several.restart(1)
+    back = await second.send(rooms[1], BOB, "back")
+    assert back > alone[-1]
+    for process in several.processes:
+        await _reaches(process, back)
+    assert back in reader.announced and back in first.announced
+    _in_order_once(reader, set(reader.announced))

@@ -113,6 +113,11 @@ class EventPositionPublisher:
         self._task = BackgroundTask("events position", self._record)
         self._poll = BackgroundTask("poll writers positions", self._poll_others)
 
+    @property
+    def newest(self) -> int:
+        """The newest position published."""
+        return self._newest
+
     def advanced(self, position: int) -> None:
         if self._others and self._tracker.idle:
             position = max(position, self._tracker.heard_upto)
@@ -255,9 +260,10 @@ class EventStreamFollower:
         await self._catch_up.stop()
 
     def _on_message(self, payload: dict[str, Any], sender: str) -> None:
-        position = payload.get("p")
-        if isinstance(position, int):
-            self._note(sender, position)
+        position, writer = payload.get("p"), payload.get("w", sender)
+        if isinstance(position, int) and isinstance(writer, str):
+            # "w": a live writer standing in for an absent one (``absent_writers``).
+            self._note(writer, position)
 
     def published(self, position: int) -> None:
         """This writer published ``position`` (an ``EventPositionPublisher.published``

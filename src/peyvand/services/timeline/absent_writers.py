@@ -1,0 +1,70 @@
+"""Standing in for an event writer that is not running (issue 21, several event writers).
+
+Every process follows the events stream up to the lowest writer's position
+(``event_follower``), so a writer that died (or was never started) would hold every
+process's stream where it stopped, the live writers' own commits included. Each live
+writer therefore checks the others every ``CHECK_SECONDS``: for one that no live process
+runs as (its instance name's advisory lock is free, ``StreamPositionStore.advance_absent``,
+which holds that lock for the transaction so the writer cannot start meanwhile), it
+records and publishes its own newest position as the absent writer's. The claim holds:
+an absent writer commits nothing, and when it starts again it allocates above every
+position stored by then, this one included (``EventPositionPublisher.start``).
+
+A dead writer's rooms are not taken over: their writes fail until it is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+
+from peyvand.background import BackgroundTask
+from peyvand.services.timeline.event_follower import CHANNEL, STREAM
+from peyvand.storage.bus import Bus
+from peyvand.storage.stream_positions import StreamPositionStore
+
+logger = logging.getLogger(__name__)
+
+# How often the other writers are checked.
+CHECK_SECONDS = 1.0
+
+
+class AbsentWriters:
+    def __init__(
+        self,
+        bus: Bus,
+        positions: StreamPositionStore,
+        others: Sequence[str],
+        newest: Callable[[], int],
+    ) -> None:
+        """``others``: the deployment's other event writers; ``newest``: the position
+        this writer published last (committed, or heard of another)."""
+        self._bus = bus
+        self._positions = positions
+        self._others = tuple(others)
+        self._newest = newest
+        self._task = BackgroundTask("absent event writers", self._check)
+
+    async def start(self) -> None:
+        self._task.start()
+
+    async def stop(self) -> None:
+        await self._task.stop()
+
+    async def _check(self) -> None:
+        while True:
+            await asyncio.sleep(CHECK_SECONDS)
+            for writer in self._others:
+                try:
+                    await self.stand_in(writer)
+                except Exception:
+                    logger.exception("standing in for event writer %s failed", writer)
+
+    async def stand_in(self, writer: str) -> bool:
+        """Move ``writer`` to this writer's newest position if it is not running."""
+        position = self._newest()
+        if not await self._positions.advance_absent(STREAM, writer, position):
+            return False
+        self._bus.publish(CHANNEL, {"p": position, "w": writer})
+        return True
