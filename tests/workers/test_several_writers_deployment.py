@@ -210,3 +210,39 @@ async def test_concurrent_senders_in_rooms_of_both_writers_lose_and_reorder_noth
     for index, token in enumerate(senders):
         mine = [b for b in seen[targets[token]] if b.split(":")[0] == str(index)]
         assert mine == [f"{index}:{n}" for n in range(SENDS_EACH)]
+
+
+async def test_a_killed_writer_holds_back_only_its_own_rooms(
+    two_writers: tuple[Nginx, Deployment],
+) -> None:
+    """kill -9 of the second writer: the first stands in for it within seconds, so its
+    own rooms' messages still reach a member syncing through the reader; the killed
+    writer's rooms refuse writes until it is started again, and then take them."""
+    nginx, deployment = two_writers
+    async with aiohttp.ClientSession() as session:
+        token = await _register(session, nginx.base_url, "alice")
+        rooms = await _rooms_of_each_writer(session, nginx.base_url, token)
+        reader = deployment["reader"].base_url
+        since = await _since(session, reader, token, set(rooms.values()))
+        await asyncio.to_thread(deployment["writer2"].kill)
+
+        async def send(room_id: str, body: str) -> int:
+            """The status of a send through nginx (502: nginx's own page, not JSON)."""
+            async with session.put(
+                _client(nginx.base_url, f"/rooms/{room_id}/send/m.room.message/{body}"),
+                json={"msgtype": "m.text", "body": body},
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=TIMEOUT,
+            ) as response:
+                return response.status
+
+        assert await send(rooms["writer"], "while-away") == 200
+        assert await send(rooms["writer2"], "refused") in (502, 503)
+        seen = await _timeline(session, reader, token, {rooms["writer"]}, 1, since)
+        assert seen[rooms["writer"]] == ["while-away"]
+
+        await asyncio.to_thread(deployment["writer2"].start)
+        assert await send(rooms["writer2"], "back") == 200
+        assert await send(rooms["writer"], "after") == 200
+        seen = await _timeline(session, reader, token, set(rooms.values()), 3, since)
+        assert seen == {rooms["writer"]: ["while-away", "after"], rooms["writer2"]: ["back"]}
