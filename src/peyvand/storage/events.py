@@ -151,16 +151,35 @@ class EventStore:
         )
         return await self._events_from_rows(rows)
 
-    async def get_events_in_range(self, after: int, up_to: int, limit: int) -> list[StoredEvent]:
+    async def get_events_in_range(
+        self, after: int, up_to: int, limit: int, *, skip: tuple[int, int, int] | None = None
+    ) -> list[StoredEvent]:
         """Events of every room in ``(after, up_to]``, in stream order, at most ``limit``
-        (a process following another's writes: ``services.timeline.event_follower``)."""
-        rows = await self._db.fetch(
-            f"SELECT {_EVENT_COLUMNS} FROM events WHERE stream_ordering > $1"
-            " AND stream_ordering <= $2 ORDER BY stream_ordering LIMIT $3",
-            after,
-            up_to,
-            limit,
-        )
+        (a process following another's writes: ``services.timeline.event_follower``).
+        ``skip`` (since, count, index): leave out the positions above ``since`` equal to
+        ``index`` modulo ``count`` (one of several event writers' own, not read back)."""
+        if skip is None:
+            rows = await self._db.fetch(
+                f"SELECT {_EVENT_COLUMNS} FROM events WHERE stream_ordering > $1"
+                " AND stream_ordering <= $2 ORDER BY stream_ordering LIMIT $3",
+                after,
+                up_to,
+                limit,
+            )
+        else:
+            since, count, index = skip
+            rows = await self._db.fetch(
+                f"SELECT {_EVENT_COLUMNS} FROM events WHERE stream_ordering > $1"
+                " AND stream_ordering <= $2"
+                " AND NOT (stream_ordering > $4 AND stream_ordering % $5 = $6)"
+                " ORDER BY stream_ordering LIMIT $3",
+                after,
+                up_to,
+                limit,
+                since,
+                count,
+                index,
+            )
         return await self._events_from_rows(rows)
 
     async def current_state_set_between(

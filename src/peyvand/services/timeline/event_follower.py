@@ -204,6 +204,11 @@ class OwnCommits:
         tracker = self.tracker
         return position > tracker.started_after and tracker.lane.owns(position)
 
+    def skipped(self) -> tuple[int, int, int]:
+        """``owns`` as ``EventStore.get_events_in_range``'s ``skip``."""
+        tracker = self.tracker
+        return (tracker.started_after, tracker.lane.count, tracker.lane.index)
+
 
 class EventStreamFollower:
     """A reader's side: catches up with the writers' committed events."""
@@ -309,14 +314,19 @@ class EventStreamFollower:
     async def _catch_up_once(self, target: int) -> None:
         """Read and announce the events after ``position``, up to ``target`` or ``BATCH``
         of them, whichever comes first."""
-        stored = await self._store.get_events_in_range(self._position, target, BATCH)
+        own = self._own
+        stored = await self._store.get_events_in_range(
+            self._position, target, BATCH, skip=None if own is None else own.skipped()
+        )
         up_to = target if len(stored) < BATCH else stored[-1].stream_ordering
         invites = await self._remote_invites.changed_in_range(self._position, up_to)
-        if (own := self._own) is not None:
-            stored = [e for e in stored if not own.owns(e.stream_ordering)]
+        if own is not None:
             invites = [i for i in invites if not own.owns(i.stream_ordering)]
-        changes = await self._state_changes(stored, up_to)
-        batch = await self._to_announce(stored, changes)
+        changes: dict[EventID, _Changes] = {}
+        batch: list[EventToPersist] = []
+        if stored:  # a position moved by a writer's commits of its own alone: nothing to read
+            changes = await self._state_changes(stored, up_to)
+            batch = await self._to_announce(stored, changes)
         rooms = {event.pdu.room_id for event in stored}
         moved = {e.pdu.room_id for e in stored if e.pdu.is_state()}
         moved.update(e.pdu.room_id for e in stored if changes.get(e.pdu.event_id))
