@@ -56,3 +56,26 @@ class StreamPositionStore:
                 return False
             await txn.execute(_UPSERT, stream, instance, position)
             return True
+
+
+class StoodIn(RuntimeError):
+    """Another event writer moved this one's position past a write in flight (it took
+    this writer for absent): the write is refused, never stored below a position the
+    readers passed."""
+
+
+async def fence(txn: Connection, stream: str, instance: str, lowest: int) -> None:
+    """Inside a writer's commit of positions from ``lowest`` up: refuse it (``StoodIn``)
+    if ``instance``'s recorded position is already at or above ``lowest``. The row is
+    read ``FOR SHARE``, so a stand-in's ``advance_absent`` waits for this commit, and one
+    after it is refused."""
+    position = await txn.fetchval(
+        "SELECT position FROM stream_positions WHERE stream = $1 AND instance = $2 FOR SHARE",
+        stream,
+        instance,
+    )
+    if position is not None and int(position) >= lowest:
+        raise StoodIn(
+            f"{instance}'s {stream} position was moved to {position} by another writer, "
+            f"past this commit's {lowest}"
+        )

@@ -187,8 +187,9 @@ class InstanceName:
     connection kept for the purpose: the database lets it go when the process dies. When
     that connection closes under a live process (PostgreSQL restarted, the network), the
     lock is gone with it: the process logs it, is unhealthy (``problem``, /health) and
-    takes the name again every ``RETAKE_SECONDS``; if another process took it meanwhile,
-    it stays unhealthy (two processes of one name), for the operator to stop one."""
+    tries to take the name again every ``RETAKE_SECONDS``; while another process holds it
+    (two processes of one name, for the operator to stop one) it stays unhealthy and
+    keeps trying."""
 
     def __init__(self, db: AdvisoryLocks, instance: str) -> None:
         self._db = db
@@ -249,15 +250,19 @@ class InstanceName:
         if stale is not None:
             with contextlib.suppress(Exception):
                 await stale.aclose()
+        taken_by_another = False
         while True:
             try:
                 if await self._take():
                     self._lost = None
                     logger.info("instance name %r held again", self._instance)
                     return
-                self._lost = f"another live process took instance name {self._instance!r}"
-                logger.error("%s: two processes run under one name; stop one", self._lost)
-                return
+                # Held elsewhere: another process of this name, or an event writer
+                # standing in for this one for a moment (``absent_writers``): tried on.
+                if not taken_by_another:
+                    taken_by_another = True
+                    self._lost = f"another live process holds instance name {self._instance!r}"
+                    logger.error("%s: two processes run under one name? trying on", self._lost)
             except Exception as exc:
                 logger.warning("taking instance name %r again failed: %r", self._instance, exc)
             await asyncio.sleep(RETAKE_SECONDS)

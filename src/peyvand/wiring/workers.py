@@ -16,7 +16,7 @@ from peyvand.services.federation.partial_state_follower import PartialStateFollo
 from peyvand.services.sync.cache_relay import TOKEN_SECONDS, CacheRelay
 from peyvand.services.sync.stream_relay import StreamRelay
 from peyvand.services.sync.streams import Stream
-from peyvand.services.timeline.absent_writers import AbsentWriters
+from peyvand.services.timeline.absent_writers import AbsentWriters, commit_fence
 from peyvand.services.timeline.event_dispatch import HeldAnnouncements
 from peyvand.services.timeline.event_follower import (
     EventPositionPublisher,
@@ -99,6 +99,7 @@ def build_workers(
             timeline.events.share_rooms(forwarded, RoomOwners(tuple(writers)), instance)
             others = [w for w in writers if w != instance]
             absent = AbsentWriters(bus, positions, others, lambda: publisher.newest)
+            timeline.writer.add_pre_commit(commit_fence(instance))
             shared += [("events follower", follower), *links, ("absent writers", absent)]
         return [
             ("bus", bus), ("events position", publisher), *shared, ("stream relay", relay),

@@ -21,7 +21,7 @@ from peyvand.events.room_versions import ROOM_V12
 from peyvand.events.signing import generate_signing_key
 from peyvand.services.sync.notifier import Notifier
 from peyvand.services.sync.streams import StreamToken
-from peyvand.services.timeline.absent_writers import AbsentWriters
+from peyvand.services.timeline.absent_writers import AbsentWriters, commit_fence
 from peyvand.services.timeline.event_creation import EventCreationService, EventSpec
 from peyvand.services.timeline.event_dispatch import EventDispatcher, HeldAnnouncements
 from peyvand.services.timeline.event_follower import (
@@ -40,7 +40,7 @@ from peyvand.storage.migrations import run_migrations
 from peyvand.storage.models import EventToPersist
 from peyvand.storage.postgres import PostgresDatabase
 from peyvand.storage.remote_invites import RemoteInviteStore
-from peyvand.storage.stream_positions import StreamPositionStore
+from peyvand.storage.stream_positions import StoodIn, StreamPositionStore
 from peyvand.types import RoomID, ServerName, UserID
 from peyvand.wiring.leased import InstanceName
 
@@ -69,6 +69,7 @@ class Process:
     gate: asyncio.Event = field(default_factory=asyncio.Event)
     waiting: asyncio.Event = field(default_factory=asyncio.Event)
     stopped: bool = False
+    claim: InstanceName | None = None
 
     async def hold(self, _batch: Sequence[EventToPersist]) -> TxnWrite | None:
         if not self.gate.is_set():
@@ -121,8 +122,10 @@ async def _process(dsn: str, name: str) -> Process:
         claim = InstanceName(db, name)
         await claim.start()
         process.components.append(claim)
+        process.claim = claim
         writer = EventWriter(db, store, dispatcher.on_persisted, dispatcher.on_failed)
         writer.add_pre_commit(process.hold)
+        writer.add_pre_commit(commit_fence(name))
         events = EventCreationService(
             HERE, generate_signing_key(name), store, state, writer, positions=tracker
         )
@@ -298,4 +301,39 @@ async def test_a_stopped_writer_is_stood_in_for_and_rejoins(several: Deployment)
     for process in several.processes:
         await _reaches(process, back)
     assert back in reader.announced and back in first.announced
+    _in_order_once(reader, set(reader.announced))
+
+
+async def test_a_writer_taken_for_absent_has_its_write_below_the_move_refused(
+    several: Deployment,
+) -> None:
+    """writer2's lock connection is gone while it runs (its name free, as after a lost
+    database connection) and a message of its waits in its group commit: writer1 takes
+    it for absent and moves its position past the message. The commit is then refused
+    (the sender gets an error), never stored below a position the readers passed; the
+    next message is allocated above the move and announced everywhere."""
+    first, second, reader = several.processes
+    rooms = [await first.room(ALICE), await second.room(BOB)]
+    await _reaches(reader, max(first.position, second.position))
+    second.gate.clear()
+    second.waiting.clear()
+    held = asyncio.create_task(second.send(rooms[1], BOB, "held"))
+    async with asyncio.timeout(WAIT_SECONDS):
+        await second.waiting.wait()
+    held_position = second.tracker.persisted_upto + 1
+    above = [await first.send(rooms[0], ALICE, f"above{n}") for n in range(4)]
+    assert above[-1] > held_position
+    assert second.claim is not None
+    await second.claim.stop()  # the name is free: writer1 stands in within a second
+    await _reaches(reader, above[-1])
+    second.gate.set()
+    with pytest.raises(StoodIn):
+        async with asyncio.timeout(WAIT_SECONDS):
+            await held
+    assert held_position not in reader.announced
+    later = await second.send(rooms[1], BOB, "later")
+    assert later > above[-1]
+    for process in several.processes:
+        await _reaches(process, later)
+        assert held_position not in process.announced
     _in_order_once(reader, set(reader.announced))

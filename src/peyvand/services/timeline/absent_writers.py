@@ -10,6 +10,14 @@ records and publishes its own newest position as the absent writer's. The claim 
 an absent writer commits nothing, and when it starts again it allocates above every
 position stored by then, this one included (``EventPositionPublisher.start``).
 
+A writer is taken for absent when its instance name's lock is free, which also happens
+to a live writer whose lock connection closed (it takes the name again within seconds).
+So every writer's commit reads its own recorded position first (``fence``, ``FOR
+SHARE``): a stand-in's move waits for the commits in flight, and a commit below a
+position moved so is refused (the client gets an error, the event is not stored), never
+stored below a position the readers passed. The writer then allocates above the
+position it was moved to (``EventPositionPublisher``).
+
 A dead writer's rooms are not taken over: their writes fail until it is back.
 """
 
@@ -21,8 +29,11 @@ from collections.abc import Callable, Sequence
 
 from peyvand.background import BackgroundTask
 from peyvand.services.timeline.event_follower import CHANNEL, STREAM
+from peyvand.services.timeline.event_writer import PreCommitHook, TxnWrite
 from peyvand.storage.bus import Bus
-from peyvand.storage.stream_positions import StreamPositionStore
+from peyvand.storage.database import Connection
+from peyvand.storage.models import EventToPersist
+from peyvand.storage.stream_positions import StreamPositionStore, fence
 
 logger = logging.getLogger(__name__)
 
@@ -68,3 +79,20 @@ class AbsentWriters:
             return False
         self._bus.publish(CHANNEL, {"p": position, "w": writer})
         return True
+
+
+def commit_fence(instance: str) -> PreCommitHook:
+    """The ``EventWriter`` pre-commit hook of one of several writers: its commit is
+    refused if another writer moved its position past the batch (``fence``)."""
+
+    async def hook(batch: Sequence[EventToPersist]) -> TxnWrite | None:
+        lowest = min((e.stream_ordering for e in batch if e.stream_ordering > 0), default=None)
+        if lowest is None:
+            return None
+
+        async def write(txn: Connection) -> None:
+            await fence(txn, STREAM, instance, lowest)
+
+        return write
+
+    return hook

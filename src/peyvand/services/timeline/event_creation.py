@@ -392,8 +392,8 @@ class EventCreationService:
                     writer, room_version, creator, create_content, initial,
                     room_id=room_id, is_public=is_public,
                 )  # fmt: skip
-        if room_id is not None and not self._writes_here(room_id):
-            raise MatrixError(Errcode.UNKNOWN, f"{room_id} is not created here", status=503)
+        if self._refused is not None or (room_id is not None and not self._writes_here(room_id)):
+            raise MatrixError(Errcode.UNKNOWN, "The room is not created here", status=503)
         now = self._now_ms()
         create = self._sign(
             room_version,

@@ -134,8 +134,14 @@ class EventPositionPublisher:
 
     def _on_message(self, payload: dict[str, Any], sender: str) -> None:
         position = payload.get("p")
-        if sender in self._others and isinstance(position, int):
-            self._heard(position)
+        if sender not in self._others or not isinstance(position, int):
+            return
+        if payload.get("w") == self._instance:
+            # Another writer took this one for absent and moved its position: what is
+            # in flight below it is refused at commit (``absent_writers.fence``), and
+            # what comes next is allocated above it.
+            logger.warning("event writer %s stood in for this one at %d", sender, position)
+        self._heard(position)
 
     def _heard(self, position: int) -> None:
         """Another writer is at ``position`` (a committed one): allocate above it, and
@@ -266,9 +272,15 @@ class EventStreamFollower:
 
     def _on_message(self, payload: dict[str, Any], sender: str) -> None:
         position, writer = payload.get("p"), payload.get("w", sender)
-        if isinstance(position, int) and isinstance(writer, str):
-            # "w": a live writer standing in for an absent one (``absent_writers``).
-            self._note(writer, position)
+        if not isinstance(position, int) or not isinstance(writer, str):
+            return
+        if writer != sender:
+            # A live writer standing in for an absent one (``absent_writers``); not
+            # taken for this writer itself, which publishes its own positions.
+            own = self._own
+            if sender not in self._writers or (own is not None and writer == own.instance):
+                return
+        self._note(writer, position)
 
     def published(self, position: int) -> None:
         """This writer published ``position`` (an ``EventPositionPublisher.published``

@@ -248,26 +248,32 @@ class PusherPool:
             await self._behind_due.wait()
             self._behind_due.clear()
             while behind:
-                item = behind[0]
-                if isinstance(item, list):
-                    self._hand(item)
-                    behind.popleft()
-                    continue
-                low, high = item
                 try:
-                    users = await self._notifications.users_with_events(
-                        list(self._pushers), low - 1, high
-                    )
+                    await self._next_behind()
                 except Exception:
-                    logger.exception("reading the rooms of pushes written elsewhere failed")
+                    logger.exception("catching up on pushes written elsewhere failed")
                     await asyncio.sleep(1.0)
-                    continue
-                if behind and behind[0] is not item:
-                    continue  # grown meanwhile: read again
-                behind.popleft()
-                for user_id in users:
-                    for pusher in self._pushers.get(user_id, {}).values():
-                        pusher.read_to(high)
+
+    async def _next_behind(self) -> None:
+        """Deal with the head of ``_behind``: hand out live pushes, or have the pushers of
+        the users in the rooms of a range of another writer's events read it."""
+        behind = self._behind
+        item = behind[0]
+        if isinstance(item, list):
+            behind.popleft()
+            self._hand(item)
+            return
+        low, high = item
+        users = await self._notifications.users_with_events(list(self._pushers), low - 1, high)
+        for user_id in users:
+            for pusher in self._pushers.get(user_id, {}).values():
+                pusher.read_to(high)
+        head = behind[0] if behind else None
+        if head is item:
+            behind.popleft()
+        elif isinstance(head, tuple):
+            # The range grew while it was read: what is left is above ``high``.
+            behind[0] = (high + 1, head[1])
 
     async def on_remote_invite(
         self, pdu: Pdu, stream_ordering: int, invite_state: Sequence[JsonDict]
