@@ -139,6 +139,16 @@ class MatrixError(Exception):
         return {"errcode": self.errcode.value, "error": self.message, **self.extra}
 
 
+class ProcessUnreachable(MatrixError):
+    """Another process of a deployment could not be connected to (issue 21): the request
+    never reached it, so it may be asked of another (a 503 to a client otherwise)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            Errcode.UNKNOWN, "Another process of this server did not answer", status=503
+        )
+
+
 def forbidden(message: str) -> MatrixError:
     return MatrixError(Errcode.FORBIDDEN, message)
 

@@ -19,7 +19,7 @@ from typing import Any, Final
 import aiohttp
 import orjson
 
-from peyvand.errors import Errcode, MatrixError
+from peyvand.errors import Errcode, MatrixError, ProcessUnreachable
 from peyvand.types import JsonDict
 
 __all__ = ["WorkerClient", "read_secret"]
@@ -72,6 +72,9 @@ class WorkerClient:
                     status = response.status
         except TimeoutError:
             raise _unavailable(f"{path}: no answer within {self._timeout} s") from None
+        except aiohttp.ClientConnectorError as exc:
+            logger.warning("request to another process failed: %s: %s", path, exc)
+            raise ProcessUnreachable from None
         except aiohttp.ClientError as exc:
             raise _unavailable(f"{path}: {exc}") from None
         if len(raw) > MAX_ANSWER_BYTES:

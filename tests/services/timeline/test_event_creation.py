@@ -9,7 +9,7 @@ from typing import cast
 
 import pytest
 
-from peyvand.errors import MatrixError
+from peyvand.errors import MatrixError, ProcessUnreachable
 from peyvand.events.room_versions import ROOM_V10, ROOM_V12
 from peyvand.events.signing import generate_signing_key
 from peyvand.services.sync.notifier import Notifier
@@ -159,3 +159,35 @@ async def test_a_writer_creates_only_rooms_it_owns(tmp_path: Path) -> None:
         assert refused.value.status == 503
         here = await create(None, here=True)  # forwarded to this writer: made here
         assert owners.owner(here) == "w2"
+
+
+class _Down(_Forwarded):
+    """The other writer is down: nothing reaches it."""
+
+    async def create_room(
+        self, writer: str, *_args: object, room_id: RoomID | None, is_public: bool
+    ) -> tuple[RoomID, list[object]]:
+        self.created.append((writer, room_id))
+        raise ProcessUnreachable
+
+
+async def test_a_room_to_be_named_is_made_here_when_the_other_writer_is_down(
+    tmp_path: Path,
+) -> None:
+    owners = RoomOwners(("w1", "w2"))
+    async with _events(tmp_path, Lane(1, 2)) as (service, store):
+        down = _Down()
+        service.share_rooms(cast(ForwardedWrites, down), owners, "w2")
+        join = EventSpec("m.room.member", {"membership": "join"}, ALICE)
+        created, _ = await service.create_room(
+            ROOM_V12, ALICE, {"room_version": "12"}, [join], room_id=None, is_public=False
+        )
+        assert down.created == [("w1", None)]  # asked first, in turn, and down
+        assert owners.owner(created) == "w2" and await store.get_room(created) is not None
+        theirs = next(RoomID(f"!{c}x:example.org") for c in shard_characters(0, 2))
+        with pytest.raises(ProcessUnreachable):  # a chosen ID is its owner's alone
+            await service.create_room(
+                ROOM_V10, ALICE, {"creator": ALICE}, [join], room_id=theirs, is_public=False
+            )
+        # An upgrade's new room is drawn beside the old one: one writer takes both.
+        assert {owners.owner(service.new_room_id(beside=theirs)) for _ in range(20)} == {"w1"}

@@ -13,7 +13,6 @@ countersign the invite: Server-Server API, "Inviting to a room"), as Synapse doe
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -271,11 +270,7 @@ class RoomsService:
             content.update(await self._profile_of(invitee))
             initial.append(EventSpec("m.room.member", content, invitee))
 
-        room_id = (
-            None
-            if version.room_id_is_create_event_hash
-            else RoomID(f"!{secrets.token_urlsafe(18)}:{self._server_name}")
-        )
+        room_id = None if version.room_id_is_create_event_hash else self._events.new_room_id()
         created, _ = await self._events.create_room(
             version,
             creator,

@@ -26,7 +26,6 @@
 from __future__ import annotations
 
 import logging
-import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final
 
@@ -180,7 +179,7 @@ class RoomUpgradeService:
         tombstone_id = None
         new_room_id = None
         if not version.room_id_is_create_event_hash:
-            new_room_id = RoomID(f"!{secrets.token_urlsafe(18)}:{self._server_name}")
+            new_room_id = self._events.new_room_id(beside=room_id)
             tombstone_id = await self._tombstone(user_id, room_id, new_room_id)
             creation["predecessor"]["event_id"] = tombstone_id
         power = old.get(POWER_LEVELS_KEY)

@@ -17,12 +17,13 @@ later events of the same room can join the same commit.
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from peyvand.errors import Errcode, MatrixError
+from peyvand.errors import Errcode, MatrixError, ProcessUnreachable
 from peyvand.events.auth import AuthError, auth_types_for_event, check_auth_rules
 from peyvand.events.builder import EventTooLargeError, build_pdu
 from peyvand.events.canonical_json import encode_canonical_json
@@ -180,6 +181,17 @@ class EventCreationService:
     def _writes_here(self, room_id: RoomID) -> bool:
         owners = self._owners
         return owners is None or owners.owner(room_id) == self._instance
+
+    def new_room_id(self, beside: RoomID | None = None) -> RoomID:
+        """A random room ID of this server (room versions whose ID is not the create
+        event's hash); in a deployment of several event writers, one of the same
+        writer as ``beside`` (a room upgrade's old room: its tombstone and the new
+        room's creation then go to one writer)."""
+        while True:
+            room_id = RoomID(f"!{secrets.token_urlsafe(18)}:{self._server_name}")
+            owners = self._owners
+            if beside is None or owners is None or owners.owner(room_id) == owners.owner(beside):
+                return room_id
 
     def _room_creator(self, room_id: RoomID | None) -> str | None:
         """The writer that creates a room (None: this process): the one owning
@@ -386,12 +398,21 @@ class EventCreationService:
         ``forwarded``: this call came so from another process (made here, never sent on).
         """
         if self._forwarded is not None and not forwarded:
-            writer = self._room_creator(room_id)
-            if writer is not None:
-                return await self._forwarded.create_room(
-                    writer, room_version, creator, create_content, initial,
-                    room_id=room_id, is_public=is_public,
-                )  # fmt: skip
+            for _ in range(len(self._owners.writers) if self._owners is not None else 1):
+                writer = self._room_creator(room_id)
+                if writer is None:
+                    break
+                try:
+                    return await self._forwarded.create_room(
+                        writer, room_version, creator, create_content, initial,
+                        room_id=room_id, is_public=is_public,
+                    )  # fmt: skip
+                except ProcessUnreachable:
+                    # A writer that is down: a room yet to be named is another's to make.
+                    if room_id is not None:
+                        raise
+            else:
+                raise ProcessUnreachable
         if self._refused is not None or (room_id is not None and not self._writes_here(room_id)):
             raise MatrixError(Errcode.UNKNOWN, "The room is not created here", status=503)
         now = self._now_ms()
