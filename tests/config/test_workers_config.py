@@ -171,6 +171,24 @@ def test_several_event_writers_share_the_positions(tmp_path: Path) -> None:
         load_config(path)
 
 
+def test_at_most_sixteen_event_writers(tmp_path: Path) -> None:
+    """Rooms are shared by the first character of their ID: more writers than 16 would
+    leave some with no room of their own."""
+    writers = ", ".join(
+        f'{{name = "w{i}", roles = ["event_writer"], port = {1000 + i}}}' for i in range(17)
+    )
+    path = tmp_path / "many.toml"
+    path.write_text(
+        BASE.format(url=POSTGRES)
+        + '[workers]\nsecret_path = "s"\ninstances = ['
+        + writers
+        + ', {name = "rest", roles = ["client_reader", "federation_inbound",'
+        ' "federation_sender", "media", "background"], port = 999}]\n'
+    )
+    with pytest.raises(ConfigError, match="at most 16 processes"):
+        load_config(path)
+
+
 def test_rendered_deployment_loads_back(tmp_path: Path) -> None:
     config = load_config(write(tmp_path))
     rendered = tmp_path / "rendered.toml"

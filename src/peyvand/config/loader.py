@@ -764,6 +764,10 @@ def _check_server_notices(notices: ServerNoticesConfig) -> None:
 
 _WORKER_NAME: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
 # Roles that go with the event writer for now, and why.
+# Rooms are shared by the first character of their ID's opaque part, a URL-safe base64
+# character for the IDs made here (``services.timeline.room_owners``): with more writers
+# than this, some would own none of those (the code points span 45-122).
+_MAX_EVENT_WRITERS: Final = 16
 ROLES_WITH_THE_WRITER: Final = {
     "federation_inbound": "it stores received events, which only the event writer does for now",
     "federation_sender": "the event writer queues the outgoing events in its own commits, "
@@ -815,6 +819,11 @@ def _check_workers(workers: WorkersConfig, config: Config) -> None:
     if missing:
         raise ConfigError(f"'workers.instances': no process has the role {missing[0]!r}")
     writers = workers.with_role("event_writer")
+    if len(writers) > _MAX_EVENT_WRITERS:
+        raise ConfigError(
+            f"'workers.instances': at most {_MAX_EVENT_WRITERS} processes with the role "
+            "'event_writer' (rooms are shared by the first character of their ID)"
+        )
     if len(writers) > 1 and config.federation.enabled:
         raise ConfigError(
             "'workers.instances': several processes with the role 'event_writer' need "
