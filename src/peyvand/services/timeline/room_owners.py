@@ -6,7 +6,8 @@ A room belongs to the writer chosen by the first character of its ID's opaque pa
 character after ``!``): its code point modulo the number of writers. Room IDs are random
 or hashes (``!`` followed by a base64 event hash in room version 12), so the character is
 spread evenly; and a reverse proxy can compute it with a regular expression alone
-(``room_path_shards``), so nginx sends a room's writes straight to its writer. A room
+(``shard_characters``, in ``peyvand deployment nginx``'s maps), so nginx sends a room's
+sends straight to its writer. A room
 whose ID starts otherwise (no character after ``!``, or one outside printable ASCII)
 belongs to the first writer.
 """
