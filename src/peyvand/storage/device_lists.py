@@ -2,7 +2,8 @@
 membership changes in rooms that decide who must hear of them (End-to-End Encryption,
 "Tracking the device list for a user").
 
-The caller allocates positions and serialises writes, so the stream has no reordering.
+Positions are taken from the stored ones (``add_change``), so the processes of a
+deployment that record changes never take the same one.
 """
 
 from __future__ import annotations
@@ -12,9 +13,12 @@ from collections.abc import Sequence
 import orjson
 
 from peyvand.storage.database import Database, iter_chunks, placeholders
+from peyvand.storage.errors import ConflictError
 from peyvand.types import RoomID, UserID
 
 _CHUNK = 500
+# Positions tried by ``add_change`` against other processes' simultaneous changes.
+_ADD_TRIES = 20
 
 # (room, member, membership) of one m.room.member event.
 MembershipChange = tuple[RoomID, UserID, str]
@@ -28,12 +32,24 @@ class DeviceListStore:
         value = await self._db.fetchval("SELECT MAX(stream_id) FROM device_lists_stream")
         return int(value or 0)
 
-    async def add_change(self, user_id: UserID, position: int) -> None:
-        await self._db.execute(
-            "INSERT INTO device_lists_stream (stream_id, user_id) VALUES ($1, $2)",
-            position,
-            user_id,
-        )
+    async def add_change(self, user_id: UserID, above: int) -> int:
+        """Record a change of ``user_id``'s devices at the next position, above ``above``
+        and every stored one; that position. Several processes of a deployment record
+        changes (a client reader's fetch of another server's user's devices, issue 21):
+        a position taken by another meanwhile is a conflict, and the next is tried, so
+        positions commit in order."""
+        for _ in range(_ADD_TRIES):
+            position = max(above, await self.get_max_position()) + 1
+            try:
+                await self._db.execute(
+                    "INSERT INTO device_lists_stream (stream_id, user_id) VALUES ($1, $2)",
+                    position,
+                    user_id,
+                )
+            except ConflictError:
+                continue
+            return position
+        raise ConflictError(f"no device list position after {_ADD_TRIES} tries")
 
     async def get_changed_users(self, after: int, until: int) -> set[UserID]:
         """Every user with a change in ``(after, until]``."""

@@ -183,8 +183,7 @@ class World:
         self.extras.on_receipt(row, self._position)
 
     async def device_list_change(self, user_id: UserID) -> None:
-        self._position += 1
-        await self.device_lists.add_change(user_id, self._position)
+        self._position = await self.device_lists.add_change(user_id, self._position)
         self.notifier.advance(Stream.DEVICE_LISTS, self._position, ())
         self.extras.on_device_list_changed(user_id)
 

@@ -143,8 +143,10 @@ class FakeLists:
     async def get_max_position(self) -> int:
         return self.position
 
-    async def add_change(self, user_id: UserID, position: int) -> None:
+    async def add_change(self, user_id: UserID, above: int) -> int:
+        position = max([above, *(p for p, _ in self.changes)]) + 1
         self.changes.append((position, user_id))
+        return position
 
     async def get_changed_users(self, after: int, until: int) -> set[UserID]:
         self.range_reads += 1

@@ -107,8 +107,11 @@ class DeviceListService:
             wake = await self._local_room_peers(user_id)
             wake.add(user_id)
         async with self._write_lock:
-            position = self._position + 1
-            await self._store.add_change(user_id, position)
+            position = await self._store.add_change(user_id, self._position)
+            if position > self._position + 1:
+                # Another process recorded changes in between that the log here lacks:
+                # they are read from the store (as ``written_elsewhere``).
+                self._log_floor = max(self._log_floor, position - 1)
             self._position = position
             self._log_positions.append(position)
             self._log_users.append(user_id)
