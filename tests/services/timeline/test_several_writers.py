@@ -249,6 +249,26 @@ async def test_two_writers_interleave_and_every_process_sees_the_stream_in_order
     assert set(alone) <= set(reader.announced)
 
 
+async def _held_below(
+    first: Process, second: Process, reader: Process
+) -> tuple[asyncio.Task[int], int, list[int], RoomID]:
+    """A room of each writer; a message of ``second``'s held in its group commit (the
+    task sending it, its position) and four of ``first``'s sent meanwhile, the last
+    above it (``first`` allocates above what it heard of ``second``, which published
+    nothing of the held message); ``second``'s room."""
+    rooms = [await first.room(ALICE), await second.room(BOB)]
+    await _reaches(reader, max(first.position, second.position))
+    second.gate.clear()
+    second.waiting.clear()
+    held = asyncio.create_task(second.send(rooms[1], BOB, "held"))
+    async with asyncio.timeout(WAIT_SECONDS):
+        await second.waiting.wait()
+    held_position = second.tracker.persisted_upto + 1
+    above = [await first.send(rooms[0], ALICE, f"above{n}") for n in range(4)]
+    assert above[-1] > held_position
+    return held, held_position, above, rooms[1]
+
+
 async def test_a_position_in_flight_at_one_writer_holds_back_every_process(
     deployment: tuple[Process, Process, Process],
 ) -> None:
@@ -256,18 +276,7 @@ async def test_a_position_in_flight_at_one_writer_holds_back_every_process(
     nobody announces writer1's messages (writer1 itself neither) until writer2's
     commit lands, then everyone announces both, in order."""
     first, second, reader = deployment
-    rooms = [await first.room(ALICE), await second.room(BOB)]
-    await _reaches(reader, first.position)
-    second.gate.clear()
-    second.waiting.clear()
-    held = asyncio.create_task(second.send(rooms[1], BOB, "held"))
-    async with asyncio.timeout(WAIT_SECONDS):
-        await second.waiting.wait()
-    held_position = second.tracker.persisted_upto + 1
-    # writer1 allocates above what it heard of writer2, which published nothing of the
-    # held message: a few sends pass its position.
-    above = [await first.send(rooms[0], ALICE, f"above{n}") for n in range(4)]
-    assert above[-1] > held_position
+    held, held_position, above, _ = await _held_below(first, second, reader)
     await asyncio.sleep(0.5)
     for process in deployment:
         assert process.position < held_position, process.name
@@ -313,16 +322,7 @@ async def test_a_writer_taken_for_absent_has_its_write_below_the_move_refused(
     (the sender gets an error), never stored below a position the readers passed; the
     next message is allocated above the move and announced everywhere."""
     first, second, reader = several.processes
-    rooms = [await first.room(ALICE), await second.room(BOB)]
-    await _reaches(reader, max(first.position, second.position))
-    second.gate.clear()
-    second.waiting.clear()
-    held = asyncio.create_task(second.send(rooms[1], BOB, "held"))
-    async with asyncio.timeout(WAIT_SECONDS):
-        await second.waiting.wait()
-    held_position = second.tracker.persisted_upto + 1
-    above = [await first.send(rooms[0], ALICE, f"above{n}") for n in range(4)]
-    assert above[-1] > held_position
+    held, held_position, above, room = await _held_below(first, second, reader)
     assert second.claim is not None
     await second.claim.stop()  # the name is free: writer1 stands in within a second
     await _reaches(reader, above[-1])
@@ -331,7 +331,7 @@ async def test_a_writer_taken_for_absent_has_its_write_below_the_move_refused(
         async with asyncio.timeout(WAIT_SECONDS):
             await held
     assert held_position not in reader.announced
-    later = await second.send(rooms[1], BOB, "later")
+    later = await second.send(room, BOB, "later")
     assert later > above[-1]
     for process in several.processes:
         await _reaches(process, later)
