@@ -139,3 +139,13 @@ def test_an_idle_writer_is_past_what_it_heard_a_busy_one_is_not() -> None:
     tracker.heard(50)
     assert tracker.persisted_upto == 50
     assert tracker.allocate() == 51
+
+
+def test_clear_below_a_position_means_nothing_in_flight_up_to_it() -> None:
+    tracker: StreamTracker[str] = StreamTracker(10, Lane(1, 2))
+    assert tracker.clear_below(100)
+    busy = tracker.allocate()
+    assert busy == 11
+    assert tracker.clear_below(10) and not tracker.clear_below(11)
+    tracker.finished(busy)
+    assert tracker.clear_below(100)

@@ -14,8 +14,9 @@ reconnects.
 With several event writers (each allocating in its ``Lane``), every writer also follows
 the others: it reads their commits as a reader does and tells its own in position order
 among them (``OwnCommits``), once every writer is past them. A writer with nothing in
-flight publishes the highest position it heard of the others (it will allocate above
-it), so a writer that writes less never holds the stream back; Synapse's
+flight at or below the highest position it heard of the others publishes that one (it
+will allocate above it), so a writer that writes less, or is busy higher up, never
+holds the stream back; Synapse's
 ``MultiWriterIdGenerator`` moves an idle writer the same way. Until every writer has
 recorded a position (each does when it starts, before it allocates) a follower does
 not move: it cannot know where an unheard writer's first position will be.
@@ -82,7 +83,7 @@ class EventPositionPublisher:
     """An event writer's side: publishes each position its dispatcher releases (an
     ``EventDispatcher.advanced`` callback) and records the newest in the database, at
     most every ``RECORD_SECONDS``, one write at a time. One of several writers also
-    hears the others' positions, allocates above them and, with nothing in flight,
+    hears the others' positions, allocates above them and, with nothing in flight below,
     publishes them as its own."""
 
     def __init__(
@@ -119,8 +120,9 @@ class EventPositionPublisher:
         return self._newest
 
     def advanced(self, position: int) -> None:
-        if self._others and self._tracker.idle:
-            position = max(position, self._tracker.heard_upto)
+        heard = self._tracker.heard_upto
+        if self._others and self._tracker.clear_below(heard):
+            position = max(position, heard)
         self._publish(position)
 
     def _publish(self, position: int) -> None:
@@ -145,10 +147,12 @@ class EventPositionPublisher:
 
     def _heard(self, position: int) -> None:
         """Another writer is at ``position`` (a committed one): allocate above it, and
-        when nothing is in flight here, be there too."""
+        when nothing at or below it is in flight here, be there too (a writer busy
+        above it does not hold the others back either)."""
         self._tracker.heard(position)
-        if self._tracker.idle:
-            self._publish(self._tracker.heard_upto)
+        heard = self._tracker.heard_upto
+        if self._tracker.clear_below(heard):
+            self._publish(heard)
 
     async def start(self) -> None:
         self._newest = max(self._newest, self._announced())

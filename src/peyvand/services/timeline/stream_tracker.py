@@ -107,6 +107,10 @@ class StreamTracker(Generic[W]):
         """Whether no allocated position is in flight."""
         return not self._in_flight
 
+    def clear_below(self, position: int) -> bool:
+        """Whether no allocated position at or below ``position`` is in flight."""
+        return not self._in_flight or self._in_flight[0] > position
+
     @property
     def persisted_upto(self) -> int:
         """The highest position at and below which none of this writer's is in flight
