@@ -80,9 +80,7 @@ class Timeline:
         """Whether the event at ``position`` was committed by another event writer (one
         of several), so that what its commit evaluated here is in the database only."""
         tracker = self.positions
-        return tracker.lane.count > 1 and not (
-            tracker.lane.owns(position) and position > tracker.started_after
-        )
+        return tracker.lane.count > 1 and not tracker.allocated_here(position)
 
     async def announced(self) -> int:
         """The events position this process has announced: every event at or below it

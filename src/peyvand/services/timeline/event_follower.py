@@ -211,8 +211,7 @@ class OwnCommits:
     held: HeldAnnouncements
 
     def owns(self, position: int) -> bool:
-        tracker = self.tracker
-        return position > tracker.started_after and tracker.lane.owns(position)
+        return self.tracker.allocated_here(position)
 
     def skipped(self) -> tuple[int, int, int]:
         """``owns`` as ``EventStore.get_events_in_range``'s ``skip``."""

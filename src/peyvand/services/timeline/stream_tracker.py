@@ -107,6 +107,10 @@ class StreamTracker(Generic[W]):
         """Whether no allocated position is in flight."""
         return not self._in_flight
 
+    def allocated_here(self, position: int) -> bool:
+        """Whether ``position`` is one this run allocates (its lane, above its start)."""
+        return position > self._started_after and self._lane.owns(position)
+
     def clear_below(self, position: int) -> bool:
         """Whether no allocated position at or below ``position`` is in flight."""
         return not self._in_flight or self._in_flight[0] > position
