@@ -256,16 +256,20 @@ def _role_map(routes: Sequence[RoutedPath], *, by_room: bool) -> list[str]:
 
 def _room_writers(writers: Sequence[WorkerInstance]) -> list[str]:
     """One upstream per event writer, the writer of the room a path names
-    (``room_owners.shard_of``: the first character of the room ID's opaque part), and
+    (``room_owners.shard_of``: the first character of the room ID's opaque part; the
+    other writers as its backups), and
     ``$peyvand_upstream``: that writer's upstream for a room's event write, the role's
     otherwise."""
     from peyvand.services.timeline.room_owners import shard_characters
 
     lines: list[str] = []
     for index, writer in enumerate(writers):
+        # The others take the writer's rooms over while it is down (``room_holders``).
+        others = [*writers[index + 1 :], *writers[:index]]
         lines += [
             f"upstream peyvand_writer_{index} {{",
             f"    server {_address(writer)} max_fails=1 fail_timeout=5s;",
+            *(f"    server {_address(o)} max_fails=1 fail_timeout=5s backup;" for o in others),
             "    keepalive 32;",
             "}",
             "",

@@ -24,11 +24,13 @@ from peyvand.services.timeline.event_follower import (
     OwnCommits,
 )
 from peyvand.services.timeline.forwarding import ForwardedWrites, StreamWaiter
+from peyvand.services.timeline.room_holders import RoomHolders
 from peyvand.services.timeline.room_owners import RoomOwners
 from peyvand.storage.bus import Bus
 from peyvand.storage.database import Database
 from peyvand.storage.partial_state import PartialStateStore
 from peyvand.storage.receipts import ReceiptRow
+from peyvand.storage.room_writers import RoomWriterStore
 from peyvand.storage.stream_positions import StreamPositionStore
 from peyvand.types import RoomID, UserID
 from peyvand.wiring.federation import Federation
@@ -89,32 +91,51 @@ def build_workers(
         shared: list[tuple[str, Component]] = []
         if len(writers) > 1:
             # The others' commits are followed; this one's are told among them. Sends to
-            # the others' rooms go to them.
+            # the others' rooms go to them; a writer's rooms are taken over while it is
+            # down.
             held = HeldAnnouncements()
             timeline.dispatcher.held = held
             own = OwnCommits(instance, timeline.positions, held)
             follower = _follower(bus, positions, timeline, writers, own)
             publisher.published.append(follower.published)
-            forwarded, links = _forwarding(workers, instance, secret_path, timeline)
-            timeline.events.share_rooms(forwarded, RoomOwners(tuple(writers)), instance)
+            owners = RoomOwners(tuple(writers))
+            waiter = _waiter(timeline)
+            forwarded, links = _forwarding(workers, instance, secret_path, owners, waiter)
+            timeline.events.share_rooms(forwarded, owners, instance)
+
+            async def catch_up() -> None:
+                await waiter.wait_for(await publisher.hear_stored())
+
+            def forget(writers_rooms: frozenset[str]) -> None:
+                timeline.state.forget_rooms(lambda room_id: owners.shard(room_id) in writers_rooms)
+
+            holders = RoomHolders(
+                bus, RoomWriterStore(db), owners, instance=instance, catch_up=catch_up,
+                forget=forget,
+            )  # fmt: skip
             others = [w for w in writers if w != instance]
             absent = AbsentWriters(bus, positions, others, lambda: publisher.newest)
-            timeline.writer.add_pre_commit(commit_fence(instance))
-            shared += [("events follower", follower), *links, ("absent writers", absent)]
+            timeline.writer.add_pre_commit(commit_fence(instance, owners))
+            shared += [
+                ("events follower", follower), *links, ("room writers", holders),
+                ("absent writers", absent),
+            ]  # fmt: skip
         return [
             ("bus", bus), ("events position", publisher), *shared, ("stream relay", relay),
             ("cache relay", caches),
         ]  # fmt: skip
     # Events created here (a write sent here, a background job's) are a writer's to
     # number and store: asked over its internal API, then awaited here (read-your-writes).
-    forwarded, links = _forwarding(workers, instance, secret_path, timeline)
+    owners = RoomOwners(tuple(writers))
+    forwarded, links = _forwarding(workers, instance, secret_path, owners, _waiter(timeline))
     timeline.events.forward_writes(
-        forwarded,
-        RoomOwners(tuple(writers)),
-        f"{instance} does not write events: the deployment's event writers do",
+        forwarded, owners, f"{instance} does not write events: the deployment's event writers do"
     )
     follower = _follower(bus, positions, timeline, writers, None)
     partial: list[tuple[str, Component]] = []
+    if len(writers) > 1:
+        # Where each writer's rooms are written now (one taken over while it is down).
+        links.append(("room writers", RoomHolders(bus, RoomWriterStore(db), owners)))
     if federation.partial_state is not None:
         # The writer completes the rooms joined with partial state; this process follows.
         resync, partial_store = federation.partial_state, PartialStateStore(db)
@@ -132,17 +153,25 @@ def build_workers(
     ]  # fmt: skip
 
 
+def _waiter(timeline: Timeline) -> StreamWaiter:
+    """Waits until this process announced a position of the events stream."""
+    waiter = StreamWaiter(lambda: timeline.notifier.current_token.events)
+    timeline.dispatcher.listeners.append(waiter.on_announced)
+    return waiter
+
+
 def _forwarding(
-    workers: WorkersConfig, instance: str, secret_path: Path, timeline: Timeline
+    workers: WorkersConfig,
+    instance: str,
+    secret_path: Path,
+    owners: RoomOwners,
+    waiter: StreamWaiter,
 ) -> tuple[ForwardedWrites, list[tuple[str, Component]]]:
     """Event creation done by the other event writers over their internal API, answered
     once this process has announced what they wrote (read-your-writes); the links."""
     secret = read_secret(secret_path)
     writers = workers.with_role("event_writer")
     links = {w.name: WorkerClient(w.url, secret) for w in writers if w.name != instance}
-    waiter = StreamWaiter(lambda: timeline.notifier.current_token.events)
-    timeline.dispatcher.listeners.append(waiter.on_announced)
-    owners = RoomOwners(tuple(w.name for w in writers))
     components: list[tuple[str, Component]] = [
         (f"event writer link {name}", link) for name, link in links.items()
     ]

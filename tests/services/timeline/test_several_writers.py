@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from harness.postgres import PostgresCluster
+from peyvand.errors import MatrixError
 from peyvand.events.room_versions import ROOM_V12
 from peyvand.events.signing import generate_signing_key
 from peyvand.services.sync.notifier import Notifier
@@ -32,6 +33,7 @@ from peyvand.services.timeline.event_follower import (
 )
 from peyvand.services.timeline.event_writer import EventWriter, TxnWrite
 from peyvand.services.timeline.room_index import RoomIndex
+from peyvand.services.timeline.room_owners import RoomOwners
 from peyvand.services.timeline.room_state import StateService
 from peyvand.services.timeline.stream_tracker import EventPositions, Lane, StreamTracker
 from peyvand.storage.bus import PostgresBus
@@ -125,7 +127,7 @@ async def _process(dsn: str, name: str) -> Process:
         process.claim = claim
         writer = EventWriter(db, store, dispatcher.on_persisted, dispatcher.on_failed)
         writer.add_pre_commit(process.hold)
-        writer.add_pre_commit(commit_fence(name))
+        writer.add_pre_commit(commit_fence(name, RoomOwners((name,))))
         events = EventCreationService(
             HERE, generate_signing_key(name), store, state, writer, positions=tracker
         )
@@ -327,9 +329,11 @@ async def test_a_writer_taken_for_absent_has_its_write_below_the_move_refused(
     await second.claim.stop()  # the name is free: writer1 stands in within a second
     await _reaches(reader, above[-1])
     second.gate.set()
-    with pytest.raises(StoodIn):
+    with pytest.raises(MatrixError) as refused:
         async with asyncio.timeout(WAIT_SECONDS):
             await held
+    assert refused.value.status == 503
+    assert isinstance(refused.value.__cause__, StoodIn)
     assert held_position not in reader.announced
     later = await second.send(room, BOB, "later")
     assert later > above[-1]

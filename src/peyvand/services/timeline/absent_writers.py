@@ -18,7 +18,7 @@ position moved so is refused (the client gets an error, the event is not stored)
 stored below a position the readers passed. The writer then allocates above the
 position it was moved to (``EventPositionPublisher``).
 
-A dead writer's rooms are not taken over: their writes fail until it is back.
+A dead writer's rooms are taken over by a live writer (``room_holders``).
 """
 
 from __future__ import annotations
@@ -30,9 +30,11 @@ from collections.abc import Callable, Sequence
 from peyvand.background import BackgroundTask
 from peyvand.services.timeline.event_follower import CHANNEL, STREAM
 from peyvand.services.timeline.event_writer import PreCommitHook, TxnWrite
+from peyvand.services.timeline.room_owners import RoomOwners
 from peyvand.storage.bus import Bus
 from peyvand.storage.database import Connection
 from peyvand.storage.models import EventToPersist
+from peyvand.storage.room_writers import fence_rooms
 from peyvand.storage.stream_positions import StreamPositionStore, fence
 
 logger = logging.getLogger(__name__)
@@ -81,17 +83,19 @@ class AbsentWriters:
         return True
 
 
-def commit_fence(instance: str) -> PreCommitHook:
+def commit_fence(instance: str, owners: RoomOwners) -> PreCommitHook:
     """The ``EventWriter`` pre-commit hook of one of several writers: its commit is
-    refused if another writer moved its position past the batch (``fence``)."""
+    refused if another writer moved its position past the batch (``fence``), or holds
+    the rooms of one of the batch's events now (``fence_rooms``)."""
 
     async def hook(batch: Sequence[EventToPersist]) -> TxnWrite | None:
         lowest = min((e.stream_ordering for e in batch if e.stream_ordering > 0), default=None)
-        if lowest is None:
-            return None
+        rooms_of = {owners.shard(e.pdu.room_id) for e in batch}
 
         async def write(txn: Connection) -> None:
-            await fence(txn, STREAM, instance, lowest)
+            if lowest is not None:
+                await fence(txn, STREAM, instance, lowest)
+            await fence_rooms(txn, instance, rooms_of)
 
         return write
 

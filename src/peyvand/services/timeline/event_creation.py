@@ -40,6 +40,8 @@ from peyvand.services.timeline.state_resolution import StateResolver
 from peyvand.services.timeline.stream_tracker import EventPositions
 from peyvand.storage.events import EventStore
 from peyvand.storage.models import EventToPersist, NewStateGroup, RoomRow, StoredEvent
+from peyvand.storage.room_writers import NotHolder
+from peyvand.storage.stream_positions import StoodIn
 from peyvand.types import EventID, JsonDict, RoomID, ServerName, UserID
 
 if TYPE_CHECKING:
@@ -104,6 +106,17 @@ class EventSpec:
     # Set by an application service's ``?ts=`` (Application Service API, "Timestamp
     # massaging"); None: now. It does not change the event's place in the DAG.
     origin_server_ts: int | None = None
+
+
+async def _committed(done: asyncio.Future[None]) -> None:
+    """Wait for a local event's commit (left to finish if the caller is cancelled). One
+    refused because another event writer took this one's rooms or position over
+    (several writers: ``absent_writers``, ``room_holders``) is a 503 to retry: the room's
+    writer now takes the retry."""
+    try:
+        await asyncio.shield(done)
+    except (NotHolder, StoodIn) as exc:
+        raise MatrixError(Errcode.UNKNOWN, f"The event was not stored ({exc})", status=503) from exc
 
 
 def _redacts(spec: EventSpec) -> EventID | None:
@@ -190,7 +203,7 @@ class EventCreationService:
         while True:
             room_id = RoomID(f"!{secrets.token_urlsafe(18)}:{self._server_name}")
             owners = self._owners
-            if beside is None or owners is None or owners.owner(room_id) == owners.owner(beside):
+            if beside is None or owners is None or owners.shard(room_id) == owners.shard(beside):
                 return room_id
 
     def _room_creator(self, room_id: RoomID | None) -> str | None:
@@ -203,7 +216,7 @@ class EventCreationService:
         if room_id is not None:
             owner = owners.owner(room_id)
         else:
-            owner = owners.writers[self._turn % len(owners.writers)]
+            owner = owners.holder(owners.writers[self._turn % len(owners.writers)])
             self._turn += 1
         return None if owner == self._instance else owner
 
@@ -329,7 +342,7 @@ class EventCreationService:
                 self._settle(txn, future, outcome)
 
             done.add_done_callback(committed)
-        await asyncio.shield(done)
+        await _committed(done)
         return self._stored(persisted)
 
     def _settle(
@@ -491,7 +504,7 @@ class EventCreationService:
                 self.abandon_stream(persisted.stream_ordering)
             raise
         # A cancelled request leaves the commit to finish (and be held in flight) as sends do.
-        await asyncio.shield(done)
+        await _committed(done)
         return room_id, [self._stored(p) for p in to_persist]
 
     # -- building ----------------------------------------------------------------------

@@ -154,6 +154,14 @@ class EventPositionPublisher:
         if self._tracker.clear_below(heard):
             self._publish(heard)
 
+    async def hear_stored(self) -> int:
+        """Take the highest position stored for heard (``_heard``): this writer
+        allocates above it, and publishes it once nothing below it is in flight here.
+        That position."""
+        stored = await self._store.get_max_stream_ordering()
+        self._heard(stored)
+        return stored
+
     async def start(self) -> None:
         self._newest = max(self._newest, self._announced())
         await self._positions.advance(STREAM, self._instance, self._newest)
@@ -163,7 +171,7 @@ class EventPositionPublisher:
             # Recorded first: a follower waits for this writer from now on, and has
             # passed nothing above what is stored by now, which this writer allocates
             # above.
-            self._heard(await self._store.get_max_stream_ordering())
+            await self.hear_stored()
             self._poll.start()
         self._task.start()
 

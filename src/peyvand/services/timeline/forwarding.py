@@ -104,7 +104,11 @@ class ForwardedWrites:
         unless_identical: bool,
     ) -> StoredEvent:
         body = send_to_json(room_id, sender, spec, txn=txn, unless_identical=unless_identical)
-        answer = await self._links[self._owners.owner(room_id)].post(SEND_PATH, body)
+        link = self._links.get(self._owners.owner(room_id))
+        if link is None:
+            # The room's writer became this one meanwhile (it took the room over).
+            raise MatrixError(Errcode.UNKNOWN, f"{room_id}'s writer changed; try again", status=503)
+        answer = await link.post(SEND_PATH, body)
         event = stored_from_json(answer.get("event"))
         await self._seen([event])
         return event

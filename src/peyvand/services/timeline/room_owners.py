@@ -14,7 +14,7 @@ belongs to the first writer.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
 
 from peyvand.types import RoomID
 
@@ -33,11 +33,31 @@ def shard_characters(index: int, count: int) -> str:
     return "".join(chr(c) for c in _FIRST if c % count == index)
 
 
-@dataclass(frozen=True, slots=True)
 class RoomOwners:
-    """The deployment's event writers, in configured order."""
+    """The deployment's event writers, in configured order, and which of them creates
+    each one's rooms now (``holders``, from ``storage.room_writers``: the writer itself,
+    or another that took its rooms over while it was down)."""
 
-    writers: tuple[str, ...]
+    def __init__(self, writers: tuple[str, ...]) -> None:
+        self.writers = writers
+        self._holders: dict[str, str] = {}
+
+    def shard(self, room_id: RoomID) -> str:
+        """The writer whose rooms ``room_id`` is one of."""
+        return self.writers[shard_of(room_id, len(self.writers))]
 
     def owner(self, room_id: RoomID) -> str:
-        return self.writers[shard_of(room_id, len(self.writers))]
+        """The writer that creates ``room_id``'s events now."""
+        return self.holder(self.shard(room_id))
+
+    def holder(self, writer: str) -> str:
+        """The writer that creates ``writer``'s rooms' events now."""
+        return self._holders.get(writer, writer)
+
+    def held_by(self, instance: str) -> frozenset[str]:
+        """The writers whose rooms ``instance`` creates the events of now."""
+        return frozenset(w for w in self.writers if self.holder(w) == instance)
+
+    def update(self, holders: Mapping[str, str]) -> None:
+        """The stored holders (a writer without one holds its own rooms)."""
+        self._holders = {w: h for w, h in holders.items() if w in self.writers}

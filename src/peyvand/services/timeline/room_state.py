@@ -458,6 +458,11 @@ class StateService:
         """Drop the cached snapshot (after a failed write); the next use reloads it."""
         self._rooms.pop(room_id, None)
 
+    def forget_rooms(self, where: Callable[[RoomID], bool]) -> None:
+        """``forget_room`` for every cached room ``where`` is true of."""
+        for room_id in [r for r in self._rooms if where(r)]:
+            del self._rooms[room_id]
+
     async def get_state_events(
         self,
         state: Mapping[StateKey, EventID],

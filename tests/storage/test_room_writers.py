@@ -1,0 +1,136 @@
+"""Which event writer creates each writer's rooms (schema 051, issue 21: "the dead
+process's rooms are taken over"): a live writer takes over the rooms of one that is not
+running, never those of one that runs; a running owner gets them back; every commit of
+room events is refused unless its writer holds the rooms, and a change of holder waits
+for the commits in flight."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from harness.postgres import PostgresCluster
+from peyvand.storage.leases import instance_lock_key
+from peyvand.storage.migrations import run_migrations
+from peyvand.storage.postgres import PostgresDatabase
+from peyvand.storage.room_writers import NotHolder, RoomWriterStore, fence_rooms
+
+WAIT_SECONDS = 10.0
+
+
+@pytest.fixture
+async def dsn(postgres_cluster: PostgresCluster) -> str:
+    dsn = postgres_cluster.create_database("room_writers")
+    db = await PostgresDatabase.open(dsn)
+    await run_migrations(db)
+    await db.close()
+    return dsn
+
+
+@pytest.fixture
+async def db(dsn: str) -> AsyncIterator[PostgresDatabase]:
+    db = await PostgresDatabase.open(dsn)
+    yield db
+    await db.close()
+
+
+class Running:
+    """Writers that run: each holds its instance name's lock on a connection of its own
+    (``wiring.leased.InstanceName``)."""
+
+    def __init__(self, dsn: str) -> None:
+        self._dsn = dsn
+        self._held: dict[str, asyncpg.Connection] = {}
+
+    async def start(self, name: str) -> None:
+        conn = await asyncpg.connect(self._dsn)
+        await conn.execute("SELECT pg_advisory_lock($1)", instance_lock_key(name))
+        self._held[name] = conn
+
+    async def kill(self, name: str) -> None:
+        await self._held.pop(name).close()
+
+    async def close(self) -> None:
+        for name in list(self._held):
+            await self.kill(name)
+
+
+@pytest.fixture
+async def running(dsn: str) -> AsyncIterator[Running]:
+    running = Running(dsn)
+    yield running
+    await running.close()
+
+
+async def test_rooms_go_to_a_live_writer_and_back_to_their_owner(
+    db: PostgresDatabase, running: Running
+) -> None:
+    store = RoomWriterStore(db)
+    for name in ("w1", "w2", "w3"):
+        await running.start(name)
+        await store.register(name)
+    assert await store.holders() == {"w1": "w1", "w2": "w2", "w3": "w3"}
+    # Running writers keep their rooms.
+    assert not await store.take("w2", "w1")
+    await running.kill("w2")
+    assert await store.take("w2", "w1")
+    assert await store.holders() == {"w1": "w1", "w2": "w1", "w3": "w3"}
+    # Their holder runs: nobody else takes them, and it does not hand them back yet.
+    assert not await store.take("w2", "w3")
+    assert not await store.hand_back("w2", "w1")
+    # The holder dies too: another live writer takes them.
+    await running.kill("w1")
+    assert await store.take("w2", "w3")
+    assert await store.take("w1", "w3")
+    # The owner runs again: it takes them back from a dead holder; a live holder hands
+    # them back (only the holder can).
+    await running.start("w1")
+    await running.start("w2")
+    assert not await store.hand_back("w2", "w1")
+    assert await store.hand_back("w2", "w3")
+    assert not await store.take("w1", "w2")
+    assert await store.hand_back("w1", "w3")
+    assert await store.holders() == {"w1": "w1", "w2": "w2", "w3": "w3"}
+
+
+async def test_a_writer_never_registered_is_taken_over(
+    db: PostgresDatabase, running: Running
+) -> None:
+    store = RoomWriterStore(db)
+    await running.start("w1")
+    assert await store.holders() == {}
+    assert await store.take("w2", "w1")
+    assert await store.holders() == {"w2": "w1"}
+    await running.start("w2")
+    await store.register("w2")  # its row stays: the holder hands the rooms back
+    assert await store.holders() == {"w2": "w1"}
+    assert await store.hand_back("w2", "w1")
+
+
+async def test_only_the_holder_commits_and_a_takeover_waits_for_its_commit(
+    db: PostgresDatabase, running: Running
+) -> None:
+    store = RoomWriterStore(db)
+    await running.start("w1")
+    for name in ("w1", "w2"):
+        await store.register(name)
+    async with db.transaction() as txn:
+        await fence_rooms(txn, "w2", {"w2"})
+        await fence_rooms(txn, "w1", {"w1"})
+        with pytest.raises(NotHolder):
+            await fence_rooms(txn, "w1", {"w1", "w2"})
+    async with db.transaction() as txn:
+        # w2's commit in flight (w2 died meanwhile, its name free): the takeover waits.
+        await fence_rooms(txn, "w2", {"w2"})
+        taking = asyncio.create_task(store.take("w2", "w1"))
+        await asyncio.sleep(0.3)
+        assert not taking.done()
+    async with asyncio.timeout(WAIT_SECONDS):
+        assert await taking
+    async with db.transaction() as txn:
+        with pytest.raises(NotHolder):
+            await fence_rooms(txn, "w2", {"w2"})
+        await fence_rooms(txn, "w1", {"w1", "w2"})
