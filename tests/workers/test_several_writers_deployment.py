@@ -292,3 +292,40 @@ async def test_a_killed_writers_rooms_are_taken_over_then_handed_back(
             rooms["writer"]: ["while-away", "after"],
             rooms["writer2"]: ["before", "taken-over", "taken-over-2", "back"],
         }
+
+
+async def test_a_killed_readers_reads_are_answered_by_a_writer(
+    two_writers: tuple[Nginx, Deployment],
+) -> None:
+    """kill -9 of the lone client reader: nginx sends the reads to the event writers (its
+    backups), which answer any user; started again, the reader takes them back."""
+    nginx, deployment = two_writers
+    async with aiohttp.ClientSession() as session:
+        token = await _register(session, nginx.base_url, "alice")
+        rooms = await _rooms_of_each_writer(session, nginx.base_url, token)
+        sync = _client(nginx.base_url, f"/sync?timeout=0&filter={quote(UNLIMITED)}")
+        status, _, worker = await _call(session, "GET", sync, token)
+        assert (status, worker) == (200, "reader")
+        await asyncio.to_thread(deployment["reader"].kill)
+        for room_id in rooms.values():
+            status, _, _ = await _call(
+                session,
+                "PUT",
+                _client(nginx.base_url, f"/rooms/{room_id}/send/m.room.message/r"),
+                token,
+                {"msgtype": "m.text", "body": "reader away"},
+            )
+            assert status == 200
+        seen = await _timeline(session, nginx.base_url, token, set(rooms.values()), 2)
+        assert seen == {room_id: ["reader away"] for room_id in rooms.values()}
+        status, _, worker = await _call(session, "GET", sync, token)
+        assert status == 200 and worker in WRITERS, worker
+
+        await asyncio.to_thread(deployment["reader"].start)
+        async with asyncio.timeout(TAKEOVER_SECONDS):
+            while True:
+                status, _, worker = await _call(session, "GET", sync, token)
+                assert status == 200
+                if worker == "reader":
+                    break
+                await asyncio.sleep(0.5)

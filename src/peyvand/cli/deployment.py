@@ -178,10 +178,14 @@ def nginx_config(config: Config, *, listen: str, federation: FederationTls | Non
     ]
     writers = config.workers.with_role("event_writer")
     for role in ROUTED_ROLES:
-        # With several event writers, the first takes every write but a room's events.
-        lines += _upstream(
-            role, writers[:1] if role == "event_writer" else config.workers.with_role(role)
-        )
+        if role == "event_writer":
+            # With several event writers, the first takes every write but a room's events.
+            lines += _upstream(role, writers[:1])
+        elif role == "client_reader":
+            # Any process answers any user's reads: the writers stand in for a lone reader.
+            lines += _upstream(role, config.workers.with_role(role), backups=writers)
+        else:
+            lines += _upstream(role, config.workers.with_role(role))
     routes = deployment_routes()
     lines += _role_map(routes, by_room=len(writers) > 1)
     upstream = "peyvand_$peyvand_role"
@@ -219,16 +223,22 @@ def _quoted(path: Path | str) -> str:
     return f'"{text}"'
 
 
-def _upstream(role: str, instances: Sequence[WorkerInstance]) -> list[str]:
+def _upstream(
+    role: str, instances: Sequence[WorkerInstance], backups: Sequence[WorkerInstance] = ()
+) -> list[str]:
+    """The processes of ``role``, a user's requests to one of them (by access token) and,
+    while none answers, to another; ``backups`` take a lone process's requests while it
+    is down (nginx has no backups with ``hash``)."""
     servers = [f"    server {_address(i)} max_fails=1 fail_timeout=5s;" for i in instances]
-    return [
-        f"upstream peyvand_{role} {{",
-        "    hash $peyvand_client consistent;",
-        *servers,
-        "    keepalive 32;",
-        "}",
-        "",
-    ]
+    if len(instances) == 1 and backups:
+        servers += [
+            f"    server {_address(b)} max_fails=1 fail_timeout=5s backup;"
+            for b in backups
+            if b not in instances
+        ]
+    else:
+        servers.insert(0, "    hash $peyvand_client consistent;")
+    return [f"upstream peyvand_{role} {{", *servers, "    keepalive 32;", "}", ""]
 
 
 def _address(instance: WorkerInstance) -> str:
