@@ -19,6 +19,7 @@ from peyvand.api.federation import FEDERATION_ROUTE_TABLES
 from peyvand.api.in_flight import InFlight
 from peyvand.api.internal import INTERNAL_ROUTE_TABLES
 from peyvand.api.media import MEDIA_ROUTE_TABLES
+from peyvand.api.roles import primary_routes
 from peyvand.api.server import build_web_app
 from peyvand.config import Config, DatabaseConfig
 from peyvand.events.signing import parse_signing_keys
@@ -46,6 +47,7 @@ from peyvand.wiring.local import Local, Timeline, build_local, build_timeline
 from peyvand.wiring.media import Media, build_media
 from peyvand.wiring.metrics import build_observability
 from peyvand.wiring.previews import Previews, build_previews
+from peyvand.wiring.primary import PrimaryWriter, primary_writer
 from peyvand.wiring.rooms import Rooms, build_rooms
 from peyvand.wiring.server_notices import build_server_notices
 from peyvand.wiring.sliding_sync import build_room_activity, build_sliding_sync
@@ -89,6 +91,7 @@ async def create_app(config: Config) -> web.Application:
     email = build_email(config, db, timeline, local, signing_key)
     appservices = build_appservices(config, db, timeline, local, rooms, federation)
     workers = build_workers(config, db, timeline, local, rooms, federation)
+    primary = primary_writer(config.workers, db)
     observed = build_observability(
         config, db.pool_usage, timeline, local, transport, appservices, workers
     )
@@ -123,6 +126,9 @@ async def create_app(config: Config) -> web.Application:
         metrics=observed.metrics,
         health=observed.health,
         in_flight=in_flight,
+        primary=None
+        if primary is None
+        else (primary.gate, primary_routes(CLIENT_ROUTE_TABLES, ADMIN_ROUTE_TABLES)),
     )
     claim = instance_name(config.workers, db)
     if claim is not None:
@@ -141,6 +147,7 @@ async def create_app(config: Config) -> web.Application:
         appservices,
         workers,
         claim,
+        primary,
     )
 
     lifecycle.add("event loop lag", observed.metrics.loop_lag)
@@ -181,6 +188,7 @@ def _lifecycle(
     appservices: AppServices,
     workers: list[tuple[str, Component]],
     claim: InstanceName | None,
+    primary: PrimaryWriter | None,
 ) -> Lifecycle:
     """Every component with something to start or stop, in start-up order. Background
     jobs run in one process of a deployment at a time (``wiring.leased``). Every process
@@ -190,7 +198,7 @@ def _lifecycle(
     process each for now: the loader keeps both with the event writer)."""
     lifecycle = Lifecycle()
     roles = config.workers
-    add_job = background_jobs(config.workers, db)
+    add_job = background_jobs(config.workers, db, primary)
     lifecycle.add("database", Hooks(stop=db.close))
     if claim is not None:
         # Before anything that sends, writes or takes a lease: refuses a second process.
@@ -250,6 +258,11 @@ def _lifecycle(
     add_job(lifecycle, "search backfill", rooms.search_backfill)
     add_job(lifecycle, "retention", compliance.retention)
     add_job(lifecycle, "disappearing messages", compliance.disappearing)
+    if primary is not None:
+        # Last: starts the jobs above while this writer is the primary one.
+        for stream in (local.account_data, local.receipts, local.to_device):
+            primary.on_taken(stream.resume)
+        lifecycle.add("primary event writer", primary)
     return lifecycle
 
 

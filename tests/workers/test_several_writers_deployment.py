@@ -329,3 +329,98 @@ async def test_a_killed_readers_reads_are_answered_by_a_writer(
                 if worker == "reader":
                     break
                 await asyncio.sleep(0.5)
+
+
+async def _until_ok(
+    session: aiohttp.ClientSession, method: str, url: str, token: str | None, body: Any
+) -> tuple[dict[str, Any], str | None]:
+    """``method`` at ``url`` (the same request, idempotent) until it answers 200, within
+    ``TAKEOVER_SECONDS`` (502 from nginx or 503 from a process meanwhile): the answer
+    and the process that gave it."""
+    async with asyncio.timeout(TAKEOVER_SECONDS):
+        while True:
+            async with session.request(
+                method,
+                url,
+                json=body,
+                headers={"Authorization": f"Bearer {token}"} if token else {},
+                timeout=TIMEOUT,
+            ) as response:
+                if response.status == 200:
+                    return await response.json(), response.headers.get("X-Peyvand-Worker")
+                assert response.status in (502, 503), (response.status, await response.text())
+            await asyncio.sleep(0.2)
+
+
+async def _account_data(
+    session: aiohttp.ClientSession,
+    base: str,
+    token: str,
+    data_type: str,
+    wanted: Any,
+    since: str | None = None,
+) -> str:
+    """Wait until /sync at ``base`` after ``since`` gives ``data_type``'s global account
+    data as ``wanted`` (incrementally: its position moved on); the token after it."""
+    async with asyncio.timeout(SYNC_SECONDS):
+        while True:
+            query = "?timeout=1000" + (f"&since={since}" if since is not None else "")
+            status, answer, _ = await _call(session, "GET", _client(base, f"/sync{query}"), token)
+            assert status == 200, answer
+            since = str(answer["next_batch"])
+            events = answer.get("account_data", {}).get("events", [])
+            if {"type": data_type, "content": wanted} in events:
+                return since
+
+
+async def test_a_killed_first_writers_role_and_rooms_are_taken_over_then_handed_back(
+    two_writers: tuple[Nginx, Deployment],
+) -> None:
+    """kill -9 of the first event writer, the primary one (every write but a room's
+    events: account data, receipts, registration...): within ``TAKEOVER_SECONDS`` the
+    second takes the role and the first's rooms through nginx, continuing each stream
+    above what is stored, and the reader follows. Started again, the first takes them
+    back."""
+    nginx, deployment = two_writers
+    base, reader = nginx.base_url, deployment["reader"].base_url
+    async with aiohttp.ClientSession() as session:
+        token = await _register(session, base, "alice")
+        rooms = await _rooms_of_each_writer(session, base, token)
+        data = _client(base, "/user/@alice:localhost/account_data/org.example.colour")
+        _, worker = await _until_ok(session, "PUT", data, token, {"colour": "red"})
+        assert worker == "writer"
+        since = await _account_data(session, reader, token, "org.example.colour", {"colour": "red"})
+        # The second writer is not the primary: it takes none of its writes.
+        direct = data.replace(base, deployment["writer2"].base_url)
+        status, refused, _ = await _call(session, "PUT", direct, token, {"colour": "no"})
+        assert status == 503, refused
+        await asyncio.to_thread(deployment["writer"].kill)
+
+        _, worker = await _until_ok(session, "PUT", data, token, {"colour": "green"})
+        assert worker == "writer2"
+        since = await _account_data(
+            session, reader, token, "org.example.colour", {"colour": "green"}, since
+        )
+        sent, worker = await _until_ok(
+            session,
+            "PUT",
+            _client(base, f"/rooms/{rooms['writer']}/send/m.room.message/away"),
+            token,
+            {"msgtype": "m.text", "body": "first writer away"},
+        )
+        assert worker == "writer2"
+        receipt = f"/rooms/{rooms['writer']}/receipt/m.read/{sent['event_id']}"
+        await _until_ok(session, "POST", _client(base, receipt), token, {})
+        bob = await _register(session, base, "bob")
+        await _until_ok(session, "POST", _client(base, f"/join/{rooms['writer2']}"), bob, {})
+
+        await asyncio.to_thread(deployment["writer"].start)
+        async with asyncio.timeout(TAKEOVER_SECONDS):
+            while True:
+                _, worker = await _until_ok(session, "PUT", data, token, {"colour": "blue"})
+                if worker == "writer":
+                    break
+                await asyncio.sleep(0.5)
+        await _account_data(session, reader, token, "org.example.colour", {"colour": "blue"}, since)
+        seen = await _timeline(session, reader, token, {rooms["writer"]}, 1)
+        assert seen == {rooms["writer"]: ["first writer away"]}

@@ -74,6 +74,22 @@ def client_role(route: Route) -> str:
     return "event_writer"
 
 
+def primary_routes(client: Iterable[RouteTable], admin: Iterable[RouteTable]) -> frozenset[str]:
+    """The client and admin routes (``Route.path``, method first) that the primary event
+    writer takes with several writers (``api.primary_gate``): every write but a room's
+    event write, which goes to the room's writer."""
+    routed = (
+        route
+        for tables, role_of in ((client, client_role), (admin, lambda _: "event_writer"))
+        for table in tables
+        for route in table.routes
+        if role_of(route) == "event_writer"
+        and (route.method, route.path) not in _ROOM_EVENT_WRITES
+        and route.method not in ("GET", "HEAD")
+    )
+    return frozenset(f"{route.method} {route.path}" for route in routed)
+
+
 def path_pattern(path: str) -> str:
     """An aiohttp path template as an anchored regular expression: ``{name}`` matches
     one segment, ``{name:regex}`` its regex."""

@@ -20,6 +20,7 @@ from peyvand.api.guest_access import guest_may_use
 from peyvand.api.health import HEALTH_PATH, Health
 from peyvand.api.in_flight import InFlight
 from peyvand.api.metrics import METRICS_PATH, RouteMetrics, ServerMetrics
+from peyvand.api.primary_gate import PrimaryGate
 from peyvand.api.ratelimit import RateLimiter
 from peyvand.api.routing import (
     CLIENT_PREFIXES,
@@ -267,6 +268,14 @@ def _client_gone(exc: Exception) -> bool:
     )
 
 
+def _gated(handle: _Middleware, gate: PrimaryGate) -> _Middleware:
+    async def gated(request: web.Request) -> web.StreamResponse:
+        with gate.admitted():
+            return await handle(request)
+
+    return gated
+
+
 def build_web_app(
     services: Services,
     tables: Iterable[RouteTable],
@@ -274,11 +283,14 @@ def build_web_app(
     metrics: ServerMetrics | None = None,
     health: Health | None = None,
     in_flight: InFlight | None = None,
+    primary: tuple[PrimaryGate, frozenset[str]] | None = None,
 ) -> web.Application:
     """The aiohttp application serving every route in ``tables``, with ``metrics`` kept
     and served at ``/_peyvand/metrics`` and ``health`` at ``/health`` when given (outside
     the route tables: no role's, so the reverse proxy's configuration leaves them out),
-    and every request counted in ``in_flight`` when given."""
+    and every request counted in ``in_flight`` when given. ``primary``: on one of several
+    event writers, its gate and the routes (``api.roles.primary_routes``) it admits only
+    as the primary writer."""
     middlewares: list[Middleware] = [_errors_middleware]
     if in_flight is not None:
         middlewares.append(in_flight.middleware)
@@ -312,6 +324,8 @@ def build_web_app(
                 suffix = route.path[len(CLIENT_V3) :]
                 paths = [prefix + suffix for prefix in CLIENT_PREFIXES]
             handle = _wrap(route, services, limits, secret)
+            if primary is not None and f"{route.method} {route.path}" in primary[1]:
+                handle = _gated(handle, primary[0])
             if metrics is not None:
                 handle = _measured(handle, metrics.requests.for_route(route.method, route.path))
             for path in paths:

@@ -179,8 +179,9 @@ def nginx_config(config: Config, *, listen: str, federation: FederationTls | Non
     writers = config.workers.with_role("event_writer")
     for role in ROUTED_ROLES:
         if role == "event_writer":
-            # With several event writers, the first takes every write but a room's events.
-            lines += _upstream(role, writers[:1])
+            # With several event writers, the primary takes every write but a room's
+            # events: the first, another while it is down (``wiring.primary``).
+            lines += _upstream(role, writers[:1], backups=writers[1:])
         elif role == "client_reader":
             # Any process answers any user's reads: the writers stand in for a lone reader.
             lines += _upstream(role, config.workers.with_role(role), backups=writers)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 
-from peyvand.storage.database import Database
+from peyvand.storage.database import Connection, Database
 
 
 def instance_lock_key(instance: str) -> int:
@@ -17,6 +17,20 @@ def instance_lock_key(instance: str) -> int:
     number from the name's hash)."""
     digest = hashlib.blake2b(f"peyvand instance {instance}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
+
+
+async def not_running(txn: Connection, instance: str) -> bool:
+    """Inside a transaction: no live process holds ``instance``'s name; if so, none can
+    take it before the transaction ends (its lock is held for it)."""
+    return bool(
+        await txn.fetchval("SELECT pg_try_advisory_xact_lock($1)", instance_lock_key(instance))
+    )
+
+
+async def is_running(db: Database, instance: str) -> bool:
+    """A live process holds ``instance``'s name."""
+    async with db.transaction() as txn:
+        return not await not_running(txn, instance)
 
 
 class LeaseStore:

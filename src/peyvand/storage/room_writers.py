@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Collection
 
 from peyvand.storage.database import Connection, Database
-from peyvand.storage.leases import instance_lock_key
+from peyvand.storage.leases import not_running
 
 _ROW: str = (
     "INSERT INTO room_writers (owner, holder) VALUES ($1, $1) ON CONFLICT (owner) DO NOTHING"
@@ -56,7 +56,7 @@ class RoomWriterStore:
             if holder == taker:
                 return True
             for name in {holder, owner} - {taker}:
-                if not await _not_running(txn, name):
+                if not await not_running(txn, name):
                     return False
             if await self._holder(txn, owner, lock=True) != holder:
                 return False  # moved meanwhile: checked again next time
@@ -67,7 +67,7 @@ class RoomWriterStore:
         """Give ``owner``'s rooms back from ``holder`` if the owner is running. Whether
         they were handed back."""
         async with self._db.transaction() as txn:
-            if await _not_running(txn, owner):
+            if await not_running(txn, owner):
                 return False
             if await self._holder(txn, owner, lock=True) != holder:
                 return False
@@ -78,14 +78,6 @@ class RoomWriterStore:
     async def _holder(txn: Connection, owner: str, *, lock: bool) -> str:
         sql = "SELECT holder FROM room_writers WHERE owner = $1" + (" FOR UPDATE" if lock else "")
         return str(await txn.fetchval(sql, owner))
-
-
-async def _not_running(txn: Connection, instance: str) -> bool:
-    """No live process holds ``instance``'s name; if so, it cannot start before the
-    transaction ends (its lock is held for it)."""
-    return bool(
-        await txn.fetchval("SELECT pg_try_advisory_xact_lock($1)", instance_lock_key(instance))
-    )
 
 
 async def fence_rooms(txn: Connection, holder: str, owners: Collection[str]) -> None:

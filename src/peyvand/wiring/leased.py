@@ -31,6 +31,7 @@ from peyvand.config import WorkersConfig
 from peyvand.storage.database import AdvisoryLocks, Database
 from peyvand.storage.leases import LeaseStore, instance_lock_key
 from peyvand.wiring.lifecycle import Component, Hooks, Lifecycle, run_step
+from peyvand.wiring.primary import PrimaryWriter
 
 logger = logging.getLogger(__name__)
 
@@ -282,14 +283,16 @@ class AddJob(Protocol):
     ) -> None: ...
 
 
-def background_jobs(workers: WorkersConfig, db: Database) -> AddJob:
+def background_jobs(
+    workers: WorkersConfig, db: Database, primary: PrimaryWriter | None = None
+) -> AddJob:
     """How the composition root adds a background job to the process's lifecycle: as it
     is when the process is alone; in a deployment, leased among the processes with the
     ``background`` role, and not at all in the others. A job ``on_writer`` (push and
     appservice delivery, the policy lists: fed by the event writer's commits as they
     happen, remote invites and receipts included, or consulted by its checks) runs on the
-    first event writer instead, which takes every write but a room's sends (with several
-    writers: ``docs/scaling.md``)."""
+    event writer instead, which takes every write but a room's sends; with several, on
+    the one that is ``primary`` now (``wiring.primary``)."""
     holder = workers.instance
     leases = LeaseStore(db)
     writers = workers.with_role("event_writer")
@@ -302,6 +305,8 @@ def background_jobs(workers: WorkersConfig, db: Database) -> AddJob:
             lifecycle.add(name, job)
         elif holder is None:
             return
+        elif on_writer and primary is not None:
+            primary.add_job(name, job)
         elif on_writer:
             if holder == first_writer:
                 lifecycle.add(name, Leased(name, job, leases, holder))

@@ -104,6 +104,13 @@ class ToDeviceService:
         self._position = self._startup_position = await self._store.get_position()
         self._notifier.advance(Stream.TO_DEVICE, self._position, ())
 
+    async def resume(self) -> None:
+        """Continue the stream above what is stored: this process became the one that
+        writes it (the primary of several event writers, ``wiring.primary``)."""
+        async with self._write_lock:
+            self._position = max(self._position, await self._store.get_position())
+            self._notifier.advance(Stream.TO_DEVICE, self._position, ())
+
     async def stored_position(self) -> int:
         """The stream's position in the database, whichever process wrote it (a
         deployment's ``StreamRelay`` compares it with this process's: issue 21)."""

@@ -1,0 +1,184 @@
+"""The primary event writer of a deployment with several (issue 21: "the dead process's
+rooms and jobs are taken over within 10 s").
+
+One writer at a time takes every write but a room's events (``api.primary_gate``): the
+streams other than the events' (account data, receipts, to-device, typing, presence),
+whose positions one process allocates, and what creates or changes rooms and accounts.
+It also runs the jobs those writes feed as they happen (push and appservice delivery,
+the policy lists: ``wiring.leased.background_jobs``, ``on_writer``).
+
+The role is a PostgreSQL session advisory lock (``PRIMARY_KEY``), which the database
+lets go at once when its holder dies. The first configured writer takes it whenever it
+runs; another takes it within ``CHECK_SECONDS`` while the first is not running (its
+instance name's lock is free). Taking it, a writer continues the streams above what is
+stored (``resume``: what the previous primary wrote is committed, its requests having
+ended with it or been waited for), admits the primary's requests and starts the jobs.
+When the first writer runs again, the other stops admitting them (503: nginx lists the
+other writers as the first's backups, and a client retries), waits for the ones running
+(at most ``DRAIN_SECONDS``), stops the jobs and lets the lock go, which the first takes
+within ``CHECK_SECONDS``. A holder whose lock connection closes stops likewise at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AsyncExitStack
+from typing import Final
+
+from peyvand.api.primary_gate import PrimaryGate
+from peyvand.background import BackgroundTask
+from peyvand.config import WorkersConfig
+from peyvand.storage.database import AdvisoryLocks, Database
+from peyvand.storage.leases import is_running
+from peyvand.wiring.lifecycle import Component, Hooks, run_step
+
+logger = logging.getLogger(__name__)
+
+PRIMARY_KEY: Final = int.from_bytes(
+    hashlib.blake2b(b"peyvand primary event writer", digest_size=8).digest(), "big", signed=True
+)
+# How often a writer checks whether it should take the role, or hand it back.
+CHECK_SECONDS: Final = 1.0
+# How long handing the role back waits for the primary's requests running here.
+DRAIN_SECONDS: Final = 10.0
+# How long the first writer's start waits for the role to come back to it.
+START_SECONDS: Final = DRAIN_SECONDS + 5 * CHECK_SECONDS
+
+Resume = Callable[[], Awaitable[None]]
+
+
+class PrimaryWriter:
+    def __init__(
+        self,
+        db: Database,
+        locks: AdvisoryLocks,
+        instance: str,
+        writers: Sequence[str],
+        gate: PrimaryGate,
+    ) -> None:
+        """``writers``: the deployment's event writers in configured order, the first
+        preferred; ``gate`` admits the primary's requests while this process holds it."""
+        self._db = db
+        self._locks = locks
+        self._instance = instance
+        self._first = writers[0]
+        self._gate = gate
+        self._jobs: list[tuple[str, Component | Hooks]] = []
+        self._resume: list[Resume] = []
+        self._held: AsyncExitStack | None = None
+        self._started: list[tuple[str, Component | Hooks]] = []
+        self._lost = asyncio.Event()
+        self._task = BackgroundTask("primary event writer", self._run)
+
+    @property
+    def gate(self) -> PrimaryGate:
+        return self._gate
+
+    def add_job(self, name: str, job: Component | Hooks) -> None:
+        """Run ``job`` while this process is the primary writer."""
+        self._jobs.append((name, job))
+
+    def on_taken(self, resume: Resume) -> None:
+        """Run ``resume`` when this process becomes the primary, before it admits any
+        of its requests (a stream continuing above what is stored)."""
+        self._resume.append(resume)
+
+    @property
+    def held(self) -> bool:
+        return self._held is not None
+
+    async def start(self) -> None:
+        """The first writer waits (at most ``START_SECONDS``) for another that took the
+        role meanwhile to hand it back, so that it serves as the primary from the start."""
+        await self.check()
+        if self._instance == self._first:
+            deadline = asyncio.get_running_loop().time() + START_SECONDS
+            while self._held is None and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(CHECK_SECONDS / 4)
+                await self.check()
+        self._task.start()
+
+    async def stop(self) -> None:
+        await self._task.stop()
+        await self._let_go()
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._lost.wait(), CHECK_SECONDS)
+            try:
+                await self.check()
+            except Exception:
+                logger.exception("checking the primary event writer role failed")
+
+    async def check(self) -> None:
+        """Take the role if this process should have it, hand it back if not."""
+        if self._lost.is_set():
+            self._lost.clear()
+            logger.error("the primary event writer lock was lost (its connection closed)")
+            await self._let_go()
+        if self._held is None:
+            if self._instance == self._first or not await is_running(self._db, self._first):
+                await self._take()
+        elif self._instance != self._first and await is_running(self._db, self._first):
+            logger.info("event writer %s runs again: the primary role goes back", self._first)
+            await self._let_go()
+
+    async def _take(self) -> None:
+        held = AsyncExitStack()
+        lock = self._locks.advisory_lock(PRIMARY_KEY, wait=False, on_lost=self._on_lost)
+        if not await held.enter_async_context(lock):
+            await held.aclose()
+            return
+        self._held = held
+        try:
+            for resume in self._resume:
+                await resume()
+        except BaseException:
+            await self._let_go()
+            raise
+        self._gate.held = True
+        if self._instance != self._first:
+            logger.warning("event writer %s is not running: this one is primary", self._first)
+        for name, job in self._jobs:
+            try:
+                await run_step(job.start)
+            except Exception:
+                logger.exception("starting %s failed", name)
+                continue
+            self._started.append((name, job))
+
+    def _on_lost(self) -> None:
+        # Refused from now on: another writer may take the role at once.
+        self._gate.held = False
+        self._lost.set()
+
+    async def _let_go(self) -> None:
+        self._gate.held = False
+        if self._held is None:
+            return
+        if not await self._gate.drained(DRAIN_SECONDS):
+            logger.error("requests of the primary writer still run after %d s", DRAIN_SECONDS)
+        while self._started:
+            name, job = self._started.pop()
+            try:
+                await run_step(job.stop)
+            except Exception:
+                logger.exception("stopping %s failed", name)
+        held, self._held = self._held, None
+        with contextlib.suppress(Exception):
+            await held.aclose()
+
+
+def primary_writer(workers: WorkersConfig, db: Database) -> PrimaryWriter | None:
+    """This process's part in the primary role: an event writer of several (none for
+    one writer, whatever the other roles, or a process that writes no events)."""
+    writers = [i.name for i in workers.with_role("event_writer")]
+    instance = workers.instance
+    if len(writers) < 2 or instance not in writers or not isinstance(db, AdvisoryLocks):
+        return None
+    return PrimaryWriter(db, db, instance, writers, PrimaryGate())
