@@ -32,6 +32,7 @@ from peyvand.services.e2ee.key_backup import KeyBackupService
 from peyvand.services.rooms.policy_lists import PolicyListService
 from peyvand.services.sync.legacy import LegacySyncService
 from peyvand.services.sync.sync import SyncService
+from peyvand.services.timeline.room_holders import RoomHolders
 from peyvand.storage.database import Database
 from peyvand.storage.key_backup import KeyBackupStore
 from peyvand.storage.migrations import run_migrations
@@ -263,6 +264,10 @@ def _lifecycle(
         for stream in (local.account_data, local.receipts, local.to_device):
             primary.on_taken(stream.resume)
         lifecycle.add("primary event writer", primary)
+    for name, component in workers:
+        if isinstance(component, RoomHolders):
+            # Last: this writer's rooms come back to it once it serves.
+            lifecycle.add(f"{name}: serving", Hooks(start=component.serving))
     return lifecycle
 
 

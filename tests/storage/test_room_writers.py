@@ -16,7 +16,7 @@ from harness.postgres import PostgresCluster
 from peyvand.storage.leases import instance_lock_key
 from peyvand.storage.migrations import run_migrations
 from peyvand.storage.postgres import PostgresDatabase
-from peyvand.storage.room_writers import NotHolder, RoomWriterStore, fence_rooms
+from peyvand.storage.room_writers import Holding, NotHolder, RoomWriterStore, fence_rooms
 
 WAIT_SECONDS = 10.0
 
@@ -65,6 +65,10 @@ async def running(dsn: str) -> AsyncIterator[Running]:
     await running.close()
 
 
+def _holders(**holders: tuple[str, int]) -> dict[str, Holding]:
+    return {owner: Holding(*holding) for owner, holding in holders.items()}
+
+
 async def test_rooms_go_to_a_live_writer_and_back_to_their_owner(
     db: PostgresDatabase, running: Running
 ) -> None:
@@ -72,12 +76,12 @@ async def test_rooms_go_to_a_live_writer_and_back_to_their_owner(
     for name in ("w1", "w2", "w3"):
         await running.start(name)
         await store.register(name)
-    assert await store.holders() == {"w1": "w1", "w2": "w2", "w3": "w3"}
+    assert await store.holders() == _holders(w1=("w1", 0), w2=("w2", 0), w3=("w3", 0))
     # Running writers keep their rooms.
     assert not await store.take("w2", "w1")
     await running.kill("w2")
     assert await store.take("w2", "w1")
-    assert await store.holders() == {"w1": "w1", "w2": "w1", "w3": "w3"}
+    assert await store.holders() == _holders(w1=("w1", 0), w2=("w1", 1), w3=("w3", 0))
     # Their holder runs: nobody else takes them, and it does not hand them back yet.
     assert not await store.take("w2", "w3")
     assert not await store.hand_back("w2", "w1")
@@ -86,14 +90,18 @@ async def test_rooms_go_to_a_live_writer_and_back_to_their_owner(
     assert await store.take("w2", "w3")
     assert await store.take("w1", "w3")
     # The owner runs again: it takes them back from a dead holder; a live holder hands
-    # them back (only the holder can).
+    # them back once the owner serves (only the holder can).
     await running.start("w1")
     await running.start("w2")
+    await store.register("w2")
+    assert not await store.hand_back("w2", "w3")
+    await store.want_back("w2")
     assert not await store.hand_back("w2", "w1")
     assert await store.hand_back("w2", "w3")
     assert not await store.take("w1", "w2")
+    await store.want_back("w1")
     assert await store.hand_back("w1", "w3")
-    assert await store.holders() == {"w1": "w1", "w2": "w2", "w3": "w3"}
+    assert await store.holders() == _holders(w1=("w1", 2), w2=("w2", 3), w3=("w3", 0))
 
 
 async def test_a_writer_never_registered_is_taken_over(
@@ -103,10 +111,17 @@ async def test_a_writer_never_registered_is_taken_over(
     await running.start("w1")
     assert await store.holders() == {}
     assert await store.take("w2", "w1")
-    assert await store.holders() == {"w2": "w1"}
+    assert await store.holders() == _holders(w2=("w1", 1))
     await running.start("w2")
     await store.register("w2")  # its row stays: the holder hands the rooms back
-    assert await store.holders() == {"w2": "w1"}
+    assert await store.holders() == _holders(w2=("w1", 1))
+    await store.want_back("w2")
+    # Wanted back by a run that died: the next run asks again once it serves.
+    await running.kill("w2")
+    await running.start("w2")
+    await store.register("w2")
+    assert not await store.hand_back("w2", "w1")
+    await store.want_back("w2")
     assert await store.hand_back("w2", "w1")
 
 
@@ -118,13 +133,13 @@ async def test_only_the_holder_commits_and_a_takeover_waits_for_its_commit(
     for name in ("w1", "w2"):
         await store.register(name)
     async with db.transaction() as txn:
-        await fence_rooms(txn, "w2", {"w2"})
-        await fence_rooms(txn, "w1", {"w1"})
+        await fence_rooms(txn, "w2", {"w2": 0})
+        await fence_rooms(txn, "w1", {"w1": 0})
         with pytest.raises(NotHolder):
-            await fence_rooms(txn, "w1", {"w1", "w2"})
+            await fence_rooms(txn, "w1", {"w1": 0, "w2": 0})
     async with db.transaction() as txn:
         # w2's commit in flight (w2 died meanwhile, its name free): the takeover waits.
-        await fence_rooms(txn, "w2", {"w2"})
+        await fence_rooms(txn, "w2", {"w2": 0})
         taking = asyncio.create_task(store.take("w2", "w1"))
         await asyncio.sleep(0.3)
         assert not taking.done()
@@ -132,5 +147,8 @@ async def test_only_the_holder_commits_and_a_takeover_waits_for_its_commit(
         assert await taking
     async with db.transaction() as txn:
         with pytest.raises(NotHolder):
-            await fence_rooms(txn, "w2", {"w2"})
-        await fence_rooms(txn, "w1", {"w1", "w2"})
+            await fence_rooms(txn, "w2", {"w2": 0})
+        # A writer that missed the change (holding them at an older generation).
+        with pytest.raises(NotHolder):
+            await fence_rooms(txn, "w1", {"w2": 0})
+        await fence_rooms(txn, "w1", {"w1": 0, "w2": 1})

@@ -71,7 +71,7 @@ _RELEASED: dict[int, tuple[str, str, str]] = {
     48: ("048_stream_positions.sql", "cd43e22681a6abb4", "cd43e22681a6abb4"),
     49: ("049_push_threads.sql", "2f95114b659a2602", "2f95114b659a2602"),
     50: ("050_current_state_by_position.sql", "f86916e598c3bf6c", "f86916e598c3bf6c"),
-    51: ("051_room_writers.sql", "3434c2c2010ae614", "3434c2c2010ae614"),
+    51: ("051_room_writers.sql", "03de051a99e8ad9a", "03de051a99e8ad9a"),
 }
 _DIALECTS = ("sqlite", "postgres")
 

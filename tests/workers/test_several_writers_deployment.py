@@ -227,6 +227,26 @@ async def _holder(database_url: str | None, owner: str) -> str:
     return str(holder or owner)
 
 
+async def _message_chain(database_url: str | None, room_id: str) -> list[str]:
+    """The room's message bodies in stream order, each message's ``prev_events`` (as
+    stored) checked to be exactly the message before it: no fork across a change of
+    writer (one built on a stale view of the room would cite an older event)."""
+    assert database_url is not None
+    conn = await asyncpg.connect(database_url)
+    try:
+        rows = await conn.fetch(
+            "SELECT event_id, pdu FROM events WHERE room_id = $1 AND type = 'm.room.message'"
+            " ORDER BY stream_ordering",
+            room_id,
+        )
+    finally:
+        await conn.close()
+    pdus = [json.loads(row["pdu"]) for row in rows]
+    for before, after, pdu in zip(rows, rows[1:], pdus[1:], strict=False):
+        assert pdu["prev_events"] == [before["event_id"]], (after["event_id"], pdu)
+    return [pdu["content"]["body"] for pdu in pdus]
+
+
 async def test_a_killed_writers_rooms_are_taken_over_then_handed_back(
     two_writers: tuple[Nginx, Deployment],
 ) -> None:
@@ -292,6 +312,8 @@ async def test_a_killed_writers_rooms_are_taken_over_then_handed_back(
             rooms["writer"]: ["while-away", "after"],
             rooms["writer2"]: ["before", "taken-over", "taken-over-2", "back"],
         }
+        chain = await _message_chain(deployment.database_url, rooms["writer2"])
+        assert chain == seen[rooms["writer2"]]
 
 
 async def test_a_killed_readers_reads_are_answered_by_a_writer(

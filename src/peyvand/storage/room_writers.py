@@ -12,7 +12,8 @@ holder's later commits are refused: a room's events are created by one writer at
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Mapping
+from typing import NamedTuple
 
 from peyvand.storage.database import Connection, Database
 from peyvand.storage.leases import not_running
@@ -20,11 +21,23 @@ from peyvand.storage.leases import not_running
 _ROW: str = (
     "INSERT INTO room_writers (owner, holder) VALUES ($1, $1) ON CONFLICT (owner) DO NOTHING"
 )
+_MOVE: str = (
+    "UPDATE room_writers SET holder = $2, generation = generation + 1, wanted_back = FALSE"
+    " WHERE owner = $1"
+)
+
+
+class Holding(NamedTuple):
+    """Who creates an owner's rooms' events, and how many times that changed."""
+
+    holder: str
+    generation: int
 
 
 class NotHolder(RuntimeError):
-    """A writer's commit names rooms whose owner's rooms another writer holds now (it
-    took them over, or handed them back): the commit is refused."""
+    """A writer's commit names rooms whose owner's rooms another writer holds now, or
+    held since this writer last looked (it took them over, or handed them back): the
+    commit is refused."""
 
 
 class RoomWriterStore:
@@ -33,15 +46,27 @@ class RoomWriterStore:
 
     async def register(self, owner: str) -> None:
         """At a writer's start: its row, holding its own rooms unless another writer
-        holds them already (it hands them back within seconds). Before the writer's
-        first commit, so every commit finds its rows to lock."""
+        holds them already (handed back once it serves: ``want_back``). Before the
+        writer's first commit, so every commit finds its rows to lock."""
         async with self._db.transaction() as txn:
             await txn.execute(_ROW, owner)
+            await txn.execute(
+                "UPDATE room_writers SET wanted_back = FALSE WHERE owner = $1 AND wanted_back",
+                owner,
+            )
 
-    async def holders(self) -> dict[str, str]:
-        """Each owner with a row: its holder."""
-        rows = await self._db.fetch("SELECT owner, holder FROM room_writers")
-        return {str(row[0]): str(row[1]) for row in rows}
+    async def want_back(self, owner: str) -> None:
+        """The owner serves requests now: the writer holding its rooms may hand them
+        back (``hand_back``)."""
+        await self._db.execute(
+            "UPDATE room_writers SET wanted_back = TRUE WHERE owner = $1 AND holder <> owner",
+            owner,
+        )
+
+    async def holders(self) -> dict[str, Holding]:
+        """Each owner with a row: who holds its rooms."""
+        rows = await self._db.fetch("SELECT owner, holder, generation FROM room_writers")
+        return {str(row[0]): Holding(str(row[1]), int(row[2])) for row in rows}
 
     async def take(self, owner: str, taker: str) -> bool:
         """Make ``taker`` the holder of ``owner``'s rooms if their holder is not running
@@ -60,18 +85,23 @@ class RoomWriterStore:
                     return False
             if await self._holder(txn, owner, lock=True) != holder:
                 return False  # moved meanwhile: checked again next time
-            await txn.execute("UPDATE room_writers SET holder = $2 WHERE owner = $1", owner, taker)
+            await txn.execute(_MOVE, owner, taker)
             return True
 
     async def hand_back(self, owner: str, holder: str) -> bool:
-        """Give ``owner``'s rooms back from ``holder`` if the owner is running. Whether
-        they were handed back."""
+        """Give ``owner``'s rooms back from ``holder`` if the owner runs and serves
+        (``want_back``). Whether they were handed back."""
         async with self._db.transaction() as txn:
-            if await not_running(txn, owner):
+            wanted = await txn.fetchval(
+                "SELECT wanted_back FROM room_writers WHERE owner = $1 AND holder = $2",
+                owner,
+                holder,
+            )
+            if not wanted or await not_running(txn, owner):
                 return False
             if await self._holder(txn, owner, lock=True) != holder:
                 return False
-            await txn.execute("UPDATE room_writers SET holder = $1 WHERE owner = $1", owner)
+            await txn.execute(_MOVE, owner, owner)
             return True
 
     @staticmethod
@@ -80,14 +110,20 @@ class RoomWriterStore:
         return str(await txn.fetchval(sql, owner))
 
 
-async def fence_rooms(txn: Connection, holder: str, owners: Collection[str]) -> None:
-    """Inside a commit of events in rooms of ``owners``: refuse it (``NotHolder``) unless
-    ``holder`` holds each one's rooms. The rows are read ``FOR SHARE``: a change of
-    holder waits for this commit."""
-    held = await txn.fetch(
-        "SELECT owner, holder FROM room_writers WHERE owner = ANY($1) FOR SHARE", list(owners)
+async def fence_rooms(txn: Connection, holder: str, owners: Mapping[str, int]) -> None:
+    """Inside a commit of events in rooms of ``owners`` (each with the generation of its
+    holding as the committing writer knows it): refuse it (``NotHolder``) unless
+    ``holder`` holds each one's rooms, unchanged since. The rows are read ``FOR SHARE``:
+    a change of holder waits for this commit."""
+    rows = await txn.fetch(
+        "SELECT owner, holder, generation FROM room_writers WHERE owner = ANY($1) FOR SHARE",
+        list(owners),
     )
-    found = {str(row[0]): str(row[1]) for row in held}
-    refused = sorted(o for o in owners if found.get(o, o) != holder)
+    found = {str(row[0]): Holding(str(row[1]), int(row[2])) for row in rows}
+    refused = sorted(
+        owner
+        for owner, generation in owners.items()
+        if found.get(owner, Holding(owner, 0)) != (holder, generation)
+    )
     if refused:
         raise NotHolder(f"{holder} no longer creates the events of {', '.join(refused)}'s rooms")

@@ -90,7 +90,8 @@ def commit_fence(instance: str, owners: RoomOwners) -> PreCommitHook:
 
     async def hook(batch: Sequence[EventToPersist]) -> TxnWrite | None:
         lowest = min((e.stream_ordering for e in batch if e.stream_ordering > 0), default=None)
-        rooms_of = {owners.shard(e.pdu.room_id) for e in batch}
+        shards = {owners.shard(e.pdu.room_id) for e in batch}
+        rooms_of = {shard: owners.holding(shard).generation for shard in shards}
 
         async def write(txn: Connection) -> None:
             if lowest is not None:

@@ -29,7 +29,7 @@ from typing import Any, Final
 from peyvand.background import BackgroundTask
 from peyvand.services.timeline.room_owners import RoomOwners
 from peyvand.storage.bus import Bus
-from peyvand.storage.room_writers import RoomWriterStore
+from peyvand.storage.room_writers import Holding, RoomWriterStore
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +61,7 @@ class RoomHolders:
         self._catch_up = catch_up
         self._forget = forget
         self._wake = asyncio.Event()
+        self._serving = False
         self._task = BackgroundTask("room writers", self._run)
 
     async def start(self) -> None:
@@ -69,6 +70,13 @@ class RoomHolders:
             await self._store.register(self._instance)
         self._owners.update(await self._store.holders())
         self._task.start()
+
+    async def serving(self) -> None:
+        """This writer serves requests (its internal API too): the writer holding its
+        rooms may hand them back (asked again at each check while it holds them)."""
+        self._serving = True
+        if self._instance is not None:
+            await self._store.want_back(self._instance)
 
     async def stop(self) -> None:
         await self._task.stop()
@@ -88,17 +96,15 @@ class RoomHolders:
 
     async def check(self) -> None:
         """Take over and hand back rooms (an event writer), then follow the holders."""
-        if self._instance is not None and await self._move():
+        if self._instance is not None and await self._move(self._instance):
             self._bus.publish(CHANNEL, {})
         await self._follow()
 
-    async def _move(self) -> bool:
-        instance = self._instance
-        assert instance is not None
+    async def _move(self, instance: str) -> bool:
         stored = await self._store.holders()
         moved = False
         for writer in self._owners.writers:
-            holder = stored.get(writer, writer)
+            holder = stored[writer].holder if writer in stored else writer
             if holder == instance and writer != instance:
                 if await self._store.hand_back(writer, instance):
                     logger.info("event writer %s runs again: its rooms are handed back", writer)
@@ -106,19 +112,27 @@ class RoomHolders:
             elif holder != instance and await self._store.take(writer, instance):
                 logger.warning("event writer %s is not running: its rooms are written here", holder)
                 moved = True
+            elif writer == instance and holder != instance and self._serving:
+                # Its lock was lost and taken again: running, its rooms held elsewhere.
+                await self._store.want_back(instance)
         return moved
 
     async def _follow(self) -> None:
+        """Follow the stored holdings. The rooms of a holding that changed (another
+        holder, or the same after changes this process missed) are forgotten at once
+        when lost; when gained, once what their previous holders stored is announced
+        here (else kept with their previous holder, tried again at the next check)."""
         stored = await self._store.holders()
         owners, instance = self._owners, self._instance
-        changed = frozenset(w for w in owners.writers if stored.get(w, w) != owners.holder(w))
+        changed = frozenset(
+            w for w in owners.writers if stored.get(w, Holding(w, 0)) != owners.holding(w)
+        )
         if not changed:
             return
-        gained = frozenset(w for w in changed if stored.get(w, w) == instance)
+        gained = frozenset(w for w in changed if stored.get(w, Holding(w, 0)).holder == instance)
         if gained:
-            # The rooms lost are written elsewhere at once; the ones gained once what
-            # their previous holder stored is announced here.
-            owners.update({**stored, **{w: owners.holder(w) for w in gained}})
+            kept = {w: owners.holding(w) for w in gained}
+            owners.update({**stored, **kept})
             if self._forget is not None:
                 self._forget(changed - gained)
             if self._catch_up is not None:
@@ -127,10 +141,11 @@ class RoomHolders:
                 except TimeoutError:
                     logger.error(
                         "taking the rooms of %s: the events stored were not announced "
-                        "within %d s; writing them anyway",
+                        "within %d s; trying again",
                         ", ".join(sorted(gained)),
                         CATCH_UP_SECONDS,
                     )
+                    return
         owners.update(stored)
         if self._forget is not None:
             self._forget(changed)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from peyvand.storage.room_writers import Holding
 from peyvand.types import RoomID
 
 # The characters a room ID's opaque part starts with, as far as shards are computed.
@@ -40,7 +41,7 @@ class RoomOwners:
 
     def __init__(self, writers: tuple[str, ...]) -> None:
         self.writers = writers
-        self._holders: dict[str, str] = {}
+        self._holders: dict[str, Holding] = {}
 
     def shard(self, room_id: RoomID) -> str:
         """The writer whose rooms ``room_id`` is one of."""
@@ -52,12 +53,11 @@ class RoomOwners:
 
     def holder(self, writer: str) -> str:
         """The writer that creates ``writer``'s rooms' events now."""
-        return self._holders.get(writer, writer)
+        return self.holding(writer).holder
 
-    def held_by(self, instance: str) -> frozenset[str]:
-        """The writers whose rooms ``instance`` creates the events of now."""
-        return frozenset(w for w in self.writers if self.holder(w) == instance)
+    def holding(self, writer: str) -> Holding:
+        return self._holders.get(writer) or Holding(writer, 0)
 
-    def update(self, holders: Mapping[str, str]) -> None:
-        """The stored holders (a writer without one holds its own rooms)."""
+    def update(self, holders: Mapping[str, Holding]) -> None:
+        """The stored holdings (a writer without one holds its own rooms)."""
         self._holders = {w: h for w, h in holders.items() if w in self.writers}

@@ -171,6 +171,8 @@ class StateService:
         self._store = store
         self._lane = lane
         self._rooms: dict[RoomID, RoomSnapshot] = {}
+        # How many times ``forget_rooms`` ran: a load across one is read again.
+        self._rooms_forgotten = 0
         self._room_load_locks: dict[RoomID, asyncio.Lock] = {}
         self._events: LRU[EventID, StoredEvent] = LRU(event_cache_size)
         # Events held outside the timeline, each with the redaction applied to it (if any).
@@ -420,10 +422,17 @@ class StateService:
         lock = self._room_load_locks.setdefault(room_id, asyncio.Lock())
         async with lock:
             snapshot = self._rooms.get(room_id)
-            if snapshot is None:
+            while snapshot is None:
+                epoch = self._rooms_forgotten
                 snapshot = await self._load_room(room_id)
-                if snapshot is not None:
-                    self._rooms[room_id] = snapshot
+                if snapshot is None:
+                    break
+                if epoch != self._rooms_forgotten:
+                    # Rooms were forgotten while it loaded (``forget_rooms``): what
+                    # was read may be older than what made them forgotten.
+                    snapshot = None
+                    continue
+                self._rooms[room_id] = snapshot
         self._room_load_locks.pop(room_id, None)
         return snapshot
 
@@ -459,7 +468,9 @@ class StateService:
         self._rooms.pop(room_id, None)
 
     def forget_rooms(self, where: Callable[[RoomID], bool]) -> None:
-        """``forget_room`` for every cached room ``where`` is true of."""
+        """``forget_room`` for every cached room ``where`` is true of, and for the ones
+        loading now."""
+        self._rooms_forgotten += 1
         for room_id in [r for r in self._rooms if where(r)]:
             del self._rooms[room_id]
 
