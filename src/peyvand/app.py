@@ -31,6 +31,7 @@ from peyvand.services.appservice.thirdparty import ThirdPartyLookups
 from peyvand.services.e2ee.key_backup import KeyBackupService
 from peyvand.services.rooms.policy_lists import PolicyListService
 from peyvand.services.sync.legacy import LegacySyncService
+from peyvand.services.sync.stream_relay import StreamRelay
 from peyvand.services.sync.sync import SyncService
 from peyvand.services.timeline.room_holders import RoomHolders
 from peyvand.storage.database import Database
@@ -261,6 +262,10 @@ def _lifecycle(
     add_job(lifecycle, "disappearing messages", compliance.disappearing)
     if primary is not None:
         # Last: starts the jobs above while this writer is the primary one.
+        for _, component in workers:
+            if isinstance(component, StreamRelay):
+                # First: what the previous primary stored unannounced is taken as missed.
+                primary.on_taken(component.catch_up)
         for stream in (local.account_data, local.receipts, local.to_device):
             primary.on_taken(stream.resume)
         lifecycle.add("primary event writer", primary)

@@ -8,15 +8,23 @@ It also runs the jobs those writes feed as they happen (push and appservice deli
 the policy lists: ``wiring.leased.background_jobs``, ``on_writer``).
 
 The role is a PostgreSQL session advisory lock (``PRIMARY_KEY``), which the database
-lets go at once when its holder dies. The first configured writer takes it whenever it
-runs; another takes it within ``CHECK_SECONDS`` while the first is not running (its
-instance name's lock is free). Taking it, a writer continues the streams above what is
-stored (``resume``: what the previous primary wrote is committed, its requests having
-ended with it or been waited for), admits the primary's requests and starts the jobs.
-When the first writer runs again, the other stops admitting them (503: nginx lists the
-other writers as the first's backups, and a client retries), waits for the ones running
-(at most ``DRAIN_SECONDS``), stops the jobs and lets the lock go, which the first takes
-within ``CHECK_SECONDS``. A holder whose lock connection closes stops likewise at once.
+lets go at once when its holder dies. The first configured writer holds ``WANT_KEY``
+once it is ready (its ``start``, near the end of its start-up) and then takes the role;
+while it does not want it (down, or still starting), the next running writer in the
+configured order takes it within ``CHECK_SECONDS``. Taking it, a writer first takes what
+the stream relay finds stored beyond what it heard for missed (the previous primary may
+have died between a commit and its bus message), continues each stream above
+(``resume``), admits the primary's requests and starts the jobs. When the first writer
+wants it again, the other stops admitting them (503: nginx lists the other writers as
+the first's backups, and a client retries), waits for the ones running (until none is
+left), stops the jobs (each bounded by ``JOB_STOP_SECONDS``) and lets the lock go. A
+holder whose lock connection closes stops admitting at once.
+
+Not fenced at commit (unlike a room's events, ``storage.room_writers``): a primary
+whose lock connection closes while requests of its run lets them finish (at most
+``DRAIN_SECONDS``) while another may already be primary, so their stream positions may
+meet; and nginx spreads the first's requests over its backups, so with three or more
+writers those reaching a writer that is not primary get a 503 to retry.
 """
 
 from __future__ import annotations
@@ -41,6 +49,14 @@ logger = logging.getLogger(__name__)
 PRIMARY_KEY: Final = int.from_bytes(
     hashlib.blake2b(b"peyvand primary event writer", digest_size=8).digest(), "big", signed=True
 )
+# Held by the first writer once it is ready to be the primary (the others hand it back).
+WANT_KEY: Final = int.from_bytes(
+    hashlib.blake2b(b"peyvand primary event writer wanted", digest_size=8).digest(),
+    "big",
+    signed=True,
+)
+# How long stopping one of the primary's jobs may take before it is left.
+JOB_STOP_SECONDS: Final = 5.0
 # How often a writer checks whether it should take the role, or hand it back.
 CHECK_SECONDS: Final = 1.0
 # How long handing the role back waits for the primary's requests running here.
@@ -66,6 +82,8 @@ class PrimaryWriter:
         self._locks = locks
         self._instance = instance
         self._first = writers[0]
+        self._writers = tuple(writers)
+        self._wanting: AsyncExitStack | None = None
         self._gate = gate
         self._jobs: list[tuple[str, Component | Hooks]] = []
         self._resume: list[Resume] = []
@@ -92,8 +110,15 @@ class PrimaryWriter:
         return self._held is not None
 
     async def start(self) -> None:
-        """The first writer waits (at most ``START_SECONDS``) for another that took the
-        role meanwhile to hand it back, so that it serves as the primary from the start."""
+        """The first writer says it wants the role (``WANT_KEY``, held while it runs
+        from here) and waits (at most ``START_SECONDS``) for another that took the role
+        meanwhile to hand it back, so that it serves as the primary from the start."""
+        if self._instance == self._first:
+            wanting = AsyncExitStack()
+            if await wanting.enter_async_context(self._locks.advisory_lock(WANT_KEY, wait=False)):
+                self._wanting = wanting
+            else:
+                await wanting.aclose()
         await self.check()
         if self._instance == self._first:
             deadline = asyncio.get_running_loop().time() + START_SECONDS
@@ -104,7 +129,11 @@ class PrimaryWriter:
 
     async def stop(self) -> None:
         await self._task.stop()
-        await self._let_go()
+        await self._let_go(handing_back=False)
+        wanting, self._wanting = self._wanting, None
+        if wanting is not None:
+            with contextlib.suppress(Exception):
+                await wanting.aclose()
 
     async def _run(self) -> None:
         while True:
@@ -120,13 +149,30 @@ class PrimaryWriter:
         if self._lost.is_set():
             self._lost.clear()
             logger.error("the primary event writer lock was lost (its connection closed)")
-            await self._let_go()
+            await self._let_go(handing_back=False)
         if self._held is None:
-            if self._instance == self._first or not await is_running(self._db, self._first):
+            if await self._ought_to_hold():
                 await self._take()
-        elif self._instance != self._first and await is_running(self._db, self._first):
-            logger.info("event writer %s runs again: the primary role goes back", self._first)
-            await self._let_go()
+        elif self._instance != self._first and await self._first_wants():
+            logger.info("event writer %s serves again: the primary role goes back", self._first)
+            await self._let_go(handing_back=True)
+
+    async def _first_wants(self) -> bool:
+        """The first writer runs and is ready to be the primary (it holds ``WANT_KEY``)."""
+        async with self._db.transaction() as txn:
+            return not await txn.fetchval("SELECT pg_try_advisory_xact_lock($1)", WANT_KEY)
+
+    async def _ought_to_hold(self) -> bool:
+        """The first writer, always; another while the first does not want the role
+        and no writer before it in the configured order runs (one taker at a time)."""
+        if self._instance == self._first:
+            return True
+        if await self._first_wants():
+            return False
+        for writer in self._writers[1 : self._writers.index(self._instance)]:
+            if await is_running(self._db, writer):
+                return False
+        return True
 
     async def _take(self) -> None:
         held = AsyncExitStack()
@@ -139,11 +185,13 @@ class PrimaryWriter:
             for resume in self._resume:
                 await resume()
         except BaseException:
-            await self._let_go()
+            await self._let_go(handing_back=False)
             raise
+        if self._lost.is_set():
+            return  # lost while resuming: let go at the next check
         self._gate.held = True
         if self._instance != self._first:
-            logger.warning("event writer %s is not running: this one is primary", self._first)
+            logger.warning("event writer %s does not serve: this one is primary", self._first)
         for name, job in self._jobs:
             try:
                 await run_step(job.start)
@@ -157,18 +205,24 @@ class PrimaryWriter:
         self._gate.held = False
         self._lost.set()
 
-    async def _let_go(self) -> None:
+    async def _let_go(self, *, handing_back: bool) -> None:
+        """Stop admitting the primary's requests and running its jobs, and let the lock
+        go. Handing the role back waits for the requests running here first (kept, gate
+        closed, until the next check if they outlast ``DRAIN_SECONDS``)."""
         self._gate.held = False
         if self._held is None:
             return
         if not await self._gate.drained(DRAIN_SECONDS):
             logger.error("requests of the primary writer still run after %d s", DRAIN_SECONDS)
+            if handing_back:
+                return
         while self._started:
             name, job = self._started.pop()
             try:
-                await run_step(job.stop)
+                async with asyncio.timeout(JOB_STOP_SECONDS):
+                    await run_step(job.stop)
             except Exception:
-                logger.exception("stopping %s failed", name)
+                logger.exception("stopping %s failed (or took over %d s)", name, JOB_STOP_SECONDS)
         held, self._held = self._held, None
         with contextlib.suppress(Exception):
             await held.aclose()

@@ -113,3 +113,25 @@ async def test_written_before_the_relay_started_is_found_soon_after() -> None:
         assert len(messages) == 1
     finally:
         await relay.stop()
+
+
+async def test_a_process_becoming_the_writer_finds_what_the_last_one_left_unannounced() -> None:
+    """The primary event writer dies with its last message stored but never relayed; the
+    process taking the role over (``wiring.primary``: the relay's ``catch_up``, then the
+    stream's ``resume``) reads every inbox again for it, and writes above it."""
+    inbox = FakeInbox()
+    writer, _ = await to_device_service(inbox)
+    taker, notifier, _bus, relay = await _reader(inbox)
+    await relay.start()
+    try:
+        await send(writer, "t1", 1)  # its relay message never sent: the writer died
+        await relay.catch_up()
+        await taker.resume()
+        assert notifier.current_token.get(Stream.TO_DEVICE) == 1
+        messages, _ = await taker.for_sync(BOB, DEVICE, 0, 1)
+        assert len(messages) == 1
+        await send(taker, "t2", 2)
+        assert notifier.current_token.get(Stream.TO_DEVICE) == 2
+        assert sorted(row[2] for row in inbox.rows if row[0] == BOB) == [1, 2]
+    finally:
+        await relay.stop()

@@ -118,6 +118,12 @@ class StreamRelay:
         """Compare the tracked streams' stored positions with what this process knows."""
         await self._reread(at_once=False)
 
+    async def catch_up(self) -> None:
+        """Take every tracked stream's stored position beyond what this process knows
+        for missed, at once (before this process writes those streams: another that
+        stopped may have stored positions it never announced)."""
+        await self._reread(at_once=True)
+
     async def _reconnected(self) -> None:
         await self._reread(at_once=True)
 
