@@ -11,7 +11,8 @@ each retrying a failed send with the same transaction ID, while every process in
 is killed and started again. Each client's sends never stop for more than
 ``TAKEOVER_SECONDS``; a background job lease a killed process held is someone else's
 within that time; a member syncing through nginx then sees every acknowledged message
-once, in each sender's order."""
+once, in each sender's order; media uploaded and downloaded through nginx while each is
+down."""
 
 from __future__ import annotations
 
@@ -131,6 +132,34 @@ async def _taken_over(database_url: str | None, dead: str, held: dict[str, str])
             await asyncio.sleep(0.2)
 
 
+async def _media_round_trip(
+    session: aiohttp.ClientSession, base: str, token: str, content: bytes
+) -> None:
+    """Upload ``content`` and download it back through nginx, each retried until it
+    succeeds, within ``TAKEOVER_SECONDS`` in all."""
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/octet-stream"}
+    async with asyncio.timeout(TAKEOVER_SECONDS):
+        while True:
+            async with session.post(
+                f"{base}/_matrix/media/v3/upload", data=content, headers=headers, timeout=TIMEOUT
+            ) as response:
+                if response.status == 200:
+                    uri = (await response.json())["content_uri"]
+                    break
+                assert response.status in (502, 503), response.status
+            await asyncio.sleep(0.2)
+        path = uri.removeprefix("mxc://")
+        while True:
+            async with session.get(
+                f"{base}/_matrix/client/v1/media/download/{path}", headers=headers, timeout=TIMEOUT
+            ) as response:
+                if response.status == 200:
+                    assert await response.read() == content
+                    return
+                assert response.status in (502, 503), response.status
+            await asyncio.sleep(0.2)
+
+
 async def _messages(
     session: aiohttp.ClientSession, base: str, token: str, room_id: str
 ) -> list[str]:
@@ -185,6 +214,8 @@ async def test_killing_each_process_in_turn_loses_no_acknowledged_message(
                 held = await _leases(deployment.database_url)
                 await asyncio.to_thread(deployment[name].kill)
                 await _taken_over(deployment.database_url, name, held)
+                # Media too, whichever process held the role.
+                await _media_round_trip(session, base, watcher, f"while {name} is down".encode())
                 await asyncio.sleep(DOWN_SECONDS)
                 await asyncio.to_thread(deployment[name].start)
             await asyncio.sleep(UP_SECONDS)
