@@ -8,15 +8,22 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import asyncpg
 import pytest
 
 from harness.postgres import PostgresCluster
+from peyvand.events.pdu import Pdu
+from peyvand.events.room_versions import KNOWN_ROOM_VERSIONS
+from peyvand.services.timeline.absent_writers import commit_fence
+from peyvand.services.timeline.room_owners import RoomOwners
 from peyvand.storage.leases import instance_lock_key
 from peyvand.storage.migrations import run_migrations
+from peyvand.storage.models import EventToPersist
 from peyvand.storage.postgres import PostgresDatabase
 from peyvand.storage.room_writers import Holding, NotHolder, RoomWriterStore, fence_rooms
+from peyvand.types import EventID, RoomID
 
 WAIT_SECONDS = 10.0
 
@@ -152,3 +159,43 @@ async def test_only_the_holder_commits_and_a_takeover_waits_for_its_commit(
         with pytest.raises(NotHolder):
             await fence_rooms(txn, "w1", {"w2": 0})
         await fence_rooms(txn, "w1", {"w1": 0, "w2": 1})
+
+
+def _event(room_id: str, position: int, holding: int | None) -> EventToPersist:
+    pdu = Pdu({"type": "m.room.message", "room_id": room_id}, EventID(f"$e{position}"),
+              KNOWN_ROOM_VERSIONS["11"])  # fmt: skip
+    return replace(EventToPersist(pdu, position, 1, None, None, None, None, ()), holding=holding)
+
+
+async def test_an_event_built_before_a_change_of_holder_is_refused_after_it(
+    db: PostgresDatabase, running: Running
+) -> None:
+    """w1 built an event of w2's room while holding them (generation 1); the rooms went
+    to another writer and came back to w1 (generation 3) before the commit: built on
+    a view of the room that may be stale, it is refused; one built since commits."""
+    store = RoomWriterStore(db)
+    await running.start("w1")
+    for _ in range(3):
+        assert await store.take("w2", "w1")
+        async with db.transaction() as txn:
+            await txn.execute("UPDATE room_writers SET holder = 'w3' WHERE owner = 'w2'")
+    assert await store.take("w2", "w1")
+    owners = RoomOwners(("w1", "w2"))
+    owners.update(await store.holders())
+    generation = owners.holding("w2").generation
+    room = next(f"!{c}:test" for c in "abcdefgh" if owners.shard(RoomID(f"!{c}:test")) == "w2")
+    fence = commit_fence("w1", owners)
+    for batch, refused in (
+        ([_event(room, 2, generation - 2)], True),
+        ([_event(room, 2, generation - 2), _event(room, 4, generation)], True),
+        ([_event(room, 4, generation)], False),
+        ([_event(room, 4, None)], False),
+    ):
+        write = await fence(batch)
+        assert write is not None
+        async with db.transaction() as txn:
+            if refused:
+                with pytest.raises(NotHolder):
+                    await write(txn)
+            else:
+                await write(txn)

@@ -87,6 +87,9 @@ class EventToPersist:
     # read when it was built: where it is sent (None: read from the room when it is
     # committed). Later events may already have moved the room by its commit.
     joined_servers: frozenset[ServerName] | None = None
+    # Several event writers: the generation of the room's holding (``storage.room_writers``)
+    # its writer knew when it built the event (None: as it knows at commit).
+    holding: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -90,8 +90,13 @@ def commit_fence(instance: str, owners: RoomOwners) -> PreCommitHook:
 
     async def hook(batch: Sequence[EventToPersist]) -> TxnWrite | None:
         lowest = min((e.stream_ordering for e in batch if e.stream_ordering > 0), default=None)
-        shards = {owners.shard(e.pdu.room_id) for e in batch}
-        rooms_of = {shard: owners.holding(shard).generation for shard in shards}
+        # The generation each event was built under (the oldest, if they differ: that
+        # event is refused, and the others commit without it).
+        rooms_of: dict[str, int] = {}
+        for event in batch:
+            shard = owners.shard(event.pdu.room_id)
+            built = owners.holding(shard).generation if event.holding is None else event.holding
+            rooms_of[shard] = min(rooms_of.get(shard, built), built)
 
         async def write(txn: Connection) -> None:
             if lowest is not None:

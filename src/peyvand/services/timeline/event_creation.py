@@ -741,6 +741,7 @@ class EventCreationService:
     ) -> EventToPersist:
         relates_to, rel_type = relation_columns(pdu.content)
         state_group = new_group.row.state_group if new_group is not None else group
+        owners = self._owners
         assert state_group is not None
         return EventToPersist(
             pdu=pdu,
@@ -755,6 +756,9 @@ class EventCreationService:
             current_state_group=new_group.row.state_group if new_group is not None else None,
             redaction_by_power=redaction_by_power,
             replaces_state=replaces_state,
+            holding=None
+            if owners is None
+            else owners.holding(owners.shard(pdu.room_id)).generation,
         )
 
     @staticmethod

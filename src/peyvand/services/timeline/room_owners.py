@@ -58,6 +58,10 @@ class RoomOwners:
     def holding(self, writer: str) -> Holding:
         return self._holders.get(writer) or Holding(writer, 0)
 
+    def room_holding(self, room_id: RoomID) -> Holding:
+        """Who creates ``room_id``'s events now, and how many times that changed."""
+        return self.holding(self.shard(room_id))
+
     def update(self, holders: Mapping[str, Holding]) -> None:
         """The stored holdings (a writer without one holds its own rooms)."""
         self._holders = {w: h for w, h in holders.items() if w in self.writers}
