@@ -97,11 +97,7 @@ class ReceiptService:
         self._notifier.advance(Stream.RECEIPTS, self._position, ())
 
     async def resume(self) -> None:
-        """Continue the stream above what is stored: this process became the one that
-        writes it (the primary of several event writers, ``wiring.primary``). The
-        notifier is moved by the stream relay's ``catch_up`` first, which tells that
-        whatever the previous writer stored unannounced may be anyone's; above what
-        it announced too (what is stored may have been deleted since)."""
+        """Write above what is stored or announced (``wiring.primary`` took the role)."""
         async with self._write_lock:
             stored = await self._store.get_max_stream_id()
             self._position = max(self._position, stored, self._notifier.current_token.receipts)
