@@ -12,7 +12,8 @@ is killed and started again. Each client's sends never stop for more than
 ``TAKEOVER_SECONDS``; a background job lease a killed process held is someone else's
 within that time; a member syncing through nginx then sees every acknowledged message
 once, in each sender's order; media uploaded and downloaded through nginx while each is
-down."""
+down; a client's account data writes (the primary writer's) never stop for more than
+``TAKEOVER_SECONDS`` either."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import aiohttp
@@ -33,6 +35,7 @@ from workers.test_several_writers_deployment import (
     TIMEOUT,
     _call,
     _client,
+    _message_chain,
     _register,
     _rooms_of_each_writer,
 )
@@ -53,6 +56,7 @@ DOWN_SECONDS = TAKEOVER_SECONDS + 2.0
 UP_SECONDS = 4.0
 # Between one client's sends: 16 clients at up to 4 messages a second each.
 PAUSE_SECONDS = 0.25
+COUNTER = "org.example.counter"
 # Pages of /messages read at most per room.
 MAX_PAGES = 50
 MESSAGES = json.dumps({"types": ["m.room.message"]})
@@ -86,10 +90,14 @@ class Sender:
             last = now
             await asyncio.sleep(PAUSE_SECONDS)
 
-    async def _send(self, session: aiohttp.ClientSession, base: str, number: int) -> None:
-        """Send message ``number`` until acknowledged (the same transaction each time)."""
+    def request(self, number: int) -> tuple[str, dict[str, Any]]:
+        """The path and body of write ``number`` (the same transaction each time)."""
         path = f"/rooms/{self.room_id}/send/m.room.message/m{number}"
-        body = {"msgtype": "m.text", "body": f"{self.index}:{number}"}
+        return path, {"msgtype": "m.text", "body": f"{self.index}:{number}"}
+
+    async def _send(self, session: aiohttp.ClientSession, base: str, number: int) -> None:
+        """Write ``number`` until acknowledged."""
+        path, body = self.request(number)
         for _ in range(MAX_TRIES):
             try:
                 async with session.put(
@@ -104,7 +112,19 @@ class Sender:
             except aiohttp.ClientConnectionError:
                 pass  # nginx's connection to a process closed by its death
             await asyncio.sleep(0.2)
-        raise AssertionError(f"message {number} of sender {self.index} never acknowledged")
+        raise AssertionError(f"write {number} of client {self.index} never acknowledged")
+
+
+class AccountDataWriter(Sender):
+    """One client moving a counter in its account data through nginx: a write of the
+    primary event writer's (``wiring.primary``), whichever writer that is."""
+
+    def __init__(self, token: str, user_id: str) -> None:
+        super().__init__(-1, token, "")
+        self.user_id = user_id
+
+    def request(self, number: int) -> tuple[str, dict[str, Any]]:
+        return f"/user/{self.user_id}/account_data/{COUNTER}", {"n": number}
 
 
 async def _leases(database_url: str | None) -> dict[str, str]:
@@ -206,8 +226,11 @@ async def test_killing_each_process_in_turn_loses_no_acknowledged_message(
         held = await _leases(deployment.database_url)
         assert set(held.values()) <= {"writer2", "jobs"}, held
 
+        counter = AccountDataWriter(watcher, "@watcher:localhost")
         stop = asyncio.Event()
-        sending = [asyncio.create_task(s.run(session, base, stop)) for s in senders]
+        sending = [
+            asyncio.create_task(client.run(session, base, stop)) for client in [*senders, counter]
+        ]
         try:
             for name in KILLED_IN_TURN:
                 await asyncio.sleep(UP_SECONDS)
@@ -224,6 +247,15 @@ async def test_killing_each_process_in_turn_loses_no_acknowledged_message(
             await asyncio.gather(*sending)
 
         seen = {room: await _messages(session, base, watcher, room) for room in rooms}
+        status, stored, _ = await _call(
+            session, "GET", _client(base, f"/user/@watcher:localhost/account_data/{COUNTER}"),
+            watcher,
+        )  # fmt: skip
+    assert (status, stored) == (200, {"n": counter.acknowledged - 1})
+    assert counter.longest_gap <= TAKEOVER_SECONDS, counter.longest_gap
+    for room in rooms:
+        # One chain of prev_events in each room across every change of writer.
+        assert await _message_chain(deployment.database_url, room) == seen[room]
     for sender in senders:
         mine = [b for b in seen[sender.room_id] if b.split(":")[0] == str(sender.index)]
         assert mine == [f"{sender.index}:{n}" for n in range(sender.acknowledged)]

@@ -27,12 +27,6 @@ async def not_running(txn: Connection, instance: str) -> bool:
     )
 
 
-async def is_running(db: Database, instance: str) -> bool:
-    """A live process holds ``instance``'s name."""
-    async with db.transaction() as txn:
-        return not await not_running(txn, instance)
-
-
 class LeaseStore:
     def __init__(self, db: Database) -> None:
         self._db = db

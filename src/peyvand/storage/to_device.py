@@ -81,7 +81,10 @@ class ToDeviceStore:
                 " VALUES ($1, $2, $3, $4)",
                 [(row.user_id, row.device_id, position, row.message) for row in rows],
             )
-            await txn.execute("UPDATE to_device_stream SET position = $1", position)
+            # Never backwards (a position is only ever moved on, by whichever process).
+            await txn.execute(
+                "UPDATE to_device_stream SET position = $1 WHERE position < $1", position
+            )
         return True
 
     async def get_messages(

@@ -8,17 +8,19 @@ It also runs the jobs those writes feed as they happen (push and appservice deli
 the policy lists: ``wiring.leased.background_jobs``, ``on_writer``).
 
 The role is a PostgreSQL session advisory lock (``PRIMARY_KEY``), which the database
-lets go at once when its holder dies. The first configured writer holds ``WANT_KEY``
-once it is ready (its ``start``, near the end of its start-up) and then takes the role;
-while it does not want it (down, or still starting), the next running writer in the
-configured order takes it within ``CHECK_SECONDS``. Taking it, a writer first takes what
-the stream relay finds stored beyond what it heard for missed (the previous primary may
-have died between a commit and its bus message), continues each stream above
-(``resume``), admits the primary's requests and starts the jobs. When the first writer
-wants it again, the other stops admitting them (503: nginx lists the other writers as
-the first's backups, and a client retries), waits for the ones running (until none is
-left), stops the jobs (each bounded by ``JOB_STOP_SECONDS``) and lets the lock go. A
-holder whose lock connection closes stops admitting at once.
+lets go at once when its holder dies. Each writer holds its ``ready_key`` once its
+``PrimaryWriter`` started (near the end of its start-up; taken again if its connection
+closes). The first writer takes the role whenever it can; another takes it within
+``CHECK_SECONDS`` while neither the first nor a writer before it in the configured order
+is ready. Taking it, a writer first takes what the stream relay finds stored beyond
+what it heard for missed (the previous primary may have died between a commit and its
+bus message), continues each stream above (``resume``), admits the primary's requests
+and starts the jobs. When the first writer is ready again, the other stops admitting
+them (503: nginx lists the other writers as the first's backups, and a client
+retries), waits for the ones running (until none is left; it stays the primary if the
+first is no longer ready meanwhile), stops the jobs (each bounded by
+``JOB_STOP_SECONDS``) and lets the lock go. A holder whose lock connection closes
+stops admitting at once.
 
 Not fenced at commit (unlike a room's events, ``storage.room_writers``): a primary
 whose lock connection closes while requests of its run lets them finish (at most
@@ -41,19 +43,12 @@ from peyvand.api.primary_gate import PrimaryGate
 from peyvand.background import BackgroundTask
 from peyvand.config import WorkersConfig
 from peyvand.storage.database import AdvisoryLocks, Database
-from peyvand.storage.leases import is_running
 from peyvand.wiring.lifecycle import Component, Hooks, run_step
 
 logger = logging.getLogger(__name__)
 
 PRIMARY_KEY: Final = int.from_bytes(
     hashlib.blake2b(b"peyvand primary event writer", digest_size=8).digest(), "big", signed=True
-)
-# Held by the first writer once it is ready to be the primary (the others hand it back).
-WANT_KEY: Final = int.from_bytes(
-    hashlib.blake2b(b"peyvand primary event writer wanted", digest_size=8).digest(),
-    "big",
-    signed=True,
 )
 # How long stopping one of the primary's jobs may take before it is left.
 JOB_STOP_SECONDS: Final = 5.0
@@ -65,6 +60,14 @@ DRAIN_SECONDS: Final = 10.0
 START_SECONDS: Final = DRAIN_SECONDS + 5 * CHECK_SECONDS
 
 Resume = Callable[[], Awaitable[None]]
+
+
+def ready_key(writer: str) -> int:
+    """The advisory lock a writer holds once it is ready to be the primary (its
+    ``PrimaryWriter`` started): the first's tells the others to hand the role back, the
+    others' who takes it while the first is not ready."""
+    digest = hashlib.blake2b(f"peyvand primary ready {writer}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
 
 
 class PrimaryWriter:
@@ -83,7 +86,9 @@ class PrimaryWriter:
         self._instance = instance
         self._first = writers[0]
         self._writers = tuple(writers)
-        self._wanting: AsyncExitStack | None = None
+        # This writer's ``ready_key`` lock, once taken; lost with its connection.
+        self._ready: AsyncExitStack | None = None
+        self._ready_lost = False
         self._gate = gate
         self._jobs: list[tuple[str, Component | Hooks]] = []
         self._resume: list[Resume] = []
@@ -110,15 +115,9 @@ class PrimaryWriter:
         return self._held is not None
 
     async def start(self) -> None:
-        """The first writer says it wants the role (``WANT_KEY``, held while it runs
-        from here) and waits (at most ``START_SECONDS``) for another that took the role
-        meanwhile to hand it back, so that it serves as the primary from the start."""
-        if self._instance == self._first:
-            wanting = AsyncExitStack()
-            if await wanting.enter_async_context(self._locks.advisory_lock(WANT_KEY, wait=False)):
-                self._wanting = wanting
-            else:
-                await wanting.aclose()
+        """Ready from here (``ready_key``); the first writer waits (at most
+        ``START_SECONDS``) for another that took the role meanwhile to hand it back, so
+        that it serves as the primary from the start."""
         await self.check()
         if self._instance == self._first:
             deadline = asyncio.get_running_loop().time() + START_SECONDS
@@ -130,10 +129,7 @@ class PrimaryWriter:
     async def stop(self) -> None:
         await self._task.stop()
         await self._let_go(handing_back=False)
-        wanting, self._wanting = self._wanting, None
-        if wanting is not None:
-            with contextlib.suppress(Exception):
-                await wanting.aclose()
+        await self._unready()
 
     async def _run(self) -> None:
         while True:
@@ -150,27 +146,60 @@ class PrimaryWriter:
             self._lost.clear()
             logger.error("the primary event writer lock was lost (its connection closed)")
             await self._let_go(handing_back=False)
+        if not await self._keep_ready():
+            return
         if self._held is None:
             if await self._ought_to_hold():
                 await self._take()
-        elif self._instance != self._first and await self._first_wants():
-            logger.info("event writer %s serves again: the primary role goes back", self._first)
-            await self._let_go(handing_back=True)
+        elif self._instance != self._first:
+            if await self._is_ready(self._first):
+                logger.info(
+                    "event writer %s is ready again: the primary role goes back", self._first
+                )
+                await self._let_go(handing_back=True)
+            elif not self._gate.held:
+                # A handback whose requests outlasted the drain, and the first writer is
+                # not ready any more: this one stays the primary.
+                self._gate.held = True
 
-    async def _first_wants(self) -> bool:
-        """The first writer runs and is ready to be the primary (it holds ``WANT_KEY``)."""
+    async def _keep_ready(self) -> bool:
+        """Hold this writer's ``ready_key`` (taken again once lost); whether it does."""
+        if self._ready_lost:
+            self._ready_lost = False
+            await self._unready()
+        if self._ready is None:
+            ready = AsyncExitStack()
+            lock = self._locks.advisory_lock(
+                ready_key(self._instance), wait=False, on_lost=self._on_ready_lost
+            )
+            if await ready.enter_async_context(lock):
+                self._ready = ready
+            else:
+                # Another writer's check holds it for a moment: taken at the next one.
+                await ready.aclose()
+        return self._ready is not None
+
+    def _on_ready_lost(self) -> None:
+        self._ready_lost = True
+
+    async def _unready(self) -> None:
+        ready, self._ready = self._ready, None
+        if ready is not None:
+            with contextlib.suppress(Exception):
+                await ready.aclose()
+
+    async def _is_ready(self, writer: str) -> bool:
+        """``writer`` runs and is ready to be the primary (it holds its ``ready_key``)."""
         async with self._db.transaction() as txn:
-            return not await txn.fetchval("SELECT pg_try_advisory_xact_lock($1)", WANT_KEY)
+            return not await txn.fetchval("SELECT pg_try_advisory_xact_lock($1)", ready_key(writer))
 
     async def _ought_to_hold(self) -> bool:
-        """The first writer, always; another while the first does not want the role
-        and no writer before it in the configured order runs (one taker at a time)."""
+        """The first writer, always; another while the first is not ready and no writer
+        before it in the configured order is (one taker at a time)."""
         if self._instance == self._first:
             return True
-        if await self._first_wants():
-            return False
-        for writer in self._writers[1 : self._writers.index(self._instance)]:
-            if await is_running(self._db, writer):
+        for writer in self._writers[: self._writers.index(self._instance)]:
+            if await self._is_ready(writer):
                 return False
         return True
 
