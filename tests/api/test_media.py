@@ -13,6 +13,7 @@ import errno
 import functools
 import io
 import logging
+import os
 import re
 import socket
 import struct
@@ -785,20 +786,33 @@ async def test_purge_removes_media_not_accessed_since(
     await _assert_consistent(media_server)
 
 
+def _age(path: Path) -> None:
+    """Make ``path`` two hours old (older than the orphan sweep's margin)."""
+    then = time.time() - 2 * 3600
+    os.utime(path, (then, then))
+
+
 async def test_orphaned_files_are_swept_at_start(
     media_server: HomeserverProcess, mc: MatrixClient, http: aiohttp.ClientSession
 ) -> None:
-    """A crash between a file and its row leaves an orphan; the next start removes it."""
+    """A crash between a file and its row leaves an orphan; the next start removes it
+    once it is over an hour old (a file written just now may be waiting for its row, in
+    another process sharing the store)."""
     alice = await mc.register()
     kept = await _uploaded(http, media_server, alice, b"kept across restarts")
-    orphan = "ab" * 32
-    orphan_path = media_server.data_dir / "media" / "blobs" / "ab" / "ab" / orphan
+    blobs = media_server.data_dir / "media" / "blobs"
+    orphan_path = blobs / "ab" / "ab" / ("ab" * 32)
+    fresh_path = blobs / "cd" / "cd" / ("cd" * 32)
     media_server.stop()
-    orphan_path.parent.mkdir(parents=True, exist_ok=True)
-    orphan_path.write_bytes(b"no row names me")
+    for path in (orphan_path, fresh_path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"no row names me")
+    _age(orphan_path)
     (media_server.data_dir / "media" / "tmp" / "half-written").write_bytes(b"partial")
     media_server.start()
     await _eventually(lambda: not orphan_path.exists())
+    assert fresh_path.exists()
+    fresh_path.unlink()
     await _assert_consistent(media_server)
     status, _, body = await _get(
         http, f"{media_server.base_url}{MEDIA}/download/{kept[0]}/{kept[1]}", alice
@@ -1300,6 +1314,7 @@ async def test_orphaned_files_are_swept_periodically(
         orphan = media.root / "blobs" / "ab" / "ab" / ("ab" * 32)
         orphan.parent.mkdir(parents=True, exist_ok=True)
         orphan.write_bytes(b"no row names me")
+        _age(orphan)
         await _eventually(lambda: not orphan.exists(), seconds=5)
         # The sweep that removed it is counted once it returns.
         await _eventually(lambda: sweeps >= 2)

@@ -16,6 +16,7 @@ All file system calls run in the default executor: the event loop never waits on
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import re
@@ -187,11 +188,12 @@ class MediaFiles:
             None, self.path_of(sha256).read_bytes
         )
 
-    async def stored_hashes(self) -> AsyncIterator[list[str]]:
-        """Every committed file's hash, one leaf directory (a bounded batch) at a time."""
+    async def stored_hashes(self, settled_before: float) -> AsyncIterator[list[str]]:
+        """Every committed file's hash, one leaf directory (a bounded batch) at a time,
+        of the files last changed before ``settled_before`` (seconds since the epoch)."""
         loop = asyncio.get_running_loop()
         for directory in await loop.run_in_executor(None, self._leaf_directories):
-            names = await loop.run_in_executor(None, _list_names, directory)
+            names = await loop.run_in_executor(None, _settled_names, directory, settled_before)
             hashes = [name for name in names if _SHA256.fullmatch(name)]
             if hashes:
                 yield hashes
@@ -229,5 +231,10 @@ def _subdirectories(path: Path) -> Iterable[Path]:
     return [entry for entry in path.iterdir() if entry.is_dir()]
 
 
-def _list_names(path: Path) -> list[str]:
-    return [entry.name for entry in path.iterdir()]
+def _settled_names(path: Path, before: float) -> list[str]:
+    names = []
+    for entry in os.scandir(path):
+        with contextlib.suppress(FileNotFoundError):
+            if entry.stat().st_mtime < before:
+                names.append(entry.name)
+    return names

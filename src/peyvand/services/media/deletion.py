@@ -7,6 +7,7 @@ hash lock, after checking again that no row names it.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Final
 
@@ -16,6 +17,8 @@ from peyvand.services.media.reservations import Reservations
 from peyvand.storage.media import MediaKey
 
 _PURGE_BATCH: Final = 100
+# How old a file no row names must be before the orphan sweep removes it.
+ORPHAN_AGE_SECONDS: Final = 3600.0
 
 
 class MediaDeletion:
@@ -63,9 +66,11 @@ class MediaDeletion:
 
     async def sweep_orphan_files(self) -> int:
         """Remove files no row names (left by a crash, or a database error, between a file
-        and its row)."""
+        and its row), written over ``ORPHAN_AGE_SECONDS`` ago: a file just written may be
+        waiting for its row, in this process or another sharing the store."""
         removed = 0
-        async for hashes in self._content.files.stored_hashes():
+        settled_before = time.time() - ORPHAN_AGE_SECONDS
+        async for hashes in self._content.files.stored_hashes(settled_before):
             for sha256 in await self._content.store.unreferenced(hashes):
                 async with self._content.locks.hold(sha256):
                     if await self._content.remove_if_unreferenced(sha256):
