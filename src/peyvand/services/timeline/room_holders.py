@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final
 
 from peyvand.background import BackgroundTask
@@ -96,12 +96,13 @@ class RoomHolders:
 
     async def check(self) -> None:
         """Take over and hand back rooms (an event writer), then follow the holders."""
-        if self._instance is not None and await self._move(self._instance):
-            self._bus.publish(CHANNEL, {})
-        await self._follow()
-
-    async def _move(self, instance: str) -> bool:
         stored = await self._store.holders()
+        if self._instance is not None and await self._move(self._instance, stored):
+            self._bus.publish(CHANNEL, {})
+            stored = await self._store.holders()
+        await self._follow(stored)
+
+    async def _move(self, instance: str, stored: Mapping[str, Holding]) -> bool:
         moved = False
         for writer in self._owners.writers:
             holder = stored[writer].holder if writer in stored else writer
@@ -117,12 +118,11 @@ class RoomHolders:
                 await self._store.want_back(instance)
         return moved
 
-    async def _follow(self) -> None:
+    async def _follow(self, stored: Mapping[str, Holding]) -> None:
         """Follow the stored holdings. The rooms of a holding that changed (another
         holder, or the same after changes this process missed) are forgotten at once
         when lost; when gained, once what their previous holders stored is announced
         here (else kept with their previous holder, tried again at the next check)."""
-        stored = await self._store.holders()
         owners, instance = self._owners, self._instance
         changed = frozenset(
             w for w in owners.writers if stored.get(w, Holding(w, 0)) != owners.holding(w)
