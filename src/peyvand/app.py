@@ -92,7 +92,7 @@ async def create_app(config: Config) -> web.Application:
     previews = build_previews(config, db, timeline, local, transport, federation, rooms)
     email = build_email(config, db, timeline, local, signing_key)
     appservices = build_appservices(config, db, timeline, local, rooms, federation)
-    workers = build_workers(config, db, timeline, local, rooms, federation)
+    workers = build_workers(config, db, timeline, local, rooms, federation, transport)
     primary = primary_writer(config.workers, db)
     observed = build_observability(
         config, db.pool_usage, timeline, local, transport, appservices, workers
@@ -217,8 +217,8 @@ def _lifecycle(
             "federation client", Hooks(start=transport.client.start, stop=transport.client.close)
         )
         if roles.has_role("federation_sender"):
-            # Before the writer: its pre-commit hook allocates the sender's seqs. Another
-            # process sending from the queue would send its rows again.
+            # One process sends what every process queues (another sending from the
+            # queue would send its rows again).
             lifecycle.add("federation sender", transport.sender)
     lifecycle.add("event writer", Hooks(start=timeline.writer.start, stop=timeline.writer.stop))
     for name, component in workers:

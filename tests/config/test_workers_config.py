@@ -99,13 +99,6 @@ def test_refused_deployments(tmp_path: Path, url: str, extra: str, message: str)
             '{name = "b", roles = ["federation_inbound"], port = 2}',
             "'b' has the role 'federation_inbound' but not 'event_writer'",
         ),
-        (
-            '{name = "a", roles = ["event_writer", "federation_inbound", "client_reader", '
-            '"media", "background"], port = 1}, '
-            '{name = "b", roles = ["federation_sender"], port = 2}',
-            "'b' has the role 'federation_sender' but not 'event_writer': the event writer "
-            "queues the outgoing events",
-        ),
         ('{name = "a b", roles = ["event_writer"], port = 1}', r"instances\[0\].name"),
         ('{name = "a", roles = [], port = 1}', "at least one role"),
         ('{name = "a", roles = ["writer"], port = 1}', "unknown role 'writer'"),

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from peyvand.federation.sender import FederationSender
+from peyvand.storage.bus import LocalBus
 from peyvand.storage.federation_outbox import FederationOutboxStore, OutboxRow
 from peyvand.storage.migrations import run_migrations
 from peyvand.storage.sqlite import SqliteDatabase
@@ -372,7 +373,7 @@ async def test_catch_up_sends_only_the_newest_pdu_per_room(world: World) -> None
 
 async def test_catch_up_after_a_restart(world: World) -> None:
     rows = [
-        OutboxRow.for_pdu(ONE, n, f"!r{n % 4}:here", world.event(f"!r{n % 4}:here", n))
+        OutboxRow.for_pdu(ONE, f"!r{n % 4}:here", world.event(f"!r{n % 4}:here", n))
         for n in range(1, 301)
     ]
     await world.store.add(rows)
@@ -382,7 +383,7 @@ async def test_catch_up_after_a_restart(world: World) -> None:
     await wait_until_empty(world)
     await first.stop()
     # A backlog under the threshold is sent in full.
-    rows = [OutboxRow.for_pdu(TWO, n, "!r:here", world.event("!r:here", n)) for n in range(1, 201)]
+    rows = [OutboxRow.for_pdu(TWO, "!r:here", world.event("!r:here", n)) for n in range(1, 201)]
     await world.store.add(rows)
     await world.sender(catchup_threshold=200)
     await wait_until(lambda: len(world.transport.pdu_ids(TWO)) == 200)
@@ -418,7 +419,7 @@ async def test_denied_destinations_get_nothing(world: World) -> None:
         EVIL, "m.typing", {"room_id": "!a:here", "user_id": "@a:h"}, durable=False
     )
     # Rows queued before the server was denied are dropped unsent.
-    await world.store.add([OutboxRow.for_pdu(TWO, sender.next_seqs(1)[0], "!a:here", event)])
+    await world.store.add([OutboxRow.for_pdu(TWO, "!a:here", event)])
     allowed[TWO] = False
     sender.notify_new([TWO, EVIL])
     await wait_until(lambda: len(world.transport.delivered(ONE)) == 1)
@@ -454,3 +455,92 @@ async def test_stop_returns_promptly_during_backoff_and_in_flight(world: World) 
     sender.notify_new([ONE])
     await asyncio.sleep(0.01)
     assert len(world.transport.attempts) == 2
+
+
+async def test_a_deployments_processes_queue_and_one_sends(world: World) -> None:
+    """Issue 21: a process without the sender role queues rows, durable and ephemeral EDUs
+    and wake-ups, and the one with it sends them; rows whose message was lost are found
+    by its poll."""
+    bus = LocalBus("writer")
+    elsewhere = FederationSender(HERE, world.store, world.transport, world.load_pdus)
+    elsewhere.replicate(bus, sends=False)
+    sending = FederationSender(
+        HERE, world.store, world.transport, world.load_pdus, clock=world.clock,
+        min_backoff=0.1, max_backoff=60, poll_interval=0.05,
+    )  # fmt: skip
+    sending.replicate(bus, sends=True)
+    world.senders.append(sending)
+    await bus.start()
+    await sending.start()
+    await world.commit(elsewhere, [("!a:here", world.event("!a:here", 1))], [ONE, TWO])
+    await elsewhere.send_edu(ONE, "m.direct_to_device", {"n": 1}, durable=True)
+    typing = {"room_id": "!a:here", "user_id": "@alice:here", "typing": True}
+    await elsewhere.send_edu(TWO, "m.typing", typing, durable=False)
+    await wait_until(lambda: world.transport.pdu_ids(ONE) == ["$a-1"])
+    await wait_until(
+        lambda: {"edu_type": "m.typing", "content": typing} in world.transport.edus(TWO)
+    )
+    await wait_until(lambda: len(world.transport.edus(ONE)) == 1)
+    assert world.transport.pdu_ids(TWO) == ["$a-1"]
+    # Queued without a word on the bus: the poll finds it.
+    await world.store.add([OutboxRow.for_pdu(ONE, "!a:here", world.event("!a:here", 2))])
+    await wait_until(lambda: world.transport.pdu_ids(ONE) == ["$a-1", "$a-2"])
+    await wait_until_empty(world)
+    # A presence push too large for one message arrives in parts.
+    push = [{"user_id": f"@user{n:03}:here", "presence": "online", "status_msg": "x" * 100}
+            for n in range(100)]  # fmt: skip
+    await elsewhere.send_edu(ONE, "m.presence", {"push": push}, durable=False)
+    await wait_until(
+        lambda: sum(len(e["content"]["push"]) for e in world.transport.edus(ONE)
+                    if e["edu_type"] == "m.presence") == 100
+    )  # fmt: skip
+    # A server that talked to us is retried at once by the sending process.
+    world.transport.fail[TWO] = -1
+    await elsewhere.send_edu(TWO, "m.direct_to_device", {"n": 2}, durable=True)
+    # Five failures: the next try is at least 0.8 x 1.6 s away.
+    await wait_until(lambda: any(f >= 5 for d, _, f in sending.queue_status() if d == TWO), 5)
+    world.transport.fail[TWO] = 0
+    elsewhere.wake(TWO)
+    await wait_until(
+        lambda: {"n": 2} in [e["content"] for e in world.transport.edus(TWO)], within=0.6
+    )
+    await bus.stop()
+
+
+async def test_sending_processes_share_the_destinations(world: World) -> None:
+    """Two sending processes: each destination is sent to by exactly one of them, whoever
+    queued for it."""
+    bus = LocalBus("writer")
+    transports = [FakeTransport(), FakeTransport()]
+    senders = [
+        FederationSender(HERE, world.store, transport, world.load_pdus, poll_interval=0.05)
+        for transport in transports
+    ]
+    for index, sender in enumerate(senders):
+        sender.replicate(bus, sends=True, shard=(index, 2))
+        world.senders.append(sender)
+    await bus.start()
+    for sender in senders:
+        await sender.start()
+    servers = [ServerName(f"s{n}.example") for n in range(12)]
+    event = world.event("!a:here", 1)
+    await world.commit(senders[0], [("!a:here", event)], servers)
+    for server in servers:
+        typing = {"room_id": "!a:here", "user_id": "@alice:here", "typing": True}
+        await senders[1].send_edu(server, "m.typing", typing, durable=False)
+
+    def sent(transport: FakeTransport) -> set[str]:
+        return {a.destination for a in transport.attempts if a.ok}
+
+    await wait_until(lambda: len(sent(transports[0]) | sent(transports[1])) == 12)
+    await wait_until(
+        lambda: all(
+            len(t.edus(s)) + len(t.pdu_ids(s)) in (0, 2) for t in transports for s in servers
+        )
+    )
+    assert sent(transports[0]) and sent(transports[1])
+    assert not sent(transports[0]) & sent(transports[1])
+    await wait_until_empty(world)
+    await bus.stop()
+    with pytest.raises(ValueError):
+        senders[0].replicate(bus, sends=True, shard=(2, 2))

@@ -17,17 +17,16 @@ ONE = ServerName("one.example")
 TWO = ServerName("two.example")
 
 
-def pdu(destination: ServerName, seq: int, room: str = "!r:here") -> OutboxRow:
-    return OutboxRow.for_pdu(destination, seq, room, f"$e{seq}")
+def pdu(destination: ServerName, n: int, room: str = "!r:here") -> OutboxRow:
+    return OutboxRow.for_pdu(destination, room, f"$e{n}")
 
 
-def edu(destination: ServerName, seq: int) -> OutboxRow:
-    return OutboxRow.for_edu(destination, seq, "m.direct_to_device", {"n": seq})
+def edu(destination: ServerName, n: int) -> OutboxRow:
+    return OutboxRow.for_edu(destination, "m.direct_to_device", {"n": n})
 
 
 async def test_rows_commit_with_the_callers_transaction(database: Database) -> None:
     store = FederationOutboxStore(database)
-    assert await store.max_seq() == 0
     assert await store.destinations_with_pending() == []
     async with database.transaction() as txn:
         await store.add_in_txn(txn, [pdu(ONE, 1), pdu(TWO, 2)])
@@ -35,18 +34,34 @@ async def test_rows_commit_with_the_callers_transaction(database: Database) -> N
         async with database.transaction() as txn:
             await store.add_in_txn(txn, [pdu(ONE, 3)])
             raise RuntimeError("the event commit failed")
-    await store.add([edu(TWO, 4)])
+    await store.add([edu(TWO, 4), pdu(ONE, 5)])
     await store.add_in_txn(database, [])
     await store.add([])
-    assert await store.max_seq() == 4
     assert await store.destinations_with_pending() == [ONE, TWO]
-    assert (await store.pending(ONE, 50, 100)).pdus == [PendingPdu(1, "!r:here", "$e1")]
+    # Numbered in the order queued; a rolled-back number is not used again.
+    assert (await store.pending(ONE, 50, 100)).pdus == [
+        PendingPdu(1, "!r:here", "$e1"),
+        PendingPdu(5, "!r:here", "$e5"),
+    ]
+    assert [e.seq for e in (await store.pending(TWO, 0, 100)).edus] == [4]
+
+
+async def test_a_second_store_numbers_past_the_queued_rows(database: Database) -> None:
+    """A restarted process (SQLite) or another process (PostgreSQL's sequence) never
+    reuses a queued row's number."""
+    await FederationOutboxStore(database).add([pdu(ONE, 1), pdu(ONE, 2)])
+    await FederationOutboxStore(database).add([pdu(ONE, 3)])
+    assert [p.seq for p in (await FederationOutboxStore(database).pending(ONE, 9, 0)).pdus] == [
+        1,
+        2,
+        3,
+    ]
 
 
 async def test_pending_is_oldest_first_per_kind_and_limited(database: Database) -> None:
     store = FederationOutboxStore(database)
     rows = [edu(ONE, s) if s % 3 == 0 else pdu(ONE, s) for s in range(1, 31)]
-    await store.add([*reversed(rows), pdu(TWO, 31)])
+    await store.add([*rows, pdu(TWO, 31)])
     batch = await store.pending(ONE, 5, 3)
     assert [p.seq for p in batch.pdus] == [1, 2, 4, 5, 7]
     assert batch.edus == [
@@ -87,9 +102,9 @@ async def test_collapse_keeps_the_newest_pdu_per_room_and_every_edu(database: Da
 async def test_a_row_is_either_a_pdu_or_an_edu(database: Database) -> None:
     store = FederationOutboxStore(database)
     with pytest.raises(ValueError):
-        await store.add([OutboxRow(ONE, 1)])
+        await store.add([OutboxRow(ONE)])
     with pytest.raises(ValueError):
-        await store.add([OutboxRow(ONE, 1, event_id="$e", edu="{}", room_id="!r:here")])
+        await store.add([OutboxRow(ONE, event_id="$e", edu="{}", room_id="!r:here")])
     with pytest.raises(ValueError):
-        await store.add([OutboxRow(ONE, 1, event_id="$e")])
-    assert await store.max_seq() == 0
+        await store.add([OutboxRow(ONE, event_id="$e")])
+    assert await store.destinations_with_pending() == []

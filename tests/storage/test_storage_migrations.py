@@ -72,6 +72,7 @@ _RELEASED: dict[int, tuple[str, str, str]] = {
     49: ("049_push_threads.sql", "2f95114b659a2602", "2f95114b659a2602"),
     50: ("050_current_state_by_position.sql", "f86916e598c3bf6c", "f86916e598c3bf6c"),
     51: ("051_room_writers.sql", "03de051a99e8ad9a", "03de051a99e8ad9a"),
+    52: ("052_federation_outbox_seq.sql", "812721ee75602be2", "cffc87c7e496985d"),
 }
 _DIALECTS = ("sqlite", "postgres")
 

@@ -1,12 +1,12 @@
 """Federation with a real Synapse through a deployment (issue 21, acceptance): an event
-writer (with federation_inbound and federation_sender) and a client reader behind nginx,
-which terminates federation TLS on the port of the server name (``127.0.0.1:<port>``,
-a self-signed certificate, a test network). A deployment user's room is joined by a
-Synapse user on invite; messages cross both ways, the Synapse user's reaching the
-deployment user's /sync on the client reader, which asks Synapse for a stranger's
-profile itself. Only the writer sends from the outgoing queue: the reader starts the
-federation client, never the sender (a second sender would send the queue's rows again,
-numbering rows with a counter of its own)."""
+writer (with federation_inbound) and a client reader (with federation_sender) behind
+nginx, which terminates federation TLS on the port of the server name
+(``127.0.0.1:<port>``, a self-signed certificate, a test network). A deployment user's
+room is joined by a Synapse user on invite; messages cross both ways, the Synapse user's
+reaching the deployment user's /sync on the client reader, which asks Synapse for a
+stranger's profile itself. The writer queues its events in its commits and the reader
+sends them; receipts stored on the writer and presence set on the reader reach Synapse
+from the reader too. The writer starts the federation client, never the sender."""
 
 from __future__ import annotations
 
@@ -41,7 +41,8 @@ def federating(
 ) -> Iterator[tuple[Nginx, Deployment]]:
     """A federating deployment (logging which components each process starts) behind
     nginx, which listens for clients and terminates federation TLS."""
-    roles = {"writer": WRITER_ROLES, "reader": ["client_reader"]}
+    writer = [role for role in WRITER_ROLES if role != "federation_sender"]
+    roles = {"writer": writer, "reader": ["client_reader", "federation_sender"]}
     options = {"log_level": '"DEBUG"'}
     with behind_nginx(request, tmp_path, roles, options=options, federation=True) as deployed:
         yield deployed
@@ -103,6 +104,11 @@ async def test_a_synapse_user_and_a_deployment_user_talk(
             await sync_until(reader, alice, _has_message(room_id, "hello from synapse"), since)
             on_deployment = await message_bodies(reader, alice, room_id, 50)
             on_synapse = await message_bodies(synapse_client, bob, room_id, 50)
+            # Alice's read receipt (stored by the writer) reaches Synapse from the reader.
+            last = await _last_event_id(reader, alice, room_id)
+            receipt = f"rooms/{quote(room_id)}/receipt/m.read/{quote(last)}"
+            (await front.request("POST", receipt, json={}, token=alice)).ok()
+            await sync_until(synapse_client, bob, _has_receipt(room_id, alice.user_id, last))
             # The reader asks Synapse itself (its federation client) for a stranger's profile.
             carol = await synapse_client.register()
             name = {"displayname": "carol on synapse"}
@@ -113,11 +119,33 @@ async def test_a_synapse_user_and_a_deployment_user_talk(
     assert on_deployment == on_synapse == ["hello from the deployment", "hello from synapse"]
     assert profile == name
     writer_log, reader_log = deployment["writer"].log(), deployment["reader"].log()
-    assert "started federation sender" in writer_log
-    assert "started federation client" in reader_log
-    assert "started federation sender" not in reader_log
+    assert "started federation sender" in reader_log
+    assert "started federation client" in writer_log
+    assert "started federation sender" not in writer_log
     for log in (writer_log, reader_log):
         assert "Unhandled error" not in log
+
+
+async def _last_event_id(client: MatrixClient, account: Account, room_id: str) -> str:
+    path = f"rooms/{quote(room_id)}/messages?dir=b&limit=1"
+    chunk = (await client.request("GET", path, token=account)).ok()["chunk"]
+    return str(chunk[0]["event_id"])
+
+
+def _has_receipt(room_id: str, user_id: str, event_id: str) -> Any:
+    """A ``sync_until`` condition: the room's ephemeral events in the response hold
+    ``user_id``'s read receipt of ``event_id``."""
+
+    def done(response: dict[str, Any]) -> bool:
+        room = response.get("rooms", {}).get("join", {}).get(room_id, {})
+        for event in room.get("ephemeral", {}).get("events", []):
+            if event.get("type") == "m.receipt":
+                readers = event.get("content", {}).get(event_id, {}).get("m.read", {})
+                if user_id in readers:
+                    return True
+        return False
+
+    return done
 
 
 async def _upload_keys(client: MatrixClient, account: Account) -> None:
@@ -180,8 +208,7 @@ async def test_presence_set_by_a_sync_on_the_reader_reaches_synapse(
     synapse_client: MatrixClient,
 ) -> None:
     """A deployment user's /sync with ``set_presence=online`` on the client reader makes
-    them online on Synapse: the change reaches the federation sender (the writer), which
-    sends it (the reader sends nothing to other servers)."""
+    them online on Synapse: the reader, the federation sender, sends it."""
     nginx, deployment = federating
     async with new_session() as session:
         front = MatrixClient(session, nginx.base_url)

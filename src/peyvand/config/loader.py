@@ -770,8 +770,6 @@ _WORKER_NAME: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _MAX_EVENT_WRITERS: Final = 16
 ROLES_WITH_THE_WRITER: Final = {
     "federation_inbound": "it stores received events, which only the event writer does for now",
-    "federation_sender": "the event writer queues the outgoing events in its own commits, "
-    "numbered by the sender's counter, which lives in one process for now",
 }
 
 

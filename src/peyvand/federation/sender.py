@@ -21,6 +21,13 @@ most 50 PDUs and 100 EDUs, one in flight at a time:
   holding typing notifications older than ``typing_ttl`` (they are dropped).
 
 txnIds are ``<start ms>.<counter>``: unique across restarts.
+
+In a deployment (issue 21, ``replicate``) one process sends (the ``federation_sender``
+role) and every process queues: the event writers' commits and any process's durable
+EDUs write rows to the shared queue and name their destinations on the bus; ephemeral
+EDUs and wake-ups travel on the bus to the sending process. The bus may lose a message:
+the sending process also looks for queued rows every ``poll_interval`` seconds and
+whenever its bus connection is back.
 """
 
 from __future__ import annotations
@@ -31,10 +38,13 @@ import itertools
 import logging
 import random
 import time
+import zlib
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
+from peyvand.background import BackgroundTask, periodic
+from peyvand.storage.bus import Bus, PayloadTooLarge
 from peyvand.storage.federation_outbox import FederationOutboxStore, OutboxRow
 from peyvand.types import JsonDict, ServerName
 
@@ -47,6 +57,10 @@ MAX_EDUS_PER_TRANSACTION: Final = 100
 _RESERVED_EDUS: Final = MAX_EDUS_PER_TRANSACTION // 2
 # Presence updates per m.presence EDU.
 _PRESENCE_PER_EDU: Final = 50
+# The bus channel of a deployment's sending process, and the destinations named per
+# message (a server name is at most 255 characters: well under the payload limit).
+SENDER_CHANNEL: Final = "federation_sender"
+_DESTINATIONS_PER_MESSAGE: Final = 20
 
 PduLoader = Callable[[Sequence[str]], Awaitable[Mapping[str, JsonDict]]]
 
@@ -239,6 +253,7 @@ class FederationSender:
         typing_ttl: float = 60.0,
         request_timeout: float = 60.0,
         stop_timeout: float = 5.0,
+        poll_interval: float = 5.0,
         rng: random.Random | None = None,
     ) -> None:
         """``load_pdus`` returns the federation JSON of stored events by event ID (absent
@@ -259,8 +274,13 @@ class FederationSender:
         self._request_timeout = request_timeout
         self._stop_timeout = stop_timeout
         self._rng = rng or random.Random()
+        self._poll_interval = poll_interval
         self._destinations: dict[ServerName, _Destination] = {}
-        self._next_seq = 0
+        # A deployment: the bus to the sending process, and whether this process sends.
+        self._bus: Bus | None = None
+        self._sends = True
+        self._shard = (0, 1)
+        self._poll: BackgroundTask | None = None
         self._txn_prefix = ""
         self._txn_counter = itertools.count(1)
         self._started = False
@@ -269,15 +289,32 @@ class FederationSender:
 
     # -- lifecycle -------------------------------------------------------------------
 
+    def replicate(self, bus: Bus, *, sends: bool, shard: tuple[int, int] = (0, 1)) -> None:
+        """A deployment: what is queued here reaches the sending processes over ``bus``;
+        ``sends``: this is one of them (only they are started), sending to the
+        destinations of ``shard`` (its index among them, and their number: destinations
+        are shared by a hash of their name). See the module docstring."""
+        index, count = shard
+        if not 0 <= index < count:
+            raise ValueError(f"no shard {index} of {count}")
+        self._bus = bus
+        self._sends = sends
+        self._shard = shard
+        if sends:
+            bus.subscribe(SENDER_CHANNEL, self._on_message)
+            bus.on_reconnect(self._look_for_queued)
+            self._poll = periodic(
+                "federation-sender-poll", self._poll_interval, self._look_for_queued
+            )
+
     async def start(self) -> None:
-        """Allocate seqs past the queue and start a worker for every destination with
-        queued rows (catch-up after a restart)."""
+        """Start a worker for every destination with queued rows (catch-up after a
+        restart)."""
         if self._started:
             raise RuntimeError("FederationSender already started")
-        self._next_seq = await self._store.max_seq() + 1
         self._txn_prefix = str(int(self._clock() * 1000))
         self._started = True
-        pending = await self._store.destinations_with_pending()
+        pending = [d for d in await self._store.destinations_with_pending() if self._mine(d)]
         if pending:
             logger.info("federation: resuming queued transactions to %d servers", len(pending))
         for name in pending:
@@ -286,11 +323,15 @@ class FederationSender:
             destination.dirty = True
         for destination in list(self._destinations.values()):
             self._kick(destination)
+        if self._poll is not None:
+            self._poll.start()
 
     async def stop(self) -> None:
         """Cancel every worker (in flight or backing off) and wait for them, bounded.
         What was not sent stays queued for the next start."""
         self._stopping = True
+        if self._poll is not None:
+            await self._poll.stop()
         tasks = [d.task for d in self._destinations.values() if d.task is not None]
         for task in tasks:
             task.cancel()
@@ -301,27 +342,23 @@ class FederationSender:
 
     # -- queueing --------------------------------------------------------------------
 
-    def next_seqs(self, count: int) -> range:
-        """Allocate ``count`` queue seqs (for rows written with ``add_in_txn``)."""
-        if not self._started:
-            raise RuntimeError("FederationSender not started")
-        seqs = range(self._next_seq, self._next_seq + count)
-        self._next_seq += count
-        return seqs
-
     def rows_for_event(
         self, room_id: str, event_id: str, destinations: Iterable[ServerName]
     ) -> list[OutboxRow]:
         """Queue rows sending one PDU to ``destinations`` (ourselves and denied servers
-        left out), with seqs allocated in order."""
+        left out)."""
         allowed = sorted({d for d in destinations if self._allowed(d)})
-        seqs = self.next_seqs(len(allowed))
-        return [
-            OutboxRow.for_pdu(d, s, room_id, event_id) for d, s in zip(allowed, seqs, strict=True)
-        ]
+        return [OutboxRow.for_pdu(d, room_id, event_id) for d in allowed]
 
     def notify_new(self, destinations: Iterable[ServerName]) -> None:
         """Rows for ``destinations`` were committed: have their workers send them."""
+        names = set(destinations)
+        others = sorted(d for d in names if not self._mine(d))
+        if others:
+            self._tell_sender("queued", others)
+        self._queued_here(d for d in names if self._mine(d))
+
+    def _queued_here(self, destinations: Iterable[ServerName]) -> None:
         if not self._started or self._stopping:
             return  # start() finds them in the queue
         for name in destinations:
@@ -341,6 +378,12 @@ class FederationSender:
             return
         if not self._allowed(destination):
             return
+        if self._mine(destination):
+            self._queue_ephemeral(destination, edu_type, content)
+        else:
+            self._tell_ephemeral(destination, edu_type, content)
+
+    def _queue_ephemeral(self, destination: ServerName, edu_type: str, content: JsonDict) -> None:
         target = self._destination(destination)
         target.ephemeral.add(edu_type, content, self._clock())
         target.dirty = True
@@ -351,21 +394,18 @@ class FederationSender:
         allowed = [edu for edu in edus if self._allowed(edu[0])]
         if not allowed:
             return
-        # Seqs are allocated and committed in the same order, so a destination's EDUs are
-        # sent in the order they were queued.
+        # Numbered and committed in the same order (in this process), so a destination's
+        # EDUs are sent in the order they were queued.
         async with self._edu_lock:
-            seqs = self.next_seqs(len(allowed))
-            await self._store.add(
-                [
-                    OutboxRow.for_edu(d, seq, t, c)
-                    for (d, t, c), seq in zip(allowed, seqs, strict=True)
-                ]
-            )
+            await self._store.add([OutboxRow.for_edu(d, t, c) for d, t, c in allowed])
         self.notify_new({d for d, _, _ in allowed})
 
     def wake(self, destination: ServerName) -> None:
         """``destination`` just talked to us: forget its backoff and retry now (at most
         once per ``min_backoff``, however often it calls)."""
+        if not self._mine(destination):
+            self._tell_sender("wake", [destination])
+            return
         target = self._destinations.get(destination)
         if target is None or target.interval == 0.0:
             return
@@ -373,6 +413,66 @@ class FederationSender:
         earliest = max(asyncio.get_running_loop().time(), target.last_attempt + self._min_backoff)
         target.retry_at = min(target.retry_at, earliest)
         target.woken.set()
+
+    # -- a deployment's bus ------------------------------------------------------------
+
+    def _tell_sender(self, kind: str, destinations: Sequence[ServerName]) -> None:
+        """Name ``destinations`` to the sending process: rows queued ("queued") or a
+        server that talked to us ("wake")."""
+        if self._bus is None:
+            return
+        for start in range(0, len(destinations), _DESTINATIONS_PER_MESSAGE):
+            part = destinations[start : start + _DESTINATIONS_PER_MESSAGE]
+            self._bus.publish(SENDER_CHANNEL, {kind: list(part)})
+
+    def _tell_ephemeral(self, destination: ServerName, edu_type: str, content: JsonDict) -> None:
+        """Hand an ephemeral EDU to the sending process; a presence push too large for
+        one message goes in halves."""
+        if self._bus is None:
+            return
+        message = {"edu": {"destination": destination, "edu_type": edu_type, "content": content}}
+        try:
+            self._bus.publish(SENDER_CHANNEL, message)
+        except PayloadTooLarge:
+            push = content.get("push") if edu_type == "m.presence" else None
+            if not isinstance(push, list) or len(push) < 2:
+                logger.warning("federation: %s for %s too large to relay", edu_type, destination)
+                return
+            half = len(push) // 2
+            self._tell_ephemeral(destination, edu_type, {**content, "push": push[:half]})
+            self._tell_ephemeral(destination, edu_type, {**content, "push": push[half:]})
+
+    def _on_message(self, payload: dict[str, Any], _sender: str) -> None:
+        """The sending process: what another process queued, or asks."""
+        queued, woken, edu = payload.get("queued"), payload.get("wake"), payload.get("edu")
+        if isinstance(queued, list):
+            self._queued_here(
+                ServerName(d) for d in queued if isinstance(d, str) and self._mine(ServerName(d))
+            )
+        if isinstance(woken, list):
+            for name in woken:
+                if isinstance(name, str) and self._mine(ServerName(name)):
+                    self.wake(ServerName(name))
+        if isinstance(edu, dict):
+            destination, edu_type, content = (
+                edu.get("destination"), edu.get("edu_type"), edu.get("content")
+            )  # fmt: skip
+            if (
+                isinstance(destination, str)
+                and isinstance(edu_type, str)
+                and isinstance(content, dict)
+                and self._allowed(ServerName(destination))
+                and self._mine(ServerName(destination))
+                and self._started
+                and not self._stopping
+            ):
+                self._queue_ephemeral(ServerName(destination), edu_type, content)
+
+    async def _look_for_queued(self) -> None:
+        """The sending process: send what was queued whoever was told (a lost message)."""
+        if self._started and not self._stopping:
+            pending = await self._store.destinations_with_pending()
+            self._queued_here(d for d in pending if self._mine(d))
 
     # -- workers ---------------------------------------------------------------------
 
@@ -393,6 +493,13 @@ class FederationSender:
 
     def _allowed(self, destination: ServerName) -> bool:
         return destination != self._server_name and self._allows(destination)
+
+    def _mine(self, destination: ServerName) -> bool:
+        """Whether this process sends to ``destination`` (a sending process's shard)."""
+        if not self._sends:
+            return False
+        index, count = self._shard
+        return count == 1 or zlib.crc32(destination.encode()) % count == index
 
     def _destination(self, name: ServerName) -> _Destination:
         destination = self._destinations.get(name)

@@ -1,17 +1,21 @@
 """The federation sender's durable per-destination queue. Schema: 015_federation_outbox.sql.
 
 A row is one PDU (by event ID) or one durable EDU still to be sent to one destination
-(Server-Server API, "Transactions"). The sender allocates ``seq``s, reads a destination's
-oldest rows into a transaction and deletes exactly those rows once the destination
-answered 200. PDU rows are written by the event writer's group commit (``add_in_txn``), so
-an event and the rows that send it commit together.
+(Server-Server API, "Transactions"). Rows are numbered (``seq``) as they are inserted; the
+sender reads a destination's oldest rows into a transaction and deletes exactly those rows
+once the destination answered 200. PDU rows are written by the event writers' group
+commits (``add_in_txn``), so an event and the rows that send it commit together.
+
+On PostgreSQL the numbers come from the sequence ``federation_outbox_seq`` (schema
+052), so every process of a deployment can queue rows; a row committed after one with a
+higher number is still sent, as the sender reads whatever is queued, oldest first. On
+SQLite (one process) they are counted in memory from the highest queued at first use.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import orjson
 
@@ -21,7 +25,11 @@ from peyvand.types import JsonDict, ServerName
 # Seqs per DELETE statement: well under both backends' parameter limits.
 _CHUNK = 500
 
-_INSERT = (
+_INSERT_POSTGRES = (
+    "INSERT INTO federation_outbox (destination, seq, room_id, event_id, edu)"
+    " VALUES ($1, nextval('federation_outbox_seq'), $2, $3, $4)"
+)
+_INSERT_SQLITE = (
     "INSERT INTO federation_outbox (destination, seq, room_id, event_id, edu)"
     " VALUES ($1, $2, $3, $4, $5)"
 )
@@ -33,21 +41,18 @@ class OutboxRow:
     text of ``{"edu_type", "content"}``). Build them with ``for_pdu`` / ``for_edu``."""
 
     destination: ServerName
-    seq: int
     room_id: str | None = None
     event_id: str | None = None
     edu: str | None = None
 
     @classmethod
-    def for_pdu(cls, destination: ServerName, seq: int, room_id: str, event_id: str) -> OutboxRow:
-        return cls(destination, seq, room_id=room_id, event_id=event_id)
+    def for_pdu(cls, destination: ServerName, room_id: str, event_id: str) -> OutboxRow:
+        return cls(destination, room_id=room_id, event_id=event_id)
 
     @classmethod
-    def for_edu(
-        cls, destination: ServerName, seq: int, edu_type: str, content: JsonDict
-    ) -> OutboxRow:
+    def for_edu(cls, destination: ServerName, edu_type: str, content: JsonDict) -> OutboxRow:
         edu = orjson.dumps({"edu_type": edu_type, "content": content}).decode()
-        return cls(destination, seq, edu=edu)
+        return cls(destination, edu=edu)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,35 +77,50 @@ class PendingBatch:
     edus: list[PendingEdu]
 
 
-def _values(rows: Sequence[OutboxRow]) -> list[tuple[Any, ...]]:
+def _check(rows: Sequence[OutboxRow]) -> None:
     for row in rows:
         if (row.event_id is None) == (row.edu is None) or (
             row.event_id is not None and row.room_id is None
         ):
             raise ValueError(f"an outbox row is a PDU or an EDU: {row!r}")
-    return [(r.destination, r.seq, r.room_id, r.event_id, r.edu) for r in rows]
 
 
 class FederationOutboxStore:
     def __init__(self, db: Database) -> None:
         self._db = db
+        # SQLite: the next seq (None until the first insert reads the highest queued).
+        self._next_seq: int | None = None
 
     async def add_in_txn(self, conn: Connection, rows: Sequence[OutboxRow]) -> None:
-        """Queue ``rows`` inside ``conn``'s transaction (the events' own group commit)."""
-        if rows:
-            await conn.executemany(_INSERT, _values(rows))
+        """Queue ``rows``, numbered in their order, inside ``conn``'s transaction (the
+        events' own group commit)."""
+        if not rows:
+            return
+        _check(rows)
+        if self._db.dialect == "postgres":
+            values = [(r.destination, r.room_id, r.event_id, r.edu) for r in rows]
+            await conn.executemany(_INSERT_POSTGRES, values)
+            return
+        if self._next_seq is None:
+            self._next_seq = await self._max_seq(conn) + 1
+        first, self._next_seq = self._next_seq, self._next_seq + len(rows)
+        numbered = [
+            (r.destination, seq, r.room_id, r.event_id, r.edu)
+            for seq, r in enumerate(rows, start=first)
+        ]
+        await conn.executemany(_INSERT_SQLITE, numbered)
 
     async def add(self, rows: Sequence[OutboxRow]) -> None:
-        """Queue ``rows`` in a transaction of their own."""
+        """Queue ``rows``, numbered in their order, in a transaction of their own."""
         if rows:
-            values = _values(rows)
             async with self._db.transaction() as txn:
-                await txn.executemany(_INSERT, values)
+                await self.add_in_txn(txn, rows)
 
-    async def max_seq(self) -> int:
+    @staticmethod
+    async def _max_seq(conn: Connection) -> int:
         """The highest queued seq (0 if nothing is queued). Rows are deleted once sent, so
-        this may go back; the sender only needs seqs above every row still queued."""
-        return int(await self._db.fetchval("SELECT COALESCE(MAX(seq), 0) FROM federation_outbox"))
+        this may go back; new rows only need seqs above every row still queued."""
+        return int(await conn.fetchval("SELECT COALESCE(MAX(seq), 0) FROM federation_outbox"))
 
     async def destinations_with_pending(self) -> list[ServerName]:
         """Every destination with at least one queued row, sorted."""

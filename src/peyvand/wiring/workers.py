@@ -33,7 +33,7 @@ from peyvand.storage.receipts import ReceiptRow
 from peyvand.storage.room_writers import RoomWriterStore
 from peyvand.storage.stream_positions import StreamPositionStore
 from peyvand.types import RoomID, UserID
-from peyvand.wiring.federation import Federation
+from peyvand.wiring.federation import Federation, Transport
 from peyvand.wiring.lifecycle import Component
 from peyvand.wiring.local import Local, Timeline
 from peyvand.wiring.rooms import Rooms
@@ -48,6 +48,7 @@ def build_workers(
     local: Local,
     rooms: Rooms,
     federation: Federation,
+    transport: Transport,
 ) -> list[tuple[str, Component]]:
     """The components to start after the event writer, in order (none for one process)."""
     workers = config.workers
@@ -64,8 +65,16 @@ def build_workers(
     relay.exclude(Stream.TYPING)
     relay.exclude(Stream.PRESENCE)
     local.typing.replicate(bus, instance)
-    # Presence changes made anywhere, and joins, reach other servers from the sender.
-    local.presence.replicate(bus, instance, tells_servers=workers.has_role("federation_sender"))
+    # Presence changes made anywhere, and joins, reach other servers from the first
+    # sender process (which hands other processes' destinations to them).
+    senders = [i.name for i in workers.with_role("federation_sender")]
+    local.presence.replicate(bus, instance, tells_servers=instance == senders[0])
+    if config.federation.enabled:
+        # Every process queues for other servers; the sender processes send, each to
+        # its share of the destinations.
+        sends = instance in senders
+        shard = (senders.index(instance), len(senders)) if sends else (0, 1)
+        transport.sender.replicate(bus, sends=sends, shard=shard)
     relay.on_refresh(Stream.TO_DEVICE, local.to_device.written_elsewhere)
     # What this process missed of the others' messages is found in the stored positions.
     relay.track(Stream.TO_DEVICE, local.to_device.stored_position)
