@@ -8,6 +8,8 @@ must carry the deployment's secret (``auth="worker"``, checked in ``api.server``
   process (``services.timeline.forwarding.send_to_json``); answers ``{"event": ...}``.
 - ``POST /_peyvand/internal/v1/rooms/create``: ``EventCreationService.create_room``;
   answers ``{"room_id": ..., "events": [...]}``.
+- ``POST /_peyvand/internal/v1/federation/pdus``: received PDUs of this writer's rooms
+  (``services.federation.forwarded_pdus``); answers ``{"pdus": {event_id: result}}``.
 
 A Matrix error is answered as to a client, for the caller to raise unchanged. Bodies come
 from another process of the deployment: they are parsed without the limits held to
@@ -25,6 +27,7 @@ from peyvand.api.context import RequestContext, json_response
 from peyvand.api.routing import RouteTable
 from peyvand.errors import Errcode, MatrixError
 from peyvand.events.room_versions import KNOWN_ROOM_VERSIONS
+from peyvand.services.federation.forwarded_pdus import PDUS_PATH, forwarded_body
 from peyvand.services.timeline.forwarding import (
     CREATE_ROOM_PATH,
     SEND_PATH,
@@ -95,6 +98,12 @@ async def create_room(ctx: RequestContext) -> web.Response:
         forwarded=True,
     )
     return json_response({"room_id": created, "events": [stored_to_json(e) for e in events]})
+
+
+@routes.post(PDUS_PATH, auth="worker")
+async def receive_pdus(ctx: RequestContext) -> web.Response:
+    origin, pdus = forwarded_body(await _body(ctx))
+    return json_response(await ctx.services.federation.transactions.receive_forwarded(origin, pdus))
 
 
 INTERNAL_ROUTE_TABLES: list[RouteTable] = [routes]

@@ -142,6 +142,8 @@ class Federation:
     remote: Remote
     # Which rooms another server may use through this one (room endpoints served here).
     access: RoomAccess
+    # Checks and stores the events other servers send.
+    received: FederationEventHandler
 
 
 def build_federation(
@@ -286,7 +288,7 @@ def build_federation(
         edus,
     )
     if not config.federation.enabled:
-        return Federation(federation, invite_policy, None, None, unfederated(), access)
+        return Federation(federation, invite_policy, None, None, unfederated(), access, handler)
 
     timeline.writer.add_pre_commit(outbound_events.prepare_outbound)
     timeline.dispatcher.listeners.append(outbound_events.on_persisted)
@@ -301,4 +303,4 @@ def build_federation(
         profiles=queries.profile,
         full_state=partial_rooms.wait_for_full_state,
     )
-    return Federation(federation, invite_policy, edus, partial_state, remote, access)
+    return Federation(federation, invite_policy, edus, partial_state, remote, access, handler)

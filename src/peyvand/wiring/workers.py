@@ -12,6 +12,7 @@ from pathlib import Path
 
 from peyvand.config import Config, WorkersConfig
 from peyvand.federation.worker_client import WorkerClient, read_secret
+from peyvand.services.federation.forwarded_pdus import ForwardedPdus
 from peyvand.services.federation.partial_state_follower import PartialStateFollower
 from peyvand.services.sync.cache_relay import TOKEN_SECONDS, CacheRelay
 from peyvand.services.sync.stream_relay import StreamRelay
@@ -111,6 +112,8 @@ def build_workers(
             waiter = _waiter(timeline)
             forwarded, links = _forwarding(workers, instance, secret_path, owners, waiter)
             timeline.events.share_rooms(forwarded, owners, instance)
+            # Received PDUs of the others' rooms are theirs to store.
+            federation.received.forward_rooms(ForwardedPdus(forwarded, owners, instance))
 
             async def catch_up() -> None:
                 await waiter.wait_for(await publisher.hear_stored())
@@ -140,6 +143,8 @@ def build_workers(
     timeline.events.forward_writes(
         forwarded, owners, f"{instance} does not write events: the deployment's event writers do"
     )
+    # Received PDUs too, for a process taking in other servers' transactions.
+    federation.received.forward_rooms(ForwardedPdus(forwarded, owners, instance))
     follower = _follower(bus, positions, timeline, writers, None)
     partial: list[tuple[str, Component]] = []
     if len(writers) > 1:

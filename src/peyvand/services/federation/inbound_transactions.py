@@ -88,6 +88,11 @@ class InboundTransactions:
                 return seen
             return await self._process_transaction(origin, txn_id, pdus, edus)
 
+    async def receive_forwarded(self, origin: ServerName, pdus: list[Any]) -> JsonDict:
+        """PDUs of a transaction another process took in, for rooms this one writes
+        (checked and filtered there): ``{"pdus": results}``."""
+        return {"pdus": await self._handler.receive_pdus(origin, pdus, forwarded=True)}
+
     async def _process_transaction(
         self, origin: ServerName, txn_id: str, pdus: list[Any], edus: list[Any]
     ) -> JsonDict:

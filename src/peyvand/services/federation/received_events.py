@@ -43,6 +43,7 @@ from peyvand.events.redaction import has_redact_power
 from peyvand.events.relations import relation_columns
 from peyvand.events.server_acl import server_allowed
 from peyvand.events.state_res import StateResError
+from peyvand.services.federation.forwarded_pdus import ForwardedPdus
 from peyvand.services.federation.partial_state import PartialStateRooms
 from peyvand.services.timeline.room_state import RoomSnapshot, StateService
 from peyvand.services.timeline.state_resolution import StateResolver
@@ -136,20 +137,31 @@ class FederationEventHandler:
         self._server_name = server_name
         self._banned_sender = banned_sender
         self._partial_state = partial_state
+        self._forwarded: ForwardedPdus | None = None
+
+    def forward_rooms(self, forwarded: ForwardedPdus) -> None:
+        """A deployment: the PDUs of rooms another event writer writes are stored by it
+        (``services.federation.forwarded_pdus``)."""
+        self._forwarded = forwarded
 
     # -- entry points ------------------------------------------------------------------
 
     async def receive_pdus(
-        self, origin: ServerName, raw_pdus: Sequence[Any]
+        self, origin: ServerName, raw_pdus: Sequence[Any], *, forwarded: bool = False
     ) -> dict[str, JsonResult]:
-        """PUT /send's PDUs: each processed in depth order; the per-event results."""
+        """PUT /send's PDUs: each processed in depth order; the per-event results.
+        ``forwarded``: handed here by another process of the deployment."""
+        results: dict[str, JsonResult] = {}
+        if self._forwarded is not None:
+            raw_pdus, elsewhere = self._forwarded.split(raw_pdus, forwarded=forwarded)
+            if elsewhere:
+                results.update(await self._forwarded.forward(origin, elsewhere))
         parsed: list[Pdu] = []
         for raw in raw_pdus:
             pdu = await self._parse(raw)
             if pdu is not None:
                 parsed.append(pdu)
         parsed.sort(key=lambda p: p.depth)
-        results: dict[str, JsonResult] = {}
         for pdu in parsed:
             snapshot = await self._state.get_room(pdu.room_id)
             if snapshot is not None and not await self.origin_allowed(origin, snapshot):

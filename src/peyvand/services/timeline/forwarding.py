@@ -141,6 +141,14 @@ class ForwardedWrites:
         await self._seen(stored)
         return RoomID(created), stored
 
+    async def post(self, writer: str, path: str, body: JsonDict) -> JsonDict:
+        """``body`` to ``writer``'s internal API at ``path``: its answer (503 when the
+        writer is this process: it took the room over meanwhile)."""
+        link = self._links.get(writer)
+        if link is None:
+            raise MatrixError(Errcode.UNKNOWN, f"{writer} is this process; try again", status=503)
+        return await link.post(path, body)
+
     async def _seen(self, events: Sequence[StoredEvent]) -> None:
         """Wait (bounded) until this process announced ``events``."""
         position = max((e.stream_ordering for e in events), default=0)
