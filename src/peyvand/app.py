@@ -195,9 +195,9 @@ def _lifecycle(
     """Every component with something to start or stop, in start-up order. Background
     jobs run in one process of a deployment at a time (``wiring.leased``). Every process
     with federation enabled makes its own requests to other servers (discovery and the
-    client); the outgoing queue is sent by the ``federation_sender`` process only, and
-    what serves other servers' requests runs where ``federation_inbound`` does (one
-    process each for now: the loader keeps both with the event writer)."""
+    client) and queues for them; the ``federation_sender`` processes send the queue,
+    and what serves other servers' requests runs where ``federation_inbound`` does (one
+    process for now: the loader keeps it with the event writer)."""
     lifecycle = Lifecycle()
     roles = config.workers
     add_job = background_jobs(config.workers, db, primary)

@@ -9,7 +9,7 @@ BOB (remote.org) and DAN (other.org) join; CAROL (remote.org) never does.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -74,6 +74,9 @@ class FakeSender:
         self, destination: str, edu_type: str, content: JsonDict, *, durable: bool
     ) -> None:
         (self.durable if durable else self.ephemeral).append((destination, edu_type, content))
+
+    def send_ephemeral(self, destinations: Iterable[str], edu_type: str, content: JsonDict) -> None:
+        self.ephemeral.extend((d, edu_type, content) for d in destinations)
 
     async def send_durable_edus(self, edus: Sequence[tuple[str, str, JsonDict]]) -> None:
         self.durable.extend(edus)

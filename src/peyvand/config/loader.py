@@ -378,9 +378,10 @@ OPTION_DOCS: Final[Mapping[str, str]] = {
         "The processes, each an inline table: name (letters, digits, '-', '_'), roles (any\n"
         "of client_reader, event_writer, federation_inbound, federation_sender, media,\n"
         "background; each role needs at least one process; several event_writers share\n"
-        "the rooms, with federation disabled; federation_inbound and federation_sender\n"
-        "go with an event_writer), port and bind (default 127.0.0.1): where nginx and\n"
-        "the other processes reach it. PostgreSQL only."
+        "the rooms, with federation disabled; federation_inbound goes with an\n"
+        "event_writer; several federation_senders share the destinations), port and\n"
+        "bind (default 127.0.0.1): where nginx and the other processes reach it.\n"
+        "Change the writers or the senders with all of them stopped. PostgreSQL only."
     ),
     "workers.secret_path": (
         "File holding the secret the processes authenticate their requests to each other\n"

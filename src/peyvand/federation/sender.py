@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
 from peyvand.background import BackgroundTask, periodic
-from peyvand.storage.bus import Bus, PayloadTooLarge
+from peyvand.storage.bus import MAX_PAYLOAD_BYTES, Bus, PayloadTooLarge
 from peyvand.storage.federation_outbox import FederationOutboxStore, OutboxRow
 from peyvand.types import JsonDict, ServerName
 
@@ -57,10 +57,12 @@ MAX_EDUS_PER_TRANSACTION: Final = 100
 _RESERVED_EDUS: Final = MAX_EDUS_PER_TRANSACTION // 2
 # Presence updates per m.presence EDU.
 _PRESENCE_PER_EDU: Final = 50
-# The bus channel of a deployment's sending process, and the destinations named per
-# message (a server name is at most 255 characters: well under the payload limit).
+# The bus channel of a deployment's sending processes, and the most bytes of
+# destination names one message carries (under the bus's payload limit).
 SENDER_CHANNEL: Final = "federation_sender"
-_DESTINATIONS_PER_MESSAGE: Final = 20
+_NAMES_BYTES: Final = MAX_PAYLOAD_BYTES - 500
+# Servers whose last wake-up told over the bus is remembered (then forgotten at once).
+_TOLD_WOKEN_KEPT: Final = 10_000
 
 PduLoader = Callable[[Sequence[str]], Awaitable[Mapping[str, JsonDict]]]
 
@@ -281,6 +283,8 @@ class FederationSender:
         self._sends = True
         self._shard = (0, 1)
         self._poll: BackgroundTask | None = None
+        self._told_woken: dict[ServerName, float] = {}
+        self._looks: set[asyncio.Task[None]] = set()
         self._txn_prefix = ""
         self._txn_counter = itertools.count(1)
         self._started = False
@@ -302,7 +306,7 @@ class FederationSender:
         self._shard = shard
         if sends:
             bus.subscribe(SENDER_CHANNEL, self._on_message)
-            bus.on_reconnect(self._look_for_queued)
+            bus.on_reconnect(self._look_soon)
             self._poll = periodic(
                 "federation-sender-poll", self._poll_interval, self._look_for_queued
             )
@@ -376,12 +380,23 @@ class FederationSender:
         if durable:
             await self.send_durable_edus([(destination, edu_type, content)])
             return
-        if not self._allowed(destination):
-            return
-        if self._mine(destination):
-            self._queue_ephemeral(destination, edu_type, content)
-        else:
-            self._tell_ephemeral(destination, edu_type, content)
+        self.send_ephemeral([destination], edu_type, content)
+
+    def send_ephemeral(
+        self, destinations: Iterable[ServerName], edu_type: str, content: JsonDict
+    ) -> None:
+        """One ephemeral EDU to each of ``destinations`` (see ``send_edu``); those
+        another process sends to get it in one bus message."""
+        others: list[ServerName] = []
+        for destination in destinations:
+            if not self._allowed(destination):
+                continue
+            if self._mine(destination):
+                self._queue_ephemeral(destination, edu_type, content)
+            else:
+                others.append(destination)
+        if others:
+            self._tell_ephemeral(others, edu_type, content)
 
     def _queue_ephemeral(self, destination: ServerName, edu_type: str, content: JsonDict) -> None:
         target = self._destination(destination)
@@ -404,7 +419,13 @@ class FederationSender:
         """``destination`` just talked to us: forget its backoff and retry now (at most
         once per ``min_backoff``, however often it calls)."""
         if not self._mine(destination):
-            self._tell_sender("wake", [destination])
+            # Told at most once per min_backoff: every request of a server calls this.
+            now = asyncio.get_running_loop().time()
+            if now - self._told_woken.get(destination, -self._min_backoff) >= self._min_backoff:
+                if len(self._told_woken) > _TOLD_WOKEN_KEPT:
+                    self._told_woken.clear()
+                self._told_woken[destination] = now
+                self._tell_sender("wake", [destination])
             return
         target = self._destinations.get(destination)
         if target is None or target.interval == 0.0:
@@ -417,30 +438,33 @@ class FederationSender:
     # -- a deployment's bus ------------------------------------------------------------
 
     def _tell_sender(self, kind: str, destinations: Sequence[ServerName]) -> None:
-        """Name ``destinations`` to the sending process: rows queued ("queued") or a
-        server that talked to us ("wake")."""
+        """Name ``destinations`` to the sending processes: rows queued ("queued") or a
+        server that talked to us ("wake"), as few messages as the payload limit lets."""
         if self._bus is None:
             return
-        for start in range(0, len(destinations), _DESTINATIONS_PER_MESSAGE):
-            part = destinations[start : start + _DESTINATIONS_PER_MESSAGE]
-            self._bus.publish(SENDER_CHANNEL, {kind: list(part)})
+        for part in _packed(destinations):
+            self._bus.publish(SENDER_CHANNEL, {kind: part})
 
-    def _tell_ephemeral(self, destination: ServerName, edu_type: str, content: JsonDict) -> None:
-        """Hand an ephemeral EDU to the sending process; a presence push too large for
-        one message goes in halves."""
+    def _tell_ephemeral(
+        self, destinations: Sequence[ServerName], edu_type: str, content: JsonDict
+    ) -> None:
+        """Hand an ephemeral EDU for ``destinations`` to the sending processes; a
+        presence push too large for one message goes in halves."""
         if self._bus is None:
             return
-        message = {"edu": {"destination": destination, "edu_type": edu_type, "content": content}}
-        try:
-            self._bus.publish(SENDER_CHANNEL, message)
-        except PayloadTooLarge:
-            push = content.get("push") if edu_type == "m.presence" else None
-            if not isinstance(push, list) or len(push) < 2:
-                logger.warning("federation: %s for %s too large to relay", edu_type, destination)
-                return
-            half = len(push) // 2
-            self._tell_ephemeral(destination, edu_type, {**content, "push": push[:half]})
-            self._tell_ephemeral(destination, edu_type, {**content, "push": push[half:]})
+        for part in _packed(destinations):
+            edu = {"destinations": part, "edu_type": edu_type, "content": content}
+            try:
+                self._bus.publish(SENDER_CHANNEL, {"edu": edu})
+            except PayloadTooLarge:
+                push = content.get("push") if edu_type == "m.presence" else None
+                if not isinstance(push, list) or len(push) < 2:
+                    logger.warning("federation: %s too large to relay; dropped", edu_type)
+                    return
+                half = len(push) // 2
+                names = [ServerName(name) for name in part]
+                self._tell_ephemeral(names, edu_type, {**content, "push": push[:half]})
+                self._tell_ephemeral(names, edu_type, {**content, "push": push[half:]})
 
     def _on_message(self, payload: dict[str, Any], _sender: str) -> None:
         """The sending process: what another process queued, or asks."""
@@ -453,20 +477,28 @@ class FederationSender:
             for name in woken:
                 if isinstance(name, str) and self._mine(ServerName(name)):
                     self.wake(ServerName(name))
-        if isinstance(edu, dict):
-            destination, edu_type, content = (
-                edu.get("destination"), edu.get("edu_type"), edu.get("content")
+        if isinstance(edu, dict) and self._started and not self._stopping:
+            destinations, edu_type, content = (
+                edu.get("destinations"), edu.get("edu_type"), edu.get("content")
             )  # fmt: skip
             if (
-                isinstance(destination, str)
+                isinstance(destinations, list)
                 and isinstance(edu_type, str)
                 and isinstance(content, dict)
-                and self._allowed(ServerName(destination))
-                and self._mine(ServerName(destination))
-                and self._started
-                and not self._stopping
             ):
-                self._queue_ephemeral(ServerName(destination), edu_type, content)
+                for name in destinations:
+                    if (
+                        isinstance(name, str)
+                        and self._allowed(ServerName(name))
+                        and self._mine(ServerName(name))
+                    ):
+                        self._queue_ephemeral(ServerName(name), edu_type, content)
+
+    async def _look_soon(self) -> None:
+        """The bus is back: look for queued rows without holding up its other hooks."""
+        task = asyncio.create_task(self._look_for_queued(), name="federation-sender-look")
+        self._looks.add(task)
+        task.add_done_callback(self._looks.discard)
 
     async def _look_for_queued(self) -> None:
         """The sending process: send what was queued whoever was told (a lost message)."""
@@ -674,6 +706,20 @@ class FederationSender:
             destination.interval = min(destination.interval * 2, self._max_backoff)
         delay = destination.interval * (1 - 0.2 * self._rng.random())
         destination.retry_at = asyncio.get_running_loop().time() + delay
+
+
+def _packed(names: Sequence[ServerName]) -> list[list[str]]:
+    """``names`` in lists of at most ``_NAMES_BYTES`` (UTF-8, quoted) each."""
+    parts: list[list[str]] = []
+    size = _NAMES_BYTES
+    for name in names:
+        length = len(name.encode()) + 3
+        if size + length > _NAMES_BYTES:
+            parts.append([])
+            size = 0
+        parts[-1].append(name)
+        size += length
+    return parts
 
 
 def _log_pdu_errors(destination: ServerName, txn_id: str, response: Any) -> None:

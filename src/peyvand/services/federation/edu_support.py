@@ -5,7 +5,7 @@ other servers."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Final, Protocol
 
 from peyvand.services.sync.streams import MAX_POSITION
@@ -19,6 +19,10 @@ class EduSender(Protocol):
 
     async def send_edu(
         self, destination: ServerName, edu_type: str, content: JsonDict, *, durable: bool
+    ) -> None: ...
+
+    def send_ephemeral(
+        self, destinations: Iterable[ServerName], edu_type: str, content: JsonDict
     ) -> None: ...
 
     async def send_durable_edus(self, edus: Sequence[tuple[ServerName, str, JsonDict]]) -> None: ...

@@ -264,10 +264,10 @@ class FederationEdus:
 
     async def _send_ephemeral(self, room_id: RoomID, edu_type: str, content: JsonDict) -> None:
         snapshot = await self._state.get_room(room_id)
-        for destination in sorted(
-            self._sharing.servers_in(snapshot) if snapshot is not None else ()
-        ):
-            await self._sender.send_edu(destination, edu_type, content, durable=False)
+        if snapshot is not None:
+            self._sender.send_ephemeral(
+                sorted(self._sharing.servers_in(snapshot)), edu_type, content
+            )
 
     async def _on_local_typing(self, room_id: RoomID, user_id: UserID, typing: bool) -> None:
         if not self._sharing.is_local(user_id):
