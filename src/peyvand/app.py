@@ -92,8 +92,8 @@ async def create_app(config: Config) -> web.Application:
     previews = build_previews(config, db, timeline, local, transport, federation, rooms)
     email = build_email(config, db, timeline, local, signing_key)
     appservices = build_appservices(config, db, timeline, local, rooms, federation)
-    workers = build_workers(config, db, timeline, local, rooms, federation, transport)
     primary = primary_writer(config.workers, db)
+    workers = build_workers(config, db, timeline, local, rooms, federation, transport, primary)
     observed = build_observability(
         config, db.pool_usage, timeline, local, transport, appservices, workers
     )
@@ -250,7 +250,11 @@ def _lifecycle(
     lifecycle.add("URL previews", media.url_preview)
     if config.federation.enabled and roles.has_role("federation_inbound"):
         lifecycle.add("federation", federation.service)
-    if federation.partial_state is not None and roles.has_role("event_writer"):
+    if (
+        federation.partial_state is not None
+        and roles.has_role("event_writer")
+        and len(roles.with_role("event_writer")) < 2
+    ):
         # Resumes completing the rooms joined with partial state (needs the client); it
         # stores the state it fetches.
         lifecycle.add("partial-state resync", federation.partial_state)

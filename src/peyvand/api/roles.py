@@ -2,7 +2,9 @@
 docs/scaling.md). The reverse proxy's configuration is generated from this
 (``peyvand deployment nginx``), so every route is placed once, here.
 
-- ``federation_inbound``: the Server-Server API (``/_matrix/federation``, ``/_matrix/key``).
+- ``federation_inbound``: the Server-Server API (``/_matrix/federation``, ``/_matrix/key``)
+  but the membership events other servers hand in (``send_join``, ``send_leave``,
+  ``send_knock``, ``invite``), which the room's event writer stores.
 - ``media``: the content repository (``/_matrix/media``, ``/_matrix/client/v1/media``).
 - ``client_reader``: Client-Server requests that only read: ``GET``/``HEAD`` routes, and
   the few reads sent as ``POST`` (sliding sync, search, key queries, the user and room
@@ -50,6 +52,18 @@ _ROOM_EVENT_WRITES = frozenset(
         ("PUT", f"{CLIENT_V3}/rooms/{{roomId}}/redact/{{eventId}}/{{txnId}}"),
     }
 )
+# Federation routes that store a membership event of the room their path names (a
+# server joining, leaving or knocking through this one, or inviting one of its users):
+# the room's writer takes them (``event_writer``: the one writer, or with several, by
+# room like ``_ROOM_EVENT_WRITES``).
+_FEDERATION_ROOM_WRITES = frozenset(
+    {
+        ("PUT", "/_matrix/federation/v2/send_join/{room_id}/{event_id}"),
+        ("PUT", "/_matrix/federation/v2/send_leave/{room_id}/{event_id}"),
+        ("PUT", "/_matrix/federation/v1/send_knock/{room_id}/{event_id}"),
+        ("PUT", "/_matrix/federation/v2/invite/{room_id}/{event_id}"),
+    }
+)
 _PARAMETER = re.compile(r"\{([A-Za-z_]+)(?::([^}]*))?\}")
 
 
@@ -72,6 +86,13 @@ def client_role(route: Route) -> str:
     if route.method == "POST" and route.path in _READS_BY_POST:
         return "client_reader"
     return "event_writer"
+
+
+def federation_role(route: Route) -> str:
+    """The role serving a Server-Server route."""
+    if (route.method, route.path) in _FEDERATION_ROOM_WRITES:
+        return "event_writer"
+    return "federation_inbound"
 
 
 def primary_routes(client: Iterable[RouteTable], admin: Iterable[RouteTable]) -> frozenset[str]:
@@ -115,7 +136,7 @@ def routed_paths(
     families = (
         (client, client_role),
         (media, lambda _: "media"),
-        (federation, lambda _: "federation_inbound"),
+        (federation, federation_role),
         (admin, lambda _: "event_writer"),
     )
     for tables, role_of in families:
@@ -126,6 +147,6 @@ def routed_paths(
                 if route.path.startswith(CLIENT_V3 + "/"):
                     suffix = route.path[len(CLIENT_V3) :]
                     paths = [prefix + suffix for prefix in CLIENT_PREFIXES]
-                by_room = (route.method, route.path) in _ROOM_EVENT_WRITES
+                by_room = (route.method, route.path) in _ROOM_EVENT_WRITES | _FEDERATION_ROOM_WRITES
                 routed += [RoutedPath(route.method, path_pattern(p), role, by_room) for p in paths]
     return routed

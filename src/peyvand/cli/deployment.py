@@ -291,6 +291,10 @@ def _room_writers(writers: Sequence[WorkerInstance]) -> list[str]:
         # Every character as a PCRE escape: none is special to nginx or the class.
         characters = "".join(f"\\x{ord(c):02x}" for c in shard_characters(index, len(writers)))
         lines.append(f'    "~^/_matrix/client/[^/]+/rooms/![{characters}]" {index};')
+        lines.append(
+            '    "~^/_matrix/federation/v[12]/(?:send_join|send_leave|send_knock|invite)/'
+            f'![{characters}]" {index};'
+        )
     lines += [
         "}",
         "",

@@ -378,10 +378,9 @@ OPTION_DOCS: Final[Mapping[str, str]] = {
         "The processes, each an inline table: name (letters, digits, '-', '_'), roles (any\n"
         "of client_reader, event_writer, federation_inbound, federation_sender, media,\n"
         "background; each role needs at least one process; several event_writers share\n"
-        "the rooms, with federation disabled; federation_inbound goes with an\n"
-        "event_writer; several federation_senders share the destinations), port and\n"
-        "bind (default 127.0.0.1): where nginx and the other processes reach it.\n"
-        "Change the writers or the senders with all of them stopped. PostgreSQL only."
+        "the rooms; several federation_senders share the destinations), port and bind\n"
+        "(default 127.0.0.1): where nginx and the other processes reach it. Change the\n"
+        "writers or the senders with all of them stopped. PostgreSQL only."
     ),
     "workers.secret_path": (
         "File holding the secret the processes authenticate their requests to each other\n"
@@ -764,14 +763,10 @@ def _check_server_notices(notices: ServerNoticesConfig) -> None:
 
 
 _WORKER_NAME: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
-# Roles that go with the event writer for now, and why.
 # Rooms are shared by the first character of their ID's opaque part, a URL-safe base64
 # character for the IDs made here (``services.timeline.room_owners``): with more writers
 # than this, some would own none of those (the code points span 45-122).
 _MAX_EVENT_WRITERS: Final = 16
-ROLES_WITH_THE_WRITER: Final = {
-    "federation_inbound": "it stores received events, which only the event writer does for now",
-}
 
 
 def _check_workers(workers: WorkersConfig, config: Config) -> None:
@@ -823,19 +818,6 @@ def _check_workers(workers: WorkersConfig, config: Config) -> None:
             f"'workers.instances': at most {_MAX_EVENT_WRITERS} processes with the role "
             "'event_writer' (rooms are shared by the first character of their ID)"
         )
-    if len(writers) > 1 and config.federation.enabled:
-        raise ConfigError(
-            "'workers.instances': several processes with the role 'event_writer' need "
-            "'federation.enabled = false' for now (events received over federation are "
-            "stored by one writer, whatever the room's writer)"
-        )
-    for role, reason in ROLES_WITH_THE_WRITER.items():
-        strays = [i.name for i in workers.with_role(role) if i not in writers]
-        if strays:
-            raise ConfigError(
-                f"'workers.instances': {strays[0]!r} has the role {role!r} but not "
-                f"'event_writer': {reason}"
-            )
     if workers.instance is not None and workers.instance not in names:
         raise ConfigError(f"'workers.instance': no instance is named {workers.instance!r}")
 

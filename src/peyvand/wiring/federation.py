@@ -144,6 +144,8 @@ class Federation:
     access: RoomAccess
     # Checks and stores the events other servers send.
     received: FederationEventHandler
+    # Memberships of local users in rooms on other servers.
+    outbound_membership: OutboundMembership
 
 
 def build_federation(
@@ -217,7 +219,9 @@ def build_federation(
             check_signatures,
             events.allocate_stream,
             events.persist,
-            partial=partial_state,
+            # With several event writers, rooms are joined with their full state: a
+            # completion's position and the rooms partial are kept in one process.
+            partial=partial_state if len(config.workers.with_role("event_writer")) < 2 else None,
         ),
         timeline.remote_invites,
         signing_key,
@@ -288,7 +292,16 @@ def build_federation(
         edus,
     )
     if not config.federation.enabled:
-        return Federation(federation, invite_policy, None, None, unfederated(), access, handler)
+        return Federation(
+            federation,
+            invite_policy,
+            None,
+            None,
+            unfederated(),
+            access,
+            handler,
+            outbound_membership,
+        )
 
     timeline.writer.add_pre_commit(outbound_events.prepare_outbound)
     timeline.dispatcher.listeners.append(outbound_events.on_persisted)
@@ -303,4 +316,6 @@ def build_federation(
         profiles=queries.profile,
         full_state=partial_rooms.wait_for_full_state,
     )
-    return Federation(federation, invite_policy, edus, partial_state, remote, access, handler)
+    return Federation(
+        federation, invite_policy, edus, partial_state, remote, access, handler, outbound_membership
+    )

@@ -12,6 +12,8 @@ from pathlib import Path
 
 from peyvand.config import Config, WorkersConfig
 from peyvand.federation.worker_client import WorkerClient, read_secret
+from peyvand.services.federation.forwarded_edus import PrimaryEdus
+from peyvand.services.federation.forwarded_memberships import ForwardedMemberships
 from peyvand.services.federation.forwarded_pdus import ForwardedPdus
 from peyvand.services.federation.partial_state_follower import PartialStateFollower
 from peyvand.services.sync.cache_relay import TOKEN_SECONDS, CacheRelay
@@ -37,6 +39,7 @@ from peyvand.types import RoomID, UserID
 from peyvand.wiring.federation import Federation, Transport
 from peyvand.wiring.lifecycle import Component
 from peyvand.wiring.local import Local, Timeline
+from peyvand.wiring.primary import PrimaryWriter
 from peyvand.wiring.rooms import Rooms
 
 logger = logging.getLogger(__name__)
@@ -50,6 +53,7 @@ def build_workers(
     rooms: Rooms,
     federation: Federation,
     transport: Transport,
+    primary: PrimaryWriter | None,
 ) -> list[tuple[str, Component]]:
     """The components to start after the event writer, in order (none for one process)."""
     workers = config.workers
@@ -112,8 +116,17 @@ def build_workers(
             waiter = _waiter(timeline)
             forwarded, links = _forwarding(workers, instance, secret_path, owners, waiter)
             timeline.events.share_rooms(forwarded, owners, instance)
-            # Received PDUs of the others' rooms are theirs to store.
+            # Received PDUs of the others' rooms are theirs to store, and memberships in
+            # their rooms on other servers theirs to make.
             federation.received.forward_rooms(ForwardedPdus(forwarded, owners, instance))
+            federation.outbound_membership.forward_rooms(
+                ForwardedMemberships(forwarded, owners, instance)
+            )
+            if federation.edus is not None and primary is not None:
+                gate = primary.gate
+                federation.edus.forward_to_primary(
+                    PrimaryEdus(forwarded, writers, lambda: gate.held)
+                )
 
             async def catch_up() -> None:
                 await waiter.wait_for(await publisher.hear_stored())
@@ -143,8 +156,13 @@ def build_workers(
     timeline.events.forward_writes(
         forwarded, owners, f"{instance} does not write events: the deployment's event writers do"
     )
-    # Received PDUs too, for a process taking in other servers' transactions.
+    # Received PDUs too, for a process taking in other servers' transactions, and
+    # memberships in rooms on other servers.
     federation.received.forward_rooms(ForwardedPdus(forwarded, owners, instance))
+    federation.outbound_membership.forward_rooms(ForwardedMemberships(forwarded, owners, instance))
+    if federation.edus is not None:
+        # Receipts and to-device messages go to the primary writer's streams.
+        federation.edus.forward_to_primary(PrimaryEdus(forwarded, writers, lambda: False))
     follower = _follower(bus, positions, timeline, writers, None)
     partial: list[tuple[str, Component]] = []
     if len(writers) > 1:

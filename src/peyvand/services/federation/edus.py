@@ -34,6 +34,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from peyvand.errors import Errcode, MatrixError
 from peyvand.events.json_input import UnacceptableJson, check_json_value
 from peyvand.events.server_acl import server_allowed
 from peyvand.services.e2ee.device_lists import DeviceListService
@@ -53,6 +54,7 @@ from peyvand.services.federation.edu_support import (
     edu_string,
     edu_user_of,
 )
+from peyvand.services.federation.forwarded_edus import PrimaryEdus
 from peyvand.services.federation.room_sharing import RoomSharing
 from peyvand.services.sync.presence import STATES, PresenceService, UserPresence
 from peyvand.services.sync.receipts import READ, ReceiptService
@@ -117,6 +119,7 @@ class FederationEdus:
             "m.signing_key_update": self.remote_device_lists.on_signing_key_update,
             "m.presence": self._on_presence,
         }
+        self._primary: PrimaryEdus | None = None
         typing.listeners.append(self._on_local_typing)
         receipts.listeners.append(self._on_local_receipt)
         if presence is not None:
@@ -131,8 +134,25 @@ class FederationEdus:
 
     # -- inbound -------------------------------------------------------------------------
 
+    def forward_to_primary(self, primary: PrimaryEdus) -> None:
+        """A deployment: receipts and to-device messages are taken in by the primary
+        writer (``services.federation.forwarded_edus``)."""
+        self._primary = primary
+
+    async def receive_forwarded(self, origin: ServerName, edus: Sequence[Any]) -> None:
+        """EDUs another process took in for the primary: 503 unless this is it now."""
+        if self._primary is not None and not self._primary.here():
+            raise MatrixError(
+                Errcode.UNKNOWN, "This process is not the primary event writer now", status=503
+            )
+        await self.on_edus(origin, edus)
+
     async def on_edus(self, origin: ServerName, edus: Sequence[Any]) -> None:
         """The EDUs of a transaction from ``origin``, each applied or ignored on its own."""
+        if self._primary is not None and not self._primary.here():
+            edus, primary = self._primary.split(edus)
+            if primary:
+                await self._primary.forward(origin, primary)
         for edu in edus:
             edu_type = edu.get("edu_type") if isinstance(edu, dict) else None
             try:

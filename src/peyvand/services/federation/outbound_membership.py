@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Final
+from typing import Any, Final
 
 from peyvand.errors import Errcode, MatrixError
 from peyvand.events.builder import finalize_pdu
@@ -23,6 +23,7 @@ from peyvand.federation.keyring import Keyring
 from peyvand.federation.transport import FederationTransport
 from peyvand.services.federation.errors import is_refusal, join_refusal, refusal
 from peyvand.services.federation.federation_pdus import federation_pdu, stripped_state
+from peyvand.services.federation.forwarded_memberships import ForwardedMemberships, not_here
 from peyvand.services.federation.outbound_join import RemoteJoiner
 from peyvand.services.timeline.room_state import RoomSnapshot, StateService
 from peyvand.storage.remote_invites import RemoteInvite, RemoteInviteStore
@@ -67,11 +68,40 @@ class OutboundMembership:
         self._abandon_stream = abandon_stream
         self._on_remote_membership = on_remote_membership
         self._clock = clock
+        self._forwarded: ForwardedMemberships | None = None
+
+    def forward_rooms(self, forwarded: ForwardedMemberships) -> None:
+        """A deployment: joins, knocks and invite rejections of rooms another event
+        writer writes are made by it (``services.federation.forwarded_memberships``)."""
+        self._forwarded = forwarded
+
+    async def _done_elsewhere(
+        self, op: str, room_id: RoomID, user_id: UserID, forwarded: bool, **fields: Any
+    ) -> bool:
+        """Whether the room's writer, another process, made the membership change."""
+        writer = None if self._forwarded is None else self._forwarded.writer_elsewhere(room_id)
+        if writer is None or self._forwarded is None:
+            return False
+        if forwarded:
+            raise not_here(room_id)
+        await self._forwarded.forward(writer, op, room_id, user_id, **fields)
+        return True
 
     async def join_remote(
-        self, room_id: RoomID, user_id: UserID, servers: Sequence[ServerName], content: JsonDict
+        self,
+        room_id: RoomID,
+        user_id: UserID,
+        servers: Sequence[ServerName],
+        content: JsonDict,
+        *,
+        forwarded: bool = False,
     ) -> None:
-        """Join a room this server is not in, through one of ``servers``."""
+        """Join a room this server is not in, through one of ``servers``. ``forwarded``:
+        asked by another process of the deployment."""
+        if await self._done_elsewhere(
+            "join", room_id, user_id, forwarded, servers=list(servers), content=content
+        ):
+            return
         await self._joiner.join(room_id, user_id, [s for s in servers if self._allows(s)], content)
 
     async def query_directory(self, alias: RoomAlias) -> JsonDict:
@@ -144,9 +174,13 @@ class OutboundMembership:
         invite = await self._invites.get(room_id, user_id)
         return invite if invite is not None and invite.membership == "invite" else None
 
-    async def reject_invite(self, room_id: RoomID, user_id: UserID, reason: str | None) -> None:
+    async def reject_invite(
+        self, room_id: RoomID, user_id: UserID, reason: str | None, *, forwarded: bool = False
+    ) -> None:
         """Leave a room this server is not in (reject an invite): make_leave/send_leave
         through the inviting server."""
+        if await self._done_elsewhere("reject", room_id, user_id, forwarded, reason=reason):
+            return
         invite = await self.remote_invite(room_id, user_id)
         if invite is None:
             raise MatrixError(Errcode.FORBIDDEN, "You are not invited to this room")
@@ -193,10 +227,20 @@ class OutboundMembership:
         self._on_remote_membership(user_id, room_id, membership, stream)
 
     async def knock_remote(
-        self, room_id: RoomID, user_id: UserID, servers: Sequence[ServerName], reason: str | None
+        self,
+        room_id: RoomID,
+        user_id: UserID,
+        servers: Sequence[ServerName],
+        reason: str | None,
+        *,
+        forwarded: bool = False,
     ) -> None:
         """Knock on a room this server is not in (make_knock/send_knock through the first
         of ``servers`` that answers); the room's stripped state is kept like an invite's."""
+        if await self._done_elsewhere(
+            "knock", room_id, user_id, forwarded, servers=list(servers), reason=reason
+        ):
+            return
         errors = []
         for server in [s for s in dict.fromkeys(servers) if self._allows(s)]:
             try:

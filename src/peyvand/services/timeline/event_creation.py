@@ -177,8 +177,8 @@ class EventCreationService:
     def forward_writes(self, forwarded: ForwardedWrites, owners: RoomOwners, reason: str) -> None:
         """Store no event from now on (issue 21: only the deployment's event writers
         allocate positions): ``send`` and ``create_room`` are done by the room's writer
-        (``owners``) through ``forwarded``; what needs this process (a countersigned
-        invite, events received over federation) is refused with a 503 and ``reason``."""
+        (``owners``) through ``forwarded``; what needs this process (
+        events received over federation) is refused with a 503 and ``reason``."""
         self._refused = reason
         self._forwarded = forwarded
         self._owners = owners
@@ -265,11 +265,14 @@ class EventCreationService:
                 raise MatrixError(
                     Errcode.UNKNOWN, f"{room_id}'s events are not created here", status=503
                 )
-            if countersign is not None:
-                reason = self._refused or "an invite of a remote user is sent by the room's writer"
-                raise MatrixError(Errcode.UNKNOWN, reason, status=503)
+            # The writer has the invite countersigned by the invitee's server itself.
             return await self._forwarded.send(
-                room_id, sender, spec, txn=txn, unless_identical=unless_identical
+                room_id,
+                sender,
+                spec,
+                txn=txn,
+                unless_identical=unless_identical,
+                countersign=countersign is not None,
             )
         future: asyncio.Future[EventID] | None = None
         if txn is not None:

@@ -102,8 +102,12 @@ class ForwardedWrites:
         *,
         txn: TxnKey | None,
         unless_identical: bool,
+        countersign: bool = False,
     ) -> StoredEvent:
+        """``countersign``: an invite of a remote user, which the writer has countersigned
+        by the invitee's server."""
         body = send_to_json(room_id, sender, spec, txn=txn, unless_identical=unless_identical)
+        body["countersign"] = countersign
         link = self._links.get(self._owners.owner(room_id))
         if link is None:
             # The room's writer became this one meanwhile (it took the room over).

@@ -1,0 +1,155 @@
+"""Issue 21's acceptance deployment federating with a real Synapse: two event writers
+sharing the rooms, a client reader, and one process for federation (inbound and
+sender), media and background jobs, behind nginx terminating federation TLS.
+
+One room of each writer, both joined by a Synapse user on invite (each invite
+countersigned by Synapse from the room's writer, each send_join taken by the room's
+writer through nginx); messages cross both ways in both; read receipts cross both ways
+(Synapse's taken in by the primary writer's stream); a to-device message from Synapse
+reaches the deployment user's /sync; a deployment user joins a room on Synapse (the join
+made by that room's writer) and messages cross there too. Received PDUs reach their
+room's writer through the federation process, which itself stores no event."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+
+from federation.conftest import synapse, synapse_client
+from harness.client import Account, MatrixClient, new_session
+from harness.deployment import Deployment, behind_nginx
+from harness.nginx import Nginx
+from harness.rooms import say
+from harness.sync import invited_to, sync_until, wait_until_joined
+from harness.timeline import message_bodies
+from peyvand.services.timeline.room_owners import shard_of
+
+__all__ = ["synapse", "synapse_client"]
+
+TIMEOUT_SECONDS = 120
+ROLES = {
+    "writer": ["event_writer"],
+    "writer2": ["event_writer"],
+    "reader": ["client_reader"],
+    "fed": ["federation_inbound", "federation_sender", "media", "background"],
+}
+
+
+@pytest.fixture
+def four(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Nginx, Deployment]]:
+    options = {"log_level": '"DEBUG"'}
+    with behind_nginx(request, tmp_path, ROLES, options=options, federation=True) as deployed:
+        yield deployed
+
+
+async def _room_of_writer(front: MatrixClient, alice: Account, index: int) -> str:
+    """A new room of ``alice`` that the ``index``th writer writes."""
+    for _ in range(100):
+        created = await front.request("POST", "createRoom", json={}, token=alice)
+        room_id = str(created.ok()["room_id"])
+        if shard_of(room_id, 2) == index:
+            return room_id
+    raise AssertionError(f"no room of writer {index} in 100 creations")
+
+
+async def _until_bodies(client: MatrixClient, account: Account, room_id: str, body: str) -> None:
+    for _ in range(TIMEOUT_SECONDS * 10):
+        if body in await message_bodies(client, account, room_id, 50):
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{body!r} never reached {account.user_id} in {room_id}")
+
+
+async def _last_event_id(client: MatrixClient, account: Account, room_id: str) -> str:
+    path = f"rooms/{quote(room_id)}/messages?dir=b&limit=1"
+    chunk = (await client.request("GET", path, token=account)).ok()["chunk"]
+    return str(chunk[0]["event_id"])
+
+
+def _has_receipt(room_id: str, user_id: str, event_id: str) -> Any:
+    def done(response: dict[str, Any]) -> bool:
+        room = response.get("rooms", {}).get("join", {}).get(room_id, {})
+        return any(
+            user_id in e.get("content", {}).get(event_id, {}).get("m.read", {})
+            for e in room.get("ephemeral", {}).get("events", [])
+            if e.get("type") == "m.receipt"
+        )
+
+    return done
+
+
+def _has_to_device(kind: str) -> Any:
+    def done(response: dict[str, Any]) -> bool:
+        return any(e.get("type") == kind for e in response.get("to_device", {}).get("events", []))
+
+    return done
+
+
+async def test_a_four_process_deployment_federates_with_synapse(
+    four: tuple[Nginx, Deployment], synapse_client: MatrixClient
+) -> None:
+    nginx, deployment = four
+    async with new_session() as session:
+        front = MatrixClient(session, nginx.base_url)
+        reader = MatrixClient(session, deployment["reader"].base_url)
+        async with asyncio.timeout(TIMEOUT_SECONDS):
+            alice = await front.register()
+            bob = await synapse_client.register()
+            rooms = [await _room_of_writer(front, alice, index) for index in (0, 1)]
+            for room_id in rooms:
+                invite = {"user_id": bob.user_id}
+                path = f"rooms/{quote(room_id)}/invite"
+                (await front.request("POST", path, json=invite, token=alice)).ok()
+                await sync_until(synapse_client, bob, invited_to(room_id))
+                (await synapse_client.request("POST", f"join/{quote(room_id)}", token=bob)).ok()
+                await wait_until_joined(front, alice, room_id, bob.user_id, attempts=600)
+            for n, room_id in enumerate(rooms):
+                await say(front, room_id, alice, f"from the deployment {n}")
+                await _until_bodies(synapse_client, bob, room_id, f"from the deployment {n}")
+                await say(synapse_client, room_id, bob, f"from synapse {n}")
+                await _until_bodies(reader, alice, room_id, f"from synapse {n}")
+
+            # Receipts both ways (the deployment's stored by the primary writer, sent by
+            # the federation process; Synapse's taken in there, stored by the primary).
+            room_id = rooms[1]
+            last = await _last_event_id(reader, alice, room_id)
+            receipt = f"rooms/{quote(room_id)}/receipt/m.read/{quote(last)}"
+            (await front.request("POST", receipt, json={}, token=alice)).ok()
+            await sync_until(synapse_client, bob, _has_receipt(room_id, alice.user_id, last))
+            await say(front, room_id, alice, "read this")
+            await _until_bodies(synapse_client, bob, room_id, "read this")
+            mine = await _last_event_id(synapse_client, bob, room_id)
+            receipt = f"rooms/{quote(room_id)}/receipt/m.read/{quote(mine)}"
+            (await synapse_client.request("POST", receipt, json={}, token=bob)).ok()
+            await sync_until(reader, alice, _has_receipt(room_id, bob.user_id, mine))
+
+            # A to-device message from Synapse reaches the deployment user.
+            to_device = {"messages": {alice.user_id: {"*": {"hello": "there"}}}}
+            path = "sendToDevice/org.example.hello/txn1"
+            (await synapse_client.request("PUT", path, json=to_device, token=bob)).ok()
+            await sync_until(reader, alice, _has_to_device("org.example.hello"))
+
+            # A room on Synapse joined from the deployment, by the room's writer.
+            created = await synapse_client.request(
+                "POST", "createRoom", json={"preset": "public_chat"}, token=bob
+            )
+            remote_room = str(created.ok()["room_id"])
+            server = bob.user_id.split(":", 1)[1]
+            path = f"join/{quote(remote_room)}?server_name={quote(server)}"
+            (await front.request("POST", path, json={}, token=alice)).ok()
+            await wait_until_joined(synapse_client, bob, remote_room, alice.user_id, attempts=600)
+            await say(synapse_client, remote_room, bob, "welcome")
+            await _until_bodies(reader, alice, remote_room, "welcome")
+            await say(front, remote_room, alice, "thanks")
+            await _until_bodies(synapse_client, bob, remote_room, "thanks")
+
+    logs = {name: deployment[name].log() for name in ROLES}
+    for name, log in logs.items():
+        assert "Unhandled error" not in log, name
+    assert "started federation sender" in logs["fed"]
+    assert all("started federation sender" not in logs[n] for n in ("writer", "writer2"))
