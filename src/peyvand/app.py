@@ -250,17 +250,21 @@ def _lifecycle(
     lifecycle.add("URL previews", media.url_preview)
     if config.federation.enabled and roles.has_role("federation_inbound"):
         lifecycle.add("federation", federation.service)
-    if (
-        federation.partial_state is not None
-        and roles.has_role("event_writer")
-        and len(roles.with_role("event_writer")) < 2
-    ):
-        # Resumes completing the rooms joined with partial state (needs the client); it
-        # stores the state it fetches.
-        lifecycle.add("partial-state resync", federation.partial_state)
+    if federation.partial_state is not None and roles.has_role("event_writer"):
+        if len(roles.with_role("event_writer")) < 2:
+            # Resumes completing the rooms joined with partial state (needs the client);
+            # it stores the state it fetches.
+            lifecycle.add("partial-state resync", federation.partial_state)
+        else:
+            # Several writers join with the full state; none completes a partial room.
+            check = federation.partial_state.refuse_partial_rooms
+            lifecycle.add("no partial-state rooms", Hooks(start=check))
     add_job(lifecycle, "guest removal", rooms.guest_removal)
     # Joins in the background: start-up does not wait.
     add_job(lifecycle, "policy lists", rooms.policy_list_follower, on_writer=True)
+    if roles.enabled:
+        # Every process enforces the rules the follower's process joins the rooms for.
+        lifecycle.add("policy rules", rooms.policy_rules)
     add_job(lifecycle, "search backfill", rooms.search_backfill)
     add_job(lifecycle, "retention", compliance.retention)
     add_job(lifecycle, "disappearing messages", compliance.disappearing)

@@ -1,6 +1,6 @@
 """Fixtures of the deployment tests: ``deployed`` is a session's deployment on the test
-PostgreSQL cluster (an event writer with every other role but client reads, a second
-event writer sharing the rooms, and a client reader) behind a real nginx; ``homeserver``
+PostgreSQL cluster (two event writers sharing the rooms, a client reader, and a process
+for federation, media and background jobs) behind a real nginx; ``homeserver``
 (and ``push_homeserver``) here is its nginx's address, ``private_homeserver`` that of a
 deployment of the test's own, so tests written for one server (the client-library,
 push and retention tests) run unchanged against a deployment; ``session`` is an HTTP
@@ -15,15 +15,22 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from harness.deployment import WRITER_ROLES, Deployment, behind_nginx
+from harness.deployment import Deployment, behind_nginx
 from harness.nginx import Nginx
 from harness.server import HomeserverProcess
 
 # Pushes go to Sygnal on 127.0.0.1 (tests/push).
 PUSH_OPTIONS = {"push.gateway_allowed_networks": '["127.0.0.1/32"]'}
-# Two event writers (issue 21): the tests written for one server run with the rooms
-# shared between them.
-ROLES = {"writer": WRITER_ROLES, "writer2": ["event_writer"], "reader": ["client_reader"]}
+# Issue 21's acceptance layout: two event writers sharing the rooms, a client reader,
+# and one process for federation, media and background jobs; it federates (on a test
+# network: nginx terminates federation TLS), and the tests written for one server run
+# against it unchanged.
+ROLES = {
+    "writer": ["event_writer"],
+    "writer2": ["event_writer"],
+    "reader": ["client_reader"],
+    "fed": ["federation_inbound", "federation_sender", "media", "background"],
+}
 
 
 def _front(deployed: tuple[Nginx, Deployment]) -> HomeserverProcess:
@@ -39,7 +46,7 @@ def deployed(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Nginx, Deployment]]:
     data_dir = tmp_path_factory.mktemp("deployment")
-    with behind_nginx(request, data_dir, ROLES, options=PUSH_OPTIONS) as deployed:
+    with behind_nginx(request, data_dir, ROLES, options=PUSH_OPTIONS, federation=True) as deployed:
         yield deployed
 
 
@@ -55,7 +62,7 @@ def private_homeserver(
 ) -> Iterator[HomeserverProcess]:
     """A deployment of the test's own (the retention tests count what a purge removed
     from the whole database)."""
-    with behind_nginx(request, tmp_path, ROLES, options=PUSH_OPTIONS) as deployed:
+    with behind_nginx(request, tmp_path, ROLES, options=PUSH_OPTIONS, federation=True) as deployed:
         yield _front(deployed)
 
 

@@ -7,7 +7,8 @@ countersigned by Synapse from the room's writer, each send_join taken by the roo
 writer through nginx); messages cross both ways in both; read receipts cross both ways
 (Synapse's taken in by the primary writer's stream); a to-device message from Synapse
 reaches the deployment user's /sync; a deployment user joins a room on Synapse (the join
-made by that room's writer) and messages cross there too. Received PDUs reach their
+made by that room's writer) and messages cross there too; a Synapse user's invite to a
+room on Synapse is taken in by the primary writer and joined. Received PDUs reach their
 room's writer through the federation process, which itself stores no event."""
 
 from __future__ import annotations
@@ -147,6 +148,16 @@ async def test_a_four_process_deployment_federates_with_synapse(
             await _until_bodies(reader, alice, remote_room, "welcome")
             await say(front, remote_room, alice, "thanks")
             await _until_bodies(synapse_client, bob, remote_room, "thanks")
+
+            # An invite from Synapse (taken in by the primary writer) joined on invite.
+            created = await synapse_client.request("POST", "createRoom", json={}, token=bob)
+            private = str(created.ok()["room_id"])
+            invite = {"user_id": alice.user_id}
+            path = f"rooms/{quote(private)}/invite"
+            (await synapse_client.request("POST", path, json=invite, token=bob)).ok()
+            await sync_until(reader, alice, invited_to(private))
+            (await front.request("POST", f"join/{quote(private)}", json={}, token=alice)).ok()
+            await wait_until_joined(synapse_client, bob, private, alice.user_id, attempts=600)
 
     logs = {name: deployment[name].log() for name in ROLES}
     for name, log in logs.items():

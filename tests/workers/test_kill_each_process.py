@@ -3,10 +3,10 @@ clients send: no acknowledged message is lost, the dead process's rooms and jobs
 taken over within 10 s, clients continue through nginx after retries; restarting it
 rejoins the deployment".
 
-Four processes behind nginx on PostgreSQL, federation disabled (several event writers
-need it for now): two event writers sharing the rooms (the first the primary one), a
-client reader, and one for media and background jobs, whose leases the second writer
-contends for too. Sixteen clients send to four rooms (two per writer) through nginx,
+Four processes behind nginx on PostgreSQL (the acceptance layout; no other server to
+federate with here): two event writers sharing the rooms (the first the primary one), a
+client reader, and one for federation, media and background jobs, whose leases the
+second writer contends for too. Sixteen clients send to four rooms (two per writer) through nginx,
 each retrying a failed send with the same transaction ID, while every process in turn
 is killed and started again. Each client's sends never stop for more than
 ``TAKEOVER_SECONDS``; a background job lease a killed process held is someone else's
@@ -41,12 +41,12 @@ from workers.test_several_writers_deployment import (
 )
 
 ROLES = {
-    "writer": ["event_writer", "federation_inbound", "federation_sender"],
+    "writer": ["event_writer"],
     "writer2": ["event_writer", "background"],
     "reader": ["client_reader"],
-    "jobs": ["media", "background"],
+    "fed": ["federation_inbound", "federation_sender", "media", "background"],
 }
-KILLED_IN_TURN = ("writer2", "reader", "jobs", "writer")
+KILLED_IN_TURN = ("writer2", "reader", "fed", "writer")
 CLIENTS = 16
 TAKEOVER_SECONDS = 10.0
 # Each process stays down this long before it is started again (longer than the
@@ -224,7 +224,7 @@ async def test_killing_each_process_in_turn_loses_no_acknowledged_message(
             )
             assert status == 200, joined
         held = await _leases(deployment.database_url)
-        assert set(held.values()) <= {"writer2", "jobs"}, held
+        assert set(held.values()) <= {"writer2", "fed"}, held
 
         counter = AccountDataWriter(watcher, "@watcher:localhost")
         stop = asyncio.Event()

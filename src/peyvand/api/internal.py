@@ -13,7 +13,8 @@ must carry the deployment's secret (``auth="worker"``, checked in ``api.server``
   (``services.federation.forwarded_pdus``); answers ``{"pdus": {event_id: result}}``.
 - ``POST /_peyvand/internal/v1/federation/membership``: a join, knock or invite
   rejection of a room on other servers that this writer writes
-  (``services.federation.forwarded_memberships``); answers ``{}``.
+  (``services.federation.forwarded_memberships``); answers ``{"position"}``, the
+  membership's events stream position (null if none).
 - ``POST /_peyvand/internal/v1/federation/edus``: received receipts and to-device
   messages, taken in by the primary writer (``services.federation.forwarded_edus``);
   answers ``{}``, or 503 from a writer that is not the primary now.
@@ -158,7 +159,7 @@ async def remote_membership(ctx: RequestContext) -> web.Response:
         await remote.reject_invite(room_id, user_id, reason, forwarded=True)
     else:
         raise MatrixError(Errcode.BAD_JSON, f"'op' must be one of {', '.join(OPERATIONS)}")
-    return json_response({})
+    return json_response({"position": await remote.membership_position(room_id, user_id)})
 
 
 INTERNAL_ROUTE_TABLES: list[RouteTable] = [routes]

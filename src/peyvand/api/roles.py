@@ -4,7 +4,7 @@ docs/scaling.md). The reverse proxy's configuration is generated from this
 
 - ``federation_inbound``: the Server-Server API (``/_matrix/federation``, ``/_matrix/key``)
   but the membership events other servers hand in (``send_join``, ``send_leave``,
-  ``send_knock``, ``invite``), which the room's event writer stores.
+  ``send_knock``: the room's event writer stores them; ``invite``: the primary writer).
 - ``media``: the content repository (``/_matrix/media``, ``/_matrix/client/v1/media``).
 - ``client_reader``: Client-Server requests that only read: ``GET``/``HEAD`` routes, and
   the few reads sent as ``POST`` (sliding sync, search, key queries, the user and room
@@ -53,16 +53,21 @@ _ROOM_EVENT_WRITES = frozenset(
     }
 )
 # Federation routes that store a membership event of the room their path names (a
-# server joining, leaving or knocking through this one, or inviting one of its users):
-# the room's writer takes them (``event_writer``: the one writer, or with several, by
-# room like ``_ROOM_EVENT_WRITES``).
+# server joining, leaving or knocking through this one): the room's writer takes them
+# (``event_writer``: the one writer, or with several, by room like
+# ``_ROOM_EVENT_WRITES``).
 _FEDERATION_ROOM_WRITES = frozenset(
     {
         ("PUT", "/_matrix/federation/v2/send_join/{room_id}/{event_id}"),
         ("PUT", "/_matrix/federation/v2/send_leave/{room_id}/{event_id}"),
         ("PUT", "/_matrix/federation/v1/send_knock/{room_id}/{event_id}"),
-        ("PUT", "/_matrix/federation/v2/invite/{room_id}/{event_id}"),
     }
+)
+# An invite of a local user by another server: stored (a remote invite, or nothing for a
+# room this server is in) and pushed by the primary event writer, which runs the
+# pushers and the appservice transactions.
+_FEDERATION_PRIMARY_WRITES = frozenset(
+    {("PUT", "/_matrix/federation/v2/invite/{room_id}/{event_id}")}
 )
 _PARAMETER = re.compile(r"\{([A-Za-z_]+)(?::([^}]*))?\}")
 
@@ -90,7 +95,7 @@ def client_role(route: Route) -> str:
 
 def federation_role(route: Route) -> str:
     """The role serving a Server-Server route."""
-    if (route.method, route.path) in _FEDERATION_ROOM_WRITES:
+    if (route.method, route.path) in _FEDERATION_ROOM_WRITES | _FEDERATION_PRIMARY_WRITES:
         return "event_writer"
     return "federation_inbound"
 

@@ -292,7 +292,7 @@ def _room_writers(writers: Sequence[WorkerInstance]) -> list[str]:
         characters = "".join(f"\\x{ord(c):02x}" for c in shard_characters(index, len(writers)))
         lines.append(f'    "~^/_matrix/client/[^/]+/rooms/![{characters}]" {index};')
         lines.append(
-            '    "~^/_matrix/federation/v[12]/(?:send_join|send_leave|send_knock|invite)/'
+            '    "~^/_matrix/federation/v[12]/(?:send_join|send_leave|send_knock)/'
             f'![{characters}]" {index};'
         )
     lines += [

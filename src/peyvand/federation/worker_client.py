@@ -54,14 +54,16 @@ class WorkerClient:
         if session is not None:
             await session.close()
 
-    async def post(self, path: str, body: JsonDict) -> JsonDict:
-        """The JSON object answered with 200 to ``body`` at ``path``; the other process's
-        Matrix error raised as it answered it."""
+    async def post(self, path: str, body: JsonDict, *, within: float | None = None) -> JsonDict:
+        """The JSON object answered with 200 to ``body`` at ``path`` (within ``within``
+        seconds, the client's own by default); the other process's Matrix error raised
+        as it answered it."""
         if self._session is None:
             await self.start()
         assert self._session is not None
+        seconds = self._timeout if within is None else within
         try:
-            async with asyncio.timeout(self._timeout):
+            async with asyncio.timeout(seconds):
                 async with self._session.post(
                     self._url + path,
                     data=orjson.dumps(body),
@@ -71,7 +73,7 @@ class WorkerClient:
                     raw = await response.content.read(MAX_ANSWER_BYTES + 1)
                     status = response.status
         except TimeoutError:
-            raise _unavailable(f"{path}: no answer within {self._timeout} s") from None
+            raise _unavailable(f"{path}: no answer within {seconds} s") from None
         except aiohttp.ClientConnectorError as exc:
             logger.warning("request to another process failed: %s: %s", path, exc)
             raise ProcessUnreachable from None

@@ -17,7 +17,7 @@ from peyvand.services.rooms.creation import RoomsService
 from peyvand.services.rooms.directory import DirectoryService
 from peyvand.services.rooms.guest_access import GuestAccess, GuestRemoval
 from peyvand.services.rooms.membership import MembershipService
-from peyvand.services.rooms.policy_list_follower import PolicyListFollower
+from peyvand.services.rooms.policy_list_follower import PolicyListFollower, PolicyRulesReader
 from peyvand.services.rooms.policy_lists import PolicyListService
 from peyvand.services.rooms.reads import RoomEventsService
 from peyvand.services.rooms.relations import RelationsService
@@ -50,6 +50,8 @@ class Rooms:
     membership: MembershipService
     guest_removal: GuestRemoval
     policy_list_follower: PolicyListFollower
+    # The followed rooms' rules read in every process of a deployment.
+    policy_rules: PolicyRulesReader
     rooms: RoomsService
     state_events: StateEventService
     room_upgrade: RoomUpgradeService
@@ -114,6 +116,10 @@ def build_rooms(
         policy_lists, local.accounts, membership.join, directory.get_alias
     )
     timeline.dispatcher.listeners.append(follower.on_persisted)
+    # A deployment's every process enforces the rules; the follower runs on one.
+    rules = PolicyRulesReader(policy_lists, directory.get_alias)
+    if config.workers.enabled:
+        timeline.dispatcher.listeners.append(rules.on_persisted)
     replaced = ReplacedState(event_store, state)
     timeline.dispatcher.listeners.append(replaced.on_persisted)
     relation_store = RelationStore(db)
@@ -148,6 +154,7 @@ def build_rooms(
         membership=membership,
         guest_removal=guest_removal,
         policy_list_follower=follower,
+        policy_rules=rules,
         rooms=RoomsService(
             server_name,
             events,

@@ -8,7 +8,12 @@ from typing import Any
 import pytest
 
 from peyvand.errors import Errcode, MatrixError
-from peyvand.services.federation.forwarded_pdus import PDUS_PATH, ForwardedPdus, forwarded_body
+from peyvand.services.federation.forwarded_pdus import (
+    PDUS_PATH,
+    PDUS_SECONDS,
+    ForwardedPdus,
+    forwarded_body,
+)
 from peyvand.services.timeline.forwarding import ForwardedWrites, StreamWaiter
 from peyvand.services.timeline.room_owners import RoomOwners, shard_characters
 from peyvand.storage.room_writers import Holding
@@ -24,7 +29,8 @@ class FakeLink:
         self.posted: list[tuple[str, JsonDict]] = []
         self.fail = fail
 
-    async def post(self, path: str, body: JsonDict) -> JsonDict:
+    async def post(self, path: str, body: JsonDict, *, within: float | None = None) -> JsonDict:
+        assert within == PDUS_SECONDS
         self.posted.append((path, body))
         if self.fail:
             raise MatrixError(Errcode.UNKNOWN, "the writer is down", status=503)

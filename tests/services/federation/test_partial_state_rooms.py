@@ -5,12 +5,15 @@ partial-state room's full state wakes when the resync completes it, and gives up
 from __future__ import annotations
 
 import asyncio
+from typing import Any, cast
 
 import pytest
 
 from peyvand.errors import MatrixError
 from peyvand.services.federation.partial_state import PartialStateRooms
-from peyvand.storage.partial_state import PartialStateRoom
+from peyvand.services.federation.partial_state_resync import PartialStateResync
+from peyvand.storage.database import Database
+from peyvand.storage.partial_state import PartialStateRoom, PartialStateStore
 from peyvand.types import EventID, RoomID, ServerName
 
 ROOM = PartialStateRoom(
@@ -40,3 +43,17 @@ async def test_the_wait_is_bounded() -> None:
     with pytest.raises(MatrixError) as raised:
         await rooms.wait_for_full_state(ROOM.room_id)
     assert (raised.value.status, raised.value.errcode) == (503, "M_UNKNOWN")
+
+
+async def test_several_writers_refuse_to_start_with_a_partial_room(database: Database) -> None:
+    """Issue 21: several event writers join with the full state and complete no room, so
+    a room still partial from one writer's time refuses their start."""
+    store = PartialStateStore(database)
+    resync = PartialStateResync(
+        ServerName("here.test"), PartialStateRooms(), store, cast(Any, None), cast(Any, None),
+        cast(Any, None), cast(Any, None), lambda _position, _users: None,
+    )  # fmt: skip
+    await resync.refuse_partial_rooms()
+    await store.add_room(ROOM, 0)
+    with pytest.raises(RuntimeError, match="1 rooms joined with partial state"):
+        await resync.refuse_partial_rooms()

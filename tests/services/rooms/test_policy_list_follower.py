@@ -12,7 +12,11 @@ import pytest
 
 from peyvand.config.model import ModerationConfig
 from peyvand.errors import Errcode, MatrixError
-from peyvand.services.rooms.policy_list_follower import FIRST_RETRY_SECONDS, PolicyListFollower
+from peyvand.services.rooms.policy_list_follower import (
+    FIRST_RETRY_SECONDS,
+    PolicyListFollower,
+    PolicyRulesReader,
+)
 from peyvand.services.rooms.policy_lists import PolicyListService
 from peyvand.types import JsonDict, RoomID, ServerName, UserID
 
@@ -252,3 +256,28 @@ async def test_refusals_and_exemptions() -> None:
         service.soft_fail_reason(cast(Any, SimpleNamespace(room_id=ROOM, sender="@a:fine.org")))
         is None
     )
+
+
+async def test_a_process_that_does_not_follow_reads_the_rules() -> None:
+    """Issue 21: the follower runs on one process; every other reads the rules of the
+    rooms it joined (an alias resolved with backoff while it fails), and reads them again
+    after a followed room's events, without joining anything."""
+    scene = Scene([LIST, "#list2:there.example"])
+    other = RoomID("!list2:there.example")
+    scene.rule("user", "@spam*:evil.example")
+    scene.state.put(other, "m.policy.rule.server", "rule:bad", {"entity": "bad.example",
+                    "recommendation": "m.ban", "reason": "r"})  # fmt: skip
+    reader = PolicyRulesReader(scene.service, scene.lookup)
+    await reader.start()
+    try:
+        await _until(lambda: scene.service.user_rule("@spam1:evil.example") is not None)
+        assert scene.service.server_rule(ServerName("bad.example")) is None
+        scene.aliases["#list2:there.example"] = {"room_id": other, "servers": []}
+        # Retried after 1 s.
+        await _until(lambda: scene.service.server_rule(ServerName("bad.example")) is not None)
+        scene.rule("user", "@spam*:evil.example", recommendation="m.mute")
+        reader.on_persisted([cast(Any, SimpleNamespace(pdu=SimpleNamespace(room_id=LIST)))])
+        await _until(lambda: scene.service.user_rule("@spam1:evil.example") is None)
+        assert scene.joins == [] and scene.accounts.users == {}
+    finally:
+        await reader.stop()

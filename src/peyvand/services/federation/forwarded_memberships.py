@@ -5,8 +5,9 @@ rejecting an invite to one store events, or a membership at an events position, 
 room: its writer (``RoomOwners``) does it. Another process (the primary writer, which
 takes the client's membership requests) posts the request to the writer's internal API
 (``POST /_peyvand/internal/v1/federation/membership``: ``{"op": "join" | "knock" |
-"reject", "room_id", "user_id", ...}``), answered with ``{}`` once done there, or the
-writer's Matrix error, raised here unchanged.
+"reject", "room_id", "user_id", ...}``), answered with ``{"position"}`` once done there
+(the user's new membership's events stream position, or the writer's: announced here
+before the caller goes on), or the writer's Matrix error, raised here unchanged.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from peyvand.errors import Errcode, MatrixError
-from peyvand.services.timeline.forwarding import ForwardedWrites
+from peyvand.services.timeline.forwarding import SLOW_SECONDS, ForwardedWrites
 from peyvand.services.timeline.room_owners import RoomOwners
 from peyvand.types import JsonDict, RoomID, ServerName, UserID
 
@@ -37,7 +38,11 @@ class ForwardedMemberships:
         self, writer: str, op: str, room_id: RoomID, user_id: UserID, **fields: Any
     ) -> None:
         body: JsonDict = {"op": op, "room_id": room_id, "user_id": user_id, **fields}
-        await self._writes.post(writer, MEMBERSHIP_PATH, body)
+        answer = await self._writes.post(writer, MEMBERSHIP_PATH, body, within=SLOW_SECONDS)
+        # Read-your-writes: what the writer stored is announced here before answering.
+        position = answer.get("position")
+        if isinstance(position, int) and not isinstance(position, bool):
+            await self._writes.seen(position)
 
 
 def not_here(room_id: RoomID) -> MatrixError:

@@ -26,6 +26,9 @@ from peyvand.types import JsonDict, RoomID, ServerName
 logger = logging.getLogger(__name__)
 
 PDUS_PATH: Final = "/_peyvand/internal/v1/federation/pdus"
+# How long the writer may take (fetching missing events and state from other servers):
+# longer, and the origin's request times out anyway (it sends the transaction again).
+PDUS_SECONDS: Final = 90.0
 
 
 def unavailable(reason: str) -> MatrixError:
@@ -40,6 +43,9 @@ class ForwardedPdus:
         self._writes = writes
         self._owners = owners
         self._instance = instance
+
+    def writes_here(self, room_id: RoomID) -> bool:
+        return self._owners.owner(room_id) == self._instance
 
     def split(
         self, raw_pdus: Sequence[Any], *, forwarded: bool
@@ -68,7 +74,7 @@ class ForwardedPdus:
         async def post(writer: str, pdus: Sequence[Any]) -> dict[str, Any]:
             try:
                 answer = await self._writes.post(
-                    writer, PDUS_PATH, {"origin": origin, "pdus": list(pdus)}
+                    writer, PDUS_PATH, {"origin": origin, "pdus": list(pdus)}, within=PDUS_SECONDS
                 )
             except MatrixError as exc:
                 logger.info("PDUs from %s not taken in by %s: %s", origin, writer, exc)

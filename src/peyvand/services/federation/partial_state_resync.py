@@ -124,6 +124,17 @@ class PartialStateResync:
             self._rooms.mark(room)
             self.resync(room.room_id)
 
+    async def refuse_partial_rooms(self) -> None:
+        """Several event writers (issue 21) join rooms with their full state and complete
+        none: refuse to start while a room joined with partial state under one writer
+        is not complete yet."""
+        rooms = await self._store.rooms()
+        if rooms:
+            raise RuntimeError(
+                f"{len(rooms)} rooms joined with partial state are not complete yet (such "
+                f"as {rooms[0].room_id}): run one event writer until they are, then several"
+            )
+
     async def stop(self) -> None:
         tasks, self._tasks = self._tasks, {}
         for task in tasks.values():

@@ -407,6 +407,8 @@ class FederationEventHandler:
         received event against their own auth events, placed before every local event
         (negative stream positions: never news for /sync) and see the state of the
         earliest local event; they change neither current state nor extremities."""
+        if self._forwarded is not None and not self._forwarded.writes_here(room_id):
+            return False  # another writer's room: its history is stored by it
         snapshot = await self._state.get_room(room_id)
         if snapshot is None:
             return False

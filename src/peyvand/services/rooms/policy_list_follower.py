@@ -160,6 +160,85 @@ class PolicyListFollower:
             self._wake.set()
 
 
+class PolicyRulesReader:
+    """The rules of the followed rooms in a process that does not follow them (issue 21:
+    the follower runs on the primary event writer, and every process enforces the
+    rules: the federation process taking in transactions, the writers authorising
+    events). Reads each room's rules into this process's ``PolicyListService`` at start
+    and after every event of a followed room (told by the event follower); an alias is
+    resolved again with backoff while it fails. Never joins anything."""
+
+    def __init__(
+        self,
+        lists: PolicyListService,
+        lookup_alias: AliasLookup,
+        *,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._lists = lists
+        self._lookup_alias = lookup_alias
+        self._monotonic = monotonic
+        # Per configured room: failures in a row and when to resolve it again.
+        self._retry: dict[str, tuple[int, float]] = {}
+        self._dirty: set[RoomID] = set()
+        self._wake = asyncio.Event()
+        self._task = BackgroundTask("policy-rules", self._run) if lists.followed else None
+
+    async def start(self) -> None:
+        if self._task is not None:
+            self._task.start()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            await self._task.stop()
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self._step()
+            except Exception:
+                logger.exception("reading the moderation policy lists failed")
+                await asyncio.sleep(FIRST_RETRY_SECONDS)
+                continue
+            pending = [at for _, at in self._retry.values()]
+            timeout = max(0.0, min(pending) - self._monotonic()) if pending else None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            self._wake.clear()
+
+    async def _step(self) -> None:
+        now = self._monotonic()
+        for room in self._lists.followed:
+            failures, retry_at = self._retry.get(room.configured, (0, 0.0))
+            if room.room_id is not None or retry_at > now:
+                continue
+            try:
+                if room.configured.startswith("#"):
+                    found = await self._lookup_alias(RoomAlias(room.configured))
+                    room_id = RoomID(str(found["room_id"]))
+                else:
+                    room_id = RoomID(room.configured)
+            except Exception as exc:
+                delay = min(MAX_RETRY_SECONDS, FIRST_RETRY_SECONDS * 2**failures)
+                self._retry[room.configured] = (failures + 1, now + delay)
+                logger.info("policy room %s not resolved yet: %s", room.configured, exc)
+                continue
+            self._retry.pop(room.configured, None)
+            self._lists.note_room_id(room, room_id)
+            self._dirty.add(room_id)
+        while self._dirty:
+            room_id = self._dirty.pop()
+            if (changed := self._lists.followed_room(room_id)) is not None:
+                await self._lists.read_rules(changed)
+
+    def on_persisted(self, batch: Sequence[EventToPersist]) -> None:
+        """Event dispatcher listener: read the rules of followed rooms that changed."""
+        for persisted in batch:
+            if self._lists.followed_room(persisted.pdu.room_id) is not None:
+                self._dirty.add(RoomID(persisted.pdu.room_id))
+                self._wake.set()
+
+
 def _describe(exc: Exception) -> str:
     if isinstance(exc, MatrixError):
         return f"{exc.errcode.value}: {exc.message}"

@@ -40,14 +40,19 @@ SEND_PATH: Final = "/_peyvand/internal/v1/events/send"
 CREATE_ROOM_PATH: Final = "/_peyvand/internal/v1/rooms/create"
 # How long a forwarded write's caller waits, at most, for this process to announce it.
 CATCH_UP_SECONDS: Final = 10.0
+# How long a forwarded request that waits on other servers may take (a countersigned
+# invite, a join of a room on other servers with its full state, received events whose
+# gaps are fetched): a client's join of a big room takes minutes.
+SLOW_SECONDS: Final = 300.0
 
 
 class WriterLink(Protocol):
     """The HTTP client towards the event writer (``federation.worker_client``)."""
 
-    async def post(self, path: str, body: JsonDict) -> JsonDict:
-        """The writer's JSON answer to ``body`` at ``path``; its Matrix error raised as
-        a ``MatrixError`` with the same status, errcode and message."""
+    async def post(self, path: str, body: JsonDict, *, within: float | None = None) -> JsonDict:
+        """The writer's JSON answer to ``body`` at ``path`` (within ``within`` seconds,
+        the link's own by default); its Matrix error raised as a ``MatrixError`` with the
+        same status, errcode and message."""
         ...
 
 
@@ -112,7 +117,8 @@ class ForwardedWrites:
         if link is None:
             # The room's writer became this one meanwhile (it took the room over).
             raise MatrixError(Errcode.UNKNOWN, f"{room_id}'s writer changed; try again", status=503)
-        answer = await link.post(SEND_PATH, body)
+        # A countersigned invite waits on the invitee's server too.
+        answer = await link.post(SEND_PATH, body, within=SLOW_SECONDS if countersign else None)
         event = stored_from_json(answer.get("event"))
         await self._seen([event])
         return event
@@ -145,17 +151,22 @@ class ForwardedWrites:
         await self._seen(stored)
         return RoomID(created), stored
 
-    async def post(self, writer: str, path: str, body: JsonDict) -> JsonDict:
+    async def post(
+        self, writer: str, path: str, body: JsonDict, *, within: float | None = None
+    ) -> JsonDict:
         """``body`` to ``writer``'s internal API at ``path``: its answer (503 when the
         writer is this process: it took the room over meanwhile)."""
         link = self._links.get(writer)
         if link is None:
             raise MatrixError(Errcode.UNKNOWN, f"{writer} is this process; try again", status=503)
-        return await link.post(path, body)
+        return await link.post(path, body, within=within)
 
     async def _seen(self, events: Sequence[StoredEvent]) -> None:
         """Wait (bounded) until this process announced ``events``."""
-        position = max((e.stream_ordering for e in events), default=0)
+        await self.seen(max((e.stream_ordering for e in events), default=0))
+
+    async def seen(self, position: int) -> None:
+        """Wait (bounded) until this process announced events stream ``position``."""
         try:
             async with asyncio.timeout(self._catch_up):
                 await self._waiter.wait_for(position)
