@@ -8,7 +8,9 @@ writer through nginx); messages cross both ways in both; read receipts cross bot
 (Synapse's taken in by the primary writer's stream); a to-device message from Synapse
 reaches the deployment user's /sync; a deployment user joins a room on Synapse (the join
 made by that room's writer) and messages cross there too; a Synapse user's invite to a
-room on Synapse is taken in by the primary writer and joined. Received PDUs reach their
+room on Synapse is taken in by the primary writer and joined. With the federation process
+killed, Synapse's transactions are taken in by a writer (nginx's backup) and the
+deployment's events wait in the queue until it is started again. Received PDUs reach their
 room's writer through the federation process, which itself stores no event."""
 
 from __future__ import annotations
@@ -158,6 +160,20 @@ async def test_a_four_process_deployment_federates_with_synapse(
             await sync_until(reader, alice, invited_to(private))
             (await front.request("POST", f"join/{quote(private)}", json={}, token=alice)).ok()
             await wait_until_joined(synapse_client, bob, private, alice.user_id, attempts=600)
+
+            # The federation process killed: Synapse's transactions reach a writer
+            # (nginx's backup), the deployment's events wait in the queue until it is
+            # back.
+            deployment["fed"].kill()
+            await say(synapse_client, rooms[0], bob, "while fed is down")
+            await _until_bodies(reader, alice, rooms[0], "while fed is down")
+            await say(front, rooms[0], alice, "queued while fed is down")
+            await asyncio.sleep(1)
+            assert "queued while fed is down" not in await message_bodies(
+                synapse_client, bob, rooms[0], 50
+            )
+            deployment["fed"].start()
+            await _until_bodies(synapse_client, bob, rooms[0], "queued while fed is down")
 
     logs = {name: deployment[name].log() for name in ROLES}
     for name, log in logs.items():

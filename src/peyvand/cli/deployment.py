@@ -182,9 +182,10 @@ def nginx_config(config: Config, *, listen: str, federation: FederationTls | Non
             # With several event writers, the primary takes every write but a room's
             # events: the first, another while it is down (``wiring.primary``).
             lines += _upstream(role, writers[:1], backups=writers[1:])
-        elif role in ("client_reader", "media"):
-            # Any process answers any user's reads and media (the media store is shared):
-            # the writers stand in for a lone process of these roles.
+        elif role in ("client_reader", "media", "federation_inbound"):
+            # Any process answers any user's reads and media (the media store is shared)
+            # and takes in other servers' transactions (it hands their events to their
+            # rooms' writers): the writers stand in for a lone process of these roles.
             lines += _upstream(role, config.workers.with_role(role), backups=writers)
         else:
             lines += _upstream(role, config.workers.with_role(role))
