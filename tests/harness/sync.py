@@ -57,6 +57,21 @@ def invited_to(room_id: str) -> Callable[[dict[str, Any]], bool]:
     return lambda r: room_id in r.get("rooms", {}).get("invite", {})
 
 
+def has_receipt(room_id: str, user_id: str, event_id: str) -> Callable[[dict[str, Any]], bool]:
+    """A ``sync_until`` condition: the room's ephemeral events hold ``user_id``'s read
+    receipt of ``event_id``."""
+
+    def done(response: dict[str, Any]) -> bool:
+        room = response.get("rooms", {}).get("join", {}).get(room_id, {})
+        return any(
+            user_id in e.get("content", {}).get(event_id, {}).get("m.read", {})
+            for e in room.get("ephemeral", {}).get("events", [])
+            if e.get("type") == "m.receipt"
+        )
+
+    return done
+
+
 def knocked_on(room_id: str) -> Callable[[dict[str, Any]], bool]:
     """A ``sync_until`` condition: the response lists a knock on ``room_id``."""
     return lambda r: room_id in r.get("rooms", {}).get("knock", {})

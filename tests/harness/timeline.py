@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 from urllib.parse import quote
 
@@ -34,3 +35,20 @@ async def message_bodies(
         for e in reversed(await recent_events(client, account, room_id, limit))
         if e["type"] == "m.room.message" and isinstance(e["content"].get("body"), str)
     ]
+
+
+async def until_bodies(
+    client: MatrixClient, account: Account, room_id: str, body: str, seconds: int
+) -> None:
+    """Read the room's latest messages every 100 ms until ``body`` is among them, for at
+    most ``seconds``."""
+    for _ in range(seconds * 10):
+        if body in await message_bodies(client, account, room_id, 50):
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{body!r} never reached {account.user_id} in {room_id}")
+
+
+async def last_event_id(client: MatrixClient, account: Account, room_id: str) -> str:
+    """The ID of the room's latest event ``account`` may see."""
+    return str((await recent_events(client, account, room_id, 1))[0]["event_id"])

@@ -26,8 +26,16 @@ from harness.fake_server import FakeRequest, FakeServer
 from harness.nginx import Nginx
 from harness.partial_state import fake_members, host_partial_room, join_partially
 from harness.rooms import say
-from harness.sync import LongPoll, invited_to, sync, sync_since, sync_until, wait_until_joined
-from harness.timeline import message_bodies
+from harness.sync import (
+    LongPoll,
+    has_receipt,
+    invited_to,
+    sync,
+    sync_since,
+    sync_until,
+    wait_until_joined,
+)
+from harness.timeline import last_event_id, message_bodies, until_bodies
 from peyvand.types import ServerName
 
 __all__ = ["synapse", "synapse_client"]
@@ -73,16 +81,6 @@ async def _shared_room(
     return room_id
 
 
-async def _until_bodies(client: MatrixClient, account: Account, room_id: str, body: str) -> None:
-    """Read the room's latest messages every 100 ms until ``body`` is among them, for at
-    most ``TIMEOUT_SECONDS``."""
-    for _ in range(TIMEOUT_SECONDS * 10):
-        if body in await message_bodies(client, account, room_id, 50):
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"{body!r} never reached {room_id}")
-
-
 async def test_a_synapse_user_and_a_deployment_user_talk(
     federating: tuple[Nginx, Deployment],
     synapse_client: MatrixClient,
@@ -99,16 +97,18 @@ async def test_a_synapse_user_and_a_deployment_user_talk(
 
             since = (await reader.request("GET", "sync", token=alice)).ok()["next_batch"]
             await say(front, room_id, alice, "hello from the deployment")
-            await _until_bodies(synapse_client, bob, room_id, "hello from the deployment")
+            await until_bodies(
+                synapse_client, bob, room_id, "hello from the deployment", TIMEOUT_SECONDS
+            )
             await say(synapse_client, room_id, bob, "hello from synapse")
             await sync_until(reader, alice, _has_message(room_id, "hello from synapse"), since)
             on_deployment = await message_bodies(reader, alice, room_id, 50)
             on_synapse = await message_bodies(synapse_client, bob, room_id, 50)
             # Alice's read receipt (stored by the writer) reaches Synapse from the reader.
-            last = await _last_event_id(reader, alice, room_id)
+            last = await last_event_id(reader, alice, room_id)
             receipt = f"rooms/{quote(room_id)}/receipt/m.read/{quote(last)}"
             (await front.request("POST", receipt, json={}, token=alice)).ok()
-            await sync_until(synapse_client, bob, _has_receipt(room_id, alice.user_id, last))
+            await sync_until(synapse_client, bob, has_receipt(room_id, alice.user_id, last))
             # The reader asks Synapse itself (its federation client) for a stranger's profile.
             carol = await synapse_client.register()
             name = {"displayname": "carol on synapse"}
@@ -124,28 +124,6 @@ async def test_a_synapse_user_and_a_deployment_user_talk(
     assert "started federation sender" not in writer_log
     for log in (writer_log, reader_log):
         assert "Unhandled error" not in log
-
-
-async def _last_event_id(client: MatrixClient, account: Account, room_id: str) -> str:
-    path = f"rooms/{quote(room_id)}/messages?dir=b&limit=1"
-    chunk = (await client.request("GET", path, token=account)).ok()["chunk"]
-    return str(chunk[0]["event_id"])
-
-
-def _has_receipt(room_id: str, user_id: str, event_id: str) -> Any:
-    """A ``sync_until`` condition: the room's ephemeral events in the response hold
-    ``user_id``'s read receipt of ``event_id``."""
-
-    def done(response: dict[str, Any]) -> bool:
-        room = response.get("rooms", {}).get("join", {}).get(room_id, {})
-        for event in room.get("ephemeral", {}).get("events", []):
-            if event.get("type") == "m.receipt":
-                readers = event.get("content", {}).get(event_id, {}).get("m.read", {})
-                if user_id in readers:
-                    return True
-        return False
-
-    return done
 
 
 async def _upload_keys(client: MatrixClient, account: Account) -> None:

@@ -28,8 +28,8 @@ from harness.client import Account, MatrixClient, new_session
 from harness.deployment import Deployment, behind_nginx
 from harness.nginx import Nginx
 from harness.rooms import say
-from harness.sync import invited_to, sync_until, wait_until_joined
-from harness.timeline import message_bodies
+from harness.sync import has_receipt, invited_to, sync_until, wait_until_joined
+from harness.timeline import last_event_id, message_bodies, until_bodies
 from peyvand.services.timeline.room_owners import shard_of
 
 __all__ = ["synapse", "synapse_client"]
@@ -60,32 +60,6 @@ async def _room_of_writer(front: MatrixClient, alice: Account, index: int) -> st
     raise AssertionError(f"no room of writer {index} in 100 creations")
 
 
-async def _until_bodies(client: MatrixClient, account: Account, room_id: str, body: str) -> None:
-    for _ in range(TIMEOUT_SECONDS * 10):
-        if body in await message_bodies(client, account, room_id, 50):
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"{body!r} never reached {account.user_id} in {room_id}")
-
-
-async def _last_event_id(client: MatrixClient, account: Account, room_id: str) -> str:
-    path = f"rooms/{quote(room_id)}/messages?dir=b&limit=1"
-    chunk = (await client.request("GET", path, token=account)).ok()["chunk"]
-    return str(chunk[0]["event_id"])
-
-
-def _has_receipt(room_id: str, user_id: str, event_id: str) -> Any:
-    def done(response: dict[str, Any]) -> bool:
-        room = response.get("rooms", {}).get("join", {}).get(room_id, {})
-        return any(
-            user_id in e.get("content", {}).get(event_id, {}).get("m.read", {})
-            for e in room.get("ephemeral", {}).get("events", [])
-            if e.get("type") == "m.receipt"
-        )
-
-    return done
-
-
 def _has_to_device(kind: str) -> Any:
     def done(response: dict[str, Any]) -> bool:
         return any(e.get("type") == kind for e in response.get("to_device", {}).get("events", []))
@@ -113,23 +87,25 @@ async def test_a_four_process_deployment_federates_with_synapse(
                 await wait_until_joined(front, alice, room_id, bob.user_id, attempts=600)
             for n, room_id in enumerate(rooms):
                 await say(front, room_id, alice, f"from the deployment {n}")
-                await _until_bodies(synapse_client, bob, room_id, f"from the deployment {n}")
+                await until_bodies(
+                    synapse_client, bob, room_id, f"from the deployment {n}", TIMEOUT_SECONDS
+                )
                 await say(synapse_client, room_id, bob, f"from synapse {n}")
-                await _until_bodies(reader, alice, room_id, f"from synapse {n}")
+                await until_bodies(reader, alice, room_id, f"from synapse {n}", TIMEOUT_SECONDS)
 
             # Receipts both ways (the deployment's stored by the primary writer, sent by
             # the federation process; Synapse's taken in there, stored by the primary).
             room_id = rooms[1]
-            last = await _last_event_id(reader, alice, room_id)
+            last = await last_event_id(reader, alice, room_id)
             receipt = f"rooms/{quote(room_id)}/receipt/m.read/{quote(last)}"
             (await front.request("POST", receipt, json={}, token=alice)).ok()
-            await sync_until(synapse_client, bob, _has_receipt(room_id, alice.user_id, last))
+            await sync_until(synapse_client, bob, has_receipt(room_id, alice.user_id, last))
             await say(front, room_id, alice, "read this")
-            await _until_bodies(synapse_client, bob, room_id, "read this")
-            mine = await _last_event_id(synapse_client, bob, room_id)
+            await until_bodies(synapse_client, bob, room_id, "read this", TIMEOUT_SECONDS)
+            mine = await last_event_id(synapse_client, bob, room_id)
             receipt = f"rooms/{quote(room_id)}/receipt/m.read/{quote(mine)}"
             (await synapse_client.request("POST", receipt, json={}, token=bob)).ok()
-            await sync_until(reader, alice, _has_receipt(room_id, bob.user_id, mine))
+            await sync_until(reader, alice, has_receipt(room_id, bob.user_id, mine))
 
             # A to-device message from Synapse reaches the deployment user.
             to_device = {"messages": {alice.user_id: {"*": {"hello": "there"}}}}
@@ -147,9 +123,9 @@ async def test_a_four_process_deployment_federates_with_synapse(
             (await front.request("POST", path, json={}, token=alice)).ok()
             await wait_until_joined(synapse_client, bob, remote_room, alice.user_id, attempts=600)
             await say(synapse_client, remote_room, bob, "welcome")
-            await _until_bodies(reader, alice, remote_room, "welcome")
+            await until_bodies(reader, alice, remote_room, "welcome", TIMEOUT_SECONDS)
             await say(front, remote_room, alice, "thanks")
-            await _until_bodies(synapse_client, bob, remote_room, "thanks")
+            await until_bodies(synapse_client, bob, remote_room, "thanks", TIMEOUT_SECONDS)
 
             # An invite from Synapse (taken in by the primary writer) joined on invite.
             created = await synapse_client.request("POST", "createRoom", json={}, token=bob)
@@ -166,14 +142,16 @@ async def test_a_four_process_deployment_federates_with_synapse(
             # back.
             deployment["fed"].kill()
             await say(synapse_client, rooms[0], bob, "while fed is down")
-            await _until_bodies(reader, alice, rooms[0], "while fed is down")
+            await until_bodies(reader, alice, rooms[0], "while fed is down", TIMEOUT_SECONDS)
             await say(front, rooms[0], alice, "queued while fed is down")
             await asyncio.sleep(1)
             assert "queued while fed is down" not in await message_bodies(
                 synapse_client, bob, rooms[0], 50
             )
             deployment["fed"].start()
-            await _until_bodies(synapse_client, bob, rooms[0], "queued while fed is down")
+            await until_bodies(
+                synapse_client, bob, rooms[0], "queued while fed is down", TIMEOUT_SECONDS
+            )
 
     logs = {name: deployment[name].log() for name in ROLES}
     for name, log in logs.items():

@@ -75,18 +75,11 @@ class PolicyListFollower:
             await self._task.stop()
 
     async def _run(self) -> None:
-        while True:
-            try:
-                await self._step()
-            except Exception:  # never let one bad pass end the follower
-                logger.exception("following the moderation policy lists failed")
-                await asyncio.sleep(FIRST_RETRY_SECONDS)
-                continue
+        def next_retry() -> float | None:
             pending = [r.retry_at for r in self._lists.followed if r.status != "joined"]
-            timeout = max(0.0, min(pending) - self._monotonic()) if pending else None
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
-            self._wake.clear()
+            return min(pending) if pending else None
+
+        await _passes(self._step, next_retry, self._wake, self._monotonic, "following")
 
     async def _step(self) -> None:
         now = self._monotonic()
@@ -160,6 +153,30 @@ class PolicyListFollower:
             self._wake.set()
 
 
+async def _passes(
+    step: Callable[[], Awaitable[None]],
+    next_retry: Callable[[], float | None],
+    wake: asyncio.Event,
+    monotonic: Callable[[], float],
+    doing: str,
+) -> None:
+    """Run ``step`` whenever ``wake`` is set or the earliest retry (``next_retry``, in
+    ``monotonic`` time) is due, for ever; a failing pass is logged and the next one runs
+    a second later."""
+    while True:
+        try:
+            await step()
+        except Exception:  # never let one bad pass end the loop
+            logger.exception("%s the moderation policy lists failed", doing)
+            await asyncio.sleep(FIRST_RETRY_SECONDS)
+            continue
+        due = next_retry()
+        timeout = None if due is None else max(0.0, due - monotonic())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wake.wait(), timeout)
+        wake.clear()
+
+
 class PolicyRulesReader:
     """The rules of the followed rooms in a process that does not follow them (issue 21:
     the follower runs on the primary event writer, and every process enforces the
@@ -193,18 +210,10 @@ class PolicyRulesReader:
             await self._task.stop()
 
     async def _run(self) -> None:
-        while True:
-            try:
-                await self._step()
-            except Exception:
-                logger.exception("reading the moderation policy lists failed")
-                await asyncio.sleep(FIRST_RETRY_SECONDS)
-                continue
-            pending = [at for _, at in self._retry.values()]
-            timeout = max(0.0, min(pending) - self._monotonic()) if pending else None
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
-            self._wake.clear()
+        def next_retry() -> float | None:
+            return min((at for _, at in self._retry.values()), default=None)
+
+        await _passes(self._step, next_retry, self._wake, self._monotonic, "reading")
 
     async def _step(self) -> None:
         now = self._monotonic()
