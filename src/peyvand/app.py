@@ -208,6 +208,15 @@ def _lifecycle(
     lifecycle.add("room state", Hooks(start=timeline.state.start))
     lifecycle.add("room index", Hooks(start=timeline.index.start))
     lifecycle.add("event creation", Hooks(start=timeline.events.start))
+    if (
+        federation.partial_state is not None
+        and roles.has_role("event_writer")
+        and len(roles.with_role("event_writer")) > 1
+    ):
+        # Several writers join with the full state and complete no room: refused before
+        # anything joins the deployment while one joined with partial state is left.
+        check = federation.partial_state.refuse_partial_rooms
+        lifecycle.add("no partial-state rooms", Hooks(start=check))
     lifecycle.add("keyring", Hooks(stop=transport.keyring.close))
     if config.federation.enabled:
         lifecycle.add(
@@ -250,15 +259,14 @@ def _lifecycle(
     lifecycle.add("URL previews", media.url_preview)
     if config.federation.enabled and roles.has_role("federation_inbound"):
         lifecycle.add("federation", federation.service)
-    if federation.partial_state is not None and roles.has_role("event_writer"):
-        if len(roles.with_role("event_writer")) < 2:
-            # Resumes completing the rooms joined with partial state (needs the client);
-            # it stores the state it fetches.
-            lifecycle.add("partial-state resync", federation.partial_state)
-        else:
-            # Several writers join with the full state; none completes a partial room.
-            check = federation.partial_state.refuse_partial_rooms
-            lifecycle.add("no partial-state rooms", Hooks(start=check))
+    if (
+        federation.partial_state is not None
+        and roles.has_role("event_writer")
+        and len(roles.with_role("event_writer")) < 2
+    ):
+        # Resumes completing the rooms joined with partial state (needs the client); it
+        # stores the state it fetches.
+        lifecycle.add("partial-state resync", federation.partial_state)
     add_job(lifecycle, "guest removal", rooms.guest_removal)
     # Joins in the background: start-up does not wait.
     add_job(lifecycle, "policy lists", rooms.policy_list_follower, on_writer=True)

@@ -150,8 +150,15 @@ async def remote_membership(ctx: RequestContext) -> web.Response:
         content = body.get("content")
         if not isinstance(content, dict):
             raise MatrixError(Errcode.BAD_JSON, "'content' must be an object")
-        servers = servers_field(body.get("servers"))
-        await remote.join_remote(room_id, user_id, servers, content, forwarded=True)
+        joined_reason = content.get("reason")
+        # The whole join again here: one remote join of a room at a time, and a room
+        # joined meanwhile (a retry, another user) joined locally instead.
+        await ctx.services.membership.join(
+            room_id,
+            user_id,
+            joined_reason if isinstance(joined_reason, str) else None,
+            servers_field(body.get("servers")),
+        )
     elif op == "knock":
         servers = servers_field(body.get("servers"))
         await remote.knock_remote(room_id, user_id, servers, reason, forwarded=True)

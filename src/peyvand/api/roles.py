@@ -103,7 +103,8 @@ def federation_role(route: Route) -> str:
 def primary_routes(client: Iterable[RouteTable], admin: Iterable[RouteTable]) -> frozenset[str]:
     """The client and admin routes (``Route.path``, method first) that the primary event
     writer takes with several writers (``api.primary_gate``): every write but a room's
-    event write, which goes to the room's writer."""
+    event write, which goes to the room's writer; and another server's invite of a local
+    user (refused with 503 by a writer that is not the primary: the server retries)."""
     routed = (
         route
         for tables, role_of in ((client, client_role), (admin, lambda _: "event_writer"))
@@ -113,7 +114,8 @@ def primary_routes(client: Iterable[RouteTable], admin: Iterable[RouteTable]) ->
         and (route.method, route.path) not in _ROOM_EVENT_WRITES
         and route.method not in ("GET", "HEAD")
     )
-    return frozenset(f"{route.method} {route.path}" for route in routed)
+    gated = {f"{route.method} {route.path}" for route in routed}
+    return frozenset(gated | {f"{method} {path}" for method, path in _FEDERATION_PRIMARY_WRITES})
 
 
 def path_pattern(path: str) -> str:

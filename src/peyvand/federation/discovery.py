@@ -39,8 +39,7 @@ import logging
 import random
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Generic, Protocol, TypeVar
 
@@ -50,6 +49,7 @@ from aiohttp.abc import AbstractResolver
 from yarl import URL
 
 from peyvand.federation.tls import outbound_connector
+from peyvand.keyed_locks import KeyedLocks
 from peyvand.netguard import close_session, is_blocked_error, is_ip_allowed, parse_ip
 from peyvand.types import ServerName
 
@@ -422,27 +422,6 @@ class _WellKnownResult:
     valid_until: float | None  # when the last valid answer expired (or will)
 
 
-class _KeyedLocks:
-    """One lock per key, kept only while someone holds or waits for it."""
-
-    def __init__(self) -> None:
-        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
-
-    @asynccontextmanager
-    async def hold(self, key: str) -> AsyncIterator[None]:
-        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
-        self._locks[key] = (lock, users + 1)
-        try:
-            async with lock:
-                yield
-        finally:
-            lock, users = self._locks[key]
-            if users == 1:
-                del self._locks[key]
-            else:
-                self._locks[key] = (lock, users - 1)
-
-
 # --- the resolver -----------------------------------------------------------------------------
 
 
@@ -475,8 +454,8 @@ class ServerResolver:
         self._rng = rng or random.Random()
         self._well_known_cache: _ExpiringCache[_WellKnownResult] = _ExpiringCache(max_cache_entries)
         self._srv_cache: _ExpiringCache[tuple[SrvRecord, ...]] = _ExpiringCache(max_cache_entries)
-        self._well_known_locks = _KeyedLocks()
-        self._srv_locks = _KeyedLocks()
+        self._well_known_locks = KeyedLocks()
+        self._srv_locks = KeyedLocks()
 
     async def start(self) -> None:
         if self._owned_fetcher is not None:

@@ -6,7 +6,7 @@ hashed, are fsynced, and only then renamed into place: a reader never sees a par
 and an aborted upload leaves nothing behind once its temporary file is removed (which
 ``start`` also does for files left by a crash).
 
-Callers pair each file operation with its database rows under ``HashLocks.hold(sha256)``:
+Callers pair each file operation with its database rows under ``KeyedLocks.hold(sha256)``:
 "rename into place + insert row" and "check no row refers to it + unlink" then never
 interleave, so the database and the files agree.
 
@@ -23,7 +23,6 @@ import re
 import secrets
 import shutil
 from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Final
@@ -40,28 +39,6 @@ class WrittenFile:
     path: Path
     sha256: str
     size: int
-
-
-class HashLocks:
-    """One asyncio lock per content hash (or any other string key, such as a user ID),
-    created on demand and dropped when unused."""
-
-    def __init__(self) -> None:
-        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
-
-    @asynccontextmanager
-    async def hold(self, sha256: str) -> AsyncIterator[None]:
-        lock, users = self._locks.get(sha256, (asyncio.Lock(), 0))
-        self._locks[sha256] = (lock, users + 1)
-        try:
-            async with lock:
-                yield
-        finally:
-            lock, users = self._locks[sha256]
-            if users == 1:
-                del self._locks[sha256]
-            else:
-                self._locks[sha256] = (lock, users - 1)
 
 
 class FileWriter:

@@ -49,11 +49,25 @@ async def test_several_writers_refuse_to_start_with_a_partial_room(database: Dat
     """Issue 21: several event writers join with the full state and complete no room, so
     a room still partial from one writer's time refuses their start."""
     store = PartialStateStore(database)
+
+    class Stored:
+        """The state service's events: the one join stored."""
+
+        async def get_event(self, event_id: str) -> object | None:
+            return object() if event_id == ROOM.join_event_id else None
+
     resync = PartialStateResync(
-        ServerName("here.test"), PartialStateRooms(), store, cast(Any, None), cast(Any, None),
+        ServerName("here.test"), PartialStateRooms(), store, cast(Any, None), cast(Any, Stored()),
         cast(Any, None), cast(Any, None), lambda _position, _users: None,
     )  # fmt: skip
     await resync.refuse_partial_rooms()
+    # A mark whose join was never stored is dropped; a stored one refuses.
+    never = PartialStateRoom(
+        RoomID("!never:a.test"), EventID("$never"), ROOM.joined_via, ROOM.servers
+    )
+    await store.add_room(never, 0)
+    await resync.refuse_partial_rooms()
+    assert await store.rooms() == []
     await store.add_room(ROOM, 0)
     with pytest.raises(RuntimeError, match="1 rooms joined with partial state"):
         await resync.refuse_partial_rooms()

@@ -281,3 +281,15 @@ async def test_a_process_that_does_not_follow_reads_the_rules() -> None:
         assert scene.joins == [] and scene.accounts.users == {}
     finally:
         await reader.stop()
+
+
+async def test_the_reader_forgets_its_retry_once_the_follower_resolved_the_room() -> None:
+    """An alias the reader failed to resolve, resolved by the follower in the same
+    process: the reader waits for changes again instead of retrying for ever."""
+    scene = Scene(["#list:there.example"])
+    reader = PolicyRulesReader(scene.service, scene.lookup)
+    await reader._step()
+    assert reader._retry
+    scene.service.note_room_id(scene.service.followed[0], LIST)
+    await reader._step()
+    assert reader._retry == {}

@@ -6,7 +6,6 @@ remote invites and knocks a user holds are kept in ``RemoteInviteStore``."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -70,7 +69,6 @@ class OutboundMembership:
         self._on_remote_membership = on_remote_membership
         self._clock = clock
         self._forwarded: ForwardedMemberships | None = None
-        self._joining: dict[RoomID, asyncio.Lock] = {}
 
     def forward_rooms(self, forwarded: ForwardedMemberships) -> None:
         """A deployment: joins, knocks and invite rejections of rooms another event
@@ -90,15 +88,15 @@ class OutboundMembership:
         return True
 
     async def membership_position(self, room_id: RoomID, user_id: UserID) -> int | None:
-        """The events stream position of the user's membership: their member event in a
-        room this server is in, else their remote invite's row (a knock, a rejection)."""
+        """The events stream position of the user's latest membership: their member
+        event in the room's state, or their remote invite's row (a knock, a rejection),
+        whichever is newer (a room left long ago keeps its old member event)."""
         snapshot = await self._state.get_room(room_id)
         event_id = None if snapshot is None else snapshot.state.get(("m.room.member", user_id))
         event = None if event_id is None else await self._state.get_event(event_id)
-        if event is not None:
-            return event.stream_ordering
         invite = await self._invites.get(room_id, user_id)
-        return None if invite is None else invite.stream_ordering
+        positions = [p.stream_ordering for p in (event, invite) if p is not None]
+        return max(positions, default=None)
 
     async def join_remote(
         self,
@@ -115,17 +113,7 @@ class OutboundMembership:
             "join", room_id, user_id, forwarded, servers=list(servers), content=content
         ):
             return
-        # One join of the room over federation at a time here, whichever process asked
-        # (the callers' own locks are theirs).
-        lock = self._joining.setdefault(room_id, asyncio.Lock())
-        try:
-            async with lock:
-                await self._joiner.join(
-                    room_id, user_id, [s for s in servers if self._allows(s)], content
-                )
-        finally:
-            if not lock.locked():
-                self._joining.pop(room_id, None)
+        await self._joiner.join(room_id, user_id, [s for s in servers if self._allows(s)], content)
 
     async def query_directory(self, alias: RoomAlias) -> JsonDict:
         """Another server's alias (GET /query/directory on that server)."""

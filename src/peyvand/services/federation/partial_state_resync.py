@@ -128,7 +128,12 @@ class PartialStateResync:
         """Several event writers (issue 21) join rooms with their full state and complete
         none: refuse to start while a room joined with partial state under one writer
         is not complete yet."""
-        rooms = await self._store.rooms()
+        rooms = []
+        for room in await self._store.rooms():
+            if await self._state.get_event(room.join_event_id) is None:
+                await self._store.forget(room.room_id)  # the join itself was never stored
+            else:
+                rooms.append(room)
         if rooms:
             raise RuntimeError(
                 f"{len(rooms)} rooms joined with partial state are not complete yet (such "

@@ -19,7 +19,8 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Final
 
 from peyvand.errors import Errcode, MatrixError
-from peyvand.media.files import HashLocks, MediaFiles, WrittenFile
+from peyvand.keyed_locks import KeyedLocks
+from peyvand.media.files import MediaFiles, WrittenFile
 from peyvand.storage.media import MediaRow, MediaStore
 from peyvand.types import ServerName, UserID
 
@@ -41,7 +42,7 @@ class MediaContent:
         clock: Callable[[], float],
     ) -> None:
         # Per file hash: every file operation and the row change that goes with it.
-        self.locks = HashLocks()
+        self.locks = KeyedLocks()
         self.server_name = server_name
         self.store = store
         self.files = files

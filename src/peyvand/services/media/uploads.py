@@ -16,7 +16,8 @@ from typing import TypeVar
 
 from peyvand.config import MediaConfig
 from peyvand.errors import Errcode, MatrixError
-from peyvand.media.files import HashLocks, WrittenFile
+from peyvand.keyed_locks import KeyedLocks
+from peyvand.media.files import WrittenFile
 from peyvand.services.accounts.requester import Requester
 from peyvand.services.media.content import MediaContent, new_media_id, storage_errors
 from peyvand.services.media.reservations import Reservations
@@ -67,7 +68,7 @@ class Uploads:
         self._reservations = reservations
         self._admin_contact = admin_contact
         # Per user ID: the final quota check and the row it allows happen under this lock.
-        self._quota_locks = HashLocks()
+        self._quota_locks = KeyedLocks()
         # Per user: bytes of uploads still streaming in (not yet counted by ``usage_of``).
         self._in_flight: dict[UserID, int] = {}
 

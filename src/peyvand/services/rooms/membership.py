@@ -4,12 +4,12 @@ this service adds what the rules leave to the server (idempotent joins, profile 
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 from peyvand.errors import Errcode, MatrixError
 from peyvand.events.pdu import Pdu
+from peyvand.keyed_locks import KeyedLocks
 from peyvand.services.rooms.guest_access import GuestAccess
 from peyvand.services.rooms.policy_lists import PolicyListService
 from peyvand.services.rooms.restricted_joins import join_authoriser
@@ -100,7 +100,7 @@ class MembershipService:
         self._guest_access = guest_access
         self._wait_for_full_state = wait_for_full_state
         self._server_notices_user = server_notices_user
-        self._remote_joins: dict[RoomID, asyncio.Lock] = {}
+        self._remote_joins = KeyedLocks()
 
     async def membership_of(self, room_id: RoomID, user_id: UserID) -> str | None:
         snapshot = await self._state.get_room(room_id)
@@ -199,13 +199,10 @@ class MembershipService:
         if snapshot is None:
             # One remote join per room at a time: a second local user joining meanwhile
             # then finds the room here and joins locally.
-            lock = self._remote_joins.setdefault(room_id, asyncio.Lock())
-            async with lock:
+            async with self._remote_joins.hold(room_id):
                 snapshot = await self._resident(room_id)
                 if snapshot is None:
                     await self._join_remote(room_id, user_id, reason, servers)
-            if not lock.locked():
-                self._remote_joins.pop(room_id, None)
             if snapshot is None:
                 return
         if current != "join" and self._wait_for_full_state is not None:

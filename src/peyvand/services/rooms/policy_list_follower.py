@@ -218,8 +218,12 @@ class PolicyRulesReader:
     async def _step(self) -> None:
         now = self._monotonic()
         for room in self._lists.followed:
+            if room.room_id is not None:
+                # Resolved (here, or by the follower in this process).
+                self._retry.pop(room.configured, None)
+                continue
             failures, retry_at = self._retry.get(room.configured, (0, 0.0))
-            if room.room_id is not None or retry_at > now:
+            if retry_at > now:
                 continue
             try:
                 if room.configured.startswith("#"):
