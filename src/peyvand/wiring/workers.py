@@ -122,14 +122,15 @@ def build_workers(
             federation.outbound_membership.forward_rooms(
                 ForwardedMemberships(forwarded, owners, instance)
             )
-            if federation.edus is not None and primary is not None:
-                gate = primary.gate
-                federation.edus.forward_to_primary(
-                    PrimaryEdus(forwarded, writers, lambda: gate.held)
-                )
 
             async def catch_up() -> None:
                 await waiter.wait_for(await publisher.hear_stored())
+
+            if federation.edus is not None and primary is not None:
+                gate = primary.gate
+                federation.edus.forward_to_primary(
+                    PrimaryEdus(forwarded, writers, lambda: gate.held), catch_up
+                )
 
             def forget(writers_rooms: frozenset[str]) -> None:
                 timeline.state.forget_rooms(lambda room_id: owners.shard(room_id) in writers_rooms)

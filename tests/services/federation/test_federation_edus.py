@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -21,6 +21,8 @@ from harness.edu_world import (
     edu,
     open_world,
 )
+from peyvand.errors import MatrixError
+from peyvand.services.federation.forwarded_edus import PrimaryEdus
 from peyvand.services.timeline.event_creation import EventSpec
 from peyvand.types import JsonDict, ServerName
 
@@ -200,3 +202,56 @@ async def test_local_read_receipts_go_out_and_private_ones_do_not(world: World) 
     (data,) = [content[world.room]["m.read"][ALICE]]
     assert data["event_ids"] == [world.message]
     assert data["data"]["thread_id"] == "main" and isinstance(data["data"]["ts"], int)
+
+
+# A deployment (issue 21) ---------------------------------------------------------------------
+
+
+class _Primary:
+    """``PrimaryEdus`` stand-in: whether this process is the primary; what it forwarded."""
+
+    def __init__(self, here: bool) -> None:
+        self.held = here
+        self.forwarded: list[tuple[str, list[Any]]] = []
+
+    def here(self) -> bool:
+        return self.held
+
+    @staticmethod
+    def split(edus: Any) -> tuple[list[Any], list[Any]]:
+        return PrimaryEdus.split(edus)
+
+    async def forward(self, origin: str, edus: list[Any]) -> None:
+        self.forwarded.append((origin, edus))
+
+
+async def test_receipts_go_to_the_primary_which_catches_up_first(world: World) -> None:
+    """Away from the primary, receipts and to-device messages are handed to it and typing
+    applied here; on the primary, forwarded EDUs wait for every stored event to be
+    announced (a join another writer stored) before they are applied; a writer that is
+    not the primary refuses them with 503."""
+    primary = _Primary(here=False)
+    world.node.edus.forward_to_primary(cast(Any, primary))
+    receipts = edu("m.receipt", {world.room: {"m.read": {BOB: receipt(world.message)}}})
+    typing = edu("m.typing", {"room_id": world.room, "user_id": BOB, "typing": True})
+    since = world.node.receipts.current_position
+    await world.node.edus.on_edus(REMOTE, [receipts, typing])
+    assert primary.forwarded == [(REMOTE, [receipts])]
+    assert world.node.receipts.current_position == since
+    assert world.node.typing.typing_for_rooms([world.room], 0)[world.room]["content"] == {
+        "user_ids": [BOB]
+    }
+    with pytest.raises(MatrixError) as refused:
+        await world.node.edus.receive_forwarded(REMOTE, [receipts])
+    assert refused.value.status == 503
+
+    caught_up: list[int] = []
+
+    async def catch_up() -> None:
+        caught_up.append(world.node.receipts.current_position)
+
+    primary.held = True
+    world.node.edus.forward_to_primary(cast(Any, primary), catch_up)
+    await world.node.edus.receive_forwarded(REMOTE, [receipts])
+    assert caught_up == [since]
+    assert world.node.receipts.current_position == since + 1

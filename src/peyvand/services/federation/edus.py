@@ -30,6 +30,7 @@ room's local members, and a local user who joined is pushed to the room's server
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -54,7 +55,7 @@ from peyvand.services.federation.edu_support import (
     edu_string,
     edu_user_of,
 )
-from peyvand.services.federation.forwarded_edus import PrimaryEdus
+from peyvand.services.federation.forwarded_edus import CATCH_UP_SECONDS, PrimaryEdus
 from peyvand.services.federation.room_sharing import RoomSharing
 from peyvand.services.sync.presence import STATES, PresenceService, UserPresence
 from peyvand.services.sync.receipts import READ, ReceiptService
@@ -120,6 +121,7 @@ class FederationEdus:
             "m.presence": self._on_presence,
         }
         self._primary: PrimaryEdus | None = None
+        self._catch_up: Callable[[], Awaitable[None]] | None = None
         typing.listeners.append(self._on_local_typing)
         receipts.listeners.append(self._on_local_receipt)
         if presence is not None:
@@ -134,10 +136,15 @@ class FederationEdus:
 
     # -- inbound -------------------------------------------------------------------------
 
-    def forward_to_primary(self, primary: PrimaryEdus) -> None:
+    def forward_to_primary(
+        self, primary: PrimaryEdus, catch_up: Callable[[], Awaitable[None]] | None = None
+    ) -> None:
         """A deployment: receipts and to-device messages are taken in by the primary
-        writer (``services.federation.forwarded_edus``)."""
+        writer (``services.federation.forwarded_edus``); there ``catch_up`` first
+        announces every event stored so far (a receipt of a user whose join, in the same
+        transaction, another writer stored)."""
         self._primary = primary
+        self._catch_up = catch_up
 
     async def receive_forwarded(self, origin: ServerName, edus: Sequence[Any]) -> None:
         """EDUs another process took in for the primary: 503 unless this is it now."""
@@ -145,6 +152,12 @@ class FederationEdus:
             raise MatrixError(
                 Errcode.UNKNOWN, "This process is not the primary event writer now", status=503
             )
+        if self._catch_up is not None:
+            try:
+                async with asyncio.timeout(CATCH_UP_SECONDS):
+                    await self._catch_up()
+            except TimeoutError:
+                logger.warning("EDUs from %s applied before this writer caught up", origin)
         await self.on_edus(origin, edus)
 
     async def on_edus(self, origin: ServerName, edus: Sequence[Any]) -> None:

@@ -7,6 +7,8 @@ order (``POST /_peyvand/internal/v1/federation/edus``: ``{"origin", "edus"}``, a
 ``{}`` by the one that is the primary, 503 by the others); when none takes them, the
 whole transaction is answered 503 and the origin sends it again (receipts are kept per
 user, to-device messages by their ``message_id``: taking one in twice changes nothing).
+The primary first announces every event stored so far, so a receipt of a user whose join
+came in the same transaction, stored by another writer, finds them joined.
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ from peyvand.types import ServerName
 logger = logging.getLogger(__name__)
 
 EDUS_PATH: Final = "/_peyvand/internal/v1/federation/edus"
+# How long the primary waits, at most, to announce what the other writers stored before
+# it applies forwarded EDUs.
+CATCH_UP_SECONDS: Final = 5.0
 # The EDU types stored in the primary's streams.
 PRIMARY_EDU_TYPES: Final = frozenset({"m.receipt", "m.direct_to_device"})
 
