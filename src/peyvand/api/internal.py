@@ -150,6 +150,7 @@ async def remote_membership(ctx: RequestContext) -> web.Response:
         content = body.get("content")
         if not isinstance(content, dict):
             raise MatrixError(Errcode.BAD_JSON, "'content' must be an object")
+        remote.refuse_unless_written_here(room_id)
         joined_reason = content.get("reason")
         # The whole join again here: one remote join of a room at a time, and a room
         # joined meanwhile (a retry, another user) joined locally instead.

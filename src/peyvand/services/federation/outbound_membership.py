@@ -75,6 +75,12 @@ class OutboundMembership:
         writer writes are made by it (``services.federation.forwarded_memberships``)."""
         self._forwarded = forwarded
 
+    def refuse_unless_written_here(self, room_id: RoomID) -> None:
+        """A membership forwarded here for a room another writer writes now: 503 (the
+        asking process tries again), never forwarded on."""
+        if self._forwarded is not None and self._forwarded.writer_elsewhere(room_id) is not None:
+            raise not_here(room_id)
+
     async def _done_elsewhere(
         self, op: str, room_id: RoomID, user_id: UserID, forwarded: bool, **fields: Any
     ) -> bool:
