@@ -13,12 +13,10 @@ keys and its batched write see no other write in between.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any, Final
 
 from peyvand.errors import Errcode, MatrixError, bad_json, invalid_param, missing_param, not_found
+from peyvand.keyed_locks import KeyedLocks
 from peyvand.storage.key_backup import BackupVersion, KeyBackupStore, KeyMetadata, RoomKey
 from peyvand.types import JsonDict, UserID
 
@@ -126,23 +124,8 @@ def _update_response(etag: int, count: int) -> JsonDict:
 class KeyBackupService:
     def __init__(self, store: KeyBackupStore) -> None:
         self._store = store
-        # Per-user write locks, each with the number of tasks holding or awaiting it, so
-        # a lock is dropped once nobody needs it.
-        self._locks: dict[UserID, tuple[asyncio.Lock, int]] = {}
-
-    @asynccontextmanager
-    async def _writing(self, user_id: UserID) -> AsyncIterator[None]:
-        lock, users = self._locks.get(user_id, (asyncio.Lock(), 0))
-        self._locks[user_id] = (lock, users + 1)
-        try:
-            async with lock:
-                yield
-        finally:
-            _, users = self._locks[user_id]
-            if users == 1:
-                del self._locks[user_id]
-            else:
-                self._locks[user_id] = (lock, users - 1)
+        # Per-user write locks.
+        self._locks = KeyedLocks()
 
     async def _existing(self, user_id: UserID, version: str) -> BackupVersion:
         """The version ``version`` of the user; 404 if it does not exist or is deleted."""
@@ -156,7 +139,7 @@ class KeyBackupService:
 
     async def create_version(self, user_id: UserID, algorithm: str, auth_data: JsonDict) -> str:
         """``POST /room_keys/version``: the new version becomes the current one."""
-        async with self._writing(user_id):
+        async with self._locks.hold(user_id):
             return str(await self._store.create_version(user_id, algorithm, auth_data))
 
     async def get_version(self, user_id: UserID, version: str | None) -> JsonDict:
@@ -188,7 +171,7 @@ class KeyBackupService:
         and the body's ``version`` if given, must match (400 M_INVALID_PARAM)."""
         if body_version is not None and body_version != version:
             raise invalid_param("Version in body does not match")
-        async with self._writing(user_id):
+        async with self._locks.hold(user_id):
             found = await self._existing(user_id, version)
             if found.algorithm != algorithm:
                 raise invalid_param("Algorithm does not match")
@@ -198,7 +181,7 @@ class KeyBackupService:
         """``DELETE /room_keys/version/{version}``: the version and its keys. Deleting a
         deleted version succeeds; one that never existed is a 404 (key_backup.yaml)."""
         number = parse_version(version)
-        async with self._writing(user_id):
+        async with self._locks.hold(user_id):
             if number is None or not await self._store.delete_version(user_id, number):
                 raise not_found("Unknown backup version")
 
@@ -211,7 +194,7 @@ class KeyBackupService:
         replaces a stored one only if it is better (``is_better``); the etag moves only if
         something was stored."""
         keys = parse_upload(rooms)
-        async with self._writing(user_id):
+        async with self._locks.hold(user_id):
             current = await self._store.get_version(user_id, None)
             if current is None:
                 raise not_found("Unknown backup version")
@@ -273,7 +256,7 @@ class KeyBackupService:
     ) -> JsonDict:
         """``DELETE /room_keys/keys[/{roomId}[/{sessionId}]]`` from any existing version
         (not only the current one): ``{"etag", "count"}`` after the deletion."""
-        async with self._writing(user_id):
+        async with self._locks.hold(user_id):
             found = await self._existing(user_id, version)
             deleted = await self._store.delete_keys(user_id, found.version, room_id, session_id)
             etag = found.etag + 1 if deleted else found.etag

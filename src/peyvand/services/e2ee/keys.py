@@ -24,11 +24,9 @@ to the servers sharing a room with the user.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import Counter
 from collections.abc import (
-    AsyncIterator,
     Awaitable,
     Callable,
     Collection,
@@ -36,8 +34,7 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
 import orjson
@@ -63,6 +60,7 @@ from peyvand.events.device_keys import (
     unsigned_part,
 )
 from peyvand.events.signing import decode_verify_key
+from peyvand.keyed_locks import KeyedLocks
 from peyvand.lru import LRU
 from peyvand.services.accounts.auth import AuthService
 from peyvand.services.accounts.requester import Requester
@@ -147,12 +145,6 @@ def _stored_cross_signing_key(row: CrossSigningKeyRow) -> CrossSigningKey:
 # The service ---------------------------------------------------------------------------
 
 
-@dataclass
-class _DeviceLock:
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    users: int = 0
-
-
 class E2eKeysService:
     def __init__(
         self,
@@ -172,7 +164,8 @@ class E2eKeysService:
         self._fallback: LRU[tuple[UserID, DeviceID], list[str]] = LRU(_CACHE_SIZE)
         # Bumped on every write the caches depend on: a read racing one is not cached.
         self._version = 0
-        self._upload_locks: dict[tuple[UserID, DeviceID], _DeviceLock] = {}
+        # Serialises the uploads of one device (check, then write).
+        self._upload_locks = KeyedLocks()
         self.remote_keys: RemoteKeys | None = None
         self.device_keys_listeners: list[DeviceKeysListener] = []
         self.cross_signing_listeners: list[CrossSigningListener] = []
@@ -241,19 +234,6 @@ class E2eKeysService:
         for hook in self.counts_hooks:
             hook(changed)
 
-    @asynccontextmanager
-    async def _device_lock(self, key: tuple[UserID, DeviceID]) -> AsyncIterator[None]:
-        """Serialise the uploads of one device (check, then write)."""
-        entry = self._upload_locks.setdefault(key, _DeviceLock())
-        entry.users += 1
-        try:
-            async with entry.lock:
-                yield
-        finally:
-            entry.users -= 1
-            if entry.users == 0:
-                del self._upload_locks[key]
-
     # POST /keys/upload -----------------------------------------------------------------
 
     async def upload_keys(self, requester: Requester, body: Mapping[str, Any]) -> dict[str, int]:
@@ -273,7 +253,7 @@ class E2eKeysService:
             raise invalid_param("At most one fallback key per algorithm")
 
         key = (user_id, device_id)
-        async with self._device_lock(key):
+        async with self._upload_locks.hold(key):
             stored_json = await self._store.get_device_keys_json(user_id, device_id)
             new_json = None if device_keys is None else canonical(device_keys)
             if stored_json is not None and new_json is not None and new_json != stored_json:
