@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from peyvand.api.routing import CLIENT_PREFIXES, CLIENT_V3, Route, RouteTable
+from peyvand.services.federation.forwarded_edus import EDUS_PATH
 
 # Client routes answered by a reader although sent with POST: they change nothing.
 _READS_BY_POST = frozenset(
@@ -69,6 +70,9 @@ _FEDERATION_ROOM_WRITES = frozenset(
 _FEDERATION_PRIMARY_WRITES = frozenset(
     {("PUT", "/_matrix/federation/v2/invite/{room_id}/{event_id}")}
 )
+# Received receipts and to-device messages another process hands to the primary writer,
+# whose streams they are (``services.federation.forwarded_edus``).
+_INTERNAL_PRIMARY_WRITES = frozenset({("POST", EDUS_PATH)})
 _PARAMETER = re.compile(r"\{([A-Za-z_]+)(?::([^}]*))?\}")
 
 
@@ -103,8 +107,9 @@ def federation_role(route: Route) -> str:
 def primary_routes(client: Iterable[RouteTable], admin: Iterable[RouteTable]) -> frozenset[str]:
     """The client and admin routes (``Route.path``, method first) that the primary event
     writer takes with several writers (``api.primary_gate``): every write but a room's
-    event write, which goes to the room's writer; and another server's invite of a local
-    user (refused with 503 by a writer that is not the primary: the server retries)."""
+    event write, which goes to the room's writer; another server's invite of a local
+    user (refused with 503 by a writer that is not the primary: the server retries); and
+    the receipts and to-device messages other processes took in."""
     routed = (
         route
         for tables, role_of in ((client, client_role), (admin, lambda _: "event_writer"))
@@ -115,7 +120,8 @@ def primary_routes(client: Iterable[RouteTable], admin: Iterable[RouteTable]) ->
         and route.method not in ("GET", "HEAD")
     )
     gated = {f"{route.method} {route.path}" for route in routed}
-    return frozenset(gated | {f"{method} {path}" for method, path in _FEDERATION_PRIMARY_WRITES})
+    others = _FEDERATION_PRIMARY_WRITES | _INTERNAL_PRIMARY_WRITES
+    return frozenset(gated | {f"{method} {path}" for method, path in others})
 
 
 def path_pattern(path: str) -> str:

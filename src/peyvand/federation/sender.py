@@ -22,12 +22,13 @@ most 50 PDUs and 100 EDUs, one in flight at a time:
 
 txnIds are ``<start ms>.<counter>``: unique across restarts.
 
-In a deployment (issue 21, ``replicate``) one process sends (the ``federation_sender``
-role) and every process queues: the event writers' commits and any process's durable
-EDUs write rows to the shared queue and name their destinations on the bus; ephemeral
-EDUs and wake-ups travel on the bus to the sending process. The bus may lose a message:
-the sending process also looks for queued rows every ``poll_interval`` seconds and
-whenever its bus connection is back.
+In a deployment (issue 21, ``replicate``) the ``federation_sender`` processes send, each
+to its share of the destinations (a hash of the name), and every process queues: the
+event writers' commits and any process's durable EDUs write rows to the shared queue and
+name their destinations on the bus; ephemeral EDUs and wake-ups travel on the bus to the
+destination's sending process. The bus may lose a message: each sending process also
+looks for queued rows every ``poll_interval`` seconds and whenever its bus connection is
+back.
 """
 
 from __future__ import annotations

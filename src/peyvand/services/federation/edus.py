@@ -35,7 +35,6 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from peyvand.errors import Errcode, MatrixError
 from peyvand.events.json_input import UnacceptableJson, check_json_value
 from peyvand.events.server_acl import server_allowed
 from peyvand.services.e2ee.device_lists import DeviceListService
@@ -147,11 +146,8 @@ class FederationEdus:
         self._catch_up = catch_up
 
     async def receive_forwarded(self, origin: ServerName, edus: Sequence[Any]) -> None:
-        """EDUs another process took in for the primary: 503 unless this is it now."""
-        if self._primary is not None and not self._primary.here():
-            raise MatrixError(
-                Errcode.UNKNOWN, "This process is not the primary event writer now", status=503
-            )
+        """EDUs another process took in for the primary (this one: its route is behind
+        ``api.primary_gate``)."""
         if self._catch_up is not None:
             try:
                 async with asyncio.timeout(CATCH_UP_SECONDS):

@@ -17,7 +17,8 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
-from peyvand.errors import Errcode, MatrixError
+from peyvand.errors import MatrixError
+from peyvand.services.federation.forwarded_pdus import unavailable
 from peyvand.services.timeline.forwarding import ForwardedWrites
 from peyvand.types import ServerName
 
@@ -60,4 +61,4 @@ class PrimaryEdus:
                 logger.debug("EDUs from %s not taken by %s: %s", origin, writer, exc)
                 continue
             return
-        raise MatrixError(Errcode.UNKNOWN, "No primary event writer took the EDUs", status=503)
+        raise unavailable("No primary event writer took the EDUs")

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from peyvand.errors import Errcode, MatrixError
+from peyvand.services.federation.forwarded_pdus import unavailable
 from peyvand.services.timeline.forwarding import SLOW_SECONDS, ForwardedWrites
 from peyvand.services.timeline.room_owners import RoomOwners
 from peyvand.types import JsonDict, RoomID, ServerName, UserID
@@ -47,9 +48,7 @@ class ForwardedMemberships:
 
 def not_here(room_id: RoomID) -> MatrixError:
     """A forwarded membership for a room this writer no longer writes (taken over)."""
-    return MatrixError(
-        Errcode.UNKNOWN, f"{room_id} is written elsewhere now; try again", status=503
-    )
+    return unavailable(f"{room_id} is written elsewhere now; try again")
 
 
 def servers_field(value: object) -> list[ServerName]:

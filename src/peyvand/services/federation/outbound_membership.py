@@ -110,13 +110,11 @@ class OutboundMembership:
         user_id: UserID,
         servers: Sequence[ServerName],
         content: JsonDict,
-        *,
-        forwarded: bool = False,
     ) -> None:
-        """Join a room this server is not in, through one of ``servers``. ``forwarded``:
-        asked by another process of the deployment."""
+        """Join a room this server is not in, through one of ``servers`` (by the room's
+        writer: a join forwarded to it runs its ``MembershipService.join`` again)."""
         if await self._done_elsewhere(
-            "join", room_id, user_id, forwarded, servers=list(servers), content=content
+            "join", room_id, user_id, False, servers=list(servers), content=content
         ):
             return
         await self._joiner.join(room_id, user_id, [s for s in servers if self._allows(s)], content)
