@@ -11,6 +11,7 @@ import asyncio
 import itertools
 import logging
 import random
+import zlib
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -472,6 +473,7 @@ async def test_a_deployments_processes_queue_and_one_sends(world: World) -> None
     world.senders.append(sending)
     await bus.start()
     await sending.start()
+    await sending.hold_shard(0)  # its lease taken (``wiring.sender_shards``)
     await world.commit(elsewhere, [("!a:here", world.event("!a:here", 1))], [ONE, TWO])
     await elsewhere.send_edu(ONE, "m.direct_to_device", {"n": 1}, durable=True)
     typing = {"room_id": "!a:here", "user_id": "@alice:here", "typing": True}
@@ -516,12 +518,13 @@ async def test_sending_processes_share_the_destinations(world: World) -> None:
         FederationSender(HERE, world.store, transport, world.load_pdus, poll_interval=0.05)
         for transport in transports
     ]
-    for index, sender in enumerate(senders):
-        sender.replicate(bus, sends=True, shard=(index, 2))
+    for sender in senders:
+        sender.replicate(bus, sends=True, shards=2)
         world.senders.append(sender)
     await bus.start()
-    for sender in senders:
+    for index, sender in enumerate(senders):
         await sender.start()
+        await sender.hold_shard(index)
     servers = [ServerName(f"s{n}.example") for n in range(12)]
     event = world.event("!a:here", 1)
     await world.commit(senders[0], [("!a:here", event)], servers)
@@ -543,4 +546,46 @@ async def test_sending_processes_share_the_destinations(world: World) -> None:
     await wait_until_empty(world)
     await bus.stop()
     with pytest.raises(ValueError):
-        senders[0].replicate(bus, sends=True, shard=(2, 2))
+        await senders[0].hold_shard(2)
+
+
+async def test_a_shard_released_by_one_sender_is_sent_by_the_next_holder(world: World) -> None:
+    """A sender that releases a shard (its lease lost or handed back) stops sending to
+    its destinations, a failing one's retries included; the sender that takes the shard
+    sends what is queued for them, and what is queued after."""
+    bus = LocalBus("writer")
+    transports = [FakeTransport(), FakeTransport()]
+    senders = [
+        FederationSender(
+            HERE, world.store, transport, world.load_pdus, poll_interval=60, min_backoff=0.05
+        )
+        for transport in transports
+    ]
+    for sender in senders:
+        sender.replicate(bus, sends=True, shards=2)
+        world.senders.append(sender)
+    await bus.start()
+    for sender in senders:
+        await sender.start()
+    await senders[1].hold_shard(1)
+    servers = [ServerName(f"s{n}.example") for n in range(12)]
+    theirs = [s for s in servers if zlib.crc32(s.encode()) % 2 == 1]
+    assert theirs
+    down = theirs[0]
+    transports[1].fail[down] = -1  # never answers sender 1
+    await world.commit(senders[1], [("!a:here", world.event("!a:here", 1))], theirs)
+    await wait_until(lambda: any(d == down and f >= 2 for d, _, f in senders[1].queue_status()))
+    await wait_until(lambda: all(transports[1].pdu_ids(s) == ["$a-1"] for s in theirs[1:]))
+    await senders[1].release_shard(1)
+    assert senders[1].queue_status() == []
+    attempts = len(transports[1].attempts)
+    await world.commit(senders[1], [("!a:here", world.event("!a:here", 2))], theirs)
+    await asyncio.sleep(0.3)  # several backoff steps: sender 1 no longer tries
+    assert len(transports[1].attempts) == attempts
+    await senders[0].hold_shard(1)
+    # The failing server gets both PDUs from the new holder, the others the second.
+    expected = {s: ["$a-1", "$a-2"] if s == down else ["$a-2"] for s in theirs}
+    await wait_until(lambda: {s: transports[0].pdu_ids(s) for s in theirs} == expected)
+    assert not any(s not in theirs for s in {a.destination for a in transports[0].attempts})
+    await wait_until_empty(world)
+    await bus.stop()

@@ -15,7 +15,8 @@ import pytest
 from harness.postgres import PostgresCluster
 from peyvand.config import WorkerInstance, WorkersConfig
 from peyvand.storage.database import Database
-from peyvand.storage.leases import LeaseStore
+from peyvand.storage.leases import LeaseStore, contender_key
+from peyvand.storage.migrations import run_migrations
 from peyvand.storage.postgres import PostgresDatabase
 from peyvand.storage.sqlite import SqliteDatabase
 from peyvand.wiring.leased import InstanceName, InstanceNameTaken, Leased, instance_name
@@ -287,3 +288,52 @@ async def test_a_stop_that_hangs_still_lets_the_lease_go(database: Database) -> 
         await _until(lambda: other.running, PERIOD * 3)  # released: taken at the next try
     finally:
         await other.stop()
+
+
+async def test_a_lease_deferring_to_its_process_is_stood_in_for_and_handed_back(
+    postgres_cluster: PostgresCluster,
+) -> None:
+    """A federation sender's own share (``defer_to``): another process takes it only
+    while the owner does not contend for it (stopped, killed), and hands it back once
+    the owner contends again, which then takes it."""
+    dsn = postgres_cluster.create_database("deferring")
+    owner_db, other_db = await PostgresDatabase.open(dsn), await PostgresDatabase.open(dsn)
+    await run_migrations(owner_db)
+    jobs = {"owner": Job(), "other": Job()}
+    stand_in = Leased(
+        "shard 1", jobs["other"], LeaseStore(other_db), "other", period_seconds=PERIOD,
+        defer_to="owner",
+    )  # fmt: skip
+    owner = Leased(
+        "shard 1", jobs["owner"], LeaseStore(owner_db), "owner", period_seconds=PERIOD,
+        defer_to="owner",
+    )  # fmt: skip
+    try:
+        await owner.start()
+        await _until(lambda: jobs["owner"].running, 5)
+        await stand_in.start()
+        await owner.stop()  # a clean stop: the stand-in takes it at its next try
+        await _until(lambda: jobs["other"].running, 5)
+        await owner.start()  # back, and contending
+        handed = await _until(lambda: jobs["owner"].running, 5)
+        assert handed <= PERIOD * 2 + 0.5
+        assert not jobs["other"].running
+        await asyncio.sleep(PERIOD * 2)  # renewals pass: it stays with the owner
+        assert jobs["owner"].running and not jobs["other"].running
+        assert (await LeaseStore(owner_db).holders())["shard 1"][0] == "owner"
+        # The owner's process dies: its session, and its contender lock, end with it.
+        await owner._task.stop()
+        key = contender_key("shard 1", "owner") & 0xFFFFFFFFFFFFFFFF
+        pid = await other_db.fetchval(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND classid::bigint = $1"
+            " AND objid::bigint = $2 AND objsubid = 1",
+            key >> 32,
+            key & 0xFFFFFFFF,
+        )
+        await other_db.execute("SELECT pg_terminate_backend($1)", pid)
+        await _until(lambda: jobs["other"].running, 5)
+    finally:
+        for component in (owner, stand_in):
+            await component.stop()
+        await owner_db.close()
+        await other_db.close()

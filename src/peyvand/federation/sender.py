@@ -23,7 +23,9 @@ most 50 PDUs and 100 EDUs, one in flight at a time:
 txnIds are ``<start ms>.<counter>``: unique across restarts.
 
 In a deployment (issue 21, ``replicate``) the ``federation_sender`` processes send, each
-to its share of the destinations (a hash of the name), and every process queues: the
+to the shares of the destinations (by a hash of the name) it holds (``hold_shard``: a
+lease per share, each sender's own while it runs, taken over by another sender while it
+does not: ``wiring.sender_shards``), and every process queues: the
 event writers' commits and any process's durable EDUs write rows to the shared queue and
 name their destinations on the bus; ephemeral EDUs and wake-ups travel on the bus to the
 destination's sending process. The bus may lose a message: each sending process also
@@ -282,7 +284,10 @@ class FederationSender:
         # A deployment: the bus to the sending process, and whether this process sends.
         self._bus: Bus | None = None
         self._sends = True
-        self._shard = (0, 1)
+        # The destinations are shared by a hash of their name into ``_shards``; this
+        # process sends to those of the ``_held`` shards.
+        self._shards = 1
+        self._held: set[int] = {0}
         self._poll: BackgroundTask | None = None
         self._told_woken: dict[ServerName, float] = {}
         self._looks: set[asyncio.Task[None]] = set()
@@ -294,17 +299,18 @@ class FederationSender:
 
     # -- lifecycle -------------------------------------------------------------------
 
-    def replicate(self, bus: Bus, *, sends: bool, shard: tuple[int, int] = (0, 1)) -> None:
+    def replicate(self, bus: Bus, *, sends: bool, shards: int = 1) -> None:
         """A deployment: what is queued here reaches the sending processes over ``bus``;
         ``sends``: this is one of them (only they are started), sending to the
-        destinations of ``shard`` (its index among them, and their number: destinations
-        are shared by a hash of their name). See the module docstring."""
-        index, count = shard
-        if not 0 <= index < count:
-            raise ValueError(f"no shard {index} of {count}")
+        destinations of the shards it holds (``hold_shard``; none until then) of
+        ``shards`` (destinations are shared by a hash of their name). See the module
+        docstring."""
+        if shards < 1:
+            raise ValueError("need at least one shard")
         self._bus = bus
         self._sends = sends
-        self._shard = shard
+        self._shards = shards
+        self._held = set()
         if sends:
             bus.subscribe(SENDER_CHANNEL, self._on_message)
             bus.on_reconnect(self._look_soon)
@@ -337,7 +343,43 @@ class FederationSender:
         self._stopping = True
         if self._poll is not None:
             await self._poll.stop()
-        tasks = [d.task for d in self._destinations.values() if d.task is not None]
+        await self._cancel(list(self._destinations.values()))
+
+    async def hold_shard(self, index: int) -> None:
+        """A deployment's sending process: send to the destinations of shard ``index``
+        from now on (its lease taken), starting with what is queued for them (caught up
+        as after a restart)."""
+        if not 0 <= index < self._shards:
+            raise ValueError(f"no shard {index} of {self._shards}")
+        self._held.add(index)
+        if not self._started or self._stopping:
+            return  # start() finds them in the queue
+        pending = await self._store.destinations_with_pending()
+        for name in pending:
+            if self._shard_of(name) == index and self._mine(name):
+                destination = self._destination(name)
+                destination.catching_up = True
+                destination.dirty = True
+                self._kick(destination)
+
+    async def release_shard(self, index: int) -> None:
+        """Stop sending to the destinations of shard ``index`` (its lease lost or handed
+        back): they are forgotten at once (held again, they start afresh) and their
+        workers cancelled and awaited (bounded by ``stop_timeout``; one still running
+        stops at its next step); what they did not send stays queued for the shard's next
+        holder, and their ephemeral EDUs are dropped. A transaction cut short may reach
+        its server again from the next holder, under another txnId: PDUs are
+        deduplicated by their event ID, to-device messages by their ``message_id``,
+        device list updates by their ``stream_id``."""
+        self._held.discard(index)
+        leaving = [d for d in self._destinations.values() if self._shard_of(d.name) == index]
+        for destination in leaving:
+            del self._destinations[destination.name]
+        await self._cancel(leaving)
+
+    async def _cancel(self, destinations: Sequence[_Destination]) -> None:
+        """Cancel the workers of ``destinations`` and wait for them, bounded."""
+        tasks = [d.task for d in destinations if d.task is not None]
         for task in tasks:
             task.cancel()
         if tasks:
@@ -528,11 +570,11 @@ class FederationSender:
         return destination != self._server_name and self._allows(destination)
 
     def _mine(self, destination: ServerName) -> bool:
-        """Whether this process sends to ``destination`` (a sending process's shard)."""
-        if not self._sends:
-            return False
-        index, count = self._shard
-        return count == 1 or zlib.crc32(destination.encode()) % count == index
+        """Whether this process sends to ``destination`` (a shard it holds)."""
+        return self._sends and self._shard_of(destination) in self._held
+
+    def _shard_of(self, destination: ServerName) -> int:
+        return zlib.crc32(destination.encode()) % self._shards if self._shards > 1 else 0
 
     def _destination(self, name: ServerName) -> _Destination:
         destination = self._destinations.get(name)
@@ -550,6 +592,8 @@ class FederationSender:
         try:
             while True:
                 await self._wait_for_retry(destination)
+                if not self._mine(destination.name):
+                    return  # its shard was released while this waited
                 destination.dirty = False
                 try:
                     if not self._allowed(destination.name):

@@ -8,14 +8,24 @@ deployment are expected to keep their clocks in step (NTP), well within a lease 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 
-from peyvand.storage.database import Connection, Database
+from peyvand.storage.database import AdvisoryLocks, Connection, Database
 
 
 def instance_lock_key(instance: str) -> int:
     """The advisory lock key a live process named ``instance`` holds (a signed 64-bit
     number from the name's hash)."""
     digest = hashlib.blake2b(f"peyvand instance {instance}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def contender_key(name: str, holder: str) -> int:
+    """The advisory lock key ``holder`` holds while it contends for the lease ``name``
+    that is its own (``LeaseStore.contending``)."""
+    text = f"peyvand lease {name} contender {holder}"
+    digest = hashlib.blake2b(text.encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
 
 
@@ -64,6 +74,25 @@ class LeaseStore:
                 expires_ms,
             )
         return renewed is not None
+
+    def contending(
+        self, name: str, holder: str, on_lost: Callable[[], None]
+    ) -> AbstractAsyncContextManager[bool]:
+        """Hold, for the block, the lock telling that ``holder`` contends for the lease
+        ``name`` it owns (False: not taken; ``on_lost`` when its connection drops).
+        PostgreSQL only: a deployment's database."""
+        if not isinstance(self._db, AdvisoryLocks):
+            raise TypeError("leases owned by a process need PostgreSQL")
+        return self._db.advisory_lock(contender_key(name, holder), wait=False, on_lost=on_lost)
+
+    async def contends(self, name: str, holder: str) -> bool:
+        """Whether ``holder`` contends for the lease ``name`` it owns now (holds the lock
+        of ``contending``)."""
+        async with self._db.transaction() as txn:
+            free = await txn.fetchval(
+                "SELECT pg_try_advisory_xact_lock($1)", contender_key(name, holder)
+            )
+        return not free
 
     async def release(self, name: str, token: str) -> None:
         """Give the lease up (a clean stop) so another process takes it at once."""

@@ -13,6 +13,14 @@ period (one that hangs is logged and left), so a process always stops and lets g
 
 Each job is expected to be safe to run again from its stored position (they all resume
 from the database at start), since the handover can repeat the last unfinished pass.
+
+A lease may belong to one process (``defer_to``: a federation sender's own share of the
+destinations, ``wiring.sender_shards``), which holds a lock while it contends for it
+(``LeaseStore.contending``, from the start of its ``Leased`` to its stop, taken again at
+the next try if its connection drops). The others contend for the lease only while that
+lock is free (the process stopped, was killed, or its machine is gone and the database
+ended its session), and a holder hands the lease back at its next renewal once the owner
+contends again, which takes it at its next try.
 """
 
 from __future__ import annotations
@@ -59,13 +67,21 @@ class Leased:
         *,
         period_seconds: float = LEASE_PERIOD_SECONDS,
         clock: Callable[[], float] = time.time,
+        defer_to: str | None = None,
     ) -> None:
+        """``defer_to``: the process the lease belongs to while it runs (see the module
+        docstring); None: whoever takes it first."""
         self.name = name
         self._component = component
         self._leases = leases
         self._holder = holder
         self._period = period_seconds
         self._clock = clock
+        self._defer_to = defer_to if defer_to != holder else None
+        # The owner's lock telling the others it contends (``defer_to`` is this process).
+        self._owns = defer_to is not None and defer_to == holder
+        self._claim: AsyncExitStack | None = None
+        self._claim_lost = False
         self._token: str | None = None
         self._running = False
         self._task = BackgroundTask(f"lease {name}", self._contend)
@@ -81,9 +97,15 @@ class Leased:
     async def stop(self) -> None:
         await self._task.stop()
         await self._give_up()
+        await self._unclaim()
 
     async def _contend(self) -> None:
         while True:
+            if self._owns and (self._claim is None or self._claim_lost):
+                await self._take_claim()
+            if await self._owner_contends(unknown=True):
+                await asyncio.sleep(self._period / 3)
+                continue
             token = secrets.token_hex(16)
             sent = time.monotonic()
             now = self._clock()
@@ -155,6 +177,53 @@ class Leased:
                 logger.warning("lease %s lost by %s", self.name, self._holder)
                 return
             ends = sent + self._period
+            if await self._owner_contends(unknown=False):
+                logger.info("lease %s handed back to %s", self.name, self._defer_to)
+                return
+
+    async def _owner_contends(self, *, unknown: bool) -> bool:
+        """Whether the process the lease belongs to (``defer_to``, not this one)
+        contends for it; ``unknown`` when the database did not tell within a third of
+        the period."""
+        if self._defer_to is None:
+            return False
+        try:
+            async with asyncio.timeout(self._period / 3):
+                return await self._leases.contends(self.name, self._defer_to)
+        except Exception as exc:
+            logger.debug(
+                "lease %s: whether %s contends is unknown: %r", self.name, self._defer_to, exc
+            )
+            return unknown
+
+    async def _take_claim(self) -> None:
+        """The owner: hold the lock telling the others it contends (a lost one dropped
+        first); tried again at the next try when not taken."""
+        await self._unclaim()
+        claim = AsyncExitStack()
+        try:
+            async with asyncio.timeout(self._period / 3):
+                taken = await claim.enter_async_context(
+                    self._leases.contending(self.name, self._holder, self._on_claim_lost)
+                )
+        except Exception:
+            logger.exception("lease %s: telling that %s contends failed", self.name, self._holder)
+            taken = False
+        if taken:
+            self._claim, self._claim_lost = claim, False
+        else:
+            with contextlib.suppress(Exception):
+                await claim.aclose()
+
+    def _on_claim_lost(self) -> None:
+        logger.warning("lease %s: %s's contender lock was lost", self.name, self._holder)
+        self._claim_lost = True
+
+    async def _unclaim(self) -> None:
+        claim, self._claim = self._claim, None
+        if claim is not None:
+            with contextlib.suppress(Exception):
+                await claim.aclose()
 
     async def _give_up(self) -> None:
         """Stop the component if it runs and release the lease if this process holds it."""

@@ -31,6 +31,7 @@ from peyvand.services.timeline.room_holders import RoomHolders
 from peyvand.services.timeline.room_owners import RoomOwners
 from peyvand.storage.bus import Bus
 from peyvand.storage.database import Database
+from peyvand.storage.leases import LeaseStore
 from peyvand.storage.partial_state import PartialStateStore
 from peyvand.storage.receipts import ReceiptRow
 from peyvand.storage.room_writers import RoomWriterStore
@@ -41,6 +42,7 @@ from peyvand.wiring.lifecycle import Component
 from peyvand.wiring.local import Local, Timeline
 from peyvand.wiring.primary import PrimaryWriter
 from peyvand.wiring.rooms import Rooms
+from peyvand.wiring.sender_shards import sender_shards
 
 logger = logging.getLogger(__name__)
 
@@ -70,16 +72,20 @@ def build_workers(
     relay.exclude(Stream.TYPING)
     relay.exclude(Stream.PRESENCE)
     local.typing.replicate(bus, instance)
-    # Presence changes made anywhere, and joins, reach other servers from the first
-    # sender process (which hands other processes' destinations to them).
+    # Presence changes made anywhere, and joins, reach other servers from the process
+    # sending to the first share of the destinations (which hands other processes'
+    # destinations to them).
     senders = [i.name for i in workers.with_role("federation_sender")]
-    local.presence.replicate(bus, instance, tells_servers=instance == senders[0])
+    shards: list[tuple[str, Component]] = []
     if config.federation.enabled:
+        local.presence.replicate(bus, instance, tells_servers=False)
         # Every process queues for other servers; the sender processes send, each to
-        # its share of the destinations.
+        # the shares of the destinations it holds: its own, and a stopped sender's.
         sends = instance in senders
-        shard = (senders.index(instance), len(senders)) if sends else (0, 1)
-        transport.sender.replicate(bus, sends=sends, shard=shard)
+        transport.sender.replicate(bus, sends=sends, shards=len(senders))
+        shards = sender_shards(senders, instance, transport.sender, local.presence, LeaseStore(db))
+    else:
+        local.presence.replicate(bus, instance, tells_servers=instance == senders[0])
     relay.on_refresh(Stream.TO_DEVICE, local.to_device.written_elsewhere)
     # What this process missed of the others' messages is found in the stored positions.
     relay.track(Stream.TO_DEVICE, local.to_device.stored_position)
@@ -148,7 +154,7 @@ def build_workers(
             ]  # fmt: skip
         return [
             ("bus", bus), ("events position", publisher), *shared, ("stream relay", relay),
-            ("cache relay", caches),
+            ("cache relay", caches), *shards,
         ]  # fmt: skip
     # Events created here (a write sent here, a background job's) are a writer's to
     # number and store: asked over its internal API, then awaited here (read-your-writes).
@@ -182,7 +188,7 @@ def build_workers(
         partial.append(("partial-state rooms", rooms_followed))
     return [
         ("bus", bus), *partial, ("events follower", follower), ("stream relay", relay),
-        ("cache relay", caches), *links,
+        ("cache relay", caches), *links, *shards,
     ]  # fmt: skip
 
 

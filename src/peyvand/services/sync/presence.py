@@ -35,7 +35,8 @@ timeout of its own sweep) sends the whole entry (presence, status message,
 ``currently_active``, the last activity and sync times) and its position over the bus;
 the others apply it without sending it again: they wake their own syncs and tell their
 ``change_hooks``. The ``listeners`` (other servers) are told by one process, the one
-given ``tells_servers`` (the federation sender), of every change of a local user's
+given ``tells_servers`` (the federation sender holding the first share of the
+destinations: ``tell_servers``), of every change of a local user's
 presence, its own and those it applied: a change goes to other servers once, whichever
 process made it (a client reader's ``/sync`` too). An applied change takes position
 ``max(previous + 1, the sender's)``, above every token this process gave out: a reader's
@@ -208,6 +209,11 @@ class PresenceService:
         the join listeners (one process of the deployment). See the module docstring."""
         self._replica = Replica(bus, CHANNEL, instance, self._apply)
         self._tells_servers = tells_servers
+
+    def tell_servers(self, tells: bool) -> None:
+        """Whether this process tells the listeners and the join listeners from now on
+        (a deployment: the process sending to the first share of the destinations)."""
+        self._tells_servers = tells
 
     async def start(self) -> None:
         """Publish the starting position and start the sweep."""
