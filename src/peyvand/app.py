@@ -51,6 +51,7 @@ from peyvand.wiring.metrics import build_observability
 from peyvand.wiring.previews import Previews, build_previews
 from peyvand.wiring.primary import PrimaryWriter, primary_writer
 from peyvand.wiring.rooms import Rooms, build_rooms
+from peyvand.wiring.sender_shards import stands_in_for_senders
 from peyvand.wiring.server_notices import build_server_notices
 from peyvand.wiring.sliding_sync import build_room_activity, build_sliding_sync
 from peyvand.wiring.workers import build_workers
@@ -225,9 +226,10 @@ def _lifecycle(
         lifecycle.add(
             "federation client", Hooks(start=transport.client.start, stop=transport.client.close)
         )
-        if roles.has_role("federation_sender"):
-            # One process sends what every process queues (another sending from the
-            # queue would send its rows again).
+        if stands_in_for_senders(roles):
+            # The process holding a share of the destinations sends what every process
+            # queues for them (``wiring.sender_shards``; another sending from the queue
+            # would send its rows again).
             lifecycle.add("federation sender", transport.sender)
     lifecycle.add("event writer", Hooks(start=timeline.writer.start, stop=timeline.writer.stop))
     for name, component in workers:

@@ -4,10 +4,12 @@ generated config with a ``[workers]`` table shared by every process, each starte
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import copy
 import json
 import secrets
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -131,3 +133,27 @@ def _unset_federation_port(config_path: Path, port: int) -> None:
     line = f"\nport = {port}\n"
     assert text.count(line) == 1, "expected one 'port =' line naming the federation port"
     config_path.write_text(text.replace(line, f"\n# port = {port}\n"), encoding="utf-8")
+
+
+async def lease_holder(database_url: str, lease: str) -> str | None:
+    """The holder of ``lease`` while it has not expired (None: nobody's)."""
+    connection = await asyncpg.connect(database_url)
+    try:
+        holder = await connection.fetchval(
+            "SELECT holder FROM leases WHERE name = $1 AND expires_ts > $2",
+            lease,
+            int(time.time() * 1000),
+        )
+    finally:
+        await connection.close()
+    return None if holder is None else str(holder)
+
+
+async def until_lease_held(database_url: str, lease: str, holder: str, seconds: float) -> None:
+    """Polls every 0.2 s until ``holder`` holds ``lease``; fails after ``seconds``."""
+    for _ in range(int(seconds / 0.2)):
+        if await lease_holder(database_url, lease) == holder:
+            return
+        await asyncio.sleep(0.2)
+    found = await lease_holder(database_url, lease)
+    raise AssertionError(f"{lease} not held by {holder} within {seconds} s: {found}")

@@ -330,6 +330,7 @@ async def test_a_lease_deferring_to_its_process_is_stood_in_for_and_handed_back(
             key >> 32,
             key & 0xFFFFFFFF,
         )
+        assert pid is not None  # the owner's contender lock, on its own session
         await other_db.execute("SELECT pg_terminate_backend($1)", pid)
         await _until(lambda: jobs["other"].running, 5)
     finally:

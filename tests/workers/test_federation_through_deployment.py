@@ -6,7 +6,8 @@ room is joined by a Synapse user on invite; messages cross both ways, the Synaps
 reaching the deployment user's /sync on the client reader, which asks Synapse for a
 stranger's profile itself. The writer queues its events in its commits and the reader
 sends them; receipts stored on the writer and presence set on the reader reach Synapse
-from the reader too. The writer starts the federation client, never the sender."""
+from the reader too (the writer would stand in for it, were it down). The writer starts
+the federation client."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ import pytest
 
 from federation.conftest import synapse, synapse_client
 from harness.client import Account, MatrixClient, new_session
-from harness.deployment import WRITER_ROLES, Deployment, behind_nginx
+from harness.deployment import WRITER_ROLES, Deployment, behind_nginx, until_lease_held
 from harness.fake_server import FakeRequest, FakeServer
 from harness.nginx import Nginx
 from harness.partial_state import fake_members, host_partial_room, join_partially
@@ -90,6 +91,10 @@ async def test_a_synapse_user_and_a_deployment_user_talk(
         front = MatrixClient(session, nginx.base_url)
         reader = MatrixClient(session, deployment["reader"].base_url)
         async with asyncio.timeout(TIMEOUT_SECONDS):
+            assert deployment.database_url is not None
+            # The reader sends (the writer standing in only were it down).
+            share = "federation sender 1 of 1"
+            await until_lease_held(deployment.database_url, share, "reader", TIMEOUT_SECONDS)
             alice = await front.register()
             bob = await synapse_client.register()
             # Synapse's join reaches the writer through nginx's TLS listener.
@@ -119,9 +124,8 @@ async def test_a_synapse_user_and_a_deployment_user_talk(
     assert on_deployment == on_synapse == ["hello from the deployment", "hello from synapse"]
     assert profile == name
     writer_log, reader_log = deployment["writer"].log(), deployment["reader"].log()
-    assert "started federation sender" in reader_log
+    assert "lease federation sender 1 of 1 taken by reader" in reader_log
     assert "started federation client" in writer_log
-    assert "started federation sender" not in writer_log
     for log in (writer_log, reader_log):
         assert "Unhandled error" not in log
 

@@ -365,8 +365,9 @@ class FederationSender:
     async def release_shard(self, index: int) -> None:
         """Stop sending to the destinations of shard ``index`` (its lease lost or handed
         back): they are forgotten at once (held again, they start afresh) and their
-        workers cancelled and awaited (bounded by ``stop_timeout``; one still running
-        stops at its next step); what they did not send stays queued for the shard's next
+        workers cancelled and awaited (bounded by ``stop_timeout``, and by the lease's
+        own bound on stopping; one still running stops at its next step); what they did
+        not send stays queued for the shard's next
         holder, and their ephemeral EDUs are dropped. A transaction cut short may reach
         its server again from the next holder, under another txnId: PDUs are
         deduplicated by their event ID, to-device messages by their ``message_id``,
@@ -544,8 +545,9 @@ class FederationSender:
         task.add_done_callback(self._looks.discard)
 
     async def _look_for_queued(self) -> None:
-        """The sending process: send what was queued whoever was told (a lost message)."""
-        if self._started and not self._stopping:
+        """A sending process: send what was queued whoever was told (a lost message),
+        to the shards it holds (a stand-in holding none asks nothing)."""
+        if self._started and not self._stopping and self._held:
             pending = await self._store.destinations_with_pending()
             self._queued_here(d for d in pending if self._mine(d))
 

@@ -87,10 +87,11 @@ class LeaseStore:
 
     async def contends(self, name: str, holder: str) -> bool:
         """Whether ``holder`` contends for the lease ``name`` it owns now (holds the lock
-        of ``contending``)."""
+        of ``contending``). Asked with a shared lock: other processes asking at once do
+        not answer each other."""
         async with self._db.transaction() as txn:
             free = await txn.fetchval(
-                "SELECT pg_try_advisory_xact_lock($1)", contender_key(name, holder)
+                "SELECT pg_try_advisory_xact_lock_shared($1)", contender_key(name, holder)
             )
         return not free
 

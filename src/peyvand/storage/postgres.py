@@ -104,9 +104,6 @@ class PostgresDatabase:
         called, if the block has not ended). Waits for it, or with ``wait=False`` yields
         False at once when another session holds it."""
         async with self._pool.acquire() as conn:
-            # Should this process's machine vanish, the database ends its session (and
-            # lets the lock go) within about 30 s, not after the system's 2 hours.
-            await conn.execute(_KEEPALIVES)
             if wait:
                 await conn.execute("SELECT pg_advisory_lock($1)", key)
                 held = True
@@ -132,14 +129,6 @@ class PostgresDatabase:
 
     async def close(self) -> None:
         await self._pool.close()
-
-
-# A lock-holding session's TCP keepalives and unacknowledged-data bound, on the server's
-# side of the connection (ignored on a Unix socket); the pool resets them on release.
-_KEEPALIVES = (
-    "SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 5;"
-    " SET tcp_keepalives_count = 3; SET tcp_user_timeout = 30000"
-)
 
 
 def _calling(on_lost: Callable[[], None]) -> Callable[[object], None]:

@@ -18,9 +18,10 @@ A lease may belong to one process (``defer_to``: a federation sender's own share
 destinations, ``wiring.sender_shards``), which holds a lock while it contends for it
 (``LeaseStore.contending``, from the start of its ``Leased`` to its stop, taken again at
 the next try if its connection drops). The others contend for the lease only while that
-lock is free (the process stopped, was killed, or its machine is gone and the database
-ended its session), and a holder hands the lease back at its next renewal once the owner
-contends again, which takes it at its next try.
+lock is free (the process stopped or was killed; a machine gone, once the database ends
+its session, which takes the system's TCP keepalive time), and not in their first lease
+period (a deployment starting: the owner starts meanwhile); a holder hands the lease
+back at its next renewal once the owner contends again, which takes it at its next try.
 """
 
 from __future__ import annotations
@@ -100,10 +101,14 @@ class Leased:
         await self._unclaim()
 
     async def _contend(self) -> None:
+        if self._defer_to is not None:
+            # A deployment starting: the owner has a lease period to start and contend
+            # before this process stands in for it.
+            await asyncio.sleep(self._period)
         while True:
             if self._owns and (self._claim is None or self._claim_lost):
                 await self._take_claim()
-            if await self._owner_contends(unknown=True):
+            if await self._owner_contends(self._period / 3, unknown=True):
                 await asyncio.sleep(self._period / 3)
                 continue
             token = secrets.token_hex(16)
@@ -177,18 +182,19 @@ class Leased:
                 logger.warning("lease %s lost by %s", self.name, self._holder)
                 return
             ends = sent + self._period
-            if await self._owner_contends(unknown=False):
+            left = ends - self._period / 3 - time.monotonic()
+            if left > 0 and await self._owner_contends(left, unknown=False):
                 logger.info("lease %s handed back to %s", self.name, self._defer_to)
                 return
 
-    async def _owner_contends(self, *, unknown: bool) -> bool:
+    async def _owner_contends(self, within: float, *, unknown: bool) -> bool:
         """Whether the process the lease belongs to (``defer_to``, not this one)
-        contends for it; ``unknown`` when the database did not tell within a third of
-        the period."""
+        contends for it; ``unknown`` when the database did not tell ``within`` seconds
+        (a holder's: before its next renewal is due)."""
         if self._defer_to is None:
             return False
         try:
-            async with asyncio.timeout(self._period / 3):
+            async with asyncio.timeout(within):
                 return await self._leases.contends(self.name, self._defer_to)
         except Exception as exc:
             logger.debug(
@@ -226,10 +232,10 @@ class Leased:
                 await claim.aclose()
 
     async def _give_up(self) -> None:
-        """Stop the component if it runs and release the lease if this process holds it."""
-        running, self._running = self._running, False
-        token, self._token = self._token, None
-        if running:
+        """Stop the component if it runs and release the lease if this process holds it.
+        Cancelled meanwhile (``stop`` while a handback or a loss is given up), what is
+        left is done by the next call (``stop``'s own)."""
+        if self._running:
             try:
                 async with asyncio.timeout(self._period / 3):
                     await run_step(self._component.stop)
@@ -237,10 +243,12 @@ class Leased:
                 logger.error("lease %s: stopping the component did not end in time", self.name)
             except Exception:
                 logger.exception("lease %s: stopping the component failed", self.name)
-        if token is not None:
+            self._running = False
+        if self._token is not None:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(self._period / 3):
-                    await self._leases.release(self.name, token)
+                    await self._leases.release(self.name, self._token)
+            self._token = None
 
 
 class InstanceNameTaken(RuntimeError):

@@ -42,7 +42,7 @@ from peyvand.wiring.lifecycle import Component
 from peyvand.wiring.local import Local, Timeline
 from peyvand.wiring.primary import PrimaryWriter
 from peyvand.wiring.rooms import Rooms
-from peyvand.wiring.sender_shards import sender_shards
+from peyvand.wiring.sender_shards import sender_shards, stands_in_for_senders
 
 logger = logging.getLogger(__name__)
 
@@ -80,10 +80,15 @@ def build_workers(
     if config.federation.enabled:
         local.presence.replicate(bus, instance, tells_servers=False)
         # Every process queues for other servers; the sender processes send, each to
-        # the shares of the destinations it holds: its own, and a stopped sender's.
-        sends = instance in senders
-        transport.sender.replicate(bus, sends=sends, shards=len(senders))
-        shards = sender_shards(senders, instance, transport.sender, local.presence, LeaseStore(db))
+        # the shares of the destinations it holds: its own, and a stopped sender's,
+        # which the event writers may take too (a lone sender's).
+        if stands_in_for_senders(workers):
+            transport.sender.replicate(bus, sends=True, shards=len(senders))
+            shards = sender_shards(
+                senders, instance, transport.sender, local.presence, LeaseStore(db)
+            )
+        else:
+            transport.sender.replicate(bus, sends=False, shards=len(senders))
     else:
         local.presence.replicate(bus, instance, tells_servers=instance == senders[0])
     relay.on_refresh(Stream.TO_DEVICE, local.to_device.written_elsewhere)
