@@ -338,3 +338,33 @@ async def test_a_lease_deferring_to_its_process_is_stood_in_for_and_handed_back(
             await component.stop()
         await owner_db.close()
         await other_db.close()
+
+
+async def test_a_stand_in_leaves_an_owner_its_first_lease_period(
+    postgres_cluster: PostgresCluster,
+) -> None:
+    """A deployment starting: a process standing in for a share's owner does not take
+    the share in its own first lease period, so an owner starting meanwhile takes it."""
+    dsn = postgres_cluster.create_database("first_period")
+    owner_db, other_db = await PostgresDatabase.open(dsn), await PostgresDatabase.open(dsn)
+    await run_migrations(owner_db)
+    jobs = {"owner": Job(), "other": Job()}
+    stand_in = Leased(
+        "shard 2", jobs["other"], LeaseStore(other_db), "other", period_seconds=PERIOD,
+        defer_to="owner",
+    )  # fmt: skip
+    owner = Leased(
+        "shard 2", jobs["owner"], LeaseStore(owner_db), "owner", period_seconds=PERIOD,
+        defer_to="owner",
+    )  # fmt: skip
+    try:
+        await stand_in.start()
+        await asyncio.sleep(PERIOD / 2)
+        await owner.start()
+        await _until(lambda: jobs["owner"].running, 5)
+        assert jobs["other"].starts == 0
+    finally:
+        for component in (owner, stand_in):
+            await component.stop()
+        await owner_db.close()
+        await other_db.close()

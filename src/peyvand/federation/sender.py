@@ -24,8 +24,8 @@ txnIds are ``<start ms>.<counter>``: unique across restarts.
 
 In a deployment (issue 21, ``replicate``) the ``federation_sender`` processes send, each
 to the shares of the destinations (by a hash of the name) it holds (``hold_shard``: a
-lease per share, each sender's own while it runs, taken over by another sender while it
-does not: ``wiring.sender_shards``), and every process queues: the
+lease per share, each sender's own while it contends, taken over by another sender or an
+event writer while it does not: ``wiring.sender_shards``), and every process queues: the
 event writers' commits and any process's durable EDUs write rows to the shared queue and
 name their destinations on the bus; ephemeral EDUs and wake-ups travel on the bus to the
 destination's sending process. The bus may lose a message: each sending process also
@@ -301,8 +301,9 @@ class FederationSender:
 
     def replicate(self, bus: Bus, *, sends: bool, shards: int = 1) -> None:
         """A deployment: what is queued here reaches the sending processes over ``bus``;
-        ``sends``: this is one of them (only they are started), sending to the
-        destinations of the shards it holds (``hold_shard``; none until then) of
+        ``sends``: this is one of them or may stand in for one (only they are started),
+        sending to the destinations of the shards it holds (``hold_shard``; none until
+        then) of
         ``shards`` (destinations are shared by a hash of their name). See the module
         docstring."""
         if shards < 1:

@@ -182,15 +182,16 @@ class Leased:
                 logger.warning("lease %s lost by %s", self.name, self._holder)
                 return
             ends = sent + self._period
-            left = ends - self._period / 3 - time.monotonic()
+            # Bounded by the next renewal's time: a slow answer never eats into it.
+            left = sent + self._period / 3 - time.monotonic()
             if left > 0 and await self._owner_contends(left, unknown=False):
                 logger.info("lease %s handed back to %s", self.name, self._defer_to)
                 return
 
     async def _owner_contends(self, within: float, *, unknown: bool) -> bool:
         """Whether the process the lease belongs to (``defer_to``, not this one)
-        contends for it; ``unknown`` when the database did not tell ``within`` seconds
-        (a holder's: before its next renewal is due)."""
+        contends for it; ``unknown`` when the database did not tell within ``within``
+        seconds (a holder's: before its next renewal is due)."""
         if self._defer_to is None:
             return False
         try:

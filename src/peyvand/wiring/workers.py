@@ -81,7 +81,7 @@ def build_workers(
         local.presence.replicate(bus, instance, tells_servers=False)
         # Every process queues for other servers; the sender processes send, each to
         # the shares of the destinations it holds: its own, and a stopped sender's,
-        # which the event writers may take too (a lone sender's).
+        # which the event writers may take too.
         if stands_in_for_senders(workers):
             transport.sender.replicate(bus, sends=True, shards=len(senders))
             shards = sender_shards(
