@@ -6,8 +6,10 @@ holder stops or dies, and stops by itself when it cannot renew."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -290,25 +292,49 @@ async def test_a_stop_that_hangs_still_lets_the_lease_go(database: Database) -> 
         await other.stop()
 
 
+@dataclass
+class OwnedShare:
+    """An owner process and a stand-in contending for one lease the owner owns, each on
+    its own database pool (its own sessions)."""
+
+    jobs: dict[str, Job]
+    owner: Leased
+    stand_in: Leased
+    owner_db: PostgresDatabase
+    other_db: PostgresDatabase
+
+
+@contextlib.asynccontextmanager
+async def owned_share(cluster: PostgresCluster, name: str) -> AsyncIterator[OwnedShare]:
+    dsn = cluster.create_database(name)
+    owner_db, other_db = await PostgresDatabase.open(dsn), await PostgresDatabase.open(dsn)
+    await run_migrations(owner_db)
+    jobs = {"owner": Job(), "other": Job()}
+    stand_in = Leased(
+        name, jobs["other"], LeaseStore(other_db), "other", period_seconds=PERIOD,
+        defer_to="owner",
+    )  # fmt: skip
+    owner = Leased(
+        name, jobs["owner"], LeaseStore(owner_db), "owner", period_seconds=PERIOD,
+        defer_to="owner",
+    )  # fmt: skip
+    try:
+        yield OwnedShare(jobs, owner, stand_in, owner_db, other_db)
+    finally:
+        for component in (owner, stand_in):
+            await component.stop()
+        await owner_db.close()
+        await other_db.close()
+
+
 async def test_a_lease_deferring_to_its_process_is_stood_in_for_and_handed_back(
     postgres_cluster: PostgresCluster,
 ) -> None:
     """A federation sender's own share (``defer_to``): another process takes it only
     while the owner does not contend for it (stopped, killed), and hands it back once
     the owner contends again, which then takes it."""
-    dsn = postgres_cluster.create_database("deferring")
-    owner_db, other_db = await PostgresDatabase.open(dsn), await PostgresDatabase.open(dsn)
-    await run_migrations(owner_db)
-    jobs = {"owner": Job(), "other": Job()}
-    stand_in = Leased(
-        "shard 1", jobs["other"], LeaseStore(other_db), "other", period_seconds=PERIOD,
-        defer_to="owner",
-    )  # fmt: skip
-    owner = Leased(
-        "shard 1", jobs["owner"], LeaseStore(owner_db), "owner", period_seconds=PERIOD,
-        defer_to="owner",
-    )  # fmt: skip
-    try:
+    async with owned_share(postgres_cluster, "deferring") as share:
+        jobs, owner, stand_in = share.jobs, share.owner, share.stand_in
         await owner.start()
         await _until(lambda: jobs["owner"].running, 5)
         await stand_in.start()
@@ -320,24 +346,19 @@ async def test_a_lease_deferring_to_its_process_is_stood_in_for_and_handed_back(
         assert not jobs["other"].running
         await asyncio.sleep(PERIOD * 2)  # renewals pass: it stays with the owner
         assert jobs["owner"].running and not jobs["other"].running
-        assert (await LeaseStore(owner_db).holders())["shard 1"][0] == "owner"
+        assert (await LeaseStore(share.owner_db).holders())["deferring"][0] == "owner"
         # The owner's process dies: its session, and its contender lock, end with it.
         await owner._task.stop()
-        key = contender_key("shard 1", "owner") & 0xFFFFFFFFFFFFFFFF
-        pid = await other_db.fetchval(
+        key = contender_key("deferring", "owner") & 0xFFFFFFFFFFFFFFFF
+        pid = await share.other_db.fetchval(
             "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND classid::bigint = $1"
             " AND objid::bigint = $2 AND objsubid = 1",
             key >> 32,
             key & 0xFFFFFFFF,
         )
         assert pid is not None  # the owner's contender lock, on its own session
-        await other_db.execute("SELECT pg_terminate_backend($1)", pid)
+        await share.other_db.execute("SELECT pg_terminate_backend($1)", pid)
         await _until(lambda: jobs["other"].running, 5)
-    finally:
-        for component in (owner, stand_in):
-            await component.stop()
-        await owner_db.close()
-        await other_db.close()
 
 
 async def test_a_stand_in_leaves_an_owner_its_first_lease_period(
@@ -345,26 +366,9 @@ async def test_a_stand_in_leaves_an_owner_its_first_lease_period(
 ) -> None:
     """A deployment starting: a process standing in for a share's owner does not take
     the share in its own first lease period, so an owner starting meanwhile takes it."""
-    dsn = postgres_cluster.create_database("first_period")
-    owner_db, other_db = await PostgresDatabase.open(dsn), await PostgresDatabase.open(dsn)
-    await run_migrations(owner_db)
-    jobs = {"owner": Job(), "other": Job()}
-    stand_in = Leased(
-        "shard 2", jobs["other"], LeaseStore(other_db), "other", period_seconds=PERIOD,
-        defer_to="owner",
-    )  # fmt: skip
-    owner = Leased(
-        "shard 2", jobs["owner"], LeaseStore(owner_db), "owner", period_seconds=PERIOD,
-        defer_to="owner",
-    )  # fmt: skip
-    try:
-        await stand_in.start()
+    async with owned_share(postgres_cluster, "first_period") as share:
+        await share.stand_in.start()
         await asyncio.sleep(PERIOD / 2)
-        await owner.start()
-        await _until(lambda: jobs["owner"].running, 5)
-        assert jobs["other"].starts == 0
-    finally:
-        for component in (owner, stand_in):
-            await component.stop()
-        await owner_db.close()
-        await other_db.close()
+        await share.owner.start()
+        await _until(lambda: share.jobs["owner"].running, 5)
+        assert share.jobs["other"].starts == 0
