@@ -303,9 +303,8 @@ class FederationSender:
         """A deployment: what is queued here reaches the sending processes over ``bus``;
         ``sends``: this is one of them or may stand in for one (only they are started),
         sending to the destinations of the shards it holds (``hold_shard``; none until
-        then) of
-        ``shards`` (destinations are shared by a hash of their name). See the module
-        docstring."""
+        then) of ``shards`` (destinations are shared by a hash of their name). See the
+        module docstring."""
         if shards < 1:
             raise ValueError("need at least one shard")
         self._bus = bus
@@ -356,8 +355,10 @@ class FederationSender:
         if not self._started or self._stopping:
             return  # start() finds them in the queue
         pending = await self._store.destinations_with_pending()
+        if index not in self._held:
+            return  # released while this read
         for name in pending:
-            if self._shard_of(name) == index and self._mine(name):
+            if self._shard_of(name) == index:
                 destination = self._destination(name)
                 destination.catching_up = True
                 destination.dirty = True
@@ -368,9 +369,9 @@ class FederationSender:
         back): they are forgotten at once (held again, they start afresh) and their
         workers cancelled and awaited (bounded by ``stop_timeout``, and by the lease's
         own bound on stopping; one still running stops at its next step); what they did
-        not send stays queued for the shard's next
-        holder, and their ephemeral EDUs are dropped. A transaction cut short may reach
-        its server again from the next holder, under another txnId: PDUs are
+        not send stays queued for the shard's next holder, and their ephemeral EDUs are
+        dropped. A transaction cut short may reach its server again from the next
+        holder, under another txnId: PDUs are
         deduplicated by their event ID, to-device messages by their ``message_id``,
         device list updates by their ``stream_id``."""
         self._held.discard(index)

@@ -14,19 +14,21 @@ from contextlib import AbstractAsyncContextManager
 from peyvand.storage.database import AdvisoryLocks, Connection, Database
 
 
-def instance_lock_key(instance: str) -> int:
-    """The advisory lock key a live process named ``instance`` holds (a signed 64-bit
-    number from the name's hash)."""
-    digest = hashlib.blake2b(f"peyvand instance {instance}".encode(), digest_size=8).digest()
+def _lock_key(text: str) -> int:
+    """An advisory lock key: a signed 64-bit number from ``text``'s hash."""
+    digest = hashlib.blake2b(text.encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
+
+
+def instance_lock_key(instance: str) -> int:
+    """The advisory lock key a live process named ``instance`` holds."""
+    return _lock_key(f"peyvand instance {instance}")
 
 
 def contender_key(name: str, holder: str) -> int:
     """The advisory lock key ``holder`` holds while it contends for the lease ``name``
     that is its own (``LeaseStore.contending``)."""
-    text = f"peyvand lease {name} contender {holder}"
-    digest = hashlib.blake2b(text.encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
+    return _lock_key(f"peyvand lease {name} contender {holder}")
 
 
 async def not_running(txn: Connection, instance: str) -> bool:

@@ -82,13 +82,12 @@ def build_workers(
         # Every process queues for other servers; the sender processes send, each to
         # the shares of the destinations it holds: its own, and a stopped sender's,
         # which the event writers may take too.
-        if stands_in_for_senders(workers):
-            transport.sender.replicate(bus, sends=True, shards=len(senders))
+        sends = stands_in_for_senders(workers)
+        transport.sender.replicate(bus, sends=sends, shards=len(senders))
+        if sends:
             shards = sender_shards(
                 senders, instance, transport.sender, local.presence, LeaseStore(db)
             )
-        else:
-            transport.sender.replicate(bus, sends=False, shards=len(senders))
     else:
         local.presence.replicate(bus, instance, tells_servers=instance == senders[0])
     relay.on_refresh(Stream.TO_DEVICE, local.to_device.written_elsewhere)
