@@ -7,7 +7,7 @@ dispatcher keeps it current after every commit.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from peyvand.lru import LRU
 from peyvand.storage.events import EventStore
@@ -101,6 +101,17 @@ class RoomIndex:
             token = self._last_token
             self._tokens.put(user_id, token)
         return memberships, token
+
+    @property
+    def exact_from(self) -> int:
+        """The events position from which ``newest_positions`` is exact (start-up's)."""
+        return self._startup_position
+
+    @property
+    def newest_positions(self) -> Mapping[RoomID, int]:
+        """Each room written to since start-up: the position of its newest event (held,
+        not copied). A room not in it has no events after ``exact_from``."""
+        return self._last_position
 
     async def rooms_changed_since(self, room_ids: Sequence[RoomID], since: int) -> set[RoomID]:
         """The rooms of ``room_ids`` that may have events after ``since``.

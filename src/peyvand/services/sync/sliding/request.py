@@ -6,8 +6,9 @@ JSON.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from peyvand.services.sync.sliding.ext_request import ExtensionsRequest
 from peyvand.types import RoomID
@@ -99,3 +100,50 @@ class SlidingSyncRequest:
     room_subscriptions: Mapping[RoomID, RoomParams]
     # The body's ``extensions`` object, parsed.
     extensions: ExtensionsRequest
+
+
+class SharedRequiredStates:
+    """One ``required_state`` object for all the equal ones requests name (held weakly:
+    it goes with the last request or sent room holding it). A room a connection was sent
+    keeps its request's (``SentRoom.required_state``), so the next request's mostly is
+    the same object: a woken long-poll checks each room in view by identity, not pair by
+    pair (issue 18)."""
+
+    __slots__ = ("_held",)
+
+    def __init__(self) -> None:
+        self._held: weakref.WeakValueDictionary[int, frozenset[StatePair]] = (
+            weakref.WeakValueDictionary()
+        )
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    def request(self, request: SlidingSyncRequest) -> SlidingSyncRequest:
+        """``request`` with its lists' and subscriptions' ``required_state`` shared."""
+        return replace(
+            request,
+            lists={
+                name: replace(config, params=self._params(config.params))
+                for name, config in request.lists.items()
+            },
+            room_subscriptions={
+                room_id: self._params(params)
+                for room_id, params in request.room_subscriptions.items()
+            },
+        )
+
+    def _params(self, params: RoomParams) -> RoomParams:
+        shared = self._one(params.required_state)
+        if shared is params.required_state:
+            return params
+        return RoomParams(shared, params.timeline_limit, params.unread_thread_notifications)
+
+    def _one(self, pairs: frozenset[StatePair]) -> frozenset[StatePair]:
+        key = hash(pairs)
+        held = self._held.get(key)
+        if held is None:
+            self._held[key] = pairs
+            return pairs
+        # Equal hashes of unequal sets: this one is used, unshared.
+        return held if held == pairs else pairs

@@ -38,7 +38,12 @@ from peyvand.services.sync.sliding.connections import (
 )
 from peyvand.services.sync.sliding.ext_request import ExtensionsRequest
 from peyvand.services.sync.sliding.extensions import carries_news
-from peyvand.services.sync.sliding.request import ListFilters, RoomParams, SlidingSyncRequest
+from peyvand.services.sync.sliding.request import (
+    ListFilters,
+    RoomParams,
+    SharedRequiredStates,
+    SlidingSyncRequest,
+)
 from peyvand.services.sync.sliding.room_lists import (
     ListFiltering,
     ListResult,
@@ -153,6 +158,7 @@ class SlidingSyncService:
         self._clock = clock
         # user -> the joined rooms whose unread counts a long-poll of theirs had kept.
         self._warmed: LRU[UserID, frozenset[RoomID]] = LRU(_WARMED_USERS)
+        self._required_states = SharedRequiredStates()
 
     async def sync(
         self,
@@ -165,6 +171,7 @@ class SlidingSyncService:
         to ``timeout_ms`` for news when there is none. 400 ``M_UNKNOWN_POS`` for a
         ``pos`` this server does not hold."""
         key: ConnectionKey = (requester.user_id, requester.device_id, request.conn_id or "")
+        request = self._required_states.request(request)
         wanted = request.extensions
         if pos is None:
             base, since, previous = None, None, self._connections.start(key)
@@ -374,23 +381,35 @@ class SlidingSyncService:
         what it was sent (the room index tells, in memory, grouped by sent position),
         or asked for a longer timeline than it was sent."""
         answer: list[RoomRequest] = []
+        # Sent at or after ``exact_from``, a room has news when its newest event is
+        # after what was sent; before it (a connection older than this process's view),
+        # the index asks the database, grouped by sent position.
+        newest, exact_from = self._index.newest_positions, self._index.exact_from
         by_position: dict[int, list[RoomID]] = {}
+        sent_rooms = previous.rooms
         for room_id, params in wanted.items():
             room = rooms[room_id]
-            sent = previous.rooms.get(room_id)
+            sent = sent_rooms.get(room_id)
             if (
                 sent is None
                 or sent.membership != room.membership
                 or room.membership_position > sent.position
-                or sent.required_state != params.required_state
+                # Shared objects (``SharedRequiredStates``): mostly the same one.
+                or (
+                    sent.required_state is not params.required_state
+                    and sent.required_state != params.required_state
+                )
                 or params.timeline_limit > sent.timeline_limit
             ):
                 answer.append(RoomRequest(room, params, sent))
             elif room.membership == "join":
-                by_position.setdefault(sent.position, []).append(room_id)
+                if sent.position < exact_from:
+                    by_position.setdefault(sent.position, []).append(room_id)
+                elif newest.get(room_id, -1) > sent.position:
+                    answer.append(RoomRequest(room, params, sent))
         for position, room_ids in by_position.items():
             for room_id in await self._index.rooms_changed_since(room_ids, position):
-                answer.append(RoomRequest(rooms[room_id], wanted[room_id], previous.rooms[room_id]))
+                answer.append(RoomRequest(rooms[room_id], wanted[room_id], sent_rooms[room_id]))
         return answer
 
 
