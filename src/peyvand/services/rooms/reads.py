@@ -271,13 +271,6 @@ class RoomEventsService:
         """
         joined = await self._membership(room_id, user_id) == "join"
         snapshot = await self._state.get_room(room_id) if current_state_visible else None
-        # The room's current state, if the user is joined in it (read together: the
-        # snapshot's group and memberships change together).
-        joined_in = (
-            snapshot.state_group.state_group
-            if snapshot is not None and snapshot.memberships.get(user_id) == "join"
-            else None
-        )
         if event_filter is not None and event_filter.matches_all:
             # Read only what is kept (limit + 1): a woken sync's page then comes from
             # the recent events, not storage (issue 15, "hot room").
@@ -292,9 +285,7 @@ class RoomEventsService:
             )
             visible = {
                 e.pdu.event_id
-                for e in await self._visibility.filter_events(
-                    user_id, raw, currently_joined=joined, joined_in=joined_in
-                )
+                for e in await self._visibility.filter_events(user_id, raw, currently_joined=joined)
             }
             if snapshot is not None:
                 visible.update(

@@ -53,17 +53,11 @@ class VisibilityService:
         events: Sequence[StoredEvent],
         *,
         currently_joined: bool,
-        joined_in: int | None = None,
     ) -> list[StoredEvent]:
-        """``events`` that ``user_id`` may see, in the same order. ``joined_in``: a state
-        group the caller knows the user is joined in (a joined member's room's current
-        one): its events are not looked up, a member seeing whatever is sent while they
-        are joined, under any history visibility."""
+        """``events`` that ``user_id`` may see, in the same order."""
         member_key: StateKey = ("m.room.member", user_id)
         keys = [_VISIBILITY_KEY, member_key]
         by_group: dict[int, tuple[str, str | None]] = {}
-        if joined_in is not None:
-            by_group[joined_in] = ("joined", "join")
         ignored = await self._ignored_by(user_id) if events else frozenset()
         for event in events:
             if event.state_group in by_group:
