@@ -378,8 +378,8 @@ class SlidingSyncService:
     ) -> list[RoomRequest]:
         """The rooms in view that may have news for the connection: new to it, with a
         membership or ``required_state`` changed since it was sent, or with events after
-        what it was sent (the room index tells, in memory, grouped by sent position),
-        or asked for a longer timeline than it was sent."""
+        what it was sent (the room index tells, in memory), or asked for a longer
+        timeline than it was sent."""
         answer: list[RoomRequest] = []
         # Sent at or after ``exact_from``, a room has news when its newest event is
         # after what was sent; before it (a connection older than this process's view),
