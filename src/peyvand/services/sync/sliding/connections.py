@@ -18,13 +18,13 @@ connection was evicted, its ``pos`` is unknown and the client is answered 400
 from __future__ import annotations
 
 import itertools
-import weakref
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from peyvand.errors import Errcode, MatrixError
 from peyvand.events.pdu import StateKey
+from peyvand.interned import Interned
 from peyvand.services.sync.sliding.request import StatePair
 from peyvand.services.sync.sliding.sent_rooms import RoomStatuses
 from peyvand.services.sync.streams import StreamToken, parse_position_number
@@ -119,7 +119,7 @@ class SharedRooms:
     __slots__ = ("_held",)
 
     def __init__(self) -> None:
-        self._held: weakref.WeakValueDictionary[int, SentRoom] = weakref.WeakValueDictionary()
+        self._held: Interned[SentRoom] = Interned()
 
     def __len__(self) -> int:
         return len(self._held)
@@ -159,12 +159,7 @@ class SharedRooms:
                 room.timeline_limit,
             )
         )
-        held = self._held.get(key)
-        if held is None:
-            self._held[key] = room
-            return room
-        # Equal hashes of unequal rooms: this one is kept, unshared.
-        return held if held == room else room
+        return self._held.one(room, key)
 
 
 class ConnectionStore:

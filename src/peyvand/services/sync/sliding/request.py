@@ -6,10 +6,10 @@ JSON.
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 
+from peyvand.interned import Interned
 from peyvand.services.sync.sliding.ext_request import ExtensionsRequest
 from peyvand.types import RoomID
 
@@ -112,9 +112,7 @@ class SharedRequiredStates:
     __slots__ = ("_held",)
 
     def __init__(self) -> None:
-        self._held: weakref.WeakValueDictionary[int, frozenset[StatePair]] = (
-            weakref.WeakValueDictionary()
-        )
+        self._held: Interned[frozenset[StatePair]] = Interned()
 
     def __len__(self) -> int:
         return len(self._held)
@@ -134,16 +132,7 @@ class SharedRequiredStates:
         )
 
     def _params(self, params: RoomParams) -> RoomParams:
-        shared = self._one(params.required_state)
+        shared = self._held.one(params.required_state, hash(params.required_state))
         if shared is params.required_state:
             return params
         return RoomParams(shared, params.timeline_limit, params.unread_thread_notifications)
-
-    def _one(self, pairs: frozenset[StatePair]) -> frozenset[StatePair]:
-        key = hash(pairs)
-        held = self._held.get(key)
-        if held is None:
-            self._held[key] = pairs
-            return pairs
-        # Equal hashes of unequal sets: this one is used, unshared.
-        return held if held == pairs else pairs
