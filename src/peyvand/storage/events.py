@@ -7,7 +7,7 @@ on its base chain, at most log2(number of state changes) of them, in one query.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Collection, Iterable, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -203,22 +203,37 @@ class EventStore:
             for r in rows
         ]
 
+    async def current_state_removed_between(
+        self, after: int, up_to: int
+    ) -> list[tuple[StateKey, int]]:
+        """The keys last removed from current state (a state reset) by an event in
+        ``(after, up_to]``: (key, the removing event's position)."""
+        rows = await self._db.fetch(
+            "SELECT type, state_key, stream_ordering FROM current_state_removals"
+            " WHERE stream_ordering > $1 AND stream_ordering <= $2",
+            after,
+            up_to,
+        )
+        return [((r["type"], r["state_key"]), int(r["stream_ordering"])) for r in rows]
+
     async def current_state_positions(
         self, keys: Collection[tuple[RoomID, StateKey]]
     ) -> dict[tuple[RoomID, StateKey], int]:
-        """The position of the event that last set each of ``keys`` of current state (a
-        key not in current state is left out)."""
+        """The position of the event that last set each of ``keys`` of current state, or
+        for a key no longer in it, of the one that last removed it (a state reset); a
+        key never set is left out."""
         wanted = set(keys)
         found: dict[tuple[RoomID, StateKey], int] = {}
-        async for rows in self._fetch_in(
-            "SELECT room_id, type, state_key, stream_ordering FROM current_state"
-            " WHERE state_key IN",
-            list({key[1] for _, key in wanted}),
-        ):
-            for r in rows:
-                found_key = (RoomID(r["room_id"]), (r["type"], r["state_key"]))
-                if found_key in wanted:
-                    found[found_key] = int(r["stream_ordering"])
+        state_keys = list({key[1] for _, key in wanted})
+        for table in ("current_state_removals", "current_state"):
+            async for rows in self._fetch_in(
+                f"SELECT room_id, type, state_key, stream_ordering FROM {table} WHERE state_key IN",
+                state_keys,
+            ):
+                for r in rows:
+                    found_key = (RoomID(r["room_id"]), (r["type"], r["state_key"]))
+                    if found_key in wanted:
+                        found[found_key] = int(r["stream_ordering"])
         return found
 
     async def get_replaced_state(
@@ -609,34 +624,7 @@ class EventStore:
                 )
             ],
         )
-        state_rows: list[tuple[RoomID, str, str | None, EventID, str | None, int]] = []
-        for e in batch:
-            if e.current_state_changes is not None:
-                state_rows += [
-                    (e.pdu.room_id, key[0], key[1], event_id, membership, e.stream_ordering)
-                    for key, event_id, membership in e.current_state_changes
-                ]
-            elif e.pdu.is_state():
-                membership = e.pdu.membership if e.pdu.type == "m.room.member" else None
-                state_rows.append(
-                    (
-                        e.pdu.room_id,
-                        e.pdu.type,
-                        e.pdu.state_key,
-                        e.pdu.event_id,
-                        membership,
-                        e.stream_ordering,
-                    )
-                )
-        if state_rows:
-            await txn.executemany(
-                "INSERT INTO current_state (room_id, type, state_key, event_id, membership,"
-                " stream_ordering) VALUES ($1, $2, $3, $4, $5, $6)"
-                " ON CONFLICT (room_id, type, state_key) DO UPDATE SET"
-                " event_id = excluded.event_id, membership = excluded.membership,"
-                " stream_ordering = excluded.stream_ordering",
-                state_rows,
-            )
+        await _write_current_state(txn, batch)
         current_groups = {
             e.pdu.room_id: e.current_state_group for e in batch if e.current_state_group is not None
         }
@@ -663,6 +651,68 @@ class EventStore:
         await txn.executemany(
             "INSERT INTO forward_extremities (room_id, event_id) VALUES ($1, $2)",
             [(room, ev) for room, evs in last_extremities.items() for ev in evs],
+        )
+
+
+async def _write_current_state(txn: Connection, batch: Sequence[EventToPersist]) -> None:
+    """Each event's changes to its room's current state, in order (the last change of a
+    key in the batch is what stands)."""
+    changes: dict[tuple[RoomID, StateKey], tuple[EventID | None, str | None, int]] = {}
+    for e in batch:
+        room_id = e.pdu.room_id
+        if e.current_state_changes is not None:
+            for key, event_id, membership in e.current_state_changes:
+                changes[(room_id, key)] = (event_id, membership, e.stream_ordering)
+        elif e.pdu.is_state() and e.pdu.state_key is not None:
+            membership = e.pdu.membership if e.pdu.type == "m.room.member" else None
+            changes[(room_id, e.pdu.state_tuple)] = (e.pdu.event_id, membership, e.stream_ordering)
+    await write_current_state(txn, changes)
+
+
+async def write_current_state(
+    txn: Connection,
+    changes: Mapping[tuple[RoomID, StateKey], tuple[EventID | None, str | None, int]],
+) -> None:
+    """Current state rows: each (room, key) set to (event, membership, position of the
+    event that set it) upserted (and no longer logged as removed); with no event (a
+    state reset) deleted, and the removal logged in ``current_state_removals`` at that
+    position for the processes following the events stream."""
+    set_rows = [
+        (room_id, key[0], key[1], event_id, membership, position)
+        for (room_id, key), (event_id, membership, position) in changes.items()
+        if event_id is not None
+    ]
+    removed = [
+        (room_id, key[0], key[1], position)
+        for (room_id, key), (event_id, _, position) in changes.items()
+        if event_id is None
+    ]
+    if set_rows:
+        await txn.executemany(
+            "INSERT INTO current_state (room_id, type, state_key, event_id, membership,"
+            " stream_ordering) VALUES ($1, $2, $3, $4, $5, $6)"
+            " ON CONFLICT (room_id, type, state_key) DO UPDATE SET"
+            " event_id = excluded.event_id, membership = excluded.membership,"
+            " stream_ordering = excluded.stream_ordering",
+            set_rows,
+        )
+        # A key set again is in current state alone: a completion sets keys at an older
+        # position than their removal, which must not then be read as after the set.
+        await txn.executemany(
+            "DELETE FROM current_state_removals"
+            " WHERE room_id = $1 AND type = $2 AND state_key = $3",
+            [row[:3] for row in set_rows],
+        )
+    if removed:
+        await txn.executemany(
+            "DELETE FROM current_state WHERE room_id = $1 AND type = $2 AND state_key = $3",
+            [row[:3] for row in removed],
+        )
+        await txn.executemany(
+            "INSERT INTO current_state_removals (room_id, type, state_key, stream_ordering)"
+            " VALUES ($1, $2, $3, $4) ON CONFLICT (room_id, type, state_key) DO UPDATE SET"
+            " stream_ordering = excluded.stream_ordering",
+            removed,
         )
 
 

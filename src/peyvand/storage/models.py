@@ -7,6 +7,11 @@ from dataclasses import dataclass
 from peyvand.events.pdu import Pdu, StateKey
 from peyvand.types import EventID, RoomID, ServerName
 
+# A change to a room's current state: (key, the event now holding it, its membership for
+# an m.room.member event); the event None when the state no longer has the key (a state
+# reset: state resolution left no event for it).
+StateChange = tuple[StateKey, EventID | None, str | None]
+
 
 @dataclass(frozen=True, slots=True)
 class StoredEvent:
@@ -63,11 +68,11 @@ class EventToPersist:
     new_room: RoomRow | None = None
     # The room's current state group after this event (None: unchanged).
     current_state_group: int | None = None
-    # Changes to the room's current state as ((type, state_key), event ID, membership);
-    # None: the event itself, if it is a state event (always so for local events). Events
-    # received over federation can change current state by more, or less, than themselves
-    # (state resolution at a fork).
-    current_state_changes: tuple[tuple[StateKey, EventID, str | None], ...] | None = None
+    # Changes to the room's current state (``StateChange``); None: the event itself, if
+    # it is a state event. An event at a fork (over federation, or a local one citing
+    # some of the forward extremities) can change current state by more, or less, than
+    # itself (state resolution), and remove keys.
+    current_state_changes: tuple[StateChange, ...] | None = None
     # The event was held as an outlier until now (its outlier row is deleted).
     was_outlier: bool = False
     # Further new groups written with the event (federation: the resolved state before

@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 
 from peyvand.events.pdu import StateKey
 from peyvand.storage.database import Database
-from peyvand.storage.models import NewStateGroup
+from peyvand.storage.events import write_current_state
+from peyvand.storage.models import NewStateGroup, StateChange
 from peyvand.types import EventID, RoomID, ServerName
 
 
@@ -29,9 +30,10 @@ class CompletedState:
     ``missing``: the state at the join that the partial state lacked; it is added to
     every state group of the room from ``since_group`` on that holds a whole state (no
     base group): the groups built on them inherit it, and a group that set a key since
-    keeps its own value. ``current``: current-state rows to write as ``(key, event ID,
-    membership)``, with ``stream_ordering``; ``new_group``: the room's new current group
-    (its delta: what resolving the forward extremities with the full state changed).
+    keeps its own value. ``current``: the changes to current state (``StateChange``: a
+    key without an event is removed), at ``stream_ordering``; ``new_group``: the room's
+    new current group (holding the resolution of the forward extremities' states with
+    the full state).
     ``failed``: state events received while partial that fail against the full state,
     each with what its key held before it: every state group of the room holding one
     holds that instead (nothing, for None), as if it had been rejected on receipt."""
@@ -39,7 +41,7 @@ class CompletedState:
     room_id: RoomID
     since_group: int
     missing: Mapping[StateKey, EventID]
-    current: Sequence[tuple[StateKey, EventID, str | None]]
+    current: Sequence[StateChange]
     stream_ordering: int
     new_group: NewStateGroup
     failed: Mapping[EventID, EventID | None] = field(default_factory=dict)
@@ -146,11 +148,15 @@ class PartialStateStore:
                 "DELETE FROM state_group_deltas WHERE event_id = $1",
                 [(e,) for e, before in done.failed.items() if before is None],
             )
+            # Not the new current group if it is a root (``group_holding``: the
+            # resolution left keys without an event): it holds the whole resolved state,
+            # and the keys it lacks stay out.
             whole = await txn.fetch(
-                "SELECT state_group FROM state_groups"
-                " WHERE room_id = $1 AND base_group IS NULL AND state_group >= $2",
+                "SELECT state_group FROM state_groups WHERE room_id = $1"
+                " AND base_group IS NULL AND state_group >= $2 AND state_group <> $3",
                 done.room_id,
                 done.since_group,
+                group.state_group if group.prev_group is None else -1,
             )
             await txn.executemany(
                 "INSERT INTO state_group_deltas (state_group, type, state_key, event_id)"
@@ -161,16 +167,12 @@ class PartialStateStore:
                     for key, event_id in done.missing.items()
                 ],
             )
-            await txn.executemany(
-                "INSERT INTO current_state (room_id, type, state_key, event_id, membership,"
-                " stream_ordering) VALUES ($1, $2, $3, $4, $5, $6)"
-                " ON CONFLICT (room_id, type, state_key) DO UPDATE SET"
-                " event_id = excluded.event_id, membership = excluded.membership,"
-                " stream_ordering = excluded.stream_ordering",
-                [
-                    (done.room_id, key[0], key[1], event_id, membership, done.stream_ordering)
+            await write_current_state(
+                txn,
+                {
+                    (done.room_id, key): (event_id, membership, done.stream_ordering)
                     for key, event_id, membership in done.current
-                ],
+                },
             )
             await txn.execute("DELETE FROM partial_state_rooms WHERE room_id = $1", done.room_id)
             await txn.execute(

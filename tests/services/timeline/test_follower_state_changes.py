@@ -28,10 +28,10 @@ from peyvand.services.timeline.stream_tracker import EventPositions, StreamTrack
 from peyvand.storage.bus import LocalBus
 from peyvand.storage.database import Database
 from peyvand.storage.events import EventStore
-from peyvand.storage.models import EventToPersist
+from peyvand.storage.models import EventToPersist, StateChange
 from peyvand.storage.remote_invites import RemoteInviteStore
 from peyvand.storage.stream_positions import StreamPositionStore
-from peyvand.types import EventID, RoomID, ServerName, UserID
+from peyvand.types import RoomID, ServerName, UserID
 
 HERE = ServerName("example.org")
 ALICE = UserID("@alice:example.org")
@@ -47,7 +47,7 @@ class Writer:
     notifier: Notifier
     # What the next enqueued batch's last event changes of current state, as a commit
     # received over federation may (None: as the event itself).
-    changes: tuple[tuple[tuple[str, str], EventID, str | None], ...] | None = None
+    changes: tuple[StateChange, ...] | None = None
 
 
 @pytest.fixture
@@ -121,6 +121,44 @@ async def test_a_follower_moves_memberships_as_current_state_moved(writer: Write
     assert await _follow(writer, state, dispatcher, notifier, index, room_id) == "leave"
 
 
+async def test_a_follower_removes_what_a_state_reset_removed(writer: Writer) -> None:
+    """A commit that removes bob's member key from current state (state resolution left
+    no event for it): gone from storage, and from the follower's snapshot and index."""
+    room_id, _ = await writer.events.create_room(
+        ROOM_V12,
+        ALICE,
+        {"room_version": "12"},
+        [
+            EventSpec("m.room.member", {"membership": "join"}, ALICE),
+            EventSpec("m.room.join_rules", {"join_rule": "public"}, ""),
+        ],
+        room_id=None,
+        is_public=True,
+    )
+    await writer.events.send(room_id, BOB, EventSpec("m.room.member", {"membership": "join"}, BOB))
+    starts_at = writer.notifier.current_token.events
+    state = StateService(writer.store)
+    await state.start()
+    index = RoomIndex(writer.store, RemoteInviteStore(writer.db), starts_at=starts_at)
+    await index.start()
+    notifier = Notifier(StreamToken(events=starts_at))
+    dispatcher = EventDispatcher(HERE, state, index, notifier, StreamTracker())
+    assert (await index.memberships(BOB))[RoomID(room_id)][0] == "join"
+    snapshot = await state.get_room(RoomID(room_id))
+    assert snapshot is not None and snapshot.memberships.get(BOB) == "join"
+
+    bob_key = ("m.room.member", BOB)
+    writer.changes = ((bob_key, None, None),)
+    await writer.events.send(room_id, ALICE, EventSpec("m.room.message", {"body": "reset"}))
+    assert await _follow(writer, state, dispatcher, notifier, index, RoomID(room_id)) is None
+    followed = await state.get_room(RoomID(room_id))
+    assert followed is not None
+    assert bob_key not in followed.state
+    assert BOB not in followed.memberships
+    assert bob_key not in await writer.store.get_current_state_ids(RoomID(room_id))
+    assert RoomID(room_id) not in await writer.store.get_memberships_for_user(BOB)
+
+
 async def _follow(
     writer: Writer,
     state: StateService,
@@ -128,10 +166,12 @@ async def _follow(
     notifier: Notifier,
     index: RoomIndex,
     room_id: RoomID,
-) -> str:
-    """Follow the writer's commits up to its position; bob's membership of the room in
-    the reader's index then."""
-    target = writer.notifier.current_token.events
+    target: int | None = None,
+) -> str | None:
+    """Follow the writer's commits up to ``target`` (by default its position); bob's
+    membership of the room in the reader's index then (None: none)."""
+    if target is None:
+        target = writer.notifier.current_token.events
     positions = StreamPositionStore(writer.db)
     await positions.advance("events", "writer", target)
     follower = EventStreamFollower(
@@ -158,4 +198,38 @@ async def _follow(
     finally:
         await follower.stop()
         dispatcher.listeners.remove(announced)
-    return (await index.memberships(BOB))[room_id][0]
+    membership = (await index.memberships(BOB)).get(room_id)
+    return membership[0] if membership is not None else None
+
+
+async def test_a_join_removed_later_was_current_in_between(writer: Writer) -> None:
+    """Bob's join, whose key a later commit removed before the follower read it: followed
+    up to the join, bob is joined there (it was current in between), then not."""
+    room_id, _ = await writer.events.create_room(
+        ROOM_V12,
+        ALICE,
+        {"room_version": "12"},
+        [
+            EventSpec("m.room.member", {"membership": "join"}, ALICE),
+            EventSpec("m.room.join_rules", {"join_rule": "public"}, ""),
+        ],
+        room_id=None,
+        is_public=True,
+    )
+    starts_at = writer.notifier.current_token.events
+    join = await writer.events.send(
+        room_id, BOB, EventSpec("m.room.member", {"membership": "join"}, BOB)
+    )
+    writer.changes = ((("m.room.member", BOB), None, None),)
+    await writer.events.send(room_id, ALICE, EventSpec("m.room.message", {"body": "reset"}))
+    state = StateService(writer.store)
+    await state.start()
+    index = RoomIndex(writer.store, RemoteInviteStore(writer.db), starts_at=starts_at)
+    await index.start()
+    notifier = Notifier(StreamToken(events=starts_at))
+    dispatcher = EventDispatcher(HERE, state, index, notifier, StreamTracker())
+    assert RoomID(room_id) not in await index.memberships(BOB)
+    at_join = join.stream_ordering
+    room = RoomID(room_id)
+    assert await _follow(writer, state, dispatcher, notifier, index, room, at_join) == "join"
+    assert await _follow(writer, state, dispatcher, notifier, index, room) is None

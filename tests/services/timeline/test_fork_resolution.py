@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -885,3 +886,117 @@ async def test_a_completion_waiting_while_the_snapshot_is_replaced(tmp_path: Pat
         group = snapshot.state_group.state_group
         receiver.state.forget_room(room_id)  # the group's state, not the snapshot's
         assert await receiver.state.state_ids_at_group(group) == snapshot.state
+
+
+def _join_rules_fork(dag: Dag) -> tuple[Pdu, Pdu]:
+    """Two events on Carol's join: Dave (of ``b.test``) joins by the public join rules,
+    and Alice, concurrently, makes the room invite-only. Resolved, the join rules are
+    a power event and win; Dave's join then fails against them, and his member key has
+    no event left: the resolved state has no ``m.room.member`` for Dave at all (a state
+    reset)."""
+    dave = UserID("@dave:b.test")
+    prevs = [dag.join.event_id]
+    power = dag.latest_power(prevs)
+    rules = next(p.event_id for p in dag.prefix if p.type == "m.room.join_rules")
+    alice = next(p.event_id for p in dag.prefix if p.state_key == ALICE)
+    depth = dag.join.depth + 1
+    join = _sign(
+        dag.version,
+        ServerName("b.test"),
+        dave,
+        dag.join.room_id,
+        "m.room.member",
+        {"membership": "join"},
+        dave,
+        prevs,
+        [*dag.create_auth(), power, rules],
+        depth,
+        T0 + 1,
+    )
+    invite_only = _sign(
+        dag.version,
+        ServerName("a.test"),
+        ALICE,
+        dag.join.room_id,
+        "m.room.join_rules",
+        {"join_rule": "invite"},
+        "",
+        prevs,
+        [*dag.create_auth(), power, alice],
+        depth,
+        T0 + 2,
+    )
+    dag.events[join.event_id] = join
+    dag.events[invite_only.event_id] = invite_only
+    return join, invite_only
+
+
+@pytest.mark.parametrize("join_first", [True, False])
+async def test_a_state_reset_removes_the_key_everywhere(tmp_path: Path, join_first: bool) -> None:
+    """Whichever arrives first, the room ends without Dave's member key: in memory (state
+    and memberships), as stored, and in its current state group; a later message citing
+    both forks has the same state before it."""
+    dag = _room()
+    join, invite_only = _join_rules_fork(dag)
+    dave_key: StateKey = ("m.room.member", join.state_key or "")
+    room_id = dag.join.room_id
+    async with _receiver(tmp_path / "c.db") as here:
+        await here.join(dag)
+        for pdu in (join, invite_only) if join_first else (invite_only, join):
+            parsed = parse_pdu(dict(pdu.data), pdu.room_version)
+            outcome = await here.handler.process_pdu(ServerName("b.test"), parsed)
+            assert outcome.status in ("accepted", "soft_failed"), outcome
+        snapshot = await here.state.get_room(room_id)
+        assert snapshot is not None
+        assert dave_key not in snapshot.state
+        assert UserID(join.state_key or "") not in snapshot.memberships
+        assert snapshot.state[("m.room.join_rules", "")] == invite_only.event_id
+        in_memory = dict(snapshot.state)
+        # Not answered from the snapshot: the group's own rows.
+        here.state.forget_room(room_id)
+        in_group = await here.state.state_ids_at_group(snapshot.state_group.state_group)
+        stored, _ = await here.current(room_id)
+        assert stored == in_memory
+        assert in_group == in_memory
+        sent = await here.creation.send(
+            room_id, CAROL, EventSpec("m.room.message", {"msgtype": "m.text", "body": "hi"})
+        )
+        assert dave_key not in await here.state_at(sent.pdu.event_id)
+
+
+async def test_a_rejoin_drops_what_the_room_no_longer_has(tmp_path: Path) -> None:
+    """Joined again over federation (a ``send_join`` answer), the room's current state is
+    the answered state and the join: what the room held here before and the answer no
+    longer has (Dave's join, gone in a state reset there) is not left in storage, where
+    a restart would read it back."""
+    dag = _room()
+    join, _ = _join_rules_fork(dag)
+    dave_key: StateKey = ("m.room.member", join.state_key or "")
+    room_id = dag.join.room_id
+    again = _sign(
+        dag.version,
+        ServerName("c.test"),
+        CAROL,
+        room_id,
+        "m.room.member",
+        {"membership": "join", "displayname": "Carol"},
+        CAROL,
+        [join.event_id],
+        [*dag.create_auth(), dag.latest_power([join.event_id]), dag.join.event_id],
+        join.depth + 1,
+        T0 + 3,
+    )
+    async with _receiver(tmp_path / "c.db") as here:
+        await here.join(dag)
+        await here.receive(join)
+        assert dave_key in await here.store.get_current_state_ids(room_id)
+        answer = {
+            "state": [dict(p.data) for p in (*dag.prefix, dag.join)],
+            "auth_chain": [dict(p.data) for p in (*dag.prefix, dag.join)],
+        }
+        await here.joiner._install(ServerName("a.test"), room_id, dag.version, again, answer)
+        stored = await here.store.get_current_state_ids(room_id)
+        assert dave_key not in stored
+        assert stored[("m.room.member", CAROL)] == again.event_id
+        state, _ = await here.current(room_id)
+        assert state == stored

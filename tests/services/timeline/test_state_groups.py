@@ -55,7 +55,7 @@ async def _build_history(
     state = StateService(EventStore(db))
     await state.start()
     current: dict[StateKey, EventID] = {KEYS[0]: EventID("$create")}
-    first = state.first_state_group(ROOM, dict(current))
+    first = state.root_state_group(ROOM, dict(current))
     await _write(db, first)
     snapshot = RoomSnapshot(ROOM, ROOM_V12, dict(current), {}, [], 1, first.row)
     history = [(first.row.state_group, dict(current))]
@@ -99,7 +99,7 @@ async def test_rows_grow_with_changes_not_events_times_state(tmp_path: Path) -> 
     try:
         state = StateService(EventStore(db))
         await state.start()
-        first = state.first_state_group(ROOM, {("m.room.create", ""): EventID("$c")})
+        first = state.root_state_group(ROOM, {("m.room.create", ""): EventID("$c")})
         await _write(db, first)
         snapshot = RoomSnapshot(ROOM, ROOM_V12, {}, {}, [], 1, first.row)
         n = 1024
@@ -127,12 +127,62 @@ async def test_a_writer_allocates_the_group_ids_of_its_lane(tmp_path: Path) -> N
     db = await SqliteDatabase.open(str(tmp_path / "groups.db"))
     await run_migrations(db)
     try:
-        await _write(db, StateService(EventStore(db)).first_state_group(ROOM, {}))
-        # first_state_group of an unstarted service numbers from 0.
+        await _write(db, StateService(EventStore(db)).root_state_group(ROOM, {}))
+        # root_state_group of an unstarted service numbers from 0.
         writers = [StateService(EventStore(db), lane=Lane(i, 3)) for i in range(3)]
         for writer in writers:
             await writer.start()
         ids = [[writer.allocate_group_id() for _ in range(4)] for writer in writers]
         assert ids == [[3, 6, 9, 12], [1, 4, 7, 10], [2, 5, 8, 11]]
+    finally:
+        await db.close()
+
+
+async def test_a_state_that_lost_a_key_is_a_root_its_descendants_do_not_copy(
+    tmp_path: Path,
+) -> None:
+    """A state is derived from the candidate group it differs least from; one without a
+    key each candidate has (a state reset) cannot be a delta (deltas only add or
+    replace): it is a new root holding the whole state, and the groups after it store
+    only what changed since, never the root's state again."""
+    db = await SqliteDatabase.open(str(tmp_path / "reset.db"))
+    await run_migrations(db)
+    try:
+        state = StateService(EventStore(db))
+        await state.start()
+        whole: dict[StateKey, EventID] = {("m.room.create", ""): EventID("$c")}
+        whole.update({("m.room.member", f"@m{i}:x"): EventID(f"$m{i}") for i in range(500)})
+        first = state.root_state_group(ROOM, whole)
+        await _write(db, first)
+        changed = {**whole, ("m.room.name", ""): EventID("$n")}
+        child = await state.group_holding(changed, [(first.row, whole)])
+        assert child.row.prev_group == first.row.state_group
+        assert child.delta == {("m.room.name", ""): EventID("$n")}
+        nearer = await state.group_holding(changed, [(first.row, whole), (child.row, changed)])
+        assert nearer.row.prev_group == child.row.state_group
+        await _write(db, child)
+        reset = {k: e for k, e in changed.items() if k != ("m.room.member", "@m0:x")}
+        root = await state.group_holding(reset, [(child.row, changed), (first.row, whole)])
+        assert (root.row.prev_group, root.row.base_group) == (None, None)
+        assert root.delta == reset
+        await _write(db, root)
+        rows_before = await db.fetchval("SELECT COUNT(*) FROM state_group_deltas")
+        snapshot = RoomSnapshot(ROOM, ROOM_V12, dict(reset), {}, [], 1, root.row)
+        expected = dict(reset)
+        history = [(root.row.state_group, dict(expected))]
+        n = 64
+        for i in range(n):
+            change = {("m.room.member", f"@n{i}:x"): EventID(f"$n{i}")}
+            group = await state.new_state_group(snapshot, change)
+            await _write(db, group)
+            snapshot.state_group = group.row
+            expected.update(change)
+            history.append((group.row.state_group, dict(expected)))
+        added = await db.fetchval("SELECT COUNT(*) FROM state_group_deltas") - rows_before
+        assert added <= n * (math.log2(n) / 2 + 2)
+        fresh = StateService(EventStore(db))
+        for group_id, at in history:
+            assert await fresh.state_ids_at_group(group_id) == at
+        assert await fresh.state_ids_at_group(child.row.state_group) == changed
     finally:
         await db.close()

@@ -35,7 +35,7 @@ from peyvand.services.federation.errors import join_refusal
 from peyvand.services.federation.federation_pdus import supported_room_version
 from peyvand.services.timeline.room_state import RoomSnapshot, StateService
 from peyvand.storage.events import EventStore
-from peyvand.storage.models import EventToPersist, OutlierRow, RoomRow
+from peyvand.storage.models import EventToPersist, OutlierRow, RoomRow, StateChange
 from peyvand.storage.partial_state import PartialStateRoom
 from peyvand.types import EventID, JsonDict, RoomID, ServerName, UserID, is_valid_server_name
 
@@ -213,7 +213,7 @@ class RemoteJoiner:
                 if e != join.event_id
             ]
         )
-        before = self._state.first_state_group(room_id, state)
+        before = self._state.root_state_group(room_id, state)
         after = await self._state.child_state_group(before.row, {join.state_tuple: join.event_id})
         current = {**state, join.state_tuple: join.event_id}
         memberships = {
@@ -222,13 +222,25 @@ class RemoteJoiner:
             if k[0] == "m.room.member"
         }
         memberships[UserID(join.state_key or "")] = "join"
-        changes = tuple(
-            (k, e, (join if e == join.event_id else events[e]).membership)
-            for k, e in current.items()
+        rejoining = await self._store.get_room(room_id) is not None  # a room we left
+        # Rejoining, what was current when we left and the room no longer has goes; not
+        # with partial state, which lacks most members by design (the completion sets
+        # what the full state has).
+        stale = (
+            await self._store.get_current_state_ids(room_id)
+            if rejoining and partial is None
+            else {}
+        )
+        changes: tuple[StateChange, ...] = (
+            *(
+                (k, e, (join if e == join.event_id else events[e]).membership)
+                for k, e in current.items()
+            ),
+            *((k, None, None) for k in stale if k not in current),
         )
         new_room = (
             None
-            if await self._store.get_room(room_id) is not None  # rejoining a room we left
+            if rejoining
             else RoomRow(room_id, version.identifier, create.sender, False, self._now_ms())
         )
         snapshot = RoomSnapshot(

@@ -377,6 +377,7 @@ class PartialStateResync:
         failed = await self._recheck_since(room.room_id, join, missing)
         current, new_group = await self._current_state(snapshot, missing, failed)
         changed = {k: e for k, e in current.items() if snapshot.state.get(k) != e}
+        removed = [k for k in snapshot.state if k not in current]
         members = await self._state.get_pdus(
             e for k, e in changed.items() if k[0] == "m.room.member"
         )
@@ -386,8 +387,11 @@ class PartialStateResync:
                 since_group=since,
                 missing=missing,
                 current=[
-                    (k, e, members[e].membership if e in members else None)
-                    for k, e in changed.items()
+                    *(
+                        (k, e, members[e].membership if e in members else None)
+                        for k, e in changed.items()
+                    ),
+                    *((k, None, None) for k in removed),
                 ],
                 stream_ordering=join.stream_ordering,
                 new_group=new_group,
@@ -423,9 +427,11 @@ class PartialStateResync:
                 for e in snapshot.extremities
             ]
             current = await self._resolver.resolve(snapshot.room_version, states)
-        completed = {**missing, **snapshot.state}
-        changes = {k: e for k, e in current.items() if completed.get(k) != e}
-        return current, await self._state.child_state_group(snapshot.state_group, changes)
+        # The snapshot's group once the completion has rewritten it.
+        rewritten = _without_failed({**missing, **snapshot.state}, failed)
+        return current, await self._state.group_holding(
+            current, [(snapshot.state_group, rewritten)]
+        )
 
     async def _recheck_since(
         self, room_id: RoomID, join: StoredEvent, missing: Mapping[StateKey, EventID]

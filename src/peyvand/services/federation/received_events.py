@@ -719,14 +719,16 @@ class FederationEventHandler:
     async def _group_for(
         self, before: StateAt, befores: Sequence[StateAt], snapshot: RoomSnapshot
     ) -> tuple[StateGroupRow, NewStateGroup | None]:
-        """A state group holding ``before``: an existing one, or a new child of the group
-        of one of the prev events (or of the current state) with the difference."""
+        """A state group holding ``before``: an existing one, or a new one derived from
+        the group of one of the prev events (or, with none, of the current state), a new
+        root if ``before`` lost keys of each (``group_holding``)."""
         if before.group is not None:
             return before.group, None
-        parent = next((b.group for b in befores if b.group is not None), snapshot.state_group)
-        parent_state = await self._state.state_ids_at_group(parent.state_group)
-        changes = {k: e for k, e in before.state.items() if parent_state.get(k) != e}
-        new = await self._state.child_state_group(parent, changes)
+        candidates = [(b.group, b.state) for b in befores if b.group is not None]
+        if not candidates:
+            parent = snapshot.state_group
+            candidates = [(parent, await self._state.state_ids_at_group(parent.state_group))]
+        new = await self._state.group_holding(before.state, candidates)
         return new.row, new
 
     async def _store_aside(

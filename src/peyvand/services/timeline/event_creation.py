@@ -470,7 +470,7 @@ class EventCreationService:
             check_auth_rules(create, {})
         except AuthError as exc:
             raise MatrixError(Errcode.BAD_JSON, f"Invalid room creation: {exc.message}") from exc
-        first = self._state.first_state_group(room_id, {CREATE_KEY: create.event_id})
+        first = self._state.root_state_group(room_id, {CREATE_KEY: create.event_id})
         snapshot = RoomSnapshot(
             room_id=room_id,
             room_version=room_version,
@@ -698,9 +698,8 @@ class EventCreationService:
         parent_state = await self._state.state_ids_at_group(parent.state_group)
         groups: list[NewStateGroup] = []
         after_row = parent
-        changes = {k: e for k, e in before.items() if parent_state.get(k) != e}
-        if changes:
-            groups.append(await self._state.child_state_group(parent, changes))
+        if before != parent_state:
+            groups.append(await self._state.group_holding(before, [(parent, parent_state)]))
             after_row = groups[-1].row
         after_state = dict(before)
         if pdu.is_state():

@@ -31,20 +31,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from peyvand.background import BackgroundTask
-from peyvand.events.pdu import StateKey
 from peyvand.events.relations import relation_columns
 from peyvand.services.timeline.event_dispatch import EventDispatcher, HeldAnnouncements
 from peyvand.services.timeline.room_state import StateService
 from peyvand.services.timeline.stream_tracker import EventPositions
 from peyvand.storage.bus import Bus
 from peyvand.storage.events import EventStore
-from peyvand.storage.models import EventToPersist, StoredEvent
+from peyvand.storage.models import EventToPersist, StateChange, StoredEvent
 from peyvand.storage.remote_invites import RemoteInviteStore
 from peyvand.storage.stream_positions import StreamPositionStore
 from peyvand.types import EventID
 
 # An event's changes to current state: (key, event, membership) each.
-_Changes = tuple[tuple[StateKey, EventID, str | None], ...]
+_Changes = tuple[StateChange, ...]
 
 logger = logging.getLogger(__name__)
 
@@ -370,20 +369,25 @@ class EventStreamFollower:
         self, stored: list[StoredEvent], up_to: int
     ) -> dict[EventID, _Changes]:
         """What each of ``stored`` changed of its room's current state, from the rows it
-        set (the writer's commit may move current state by more or less than the event
-        itself: state resolution at a fork, over federation). A state event that set no
-        row counts as its own change when a later event, not yet followed, replaced it
-        (it was current in between); otherwise it never became current."""
-        by_position: dict[int, list[tuple[StateKey, EventID, str | None]]] = {}
+        set and the keys it removed (the writer's commit may move current state by more
+        or less than the event itself: state resolution at a fork). A state event whose
+        position holds no row of its key counts as its own change when a later event, not
+        yet followed, replaced or removed it (it was current in between); otherwise it
+        never became current."""
+        by_position: dict[int, list[StateChange]] = {}
         for key, event_id, membership, position in await self._store.current_state_set_between(
             self._position, up_to
         ):
             by_position.setdefault(position, []).append((key, event_id, membership))
+        for key, position in await self._store.current_state_removed_between(self._position, up_to):
+            by_position.setdefault(position, []).append((key, None, None))
+        # The state events whose own key no row of their position names (a position
+        # may name others: resolution at a fork moved or removed them).
         unset = {
-            e.pdu.event_id: (e.pdu.room_id, (e.pdu.type, e.pdu.state_key))
+            e.pdu.event_id: (e.pdu.room_id, e.pdu.state_tuple)
             for e in stored
             if e.pdu.is_state() and e.pdu.state_key is not None
-            and e.stream_ordering not in by_position
+            and all(k != e.pdu.state_tuple for k, _, _ in by_position.get(e.stream_ordering, ()))
         }  # fmt: skip
         replaced_later: set[EventID] = set()
         if unset:
@@ -394,14 +398,11 @@ class EventStreamFollower:
         changes: dict[EventID, _Changes] = {}
         for event in stored:
             pdu = event.pdu
-            own = by_position.get(event.stream_ordering)
-            if own is not None:
-                changes[pdu.event_id] = tuple(own)
-            elif pdu.event_id in replaced_later and pdu.state_key is not None:
+            own: list[StateChange] = []
+            if pdu.event_id in replaced_later:
                 membership = pdu.membership if pdu.type == "m.room.member" else None
-                changes[pdu.event_id] = (((pdu.type, pdu.state_key), pdu.event_id, membership),)
-            else:
-                changes[pdu.event_id] = ()
+                own.append((pdu.state_tuple, pdu.event_id, membership))
+            changes[pdu.event_id] = (*own, *by_position.get(event.stream_ordering, ()))
         return changes
 
     async def _to_announce(

@@ -160,13 +160,14 @@ class RoomIndex:
             if persisted.stream_ordering < 0:
                 continue  # backfilled history: not news
             self._last_position[pdu.room_id] = persisted.stream_ordering
+            changes: list[tuple[UserID, str | None]]
             if persisted.current_state_changes is not None:
-                # Received over federation: current state may move by more (or less) than
-                # the event itself.
+                # At a fork: current state may move by more (or less) than the event
+                # itself; a member key removed (a state reset) leaves no membership.
                 changes = [
-                    (UserID(key[1]), membership)
-                    for key, _, membership in persisted.current_state_changes
-                    if key[0] == "m.room.member" and membership is not None
+                    (UserID(key[1]), membership if event_id is not None else None)
+                    for key, event_id, membership in persisted.current_state_changes
+                    if key[0] == "m.room.member" and (membership is not None or event_id is None)
                 ]
             elif pdu.type == "m.room.member" and pdu.state_key and pdu.membership is not None:
                 changes = [(UserID(pdu.state_key), pdu.membership)]
@@ -178,6 +179,10 @@ class RoomIndex:
             self._version += 1
             for user_id, membership in changes:
                 cached = self._memberships.get(user_id)
-                if cached is not None:
+                if cached is None:
+                    continue
+                if membership is None:
+                    cached.pop(pdu.room_id, None)
+                else:
                     cached[pdu.room_id] = (membership, persisted.stream_ordering)
-                    self._tokens.pop(user_id)
+                self._tokens.pop(user_id)

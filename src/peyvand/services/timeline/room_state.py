@@ -40,6 +40,13 @@ _DELTA_CACHE_SIZE: Final = 20_000
 _KEYED_CACHE_SIZE: Final = 200_000
 
 
+# The chain position of a group holding a whole state (a room's first group, the state
+# a join over federation starts from, a state that lost keys): a power of two, so its
+# descendants' deltas, each against position ``seq - lowbit(seq)``, reach back to it and
+# never copy it (at position 1, every power of two after it would).
+_ROOT_SEQ: Final = 1 << 32
+
+
 def _lowbit(n: int) -> int:
     return n & -n
 
@@ -94,6 +101,16 @@ class RoomSnapshot:
         if membership == "join" and not was_joined:
             self._add_joined(user_id)
         elif membership != "join" and was_joined:
+            self._remove_joined(user_id)
+        self.membership_seq += 1
+        self._journal.append(user_id)
+
+    def drop_membership(self, user_id: UserID) -> None:
+        """``user_id`` has no m.room.member event in ``state`` any more (a state reset):
+        no membership at all, as a user who never had one."""
+        if user_id not in self._members:
+            return
+        if self._members.pop(user_id) == "join":
             self._remove_joined(user_id)
         self.membership_seq += 1
         self._journal.append(user_id)
@@ -608,6 +625,28 @@ class StateService:
         """The group after ``changes`` on top of the snapshot's, with its Fenwick delta."""
         return await self.child_state_group(snapshot.state_group, changes)
 
+    async def group_holding(
+        self,
+        state: Mapping[StateKey, EventID],
+        candidates: Sequence[tuple[StateGroupRow, Mapping[StateKey, EventID]]],
+    ) -> NewStateGroup:
+        """A new group holding exactly ``state``, derived from one of ``candidates``
+        (groups of its room with their states): the child, with the difference, of the
+        candidate that differs least from it among those whose keys ``state`` all has.
+        Without one (a state resolution left a key with no event: a state reset), a new
+        root holding the whole of it, as deltas only add or replace keys (Synapse tries
+        each input group alike)."""
+        best: tuple[StateGroupRow, dict[StateKey, EventID]] | None = None
+        for parent, parent_state in candidates:
+            if not parent_state.keys() <= state.keys():
+                continue
+            changes = {k: e for k, e in state.items() if parent_state.get(k) != e}
+            if best is None or len(changes) < len(best[1]):
+                best = (parent, changes)
+        if best is not None:
+            return await self.child_state_group(*best)
+        return self.root_state_group(candidates[0][0].room_id, state)
+
     async def child_state_group(
         self, parent: StateGroupRow, changes: Mapping[StateKey, EventID]
     ) -> NewStateGroup:
@@ -638,11 +677,11 @@ class StateService:
         self._deltas = LRU(_DELTA_CACHE_SIZE)
         self._keyed = LRU(_KEYED_CACHE_SIZE)
 
-    def first_state_group(
-        self, room_id: RoomID, changes: Mapping[StateKey, EventID]
-    ) -> NewStateGroup:
-        """The group holding a new room's first state (chain position 1, no base)."""
-        row = StateGroupRow(self.allocate_group_id(), room_id, 1, None, None)
+    def root_state_group(self, room_id: RoomID, state: Mapping[StateKey, EventID]) -> NewStateGroup:
+        """A group holding the whole of ``state``, derived from no other (no parent, no
+        base): a new room's first state, the state a join over federation starts from,
+        a state that lost keys (``group_holding``)."""
+        row = StateGroupRow(self.allocate_group_id(), room_id, _ROOT_SEQ, None, None)
         self._groups.put(row.state_group, row)
-        self._deltas.put(row.state_group, dict(changes))
-        return NewStateGroup(row, dict(changes))
+        self._deltas.put(row.state_group, dict(state))
+        return NewStateGroup(row, dict(state))

@@ -26,7 +26,7 @@ from peyvand.events.pdu import Pdu, StateKey
 from peyvand.events.room_versions import RoomVersion
 from peyvand.events.state_res import StateResError, StateResTooLarge, resolve_state, split_state
 from peyvand.services.timeline.room_state import RoomSnapshot, StateService
-from peyvand.storage.models import NewStateGroup, StateGroupRow
+from peyvand.storage.models import NewStateGroup, StateChange, StateGroupRow
 from peyvand.types import EventID, UserID
 
 # Bound on the events one resolution may load (auth chains included).
@@ -37,20 +37,27 @@ MAX_AUTH_CHAIN: Final = 50_000
 class CurrentState:
     """A room's current state after one more event: its forward extremities, its state
     group (``new_group`` when it needs a new one), and what changed as
-    ``((type, state_key), event ID, membership)``."""
+    ``((type, state_key), event ID, membership)``, the event ID None for a key the state
+    no longer has (a state reset: resolution left no event for it)."""
 
     extremities: list[EventID]
     row: StateGroupRow
     new_group: NewStateGroup | None
-    changes: tuple[tuple[StateKey, EventID, str | None], ...]
+    changes: tuple[StateChange, ...]
 
     def move(self, snapshot: RoomSnapshot, depth: int) -> None:
-        """Move the room's snapshot to this state."""
+        """Move the room's snapshot to this state (a member key removed leaves the user
+        with no membership at all)."""
         snapshot.extremities = list(self.extremities)
         snapshot.depth = max(snapshot.depth, depth)
-        snapshot.state.update({key: event_id for key, event_id, _ in self.changes})
         snapshot.state_group = self.row
-        for key, _, membership in self.changes:
+        for key, event_id, membership in self.changes:
+            if event_id is None:
+                snapshot.state.pop(key, None)
+                if key[0] == "m.room.member":
+                    snapshot.drop_membership(UserID(key[1]))
+                continue
+            snapshot.state[key] = event_id
             if key[0] == "m.room.member" and membership is not None:
                 snapshot.set_membership(UserID(key[1]), membership)
 
@@ -86,18 +93,22 @@ class StateResolver:
             pdu.room_version, extremities, {pdu.event_id: after_state}, [pdu]
         )
         changes = {k: e for k, e in current.items() if snapshot.state.get(k) != e}
+        removed = [k for k in snapshot.state if k not in current]
         row, new_group = after_row, None
         if current != after_state:
-            new_group = await self._state.child_state_group(snapshot.state_group, changes)
+            new_group = await self._state.group_holding(
+                current, [(snapshot.state_group, snapshot.state), (after_row, after_state)]
+            )
             row = new_group.row
         members = await self._state.get_pdus(
             e for k, e in changes.items() if k[0] == "m.room.member" and e != pdu.event_id
         )
         members[pdu.event_id] = pdu
-        change_rows = tuple(
+        change_rows: list[StateChange] = [
             (k, e, members[e].membership if e in members else None) for k, e in changes.items()
-        )
-        return CurrentState(extremities, row, new_group, change_rows)
+        ]
+        change_rows += [(k, None, None) for k in removed]
+        return CurrentState(extremities, row, new_group, tuple(change_rows))
 
     async def resolve_extremities(
         self,
