@@ -25,6 +25,7 @@ from harness.sync import wait_until_joined
 from harness.timeline import recent_events
 
 ROUNDS = 20
+RESET_ROUNDS = 10
 ROUND_DEADLINE_SECONDS = 20.0
 _txn = itertools.count()
 
@@ -146,4 +147,104 @@ async def test_simultaneous_name_changes_converge(
     sides = ((peyvand_client, alice), (peer_client, bob))
     for round_ in range(ROUNDS):
         await _round(round_, room_id, sides)
+    assert "Unhandled error" not in peyvand.log()
+
+
+async def _set_join_rule(client: MatrixClient, account: Account, room_id: str, rule: str) -> str:
+    sent = await client.request(
+        "PUT",
+        f"rooms/{quote(room_id)}/state/m.room.join_rules",
+        json={"join_rule": rule},
+        token=account,
+    )
+    return str(sent.ok()["event_id"])
+
+
+async def _join(client: MatrixClient, account: Account, room_id: str) -> bool:
+    """Whether ``account`` could join (not: the room was locked first)."""
+    answer = await client.request("POST", f"join/{quote(room_id)}", json={}, token=account)
+    return answer.status == 200
+
+
+def _split(states: list[dict[str, str]]) -> dict[str, list[str | None]]:
+    """The keys on which the states differ, with each side's event."""
+    keys = set().union(*states)
+    return {
+        k: [s.get(k) for s in states] for k in sorted(keys) if len({s.get(k) for s in states}) > 1
+    }
+
+
+async def _crossed(
+    sides: tuple[tuple[MatrixClient, Account], ...], room_id: str, event_ids: set[str]
+) -> None:
+    """Wait (with a deadline) until both sides hold ``event_ids``."""
+
+    async def crossed() -> bool:
+        return all([await _has_events(c, a, room_id, event_ids) for c, a in sides])
+
+    deadline = time.monotonic() + ROUND_DEADLINE_SECONDS
+    assert await _poll(deadline, crossed), f"{event_ids} never crossed"
+
+
+async def _agreed_after(
+    sides: tuple[tuple[MatrixClient, Account], ...], room_id: str, event_ids: set[str]
+) -> list[dict[str, str]]:
+    """Each side's state of the room once both hold ``event_ids`` and agree (or at the
+    deadline)."""
+    await _crossed(sides, room_id, event_ids)
+    states: list[dict[str, str]] = []
+
+    async def agree() -> bool:
+        states[:] = [await _state_ids(c, a, room_id) for c, a in sides]
+        return all(s == states[0] for s in states)
+
+    await _poll(time.monotonic() + ROUND_DEADLINE_SECONDS, agree)
+    return states
+
+
+@pytest.mark.parametrize("room_version", ["12", "10"])
+async def test_a_join_and_a_lock_at_once_converge(room_version: str, pair: Pair) -> None:
+    """A new user of Peyvand joins the public room while the peer's admin makes it
+    invite-only, at the same moment, until two rounds (of at most ``RESET_ROUNDS``)
+    forked. Where the two fork (the join made here before the lock arrived), resolution
+    puts the join rules first and the join then fails against them: the joiner's member
+    key has no event left (a state reset), on both servers, while the peer soft-fails
+    the join it got after its lock. Then the admin opens the room again and a message
+    from here cites both forks: against the open join rules the join stands, on both.
+    After each step both servers must hold the same whole state."""
+    peyvand, peyvand_client, _, peer_client, alice, bob = pair.unpack()
+    room_id = await _shared_room(peer_client, bob, peyvand_client, alice, room_version)
+    sides = ((peyvand_client, alice), (peer_client, bob))
+    await _crossed(sides, room_id, {await _set_join_rule(peer_client, bob, room_id, "public")})
+    resets = 0
+    for round_ in range(RESET_ROUNDS):
+        if resets >= 2:
+            break
+        joiner = await peyvand_client.register()
+        locked, joined = await asyncio.gather(
+            _set_join_rule(peer_client, bob, room_id, "invite"),
+            _join(peyvand_client, joiner, room_id),
+        )
+        # The join may never show on the peer (soft-failed there, after the lock), nor
+        # here (reset by the lock).
+        states = await _agreed_after(sides, room_id, {locked})
+        assert all(s == states[0] for s in states), f"round {round_}: split {_split(states)}"
+        assert states[0]["m.room.join_rules|"] == locked
+        if joined and f"m.room.member|{joiner.user_id}" not in states[0]:
+            resets += 1
+        public = await _set_join_rule(peer_client, bob, room_id, "public")
+        # Not agreed yet: the join is an extremity here, not on the peer.
+        await _crossed(sides, room_id, {public})
+        sent = await peyvand_client.request(
+            "PUT",
+            f"rooms/{quote(room_id)}/send/m.room.message/merge{next(_txn)}",
+            json={"msgtype": "m.text", "body": f"merge {round_}"},
+            token=alice,
+        )
+        states = await _agreed_after(sides, room_id, {str(sent.ok()["event_id"])})
+        assert all(s == states[0] for s in states), f"round {round_}: split {_split(states)}"
+        assert states[0]["m.room.join_rules|"] == public
+    # The race forks mostly (the join is made here at once, the lock reaches here over
+    # federation): a run where it never did would test nothing.
+    assert resets >= 1, f"no round of {RESET_ROUNDS} forked into a state reset"
     assert "Unhandled error" not in peyvand.log()
