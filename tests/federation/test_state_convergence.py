@@ -94,14 +94,17 @@ async def _shared_room(
     return room_id
 
 
-async def _set_name(client: MatrixClient, account: Account, room_id: str, name: str) -> str:
+async def _set_state(
+    client: MatrixClient, account: Account, room_id: str, event_type: str, content: Any
+) -> str:
     sent = await client.request(
-        "PUT",
-        f"rooms/{quote(room_id)}/state/m.room.name",
-        json={"name": name},
-        token=account,
+        "PUT", f"rooms/{quote(room_id)}/state/{event_type}", json=content, token=account
     )
     return str(sent.ok()["event_id"])
+
+
+async def _set_name(client: MatrixClient, account: Account, room_id: str, name: str) -> str:
+    return await _set_state(client, account, room_id, "m.room.name", {"name": name})
 
 
 async def _round(
@@ -151,13 +154,7 @@ async def test_simultaneous_name_changes_converge(
 
 
 async def _set_join_rule(client: MatrixClient, account: Account, room_id: str, rule: str) -> str:
-    sent = await client.request(
-        "PUT",
-        f"rooms/{quote(room_id)}/state/m.room.join_rules",
-        json={"join_rule": rule},
-        token=account,
-    )
-    return str(sent.ok()["event_id"])
+    return await _set_state(client, account, room_id, "m.room.join_rules", {"join_rule": rule})
 
 
 async def _join(client: MatrixClient, account: Account, room_id: str) -> bool:

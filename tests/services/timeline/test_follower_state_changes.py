@@ -84,7 +84,8 @@ async def writer(database: Database) -> AsyncIterator[Writer]:
         await event_writer.stop()
 
 
-async def test_a_follower_moves_memberships_as_current_state_moved(writer: Writer) -> None:
+async def _public_room(writer: Writer) -> RoomID:
+    """A public room of alice's (version 12)."""
     room_id, _ = await writer.events.create_room(
         ROOM_V12,
         ALICE,
@@ -96,17 +97,74 @@ async def test_a_follower_moves_memberships_as_current_state_moved(writer: Write
         room_id=None,
         is_public=True,
     )
+    return RoomID(room_id)
+
+
+@dataclasses.dataclass
+class Reader:
+    """A process following the writer from ``starts_at``: its state, index and
+    dispatcher."""
+
+    state: StateService
+    index: RoomIndex
+    notifier: Notifier
+    dispatcher: EventDispatcher
+
+    @classmethod
+    async def start(cls, writer: Writer, starts_at: int) -> Reader:
+        state = StateService(writer.store)
+        await state.start()
+        index = RoomIndex(writer.store, RemoteInviteStore(writer.db), starts_at=starts_at)
+        await index.start()
+        notifier = Notifier(StreamToken(events=starts_at))
+        return cls(
+            state, index, notifier, EventDispatcher(HERE, state, index, notifier, StreamTracker())
+        )
+
+    async def follow(
+        self, writer: Writer, room_id: RoomID, target: int | None = None
+    ) -> str | None:
+        """Follow the writer's commits up to ``target`` (by default its position); bob's
+        membership of the room in the index then (None: none)."""
+        if target is None:
+            target = writer.notifier.current_token.events
+        positions = StreamPositionStore(writer.db)
+        await positions.advance("events", "writer", target)
+        follower = EventStreamFollower(
+            LocalBus("reader"),
+            positions,
+            writer.store,
+            RemoteInviteStore(writer.db),
+            self.state,
+            self.dispatcher,
+            self.notifier.current_token.events,
+            writers=["writer"],
+        )
+        caught_up = asyncio.Event()
+
+        def announced(_: Sequence[EventToPersist]) -> None:
+            if self.notifier.current_token.events >= target:
+                caught_up.set()
+
+        self.dispatcher.listeners.append(announced)
+        await follower.start()
+        try:
+            async with asyncio.timeout(WAIT_SECONDS):
+                await caught_up.wait()
+        finally:
+            await follower.stop()
+            self.dispatcher.listeners.remove(announced)
+        membership = (await self.index.memberships(BOB)).get(room_id)
+        return membership[0] if membership is not None else None
+
+
+async def test_a_follower_moves_memberships_as_current_state_moved(writer: Writer) -> None:
+    room_id = await _public_room(writer)
     await writer.events.send(room_id, BOB, EventSpec("m.room.member", {"membership": "join"}, BOB))
 
     # The reader, started now, keeps bob's memberships.
-    starts_at = writer.notifier.current_token.events
-    state = StateService(writer.store)
-    await state.start()
-    index = RoomIndex(writer.store, RemoteInviteStore(writer.db), starts_at=starts_at)
-    await index.start()
-    notifier = Notifier(StreamToken(events=starts_at))
-    dispatcher = EventDispatcher(HERE, state, index, notifier, StreamTracker())
-    assert (await index.memberships(BOB))[RoomID(room_id)][0] == "join"
+    reader = await Reader.start(writer, writer.notifier.current_token.events)
+    assert (await reader.index.memberships(BOB))[room_id][0] == "join"
 
     # Bob's leave that does not become current; then a message whose commit moves bob
     # out (citing the leave), as a merge of forks would.
@@ -114,122 +172,45 @@ async def test_a_follower_moves_memberships_as_current_state_moved(writer: Write
     leave = await writer.events.send(
         room_id, BOB, EventSpec("m.room.member", {"membership": "leave"}, BOB)
     )
-    followed_leave = await _follow(writer, state, dispatcher, notifier, index, room_id)
-    assert followed_leave == "join"
+    assert await reader.follow(writer, room_id) == "join"
     writer.changes = ((("m.room.member", BOB), leave.pdu.event_id, "leave"),)
     await writer.events.send(room_id, ALICE, EventSpec("m.room.message", {"body": "merged"}))
-    assert await _follow(writer, state, dispatcher, notifier, index, room_id) == "leave"
+    assert await reader.follow(writer, room_id) == "leave"
 
 
 async def test_a_follower_removes_what_a_state_reset_removed(writer: Writer) -> None:
     """A commit that removes bob's member key from current state (state resolution left
     no event for it): gone from storage, and from the follower's snapshot and index."""
-    room_id, _ = await writer.events.create_room(
-        ROOM_V12,
-        ALICE,
-        {"room_version": "12"},
-        [
-            EventSpec("m.room.member", {"membership": "join"}, ALICE),
-            EventSpec("m.room.join_rules", {"join_rule": "public"}, ""),
-        ],
-        room_id=None,
-        is_public=True,
-    )
+    room_id = await _public_room(writer)
     await writer.events.send(room_id, BOB, EventSpec("m.room.member", {"membership": "join"}, BOB))
-    starts_at = writer.notifier.current_token.events
-    state = StateService(writer.store)
-    await state.start()
-    index = RoomIndex(writer.store, RemoteInviteStore(writer.db), starts_at=starts_at)
-    await index.start()
-    notifier = Notifier(StreamToken(events=starts_at))
-    dispatcher = EventDispatcher(HERE, state, index, notifier, StreamTracker())
-    assert (await index.memberships(BOB))[RoomID(room_id)][0] == "join"
-    snapshot = await state.get_room(RoomID(room_id))
+    reader = await Reader.start(writer, writer.notifier.current_token.events)
+    assert (await reader.index.memberships(BOB))[room_id][0] == "join"
+    snapshot = await reader.state.get_room(room_id)
     assert snapshot is not None and snapshot.memberships.get(BOB) == "join"
 
     bob_key = ("m.room.member", BOB)
     writer.changes = ((bob_key, None, None),)
     await writer.events.send(room_id, ALICE, EventSpec("m.room.message", {"body": "reset"}))
-    assert await _follow(writer, state, dispatcher, notifier, index, RoomID(room_id)) is None
-    followed = await state.get_room(RoomID(room_id))
+    assert await reader.follow(writer, room_id) is None
+    followed = await reader.state.get_room(room_id)
     assert followed is not None
     assert bob_key not in followed.state
     assert BOB not in followed.memberships
-    assert bob_key not in await writer.store.get_current_state_ids(RoomID(room_id))
-    assert RoomID(room_id) not in await writer.store.get_memberships_for_user(BOB)
-
-
-async def _follow(
-    writer: Writer,
-    state: StateService,
-    dispatcher: EventDispatcher,
-    notifier: Notifier,
-    index: RoomIndex,
-    room_id: RoomID,
-    target: int | None = None,
-) -> str | None:
-    """Follow the writer's commits up to ``target`` (by default its position); bob's
-    membership of the room in the reader's index then (None: none)."""
-    if target is None:
-        target = writer.notifier.current_token.events
-    positions = StreamPositionStore(writer.db)
-    await positions.advance("events", "writer", target)
-    follower = EventStreamFollower(
-        LocalBus("reader"),
-        positions,
-        writer.store,
-        RemoteInviteStore(writer.db),
-        state,
-        dispatcher,
-        notifier.current_token.events,
-        writers=["writer"],
-    )
-    caught_up = asyncio.Event()
-
-    def announced(_: Sequence[EventToPersist]) -> None:
-        if notifier.current_token.events >= target:
-            caught_up.set()
-
-    dispatcher.listeners.append(announced)
-    await follower.start()
-    try:
-        async with asyncio.timeout(WAIT_SECONDS):
-            await caught_up.wait()
-    finally:
-        await follower.stop()
-        dispatcher.listeners.remove(announced)
-    membership = (await index.memberships(BOB)).get(room_id)
-    return membership[0] if membership is not None else None
+    assert bob_key not in await writer.store.get_current_state_ids(room_id)
+    assert room_id not in await writer.store.get_memberships_for_user(BOB)
 
 
 async def test_a_join_removed_later_was_current_in_between(writer: Writer) -> None:
     """Bob's join, whose key a later commit removed before the follower read it: followed
     up to the join, bob is joined there (it was current in between), then not."""
-    room_id, _ = await writer.events.create_room(
-        ROOM_V12,
-        ALICE,
-        {"room_version": "12"},
-        [
-            EventSpec("m.room.member", {"membership": "join"}, ALICE),
-            EventSpec("m.room.join_rules", {"join_rule": "public"}, ""),
-        ],
-        room_id=None,
-        is_public=True,
-    )
+    room_id = await _public_room(writer)
     starts_at = writer.notifier.current_token.events
     join = await writer.events.send(
         room_id, BOB, EventSpec("m.room.member", {"membership": "join"}, BOB)
     )
     writer.changes = ((("m.room.member", BOB), None, None),)
     await writer.events.send(room_id, ALICE, EventSpec("m.room.message", {"body": "reset"}))
-    state = StateService(writer.store)
-    await state.start()
-    index = RoomIndex(writer.store, RemoteInviteStore(writer.db), starts_at=starts_at)
-    await index.start()
-    notifier = Notifier(StreamToken(events=starts_at))
-    dispatcher = EventDispatcher(HERE, state, index, notifier, StreamTracker())
-    assert RoomID(room_id) not in await index.memberships(BOB)
-    at_join = join.stream_ordering
-    room = RoomID(room_id)
-    assert await _follow(writer, state, dispatcher, notifier, index, room, at_join) == "join"
-    assert await _follow(writer, state, dispatcher, notifier, index, room) is None
+    reader = await Reader.start(writer, starts_at)
+    assert room_id not in await reader.index.memberships(BOB)
+    assert await reader.follow(writer, room_id, join.stream_ordering) == "join"
+    assert await reader.follow(writer, room_id) is None
