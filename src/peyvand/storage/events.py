@@ -698,11 +698,19 @@ async def write_current_state(
         )
         # A key set again is in current state alone: a completion sets keys at an older
         # position than their removal, which must not then be read as after the set.
-        await txn.executemany(
-            "DELETE FROM current_state_removals"
-            " WHERE room_id = $1 AND type = $2 AND state_key = $3",
-            [row[:3] for row in set_rows],
-        )
+        # Removals are rare: one look at the rooms first (not a statement per row of a
+        # join's whole state).
+        rooms = list({row[0] for row in set_rows})
+        if await txn.fetchval(
+            "SELECT 1 FROM current_state_removals"
+            f" WHERE room_id IN ({placeholders(len(rooms))}) LIMIT 1",
+            *rooms,
+        ):
+            await txn.executemany(
+                "DELETE FROM current_state_removals"
+                " WHERE room_id = $1 AND type = $2 AND state_key = $3",
+                [row[:3] for row in set_rows],
+            )
     if removed:
         await txn.executemany(
             "DELETE FROM current_state WHERE room_id = $1 AND type = $2 AND state_key = $3",

@@ -198,6 +198,14 @@ async def test_a_follower_removes_what_a_state_reset_removed(writer: Writer) -> 
     assert BOB not in followed.memberships
     assert bob_key not in await writer.store.get_current_state_ids(room_id)
     assert room_id not in await writer.store.get_memberships_for_user(BOB)
+    end = writer.notifier.current_token.events
+    assert await writer.store.current_state_removed_between(0, end) == [(bob_key, end)]
+
+    # Set again, the key is no longer logged as removed.
+    await writer.events.send(room_id, BOB, EventSpec("m.room.member", {"membership": "join"}, BOB))
+    assert await reader.follow(writer, room_id) == "join"
+    end = writer.notifier.current_token.events
+    assert await writer.store.current_state_removed_between(0, end) == []
 
 
 async def test_a_join_removed_later_was_current_in_between(writer: Writer) -> None:
