@@ -92,8 +92,13 @@ class StateResolver:
         current = await self.resolve_extremities(
             pdu.room_version, extremities, {pdu.event_id: after_state}, [pdu]
         )
-        changes = {k: e for k, e in current.items() if snapshot.state.get(k) != e}
-        removed = [k for k in snapshot.state if k not in current]
+        state = snapshot.state
+        changes = {k: e for k, e in current.items() if state.get(k) != e}
+        # |removed| = |state| + |added| - |current|: mostly none, found without a pass.
+        added = sum(1 for k in changes if k not in state)
+        removed = []
+        if len(state) + added > len(current):
+            removed = [k for k in state if k not in current]
         row, new_group = after_row, None
         if current != after_state:
             new_group = await self._state.group_holding(
