@@ -131,3 +131,25 @@ async def test_summary_heroes_only_for_unnamed_rooms_and_loaded_lazily(
     assert sorted(summary["m.heroes"]) == sorted([bob.user_id, carol.user_id])
     # The heroes never spoke, yet their member events come with lazy loading.
     assert {bob.user_id, carol.user_id} <= members_in_state(body, unnamed)
+
+
+async def test_a_retried_sync_gets_the_members_of_the_response_it_lost(
+    client: MatrixClient,
+) -> None:
+    alice, bob = await client.register(), await client.register()
+    room_id = await create_public_room(client, alice, "named")
+    await join(client, room_id, bob)
+    for i in range(3):  # Bob's join out of the initial timeline
+        await say(client, room_id, alice, f"alice {i}")
+    initial = await sync(client, alice, filter=LAZY)
+    assert members_in_state(initial, room_id) == {alice.user_id}
+    await say(client, room_id, bob, "bob speaks")
+    lost = await sync(client, alice, filter=LAZY, since=initial["next_batch"])
+    assert members_in_state(lost, room_id) == {bob.user_id}
+    # The client never got that response: from the same token, Bob's member again.
+    retried = await sync(client, alice, filter=LAZY, since=initial["next_batch"])
+    assert members_in_state(retried, room_id) == {bob.user_id}
+    # From the retried response's token, it is held.
+    await say(client, room_id, bob, "bob again")
+    later = await sync(client, alice, filter=LAZY, since=retried["next_batch"])
+    assert members_in_state(later, room_id) == set()

@@ -281,6 +281,11 @@ async def _room_with_moderator(
     return room_id, member, ((peyvand_client, member), (peer_client, bob))
 
 
+def _section_state(room: dict[str, Any]) -> dict[str, str]:
+    """A /sync room's ``state_after`` as ``"type|state_key" -> event ID``."""
+    return {f"{e['type']}|{e['state_key']}": e["event_id"] for e in room["state_after"]["events"]}
+
+
 @pytest.mark.parametrize("room_version", ["12", "10"])
 async def test_a_ban_and_a_kick_at_once_converge(room_version: str, pair: Pair) -> None:
     """The peer's admin bans Peyvand's moderator while she kicks a member, at the same
@@ -288,11 +293,15 @@ async def test_a_ban_and_a_kick_at_once_converge(room_version: str, pair: Pair) 
     the kick then fails: the member's key goes back to their join, an older event, on
     both servers. Both servers must hold the same whole state, and Peyvand must count
     the member in the room (``joined_rooms``, a fresh /sync) exactly when that state
-    says they joined."""
+    says they joined. A client of the member's that layers each /sync's ``state_after``
+    (v1.16 ``use_state_after``) over the last must hold that state too: a kick undone
+    is in its timeline, and only ``state_after`` can tell it was."""
     peyvand, peyvand_client, _, peer_client, alice, bob = pair.unpack()
     undone = 0
     for round_ in range(BAN_ROUNDS):
         room_id, member, readers = await _room_with_moderator(pair, room_version)
+        before = await sync(peyvand_client, member, use_state_after="true")
+        held = _section_state(before["rooms"]["join"][room_id])
         banned, kicked = await asyncio.gather(
             peer_client.request(
                 "POST", f"rooms/{quote(room_id)}/ban", json={"user_id": alice.user_id}, token=bob
@@ -321,6 +330,12 @@ async def test_a_ban_and_a_kick_at_once_converge(room_version: str, pair: Pair) 
         assert (room_id in joined) == (membership == "join"), (round_, membership, joined)
         assert (room_id in fresh["rooms"]["join"]) == (membership == "join"), round_
         undone += membership == "join"
+        later = await sync(
+            peyvand_client, member, since=before["next_batch"], use_state_after="true"
+        )
+        section = "join" if membership == "join" else "leave"
+        held.update(_section_state(later["rooms"][section][room_id]))
+        assert held == states[0], f"round {round_}: {_split([held, states[0]])}"
     # The ban is made there at once and the kick here: they fork nearly always.
     assert undone >= 1, f"no round of {BAN_ROUNDS} undid the kick"
     assert "Unhandled error" not in peyvand.log()

@@ -19,6 +19,10 @@ logger = logging.getLogger(__name__)
 routes = RouteTable()
 
 MAX_TIMEOUT_MS = 5 * 60 * 1000
+# MSC4222's name for v1.16's ``use_state_after`` and ``state_after``, which Synapse
+# 1.163 serves and matrix-js-sdk asks for on every sync.
+UNSTABLE_USE_STATE_AFTER = "org.matrix.msc4222.use_state_after"
+UNSTABLE_STATE_AFTER = "org.matrix.msc4222.state_after"
 
 
 @routes.get(f"{CLIENT_V3}/sync")
@@ -39,6 +43,10 @@ async def sync(ctx: RequestContext) -> web.Response:
                 raise MatrixError(Errcode.INVALID_PARAM, "No such filter")
             parsed = parse_filter(stored)
         sync_filter = parsed
+    # v1.16 "use_state_after": each room's state at the end of its timeline, under the
+    # name the client asked with.
+    stable = query_bool(query, "use_state_after", False)
+    unstable = not stable and query_bool(query, UNSTABLE_USE_STATE_AFTER, False)
     try:
         with abandoned_when(lambda: client_gone(ctx.request)):
             async with ctx.services.presence.syncing(ctx.user.user_id, set_presence):
@@ -48,9 +56,14 @@ async def sync(ctx: RequestContext) -> web.Response:
                     sync_filter=sync_filter,
                     timeout_ms=query_int(query, "timeout", 0) if since else 0,
                     full_state=query_bool(query, "full_state", False),
+                    state_after=stable or unstable,
                 )
     except ClientGone:
         return abandoned(ctx)
+    if unstable:
+        for section in ("join", "leave"):
+            for room in result["rooms"][section].values():
+                room[UNSTABLE_STATE_AFTER] = room.pop("state_after")
     return json_response(result)
 
 

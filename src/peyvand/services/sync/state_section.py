@@ -86,10 +86,13 @@ def gap_state(
 
 class LazyMembersCache:
     """Which member events each device was sent while lazy-loading, so incremental
-    syncs leave out the redundant ones (the filter's ``include_redundant_members``)."""
+    syncs leave out the redundant ones (the filter's ``include_redundant_members``).
+    Each is remembered with the events position of the response that carried it, and
+    counts as held only by a request from a token at or past it: a response the client
+    never got (a retry from the same token) does not make it redundant (as Synapse)."""
 
     def __init__(self) -> None:
-        self._devices: LRU[tuple[UserID, DeviceID], LRU[str, EventID]] = LRU(_DEVICES)
+        self._devices: LRU[tuple[UserID, DeviceID], LRU[str, tuple[EventID, int]]] = LRU(_DEVICES)
 
     def reset(self, user_id: UserID, device_id: DeviceID) -> None:
         """An initial sync: the client starts over."""
@@ -101,19 +104,27 @@ class LazyMembersCache:
         device_id: DeviceID,
         state: Mapping[StateKey, EventID],
         changed: set[StateKey],
+        since: int,
     ) -> dict[StateKey, EventID]:
-        """``state`` without member events this device already has, unless they are
-        changes since its token (a retried request must see them again)."""
+        """``state`` without member events this device holds as of its token ``since``,
+        unless they are changes since it (a retried request must see them again)."""
         sent = self._devices.get((user_id, device_id))
         if sent is None:
             return dict(state)
         return {
-            k: v for k, v in state.items() if k[0] != MEMBER or k in changed or sent.get(k[1]) != v
+            k: v
+            for k, v in state.items()
+            if k[0] != MEMBER or k in changed or not _held(sent.get(k[1]), v, since)
         }
 
     def mark_sent(
-        self, user_id: UserID, device_id: DeviceID, *states: Mapping[StateKey, EventID]
+        self,
+        user_id: UserID,
+        device_id: DeviceID,
+        position: int,
+        *states: Mapping[StateKey, EventID],
     ) -> None:
+        """The member events of ``states`` went out in a response up to ``position``."""
         key = (user_id, device_id)
         sent = self._devices.get(key)
         if sent is None:
@@ -122,7 +133,11 @@ class LazyMembersCache:
         for state in states:
             for (event_type, state_key), event_id in state.items():
                 if event_type == MEMBER:
-                    sent.put(state_key, event_id)
+                    sent.put(state_key, (event_id, position))
+
+
+def _held(sent: tuple[EventID, int] | None, event_id: EventID, since: int) -> bool:
+    return sent is not None and sent[0] == event_id and sent[1] <= since
 
 
 @dataclass(frozen=True, slots=True)

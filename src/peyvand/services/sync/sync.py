@@ -27,6 +27,7 @@ from peyvand.services.rooms.visibility import IgnoredBy
 from peyvand.services.sync.filtering import Filter
 from peyvand.services.sync.invite_state import InviteState
 from peyvand.services.sync.notifier import Notifier
+from peyvand.services.sync.state_after import StateAfter
 from peyvand.services.sync.state_section import (
     MEMBER,
     LazyMembersCache,
@@ -44,6 +45,8 @@ from peyvand.storage.models import StoredEvent
 from peyvand.storage.remote_invites import RemoteInviteStore
 from peyvand.types import DeviceID, EventID, JsonDict, RoomID, UserID
 
+# A room's state at the end of its timeline (v1.16 ``use_state_after``), for ``state``.
+_STATE_AFTER = "state_after"
 # The default of ``_Result.token``, replaced by every sync.
 _NO_TOKEN = StreamToken()
 # Rooms whose summary inputs and non-member state keys are kept (per state group).
@@ -189,6 +192,7 @@ class SyncService:
         self._ignored_by = ignored_by
         self._clock = clock
         self._lazy_members = LazyMembersCache()
+        self._state_after = StateAfter(state, room_events)
         self._summaries: LRU[tuple[RoomID, int], tuple[MemberSummary, bool]] = LRU(_SUMMARIES)
         self._state_keys: LRU[tuple[RoomID, int], tuple[StateKey, ...]] = LRU(_SUMMARIES)
         if partial_state is not None:
@@ -202,7 +206,10 @@ class SyncService:
         sync_filter: Filter,
         timeout_ms: int,
         full_state: bool,
+        state_after: bool = False,
     ) -> JsonDict:
+        """``state_after``: each room's state comes as ``state_after``, the state at the
+        end of its timeline (``state_after``), instead of ``state``."""
         deadline = self._clock() + timeout_ms / 1000
         if since is not None:
             # send_to_device.md: a sync from a token confirms delivery of the to-device
@@ -215,7 +222,9 @@ class SyncService:
         while True:
             now = self._notifier.current_token
             if since is None or full_state or now.is_after(since):
-                result = await self._compute(requester, since, now, sync_filter, full_state)
+                result = await self._compute(
+                    requester, since, now, sync_filter, full_state, state_after
+                )
                 if since is None or full_state or not result.is_empty():
                     return await self._response(requester, result, result.token)
             remaining = deadline - self._clock()
@@ -260,6 +269,7 @@ class SyncService:
         now: StreamToken,
         sync_filter: Filter,
         full_state: bool,
+        state_after: bool,
     ) -> _Result:
         user_id = requester.user_id
         result = _Result()
@@ -352,6 +362,7 @@ class SyncService:
                 full_state=full_state,
                 has_events=room_id in changed,
                 incremental=since is not None,
+                state_after=state_after,
             )
             ephemeral = [e for e in (typing.get(room_id), receipts.get(room_id)) if e]
             if not (
@@ -360,7 +371,7 @@ class SyncService:
                 or ephemeral
                 or room_id in room_data
                 or section["timeline"]["events"]
-                or section["state"]["events"]
+                or section[_STATE_AFTER if state_after else "state"]["events"]
             ):
                 continue  # its new events are past this sync's token, or not visible
             section["ephemeral"] = {"events": ephemeral}
@@ -399,7 +410,12 @@ class SyncService:
             for room_id in left:
                 if room_id not in forgotten:
                     result.leave[room_id] = await self._left_room(
-                        requester, room_id, since_events, memberships[room_id][1], sync_filter
+                        requester,
+                        room_id,
+                        since_events,
+                        memberships[room_id][1],
+                        sync_filter,
+                        state_after=state_after,
                     )
         # Send-to-device ("Extensions to /sync"): at most a page per response.
         result.to_device, to_device_position = await self._to_device.for_sync(
@@ -470,10 +486,12 @@ class SyncService:
         full_state: bool = False,
         has_events: bool,
         incremental: bool,
+        state_after: bool = False,
     ) -> JsonDict:
         """One room of the join section. ``initial``: the timeline starts from the room's
         latest events (initial sync, newly joined); ``full_state``: all state at the
-        timeline's start, while the timeline stays limited by ``since`` (spec, /sync)."""
+        timeline's start, while the timeline stays limited by ``since`` (spec, /sync);
+        ``state_after``: the state at its end instead (``state_after.py``)."""
         snapshot = await self._state.get_room(room_id)
         assert snapshot is not None
         if initial or has_events:
@@ -487,10 +505,26 @@ class SyncService:
             # client (Synapse marks it limited too).
             limited = True
         in_timeline = timeline_state(timeline)
-        lazy = in_timeline.needed_members if sync_filter.lazy_load_members else None
+        lazy: frozenset[str] | None = None
+        if sync_filter.lazy_load_members:
+            # With ``state_after`` the timeline's member events are not state to the
+            # client: every sender's member comes in the section.
+            lazy = (
+                frozenset(e.pdu.sender for e in timeline)
+                if state_after
+                else in_timeline.needed_members
+            )
         state_ids: dict[StateKey, EventID] = {}
         changed: set[StateKey] = set()
-        if initial or full_state:
+        if state_after:
+            whole = initial or full_state
+            state_ids, changed = await self._state_after.joined(
+                snapshot,
+                None if whole else since,
+                members=lazy | {requester.user_id} if lazy is not None and whole else lazy,
+                non_member_keys=self._non_member_keys,
+            )
+        elif initial or full_state:
             if lazy is not None:
                 state_ids = await self._lazy_state_at_start(
                     snapshot, timeline, lazy | {requester.user_id}
@@ -516,18 +550,20 @@ class SyncService:
             # "Lazy-loading room members": the heroes' members are part of the state.
             for hero in heroes:
                 key = (MEMBER, hero)
-                if key in snapshot.state and key not in in_timeline.contains:
+                if key in snapshot.state and (state_after or key not in in_timeline.contains):
                     state_ids.setdefault(key, snapshot.state[key])
         if lazy is not None and not sync_filter.include_redundant_members:
             user_id, device_id = requester.user_id, requester.device_id
-            state_ids = self._lazy_members.drop_sent(user_id, device_id, state_ids, changed)
-            self._lazy_members.mark_sent(user_id, device_id, state_ids, in_timeline.contains)
+            state_ids = self._lazy_members.drop_sent(user_id, device_id, state_ids, changed, since)
+            self._lazy_members.mark_sent(
+                user_id, device_id, until, state_ids, {} if state_after else in_timeline.contains
+            )
         timeline_json = await self._events_json(timeline, requester, sync_filter)
         state_json = await self._state_json(state_ids, requester, sync_filter)
         prev_batch = position_token(timeline[0].stream_ordering - 1 if timeline else until)
         return {
             "timeline": {"events": timeline_json, "limited": limited, "prev_batch": prev_batch},
-            "state": {"events": state_json},
+            _STATE_AFTER if state_after else "state": {"events": state_json},
             "summary": summary,
         }
 
@@ -679,13 +715,16 @@ class SyncService:
         since: int,
         left_at: int,
         sync_filter: Filter,
+        *,
+        state_after: bool,
     ) -> JsonDict:
+        section = _STATE_AFTER if state_after else "state"
         if await self._state.get_room(room_id) is None:
             # A rejected invite to a room this server never joined: nothing to show but
             # the room leaving the invite list.
             return {
                 "timeline": {"events": [], "limited": False, "prev_batch": position_token(left_at)},
-                "state": {"events": []},
+                section: {"events": []},
                 "account_data": {"events": []},
             }
         timeline, limited = await self._timeline(requester, room_id, since, left_at, sync_filter)
@@ -698,7 +737,9 @@ class SyncService:
             not await self._was_joined(room_id, user_id, since)
             and await self._was_joined(room_id, user_id, left_at - 1)
         )
-        if timeline and (full or limited):
+        if state_after:
+            state_ids = await self._state_after.left(room_id, None if full else since, left_at)
+        elif timeline and (full or limited):
             state_ids = await self._state_at_start(timeline[0])
         elif full:
             state_ids = await self._state_at_position(room_id, left_at)
@@ -710,7 +751,7 @@ class SyncService:
                     timeline[0].stream_ordering - 1 if timeline else left_at
                 ),
             },
-            "state": {"events": await self._state_json(state_ids, requester, sync_filter)},
+            section: {"events": await self._state_json(state_ids, requester, sync_filter)},
             "account_data": {"events": []},
         }
 
