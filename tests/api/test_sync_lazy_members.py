@@ -153,3 +153,26 @@ async def test_a_retried_sync_gets_the_members_of_the_response_it_lost(
     await say(client, room_id, bob, "bob again")
     later = await sync(client, alice, filter=LAZY, since=retried["next_batch"])
     assert members_in_state(later, room_id) == set()
+
+
+async def test_a_retry_that_does_not_carry_the_lost_members_leaves_them_unheld(
+    client: MatrixClient,
+) -> None:
+    alice, bob = await client.register(), await client.register()
+    room_id = await create_public_room(client, alice, "named")
+    await join(client, room_id, bob)
+    for i in range(3):
+        await say(client, room_id, alice, f"alice {i}")
+    initial = await sync(client, alice, filter=LAZY)
+    await say(client, room_id, bob, "bob speaks")
+    lost = await sync(client, alice, filter=LAZY, since=initial["next_batch"])
+    assert members_in_state(lost, room_id) == {bob.user_id}
+    # Alice talks on: the retry's window (3 events) holds no message of Bob's.
+    for i in range(3):
+        await say(client, room_id, alice, f"alice again {i}")
+    retried = await sync(client, alice, filter=LAZY, since=initial["next_batch"])
+    assert bob.user_id not in members_in_state(retried, room_id)
+    # Bob's member never reached the client: it comes with his next message.
+    await say(client, room_id, bob, "bob again")
+    later = await sync(client, alice, filter=LAZY, since=retried["next_batch"])
+    assert members_in_state(later, room_id) == {bob.user_id}

@@ -11,18 +11,26 @@ resolved over every forward extremity (Synapse's current state), not the state a
 newest event, which at a fork is one side's. The snapshot may already hold an event
 being committed past the sync's position: the client then gets that state a moment
 before the event reaches its timeline (the next response sends the key again). An
-incremental section holds the keys whose event differs from the state at the token (as
-``_gap`` reads it: that of the newest event up to it), found from the deltas of the
-state groups between the two when one descends from the other, else by comparing both
-states. A key with no event left (a state reset) cannot be told, as in Synapse.
+incremental section holds the keys whose event differs from the state at the token,
+found from the deltas of the state groups between the two when one descends from the
+other, else by comparing both states, once per pair of groups (every sync woken by one
+event asks the same). A key with no event left (a state reset) cannot be told, as in
+Synapse.
+
+The state at the token is read as ``_gap`` reads it, that of the newest event up to it,
+which at a fork is that event's side, not the resolved state the client was given. A
+key the client holds from the resolution that later returns to that side's event is
+then not sent again (Synapse diffs its current-state deltas instead); exact would need
+the resolved state group recorded per stream position.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 
 from peyvand.events.pdu import StateKey
+from peyvand.lru import LRU
 from peyvand.services.rooms.reads import RoomEventsService
 from peyvand.services.sync.state_section import MEMBER
 from peyvand.services.timeline.room_state import RoomSnapshot, StateService
@@ -30,6 +38,8 @@ from peyvand.types import EventID, RoomID
 
 # Parent groups walked from the end towards the token's before comparing whole states.
 _WALK = 32
+# (token's group, end group) pairs whose changed keys are kept.
+_CHANGES = 4096
 
 # The current keys of a room's state other than members'.
 NonMemberKeys = Callable[[RoomSnapshot], Sequence[StateKey]]
@@ -39,6 +49,14 @@ class StateAfter:
     def __init__(self, state: StateService, room_events: RoomEventsService) -> None:
         self._state = state
         self._room_events = room_events
+        # (room, group at the token, group at the end) -> the keys whose event differs:
+        # every sync woken by one event asks the same.
+        self._changes: LRU[tuple[RoomID, int | None, int], frozenset[StateKey]] = LRU(_CHANGES)
+
+    def forget_room(self, room_id: RoomID) -> None:
+        """The room's stored state groups were rewritten (a partial state completed)."""
+        for key in [k for k in self._changes if k[0] == room_id]:
+            self._changes.pop(key)
 
     async def joined(
         self,
@@ -51,8 +69,7 @@ class StateAfter:
         """A joined room's section, and the keys in it that changed since ``since``
         (None: the whole state, as for an initial sync). ``members``: lazy-loading, the
         users whose member events to include whether or not they changed (None: all
-        state). No await between reading the snapshot and checking that it did not move:
-        every move of a room assigns it new ``extremities``."""
+        state). The snapshot is read with no await before its use."""
         if since is None:
             if members is None:
                 whole = dict(snapshot.state)
@@ -61,21 +78,10 @@ class StateAfter:
                 whole = {k: v for k in wanted if (v := snapshot.state.get(k)) is not None}
             return whole, set(whole)
         previous = await self._room_events.state_group_at(snapshot.room_id, since)
-        extremities = snapshot.extremities
         end_group = snapshot.state_group.state_group
         if previous == end_group:
             return _members(snapshot.state, members), set()
-        keys = await self._changed_keys(previous, end_group)
-        if keys is not None:
-            assert previous is not None
-            before = await self._state.state_ids_at_group(previous, list(keys))
-            if snapshot.extremities is extremities:
-                return self._section(snapshot.state, keys, before, members)
-        # The state forked or was reset between the two (or the room moved meanwhile):
-        # both states whole.
-        end = dict(snapshot.state)
-        before = await self._state.state_ids_at_group(previous) if previous is not None else {}
-        return self._section(end, end.keys() | before.keys(), before, members)
+        return await self._between(snapshot.room_id, previous, end_group, members)
 
     async def left(
         self, room_id: RoomID, since: int | None, left_at: int
@@ -91,30 +97,45 @@ class StateAfter:
         previous = await self._room_events.state_group_at(room_id, since)
         if previous == end_group:
             return {}
+        return (await self._between(room_id, previous, end_group, None))[0]
+
+    async def _between(
+        self,
+        room_id: RoomID,
+        previous: int | None,
+        end_group: int,
+        members: AbstractSet[str] | None,
+    ) -> tuple[dict[StateKey, EventID], set[StateKey]]:
+        """The events of ``end_group`` at the keys changed since group ``previous`` (one
+        removed has none to send), with ``members``' member events; and the changed keys
+        among them."""
+        cache_key = (room_id, previous, end_group)
+        changed = self._changes.get(cache_key)
+        if changed is None:
+            changed = await self._changed(room_id, previous, end_group)
+            self._changes.put(cache_key, changed)
+        member_keys = [(MEMBER, u) for u in members or ()]
+        end = await self._state.state_ids_in_room(room_id, end_group, [*changed, *member_keys])
+        section = {k: end[k] for k in changed if k in end}
+        for key in member_keys:
+            if key in end:
+                section.setdefault(key, end[key])
+        return section, set(changed & section.keys())
+
+    async def _changed(
+        self, room_id: RoomID, previous: int | None, end_group: int
+    ) -> frozenset[StateKey]:
+        """The keys whose event differs between groups ``previous`` and ``end_group``."""
         keys = await self._changed_keys(previous, end_group)
         if keys is None or previous is None:
             end = await self._state.state_ids_at_group(end_group)
             before = await self._state.state_ids_at_group(previous) if previous is not None else {}
-            return self._section(end, end.keys() | before.keys(), before, None)[0]
-        wanted = list(keys)
-        end = await self._state.state_ids_at_group(end_group, wanted)
-        before = await self._state.state_ids_at_group(previous, wanted)
-        return self._section(end, keys, before, None)[0]
-
-    @staticmethod
-    def _section(
-        end: Mapping[StateKey, EventID],
-        keys: Iterable[StateKey],
-        before: Mapping[StateKey, EventID],
-        members: AbstractSet[str] | None,
-    ) -> tuple[dict[StateKey, EventID], set[StateKey]]:
-        """The keys of ``keys`` whose event in ``end`` differs from ``before`` (one
-        removed has no event to send), with ``members``' member events."""
-        changed = {k for k in keys if end.get(k) != before.get(k)}
-        section = {k: end[k] for k in changed if k in end}
-        for key, event_id in _members(end, members).items():
-            section.setdefault(key, event_id)
-        return section, changed & section.keys()
+            keys = end.keys() | before.keys()
+        else:
+            wanted = list(keys)
+            end = await self._state.state_ids_in_room(room_id, end_group, wanted)
+            before = await self._state.state_ids_at_group(previous, wanted)
+        return frozenset(k for k in keys if end.get(k) != before.get(k))
 
     async def _changed_keys(self, previous: int | None, end: int | None) -> set[StateKey] | None:
         """A superset of the keys that changed from group ``previous`` to ``end``: those

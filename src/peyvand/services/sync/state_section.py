@@ -87,9 +87,10 @@ def gap_state(
 class LazyMembersCache:
     """Which member events each device was sent while lazy-loading, so incremental
     syncs leave out the redundant ones (the filter's ``include_redundant_members``).
-    Each is remembered with the events position of the response that carried it, and
-    counts as held only by a request from a token at or past it: a response the client
-    never got (a retry from the same token) does not make it redundant (as Synapse)."""
+    Each is remembered with the events position of the response that carried it; a
+    request from a token before that position forgets it first: the client never got
+    that response (a retry, or a token saved earlier), so it is not redundant (as
+    Synapse's ``LazyLoadedMembersCache``)."""
 
     def __init__(self) -> None:
         self._devices: LRU[tuple[UserID, DeviceID], LRU[str, tuple[EventID, int]]] = LRU(_DEVICES)
@@ -98,23 +99,30 @@ class LazyMembersCache:
         """An initial sync: the client starts over."""
         self._devices.pop((user_id, device_id))
 
+    def start(self, user_id: UserID, device_id: DeviceID, since: int) -> None:
+        """An incremental sync from events position ``since``: what went out after it
+        is not held."""
+        sent = self._devices.get((user_id, device_id))
+        if sent is not None:
+            for state_key in [k for k in sent if (held := sent.peek(k)) and held[1] > since]:
+                sent.pop(state_key)
+
     def drop_sent(
         self,
         user_id: UserID,
         device_id: DeviceID,
         state: Mapping[StateKey, EventID],
         changed: set[StateKey],
-        since: int,
     ) -> dict[StateKey, EventID]:
-        """``state`` without member events this device holds as of its token ``since``,
-        unless they are changes since it (a retried request must see them again)."""
+        """``state`` without member events this device already has, unless they are
+        changes since its token (a retried request must see them again)."""
         sent = self._devices.get((user_id, device_id))
         if sent is None:
             return dict(state)
         return {
             k: v
             for k, v in state.items()
-            if k[0] != MEMBER or k in changed or not _held(sent.get(k[1]), v, since)
+            if k[0] != MEMBER or k in changed or _sent_event(sent.get(k[1])) != v
         }
 
     def mark_sent(
@@ -136,8 +144,8 @@ class LazyMembersCache:
                     sent.put(state_key, (event_id, position))
 
 
-def _held(sent: tuple[EventID, int] | None, event_id: EventID, since: int) -> bool:
-    return sent is not None and sent[0] == event_id and sent[1] <= since
+def _sent_event(sent: tuple[EventID, int] | None) -> EventID | None:
+    return sent[0] if sent is not None else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -217,6 +217,7 @@ class SyncService:
             await self._to_device.acknowledge(
                 requester.user_id, requester.device_id, since.to_device
             )
+            self._lazy_members.start(requester.user_id, requester.device_id, since.events)
         else:
             self._lazy_members.reset(requester.user_id, requester.device_id)
         while True:
@@ -554,7 +555,7 @@ class SyncService:
                     state_ids.setdefault(key, snapshot.state[key])
         if lazy is not None and not sync_filter.include_redundant_members:
             user_id, device_id = requester.user_id, requester.device_id
-            state_ids = self._lazy_members.drop_sent(user_id, device_id, state_ids, changed, since)
+            state_ids = self._lazy_members.drop_sent(user_id, device_id, state_ids, changed)
             self._lazy_members.mark_sent(
                 user_id, device_id, until, state_ids, {} if state_after else in_timeline.contains
             )
@@ -702,6 +703,7 @@ class SyncService:
         for cache in (self._summaries, self._state_keys):
             for key in [k for k in cache if k[0] == room_id]:
                 cache.pop(key)
+        self._state_after.forget_room(room_id)
 
     async def _invited_room(self, room_id: RoomID, user_id: UserID) -> tuple[JsonDict, str | None]:
         """The room's stripped state and who sent the user's membership (the inviter)."""
