@@ -133,9 +133,10 @@ async def test_summary_heroes_only_for_unnamed_rooms_and_loaded_lazily(
     assert {bob.user_id, carol.user_id} <= members_in_state(body, unnamed)
 
 
-async def test_a_retried_sync_gets_the_members_of_the_response_it_lost(
-    client: MatrixClient,
-) -> None:
+async def _lost_response(client: MatrixClient) -> tuple[Account, Account, str, str]:
+    """Alice lazily synced a named room whose last three events are hers, then Bob
+    spoke and a sync from her token carried his member: a response the test treats as
+    lost. Alice, Bob, the room, and the token before it."""
     alice, bob = await client.register(), await client.register()
     room_id = await create_public_room(client, alice, "named")
     await join(client, room_id, bob)
@@ -146,8 +147,15 @@ async def test_a_retried_sync_gets_the_members_of_the_response_it_lost(
     await say(client, room_id, bob, "bob speaks")
     lost = await sync(client, alice, filter=LAZY, since=initial["next_batch"])
     assert members_in_state(lost, room_id) == {bob.user_id}
+    return alice, bob, room_id, initial["next_batch"]
+
+
+async def test_a_retried_sync_gets_the_members_of_the_response_it_lost(
+    client: MatrixClient,
+) -> None:
+    alice, bob, room_id, since = await _lost_response(client)
     # The client never got that response: from the same token, Bob's member again.
-    retried = await sync(client, alice, filter=LAZY, since=initial["next_batch"])
+    retried = await sync(client, alice, filter=LAZY, since=since)
     assert members_in_state(retried, room_id) == {bob.user_id}
     # From the retried response's token, it is held.
     await say(client, room_id, bob, "bob again")
@@ -158,19 +166,11 @@ async def test_a_retried_sync_gets_the_members_of_the_response_it_lost(
 async def test_a_retry_that_does_not_carry_the_lost_members_leaves_them_unheld(
     client: MatrixClient,
 ) -> None:
-    alice, bob = await client.register(), await client.register()
-    room_id = await create_public_room(client, alice, "named")
-    await join(client, room_id, bob)
-    for i in range(3):
-        await say(client, room_id, alice, f"alice {i}")
-    initial = await sync(client, alice, filter=LAZY)
-    await say(client, room_id, bob, "bob speaks")
-    lost = await sync(client, alice, filter=LAZY, since=initial["next_batch"])
-    assert members_in_state(lost, room_id) == {bob.user_id}
+    alice, bob, room_id, since = await _lost_response(client)
     # Alice talks on: the retry's window (3 events) holds no message of Bob's.
     for i in range(3):
         await say(client, room_id, alice, f"alice again {i}")
-    retried = await sync(client, alice, filter=LAZY, since=initial["next_batch"])
+    retried = await sync(client, alice, filter=LAZY, since=since)
     assert bob.user_id not in members_in_state(retried, room_id)
     # Bob's member never reached the client: it comes with his next message.
     await say(client, room_id, bob, "bob again")
