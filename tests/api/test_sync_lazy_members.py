@@ -3,6 +3,7 @@ over HTTP on every backend (Client-Server API, "Syncing", "Lazy-loading room mem
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -176,3 +177,28 @@ async def test_a_retry_that_does_not_carry_the_lost_members_leaves_them_unheld(
     await say(client, room_id, bob, "bob again")
     later = await sync(client, alice, filter=LAZY, since=retried["next_batch"])
     assert members_in_state(later, room_id) == {bob.user_id}
+
+
+async def test_a_long_poll_given_up_on_does_not_hold_members_for_its_retry(
+    client: MatrixClient,
+) -> None:
+    alice, bob = await client.register(), await client.register()
+    room_id = await create_public_room(client, alice, "named")
+    await join(client, room_id, bob)
+    for i in range(3):
+        await say(client, room_id, alice, f"alice {i}")
+    since = (await sync(client, alice, filter=LAZY))["next_batch"]
+    # A long-poll the client gave up on (never read), then its retry, both waiting.
+    given_up = asyncio.ensure_future(sync(client, alice, filter=LAZY, since=since, timeout="10000"))
+    await asyncio.sleep(0.3)
+    retry = asyncio.ensure_future(sync(client, alice, filter=LAZY, since=since, timeout="10000"))
+    await asyncio.sleep(0.3)
+    await say(client, room_id, bob, "bob speaks")
+    async with asyncio.timeout(20):
+        abandoned, answered = await given_up, await retry
+    assert members_in_state(abandoned, room_id) == {bob.user_id}
+    # The older request's response does not count as the device's: the retry has him.
+    assert members_in_state(answered, room_id) == {bob.user_id}
+    await say(client, room_id, bob, "bob again")
+    later = await sync(client, alice, filter=LAZY, since=answered["next_batch"])
+    assert members_in_state(later, room_id) == set()

@@ -38,8 +38,10 @@ from peyvand.types import EventID, RoomID
 
 # Parent groups walked from the end towards the token's before comparing whole states.
 _WALK = 32
-# (token's group, end group) pairs whose changed keys are kept.
+# (token's group, end group) pairs whose changed keys are kept, when at most
+# ``_KEPT_KEYS`` (more: a client back after long, not shared by the syncs one event wakes).
 _CHANGES = 4096
+_KEPT_KEYS = 256
 
 # The current keys of a room's state other than members'.
 NonMemberKeys = Callable[[RoomSnapshot], Sequence[StateKey]]
@@ -113,7 +115,8 @@ class StateAfter:
         changed = self._changes.get(cache_key)
         if changed is None:
             changed = await self._changed(room_id, previous, end_group)
-            self._changes.put(cache_key, changed)
+            if len(changed) <= _KEPT_KEYS:
+                self._changes.put(cache_key, changed)
         member_keys = [(MEMBER, u) for u in members or ()]
         end = await self._state.state_ids_in_room(room_id, end_group, [*changed, *member_keys])
         section = {k: end[k] for k in changed if k in end}

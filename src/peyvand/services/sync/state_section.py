@@ -84,28 +84,42 @@ def gap_state(
     return {keys[e]: e for e in chosen}
 
 
+@dataclass(slots=True)
+class _Device:
+    """What one device was sent: user -> (member event, events position of the
+    response); and which request of the device is the newest."""
+
+    members: LRU[str, tuple[EventID, int]]
+    request: int = 0
+
+
 class LazyMembersCache:
     """Which member events each device was sent while lazy-loading, so incremental
     syncs leave out the redundant ones (the filter's ``include_redundant_members``).
-    Each is remembered with the events position of the response that carried it; a
-    request from a token before that position forgets it first: the client never got
-    that response (a retry, or a token saved earlier), so it is not redundant (as
-    Synapse's ``LazyLoadedMembersCache``)."""
+    Each is remembered with the events position of the response that carried it, and is
+    held only by a request from a token at or past it: a response the client never got
+    (a retry, or a token saved earlier) does not make it redundant, and a request's
+    start forgets what went out after its token (as Synapse's
+    ``LazyLoadedMembersCache``). Only the device's newest request records what it sent:
+    an older one still running (a long-poll the client gave up on) is likely lost."""
 
     def __init__(self) -> None:
-        self._devices: LRU[tuple[UserID, DeviceID], LRU[str, tuple[EventID, int]]] = LRU(_DEVICES)
+        self._devices: LRU[tuple[UserID, DeviceID], _Device] = LRU(_DEVICES)
 
-    def reset(self, user_id: UserID, device_id: DeviceID) -> None:
-        """An initial sync: the client starts over."""
-        self._devices.pop((user_id, device_id))
-
-    def start(self, user_id: UserID, device_id: DeviceID, since: int) -> None:
-        """An incremental sync from events position ``since``: what went out after it
-        is not held."""
-        sent = self._devices.get((user_id, device_id))
-        if sent is not None:
+    def start(self, user_id: UserID, device_id: DeviceID, since: int | None) -> int:
+        """A sync from events position ``since`` (None: an initial sync, the client
+        starts over) begins; its number, for ``mark_sent``."""
+        key = (user_id, device_id)
+        device = self._devices.get(key)
+        if device is None or since is None:
+            device = _Device(LRU(_MEMBERS_PER_DEVICE), 0 if device is None else device.request)
+            self._devices.put(key, device)
+        else:
+            sent = device.members
             for state_key in [k for k in sent if (held := sent.peek(k)) and held[1] > since]:
                 sent.pop(state_key)
+        device.request += 1
+        return device.request
 
     def drop_sent(
         self,
@@ -113,39 +127,41 @@ class LazyMembersCache:
         device_id: DeviceID,
         state: Mapping[StateKey, EventID],
         changed: set[StateKey],
+        since: int,
     ) -> dict[StateKey, EventID]:
-        """``state`` without member events this device already has, unless they are
-        changes since its token (a retried request must see them again)."""
-        sent = self._devices.get((user_id, device_id))
-        if sent is None:
+        """``state`` without member events this device holds as of its token ``since``,
+        unless they are changes since it (a retried request must see them again)."""
+        device = self._devices.get((user_id, device_id))
+        if device is None:
             return dict(state)
+        sent = device.members
         return {
             k: v
             for k, v in state.items()
-            if k[0] != MEMBER or k in changed or _sent_event(sent.get(k[1])) != v
+            if k[0] != MEMBER or k in changed or not _held(sent.get(k[1]), v, since)
         }
 
     def mark_sent(
         self,
         user_id: UserID,
         device_id: DeviceID,
+        request: int,
         position: int,
         *states: Mapping[StateKey, EventID],
     ) -> None:
-        """The member events of ``states`` went out in a response up to ``position``."""
-        key = (user_id, device_id)
-        sent = self._devices.get(key)
-        if sent is None:
-            sent = LRU(_MEMBERS_PER_DEVICE)
-            self._devices.put(key, sent)
+        """The member events of ``states`` went out in a response up to ``position`` to
+        request number ``request`` (nothing is recorded if a newer one started)."""
+        device = self._devices.get((user_id, device_id))
+        if device is None or device.request != request:
+            return
         for state in states:
             for (event_type, state_key), event_id in state.items():
                 if event_type == MEMBER:
-                    sent.put(state_key, (event_id, position))
+                    device.members.put(state_key, (event_id, position))
 
 
-def _sent_event(sent: tuple[EventID, int] | None) -> EventID | None:
-    return sent[0] if sent is not None else None
+def _held(sent: tuple[EventID, int] | None, event_id: EventID, since: int) -> bool:
+    return sent is not None and sent[0] == event_id and sent[1] <= since
 
 
 @dataclass(frozen=True, slots=True)

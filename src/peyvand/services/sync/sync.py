@@ -209,7 +209,7 @@ class SyncService:
         state_after: bool = False,
     ) -> JsonDict:
         """``state_after``: each room's state comes as ``state_after``, the state at the
-        end of its timeline (``state_after``), instead of ``state``."""
+        end of its timeline (``state_after.py``), instead of ``state``."""
         deadline = self._clock() + timeout_ms / 1000
         if since is not None:
             # send_to_device.md: a sync from a token confirms delivery of the to-device
@@ -217,14 +217,14 @@ class SyncService:
             await self._to_device.acknowledge(
                 requester.user_id, requester.device_id, since.to_device
             )
-            self._lazy_members.start(requester.user_id, requester.device_id, since.events)
-        else:
-            self._lazy_members.reset(requester.user_id, requester.device_id)
+        lazy_request = self._lazy_members.start(
+            requester.user_id, requester.device_id, since.events if since is not None else None
+        )
         while True:
             now = self._notifier.current_token
             if since is None or full_state or now.is_after(since):
                 result = await self._compute(
-                    requester, since, now, sync_filter, full_state, state_after
+                    requester, since, now, sync_filter, full_state, state_after, lazy_request
                 )
                 if since is None or full_state or not result.is_empty():
                     return await self._response(requester, result, result.token)
@@ -271,7 +271,9 @@ class SyncService:
         sync_filter: Filter,
         full_state: bool,
         state_after: bool,
+        lazy_request: int,
     ) -> _Result:
+        """``lazy_request``: the request's number for the lazy-loaded members cache."""
         user_id = requester.user_id
         result = _Result()
         since_events = since.events if since is not None else 0
@@ -364,6 +366,7 @@ class SyncService:
                 has_events=room_id in changed,
                 incremental=since is not None,
                 state_after=state_after,
+                lazy_request=lazy_request,
             )
             ephemeral = [e for e in (typing.get(room_id), receipts.get(room_id)) if e]
             if not (
@@ -487,7 +490,8 @@ class SyncService:
         full_state: bool = False,
         has_events: bool,
         incremental: bool,
-        state_after: bool = False,
+        state_after: bool,
+        lazy_request: int,
     ) -> JsonDict:
         """One room of the join section. ``initial``: the timeline starts from the room's
         latest events (initial sync, newly joined); ``full_state``: all state at the
@@ -555,9 +559,14 @@ class SyncService:
                     state_ids.setdefault(key, snapshot.state[key])
         if lazy is not None and not sync_filter.include_redundant_members:
             user_id, device_id = requester.user_id, requester.device_id
-            state_ids = self._lazy_members.drop_sent(user_id, device_id, state_ids, changed)
+            state_ids = self._lazy_members.drop_sent(user_id, device_id, state_ids, changed, since)
             self._lazy_members.mark_sent(
-                user_id, device_id, until, state_ids, {} if state_after else in_timeline.contains
+                user_id,
+                device_id,
+                lazy_request,
+                until,
+                state_ids,
+                {} if state_after else in_timeline.contains,
             )
         timeline_json = await self._events_json(timeline, requester, sync_filter)
         state_json = await self._state_json(state_ids, requester, sync_filter)
