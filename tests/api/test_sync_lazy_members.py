@@ -134,10 +134,9 @@ async def test_summary_heroes_only_for_unnamed_rooms_and_loaded_lazily(
     assert {bob.user_id, carol.user_id} <= members_in_state(body, unnamed)
 
 
-async def _lost_response(client: MatrixClient) -> tuple[Account, Account, str, str]:
-    """Alice lazily synced a named room whose last three events are hers, then Bob
-    spoke and a sync from her token carried his member: a response the test treats as
-    lost. Alice, Bob, the room, and the token before it."""
+async def _bob_out_of_view(client: MatrixClient) -> tuple[Account, Account, str, str]:
+    """Alice's named room, joined by Bob, whose last three events are hers, lazily
+    synced by her (Bob's member not loaded): Alice, Bob, the room and her token."""
     alice, bob = await client.register(), await client.register()
     room_id = await create_public_room(client, alice, "named")
     await join(client, room_id, bob)
@@ -145,10 +144,25 @@ async def _lost_response(client: MatrixClient) -> tuple[Account, Account, str, s
         await say(client, room_id, alice, f"alice {i}")
     initial = await sync(client, alice, filter=LAZY)
     assert members_in_state(initial, room_id) == {alice.user_id}
-    await say(client, room_id, bob, "bob speaks")
-    lost = await sync(client, alice, filter=LAZY, since=initial["next_batch"])
-    assert members_in_state(lost, room_id) == {bob.user_id}
     return alice, bob, room_id, initial["next_batch"]
+
+
+async def _lost_response(client: MatrixClient) -> tuple[Account, Account, str, str]:
+    """``_bob_out_of_view``, then Bob spoke and a sync from Alice's token carried his
+    member: a response the test treats as lost."""
+    alice, bob, room_id, since = await _bob_out_of_view(client)
+    await say(client, room_id, bob, "bob speaks")
+    lost = await sync(client, alice, filter=LAZY, since=since)
+    assert members_in_state(lost, room_id) == {bob.user_id}
+    return alice, bob, room_id, since
+
+
+async def _members_after_bob_speaks(
+    client: MatrixClient, alice: Account, bob: Account, room_id: str, since: str
+) -> set[str]:
+    """Bob speaks again; the members of Alice's lazy sync from ``since``."""
+    await say(client, room_id, bob, "bob again")
+    return members_in_state(await sync(client, alice, filter=LAZY, since=since), room_id)
 
 
 async def test_a_retried_sync_gets_the_members_of_the_response_it_lost(
@@ -159,9 +173,8 @@ async def test_a_retried_sync_gets_the_members_of_the_response_it_lost(
     retried = await sync(client, alice, filter=LAZY, since=since)
     assert members_in_state(retried, room_id) == {bob.user_id}
     # From the retried response's token, it is held.
-    await say(client, room_id, bob, "bob again")
-    later = await sync(client, alice, filter=LAZY, since=retried["next_batch"])
-    assert members_in_state(later, room_id) == set()
+    token = retried["next_batch"]
+    assert await _members_after_bob_speaks(client, alice, bob, room_id, token) == set()
 
 
 async def test_a_retry_that_does_not_carry_the_lost_members_leaves_them_unheld(
@@ -174,20 +187,14 @@ async def test_a_retry_that_does_not_carry_the_lost_members_leaves_them_unheld(
     retried = await sync(client, alice, filter=LAZY, since=since)
     assert bob.user_id not in members_in_state(retried, room_id)
     # Bob's member never reached the client: it comes with his next message.
-    await say(client, room_id, bob, "bob again")
-    later = await sync(client, alice, filter=LAZY, since=retried["next_batch"])
-    assert members_in_state(later, room_id) == {bob.user_id}
+    token = retried["next_batch"]
+    assert await _members_after_bob_speaks(client, alice, bob, room_id, token) == {bob.user_id}
 
 
 async def test_a_long_poll_given_up_on_does_not_hold_members_for_its_retry(
     client: MatrixClient,
 ) -> None:
-    alice, bob = await client.register(), await client.register()
-    room_id = await create_public_room(client, alice, "named")
-    await join(client, room_id, bob)
-    for i in range(3):
-        await say(client, room_id, alice, f"alice {i}")
-    since = (await sync(client, alice, filter=LAZY))["next_batch"]
+    alice, bob, room_id, since = await _bob_out_of_view(client)
     # A long-poll the client gave up on (never read), then its retry, both waiting.
     given_up = asyncio.ensure_future(sync(client, alice, filter=LAZY, since=since, timeout="10000"))
     await asyncio.sleep(0.3)
@@ -199,6 +206,5 @@ async def test_a_long_poll_given_up_on_does_not_hold_members_for_its_retry(
     assert members_in_state(abandoned, room_id) == {bob.user_id}
     # The older request's response does not count as the device's: the retry has him.
     assert members_in_state(answered, room_id) == {bob.user_id}
-    await say(client, room_id, bob, "bob again")
-    later = await sync(client, alice, filter=LAZY, since=answered["next_batch"])
-    assert members_in_state(later, room_id) == set()
+    token = answered["next_batch"]
+    assert await _members_after_bob_speaks(client, alice, bob, room_id, token) == set()
