@@ -217,15 +217,18 @@ def publish(
     servers: dict[str, Any],
     summary: dict[str, Any],
     started: float,
+    cpus: dict[str, list[int]] | None = None,
 ) -> None:
     """The figures as JSON to ``out/<prefix>-<timestamp>-<database>.json`` (with the machine,
-    the commit and the seconds since ``started``), the table to stdout."""
+    the CPUs the servers and the client were placed on, if they were (``bench.cpus``), the
+    commit and the seconds since ``started``), the table to stdout."""
     document = {
         "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
         "benchmark": benchmark,
         "database": database,
         "sizes": sizes,
         "machine": machine(),
+        "cpus": cpus,
         "commit": _git("rev-parse", "HEAD"),
         "servers": servers,
         **summary,
@@ -235,7 +238,8 @@ def publish(
     path = out / f"{prefix}-{stamp}-{database}.json"
     report.write_json(path, document)
     print(report.table(summary))
-    print(f"\n{database}, {document['seconds']} s; JSON: {path}")
+    placed = f"; server on CPUs {cpus['server']}, client on {cpus['client']}" if cpus else ""
+    print(f"\n{database}, {document['seconds']} s{placed}; JSON: {path}")
 
 
 @contextmanager

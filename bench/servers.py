@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import IO
 from urllib.parse import urlparse
 
+from bench.cpus import CpuSplit
+
 BENCH_DIR = Path(__file__).resolve().parent
 SYNAPSE_VENV = BENCH_DIR / ".synapse-venv"
 SYNAPSE_REQUIREMENT = "matrix-synapse==1.163.2"
@@ -85,6 +87,8 @@ class Server:
         self.log_path = data_dir / "server.log"
         self._process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
+        # Set before ``start``: the server runs on ``cpus.server`` (``bench.cpus``).
+        self.cpus: CpuSplit | None = None
 
     @property
     def pid(self) -> int:
@@ -107,8 +111,9 @@ class Server:
     def start(self) -> None:
         """Start the process and wait until GET /_matrix/client/versions answers 200."""
         self._log = self.log_path.open("ab")
+        command = self.command()
         self._process = subprocess.Popen(
-            self.command(),
+            self.cpus.taskset(command) if self.cpus is not None else command,
             cwd=self.data_dir,
             stdin=subprocess.DEVNULL,
             stdout=self._log,

@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import procstat, report
+from bench import cpus, procstat, report
 from bench.client import MatrixClient, new_session
 from bench.run import RESULTS_DIR, log, measure_each, publish, run_bounded
 from bench.servers import PeyvandServer, Server, SynapseServer, ensure_synapse
@@ -92,6 +92,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rooms", type=int, nargs="+", help="the reader's room counts")
     parser.add_argument("--connections", type=int, help="connections held open (0: none)")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="where the JSON goes")
+    parser.add_argument(
+        "--no-pin",
+        action="store_true",
+        help="let the servers and the client share the CPUs (see bench/cpus.py)",
+    )
     args = parser.parse_args(argv)
     sizes = SMOKE if args.smoke else FULL
     if args.rooms:
@@ -101,13 +106,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.connections is not None:
         sizes = dataclasses.replace(sizes, connections=max(0, args.connections))
     raise_fd_limit(sizes.connections)  # before the servers start: they inherit it
+    placement = None if args.no_pin else cpus.split()
+    if placement is not None:
+        cpus.pin_client(placement)
     budget = SMOKE_BUDGET_SECONDS if args.smoke else SERVER_BUDGET_SECONDS
     names = [args.only] if args.only else list(SERVERS)
     if "synapse" in names:
         ensure_synapse()
     started = time.monotonic()
     results = measure_each(
-        names, args.postgres, budget, lambda name, url: _measure(name, url, sizes, budget)
+        names,
+        args.postgres,
+        budget,
+        lambda name, url: _measure(name, url, sizes, budget, placement),
     )
     publish(
         args.out,
@@ -115,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         benchmark="simplified sliding sync",
         database="postgres" if args.postgres else "sqlite",
         sizes=asdict(sizes),
+        cpus=placement.to_json() if placement is not None else None,
         servers={name: result.to_json() for name, result in results.items()},
         summary=summarize(results.get("peyvand"), results.get("synapse"), sizes),
         started=started,
@@ -122,12 +134,21 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _measure(name: str, database_url: str | None, sizes: Sizes, budget: float) -> SlidingResult:
-    """One server, fresh in a new data directory that is removed afterwards, whatever fails."""
+def _measure(
+    name: str,
+    database_url: str | None,
+    sizes: Sizes,
+    budget: float,
+    placement: cpus.CpuSplit | None,
+) -> SlidingResult:
+    """One server, fresh in a new data directory that is removed afterwards, whatever fails;
+    on ``placement.server`` when given."""
     stop_by = time.perf_counter() + budget
     data_dir = Path(tempfile.mkdtemp(prefix=f"bench-sliding-{name}-"))
     try:
-        return _measure_server(name, SERVERS[name](data_dir, database_url), sizes, stop_by)
+        server = SERVERS[name](data_dir, database_url)
+        server.cpus = placement
+        return _measure_server(name, server, sizes, stop_by)
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
 
