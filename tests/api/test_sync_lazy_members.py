@@ -208,3 +208,73 @@ async def test_a_long_poll_given_up_on_does_not_hold_members_for_its_retry(
     assert members_in_state(answered, room_id) == {bob.user_id}
     token = answered["next_batch"]
     assert await _members_after_bob_speaks(client, alice, bob, room_id, token) == set()
+
+
+async def test_a_left_room_loads_its_members_lazily_too(client: MatrixClient) -> None:
+    alice, bob, carol, dave, erin = [await client.register() for _ in range(5)]
+    room_id = await create_public_room(client, alice, "named")
+    for account in (bob, carol, dave):
+        await join(client, room_id, account)
+    await say(client, room_id, carol, "carol speaks")
+    lazy = {"include_leave": True, "state": {"lazy_load_members": True}, "timeline": {"limit": 2}}
+    since = (await sync(client, dave, filter=json.dumps({"room": lazy})))["next_batch"]
+    await join(client, room_id, erin)
+    await say(client, room_id, bob, "bob speaks")
+    (await client.request("POST", f"rooms/{room_id}/leave", json={}, token=dave)).ok()
+
+    def members(body: dict[str, Any], section: str) -> set[str]:
+        events = body["rooms"]["leave"][room_id][section]["events"]
+        return {e["state_key"] for e in events if e["type"] == "m.room.member"}
+
+    everyone = {alice.user_id, bob.user_id, carol.user_id, dave.user_id, erin.user_id}
+    eager = json.dumps({"room": {"include_leave": True, "timeline": {"limit": 2}}})
+    assert members(await sync(client, dave, filter=eager), "state") == everyone
+    not_dave = {**lazy, "timeline": {"limit": 2, "not_senders": [dave.user_id]}}
+    for params, section in (({}, "state"), ({"use_state_after": "true"}, "state_after")):
+        # The timeline is Bob's message and Dave's leave: their members only.
+        initial = await sync(client, dave, filter=json.dumps({"room": lazy}), **params)
+        state = initial["rooms"]["leave"][room_id][section]["events"]
+        assert "m.room.create" in {e["type"] for e in state}
+        assert members(initial, section) == {bob.user_id, dave.user_id}
+        # Dave's own member comes in a whole section though he sent nothing shown.
+        hidden = await sync(client, dave, filter=json.dumps({"room": not_dave}), **params)
+        senders = {e["sender"] for e in hidden["rooms"]["leave"][room_id]["timeline"]["events"]}
+        assert dave.user_id not in senders
+        shown = members(hidden, section)
+        assert dave.user_id in shown and shown <= senders | {dave.user_id}
+    # Across a gap (Erin's join before the timeline) with ``state``, every member at the
+    # timeline's start, as without lazy loading; with ``state_after`` what changed
+    # (Erin's join, Dave's leave) and the senders' members.
+    since_params = {"since": since, "filter": json.dumps({"room": lazy})}
+    gappy = await sync(client, dave, **since_params)
+    assert gappy["rooms"]["leave"][room_id]["timeline"]["limited"] is True
+    assert members(gappy, "state") == everyone
+    after = await sync(client, dave, **since_params, use_state_after="true")
+    assert members(after, "state_after") == {bob.user_id, dave.user_id, erin.user_id}
+
+
+async def test_a_left_room_continuing_the_timeline_has_its_senders_members(
+    client: MatrixClient,
+) -> None:
+    alice, bob, dave = [await client.register() for _ in range(3)]
+    room_id = await create_public_room(client, alice, "named")
+    for account in (bob, dave):
+        await join(client, room_id, account)
+    lazy = json.dumps(
+        {
+            "room": {
+                "include_leave": True,
+                "state": {"lazy_load_members": True},
+                "timeline": {"limit": 3},
+            }
+        }
+    )
+    since = (await sync(client, dave, filter=lazy))["next_batch"]
+    await say(client, room_id, bob, "bob speaks")
+    (await client.request("POST", f"rooms/{room_id}/leave", json={}, token=dave)).ok()
+    room = (await sync(client, dave, filter=lazy, since=since))["rooms"]["leave"][room_id]
+    assert room["timeline"]["limited"] is False
+    # Both senders' members at the timeline's start (Dave's leave sets his member only
+    # after he sent it, as Synapse counts it); Alice's not.
+    members = {e["state_key"] for e in room["state"]["events"] if e["type"] == "m.room.member"}
+    assert members == {bob.user_id, dave.user_id}

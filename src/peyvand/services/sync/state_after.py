@@ -86,20 +86,32 @@ class StateAfter:
         return await self._between(snapshot.room_id, previous, end_group, members)
 
     async def left(
-        self, room_id: RoomID, since: int | None, left_at: int
+        self,
+        room_id: RoomID,
+        since: int | None,
+        left_at: int,
+        *,
+        members: AbstractSet[str] | None = None,
     ) -> dict[StateKey, EventID]:
         """A room left at stream position ``left_at``: its state there, all of it when
         ``since`` is None (the client never saw the room joined), else what changed
-        since ``since``."""
+        since ``since``. ``members``: lazy-loading, as for ``joined`` (of the whole
+        state, only their member events)."""
         end_group = await self._room_events.state_group_at(room_id, left_at)
         if end_group is None:
             return {}
         if since is None:
-            return await self._state.state_ids_at_group(end_group)
+            whole = await self._state.state_ids_at_group(end_group)
+            if members is None:
+                return whole
+            return {k: v for k, v in whole.items() if k[0] != MEMBER or k[1] in members}
         previous = await self._room_events.state_group_at(room_id, since)
         if previous == end_group:
-            return {}
-        return (await self._between(room_id, previous, end_group, None))[0]
+            if not members:
+                return {}
+            keys = [(MEMBER, u) for u in members]
+            return await self._state.state_ids_at_group(end_group, keys)
+        return (await self._between(room_id, previous, end_group, members))[0]
 
     async def _between(
         self,

@@ -34,6 +34,7 @@ from peyvand.services.sync.state_section import (
     MemberSummary,
     gap_state,
     member_summary,
+    only_members,
     room_summary,
     timeline_state,
 )
@@ -730,7 +731,8 @@ class SyncService:
         state_after: bool,
     ) -> JsonDict:
         section = _STATE_AFTER if state_after else "state"
-        if await self._state.get_room(room_id) is None:
+        snapshot = await self._state.get_room(room_id)
+        if snapshot is None:
             # A rejected invite to a room this server never joined: nothing to show but
             # the room leaving the invite list.
             return {
@@ -748,12 +750,36 @@ class SyncService:
             not await self._was_joined(room_id, user_id, since)
             and await self._was_joined(room_id, user_id, left_at - 1)
         )
+        lazy: frozenset[str] | None = None
+        if sync_filter.lazy_load_members:
+            # "Lazy-loading room members" holds for a left room too (as in Synapse, whose
+            # ``compute_state_delta`` serves both): the members of the timeline's senders
+            # (with ``state``, those whose member event is not in the timeline), and in a
+            # whole section the user's own. A gap keeps every member across it.
+            senders = (
+                frozenset(e.pdu.sender for e in timeline)
+                if state_after
+                else timeline_state(timeline).needed_members
+            )
+            lazy = senders | {user_id} if full else senders
         if state_after:
-            state_ids = await self._state_after.left(room_id, None if full else since, left_at)
+            state_ids = await self._state_after.left(
+                room_id, None if full else since, left_at, members=lazy
+            )
+        elif timeline and full and lazy is not None:
+            state_ids = await self._lazy_state_at_start(snapshot, timeline, lazy)
         elif timeline and (full or limited):
             state_ids = await self._state_at_start(timeline[0])
         elif full:
             state_ids = await self._state_at_position(room_id, left_at)
+        elif lazy and timeline:
+            # The timeline continues the last response: only the senders' members.
+            group = await self._state_before(timeline[0])
+            keys: list[StateKey] = [(MEMBER, u) for u in lazy]
+            if group is not None:
+                state_ids = dict(await self._state.state_ids_at_group(group, keys))
+        if lazy is not None and full and not state_after:
+            state_ids = only_members(state_ids, lazy)
         return {
             "timeline": {
                 "events": await self._events_json(timeline, requester, sync_filter),
