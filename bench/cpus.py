@@ -3,7 +3,8 @@
 With two CPUs or more, ``split`` gives the server the first half of the CPUs the bench may
 use (at least one) and the bench process, the client, the rest: the server is started
 under ``taskset`` (every thread it starts inherits its CPUs) and the bench pins itself
-(``pin_client``, before it starts a thread). Both servers of a run get the same CPUs.
+(``pin_client``, before it starts a thread or a child: a PostgreSQL cluster it starts
+runs on the client's CPUs). Both servers of a run get the same CPUs.
 
 Why: a latency measured from the client counts what runs on the server's CPU. On the
 benchmarks' 2-vCPU machine the kernel packs runnable tasks onto one vCPU, so the client,
@@ -30,8 +31,11 @@ class CpuSplit:
         """``command`` run on the server's CPUs."""
         return ["taskset", "--cpu-list", ",".join(map(str, self.server)), *command]
 
-    def to_json(self) -> dict[str, list[int]]:
-        return {"server": list(self.server), "client": list(self.client)}
+    def to_json(self, *, database: bool = False) -> dict[str, list[int]]:
+        """The placement; ``database``: a database cluster the bench started after
+        ``pin_client`` (``--postgres``), on the client's CPUs."""
+        placed = {"server": list(self.server), "client": list(self.client)}
+        return placed | {"database": list(self.client)} if database else placed
 
 
 def split() -> CpuSplit | None:

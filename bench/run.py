@@ -238,7 +238,12 @@ def publish(
     path = out / f"{prefix}-{stamp}-{database}.json"
     report.write_json(path, document)
     print(report.table(summary))
-    placed = f"; server on CPUs {cpus['server']}, client on {cpus['client']}" if cpus else ""
+    placed = (
+        f"; server on CPUs {cpus['server']}, client on {cpus['client']}"
+        + (f", database on {cpus['database']}" if "database" in cpus else "")
+        if cpus
+        else ""
+    )
     print(f"\n{database}, {document['seconds']} s{placed}; JSON: {path}")
 
 

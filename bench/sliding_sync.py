@@ -108,7 +108,11 @@ def main(argv: list[str] | None = None) -> int:
     raise_fd_limit(sizes.connections)  # before the servers start: they inherit it
     placement = None if args.no_pin else cpus.split()
     if placement is not None:
+        # Before any thread or child starts (with --postgres the throwaway cluster too,
+        # which therefore runs on the client's CPUs: recorded in the JSON).
         cpus.pin_client(placement)
+    elif not args.no_pin:
+        log("not placed: one CPU to use, or no taskset (bench/cpus.py)")
     budget = SMOKE_BUDGET_SECONDS if args.smoke else SERVER_BUDGET_SECONDS
     names = [args.only] if args.only else list(SERVERS)
     if "synapse" in names:
@@ -126,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         benchmark="simplified sliding sync",
         database="postgres" if args.postgres else "sqlite",
         sizes=asdict(sizes),
-        cpus=placement.to_json() if placement is not None else None,
+        cpus=placement.to_json(database=args.postgres) if placement is not None else None,
         servers={name: result.to_json() for name, result in results.items()},
         summary=summarize(results.get("peyvand"), results.get("synapse"), sizes),
         started=started,
