@@ -32,7 +32,7 @@ from collections.abc import Set as AbstractSet
 from peyvand.events.pdu import StateKey
 from peyvand.lru import LRU
 from peyvand.services.rooms.reads import RoomEventsService
-from peyvand.services.sync.state_section import MEMBER
+from peyvand.services.sync.state_section import MEMBER, only_members
 from peyvand.services.timeline.room_state import RoomSnapshot, StateService
 from peyvand.types import EventID, RoomID
 
@@ -104,7 +104,7 @@ class StateAfter:
             whole = await self._state.state_ids_at_group(end_group)
             if members is None:
                 return whole
-            return {k: v for k, v in whole.items() if k[0] != MEMBER or k[1] in members}
+            return only_members(whole, members)
         previous = await self._room_events.state_group_at(room_id, since)
         if previous == end_group:
             if not members:

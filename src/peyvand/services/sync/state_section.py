@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
 from peyvand.events.pdu import StateKey
@@ -53,7 +54,7 @@ def timeline_state(timeline: Sequence[StoredEvent]) -> TimelineState:
 
 
 def only_members(
-    state: Mapping[StateKey, EventID], members: frozenset[str] | set[str]
+    state: Mapping[StateKey, EventID], members: AbstractSet[str]
 ) -> dict[StateKey, EventID]:
     """``state`` without the member events of anyone outside ``members``."""
     return {k: v for k, v in state.items() if k[0] != MEMBER or k[1] in members}
