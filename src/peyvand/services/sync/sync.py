@@ -545,12 +545,7 @@ class SyncService:
                 room_id, since, until, timeline, in_timeline.contains, lazy
             )
         elif lazy and timeline:
-            # The timeline continues the last response: only the senders' members.
-            group = await self._state_before(timeline[0])
-            keys: list[StateKey] = [(MEMBER, u) for u in lazy]
-            state_ids = (
-                dict(await self._state.state_ids_at_group(group, keys)) if group is not None else {}
-            )
+            state_ids = await self._members_at_start(timeline, lazy)
         summary, heroes = await self._summary(snapshot, requester.user_id)
         if lazy is not None:
             # "Lazy-loading room members": the heroes' members are part of the state.
@@ -619,6 +614,17 @@ class SyncService:
         ids = await self._state.state_ids_at_group(last.state_group, [key])
         member = await self._state.get_event(ids[key]) if key in ids else None
         return member is not None and member.pdu.membership == "join"
+
+    async def _members_at_start(
+        self, timeline: Sequence[StoredEvent], members: AbstractSet[str]
+    ) -> dict[StateKey, EventID]:
+        """For a timeline that continues the last response: only ``members``' member
+        events, at the timeline's start."""
+        group = await self._state_before(timeline[0])
+        if group is None:
+            return {}
+        keys = [(MEMBER, u) for u in members]
+        return dict(await self._state.state_ids_at_group(group, keys))
 
     async def _lazy_state_at_start(
         self, snapshot: RoomSnapshot, timeline: Sequence[StoredEvent], members: AbstractSet[str]
@@ -773,11 +779,7 @@ class SyncService:
         elif full:
             state_ids = await self._state_at_position(room_id, left_at)
         elif lazy and timeline:
-            # The timeline continues the last response: only the senders' members.
-            group = await self._state_before(timeline[0])
-            keys: list[StateKey] = [(MEMBER, u) for u in lazy]
-            if group is not None:
-                state_ids = dict(await self._state.state_ids_at_group(group, keys))
+            state_ids = await self._members_at_start(timeline, lazy)
         if lazy is not None and full and not state_after:
             state_ids = only_members(state_ids, lazy)
         return {
