@@ -1000,3 +1000,72 @@ async def test_a_rejoin_drops_what_the_room_no_longer_has(tmp_path: Path) -> Non
         assert stored[("m.room.member", CAROL)] == again.event_id
         state, _ = await here.current(room_id)
         assert state == stored
+
+
+async def test_messages_on_the_losing_side_of_a_fork_keep_the_rooms_group(tmp_path: Path) -> None:
+    """Two concurrent renames fork the room; the later one wins. Messages that go on
+    from the losing rename (its server not yet knowing the other) leave the current
+    state as it is: the room keeps its state group, not a new one per message, and each
+    message is stored with its own side's group and the room's as its ``current_group``
+    (what /sync's ``state_after`` continues from)."""
+    dag = _room()
+    room_id = dag.join.room_id
+    renames: dict[ServerName, Pdu] = {}
+    for server, ts in ((ServerName("a.test"), T0 + 2), (ServerName("b.test"), T0 + 1)):
+        sender = SENDERS[server]
+        member = next(p.event_id for p in dag.prefix if p.state_key == sender)
+        renames[server] = _sign(
+            dag.version,
+            server,
+            sender,
+            room_id,
+            "m.room.name",
+            {"name": server},
+            "",
+            [dag.join.event_id],
+            [dag.latest_power([dag.join.event_id]), member],
+            dag.join.depth + 1,
+            ts,
+        )
+        dag.events[renames[server].event_id] = renames[server]
+    loser = renames[ServerName("b.test")]
+    bob = SENDERS[ServerName("b.test")]
+    bob_member = next(p.event_id for p in dag.prefix if p.state_key == bob)
+    messages: list[Pdu] = []
+    previous = loser
+    for n in range(3):
+        previous = _sign(
+            dag.version,
+            ServerName("b.test"),
+            bob,
+            room_id,
+            "m.room.message",
+            {"msgtype": "m.text", "body": f"on the losing side {n}"},
+            None,
+            [previous.event_id],
+            [dag.latest_power([dag.join.event_id]), bob_member],
+            previous.depth + 1,
+            T0 + 3 + n,
+        )
+        messages.append(previous)
+    name: StateKey = ("m.room.name", "")
+    async with _receiver(tmp_path / "c.db") as here:
+        await here.join(dag)
+        for pdu in renames.values():
+            await here.receive(pdu)
+        snapshot = await here.state.get_room(room_id)
+        assert snapshot is not None
+        assert snapshot.state[name] == renames[ServerName("a.test")].event_id
+        group = snapshot.state_group.state_group
+        for pdu in messages:
+            await here.receive(pdu)
+            snapshot = await here.state.get_room(room_id)
+            assert snapshot is not None
+            assert snapshot.state_group.state_group == group, pdu.event_id
+        stored = await here.store.get_events([p.event_id for p in messages])
+        losing_state = await here.state_at(loser.event_id)
+        for pdu in messages:
+            assert await here.state_at(pdu.event_id) == losing_state, pdu.event_id
+            assert stored[pdu.event_id].current_group == group, pdu.event_id
+        state, _ = await here.current(room_id)
+        assert state[name] == renames[ServerName("a.test")].event_id

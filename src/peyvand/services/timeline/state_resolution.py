@@ -100,7 +100,11 @@ class StateResolver:
         if len(state) + added > len(current):
             removed = [k for k in state if k not in current]
         row, new_group = after_row, None
-        if current != after_state:
+        if not changes and not removed:
+            # The room's state stays as it was (an event on one side of a fork that
+            # keeps it): so does its group, not a new one per event.
+            row = snapshot.state_group
+        elif current != after_state:
             new_group = await self._state.group_holding(
                 current, [(snapshot.state_group, snapshot.state), (after_row, after_state)]
             )
