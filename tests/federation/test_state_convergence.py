@@ -20,13 +20,19 @@ from urllib.parse import quote
 import pytest
 
 from harness.client import Account, MatrixClient
-from harness.federation import Pair
+from harness.fake_server import FakeServer
+from harness.federation import Pair, fake_peer_room, send_accepted
+from harness.rooms import say
+from harness.server import HomeserverProcess
 from harness.sync import sync, wait_until_joined
 from harness.timeline import recent_events
 
 ROUNDS = 20
 RESET_ROUNDS = 10
 BAN_ROUNDS = 2
+# Rounds of concurrent renames until the losing one was stored last (FORKS_WANTED times).
+FORK_ROUNDS = 16
+FORKS_WANTED = 2
 ROUND_DEADLINE_SECONDS = 20.0
 _txn = itertools.count()
 
@@ -339,3 +345,110 @@ async def test_a_ban_and_a_kick_at_once_converge(room_version: str, pair: Pair) 
     # The ban is made there at once and the kick here: they fork nearly always.
     assert undone >= 1, f"no round of {BAN_ROUNDS} undid the kick"
     assert "Unhandled error" not in peyvand.log()
+
+
+async def test_a_sync_after_a_fork_continues_from_the_resolved_state(pair: Pair) -> None:
+    """Both users rename the room at once; where the two fork and Peyvand holds the
+    losing rename last, the newest event's own state (its side of the fork) is not the
+    state Peyvand's client was given (``state_after``: the resolved one). The next
+    incremental /sync, after a message, must continue from what the client holds: no
+    state changed, so its ``state_after`` is empty; from the newest event's side it
+    would send the name again. Layered over the first response, the sections hold the
+    room's state as ``/state`` tells it."""
+    peyvand, peyvand_client, _, peer_client, alice, bob = pair.unpack()
+    room_id = await _shared_room(peyvand_client, alice, peer_client, bob, "12")
+    sides = ((peyvand_client, alice), (peer_client, bob))
+    first = await sync(peyvand_client, alice, use_state_after="true")
+    held = _section_state(first["rooms"]["join"][room_id])
+    since = first["next_batch"]
+    forks = 0
+    for round_ in range(FORK_ROUNDS):
+        # The peer's first, then Alice's at once: hers is the later (resolution orders
+        # the two by origin_server_ts and applies the later last) and made, mostly,
+        # before the peer's reaches Peyvand, which then stores the loser last.
+        theirs = await _set_name(peer_client, bob, room_id, f"{round_} by bob")
+        mine = await _set_name(peyvand_client, alice, room_id, f"{round_} by alice")
+        sent = {theirs, mine}
+        states = await _agreed_after(sides, room_id, sent)
+        assert all(s == states[0] for s in states), f"round {round_}: split {_split(states)}"
+        winner = states[0]["m.room.name|"]
+        renamed = await sync(peyvand_client, alice, since=since, use_state_after="true")
+        room = renamed["rooms"]["join"][room_id]
+        assert _section_state(room)["m.room.name|"] == winner, round_
+        held.update(_section_state(room))
+        timeline = [e["event_id"] for e in room["timeline"]["events"]]
+        forks += sent <= set(timeline) and timeline[-1] != winner
+        await say(peyvand_client, room_id, alice, f"after round {round_}")
+        talked = await sync(
+            peyvand_client, alice, since=renamed["next_batch"], use_state_after="true"
+        )
+        assert talked["rooms"]["join"][room_id]["state_after"] == {"events": []}, (
+            f"round {round_}: the loser {timeline[-1]} was newest, the winner {winner}"
+        )
+        since = talked["next_batch"]
+        assert held == await _state_ids(peyvand_client, alice, room_id), round_
+        if forks >= FORKS_WANTED:
+            break
+    # Renames at once, the peer's reaching Peyvand after Alice's is stored: a loser held
+    # last in about half the rounds.
+    assert forks >= 1, f"no round of {FORK_ROUNDS} held the losing rename last"
+    assert "Unhandled error" not in peyvand.log()
+
+
+async def test_state_after_continues_from_the_resolved_state_of_a_fork(
+    peyvand: HomeserverProcess, peyvand_client: MatrixClient, fake: FakeServer
+) -> None:
+    """A fake peer's rename, on its side of a fork and older than Alice's concurrent one,
+    reaches Peyvand after hers: resolution keeps Alice's (the later), and Peyvand stores
+    the losing rename last. Alice's client was given the resolved name (``state_after``);
+    the next incremental /sync, after a message, changed no state and must say so, not
+    send the name again from the losing event's side."""
+    alice, bob, room_id, _ = await fake_peer_room(peyvand_client, fake, "renamer", "12")
+    levels = (
+        await peyvand_client.request(
+            "GET", f"rooms/{quote(room_id)}/state/m.room.power_levels", token=alice
+        )
+    ).ok()
+    levels["users"][bob] = 100
+    await _set_state(peyvand_client, alice, room_id, "m.room.power_levels", levels)
+    await fake.wait_for_pdu(
+        lambda p: (
+            p.get("type") == "m.room.power_levels" and bob in p.get("content", {}).get("users", {})
+        )
+    )
+    first = await sync(peyvand_client, alice, use_state_after="true")
+    theirs = fake.make_pdu(
+        None,
+        room_id,
+        bob,
+        "m.room.name",
+        {"name": "theirs"},
+        "",
+        prev_events=list(fake.rooms[room_id].extremities),
+    )
+    await asyncio.sleep(0.01)  # Alice's rename is the later: resolution applies it last
+    mine = await _set_name(peyvand_client, alice, room_id, "mine")
+    await send_accepted(fake, theirs)
+    renamed: dict[str, Any] = {}
+
+    async def stored() -> bool:
+        renamed.update(
+            await sync(peyvand_client, alice, since=first["next_batch"], use_state_after="true")
+        )
+        return theirs.event_id in _timeline(renamed, room_id)
+
+    assert await _poll(time.monotonic() + ROUND_DEADLINE_SECONDS, stored), "never stored"
+    room = renamed["rooms"]["join"][room_id]
+    assert _timeline(renamed, room_id)[-2:] == [mine, theirs.event_id]
+    assert _section_state(room)["m.room.name|"] == mine
+    assert (await _state_ids(peyvand_client, alice, room_id))["m.room.name|"] == mine
+
+    await say(peyvand_client, room_id, alice, "after the fork")
+    talked = await sync(peyvand_client, alice, since=renamed["next_batch"], use_state_after="true")
+    assert talked["rooms"]["join"][room_id]["state_after"] == {"events": []}
+    assert "Unhandled error" not in peyvand.log()
+
+
+def _timeline(response: dict[str, Any], room_id: str) -> list[str]:
+    room = response["rooms"]["join"].get(room_id, {})
+    return [e["event_id"] for e in room.get("timeline", {}).get("events", [])]

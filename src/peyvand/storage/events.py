@@ -23,6 +23,7 @@ from peyvand.storage.models import (
     RoomRow,
     StateGroupRow,
     StoredEvent,
+    other_current_group,
 )
 from peyvand.storage.redactions import (
     apply_pending_to_outliers,
@@ -36,7 +37,8 @@ from peyvand.storage.stream_positions import PURGED_EVENTS
 from peyvand.types import EventID, RoomID, UserID
 
 _EVENT_COLUMNS = (
-    "event_id, room_id, stream_ordering, state_group, pdu, redacted_by, txn_device_id, txn_id"
+    "event_id, room_id, stream_ordering, state_group, pdu, redacted_by, txn_device_id, txn_id,"
+    " current_state_group"
 )
 _IN_LIST_CHUNK = 500
 # A keyed state lookup names its state keys in the query up to this many.
@@ -47,7 +49,14 @@ def _stored_event(row: Row, room_versions: dict[str, str]) -> StoredEvent:
     version = KNOWN_ROOM_VERSIONS[room_versions[row["room_id"]]]
     pdu = Pdu(orjson.loads(row["pdu"]), EventID(row["event_id"]), version)
     txn = (row["txn_device_id"], row["txn_id"]) if row["txn_device_id"] is not None else None
-    return StoredEvent(pdu, row["stream_ordering"], row["state_group"], row["redacted_by"], txn)
+    return StoredEvent(
+        pdu,
+        row["stream_ordering"],
+        row["state_group"],
+        row["redacted_by"],
+        txn,
+        row["current_state_group"],
+    )
 
 
 class EventStore:
@@ -571,8 +580,9 @@ class EventStore:
         await txn.executemany(
             "INSERT INTO events (stream_ordering, event_id, room_id, type, state_key, sender,"
             " depth, origin_server_ts, state_group, relates_to, rel_type, pdu, txn_device_id,"
-            " txn_id, redacted_by, replaces_state)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+            " txn_id, redacted_by, replaces_state, current_state_group)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,"
+            " $17)",
             [
                 (
                     e.stream_ordering,
@@ -591,6 +601,7 @@ class EventStore:
                     e.txn[2] if e.txn is not None else None,
                     e.redacted_by,
                     e.replaces_state,
+                    other_current_group(e),
                 )
                 for e in batch
             ],

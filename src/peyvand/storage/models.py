@@ -22,6 +22,17 @@ class StoredEvent:
     redacted_by: EventID | None = None
     # (device_id, stored transaction key) when sent by a client with a transaction ID.
     txn: tuple[str, str] | None = None
+    # The room's current state group once this event was applied, when it is not
+    # ``state_group``: an event received on one side of a fork has that side's state,
+    # the room the resolution over its forward extremities (``current_group``). None:
+    # the same, or not recorded (backfilled history, events stored before migration 054).
+    current_state_group: int | None = None
+
+    @property
+    def current_group(self) -> int:
+        """The room's current state group once this event was applied: the state a
+        client was given of the room up to it."""
+        return self.state_group if self.current_state_group is None else self.current_state_group
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +106,28 @@ class EventToPersist:
     # Several event writers: the generation of the room's holding (``storage.room_writers``)
     # its writer knew when it built the event (None: as it knows at commit).
     holding: int | None = None
+
+
+def other_current_group(persisted: EventToPersist) -> int | None:
+    """``StoredEvent.current_state_group`` of ``persisted``: the room's current group
+    after it when it says so and that is not the event's own group; None otherwise (a
+    local event that leaves the current group as it was has the current state as its
+    own; backfilled history records none)."""
+    current = persisted.current_state_group
+    return None if current is None or current == persisted.state_group else current
+
+
+def stored_event(persisted: EventToPersist) -> StoredEvent:
+    """The event as storage returns it right after the commit."""
+    txn = (persisted.txn[1], persisted.txn[2]) if persisted.txn is not None else None
+    return StoredEvent(
+        persisted.pdu,
+        persisted.stream_ordering,
+        persisted.state_group,
+        persisted.redacted_by,
+        txn,
+        other_current_group(persisted),
+    )
 
 
 @dataclass(frozen=True, slots=True)

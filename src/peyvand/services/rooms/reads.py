@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from peyvand.errors import Errcode, MatrixError
 from peyvand.events.pdu import StateKey
@@ -239,14 +239,22 @@ class RoomEventsService:
         found = await self._page(room_id, after=None, before=position, newest_first=True, limit=1)
         return found[0] if found else None
 
-    async def state_group_at(self, room_id: RoomID, position: int) -> int | None:
-        """The room's state group at stream ``position`` (that of its newest event at or
-        before it; None: before its first event), from the recent events when they tell."""
-        held = self._recent.state_group_at(room_id, position)
+    async def state_group_at(
+        self, room_id: RoomID, position: int, *, resolved: bool = False
+    ) -> int | None:
+        """The room's state group at stream ``position``: that of its newest event at or
+        before it (None: before its first event), as Synapse's ``get_state_at`` reads
+        it; with ``resolved``, the room's current group once that event was applied
+        (``StoredEvent.current_group``: at a fork, the resolution over every forward
+        extremity, not that event's side), as its current-state deltas tell. From the
+        recent events when they tell."""
+        held = self._recent.state_group_at(room_id, position, resolved=resolved)
         if held is not None:
             return held
         last = await self.last_event(room_id, position)
-        return last.state_group if last is not None else None
+        if last is None:
+            return None
+        return last.current_group if resolved else last.state_group
 
     async def scan(
         self,
@@ -508,13 +516,7 @@ class RoomEventsService:
         if event is None:
             raise MatrixError(Errcode.NOT_FOUND, "Event not found")
         if event.redacted_by is not None:
-            return StoredEvent(
-                redact_pdu(event.pdu),
-                event.stream_ordering,
-                event.state_group,
-                event.redacted_by,
-                event.txn,
-            )
+            return replace(event, pdu=redact_pdu(event.pdu))
         return event
 
     async def members(

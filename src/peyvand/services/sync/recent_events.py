@@ -16,21 +16,23 @@ and the caller reads storage. Events change after their commit only by a redacti
 (applied here by the rule storage applies) or a purge or content deletion, which bumps
 ``StateService.forget_epoch``: then everything held is dropped.
 
-Each room also keeps the state group its events have had since its tail started, one
-entry per change (a burst of messages is one): a woken sync whose token is older than the
-held events still finds the room's state group at its token here (``state_group_at``),
-to tell whether any state changed across its gap.
+Each room also keeps the state groups of its events since its tail started, their own
+and the room's current group once each was applied (``StoredEvent.current_group``: at a
+fork, the resolved one), one entry per change (a burst of messages is one): a woken
+sync whose token is older than the held events still finds the room's state group at
+its token here (``state_group_at``), to tell whether any state changed across its gap.
 """
 
 from __future__ import annotations
 
 import bisect
 from collections.abc import Sequence
+from dataclasses import replace
 
 from peyvand.events.redaction import redaction_takes_effect
 from peyvand.lru import LRU
 from peyvand.services.timeline.room_state import StateService
-from peyvand.storage.models import EventToPersist, StoredEvent
+from peyvand.storage.models import EventToPersist, StoredEvent, stored_event
 from peyvand.types import EventID, RoomID
 
 # Rooms held, and events per room. A woken long-poll reads the events after its token,
@@ -49,8 +51,9 @@ GROUP_CHANGES = 64
 class _RoomTail:
     """One room's newest events, oldest first; every event of the room at or after
     ``events[0]`` is among them. ``group_starts[i]`` is the position from which the
-    room's state group (that of its last event at or before a position) is
-    ``groups[i]``; they too are complete from ``group_starts[0]``."""
+    state groups of the room's last event at or before a position, its own and the
+    room's current one after it (``_groups``), are ``groups[i]``; they too are complete
+    from ``group_starts[0]``."""
 
     __slots__ = ("events", "group_starts", "groups", "positions")
 
@@ -58,7 +61,7 @@ class _RoomTail:
         self.events: list[StoredEvent] = []
         self.positions: list[int] = []
         self.group_starts: list[int] = []
-        self.groups: list[int] = []
+        self.groups: list[tuple[int, int]] = []
 
     def add(self, event: StoredEvent) -> None:
         position = event.stream_ordering
@@ -66,12 +69,12 @@ class _RoomTail:
         if positions and position < positions[-1]:
             # A late event: the groups known before the newest may have changed.
             self.group_starts = [positions[-1]]
-            self.groups = [self.events[-1].state_group]
+            self.groups = [_groups(self.events[-1])]
             if position < positions[0]:
                 return  # older than what is held: storage has it
-        elif not self.groups or self.groups[-1] != event.state_group:
+        elif not self.groups or self.groups[-1] != _groups(event):
             self.group_starts.append(position)
-            self.groups.append(event.state_group)
+            self.groups.append(_groups(event))
             if len(self.groups) > GROUP_CHANGES:
                 del self.group_starts[0]
                 del self.groups[0]
@@ -84,11 +87,15 @@ class _RoomTail:
             del positions[0]
             del self.events[0]
 
-    def state_group_at(self, position: int) -> int | None:
-        """The state group of the last event at or before ``position``; None when that
-        is before what is known."""
+    def state_group_at(self, position: int, resolved: bool) -> int | None:
+        """The state group of the last event at or before ``position``, or with
+        ``resolved`` the room's current one after it; None when that is before what is
+        known."""
         at = bisect.bisect_right(self.group_starts, position)
-        return self.groups[at - 1] if at else None
+        if not at:
+            return None
+        own, current = self.groups[at - 1]
+        return current if resolved else own
 
     def redact(self, redaction: EventToPersist, target: EventID) -> None:
         """Mark ``target`` redacted if it is held and ``redaction`` takes effect on it,
@@ -104,18 +111,13 @@ class _RoomTail:
                 original_sender=pdu.sender,
                 original_type=pdu.type,
             ):
-                self.events[at] = StoredEvent(
-                    pdu, event.stream_ordering, event.state_group, redaction.pdu.event_id, event.txn
-                )
+                self.events[at] = replace(event, redacted_by=redaction.pdu.event_id)
             return
 
 
-def _stored(persisted: EventToPersist) -> StoredEvent:
-    """The event as storage returns it right after the commit."""
-    txn = (persisted.txn[1], persisted.txn[2]) if persisted.txn is not None else None
-    return StoredEvent(
-        persisted.pdu, persisted.stream_ordering, persisted.state_group, persisted.redacted_by, txn
-    )
+def _groups(event: StoredEvent) -> tuple[int, int]:
+    """The event's own state group and the room's current one after it."""
+    return (event.state_group, event.current_group)
 
 
 class RecentEvents:
@@ -143,7 +145,7 @@ class RecentEvents:
             if tail is None:
                 tail = _RoomTail()
                 rooms.put(room_id, tail)
-            tail.add(_stored(persisted))
+            tail.add(stored_event(persisted))
         for persisted in batch:
             pdu = persisted.pdu
             if pdu.type == "m.room.redaction" and (target := pdu.redacts) is not None:
@@ -151,12 +153,15 @@ class RecentEvents:
                 if tail is not None:
                     tail.redact(persisted, target)
 
-    def state_group_at(self, room_id: RoomID, position: int) -> int | None:
+    def state_group_at(
+        self, room_id: RoomID, position: int, *, resolved: bool = False
+    ) -> int | None:
         """The room's state group at stream ``position`` (that of its last event at or
-        before it), as ``EventStore.get_room_events`` would tell; None when what is held
-        cannot tell (the caller reads storage)."""
+        before it; with ``resolved``, the room's current group after it, its
+        ``current_group``), as ``EventStore.get_room_events`` would tell; None when what
+        is held cannot tell (the caller reads storage)."""
         tail = self._current().get(room_id)
-        return tail.state_group_at(position) if tail is not None else None
+        return tail.state_group_at(position, resolved) if tail is not None else None
 
     def page(
         self,

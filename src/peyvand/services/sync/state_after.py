@@ -17,11 +17,12 @@ other, else by comparing both states, once per pair of groups (every sync woken 
 event asks the same). A key with no event left (a state reset) cannot be told, as in
 Synapse.
 
-The state at the token is read as ``_gap`` reads it, that of the newest event up to it,
-which at a fork is that event's side, not the resolved state the client was given. A
-key the client holds from the resolution that later returns to that side's event is
-then not sent again (Synapse diffs its current-state deltas instead); exact would need
-the resolved state group recorded per stream position.
+The state at the token is the room's current state group once the newest event up to
+it was applied (``state_group_at(resolved=True)``: ``StoredEvent.current_group``,
+recorded with each event), which at a fork is the resolved state the client was given,
+not that event's side (which ``_gap`` reads, as Synapse's legacy sync does). So a key
+the client holds from a resolution that later returns to that side's event is sent
+again, as Synapse's diff of its current-state deltas sends it.
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ class StateAfter:
                 wanted = [*non_member_keys(snapshot), *((MEMBER, u) for u in members)]
                 whole = {k: v for k in wanted if (v := snapshot.state.get(k)) is not None}
             return whole, set(whole)
-        previous = await self._room_events.state_group_at(snapshot.room_id, since)
+        previous = await self._room_events.state_group_at(snapshot.room_id, since, resolved=True)
         end_group = snapshot.state_group.state_group
         if previous == end_group:
             return _members(snapshot.state, members), set()
@@ -97,7 +98,7 @@ class StateAfter:
         ``since`` is None (the client never saw the room joined), else what changed
         since ``since``. ``members``: lazy-loading, as for ``joined`` (of the whole
         state, only their member events)."""
-        end_group = await self._room_events.state_group_at(room_id, left_at)
+        end_group = await self._room_events.state_group_at(room_id, left_at, resolved=True)
         if end_group is None:
             return {}
         if since is None:
@@ -105,7 +106,7 @@ class StateAfter:
             if members is None:
                 return whole
             return only_members(whole, members)
-        previous = await self._room_events.state_group_at(room_id, since)
+        previous = await self._room_events.state_group_at(room_id, since, resolved=True)
         if previous == end_group:
             if not members:
                 return {}

@@ -39,7 +39,13 @@ from peyvand.services.timeline.room_state import RoomSnapshot, StateService
 from peyvand.services.timeline.state_resolution import StateResolver
 from peyvand.services.timeline.stream_tracker import EventPositions
 from peyvand.storage.events import EventStore
-from peyvand.storage.models import EventToPersist, NewStateGroup, RoomRow, StoredEvent
+from peyvand.storage.models import (
+    EventToPersist,
+    NewStateGroup,
+    RoomRow,
+    StoredEvent,
+    stored_event,
+)
 from peyvand.storage.room_writers import NotHolder
 from peyvand.storage.stream_positions import StoodIn
 from peyvand.types import EventID, JsonDict, RoomID, ServerName, UserID
@@ -346,7 +352,7 @@ class EventCreationService:
 
             done.add_done_callback(committed)
         await _committed(done)
-        return self._stored(persisted)
+        return stored_event(persisted)
 
     def _settle(
         self,
@@ -489,7 +495,7 @@ class EventCreationService:
                 new_room=RoomRow(room_id, room_version.identifier, creator, is_public, now),
             )
         ]
-        self._state.cache_events([self._stored(to_persist[0])])
+        self._state.cache_events([stored_event(to_persist[0])])
         self._state.add_room(snapshot)
         try:
             async with snapshot.lock:
@@ -508,7 +514,7 @@ class EventCreationService:
             raise
         # A cancelled request leaves the commit to finish (and be held in flight) as sends do.
         await _committed(done)
-        return room_id, [self._stored(p) for p in to_persist]
+        return room_id, [stored_event(p) for p in to_persist]
 
     # -- building ----------------------------------------------------------------------
 
@@ -678,7 +684,7 @@ class EventCreationService:
             snapshot.state_group = new_group.row
             if pdu.type == "m.room.member" and pdu.membership is not None:
                 snapshot.set_membership(UserID(pdu.state_key or ""), pdu.membership)
-        self._state.cache_events([self._stored(persisted)])
+        self._state.cache_events([stored_event(persisted)])
         return replace(persisted, joined_servers=snapshot.joined_servers())
 
     async def _apply_over_fork(
@@ -726,7 +732,7 @@ class EventCreationService:
             extra_state_groups=tuple(groups),
         )
         current.move(snapshot, pdu.depth)
-        self._state.cache_events([self._stored(persisted)])
+        self._state.cache_events([stored_event(persisted)])
         return replace(persisted, joined_servers=snapshot.joined_servers())
 
     def _allocate(
@@ -763,17 +769,6 @@ class EventCreationService:
             else owners.holding(owners.shard(pdu.room_id)).generation,
         )
 
-    @staticmethod
-    def _stored(persisted: EventToPersist) -> StoredEvent:
-        txn = (persisted.txn[1], persisted.txn[2]) if persisted.txn is not None else None
-        return StoredEvent(
-            persisted.pdu,
-            persisted.stream_ordering,
-            persisted.state_group,
-            persisted.redacted_by,
-            txn,
-        )
-
     def allocate_backfill_stream(self) -> int:
         """The next position for backfilled history: counting down below every other,
         so it sorts before the room's known events and is never new to /sync."""
@@ -799,7 +794,7 @@ class EventCreationService:
     async def persist(self, events: Sequence[EventToPersist]) -> None:
         """Group-commit events built elsewhere (received over federation); the caller
         holds their room's lock while enqueueing, like local sends."""
-        self._state.cache_events([self._stored(e) for e in events])
+        self._state.cache_events([stored_event(e) for e in events])
         await asyncio.shield(self._enqueue(events))
 
     def _enqueue(self, events: Sequence[EventToPersist]) -> asyncio.Future[None]:
@@ -815,7 +810,7 @@ class EventCreationService:
                 *e.extra_state_groups,
             )
         ]
-        self._state.hold_in_flight([self._stored(e) for e in events], groups, done)
+        self._state.hold_in_flight([stored_event(e) for e in events], groups, done)
         state_ids = [e.pdu.event_id for e in events if e.pdu.is_state()]
         for event_id in state_ids:
             self._uncommitted[event_id] = done

@@ -443,4 +443,5 @@ class EventStreamFollower:
             redacted_by=event.redacted_by,
             replaces_state=replaced.get(pdu.event_id),
             current_state_changes=changes,
+            current_state_group=event.current_group,
         )

@@ -247,6 +247,7 @@ def stored_to_json(event: StoredEvent) -> JsonDict:
         "state_group": event.state_group,
         "redacted_by": event.redacted_by,
         "txn": None if event.txn is None else list(event.txn),
+        "current_state_group": event.current_state_group,
     }
 
 
@@ -257,7 +258,7 @@ def stored_from_json(data: Any) -> StoredEvent:
     event_id, pdu, txn = data.get("event_id"), data.get("pdu"), data.get("txn")
     version = KNOWN_ROOM_VERSIONS.get(str(data.get("room_version")))
     stream, group = data.get("stream_ordering"), data.get("state_group")
-    redacted_by = data.get("redacted_by")
+    redacted_by, current = data.get("redacted_by"), data.get("current_state_group")
     if (
         not isinstance(event_id, str)
         or not isinstance(pdu, dict)
@@ -266,6 +267,7 @@ def stored_from_json(data: Any) -> StoredEvent:
         or not isinstance(group, int)
         or not isinstance(redacted_by, str | None)
         or not (txn is None or (isinstance(txn, list) and len(txn) == 2))
+        or not (current is None or (isinstance(current, int) and not isinstance(current, bool)))
     ):
         raise _bad_answer("event")
     return StoredEvent(
@@ -274,4 +276,5 @@ def stored_from_json(data: Any) -> StoredEvent:
         group,
         None if redacted_by is None else EventID(redacted_by),
         None if txn is None else (str(txn[0]), str(txn[1])),
+        current,
     )

@@ -13,7 +13,7 @@ import asyncio
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 from peyvand.events.pdu import Pdu, StateKey
@@ -226,13 +226,7 @@ class StateService:
         one comes in its redacted form, as everyone may see it."""
         ids = set(event_ids)
         found = {
-            event_id: (
-                StoredEvent(
-                    redact_pdu(e.pdu), e.stream_ordering, e.state_group, e.redacted_by, e.txn
-                )
-                if e.redacted_by is not None
-                else e
-            )
+            event_id: (replace(e, pdu=redact_pdu(e.pdu)) if e.redacted_by is not None else e)
             for event_id, e in (await self.get_events(ids)).items()
         }
         missing = ids - found.keys()
@@ -424,9 +418,7 @@ class StateService:
         if cached is not None and cached.redacted_by is None:
             self._events.put(
                 event_id,
-                StoredEvent(
-                    cached.pdu, cached.stream_ordering, cached.state_group, redaction_id, cached.txn
-                ),
+                replace(cached, redacted_by=redaction_id),
             )
 
     # -- current state -----------------------------------------------------------------
