@@ -7,32 +7,18 @@ from __future__ import annotations
 
 from typing import Any
 
+from harness.stored_pdus import stored_pdu
 from peyvand.events.pdu import Pdu
-from peyvand.events.room_versions import KNOWN_ROOM_VERSIONS
 from peyvand.storage.database import Database
 from peyvand.storage.events import EventStore
 from peyvand.storage.models import EventToPersist, RoomRow
 from peyvand.types import EventID, RoomID
 
 ROOM = RoomID("!room:here.test")
-VERSION = KNOWN_ROOM_VERSIONS["10"]
 
 
 def _pdu(event_id: str, event_type: str, **extra: Any) -> Pdu:
-    data: dict[str, Any] = {
-        "type": event_type,
-        "room_id": ROOM,
-        "sender": "@alice:here.test",
-        "content": {"body": "words"} if event_type == "m.room.message" else {},
-        "origin_server_ts": 1000,
-        "depth": 2,
-        "prev_events": [],
-        "auth_events": [],
-        "hashes": {"sha256": "x"},
-        "signatures": {},
-        **extra,
-    }
-    return Pdu(data, EventID(event_id), VERSION)
+    return stored_pdu(event_id, ROOM, "@alice:here.test", event_type, **extra)
 
 
 def _persisted(pdu: Pdu, stream: int, group: int, **extra: Any) -> EventToPersist:
