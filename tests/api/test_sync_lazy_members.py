@@ -260,11 +260,13 @@ async def test_a_left_room_continuing_the_timeline_has_its_senders_members(
     room_id = await create_public_room(client, alice, "named")
     for account in (bob, dave):
         await join(client, room_id, account)
+    # With the redundant members: without, those the device holds are left out
+    # (``test_a_left_room_leaves_out_the_members_the_device_holds``).
     lazy = json.dumps(
         {
             "room": {
                 "include_leave": True,
-                "state": {"lazy_load_members": True},
+                "state": {"lazy_load_members": True, "include_redundant_members": True},
                 "timeline": {"limit": 3},
             }
         }
@@ -278,3 +280,39 @@ async def test_a_left_room_continuing_the_timeline_has_its_senders_members(
     # after he sent it, as Synapse counts it); Alice's not.
     members = {e["state_key"] for e in room["state"]["events"] if e["type"] == "m.room.member"}
     assert members == {bob.user_id, dave.user_id}
+
+
+async def test_a_left_room_leaves_out_the_members_the_device_holds(client: MatrixClient) -> None:
+    """As for a joined room, the member events a device was sent while lazy-loading
+    are not sent again in a left room's state, unless ``include_redundant_members``."""
+    alice, bob, dave = [await client.register() for _ in range(3)]
+    room_id = await create_public_room(client, alice, "named")
+    for account in (bob, dave):
+        await join(client, room_id, account)
+
+    def left_filter(redundant: bool) -> str:
+        state = {"lazy_load_members": True, "include_redundant_members": redundant}
+        room = {"include_leave": True, "state": state, "timeline": {"limit": 3}}
+        return json.dumps({"room": room})
+
+    first = await sync(client, dave, filter=left_filter(False))
+    await say(client, room_id, bob, "bob speaks")
+    second = await sync(client, dave, filter=left_filter(False), since=first["next_batch"])
+    # Dave's device now holds his member (his own, in the initial sync) and Bob's.
+    held = members_in_state(first, room_id) | members_in_state(second, room_id)
+    timeline = first["rooms"]["join"][room_id]["timeline"]["events"]
+    held |= {e["state_key"] for e in timeline if e["type"] == "m.room.member"}
+    assert {bob.user_id, dave.user_id} <= held
+    await say(client, room_id, bob, "bob again")
+    (await client.request("POST", f"rooms/{room_id}/leave", json={}, token=dave)).ok()
+
+    def left_members(body: dict[str, Any]) -> set[str]:
+        room = body["rooms"]["leave"][room_id]
+        assert room["timeline"]["limited"] is False
+        return {e["state_key"] for e in room["state"]["events"] if e["type"] == "m.room.member"}
+
+    since = second["next_batch"]
+    lazy = await sync(client, dave, filter=left_filter(False), since=since)
+    assert left_members(lazy) == set()
+    redundant = await sync(client, dave, filter=left_filter(True), since=since)
+    assert left_members(redundant) == {bob.user_id, dave.user_id}

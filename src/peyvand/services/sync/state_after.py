@@ -93,26 +93,26 @@ class StateAfter:
         left_at: int,
         *,
         members: AbstractSet[str] | None = None,
-    ) -> dict[StateKey, EventID]:
+    ) -> tuple[dict[StateKey, EventID], set[StateKey]]:
         """A room left at stream position ``left_at``: its state there, all of it when
         ``since`` is None (the client never saw the room joined), else what changed
-        since ``since``. ``members``: lazy-loading, as for ``joined`` (of the whole
-        state, only their member events)."""
+        since ``since``; and the keys in it that changed (as for ``joined``).
+        ``members``: lazy-loading, as for ``joined`` (of the whole state, only their
+        member events)."""
         end_group = await self._room_events.state_group_at(room_id, left_at, resolved=True)
         if end_group is None:
-            return {}
+            return {}, set()
         if since is None:
             whole = await self._state.state_ids_at_group(end_group)
-            if members is None:
-                return whole
-            return only_members(whole, members)
+            section = whole if members is None else only_members(whole, members)
+            return section, set(section)
         previous = await self._room_events.state_group_at(room_id, since, resolved=True)
         if previous == end_group:
             if not members:
-                return {}
+                return {}, set()
             keys = [(MEMBER, u) for u in members]
-            return await self._state.state_ids_at_group(end_group, keys)
-        return (await self._between(room_id, previous, end_group, members))[0]
+            return dict(await self._state.state_ids_at_group(end_group, keys)), set()
+        return await self._between(room_id, previous, end_group, members)
 
     async def _between(
         self,

@@ -421,6 +421,7 @@ class SyncService:
                         memberships[room_id][1],
                         sync_filter,
                         state_after=state_after,
+                        lazy_request=lazy_request,
                     )
         # Send-to-device ("Extensions to /sync"): at most a page per response.
         result.to_device, to_device_position = await self._to_device.for_sync(
@@ -735,7 +736,9 @@ class SyncService:
         sync_filter: Filter,
         *,
         state_after: bool,
+        lazy_request: int,
     ) -> JsonDict:
+        """``lazy_request``: the request's number for the lazy-loaded members cache."""
         section = _STATE_AFTER if state_after else "state"
         snapshot = await self._state.get_room(room_id)
         if snapshot is None:
@@ -757,6 +760,7 @@ class SyncService:
             and await self._was_joined(room_id, user_id, left_at - 1)
         )
         lazy: frozenset[str] | None = None
+        in_timeline = timeline_state(timeline)
         if sync_filter.lazy_load_members:
             # "Lazy-loading room members" holds for a left room too (as in Synapse, whose
             # ``compute_state_delta`` serves both): the members of the timeline's senders
@@ -765,11 +769,14 @@ class SyncService:
             senders = (
                 frozenset(e.pdu.sender for e in timeline)
                 if state_after
-                else timeline_state(timeline).needed_members
+                else in_timeline.needed_members
             )
             lazy = senders | {user_id} if full else senders
+        # The keys of the section that changed since the token (None: all of it, as
+        # a whole section or a gap's, whose changes are not worked out here).
+        changed: set[StateKey] | None = None
         if state_after:
-            state_ids = await self._state_after.left(
+            state_ids, changed = await self._state_after.left(
                 room_id, None if full else since, left_at, members=lazy
             )
         elif timeline and full and lazy is not None:
@@ -779,9 +786,23 @@ class SyncService:
         elif full:
             state_ids = await self._state_at_position(room_id, left_at)
         elif lazy and timeline:
-            state_ids = await self._members_at_start(timeline, lazy)
+            state_ids, changed = await self._members_at_start(timeline, lazy), set()
         if lazy is not None and full and not state_after:
             state_ids = only_members(state_ids, lazy)
+        if lazy is not None and not sync_filter.include_redundant_members:
+            # As for a joined room: what this device holds is not sent again.
+            device_id = requester.device_id
+            state_ids = self._lazy_members.drop_sent(
+                user_id, device_id, state_ids, set(state_ids) if changed is None else changed, since
+            )
+            self._lazy_members.mark_sent(
+                user_id,
+                device_id,
+                lazy_request,
+                left_at,
+                state_ids,
+                {} if state_after else in_timeline.contains,
+            )
         return {
             "timeline": {
                 "events": await self._events_json(timeline, requester, sync_filter),
