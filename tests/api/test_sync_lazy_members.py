@@ -316,3 +316,34 @@ async def test_a_left_room_leaves_out_the_members_the_device_holds(client: Matri
     assert left_members(lazy) == set()
     redundant = await sync(client, dave, filter=left_filter(True), since=since)
     assert left_members(redundant) == {bob.user_id, dave.user_id}
+
+
+async def test_a_left_rooms_state_after_leaves_out_held_members_but_not_changed_ones(
+    client: MatrixClient,
+) -> None:
+    """With ``use_state_after``, a left room's section after a token holds the keys that
+    changed and the timeline senders' members: a sender's member the device holds goes,
+    the user's own (changed by the leave) stays."""
+    alice, bob, dave = [await client.register() for _ in range(3)]
+    room_id = await create_public_room(client, alice, "named")
+    for account in (bob, dave):
+        await join(client, room_id, account)
+    lazy = json.dumps({"room": {"include_leave": True, "state": {"lazy_load_members": True}}})
+    first = await sync(client, dave, filter=lazy, use_state_after="true")
+    await say(client, room_id, bob, "bob speaks")
+    second = await sync(
+        client, dave, filter=lazy, since=first["next_batch"], use_state_after="true"
+    )
+    held = set()
+    for body in (first, second):
+        section = body["rooms"]["join"][room_id]["state_after"]["events"]
+        held |= {e["state_key"] for e in section if e["type"] == "m.room.member"}
+    assert bob.user_id in held
+    await say(client, room_id, bob, "bob again")
+    (await client.request("POST", f"rooms/{room_id}/leave", json={}, token=dave)).ok()
+    left = await sync(client, dave, filter=lazy, since=second["next_batch"], use_state_after="true")
+    section = left["rooms"]["leave"][room_id]["state_after"]["events"]
+    members = {
+        e["state_key"]: e["content"]["membership"] for e in section if e["type"] == "m.room.member"
+    }
+    assert members == {dave.user_id: "leave"}

@@ -422,6 +422,7 @@ class SyncService:
                         sync_filter,
                         state_after=state_after,
                         lazy_request=lazy_request,
+                        until=now.events,
                     )
         # Send-to-device ("Extensions to /sync"): at most a page per response.
         result.to_device, to_device_position = await self._to_device.for_sync(
@@ -737,8 +738,10 @@ class SyncService:
         *,
         state_after: bool,
         lazy_request: int,
+        until: int,
     ) -> JsonDict:
-        """``lazy_request``: the request's number for the lazy-loaded members cache."""
+        """``lazy_request``: the request's number for the lazy-loaded members cache;
+        ``until``: the response's events position (what it sends is held from there)."""
         section = _STATE_AFTER if state_after else "state"
         snapshot = await self._state.get_room(room_id)
         if snapshot is None:
@@ -799,7 +802,7 @@ class SyncService:
                 user_id,
                 device_id,
                 lazy_request,
-                left_at,
+                until,
                 state_ids,
                 {} if state_after else in_timeline.contains,
             )
