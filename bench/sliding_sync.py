@@ -9,11 +9,9 @@ readers' rooms grow from one count to the next), each server's reader gets its r
 (one server after the other), then ``bench.sliding_workloads`` measures the first
 response of a fresh connection for a 20-room window (p50/p99 over K connections) and the
 incremental wake of a long-poll (p50/p99), **alternating between the servers request by
-request and wake by wake** (each first in turn), once their CPU is quiet after the
-set-ups: this machine's speed drifts by more than half within minutes
-(``docs/benchmarks.md``, twelfth run), which measured one server after the other would
-put in the ratio. The servers share the server CPUs: the one not being measured waits
-for requests, but its timers (and any work it left) run when they fall due. At the largest
+request and wake by wake**: this machine's speed drifts by more than half within
+minutes (``docs/benchmarks.md``, twelfth run), which measured one server after the other
+would put in the ratio. The server not being measured is idle meanwhile. At the largest
 count, C connections (default 1,000) are opened and left long-polling on one server,
 then on the other, and each one's RSS growth and CPU are read. Synapse 1.163 serves the
 endpoint without an experimental flag (``experimental_features.msc3575_enabled`` is on by
@@ -30,7 +28,6 @@ The table goes to stdout, the figures to ``bench/results/sliding-sync-<timestamp
 from __future__ import annotations
 
 import argparse
-import asyncio
 import dataclasses
 import math
 import shutil
@@ -67,13 +64,7 @@ from bench.workloads import Clock
 SERVER_BUDGET_SECONDS = 1500.0
 SMOKE_BUDGET_SECONDS = 120.0
 IDLE_SETTLE_SECONDS = 3.0
-STOP_RESERVE_SECONDS = 30.0  # kept back from the budget for stopping the servers
-# After the set-ups, until the servers' CPU over a window is below the quiet share (at
-# most QUIET_WAIT_SECONDS): one's work left from its set-up must not land in the other's
-# measurements (they share the server CPUs).
-QUIET_WINDOW_SECONDS = 1.0
-QUIET_SHARE = 0.02
-QUIET_WAIT_SECONDS = 60.0
+STOP_RESERVE_SECONDS = 15.0  # kept back from the budget for stopping the servers
 SETUP_BCRYPT_ROUNDS = 4
 SERVERS: dict[str, Callable[[Path, str | None], Server]] = {
     "peyvand": lambda data_dir, url: PeyvandServer(data_dir, url, SETUP_BCRYPT_ROUNDS),
@@ -90,7 +81,6 @@ class SlidingResult:
     sizes: list[SizeFigures]
     rss_idle_bytes: int = 0
     rss_peak_bytes: int = 0
-    # The whole run's wall time (the servers ran side by side).
     seconds: float = math.nan
 
     def to_json(self) -> dict[str, Any]:
@@ -166,15 +156,15 @@ def _measure(
     started = time.monotonic()
     with ExitStack() as stack:
         servers: dict[str, Server] = {}
+        for name, url in urls.items():
+            data_dir = Path(tempfile.mkdtemp(prefix=f"bench-sliding-{name}-"))
+            stack.callback(shutil.rmtree, data_dir, ignore_errors=True)
+            servers[name] = SERVERS[name](data_dir, url)
+            servers[name].cpus = placement
         samplers: dict[str, procstat.Sampler] = {}
         try:
-            # One after the other: each picks a free port once the one before holds its.
-            for name, url in urls.items():
+            for name, server in servers.items():
                 log(f"==> {name}: starting")
-                data_dir = Path(tempfile.mkdtemp(prefix=f"bench-sliding-{name}-"))
-                stack.callback(shutil.rmtree, data_dir, ignore_errors=True)
-                server = servers[name] = SERVERS[name](data_dir, url)
-                server.cpus = placement
                 stack.callback(server.stop)
                 server.start()
                 samplers[name] = procstat.Sampler(server.pid)
@@ -248,7 +238,6 @@ async def run_side_by_side(
                 figures[side.name] = SizeFigures(requested_rooms=count)
                 side.result.sizes.append(figures[side.name])
                 await _grow(side, figures[side.name], count, sizes, clock)
-            await _quiet([side.pid for side in active], clock)
             firsts = [
                 FirstResponses(side.session, side.base_url, side.setup, figures[side.name], sizes)
                 for side in active
@@ -297,28 +286,15 @@ async def _grow(side: _Side, figures: SizeFigures, count: int, sizes: Sizes, clo
     log(f"  {side.name}: {figures.rooms} rooms set up ({figures.setup_seconds} s)")
 
 
-async def _quiet(pids: Sequence[int], clock: Clock) -> None:
-    """Until the servers' CPU over ``QUIET_WINDOW_SECONDS`` is below ``QUIET_SHARE`` of
-    it (their work left from the set-up done), for ``QUIET_WAIT_SECONDS`` at most."""
-    deadline = clock.after(QUIET_WAIT_SECONDS)
-    for _ in range(int(QUIET_WAIT_SECONDS / QUIET_WINDOW_SECONDS)):
-        before = procstat.tree_cpu_seconds(pids)
-        await asyncio.sleep(QUIET_WINDOW_SECONDS)
-        busy = procstat.tree_cpu_seconds(pids) - before
-        if busy < QUIET_SHARE * QUIET_WINDOW_SECONDS or time.perf_counter() > deadline:
-            return
-
-
 async def _alternate(
     steps: Sequence[Callable[[int], Awaitable[None]]], indexes: range, deadline: float
 ) -> None:
-    """Each index in turn, every server's step for it one after the other (in turn
-    first and last: A B, B A, ...), until ``deadline``: a drift of the machine's speed
-    reaches every server alike."""
+    """Each index in turn, every server's step for it one after the other, until
+    ``deadline``: a drift of the machine's speed reaches every server alike."""
     for index in indexes:
         if time.perf_counter() > deadline:
             return
-        for step in steps if index % 2 == 0 else steps[::-1]:
+        for step in steps:
             await step(index)
 
 

@@ -20,8 +20,7 @@
   ever returns); the server's RSS (process tree) once it holds them all and has settled,
   against before; its CPU to open them, and over a few seconds with all waiting.
 
-Every loop is bounded in count, and by the ``Clock`` or (the first responses and the
-wakes, a step at a time) by their caller's deadline; measured requests count errors
+Every loop is bounded in count and by the ``Clock``; measured requests count errors
 instead of raising.
 """
 
