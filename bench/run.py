@@ -207,15 +207,6 @@ def measure_each(
     return results
 
 
-def measure_together(
-    names: list[str], postgres: bool, measure: Callable[[dict[str, str | None]], dict[str, R]]
-) -> dict[str, R]:
-    """``measure({name: database_url})`` once for all the servers, each on a fresh
-    database, to run them side by side."""
-    with _databases(postgres) as new_database:
-        return measure({name: new_database() for name in names})
-
-
 def publish(
     out: Path,
     prefix: str,

@@ -2,25 +2,20 @@
 [--connections C]``: simplified sliding sync (MSC4186), Peyvand and Synapse side by side
 (issue 18).
 
-Both servers are started fresh (as ``python -m bench.rooms`` does: new data directories,
-or new databases on one throwaway PostgreSQL cluster) and run side by side, each on the
-server CPUs (``bench.cpus``). For each ``--rooms`` count (default 100 and 1,000; the
-readers' rooms grow from one count to the next), each server's reader gets its rooms
-(one server after the other), then ``bench.sliding_workloads`` measures the first
-response of a fresh connection for a 20-room window (p50/p99 over K connections) and the
-incremental wake of a long-poll (p50/p99), **alternating between the servers request by
-request and wake by wake**: this machine's speed drifts by more than half within
-minutes (``docs/benchmarks.md``, twelfth run), which measured one server after the other
-would put in the ratio. The server not being measured is idle meanwhile. At the largest
-count, C connections (default 1,000) are opened and left long-polling on one server,
-then on the other, and each one's RSS growth and CPU are read. Synapse 1.163 serves the
+Each server is started fresh (as ``python -m bench.rooms`` does: new data directory, or a
+new database on one throwaway PostgreSQL cluster), then, for each ``--rooms`` count
+(default 100 and 1,000; the reader's rooms grow from one count to the next), measured by
+``bench.sliding_workloads``: the first response of a fresh connection for a 20-room window
+(p50/p99 over K connections) and the incremental wake of a long-poll (p50/p99); at the
+largest count, C connections (default 1,000) are opened and left long-polling, and the
+server's RSS growth and CPU are read. Then the other server. Synapse 1.163 serves the
 endpoint without an experimental flag (``experimental_features.msc3575_enabled`` is on by
 default).
 
-Set-up is not timed; both servers hash passwords with a bcrypt cost of 4. The run is
-bounded by ``SERVER_BUDGET_SECONDS`` per server (``SMOKE_BUDGET_SECONDS`` with
-``--smoke``); a count whose rooms a server could not all set up in time is reported for
-it as ``truncated`` with the rooms it reached, and its counts after it are skipped.
+Set-up is not timed; both servers hash passwords with a bcrypt cost of 4. Each server's
+run is bounded by ``SERVER_BUDGET_SECONDS`` (``SMOKE_BUDGET_SECONDS`` with ``--smoke``); a
+count whose rooms could not all be set up in time is reported as ``truncated`` with the
+rooms it reached, and the counts after it are skipped.
 
 The table goes to stdout, the figures to ``bench/results/sliding-sync-<timestamp>-<db>.json``.
 """
@@ -34,37 +29,34 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
-from contextlib import AsyncExitStack, ExitStack
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
 from bench import cpus, procstat, report
 from bench.client import MatrixClient, new_session
-from bench.run import RESULTS_DIR, log, measure_together, publish, run_bounded
+from bench.run import RESULTS_DIR, log, measure_each, publish, run_bounded
 from bench.servers import PeyvandServer, Server, SynapseServer, ensure_synapse
 from bench.sliding_workloads import (
     FULL,
     SMOKE,
-    FirstResponses,
     Setup,
     SizeFigures,
     Sizes,
-    Wakes,
+    first_responses,
     grow,
     hold_connections,
     raise_fd_limit,
     register_pair,
+    wakes,
 )
 from bench.workloads import Clock
 
 SERVER_BUDGET_SECONDS = 1500.0
 SMOKE_BUDGET_SECONDS = 120.0
 IDLE_SETTLE_SECONDS = 3.0
-STOP_RESERVE_SECONDS = 15.0  # kept back from the budget for stopping the servers
+STOP_RESERVE_SECONDS = 15.0  # kept back from a server's budget for stopping it
 SETUP_BCRYPT_ROUNDS = 4
 SERVERS: dict[str, Callable[[Path, str | None], Server]] = {
     "peyvand": lambda data_dir, url: PeyvandServer(data_dir, url, SETUP_BCRYPT_ROUNDS),
@@ -126,13 +118,16 @@ def main(argv: list[str] | None = None) -> int:
     if "synapse" in names:
         ensure_synapse()
     started = time.monotonic()
-    results = measure_together(
-        names, args.postgres, lambda urls: _measure(urls, sizes, budget, placement)
+    results = measure_each(
+        names,
+        args.postgres,
+        budget,
+        lambda name, url: _measure(name, url, sizes, budget, placement),
     )
     publish(
         args.out,
         "sliding-sync",
-        benchmark="simplified sliding sync, servers side by side",
+        benchmark="simplified sliding sync",
         database="postgres" if args.postgres else "sqlite",
         sizes=asdict(sizes),
         cpus=placement.to_json(database=args.postgres) if placement is not None else None,
@@ -144,158 +139,79 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _measure(
-    urls: dict[str, str | None],
+    name: str,
+    database_url: str | None,
     sizes: Sizes,
     budget: float,
     placement: cpus.CpuSplit | None,
-) -> dict[str, SlidingResult]:
-    """Every server of ``urls`` (name -> its database, None: SQLite), fresh in a new data
-    directory that is removed afterwards, whatever fails; on ``placement.server`` when
-    given; measured side by side within ``budget`` seconds each."""
-    stop_by = time.perf_counter() + budget * len(urls)
+) -> SlidingResult:
+    """One server, fresh in a new data directory that is removed afterwards, whatever fails;
+    on ``placement.server`` when given."""
+    stop_by = time.perf_counter() + budget
+    data_dir = Path(tempfile.mkdtemp(prefix=f"bench-sliding-{name}-"))
+    try:
+        server = SERVERS[name](data_dir, database_url)
+        server.cpus = placement
+        return _measure_server(name, server, sizes, stop_by)
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def _measure_server(name: str, server: Server, sizes: Sizes, stop_by: float) -> SlidingResult:
     started = time.monotonic()
-    with ExitStack() as stack:
-        servers: dict[str, Server] = {}
-        for name, url in urls.items():
-            data_dir = Path(tempfile.mkdtemp(prefix=f"bench-sliding-{name}-"))
-            stack.callback(shutil.rmtree, data_dir, ignore_errors=True)
-            servers[name] = SERVERS[name](data_dir, url)
-            servers[name].cpus = placement
-        samplers: dict[str, procstat.Sampler] = {}
-        try:
-            for name, server in servers.items():
-                log(f"==> {name}: starting")
-                stack.callback(server.stop)
-                server.start()
-                samplers[name] = procstat.Sampler(server.pid)
-                samplers[name].start()
-                stack.callback(samplers[name].stop)
-            time.sleep(IDLE_SETTLE_SECONDS)
-            results = {
-                name: SlidingResult(name, server.version(), []) for name, server in servers.items()
-            }
-            for name, server in servers.items():
-                results[name].rss_idle_bytes = procstat.tree_rss_bytes(server.pid)
-            clock = Clock(stop_by - STOP_RESERVE_SECONDS)
-            sides = [(s.base_url, s.pid, results[name]) for name, s in servers.items()]
-            run_bounded(run_side_by_side(sides, sizes, clock), clock)
-        except BaseException:
-            for name, server in servers.items():
-                log(f"  the last lines of {name}'s log:\n{server.tail()}")
-            raise
-        for name, sampler in samplers.items():
+    sampler: procstat.Sampler | None = None
+    try:
+        server.start()
+        sampler = procstat.Sampler(server.pid)
+        sampler.start()
+        time.sleep(IDLE_SETTLE_SECONDS)
+        result = SlidingResult(name, server.version(), [])
+        result.rss_idle_bytes = procstat.tree_rss_bytes(server.pid)
+        clock = Clock(stop_by - STOP_RESERVE_SECONDS)
+        run_bounded(run_all(server.base_url, server.pid, sizes, clock, result), clock)
+        sampler.stop()
+        result.rss_peak_bytes = sampler.peak_bytes
+        result.seconds = round(time.monotonic() - started, 1)
+        return result
+    except BaseException:
+        log(f"  {name} failed; the last lines of its log:\n{server.tail()}")
+        raise
+    finally:
+        if sampler is not None:
             sampler.stop()
-            results[name].rss_peak_bytes = sampler.peak_bytes
-            results[name].seconds = round(time.monotonic() - started, 1)
-        return results
-
-
-@dataclass(slots=True)
-class _Side:
-    """One server of a side-by-side run, with its client and its reader's rooms."""
-
-    base_url: str
-    pid: int
-    result: SlidingResult
-    session: aiohttp.ClientSession
-    client: MatrixClient
-    setup: Setup
-    # Its rooms fell short of a count: it takes no part in the larger ones.
-    stopped: bool = False
-
-    @property
-    def name(self) -> str:
-        return self.result.name
+        server.stop()
 
 
 async def run_all(
     base_url: str, pid: int, sizes: Sizes, clock: Clock, result: SlidingResult
 ) -> None:
-    """One server alone (``run_side_by_side`` with one side)."""
-    await run_side_by_side([(base_url, pid, result)], sizes, clock)
-
-
-async def run_side_by_side(
-    servers: Sequence[tuple[str, int, SlidingResult]], sizes: Sizes, clock: Clock
-) -> None:
-    """Each room count in turn: every server's rooms set up, then their first responses
-    and their wakes, alternating between the servers step by step; connections at the
-    last count, one server after the other. ``servers``: (base URL, PID, the result to
-    fill) each."""
-    async with AsyncExitStack() as stack:
-        sides: list[_Side] = []
-        for base_url, pid, result in servers:
-            session = await stack.enter_async_context(new_session())
-            client = MatrixClient(session, base_url)
-            setup = await register_pair(client, f"ss{uuid.uuid4().hex[:6]}")
-            sides.append(_Side(base_url, pid, result, session, client, setup))
+    """Each room count in turn (set-up, first responses, wakes); connections at the last."""
+    async with new_session() as session:
+        client = MatrixClient(session, base_url)
+        setup: Setup = await register_pair(client, f"ss{uuid.uuid4().hex[:6]}")
         for count in sizes.rooms:
-            active = [side for side in sides if not side.stopped]
-            if not active:
+            figures = SizeFigures(requested_rooms=count)
+            result.sizes.append(figures)
+            mark = time.perf_counter()
+            figures.rooms = await grow(client, setup, count, sizes, clock)
+            figures.setup_seconds = round(time.perf_counter() - mark, 1)
+            figures.truncated = figures.rooms < count
+            log(f"  {figures.rooms} rooms set up ({figures.setup_seconds} s)")
+            await first_responses(session, base_url, setup, figures, sizes, clock)
+            await wakes(client, session, setup, figures, sizes, clock)
+            log(
+                f"  {figures.rooms} rooms: first response p50 {figures.first_p50_ms:.1f} ms, "
+                f"wake p50 {figures.wake_p50_ms:.1f} ms"
+            )
+            if figures.truncated:
                 break
-            figures: dict[str, SizeFigures] = {}
-            for side in active:
-                figures[side.name] = SizeFigures(requested_rooms=count)
-                side.result.sizes.append(figures[side.name])
-                await _grow(side, figures[side.name], count, sizes, clock)
-            firsts = [
-                FirstResponses(side.session, side.base_url, side.setup, figures[side.name], sizes)
-                for side in active
-            ]
-            await _alternate(
-                [first.step for first in firsts],
-                firsts[0].indexes,
-                clock.after(sizes.phase_seconds * len(active)),
+        last = result.sizes[-1]
+        await hold_connections(base_url, pid, setup, last, sizes, clock)
+        if last.connections_requested:
+            log(
+                f"  {last.connections_held} connections held: RSS +"
+                f"{last.rss_growth_bytes / report.MIB:.1f} MiB in {last.open_seconds} s"
             )
-            waking = [
-                Wakes(side.client, side.session, side.setup, figures[side.name], sizes)
-                for side in active
-            ]
-            for wakes in waking:
-                await wakes.start()
-            await _alternate(
-                [wakes.step for wakes in waking],
-                waking[0].indexes,
-                clock.after(sizes.phase_seconds * len(active)),
-            )
-            for first, wakes, side in zip(firsts, waking, active, strict=True):
-                first.finish()
-                wakes.finish()
-                done = figures[side.name]
-                log(
-                    f"  {side.name}, {done.rooms} rooms: first response p50 "
-                    f"{done.first_p50_ms:.2f} ms, wake p50 {done.wake_p50_ms:.2f} ms"
-                )
-                side.stopped = done.truncated
-        for side in sides:
-            last = side.result.sizes[-1]
-            await hold_connections(side.base_url, side.pid, side.setup, last, sizes, clock)
-            if last.connections_requested:
-                log(
-                    f"  {side.name}: {last.connections_held} connections held: RSS +"
-                    f"{last.rss_growth_bytes / report.MIB:.1f} MiB in {last.open_seconds} s"
-                )
-
-
-async def _grow(side: _Side, figures: SizeFigures, count: int, sizes: Sizes, clock: Clock) -> None:
-    """The side's reader in ``count`` rooms (not timed), or as many as time allowed."""
-    mark = time.perf_counter()
-    figures.rooms = await grow(side.client, side.setup, count, sizes, clock)
-    figures.setup_seconds = round(time.perf_counter() - mark, 1)
-    figures.truncated = figures.rooms < count
-    log(f"  {side.name}: {figures.rooms} rooms set up ({figures.setup_seconds} s)")
-
-
-async def _alternate(
-    steps: Sequence[Callable[[int], Awaitable[None]]], indexes: range, deadline: float
-) -> None:
-    """Each index in turn, every server's step for it one after the other, until
-    ``deadline``: a drift of the machine's speed reaches every server alike."""
-    for index in indexes:
-        if time.perf_counter() > deadline:
-            return
-        for step in steps:
-            await step(index)
 
 
 def summarize(

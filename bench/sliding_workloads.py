@@ -1,16 +1,15 @@
-"""The sliding-sync workloads of ``bench.sliding_sync`` (issue 18), each against one server
-(the first responses and the wakes a step at a time, for several servers to alternate).
+"""The sliding-sync workloads of ``bench.sliding_sync`` (issue 18), against one server.
 
 - **Set-up** (not timed, ``grow``): a *reader* joined to N rooms, each created by a
   *sender* (preset ``public_chat``), joined by the reader, then given a few messages by the
   sender, so every room's bump stamp differs; rooms are set up ``setup_concurrency`` at a
   time. The rooms grow from one size to the next: the 1,000-room reader is the 100-room
   reader with 900 rooms more.
-- **First response** (``FirstResponses``): K fresh connections (a new ``conn_id`` each, no
+- **First response** (``first_responses``): K fresh connections (a new ``conn_id`` each, no
   ``pos``), each one request for the list window ``[[0, 19]]`` with ``timeline_limit`` 1
   and ``required_state`` name, avatar and ``$LAZY`` members; timed from send to full body.
   One request before them warms the server and is not counted.
-- **Incremental wake** (``Wakes``): one connection long-polls with its ``pos``; once the
+- **Incremental wake** (``wakes``): one connection long-polls with its ``pos``; once the
   poll has been waiting ``poll_settle_seconds``, the sender sends into the reader's least
   recent room (outside the window, so it moves to the top); timed from the send's 200 to
   the poll's return holding the event (0 when it came back first), and from the send's
@@ -236,105 +235,73 @@ async def grow(client: MatrixClient, setup: Setup, target: int, sizes: Sizes, cl
     return len(setup.rooms)
 
 
-class FirstResponses:
-    """K fresh connections, one request each, after one warm-up that is not counted:
-    ``step`` makes request ``index`` (``indexes``), so that several servers' requests can
-    alternate; ``finish`` writes the figures."""
-
-    def __init__(
-        self,
-        session: aiohttp.ClientSession,
-        base_url: str,
-        setup: Setup,
-        figures: SizeFigures,
-        sizes: Sizes,
-    ) -> None:
-        self._session = session
-        self._base_url = base_url
-        self._setup = setup
-        self._figures = figures
-        self.indexes = range(-1, sizes.first_requests)
-        self._tag = uuid.uuid4().hex[:6]
-        self._seconds: list[float] = []
-        self._sizes_seen: list[int] = []
-
-    async def step(self, index: int) -> None:
-        figures = self._figures
+async def first_responses(
+    session: aiohttp.ClientSession,
+    base_url: str,
+    setup: Setup,
+    figures: SizeFigures,
+    sizes: Sizes,
+    clock: Clock,
+) -> None:
+    """K fresh connections, one request each, one after another (after one warm-up)."""
+    tag = uuid.uuid4().hex[:6]
+    deadline = clock.after(sizes.phase_seconds)
+    seconds: list[float] = []
+    sizes_seen: list[int] = []
+    for index in range(-1, sizes.first_requests):
+        if time.perf_counter() > deadline:
+            break
         try:
-            answer = await sliding(
-                self._session, self._base_url, self._setup.reader, f"first-{self._tag}-{index}"
-            )
+            answer = await sliding(session, base_url, setup.reader, f"first-{tag}-{index}")
         except _ERRORS:
             figures.first_errors += 1
-            return
+            continue
         if answer.status != 200:
             figures.first_errors += 1
-            return
+            continue
         listed = answer.body.get("lists", {}).get(LIST_NAME, {})
         figures.list_count = int(listed.get("count", 0))
         ops = listed.get("ops") or [{}]
         figures.window_rooms = len(ops[0].get("room_ids", []))
         if index >= 0:
-            self._seconds.append(answer.seconds)
-            self._sizes_seen.append(answer.size)
-
-    def finish(self) -> None:
-        figures, seconds = self._figures, self._seconds
-        figures.first_requests = len(seconds)
-        figures.first_p50_ms = percentile(seconds, 50) * 1000
-        figures.first_p99_ms = percentile(seconds, 99) * 1000
-        figures.first_bytes = int(statistics.median(self._sizes_seen)) if self._sizes_seen else 0
+            seconds.append(answer.seconds)
+            sizes_seen.append(answer.size)
+    figures.first_requests = len(seconds)
+    figures.first_p50_ms = percentile(seconds, 50) * 1000
+    figures.first_p99_ms = percentile(seconds, 99) * 1000
+    figures.first_bytes = int(statistics.median(sizes_seen)) if sizes_seen else 0
 
 
-class Wakes:
-    """The sender sends into the reader's least recent rooms while the reader
-    long-polls: ``start`` opens the connection, ``step`` is wake ``index`` (``indexes``;
-    none past the reader's rooms), so that several servers' wakes can alternate;
-    ``finish`` writes the figures."""
-
-    def __init__(
-        self,
-        client: MatrixClient,
-        session: aiohttp.ClientSession,
-        setup: Setup,
-        figures: SizeFigures,
-        sizes: Sizes,
-    ) -> None:
-        self._client = client
-        self._session = session
-        self._setup = setup
-        self._figures = figures
-        self._sizes = sizes
-        self.indexes = range(sizes.wakes)
-        self._conn_id = f"wake-{uuid.uuid4().hex[:6]}"
-        self._pos: str | None = None
-        self._from_200: list[float] = []
-        self._from_request: list[float] = []
-
-    async def start(self) -> None:
-        self._pos = _pos(
-            await sliding(self._session, self._client.base_url, self._setup.reader, self._conn_id),
-            "first request",
-        )
-
-    async def step(self, index: int) -> None:
-        setup, figures, pos = self._setup, self._figures, self._pos
-        if index >= len(setup.rooms) or pos is None:
-            return
-        session, base_url, conn_id = self._session, self._client.base_url, self._conn_id
+async def wakes(
+    client: MatrixClient,
+    session: aiohttp.ClientSession,
+    setup: Setup,
+    figures: SizeFigures,
+    sizes: Sizes,
+    clock: Clock,
+) -> None:
+    """The sender sends into the least recent rooms while the reader long-polls."""
+    base_url = client.base_url
+    conn_id = f"wake-{uuid.uuid4().hex[:6]}"
+    deadline = clock.after(sizes.phase_seconds)
+    pos = _pos(await sliding(session, base_url, setup.reader, conn_id), "first request")
+    from_200: list[float] = []
+    from_request: list[float] = []
+    for index in range(min(sizes.wakes, len(setup.rooms))):
+        if time.perf_counter() > deadline:
+            break
         room = setup.rooms[index]
-        poll, pos = await _open_poll(session, base_url, setup.reader, conn_id, pos, self._sizes)
-        self._pos = pos
+        poll, pos = await _open_poll(session, base_url, setup.reader, conn_id, pos, sizes)
         if poll is None:
             figures.wake_missing += 1
-            return
-        sent = await self._client.send(setup.sender, room, f"wake-{conn_id}-{index}", "wake up")
+            continue
+        sent = await client.send(setup.sender, room, f"wake-{conn_id}-{index}", "wake up")
         sent_ended = time.perf_counter()
         sent_started = sent_ended - sent.seconds
         if sent.status != 200:
             poll.cancel()
             figures.wake_missing += 1
-            return
+            continue
         event_id = str(sent.body["event_id"])
         answer: Answer | None = None
         for _ in range(POLL_ATTEMPTS):
@@ -346,7 +313,7 @@ class Wakes:
             if answer.status != 200:
                 answer = None
                 break
-            self._pos = pos = str(answer.body["pos"])
+            pos = str(answer.body["pos"])
             if _holds(answer, room, event_id):
                 break
             poll = asyncio.ensure_future(
@@ -355,17 +322,14 @@ class Wakes:
             answer = None
         if answer is None:
             figures.wake_missing += 1
-            return
-        self._from_200.append(max(0.0, answer.ended - sent_ended))
-        self._from_request.append(answer.ended - sent_started)
-
-    def finish(self) -> None:
-        figures, from_200, from_request = self._figures, self._from_200, self._from_request
-        figures.wakes = len(from_200)
-        figures.wake_p50_ms = percentile(from_200, 50) * 1000
-        figures.wake_p99_ms = percentile(from_200, 99) * 1000
-        figures.wake_from_request_p50_ms = percentile(from_request, 50) * 1000
-        figures.wake_from_request_p99_ms = percentile(from_request, 99) * 1000
+            continue
+        from_200.append(max(0.0, answer.ended - sent_ended))
+        from_request.append(answer.ended - sent_started)
+    figures.wakes = len(from_200)
+    figures.wake_p50_ms = percentile(from_200, 50) * 1000
+    figures.wake_p99_ms = percentile(from_200, 99) * 1000
+    figures.wake_from_request_p50_ms = percentile(from_request, 50) * 1000
+    figures.wake_from_request_p99_ms = percentile(from_request, 99) * 1000
 
 
 async def _open_poll(
