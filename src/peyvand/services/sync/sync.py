@@ -556,15 +556,9 @@ class SyncService:
                 if key in snapshot.state and (state_after or key not in in_timeline.contains):
                     state_ids.setdefault(key, snapshot.state[key])
         if lazy is not None and not sync_filter.include_redundant_members:
-            user_id, device_id = requester.user_id, requester.device_id
-            state_ids = self._lazy_members.drop_sent(user_id, device_id, state_ids, changed, since)
-            self._lazy_members.mark_sent(
-                user_id,
-                device_id,
-                lazy_request,
-                until,
-                state_ids,
-                {} if state_after else in_timeline.contains,
+            sent = {} if state_after else in_timeline.contains
+            state_ids = self._unheld(
+                requester, lazy_request, since, until, state_ids, changed, sent
             )
         timeline_json = await self._events_json(timeline, requester, sync_filter)
         state_json = await self._state_json(state_ids, requester, sync_filter)
@@ -574,6 +568,25 @@ class SyncService:
             _STATE_AFTER if state_after else "state": {"events": state_json},
             "summary": summary,
         }
+
+    def _unheld(
+        self,
+        requester: Requester,
+        lazy_request: int,
+        since: int,
+        until: int,
+        state_ids: Mapping[StateKey, EventID],
+        changed: set[StateKey],
+        in_timeline: Mapping[StateKey, EventID],
+    ) -> dict[StateKey, EventID]:
+        """``state_ids`` without the member events the device holds as of ``since``
+        (those of ``changed`` kept), recorded as sent, with the timeline's members
+        (``in_timeline``), by request ``lazy_request`` in a response up to ``until``
+        ("Lazy-loading room members" without ``include_redundant_members``)."""
+        user_id, device_id = requester.user_id, requester.device_id
+        kept = self._lazy_members.drop_sent(user_id, device_id, state_ids, changed, since)
+        self._lazy_members.mark_sent(user_id, device_id, lazy_request, until, kept, in_timeline)
+        return kept
 
     async def _events_json(
         self, events: Sequence[StoredEvent], requester: Requester, sync_filter: Filter
@@ -794,17 +807,10 @@ class SyncService:
             state_ids = only_members(state_ids, lazy)
         if lazy is not None and not sync_filter.include_redundant_members:
             # As for a joined room: what this device holds is not sent again.
-            device_id = requester.device_id
-            state_ids = self._lazy_members.drop_sent(
-                user_id, device_id, state_ids, set(state_ids) if changed is None else changed, since
-            )
-            self._lazy_members.mark_sent(
-                user_id,
-                device_id,
-                lazy_request,
-                until,
-                state_ids,
-                {} if state_after else in_timeline.contains,
+            changed = set(state_ids) if changed is None else changed
+            sent = {} if state_after else in_timeline.contains
+            state_ids = self._unheld(
+                requester, lazy_request, since, until, state_ids, changed, sent
             )
         return {
             "timeline": {
