@@ -74,6 +74,7 @@ _RELEASED: dict[int, tuple[str, str, str]] = {
     51: ("051_room_writers.sql", "03de051a99e8ad9a", "03de051a99e8ad9a"),
     52: ("052_federation_outbox_seq.sql", "812721ee75602be2", "cffc87c7e496985d"),
     53: ("053_current_state_removals.sql", "33a28fe392fcbe67", "33a28fe392fcbe67"),
+    54: ("054_events_current_state_group.sql", "4209d2f9569dc531", "4209d2f9569dc531"),
 }
 _DIALECTS = ("sqlite", "postgres")
 
