@@ -23,6 +23,14 @@ from peyvand.types import ServerName
 
 SERVICES_KEY = web.AppKey("services", Services)
 
+# On every answer (the browser clients' "CORS" preflight and requests): added by the
+# errors middleware, or by ``send_now`` to a response it writes itself.
+CORS_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "GET, HEAD, POST, PUT, DELETE, OPTIONS",
+    "Access-Control-Allow-Headers": "X-Requested-With, Content-Type, Authorization, Date",
+}
+
 
 class RequestContext:
     __slots__ = ("_body", "_body_checked", "_origin", "request", "requester", "services")
@@ -125,6 +133,21 @@ class JsonResponse(web.Response):
     async def write_eof(self, data: bytes = b"") -> None:
         await super().write_eof(data)
         self.body = None
+
+
+async def send_now(request: web.Request, response: web.StreamResponse) -> web.StreamResponse:
+    """``response`` written to the client now, and returned for the handler to return.
+
+    A long-poll's answer leaves as soon as it is made: the handler's clean-up (leaving
+    the presence and disconnect blocks) and the middlewares' (metrics, CORS) then run
+    after the client has it, not before (issue 18: the incremental wake). Should
+    anything raise after it, the answer the errors middleware makes of it is never
+    written: aiohttp writes nothing after a response's end (``tests/api/test_send_now.py``
+    holds it to that)."""
+    response.headers.update(CORS_HEADERS)
+    await response.prepare(request)
+    await response.write_eof()
+    return response
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:

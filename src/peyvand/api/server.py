@@ -15,7 +15,12 @@ from aiohttp.typedefs import Middleware
 from peyvand.api.access_tokens import access_token
 from peyvand.api.client_address import forwarded_middleware, trusted_networks
 from peyvand.api.container import Services
-from peyvand.api.context import SERVICES_KEY, RequestContext, json_response
+from peyvand.api.context import (
+    CORS_HEADERS,
+    SERVICES_KEY,
+    RequestContext,
+    json_response,
+)
 from peyvand.api.guest_access import guest_may_use
 from peyvand.api.health import HEALTH_PATH, Health
 from peyvand.api.in_flight import InFlight
@@ -39,12 +44,6 @@ from peyvand.services.appservice.registration import ApplicationService
 from peyvand.types import ServerName
 
 logger = logging.getLogger(__name__)
-
-_CORS_HEADERS = {
-    "Access-Control-Allow-Origin": "*",
-    "Access-Control-Allow-Methods": "GET, HEAD, POST, PUT, DELETE, OPTIONS",
-    "Access-Control-Allow-Headers": "X-Requested-With, Content-Type, Authorization, Date",
-}
 
 _Middleware = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -218,7 +217,7 @@ def _measured(handle: _Middleware, metrics: RouteMetrics) -> _Middleware:
 async def _errors_middleware(request: web.Request, handler: _Middleware) -> web.StreamResponse:
     if request.method == "OPTIONS":
         # CORS preflight (Client-Server API, "Web Browser Clients"): any path.
-        return web.Response(status=204, headers=_CORS_HEADERS)
+        return web.Response(status=204, headers=CORS_HEADERS)
     try:
         response = await handler(request)
     except MatrixError as exc:
@@ -242,7 +241,7 @@ async def _errors_middleware(request: web.Request, handler: _Middleware) -> web.
     except Exception as exc:
         response = _unexpected_error(request, exc)
     if not response.prepared:
-        response.headers.update(_CORS_HEADERS)
+        response.headers.update(CORS_HEADERS)
     return response
 
 

@@ -18,7 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from peyvand.api.client.sync import abandoned, client_gone
-from peyvand.api.context import RequestContext, json_response
+from peyvand.api.context import RequestContext, json_response, send_now
 from peyvand.api.routing import RouteTable
 from peyvand.api.validation import Body, query_int
 from peyvand.errors import Errcode, MatrixError
@@ -51,7 +51,7 @@ MAX_FILTER_VALUES = 100
 
 
 @routes.post(SLIDING_SYNC_PATH)
-async def sliding_sync(ctx: RequestContext) -> web.Response:
+async def sliding_sync(ctx: RequestContext) -> web.StreamResponse:
     """POST /_matrix/client/unstable/org.matrix.simplified_msc3575/sync"""
     query = ctx.query
     set_presence = query.get("set_presence", "online")
@@ -64,9 +64,9 @@ async def sliding_sync(ctx: RequestContext) -> web.Response:
         with abandoned_when(lambda: client_gone(ctx.request)):
             async with ctx.services.presence.syncing(ctx.user.user_id, set_presence):
                 result = await ctx.services.sliding_sync.sync(ctx.user, request, pos, timeout_ms)
+                return await send_now(ctx.request, json_response(result))
     except ClientGone:
         return abandoned(ctx)
-    return json_response(result)
 
 
 def parse_request(body: Body) -> SlidingSyncRequest:

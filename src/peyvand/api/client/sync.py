@@ -6,7 +6,7 @@ import logging
 
 from aiohttp import web
 
-from peyvand.api.context import RequestContext, json_response
+from peyvand.api.context import RequestContext, json_response, send_now
 from peyvand.api.routing import CLIENT_V3, RouteTable
 from peyvand.api.validation import query_bool, query_int
 from peyvand.errors import Errcode, MatrixError
@@ -26,7 +26,7 @@ UNSTABLE_STATE_AFTER = "org.matrix.msc4222.state_after"
 
 
 @routes.get(f"{CLIENT_V3}/sync")
-async def sync(ctx: RequestContext) -> web.Response:
+async def sync(ctx: RequestContext) -> web.StreamResponse:
     """GET /_matrix/client/v3/sync"""
     query = ctx.query
     since = query.get("since")
@@ -58,13 +58,13 @@ async def sync(ctx: RequestContext) -> web.Response:
                     full_state=query_bool(query, "full_state", False),
                     state_after=stable or unstable,
                 )
+                if unstable:
+                    for section in ("join", "leave"):
+                        for room in result["rooms"][section].values():
+                            room[UNSTABLE_STATE_AFTER] = room.pop("state_after")
+                return await send_now(ctx.request, json_response(result))
     except ClientGone:
         return abandoned(ctx)
-    if unstable:
-        for section in ("join", "leave"):
-            for room in result["rooms"][section].values():
-                room[UNSTABLE_STATE_AFTER] = room.pop("state_after")
-    return json_response(result)
 
 
 def client_gone(request: web.Request) -> bool:
