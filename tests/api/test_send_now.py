@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from harness.client import MatrixClient
 from harness.server import HomeserverProcess
@@ -25,6 +27,7 @@ from peyvand.errors import Errcode, MatrixError
 SLIDING_SYNC = "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync"
 TIMEOUT = aiohttp.ClientTimeout(total=10)
 QUIET_SECONDS = 0.5
+WAIT_SECONDS = 5.0
 MAX_READS = 20
 
 
@@ -39,25 +42,59 @@ async def _plain(_: web.Request) -> web.StreamResponse:
     return json_response({"answer": "plain"})
 
 
+async def _after_the_client_left(request: web.Request) -> web.StreamResponse:
+    """Answers once its client has closed the connection (at most ``WAIT_SECONDS``)."""
+    deadline = time.monotonic() + WAIT_SECONDS
+    while time.monotonic() < deadline:
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            break
+        await asyncio.sleep(0.01)
+    return await send_now(request, json_response({"answer": "too late"}))
+
+
+# What each request to the app ended with: ("answered", status) or ("raised", type name),
+# and an event set at each.
+_OUTCOMES = web.AppKey("outcomes", list[tuple[str, object]])
+_ENDED = web.AppKey("ended", asyncio.Event)
+
+
+@web.middleware
+async def _outcome(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        response = await handler(request)
+    except Exception as exc:
+        request.app[_OUTCOMES].append(("raised", type(exc).__name__))
+        raise
+    finally:
+        request.app[_ENDED].set()
+    request.app[_OUTCOMES].append(("answered", response.status))
+    return response
+
+
 @pytest.fixture
-async def app_url() -> AsyncIterator[str]:
-    app = web.Application(middlewares=[_errors_middleware])
+async def app() -> AsyncIterator[tuple[str, web.Application]]:
+    """The app, serving, and its URL."""
+    app = web.Application(middlewares=[_errors_middleware, _outcome])
+    app[_OUTCOMES] = []
+    app[_ENDED] = asyncio.Event()
     app.router.add_get("/sent/{kind}", _sent_then_raises)
     app.router.add_get("/plain", _plain)
+    app.router.add_get("/late", _after_the_client_left)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}", app
     finally:
         await runner.cleanup()
 
 
 async def test_an_error_after_the_answer_writes_nothing_more_on_the_connection(
-    app_url: str,
+    app: tuple[str, web.Application],
 ) -> None:
-    host, port = app_url.removeprefix("http://").split(":")
+    host, port = app[0].removeprefix("http://").split(":")
     reader, writer = await asyncio.open_connection(host, int(port))
     try:
         for kind in ("unexpected", "matrix"):
@@ -79,6 +116,21 @@ async def test_an_error_after_the_answer_writes_nothing_more_on_the_connection(
         assert received.endswith(b'{"answer":"plain"}')
     finally:
         writer.close()
+
+
+async def test_an_answer_to_a_client_gone_is_no_error(
+    app: tuple[str, web.Application],
+) -> None:
+    host, port = app[0].removeprefix("http://").split(":")
+    _, writer = await asyncio.open_connection(host, int(port))
+    writer.write(b"GET /late HTTP/1.1\r\nHost: x\r\n\r\n")
+    await writer.drain()
+    writer.close()
+    await writer.wait_closed()
+    await asyncio.wait_for(app[1][_ENDED].wait(), WAIT_SECONDS)
+    # Answered as any long-poll whose client left while it was written: not an error
+    # of the server's (a 500 in its metrics), nor an exception its handlers see.
+    assert app[1][_OUTCOMES] == [("answered", 200)]
 
 
 async def _until_quiet(reader: asyncio.StreamReader) -> bytes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,6 +21,8 @@ from peyvand.events.json_input import (
 )
 from peyvand.services.accounts.requester import Requester
 from peyvand.types import ServerName
+
+logger = logging.getLogger(__name__)
 
 SERVICES_KEY = web.AppKey("services", Services)
 
@@ -138,15 +141,19 @@ class JsonResponse(web.Response):
 async def send_now(request: web.Request, response: web.StreamResponse) -> web.StreamResponse:
     """``response`` written to the client now, and returned for the handler to return.
 
-    A long-poll's answer leaves as soon as it is made: the handler's clean-up (leaving
-    the presence and disconnect blocks) and the middlewares' (metrics, CORS) then run
-    after the client has it, not before (issue 18: the incremental wake). Should
-    anything raise after it, the answer the errors middleware makes of it is never
-    written: aiohttp writes nothing after a response's end (``tests/api/test_send_now.py``
-    holds it to that)."""
+    A long-poll's answer leaves as soon as it is made: the middlewares' work after the
+    handler (metrics, in-flight count, CORS) then runs after the client has it, not
+    before (issue 18: the incremental wake). Should anything raise after it, the answer
+    the errors middleware makes of it is never written: aiohttp writes nothing after a
+    response's end (``tests/api/test_send_now.py`` holds it to that). A client gone
+    before or during the write is no error of the server's: the response is returned
+    as it is, and aiohttp drops it as it does any answer to a closed connection."""
     response.headers.update(CORS_HEADERS)
-    await response.prepare(request)
-    await response.write_eof()
+    try:
+        await response.prepare(request)
+        await response.write_eof()
+    except ConnectionError:
+        logger.debug("%s %s: the client went away before its answer", request.method, request.path)
     return response
 
 

@@ -93,7 +93,8 @@ class RequestMetrics(Collector):
     def collect(self) -> Iterator[Metric]:
         duration = HistogramMetricFamily(
             "peyvand_http_request_duration_seconds",
-            "Time from routing a request to its handler's answer, by route template",
+            "Time from routing a request to its handler's answer (a long-poll's written), "
+            "by route template",
             labels=["method", "route"],
         )
         responses = CounterMetricFamily(

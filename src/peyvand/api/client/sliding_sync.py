@@ -64,9 +64,9 @@ async def sliding_sync(ctx: RequestContext) -> web.StreamResponse:
         with abandoned_when(lambda: client_gone(ctx.request)):
             async with ctx.services.presence.syncing(ctx.user.user_id, set_presence):
                 result = await ctx.services.sliding_sync.sync(ctx.user, request, pos, timeout_ms)
-                return await send_now(ctx.request, json_response(result))
     except ClientGone:
         return abandoned(ctx)
+    return await send_now(ctx.request, json_response(result))
 
 
 def parse_request(body: Body) -> SlidingSyncRequest:

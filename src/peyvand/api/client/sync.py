@@ -58,13 +58,13 @@ async def sync(ctx: RequestContext) -> web.StreamResponse:
                     full_state=query_bool(query, "full_state", False),
                     state_after=stable or unstable,
                 )
-                if unstable:
-                    for section in ("join", "leave"):
-                        for room in result["rooms"][section].values():
-                            room[UNSTABLE_STATE_AFTER] = room.pop("state_after")
-                return await send_now(ctx.request, json_response(result))
     except ClientGone:
         return abandoned(ctx)
+    if unstable:
+        for section in ("join", "leave"):
+            for room in result["rooms"][section].values():
+                room[UNSTABLE_STATE_AFTER] = room.pop("state_after")
+    return await send_now(ctx.request, json_response(result))
 
 
 def client_gone(request: web.Request) -> bool:
