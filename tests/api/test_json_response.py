@@ -7,6 +7,7 @@ from __future__ import annotations
 import aiohttp
 from aiohttp import web
 
+from harness.local_http import served
 from peyvand.api.context import json_response
 
 
@@ -21,15 +22,10 @@ async def test_a_sent_json_response_holds_no_body() -> None:
 
     app = web.Application()
     app.router.add_get("/", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        port = runner.addresses[0][1]
+    async with served(app) as url:
         timeout = aiohttp.ClientTimeout(total=10)
         async with aiohttp.ClientSession(timeout=timeout) as session:
-            async with session.get(f"http://127.0.0.1:{port}/") as reply:
+            async with session.get(f"{url}/") as reply:
                 assert reply.status == 200
                 assert reply.content_type == "application/json"
                 assert await reply.json() == document
@@ -37,5 +33,3 @@ async def test_a_sent_json_response_holds_no_body() -> None:
             # yet, but its body is.
             assert len(sent) == 1
             assert sent[0].body is None
-    finally:
-        await runner.cleanup()

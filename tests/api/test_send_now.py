@@ -19,6 +19,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from harness.client import MatrixClient
+from harness.local_http import served
 from harness.server import HomeserverProcess
 from peyvand.api.context import json_response, send_now
 from peyvand.api.server import _errors_middleware
@@ -81,14 +82,8 @@ async def app() -> AsyncIterator[tuple[str, web.Application]]:
     app.router.add_get("/sent/{kind}", _sent_then_raises)
     app.router.add_get("/plain", _plain)
     app.router.add_get("/late", _after_the_client_left)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}", app
-    finally:
-        await runner.cleanup()
+    async with served(app) as url:
+        yield url, app
 
 
 async def test_an_error_after_the_answer_writes_nothing_more_on_the_connection(
