@@ -363,6 +363,7 @@ def _services(
             rooms.member_store,
             config.server_name,
             federation.partial_state,
+            max_timeline_events=config.sliding_sync.max_timeline_events,
         ),
         legacy_sync=LegacySyncService(
             timeline.event_store,

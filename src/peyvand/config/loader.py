@@ -298,6 +298,12 @@ OPTION_DOCS: Final[Mapping[str, str]] = {
         "Track presence. Off: PUT /presence is accepted and ignored, GET answers offline,\n"
         "/sync carries no presence and no m.presence EDUs are sent or applied."
     ),
+    "sliding_sync": "Simplified sliding sync (MSC4186), the sync of Element X.",
+    "sliding_sync.max_timeline_events": (
+        "Timeline events one response carries at most, over all its rooms (each room\n"
+        "still gets one): rooms past it get shorter, limited pages, and the rest in the\n"
+        "next responses."
+    ),
     "push": "Delivery of push notifications to push gateways (Push Gateway API).",
     "push.gateway_allowed_networks": (
         "Networks (CIDR, e.g. '10.1.0.0/16') a pusher's gateway URL may reach although\n"
@@ -561,6 +567,8 @@ def _check(config: Config) -> None:
         raise ConfigError("'max_request_size' must be positive")
     if config.caches.events < 100:
         raise ConfigError("'caches.events' must be at least 100")
+    if config.sliding_sync.max_timeline_events <= 0:
+        raise ConfigError("'sliding_sync.max_timeline_events' must be positive")
     if config.log_level not in LOG_LEVELS:
         raise ConfigError(f"'log_level' must be one of {', '.join(LOG_LEVELS)}")
     url = config.database.url

@@ -190,6 +190,13 @@ class PresenceConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class SlidingSyncConfig:
+    # Timeline events one sliding-sync response carries at most, over all its rooms
+    # (each room still gets one; rooms past it get the rest in the next responses).
+    max_timeline_events: int = 10_000
+
+
+@dataclass(frozen=True, slots=True)
 class PushConfig:
     # Networks a push gateway may be reached at although private or loopback (CIDR strings).
     gateway_allowed_networks: tuple[str, ...] = ()
@@ -372,6 +379,7 @@ class Config:
     disappearing: DisappearingConfig = field(default_factory=DisappearingConfig)
     moderation: ModerationConfig = field(default_factory=ModerationConfig)
     presence: PresenceConfig = field(default_factory=PresenceConfig)
+    sliding_sync: SlidingSyncConfig = field(default_factory=SlidingSyncConfig)
     push: PushConfig = field(default_factory=PushConfig)
     email: EmailConfig = field(default_factory=EmailConfig)
     well_known: WellKnownConfig = field(default_factory=WellKnownConfig)

@@ -65,9 +65,11 @@ def build_sliding_sync(
     forgotten: ForgottenRoomStore,
     server_name: ServerName,
     partial_state: PartialStateResync | None,
+    *,
+    max_timeline_events: int,
 ) -> SlidingSyncService:
     """``partial_state``: the rooms joined with partial state (None: federation is off,
-    there are none)."""
+    there are none); ``max_timeline_events``: the timeline events of one response."""
     notifier = timeline.notifier
     bump_stamps = activity.bump_stamps
     account_view = AccountView(local.sync_account_data, lambda: notifier.current_token.account_data)
@@ -79,6 +81,7 @@ def build_sliding_sync(
         activity.unread.sections,
         bump_stamps,
         local.account_data.ignored_users.of,
+        max_timeline_events=max_timeline_events,
     )
     user_rooms = UserRooms(
         timeline.index,

@@ -7,6 +7,13 @@ that a widened ``required_state`` now selects, and ``name``, ``avatar``, ``heroe
 the member counts when they changed. Timelines and state events of all rooms are
 serialised in one call each (bundled aggregations as /sync serves them), and the unread
 counts read in one query.
+
+A response carries at most ``max_timeline_events`` timeline events over all its rooms
+(``timeline_limits``): one request may otherwise ask up to 1,000 events of each of
+thousands of rooms, hundreds of MB read and serialised at once for one user. Rooms past
+the budget get shorter, ``limited`` pages (at least one event each); their connection
+records the shorter page, so the next response sends them whole
+(``unstable_expanded_timeline``), within its own budget.
 """
 
 from __future__ import annotations
@@ -36,6 +43,8 @@ _NAME: StateKey = ("m.room.name", "")
 _AVATAR: StateKey = ("m.room.avatar", "")
 # Rooms whose member summary, name and avatar, and heroes are kept (per state group).
 _SUMMARIES = 4096
+# Timeline events one response carries at most, over all its rooms (``timeline_limits``).
+MAX_TIMELINE_EVENTS = 10_000
 
 # (user, rooms, per thread) -> each room with unread notifications -> its counts.
 UnreadCounts = Callable[[UserID, Sequence[RoomID], bool], Awaitable[dict[RoomID, JsonDict]]]
@@ -71,6 +80,8 @@ class _Request:
     # The users the requester ignores, and the event cache's epoch.
     ignored: frozenset[UserID]
     epoch: int
+    # The rooms whose timeline the response's budget cuts short, and the limit of each.
+    limits: Mapping[RoomID, int]
 
 
 @dataclass(slots=True)
@@ -93,15 +104,20 @@ class RoomResponses:
         unread_counts: UnreadCounts,
         bump_stamps: BumpStamps,
         ignored_by: IgnoredBy,
+        *,
+        max_timeline_events: int = MAX_TIMELINE_EVENTS,
     ) -> None:
         """``bump_stamps``: each room's newest bump event and newest event;
-        ``ignored_by``: whom a user ignores (their events are not in timelines)."""
+        ``ignored_by``: whom a user ignores (their events are not in timelines);
+        ``max_timeline_events``: the timeline events of one response, over all its rooms
+        (each room still gets one)."""
         self._state = state
         self._room_events = room_events
         self._invite_state = invite_state
         self._unread_counts = unread_counts
         self._bump_stamps = bump_stamps
         self._ignored_by = ignored_by
+        self._max_timeline_events = max_timeline_events
         self._summaries: LRU[tuple[RoomID, int], MemberSummary] = LRU(_SUMMARIES)
         self._names: LRU[tuple[RoomID, int], tuple[str | None, str | None]] = LRU(_SUMMARIES)
         self._hero_lists: LRU[tuple[RoomID, int, tuple[UserID, ...]], list[JsonDict]] = LRU(
@@ -129,6 +145,7 @@ class RoomResponses:
             await self._bump_stamps.stamps(joined) if joined else {},
             await self._ignored_by(requester.user_id) if joined else frozenset(),
             self._state.forget_epoch,
+            timeline_limits(rooms, self._max_timeline_events),
         )
         # The unread counts are read while the rooms are drafted: their reads (a room's
         # timeline not held in memory, the counts) wait on the database together. One
@@ -242,6 +259,7 @@ class RoomResponses:
         room, params, sent = request.room, request.params, request.sent
         user_id = context.requester.user_id
         since, until = context.since, context.until
+        limit = context.limits.get(room.room_id, params.timeline_limit)
         snapshot = await self._state.get_room(room.room_id)
         if snapshot is None:
             return _unheld_room(request) if room.membership == "leave" else None
@@ -257,10 +275,10 @@ class RoomResponses:
         expanded = prev is not None and params.timeline_limit > prev.timeline_limit
         after = None if prev is None or expanded else prev.position
         if member and after is None:
-            timeline, limited = await self._initial_timeline(context, room, snapshot, params, end)
+            timeline, limited = await self._initial_timeline(context, room, snapshot, limit, end)
         else:
             timeline, limited = await self._timeline(
-                user_id, room.room_id, params, after, end, member
+                user_id, room.room_id, limit, after, end, member
             )
         state = snapshot.state if member else await self._state_at(room.room_id, end)
         group = snapshot.state_group.state_group if member else None
@@ -321,7 +339,11 @@ class RoomResponses:
                 state.get(_NAME),
                 state.get(_AVATAR),
                 members_meta,
-                _sent_timeline_limit(prev, params.timeline_limit, limited=limited),
+                # A page the budget cut short counts as the shorter page it is only
+                # when it left a gap.
+                _sent_timeline_limit(
+                    prev, limit if limited else params.timeline_limit, limited=limited
+                ),
             ),
         )
 
@@ -329,14 +351,14 @@ class RoomResponses:
         self,
         user_id: UserID,
         room_id: RoomID,
-        params: RoomParams,
+        limit: int,
         after: int | None,
         end: int,
         member: bool,
     ) -> tuple[list[StoredEvent], bool]:
-        """Up to ``timeline_limit`` events the user may see in ``(after, end]``, oldest
-        first, and whether more are left before them (``limited``)."""
-        if params.timeline_limit == 0 or (after is not None and after >= end):
+        """Up to ``limit`` events the user may see in ``(after, end]``, oldest first, and
+        whether more are left before them (``limited``)."""
+        if limit == 0 or (after is not None and after >= end):
             return [], False
         found = await self._room_events.scan(
             user_id,
@@ -344,7 +366,7 @@ class RoomResponses:
             after=after,
             before=end,
             newest_first=True,
-            limit=params.timeline_limit,
+            limit=limit,
             event_filter=None,
             current_state_visible=member,
         )
@@ -355,17 +377,12 @@ class RoomResponses:
         context: _Request,
         room: UserRoom,
         snapshot: RoomSnapshot,
-        params: RoomParams,
+        limit: int,
         end: int,
     ) -> tuple[list[StoredEvent], bool]:
         """``_timeline`` of a room new to the connection that the user is joined to,
         kept while the room is as it was (``initial_timelines``)."""
-        key = PageKey(
-            context.requester.user_id,
-            room.room_id,
-            room.membership_position,
-            params.timeline_limit,
-        )
+        key = PageKey(context.requester.user_id, room.room_id, room.membership_position, limit)
         mark = RoomMark(
             context.newest.get(room.room_id, 0),
             snapshot.state_group.state_group,
@@ -378,28 +395,27 @@ class RoomResponses:
             return kept, True
         moved = self._initial_timelines.moved(key, mark)
         if moved is not None:
-            extended = await self._extended(context.requester.user_id, room, params, moved, end)
+            extended = await self._extended(context.requester.user_id, room, limit, moved, end)
             if extended is not None:
                 self._initial_timelines.put(key, mark, extended, limited=True, end=end)
                 return extended, True
-        newest = await self._newest_page(context.requester.user_id, room, params, end)
+        newest = await self._newest_page(context.requester.user_id, room, limit, end)
         if newest is not None:
             self._initial_timelines.put(key, mark, newest, limited=True, end=end)
             return newest, True
         timeline, limited = await self._timeline(
-            context.requester.user_id, room.room_id, params, None, end, True
+            context.requester.user_id, room.room_id, limit, None, end, True
         )
         self._initial_timelines.put(key, mark, timeline, limited=limited, end=end)
         return timeline, limited
 
     async def _newest_page(
-        self, user_id: UserID, room: UserRoom, params: RoomParams, end: int
+        self, user_id: UserID, room: UserRoom, limit: int, end: int
     ) -> list[StoredEvent] | None:
-        """A joined member's page when the room's newest ``timeline_limit`` events are
+        """A joined member's page when the room's newest ``limit`` events are
         known here (``BumpStamps.latest``), all after the user's membership event and all
         visible to them: those, ``limited``, since the user's own membership event is an
         older event they see. None otherwise."""
-        limit = params.timeline_limit
         latest = self._bump_stamps.latest(room.room_id, end, limit)
         if not latest or latest[0].position <= room.membership_position:
             return None
@@ -419,7 +435,7 @@ class RoomResponses:
         self,
         user_id: UserID,
         room: UserRoom,
-        params: RoomParams,
+        limit: int,
         kept: tuple[list[StoredEvent], int],
         end: int,
     ) -> list[StoredEvent] | None:
@@ -445,11 +461,11 @@ class RoomResponses:
             after=arrived[0].position - 1,
             before=end,
             newest_first=True,
-            limit=params.timeline_limit,
+            limit=limit,
             event_filter=None,
             current_state_visible=True,
         )
-        return [*events, *found.events[::-1]][-params.timeline_limit :]
+        return [*events, *found.events[::-1]][-limit:]
 
     async def _serialise(self, requester: Requester, drafts: Sequence[_Draft]) -> None:
         """Every draft's timeline and state as client events, in one call each."""
@@ -520,6 +536,24 @@ class RoomResponses:
             out.append(hero)
         self._hero_lists.put(key, out)
         return out
+
+
+def timeline_limits(rooms: Sequence[RoomRequest], budget: int) -> dict[RoomID, int]:
+    """The rooms whose timeline a response cuts short to carry at most ``budget`` events
+    in all, each with the limit it gets: in the response's order, rooms spend the budget
+    by the ``timeline_limit`` they ask (what they would read at most), and those past it
+    get what is left, at least one event. Invites and knocks have no timeline."""
+    cut: dict[RoomID, int] = {}
+    left = budget
+    for request in rooms:
+        if request.room.membership in ("invite", "knock"):
+            continue
+        asked = request.params.timeline_limit
+        granted = asked if asked <= left else max(1, left)
+        if granted < asked:
+            cut[request.room.room_id] = granted
+        left = max(0, left - granted)
+    return cut
 
 
 def _bump_stamp(

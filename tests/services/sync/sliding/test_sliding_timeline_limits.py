@@ -1,0 +1,33 @@
+"""``rooms.timeline_limits``: one sliding-sync response carries at most a budget of
+timeline events over all its rooms, spent in the response's order by what each room
+asks; rooms past it get what is left, at least one event (issue 18; the whole behaviour
+over HTTP is ``tests/api/sliding_sync/test_sliding_timeline_budget.py``)."""
+
+from __future__ import annotations
+
+from peyvand.services.sync.sliding.request import RoomParams
+from peyvand.services.sync.sliding.room_lists import UserRoom
+from peyvand.services.sync.sliding.rooms import RoomRequest, timeline_limits
+from peyvand.types import RoomID
+
+
+def asking(room: str, limit: int, membership: str = "join") -> RoomRequest:
+    return RoomRequest(
+        UserRoom(RoomID(room), membership, 1, 1), RoomParams(frozenset(), limit), None
+    )
+
+
+def test_rooms_within_the_budget_are_not_cut() -> None:
+    assert timeline_limits([asking("!a", 3), asking("!b", 2)], 5) == {}
+    assert timeline_limits([asking("!a", 0), asking("!b", 5)], 5) == {}
+
+
+def test_rooms_past_the_budget_get_what_is_left_and_at_least_one() -> None:
+    rooms = [asking("!a", 4), asking("!b", 4), asking("!c", 4), asking("!d", 0)]
+    assert timeline_limits(rooms, 5) == {RoomID("!b"): 1, RoomID("!c"): 1}
+    assert timeline_limits(rooms, 6) == {RoomID("!b"): 2, RoomID("!c"): 1}
+
+
+def test_invites_and_knocks_spend_nothing() -> None:
+    rooms = [asking("!i", 4, "invite"), asking("!k", 4, "knock"), asking("!a", 4)]
+    assert timeline_limits(rooms, 4) == {}
