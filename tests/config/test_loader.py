@@ -86,6 +86,10 @@ def test_render_then_load_round_trips(tmp_path: Path) -> None:
         ),
         ("[disappearing]\nmin_timer = 0", "'disappearing.min_timer' must be positive"),
         (
+            "[sliding_sync]\nmax_timeline_events = 0",
+            "'sliding_sync.max_timeline_events' must be positive",
+        ),
+        (
             "[disappearing]\nmin_timer = 20\nmax_timer = 10",
             "'disappearing.min_timer' is above 'disappearing.max_timer'",
         ),

@@ -300,9 +300,9 @@ OPTION_DOCS: Final[Mapping[str, str]] = {
     ),
     "sliding_sync": "Simplified sliding sync (MSC4186), the sync of Element X.",
     "sliding_sync.max_timeline_events": (
-        "Timeline events one response carries at most, over all its rooms (each room\n"
-        "still gets one): rooms past it get shorter, limited pages, and the rest in the\n"
-        "next responses."
+        "Timeline events one response carries at most over all its rooms, or one per\n"
+        "room past it (never less than the largest timeline_limit asked): rooms past it\n"
+        "get shorter, limited pages, and the rest in later responses."
     ),
     "push": "Delivery of push notifications to push gateways (Push Gateway API).",
     "push.gateway_allowed_networks": (

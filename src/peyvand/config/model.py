@@ -191,8 +191,9 @@ class PresenceConfig:
 
 @dataclass(frozen=True, slots=True)
 class SlidingSyncConfig:
-    # Timeline events one sliding-sync response carries at most, over all its rooms
-    # (each room still gets one; rooms past it get the rest in the next responses).
+    # Timeline events one sliding-sync response carries at most over all its rooms, or
+    # one per room past it (never less than the largest timeline_limit asked); rooms
+    # past it get the rest in later responses.
     max_timeline_events: int = 10_000
 
 

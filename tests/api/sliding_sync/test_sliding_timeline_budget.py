@@ -1,9 +1,10 @@
 """One sliding-sync response carries at most ``sliding_sync.max_timeline_events``
 timeline events over all its rooms (issue 18: a request may ask up to 1,000 events of
 every room it lists). Rooms past the budget get a shorter, ``limited`` page of their
-newest events, at least one; the next responses send them whole, each within its own
-budget, as an ``unstable_expanded_timeline``, without waiting. On every backend, against
-a server of the test's own with a budget of 5."""
+newest events, at least one; later responses send them whole, each within its own
+budget, as an ``unstable_expanded_timeline``, without waiting, and their new events
+while they wait. On every backend, against a server of the test's own with a budget of
+5."""
 
 from __future__ import annotations
 
@@ -46,48 +47,102 @@ def bodies(room: dict[str, Any]) -> list[str]:
     return [e["content"]["body"] for e in room["timeline"]]
 
 
-async def test_rooms_past_the_budget_get_short_pages_then_the_rest(
-    budget_client: MatrixClient,
-) -> None:
-    client = budget_client
-    alice: Account = await client.register()
+async def three_rooms(client: MatrixClient, alice: Account) -> list[str]:
+    """Three rooms of ``ASKED`` messages each, oldest first."""
     rooms: list[str] = []
     for index in range(3):
         room_id = await create_room(client, alice)
         for n in range(ASKED):
             await say(client, room_id, alice, f"room {index} message {n}")
         rooms.append(room_id)
-    newest_first = rooms[::-1]
-    body = {"lists": one_list(end=2, timeline_limit=ASKED)}
-    full = [f"message {n}" for n in range(ASKED)]
+    return rooms
 
-    first = await sliding(client, alice, body)
+
+async def first_response(client: MatrixClient, alice: Account, rooms: list[str]) -> str:
+    """The first response: the newest room spends 4 of the 5 events, the next gets the
+    one left, the last its floor of one; each its newest events, limited. Its pos."""
+    first = await sliding(client, alice, BODY)
+    newest_first = rooms[::-1]
     assert window(first) == newest_first
     answered = first["rooms"]
-    # The newest room spends 4 of the 5 events, the next gets the one left, the last
-    # its floor of one: each its newest events, limited.
     assert [len(answered[r]["timeline"]) for r in newest_first] == [ASKED, 1, 1]
     assert all(answered[r]["limited"] is True for r in newest_first)
-    assert bodies(answered[rooms[2]]) == [f"room 2 {m}" for m in full]
+    assert bodies(answered[rooms[2]]) == [f"room 2 {m}" for m in FULL]
     assert bodies(answered[rooms[1]]) == [f"room 1 message {ASKED - 1}"]
     assert bodies(answered[rooms[0]]) == [f"room 0 message {ASKED - 1}"]
+    pos: str = first["pos"]
+    return pos
 
-    # The rooms cut short are news: a long-poll answers them at once.
+
+BODY = {"lists": one_list(end=2, timeline_limit=ASKED)}
+FULL = [f"message {n}" for n in range(ASKED)]
+
+
+async def test_rooms_past_the_budget_get_short_pages_then_the_rest(
+    budget_client: MatrixClient,
+) -> None:
+    client = budget_client
+    alice = await client.register()
+    rooms = await three_rooms(client, alice)
+    pos = await first_response(client, alice, rooms)
+
+    # A room cut short is news: a long-poll answers at once. The middle room now gets
+    # its whole page; the oldest, cut to the one event it holds, waits.
     started = time.monotonic()
-    second = await sliding(client, alice, body, pos=first["pos"], timeout_ms=LONG_POLL_MS)
+    second = await sliding(client, alice, BODY, pos=pos, timeout_ms=LONG_POLL_MS)
     assert time.monotonic() - started < LONG_POLL_MS / 1000 / 3
     answered = second["rooms"]
-    assert set(answered) == {rooms[1], rooms[0]}
-    assert bodies(answered[rooms[1]]) == [f"room 1 {m}" for m in full]
+    assert set(answered) == {rooms[1]}
+    assert bodies(answered[rooms[1]]) == [f"room 1 {m}" for m in FULL]
     assert answered[rooms[1]]["unstable_expanded_timeline"] is True
-    assert bodies(answered[rooms[0]]) == [f"room 0 message {ASKED - 1}"]
 
-    third = await sliding(client, alice, body, pos=second["pos"])
+    third = await sliding(client, alice, BODY, pos=second["pos"])
     answered = third["rooms"]
     assert set(answered) == {rooms[0]}
-    assert bodies(answered[rooms[0]]) == [f"room 0 {m}" for m in full]
+    assert bodies(answered[rooms[0]]) == [f"room 0 {m}" for m in FULL]
     assert answered[rooms[0]]["unstable_expanded_timeline"] is True
 
     # Every room now holds its whole page: nothing more to send.
-    fourth = await sliding(client, alice, body, pos=third["pos"])
+    fourth = await sliding(client, alice, BODY, pos=third["pos"])
     assert fourth["rooms"] == {}
+
+
+async def test_a_room_waiting_for_its_page_gets_its_new_events_meanwhile(
+    budget_client: MatrixClient,
+) -> None:
+    client = budget_client
+    alice = await client.register()
+    rooms = await three_rooms(client, alice)
+    pos = await first_response(client, alice, rooms)
+    await say(client, rooms[1], alice, "room 1 late 0")
+    await say(client, rooms[1], alice, "room 1 late 1")
+    await say(client, rooms[2], alice, "room 2 late")
+
+    # The newest room's new event spends 4 of the budget (what it asks): the middle
+    # room, cut to one event again, gets its newest one, a gap before it; the oldest
+    # has nothing new to wait with.
+    second = await sliding(client, alice, BODY, pos=pos)
+    answered = second["rooms"]
+    assert set(answered) == {rooms[2], rooms[1]}
+    assert bodies(answered[rooms[2]]) == ["room 2 late"]
+    assert answered[rooms[2]]["limited"] is False
+    assert bodies(answered[rooms[1]]) == ["room 1 late 1"]
+    assert answered[rooms[1]]["limited"] is True
+    assert "unstable_expanded_timeline" not in answered[rooms[1]]
+
+    third = await sliding(client, alice, BODY, pos=second["pos"])
+    answered = third["rooms"]
+    assert set(answered) == {rooms[1]}
+    assert bodies(answered[rooms[1]]) == [
+        "room 1 message 2",
+        "room 1 message 3",
+        "room 1 late 0",
+        "room 1 late 1",
+    ]
+    assert answered[rooms[1]]["unstable_expanded_timeline"] is True
+
+    fourth = await sliding(client, alice, BODY, pos=third["pos"])
+    assert set(fourth["rooms"]) == {rooms[0]}
+    assert bodies(fourth["rooms"][rooms[0]]) == [f"room 0 {m}" for m in FULL]
+    fifth = await sliding(client, alice, BODY, pos=fourth["pos"])
+    assert fifth["rooms"] == {}

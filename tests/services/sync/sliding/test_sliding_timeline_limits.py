@@ -31,3 +31,9 @@ def test_rooms_past_the_budget_get_what_is_left_and_at_least_one() -> None:
 def test_invites_and_knocks_spend_nothing() -> None:
     rooms = [asking("!i", 4, "invite"), asking("!k", 4, "knock"), asking("!a", 4)]
     assert timeline_limits(rooms, 4) == {}
+
+
+def test_the_budget_is_never_below_the_largest_limit_asked() -> None:
+    rooms = [asking("!a", 8), asking("!b", 3)]
+    assert timeline_limits(rooms, 5) == {RoomID("!b"): 1}
+    assert timeline_limits([asking("!a", 8)], 5) == {}

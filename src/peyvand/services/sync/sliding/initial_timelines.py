@@ -2,8 +2,9 @@
 room between requests (issue 18: every fresh connection answers the same window again,
 and the visibility checks of each room's newest events were most of its cost).
 
-A room's newest ``timeline_limit`` events that a joined member may see (MSC4186, "Room
-response": ``timeline``, ``limited``) change only when
+A room's newest ``limit`` events (the ``timeline_limit`` asked, or less when a
+response's budget cut it, ``rooms.timeline_limits``) that a joined member may see
+(MSC4186, "Room response": ``timeline``, ``limited``) change only when
 
 - an event lands in the room: its newest position (``BumpStamps.stamps``) moves;
 - its current state changes without one (a partial-state room's resync): its state

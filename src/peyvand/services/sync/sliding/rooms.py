@@ -8,12 +8,13 @@ the member counts when they changed. Timelines and state events of all rooms are
 serialised in one call each (bundled aggregations as /sync serves them), and the unread
 counts read in one query.
 
-A response carries at most ``max_timeline_events`` timeline events over all its rooms
-(``timeline_limits``): one request may otherwise ask up to 1,000 events of each of
-thousands of rooms, hundreds of MB read and serialised at once for one user. Rooms past
-the budget get shorter, ``limited`` pages (at least one event each); their connection
-records the shorter page, so the next response sends them whole
-(``unstable_expanded_timeline``), within its own budget.
+A response's timelines carry at most ``max_timeline_events`` events over all its rooms
+(``timeline_limits``), or one event per room past it: one request may otherwise ask up
+to 1,000 events of each of thousands of rooms, hundreds of MB read and serialised at
+once for one user. A room past the budget gets a shorter, ``limited`` page; its
+connection records the shorter page, so a later response sends it whole
+(``unstable_expanded_timeline``) once its own budget allows, while the room is in view,
+and until then only its new events, if any.
 """
 
 from __future__ import annotations
@@ -43,8 +44,6 @@ _NAME: StateKey = ("m.room.name", "")
 _AVATAR: StateKey = ("m.room.avatar", "")
 # Rooms whose member summary, name and avatar, and heroes are kept (per state group).
 _SUMMARIES = 4096
-# Timeline events one response carries at most, over all its rooms (``timeline_limits``).
-MAX_TIMELINE_EVENTS = 10_000
 
 # (user, rooms, per thread) -> each room with unread notifications -> its counts.
 UnreadCounts = Callable[[UserID, Sequence[RoomID], bool], Awaitable[dict[RoomID, JsonDict]]]
@@ -105,12 +104,12 @@ class RoomResponses:
         bump_stamps: BumpStamps,
         ignored_by: IgnoredBy,
         *,
-        max_timeline_events: int = MAX_TIMELINE_EVENTS,
+        max_timeline_events: int,
     ) -> None:
         """``bump_stamps``: each room's newest bump event and newest event;
         ``ignored_by``: whom a user ignores (their events are not in timelines);
         ``max_timeline_events``: the timeline events of one response, over all its rooms
-        (each room still gets one)."""
+        (``timeline_limits``)."""
         self._state = state
         self._room_events = room_events
         self._invite_state = invite_state
@@ -271,8 +270,10 @@ class RoomResponses:
         newly_joined = sent is not None and member and sent.membership != "join"
         prev = None if newly_joined else sent
         # "unstable_expanded_timeline" (Synapse, after the sliding sync proxy): a room
-        # whose timeline_limit grew gets its latest events again, a full page.
-        expanded = prev is not None and params.timeline_limit > prev.timeline_limit
+        # whose timeline_limit grew gets its latest events again, a full page. One the
+        # budget cuts to no more than it was sent waits for a later response, and gets
+        # its new events meanwhile.
+        expanded = prev is not None and limit > prev.timeline_limit
         after = None if prev is None or expanded else prev.position
         if member and after is None:
             timeline, limited = await self._initial_timeline(context, room, snapshot, limit, end)
@@ -339,10 +340,13 @@ class RoomResponses:
                 state.get(_NAME),
                 state.get(_AVATAR),
                 members_meta,
-                # A page the budget cut short counts as the shorter page it is only
-                # when it left a gap.
+                # A page read from the room's newest events back that the budget cut
+                # short is the page asked for unless it left a gap; new events alone
+                # leave the client the page it had.
                 _sent_timeline_limit(
-                    prev, limit if limited else params.timeline_limit, limited=limited
+                    prev,
+                    params.timeline_limit if after is None and not limited else limit,
+                    limited=limited,
                 ),
             ),
         )
@@ -542,9 +546,11 @@ def timeline_limits(rooms: Sequence[RoomRequest], budget: int) -> dict[RoomID, i
     """The rooms whose timeline a response cuts short to carry at most ``budget`` events
     in all, each with the limit it gets: in the response's order, rooms spend the budget
     by the ``timeline_limit`` they ask (what they would read at most), and those past it
-    get what is left, at least one event. Invites and knocks have no timeline."""
+    get what is left, at least one event. The budget is never below the largest limit
+    asked, so the first room is never cut (else a room asking more than the budget
+    would never get its page). Invites and knocks have no timeline."""
     cut: dict[RoomID, int] = {}
-    left = budget
+    left = max(budget, max((r.params.timeline_limit for r in rooms), default=0))
     for request in rooms:
         if request.room.membership in ("invite", "knock"):
             continue
