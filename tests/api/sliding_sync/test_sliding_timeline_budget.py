@@ -2,9 +2,9 @@
 timeline events over all its rooms (issue 18: a request may ask up to 1,000 events of
 every room it lists). Rooms past the budget get a shorter, ``limited`` page of their
 newest events, at least one; later responses send them whole, each within its own
-budget, as an ``unstable_expanded_timeline``, without waiting, and their new events
-while they wait. On every backend, against a server of the test's own with a budget of
-5."""
+budget, as an ``unstable_expanded_timeline``, and their new events while they wait. A
+room sent before spends only its new events. On every backend, against a server of the
+test's own with a budget of 5."""
 
 from __future__ import annotations
 
@@ -116,20 +116,23 @@ async def test_a_room_waiting_for_its_page_gets_its_new_events_meanwhile(
     pos = await first_response(client, alice, rooms)
     await say(client, rooms[1], alice, "room 1 late 0")
     await say(client, rooms[1], alice, "room 1 late 1")
-    await say(client, rooms[2], alice, "room 2 late")
+    late = [f"room 2 late {n}" for n in range(ASKED)]
+    for text in late:
+        await say(client, rooms[2], alice, text)
 
-    # The newest room's new event spends 4 of the budget (what it asks): the middle
-    # room, cut to one event again, gets its newest one, a gap before it; the oldest
-    # has nothing new to wait with.
+    # The newest room's 4 new events spend 4 of the budget: the middle room, cut to
+    # one event again, gets its newest one, a gap before it; the oldest has nothing
+    # new to wait with.
     second = await sliding(client, alice, BODY, pos=pos)
     answered = second["rooms"]
     assert set(answered) == {rooms[2], rooms[1]}
-    assert bodies(answered[rooms[2]]) == ["room 2 late"]
+    assert bodies(answered[rooms[2]]) == late
     assert answered[rooms[2]]["limited"] is False
     assert bodies(answered[rooms[1]]) == ["room 1 late 1"]
     assert answered[rooms[1]]["limited"] is True
     assert "unstable_expanded_timeline" not in answered[rooms[1]]
 
+    # The middle room's page, whole; the oldest, cut to its one event, waits again.
     third = await sliding(client, alice, BODY, pos=second["pos"])
     answered = third["rooms"]
     assert set(answered) == {rooms[1]}
@@ -146,3 +149,22 @@ async def test_a_room_waiting_for_its_page_gets_its_new_events_meanwhile(
     assert bodies(fourth["rooms"][rooms[0]]) == [f"room 0 {m}" for m in FULL]
     fifth = await sliding(client, alice, BODY, pos=fourth["pos"])
     assert fifth["rooms"] == {}
+
+
+async def test_a_room_sent_before_spends_only_its_new_events(
+    budget_client: MatrixClient,
+) -> None:
+    client = budget_client
+    alice = await client.register()
+    rooms = await three_rooms(client, alice)
+    pos = await first_response(client, alice, rooms)
+    await say(client, rooms[2], alice, "room 2 late")
+
+    # The newest room's one new event spends one, not the 4 it asks: the middle room
+    # gets its whole page at once.
+    second = await sliding(client, alice, BODY, pos=pos)
+    answered = second["rooms"]
+    assert set(answered) == {rooms[2], rooms[1]}
+    assert bodies(answered[rooms[2]]) == ["room 2 late"]
+    assert bodies(answered[rooms[1]]) == [f"room 1 {m}" for m in FULL]
+    assert answered[rooms[1]]["unstable_expanded_timeline"] is True

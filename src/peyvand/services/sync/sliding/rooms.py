@@ -9,17 +9,18 @@ serialised in one call each (bundled aggregations as /sync serves them), and the
 counts read in one query.
 
 A response's timelines carry at most ``max_timeline_events`` events over all its rooms
-(``timeline_limits``), or one event per room past it: one request may otherwise ask up
-to 1,000 events of each of thousands of rooms, hundreds of MB read and serialised at
-once for one user. A room past the budget gets a shorter, ``limited`` page; its
-connection records the shorter page, so a later response sends it whole
-(``unstable_expanded_timeline``) once its own budget allows, while the room is in view,
+(``timeline_limits``), plus one per room past it: one request may otherwise ask up to
+1,000 events of each of thousands of rooms, hundreds of MB read and serialised at once
+for one user. A room past the budget gets a shorter page (``limited`` when it leaves a
+gap); its connection records the shorter page, so later responses send it whole
+(``unstable_expanded_timeline``) as their own budgets allow, while the room is in view,
 and until then only its new events, if any.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -144,7 +145,9 @@ class RoomResponses:
             await self._bump_stamps.stamps(joined) if joined else {},
             await self._ignored_by(requester.user_id) if joined else frozenset(),
             self._state.forget_epoch,
-            timeline_limits(rooms, self._max_timeline_events),
+            timeline_limits(
+                rooms, self._max_timeline_events, functools.partial(self._reads, until=until)
+            ),
         )
         # The unread counts are read while the rooms are drafted: their reads (a room's
         # timeline not held in memory, the counts) wait on the database together. One
@@ -182,6 +185,22 @@ class RoomResponses:
             bodies[room_id] = answer.body
             sent[room_id] = _sent_stripped(answer.request)
         return bodies, sent
+
+    def _reads(self, request: RoomRequest, *, until: int) -> int:
+        """The most timeline events a room's answer reads: its ``timeline_limit``, or for
+        a joined room sent before at no smaller limit (new events only), the events after
+        what it was sent when they are all known here."""
+        asked = request.params.timeline_limit
+        sent = request.sent
+        if (
+            sent is None
+            or request.room.membership != "join"
+            or sent.membership != "join"
+            or asked > sent.timeline_limit
+        ):
+            return asked
+        arrived = self._bump_stamps.arrivals(request.room.room_id, sent.position, until)
+        return asked if arrived is None else min(asked, len(arrived))
 
     async def keep_counts(self, user_id: UserID, room_ids: Iterable[RoomID]) -> None:
         """Have the unread counts (not split by thread) of ``room_ids`` kept."""
@@ -542,22 +561,27 @@ class RoomResponses:
         return out
 
 
-def timeline_limits(rooms: Sequence[RoomRequest], budget: int) -> dict[RoomID, int]:
+def timeline_limits(
+    rooms: Sequence[RoomRequest], budget: int, reads: Callable[[RoomRequest], int]
+) -> dict[RoomID, int]:
     """The rooms whose timeline a response cuts short to carry at most ``budget`` events
-    in all, each with the limit it gets: in the response's order, rooms spend the budget
-    by the ``timeline_limit`` they ask (what they would read at most), and those past it
-    get what is left, at least one event. The budget is never below the largest limit
-    asked, so the first room is never cut (else a room asking more than the budget
-    would never get its page). Invites and knocks have no timeline."""
+    in all, each with the limit it gets. When the ``timeline_limit``s asked fit, none
+    (nothing else is looked at). Else, in the response's order, rooms spend the budget
+    by what they would read at most (``reads``: their limit, or fewer, such as the new
+    events of a room sent before), and those past it get what is left, at least one
+    event. The budget is never below the most a room would read, so the first room is
+    never cut (else a room asking more than the budget would never get its page).
+    Invites and knocks have no timeline."""
+    timed = [r for r in rooms if r.room.membership not in ("invite", "knock")]
+    if sum(r.params.timeline_limit for r in timed) <= budget:
+        return {}
+    charges = [(r.room.room_id, reads(r)) for r in timed]
+    left = max(budget, *(charge for _, charge in charges))
     cut: dict[RoomID, int] = {}
-    left = max(budget, max((r.params.timeline_limit for r in rooms), default=0))
-    for request in rooms:
-        if request.room.membership in ("invite", "knock"):
-            continue
-        asked = request.params.timeline_limit
-        granted = asked if asked <= left else max(1, left)
-        if granted < asked:
-            cut[request.room.room_id] = granted
+    for room_id, charge in charges:
+        granted = charge if charge <= left else max(1, left)
+        if granted < charge:
+            cut[room_id] = granted
         left = max(0, left - granted)
     return cut
 
