@@ -23,6 +23,8 @@ from harness.sliding_sync import create_room, one_list, sliding, window
 BUDGET = 5
 ASKED = 4
 LONG_POLL_MS = 30_000
+BODY = {"lists": one_list(end=2, timeline_limit=ASKED)}
+FULL = [f"message {n}" for n in range(ASKED)]
 
 
 @pytest.fixture
@@ -74,8 +76,18 @@ async def first_response(client: MatrixClient, alice: Account, rooms: list[str])
     return pos
 
 
-BODY = {"lists": one_list(end=2, timeline_limit=ASKED)}
-FULL = [f"message {n}" for n in range(ASKED)]
+async def oldest_room_then_nothing(
+    client: MatrixClient, alice: Account, rooms: list[str], pos: str
+) -> None:
+    """The oldest room, cut in the first response, gets its whole page; then every room
+    holds its page and there is nothing more to send."""
+    answered = await sliding(client, alice, BODY, pos=pos)
+    assert set(answered["rooms"]) == {rooms[0]}
+    room = answered["rooms"][rooms[0]]
+    assert bodies(room) == [f"room 0 {m}" for m in FULL]
+    assert room["unstable_expanded_timeline"] is True
+    last = await sliding(client, alice, BODY, pos=answered["pos"])
+    assert last["rooms"] == {}
 
 
 async def test_rooms_past_the_budget_get_short_pages_then_the_rest(
@@ -96,15 +108,7 @@ async def test_rooms_past_the_budget_get_short_pages_then_the_rest(
     assert bodies(answered[rooms[1]]) == [f"room 1 {m}" for m in FULL]
     assert answered[rooms[1]]["unstable_expanded_timeline"] is True
 
-    third = await sliding(client, alice, BODY, pos=second["pos"])
-    answered = third["rooms"]
-    assert set(answered) == {rooms[0]}
-    assert bodies(answered[rooms[0]]) == [f"room 0 {m}" for m in FULL]
-    assert answered[rooms[0]]["unstable_expanded_timeline"] is True
-
-    # Every room now holds its whole page: nothing more to send.
-    fourth = await sliding(client, alice, BODY, pos=third["pos"])
-    assert fourth["rooms"] == {}
+    await oldest_room_then_nothing(client, alice, rooms, second["pos"])
 
 
 async def test_a_room_waiting_for_its_page_gets_its_new_events_meanwhile(
@@ -143,12 +147,7 @@ async def test_a_room_waiting_for_its_page_gets_its_new_events_meanwhile(
         "room 1 late 1",
     ]
     assert answered[rooms[1]]["unstable_expanded_timeline"] is True
-
-    fourth = await sliding(client, alice, BODY, pos=third["pos"])
-    assert set(fourth["rooms"]) == {rooms[0]}
-    assert bodies(fourth["rooms"][rooms[0]]) == [f"room 0 {m}" for m in FULL]
-    fifth = await sliding(client, alice, BODY, pos=fourth["pos"])
-    assert fifth["rooms"] == {}
+    await oldest_room_then_nothing(client, alice, rooms, third["pos"])
 
 
 async def test_a_room_sent_before_spends_only_its_new_events(
