@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,23 @@ async def first_response(client: MatrixClient, alice: Account, rooms: list[str])
     return pos
 
 
+@dataclass(frozen=True)
+class Cut:
+    """Three rooms of ``ASKED`` messages (oldest first) after the first response."""
+
+    client: MatrixClient
+    alice: Account
+    rooms: list[str]
+    pos: str
+
+
+@pytest.fixture
+async def cut(budget_client: MatrixClient) -> Cut:
+    alice = await budget_client.register()
+    rooms = await three_rooms(budget_client, alice)
+    return Cut(budget_client, alice, rooms, await first_response(budget_client, alice, rooms))
+
+
 async def oldest_room_then_nothing(
     client: MatrixClient, alice: Account, rooms: list[str], pos: str
 ) -> None:
@@ -91,12 +109,9 @@ async def oldest_room_then_nothing(
 
 
 async def test_rooms_past_the_budget_get_short_pages_then_the_rest(
-    budget_client: MatrixClient,
+    cut: Cut,
 ) -> None:
-    client = budget_client
-    alice = await client.register()
-    rooms = await three_rooms(client, alice)
-    pos = await first_response(client, alice, rooms)
+    client, alice, rooms, pos = cut.client, cut.alice, cut.rooms, cut.pos
 
     # A room cut short is news: a long-poll answers at once. The middle room now gets
     # its whole page; the oldest, cut to the one event it holds, waits.
@@ -112,12 +127,9 @@ async def test_rooms_past_the_budget_get_short_pages_then_the_rest(
 
 
 async def test_a_room_waiting_for_its_page_gets_its_new_events_meanwhile(
-    budget_client: MatrixClient,
+    cut: Cut,
 ) -> None:
-    client = budget_client
-    alice = await client.register()
-    rooms = await three_rooms(client, alice)
-    pos = await first_response(client, alice, rooms)
+    client, alice, rooms, pos = cut.client, cut.alice, cut.rooms, cut.pos
     await say(client, rooms[1], alice, "room 1 late 0")
     await say(client, rooms[1], alice, "room 1 late 1")
     late = [f"room 2 late {n}" for n in range(ASKED)]
@@ -151,12 +163,9 @@ async def test_a_room_waiting_for_its_page_gets_its_new_events_meanwhile(
 
 
 async def test_a_room_sent_before_spends_only_its_new_events(
-    budget_client: MatrixClient,
+    cut: Cut,
 ) -> None:
-    client = budget_client
-    alice = await client.register()
-    rooms = await three_rooms(client, alice)
-    pos = await first_response(client, alice, rooms)
+    client, alice, rooms, pos = cut.client, cut.alice, cut.rooms, cut.pos
     await say(client, rooms[2], alice, "room 2 late")
 
     # The newest room's one new event spends one, not the 4 it asks: the middle room
