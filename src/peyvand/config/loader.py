@@ -301,7 +301,7 @@ OPTION_DOCS: Final[Mapping[str, str]] = {
     "sliding_sync": "Simplified sliding sync (MSC4186), the sync of Element X.",
     "sliding_sync.max_timeline_events": (
         "Timeline events one response carries at most over all its rooms, plus one per\n"
-        "room past it (never less than the largest timeline_limit asked): rooms past it\n"
+        "room past it (never less than the most one room reads): rooms past it\n"
         "get shorter pages, and the rest in later responses."
     ),
     "push": "Delivery of push notifications to push gateways (Push Gateway API).",

@@ -192,8 +192,8 @@ class PresenceConfig:
 @dataclass(frozen=True, slots=True)
 class SlidingSyncConfig:
     # Timeline events one sliding-sync response carries at most over all its rooms, plus
-    # one per room past it (never less than the largest timeline_limit asked); rooms
-    # past it get the rest in later responses.
+    # one per room past it (never less than the most one room reads); rooms past it get
+    # the rest in later responses.
     max_timeline_events: int = 10_000
 
 
