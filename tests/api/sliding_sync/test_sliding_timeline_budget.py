@@ -9,17 +9,18 @@ test's own with a budget of 5."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from harness.client import Account, MatrixClient, new_session
 from harness.rooms import say
-from harness.server import HomeserverProcess, start_homeserver
+from harness.server import HomeserverProcess
 from harness.sliding_sync import create_room, one_list, sliding, window
+
+ConfiguredHomeserver = Callable[..., HomeserverProcess]
 
 BUDGET = 5
 ASKED = 4
@@ -29,21 +30,14 @@ FULL = [f"message {n}" for n in range(ASKED)]
 
 
 @pytest.fixture
-def budget_homeserver(
-    backend: str, request: pytest.FixtureRequest, tmp_path: Path
-) -> Iterator[HomeserverProcess]:
-    options = {"sliding_sync.max_timeline_events": str(BUDGET)}
-    server = start_homeserver(backend, request, tmp_path / "server", options=options)
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-async def budget_client(budget_homeserver: HomeserverProcess) -> AsyncIterator[MatrixClient]:
+async def budget_client(
+    configured_homeserver: ConfiguredHomeserver,
+) -> AsyncIterator[MatrixClient]:
+    server = configured_homeserver(
+        open_registration=True, options={"sliding_sync.max_timeline_events": str(BUDGET)}
+    )
     async with new_session() as session:
-        yield MatrixClient(session, budget_homeserver.base_url)
+        yield MatrixClient(session, server.base_url)
 
 
 def bodies(room: dict[str, Any]) -> list[str]:
