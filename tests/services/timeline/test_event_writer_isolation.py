@@ -1,7 +1,8 @@
 """A group commit never fails for one member's bad row (issue 12): the EventWriter with
 EventCreationService over the real storage of both backends. One event that cannot be
 stored shares a batch with sends in other rooms; only its own room fails, the others
-commit (with what the pre-commit hooks add for them) and are served."""
+commit (with what the pre-commit hooks add for them) and are served. What clients read
+of a room's current state waits for the commit of what it reads."""
 
 from __future__ import annotations
 
@@ -23,9 +24,10 @@ from peyvand.services.timeline.event_creation import EventCreationService, Event
 from peyvand.services.timeline.event_dispatch import EventDispatcher
 from peyvand.services.timeline.event_writer import EventWriter, TxnWrite
 from peyvand.services.timeline.room_index import RoomIndex
-from peyvand.services.timeline.room_state import StateService
+from peyvand.services.timeline.room_state import RoomSnapshot, StateService
 from peyvand.services.timeline.stream_tracker import EventPositions, StreamTracker
 from peyvand.storage.database import Connection, Database
+from peyvand.storage.errors import StorageError
 from peyvand.storage.events import EventStore
 from peyvand.storage.migrations import run_migrations
 from peyvand.storage.models import EventToPersist, StoredEvent
@@ -296,3 +298,63 @@ async def test_a_nul_state_key_fails_only_its_own_room_on_postgresql(
     assert await world.state.get_events(failed[-2:]) == {}
     after = await world.events.send(bad_room, ALICE, message("after"))
     assert after.pdu.event_id in await world.store.get_events([after.pdu.event_id])
+
+
+async def read_while_held(
+    world: World, room: RoomID, spec: EventSpec
+) -> tuple[asyncio.Task[StoredEvent], asyncio.Task[RoomSnapshot | None]]:
+    """Hold the writer on ``spec`` sent in ``room``, and start ``committed_room`` then:
+    the room's head already holds the event; storage does not, and the read waits."""
+    world.gate.clear()
+    world.held.clear()
+    send = asyncio.create_task(world.events.send(room, ALICE, spec))
+    async with asyncio.timeout(10):
+        await world.held.wait()
+    head = await world.state.get_room(room)
+    assert head is not None
+    assert (
+        head.state[(spec.event_type, spec.state_key or "")]
+        not in (await world.store.get_current_state_ids(room)).values()
+    )
+    read = asyncio.create_task(world.state.committed_room(room))
+    await asyncio.sleep(0.05)
+    assert not read.done()
+    world.gate.set()
+    return send, read
+
+
+async def test_a_state_read_waits_for_the_commit_of_what_it_reads(world: World) -> None:
+    """The room's snapshot moves past an event before its commit. What clients read of
+    current state (``committed_room``: GET /state, the member lists) is given only once
+    that commit is over, so it agrees with what is read from storage (``joined_rooms``,
+    /sync)."""
+    room = await world.room()
+
+    send, read = await read_while_held(world, room, EventSpec("m.room.name", {"name": "new"}, ""))
+
+    sent = await send
+    async with asyncio.timeout(10):
+        snapshot = await read
+    assert snapshot is not None
+    assert snapshot.state[("m.room.name", "")] == sent.pdu.event_id
+    stored = await world.store.get_current_state_ids(room)
+    assert stored[("m.room.name", "")] == sent.pdu.event_id
+
+
+@pytest.mark.postgres
+async def test_a_state_read_never_gives_an_event_whose_commit_failed(
+    postgres_world: World,
+) -> None:
+    """A read waiting for a commit that fails gets the room as storage holds it."""
+    world = postgres_world
+    room = await world.room()
+    before = await world.store.get_current_state_ids(room)
+
+    send, read = await read_while_held(world, room, EventSpec("org.example.loop", {}, "a\x00b"))
+
+    with pytest.raises(StorageError):
+        await send
+    async with asyncio.timeout(10):
+        snapshot = await read
+    assert snapshot is not None
+    assert snapshot.state == before

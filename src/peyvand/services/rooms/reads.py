@@ -483,14 +483,18 @@ class RoomEventsService:
     async def _visible_state_ids(
         self, requester: Requester, room_id: RoomID
     ) -> dict[StateKey, EventID]:
-        """Current state for members and readers of a world-readable room; the state at
-        their leave for those who left other rooms."""
-        membership = await self._require_ever_member(room_id, requester.user_id)
-        snapshot = await self._state.get_room(room_id)
-        assert snapshot is not None
-        if membership in ("join", None) or await self.world_readable(room_id):
-            return dict(snapshot.state)
-        member_id = snapshot.state.get(("m.room.member", requester.user_id))
+        """Current state (as committed: ``committed_room``) for members and readers of a
+        world-readable room; the state at their leave for those who left other rooms."""
+        snapshot = await self._state.committed_room(room_id)
+        if snapshot is None:
+            raise MatrixError(Errcode.FORBIDDEN, "You are not a member of this room")
+        state = dict(snapshot.state)
+        membership = snapshot.memberships.get(requester.user_id)
+        if membership == "join" or await self.world_readable(room_id):
+            return state
+        if membership is None:
+            raise MatrixError(Errcode.FORBIDDEN, "You are not a member of this room")
+        member_id = state.get(("m.room.member", requester.user_id))
         member = await self._state.get_event(member_id) if member_id else None
         if member is None:
             raise MatrixError(Errcode.FORBIDDEN, "You are not a member of this room")
@@ -545,7 +549,7 @@ class RoomEventsService:
         if await self._membership(room_id, requester.user_id) != "join":
             raise MatrixError(Errcode.FORBIDDEN, "You are not joined to this room")
         await self._full_state(room_id)
-        snapshot = await self._state.get_room(room_id)
+        snapshot = await self._state.committed_room(room_id)
         assert snapshot is not None
         ids = [snapshot.state[("m.room.member", u)] for u in snapshot.joined_members()]
         events = await self._state.get_state_events_by_id(ids)

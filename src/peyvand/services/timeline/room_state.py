@@ -54,6 +54,10 @@ def _lowbit(n: int) -> int:
 # How many membership changes a room snapshot remembers for ``changed_since``.
 _MEMBERSHIP_JOURNAL: Final = 4096
 
+# How many times ``committed_room`` waits for a room's commits before it reads the head
+# of a room written without a pause.
+_COMMITTED_READ_WAITS: Final = 4
+
 
 @dataclass
 class RoomSnapshot:
@@ -368,6 +372,20 @@ class StateService:
         pending = self._in_flight_commits.get(room_id)
         if pending:
             await asyncio.wait(list(pending))
+
+    async def committed_room(self, room_id: RoomID) -> RoomSnapshot | None:
+        """``get_room`` once no event the snapshot holds waits for its commit: what a
+        client reads of a room's current state (``GET /state``, members) is then stored,
+        so it agrees with what is read from storage (``joined_rooms``, /sync) and never
+        shows an event whose commit fails. Read the snapshot before awaiting anything
+        else. A room written without a pause is read at its head after a few waits, so a
+        reader is never held for long."""
+        for _ in range(_COMMITTED_READ_WAITS):
+            pending = self._in_flight_commits.get(room_id)
+            if not pending:
+                break
+            await asyncio.wait(list(pending))
+        return await self.get_room(room_id)
 
     async def is_redacted(self, event_id: EventID) -> bool:
         """Whether the timeline event ``event_id`` has been redacted (its stored content
