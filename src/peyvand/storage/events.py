@@ -421,9 +421,11 @@ class EventStore:
         return found
 
     async def get_current_memberships(self, room_id: RoomID) -> dict[UserID, str]:
+        """user -> membership in the room's current state, in the order their member
+        events were made current (the heroes are the first members: "Room summary")."""
         rows = await self._db.fetch(
             "SELECT state_key, membership FROM current_state WHERE room_id = $1"
-            " AND type = 'm.room.member'",
+            " AND type = 'm.room.member' ORDER BY stream_ordering, state_key",
             room_id,
         )
         return {UserID(r[0]): r[1] for r in rows}

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-from harness.client import MatrixClient
+from harness.client import Account, MatrixClient
 from harness.rooms import put_state, say
 from harness.sliding_sync import create_room, join, one_list, sliding
 
@@ -91,6 +91,65 @@ async def test_an_unnamed_room_has_heroes(client: MatrixClient) -> None:
     await say(client, room_id, alice, "hi")
     room = (await sliding(client, alice, {"lists": lazy}))["rooms"][room_id]
     assert state_keys(room) == {("m.room.member", alice.user_id)}
+
+
+async def set_displayname(client: MatrixClient, account: Account, name: str) -> None:
+    path = f"profile/{quote(account.user_id)}/displayname"
+    (await client.request("PUT", path, json={"displayname": name}, token=account)).ok()
+
+
+async def test_heroes_are_the_first_members_in_stream_order(client: MatrixClient) -> None:
+    """ "The first 5 members of the room, ordered by stream ordering, which are joined or
+    invited" (``m.heroes``), the joined before the invited as Synapse: the order they
+    joined, not their user IDs'; the same in /sync's summary. A hero's profile change
+    makes their member event the newest (last among the joined heroes), and the heroes
+    are sent again with the new display name."""
+    alice = await client.register()
+    others = sorted([await client.register() for _ in range(3)], key=lambda a: a.user_id)
+    # Joined in the reverse of their IDs' order, the first of them only invited.
+    joining, invited = others[:0:-1], others[0]
+    room_id = await create_room(client, alice, preset="public_chat")
+    for account in joining:
+        await join(client, account, room_id)
+    (
+        await client.request(
+            "POST",
+            f"rooms/{quote(room_id)}/invite",
+            json={"user_id": invited.user_id},
+            token=alice,
+        )
+    ).ok()
+    expected = [a.user_id for a in (*joining, invited)]
+    first = await sliding(client, alice, {"lists": one_list()})
+    assert [h["user_id"] for h in first["rooms"][room_id]["heroes"]] == expected
+    summary = (await client.request("GET", "sync", token=alice)).ok()["rooms"]["join"][room_id]
+    assert summary["summary"]["m.heroes"] == expected
+
+    await set_displayname(client, joining[0], "Renamed")
+    room = (await sliding(client, alice, {"lists": one_list()}, first["pos"]))["rooms"][room_id]
+    heroes = room["heroes"]
+    renamed = [joining[1], joining[0], invited]
+    assert [h["user_id"] for h in heroes] == [a.user_id for a in renamed]
+    assert heroes[1]["displayname"] == "Renamed"
+
+
+async def test_lazy_members_include_the_targets_of_member_events(client: MatrixClient) -> None:
+    """``$LAZY`` sends the member events of the timeline's senders and of the users its
+    member events are about (an invite's invitee), as Synapse."""
+    alice, bob, dave = [await client.register() for _ in range(3)]
+    room_id = await create_room(client, alice, preset="public_chat", name="Targets")
+    await join(client, bob, room_id)
+    lazy = {"lists": one_list(timeline_limit=1, required_state=[["m.room.member", "$LAZY"]])}
+    first = await sliding(client, alice, lazy)
+    assert state_keys(first["rooms"][room_id]) == {("m.room.member", bob.user_id)}
+    (
+        await client.request(
+            "POST", f"rooms/{quote(room_id)}/invite", json={"user_id": dave.user_id}, token=bob
+        )
+    ).ok()
+    room = (await sliding(client, alice, lazy, first["pos"]))["rooms"][room_id]
+    assert [e["type"] for e in room["timeline"]] == ["m.room.member"]
+    assert state_keys(room) == {("m.room.member", dave.user_id)}
 
 
 async def test_an_invite_shows_its_stripped_state_then_its_room(client: MatrixClient) -> None:

@@ -11,7 +11,6 @@ continues the previous response. With ``lazy_load_members`` the client gets only
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
@@ -173,30 +172,32 @@ class MemberSummary:
 
     joined: int
     invited: int
-    # The first six joined or invited members in order, and of those who left or were
-    # banned: the five heroes other than any reader are among them.
+    # The first six joined or invited members, and of those who left or were banned
+    # (``member_summary``): the five heroes other than any reader are among them.
     present: tuple[UserID, ...]
     gone: tuple[UserID, ...]
 
 
 def member_summary(memberships: Mapping[UserID, str]) -> MemberSummary:
-    present: list[UserID] = []
-    gone: list[UserID] = []
+    """The counts and hero candidates of ``memberships`` (in the order the members'
+    events were made current): "the first 5 members of the room, ordered by stream
+    ordering, which are joined or invited" (``m.heroes``), the joined before the invited
+    and those who left before the banned, as Synapse's ``get_room_summary``."""
+    ordered: dict[str, list[UserID]] = {"join": [], "invite": [], "leave": [], "ban": []}
     joined = invited = 0
     for user_id, membership in memberships.items():
         if membership == "join":
             joined += 1
-            present.append(user_id)
         elif membership == "invite":
             invited += 1
-            present.append(user_id)
-        elif membership in ("leave", "ban"):
-            gone.append(user_id)
+        found = ordered.get(membership)
+        if found is not None and len(found) < _HERO_CANDIDATES:
+            found.append(user_id)
     return MemberSummary(
         joined,
         invited,
-        tuple(heapq.nsmallest(_HERO_CANDIDATES, present)),
-        tuple(heapq.nsmallest(_HERO_CANDIDATES, gone)),
+        (*ordered["join"], *ordered["invite"])[:_HERO_CANDIDATES],
+        (*ordered["leave"], *ordered["ban"])[:_HERO_CANDIDATES],
     )
 
 

@@ -99,8 +99,9 @@ class RoomSnapshot:
 
     def set_membership(self, user_id: UserID, membership: str) -> None:
         """Record ``user_id``'s current membership (that of their m.room.member event
-        now in ``state``, set again for a profile change)."""
-        was_joined = self._members.get(user_id) == "join"
+        now in ``state``, set again for a profile change). ``memberships`` lists the
+        users in the order their member events were made current, the newest last."""
+        was_joined = self._members.pop(user_id, None) == "join"
         self._members[user_id] = membership
         if membership == "join" and not was_joined:
             self._add_joined(user_id)

@@ -309,10 +309,16 @@ class RoomResponses:
             summary = self._summary(snapshot)
             _, heroes = room_summary(summary, user_id, named=bool(named))
             counts = (summary.joined, summary.invited)
-        # ``$LAZY``: the timeline senders' members (the heroes' come with ``heroes``).
-        lazy = {e.pdu.sender for e in timeline} if params.lazy_members else set()
+        # ``$LAZY``: the members of the timeline's senders and of its member events'
+        # targets (an invite, a kick), as Synapse (the heroes' come with ``heroes``).
+        lazy = _timeline_members(timeline) if params.lazy_members else set()
         selected = select(params.required_state, state, user_id, lazy)
-        members_meta: tuple[object, ...] = (counts, tuple(heroes))
+        # The heroes' member events too: a hero's new display name or avatar is sent.
+        members_meta: tuple[object, ...] = (
+            counts,
+            tuple(heroes),
+            tuple(state.get((MEMBER, h)) for h in heroes),
+        )
         previous = prev.state if prev is not None else {}
         body: JsonDict = {}
         if prev is None:
@@ -636,6 +642,18 @@ def _sent_stripped(request: RoomRequest) -> SentRoom:
         (),
         params.timeline_limit,
     )
+
+
+def _timeline_members(timeline: Sequence[StoredEvent]) -> set[str]:
+    """The users ``$LAZY`` loads the members of: each event's sender and each member
+    event's target."""
+    members: set[str] = set()
+    for event in timeline:
+        pdu = event.pdu
+        members.add(pdu.sender)
+        if pdu.type == MEMBER and pdu.state_key is not None:
+            members.add(pdu.state_key)
+    return members
 
 
 def _sent_timeline_limit(prev: SentRoom | None, asked: int, *, limited: bool) -> int:
