@@ -218,6 +218,28 @@ async def test_new_device_of_a_room_member_wakes_a_waiting_request(
     assert woken["extensions"]["e2ee"]["device_lists"] == {"changed": [bob.user_id], "left": []}
 
 
+async def test_a_connection_of_extensions_alone_holds_nothing(client: MatrixClient) -> None:
+    """A connection with no list and no subscription (Element X's encryption sync) is
+    answered at position 0, which the server does not store: it stays valid when the
+    connection is started over, and carries what changed since it (Synapse's connection
+    position 0). A connection that is sent rooms is stored under a number of its own."""
+    alice, bob = await client.register(), await client.register()
+    await room_with(client, alice, bob)
+    wanted = {"e2ee": {"enabled": True}, "to_device": {"enabled": True}}
+    body = {"conn_id": "encryption", "extensions": wanted}
+    first = (await request(client, alice, body)).ok()
+    assert first["pos"].startswith("0/")
+    assert "lists" not in first and first["rooms"] == {}
+    (await request(client, alice, body)).ok()  # started over: nothing held is dropped
+
+    await client.login(bob.user_id)
+    again = (await request(client, alice, body, first["pos"])).ok()
+    assert again["extensions"]["e2ee"]["device_lists"] == {"changed": [bob.user_id], "left": []}
+    assert again["pos"].startswith("0/")
+    listed = (await request(client, alice, {**body, "lists": one_list()})).ok()
+    assert not listed["pos"].startswith("0/")
+
+
 # account_data ----------------------------------------------------------------------------
 
 

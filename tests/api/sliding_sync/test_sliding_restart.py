@@ -1,5 +1,6 @@
 """Sliding sync across a restart (MSC4186): connections are held in memory only, so an
-old ``pos`` is 400 ``M_UNKNOWN_POS`` and the client starts over; bump stamps are read
+old ``pos`` is 400 ``M_UNKNOWN_POS`` and the client starts over (but for a position that
+holds nothing, a connection of extensions alone, which is not stored); bump stamps are read
 back from storage, so the order is the same as before, and filters read the rooms'
 state from storage too."""
 
@@ -8,7 +9,7 @@ from __future__ import annotations
 from harness.client import MatrixClient, new_session
 from harness.rooms import put_state, say
 from harness.server import HomeserverProcess
-from harness.sliding_sync import create_room, one_list, request, sliding, window
+from harness.sliding_sync import create_room, join, one_list, request, sliding, window
 
 
 async def test_after_a_restart_an_old_pos_is_unknown_and_the_order_holds(
@@ -48,3 +49,26 @@ async def test_after_a_restart_an_old_pos_is_unknown_and_the_order_holds(
         assert [after["rooms"][r]["bump_stamp"] for r in (messaged, later)] == [
             before["rooms"][r]["bump_stamp"] for r in (messaged, later)
         ]
+
+
+async def test_a_pos_holding_nothing_outlives_a_restart(
+    private_homeserver: HomeserverProcess,
+) -> None:
+    """Element X's encryption sync (extensions alone) goes on from its ``pos`` after a
+    restart: the device-list change made after it is not lost to a fresh start."""
+    body = {"conn_id": "encryption", "extensions": {"e2ee": {"enabled": True}}}
+    async with new_session() as session:
+        client = MatrixClient(session, private_homeserver.base_url)
+        alice, bob = await client.register(), await client.register()
+        room_id = await create_room(client, alice, preset="public_chat")
+        await join(client, bob, room_id)
+        before = await sliding(client, alice, body)
+    private_homeserver.restart()
+    async with new_session() as session:
+        client = MatrixClient(session, private_homeserver.base_url)
+        await client.login(bob.user_id, bob.password)
+        after = await sliding(client, alice, body, before["pos"])
+        assert after["extensions"]["e2ee"]["device_lists"] == {
+            "changed": [bob.user_id],
+            "left": [],
+        }

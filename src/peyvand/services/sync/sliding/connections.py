@@ -13,6 +13,12 @@ of that answer must stay usable (at most ``MAX_POSITIONS_PER_CONNECTION``, oldes
 Connections live in memory only, bounded in all and per user: after a restart, or once a
 connection was evicted, its ``pos`` is unknown and the client is answered 400
 ``M_UNKNOWN_POS``, on which MSC4186 clients start the connection over cleanly.
+
+A position that holds nothing (no room sent, no list, no room's extension status: a
+connection of extensions alone, as Element X's encryption sync) is not stored: its
+number is ``NOTHING_HELD`` (0), which names the empty position whatever the server holds,
+so such a ``pos`` stays valid across restarts and evictions and a device-list change
+after it is never lost to a restart (Synapse's connection position 0).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import itertools
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Final
 
 from peyvand.errors import Errcode, MatrixError
 from peyvand.events.pdu import StateKey
@@ -30,6 +37,8 @@ from peyvand.services.sync.sliding.sent_rooms import RoomStatuses
 from peyvand.services.sync.streams import StreamToken, parse_position_number
 from peyvand.types import DeviceID, EventID, RoomID, UserID
 
+# The number of a position that holds nothing (never stored).
+NOTHING_HELD: Final = 0
 # Connections held in all; the oldest unused is forgotten first.
 MAX_CONNECTIONS = 10_000
 # Connections held per user (devices times conn_ids: Element X opens one or two per
@@ -75,6 +84,10 @@ class ConnectionPosition:
     lists: Mapping[str, object]
     # Per room extension (``account_data``, ``receipts``), what each room was sent of it.
     extensions: Mapping[str, RoomStatuses] = field(default_factory=dict)
+
+    def holds_nothing(self) -> bool:
+        """Whether it is the empty position (``NOTHING_HELD``)."""
+        return not self.rooms and not self.lists and not any(self.extensions.values())
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,7 +212,9 @@ class ConnectionStore:
     def resume(self, key: ConnectionKey, connection: int) -> ConnectionPosition:
         """The position ``connection`` of the connection, dropping every other; 400
         ``M_UNKNOWN_POS`` if it is not held (expired, evicted, or from before a
-        restart)."""
+        restart). ``NOTHING_HELD`` is the empty position, the others left as they are."""
+        if connection == NOTHING_HELD:
+            return ConnectionPosition({}, {})
         held = self._use(key)
         position = held.positions.get(connection) if held is not None else None
         if held is None or position is None:

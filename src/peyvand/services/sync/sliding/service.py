@@ -31,6 +31,7 @@ from peyvand.services.accounts.requester import Requester
 from peyvand.services.sync.notifier import Notifier
 from peyvand.services.sync.sliding.account_view import AccountView
 from peyvand.services.sync.sliding.connections import (
+    NOTHING_HELD,
     ConnectionKey,
     ConnectionPosition,
     ConnectionStore,
@@ -256,8 +257,12 @@ class SlidingSyncService:
             or (timed_out and sent != previous.extensions)
         ):
             position = ConnectionPosition(computed.position.rooms, computed.position.lists, sent)
-            number = self._connections.record(
-                poll.key, poll.base, position, changed=computed.answered
+            number = (
+                NOTHING_HELD
+                if position.holds_nothing()
+                else self._connections.record(
+                    poll.key, poll.base, position, changed=computed.answered
+                )
             )
             return _response(Pos(number, now), computed, extensions)
         if timed_out:
