@@ -99,7 +99,10 @@ def build_sliding_sync(
         notifier,
         account_view,
         ListFiltering(
-            timeline.state, account_view, timeline.event_store.get_current_state_of_types
+            timeline.state,
+            account_view,
+            timeline.event_store.get_current_state_of_types,
+            invite_state.remote,
         ),
         responses,
         SlidingExtensions(

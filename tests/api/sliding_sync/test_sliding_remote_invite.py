@@ -1,4 +1,5 @@
-"""A rejected invite to a room on another server leaves the sliding sync list (MSC4186,
+"""Invites to rooms on another server in sliding sync lists: their filters judged by the
+stripped state the invite carried (as Synapse), and a rejected one leaves the list (MSC4186,
 "Room results": rooms the user "is invited to (or rejected an invite to)"), as /sync's
 ``leave`` section shows it: this server holds neither the room's state nor the leave
 (sent to the inviting server only), so the room is sent once with its ``membership``.
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import pytest
@@ -76,4 +78,53 @@ async def test_a_rejected_remote_invite_leaves_the_list(
         after = await sliding(client, alice, body, left["pos"])
         assert room_id not in after["rooms"]
         assert window(after) == [] and after["lists"]["all"]["count"] == 0
+    assert "Unhandled error" not in federating.log()
+
+
+async def _invite(
+    fake: FakeServer, room_id: str, invitee: str, stripped: list[dict[str, Any]]
+) -> None:
+    invite = fake.make_invite(room_id, fake.user("bob"), invitee)
+    events = [{**e, "state_key": "", "sender": invite.sender} for e in stripped]
+    status, answer = await fake.request(
+        "PUT",
+        f"{FEDERATION_V2}/invite/{q(room_id)}/{q(invite.event_id)}",
+        {"room_version": "11", "event": dict(invite.data), "invite_room_state": events},
+    )
+    assert status == 200, answer
+
+
+async def test_filters_judge_a_remote_invite_by_its_stripped_state(
+    federating: HomeserverProcess, tmp_path: Path
+) -> None:
+    """Element X's room list asks ``not_room_types: ["m.space"]``: an invite to a remote
+    room whose stripped state names its create event is listed by its type and
+    encryption; one whose stripped state lacks it fails every filter on state."""
+    async with (
+        new_session() as session,
+        FakeServer(tmp_path, peer=federating.server_name) as fake,
+        asyncio.timeout(TIMEOUT_SECONDS),
+    ):
+        client = MatrixClient(session, federating.base_url)
+        alice = await client.register()
+        plain, space, unknown = (f"!{name}:{fake.server_name}" for name in "abc")
+        encryption = {"type": "m.room.encryption", "content": {"algorithm": "m.megolm.v1"}}
+        await _invite(
+            fake, plain, alice.user_id, [{"type": "m.room.create", "content": {}}, encryption]
+        )
+        await _invite(
+            fake, space, alice.user_id, [{"type": "m.room.create", "content": {"type": "m.space"}}]
+        )
+        await _invite(fake, unknown, alice.user_id, [{"type": "m.room.name", "content": {}}])
+
+        async def listed(filters: dict[str, object]) -> set[str]:
+            answer = await sliding(client, alice, {"lists": one_list(filters=filters)})
+            return set(window(answer))
+
+        assert await listed({}) == {plain, space, unknown}
+        assert await listed({"not_room_types": ["m.space"]}) == {plain}
+        assert await listed({"room_types": ["m.space"]}) == {space}
+        assert await listed({"room_types": [None]}) == {plain}
+        assert await listed({"is_encrypted": True}) == {plain}
+        assert await listed({"is_encrypted": False}) == {space}
     assert "Unhandled error" not in federating.log()

@@ -21,7 +21,7 @@ class InviteState:
         """The room's stripped state events and the sender of the user's membership."""
         snapshot = await self._state.get_room(room_id)
         if snapshot is None:
-            return await self._remote(room_id, user_id)
+            return await self.remote(room_id, user_id)
         keys: list[StateKey] = [(t, "") for t in STRIPPED_STATE_TYPES]
         keys.append(("m.room.member", user_id))
         events = await self._state.get_state_events(snapshot.state, keys)
@@ -34,9 +34,10 @@ class InviteState:
         stripped = [stripped_state_event(e) for e in events.values()]
         return stripped, member.sender if member else None
 
-    async def _remote(self, room_id: RoomID, user_id: UserID) -> tuple[list[JsonDict], str | None]:
-        """An invite to a room on another server: the stripped state its server sent,
-        and the invite itself."""
+    async def remote(self, room_id: RoomID, user_id: UserID) -> tuple[list[JsonDict], str | None]:
+        """An invite to a room on another server (one this server does not hold): the
+        stripped state its server sent, and the invite itself; none when there is no
+        such invite."""
         invite = (
             await self._remote_invites.get(room_id, user_id)
             if self._remote_invites is not None

@@ -33,6 +33,8 @@ _FILTER_KEYS: tuple[StateKey, ...] = (_CREATE, _ENCRYPTION)
 SpaceChildren = dict[RoomID, frozenset[RoomID]]
 
 # (rooms, event types) -> each room's current state of those types.
+# (room, user) -> the stripped state of the user's invite to a room not held here.
+RemoteStripped = Callable[[RoomID, UserID], Awaitable[tuple[list[JsonDict], str | None]]]
 LoadState = Callable[
     [Sequence[RoomID], Sequence[str]], Awaitable[dict[RoomID, dict[StateKey, EventID]]]
 ]
@@ -101,13 +103,19 @@ class ListFiltering:
     """Applies ``filters`` to a user's rooms (MSC4186 "Filters")."""
 
     def __init__(
-        self, state: StateService, account_data: AccountDataReader, load_state: LoadState
+        self,
+        state: StateService,
+        account_data: AccountDataReader,
+        load_state: LoadState,
+        remote_stripped: RemoteStripped,
     ) -> None:
         """``load_state`` reads rooms' current state of some types (for rooms whose
-        snapshot is not cached), one query for all."""
+        snapshot is not cached), one query for all; ``remote_stripped`` the stripped
+        state of an invite to a room this server does not hold."""
         self._state = state
         self._account_data = account_data
         self._load_state = load_state
+        self._remote_stripped = remote_stripped
 
     async def apply(
         self,
@@ -117,9 +125,10 @@ class ListFiltering:
         memo: SpaceChildren | None = None,
     ) -> list[UserRoom]:
         """The rooms of ``rooms`` that pass every filter (all fields are ANDed). A room
-        this server does not hold the state of (a remote invite) fails any filter on
-        its state, as in Synapse when the stripped state does not tell. ``memo``: the
-        children of the spaces read by the request's other lists (filled in)."""
+        this server does not hold the state of (a remote invite) is judged by the
+        stripped state its invite carried when that holds the room's create event, as
+        Synapse; otherwise it fails any filter on its state. ``memo``: the children of
+        the spaces read by the request's other lists (filled in)."""
         kept = list(rooms.values())
         needs_state = (
             filters.is_encrypted is not None
@@ -127,20 +136,26 @@ class ListFiltering:
             or filters.not_room_types is not None
         )
         state = await self._filter_state([r.room_id for r in kept]) if needs_state else {}
+        stripped = (
+            await self._stripped_facts(
+                user_id,
+                [r.room_id for r in kept if r.room_id not in state and r.membership == "invite"],
+            )
+            if needs_state
+            else {}
+        )
         if filters.is_invite is not None:
             kept = [r for r in kept if (r.membership == "invite") == filters.is_invite]
         if filters.is_dm is not None:
             direct = await self._account_data.direct_rooms(user_id)
             kept = [r for r in kept if (r.room_id in direct) == filters.is_dm]
         if filters.is_encrypted is not None:
-            kept = [
-                r
-                for r in kept
-                if (held := state.get(r.room_id)) is not None
-                and (_ENCRYPTION in held) == filters.is_encrypted
-            ]
+            encrypted = {r: _ENCRYPTION in held for r, held in state.items()}
+            encrypted.update((r, facts[0]) for r, facts in stripped.items())
+            kept = [r for r in kept if encrypted.get(r.room_id) is filters.is_encrypted]
         if filters.room_types is not None or filters.not_room_types is not None:
             types = await self._room_types(state)
+            types.update((r, facts[1]) for r, facts in stripped.items())
             if filters.room_types is not None:
                 wanted = filters.room_types
                 kept = [r for r in kept if r.room_id in types and types[r.room_id] in wanted]
@@ -183,6 +198,23 @@ class ListFiltering:
             for room_id, held in loaded.items():
                 found[room_id] = {k: v for k in _FILTER_KEYS if (v := held.get(k))}
         return found
+
+    async def _stripped_facts(
+        self, user_id: UserID, room_ids: Sequence[RoomID]
+    ) -> dict[RoomID, tuple[bool, str | None]]:
+        """For each invite to a room not held here whose stripped state holds the
+        room's create event: whether it is encrypted and its type (None: none)."""
+        facts: dict[RoomID, tuple[bool, str | None]] = {}
+        for room_id in room_ids:
+            events, _ = await self._remote_stripped(room_id, user_id)
+            by_key = {(e.get("type"), e.get("state_key")): e for e in events}
+            create = by_key.get(_CREATE)
+            if create is None:
+                continue
+            content = create.get("content")
+            value = content.get("type") if isinstance(content, dict) else None
+            facts[room_id] = (_ENCRYPTION in by_key, value if isinstance(value, str) else None)
+        return facts
 
     async def _room_types(
         self, state: Mapping[RoomID, Mapping[StateKey, EventID]]
