@@ -1,9 +1,11 @@
 """Simplified sliding sync (MSC4186): ``POST
 /_matrix/client/unstable/org.matrix.simplified_msc3575/sync``.
 
-The body is checked here, once, as Synapse 1.163's ``SlidingSyncBody`` checks it: a value
-of the wrong JSON type is 400 ``M_BAD_JSON``, one out of range ``M_INVALID_PARAM``, a
-missing ``required_state`` or ``timeline_limit`` ``M_MISSING_PARAM``. At most 100 lists,
+The body is checked here, once, with the bounds of Synapse 1.163's ``SlidingSyncBody``: a
+value of the wrong JSON type is 400 ``M_BAD_JSON``; one out of range ``M_INVALID_PARAM``
+and a missing ``required_state`` or ``timeline_limit`` ``M_MISSING_PARAM`` (Synapse
+answers most range errors, and any body with several errors, ``M_BAD_JSON``: the codes
+here name the fault). At most 100 lists,
 list names of at most 64 characters, ``timeline_limit`` at most 1,000; this server also
 bounds each list's ranges (100), the subscriptions (1,000), ``required_state`` (1,000
 pairs of at most 255 bytes each), ``conn_id`` (255 bytes) and each filter's values (100),

@@ -102,7 +102,8 @@ class Pos:
 
     @classmethod
     def parse(cls, text: str) -> Pos:
-        """M_UNKNOWN_POS when it is not one of ours (Synapse answers so too)."""
+        """M_UNKNOWN_POS when it is not one of ours, malformed too (Synapse answers a
+        malformed one ``M_UNKNOWN``; a client starts over on ``M_UNKNOWN_POS``)."""
         number, _, token = text.partition("/")
         try:
             connection = parse_position_number(number)

@@ -14,8 +14,9 @@ implements them (``synapse/handlers/sliding_sync/extensions.py``).
   back in view gets the account data and receipts it missed while out of view
   (``sent_rooms``, as Synapse).
 - ``typing`` (MSC3961): per room of the scope whose typing set changed since the previous
-  response (every room with typing users, for a room new to the connection), its
-  ``m.typing`` event.
+  response (every room with typing users, for a room new to the connection: Synapse
+  sends such a room only a change after the request's token, so who was typing as the
+  room came into view is not shown), its ``m.typing`` event.
 
 Receipts and typing are what other members do in a room, so they cover only the rooms
 of the scope the user is joined to, as /sync's ``ephemeral`` (Synapse 1.163 takes every
