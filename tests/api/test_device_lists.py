@@ -117,6 +117,33 @@ async def test_joining_a_room_with_someone_reports_them(client: MatrixClient) ->
     assert body == {"changed": expected, "left": []}
 
 
+async def test_a_membership_change_is_reported_only_when_it_brings_someone_in(
+    client: MatrixClient,
+) -> None:
+    """As Synapse's ``get_user_ids_changed``: a member's profile change in a shared room
+    is no device list change (else every member's client fetches their keys again for
+    a new display name); an invited user is reported (their devices are encrypted for),
+    and so is nothing more when they then accept."""
+    alice, bob, carol = await client.register(), await client.register(), await client.register()
+    room_id = await shared_room(client, alice, bob)
+    token = await token_of(client, alice)
+
+    path = f"rooms/{room_id}/state/m.room.member/{bob.user_id}"
+    member = {"membership": "join", "displayname": "Bob B"}
+    (await client.request("PUT", path, json=member, token=bob)).ok()
+    (
+        await client.request(
+            "POST", f"rooms/{room_id}/invite", json={"user_id": carol.user_id}, token=alice
+        )
+    ).ok()
+    response = await sync_since(client, alice, token)
+    assert changed(response) == [carol.user_id]
+
+    token = response["next_batch"]
+    (await client.request("POST", f"join/{room_id}", json={}, token=carol)).ok()
+    assert changed(await sync_since(client, alice, token)) == []
+
+
 async def test_leaving_the_last_shared_room_reports_left(client: MatrixClient) -> None:
     alice, bob, carol = await client.register(), await client.register(), await client.register()
     first = await shared_room(client, alice, bob, carol)

@@ -21,7 +21,8 @@ _CHUNK = 500
 _ADD_TRIES = 20
 
 # (room, member, membership) of one m.room.member event.
-MembershipChange = tuple[RoomID, UserID, str]
+# (room, member, membership, the membership it replaced in the room's state).
+MembershipChange = tuple[RoomID, UserID, str, str | None]
 
 
 class DeviceListStore:
@@ -65,20 +66,34 @@ class DeviceListStore:
         self, room_ids: Sequence[RoomID], after: int, until: int
     ) -> list[MembershipChange]:
         """The m.room.member events of ``room_ids`` in ``(after, until]``, oldest first
-        within each room (range reads on the events' (room, stream) index)."""
+        within each room (range reads on the events' (room, stream) index), each with the
+        membership of the member event it replaced in the room's state (None: none)."""
         found: list[MembershipChange] = []
         async for chunk in iter_chunks(room_ids, _CHUNK):
             rows = await self._db.fetch(
-                "SELECT room_id, state_key, pdu FROM events"
-                f" WHERE room_id IN ({placeholders(len(chunk), 3)}) AND stream_ordering > $1"
-                " AND stream_ordering <= $2 AND type = 'm.room.member'"
-                " ORDER BY stream_ordering",
+                "SELECT e.room_id, e.state_key, e.pdu, p.pdu AS replaced FROM events e"
+                " LEFT JOIN events p ON p.event_id = e.replaces_state"
+                f" WHERE e.room_id IN ({placeholders(len(chunk), 3)})"
+                " AND e.stream_ordering > $1 AND e.stream_ordering <= $2"
+                " AND e.type = 'm.room.member' ORDER BY e.stream_ordering",
                 after,
                 until,
                 *chunk,
             )
             for row in rows:
-                membership = orjson.loads(row["pdu"]).get("content", {}).get("membership")
-                if isinstance(membership, str):
-                    found.append((RoomID(row["room_id"]), UserID(row["state_key"]), membership))
+                membership = _membership(row["pdu"])
+                if membership is not None:
+                    found.append(
+                        (
+                            RoomID(row["room_id"]),
+                            UserID(row["state_key"]),
+                            membership,
+                            _membership(row["replaced"]) if row["replaced"] else None,
+                        )
+                    )
         return found
+
+
+def _membership(pdu: str | bytes) -> str | None:
+    membership = orjson.loads(pdu).get("content", {}).get("membership")
+    return membership if isinstance(membership, str) else None

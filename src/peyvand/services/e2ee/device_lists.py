@@ -24,19 +24,22 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from peyvand.services.sync.notifier import Notifier
 from peyvand.services.sync.streams import Stream, StreamToken
 from peyvand.services.timeline.room_index import RoomIndex
 from peyvand.services.timeline.room_state import StateService
-from peyvand.storage.device_lists import DeviceListStore
+from peyvand.storage.device_lists import DeviceListStore, MembershipChange
 from peyvand.types import RoomID, ServerName, UserID, server_name_of
 
 # Recent changes kept in memory; older ranges are read from the database.
 MAX_LOGGED_CHANGES = 10_000
 _LEFT = ("leave", "ban")
+# The memberships whose users a member's devices are encrypted for (as Synapse's
+# ``get_user_ids_changed``: the invited and knocking too).
+_PRESENT = ("join", "invite", "knock")
 
 # Called with (user, device IDs) after a local user's devices were created or deleted.
 DevicesListener = Callable[[UserID, Sequence[str]], Awaitable[None]]
@@ -180,13 +183,13 @@ class DeviceListService:
                 sorted(joined - newly_joined), since.events
             )
             if rooms:
-                for _, member, membership in await self._store.get_membership_changes(
-                    sorted(rooms), since.events, now.events
-                ):
-                    if membership == "join" and member != user_id:
-                        changed.add(member)
-                    elif membership in _LEFT:
-                        maybe_left.add(member)
+                arrived, gone = _present_changes(
+                    await self._store.get_membership_changes(
+                        sorted(rooms), since.events, now.events
+                    )
+                )
+                changed |= arrived - {user_id}
+                maybe_left |= gone
         left = {
             other for other in maybe_left - {user_id} if not await self._shares_room(joined, other)
         }
@@ -235,3 +238,21 @@ class DeviceListService:
             if membership == "join":
                 peers |= await self._joined_members(room_id)
         return {u for u in peers if server_name_of(u) == self._server_name}
+
+
+def _present_changes(changes: Iterable[MembershipChange]) -> tuple[set[UserID], set[UserID]]:
+    """The users whose last change in ``changes`` (oldest first) brought them into a
+    room (joined, invited or knocking from neither), and those it took out of one: a
+    profile change or an invite accepted is no device list change (Synapse's
+    ``get_user_ids_changed``)."""
+    arrived: set[UserID] = set()
+    gone: set[UserID] = set()
+    for _, member, membership, replaced in changes:
+        if membership in _PRESENT:
+            if replaced not in _PRESENT:
+                arrived.add(member)
+                gone.discard(member)
+        elif replaced in _PRESENT:
+            arrived.discard(member)
+            gone.add(member)
+    return arrived, gone
