@@ -18,8 +18,10 @@ run against any homeserver's client API, and what its answers are compared by.
 plus a to-device message for alice and one-time keys on her device. Then alice makes the
 first request (lists ``all``, ``recent``, ``dms``, ``invites``, ``encrypted``, a
 subscription to ``tombstoned``, every extension), bob writes a new message (and a
-receipt), carol logs in a new device, bob sends a second to-device message and alice
-leaves ``leaving``; and the incremental request follows with the first one's ``pos``.
+receipt), carol logs in a new device, bob sends a second to-device message, alice
+leaves ``leaving`` and bob sets a display name in ``unnamed`` (his member event the
+newest: the heroes' order turns); and the incremental request follows with the first
+one's ``pos``.
 Then alice joins ``invite`` and reads the mention, renames ``named``, bob stops typing,
 and a third request follows the second.
 
@@ -294,6 +296,13 @@ async def run_scenario(client: MatrixClient) -> Outcome:
     await client.login(carol.account.user_id)
     await _to_device(bob, alice, "second")
     await alice.call("POST", f"rooms/{quote(leaving)}/leave", {})
+    # Bob's member event in ``unnamed`` is now its newest: the heroes (in stream order)
+    # become carol then bob, with his new display name.
+    await bob.call(
+        "PUT",
+        f"rooms/{quote(unnamed)}/state/m.room.member/{quote(b_id)}",
+        {"membership": "join", "displayname": "Bob B"},
+    )
     since = first.get("extensions", {}).get("to_device", {}).get("next_batch")
     second = await sliding(client, alice.account, request_body(tombstoned, since), first["pos"])
     second_counts = await _unread_counts(alice, names)
