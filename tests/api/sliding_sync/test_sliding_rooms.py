@@ -152,6 +152,30 @@ async def test_lazy_members_include_the_targets_of_member_events(client: MatrixC
     assert state_keys(room) == {("m.room.member", dave.user_id)}
 
 
+async def test_a_subscription_shows_a_room_left_up_to_the_leave(client: MatrixClient) -> None:
+    """As Synapse: a room the user left themselves, and did not forget, is answered to a
+    subscription (it is in no list): its timeline up to the leave. Forgotten, nothing."""
+    alice, bob = await client.register(), await client.register()
+    room_id = await create_room(client, bob, preset="public_chat", name="Old")
+    await join(client, alice, room_id)
+    await say(client, room_id, bob, "before")
+    (await client.request("POST", f"rooms/{quote(room_id)}/leave", json={}, token=alice)).ok()
+    await say(client, room_id, bob, "after")
+    body = {"room_subscriptions": {room_id: {"timeline_limit": 5, "required_state": []}}}
+
+    room = (await sliding(client, alice, body))["rooms"][room_id]
+    timeline = room["timeline"]
+    assert [e["content"].get("body") for e in timeline][-2:-1] == ["before"]
+    assert (timeline[-1]["type"], timeline[-1]["content"]["membership"]) == (
+        "m.room.member",
+        "leave",
+    )
+    assert room["initial"] is True
+
+    (await client.request("POST", f"rooms/{quote(room_id)}/forget", json={}, token=alice)).ok()
+    assert room_id not in (await sliding(client, alice, body))["rooms"]
+
+
 async def test_an_invite_shows_its_stripped_state_then_its_room(client: MatrixClient) -> None:
     alice, bob = await client.register(), await client.register()
     room_id = await create_room(client, alice, name="Invited", invite=[bob.user_id])

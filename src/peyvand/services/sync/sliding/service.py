@@ -340,14 +340,23 @@ class SlidingSyncService:
             if config.params.must_await_full_state(self._is_mine):
                 order = [r for r in order if not self._is_partial(r)]
             results[name] = windows(order, config)
-        # A subscription to a room the user has no listed membership in shows nothing
-        # (Synapse's ``check_room_subscription_allowed_for_user``); nor does one to a
-        # room with partial state that needs the full state, until it has it.
+        # A subscription shows a room the user is in, invited to, knocking on, banned
+        # or kicked from, or left and did not forget (up to the leave), as Synapse;
+        # nothing of others, nor of a room with partial state that needs the full
+        # state, until it has it.
         subscriptions = {
             r: p
             for r, p in request.room_subscriptions.items()
-            if r in rooms and not (p.must_await_full_state(self._is_mine) and self._is_partial(r))
+            if (r in rooms or r in listed.left)
+            and not (p.must_await_full_state(self._is_mine) and self._is_partial(r))
         }
+        left = {
+            r: UserRoom(r, "leave", listed.left[r], listed.left[r])
+            for r in subscriptions
+            if r not in rooms
+        }
+        if left:
+            rooms = {**rooms, **left}
         wanted = combined_params(request.lists, results, subscriptions)
         to_answer = await self._rooms_to_answer(rooms, wanted, previous)
         direct = await self._account_view.direct_rooms(user_id) if to_answer else frozenset()

@@ -49,6 +49,9 @@ class ListedRooms:
     order: Sequence[RoomID]
     # The rooms the user is joined to.
     joined: frozenset[RoomID]
+    # The rooms the user left themselves and did not forget (room -> the leave's
+    # position), listed or not: a subscription may name one.
+    left: Mapping[RoomID, int]
 
 
 @dataclass(slots=True)
@@ -63,8 +66,10 @@ class _Held:
     order: RoomOrder
     joined: frozenset[RoomID]
     invites: tuple[RoomID, ...]
-    # (position, room) of each room the user left (listed only after the leave).
+    # (position, room) of each room the user left (listed only after the leave), and
+    # the same by room.
     left: list[tuple[int, RoomID]]
+    left_at: dict[RoomID, int]
     # The newest membership position (a request before it sees fewer rooms).
     newest: int
 
@@ -136,10 +141,12 @@ class UserRooms:
             left = {room_id: position for position, room_id in held.left[start:end]}
         hidden = await self._hidden_invites(user_id, held)
         if not left and not hidden:
-            return ListedRooms(held.rooms, held.order.ids, held.joined)
+            return ListedRooms(held.rooms, held.order.ids, held.joined, held.left_at)
         rooms = {r: room for r, room in held.rooms.items() if r not in hidden}
         rooms.update((r, UserRoom(r, "leave", p, p)) for r, p in left.items())
-        return ListedRooms(rooms, held.order.merged(left.items(), hidden), held.joined)
+        return ListedRooms(
+            rooms, held.order.merged(left.items(), hidden), held.joined, held.left_at
+        )
 
     def _catch_up(self, held: _Held) -> bool:
         """Moves the held joined rooms whose newest event moved since ``held`` was last
@@ -183,6 +190,7 @@ class UserRooms:
             joined=frozenset(r for r, room in rooms.items() if room.membership == "join"),
             invites=tuple(r for r, room in rooms.items() if room.membership == "invite"),
             left=sorted((p, r) for r, p in left.items() if r not in kicked),
+            left_at={r: p for r, p in left.items() if r not in kicked},
             newest=max((p for _, p in memberships.values()), default=0),
         )
         if token is not None and forgets == self._forgets:
