@@ -11,7 +11,7 @@ A redacted event is serialized by passing its redacted PDU
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from peyvand.events.pdu import Pdu
@@ -47,6 +47,46 @@ def client_event(
     if unsigned is not None:
         event["unsigned"] = dict(unsigned)
     return event
+
+
+def well_formed_stripped_state(events: Sequence[object]) -> list[JsonDict]:
+    """The entries of a stripped state list another server sent (``invite_room_state``,
+    ``knock_room_state``) that are stripped state events: an object with a string
+    ``type`` and ``state_key``, an object ``content`` and a string ``sender`` if any
+    ("Stripped state"; older servers leave it out); the others are dropped, so what is
+    kept can be read and served back as is."""
+    return [
+        e
+        for e in events
+        if isinstance(e, dict)
+        and isinstance(e.get("type"), str)
+        and isinstance(e.get("state_key"), str)
+        and isinstance(e.get("content"), dict)
+        and isinstance(e.get("sender", ""), str)
+    ]
+
+
+def invite_stripped_state(
+    invite_state: Sequence[object], user_id: str, invite: Mapping[str, Any], sender: str
+) -> list[JsonDict]:
+    """What a client is shown of an invite to a room on another server: the stripped
+    state its server sent (``well_formed_stripped_state``) with the user's own member
+    event replaced by the ``invite`` PDU's content and ``sender``."""
+    events: list[JsonDict] = [
+        {key: e[key] for key in ("type", "state_key", "content", "sender") if key in e}
+        for e in well_formed_stripped_state(invite_state)
+        if e["type"] != "m.room.member" or e["state_key"] != user_id
+    ]
+    content = invite.get("content")
+    events.append(
+        {
+            "type": "m.room.member",
+            "state_key": user_id,
+            "content": content if isinstance(content, dict) else {},
+            "sender": sender,
+        }
+    )
+    return events
 
 
 def stripped_state_event(pdu: Pdu) -> JsonDict:

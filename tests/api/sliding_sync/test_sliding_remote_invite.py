@@ -128,3 +128,48 @@ async def test_filters_judge_a_remote_invite_by_its_stripped_state(
         assert await listed({"is_encrypted": True}) == {plain}
         assert await listed({"is_encrypted": False}) == {space}
     assert "Unhandled error" not in federating.log()
+
+
+async def test_malformed_stripped_state_is_dropped_on_arrival(
+    federating: HomeserverProcess, tmp_path: Path
+) -> None:
+    """Entries of ``invite_room_state`` that are not stripped state events (a list as
+    ``type``, a number as ``sender``, a string as ``content``) are dropped as the invite
+    arrives;
+    the well-formed ones are kept, and filters and /sync read them without error."""
+    async with (
+        new_session() as session,
+        FakeServer(tmp_path, peer=federating.server_name) as fake,
+        asyncio.timeout(TIMEOUT_SECONDS),
+    ):
+        client = MatrixClient(session, federating.base_url)
+        alice = await client.register()
+        room_id = f"!hostile:{fake.server_name}"
+        invite = fake.make_invite(room_id, fake.user("bob"), alice.user_id)
+        good = {"type": "m.room.create", "state_key": "", "sender": invite.sender, "content": {}}
+        stripped = [
+            {"type": ["m.room.create"], "state_key": "", "sender": invite.sender, "content": {}},
+            {"type": "m.room.name", "state_key": "", "sender": 5, "content": {"name": "n"}},
+            {"type": "m.room.topic", "state_key": "", "sender": invite.sender, "content": "x"},
+            "not an object",
+            good,
+        ]
+        status, answer = await fake.request(
+            "PUT",
+            f"{FEDERATION_V2}/invite/{q(room_id)}/{q(invite.event_id)}",
+            {"room_version": "11", "event": dict(invite.data), "invite_room_state": stripped},
+        )
+        assert status == 200, answer
+
+        body = {"lists": one_list(filters={"not_room_types": ["m.space"]})}
+        listed = await sliding(client, alice, body)
+        assert window(listed) == [room_id]
+        shown = listed["rooms"][room_id]["invite_state"]
+        assert [(e["type"], e["state_key"]) for e in shown] == [
+            ("m.room.create", ""),
+            ("m.room.member", alice.user_id),
+        ]
+        synced = (await client.request("GET", "sync", token=alice)).ok()
+        events = synced["rooms"]["invite"][room_id]["invite_state"]["events"]
+        assert [e["type"] for e in events] == ["m.room.create", "m.room.member"]
+    assert "Unhandled error" not in federating.log()

@@ -15,6 +15,7 @@ from peyvand.errors import Errcode, MatrixError
 from peyvand.events.pdu import Pdu
 from peyvand.events.received import InvalidPdu, check_content_hash_or_redact, parse_pdu
 from peyvand.events.room_versions import KNOWN_ROOM_VERSIONS
+from peyvand.events.serialize import well_formed_stripped_state
 from peyvand.events.signing import SigningKey, sign_event
 from peyvand.federation.keyring import Keyring
 from peyvand.services.federation.federation_pdus import supported_room_version
@@ -166,7 +167,7 @@ class InviteInbox:
         stripped = body.get("invite_room_state", [])
         if not isinstance(stripped, list):
             stripped = []
-        stripped = [e for e in stripped[:MAX_INVITE_STATE] if isinstance(e, dict)]
+        stripped = well_formed_stripped_state(stripped[:MAX_INVITE_STATE])
         if known is None or not known.takes_part(self._server_name):
             # (In a room we are in, the invite arrives as room state and is not held.)
             stream = self._allocate_stream()

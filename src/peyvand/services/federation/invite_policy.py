@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 
 from peyvand.config.model import INVITE_POLICIES, InterconnectConfig
 from peyvand.errors import Errcode, MatrixError
+from peyvand.events.serialize import invite_stripped_state
 from peyvand.services.sync.account_data import AccountDataService
 from peyvand.storage.account_data import GLOBAL
 from peyvand.storage.remote_invites import InvitePolicyStore, RemoteInvite, RemoteInviteStore
@@ -37,24 +38,7 @@ def request_json(invite: RemoteInvite) -> JsonDict:
     """A message request as listed to its user: the room, who invited, when (the invite's
     ``origin_server_ts``) and the stripped state the inviting server sent, as /sync would
     show it."""
-    events: list[JsonDict] = [
-        {
-            "type": e.get("type"),
-            "state_key": e.get("state_key"),
-            "content": e.get("content", {}),
-            "sender": e.get("sender"),
-        }
-        for e in invite.invite_state
-        if e.get("type") != "m.room.member" or e.get("state_key") != invite.user_id
-    ]
-    events.append(
-        {
-            "type": "m.room.member",
-            "state_key": invite.user_id,
-            "content": invite.pdu.get("content", {}),
-            "sender": invite.sender,
-        }
-    )
+    events = invite_stripped_state(invite.invite_state, invite.user_id, invite.pdu, invite.sender)
     ts = invite.pdu.get("origin_server_ts")
     return {
         "room_id": invite.room_id,

@@ -17,6 +17,7 @@ from peyvand.events.pdu import Pdu
 from peyvand.events.received import InvalidPdu, parse_pdu
 from peyvand.events.redaction import redact
 from peyvand.events.room_versions import KNOWN_ROOM_VERSIONS
+from peyvand.events.serialize import well_formed_stripped_state
 from peyvand.events.signing import SigningKey
 from peyvand.federation.client import FederationError, FederationHttpError
 from peyvand.federation.keyring import Keyring
@@ -296,7 +297,7 @@ class OutboundMembership:
             )
         stripped = answer.get("knock_room_state", []) if isinstance(answer, dict) else []
         kept = (
-            [e for e in stripped[:MAX_INVITE_STATE] if isinstance(e, dict)]
+            well_formed_stripped_state(stripped[:MAX_INVITE_STATE])
             if isinstance(stripped, list)
             else []
         )

@@ -6,7 +6,7 @@ user's membership (the inviter, whose invites are hidden if the user ignores the
 from __future__ import annotations
 
 from peyvand.events.pdu import StateKey
-from peyvand.events.serialize import stripped_state_event
+from peyvand.events.serialize import invite_stripped_state, stripped_state_event
 from peyvand.services.timeline.room_state import STRIPPED_STATE_TYPES, StateService
 from peyvand.storage.remote_invites import RemoteInviteStore
 from peyvand.types import JsonDict, RoomID, UserID
@@ -45,22 +45,5 @@ class InviteState:
         )
         if invite is None:
             return [], None
-        events = [
-            {
-                "type": e.get("type"),
-                "state_key": e.get("state_key"),
-                "content": e.get("content", {}),
-                "sender": e.get("sender"),
-            }
-            for e in invite.invite_state
-            if e.get("type") != "m.room.member" or e.get("state_key") != user_id
-        ]
-        events.append(
-            {
-                "type": "m.room.member",
-                "state_key": user_id,
-                "content": invite.pdu.get("content", {}),
-                "sender": invite.sender,
-            }
-        )
+        events = invite_stripped_state(invite.invite_state, user_id, invite.pdu, invite.sender)
         return events, invite.sender

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from peyvand.events.pdu import StateKey
+from peyvand.lru import LRU
 from peyvand.services.sync.sliding.request import ListConfig, ListFilters, RoomParams
 from peyvand.services.timeline.room_state import StateService
 from peyvand.types import EventID, JsonDict, RoomID, UserID
@@ -28,6 +29,12 @@ _CREATE: StateKey = ("m.room.create", "")
 _ENCRYPTION: StateKey = ("m.room.encryption", "")
 _SPACE_CHILD = "m.space.child"
 _FILTER_KEYS: tuple[StateKey, ...] = (_CREATE, _ENCRYPTION)
+# Memberships whose room may be known only by the stripped state of the user's event.
+_STRIPPED = frozenset({"invite", "knock"})
+# Invites and knocks whose stripped state's facts are kept.
+_STRIPPED_KEPT = 10_000
+# Whether a room is encrypted, and its type.
+_Facts = tuple[bool, str | None]
 
 # A space -> the rooms it names as children (what a request's lists read of spaces).
 SpaceChildren = dict[RoomID, frozenset[RoomID]]
@@ -116,6 +123,9 @@ class ListFiltering:
         self._account_data = account_data
         self._load_state = load_state
         self._remote_stripped = remote_stripped
+        # (user, room, invite position) -> what its stripped state tells (None: it
+        # lacks the create event).
+        self._stripped: LRU[tuple[UserID, RoomID, int], tuple[_Facts | None]] = LRU(_STRIPPED_KEPT)
 
     async def apply(
         self,
@@ -139,7 +149,7 @@ class ListFiltering:
         stripped = (
             await self._stripped_facts(
                 user_id,
-                [r.room_id for r in kept if r.room_id not in state and r.membership == "invite"],
+                [r for r in kept if r.room_id not in state and r.membership in _STRIPPED],
             )
             if needs_state
             else {}
@@ -200,20 +210,21 @@ class ListFiltering:
         return found
 
     async def _stripped_facts(
-        self, user_id: UserID, room_ids: Sequence[RoomID]
+        self, user_id: UserID, rooms: Sequence[UserRoom]
     ) -> dict[RoomID, tuple[bool, str | None]]:
-        """For each invite to a room not held here whose stripped state holds the
-        room's create event: whether it is encrypted and its type (None: none)."""
+        """For each invite or knock to a room not held here whose stripped state holds
+        the room's create event: whether it is encrypted and its type (None: none).
+        Kept per invite (its position), so a long-poll's passes read each once."""
         facts: dict[RoomID, tuple[bool, str | None]] = {}
-        for room_id in room_ids:
-            events, _ = await self._remote_stripped(room_id, user_id)
-            by_key = {(e.get("type"), e.get("state_key")): e for e in events}
-            create = by_key.get(_CREATE)
-            if create is None:
-                continue
-            content = create.get("content")
-            value = content.get("type") if isinstance(content, dict) else None
-            facts[room_id] = (_ENCRYPTION in by_key, value if isinstance(value, str) else None)
+        for room in rooms:
+            key = (user_id, room.room_id, room.membership_position)
+            kept = self._stripped.get(key)
+            if kept is None:
+                events, _ = await self._remote_stripped(room.room_id, user_id)
+                kept = (_facts(events),)
+                self._stripped.put(key, kept)
+            if kept[0] is not None:
+                facts[room.room_id] = kept[0]
         return facts
 
     async def _room_types(
@@ -298,3 +309,14 @@ def list_json(result: ListResult, config: ListConfig) -> JsonDict:
             for (lo, hi), window in zip(config.ranges, result.windows, strict=True)
         ],
     }
+
+
+def _facts(events: Sequence[JsonDict]) -> _Facts | None:
+    """Whether the stripped state ``events`` tell the room is encrypted and its type,
+    None when they lack the create event."""
+    by_key = {(e["type"], e["state_key"]): e for e in events}
+    create = by_key.get(_CREATE)
+    if create is None:
+        return None
+    value = create["content"].get("type")
+    return _ENCRYPTION in by_key, value if isinstance(value, str) else None
