@@ -12,7 +12,8 @@ from urllib.parse import quote
 
 import pytest
 
-from harness.client import Account, MatrixClient, Response
+from harness.client import Account, MatrixClient, Response, new_session
+from harness.server import HomeserverProcess
 from harness.sliding_sync import one_list, request
 from harness.sync import LongPoll
 
@@ -415,6 +416,28 @@ async def test_account_data_wakes_a_waiting_request(client: MatrixClient) -> Non
     assert by_type(woken["extensions"]["account_data"]["global"]) == {
         "org.example.global": {"woken": True}
     }
+
+
+async def test_a_first_write_on_a_new_server_is_no_initial_response(
+    private_homeserver: HomeserverProcess,
+) -> None:
+    """On a server where no account data was ever written, a ``pos`` carries account
+    data position 0; the response after the first write is still incremental: the new
+    event alone, not every account data event again with ``m.push_rules`` (as /sync)."""
+    async with new_session() as session:
+        client = MatrixClient(session, private_homeserver.base_url)
+        alice = await client.register()
+        wanted = {"account_data": {"enabled": True}}
+        first, pos = await extensions_of(client, alice, wanted)
+        assert "m.push_rules" in by_type(first["account_data"]["global"])
+        token = (await client.request("GET", "sync", token=alice)).ok()["next_batch"]
+
+        await put_global_data(client, alice, "org.example.first", {"n": 1})
+        after, _ = await extensions_of(client, alice, wanted, pos)
+        assert by_type(after["account_data"]["global"]) == {"org.example.first": {"n": 1}}
+        params = {"since": token, "timeout": "0"}
+        synced = (await client.request("GET", "sync", token=alice, params=params)).ok()
+        assert [e["type"] for e in synced["account_data"]["events"]] == ["org.example.first"]
 
 
 # receipts and typing ---------------------------------------------------------------------

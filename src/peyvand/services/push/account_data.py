@@ -55,12 +55,14 @@ class PushRulesAccountData:
     # -- AccountDataSource for /sync ------------------------------------------------------
 
     async def global_account_data_since(
-        self, user_id: UserID, since: int, until: int
+        self, user_id: UserID, since: int | None, until: int
     ) -> list[JsonDict]:
-        """The user's global account data changed in ``(since, until]``; from the start
-        of the stream, always with ``m.push_rules`` holding the current rules."""
-        events = await self._account_data.global_account_data_since(user_id, since, until)
-        if since == 0:
+        """The user's global account data changed in ``(since, until]``; all of it with
+        ``since`` None (an initial sync), always with ``m.push_rules`` holding the
+        current rules. (A position of 0 is no initial sync: a token taken before the
+        server's first account data write is an incremental one.)"""
+        events = await self._account_data.global_account_data_since(user_id, since or 0, until)
+        if since is None:
             events = [e for e in events if e["type"] != PUSH_RULES_EVENT_TYPE]
             events.append(
                 {

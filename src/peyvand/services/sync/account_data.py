@@ -212,11 +212,12 @@ class AccountDataService:
     # -- sync -----------------------------------------------------------------------------
 
     async def global_account_data_since(
-        self, user_id: UserID, since: int, until: int
+        self, user_id: UserID, since: int | None, until: int
     ) -> list[JsonDict]:
         """``account_data.events`` of /sync: the user's global account data changed in
-        ``(since, until]`` (everything when ``since`` is 0), as ``{"type", "content"}``."""
-        rows = await self._store.get_changed(user_id, since, until, rooms=False)
+        ``(since, until]`` (everything when ``since`` is None or 0), as
+        ``{"type", "content"}``."""
+        rows = await self._store.get_changed(user_id, since or 0, until, rooms=False)
         return _events([(row.type, row.content) for row in rows])
 
     async def room_account_data_since(

@@ -107,7 +107,7 @@ class LegacySyncService:
             "rooms": rooms,
             "presence": (await self._presence.for_initial_sync(user_id) if self._presence else []),
             "account_data": await self._account_data.global_account_data_since(
-                user_id, 0, now.account_data
+                user_id, None, now.account_data
             ),
             "receipts": list(receipts.values()),
         }

@@ -77,8 +77,10 @@ class ReceiptSource(Protocol):
 
 class AccountDataSource(Protocol):
     async def global_account_data_since(
-        self, user_id: UserID, since: int, until: int
-    ) -> list[JsonDict]: ...
+        self, user_id: UserID, since: int | None, until: int
+    ) -> list[JsonDict]:
+        """Changed in ``(since, until]``; all of it, push rules included, for None."""
+        ...
 
     async def room_account_data_since(
         self, user_id: UserID, since: int, until: int
@@ -325,7 +327,7 @@ class SyncService:
             )
         room_data: dict[RoomID, list[JsonDict]] = {}
         if since is None or now.account_data > since.account_data or full_state:
-            since_ad = 0 if since is None or full_state else since.account_data
+            since_ad = None if since is None or full_state else since.account_data
             # The filter's account_data and room.account_data ("Filtering").
             result.account_data = sync_filter.account_data.filter(
                 await self._account_data.global_account_data_since(
@@ -337,7 +339,7 @@ class SyncService:
                 room_id: kept
                 for room_id, events in (
                     await self._account_data.room_account_data_since(
-                        user_id, since_ad, now.account_data
+                        user_id, since_ad or 0, now.account_data
                     )
                 ).items()
                 if room_filter.filter_rooms([room_id]) and (kept := room_filter.filter(events))

@@ -38,7 +38,7 @@ async def account_data_extension(
     parts = split(rooms, statuses, initial_rooms, first=since is None)
     by_room = await _everything(source, user_id, parts.initial, upto)
     if since is None:
-        global_events = await source.global_account_data_since(user_id, 0, upto)
+        global_events = await source.global_account_data_since(user_id, None, upto)
         return {"global": global_events, "rooms": by_room}, advance({}, rooms, (), None)
     global_events = []
     changed: dict[RoomID, list[JsonDict]] = {}
