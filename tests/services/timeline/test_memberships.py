@@ -1,7 +1,9 @@
 """A room snapshot's membership views (joined users, their servers, one server's joined
 users) are updated in O(1) per ``set_membership`` (issue 15) and always equal a fresh scan
 of the memberships; ``changed_since`` replays exactly the changes made since a sequence
-number, or says it no longer can."""
+number, or says it no longer can. ``memberships`` keeps the users in the order their
+member events were made current (the heroes are the first members), as storage reads
+them back: the members one event sets, by user ID."""
 
 from __future__ import annotations
 
@@ -10,8 +12,9 @@ from hypothesis import strategies as st
 
 from peyvand.events.room_versions import KNOWN_ROOM_VERSIONS
 from peyvand.services.timeline.room_state import RoomSnapshot
+from peyvand.services.timeline.state_resolution import CurrentState
 from peyvand.storage.models import StateGroupRow
-from peyvand.types import RoomID, ServerName, UserID, server_name_of
+from peyvand.types import EventID, RoomID, ServerName, UserID, server_name_of
 
 ROOM = RoomID("!room:here.example")
 SERVERS = (ServerName("here.example"), ServerName("there.example"), ServerName("far.example"))
@@ -80,3 +83,27 @@ def test_changed_since_gives_up_beyond_its_journal() -> None:
     assert snapshot.changed_since(snapshot.membership_seq - 3) == [
         USERS[i % len(USERS)] for i in range(4997, 5000)
     ]
+
+
+@settings(max_examples=100, deadline=None)
+@given(ops=changes)
+def test_memberships_are_in_the_order_they_were_made_current(
+    ops: list[tuple[UserID, str]],
+) -> None:
+    snapshot = _snapshot({})
+    order: list[UserID] = []
+    for user_id, membership in ops:
+        snapshot.set_membership(user_id, membership)
+        order = [u for u in order if u != user_id] + [user_id]
+    assert list(snapshot.memberships) == order
+
+
+def test_the_members_one_event_sets_are_ordered_by_user_id() -> None:
+    first, *others = sorted(USERS[:4])
+    snapshot = _snapshot({first: "join"})
+    row = StateGroupRow(2, ROOM, 2, None, None)
+    changes = tuple(
+        (("m.room.member", u), EventID(f"$e{i}"), "join") for i, u in enumerate(reversed(others))
+    )
+    CurrentState([EventID("$e")], row, None, changes).move(snapshot, 2)
+    assert list(snapshot.memberships) == [first, *others]

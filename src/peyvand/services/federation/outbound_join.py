@@ -222,6 +222,9 @@ class RemoteJoiner:
             if k[0] == "m.room.member"
         }
         memberships[UserID(join.state_key or "")] = "join"
+        # In the order storage reads them back (every row set at the join's position:
+        # by user ID), so the heroes are the same before and after a restart.
+        memberships = dict(sorted(memberships.items()))
         rejoining = await self._store.get_room(room_id) is not None  # a room we left
         # Rejoining, what was current when we left and the room no longer has goes; not
         # with partial state, which lacks most members by design (the completion sets

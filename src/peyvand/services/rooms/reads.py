@@ -550,7 +550,8 @@ class RoomEventsService:
             raise MatrixError(Errcode.FORBIDDEN, "You are not joined to this room")
         await self._full_state(room_id)
         snapshot = await self._state.committed_room(room_id)
-        assert snapshot is not None
+        if snapshot is None or snapshot.memberships.get(requester.user_id) != "join":
+            raise MatrixError(Errcode.FORBIDDEN, "You are not joined to this room")
         ids = [snapshot.state[("m.room.member", u)] for u in snapshot.joined_members()]
         events = await self._state.get_state_events_by_id(ids)
         joined: JsonDict = {}

@@ -51,7 +51,10 @@ class CurrentState:
         snapshot.extremities = list(self.extremities)
         snapshot.depth = max(snapshot.depth, depth)
         snapshot.state_group = self.row
-        for key, event_id, membership in self.changes:
+        # By key: the order storage reads members set at one position back in (the
+        # heroes are the first members).
+        changes = self.changes if len(self.changes) < 2 else sorted(self.changes, key=_key)
+        for key, event_id, membership in changes:
             if event_id is None:
                 snapshot.state.pop(key, None)
                 if key[0] == "m.room.member":
@@ -172,3 +175,7 @@ class StateResolver:
             found.update(loaded)
             frontier = {a for p in loaded.values() for a in p.auth_event_ids if a not in found}
         return found
+
+
+def _key(change: StateChange) -> StateKey:
+    return change[0]
