@@ -120,10 +120,10 @@ async def test_joining_a_room_with_someone_reports_them(client: MatrixClient) ->
 async def test_a_membership_change_is_reported_only_when_it_brings_someone_in(
     client: MatrixClient,
 ) -> None:
-    """As Synapse's ``get_user_ids_changed``: a member's profile change in a shared room
-    is no device list change (else every member's client fetches their keys again for
-    a new display name); an invited user is reported (their devices are encrypted for),
-    and so is nothing more when they then accept."""
+    """As Synapse: a member's profile change in a shared room is no device list change
+    (else every member's client fetches their keys again for a new display name); an
+    invited user is reported (their devices are encrypted for), and again as they join:
+    a new device of theirs while only invited was told to no one."""
     alice, bob, carol = await client.register(), await client.register(), await client.register()
     room_id = await shared_room(client, alice, bob)
     token = await token_of(client, alice)
@@ -139,9 +139,28 @@ async def test_a_membership_change_is_reported_only_when_it_brings_someone_in(
     response = await sync_since(client, alice, token)
     assert changed(response) == [carol.user_id]
 
-    token = response["next_batch"]
+    await client.login(carol.user_id)
+    response = await sync_since(client, alice, response["next_batch"])
+    assert changed(response) == []
     (await client.request("POST", f"join/{room_id}", json={}, token=carol)).ok()
-    assert changed(await sync_since(client, alice, token)) == []
+    assert changed(await sync_since(client, alice, response["next_batch"])) == [carol.user_id]
+
+
+async def test_an_arrival_in_one_room_stands_whatever_another_room_does(
+    client: MatrixClient,
+) -> None:
+    """Membership changes count room by room: Carol joining Alice's room is reported
+    although Carol then turns down an invite to another room of Alice's."""
+    alice, bob, carol = await client.register(), await client.register(), await client.register()
+    joined = await shared_room(client, alice)
+    declined = await shared_room(client, bob, alice)
+    invite = {"user_id": carol.user_id}
+    (await client.request("POST", f"rooms/{declined}/invite", json=invite, token=bob)).ok()
+    token = await token_of(client, alice)
+
+    (await client.request("POST", f"join/{joined}", json={}, token=carol)).ok()
+    (await client.request("POST", f"rooms/{declined}/leave", json={}, token=carol)).ok()
+    assert changed(await sync_since(client, alice, token)) == [carol.user_id]
 
 
 async def test_leaving_the_last_shared_room_reports_left(client: MatrixClient) -> None:

@@ -9,6 +9,7 @@ deployment that record changes never take the same one.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Final
 
 import orjson
 
@@ -23,6 +24,8 @@ _ADD_TRIES = 20
 # (room, member, membership) of one m.room.member event.
 # (room, member, membership, the membership it replaced in the room's state).
 MembershipChange = tuple[RoomID, UserID, str, str | None]
+# The replaced membership when its event is held nowhere (never a membership).
+REPLACED_UNKNOWN: Final = ""
 
 
 class DeviceListStore:
@@ -67,12 +70,17 @@ class DeviceListStore:
     ) -> list[MembershipChange]:
         """The m.room.member events of ``room_ids`` in ``(after, until]``, oldest first
         within each room (range reads on the events' (room, stream) index), each with the
-        membership of the member event it replaced in the room's state (None: none)."""
+        membership of the member event it replaced in the room's state: None for none,
+        ``REPLACED_UNKNOWN`` when that event is held nowhere (purged). The replaced event
+        is a timeline event or an outlier (the state a join over federation started
+        from)."""
         found: list[MembershipChange] = []
         async for chunk in iter_chunks(room_ids, _CHUNK):
             rows = await self._db.fetch(
-                "SELECT e.room_id, e.state_key, e.pdu, p.pdu AS replaced FROM events e"
+                "SELECT e.room_id, e.state_key, e.pdu, e.replaces_state,"
+                " COALESCE(p.pdu, o.pdu) AS replaced FROM events e"
                 " LEFT JOIN events p ON p.event_id = e.replaces_state"
+                " LEFT JOIN event_outliers o ON o.event_id = e.replaces_state"
                 f" WHERE e.room_id IN ({placeholders(len(chunk), 3)})"
                 " AND e.stream_ordering > $1 AND e.stream_ordering <= $2"
                 " AND e.type = 'm.room.member' ORDER BY e.stream_ordering",
@@ -88,10 +96,18 @@ class DeviceListStore:
                             RoomID(row["room_id"]),
                             UserID(row["state_key"]),
                             membership,
-                            _membership(row["replaced"]) if row["replaced"] else None,
+                            _replaced(row["replaces_state"], row["replaced"]),
                         )
                     )
         return found
+
+
+def _replaced(event_id: str | None, pdu: str | bytes | None) -> str | None:
+    if event_id is None:
+        return None
+    if pdu is None:
+        return REPLACED_UNKNOWN
+    return _membership(pdu) or REPLACED_UNKNOWN
 
 
 def _membership(pdu: str | bytes) -> str | None:

@@ -31,7 +31,7 @@ from peyvand.services.sync.notifier import Notifier
 from peyvand.services.sync.streams import Stream, StreamToken
 from peyvand.services.timeline.room_index import RoomIndex
 from peyvand.services.timeline.room_state import StateService
-from peyvand.storage.device_lists import DeviceListStore, MembershipChange
+from peyvand.storage.device_lists import REPLACED_UNKNOWN, DeviceListStore, MembershipChange
 from peyvand.types import RoomID, ServerName, UserID, server_name_of
 
 # Recent changes kept in memory; older ranges are read from the database.
@@ -241,18 +241,19 @@ class DeviceListService:
 
 
 def _present_changes(changes: Iterable[MembershipChange]) -> tuple[set[UserID], set[UserID]]:
-    """The users whose last change in ``changes`` (oldest first) brought them into a
-    room (joined, invited or knocking from neither), and those it took out of one: a
-    profile change or an invite accepted is no device list change (Synapse's
-    ``get_user_ids_changed``)."""
-    arrived: set[UserID] = set()
-    gone: set[UserID] = set()
-    for _, member, membership, replaced in changes:
+    """The users a room's member events in ``changes`` (oldest first) last brought into
+    it, and those they last took out of it (a user may be in both, by two rooms), as
+    Synapse's ``get_user_ids_changed`` and /sync's ``calculate_user_changes``: into a
+    room is joined, invited or knocking from none of these, or joined from an invite or
+    knock (the device changes of the invited are not told, ``_shares_room``); out of it
+    the other way, or from a membership held nowhere. A profile change is neither."""
+    last: dict[tuple[RoomID, UserID], bool] = {}
+    for room_id, member, membership, replaced in changes:
         if membership in _PRESENT:
-            if replaced not in _PRESENT:
-                arrived.add(member)
-                gone.discard(member)
-        elif replaced in _PRESENT:
-            arrived.discard(member)
-            gone.add(member)
+            if replaced not in _PRESENT or (membership == "join" and replaced != "join"):
+                last[(room_id, member)] = True
+        elif replaced in _PRESENT or replaced == REPLACED_UNKNOWN:
+            last[(room_id, member)] = False
+    arrived = {member for (_, member), into in last.items() if into}
+    gone = {member for (_, member), into in last.items() if not into}
     return arrived, gone
