@@ -424,11 +424,12 @@ class EventStore:
         """user -> membership in the room's current state, in the order their member
         events were made current (the heroes are the first members: "Room summary")."""
         rows = await self._db.fetch(
-            "SELECT state_key, membership FROM current_state WHERE room_id = $1"
-            " AND type = 'm.room.member' ORDER BY stream_ordering, state_key",
+            "SELECT state_key, membership, stream_ordering FROM current_state"
+            " WHERE room_id = $1 AND type = 'm.room.member'",
             room_id,
         )
-        return {UserID(r[0]): r[1] for r in rows}
+        # Sorted here: code point order whatever the database's collation.
+        return {UserID(r[0]): r[1] for r in sorted(rows, key=lambda r: (r[2], r[0]))}
 
     async def get_forward_extremities(self, room_id: RoomID) -> list[EventID]:
         rows = await self._db.fetch(

@@ -18,7 +18,7 @@ from typing import Final
 
 from peyvand.events.pdu import Pdu, StateKey
 from peyvand.events.room_versions import KNOWN_ROOM_VERSIONS
-from peyvand.events.serialize import client_event, stripped_state_event
+from peyvand.events.serialize import client_event, stripped_state_event, well_formed_stripped_state
 from peyvand.services.timeline.room_state import STRIPPED_STATE_TYPES, StateService
 from peyvand.storage.appservice_txns import InviteEvent
 from peyvand.storage.models import StoredEvent
@@ -112,6 +112,6 @@ def _invite_event(invite: InviteEvent, now: int) -> JsonDict:
     pdu = Pdu(invite.pdu, invite.event_id, KNOWN_ROOM_VERSIONS[invite.room_version])
     unsigned = {
         "age": max(0, now - pdu.origin_server_ts),
-        "invite_room_state": invite.invite_state,
+        "invite_room_state": well_formed_stripped_state(invite.invite_state),
     }
     return client_event(pdu, unsigned=unsigned)
