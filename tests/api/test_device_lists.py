@@ -146,6 +146,23 @@ async def test_a_membership_change_is_reported_only_when_it_brings_someone_in(
     assert changed(await sync_since(client, alice, response["next_batch"])) == [carol.user_id]
 
 
+async def test_the_users_own_profile_change_is_no_join(client: MatrixClient) -> None:
+    """A new display name is a member event in each of the user's rooms: no room is newly
+    joined by it (else every member of every room is reported changed), and a member
+    leaving meanwhile is still reported."""
+    alice, bob, carol = await client.register(), await client.register(), await client.register()
+    await shared_room(client, alice, bob)
+    parted = await shared_room(client, alice, carol)
+    token = await token_of(client, alice)
+
+    path = f"profile/{alice.user_id}/displayname"
+    (await client.request("PUT", path, json={"displayname": "Alice A"}, token=alice)).ok()
+    (await client.request("POST", f"rooms/{parted}/leave", json={}, token=carol)).ok()
+    response = await sync_since(client, alice, token)
+    assert changed(response) == []
+    assert left(response) == [carol.user_id]
+
+
 async def test_an_arrival_in_one_room_stands_whatever_another_room_does(
     client: MatrixClient,
 ) -> None:

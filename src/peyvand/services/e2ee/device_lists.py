@@ -171,7 +171,19 @@ class DeviceListService:
                     changed.add(other)
         maybe_left: set[UserID] = set()
         if now.events > since.events:
-            newly_joined = {r for r in joined if memberships[r][1] > since.events}
+            # The rooms whose member event of the user's moved: newly joined only where
+            # one of them joined from no join (a profile change is none, as Synapse).
+            moved = {r for r in joined if memberships[r][1] > since.events}
+            found = (
+                await self._store.get_membership_changes(sorted(moved), since.events, now.events)
+                if moved
+                else []
+            )
+            newly_joined = {
+                room_id
+                for room_id, member, membership, replaced in found
+                if member == user_id and membership == "join" and replaced != "join"
+            }
             for room_id in newly_joined:
                 # The user herself included, as Synapse: her other devices now share
                 # the room with this one.
@@ -180,16 +192,15 @@ class DeviceListService:
                 if membership in _LEFT and position > since.events:
                     maybe_left |= await self._joined_members(room_id)
             rooms = await self._index.rooms_with_membership_changes_since(
-                sorted(joined - newly_joined), since.events
+                sorted(joined - moved), since.events
             )
             if rooms:
-                arrived, gone = _present_changes(
-                    await self._store.get_membership_changes(
-                        sorted(rooms), since.events, now.events
-                    )
+                found += await self._store.get_membership_changes(
+                    sorted(rooms), since.events, now.events
                 )
-                changed |= arrived - {user_id}
-                maybe_left |= gone
+            arrived, gone = _present_changes(c for c in found if c[0] not in newly_joined)
+            changed |= arrived - {user_id}
+            maybe_left |= gone
         left = {
             other for other in maybe_left - {user_id} if not await self._shares_room(joined, other)
         }
