@@ -71,9 +71,9 @@ class DeviceListStore:
         """The m.room.member events of ``room_ids`` in ``(after, until]``, oldest first
         within each room (range reads on the events' (room, stream) index), each with the
         membership of the member event it replaced in the room's state: None for none,
-        ``REPLACED_UNKNOWN`` when that event is held nowhere (purged). The replaced event
-        is a timeline event or an outlier (the state a join over federation started
-        from)."""
+        ``REPLACED_UNKNOWN`` when that event is held nowhere (not expected: a purge keeps
+        state events as outliers). The replaced event is a timeline event or an outlier
+        (the state a join over federation started from)."""
         found: list[MembershipChange] = []
         async for chunk in iter_chunks(room_ids, _CHUNK):
             rows = await self._db.fetch(
