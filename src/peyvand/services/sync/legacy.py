@@ -165,7 +165,8 @@ class LegacySyncService:
             event_filter=None,
         )
         events = list(reversed(found.events))
-        snapshot = await self._state.get_room(room_id)
+        # As ``GET /state``: the current state once what the room holds is committed.
+        snapshot = await self._state.committed_room(room_id)
         assert snapshot is not None
         if until >= now.events:
             state_ids = dict(snapshot.state)
