@@ -21,8 +21,8 @@ _CHUNK = 500
 # Positions tried by ``add_change`` against other processes' simultaneous changes.
 _ADD_TRIES = 20
 
-# (room, member, membership) of one m.room.member event.
-# (room, member, membership, the membership it replaced in the room's state).
+# (room, member, membership, the membership it replaced in the room's state) of one
+# m.room.member event.
 MembershipChange = tuple[RoomID, UserID, str, str | None]
 # The replaced membership when its event is held nowhere (never a membership).
 REPLACED_UNKNOWN: Final = ""

@@ -211,11 +211,11 @@ class ListFiltering:
 
     async def _stripped_facts(
         self, user_id: UserID, rooms: Sequence[UserRoom]
-    ) -> dict[RoomID, tuple[bool, str | None]]:
+    ) -> dict[RoomID, _Facts]:
         """For each invite or knock to a room not held here whose stripped state holds
         the room's create event: whether it is encrypted and its type (None: none).
         Kept per invite (its position), so a long-poll's passes read each once."""
-        facts: dict[RoomID, tuple[bool, str | None]] = {}
+        facts: dict[RoomID, _Facts] = {}
         for room in rooms:
             key = (user_id, room.room_id, room.membership_position)
             kept = self._stripped.get(key)
