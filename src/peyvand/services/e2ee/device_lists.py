@@ -171,12 +171,17 @@ class DeviceListService:
                     changed.add(other)
         maybe_left: set[UserID] = set()
         if now.events > since.events:
-            # The rooms whose member event of the user's moved: newly joined only where
-            # one of them joined from no join (a profile change is none, as Synapse).
+            # The rooms whose member event of the user's moved (newly joined only where
+            # one of them joined from no join: a profile change is none, as Synapse) and
+            # those where others' did, read together.
             moved = {r for r in joined if memberships[r][1] > since.events}
+            others = await self._index.rooms_with_membership_changes_since(
+                sorted(joined - moved), since.events
+            )
+            wanted = moved | others
             found = (
-                await self._store.get_membership_changes(sorted(moved), since.events, now.events)
-                if moved
+                await self._store.get_membership_changes(sorted(wanted), since.events, now.events)
+                if wanted
                 else []
             )
             newly_joined = {
@@ -191,13 +196,6 @@ class DeviceListService:
             for room_id, (membership, position) in memberships.items():
                 if membership in _LEFT and position > since.events:
                     maybe_left |= await self._joined_members(room_id)
-            rooms = await self._index.rooms_with_membership_changes_since(
-                sorted(joined - moved), since.events
-            )
-            if rooms:
-                found += await self._store.get_membership_changes(
-                    sorted(rooms), since.events, now.events
-                )
             arrived, gone = _present_changes(c for c in found if c[0] not in newly_joined)
             changed |= arrived - {user_id}
             maybe_left |= gone
