@@ -401,3 +401,28 @@ async def test_a_room_back_in_view_gets_what_it_missed_not_initial(client: Matri
     room = back["rooms"][second_room]
     assert "initial" not in room
     assert [e["content"]["body"] for e in room["timeline"]] == ["missed one", "missed two"]
+
+
+async def test_bundled_aggregations_only_on_a_limited_timeline(client: MatrixClient) -> None:
+    """As Synapse: an event's ``m.relations`` come on a ``limited`` timeline, where the
+    client may lack the related events, and not on one it holds whole."""
+    alice = await client.register()
+    room_id = await create_room(client, alice, name="Edits")
+    edits = {"lists": one_list(timeline_limit=5)}
+    first = await sliding(client, alice, edits)
+    original = await say(client, room_id, alice, "first")
+    replacement = {
+        "m.new_content": {"msgtype": "m.text", "body": "edited"},
+        "m.relates_to": {"rel_type": "m.replace", "event_id": original},
+    }
+    await say(client, room_id, alice, "* edited", **replacement)
+    second = (await sliding(client, alice, edits, first["pos"]))["rooms"][room_id]
+    assert second["limited"] is False
+    assert [e["content"]["body"] for e in second["timeline"]] == ["first", "* edited"]
+    assert "m.relations" not in second["timeline"][0]["unsigned"]
+    limited = {"lists": one_list(timeline_limit=2)}
+    fresh = (await sliding(client, alice, limited))["rooms"][room_id]
+    assert fresh["limited"] is True
+    assert [e["content"]["body"] for e in fresh["timeline"]] == ["first", "* edited"]
+    bundle = fresh["timeline"][0]["unsigned"]["m.relations"]
+    assert bundle["m.replace"]["content"]["m.new_content"]["body"] == "edited"

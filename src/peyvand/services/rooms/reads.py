@@ -115,19 +115,21 @@ class RoomEventsService:
         *,
         include_room_id: bool = True,
         federation_format: bool = False,
+        bundle: Sequence[StoredEvent] | None = None,
     ) -> list[JsonDict]:
         """Client events with ``unsigned``: age, transaction_id, redacted_because, and
         for state events replaces_state, prev_content and prev_sender, and bundled
-        aggregations (``m.relations``: per requester, see ``services.rooms.aggregations``). With
-        ``federation_format`` (a filter's ``event_format``), the PDUs themselves, with
-        their ``event_id`` and that ``unsigned``."""
+        aggregations (``m.relations``: per requester, see ``services.rooms.aggregations``)
+        of the events of ``bundle`` (None: of all). With ``federation_format`` (a
+        filter's ``event_format``), the PDUs themselves, with their ``event_id`` and that
+        ``unsigned``."""
         now = int(self._clock() * 1000)
         redactions = await self._state.get_events(
             e.redacted_by for e in events if e.redacted_by is not None
         )
         replaced = await self._replaced.unsigned(events)
         relations = await self._aggregations.relations(
-            events,
+            events if bundle is None else bundle,
             requester.user_id if requester is not None else None,
             Render(now, include_room_id, federation_format),
         )

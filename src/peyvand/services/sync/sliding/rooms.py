@@ -505,7 +505,14 @@ class RoomResponses:
         # ``ClientV2WithoutRoomId``; Synapse 1.163 leaves it only in a version 12
         # ``m.room.create``, whose room ID is derived from it: not followed).
         flat = [e for d in drafts for e in d.timeline] + [e for s in state_events for e in s]
-        served = await self._room_events.serialize(flat, requester, include_room_id=False)
+        # Bundled aggregations only on a ``limited`` timeline, as Synapse: otherwise the
+        # client holds every event it needs to aggregate them itself.
+        served = await self._room_events.serialize(
+            flat,
+            requester,
+            include_room_id=False,
+            bundle=[e for d in drafts if d.body.get("limited") for e in d.timeline],
+        )
         at = 0
         for draft in drafts:
             if draft.timeline:
