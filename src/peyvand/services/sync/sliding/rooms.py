@@ -5,8 +5,8 @@ A room new to the connection is sent whole (``initial``); one sent before, only 
 changed since: new timeline events, state of ``required_state`` whose event changed or
 that a widened ``required_state`` now selects, and ``name``, ``avatar``, ``heroes`` and
 the member counts when they changed. Timelines and state events of all rooms are
-serialised in one call each (bundled aggregations as /sync serves them), and the unread
-counts read in one query.
+serialised in one call each (bundled aggregations on ``limited`` timelines only, as
+Synapse), and the unread counts read in one query.
 
 A response's timelines carry at most ``max_timeline_events`` events over all its rooms
 (``timeline_limits``), plus one per room past it: one request may otherwise ask up to
