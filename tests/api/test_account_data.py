@@ -7,6 +7,7 @@ from typing import Any
 
 from harness.client import Account, MatrixClient, Response, new_session
 from harness.server import HomeserverProcess
+from harness.sliding_sync import one_list, sliding
 from harness.sync import LongPoll, sync_since
 
 
@@ -129,6 +130,30 @@ async def test_tags_round_trip_and_sync(client: MatrixClient) -> None:
     assert room_events(response, room_id) == [
         {"type": "m.tag", "content": {"tags": {"m.favourite": {"order": 0.5}}}}
     ]
+
+
+async def test_a_room_whose_tags_were_all_removed_has_no_tags_in_an_initial_sync(
+    client: MatrixClient,
+) -> None:
+    """As Synapse: an incremental sync tells of the last tag's removal with ``{"tags":
+    {}}``; an initial /sync, or a room new to a sliding-sync connection, has no
+    ``m.tag`` for the room at all."""
+    alice = await client.register()
+    room_id = await new_room(client, alice)
+    tags = f"user/{alice.user_id}/rooms/{room_id}/tags"
+    (await client.request("PUT", f"{tags}/u.work", json={}, token=alice)).ok()
+    token = (await sync(client, alice))["next_batch"]
+    (await client.request("DELETE", f"{tags}/u.work", token=alice)).ok()
+    response = await sync(client, alice, token)
+    assert room_events(response, room_id) == [{"type": "m.tag", "content": {"tags": {}}}]
+    assert room_events(await sync(client, alice), room_id) == []
+    body = {
+        "lists": one_list(timeline_limit=0),
+        "extensions": {"account_data": {"enabled": True}},
+    }
+    sliding_answer = await sliding(client, alice, body)
+    assert room_id in sliding_answer["rooms"]
+    assert not sliding_answer["extensions"].get("account_data", {}).get("rooms", {}).get(room_id)
 
 
 async def test_tag_errors(client: MatrixClient) -> None:

@@ -224,9 +224,14 @@ class AccountDataService:
         self, user_id: UserID, since: int, until: int
     ) -> dict[RoomID, list[JsonDict]]:
         """Each room's ``account_data.events`` of /sync: the user's room account data
-        (tags included) changed in ``(since, until]``, by room."""
+        (tags included) changed in ``(since, until]``, by room. From 0 (everything: an
+        initial sync, a room new to a sliding-sync connection) a room whose tags were
+        all removed has no ``m.tag``, as Synapse, which stores no tags for it; later, the
+        removal is sent as ``{"tags": {}}``."""
         by_room: dict[RoomID, list[tuple[str, JsonDict]]] = {}
         for row in await self._store.get_changed(user_id, since, until, rooms=True):
+            if since == 0 and row.type == TAG_EVENT_TYPE and not row.content.get("tags"):
+                continue
             by_room.setdefault(RoomID(row.room_id), []).append((row.type, row.content))
         return {room_id: _events(rows) for room_id, rows in by_room.items()}
 
