@@ -52,6 +52,16 @@ DEFAULT_EXPECTED = ROOT / "tests" / "conformance" / "sytest-expected.txt"
 DEFAULT_TIMEOUT_SECONDS = 1200.0  # a full run takes about 7 minutes on 2 cores
 START_TIMEOUT_SECONDS = 60.0
 MAX_RETRIED_REGRESSIONS = 30  # more than this is no flake: do not spend time retrying
+# Files run in a sytest process of their own, each on a fresh server. sytest's mock push
+# gateway (tests/01http-server.pl) never drops an awaiter whose wait timed out, and that
+# file's "Don't get pushed for rooms you've muted" (which expects the legacy
+# ``.m.rule.contains_user_name`` that spec v1.17 removed: it fails here by design) leaves
+# one that answers every later push request: in the same process the later push tests
+# fail ("This request has already been completed") and a retry loop they leave running
+# fails whichever test runs when it misreads a request (SYN-606, SYN-627).
+ALONE: tuple[str, ...] = ("tests/61push/01message-pushed.pl",)
+# The files run-sytest runs when given none (it leaves these folders out).
+_LEFT_OUT = ("tests/50federation", "tests/80torture")
 
 _RESULT = re.compile(r"^(ok|not ok) (\d+) (.*)$")
 _SKIP = re.compile(r" # skip( .*)?$")
@@ -85,6 +95,15 @@ class Outcome:
 
     def files(self) -> set[str]:
         return {file_of(key) for key in self.results}
+
+    def merged(self, other: Outcome) -> Outcome:
+        """This run's results, then ``other``'s (run after it, on other files)."""
+        planned = (
+            self.planned + other.planned
+            if self.planned is not None and other.planned is not None
+            else None
+        )
+        return Outcome({**self.results, **other.results}, planned)
 
 
 def file_of(key: str) -> str:
@@ -449,9 +468,54 @@ def main(argv: Sequence[str]) -> int:
         return 2
     out = args.out or Path(tempfile.mkdtemp(prefix="peyvand-sytest-"))
     out.mkdir(parents=True, exist_ok=True)
+    files = args.files or all_files(sytest_dir(args.run_sytest))
     with databases(args) as urls:
-        outcome, finished = sytest_run(args, next(urls), args.files, out, "sytest")
+        outcome, finished = run_files(args, urls, files, out, "sytest")
         return report(args, outcome, finished, out, urls, started)
+
+
+def run_files(
+    args: argparse.Namespace,
+    urls: Iterator[str | None],
+    files: Sequence[str],
+    out: Path,
+    label: str,
+) -> tuple[Outcome, bool]:
+    """``files`` run by sytest, those of ``ALONE`` each in a run of its own (on one
+    database, ``--database-url``, all together); the results, and whether all finished."""
+    together, alone = split_alone(files) if args.database_url is None else (list(files), [])
+    outcome, finished = sytest_run(args, next(urls), together, out, label)
+    for index, file in enumerate(alone, 1):
+        own, own_finished = sytest_run(args, next(urls), [file], out, f"{label}-alone{index}")
+        outcome, finished = outcome.merged(own), finished and own_finished
+    return outcome, finished
+
+
+def sytest_dir(run_sytest_path: Path) -> Path:
+    """sytest's checkout, where run-sytest finds it."""
+    configured = os.environ.get("SYTEST_DIR")
+    if configured:
+        return Path(configured)
+    return run_sytest_path.resolve().parent.parent / "vendor" / "sytest"
+
+
+def all_files(sytest: Path) -> list[str]:
+    """The files run-sytest runs when given none, in its order."""
+    return sorted(
+        path
+        for path in (p.relative_to(sytest).as_posix() for p in (sytest / "tests").rglob("*.pl"))
+        if not path.startswith(_LEFT_OUT)
+    )
+
+
+def split_alone(files: Sequence[str]) -> tuple[list[str], list[str]]:
+    """``files`` to run together, and those of ``ALONE`` among them, each run by itself
+    (a file alone is run as it is)."""
+    alone = [f for f in files if f in ALONE]
+    together = [f for f in files if f not in ALONE]
+    if not together:
+        return list(files), []
+    return together, alone
 
 
 def report(
@@ -501,7 +565,7 @@ def report(
         for attempt in range(1, args.retries + 1):
             files = sorted({file_of(key) for key in regressed})
             print(f"==> retry {attempt}: {len(regressed)} regressed tests, in {len(files)} files")
-            retry, _ = sytest_run(args, next(urls), files, out, f"retry{attempt}")
+            retry, _ = run_files(args, urls, files, out, f"retry{attempt}")
             recovered = [key for key in regressed if key in retry.passed]
             flaky += recovered
             regressed = [key for key in regressed if key not in retry.passed]

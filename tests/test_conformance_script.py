@@ -93,6 +93,29 @@ def test_tap_results_are_keyed_by_file_and_name(conformance: ModuleType, tmp_pat
     assert outcome.complete
 
 
+def test_the_files_left_alone_run_in_a_process_of_their_own(
+    conformance: ModuleType, tmp_path: Path
+) -> None:
+    """run-sytest's selection, with the push file whose leftovers break later tests of
+    its process (``ALONE``) split off, and two runs' results merged."""
+    sytest = tmp_path / "sytest"
+    for name in ("a.pl", "61push/01message-pushed.pl", "50federation/f.pl", "80torture/t.pl"):
+        (sytest / "tests" / name).parent.mkdir(parents=True, exist_ok=True)
+        (sytest / "tests" / name).write_text("", encoding="utf-8")
+    files = conformance.all_files(sytest)
+    assert files == ["tests/61push/01message-pushed.pl", "tests/a.pl"]
+    assert conformance.split_alone(files) == (
+        ["tests/a.pl"],
+        ["tests/61push/01message-pushed.pl"],
+    )
+    assert conformance.split_alone(files[:1]) == (files[:1], [])
+    first = conformance.Outcome({"tests/a.pl: x": "pass"}, 1)
+    second = conformance.Outcome({"tests/61push/01message-pushed.pl: y": "fail"}, 1)
+    merged = first.merged(second)
+    assert merged.results == {**first.results, **second.results} and merged.complete
+    assert not first.merged(conformance.Outcome({}, None)).complete
+
+
 def test_check_fails_on_a_regression_and_adds_new_passes(
     conformance: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
