@@ -458,6 +458,8 @@ def main(argv: Sequence[str]) -> int:
     started = time.monotonic()
     if args.from_dir is not None:
         outcome = read_outcome(args.from_dir / "sytest.tap", args.from_dir / "sytest.log")
+        for tap in sorted(args.from_dir.glob("sytest-alone*.tap")):
+            outcome = outcome.merged(read_outcome(tap, tap.with_suffix(".log")))
         return report(args, outcome, outcome.complete, args.from_dir, iter([]), started)
     if not os.access(args.run_sytest, os.X_OK):
         print(
@@ -500,7 +502,7 @@ def sytest_dir(run_sytest_path: Path) -> Path:
 
 
 def all_files(sytest: Path) -> list[str]:
-    """The files run-sytest runs when given none, in its order."""
+    """The files run-sytest runs when given none, sorted."""
     return sorted(
         path
         for path in (p.relative_to(sytest).as_posix() for p in (sytest / "tests").rglob("*.pl"))
@@ -509,8 +511,8 @@ def all_files(sytest: Path) -> list[str]:
 
 
 def split_alone(files: Sequence[str]) -> tuple[list[str], list[str]]:
-    """``files`` to run together, and those of ``ALONE`` among them, each run by itself
-    (a file alone is run as it is)."""
+    """``files`` to run together, and those of ``ALONE`` among them, each to run by
+    itself (given only ``ALONE`` files, they run together, as given)."""
     alone = [f for f in files if f in ALONE]
     together = [f for f in files if f not in ALONE]
     if not together:
