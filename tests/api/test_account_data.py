@@ -7,7 +7,7 @@ from typing import Any
 
 from harness.client import Account, MatrixClient, Response, new_session
 from harness.server import HomeserverProcess
-from harness.sliding_sync import one_list, sliding
+from harness.sliding_sync import create_room, join, one_list, sliding
 from harness.sync import LongPoll, sync_since
 
 
@@ -187,3 +187,30 @@ async def test_stream_positions_survive_a_restart(private_homeserver: Homeserver
         (await client.request("PUT", path, json={"n": "after"}, token=alice)).ok()
         response = await sync(client, alice, token)
         assert global_events(response) == [{"type": "org.example", "content": {"n": "after"}}]
+
+
+async def test_a_tag_removed_out_of_the_room_reaches_a_connection_that_had_it(
+    client: MatrixClient,
+) -> None:
+    """A room a sliding-sync connection was sent tags of, left and joined again (sent
+    whole again as ``initial``), tells of the tags removed meanwhile: the client holds
+    them, so ``{"tags": {}}`` comes, not nothing."""
+    alice = await client.register()
+    room_id = await create_room(client, alice, preset="public_chat")
+    tags = f"user/{alice.user_id}/rooms/{room_id}/tags"
+    (await client.request("PUT", f"{tags}/u.work", json={}, token=alice)).ok()
+    body = {
+        "lists": one_list(timeline_limit=1),
+        "extensions": {"account_data": {"enabled": True}},
+    }
+    first = await sliding(client, alice, body)
+    tagged = [{"type": "m.tag", "content": {"tags": {"u.work": {}}}}]
+    assert first["extensions"]["account_data"]["rooms"][room_id] == tagged
+    (await client.request("POST", f"rooms/{room_id}/leave", json={}, token=alice)).ok()
+    second = await sliding(client, alice, body, first["pos"])
+    (await client.request("DELETE", f"{tags}/u.work", token=alice)).ok()
+    await join(client, alice, room_id)
+    third = await sliding(client, alice, body, second["pos"])
+    assert third["rooms"][room_id].get("initial") is True
+    untagged = [{"type": "m.tag", "content": {"tags": {}}}]
+    assert third["extensions"]["account_data"]["rooms"][room_id] == untagged

@@ -73,7 +73,7 @@ class PushRulesAccountData:
         return events
 
     async def room_account_data_since(
-        self, user_id: UserID, since: int, until: int
+        self, user_id: UserID, since: int | None, until: int
     ) -> dict[RoomID, list[JsonDict]]:
         return await self._account_data.room_account_data_since(user_id, since, until)
 

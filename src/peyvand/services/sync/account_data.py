@@ -56,6 +56,17 @@ def _events(rows: list[tuple[str, JsonDict]]) -> list[JsonDict]:
     return [{"type": data_type, "content": content} for data_type, content in rows]
 
 
+def _removed_tags(data_type: str, content: JsonDict) -> bool:
+    return data_type == TAG_EVENT_TYPE and not content.get("tags")
+
+
+def without_removed_tags(events: list[JsonDict]) -> list[JsonDict]:
+    """A room's account data for a client that holds none of it: without an ``m.tag``
+    whose tags were all removed (as Synapse, which then stores no tags for the room; a
+    client that was sent the tags gets ``{"tags": {}}``)."""
+    return [e for e in events if not _removed_tags(e["type"], e["content"])]
+
+
 class AccountDataService:
     def __init__(self, store: AccountDataStore, state: StateService, notifier: Notifier) -> None:
         self._store = store
@@ -221,16 +232,15 @@ class AccountDataService:
         return _events([(row.type, row.content) for row in rows])
 
     async def room_account_data_since(
-        self, user_id: UserID, since: int, until: int
+        self, user_id: UserID, since: int | None, until: int
     ) -> dict[RoomID, list[JsonDict]]:
         """Each room's ``account_data.events`` of /sync: the user's room account data
-        (tags included) changed in ``(since, until]``, by room. From 0 (everything: an
-        initial sync, a room new to a sliding-sync connection) a room whose tags were
-        all removed has no ``m.tag``, as Synapse, which stores no tags for it; later, the
-        removal is sent as ``{"tags": {}}``."""
+        (tags included) changed in ``(since, until]``, by room; ``since`` None: all of it,
+        for a client that holds none (an initial sync), where a room whose tags were all
+        removed has no ``m.tag`` (``without_removed_tags``)."""
         by_room: dict[RoomID, list[tuple[str, JsonDict]]] = {}
-        for row in await self._store.get_changed(user_id, since, until, rooms=True):
-            if since == 0 and row.type == TAG_EVENT_TYPE and not row.content.get("tags"):
+        for row in await self._store.get_changed(user_id, since or 0, until, rooms=True):
+            if since is None and _removed_tags(row.type, row.content):
                 continue
             by_room.setdefault(RoomID(row.room_id), []).append((row.type, row.content))
         return {room_id: _events(rows) for room_id, rows in by_room.items()}

@@ -76,7 +76,9 @@ class LegacySyncService:
         wanted = ("join", "invite", "leave", "ban") if archived else ("join", "invite")
         memberships = dict(await self._index.memberships(user_id))
         public = set(await self._store.get_public_room_ids())
-        room_data = await self._account_data.room_account_data_since(user_id, 0, now.account_data)
+        room_data = await self._account_data.room_account_data_since(
+            user_id, None, now.account_data
+        )
         joined = [r for r, (m, _) in memberships.items() if m == "join"]
         receipts = await self._receipts.receipts_for_rooms(user_id, joined, 0, now.receipts)
         rooms = []
@@ -135,7 +137,9 @@ class LegacySyncService:
         if membership is not None:
             result["membership"] = membership
         result |= await self._room_snapshot(requester, room_id, until, now, limit)
-        room_data = await self._account_data.room_account_data_since(user_id, 0, now.account_data)
+        room_data = await self._account_data.room_account_data_since(
+            user_id, None, now.account_data
+        )
         receipts = (
             await self._receipts.receipts_for_rooms(user_id, [room_id], 0, now.receipts)
             if membership == "join"

@@ -83,8 +83,10 @@ class AccountDataSource(Protocol):
         ...
 
     async def room_account_data_since(
-        self, user_id: UserID, since: int, until: int
-    ) -> dict[RoomID, list[JsonDict]]: ...
+        self, user_id: UserID, since: int | None, until: int
+    ) -> dict[RoomID, list[JsonDict]]:
+        """Changed in ``(since, until]``; all of it for None (a client holding none)."""
+        ...
 
 
 class ToDeviceSource(Protocol):
@@ -339,7 +341,7 @@ class SyncService:
                 room_id: kept
                 for room_id, events in (
                     await self._account_data.room_account_data_since(
-                        user_id, since_ad or 0, now.account_data
+                        user_id, None if since is None else since_ad or 0, now.account_data
                     )
                 ).items()
                 if room_filter.filter_rooms([room_id]) and (kept := room_filter.filter(events))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Set as AbstractSet
 
+from peyvand.services.sync.account_data import without_removed_tags
 from peyvand.services.sync.sliding.sent_rooms import RoomStatuses, advance, live_out_of_view, split
 from peyvand.services.sync.sync import AccountDataSource
 from peyvand.types import JsonDict, RoomID, UserID
@@ -36,7 +37,7 @@ async def account_data_extension(
     out of view, what changed since then (read from the earliest such position: data
     set again is its current value, harmless to repeat)."""
     parts = split(rooms, statuses, initial_rooms, first=since is None)
-    by_room = await _everything(source, user_id, parts.initial, upto)
+    by_room = await _everything(source, user_id, parts.initial, statuses.keys(), upto)
     if since is None:
         global_events = await source.global_account_data_since(user_id, None, upto)
         return {"global": global_events, "rooms": by_room}, advance({}, rooms, (), None)
@@ -57,10 +58,19 @@ async def account_data_extension(
 
 
 async def _everything(
-    source: AccountDataSource, user_id: UserID, rooms: AbstractSet[RoomID], upto: int
+    source: AccountDataSource,
+    user_id: UserID,
+    rooms: AbstractSet[RoomID],
+    sent: AbstractSet[RoomID],
+    upto: int,
 ) -> dict[RoomID, list[JsonDict]]:
-    """All account data of ``rooms`` (no read for none)."""
+    """All account data of ``rooms`` (no read for none); of a room the extension never
+    ``sent``, without tags all removed (``without_removed_tags``)."""
     if not rooms:
         return {}
     everything = await source.room_account_data_since(user_id, 0, upto)
-    return {r: everything[r] for r in rooms & everything.keys()}
+    found = {
+        r: everything[r] if r in sent else without_removed_tags(everything[r])
+        for r in rooms & everything.keys()
+    }
+    return {r: events for r, events in found.items() if events}
