@@ -468,9 +468,20 @@ def main(argv: Sequence[str]) -> int:
             file=sys.stderr,
         )
         return 2
+    sytest = sytest_dir(args.run_sytest)
+    if not args.files and not (sytest / "tests").is_dir():
+        print(f"no sytest tests in {sytest}: set SYTEST_DIR", file=sys.stderr)
+        return 2
+    files = args.files or all_files(sytest)
+    if args.database_url is not None:
+        files, alone = split_alone(files)
+        if alone:
+            print(f"!! left out, each runs alone on a database of its own: {', '.join(alone)}")
+            args.files = files  # only the tests of the files run are compared
     out = args.out or Path(tempfile.mkdtemp(prefix="peyvand-sytest-"))
     out.mkdir(parents=True, exist_ok=True)
-    files = args.files or all_files(sytest_dir(args.run_sytest))
+    for stale in out.glob("sytest-alone*"):  # an earlier run's, which --from would read
+        stale.unlink()
     with databases(args) as urls:
         outcome, finished = run_files(args, urls, files, out, "sytest")
         return report(args, outcome, finished, out, urls, started)
@@ -483,9 +494,9 @@ def run_files(
     out: Path,
     label: str,
 ) -> tuple[Outcome, bool]:
-    """``files`` run by sytest, those of ``ALONE`` each in a run of its own (on one
-    database, ``--database-url``, all together); the results, and whether all finished."""
-    together, alone = split_alone(files) if args.database_url is None else (list(files), [])
+    """``files`` run by sytest, those of ``ALONE`` each in a run of its own (on a fresh
+    server and database); the results, and whether all finished."""
+    together, alone = split_alone(files)
     outcome, finished = sytest_run(args, next(urls), together, out, label)
     for index, file in enumerate(alone, 1):
         own, own_finished = sytest_run(args, next(urls), [file], out, f"{label}-alone{index}")
